@@ -1,0 +1,132 @@
+// The Backend interface: every op the network needs, forward and backward. CpuBackend is the
+// reference and the fallback; CudaBackend is the product. Both implement exactly the semantics
+// written here, and tests run the same op through both and compare.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "pneumo/augment.hpp"
+#include "pneumo/random.hpp"
+#include "pneumo/tensor.hpp"
+
+namespace pneumo {
+
+// Conventions shared by every op (DESIGN §3):
+// - activations are float32 NCHW, contiguous; dense activations are (N, F);
+// - convolution: 3x3 kernel, stride 1, 'same' padding (one zero pixel each side), weights
+//   (K, C, 3, 3) as PyTorch stores them, cross-correlation (no kernel flip), bias (K);
+// - max pooling: 2x2 window, stride 2, 'same': output ceil(H/2) x ceil(W/2); on an odd size the
+//   one padding row/column goes on the TOP/LEFT (cuDNN's symmetric padding of 1 with floor
+//   rounding gives exactly that) and never wins the max;
+// - backward ops OVERWRITE their outputs (no accumulation), so callers need not zero them;
+// - every op may be asynchronous on its device; read results through Tensor::copy_to_host or
+//   after synchronize().
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual Device device() const = 0;
+  virtual std::string name() const = 0;  // e.g. "cpu (2 threads, OpenBLAS)" or "cuda (NVIDIA H100)"
+  virtual void synchronize() {}
+
+  Tensor empty(Shape shape) const { return Tensor(shape, device()); }
+  Tensor zeros(Shape shape) const { return Tensor::zeros(shape, device()); }
+
+  // ---- Convolution 3x3 'same', stride 1 ---------------------------------------------------
+  // x: (N, C, H, W), weight: (K, C, 3, 3), bias: (K) -> y: (N, K, H, W); y = relu(conv + bias)
+  // when fuse_relu, else conv + bias.
+  virtual void conv2d_forward(ConstTensorView x, ConstTensorView weight, ConstTensorView bias,
+                              TensorView y, bool fuse_relu) = 0;
+  // dy: (N, K, H, W), weight: (K, C, 3, 3) -> dx: (N, C, H, W)
+  virtual void conv2d_backward_data(ConstTensorView dy, ConstTensorView weight,
+                                    TensorView dx) = 0;
+  // x: (N, C, H, W), dy: (N, K, H, W) -> dweight: (K, C, 3, 3), dbias: (K), summed over the batch
+  virtual void conv2d_backward_filter(ConstTensorView x, ConstTensorView dy, TensorView dweight,
+                                      TensorView dbias) = 0;
+
+  // ---- ReLU (in place allowed: y may alias x, dx may alias dy) ------------------------------
+  virtual void relu_forward(ConstTensorView x, TensorView y) = 0;
+  // y is the forward output: dx = dy where y > 0, else 0.
+  virtual void relu_backward(ConstTensorView y, ConstTensorView dy, TensorView dx) = 0;
+
+  // ---- Max pooling 2x2, stride 2, 'same' (top/left padding on odd sizes) ----------------------
+  // x: (N, C, H, W) -> y: (N, C, ceil(H/2), ceil(W/2))
+  virtual void maxpool2d_forward(ConstTensorView x, TensorView y) = 0;
+  // Each window's gradient goes to the element that produced its max; on ties, to the first in
+  // row-major order within the window.
+  virtual void maxpool2d_backward(ConstTensorView x, ConstTensorView y, ConstTensorView dy,
+                                  TensorView dx) = 0;
+
+  // ---- Batch normalisation over (N, H, W) per channel ("spatial") ---------------------------
+  // Training: normalise with the batch mean and biased variance; update the running averages as
+  //   running = (1 - factor) * running + factor * batch, with the UNBIASED batch variance for
+  //   running_var (cuDNN and PyTorch do this); factor = 1 - Keras momentum (0.01).
+  // saved_mean, saved_inv_std: (C), 1 / sqrt(biased_var + epsilon), kept for the backward pass.
+  virtual void batchnorm_forward_training(ConstTensorView x, ConstTensorView gamma,
+                                          ConstTensorView beta, TensorView running_mean,
+                                          TensorView running_var, double average_factor,
+                                          double epsilon, TensorView y, TensorView saved_mean,
+                                          TensorView saved_inv_std) = 0;
+  // Inference: normalise with the running statistics.
+  virtual void batchnorm_forward_inference(ConstTensorView x, ConstTensorView gamma,
+                                           ConstTensorView beta, ConstTensorView running_mean,
+                                           ConstTensorView running_var, double epsilon,
+                                           TensorView y) = 0;
+  // Gradients of the training forward: dx (N, C, H, W), dgamma (C), dbeta (C).
+  virtual void batchnorm_backward(ConstTensorView x, ConstTensorView dy, ConstTensorView gamma,
+                                  ConstTensorView saved_mean, ConstTensorView saved_inv_std,
+                                  double epsilon, TensorView dx, TensorView dgamma,
+                                  TensorView dbeta) = 0;
+
+  // ---- Dropout (inverted; mask = dropout_multiplier(key, element index, rate)) --------------
+  virtual void dropout_forward(ConstTensorView x, TensorView y, float rate, RngKey key) = 0;
+  virtual void dropout_backward(ConstTensorView dy, TensorView dx, float rate, RngKey key) = 0;
+
+  // ---- Dense (fully connected), row-major, PyTorch layout ----------------------------------
+  // x: (N, in), weight: (out, in), bias: (out) -> y: (N, out) = x weight^T + bias
+  virtual void dense_forward(ConstTensorView x, ConstTensorView weight, ConstTensorView bias,
+                             TensorView y) = 0;
+  // dx: (N, in) (skipped when dx.data is null), dweight: (out, in), dbias: (out)
+  virtual void dense_backward(ConstTensorView x, ConstTensorView weight, ConstTensorView dy,
+                              TensorView dx, TensorView dweight, TensorView dbias) = 0;
+
+  // ---- Fused sigmoid + binary cross-entropy on logits ---------------------------------------
+  // logits, labels: (N) or (N, 1); weights: per-sample weights (N), or data == nullptr for 1.
+  // dlogits = weight * (sigmoid(z) - y) / N (the gradient of the batch-mean loss).
+  // stats (2): stats[0] += sum of weighted losses, stats[1] += count of correct predictions at
+  // 0.5; accumulated on the device so an epoch needs one read.
+  virtual void sigmoid_bce(ConstTensorView logits, ConstTensorView labels,
+                           ConstTensorView weights, TensorView dlogits, TensorView stats) = 0;
+
+  // ---- RMSprop over one contiguous parameter buffer (one launch) ----------------------------
+  virtual void rmsprop_step(TensorView params, ConstTensorView grads, TensorView mean_square,
+                            float learning_rate, float rho, float epsilon) = 0;
+
+  // ---- Input pipeline ------------------------------------------------------------------------
+  // images: uint8 (image_count, size, size) on this device; indices: int32 (N) on this device.
+  // out: (N, 1, size, size) float in [0, 1]. With settings.enabled, image slot i is warped by
+  // parameters drawn from (key, i); else a plain gather and scale.
+  virtual void gather_augment(const uint8_t* images, int64_t image_count, int size,
+                              const int32_t* indices, const AugmentSettings& settings, RngKey key,
+                              TensorView out) = 0;
+  // out[i] = values[indices[i]]; values and indices on this device (labels, sample weights).
+  virtual void gather_values(const float* values, const int32_t* indices, TensorView out) = 0;
+};
+
+enum class DeviceChoice { Auto, Cpu, Cuda };
+DeviceChoice parse_device_choice(const std::string& text);  // "auto" | "cpu" | "cuda"
+
+struct BackendOptions {
+  DeviceChoice device = DeviceChoice::Auto;
+  bool allow_tf32 = false;  // --precision tf32
+  int cpu_threads = 0;      // 0: all hardware threads
+};
+
+// Creates the backend the options ask for. Auto takes CUDA when a device exists, else the CPU
+// with a one-line notice on stderr; Cuda without a device throws a clear pneumo::Error.
+std::unique_ptr<Backend> make_backend(const BackendOptions& options);
+std::unique_ptr<Backend> make_cpu_backend(int threads = 0);
+std::unique_ptr<Backend> make_cuda_backend(bool allow_tf32 = false);  // throws without a GPU
+
+}  // namespace pneumo

@@ -1,0 +1,62 @@
+// Per-element math shared by the CUDA kernels and their CPU twins (DESIGN §3): each function
+// here is the whole arithmetic of one element of an op, so the tested code is the shipped code.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#include "pneumo/hostdevice.hpp"
+#include "pneumo/random.hpp"
+
+namespace pneumo {
+
+// ---- ReLU -------------------------------------------------------------------------------------
+PNEUMO_HD float relu(float x) { return x > 0.0f ? x : 0.0f; }
+// Gradient through ReLU given its output y (y > 0 exactly where x > 0).
+PNEUMO_HD float relu_backward(float y, float dy) { return y > 0.0f ? dy : 0.0f; }
+
+// ---- Dropout (inverted) ---------------------------------------------------------------------
+// Multiplier of element `index`: 0 with probability `rate`, else 1 / (1 - rate). The mask is a
+// pure function of (key, index), so the backward pass recomputes it instead of storing it.
+PNEUMO_HD float dropout_multiplier(RngKey key, uint32_t index, float rate) {
+  // One Philox call yields four words; element i uses word i % 4 of block i / 4.
+  Philox4 bits = philox4x32(key, index >> 2);
+  float u = uniform_from_bits(bits.v[index & 3u]);
+  return u < rate ? 0.0f : 1.0f / (1.0f - rate);
+}
+
+// ---- Fused sigmoid + binary cross-entropy on a logit -----------------------------------------
+struct BceElement {
+  float loss;      // -[y log p + (1 - y) log(1 - p)], p = sigmoid(z), weighted
+  float gradient;  // d loss / d z = weight * (p - y), before dividing by the batch size
+  float correct;   // 1 when (p > 0.5) == (y > 0.5), i.e. (z > 0) == (y > 0.5)
+};
+
+// Stable for any logit: loss = max(z, 0) - z y + log1p(exp(-|z|)); never inf or NaN for finite z.
+PNEUMO_HD BceElement sigmoid_bce(float z, float y, float weight) {
+  float abs_z = fabsf(z);
+  float e = expf(-abs_z);  // in (0, 1]
+  float loss = fmaxf(z, 0.0f) - z * y + log1pf(e);
+  // sigmoid without overflow: for z >= 0, 1 / (1 + e); for z < 0, e / (1 + e).
+  float p = z >= 0.0f ? 1.0f / (1.0f + e) : e / (1.0f + e);
+  bool predicted_positive = z > 0.0f;
+  bool positive = y > 0.5f;
+  return {weight * loss, weight * (p - y), predicted_positive == positive ? 1.0f : 0.0f};
+}
+
+// ---- RMSprop (no momentum, not centred) -------------------------------------------------------
+// mean_square <- rho * mean_square + (1 - rho) g^2;  param <- param - lr g / (sqrt(mean_square) + eps)
+// epsilon outside the square root, as PyTorch and Keras 3 do (TensorFlow's fused kernel puts it
+// inside; with eps = 1e-7 the two differ only while mean_square is tiny).
+PNEUMO_HD void rmsprop_update(float& param, float& mean_square, float grad, float lr, float rho,
+                              float eps) {
+  mean_square = rho * mean_square + (1.0f - rho) * grad * grad;
+  param -= lr * grad / (sqrtf(mean_square) + eps);
+}
+
+// ---- Batch-norm per element -----------------------------------------------------------------
+PNEUMO_HD float batchnorm_apply(float x, float mean, float inv_std, float gamma, float beta) {
+  return gamma * (x - mean) * inv_std + beta;
+}
+
+}  // namespace pneumo

@@ -1,0 +1,39 @@
+// Errors: one exception type for everything a user can get wrong or a library can refuse, and the
+// check macro that builds its message (the failed condition, file, line and what the caller adds).
+#pragma once
+
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <utility>
+
+namespace pneumo {
+
+// Thrown for bad input, bad flags, refused files and failed library calls. The CLI prints what()
+// and exits non-zero; nothing below main() prints and exits on its own.
+class Error : public std::runtime_error {
+ public:
+  explicit Error(const std::string& message) : std::runtime_error(message) {}
+};
+
+namespace detail {
+template <class... Parts>
+std::string concat(Parts&&... parts) {
+  std::ostringstream out;
+  (out << ... << std::forward<Parts>(parts));
+  return out.str();
+}
+[[noreturn]] void throw_check_failure(const char* file, int line, const char* condition,
+                                      const std::string& message);
+}  // namespace detail
+
+}  // namespace pneumo
+
+// PNEUMO_CHECK(cond, "message parts", value, ...): throws pneumo::Error naming the condition,
+// the file and line, and the streamed message parts when cond is false.
+#define PNEUMO_CHECK(cond, ...)                                                             \
+  do {                                                                                      \
+    if (!(cond))                                                                            \
+      ::pneumo::detail::throw_check_failure(__FILE__, __LINE__, #cond,                      \
+                                            ::pneumo::detail::concat(__VA_ARGS__));          \
+  } while (0)

@@ -1,0 +1,81 @@
+// The seed network (DESIGN §2) as a sequence of layers over one Backend. Parameters and their
+// gradients live in one contiguous buffer each (so the optimizer is one launch); layers hold views.
+// Non-trainable state (batch-norm running statistics) lives in a third buffer.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "pneumo/backend.hpp"
+#include "pneumo/random.hpp"
+#include "pneumo/tensor.hpp"
+
+namespace pneumo {
+
+// One named tensor inside a flat buffer; names and layouts follow PyTorch (conv1.weight is
+// (out, in, kh, kw), fc1.weight is (out, in), bn1.running_var, ...).
+struct ParameterInfo {
+  std::string name;
+  Shape shape;
+  int64_t offset = 0;  // in elements, into the parameter (or buffer) array
+};
+
+struct ModelConfig {
+  std::string architecture = "seed-cnn-v1";
+  int input_size = 150;  // square, one channel
+  // Block channels and dropout rates of the recipe: conv 32, 64 (0.1), 64, 128 (0.2), 256 (0.2).
+  std::vector<int> channels{32, 64, 64, 128, 256};
+  std::vector<float> conv_dropout{0.0f, 0.1f, 0.0f, 0.2f, 0.2f};
+  int hidden = 128;
+  float hidden_dropout = 0.2f;
+  double batchnorm_momentum = 0.99;  // Keras convention; cuDNN factor = 1 - momentum
+  double batchnorm_epsilon = 1e-3;
+};
+
+class Layer;
+
+class Model {
+ public:
+  // Allocates parameters, gradients and every activation for batches up to max_batch.
+  Model(Backend& backend, ModelConfig config, int max_batch);
+  ~Model();
+  Model(const Model&) = delete;
+  Model& operator=(const Model&) = delete;
+
+  // Keras defaults: Glorot-uniform conv and dense weights (Philox stream kInit), zero biases,
+  // batch-norm gamma 1, beta 0, running mean 0, running variance 1.
+  void initialize(uint64_t seed);
+
+  // input: (N, 1, S, S) with N <= max_batch, on the backend's device. Returns the logits (N, 1).
+  // In training mode batch-norm uses batch statistics (and updates running averages) and dropout
+  // draws masks from (seed, epoch, step) with stream kDropout + layer index.
+  ConstTensorView forward(ConstTensorView input, bool training, RngKey dropout_key = {});
+  // dlogits: (N, 1). Fills gradients() for the last training forward.
+  void backward(ConstTensorView dlogits);
+
+  TensorView parameters() { return parameters_.view(); }
+  TensorView gradients() { return gradients_.view(); }
+  TensorView buffers() { return buffers_.view(); }  // batch-norm running statistics
+  const std::vector<ParameterInfo>& parameter_infos() const { return parameter_infos_; }
+  const std::vector<ParameterInfo>& buffer_infos() const { return buffer_infos_; }
+  int64_t trainable_count() const { return parameters_.numel(); }
+  int64_t total_count() const { return parameters_.numel() + buffers_.numel(); }
+
+  // Output shape of every layer for batch n, in order, named ("conv1", "dropout2", "bn2", ...).
+  std::vector<std::pair<std::string, Shape>> layer_shapes() const;
+  const ModelConfig& config() const { return config_; }
+  int max_batch() const { return max_batch_; }
+  Backend& backend() { return backend_; }
+
+ private:
+  Backend& backend_;
+  ModelConfig config_;
+  int max_batch_;
+  Tensor parameters_, gradients_, buffers_;
+  std::vector<ParameterInfo> parameter_infos_, buffer_infos_;
+  std::vector<std::unique_ptr<Layer>> layers_;
+};
+
+}  // namespace pneumo

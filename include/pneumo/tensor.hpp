@@ -1,0 +1,133 @@
+// Tensors: a shape (up to 4 dims, NCHW), move-only owning arrays on the host or the device, and
+// the non-owning views that ops take (layers hold views into one contiguous parameter buffer).
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <initializer_list>
+#include <string>
+#include <utility>
+
+namespace pneumo {
+
+enum class Device { Cpu, Cuda };
+const char* to_string(Device device);
+
+// A row-major shape of rank 0..4. Activations are (N, C, H, W); dense activations are (N, F).
+class Shape {
+ public:
+  static constexpr int kMaxRank = 4;
+  Shape() = default;
+  Shape(std::initializer_list<int64_t> dims);
+
+  int rank() const { return rank_; }
+  int64_t operator[](int axis) const { return dims_[static_cast<size_t>(axis)]; }
+  int64_t numel() const;
+  // (N, C, H, W) accessors; only for rank-4 shapes.
+  int64_t n() const { return dims_[0]; }
+  int64_t c() const { return dims_[1]; }
+  int64_t h() const { return dims_[2]; }
+  int64_t w() const { return dims_[3]; }
+  std::string str() const;  // "(32, 1, 150, 150)"
+
+  bool operator==(const Shape& other) const;
+  bool operator!=(const Shape& other) const { return !(*this == other); }
+
+ private:
+  std::array<int64_t, kMaxRank> dims_{};
+  int rank_ = 0;
+};
+
+// Raw memory helpers; the device ones throw pneumo::Error naming the call and the size.
+void* allocate_bytes(Device device, size_t bytes);
+void free_bytes(Device device, void* ptr) noexcept;
+void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes);
+void zero_bytes(void* ptr, Device device, size_t bytes);
+
+// Move-only owning array of T on one device. Move-assignment releases what it held.
+template <class T>
+class Array {
+ public:
+  Array() = default;
+  Array(int64_t count, Device device)
+      : data_(static_cast<T*>(allocate_bytes(device, static_cast<size_t>(count) * sizeof(T)))),
+        count_(count),
+        device_(device) {}
+  ~Array() { free_bytes(device_, data_); }
+  Array(const Array&) = delete;
+  Array& operator=(const Array&) = delete;
+  Array(Array&& other) noexcept { *this = std::move(other); }
+  Array& operator=(Array&& other) noexcept {
+    if (this != &other) {
+      free_bytes(device_, data_);
+      data_ = std::exchange(other.data_, nullptr);
+      count_ = std::exchange(other.count_, 0);
+      device_ = other.device_;
+    }
+    return *this;
+  }
+
+  T* data() { return data_; }
+  const T* data() const { return data_; }
+  int64_t size() const { return count_; }
+  size_t bytes() const { return static_cast<size_t>(count_) * sizeof(T); }
+  Device device() const { return device_; }
+  bool empty() const { return count_ == 0; }
+
+ private:
+  T* data_ = nullptr;
+  int64_t count_ = 0;
+  Device device_ = Device::Cpu;
+};
+
+// Non-owning float32 views. Ops take ConstTensorView for inputs and TensorView for outputs.
+struct TensorView {
+  float* data = nullptr;
+  Shape shape;
+  Device device = Device::Cpu;
+  int64_t numel() const { return shape.numel(); }
+  TensorView reshaped(Shape new_shape) const;  // same elements, new shape (Flatten)
+};
+
+struct ConstTensorView {
+  const float* data = nullptr;
+  Shape shape;
+  Device device = Device::Cpu;
+  ConstTensorView() = default;
+  ConstTensorView(const float* d, Shape s, Device dev) : data(d), shape(s), device(dev) {}
+  ConstTensorView(const TensorView& v) : data(v.data), shape(v.shape), device(v.device) {}  // NOLINT
+  int64_t numel() const { return shape.numel(); }
+  ConstTensorView reshaped(Shape new_shape) const;
+};
+
+// Owning float32 tensor (contents uninitialised unless zeroed).
+class Tensor {
+ public:
+  Tensor() = default;
+  Tensor(Shape shape, Device device) : storage_(shape.numel(), device), shape_(shape) {}
+  static Tensor zeros(Shape shape, Device device);
+  // Host copy <-> any device.
+  static Tensor from_host(Shape shape, const float* values, Device device);
+  void copy_to_host(float* values) const;
+  void copy_from(ConstTensorView source);  // same number of elements, any devices
+
+  float* data() { return storage_.data(); }
+  const float* data() const { return storage_.data(); }
+  const Shape& shape() const { return shape_; }
+  Device device() const { return storage_.device(); }
+  int64_t numel() const { return shape_.numel(); }
+  TensorView view() { return {data(), shape_, device()}; }
+  ConstTensorView view() const { return {data(), shape_, device()}; }
+  operator TensorView() { return view(); }              // NOLINT: views are what ops take
+  operator ConstTensorView() const { return view(); }  // NOLINT
+
+ private:
+  Array<float> storage_;
+  Shape shape_;
+};
+
+// Is there a usable CUDA device? (false on machines without a GPU or driver; never throws)
+bool cuda_device_available();
+
+}  // namespace pneumo

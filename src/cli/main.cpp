@@ -1,0 +1,7 @@
+// The `pneumo` command.
+#include <iostream>
+
+int main() {
+  std::cout << "pneumo\n";
+  return 0;
+}

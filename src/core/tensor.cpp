@@ -1,0 +1,144 @@
+// Shape arithmetic and host/device memory for Array and Tensor.
+#include "pneumo/tensor.hpp"
+
+#include <cuda_runtime.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <sstream>
+
+#include "pneumo/error.hpp"
+
+namespace pneumo {
+
+const char* to_string(Device device) { return device == Device::Cuda ? "cuda" : "cpu"; }
+
+Shape::Shape(std::initializer_list<int64_t> dims) {
+  PNEUMO_CHECK(dims.size() <= static_cast<size_t>(kMaxRank), "shape of rank ", dims.size(),
+               " exceeds the maximum rank ", kMaxRank);
+  for (int64_t d : dims) {
+    PNEUMO_CHECK(d >= 0, "negative dimension ", d, " in shape");
+    dims_[static_cast<size_t>(rank_++)] = d;
+  }
+}
+
+int64_t Shape::numel() const {
+  int64_t count = 1;
+  for (int i = 0; i < rank_; ++i) count *= dims_[static_cast<size_t>(i)];
+  return rank_ == 0 ? 0 : count;
+}
+
+std::string Shape::str() const {
+  std::ostringstream out;
+  out << "(";
+  for (int i = 0; i < rank_; ++i) out << (i ? ", " : "") << dims_[static_cast<size_t>(i)];
+  out << ")";
+  return out.str();
+}
+
+bool Shape::operator==(const Shape& other) const {
+  if (rank_ != other.rank_) return false;
+  for (int i = 0; i < rank_; ++i)
+    if (dims_[static_cast<size_t>(i)] != other.dims_[static_cast<size_t>(i)]) return false;
+  return true;
+}
+
+TensorView TensorView::reshaped(Shape new_shape) const {
+  PNEUMO_CHECK(new_shape.numel() == shape.numel(), "cannot reshape ", shape.str(), " to ",
+               new_shape.str());
+  return {data, new_shape, device};
+}
+
+ConstTensorView ConstTensorView::reshaped(Shape new_shape) const {
+  PNEUMO_CHECK(new_shape.numel() == shape.numel(), "cannot reshape ", shape.str(), " to ",
+               new_shape.str());
+  return {data, new_shape, device};
+}
+
+namespace {
+constexpr size_t kHostAlignment = 64;  // cache line; also enough for AVX-512 loads
+}
+
+void* allocate_bytes(Device device, size_t bytes) {
+  if (bytes == 0) return nullptr;
+  if (device == Device::Cpu) {
+    void* ptr = std::aligned_alloc(kHostAlignment, (bytes + kHostAlignment - 1) / kHostAlignment *
+                                                       kHostAlignment);
+    if (!ptr) throw Error(detail::concat("out of host memory allocating ", bytes, " bytes"));
+    return ptr;
+  }
+  void* ptr = nullptr;
+  cudaError_t status = cudaMalloc(&ptr, bytes);
+  if (status != cudaSuccess) {
+    cudaGetLastError();  // clear the sticky-free error so later calls are not blamed
+    throw Error(detail::concat("cudaMalloc of ", bytes, " bytes (", bytes / (1 << 20),
+                               " MiB) failed: ", cudaGetErrorString(status)));
+  }
+  return ptr;
+}
+
+void free_bytes(Device device, void* ptr) noexcept {
+  if (!ptr) return;
+  if (device == Device::Cpu)
+    std::free(ptr);
+  else
+    cudaFree(ptr);  // errors here cannot be reported from a destructor; the next call sees them
+}
+
+void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes) {
+  if (bytes == 0) return;
+  if (dst_device == Device::Cpu && src_device == Device::Cpu) {
+    std::memcpy(dst, src, bytes);
+    return;
+  }
+  cudaError_t status = cudaMemcpy(dst, src, bytes, cudaMemcpyDefault);
+  PNEUMO_CHECK(status == cudaSuccess, "cudaMemcpy of ", bytes, " bytes (", to_string(src_device),
+               " -> ", to_string(dst_device), ") failed: ", cudaGetErrorString(status));
+}
+
+void zero_bytes(void* ptr, Device device, size_t bytes) {
+  if (bytes == 0) return;
+  if (device == Device::Cpu) {
+    std::memset(ptr, 0, bytes);
+    return;
+  }
+  cudaError_t status = cudaMemset(ptr, 0, bytes);
+  PNEUMO_CHECK(status == cudaSuccess, "cudaMemset of ", bytes,
+               " bytes failed: ", cudaGetErrorString(status));
+}
+
+Tensor Tensor::zeros(Shape shape, Device device) {
+  Tensor t(shape, device);
+  zero_bytes(t.data(), device, static_cast<size_t>(t.numel()) * sizeof(float));
+  return t;
+}
+
+Tensor Tensor::from_host(Shape shape, const float* values, Device device) {
+  Tensor t(shape, device);
+  copy_bytes(t.data(), device, values, Device::Cpu, static_cast<size_t>(t.numel()) * sizeof(float));
+  return t;
+}
+
+void Tensor::copy_to_host(float* values) const {
+  copy_bytes(values, Device::Cpu, data(), device(), static_cast<size_t>(numel()) * sizeof(float));
+}
+
+void Tensor::copy_from(ConstTensorView source) {
+  PNEUMO_CHECK(source.numel() == numel(), "copy from ", source.shape.str(), " into ", shape_.str(),
+               ": element counts differ");
+  copy_bytes(data(), device(), source.data, source.device,
+             static_cast<size_t>(numel()) * sizeof(float));
+}
+
+bool cuda_device_available() {
+  int count = 0;
+  cudaError_t status = cudaGetDeviceCount(&count);
+  if (status != cudaSuccess) {
+    cudaGetLastError();
+    return false;
+  }
+  return count > 0;
+}
+
+}  // namespace pneumo

@@ -1,0 +1,50 @@
+// Shapes, tensors and the philox generator.
+#include <gtest/gtest.h>
+
+#include "pneumo/error.hpp"
+#include "pneumo/random.hpp"
+#include "test_util.hpp"
+
+namespace pneumo {
+namespace {
+
+TEST(Shape, NumelAndString) {
+  Shape s{32, 1, 150, 150};
+  EXPECT_EQ(s.numel(), 32 * 150 * 150);
+  EXPECT_EQ(s.str(), "(32, 1, 150, 150)");
+  EXPECT_EQ(s.rank(), 4);
+  EXPECT_EQ(Shape({6400}).numel(), 6400);
+  EXPECT_THROW(Shape({-1, 2}), Error);
+}
+
+TEST(Tensor, HostRoundTripAndMove) {
+  std::vector<float> values{1, 2, 3, 4, 5, 6};
+  Tensor t = Tensor::from_host({2, 3}, values.data(), Device::Cpu);
+  Tensor moved = std::move(t);
+  EXPECT_EQ(t.data(), nullptr);
+  std::vector<float> back(6);
+  moved.copy_to_host(back.data());
+  EXPECT_EQ(back, values);
+  EXPECT_THROW(moved.view().reshaped({4}), Error);
+  EXPECT_EQ(moved.view().reshaped({6}).shape, Shape({6}));
+}
+
+TEST(Philox, DeterministicAndKeyed) {
+  RngKey a{42, 1, 0, 0}, b{42, 1, 0, 1}, c{43, 1, 0, 0};
+  EXPECT_EQ(philox4x32(a, 7).v[0], philox4x32(a, 7).v[0]);
+  EXPECT_NE(philox4x32(a, 7).v[0], philox4x32(b, 7).v[0]);
+  EXPECT_NE(philox4x32(a, 7).v[0], philox4x32(c, 7).v[0]);
+  EXPECT_NE(philox4x32(a, 7).v[0], philox4x32(a, 8).v[0]);
+  // Uniformity: the mean of many draws is near 1/2, none reaches 1.
+  double sum = 0;
+  for (uint32_t i = 0; i < 100000; ++i) {
+    float u = uniform_from_bits(philox4x32(a, i).v[i & 3]);
+    ASSERT_GE(u, 0.0f);
+    ASSERT_LT(u, 1.0f);
+    sum += u;
+  }
+  EXPECT_NEAR(sum / 100000, 0.5, 0.005);
+}
+
+}  // namespace
+}  // namespace pneumo

@@ -1,0 +1,90 @@
+// Test helpers shared by every test file: the one comparison helper (|a - b| <= atol + rtol |b|,
+// non-finite values fail, first mismatches printed with the worst error as a fraction of the
+// threshold), seeded random tensors, and the backend list for typed CPU-vs-CUDA tests.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "pneumo/backend.hpp"
+#include "pneumo/tensor.hpp"
+
+namespace pneumo::testing {
+
+inline std::vector<float> to_host(ConstTensorView v) {
+  std::vector<float> out(static_cast<size_t>(v.numel()));
+  copy_bytes(out.data(), Device::Cpu, v.data, v.device, out.size() * sizeof(float));
+  return out;
+}
+
+// Returns success when every |actual - expected| <= atol + rtol * |expected| and all are finite.
+inline ::testing::AssertionResult all_close(const std::vector<float>& actual,
+                                            const std::vector<float>& expected, double atol,
+                                            double rtol, const std::string& what = "values") {
+  if (actual.size() != expected.size())
+    return ::testing::AssertionFailure()
+           << what << ": size " << actual.size() << " != expected " << expected.size();
+  size_t bad = 0;
+  double worst_ratio = 0.0;
+  size_t worst_index = 0;
+  std::ostringstream first;
+  for (size_t i = 0; i < actual.size(); ++i) {
+    double a = actual[i], e = expected[i];
+    double threshold = atol + rtol * std::fabs(e);
+    bool finite = std::isfinite(a) && std::isfinite(e);
+    double ratio = finite ? std::fabs(a - e) / threshold : INFINITY;
+    if (ratio > worst_ratio || !finite) {
+      worst_ratio = ratio;
+      worst_index = i;
+    }
+    if (!finite || ratio > 1.0) {
+      if (bad < 5) first << "\n  [" << i << "] actual " << a << " expected " << e;
+      ++bad;
+    }
+  }
+  if (bad == 0) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure()
+         << what << ": " << bad << " of " << actual.size() << " elements differ (atol " << atol
+         << ", rtol " << rtol << "); worst at [" << worst_index << "] is " << worst_ratio
+         << "x the threshold" << first.str();
+}
+
+inline ::testing::AssertionResult all_close(ConstTensorView actual, ConstTensorView expected,
+                                            double atol, double rtol,
+                                            const std::string& what = "values") {
+  if (actual.shape != expected.shape)
+    return ::testing::AssertionFailure() << what << ": shape " << actual.shape.str()
+                                         << " != expected " << expected.shape.str();
+  return all_close(to_host(actual), to_host(expected), atol, rtol, what);
+}
+
+// Deterministic random values in [lo, hi).
+inline std::vector<float> random_values(int64_t count, uint32_t seed, float lo = -1.0f,
+                                        float hi = 1.0f) {
+  std::mt19937 gen(seed);
+  std::uniform_real_distribution<float> dist(lo, hi);
+  std::vector<float> out(static_cast<size_t>(count));
+  for (auto& v : out) v = dist(gen);
+  return out;
+}
+
+inline Tensor random_tensor(Shape shape, Device device, uint32_t seed, float lo = -1.0f,
+                            float hi = 1.0f) {
+  auto values = random_values(shape.numel(), seed, lo, hi);
+  return Tensor::from_host(shape, values.data(), device);
+}
+
+// Skips the current test when no CUDA device is present (use at the top of CUDA tests).
+#define PNEUMO_REQUIRE_CUDA()                                                   \
+  do {                                                                          \
+    if (!::pneumo::cuda_device_available()) GTEST_SKIP() << "no CUDA device";  \
+  } while (0)
+
+}  // namespace pneumo::testing
