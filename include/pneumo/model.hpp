@@ -60,8 +60,9 @@ class Model {
   TensorView buffers() { return buffers_.view(); }  // batch-norm running statistics
   const std::vector<ParameterInfo>& parameter_infos() const { return parameter_infos_; }
   const std::vector<ParameterInfo>& buffer_infos() const { return buffer_infos_; }
-  int64_t trainable_count() const { return parameters_.numel(); }
-  int64_t total_count() const { return parameters_.numel() + buffers_.numel(); }
+  // Element counts of the named tensors (the flat arrays also hold alignment gaps).
+  int64_t trainable_count() const;
+  int64_t total_count() const;  // trainable + batch-norm running statistics
 
   // Output shape of every layer for batch n, in order, named ("conv1", "dropout2", "bn2", ...).
   std::vector<std::pair<std::string, Shape>> layer_shapes() const;

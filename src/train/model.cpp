@@ -1,0 +1,447 @@
+// The seed network of DESIGN §2 built from layers over one Backend:
+//   5 x [Conv3x3+ReLU -> (Dropout) -> BatchNorm -> MaxPool2x2] -> Flatten -> Dense+ReLU ->
+//   Dropout -> Dense(1) -> logit.
+// Parameters, gradients and batch-norm statistics each sit in one flat buffer; layers hold views.
+#include "pneumo/model.hpp"
+
+#include <cmath>
+#include <utility>
+
+#include "pneumo/error.hpp"
+#include "pneumo/nvtx.hpp"
+#include "train/layers.hpp"
+
+namespace pneumo {
+
+Shape with_batch(Shape shape, int64_t n) {
+  switch (shape.rank()) {
+    case 1: return Shape{n};
+    case 2: return Shape{n, shape[1]};
+    case 3: return Shape{n, shape[1], shape[2]};
+    default: return Shape{n, shape[1], shape[2], shape[3]};
+  }
+}
+
+TensorView batch_view(Tensor& buffer, Shape shape) {
+  PNEUMO_CHECK(shape.numel() <= buffer.numel(), "batch of shape ", shape.str(),
+               " exceeds the buffer allocated for ", buffer.shape().str());
+  return {buffer.data(), shape, buffer.device()};
+}
+
+namespace {
+
+// Offsets are rounded up to 32 floats (128 bytes) so every parameter tensor starts aligned for
+// vectorised and tensor-core loads; the gaps stay zero and are never named.
+constexpr int64_t kParameterAlignment = 32;
+
+// Hands out named regions of a flat buffer; views are bound once the buffer exists.
+class Registry {
+ public:
+  int64_t add(std::vector<ParameterInfo>& infos, const std::string& name, Shape shape) {
+    int64_t offset = (size_ + kParameterAlignment - 1) / kParameterAlignment * kParameterAlignment;
+    infos.push_back({name, shape, offset});
+    size_ = offset + shape.numel();
+    return offset;
+  }
+  int64_t size() const { return size_; }
+
+ private:
+  int64_t size_ = 0;
+};
+
+// A region of the flat arrays, resolved to views after allocation.
+struct Slot {
+  int64_t offset = 0;
+  Shape shape;
+  TensorView in(Tensor& flat) const { return {flat.data() + offset, shape, flat.device()}; }
+};
+
+class Conv2dRelu final : public Layer {
+ public:
+  Conv2dRelu(std::string name, int in_channels, int out_channels)
+      : name_(std::move(name)), in_(in_channels), out_(out_channels) {}
+  std::string name() const override { return name_; }
+  Shape output_shape(Shape x) const override { return {x.n(), out_, x.h(), x.w()}; }
+  void register_parameters(Registry& registry, std::vector<ParameterInfo>& infos) {
+    weight_.shape = {out_, in_, 3, 3};
+    bias_.shape = {out_};
+    weight_.offset = registry.add(infos, name_ + ".weight", weight_.shape);
+    bias_.offset = registry.add(infos, name_ + ".bias", bias_.shape);
+  }
+  void bind(Tensor& params, Tensor& grads) {
+    w_ = weight_.in(params), b_ = bias_.in(params);
+    dw_ = weight_.in(grads), db_ = bias_.in(grads);
+  }
+  void allocate(Backend& backend, Shape max_input, bool needs_input_gradient) override {
+    y_ = backend.empty(output_shape(max_input));
+    dz_ = backend.empty(output_shape(max_input));
+    if (needs_input_gradient) dx_ = backend.empty(max_input);
+  }
+  ConstTensorView forward(Backend& backend, ConstTensorView x, bool, RngKey) override {
+    PNEUMO_NVTX_RANGE("conv forward");
+    x_ = x;
+    TensorView y = batch_view(y_, output_shape(x.shape));
+    backend.conv2d_forward(x, w_, b_, y, /*fuse_relu=*/true);
+    return y;
+  }
+  ConstTensorView backward(Backend& backend, ConstTensorView dy) override {
+    PNEUMO_NVTX_RANGE("conv backward");
+    ConstTensorView y = batch_view(y_, dy.shape);
+    TensorView dz = batch_view(dz_, dy.shape);
+    backend.relu_backward(y, dy, dz);
+    backend.conv2d_backward_filter(x_, dz, dw_, db_);
+    if (dx_.numel() == 0) return {};
+    TensorView dx = batch_view(dx_, x_.shape);
+    backend.conv2d_backward_data(dz, w_, dx);
+    return dx;
+  }
+
+ private:
+  std::string name_;
+  int64_t in_, out_;
+  Slot weight_, bias_;
+  TensorView w_, b_, dw_, db_;
+  Tensor y_, dz_, dx_;
+  ConstTensorView x_;
+};
+
+class BatchNorm2d final : public Layer {
+ public:
+  BatchNorm2d(std::string name, int channels, double momentum, double epsilon)
+      : name_(std::move(name)), channels_(channels), momentum_(momentum), epsilon_(epsilon) {}
+  std::string name() const override { return name_; }
+  Shape output_shape(Shape x) const override { return x; }
+  void register_parameters(Registry& params, std::vector<ParameterInfo>& param_infos,
+                           Registry& buffers, std::vector<ParameterInfo>& buffer_infos) {
+    Shape c{channels_};
+    gamma_ = {params.add(param_infos, name_ + ".weight", c), c};
+    beta_ = {params.add(param_infos, name_ + ".bias", c), c};
+    running_mean_ = {buffers.add(buffer_infos, name_ + ".running_mean", c), c};
+    running_var_ = {buffers.add(buffer_infos, name_ + ".running_var", c), c};
+  }
+  void bind(Tensor& params, Tensor& grads, Tensor& buffers) {
+    gamma_v_ = gamma_.in(params), beta_v_ = beta_.in(params);
+    dgamma_ = gamma_.in(grads), dbeta_ = beta_.in(grads);
+    mean_v_ = running_mean_.in(buffers), var_v_ = running_var_.in(buffers);
+  }
+  void allocate(Backend& backend, Shape max_input, bool) override {
+    y_ = backend.empty(max_input);
+    dx_ = backend.empty(max_input);
+    saved_mean_ = backend.empty({channels_});
+    saved_inv_std_ = backend.empty({channels_});
+  }
+  ConstTensorView forward(Backend& backend, ConstTensorView x, bool training, RngKey) override {
+    PNEUMO_NVTX_RANGE("batchnorm forward");
+    x_ = x;
+    TensorView y = batch_view(y_, x.shape);
+    if (training)
+      backend.batchnorm_forward_training(x, gamma_v_, beta_v_, mean_v_, var_v_, 1.0 - momentum_,
+                                         epsilon_, y, saved_mean_, saved_inv_std_);
+    else
+      backend.batchnorm_forward_inference(x, gamma_v_, beta_v_, mean_v_, var_v_, epsilon_, y);
+    return y;
+  }
+  ConstTensorView backward(Backend& backend, ConstTensorView dy) override {
+    PNEUMO_NVTX_RANGE("batchnorm backward");
+    TensorView dx = batch_view(dx_, x_.shape);
+    backend.batchnorm_backward(x_, dy, gamma_v_, saved_mean_, saved_inv_std_, epsilon_, dx,
+                               dgamma_, dbeta_);
+    return dx;
+  }
+
+ private:
+  std::string name_;
+  int64_t channels_;
+  double momentum_, epsilon_;
+  Slot gamma_, beta_, running_mean_, running_var_;
+  TensorView gamma_v_, beta_v_, dgamma_, dbeta_, mean_v_, var_v_;
+  Tensor y_, dx_, saved_mean_, saved_inv_std_;
+  ConstTensorView x_;
+};
+
+class MaxPool2d final : public Layer {
+ public:
+  explicit MaxPool2d(std::string name) : name_(std::move(name)) {}
+  std::string name() const override { return name_; }
+  Shape output_shape(Shape x) const override {
+    return {x.n(), x.c(), (x.h() + 1) / 2, (x.w() + 1) / 2};
+  }
+  void allocate(Backend& backend, Shape max_input, bool) override {
+    y_ = backend.empty(output_shape(max_input));
+    dx_ = backend.empty(max_input);
+  }
+  ConstTensorView forward(Backend& backend, ConstTensorView x, bool, RngKey) override {
+    PNEUMO_NVTX_RANGE("maxpool forward");
+    x_ = x;
+    TensorView y = batch_view(y_, output_shape(x.shape));
+    backend.maxpool2d_forward(x, y);
+    return y;
+  }
+  ConstTensorView backward(Backend& backend, ConstTensorView dy) override {
+    PNEUMO_NVTX_RANGE("maxpool backward");
+    TensorView dx = batch_view(dx_, x_.shape);
+    backend.maxpool2d_backward(x_, batch_view(y_, dy.shape), dy, dx);
+    return dx;
+  }
+
+ private:
+  std::string name_;
+  Tensor y_, dx_;
+  ConstTensorView x_;
+};
+
+class Dropout final : public Layer {
+ public:
+  Dropout(std::string name, float rate, uint32_t stream_offset)
+      : name_(std::move(name)), rate_(rate), stream_offset_(stream_offset) {}
+  std::string name() const override { return name_; }
+  Shape output_shape(Shape x) const override { return x; }
+  void allocate(Backend& backend, Shape max_input, bool) override {
+    y_ = backend.empty(max_input);
+    dx_ = backend.empty(max_input);
+  }
+  ConstTensorView forward(Backend& backend, ConstTensorView x, bool training,
+                          RngKey key) override {
+    if (!training) return x;  // inverted dropout: identity at inference
+    PNEUMO_NVTX_RANGE("dropout forward");
+    key_ = key;
+    key_.stream = static_cast<uint32_t>(RngStream::kDropout) + stream_offset_;
+    TensorView y = batch_view(y_, x.shape);
+    backend.dropout_forward(x, y, rate_, key_);
+    return y;
+  }
+  ConstTensorView backward(Backend& backend, ConstTensorView dy) override {
+    PNEUMO_NVTX_RANGE("dropout backward");
+    TensorView dx = batch_view(dx_, dy.shape);
+    backend.dropout_backward(dy, dx, rate_, key_);
+    return dx;
+  }
+
+ private:
+  std::string name_;
+  float rate_;
+  uint32_t stream_offset_;
+  RngKey key_;
+  Tensor y_, dx_;
+};
+
+// Flatten (N, C, H, W) -> (N, C*H*W) in C, H, W order (PyTorch's flatten): a reshape of views.
+class Flatten final : public Layer {
+ public:
+  std::string name() const override { return "flatten"; }
+  Shape output_shape(Shape x) const override { return {x[0], x.numel() / x[0]}; }
+  void allocate(Backend&, Shape, bool) override {}
+  ConstTensorView forward(Backend&, ConstTensorView x, bool, RngKey) override {
+    input_shape_ = x.shape;
+    return x.reshaped(output_shape(x.shape));
+  }
+  ConstTensorView backward(Backend&, ConstTensorView dy) override {
+    return dy.reshaped(input_shape_);
+  }
+
+ private:
+  Shape input_shape_;
+};
+
+class Dense final : public Layer {
+ public:
+  Dense(std::string name, int in_features, int out_features, bool relu)
+      : name_(std::move(name)), in_(in_features), out_(out_features), relu_(relu) {}
+  std::string name() const override { return name_; }
+  Shape output_shape(Shape x) const override { return {x[0], out_}; }
+  void register_parameters(Registry& registry, std::vector<ParameterInfo>& infos) {
+    weight_.shape = {out_, in_};
+    bias_.shape = {out_};
+    weight_.offset = registry.add(infos, name_ + ".weight", weight_.shape);
+    bias_.offset = registry.add(infos, name_ + ".bias", bias_.shape);
+  }
+  void bind(Tensor& params, Tensor& grads) {
+    w_ = weight_.in(params), b_ = bias_.in(params);
+    dw_ = weight_.in(grads), db_ = bias_.in(grads);
+  }
+  void allocate(Backend& backend, Shape max_input, bool) override {
+    y_ = backend.empty(output_shape(max_input));
+    dz_ = backend.empty(output_shape(max_input));
+    dx_ = backend.empty(max_input);
+  }
+  ConstTensorView forward(Backend& backend, ConstTensorView x, bool, RngKey) override {
+    PNEUMO_NVTX_RANGE("dense forward");
+    PNEUMO_CHECK(x.shape.rank() == 2 && x.shape[1] == in_, name_, " expects (N, ", in_,
+                 ") inputs, got ", x.shape.str());
+    x_ = x;
+    TensorView y = batch_view(y_, output_shape(x.shape));
+    backend.dense_forward(x, w_, b_, y);
+    if (relu_) backend.relu_forward(y, y);
+    return y;
+  }
+  ConstTensorView backward(Backend& backend, ConstTensorView dy) override {
+    PNEUMO_NVTX_RANGE("dense backward");
+    ConstTensorView dz = dy;
+    if (relu_) {
+      TensorView relu_grad = batch_view(dz_, dy.shape);
+      backend.relu_backward(batch_view(y_, dy.shape), dy, relu_grad);
+      dz = relu_grad;
+    }
+    TensorView dx = batch_view(dx_, x_.shape);
+    backend.dense_backward(x_, w_, dz, dx, dw_, db_);
+    return dx;
+  }
+
+ private:
+  std::string name_;
+  int64_t in_, out_;
+  bool relu_;
+  Slot weight_, bias_;
+  TensorView w_, b_, dw_, db_;
+  Tensor y_, dz_, dx_;
+  ConstTensorView x_;
+};
+
+// Glorot (Xavier) uniform: U(-l, l), l = sqrt(6 / (fan_in + fan_out)); Keras' default.
+void glorot_uniform(std::vector<float>& host, const ParameterInfo& info, int64_t fan_in,
+                    int64_t fan_out, uint64_t seed) {
+  const float limit = static_cast<float>(std::sqrt(6.0 / static_cast<double>(fan_in + fan_out)));
+  RngKey key = make_key(seed, RngStream::kInit);
+  for (int64_t i = 0; i < info.shape.numel(); ++i) {
+    const auto index = static_cast<uint32_t>(info.offset + i);
+    host[static_cast<size_t>(info.offset + i)] =
+        uniform_in(philox4x32(key, index).v[0], -limit, limit);
+  }
+}
+
+}  // namespace
+
+Model::Model(Backend& backend, ModelConfig config, int max_batch)
+    : backend_(backend), config_(std::move(config)), max_batch_(max_batch) {
+  PNEUMO_CHECK(max_batch > 0, "batch size must be positive, got ", max_batch);
+  PNEUMO_CHECK(config_.input_size >= 1, "input size must be positive, got ", config_.input_size);
+  PNEUMO_CHECK(config_.channels.size() == config_.conv_dropout.size(),
+               "one dropout rate per convolution block is needed (", config_.channels.size(),
+               " blocks, ", config_.conv_dropout.size(), " rates)");
+  Registry params, buffers;
+  std::vector<Conv2dRelu*> convs;
+  std::vector<BatchNorm2d*> norms;
+  std::vector<Dense*> denses;
+  int in_channels = 1;
+  int64_t spatial = config_.input_size;
+  uint32_t dropout_index = 0;
+  for (size_t block = 0; block < config_.channels.size(); ++block) {
+    const std::string id = std::to_string(block + 1);
+    auto conv = std::make_unique<Conv2dRelu>("conv" + id, in_channels, config_.channels[block]);
+    conv->register_parameters(params, parameter_infos_);
+    convs.push_back(conv.get());
+    layers_.push_back(std::move(conv));
+    if (config_.conv_dropout[block] > 0.0f)
+      layers_.push_back(std::make_unique<Dropout>("dropout" + id, config_.conv_dropout[block],
+                                                  dropout_index++));
+    auto norm = std::make_unique<BatchNorm2d>("bn" + id, config_.channels[block],
+                                              config_.batchnorm_momentum,
+                                              config_.batchnorm_epsilon);
+    norm->register_parameters(params, parameter_infos_, buffers, buffer_infos_);
+    norms.push_back(norm.get());
+    layers_.push_back(std::move(norm));
+    layers_.push_back(std::make_unique<MaxPool2d>("pool" + id));
+    in_channels = config_.channels[block];
+    spatial = (spatial + 1) / 2;
+  }
+  layers_.push_back(std::make_unique<Flatten>());
+  const int flat = static_cast<int>(in_channels * spatial * spatial);
+  auto fc1 = std::make_unique<Dense>("fc1", flat, config_.hidden, /*relu=*/true);
+  fc1->register_parameters(params, parameter_infos_);
+  denses.push_back(fc1.get());
+  layers_.push_back(std::move(fc1));
+  if (config_.hidden_dropout > 0.0f)
+    layers_.push_back(
+        std::make_unique<Dropout>("dropout_fc", config_.hidden_dropout, dropout_index++));
+  auto fc2 = std::make_unique<Dense>("fc2", config_.hidden, 1, /*relu=*/false);
+  fc2->register_parameters(params, parameter_infos_);
+  denses.push_back(fc2.get());
+  layers_.push_back(std::move(fc2));
+
+  parameters_ = backend_.zeros({params.size()});
+  gradients_ = backend_.zeros({params.size()});
+  buffers_ = backend_.zeros({buffers.size()});
+  for (auto* conv : convs) conv->bind(parameters_, gradients_);
+  for (auto* norm : norms) norm->bind(parameters_, gradients_, buffers_);
+  for (auto* dense : denses) dense->bind(parameters_, gradients_);
+
+  Shape shape{max_batch, 1, config_.input_size, config_.input_size};
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    layers_[i]->allocate(backend_, shape, /*needs_input_gradient=*/i > 0);
+    shape = layers_[i]->output_shape(shape);
+  }
+}
+
+Model::~Model() = default;
+
+void Model::initialize(uint64_t seed) {
+  std::vector<float> host(static_cast<size_t>(parameters_.numel()), 0.0f);
+  for (const auto& info : parameter_infos_) {
+    const bool is_weight = info.name.size() > 7 && info.name.substr(info.name.size() - 7) == ".weight";
+    if (!is_weight) continue;  // biases and beta start at 0
+    if (info.name.rfind("bn", 0) == 0) {
+      for (int64_t i = 0; i < info.shape.numel(); ++i)
+        host[static_cast<size_t>(info.offset + i)] = 1.0f;  // gamma
+    } else if (info.shape.rank() == 4) {  // conv (K, C, 3, 3)
+      const int64_t receptive = info.shape[2] * info.shape[3];
+      glorot_uniform(host, info, info.shape[1] * receptive, info.shape[0] * receptive, seed);
+    } else {  // dense (out, in)
+      glorot_uniform(host, info, info.shape[1], info.shape[0], seed);
+    }
+  }
+  parameters_.copy_from(ConstTensorView(host.data(), parameters_.shape(), Device::Cpu));
+  std::vector<float> stats(static_cast<size_t>(buffers_.numel()), 0.0f);
+  for (const auto& info : buffer_infos_)
+    if (info.name.find("running_var") != std::string::npos)
+      for (int64_t i = 0; i < info.shape.numel(); ++i)
+        stats[static_cast<size_t>(info.offset + i)] = 1.0f;
+  buffers_.copy_from(ConstTensorView(stats.data(), buffers_.shape(), Device::Cpu));
+  zero_bytes(gradients_.data(), gradients_.device(),
+             static_cast<size_t>(gradients_.numel()) * sizeof(float));
+}
+
+ConstTensorView Model::forward(ConstTensorView input, bool training, RngKey dropout_key) {
+  PNEUMO_NVTX_RANGE(training ? "model forward (train)" : "model forward (eval)");
+  PNEUMO_CHECK(input.shape.rank() == 4 && input.shape.c() == 1 &&
+                   input.shape.h() == config_.input_size && input.shape.w() == config_.input_size,
+               "model input must be (N, 1, ", config_.input_size, ", ", config_.input_size,
+               "), got ", input.shape.str());
+  PNEUMO_CHECK(input.shape.n() >= 1 && input.shape.n() <= max_batch_, "batch of ",
+               input.shape.n(), " images exceeds the model's maximum batch ", max_batch_);
+  PNEUMO_CHECK(input.device == backend_.device(), "model input is on ", to_string(input.device),
+               " but the backend runs on ", to_string(backend_.device()));
+  ConstTensorView x = input;
+  for (auto& layer : layers_) x = layer->forward(backend_, x, training, dropout_key);
+  return x;
+}
+
+void Model::backward(ConstTensorView dlogits) {
+  PNEUMO_NVTX_RANGE("model backward");
+  ConstTensorView dy = dlogits;
+  for (auto it = layers_.rbegin(); it != layers_.rend(); ++it) dy = (*it)->backward(backend_, dy);
+}
+
+namespace {
+int64_t count_elements(const std::vector<ParameterInfo>& infos) {
+  int64_t count = 0;
+  for (const auto& info : infos) count += info.shape.numel();
+  return count;
+}
+}  // namespace
+
+int64_t Model::trainable_count() const { return count_elements(parameter_infos_); }
+int64_t Model::total_count() const {
+  return count_elements(parameter_infos_) + count_elements(buffer_infos_);
+}
+
+std::vector<std::pair<std::string, Shape>> Model::layer_shapes() const {
+  std::vector<std::pair<std::string, Shape>> shapes;
+  Shape shape{1, 1, config_.input_size, config_.input_size};
+  for (const auto& layer : layers_) {
+    shape = layer->output_shape(shape);
+    shapes.emplace_back(layer->name(), shape);
+  }
+  return shapes;
+}
+
+}  // namespace pneumo

@@ -1,0 +1,183 @@
+// The training step and loop (see trainer.hpp). Everything inside a step stays on the backend's
+// device; the host only picks the epoch order and reads statistics when asked.
+#include "pneumo/trainer.hpp"
+
+#include <chrono>
+#include <cmath>
+
+#include "pneumo/error.hpp"
+#include "pneumo/nvtx.hpp"
+#include "pneumo/random.hpp"
+
+namespace pneumo {
+
+ImageSet ImageSet::upload(Device device, const uint8_t* images, int64_t count, int size,
+                          const uint8_t* labels) {
+  PNEUMO_CHECK(count > 0, "an image set needs at least one image");
+  ImageSet set;
+  set.count = count;
+  set.size = size;
+  set.images = Array<uint8_t>(count * size * size, device);
+  copy_bytes(set.images.data(), device, images, Device::Cpu, set.images.bytes());
+  std::vector<float> label_values(static_cast<size_t>(count));
+  for (int64_t i = 0; i < count; ++i) {
+    PNEUMO_CHECK(labels[i] <= 1, "label ", int(labels[i]), " of image ", i, " is not 0 or 1");
+    label_values[static_cast<size_t>(i)] = labels[i];
+  }
+  set.labels = Tensor::from_host({count}, label_values.data(), device);
+  return set;
+}
+
+void ImageSet::set_weights(const std::vector<float>& per_image) {
+  PNEUMO_CHECK(static_cast<int64_t>(per_image.size()) == count, "got ", per_image.size(),
+               " sample weights for ", count, " images");
+  weights = Tensor::from_host({count}, per_image.data(), labels.device());
+}
+
+Trainer::Trainer(Backend& backend, Model& model, int batch_size, AugmentSettings augment,
+                 uint64_t seed)
+    : backend_(backend), model_(model), batch_size_(batch_size), augment_(augment), seed_(seed) {
+  PNEUMO_CHECK(batch_size >= 1, "batch size must be at least 1, got ", batch_size);
+  PNEUMO_CHECK(batch_size <= model.max_batch(), "batch size ", batch_size,
+               " exceeds the model's maximum batch ", model.max_batch());
+  const int size = model.config().input_size;
+  mean_square_ = backend.zeros(model.parameters().shape);
+  batch_images_ = backend.empty({batch_size, 1, size, size});
+  batch_labels_ = backend.empty({batch_size});
+  batch_weights_ = backend.empty({batch_size});
+  dlogits_ = backend.empty({batch_size, 1});
+  stats_ = backend.zeros({2});
+}
+
+void Trainer::train_step(const ImageSet& data, const int32_t* device_order, int n, uint32_t epoch,
+                         uint32_t step) {
+  PNEUMO_NVTX_RANGE("train step");
+  PNEUMO_CHECK(n >= 1 && n <= batch_size_, "step of ", n, " images with batch size ",
+               batch_size_);
+  PNEUMO_CHECK(data.size == model_.config().input_size, "images are ", data.size, "x", data.size,
+               " but the model expects ", model_.config().input_size);
+  const int size = data.size;
+  TensorView x{batch_images_.data(), {n, 1, size, size}, backend_.device()};
+  TensorView labels{batch_labels_.data(), {n}, backend_.device()};
+  TensorView weights{batch_weights_.data(), {n}, backend_.device()};
+  {
+    PNEUMO_NVTX_RANGE("augment");
+    backend_.gather_augment(data.images.data(), data.count, size, device_order, augment_,
+                            make_key(seed_, RngStream::kAugment, epoch, step), x);
+    backend_.gather_values(data.labels.data(), device_order, labels);
+    if (data.weights.numel() > 0) backend_.gather_values(data.weights.data(), device_order, weights);
+  }
+  ConstTensorView logits =
+      model_.forward(x, /*training=*/true, make_key(seed_, RngStream::kDropout, epoch, step));
+  TensorView dlogits{dlogits_.data(), {n, 1}, backend_.device()};
+  {
+    PNEUMO_NVTX_RANGE("loss");
+    ConstTensorView no_weights;
+    backend_.sigmoid_bce(logits.reshaped({n}), labels,
+                         data.weights.numel() > 0 ? ConstTensorView(weights) : no_weights,
+                         dlogits.reshaped({n}), stats_);
+  }
+  model_.backward(dlogits);
+  {
+    PNEUMO_NVTX_RANGE("optimizer");
+    backend_.rmsprop_step(model_.parameters(), model_.gradients(), mean_square_,
+                          optimizer_.learning_rate, optimizer_.rho, optimizer_.epsilon);
+  }
+}
+
+EpochStats Trainer::read_stats(int64_t images) const {
+  float host[2];
+  stats_.copy_to_host(host);  // synchronises with the device
+  EpochStats stats;
+  stats.images = images;
+  if (images > 0) {
+    stats.loss = host[0] / static_cast<double>(images);
+    stats.accuracy = host[1] / static_cast<double>(images);
+  }
+  return stats;
+}
+
+EpochStats Trainer::train_epoch(const ImageSet& data, const std::vector<int32_t>& order,
+                                uint32_t epoch, const StepCallback& on_progress) {
+  PNEUMO_NVTX_RANGE("epoch");
+  const auto start = std::chrono::steady_clock::now();
+  const auto total = static_cast<int64_t>(order.size());
+  PNEUMO_CHECK(total > 0, "an epoch needs at least one image");
+  for (int32_t index : order)
+    PNEUMO_CHECK(index >= 0 && index < data.count, "epoch order holds index ", index,
+                 " outside [0, ", data.count, ")");
+  if (order_.size() < total) order_ = Array<int32_t>(total, backend_.device());
+  copy_bytes(order_.data(), backend_.device(), order.data(), Device::Cpu,
+             static_cast<size_t>(total) * sizeof(int32_t));
+  zero_bytes(stats_.data(), stats_.device(), 2 * sizeof(float));
+
+  const int64_t steps = (total + batch_size_ - 1) / batch_size_;
+  auto last_report = start;
+  for (int64_t step = 0; step < steps; ++step) {
+    const int64_t first = step * batch_size_;
+    const int n = static_cast<int>(std::min<int64_t>(batch_size_, total - first));
+    train_step(data, order_.data() + first, n, epoch, static_cast<uint32_t>(step));
+    const auto now = std::chrono::steady_clock::now();
+    // Reading the running statistics synchronises, so do it a few times a second at most.
+    if (on_progress && (step + 1 == steps || now - last_report > std::chrono::milliseconds(250))) {
+      last_report = now;
+      EpochStats running = read_stats(std::min<int64_t>(total, first + n));
+      running.seconds = std::chrono::duration<double>(now - start).count();
+      on_progress(step + 1, steps, running);
+    }
+  }
+  EpochStats stats = read_stats(total);
+  stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  if (!std::isfinite(stats.loss))
+    throw Error(detail::concat("training loss became ", stats.loss, " in epoch ", epoch + 1,
+                               " (learning rate ", optimizer_.learning_rate, ")"));
+  return stats;
+}
+
+std::vector<float> Trainer::predict_logits(const ImageSet& data, EpochStats* stats) {
+  PNEUMO_NVTX_RANGE("evaluate");
+  const auto start = std::chrono::steady_clock::now();
+  std::vector<int32_t> identity(static_cast<size_t>(data.count));
+  for (int64_t i = 0; i < data.count; ++i) identity[static_cast<size_t>(i)] = static_cast<int32_t>(i);
+  Array<int32_t> order(data.count, backend_.device());
+  copy_bytes(order.data(), backend_.device(), identity.data(), Device::Cpu, order.bytes());
+  zero_bytes(stats_.data(), stats_.device(), 2 * sizeof(float));
+  AugmentSettings plain = augment_;
+  plain.enabled = false;  // evaluation inputs are never augmented
+  std::vector<float> logits(static_cast<size_t>(data.count));
+  const int size = data.size;
+  for (int64_t first = 0; first < data.count; first += batch_size_) {
+    const int n = static_cast<int>(std::min<int64_t>(batch_size_, data.count - first));
+    TensorView x{batch_images_.data(), {n, 1, size, size}, backend_.device()};
+    TensorView labels{batch_labels_.data(), {n}, backend_.device()};
+    backend_.gather_augment(data.images.data(), data.count, size, order.data() + first, plain, {},
+                            x);
+    backend_.gather_values(data.labels.data(), order.data() + first, labels);
+    ConstTensorView out = model_.forward(x, /*training=*/false);
+    TensorView dlogits{dlogits_.data(), {n}, backend_.device()};
+    backend_.sigmoid_bce(out.reshaped({n}), labels, {}, dlogits, stats_);
+    copy_bytes(logits.data() + first, Device::Cpu, out.data, out.device,
+               static_cast<size_t>(n) * sizeof(float));
+  }
+  if (stats) {
+    *stats = read_stats(data.count);
+    stats->seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  }
+  return logits;
+}
+
+std::vector<int32_t> shuffled_indices(int64_t n, uint64_t seed, uint32_t epoch) {
+  std::vector<int32_t> order(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) order[static_cast<size_t>(i)] = static_cast<int32_t>(i);
+  // Fisher-Yates from the end; draw i uses Philox index i. The modulo bias (n / 2^32) is
+  // negligible for datasets of thousands of images.
+  const RngKey key = make_key(seed, RngStream::kShuffle, epoch);
+  for (int64_t i = n - 1; i > 0; --i) {
+    const uint32_t bits = philox4x32(key, static_cast<uint32_t>(i)).v[0];
+    const auto j = static_cast<int64_t>(bits % static_cast<uint32_t>(i + 1));
+    std::swap(order[static_cast<size_t>(i)], order[static_cast<size_t>(j)]);
+  }
+  return order;
+}
+
+}  // namespace pneumo

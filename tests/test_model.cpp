@@ -1,0 +1,127 @@
+// The seed network: every layer's output shape, the parameter count of DESIGN §2 (1,246,401 in
+// all, 1,245,313 trainable), PyTorch names, initialisation, and the training loop learning a
+// small problem on the CPU.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <map>
+
+#include "pneumo/model.hpp"
+#include "pneumo/trainer.hpp"
+#include "test_util.hpp"
+
+namespace pneumo {
+namespace {
+
+TEST(Model, SeedNetworkShapesAndParameterCount) {
+  auto backend = make_cpu_backend(1);
+  Model model(*backend, ModelConfig{}, 2);
+  EXPECT_EQ(model.trainable_count(), 1245313);
+  EXPECT_EQ(model.total_count(), 1246401);
+
+  const std::vector<std::pair<std::string, Shape>> expected = {
+      {"conv1", {1, 32, 150, 150}},  {"bn1", {1, 32, 150, 150}},   {"pool1", {1, 32, 75, 75}},
+      {"conv2", {1, 64, 75, 75}},    {"dropout2", {1, 64, 75, 75}}, {"bn2", {1, 64, 75, 75}},
+      {"pool2", {1, 64, 38, 38}},    {"conv3", {1, 64, 38, 38}},   {"bn3", {1, 64, 38, 38}},
+      {"pool3", {1, 64, 19, 19}},    {"conv4", {1, 128, 19, 19}},  {"dropout4", {1, 128, 19, 19}},
+      {"bn4", {1, 128, 19, 19}},     {"pool4", {1, 128, 10, 10}},  {"conv5", {1, 256, 10, 10}},
+      {"dropout5", {1, 256, 10, 10}}, {"bn5", {1, 256, 10, 10}},   {"pool5", {1, 256, 5, 5}},
+      {"flatten", {1, 6400}},        {"fc1", {1, 128}},            {"dropout_fc", {1, 128}},
+      {"fc2", {1, 1}}};
+  auto shapes = model.layer_shapes();
+  ASSERT_EQ(shapes.size(), expected.size());
+  for (size_t i = 0; i < expected.size(); ++i) {
+    EXPECT_EQ(shapes[i].first, expected[i].first) << "layer " << i;
+    EXPECT_EQ(shapes[i].second, expected[i].second) << shapes[i].first;
+  }
+
+  // PyTorch names and layouts, and the forward pass really produces (N, 1) logits.
+  std::map<std::string, Shape> by_name;
+  for (const auto& info : model.parameter_infos()) by_name[info.name] = info.shape;
+  EXPECT_EQ(by_name.at("conv1.weight"), Shape({32, 1, 3, 3}));
+  EXPECT_EQ(by_name.at("conv5.weight"), Shape({256, 128, 3, 3}));
+  EXPECT_EQ(by_name.at("bn3.weight"), Shape({64}));
+  EXPECT_EQ(by_name.at("fc1.weight"), Shape({128, 6400}));
+  EXPECT_EQ(by_name.at("fc2.weight"), Shape({1, 128}));
+  EXPECT_EQ(model.buffer_infos().front().name, "bn1.running_mean");
+
+  model.initialize(7);
+  Tensor x = testing::random_tensor({2, 1, 150, 150}, Device::Cpu, 3, 0.0f, 1.0f);
+  ConstTensorView logits = model.forward(x, /*training=*/false);
+  EXPECT_EQ(logits.shape, Shape({2, 1}));
+  for (float v : testing::to_host(logits)) EXPECT_TRUE(std::isfinite(v));
+}
+
+TEST(Model, GlorotInitialisationIsDeterministicAndBounded) {
+  auto backend = make_cpu_backend(1);
+  ModelConfig config;
+  config.input_size = 32;
+  Model a(*backend, config, 1), b(*backend, config, 1);
+  a.initialize(11);
+  b.initialize(11);
+  auto pa = testing::to_host(a.parameters()), pb = testing::to_host(b.parameters());
+  EXPECT_EQ(pa, pb);
+  for (const auto& info : a.parameter_infos()) {
+    double limit = 0.0;
+    if (info.name == "conv2.weight") limit = std::sqrt(6.0 / (32 * 9 + 64 * 9));
+    if (info.name == "fc1.weight") limit = std::sqrt(6.0 / (256 + 128));
+    if (limit == 0.0) continue;
+    double max_abs = 0.0;
+    for (int64_t i = 0; i < info.shape.numel(); ++i)
+      max_abs = std::max(max_abs, double(std::fabs(pa[size_t(info.offset + i)])));
+    EXPECT_LE(max_abs, limit) << info.name;
+    EXPECT_GT(max_abs, 0.9 * limit) << info.name;  // draws reach close to the bound
+  }
+  a.initialize(12);
+  EXPECT_NE(testing::to_host(a.parameters()), pb);
+}
+
+// A learnable problem: class 1 images carry a bright disc, class 0 images do not; both have
+// noise. The seed architecture at 32x32 input must fit it within a few epochs on the CPU.
+TEST(Trainer, FitsASmallLearnableProblemOnTheCpu) {
+  auto backend = make_cpu_backend(0);
+  ModelConfig config;
+  config.input_size = 32;
+  const int count = 128, size = 32;
+  std::vector<uint8_t> images(static_cast<size_t>(count * size * size)), labels(count);
+  auto noise = testing::random_values(count * size * size, 5, 0.0f, 90.0f);
+  for (int i = 0; i < count; ++i) {
+    labels[size_t(i)] = static_cast<uint8_t>(i % 2);
+    const int cy = 10 + (i * 7) % 12, cx = 10 + (i * 5) % 12;
+    for (int y = 0; y < size; ++y)
+      for (int x = 0; x < size; ++x) {
+        const size_t p = size_t((i * size + y) * size + x);
+        const bool disc = labels[size_t(i)] && (y - cy) * (y - cy) + (x - cx) * (x - cx) < 20;
+        images[p] = static_cast<uint8_t>(disc ? 230 : noise[p]);
+      }
+  }
+  ImageSet data = ImageSet::upload(Device::Cpu, images.data(), count, size, labels.data());
+  Model model(*backend, config, 16);
+  model.initialize(1);
+  AugmentSettings no_augment;
+  no_augment.enabled = false;
+  Trainer trainer(*backend, model, 16, no_augment, 1);
+
+  EpochStats before;
+  trainer.predict_logits(data, &before);
+  EpochStats last;
+  for (uint32_t epoch = 0; epoch < 4; ++epoch)
+    last = trainer.train_epoch(data, shuffled_indices(count, 1, epoch), epoch);
+  EpochStats after;
+  trainer.predict_logits(data, &after);
+  EXPECT_LT(last.loss, 0.5 * before.loss) << "training loss " << last.loss << " vs initial "
+                                          << before.loss;
+  EXPECT_GT(after.accuracy, 0.9);
+}
+
+TEST(Trainer, ShuffleIsAPermutationThatChangesWithTheEpoch) {
+  auto a = shuffled_indices(1000, 3, 0), b = shuffled_indices(1000, 3, 1);
+  auto sorted = a;
+  std::sort(sorted.begin(), sorted.end());
+  for (int i = 0; i < 1000; ++i) ASSERT_EQ(sorted[size_t(i)], i);
+  EXPECT_NE(a, b);
+  EXPECT_EQ(a, shuffled_indices(1000, 3, 0));
+}
+
+}  // namespace
+}  // namespace pneumo
