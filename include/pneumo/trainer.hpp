@@ -67,9 +67,12 @@ class Trainer {
 
   int batch_size() const { return batch_size_; }
 
- private:
+  // The device-side loss/accuracy accumulators: reset, and read as means over `images`
+  // (reading synchronises with the device).
+  void reset_stats();
   EpochStats read_stats(int64_t images) const;
 
+ private:
   Backend& backend_;
   Model& model_;
   int batch_size_;

@@ -85,6 +85,8 @@ void Trainer::train_step(const ImageSet& data, const int32_t* device_order, int 
   }
 }
 
+void Trainer::reset_stats() { zero_bytes(stats_.data(), stats_.device(), 2 * sizeof(float)); }
+
 EpochStats Trainer::read_stats(int64_t images) const {
   float host[2];
   stats_.copy_to_host(host);  // synchronises with the device
@@ -109,7 +111,7 @@ EpochStats Trainer::train_epoch(const ImageSet& data, const std::vector<int32_t>
   if (order_.size() < total) order_ = Array<int32_t>(total, backend_.device());
   copy_bytes(order_.data(), backend_.device(), order.data(), Device::Cpu,
              static_cast<size_t>(total) * sizeof(int32_t));
-  zero_bytes(stats_.data(), stats_.device(), 2 * sizeof(float));
+  reset_stats();
 
   const int64_t steps = (total + batch_size_ - 1) / batch_size_;
   auto last_report = start;
@@ -141,7 +143,7 @@ std::vector<float> Trainer::predict_logits(const ImageSet& data, EpochStats* sta
   for (int64_t i = 0; i < data.count; ++i) identity[static_cast<size_t>(i)] = static_cast<int32_t>(i);
   Array<int32_t> order(data.count, backend_.device());
   copy_bytes(order.data(), backend_.device(), identity.data(), Device::Cpu, order.bytes());
-  zero_bytes(stats_.data(), stats_.device(), 2 * sizeof(float));
+  reset_stats();
   AugmentSettings plain = augment_;
   plain.enabled = false;  // evaluation inputs are never augmented
   std::vector<float> logits(static_cast<size_t>(data.count));
