@@ -1,0 +1,159 @@
+// Spatial batch normalisation on the CPU: per-channel statistics over (N, H, W) in double,
+// biased variance for normalising, unbiased for running_var (as cuDNN and PyTorch keep it).
+// Channels are independent, so they are spread over the workers.
+#include <cmath>
+
+#include "cpu/cpu_backend.hpp"
+#include "pneumo/elementwise.hpp"
+#include "pneumo/error.hpp"
+
+namespace pneumo::cpu {
+namespace {
+
+// x: (N, C, H, W); a channel's values are N planes of H*W, C planes apart.
+struct ChannelLayout {
+  int64_t batch, channels, pixels;
+  int64_t count() const { return batch * pixels; }  // values per channel
+  Shape channel_shape() const { return {channels}; }
+
+  // Calls visit(i) for the flat index i of every value of channel c, in memory order.
+  template <class Visit>
+  void for_each(int64_t c, Visit&& visit) const {
+    for (int64_t n = 0; n < batch; ++n) {
+      const int64_t plane = (n * channels + c) * pixels;
+      for (int64_t p = 0; p < pixels; ++p) visit(plane + p);
+    }
+  }
+};
+
+ChannelLayout channel_layout(const char* op, const Shape& x) {
+  expect_rank(op, "x", x, 4);
+  return {x.n(), x.c(), x.h() * x.w()};
+}
+
+}  // namespace
+
+void CpuBackend::batchnorm_forward_training(ConstTensorView x, ConstTensorView gamma,
+                                            ConstTensorView beta, TensorView running_mean,
+                                            TensorView running_var, double average_factor,
+                                            double epsilon, TensorView y, TensorView saved_mean,
+                                            TensorView saved_inv_std) {
+  const char* op = "batchnorm_forward_training";
+  expect_on_cpu(op, {{"x", x}, {"gamma", gamma}, {"beta", beta}, {"running_mean", running_mean},
+                     {"running_var", running_var}, {"y", y}, {"saved_mean", saved_mean},
+                     {"saved_inv_std", saved_inv_std}});
+  const ChannelLayout layout = channel_layout(op, x.shape);
+  const Shape channel = layout.channel_shape();
+  expect_shape(op, "gamma", gamma.shape, channel);
+  expect_shape(op, "beta", beta.shape, channel);
+  expect_shape(op, "running_mean", running_mean.shape, channel);
+  expect_shape(op, "running_var", running_var.shape, channel);
+  expect_shape(op, "saved_mean", saved_mean.shape, channel);
+  expect_shape(op, "saved_inv_std", saved_inv_std.shape, channel);
+  expect_shape(op, "y", y.shape, x.shape);
+  const int64_t count = layout.count();
+  PNEUMO_CHECK(count > 1, op, ": x ", x.shape.str(),
+               " has one value per channel; the batch variance needs at least two");
+  PNEUMO_CHECK(average_factor >= 0.0 && average_factor <= 1.0, op, ": average_factor ",
+               average_factor, " outside [0, 1]");
+  PNEUMO_CHECK(epsilon > 0.0, op, ": epsilon ", epsilon, " must be positive");
+
+  pool_.parallel_for(layout.channels, [&](int64_t begin, int64_t end, int /*worker*/) {
+    for (int64_t c = begin; c < end; ++c) {
+      // Two passes in double: no cancellation even when the mean dwarfs the spread.
+      double sum = 0.0;
+      layout.for_each(c, [&](int64_t i) { sum += x.data[i]; });
+      const double mean = sum / static_cast<double>(count);
+      double squares = 0.0;
+      layout.for_each(c, [&](int64_t i) {
+        double deviation = x.data[i] - mean;
+        squares += deviation * deviation;
+      });
+      const double biased_var = squares / static_cast<double>(count);
+      const double unbiased_var = squares / static_cast<double>(count - 1);
+      const double inv_std = 1.0 / std::sqrt(biased_var + epsilon);
+
+      saved_mean.data[c] = static_cast<float>(mean);
+      saved_inv_std.data[c] = static_cast<float>(inv_std);
+      running_mean.data[c] = static_cast<float>((1.0 - average_factor) * running_mean.data[c] +
+                                                average_factor * mean);
+      running_var.data[c] = static_cast<float>((1.0 - average_factor) * running_var.data[c] +
+                                               average_factor * unbiased_var);
+      const float mean_f = saved_mean.data[c], inv_std_f = saved_inv_std.data[c];
+      layout.for_each(c, [&](int64_t i) {
+        y.data[i] = batchnorm_apply(x.data[i], mean_f, inv_std_f, gamma.data[c], beta.data[c]);
+      });
+    }
+  });
+}
+
+void CpuBackend::batchnorm_forward_inference(ConstTensorView x, ConstTensorView gamma,
+                                             ConstTensorView beta, ConstTensorView running_mean,
+                                             ConstTensorView running_var, double epsilon,
+                                             TensorView y) {
+  const char* op = "batchnorm_forward_inference";
+  expect_on_cpu(op, {{"x", x}, {"gamma", gamma}, {"beta", beta}, {"running_mean", running_mean},
+                     {"running_var", running_var}, {"y", y}});
+  const ChannelLayout layout = channel_layout(op, x.shape);
+  const Shape channel = layout.channel_shape();
+  expect_shape(op, "gamma", gamma.shape, channel);
+  expect_shape(op, "beta", beta.shape, channel);
+  expect_shape(op, "running_mean", running_mean.shape, channel);
+  expect_shape(op, "running_var", running_var.shape, channel);
+  expect_shape(op, "y", y.shape, x.shape);
+  PNEUMO_CHECK(epsilon > 0.0, op, ": epsilon ", epsilon, " must be positive");
+
+  pool_.parallel_for(layout.channels, [&](int64_t begin, int64_t end, int /*worker*/) {
+    for (int64_t c = begin; c < end; ++c) {
+      const float inv_std =
+          static_cast<float>(1.0 / std::sqrt(static_cast<double>(running_var.data[c]) + epsilon));
+      layout.for_each(c, [&](int64_t i) {
+        y.data[i] = batchnorm_apply(x.data[i], running_mean.data[c], inv_std, gamma.data[c],
+                                    beta.data[c]);
+      });
+    }
+  });
+}
+
+// With xhat = (x - mean) inv_std and M values per channel:
+//   dbeta = sum dy,  dgamma = sum dy xhat,  dx = gamma inv_std / M (M dy - dbeta - xhat dgamma).
+// epsilon is not needed: saved_inv_std already holds it.
+void CpuBackend::batchnorm_backward(ConstTensorView x, ConstTensorView dy, ConstTensorView gamma,
+                                    ConstTensorView saved_mean, ConstTensorView saved_inv_std,
+                                    double /*epsilon*/, TensorView dx, TensorView dgamma,
+                                    TensorView dbeta) {
+  const char* op = "batchnorm_backward";
+  expect_on_cpu(op, {{"x", x}, {"dy", dy}, {"gamma", gamma}, {"saved_mean", saved_mean},
+                     {"saved_inv_std", saved_inv_std}, {"dx", dx}, {"dgamma", dgamma},
+                     {"dbeta", dbeta}});
+  const ChannelLayout layout = channel_layout(op, x.shape);
+  const Shape channel = layout.channel_shape();
+  expect_shape(op, "dy", dy.shape, x.shape);
+  expect_shape(op, "dx", dx.shape, x.shape);
+  expect_shape(op, "gamma", gamma.shape, channel);
+  expect_shape(op, "saved_mean", saved_mean.shape, channel);
+  expect_shape(op, "saved_inv_std", saved_inv_std.shape, channel);
+  expect_shape(op, "dgamma", dgamma.shape, channel);
+  expect_shape(op, "dbeta", dbeta.shape, channel);
+  const double count = static_cast<double>(layout.count());
+
+  pool_.parallel_for(layout.channels, [&](int64_t begin, int64_t end, int /*worker*/) {
+    for (int64_t c = begin; c < end; ++c) {
+      const double mean = saved_mean.data[c], inv_std = saved_inv_std.data[c];
+      double sum_dy = 0.0, sum_dy_xhat = 0.0;
+      layout.for_each(c, [&](int64_t i) {
+        sum_dy += dy.data[i];
+        sum_dy_xhat += dy.data[i] * (x.data[i] - mean) * inv_std;
+      });
+      dbeta.data[c] = static_cast<float>(sum_dy);
+      dgamma.data[c] = static_cast<float>(sum_dy_xhat);
+      const double scale = gamma.data[c] * inv_std / count;
+      layout.for_each(c, [&](int64_t i) {
+        const double xhat = (x.data[i] - mean) * inv_std;
+        dx.data[i] = static_cast<float>(scale * (count * dy.data[i] - sum_dy - xhat * sum_dy_xhat));
+      });
+    }
+  });
+}
+
+}  // namespace pneumo::cpu

@@ -1,0 +1,178 @@
+// 3x3 'same' stride-1 convolution on the CPU: im2col + GEMM, parallel over the batch with one
+// column buffer per worker. The filter gradient sums per-worker partials in worker order, so a
+// given thread count always gives the same bits.
+#include <algorithm>
+#include <vector>
+
+#include "cpu/cpu_backend.hpp"
+#include "cpu/gemm.hpp"
+#include "pneumo/elementwise.hpp"
+#include "pneumo/error.hpp"
+
+namespace pneumo::cpu {
+namespace {
+
+constexpr int64_t kKernel = 3;  // 3x3 taps, one zero pixel of padding each side
+
+struct ConvGeometry {
+  int64_t batch, in_channels, out_channels, height, width;
+  int64_t taps() const { return in_channels * kKernel * kKernel; }  // rows of the im2col matrix
+  int64_t pixels() const { return height * width; }
+  Shape input() const { return {batch, in_channels, height, width}; }
+  Shape output() const { return {batch, out_channels, height, width}; }
+  Shape weight() const { return {out_channels, in_channels, kKernel, kKernel}; }
+};
+
+// Geometry from the input-side tensor (N, C, H, W) and the weight (K, C, 3, 3), both checked.
+ConvGeometry conv_geometry(const char* op, const char* input_name, const Shape& input,
+                           const Shape& weight) {
+  expect_rank(op, input_name, input, 4);
+  expect_rank(op, "weight", weight, 4);
+  ConvGeometry geometry{input.n(), input.c(), weight[0], input.h(), input.w()};
+  expect_shape(op, "weight", weight, geometry.weight());
+  return geometry;
+}
+
+// Valid output columns [begin, end) for horizontal tap offset dx in {-1, 0, 1}: those whose
+// input column x + dx lies inside [0, width).
+int64_t valid_begin(int64_t dx) { return std::max<int64_t>(0, -dx); }
+int64_t valid_end(int64_t width, int64_t dx) { return std::min(width, width - dx); }
+
+// image: (C, H, W) -> col: (C*9, H*W); row (c*3 + ky)*3 + kx, column y*W + x holds
+// image[c, y + ky - 1, x + kx - 1], or 0 where that falls in the padding.
+void im2col(const float* image, const ConvGeometry& g, float* col) {
+  const int64_t height = g.height, width = g.width;
+  for (int64_t c = 0; c < g.in_channels; ++c)
+    for (int64_t ky = 0; ky < kKernel; ++ky)
+      for (int64_t kx = 0; kx < kKernel; ++kx) {
+        float* row = col + ((c * kKernel + ky) * kKernel + kx) * g.pixels();
+        const int64_t dy = ky - 1, dx = kx - 1;
+        const int64_t begin = valid_begin(dx), end = valid_end(width, dx);
+        for (int64_t y = 0; y < height; ++y) {
+          float* out = row + y * width;
+          const int64_t iy = y + dy;
+          if (iy < 0 || iy >= height) {
+            std::fill(out, out + width, 0.0f);
+            continue;
+          }
+          const float* in = image + (c * height + iy) * width;
+          std::fill(out, out + begin, 0.0f);
+          std::copy(in + begin + dx, in + end + dx, out + begin);
+          std::fill(out + end, out + width, 0.0f);
+        }
+      }
+}
+
+// The adjoint of im2col: image (C, H, W) = sum of col's entries over the taps that read each
+// pixel. Overwrites image.
+void col2im(const float* col, const ConvGeometry& g, float* image) {
+  const int64_t height = g.height, width = g.width;
+  std::fill(image, image + g.in_channels * g.pixels(), 0.0f);
+  for (int64_t c = 0; c < g.in_channels; ++c)
+    for (int64_t ky = 0; ky < kKernel; ++ky)
+      for (int64_t kx = 0; kx < kKernel; ++kx) {
+        const float* row = col + ((c * kKernel + ky) * kKernel + kx) * g.pixels();
+        const int64_t dy = ky - 1, dx = kx - 1;
+        const int64_t begin = valid_begin(dx), end = valid_end(width, dx);
+        for (int64_t y = 0; y < height; ++y) {
+          const int64_t iy = y + dy;
+          if (iy < 0 || iy >= height) continue;
+          const float* in = row + y * width;
+          float* out = image + (c * height + iy) * width;
+          for (int64_t x = begin; x < end; ++x) out[x + dx] += in[x];
+        }
+      }
+}
+
+}  // namespace
+
+void CpuBackend::conv2d_forward(ConstTensorView x, ConstTensorView weight, ConstTensorView bias,
+                                TensorView y, bool fuse_relu) {
+  const char* op = "conv2d_forward";
+  expect_on_cpu(op, {{"x", x}, {"weight", weight}, {"bias", bias}, {"y", y}});
+  const ConvGeometry g = conv_geometry(op, "x", x.shape, weight.shape);
+  expect_shape(op, "bias", bias.shape, Shape{g.out_channels});
+  expect_shape(op, "y", y.shape, g.output());
+
+  const std::vector<float*> cols = worker_scratch(0, g.taps() * g.pixels());
+  pool_.parallel_for(g.batch, [&](int64_t begin, int64_t end, int worker) {
+    float* col = cols[static_cast<size_t>(worker)];
+    for (int64_t n = begin; n < end; ++n) {
+      im2col(x.data + n * g.in_channels * g.pixels(), g, col);
+      // y_n (K, H*W) = weight (K, C*9) * col (C*9, H*W)
+      float* y_n = y.data + n * g.out_channels * g.pixels();
+      sgemm(false, false, g.out_channels, g.pixels(), g.taps(), 1.0f, weight.data, g.taps(), col,
+            g.pixels(), 0.0f, y_n, g.pixels());
+      for (int64_t k = 0; k < g.out_channels; ++k) {
+        float* plane = y_n + k * g.pixels();
+        for (int64_t p = 0; p < g.pixels(); ++p) {
+          float value = plane[p] + bias.data[k];
+          plane[p] = fuse_relu ? relu(value) : value;
+        }
+      }
+    }
+  });
+}
+
+void CpuBackend::conv2d_backward_data(ConstTensorView dy, ConstTensorView weight, TensorView dx) {
+  const char* op = "conv2d_backward_data";
+  expect_on_cpu(op, {{"dy", dy}, {"weight", weight}, {"dx", dx}});
+  const ConvGeometry g = conv_geometry(op, "dx", dx.shape, weight.shape);
+  expect_shape(op, "dy", dy.shape, g.output());
+
+  const std::vector<float*> cols = worker_scratch(0, g.taps() * g.pixels());
+  pool_.parallel_for(g.batch, [&](int64_t begin, int64_t end, int worker) {
+    float* col = cols[static_cast<size_t>(worker)];
+    for (int64_t n = begin; n < end; ++n) {
+      // col (C*9, H*W) = weight^T (C*9, K) * dy_n (K, H*W), then scattered back onto the image.
+      sgemm(true, false, g.taps(), g.pixels(), g.out_channels, 1.0f, weight.data, g.taps(),
+            dy.data + n * g.out_channels * g.pixels(), g.pixels(), 0.0f, col, g.pixels());
+      col2im(col, g, dx.data + n * g.in_channels * g.pixels());
+    }
+  });
+}
+
+void CpuBackend::conv2d_backward_filter(ConstTensorView x, ConstTensorView dy, TensorView dweight,
+                                        TensorView dbias) {
+  const char* op = "conv2d_backward_filter";
+  expect_on_cpu(op, {{"x", x}, {"dy", dy}, {"dweight", dweight}, {"dbias", dbias}});
+  const ConvGeometry g = conv_geometry(op, "x", x.shape, dweight.shape);
+  expect_shape(op, "dy", dy.shape, g.output());
+  expect_shape(op, "dbias", dbias.shape, Shape{g.out_channels});
+
+  // Worker w sums its images into partial_w (K, C*9); the partials are then added in worker order.
+  const int64_t weight_count = g.out_channels * g.taps();
+  const int chunks = static_cast<int>(std::min<int64_t>(pool_.size(), g.batch));
+  const std::vector<float*> cols = worker_scratch(0, g.taps() * g.pixels());
+  const std::vector<float*> partials = worker_scratch(1, weight_count);
+  pool_.parallel_for(g.batch, [&](int64_t begin, int64_t end, int worker) {
+    float* col = cols[static_cast<size_t>(worker)];
+    float* partial = partials[static_cast<size_t>(worker)];
+    for (int64_t n = begin; n < end; ++n) {
+      im2col(x.data + n * g.in_channels * g.pixels(), g, col);
+      // partial (K, C*9) (+)= dy_n (K, H*W) * col^T (H*W, C*9)
+      sgemm(false, true, g.out_channels, g.taps(), g.pixels(), 1.0f,
+            dy.data + n * g.out_channels * g.pixels(), g.pixels(), col, g.pixels(),
+            n == begin ? 0.0f : 1.0f, partial, g.taps());
+    }
+  });
+  std::fill(dweight.data, dweight.data + weight_count, 0.0f);
+  for (int worker = 0; worker < chunks; ++worker) {
+    const float* partial = partials[static_cast<size_t>(worker)];
+    for (int64_t i = 0; i < weight_count; ++i) dweight.data[i] += partial[i];
+  }
+
+  // dbias[k] = sum of dy over (N, H, W), in double; channels are independent.
+  pool_.parallel_for(g.out_channels, [&](int64_t begin, int64_t end, int /*worker*/) {
+    for (int64_t k = begin; k < end; ++k) {
+      double sum = 0.0;
+      for (int64_t n = 0; n < g.batch; ++n) {
+        const float* plane = dy.data + (n * g.out_channels + k) * g.pixels();
+        for (int64_t p = 0; p < g.pixels(); ++p) sum += plane[p];
+      }
+      dbias.data[k] = static_cast<float>(sum);
+    }
+  });
+}
+
+}  // namespace pneumo::cpu

@@ -1,0 +1,98 @@
+// Per-element ops on the CPU: ReLU, dropout, the fused sigmoid + BCE loss and RMSprop. Each loop
+// body is one call into pneumo/elementwise.hpp, the same functions the CUDA kernels call.
+// Plain loops: these are memory-bound and small next to the convolutions.
+#include "pneumo/elementwise.hpp"
+
+#include <cstdint>
+
+#include "cpu/cpu_backend.hpp"
+#include "pneumo/error.hpp"
+
+namespace pneumo::cpu {
+
+// Member names (relu_backward, sigmoid_bce) hide the per-element functions of the same name, so
+// those are called with their namespace.
+
+void CpuBackend::relu_forward(ConstTensorView x, TensorView y) {
+  const char* op = "relu_forward";
+  expect_on_cpu(op, {{"x", x}, {"y", y}});
+  expect_shape(op, "y", y.shape, x.shape);
+  for (int64_t i = 0; i < x.numel(); ++i) y.data[i] = pneumo::relu(x.data[i]);
+}
+
+void CpuBackend::relu_backward(ConstTensorView y, ConstTensorView dy, TensorView dx) {
+  const char* op = "relu_backward";
+  expect_on_cpu(op, {{"y", y}, {"dy", dy}, {"dx", dx}});
+  expect_shape(op, "dy", dy.shape, y.shape);
+  expect_shape(op, "dx", dx.shape, y.shape);
+  for (int64_t i = 0; i < y.numel(); ++i) dx.data[i] = pneumo::relu_backward(y.data[i], dy.data[i]);
+}
+
+namespace {
+
+// Dropout masks are indexed by the element's flat position as a 32-bit counter.
+void check_dropout(const char* op, ConstTensorView input, TensorView output, float rate) {
+  expect_on_cpu(op, {{"input", input}, {"output", output}});
+  expect_shape(op, "output", output.shape, input.shape);
+  PNEUMO_CHECK(rate >= 0.0f && rate < 1.0f, op, ": rate ", rate, " outside [0, 1)");
+  PNEUMO_CHECK(input.numel() <= (int64_t{1} << 32), op, ": ", input.shape.str(),
+               " has more elements than the 32-bit mask index covers");
+}
+
+}  // namespace
+
+void CpuBackend::dropout_forward(ConstTensorView x, TensorView y, float rate, RngKey key) {
+  check_dropout("dropout_forward", x, y, rate);
+  for (int64_t i = 0; i < x.numel(); ++i)
+    y.data[i] = x.data[i] * dropout_multiplier(key, static_cast<uint32_t>(i), rate);
+}
+
+void CpuBackend::dropout_backward(ConstTensorView dy, TensorView dx, float rate, RngKey key) {
+  check_dropout("dropout_backward", dy, dx, rate);
+  for (int64_t i = 0; i < dy.numel(); ++i)
+    dx.data[i] = dy.data[i] * dropout_multiplier(key, static_cast<uint32_t>(i), rate);
+}
+
+void CpuBackend::sigmoid_bce(ConstTensorView logits, ConstTensorView labels,
+                             ConstTensorView weights, TensorView dlogits, TensorView stats) {
+  const char* op = "sigmoid_bce";
+  expect_on_cpu(op, {{"logits", logits}, {"labels", labels}, {"dlogits", dlogits},
+                     {"stats", stats}});
+  const bool weighted = weights.data != nullptr;
+  if (weighted) expect_on_cpu(op, {{"weights", weights}});
+  const Shape& shape = logits.shape;
+  PNEUMO_CHECK(shape.rank() == 1 || (shape.rank() == 2 && shape[1] == 1), op, ": logits have shape ",
+               shape.str(), ", expected (N) or (N, 1)");
+  const int64_t batch = shape[0];
+  PNEUMO_CHECK(labels.numel() == batch, op, ": labels ", labels.shape.str(),
+               " do not match logits ", shape.str());
+  PNEUMO_CHECK(!weighted || weights.numel() == batch, op, ": weights ", weights.shape.str(),
+               " do not match logits ", shape.str());
+  expect_shape(op, "dlogits", dlogits.shape, shape);
+  expect_shape(op, "stats", stats.shape, Shape{2});
+
+  double loss_sum = 0.0, correct = 0.0;
+  for (int64_t i = 0; i < batch; ++i) {
+    BceElement e = pneumo::sigmoid_bce(logits.data[i], labels.data[i],
+                                       weighted ? weights.data[i] : 1.0f);
+    loss_sum += e.loss;
+    correct += e.correct;
+    dlogits.data[i] = e.gradient / static_cast<float>(batch);
+  }
+  stats.data[0] += static_cast<float>(loss_sum);
+  stats.data[1] += static_cast<float>(correct);
+}
+
+void CpuBackend::rmsprop_step(TensorView params, ConstTensorView grads, TensorView mean_square,
+                              float learning_rate, float rho, float epsilon) {
+  const char* op = "rmsprop_step";
+  expect_on_cpu(op, {{"params", params}, {"grads", grads}, {"mean_square", mean_square}});
+  expect_shape(op, "grads", grads.shape, params.shape);
+  expect_shape(op, "mean_square", mean_square.shape, params.shape);
+  PNEUMO_CHECK(rho >= 0.0f && rho <= 1.0f, op, ": rho ", rho, " outside [0, 1]");
+  for (int64_t i = 0; i < params.numel(); ++i)
+    rmsprop_update(params.data[i], mean_square.data[i], grads.data[i], learning_rate, rho,
+                   epsilon);
+}
+
+}  // namespace pneumo::cpu
