@@ -82,6 +82,9 @@ TEST(Trainer, FitsASmallLearnableProblemOnTheCpu) {
   auto backend = make_cpu_backend(0);
   ModelConfig config;
   config.input_size = 32;
+  // Running statistics must settle within the 32 steps of this test for inference to be right;
+  // with the recipe's momentum of 0.99 they would still be near their initial (0, 1).
+  config.batchnorm_momentum = 0.7;
   const int count = 128, size = 32;
   std::vector<uint8_t> images(static_cast<size_t>(count * size * size)), labels(count);
   auto noise = testing::random_values(count * size * size, 5, 0.0f, 90.0f);
@@ -111,7 +114,8 @@ TEST(Trainer, FitsASmallLearnableProblemOnTheCpu) {
   trainer.predict_logits(data, &after);
   EXPECT_LT(last.loss, 0.5 * before.loss) << "training loss " << last.loss << " vs initial "
                                           << before.loss;
-  EXPECT_GT(after.accuracy, 0.9);
+  EXPECT_GT(last.accuracy, 0.9) << "training accuracy in the last epoch";
+  EXPECT_GT(after.accuracy, 0.9) << "inference accuracy (running statistics)";
 }
 
 TEST(Trainer, ShuffleIsAPermutationThatChangesWithTheEpoch) {

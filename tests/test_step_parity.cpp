@@ -13,7 +13,7 @@
 namespace pneumo {
 namespace {
 
-struct Run {
+struct StepRun {
   std::unique_ptr<Backend> backend;
   std::unique_ptr<Model> model;
   std::unique_ptr<Trainer> trainer;
@@ -22,8 +22,8 @@ struct Run {
 
 constexpr int kCount = 6, kBatch = 4;
 
-Run make_run(std::unique_ptr<Backend> backend, const ModelConfig& config) {
-  Run run;
+StepRun make_run(std::unique_ptr<Backend> backend, const ModelConfig& config) {
+  StepRun run;
   run.backend = std::move(backend);
   const int size = config.input_size;
   auto pixels = testing::random_values(kCount * size * size, 21, 0.0f, 255.0f);
@@ -53,8 +53,8 @@ TEST(StepParity, OneStepAndSeveralStepsAgree) {
   PNEUMO_REQUIRE_CUDA();
   ModelConfig config;
   config.input_size = 40;  // pools 40 -> 20 -> 10 -> 5 -> 3 -> 2: odd sizes included
-  Run cpu = make_run(make_cpu_backend(0), config);
-  Run cuda = make_run(make_cuda_backend(false), config);
+  StepRun cpu = make_run(make_cpu_backend(0), config);
+  StepRun cuda = make_run(make_cuda_backend(false), config);
   ASSERT_EQ(cuda.model->parameters().device, Device::Cuda);
   ASSERT_EQ(cuda.data.images.device(), Device::Cuda);
 
