@@ -1,0 +1,26 @@
+// Between a live Model (+ its RMSprop state) and a checkpoint: tensors named like PyTorch's
+// state_dict (conv1.weight, bn1.running_var, ...) and "optimizer.rmsprop.mean_square.<name>".
+#pragma once
+
+#include <string>
+
+#include "pneumo/checkpoint.hpp"
+#include "pneumo/model.hpp"
+
+namespace pneumo {
+
+// Copies the model's parameters, batch-norm statistics and (when given) the optimizer's mean
+// squares to the host, with `metadata` (architecture and input size are filled from the model).
+CheckpointData capture_checkpoint(Model& model, const Tensor* optimizer_state,
+                                  CheckpointMetadata metadata);
+
+// Loads weights and statistics (and the optimizer state when `optimizer_state` is given) into
+// the model, after checking the architecture and input size; `path` names the file in errors.
+void restore_checkpoint(const CheckpointData& data, Model& model, Tensor* optimizer_state,
+                        const std::string& path);
+
+// The model configuration a checkpoint was written for (architecture, input size; the block
+// layout is that of the seed network).
+ModelConfig model_config_for(const CheckpointMetadata& metadata);
+
+}  // namespace pneumo

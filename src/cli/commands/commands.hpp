@@ -1,0 +1,77 @@
+// The subcommands of `pneumo`, as functions over resolved option structs: main.cpp only parses
+// flags into these, so the commands are testable without a shell and their defaults live here.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "pneumo/augment.hpp"
+
+namespace pneumo::cli {
+
+// Everything `pneumo train` can be told; the defaults are the seed recipe (DESIGN §2), except
+// where the recipe has a known weakness (val carved from train instead of 16 images).
+struct TrainOptions {
+  std::string data;                 // image tree or prepared cache
+  std::string out;                  // run directory; "" -> runs/<date>-<time>
+  std::string device = "auto";      // auto | cuda | cpu
+  std::string precision = "fp32";   // fp32 | tf32
+  int threads = 0;                  // CPU backend threads; 0: all
+  int size = 150;
+  int epochs = 12;
+  int batch = 32;
+  double learning_rate = 1e-3;      // RMSprop
+  double rho = 0.9;
+  double epsilon = 1e-7;
+  uint64_t seed = 1;
+  std::string val_split = "0.15";   // fraction carved from train (by patient), or "official"
+  std::string balance = "oversample";  // oversample | class-weight | none
+  bool augment = true;
+  AugmentSettings augmentation;     // rotation 30, zoom 0.2, shift 0.1, flip
+  // ReduceLROnPlateau (the recipe's callback); off when an lr schedule is chosen.
+  std::string plateau_monitor = "val_accuracy";
+  double plateau_factor = 0.3;
+  int plateau_patience = 2;
+  double plateau_min_delta = 1e-4;
+  int plateau_cooldown = 0;
+  double min_lr = 1e-6;
+  std::string schedule = "none";    // none | step | exponential | cosine
+  // EarlyStopping; off while patience is 0.
+  std::string early_stopping_monitor = "val_loss";
+  int early_stopping_patience = 0;
+  bool restore_best = false;
+  std::string checkpoint_monitor = "val_loss";  // which epoch is "best"
+  std::string resume;               // checkpoint to continue from ("" none)
+};
+
+nlohmann::json to_json(const TrainOptions& options);
+// Checks every value a user can get wrong; throws pneumo::Error naming the flag and the value.
+void validate(const TrainOptions& options);
+
+int run_train(const TrainOptions& options);
+
+struct EvaluateOptions {
+  std::string model;          // checkpoint
+  std::string data;           // image tree or cache
+  std::string split = "test";
+  std::string device = "auto";
+  int batch = 64;
+  std::string json;           // also write the metrics as JSON here ("" none)
+  std::string tuned_threshold = "checkpoint";  // "checkpoint" (the one chosen on val) or a value
+};
+int run_evaluate(const EvaluateOptions& options);
+
+struct PredictOptions {
+  std::string model;
+  std::vector<std::string> inputs;  // images or folders
+  std::string device = "auto";
+  bool csv = false;
+  std::string threshold = "checkpoint";  // or a probability in [0, 1]
+  int batch = 64;
+};
+int run_predict(const PredictOptions& options);
+
+}  // namespace pneumo::cli

@@ -1,0 +1,305 @@
+// `pneumo train`: the seed recipe end to end. Opens the data (a cache, or an image tree prepared
+// once), carves the validation split, trains with RMSprop and the callbacks, validates every
+// epoch, and writes a run directory: config.json, log.csv, log.jsonl, checkpoints/{last,best}
+// .safetensors, model.safetensors (final weights + the threshold tuned on val), report.md.
+#include <chrono>
+#include <cmath>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <iomanip>
+#include <iostream>
+#include <optional>
+#include <sstream>
+
+#include "cli/commands/commands.hpp"
+#include "pneumo/backend.hpp"
+#include "pneumo/callbacks.hpp"
+#include "pneumo/checkpoint.hpp"
+#include "pneumo/data.hpp"
+#include "pneumo/error.hpp"
+#include "pneumo/metrics.hpp"
+#include "pneumo/model.hpp"
+#include "pneumo/model_checkpoint.hpp"
+#include "pneumo/progress.hpp"
+#include "pneumo/sampling.hpp"
+#include "pneumo/trainer.hpp"
+
+namespace fs = std::filesystem;
+
+namespace pneumo::cli {
+
+nlohmann::json to_json(const TrainOptions& o) {
+  return {{"data", o.data},
+          {"out", o.out},
+          {"device", o.device},
+          {"precision", o.precision},
+          {"threads", o.threads},
+          {"size", o.size},
+          {"epochs", o.epochs},
+          {"batch", o.batch},
+          {"lr", o.learning_rate},
+          {"rho", o.rho},
+          {"epsilon", o.epsilon},
+          {"seed", o.seed},
+          {"val-split", o.val_split},
+          {"balance", o.balance},
+          {"augment", o.augment},
+          {"rotation", o.augmentation.rotation_degrees},
+          {"zoom", o.augmentation.zoom},
+          {"shift", o.augmentation.shift},
+          {"flip", o.augmentation.horizontal_flip},
+          {"plateau-monitor", o.plateau_monitor},
+          {"plateau-factor", o.plateau_factor},
+          {"plateau-patience", o.plateau_patience},
+          {"plateau-min-delta", o.plateau_min_delta},
+          {"plateau-cooldown", o.plateau_cooldown},
+          {"min-lr", o.min_lr},
+          {"schedule", o.schedule},
+          {"early-stopping-monitor", o.early_stopping_monitor},
+          {"early-stopping-patience", o.early_stopping_patience},
+          {"restore-best", o.restore_best},
+          {"checkpoint-monitor", o.checkpoint_monitor}};
+}
+
+void validate(const TrainOptions& o) {
+  auto require = [](bool ok, const std::string& message) {
+    if (!ok) throw Error(message);
+  };
+  require(!o.data.empty(), "--data is required: an image tree or a prepared cache");
+  parse_device_choice(o.device);
+  require(o.precision == "fp32" || o.precision == "tf32",
+          "--precision must be fp32 or tf32, got '" + o.precision + "'");
+  require(o.epochs >= 1, "--epochs must be at least 1, got " + std::to_string(o.epochs));
+  require(o.batch >= 1 && o.batch <= 4096,
+          "--batch must be in [1, 4096], got " + std::to_string(o.batch));
+  require(o.size >= 8 && o.size <= 1024, "--size must be in [8, 1024], got " +
+                                             std::to_string(o.size));
+  require(o.threads >= 0, "--threads must be >= 0, got " + std::to_string(o.threads));
+  require(std::isfinite(o.learning_rate) && o.learning_rate > 0,
+          "--lr must be a positive number");
+  require(o.rho > 0 && o.rho < 1, "--rho must be in (0, 1)");
+  require(o.epsilon > 0, "--epsilon must be positive");
+  require(o.plateau_factor > 0 && o.plateau_factor < 1, "--plateau-factor must be in (0, 1)");
+  require(o.plateau_patience >= 0, "--plateau-patience must be >= 0");
+  require(o.min_lr >= 0, "--min-lr must be >= 0");
+  require(o.early_stopping_patience >= 0, "--early-stopping-patience must be >= 0");
+  require(o.augmentation.rotation_degrees >= 0 && o.augmentation.rotation_degrees <= 180,
+          "--rotation must be in [0, 180] degrees");
+  require(o.augmentation.zoom >= 0 && o.augmentation.zoom < 1, "--zoom must be in [0, 1)");
+  require(o.augmentation.shift >= 0 && o.augmentation.shift < 1, "--shift must be in [0, 1)");
+  parse_balance_mode(o.balance);
+  parse_val_split(o.val_split);
+  require(o.schedule == "none" || o.schedule == "step" || o.schedule == "exponential" ||
+              o.schedule == "cosine",
+          "--schedule must be none, step, exponential or cosine, got '" + o.schedule + "'");
+}
+
+namespace {
+
+std::string default_run_dir() {
+  std::time_t now = std::time(nullptr);
+  std::tm local{};
+  localtime_r(&now, &local);
+  std::ostringstream name;
+  name << "runs/" << std::put_time(&local, "%Y%m%d-%H%M%S");
+  return name.str();
+}
+
+// A run directory must be new (or empty), or the one a resumed run continues.
+void prepare_run_dir(const std::string& dir, bool resuming) {
+  std::error_code error;
+  if (fs::exists(dir) && !resuming && !fs::is_empty(dir, error))
+    throw Error("run directory '" + dir + "' already holds files; choose another --out, or "
+                "continue it with --resume " + dir + "/checkpoints/last.safetensors");
+  fs::create_directories(fs::path(dir) / "checkpoints", error);
+  if (error) throw Error("cannot create run directory '" + dir + "': " + error.message());
+  std::ofstream probe(fs::path(dir) / ".write-test");
+  if (!probe) throw Error("run directory '" + dir + "' is not writable");
+  probe.close();
+  fs::remove(fs::path(dir) / ".write-test", error);
+}
+
+ImageSet upload(const Split& split, Device device) {
+  return ImageSet::upload(device, split.images.data(), split.count(), split.size,
+                          split.labels.data());
+}
+
+CallbackList make_callbacks(const TrainOptions& o) {
+  CallbackList callbacks;
+  if (o.schedule == "none") {
+    ReduceLROnPlateauOptions plateau;
+    plateau.monitor = o.plateau_monitor;
+    plateau.factor = o.plateau_factor;
+    plateau.patience = o.plateau_patience;
+    plateau.min_delta = o.plateau_min_delta;
+    plateau.cooldown = o.plateau_cooldown;
+    plateau.min_lr = o.min_lr;
+    callbacks.add(std::make_unique<ReduceLROnPlateau>(plateau));
+  } else {
+    LearningRateScheduleOptions schedule;
+    schedule.kind = parse_schedule_kind(o.schedule);
+    schedule.initial_lr = o.learning_rate;
+    schedule.total_epochs = o.epochs;
+    schedule.floor_lr = o.min_lr;
+    callbacks.add(std::make_unique<LearningRateSchedule>(schedule));
+  }
+  if (o.early_stopping_patience > 0) {
+    EarlyStoppingOptions stopping;
+    stopping.monitor = o.early_stopping_monitor;
+    stopping.patience = o.early_stopping_patience;
+    stopping.restore_best = o.restore_best;
+    callbacks.add(std::make_unique<EarlyStopping>(stopping));
+  }
+  ModelCheckpointOptions checkpoint;
+  checkpoint.monitor = o.checkpoint_monitor;
+  callbacks.add(std::make_unique<ModelCheckpointPolicy>(checkpoint));
+  return callbacks;
+}
+
+}  // namespace
+
+int run_train(const TrainOptions& options) {
+  validate(options);
+  const bool resuming = !options.resume.empty();
+  const std::string run_dir = options.out.empty() ? default_run_dir() : options.out;
+  prepare_run_dir(run_dir, resuming);
+  {
+    nlohmann::json resolved = to_json(options);
+    resolved["out"] = run_dir;
+    std::ofstream(fs::path(run_dir) / "config.json") << resolved.dump(2) << "\n";
+  }
+
+  OpenDatasetOptions open_options;
+  open_options.size = options.size;
+  open_options.threads = options.threads;
+  Dataset dataset = open_dataset(options.data, open_options);
+  TrainValSplits splits = make_train_val(dataset, parse_val_split(options.val_split, options.seed));
+  std::cerr << "data: " << splits.description << "\n";
+
+  BackendOptions backend_options;
+  backend_options.device = parse_device_choice(options.device);
+  backend_options.allow_tf32 = options.precision == "tf32";
+  backend_options.cpu_threads = options.threads;
+  std::unique_ptr<Backend> backend = make_backend(backend_options);
+  std::cerr << "backend: " << backend->name() << "\n";
+
+  ModelConfig config;
+  config.input_size = dataset.size;
+  Model model(*backend, config, options.batch);
+  model.initialize(options.seed);
+  AugmentSettings augment = options.augmentation;
+  augment.enabled = options.augment;
+  Trainer trainer(*backend, model, options.batch, augment, options.seed);
+  trainer.optimizer().learning_rate = static_cast<float>(options.learning_rate);
+  trainer.optimizer().rho = static_cast<float>(options.rho);
+  trainer.optimizer().epsilon = static_cast<float>(options.epsilon);
+
+  const BalanceMode balance = parse_balance_mode(options.balance);
+  ImageSet train_set = upload(splits.train, backend->device());
+  if (balance == BalanceMode::ClassWeight)
+    train_set.set_weights(sample_weights(splits.train.labels, balance));
+  ImageSet val_set = upload(splits.val, backend->device());
+
+  CallbackList callbacks = make_callbacks(options);
+  TrainingControl control;
+  control.learning_rate = options.learning_rate;
+  callbacks.on_train_begin(control);
+  int first_epoch = 0;
+  int64_t steps_done = 0;
+  if (resuming) {
+    CheckpointData checkpoint = load_checkpoint(options.resume);
+    restore_checkpoint(checkpoint, model, &trainer.optimizer_state(), options.resume);
+    callbacks.load_state(checkpoint.metadata.callback_state);
+    first_epoch = checkpoint.metadata.epoch;
+    steps_done = checkpoint.metadata.step;
+    control.learning_rate = checkpoint.metadata.learning_rate;
+    std::cerr << "resuming " << options.resume << " after epoch " << first_epoch << "\n";
+  }
+
+  CheckpointMetadata metadata;
+  metadata.seed = options.seed;
+  metadata.config = to_json(options);
+  metadata.config["out"] = run_dir;
+  auto save = [&](const std::string& name, int epochs_done) {
+    metadata.epoch = epochs_done;
+    metadata.step = steps_done;
+    metadata.learning_rate = control.learning_rate;
+    metadata.callback_state = callbacks.state();
+    save_checkpoint((fs::path(run_dir) / name).string(),
+                    capture_checkpoint(model, &trainer.optimizer_state(), metadata));
+  };
+
+  EpochLogWriter log(run_dir);
+  std::optional<CheckpointData> best_snapshot;
+  std::vector<EpochMetrics> history;
+  for (int epoch = first_epoch; epoch < options.epochs; ++epoch) {
+    callbacks.on_epoch_begin(epoch, control);
+    trainer.optimizer().learning_rate = static_cast<float>(control.learning_rate);
+    const auto order =
+        epoch_indices(splits.train.labels, balance, options.seed, static_cast<uint32_t>(epoch));
+    ProgressLine progress(epoch + 1, options.epochs, static_cast<int64_t>(order.size()));
+    EpochStats train_stats = trainer.train_epoch(
+        train_set, order, static_cast<uint32_t>(epoch),
+        [&](int64_t step, int64_t steps, const EpochStats& running) {
+          progress.update(step, steps, running.images, running.loss, running.accuracy,
+                          running.seconds);
+        });
+    steps_done += (static_cast<int64_t>(order.size()) + options.batch - 1) / options.batch;
+    progress.finish();
+
+    EpochStats val_stats;
+    const std::vector<float> val_logits = trainer.predict_logits(val_set, &val_stats);
+    MetricsReport val_report = evaluate_binary("val", val_logits, splits.val.labels);
+    EpochMetrics metrics;
+    metrics.epoch = epoch;
+    metrics.values = metrics_as_values(val_report, "val_");
+    metrics.values["loss"] = train_stats.loss;
+    metrics.values["accuracy"] = train_stats.accuracy;
+    metrics.values["lr"] = control.learning_rate;
+    metrics.values["epoch_seconds"] = train_stats.seconds;
+    metrics.values["images_per_second"] = train_stats.images / train_stats.seconds;
+    control.clear_requests();
+    callbacks.on_epoch_end(metrics, control);
+
+    std::cout << format_epoch_summary(metrics, options.epochs) << std::flush;
+    for (const auto& event : control.events) std::cout << "  " << event << "\n";
+    log.append(metrics);
+    history.push_back(metrics);
+    if (control.keep_weights_snapshot)
+      best_snapshot = capture_checkpoint(model, nullptr, metadata);
+    if (control.save_best_checkpoint) save("checkpoints/best.safetensors", epoch + 1);
+    save("checkpoints/last.safetensors", epoch + 1);
+    if (control.stop) {
+      std::cout << control.stop_reason << "\n";
+      break;
+    }
+  }
+  callbacks.on_train_end(control);
+  if (control.restore_weights_snapshot && best_snapshot) {
+    restore_checkpoint(*best_snapshot, model, nullptr, "the best epoch's weights");
+    std::cout << "restored the weights of epoch " << control.snapshot_epoch + 1 << "\n";
+  }
+
+  // The decision threshold is tuned on validation (Youden's J) and stored with the model; test
+  // images are never looked at here.
+  EpochStats val_stats;
+  const std::vector<float> val_logits = trainer.predict_logits(val_set, &val_stats);
+  ThresholdChoice threshold = choose_threshold_youden(val_logits, splits.val.labels);
+  metadata.decision_threshold = threshold.threshold;
+  metadata.threshold_rule = threshold.defined
+                                ? "Youden's J on " + std::to_string(splits.val.count()) +
+                                      " validation images"
+                                : "default 0.5 (validation lacks a class)";
+  MetricsReport final_val =
+      evaluate_binary("val", val_logits, splits.val.labels, threshold.threshold);
+  save("model.safetensors", history.empty() ? first_epoch : history.back().epoch + 1);
+  std::ofstream(fs::path(run_dir) / "metrics_val.json") << to_json(final_val).dump(2) << "\n";
+  write_run_report(run_dir, history, final_val, roc_curve(val_logits, splits.val.labels));
+  std::cout << format_metrics_table(final_val);
+  std::cout << "model: " << (fs::path(run_dir) / "model.safetensors").string()
+            << " (threshold " << threshold.threshold << ", " << metadata.threshold_rule << ")\n";
+  return 0;
+}
+
+}  // namespace pneumo::cli

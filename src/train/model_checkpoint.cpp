@@ -1,0 +1,70 @@
+// Model <-> checkpoint (see model_checkpoint.hpp). The flat device buffers are copied through the
+// host once per save/load; the tensors are named from the model's ParameterInfo lists.
+#include "pneumo/model_checkpoint.hpp"
+
+#include <vector>
+
+#include "pneumo/error.hpp"
+
+namespace pneumo {
+
+namespace {
+std::vector<float> to_host(ConstTensorView view) {
+  std::vector<float> host(static_cast<size_t>(view.numel()));
+  copy_bytes(host.data(), Device::Cpu, view.data, view.device, host.size() * sizeof(float));
+  return host;
+}
+
+void append(std::vector<NamedTensor>& out, std::vector<NamedTensor> more) {
+  for (auto& t : more) out.push_back(std::move(t));
+}
+
+void from_checkpoint(const CheckpointData& data, const std::vector<ParameterInfo>& infos,
+                     const std::string& prefix, TensorView target, const std::string& path) {
+  std::vector<float> host = to_host(target);  // keeps the alignment gaps as they are
+  tensors_to_flat(data, infos, prefix, host.data(), static_cast<int64_t>(host.size()), path);
+  copy_bytes(target.data, target.device, host.data(), Device::Cpu, host.size() * sizeof(float));
+}
+}  // namespace
+
+CheckpointData capture_checkpoint(Model& model, const Tensor* optimizer_state,
+                                  CheckpointMetadata metadata) {
+  CheckpointData data;
+  metadata.architecture = model.config().architecture;
+  metadata.input_size = model.config().input_size;
+  data.metadata = std::move(metadata);
+  auto params = to_host(model.parameters());
+  append(data.tensors, tensors_from_flat(params.data(), static_cast<int64_t>(params.size()),
+                                         model.parameter_infos()));
+  auto buffers = to_host(model.buffers());
+  append(data.tensors, tensors_from_flat(buffers.data(), static_cast<int64_t>(buffers.size()),
+                                         model.buffer_infos()));
+  if (optimizer_state) {
+    auto state = to_host(optimizer_state->view());
+    append(data.tensors, tensors_from_flat(state.data(), static_cast<int64_t>(state.size()),
+                                           model.parameter_infos(), kRmspropMeanSquarePrefix));
+  }
+  return data;
+}
+
+void restore_checkpoint(const CheckpointData& data, Model& model, Tensor* optimizer_state,
+                        const std::string& path) {
+  validate_compatible(data.metadata, model.config().architecture, model.config().input_size,
+                      path);
+  from_checkpoint(data, model.parameter_infos(), "", model.parameters(), path);
+  from_checkpoint(data, model.buffer_infos(), "", model.buffers(), path);
+  if (optimizer_state)
+    from_checkpoint(data, model.parameter_infos(), kRmspropMeanSquarePrefix,
+                    optimizer_state->view(), path);
+}
+
+ModelConfig model_config_for(const CheckpointMetadata& metadata) {
+  ModelConfig config;
+  PNEUMO_CHECK(metadata.architecture == config.architecture, "checkpoint architecture '",
+               metadata.architecture, "' is not one this build knows ('", config.architecture,
+               "')");
+  config.input_size = metadata.input_size;
+  return config;
+}
+
+}  // namespace pneumo
