@@ -3,6 +3,7 @@
 // the input-pipeline gathers.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <functional>
 #include <stdexcept>

@@ -112,7 +112,7 @@ TEST(CpuConv, FilterAndBiasGradients) {
 // coefficient); such inputs are skipped. A small step keeps the skips rare.
 TEST(CpuConv, FusedReluGradients) {
   auto backend = make_cpu_backend(2);
-  ConvProblem p(*backend, 2, 3, 5, 4, 3, 41);
+  ConvProblem p(*backend, 2, 3, 5, 4, 4, 41);
   const Shape xs = p.x.shape();
   const int64_t channels_out = p.weight.shape()[0];
   FiniteDifference options;

@@ -18,7 +18,6 @@ struct ConvGeometry {
   int64_t batch, in_channels, out_channels, height, width;
   int64_t taps() const { return in_channels * kKernel * kKernel; }  // rows of the im2col matrix
   int64_t pixels() const { return height * width; }
-  Shape input() const { return {batch, in_channels, height, width}; }
   Shape output() const { return {batch, out_channels, height, width}; }
   Shape weight() const { return {out_channels, in_channels, kKernel, kKernel}; }
 };
