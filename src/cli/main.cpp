@@ -1,7 +1,248 @@
-// The `pneumo` command.
-#include <iostream>
+// The `pneumo` command: parses flags into the option structs of cli/commands/commands.hpp and
+// runs the chosen subcommand. Every error reaches here as an exception and leaves with a one-line
+// message on stderr and a non-zero exit status (1: the run failed, 2: bad usage).
+#include <CLI/CLI.hpp>
 
-int main() {
-  std::cout << "pneumo\n";
-  return 0;
+#include <algorithm>
+#include <fstream>
+#include <functional>
+#include <optional>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "cli/commands/commands.hpp"
+#include "pneumo/checkpoint.hpp"
+#include "pneumo/data.hpp"
+#include "pneumo/error.hpp"
+
+namespace {
+
+using pneumo::Error;
+using namespace pneumo::cli;
+
+// A JSON config file (or a checkpoint's recorded configuration) turned into flags placed BEFORE
+// the user's own, so anything on the command line wins (options keep the last value given).
+std::vector<std::string> flags_from_json(const nlohmann::json& config, const std::string& source) {
+  if (!config.is_object()) throw Error(source + ": the configuration must be a JSON object");
+  std::vector<std::string> flags;
+  for (const auto& [key, value] : config.items()) {
+    if (key == "out" || key == "resume") continue;  // where a run writes is never inherited
+    std::string text;
+    if (value.is_string())
+      text = value.get<std::string>();
+    else if (value.is_boolean())
+      text = value.get<bool>() ? "true" : "false";
+    else if (value.is_number())
+      text = value.dump();
+    else
+      throw Error(source + ": value of '" + key + "' must be a string, number or boolean");
+    flags.push_back("--" + key + "=" + text);
+  }
+  return flags;
+}
+
+nlohmann::json read_json_file(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw Error("cannot read config file '" + path + "'");
+  try {
+    return nlohmann::json::parse(in);
+  } catch (const nlohmann::json::exception& e) {
+    throw Error("config file '" + path + "' is not valid JSON: " + e.what());
+  }
+}
+
+// Expands `pneumo train --config FILE ...` and `pneumo train --resume CKPT ...` into explicit
+// flags (the file's or the checkpoint's, then the user's), before CLI11 sees them.
+std::vector<std::string> expand_arguments(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  if (args.empty() || args[0] != "train") return args;
+  std::vector<std::string> inherited, own;
+  for (size_t i = 1; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    auto value_of = [&](const std::string& flag) -> std::optional<std::string> {
+      if (a == flag) {
+        if (i + 1 >= args.size()) throw Error(flag + " needs a value");
+        return args[++i];
+      }
+      if (a.rfind(flag + "=", 0) == 0) return a.substr(flag.size() + 1);
+      return std::nullopt;
+    };
+    if (auto path = value_of("--config")) {
+      auto flags = flags_from_json(read_json_file(*path), *path);
+      inherited.insert(inherited.end(), flags.begin(), flags.end());
+    } else if (auto checkpoint = value_of("--resume")) {
+      auto meta = pneumo::read_checkpoint_metadata(*checkpoint);
+      auto flags = flags_from_json(meta.config, *checkpoint);
+      inherited.insert(inherited.end(), flags.begin(), flags.end());
+      own.push_back("--resume=" + *checkpoint);
+      // A resumed run writes into the run directory it continues unless told otherwise.
+      if (meta.config.contains("out") && meta.config["out"].is_string())
+        inherited.push_back("--out=" + meta.config["out"].get<std::string>());
+    } else {
+      own.push_back(a);
+    }
+  }
+  std::vector<std::string> out{"train"};
+  out.insert(out.end(), inherited.begin(), inherited.end());
+  out.insert(out.end(), own.begin(), own.end());
+  return out;
+}
+
+// The subcommand chosen on the command line, run after parsing.
+using Action = std::function<int()>;
+
+void add_train(CLI::App& app, TrainOptions& o, Action& action) {
+  auto* c = app.add_subcommand("train", "Train the seed network (defaults: the Keras recipe)");
+  c->add_option("--data", o.data, "Image tree {train,val,test}/{NORMAL,PNEUMONIA} or a cache")
+      ->required();
+  c->add_option("--out", o.out, "Run directory (default runs/<date>-<time>)");
+  c->add_option("--config", "JSON file of flag values (command-line flags win)");
+  c->add_option("--resume", o.resume, "Continue from a checkpoint (its settings are reused)");
+  c->add_option("--device", o.device, "auto | cuda | cpu")->capture_default_str();
+  c->add_option("--precision", o.precision, "fp32 | tf32 (CUDA convolutions and GEMMs)")
+      ->capture_default_str();
+  c->add_option("--threads", o.threads, "CPU threads (0: all)")->capture_default_str();
+  c->add_option("--size", o.size, "Input size when preparing an image tree")->capture_default_str();
+  c->add_option("--epochs", o.epochs, "Epochs to train")->capture_default_str();
+  c->add_option("--batch", o.batch, "Batch size")->capture_default_str();
+  c->add_option("--lr", o.learning_rate, "RMSprop learning rate")->capture_default_str();
+  c->add_option("--rho", o.rho, "RMSprop decay")->capture_default_str();
+  c->add_option("--epsilon", o.epsilon, "RMSprop epsilon (outside the square root)")
+      ->capture_default_str();
+  c->add_option("--seed", o.seed, "Seed of every random stream")->capture_default_str();
+  c->add_option("--val-split", o.val_split,
+                "Fraction of train carved out for validation, grouped by patient, or 'official'")
+      ->capture_default_str();
+  c->add_option("--balance", o.balance, "oversample | class-weight | none")->capture_default_str();
+  c->add_option("--augment", o.augment, "Augment training images (true/false)")
+      ->capture_default_str();
+  c->add_option("--rotation", o.augmentation.rotation_degrees, "Max rotation, degrees")
+      ->capture_default_str();
+  c->add_option("--zoom", o.augmentation.zoom, "Zoom range (scale in [1-z, 1+z])")
+      ->capture_default_str();
+  c->add_option("--shift", o.augmentation.shift, "Shift range, fraction of the size")
+      ->capture_default_str();
+  c->add_option("--flip", o.augmentation.horizontal_flip, "Random horizontal flips (true/false)")
+      ->capture_default_str();
+  c->add_option("--plateau-monitor", o.plateau_monitor, "ReduceLROnPlateau metric")
+      ->capture_default_str();
+  c->add_option("--plateau-factor", o.plateau_factor, "ReduceLROnPlateau factor")
+      ->capture_default_str();
+  c->add_option("--plateau-patience", o.plateau_patience, "ReduceLROnPlateau patience")
+      ->capture_default_str();
+  c->add_option("--plateau-min-delta", o.plateau_min_delta, "ReduceLROnPlateau min_delta")
+      ->capture_default_str();
+  c->add_option("--plateau-cooldown", o.plateau_cooldown, "ReduceLROnPlateau cooldown")
+      ->capture_default_str();
+  c->add_option("--min-lr", o.min_lr, "Learning-rate floor")->capture_default_str();
+  c->add_option("--schedule", o.schedule,
+                "none (ReduceLROnPlateau) | step | exponential | cosine")
+      ->capture_default_str();
+  c->add_option("--early-stopping-monitor", o.early_stopping_monitor, "EarlyStopping metric")
+      ->capture_default_str();
+  c->add_option("--early-stopping-patience", o.early_stopping_patience,
+                "EarlyStopping patience (0: off)")
+      ->capture_default_str();
+  c->add_option("--restore-best", o.restore_best, "Restore the best epoch's weights at the end")
+      ->capture_default_str();
+  c->add_option("--checkpoint-monitor", o.checkpoint_monitor,
+                "Metric that picks checkpoints/best.safetensors")
+      ->capture_default_str();
+  c->callback([&o, &action] { action = [&o] { return run_train(o); }; });
+}
+
+void add_evaluate(CLI::App& app, EvaluateOptions& o, Action& action) {
+  auto* c = app.add_subcommand("evaluate", "Metrics of a trained model on a split");
+  c->add_option("--model", o.model, "Checkpoint (.safetensors)")->required();
+  c->add_option("--data", o.data, "Image tree or cache")->required();
+  c->add_option("--split", o.split, "train | val | test | val-carved (the run's own val)")
+      ->capture_default_str();
+  c->add_option("--device", o.device, "auto | cuda | cpu")->capture_default_str();
+  c->add_option("--batch", o.batch, "Batch size")->capture_default_str();
+  c->add_option("--json", o.json, "Also write the metrics as JSON to this file");
+  c->add_option("--threshold", o.tuned_threshold,
+                "'checkpoint' (tuned on val) or a probability")
+      ->capture_default_str();
+  c->callback([&o, &action] { action = [&o] { return run_evaluate(o); }; });
+}
+
+void add_predict(CLI::App& app, PredictOptions& o, Action& action) {
+  auto* c = app.add_subcommand("predict", "Probability of pneumonia for image files");
+  c->add_option("--model", o.model, "Checkpoint (.safetensors)")->required();
+  c->add_option("inputs", o.inputs, "Images or folders")->required();
+  c->add_option("--device", o.device, "auto | cuda | cpu")->capture_default_str();
+  c->add_flag("--csv", o.csv, "CSV output: path,probability_pneumonia,label");
+  c->add_option("--threshold", o.threshold, "'checkpoint' or a probability")
+      ->capture_default_str();
+  c->add_option("--batch", o.batch, "Batch size")->capture_default_str();
+  c->callback([&o, &action] { action = [&o] { return run_predict(o); }; });
+}
+
+void add_prepare(CLI::App& app, pneumo::PrepareOptions& o, Action& action) {
+  auto* c = app.add_subcommand("prepare", "Decode an image tree once into a NumPy cache");
+  c->add_option("--data", o.data_dir, "Image tree {train,val,test}/{NORMAL,PNEUMONIA}")
+      ->required();
+  c->add_option("--out", o.out_dir, "Cache directory to write")->required();
+  c->add_option("--size", o.size, "Square size images are squashed to")->capture_default_str();
+  c->add_option("--threads", o.threads, "Decoding threads (0: all)")->capture_default_str();
+  c->callback([&o, &action] { action = [&o] {
+    if (o.size < 8 || o.size > 1024)
+      throw Error("--size must be in [8, 1024], got " + std::to_string(o.size));
+    pneumo::PrepareReport report = pneumo::prepare_cache(o);
+    std::cout << "cache: " << report.out_dir << " (" << report.images << " images at "
+              << report.size << "x" << report.size << ", " << report.skipped.size()
+              << " skipped, " << static_cast<int>(report.images_per_second) << " images/s on "
+              << report.threads << " threads)\n";
+    return 0;
+  }; });
+}
+
+void add_eda(CLI::App& app, pneumo::EdaOptions& o, Action& action) {
+  auto* c = app.add_subcommand("eda", "Class counts and image grids (plain and augmented)");
+  c->add_option("--data", o.data, "Image tree or cache")->required();
+  c->add_option("--out", o.out_dir, "Folder for counts.json, samples.png, augmented.png")
+      ->required();
+  c->add_option("--seed", o.seed, "Which images are shown")->capture_default_str();
+  c->callback([&o, &action] { action = [&o] {
+    auto report = pneumo::run_eda(o);
+    for (const auto& file : report.files_written) std::cout << file << "\n";
+    return 0;
+  }; });
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"pneumo: a C++/CUDA trainer for pneumonia on pediatric chest X-rays"};
+  app.require_subcommand(1);
+  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  TrainOptions train;
+  EvaluateOptions evaluate;
+  PredictOptions predict;
+  pneumo::PrepareOptions prepare;
+  pneumo::EdaOptions eda;
+  Action action;
+  add_prepare(app, prepare, action);
+  add_train(app, train, action);
+  add_evaluate(app, evaluate, action);
+  add_predict(app, predict, action);
+  add_eda(app, eda, action);
+  try {
+    std::vector<std::string> args = expand_arguments(argc, argv);
+    std::reverse(args.begin(), args.end());  // CLI11 takes a reversed vector
+    app.parse(args);
+    return action ? action() : 2;
+  } catch (const CLI::ParseError& e) {
+    const int status = app.exit(e);  // prints help (status 0) or the usage error
+    return status == 0 ? 0 : 2;
+  } catch (const pneumo::Error& e) {
+    std::cerr << "pneumo: error: " << e.what() << "\n";
+    return 1;
+  } catch (const std::exception& e) {
+    std::cerr << "pneumo: internal error: " << e.what() << "\n";
+    return 1;
+  }
 }
