@@ -66,7 +66,7 @@ class Progress {
   void update(int64_t done) {
     if (!log_ || total_ == 0) return;
     if (tty_) {
-      *log_ << "\r" << line(done) << std::flush;
+      *log_ << "\r" << line(done) << "   " << std::flush;  // spaces wipe a longer old line
     } else if (done * 10 / total_ > last_decile_ && done < total_) {
       last_decile_ = done * 10 / total_;
       *log_ << line(done) << "\n" << std::flush;

@@ -173,11 +173,13 @@ EdaReport run_eda(const EdaOptions& options) {
     const fs::path path = out / "README.md";
     std::ofstream file(path);
     file << "# Exploratory look at the data\n\n"
-         << "Made by `pneumo eda` from " << dataset.cache_dir << " (images " << size << "x" << size
-         << ", seed " << options.seed << ").\n\n"
+         << "Made by `pneumo eda` from " << options.data;
+    if (dataset.cache_dir != options.data) file << " (through its cache " << dataset.cache_dir << ")";
+    file << ": images " << size << "x" << size << ", seed " << options.seed << ".\n\n"
          << "- `counts.json`: images per split and class.\n"
          << "- `samples.png`: random " << shown.name << " images, one row per class.\n"
-         << "- `augmented.png`: a few " << shown.name << " images; first column as stored, then "
+         << "- `augmented.png`: a few " << shown.name << " images, rows alternating NORMAL and "
+         << "PNEUMONIA; first column as stored, then "
          << "augmented copies exactly as training sees them (the CPU twin of the augmentation "
          << "kernel, " << header.str().substr(header.str().find(':') + 2) << ").\n\n"
          << "```\n" << table.str() << "```\n\n"
