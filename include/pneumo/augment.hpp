@@ -1,6 +1,6 @@
 // Augmentation settings (the recipe's ImageDataGenerator: rotation, zoom, shift, flip with
-// 'nearest' fill). The per-pixel sampling function shared by the kernel and its CPU twin lives
-// with the op's implementation (see the data issue).
+// 'nearest' fill), and the batched op's two twins. The parameter draw, the affine geometry and the
+// per-pixel sampling that both twins call live in pneumo/augment_math.hpp.
 #pragma once
 
 namespace pneumo {
@@ -23,7 +23,9 @@ namespace pneumo {
 
 // The batched gather-augment-normalise op, as the two backends call it.
 // images: uint8 (image_count, size, size); indices: int32 (batch); out: float (batch, 1, size, size)
-// in [0, 1]. Image slot i draws its parameters from philox4x32(key, i).
+// in [0, 1]. Image slot i draws its parameters from philox4x32(key, 2i) and (key, 2i + 1); the key
+// is make_key(seed, RngStream::kAugment, epoch, step). An index outside [0, image_count) throws
+// on the CPU; the kernel cannot throw, so it writes NaN into that slot (never reads out of bounds).
 // CPU twin: src/cpu/augment.cpp (host pointers). CUDA: kernels/augment.cu (device pointers,
 // launched on `stream`, a cudaStream_t passed as void* so this header needs no CUDA headers).
 void augment_batch_cpu(const uint8_t* images, int64_t image_count, int size,

@@ -1,0 +1,163 @@
+// The dataset: the prepared cache of DESIGN §3 (decoding an image tree once into NumPy files),
+// loading it, opening "a cache or an image tree" for training, and the exploratory report.
+// Splitting and per-epoch sampling live in pneumo/sampling.hpp.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <iosfwd>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "pneumo/augment.hpp"
+
+namespace pneumo {
+
+// Label = index: NORMAL 0, PNEUMONIA 1. Splits in the order they are listed and written.
+inline constexpr int kClassCount = 2;
+inline constexpr const char* kClassNames[kClassCount] = {"NORMAL", "PNEUMONIA"};
+inline constexpr const char* kSplitNames[3] = {"train", "val", "test"};
+inline constexpr int kCacheFormatVersion = 1;
+inline constexpr int kDefaultImageSize = 150;
+
+// The dataset's citation (CC BY 4.0 asks for it wherever the images are used).
+extern const char* const kDatasetCitation;
+
+// One split in memory.
+struct Split {
+  std::string name;                // "train", "val", "test" (or a carved subset's name)
+  int size = 0;                    // images are size x size
+  std::vector<uint8_t> images;     // (count, size, size) uint8, row-major
+  std::vector<uint8_t> labels;     // (count): 0 NORMAL, 1 PNEUMONIA
+  std::vector<std::string> files;  // (count): source path relative to the image tree
+
+  int64_t count() const { return static_cast<int64_t>(labels.size()); }
+  const uint8_t* image(int64_t i) const {
+    return images.data() + i * static_cast<int64_t>(size) * size;
+  }
+  std::array<int64_t, kClassCount> class_counts() const;
+};
+
+// A loaded cache.
+struct Dataset {
+  std::string cache_dir;    // where it was loaded from
+  int size = 0;
+  std::string source_hash;  // content hash of the image tree it was prepared from
+  std::vector<Split> splits;  // those present, in the order train, val, test
+
+  const Split* find(const std::string& name) const;  // nullptr when absent
+  const Split& split(const std::string& name) const;  // throws naming the cache when absent
+};
+
+// ---- The cache ----------------------------------------------------------------------------
+// A cache directory holds, for each split present in the tree:
+//   <split>_images.npy  uint8 (N, size, size), C order
+//   <split>_labels.npy  uint8 (N), 0 NORMAL / 1 PNEUMONIA
+//   <split>_files.txt   N lines: the source path relative to the tree ("train/NORMAL/x.jpeg"),
+//                       in the same order as the arrays (sorted by path: NORMAL first)
+// and meta.json: {"format": "pneumo-cache", "format_version": 1, "size", "classes", "splits":
+// {split: {"count", "per_class": {class: n}, "images", "labels", "files"}}, "source": {"path",
+// "hash", "hash_of", "image_files"}, "skipped": [{"file", "reason"}], "settings", "command",
+// "created", "citation"}. Anyone can read it: numpy.load("train_images.npy").
+//
+// The source hash (image_tree_hash) is FNV-1a 64 over every image file the tree holds, in sorted
+// order, of "<relative path>\0<size in bytes>\0<mtime in ns>\n": cheap enough to check on every
+// `pneumo train` (no file is read), and it changes whenever a file is added, removed, renamed,
+// rewritten or touched.
+
+struct PrepareOptions {
+  std::string data_dir;        // the image tree: {train,val,test}/{NORMAL,PNEUMONIA}/*
+  std::string out_dir;         // the cache to write; must not lie inside data_dir
+  int size = kDefaultImageSize;
+  int threads = 0;             // decoding threads; 0: all hardware threads
+  std::string command;         // recorded in meta.json (e.g. the command line), may be empty
+  // Progress line, per-file warnings and the summary go here; nullptr: silent. On a terminal the
+  // progress line is redrawn in place (\r); elsewhere a line is printed every ~10%.
+  std::ostream* log = &std::cerr;
+};
+
+struct SkippedFile {
+  std::string file;    // relative to data_dir
+  std::string reason;  // "empty file", "truncated JPEG ...", "not a decodable image"
+};
+
+struct PrepareReport {
+  std::string out_dir;
+  int size = 0;
+  int threads = 0;
+  int64_t images = 0;                      // written, all splits
+  std::vector<std::string> splits;         // those written, in order
+  std::vector<std::array<int64_t, kClassCount>> counts;  // per written split, per class
+  std::vector<SkippedFile> skipped;        // unreadable files, sorted by path
+  std::string source_hash;
+  double seconds = 0.0;                    // listing + decoding + writing
+  double images_per_second = 0.0;          // files decoded (written + skipped) per second of
+                                           // listing + decoding (writing excluded)
+};
+
+// Decodes the tree with OpenCV (8-bit grayscale; colour converted with the standard luma
+// weights), squashes every image to size x size with area interpolation (no crop), and writes
+// the cache atomically: into a temporary directory beside out_dir, then renamed into place
+// (an existing cache at out_dir is swapped out; an existing non-empty directory that is not a
+// cache is refused). Nothing is ever written into data_dir. Unreadable files are skipped, each
+// named in a warning and in the report. Without OpenCV (PNEUMO_WITH_OPENCV undefined) it throws
+// a pneumo::Error saying to prepare the cache on a machine with OpenCV.
+PrepareReport prepare_cache(const PrepareOptions& options);
+
+// Loads every split a cache holds, checking each file against meta.json (shapes, dtypes, counts,
+// labels in {0, 1}); errors name the file.
+Dataset load_cache(const std::string& cache_dir);
+
+bool is_cache_dir(const std::string& path);   // holds a meta.json
+bool is_image_tree(const std::string& path);  // holds at least one {split}/{class} folder
+
+// "fnv1a64:<16 hex digits>" of the tree (see above).
+std::string image_tree_hash(const std::string& data_dir);
+
+struct OpenDatasetOptions {
+  int size = 0;            // 0: the cache's own size, or 150 for an image tree
+  int threads = 0;         // for preparing
+  std::string cache_root;  // "" : default_cache_root()
+  std::ostream* log = &std::cerr;
+};
+
+// `pneumo train --data PATH`: a cache is loaded as it is; an image tree is prepared once into
+// <cache_root>/<hash of its absolute path and size>/ and that cache is reused while the tree's
+// content hash and the size are unchanged (else prepared again, atomically). Never writes next
+// to or inside the tree.
+Dataset open_dataset(const std::string& path, const OpenDatasetOptions& options = {});
+
+// $PNEUMO_CACHE_DIR if set, else $XDG_CACHE_HOME/pneumo, else $HOME/.cache/pneumo.
+std::string default_cache_root();
+// <cache_root>/tree-<fnv1a64 of the tree's absolute path>-<size>, e.g.
+// ~/.cache/pneumo/tree-3f2a...-150.
+std::string default_cache_dir_for(const std::string& tree, int size,
+                                  const std::string& cache_root = "");
+
+// ---- Exploratory report (`pneumo eda`) ------------------------------------------------------
+struct EdaOptions {
+  std::string data;             // a cache or an image tree (opened with open_dataset)
+  std::string out_dir;          // created if needed; must not lie inside the data
+  uint64_t seed = 0;            // which images are shown and how they are augmented
+  int size = 0;                 // as OpenDatasetOptions::size
+  int samples_per_class = 8;    // columns of samples.png
+  int augmented_images = 4;     // rows of augmented.png
+  int augmented_variants = 7;   // augmented copies per row (after the original)
+  AugmentSettings augment;      // the training defaults
+  std::string cache_root;       // as OpenDatasetOptions::cache_root
+  std::ostream* log = &std::cerr;
+};
+
+struct EdaReport {
+  std::vector<std::string> files_written;  // absolute paths
+};
+
+// Writes into out_dir: counts.json (images per split and class), samples.png (a row of random
+// images per class from the first split present, train normally), augmented.png (a few images,
+// original then augmented copies by augment_batch_cpu), README.md (what each file shows, and the
+// dataset's citation). Prints the class counts to `log`. OpenCV only (PNG writing); without it
+// throws a pneumo::Error.
+EdaReport run_eda(const EdaOptions& options);
+
+}  // namespace pneumo

@@ -1,0 +1,137 @@
+#!/usr/bin/env python3
+"""Builds data/sample/: a small, deterministic subset of the chest X-ray dataset for the quick
+start and the tests, stored as 150x150 8-bit grayscale JPEGs (quality 90) in the dataset's own
+{train,val,test}/{NORMAL,PNEUMONIA}/<original name> layout.
+
+Selection (reproducible: no randomness, only hashing of file names):
+  * val:   all 16 images of the official val split (8 NORMAL + 8 PNEUMONIA);
+  * test:  per class, the official test images ordered by sha256("pneumo-sample-v1/" + name),
+           at most one image per patient, the first 30;
+  * train: the same rule over official train, the first 60 per class, leaving out every
+           patient who appears in the official val split or in the sample's test images,
+           so no patient is on two sides of the sample.
+Patients come from the file names exactly as pneumo's patient_id() parses them
+(personNNN_..., IM-NNNN-..., NORMAL2-IM-NNNN-...).
+
+Pixels: cv2.imread(IMREAD_GRAYSCALE) of the source copy, cv2.resize(150x150, INTER_AREA),
+cv2.imencode('.jpeg', quality 90). Written with Debian's python3-opencv 4.6 (`apt-get install
+python3-opencv`, then run with /usr/bin/python3); another OpenCV build may encode different
+bytes (same pixels within JPEG rounding) but selects the same files.
+
+Usage: /usr/bin/python3 scripts/make_sample.py [--source DIR] [--out data/sample]
+"""
+import argparse
+import csv
+import hashlib
+import os
+import re
+import shutil
+import sys
+
+try:
+    import cv2
+except ImportError:
+    sys.exit("make_sample.py needs OpenCV for Python: apt-get install python3-opencv, "
+             "then run it with /usr/bin/python3")
+
+SPLITS = ("train", "val", "test")
+CLASSES = ("NORMAL", "PNEUMONIA")
+PER_CLASS = {"train": 60, "test": 30}
+SIZE = 150
+QUALITY = 90
+SALT = "pneumo-sample-v1/"
+
+
+def patient_id(name):
+    """Same rules as pneumo::patient_id (src/data/sampling.cpp)."""
+    stem = os.path.splitext(os.path.basename(name))[0]
+    m = re.match(r"^(person\d+)_", stem)
+    if m:
+        return m.group(1)
+    m = re.match(r"^(NORMAL2-IM-\d+)-", stem) or re.match(r"^(IM-\d+)-", stem)
+    if m:
+        return m.group(1)
+    return stem
+
+
+def order_key(name):
+    return hashlib.sha256((SALT + name).encode()).hexdigest()
+
+
+def listing(source, split, cls):
+    folder = os.path.join(source, split, cls)
+    return sorted(f for f in os.listdir(folder)
+                  if not f.startswith(".") and f.lower().endswith((".jpeg", ".jpg", ".png")))
+
+
+def choose(names, count, excluded_patients):
+    chosen, seen = [], set(excluded_patients)
+    for name in sorted(names, key=order_key):
+        p = patient_id(name)
+        if p in seen:
+            continue
+        seen.add(p)
+        chosen.append(name)
+        if len(chosen) == count:
+            break
+    if len(chosen) < count:
+        sys.exit(f"only {len(chosen)} eligible images, {count} wanted")
+    return sorted(chosen)
+
+
+def main():
+    here = os.path.dirname(os.path.abspath(__file__))
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--source", default=os.path.join(here, "..", "..", "shared", "data",
+                                                         "chest_xray"))
+    parser.add_argument("--out", default=os.path.join(here, "..", "data", "sample"))
+    args = parser.parse_args()
+    source = os.path.abspath(args.source)
+    if not os.path.isdir(os.path.join(source, "train", "NORMAL")):
+        sys.exit(f"{source} is not the dataset tree (no train/NORMAL); pass --source")
+
+    kinds = {}
+    manifest_path = os.path.join(source, "manifest.csv")
+    if os.path.exists(manifest_path):
+        with open(manifest_path, newline="") as f:
+            for row in csv.DictReader(f):
+                kinds[(row["split"], row["class"], row["file"])] = row["source_kind"]
+
+    selection = {}
+    for cls in CLASSES:
+        selection[("val", cls)] = listing(source, "val", cls)
+    val_patients = {patient_id(n) for cls in CLASSES for n in selection[("val", cls)]}
+    for cls in CLASSES:
+        selection[("test", cls)] = choose(listing(source, "test", cls), PER_CLASS["test"], set())
+    test_patients = {patient_id(n) for cls in CLASSES for n in selection[("test", cls)]}
+    for cls in CLASSES:
+        selection[("train", cls)] = choose(listing(source, "train", cls), PER_CLASS["train"],
+                                           val_patients | test_patients)
+
+    out = os.path.abspath(args.out)
+    for split in SPLITS:
+        shutil.rmtree(os.path.join(out, split), ignore_errors=True)
+    rows = []
+    for split in SPLITS:
+        for cls in CLASSES:
+            os.makedirs(os.path.join(out, split, cls), exist_ok=True)
+            for name in selection[(split, cls)]:
+                image = cv2.imread(os.path.join(source, split, cls, name), cv2.IMREAD_GRAYSCALE)
+                if image is None:
+                    sys.exit(f"cannot read {split}/{cls}/{name}")
+                small = cv2.resize(image, (SIZE, SIZE), interpolation=cv2.INTER_AREA)
+                ok, encoded = cv2.imencode(".jpeg", small, [cv2.IMWRITE_JPEG_QUALITY, QUALITY])
+                assert ok
+                with open(os.path.join(out, split, cls, name), "wb") as f:
+                    f.write(encoded.tobytes())
+                rows.append((split, cls, name, patient_id(name),
+                             kinds.get((split, cls, name), "")))
+    with open(os.path.join(out, "manifest.csv"), "w", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(("split", "class", "file", "patient", "source_kind"))
+        writer.writerows(rows)
+    print(f"wrote {len(rows)} images to {out} with OpenCV {cv2.__version__}")
+
+
+if __name__ == "__main__":
+    main()

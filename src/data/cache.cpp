@@ -1,0 +1,414 @@
+// The cache's reader and the tree plumbing: listing and hashing an image tree, loading a cache
+// against its meta.json, opening "a cache or an image tree", and the atomic directory install.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cctype>
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <system_error>
+
+#include "cache_internal.hpp"
+#include "pneumo/data.hpp"
+#include "pneumo/error.hpp"
+#include "pneumo/npy.hpp"
+
+namespace fs = std::filesystem;
+
+namespace pneumo {
+
+const char* const kDatasetCitation =
+    "Kermany, Daniel; Zhang, Kang; Goldbaum, Michael (2018). \"Labeled Optical Coherence "
+    "Tomography (OCT) and Chest X-Ray Images for Classification\". Mendeley Data, v2. "
+    "doi:10.17632/rscbjbr9sj.2. Licence: CC BY 4.0. Paper: Kermany et al., \"Identifying Medical "
+    "Diagnoses and Treatable Diseases by Image-Based Deep Learning\", Cell 172(5):1122-1131, 2018.";
+
+std::array<int64_t, kClassCount> Split::class_counts() const {
+  std::array<int64_t, kClassCount> counts{};
+  for (uint8_t l : labels)
+    if (l < kClassCount) ++counts[l];
+  return counts;
+}
+
+const Split* Dataset::find(const std::string& name) const {
+  for (const Split& s : splits)
+    if (s.name == name) return &s;
+  return nullptr;
+}
+
+const Split& Dataset::split(const std::string& name) const {
+  if (const Split* s = find(name)) return *s;
+  std::string present;
+  for (const Split& s : splits) present += (present.empty() ? "" : ", ") + s.name;
+  throw Error("cache " + cache_dir + " has no '" + name + "' split (it holds: " +
+              (present.empty() ? "none" : present) + ")");
+}
+
+namespace data_internal {
+
+namespace {
+
+bool has_image_extension(const std::string& name) {
+  const size_t dot = name.find_last_of('.');
+  if (dot == std::string::npos) return false;
+  std::string ext = name.substr(dot + 1);
+  for (char& c : ext) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return ext == "jpeg" || ext == "jpg" || ext == "png" || ext == "bmp" || ext == "tif" ||
+         ext == "tiff";
+}
+
+}  // namespace
+
+uint64_t fnv1a64(const std::string& text, uint64_t hash) {
+  for (unsigned char c : text) {
+    hash ^= c;
+    hash *= 0x100000001b3ull;
+  }
+  return hash;
+}
+
+std::string hex64(uint64_t value) {
+  char buffer[17];
+  std::snprintf(buffer, sizeof buffer, "%016llx", static_cast<unsigned long long>(value));
+  return buffer;
+}
+
+std::vector<TreeFile> list_image_tree(const std::string& data_dir) {
+  std::vector<TreeFile> files;
+  bool any_folder = false;
+  for (int s = 0; s < 3; ++s) {
+    for (int c = 0; c < kClassCount; ++c) {
+      const std::string relative_dir = std::string(kSplitNames[s]) + "/" + kClassNames[c];
+      const fs::path dir = fs::path(data_dir) / kSplitNames[s] / kClassNames[c];
+      std::error_code ec;
+      if (!fs::is_directory(dir, ec)) continue;
+      any_folder = true;
+      std::vector<TreeFile> here;
+      for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+        const std::string name = it->path().filename().string();
+        if (name.empty() || name[0] == '.' || !has_image_extension(name)) continue;
+        struct stat info {};
+        if (::stat(it->path().c_str(), &info) != 0 || !S_ISREG(info.st_mode)) continue;
+        TreeFile f;
+        f.relative = relative_dir + "/" + name;
+        f.split = s;
+        f.label = c;
+        f.bytes = static_cast<uint64_t>(info.st_size);
+        f.mtime_ns = static_cast<int64_t>(info.st_mtim.tv_sec) * 1000000000 + info.st_mtim.tv_nsec;
+        here.push_back(std::move(f));
+      }
+      if (ec) throw Error("cannot list " + dir.string() + ": " + ec.message());
+      files.insert(files.end(), here.begin(), here.end());
+    }
+  }
+  if (!any_folder)
+    throw Error(data_dir +
+                " is not an image tree: it holds none of {train,val,test}/{NORMAL,PNEUMONIA}/");
+  // Split order first (train, val, test), then the path: NORMAL before PNEUMONIA, names sorted.
+  std::stable_sort(files.begin(), files.end(), [](const TreeFile& a, const TreeFile& b) {
+    return a.split != b.split ? a.split < b.split : a.relative < b.relative;
+  });
+  return files;
+}
+
+std::string hash_tree(const std::vector<TreeFile>& files) {
+  uint64_t hash = 0xcbf29ce484222325ull;
+  for (const TreeFile& f : files) {
+    hash = fnv1a64(f.relative, hash);
+    hash = fnv1a64(std::string(1, '\0') + std::to_string(f.bytes) + std::string(1, '\0') +
+                       std::to_string(f.mtime_ns) + "\n",
+                   hash);
+  }
+  return "fnv1a64:" + hex64(hash);
+}
+
+fs::path resolved(const std::string& path) {
+  std::error_code ec;
+  fs::path p = fs::weakly_canonical(fs::absolute(path, ec), ec);
+  if (ec) p = fs::absolute(path).lexically_normal();
+  return p;
+}
+
+bool is_same_or_inside(const fs::path& inner, const fs::path& outer) {
+  auto i = inner.begin();
+  for (auto o = outer.begin(); o != outer.end(); ++o, ++i) {
+    if (o->empty()) continue;  // trailing slash
+    if (i == inner.end() || *i != *o) return false;
+  }
+  return true;
+}
+
+void check_replaceable_output(const fs::path& dir, const char* what) {
+  std::error_code ec;
+  if (!fs::exists(dir, ec)) return;
+  if (!fs::is_directory(dir, ec))
+    throw Error(std::string(what) + " " + dir.string() + " exists and is not a directory");
+  if (fs::is_empty(dir, ec) || is_cache_dir(dir.string())) return;
+  throw Error(std::string(what) + " " + dir.string() +
+              " is a non-empty directory that is not a pneumo cache (no meta.json); refusing to "
+              "replace it: choose a new or empty directory");
+}
+
+fs::path make_temp_dir_beside(const fs::path& final_dir) {
+  static std::atomic<int> counter{0};
+  const fs::path parent = final_dir.parent_path();
+  std::error_code ec;
+  fs::create_directories(parent, ec);
+  if (ec) throw Error("cannot create " + parent.string() + ": " + ec.message());
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    const fs::path temp = parent / ("." + final_dir.filename().string() + ".tmp-" +
+                                    std::to_string(::getpid()) + "-" +
+                                    std::to_string(counter++));
+    if (fs::create_directory(temp, ec)) return temp;
+    if (ec) throw Error("cannot create " + temp.string() + ": " + ec.message());
+  }
+  throw Error("cannot create a temporary directory beside " + final_dir.string());
+}
+
+void install_directory(const fs::path& temp_dir, const fs::path& final_dir) {
+  std::error_code ec;
+  if (fs::exists(final_dir, ec)) {
+    check_replaceable_output(final_dir, "output");
+    if (fs::is_empty(final_dir, ec)) {
+      fs::remove(final_dir, ec);
+    } else {
+#ifdef RENAME_EXCHANGE
+      // One atomic step: readers see the old cache or the new one, never neither.
+      if (::renameat2(AT_FDCWD, temp_dir.c_str(), AT_FDCWD, final_dir.c_str(), RENAME_EXCHANGE) ==
+          0) {
+        fs::remove_all(temp_dir, ec);  // now holds the old cache
+        return;
+      }
+#endif
+      const fs::path aside = make_temp_dir_beside(final_dir);
+      fs::remove(aside, ec);
+      fs::rename(final_dir, aside, ec);
+      if (ec) throw Error("cannot move the old cache " + final_dir.string() + " aside: " + ec.message());
+      fs::rename(temp_dir, final_dir, ec);
+      if (ec) {
+        std::error_code ignored;
+        fs::rename(aside, final_dir, ignored);
+        throw Error("cannot rename " + temp_dir.string() + " to " + final_dir.string() + ": " +
+                    ec.message());
+      }
+      fs::remove_all(aside, ec);
+      return;
+    }
+  }
+  fs::rename(temp_dir, final_dir, ec);
+  if (ec)
+    throw Error("cannot rename " + temp_dir.string() + " to " + final_dir.string() + ": " +
+                ec.message());
+}
+
+TempDirGuard::~TempDirGuard() {
+  if (dir_.empty()) return;
+  std::error_code ec;
+  fs::remove_all(dir_, ec);
+}
+
+}  // namespace data_internal
+
+using namespace data_internal;
+
+bool is_cache_dir(const std::string& path) {
+  std::error_code ec;
+  return fs::is_regular_file(fs::path(path) / "meta.json", ec);
+}
+
+bool is_image_tree(const std::string& path) {
+  std::error_code ec;
+  for (const char* split : kSplitNames)
+    for (const char* cls : kClassNames)
+      if (fs::is_directory(fs::path(path) / split / cls, ec)) return true;
+  return false;
+}
+
+std::string image_tree_hash(const std::string& data_dir) {
+  return hash_tree(list_image_tree(data_dir));
+}
+
+namespace {
+
+nlohmann::json read_meta(const fs::path& cache) {
+  const fs::path meta_path = cache / "meta.json";
+  std::ifstream in(meta_path);
+  if (!in) throw Error("cannot open " + meta_path.string());
+  try {
+    return nlohmann::json::parse(in);
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(meta_path.string() + ": not valid JSON: " + e.what());
+  }
+}
+
+// A file name from meta.json, refused if it tries to leave the cache directory.
+fs::path cache_member(const fs::path& cache, const nlohmann::json& entry, const char* key,
+                      const std::string& fallback) {
+  std::string name = fallback;
+  if (entry.contains(key)) name = entry.at(key).get<std::string>();
+  if (name.empty() || name.find('/') != std::string::npos || name.find('\\') != std::string::npos ||
+      name == "." || name == "..")
+    throw Error((cache / "meta.json").string() + ": bad file name '" + name + "' for " + key);
+  return cache / name;
+}
+
+std::vector<std::string> read_lines(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error("cannot open " + path.string());
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  return lines;
+}
+
+Split load_split(const fs::path& cache, const std::string& name, const nlohmann::json& entry,
+                 int size) {
+  Split split;
+  split.name = name;
+  split.size = size;
+  const int64_t count = entry.at("count").get<int64_t>();
+  if (count < 0) throw Error(detail::concat((cache / "meta.json").string(), ": split '", name,
+                                            "' has a negative count ", count));
+
+  const fs::path images_path = cache_member(cache, entry, "images", name + "_images.npy");
+  NpyArray images = read_npy(images_path.string());
+  const std::vector<int64_t> image_shape{count, size, size};
+  if (images.type != NpyType::UInt8 || images.shape != image_shape)
+    throw Error(detail::concat(images_path.string(), ": expected uint8 (", count, ", ", size, ", ",
+                               size, ") as meta.json says, found ", npy_descr(images.type), " ",
+                               images.shape_string()));
+  split.images = std::move(images.bytes);
+
+  const fs::path labels_path = cache_member(cache, entry, "labels", name + "_labels.npy");
+  NpyArray labels = read_npy(labels_path.string());
+  if (labels.type != NpyType::UInt8 || labels.shape != std::vector<int64_t>{count})
+    throw Error(detail::concat(labels_path.string(), ": expected uint8 (", count,
+                               ",) as meta.json says, found ", npy_descr(labels.type), " ",
+                               labels.shape_string()));
+  split.labels = std::move(labels.bytes);
+  for (size_t i = 0; i < split.labels.size(); ++i)
+    if (split.labels[i] >= kClassCount)
+      throw Error(detail::concat(labels_path.string(), ": label ",
+                                 static_cast<int>(split.labels[i]), " at index ", i,
+                                 " is not 0 (NORMAL) or 1 (PNEUMONIA)"));
+
+  const fs::path files_path = cache_member(cache, entry, "files", name + "_files.txt");
+  split.files = read_lines(files_path);
+  if (static_cast<int64_t>(split.files.size()) != count)
+    throw Error(detail::concat(files_path.string(), ": ", split.files.size(),
+                               " lines, but meta.json says the split has ", count, " images"));
+
+  if (entry.contains("per_class")) {
+    const auto counts = split.class_counts();
+    for (int c = 0; c < kClassCount; ++c) {
+      const int64_t expected = entry.at("per_class").value(kClassNames[c], int64_t{0});
+      if (expected != counts[static_cast<size_t>(c)])
+        throw Error(detail::concat(labels_path.string(), ": ", counts[static_cast<size_t>(c)], " ",
+                                   kClassNames[c], " labels, but meta.json says ", expected));
+    }
+  }
+  return split;
+}
+
+}  // namespace
+
+Dataset load_cache(const std::string& cache_dir) {
+  const fs::path cache(cache_dir);
+  const nlohmann::json meta = read_meta(cache);
+  const std::string meta_name = (cache / "meta.json").string();
+  Dataset dataset;
+  dataset.cache_dir = cache_dir;
+  try {
+    if (meta.value("format", std::string()) != "pneumo-cache")
+      throw Error(meta_name + ": not a pneumo cache (\"format\" is not \"pneumo-cache\")");
+    const int version = meta.at("format_version").get<int>();
+    if (version != kCacheFormatVersion)
+      throw Error(detail::concat(meta_name, ": cache format version ", version,
+                                 ", this pneumo reads version ", kCacheFormatVersion,
+                                 "; prepare the cache again"));
+    dataset.size = meta.at("size").get<int>();
+    if (dataset.size <= 0 || dataset.size > 8192)
+      throw Error(detail::concat(meta_name, ": bad image size ", dataset.size));
+    const auto classes = meta.at("classes").get<std::vector<std::string>>();
+    if (classes != std::vector<std::string>(std::begin(kClassNames), std::end(kClassNames)))
+      throw Error(meta_name + ": classes must be [\"NORMAL\", \"PNEUMONIA\"]");
+    if (meta.contains("source")) dataset.source_hash = meta["source"].value("hash", std::string());
+    const auto& splits = meta.at("splits");
+    for (const char* name : kSplitNames)
+      if (splits.contains(name))
+        dataset.splits.push_back(load_split(cache, name, splits.at(name), dataset.size));
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(meta_name + ": missing or mistyped field: " + e.what());
+  }
+  if (dataset.splits.empty()) throw Error(meta_name + ": the cache holds no split");
+  return dataset;
+}
+
+std::string default_cache_root() {
+  if (const char* dir = std::getenv("PNEUMO_CACHE_DIR"); dir && *dir) return dir;
+  if (const char* xdg = std::getenv("XDG_CACHE_HOME"); xdg && xdg[0] == '/')
+    return (fs::path(xdg) / "pneumo").string();
+  if (const char* home = std::getenv("HOME"); home && *home)
+    return (fs::path(home) / ".cache" / "pneumo").string();
+  throw Error("no place for the dataset cache: set PNEUMO_CACHE_DIR (or HOME), or prepare one "
+              "with `pneumo prepare --data DIR --out CACHE` and pass the cache");
+}
+
+std::string default_cache_dir_for(const std::string& tree, int size,
+                                  const std::string& cache_root) {
+  const std::string root = cache_root.empty() ? default_cache_root() : cache_root;
+  const std::string key = hex64(fnv1a64(resolved(tree).string()));
+  return (fs::path(root) / ("tree-" + key + "-" + std::to_string(size))).string();
+}
+
+Dataset open_dataset(const std::string& path, const OpenDatasetOptions& options) {
+  if (is_cache_dir(path)) {
+    Dataset dataset = load_cache(path);
+    if (options.size != 0 && options.size != dataset.size)
+      throw Error(detail::concat("cache ", path, " holds ", dataset.size, "x", dataset.size,
+                                 " images, but size ", options.size,
+                                 " was asked for: prepare a cache of that size"));
+    return dataset;
+  }
+  if (!is_image_tree(path))
+    throw Error(path + " is neither a pneumo cache (no meta.json) nor an image tree "
+                       "({train,val,test}/{NORMAL,PNEUMONIA}/ with images)");
+
+  const int size = options.size != 0 ? options.size : kDefaultImageSize;
+  const std::string cache = default_cache_dir_for(path, size, options.cache_root);
+  const std::string hash = image_tree_hash(path);
+  if (is_cache_dir(cache)) {
+    bool fresh = false;
+    try {
+      const nlohmann::json meta = read_meta(cache);
+      fresh = meta.value("format_version", 0) == kCacheFormatVersion &&
+              meta.value("size", 0) == size && meta.contains("source") &&
+              meta["source"].value("hash", std::string()) == hash;
+    } catch (const std::exception&) {
+      fresh = false;  // unreadable metadata: prepare again
+    }
+    if (fresh) {
+      if (options.log) *options.log << "data: using the cache " << cache << " of " << path << "\n";
+      return load_cache(cache);
+    }
+    if (options.log)
+      *options.log << "data: " << path << " changed since its cache was made; preparing again\n";
+  }
+  PrepareOptions prepare;
+  prepare.data_dir = path;
+  prepare.out_dir = cache;
+  prepare.size = size;
+  prepare.threads = options.threads;
+  prepare.command = "open_dataset (pneumo train --data " + path + ")";
+  prepare.log = options.log;
+  prepare_cache(prepare);
+  return load_cache(cache);
+}
+
+}  // namespace pneumo

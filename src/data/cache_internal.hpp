@@ -1,0 +1,70 @@
+// Pieces shared by the cache's writer (prepare.cpp), its reader (cache.cpp) and the decoder
+// (opencv/decode.cpp): walking an image tree, hashing it, path checks, and installing a finished
+// directory in one rename. Internal to src/data; not a public header.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace pneumo::data_internal {
+
+// One image file of the tree.
+struct TreeFile {
+  std::string relative;  // "train/NORMAL/IM-0115-0001.jpeg"
+  int split = 0;         // index into kSplitNames
+  int label = 0;         // index into kClassNames
+  uint64_t bytes = 0;
+  int64_t mtime_ns = 0;
+};
+
+// Files with an image extension (.jpeg .jpg .png .bmp .tif .tiff, any case; hidden files left
+// out) directly inside <data_dir>/<split>/<class>/, ordered by split (train, val, test), then by
+// relative path. Throws when data_dir holds no <split>/<class> folder at all.
+std::vector<TreeFile> list_image_tree(const std::string& data_dir);
+
+// FNV-1a 64 over "<relative>\0<bytes>\0<mtime_ns>\n" of each file, as "fnv1a64:<16 hex>".
+std::string hash_tree(const std::vector<TreeFile>& files);
+
+uint64_t fnv1a64(const std::string& text, uint64_t hash = 0xcbf29ce484222325ull);
+std::string hex64(uint64_t value);
+
+// Absolute, with symbolic links resolved as far as the path exists.
+std::filesystem::path resolved(const std::string& path);
+// Is `inner` equal to `outer` or below it (both resolved)?
+bool is_same_or_inside(const std::filesystem::path& inner, const std::filesystem::path& outer);
+
+// Throws unless `dir` is absent, an empty directory, or a pneumo cache (which may be replaced).
+void check_replaceable_output(const std::filesystem::path& dir, const char* what);
+
+// A fresh hidden directory beside `final_dir` ("<parent>/.<name>.tmp-<pid>-<n>").
+std::filesystem::path make_temp_dir_beside(const std::filesystem::path& final_dir);
+
+// Moves the finished `temp_dir` to `final_dir`: a plain rename when final_dir is absent or empty;
+// over an existing cache, an atomic exchange (renameat2 RENAME_EXCHANGE) where the filesystem
+// offers it, else old-aside-then-rename; the old cache is then deleted.
+void install_directory(const std::filesystem::path& temp_dir,
+                       const std::filesystem::path& final_dir);
+
+// Removes a temporary directory when the scope ends (unless released).
+class TempDirGuard {
+ public:
+  explicit TempDirGuard(std::filesystem::path dir) : dir_(std::move(dir)) {}
+  ~TempDirGuard();
+  TempDirGuard(const TempDirGuard&) = delete;
+  TempDirGuard& operator=(const TempDirGuard&) = delete;
+  void release() { dir_.clear(); }
+
+ private:
+  std::filesystem::path dir_;
+};
+
+// Decoding, implemented in opencv/decode.cpp (only built with OpenCV).
+// Decodes an encoded image to 8-bit grayscale and squashes it to size x size with area
+// interpolation into `out` (size*size bytes). Returns "" on success, else why the file was
+// refused ("empty file", "truncated JPEG ...", "not a decodable image").
+std::string decode_square_gray(const std::vector<uint8_t>& encoded, int size, uint8_t* out);
+std::string decoder_description();  // e.g. "OpenCV 4.6.0 imdecode(IMREAD_GRAYSCALE) ..."
+
+}  // namespace pneumo::data_internal

@@ -1,0 +1,198 @@
+// `pneumo eda`: what the data looks like and what training sees. Class counts per split (printed
+// and counts.json), a grid of random images per class (samples.png), a grid of augmented copies
+// made by the CPU twin of the augmentation kernel (augmented.png), and a README with the citation.
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <iomanip>
+#include <nlohmann/json.hpp>
+#include <opencv2/core.hpp>
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
+#include <sstream>
+
+#include "../cache_internal.hpp"
+#include "pneumo/augment.hpp"
+#include "pneumo/data.hpp"
+#include "pneumo/error.hpp"
+#include "pneumo/random.hpp"
+
+namespace fs = std::filesystem;
+
+namespace pneumo {
+
+namespace {
+
+constexpr int kGap = 4;          // pixels between tiles
+constexpr int kBandHeight = 22;  // caption band above each row
+const cv::Scalar kBackground(40);
+const cv::Scalar kText(235);
+
+void caption(cv::Mat& canvas, int y, const std::string& text) {
+  cv::putText(canvas, text, cv::Point(kGap, y + kBandHeight - 7), cv::FONT_HERSHEY_SIMPLEX, 0.5,
+              kText, 1, cv::LINE_AA);
+}
+
+void paste(cv::Mat& canvas, int x, int y, const cv::Mat& tile) {
+  tile.copyTo(canvas(cv::Rect(x, y, tile.cols, tile.rows)));
+}
+
+// A float image in [0, 1] (size, size) as 8-bit.
+cv::Mat to_u8(const float* values, int size) {
+  cv::Mat tile(size, size, CV_8UC1);
+  for (int i = 0; i < size * size; ++i)
+    tile.data[i] = static_cast<uint8_t>(std::lround(std::fmin(std::fmax(values[i], 0.0f), 1.0f) * 255.0f));
+  return tile;
+}
+
+void write_png(const fs::path& path, const cv::Mat& image, EdaReport& report) {
+  if (!cv::imwrite(path.string(), image)) throw Error("cannot write " + path.string());
+  report.files_written.push_back(path.string());
+}
+
+// `count` distinct indices of `split` with label `label`, in a seeded random order.
+std::vector<int32_t> pick(const Split& split, int label, int count, RngKey key) {
+  std::vector<int32_t> members;
+  for (int64_t i = 0; i < split.count(); ++i)
+    if (split.labels[static_cast<size_t>(i)] == label) members.push_back(static_cast<int32_t>(i));
+  for (size_t i = members.size(); i > 1; --i) {
+    const Philox4 bits = philox4x32(key, static_cast<uint32_t>(i - 1));
+    std::swap(members[i - 1], members[bits.v[0] % i]);
+  }
+  if (members.size() > static_cast<size_t>(count)) members.resize(static_cast<size_t>(count));
+  return members;
+}
+
+}  // namespace
+
+EdaReport run_eda(const EdaOptions& options) {
+  PNEUMO_CHECK(!options.out_dir.empty(), "eda: an output directory is needed");
+  PNEUMO_CHECK(options.samples_per_class > 0 && options.augmented_images > 0 &&
+                   options.augmented_variants > 0,
+               "eda: samples_per_class, augmented_images and augmented_variants must be positive");
+  const fs::path out = data_internal::resolved(options.out_dir);
+  if (data_internal::is_same_or_inside(out, data_internal::resolved(options.data)))
+    throw Error("eda: the output " + out.string() + " lies inside the data " + options.data +
+                "; nothing is written there: choose another --out");
+
+  OpenDatasetOptions open;
+  open.size = options.size;
+  open.cache_root = options.cache_root;
+  open.log = options.log;
+  const Dataset dataset = open_dataset(options.data, open);
+  const int size = dataset.size;
+
+  std::error_code ec;
+  fs::create_directories(out, ec);
+  if (ec) throw Error("eda: cannot create " + out.string() + ": " + ec.message());
+  EdaReport report;
+
+  // ---- Counts --------------------------------------------------------------------------------
+  nlohmann::json counts = nlohmann::json::object();
+  std::ostringstream table;
+  table << "split      NORMAL  PNEUMONIA   total  PNEUMONIA:NORMAL\n";
+  for (const Split& split : dataset.splits) {
+    const auto c = split.class_counts();
+    counts[split.name] = {{"NORMAL", c[0]}, {"PNEUMONIA", c[1]}, {"total", split.count()}};
+    table << std::left << std::setw(8) << split.name << std::right << std::setw(9) << c[0]
+          << std::setw(11) << c[1] << std::setw(8) << split.count() << std::setw(12);
+    if (c[0] > 0)
+      table << std::fixed << std::setprecision(2) << static_cast<double>(c[1]) / c[0] << "\n";
+    else
+      table << "-" << "\n";
+  }
+  {
+    const fs::path path = out / "counts.json";
+    std::ofstream file(path);
+    file << nlohmann::json{{"source", dataset.cache_dir}, {"size", size}, {"splits", counts}}.dump(2)
+         << "\n";
+    if (!file) throw Error("cannot write " + path.string());
+    report.files_written.push_back(path.string());
+  }
+  if (options.log) *options.log << table.str() << std::flush;
+
+  // ---- Samples per class ---------------------------------------------------------------------
+  const Split& shown = dataset.splits.front();
+  const int columns = options.samples_per_class;
+  const int tile = size + kGap;
+  cv::Mat samples(kClassCount * (kBandHeight + tile) + kGap, columns * tile + kGap, CV_8UC1,
+                  kBackground);
+  for (int c = 0; c < kClassCount; ++c) {
+    const int y = c * (kBandHeight + tile);
+    const auto chosen = pick(shown, c, columns, make_key(options.seed, RngStream::kShuffle, 0, 1000u + c));
+    caption(samples, y, std::string(kClassNames[c]) + " (" + shown.name + ", " +
+                            std::to_string(shown.class_counts()[static_cast<size_t>(c)]) +
+                            " images)");
+    for (size_t k = 0; k < chosen.size(); ++k) {
+      const cv::Mat image(size, size, CV_8UC1, const_cast<uint8_t*>(shown.image(chosen[k])));
+      paste(samples, kGap + static_cast<int>(k) * tile, y + kBandHeight, image);
+    }
+  }
+  write_png(out / "samples.png", samples, report);
+
+  // ---- Augmented copies ------------------------------------------------------------------------
+  // Rows alternate NORMAL and PNEUMONIA; column 0 is the plain image, the rest are augmented
+  // copies (one batch per row: slot k draws its own parameters).
+  const int rows = options.augmented_images;
+  const int variants = options.augmented_variants;
+  std::vector<int32_t> row_image;
+  {
+    const auto normal = pick(shown, 0, rows, make_key(options.seed, RngStream::kShuffle, 0, 2000));
+    const auto pneumonia = pick(shown, 1, rows, make_key(options.seed, RngStream::kShuffle, 0, 2001));
+    for (int r = 0; r < rows; ++r) {
+      const auto& from = r % 2 == 0 ? normal : pneumonia;
+      if (static_cast<size_t>(r / 2) < from.size()) row_image.push_back(from[static_cast<size_t>(r / 2)]);
+    }
+  }
+  cv::Mat augmented(kBandHeight + static_cast<int>(row_image.size()) * tile + kGap,
+                    (1 + variants) * tile + kGap, CV_8UC1, kBackground);
+  std::ostringstream header;
+  header << "original | augmented: rotation +-" << options.augment.rotation_degrees << " deg, zoom +-"
+         << options.augment.zoom * 100 << "%, shift +-" << options.augment.shift * 100 << "%"
+         << (options.augment.horizontal_flip ? ", flip" : "");
+  caption(augmented, 0, header.str());
+  std::vector<float> batch(static_cast<size_t>(1 + variants) * size * size);
+  for (size_t r = 0; r < row_image.size(); ++r) {
+    std::vector<int32_t> indices(static_cast<size_t>(1 + variants), row_image[r]);
+    AugmentSettings plain = options.augment;
+    plain.enabled = false;
+    augment_batch_cpu(shown.images.data(), shown.count(), size, indices.data(), 1, plain, {},
+                      batch.data());
+    const RngKey key = make_key(options.seed, RngStream::kAugment, 0, static_cast<uint32_t>(r));
+    augment_batch_cpu(shown.images.data(), shown.count(), size, indices.data() + 1, variants,
+                      options.augment, key, batch.data() + static_cast<size_t>(size) * size);
+    const int y = kBandHeight + static_cast<int>(r) * tile;
+    for (int k = 0; k <= variants; ++k)
+      paste(augmented, kGap + k * tile, y,
+            to_u8(batch.data() + static_cast<size_t>(k) * size * size, size));
+  }
+  write_png(out / "augmented.png", augmented, report);
+
+  // ---- README with the citation -------------------------------------------------------------------
+  {
+    const fs::path path = out / "README.md";
+    std::ofstream file(path);
+    file << "# Exploratory look at the data\n\n"
+         << "Made by `pneumo eda` from " << options.data;
+    if (dataset.cache_dir != options.data) file << " (through its cache " << dataset.cache_dir << ")";
+    file << ": images " << size << "x" << size << ", seed " << options.seed << ".\n\n"
+         << "- `counts.json`: images per split and class.\n"
+         << "- `samples.png`: random " << shown.name << " images, one row per class.\n"
+         << "- `augmented.png`: a few " << shown.name << " images, rows alternating NORMAL and "
+         << "PNEUMONIA; first column as stored, then "
+         << "augmented copies exactly as training sees them (the CPU twin of the augmentation "
+         << "kernel, " << header.str().substr(header.str().find(':') + 2) << ").\n\n"
+         << "```\n" << table.str() << "```\n\n"
+         << "## Dataset\n\n" << kDatasetCitation << "\n";
+    if (!file) throw Error("cannot write " + path.string());
+    report.files_written.push_back(path.string());
+  }
+  if (options.log) {
+    *options.log << "eda: wrote";
+    for (const std::string& f : report.files_written) *options.log << " " << f;
+    *options.log << "\n" << std::flush;
+  }
+  return report;
+}
+
+}  // namespace pneumo

@@ -1,0 +1,295 @@
+// `pneumo prepare`: decodes an image tree once, in parallel, into the NumPy cache of DESIGN §3
+// (layout in include/pneumo/data.hpp), with a progress line, per-file warnings for unreadable
+// images, and an atomic install. The OpenCV part is opencv/decode.cpp.
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <ctime>
+#include <fstream>
+#include <iomanip>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <thread>
+
+#include "cache_internal.hpp"
+#include "pneumo/data.hpp"
+#include "pneumo/error.hpp"
+#include "pneumo/npy.hpp"
+
+namespace fs = std::filesystem;
+
+namespace pneumo {
+
+#ifndef PNEUMO_WITH_OPENCV
+
+PrepareReport prepare_cache(const PrepareOptions& options) {
+  throw Error("cannot prepare a cache from the image tree " + options.data_dir +
+              ": this build of pneumo has no OpenCV to decode images. Prepare the cache on a "
+              "machine with OpenCV (`pneumo prepare --data " + options.data_dir +
+              " --out CACHE`), copy CACHE here and pass it to --data");
+}
+
+#else
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using data_internal::TreeFile;
+
+double seconds_since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+// Reads a whole file; "" on success, else why not.
+std::string read_file(const std::string& path, std::vector<uint8_t>& bytes) {
+  std::ifstream in(path, std::ios::binary | std::ios::ate);
+  if (!in) return "cannot open the file";
+  const std::streamoff size = in.tellg();
+  if (size < 0) return "cannot read the file";
+  if (size == 0) return "empty file (0 bytes)";
+  bytes.resize(static_cast<size_t>(size));
+  in.seekg(0);
+  if (!in.read(reinterpret_cast<char*>(bytes.data()), size)) return "read error";
+  return "";
+}
+
+// The progress line: redrawn in place on a terminal, else a plain line every ~10%.
+class Progress {
+ public:
+  Progress(std::ostream* log, int64_t total)
+      : log_(log), total_(total), tty_(log == &std::cerr && ::isatty(STDERR_FILENO)),
+        start_(Clock::now()) {}
+
+  void update(int64_t done) {
+    if (!log_ || total_ == 0) return;
+    if (tty_) {
+      *log_ << "\r" << line(done) << "   " << std::flush;  // spaces wipe a longer old line
+    } else if (done * 10 / total_ > last_decile_ && done < total_) {
+      last_decile_ = done * 10 / total_;
+      *log_ << line(done) << "\n" << std::flush;
+    }
+  }
+  void finish(int64_t done) {
+    if (!log_ || total_ == 0) return;
+    if (tty_) *log_ << "\r" << line(done) << "\n";
+  }
+
+ private:
+  std::string line(int64_t done) const {
+    const double elapsed = seconds_since(start_);
+    std::ostringstream out;
+    out << "prepare: decoded " << done << "/" << total_ << " images (" << done * 100 / total_
+        << "%), " << std::fixed << std::setprecision(0)
+        << (elapsed > 0 ? static_cast<double>(done) / elapsed : 0.0) << " images/s";
+    return out.str();
+  }
+
+  std::ostream* log_;
+  int64_t total_;
+  bool tty_;
+  Clock::time_point start_;
+  int64_t last_decile_ = 0;
+};
+
+std::string utc_now() {
+  const std::time_t now = std::time(nullptr);
+  std::tm parts{};
+  ::gmtime_r(&now, &parts);
+  char buffer[32];
+  std::strftime(buffer, sizeof buffer, "%Y-%m-%dT%H:%M:%SZ", &parts);
+  return buffer;
+}
+
+void write_text(const fs::path& path, const std::string& text) {
+  std::ofstream out(path, std::ios::binary);
+  out << text;
+  out.flush();
+  if (!out) throw Error("cannot write " + path.string());
+}
+
+}  // namespace
+
+PrepareReport prepare_cache(const PrepareOptions& options) {
+  const Clock::time_point start = Clock::now();
+  PNEUMO_CHECK(options.size > 0 && options.size <= 8192, "prepare: image size ", options.size,
+               " is outside [1, 8192]");
+  PNEUMO_CHECK(options.threads >= 0, "prepare: thread count ", options.threads, " is negative");
+  PNEUMO_CHECK(!options.data_dir.empty() && !options.out_dir.empty(),
+               "prepare: both the data directory and the output directory are needed");
+  std::error_code ec;
+  if (!fs::is_directory(options.data_dir, ec))
+    throw Error("prepare: the data directory " + options.data_dir + " does not exist");
+  const fs::path data_dir = data_internal::resolved(options.data_dir);
+  const fs::path out_dir = data_internal::resolved(options.out_dir);
+  if (data_internal::is_same_or_inside(out_dir, data_dir))
+    throw Error("prepare: the output " + out_dir.string() + " lies inside the data directory " +
+                data_dir.string() + "; nothing may be written there: choose another --out");
+  data_internal::check_replaceable_output(out_dir, "prepare: the output");
+
+  const std::vector<TreeFile> files = data_internal::list_image_tree(data_dir.string());
+  const std::string source_hash = data_internal::hash_tree(files);
+  const int64_t total = static_cast<int64_t>(files.size());
+  if (total == 0)
+    throw Error("prepare: no image file (.jpeg .jpg .png .bmp .tif .tiff) under " +
+                data_dir.string() + "/{train,val,test}/{NORMAL,PNEUMONIA}/");
+  const size_t pixels = static_cast<size_t>(options.size) * static_cast<size_t>(options.size);
+
+  // Each split decodes straight into its own buffer (one slot per listed file); slots of
+  // skipped files are squeezed out afterwards, so memory stays one copy of the images.
+  std::array<std::vector<uint8_t>, 3> split_images;
+  std::vector<size_t> slot_in_split(files.size());
+  std::array<size_t, 3> split_files{};
+  for (size_t i = 0; i < files.size(); ++i)
+    slot_in_split[i] = split_files[static_cast<size_t>(files[i].split)]++;
+  for (size_t s = 0; s < 3; ++s) split_images[s].resize(split_files[s] * pixels);
+  std::vector<std::string> failure(files.size());
+
+  int threads = options.threads > 0 ? options.threads
+                                    : static_cast<int>(std::thread::hardware_concurrency());
+  threads = static_cast<int>(std::clamp<int64_t>(threads, 1, std::max<int64_t>(total, 1)));
+  std::atomic<int64_t> next{0}, done{0};
+  auto worker = [&] {
+    std::vector<uint8_t> encoded;
+    for (int64_t i; (i = next.fetch_add(1)) < total;) {
+      const TreeFile& f = files[static_cast<size_t>(i)];
+      std::string& why = failure[static_cast<size_t>(i)];
+      try {
+        if (f.relative.find_first_of("\r\n") != std::string::npos)
+          why = "file name holds a line break";
+        else
+          why = read_file((data_dir / f.relative).string(), encoded);
+        if (why.empty())
+          why = data_internal::decode_square_gray(
+              encoded, options.size,
+              split_images[static_cast<size_t>(f.split)].data() + slot_in_split[static_cast<size_t>(i)] * pixels);
+      } catch (const std::exception& e) {
+        why = std::string("decoder error: ") + e.what();
+      }
+      done.fetch_add(1);
+    }
+  };
+  Progress progress(options.log, total);
+  {
+    std::vector<std::thread> pool;
+    for (int t = 0; t < threads; ++t) pool.emplace_back(worker);
+    // Poll often (a tiny tree finishes in milliseconds) but redraw at most 4 times a second.
+    Clock::time_point last_draw = Clock::now();
+    while (done.load() < total) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      if (seconds_since(last_draw) >= 0.25) {
+        progress.update(done.load());
+        last_draw = Clock::now();
+      }
+    }
+    for (std::thread& t : pool) t.join();
+  }
+  progress.finish(done.load());
+  const double decode_seconds = seconds_since(start);
+
+  PrepareReport report;
+  report.out_dir = out_dir.string();
+  report.size = options.size;
+  report.threads = threads;
+  report.source_hash = source_hash;
+
+  // Squeeze out skipped files, split by split, keeping the sorted order.
+  std::array<std::vector<uint8_t>, 3> split_labels;
+  std::array<std::vector<std::string>, 3> split_names;
+  std::array<size_t, 3> kept{};
+  for (size_t i = 0; i < files.size(); ++i) {
+    const TreeFile& f = files[i];
+    const size_t s = static_cast<size_t>(f.split);
+    if (!failure[i].empty()) {
+      report.skipped.push_back({f.relative, failure[i]});
+      continue;
+    }
+    if (kept[s] != slot_in_split[i])
+      std::copy_n(split_images[s].data() + slot_in_split[i] * pixels, pixels,
+                  split_images[s].data() + kept[s] * pixels);
+    ++kept[s];
+    split_labels[s].push_back(static_cast<uint8_t>(f.label));
+    split_names[s].push_back(f.relative);
+  }
+
+  // Write everything into a temporary directory beside the output, then rename it into place.
+  const fs::path temp = data_internal::make_temp_dir_beside(out_dir);
+  data_internal::TempDirGuard guard(temp);
+  nlohmann::json meta;
+  meta["format"] = "pneumo-cache";
+  meta["format_version"] = kCacheFormatVersion;
+  meta["size"] = options.size;
+  meta["layout"] = "images uint8 (N, size, size) C order; labels uint8 (N); files: one path a line";
+  meta["classes"] = std::vector<std::string>(std::begin(kClassNames), std::end(kClassNames));
+  meta["splits"] = nlohmann::json::object();
+  for (size_t s = 0; s < 3; ++s) {
+    if (split_files[s] == 0) continue;  // no folder or no image file: the split is absent
+    const std::string name = kSplitNames[s];
+    split_images[s].resize(kept[s] * pixels);
+    const int64_t count = static_cast<int64_t>(kept[s]);
+    write_npy((temp / (name + "_images.npy")).string(), NpyType::UInt8,
+              {count, options.size, options.size}, split_images[s].data());
+    write_npy((temp / (name + "_labels.npy")).string(), NpyType::UInt8, {count},
+              split_labels[s].data());
+    std::string list;
+    for (const std::string& n : split_names[s]) list += n + "\n";
+    write_text(temp / (name + "_files.txt"), list);
+    std::array<int64_t, kClassCount> counts{};
+    for (uint8_t l : split_labels[s]) ++counts[l];
+    meta["splits"][name] = {{"count", count},
+                            {"per_class", {{kClassNames[0], counts[0]}, {kClassNames[1], counts[1]}}},
+                            {"images", name + "_images.npy"},
+                            {"labels", name + "_labels.npy"},
+                            {"files", name + "_files.txt"}};
+    report.splits.push_back(name);
+    report.counts.push_back(counts);
+    report.images += count;
+    split_images[s] = {};  // free as we go
+  }
+  meta["source"] = {{"path", data_dir.string()},
+                    {"hash", source_hash},
+                    {"hash_of", "FNV-1a 64 over sorted image files: relative path, size in bytes, "
+                                "mtime in ns"},
+                    {"image_files", total}};
+  meta["skipped"] = nlohmann::json::array();
+  for (const SkippedFile& f : report.skipped)
+    meta["skipped"].push_back({{"file", f.file}, {"reason", f.reason}});
+  meta["settings"] = {{"decoder", data_internal::decoder_description()},
+                      {"threads", threads}};
+  meta["command"] = options.command;
+  meta["created"] = utc_now();
+  meta["citation"] = kDatasetCitation;
+  write_text(temp / "meta.json", meta.dump(2) + "\n");
+
+  data_internal::install_directory(temp, out_dir);
+  guard.release();
+
+  report.seconds = seconds_since(start);
+  report.images_per_second =
+      decode_seconds > 0 ? static_cast<double>(total) / decode_seconds : 0.0;
+
+  if (options.log) {
+    std::ostringstream log;  // formatted here so the caller's stream keeps its own settings
+    for (const SkippedFile& f : report.skipped)
+      log << "prepare: warning: skipped " << f.file << ": " << f.reason << "\n";
+    log << "prepare: wrote " << report.images << " images of " << options.size << "x"
+        << options.size << " to " << report.out_dir << " (";
+    for (size_t k = 0; k < report.splits.size(); ++k)
+      log << (k ? ", " : "") << report.splits[k] << " " << report.counts[k][0] << " NORMAL + "
+          << report.counts[k][1] << " PNEUMONIA";
+    log << ")\n"
+        << "prepare: " << total << " files decoded in " << std::fixed << std::setprecision(1)
+        << decode_seconds << " s: " << std::setprecision(0) << report.images_per_second
+        << " images/s on " << threads << " thread" << (threads == 1 ? "" : "s") << "; skipped "
+        << report.skipped.size() << " unreadable file" << (report.skipped.size() == 1 ? "" : "s")
+        << "\n";
+    *options.log << log.str() << std::flush;
+  }
+  return report;
+}
+
+#endif  // PNEUMO_WITH_OPENCV
+
+}  // namespace pneumo

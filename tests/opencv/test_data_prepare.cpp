@@ -1,0 +1,241 @@
+// `prepare_cache`, `load_cache` and `open_dataset` on a tiny image tree made here with
+// OpenCV (PNG and JPEG, grey and colour, plus broken files): pixels and labels survive the round
+// trip, numpy reads the cache, bad files are skipped and named, and nothing is written into the
+// data directory.
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+
+#include <filesystem>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <opencv2/core.hpp>
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
+#include <sstream>
+
+#include "data_test_util.hpp"
+#include "opencv/image_tree.hpp"
+#include "pneumo/data.hpp"
+#include "pneumo/error.hpp"
+#include "pneumo/sampling.hpp"
+
+namespace fs = std::filesystem;
+
+namespace pneumo {
+namespace {
+
+using testing::ScratchDir;
+using testing::Tree;
+using testing::snapshot;
+using testing::tagged_image;
+using testing::write_image;
+
+PrepareOptions options_for(const Tree& tree, const fs::path& out, std::ostream* log) {
+  PrepareOptions o;
+  o.data_dir = tree.dir.str();
+  o.out_dir = out.string();
+  o.size = tree.size;
+  o.threads = 2;
+  o.command = "test";
+  o.log = log;
+  return o;
+}
+
+TEST(PrepareCache, RoundTripSkipsBadFilesAndLeavesTheTreeAlone) {
+  Tree tree;
+  ScratchDir outside;
+  const auto before = snapshot(tree.dir.path());
+  std::ostringstream log;
+  const PrepareReport report = prepare_cache(options_for(tree, outside / "cache", &log));
+  EXPECT_EQ(snapshot(tree.dir.path()), before) << "the data directory was modified";
+
+  // Skipped and reported, each by name.
+  ASSERT_EQ(report.skipped.size(), 3u) << log.str();
+  EXPECT_EQ(report.skipped[0].file, "train/NORMAL/text.jpeg");
+  EXPECT_EQ(report.skipped[1].file, "train/NORMAL/zero.jpeg");
+  EXPECT_EQ(report.skipped[2].file, "train/PNEUMONIA/truncated.jpeg");
+  EXPECT_NE(report.skipped[1].reason.find("empty"), std::string::npos);
+  EXPECT_NE(report.skipped[2].reason.find("truncated"), std::string::npos);
+  for (const auto& s : report.skipped)
+    EXPECT_NE(log.str().find("warning: skipped " + s.file), std::string::npos) << log.str();
+  EXPECT_NE(log.str().find("skipped 3 unreadable files"), std::string::npos) << log.str();
+  EXPECT_NE(log.str().find("images/s"), std::string::npos);
+  EXPECT_EQ(report.images, 9);
+  EXPECT_EQ(report.splits, (std::vector<std::string>{"train", "test"}));
+
+  // Loaded back: sorted order, labels, pixels.
+  const Dataset dataset = load_cache((outside / "cache").string());
+  EXPECT_EQ(dataset.size, 24);
+  EXPECT_EQ(dataset.source_hash, image_tree_hash(tree.dir.str()));
+  ASSERT_EQ(dataset.splits.size(), 2u);
+  EXPECT_EQ(dataset.find("val"), nullptr);
+  const Split& train = dataset.split("train");
+  EXPECT_EQ(train.files, (std::vector<std::string>{
+                             "train/NORMAL/a.png", "train/NORMAL/b.jpeg",
+                             "train/NORMAL/c_colour.png", "train/PNEUMONIA/p1.jpeg",
+                             "train/PNEUMONIA/p2.JPG", "train/PNEUMONIA/p3.png",
+                             "train/PNEUMONIA/p4.jpeg"}));
+  EXPECT_EQ(train.labels, (std::vector<uint8_t>{0, 0, 0, 1, 1, 1, 1}));
+  for (const Split& split : dataset.splits)
+    for (int64_t i = 0; i < split.count(); ++i) {
+      const cv::Mat& want = tree.expected.at(split.files[static_cast<size_t>(i)]);
+      ASSERT_EQ(std::memcmp(split.image(i), want.data, 24 * 24), 0) << split.files[static_cast<size_t>(i)];
+    }
+  // The colour image's grey is the luma of (B 10, G 100, R 200): 0.299 R + 0.587 G + 0.114 B.
+  EXPECT_NEAR(train.image(2)[0], 0.299 * 200 + 0.587 * 100 + 0.114 * 10, 1.0);
+
+  // meta.json says what it holds.
+  const auto meta = nlohmann::json::parse(testing::read_file(outside / "cache" / "meta.json"));
+  EXPECT_EQ(meta["splits"]["train"]["per_class"]["NORMAL"], 3);
+  EXPECT_EQ(meta["splits"]["train"]["per_class"]["PNEUMONIA"], 4);
+  EXPECT_EQ(meta["skipped"].size(), 3u);
+  EXPECT_NE(meta["citation"].get<std::string>().find("10.17632/rscbjbr9sj.2"), std::string::npos);
+
+  // No temporary directory left beside the cache.
+  int entries = 0;
+  for ([[maybe_unused]] const auto& e : fs::directory_iterator(outside.path())) ++entries;
+  EXPECT_EQ(entries, 1);
+}
+
+TEST(PrepareCache, NumpyLoadsTheCache) {
+  if (!testing::python_numpy_available()) GTEST_SKIP() << "python3 with numpy not available";
+  Tree tree;
+  ScratchDir outside;
+  prepare_cache(options_for(tree, outside / "cache", nullptr));
+  const Dataset dataset = load_cache((outside / "cache").string());
+  const Split& train = dataset.split("train");
+  uint64_t sum = 0;
+  for (uint8_t v : train.images) sum += v;
+  const std::string cache = (outside / "cache").string();
+  const std::string out = testing::run_python(
+      "import json, numpy as np\n"
+      "x = np.load('" + cache + "/train_images.npy')\n"
+      "y = np.load('" + cache + "/train_labels.npy')\n"
+      "meta = json.load(open('" + cache + "/meta.json'))\n"
+      "files = open('" + cache + "/train_files.txt').read().splitlines()\n"
+      "print(x.dtype, x.shape, int(x.astype(np.int64).sum()), y.dtype, y.tolist(), len(files), "
+      "meta['splits']['train']['count'])\n");
+  EXPECT_EQ(out, "uint8 (7, 24, 24) " + std::to_string(sum) + " uint8 [0, 0, 0, 1, 1, 1, 1] 7 7");
+}
+
+TEST(PrepareCache, RefusesToWriteIntoTheDataOrOverOtherFiles) {
+  Tree tree;
+  const auto before = snapshot(tree.dir.path());
+  EXPECT_THROW(prepare_cache(options_for(tree, tree.dir / "cache", nullptr)), Error);
+  EXPECT_THROW(prepare_cache(options_for(tree, tree.dir / "train" / "x", nullptr)), Error);
+  EXPECT_THROW(prepare_cache(options_for(tree, tree.dir.path(), nullptr)), Error);
+  EXPECT_EQ(snapshot(tree.dir.path()), before);
+
+  ScratchDir outside;
+  testing::write_file(outside / "busy" / "thesis.tex", "precious");
+  EXPECT_THROW(prepare_cache(options_for(tree, outside / "busy", nullptr)), Error);
+  EXPECT_EQ(testing::read_file(outside / "busy" / "thesis.tex"), "precious");
+
+  // An empty directory and an older cache are fine; the cache is replaced whole.
+  fs::create_directories(outside / "empty");
+  prepare_cache(options_for(tree, outside / "empty", nullptr));
+  EXPECT_TRUE(is_cache_dir((outside / "empty").string()));
+  testing::write_file(outside / "empty" / "stale.txt", "old");
+  prepare_cache(options_for(tree, outside / "empty", nullptr));
+  EXPECT_FALSE(fs::exists(outside / "empty" / "stale.txt"));
+  EXPECT_EQ(load_cache((outside / "empty").string()).split("train").count(), 7);
+
+  PrepareOptions no_tree = options_for(tree, outside / "c2", nullptr);
+  no_tree.data_dir = (outside / "busy").string();
+  EXPECT_THROW(prepare_cache(no_tree), Error);
+}
+
+TEST(LoadCache, RefusesInconsistentCaches) {
+  Tree tree;
+  ScratchDir outside;
+  const fs::path cache = outside / "cache";
+  prepare_cache(options_for(tree, cache, nullptr));
+  const std::string meta_text = testing::read_file(cache / "meta.json");
+  auto expect_refused = [&](const std::string& meta, const std::string& part) {
+    testing::write_file(cache / "meta.json", meta);
+    try {
+      load_cache(cache.string());
+      ADD_FAILURE() << "accepted; expected an error with '" << part << "'";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(part), std::string::npos) << e.what();
+    }
+  };
+  auto meta = nlohmann::json::parse(meta_text);
+  expect_refused("{not json", "not valid JSON");
+  auto m = meta;
+  m["splits"]["train"]["count"] = 8;
+  expect_refused(m.dump(), "train_images.npy");
+  m = meta;
+  m["size"] = 25;
+  expect_refused(m.dump(), "train_images.npy");
+  m = meta;
+  m["splits"]["train"]["images"] = "../../etc/passwd";
+  expect_refused(m.dump(), "bad file name");
+  m = meta;
+  m["splits"]["train"]["per_class"]["NORMAL"] = 2;
+  expect_refused(m.dump(), "NORMAL labels");
+  m = meta;
+  m["format_version"] = 99;
+  expect_refused(m.dump(), "format version 99");
+  m = meta;
+  m.erase("size");
+  expect_refused(m.dump(), "missing or mistyped");
+  testing::write_file(cache / "meta.json", meta_text);
+  testing::write_file(cache / "train_files.txt", "only/one/line\n");
+  expect_refused(meta_text, "train_files.txt");
+}
+
+TEST(OpenDataset, PreparesATreeOnceAndReusesItWhileUnchanged) {
+  Tree tree;
+  ScratchDir cache_root;
+  OpenDatasetOptions options;
+  options.size = 24;
+  options.cache_root = cache_root.str();
+  std::ostringstream log1, log2, log3;
+  options.log = &log1;
+  const Dataset first = open_dataset(tree.dir.str(), options);
+  EXPECT_NE(log1.str().find("prepare: wrote"), std::string::npos) << log1.str();
+  const std::string cache = default_cache_dir_for(tree.dir.str(), 24, cache_root.str());
+  EXPECT_EQ(first.cache_dir, cache);
+  EXPECT_TRUE(is_cache_dir(cache));
+
+  options.log = &log2;
+  const Dataset second = open_dataset(tree.dir.str(), options);
+  EXPECT_NE(log2.str().find("using the cache"), std::string::npos) << log2.str();
+  EXPECT_EQ(log2.str().find("prepare:"), std::string::npos) << log2.str();
+  EXPECT_EQ(second.split("train").images, first.split("train").images);
+
+  // A new image changes the hash: prepared again, now with it.
+  write_image(tree.dir / "train/NORMAL/d.png", tagged_image(30, 30, 12));
+  options.log = &log3;
+  const Dataset third = open_dataset(tree.dir.str(), options);
+  EXPECT_NE(log3.str().find("prepare: wrote"), std::string::npos) << log3.str();
+  EXPECT_EQ(third.split("train").count(), 8);
+
+  // A cache is opened as it is; a size it does not hold is refused.
+  EXPECT_EQ(open_dataset(cache).size, 24);
+  OpenDatasetOptions other_size;
+  other_size.size = 32;
+  EXPECT_THROW(open_dataset(cache, other_size), Error);
+  EXPECT_THROW(open_dataset(cache_root.str() + "/nothing-here"), Error);
+}
+
+TEST(OpenDataset, TheSampleTreeHasItsDocumentedCounts) {
+  const std::string sample = testing::sample_dataset_dir();
+  if (sample.empty()) GTEST_SKIP() << "data/sample absent";
+  ScratchDir cache_root;
+  OpenDatasetOptions options;
+  options.cache_root = cache_root.str();
+  options.log = nullptr;
+  const Dataset d = open_dataset(sample, options);
+  EXPECT_EQ(d.size, 150);
+  EXPECT_EQ(d.split("train").class_counts(), (std::array<int64_t, 2>{60, 60}));
+  EXPECT_EQ(d.split("val").class_counts(), (std::array<int64_t, 2>{8, 8}));
+  EXPECT_EQ(d.split("test").class_counts(), (std::array<int64_t, 2>{30, 30}));
+  // Carving works on it and keeps patients whole.
+  const auto splits = make_train_val(d, parse_val_split("0.2"));
+  EXPECT_EQ(splits.train.count() + splits.val.count(), 120);
+}
+
+}  // namespace
+}  // namespace pneumo
