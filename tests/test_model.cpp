@@ -7,6 +7,7 @@
 #include <map>
 
 #include "pneumo/model.hpp"
+#include "pneumo/sampling.hpp"
 #include "pneumo/trainer.hpp"
 #include "test_util.hpp"
 
@@ -109,22 +110,13 @@ TEST(Trainer, FitsASmallLearnableProblemOnTheCpu) {
   trainer.predict_logits(data, &before);
   EpochStats last;
   for (uint32_t epoch = 0; epoch < 4; ++epoch)
-    last = trainer.train_epoch(data, shuffled_indices(count, 1, epoch), epoch);
+    last = trainer.train_epoch(data, epoch_indices(labels, BalanceMode::None, 1, epoch), epoch);
   EpochStats after;
   trainer.predict_logits(data, &after);
   EXPECT_LT(last.loss, 0.5 * before.loss) << "training loss " << last.loss << " vs initial "
                                           << before.loss;
   EXPECT_GT(last.accuracy, 0.9) << "training accuracy in the last epoch";
   EXPECT_GT(after.accuracy, 0.9) << "inference accuracy (running statistics)";
-}
-
-TEST(Trainer, ShuffleIsAPermutationThatChangesWithTheEpoch) {
-  auto a = shuffled_indices(1000, 3, 0), b = shuffled_indices(1000, 3, 1);
-  auto sorted = a;
-  std::sort(sorted.begin(), sorted.end());
-  for (int i = 0; i < 1000; ++i) ASSERT_EQ(sorted[size_t(i)], i);
-  EXPECT_NE(a, b);
-  EXPECT_EQ(a, shuffled_indices(1000, 3, 0));
 }
 
 }  // namespace

@@ -135,6 +135,15 @@ std::string default_cache_root();
 std::string default_cache_dir_for(const std::string& tree, int size,
                                   const std::string& cache_root = "");
 
+// ---- Single images (`pneumo predict`) ------------------------------------------------------
+// Decodes one image file exactly as prepare_cache does (8-bit grayscale, squashed to size x size
+// with area interpolation) into `out` (size*size bytes). Returns "" on success, else why the file
+// was refused (missing, empty, truncated, not an image). Without OpenCV it throws.
+std::string decode_image_file(const std::string& path, int size, uint8_t* out);
+// The image files named in `inputs`, and those found under the folders among them (recursively,
+// sorted). A missing input throws, naming it.
+std::vector<std::string> list_images(const std::vector<std::string>& inputs);
+
 // ---- Exploratory report (`pneumo eda`) ------------------------------------------------------
 struct EdaOptions {
   std::string data;             // a cache or an image tree (opened with open_dataset)

@@ -84,8 +84,4 @@ class Trainer {
   Array<int32_t> order_;
 };
 
-// A random permutation of 0..n-1 for `epoch` (Philox stream kShuffle): the same on every backend
-// and after a resume.
-std::vector<int32_t> shuffled_indices(int64_t n, uint64_t seed, uint32_t epoch);
-
 }  // namespace pneumo

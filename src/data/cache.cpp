@@ -53,8 +53,6 @@ const Split& Dataset::split(const std::string& name) const {
 
 namespace data_internal {
 
-namespace {
-
 bool has_image_extension(const std::string& name) {
   const size_t dot = name.find_last_of('.');
   if (dot == std::string::npos) return false;
@@ -63,8 +61,6 @@ bool has_image_extension(const std::string& name) {
   return ext == "jpeg" || ext == "jpg" || ext == "png" || ext == "bmp" || ext == "tif" ||
          ext == "tiff";
 }
-
-}  // namespace
 
 uint64_t fnv1a64(const std::string& text, uint64_t hash) {
   for (unsigned char c : text) {

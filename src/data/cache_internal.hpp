@@ -24,6 +24,9 @@ struct TreeFile {
 // relative path. Throws when data_dir holds no <split>/<class> folder at all.
 std::vector<TreeFile> list_image_tree(const std::string& data_dir);
 
+// .jpeg .jpg .png .bmp .tif .tiff, any case.
+bool has_image_extension(const std::string& name);
+
 // FNV-1a 64 over "<relative>\0<bytes>\0<mtime_ns>\n" of each file, as "fnv1a64:<16 hex>".
 std::string hash_tree(const std::vector<TreeFile>& files);
 

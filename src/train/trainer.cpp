@@ -168,18 +168,4 @@ std::vector<float> Trainer::predict_logits(const ImageSet& data, EpochStats* sta
   return logits;
 }
 
-std::vector<int32_t> shuffled_indices(int64_t n, uint64_t seed, uint32_t epoch) {
-  std::vector<int32_t> order(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) order[static_cast<size_t>(i)] = static_cast<int32_t>(i);
-  // Fisher-Yates from the end; draw i uses Philox index i. The modulo bias (n / 2^32) is
-  // negligible for datasets of thousands of images.
-  const RngKey key = make_key(seed, RngStream::kShuffle, epoch);
-  for (int64_t i = n - 1; i > 0; --i) {
-    const uint32_t bits = philox4x32(key, static_cast<uint32_t>(i)).v[0];
-    const auto j = static_cast<int64_t>(bits % static_cast<uint32_t>(i + 1));
-    std::swap(order[static_cast<size_t>(i)], order[static_cast<size_t>(j)]);
-  }
-  return order;
-}
-
 }  // namespace pneumo

@@ -1,0 +1,53 @@
+// Single image files for `pneumo predict`: finding them under folders and decoding one the way
+// the cache does (the decoder itself is shared with prepare_cache).
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+
+#include "data/cache_internal.hpp"
+#include "pneumo/data.hpp"
+#include "pneumo/error.hpp"
+
+namespace fs = std::filesystem;
+
+namespace pneumo {
+
+std::vector<std::string> list_images(const std::vector<std::string>& inputs) {
+  std::vector<std::string> files;
+  for (const auto& input : inputs) {
+    std::error_code error;
+    if (fs::is_directory(input, error)) {
+      std::vector<std::string> found;
+      for (auto it = fs::recursive_directory_iterator(
+               input, fs::directory_options::skip_permission_denied, error);
+           !error && it != fs::recursive_directory_iterator(); it.increment(error))
+        if (it->is_regular_file(error) && data_internal::has_image_extension(it->path().string()))
+          found.push_back(it->path().string());
+      if (error) throw Error("cannot list folder '" + input + "': " + error.message());
+      std::sort(found.begin(), found.end());
+      files.insert(files.end(), found.begin(), found.end());
+    } else if (fs::exists(input, error)) {
+      files.push_back(input);
+    } else {
+      throw Error("no such file or folder: '" + input + "'");
+    }
+  }
+  return files;
+}
+
+std::string decode_image_file(const std::string& path, int size, uint8_t* out) {
+#ifdef PNEUMO_WITH_OPENCV
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return "cannot open the file";
+  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  return data_internal::decode_square_gray(bytes, size, out);
+#else
+  (void)size;
+  (void)out;
+  throw Error("cannot decode '" + path + "': this build of pneumo has no OpenCV (configure with "
+              "-DPNEUMO_WITH_OPENCV=ON)");
+#endif
+}
+
+}  // namespace pneumo
