@@ -104,8 +104,9 @@ class CudaBackend final : public Backend {
     size_t forward_workspace = 0, backward_data_workspace = 0, backward_filter_workspace = 0;
     float forward_ms = 0, backward_data_ms = 0, backward_filter_ms = 0;
     // cudnnConvolutionBiasActivationForward is tried once with the chosen algorithm; if cuDNN
-    // refuses (NOT_SUPPORTED), this shape runs conv + our bias/ReLU kernel from then on.
+    // refuses, this shape runs conv + our bias/ReLU kernel from then on (refusal kept for reports).
     enum class Fusion { Untried, Fused, Unfused } relu_fusion = Fusion::Untried;
+    cudnnStatus_t relu_fusion_refusal = CUDNN_STATUS_SUCCESS;
   };
   using ConvKey = std::array<int64_t, 5>;  // N, C, H, W, K
 

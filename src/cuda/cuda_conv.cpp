@@ -32,9 +32,12 @@ void check_conv_shapes(const char* op, const Shape& x, const Shape& weight, cons
                " (expected x (N, C, H, W), weight (K, C, 3, 3), output (N, K, H, W))");
 }
 
-// cuDNN 9 groups status codes by thousands; 3xxx are the NOT_SUPPORTED family.
-bool is_not_supported(cudnnStatus_t status) {
-  return static_cast<int>(status) / 1000 == static_cast<int>(CUDNN_STATUS_NOT_SUPPORTED) / 1000;
+// cuDNN 9 groups status codes by thousands (2xxx BAD_PARAM, 3xxx NOT_SUPPORTED, 4xxx INTERNAL,
+// ...). A BAD_PARAM means our call is wrong; anything else from the first fused attempt (no
+// engine for this math type, a runtime-compiled engine that cannot build) means "use the
+// unfused path".
+bool is_bad_param(cudnnStatus_t status) {
+  return static_cast<int>(status) / 1000 == static_cast<int>(CUDNN_STATUS_BAD_PARAM) / 1000;
 }
 
 // The algorithm to keep from a search's results (sorted fastest first): the fastest that ran
@@ -200,13 +203,15 @@ std::string CudaBackend::describe_conv_plans() const {
   for (const auto& [key, plan] : conv_plans_) {
     out << "conv (" << key[0] << ", " << key[1] << ", " << key[2] << ", " << key[3] << ") -> "
         << key[4] << ":";
-    if (plan.has_forward)
+    if (plan.has_forward) {
+      std::string fusion = "not run";
+      if (plan.relu_fusion == ConvPlan::Fusion::Fused) fusion = "fused";
+      if (plan.relu_fusion == ConvPlan::Fusion::Unfused)
+        fusion =
+            std::string("unfused, cuDNN said ") + cudnnGetErrorString(plan.relu_fusion_refusal);
       out << " forward algo " << plan.forward_algo << " (" << plan.forward_ms << " ms, "
-          << plan.forward_workspace << " B, bias+relu "
-          << (plan.relu_fusion == ConvPlan::Fusion::Fused     ? "fused"
-              : plan.relu_fusion == ConvPlan::Fusion::Unfused ? "unfused"
-                                                              : "not run")
-          << ")";
+          << plan.forward_workspace << " B, bias+relu " << fusion << ")";
+    }
     if (plan.has_backward_data)
       out << " backward-data algo " << plan.backward_data_algo << " (" << plan.backward_data_ms
           << " ms, " << plan.backward_data_workspace << " B)";
@@ -239,8 +244,8 @@ void CudaBackend::conv2d_forward(ConstTensorView x, ConstTensorView weight, Cons
 
   if (fuse_relu && plan.relu_fusion != ConvPlan::Fusion::Unfused) {
     // y = relu(conv(x) + bias) in one call. z (the residual input) is y with alpha2 = 0, as
-    // cuDNN allows; the chosen algorithm is tried once, and a refusal switches this shape to the
-    // unfused path below for good.
+    // PyTorch's cudnn_convolution_relu does; the chosen algorithm is tried once, and a refusal
+    // switches this shape to the unfused path below for good.
     const cudnnStatus_t status = cudnnConvolutionBiasActivationForward(
         cudnn_.get(), &kOne, plan.x.get(), x.data, plan.weight.get(), weight.data,
         plan.forward_conv.get(), plan.forward_algo, workspace_.data(), plan.forward_workspace,
@@ -250,8 +255,10 @@ void CudaBackend::conv2d_forward(ConstTensorView x, ConstTensorView weight, Cons
       plan.relu_fusion = ConvPlan::Fusion::Fused;
       return;
     }
-    if (plan.relu_fusion == ConvPlan::Fusion::Untried && is_not_supported(status)) {
+    if (plan.relu_fusion == ConvPlan::Fusion::Untried && !is_bad_param(status)) {
       plan.relu_fusion = ConvPlan::Fusion::Unfused;
+      plan.relu_fusion_refusal = status;
+      cudaGetLastError();  // a failed launch inside cuDNN must not be blamed on our next kernel
     } else {
       cuda::throw_cudnn_error(status, "cudnnConvolutionBiasActivationForward", __FILE__, __LINE__,
                               detail::concat(op, " x=", x.shape.str(), " weight=",
