@@ -115,6 +115,9 @@ class Parity : public ::testing::Test {
 struct ConvCase {
   int64_t n, c, h, w, k;
 };
+void PrintTo(const ConvCase& p, std::ostream* os) {
+  *os << "x (" << p.n << ", " << p.c << ", " << p.h << ", " << p.w << ") -> K=" << p.k;
+}
 std::string conv_case_name(const ::testing::TestParamInfo<ConvCase>& info) {
   const ConvCase& p = info.param;
   std::ostringstream out;
@@ -217,6 +220,9 @@ TEST_F(Parity, ReluForwardAndBackwardIncludingInPlace) {
 struct PoolCase {
   int64_t n, c, h, w;
 };
+void PrintTo(const PoolCase& p, std::ostream* os) {
+  *os << "(" << p.n << ", " << p.c << ", " << p.h << ", " << p.w << ")";
+}
 std::string pool_case_name(const ::testing::TestParamInfo<PoolCase>& info) {
   const PoolCase& p = info.param;
   std::ostringstream out;
@@ -463,6 +469,9 @@ INSTANTIATE_TEST_SUITE_P(ModelShapes, DropoutParity,
 struct DenseCase {
   int64_t n, in, out;
 };
+void PrintTo(const DenseCase& p, std::ostream* os) {
+  *os << "x (" << p.n << ", " << p.in << ") -> " << p.out;
+}
 std::string dense_case_name(const ::testing::TestParamInfo<DenseCase>& info) {
   std::ostringstream out;
   out << "n" << info.param.n << "_in" << info.param.in << "_out" << info.param.out;
@@ -575,16 +584,20 @@ INSTANTIATE_TEST_SUITE_P(BatchSizes, SigmoidBceParity,
 TEST_F(Parity, RmspropOverAnOddLengthBuffer) {
   const int64_t n = 1000003;
   const Shape shape{n};
-  Pair params = random(shape, 91), grads = random(shape, 92, -0.1f, 0.1f);
-  Pair mean_square = random(shape, 93, 0.0f, 0.01f);
+  std::vector<float> p = uniform(n, 91, -1.0f, 1.0f), g = uniform(n, 92, -0.1f, 0.1f);
+  std::vector<float> ms = uniform(n, 93, 0.0f, 0.01f);
+  Pair params = upload(shape, p), grads = upload(shape, g), mean_square = upload(shape, ms);
   for (int step = 0; step < 2; ++step) {  // the second step starts from updated state
     cpu_->rmsprop_step(params.cpu, grads.cpu, mean_square.cpu, 1e-3f, 0.9f, 1e-7f);
     cuda_->rmsprop_step(params.cuda, grads.cuda, mean_square.cuda, 1e-3f, 0.9f, 1e-7f);
+    for (size_t i = 0; i < p.size(); ++i) rmsprop_update(p[i], ms[i], g[i], 1e-3f, 0.9f, 1e-7f);
   }
   EXPECT_ON_DEVICE(params.cuda);
   EXPECT_ON_DEVICE(mean_square.cuda);
   EXPECT_TRUE(all_close(params.cuda, params.cpu, 1e-7, 1e-5, "params"));
   EXPECT_TRUE(all_close(mean_square.cuda, mean_square.cpu, 1e-9, 1e-5, "mean_square"));
+  EXPECT_TRUE(all_close(to_host(params.cuda), p, 1e-7, 1e-5, "params vs host twin"));
+  EXPECT_TRUE(all_close(to_host(mean_square.cuda), ms, 1e-9, 1e-5, "mean_square vs host twin"));
 }
 
 // ---- Input pipeline -----------------------------------------------------------------------------
