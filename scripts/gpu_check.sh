@@ -30,9 +30,14 @@ test_bin=$build/tests/pneumo_tests
 cli_bin=$build/pneumo
 export PNEUMO_EXPECT_CUDA=1  # a CUDA test that finds no device fails instead of skipping
 
-# Sanitizers run the small-shape CUDA tests; the model shapes and the TF32/plan-cache tests add
-# minutes under instrumentation and nothing a small shape misses.
-sanitizer_filter=${SANITIZER_FILTER:-'AwkwardShapes/*:BatchSizes/*:Implementations/*:Parity.*:CudaBackendSelection.*:-*Tf32*:*ConvPlans*'}
+# Sanitizers run the small-shape CUDA tests, with one convolution shape (each conv test runs
+# every cuDNN algorithm in its search, slow under instrumentation); the model shapes and the
+# TF32/plan-cache tests add minutes and nothing a small shape misses.
+default_filter='AwkwardShapes/ConvParity.*/n2_c5_8x6_k3:AwkwardShapes/MaxPoolParity.*'
+default_filter+=':AwkwardShapes/BatchNormParity.*:AwkwardShapes/DropoutParity.*'
+default_filter+=':AwkwardShapes/DenseParity.*:BatchSizes/*:Implementations/*:Parity.*'
+default_filter+=':-*Tf32*:*ConvPlans*'
+sanitizer_filter=${SANITIZER_FILTER:-$default_filter}
 
 # ---- Bookkeeping ----------------------------------------------------------------------------------
 names=() results=() seconds=() logs=() notes=()
@@ -115,6 +120,9 @@ run() {
   secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
   if (( rc == 0 )); then
     result=PASS
+  elif (( rc == 1 )) && [[ ${tolerate_test_failures:-0} == 1 ]]; then
+    result=PASS  # under a sanitizer: failed tests are the test section's business
+    note="$note (no sanitizer errors; some tests failed, see the tests section)"
   elif (( rc == 124 || rc == 137 )); then
     result=TIMEOUT
     note="$note (limit ${limit}s)"
@@ -302,14 +310,17 @@ elif [[ ! -x $test_bin ]]; then
 else
   # memcheck/initcheck watch every kernel (a bad argument of ours faults inside cuDNN's); racecheck
   # and synccheck only ours (shared memory and barriers inside the libraries are not ours to fix).
-  for spec in "memcheck:150:" "initcheck:120:" "racecheck:60:--kernel-name kns=pneumo" \
-              "synccheck:60:--kernel-name kns=pneumo"; do
+  # Most telling first: the budget cuts the last ones if time runs short.
+  tolerate_test_failures=1
+  for spec in "memcheck:150:" "racecheck:60:--kernel-name kns=pneumo" \
+              "synccheck:60:--kernel-name kns=pneumo" "initcheck:120:"; do
     IFS=: read -r tool limit extra <<< "$spec"
     # shellcheck disable=SC2086  # $extra is two words on purpose
-    run "sanitizer $tool" "$limit" "sanitizer_$tool" "exit 86: errors found, else a test failed" -- \
+    run "sanitizer $tool" "$limit" "sanitizer_$tool" "exit 86 = errors found" -- \
       "$sanitizer" --tool "$tool" --error-exitcode 86 --print-limit 50 $extra \
       "$test_bin" --gtest_filter="$sanitizer_filter"
   done
+  tolerate_test_failures=0
 fi
 
 # ---- 6. Hook: a short training run (runs once `pneumo train` exists) -----------------------------------
