@@ -123,6 +123,9 @@ run() {
   elif (( rc == 1 )) && [[ ${tolerate_test_failures:-0} == 1 ]]; then
     result=PASS  # under a sanitizer: failed tests are the test section's business
     note="$note (no sanitizer errors; some tests failed, see the tests section)"
+  elif (( rc == 86 )); then
+    result=FAIL
+    note="$note (compute-sanitizer reported errors)"
   elif (( rc == 124 || rc == 137 )); then
     result=TIMEOUT
     note="$note (limit ${limit}s)"
@@ -316,7 +319,7 @@ else
               "synccheck:60:--kernel-name kns=pneumo" "initcheck:120:"; do
     IFS=: read -r tool limit extra <<< "$spec"
     # shellcheck disable=SC2086  # $extra is two words on purpose
-    run "sanitizer $tool" "$limit" "sanitizer_$tool" "exit 86 = errors found" -- \
+    run "sanitizer $tool" "$limit" "sanitizer_$tool" "${extra:+our kernels only}" -- \
       "$sanitizer" --tool "$tool" --error-exitcode 86 --print-limit 50 $extra \
       "$test_bin" --gtest_filter="$sanitizer_filter"
   done
