@@ -68,6 +68,14 @@ write_report() {
       cat "$out/test_summary.md"
       echo
     fi
+    if [[ -s $out/conv_plans.txt ]]; then
+      echo "## cuDNN algorithm choices (ConvPlansAreFoundOnceAndReused)"
+      echo
+      echo '```'
+      cat "$out/conv_plans.txt"
+      echo '```'
+      echo
+    fi
     for i in "${!names[@]}"; do
       if [[ ${results[$i]} == FAIL || ${results[$i]} == TIMEOUT ]] && [[ -f $out/${logs[$i]} ]]; then
         echo "## ${names[$i]}: ${results[$i]} (last 60 lines of ${logs[$i]})"
