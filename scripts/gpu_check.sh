@@ -298,7 +298,7 @@ if skipped:
 PY
 }
 if [[ -x $test_bin ]]; then
-  run "tests (all)" 300 tests "PNEUMO_EXPECT_CUDA=1" -- "$test_bin" --gtest_output="xml:$out/tests.xml"
+  run "tests (all)" 240 tests "PNEUMO_EXPECT_CUDA=1" -- "$test_bin" --gtest_output="xml:$out/tests.xml"
   summarize_tests "$out/tests.xml"
   grep -A 30 '^\[ conv plans \]' "$out/logs/tests.log" > "$out/conv_plans.txt" 2>/dev/null || true
   write_report
@@ -323,8 +323,8 @@ else
   # and synccheck only ours (shared memory and barriers inside the libraries are not ours to fix).
   # Most telling first: the budget cuts the last ones if time runs short.
   tolerate_test_failures=1
-  for spec in "memcheck:150:" "racecheck:60:--kernel-name kns=pneumo" \
-              "synccheck:60:--kernel-name kns=pneumo" "initcheck:120:"; do
+  for spec in "memcheck:120:" "racecheck:45:--kernel-name kns=pneumo" \
+              "synccheck:45:--kernel-name kns=pneumo" "initcheck:90:"; do
     IFS=: read -r tool limit extra <<< "$spec"
     # shellcheck disable=SC2086  # $extra is two words on purpose
     run "sanitizer $tool" "$limit" "sanitizer_$tool" "${extra:+our kernels only}" -- \
