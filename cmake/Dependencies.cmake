@@ -3,6 +3,12 @@
 find_package(Threads REQUIRED)
 find_package(CUDAToolkit REQUIRED)
 
+# A relative PNEUMO_DEPS_DIR (-DPNEUMO_DEPS_DIR=.deps) means relative to the source tree; if(EXISTS)
+# below is only well-defined on absolute paths.
+if(PNEUMO_DEPS_DIR)
+  get_filename_component(PNEUMO_DEPS_DIR "${PNEUMO_DEPS_DIR}" ABSOLUTE BASE_DIR "${PROJECT_SOURCE_DIR}")
+endif()
+
 # cuDNN: the toolkit's copy, a CUDNN_ROOT, or the one inside a Python environment (the GPU host's
 # PyTorch ships nvidia/cudnn/{include,lib}); the library may only exist as libcudnn.so.9 there.
 set(CUDNN_ROOT "" CACHE PATH "Folder holding cuDNN's include/ and lib/")

@@ -1,6 +1,6 @@
-// NVTX ranges for Nsight Systems / Compute: one RAII type and a one-line macro placed at the top
-// of every launcher and trainer phase. NVTX3 is header-only; without a profiler attached the
-// calls cost a few nanoseconds.
+// NVTX ranges for Nsight Systems / Compute: an RAII range type over NVTX3 (header-only; costs a
+// null check when no profiler is attached) and the one-line macro used at the top of every
+// backend op and trainer phase: PNEUMO_NVTX_RANGE("conv2d_forward");
 #pragma once
 
 #include <nvtx3/nvToolsExt.h>
@@ -19,5 +19,6 @@ class NvtxRange {
 
 #define PNEUMO_NVTX_CONCAT_INNER(a, b) a##b
 #define PNEUMO_NVTX_CONCAT(a, b) PNEUMO_NVTX_CONCAT_INNER(a, b)
-// PNEUMO_NVTX_RANGE("conv forward"): a range from here to the end of the enclosing scope.
-#define PNEUMO_NVTX_RANGE(name) ::pneumo::NvtxRange PNEUMO_NVTX_CONCAT(pneumo_nvtx_range_, __LINE__)(name)
+// Opens a range that closes at the end of the enclosing scope.
+#define PNEUMO_NVTX_RANGE(name) \
+  const ::pneumo::NvtxRange PNEUMO_NVTX_CONCAT(pneumo_nvtx_range_, __LINE__)(name)

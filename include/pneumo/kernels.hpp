@@ -1,0 +1,60 @@
+// Launchers of the hand-written CUDA kernels (kernels/*.cu), host-only declarations. CudaBackend
+// calls them; benchmarks and tests call the very same launchers (never copies of the kernels).
+// Every launcher enqueues on `stream`, checks the launch, and takes device pointers.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+#include "pneumo/random.hpp"
+
+namespace pneumo::kernels {
+
+// ---- kernels/activation.cu ----------------------------------------------------------------------
+// y: (batch, channels, spatial) in place: y = y + bias[c], then relu when `relu`.
+void bias_activation_forward(float* y, const float* bias, int64_t batch, int64_t channels,
+                             int64_t spatial, bool relu, cudaStream_t stream);
+// dbias[c] = sum over batch and spatial of dy (batch, channels, spatial). One block per channel,
+// a fixed summation order: deterministic.
+void bias_backward(const float* dy, float* dbias, int64_t batch, int64_t channels, int64_t spatial,
+                   cudaStream_t stream);
+// y = relu(x) over n elements (y may alias x).
+void relu_forward(const float* x, float* y, int64_t n, cudaStream_t stream);
+// dx = relu_backward(y, dy) over n elements (dx may alias dy).
+void relu_backward(const float* y, const float* dy, float* dx, int64_t n, cudaStream_t stream);
+
+// ---- kernels/dropout.cu -------------------------------------------------------------------------
+// y[i] = x[i] * dropout_multiplier(key, i, rate); the backward pass is the same map on dy.
+// n < 2^32 (the mask index is 32-bit).
+void dropout_apply(const float* x, float* y, int64_t n, float rate, RngKey key,
+                   cudaStream_t stream);
+
+// ---- kernels/loss.cu ----------------------------------------------------------------------------
+// Fused sigmoid + BCE over n logits: dlogits[i] = weight_i (p_i - y_i) / n; stats[0] += sum of
+// weighted losses, stats[1] += correct count (block reduction, one atomic per block and stat).
+// weights == nullptr means weight 1.
+void sigmoid_bce(const float* logits, const float* labels, const float* weights, float* dlogits,
+                 float* stats, int64_t n, cudaStream_t stream);
+
+// ---- kernels/optimizer.cu -----------------------------------------------------------------------
+// One launch over the whole parameter buffer: rmsprop_update per element.
+void rmsprop_step(float* params, const float* grads, float* mean_square, int64_t n,
+                  float learning_rate, float rho, float epsilon, cudaStream_t stream);
+
+// ---- kernels/gather.cu --------------------------------------------------------------------------
+// out[i] = values[indices[i]] for i < n.
+void gather_values(const float* values, const int32_t* indices, float* out, int64_t n,
+                   cudaStream_t stream);
+
+// ---- kernels/pooling.cu -------------------------------------------------------------------------
+// Hand-written 2x2 / stride-2 'same' max pool (top/left padding on odd sizes), the twin of the
+// cuDNN path with the interface's tie rule built in: the first maximum in row-major order wins.
+// x: (planes, height, width) with planes = N * C; y: (planes, ceil(H/2), ceil(W/2)).
+void maxpool2d_forward(const float* x, float* y, int64_t planes, int64_t height, int64_t width,
+                       cudaStream_t stream);
+// Writes every element of dx (windows tile the input, so no zeroing pass and no atomics).
+void maxpool2d_backward(const float* x, const float* dy, float* dx, int64_t planes, int64_t height,
+                        int64_t width, cudaStream_t stream);
+
+}  // namespace pneumo::kernels

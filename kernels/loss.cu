@@ -1,0 +1,42 @@
+// Fused sigmoid + binary cross-entropy kernel and launcher: loss, gradient and correct count in
+// one pass over the logits. Per-element math is pneumo::sigmoid_bce (elementwise.hpp); the batch
+// sums are a block reduction plus one atomic per block and statistic, so an epoch's running loss
+// and accuracy stay on the device until read once.
+#include "cuda/cuda_check.hpp"
+#include "kernel_util.cuh"
+#include "pneumo/elementwise.hpp"
+#include "pneumo/kernels.hpp"
+
+namespace pneumo::kernels {
+namespace {
+
+// logits, labels, weights (nullable), dlogits: (n); stats: (2) accumulated.
+__global__ void sigmoid_bce_kernel(const float* logits, const float* labels, const float* weights,
+                                   float* dlogits, float* stats, int64_t n) {
+  const float batch = static_cast<float>(n);
+  float loss_sum = 0.0f, correct_sum = 0.0f;
+  for (int64_t i = global_thread_index(); i < n; i += grid_stride()) {
+    const BceElement e = pneumo::sigmoid_bce(logits[i], labels[i], weights ? weights[i] : 1.0f);
+    dlogits[i] = e.gradient / batch;  // gradient of the batch-mean loss
+    loss_sum += e.loss;
+    correct_sum += e.correct;
+  }
+  loss_sum = block_sum(loss_sum);
+  correct_sum = block_sum(correct_sum);
+  if (threadIdx.x == 0) {
+    atomicAdd(&stats[0], loss_sum);
+    atomicAdd(&stats[1], correct_sum);
+  }
+}
+
+}  // namespace
+
+void sigmoid_bce(const float* logits, const float* labels, const float* weights, float* dlogits,
+                 float* stats, int64_t n, cudaStream_t stream) {
+  if (n == 0) return;
+  sigmoid_bce_kernel<<<blocks_for(n), kThreadsPerBlock, 0, stream>>>(logits, labels, weights,
+                                                                     dlogits, stats, n);
+  PNEUMO_LAUNCH_CHECK("sigmoid_bce_kernel", "n=", n, weights ? " weighted" : " unweighted");
+}
+
+}  // namespace pneumo::kernels

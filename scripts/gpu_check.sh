@@ -1,0 +1,367 @@
+#!/usr/bin/env bash
+# Every GPU check in one run, for a bare GPU host: build for the local GPU, the whole test suite
+# (CUDA tests really run), compute-sanitizer (memcheck, racecheck, initcheck, synccheck) on the
+# CUDA tests, and hooks for a short training run and the benchmark. Writes one Markdown report.
+#
+# Usage:  scripts/gpu_check.sh [OUT_DIR]        (default: $OUT, else ./gpu_check_out)
+# Needs:  nvcc (CUDA 13), cmake, ninja (or make), python3 whose site-packages hold
+#         nvidia/cudnn/{include,lib}, and .deps/ from scripts/pack_gpu_deps.sh (googletest,
+#         nlohmann, CLI11 for hosts without them). No network, no apt.
+# Knobs:  BUDGET_S (total seconds, default 540: every section's timeout is cut to what is left),
+#         BUILD_DIR (build-gpu), JOBS (nproc), CUDNN_ROOT (skip the python lookup),
+#         EXTRA_CMAKE_ARGS (appended to the configure command),
+#         SANITIZER_FILTER (gtest filter for the sanitizer runs), SKIP_SANITIZERS=1,
+#         PNEUMO_TRAIN_ARGS / PNEUMO_BENCH_ARGS (arguments for the hooks), PNEUMO_CACHE.
+# Every section records pass/fail and its time; a failure never stops the run. Exit status:
+# 0 when every section that ran passed, else 1.
+set -uo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root" || exit 1
+out=${1:-${OUT:-$root/gpu_check_out}}
+mkdir -p "$out/logs"
+out=$(cd "$out" && pwd)
+report=$out/gpu_check_report.md
+build=${BUILD_DIR:-$root/build-gpu}
+jobs=${JOBS:-$(nproc)}
+budget=${BUDGET_S:-540}
+started=$(date +%s)
+test_bin=$build/tests/pneumo_tests
+cli_bin=$build/pneumo
+export PNEUMO_EXPECT_CUDA=1  # a CUDA test that finds no device fails instead of skipping
+
+# Sanitizers run the small-shape CUDA tests, with one convolution shape (each conv test runs
+# every cuDNN algorithm in its search, slow under instrumentation); the model shapes and the
+# TF32/plan-cache tests add minutes and nothing a small shape misses.
+default_filter='AwkwardShapes/ConvParity.*/n2_c5_8x6_k3:AwkwardShapes/MaxPoolParity.*'
+default_filter+=':AwkwardShapes/BatchNormParity.*:AwkwardShapes/DropoutParity.*'
+default_filter+=':AwkwardShapes/DenseParity.*:BatchSizes/*:Implementations/*:Parity.*'
+default_filter+=':-*Tf32*:*ConvPlans*'
+sanitizer_filter=${SANITIZER_FILTER:-$default_filter}
+
+# ---- Bookkeeping ----------------------------------------------------------------------------------
+names=() results=() seconds=() logs=() notes=()
+any_failed=0
+
+remaining() { echo $((budget - ($(date +%s) - started))); }
+
+write_report() {
+  {
+    echo "# pneumo GPU check"
+    echo
+    echo "- date: $(date -u +%Y-%m-%dT%H:%M:%SZ), host: $(hostname)"
+    echo "- commit: $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$root" diff --quiet 2>/dev/null || echo ' (with local changes)')"
+    echo "- GPU: ${gpu_line:-unknown}"
+    echo "- toolchain: ${toolchain_line:-unknown}"
+    echo "- cuDNN: ${cudnn_line:-not located yet}"
+    echo "- build: $build (CUDA architectures ${cuda_arch:-?}), elapsed $(( $(date +%s) - started )) s of a $budget s budget"
+    echo "- sanitizer runs: gtest filter \`$sanitizer_filter\`; racecheck and synccheck watch only pneumo's kernels"
+    echo
+    echo "| section | result | seconds | log | note |"
+    echo "|---|---|---|---|---|"
+    local i
+    for i in "${!names[@]}"; do
+      echo "| ${names[$i]} | **${results[$i]}** | ${seconds[$i]} | ${logs[$i]} | ${notes[$i]} |"
+    done
+    echo
+    if [[ -s $out/test_summary.md ]]; then
+      cat "$out/test_summary.md"
+      echo
+    fi
+    if [[ -s $out/conv_plans.txt ]]; then
+      echo "## cuDNN algorithm choices (ConvPlansAreFoundOnceAndReused)"
+      echo
+      echo '```'
+      cat "$out/conv_plans.txt"
+      echo '```'
+      echo
+    fi
+    for i in "${!names[@]}"; do
+      if [[ ${results[$i]} == FAIL || ${results[$i]} == TIMEOUT ]] && [[ -f $out/${logs[$i]} ]]; then
+        echo "## ${names[$i]}: ${results[$i]} (last 60 lines of ${logs[$i]})"
+        echo
+        echo '```'
+        tail -n 60 "$out/${logs[$i]}"
+        echo '```'
+        echo
+      fi
+    done
+  } > "$report"
+}
+
+record() {  # record NAME RESULT SECONDS LOG NOTE
+  names+=("$1") results+=("$2") seconds+=("$3") logs+=("$4") notes+=("$5")
+  [[ $2 == FAIL || $2 == TIMEOUT ]] && any_failed=1
+  echo "gpu_check: $1: $2 (${3}s) $5"
+  write_report
+}
+
+skip() { record "$1" SKIP 0 "" "$2"; }
+
+# Keeps logs small enough to come back from the GPU host: first and last MiB of anything larger.
+trim_log() {
+  local log=$1 max=$((2 * 1024 * 1024))
+  if [[ -f $log && $(stat -c %s "$log") -gt $max ]]; then
+    { head -c $((max / 2)) "$log"; printf '\n\n[... trimmed by gpu_check ...]\n\n'; tail -c $((max / 2)) "$log"; } > "$log.tmp"
+    mv "$log.tmp" "$log"
+  fi
+}
+
+# run NAME LIMIT_S LOGNAME NOTE -- COMMAND...: runs with a timeout cut to the remaining budget.
+run() {
+  local name=$1 limit=$2 logname=$3 note=$4
+  shift 5
+  local left
+  left=$(( $(remaining) - 15 ))
+  if (( left < 20 )); then
+    skip "$name" "out of time budget"
+    return 1
+  fi
+  (( limit > left )) && limit=$left
+  local log=$out/logs/$logname.log t0 t1 rc
+  t0=$(date +%s.%N)
+  timeout --kill-after=15 "$limit" "$@" > "$log" 2>&1
+  rc=$?
+  t1=$(date +%s.%N)
+  trim_log "$log"
+  local secs result
+  secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
+  if (( rc == 0 )); then
+    result=PASS
+  elif (( rc == 1 )) && [[ ${tolerate_test_failures:-0} == 1 ]]; then
+    result=PASS  # under a sanitizer: failed tests are the test section's business
+    note="$note (no sanitizer errors; some tests failed, see the tests section)"
+  elif (( rc == 86 )); then
+    result=FAIL
+    note="$note (compute-sanitizer reported errors)"
+  elif (( rc == 124 || rc == 137 )); then
+    result=TIMEOUT
+    note="$note (limit ${limit}s)"
+  else
+    result=FAIL
+    note="$note (exit $rc)"
+  fi
+  record "$name" "$result" "$secs" "logs/$logname.log" "$note"
+  return $rc
+}
+
+write_report
+
+# ---- 1. The machine -------------------------------------------------------------------------------
+for dir in /usr/local/cuda/bin /usr/local/cuda-13.0/bin; do
+  [[ -x $dir/nvcc ]] && case ":$PATH:" in *":$dir:"*) ;; *) PATH=$dir:$PATH ;; esac
+done
+export PATH
+gpu_line=$(nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv,noheader 2>/dev/null | head -n 1)
+toolchain_line="$(nvcc --version 2>/dev/null | tail -n 1); $(cmake --version 2>/dev/null | head -n 1); $(${CXX:-g++} --version 2>/dev/null | head -n 1)"
+run "nvidia-smi" 30 nvidia_smi "driver and GPU state" -- nvidia-smi
+
+# ---- 2. cuDNN from the Python environment ---------------------------------------------------------
+# PyTorch's wheels ship nvidia/cudnn/{include,lib}; the library may exist only as libcudnn.so.9,
+# so a temporary root with an unversioned symlink is made for CMake when needed.
+locate_cudnn() {
+  if [[ -n ${CUDNN_ROOT:-} ]]; then
+    echo "$CUDNN_ROOT"
+    return 0
+  fi
+  python3 - <<'PY'
+import os, sys
+try:
+    import nvidia.cudnn as m
+except Exception as e:
+    sys.exit(f"python3 cannot import nvidia.cudnn: {e}")
+for path in list(getattr(m, "__path__", [])) + [os.path.dirname(getattr(m, "__file__", "") or "")]:
+    if path and os.path.exists(os.path.join(path, "include", "cudnn.h")):
+        print(path)
+        sys.exit(0)
+sys.exit("nvidia.cudnn has no include/cudnn.h")
+PY
+}
+cudnn_log=$out/logs/cudnn.log
+t0=$(date +%s)
+cudnn_root=$(locate_cudnn 2> "$cudnn_log")
+if [[ -n $cudnn_root && -f $cudnn_root/include/cudnn.h ]]; then
+  cudnn_lib=$cudnn_root/lib
+  [[ -d $cudnn_lib ]] || cudnn_lib=$cudnn_root/lib64
+  cudnn_version=$(awk '/#define CUDNN_(MAJOR|MINOR|PATCHLEVEL)/ { v = v (v ? "." : "") $3 } END { print v }' \
+    "$cudnn_root/include/cudnn_version.h" 2>/dev/null)
+  if [[ ! -e $cudnn_lib/libcudnn.so ]]; then
+    # A fixed place beside the build folder (git-ignored), so a re-run's CMake cache stays valid.
+    shim=$build-cudnn-shim
+    rm -rf "$shim"
+    mkdir -p "$shim/lib"
+    ln -s "$cudnn_root/include" "$shim/include"
+    for f in "$cudnn_lib"/*; do ln -s "$f" "$shim/lib/"; done
+    versioned=$(find "$cudnn_lib" -maxdepth 1 -name "libcudnn.so.*" | sort -V | head -n 1)
+    ln -sf "$versioned" "$shim/lib/libcudnn.so"
+    echo "made $shim/lib/libcudnn.so -> $versioned" >> "$cudnn_log"
+    cudnn_cmake_root=$shim
+  else
+    cudnn_cmake_root=$cudnn_root
+  fi
+  # The loader needs cuDNN's folder, the toolkit's libraries (cuBLAS 13), and the Python
+  # environment's other NVIDIA libraries that cuDNN may load at run time (cuBLASLt, NVRTC).
+  toolkit_lib=$(dirname "$(dirname "$(command -v nvcc)")")/lib64
+  extra=""
+  for d in "$(dirname "$cudnn_root")"/*/lib; do
+    [[ -d $d && $d != "$cudnn_lib" ]] && extra=$extra:$d
+  done
+  export LD_LIBRARY_PATH=$cudnn_lib:$toolkit_lib$extra${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH" >> "$cudnn_log"
+  cudnn_line="$cudnn_version at $cudnn_root"
+  record "locate cuDNN" PASS $(( $(date +%s) - t0 )) logs/cudnn.log "$cudnn_version"
+else
+  cudnn_cmake_root=""
+  cudnn_line="not found (see logs/cudnn.log); CMake searches the toolkit"
+  record "locate cuDNN" FAIL $(( $(date +%s) - t0 )) logs/cudnn.log "no nvidia.cudnn in python3"
+fi
+
+# ---- 3. Configure and build ------------------------------------------------------------------------
+cuda_arch=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -n 1 | tr -d ' .')
+[[ $cuda_arch =~ ^[0-9]+$ ]] || cuda_arch=native
+generator=Ninja
+command -v ninja > /dev/null || generator="Unix Makefiles"
+deps_dir=$root/.deps
+[[ -d $deps_dir ]] || echo "gpu_check: warning: $deps_dir is missing (run scripts/pack_gpu_deps.sh and carry .deps)"
+configure_command() {  # fills cmake_command for CUDA architectures $1
+  cmake_command=(cmake -S "$root" -B "$build" -G "$generator" -DCMAKE_BUILD_TYPE=Release
+    -DPNEUMO_WITH_OPENCV=OFF -DPNEUMO_WITH_BLAS=OFF -DPNEUMO_DEPS_DIR="$deps_dir"
+    -DCMAKE_CUDA_ARCHITECTURES="$1")
+  # shellcheck disable=SC2206  # EXTRA_CMAKE_ARGS is a list of words on purpose
+  [[ -n ${EXTRA_CMAKE_ARGS:-} ]] && cmake_command+=($EXTRA_CMAKE_ARGS)
+  if [[ -n $cudnn_cmake_root ]]; then  # explicit paths also replace a stale cached search
+    cmake_command+=(-DCUDNN_ROOT="$cudnn_cmake_root"
+      -DCUDNN_INCLUDE_DIR="$cudnn_cmake_root/include" -DCUDNN_LIBRARY="$cudnn_cmake_root/lib/libcudnn.so")
+  fi
+}
+configure_command "$cuda_arch"
+configured=0
+if run "configure" 120 configure "CUDA arch $cuda_arch, $generator" -- "${cmake_command[@]}"; then
+  configured=1
+elif [[ $cuda_arch != 90 ]]; then  # 'native' needs a GPU at configure time; 90 is the H100
+  rm -rf "$build"
+  cuda_arch=90
+  configure_command 90
+  run "configure (retry, sm_90)" 120 configure_retry "CUDA arch 90" -- "${cmake_command[@]}" &&
+    configured=1
+fi
+if (( configured )); then
+  run "build" 420 build "$jobs jobs" -- cmake --build "$build" --parallel "$jobs"
+else
+  skip "build" "not configured"
+fi
+
+# ---- 4. The whole test suite ---------------------------------------------------------------------------
+summarize_tests() {  # summarize_tests XML: counts, failures and skips into test_summary.md
+  python3 - "$1" > "$out/test_summary.md" <<'PY'
+import sys, xml.etree.ElementTree as ET
+try:
+    root = ET.parse(sys.argv[1]).getroot()
+except Exception as e:
+    print(f"## Tests\n\nno XML report ({e})")
+    sys.exit(0)
+cases = list(root.iter("testcase"))
+failed, skipped = [], []
+for c in cases:
+    name = f"{c.get('classname')}.{c.get('name')}"
+    if c.find("failure") is not None:
+        failed.append((name, c.find("failure").get("message", "").splitlines()[:6]))
+    elif c.get("result") == "skipped" or c.find("skipped") is not None:
+        skipped.append(name)
+print("## Tests")
+print()
+print(f"{len(cases)} tests: {len(cases) - len(failed) - len(skipped)} passed, "
+      f"{len(failed)} failed, {len(skipped)} skipped (time {root.get('time', '?')} s)")
+ties = [c for c in cases if "MaxPoolTies" in (c.get("classname") or "")]
+for c in ties:
+    impl = (c.get("name") or "").split("/")[-1]
+    if c.find("failure") is not None:
+        verdict = "does NOT follow"
+    elif c.get("result") == "skipped":
+        verdict = "was not checked (skipped):"
+    else:
+        verdict = "follows"
+    print(f"- max-pool backward, {impl}: {verdict} the interface's tie rule (first maximum in "
+          "row-major order gets the gradient)")
+if failed:
+    print("\nFailed:")
+    for name, lines in failed:
+        print(f"- `{name}`")
+        for line in lines:
+            print(f"    {line}")
+if skipped:
+    print("\nSkipped:")
+    for name in skipped[:40]:
+        print(f"- `{name}`")
+    if len(skipped) > 40:
+        print(f"- ... and {len(skipped) - 40} more")
+PY
+}
+if [[ -x $test_bin ]]; then
+  run "tests (all)" 240 tests "PNEUMO_EXPECT_CUDA=1" -- "$test_bin" --gtest_output="xml:$out/tests.xml"
+  summarize_tests "$out/tests.xml"
+  grep -A 30 '^\[ conv plans \]' "$out/logs/tests.log" > "$out/conv_plans.txt" 2>/dev/null || true
+  write_report
+else
+  skip "tests (all)" "no test binary (build failed)"
+fi
+
+# ---- 5. compute-sanitizer ----------------------------------------------------------------------------------
+sanitizer=$(command -v compute-sanitizer || true)
+for candidate in "$(dirname "$(command -v nvcc 2>/dev/null || echo /usr/local/cuda/bin/nvcc)")/compute-sanitizer" \
+                 /usr/local/cuda/compute-sanitizer/compute-sanitizer; do
+  [[ -z $sanitizer && -x $candidate ]] && sanitizer=$candidate
+done
+if [[ ${SKIP_SANITIZERS:-0} == 1 ]]; then
+  skip "compute-sanitizer" "SKIP_SANITIZERS=1"
+elif [[ -z $sanitizer ]]; then
+  skip "compute-sanitizer" "compute-sanitizer not found"
+elif [[ ! -x $test_bin ]]; then
+  skip "compute-sanitizer" "no test binary"
+else
+  # memcheck/initcheck watch every kernel (a bad argument of ours faults inside cuDNN's); racecheck
+  # and synccheck only ours (shared memory and barriers inside the libraries are not ours to fix).
+  # Most telling first: the budget cuts the last ones if time runs short.
+  tolerate_test_failures=1
+  for spec in "memcheck:120:" "racecheck:45:--kernel-name kns=pneumo" \
+              "synccheck:45:--kernel-name kns=pneumo" "initcheck:90:"; do
+    IFS=: read -r tool limit extra <<< "$spec"
+    # shellcheck disable=SC2086  # $extra is two words on purpose
+    run "sanitizer $tool" "$limit" "sanitizer_$tool" "${extra:+our kernels only}" -- \
+      "$sanitizer" --tool "$tool" --error-exitcode 86 --print-limit 50 $extra \
+      "$test_bin" --gtest_filter="$sanitizer_filter"
+  done
+  tolerate_test_failures=0
+fi
+
+# ---- 6. Hook: a short training run (runs once `pneumo train` exists) -----------------------------------
+# The CLI's flags are decided by the trainer issue; set PNEUMO_TRAIN_ARGS to override the guess.
+cli_help=$("$cli_bin" --help 2>&1 || true)
+if [[ ! -x $cli_bin ]] || ! grep -qw train <<< "$cli_help"; then
+  skip "train (hook)" "\`pneumo train\` not available yet"
+else
+  cache=${PNEUMO_CACHE:-}
+  for c in "$root/.cache/chest_xray" "$root/shared/data/chest_xray_cache" "$root/../shared/data/chest_xray_cache"; do
+    [[ -z $cache && -d $c ]] && cache=$c
+  done
+  if [[ -z ${PNEUMO_TRAIN_ARGS:-} && -z $cache ]]; then
+    skip "train (hook)" "no prepared cache (set PNEUMO_CACHE or PNEUMO_TRAIN_ARGS)"
+  else
+    # shellcheck disable=SC2086
+    run "train (hook)" 150 train "short run" -- "$cli_bin" train \
+      ${PNEUMO_TRAIN_ARGS:---device cuda --cache "$cache" --epochs 1 --out "$out/train_run"}
+  fi
+fi
+
+# ---- 7. Hook: the benchmark (runs once `pneumo bench` exists) ---------------------------------------------
+if [[ ! -x $cli_bin ]] || ! grep -qw bench <<< "$cli_help"; then
+  skip "bench (hook)" "\`pneumo bench\` not available yet"
+else
+  # shellcheck disable=SC2086
+  run "bench (hook)" 150 bench "kernels vs cuDNN" -- "$cli_bin" bench \
+    ${PNEUMO_BENCH_ARGS:---device cuda --out "$out/bench"}
+fi
+
+write_report
+echo "gpu_check: report at $report ($(( $(date +%s) - started )) s)"
+exit $any_failed

@@ -1,0 +1,503 @@
+// CudaBackend: construction, and every op but convolution (cuda_conv.cpp): batch-norm and max
+// pooling through cuDNN descriptors, dense layers through cuBLAS, the rest through our kernels.
+// Every op checks that its tensors live on the device (no silent CPU fallback) and opens an NVTX
+// range named after the op.
+#include "cuda/cuda_backend.hpp"
+
+#include <algorithm>
+#include <initializer_list>
+#include <sstream>
+
+#include "pneumo/kernels.hpp"
+#include "pneumo/nvtx.hpp"
+
+namespace pneumo {
+
+namespace {
+
+constexpr float kOne = 1.0f;
+constexpr float kZero = 0.0f;
+
+void require_device(const ConstTensorView& t, const char* op, const char* what) {
+  PNEUMO_CHECK(t.device == Device::Cuda, op, ": ", what, " ", t.shape.str(), " is in ",
+               to_string(t.device), " memory; the CUDA backend takes device tensors only");
+  PNEUMO_CHECK(t.data != nullptr || t.numel() == 0, op, ": ", what, " ", t.shape.str(),
+               " has no data");
+}
+
+// Raw pointers (images, indices, values) must be device memory too: a host pointer would fault
+// inside the kernel with a far less helpful message.
+void require_device_pointer(const void* ptr, const char* op, const char* what) {
+  PNEUMO_CHECK(ptr != nullptr, op, ": ", what, " is null");
+  cudaPointerAttributes attributes{};
+  PNEUMO_CUDA_CHECK(cudaPointerGetAttributes(&attributes, ptr), op, ": ", what);
+  PNEUMO_CHECK(attributes.type == cudaMemoryTypeDevice || attributes.type == cudaMemoryTypeManaged,
+               op, ": ", what, " is not device memory; the CUDA backend takes device pointers");
+}
+
+struct Named {
+  ConstTensorView view;
+  const char* name;
+};
+
+void require_device(std::initializer_list<Named> tensors, const char* op) {
+  for (const Named& t : tensors) require_device(t.view, op, t.name);
+}
+
+void require_same_shape(const ConstTensorView& a, const ConstTensorView& b, const char* op,
+                        const char* a_name, const char* b_name) {
+  PNEUMO_CHECK(a.shape == b.shape, op, ": ", a_name, " ", a.shape.str(), " and ", b_name, " ",
+               b.shape.str(), " must have the same shape");
+}
+
+void require_numel(const ConstTensorView& t, int64_t numel, const char* op, const char* what) {
+  PNEUMO_CHECK(t.numel() == numel, op, ": ", what, " ", t.shape.str(), " must have ", numel,
+               " elements");
+}
+
+void require_numel(std::initializer_list<Named> tensors, int64_t numel, const char* op) {
+  for (const Named& t : tensors) require_numel(t.view, numel, op, t.name);
+}
+
+// Batch-norm and pooling take (N, C, H, W); batch-norm also (N, F) as (N, F, 1, 1).
+std::array<int64_t, 4> nchw(const Shape& shape, const char* op) {
+  if (shape.rank() == 2) return {shape[0], shape[1], 1, 1};
+  PNEUMO_CHECK(shape.rank() == 4, op, ": expected an (N, C, H, W) tensor, got ", shape.str());
+  return {shape[0], shape[1], shape[2], shape[3]};
+}
+
+std::string device_description(int device, bool allow_tf32) {
+  cudaDeviceProp props{};
+  PNEUMO_CUDA_CHECK(cudaGetDeviceProperties(&props, device), "device ", device);
+  const size_t cudnn_version = cudnnGetVersion();
+  std::ostringstream out;
+  out << "cuda (" << props.name << ", sm_" << props.major << props.minor << ", cuDNN "
+      << cudnn_version / 10000 << "." << (cudnn_version / 100) % 100 << "." << cudnn_version % 100
+      << ", " << (allow_tf32 ? "tf32" : "fp32") << ")";
+  return out.str();
+}
+
+}  // namespace
+
+// ---- Construction -------------------------------------------------------------------------------
+
+CudaBackend::CudaBackend(CudaBackendOptions options) : options_(options) {
+  int count = 0;
+  const cudaError_t status = cudaGetDeviceCount(&count);
+  if (status != cudaSuccess || count == 0) {
+    cudaGetLastError();
+    throw Error(std::string("CUDA backend: no usable CUDA device (cudaGetDeviceCount: ") +
+                (status == cudaSuccess ? "0 devices" : cudaGetErrorString(status)) +
+                "); run with --device cpu, or --device auto to fall back to the CPU");
+  }
+  PNEUMO_CUDA_CHECK(cudaGetDevice(&device_), "CUDA backend");
+  // The cuDNN sub-libraries load lazily; check them now so a broken install fails here, clearly.
+  PNEUMO_CUDNN_CHECK(cudnnOpsVersionCheck(), "cuDNN ops library (libcudnn_ops) ");
+  PNEUMO_CUDNN_CHECK(cudnnCnnVersionCheck(), "cuDNN cnn library (libcudnn_cnn) ");
+  name_ = device_description(device_, options_.allow_tf32);
+
+  stream_ = cuda::Stream::create();
+  cudnn_ = cuda::CudnnHandle::create();
+  PNEUMO_CUDNN_CHECK(cudnnSetStream(cudnn_.get(), stream_.get()), "binding cuDNN to the stream");
+  cublas_ = cuda::CublasHandle::create();
+  PNEUMO_CUBLAS_CHECK(cublasSetStream(cublas_.get(), stream_.get()),
+                      "binding cuBLAS to the stream");
+  // CUBLAS_DEFAULT_MATH never uses TF32 for fp32 GEMMs (unless NVIDIA_TF32_OVERRIDE says so).
+  PNEUMO_CUBLAS_CHECK(
+      cublasSetMathMode(cublas_.get(),
+                        options_.allow_tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH),
+      options_.allow_tf32 ? "tf32" : "fp32");
+}
+
+CudaBackend::~CudaBackend() {
+  // Let queued work finish before its descriptors and workspace go away; errors cannot be
+  // reported from a destructor.
+  if (stream_) cudaStreamSynchronize(stream_.get());
+}
+
+void CudaBackend::synchronize() {
+  PNEUMO_NVTX_RANGE("synchronize");
+  PNEUMO_CUDA_CHECK(cudaStreamSynchronize(stream_.get()), "CudaBackend::synchronize");
+}
+
+cudnnMathType_t CudaBackend::conv_math_type() const {
+  // CUDNN_DEFAULT_MATH would allow TF32 for fp32 data on Ampere and newer; FMA_MATH forbids it.
+  return options_.allow_tf32 ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH;
+}
+
+void CudaBackend::ensure_workspace(size_t bytes) {
+  if (bytes <= workspace_.bytes()) return;
+  // Free the old block before allocating the new one (no peak of both); queued work that may
+  // still read it must finish first.
+  PNEUMO_CUDA_CHECK(cudaStreamSynchronize(stream_.get()), "growing the workspace to ", bytes,
+                    " bytes");
+  workspace_ = Array<uint8_t>();
+  workspace_ = Array<uint8_t>(static_cast<int64_t>(bytes), Device::Cuda);
+}
+
+size_t CudaBackend::search_workspace_limit() const {
+  size_t free_bytes = 0, total_bytes = 0;
+  PNEUMO_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes), "sizing the search workspace");
+  constexpr size_t kGiB = size_t{1} << 30;
+  return std::max(workspace_.bytes(), std::min(kGiB, free_bytes / 2));
+}
+
+// ---- ReLU ---------------------------------------------------------------------------------------
+
+void CudaBackend::relu_forward(ConstTensorView x, TensorView y) {
+  PNEUMO_NVTX_RANGE("relu_forward");
+  require_device(x, "relu_forward", "x");
+  require_device(y, "relu_forward", "y");
+  require_same_shape(x, y, "relu_forward", "x", "y");
+  kernels::relu_forward(x.data, y.data, x.numel(), stream_.get());
+}
+
+void CudaBackend::relu_backward(ConstTensorView y, ConstTensorView dy, TensorView dx) {
+  PNEUMO_NVTX_RANGE("relu_backward");
+  require_device(y, "relu_backward", "y");
+  require_device(dy, "relu_backward", "dy");
+  require_device(dx, "relu_backward", "dx");
+  require_same_shape(y, dy, "relu_backward", "y", "dy");
+  require_same_shape(dy, dx, "relu_backward", "dy", "dx");
+  kernels::relu_backward(y.data, dy.data, dx.data, y.numel(), stream_.get());
+}
+
+// ---- Max pooling --------------------------------------------------------------------------------
+
+CudaBackend::PoolPlan& CudaBackend::pool_plan(const Shape& x_shape) {
+  const ShapeKey key = nchw(x_shape, "maxpool2d");
+  auto found = pool_plans_.find(key);
+  if (found != pool_plans_.end()) return found->second;
+  const auto [n, c, h, w] = key;
+  PoolPlan plan{cuda::make_tensor_descriptor(n, c, h, w),
+                cuda::make_tensor_descriptor(n, c, (h + 1) / 2, (w + 1) / 2),
+                cuda::make_maxpool2x2_same_descriptor(h, w)};
+  // Guard the padding convention: cuDNN must produce ceil(H/2) x ceil(W/2).
+  int out_n = 0, out_c = 0, out_h = 0, out_w = 0;
+  PNEUMO_CUDNN_CHECK(cudnnGetPooling2dForwardOutputDim(plan.pool.get(), plan.x.get(), &out_n,
+                                                       &out_c, &out_h, &out_w),
+                     "maxpool2d x=", x_shape.str());
+  PNEUMO_CHECK(out_h == (h + 1) / 2 && out_w == (w + 1) / 2, "cuDNN pools ", x_shape.str(), " to ",
+               out_h, "x", out_w, ", expected ceil(H/2) x ceil(W/2)");
+  return pool_plans_.emplace(key, std::move(plan)).first->second;
+}
+
+void CudaBackend::maxpool2d_forward(ConstTensorView x, TensorView y) {
+  PNEUMO_NVTX_RANGE("maxpool2d_forward");
+  require_device(x, "maxpool2d_forward", "x");
+  require_device(y, "maxpool2d_forward", "y");
+  const auto [n, c, h, w] = nchw(x.shape, "maxpool2d_forward");
+  PNEUMO_CHECK(x.shape.rank() == 4 && y.shape == Shape({n, c, (h + 1) / 2, (w + 1) / 2}),
+               "maxpool2d_forward: x ", x.shape.str(),
+               " needs y (N, C, ceil(H/2), ceil(W/2)), got ", y.shape.str());
+  if (options_.pooling == CudaBackendOptions::Pooling::Kernel) {
+    kernels::maxpool2d_forward(x.data, y.data, n * c, h, w, stream_.get());
+    return;
+  }
+  PoolPlan& plan = pool_plan(x.shape);
+  PNEUMO_CUDNN_CHECK(cudnnPoolingForward(cudnn_.get(), plan.pool.get(), &kOne, plan.x.get(), x.data,
+                                         &kZero, plan.y.get(), y.data),
+                     "maxpool2d_forward x=", x.shape.str(), " y=", y.shape.str());
+}
+
+void CudaBackend::maxpool2d_backward(ConstTensorView x, ConstTensorView y, ConstTensorView dy,
+                                     TensorView dx) {
+  PNEUMO_NVTX_RANGE("maxpool2d_backward");
+  require_device(x, "maxpool2d_backward", "x");
+  require_device(y, "maxpool2d_backward", "y");
+  require_device(dy, "maxpool2d_backward", "dy");
+  require_device(dx, "maxpool2d_backward", "dx");
+  const auto [n, c, h, w] = nchw(x.shape, "maxpool2d_backward");
+  PNEUMO_CHECK(x.shape.rank() == 4 && y.shape == Shape({n, c, (h + 1) / 2, (w + 1) / 2}),
+               "maxpool2d_backward: x ", x.shape.str(), " needs y (N, C, ceil(H/2), ceil(W/2)), ",
+               "got ", y.shape.str());
+  require_same_shape(y, dy, "maxpool2d_backward", "y", "dy");
+  require_same_shape(x, dx, "maxpool2d_backward", "x", "dx");
+  if (options_.pooling == CudaBackendOptions::Pooling::Kernel) {
+    kernels::maxpool2d_backward(x.data, dy.data, dx.data, n * c, h, w, stream_.get());
+    return;
+  }
+  // cuDNN recomputes each window's argmax from x and y and routes dy to one element per window
+  // (windows do not overlap at stride 2). Which element takes a tie is not documented: the tests
+  // MaxPoolTies.* check it against the interface's rule (first in row-major order).
+  PoolPlan& plan = pool_plan(x.shape);
+  PNEUMO_CUDNN_CHECK(
+      cudnnPoolingBackward(cudnn_.get(), plan.pool.get(), &kOne, plan.y.get(), y.data, plan.y.get(),
+                           dy.data, plan.x.get(), x.data, &kZero, plan.x.get(), dx.data),
+      "maxpool2d_backward x=", x.shape.str(), " dy=", dy.shape.str());
+}
+
+// ---- Batch normalisation ------------------------------------------------------------------------
+
+CudaBackend::BatchNormPlan& CudaBackend::batchnorm_plan(const Shape& x_shape) {
+  const ShapeKey key = nchw(x_shape, "batchnorm");
+  auto found = batchnorm_plans_.find(key);
+  if (found != batchnorm_plans_.end()) return found->second;
+  BatchNormPlan plan{cuda::make_tensor_descriptor(key[0], key[1], key[2], key[3]),
+                     cuda::TensorDescriptor::create()};
+  PNEUMO_CUDNN_CHECK(
+      cudnnDeriveBNTensorDescriptor(plan.stats.get(), plan.x.get(), CUDNN_BATCHNORM_SPATIAL),
+      "batchnorm x=", x_shape.str());
+  return batchnorm_plans_.emplace(key, std::move(plan)).first->second;
+}
+
+void CudaBackend::batchnorm_forward_training(ConstTensorView x, ConstTensorView gamma,
+                                             ConstTensorView beta, TensorView running_mean,
+                                             TensorView running_var, double average_factor,
+                                             double epsilon, TensorView y, TensorView saved_mean,
+                                             TensorView saved_inv_std) {
+  PNEUMO_NVTX_RANGE("batchnorm_forward_training");
+  constexpr const char* op = "batchnorm_forward_training";
+  require_device({{x, "x"},
+                  {gamma, "gamma"},
+                  {beta, "beta"},
+                  {running_mean, "running_mean"},
+                  {running_var, "running_var"},
+                  {y, "y"},
+                  {saved_mean, "saved_mean"},
+                  {saved_inv_std, "saved_inv_std"}},
+                 op);
+  const auto [n, c, h, w] = nchw(x.shape, op);
+  require_same_shape(x, y, op, "x", "y");
+  require_numel({{gamma, "gamma"},
+                 {beta, "beta"},
+                 {running_mean, "running_mean"},
+                 {running_var, "running_var"},
+                 {saved_mean, "saved_mean"},
+                 {saved_inv_std, "saved_inv_std"}},
+                c, op);
+  PNEUMO_CHECK(n * h * w >= 2, op, ": x ", x.shape.str(),
+               " has one value per channel; the unbiased batch variance needs at least two");
+  PNEUMO_CHECK(epsilon >= CUDNN_BN_MIN_EPSILON, op, ": epsilon ", epsilon,
+               " is below CUDNN_BN_MIN_EPSILON");
+  PNEUMO_CHECK(average_factor >= 0.0 && average_factor <= 1.0, op, ": average factor ",
+               average_factor, " outside [0, 1]");
+  BatchNormPlan& plan = batchnorm_plan(x.shape);
+  // running = (1 - factor) running + factor batch, with the unbiased batch variance; saved
+  // statistics are the batch mean and 1 / sqrt(biased variance + epsilon).
+  PNEUMO_CUDNN_CHECK(
+      cudnnBatchNormalizationForwardTraining(
+          cudnn_.get(), CUDNN_BATCHNORM_SPATIAL, &kOne, &kZero, plan.x.get(), x.data, plan.x.get(),
+          y.data, plan.stats.get(), gamma.data, beta.data, average_factor, running_mean.data,
+          running_var.data, epsilon, saved_mean.data, saved_inv_std.data),
+      op, " x=", x.shape.str(), " factor=", average_factor, " epsilon=", epsilon);
+}
+
+void CudaBackend::batchnorm_forward_inference(ConstTensorView x, ConstTensorView gamma,
+                                              ConstTensorView beta, ConstTensorView running_mean,
+                                              ConstTensorView running_var, double epsilon,
+                                              TensorView y) {
+  PNEUMO_NVTX_RANGE("batchnorm_forward_inference");
+  constexpr const char* op = "batchnorm_forward_inference";
+  require_device({{x, "x"},
+                  {gamma, "gamma"},
+                  {beta, "beta"},
+                  {running_mean, "running_mean"},
+                  {running_var, "running_var"},
+                  {y, "y"}},
+                 op);
+  const int64_t c = nchw(x.shape, op)[1];
+  require_same_shape(x, y, op, "x", "y");
+  require_numel({{gamma, "gamma"},
+                 {beta, "beta"},
+                 {running_mean, "running_mean"},
+                 {running_var, "running_var"}},
+                c, op);
+  PNEUMO_CHECK(epsilon >= CUDNN_BN_MIN_EPSILON, op, ": epsilon ", epsilon,
+               " is below CUDNN_BN_MIN_EPSILON");
+  BatchNormPlan& plan = batchnorm_plan(x.shape);
+  PNEUMO_CUDNN_CHECK(cudnnBatchNormalizationForwardInference(
+                         cudnn_.get(), CUDNN_BATCHNORM_SPATIAL, &kOne, &kZero, plan.x.get(), x.data,
+                         plan.x.get(), y.data, plan.stats.get(), gamma.data, beta.data,
+                         running_mean.data, running_var.data, epsilon),
+                     op, " x=", x.shape.str(), " epsilon=", epsilon);
+}
+
+void CudaBackend::batchnorm_backward(ConstTensorView x, ConstTensorView dy, ConstTensorView gamma,
+                                     ConstTensorView saved_mean, ConstTensorView saved_inv_std,
+                                     double epsilon, TensorView dx, TensorView dgamma,
+                                     TensorView dbeta) {
+  PNEUMO_NVTX_RANGE("batchnorm_backward");
+  constexpr const char* op = "batchnorm_backward";
+  require_device({{x, "x"},
+                  {dy, "dy"},
+                  {gamma, "gamma"},
+                  {saved_mean, "saved_mean"},
+                  {saved_inv_std, "saved_inv_std"},
+                  {dx, "dx"},
+                  {dgamma, "dgamma"},
+                  {dbeta, "dbeta"}},
+                 op);
+  const int64_t c = nchw(x.shape, op)[1];
+  require_same_shape(x, dy, op, "x", "dy");
+  require_same_shape(x, dx, op, "x", "dx");
+  require_numel({{gamma, "gamma"},
+                 {saved_mean, "saved_mean"},
+                 {saved_inv_std, "saved_inv_std"},
+                 {dgamma, "dgamma"},
+                 {dbeta, "dbeta"}},
+                c, op);
+  PNEUMO_CHECK(epsilon >= CUDNN_BN_MIN_EPSILON, op, ": epsilon ", epsilon,
+               " is below CUDNN_BN_MIN_EPSILON");
+  BatchNormPlan& plan = batchnorm_plan(x.shape);
+  // alpha/beta pairs (1, 0): dx, dgamma and dbeta are overwritten, not accumulated.
+  PNEUMO_CUDNN_CHECK(
+      cudnnBatchNormalizationBackward(
+          cudnn_.get(), CUDNN_BATCHNORM_SPATIAL, &kOne, &kZero, &kOne, &kZero, plan.x.get(), x.data,
+          plan.x.get(), dy.data, plan.x.get(), dx.data, plan.stats.get(), gamma.data, dgamma.data,
+          dbeta.data, epsilon, saved_mean.data, saved_inv_std.data),
+      op, " x=", x.shape.str(), " epsilon=", epsilon);
+}
+
+// ---- Dropout ------------------------------------------------------------------------------------
+
+void CudaBackend::dropout_forward(ConstTensorView x, TensorView y, float rate, RngKey key) {
+  PNEUMO_NVTX_RANGE("dropout_forward");
+  require_device(x, "dropout_forward", "x");
+  require_device(y, "dropout_forward", "y");
+  require_same_shape(x, y, "dropout_forward", "x", "y");
+  kernels::dropout_apply(x.data, y.data, x.numel(), rate, key, stream_.get());
+}
+
+void CudaBackend::dropout_backward(ConstTensorView dy, TensorView dx, float rate, RngKey key) {
+  PNEUMO_NVTX_RANGE("dropout_backward");
+  require_device(dy, "dropout_backward", "dy");
+  require_device(dx, "dropout_backward", "dx");
+  require_same_shape(dy, dx, "dropout_backward", "dy", "dx");
+  kernels::dropout_apply(dy.data, dx.data, dy.numel(), rate, key, stream_.get());
+}
+
+// ---- Dense (cuBLAS) -----------------------------------------------------------------------------
+// cuBLAS is column-major; a row-major (r, c) matrix is its transpose in column-major with
+// leading dimension c. So y = x W^T (row-major) is y^T = W x^T (column-major): the operands are
+// swapped and W is read transposed in place. No data is ever transposed.
+
+void CudaBackend::dense_forward(ConstTensorView x, ConstTensorView weight, ConstTensorView bias,
+                                TensorView y) {
+  PNEUMO_NVTX_RANGE("dense_forward");
+  constexpr const char* op = "dense_forward";
+  require_device(x, op, "x");
+  require_device(weight, op, "weight");
+  require_device(bias, op, "bias");
+  require_device(y, op, "y");
+  PNEUMO_CHECK(weight.shape.rank() == 2 && x.shape.rank() >= 1, op, ": weight ", weight.shape.str(),
+               " must be (out, in)");
+  const int64_t out = weight.shape[0], in = weight.shape[1], n = x.shape[0];
+  PNEUMO_CHECK(x.numel() == n * in, op, ": x ", x.shape.str(), " is not (N, ", in, ")");
+  require_numel(bias, out, op, "bias");
+  PNEUMO_CHECK(y.numel() == n * out && y.shape[0] == n, op, ": y ", y.shape.str(), " is not (", n,
+               ", ", out, ")");
+  if (n == 0) return;
+  // y^T (out, N) = W (out, in) . x^T (in, N); W is stored as column-major (in, out): op T.
+  PNEUMO_CUBLAS_CHECK(cublasSgemm(cublas_.get(), CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(out),
+                                  static_cast<int>(n), static_cast<int>(in), &kOne, weight.data,
+                                  static_cast<int>(in), x.data, static_cast<int>(in), &kZero,
+                                  y.data, static_cast<int>(out)),
+                      op, " x=", x.shape.str(), " weight=", weight.shape.str());
+  kernels::bias_activation_forward(y.data, bias.data, n, out, 1, false, stream_.get());
+}
+
+void CudaBackend::dense_backward(ConstTensorView x, ConstTensorView weight, ConstTensorView dy,
+                                 TensorView dx, TensorView dweight, TensorView dbias) {
+  PNEUMO_NVTX_RANGE("dense_backward");
+  constexpr const char* op = "dense_backward";
+  require_device(x, op, "x");
+  require_device(weight, op, "weight");
+  require_device(dy, op, "dy");
+  require_device(dweight, op, "dweight");
+  require_device(dbias, op, "dbias");
+  PNEUMO_CHECK(weight.shape.rank() == 2 && x.shape.rank() >= 1, op, ": weight ", weight.shape.str(),
+               " must be (out, in)");
+  const int64_t out = weight.shape[0], in = weight.shape[1], n = x.shape[0];
+  PNEUMO_CHECK(x.numel() == n * in, op, ": x ", x.shape.str(), " is not (N, ", in, ")");
+  PNEUMO_CHECK(dy.numel() == n * out, op, ": dy ", dy.shape.str(), " is not (", n, ", ", out, ")");
+  require_same_shape(weight, dweight, op, "weight", "dweight");
+  require_numel(dbias, out, op, "dbias");
+  const int in_i = static_cast<int>(in), out_i = static_cast<int>(out), n_i = static_cast<int>(n);
+  if (dx.data != nullptr) {
+    require_device(dx, op, "dx");
+    require_same_shape(x, dx, op, "x", "dx");
+    // dx^T (in, N) = W^T (in, out) . dy^T (out, N); W^T is W's column-major storage: op N.
+    if (n > 0)
+      PNEUMO_CUBLAS_CHECK(
+          cublasSgemm(cublas_.get(), CUBLAS_OP_N, CUBLAS_OP_N, in_i, n_i, out_i, &kOne, weight.data,
+                      in_i, dy.data, out_i, &kZero, dx.data, in_i),
+          op, " (dx) x=", x.shape.str(), " weight=", weight.shape.str());
+  }
+  // dW^T (in, out) = x^T (in, N) . dy (N, out); dy's storage is dy^T (out, N): op T.
+  PNEUMO_CUBLAS_CHECK(cublasSgemm(cublas_.get(), CUBLAS_OP_N, CUBLAS_OP_T, in_i, out_i, n_i, &kOne,
+                                  x.data, in_i, dy.data, out_i, &kZero, dweight.data, in_i),
+                      op, " (dweight) x=", x.shape.str(), " weight=", weight.shape.str());
+  kernels::bias_backward(dy.data, dbias.data, n, out, 1, stream_.get());
+}
+
+// ---- Loss, optimizer, input pipeline ------------------------------------------------------------
+
+void CudaBackend::sigmoid_bce(ConstTensorView logits, ConstTensorView labels,
+                              ConstTensorView weights, TensorView dlogits, TensorView stats) {
+  PNEUMO_NVTX_RANGE("sigmoid_bce");
+  constexpr const char* op = "sigmoid_bce";
+  require_device(logits, op, "logits");
+  require_device(labels, op, "labels");
+  require_device(dlogits, op, "dlogits");
+  require_device(stats, op, "stats");
+  const int64_t n = logits.shape.rank() >= 1 ? logits.shape[0] : 0;
+  PNEUMO_CHECK(logits.numel() == n, op, ": logits ", logits.shape.str(), " must be (N) or (N, 1)");
+  require_numel(labels, n, op, "labels");
+  require_numel(dlogits, n, op, "dlogits");
+  require_numel(stats, 2, op, "stats");
+  if (weights.data != nullptr) {
+    require_device(weights, op, "weights");
+    require_numel(weights, n, op, "weights");
+  }
+  kernels::sigmoid_bce(logits.data, labels.data, weights.data, dlogits.data, stats.data, n,
+                       stream_.get());
+}
+
+void CudaBackend::rmsprop_step(TensorView params, ConstTensorView grads, TensorView mean_square,
+                               float learning_rate, float rho, float epsilon) {
+  PNEUMO_NVTX_RANGE("rmsprop_step");
+  require_device(params, "rmsprop_step", "params");
+  require_device(grads, "rmsprop_step", "grads");
+  require_device(mean_square, "rmsprop_step", "mean_square");
+  require_numel(grads, params.numel(), "rmsprop_step", "grads");
+  require_numel(mean_square, params.numel(), "rmsprop_step", "mean_square");
+  kernels::rmsprop_step(params.data, grads.data, mean_square.data, params.numel(), learning_rate,
+                        rho, epsilon, stream_.get());
+}
+
+void CudaBackend::gather_augment(const uint8_t* images, int64_t image_count, int size,
+                                 const int32_t* indices, const AugmentSettings& settings,
+                                 RngKey key, TensorView out) {
+  PNEUMO_NVTX_RANGE("gather_augment");
+  constexpr const char* op = "gather_augment";
+  require_device(out, op, "out");
+  PNEUMO_CHECK(
+      out.shape.rank() == 4 && out.shape[1] == 1 && out.shape[2] == size && out.shape[3] == size,
+      op, ": out ", out.shape.str(), " must be (N, 1, ", size, ", ", size, ")");
+  const int64_t batch = out.shape[0];
+  if (batch == 0) return;
+  require_device_pointer(images, op, "images");
+  require_device_pointer(indices, op, "indices");
+  augment_batch_cuda(images, image_count, size, indices, static_cast<int>(batch), settings, key,
+                     out.data, stream_.get());
+}
+
+void CudaBackend::gather_values(const float* values, const int32_t* indices, TensorView out) {
+  PNEUMO_NVTX_RANGE("gather_values");
+  require_device(out, "gather_values", "out");
+  if (out.numel() == 0) return;
+  require_device_pointer(values, "gather_values", "values");
+  require_device_pointer(indices, "gather_values", "indices");
+  kernels::gather_values(values, indices, out.data, out.numel(), stream_.get());
+}
+
+// ---- Factory ------------------------------------------------------------------------------------
+
+std::unique_ptr<Backend> make_cuda_backend(bool allow_tf32) {
+  CudaBackendOptions options;
+  options.allow_tf32 = allow_tf32;
+  return std::make_unique<CudaBackend>(options);
+}
+
+}  // namespace pneumo

@@ -1,0 +1,152 @@
+// CudaBackend: the Backend interface on one NVIDIA GPU. Convolution, batch-norm and pooling go
+// through cuDNN descriptors, dense layers through cuBLAS, and the per-element ops through the
+// project's kernels (kernels/*.cu). All work is enqueued on one stream owned by the backend.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <string>
+
+#include "cuda/cuda_raii.hpp"
+#include "pneumo/backend.hpp"
+
+namespace pneumo {
+
+struct CudaBackendOptions {
+  // fp32 (false): cuDNN CUDNN_FMA_MATH and cuBLAS CUBLAS_DEFAULT_MATH, no TF32 anywhere.
+  // tf32 (true): CUDNN_TENSOR_OP_MATH and CUBLAS_TF32_TENSOR_OP_MATH (about 1e-3 relative error).
+  bool allow_tf32 = false;
+  // Which max-pool implementation backs maxpool2d_forward / maxpool2d_backward: cuDNN (the
+  // default), or the hand-written twin in kernels/pooling.cu (tests and benchmarks compare both).
+  enum class Pooling { Cudnn, Kernel };
+  Pooling pooling = Pooling::Cudnn;
+};
+
+class CudaBackend final : public Backend {
+ public:
+  // Uses the current CUDA device; throws pneumo::Error when there is none or a library refuses.
+  explicit CudaBackend(CudaBackendOptions options = {});
+  ~CudaBackend() override;
+  CudaBackend(const CudaBackend&) = delete;
+  CudaBackend& operator=(const CudaBackend&) = delete;
+
+  Device device() const override { return Device::Cuda; }
+  std::string name() const override { return name_; }
+  void synchronize() override;
+
+  void conv2d_forward(ConstTensorView x, ConstTensorView weight, ConstTensorView bias, TensorView y,
+                      bool fuse_relu) override;
+  void conv2d_backward_data(ConstTensorView dy, ConstTensorView weight, TensorView dx) override;
+  void conv2d_backward_filter(ConstTensorView x, ConstTensorView dy, TensorView dweight,
+                              TensorView dbias) override;
+
+  void relu_forward(ConstTensorView x, TensorView y) override;
+  void relu_backward(ConstTensorView y, ConstTensorView dy, TensorView dx) override;
+
+  void maxpool2d_forward(ConstTensorView x, TensorView y) override;
+  void maxpool2d_backward(ConstTensorView x, ConstTensorView y, ConstTensorView dy,
+                          TensorView dx) override;
+
+  void batchnorm_forward_training(ConstTensorView x, ConstTensorView gamma, ConstTensorView beta,
+                                  TensorView running_mean, TensorView running_var,
+                                  double average_factor, double epsilon, TensorView y,
+                                  TensorView saved_mean, TensorView saved_inv_std) override;
+  void batchnorm_forward_inference(ConstTensorView x, ConstTensorView gamma, ConstTensorView beta,
+                                   ConstTensorView running_mean, ConstTensorView running_var,
+                                   double epsilon, TensorView y) override;
+  void batchnorm_backward(ConstTensorView x, ConstTensorView dy, ConstTensorView gamma,
+                          ConstTensorView saved_mean, ConstTensorView saved_inv_std, double epsilon,
+                          TensorView dx, TensorView dgamma, TensorView dbeta) override;
+
+  void dropout_forward(ConstTensorView x, TensorView y, float rate, RngKey key) override;
+  void dropout_backward(ConstTensorView dy, TensorView dx, float rate, RngKey key) override;
+
+  void dense_forward(ConstTensorView x, ConstTensorView weight, ConstTensorView bias,
+                     TensorView y) override;
+  void dense_backward(ConstTensorView x, ConstTensorView weight, ConstTensorView dy, TensorView dx,
+                      TensorView dweight, TensorView dbias) override;
+
+  void sigmoid_bce(ConstTensorView logits, ConstTensorView labels, ConstTensorView weights,
+                   TensorView dlogits, TensorView stats) override;
+
+  void rmsprop_step(TensorView params, ConstTensorView grads, TensorView mean_square,
+                    float learning_rate, float rho, float epsilon) override;
+
+  void gather_augment(const uint8_t* images, int64_t image_count, int size, const int32_t* indices,
+                      const AugmentSettings& settings, RngKey key, TensorView out) override;
+  void gather_values(const float* values, const int32_t* indices, TensorView out) override;
+
+  // ---- Introspection (tests, reports, benchmarks) -----------------------------------------------
+  cudaStream_t stream() const { return stream_.get(); }
+  const CudaBackendOptions& options() const { return options_; }
+  size_t workspace_bytes() const { return workspace_.bytes(); }
+  size_t conv_plan_count() const { return conv_plans_.size(); }
+  // One line per cached convolution shape: the algorithms cuDNN's search chose, their
+  // workspace, math type and whether bias+ReLU ran fused.
+  std::string describe_conv_plans() const;
+
+ private:
+  // Everything cuDNN needs for one convolution shape (N, C, H, W) -> K, built on first use. Each
+  // direction's algorithm is found by measuring (cudnnFind...Ex) the first time that direction
+  // runs, then reused: no search and no allocation on later steps.
+  struct ConvPlan {
+    cuda::TensorDescriptor x, y, bias;  // (N, C, H, W), (N, K, H, W), (1, K, 1, 1)
+    cuda::FilterDescriptor weight;      // (K, C, 3, 3)
+    cuda::ActivationDescriptor relu;
+    // One convolution descriptor per direction: each carries its chosen algorithm's math type.
+    cuda::ConvolutionDescriptor forward_conv, backward_data_conv, backward_filter_conv;
+    bool has_forward = false, has_backward_data = false, has_backward_filter = false;
+    cudnnConvolutionFwdAlgo_t forward_algo{};
+    cudnnConvolutionBwdDataAlgo_t backward_data_algo{};
+    cudnnConvolutionBwdFilterAlgo_t backward_filter_algo{};
+    size_t forward_workspace = 0, backward_data_workspace = 0, backward_filter_workspace = 0;
+    float forward_ms = 0, backward_data_ms = 0, backward_filter_ms = 0;
+    // cudnnConvolutionBiasActivationForward is tried once with the chosen algorithm; if cuDNN
+    // refuses, this shape runs conv + our bias/ReLU kernel from then on (refusal kept for reports).
+    enum class Fusion { Untried, Fused, Unfused } relu_fusion = Fusion::Untried;
+    cudnnStatus_t relu_fusion_refusal = CUDNN_STATUS_SUCCESS;
+  };
+  using ConvKey = std::array<int64_t, 5>;  // N, C, H, W, K
+
+  struct PoolPlan {
+    cuda::TensorDescriptor x, y;  // (N, C, H, W), (N, C, ceil(H/2), ceil(W/2))
+    cuda::PoolingDescriptor pool;
+  };
+  struct BatchNormPlan {
+    cuda::TensorDescriptor x;      // (N, C, H, W); (N, F) is taken as (N, F, 1, 1)
+    cuda::TensorDescriptor stats;  // (1, C, 1, 1), derived by cuDNN for spatial mode
+  };
+  using ShapeKey = std::array<int64_t, 4>;
+
+  ConvPlan& conv_plan(const Shape& x_shape, int64_t out_channels);
+  void find_forward_algorithm(ConvPlan& plan, ConstTensorView x, ConstTensorView weight,
+                              TensorView y);
+  void find_backward_data_algorithm(ConvPlan& plan, ConstTensorView dy, ConstTensorView weight,
+                                    TensorView dx);
+  void find_backward_filter_algorithm(ConvPlan& plan, ConstTensorView x, ConstTensorView dy,
+                                      TensorView dweight);
+  PoolPlan& pool_plan(const Shape& x_shape);
+  BatchNormPlan& batchnorm_plan(const Shape& x_shape);
+  // Grows the one workspace to at least `bytes` (first use of a shape only).
+  void ensure_workspace(size_t bytes);
+  // Most workspace an algorithm search may use: the smaller of 1 GiB and half the free memory.
+  size_t search_workspace_limit() const;
+  cudnnMathType_t conv_math_type() const;
+
+  CudaBackendOptions options_;
+  int device_ = 0;
+  std::string name_;
+  // Declaration order is destruction order reversed: plans and workspace go first, the stream
+  // last (the library handles are bound to it).
+  cuda::Stream stream_;
+  cuda::CudnnHandle cudnn_;
+  cuda::CublasHandle cublas_;
+  Array<uint8_t> workspace_;
+  std::map<ConvKey, ConvPlan> conv_plans_;
+  std::map<ShapeKey, PoolPlan> pool_plans_;
+  std::map<ShapeKey, BatchNormPlan> batchnorm_plans_;
+};
+
+}  // namespace pneumo

@@ -1,0 +1,328 @@
+// CudaBackend's 3x3 'same' convolutions through cuDNN: forward (bias + ReLU fused by
+// cudnnConvolutionBiasActivationForward where cuDNN accepts it), backward data, and backward
+// filter with the bias gradient. Algorithms are chosen once per shape by measuring, then cached.
+#include <algorithm>
+#include <sstream>
+#include <vector>
+
+#include "cuda/cuda_backend.hpp"
+#include "pneumo/kernels.hpp"
+#include "pneumo/nvtx.hpp"
+
+namespace pneumo {
+
+namespace {
+
+constexpr float kOne = 1.0f;
+constexpr float kZero = 0.0f;
+
+void require_device(const ConstTensorView& t, const char* op, const char* what) {
+  PNEUMO_CHECK(t.device == Device::Cuda && (t.data != nullptr || t.numel() == 0), op, ": ", what,
+               " ", t.shape.str(),
+               " is not a device tensor; the CUDA backend takes device "
+               "tensors only");
+}
+
+// x: (N, C, H, W), weight: (K, C, 3, 3), y or dy: (N, K, H, W).
+void check_conv_shapes(const char* op, const Shape& x, const Shape& weight, const Shape& y) {
+  PNEUMO_CHECK(x.rank() == 4 && weight.rank() == 4 && weight[1] == x.c() && weight[2] == 3 &&
+                   weight[3] == 3 && y == Shape({x.n(), weight[0], x.h(), x.w()}),
+               op, ": shapes do not fit a 3x3 'same' convolution: x ", x.str(), ", weight ",
+               weight.str(), ", output ", y.str(),
+               " (expected x (N, C, H, W), weight (K, C, 3, 3), output (N, K, H, W))");
+}
+
+// cuDNN 9 groups status codes by thousands (2xxx BAD_PARAM, 3xxx NOT_SUPPORTED, 4xxx INTERNAL,
+// ...). A BAD_PARAM means our call is wrong; anything else from the first fused attempt (no
+// engine for this math type, a runtime-compiled engine that cannot build) means "use the
+// unfused path".
+bool is_bad_param(cudnnStatus_t status) {
+  return static_cast<int>(status) / 1000 == static_cast<int>(CUDNN_STATUS_BAD_PARAM) / 1000;
+}
+
+// The algorithm to keep from a search's results (sorted fastest first): the fastest that ran
+// and fits the workspace, without TF32 unless allowed, preferring deterministic algorithms so
+// that a training run repeats bit for bit; a non-deterministic one only when nothing else ran.
+template <class Perf>
+const Perf* choose_algorithm(const std::vector<Perf>& results, int count, size_t workspace_limit,
+                             bool allow_tf32) {
+  auto usable = [&](const Perf& p) {
+    const bool math_ok = p.mathType != CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION &&
+                         (allow_tf32 || p.mathType != CUDNN_TENSOR_OP_MATH);
+    return p.status == CUDNN_STATUS_SUCCESS && p.memory <= workspace_limit && math_ok;
+  };
+  for (int i = 0; i < count; ++i)
+    if (usable(results[i]) && results[i].determinism == CUDNN_DETERMINISTIC) return &results[i];
+  for (int i = 0; i < count; ++i)
+    if (usable(results[i])) return &results[i];
+  return nullptr;
+}
+
+template <class Perf>
+std::string describe_results(const std::vector<Perf>& results, int count) {
+  std::ostringstream out;
+  for (int i = 0; i < count; ++i)
+    out << (i ? "; " : "") << "algo " << static_cast<int>(results[i].algo) << ": "
+        << cudnnGetErrorString(results[i].status) << ", " << results[i].memory << " B, "
+        << cuda::math_type_name(results[i].mathType);
+  return out.str();
+}
+
+}  // namespace
+
+// ---- Plans and algorithm search -----------------------------------------------------------------
+
+CudaBackend::ConvPlan& CudaBackend::conv_plan(const Shape& x_shape, int64_t out_channels) {
+  const ConvKey key{x_shape.n(), x_shape.c(), x_shape.h(), x_shape.w(), out_channels};
+  auto found = conv_plans_.find(key);
+  if (found != conv_plans_.end()) return found->second;
+  ConvPlan plan;
+  plan.x = cuda::make_tensor_descriptor(x_shape.n(), x_shape.c(), x_shape.h(), x_shape.w());
+  plan.y = cuda::make_tensor_descriptor(x_shape.n(), out_channels, x_shape.h(), x_shape.w());
+  plan.bias = cuda::make_tensor_descriptor(1, out_channels, 1, 1);
+  plan.weight = cuda::make_filter_descriptor(out_channels, x_shape.c(), 3, 3);
+  plan.relu = cuda::make_relu_descriptor();
+  plan.forward_conv = cuda::make_conv3x3_same_descriptor(conv_math_type());
+  plan.backward_data_conv = cuda::make_conv3x3_same_descriptor(conv_math_type());
+  plan.backward_filter_conv = cuda::make_conv3x3_same_descriptor(conv_math_type());
+  return conv_plans_.emplace(key, std::move(plan)).first->second;
+}
+
+// Each search: size a workspace for the hungriest algorithm (capped), let cuDNN run and time
+// every algorithm on the real buffers (the output is scratch until the real call), keep one.
+void CudaBackend::find_forward_algorithm(ConvPlan& plan, ConstTensorView x, ConstTensorView weight,
+                                         TensorView y) {
+  PNEUMO_NVTX_RANGE("conv2d_forward algorithm search");
+  size_t wanted = 0;
+  for (int a = 0; a < CUDNN_CONVOLUTION_FWD_ALGO_COUNT; ++a) {
+    size_t bytes = 0;
+    if (cudnnGetConvolutionForwardWorkspaceSize(
+            cudnn_.get(), plan.x.get(), plan.weight.get(), plan.forward_conv.get(), plan.y.get(),
+            static_cast<cudnnConvolutionFwdAlgo_t>(a), &bytes) == CUDNN_STATUS_SUCCESS)
+      wanted = std::max(wanted, bytes);
+  }
+  ensure_workspace(std::min(wanted, search_workspace_limit()));
+  int requested = 0, returned = 0;
+  PNEUMO_CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithmMaxCount(cudnn_.get(), &requested),
+                     "conv2d_forward x=", x.shape.str());
+  std::vector<cudnnConvolutionFwdAlgoPerf_t> results(static_cast<size_t>(requested));
+  PNEUMO_CUDNN_CHECK(cudnnFindConvolutionForwardAlgorithmEx(
+                         cudnn_.get(), plan.x.get(), x.data, plan.weight.get(), weight.data,
+                         plan.forward_conv.get(), plan.y.get(), y.data, requested, &returned,
+                         results.data(), workspace_.data(), workspace_.bytes()),
+                     "conv2d_forward algorithm search x=", x.shape.str(),
+                     " weight=", weight.shape.str());
+  const auto* best = choose_algorithm(results, returned, workspace_.bytes(), options_.allow_tf32);
+  PNEUMO_CHECK(best != nullptr, "conv2d_forward x=", x.shape.str(), " weight=", weight.shape.str(),
+               ": no cuDNN algorithm ran (", describe_results(results, returned), ")");
+  plan.forward_algo = best->algo;
+  plan.forward_workspace = best->memory;
+  plan.forward_ms = best->time;
+  PNEUMO_CUDNN_CHECK(
+      cudnnSetConvolutionMathType(plan.forward_conv.get(),
+                                  options_.allow_tf32 ? best->mathType : CUDNN_FMA_MATH),
+      "conv2d_forward x=", x.shape.str());
+  plan.has_forward = true;
+}
+
+void CudaBackend::find_backward_data_algorithm(ConvPlan& plan, ConstTensorView dy,
+                                               ConstTensorView weight, TensorView dx) {
+  PNEUMO_NVTX_RANGE("conv2d_backward_data algorithm search");
+  size_t wanted = 0;
+  for (int a = 0; a < CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT; ++a) {
+    size_t bytes = 0;
+    if (cudnnGetConvolutionBackwardDataWorkspaceSize(cudnn_.get(), plan.weight.get(), plan.y.get(),
+                                                     plan.backward_data_conv.get(), plan.x.get(),
+                                                     static_cast<cudnnConvolutionBwdDataAlgo_t>(a),
+                                                     &bytes) == CUDNN_STATUS_SUCCESS)
+      wanted = std::max(wanted, bytes);
+  }
+  ensure_workspace(std::min(wanted, search_workspace_limit()));
+  int requested = 0, returned = 0;
+  PNEUMO_CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithmMaxCount(cudnn_.get(), &requested),
+                     "conv2d_backward_data dy=", dy.shape.str());
+  std::vector<cudnnConvolutionBwdDataAlgoPerf_t> results(static_cast<size_t>(requested));
+  PNEUMO_CUDNN_CHECK(cudnnFindConvolutionBackwardDataAlgorithmEx(
+                         cudnn_.get(), plan.weight.get(), weight.data, plan.y.get(), dy.data,
+                         plan.backward_data_conv.get(), plan.x.get(), dx.data, requested, &returned,
+                         results.data(), workspace_.data(), workspace_.bytes()),
+                     "conv2d_backward_data algorithm search dy=", dy.shape.str(),
+                     " weight=", weight.shape.str());
+  const auto* best = choose_algorithm(results, returned, workspace_.bytes(), options_.allow_tf32);
+  PNEUMO_CHECK(best != nullptr, "conv2d_backward_data dy=", dy.shape.str(),
+               " weight=", weight.shape.str(), ": no cuDNN algorithm ran (",
+               describe_results(results, returned), ")");
+  plan.backward_data_algo = best->algo;
+  plan.backward_data_workspace = best->memory;
+  plan.backward_data_ms = best->time;
+  PNEUMO_CUDNN_CHECK(
+      cudnnSetConvolutionMathType(plan.backward_data_conv.get(),
+                                  options_.allow_tf32 ? best->mathType : CUDNN_FMA_MATH),
+      "conv2d_backward_data dy=", dy.shape.str());
+  plan.has_backward_data = true;
+}
+
+void CudaBackend::find_backward_filter_algorithm(ConvPlan& plan, ConstTensorView x,
+                                                 ConstTensorView dy, TensorView dweight) {
+  PNEUMO_NVTX_RANGE("conv2d_backward_filter algorithm search");
+  size_t wanted = 0;
+  for (int a = 0; a < CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT; ++a) {
+    size_t bytes = 0;
+    if (cudnnGetConvolutionBackwardFilterWorkspaceSize(
+            cudnn_.get(), plan.x.get(), plan.y.get(), plan.backward_filter_conv.get(),
+            plan.weight.get(), static_cast<cudnnConvolutionBwdFilterAlgo_t>(a),
+            &bytes) == CUDNN_STATUS_SUCCESS)
+      wanted = std::max(wanted, bytes);
+  }
+  ensure_workspace(std::min(wanted, search_workspace_limit()));
+  int requested = 0, returned = 0;
+  PNEUMO_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithmMaxCount(cudnn_.get(), &requested),
+                     "conv2d_backward_filter x=", x.shape.str());
+  std::vector<cudnnConvolutionBwdFilterAlgoPerf_t> results(static_cast<size_t>(requested));
+  PNEUMO_CUDNN_CHECK(
+      cudnnFindConvolutionBackwardFilterAlgorithmEx(
+          cudnn_.get(), plan.x.get(), x.data, plan.y.get(), dy.data,
+          plan.backward_filter_conv.get(), plan.weight.get(), dweight.data, requested, &returned,
+          results.data(), workspace_.data(), workspace_.bytes()),
+      "conv2d_backward_filter algorithm search x=", x.shape.str(), " dy=", dy.shape.str());
+  const auto* best = choose_algorithm(results, returned, workspace_.bytes(), options_.allow_tf32);
+  PNEUMO_CHECK(best != nullptr, "conv2d_backward_filter x=", x.shape.str(), " dy=", dy.shape.str(),
+               ": no cuDNN algorithm ran (", describe_results(results, returned), ")");
+  plan.backward_filter_algo = best->algo;
+  plan.backward_filter_workspace = best->memory;
+  plan.backward_filter_ms = best->time;
+  PNEUMO_CUDNN_CHECK(
+      cudnnSetConvolutionMathType(plan.backward_filter_conv.get(),
+                                  options_.allow_tf32 ? best->mathType : CUDNN_FMA_MATH),
+      "conv2d_backward_filter x=", x.shape.str());
+  plan.has_backward_filter = true;
+}
+
+std::string CudaBackend::describe_conv_plans() const {
+  std::ostringstream out;
+  for (const auto& [key, plan] : conv_plans_) {
+    out << "conv (" << key[0] << ", " << key[1] << ", " << key[2] << ", " << key[3] << ") -> "
+        << key[4] << ":";
+    if (plan.has_forward) {
+      std::string fusion = "not run";
+      if (plan.relu_fusion == ConvPlan::Fusion::Fused) fusion = "fused";
+      if (plan.relu_fusion == ConvPlan::Fusion::Unfused)
+        fusion =
+            std::string("unfused, cuDNN said ") + cudnnGetErrorString(plan.relu_fusion_refusal);
+      out << " forward algo " << plan.forward_algo << " (" << plan.forward_ms << " ms, "
+          << plan.forward_workspace << " B, bias+relu " << fusion << ")";
+    }
+    if (plan.has_backward_data)
+      out << " backward-data algo " << plan.backward_data_algo << " (" << plan.backward_data_ms
+          << " ms, " << plan.backward_data_workspace << " B)";
+    if (plan.has_backward_filter)
+      out << " backward-filter algo " << plan.backward_filter_algo << " ("
+          << plan.backward_filter_ms << " ms, " << plan.backward_filter_workspace << " B)";
+    out << "\n";
+  }
+  out << "workspace " << workspace_.bytes() << " B, math " << cuda::math_type_name(conv_math_type())
+      << "\n";
+  return out.str();
+}
+
+// ---- The ops ------------------------------------------------------------------------------------
+
+void CudaBackend::conv2d_forward(ConstTensorView x, ConstTensorView weight, ConstTensorView bias,
+                                 TensorView y, bool fuse_relu) {
+  PNEUMO_NVTX_RANGE("conv2d_forward");
+  constexpr const char* op = "conv2d_forward";
+  require_device(x, op, "x");
+  require_device(weight, op, "weight");
+  require_device(bias, op, "bias");
+  require_device(y, op, "y");
+  check_conv_shapes(op, x.shape, weight.shape, y.shape);
+  const int64_t k = weight.shape[0];
+  PNEUMO_CHECK(bias.numel() == k, op, ": bias ", bias.shape.str(), " must have ", k, " elements");
+  if (x.numel() == 0 || y.numel() == 0) return;
+  ConvPlan& plan = conv_plan(x.shape, k);
+  if (!plan.has_forward) find_forward_algorithm(plan, x, weight, y);
+
+  if (fuse_relu && plan.relu_fusion != ConvPlan::Fusion::Unfused) {
+    // y = relu(conv(x) + bias) in one call. z (the residual input) is y with alpha2 = 0, as
+    // PyTorch's cudnn_convolution_relu does; the chosen algorithm is tried once, and a refusal
+    // switches this shape to the unfused path below for good.
+    const cudnnStatus_t status = cudnnConvolutionBiasActivationForward(
+        cudnn_.get(), &kOne, plan.x.get(), x.data, plan.weight.get(), weight.data,
+        plan.forward_conv.get(), plan.forward_algo, workspace_.data(), plan.forward_workspace,
+        &kZero, plan.y.get(), y.data, plan.bias.get(), bias.data, plan.relu.get(), plan.y.get(),
+        y.data);
+    if (status == CUDNN_STATUS_SUCCESS) {
+      plan.relu_fusion = ConvPlan::Fusion::Fused;
+      return;
+    }
+    if (plan.relu_fusion == ConvPlan::Fusion::Untried && !is_bad_param(status)) {
+      plan.relu_fusion = ConvPlan::Fusion::Unfused;
+      plan.relu_fusion_refusal = status;
+      cudaGetLastError();  // a failed launch inside cuDNN must not be blamed on our next kernel
+    } else {
+      cuda::throw_cudnn_error(status, "cudnnConvolutionBiasActivationForward", __FILE__, __LINE__,
+                              detail::concat(op, " x=", x.shape.str(), " weight=",
+                                             weight.shape.str(), " algo=", plan.forward_algo));
+    }
+  }
+  PNEUMO_CUDNN_CHECK(cudnnConvolutionForward(
+                         cudnn_.get(), &kOne, plan.x.get(), x.data, plan.weight.get(), weight.data,
+                         plan.forward_conv.get(), plan.forward_algo, workspace_.data(),
+                         plan.forward_workspace, &kZero, plan.y.get(), y.data),
+                     op, " x=", x.shape.str(), " weight=", weight.shape.str(),
+                     " algo=", plan.forward_algo);
+  // y: (N, K, H*W) += bias[k], then relu when asked.
+  kernels::bias_activation_forward(y.data, bias.data, x.shape.n(), k, x.shape.h() * x.shape.w(),
+                                   fuse_relu, stream_.get());
+}
+
+void CudaBackend::conv2d_backward_data(ConstTensorView dy, ConstTensorView weight, TensorView dx) {
+  PNEUMO_NVTX_RANGE("conv2d_backward_data");
+  constexpr const char* op = "conv2d_backward_data";
+  require_device(dy, op, "dy");
+  require_device(weight, op, "weight");
+  require_device(dx, op, "dx");
+  check_conv_shapes(op, dx.shape, weight.shape, dy.shape);
+  if (dx.numel() == 0 || dy.numel() == 0) return;
+  ConvPlan& plan = conv_plan(dx.shape, weight.shape[0]);
+  if (!plan.has_backward_data) find_backward_data_algorithm(plan, dy, weight, dx);
+  PNEUMO_CUDNN_CHECK(cudnnConvolutionBackwardData(
+                         cudnn_.get(), &kOne, plan.weight.get(), weight.data, plan.y.get(), dy.data,
+                         plan.backward_data_conv.get(), plan.backward_data_algo, workspace_.data(),
+                         plan.backward_data_workspace, &kZero, plan.x.get(), dx.data),
+                     op, " dy=", dy.shape.str(), " weight=", weight.shape.str(),
+                     " algo=", plan.backward_data_algo);
+}
+
+void CudaBackend::conv2d_backward_filter(ConstTensorView x, ConstTensorView dy, TensorView dweight,
+                                         TensorView dbias) {
+  PNEUMO_NVTX_RANGE("conv2d_backward_filter");
+  constexpr const char* op = "conv2d_backward_filter";
+  require_device(x, op, "x");
+  require_device(dy, op, "dy");
+  require_device(dweight, op, "dweight");
+  require_device(dbias, op, "dbias");
+  check_conv_shapes(op, x.shape, dweight.shape, dy.shape);
+  const int64_t k = dweight.shape[0];
+  PNEUMO_CHECK(dbias.numel() == k, op, ": dbias ", dbias.shape.str(), " must have ", k,
+               " elements");
+  if (x.numel() == 0) {  // empty batch: the sums over it are zero
+    zero_bytes(dweight.data, Device::Cuda, static_cast<size_t>(dweight.numel()) * sizeof(float));
+    zero_bytes(dbias.data, Device::Cuda, static_cast<size_t>(k) * sizeof(float));
+    return;
+  }
+  ConvPlan& plan = conv_plan(x.shape, k);
+  if (!plan.has_backward_filter) find_backward_filter_algorithm(plan, x, dy, dweight);
+  PNEUMO_CUDNN_CHECK(
+      cudnnConvolutionBackwardFilter(
+          cudnn_.get(), &kOne, plan.x.get(), x.data, plan.y.get(), dy.data,
+          plan.backward_filter_conv.get(), plan.backward_filter_algo, workspace_.data(),
+          plan.backward_filter_workspace, &kZero, plan.weight.get(), dweight.data),
+      op, " x=", x.shape.str(), " dy=", dy.shape.str(), " algo=", plan.backward_filter_algo);
+  // dbias (K) = sum of dy over N, H, W.
+  PNEUMO_CUDNN_CHECK(cudnnConvolutionBackwardBias(cudnn_.get(), &kOne, plan.y.get(), dy.data,
+                                                  &kZero, plan.bias.get(), dbias.data),
+                     op, " (dbias) dy=", dy.shape.str());
+}
+
+}  // namespace pneumo

@@ -1,0 +1,745 @@
+// CPU-vs-CUDA parity for every Backend op: the same inputs go through the CPU backend (the
+// reference) and the CUDA backend, and the outputs are compared with all_close. Every CUDA test
+// calls PNEUMO_REQUIRE_CUDA() first (skips without a device) and checks that its outputs really
+// are device memory. CUDA outputs start as NaN, so an element an op fails to write shows up.
+// Tolerances (|a - e| <= atol + rtol |e|, atol = rtol * max|e| unless stated):
+//   conv forward / backward-data 1e-4, backward-filter 2e-4 (sums over N*H*W), dense 1e-4,
+//   batch-norm 1e-4 (backward 1e-3), loss and RMSprop 1e-5, TF32 paths 5e-3;
+//   pooling, ReLU, dropout and gathers exact.
+#include <cuda_runtime_api.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <iostream>
+#include <iterator>
+#include <limits>
+#include <memory>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "cuda/cuda_backend.hpp"
+#include "pneumo/elementwise.hpp"
+#include "test_util.hpp"
+
+namespace pneumo {
+namespace {
+
+using testing::all_close;
+using testing::random_values;
+using testing::to_host;
+
+// ---- Helpers ------------------------------------------------------------------------------------
+
+::testing::AssertionResult is_device_memory(const void* ptr) {
+  cudaPointerAttributes attributes{};
+  const cudaError_t status = cudaPointerGetAttributes(&attributes, ptr);
+  if (status != cudaSuccess)
+    return ::testing::AssertionFailure()
+           << "cudaPointerGetAttributes: " << cudaGetErrorString(status);
+  if (attributes.type != cudaMemoryTypeDevice)
+    return ::testing::AssertionFailure() << "memory type " << attributes.type << ", not device";
+  return ::testing::AssertionSuccess();
+}
+#define EXPECT_ON_DEVICE(tensor) \
+  EXPECT_TRUE(is_device_memory((tensor).data())) << #tensor " is not CUDA device memory"
+
+float max_abs(const std::vector<float>& values) {
+  float m = 0.0f;
+  for (float v : values) m = std::max(m, std::fabs(v));
+  return m;
+}
+
+// all_close with atol scaled to the expected tensor's largest magnitude: entries that cancel to
+// near zero are judged against the tensor's scale, not their own.
+::testing::AssertionResult close_to(ConstTensorView actual, ConstTensorView expected, double rtol,
+                                    const std::string& what) {
+  const std::vector<float> e = to_host(expected);
+  const double atol = rtol * std::max<double>(max_abs(e), 1e-20);
+  return all_close(actual, expected, atol, rtol, what);
+}
+
+::testing::AssertionResult exactly_equal(ConstTensorView actual, ConstTensorView expected,
+                                         const std::string& what) {
+  return all_close(actual, expected, 0.0, 0.0, what);
+}
+
+std::vector<float> uniform(int64_t count, uint32_t seed, float lo, float hi) {
+  return random_values(count, seed, lo, hi);
+}
+
+// ReLU'd values on a coarse grid: most are exactly 0 and the rest repeat, so pooling windows are
+// full of ties.
+std::vector<float> tie_heavy_values(int64_t count, uint32_t seed) {
+  std::vector<float> values = uniform(count, seed, -1.0f, 1.0f);
+  for (float& v : values) v = std::max(0.0f, std::round(v * 4.0f) / 4.0f);
+  return values;
+}
+
+// Backends under test, and same-valued tensors on both.
+class Parity : public ::testing::Test {
+ protected:
+  struct Pair {
+    Tensor cpu, cuda;
+  };
+
+  void SetUp() override {
+    PNEUMO_REQUIRE_CUDA();
+    cpu_ = make_cpu_backend(0);
+    cuda_ = make_cuda_backend(false);
+    ASSERT_EQ(cpu_->device(), Device::Cpu);
+    ASSERT_EQ(cuda_->device(), Device::Cuda);
+  }
+
+  Pair upload(const Shape& shape, const std::vector<float>& values) {
+    return {Tensor::from_host(shape, values.data(), Device::Cpu),
+            Tensor::from_host(shape, values.data(), Device::Cuda)};
+  }
+  Pair random(const Shape& shape, uint32_t seed, float lo = -1.0f, float hi = 1.0f) {
+    return upload(shape, uniform(shape.numel(), seed, lo, hi));
+  }
+  // Output tensors: CPU zeros, CUDA NaN (a missed write stays NaN and fails all_close).
+  Pair output(const Shape& shape) {
+    std::vector<float> nan(static_cast<size_t>(shape.numel()),
+                           std::numeric_limits<float>::quiet_NaN());
+    return {Tensor::zeros(shape, Device::Cpu), Tensor::from_host(shape, nan.data(), Device::Cuda)};
+  }
+
+  std::unique_ptr<Backend> cpu_, cuda_;
+};
+
+// ---- Convolution --------------------------------------------------------------------------------
+
+struct ConvCase {
+  int64_t n, c, h, w, k;
+};
+void PrintTo(const ConvCase& p, std::ostream* os) {
+  *os << "x (" << p.n << ", " << p.c << ", " << p.h << ", " << p.w << ") -> K=" << p.k;
+}
+std::string conv_case_name(const ::testing::TestParamInfo<ConvCase>& info) {
+  const ConvCase& p = info.param;
+  std::ostringstream out;
+  out << "n" << p.n << "_c" << p.c << "_" << p.h << "x" << p.w << "_k" << p.k;
+  return out.str();
+}
+
+class ConvParity : public Parity, public ::testing::WithParamInterface<ConvCase> {
+ protected:
+  Shape x_shape() const { return {GetParam().n, GetParam().c, GetParam().h, GetParam().w}; }
+  Shape y_shape() const { return {GetParam().n, GetParam().k, GetParam().h, GetParam().w}; }
+  Shape w_shape() const { return {GetParam().k, GetParam().c, 3, 3}; }
+  // Weights scaled by 1/sqrt(fan_in) keep outputs of order one at every layer size.
+  Pair weights(uint32_t seed) {
+    const float scale = 1.0f / std::sqrt(static_cast<float>(GetParam().c * 9));
+    return random(w_shape(), seed, -scale, scale);
+  }
+};
+
+TEST_P(ConvParity, ForwardWithAndWithoutFusedRelu) {
+  Pair x = random(x_shape(), 1), w = weights(2), b = random({GetParam().k}, 3, -0.5f, 0.5f);
+  for (bool fuse_relu : {false, true}) {
+    Pair y = output(y_shape());
+    cpu_->conv2d_forward(x.cpu, w.cpu, b.cpu, y.cpu, fuse_relu);
+    cuda_->conv2d_forward(x.cuda, w.cuda, b.cuda, y.cuda, fuse_relu);
+    EXPECT_ON_DEVICE(y.cuda);
+    EXPECT_TRUE(close_to(y.cuda, y.cpu, 1e-4, fuse_relu ? "conv+bias+relu" : "conv+bias"));
+  }
+}
+
+// The fused path passes y as cuDNN's z input with alpha2 = 0; whatever y held before (NaN here,
+// after the algorithm search has run) must not leak into the result.
+TEST_P(ConvParity, FusedForwardIgnoresWhatTheOutputHeld) {
+  Pair x = random(x_shape(), 4), w = weights(5), b = random({GetParam().k}, 6, -0.5f, 0.5f);
+  Pair y = output(y_shape());
+  cuda_->conv2d_forward(x.cuda, w.cuda, b.cuda, y.cuda, true);  // searches, caches the plan
+  std::vector<float> nan(static_cast<size_t>(y_shape().numel()),
+                         std::numeric_limits<float>::quiet_NaN());
+  y.cuda.copy_from(ConstTensorView(nan.data(), y_shape(), Device::Cpu));
+  cuda_->conv2d_forward(x.cuda, w.cuda, b.cuda, y.cuda, true);
+  cpu_->conv2d_forward(x.cpu, w.cpu, b.cpu, y.cpu, true);
+  EXPECT_TRUE(close_to(y.cuda, y.cpu, 1e-4, "conv+bias+relu over a NaN-filled output"));
+}
+
+TEST_P(ConvParity, BackwardData) {
+  Pair dy = random(y_shape(), 7), w = weights(8), dx = output(x_shape());
+  cpu_->conv2d_backward_data(dy.cpu, w.cpu, dx.cpu);
+  cuda_->conv2d_backward_data(dy.cuda, w.cuda, dx.cuda);
+  EXPECT_ON_DEVICE(dx.cuda);
+  EXPECT_TRUE(close_to(dx.cuda, dx.cpu, 1e-4, "dx"));
+}
+
+TEST_P(ConvParity, BackwardFilterAndBias) {
+  Pair x = random(x_shape(), 9), dy = random(y_shape(), 10);
+  Pair dw = output(w_shape()), db = output({GetParam().k});
+  cpu_->conv2d_backward_filter(x.cpu, dy.cpu, dw.cpu, db.cpu);
+  cuda_->conv2d_backward_filter(x.cuda, dy.cuda, dw.cuda, db.cuda);
+  EXPECT_ON_DEVICE(dw.cuda);
+  EXPECT_ON_DEVICE(db.cuda);
+  EXPECT_TRUE(close_to(dw.cuda, dw.cpu, 2e-4, "dweight"));
+  EXPECT_TRUE(close_to(db.cuda, db.cpu, 1e-4, "dbias"));
+}
+
+INSTANTIATE_TEST_SUITE_P(AwkwardShapes, ConvParity,
+                         ::testing::Values(ConvCase{1, 1, 1, 1, 1}, ConvCase{1, 1, 5, 5, 1},
+                                           ConvCase{1, 3, 7, 9, 4}, ConvCase{2, 5, 8, 6, 3},
+                                           ConvCase{3, 2, 4, 1, 2}, ConvCase{1, 17, 11, 13, 33}),
+                         conv_case_name);
+// The seed network's five convolutions at batch 2-4.
+INSTANTIATE_TEST_SUITE_P(ModelShapes, ConvParity,
+                         ::testing::Values(ConvCase{2, 1, 150, 150, 32},
+                                           ConvCase{3, 32, 75, 75, 64}, ConvCase{4, 64, 38, 38, 64},
+                                           ConvCase{2, 64, 19, 19, 128},
+                                           ConvCase{3, 128, 10, 10, 256}),
+                         conv_case_name);
+
+// ---- ReLU ---------------------------------------------------------------------------------------
+
+TEST_F(Parity, ReluForwardAndBackwardIncludingInPlace) {
+  const Shape shape{3, 5, 7, 9};
+  Pair x = random(shape, 11), dy = random(shape, 12);
+  Pair y = output(shape), dx = output(shape);
+  cpu_->relu_forward(x.cpu, y.cpu);
+  cuda_->relu_forward(x.cuda, y.cuda);
+  EXPECT_ON_DEVICE(y.cuda);
+  EXPECT_TRUE(exactly_equal(y.cuda, y.cpu, "relu y"));
+  cpu_->relu_backward(y.cpu, dy.cpu, dx.cpu);
+  cuda_->relu_backward(y.cuda, dy.cuda, dx.cuda);
+  EXPECT_ON_DEVICE(dx.cuda);
+  EXPECT_TRUE(exactly_equal(dx.cuda, dx.cpu, "relu dx"));
+  // In place: y aliases x, dx aliases dy.
+  cuda_->relu_forward(x.cuda, x.cuda);
+  EXPECT_TRUE(exactly_equal(x.cuda, y.cpu, "relu in place"));
+  cuda_->relu_backward(y.cuda, dy.cuda, dy.cuda);
+  EXPECT_TRUE(exactly_equal(dy.cuda, dx.cpu, "relu backward in place"));
+}
+
+// ---- Max pooling --------------------------------------------------------------------------------
+
+struct PoolCase {
+  int64_t n, c, h, w;
+};
+void PrintTo(const PoolCase& p, std::ostream* os) {
+  *os << "(" << p.n << ", " << p.c << ", " << p.h << ", " << p.w << ")";
+}
+std::string pool_case_name(const ::testing::TestParamInfo<PoolCase>& info) {
+  const PoolCase& p = info.param;
+  std::ostringstream out;
+  out << "n" << p.n << "_c" << p.c << "_" << p.h << "x" << p.w;
+  return out.str();
+}
+
+// Runs every check on both CUDA implementations: cuDNN (the backend's default) and the
+// hand-written kernels.
+class MaxPoolParity : public Parity, public ::testing::WithParamInterface<PoolCase> {
+ protected:
+  void SetUp() override {
+    Parity::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
+    CudaBackendOptions options;
+    options.pooling = CudaBackendOptions::Pooling::Kernel;
+    kernel_pool_ = std::make_unique<CudaBackend>(options);
+  }
+  Shape x_shape() const { return {GetParam().n, GetParam().c, GetParam().h, GetParam().w}; }
+  Shape y_shape() const {
+    return {GetParam().n, GetParam().c, (GetParam().h + 1) / 2, (GetParam().w + 1) / 2};
+  }
+  void check(const std::vector<float>& x_values, const char* what) {
+    Pair x = upload(x_shape(), x_values), dy = random(y_shape(), 21);
+    Pair y = output(y_shape()), dx = output(x_shape());
+    cpu_->maxpool2d_forward(x.cpu, y.cpu);
+    cpu_->maxpool2d_backward(x.cpu, y.cpu, dy.cpu, dx.cpu);
+    for (Backend* backend : {cuda_.get(), static_cast<Backend*>(kernel_pool_.get())}) {
+      const std::string impl = backend == cuda_.get() ? "cudnn " : "kernel ";
+      Pair yc = output(y_shape()), dxc = output(x_shape());
+      backend->maxpool2d_forward(x.cuda, yc.cuda);
+      backend->maxpool2d_backward(x.cuda, yc.cuda, dy.cuda, dxc.cuda);
+      EXPECT_ON_DEVICE(yc.cuda);
+      EXPECT_ON_DEVICE(dxc.cuda);
+      EXPECT_TRUE(exactly_equal(yc.cuda, y.cpu, impl + what + " y"));
+      EXPECT_TRUE(exactly_equal(dxc.cuda, dx.cpu, impl + what + " dx"));
+    }
+  }
+  std::unique_ptr<CudaBackend> kernel_pool_;
+};
+
+TEST_P(MaxPoolParity, DistinctValues) { check(uniform(x_shape().numel(), 22, -1, 1), "random"); }
+
+// ReLU'd inputs: ties everywhere; the gradient goes to the first maximum in row-major order.
+TEST_P(MaxPoolParity, TiesGoToTheFirstMaximum) {
+  check(tie_heavy_values(x_shape().numel(), 23), "ties");
+}
+
+// All inputs negative: a zero padding value would win every edge window on an odd axis.
+TEST_P(MaxPoolParity, PaddingNeverWins) {
+  check(uniform(x_shape().numel(), 24, -2.0f, -1.0f), "negative");
+}
+
+INSTANTIATE_TEST_SUITE_P(AwkwardShapes, MaxPoolParity,
+                         ::testing::Values(PoolCase{1, 1, 1, 1}, PoolCase{1, 1, 2, 2},
+                                           PoolCase{1, 2, 3, 3}, PoolCase{2, 3, 5, 4},
+                                           PoolCase{1, 1, 4, 7}, PoolCase{3, 2, 9, 9},
+                                           PoolCase{1, 3, 1, 6}),
+                         pool_case_name);
+// The seed network's five pools (after each block's batch-norm) at batch 2-4.
+INSTANTIATE_TEST_SUITE_P(ModelShapes, MaxPoolParity,
+                         ::testing::Values(PoolCase{2, 32, 150, 150}, PoolCase{3, 64, 75, 75},
+                                           PoolCase{4, 64, 38, 38}, PoolCase{2, 128, 19, 19},
+                                           PoolCase{3, 256, 10, 10}),
+                         pool_case_name);
+
+// Known answers, independent of the CPU backend: which element of a tied window takes the
+// gradient, for cuDNN and for the kernel. The interface says: the first in row-major order.
+class MaxPoolTies : public ::testing::TestWithParam<CudaBackendOptions::Pooling> {};
+
+TEST_P(MaxPoolTies, FirstInRowMajorOrderTakesTheGradient) {
+  PNEUMO_REQUIRE_CUDA();
+  CudaBackendOptions options;
+  options.pooling = GetParam();
+  CudaBackend backend(options);
+  {
+    // 4x4, four windows: all equal; tie down the right column; three-way tie; diagonal tie.
+    const std::vector<float> x{5, 5, 1, 7,  //
+                               5, 5, 3, 7,  //
+                               2, 4, 6, 0,  //
+                               4, 4, 0, 6};
+    const std::vector<float> dy{10, 20, 30, 40};
+    const std::vector<float> expected_dx{10, 0,  0,  20,  //
+                                         0,  0,  0,  0,   //
+                                         0,  30, 40, 0,   //
+                                         0,  0,  0,  0};
+    Tensor xt = Tensor::from_host({1, 1, 4, 4}, x.data(), Device::Cuda);
+    Tensor dyt = Tensor::from_host({1, 1, 2, 2}, dy.data(), Device::Cuda);
+    Tensor y = backend.empty({1, 1, 2, 2}), dx = backend.empty({1, 1, 4, 4});
+    backend.maxpool2d_forward(xt, y);
+    backend.maxpool2d_backward(xt, y, dyt, dx);
+    EXPECT_TRUE(all_close(to_host(y), {5, 7, 4, 6}, 0, 0, "4x4 y"));
+    EXPECT_TRUE(all_close(to_host(dx), expected_dx, 0, 0, "4x4 dx (ties)"));
+  }
+  {
+    // 3x3 of ones: top/left padding makes windows of 1, 2, 2 and 4 real elements, all tied.
+    const std::vector<float> x(9, 1.0f), dy{1, 2, 3, 4};
+    const std::vector<float> expected_dx{1, 2, 0,  //
+                                         3, 4, 0,  //
+                                         0, 0, 0};
+    Tensor xt = Tensor::from_host({1, 1, 3, 3}, x.data(), Device::Cuda);
+    Tensor dyt = Tensor::from_host({1, 1, 2, 2}, dy.data(), Device::Cuda);
+    Tensor y = backend.empty({1, 1, 2, 2}), dx = backend.empty({1, 1, 3, 3});
+    backend.maxpool2d_forward(xt, y);
+    backend.maxpool2d_backward(xt, y, dyt, dx);
+    EXPECT_TRUE(all_close(to_host(y), {1, 1, 1, 1}, 0, 0, "3x3 y"));
+    EXPECT_TRUE(all_close(to_host(dx), expected_dx, 0, 0, "3x3 dx (ties, padded)"));
+  }
+  {
+    // 3x3 of negatives: the padding row/column (top/left) never wins.
+    const std::vector<float> x{-1, -2, -3, -4, -5, -6, -7, -8, -9};
+    Tensor xt = Tensor::from_host({1, 1, 3, 3}, x.data(), Device::Cuda);
+    Tensor y = backend.empty({1, 1, 2, 2});
+    backend.maxpool2d_forward(xt, y);
+    EXPECT_TRUE(all_close(to_host(y), {-1, -2, -4, -5}, 0, 0, "3x3 negative y"));
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Implementations, MaxPoolTies,
+    ::testing::Values(CudaBackendOptions::Pooling::Cudnn, CudaBackendOptions::Pooling::Kernel),
+    [](const ::testing::TestParamInfo<CudaBackendOptions::Pooling>& info) {
+      return std::string(info.param == CudaBackendOptions::Pooling::Cudnn ? "Cudnn" : "Kernel");
+    });
+
+// ---- Batch normalisation ------------------------------------------------------------------------
+
+class BatchNormParity : public Parity, public ::testing::WithParamInterface<PoolCase> {
+ protected:
+  Shape x_shape() const { return {GetParam().n, GetParam().c, GetParam().h, GetParam().w}; }
+  Shape c_shape() const { return {GetParam().c}; }
+  static constexpr double kFactor = 0.01;  // 1 - Keras momentum 0.99
+  static constexpr double kEpsilon = 1e-3;
+};
+
+TEST_P(BatchNormParity, TrainingOutputsSavedAndRunningStatistics) {
+  Pair x = random(x_shape(), 31, -1.0f, 3.0f);  // mean far from zero
+  Pair gamma = random(c_shape(), 32, 0.5f, 1.5f), beta = random(c_shape(), 33, -0.5f, 0.5f);
+  Pair running_mean = random(c_shape(), 34), running_var = random(c_shape(), 35, 0.5f, 2.0f);
+  Pair y = output(x_shape()), saved_mean = output(c_shape()), saved_inv_std = output(c_shape());
+  cpu_->batchnorm_forward_training(x.cpu, gamma.cpu, beta.cpu, running_mean.cpu, running_var.cpu,
+                                   kFactor, kEpsilon, y.cpu, saved_mean.cpu, saved_inv_std.cpu);
+  cuda_->batchnorm_forward_training(x.cuda, gamma.cuda, beta.cuda, running_mean.cuda,
+                                    running_var.cuda, kFactor, kEpsilon, y.cuda, saved_mean.cuda,
+                                    saved_inv_std.cuda);
+  for (const Tensor* t :
+       {&y.cuda, &saved_mean.cuda, &saved_inv_std.cuda, &running_mean.cuda, &running_var.cuda})
+    EXPECT_TRUE(is_device_memory(t->data()));
+  EXPECT_TRUE(close_to(y.cuda, y.cpu, 1e-4, "y"));
+  EXPECT_TRUE(close_to(saved_mean.cuda, saved_mean.cpu, 1e-4, "saved_mean"));
+  EXPECT_TRUE(close_to(saved_inv_std.cuda, saved_inv_std.cpu, 1e-4, "saved_inv_std"));
+  EXPECT_TRUE(close_to(running_mean.cuda, running_mean.cpu, 1e-4, "running_mean"));
+  EXPECT_TRUE(close_to(running_var.cuda, running_var.cpu, 1e-4, "running_var (unbiased)"));
+}
+
+TEST_P(BatchNormParity, Inference) {
+  Pair x = random(x_shape(), 41, -1.0f, 3.0f);
+  Pair gamma = random(c_shape(), 42, 0.5f, 1.5f), beta = random(c_shape(), 43, -0.5f, 0.5f);
+  Pair mean = random(c_shape(), 44), var = random(c_shape(), 45, 0.5f, 2.0f);
+  Pair y = output(x_shape());
+  cpu_->batchnorm_forward_inference(x.cpu, gamma.cpu, beta.cpu, mean.cpu, var.cpu, kEpsilon, y.cpu);
+  cuda_->batchnorm_forward_inference(x.cuda, gamma.cuda, beta.cuda, mean.cuda, var.cuda, kEpsilon,
+                                     y.cuda);
+  EXPECT_ON_DEVICE(y.cuda);
+  EXPECT_TRUE(close_to(y.cuda, y.cpu, 1e-4, "y"));
+}
+
+TEST_P(BatchNormParity, Backward) {
+  Pair x = random(x_shape(), 51, -1.0f, 3.0f), dy = random(x_shape(), 52);
+  Pair gamma = random(c_shape(), 53, 0.5f, 1.5f), beta = random(c_shape(), 54, -0.5f, 0.5f);
+  // Both backends get the same saved statistics: the CPU forward's.
+  Tensor running_mean = Tensor::zeros(c_shape(), Device::Cpu);
+  std::vector<float> ones(static_cast<size_t>(GetParam().c), 1.0f);
+  Tensor running_var = Tensor::from_host(c_shape(), ones.data(), Device::Cpu);
+  Tensor y = Tensor::zeros(x_shape(), Device::Cpu), mean = Tensor::zeros(c_shape(), Device::Cpu),
+         inv_std = Tensor::zeros(c_shape(), Device::Cpu);
+  cpu_->batchnorm_forward_training(x.cpu, gamma.cpu, beta.cpu, running_mean, running_var, kFactor,
+                                   kEpsilon, y, mean, inv_std);
+  Pair saved_mean = upload(c_shape(), to_host(mean));
+  Pair saved_inv_std = upload(c_shape(), to_host(inv_std));
+  Pair dx = output(x_shape()), dgamma = output(c_shape()), dbeta = output(c_shape());
+  cpu_->batchnorm_backward(x.cpu, dy.cpu, gamma.cpu, saved_mean.cpu, saved_inv_std.cpu, kEpsilon,
+                           dx.cpu, dgamma.cpu, dbeta.cpu);
+  cuda_->batchnorm_backward(x.cuda, dy.cuda, gamma.cuda, saved_mean.cuda, saved_inv_std.cuda,
+                            kEpsilon, dx.cuda, dgamma.cuda, dbeta.cuda);
+  EXPECT_ON_DEVICE(dx.cuda);
+  EXPECT_ON_DEVICE(dgamma.cuda);
+  EXPECT_ON_DEVICE(dbeta.cuda);
+  EXPECT_TRUE(close_to(dx.cuda, dx.cpu, 1e-3, "dx"));
+  EXPECT_TRUE(close_to(dgamma.cuda, dgamma.cpu, 1e-4, "dgamma"));
+  EXPECT_TRUE(close_to(dbeta.cuda, dbeta.cpu, 1e-4, "dbeta"));
+}
+
+INSTANTIATE_TEST_SUITE_P(AwkwardShapes, BatchNormParity,
+                         ::testing::Values(PoolCase{1, 3, 4, 5}, PoolCase{2, 4, 3, 3},
+                                           PoolCase{4, 2, 1, 1}, PoolCase{3, 5, 7, 1},
+                                           PoolCase{1, 1, 2, 1}),
+                         pool_case_name);
+INSTANTIATE_TEST_SUITE_P(ModelShapes, BatchNormParity,
+                         ::testing::Values(PoolCase{2, 32, 150, 150}, PoolCase{3, 64, 75, 75},
+                                           PoolCase{4, 64, 38, 38}, PoolCase{2, 128, 19, 19},
+                                           PoolCase{3, 256, 10, 10}),
+                         pool_case_name);
+
+// ---- Dropout ------------------------------------------------------------------------------------
+
+class DropoutParity : public Parity, public ::testing::WithParamInterface<PoolCase> {};
+
+// The mask is a pure function of (key, index): CPU and CUDA must agree exactly, and both must
+// equal x * dropout_multiplier computed here on the host.
+TEST_P(DropoutParity, ForwardAndBackwardMasksAreIdentical) {
+  const Shape shape{GetParam().n, GetParam().c, GetParam().h, GetParam().w};
+  const RngKey key = make_key(1234, RngStream::kDropout, 3, 17, 2);
+  for (float rate : {0.0f, 0.1f, 0.2f, 0.5f}) {
+    const std::vector<float> x_values = uniform(shape.numel(), 61, 0.5f, 1.5f);  // never 0
+    Pair x = upload(shape, x_values), y = output(shape), dx = output(shape);
+    cpu_->dropout_forward(x.cpu, y.cpu, rate, key);
+    cuda_->dropout_forward(x.cuda, y.cuda, rate, key);
+    EXPECT_ON_DEVICE(y.cuda);
+    const std::string what = "rate " + std::to_string(rate);
+    EXPECT_TRUE(exactly_equal(y.cuda, y.cpu, what + " y"));
+    std::vector<float> expected(x_values.size());
+    for (size_t i = 0; i < expected.size(); ++i)
+      expected[i] = x_values[i] * dropout_multiplier(key, static_cast<uint32_t>(i), rate);
+    EXPECT_TRUE(all_close(to_host(y.cuda), expected, 0, 0, what + " y vs host twin"));
+    cpu_->dropout_backward(x.cpu, dx.cpu, rate, key);  // dy := x
+    cuda_->dropout_backward(x.cuda, dx.cuda, rate, key);
+    EXPECT_ON_DEVICE(dx.cuda);
+    EXPECT_TRUE(exactly_equal(dx.cuda, dx.cpu, what + " dx"));
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(AwkwardShapes, DropoutParity,
+                         ::testing::Values(PoolCase{1, 1, 1, 1}, PoolCase{2, 3, 5, 7},
+                                           PoolCase{1, 1, 1, 1000003}),
+                         pool_case_name);
+INSTANTIATE_TEST_SUITE_P(ModelShapes, DropoutParity,
+                         ::testing::Values(PoolCase{4, 64, 75, 75}, PoolCase{3, 128, 19, 19},
+                                           PoolCase{2, 256, 10, 10}, PoolCase{3, 128, 1, 1}),
+                         pool_case_name);
+
+// ---- Dense --------------------------------------------------------------------------------------
+
+struct DenseCase {
+  int64_t n, in, out;
+};
+void PrintTo(const DenseCase& p, std::ostream* os) {
+  *os << "x (" << p.n << ", " << p.in << ") -> " << p.out;
+}
+std::string dense_case_name(const ::testing::TestParamInfo<DenseCase>& info) {
+  std::ostringstream out;
+  out << "n" << info.param.n << "_in" << info.param.in << "_out" << info.param.out;
+  return out.str();
+}
+
+class DenseParity : public Parity, public ::testing::WithParamInterface<DenseCase> {
+ protected:
+  Shape x_shape() const { return {GetParam().n, GetParam().in}; }
+  Shape y_shape() const { return {GetParam().n, GetParam().out}; }
+  Shape w_shape() const { return {GetParam().out, GetParam().in}; }
+  Pair weights(uint32_t seed) {
+    const float scale = 1.0f / std::sqrt(static_cast<float>(GetParam().in));
+    return random(w_shape(), seed, -scale, scale);
+  }
+};
+
+TEST_P(DenseParity, Forward) {
+  Pair x = random(x_shape(), 71), w = weights(72), b = random({GetParam().out}, 73);
+  Pair y = output(y_shape());
+  cpu_->dense_forward(x.cpu, w.cpu, b.cpu, y.cpu);
+  cuda_->dense_forward(x.cuda, w.cuda, b.cuda, y.cuda);
+  EXPECT_ON_DEVICE(y.cuda);
+  EXPECT_TRUE(close_to(y.cuda, y.cpu, 1e-4, "y"));
+}
+
+TEST_P(DenseParity, BackwardWithAndWithoutDx) {
+  Pair x = random(x_shape(), 74), w = weights(75), dy = random(y_shape(), 76);
+  Pair dx = output(x_shape()), dw = output(w_shape()), db = output({GetParam().out});
+  cpu_->dense_backward(x.cpu, w.cpu, dy.cpu, dx.cpu, dw.cpu, db.cpu);
+  cuda_->dense_backward(x.cuda, w.cuda, dy.cuda, dx.cuda, dw.cuda, db.cuda);
+  EXPECT_ON_DEVICE(dx.cuda);
+  EXPECT_ON_DEVICE(dw.cuda);
+  EXPECT_ON_DEVICE(db.cuda);
+  EXPECT_TRUE(close_to(dx.cuda, dx.cpu, 1e-4, "dx"));
+  EXPECT_TRUE(close_to(dw.cuda, dw.cpu, 1e-4, "dweight"));
+  EXPECT_TRUE(close_to(db.cuda, db.cpu, 1e-5, "dbias"));
+  // dx.data == nullptr: the input gradient is skipped, the others still written.
+  Pair dw2 = output(w_shape()), db2 = output({GetParam().out});
+  cuda_->dense_backward(x.cuda, w.cuda, dy.cuda, TensorView{nullptr, x_shape(), Device::Cuda},
+                        dw2.cuda, db2.cuda);
+  EXPECT_TRUE(close_to(dw2.cuda, dw.cpu, 1e-4, "dweight without dx"));
+  EXPECT_TRUE(close_to(db2.cuda, db.cpu, 1e-5, "dbias without dx"));
+}
+
+INSTANTIATE_TEST_SUITE_P(AwkwardShapes, DenseParity,
+                         ::testing::Values(DenseCase{1, 1, 1}, DenseCase{3, 7, 5},
+                                           DenseCase{5, 33, 17}),
+                         dense_case_name);
+// fc1 (6400 -> 128) and fc2 (128 -> 1) at batch 1-4.
+INSTANTIATE_TEST_SUITE_P(ModelShapes, DenseParity,
+                         ::testing::Values(DenseCase{2, 6400, 128}, DenseCase{1, 6400, 128},
+                                           DenseCase{4, 128, 1}),
+                         dense_case_name);
+
+// ---- Fused sigmoid + BCE ------------------------------------------------------------------------
+
+class SigmoidBceParity : public Parity, public ::testing::WithParamInterface<int64_t> {};
+
+TEST_P(SigmoidBceParity, LossGradientAndCountsWithAndWithoutWeights) {
+  const int64_t n = GetParam();
+  std::vector<float> logits = uniform(n, 81, -8.0f, 8.0f);
+  const float extremes[] = {100.0f, -100.0f, 0.0f, 1e-3f, -1e-3f, 30.0f, -30.0f};
+  for (size_t i = 0; i < std::size(extremes) && i < logits.size(); ++i) logits[i] = extremes[i];
+  std::vector<float> labels = uniform(n, 82, 0.0f, 1.0f);
+  for (float& y : labels) y = y < 0.5f ? 0.0f : 1.0f;
+  const std::vector<float> weight_values = uniform(n, 83, 0.5f, 2.0f);
+  for (bool weighted : {false, true}) {
+    const std::string what = weighted ? "weighted " : "unweighted ";
+    Pair z = upload({n, 1}, logits), y = upload({n}, labels), w = upload({n}, weight_values);
+    Pair dz = output({n, 1});
+    const std::vector<float> stats_start{1.5f, 2.0f};  // stats accumulate: +=
+    Pair stats = upload({2}, stats_start);
+    const ConstTensorView no_weights_cpu(nullptr, {n}, Device::Cpu);
+    const ConstTensorView no_weights_cuda(nullptr, {n}, Device::Cuda);
+    cpu_->sigmoid_bce(z.cpu, y.cpu, weighted ? ConstTensorView(w.cpu) : no_weights_cpu, dz.cpu,
+                      stats.cpu);
+    cuda_->sigmoid_bce(z.cuda, y.cuda, weighted ? ConstTensorView(w.cuda) : no_weights_cuda,
+                       dz.cuda, stats.cuda);
+    EXPECT_ON_DEVICE(dz.cuda);
+    EXPECT_ON_DEVICE(stats.cuda);
+    EXPECT_TRUE(all_close(dz.cuda, dz.cpu, 1e-9, 1e-5, what + "dlogits"));
+    // The host twin: the shared per-element function, summed in double.
+    std::vector<float> expected_dz(static_cast<size_t>(n));
+    double loss = stats_start[0], correct = stats_start[1];
+    for (int64_t i = 0; i < n; ++i) {
+      const BceElement e =
+          pneumo::sigmoid_bce(logits[static_cast<size_t>(i)], labels[static_cast<size_t>(i)],
+                              weighted ? weight_values[static_cast<size_t>(i)] : 1.0f);
+      expected_dz[static_cast<size_t>(i)] = e.gradient / static_cast<float>(n);
+      loss += e.loss;
+      correct += e.correct;
+    }
+    EXPECT_TRUE(all_close(to_host(dz.cuda), expected_dz, 1e-9, 1e-5, what + "dlogits vs twin"));
+    const std::vector<float> s = to_host(stats.cuda), s_cpu = to_host(stats.cpu);
+    EXPECT_TRUE(all_close(std::vector<float>{s[0]}, std::vector<float>{static_cast<float>(loss)},
+                          1e-6, 1e-5, what + "loss sum"));
+    EXPECT_TRUE(all_close(std::vector<float>{s[0]}, std::vector<float>{s_cpu[0]}, 1e-6, 1e-5,
+                          what + "loss sum vs cpu"));
+    EXPECT_EQ(s[1], static_cast<float>(correct)) << what << "correct count";
+    EXPECT_EQ(s[1], s_cpu[1]) << what << "correct count vs cpu";
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(BatchSizes, SigmoidBceParity,
+                         ::testing::Values<int64_t>(1, 7, 32, 257, 1000, 4099));
+
+// ---- RMSprop ------------------------------------------------------------------------------------
+
+TEST_F(Parity, RmspropOverAnOddLengthBuffer) {
+  const int64_t n = 1000003;
+  const Shape shape{n};
+  std::vector<float> p = uniform(n, 91, -1.0f, 1.0f), g = uniform(n, 92, -0.1f, 0.1f);
+  std::vector<float> ms = uniform(n, 93, 0.0f, 0.01f);
+  Pair params = upload(shape, p), grads = upload(shape, g), mean_square = upload(shape, ms);
+  for (int step = 0; step < 2; ++step) {  // the second step starts from updated state
+    cpu_->rmsprop_step(params.cpu, grads.cpu, mean_square.cpu, 1e-3f, 0.9f, 1e-7f);
+    cuda_->rmsprop_step(params.cuda, grads.cuda, mean_square.cuda, 1e-3f, 0.9f, 1e-7f);
+    for (size_t i = 0; i < p.size(); ++i) rmsprop_update(p[i], ms[i], g[i], 1e-3f, 0.9f, 1e-7f);
+  }
+  EXPECT_ON_DEVICE(params.cuda);
+  EXPECT_ON_DEVICE(mean_square.cuda);
+  EXPECT_TRUE(all_close(params.cuda, params.cpu, 1e-7, 1e-5, "params"));
+  EXPECT_TRUE(all_close(mean_square.cuda, mean_square.cpu, 1e-9, 1e-5, "mean_square"));
+  EXPECT_TRUE(all_close(to_host(params.cuda), p, 1e-7, 1e-5, "params vs host twin"));
+  EXPECT_TRUE(all_close(to_host(mean_square.cuda), ms, 1e-9, 1e-5, "mean_square vs host twin"));
+}
+
+// ---- Input pipeline -----------------------------------------------------------------------------
+
+template <class T>
+Array<T> array_on(Device device, const std::vector<T>& values) {
+  Array<T> a(static_cast<int64_t>(values.size()), device);
+  copy_bytes(a.data(), device, values.data(), Device::Cpu, a.bytes());
+  return a;
+}
+
+TEST_F(Parity, GatherValues) {
+  const std::vector<float> values = uniform(100, 101, -5.0f, 5.0f);
+  std::vector<int32_t> indices(37);
+  std::mt19937 gen(102);
+  for (int32_t& i : indices) i = static_cast<int32_t>(gen() % 100);
+  Array<float> v_cpu = array_on(Device::Cpu, values), v_cuda = array_on(Device::Cuda, values);
+  Array<int32_t> i_cpu = array_on(Device::Cpu, indices), i_cuda = array_on(Device::Cuda, indices);
+  Pair out = output({37});
+  cpu_->gather_values(v_cpu.data(), i_cpu.data(), out.cpu);
+  cuda_->gather_values(v_cuda.data(), i_cuda.data(), out.cuda);
+  EXPECT_ON_DEVICE(out.cuda);
+  EXPECT_TRUE(exactly_equal(out.cuda, out.cpu, "gathered"));
+}
+
+TEST_F(Parity, GatherAugment) {
+  const int size = 32, count = 6;
+  std::vector<uint8_t> images(static_cast<size_t>(count * size * size));
+  std::mt19937 gen(111);
+  for (uint8_t& p : images) p = static_cast<uint8_t>(gen() % 256);
+  const std::vector<int32_t> indices{5, 0, 3, 3};
+  Array<uint8_t> im_cpu = array_on(Device::Cpu, images), im_cuda = array_on(Device::Cuda, images);
+  Array<int32_t> i_cpu = array_on(Device::Cpu, indices), i_cuda = array_on(Device::Cuda, indices);
+  const RngKey key = make_key(7, RngStream::kAugment, 1, 2);
+  const Shape shape{4, 1, size, size};
+  {
+    AugmentSettings plain;
+    plain.enabled = false;
+    Pair out = output(shape);
+    cpu_->gather_augment(im_cpu.data(), count, size, i_cpu.data(), plain, key, out.cpu);
+    cuda_->gather_augment(im_cuda.data(), count, size, i_cuda.data(), plain, key, out.cuda);
+    EXPECT_ON_DEVICE(out.cuda);
+    EXPECT_TRUE(exactly_equal(out.cuda, out.cpu, "plain gather + scale"));
+  }
+  {
+    // Warped: both twins call the same per-pixel function; allow a few pixels whose sampling
+    // coordinate lands within rounding of a pixel boundary (FMA contraction on the device).
+    AugmentSettings warp;
+    Pair out = output(shape);
+    cpu_->gather_augment(im_cpu.data(), count, size, i_cpu.data(), warp, key, out.cpu);
+    cuda_->gather_augment(im_cuda.data(), count, size, i_cuda.data(), warp, key, out.cuda);
+    const std::vector<float> a = to_host(out.cuda), e = to_host(out.cpu);
+    size_t differing = 0;
+    for (size_t i = 0; i < a.size(); ++i) {
+      ASSERT_TRUE(std::isfinite(a[i]) && a[i] >= 0.0f && a[i] <= 1.0f) << "pixel " << i;
+      if (std::fabs(a[i] - e[i]) > 1e-5f) ++differing;
+    }
+    EXPECT_LE(differing, a.size() / 200) << differing << " of " << a.size() << " pixels differ";
+  }
+}
+
+// ---- TF32 ---------------------------------------------------------------------------------------
+
+TEST_F(Parity, Tf32ConvAndDenseStayWithinTf32Tolerance) {
+  std::unique_ptr<Backend> tf32 = make_cuda_backend(true);
+  EXPECT_NE(tf32->name().find("tf32"), std::string::npos) << tf32->name();
+  const Shape x_shape{2, 64, 19, 19}, w_shape{128, 64, 3, 3}, y_shape{2, 128, 19, 19};
+  Pair x = random(x_shape, 121), w = random(w_shape, 122, -1.0f / 24, 1.0f / 24);
+  Pair b = random({128}, 123), y = output(y_shape);
+  cpu_->conv2d_forward(x.cpu, w.cpu, b.cpu, y.cpu, true);
+  tf32->conv2d_forward(x.cuda, w.cuda, b.cuda, y.cuda, true);
+  EXPECT_TRUE(close_to(y.cuda, y.cpu, 5e-3, "tf32 conv"));
+  Pair dx = output(x_shape), dw = output(w_shape), db = output({128}), dy = random(y_shape, 124);
+  cpu_->conv2d_backward_data(dy.cpu, w.cpu, dx.cpu);
+  tf32->conv2d_backward_data(dy.cuda, w.cuda, dx.cuda);
+  EXPECT_TRUE(close_to(dx.cuda, dx.cpu, 5e-3, "tf32 conv dx"));
+  cpu_->conv2d_backward_filter(x.cpu, dy.cpu, dw.cpu, db.cpu);
+  tf32->conv2d_backward_filter(x.cuda, dy.cuda, dw.cuda, db.cuda);
+  EXPECT_TRUE(close_to(dw.cuda, dw.cpu, 5e-3, "tf32 conv dweight"));
+  Pair fx = random({3, 6400}, 125), fw = random({128, 6400}, 126, -0.0125f, 0.0125f);
+  Pair fb = random({128}, 127), fy = output({3, 128});
+  cpu_->dense_forward(fx.cpu, fw.cpu, fb.cpu, fy.cpu);
+  tf32->dense_forward(fx.cuda, fw.cuda, fb.cuda, fy.cuda);
+  EXPECT_TRUE(close_to(fy.cuda, fy.cpu, 5e-3, "tf32 dense"));
+}
+
+// ---- Contract checks on the CUDA backend alone --------------------------------------------------
+
+// Host tensors are refused with a clear error: never a silent CPU fallback or a device fault.
+TEST_F(Parity, CudaBackendRefusesHostTensors) {
+  Tensor host = Tensor::zeros({2, 3, 4, 4}, Device::Cpu);
+  Tensor device = cuda_->zeros({2, 3, 4, 4});
+  EXPECT_THROW(cuda_->relu_forward(host, device), Error);
+  EXPECT_THROW(cuda_->relu_forward(device, host), Error);
+  Tensor w = cuda_->zeros({5, 3, 3, 3}), b = cuda_->zeros({5}), y = cuda_->zeros({2, 5, 4, 4});
+  Tensor host_w = Tensor::zeros({5, 3, 3, 3}, Device::Cpu);
+  EXPECT_THROW(cuda_->conv2d_forward(device, host_w, b, y, true), Error);
+  std::vector<int32_t> indices{0};
+  std::vector<float> values{1.0f};
+  Tensor out = cuda_->zeros({1});
+  EXPECT_THROW(cuda_->gather_values(values.data(), indices.data(), out), Error);
+  try {
+    cuda_->conv2d_forward(device, w, b, cuda_->zeros({2, 4, 4, 4}), false);
+    FAIL() << "a wrong output shape was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("(2, 4, 4, 4)"), std::string::npos) << e.what();
+  }
+}
+
+// Algorithms are searched once per shape; later calls neither search nor allocate.
+TEST_F(Parity, ConvPlansAreFoundOnceAndReused) {
+  CudaBackend backend;
+  const Shape x_shape{2, 32, 75, 75}, w_shape{64, 32, 3, 3}, y_shape{2, 64, 75, 75};
+  Pair x = random(x_shape, 131), w = random(w_shape, 132, -0.06f, 0.06f);
+  Pair b = random({64}, 133), y = output(y_shape), dy = random(y_shape, 134);
+  Pair dx = output(x_shape), dw = output(w_shape), db = output({64});
+  auto step = [&] {
+    backend.conv2d_forward(x.cuda, w.cuda, b.cuda, y.cuda, true);
+    backend.conv2d_backward_data(dy.cuda, w.cuda, dx.cuda);
+    backend.conv2d_backward_filter(x.cuda, dy.cuda, dw.cuda, db.cuda);
+    backend.synchronize();
+  };
+  step();
+  const size_t workspace = backend.workspace_bytes();
+  const std::vector<float> first_dw = to_host(dw.cuda), first_dx = to_host(dx.cuda),
+                           first_y = to_host(y.cuda);
+  size_t free_before = 0, free_after = 0, total = 0;
+  ASSERT_EQ(cudaMemGetInfo(&free_before, &total), cudaSuccess);
+  step();
+  ASSERT_EQ(cudaMemGetInfo(&free_after, &total), cudaSuccess);
+  EXPECT_EQ(backend.conv_plan_count(), 1u);
+  EXPECT_EQ(backend.workspace_bytes(), workspace);
+  EXPECT_EQ(free_after, free_before) << "a repeated step allocated device memory";
+  // Deterministic algorithms are preferred: a repeated step is bitwise identical.
+  EXPECT_TRUE(all_close(to_host(y.cuda), first_y, 0, 0, "repeated forward"));
+  EXPECT_TRUE(all_close(to_host(dx.cuda), first_dx, 0, 0, "repeated backward data"));
+  EXPECT_TRUE(all_close(to_host(dw.cuda), first_dw, 0, 0, "repeated backward filter"));
+  Pair x1 = random({1, 32, 75, 75}, 135), y1 = output({1, 64, 75, 75});
+  backend.conv2d_forward(x1.cuda, w.cuda, b.cuda, y1.cuda, false);
+  EXPECT_EQ(backend.conv_plan_count(), 2u);
+  std::cout << "[ conv plans ] " << backend.name() << "\n" << backend.describe_conv_plans();
+}
+
+}  // namespace
+}  // namespace pneumo

@@ -1,0 +1,215 @@
+// CUDA-side infrastructure that is testable without a GPU (these run in CI): RAII ownership and
+// move-assignment, the error messages of the CUDA/cuDNN/cuBLAS checks, host-only cuDNN
+// descriptor maths (the pooling padding convention), and backend selection with and without a
+// device.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "cuda/cuda_backend.hpp"
+#include "cuda/cuda_raii.hpp"
+#include "pneumo/error.hpp"
+#include "pneumo/kernels.hpp"
+#include "test_util.hpp"
+
+namespace pneumo {
+namespace {
+
+// ---- RAII ---------------------------------------------------------------------------------------
+
+// Traits over fake handles (pointers into a static array) that count what was released.
+std::vector<int*> released;
+int fake_objects[4];
+struct FakeTraits {
+  static int* create() {
+    static int next = 0;
+    return &fake_objects[next++ % 4];
+  }
+  static void destroy(int* handle) noexcept { released.push_back(handle); }
+};
+using FakeResource = cuda::Resource<int*, FakeTraits>;
+
+TEST(CudaRaii, MoveAssignmentReleasesWhatTheTargetHeld) {
+  released.clear();
+  {
+    FakeResource a(&fake_objects[0]);
+    FakeResource b(&fake_objects[1]);
+    a = std::move(b);  // a's old handle goes now, b's moves into a
+    ASSERT_EQ(released.size(), 1u);
+    EXPECT_EQ(released[0], &fake_objects[0]);
+    EXPECT_EQ(a.get(), &fake_objects[1]);
+    EXPECT_FALSE(b);
+    FakeResource c(std::move(a));  // move construction releases nothing
+    EXPECT_EQ(released.size(), 1u);
+    EXPECT_FALSE(a);
+    c = std::move(c);  // self-move keeps the handle
+    EXPECT_EQ(c.get(), &fake_objects[1]);
+  }
+  // Leaving the scope releases c's handle exactly once; empty a and b release nothing.
+  ASSERT_EQ(released.size(), 2u);
+  EXPECT_EQ(released[1], &fake_objects[1]);
+}
+
+TEST(CudaRaii, ResetReleasesOnce) {
+  released.clear();
+  FakeResource r = FakeResource::create();
+  r.reset();
+  r.reset();
+  EXPECT_EQ(released.size(), 1u);
+}
+
+// Descriptor creation and setting are host-only cuDNN calls: they work without a device.
+TEST(CudaRaii, TensorDescriptorsOwnAndMove) {
+  cuda::TensorDescriptor a = cuda::make_tensor_descriptor(2, 3, 5, 7);
+  cuda::TensorDescriptor b = cuda::make_tensor_descriptor(Shape{4, 6});  // (N, F) as (N, F, 1, 1)
+  a = std::move(b);
+  cudnnDataType_t type{};
+  int n = 0, c = 0, h = 0, w = 0, sn = 0, sc = 0, sh = 0, sw = 0;
+  ASSERT_EQ(cudnnGetTensor4dDescriptor(a.get(), &type, &n, &c, &h, &w, &sn, &sc, &sh, &sw),
+            CUDNN_STATUS_SUCCESS);
+  EXPECT_EQ(type, CUDNN_DATA_FLOAT);
+  EXPECT_EQ(std::vector<int>({n, c, h, w}), std::vector<int>({4, 6, 1, 1}));
+  EXPECT_EQ(std::vector<int>({sn, sc, sh, sw}), std::vector<int>({6, 1, 1, 1}));  // packed NCHW
+}
+
+// ---- The 'same' pooling convention through cuDNN's own output-size arithmetic -------------------
+
+TEST(CudaPoolingDescriptor, SamePaddingGivesCeilHalfOnEveryModelSize) {
+  for (int64_t size : {1, 2, 3, 4, 5, 10, 19, 38, 75, 150}) {
+    const cuda::PoolingDescriptor pool = cuda::make_maxpool2x2_same_descriptor(size, size + 1);
+    const cuda::TensorDescriptor x = cuda::make_tensor_descriptor(2, 3, size, size + 1);
+    int n = 0, c = 0, h = 0, w = 0;
+    ASSERT_EQ(cudnnGetPooling2dForwardOutputDim(pool.get(), x.get(), &n, &c, &h, &w),
+              CUDNN_STATUS_SUCCESS);
+    EXPECT_EQ(h, (size + 1) / 2) << "H=" << size;
+    EXPECT_EQ(w, (size + 2) / 2) << "W=" << size + 1;
+    EXPECT_EQ(n, 2);
+    EXPECT_EQ(c, 3);
+  }
+  // The recipe's chain: 150 -> 75 -> 38 -> 19 -> 10 -> 5.
+  EXPECT_EQ(cuda::maxpool_same_padding(150), 0);
+  EXPECT_EQ(cuda::maxpool_same_padding(75), 1);
+  EXPECT_EQ(cuda::maxpool_same_padding(19), 1);
+}
+
+TEST(CudaConvolutionDescriptor, SameOutputSizeAndRequestedMathType) {
+  for (cudnnMathType_t math : {CUDNN_FMA_MATH, CUDNN_TENSOR_OP_MATH}) {
+    const cuda::ConvolutionDescriptor conv = cuda::make_conv3x3_same_descriptor(math);
+    const cuda::TensorDescriptor x = cuda::make_tensor_descriptor(3, 64, 19, 19);
+    const cuda::FilterDescriptor w = cuda::make_filter_descriptor(128, 64, 3, 3);
+    int n = 0, c = 0, h = 0, wd = 0;
+    ASSERT_EQ(cudnnGetConvolution2dForwardOutputDim(conv.get(), x.get(), w.get(), &n, &c, &h, &wd),
+              CUDNN_STATUS_SUCCESS);
+    EXPECT_EQ(std::vector<int>({n, c, h, wd}), std::vector<int>({3, 128, 19, 19}));
+    cudnnMathType_t actual{};
+    ASSERT_EQ(cudnnGetConvolutionMathType(conv.get(), &actual), CUDNN_STATUS_SUCCESS);
+    EXPECT_EQ(actual, math);
+  }
+}
+
+// ---- Error messages name the call, the status, the shapes, the file and line --------------------
+
+std::string message_of(void (*thrower)()) {
+  try {
+    thrower();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(CudaErrors, CudnnCheckNamesCallStatusShapesAndLocation) {
+  const std::string message = message_of([] {
+    PNEUMO_CUDNN_CHECK(
+        cudnnSetTensor4dDescriptor(nullptr, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, -1, 1, 1, 1),
+        "conv2d_forward x=", Shape({32, 1, 150, 150}).str());
+  });
+  EXPECT_NE(message.find("cudnnSetTensor4dDescriptor(nullptr"), std::string::npos) << message;
+  EXPECT_NE(message.find("CUDNN_STATUS_BAD_PARAM"), std::string::npos) << message;
+  EXPECT_NE(message.find("conv2d_forward x=(32, 1, 150, 150)"), std::string::npos) << message;
+  EXPECT_NE(message.find("test_cuda_infrastructure.cpp:"), std::string::npos) << message;
+}
+
+TEST(CudaErrors, CublasAndCudaChecksNameTheCall) {
+  const std::string cublas = message_of([] {
+    PNEUMO_CUBLAS_CHECK(CUBLAS_STATUS_INVALID_VALUE, "dense_forward x=", Shape({2, 3}).str());
+  });
+  EXPECT_NE(cublas.find("CUBLAS_STATUS_INVALID_VALUE"), std::string::npos) << cublas;
+  EXPECT_NE(cublas.find("dense_forward x=(2, 3)"), std::string::npos) << cublas;
+  const std::string runtime =
+      message_of([] { PNEUMO_CUDA_CHECK(cudaErrorInvalidValue, "copy of ", 12, " bytes"); });
+  EXPECT_NE(runtime.find("cudaErrorInvalidValue"), std::string::npos) << runtime;
+  EXPECT_NE(runtime.find("copy of 12 bytes"), std::string::npos) << runtime;
+}
+
+// Without a device a launch fails at once, and the launch check names the kernel.
+TEST(CudaErrors, LaunchCheckNamesTheKernelWithoutADevice) {
+  if (cuda_device_available()) GTEST_SKIP() << "a device is present: the launch would run";
+  const std::string message =
+      message_of([] { kernels::relu_forward(nullptr, nullptr, 1000, nullptr); });
+  EXPECT_NE(message.find("relu_forward_kernel"), std::string::npos) << message;
+  EXPECT_NE(message.find("n=1000"), std::string::npos) << message;
+}
+
+// ---- Backend selection --------------------------------------------------------------------------
+
+TEST(CudaBackendSelection, MakeCudaBackendThrowsClearlyWithoutADevice) {
+  if (cuda_device_available()) GTEST_SKIP() << "a device is present";
+  try {
+    make_cuda_backend(false);
+    FAIL() << "make_cuda_backend returned without a device";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("no usable CUDA device"), std::string::npos) << e.what();
+  }
+}
+
+TEST(CudaBackendSelection, DeviceCudaFailsClearlyWithoutADevice) {
+  if (cuda_device_available()) GTEST_SKIP() << "a device is present";
+  BackendOptions options;
+  options.device = DeviceChoice::Cuda;
+  try {
+    make_backend(options);
+    FAIL() << "make_backend(--device cuda) returned without a device";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("--device cuda"), std::string::npos) << e.what();
+  }
+}
+
+TEST(CudaBackendSelection, AutoFallsBackToCpuWithANotice) {
+  if (cuda_device_available()) GTEST_SKIP() << "a device is present";
+  BackendOptions options;
+  options.device = DeviceChoice::Auto;
+  ::testing::internal::CaptureStderr();
+  std::unique_ptr<Backend> backend = make_backend(options);
+  const std::string notice = ::testing::internal::GetCapturedStderr();
+  ASSERT_NE(backend, nullptr);
+  EXPECT_EQ(backend->device(), Device::Cpu);
+  EXPECT_NE(notice.find("CPU"), std::string::npos) << notice;
+}
+
+TEST(CudaBackendSelection, AutoPicksCudaWhenADeviceExists) {
+  PNEUMO_REQUIRE_CUDA();
+  BackendOptions options;
+  options.device = DeviceChoice::Auto;
+  std::unique_ptr<Backend> backend = make_backend(options);
+  EXPECT_EQ(backend->device(), Device::Cuda);
+  EXPECT_EQ(backend->name().rfind("cuda (", 0), 0u) << backend->name();
+}
+
+// The GPU check sets PNEUMO_EXPECT_CUDA=1: there, a missing device (say, a driver older than the
+// CUDA 13 runtime) must fail loudly instead of turning every CUDA test into a skip.
+TEST(CudaEnvironment, DeviceVisibleWhenExpected) {
+  const char* expect = std::getenv("PNEUMO_EXPECT_CUDA");
+  if (expect == nullptr || std::string(expect) != "1")
+    GTEST_SKIP() << "PNEUMO_EXPECT_CUDA is not 1";
+  int count = 0;
+  const cudaError_t status = cudaGetDeviceCount(&count);
+  ASSERT_EQ(status, cudaSuccess) << "cudaGetDeviceCount: " << cudaGetErrorString(status)
+                                 << " (is the driver older than the CUDA runtime?)";
+  ASSERT_GT(count, 0);
+}
+
+}  // namespace
+}  // namespace pneumo
