@@ -41,6 +41,11 @@ TEST(Metrics, DecisionRuleIsStrictAndAgreesWithTheKernelAtHalf) {
   EXPECT_TRUE(predicts_pneumonia(-1000.0f, 0.0));
   EXPECT_FALSE(predicts_pneumonia(1000.0f, 1.0));
   EXPECT_THROW(predicts_pneumonia(0.0f, 1.5), Error);
+  // The counting path applies the same rule: logit 0 is NORMAL at 0.5.
+  ConfusionMatrix at_zero = confusion_matrix({0.0f, 0.0f, 1e-30f}, {1, 0, 1}, 0.5);
+  EXPECT_EQ(at_zero.false_negatives, 1);
+  EXPECT_EQ(at_zero.true_negatives, 1);
+  EXPECT_EQ(at_zero.true_positives, 1);
   EXPECT_EQ(logit_of(0.5), 0.0);
   EXPECT_NEAR(logit_of(sigmoid(2.5)), 2.5, 1e-12);
   EXPECT_EQ(sigmoid(-1000.0), 0.0);
