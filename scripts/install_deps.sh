@@ -30,9 +30,14 @@ else
   echo "install_deps: all packages present"
 fi
 
-# numpy is only used by tests that check the cache loads in NumPy; skip quietly when pip is absent.
-if command -v python3 >/dev/null && ! python3 -c "import numpy" 2>/dev/null; then
-  python3 -m pip install -q numpy 2>/dev/null || echo "install_deps: numpy not installed (optional)"
+# numpy is only used by tests that check the cache loads in NumPy, safetensors by the test that
+# checks checkpoints load in Python; those tests skip when the packages are absent.
+if command -v python3 >/dev/null; then
+  for module in numpy safetensors; do
+    python3 -c "import $module" 2>/dev/null ||
+      python3 -m pip install -q "$module" 2>/dev/null ||
+      echo "install_deps: python package $module not installed (optional)"
+  done
 fi
 
 if [[ ! -x /usr/local/cuda/bin/nvcc ]]; then

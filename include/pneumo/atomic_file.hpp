@@ -1,0 +1,22 @@
+// Whole-file writes that never leave a half-written file behind: checkpoints, logs rewritten on
+// resume, and reports go through here. Readers see either the old file or the complete new one.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace pneumo {
+
+// Writes to a temporary file in the same directory (so rename stays within one file system),
+// fsyncs it, renames it over `path` and fsyncs the directory. Throws pneumo::Error naming the
+// path and the system's reason (missing or unwritable directory, full disk, ...); the temporary
+// file is removed on failure.
+void write_file_atomically(const std::string& path, const void* data, size_t size);
+void write_file_atomically(const std::string& path, const std::string& text);
+
+// Reads a whole file; throws pneumo::Error naming the path when it cannot.
+std::vector<uint8_t> read_file_bytes(const std::string& path);
+
+}  // namespace pneumo

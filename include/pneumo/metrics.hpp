@@ -1,0 +1,115 @@
+// Binary classification metrics for NORMAL (label 0) vs PNEUMONIA (label 1) from the model's
+// logits: loss, accuracy, sensitivity, specificity, precision, F1, ROC AUC (ties count one half),
+// the confusion matrix, the ROC curve, and the decision threshold chosen on validation by Youden's J.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace pneumo {
+
+// THE decision rule, used everywhere (metrics, predict, the fused loss kernel's correct count at
+// 0.5): an image is called PNEUMONIA iff sigmoid(logit) > threshold. It is evaluated exactly as
+// logit > logit_of(threshold) (logit_of(0.5) == 0), so probabilities that round to 0 or 1 in
+// floating point cannot flip a decision. Threshold must be in [0, 1].
+bool predicts_pneumonia(float logit, double threshold);
+double sigmoid(double logit);           // overflow-free
+double logit_of(double probability);    // log(p / (1 - p)); 0 -> -inf, 1 -> +inf
+
+// Mean binary cross-entropy over the samples, computed from logits in double precision as
+// max(z, 0) - z y + log1p(exp(-|z|)), which is exact and finite for every finite logit.
+double mean_bce_with_logits(const std::vector<float>& logits, const std::vector<uint8_t>& labels);
+
+// [[TN FP] [FN TP]]: rows are the true class, columns the predicted one.
+struct ConfusionMatrix {
+  int64_t true_negatives = 0, false_positives = 0, false_negatives = 0, true_positives = 0;
+  int64_t total() const {
+    return true_negatives + false_positives + false_negatives + true_positives;
+  }
+};
+
+// Everything that depends on the threshold. A ratio whose denominator is zero (sensitivity
+// without positives, precision without predicted positives, ...) is NaN, written null in JSON.
+struct ThresholdMetrics {
+  double threshold = 0.5;
+  ConfusionMatrix confusion;
+  double accuracy = 0, sensitivity = 0, specificity = 0, precision = 0, f1 = 0;
+  double youden_j = 0;  // sensitivity + specificity - 1
+};
+
+ConfusionMatrix confusion_matrix(const std::vector<float>& logits,
+                                 const std::vector<uint8_t>& labels, double threshold);
+ThresholdMetrics metrics_at_threshold(const std::vector<float>& logits,
+                                      const std::vector<uint8_t>& labels, double threshold);
+
+// One ROC point per distinct logit, from (0, 0) to (1, 1): the classifier that calls PNEUMONIA
+// every image whose probability is >= `probability` (+inf at the first point: none). Tied logits
+// enter together, so a tie is a diagonal segment.
+struct RocPoint {
+  double false_positive_rate = 0;
+  double true_positive_rate = 0;
+  double probability = 0;
+};
+// Empty when the labels lack a class (the rates are undefined).
+std::vector<RocPoint> roc_curve(const std::vector<float>& logits,
+                                const std::vector<uint8_t>& labels);
+// Area under that curve by the trapezoid rule, equal to the probability that a random PNEUMONIA
+// image scores above a random NORMAL one with ties counting 1/2 (Mann-Whitney). NaN when the
+// labels lack a class.
+double roc_auc(const std::vector<float>& logits, const std::vector<uint8_t>& labels);
+
+// Youden's J on a validation split. Candidate cuts lie between consecutive distinct logits (at
+// their midpoint in logit space, so the cut is never equal to a score), plus one logit unit beyond
+// the extremes (nothing / everything positive). The cut with the largest J wins, compared exactly
+// as TP * N - FP * P in integers. Tie-break: among equally good cuts, the one closest to
+// probability 0.5 (the untuned default), and of two equally close the higher one (fewer false
+// alarms). Without both classes J is undefined: defined = false and threshold = 0.5.
+struct ThresholdChoice {
+  double threshold = 0.5;  // probability; apply with predicts_pneumonia
+  double logit = 0.0;      // the same cut in logit space
+  double youden_j = 0.0;
+  bool defined = false;
+};
+ThresholdChoice choose_threshold_youden(const std::vector<float>& logits,
+                                        const std::vector<uint8_t>& labels);
+
+// The full account of one split. at_tuned is filled when a tuned threshold (chosen on
+// validation, applied unchanged to test) is passed.
+struct MetricsReport {
+  std::string split;  // "val", "test", ...
+  int64_t count = 0, positives = 0, negatives = 0;
+  double loss = 0;
+  double roc_auc = 0;
+  bool auc_defined = false;
+  ThresholdMetrics at_default;  // threshold 0.5
+  std::optional<ThresholdMetrics> at_tuned;
+};
+MetricsReport evaluate_binary(const std::string& split, const std::vector<float>& logits,
+                              const std::vector<uint8_t>& labels,
+                              std::optional<double> tuned_threshold = std::nullopt);
+
+// JSON: {split, count, positives, negatives, loss, roc_auc (null if undefined), auc_defined,
+// default_threshold: {threshold, confusion_matrix [[TN,FP],[FN,TP]], accuracy, sensitivity,
+// specificity, precision, f1, youden_j}, tuned_threshold: {...} or null}. NaN -> null.
+nlohmann::json to_json(const ThresholdMetrics& metrics);
+nlohmann::json to_json(const MetricsReport& report);
+nlohmann::json to_json(const std::vector<RocPoint>& curve);  // {fpr: [...], tpr: [...], probability: [...]}
+
+// Per-epoch values for callbacks and logs at threshold 0.5: prefix + loss, accuracy, auc,
+// sensitivity, specificity, precision, f1 (e.g. "val_accuracy", the recipe's monitor).
+std::map<std::string, double> metrics_as_values(const MetricsReport& report,
+                                                const std::string& prefix);
+
+// The table `pneumo evaluate` prints: counts, loss, AUC, one row per threshold, and the
+// confusion matrix of each threshold with named rows and columns.
+std::string format_metrics_table(const MetricsReport& report);
+
+// Labels held as floats (the loss kernel's input) -> 0/1 bytes; anything but 0 or 1 is refused.
+std::vector<uint8_t> labels_from_floats(const std::vector<float>& labels);
+
+}  // namespace pneumo

@@ -1,0 +1,111 @@
+// What the user sees while training: a live progress line during each epoch (redrawn in place
+// on a terminal, plain periodic lines otherwise), one summary line per epoch, and the per-epoch
+// history written to the run directory as CSV and JSONL.
+#pragma once
+
+#include <cstdint>
+#include <cstdio>
+#include <functional>
+#include <map>
+#include <ostream>
+#include <string>
+#include <vector>
+
+namespace pneumo {
+
+// True when `stream` is an interactive terminal (then progress is redrawn in place with \r).
+bool is_terminal(std::FILE* stream);
+
+// "0:07", "12:34", "1:02:03"; "--:--" for a negative or non-finite duration (ETA unknown).
+std::string format_duration(double seconds);
+
+// The state of one epoch in progress. epoch is 0-based (shown 1-based).
+struct ProgressSnapshot {
+  int epoch = 0;
+  int total_epochs = 1;
+  int64_t step = 0;          // steps finished in this epoch
+  int64_t total_steps = 0;
+  int64_t images = 0;        // images finished in this epoch
+  double elapsed_seconds = 0;
+  double running_loss = 0;   // mean over the epoch so far
+  double running_accuracy = 0;
+};
+// "epoch 3/12  step 120/163  74%  512.3 img/s  loss 0.3124  acc 0.8650  ETA 0:07"
+std::string format_progress_line(const ProgressSnapshot& snapshot);
+
+struct ProgressOptions {
+  bool live = false;                   // redraw one line in place (use is_terminal(stderr))
+  double live_interval_seconds = 0.1;  // live: at most this often (and always at the last step)
+  int plain_percent_step = 10;         // plain: a line at every 10% of the epoch...
+  double plain_interval_seconds = 30;  // ...and at least this often on long epochs
+};
+
+// Reports one epoch at a time. The clock returns seconds (monotonic); tests pass a fake one.
+class ProgressReporter {
+ public:
+  using Clock = std::function<double()>;
+  static double steady_seconds();
+  ProgressReporter(std::ostream& out, ProgressOptions options, Clock clock = steady_seconds);
+
+  void begin_epoch(int epoch, int total_epochs, int64_t total_steps);
+  // After each training step: steps and images done so far in this epoch, running means.
+  void update(int64_t step, int64_t images, double running_loss, double running_accuracy);
+  // Live mode: erases the progress line so the epoch summary takes its place.
+  void end_epoch();
+  double elapsed_seconds() const;  // since begin_epoch
+
+ private:
+  std::ostream& out_;
+  ProgressOptions options_;
+  Clock clock_;
+  ProgressSnapshot snapshot_;
+  double epoch_start_ = 0;
+  double last_output_ = 0;
+  int next_percent_ = 0;
+  int64_t printed_step_ = -1;  // plain: the step last printed, so a repeated call adds nothing
+  size_t drawn_width_ = 0;  // live: length of the line on screen, to blank leftovers
+};
+
+// One finished epoch: its metrics (EpochMetrics::values: loss, accuracy, val_loss, val_accuracy,
+// val_auc, ...), the learning rate it trained with and its wall time. epoch is 0-based.
+struct EpochRecord {
+  int epoch = 0;
+  double learning_rate = 0;
+  double seconds = 0;
+  std::map<std::string, double> values;
+};
+
+// "epoch 3/12  train loss 0.3124 acc 0.8650 | val loss 0.2800 acc 0.9012 auc 0.9550 sens 0.9300
+//  spec 0.8800 | lr 3.00e-04 | 42.1 s": train values, then val_ values, known names first in a
+// fixed order, others alphabetically; NaN prints as n/a.
+std::string format_epoch_summary(const EpochRecord& record, int total_epochs);
+
+// Keeps run_dir/history.csv and run_dir/history.jsonl equal to the records so far. Each append
+// rewrites both files atomically (they are small), so a crash never leaves a torn row and a
+// metric that first appears late still gets its own CSV column.
+//   CSV: header epoch,learning_rate,seconds,<metric names sorted>; empty cell = metric absent,
+//        "nan" = not a number; epoch 0-based, as Keras' CSVLogger.
+//   JSONL: one object per epoch with the same fields; NaN as null.
+class EpochLogWriter {
+ public:
+  // first_epoch 0 starts a new history. On resume, pass the checkpoint's epoch count: records
+  // of epochs before it are read back from history.jsonl (whose later rows, written after the
+  // checkpoint, are dropped) and new epochs are appended after them.
+  explicit EpochLogWriter(std::string run_directory, int first_epoch = 0);
+  void append(const EpochRecord& record);  // refuses an epoch out of sequence
+  const std::vector<EpochRecord>& records() const { return records_; }
+  std::string csv_path() const { return run_directory_ + "/history.csv"; }
+  std::string jsonl_path() const { return run_directory_ + "/history.jsonl"; }
+
+ private:
+  void rewrite() const;
+  std::string run_directory_;
+  std::vector<EpochRecord> records_;
+};
+
+// Reads a history.jsonl written by EpochLogWriter; throws pneumo::Error naming the file and line.
+std::vector<EpochRecord> read_history_jsonl(const std::string& path);
+std::string history_to_csv(const std::vector<EpochRecord>& records);
+std::string history_to_jsonl(const std::vector<EpochRecord>& records);
+
+}  // namespace pneumo

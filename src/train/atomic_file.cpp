@@ -1,0 +1,105 @@
+// POSIX implementation of the atomic write (mkstemp + fsync + rename + directory fsync) and of
+// the whole-file read, with errors that name the file and the reason.
+#include "pneumo/atomic_file.hpp"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "pneumo/error.hpp"
+
+namespace pneumo {
+
+namespace {
+
+std::string directory_of(const std::string& path) {
+  size_t slash = path.find_last_of('/');
+  if (slash == std::string::npos) return ".";
+  if (slash == 0) return "/";
+  return path.substr(0, slash);
+}
+
+[[noreturn]] void fail(const std::string& path, const std::string& what, int error_number) {
+  throw Error(detail::concat("cannot write ", path, ": ", what, ": ", std::strerror(error_number)));
+}
+
+}  // namespace
+
+void write_file_atomically(const std::string& path, const void* data, size_t size) {
+  if (path.empty() || path.back() == '/') throw Error("cannot write '" + path + "': not a file name");
+  const std::string directory = directory_of(path);
+  std::string temporary = path + ".tmp.XXXXXX";
+  int fd = ::mkstemp(temporary.data());
+  if (fd < 0) fail(path, "cannot create a temporary file in directory " + directory, errno);
+
+  // From here on, any failure removes the temporary file before reporting.
+  auto abandon = [&](const std::string& what, int error_number) {
+    ::close(fd);
+    ::unlink(temporary.c_str());
+    fail(path, what, error_number);
+  };
+  const auto* bytes = static_cast<const uint8_t*>(data);
+  size_t written = 0;
+  while (written < size) {
+    ssize_t n = ::write(fd, bytes + written, size - written);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      abandon("writing " + temporary, errno);
+    }
+    written += static_cast<size_t>(n);
+  }
+  // mkstemp creates 0600; a checkpoint or log is meant to be shared like any other output file.
+  if (::fchmod(fd, 0644) != 0) abandon("setting permissions of " + temporary, errno);
+  if (::fsync(fd) != 0) abandon("flushing " + temporary + " to disk", errno);
+  if (::close(fd) != 0) {
+    int error_number = errno;
+    ::unlink(temporary.c_str());
+    fail(path, "closing " + temporary, error_number);
+  }
+  if (::rename(temporary.c_str(), path.c_str()) != 0) {
+    int error_number = errno;
+    ::unlink(temporary.c_str());
+    fail(path, "renaming " + temporary + " over it", error_number);
+  }
+  // Make the rename itself durable. Some file systems refuse fsync on a directory; the data is
+  // already safe then, so that is not an error.
+  int directory_fd = ::open(directory.c_str(), O_RDONLY | O_DIRECTORY);
+  if (directory_fd >= 0) {
+    ::fsync(directory_fd);
+    ::close(directory_fd);
+  }
+}
+
+void write_file_atomically(const std::string& path, const std::string& text) {
+  write_file_atomically(path, text.data(), text.size());
+}
+
+std::vector<uint8_t> read_file_bytes(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY);
+  if (fd < 0) throw Error(detail::concat("cannot open ", path, ": ", std::strerror(errno)));
+  struct stat info {};
+  if (::fstat(fd, &info) != 0 || !S_ISREG(info.st_mode)) {
+    ::close(fd);
+    throw Error("cannot read " + path + ": not a regular file");
+  }
+  std::vector<uint8_t> bytes(static_cast<size_t>(info.st_size));
+  size_t done = 0;
+  while (done < bytes.size()) {
+    ssize_t n = ::read(fd, bytes.data() + done, bytes.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      int error_number = n < 0 ? errno : 0;
+      ::close(fd);
+      throw Error(detail::concat("cannot read ", path, ": ",
+                                 n < 0 ? std::strerror(error_number) : "file shrank while reading"));
+    }
+    done += static_cast<size_t>(n);
+  }
+  ::close(fd);
+  return bytes;
+}
+
+}  // namespace pneumo

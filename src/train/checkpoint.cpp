@@ -1,0 +1,258 @@
+// Checkpoints on top of safetensors: typed metadata <-> string metadata, float32 tensors, the
+// compatibility check, and the flat-buffer <-> named-tensor copies the trainer needs.
+#include "pneumo/checkpoint.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <set>
+
+#include "pneumo/error.hpp"
+#include "pneumo/safetensors.hpp"
+
+namespace pneumo {
+
+using nlohmann::json;
+
+namespace {
+
+// Metadata keys with a typed field; anything else in a file goes to CheckpointMetadata::extra.
+const std::set<std::string>& reserved_keys() {
+  static const std::set<std::string> keys{
+      "format",         "format_version", "architecture",   "input_size",  "channels",
+      "classes",        "normalisation",  "decision_threshold", "threshold_rule", "epoch",
+      "step",           "seed",           "learning_rate",  "optimizer",   "callback_state",
+      "config"};
+  return keys;
+}
+
+std::vector<int64_t> dims_of(const Shape& shape) {
+  std::vector<int64_t> dims;
+  for (int axis = 0; axis < shape.rank(); ++axis) dims.push_back(shape[axis]);
+  return dims;
+}
+
+std::string dims_string(const std::vector<int64_t>& dims) {
+  std::string text = "(";
+  for (size_t i = 0; i < dims.size(); ++i) text += (i ? ", " : "") + std::to_string(dims[i]);
+  return text + ")";
+}
+
+// Reads typed fields out of the string metadata, naming the file and key on any problem.
+class MetadataReader {
+ public:
+  MetadataReader(const std::map<std::string, std::string>& metadata, const std::string& path)
+      : metadata_(metadata), path_(path) {}
+
+  const std::string& text(const char* key) const {
+    auto it = metadata_.find(key);
+    if (it == metadata_.end())
+      throw Error(detail::concat("checkpoint ", path_, " lacks the metadata field '", key, "'"));
+    return it->second;
+  }
+  json value(const char* key) const {
+    try {
+      return json::parse(text(key));
+    } catch (const json::exception&) {
+      throw Error(detail::concat("checkpoint ", path_, ": metadata field '", key,
+                                 "' is not valid JSON: ", text(key).substr(0, 60)));
+    }
+  }
+  int64_t integer(const char* key, int64_t lowest, int64_t highest) const {
+    json parsed = value(key);
+    if (!parsed.is_number_integer() || parsed.get<int64_t>() < lowest ||
+        parsed.get<int64_t>() > highest ||
+        (parsed.is_number_unsigned() &&
+         parsed.get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())))
+      throw bad(key, "an integer in [" + std::to_string(lowest) + ", " + std::to_string(highest) + "]");
+    return parsed.get<int64_t>();
+  }
+  uint64_t unsigned_integer(const char* key) const {
+    json parsed = value(key);
+    if (!parsed.is_number_unsigned()) throw bad(key, "a non-negative integer");
+    return parsed.get<uint64_t>();
+  }
+  double number(const char* key) const {
+    json parsed = value(key);
+    if (!parsed.is_number()) throw bad(key, "a number");
+    return parsed.get<double>();
+  }
+
+ private:
+  Error bad(const char* key, const std::string& expected) const {
+    return Error(detail::concat("checkpoint ", path_, ": metadata field '", key, "' must be ",
+                                expected, ", got '", text(key).substr(0, 60), "'"));
+  }
+  const std::map<std::string, std::string>& metadata_;
+  const std::string& path_;
+};
+
+std::map<std::string, std::string> encode_metadata(const CheckpointMetadata& m,
+                                                   const std::string& path) {
+  for (const auto& [key, value] : m.extra)
+    if (reserved_keys().count(key))
+      throw Error(detail::concat("checkpoint ", path, ": extra metadata key '", key,
+                                 "' collides with a typed field"));
+  if (!(m.decision_threshold >= 0.0 && m.decision_threshold <= 1.0))
+    throw Error(detail::concat("checkpoint ", path, ": decision threshold ", m.decision_threshold,
+                               " is outside [0, 1]"));
+  if (!std::isfinite(m.learning_rate))
+    throw Error(detail::concat("checkpoint ", path, ": learning rate ", m.learning_rate,
+                               " is not finite"));
+  std::map<std::string, std::string> out = m.extra;
+  out["format"] = kCheckpointFormat;
+  out["format_version"] = std::to_string(m.format_version);
+  out["architecture"] = m.architecture;
+  out["input_size"] = std::to_string(m.input_size);
+  out["channels"] = std::to_string(m.channels);
+  out["classes"] = json(m.classes).dump();
+  out["normalisation"] = m.normalisation;
+  out["decision_threshold"] = json(m.decision_threshold).dump();  // shortest exact form
+  out["threshold_rule"] = m.threshold_rule;
+  out["epoch"] = std::to_string(m.epoch);
+  out["step"] = std::to_string(m.step);
+  out["seed"] = std::to_string(m.seed);
+  out["learning_rate"] = json(m.learning_rate).dump();
+  out["optimizer"] = m.optimizer;
+  out["callback_state"] = m.callback_state.dump();
+  out["config"] = m.config.dump();
+  return out;
+}
+
+CheckpointMetadata decode_metadata(const std::map<std::string, std::string>& metadata,
+                                   const std::string& path) {
+  auto format = metadata.find("format");
+  if (format == metadata.end() || format->second != kCheckpointFormat)
+    throw Error(detail::concat(path, " is a safetensors file but not a pneumo checkpoint (its "
+                               "metadata lacks \"format\": \"", kCheckpointFormat, "\")"));
+  MetadataReader read(metadata, path);
+  CheckpointMetadata m;
+  m.format_version = static_cast<int>(read.integer("format_version", 1, 1 << 20));
+  if (m.format_version > kCheckpointFormatVersion)
+    throw Error(detail::concat("checkpoint ", path, " has format version ", m.format_version,
+                               "; this build of pneumo reads up to version ",
+                               kCheckpointFormatVersion, " (upgrade pneumo)"));
+  m.architecture = read.text("architecture");
+  m.input_size = static_cast<int>(read.integer("input_size", 1, 1 << 16));
+  m.channels = static_cast<int>(read.integer("channels", 1, 1 << 16));
+  json classes = read.value("classes");
+  if (!classes.is_array())
+    throw Error(detail::concat("checkpoint ", path, ": metadata field 'classes' must be a list"));
+  m.classes.clear();
+  for (const json& name : classes) {
+    if (!name.is_string())
+      throw Error(detail::concat("checkpoint ", path, ": class names must be strings"));
+    m.classes.push_back(name.get<std::string>());
+  }
+  m.normalisation = read.text("normalisation");
+  m.decision_threshold = read.number("decision_threshold");
+  if (!(m.decision_threshold >= 0.0 && m.decision_threshold <= 1.0))
+    throw Error(detail::concat("checkpoint ", path, ": decision threshold ", m.decision_threshold,
+                               " is outside [0, 1]"));
+  m.threshold_rule = read.text("threshold_rule");
+  m.epoch = static_cast<int>(read.integer("epoch", 0, std::numeric_limits<int>::max()));
+  m.step = read.integer("step", 0, std::numeric_limits<int64_t>::max());
+  m.seed = read.unsigned_integer("seed");
+  m.learning_rate = read.number("learning_rate");
+  m.optimizer = read.text("optimizer");
+  m.callback_state = read.value("callback_state");
+  m.config = read.value("config");
+  for (const auto& [key, value] : metadata)
+    if (!reserved_keys().count(key)) m.extra[key] = value;
+  return m;
+}
+
+}  // namespace
+
+const NamedTensor* CheckpointData::find(const std::string& name) const {
+  for (const auto& tensor : tensors)
+    if (tensor.name == name) return &tensor;
+  return nullptr;
+}
+
+void save_checkpoint(const std::string& path, const CheckpointData& data) {
+  SafetensorsWriter writer;
+  for (const auto& tensor : data.tensors) {
+    uint64_t numel = 1;
+    for (int64_t dim : tensor.shape) {
+      if (dim < 0 || __builtin_mul_overflow(numel, static_cast<uint64_t>(dim), &numel))
+        throw Error(detail::concat("checkpoint ", path, ": tensor ", tensor.name,
+                                   " has an invalid shape ", dims_string(tensor.shape)));
+    }
+    if (numel != tensor.values.size())
+      throw Error(detail::concat("checkpoint ", path, ": tensor ", tensor.name, " has shape ",
+                                 dims_string(tensor.shape), " (", numel, " values) but holds ",
+                                 tensor.values.size()));
+    writer.add_f32(tensor.name, tensor.shape, tensor.values.data());
+  }
+  for (const auto& [key, value] : encode_metadata(data.metadata, path))
+    writer.set_metadata(key, value);
+  writer.write(path);
+}
+
+CheckpointData load_checkpoint(const std::string& path) {
+  SafetensorsFile file = SafetensorsFile::read(path);
+  CheckpointData data;
+  data.metadata = decode_metadata(file.metadata(), path);
+  for (const auto& entry : file.tensors()) {
+    if (entry.dtype != DType::F32)
+      throw Error(detail::concat("checkpoint ", path, ": tensor ", entry.name, " is ",
+                                 dtype_name(entry.dtype), "; pneumo checkpoints hold F32 only"));
+    data.tensors.push_back({entry.name, entry.shape, file.to_f32(entry.name)});
+  }
+  return data;
+}
+
+CheckpointMetadata read_checkpoint_metadata(const std::string& path) {
+  return decode_metadata(SafetensorsFile::read(path).metadata(), path);
+}
+
+void validate_compatible(const CheckpointMetadata& metadata, const std::string& architecture,
+                         int input_size, const std::string& path) {
+  if (metadata.architecture != architecture || metadata.input_size != input_size)
+    throw Error(detail::concat("checkpoint ", path, " was trained for architecture ",
+                               metadata.architecture, " at input size ", metadata.input_size,
+                               "; this run uses ", architecture, " at ", input_size));
+}
+
+std::vector<NamedTensor> tensors_from_flat(const float* flat, int64_t flat_size,
+                                           const std::vector<ParameterInfo>& infos,
+                                           const std::string& prefix) {
+  std::vector<NamedTensor> tensors;
+  for (const auto& info : infos) {
+    int64_t count = info.shape.numel();
+    if (info.offset < 0 || count < 0 || info.offset + count > flat_size)
+      throw Error(detail::concat("tensor ", prefix, info.name, " ", info.shape.str(),
+                                 " at offset ", info.offset, " lies outside the flat buffer of ",
+                                 flat_size, " values"));
+    tensors.push_back({prefix + info.name, dims_of(info.shape),
+                       std::vector<float>(flat + info.offset, flat + info.offset + count)});
+  }
+  return tensors;
+}
+
+void tensors_to_flat(const CheckpointData& data, const std::vector<ParameterInfo>& infos,
+                     const std::string& prefix, float* flat, int64_t flat_size,
+                     const std::string& source) {
+  for (const auto& info : infos) {
+    std::string name = prefix + info.name;
+    const NamedTensor* tensor = data.find(name);
+    if (!tensor)
+      throw Error(detail::concat("checkpoint ", source, " has no tensor ", name,
+                                 " (it was saved from a different model or optimizer)"));
+    std::vector<int64_t> expected = dims_of(info.shape);
+    if (tensor->shape != expected)
+      throw Error(detail::concat("checkpoint ", source, ": tensor ", name, " has shape ",
+                                 dims_string(tensor->shape), " but this model expects ",
+                                 dims_string(expected)));
+    int64_t count = info.shape.numel();
+    if (info.offset < 0 || info.offset + count > flat_size ||
+        static_cast<int64_t>(tensor->values.size()) != count)
+      throw Error(detail::concat("tensor ", name, " ", info.shape.str(), " at offset ",
+                                 info.offset, " does not fit the flat buffer of ", flat_size,
+                                 " values"));
+    std::copy(tensor->values.begin(), tensor->values.end(), flat + info.offset);
+  }
+}
+
+}  // namespace pneumo

@@ -1,0 +1,294 @@
+// Progress lines, epoch summaries and the CSV/JSONL history. Formatting is in pure functions so
+// tests compare exact strings; the reporter only decides when to print, from an injected clock.
+#include "pneumo/progress.hpp"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <set>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "pneumo/atomic_file.hpp"
+#include "pneumo/error.hpp"
+
+namespace pneumo {
+
+using nlohmann::json;
+
+namespace {
+
+std::string printf_string(const char* format, double value) {
+  char buffer[64];
+  std::snprintf(buffer, sizeof buffer, format, value);
+  return buffer;
+}
+
+std::string metric_text(double value) {
+  return std::isnan(value) ? "n/a" : printf_string("%.4f", value);
+}
+
+// Shortest text that reads back as the same double; nan/inf spelled so pandas reads them.
+std::string exact_number(double value) {
+  if (std::isnan(value)) return "nan";
+  if (std::isinf(value)) return value > 0 ? "inf" : "-inf";
+  return json(value).dump();
+}
+
+json number_or_null(double value) { return std::isfinite(value) ? json(value) : json(nullptr); }
+
+bool is_reserved_column(const std::string& name) {
+  return name == "epoch" || name == "learning_rate" || name == "seconds";
+}
+
+// The summary's order and short names for the metrics pneumo reports.
+const std::vector<std::pair<std::string, std::string>>& known_metrics() {
+  static const std::vector<std::pair<std::string, std::string>> names{
+      {"loss", "loss"},        {"accuracy", "acc"},     {"auc", "auc"},
+      {"sensitivity", "sens"}, {"specificity", "spec"}, {"precision", "prec"},
+      {"f1", "f1"}};
+  return names;
+}
+
+// "loss 0.3124 acc 0.8650 ..." for the values whose name is prefix + metric.
+std::string metric_group(const std::map<std::string, double>& values, const std::string& prefix) {
+  std::ostringstream out;
+  std::set<std::string> shown;
+  auto add = [&](const std::string& key, const std::string& label) {
+    out << (out.tellp() > 0 ? " " : "") << label << " " << metric_text(values.at(key));
+    shown.insert(key);
+  };
+  for (const auto& [metric, label] : known_metrics())
+    if (values.count(prefix + metric)) add(prefix + metric, label);
+  for (const auto& [key, value] : values) {
+    bool is_val = key.rfind("val_", 0) == 0;
+    if (shown.count(key) || (prefix.empty() ? is_val : !is_val)) continue;
+    add(key, key.substr(prefix.size()));
+  }
+  return out.str();
+}
+
+}  // namespace
+
+// ---- Progress line ---------------------------------------------------------------------------
+
+bool is_terminal(std::FILE* stream) { return stream && ::isatty(::fileno(stream)) == 1; }
+
+std::string format_duration(double seconds) {
+  if (!std::isfinite(seconds) || seconds < 0) return "--:--";
+  auto total = static_cast<long long>(std::llround(seconds));
+  char buffer[32];
+  if (total >= 3600)
+    std::snprintf(buffer, sizeof buffer, "%lld:%02lld:%02lld", total / 3600, total / 60 % 60,
+                  total % 60);
+  else
+    std::snprintf(buffer, sizeof buffer, "%lld:%02lld", total / 60, total % 60);
+  return buffer;
+}
+
+std::string format_progress_line(const ProgressSnapshot& s) {
+  int64_t percent = s.total_steps > 0 ? s.step * 100 / s.total_steps : 0;
+  double rate = s.elapsed_seconds > 0 ? static_cast<double>(s.images) / s.elapsed_seconds : 0.0;
+  double eta = s.step > 0 ? s.elapsed_seconds / static_cast<double>(s.step) *
+                                static_cast<double>(s.total_steps - s.step)
+                          : -1.0;
+  std::ostringstream out;
+  out << "epoch " << s.epoch + 1 << "/" << s.total_epochs << "  step " << s.step << "/"
+      << s.total_steps << "  " << printf_string("%3.0f", static_cast<double>(percent)) << "%  "
+      << printf_string("%.1f", rate) << " img/s  loss " << metric_text(s.running_loss)
+      << "  acc " << metric_text(s.running_accuracy) << "  ETA " << format_duration(eta);
+  return out.str();
+}
+
+double ProgressReporter::steady_seconds() {
+  using namespace std::chrono;
+  return duration<double>(steady_clock::now().time_since_epoch()).count();
+}
+
+ProgressReporter::ProgressReporter(std::ostream& out, ProgressOptions options, Clock clock)
+    : out_(out), options_(options), clock_(std::move(clock)) {
+  PNEUMO_CHECK(options_.plain_percent_step > 0, "progress: plain_percent_step must be > 0, got ",
+               options_.plain_percent_step);
+}
+
+void ProgressReporter::begin_epoch(int epoch, int total_epochs, int64_t total_steps) {
+  PNEUMO_CHECK(total_steps > 0, "progress: an epoch needs at least one step, got ", total_steps);
+  snapshot_ = ProgressSnapshot{};
+  snapshot_.epoch = epoch;
+  snapshot_.total_epochs = total_epochs;
+  snapshot_.total_steps = total_steps;
+  epoch_start_ = clock_();
+  last_output_ = epoch_start_;
+  next_percent_ = options_.plain_percent_step;
+  printed_step_ = -1;
+  drawn_width_ = 0;
+}
+
+void ProgressReporter::update(int64_t step, int64_t images, double running_loss,
+                              double running_accuracy) {
+  double now = clock_();
+  snapshot_.step = step;
+  snapshot_.images = images;
+  snapshot_.running_loss = running_loss;
+  snapshot_.running_accuracy = running_accuracy;
+  snapshot_.elapsed_seconds = now - epoch_start_;
+  bool last_step = step >= snapshot_.total_steps;
+
+  if (options_.live) {
+    bool first_draw = drawn_width_ == 0;
+    if (!(first_draw || last_step || now - last_output_ >= options_.live_interval_seconds)) return;
+    std::string line = format_progress_line(snapshot_);
+    out_ << '\r' << line;
+    if (line.size() < drawn_width_) out_ << std::string(drawn_width_ - line.size(), ' ');
+    out_.flush();
+    drawn_width_ = std::max(drawn_width_, line.size());
+    last_output_ = now;
+    return;
+  }
+  if (step == printed_step_) return;
+  int64_t percent = step * 100 / snapshot_.total_steps;
+  bool percent_mark = percent >= next_percent_;
+  if (!(percent_mark || last_step || now - last_output_ >= options_.plain_interval_seconds)) return;
+  out_ << format_progress_line(snapshot_) << '\n';
+  out_.flush();
+  last_output_ = now;
+  printed_step_ = step;
+  while (next_percent_ <= percent) next_percent_ += options_.plain_percent_step;
+}
+
+void ProgressReporter::end_epoch() {
+  if (options_.live && drawn_width_ > 0) {
+    out_ << '\r' << std::string(drawn_width_, ' ') << '\r';
+    out_.flush();
+  }
+  drawn_width_ = 0;
+}
+
+double ProgressReporter::elapsed_seconds() const { return clock_() - epoch_start_; }
+
+// ---- Epoch summary ---------------------------------------------------------------------------
+
+std::string format_epoch_summary(const EpochRecord& record, int total_epochs) {
+  std::ostringstream out;
+  out << "epoch " << record.epoch + 1 << "/" << total_epochs;
+  std::string train = metric_group(record.values, "");
+  std::string val = metric_group(record.values, "val_");
+  out << "  ";
+  if (!train.empty()) out << "train " << train << " | ";
+  if (!val.empty()) out << "val " << val << " | ";
+  out << "lr " << printf_string("%.2e", record.learning_rate) << " | "
+      << printf_string("%.1f", record.seconds) << " s";
+  return out.str();
+}
+
+// ---- History files ---------------------------------------------------------------------------
+
+std::string history_to_csv(const std::vector<EpochRecord>& records) {
+  std::set<std::string> columns;
+  for (const auto& record : records)
+    for (const auto& [key, value] : record.values) columns.insert(key);
+  std::ostringstream out;
+  out << "epoch,learning_rate,seconds";
+  for (const auto& column : columns) out << "," << column;
+  out << "\n";
+  for (const auto& record : records) {
+    out << record.epoch << "," << exact_number(record.learning_rate) << ","
+        << exact_number(record.seconds);
+    for (const auto& column : columns) {
+      auto it = record.values.find(column);
+      out << "," << (it == record.values.end() ? "" : exact_number(it->second));
+    }
+    out << "\n";
+  }
+  return out.str();
+}
+
+std::string history_to_jsonl(const std::vector<EpochRecord>& records) {
+  std::string out;
+  for (const auto& record : records) {
+    json line = {{"epoch", record.epoch},
+                 {"learning_rate", number_or_null(record.learning_rate)},
+                 {"seconds", number_or_null(record.seconds)}};
+    for (const auto& [key, value] : record.values) line[key] = number_or_null(value);
+    out += line.dump() + "\n";
+  }
+  return out;
+}
+
+std::vector<EpochRecord> read_history_jsonl(const std::string& path) {
+  std::vector<uint8_t> bytes = read_file_bytes(path);
+  std::istringstream in(std::string(bytes.begin(), bytes.end()));
+  std::vector<EpochRecord> records;
+  std::string line;
+  int line_number = 0;
+  auto as_number = [&](const json& value, const std::string& key) {
+    if (value.is_null()) return std::nan("");
+    if (!value.is_number())
+      throw Error(detail::concat(path, ":", line_number, ": field '", key,
+                                 "' must be a number or null, got ", value.dump()));
+    return value.get<double>();
+  };
+  while (std::getline(in, line)) {
+    ++line_number;
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    json object;
+    try {
+      object = json::parse(line);
+    } catch (const json::exception& e) {
+      throw Error(detail::concat(path, ":", line_number, ": not valid JSON: ", e.what()));
+    }
+    if (!object.is_object() || !object.contains("epoch") || !object["epoch"].is_number_integer())
+      throw Error(detail::concat(path, ":", line_number,
+                                 ": expected an object with an integer \"epoch\""));
+    EpochRecord record;
+    record.epoch = object["epoch"].get<int>();
+    for (auto item = object.begin(); item != object.end(); ++item) {
+      if (item.key() == "epoch") continue;
+      double value = as_number(item.value(), item.key());
+      if (item.key() == "learning_rate")
+        record.learning_rate = value;
+      else if (item.key() == "seconds")
+        record.seconds = value;
+      else
+        record.values[item.key()] = value;
+    }
+    records.push_back(std::move(record));
+  }
+  return records;
+}
+
+EpochLogWriter::EpochLogWriter(std::string run_directory, int first_epoch)
+    : run_directory_(std::move(run_directory)) {
+  std::error_code error;
+  std::filesystem::create_directories(run_directory_, error);
+  if (error)
+    throw Error(detail::concat("cannot create run directory ", run_directory_, ": ",
+                               error.message()));
+  if (first_epoch > 0 && std::filesystem::exists(jsonl_path())) {
+    for (auto& record : read_history_jsonl(jsonl_path()))
+      if (record.epoch < first_epoch) records_.push_back(std::move(record));
+  }
+  rewrite();
+}
+
+void EpochLogWriter::append(const EpochRecord& record) {
+  if (!records_.empty() && record.epoch <= records_.back().epoch)
+    throw Error(detail::concat("history: epoch ", record.epoch, " comes after epoch ",
+                               records_.back().epoch, "; epochs must increase"));
+  for (const auto& [key, value] : record.values)
+    if (is_reserved_column(key))
+      throw Error("history: a metric may not be called '" + key + "' (a column of its own)");
+  records_.push_back(record);
+  rewrite();
+}
+
+void EpochLogWriter::rewrite() const {
+  write_file_atomically(csv_path(), history_to_csv(records_));
+  write_file_atomically(jsonl_path(), history_to_jsonl(records_));
+}
+
+}  // namespace pneumo

@@ -1,0 +1,366 @@
+// safetensors reading (with full validation of hostile input: every length and offset is checked
+// against the buffer before use) and writing (sorted JSON header padded to 8 bytes, atomic file).
+// Tensor bytes are copied with memcpy, so no alignment is assumed anywhere.
+#include "pneumo/safetensors.hpp"
+
+#include <algorithm>
+#include <cstring>
+#include <limits>
+#include <set>
+#include <tuple>
+
+#include <nlohmann/json.hpp>
+
+#include "pneumo/atomic_file.hpp"
+#include "pneumo/error.hpp"
+
+static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
+              "safetensors data is little-endian and is copied as is; add byte swapping to port");
+
+namespace pneumo {
+
+using nlohmann::json;
+
+namespace {
+
+struct DTypeInfo {
+  DType dtype;
+  const char* name;
+  size_t size;
+};
+
+constexpr DTypeInfo kDTypes[] = {
+    {DType::Bool, "BOOL", 1}, {DType::U8, "U8", 1},   {DType::I8, "I8", 1},
+    {DType::I16, "I16", 2},   {DType::U16, "U16", 2}, {DType::I32, "I32", 4},
+    {DType::U32, "U32", 4},   {DType::I64, "I64", 8}, {DType::U64, "U64", 8},
+    {DType::F16, "F16", 2},   {DType::BF16, "BF16", 2}, {DType::F32, "F32", 4},
+    {DType::F64, "F64", 8},   {DType::F8_E4M3, "F8_E4M3", 1}, {DType::F8_E5M2, "F8_E5M2", 1},
+};
+
+const DTypeInfo* find_dtype(const std::string& name) {
+  for (const auto& info : kDTypes)
+    if (name == info.name) return &info;
+  return nullptr;
+}
+
+const DTypeInfo& info_of(DType dtype) {
+  for (const auto& info : kDTypes)
+    if (info.dtype == dtype) return info;
+  throw Error("unknown dtype enumerator");  // unreachable for valid enum values
+}
+
+// Root object -> tensor entry object -> shape array: the format never nests deeper.
+constexpr size_t kMaxJsonDepth = 3;
+
+// JSON text of a value for an error message, cut short: hostile values can be megabytes long.
+std::string short_dump(const json& value) {
+  std::string text = value.dump();
+  return text.size() > 60 ? text.substr(0, 57) + "..." : text;
+}
+
+std::string shape_string(const std::vector<int64_t>& shape) {
+  std::string text = "[";
+  for (size_t i = 0; i < shape.size(); ++i)
+    text += (i ? ", " : "") + std::to_string(shape[i]);
+  return text + "]";
+}
+
+// numel and byte count of (dtype, shape), or false when either overflows 64 bits.
+bool checked_byte_count(DType dtype, const std::vector<int64_t>& shape, uint64_t* numel,
+                        uint64_t* bytes) {
+  uint64_t count = 1;
+  for (int64_t dim : shape)
+    if (dim < 0 || __builtin_mul_overflow(count, static_cast<uint64_t>(dim), &count)) return false;
+  *numel = count;
+  return !__builtin_mul_overflow(count, static_cast<uint64_t>(dtype_size(dtype)), bytes);
+}
+
+}  // namespace
+
+const char* dtype_name(DType dtype) { return info_of(dtype).name; }
+size_t dtype_size(DType dtype) { return info_of(dtype).size; }
+
+uint64_t TensorEntry::numel() const {
+  uint64_t count = 1;
+  for (int64_t dim : shape) count *= static_cast<uint64_t>(dim);
+  return count;
+}
+
+// ---- Parsing ---------------------------------------------------------------------------------
+
+SafetensorsHeader parse_safetensors(const uint8_t* data, size_t size, const std::string& source) {
+  auto fail = [&source](const auto&... parts) -> Error {
+    return Error(detail::concat(source, ": ", parts...));
+  };
+  if (size < 8)
+    throw fail("file is ", size,
+               " bytes, too short to hold the 8-byte header length (truncated, or not a "
+               "safetensors file)");
+  uint64_t header_length = 0;
+  for (int i = 7; i >= 0; --i) header_length = (header_length << 8) | data[i];
+  if (header_length > kMaxSafetensorsHeaderBytes)
+    throw fail("header length ", header_length, " bytes exceeds the limit of ",
+               kMaxSafetensorsHeaderBytes, " (corrupt, or not a safetensors file)");
+  if (header_length > size - 8)
+    throw fail("header length ", header_length, " bytes runs past the end of the file (",
+               size, " bytes): truncated?");
+  if (header_length == 0 || data[8] != '{')
+    throw fail("header does not start with '{' (not a safetensors file)");
+
+  // Parse, refusing duplicate keys (nlohmann would silently keep the last) and deep nesting.
+  std::vector<std::set<std::string>> open_levels;
+  auto watch = [&](int /*depth*/, json::parse_event_t event, json& parsed) -> bool {
+    switch (event) {
+      case json::parse_event_t::object_start:
+      case json::parse_event_t::array_start:
+        if (open_levels.size() >= kMaxJsonDepth)
+          throw fail("header nests JSON deeper than the format allows (", kMaxJsonDepth,
+                     " levels)");
+        open_levels.emplace_back();
+        break;
+      case json::parse_event_t::object_end:
+      case json::parse_event_t::array_end:
+        open_levels.pop_back();
+        break;
+      case json::parse_event_t::key: {
+        const auto& key = parsed.get_ref<const std::string&>();
+        if (!open_levels.back().insert(key).second)
+          throw fail("header has the key \"", key, "\" twice",
+                     open_levels.size() == 1 ? " (two tensors with one name)" : "");
+        break;
+      }
+      case json::parse_event_t::value:
+        break;
+    }
+    return true;
+  };
+  const char* text = reinterpret_cast<const char*>(data + 8);
+  json header;
+  try {
+    header = json::parse(text, text + header_length, watch);
+  } catch (const json::exception& e) {
+    throw fail("header is not valid JSON: ", e.what());
+  }
+  if (!header.is_object()) throw fail("header must be a JSON object, got ", header.type_name());
+
+  SafetensorsHeader result;
+  result.data_offset = 8 + header_length;
+  const uint64_t data_size = size - result.data_offset;
+  for (auto item = header.begin(); item != header.end(); ++item) {
+    const std::string& name = item.key();
+    const json& value = item.value();
+    if (name == "__metadata__") {
+      if (!value.is_object())
+        throw fail("__metadata__ must be an object of strings, got ", short_dump(value));
+      for (auto field = value.begin(); field != value.end(); ++field) {
+        if (!field.value().is_string())
+          throw fail("__metadata__ value of \"", field.key(), "\" must be a string, got ",
+                     short_dump(field.value()));
+        result.metadata[field.key()] = field.value().get<std::string>();
+      }
+      continue;
+    }
+    auto bad = [&](const auto&... parts) { return fail("tensor \"", name, "\": ", parts...); };
+    if (!value.is_object())
+      throw bad("expected an object {dtype, shape, data_offsets}, got ", short_dump(value));
+    for (auto field = value.begin(); field != value.end(); ++field)
+      if (field.key() != "dtype" && field.key() != "shape" && field.key() != "data_offsets")
+        throw bad("unexpected field \"", field.key(), "\"");
+    if (!value.contains("dtype") || !value.contains("shape") || !value.contains("data_offsets"))
+      throw bad("needs all of dtype, shape and data_offsets");
+
+    TensorEntry entry;
+    entry.name = name;
+    const json& dtype = value.at("dtype");
+    const DTypeInfo* info = dtype.is_string() ? find_dtype(dtype.get<std::string>()) : nullptr;
+    if (!info) throw bad("unknown dtype ", short_dump(dtype));
+    entry.dtype = info->dtype;
+
+    const json& shape = value.at("shape");
+    if (!shape.is_array()) throw bad("shape must be an array, got ", short_dump(shape));
+    for (const json& dim : shape) {
+      if (!dim.is_number_unsigned() ||
+          dim.get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
+        throw bad("shape ", short_dump(shape), " must hold non-negative integers");
+      entry.shape.push_back(static_cast<int64_t>(dim.get<uint64_t>()));
+    }
+    uint64_t numel = 0, expected_bytes = 0;
+    if (!checked_byte_count(entry.dtype, entry.shape, &numel, &expected_bytes))
+      throw bad("shape ", short_dump(shape), " of ", info->name,
+                " overflows 64 bits in its element or byte count");
+
+    const json& offsets = value.at("data_offsets");
+    if (!offsets.is_array() || offsets.size() != 2 || !offsets[0].is_number_unsigned() ||
+        !offsets[1].is_number_unsigned())
+      throw bad("data_offsets must be [begin, end] with non-negative integers, got ",
+                short_dump(offsets));
+    entry.begin = offsets[0].get<uint64_t>();
+    entry.end = offsets[1].get<uint64_t>();
+    if (entry.begin > entry.end)
+      throw bad("data_offsets [", entry.begin, ", ", entry.end, "] are reversed");
+    if (entry.end > data_size)
+      throw bad("data_offsets [", entry.begin, ", ", entry.end,
+                "] run past the end of the data section (", data_size, " bytes): truncated file?");
+    if (entry.end - entry.begin != expected_bytes)
+      throw bad("holds ", entry.end - entry.begin, " bytes but ", info->name, " x ",
+                shape_string(entry.shape), " needs ", expected_bytes);
+    result.tensors.push_back(std::move(entry));
+  }
+
+  // Every data byte belongs to exactly one tensor: no overlaps, no gaps, nothing trailing.
+  std::sort(result.tensors.begin(), result.tensors.end(),
+            [](const TensorEntry& a, const TensorEntry& b) {
+              return std::tie(a.begin, a.end, a.name) < std::tie(b.begin, b.end, b.name);
+            });
+  uint64_t covered = 0;
+  const TensorEntry* previous = nullptr;
+  for (const auto& entry : result.tensors) {
+    if (entry.begin < covered)
+      throw fail("tensor \"", entry.name, "\" data [", entry.begin, ", ", entry.end,
+                 ") overlaps tensor \"", previous->name, "\" [", previous->begin, ", ",
+                 previous->end, ")");
+    if (entry.begin > covered)
+      throw fail("gap of ", entry.begin - covered, " bytes in the data section before tensor \"",
+                 entry.name, "\"");
+    covered = entry.end;
+    previous = &entry;
+  }
+  if (covered != data_size)
+    throw fail("data section holds ", data_size, " bytes but the tensors cover ", covered,
+               " (trailing bytes, or a tensor missing from the header)");
+  return result;
+}
+
+// ---- SafetensorsFile -------------------------------------------------------------------------
+
+SafetensorsFile SafetensorsFile::read(const std::string& path) {
+  return from_bytes(read_file_bytes(path), path);
+}
+
+SafetensorsFile SafetensorsFile::from_bytes(std::vector<uint8_t> bytes, std::string source) {
+  SafetensorsFile file;
+  file.header_ = parse_safetensors(bytes.data(), bytes.size(), source);
+  file.bytes_ = std::move(bytes);
+  file.source_ = std::move(source);
+  return file;
+}
+
+const TensorEntry* SafetensorsFile::find(const std::string& name) const {
+  for (const auto& entry : header_.tensors)
+    if (entry.name == name) return &entry;
+  return nullptr;
+}
+
+const TensorEntry& SafetensorsFile::entry(const std::string& name) const {
+  const TensorEntry* found = find(name);
+  if (!found) throw Error(detail::concat(source_, ": no tensor named \"", name, "\""));
+  return *found;
+}
+
+const uint8_t* SafetensorsFile::raw_bytes(const TensorEntry& entry) const {
+  return bytes_.data() + header_.data_offset + entry.begin;
+}
+
+template <class T>
+std::vector<T> SafetensorsFile::copy_as(const std::string& name, DType expected,
+                                        DType also_accepted) const {
+  const TensorEntry& found = entry(name);
+  if (found.dtype != expected && found.dtype != also_accepted)
+    throw Error(detail::concat(source_, ": tensor \"", name, "\" is ", dtype_name(found.dtype),
+                               ", expected ", dtype_name(expected)));
+  std::vector<T> values(static_cast<size_t>(found.numel()));
+  if (!values.empty()) std::memcpy(values.data(), raw_bytes(found), found.byte_size());
+  return values;
+}
+
+std::vector<float> SafetensorsFile::to_f32(const std::string& name) const {
+  return copy_as<float>(name, DType::F32, DType::F32);
+}
+std::vector<int64_t> SafetensorsFile::to_i64(const std::string& name) const {
+  return copy_as<int64_t>(name, DType::I64, DType::I64);
+}
+std::vector<uint8_t> SafetensorsFile::to_u8(const std::string& name) const {
+  return copy_as<uint8_t>(name, DType::U8, DType::Bool);
+}
+
+// ---- Writing ---------------------------------------------------------------------------------
+
+void SafetensorsWriter::add_raw(const std::string& name, DType dtype, std::vector<int64_t> shape,
+                                const void* bytes, size_t byte_count) {
+  if (name.empty() || name == "__metadata__")
+    throw Error("safetensors: tensor name \"" + name + "\" is empty or reserved");
+  for (const auto& pending : tensors_)
+    if (pending.name == name) throw Error("safetensors: tensor \"" + name + "\" added twice");
+  uint64_t numel = 0, expected = 0;
+  if (!checked_byte_count(dtype, shape, &numel, &expected))
+    throw Error(detail::concat("safetensors: tensor \"", name, "\" has an invalid shape ",
+                               shape_string(shape)));
+  if (expected != byte_count || (byte_count > 0 && bytes == nullptr))
+    throw Error(detail::concat("safetensors: tensor \"", name, "\" of ", dtype_name(dtype), " x ",
+                               shape_string(shape), " needs ", expected, " bytes, got ",
+                               byte_count));
+  const auto* first = static_cast<const uint8_t*>(bytes);
+  tensors_.push_back({name, dtype, std::move(shape),
+                      byte_count ? std::vector<uint8_t>(first, first + byte_count)
+                                 : std::vector<uint8_t>{}});
+}
+
+void SafetensorsWriter::add_f32(const std::string& name, std::vector<int64_t> shape,
+                                const float* values) {
+  uint64_t numel = 1;
+  for (int64_t dim : shape) numel *= static_cast<uint64_t>(std::max<int64_t>(dim, 0));
+  add_raw(name, DType::F32, std::move(shape), values, numel * sizeof(float));
+}
+
+void SafetensorsWriter::add_i64(const std::string& name, std::vector<int64_t> shape,
+                                const int64_t* values) {
+  uint64_t numel = 1;
+  for (int64_t dim : shape) numel *= static_cast<uint64_t>(std::max<int64_t>(dim, 0));
+  add_raw(name, DType::I64, std::move(shape), values, numel * sizeof(int64_t));
+}
+
+void SafetensorsWriter::add_u8(const std::string& name, std::vector<int64_t> shape,
+                               const uint8_t* values) {
+  uint64_t numel = 1;
+  for (int64_t dim : shape) numel *= static_cast<uint64_t>(std::max<int64_t>(dim, 0));
+  add_raw(name, DType::U8, std::move(shape), values, numel);
+}
+
+void SafetensorsWriter::set_metadata(const std::string& key, const std::string& value) {
+  metadata_[key] = value;
+}
+
+std::vector<uint8_t> SafetensorsWriter::serialize() const {
+  json header = json::object();
+  uint64_t offset = 0;
+  for (const auto& t : tensors_) {
+    header[t.name] = {{"dtype", dtype_name(t.dtype)},
+                      {"shape", t.shape},
+                      {"data_offsets", {offset, offset + t.bytes.size()}}};
+    offset += t.bytes.size();
+  }
+  if (!metadata_.empty()) header["__metadata__"] = metadata_;
+  std::string text;
+  try {
+    text = header.dump();
+  } catch (const json::exception& e) {
+    throw Error(std::string("safetensors: a tensor name or metadata string is not valid UTF-8: ") +
+                e.what());
+  }
+  text.append((8 - text.size() % 8) % 8, ' ');
+
+  std::vector<uint8_t> out;
+  out.reserve(8 + text.size() + offset);
+  uint64_t length = text.size();
+  for (int i = 0; i < 8; ++i) out.push_back(static_cast<uint8_t>(length >> (8 * i)));
+  out.insert(out.end(), text.begin(), text.end());
+  for (const auto& t : tensors_) out.insert(out.end(), t.bytes.begin(), t.bytes.end());
+  return out;
+}
+
+void SafetensorsWriter::write(const std::string& path) const {
+  std::vector<uint8_t> bytes = serialize();
+  write_file_atomically(path, bytes.data(), bytes.size());
+}
+
+}  // namespace pneumo

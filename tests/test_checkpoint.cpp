@@ -1,0 +1,225 @@
+// Checkpoints: full round trip (tensors, every metadata field, callback state, bit-exact
+// doubles), flat-buffer layout helpers, refusal of another architecture or input size, of
+// truncated and foreign files, and atomic replacement of an existing checkpoint.
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <limits>
+
+#include "pneumo/checkpoint.hpp"
+#include "pneumo/error.hpp"
+#include "pneumo/safetensors.hpp"
+#include "temp_dir.hpp"
+
+namespace pneumo {
+namespace {
+
+using pneumo::testing::TempDir;
+
+// A two-layer toy layout: conv1.weight (2, 1, 3, 3) at 0, conv1.bias (2) at 18, fc1.weight (1, 2)
+// at 20 -> 22 parameters; buffers bn1.running_mean (2) and bn1.running_var (2).
+std::vector<ParameterInfo> toy_parameters() {
+  return {{"conv1.weight", Shape{2, 1, 3, 3}, 0},
+          {"conv1.bias", Shape{2}, 18},
+          {"fc1.weight", Shape{1, 2}, 20}};
+}
+std::vector<ParameterInfo> toy_buffers() {
+  return {{"bn1.running_mean", Shape{2}, 0}, {"bn1.running_var", Shape{2}, 2}};
+}
+
+CheckpointData toy_checkpoint() {
+  std::vector<float> parameters(22), mean_square(22), buffers{0.1f, -0.2f, 1.5f, 0.75f};
+  for (size_t i = 0; i < parameters.size(); ++i) {
+    parameters[i] = 0.01f * static_cast<float>(i) - 0.1f;
+    mean_square[i] = 1e-6f * static_cast<float>(i * i);
+  }
+  CheckpointData data;
+  data.tensors = tensors_from_flat(parameters.data(), 22, toy_parameters());
+  auto buffer_tensors = tensors_from_flat(buffers.data(), 4, toy_buffers());
+  auto optimizer_tensors =
+      tensors_from_flat(mean_square.data(), 22, toy_parameters(), kRmspropMeanSquarePrefix);
+  data.tensors.insert(data.tensors.end(), buffer_tensors.begin(), buffer_tensors.end());
+  data.tensors.insert(data.tensors.end(), optimizer_tensors.begin(), optimizer_tensors.end());
+
+  CheckpointMetadata& m = data.metadata;
+  m.decision_threshold = 0.6791786991753930;
+  m.threshold_rule = "Youden's J on val";
+  m.epoch = 7;
+  m.step = 1234567;
+  m.seed = std::numeric_limits<uint64_t>::max() - 5;  // beyond int64 and double precision
+  m.learning_rate = 1e-3 * 0.3 * 0.3;               // 9.000000000000001e-05: must stay bit-exact
+  m.callback_state = {{"reduce_lr_on_plateau", {{"best", "-inf"}, {"wait", 1}}}};
+  m.config = {{"batch_size", 32}, {"epochs", 12}, {"data", "../shared/data/chest_xray"}};
+  m.extra["git_commit"] = "abc123";
+  return data;
+}
+
+TEST(Checkpoint, RoundTripKeepsTensorsAndEveryMetadataField) {
+  TempDir dir;
+  std::string path = dir.file("last.safetensors");
+  CheckpointData saved = toy_checkpoint();
+  save_checkpoint(path, saved);
+  CheckpointData loaded = load_checkpoint(path);
+
+  ASSERT_EQ(loaded.tensors.size(), saved.tensors.size());
+  for (const auto& tensor : saved.tensors) {
+    const NamedTensor* back = loaded.find(tensor.name);
+    ASSERT_NE(back, nullptr) << tensor.name;
+    EXPECT_EQ(back->shape, tensor.shape) << tensor.name;
+    EXPECT_EQ(back->values, tensor.values) << tensor.name;
+  }
+  const CheckpointMetadata &a = saved.metadata, &b = loaded.metadata;
+  EXPECT_EQ(b.format_version, kCheckpointFormatVersion);
+  EXPECT_EQ(b.architecture, "seed-cnn-v1");
+  EXPECT_EQ(b.input_size, 150);
+  EXPECT_EQ(b.channels, 1);
+  EXPECT_EQ(b.classes, (std::vector<std::string>{"NORMAL", "PNEUMONIA"}));
+  EXPECT_EQ(b.normalisation, "x/255, grayscale");
+  EXPECT_EQ(b.decision_threshold, a.decision_threshold);  // bit-exact
+  EXPECT_EQ(b.threshold_rule, a.threshold_rule);
+  EXPECT_EQ(b.epoch, 7);
+  EXPECT_EQ(b.step, 1234567);
+  EXPECT_EQ(b.seed, a.seed);
+  EXPECT_EQ(b.learning_rate, a.learning_rate);  // bit-exact
+  EXPECT_EQ(b.optimizer, "rmsprop");
+  EXPECT_EQ(b.callback_state, a.callback_state);
+  EXPECT_EQ(b.config, a.config);
+  EXPECT_EQ(b.extra, a.extra);
+
+  // Readable by any safetensors reader: plain string metadata, optimizer tensors by name.
+  SafetensorsFile raw = SafetensorsFile::read(path);
+  EXPECT_EQ(raw.metadata().at("format"), "pneumo-checkpoint");
+  EXPECT_EQ(raw.metadata().at("architecture"), "seed-cnn-v1");
+  EXPECT_EQ(raw.metadata().at("input_size"), "150");
+  EXPECT_EQ(raw.entry("optimizer.rmsprop.mean_square.conv1.weight").shape,
+            (std::vector<int64_t>{2, 1, 3, 3}));
+  EXPECT_EQ(read_checkpoint_metadata(path).epoch, 7);
+}
+
+TEST(Checkpoint, FlatBuffersRoundTripThroughNamedTensors) {
+  CheckpointData data = toy_checkpoint();
+  std::vector<float> parameters(22, -99.0f), mean_square(22, -99.0f), buffers(4, -99.0f);
+  tensors_to_flat(data, toy_parameters(), "", parameters.data(), 22, "toy");
+  tensors_to_flat(data, toy_parameters(), kRmspropMeanSquarePrefix, mean_square.data(), 22, "toy");
+  tensors_to_flat(data, toy_buffers(), "", buffers.data(), 4, "toy");
+  EXPECT_FLOAT_EQ(parameters[0], -0.1f);
+  EXPECT_FLOAT_EQ(parameters[21], 0.11f);
+  EXPECT_FLOAT_EQ(mean_square[21], 1e-6f * 441);
+  EXPECT_EQ(buffers, (std::vector<float>{0.1f, -0.2f, 1.5f, 0.75f}));
+  EXPECT_EQ(rmsprop_state_name("fc1.weight"), "optimizer.rmsprop.mean_square.fc1.weight");
+
+  // A model whose layer is shaped differently, or that has a layer the checkpoint lacks.
+  auto wider = toy_parameters();
+  wider[2].shape = Shape{2, 2};
+  std::vector<float> big(24);
+  try {
+    tensors_to_flat(data, wider, "", big.data(), 24, "old.safetensors");
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("fc1.weight has shape (1, 2) but this model expects (2, 2)"),
+              std::string::npos)
+        << e.what();
+  }
+  auto extra_layer = toy_parameters();
+  extra_layer.push_back({"fc2.weight", Shape{1, 1}, 22});
+  std::vector<float> more(23);
+  EXPECT_THROW(tensors_to_flat(data, extra_layer, "", more.data(), 23, "old.safetensors"), Error);
+  EXPECT_THROW(tensors_to_flat(data, toy_parameters(), "", parameters.data(), 21, "x"), Error);
+  EXPECT_THROW(tensors_from_flat(parameters.data(), 21, toy_parameters()), Error);
+}
+
+TEST(Checkpoint, ForeignArchitectureOrInputSizeIsRefused) {
+  CheckpointMetadata m;  // seed-cnn-v1 at 150
+  EXPECT_NO_THROW(validate_compatible(m, "seed-cnn-v1", 150, "best.safetensors"));
+  try {
+    validate_compatible(m, "seed-cnn-v2", 224, "runs/a/best.safetensors");
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_STREQ(e.what(),
+                 "checkpoint runs/a/best.safetensors was trained for architecture seed-cnn-v1 at "
+                 "input size 150; this run uses seed-cnn-v2 at 224");
+  }
+  EXPECT_THROW(validate_compatible(m, "seed-cnn-v1", 224, "x"), Error);
+  EXPECT_THROW(validate_compatible(m, "resnet", 150, "x"), Error);
+}
+
+TEST(Checkpoint, TruncatedForeignAndNewerFilesAreRefused) {
+  TempDir dir;
+  std::string path = dir.file("model.safetensors");
+  save_checkpoint(path, toy_checkpoint());
+  auto bytes = pneumo::testing::read_text(path);
+
+  // Cut anywhere: in the data, in the header, inside the length field.
+  for (size_t keep : {bytes.size() - 1, bytes.size() / 2, size_t{100}, size_t{5}, size_t{0}}) {
+    std::string cut = dir.file("cut.safetensors");
+    pneumo::testing::write_bytes(cut, std::vector<uint8_t>(bytes.begin(), bytes.begin() + keep));
+    try {
+      load_checkpoint(cut);
+      ADD_FAILURE() << "a file cut to " << keep << " bytes was accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(cut), std::string::npos) << e.what();
+    }
+  }
+
+  // A valid safetensors file that is not a pneumo checkpoint.
+  SafetensorsWriter plain;
+  float one = 1;
+  plain.add_f32("w", {1}, &one);
+  plain.write(dir.file("plain.safetensors"));
+  try {
+    load_checkpoint(dir.file("plain.safetensors"));
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("not a pneumo checkpoint"), std::string::npos) << e.what();
+  }
+
+  // A newer format version, a mistyped field, a non-float tensor.
+  auto rewrite = [&](const std::string& key, const std::string& value) {
+    SafetensorsFile file = SafetensorsFile::read(path);
+    SafetensorsWriter writer;
+    for (const auto& entry : file.tensors())
+      writer.add_f32(entry.name, entry.shape, file.to_f32(entry.name).data());
+    for (const auto& [k, v] : file.metadata()) writer.set_metadata(k, v);
+    writer.set_metadata(key, value);
+    writer.write(dir.file("edited.safetensors"));
+    return dir.file("edited.safetensors");
+  };
+  EXPECT_THROW(load_checkpoint(rewrite("format_version", "2")), Error);
+  EXPECT_THROW(load_checkpoint(rewrite("input_size", "\"150\"")), Error);
+  EXPECT_THROW(load_checkpoint(rewrite("epoch", "-1")), Error);
+  EXPECT_THROW(load_checkpoint(rewrite("decision_threshold", "1.5")), Error);
+  EXPECT_THROW(load_checkpoint(rewrite("callback_state", "{not json")), Error);
+  EXPECT_NO_THROW(load_checkpoint(rewrite("epoch", "8")));
+
+  SafetensorsWriter with_int;
+  int64_t count = 3;
+  with_int.add_i64("bn1.num_batches_tracked", {}, &count);
+  SafetensorsFile original = SafetensorsFile::read(path);
+  for (const auto& [k, v] : original.metadata()) with_int.set_metadata(k, v);
+  with_int.write(dir.file("int.safetensors"));
+  EXPECT_THROW(load_checkpoint(dir.file("int.safetensors")), Error);
+}
+
+TEST(Checkpoint, SaveRefusesInconsistentDataAndKeepsTheOldFile) {
+  TempDir dir;
+  std::string path = dir.file("last.safetensors");
+  save_checkpoint(path, toy_checkpoint());
+
+  CheckpointData bad = toy_checkpoint();
+  bad.tensors[0].values.pop_back();  // 17 values for a (2, 1, 3, 3) tensor
+  EXPECT_THROW(save_checkpoint(path, bad), Error);
+  CheckpointData clash = toy_checkpoint();
+  clash.metadata.extra["epoch"] = "3";
+  EXPECT_THROW(save_checkpoint(path, clash), Error);
+  CheckpointData bad_threshold = toy_checkpoint();
+  bad_threshold.metadata.decision_threshold = std::nan("");
+  EXPECT_THROW(save_checkpoint(path, bad_threshold), Error);
+
+  EXPECT_EQ(load_checkpoint(path).metadata.epoch, 7) << "the previous checkpoint is intact";
+  EXPECT_EQ(dir.entries(), std::vector<std::string>{"last.safetensors"});
+  EXPECT_THROW(save_checkpoint(dir.file("missing/last.safetensors"), toy_checkpoint()), Error);
+}
+
+}  // namespace
+}  // namespace pneumo

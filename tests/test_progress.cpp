@@ -1,0 +1,271 @@
+// Progress lines, epoch summaries, the CSV/JSONL history (including resume) and the Markdown +
+// SVG report, checked by their exact text. A fake clock drives the reporter's timing.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <sstream>
+
+#include "pneumo/atomic_file.hpp"
+#include "pneumo/error.hpp"
+#include "pneumo/progress.hpp"
+#include "pneumo/report.hpp"
+#include "temp_dir.hpp"
+
+namespace pneumo {
+namespace {
+
+using pneumo::testing::read_text;
+using pneumo::testing::TempDir;
+
+size_t count_of(const std::string& text, const std::string& what) {
+  size_t count = 0;
+  for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++count;
+  return count;
+}
+
+TEST(Progress, DurationsAndTheProgressLine) {
+  EXPECT_EQ(format_duration(7.4), "0:07");
+  EXPECT_EQ(format_duration(754), "12:34");
+  EXPECT_EQ(format_duration(3723), "1:02:03");
+  EXPECT_EQ(format_duration(-1), "--:--");
+  EXPECT_EQ(format_duration(NAN), "--:--");
+
+  ProgressSnapshot s;
+  s.epoch = 2;
+  s.total_epochs = 12;
+  s.step = 120;
+  s.total_steps = 163;
+  s.images = 3840;
+  s.elapsed_seconds = 7.5;
+  s.running_loss = 0.31244;
+  s.running_accuracy = 0.865;
+  // 3840 / 7.5 = 512 img/s; ETA 7.5 / 120 * 43 = 2.7 s.
+  EXPECT_EQ(format_progress_line(s),
+            "epoch 3/12  step 120/163   73%  512.0 img/s  loss 0.3124  acc 0.8650  ETA 0:03");
+  s.step = 0;
+  s.elapsed_seconds = 0;
+  EXPECT_NE(format_progress_line(s).find("ETA --:--"), std::string::npos);
+}
+
+struct FakeClock {
+  double now = 100.0;
+  ProgressReporter::Clock function() {
+    return [this] { return now; };
+  }
+};
+
+TEST(Progress, PlainModePrintsEveryTenPercentAndOnLongGaps) {
+  FakeClock clock;
+  std::ostringstream out;
+  ProgressOptions options;  // plain, 10%, 30 s
+  ProgressReporter reporter(out, options, clock.function());
+  reporter.begin_epoch(0, 2, 100);
+  for (int step = 1; step <= 100; ++step) {
+    clock.now += 0.1;
+    reporter.update(step, step * 32, 0.5, 0.75);
+  }
+  std::string text = out.str();
+  EXPECT_EQ(count_of(text, "\n"), 10u) << text;
+  EXPECT_EQ(count_of(text, "\r"), 0u);
+  EXPECT_NE(text.find("step 10/100"), std::string::npos);
+  EXPECT_NE(text.find("step 100/100  100%"), std::string::npos);
+  reporter.update(100, 3200, 0.5, 0.75);  // a repeated last call adds nothing
+  EXPECT_EQ(out.str(), text);
+
+  // A slow epoch: 1000 steps of 1 s each print every 30 s as well as every 10%.
+  std::ostringstream slow_out;
+  ProgressReporter slow(slow_out, options, clock.function());
+  slow.begin_epoch(1, 2, 1000);
+  for (int step = 1; step <= 1000; ++step) {
+    clock.now += 1.0;
+    slow.update(step, step * 32, 0.5, 0.75);
+  }
+  // 1000 s / 30 s = 33 timed lines, some coinciding with the 10 percent lines.
+  size_t lines = count_of(slow_out.str(), "\n");
+  EXPECT_GE(lines, 33u);
+  EXPECT_LE(lines, 43u);
+  EXPECT_NEAR(slow.elapsed_seconds(), 1000.0, 1e-9);
+}
+
+TEST(Progress, LiveModeRedrawsInPlaceAndErasesAtTheEnd) {
+  FakeClock clock;
+  std::ostringstream out;
+  ProgressOptions options;
+  options.live = true;
+  ProgressReporter reporter(out, options, clock.function());
+  reporter.begin_epoch(0, 1, 50);
+  for (int step = 1; step <= 50; ++step) {
+    clock.now += 0.0625;  // a redraw every other step (0.1 s interval); exact in binary
+    reporter.update(step, step * 32, 1.0 / step, 0.5);
+  }
+  std::string text = out.str();
+  EXPECT_EQ(count_of(text, "\n"), 0u);
+  size_t draws = count_of(text, "\r");
+  EXPECT_GE(draws, 25u);
+  EXPECT_LE(draws, 27u);
+  EXPECT_NE(text.rfind("step 50/50"), std::string::npos) << "the last step is always drawn";
+  reporter.end_epoch();
+  std::string erased = out.str().substr(text.size());
+  EXPECT_EQ(erased.front(), '\r');
+  EXPECT_EQ(erased.back(), '\r');
+  EXPECT_EQ(erased.find_first_not_of(" \r"), std::string::npos);
+  EXPECT_THROW(reporter.begin_epoch(1, 1, 0), Error);
+}
+
+EpochRecord sample_record(int epoch) {
+  EpochRecord record;
+  record.epoch = epoch;
+  record.learning_rate = 3e-4;
+  record.seconds = 42.06;
+  record.values = {{"loss", 0.31244},          {"accuracy", 0.865},
+                   {"val_loss", 0.28},         {"val_accuracy", 0.90123},
+                   {"val_auc", 0.955},         {"val_sensitivity", 0.93},
+                   {"val_specificity", NAN},   {"val_custom", 2.0}};
+  return record;
+}
+
+TEST(Progress, EpochSummaryLine) {
+  EXPECT_EQ(format_epoch_summary(sample_record(2), 12),
+            "epoch 3/12  train loss 0.3124 acc 0.8650 | val loss 0.2800 acc 0.9012 auc 0.9550 "
+            "sens 0.9300 spec n/a custom 2.0000 | lr 3.00e-04 | 42.1 s");
+  EpochRecord bare;
+  bare.learning_rate = 1e-3;
+  bare.seconds = 1;
+  EXPECT_EQ(format_epoch_summary(bare, 1), "epoch 1/1  lr 1.00e-03 | 1.0 s");
+}
+
+TEST(History, CsvAndJsonlFileContents) {
+  TempDir dir;
+  EpochLogWriter writer(dir.file("run"));
+  EpochRecord first;
+  first.epoch = 0;
+  first.learning_rate = 1e-3;
+  first.seconds = 40.5;
+  first.values = {{"loss", 0.5}, {"val_accuracy", 0.75}};
+  writer.append(first);
+  EpochRecord second = first;
+  second.epoch = 1;
+  second.learning_rate = 3e-4;
+  second.values = {{"loss", 0.25}, {"val_accuracy", NAN}, {"val_auc", 0.9}};
+  writer.append(second);
+
+  EXPECT_EQ(read_text(writer.csv_path()),
+            "epoch,learning_rate,seconds,loss,val_accuracy,val_auc\n"
+            "0,0.001,40.5,0.5,0.75,\n"
+            "1,0.0003,40.5,0.25,nan,0.9\n");
+  EXPECT_EQ(read_text(writer.jsonl_path()),
+            "{\"epoch\":0,\"learning_rate\":0.001,\"loss\":0.5,\"seconds\":40.5,\"val_accuracy\":0.75}\n"
+            "{\"epoch\":1,\"learning_rate\":0.0003,\"loss\":0.25,\"seconds\":40.5,"
+            "\"val_accuracy\":null,\"val_auc\":0.9}\n");
+
+  auto back = read_history_jsonl(writer.jsonl_path());
+  ASSERT_EQ(back.size(), 2u);
+  EXPECT_EQ(back[1].learning_rate, 3e-4);
+  EXPECT_TRUE(std::isnan(back[1].values.at("val_accuracy")));
+  EXPECT_EQ(back[0].values.count("val_auc"), 0u);
+
+  EXPECT_THROW(writer.append(first), Error) << "epochs must increase";
+  EpochRecord reserved = second;
+  reserved.epoch = 5;
+  reserved.values["seconds"] = 1;
+  EXPECT_THROW(writer.append(reserved), Error);
+}
+
+TEST(History, ResumeKeepsEarlierEpochsAndDropsLaterOnes) {
+  TempDir dir;
+  {
+    EpochLogWriter writer(dir.path());
+    for (int epoch = 0; epoch < 4; ++epoch) writer.append(sample_record(epoch));
+  }
+  // The checkpoint being resumed was written after epoch 2 (epoch count 2): epochs 2 and 3 ran
+  // after it and are run again.
+  EpochLogWriter resumed(dir.path(), 2);
+  ASSERT_EQ(resumed.records().size(), 2u);
+  EXPECT_EQ(resumed.records().back().epoch, 1);
+  resumed.append(sample_record(2));
+  EXPECT_EQ(read_history_jsonl(resumed.jsonl_path()).size(), 3u);
+  EXPECT_EQ(count_of(read_text(resumed.csv_path()), "\n"), 4u);  // header + 3 rows
+
+  EpochLogWriter fresh(dir.path());  // a new run starts over
+  EXPECT_TRUE(fresh.records().empty());
+  EXPECT_EQ(read_text(fresh.csv_path()), "epoch,learning_rate,seconds\n");
+
+  pneumo::testing::write_bytes(dir.file("history.jsonl"), {'{', 'x', '\n'});
+  try {
+    EpochLogWriter broken(dir.path(), 3);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("history.jsonl:1"), std::string::npos) << e.what();
+  }
+  write_file_atomically(dir.file("blocker"), std::string("x"));
+  EXPECT_THROW(EpochLogWriter(dir.file("blocker/run")), Error);
+}
+
+TEST(Report, SvgChartHasAxesSeriesAndEscapedText) {
+  LineChart chart;
+  chart.title = "loss <per> epoch & more";
+  chart.x_label = "epoch";
+  chart.y_label = "loss";
+  chart.series.push_back({"train", {1, 2, 3, 4}, {0.9, 0.5, NAN, 0.3}, "#1f77b4", false});
+  chart.series.push_back({"val \"held out\"", {1, 2, 3, 4}, {1.0, 0.7, 0.6, 0.55}, "#ff7f0e", true});
+  std::string svg = svg_line_chart(chart);
+  EXPECT_EQ(svg.rfind("<svg", 0), 0u);
+  EXPECT_NE(svg.find("</svg>"), std::string::npos);
+  EXPECT_NE(svg.find("loss &lt;per&gt; epoch &amp; more"), std::string::npos);
+  EXPECT_NE(svg.find("val &quot;held out&quot;"), std::string::npos);
+  // The NaN splits the train line in two; the val line is one dashed polyline.
+  EXPECT_EQ(count_of(svg, "<polyline"), 3u);
+  EXPECT_EQ(count_of(svg, "stroke-dasharray"), 2u);  // the val line and its legend sample
+  EXPECT_EQ(count_of(svg, "<circle"), 7u);
+  EXPECT_EQ(svg.find("nan"), std::string::npos);
+  chart.series[0].y.pop_back();
+  EXPECT_THROW(svg_line_chart(chart), Error);
+}
+
+TEST(Report, MarkdownReportWithCurvesRocAndConfusionMatrices) {
+  TempDir dir;
+  ReportInputs inputs;
+  inputs.title = "seed recipe, 2 epochs";
+  inputs.history = {sample_record(0), sample_record(1)};
+  std::vector<float> logits{-2, -1, 0.5f, 1, 2, -0.5f, 1, 3};
+  std::vector<uint8_t> labels{0, 0, 0, 1, 1, 1, 0, 1};
+  ThresholdChoice choice = choose_threshold_youden(logits, labels);
+  inputs.validation = evaluate_binary("val", logits, labels, choice.threshold);
+  inputs.validation_roc = roc_curve(logits, labels);
+  inputs.test = evaluate_binary("test", logits, labels, choice.threshold);
+  inputs.test_roc = inputs.validation_roc;
+  inputs.config = {{"batch_size", 32}};
+  inputs.notes = "Data: Kermany et al. (CC BY 4.0).";
+
+  std::string path = write_report(dir.file("run"), inputs);
+  EXPECT_EQ(path, dir.file("run") + "/report.md");
+  std::string md = read_text(path);
+  EXPECT_EQ(md.rfind("# seed recipe, 2 epochs\n", 0), 0u);
+  EXPECT_NE(md.find("![Loss per epoch](loss.svg)"), std::string::npos);
+  EXPECT_NE(md.find("![Accuracy per epoch](accuracy.svg)"), std::string::npos);
+  EXPECT_NE(md.find("![ROC curves](roc.svg)"), std::string::npos);
+  EXPECT_NE(md.find("| 2 | 0.0003 | 42.1 | 0.3124 | 0.8650 | 0.2800 | 0.9012 | 0.9550 | 0.9300 | n/a |"),
+            std::string::npos)
+      << md;
+  EXPECT_NE(md.find("| **true NORMAL** | 2 | 2 |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| **true PNEUMONIA** | 1 | 3 |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| tuned on validation (Youden's J) | 0.6792 | 0.7500 |"), std::string::npos) << md;
+  EXPECT_NE(md.find("ROC AUC 0.8438"), std::string::npos);
+  EXPECT_NE(md.find("\"batch_size\": 32"), std::string::npos);
+  EXPECT_NE(md.find("CC BY 4.0"), std::string::npos);
+  EXPECT_EQ(dir.entries(), std::vector<std::string>{"run"});
+  std::string roc = read_text(dir.file("run/roc.svg"));
+  EXPECT_NE(roc.find("validation (AUC 0.844)"), std::string::npos);
+  EXPECT_EQ(count_of(roc, "<polyline"), 3u);  // val, test, chance
+  EXPECT_NE(read_text(dir.file("run/loss.svg")).find("validation"), std::string::npos);
+
+  // Without history or curves: just the tables, no dangling image links.
+  ReportInputs minimal;
+  minimal.test = inputs.test;
+  std::string minimal_md = read_text(write_report(dir.file("eval"), minimal));
+  EXPECT_EQ(minimal_md.find(".svg"), std::string::npos);
+  EXPECT_NE(minimal_md.find("## Test"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace pneumo

@@ -1,0 +1,272 @@
+// safetensors: round trip, byte layout, compatibility with Python's `safetensors` and NumPy
+// (skipped when they are not installed), every malformed-input case rejected with a clear
+// pneumo::Error, random corruption never escaping as anything else, and the atomic writer.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <random>
+
+#include "pneumo/atomic_file.hpp"
+#include "pneumo/error.hpp"
+#include "pneumo/safetensors.hpp"
+#include "temp_dir.hpp"
+
+namespace pneumo {
+namespace {
+
+using pneumo::testing::TempDir;
+
+// A file image from a header text and `data_bytes` bytes of data (all 0x11).
+std::vector<uint8_t> make_image(const std::string& header, size_t data_bytes) {
+  std::vector<uint8_t> out(8);
+  uint64_t length = header.size();
+  for (int i = 0; i < 8; ++i) out[static_cast<size_t>(i)] = static_cast<uint8_t>(length >> (8 * i));
+  out.insert(out.end(), header.begin(), header.end());
+  out.insert(out.end(), data_bytes, 0x11);
+  return out;
+}
+
+SafetensorsWriter sample_writer() {
+  SafetensorsWriter writer;
+  std::vector<float> weights{0.5f, -1.25f, 3.0f, 1e-8f, -0.0f, 65504.0f};
+  std::vector<int64_t> counts{1, -2, int64_t{1} << 40};
+  std::vector<uint8_t> bytes{0, 7, 255};
+  float scalar = 2.5f;
+  writer.add_f32("conv1.weight", {2, 3}, weights.data());
+  writer.add_i64("counts", {3}, counts.data());
+  writer.add_u8("mask", {3}, bytes.data());
+  writer.add_f32("scalar", {}, &scalar);
+  writer.add_f32("empty", {0, 4}, nullptr);
+  writer.set_metadata("architecture", "seed-cnn-v1");
+  writer.set_metadata("note", "ünïcode ✓");
+  return writer;
+}
+
+TEST(Safetensors, RoundTripInMemory) {
+  auto image = sample_writer().serialize();
+  SafetensorsFile file = SafetensorsFile::from_bytes(image, "sample");
+  EXPECT_EQ(file.tensors().size(), 5u);
+  EXPECT_EQ(file.to_f32("conv1.weight"),
+            (std::vector<float>{0.5f, -1.25f, 3.0f, 1e-8f, -0.0f, 65504.0f}));
+  EXPECT_EQ(file.entry("conv1.weight").shape, (std::vector<int64_t>{2, 3}));
+  EXPECT_EQ(file.to_i64("counts"), (std::vector<int64_t>{1, -2, int64_t{1} << 40}));
+  EXPECT_EQ(file.to_u8("mask"), (std::vector<uint8_t>{0, 7, 255}));
+  EXPECT_EQ(file.to_f32("scalar"), std::vector<float>{2.5f});
+  EXPECT_TRUE(file.entry("scalar").shape.empty());
+  EXPECT_TRUE(file.to_f32("empty").empty());
+  EXPECT_EQ(file.metadata().at("architecture"), "seed-cnn-v1");
+  EXPECT_EQ(file.metadata().at("note"), "ünïcode ✓");
+  EXPECT_EQ(file.find("missing"), nullptr);
+  EXPECT_THROW(file.entry("missing"), Error);
+  EXPECT_THROW(file.to_f32("counts"), Error);  // stored as I64: no silent cast
+}
+
+TEST(Safetensors, ByteLayoutFollowsTheFormat) {
+  auto image = sample_writer().serialize();
+  uint64_t length = 0;
+  std::memcpy(&length, image.data(), 8);
+  EXPECT_EQ(length % 8, 0u) << "header padded so the data is 8-byte aligned";
+  EXPECT_EQ(image[8], '{');
+  // Data in insertion order right after the header: conv1.weight first.
+  float first = 0;
+  std::memcpy(&first, image.data() + 8 + length, 4);
+  EXPECT_EQ(first, 0.5f);
+  EXPECT_EQ(image.size(), 8 + length + 6 * 4 + 3 * 8 + 3 + 4);
+}
+
+TEST(Safetensors, WriteAtomicallyAndReadBack) {
+  TempDir dir;
+  std::string path = dir.file("model.safetensors");
+  write_file_atomically(path, std::string("old contents"));
+  sample_writer().write(path);
+  EXPECT_EQ(dir.entries(), std::vector<std::string>{"model.safetensors"}) << "no temporary left";
+  EXPECT_EQ(SafetensorsFile::read(path).to_f32("scalar"), std::vector<float>{2.5f});
+  EXPECT_THROW(SafetensorsFile::read(dir.file("absent.safetensors")), Error);
+  EXPECT_THROW(SafetensorsFile::read(dir.path()), Error);  // a directory
+}
+
+TEST(Safetensors, UnwritableDirectoryFailsClearly) {
+  TempDir dir;
+  std::string path = dir.file("no/such/dir/model.safetensors");
+  try {
+    sample_writer().write(path);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    std::string message = e.what();
+    EXPECT_NE(message.find(path), std::string::npos) << message;
+    EXPECT_NE(message.find("No such file or directory"), std::string::npos) << message;
+  }
+  // A regular file where the directory should be.
+  write_file_atomically(dir.file("plain"), std::string("x"));
+  EXPECT_THROW(write_file_atomically(dir.file("plain/model.safetensors"), std::string("y")), Error);
+  EXPECT_EQ(dir.entries(), std::vector<std::string>{"plain"});
+}
+
+TEST(Safetensors, WriterRefusesBadTensors) {
+  SafetensorsWriter writer;
+  float value = 1;
+  writer.add_f32("a", {1}, &value);
+  EXPECT_THROW(writer.add_f32("a", {1}, &value), Error);
+  EXPECT_THROW(writer.add_f32("__metadata__", {1}, &value), Error);
+  EXPECT_THROW(writer.add_f32("", {1}, &value), Error);
+  EXPECT_THROW(writer.add_f32("negative", {-1}, &value), Error);
+  EXPECT_THROW(writer.add_raw("short", DType::F32, {2}, &value, 4), Error);
+  EXPECT_THROW(writer.add_f32("null", {2}, nullptr), Error);
+}
+
+TEST(Safetensors, PythonAndNumpyReadOursAndWeReadTheirs) {
+  if (std::system("python3 -c 'import safetensors.numpy, numpy' >/dev/null 2>&1") != 0)
+    GTEST_SKIP() << "python3 with the safetensors and numpy packages is not installed";
+  TempDir dir;
+  sample_writer().write(dir.file("ours.safetensors"));
+  const char* script = R"PY(
+import sys, numpy as np
+from safetensors import safe_open
+from safetensors.numpy import load_file, save_file
+ours, theirs = sys.argv[1], sys.argv[2]
+t = load_file(ours)
+assert t["conv1.weight"].dtype == np.float32 and t["conv1.weight"].shape == (2, 3)
+assert t["conv1.weight"].tolist() == [[0.5, -1.25, 3.0], [np.float32(1e-8), -0.0, 65504.0]]
+assert t["counts"].dtype == np.int64 and t["counts"].tolist() == [1, -2, 2**40]
+assert t["mask"].dtype == np.uint8 and t["mask"].tolist() == [0, 7, 255]
+assert t["scalar"].shape == () and float(t["scalar"]) == 2.5
+assert t["empty"].shape == (0, 4)
+with safe_open(ours, "np") as f:
+    assert f.metadata() == {"architecture": "seed-cnn-v1", "note": "\u00fcn\u00efcode \u2713"}
+save_file({"b": np.array([1, -2, 3], dtype=np.int64),
+           "a": np.arange(6, dtype=np.float32).reshape(3, 2) / 4,
+           "c": np.array([9], dtype=np.uint8)}, theirs, metadata={"from": "python"})
+)PY";
+  std::ofstream(dir.file("check.py")) << script;
+  std::string command = "python3 " + dir.file("check.py") + " " + dir.file("ours.safetensors") +
+                        " " + dir.file("theirs.safetensors");
+  ASSERT_EQ(std::system(command.c_str()), 0) << "the Python check failed: " << command;
+  SafetensorsFile theirs = SafetensorsFile::read(dir.file("theirs.safetensors"));
+  EXPECT_EQ(theirs.to_f32("a"), (std::vector<float>{0, 0.25f, 0.5f, 0.75f, 1, 1.25f}));
+  EXPECT_EQ(theirs.entry("a").shape, (std::vector<int64_t>{3, 2}));
+  EXPECT_EQ(theirs.to_i64("b"), (std::vector<int64_t>{1, -2, 3}));
+  EXPECT_EQ(theirs.to_u8("c"), std::vector<uint8_t>{9});
+  EXPECT_EQ(theirs.metadata().at("from"), "python");
+}
+
+// Expects parse_safetensors to refuse `image` with a message containing `expected`.
+void expect_refused(const std::vector<uint8_t>& image, const std::string& expected) {
+  try {
+    parse_safetensors(image.data(), image.size(), "case.safetensors");
+    ADD_FAILURE() << "accepted, expected a refusal mentioning: " << expected;
+  } catch (const Error& e) {
+    std::string message = e.what();
+    EXPECT_NE(message.find("case.safetensors"), std::string::npos) << message;
+    EXPECT_NE(message.find(expected), std::string::npos)
+        << "message \"" << message << "\" lacks \"" << expected << "\"";
+  }
+}
+
+std::string entry(const std::string& name, const std::string& dtype, const std::string& shape,
+                  uint64_t begin, uint64_t end) {
+  return "\"" + name + "\":{\"dtype\":\"" + dtype + "\",\"shape\":" + shape +
+         ",\"data_offsets\":[" + std::to_string(begin) + "," + std::to_string(end) + "]}";
+}
+
+TEST(Safetensors, MalformedFilesAreRefusedClearly) {
+  // The valid baseline the cases below break one thing at a time.
+  auto valid = make_image("{" + entry("a", "F32", "[2]", 0, 8) + "," + entry("b", "U8", "[3]", 8, 11) + "}", 11);
+  EXPECT_NO_THROW(parse_safetensors(valid.data(), valid.size()));
+
+  expect_refused({1, 2, 3}, "too short");
+  {
+    auto image = valid;
+    image[0] = 0xFF;  // header length 255 + ...: past the end of this small file
+    expect_refused(image, "runs past the end of the file");
+  }
+  {
+    std::vector<uint8_t> image(16, 0);
+    uint64_t huge = uint64_t{1} << 40;
+    std::memcpy(image.data(), &huge, 8);
+    expect_refused(image, "exceeds the limit");
+  }
+  expect_refused(make_image("[1,2]", 0), "does not start with '{'");
+  expect_refused(make_image("", 0), "does not start with '{'");
+  expect_refused(make_image("{\"a\":", 0), "not valid JSON");
+  expect_refused(make_image("{\"a\xff\":1}", 0), "not valid JSON");  // invalid UTF-8
+  expect_refused(make_image("{\"a\":{\"dtype\":\"F32\",\"shape\":[[[1]]],\"data_offsets\":[0,4]}}", 4),
+                 "deeper");
+  expect_refused(make_image("{" + entry("a", "F32", "[1]", 0, 4) + "," + entry("a", "F32", "[1]", 4, 8) + "}", 8),
+                 "\"a\" twice (two tensors with one name)");
+  expect_refused(make_image("{\"a\":{\"dtype\":\"F32\",\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4),
+                 "\"dtype\" twice");
+  expect_refused(make_image("{\"a\":[1]}", 0), "expected an object");
+  expect_refused(make_image("{" + entry("a", "F31", "[1]", 0, 4) + "}", 4), "unknown dtype");
+  expect_refused(make_image("{" + entry("a", "F32", "[-1]", 0, 4) + "}", 4), "non-negative integers");
+  expect_refused(make_image("{" + entry("a", "F32", "[1.5]", 0, 4) + "}", 4), "non-negative integers");
+  expect_refused(make_image("{" + entry("a", "F32", "4", 0, 16) + "}", 16), "shape must be an array");
+  expect_refused(make_image("{" + entry("a", "F32", "[4294967296,4294967296,4294967296]", 0, 4) + "}", 4),
+                 "overflows 64 bits");
+  expect_refused(make_image("{" + entry("a", "F32", "[4611686018427387905]", 0, 4) + "}", 4),
+                 "overflows 64 bits");  // numel fits, numel * 4 bytes does not
+  expect_refused(make_image("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0]}}", 4),
+                 "data_offsets must be [begin, end]");
+  expect_refused(make_image("{\"a\":{\"dtype\":\"F32\",\"shape\":[1]}}", 4), "needs all of");
+  expect_refused(make_image("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4],\"crc\":1}}", 4),
+                 "unexpected field \"crc\"");
+  expect_refused(make_image("{" + entry("a", "F32", "[1]", 4, 0) + "}", 4), "reversed");
+  expect_refused(make_image("{" + entry("a", "F32", "[2]", 0, 8) + "}", 4), "run past the end of the data section");
+  expect_refused(make_image("{" + entry("a", "F32", "[2]", 0, 4) + "}", 4), "needs 8");
+  expect_refused(make_image("{" + entry("a", "F32", "[2]", 0, 8) + "," + entry("b", "F32", "[1]", 4, 8) + "}", 8),
+                 "overlaps tensor \"a\"");
+  expect_refused(make_image("{" + entry("a", "F32", "[1]", 0, 4) + "," + entry("b", "F32", "[1]", 8, 12) + "}", 12),
+                 "gap of 4 bytes");
+  expect_refused(make_image("{" + entry("a", "F32", "[1]", 0, 4) + "}", 6), "trailing bytes");
+  expect_refused(make_image("{\"__metadata__\":{\"epoch\":3}}", 0), "must be a string");
+  expect_refused(make_image("{\"__metadata__\":[\"x\"]}", 0), "object of strings");
+  {
+    auto truncated = sample_writer().serialize();
+    truncated.resize(truncated.size() - 5);
+    expect_refused(truncated, "run past the end of the data section");
+  }
+}
+
+TEST(Safetensors, OffsetsInAnyHeaderOrderAreFine) {
+  // JSON object order carries no meaning: "b" holds the first bytes here.
+  auto image = make_image("{" + entry("a", "U8", "[2]", 1, 3) + "," + entry("b", "U8", "[1]", 0, 1) + "}", 3);
+  SafetensorsHeader header = parse_safetensors(image.data(), image.size());
+  ASSERT_EQ(header.tensors.size(), 2u);
+  EXPECT_EQ(header.tensors[0].name, "b");
+  EXPECT_EQ(header.data_offset, 8 + image.size() - 8 - 3);
+}
+
+TEST(Safetensors, RandomCorruptionOnlyEverRaisesPneumoError) {
+  const auto valid = sample_writer().serialize();
+  std::mt19937 gen(1234);
+  int accepted = 0;
+  for (int trial = 0; trial < 3000; ++trial) {
+    auto image = valid;
+    int edits = 1 + static_cast<int>(gen() % 4);
+    for (int e = 0; e < edits; ++e) {
+      switch (gen() % 3) {
+        case 0:  // flip a byte, biased toward the length field and the header
+          image[gen() % std::min<size_t>(image.size(), (gen() % 2) ? 16 : image.size())] ^=
+              static_cast<uint8_t>(1 + gen() % 255);
+          break;
+        case 1:  // truncate
+          image.resize(gen() % image.size());
+          break;
+        default:  // append junk
+          image.push_back(static_cast<uint8_t>(gen()));
+          break;
+      }
+      if (image.empty()) break;
+    }
+    try {
+      parse_safetensors(image.data(), image.size());
+      ++accepted;
+    } catch (const Error&) {
+    }
+  }
+  EXPECT_LT(accepted, 3000);  // most corruptions are caught; none escapes as another exception
+}
+
+}  // namespace
+}  // namespace pneumo
