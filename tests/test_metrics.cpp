@@ -132,6 +132,13 @@ TEST(Metrics, YoudenSeparatesAdjacentFloatsAndPerfectSplits) {
   EXPECT_DOUBLE_EQ(tight.youden_j, 1.0);
   EXPECT_TRUE(predicts_pneumonia(high, tight.threshold));
   EXPECT_FALSE(predicts_pneumonia(low, tight.threshold));
+  // Near logit 23 (p within 1e-10 of 1) neighbouring floats are a few doubles apart in
+  // probability, and the probability <-> logit round trip of the midpoint can land on the wrong
+  // side; the choice is checked with the shipped rule and nudged.
+  float saturated_low = 22.9301815f, saturated_high = std::nextafter(saturated_low, 100.0f);
+  ThresholdChoice nudged = choose_threshold_youden({saturated_low, saturated_high}, {0, 1});
+  EXPECT_TRUE(predicts_pneumonia(saturated_high, nudged.threshold));
+  EXPECT_FALSE(predicts_pneumonia(saturated_low, nudged.threshold));
 }
 
 TEST(Metrics, OneClassSplitsGiveNanAndFlagsNotCrashes) {

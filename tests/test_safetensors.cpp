@@ -5,6 +5,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <random>
 
@@ -102,6 +103,10 @@ TEST(Safetensors, UnwritableDirectoryFailsClearly) {
   write_file_atomically(dir.file("plain"), std::string("x"));
   EXPECT_THROW(write_file_atomically(dir.file("plain/model.safetensors"), std::string("y")), Error);
   EXPECT_EQ(dir.entries(), std::vector<std::string>{"plain"});
+  // A non-empty directory where the file should go: the rename fails, the temporary goes.
+  std::filesystem::create_directories(dir.file("occupied/inside"));
+  EXPECT_THROW(write_file_atomically(dir.file("occupied"), std::string("z")), Error);
+  EXPECT_EQ(dir.entries(), (std::vector<std::string>{"occupied", "plain"}));
 }
 
 TEST(Safetensors, WriterRefusesBadTensors) {

@@ -69,6 +69,9 @@ double roc_auc(const std::vector<float>& logits, const std::vector<uint8_t>& lab
 // as TP * N - FP * P in integers. Tie-break: among equally good cuts, the one closest to
 // probability 0.5 (the untuned default), and of two equally close the higher one (fewer false
 // alarms). Without both classes J is undefined: defined = false and threshold = 0.5.
+// The returned probability is checked to reproduce the chosen split under predicts_pneumonia.
+// Limit: beyond |logit| ~ 23 (p within 1e-10 of 0 or 1) neighbouring float logits can map to
+// the same double probability; a cut between two such scores then lands on one side of them.
 struct ThresholdChoice {
   double threshold = 0.5;  // probability; apply with predicts_pneumonia
   double logit = 0.0;      // the same cut in logit space
