@@ -22,6 +22,7 @@
 #include "pneumo/model.hpp"
 #include "pneumo/model_checkpoint.hpp"
 #include "pneumo/progress.hpp"
+#include "pneumo/report.hpp"
 #include "pneumo/sampling.hpp"
 #include "pneumo/trainer.hpp"
 
@@ -230,23 +231,33 @@ int run_train(const TrainOptions& options) {
                     capture_checkpoint(model, &trainer.optimizer_state(), metadata));
   };
 
-  EpochLogWriter log(run_dir);
+  EpochLogWriter log(run_dir, first_epoch);
+  if (resuming) {
+    // Carry the history of the epochs already done into the continued log and report.
+    const fs::path previous = fs::path(run_dir) / "history.jsonl";
+    if (fs::exists(previous))
+      for (const auto& record : read_history_jsonl(previous.string()))
+        if (record.epoch < first_epoch) log.append(record);
+  }
+  ProgressOptions progress_options;
+  progress_options.live = is_terminal(stderr);
+  ProgressReporter progress(std::cerr, progress_options);
   std::optional<CheckpointData> best_snapshot;
-  std::vector<EpochMetrics> history;
+  int epochs_done = first_epoch;
   for (int epoch = first_epoch; epoch < options.epochs; ++epoch) {
     callbacks.on_epoch_begin(epoch, control);
     trainer.optimizer().learning_rate = static_cast<float>(control.learning_rate);
     const auto order =
         epoch_indices(splits.train.labels, balance, options.seed, static_cast<uint32_t>(epoch));
-    ProgressLine progress(epoch + 1, options.epochs, static_cast<int64_t>(order.size()));
+    const int64_t steps = (static_cast<int64_t>(order.size()) + options.batch - 1) / options.batch;
+    progress.begin_epoch(epoch, options.epochs, steps);
     EpochStats train_stats = trainer.train_epoch(
         train_set, order, static_cast<uint32_t>(epoch),
-        [&](int64_t step, int64_t steps, const EpochStats& running) {
-          progress.update(step, steps, running.images, running.loss, running.accuracy,
-                          running.seconds);
+        [&](int64_t step, int64_t, const EpochStats& running) {
+          progress.update(step, running.images, running.loss, running.accuracy);
         });
-    steps_done += (static_cast<int64_t>(order.size()) + options.batch - 1) / options.batch;
-    progress.finish();
+    steps_done += steps;
+    progress.end_epoch();
 
     EpochStats val_stats;
     const std::vector<float> val_logits = trainer.predict_logits(val_set, &val_stats);
@@ -256,16 +267,14 @@ int run_train(const TrainOptions& options) {
     metrics.values = metrics_as_values(val_report, "val_");
     metrics.values["loss"] = train_stats.loss;
     metrics.values["accuracy"] = train_stats.accuracy;
-    metrics.values["lr"] = control.learning_rate;
-    metrics.values["epoch_seconds"] = train_stats.seconds;
-    metrics.values["images_per_second"] = train_stats.images / train_stats.seconds;
+    EpochRecord record{epoch, control.learning_rate, train_stats.seconds, metrics.values};
     control.clear_requests();
     callbacks.on_epoch_end(metrics, control);
 
-    std::cout << format_epoch_summary(metrics, options.epochs) << std::flush;
+    std::cout << format_epoch_summary(record, options.epochs) << "\n" << std::flush;
     for (const auto& event : control.events) std::cout << "  " << event << "\n";
-    log.append(metrics);
-    history.push_back(metrics);
+    log.append(record);
+    epochs_done = epoch + 1;
     if (control.keep_weights_snapshot)
       best_snapshot = capture_checkpoint(model, nullptr, metadata);
     if (control.save_best_checkpoint) save("checkpoints/best.safetensors", epoch + 1);
@@ -293,9 +302,16 @@ int run_train(const TrainOptions& options) {
                                 : "default 0.5 (validation lacks a class)";
   MetricsReport final_val =
       evaluate_binary("val", val_logits, splits.val.labels, threshold.threshold);
-  save("model.safetensors", history.empty() ? first_epoch : history.back().epoch + 1);
+  save("model.safetensors", epochs_done);
   std::ofstream(fs::path(run_dir) / "metrics_val.json") << to_json(final_val).dump(2) << "\n";
-  write_run_report(run_dir, history, final_val, roc_curve(val_logits, splits.val.labels));
+  ReportInputs report;
+  report.history = log.records();
+  report.validation = final_val;
+  report.validation_roc = roc_curve(val_logits, splits.val.labels);
+  report.config = metadata.config;
+  report.notes = "Data: " + splits.description + ". Backend: " + backend->name() + ".\n\n" +
+                 kDatasetCitation;
+  write_report(run_dir, report);
   std::cout << format_metrics_table(final_val);
   std::cout << "model: " << (fs::path(run_dir) / "model.safetensors").string()
             << " (threshold " << threshold.threshold << ", " << metadata.threshold_rule << ")\n";
