@@ -306,12 +306,67 @@ else
   skip "tests (all)" "no test binary (build failed)"
 fi
 
-# ---- 5. compute-sanitizer ----------------------------------------------------------------------------------
+# ---- 5. Real data and a real training run -------------------------------------------------------------
+# The host has no OpenCV for C++, so caches are built with Python's OpenCV: the full dataset from
+# .xfer/full (scripts/pack_gpu_data.py; carry .xfer) and the bundled sample from data/sample.
+cli_help=$("$cli_bin" --help 2>&1 || true)
+data_root=$build-data
+sample_cache=$data_root/sample
+full_cache=${PNEUMO_CACHE:-}
+run "sample cache (python)" 60 sample_cache "data/sample via scripts/unpack_gpu_data.py" -- \
+  python3 "$root/scripts/unpack_gpu_data.py" tree "$root/data/sample" "$sample_cache"
+if [[ -z $full_cache && -d $root/.xfer/full ]]; then
+  full_cache=$data_root/full
+  run "full cache (python)" 90 full_cache "unpacked from .xfer/full" -- \
+    python3 "$root/scripts/unpack_gpu_data.py" packed "$root/.xfer/full" "$full_cache" || full_cache=""
+fi
+if [[ ! -x $cli_bin ]]; then
+  skip "train (recipe)" "no pneumo binary"
+elif [[ -z $full_cache ]]; then
+  skip "train (recipe)" "no full cache (carry .xfer from scripts/pack_gpu_data.py, or set PNEUMO_CACHE)"
+else
+  # shellcheck disable=SC2086
+  run "train (recipe)" 240 train "${PNEUMO_TRAIN_ARGS:-the seed recipe, 12 epochs}" -- "$cli_bin" train \
+    --data "$full_cache" --device cuda --out "$out/run" ${PNEUMO_TRAIN_ARGS:-}
+  grep -E "^epoch [0-9]+/[0-9]+  train|reduc|model:" "$out/logs/train.log" > "$out/train_epochs.txt" 2>/dev/null
+  if [[ -f $out/run/model.safetensors ]]; then
+    run "evaluate (test)" 60 evaluate "test split, threshold tuned on val" -- "$cli_bin" evaluate \
+      --model "$out/run/model.safetensors" --data "$full_cache" --split test --device cuda \
+      --json "$out/run/test_metrics.json"
+  fi
+fi
+
+# ---- 6. Throughput: pneumo's training step, and the same network in PyTorch on the same GPU ----------------
+if [[ -x $cli_bin ]]; then
+  # shellcheck disable=SC2086
+  run "bench train" 90 bench_train "whole step, device-resident random images" -- "$cli_bin" bench train \
+    --device cuda ${PNEUMO_BENCH_ARGS:---batch 32 256 --steps 200}
+  run "bench train (no augment)" 60 bench_train_plain "as PyTorch's reference: no augmentation" -- \
+    "$cli_bin" bench train --device cuda --augment false --batch 32 256 --steps 200
+fi
+if python3 -c "import torch; assert torch.cuda.is_available()" 2> /dev/null; then
+  run "torch reference (eager)" 90 torch_eager "profiling/torch_reference.py" -- \
+    python3 "$root/profiling/torch_reference.py" --batch 32 256 --steps 200
+  run "torch reference (compile)" 150 torch_compile "torch.compile, batch 32" -- \
+    python3 "$root/profiling/torch_reference.py" --batch 32 256 --steps 200 --compile
+else
+  skip "torch reference" "python3 has no CUDA-enabled torch"
+fi
+cat "$out"/logs/bench_train*.log "$out"/logs/torch_*.log 2> /dev/null | grep '^{' > "$out/throughput.jsonl"
+
+# ---- 7. compute-sanitizer on a short training (the sample, one epoch) ------------------------------------
 sanitizer=$(command -v compute-sanitizer || true)
 for candidate in "$(dirname "$(command -v nvcc 2>/dev/null || echo /usr/local/cuda/bin/nvcc)")/compute-sanitizer" \
                  /usr/local/cuda/compute-sanitizer/compute-sanitizer; do
   [[ -z $sanitizer && -x $candidate ]] && sanitizer=$candidate
 done
+if [[ -n $sanitizer && -x $cli_bin && -f $sample_cache/meta.json && ${SKIP_SANITIZERS:-0} != 1 ]]; then
+  run "sanitizer memcheck (training)" 120 sanitizer_train "1 epoch on data/sample, batch 8" -- \
+    "$sanitizer" --tool memcheck --error-exitcode 86 --print-limit 50 "$cli_bin" train \
+    --data "$sample_cache" --device cuda --epochs 1 --batch 8 --out "$build-data/sanitized_run"
+fi
+
+# ---- 8. compute-sanitizer on the CUDA tests ----------------------------------------------------------------------------------
 if [[ ${SKIP_SANITIZERS:-0} == 1 ]]; then
   skip "compute-sanitizer" "SKIP_SANITIZERS=1"
 elif [[ -z $sanitizer ]]; then
@@ -334,34 +389,11 @@ else
   tolerate_test_failures=0
 fi
 
-# ---- 6. Hook: a short training run (runs once `pneumo train` exists) -----------------------------------
-# The CLI's flags are decided by the trainer issue; set PNEUMO_TRAIN_ARGS to override the guess.
-cli_help=$("$cli_bin" --help 2>&1 || true)
-if [[ ! -x $cli_bin ]] || ! grep -qw train <<< "$cli_help"; then
-  skip "train (hook)" "\`pneumo train\` not available yet"
-else
-  cache=${PNEUMO_CACHE:-}
-  for c in "$root/.cache/chest_xray" "$root/shared/data/chest_xray_cache" "$root/../shared/data/chest_xray_cache"; do
-    [[ -z $cache && -d $c ]] && cache=$c
-  done
-  if [[ -z ${PNEUMO_TRAIN_ARGS:-} && -z $cache ]]; then
-    skip "train (hook)" "no prepared cache (set PNEUMO_CACHE or PNEUMO_TRAIN_ARGS)"
-  else
-    # shellcheck disable=SC2086
-    run "train (hook)" 150 train "short run" -- "$cli_bin" train \
-      ${PNEUMO_TRAIN_ARGS:---device cuda --cache "$cache" --epochs 1 --out "$out/train_run"}
-  fi
-fi
-
-# ---- 7. Hook: the benchmark (runs once `pneumo bench` exists) ---------------------------------------------
-if [[ ! -x $cli_bin ]] || ! grep -qw bench <<< "$cli_help"; then
-  skip "bench (hook)" "\`pneumo bench\` not available yet"
-else
-  # shellcheck disable=SC2086
-  run "bench (hook)" 150 bench "kernels vs cuDNN" -- "$cli_bin" bench \
-    ${PNEUMO_BENCH_ARGS:---device cuda --out "$out/bench"}
-fi
-
 write_report
+# The GPU host returns at most 8 files: everything but the report goes into one archive.
+if [[ -n ${OUT:-} && $out == "$(cd "$OUT" && pwd)" ]]; then
+  (cd "$out" && tar czf gpu_check_files.tar.gz --exclude=gpu_check_report.md --exclude=gpu_check_files.tar.gz . &&
+    find . -mindepth 1 -not -name gpu_check_report.md -not -name gpu_check_files.tar.gz -not -name train_epochs.txt -not -name throughput.jsonl -delete)
+fi
 echo "gpu_check: report at $report ($(( $(date +%s) - started )) s)"
 exit $any_failed

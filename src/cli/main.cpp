@@ -172,7 +172,9 @@ void add_evaluate(CLI::App& app, EvaluateOptions& o, Action& action) {
 void add_predict(CLI::App& app, PredictOptions& o, Action& action) {
   auto* c = app.add_subcommand("predict", "Probability of pneumonia for image files");
   c->add_option("--model", o.model, "Checkpoint (.safetensors)")->required();
-  c->add_option("inputs", o.inputs, "Images or folders")->required();
+  c->add_option("inputs", o.inputs, "Images or folders")
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll)
+      ->required();
   c->add_option("--device", o.device, "auto | cuda | cpu")->capture_default_str();
   c->add_flag("--csv", o.csv, "CSV output: path,probability_pneumonia,label");
   c->add_option("--threshold", o.threshold, "'checkpoint' or a probability")
@@ -213,6 +215,23 @@ void add_eda(CLI::App& app, pneumo::EdaOptions& o, Action& action) {
   }; });
 }
 
+void add_bench(CLI::App& app, BenchTrainOptions& o, Action& action) {
+  auto* bench = app.add_subcommand("bench", "Benchmarks");
+  bench->require_subcommand(1);
+  auto* c = bench->add_subcommand("train", "Images/s of the whole training step (JSON lines)");
+  c->add_option("--device", o.device, "auto | cuda | cpu")->capture_default_str();
+  c->add_option("--precision", o.precision, "fp32 | tf32")->capture_default_str();
+  c->add_option("--batch", o.batches, "Batch sizes")
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll)
+      ->capture_default_str();
+  c->add_option("--steps", o.steps, "Timed steps per batch size")->capture_default_str();
+  c->add_option("--warmup", o.warmup, "Untimed steps first")->capture_default_str();
+  c->add_option("--augment", o.augment, "Include the augmentation kernel (true/false)")
+      ->capture_default_str();
+  c->add_option("--threads", o.threads, "CPU threads (0: all)")->capture_default_str();
+  c->callback([&o, &action] { action = [&o] { return run_bench_train(o); }; });
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -224,12 +243,14 @@ int main(int argc, char** argv) {
   PredictOptions predict;
   pneumo::PrepareOptions prepare;
   pneumo::EdaOptions eda;
+  BenchTrainOptions bench;
   Action action;
   add_prepare(app, prepare, action);
   add_train(app, train, action);
   add_evaluate(app, evaluate, action);
   add_predict(app, predict, action);
   add_eda(app, eda, action);
+  add_bench(app, bench, action);
   try {
     std::vector<std::string> args = expand_arguments(argc, argv);
     std::reverse(args.begin(), args.end());  // CLI11 takes a reversed vector

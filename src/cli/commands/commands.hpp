@@ -75,3 +75,21 @@ struct PredictOptions {
 int run_predict(const PredictOptions& options);
 
 }  // namespace pneumo::cli
+
+namespace pneumo::cli {
+
+// `pneumo bench train`: images/s of the whole training step (augment, forward, loss, backward,
+// RMSprop) on random images resident on the device, after warm-up. Prints one JSON line per
+// batch size.
+struct BenchTrainOptions {
+  std::string device = "auto";
+  std::string precision = "fp32";
+  std::vector<int> batches{32, 256};
+  int steps = 100;
+  int warmup = 20;
+  bool augment = true;
+  int threads = 0;
+};
+int run_bench_train(const BenchTrainOptions& options);
+
+}  // namespace pneumo::cli

@@ -1,0 +1,73 @@
+#!/usr/bin/env python3
+"""Rebuilds a pneumo cache from what scripts/pack_gpu_data.py wrote (see there), or prepares a
+cache from an image tree, with Python's OpenCV: for GPU hosts that have python3 + numpy + cv2
+but no OpenCV for C++.
+
+Usage: scripts/unpack_gpu_data.py packed PACKED_DIR CACHE_DIR
+       scripts/unpack_gpu_data.py tree IMAGE_TREE CACHE_DIR [SIZE]
+The tree mode decodes like `pneumo prepare` (IMREAD_GRAYSCALE, INTER_AREA squash to SIZE x SIZE,
+files sorted by relative path, NORMAL = 0, PNEUMONIA = 1) and writes the same layout.
+"""
+import json
+import pathlib
+import sys
+
+import cv2
+import numpy as np
+
+CLASSES = ["NORMAL", "PNEUMONIA"]
+SPLITS = ["train", "val", "test"]
+
+
+def unpack(packed, cache):
+    meta = json.loads((packed / "meta.json").read_text())
+    cache.mkdir(parents=True, exist_ok=True)
+    for split in meta["splits"]:
+        blob = (packed / f"{split}_images.bin").read_bytes()
+        offsets = np.load(packed / f"{split}_images.offsets.npy")
+        images = np.stack([
+            cv2.imdecode(np.frombuffer(blob[offsets[i]:offsets[i + 1]], np.uint8),
+                         cv2.IMREAD_GRAYSCALE) for i in range(len(offsets) - 1)])
+        np.save(cache / f"{split}_images.npy", images)
+        for suffix in ("_labels.npy", "_files.txt"):
+            (cache / f"{split}{suffix}").write_bytes((packed / f"{split}{suffix}").read_bytes())
+        print(f"{split}: {images.shape}")
+    (cache / "meta.json").write_text(json.dumps(meta, indent=2))
+
+
+def prepare_tree(tree, cache, size):
+    cache.mkdir(parents=True, exist_ok=True)
+    meta = {"format": "pneumo-cache", "format_version": 1, "size": size, "classes": CLASSES,
+            "splits": {}, "source": {"path": str(tree), "hash": "python-prepared"},
+            "transport": "prepared by scripts/unpack_gpu_data.py (Python OpenCV)"}
+    for split in SPLITS:
+        files = sorted(p.relative_to(tree).as_posix() for c in CLASSES
+                       for p in (tree / split / c).glob("*") if p.is_file())
+        if not files:
+            continue
+        images = np.stack([cv2.resize(cv2.imread(str(tree / f), cv2.IMREAD_GRAYSCALE), (size, size),
+                                      interpolation=cv2.INTER_AREA) for f in files])
+        labels = np.array([CLASSES.index(f.split("/")[1]) for f in files], np.uint8)
+        np.save(cache / f"{split}_images.npy", images)
+        np.save(cache / f"{split}_labels.npy", labels)
+        (cache / f"{split}_files.txt").write_text("".join(f + "\n" for f in files))
+        meta["splits"][split] = {
+            "count": len(files),
+            "per_class": {c: int((labels == i).sum()) for i, c in enumerate(CLASSES)},
+            "images": f"{split}_images.npy", "labels": f"{split}_labels.npy",
+            "files": f"{split}_files.txt"}
+    (cache / "meta.json").write_text(json.dumps(meta, indent=2))
+
+
+def main():
+    if len(sys.argv) < 4 or sys.argv[1] not in ("packed", "tree"):
+        sys.exit(__doc__)
+    source, cache = pathlib.Path(sys.argv[2]), pathlib.Path(sys.argv[3])
+    if sys.argv[1] == "packed":
+        unpack(source, cache)
+    else:
+        prepare_tree(source, cache, int(sys.argv[4]) if len(sys.argv) > 4 else 150)
+
+
+if __name__ == "__main__":
+    main()
