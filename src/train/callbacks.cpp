@@ -274,7 +274,7 @@ void EarlyStopping::load_state(const json& state) {
   best_epoch_ = int_field(state, "best_epoch", name());
   stopped_epoch_ = int_field(state, "stopped_epoch", name());
   wait_ = int_field(state, "wait", name());
-  const json& snapshot = field(state, "have_snapshot", name());
+  const json snapshot = field(state, "have_snapshot", name());
   if (!snapshot.is_boolean())
     throw Error("saved state of callback early_stopping: have_snapshot must be true or false");
   have_snapshot_ = snapshot.get<bool>();
