@@ -392,10 +392,19 @@ else
 fi
 
 write_report
-# The GPU host returns at most 8 files: everything but the report goes into one archive.
+# The GPU host returns at most 8 files: the report, the key results, and one archive of the rest
+# (checkpoints left out for size).
 if [[ -n ${OUT:-} && $out == "$(cd "$OUT" && pwd)" ]]; then
-  (cd "$out" && tar czf gpu_check_files.tar.gz --exclude=gpu_check_report.md --exclude=gpu_check_files.tar.gz . &&
-    find . -mindepth 1 -not -name gpu_check_report.md -not -name gpu_check_files.tar.gz -not -name train_epochs.txt -not -name throughput.jsonl -delete)
+  cp "$out/logs/evaluate.log" "$out/evaluate.txt" 2> /dev/null
+  cp "$out/run/test_metrics.json" "$out/run/history.csv" "$out/" 2> /dev/null
+  tar czf /tmp/gpu_check_files.tar.gz --exclude='*.safetensors' -C "$out" . &&
+    mv /tmp/gpu_check_files.tar.gz "$out/"
+  keep=(gpu_check_report.md gpu_check_files.tar.gz throughput.jsonl train_epochs.txt evaluate.txt
+        test_metrics.json history.csv)
+  for entry in "$out"/* "$out"/.[!.]*; do
+    [[ -e $entry ]] || continue
+    [[ " ${keep[*]} " == *" $(basename "$entry") "* ]] || rm -rf "$entry"
+  done
 fi
 echo "gpu_check: report at $report ($(( $(date +%s) - started )) s)"
 exit $any_failed

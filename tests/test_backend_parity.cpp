@@ -411,7 +411,11 @@ TEST_P(BatchNormParity, Backward) {
   EXPECT_ON_DEVICE(dx.cuda);
   EXPECT_ON_DEVICE(dgamma.cuda);
   EXPECT_ON_DEVICE(dbeta.cuda);
-  EXPECT_TRUE(close_to(dx.cuda, dx.cpu, 1e-3, "dx"));
+  // dx is a difference of terms of size |dy| |gamma| inv_std that cancel exactly when a channel
+  // holds two values (then dx is rounding noise), so its scale is theirs, not its own.
+  const double dx_scale = max_abs(to_host(dy.cpu)) * max_abs(to_host(gamma.cpu)) *
+                          max_abs(to_host(saved_inv_std.cpu));
+  EXPECT_TRUE(all_close(dx.cuda, dx.cpu, 1e-5 * dx_scale, 1e-3, "dx"));
   EXPECT_TRUE(close_to(dgamma.cuda, dgamma.cpu, 1e-4, "dgamma"));
   EXPECT_TRUE(close_to(dbeta.cuda, dbeta.cpu, 1e-4, "dbeta"));
 }

@@ -222,8 +222,10 @@ TEST(AugmentCuda, MatchesTheCpuTwin) {
       free_bytes(Device::Cuda, d_indices);
       free_bytes(Device::Cuda, d_out);
       if (enabled) {
-        // sinf/cosf and fused multiply-adds differ in the last bits between host and device.
-        EXPECT_TRUE(testing::all_close(gpu, cpu, 2e-5, 0.0, "augment cuda vs cpu"))
+        // sinf/cosf and fused multiply-adds differ in the last bits between host and device;
+        // through the bilinear weights that reaches ~4e-5 (seen on an H200: 841 of 832,500
+        // pixels above 2e-5, the worst 3.7e-5), i.e. 0.01 grey levels. 1e-4 is 0.026 levels.
+        EXPECT_TRUE(testing::all_close(gpu, cpu, 1e-4, 0.0, "augment cuda vs cpu"))
             << "size " << size;
       } else {
         EXPECT_EQ(gpu, cpu) << "disabled path is not bit-identical, size " << size;

@@ -1,6 +1,13 @@
 // A whole training step, CPU vs CUDA: same weights, same images, same random keys. The loss, the
-// correct count, every gradient and the updated weights must agree, for one step and for a few
-// consecutive steps. Skipped without a GPU.
+// correct count, the batch-norm statistics, every gradient and the updated weights must agree,
+// for one step and for a few consecutive steps. Skipped without a GPU.
+//
+// How close is close: the network has kinks (ReLU, max-pool) and batch-norm divides by small
+// standard deviations, so a rounding difference can move a pre-activation across zero and send a
+// whole channel's gradient elsewhere. The test therefore measures the problem's own sensitivity: a
+// third run, on the CPU, starts from weights perturbed by one part in 10^6 (float rounding), and
+// the CUDA run must agree with the CPU run about as well as that run does (relative L2 per tensor
+// within 1e-3 + 4x the perturbed run's distance). Where nothing is near a kink the bound is 1e-3.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -18,35 +25,65 @@ struct StepRun {
   std::unique_ptr<Model> model;
   std::unique_ptr<Trainer> trainer;
   ImageSet data;
+  Array<int32_t> order;
 };
 
 constexpr int kCount = 6, kBatch = 4;
+const std::vector<int32_t> kOrder{3, 1, 4, 0, 5, 2};
 
-StepRun make_run(std::unique_ptr<Backend> backend, const ModelConfig& config) {
+StepRun make_run(std::unique_ptr<Backend> backend, const ModelConfig& config,
+                 double perturbation = 0.0) {
   StepRun run;
   run.backend = std::move(backend);
+  const Device device = run.backend->device();
   const int size = config.input_size;
   auto pixels = testing::random_values(kCount * size * size, 21, 0.0f, 255.0f);
   std::vector<uint8_t> images(pixels.begin(), pixels.end());
   std::vector<uint8_t> labels{0, 1, 1, 0, 1, 0};
-  run.data = ImageSet::upload(run.backend->device(), images.data(), kCount, size, labels.data());
+  run.data = ImageSet::upload(device, images.data(), kCount, size, labels.data());
   run.model = std::make_unique<Model>(*run.backend, config, kBatch);
   run.model->initialize(5);
+  if (perturbation > 0.0) {
+    auto params = testing::to_host(run.model->parameters());
+    auto noise = testing::random_values(static_cast<int64_t>(params.size()), 77);
+    for (size_t i = 0; i < params.size(); ++i)
+      params[i] *= static_cast<float>(1.0 + perturbation * noise[i]);
+    copy_bytes(run.model->parameters().data, device, params.data(), Device::Cpu,
+               params.size() * sizeof(float));
+  }
   run.trainer = std::make_unique<Trainer>(*run.backend, *run.model, kBatch, AugmentSettings{}, 9);
+  run.order = Array<int32_t>(kCount, device);
+  copy_bytes(run.order.data(), device, kOrder.data(), Device::Cpu, run.order.bytes());
   return run;
 }
 
-// Gradients are compared against the largest magnitude of each named tensor: cuDNN and the CPU
-// reduce in different orders, so tiny entries carry relative noise that means nothing.
-void expect_gradients_close(Model& cpu, Model& cuda) {
-  auto g_cpu = testing::to_host(cpu.gradients()), g_cuda = testing::to_host(cuda.gradients());
-  for (const auto& info : cpu.parameter_infos()) {
-    std::vector<float> a(g_cuda.begin() + info.offset, g_cuda.begin() + info.offset + info.shape.numel());
-    std::vector<float> e(g_cpu.begin() + info.offset, g_cpu.begin() + info.offset + info.shape.numel());
-    double scale = 0.0;
-    for (float v : e) scale = std::max(scale, double(std::fabs(v)));
-    EXPECT_TRUE(testing::all_close(a, e, 2e-3 * scale + 1e-7, 1e-2, "gradient " + info.name));
+double relative_l2(const float* actual, const float* expected, int64_t n) {
+  double diff = 0.0, norm = 0.0;
+  for (int64_t i = 0; i < n; ++i) {
+    diff += (double(actual[i]) - expected[i]) * (double(actual[i]) - expected[i]);
+    norm += double(expected[i]) * expected[i];
   }
+  return std::sqrt(diff / std::max(norm, 1e-30));
+}
+
+// Per named tensor: distance(cuda, cpu) <= 1e-3 + 4 x distance(perturbed cpu, cpu).
+void expect_tensors_agree(const std::vector<ParameterInfo>& infos, const std::vector<float>& cpu,
+                          const std::vector<float>& cuda, const std::vector<float>& perturbed,
+                          const std::string& what, double floor = 1e-3) {
+  for (const auto& info : infos) {
+    const double to_cuda = relative_l2(&cuda[size_t(info.offset)], &cpu[size_t(info.offset)],
+                                       info.shape.numel());
+    const double sensitivity = relative_l2(&perturbed[size_t(info.offset)],
+                                           &cpu[size_t(info.offset)], info.shape.numel());
+    EXPECT_LE(to_cuda, floor + 4.0 * sensitivity)
+        << what << " " << info.name << ": relative L2 CUDA vs CPU " << to_cuda
+        << ", perturbed CPU vs CPU " << sensitivity;
+  }
+}
+
+std::vector<float> minus(std::vector<float> a, const std::vector<float>& b) {
+  for (size_t i = 0; i < a.size(); ++i) a[i] -= b[i];
+  return a;
 }
 
 TEST(StepParity, OneStepAndSeveralStepsAgree) {
@@ -54,57 +91,71 @@ TEST(StepParity, OneStepAndSeveralStepsAgree) {
   ModelConfig config;
   config.input_size = 40;  // pools 40 -> 20 -> 10 -> 5 -> 3 -> 2: odd sizes included
   StepRun cpu = make_run(make_cpu_backend(0), config);
+  StepRun perturbed = make_run(make_cpu_backend(0), config, 1e-6);
   StepRun cuda = make_run(make_cuda_backend(false), config);
   ASSERT_EQ(cuda.model->parameters().device, Device::Cuda);
   ASSERT_EQ(cuda.data.images.device(), Device::Cuda);
+  const auto before = testing::to_host(cpu.model->parameters());
 
-  std::vector<int32_t> order{3, 1, 4, 0, 5, 2};
-  auto before = testing::to_host(cpu.model->parameters());
-  Array<int32_t> order_cpu(kCount, Device::Cpu), order_cuda(kCount, Device::Cuda);
-  copy_bytes(order_cpu.data(), Device::Cpu, order.data(), Device::Cpu, order_cpu.bytes());
-  copy_bytes(order_cuda.data(), Device::Cuda, order.data(), Device::Cpu, order_cuda.bytes());
-  cpu.trainer->train_step(cpu.data, order_cpu.data(), kBatch, 0, 0);
-  cuda.trainer->train_step(cuda.data, order_cuda.data(), kBatch, 0, 0);
+  for (StepRun* run : {&cpu, &perturbed, &cuda})
+    run->trainer->train_step(run->data, run->order.data(), kBatch, 0, 0);
   const EpochStats loss_cpu = cpu.trainer->read_stats(kBatch);
   const EpochStats loss_cuda = cuda.trainer->read_stats(kBatch);
   EXPECT_NEAR(loss_cuda.loss, loss_cpu.loss, 1e-5 + 1e-4 * loss_cpu.loss);
   EXPECT_EQ(loss_cuda.accuracy, loss_cpu.accuracy);
-  expect_gradients_close(*cpu.model, *cuda.model);
-  // Batch-norm running statistics after one update.
   EXPECT_TRUE(testing::all_close(cuda.model->buffers(), cpu.model->buffers(), 1e-5, 1e-4,
                                  "batch-norm running statistics"));
-  // Updated weights: RMSprop's first step moves each weight by about lr * sqrt(10) * sign(g),
-  // so entries whose gradient is within rounding of zero may differ by up to twice that.
-  auto p_cpu = testing::to_host(cpu.model->parameters());
-  auto p_cuda = testing::to_host(cuda.model->parameters());
-  auto g_cpu = testing::to_host(cpu.model->gradients());
+  const auto g_cpu = testing::to_host(cpu.model->gradients());
+  expect_tensors_agree(cpu.model->parameter_infos(), g_cpu,
+                       testing::to_host(cuda.model->gradients()),
+                       testing::to_host(perturbed.model->gradients()), "gradient");
+
+  // Updated weights: RMSprop's first step moves every weight by lr sqrt(10) sign(g) (1/sqrt(1 -
+  // rho) = sqrt(10)), so a weight either moves exactly as on the CPU or, where its gradient is
+  // within rounding of zero, the other way: a difference of exactly twice that step.
+  const auto p_cpu = testing::to_host(cpu.model->parameters());
+  const auto p_cuda = testing::to_host(cuda.model->parameters());
+  const auto p_perturbed = testing::to_host(perturbed.model->parameters());
   const double first_step = 1e-3 * std::sqrt(10.0);
-  int64_t sign_sensitive = 0;
+  int64_t flips = 0, perturbed_flips = 0;
   for (size_t i = 0; i < p_cpu.size(); ++i) {
     const double moved = std::fabs(double(p_cpu[i]) - before[i]);
-    if (std::fabs(g_cpu[i]) < 1e-6f) {
-      ++sign_sensitive;
-      ASSERT_LE(std::fabs(p_cpu[i] - p_cuda[i]), 2.01 * first_step) << "parameter " << i;
-    } else {
-      ASSERT_NEAR(p_cuda[i], p_cpu[i], 1e-5 + 1e-3 * moved) << "parameter " << i;
+    const double diff = std::fabs(double(p_cuda[i]) - p_cpu[i]);
+    if (diff > 1e-6 + 1e-3 * moved) {
+      ++flips;
+      EXPECT_NEAR(diff, 2 * first_step, 0.02 * first_step) << "parameter " << i
+                                                            << " moved unlike a sign flip";
     }
+    const double perturbed_moved = std::fabs(double(p_perturbed[i]) - before[i]);
+    if (std::fabs(perturbed_moved - moved) > 0.5 * first_step) ++perturbed_flips;
   }
-  RecordProperty("sign_sensitive_parameters", static_cast<int>(sign_sensitive));
+  EXPECT_LE(flips, 4 * perturbed_flips + int64_t(p_cpu.size()) / 1000)
+      << flips << " weights stepped the other way on CUDA; " << perturbed_flips
+      << " on the perturbed CPU run";
 
-  // A few more steps (the second batch is the 2-image tail): losses and weights stay together.
+  // Three more steps (the second batch is the 2-image tail); then the displacement of the weights
+  // from their start and the inference logits must still agree as well as the problem allows.
   for (uint32_t step = 1; step < 4; ++step) {
     const int first = (step % 2) * kBatch;
     const int n = first == 0 ? kBatch : kCount - kBatch;
-    cpu.trainer->train_step(cpu.data, order_cpu.data() + first, n, 0, step);
-    cuda.trainer->train_step(cuda.data, order_cuda.data() + first, n, 0, step);
+    for (StepRun* run : {&cpu, &perturbed, &cuda})
+      run->trainer->train_step(run->data, run->order.data() + first, n, 0, step);
   }
-  EXPECT_TRUE(testing::all_close(cuda.model->parameters(), cpu.model->parameters(), 5e-4, 1e-2,
-                                 "parameters after 4 steps"));
-  EpochStats cpu_eval, cuda_eval;
+  const auto moved_cpu = minus(testing::to_host(cpu.model->parameters()), before);
+  expect_tensors_agree(cpu.model->parameter_infos(), moved_cpu,
+                       minus(testing::to_host(cuda.model->parameters()), before),
+                       minus(testing::to_host(perturbed.model->parameters()), before),
+                       "weight change after 4 steps", 1e-2);
+  EpochStats cpu_eval, cuda_eval, perturbed_eval;
   auto logits_cpu = cpu.trainer->predict_logits(cpu.data, &cpu_eval);
   auto logits_cuda = cuda.trainer->predict_logits(cuda.data, &cuda_eval);
-  EXPECT_TRUE(testing::all_close(logits_cuda, logits_cpu, 1e-3, 1e-2, "logits after 4 steps"));
-  EXPECT_NEAR(cuda_eval.loss, cpu_eval.loss, 1e-3 + 1e-2 * cpu_eval.loss);
+  auto logits_perturbed = perturbed.trainer->predict_logits(perturbed.data, &perturbed_eval);
+  const double logits_to_cuda = relative_l2(logits_cuda.data(), logits_cpu.data(), kCount);
+  const double logits_sensitivity =
+      relative_l2(logits_perturbed.data(), logits_cpu.data(), kCount);
+  EXPECT_LE(logits_to_cuda, 1e-2 + 4 * logits_sensitivity)
+      << "logits after 4 steps: CUDA vs CPU " << logits_to_cuda << ", perturbed "
+      << logits_sensitivity;
 }
 
 }  // namespace
