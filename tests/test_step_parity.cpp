@@ -89,6 +89,31 @@ std::vector<float> minus(std::vector<float> a, const std::vector<float>& b) {
   return a;
 }
 
+// Inside the real models after one step: every layer's output and the gradient it passed back,
+// CUDA vs CPU, in layer order. The first stage that disagrees is the culprit.
+TEST(StepParity, EveryLayerOfTheModelAgreesAfterOneStep) {
+  PNEUMO_REQUIRE_CUDA();
+  ModelConfig config;
+  config.input_size = 40;
+  StepRun cpu = make_run(make_cpu_backend(0), config);
+  StepRun cuda = make_run(make_cuda_backend(false), config);
+  for (StepRun* run : {&cpu, &cuda})
+    run->trainer->train_step(run->data, run->order.data(), kBatch, 0, 0);
+  auto report = [&](const std::string& what, ConstTensorView a, ConstTensorView e) {
+    if (e.data == nullptr) return;
+    auto ha = testing::to_host(a), he = testing::to_host(e);
+    const double d = relative_l2(ha.data(), he.data(), static_cast<int64_t>(he.size()));
+    std::cout << "[ layer ] " << what << " " << e.shape.str() << ": relative L2 " << d << "\n";
+    EXPECT_LE(d, 1e-3) << what;
+  };
+  for (size_t i = 0; i < cpu.model->last_outputs().size(); ++i)
+    report(cpu.model->layer_name(i) + " output", cuda.model->last_outputs()[i],
+           cpu.model->last_outputs()[i]);
+  for (size_t i = cpu.model->last_input_gradients().size(); i-- > 0;)
+    report(cpu.model->layer_name(i) + " d input", cuda.model->last_input_gradients()[i],
+           cpu.model->last_input_gradients()[i]);
+}
+
 TEST(StepParity, OneStepAndSeveralStepsAgree) {
   PNEUMO_REQUIRE_CUDA();
   ModelConfig config;

@@ -66,6 +66,12 @@ class Model {
 
   // Output shape of every layer for batch n, in order, named ("conv1", "dropout2", "bn2", ...).
   std::vector<std::pair<std::string, Shape>> layer_shapes() const;
+  // For diagnosis: each layer's output of the last forward and the gradient it passed back in
+  // the last backward (its d input; empty for the first layer), in layer order.
+  const std::vector<ConstTensorView>& last_outputs() const { return last_outputs_; }
+  const std::vector<ConstTensorView>& last_input_gradients() const { return last_input_gradients_; }
+  std::string layer_name(size_t index) const;
+
   const ModelConfig& config() const { return config_; }
   int max_batch() const { return max_batch_; }
   Backend& backend() { return backend_; }
@@ -77,6 +83,7 @@ class Model {
   Tensor parameters_, gradients_, buffers_;
   std::vector<ParameterInfo> parameter_infos_, buffer_infos_;
   std::vector<std::unique_ptr<Layer>> layers_;
+  std::vector<ConstTensorView> last_outputs_, last_input_gradients_;
 };
 
 }  // namespace pneumo

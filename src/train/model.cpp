@@ -411,15 +411,21 @@ ConstTensorView Model::forward(ConstTensorView input, bool training, RngKey drop
   PNEUMO_CHECK(input.device == backend_.device(), "model input is on ", to_string(input.device),
                " but the backend runs on ", to_string(backend_.device()));
   ConstTensorView x = input;
-  for (auto& layer : layers_) x = layer->forward(backend_, x, training, dropout_key);
+  last_outputs_.resize(layers_.size());
+  for (size_t i = 0; i < layers_.size(); ++i)
+    last_outputs_[i] = x = layers_[i]->forward(backend_, x, training, dropout_key);
   return x;
 }
 
 void Model::backward(ConstTensorView dlogits) {
   PNEUMO_NVTX_RANGE("model backward");
   ConstTensorView dy = dlogits;
-  for (auto it = layers_.rbegin(); it != layers_.rend(); ++it) dy = (*it)->backward(backend_, dy);
+  last_input_gradients_.resize(layers_.size());
+  for (size_t i = layers_.size(); i-- > 0;)
+    last_input_gradients_[i] = dy = layers_[i]->backward(backend_, dy);
 }
+
+std::string Model::layer_name(size_t index) const { return layers_.at(index)->name(); }
 
 namespace {
 int64_t count_elements(const std::vector<ParameterInfo>& infos) {
