@@ -252,6 +252,16 @@ int main(int argc, char** argv) {
   add_eda(app, eda, action);
   add_bench(app, bench, action);
   try {
+    if (argc > 1 && argv[1][0] != '-') {
+      const std::string command = argv[1];
+      bool known = false;
+      for (const auto* sub : app.get_subcommands({})) known = known || sub->get_name() == command;
+      if (!known) {
+        std::cerr << "pneumo: unknown command '" << command
+                  << "' (expected prepare, train, evaluate, predict, eda or bench; see --help)\n";
+        return 2;
+      }
+    }
     std::vector<std::string> args = expand_arguments(argc, argv);
     std::reverse(args.begin(), args.end());  // CLI11 takes a reversed vector
     app.parse(args);

@@ -231,14 +231,7 @@ int run_train(const TrainOptions& options) {
                     capture_checkpoint(model, &trainer.optimizer_state(), metadata));
   };
 
-  EpochLogWriter log(run_dir, first_epoch);
-  if (resuming) {
-    // Carry the history of the epochs already done into the continued log and report.
-    const fs::path previous = fs::path(run_dir) / "history.jsonl";
-    if (fs::exists(previous))
-      for (const auto& record : read_history_jsonl(previous.string()))
-        if (record.epoch < first_epoch) log.append(record);
-  }
+  EpochLogWriter log(run_dir, first_epoch);  // keeps the rows of the epochs already done
   ProgressOptions progress_options;
   progress_options.live = is_terminal(stderr);
   ProgressReporter progress(std::cerr, progress_options);
