@@ -15,7 +15,6 @@
 
 #include <iostream>
 
-#include "pneumo/error.hpp"
 #include "pneumo/model.hpp"
 #include "pneumo/trainer.hpp"
 #include "test_util.hpp"
@@ -191,129 +190,6 @@ TEST(StepParity, OneStepAndSeveralStepsAgree) {
   EXPECT_LE(logits_to_cuda, 1e-2 + 4 * logits_sensitivity)
       << "logits after 4 steps: CUDA vs CPU " << logits_to_cuda << ", perturbed "
       << logits_sensitivity;
-}
-
-}  // namespace
-}  // namespace pneumo
-
-namespace pneumo {
-namespace {
-
-// The first two blocks of the network, op by op, with every CUDA op fed exactly the CPU's inputs:
-// pins a whole-step disagreement on the op that causes it (each stage must agree to 1e-4
-// relative L2 given identical inputs), and reports each stage's distance.
-TEST(StepParity, EachOpOfTheFirstBlocksAgreesOnTheStepsOwnData) {
-  PNEUMO_REQUIRE_CUDA();
-  ModelConfig config;
-  config.input_size = 40;
-  StepRun cpu = make_run(make_cpu_backend(0), config);
-  auto cuda_backend = make_cuda_backend(false);
-  Backend& c = *cpu.backend;
-  Backend& g = *cuda_backend;
-  auto param = [&](const std::string& name) {
-    for (const auto& info : cpu.model->parameter_infos())
-      if (info.name == name)
-        return ConstTensorView(cpu.model->parameters().data + info.offset, info.shape, Device::Cpu);
-    throw Error("no parameter " + name);
-  };
-  auto up = [&](ConstTensorView v) {
-    Tensor t(v.shape, Device::Cuda);
-    t.copy_from(v);
-    return t;
-  };
-  auto compare = [&](const std::string& stage, ConstTensorView cuda_out, ConstTensorView cpu_out) {
-    auto a = testing::to_host(cuda_out), e = testing::to_host(cpu_out);
-    const double d = relative_l2(a.data(), e.data(), static_cast<int64_t>(a.size()));
-    std::cout << "[ stage ] " << stage << " " << cpu_out.shape.str() << ": relative L2 " << d
-              << "\n";
-    EXPECT_LE(d, 1e-4) << stage;
-  };
-  const int n = kBatch, s = config.input_size;
-  // Input batch exactly as the step makes it (slot order of kOrder, augmented).
-  Tensor x0(Shape{n, 1, s, s}, Device::Cpu);
-  c.gather_augment(cpu.data.images.data(), kCount, s, kOrder.data(), AugmentSettings{},
-                   make_key(9, RngStream::kAugment, 0, 0), x0);
-  // conv1 + relu
-  Tensor a1(Shape{n, 32, s, s}, Device::Cpu), a1g(Shape{n, 32, s, s}, Device::Cuda);
-  c.conv2d_forward(x0, param("conv1.weight"), param("conv1.bias"), a1, true);
-  Tensor x0g = up(x0), w1 = up(param("conv1.weight")), b1 = up(param("conv1.bias"));
-  g.conv2d_forward(x0g, w1, b1, a1g, true);
-  compare("conv1 forward", a1g, a1);
-  // bn1 (training)
-  auto bn = [&](const std::string& name, ConstTensorView x, Tensor& y, Tensor& mean,
-                Tensor& inv_std, Tensor& yg, Tensor& meang, Tensor& inv_stdg) {
-    const int64_t ch = x.shape.c();
-    Tensor rm = Tensor::zeros({ch}, Device::Cpu), rmg = Tensor::zeros({ch}, Device::Cuda);
-    std::vector<float> ones(static_cast<size_t>(ch), 1.0f);
-    Tensor rv = Tensor::from_host({ch}, ones.data(), Device::Cpu);
-    Tensor rvg = Tensor::from_host({ch}, ones.data(), Device::Cuda);
-    c.batchnorm_forward_training(x, param(name + ".weight"), param(name + ".bias"), rm, rv, 0.01,
-                                 1e-3, y, mean, inv_std);
-    Tensor xg = up(x), gamma = up(param(name + ".weight")), beta = up(param(name + ".bias"));
-    g.batchnorm_forward_training(xg, gamma, beta, rmg, rvg, 0.01, 1e-3, yg, meang, inv_stdg);
-    compare(name + " forward", yg, y);
-    compare(name + " saved mean", meang, mean);
-    compare(name + " saved inv_std", inv_stdg, inv_std);
-  };
-  Tensor y1(Shape{n, 32, s, s}, Device::Cpu), m1({32}, Device::Cpu), i1({32}, Device::Cpu);
-  Tensor y1g(Shape{n, 32, s, s}, Device::Cuda), m1g({32}, Device::Cuda), i1g({32}, Device::Cuda);
-  bn("bn1", a1, y1, m1, i1, y1g, m1g, i1g);
-  // pool1
-  const int h = s / 2;
-  Tensor p1(Shape{n, 32, h, h}, Device::Cpu), p1g(Shape{n, 32, h, h}, Device::Cuda);
-  c.maxpool2d_forward(y1, p1);
-  Tensor y1_from_cpu = up(y1);
-  g.maxpool2d_forward(y1_from_cpu, p1g);
-  compare("pool1 forward", p1g, p1);
-  // conv2 + relu, dropout2, bn2
-  Tensor a2(Shape{n, 64, h, h}, Device::Cpu), a2g(Shape{n, 64, h, h}, Device::Cuda);
-  Tensor w2 = up(param("conv2.weight")), b2 = up(param("conv2.bias")), p1u = up(p1);
-  c.conv2d_forward(p1, param("conv2.weight"), param("conv2.bias"), a2, true);
-  g.conv2d_forward(p1u, w2, b2, a2g, true);
-  compare("conv2 forward", a2g, a2);
-  const RngKey dropout_key{1, static_cast<uint32_t>(RngStream::kDropout), 0, 0};
-  Tensor d2(Shape{n, 64, h, h}, Device::Cpu), d2g(Shape{n, 64, h, h}, Device::Cuda);
-  Tensor a2u = up(a2);
-  c.dropout_forward(a2, d2, 0.1f, dropout_key);
-  g.dropout_forward(a2u, d2g, 0.1f, dropout_key);
-  compare("dropout2 forward", d2g, d2);
-  Tensor y2(Shape{n, 64, h, h}, Device::Cpu), m2({64}, Device::Cpu), i2({64}, Device::Cpu);
-  Tensor y2g(Shape{n, 64, h, h}, Device::Cuda), m2g({64}, Device::Cuda), i2g({64}, Device::Cuda);
-  bn("bn2", d2, y2, m2, i2, y2g, m2g, i2g);
-
-  // Backward from a fixed random gradient at bn2's output, CUDA fed the CPU's inputs each time.
-  Tensor dy2 = testing::random_tensor(y2.shape(), Device::Cpu, 99);
-  Tensor dd2(d2.shape(), Device::Cpu), dd2g(d2.shape(), Device::Cuda);
-  Tensor dgam(Shape{64}, Device::Cpu), dbet(Shape{64}, Device::Cpu);
-  Tensor dgamg(Shape{64}, Device::Cuda), dbetg(Shape{64}, Device::Cuda);
-  c.batchnorm_backward(d2, dy2, param("bn2.weight"), m2, i2, 1e-3, dd2, dgam, dbet);
-  Tensor d2u = up(d2), dy2u = up(dy2), gam2 = up(param("bn2.weight")), m2u = up(m2), i2u = up(i2);
-  g.batchnorm_backward(d2u, dy2u, gam2, m2u, i2u, 1e-3, dd2g, dgamg, dbetg);
-  compare("bn2 backward dx", dd2g, dd2);
-  compare("bn2 backward dgamma", dgamg, dgam);
-  Tensor da2(a2.shape(), Device::Cpu), da2g(a2.shape(), Device::Cuda), dd2u = up(dd2);
-  c.dropout_backward(dd2, da2, 0.1f, dropout_key);
-  g.dropout_backward(dd2u, da2g, 0.1f, dropout_key);
-  compare("dropout2 backward", da2g, da2);
-  Tensor dz2(a2.shape(), Device::Cpu), dz2g(a2.shape(), Device::Cuda), da2u = up(da2);
-  c.relu_backward(a2, da2, dz2);
-  g.relu_backward(a2u, da2u, dz2g);
-  compare("relu2 backward", dz2g, dz2);
-  Tensor dw2(w2.shape(), Device::Cpu), db2(Shape{64}, Device::Cpu);
-  Tensor dw2g(w2.shape(), Device::Cuda), db2g(Shape{64}, Device::Cuda), dz2u = up(dz2);
-  c.conv2d_backward_filter(p1, dz2, dw2, db2);
-  g.conv2d_backward_filter(p1u, dz2u, dw2g, db2g);
-  compare("conv2 backward filter", dw2g, dw2);
-  compare("conv2 backward bias", db2g, db2);
-  Tensor dp1(p1.shape(), Device::Cpu), dp1g(p1.shape(), Device::Cuda);
-  c.conv2d_backward_data(dz2, param("conv2.weight"), dp1);
-  g.conv2d_backward_data(dz2u, w2, dp1g);
-  compare("conv2 backward data", dp1g, dp1);
-  Tensor dy1(y1.shape(), Device::Cpu), dy1g(y1.shape(), Device::Cuda), dp1u = up(dp1);
-  c.maxpool2d_backward(y1, p1, dp1, dy1);
-  Tensor p1_from_cpu = up(p1);
-  g.maxpool2d_backward(y1_from_cpu, p1_from_cpu, dp1u, dy1g);
-  compare("pool1 backward", dy1g, dy1);
 }
 
 }  // namespace

@@ -4,7 +4,6 @@
 // range named after the op.
 #include "cuda/cuda_backend.hpp"
 
-#include <cstdlib>
 #include <algorithm>
 #include <initializer_list>
 #include <sstream>
@@ -498,10 +497,6 @@ void CudaBackend::gather_values(const float* values, const int32_t* indices, Ten
 std::unique_ptr<Backend> make_cuda_backend(bool allow_tf32) {
   CudaBackendOptions options;
   options.allow_tf32 = allow_tf32;
-  // PNEUMO_CUDA_POOLING=kernel (a diagnosis knob): our max-pool kernels instead of cuDNN's.
-  if (const char* pooling = std::getenv("PNEUMO_CUDA_POOLING"); pooling &&
-      std::string(pooling) == "kernel")
-    options.pooling = CudaBackendOptions::Pooling::Kernel;
   return std::make_unique<CudaBackend>(options);
 }
 

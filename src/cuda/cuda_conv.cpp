@@ -1,7 +1,6 @@
 // CudaBackend's 3x3 'same' convolutions through cuDNN: forward (bias + ReLU fused by
 // cudnnConvolutionBiasActivationForward where cuDNN accepts it), backward data, and backward
 // filter with the bias gradient. Algorithms are chosen once per shape by measuring, then cached.
-#include <cstdlib>
 #include <algorithm>
 #include <sstream>
 #include <vector>
@@ -41,40 +40,16 @@ bool is_bad_param(cudnnStatus_t status) {
   return static_cast<int>(status) / 1000 == static_cast<int>(CUDNN_STATUS_BAD_PARAM) / 1000;
 }
 
-bool is_transform_algorithm(cudnnConvolutionFwdAlgo_t algo) {
-  return algo == CUDNN_CONVOLUTION_FWD_ALGO_FFT || algo == CUDNN_CONVOLUTION_FWD_ALGO_FFT_TILING ||
-         algo == CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD ||
-         algo == CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD_NONFUSED;
-}
-bool is_transform_algorithm(cudnnConvolutionBwdDataAlgo_t algo) {
-  return algo == CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT ||
-         algo == CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT_TILING ||
-         algo == CUDNN_CONVOLUTION_BWD_DATA_ALGO_WINOGRAD ||
-         algo == CUDNN_CONVOLUTION_BWD_DATA_ALGO_WINOGRAD_NONFUSED;
-}
-bool is_transform_algorithm(cudnnConvolutionBwdFilterAlgo_t algo) {
-  return algo == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT ||
-         algo == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT_TILING ||
-         algo == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_WINOGRAD_NONFUSED;
-}
-
 // The algorithm to keep from a search's results (sorted fastest first): the fastest that ran
 // and fits the workspace, without TF32 unless allowed, preferring deterministic algorithms so
 // that a training run repeats bit for bit; a non-deterministic one only when nothing else ran.
 template <class Perf>
 const Perf* choose_algorithm(const std::vector<Perf>& results, int count, size_t workspace_limit,
                              bool allow_tf32) {
-  // PNEUMO_CONV_ALGOS=precise (a diagnosis knob) leaves out the transform-based algorithms
-  // (FFT, FFT tiling, Winograd), whose fp32 rounding error is larger than a direct GEMM's.
-  static const bool precise_only = [] {
-    const char* value = std::getenv("PNEUMO_CONV_ALGOS");
-    return value && std::string(value) == "precise";
-  }();
   auto usable = [&](const Perf& p) {
     const bool math_ok = p.mathType != CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION &&
                          (allow_tf32 || p.mathType != CUDNN_TENSOR_OP_MATH);
-    return p.status == CUDNN_STATUS_SUCCESS && p.memory <= workspace_limit && math_ok &&
-           !(precise_only && is_transform_algorithm(p.algo));
+    return p.status == CUDNN_STATUS_SUCCESS && p.memory <= workspace_limit && math_ok;
   };
   for (int i = 0; i < count; ++i)
     if (usable(results[i]) && results[i].determinism == CUDNN_DETERMINISTIC) return &results[i];
