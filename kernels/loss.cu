@@ -1,7 +1,8 @@
 // Fused sigmoid + binary cross-entropy kernel and launcher: loss, gradient and correct count in
 // one pass over the logits. Per-element math is pneumo::sigmoid_bce (elementwise.hpp); the batch
 // sums are a block reduction plus one atomic per block and statistic, so an epoch's running loss
-// and accuracy stay on the device until read once.
+// and accuracy stay on the device until read once. Also the one-thread non-finite marker that
+// records the first step whose loss was NaN or infinite.
 #include "cuda/cuda_check.hpp"
 #include "kernel_util.cuh"
 #include "pneumo/elementwise.hpp"
@@ -29,7 +30,16 @@ __global__ void sigmoid_bce_kernel(const float* logits, const float* labels, con
   }
 }
 
+__global__ void mark_nonfinite_kernel(const float* value, float* marker, float step_plus_one) {
+  if (!isfinite(value[0]) && marker[0] == 0.0f) marker[0] = step_plus_one;
+}
+
 }  // namespace
+
+void mark_nonfinite(const float* value, float* marker, int64_t step, cudaStream_t stream) {
+  mark_nonfinite_kernel<<<1, 1, 0, stream>>>(value, marker, static_cast<float>(step + 1));
+  PNEUMO_LAUNCH_CHECK("mark_nonfinite_kernel", "step=", step);
+}
 
 void sigmoid_bce(const float* logits, const float* labels, const float* weights, float* dlogits,
                  float* stats, int64_t n, cudaStream_t stream) {

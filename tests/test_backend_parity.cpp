@@ -604,6 +604,23 @@ TEST_F(Parity, RmspropOverAnOddLengthBuffer) {
   EXPECT_TRUE(all_close(to_host(mean_square.cuda), ms, 1e-9, 1e-5, "mean_square vs host twin"));
 }
 
+// ---- Non-finite marker --------------------------------------------------------------------------
+
+TEST_F(Parity, MarkNonfiniteKeepsTheFirstBadStep) {
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const float inf = std::numeric_limits<float>::infinity();
+  const std::vector<float> values{0.5f, 1e30f, inf, nan, 7.0f};
+  Pair marker = upload({1}, {0.0f});
+  for (size_t step = 0; step < values.size(); ++step) {
+    Pair value = upload({1}, {values[step]});
+    cpu_->mark_nonfinite(value.cpu, static_cast<int64_t>(step) + 10, marker.cpu);
+    cuda_->mark_nonfinite(value.cuda, static_cast<int64_t>(step) + 10, marker.cuda);
+  }
+  EXPECT_ON_DEVICE(marker.cuda);
+  EXPECT_EQ(to_host(marker.cpu)[0], 13.0f);  // step 12 (+1): the infinity, not the NaN after it
+  EXPECT_TRUE(exactly_equal(marker.cuda, marker.cpu, "marker"));
+}
+
 // ---- Input pipeline -----------------------------------------------------------------------------
 
 template <class T>

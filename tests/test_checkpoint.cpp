@@ -47,6 +47,9 @@ CheckpointData toy_checkpoint() {
   m.threshold_rule = "Youden's J on val";
   m.epoch = 7;
   m.step = 1234567;
+  m.epoch_step = 5;
+  m.epoch_loss_sum = 0.1f + 0.2f;  // a float32 sum: must come back bit-exact
+  m.epoch_correct = 117;
   m.seed = std::numeric_limits<uint64_t>::max() - 5;  // beyond int64 and double precision
   m.learning_rate = 1e-3 * 0.3 * 0.3;               // 9.000000000000001e-05: must stay bit-exact
   m.callback_state = {{"reduce_lr_on_plateau", {{"best", "-inf"}, {"wait", 1}}}};
@@ -80,6 +83,9 @@ TEST(Checkpoint, RoundTripKeepsTensorsAndEveryMetadataField) {
   EXPECT_EQ(b.threshold_rule, a.threshold_rule);
   EXPECT_EQ(b.epoch, 7);
   EXPECT_EQ(b.step, 1234567);
+  EXPECT_EQ(b.epoch_step, 5);
+  EXPECT_EQ(b.epoch_loss_sum, a.epoch_loss_sum);
+  EXPECT_EQ(b.epoch_correct, 117);
   EXPECT_EQ(b.seed, a.seed);
   EXPECT_EQ(b.learning_rate, a.learning_rate);  // bit-exact
   EXPECT_EQ(b.optimizer, "rmsprop");
@@ -190,7 +196,24 @@ TEST(Checkpoint, TruncatedForeignAndNewerFilesAreRefused) {
   EXPECT_THROW(load_checkpoint(rewrite("epoch", "-1")), Error);
   EXPECT_THROW(load_checkpoint(rewrite("decision_threshold", "1.5")), Error);
   EXPECT_THROW(load_checkpoint(rewrite("callback_state", "{not json")), Error);
+  EXPECT_THROW(load_checkpoint(rewrite("epoch_step", "-2")), Error);
+  EXPECT_THROW(load_checkpoint(rewrite("epoch_loss_sum", "\"x\"")), Error);
   EXPECT_NO_THROW(load_checkpoint(rewrite("epoch", "8")));
+
+  // Checkpoints written before the mid-epoch fields existed load as "at an epoch end".
+  {
+    SafetensorsFile file = SafetensorsFile::read(path);
+    SafetensorsWriter writer;
+    for (const auto& entry : file.tensors())
+      writer.add_f32(entry.name, entry.shape, file.to_f32(entry.name).data());
+    for (const auto& [k, v] : file.metadata())
+      if (k.rfind("epoch_", 0) != 0) writer.set_metadata(k, v);
+    writer.write(dir.file("older.safetensors"));
+    const CheckpointMetadata older = load_checkpoint(dir.file("older.safetensors")).metadata;
+    EXPECT_EQ(older.epoch_step, 0);
+    EXPECT_EQ(older.epoch_loss_sum, 0.0);
+    EXPECT_EQ(older.epoch, 7);
+  }
 
   SafetensorsWriter with_int;
   int64_t count = 3;

@@ -1,9 +1,11 @@
 // The CPU per-element ops: ReLU and dropout gradients; dropout's keep rate, exact 1/(1-p) scaling
 // and shared forward/backward mask; the fused sigmoid + BCE (against the naive formula, at extreme
-// logits, the correct count at 0.5, the gradient); RMSprop against a hand computation.
+// logits, the correct count at 0.5, the gradient); the non-finite marker; RMSprop against a hand
+// computation.
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <limits>
 #include <vector>
 
 #include "gradient_check.hpp"
@@ -193,6 +195,25 @@ TEST(CpuSigmoidBce, Gradient) {
   };
   backend->sigmoid_bce(z, labels, weights, dlogits, stats);
   EXPECT_TRUE(check_gradient("sigmoid_bce dlogits", z, dlogits, mean_loss));
+}
+
+// ---- Non-finite marker ------------------------------------------------------------------------
+
+// The marker keeps the first bad step (+1) and ignores later ones; finite values leave it at 0.
+TEST(CpuMarkNonfinite, RecordsTheFirstStepWhoseValueIsNotFinite) {
+  auto backend = make_cpu_backend(1);
+  Tensor marker = Tensor::zeros({1}, Device::Cpu);
+  const float inf = std::numeric_limits<float>::infinity();
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const std::vector<float> values{1.0f, -3e38f, 0.0f, nan, inf, 2.0f};
+  for (size_t step = 0; step < values.size(); ++step) {
+    Tensor value = host_tensor({1}, {values[step]});
+    backend->mark_nonfinite(value, static_cast<int64_t>(step), marker);
+    EXPECT_EQ(to_host(marker)[0], step < 3 ? 0.0f : 4.0f) << "after step " << step;
+  }
+  Tensor other = Tensor::zeros({1}, Device::Cpu);
+  backend->mark_nonfinite(host_tensor({1}, {-inf}), 0, other);
+  EXPECT_EQ(to_host(other)[0], 1.0f) << "step 0 is recorded as 1, not as 'none'";
 }
 
 // ---- RMSprop ----------------------------------------------------------------------------------

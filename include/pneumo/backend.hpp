@@ -99,6 +99,12 @@ class Backend {
   virtual void sigmoid_bce(ConstTensorView logits, ConstTensorView labels,
                            ConstTensorView weights, TensorView dlogits, TensorView stats) = 0;
 
+  // ---- Non-finite guard ---------------------------------------------------------------------
+  // value (1), marker (1), both on this device: if value[0] is NaN or infinite and marker[0] is
+  // 0, marker[0] = step + 1. Run after each step on the running loss sum, it records the first
+  // step whose loss was not finite without a host round trip (0: every step so far was finite).
+  virtual void mark_nonfinite(ConstTensorView value, int64_t step, TensorView marker) = 0;
+
   // ---- RMSprop over one contiguous parameter buffer (one launch) ----------------------------
   virtual void rmsprop_step(TensorView params, ConstTensorView grads, TensorView mean_square,
                             float learning_rate, float rho, float epsilon) = 0;

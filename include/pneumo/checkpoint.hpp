@@ -45,6 +45,11 @@ struct CheckpointMetadata {
   std::string threshold_rule = "default 0.5";  // e.g. "Youden's J on val"
   int epoch = 0;           // epochs completed; a resume starts at this (0-based) epoch
   int64_t step = 0;        // optimizer steps completed
+  // A run interrupted inside epoch `epoch` (by a signal): the steps of that epoch already done
+  // and the epoch's loss sum and correct count after them; 0 for checkpoints at epoch ends.
+  int64_t epoch_step = 0;
+  double epoch_loss_sum = 0.0;
+  double epoch_correct = 0.0;
   uint64_t seed = 0;       // the Philox key: with epoch and step it positions every random stream
   double learning_rate = 1e-3;  // the rate in force for the next epoch
   std::string optimizer = "rmsprop";

@@ -2,6 +2,7 @@
 // check macro that builds its message (the failed condition, file, line and what the caller adds).
 #pragma once
 
+#include <cstddef>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -14,6 +15,21 @@ namespace pneumo {
 class Error : public std::runtime_error {
  public:
   explicit Error(const std::string& message) : std::runtime_error(message) {}
+};
+
+// An allocation that did not fit: host memory (aligned_alloc returned null) or device memory
+// (cudaMalloc, or cuDNN/cuBLAS reporting an allocation failure). Commands that know the batch size
+// catch it and say which batch failed and what to try instead.
+class OutOfMemory : public Error {
+ public:
+  OutOfMemory(const std::string& message, bool on_device, size_t bytes)
+      : Error(message), on_device_(on_device), bytes_(bytes) {}
+  bool on_device() const { return on_device_; }
+  size_t bytes() const { return bytes_; }  // 0 when the library did not say
+
+ private:
+  bool on_device_;
+  size_t bytes_;
 };
 
 namespace detail {

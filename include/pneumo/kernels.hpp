@@ -37,6 +37,9 @@ void dropout_apply(const float* x, float* y, int64_t n, float rate, RngKey key,
 void sigmoid_bce(const float* logits, const float* labels, const float* weights, float* dlogits,
                  float* stats, int64_t n, cudaStream_t stream);
 
+// If value[0] is not finite and marker[0] == 0: marker[0] = step + 1 (one thread).
+void mark_nonfinite(const float* value, float* marker, int64_t step, cudaStream_t stream);
+
 // ---- kernels/optimizer.cu -----------------------------------------------------------------------
 // One launch over the whole parameter buffer: rmsprop_update per element.
 void rmsprop_step(float* params, const float* grads, float* mean_square, int64_t n,

@@ -3,12 +3,14 @@
 // RMSprop launch. Loss and accuracy accumulate on the device and are read when asked for.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <vector>
 
 #include "pneumo/augment.hpp"
 #include "pneumo/backend.hpp"
+#include "pneumo/error.hpp"
 #include "pneumo/model.hpp"
 #include "pneumo/tensor.hpp"
 
@@ -39,9 +41,39 @@ struct EpochStats {
   double accuracy = 0.0;  // at threshold 0.5
   int64_t images = 0;
   double seconds = 0.0;
+  // The device-side sums behind the means, as float32 held them (a resumed epoch restarts
+  // from these, so it adds up exactly as an uninterrupted one).
+  double loss_sum = 0.0;
+  double correct = 0.0;
+  int64_t steps = 0;         // steps of this epoch done (all of them unless interrupted)
+  int64_t first_nonfinite_step = -1;  // first step whose loss was NaN or infinite; -1: none
+  bool interrupted = false;  // stopped early because EpochOptions::stop was set
 };
 
-// Called every few steps with (step, total steps, running stats so far).
+// The training loss (a running sum on the device) stopped being finite.
+class NonFiniteLoss : public Error {
+ public:
+  NonFiniteLoss(const std::string& message, uint32_t epoch, int64_t step)
+      : Error(message), epoch_(epoch), step_(step) {}
+  uint32_t epoch() const { return epoch_; }  // 0-based
+  int64_t step() const { return step_; }     // 0-based step within the epoch
+
+ private:
+  uint32_t epoch_;
+  int64_t step_;
+};
+
+// How train_epoch runs beyond its order: where to start (a run resumed mid-epoch), when to stop
+// early (a signal), and a hook before each step (fault injection in tests).
+struct EpochOptions {
+  int64_t first_step = 0;       // steps [0, first_step) were done before an interruption
+  double loss_sum = 0.0;        // ... and these were the epoch's sums after them
+  double correct = 0.0;
+  const std::atomic<bool>* stop = nullptr;  // checked after every step; set: finish and return
+  std::function<void(int64_t step)> before_step;
+};
+
+// Called every few steps with (steps done, total steps, running stats so far).
 using StepCallback = std::function<void(int64_t step, int64_t steps, const EpochStats& running)>;
 
 class Trainer {
@@ -53,13 +85,17 @@ class Trainer {
   Tensor& optimizer_state() { return mean_square_; }  // RMSprop mean squares, like parameters
 
   // One training step on images order[first .. first + n) of `data` (order on the device).
-  // Random keys: (seed, epoch, step). Accumulates into the device-side epoch statistics.
+  // Random keys: (seed, epoch, step). Accumulates into the device-side epoch statistics, and
+  // marks the step if the running loss stops being finite.
   void train_step(const ImageSet& data, const int32_t* device_order, int n, uint32_t epoch,
                   uint32_t step);
 
-  // A whole epoch over `order` (host indices into data, e.g. shuffled and balanced).
+  // A whole epoch over `order` (host indices into data, e.g. shuffled and balanced), or its
+  // steps from options.first_step on, stopping early when options.stop is set. Throws
+  // NonFiniteLoss naming the first step whose loss was NaN or infinite (checked whenever the
+  // statistics are read: every progress report and at the end).
   EpochStats train_epoch(const ImageSet& data, const std::vector<int32_t>& order, uint32_t epoch,
-                         const StepCallback& on_progress = {});
+                         const StepCallback& on_progress = {}, const EpochOptions& options = {});
 
   // Inference over every image of `data` in order; returns the logits on the host and the mean
   // loss/accuracy at 0.5 in `stats`.
@@ -67,12 +103,14 @@ class Trainer {
 
   int batch_size() const { return batch_size_; }
 
-  // The device-side loss/accuracy accumulators: reset, and read as means over `images`
-  // (reading synchronises with the device).
-  void reset_stats();
+  // The device-side loss/accuracy accumulators: reset (to sums carried over from before an
+  // interruption, or 0), and read as means over `images` (reading synchronises with the device).
+  void reset_stats(double loss_sum = 0.0, double correct = 0.0);
   EpochStats read_stats(int64_t images) const;
 
  private:
+  TensorView loss_and_correct();  // the first two statistics, as sigmoid_bce accumulates them
+
   Backend& backend_;
   Model& model_;
   int batch_size_;
@@ -80,7 +118,8 @@ class Trainer {
   uint64_t seed_;
   OptimizerSettings optimizer_;
   Tensor mean_square_;
-  Tensor batch_images_, batch_labels_, batch_weights_, dlogits_, stats_;
+  Tensor batch_images_, batch_labels_, batch_weights_, dlogits_;
+  Tensor stats_;  // (3): loss sum, correct count, first non-finite step + 1 (0: none)
   Array<int32_t> order_;
 };
 

@@ -148,6 +148,9 @@ void add_train(CLI::App& app, TrainOptions& o, Action& action) {
       ->capture_default_str();
   c->add_option("--restore-best", o.restore_best, "Restore the best epoch's weights at the end")
       ->capture_default_str();
+  // Hidden: used by the tests of interruption and NaN handling.
+  c->add_option("--inject-fault", o.inject_fault, "nan@STEP | sigint@STEP | sigterm@STEP")
+      ->group("");
   c->add_option("--checkpoint-monitor", o.checkpoint_monitor,
                 "Metric that picks checkpoints/best.safetensors")
       ->capture_default_str();

@@ -65,15 +65,26 @@ void* allocate_bytes(Device device, size_t bytes) {
   if (device == Device::Cpu) {
     void* ptr = std::aligned_alloc(kHostAlignment, (bytes + kHostAlignment - 1) / kHostAlignment *
                                                        kHostAlignment);
-    if (!ptr) throw Error(detail::concat("out of host memory allocating ", bytes, " bytes"));
+    if (!ptr)
+      throw OutOfMemory(detail::concat("out of host memory allocating ", bytes, " bytes (",
+                                       bytes >> 20, " MiB)"),
+                        /*on_device=*/false, bytes);
     return ptr;
   }
   void* ptr = nullptr;
   cudaError_t status = cudaMalloc(&ptr, bytes);
   if (status != cudaSuccess) {
     cudaGetLastError();  // clear the sticky-free error so later calls are not blamed
-    throw Error(detail::concat("cudaMalloc of ", bytes, " bytes (", bytes / (1 << 20),
-                               " MiB) failed: ", cudaGetErrorString(status)));
+    std::string message = detail::concat("cudaMalloc of ", bytes, " bytes (", bytes >> 20,
+                                         " MiB) failed: ", cudaGetErrorString(status));
+    if (status == cudaErrorMemoryAllocation) {
+      size_t free_bytes = 0, total_bytes = 0;
+      if (cudaMemGetInfo(&free_bytes, &total_bytes) == cudaSuccess)
+        message += detail::concat(" (", free_bytes >> 20, " MiB free of ", total_bytes >> 20,
+                                  " MiB)");
+      throw OutOfMemory(message, /*on_device=*/true, bytes);
+    }
+    throw Error(message);
   }
   return ptr;
 }

@@ -1,8 +1,10 @@
-// Per-element ops on the CPU: ReLU, dropout, the fused sigmoid + BCE loss and RMSprop. Each loop
-// body is one call into pneumo/elementwise.hpp, the same functions the CUDA kernels call.
+// Per-element ops on the CPU: ReLU, dropout, the fused sigmoid + BCE loss, the non-finite marker
+// and RMSprop. Each loop body is one call into pneumo/elementwise.hpp, the same functions the CUDA
+// kernels call.
 // Plain loops: these are memory-bound and small next to the convolutions.
 #include "pneumo/elementwise.hpp"
 
+#include <cmath>
 #include <cstdint>
 
 #include "cpu/cpu_backend.hpp"
@@ -81,6 +83,17 @@ void CpuBackend::sigmoid_bce(ConstTensorView logits, ConstTensorView labels,
   }
   stats.data[0] += static_cast<float>(loss_sum);
   stats.data[1] += static_cast<float>(correct);
+}
+
+void CpuBackend::mark_nonfinite(ConstTensorView value, int64_t step, TensorView marker) {
+  const char* op = "mark_nonfinite";
+  expect_on_cpu(op, {{"value", value}, {"marker", marker}});
+  PNEUMO_CHECK(value.numel() == 1 && marker.numel() == 1, op, ": value ", value.shape.str(),
+               " and marker ", marker.shape.str(), " must hold one element each");
+  PNEUMO_CHECK(step >= 0 && step < (int64_t{1} << 24), op, ": step ", step,
+               " is outside [0, 2^24) (the marker is a float)");
+  if (!std::isfinite(value.data[0]) && marker.data[0] == 0.0f)
+    marker.data[0] = static_cast<float>(step + 1);
 }
 
 void CpuBackend::rmsprop_step(TensorView params, ConstTensorView grads, TensorView mean_square,

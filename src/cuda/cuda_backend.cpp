@@ -454,6 +454,17 @@ void CudaBackend::sigmoid_bce(ConstTensorView logits, ConstTensorView labels,
                        stream_.get());
 }
 
+void CudaBackend::mark_nonfinite(ConstTensorView value, int64_t step, TensorView marker) {
+  constexpr const char* op = "mark_nonfinite";
+  require_device(value, op, "value");
+  require_device(marker, op, "marker");
+  require_numel(value, 1, op, "value");
+  require_numel(marker, 1, op, "marker");
+  PNEUMO_CHECK(step >= 0 && step < (int64_t{1} << 24), op, ": step ", step,
+               " is outside [0, 2^24) (the marker is a float)");
+  kernels::mark_nonfinite(value.data, marker.data, step, stream_.get());
+}
+
 void CudaBackend::rmsprop_step(TensorView params, ConstTensorView grads, TensorView mean_square,
                                float learning_rate, float rho, float epsilon) {
   PNEUMO_NVTX_RANGE("rmsprop_step");

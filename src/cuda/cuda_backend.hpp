@@ -71,6 +71,7 @@ class CudaBackend final : public Backend {
   void sigmoid_bce(ConstTensorView logits, ConstTensorView labels, ConstTensorView weights,
                    TensorView dlogits, TensorView stats) override;
 
+  void mark_nonfinite(ConstTensorView value, int64_t step, TensorView marker) override;
   void rmsprop_step(TensorView params, ConstTensorView grads, TensorView mean_square,
                     float learning_rate, float rho, float epsilon) override;
 

@@ -30,6 +30,7 @@ void throw_cuda_error(cudaError_t status, const char* call, const char* file, in
   std::ostringstream out;
   out << call << " failed: " << cudaGetErrorString(status) << " (" << cudaGetErrorName(status)
       << ")" << location_suffix(context, file, line);
+  if (status == cudaErrorMemoryAllocation) throw OutOfMemory(out.str(), /*on_device=*/true, 0);
   throw Error(out.str());
 }
 
@@ -41,6 +42,7 @@ void throw_cudnn_error(cudnnStatus_t status, const char* call, const char* file,
   out << call << " failed: " << cudnnGetErrorString(status);
   if (detail[0] != '\0') out << " (" << detail << ")";
   out << location_suffix(context, file, line);
+  if (status == CUDNN_STATUS_ALLOC_FAILED) throw OutOfMemory(out.str(), /*on_device=*/true, 0);
   throw Error(out.str());
 }
 
@@ -49,6 +51,7 @@ void throw_cublas_error(cublasStatus_t status, const char* call, const char* fil
   std::ostringstream out;
   out << call << " failed: " << cublasGetStatusName(status) << " (" << cublasGetStatusString(status)
       << ")" << location_suffix(context, file, line);
+  if (status == CUBLAS_STATUS_ALLOC_FAILED) throw OutOfMemory(out.str(), /*on_device=*/true, 0);
   throw Error(out.str());
 }
 

@@ -22,7 +22,7 @@ const std::set<std::string>& reserved_keys() {
       "format",         "format_version", "architecture",   "input_size",  "channels",
       "classes",        "normalisation",  "decision_threshold", "threshold_rule", "epoch",
       "step",           "seed",           "learning_rate",  "optimizer",   "callback_state",
-      "config"};
+      "config",         "epoch_step",     "epoch_loss_sum", "epoch_correct"};
   return keys;
 }
 
@@ -50,6 +50,7 @@ class MetadataReader {
       throw Error(detail::concat("checkpoint ", path_, " lacks the metadata field '", key, "'"));
     return it->second;
   }
+  bool has(const char* key) const { return metadata_.count(key) > 0; }
   json value(const char* key) const {
     try {
       return json::parse(text(key));
@@ -99,6 +100,9 @@ std::map<std::string, std::string> encode_metadata(const CheckpointMetadata& m,
   if (!std::isfinite(m.learning_rate))
     throw Error(detail::concat("checkpoint ", path, ": learning rate ", m.learning_rate,
                                " is not finite"));
+  if (!std::isfinite(m.epoch_loss_sum) || !std::isfinite(m.epoch_correct))
+    throw Error(detail::concat("checkpoint ", path, ": the interrupted epoch's sums (",
+                               m.epoch_loss_sum, ", ", m.epoch_correct, ") are not finite"));
   std::map<std::string, std::string> out = m.extra;
   out["format"] = kCheckpointFormat;
   out["format_version"] = std::to_string(m.format_version);
@@ -111,6 +115,9 @@ std::map<std::string, std::string> encode_metadata(const CheckpointMetadata& m,
   out["threshold_rule"] = m.threshold_rule;
   out["epoch"] = std::to_string(m.epoch);
   out["step"] = std::to_string(m.step);
+  out["epoch_step"] = std::to_string(m.epoch_step);
+  out["epoch_loss_sum"] = json(m.epoch_loss_sum).dump();
+  out["epoch_correct"] = json(m.epoch_correct).dump();
   out["seed"] = std::to_string(m.seed);
   out["learning_rate"] = json(m.learning_rate).dump();
   out["optimizer"] = m.optimizer;
@@ -152,6 +159,12 @@ CheckpointMetadata decode_metadata(const std::map<std::string, std::string>& met
   m.threshold_rule = read.text("threshold_rule");
   m.epoch = static_cast<int>(read.integer("epoch", 0, std::numeric_limits<int>::max()));
   m.step = read.integer("step", 0, std::numeric_limits<int64_t>::max());
+  // Position inside an interrupted epoch; absent (0) in checkpoints written at epoch ends by
+  // earlier versions.
+  if (read.has("epoch_step"))
+    m.epoch_step = read.integer("epoch_step", 0, std::numeric_limits<int64_t>::max());
+  if (read.has("epoch_loss_sum")) m.epoch_loss_sum = read.number("epoch_loss_sum");
+  if (read.has("epoch_correct")) m.epoch_correct = read.number("epoch_correct");
   m.seed = read.unsigned_integer("seed");
   m.learning_rate = read.number("learning_rate");
   m.optimizer = read.text("optimizer");

@@ -46,7 +46,7 @@ Trainer::Trainer(Backend& backend, Model& model, int batch_size, AugmentSettings
   batch_labels_ = backend.empty({batch_size});
   batch_weights_ = backend.empty({batch_size});
   dlogits_ = backend.empty({batch_size, 1});
-  stats_ = backend.zeros({2});
+  stats_ = backend.zeros({3});
 }
 
 void Trainer::train_step(const ImageSet& data, const int32_t* device_order, int n, uint32_t epoch,
@@ -75,7 +75,9 @@ void Trainer::train_step(const ImageSet& data, const int32_t* device_order, int 
     ConstTensorView no_weights;
     backend_.sigmoid_bce(logits.reshaped({n}), labels,
                          data.weights.numel() > 0 ? ConstTensorView(weights) : no_weights,
-                         dlogits.reshaped({n}), stats_);
+                         dlogits.reshaped({n}), loss_and_correct());
+    backend_.mark_nonfinite(ConstTensorView{stats_.data(), {1}, backend_.device()}, step,
+                            TensorView{stats_.data() + 2, {1}, backend_.device()});
   }
   model_.backward(dlogits);
   {
@@ -85,13 +87,21 @@ void Trainer::train_step(const ImageSet& data, const int32_t* device_order, int 
   }
 }
 
-void Trainer::reset_stats() { zero_bytes(stats_.data(), stats_.device(), 2 * sizeof(float)); }
+TensorView Trainer::loss_and_correct() { return {stats_.data(), {2}, backend_.device()}; }
+
+void Trainer::reset_stats(double loss_sum, double correct) {
+  const float host[3] = {static_cast<float>(loss_sum), static_cast<float>(correct), 0.0f};
+  copy_bytes(stats_.data(), stats_.device(), host, Device::Cpu, sizeof(host));
+}
 
 EpochStats Trainer::read_stats(int64_t images) const {
-  float host[2];
+  float host[3];
   stats_.copy_to_host(host);  // synchronises with the device
   EpochStats stats;
   stats.images = images;
+  stats.loss_sum = host[0];
+  stats.correct = host[1];
+  stats.first_nonfinite_step = static_cast<int64_t>(host[2]) - 1;
   if (images > 0) {
     stats.loss = host[0] / static_cast<double>(images);
     stats.accuracy = host[1] / static_cast<double>(images);
@@ -99,8 +109,22 @@ EpochStats Trainer::read_stats(int64_t images) const {
   return stats;
 }
 
+namespace {
+
+[[noreturn]] void throw_nonfinite(const EpochStats& stats, uint32_t epoch, int64_t steps,
+                                  float learning_rate) {
+  throw NonFiniteLoss(
+      detail::concat("the training loss became ", stats.loss_sum, " at step ",
+                     stats.first_nonfinite_step + 1, " of ", steps, " in epoch ", epoch + 1,
+                     " (learning rate ", learning_rate, ")"),
+      epoch, stats.first_nonfinite_step);
+}
+
+}  // namespace
+
 EpochStats Trainer::train_epoch(const ImageSet& data, const std::vector<int32_t>& order,
-                                uint32_t epoch, const StepCallback& on_progress) {
+                                uint32_t epoch, const StepCallback& on_progress,
+                                const EpochOptions& options) {
   PNEUMO_NVTX_RANGE("epoch");
   const auto start = std::chrono::steady_clock::now();
   const auto total = static_cast<int64_t>(order.size());
@@ -111,28 +135,40 @@ EpochStats Trainer::train_epoch(const ImageSet& data, const std::vector<int32_t>
   if (order_.size() < total) order_ = Array<int32_t>(total, backend_.device());
   copy_bytes(order_.data(), backend_.device(), order.data(), Device::Cpu,
              static_cast<size_t>(total) * sizeof(int32_t));
-  reset_stats();
-
   const int64_t steps = (total + batch_size_ - 1) / batch_size_;
+  PNEUMO_CHECK(options.first_step >= 0 && options.first_step <= steps, "resuming at step ",
+               options.first_step, " of an epoch of ", steps, " steps");
+  reset_stats(options.loss_sum, options.correct);
+
   auto last_report = start;
-  for (int64_t step = 0; step < steps; ++step) {
-    const int64_t first = step * batch_size_;
+  int64_t done = options.first_step;
+  bool interrupted = false;
+  while (done < steps) {
+    if (options.stop && options.stop->load()) {
+      interrupted = true;
+      break;
+    }
+    if (options.before_step) options.before_step(done);
+    const int64_t first = done * batch_size_;
     const int n = static_cast<int>(std::min<int64_t>(batch_size_, total - first));
-    train_step(data, order_.data() + first, n, epoch, static_cast<uint32_t>(step));
+    train_step(data, order_.data() + first, n, epoch, static_cast<uint32_t>(done));
+    ++done;
     const auto now = std::chrono::steady_clock::now();
     // Reading the running statistics synchronises, so do it a few times a second at most.
-    if (on_progress && (step + 1 == steps || now - last_report > std::chrono::milliseconds(250))) {
+    if (on_progress && (done == steps || now - last_report > std::chrono::milliseconds(250))) {
       last_report = now;
       EpochStats running = read_stats(std::min<int64_t>(total, first + n));
+      if (running.first_nonfinite_step >= 0)
+        throw_nonfinite(running, epoch, steps, optimizer_.learning_rate);
       running.seconds = std::chrono::duration<double>(now - start).count();
-      on_progress(step + 1, steps, running);
+      on_progress(done, steps, running);
     }
   }
-  EpochStats stats = read_stats(total);
+  EpochStats stats = read_stats(std::min<int64_t>(total, done * batch_size_));
+  if (stats.first_nonfinite_step >= 0) throw_nonfinite(stats, epoch, steps, optimizer_.learning_rate);
   stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  if (!std::isfinite(stats.loss))
-    throw Error(detail::concat("training loss became ", stats.loss, " in epoch ", epoch + 1,
-                               " (learning rate ", optimizer_.learning_rate, ")"));
+  stats.steps = done;
+  stats.interrupted = interrupted;
   return stats;
 }
 
@@ -157,7 +193,7 @@ std::vector<float> Trainer::predict_logits(const ImageSet& data, EpochStats* sta
     backend_.gather_values(data.labels.data(), order.data() + first, labels);
     ConstTensorView out = model_.forward(x, /*training=*/false);
     TensorView dlogits{dlogits_.data(), {n}, backend_.device()};
-    backend_.sigmoid_bce(out.reshaped({n}), labels, {}, dlogits, stats_);
+    backend_.sigmoid_bce(out.reshaped({n}), labels, {}, dlogits, loss_and_correct());
     copy_bytes(logits.data() + first, Device::Cpu, out.data, out.device,
                static_cast<size_t>(n) * sizeof(float));
   }

@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "pneumo/checkpoint.hpp"
+#include "cli_test_util.hpp"
 #include "temp_dir.hpp"
 
 namespace pneumo {
@@ -19,25 +20,8 @@ namespace {
 
 namespace fs = std::filesystem;
 
-struct CommandResult {
-  int status = -1;
-  std::string output;  // stdout and stderr together
-};
-
-// Runs `pneumo ARGS` with the tree cache kept inside `cache_root` (never in ~/.cache).
-CommandResult pneumo_command(const std::string& args, const std::string& cache_root) {
-  const std::string command = "PNEUMO_CACHE_DIR='" + cache_root + "' '" PNEUMO_BINARY "' " +
-                              args + " 2>&1";
-  CommandResult result;
-  FILE* pipe = popen(command.c_str(), "r");
-  if (!pipe) return result;
-  std::array<char, 4096> buffer{};
-  size_t n;
-  while ((n = fread(buffer.data(), 1, buffer.size(), pipe)) > 0) result.output.append(buffer.data(), n);
-  const int raw = pclose(pipe);
-  result.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
-  return result;
-}
+using testing::CommandResult;
+using testing::pneumo_command;
 
 const std::string kSample = PNEUMO_SOURCE_DIR "/data/sample";
 const std::string kCommon = " --device cpu --threads 2 ";

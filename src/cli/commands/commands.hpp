@@ -45,6 +45,10 @@ struct TrainOptions {
   bool restore_best = false;
   std::string checkpoint_monitor = "val_loss";  // which epoch is "best"
   std::string resume;               // checkpoint to continue from ("" none)
+  // Testing aid, never saved with a run. Steps count from 1 over the whole run: "nan@K" poisons a
+  // weight just before step K (so its loss is NaN); "sigint@K" / "sigterm@K" raise that signal
+  // just before step K (the run finishes step K, then stops).
+  std::string inject_fault;
 };
 
 nlohmann::json to_json(const TrainOptions& options);

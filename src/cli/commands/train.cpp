@@ -4,6 +4,9 @@
 // .safetensors, model.safetensors (final weights + the threshold tuned on val), report.md.
 #include <chrono>
 #include <cmath>
+#include <csignal>
+#include <cstdlib>
+#include <limits>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
@@ -13,6 +16,7 @@
 #include <sstream>
 
 #include "cli/commands/commands.hpp"
+#include "cli/commands/guards.hpp"
 #include "pneumo/backend.hpp"
 #include "pneumo/callbacks.hpp"
 #include "pneumo/checkpoint.hpp"
@@ -29,6 +33,49 @@
 namespace fs = std::filesystem;
 
 namespace pneumo::cli {
+
+namespace {
+
+// --inject-fault KIND@STEP (a testing aid; see TrainOptions::inject_fault).
+struct Fault {
+  enum class Kind { NanLoss, NanWeight, Signal } kind = Kind::NanLoss;
+  int signal = 0;
+  int64_t step = 1;  // the step it hits, counted from 1 over the whole run
+};
+
+Fault parse_fault(const std::string& text) {
+  const auto at = text.find('@');
+  const std::string kind = text.substr(0, at);
+  Fault fault;
+  if (kind == "nan") {
+    fault.kind = Fault::Kind::NanLoss;
+  } else if (kind == "nan-weight") {
+    fault.kind = Fault::Kind::NanWeight;
+  } else if (kind == "sigint" || kind == "sigterm") {
+    fault.kind = Fault::Kind::Signal;
+    fault.signal = kind == "sigint" ? SIGINT : SIGTERM;
+  } else {
+    throw Error("--inject-fault must be nan@STEP, nan-weight@STEP, sigint@STEP or sigterm@STEP, "
+                "got '" + text + "'");
+  }
+  char* end = nullptr;
+  const std::string step = at == std::string::npos ? "" : text.substr(at + 1);
+  fault.step = std::strtoll(step.c_str(), &end, 10);
+  if (step.empty() || *end != '\0' || fault.step < 1)
+    throw Error("--inject-fault needs a step >= 1 after '@', got '" + text + "'");
+  return fault;
+}
+
+// "conv1.weight[4] is nan": the first value in a checkpoint that is not finite, or "".
+std::string first_nonfinite_value(const CheckpointData& data) {
+  for (const auto& tensor : data.tensors)
+    for (size_t i = 0; i < tensor.values.size(); ++i)
+      if (!std::isfinite(tensor.values[i]))
+        return detail::concat(tensor.name, "[", i, "] is ", tensor.values[i]);
+  return "";
+}
+
+}  // namespace
 
 nlohmann::json to_json(const TrainOptions& o) {
   return {{"data", o.data},
@@ -91,6 +138,7 @@ void validate(const TrainOptions& o) {
   require(o.augmentation.shift >= 0 && o.augmentation.shift < 1, "--shift must be in [0, 1)");
   parse_balance_mode(o.balance);
   parse_val_split(o.val_split);
+  if (!o.inject_fault.empty()) parse_fault(o.inject_fault);
   require(o.schedule == "none" || o.schedule == "step" || o.schedule == "exponential" ||
               o.schedule == "cosine",
           "--schedule must be none, step, exponential or cosine, got '" + o.schedule + "'");
@@ -160,7 +208,9 @@ CallbackList make_callbacks(const TrainOptions& o) {
 
 }  // namespace
 
-int run_train(const TrainOptions& options) {
+namespace {
+
+int train_run(const TrainOptions& options) {
   validate(options);
   const bool resuming = !options.resume.empty();
   const std::string run_dir = options.out.empty() ? default_run_dir() : options.out;
@@ -208,6 +258,7 @@ int run_train(const TrainOptions& options) {
   callbacks.on_train_begin(control);
   int first_epoch = 0;
   int64_t steps_done = 0;
+  CheckpointMetadata resumed;  // where an interrupted epoch stood (epoch_step 0: at its start)
   if (resuming) {
     CheckpointData checkpoint = load_checkpoint(options.resume);
     restore_checkpoint(checkpoint, model, &trainer.optimizer_state(), options.resume);
@@ -215,20 +266,46 @@ int run_train(const TrainOptions& options) {
     first_epoch = checkpoint.metadata.epoch;
     steps_done = checkpoint.metadata.step;
     control.learning_rate = checkpoint.metadata.learning_rate;
-    std::cerr << "resuming " << options.resume << " after epoch " << first_epoch << "\n";
+    resumed = checkpoint.metadata;
+    if (resumed.epoch_step > 0)
+      std::cerr << "resuming " << options.resume << " at step " << resumed.epoch_step
+                << " of epoch " << first_epoch + 1 << "\n";
+    else
+      std::cerr << "resuming " << options.resume << " after epoch " << first_epoch << "\n";
   }
 
   CheckpointMetadata metadata;
   metadata.seed = options.seed;
   metadata.config = to_json(options);
   metadata.config["out"] = run_dir;
-  auto save = [&](const std::string& name, int epochs_done) {
+  const std::string last_path = (fs::path(run_dir) / "checkpoints/last.safetensors").string();
+  // What a user needs to know when the run stops early: which checkpoint survives.
+  auto last_good_checkpoint = [&]() -> std::string {
+    if (!fs::exists(last_path)) return "no checkpoint was written yet";
+    const CheckpointMetadata last = read_checkpoint_metadata(last_path);
+    return detail::concat("the last good checkpoint is ", last_path, " (after epoch ", last.epoch,
+                          last.epoch_step > 0 ? detail::concat(" and ", last.epoch_step,
+                                                               " steps of the next")
+                                              : std::string(),
+                          ")");
+  };
+  // Saves at an epoch end, or inside epoch `epochs_done` when `partial` says how far it got.
+  auto save = [&](const std::string& name, int epochs_done, const EpochStats* partial = nullptr) {
     metadata.epoch = epochs_done;
     metadata.step = steps_done;
+    metadata.epoch_step = partial ? partial->steps : 0;
+    metadata.epoch_loss_sum = partial ? partial->loss_sum : 0.0;
+    metadata.epoch_correct = partial ? partial->correct : 0.0;
     metadata.learning_rate = control.learning_rate;
     metadata.callback_state = callbacks.state();
-    save_checkpoint((fs::path(run_dir) / name).string(),
-                    capture_checkpoint(model, &trainer.optimizer_state(), metadata));
+    CheckpointData data = capture_checkpoint(model, &trainer.optimizer_state(), metadata);
+    // Never overwrite a good checkpoint with weights that went bad without the loss showing it.
+    const std::string bad = first_nonfinite_value(data);
+    if (!bad.empty())
+      throw Error(detail::concat("the model's state stopped being finite during epoch ",
+                                 epochs_done + (partial ? 1 : 0), " (", bad, "); ", name,
+                                 " was not written; ", last_good_checkpoint(), ". Try a lower --lr."));
+    save_checkpoint((fs::path(run_dir) / name).string(), data);
   };
 
   EpochLogWriter log(run_dir, first_epoch);  // keeps the rows of the epochs already done
@@ -237,20 +314,69 @@ int run_train(const TrainOptions& options) {
   ProgressReporter progress(std::cerr, progress_options);
   std::optional<CheckpointData> best_snapshot;
   int epochs_done = first_epoch;
+  std::optional<Fault> fault;
+  if (!options.inject_fault.empty()) fault = parse_fault(options.inject_fault);
+  StopOnSignal stop_on_signal;  // from here on, SIGINT/SIGTERM stop after the current step
+  auto interrupted_message = [&](int epochs, const EpochStats* partial) {
+    std::cout << "interrupted by " << stop_on_signal.signal_name() << " "
+              << (partial ? detail::concat("after step ", partial->steps, " of epoch ", epochs + 1)
+                          : detail::concat("after epoch ", epochs))
+              << "; checkpoint written to " << last_path << "\n"
+              << "resume with: pneumo train --resume " << last_path << "\n"
+              << std::flush;
+  };
   for (int epoch = first_epoch; epoch < options.epochs; ++epoch) {
     callbacks.on_epoch_begin(epoch, control);
+    if (epoch == first_epoch && resumed.epoch_step > 0)
+      control.learning_rate = resumed.learning_rate;  // the rate the interrupted epoch ran at
     trainer.optimizer().learning_rate = static_cast<float>(control.learning_rate);
     const auto order =
         epoch_indices(splits.train.labels, balance, options.seed, static_cast<uint32_t>(epoch));
     const int64_t steps = (static_cast<int64_t>(order.size()) + options.batch - 1) / options.batch;
+    EpochOptions epoch_options;
+    if (epoch == first_epoch && resumed.epoch_step > 0) {
+      epoch_options.first_step = resumed.epoch_step;
+      epoch_options.loss_sum = resumed.epoch_loss_sum;
+      epoch_options.correct = resumed.epoch_correct;
+    }
+    epoch_options.stop = &stop_on_signal.stop();
+    const int64_t steps_before_epoch = steps_done - epoch_options.first_step;
+    if (fault)
+      epoch_options.before_step = [&](int64_t step) {
+        if (steps_before_epoch + step + 1 != fault->step) return;
+        if (fault->kind == Fault::Kind::Signal) {
+          std::raise(fault->signal);
+          return;
+        }
+        // nan: the output layer's bias (every logit turns NaN); nan-weight: the first weight of
+        // conv1, which max pooling hides from the loss (NaN never wins a comparison).
+        const float nan = std::numeric_limits<float>::quiet_NaN();
+        TensorView weights = model.parameters();
+        float* target = weights.data + (fault->kind == Fault::Kind::NanLoss ? weights.numel() - 1 : 0);
+        copy_bytes(target, weights.device, &nan, Device::Cpu, sizeof(float));
+      };
     progress.begin_epoch(epoch, options.epochs, steps);
-    EpochStats train_stats = trainer.train_epoch(
-        train_set, order, static_cast<uint32_t>(epoch),
-        [&](int64_t step, int64_t, const EpochStats& running) {
-          progress.update(step, running.images, running.loss, running.accuracy);
-        });
-    steps_done += steps;
+    EpochStats train_stats;
+    try {
+      train_stats = trainer.train_epoch(
+          train_set, order, static_cast<uint32_t>(epoch),
+          [&](int64_t step, int64_t, const EpochStats& running) {
+            progress.update(step, running.images, running.loss, running.accuracy);
+          },
+          epoch_options);
+    } catch (const NonFiniteLoss& e) {
+      progress.end_epoch();
+      throw Error(detail::concat(e.what(), ", step ", steps_before_epoch + e.step() + 1,
+                                 " of the run; stopped: ", last_good_checkpoint(),
+                                 ". Try a lower --lr, or look for bad images in the data."));
+    }
+    steps_done += train_stats.steps - epoch_options.first_step;
     progress.end_epoch();
+    if (train_stats.interrupted) {
+      save("checkpoints/last.safetensors", epoch, &train_stats);
+      interrupted_message(epoch, &train_stats);
+      return stop_on_signal.exit_status();
+    }
 
     EpochStats val_stats;
     const std::vector<float> val_logits = trainer.predict_logits(val_set, &val_stats);
@@ -266,15 +392,19 @@ int run_train(const TrainOptions& options) {
 
     std::cout << format_epoch_summary(record, options.epochs) << "\n" << std::flush;
     for (const auto& event : control.events) std::cout << "  " << event << "\n";
-    log.append(record);
     epochs_done = epoch + 1;
     if (control.keep_weights_snapshot)
       best_snapshot = capture_checkpoint(model, nullptr, metadata);
     if (control.save_best_checkpoint) save("checkpoints/best.safetensors", epoch + 1);
     save("checkpoints/last.safetensors", epoch + 1);
+    log.append(record);  // after the checkpoint: the history never runs ahead of it
     if (control.stop) {
       std::cout << control.stop_reason << "\n";
       break;
+    }
+    if (stop_on_signal.stop().load() && epoch + 1 < options.epochs) {  // arrived during validation
+      interrupted_message(epoch + 1, nullptr);
+      return stop_on_signal.exit_status();
     }
   }
   callbacks.on_train_end(control);
@@ -309,6 +439,16 @@ int run_train(const TrainOptions& options) {
   std::cout << "model: " << (fs::path(run_dir) / "model.safetensors").string()
             << " (threshold " << threshold.threshold << ", " << metadata.threshold_rule << ")\n";
   return 0;
+}
+
+}  // namespace
+
+int run_train(const TrainOptions& options) {
+  try {
+    return train_run(options);
+  } catch (const OutOfMemory& e) {
+    throw Error(out_of_memory_advice(e, options.batch, "--batch"));
+  }
 }
 
 }  // namespace pneumo::cli

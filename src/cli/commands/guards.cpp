@@ -1,0 +1,69 @@
+// StopOnSignal and out_of_memory_advice (see guards.hpp).
+#include "cli/commands/guards.hpp"
+
+#include <csignal>
+
+#include "pneumo/error.hpp"
+
+namespace pneumo::cli {
+
+namespace {
+
+// Lock-free atomics are safe to touch from a signal handler.
+std::atomic<bool> g_stop{false};
+std::atomic<int> g_signal{0};
+struct sigaction g_previous_int, g_previous_term;
+std::atomic<bool> g_installed{false};
+
+extern "C" void on_stop_signal(int number) {
+  int none = 0;
+  g_signal.compare_exchange_strong(none, number);
+  g_stop.store(true);
+}
+
+}  // namespace
+
+StopOnSignal::StopOnSignal() {
+  static_assert(std::atomic<bool>::is_always_lock_free && std::atomic<int>::is_always_lock_free,
+                "the signal handler needs lock-free atomics");
+  PNEUMO_CHECK(!g_installed.exchange(true), "only one StopOnSignal may be active");
+  g_stop.store(false);
+  g_signal.store(0);
+  struct sigaction action {};
+  action.sa_handler = on_stop_signal;
+  sigemptyset(&action.sa_mask);
+  action.sa_flags = SA_RESETHAND;  // the second signal takes the default action: exit now
+  sigaction(SIGINT, &action, &g_previous_int);
+  sigaction(SIGTERM, &action, &g_previous_term);
+}
+
+StopOnSignal::~StopOnSignal() {
+  sigaction(SIGINT, &g_previous_int, nullptr);
+  sigaction(SIGTERM, &g_previous_term, nullptr);
+  g_installed.store(false);
+}
+
+const std::atomic<bool>& StopOnSignal::stop() const { return g_stop; }
+
+int StopOnSignal::signal_number() const { return g_signal.load(); }
+
+const char* StopOnSignal::signal_name() const {
+  switch (g_signal.load()) {
+    case SIGINT: return "SIGINT";
+    case SIGTERM: return "SIGTERM";
+    default: return "";
+  }
+}
+
+std::string out_of_memory_advice(const OutOfMemory& error, int batch, const std::string& flag) {
+  const char* where = error.on_device() ? "GPU" : "host";
+  std::string message = detail::concat("out of ", where, " memory with batch size ", batch, " (",
+                                       error.what(), "); ");
+  if (batch > 1)
+    message += detail::concat("try a smaller batch, e.g. ", flag, " ", batch / 2);
+  else
+    message += "even one image per step does not fit in the free memory";
+  return message;
+}
+
+}  // namespace pneumo::cli

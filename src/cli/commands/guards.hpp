@@ -1,0 +1,32 @@
+// What keeps a long command from losing work: SIGINT/SIGTERM turned into a flag the training loop
+// polls between steps, and out-of-memory errors turned into advice about the batch size.
+#pragma once
+
+#include <atomic>
+#include <string>
+
+#include "pneumo/error.hpp"
+
+namespace pneumo::cli {
+
+// While alive, the first SIGINT or SIGTERM only sets stop() (the loop finishes its step, writes a
+// checkpoint and exits); the handler resets itself, so a second signal ends the process at once.
+// The previous handlers come back on destruction. One instance at a time.
+class StopOnSignal {
+ public:
+  StopOnSignal();
+  ~StopOnSignal();
+  StopOnSignal(const StopOnSignal&) = delete;
+  StopOnSignal& operator=(const StopOnSignal&) = delete;
+
+  const std::atomic<bool>& stop() const;
+  int signal_number() const;       // the signal that set stop(), or 0
+  const char* signal_name() const;  // "SIGINT", "SIGTERM" or ""
+  int exit_status() const { return 128 + signal_number(); }  // the shell's convention
+};
+
+// "out of GPU memory with batch size 256 (<what failed>); try --batch 128": the message for an
+// allocation that failed while running with `batch` images per step.
+std::string out_of_memory_advice(const OutOfMemory& error, int batch, const std::string& flag);
+
+}  // namespace pneumo::cli

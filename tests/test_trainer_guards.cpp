@@ -1,0 +1,139 @@
+// What keeps a run from losing work, at the Trainer level on the CPU: an epoch stopped by the stop
+// flag and resumed from where it stood ends bit for bit like an uninterrupted one; a NaN loss is
+// reported with the step it first appeared in; an allocation that cannot fit is an OutOfMemory
+// error naming its size, not a crash.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <limits>
+#include <vector>
+
+#include "pneumo/error.hpp"
+#include "pneumo/model.hpp"
+#include "pneumo/sampling.hpp"
+#include "pneumo/trainer.hpp"
+#include "test_util.hpp"
+
+namespace pneumo {
+namespace {
+
+constexpr int kSize = 24, kCount = 40, kBatch = 8;  // 5 steps per epoch
+
+struct SmallRun {
+  std::unique_ptr<Backend> backend = make_cpu_backend(2);
+  std::vector<uint8_t> images, labels;
+  ImageSet data;
+  Model model;
+  Trainer trainer;
+
+  static ModelConfig config() {
+    ModelConfig c;
+    c.input_size = kSize;
+    return c;
+  }
+  SmallRun()
+      : images(pixels()),
+        labels(label_values()),
+        data(ImageSet::upload(Device::Cpu, images.data(), kCount, kSize, labels.data())),
+        model(*backend, config(), kBatch),
+        trainer(*backend, model, kBatch, AugmentSettings{}, 7) {  // augmentation on
+    model.initialize(3);
+  }
+  static std::vector<uint8_t> pixels() {
+    std::vector<uint8_t> p(size_t{kCount} * kSize * kSize);
+    auto values = testing::random_values(static_cast<int64_t>(p.size()), 11, 0.0f, 255.0f);
+    for (size_t i = 0; i < p.size(); ++i) p[i] = static_cast<uint8_t>(values[i]);
+    return p;
+  }
+  static std::vector<uint8_t> label_values() {
+    std::vector<uint8_t> l(kCount);
+    for (int i = 0; i < kCount; ++i) l[size_t(i)] = static_cast<uint8_t>(i % 3 == 0);
+    return l;
+  }
+  std::vector<int32_t> order(uint32_t epoch) const {
+    return epoch_indices(labels, BalanceMode::None, 5, epoch);
+  }
+};
+
+std::vector<float> host_values(ConstTensorView view) { return testing::to_host(view); }
+
+TEST(TrainerGuards, AStoppedEpochResumedWhereItStoodEndsLikeAnUninterruptedOne) {
+  SmallRun straight;
+  EpochStats expected = straight.trainer.train_epoch(straight.data, straight.order(0), 0);
+  ASSERT_EQ(expected.steps, 5);
+  ASSERT_FALSE(expected.interrupted);
+
+  SmallRun stopped;
+  std::atomic<bool> stop{false};
+  EpochOptions first;
+  first.stop = &stop;
+  first.before_step = [&](int64_t step) {
+    if (step == 2) stop = true;  // arrives during step 2: that step still completes
+  };
+  EpochStats partial = stopped.trainer.train_epoch(stopped.data, stopped.order(0), 0, {}, first);
+  EXPECT_TRUE(partial.interrupted);
+  EXPECT_EQ(partial.steps, 3);
+  EXPECT_EQ(partial.images, 3 * kBatch);
+
+  // What a checkpoint carries: weights, buffers, optimizer state, the epoch's position and sums.
+  SmallRun resumed;
+  auto copy = [](TensorView to, ConstTensorView from) {
+    ASSERT_EQ(to.numel(), from.numel());
+    copy_bytes(to.data, to.device, from.data, from.device, size_t(to.numel()) * sizeof(float));
+  };
+  copy(resumed.model.parameters(), stopped.model.parameters());
+  copy(resumed.model.buffers(), stopped.model.buffers());
+  copy(resumed.trainer.optimizer_state(), stopped.trainer.optimizer_state());
+  EpochOptions rest;
+  rest.first_step = partial.steps;
+  rest.loss_sum = partial.loss_sum;
+  rest.correct = partial.correct;
+  EpochStats finished = resumed.trainer.train_epoch(resumed.data, resumed.order(0), 0, {}, rest);
+  EXPECT_FALSE(finished.interrupted);
+  EXPECT_EQ(finished.steps, 5);
+  EXPECT_EQ(finished.loss_sum, expected.loss_sum);
+  EXPECT_EQ(finished.correct, expected.correct);
+  EXPECT_EQ(finished.loss, expected.loss);
+  EXPECT_EQ(host_values(resumed.model.parameters()), host_values(straight.model.parameters()));
+  EXPECT_EQ(host_values(resumed.model.buffers()), host_values(straight.model.buffers()));
+  EXPECT_EQ(host_values(resumed.trainer.optimizer_state()),
+            host_values(straight.trainer.optimizer_state()));
+}
+
+TEST(TrainerGuards, ANanLossIsReportedWithTheStepItAppearedIn) {
+  for (bool with_progress : {false, true}) {
+    SmallRun run;
+    EpochOptions options;
+    options.before_step = [&](int64_t step) {
+      if (step != 3) return;
+      TensorView weights = run.model.parameters();
+      weights.data[weights.numel() - 1] = std::numeric_limits<float>::quiet_NaN();  // fc2.bias
+    };
+    StepCallback progress = [](int64_t, int64_t, const EpochStats&) {};
+    try {
+      run.trainer.train_epoch(run.data, run.order(2), 2, with_progress ? progress : StepCallback{},
+                              options);
+      ADD_FAILURE() << "a NaN loss went unreported";
+    } catch (const NonFiniteLoss& e) {
+      EXPECT_EQ(e.step(), 3);
+      EXPECT_EQ(e.epoch(), 2u);
+      const std::string message = e.what();
+      EXPECT_NE(message.find("at step 4 of 5 in epoch 3"), std::string::npos) << message;
+    }
+  }
+}
+
+TEST(TrainerGuards, AnAllocationThatCannotFitIsAnOutOfMemoryErrorNamingItsSize) {
+  const size_t huge = size_t{1} << 60;  // 1 EiB
+  try {
+    Array<float> a(static_cast<int64_t>(huge / sizeof(float)), Device::Cpu);
+    ADD_FAILURE() << "allocated 1 EiB";
+  } catch (const OutOfMemory& e) {
+    EXPECT_FALSE(e.on_device());
+    EXPECT_EQ(e.bytes(), huge);
+    EXPECT_NE(std::string(e.what()).find(std::to_string(huge)), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace pneumo
