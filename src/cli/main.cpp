@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands/commands.hpp"
+#include "cli/commands/guards.hpp"
 #include "pneumo/checkpoint.hpp"
 #include "pneumo/data.hpp"
 #include "pneumo/error.hpp"
@@ -94,6 +95,17 @@ std::vector<std::string> expand_arguments(int argc, char** argv) {
 // The subcommand chosen on the command line, run after parsing.
 using Action = std::function<int()>;
 
+// Runs a command that processes `batch` images at a time; an allocation failure becomes advice
+// naming that batch size (pneumo train does the same inside run_train).
+template <class Command>
+int advising_on_memory(int batch, Command command) {
+  try {
+    return command();
+  } catch (const pneumo::OutOfMemory& e) {
+    throw Error(out_of_memory_advice(e, batch, "--batch"));
+  }
+}
+
 void add_train(CLI::App& app, TrainOptions& o, Action& action) {
   auto* c = app.add_subcommand("train", "Train the seed network (defaults: the Keras recipe)");
   c->add_option("--data", o.data, "Image tree {train,val,test}/{NORMAL,PNEUMONIA} or a cache")
@@ -169,7 +181,9 @@ void add_evaluate(CLI::App& app, EvaluateOptions& o, Action& action) {
   c->add_option("--threshold", o.tuned_threshold,
                 "'checkpoint' (tuned on val) or a probability")
       ->capture_default_str();
-  c->callback([&o, &action] { action = [&o] { return run_evaluate(o); }; });
+  c->callback([&o, &action] {
+    action = [&o] { return advising_on_memory(o.batch, [&o] { return run_evaluate(o); }); };
+  });
 }
 
 void add_predict(CLI::App& app, PredictOptions& o, Action& action) {
@@ -183,7 +197,9 @@ void add_predict(CLI::App& app, PredictOptions& o, Action& action) {
   c->add_option("--threshold", o.threshold, "'checkpoint' or a probability")
       ->capture_default_str();
   c->add_option("--batch", o.batch, "Batch size")->capture_default_str();
-  c->callback([&o, &action] { action = [&o] { return run_predict(o); }; });
+  c->callback([&o, &action] {
+    action = [&o] { return advising_on_memory(o.batch, [&o] { return run_predict(o); }); };
+  });
 }
 
 void add_prepare(CLI::App& app, pneumo::PrepareOptions& o, Action& action) {

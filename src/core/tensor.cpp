@@ -66,8 +66,8 @@ void* allocate_bytes(Device device, size_t bytes) {
     void* ptr = std::aligned_alloc(kHostAlignment, (bytes + kHostAlignment - 1) / kHostAlignment *
                                                        kHostAlignment);
     if (!ptr)
-      throw OutOfMemory(detail::concat("out of host memory allocating ", bytes, " bytes (",
-                                       bytes >> 20, " MiB)"),
+      throw OutOfMemory(detail::concat("could not allocate ", bytes, " bytes (", bytes >> 20,
+                                       " MiB) of host memory"),
                         /*on_device=*/false, bytes);
     return ptr;
   }

@@ -57,8 +57,8 @@ const char* StopOnSignal::signal_name() const {
 
 std::string out_of_memory_advice(const OutOfMemory& error, int batch, const std::string& flag) {
   const char* where = error.on_device() ? "GPU" : "host";
-  std::string message = detail::concat("out of ", where, " memory with batch size ", batch, " (",
-                                       error.what(), "); ");
+  std::string message = detail::concat("out of ", where, " memory with batch size ", batch, ": ",
+                                       error.what(), "; ");
   if (batch > 1)
     message += detail::concat("try a smaller batch, e.g. ", flag, " ", batch / 2);
   else

@@ -25,7 +25,7 @@ class StopOnSignal {
   int exit_status() const { return 128 + signal_number(); }  // the shell's convention
 };
 
-// "out of GPU memory with batch size 256 (<what failed>); try --batch 128": the message for an
+// "out of GPU memory with batch size 256: <what failed>; try ... --batch 128": the message for an
 // allocation that failed while running with `batch` images per step.
 std::string out_of_memory_advice(const OutOfMemory& error, int batch, const std::string& flag);
 
