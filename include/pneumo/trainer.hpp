@@ -73,6 +73,14 @@ struct EpochOptions {
   std::function<void(int64_t step)> before_step;
 };
 
+// The phases of a training step, in order. A PhaseMarker set on the Trainer is called with Start
+// when a step begins and with each phase as it is issued to the device (on the CUDA backend the
+// work may still be running: a marker that times phases records events on the backend's stream).
+enum class StepPhase { Start, Augment, Forward, Loss, Backward, Optimizer };
+inline constexpr const char* kStepPhaseNames[] = {"start",  "augment",  "forward",
+                                                  "loss",   "backward", "optimizer"};
+using PhaseMarker = std::function<void(StepPhase)>;
+
 // Called every few steps with (steps done, total steps, running stats so far).
 using StepCallback = std::function<void(int64_t step, int64_t steps, const EpochStats& running)>;
 
@@ -102,6 +110,7 @@ class Trainer {
   std::vector<float> predict_logits(const ImageSet& data, EpochStats* stats = nullptr);
 
   int batch_size() const { return batch_size_; }
+  void set_phase_marker(PhaseMarker marker) { phase_marker_ = std::move(marker); }
 
   // The device-side loss/accuracy accumulators: reset (to sums carried over from before an
   // interruption, or 0), and read as means over `images` (reading synchronises with the device).
@@ -121,6 +130,7 @@ class Trainer {
   Tensor batch_images_, batch_labels_, batch_weights_, dlogits_;
   Tensor stats_;  // (3): loss sum, correct count, first non-finite step + 1 (0: none)
   Array<int32_t> order_;
+  PhaseMarker phase_marker_;
 };
 
 }  // namespace pneumo

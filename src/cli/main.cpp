@@ -237,7 +237,8 @@ void add_eda(CLI::App& app, pneumo::EdaOptions& o, Action& action) {
 void add_bench(CLI::App& app, BenchTrainOptions& o, Action& action) {
   auto* bench = app.add_subcommand("bench", "Benchmarks");
   bench->require_subcommand(1);
-  auto* c = bench->add_subcommand("train", "Images/s of the whole training step (JSON lines)");
+  auto* c = bench->add_subcommand(
+      "train", "Images/s of the training step, its phases, as a CUDA Graph, and of an epoch");
   c->add_option("--device", o.device, "auto | cuda | cpu")->capture_default_str();
   c->add_option("--precision", o.precision, "fp32 | tf32")->capture_default_str();
   c->add_option("--batch", o.batches, "Batch sizes")
@@ -248,6 +249,9 @@ void add_bench(CLI::App& app, BenchTrainOptions& o, Action& action) {
   c->add_option("--augment", o.augment, "Include the augmentation kernel (true/false)")
       ->capture_default_str();
   c->add_option("--threads", o.threads, "CPU threads (0: all)")->capture_default_str();
+  c->add_option("--epoch-images", o.epoch_images,
+                "Images in the timed epoch (0: 6586 on CUDA, two batches on the CPU)")
+      ->capture_default_str();
   c->callback([&o, &action] { action = [&o] { return run_bench_train(o); }; });
 }
 

@@ -60,6 +60,10 @@ void Trainer::train_step(const ImageSet& data, const int32_t* device_order, int 
   TensorView x{batch_images_.data(), {n, 1, size, size}, backend_.device()};
   TensorView labels{batch_labels_.data(), {n}, backend_.device()};
   TensorView weights{batch_weights_.data(), {n}, backend_.device()};
+  auto mark = [this](StepPhase phase) {
+    if (phase_marker_) phase_marker_(phase);
+  };
+  mark(StepPhase::Start);
   {
     PNEUMO_NVTX_RANGE("augment");
     backend_.gather_augment(data.images.data(), data.count, size, device_order, augment_,
@@ -67,8 +71,10 @@ void Trainer::train_step(const ImageSet& data, const int32_t* device_order, int 
     backend_.gather_values(data.labels.data(), device_order, labels);
     if (data.weights.numel() > 0) backend_.gather_values(data.weights.data(), device_order, weights);
   }
+  mark(StepPhase::Augment);
   ConstTensorView logits =
       model_.forward(x, /*training=*/true, make_key(seed_, RngStream::kDropout, epoch, step));
+  mark(StepPhase::Forward);
   TensorView dlogits{dlogits_.data(), {n, 1}, backend_.device()};
   {
     PNEUMO_NVTX_RANGE("loss");
@@ -79,12 +85,15 @@ void Trainer::train_step(const ImageSet& data, const int32_t* device_order, int 
     backend_.mark_nonfinite(ConstTensorView{stats_.data(), {1}, backend_.device()}, step,
                             TensorView{stats_.data() + 2, {1}, backend_.device()});
   }
+  mark(StepPhase::Loss);
   model_.backward(dlogits);
+  mark(StepPhase::Backward);
   {
     PNEUMO_NVTX_RANGE("optimizer");
     backend_.rmsprop_step(model_.parameters(), model_.gradients(), mean_square_,
                           optimizer_.learning_rate, optimizer_.rho, optimizer_.epsilon);
   }
+  mark(StepPhase::Optimizer);
 }
 
 TensorView Trainer::loss_and_correct() { return {stats_.data(), {2}, backend_.device()}; }

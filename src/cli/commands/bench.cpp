@@ -1,13 +1,31 @@
-// `pneumo bench train`: throughput of the whole training step on device-resident random images.
-// Timing: `warmup` steps first (cuDNN algorithm search, first-touch allocations), then `steps`
-// steps between two synchronisations; the host clock over that span gives images/s.
+// `pneumo bench train`: throughput of the whole training step on device-resident random images,
+// per batch size, in three measurements:
+//   1. images/s of the step: `warmup` steps first (cuDNN algorithm search, first-touch
+//      allocations), then `steps` steps between two synchronisations, timed by the host clock;
+//   2. the same step split into its phases (augment, forward, loss, backward, optimizer): CUDA
+//      events recorded on the backend's stream between phases (the host clock on the CPU backend,
+//      whose ops finish before they return), in a separate pass so the events cannot slow pass 1;
+//   3. on the CUDA backend, one step captured as a CUDA Graph and replayed `steps` times (the same
+//      batch and random keys each replay: it measures what launching costs, not new work);
+// plus the images/s of one epoch through Trainer::train_epoch (order upload, progress reads).
+// One JSON line per batch size on stdout, and a Markdown table on stderr at the end.
+#include <algorithm>
+#include <array>
 #include <chrono>
+#include <iomanip>
 #include <iostream>
 #include <random>
+#include <sstream>
+#include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "cli/commands/commands.hpp"
+#include "cli/commands/guards.hpp"
+#include "cuda/cuda_backend.hpp"
+#include "cuda/cuda_check.hpp"
+#include "cuda/cuda_raii.hpp"
 #include "pneumo/backend.hpp"
 #include "pneumo/error.hpp"
 #include "pneumo/model.hpp"
@@ -15,9 +33,122 @@
 
 namespace pneumo::cli {
 
+namespace {
+
+constexpr int kPhases = 5;  // augment, forward, loss, backward, optimizer (StepPhase 1..5)
+
+// Collects the time between consecutive phase marks, summed over steps.
+class PhaseTimer {
+ public:
+  PhaseTimer(Backend& backend, int steps) : cuda_(dynamic_cast<CudaBackend*>(&backend)) {
+    if (cuda_) {
+      events_.reserve(static_cast<size_t>(steps) * (kPhases + 1));
+      for (int i = 0; i < steps * (kPhases + 1); ++i) events_.emplace_back(cuda::Event::create());
+    }
+    host_marks_.reserve(static_cast<size_t>(steps) * (kPhases + 1));
+  }
+
+  PhaseMarker marker() {
+    return [this](StepPhase) {
+      if (cuda_) {
+        PNEUMO_CHECK(next_ < events_.size(), "more phase marks than events");
+        PNEUMO_CUDA_CHECK(cudaEventRecord(events_[next_++].get(), cuda_->stream()), "phase mark");
+      } else {
+        host_marks_.push_back(std::chrono::steady_clock::now());
+      }
+    };
+  }
+
+  // Mean milliseconds per phase over the recorded steps (call after synchronising).
+  std::array<double, kPhases> mean_ms() const {
+    std::array<double, kPhases> sum{};
+    const size_t marks = cuda_ ? next_ : host_marks_.size();
+    const size_t steps = marks / (kPhases + 1);
+    for (size_t s = 0; s < steps; ++s)
+      for (int p = 0; p < kPhases; ++p) {
+        const size_t from = s * (kPhases + 1) + static_cast<size_t>(p), to = from + 1;
+        if (cuda_) {
+          float ms = 0.0f;
+          PNEUMO_CUDA_CHECK(cudaEventElapsedTime(&ms, events_[from].get(), events_[to].get()),
+                            "phase timing");
+          sum[static_cast<size_t>(p)] += ms;
+        } else {
+          sum[static_cast<size_t>(p)] +=
+              std::chrono::duration<double, std::milli>(host_marks_[to] - host_marks_[from])
+                  .count();
+        }
+      }
+    for (double& value : sum) value /= std::max<size_t>(steps, 1);
+    return sum;
+  }
+
+ private:
+  CudaBackend* cuda_;
+  std::vector<cuda::Event> events_;
+  size_t next_ = 0;
+  std::vector<std::chrono::steady_clock::time_point> host_marks_;
+};
+
+struct GraphTiming {
+  bool captured = false;
+  std::string error;  // why not, when not
+  double step_ms = 0.0;
+};
+
+// Captures one call of `step` into a CUDA Graph on the backend's stream and times `replays`
+// launches of it with CUDA events. A capture the libraries refuse is reported, not fatal.
+GraphTiming time_graph(CudaBackend& cuda, const std::function<void()>& step, int replays) {
+  GraphTiming timing;
+  cudaStream_t stream = cuda.stream();
+  cuda.synchronize();
+  cudaGraph_t graph = nullptr;
+  cudaGraphExec_t exec = nullptr;
+  PNEUMO_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal),
+                    "starting the graph capture");
+  try {
+    step();
+  } catch (const Error& e) {
+    timing.error = e.what();
+  }
+  const cudaError_t ended = cudaStreamEndCapture(stream, &graph);
+  if (timing.error.empty() && ended != cudaSuccess)
+    timing.error = std::string("cudaStreamEndCapture: ") + cudaGetErrorString(ended);
+  if (timing.error.empty()) {
+    const cudaError_t made = cudaGraphInstantiate(&exec, graph, 0);
+    if (made != cudaSuccess)
+      timing.error = std::string("cudaGraphInstantiate: ") + cudaGetErrorString(made);
+  }
+  if (timing.error.empty()) {
+    for (int i = 0; i < 3; ++i)
+      PNEUMO_CUDA_CHECK(cudaGraphLaunch(exec, stream), "graph warm-up");
+    cuda::Event start = cuda::Event::create(), stop = cuda::Event::create();
+    PNEUMO_CUDA_CHECK(cudaEventRecord(start.get(), stream), "graph timing");
+    for (int i = 0; i < replays; ++i) PNEUMO_CUDA_CHECK(cudaGraphLaunch(exec, stream), "replay");
+    PNEUMO_CUDA_CHECK(cudaEventRecord(stop.get(), stream), "graph timing");
+    PNEUMO_CUDA_CHECK(cudaEventSynchronize(stop.get()), "graph timing");
+    float ms = 0.0f;
+    PNEUMO_CUDA_CHECK(cudaEventElapsedTime(&ms, start.get(), stop.get()), "graph timing");
+    timing.step_ms = ms / replays;
+    timing.captured = true;
+  }
+  if (exec) cudaGraphExecDestroy(exec);
+  if (graph) cudaGraphDestroy(graph);
+  cudaGetLastError();  // a failed capture leaves no sticky error; clear the last one anyway
+  return timing;
+}
+
+std::string fixed(double value, int digits) {
+  std::ostringstream out;
+  out << std::fixed << std::setprecision(digits) << value;
+  return out.str();
+}
+
+}  // namespace
+
 int run_bench_train(const BenchTrainOptions& options) {
   if (options.steps < 1 || options.warmup < 0)
     throw Error("--steps must be at least 1 and --warmup at least 0");
+  if (options.epoch_images < 0) throw Error("--epoch-images must be >= 0");
   BackendOptions backend_options;
   backend_options.device = parse_device_choice(options.device);
   backend_options.allow_tf32 = options.precision == "tf32";
@@ -25,50 +156,128 @@ int run_bench_train(const BenchTrainOptions& options) {
   if (options.precision != "fp32" && options.precision != "tf32")
     throw Error("--precision must be fp32 or tf32, got '" + options.precision + "'");
   auto backend = make_backend(backend_options);
+  auto* cuda = dynamic_cast<CudaBackend*>(backend.get());
+  const bool on_cpu = backend->device() == Device::Cpu;
   const ModelConfig config;
   const int size = config.input_size;
+  std::vector<nlohmann::json> rows;
   for (int batch : options.batches) {
     if (batch < 1) throw Error("batch sizes must be positive, got " + std::to_string(batch));
-    // Enough distinct images that a step never reuses one: 4 batches' worth, at least 256.
-    const int64_t count = std::max<int64_t>(256, 4 * static_cast<int64_t>(batch));
-    std::mt19937 generator(1);
-    std::vector<uint8_t> pixels(static_cast<size_t>(count) * size * size), labels(count);
-    for (auto& p : pixels) p = static_cast<uint8_t>(generator());
-    for (auto& l : labels) l = static_cast<uint8_t>(generator() & 1u);
-    ImageSet data = ImageSet::upload(backend->device(), pixels.data(), count, size, labels.data());
-    std::vector<int32_t> order(static_cast<size_t>(count));
-    for (int64_t i = 0; i < count; ++i) order[static_cast<size_t>(i)] = static_cast<int32_t>(i);
-    Array<int32_t> device_order(count, backend->device());
-    copy_bytes(device_order.data(), backend->device(), order.data(), Device::Cpu,
-               device_order.bytes());
+    try {
+      // Enough distinct images that a step never reuses one (4 batches' worth, at least 256),
+      // and at least an epoch's worth for the epoch measurement.
+      const int64_t epoch_images = options.epoch_images > 0 ? options.epoch_images
+                                   : on_cpu                 ? 2 * int64_t{batch}
+                                                            : int64_t{6586};
+      const int64_t count = std::max({int64_t{256}, 4 * int64_t{batch}, epoch_images});
+      std::mt19937 generator(1);
+      std::vector<uint8_t> pixels(static_cast<size_t>(count) * size * size), labels(count);
+      for (auto& p : pixels) p = static_cast<uint8_t>(generator());
+      for (auto& l : labels) l = static_cast<uint8_t>(generator() & 1u);
+      ImageSet data =
+          ImageSet::upload(backend->device(), pixels.data(), count, size, labels.data());
+      std::vector<int32_t> order(static_cast<size_t>(count));
+      for (int64_t i = 0; i < count; ++i) order[static_cast<size_t>(i)] = static_cast<int32_t>(i);
+      Array<int32_t> device_order(count, backend->device());
+      copy_bytes(device_order.data(), backend->device(), order.data(), Device::Cpu,
+                 device_order.bytes());
 
-    Model model(*backend, config, batch);
-    model.initialize(1);
-    AugmentSettings augment;
-    augment.enabled = options.augment;
-    Trainer trainer(*backend, model, batch, augment, 1);
-    const int64_t slots = count / batch;
-    auto step = [&](int i) {
-      trainer.train_step(data, device_order.data() + (i % slots) * batch, batch, 0,
-                         static_cast<uint32_t>(i));
-    };
-    for (int i = 0; i < options.warmup; ++i) step(i);
-    backend->synchronize();
-    const auto start = std::chrono::steady_clock::now();
-    for (int i = 0; i < options.steps; ++i) step(options.warmup + i);
-    backend->synchronize();
-    const double seconds =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    nlohmann::json line = {{"impl", "pneumo"},
-                           {"backend", backend->name()},
-                           {"batch", batch},
-                           {"precision", options.precision},
-                           {"augment", options.augment},
-                           {"steps", options.steps},
-                           {"step_ms_mean", seconds / options.steps * 1e3},
-                           {"images_per_second", batch * options.steps / seconds}};
-    std::cout << line.dump() << std::endl;
+      Model model(*backend, config, batch);
+      model.initialize(1);
+      AugmentSettings augment;
+      augment.enabled = options.augment;
+      Trainer trainer(*backend, model, batch, augment, 1);
+      const int64_t slots = count / batch;
+      auto step = [&](int i) {
+        trainer.train_step(data, device_order.data() + (i % slots) * batch, batch, 0,
+                           static_cast<uint32_t>(i));
+      };
+
+      // 1. The step, end to end.
+      for (int i = 0; i < options.warmup; ++i) step(i);
+      backend->synchronize();
+      auto start = std::chrono::steady_clock::now();
+      for (int i = 0; i < options.steps; ++i) step(options.warmup + i);
+      backend->synchronize();
+      const double seconds =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      const double step_ms = seconds / options.steps * 1e3;
+
+      // 2. Its phases.
+      const int phase_steps = std::min(options.steps, 50);
+      PhaseTimer phases(*backend, phase_steps);
+      trainer.set_phase_marker(phases.marker());
+      for (int i = 0; i < phase_steps; ++i) step(i);
+      backend->synchronize();
+      trainer.set_phase_marker({});
+      const auto phase_ms = phases.mean_ms();
+      nlohmann::json phase_json;
+      for (int p = 0; p < kPhases; ++p)
+        phase_json[kStepPhaseNames[p + 1]] = phase_ms[static_cast<size_t>(p)];
+
+      // 3. As a CUDA Graph.
+      nlohmann::json graph_json;
+      if (cuda) {
+        GraphTiming graph = time_graph(*cuda, [&] { step(0); }, options.steps);
+        if (graph.captured)
+          graph_json = {{"step_ms", graph.step_ms},
+                        {"images_per_second", batch / graph.step_ms * 1e3},
+                        {"speedup", step_ms / graph.step_ms}};
+        else
+          graph_json = {{"error", graph.error}};
+      } else {
+        graph_json = {{"error", "not applicable on the CPU backend"}};
+      }
+
+      // An epoch through the trainer's loop (host order upload, progress reads, stats read).
+      std::vector<int32_t> epoch_order(order.begin(), order.begin() + epoch_images);
+      const EpochStats epoch = trainer.train_epoch(data, epoch_order, 1);
+
+      nlohmann::json line = {{"impl", "pneumo"},
+                             {"backend", backend->name()},
+                             {"device", on_cpu ? "CPU" : "CUDA"},
+                             {"batch", batch},
+                             {"precision", options.precision},
+                             {"augment", options.augment},
+                             {"steps", options.steps},
+                             {"step_ms_mean", step_ms},
+                             {"images_per_second", batch / step_ms * 1e3},
+                             {"phases_ms", phase_json},
+                             {"graph", graph_json},
+                             {"epoch_images", epoch_images},
+                             {"epoch_seconds", epoch.seconds},
+                             {"epoch_images_per_second", epoch_images / epoch.seconds}};
+      std::cout << line.dump() << std::endl;
+      rows.push_back(line);
+    } catch (const OutOfMemory& e) {
+      throw Error(out_of_memory_advice(e, batch, "--batch"));
+    }
   }
+
+  // The human-readable summary.
+  std::ostream& out = std::cerr;
+  out << "\n### pneumo bench train on " << (on_cpu ? "the CPU backend: " : "CUDA: ")
+      << backend->name() << ", " << options.precision << ", augmentation "
+      << (options.augment ? "on" : "off") << "\n\n"
+      << "| batch | step ms | images/s | augment ms | forward ms | loss ms | backward ms | "
+         "optimizer ms | graph step ms | graph gain | epoch images/s |\n"
+      << "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+  for (const auto& row : rows) {
+    out << "| " << row["batch"].get<int>() << " | " << fixed(row["step_ms_mean"], 3) << " | "
+        << fixed(row["images_per_second"], 0);
+    for (int p = 1; p <= kPhases; ++p)
+      out << " | " << fixed(row["phases_ms"][kStepPhaseNames[p]].get<double>(), 3);
+    if (row["graph"].contains("step_ms"))
+      out << " | " << fixed(row["graph"]["step_ms"], 3) << " | "
+          << fixed(row["graph"]["speedup"], 2) << "x";
+    else
+      out << " | n/a | n/a";
+    out << " | " << fixed(row["epoch_images_per_second"], 0) << " |\n";
+  }
+  for (const auto& row : rows)
+    if (row["graph"].contains("error") && !on_cpu)
+      out << "\nCUDA Graph capture failed at batch " << row["batch"] << ": "
+          << row["graph"]["error"].get<std::string>() << "\n";
   return 0;
 }
 

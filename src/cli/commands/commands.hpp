@@ -83,8 +83,9 @@ int run_predict(const PredictOptions& options);
 namespace pneumo::cli {
 
 // `pneumo bench train`: images/s of the whole training step (augment, forward, loss, backward,
-// RMSprop) on random images resident on the device, after warm-up. Prints one JSON line per
-// batch size.
+// RMSprop) on random images resident on the device, after warm-up; its per-phase split; the step
+// as a CUDA Graph; and one epoch through the training loop. Prints one JSON line per batch size
+// and a Markdown table (stderr).
 struct BenchTrainOptions {
   std::string device = "auto";
   std::string precision = "fp32";
@@ -93,6 +94,7 @@ struct BenchTrainOptions {
   int warmup = 20;
   bool augment = true;
   int threads = 0;
+  int64_t epoch_images = 0;  // 0: the recipe's train epoch (6586) on CUDA, 2 batches on the CPU
 };
 int run_bench_train(const BenchTrainOptions& options);
 
