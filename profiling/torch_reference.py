@@ -11,11 +11,23 @@ augmentation): this times the training step itself.
 Prints one JSON object per configuration: {"impl", "device", "batch", "images_per_second",
 "step_ms_median", ...}.
 Usage: profiling/torch_reference.py [--batch 32 256] [--steps 100] [--compile] [--tf32]
+
+With --check-model RUN/model.safetensors --cache CACHE it instead checks, on the CPU, that this
+network loaded with a pneumo checkpoint's weights gives the logits `pneumo predict --logits` gives
+for the same images (the first --count images of the cache's --split, written as PNG so both read
+identical pixels). Prints one JSON object with the largest differences; exits 1 beyond --tolerance.
 """
 import argparse
+import csv
+import io
 import json
+import os
 import statistics
+import struct
+import subprocess
+import tempfile
 import time
+import zlib
 
 import torch
 import torch.nn as nn
@@ -76,6 +88,60 @@ def time_training(model, batch, steps, warmup, device, step_fn):
             "images_per_second": round(batch / median * 1e3, 1)}
 
 
+def write_gray_png(path, pixels):
+    """An 8-bit grayscale PNG of a 2-D uint8 array, with zlib only (no imaging library)."""
+    height, width = pixels.shape
+    raw = b"".join(b"\x00" + pixels[row].tobytes() for row in range(height))
+
+    def chunk(kind, data):
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw))
+                + chunk(b"IEND", b""))
+
+
+def check_model(args):
+    import numpy as np
+    from safetensors.torch import load_file
+
+    images = np.load(os.path.join(args.cache, f"{args.split}_images.npy"))[: args.count]
+    size = images.shape[1]
+    model = SeedNet(size).eval()
+    state = {k: v for k, v in load_file(args.check_model).items()
+             if not k.startswith("optimizer.")}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+    if missing or unexpected:
+        raise SystemExit(f"torch_reference: checkpoint does not match: missing {missing}, "
+                         f"unexpected {unexpected}")
+    with torch.no_grad():
+        x = torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1)
+        torch_logits = model(x).squeeze(1).double().numpy()
+    with tempfile.TemporaryDirectory() as folder:
+        paths = []
+        for i, image in enumerate(images):
+            paths.append(os.path.join(folder, f"image_{i:04d}.png"))
+            write_gray_png(paths[-1], image)
+        result = subprocess.run([args.pneumo, "predict", "--model", args.check_model, "--csv",
+                                 "--logits", "--device", "cpu", *paths],
+                                check=True, capture_output=True, text=True)
+    rows = {os.path.basename(r["path"]): float(r["logit"])
+            for r in csv.DictReader(io.StringIO(result.stdout))}
+    pneumo_logits = np.array([rows[os.path.basename(p)] for p in paths])
+    difference = np.abs(torch_logits - pneumo_logits)
+    scale = max(1.0, float(np.abs(torch_logits).max()))
+    report = {"check": "torch vs pneumo predict logits", "images": len(paths), "size": size,
+              "torch": torch.__version__, "max_abs_difference": float(difference.max()),
+              "max_logit_magnitude": float(np.abs(torch_logits).max()),
+              "tolerance": args.tolerance, "ok": bool(difference.max() <= args.tolerance * scale),
+              "same_predicted_class": bool(((torch_logits > 0) == (pneumo_logits > 0)).all())}
+    print(json.dumps(report), flush=True)
+    return 0 if report["ok"] else 1
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, nargs="+", default=[32, 256])
@@ -83,7 +149,18 @@ def main():
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--compile", action="store_true", help="also time torch.compile")
     parser.add_argument("--tf32", action="store_true")
+    parser.add_argument("--check-model", help="a pneumo checkpoint: compare logits on the CPU")
+    parser.add_argument("--cache", help="with --check-model: a pneumo cache folder")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--count", type=int, default=64)
+    parser.add_argument("--pneumo", default="build/pneumo", help="the pneumo binary")
+    parser.add_argument("--tolerance", type=float, default=1e-4,
+                        help="largest |difference| allowed, relative to max(1, largest |logit|)")
     args = parser.parse_args()
+    if args.check_model:
+        if not args.cache:
+            raise SystemExit("torch_reference: --check-model needs --cache")
+        raise SystemExit(check_model(args))
     if not torch.cuda.is_available():
         raise SystemExit("torch_reference: no CUDA device")
     torch.backends.cudnn.allow_tf32 = args.tf32

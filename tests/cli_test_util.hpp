@@ -36,17 +36,20 @@ inline CommandResult decode_wait_status(int raw, std::string output) {
   return result;
 }
 
-// Runs `pneumo ARGS` through the shell and waits for it.
-inline CommandResult pneumo_command(const std::string& args, const std::string& cache_root) {
-  const std::string command = "PNEUMO_CACHE_DIR='" + cache_root + "' '" PNEUMO_BINARY "' " +
-                              args + " 2>&1";
+// Runs a shell command line and waits for it; output is stdout and stderr together.
+inline CommandResult run_command(const std::string& command_line) {
   std::string output;
-  FILE* pipe = popen(command.c_str(), "r");
+  FILE* pipe = popen((command_line + " 2>&1").c_str(), "r");
   if (!pipe) return {};
   std::array<char, 4096> buffer{};
   size_t n;
   while ((n = fread(buffer.data(), 1, buffer.size(), pipe)) > 0) output.append(buffer.data(), n);
   return decode_wait_status(pclose(pipe), std::move(output));
+}
+
+// Runs `pneumo ARGS` and waits for it.
+inline CommandResult pneumo_command(const std::string& args, const std::string& cache_root) {
+  return run_command("PNEUMO_CACHE_DIR='" + cache_root + "' '" PNEUMO_BINARY "' " + args);
 }
 
 // `pneumo ARGS...` started in the background with stdout and stderr going to `log_file`.

@@ -194,6 +194,7 @@ void add_predict(CLI::App& app, PredictOptions& o, Action& action) {
       ->required();
   c->add_option("--device", o.device, "auto | cuda | cpu")->capture_default_str();
   c->add_flag("--csv", o.csv, "CSV output: path,probability_pneumonia,label");
+  c->add_flag("--logits", o.logits, "Also print each raw logit (full float precision)");
   c->add_option("--threshold", o.threshold, "'checkpoint' or a probability")
       ->capture_default_str();
   c->add_option("--batch", o.batch, "Batch size")->capture_default_str();

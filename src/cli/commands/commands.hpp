@@ -73,6 +73,7 @@ struct PredictOptions {
   std::vector<std::string> inputs;  // images or folders
   std::string device = "auto";
   bool csv = false;
+  bool logits = false;                   // add the raw logit (a last CSV column "logit")
   std::string threshold = "checkpoint";  // or a probability in [0, 1]
   int batch = 64;
 };

@@ -139,7 +139,8 @@ int run_predict(const PredictOptions& options) {
   ImageSet images = ImageSet::upload(loaded.backend->device(), pixels.data(),
                                      static_cast<int64_t>(kept.size()), size, labels.data());
   const std::vector<float> logits = loaded.runner->predict_logits(images);
-  if (options.csv) std::cout << "path,probability_pneumonia,label\n";
+  if (options.csv)
+    std::cout << "path,probability_pneumonia,label" << (options.logits ? ",logit" : "") << "\n";
   for (size_t i = 0; i < kept.size(); ++i) {
     const double p = sigmoid(logits[i]);
     const char* label = predicts_pneumonia(logits[i], threshold) ? "PNEUMONIA" : "NORMAL";
@@ -150,11 +151,14 @@ int run_predict(const PredictOptions& options) {
         for (char c : path) quoted += c == '"' ? std::string("\"\"") : std::string(1, c);
         path = quoted + "\"";
       }
-      std::cout << path << "," << std::setprecision(6) << p << "," << label << "\n";
+      std::cout << path << "," << std::setprecision(6) << p << "," << label;
+      if (options.logits) std::cout << "," << std::setprecision(9) << logits[i];
+      std::cout << "\n";
     } else {
-      std::cout << kept[i] << "  " << std::fixed << std::setprecision(4) << p << "  " << label
-                << "\n";
+      std::cout << kept[i] << "  " << std::fixed << std::setprecision(4) << p << "  " << label;
       std::cout.unsetf(std::ios::fixed);
+      if (options.logits) std::cout << "  logit " << std::setprecision(9) << logits[i];
+      std::cout << "\n";
     }
   }
   return failures == 0 ? 0 : 3;  // some inputs were unreadable: say so in the exit status
