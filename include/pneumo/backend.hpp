@@ -127,12 +127,16 @@ struct BackendOptions {
   DeviceChoice device = DeviceChoice::Auto;
   bool allow_tf32 = false;  // --precision tf32
   int cpu_threads = 0;      // 0: all hardware threads
+  // CUDA convolutions: keep the fastest deterministic cuDNN algorithm (true), or the fastest of
+  // all (false; backward passes may then add in a different order from run to run).
+  bool deterministic = true;
 };
 
 // Creates the backend the options ask for. Auto takes CUDA when a device exists, else the CPU
 // with a one-line notice on stderr; Cuda without a device throws a clear pneumo::Error.
 std::unique_ptr<Backend> make_backend(const BackendOptions& options);
 std::unique_ptr<Backend> make_cpu_backend(int threads = 0);
-std::unique_ptr<Backend> make_cuda_backend(bool allow_tf32 = false);  // throws without a GPU
+// Throws without a GPU.
+std::unique_ptr<Backend> make_cuda_backend(bool allow_tf32 = false, bool deterministic = true);
 
 }  // namespace pneumo

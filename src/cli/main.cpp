@@ -116,6 +116,9 @@ void add_train(CLI::App& app, TrainOptions& o, Action& action) {
   c->add_option("--device", o.device, "auto | cuda | cpu")->capture_default_str();
   c->add_option("--precision", o.precision, "fp32 | tf32 (CUDA convolutions and GEMMs)")
       ->capture_default_str();
+  c->add_option("--deterministic", o.deterministic,
+                "CUDA: deterministic convolution algorithms only (false: the fastest)")
+      ->capture_default_str();
   c->add_option("--threads", o.threads, "CPU threads (0: all)")->capture_default_str();
   c->add_option("--size", o.size, "Input size when preparing an image tree")->capture_default_str();
   c->add_option("--epochs", o.epochs, "Epochs to train")->capture_default_str();
@@ -242,6 +245,9 @@ void add_bench(CLI::App& app, BenchTrainOptions& o, Action& action) {
       "train", "Images/s of the training step, its phases, as a CUDA Graph, and of an epoch");
   c->add_option("--device", o.device, "auto | cuda | cpu")->capture_default_str();
   c->add_option("--precision", o.precision, "fp32 | tf32")->capture_default_str();
+  c->add_option("--deterministic", o.deterministic,
+                "CUDA: deterministic convolution algorithms only (false: the fastest)")
+      ->capture_default_str();
   c->add_option("--batch", o.batches, "Batch sizes")
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll)
       ->capture_default_str();

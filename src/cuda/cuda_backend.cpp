@@ -66,14 +66,15 @@ std::array<int64_t, 4> nchw(const Shape& shape, const char* op) {
   return {shape[0], shape[1], shape[2], shape[3]};
 }
 
-std::string device_description(int device, bool allow_tf32) {
+std::string device_description(int device, bool allow_tf32, bool deterministic) {
   cudaDeviceProp props{};
   PNEUMO_CUDA_CHECK(cudaGetDeviceProperties(&props, device), "device ", device);
   const size_t cudnn_version = cudnnGetVersion();
   std::ostringstream out;
   out << "cuda (" << props.name << ", sm_" << props.major << props.minor << ", cuDNN "
       << cudnn_version / 10000 << "." << (cudnn_version / 100) % 100 << "." << cudnn_version % 100
-      << ", " << (allow_tf32 ? "tf32" : "fp32") << ")";
+      << ", " << (allow_tf32 ? "tf32" : "fp32")
+      << (deterministic ? "" : ", fastest convolution algorithms") << ")";
   return out.str();
 }
 
@@ -94,7 +95,7 @@ CudaBackend::CudaBackend(CudaBackendOptions options) : options_(options) {
   // The cuDNN sub-libraries load lazily; check them now so a broken install fails here, clearly.
   PNEUMO_CUDNN_CHECK(cudnnOpsVersionCheck(), "cuDNN ops library (libcudnn_ops) ");
   PNEUMO_CUDNN_CHECK(cudnnCnnVersionCheck(), "cuDNN cnn library (libcudnn_cnn) ");
-  name_ = device_description(device_, options_.allow_tf32);
+  name_ = device_description(device_, options_.allow_tf32, options_.deterministic);
 
   stream_ = cuda::Stream::create();
   cudnn_ = cuda::CudnnHandle::create();
@@ -505,9 +506,10 @@ void CudaBackend::gather_values(const float* values, const int32_t* indices, Ten
 
 // ---- Factory ------------------------------------------------------------------------------------
 
-std::unique_ptr<Backend> make_cuda_backend(bool allow_tf32) {
+std::unique_ptr<Backend> make_cuda_backend(bool allow_tf32, bool deterministic) {
   CudaBackendOptions options;
   options.allow_tf32 = allow_tf32;
+  options.deterministic = deterministic;
   return std::make_unique<CudaBackend>(options);
 }
 

@@ -18,6 +18,8 @@ struct CudaBackendOptions {
   // fp32 (false): cuDNN CUDNN_FMA_MATH and cuBLAS CUBLAS_DEFAULT_MATH, no TF32 anywhere.
   // tf32 (true): CUDNN_TENSOR_OP_MATH and CUBLAS_TF32_TENSOR_OP_MATH (about 1e-3 relative error).
   bool allow_tf32 = false;
+  // Convolution algorithms: the fastest deterministic one cuDNN measured (true), or the fastest.
+  bool deterministic = true;
   // Which max-pool implementation backs maxpool2d_forward / maxpool2d_backward: cuDNN (the
   // default), or the hand-written twin in kernels/pooling.cu (tests and benchmarks compare both).
   enum class Pooling { Cudnn, Kernel };

@@ -41,17 +41,17 @@ bool is_bad_param(cudnnStatus_t status) {
 }
 
 // The algorithm to keep from a search's results (sorted fastest first): the fastest that ran
-// and fits the workspace, without TF32 unless allowed, preferring deterministic algorithms so
-// that a training run repeats bit for bit; a non-deterministic one only when nothing else ran.
+// and fits the workspace, without TF32 unless allowed; with `deterministic`, preferring
+// deterministic algorithms (a non-deterministic one only when nothing else ran).
 template <class Perf>
 const Perf* choose_algorithm(const std::vector<Perf>& results, int count, size_t workspace_limit,
-                             bool allow_tf32) {
+                             bool allow_tf32, bool deterministic) {
   auto usable = [&](const Perf& p) {
     const bool math_ok = p.mathType != CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION &&
                          (allow_tf32 || p.mathType != CUDNN_TENSOR_OP_MATH);
     return p.status == CUDNN_STATUS_SUCCESS && p.memory <= workspace_limit && math_ok;
   };
-  for (int i = 0; i < count; ++i)
+  for (int i = 0; deterministic && i < count; ++i)
     if (usable(results[i]) && results[i].determinism == CUDNN_DETERMINISTIC) return &results[i];
   for (int i = 0; i < count; ++i)
     if (usable(results[i])) return &results[i];
@@ -112,7 +112,8 @@ void CudaBackend::find_forward_algorithm(ConvPlan& plan, ConstTensorView x, Cons
                          results.data(), workspace_.data(), workspace_.bytes()),
                      "conv2d_forward algorithm search x=", x.shape.str(),
                      " weight=", weight.shape.str());
-  const auto* best = choose_algorithm(results, returned, workspace_.bytes(), options_.allow_tf32);
+  const auto* best = choose_algorithm(results, returned, workspace_.bytes(), options_.allow_tf32,
+                                      options_.deterministic);
   PNEUMO_CHECK(best != nullptr, "conv2d_forward x=", x.shape.str(), " weight=", weight.shape.str(),
                ": no cuDNN algorithm ran (", describe_results(results, returned), ")");
   plan.forward_algo = best->algo;
@@ -148,7 +149,8 @@ void CudaBackend::find_backward_data_algorithm(ConvPlan& plan, ConstTensorView d
                          results.data(), workspace_.data(), workspace_.bytes()),
                      "conv2d_backward_data algorithm search dy=", dy.shape.str(),
                      " weight=", weight.shape.str());
-  const auto* best = choose_algorithm(results, returned, workspace_.bytes(), options_.allow_tf32);
+  const auto* best = choose_algorithm(results, returned, workspace_.bytes(), options_.allow_tf32,
+                                      options_.deterministic);
   PNEUMO_CHECK(best != nullptr, "conv2d_backward_data dy=", dy.shape.str(),
                " weight=", weight.shape.str(), ": no cuDNN algorithm ran (",
                describe_results(results, returned), ")");
@@ -185,7 +187,8 @@ void CudaBackend::find_backward_filter_algorithm(ConvPlan& plan, ConstTensorView
           plan.backward_filter_conv.get(), plan.weight.get(), dweight.data, requested, &returned,
           results.data(), workspace_.data(), workspace_.bytes()),
       "conv2d_backward_filter algorithm search x=", x.shape.str(), " dy=", dy.shape.str());
-  const auto* best = choose_algorithm(results, returned, workspace_.bytes(), options_.allow_tf32);
+  const auto* best = choose_algorithm(results, returned, workspace_.bytes(), options_.allow_tf32,
+                                      options_.deterministic);
   PNEUMO_CHECK(best != nullptr, "conv2d_backward_filter x=", x.shape.str(), " dy=", dy.shape.str(),
                ": no cuDNN algorithm ran (", describe_results(results, returned), ")");
   plan.backward_filter_algo = best->algo;

@@ -152,6 +152,7 @@ int run_bench_train(const BenchTrainOptions& options) {
   BackendOptions backend_options;
   backend_options.device = parse_device_choice(options.device);
   backend_options.allow_tf32 = options.precision == "tf32";
+  backend_options.deterministic = options.deterministic;
   backend_options.cpu_threads = options.threads;
   if (options.precision != "fp32" && options.precision != "tf32")
     throw Error("--precision must be fp32 or tf32, got '" + options.precision + "'");
@@ -238,6 +239,7 @@ int run_bench_train(const BenchTrainOptions& options) {
                              {"device", on_cpu ? "CPU" : "CUDA"},
                              {"batch", batch},
                              {"precision", options.precision},
+                             {"deterministic", options.deterministic},
                              {"augment", options.augment},
                              {"steps", options.steps},
                              {"step_ms_mean", step_ms},

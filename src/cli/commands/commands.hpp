@@ -19,6 +19,7 @@ struct TrainOptions {
   std::string out;                  // run directory; "" -> runs/<date>-<time>
   std::string device = "auto";      // auto | cuda | cpu
   std::string precision = "fp32";   // fp32 | tf32
+  bool deterministic = true;        // CUDA: deterministic convolution algorithms only
   int threads = 0;                  // CPU backend threads; 0: all
   int size = 150;
   int epochs = 12;
@@ -90,6 +91,7 @@ namespace pneumo::cli {
 struct BenchTrainOptions {
   std::string device = "auto";
   std::string precision = "fp32";
+  bool deterministic = true;
   std::vector<int> batches{32, 256};
   int steps = 100;
   int warmup = 20;

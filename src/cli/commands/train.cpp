@@ -82,6 +82,7 @@ nlohmann::json to_json(const TrainOptions& o) {
           {"out", o.out},
           {"device", o.device},
           {"precision", o.precision},
+          {"deterministic", o.deterministic},
           {"threads", o.threads},
           {"size", o.size},
           {"epochs", o.epochs},
@@ -231,6 +232,7 @@ int train_run(const TrainOptions& options) {
   BackendOptions backend_options;
   backend_options.device = parse_device_choice(options.device);
   backend_options.allow_tf32 = options.precision == "tf32";
+  backend_options.deterministic = options.deterministic;
   backend_options.cpu_threads = options.threads;
   std::unique_ptr<Backend> backend = make_backend(backend_options);
   std::cerr << "backend: " << backend->name() << "\n";
