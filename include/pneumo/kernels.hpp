@@ -57,4 +57,21 @@ void maxpool2d_forward(const float* x, float* y, int64_t planes, int64_t height,
 void maxpool2d_backward(const float* x, const float* dy, float* dx, int64_t planes, int64_t height,
                         int64_t width, cudaStream_t stream);
 
+// ---- kernels/conv_direct.cu ------------------------------------------------------------------
+// Hand-written 3x3 'same' convolution forward, y = conv(x) + bias then ReLU when `relu` (what
+// CudaBackend::conv2d_forward computes), in one kernel. x: (batch, in_channels, height, width),
+// weight: (out_channels, in_channels, 3, 3), bias: (out_channels), y: (batch, out_channels, height,
+// width). Benchmarked against cuDNN by `pneumo bench kernels`; not used by the backend.
+// Single input channel (the first layer), out_channels 16, 32 or 64: each thread computes four
+// consecutive pixels for every output channel and stores them as float4 when H*W % 4 == 0.
+bool conv3x3_single_channel_supported(int64_t in_channels, int64_t out_channels);
+void conv3x3_forward_single_channel(const float* x, const float* weight, const float* bias, float* y,
+                                    int64_t batch, int64_t height, int64_t width,
+                                    int64_t out_channels, bool relu, cudaStream_t stream);
+// Any channel count: tiled direct convolution (8x16 pixels x 64 output channels per block, input
+// channels staged through shared memory 8 at a time). batch <= 65535.
+void conv3x3_forward_tiled(const float* x, const float* weight, const float* bias, float* y,
+                           int64_t batch, int64_t in_channels, int64_t height, int64_t width,
+                           int64_t out_channels, bool relu, cudaStream_t stream);
+
 }  // namespace pneumo::kernels
