@@ -74,4 +74,18 @@ void conv3x3_forward_tiled(const float* x, const float* weight, const float* bia
                            int64_t batch, int64_t in_channels, int64_t height, int64_t width,
                            int64_t out_channels, bool relu, cudaStream_t stream);
 
+// ---- kernels/loss_unfused.cu (benchmark baseline only) ----------------------------------------
+// The unfused path the fused sigmoid_bce kernel replaces, given p = sigmoid(logits) from a
+// separate activation pass (cuDNN's): one kernel for the loss statistics, one for the gradient.
+// Same outputs as sigmoid_bce above (p clamped to [1e-7, 1 - 1e-7] inside the logarithms, as
+// Keras does). weights == nullptr means weight 1.
+// stats[0] += sum of weighted losses, stats[1] += correct count (p > 0.5 vs label > 0.5).
+void bce_loss_from_probabilities(const float* probabilities, const float* labels,
+                                 const float* weights, float* stats, int64_t n,
+                                 cudaStream_t stream);
+// dlogits[i] = weight_i (p_i - y_i) / n.
+void bce_gradient_from_probabilities(const float* probabilities, const float* labels,
+                                     const float* weights, float* dlogits, int64_t n,
+                                     cudaStream_t stream);
+
 }  // namespace pneumo::kernels
