@@ -60,4 +60,35 @@ void maxpool2d_forward(const float* x, float* y, int64_t planes, int64_t height,
 void maxpool2d_backward(const float* x, const float* dy, float* dx, int64_t planes, int64_t height,
                         int64_t width, cudaStream_t stream);
 
+// ---- kernels/conv_direct.cu ------------------------------------------------------------------
+// Hand-written 3x3 'same' convolution forward, y = conv(x) + bias then ReLU when `relu` (what
+// CudaBackend::conv2d_forward computes), in one kernel. x: (batch, in_channels, height, width),
+// weight: (out_channels, in_channels, 3, 3), bias: (out_channels), y: (batch, out_channels, height,
+// width). Benchmarked against cuDNN by `pneumo bench kernels`; not used by the backend.
+// Single input channel (the first layer), out_channels 16, 32 or 64: each thread computes four
+// consecutive pixels for every output channel and stores them as float4 when H*W % 4 == 0.
+bool conv3x3_single_channel_supported(int64_t in_channels, int64_t out_channels);
+void conv3x3_forward_single_channel(const float* x, const float* weight, const float* bias, float* y,
+                                    int64_t batch, int64_t height, int64_t width,
+                                    int64_t out_channels, bool relu, cudaStream_t stream);
+// Any channel count: tiled direct convolution (8x16 pixels x 64 output channels per block, input
+// channels staged through shared memory 8 at a time). batch <= 65535.
+void conv3x3_forward_tiled(const float* x, const float* weight, const float* bias, float* y,
+                           int64_t batch, int64_t in_channels, int64_t height, int64_t width,
+                           int64_t out_channels, bool relu, cudaStream_t stream);
+
+// ---- kernels/loss_unfused.cu (benchmark baseline only) ----------------------------------------
+// The unfused path the fused sigmoid_bce kernel replaces, given p = sigmoid(logits) from a
+// separate activation pass (cuDNN's): one kernel for the loss statistics, one for the gradient.
+// Same outputs as sigmoid_bce above (p clamped to [1e-7, 1 - 1e-7] inside the logarithms, as
+// Keras does). weights == nullptr means weight 1.
+// stats[0] += sum of weighted losses, stats[1] += correct count (p > 0.5 vs label > 0.5).
+void bce_loss_from_probabilities(const float* probabilities, const float* labels,
+                                 const float* weights, float* stats, int64_t n,
+                                 cudaStream_t stream);
+// dlogits[i] = weight_i (p_i - y_i) / n.
+void bce_gradient_from_probabilities(const float* probabilities, const float* labels,
+                                     const float* weights, float* dlogits, int64_t n,
+                                     cudaStream_t stream);
+
 }  // namespace pneumo::kernels

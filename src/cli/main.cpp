@@ -238,7 +238,7 @@ void add_eda(CLI::App& app, pneumo::EdaOptions& o, Action& action) {
   }; });
 }
 
-void add_bench(CLI::App& app, BenchTrainOptions& o, Action& action) {
+void add_bench(CLI::App& app, BenchTrainOptions& o, BenchKernelsOptions& k, Action& action) {
   auto* bench = app.add_subcommand("bench", "Benchmarks");
   bench->require_subcommand(1);
   auto* c = bench->add_subcommand(
@@ -260,6 +260,23 @@ void add_bench(CLI::App& app, BenchTrainOptions& o, Action& action) {
                 "Images in the timed epoch (0: 6586 on CUDA, two batches on the CPU)")
       ->capture_default_str();
   c->callback([&o, &action] { action = [&o] { return run_bench_train(o); }; });
+
+  auto* kc = bench->add_subcommand(
+      "kernels", "Our kernels vs cuDNN on the model's layer shapes (CPU backend without a GPU)");
+  kc->add_option("--device", k.device, "auto | cuda | cpu")->capture_default_str();
+  kc->add_option("--batches", k.batches, "Batch sizes (default 32 256 on CUDA, 4 on the CPU)")
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  kc->add_option("--repeats", k.repeats, "Timed runs per variant (default 20 on CUDA, 5 on the CPU)");
+  kc->add_option("--warmup", k.warmup, "Untimed runs first (default 3 on CUDA, 1 on the CPU)");
+  kc->add_flag("--quick", k.quick, "Smoke run: batch 2, 3 repeats, 1 warm-up (flags given win)");
+  kc->add_option("--ops", k.ops, "Any of conv pool loss augment")
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll)
+      ->delimiter(',')
+      ->capture_default_str();
+  kc->add_option("--threads", k.threads, "CPU threads (0: all)")->capture_default_str();
+  kc->add_option("--json", k.json, "Write every row as JSON lines to this file");
+  kc->add_option("--csv", k.csv, "Write every row as CSV to this file");
+  kc->callback([&k, &action] { action = [&k] { return run_bench_kernels(k); }; });
 }
 
 }  // namespace
@@ -274,13 +291,14 @@ int main(int argc, char** argv) {
   pneumo::PrepareOptions prepare;
   pneumo::EdaOptions eda;
   BenchTrainOptions bench;
+  BenchKernelsOptions bench_kernels;
   Action action;
   add_prepare(app, prepare, action);
   add_train(app, train, action);
   add_evaluate(app, evaluate, action);
   add_predict(app, predict, action);
   add_eda(app, eda, action);
-  add_bench(app, bench, action);
+  add_bench(app, bench, bench_kernels, action);
   try {
     if (argc > 1 && argv[1][0] != '-') {
       const std::string command = argv[1];

@@ -102,3 +102,23 @@ struct BenchTrainOptions {
 int run_bench_train(const BenchTrainOptions& options);
 
 }  // namespace pneumo::cli
+
+namespace pneumo::cli {
+
+// `pneumo bench kernels`: the hand-written kernels against cuDNN on the model's layer shapes (on
+// the CPU backend alone where there is no GPU); each variant validated, then timed. Prints a
+// Markdown table; --json / --csv write every row. Exit 1 when any variant is INVALID.
+struct BenchKernelsOptions {
+  std::string device = "auto";
+  std::vector<int> batches;  // empty: 32 256 on CUDA, 4 on the CPU (2 with --quick)
+  int repeats = 0;           // 0: 20 on CUDA, 5 on the CPU (3 with --quick)
+  int warmup = -1;           // -1: 3 on CUDA, 1 on the CPU (1 with --quick)
+  bool quick = false;        // a smoke run: batch 2, 3 repeats, 1 warm-up
+  std::vector<std::string> ops{"conv", "pool", "loss", "augment"};
+  int threads = 0;           // CPU backend threads (0: all)
+  std::string json;          // JSON lines, one per row ("" none)
+  std::string csv;           // CSV with a header row ("" none)
+};
+int run_bench_kernels(const BenchKernelsOptions& options);
+
+}  // namespace pneumo::cli

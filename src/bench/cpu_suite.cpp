@@ -1,0 +1,194 @@
+// The CPU suite of `pneumo bench kernels`: the CPU backend's ops on the model's shapes (conv
+// forward per layer, max-pool forward and backward per pool, the fused sigmoid + BCE, augmentation
+// next to a plain memcpy of the same output bytes), validated against the fp64 references and
+// timed with std::chrono. What runs on a machine without a GPU; every row says CPU.
+#include <cstring>
+#include <memory>
+#include <sstream>
+
+#include "bench/kernel_bench.hpp"
+#include "bench/reference.hpp"
+#include "bench/suite_common.hpp"
+#include "bench/timing.hpp"
+#include "pneumo/backend.hpp"
+
+namespace pneumo::bench {
+namespace {
+
+class CpuSuite {
+ public:
+  CpuSuite(const KernelBenchConfig& config, BenchRun& run)
+      : config_(config), run_(run), backend_(make_cpu_backend(config.threads)),
+        timer_(host_flush_bytes()) {
+    run_.platform = "CPU";
+    run_.device = backend_->name() + ", no GPU";
+    run_.peaks.fp32_basis = "peak unknown (not estimated for CPUs)";
+    run_.peaks.dram_basis = "peak unknown (not estimated for CPUs)";
+    std::ostringstream timing;
+    timing << "timing: std::chrono::steady_clock per run, median and min of " << config.repeats
+           << " repeats after " << config.warmup << " warm-up run(s); " << timer_.flush_bytes() / (1 << 20)
+           << " MiB written between repeats to flush the last-level cache";
+    run_.notes.push_back(timing.str());
+    run_.notes.push_back(kSpeedupNote);
+  }
+
+  void run() {
+    for (int batch : config_.batches) {
+      if (config_.wants("conv"))
+        for (const LayerShape& layer : model_layers()) conv(layer, batch);
+      if (config_.wants("pool"))
+        for (const LayerShape& layer : model_layers()) pool(layer, batch);
+      if (config_.wants("loss")) {
+        loss(batch, batch, "loss");
+        loss(batch, kSyntheticLossSize, "loss (synthetic n)");
+      }
+      if (config_.wants("augment")) augment(batch);
+    }
+  }
+
+ private:
+  BenchRow row(const std::string& op, const std::string& layer, const std::string& shape,
+               int64_t batch, const std::string& variant, bool baseline) const {
+    BenchRow r;
+    r.platform = "CPU";
+    r.op = op;
+    r.layer = layer;
+    r.shape = shape;
+    r.batch = batch;
+    r.variant = variant;
+    r.baseline = baseline;
+    return r;
+  }
+  std::function<TimingSummary()> timed(const std::function<void()>& op) {
+    return [this, op] { return timer_.time(op, config_.warmup, config_.repeats); };
+  }
+
+  void conv(const LayerShape& layer, int64_t batch) {
+    const ConvProblem p = make_conv_problem(layer, batch, kSeed);
+    const std::vector<int64_t> images = checked_images(batch);
+    const std::vector<float> expected = reference_conv(p, images);
+    std::vector<float> y(static_cast<size_t>(p.y.numel()));
+    BenchRow r = row("conv2d_forward", layer.conv, conv_shape_label(layer), batch,
+                     "cpu backend: im2col + GEMM, bias + ReLU", false);
+    r.reference = conv_reference_label(images);
+    r.flops = p.flops();
+    r.bytes = p.bytes();
+    auto op = [&] {
+      backend_->conv2d_forward({p.x_values.data(), p.x, Device::Cpu},
+                               {p.weight_values.data(), p.weight, Device::Cpu},
+                               {p.bias_values.data(), {p.weight[0]}, Device::Cpu},
+                               {y.data(), p.y, Device::Cpu}, true);
+    };
+    measure(
+        r, [&] { std::fill(y.begin(), y.end(), kPoison); op(); },
+        [&] {
+          const std::vector<float> checked = select_images(y.data(), p.y, images);
+          return compare_outputs(checked.data(), expected.data(), checked_shape(p.y, images),
+                                 kConvRtol);
+        },
+        timed(op));
+    run_.rows.push_back(r);
+  }
+
+  void pool(const LayerShape& layer, int64_t batch) {
+    const PoolProblem p = make_pool_problem(layer, batch, kSeed);
+    std::vector<float> y(static_cast<size_t>(p.y.numel())), dx(static_cast<size_t>(p.x.numel()));
+    const ConstTensorView x_view{p.x_values.data(), p.x, Device::Cpu};
+    {
+      BenchRow r = row("maxpool2d_forward", layer.pool, pool_shape_label(p.x), batch,
+                       "cpu backend", false);
+      r.reference = kPoolReference;
+      r.bytes = p.forward_bytes();
+      auto op = [&] { backend_->maxpool2d_forward(x_view, {y.data(), p.y, Device::Cpu}); };
+      measure(
+          r, [&] { std::fill(y.begin(), y.end(), kPoison); op(); },
+          [&] { return compare_outputs(y.data(), p.y_expected.data(), p.y, 0.0); }, timed(op));
+      run_.rows.push_back(r);
+    }
+    {
+      BenchRow r = row("maxpool2d_backward", layer.pool, pool_shape_label(p.x), batch,
+                       "cpu backend", false);
+      r.reference = kPoolReference;
+      r.bytes = p.backward_bytes();
+      auto op = [&] {
+        backend_->maxpool2d_backward(x_view, {p.y_expected.data(), p.y, Device::Cpu},
+                                     {p.dy_values.data(), p.y, Device::Cpu},
+                                     {dx.data(), p.x, Device::Cpu});
+      };
+      measure(
+          r, [&] { std::fill(dx.begin(), dx.end(), kPoison); op(); },
+          [&] { return compare_outputs(dx.data(), p.dx_expected.data(), p.x, 0.0); }, timed(op));
+      run_.rows.push_back(r);
+    }
+  }
+
+  void loss(int64_t batch, int64_t n, const std::string& layer) {
+    const LossProblem p = make_loss_problem(n, kSeed);
+    std::vector<float> dlogits(static_cast<size_t>(n)), stats(2);
+    BenchRow r = row("sigmoid_bce", layer, loss_shape_label(n), batch,
+                     "cpu backend: fused sigmoid + BCE", false);
+    r.reference = kLossReference;
+    r.bytes = p.bytes();
+    auto op = [&] {
+      backend_->sigmoid_bce({p.logits.data(), {n}, Device::Cpu}, {p.labels.data(), {n}, Device::Cpu},
+                            ConstTensorView{}, {dlogits.data(), {n}, Device::Cpu},
+                            {stats.data(), {2}, Device::Cpu});
+    };
+    measure(
+        r,
+        [&] {
+          std::fill(dlogits.begin(), dlogits.end(), kPoison);
+          std::fill(stats.begin(), stats.end(), 0.0f);
+          op();
+        },
+        [&] { return check_loss(dlogits.data(), stats.data(), p); }, timed(op));
+    run_.rows.push_back(r);
+  }
+
+  void augment(int64_t batch) {
+    const AugmentProblem p = make_augment_problem(batch, kSeed);
+    const int size = p.size;
+    const Shape out_shape{batch, 1, size, size};
+    std::vector<float> out(static_cast<size_t>(out_shape.numel()));
+    for (bool enabled : {true, false}) {
+      AugmentSettings settings = p.settings;
+      settings.enabled = enabled;
+      const std::vector<float> expected = reference_augment(p, enabled);
+      BenchRow r = row("gather_augment", "input", augment_shape_label(size), batch,
+                       enabled ? "cpu backend: gather + augment" : "cpu backend: gather only",
+                       false);
+      r.reference = "augment_batch_cpu (the CPU backend's own function: a self-check)";
+      r.bytes = p.bytes();
+      auto op = [&] {
+        backend_->gather_augment(p.images.data(), p.image_count, size, p.indices.data(), settings,
+                                 p.key, {out.data(), out_shape, Device::Cpu});
+      };
+      measure(
+          r, [&] { std::fill(out.begin(), out.end(), kPoison); op(); },
+          [&] { return compare_outputs(out.data(), expected.data(), out_shape, 0.0); }, timed(op));
+      run_.rows.push_back(r);
+    }
+    // The same number of output bytes copied with memcpy: the bandwidth the op is compared with.
+    const std::vector<float> source = reference_augment(p, true);
+    BenchRow r = row("gather_augment", "input", augment_shape_label(size), batch,
+                     "memcpy of the output bytes", true);
+    r.reference = "the copied buffer";
+    r.bytes = 2.0 * p.output_bytes();
+    auto op = [&] { std::memcpy(out.data(), source.data(), out.size() * sizeof(float)); };
+    measure(
+        r, [&] { std::fill(out.begin(), out.end(), kPoison); op(); },
+        [&] { return compare_outputs(out.data(), source.data(), out_shape, 0.0); }, timed(op));
+    run_.rows.push_back(r);
+  }
+
+  const KernelBenchConfig& config_;
+  BenchRun& run_;
+  std::unique_ptr<Backend> backend_;
+  HostTimer timer_;
+};
+
+}  // namespace
+
+void run_cpu_suite(const KernelBenchConfig& config, BenchRun& run) { CpuSuite(config, run).run(); }
+
+}  // namespace pneumo::bench

@@ -1,0 +1,535 @@
+// The CUDA suite of `pneumo bench kernels`: on the model's exact shapes, our kernels against
+// cuDNN: convolution forward (our two kernels vs every cuDNN forward algorithm, unfused with our
+// bias/ReLU kernel and fused through cudnnConvolutionBiasActivationForward), max-pool forward and
+// backward (kernels/pooling.cu vs both cuDNN max modes), the fused sigmoid + BCE kernel vs cuDNN's
+// sigmoid followed by separate loss and gradient kernels, and the augmentation kernel vs a
+// device-to-device copy of the same output bytes. Every variant's output starts poisoned, is
+// checked against the fp64 references, and only then timed (CudaTimer: events, L2 flushed).
+// This is the one file outside src/cuda that calls cuDNN directly: it benchmarks the descriptor
+// API itself, through the descriptor factories of cuda/cuda_raii.hpp.
+#include <cuda_runtime_api.h>
+#include <cudnn.h>
+
+#include <algorithm>
+#include <memory>
+#include <sstream>
+
+#include "bench/kernel_bench.hpp"
+#include "bench/reference.hpp"
+#include "bench/suite_common.hpp"
+#include "bench/timing.hpp"
+#include "cuda/cuda_raii.hpp"
+#include "pneumo/augment.hpp"
+#include "pneumo/kernels.hpp"
+#include "pneumo/nvtx.hpp"
+
+namespace pneumo::bench {
+namespace {
+
+constexpr float kOne = 1.0f;
+constexpr float kZero = 0.0f;
+constexpr size_t kMaxWorkspace = size_t{4} << 30;  // per cuDNN algorithm
+
+const char* forward_algo_name(int algo) {
+  switch (algo) {
+    case CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM: return "IMPLICIT_GEMM";
+    case CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM: return "IMPLICIT_PRECOMP_GEMM";
+    case CUDNN_CONVOLUTION_FWD_ALGO_GEMM: return "GEMM";
+    case CUDNN_CONVOLUTION_FWD_ALGO_DIRECT: return "DIRECT";
+    case CUDNN_CONVOLUTION_FWD_ALGO_FFT: return "FFT";
+    case CUDNN_CONVOLUTION_FWD_ALGO_FFT_TILING: return "FFT_TILING";
+    case CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD: return "WINOGRAD";
+    case CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD_NONFUSED: return "WINOGRAD_NONFUSED";
+    default: return "UNKNOWN";
+  }
+}
+
+// FFT and Winograd transform the data: fp32 results drift further from the exact sum.
+bool is_transform_algo(int algo) {
+  return algo == CUDNN_CONVOLUTION_FWD_ALGO_FFT || algo == CUDNN_CONVOLUTION_FWD_ALGO_FFT_TILING ||
+         algo == CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD ||
+         algo == CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD_NONFUSED;
+}
+
+// A refused cuDNN call in words: the status name and cuDNN's own explanation.
+std::string cudnn_refusal(const char* call, cudnnStatus_t status) {
+  char detail[512] = {0};
+  cudnnGetLastErrorString(detail, sizeof(detail));
+  std::string text = std::string(call) + ": " + cudnnGetErrorString(status);
+  if (detail[0] != '\0') text += std::string(" (") + detail + ")";
+  cudaGetLastError();  // a launch that failed inside cuDNN must not be blamed on a later call
+  return text;
+}
+
+std::string mib(size_t bytes) {
+  std::ostringstream out;
+  out << static_cast<double>(bytes) / (1 << 20) << " MiB";
+  return out.str();
+}
+
+std::string describe_device(int device) {
+  cudaDeviceProp props{};
+  PNEUMO_CUDA_CHECK(cudaGetDeviceProperties(&props, device), "device ", device);
+  int driver = 0;
+  cudaDriverGetVersion(&driver);
+  const size_t cudnn = cudnnGetVersion();
+  std::ostringstream out;
+  out << props.name << " (sm_" << props.major << props.minor << ", " << props.multiProcessorCount
+      << " SMs, " << props.totalGlobalMem / (1 << 30) << " GiB; driver " << driver / 1000 << "."
+      << (driver % 1000) / 10 << ", cuDNN " << cudnn / 10000 << "." << (cudnn / 100) % 100 << "."
+      << cudnn % 100 << ")";
+  return out.str();
+}
+
+class CudaSuite {
+ public:
+  CudaSuite(const KernelBenchConfig& config, BenchRun& run) : config_(config), run_(run) {
+    if (!cuda_device_available())
+      throw Error("bench kernels --device cuda: no CUDA device is visible on this machine; use "
+                  "--device cpu (or auto)");
+    PNEUMO_CUDA_CHECK(cudaGetDevice(&device_), "bench kernels");
+    PNEUMO_CUDNN_CHECK(cudnnCnnVersionCheck(), "cuDNN cnn library (libcudnn_cnn)");
+    stream_ = cuda::Stream::create();
+    cudnn_ = cuda::CudnnHandle::create();
+    PNEUMO_CUDNN_CHECK(cudnnSetStream(cudnn_.get(), stream_.get()), "binding cuDNN to the stream");
+    const size_t l2 = cuda_l2_bytes(device_);
+    timer_ = std::make_unique<CudaTimer>(stream_.get(), l2 > 0 ? 2 * l2 : size_t{64} << 20);
+
+    run_.platform = "CUDA";
+    run_.device = describe_device(device_);
+    run_.peaks = cuda_device_peaks(device_);
+    std::ostringstream timing;
+    timing << "timing: CUDA events around each run on one stream, median and min of "
+           << config.repeats << " repeats after " << config.warmup << " warm-up run(s); L2 ("
+           << mib(l2) << ") flushed before each repeat by a " << mib(timer_->flush_bytes())
+           << " cudaMemsetAsync outside the events (it also covers the host's enqueue time)";
+    run_.notes.push_back(timing.str());
+    run_.notes.push_back(
+        "convolutions: fp32, CUDNN_FMA_MATH (no TF32), output relu(conv(x) + bias) as the model "
+        "layer computes it; cuDNN workspace capped at the smaller of 4 GiB and half the free "
+        "memory; outputs checked on 3 images of the batch");
+    run_.notes.push_back(kSpeedupNote);
+  }
+
+  void run() {
+    for (int batch : config_.batches) {
+      if (config_.wants("conv"))
+        for (const LayerShape& layer : model_layers()) conv(layer, batch);
+      if (config_.wants("pool"))
+        for (const LayerShape& layer : model_layers()) pool(layer, batch);
+      if (config_.wants("loss")) {
+        loss(batch, batch, "loss");
+        loss(batch, kSyntheticLossSize, "loss (synthetic n)");
+      }
+      if (config_.wants("augment")) augment(batch);
+    }
+  }
+
+ private:
+  // ---- Plumbing ---------------------------------------------------------------------------------
+
+  BenchRow row(const std::string& op, const std::string& layer, const std::string& shape,
+               int64_t batch, const std::string& variant, bool baseline) const {
+    BenchRow r;
+    r.platform = "CUDA";
+    r.op = op;
+    r.layer = layer;
+    r.shape = shape;
+    r.batch = batch;
+    r.variant = variant;
+    r.baseline = baseline;
+    return r;
+  }
+
+  Tensor upload(const std::vector<float>& values, const Shape& shape) const {
+    return Tensor::from_host(shape, values.data(), Device::Cuda);
+  }
+  void poison(Tensor& t) const {
+    PNEUMO_CUDA_CHECK(cudaMemsetAsync(t.data(), kPoisonByte,
+                                      static_cast<size_t>(t.numel()) * sizeof(float), stream_.get()),
+                      "poisoning ", t.shape().str());
+  }
+  void synchronize(const std::string& what) const {
+    PNEUMO_CUDA_CHECK(cudaStreamSynchronize(stream_.get()), what);
+  }
+  std::vector<float> download(const Tensor& t) const {
+    synchronize("before reading back " + t.shape().str());
+    std::vector<float> values(static_cast<size_t>(t.numel()));
+    t.copy_to_host(values.data());
+    return values;
+  }
+
+  // Runs `prepare` + `enqueue` once and checks the result, then times `enqueue` alone; appends
+  // the row. A fault inside a kernel leaves the CUDA context unusable: the run stops there with
+  // the rows so far (the command still prints them) and a message naming the variant.
+  void measure_variant(BenchRow& r, const std::function<void()>& prepare,
+                       const std::function<void()>& enqueue,
+                       const std::function<Comparison()>& check) {
+    const std::string range = "bench " + r.layer + " b" + std::to_string(r.batch) + " " + r.variant;
+    const NvtxRange nvtx(range.c_str());
+    measure(
+        r,
+        [&] {
+          prepare();
+          enqueue();
+          synchronize("checked run of " + r.variant);
+        },
+        check, [&] { return timer_->time(enqueue, config_.warmup, config_.repeats); });
+    run_.rows.push_back(r);
+    const cudaError_t status = cudaDeviceSynchronize();
+    if (status != cudaSuccess)
+      throw Error(detail::concat(
+          "the CUDA context is unusable after '", r.variant, "' on ", r.op, " ", r.layer,
+          " batch ", r.batch, ": ", cudaGetErrorName(status), " (", cudaGetErrorString(status),
+          "). The rows so far are reported; run the failing op alone (--ops) under "
+          "compute-sanitizer to find the fault"));
+  }
+
+  void skip(BenchRow r, const std::string& why) {
+    r.status = Status::Skipped;
+    r.note = why;
+    log_row(r);
+    run_.rows.push_back(r);
+  }
+
+  size_t workspace_limit() const {
+    size_t free = 0, total = 0;
+    PNEUMO_CUDA_CHECK(cudaMemGetInfo(&free, &total), "free device memory");
+    return std::min(kMaxWorkspace, free / 2);
+  }
+
+  // ---- Convolution forward ----------------------------------------------------------------------
+
+  void conv(const LayerShape& layer, int64_t batch) {
+    const ConvProblem p = make_conv_problem(layer, batch, kSeed);
+    const std::vector<int64_t> images = checked_images(batch);
+    const std::vector<float> expected = reference_conv(p, images);
+    const int64_t n = p.x.n(), c = p.x.c(), k = p.weight[0], size = p.x.h();
+    Tensor x = upload(p.x_values, p.x), w = upload(p.weight_values, p.weight),
+           b = upload(p.bias_values, {k}), y(p.y, Device::Cuda);
+    const cuda::TensorDescriptor x_desc = cuda::make_tensor_descriptor(p.x);
+    const cuda::TensorDescriptor y_desc = cuda::make_tensor_descriptor(p.y);
+    const cuda::TensorDescriptor bias_desc = cuda::make_tensor_descriptor(1, k, 1, 1);
+    const cuda::FilterDescriptor w_desc = cuda::make_filter_descriptor(k, c, 3, 3);
+    const cuda::ConvolutionDescriptor conv_desc = cuda::make_conv3x3_same_descriptor(CUDNN_FMA_MATH);
+    const cuda::ActivationDescriptor relu = cuda::make_relu_descriptor();
+
+    auto check = [&](double rtol) {
+      return [&, rtol] {
+        synchronize("before reading back the conv output");
+        const int64_t per_image = k * size * size;
+        std::vector<float> actual(images.size() * static_cast<size_t>(per_image));
+        for (size_t i = 0; i < images.size(); ++i)
+          copy_bytes(actual.data() + i * static_cast<size_t>(per_image), Device::Cpu,
+                     y.data() + images[i] * per_image, Device::Cuda,
+                     static_cast<size_t>(per_image) * sizeof(float));
+        return compare_outputs(actual.data(), expected.data(), checked_shape(p.y, images), rtol);
+      };
+    };
+    auto conv_row = [&](const std::string& variant, bool baseline, size_t workspace) {
+      BenchRow r = row("conv2d_forward", layer.conv, conv_shape_label(layer), batch, variant,
+                       baseline);
+      r.reference = conv_reference_label(images);
+      r.flops = p.flops();
+      r.bytes = p.bytes();
+      r.workspace_bytes = workspace;
+      if (workspace > 0) r.note = "workspace " + mib(workspace);
+      return r;
+    };
+    auto poison_y = [&] { poison(y); };
+
+    // Every cuDNN forward algorithm: first the workspace query, then one trial call; a refusal
+    // at either step is a skipped row with cuDNN's status.
+    const size_t limit = workspace_limit();
+    Array<uint8_t> workspace;
+    for (int a = 0; a < CUDNN_CONVOLUTION_FWD_ALGO_COUNT; ++a) {
+      const auto algo = static_cast<cudnnConvolutionFwdAlgo_t>(a);
+      const std::string name = forward_algo_name(a);
+      const double rtol = is_transform_algo(a) ? kConvTransformRtol : kConvRtol;
+      size_t bytes = 0;
+      const cudnnStatus_t query = cudnnGetConvolutionForwardWorkspaceSize(
+          cudnn_.get(), x_desc.get(), w_desc.get(), conv_desc.get(), y_desc.get(), algo, &bytes);
+      if (query != CUDNN_STATUS_SUCCESS) {
+        skip(conv_row("cudnn: " + name, true, 0),
+             cudnn_refusal("cudnnGetConvolutionForwardWorkspaceSize", query));
+        continue;
+      }
+      if (bytes > limit) {
+        skip(conv_row("cudnn: " + name, true, bytes),
+             "needs " + mib(bytes) + " of workspace, over the " + mib(limit) + " limit");
+        continue;
+      }
+      if (bytes > workspace.bytes()) {
+        workspace = Array<uint8_t>();  // free the old block before allocating the larger one
+        workspace = Array<uint8_t>(static_cast<int64_t>(bytes), Device::Cuda);
+      }
+      auto unfused = [&, algo, bytes] {
+        return cudnnConvolutionForward(cudnn_.get(), &kOne, x_desc.get(), x.data(), w_desc.get(),
+                                       w.data(), conv_desc.get(), algo, workspace.data(), bytes,
+                                       &kZero, y_desc.get(), y.data());
+      };
+      auto fused = [&, algo, bytes] {
+        // z = y with alpha2 = 0, as CudaBackend (and PyTorch) call it.
+        return cudnnConvolutionBiasActivationForward(
+            cudnn_.get(), &kOne, x_desc.get(), x.data(), w_desc.get(), w.data(), conv_desc.get(),
+            algo, workspace.data(), bytes, &kZero, y_desc.get(), y.data(), bias_desc.get(),
+            b.data(), relu.get(), y_desc.get(), y.data());
+      };
+      {
+        BenchRow r = conv_row("cudnn: " + name + " + our bias/ReLU kernel", true, bytes);
+        const cudnnStatus_t trial = unfused();
+        if (trial != CUDNN_STATUS_SUCCESS) {
+          skip(r, cudnn_refusal("cudnnConvolutionForward", trial));
+        } else {
+          measure_variant(
+              r, poison_y,
+              [&] {
+                PNEUMO_CUDNN_CHECK(unfused(), "cudnnConvolutionForward ", name);
+                kernels::bias_activation_forward(y.data(), b.data(), n, k, size * size, true,
+                                                 stream_.get());
+              },
+              check(rtol));
+        }
+      }
+      {
+        BenchRow r = conv_row("cudnn: " + name + ", fused bias+ReLU", true, bytes);
+        const cudnnStatus_t trial = fused();
+        if (trial != CUDNN_STATUS_SUCCESS) {
+          skip(r, cudnn_refusal("cudnnConvolutionBiasActivationForward", trial));
+        } else {
+          measure_variant(
+              r, poison_y,
+              [&] {
+                PNEUMO_CUDNN_CHECK(fused(), "cudnnConvolutionBiasActivationForward ", name);
+              },
+              check(rtol));
+        }
+      }
+    }
+    workspace = Array<uint8_t>();
+
+    // Ours: bias and ReLU fused, no workspace.
+    if (kernels::conv3x3_single_channel_supported(c, k)) {
+      BenchRow r = conv_row("ours: conv3x3_forward_single_channel (fused bias+ReLU)", false, 0);
+      measure_variant(
+          r, poison_y,
+          [&] {
+            kernels::conv3x3_forward_single_channel(x.data(), w.data(), b.data(), y.data(), n,
+                                                    size, size, k, true, stream_.get());
+          },
+          check(kConvRtol));
+    }
+    BenchRow r = conv_row("ours: conv3x3_forward_tiled (fused bias+ReLU)", false, 0);
+    measure_variant(
+        r, poison_y,
+        [&] {
+          kernels::conv3x3_forward_tiled(x.data(), w.data(), b.data(), y.data(), n, c, size, size,
+                                         k, true, stream_.get());
+        },
+        check(kConvRtol));
+  }
+
+  // ---- Max pooling ------------------------------------------------------------------------------
+
+  void pool(const LayerShape& layer, int64_t batch) {
+    const PoolProblem p = make_pool_problem(layer, batch, kSeed);
+    const int64_t planes = p.x.n() * p.x.c(), h = p.x.h(), w = p.x.w();
+    Tensor x = upload(p.x_values, p.x), y(p.y, Device::Cuda), dx(p.x, Device::Cuda);
+    Tensor y_expected = upload(p.y_expected, p.y), dy = upload(p.dy_values, p.y);
+    const cuda::TensorDescriptor x_desc = cuda::make_tensor_descriptor(p.x);
+    const cuda::TensorDescriptor y_desc = cuda::make_tensor_descriptor(p.y);
+    // CudaBackend's descriptor (deterministic), and cuDNN's other max mode for comparison.
+    const cuda::PoolingDescriptor deterministic = cuda::make_maxpool2x2_same_descriptor(h, w);
+    cuda::PoolingDescriptor plain = cuda::PoolingDescriptor::create();
+    PNEUMO_CUDNN_CHECK(cudnnSetPooling2dDescriptor(plain.get(), CUDNN_POOLING_MAX,
+                                                   CUDNN_NOT_PROPAGATE_NAN, 2, 2,
+                                                   cuda::maxpool_same_padding(h),
+                                                   cuda::maxpool_same_padding(w), 2, 2),
+                       "max pool ", p.x.str());
+    struct CudnnMode {
+      const char* name;
+      cudnnPoolingDescriptor_t desc;
+    };
+    const CudnnMode modes[] = {{"cudnn: CUDNN_POOLING_MAX_DETERMINISTIC", deterministic.get()},
+                               {"cudnn: CUDNN_POOLING_MAX", plain.get()}};
+    auto pool_row = [&](const char* op, const std::string& variant, bool baseline, double bytes) {
+      BenchRow r = row(op, layer.pool, pool_shape_label(p.x), batch, variant, baseline);
+      r.reference = kPoolReference;
+      r.bytes = bytes;
+      return r;
+    };
+    auto check_y = [&] { return compare_outputs(download(y).data(), p.y_expected.data(), p.y, 0.0); };
+    auto check_dx = [&] {
+      return compare_outputs(download(dx).data(), p.dx_expected.data(), p.x, 0.0);
+    };
+
+    for (const CudnnMode& mode : modes) {
+      BenchRow r = pool_row("maxpool2d_forward", mode.name, true, p.forward_bytes());
+      measure_variant(
+          r, [&] { poison(y); },
+          [&] {
+            PNEUMO_CUDNN_CHECK(cudnnPoolingForward(cudnn_.get(), mode.desc, &kOne, x_desc.get(),
+                                                   x.data(), &kZero, y_desc.get(), y.data()),
+                               mode.name, " x=", p.x.str());
+          },
+          check_y);
+    }
+    {
+      BenchRow r = pool_row("maxpool2d_forward", "ours: kernels/pooling.cu", false, p.forward_bytes());
+      measure_variant(
+          r, [&] { poison(y); },
+          [&] { kernels::maxpool2d_forward(x.data(), y.data(), planes, h, w, stream_.get()); },
+          check_y);
+    }
+    for (const CudnnMode& mode : modes) {
+      BenchRow r = pool_row("maxpool2d_backward", mode.name, true, p.backward_bytes());
+      measure_variant(
+          r, [&] { poison(dx); },
+          [&] {
+            PNEUMO_CUDNN_CHECK(
+                cudnnPoolingBackward(cudnn_.get(), mode.desc, &kOne, y_desc.get(),
+                                     y_expected.data(), y_desc.get(), dy.data(), x_desc.get(),
+                                     x.data(), &kZero, x_desc.get(), dx.data()),
+                mode.name, " x=", p.x.str());
+          },
+          check_dx);
+    }
+    {
+      BenchRow r =
+          pool_row("maxpool2d_backward", "ours: kernels/pooling.cu", false, p.backward_bytes());
+      measure_variant(
+          r, [&] { poison(dx); },
+          [&] {
+            kernels::maxpool2d_backward(x.data(), dy.data(), dx.data(), planes, h, w, stream_.get());
+          },
+          check_dx);
+    }
+  }
+
+  // ---- Sigmoid + binary cross-entropy -----------------------------------------------------------
+
+  void loss(int64_t batch, int64_t n, const std::string& layer) {
+    const LossProblem p = make_loss_problem(n, kSeed);
+    Tensor logits = upload(p.logits, {n}), labels = upload(p.labels, {n});
+    Tensor dlogits({n}, Device::Cuda), stats({2}, Device::Cuda), probabilities({n}, Device::Cuda);
+    const cuda::TensorDescriptor vector_desc = cuda::make_tensor_descriptor(n, 1, 1, 1);
+    cuda::ActivationDescriptor sigmoid = cuda::ActivationDescriptor::create();
+    PNEUMO_CUDNN_CHECK(cudnnSetActivationDescriptor(sigmoid.get(), CUDNN_ACTIVATION_SIGMOID,
+                                                    CUDNN_NOT_PROPAGATE_NAN, 0.0),
+                       "sigmoid activation");
+    auto prepare = [&] {
+      poison(dlogits);
+      PNEUMO_CUDA_CHECK(cudaMemsetAsync(stats.data(), 0, 2 * sizeof(float), stream_.get()),
+                        "zeroing stats");
+    };
+    auto check = [&] {
+      const std::vector<float> d = download(dlogits), s = download(stats);
+      return check_loss(d.data(), s.data(), p);
+    };
+    auto loss_row = [&](const std::string& variant, bool baseline) {
+      BenchRow r = row("sigmoid_bce", layer, loss_shape_label(n), batch, variant, baseline);
+      r.reference = kLossReference;
+      r.bytes = p.bytes();
+      return r;
+    };
+    {
+      BenchRow r = loss_row("cudnn sigmoid, then our loss kernel, then our gradient kernel", true);
+      measure_variant(
+          r, prepare,
+          [&] {
+            PNEUMO_CUDNN_CHECK(cudnnActivationForward(cudnn_.get(), sigmoid.get(), &kOne,
+                                                      vector_desc.get(), logits.data(), &kZero,
+                                                      vector_desc.get(), probabilities.data()),
+                               "sigmoid n=", n);
+            kernels::bce_loss_from_probabilities(probabilities.data(), labels.data(), nullptr,
+                                                 stats.data(), n, stream_.get());
+            kernels::bce_gradient_from_probabilities(probabilities.data(), labels.data(), nullptr,
+                                                     dlogits.data(), n, stream_.get());
+          },
+          check);
+    }
+    {
+      BenchRow r = loss_row("ours: fused sigmoid_bce kernel (kernels/loss.cu)", false);
+      measure_variant(
+          r, prepare,
+          [&] {
+            kernels::sigmoid_bce(logits.data(), labels.data(), nullptr, dlogits.data(),
+                                 stats.data(), n, stream_.get());
+          },
+          check);
+    }
+  }
+
+  // ---- Augmentation -----------------------------------------------------------------------------
+
+  void augment(int64_t batch) {
+    const AugmentProblem p = make_augment_problem(batch, kSeed);
+    const int size = p.size;
+    const Shape out_shape{batch, 1, size, size};
+    Array<uint8_t> images(static_cast<int64_t>(p.images.size()), Device::Cuda);
+    copy_bytes(images.data(), Device::Cuda, p.images.data(), Device::Cpu, images.bytes());
+    Array<int32_t> indices(static_cast<int64_t>(p.indices.size()), Device::Cuda);
+    copy_bytes(indices.data(), Device::Cuda, p.indices.data(), Device::Cpu, indices.bytes());
+    Tensor out(out_shape, Device::Cuda);
+    const std::vector<float> augmented = reference_augment(p, true);
+
+    {
+      // The copy: the same output bytes, device to device.
+      Tensor source = upload(augmented, out_shape);
+      BenchRow r = row("gather_augment", "input", augment_shape_label(size), batch,
+                       "cudaMemcpyAsync D2D of the output bytes", true);
+      r.reference = "the copied buffer";
+      r.bytes = 2.0 * p.output_bytes();
+      measure_variant(
+          r, [&] { poison(out); },
+          [&] {
+            PNEUMO_CUDA_CHECK(cudaMemcpyAsync(out.data(), source.data(),
+                                              static_cast<size_t>(out.numel()) * sizeof(float),
+                                              cudaMemcpyDeviceToDevice, stream_.get()),
+                              "D2D copy");
+          },
+          [&] { return compare_outputs(download(out).data(), augmented.data(), out_shape, 0.0); });
+    }
+    for (bool enabled : {true, false}) {
+      AugmentSettings settings = p.settings;
+      settings.enabled = enabled;
+      const std::vector<float> expected = enabled ? augmented : reference_augment(p, false);
+      BenchRow r = row("gather_augment", "input", augment_shape_label(size), batch,
+                       enabled ? "ours: gather + augment (kernels/augment.cu)"
+                               : "ours: gather only (augmentation off)",
+                       false);
+      // Both twins call the same per-pixel function; a few sampling coordinates may round to the
+      // other side of a pixel boundary on the device (FMA contraction), as Parity.GatherAugment
+      // allows.
+      r.reference = enabled ? "augment_batch_cpu (CPU twin), |diff| <= ~1e-5 except <= 0.5% of pixels"
+                            : "augment_batch_cpu (CPU twin), exact";
+      r.bytes = p.bytes();
+      measure_variant(
+          r, [&] { poison(out); },
+          [&] {
+            augment_batch_cuda(images.data(), p.image_count, size, indices.data(),
+                               static_cast<int>(batch), settings, p.key, out.data(),
+                               stream_.get());
+          },
+          [&] {
+            return compare_outputs(download(out).data(), expected.data(), out_shape,
+                                   enabled ? 1e-5 : 0.0, enabled ? 0.005 : 0.0);
+          });
+    }
+  }
+
+  const KernelBenchConfig& config_;
+  BenchRun& run_;
+  int device_ = 0;
+  cuda::Stream stream_;
+  cuda::CudnnHandle cudnn_;
+  std::unique_ptr<CudaTimer> timer_;
+};
+
+}  // namespace
+
+void run_cuda_suite(const KernelBenchConfig& config, BenchRun& run) {
+  CudaSuite(config, run).run();
+}
+
+}  // namespace pneumo::bench

@@ -1,0 +1,83 @@
+// Shared pieces of the two `pneumo bench kernels` suites (see suite_common.hpp).
+#include "bench/suite_common.hpp"
+
+#include <cstring>
+#include <sstream>
+
+namespace pneumo::bench {
+
+namespace {
+float poison_value() {
+  const uint32_t bits = 0x7E7E7E7Eu;
+  float value;
+  std::memcpy(&value, &bits, sizeof(value));
+  return value;
+}
+}  // namespace
+
+const float kPoison = poison_value();
+
+const char* const kSpeedupNote =
+    "speed-up: median of the fastest valid baseline of the same op, layer and shape (cuDNN for "
+    "convolution and pooling, the unfused path for the loss, a plain copy of the output bytes for "
+    "augmentation) divided by this row's median; GB/s counts compulsory traffic (each input read "
+    "once, each output written once), the same for every variant of an op";
+const char* const kPoolReference = "reference loops (first maximum of each window), all elements, exact";
+const char* const kLossReference =
+    "fp64 loop, all elements: dlogits rtol 1e-4, loss sum rtol 1e-3, correct count exact";
+
+std::string conv_shape_label(const LayerShape& layer) {
+  std::ostringstream out;
+  out << layer.in_channels << "x" << layer.size << "x" << layer.size << " -> "
+      << layer.out_channels;
+  return out.str();
+}
+
+std::string pool_shape_label(const Shape& x) {
+  std::ostringstream out;
+  out << x.c() << "x" << x.h() << "x" << x.w() << " -> " << x.c() << "x" << (x.h() + 1) / 2 << "x"
+      << (x.w() + 1) / 2;
+  return out.str();
+}
+
+std::string loss_shape_label(int64_t n) { return "n=" + std::to_string(n); }
+
+std::string augment_shape_label(int size) {
+  return std::to_string(size) + "x" + std::to_string(size) + " u8 -> f32";
+}
+
+std::string conv_reference_label(const std::vector<int64_t>& images) {
+  std::ostringstream out;
+  out << "fp64 loops on images {";
+  for (size_t i = 0; i < images.size(); ++i) out << (i ? ", " : "") << images[i];
+  out << "} of the batch";
+  return out.str();
+}
+
+Shape checked_shape(const Shape& y_shape, const std::vector<int64_t>& images) {
+  return {static_cast<int64_t>(images.size()), y_shape.c(), y_shape.h(), y_shape.w()};
+}
+
+std::vector<float> select_images(const float* y, const Shape& y_shape,
+                                 const std::vector<int64_t>& images) {
+  const int64_t per_image = y_shape.c() * y_shape.h() * y_shape.w();
+  std::vector<float> out(images.size() * static_cast<size_t>(per_image));
+  for (size_t i = 0; i < images.size(); ++i)
+    std::memcpy(out.data() + i * static_cast<size_t>(per_image), y + images[i] * per_image,
+                static_cast<size_t>(per_image) * sizeof(float));
+  return out;
+}
+
+Comparison check_loss(const float* dlogits, const float* stats, const LossProblem& p) {
+  const int64_t n = static_cast<int64_t>(p.logits.size());
+  const Comparison gradient =
+      compare_outputs(dlogits, p.expected.dlogits.data(), Shape{n}, kLossGradientRtol);
+  if (!gradient.passed()) return gradient;
+  const Comparison loss = compare_outputs(stats, p.expected.stats.data(), Shape{1}, kLossSumRtol);
+  if (!loss.passed()) return loss;
+  const Comparison correct = compare_outputs(stats + 1, p.expected.stats.data() + 1, Shape{1}, 0.0);
+  if (!correct.passed()) return correct;
+  return gradient;
+}
+
+}  // namespace pneumo::bench

@@ -1,0 +1,52 @@
+// What the CPU and CUDA suites of `pneumo bench kernels` share: seeds, tolerances, the poison value
+// outputs start from, row labels, and the checks that need more than one comparison.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "bench/kernel_bench.hpp"
+#include "bench/reference.hpp"
+
+namespace pneumo::bench {
+
+constexpr uint32_t kSeed = 2024;
+// Outputs are filled with this before a variant's checked run, so an element it fails to write
+// fails the check. It is the float whose four bytes are 0x7E (a cudaMemset pattern), about
+// 8.45e37: finite, so a cuDNN call that scales its output by beta = 0 cannot turn it into NaN.
+extern const float kPoison;
+constexpr int kPoisonByte = 0x7E;
+
+// Tolerances (rtol; atol = rtol * max|expected|, see Comparison). Direct and GEMM-style
+// convolutions sum at most 1,152 products in fp32 (1e-4); cuDNN's FFT and Winograd algorithms
+// transform the data and lose more (1e-3). Pooling and copies are exact.
+constexpr double kConvRtol = 1e-4;
+constexpr double kConvTransformRtol = 1e-3;
+constexpr double kLossGradientRtol = 1e-4;
+constexpr double kLossSumRtol = 1e-3;  // float block sums + atomics vs an fp64 sum
+
+// The loss at the batch sizes is launch-bound; a large n shows each path's throughput too.
+constexpr int64_t kSyntheticLossSize = int64_t{1} << 20;
+
+extern const char* const kSpeedupNote;
+extern const char* const kPoolReference;
+extern const char* const kLossReference;
+
+// Compact shape labels for the table.
+std::string conv_shape_label(const LayerShape& layer);  // "1x150x150 -> 32"
+std::string pool_shape_label(const Shape& x);           // "32x150x150 -> 32x75x75"
+std::string loss_shape_label(int64_t n);                // "n=32"
+std::string augment_shape_label(int size);              // "150x150 u8 -> f32"
+std::string conv_reference_label(const std::vector<int64_t>& images);
+
+// The checked images of y (N, K, S, S), concatenated: (images.size(), K, S, S).
+std::vector<float> select_images(const float* y, const Shape& y_shape,
+                                 const std::vector<int64_t>& images);
+Shape checked_shape(const Shape& y_shape, const std::vector<int64_t>& images);
+
+// dlogits (rtol kLossGradientRtol), then stats: the loss sum (kLossSumRtol) and the correct
+// count (exact). Returns the first failing comparison, else the gradient's.
+Comparison check_loss(const float* dlogits, const float* stats, const LossProblem& p);
+
+}  // namespace pneumo::bench

@@ -1,0 +1,94 @@
+// `pneumo bench kernels`: resolves the options (per-platform defaults), runs the CUDA suite or,
+// without a GPU, the CPU suite (src/bench/), and writes the rows: a Markdown table on stdout, JSON
+// lines and CSV on request. Rows finished before a fatal error are still written.
+#include <algorithm>
+#include <fstream>
+#include <iostream>
+
+#include "bench/kernel_bench.hpp"
+#include "cli/commands/commands.hpp"
+#include "pneumo/backend.hpp"
+#include "pneumo/error.hpp"
+
+namespace pneumo::cli {
+
+namespace {
+
+bench::KernelBenchConfig resolve(const BenchKernelsOptions& o, bool cuda) {
+  bench::KernelBenchConfig config;
+  config.batches = !o.batches.empty() ? o.batches
+                   : o.quick        ? std::vector<int>{2}
+                   : cuda           ? std::vector<int>{32, 256}
+                                    : std::vector<int>{4};
+  config.repeats = o.repeats > 0 ? o.repeats : o.quick ? 3 : cuda ? 20 : 5;
+  config.warmup = o.warmup >= 0 ? o.warmup : (cuda && !o.quick) ? 3 : 1;
+  config.ops = o.ops;
+  config.threads = o.threads;
+  return config;
+}
+
+void validate(const BenchKernelsOptions& o) {
+  for (int batch : o.batches)
+    if (batch < 1 || batch > 65535)
+      throw Error("--batches: batch sizes must be in [1, 65535], got " + std::to_string(batch));
+  if (o.repeats < 0) throw Error("--repeats must be at least 1, got " + std::to_string(o.repeats));
+  if (o.warmup < -1) throw Error("--warmup must be at least 0, got " + std::to_string(o.warmup));
+  if (o.threads < 0) throw Error("--threads must be at least 0, got " + std::to_string(o.threads));
+  if (o.ops.empty()) throw Error("--ops: name at least one of conv, pool, loss, augment");
+  for (const std::string& op : o.ops) {
+    const auto& known = bench::known_ops();
+    if (std::find(known.begin(), known.end(), op) == known.end())
+      throw Error("--ops: unknown op '" + op + "' (expected conv, pool, loss or augment)");
+  }
+}
+
+void write_file(const std::string& path, const std::string& text) {
+  std::ofstream out(path);
+  out << text;
+  out.close();
+  if (!out) throw Error("cannot write '" + path + "'");
+}
+
+}  // namespace
+
+int run_bench_kernels(const BenchKernelsOptions& options) {
+  validate(options);
+  const DeviceChoice choice = parse_device_choice(options.device);
+  const bool cuda = choice == DeviceChoice::Cuda ||
+                    (choice == DeviceChoice::Auto && cuda_device_available());
+  if (choice == DeviceChoice::Auto && !cuda)
+    std::cerr << "pneumo: no CUDA device found, benchmarking the CPU backend\n";
+  const bench::KernelBenchConfig config = resolve(options, cuda);
+
+  bench::BenchRun run;
+  std::string failure;
+  try {
+    if (cuda)
+      bench::run_cuda_suite(config, run);
+    else
+      bench::run_cpu_suite(config, run);
+  } catch (const Error& e) {
+    if (run.rows.empty()) throw;
+    failure = e.what();
+  }
+  bench::finalize(run);
+  std::cout << bench::markdown_report(run) << std::flush;
+  if (!options.json.empty()) {
+    std::string lines;
+    for (const bench::BenchRow& row : run.rows) lines += bench::row_to_json(row, run).dump() + "\n";
+    write_file(options.json, lines);
+  }
+  if (!options.csv.empty()) write_file(options.csv, bench::rows_to_csv(run));
+  if (!failure.empty())
+    throw Error(failure + " (the " + std::to_string(run.rows.size()) +
+                " rows finished before it are above)");
+  const int invalid = bench::count_invalid(run);
+  if (invalid > 0) {
+    std::cerr << "pneumo: error: " << invalid
+              << " variant(s) failed validation; see the INVALID rows and their notes\n";
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace pneumo::cli

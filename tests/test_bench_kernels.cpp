@@ -1,0 +1,476 @@
+// `pneumo bench kernels`: its pieces (medians, comparison, derived columns, output formats, the
+// fp64 references themselves against the CPU backend) and the command end to end through the
+// binary: the CPU run prints a table with a CPU row for every op and exits 0, its JSON lines and
+// CSV parse, bad flags are refused; with a GPU, the CUDA run validates every variant.
+#include <gtest/gtest.h>
+
+#include <array>
+#include <cmath>
+#include <cstdio>
+#include <map>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "bench/kernel_bench.hpp"
+#include "bench/reference.hpp"
+#include "bench/timing.hpp"
+#include "pneumo/backend.hpp"
+#include "pneumo/error.hpp"
+#include "temp_dir.hpp"
+#include "test_util.hpp"
+
+namespace pneumo::bench {
+namespace {
+
+// ---- Timing helpers -----------------------------------------------------------------------------
+
+TEST(BenchTiming, MedianAndMinimum) {
+  TimingSummary odd = summarize({3.0, 1.0, 2.0});
+  EXPECT_EQ(odd.repeats, 3);
+  EXPECT_DOUBLE_EQ(odd.median_ms, 2.0);
+  EXPECT_DOUBLE_EQ(odd.min_ms, 1.0);
+  TimingSummary even = summarize({4.0, 1.0, 3.0, 2.0});
+  EXPECT_DOUBLE_EQ(even.median_ms, 2.5);
+  TimingSummary none = summarize({});
+  EXPECT_EQ(none.repeats, 0);
+  EXPECT_TRUE(std::isnan(none.median_ms));
+}
+
+TEST(BenchTiming, HostTimerRunsWarmupThenRepeats) {
+  HostTimer timer(1 << 16);
+  int calls = 0;
+  TimingSummary t = timer.time([&] { ++calls; }, 2, 5);
+  EXPECT_EQ(calls, 7);
+  EXPECT_EQ(t.repeats, 5);
+  EXPECT_GE(t.median_ms, t.min_ms);
+  EXPECT_GE(t.min_ms, 0.0);
+}
+
+TEST(BenchTiming, Fp32LanesPerSm) {
+  EXPECT_EQ(fp32_lanes_per_sm(9, 0), 128);  // H100, H200
+  EXPECT_EQ(fp32_lanes_per_sm(8, 0), 64);   // A100
+  EXPECT_EQ(fp32_lanes_per_sm(8, 6), 128);
+  EXPECT_EQ(fp32_lanes_per_sm(8, 9), 128);
+  EXPECT_EQ(fp32_lanes_per_sm(7, 0), 64);
+  EXPECT_EQ(fp32_lanes_per_sm(10, 0), 128);
+  EXPECT_EQ(fp32_lanes_per_sm(3, 5), 0);  // unknown: "peak unknown", never a guess
+}
+
+// ---- Comparison and the measuring protocol ------------------------------------------------------
+
+TEST(BenchCompare, ToleranceIsScaledByTheLargestExpectedValue) {
+  const std::vector<float> expected{10.0f, 0.0f, -1.0f, 2.0f};
+  std::vector<float> actual = expected;
+  EXPECT_TRUE(compare_outputs(actual.data(), expected.data(), Shape{4}, 0.0).passed());
+  actual[1] = 5e-4f;  // 5e-5 of max|e| = 10: inside rtol 1e-4 (atol 1e-3), outside 1e-5
+  EXPECT_TRUE(compare_outputs(actual.data(), expected.data(), Shape{4}, 1e-4).passed());
+  const Comparison tight = compare_outputs(actual.data(), expected.data(), Shape{4}, 1e-5);
+  EXPECT_FALSE(tight.passed());
+  EXPECT_EQ(tight.failing, 1);
+  EXPECT_NEAR(tight.max_abs_error, 5e-4, 1e-9);
+  EXPECT_NEAR(tight.max_rel_error, 5e-5, 1e-9);
+}
+
+TEST(BenchCompare, NamesTheFirstFailingElementByIndex) {
+  std::vector<float> expected(2 * 3 * 4 * 5, 1.0f), actual = expected;
+  actual[1 * 60 + 2 * 20 + 3 * 5 + 4] = 2.0f;  // element [1, 2, 3, 4]
+  const Comparison c = compare_outputs(actual.data(), expected.data(), Shape{2, 3, 4, 5}, 1e-4);
+  EXPECT_FALSE(c.passed());
+  EXPECT_NE(c.describe().find("[1, 2, 3, 4]"), std::string::npos) << c.describe();
+  EXPECT_NE(c.describe().find("got 2"), std::string::npos) << c.describe();
+}
+
+TEST(BenchCompare, NonFiniteValuesAlwaysFail) {
+  const std::vector<float> expected{1.0f, 2.0f};
+  const std::vector<float> actual{1.0f, NAN};
+  const Comparison c = compare_outputs(actual.data(), expected.data(), Shape{2}, 1.0, 0.9);
+  EXPECT_FALSE(c.passed());
+  EXPECT_EQ(c.nonfinite, 1);
+  EXPECT_TRUE(std::isnan(c.max_abs_error));
+}
+
+TEST(BenchCompare, AllowedFractionOfMismatches) {
+  std::vector<float> expected(200, 0.5f), actual = expected;
+  actual[7] = 0.0f;  // 1 of 200 = 0.5%
+  EXPECT_TRUE(compare_outputs(actual.data(), expected.data(), Shape{200}, 1e-5, 0.005).passed());
+  actual[8] = 0.0f;
+  EXPECT_FALSE(compare_outputs(actual.data(), expected.data(), Shape{200}, 1e-5, 0.005).passed());
+}
+
+TEST(BenchMeasure, InvalidVariantsAreNotTimedAndErrorsBecomeNotes) {
+  const std::vector<float> expected{1.0f};
+  int timed = 0;
+  auto time_it = [&] {
+    ++timed;
+    return summarize({1.0, 2.0, 3.0});
+  };
+  BenchRow wrong;
+  const std::vector<float> bad{3.0f};
+  measure(wrong, [] {}, [&] { return compare_outputs(bad.data(), expected.data(), Shape{1}, 0); },
+          time_it);
+  EXPECT_EQ(wrong.status, Status::Invalid);
+  EXPECT_EQ(timed, 0);
+  EXPECT_NE(wrong.note.find("1 of 1"), std::string::npos) << wrong.note;
+
+  BenchRow throws;
+  measure(throws, [] { throw Error("cudnnSomething failed: CUDNN_STATUS_BAD_PARAM"); },
+          [&] { return compare_outputs(expected.data(), expected.data(), Shape{1}, 0); }, time_it);
+  EXPECT_EQ(throws.status, Status::Invalid);
+  EXPECT_NE(throws.note.find("CUDNN_STATUS_BAD_PARAM"), std::string::npos);
+  EXPECT_EQ(timed, 0);
+
+  BenchRow good;
+  measure(good, [] {}, [&] { return compare_outputs(expected.data(), expected.data(), Shape{1}, 0); },
+          time_it);
+  EXPECT_EQ(good.status, Status::Ok);
+  EXPECT_EQ(timed, 1);
+  EXPECT_DOUBLE_EQ(good.median_ms, 2.0);
+  EXPECT_DOUBLE_EQ(good.min_ms, 1.0);
+  EXPECT_EQ(good.repeats, 3);
+}
+
+// ---- Derived columns and formats ----------------------------------------------------------------
+
+BenchRow timed_row(const std::string& variant, bool baseline, double median_ms, Status status) {
+  BenchRow r;
+  r.platform = "CUDA";
+  r.op = "conv2d_forward";
+  r.layer = "conv1";
+  r.shape = "1x150x150 -> 32";
+  r.batch = 32;
+  r.variant = variant;
+  r.baseline = baseline;
+  r.status = status;
+  r.median_ms = r.min_ms = median_ms;
+  r.flops = 2e9;
+  r.bytes = 1e9;
+  return r;
+}
+
+TEST(BenchReport, SpeedupIsOverTheFastestValidBaselineOfTheGroup) {
+  BenchRun run;
+  run.platform = "CUDA";
+  run.device = "test GPU";
+  run.peaks.fp32_gflops = 4000;
+  run.peaks.dram_gbps = 2000;
+  run.rows = {timed_row("cudnn: slow", true, 4.0, Status::Ok),
+              timed_row("cudnn: fast", true, 2.0, Status::Ok),
+              timed_row("cudnn: wrong", true, 0.5, Status::Invalid),
+              timed_row("ours", false, 1.0, Status::Ok)};
+  BenchRow other = timed_row("ours", false, 1.0, Status::Ok);
+  other.layer = "conv2";  // no baseline in its group
+  run.rows.push_back(other);
+  finalize(run);
+  EXPECT_DOUBLE_EQ(run.rows[3].speedup, 2.0);
+  EXPECT_EQ(run.rows[3].speedup_over, "cudnn: fast");
+  EXPECT_DOUBLE_EQ(run.rows[0].speedup, 0.5);
+  EXPECT_TRUE(std::isnan(run.rows[2].speedup));
+  EXPECT_TRUE(std::isnan(run.rows[4].speedup));
+  EXPECT_DOUBLE_EQ(run.rows[3].gflops, 2000.0);  // 2e9 flops in 1 ms
+  EXPECT_DOUBLE_EQ(run.rows[3].gbps, 1000.0);
+  EXPECT_DOUBLE_EQ(run.rows[3].percent_fp32_peak, 50.0);
+  EXPECT_DOUBLE_EQ(run.rows[3].percent_dram_peak, 50.0);
+  EXPECT_EQ(count_invalid(run), 1);
+}
+
+// Splits one CSV record (quotes and doubled quotes, no embedded newlines).
+std::vector<std::string> split_csv(const std::string& line) {
+  std::vector<std::string> fields(1);
+  bool quoted = false;
+  for (size_t i = 0; i < line.size(); ++i) {
+    const char ch = line[i];
+    if (quoted && ch == '"' && i + 1 < line.size() && line[i + 1] == '"') {
+      fields.back() += '"';
+      ++i;
+    } else if (ch == '"') {
+      quoted = !quoted;
+    } else if (ch == ',' && !quoted) {
+      fields.emplace_back();
+    } else {
+      fields.back() += ch;
+    }
+  }
+  return fields;
+}
+
+TEST(BenchReport, FormatsKeepEveryRowAndQuoteText) {
+  BenchRun run;
+  run.platform = "CUDA";
+  run.device = "GPU, \"quoted\"";
+  run.peaks.fp32_basis = "peak unknown (test)";
+  run.peaks.dram_basis = "peak unknown (test)";
+  run.rows = {timed_row("cudnn: a, b", true, 2.0, Status::Ok),
+              timed_row("ours | piped", false, 1.0, Status::Invalid)};
+  BenchRow skipped = timed_row("cudnn: FFT", true, NAN, Status::Skipped);
+  skipped.note = "cudnnGetConvolutionForwardWorkspaceSize: CUDNN_STATUS_NOT_SUPPORTED";
+  run.rows.push_back(skipped);
+  run.rows[1].note = "3 of 10 elements outside rtol";
+  finalize(run);
+
+  const std::string md = markdown_report(run);
+  EXPECT_NE(md.find("## pneumo bench kernels: CUDA"), std::string::npos) << md;
+  EXPECT_NE(md.find("**INVALID**"), std::string::npos) << md;
+  EXPECT_NE(md.find("ours / piped"), std::string::npos) << md;  // '|' would break the table
+  EXPECT_NE(md.find("Skipped (1)"), std::string::npos) << md;
+  EXPECT_NE(md.find("CUDNN_STATUS_NOT_SUPPORTED"), std::string::npos) << md;
+  EXPECT_NE(md.find("peak unknown (test)"), std::string::npos) << md;
+
+  std::istringstream csv(rows_to_csv(run));
+  std::string line;
+  std::getline(csv, line);
+  const size_t columns = split_csv(line).size();
+  EXPECT_EQ(split_csv(line)[0], "platform");
+  int rows = 0;
+  while (std::getline(csv, line)) {
+    const auto fields = split_csv(line);
+    EXPECT_EQ(fields.size(), columns) << line;
+    EXPECT_EQ(fields[1], "GPU, \"quoted\"") << line;
+    ++rows;
+  }
+  EXPECT_EQ(rows, 3);
+
+  const nlohmann::ordered_json j = row_to_json(run.rows[2], run);
+  EXPECT_EQ(j["status"], "skipped");
+  EXPECT_TRUE(j["median_ms"].is_null());
+  EXPECT_TRUE(j["peak_fp32_gflops"].is_null());
+}
+
+// ---- The references themselves ------------------------------------------------------------------
+
+TEST(BenchReference, ConvMatchesTheCpuBackend) {
+  auto cpu = make_cpu_backend(2);
+  const LayerShape layer{"convX", "poolX", 5, 7, 9};
+  const ConvProblem p = make_conv_problem(layer, 4, 3);
+  Tensor y(p.y, Device::Cpu);
+  cpu->conv2d_forward({p.x_values.data(), p.x, Device::Cpu},
+                      {p.weight_values.data(), p.weight, Device::Cpu},
+                      {p.bias_values.data(), {7}, Device::Cpu}, y, true);
+  const std::vector<int64_t> images = checked_images(4);
+  EXPECT_EQ(images, (std::vector<int64_t>{0, 2, 3}));
+  const std::vector<float> expected = reference_conv(p, images);
+  const std::vector<float> all = testing::to_host(y);
+  const int64_t per_image = 7 * 9 * 9;
+  for (size_t i = 0; i < images.size(); ++i) {
+    const std::vector<float> slice(all.begin() + images[i] * per_image,
+                                   all.begin() + (images[i] + 1) * per_image);
+    const std::vector<float> ref(expected.begin() + static_cast<int64_t>(i) * per_image,
+                                 expected.begin() + static_cast<int64_t>(i + 1) * per_image);
+    EXPECT_TRUE(testing::all_close(slice, ref, 1e-5, 1e-5, "image " + std::to_string(images[i])));
+  }
+  EXPECT_EQ(checked_images(1), (std::vector<int64_t>{0}));
+  EXPECT_EQ(checked_images(2), (std::vector<int64_t>{0, 1}));
+}
+
+TEST(BenchReference, PoolInputHasNoTiesAndReferencesMatchTheCpuBackend) {
+  for (const Shape& x_shape : {Shape{2, 3, 7, 5}, Shape{1, 2, 6, 8}}) {
+    const std::vector<float> x = tie_free_pool_input(x_shape, 11);
+    const int64_t h = x_shape.h(), w = x_shape.w(), pt = h % 2, pl = w % 2;
+    for (int64_t p = 0; p < x_shape.n() * x_shape.c(); ++p)
+      for (int64_t oy = 0; oy < (h + 1) / 2; ++oy)
+        for (int64_t ox = 0; ox < (w + 1) / 2; ++ox) {
+          std::set<float> seen;
+          int count = 0;
+          for (int64_t dy = 0; dy < 2; ++dy)
+            for (int64_t dx = 0; dx < 2; ++dx) {
+              const int64_t row = 2 * oy - pt + dy, col = 2 * ox - pl + dx;
+              if (row < 0 || row >= h || col < 0 || col >= w) continue;
+              seen.insert(x[static_cast<size_t>((p * h + row) * w + col)]);
+              ++count;
+            }
+          ASSERT_EQ(static_cast<int>(seen.size()), count) << "tie in a window of " << x_shape.str();
+        }
+    auto cpu = make_cpu_backend(1);
+    const Shape y_shape = pooled_shape(x_shape);
+    Tensor y(y_shape, Device::Cpu), dx(x_shape, Device::Cpu);
+    const std::vector<float> dy = uniform_values(y_shape.numel(), 5, -1.0f, 1.0f);
+    cpu->maxpool2d_forward({x.data(), x_shape, Device::Cpu}, y);
+    cpu->maxpool2d_backward({x.data(), x_shape, Device::Cpu}, y, {dy.data(), y_shape, Device::Cpu},
+                            dx);
+    EXPECT_TRUE(testing::all_close(testing::to_host(y), reference_maxpool_forward(x, x_shape), 0, 0));
+    EXPECT_TRUE(testing::all_close(testing::to_host(dx),
+                                   reference_maxpool_backward(x, dy, x_shape), 0, 0));
+  }
+}
+
+TEST(BenchReference, LossMatchesTheCpuBackend) {
+  const LossProblem p = make_loss_problem(1000, 9);
+  for (float z : p.logits) ASSERT_GE(std::fabs(z), 1e-3f);
+  auto cpu = make_cpu_backend(1);
+  std::vector<float> dlogits(1000), stats(2, 0.0f);
+  cpu->sigmoid_bce({p.logits.data(), {1000}, Device::Cpu}, {p.labels.data(), {1000}, Device::Cpu},
+                   ConstTensorView{}, {dlogits.data(), {1000}, Device::Cpu},
+                   {stats.data(), {2}, Device::Cpu});
+  // |dlogits| <= 1/n; p - y cancels in float near saturation, so atol is scaled to 1/n.
+  EXPECT_TRUE(testing::all_close(dlogits, p.expected.dlogits, 1e-5 / 1000, 1e-5, "dlogits"));
+  EXPECT_TRUE(testing::all_close(stats, p.expected.stats, 0, 1e-5, "stats"));
+}
+
+}  // namespace
+}  // namespace pneumo::bench
+
+// ---- The command through the binary -------------------------------------------------------------
+
+namespace pneumo {
+namespace {
+
+struct CommandResult {
+  int status = -1;
+  std::string out, err;
+};
+
+// Runs `pneumo ARGS`, stdout and stderr apart (the table on stdout, progress on stderr).
+CommandResult run_pneumo(const std::string& args, const testing::TempDir& dir) {
+  const std::string err_path = dir.file("stderr.txt");
+  const std::string command = "'" PNEUMO_BINARY "' " + args + " 2>'" + err_path + "'";
+  CommandResult result;
+  FILE* pipe = popen(command.c_str(), "r");
+  if (!pipe) return result;
+  std::array<char, 4096> buffer{};
+  size_t n;
+  while ((n = fread(buffer.data(), 1, buffer.size(), pipe)) > 0) result.out.append(buffer.data(), n);
+  const int raw = pclose(pipe);
+  result.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
+  result.err = testing::read_text(err_path);
+  return result;
+}
+
+std::vector<std::string> table_rows(const std::string& out, const std::string& platform) {
+  std::vector<std::string> rows;
+  std::istringstream in(out);
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind("| " + platform + " |", 0) == 0) rows.push_back(line);
+  return rows;
+}
+
+TEST(BenchKernelsCli, CpuRunPrintsARowForEveryOpAndWritesJsonAndCsv) {
+  testing::TempDir dir;
+  const auto r = run_pneumo("bench kernels --device cpu --quick --threads 2 --json " +
+                                dir.file("rows.jsonl") + " --csv " + dir.file("rows.csv"),
+                            dir);
+  ASSERT_EQ(r.status, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("## pneumo bench kernels: CPU"), std::string::npos) << r.out;
+  // Every table row is labelled CPU; none is INVALID; each op and layer is there.
+  const auto rows = table_rows(r.out, "CPU");
+  std::istringstream in(r.out);
+  std::string line;
+  int table_lines = 0;
+  while (std::getline(in, line))
+    if (line.rfind("| ", 0) == 0 && line.rfind("| platform", 0) != 0) ++table_lines;
+  EXPECT_EQ(static_cast<int>(rows.size()), table_lines) << "a table row without the CPU label";
+  EXPECT_EQ(r.out.find("INVALID"), std::string::npos) << r.out;
+  std::map<std::string, int> per_op;
+  for (const auto& row : rows) {
+    std::istringstream cells(row);
+    std::string platform_cell, op;
+    std::getline(cells, platform_cell, '|');
+    std::getline(cells, platform_cell, '|');
+    std::getline(cells, op, '|');
+    ++per_op[op.substr(1, op.size() - 2)];
+  }
+  EXPECT_EQ(per_op["conv2d_forward"], 5) << r.out;
+  EXPECT_EQ(per_op["maxpool2d_forward"], 5) << r.out;
+  EXPECT_EQ(per_op["maxpool2d_backward"], 5) << r.out;
+  EXPECT_EQ(per_op["sigmoid_bce"], 2) << r.out;      // the batch, and the synthetic n
+  EXPECT_EQ(per_op["gather_augment"], 3) << r.out;   // augment, gather only, memcpy
+  for (const char* layer : {"conv1", "conv5", "pool1", "pool5", "loss", "input"})
+    EXPECT_NE(r.out.find(std::string("| ") + layer + " |"), std::string::npos) << layer;
+  EXPECT_NE(r.out.find("memcpy"), std::string::npos);
+
+  // JSON lines: one object per row, all valid, all CPU, timed.
+  std::istringstream jsonl(testing::read_text(dir.file("rows.jsonl")));
+  int objects = 0;
+  while (std::getline(jsonl, line)) {
+    nlohmann::json j;
+    ASSERT_NO_THROW(j = nlohmann::json::parse(line)) << line;
+    EXPECT_EQ(j["platform"], "CPU");
+    EXPECT_EQ(j["status"], "ok") << line;
+    EXPECT_EQ(j["batch"], 2);
+    EXPECT_EQ(j["repeats"], 3);
+    EXPECT_TRUE(j["median_ms"].is_number()) << line;
+    EXPECT_TRUE(j["max_abs_error"].is_number()) << line;
+    ++objects;
+  }
+  EXPECT_EQ(objects, static_cast<int>(rows.size()));
+
+  // CSV: a header and one record per row, every record as wide as the header.
+  std::istringstream csv(testing::read_text(dir.file("rows.csv")));
+  std::getline(csv, line);
+  EXPECT_EQ(line.rfind("platform,device,op,layer,batch,", 0), 0u) << line;
+  const size_t columns = bench::split_csv(line).size();
+  int records = 0;
+  while (std::getline(csv, line)) {
+    EXPECT_EQ(bench::split_csv(line).size(), columns) << line;
+    EXPECT_EQ(bench::split_csv(line)[0], "CPU");
+    ++records;
+  }
+  EXPECT_EQ(records, objects);
+}
+
+TEST(BenchKernelsCli, OpsAndBatchesSelectTheRows) {
+  testing::TempDir dir;
+  const auto r = run_pneumo(
+      "bench kernels --device cpu --ops pool,loss --batches 1 3 --repeats 1 --warmup 0 --threads 2",
+      dir);
+  ASSERT_EQ(r.status, 0) << r.out << r.err;
+  const auto rows = table_rows(r.out, "CPU");
+  EXPECT_EQ(rows.size(), 2u * (10 + 2)) << r.out;  // two batches x (5 pools x 2 + 2 losses)
+  EXPECT_EQ(r.out.find("conv2d_forward"), std::string::npos);
+  EXPECT_NE(r.out.find("| 3 |"), std::string::npos);
+}
+
+TEST(BenchKernelsCli, BadFlagsAreRefused) {
+  testing::TempDir dir;
+  auto r = run_pneumo("bench kernels --device cpu --ops conv,nonsense", dir);
+  EXPECT_EQ(r.status, 1) << r.out << r.err;
+  EXPECT_NE(r.err.find("unknown op 'nonsense'"), std::string::npos) << r.err;
+  r = run_pneumo("bench kernels --device cpu --batches 0", dir);
+  EXPECT_EQ(r.status, 1) << r.err;
+  EXPECT_NE(r.err.find("--batches"), std::string::npos) << r.err;
+  r = run_pneumo("bench kernels --device tpu", dir);
+  EXPECT_EQ(r.status, 1) << r.err;
+  r = run_pneumo("bench kernels --no-such-flag", dir);
+  EXPECT_EQ(r.status, 2) << r.err;
+}
+
+TEST(BenchKernelsCli, CudaWithoutAGpuFailsClearly) {
+  if (cuda_device_available()) GTEST_SKIP() << "a CUDA device is present";
+  testing::TempDir dir;
+  const auto r = run_pneumo("bench kernels --device cuda --quick", dir);
+  EXPECT_EQ(r.status, 1) << r.out << r.err;
+  EXPECT_NE(r.err.find("no CUDA device"), std::string::npos) << r.err;
+}
+
+// On a GPU: every variant is validated (no INVALID row), and our kernels have timed rows on
+// every layer. The next GPU session runs this first.
+TEST(BenchKernelsCli, CudaQuickRunValidatesEveryVariant) {
+  PNEUMO_REQUIRE_CUDA();
+  testing::TempDir dir;
+  const auto r =
+      run_pneumo("bench kernels --device cuda --quick --json " + dir.file("rows.jsonl"), dir);
+  EXPECT_EQ(r.status, 0) << r.out << r.err;
+  EXPECT_EQ(r.out.find("INVALID"), std::string::npos) << r.out;
+  std::istringstream jsonl(testing::read_text(dir.file("rows.jsonl")));
+  std::string line;
+  std::map<std::string, int> ours_ok;
+  while (std::getline(jsonl, line)) {
+    const auto j = nlohmann::json::parse(line);
+    EXPECT_EQ(j["platform"], "CUDA");
+    EXPECT_NE(j["status"], "INVALID") << line;
+    if (j["status"] == "ok" && j["variant"].get<std::string>().rfind("ours", 0) == 0)
+      ++ours_ok[j["op"].get<std::string>() + " " + j["layer"].get<std::string>()];
+  }
+  for (const char* layer : {"conv1", "conv2", "conv3", "conv4", "conv5"})
+    EXPECT_GE(ours_ok[std::string("conv2d_forward ") + layer], 1) << layer << "\n" << r.out;
+  EXPECT_EQ(ours_ok["conv2d_forward conv1"], 2) << "single-channel and tiled kernels on conv1";
+  EXPECT_EQ(ours_ok["maxpool2d_backward pool1"], 1);
+  EXPECT_EQ(ours_ok["sigmoid_bce loss"], 1);
+  EXPECT_EQ(ours_ok["gather_augment input"], 2);
+}
+
+}  // namespace
+}  // namespace pneumo
