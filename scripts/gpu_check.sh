@@ -343,6 +343,8 @@ if [[ -x $cli_bin ]]; then
     --device cuda ${PNEUMO_BENCH_ARGS:---batch 32 256 --steps 200}
   run "bench train (no augment)" 60 bench_train_plain "as PyTorch's reference: no augmentation" -- \
     "$cli_bin" bench train --device cuda --augment false --batch 32 256 --steps 200
+  run "bench train (fastest algorithms)" 60 bench_train_fastest "--deterministic false, no augmentation" -- \
+    "$cli_bin" bench train --device cuda --augment false --deterministic false --batch 32 256 --steps 200
   # Our kernels vs cuDNN, each variant validated before it is timed (profiling/README.md); the
   # table is the log, every row also in bench_kernels.jsonl / .csv.
   run "bench kernels" 120 bench_kernels "our kernels vs cuDNN, batch 32 and 256" -- \
