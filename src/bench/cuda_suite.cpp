@@ -111,34 +111,16 @@ class CudaSuite {
     run_.notes.push_back(kSpeedupNote);
   }
 
-  void run() {
-    for (int batch : config_.batches) {
-      if (config_.wants("conv"))
-        for (const LayerShape& layer : model_layers()) conv(layer, batch);
-      if (config_.wants("pool"))
-        for (const LayerShape& layer : model_layers()) pool(layer, batch);
-      if (config_.wants("loss")) {
-        loss(batch, batch, "loss");
-        loss(batch, kSyntheticLossSize, "loss (synthetic n)");
-      }
-      if (config_.wants("augment")) augment(batch);
-    }
-  }
+  void run() { run_cases(config_, *this); }
+  template <class Suite>
+  friend void bench::run_cases(const KernelBenchConfig& config, Suite& suite);  // calls the cases
 
  private:
   // ---- Plumbing ---------------------------------------------------------------------------------
 
   BenchRow row(const std::string& op, const std::string& layer, const std::string& shape,
                int64_t batch, const std::string& variant, bool baseline) const {
-    BenchRow r;
-    r.platform = "CUDA";
-    r.op = op;
-    r.layer = layer;
-    r.shape = shape;
-    r.batch = batch;
-    r.variant = variant;
-    r.baseline = baseline;
-    return r;
+    return make_row("CUDA", op, layer, shape, batch, variant, baseline);
   }
 
   Tensor upload(const std::vector<float>& values, const Shape& shape) const {

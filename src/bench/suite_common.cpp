@@ -80,4 +80,18 @@ Comparison check_loss(const float* dlogits, const float* stats, const LossProble
   return gradient;
 }
 
+BenchRow make_row(const char* platform, const std::string& op, const std::string& layer,
+                  const std::string& shape, int64_t batch, const std::string& variant,
+                  bool baseline) {
+  BenchRow r;
+  r.platform = platform;
+  r.op = op;
+  r.layer = layer;
+  r.shape = shape;
+  r.batch = batch;
+  r.variant = variant;
+  r.baseline = baseline;
+  return r;
+}
+
 }  // namespace pneumo::bench

@@ -33,6 +33,28 @@ extern const char* const kSpeedupNote;
 extern const char* const kPoolReference;
 extern const char* const kLossReference;
 
+// A row for one variant of one case, before it is checked and timed.
+BenchRow make_row(const char* platform, const std::string& op, const std::string& layer,
+                  const std::string& shape, int64_t batch, const std::string& variant,
+                  bool baseline);
+
+// Calls a suite's cases in table order for each batch size the config asks for: every conv
+// layer, every pool, the loss at the batch size and at kSyntheticLossSize, the augmentation.
+template <class Suite>
+void run_cases(const KernelBenchConfig& config, Suite& suite) {
+  for (int batch : config.batches) {
+    if (config.wants("conv"))
+      for (const LayerShape& layer : model_layers()) suite.conv(layer, batch);
+    if (config.wants("pool"))
+      for (const LayerShape& layer : model_layers()) suite.pool(layer, batch);
+    if (config.wants("loss")) {
+      suite.loss(batch, batch, "loss");
+      suite.loss(batch, kSyntheticLossSize, "loss (synthetic n)");
+    }
+    if (config.wants("augment")) suite.augment(batch);
+  }
+}
+
 // Compact shape labels for the table.
 std::string conv_shape_label(const LayerShape& layer);  // "1x150x150 -> 32"
 std::string pool_shape_label(const Shape& x);           // "32x150x150 -> 32x75x75"
