@@ -50,6 +50,9 @@ std::string read_file(const std::string& path, std::vector<uint8_t>& bytes) {
   const std::streamoff size = in.tellg();
   if (size < 0) return "cannot read the file";
   if (size == 0) return "empty file (0 bytes)";
+  if (size > kMaxImageFileBytes)
+    return detail::concat("file of ", size, " bytes is larger than the ", kMaxImageFileBytes,
+                          "-byte limit");
   bytes.resize(static_cast<size_t>(size));
   in.seekg(0);
   if (!in.read(reinterpret_cast<char*>(bytes.data()), size)) return "read error";
