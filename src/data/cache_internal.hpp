@@ -21,7 +21,8 @@ struct TreeFile {
 
 // Files with an image extension (.jpeg .jpg .png .bmp .tif .tiff, any case; hidden files left
 // out) directly inside <data_dir>/<split>/<class>/, ordered by split (train, val, test), then by
-// relative path. Throws when data_dir holds no <split>/<class> folder at all.
+// relative path. Throws when data_dir holds no <split>/<class> folder at all, or a split folder
+// with one class folder but not the other (naming the missing one).
 std::vector<TreeFile> list_image_tree(const std::string& data_dir);
 
 // .jpeg .jpg .png .bmp .tif .tiff, any case.
