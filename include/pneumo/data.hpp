@@ -103,13 +103,17 @@ struct PrepareReport {
                                            // listing + decoding (writing excluded)
 };
 
-// Decodes the tree with OpenCV (8-bit grayscale; colour converted with the standard luma
-// weights), squashes every image to size x size with area interpolation (no crop), and writes
-// the cache atomically: into a temporary directory beside out_dir, then renamed into place
-// (an existing cache at out_dir is swapped out; an existing non-empty directory that is not a
-// cache is refused). Nothing is ever written into data_dir. Unreadable files are skipped, each
-// named in a warning and in the report. Without OpenCV (PNEUMO_WITH_OPENCV undefined) it throws
-// a pneumo::Error saying to prepare the cache on a machine with OpenCV.
+// Decodes the tree with OpenCV (8-bit grayscale: 16-bit samples keep their high byte, colour is
+// converted with the standard luma weights), squashes every image to size x size with area
+// interpolation (no crop), and writes the cache atomically: into a temporary directory beside
+// out_dir (made first, so an unwritable output stops it before any decoding), then renamed into
+// place (an existing cache at out_dir is swapped out; an existing non-empty directory that is not
+// a cache is refused). Nothing is ever written into data_dir. Unreadable files are skipped, each
+// named in a warning and in the report: empty, truncated or corrupt JPEGs (their compressed data
+// is checked before decoding), images over kMaxImagePixels (from the header), anything OpenCV
+// cannot decode. A split folder holding one class folder but not the other stops it, naming the
+// missing folder. Without OpenCV (PNEUMO_WITH_OPENCV undefined) it throws a pneumo::Error saying
+// to prepare the cache on a machine with OpenCV.
 PrepareReport prepare_cache(const PrepareOptions& options);
 
 // Loads every split a cache holds, checking each file against meta.json (shapes, dtypes, counts,

@@ -132,6 +132,10 @@ PrepareReport prepare_cache(const PrepareOptions& options) {
                 data_dir.string() + "; nothing may be written there: choose another --out");
   data_internal::check_replaceable_output(out_dir, "prepare: the output");
 
+  // The temporary directory comes first: an unwritable output stops the run before any decoding.
+  const fs::path temp = data_internal::make_temp_dir_beside(out_dir);
+  data_internal::TempDirGuard guard(temp);
+
   const std::vector<TreeFile> files = data_internal::list_image_tree(data_dir.string());
   const std::string source_hash = data_internal::hash_tree(files);
   const int64_t total = static_cast<int64_t>(files.size());
@@ -217,9 +221,7 @@ PrepareReport prepare_cache(const PrepareOptions& options) {
     split_names[s].push_back(f.relative);
   }
 
-  // Write everything into a temporary directory beside the output, then rename it into place.
-  const fs::path temp = data_internal::make_temp_dir_beside(out_dir);
-  data_internal::TempDirGuard guard(temp);
+  // Write everything into the temporary directory beside the output, then rename it into place.
   nlohmann::json meta;
   meta["format"] = "pneumo-cache";
   meta["format_version"] = kCacheFormatVersion;
