@@ -140,10 +140,10 @@ TEST(BadInput, UnwritableOutputsStopTheRun) {
   EXPECT_TRUE(stopped_with(
       f.run("train --data " + shell_quoted(f.cache) + " --out " + shell_quoted(file + "/run") +
             " --size 24 --epochs 1 --device cpu --threads 1"),
-      1, {file + "/run"}));
+      1, {"run directory", file + "/run"}));
   EXPECT_TRUE(stopped_with(f.run(f.evaluate_args(f.model, f.cache) + " --json " +
                                  shell_quoted(file + "/metrics.json")),
-                           1, {file + "/metrics.json"}));
+                           1, {"cannot write", file + "/metrics.json"}));
   EXPECT_EQ(testing::read_text(file), "a file, not a folder");
 }
 
@@ -158,7 +158,7 @@ TEST(BadInput, AReadOnlyOutputFolderStopsTheRun) {
       f.run("train --data " + shell_quoted(f.cache) + " --out " + shell_quoted(locked + "/run") +
             " --size 24 --epochs 1 --device cpu --threads 1");
   ::chmod(locked.c_str(), 0700);
-  EXPECT_TRUE(stopped_with(run, 1, {locked + "/run"}));
+  EXPECT_TRUE(stopped_with(run, 1, {"run directory", locked + "/run"}));
 }
 
 TEST(BadInput, DamagedAndForeignCachesAreRefusedNamingTheFile) {

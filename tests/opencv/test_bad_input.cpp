@@ -159,7 +159,10 @@ TEST(BadImages, PrepareSkipsEachBadFileByNameAndDecodesEveryGoodOne) {
   for (const SkippedFile& s : report.skipped) skipped[s.file] = s.reason;
   EXPECT_EQ(skipped.size(), corpus.bad.size()) << log.str();
   for (const auto& [file, word] : corpus.bad) {
-    ASSERT_TRUE(skipped.count(file)) << file << " was not skipped\n" << log.str();
+    if (!skipped.count(file)) {
+      ADD_FAILURE() << file << " was not skipped\n" << log.str();
+      continue;
+    }
     EXPECT_NE(skipped[file].find(word), std::string::npos) << file << ": " << skipped[file];
     EXPECT_NE(log.str().find("warning: skipped " + file + ": "), std::string::npos) << log.str();
   }
