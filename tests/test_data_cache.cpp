@@ -87,6 +87,7 @@ TEST(ImageTree, HashSeesAddedRemovedAndTouchedImagesOnly) {
   testing::write_file(tree / "other/NORMAL/c.jpeg", "x");
   EXPECT_EQ(image_tree_hash(tree.str()), h1);
   testing::write_file(tree / "test/NORMAL/c.jpeg", "c");
+  fs::create_directories(tree / "test/PNEUMONIA");  // a split needs both class folders
   const std::string h2 = image_tree_hash(tree.str());
   EXPECT_NE(h2, h1);
   // Same bytes, new modification time.
@@ -115,6 +116,7 @@ TEST(ImageTree, DefaultCacheLocation) {
 TEST(ImageTree, WithoutOpenCVATreeIsRefusedClearly) {
   ScratchDir tree, root;
   testing::write_file(tree / "train/NORMAL/a.jpeg", "aaaa");
+  testing::write_file(tree / "train/PNEUMONIA/b.jpeg", "bbbb");
   OpenDatasetOptions options;
   options.cache_root = root.str();
   options.log = nullptr;

@@ -77,8 +77,11 @@ struct CheckpointData {
 void save_checkpoint(const std::string& path, const CheckpointData& data);
 
 // Reads and validates: a malformed or truncated file, a safetensors file that is not a pneumo
-// checkpoint, a newer format version, missing or mistyped metadata and non-float32 tensors are
-// each a pneumo::Error naming the path and the field.
+// checkpoint, a newer format version, missing or mistyped metadata, non-float32 tensors and tensor
+// data that does not match its checksum are each a pneumo::Error naming the path and the field.
+// The checksum: save_checkpoint stores metadata "tensors_crc32", the CRC-32 (zlib's) of the whole
+// data section as 8 hex digits (Python: format(zlib.crc32(data[8 + header_length:]), "08x"));
+// files without the key (written by other tools) load unchecked.
 CheckpointData load_checkpoint(const std::string& path);
 CheckpointMetadata read_checkpoint_metadata(const std::string& path);
 

@@ -20,6 +20,12 @@ inline constexpr const char* kClassNames[kClassCount] = {"NORMAL", "PNEUMONIA"};
 inline constexpr const char* kSplitNames[3] = {"train", "val", "test"};
 inline constexpr int kCacheFormatVersion = 1;
 inline constexpr int kDefaultImageSize = 150;
+// Images larger than this (width x height, read from the header before decoding) are skipped:
+// 100 megapixels, e.g. 10000 x 10000, about 100 MB to decode. The dataset's largest is about
+// 3000 x 2700; anything far beyond is a mistake or a decompression bomb.
+inline constexpr int64_t kMaxImagePixels = 100'000'000;
+// Files larger than this are not read at all.
+inline constexpr int64_t kMaxImageFileBytes = int64_t{1} << 30;
 
 // The dataset's citation (CC BY 4.0 asks for it wherever the images are used).
 extern const char* const kDatasetCitation;
@@ -79,7 +85,8 @@ struct PrepareOptions {
 
 struct SkippedFile {
   std::string file;    // relative to data_dir
-  std::string reason;  // "empty file", "truncated JPEG ...", "not a decodable image"
+  std::string reason;  // "empty file", "truncated JPEG ...", "corrupt JPEG (...)", "image of W x H
+                       // pixels is larger than ...", "not a decodable image"
 };
 
 struct PrepareReport {
@@ -96,13 +103,17 @@ struct PrepareReport {
                                            // listing + decoding (writing excluded)
 };
 
-// Decodes the tree with OpenCV (8-bit grayscale; colour converted with the standard luma
-// weights), squashes every image to size x size with area interpolation (no crop), and writes
-// the cache atomically: into a temporary directory beside out_dir, then renamed into place
-// (an existing cache at out_dir is swapped out; an existing non-empty directory that is not a
-// cache is refused). Nothing is ever written into data_dir. Unreadable files are skipped, each
-// named in a warning and in the report. Without OpenCV (PNEUMO_WITH_OPENCV undefined) it throws
-// a pneumo::Error saying to prepare the cache on a machine with OpenCV.
+// Decodes the tree with OpenCV (8-bit grayscale: 16-bit samples keep their high byte, colour is
+// converted with the standard luma weights), squashes every image to size x size with area
+// interpolation (no crop), and writes the cache atomically: into a temporary directory beside
+// out_dir (made first, so an unwritable output stops it before any decoding), then renamed into
+// place (an existing cache at out_dir is swapped out; an existing non-empty directory that is not
+// a cache is refused). Nothing is ever written into data_dir. Unreadable files are skipped, each
+// named in a warning and in the report: empty, truncated or corrupt JPEGs (their compressed data
+// is checked before decoding), images over kMaxImagePixels (from the header), anything OpenCV
+// cannot decode. A split folder holding one class folder but not the other stops it, naming the
+// missing folder. Without OpenCV (PNEUMO_WITH_OPENCV undefined) it throws a pneumo::Error saying
+// to prepare the cache on a machine with OpenCV.
 PrepareReport prepare_cache(const PrepareOptions& options);
 
 // Loads every split a cache holds, checking each file against meta.json (shapes, dtypes, counts,
@@ -138,7 +149,8 @@ std::string default_cache_dir_for(const std::string& tree, int size,
 // ---- Single images (`pneumo predict`) ------------------------------------------------------
 // Decodes one image file exactly as prepare_cache does (8-bit grayscale, squashed to size x size
 // with area interpolation) into `out` (size*size bytes). Returns "" on success, else why the file
-// was refused (missing, empty, truncated, not an image). Without OpenCV it throws.
+// was refused (missing, not a regular file, empty, truncated or corrupt JPEG, too large, not an
+// image). Without OpenCV it throws.
 std::string decode_image_file(const std::string& path, int size, uint8_t* out);
 // The image files named in `inputs`, and those found under the folders among them (recursively,
 // sorted). A missing input throws, naming it.

@@ -32,6 +32,14 @@ class OutOfMemory : public Error {
   size_t bytes_;
 };
 
+// A flag or configuration value outside what it may be (a zero epoch count, an unknown device, a
+// threshold outside [0, 1]): the command line was wrong, not the data, so `pneumo` exits with
+// status 2 ("bad usage") instead of 1.
+class UsageError : public Error {
+ public:
+  using Error::Error;
+};
+
 namespace detail {
 template <class... Parts>
 std::string concat(Parts&&... parts) {

@@ -1,6 +1,7 @@
 // The `pneumo` command: parses flags into the option structs of cli/commands/commands.hpp and
 // runs the chosen subcommand. Every error reaches here as an exception and leaves with a one-line
-// message on stderr and a non-zero exit status (1: the run failed, 2: bad usage).
+// message on stderr and a non-zero exit status (1: the run failed, 2: bad usage, including flag
+// values out of range).
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
@@ -65,7 +66,7 @@ std::vector<std::string> expand_arguments(int argc, char** argv) {
     const std::string& a = args[i];
     auto value_of = [&](const std::string& flag) -> std::optional<std::string> {
       if (a == flag) {
-        if (i + 1 >= args.size()) throw Error(flag + " needs a value");
+        if (i + 1 >= args.size()) throw pneumo::UsageError(flag + " needs a value");
         return args[++i];
       }
       if (a.rfind(flag + "=", 0) == 0) return a.substr(flag.size() + 1);
@@ -215,7 +216,9 @@ void add_prepare(CLI::App& app, pneumo::PrepareOptions& o, Action& action) {
   c->add_option("--threads", o.threads, "Decoding threads (0: all)")->capture_default_str();
   c->callback([&o, &action] { action = [&o] {
     if (o.size < 8 || o.size > 1024)
-      throw Error("--size must be in [8, 1024], got " + std::to_string(o.size));
+      throw pneumo::UsageError("--size must be in [8, 1024], got " + std::to_string(o.size));
+    if (o.threads < 0)
+      throw pneumo::UsageError("--threads must be >= 0, got " + std::to_string(o.threads));
     pneumo::PrepareReport report = pneumo::prepare_cache(o);
     std::cout << "cache: " << report.out_dir << " (" << report.images << " images at "
               << report.size << "x" << report.size << ", " << report.skipped.size()
@@ -317,6 +320,9 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     const int status = app.exit(e);  // prints help (status 0) or the usage error
     return status == 0 ? 0 : 2;
+  } catch (const pneumo::UsageError& e) {
+    std::cerr << "pneumo: error: " << e.what() << "\n";
+    return 2;
   } catch (const pneumo::Error& e) {
     std::cerr << "pneumo: error: " << e.what() << "\n";
     return 1;

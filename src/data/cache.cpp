@@ -80,6 +80,20 @@ std::vector<TreeFile> list_image_tree(const std::string& data_dir) {
   std::vector<TreeFile> files;
   bool any_folder = false;
   for (int s = 0; s < 3; ++s) {
+    // A split folder holds both class folders or neither: a missing one is almost always a
+    // mistake (a misspelt name, a half-copied tree) that would silently train on one class.
+    std::string present, missing;
+    for (int c = 0; c < kClassCount; ++c) {
+      std::error_code ec;
+      if (fs::is_directory(fs::path(data_dir) / kSplitNames[s] / kClassNames[c], ec))
+        present = kClassNames[c];
+      else
+        missing = kClassNames[c];
+    }
+    if (!present.empty() && !missing.empty())
+      throw Error((fs::path(data_dir) / kSplitNames[s] / missing).string() +
+                  " is missing: the split folder " + kSplitNames[s] + "/ has " + present +
+                  "/ but no " + missing + "/ (each split needs both NORMAL/ and PNEUMONIA/)");
     for (int c = 0; c < kClassCount; ++c) {
       const std::string relative_dir = std::string(kSplitNames[s]) + "/" + kClassNames[c];
       const fs::path dir = fs::path(data_dir) / kSplitNames[s] / kClassNames[c];
@@ -372,6 +386,8 @@ Dataset open_dataset(const std::string& path, const OpenDatasetOptions& options)
                                  " was asked for: prepare a cache of that size"));
     return dataset;
   }
+  std::error_code ec;
+  if (!fs::exists(path, ec)) throw Error("the data path " + path + " does not exist");
   if (!is_image_tree(path))
     throw Error(path + " is neither a pneumo cache (no meta.json) nor an image tree "
                        "({train,val,test}/{NORMAL,PNEUMONIA}/ with images)");

@@ -21,7 +21,8 @@ struct TreeFile {
 
 // Files with an image extension (.jpeg .jpg .png .bmp .tif .tiff, any case; hidden files left
 // out) directly inside <data_dir>/<split>/<class>/, ordered by split (train, val, test), then by
-// relative path. Throws when data_dir holds no <split>/<class> folder at all.
+// relative path. Throws when data_dir holds no <split>/<class> folder at all, or a split folder
+// with one class folder but not the other (naming the missing one).
 std::vector<TreeFile> list_image_tree(const std::string& data_dir);
 
 // .jpeg .jpg .png .bmp .tif .tiff, any case.
@@ -63,10 +64,28 @@ class TempDirGuard {
   std::filesystem::path dir_;
 };
 
+// Checks made before decoding (image_check.cpp, no OpenCV needed).
+struct ImageHeader {
+  std::string format;  // "PNG", "JPEG", "BMP"
+  int64_t width = 0, height = 0;
+};
+// The format and pixel size from a PNG, JPEG or BMP header; false for anything else (or a header
+// too short to say).
+bool read_image_header(const std::vector<uint8_t>& bytes, ImageHeader& header);
+// "" unless `bytes` is a JPEG that is truncated ("truncated JPEG ...") or damaged ("corrupt JPEG
+// (...)"). Sequential Huffman JPEGs (baseline and extended, all the dataset holds) are walked down
+// to every block's Huffman codes: a bad code, a coefficient out of range (a DC value beyond what
+// 8-bit samples can give is how misread data usually shows), image data that ends before the last
+// block or runs on after it, or a missing restart marker is corruption that libjpeg would paper
+// over with a warning. Other JPEG kinds only need an end-of-image marker after
+// their image data. Bytes flipped inside a coefficient's magnitude bits cannot be detected.
+std::string check_jpeg(const std::vector<uint8_t>& bytes);
+
 // Decoding, implemented in opencv/decode.cpp (only built with OpenCV).
 // Decodes an encoded image to 8-bit grayscale and squashes it to size x size with area
 // interpolation into `out` (size*size bytes). Returns "" on success, else why the file was
-// refused ("empty file", "truncated JPEG ...", "not a decodable image").
+// refused ("empty file", "truncated JPEG ...", "corrupt JPEG ...", "image of W x H pixels is larger
+// than ...", "not a decodable image").
 std::string decode_square_gray(const std::vector<uint8_t>& encoded, int size, uint8_t* out);
 std::string decoder_description();  // e.g. "OpenCV 4.6.0 imdecode(IMREAD_GRAYSCALE) ..."
 

@@ -38,9 +38,19 @@ std::vector<std::string> list_images(const std::vector<std::string>& inputs) {
 
 std::string decode_image_file(const std::string& path, int size, uint8_t* out) {
 #ifdef PNEUMO_WITH_OPENCV
-  std::ifstream in(path, std::ios::binary);
+  std::error_code error;
+  if (!fs::exists(path, error)) return "no such file";
+  if (!fs::is_regular_file(path, error)) return "not a regular file";  // a FIFO would block
+  std::ifstream in(path, std::ios::binary | std::ios::ate);
   if (!in) return "cannot open the file";
-  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const std::streamoff length = in.tellg();
+  if (length < 0) return "cannot read the file";
+  if (length > kMaxImageFileBytes)
+    return detail::concat("file of ", length, " bytes is larger than the ", kMaxImageFileBytes,
+                          "-byte limit");
+  std::vector<uint8_t> bytes(static_cast<size_t>(length));
+  in.seekg(0);
+  if (length > 0 && !in.read(reinterpret_cast<char*>(bytes.data()), length)) return "read error";
   return data_internal::decode_square_gray(bytes, size, out);
 #else
   (void)size;

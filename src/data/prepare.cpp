@@ -50,6 +50,9 @@ std::string read_file(const std::string& path, std::vector<uint8_t>& bytes) {
   const std::streamoff size = in.tellg();
   if (size < 0) return "cannot read the file";
   if (size == 0) return "empty file (0 bytes)";
+  if (size > kMaxImageFileBytes)
+    return detail::concat("file of ", size, " bytes is larger than the ", kMaxImageFileBytes,
+                          "-byte limit");
   bytes.resize(static_cast<size_t>(size));
   in.seekg(0);
   if (!in.read(reinterpret_cast<char*>(bytes.data()), size)) return "read error";
@@ -128,6 +131,10 @@ PrepareReport prepare_cache(const PrepareOptions& options) {
     throw Error("prepare: the output " + out_dir.string() + " lies inside the data directory " +
                 data_dir.string() + "; nothing may be written there: choose another --out");
   data_internal::check_replaceable_output(out_dir, "prepare: the output");
+
+  // The temporary directory comes first: an unwritable output stops the run before any decoding.
+  const fs::path temp = data_internal::make_temp_dir_beside(out_dir);
+  data_internal::TempDirGuard guard(temp);
 
   const std::vector<TreeFile> files = data_internal::list_image_tree(data_dir.string());
   const std::string source_hash = data_internal::hash_tree(files);
@@ -214,9 +221,7 @@ PrepareReport prepare_cache(const PrepareOptions& options) {
     split_names[s].push_back(f.relative);
   }
 
-  // Write everything into a temporary directory beside the output, then rename it into place.
-  const fs::path temp = data_internal::make_temp_dir_beside(out_dir);
-  data_internal::TempDirGuard guard(temp);
+  // Write everything into the temporary directory beside the output, then rename it into place.
   nlohmann::json meta;
   meta["format"] = "pneumo-cache";
   meta["format_version"] = kCacheFormatVersion;

@@ -189,6 +189,12 @@ TrainValSplits make_train_val(const Dataset& dataset, const ValidationOptions& o
          << options.seed;
   }
   const auto tc = result.train.class_counts(), vc = result.val.class_counts();
+  // Fitting needs both classes (else every loss is one-sided and oversampling has no pool).
+  for (int c = 0; c < kClassCount; ++c)
+    if (tc[static_cast<size_t>(c)] == 0)
+      throw Error(detail::concat("the training images of ", dataset.cache_dir, " hold no ",
+                                 kClassNames[c], " image (", tc[0], " NORMAL + ", tc[1],
+                                 " PNEUMONIA): training needs both classes"));
   text << " (train " << tc[0] << " NORMAL + " << tc[1] << " PNEUMONIA, val " << vc[0]
        << " NORMAL + " << vc[1] << " PNEUMONIA)";
   result.description = text.str();

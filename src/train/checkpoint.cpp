@@ -4,9 +4,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <limits>
 #include <set>
 
+#include "pneumo/checksum.hpp"
 #include "pneumo/error.hpp"
 #include "pneumo/safetensors.hpp"
 
@@ -22,8 +24,15 @@ const std::set<std::string>& reserved_keys() {
       "format",         "format_version", "architecture",   "input_size",  "channels",
       "classes",        "normalisation",  "decision_threshold", "threshold_rule", "epoch",
       "step",           "seed",           "learning_rate",  "optimizer",   "callback_state",
-      "config",         "epoch_step",     "epoch_loss_sum", "epoch_correct"};
+      "config",         "epoch_step",     "epoch_loss_sum", "epoch_correct",
+      "tensors_crc32"};
   return keys;
+}
+
+std::string hex32(uint32_t value) {
+  char text[9];
+  std::snprintf(text, sizeof text, "%08x", value);
+  return text;
 }
 
 std::vector<int64_t> dims_of(const Shape& shape) {
@@ -185,6 +194,7 @@ const NamedTensor* CheckpointData::find(const std::string& name) const {
 
 void save_checkpoint(const std::string& path, const CheckpointData& data) {
   SafetensorsWriter writer;
+  uint32_t crc = 0;  // of the data section: the tensors' bytes in the order they are added
   for (const auto& tensor : data.tensors) {
     uint64_t numel = 1;
     for (int64_t dim : tensor.shape) {
@@ -197,9 +207,11 @@ void save_checkpoint(const std::string& path, const CheckpointData& data) {
                                  dims_string(tensor.shape), " (", numel, " values) but holds ",
                                  tensor.values.size()));
     writer.add_f32(tensor.name, tensor.shape, tensor.values.data());
+    crc = crc32(tensor.values.data(), tensor.values.size() * sizeof(float), crc);
   }
   for (const auto& [key, value] : encode_metadata(data.metadata, path))
     writer.set_metadata(key, value);
+  writer.set_metadata("tensors_crc32", hex32(crc));
   writer.write(path);
 }
 
@@ -207,6 +219,17 @@ CheckpointData load_checkpoint(const std::string& path) {
   SafetensorsFile file = SafetensorsFile::read(path);
   CheckpointData data;
   data.metadata = decode_metadata(file.metadata(), path);
+  // Safetensors has no checksum of its own: bytes changed inside the tensor data would load as
+  // silently different weights. Files written by other tools may lack the key.
+  if (auto stored = file.metadata().find("tensors_crc32"); stored != file.metadata().end()) {
+    uint32_t crc = 0;
+    for (const auto& entry : file.tensors())  // in data order: the whole data section
+      crc = crc32(file.raw_bytes(entry), entry.byte_size(), crc);
+    if (hex32(crc) != stored->second)
+      throw Error(detail::concat("checkpoint ", path, " is corrupt: its tensor data has CRC-32 ",
+                                 hex32(crc), " but the file records ", stored->second.substr(0, 16),
+                                 " (damaged on disk or in transfer; use another copy)"));
+  }
   for (const auto& entry : file.tensors()) {
     if (entry.dtype != DType::F32)
       throw Error(detail::concat("checkpoint ", path, ": tensor ", entry.name, " is ",

@@ -5,6 +5,7 @@
 #include <fstream>
 #include <iomanip>
 #include <iostream>
+#include <optional>
 
 #include "cli/commands/commands.hpp"
 #include "pneumo/backend.hpp"
@@ -30,12 +31,43 @@ struct LoadedModel {
   std::unique_ptr<Trainer> runner;
 };
 
-LoadedModel load_model(const std::string& path, const std::string& device, int batch) {
-  if (batch < 1) throw Error("--batch must be at least 1, got " + std::to_string(batch));
+// The flags every inference command shares, checked before any file is opened so that a typo is
+// reported as such (exit status 2) rather than after a model has been loaded.
+struct InferenceFlags {
+  DeviceChoice device = DeviceChoice::Auto;
+  std::optional<double> threshold;  // nullopt: the checkpoint's own
+};
+
+InferenceFlags parse_inference_flags(const std::string& device, int batch,
+                                     const std::string& threshold) {
+  if (batch < 1 || batch > 4096)
+    throw UsageError("--batch must be in [1, 4096], got " + std::to_string(batch));
+  InferenceFlags flags;
+  try {
+    flags.device = parse_device_choice(device);
+  } catch (const Error& e) {
+    throw UsageError(e.what());
+  }
+  if (threshold == "checkpoint") return flags;
+  size_t used = 0;
+  double value = -1;
+  try {
+    value = std::stod(threshold, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used == 0 || used != threshold.size() || !(value >= 0.0 && value <= 1.0))
+    throw UsageError("--threshold must be 'checkpoint' or a probability in [0, 1], got '" +
+                     threshold + "'");
+  flags.threshold = value;
+  return flags;
+}
+
+LoadedModel load_model(const std::string& path, DeviceChoice device, int batch) {
   LoadedModel loaded;
   loaded.checkpoint = load_checkpoint(path);
   BackendOptions options;
-  options.device = parse_device_choice(device);
+  options.device = device;
   loaded.backend = make_backend(options);
   loaded.model = std::make_unique<Model>(*loaded.backend,
                                          model_config_for(loaded.checkpoint.metadata), batch);
@@ -46,28 +78,16 @@ LoadedModel load_model(const std::string& path, const std::string& device, int b
   return loaded;
 }
 
-double parse_threshold(const std::string& text, const CheckpointMetadata& metadata) {
-  if (text == "checkpoint") return metadata.decision_threshold;
-  size_t used = 0;
-  double value = -1;
-  try {
-    value = std::stod(text, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  if (used != text.size() || !(value >= 0.0 && value <= 1.0))
-    throw Error("--threshold must be 'checkpoint' or a probability in [0, 1], got '" + text + "'");
-  return value;
-}
-
 }  // namespace
 
 int run_evaluate(const EvaluateOptions& options) {
   if (options.model.empty()) throw Error("--model is required");
   if (options.data.empty()) throw Error("--data is required");
-  LoadedModel loaded = load_model(options.model, options.device, options.batch);
+  const InferenceFlags flags =
+      parse_inference_flags(options.device, options.batch, options.tuned_threshold);
+  LoadedModel loaded = load_model(options.model, flags.device, options.batch);
   const CheckpointMetadata& meta = loaded.checkpoint.metadata;
-  const double threshold = parse_threshold(options.tuned_threshold, meta);
+  const double threshold = flags.threshold.value_or(meta.decision_threshold);
 
   OpenDatasetOptions open_options;
   open_options.size = meta.input_size;
@@ -113,9 +133,11 @@ int run_evaluate(const EvaluateOptions& options) {
 int run_predict(const PredictOptions& options) {
   if (options.model.empty()) throw Error("--model is required");
   if (options.inputs.empty()) throw Error("give at least one image or folder to predict");
-  LoadedModel loaded = load_model(options.model, options.device, options.batch);
+  const InferenceFlags flags =
+      parse_inference_flags(options.device, options.batch, options.threshold);
+  LoadedModel loaded = load_model(options.model, flags.device, options.batch);
   const CheckpointMetadata& meta = loaded.checkpoint.metadata;
-  const double threshold = parse_threshold(options.threshold, meta);
+  const double threshold = flags.threshold.value_or(meta.decision_threshold);
   const int size = meta.input_size;
 
   std::vector<std::string> files = list_images(options.inputs);

@@ -112,11 +112,22 @@ nlohmann::json to_json(const TrainOptions& o) {
 }
 
 void validate(const TrainOptions& o) {
+  // Every refusal is a UsageError (exit status 2): the parse_* helpers throw plain Errors, which
+  // `as_usage` converts.
+  auto as_usage = [](auto&& parse) {
+    try {
+      parse();
+    } catch (const UsageError&) {
+      throw;
+    } catch (const Error& e) {
+      throw UsageError(e.what());
+    }
+  };
   auto require = [](bool ok, const std::string& message) {
-    if (!ok) throw Error(message);
+    if (!ok) throw UsageError(message);
   };
   require(!o.data.empty(), "--data is required: an image tree or a prepared cache");
-  parse_device_choice(o.device);
+  as_usage([&] { parse_device_choice(o.device); });
   require(o.precision == "fp32" || o.precision == "tf32",
           "--precision must be fp32 or tf32, got '" + o.precision + "'");
   require(o.epochs >= 1, "--epochs must be at least 1, got " + std::to_string(o.epochs));
@@ -125,21 +136,26 @@ void validate(const TrainOptions& o) {
   require(o.size >= 8 && o.size <= 1024, "--size must be in [8, 1024], got " +
                                              std::to_string(o.size));
   require(o.threads >= 0, "--threads must be >= 0, got " + std::to_string(o.threads));
+  auto got = [](double value) { return detail::concat(", got ", value); };
   require(std::isfinite(o.learning_rate) && o.learning_rate > 0,
-          "--lr must be a positive number");
-  require(o.rho > 0 && o.rho < 1, "--rho must be in (0, 1)");
-  require(o.epsilon > 0, "--epsilon must be positive");
-  require(o.plateau_factor > 0 && o.plateau_factor < 1, "--plateau-factor must be in (0, 1)");
-  require(o.plateau_patience >= 0, "--plateau-patience must be >= 0");
-  require(o.min_lr >= 0, "--min-lr must be >= 0");
-  require(o.early_stopping_patience >= 0, "--early-stopping-patience must be >= 0");
+          "--lr must be a positive number" + got(o.learning_rate));
+  require(o.rho > 0 && o.rho < 1, "--rho must be in (0, 1)" + got(o.rho));
+  require(o.epsilon > 0 && std::isfinite(o.epsilon), "--epsilon must be positive" + got(o.epsilon));
+  require(o.plateau_factor > 0 && o.plateau_factor < 1,
+          "--plateau-factor must be in (0, 1)" + got(o.plateau_factor));
+  require(o.plateau_patience >= 0, "--plateau-patience must be >= 0" + got(o.plateau_patience));
+  require(o.min_lr >= 0, "--min-lr must be >= 0" + got(o.min_lr));
+  require(o.early_stopping_patience >= 0,
+          "--early-stopping-patience must be >= 0" + got(o.early_stopping_patience));
   require(o.augmentation.rotation_degrees >= 0 && o.augmentation.rotation_degrees <= 180,
-          "--rotation must be in [0, 180] degrees");
-  require(o.augmentation.zoom >= 0 && o.augmentation.zoom < 1, "--zoom must be in [0, 1)");
-  require(o.augmentation.shift >= 0 && o.augmentation.shift < 1, "--shift must be in [0, 1)");
-  parse_balance_mode(o.balance);
-  parse_val_split(o.val_split);
-  if (!o.inject_fault.empty()) parse_fault(o.inject_fault);
+          "--rotation must be in [0, 180] degrees" + got(o.augmentation.rotation_degrees));
+  require(o.augmentation.zoom >= 0 && o.augmentation.zoom < 1,
+          "--zoom must be in [0, 1)" + got(o.augmentation.zoom));
+  require(o.augmentation.shift >= 0 && o.augmentation.shift < 1,
+          "--shift must be in [0, 1)" + got(o.augmentation.shift));
+  as_usage([&] { parse_balance_mode(o.balance); });
+  as_usage([&] { parse_val_split(o.val_split); });
+  if (!o.inject_fault.empty()) as_usage([&] { parse_fault(o.inject_fault); });
   require(o.schedule == "none" || o.schedule == "step" || o.schedule == "exponential" ||
               o.schedule == "cosine",
           "--schedule must be none, step, exponential or cosine, got '" + o.schedule + "'");

@@ -1,0 +1,13 @@
+// CRC-32 (the zlib / PNG / gzip polynomial), for checksums stored next to data pneumo writes:
+// the same value as Python's zlib.crc32, so anyone can check a file without pneumo.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace pneumo {
+
+// CRC-32 of `size` bytes, continuing from `crc` (0 to start): crc32(b, crc32(a)) == crc32(a + b).
+uint32_t crc32(const void* data, size_t size, uint32_t crc = 0);
+
+}  // namespace pneumo

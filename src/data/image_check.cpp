@@ -1,0 +1,442 @@
+// Checks on encoded images made before they are decoded (no OpenCV needed): the pixel size from
+// the header (so a huge or lying image is refused before any memory is spent on it), and a walk
+// through a sequential JPEG's compressed data that finds truncation and corruption, which libjpeg
+// would otherwise "repair" into grey or garbled pixels with only a warning on stderr.
+#include <algorithm>
+#include <array>
+#include <cstdint>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "cache_internal.hpp"
+#include "pneumo/error.hpp"
+
+namespace pneumo::data_internal {
+
+namespace {
+
+uint32_t big_endian_16(const uint8_t* p) { return (uint32_t{p[0]} << 8) | p[1]; }
+uint32_t big_endian_32(const uint8_t* p) {
+  return (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | p[3];
+}
+int32_t little_endian_i32(const uint8_t* p) {
+  return static_cast<int32_t>(uint32_t{p[0]} | (uint32_t{p[1]} << 8) | (uint32_t{p[2]} << 16) |
+                              (uint32_t{p[3]} << 24));
+}
+
+bool is_jpeg(const std::vector<uint8_t>& b) {
+  return b.size() >= 3 && b[0] == 0xFF && b[1] == 0xD8 && b[2] == 0xFF;
+}
+
+// Start-of-frame markers: C0..CF except C4 (DHT), C8 (reserved) and CC (DAC).
+bool is_start_of_frame(uint8_t marker) {
+  return marker >= 0xC0 && marker <= 0xCF && marker != 0xC4 && marker != 0xC8 && marker != 0xCC;
+}
+
+// A canonical Huffman table (JPEG Annex C/F), with a lookahead of kLookBits for the short codes
+// that make up most of the data.
+constexpr int kLookBits = 10;
+struct HuffmanTable {
+  bool defined = false;
+  std::array<int32_t, 17> min_code{}, max_code{}, first_value{};  // per code length 1..16
+  std::vector<uint8_t> values;
+  std::array<uint8_t, 1 << kLookBits> look_length{};  // 0: a longer code, or no such code
+  std::array<uint8_t, 1 << kLookBits> look_value{};
+};
+
+// "" or why the table is bogus.
+std::string build_huffman_table(const uint8_t* counts, const uint8_t* symbols, size_t symbol_count,
+                                HuffmanTable& table) {
+  table = HuffmanTable{};
+  table.values.assign(symbols, symbols + symbol_count);
+  int32_t code = 0;
+  size_t k = 0;
+  for (int length = 1; length <= 16; ++length) {
+    const int n = counts[length - 1];
+    table.first_value[static_cast<size_t>(length)] = static_cast<int32_t>(k);
+    table.min_code[static_cast<size_t>(length)] = code;
+    code += n;
+    k += static_cast<size_t>(n);
+    table.max_code[static_cast<size_t>(length)] = n ? code - 1 : -1;
+    if (code > (1 << length)) return "a Huffman table has more codes than fit";
+    if (length <= kLookBits)
+      for (int c = code - n; c < code; ++c)
+        for (int fill = 0; fill < (1 << (kLookBits - length)); ++fill) {
+          const size_t index = static_cast<size_t>((c << (kLookBits - length)) | fill);
+          table.look_length[index] = static_cast<uint8_t>(length);
+          table.look_value[index] = symbols[k - static_cast<size_t>(code - c)];
+        }
+    code <<= 1;
+  }
+  table.defined = true;
+  return "";
+}
+
+// Reads the entropy-coded bits of a scan: unstuffs FF 00, stops at a marker or the end of the
+// file and then supplies zero bits, remembering how many of the buffered bits are real.
+class BitReader {
+ public:
+  BitReader(const std::vector<uint8_t>& bytes, size_t pos) : b_(bytes), pos_(pos) {}
+
+  // Whether n more real bits are there (n <= 16).
+  bool ensure(int n) {
+    if (bits_ < n) fill();
+    return bits_ - padding_ >= n;
+  }
+  uint32_t peek(int n) const {
+    return static_cast<uint32_t>(buffer_ >> (bits_ - n)) & ((1u << n) - 1);
+  }
+  // Consumes n bits; false when some of them were padding (the data ended first).
+  bool skip(int n) {
+    if (!ensure(n)) return false;
+    bits_ -= n;
+    return true;
+  }
+  // Decodes one Huffman symbol; -1 for a code the table does not have, -2 when the data ended.
+  int decode(const HuffmanTable& table) {
+    if (bits_ < 16) fill();
+    const uint32_t look = peek(kLookBits);
+    if (const int length = table.look_length[look]; length != 0)
+      return skip(length) ? table.look_value[look] : -2;
+    for (int length = kLookBits + 1; length <= 16; ++length) {
+      const int32_t code = static_cast<int32_t>(peek(length));
+      if (code <= table.max_code[static_cast<size_t>(length)]) {
+        if (!skip(length)) return -2;
+        const size_t index = static_cast<size_t>(table.first_value[static_cast<size_t>(length)] +
+                                                 code - table.min_code[static_cast<size_t>(length)]);
+        return index < table.values.size() ? table.values[index] : -1;
+      }
+    }
+    return bits_ - padding_ >= 16 ? -1 : -2;
+  }
+  // Whole real bytes buffered but not consumed (after the padding bits of the last byte).
+  int unread_whole_bytes() const { return (bits_ - padding_) / 8; }
+  // Bytes of entropy-coded data between here and the next marker.
+  size_t bytes_before_marker() const {
+    size_t n = 0;
+    for (size_t p = pos_; p < b_.size() && b_[p] != 0xFF; ++p) ++n;
+    return n + static_cast<size_t>(unread_whole_bytes());
+  }
+  size_t position() const { return pos_; }
+  bool at_end_of_file() const { return stopped_ ? at_end_of_file_ : pos_ >= b_.size(); }
+  void restart_at(size_t pos) {
+    pos_ = pos;
+    buffer_ = 0;
+    bits_ = padding_ = 0;
+    stopped_ = at_end_of_file_ = false;
+  }
+
+ private:
+  // Tops the buffer up to more than 56 bits (the low bits_ bits of buffer_ are the unread ones).
+  void fill() {
+    while (bits_ <= 56) {
+      uint64_t byte = 0;
+      if (!stopped_) {
+        if (pos_ >= b_.size()) {
+          stopped_ = at_end_of_file_ = true;
+        } else if (b_[pos_] != 0xFF) {
+          byte = b_[pos_++];
+        } else {
+          size_t next = pos_ + 1;
+          while (next < b_.size() && b_[next] == 0xFF) ++next;  // fill bytes
+          if (next < b_.size() && b_[next] == 0x00) {
+            byte = 0xFF;
+            pos_ = next + 1;
+          } else {
+            stopped_ = true;  // a marker (pos_ stays on its first FF) or the end of the file
+            at_end_of_file_ = next >= b_.size();
+          }
+        }
+      }
+      if (stopped_) padding_ += 8;
+      buffer_ = (buffer_ << 8) | byte;
+      bits_ += 8;
+    }
+  }
+
+  const std::vector<uint8_t>& b_;
+  size_t pos_;
+  uint64_t buffer_ = 0;
+  int bits_ = 0;     // buffered bits (the low bits_ of buffer_)
+  int padding_ = 0;  // of which this many, at the bottom, are zeros made up after the data ended
+  bool stopped_ = false;
+  bool at_end_of_file_ = false;
+};
+
+struct Component {
+  int id = 0, h = 1, v = 1;
+  int quant_table = 0;
+  bool scanned = false;
+};
+
+// The magnitude bits that follow a Huffman symbol of `size`, as a signed value (JPEG F.2.2.1).
+int32_t extend(uint32_t bits, int size) {
+  return size == 0 ? 0
+                   : bits < (1u << (size - 1)) ? static_cast<int32_t>(bits) - (1 << size) + 1
+                                               : static_cast<int32_t>(bits);
+}
+
+const char* const kTruncated = "truncated JPEG (the file ends before the end of the image data)";
+
+std::string corrupt(const std::string& what) { return "corrupt JPEG (" + what + ")"; }
+
+// The whole JPEG structure, sequential Huffman frames decoded down to every block's codes.
+// Progressive, lossless and arithmetic-coded frames are only checked for an end-of-image marker
+// after their image data (their decoders report errors themselves, or the file is rare here).
+std::string check_jpeg_structure(const std::vector<uint8_t>& b) {
+  std::array<HuffmanTable, 4> dc_tables, ac_tables;
+  std::array<int32_t, 4> dc_quant{};  // first entry of each quantization table; 0 undefined
+  std::vector<Component> components;
+  int width = 0, height = 0, precision = 8, h_max = 1, v_max = 1;
+  uint32_t restart_interval = 0;
+  bool sequential = false, frame_seen = false, scan_seen = false;
+  size_t pos = 2;  // after SOI
+  while (true) {
+    // A marker: FF, any fill FFs, then the code.
+    if (pos >= b.size()) return kTruncated;
+    if (b[pos] != 0xFF) return corrupt(detail::concat("no marker at byte ", pos));
+    while (pos < b.size() && b[pos] == 0xFF) ++pos;
+    if (pos >= b.size()) return kTruncated;
+    const uint8_t marker = b[pos++];
+    if (marker == 0xD9) {  // end of image
+      if (!scan_seen) return corrupt("no image data before the end-of-image marker");
+      if (sequential)
+        for (const Component& c : components)
+          if (!c.scanned) return corrupt(detail::concat("component ", c.id, " has no image data"));
+      return "";
+    }
+    if (marker == 0x01 || (marker >= 0xD0 && marker <= 0xD7)) continue;  // no-ops out of scans
+    if (marker == 0xD8) return corrupt(detail::concat("a second start-of-image at byte ", pos - 2));
+    if (pos + 2 > b.size()) return kTruncated;
+    const size_t length = big_endian_16(&b[pos]);
+    if (length < 2) return corrupt(detail::concat("segment length ", length, " at byte ", pos));
+    if (pos + length > b.size()) return kTruncated;
+    const uint8_t* s = b.data() + pos + 2;
+    const size_t n = length - 2;
+    const size_t segment_end = pos + length;
+
+    if (is_start_of_frame(marker)) {
+      if (frame_seen) return corrupt("two frames in one image");
+      frame_seen = true;
+      sequential = marker == 0xC0 || marker == 0xC1;  // Huffman, baseline or extended
+      if (n < 6) return corrupt("short frame header");
+      precision = s[0];
+      height = static_cast<int>(big_endian_16(s + 1));
+      width = static_cast<int>(big_endian_16(s + 3));
+      const int count = s[5];
+      if (count < 1 || n < 6 + 3 * static_cast<size_t>(count))
+        return corrupt("bad frame header");
+      if (width == 0) return corrupt("width 0");
+      if (height == 0) sequential = false;  // height given later (DNL): leave it to the decoder
+      if (precision != 8 && precision != 12) sequential = false;
+      for (int i = 0; i < count; ++i) {
+        Component c;
+        c.id = s[6 + 3 * i];
+        c.h = s[7 + 3 * i] >> 4;
+        c.v = s[7 + 3 * i] & 15;
+        c.quant_table = s[8 + 3 * i] & 3;
+        if (c.h < 1 || c.h > 4 || c.v < 1 || c.v > 4) return corrupt("bad sampling factors");
+        h_max = std::max(h_max, c.h);
+        v_max = std::max(v_max, c.v);
+        components.push_back(c);
+      }
+    } else if (marker == 0xC4) {  // Huffman tables
+      size_t p = 0;
+      while (p < n) {
+        if (p + 17 > n) return corrupt("short Huffman table");
+        const int table_class = s[p] >> 4, id = s[p] & 15;
+        if (table_class > 1 || id > 3) return corrupt("bad Huffman table id");
+        size_t symbols = 0;
+        for (int i = 1; i <= 16; ++i) symbols += s[p + static_cast<size_t>(i)];
+        if (symbols > 256 || p + 17 + symbols > n) return corrupt("bad Huffman table");
+        HuffmanTable& table = (table_class == 0 ? dc_tables : ac_tables)[static_cast<size_t>(id)];
+        if (std::string why = build_huffman_table(s + p + 1, s + p + 17, symbols, table); !why.empty())
+          return corrupt(why);
+        p += 17 + symbols;
+      }
+    } else if (marker == 0xDB) {  // quantization tables
+      size_t p = 0;
+      while (p < n) {
+        const int entry_bytes = (s[p] >> 4) == 0 ? 1 : 2, id = s[p] & 15;
+        if (id > 3 || p + 1 + 64 * static_cast<size_t>(entry_bytes) > n)
+          return corrupt("bad quantization table");
+        dc_quant[static_cast<size_t>(id)] =
+            entry_bytes == 1 ? s[p + 1] : static_cast<int32_t>(big_endian_16(s + p + 1));
+        p += 1 + 64 * static_cast<size_t>(entry_bytes);
+      }
+    } else if (marker == 0xDD) {  // restart interval
+      if (n < 2) return corrupt("short restart interval");
+      restart_interval = big_endian_16(s);
+    } else if (marker == 0xDA) {  // start of scan, then the entropy-coded data
+      if (!frame_seen) return corrupt("image data before the frame header");
+      if (n < 1) return corrupt("short scan header");
+      const int count = s[0];
+      if (count < 1 || count > 4 || n < 1 + 2 * static_cast<size_t>(count) + 3)
+        return corrupt("bad scan header");
+      scan_seen = true;
+      if (!sequential) {
+        // Not walked: an end-of-image marker must follow somewhere after the image data.
+        for (size_t i = segment_end; i + 1 < b.size(); ++i)
+          if (b[i] == 0xFF && b[i + 1] == 0xD9) return "";
+        return kTruncated;
+      }
+      struct ScanPart {
+        const Component* component;
+        const HuffmanTable* dc;
+        const HuffmanTable* ac;
+        int32_t dc_quant;          // 0: unknown, no range check
+        int32_t dc_prediction = 0;  // the running DC value (JPEG codes differences)
+      };
+      std::vector<ScanPart> parts;
+      for (int i = 0; i < count; ++i) {
+        const int id = s[1 + 2 * i], dc = s[2 + 2 * i] >> 4, ac = s[2 + 2 * i] & 15;
+        auto it = std::find_if(components.begin(), components.end(),
+                               [&](const Component& c) { return c.id == id; });
+        if (it == components.end()) return corrupt(detail::concat("scan of unknown component ", id));
+        if (dc > 3 || ac > 3 || !dc_tables[static_cast<size_t>(dc)].defined ||
+            !ac_tables[static_cast<size_t>(ac)].defined)
+          return corrupt("scan uses an undefined Huffman table");
+        it->scanned = true;
+        parts.push_back({&*it, &dc_tables[static_cast<size_t>(dc)], &ac_tables[static_cast<size_t>(ac)],
+                         dc_quant[static_cast<size_t>(it->quant_table)]});
+      }
+      // MCUs of the scan: interleaved scans cover the image in (8 h_max) x (8 v_max) tiles with
+      // h x v blocks per component; a single-component scan goes block by block.
+      int64_t mcus = 0;
+      std::vector<std::pair<ScanPart*, int>> blocks_per_mcu;
+      if (count == 1) {
+        const Component& c = *parts[0].component;
+        const int64_t w = (static_cast<int64_t>(width) * c.h + h_max - 1) / h_max;
+        const int64_t h = (static_cast<int64_t>(height) * c.v + v_max - 1) / v_max;
+        mcus = ((w + 7) / 8) * ((h + 7) / 8);
+        blocks_per_mcu.push_back({&parts[0], 1});
+      } else {
+        mcus = ((width + 8 * h_max - 1) / (8 * h_max)) *
+               static_cast<int64_t>((height + 8 * v_max - 1) / (8 * v_max));
+        for (ScanPart& part : parts)
+          blocks_per_mcu.push_back({&part, part.component->h * part.component->v});
+      }
+      const int dc_limit = precision == 8 ? 11 : 15, ac_limit = precision == 8 ? 10 : 14;
+      // A block's DC coefficient is 8 x its mean level-shifted sample, so within 2^(precision + 2)
+      // in size; with a quantization step of rounding room, more means the data was misread: a
+      // damaged difference shifts every later DC value of the component (they are coded as
+      // differences), which pushes dark or bright regions out of range.
+      const int64_t dc_bound = int64_t{1} << (precision + 2);
+      BitReader bits(b, segment_end);
+      int next_restart = 0;
+      for (int64_t mcu = 0; mcu < mcus; ++mcu) {
+        if (restart_interval > 0 && mcu > 0 && mcu % restart_interval == 0) {
+          if (bits.unread_whole_bytes() > 0 || bits.bytes_before_marker() > 0)
+            return corrupt(detail::concat("extra data before restart marker ", next_restart));
+          size_t p = bits.position();
+          while (p < b.size() && b[p] == 0xFF) ++p;
+          if (p >= b.size()) return kTruncated;
+          if (b[p] != 0xD0 + next_restart)
+            return corrupt(detail::concat("expected restart marker ", next_restart, " at byte ", p));
+          next_restart = (next_restart + 1) % 8;
+          bits.restart_at(p + 1);
+          for (ScanPart& part : parts) part.dc_prediction = 0;
+        }
+        for (const auto& [part, blocks] : blocks_per_mcu)
+          for (int block = 0; block < blocks; ++block) {
+            auto fail = [&](const char* what) {
+              if (bits.at_end_of_file()) return std::string(kTruncated);
+              return corrupt(detail::concat(what, " at MCU ", mcu, " of ", mcus));
+            };
+            int symbol = bits.decode(*part->dc);
+            if (symbol < 0) return fail(symbol == -1 ? "bad Huffman code" : "image data ends early");
+            if (symbol > dc_limit) return fail("bad DC coefficient size");
+            if (symbol > 0) {
+              if (!bits.ensure(symbol)) return fail("image data ends early");
+              part->dc_prediction += extend(bits.peek(symbol), symbol);
+              bits.skip(symbol);
+            }
+            if (part->dc_quant > 0 &&
+                std::abs(static_cast<int64_t>(part->dc_prediction) * part->dc_quant) >
+                    dc_bound + part->dc_quant)
+              return fail("DC coefficient out of range");
+            for (int k = 1; k < 64; ++k) {
+              symbol = bits.decode(*part->ac);
+              if (symbol < 0) return fail(symbol == -1 ? "bad Huffman code" : "image data ends early");
+              const int run = symbol >> 4, size = symbol & 15;
+              if (size == 0) {
+                if (run != 15) break;  // end of block
+                k += 15;
+                continue;
+              }
+              k += run;
+              if (k > 63 || size > ac_limit) return fail("bad AC coefficient");
+              if (!bits.skip(size)) return fail("image data ends early");
+            }
+          }
+      }
+      // After the last block only the padding bits of its byte may remain before the next marker.
+      if (const size_t extra = bits.bytes_before_marker(); extra > 0) {
+        if (bits.at_end_of_file()) return kTruncated;
+        return corrupt(detail::concat(extra, " bytes of extra data after the last block"));
+      }
+      pos = bits.position();
+      continue;
+    }
+    pos = segment_end;  // APPn, COM, DQT, DNL, ...: skipped by their length
+  }
+}
+
+}  // namespace
+
+bool read_image_header(const std::vector<uint8_t>& b, ImageHeader& header) {
+  header = ImageHeader{};
+  static const uint8_t kPng[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
+  if (b.size() >= 24 && std::equal(kPng, kPng + 8, b.begin()) &&
+      std::equal(b.begin() + 12, b.begin() + 16, "IHDR")) {
+    header.format = "PNG";
+    header.width = big_endian_32(&b[16]);
+    header.height = big_endian_32(&b[20]);
+    return true;
+  }
+  if (b.size() >= 26 && b[0] == 'B' && b[1] == 'M') {
+    const uint32_t info_size = uint32_t{b[14]} | (uint32_t{b[15]} << 8) |
+                               (uint32_t{b[16]} << 16) | (uint32_t{b[17]} << 24);
+    header.format = "BMP";
+    if (info_size == 12) {  // OS/2 BITMAPCOREHEADER: 16-bit sizes
+      header.width = uint32_t{b[18]} | (uint32_t{b[19]} << 8);
+      header.height = uint32_t{b[20]} | (uint32_t{b[21]} << 8);
+    } else {
+      header.width = std::abs(static_cast<int64_t>(little_endian_i32(&b[18])));
+      header.height = std::abs(static_cast<int64_t>(little_endian_i32(&b[22])));
+    }
+    return true;
+  }
+  if (is_jpeg(b)) {
+    size_t pos = 2;
+    while (pos + 4 <= b.size() && b[pos] == 0xFF) {
+      const uint8_t marker = b[pos + 1];
+      if (marker == 0xFF) {
+        ++pos;
+        continue;
+      }
+      if (marker == 0x01 || (marker >= 0xD0 && marker <= 0xD9)) {
+        pos += 2;
+        continue;
+      }
+      if (is_start_of_frame(marker)) {
+        if (pos + 9 > b.size()) return false;
+        header.format = "JPEG";
+        header.height = big_endian_16(&b[pos + 5]);
+        header.width = big_endian_16(&b[pos + 7]);
+        return true;
+      }
+      if (marker == 0xDA) return false;
+      pos += 2 + big_endian_16(&b[pos + 2]);
+    }
+  }
+  return false;
+}
+
+std::string check_jpeg(const std::vector<uint8_t>& bytes) {
+  if (!is_jpeg(bytes)) return "";
+  return check_jpeg_structure(bytes);
+}
+
+}  // namespace pneumo::data_internal

@@ -1,0 +1,365 @@
+// Bad and odd image files, generated here with OpenCV: what is skipped (with a warning naming the
+// file and why), what is accepted and how it is decoded (PNG, BMP, 16-bit, colour, 1x1, very
+// large, names with spaces, commas and UTF-8), and what stops `pneumo prepare` (missing, empty or
+// half-made trees, an unwritable output). The cases without images are in ../test_bad_input.cpp;
+// README "Bad input" lists the decisions.
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <map>
+#include <opencv2/core.hpp>
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "bad_input_util.hpp"
+#include "opencv/image_tree.hpp"
+#include "pneumo/data.hpp"
+#include "pneumo/error.hpp"
+#include "temp_dir.hpp"
+
+namespace fs = std::filesystem;
+
+namespace pneumo {
+namespace {
+
+using testing::shell_quoted;
+using testing::stopped_with;
+using testing::tagged_image;
+
+constexpr int kSize = 24;
+
+void write_image(const fs::path& path, const cv::Mat& image, const std::vector<int>& params = {}) {
+  fs::create_directories(path.parent_path());
+  ASSERT_TRUE(cv::imwrite(path.string(), image, params)) << path;
+}
+
+// A grey image with texture and noise, so its JPEG has a few kilobytes of compressed data.
+cv::Mat noisy_image(int width, int height, int seed) {
+  cv::Mat m = tagged_image(width, height, 8);
+  cv::Mat noise(height, width, CV_8UC1);
+  cv::RNG(static_cast<uint64_t>(seed)).fill(noise, cv::RNG::UNIFORM, 0, 60);
+  return m + noise;
+}
+
+// The JPEG's entropy-coded data: from after the start-of-scan header to the end-of-image marker.
+std::pair<size_t, size_t> jpeg_scan_data(const std::string& jpeg) {
+  const size_t sos = jpeg.find("\xFF\xDA");
+  const size_t length = (static_cast<uint8_t>(jpeg[sos + 2]) << 8) | static_cast<uint8_t>(jpeg[sos + 3]);
+  return {sos + 2 + length, jpeg.rfind("\xFF\xD9")};
+}
+
+// `count` bytes of the compressed data starting at `at` XORed with 0x5A, leaving the byte
+// stuffing (FF 00) and markers alone: the JPEG keeps its structure but its content is garbled.
+std::string garble_jpeg(std::string jpeg, size_t at, size_t count) {
+  for (size_t i = at; i < at + count && i < jpeg.size(); ++i) {
+    const auto byte = static_cast<uint8_t>(jpeg[i]);
+    if (byte == 0xFF || static_cast<uint8_t>(jpeg[i - 1]) == 0xFF) continue;
+    const auto garbled = static_cast<uint8_t>(byte ^ 0x5A);
+    jpeg[i] = static_cast<char>(garbled == 0xFF ? 0xFE : garbled);
+  }
+  return jpeg;
+}
+
+// The corpus: good and bad files of every kind under train/, a few good ones under test/.
+struct Corpus {
+  testing::TempDir scratch;
+  fs::path tree = fs::path(scratch.path()) / "tree";
+  // File (relative to the tree) -> the word its skip reason must hold.
+  std::map<std::string, std::string> bad;
+  // Good files whose names need care.
+  std::string spaced = "train/NORMAL/with two  spaces.jpeg";
+  std::string unicode = "train/NORMAL/thorax ünïcödé 肺炎.png";
+  std::string comma = "train/NORMAL/comma, and \"quotes\".png";
+
+  Corpus() {
+    const fs::path normal = tree / "train/NORMAL", pneumonia = tree / "train/PNEUMONIA";
+    // Accepted: PNG, BMP, JPEG (baseline with restart markers, progressive), colour, 16-bit, 1x1.
+    write_image(normal / "grey.png", tagged_image(40, 30, 1));
+    write_image(normal / "grey.bmp", tagged_image(33, 21, 2));
+    write_image(normal / "restart-markers.jpeg", noisy_image(90, 70, 1),
+                {cv::IMWRITE_JPEG_RST_INTERVAL, 2});
+    write_image(normal / "progressive.jpeg", noisy_image(90, 70, 2), {cv::IMWRITE_JPEG_PROGRESSIVE, 1});
+    write_image(normal / "colour.png", cv::Mat(50, 60, CV_8UC3, cv::Scalar(10, 100, 200)));
+    cv::Mat colour_noise(64, 48, CV_8UC3);
+    cv::RNG(3).fill(colour_noise, cv::RNG::UNIFORM, 0, 256);
+    write_image(normal / "colour.jpeg", colour_noise);  // 4:2:0 chroma: interleaved MCUs
+    write_image(normal / "sixteen-bit.png", cv::Mat(20, 30, CV_16UC1, cv::Scalar(40000)));
+    write_image(normal / "one-pixel.png", cv::Mat(1, 1, CV_8UC1, cv::Scalar(77)));
+    write_image(tree / spaced, tagged_image(30, 30, 3));
+    write_image(tree / unicode, tagged_image(30, 30, 4));
+    write_image(tree / comma, tagged_image(30, 30, 5));
+    for (int i = 0; i < 3; ++i)
+      write_image(pneumonia / ("person" + std::to_string(i) + "_virus_1.jpeg"), noisy_image(60, 50, 10 + i));
+    write_image(tree / "test/NORMAL/IM-0001-0001.png", tagged_image(30, 30, 6));
+    write_image(tree / "test/PNEUMONIA/person9_virus_1.png", tagged_image(30, 30, 7));
+
+    // Skipped, each with its reason.
+    write_image(normal / "source.jpeg", noisy_image(300, 240, 5));
+    const std::string jpeg = testing::read_file(normal / "source.jpeg");
+    fs::remove(normal / "source.jpeg");
+    testing::write_file(normal / "zero-bytes.jpeg", "");
+    bad["train/NORMAL/zero-bytes.jpeg"] = "empty file";
+    testing::write_file(normal / "truncated.jpeg", jpeg.substr(0, jpeg.size() * 2 / 3));
+    bad["train/NORMAL/truncated.jpeg"] = "truncated JPEG";
+    const auto [begin, end] = jpeg_scan_data(jpeg);
+    testing::write_file(normal / "corrupt.jpeg", garble_jpeg(jpeg, (begin + end) / 2, 64));
+    bad["train/NORMAL/corrupt.jpeg"] = "corrupt JPEG";
+    testing::write_file(normal / "text.jpeg", "this is a text file, not an image\n");
+    bad["train/NORMAL/text.jpeg"] = "not a decodable image";
+    std::string noise(3000, '\0');
+    cv::RNG(4).fill(cv::Mat(1, 3000, CV_8UC1, noise.data()), cv::RNG::UNIFORM, 0, 256);
+    testing::write_file(pneumonia / "random-bytes.png", noise);
+    bad["train/PNEUMONIA/random-bytes.png"] = "not a decodable image";
+    // A PNG whose compressed pixels are damaged: libpng's chunk checksum catches it.
+    write_image(pneumonia / "png-source.png", noisy_image(80, 80, 6));
+    std::string png = testing::read_file(pneumonia / "png-source.png");
+    fs::remove(pneumonia / "png-source.png");
+    for (size_t i = png.size() / 2; i < png.size() / 2 + 8; ++i) png[i] = static_cast<char>(png[i] ^ 0x5A);
+    testing::write_file(pneumonia / "corrupt.png", png);
+    bad["train/PNEUMONIA/corrupt.png"] = "not a decodable image";
+    // A small PNG whose header claims 20000 x 20000 pixels (400 megapixels): refused from the
+    // header, before anything is allocated for it.
+    write_image(pneumonia / "huge-source.png", tagged_image(16, 16, 9));
+    std::string huge = testing::read_file(pneumonia / "huge-source.png");
+    fs::remove(pneumonia / "huge-source.png");
+    const char size_bytes[8] = {0, 0, 0x4E, 0x20, 0, 0, 0x4E, 0x20};  // 20000, big-endian
+    huge.replace(16, 8, size_bytes, 8);
+    testing::write_file(pneumonia / "claims-20000x20000.png", huge);
+    bad["train/PNEUMONIA/claims-20000x20000.png"] = "20000 x 20000";
+    // A line break cannot be a line of <split>_files.txt. (Under test/: predict reads train/.)
+    write_image(tree / "test/NORMAL/line\nbreak.png", tagged_image(30, 30, 8));
+    bad["test/NORMAL/line\nbreak.png"] = "line break";
+  }
+  std::string path(const std::string& relative) const { return (tree / relative).string(); }
+};
+
+// The decoded, squashed pixels pneumo should produce for a file: OpenCV's grey reading of it.
+cv::Mat expected_pixels(const std::string& path) {
+  cv::Mat grey = cv::imread(path, cv::IMREAD_GRAYSCALE), small;
+  cv::resize(grey, small, cv::Size(kSize, kSize), 0, 0, cv::INTER_AREA);
+  return small;
+}
+
+TEST(BadImages, PrepareSkipsEachBadFileByNameAndDecodesEveryGoodOne) {
+  Corpus corpus;
+  testing::TempDir out;
+  PrepareOptions options;
+  options.data_dir = corpus.tree.string();
+  options.out_dir = out.file("cache");
+  options.size = kSize;
+  options.threads = 2;
+  std::ostringstream log;
+  options.log = &log;
+  const PrepareReport report = prepare_cache(options);
+
+  std::map<std::string, std::string> skipped;
+  for (const SkippedFile& s : report.skipped) skipped[s.file] = s.reason;
+  EXPECT_EQ(skipped.size(), corpus.bad.size()) << log.str();
+  for (const auto& [file, word] : corpus.bad) {
+    if (!skipped.count(file)) {
+      ADD_FAILURE() << file << " was not skipped\n" << log.str();
+      continue;
+    }
+    EXPECT_NE(skipped[file].find(word), std::string::npos) << file << ": " << skipped[file];
+    EXPECT_NE(log.str().find("warning: skipped " + file + ": "), std::string::npos) << log.str();
+  }
+
+  const Dataset dataset = load_cache(options.out_dir);
+  const Split& train = dataset.split("train");
+  ASSERT_EQ(train.count(), 14) << "11 NORMAL + 3 PNEUMONIA";
+  std::map<std::string, const uint8_t*> pixels;
+  for (int64_t i = 0; i < train.count(); ++i) pixels[train.files[static_cast<size_t>(i)]] = train.image(i);
+  // Names with spaces, commas, quotes and UTF-8 come through byte for byte (files.txt too).
+  for (const std::string& name : {corpus.spaced, corpus.unicode, corpus.comma}) {
+    EXPECT_TRUE(pixels.count(name)) << name;
+    EXPECT_NE(testing::read_file(fs::path(options.out_dir) / "train_files.txt").find(name + "\n"),
+              std::string::npos);
+  }
+  // Every accepted file holds exactly what OpenCV's grey reading of it gives.
+  for (const auto& [name, image] : pixels) {
+    const cv::Mat want = expected_pixels(corpus.path(name));
+    ASSERT_FALSE(want.empty()) << name;
+    EXPECT_EQ(std::memcmp(image, want.data, kSize * kSize), 0) << name;
+  }
+  // And those values are the documented ones: 16-bit samples keep their high byte (40000 ->
+  // 156, i.e. 40000 / 257 rounded), colour is luma (0.299 R + 0.587 G + 0.114 B), a single
+  // pixel fills the whole image.
+  const uint8_t* sixteen = pixels.at("train/NORMAL/sixteen-bit.png");
+  const uint8_t* colour = pixels.at("train/NORMAL/colour.png");
+  const uint8_t* one = pixels.at("train/NORMAL/one-pixel.png");
+  for (int i = 0; i < kSize * kSize; ++i) {
+    ASSERT_NEAR(sixteen[i], 40000.0 / 257.0, 1.0) << i;
+    ASSERT_NEAR(colour[i], 0.299 * 200 + 0.587 * 100 + 0.114 * 10, 1.0) << i;
+    ASSERT_EQ(one[i], 77) << i;
+  }
+}
+
+TEST(BadImages, GarbledJpegDataIsFoundWhereverItLies) {
+  // Five places in the compressed data, 64 garbled bytes each: all are refused. (A single
+  // flipped bit inside a coefficient's magnitude keeps a valid JPEG and cannot be found.)
+  const cv::Mat image = noisy_image(320, 256, 21);
+  std::vector<uchar> encoded;
+  ASSERT_TRUE(cv::imencode(".jpeg", image, encoded, {cv::IMWRITE_JPEG_QUALITY, 90}));
+  const std::string jpeg(encoded.begin(), encoded.end());
+  const auto [begin, end] = jpeg_scan_data(jpeg);
+  testing::TempDir dir;
+  std::vector<uint8_t> out(kSize * kSize);
+  testing::write_file(dir.file("good.jpeg"), jpeg);
+  ASSERT_EQ(decode_image_file(dir.file("good.jpeg"), kSize, out.data()), "");
+  for (int k = 1; k <= 5; ++k) {
+    const size_t at = begin + (end - begin) * static_cast<size_t>(k) / 6;
+    const std::string path = dir.file("garbled" + std::to_string(k) + ".jpeg");
+    testing::write_file(path, garble_jpeg(jpeg, at, 64));
+    const std::string why = decode_image_file(path, kSize, out.data());
+    EXPECT_NE(why.find("corrupt JPEG"), std::string::npos) << "garbled at byte " << at << ": '" << why << "'";
+  }
+}
+
+TEST(BadImages, AVeryLargeImageIsDecodedInReasonableTime) {
+  // 8000 x 8000 (64 megapixels, under the 100-megapixel limit): decoded and squashed like any
+  // other; the header check of a file claiming more is in the corpus above.
+  testing::TempDir dir;
+  cv::Mat big(8000, 8000, CV_8UC1, cv::Scalar(30));
+  big(cv::Rect(0, 0, 4000, 8000)).setTo(220);  // left half bright
+  const std::string path = dir.file("big.jpeg");
+  write_image(path, big, {cv::IMWRITE_JPEG_QUALITY, 80});
+  std::vector<uint8_t> out(kSize * kSize);
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_EQ(decode_image_file(path, kSize, out.data()), "");
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_LT(seconds, 30.0);
+  EXPECT_NEAR(out[kSize * 5 + 2], 220, 2);
+  EXPECT_NEAR(out[kSize * 5 + kSize - 3], 30, 2);
+}
+
+TEST(BadImages, PrepareAndPredictThroughTheCommandLine) {
+  Corpus corpus;
+  const std::string cache_root = corpus.scratch.file("tree-caches");
+  // prepare: exit 0, each bad file named in a warning.
+  const std::string cache = corpus.scratch.file("cache");
+  testing::PneumoRun run = testing::run_pneumo("prepare --size 24 --data " + shell_quoted(corpus.tree.string()) +
+                                                   " --out " + shell_quoted(cache),
+                                               cache_root);
+  EXPECT_TRUE(stopped_with(run, 0, {"skipped " + std::to_string(corpus.bad.size()) + " unreadable files"}));
+  for (const auto& [file, word] : corpus.bad)
+    EXPECT_NE(run.output.find("warning: skipped " + file + ": "), std::string::npos) << file << "\n" << run.output;
+
+  // predict on the folder: the readable images get a row, the others a warning; exit 3.
+  const std::string model = corpus.scratch.file("model.safetensors");
+  save_checkpoint(model, testing::untrained_checkpoint(kSize));
+  run = testing::run_pneumo("predict --csv --device cpu --model " + shell_quoted(model) + " " +
+                                shell_quoted(corpus.path("train")),
+                            cache_root);
+  EXPECT_TRUE(stopped_with(run, 3, {}));
+  for (const auto& [file, word] : corpus.bad) {
+    if (file.rfind("train/", 0) != 0) continue;
+    EXPECT_NE(run.output.find("warning: skipping " + corpus.path(file) + ": "), std::string::npos)
+        << file << "\n" << run.output;
+  }
+  // Parse the CSV rows (RFC 4180 quoting) and find the awkward names among them, exactly.
+  std::map<std::string, std::string> rows;
+  std::istringstream lines(run.output);
+  for (std::string line; std::getline(lines, line);) {
+    // Rows end in the label; warnings (pneumo's, libpng's) are mixed in from stderr.
+    const bool row = (line.size() > 7 && line.compare(line.size() - 7, 7, ",NORMAL") == 0) ||
+                     (line.size() > 10 && line.compare(line.size() - 10, 10, ",PNEUMONIA") == 0);
+    if (!row) continue;
+    std::string path;
+    size_t i = 0;
+    if (!line.empty() && line[0] == '"') {
+      for (i = 1; i < line.size(); ++i) {
+        if (line[i] == '"' && i + 1 < line.size() && line[i + 1] == '"') {
+          path += '"';
+          ++i;
+        } else if (line[i] == '"') {
+          break;
+        } else {
+          path += line[i];
+        }
+      }
+      ++i;
+    } else {
+      i = line.find(',');
+      path = line.substr(0, i);
+    }
+    ASSERT_LT(i, line.size()) << line;
+    ASSERT_EQ(line[i], ',') << line;
+    rows[path] = line.substr(i + 1);
+  }
+  EXPECT_EQ(rows.size(), 14u) << run.output;
+  for (const std::string& name : {corpus.spaced, corpus.unicode, corpus.comma}) {
+    ASSERT_TRUE(rows.count(corpus.path(name))) << name << "\n" << run.output;
+    const std::string& rest = rows[corpus.path(name)];
+    const double p = std::stod(rest.substr(0, rest.find(',')));
+    EXPECT_TRUE(p >= 0.0 && p <= 1.0) << rest;
+  }
+
+  // train on the tree: the bad files are skipped with warnings and the run completes.
+  run = testing::run_pneumo("train --size 24 --epochs 1 --batch 4 --device cpu --threads 1 --data " +
+                                shell_quoted(corpus.tree.string()) + " --out " +
+                                shell_quoted(corpus.scratch.file("run")),
+                            cache_root);
+  EXPECT_TRUE(stopped_with(run, 0, {"warning: skipped train/NORMAL/corrupt.jpeg"}));
+}
+
+TEST(BadImages, PrepareStopsOnMissingEmptyOrHalfMadeTreesAndUnwritableOutputs) {
+  testing::TempDir dir;
+  const std::string cache_root = dir.file("tree-caches");
+  auto prepare = [&](const std::string& data, const std::string& out) {
+    return testing::run_pneumo("prepare --size 24 --data " + shell_quoted(data) + " --out " + shell_quoted(out),
+                               cache_root);
+  };
+  const std::string missing = dir.file("no such tree");
+  EXPECT_TRUE(stopped_with(prepare(missing, dir.file("c1")), 1, {missing, "does not exist"}));
+
+  const std::string empty = dir.file("empty");
+  fs::create_directories(empty);
+  EXPECT_TRUE(stopped_with(prepare(empty, dir.file("c2")), 1, {empty, "not an image tree"}));
+
+  // Class folders present but no image in any of them.
+  const std::string no_images = dir.file("no-images");
+  fs::create_directories(no_images + "/train/NORMAL");
+  fs::create_directories(no_images + "/train/PNEUMONIA");
+  testing::write_file(no_images + "/train/NORMAL/notes.txt", "not an image");
+  EXPECT_TRUE(stopped_with(prepare(no_images, dir.file("c3")), 1, {no_images, "no image file"}));
+
+  const std::string half = dir.file("half");
+  write_image(half + "/train/NORMAL/IM-0001-0001.png", tagged_image(30, 30, 1));
+  write_image(half + "/test/NORMAL/IM-0002-0001.png", tagged_image(30, 30, 2));
+  write_image(half + "/test/PNEUMONIA/person1_virus_1.png", tagged_image(30, 30, 3));
+  EXPECT_TRUE(stopped_with(prepare(half, dir.file("c4")), 1, {half + "/train/PNEUMONIA is missing"}));
+  EXPECT_FALSE(fs::exists(dir.file("c4")));
+
+  // An output below a regular file can never be created, whoever runs the test.
+  const std::string file = dir.file("file.txt");
+  testing::write_file(file, "a file");
+  const std::string good = dir.file("good");
+  write_image(good + "/train/NORMAL/IM-0001-0001.png", tagged_image(30, 30, 1));
+  write_image(good + "/train/PNEUMONIA/person1_virus_1.png", tagged_image(30, 30, 3));
+  EXPECT_TRUE(stopped_with(prepare(good, file + "/cache"), 1, {file}));
+  EXPECT_EQ(testing::read_file(file), "a file");
+}
+
+TEST(BadImages, PrepareIntoAReadOnlyFolderStops) {
+  // Permission bits do not stop root; the file-as-folder case above covers root too.
+  if (::geteuid() == 0) GTEST_SKIP() << "running as root: a read-only folder is writable to root";
+  Corpus corpus;
+  const std::string locked = corpus.scratch.file("locked");
+  fs::create_directories(locked);
+  ::chmod(locked.c_str(), 0500);
+  const testing::PneumoRun run = testing::run_pneumo(
+      "prepare --size 24 --data " + shell_quoted(corpus.tree.string()) + " --out " +
+          shell_quoted(locked + "/cache"),
+      corpus.scratch.file("tree-caches"));
+  ::chmod(locked.c_str(), 0700);
+  EXPECT_TRUE(stopped_with(run, 1, {locked}));
+}
+
+}  // namespace
+}  // namespace pneumo

@@ -1,0 +1,303 @@
+// Bad input that needs no image decoding, through the `pneumo` binary: flag values out of range
+// (exit 2), missing, empty and half-made data folders, unwritable outputs, damaged and foreign
+// caches and checkpoints (exit 1), each refused with a message naming the value or the file, and
+// never a crash or a hang. The image cases are in opencv/test_bad_input.cpp; README "Bad input"
+// lists the decisions.
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "bad_input_util.hpp"
+#include "pneumo/checkpoint.hpp"
+#include "pneumo/npy.hpp"
+#include "pneumo/safetensors.hpp"
+#include "temp_dir.hpp"
+
+namespace fs = std::filesystem;
+
+namespace pneumo {
+namespace {
+
+using testing::shell_quoted;
+using testing::run_pneumo;
+using testing::stopped_with;
+
+constexpr int kSize = 24;  // small images and a small network: every run takes a moment
+
+// A scratch folder with a good cache (train 12, test 6 images) and a good untrained model for it.
+struct Fixture {
+  testing::TempDir dir;
+  std::string cache = dir.file("cache");
+  std::string model = dir.file("model.safetensors");
+  std::string cache_root = dir.file("tree-caches");
+  int runs = 0;
+
+  Fixture() {
+    testing::write_cache(cache, kSize, {{"train", testing::alternating_labels(12)},
+                                        {"test", testing::alternating_labels(6)}});
+    save_checkpoint(model, testing::untrained_checkpoint(kSize));
+  }
+  testing::PneumoRun run(const std::string& args) { return run_pneumo(args, cache_root); }
+  // A fresh run directory for each `pneumo train`.
+  std::string new_out() { return dir.file("run" + std::to_string(runs++)); }
+  std::string train_args(const std::string& data) {
+    return "train --data " + shell_quoted(data) + " --out " + shell_quoted(new_out()) +
+           " --size 24 --epochs 1 --device cpu --threads 1";
+  }
+  std::string evaluate_args(const std::string& model_path, const std::string& data) {
+    return "evaluate --model " + shell_quoted(model_path) + " --data " + shell_quoted(data) +
+           " --split test --device cpu";
+  }
+  // A copy of the good cache, to damage.
+  std::string cache_copy(const std::string& name) {
+    const std::string copy = dir.file(name);
+    fs::copy(cache, copy, fs::copy_options::recursive);
+    return copy;
+  }
+};
+
+TEST(BadInput, FlagValuesOutOfRangeAreBadUsage) {
+  Fixture f;
+  // The same commands with good values succeed, so each refusal below is the flag's doing.
+  ASSERT_TRUE(stopped_with(f.run(f.evaluate_args(f.model, f.cache)), 0, {"ROC AUC"}));
+  struct Case {
+    std::string args;
+    std::vector<std::string> message;
+  };
+  const std::string train = f.train_args(f.cache);
+  const std::string evaluate = f.evaluate_args(f.model, f.cache);
+  const std::string predict = "predict --device cpu --model " + shell_quoted(f.model) + " " + shell_quoted(f.cache);
+  const std::vector<Case> cases = {
+      {train + " --epochs 0", {"--epochs", "got 0"}},
+      {train + " --epochs -1", {"--epochs", "got -1"}},
+      {train + " --batch 0", {"--batch", "got 0"}},
+      {train + " --batch -3", {"--batch", "got -3"}},
+      {train + " --device quantum", {"unknown device 'quantum'"}},
+      {train + " --lr -1", {"--lr", "got -1"}},
+      {train + " --val-split 1.5", {"--val-split", "1.5"}},
+      {evaluate + " --device quantum", {"unknown device 'quantum'"}},
+      {evaluate + " --batch 0", {"--batch", "got 0"}},
+      {evaluate + " --threshold -0.1", {"--threshold", "'-0.1'"}},
+      {evaluate + " --threshold 1.5", {"--threshold", "'1.5'"}},
+      {evaluate + " --threshold nan", {"--threshold", "'nan'"}},
+      {evaluate + " --threshold abc", {"--threshold", "'abc'"}},
+      {predict + " --device quantum", {"unknown device 'quantum'"}},
+      {predict + " --threshold -0.1", {"--threshold", "'-0.1'"}},
+      {predict + " --threshold 1.5", {"--threshold", "'1.5'"}},
+      {predict + " --threshold nan", {"--threshold", "'nan'"}},
+      {predict + " --threshold abc", {"--threshold", "'abc'"}},
+      {"prepare --data " + shell_quoted(f.cache) + " --out " + shell_quoted(f.dir.file("c")) + " --size 0",
+       {"--size", "got 0"}},
+  };
+  for (const Case& c : cases) {
+    const testing::PneumoRun run = f.run(c.args);
+    EXPECT_TRUE(stopped_with(run, 2, {}));
+    for (const std::string& part : c.message)
+      EXPECT_NE(run.output.find(part), std::string::npos)
+          << c.args << ": the message does not mention '" << part << "':\n" << run.output;
+  }
+}
+
+TEST(BadInput, MissingEmptyAndHalfMadeDataFoldersStopTheRun) {
+  Fixture f;
+  const std::string missing = f.dir.file("no such folder");
+  EXPECT_TRUE(stopped_with(f.run(f.train_args(missing)), 1, {missing, "does not exist"}));
+  EXPECT_TRUE(stopped_with(f.run(f.evaluate_args(f.model, missing)), 1, {missing, "does not exist"}));
+
+  const std::string empty = f.dir.file("empty");
+  fs::create_directories(empty);
+  EXPECT_TRUE(stopped_with(f.run(f.train_args(empty)), 1, {empty, "neither a pneumo cache"}));
+
+  // A split folder with one class folder and not the other: stop, naming the missing folder.
+  const std::string half = f.dir.file("half");
+  testing::write_file(half + "/train/PNEUMONIA/person1_virus_1.jpeg", "not decoded: the check comes first");
+  fs::create_directories(half + "/test/NORMAL");
+  fs::create_directories(half + "/test/PNEUMONIA");
+  const testing::PneumoRun run = f.run(f.train_args(half));
+  EXPECT_TRUE(stopped_with(run, 1, {half + "/train/NORMAL is missing"}));
+  EXPECT_FALSE(fs::exists(f.cache_root)) << "nothing may be prepared from a half-made tree";
+}
+
+TEST(BadInput, TrainingImagesOfOneClassOnlyStopTheRun) {
+  Fixture f;
+  const std::string one_class = f.dir.file("pneumonia-only");
+  testing::write_cache(one_class, kSize, {{"train", std::vector<uint8_t>(10, 1)},
+                                          {"test", testing::alternating_labels(4)}});
+  EXPECT_TRUE(stopped_with(f.run(f.train_args(one_class)), 1,
+                           {one_class, "no NORMAL image", "(0 NORMAL + "}));
+}
+
+TEST(BadInput, UnwritableOutputsStopTheRun) {
+  Fixture f;
+  // A path below a regular file can never be created, whoever runs the test.
+  const std::string file = f.dir.file("file.txt");
+  testing::write_file(file, "a file, not a folder");
+  EXPECT_TRUE(stopped_with(
+      f.run("train --data " + shell_quoted(f.cache) + " --out " + shell_quoted(file + "/run") +
+            " --size 24 --epochs 1 --device cpu --threads 1"),
+      1, {"run directory", file + "/run"}));
+  EXPECT_TRUE(stopped_with(f.run(f.evaluate_args(f.model, f.cache) + " --json " +
+                                 shell_quoted(file + "/metrics.json")),
+                           1, {"cannot write", file + "/metrics.json"}));
+  EXPECT_EQ(testing::read_text(file), "a file, not a folder");
+}
+
+TEST(BadInput, AReadOnlyOutputFolderStopsTheRun) {
+  // Permission bits do not stop root; the file-as-folder case above covers root too.
+  if (::geteuid() == 0) GTEST_SKIP() << "running as root: a read-only folder is writable to root";
+  Fixture f;
+  const std::string locked = f.dir.file("locked");
+  fs::create_directories(locked);
+  ::chmod(locked.c_str(), 0500);
+  const testing::PneumoRun run =
+      f.run("train --data " + shell_quoted(f.cache) + " --out " + shell_quoted(locked + "/run") +
+            " --size 24 --epochs 1 --device cpu --threads 1");
+  ::chmod(locked.c_str(), 0700);
+  EXPECT_TRUE(stopped_with(run, 1, {"run directory", locked + "/run"}));
+}
+
+TEST(BadInput, DamagedAndForeignCachesAreRefusedNamingTheFile) {
+  Fixture f;
+  ASSERT_TRUE(stopped_with(f.run(f.evaluate_args(f.model, f.cache)), 0, {"ROC AUC"}));
+  auto evaluate = [&](const std::string& cache) { return f.run(f.evaluate_args(f.model, cache)); };
+
+  std::string c = f.cache_copy("no-meta");
+  fs::remove(c + "/meta.json");
+  EXPECT_TRUE(stopped_with(evaluate(c), 1, {c, "no meta.json"}));
+
+  c = f.cache_copy("garbage-meta");
+  testing::write_file(c + "/meta.json", "\x89PNG garbage {{{");
+  EXPECT_TRUE(stopped_with(evaluate(c), 1, {c + "/meta.json", "not valid JSON"}));
+
+  c = f.cache_copy("foreign-meta");
+  testing::write_file(c + "/meta.json", R"({"format": "someone-elses-dataset", "version": 3})");
+  EXPECT_TRUE(stopped_with(evaluate(c), 1, {c + "/meta.json", "not a pneumo cache"}));
+
+  c = f.cache_copy("truncated-images");
+  {
+    const std::string bytes = testing::read_text(c + "/test_images.npy");
+    testing::write_file(c + "/test_images.npy", bytes.substr(0, bytes.size() - 100));
+  }
+  EXPECT_TRUE(stopped_with(evaluate(c), 1, {c + "/test_images.npy"}));
+
+  c = f.cache_copy("float-images");
+  {
+    std::vector<float> values(6 * kSize * kSize, 0.5f);
+    write_npy(c + "/test_images.npy", NpyType::Float32, {6, kSize, kSize}, values.data());
+  }
+  EXPECT_TRUE(stopped_with(evaluate(c), 1, {c + "/test_images.npy", "expected uint8", "<f4"}));
+
+  c = f.cache_copy("wrong-shape");
+  {
+    std::vector<uint8_t> values(6 * 20 * 20, 9);
+    write_npy(c + "/test_images.npy", NpyType::UInt8, {6, 20, 20}, values.data());
+  }
+  EXPECT_TRUE(stopped_with(evaluate(c), 1, {c + "/test_images.npy", "(6, 20, 20)"}));
+
+  c = f.cache_copy("short-labels");
+  {
+    const uint8_t labels[5] = {0, 1, 0, 1, 0};
+    write_npy(c + "/test_labels.npy", NpyType::UInt8, {5}, labels);
+  }
+  EXPECT_TRUE(stopped_with(evaluate(c), 1, {c + "/test_labels.npy", "(5,)"}));
+
+  c = f.cache_copy("bad-label");
+  {
+    const uint8_t labels[6] = {0, 1, 0, 7, 0, 1};
+    write_npy(c + "/test_labels.npy", NpyType::UInt8, {6}, labels);
+  }
+  EXPECT_TRUE(stopped_with(evaluate(c), 1, {c + "/test_labels.npy", "label 7"}));
+
+  c = f.cache_copy("short-file-list");
+  testing::write_file(c + "/test_files.txt", "test/NORMAL/IM-1000-0001.jpeg\n");
+  EXPECT_TRUE(stopped_with(evaluate(c), 1, {c + "/test_files.txt", "1 lines"}));
+
+  // A good cache of another size than the model's input.
+  const std::string other_size = f.dir.file("cache-32");
+  testing::write_cache(other_size, 32, {{"test", testing::alternating_labels(4)}});
+  EXPECT_TRUE(stopped_with(evaluate(other_size), 1, {other_size, "32x32", "size 24"}));
+
+  // Damage reaches `train` the same way.
+  c = f.cache_copy("garbage-meta-train");
+  testing::write_file(c + "/meta.json", "{\"format\": ");
+  EXPECT_TRUE(stopped_with(f.run(f.train_args(c)), 1, {c + "/meta.json", "not valid JSON"}));
+}
+
+TEST(BadInput, TruncatedCorruptAndForeignCheckpointsAreRefusedNamingTheFile) {
+  Fixture f;
+  const std::string good = testing::read_text(f.model);
+  ASSERT_TRUE(stopped_with(f.run(f.evaluate_args(f.model, f.cache)), 0, {"ROC AUC"}));
+
+  struct Bad {
+    std::string name;
+    std::vector<std::string> message;
+  };
+  std::vector<Bad> bad;
+
+  const std::string truncated = f.dir.file("truncated.safetensors");
+  testing::write_file(truncated, good.substr(0, good.size() / 2));
+  bad.push_back({truncated, {}});
+
+  // Bytes flipped in the middle of the file: inside the weights, where only the checksum sees it.
+  const std::string corrupt = f.dir.file("corrupt.safetensors");
+  {
+    std::string bytes = good;
+    for (size_t i = bytes.size() / 2; i < bytes.size() / 2 + 16; ++i)
+      bytes[i] = static_cast<char>(bytes[i] ^ 0x5A);
+    testing::write_file(corrupt, bytes);
+  }
+  bad.push_back({corrupt, {"corrupt", "CRC-32"}});
+
+  // A valid safetensors file of some other model, without pneumo's metadata.
+  const std::string foreign = f.dir.file("other-model.safetensors");
+  {
+    SafetensorsWriter writer;
+    std::vector<float> weights(8 * 3, 0.25f);
+    writer.add_f32("encoder.layers.0.weight", {8, 3}, weights.data());
+    writer.set_metadata("format", "pt");
+    writer.write(foreign);
+  }
+  bad.push_back({foreign, {"not a pneumo checkpoint"}});
+
+  // pneumo's metadata, but other tensor names, or other shapes.
+  const std::string renamed = f.dir.file("renamed.safetensors");
+  const std::string reshaped = f.dir.file("reshaped.safetensors");
+  {
+    CheckpointData data = testing::untrained_checkpoint(kSize);
+    for (NamedTensor& t : data.tensors)
+      if (t.name == "conv1.weight") t.name = "features.0.weight";
+    save_checkpoint(renamed, data);
+    data = testing::untrained_checkpoint(kSize);
+    for (NamedTensor& t : data.tensors)
+      if (t.name == "conv1.weight") {
+        t.shape = {16, 1, 3, 3};
+        t.values.resize(16 * 9);
+      }
+    save_checkpoint(reshaped, data);
+  }
+  bad.push_back({renamed, {"no tensor conv1.weight"}});
+  bad.push_back({reshaped, {"conv1.weight", "(16, 1, 3, 3)", "(32, 1, 3, 3)"}});
+
+  for (const Bad& b : bad) {
+    SCOPED_TRACE(b.name);
+    for (const std::string& args :
+         {f.evaluate_args(b.name, f.cache),
+          "predict --device cpu --model " + shell_quoted(b.name) + " " + shell_quoted(f.cache),
+          "train --resume " + shell_quoted(b.name) + " --data " + shell_quoted(f.cache) + " --out " +
+              shell_quoted(f.new_out()) + " --size 24 --epochs 2 --device cpu --threads 1"}) {
+      const testing::PneumoRun run = f.run(args);
+      EXPECT_TRUE(stopped_with(run, 1, {b.name}));
+      for (const std::string& part : b.message)
+        EXPECT_NE(run.output.find(part), std::string::npos)
+            << args << ": the message does not mention '" << part << "':\n" << run.output;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace pneumo
