@@ -224,6 +224,51 @@ TEST(Checkpoint, TruncatedForeignAndNewerFilesAreRefused) {
   EXPECT_THROW(load_checkpoint(dir.file("int.safetensors")), Error);
 }
 
+// Metadata JSON nested deeper than a real checkpoint's is refused with the file and field named:
+// a callback state of 200,000 nested arrays (400 KB) used to load, then crashed
+// `pneumo train --resume` with a stack overflow when the callbacks printed it in their error.
+TEST(Checkpoint, DeeplyNestedMetadataJsonIsRefused) {
+  TempDir dir;
+  const std::string path = dir.file("model.safetensors");
+  save_checkpoint(path, toy_checkpoint());
+  const SafetensorsFile original = SafetensorsFile::read(path);
+  auto with = [&](const std::string& key, const std::string& value) {
+    SafetensorsWriter writer;
+    for (const auto& entry : original.tensors())
+      writer.add_f32(entry.name, entry.shape, original.to_f32(entry.name).data());
+    for (const auto& [k, v] : original.metadata()) writer.set_metadata(k, v);
+    writer.set_metadata(key, value);
+    const std::string edited = dir.file("nested.safetensors");
+    writer.write(edited);
+    return edited;
+  };
+  auto nested = [](int depth) { return std::string(depth, '[') + std::string(depth, ']'); };
+
+  for (const char* key : {"callback_state", "config", "classes"}) {
+    for (int depth : {65, 200000}) {
+      const std::string edited = with(key, nested(depth));
+      try {
+        read_checkpoint_metadata(edited);
+        ADD_FAILURE() << key << " nested " << depth << " deep was accepted";
+      } catch (const Error& e) {
+        const std::string what = e.what();
+        EXPECT_NE(what.find(edited), std::string::npos) << what;
+        EXPECT_NE(what.find(key), std::string::npos) << what;
+        EXPECT_NE(what.find("deeper than 64"), std::string::npos) << what;
+      }
+      EXPECT_THROW(load_checkpoint(edited), Error);
+    }
+  }
+  // 64 levels are still fine (objects and arrays alike).
+  std::string objects;
+  for (int i = 0; i < 63; ++i) objects += "{\"a\":";
+  objects += "[1]" + std::string(63, '}');
+  const CheckpointMetadata ok = read_checkpoint_metadata(with("callback_state", objects));
+  EXPECT_TRUE(ok.callback_state.is_object());
+  EXPECT_EQ(load_checkpoint(with("config", nested(64))).metadata.config,
+            nlohmann::json::parse(nested(64)));
+}
+
 TEST(Checkpoint, SaveRefusesInconsistentDataAndKeepsTheOldFile) {
   TempDir dir;
   std::string path = dir.file("last.safetensors");

@@ -93,6 +93,30 @@ TEST(Npy, ParsesHandWrittenHeaders) {
   EXPECT_EQ(a.shape, (std::vector<int64_t>{2, 3}));
 }
 
+// The in-memory entry point (read_npy is built on it, the fuzz target calls it): the data section
+// comes back without the header, and refusals name what the caller called the buffer.
+TEST(Npy, ParsesFromMemory) {
+  const std::string file =
+      npy_file("{'descr': '<i4', 'fortran_order': False, 'shape': (2,), }", 0) +
+      std::string("\x01\x00\x00\x00\xff\xff\xff\xff", 8);
+  const NpyArray a = npy_from_bytes(std::vector<uint8_t>(file.begin(), file.end()), "in memory");
+  EXPECT_EQ(a.type, NpyType::Int32);
+  EXPECT_EQ(a.shape, (std::vector<int64_t>{2}));
+  ASSERT_EQ(a.bytes.size(), 8u);
+  int32_t values[2];
+  std::memcpy(values, a.bytes.data(), sizeof(values));
+  EXPECT_EQ(values[0], 1);
+  EXPECT_EQ(values[1], -1);
+  try {
+    npy_from_bytes(std::vector<uint8_t>(file.begin(), file.end() - 1), "in memory");
+    ADD_FAILURE() << "accepted an array one byte short";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("in memory"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("truncated"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(npy_from_bytes({}, "empty"), Error);
+}
+
 TEST(Npy, RefusesMalformedFiles) {
   const std::string good = "{'descr': '|u1', 'fortran_order': False, 'shape': (2, 3), }";
   expect_refused("", "bad magic");

@@ -3,10 +3,12 @@
 // pneumo::Error, random corruption never escaping as anything else, and the atomic writer.
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <random>
 
 #include "pneumo/atomic_file.hpp"
@@ -231,6 +233,45 @@ TEST(Safetensors, MalformedFilesAreRefusedClearly) {
     truncated.resize(truncated.size() - 5);
     expect_refused(truncated, "run past the end of the data section");
   }
+}
+
+// Nesting a million levels deep is refused at the fourth, without recursion.
+TEST(Safetensors, DeepNestingIsRefusedEarly) {
+  const std::string deep = "{\"a\":" + std::string(1000000, '[') + std::string(1000000, ']') + "}";
+  expect_refused(make_image(deep, 0), "deeper");
+}
+
+// Seconds to parse a header of `count` one-byte tensors and look every one up by name, as a
+// checkpoint loader does.
+double parse_and_look_up_seconds(int count) {
+  std::string header = "{";
+  for (int i = 0; i < count; ++i)
+    header += (i ? "," : "") + entry("t" + std::to_string(i), "U8", "[1]", i, i + 1);
+  header += "}";
+  const std::vector<uint8_t> image = make_image(header, static_cast<size_t>(count));
+  const auto start = std::chrono::steady_clock::now();
+  const SafetensorsFile file = SafetensorsFile::from_bytes(image, "many");
+  EXPECT_EQ(file.tensors().size(), static_cast<size_t>(count));
+  for (int i = 0; i < count; ++i) {
+    const std::string name = "t" + std::to_string(i);
+    EXPECT_EQ(file.to_u8(name), std::vector<uint8_t>{0x11}) << name;
+    EXPECT_EQ(file.entry(name).begin, static_cast<uint64_t>(i)) << name;
+  }
+  EXPECT_EQ(file.find("t" + std::to_string(count)), nullptr);
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+// Cost linear in the number of tensors. Before, nlohmann's parse callback and a linear find()
+// made both quadratic: a 2.3 MB header of 40,000 entries took over 5 minutes to load (on a loaded
+// 2-core machine), so a small hostile file could stall any loader. Eight times the entries should
+// cost about eight times as long, not 64; load on a shared machine can skew one timing, so only a
+// ratio far above linear together with a slow large run counts as a failure.
+TEST(Safetensors, ManyTensorsCostLinearTime) {
+  const double small = parse_and_look_up_seconds(10000);
+  const double large = parse_and_look_up_seconds(80000);
+  EXPECT_FALSE(large > 25 * small && large > 5.0)
+      << "10,000 tensors took " << small << " s, 80,000 took " << large << " s";
+  std::cout << "10,000 tensors: " << small << " s, 80,000: " << large << " s\n";
 }
 
 TEST(Safetensors, OffsetsInAnyHeaderOrderAreFine) {

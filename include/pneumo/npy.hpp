@@ -38,6 +38,11 @@ struct NpyArray {
   std::string shape_string() const;  // "(5216, 150, 150)"
 };
 
+// Parses a whole .npy file held in memory; `what` names it in errors. Takes the buffer over and
+// keeps only its data section, so the elements are never copied a second time. read_npy is this
+// on top of the file's bytes; the fuzz target (tests/fuzz/fuzz_npy.cpp) calls it directly.
+NpyArray npy_from_bytes(std::vector<uint8_t> file_bytes, const std::string& what);
+
 NpyArray read_npy(const std::string& path);
 
 // Writes `data` (numel(shape) elements of `type`, C order) as a format-1.0 .npy file. The file is

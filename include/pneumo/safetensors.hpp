@@ -42,10 +42,8 @@ struct SafetensorsHeader {
 // non-negative integers or whose element or byte count overflows 64 bits, data_offsets that are
 // reversed, run past the end, overlap, leave gaps or do not cover the data section exactly (as the
 // reference implementation requires), byte counts that disagree with dtype x shape, and metadata
-// that is not an object of strings. It never reads outside [data, data + size), which makes it the
-// entry point for a libFuzzer target:
-//   extern "C" int LLVMFuzzerTestOneInput(const uint8_t* d, size_t n) {
-//     try { pneumo::parse_safetensors(d, n); } catch (const pneumo::Error&) {} return 0; }
+// that is not an object of strings. It never reads outside [data, data + size), and its cost is
+// linear in the header's size; the libFuzzer target tests/fuzz/fuzz_safetensors.cpp calls it.
 SafetensorsHeader parse_safetensors(const uint8_t* data, size_t size,
                                     const std::string& source = "safetensors buffer");
 
@@ -74,6 +72,9 @@ class SafetensorsFile {
   std::vector<uint8_t> bytes_;
   std::string source_;
   SafetensorsHeader header_;
+  // name -> position in header_.tensors: a loader looks up every tensor by name, and a linear
+  // search would make that quadratic in the tensor count a (hostile) header may choose.
+  std::map<std::string, size_t> index_;
 };
 
 // Collects tensors (copied) and metadata, then serialises them: tensors in the order added,

@@ -12,6 +12,7 @@
 #include <memory>
 #include <sstream>
 
+#include "pneumo/atomic_file.hpp"
 #include "pneumo/error.hpp"
 
 namespace pneumo {
@@ -241,33 +242,21 @@ NpyHeader parse_npy_header(const uint8_t* bytes, size_t available, uint64_t file
   return header;
 }
 
-NpyArray read_npy(const std::string& path) {
-  File file(std::fopen(path.c_str(), "rb"));
-  if (!file) throw Error(path + ": cannot open: " + std::strerror(errno));
-  if (std::fseek(file.get(), 0, SEEK_END) != 0)
-    throw Error(path + ": cannot seek: " + std::strerror(errno));
-  const long end = std::ftell(file.get());
-  if (end < 0) throw Error(path + ": cannot tell its size: " + std::strerror(errno));
-  std::rewind(file.get());
-  const uint64_t file_size = static_cast<uint64_t>(end);
-
-  std::vector<uint8_t> head(static_cast<size_t>(
-      std::min<uint64_t>(file_size, kMaxHeaderLength + 12)));
-  if (std::fread(head.data(), 1, head.size(), file.get()) != head.size())
-    throw Error(path + ": read error in the .npy header");
-  const NpyHeader header = parse_npy_header(head.data(), head.size(), file_size, path);
-
+NpyArray npy_from_bytes(std::vector<uint8_t> file_bytes, const std::string& what) {
+  const NpyHeader header =
+      parse_npy_header(file_bytes.data(), file_bytes.size(), file_bytes.size(), what);
   NpyArray array;
   array.type = header.type;
   array.shape = header.shape;
-  array.bytes.resize(header.data_bytes);
-  if (std::fseek(file.get(), static_cast<long>(header.data_offset), SEEK_SET) != 0)
-    throw Error(path + ": cannot seek to the .npy data");
-  if (header.data_bytes > 0 &&
-      std::fread(array.bytes.data(), 1, header.data_bytes, file.get()) != header.data_bytes)
-    throw Error(detail::concat(path, ": short read of ", header.data_bytes, " .npy data bytes"));
+  // The header is at most 64 KiB: sliding the data down costs far less than reading it did, and
+  // needs no second buffer the size of the array.
+  file_bytes.erase(file_bytes.begin(),
+                   file_bytes.begin() + static_cast<std::ptrdiff_t>(header.data_offset));
+  array.bytes = std::move(file_bytes);
   return array;
 }
+
+NpyArray read_npy(const std::string& path) { return npy_from_bytes(read_file_bytes(path), path); }
 
 void write_npy(const std::string& path, NpyType type, const std::vector<int64_t>& shape,
                const void* data) {

@@ -47,6 +47,12 @@ std::string dims_string(const std::vector<int64_t>& dims) {
   return text + ")";
 }
 
+// JSON in metadata values (callback state, configuration) is a few levels deep. A hostile file
+// could nest a value 100,000 levels deep in a few hundred kilobytes: nlohmann parses that without
+// recursion, but copying or printing it later (dump(), the copy constructor) recurses once per
+// level and overflows the stack, so such values are refused here, where the file is named.
+constexpr int kMaxMetadataJsonDepth = 64;
+
 // Reads typed fields out of the string metadata, naming the file and key on any problem.
 class MetadataReader {
  public:
@@ -61,8 +67,17 @@ class MetadataReader {
   }
   bool has(const char* key) const { return metadata_.count(key) > 0; }
   json value(const char* key) const {
+    // nlohmann reports the depth of the enclosing value: 0 for the outermost object or array.
+    auto limit_depth = [&](int depth, json::parse_event_t event, json&) {
+      if ((event == json::parse_event_t::object_start ||
+           event == json::parse_event_t::array_start) &&
+          depth >= kMaxMetadataJsonDepth)
+        throw Error(detail::concat("checkpoint ", path_, ": metadata field '", key,
+                                   "' nests JSON deeper than ", kMaxMetadataJsonDepth, " levels"));
+      return true;
+    };
     try {
-      return json::parse(text(key));
+      return json::parse(text(key), limit_depth);
     } catch (const json::exception&) {
       throw Error(detail::concat("checkpoint ", path_, ": metadata field '", key,
                                  "' is not valid JSON: ", text(key).substr(0, 60)));
