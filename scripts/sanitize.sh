@@ -11,8 +11,7 @@ build=${ASAN_BUILD_DIR:-build-asan}
 # Release, like the normal build: the optimised code that ships is the code checked (and the suite
 # runs in bearable time). Reports name functions; for file:line frames configure the folder with
 # -DCMAKE_BUILD_TYPE=RelWithDebInfo by hand.
-cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DPNEUMO_SANITIZE=ON \
-  -DPNEUMO_BUILD_BENCHMARKS=OFF
+cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DPNEUMO_SANITIZE=ON
 cmake --build "$build" --parallel "$(nproc)"
 
 # halt_on_error / -fno-sanitize-recover: the first report ends the process with a non-zero status.
