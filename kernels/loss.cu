@@ -31,7 +31,7 @@ __global__ void sigmoid_bce_kernel(const float* logits, const float* labels, con
 }
 
 __global__ void mark_nonfinite_kernel(const float* value, float* marker, float step_plus_one) {
-  if (!isfinite(value[0]) && marker[0] == 0.0f) marker[0] = step_plus_one;
+  marker[0] = pneumo::nonfinite_marker(value[0], marker[0], step_plus_one);
 }
 
 }  // namespace

@@ -54,6 +54,21 @@ PNEUMO_HD void rmsprop_update(float& param, float& mean_square, float grad, floa
   param -= lr * grad / (sqrtf(mean_square) + eps);
 }
 
+// ---- Non-finite marker ----------------------------------------------------------------------
+PNEUMO_HD bool is_finite(float x) {
+#ifdef __CUDA_ARCH__
+  return isfinite(x);
+#else
+  return std::isfinite(x);
+#endif
+}
+
+// New value of the marker after a step whose loss is `value`: it holds 0 until the first step with
+// a NaN or infinite loss, then that step + 1, and keeps it whatever follows.
+PNEUMO_HD float nonfinite_marker(float value, float marker, float step_plus_one) {
+  return marker == 0.0f && !is_finite(value) ? step_plus_one : marker;
+}
+
 // ---- Batch-norm per element -----------------------------------------------------------------
 PNEUMO_HD float batchnorm_apply(float x, float mean, float inv_std, float gamma, float beta) {
   return gamma * (x - mean) * inv_std + beta;

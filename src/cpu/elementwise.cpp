@@ -92,8 +92,7 @@ void CpuBackend::mark_nonfinite(ConstTensorView value, int64_t step, TensorView 
                " and marker ", marker.shape.str(), " must hold one element each");
   PNEUMO_CHECK(step >= 0 && step < (int64_t{1} << 24), op, ": step ", step,
                " is outside [0, 2^24) (the marker is a float)");
-  if (!std::isfinite(value.data[0]) && marker.data[0] == 0.0f)
-    marker.data[0] = static_cast<float>(step + 1);
+  marker.data[0] = nonfinite_marker(value.data[0], marker.data[0], static_cast<float>(step + 1));
 }
 
 void CpuBackend::rmsprop_step(TensorView params, ConstTensorView grads, TensorView mean_square,
