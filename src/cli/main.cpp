@@ -97,7 +97,7 @@ std::vector<std::string> expand_arguments(int argc, char** argv) {
 using Action = std::function<int()>;
 
 // Runs a command that processes `batch` images at a time; an allocation failure becomes advice
-// naming that batch size (pneumo train does the same inside run_train).
+// naming that batch size and suggesting a smaller one.
 template <class Command>
 int advising_on_memory(int batch, Command command) {
   try {
@@ -170,7 +170,7 @@ void add_train(CLI::App& app, TrainOptions& o, Action& action) {
   c->add_option("--checkpoint-monitor", o.checkpoint_monitor,
                 "Metric that picks checkpoints/best.safetensors")
       ->capture_default_str();
-  c->callback([&o, &action] { action = [&o] { return run_train(o); }; });
+  c->callback([&o, &action] { action = [&o] { return advising_on_memory(o.batch, [&o] { return run_train(o); }); }; });
 }
 
 void add_evaluate(CLI::App& app, EvaluateOptions& o, Action& action) {

@@ -225,9 +225,7 @@ CallbackList make_callbacks(const TrainOptions& o) {
 
 }  // namespace
 
-namespace {
-
-int train_run(const TrainOptions& options) {
+int run_train(const TrainOptions& options) {
   validate(options);
   const bool resuming = !options.resume.empty();
   const std::string run_dir = options.out.empty() ? default_run_dir() : options.out;
@@ -457,16 +455,6 @@ int train_run(const TrainOptions& options) {
   std::cout << "model: " << (fs::path(run_dir) / "model.safetensors").string()
             << " (threshold " << threshold.threshold << ", " << metadata.threshold_rule << ")\n";
   return 0;
-}
-
-}  // namespace
-
-int run_train(const TrainOptions& options) {
-  try {
-    return train_run(options);
-  } catch (const OutOfMemory& e) {
-    throw Error(out_of_memory_advice(e, options.batch, "--batch"));
-  }
 }
 
 }  // namespace pneumo::cli
