@@ -378,6 +378,16 @@ TEST(CallbackList, StateOfAFreshListHoldsInfinitiesAndRefusesOtherMonitors) {
   auto bad_wait = state;
   bad_wait["reduce_lr_on_plateau"]["wait"] = "two";
   EXPECT_THROW(list.load_state(bad_wait), Error);
+  // A hostile value is quoted in part, so the message stays one short line.
+  auto huge_wait = state;
+  huge_wait["reduce_lr_on_plateau"]["wait"] = std::string(100000, '7');
+  try {
+    list.load_state(huge_wait);
+    ADD_FAILURE() << "a string wait was accepted";
+  } catch (const Error& e) {
+    EXPECT_LT(std::string(e.what()).size(), 400u) << e.what();
+    EXPECT_NE(std::string(e.what()).find("(100002 bytes)"), std::string::npos) << e.what();
+  }
 
   EXPECT_TRUE(std::isinf(double_from_json(double_to_json(-INFINITY), "x")));
   EXPECT_TRUE(std::isnan(double_from_json(double_to_json(NAN), "x")));

@@ -47,6 +47,10 @@ std::string concat(Parts&&... parts) {
   (out << ... << std::forward<Parts>(parts));
   return out.str();
 }
+// `text` cut to its first `limit` bytes with a note of its full length, so a message that quotes
+// a value read from a file (a checkpoint's JSON, a flag) stays one readable line whatever the file
+// holds.
+std::string excerpt(const std::string& text, size_t limit = 120);
 [[noreturn]] void throw_check_failure(const char* file, int line, const char* condition,
                                       const std::string& message);
 }  // namespace detail

@@ -40,7 +40,8 @@ std::vector<std::string> flags_from_json(const nlohmann::json& config, const std
     else if (value.is_number())
       text = value.dump();
     else
-      throw Error(source + ": value of '" + key + "' must be a string, number or boolean");
+      throw Error(source + ": value of '" + pneumo::detail::excerpt(key) +
+                  "' must be a string, number or boolean");
     flags.push_back("--" + key + "=" + text);
   }
   return flags;

@@ -33,7 +33,7 @@ int int_field(const json& state, const char* key, const std::string& owner) {
   const json& value = field(state, key, owner);
   if (!value.is_number_integer())
     throw Error(detail::concat("saved state of callback ", owner, ": field '", key,
-                               "' must be an integer, got ", value.dump()));
+                               "' must be an integer, got ", detail::excerpt(value.dump())));
   return value.get<int>();
 }
 
@@ -45,7 +45,7 @@ void check_same_monitor(const json& state, const std::string& owner, const std::
   if (!saved_monitor.is_string() || saved_monitor.get<std::string>() != monitor ||
       !saved_mode.is_string() || saved_mode.get<std::string>() != to_string(mode))
     throw Error(detail::concat("saved state of callback ", owner, " monitors ",
-                               saved_monitor.dump(), " (", saved_mode.dump(),
+                               detail::excerpt(saved_monitor.dump()), " (", detail::excerpt(saved_mode.dump()),
                                ") but this run monitors \"", monitor, "\" (\"", to_string(mode),
                                "\"); resume with the same monitor"));
 }
@@ -117,7 +117,7 @@ double double_from_json(const json& value, const std::string& what) {
     if (text == "nan") return std::numeric_limits<double>::quiet_NaN();
   }
   throw Error(detail::concat(what, ": expected a number, \"inf\", \"-inf\" or \"nan\", got ",
-                             value.dump()));
+                             detail::excerpt(value.dump())));
 }
 
 // ---- ReduceLROnPlateau ---------------------------------------------------------------------
@@ -389,7 +389,7 @@ json LearningRateSchedule::state() const {
 void LearningRateSchedule::load_state(const json& state) {
   // Nothing evolves; a schedule saved with other settings would not continue identically.
   if (state != this->state())
-    throw Error(detail::concat("saved learning-rate schedule ", state.dump(),
+    throw Error(detail::concat("saved learning-rate schedule ", detail::excerpt(state.dump()),
                                " differs from this run's ", this->state().dump(),
                                "; resume with the same schedule"));
 }
@@ -434,7 +434,8 @@ json CallbackList::state() const {
 
 void CallbackList::load_state(const json& state) {
   if (!state.is_object())
-    throw Error("saved callback state must be a JSON object, got " + state.dump());
+    throw Error("saved callback state must be a JSON object, got " +
+                detail::excerpt(state.dump()));
   for (auto& callback : callbacks_) {
     if (!state.contains(callback->name()))
       throw Error("saved callback state has no entry for " + callback->name() +

@@ -106,7 +106,7 @@ class MetadataReader {
  private:
   Error bad(const char* key, const std::string& expected) const {
     return Error(detail::concat("checkpoint ", path_, ": metadata field '", key, "' must be ",
-                                expected, ", got '", text(key).substr(0, 60), "'"));
+                                expected, ", got '", detail::excerpt(text(key), 60), "'"));
   }
   const std::map<std::string, std::string>& metadata_;
   const std::string& path_;
