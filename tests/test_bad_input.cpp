@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "bad_input_util.hpp"
 #include "pneumo/checkpoint.hpp"
 #include "pneumo/npy.hpp"
@@ -297,6 +299,32 @@ TEST(BadInput, TruncatedCorruptAndForeignCheckpointsAreRefusedNamingTheFile) {
             << args << ": the message does not mention '" << part << "':\n" << run.output;
     }
   }
+}
+
+// `evaluate --split val-carved` carves validation again from the checkpoint's recorded
+// "val-split": a value that is no fraction (a number instead of the string the CLI writes, a
+// string of junk, however long) is refused naming the checkpoint, in one short line.
+TEST(BadInput, ACheckpointsRecordedValidationSplitIsCheckedBeforeUse) {
+  Fixture f;
+  auto with_val_split = [&](const std::string& name, const nlohmann::json& value) {
+    CheckpointData data = testing::untrained_checkpoint(kSize);
+    data.metadata.config = {{"val-split", value}, {"seed", 1}};
+    const std::string path = f.dir.file(name);
+    save_checkpoint(path, data);
+    return path;
+  };
+  auto evaluate_val = [&](const std::string& model) {
+    return f.run("evaluate --model " + shell_quoted(model) + " --data " + shell_quoted(f.cache) +
+                 " --split val-carved --device cpu");
+  };
+  EXPECT_TRUE(stopped_with(evaluate_val(with_val_split("good.safetensors", "0.5")), 0,
+                           {"val-carved", "ROC AUC"}));
+  const std::string number = with_val_split("number.safetensors", 0.5);
+  EXPECT_TRUE(stopped_with(evaluate_val(number), 1, {number, "val-split"}));
+  const std::string junk = with_val_split("junk.safetensors", std::string(100000, 'x'));
+  const testing::PneumoRun run = evaluate_val(junk);
+  EXPECT_TRUE(stopped_with(run, 1, {junk, "--val-split", "(100000 bytes)"}));
+  EXPECT_LT(run.output.size(), 1000u) << "the hostile value is quoted whole";
 }
 
 }  // namespace

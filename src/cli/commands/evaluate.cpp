@@ -99,12 +99,20 @@ int run_evaluate(const EvaluateOptions& options) {
   Split split;
   if (options.split == "val-carved") {
     // The validation images the run itself carved out of train (same fraction and seed).
+    // The seed is the checkpoint's validated "seed" field; the fraction is read from its config.
     const auto& config = meta.config;
-    if (!config.contains("val-split") || !config.contains("seed"))
-      throw Error("checkpoint " + options.model + " does not record its validation split");
-    auto val = make_train_val(dataset, parse_val_split(config["val-split"].get<std::string>(),
-                                                       config["seed"].get<uint64_t>()));
-    split = std::move(val.val);
+    const auto fraction = config.find("val-split");
+    if (fraction == config.end() || !fraction->is_string())
+      throw Error("checkpoint " + options.model +
+                  " does not record its validation split as a string (\"val-split\" in its "
+                  "config); use --split val or --split test");
+    ValidationOptions rule;
+    try {
+      rule = parse_val_split(fraction->get<std::string>(), meta.seed);
+    } catch (const Error& e) {
+      throw Error("checkpoint " + options.model + ": " + e.what());
+    }
+    split = std::move(make_train_val(dataset, rule).val);
   } else {
     split = dataset.split(options.split);
   }
