@@ -8,10 +8,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${ASAN_BUILD_DIR:-build-asan}
 
-# Release, like the normal build: the optimised code that ships is the code checked (and the suite
-# runs in bearable time). Reports name functions; for file:line frames configure the folder with
-# -DCMAKE_BUILD_TYPE=RelWithDebInfo by hand.
-cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DPNEUMO_SANITIZE=ON
+# -O1 -g1 for the C++ code (the usual choice for ASan): with both sanitizers, g++ compiles a test
+# file 2.4 times slower at -O3 (test_callbacks.cpp: 50 s against 21 s), and -g1's line tables put
+# file:line into reports for 14% more. NDEBUG as in the normal build. CUDA code keeps its flags.
+cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_FLAGS_RELEASE="-O1 -g1 -DNDEBUG" \
+  -DPNEUMO_SANITIZE=ON
 cmake --build "$build" --parallel "$(nproc)"
 
 # halt_on_error / -fno-sanitize-recover: the first report ends the process with a non-zero status.
