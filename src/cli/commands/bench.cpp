@@ -101,8 +101,6 @@ GraphTiming time_graph(CudaBackend& cuda, const std::function<void()>& step, int
   GraphTiming timing;
   cudaStream_t stream = cuda.stream();
   cuda.synchronize();
-  cudaGraph_t graph = nullptr;
-  cudaGraphExec_t exec = nullptr;
   PNEUMO_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal),
                     "starting the graph capture");
   try {
@@ -110,30 +108,34 @@ GraphTiming time_graph(CudaBackend& cuda, const std::function<void()>& step, int
   } catch (const Error& e) {
     timing.error = e.what();
   }
-  const cudaError_t ended = cudaStreamEndCapture(stream, &graph);
+  cudaGraph_t captured = nullptr;
+  const cudaError_t ended = cudaStreamEndCapture(stream, &captured);
+  const cuda::Graph graph(captured);
   if (timing.error.empty() && ended != cudaSuccess)
     timing.error = std::string("cudaStreamEndCapture: ") + cudaGetErrorString(ended);
+  cuda::GraphExec exec;
   if (timing.error.empty()) {
-    const cudaError_t made = cudaGraphInstantiate(&exec, graph, 0);
+    cudaGraphExec_t instantiated = nullptr;
+    const cudaError_t made = cudaGraphInstantiate(&instantiated, graph.get(), 0);
+    exec = cuda::GraphExec(instantiated);
     if (made != cudaSuccess)
       timing.error = std::string("cudaGraphInstantiate: ") + cudaGetErrorString(made);
   }
-  if (timing.error.empty()) {
-    for (int i = 0; i < 3; ++i)
-      PNEUMO_CUDA_CHECK(cudaGraphLaunch(exec, stream), "graph warm-up");
-    cuda::Event start = cuda::Event::create(), stop = cuda::Event::create();
-    PNEUMO_CUDA_CHECK(cudaEventRecord(start.get(), stream), "graph timing");
-    for (int i = 0; i < replays; ++i) PNEUMO_CUDA_CHECK(cudaGraphLaunch(exec, stream), "replay");
-    PNEUMO_CUDA_CHECK(cudaEventRecord(stop.get(), stream), "graph timing");
-    PNEUMO_CUDA_CHECK(cudaEventSynchronize(stop.get()), "graph timing");
-    float ms = 0.0f;
-    PNEUMO_CUDA_CHECK(cudaEventElapsedTime(&ms, start.get(), stop.get()), "graph timing");
-    timing.step_ms = ms / replays;
-    timing.captured = true;
-  }
-  if (exec) cudaGraphExecDestroy(exec);
-  if (graph) cudaGraphDestroy(graph);
   cudaGetLastError();  // a failed capture leaves no sticky error; clear the last one anyway
+  if (!timing.error.empty()) return timing;
+
+  for (int i = 0; i < 3; ++i)
+    PNEUMO_CUDA_CHECK(cudaGraphLaunch(exec.get(), stream), "graph warm-up");
+  cuda::Event start = cuda::Event::create(), stop = cuda::Event::create();
+  PNEUMO_CUDA_CHECK(cudaEventRecord(start.get(), stream), "graph timing");
+  for (int i = 0; i < replays; ++i)
+    PNEUMO_CUDA_CHECK(cudaGraphLaunch(exec.get(), stream), "replay ", i, " of the graph");
+  PNEUMO_CUDA_CHECK(cudaEventRecord(stop.get(), stream), "graph timing");
+  PNEUMO_CUDA_CHECK(cudaEventSynchronize(stop.get()), "graph timing");
+  float ms = 0.0f;
+  PNEUMO_CUDA_CHECK(cudaEventElapsedTime(&ms, start.get(), stop.get()), "graph timing");
+  timing.step_ms = ms / replays;
+  timing.captured = true;
   return timing;
 }
 
