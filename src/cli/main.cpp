@@ -287,7 +287,9 @@ void add_bench(CLI::App& app, BenchTrainOptions& o, BenchKernelsOptions& k, Acti
 
 int main(int argc, char** argv) {
   CLI::App app{"pneumo: a C++/CUDA trainer for pneumonia on pediatric chest X-rays"};
+  app.name("pneumo");
   app.require_subcommand(1);
+  app.set_version_flag("--version", [] { return version_text(); }, "Print the version and build");
   app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   TrainOptions train;
   EvaluateOptions evaluate;

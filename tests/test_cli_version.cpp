@@ -1,0 +1,49 @@
+// `pneumo --version`: exits 0 and prints the project's version (read from CMakeLists.txt here),
+// the CUDA runtime, whether a driver and GPU were found, cuDNN and cuBLAS, and how images and CPU
+// GEMMs are handled in this build.
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <regex>
+#include <sstream>
+#include <string>
+
+#include "cli/commands/commands.hpp"
+#include "cli_test_util.hpp"
+#include "pneumo/tensor.hpp"
+
+namespace pneumo {
+namespace {
+
+std::string project_version() {
+  std::ifstream in(std::string(PNEUMO_SOURCE_DIR) + "/CMakeLists.txt");
+  std::stringstream text;
+  text << in.rdbuf();
+  std::smatch match;
+  const std::string s = text.str();
+  if (!std::regex_search(s, match, std::regex(R"(project\(pneumo VERSION ([0-9.]+))")))
+    return "(no version in CMakeLists.txt)";
+  return match[1];
+}
+
+TEST(CliVersion, NamesTheReleaseAndWhatTheBinaryRunsWith) {
+  const testing::CommandResult run = testing::pneumo_command("--version", "/nonexistent");
+  ASSERT_EQ(run.status, 0) << run.output;
+  EXPECT_EQ(run.output.rfind("pneumo " + project_version() + "\n", 0), 0u) << run.output;
+  EXPECT_EQ(run.output, cli::version_text() + "\n");  // CLI11 ends the text with a newline
+  for (const char* part : {"CUDA runtime 13.", "cuDNN 9.", "cuBLAS 13.", "images: ", "CPU GEMM: "})
+    EXPECT_NE(run.output.find(part), std::string::npos) << part << " missing from\n" << run.output;
+  const bool gpu = cuda_device_available();
+  EXPECT_EQ(run.output.find("GPU(s): ") != std::string::npos, gpu) << run.output;
+  EXPECT_EQ(run.output.find("training runs on the CPU") != std::string::npos, !gpu) << run.output;
+}
+
+TEST(CliVersion, HelpNamesTheProgram) {
+  const testing::CommandResult run = testing::pneumo_command("--help", "/nonexistent");
+  ASSERT_EQ(run.status, 0) << run.output;
+  EXPECT_NE(run.output.find("Usage: pneumo "), std::string::npos) << run.output;
+  EXPECT_NE(run.output.find("--version"), std::string::npos) << run.output;
+}
+
+}  // namespace
+}  // namespace pneumo
