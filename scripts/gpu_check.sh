@@ -11,7 +11,8 @@
 #         BUILD_DIR (build-gpu), JOBS (nproc), CUDNN_ROOT (skip the python lookup),
 #         EXTRA_CMAKE_ARGS (appended to the configure command),
 #         SANITIZER_FILTER (gtest filter for the sanitizer runs), SKIP_SANITIZERS=1,
-#         PNEUMO_TRAIN_ARGS / PNEUMO_BENCH_ARGS (arguments for the hooks), PNEUMO_CACHE.
+#         PNEUMO_TRAIN_ARGS / PNEUMO_BENCH_ARGS (arguments for the hooks), PNEUMO_CACHE,
+#         PNEUMO_SEEDS (more seeds of the recipe, default "2 3 4 5"; "" skips them).
 # Every section records pass/fail and its time; a failure never stops the run. Exit status:
 # 0 when every section that ran passed, else 1.
 set -uo pipefail
@@ -66,6 +67,12 @@ write_report() {
     echo
     if [[ -s $out/test_summary.md ]]; then
       cat "$out/test_summary.md"
+      echo
+    fi
+    if [[ -s $out/seeds.md ]]; then
+      echo "## The recipe over seeds (scripts/summarize_runs.py)"
+      echo
+      cat "$out/seeds.md"
       echo
     fi
     if [[ -s $out/conv_plans.txt ]]; then
@@ -398,6 +405,23 @@ else
   tolerate_test_failures=0
 fi
 
+# ---- 9. The recipe over more seeds: the run-to-run spread of its validation and test metrics ---------
+# Last, so that a short budget cuts it first. Seed 1 is the run of section 5.
+seeds=${PNEUMO_SEEDS-2 3 4 5}
+if [[ -n $seeds && -x $cli_bin && -n $full_cache && -f $out/run/model.safetensors ]]; then
+  seed_runs=("$out/run")
+  for seed in $seeds; do
+    # shellcheck disable=SC2086
+    run "train (seed $seed)" 60 "train_seed$seed" "the recipe with --seed $seed" -- "$cli_bin" train \
+      --data "$full_cache" --device cuda --seed "$seed" --out "$out/seeds/$seed" ${PNEUMO_TRAIN_ARGS:-} ||
+      continue
+    run "evaluate (seed $seed)" 30 "evaluate_seed$seed" "test split" -- "$cli_bin" evaluate \
+      --model "$out/seeds/$seed/model.safetensors" --data "$full_cache" --split test --device cuda \
+      --json "$out/seeds/$seed/test_metrics.json" && seed_runs+=("$out/seeds/$seed")
+  done
+  python3 "$root/scripts/summarize_runs.py" "${seed_runs[@]}" > "$out/seeds.md" 2>&1
+fi
+
 write_report
 # The GPU host returns at most 8 files: the report, the key results, and one archive of the rest
 # (checkpoints left out for size).
@@ -407,7 +431,7 @@ if [[ -n ${OUT:-} && $out == "$(cd "$OUT" && pwd)" ]]; then
   tar czf /tmp/gpu_check_files.tar.gz --exclude='*.safetensors' -C "$out" . &&
     mv /tmp/gpu_check_files.tar.gz "$out/"
   keep=(gpu_check_report.md gpu_check_files.tar.gz throughput.jsonl train_epochs.txt evaluate.txt
-        test_metrics.json history.csv)
+        test_metrics.json history.csv seeds.md)
   for entry in "$out"/* "$out"/.[!.]*; do
     [[ -e $entry ]] || continue
     [[ " ${keep[*]} " == *" $(basename "$entry") "* ]] || rm -rf "$entry"

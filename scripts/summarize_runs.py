@@ -1,0 +1,88 @@
+#!/usr/bin/env python3
+"""Markdown table of several `pneumo train` runs of one recipe (say, one per --seed): each run's
+validation and test metrics and, over the runs, mean and sample standard deviation, so a reported
+number comes with its run-to-run spread.
+
+    scripts/summarize_runs.py RUN_DIR [RUN_DIR ...] > runs.md
+
+Each RUN_DIR holds config.json and metrics_val.json (written by `pneumo train`) and, when the
+test split was evaluated, test_metrics.json (`pneumo evaluate --split test --json`). A run missing
+a file is listed with a note and left out of the statistics that need that file.
+"""
+import json
+import math
+import os
+import sys
+
+COLUMNS = [  # (header, source file key, path inside the JSON)
+    ("val acc", "val", ("default_threshold", "accuracy")),
+    ("val AUC", "val", ("roc_auc",)),
+    ("test acc", "test", ("default_threshold", "accuracy")),
+    ("test sens", "test", ("default_threshold", "sensitivity")),
+    ("test spec", "test", ("default_threshold", "specificity")),
+    ("test acc (tuned)", "test", ("tuned_threshold", "accuracy")),
+    ("tuned threshold", "test", ("tuned_threshold", "threshold")),
+    ("test AUC", "test", ("roc_auc",)),
+]
+
+
+def load(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def dig(obj, keys):
+    for key in keys:
+        if not isinstance(obj, dict) or key not in obj:
+            return None
+        obj = obj[key]
+    return obj if isinstance(obj, (int, float)) else None
+
+
+def mean_sd(values):
+    n = len(values)
+    mean = sum(values) / n
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else float("nan")
+    return mean, sd
+
+
+def main(run_dirs):
+    if not run_dirs:
+        sys.exit(__doc__)
+    rows, notes = [], []
+    for run in run_dirs:
+        files = {"val": load(os.path.join(run, "metrics_val.json")),
+                 "test": load(os.path.join(run, "test_metrics.json"))}
+        config = load(os.path.join(run, "config.json")) or {}
+        missing = [name for name, data in files.items() if data is None]
+        if missing:
+            notes.append(f"- {run}: no {' or '.join(missing)} metrics")
+        rows.append((run, config.get("seed", "?"),
+                     [dig(files[src], keys) for _, src, keys in COLUMNS]))
+
+    print("| run | seed | " + " | ".join(h for h, _, _ in COLUMNS) + " |")
+    print("|---|---|" + "---|" * len(COLUMNS))
+    for run, seed, values in rows:
+        cells = ["" if v is None else f"{v:.3f}" for v in values]
+        print(f"| {os.path.basename(os.path.normpath(run))} | {seed} | " + " | ".join(cells) + " |")
+    stats = []
+    for i in range(len(COLUMNS)):
+        values = [v[i] for _, _, v in rows if v[i] is not None]
+        stats.append(mean_sd(values) if values else None)
+    counts = [sum(v[i] is not None for _, _, v in rows) for i in range(len(COLUMNS))]
+    cells = ["" if s is None else f"{s[0]:.3f}" if math.isnan(s[1]) else f"{s[0]:.3f} ± {s[1]:.3f}"
+             for s in stats]
+    print("| mean ± sd | | " + " | ".join(cells) + " |")
+    print()
+    print(f"{len(rows)} runs; sd is the sample standard deviation over the runs that have the value "
+          f"(n = {min(counts)} to {max(counts)}).")
+    if notes:
+        print()
+        print("\n".join(notes))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
