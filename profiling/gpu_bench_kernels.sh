@@ -113,7 +113,7 @@ step "pneumo bench kernels --device cuda" 300 bench_kernels -- "$cli" bench kern
 grep -v '^\[bench kernels\]' "$out/logs/bench_kernels.log" > "$out/bench_kernels.md"
 
 if [[ ${NCU:-0} == 1 ]] && command -v ncu > /dev/null; then
-  step "ncu: conv3x3 kernels, batch 256" 240 ncu -- ncu --set full --import-source yes \
+  step "ncu: conv3x3 kernels, batch 256" 240 ncu -- ncu --clock-control none --set full --import-source yes \
     -k regex:conv3x3 -c 4 -o "$out/conv3x3" -f "$cli" bench kernels --device cuda --ops conv \
     --batches 256 --repeats 1 --warmup 0
   ncu --import "$out/conv3x3.ncu-rep" --page details > "$out/conv3x3_details.txt" 2>&1 || true

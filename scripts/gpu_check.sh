@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Every GPU check in one run, for a bare GPU host: build for the local GPU, the whole test suite
-# (CUDA tests really run), compute-sanitizer (memcheck, racecheck, initcheck, synccheck) on the
-# CUDA tests, and hooks for a short training run and the benchmark. Writes one Markdown report.
+# Every GPU check in one run, for a bare GPU host, most telling first (a short budget cuts the
+# last sections): build for the local GPU; the whole test suite (CUDA tests really run); the recipe
+# trained on the full dataset and evaluated on test; `pneumo bench train` (plain, no augmentation,
+# fastest algorithms), `pneumo bench kernels` and the PyTorch reference; compute-sanitizer on a short
+# training and on the CUDA tests; the recipe over more seeds; Nsight Compute on our kernels. Writes
+# one Markdown report.
 #
 # Usage:  scripts/gpu_check.sh [OUT_DIR]        (default: $OUT, else ./gpu_check_out)
 # Needs:  nvcc (CUDA 13), cmake, ninja (or make), python3 whose site-packages hold
@@ -12,7 +15,7 @@
 #         EXTRA_CMAKE_ARGS (appended to the configure command),
 #         SANITIZER_FILTER (gtest filter for the sanitizer runs), SKIP_SANITIZERS=1,
 #         PNEUMO_TRAIN_ARGS / PNEUMO_BENCH_ARGS (arguments for the hooks), PNEUMO_CACHE,
-#         PNEUMO_SEEDS (more seeds of the recipe, default "2 3 4 5"; "" skips them).
+#         PNEUMO_SEEDS (more seeds of the recipe, default "2 3 4 5"; "" skips them), SKIP_NCU=1.
 # Every section records pass/fail and its time; a failure never stops the run. Exit status:
 # 0 when every section that ran passed, else 1.
 set -uo pipefail
@@ -420,6 +423,26 @@ if [[ -n $seeds && -x $cli_bin && -n $full_cache && -f $out/run/model.safetensor
       --json "$out/seeds/$seed/test_metrics.json" && seed_runs+=("$out/seeds/$seed")
   done
   python3 "$root/scripts/summarize_runs.py" "${seed_runs[@]}" > "$out/seeds.md" 2>&1
+fi
+
+# ---- 10. Nsight Compute: profiling/README.md's two commands, their details pages kept as text ------
+# --clock-control none: the lent hosts' clocks are left as they are (ncu locks them by default).
+if [[ ${SKIP_NCU:-0} == 1 ]]; then
+  skip "ncu" "SKIP_NCU=1"
+elif ! command -v ncu > /dev/null; then
+  skip "ncu" "ncu not on PATH"
+elif [[ -x $cli_bin ]]; then
+  run "ncu: conv3x3 kernels" 150 ncu_conv "our conv kernels, batch 256, --set full" -- \
+    ncu --clock-control none --set full --import-source yes -k regex:conv3x3 -c 4 \
+    -o "$out/ncu_conv3x3" -f "$cli_bin" bench kernels --device cuda --ops conv --batches 256 \
+    --repeats 1 --warmup 0 &&
+    ncu --import "$out/ncu_conv3x3.ncu-rep" --page details > "$out/logs/ncu_conv3x3_details.log" 2>&1
+  run "ncu: pneumo kernels in train steps" 150 ncu_step "augment, dropout, loss, RMSprop, ..." -- \
+    ncu --clock-control none --set full --kernel-name-base demangled -k regex:pneumo:: -c 20 \
+    -o "$out/ncu_step" -f "$cli_bin" bench train --device cuda --batch 32 --steps 5 --warmup 2 \
+    --epoch-images 64 &&
+    ncu --import "$out/ncu_step.ncu-rep" --page details > "$out/logs/ncu_step_details.log" 2>&1
+  rm -f "$out"/*.ncu-rep  # tens of MB; the details pages above hold what is read from them
 fi
 
 write_report
