@@ -223,238 +223,304 @@ CallbackList make_callbacks(const TrainOptions& o) {
   return callbacks;
 }
 
-}  // namespace
+// One `pneumo train` run. The constructor does the set-up in the order a user sees it (run folder,
+// data, backend, model, optimizer, callbacks, then the checkpoint being resumed); run() trains epoch
+// by epoch, stopping early on a callback's request or a signal, and finishes with the threshold
+// tuned on validation, model.safetensors and the report.
+class TrainingRun {
+ public:
+  explicit TrainingRun(const TrainOptions& options);
+  int run();  // the exit status
 
-int run_train(const TrainOptions& options) {
+ private:
+  void resume(const std::string& checkpoint_path);
+  // Trains and validates epoch `epoch`. Returns an exit status when the run must end now (a
+  // signal arrived), else nothing; sets `stopped` when a callback ended the training.
+  std::optional<int> train_and_validate(int epoch, bool& stopped);
+  std::function<void(int64_t)> fault_hook(int64_t steps_before_epoch);
+  void finish();
+  // Saves at an epoch end, or inside epoch `epochs_done` when `partial` says how far it got.
+  void save(const std::string& name, int epochs_done, const EpochStats* partial = nullptr);
+  // What a user needs to know when the run stops early: which checkpoint survives.
+  std::string last_good_checkpoint() const;
+  int interrupted(int epochs_done, const EpochStats* partial) const;
+
+  const TrainOptions& options_;
+  const std::string run_dir_;
+  const std::string last_path_;
+  TrainValSplits splits_;
+  std::unique_ptr<Backend> backend_;
+  std::unique_ptr<Model> model_;
+  std::unique_ptr<Trainer> trainer_;
+  BalanceMode balance_ = BalanceMode::Oversample;
+  ImageSet train_set_, val_set_;
+  CallbackList callbacks_;
+  TrainingControl control_;
+  int first_epoch_ = 0;
+  int epochs_done_ = 0;
+  int64_t steps_done_ = 0;
+  CheckpointMetadata resumed_;   // where an interrupted epoch stood (epoch_step 0: at its start)
+  CheckpointMetadata metadata_;  // what every checkpoint of this run records
+  std::optional<Fault> fault_;
+  std::optional<CheckpointData> best_snapshot_;
+  std::optional<EpochLogWriter> log_;
+  std::optional<ProgressReporter> progress_;
+  std::optional<StopOnSignal> stop_on_signal_;
+};
+
+// Checks the flags, makes the run folder and writes config.json: the first things a run does, so
+// a bad flag or an unwritable --out stops it before any data is read.
+std::string start_run_dir(const TrainOptions& options) {
   validate(options);
-  const bool resuming = !options.resume.empty();
   const std::string run_dir = options.out.empty() ? default_run_dir() : options.out;
-  prepare_run_dir(run_dir, resuming);
-  {
-    nlohmann::json resolved = to_json(options);
-    resolved["out"] = run_dir;
-    std::ofstream(fs::path(run_dir) / "config.json") << resolved.dump(2) << "\n";
-  }
+  prepare_run_dir(run_dir, !options.resume.empty());
+  nlohmann::json resolved = to_json(options);
+  resolved["out"] = run_dir;
+  std::ofstream(fs::path(run_dir) / "config.json") << resolved.dump(2) << "\n";
+  return run_dir;
+}
 
+TrainingRun::TrainingRun(const TrainOptions& options)
+    : options_(options),
+      run_dir_(start_run_dir(options)),
+      last_path_((fs::path(run_dir_) / "checkpoints/last.safetensors").string()) {
   OpenDatasetOptions open_options;
   open_options.size = options.size;
   open_options.threads = options.threads;
-  Dataset dataset = open_dataset(options.data, open_options);
-  TrainValSplits splits = make_train_val(dataset, parse_val_split(options.val_split, options.seed));
-  std::cerr << "data: " << splits.description << "\n";
+  const Dataset dataset = open_dataset(options.data, open_options);
+  splits_ = make_train_val(dataset, parse_val_split(options.val_split, options.seed));
+  std::cerr << "data: " << splits_.description << "\n";
 
   BackendOptions backend_options;
   backend_options.device = parse_device_choice(options.device);
   backend_options.allow_tf32 = options.precision == "tf32";
   backend_options.deterministic = options.deterministic;
   backend_options.cpu_threads = options.threads;
-  std::unique_ptr<Backend> backend = make_backend(backend_options);
-  std::cerr << "backend: " << backend->name() << "\n";
+  backend_ = make_backend(backend_options);
+  std::cerr << "backend: " << backend_->name() << "\n";
 
   ModelConfig config;
   config.input_size = dataset.size;
-  Model model(*backend, config, options.batch);
-  model.initialize(options.seed);
+  model_ = std::make_unique<Model>(*backend_, config, options.batch);
+  model_->initialize(options.seed);
   AugmentSettings augment = options.augmentation;
   augment.enabled = options.augment;
-  Trainer trainer(*backend, model, options.batch, augment, options.seed);
-  trainer.optimizer().learning_rate = static_cast<float>(options.learning_rate);
-  trainer.optimizer().rho = static_cast<float>(options.rho);
-  trainer.optimizer().epsilon = static_cast<float>(options.epsilon);
+  trainer_ = std::make_unique<Trainer>(*backend_, *model_, options.batch, augment, options.seed);
+  trainer_->optimizer().learning_rate = static_cast<float>(options.learning_rate);
+  trainer_->optimizer().rho = static_cast<float>(options.rho);
+  trainer_->optimizer().epsilon = static_cast<float>(options.epsilon);
 
-  const BalanceMode balance = parse_balance_mode(options.balance);
-  ImageSet train_set = upload(splits.train, backend->device());
-  if (balance == BalanceMode::ClassWeight)
-    train_set.set_weights(sample_weights(splits.train.labels, balance));
-  ImageSet val_set = upload(splits.val, backend->device());
+  balance_ = parse_balance_mode(options.balance);
+  train_set_ = upload(splits_.train, backend_->device());
+  if (balance_ == BalanceMode::ClassWeight)
+    train_set_.set_weights(sample_weights(splits_.train.labels, balance_));
+  val_set_ = upload(splits_.val, backend_->device());
 
-  CallbackList callbacks = make_callbacks(options);
-  TrainingControl control;
-  control.learning_rate = options.learning_rate;
-  callbacks.on_train_begin(control);
-  int first_epoch = 0;
-  int64_t steps_done = 0;
-  CheckpointMetadata resumed;  // where an interrupted epoch stood (epoch_step 0: at its start)
-  if (resuming) {
-    CheckpointData checkpoint = load_checkpoint(options.resume);
-    restore_checkpoint(checkpoint, model, &trainer.optimizer_state(), options.resume);
-    callbacks.load_state(checkpoint.metadata.callback_state);
-    first_epoch = checkpoint.metadata.epoch;
-    steps_done = checkpoint.metadata.step;
-    control.learning_rate = checkpoint.metadata.learning_rate;
-    resumed = checkpoint.metadata;
-    if (resumed.epoch_step > 0)
-      std::cerr << "resuming " << options.resume << " at step " << resumed.epoch_step
-                << " of epoch " << first_epoch + 1 << "\n";
-    else
-      std::cerr << "resuming " << options.resume << " after epoch " << first_epoch << "\n";
-  }
+  callbacks_ = make_callbacks(options);
+  control_.learning_rate = options.learning_rate;
+  callbacks_.on_train_begin(control_);
+  if (!options.resume.empty()) resume(options.resume);
 
-  CheckpointMetadata metadata;
-  metadata.seed = options.seed;
-  metadata.config = to_json(options);
-  metadata.config["out"] = run_dir;
-  const std::string last_path = (fs::path(run_dir) / "checkpoints/last.safetensors").string();
-  // What a user needs to know when the run stops early: which checkpoint survives.
-  auto last_good_checkpoint = [&]() -> std::string {
-    if (!fs::exists(last_path)) return "no checkpoint was written yet";
-    const CheckpointMetadata last = read_checkpoint_metadata(last_path);
-    return detail::concat("the last good checkpoint is ", last_path, " (after epoch ", last.epoch,
-                          last.epoch_step > 0 ? detail::concat(" and ", last.epoch_step,
-                                                               " steps of the next")
-                                              : std::string(),
-                          ")");
-  };
-  // Saves at an epoch end, or inside epoch `epochs_done` when `partial` says how far it got.
-  auto save = [&](const std::string& name, int epochs_done, const EpochStats* partial = nullptr) {
-    metadata.epoch = epochs_done;
-    metadata.step = steps_done;
-    metadata.epoch_step = partial ? partial->steps : 0;
-    metadata.epoch_loss_sum = partial ? partial->loss_sum : 0.0;
-    metadata.epoch_correct = partial ? partial->correct : 0.0;
-    metadata.learning_rate = control.learning_rate;
-    metadata.callback_state = callbacks.state();
-    CheckpointData data = capture_checkpoint(model, &trainer.optimizer_state(), metadata);
-    // Never overwrite a good checkpoint with weights that went bad without the loss showing it.
-    const std::string bad = first_nonfinite_value(data);
-    if (!bad.empty())
-      throw Error(detail::concat("the model's state stopped being finite during epoch ",
-                                 epochs_done + (partial ? 1 : 0), " (", bad, "); ", name,
-                                 " was not written; ", last_good_checkpoint(), ". Try a lower --lr."));
-    save_checkpoint((fs::path(run_dir) / name).string(), data);
-  };
+  metadata_.seed = options.seed;
+  metadata_.config = to_json(options);
+  metadata_.config["out"] = run_dir_;
+  epochs_done_ = first_epoch_;
+  if (!options.inject_fault.empty()) fault_ = parse_fault(options.inject_fault);
+}
 
-  EpochLogWriter log(run_dir, first_epoch);  // keeps the rows of the epochs already done
+void TrainingRun::resume(const std::string& checkpoint_path) {
+  CheckpointData checkpoint = load_checkpoint(checkpoint_path);
+  restore_checkpoint(checkpoint, *model_, &trainer_->optimizer_state(), checkpoint_path);
+  callbacks_.load_state(checkpoint.metadata.callback_state);
+  first_epoch_ = checkpoint.metadata.epoch;
+  steps_done_ = checkpoint.metadata.step;
+  control_.learning_rate = checkpoint.metadata.learning_rate;
+  resumed_ = checkpoint.metadata;
+  if (resumed_.epoch_step > 0)
+    std::cerr << "resuming " << checkpoint_path << " at step " << resumed_.epoch_step
+              << " of epoch " << first_epoch_ + 1 << "\n";
+  else
+    std::cerr << "resuming " << checkpoint_path << " after epoch " << first_epoch_ << "\n";
+}
+
+int TrainingRun::run() {
+  log_.emplace(run_dir_, first_epoch_);  // keeps the rows of the epochs already done
   ProgressOptions progress_options;
   progress_options.live = is_terminal(stderr);
-  ProgressReporter progress(std::cerr, progress_options);
-  std::optional<CheckpointData> best_snapshot;
-  int epochs_done = first_epoch;
-  std::optional<Fault> fault;
-  if (!options.inject_fault.empty()) fault = parse_fault(options.inject_fault);
-  StopOnSignal stop_on_signal;  // from here on, SIGINT/SIGTERM stop after the current step
-  auto interrupted_message = [&](int epochs, const EpochStats* partial) {
-    std::cout << "interrupted by " << stop_on_signal.signal_name() << " "
-              << (partial ? detail::concat("after step ", partial->steps, " of epoch ", epochs + 1)
-                          : detail::concat("after epoch ", epochs))
-              << "; checkpoint written to " << last_path << "\n"
-              << "resume with: pneumo train --resume " << last_path << "\n"
-              << std::flush;
-  };
-  for (int epoch = first_epoch; epoch < options.epochs; ++epoch) {
-    callbacks.on_epoch_begin(epoch, control);
-    if (epoch == first_epoch && resumed.epoch_step > 0)
-      control.learning_rate = resumed.learning_rate;  // the rate the interrupted epoch ran at
-    trainer.optimizer().learning_rate = static_cast<float>(control.learning_rate);
-    const auto order =
-        epoch_indices(splits.train.labels, balance, options.seed, static_cast<uint32_t>(epoch));
-    const int64_t steps = (static_cast<int64_t>(order.size()) + options.batch - 1) / options.batch;
-    EpochOptions epoch_options;
-    if (epoch == first_epoch && resumed.epoch_step > 0) {
-      epoch_options.first_step = resumed.epoch_step;
-      epoch_options.loss_sum = resumed.epoch_loss_sum;
-      epoch_options.correct = resumed.epoch_correct;
-    }
-    epoch_options.stop = &stop_on_signal.stop();
-    const int64_t steps_before_epoch = steps_done - epoch_options.first_step;
-    if (fault)
-      epoch_options.before_step = [&](int64_t step) {
-        if (steps_before_epoch + step + 1 != fault->step) return;
-        if (fault->kind == Fault::Kind::Signal) {
-          std::raise(fault->signal);
-          return;
-        }
-        // nan: the output layer's bias (every logit turns NaN); nan-weight: the first weight of
-        // conv1, which max pooling hides from the loss (NaN never wins a comparison).
-        const float nan = std::numeric_limits<float>::quiet_NaN();
-        TensorView weights = model.parameters();
-        float* target = weights.data + (fault->kind == Fault::Kind::NanLoss ? weights.numel() - 1 : 0);
-        copy_bytes(target, weights.device, &nan, Device::Cpu, sizeof(float));
-      };
-    progress.begin_epoch(epoch, options.epochs, steps);
-    EpochStats train_stats;
-    try {
-      train_stats = trainer.train_epoch(
-          train_set, order, static_cast<uint32_t>(epoch),
-          [&](int64_t step, int64_t, const EpochStats& running) {
-            progress.update(step, running.images, running.loss, running.accuracy);
-          },
-          epoch_options);
-    } catch (const NonFiniteLoss& e) {
-      progress.end_epoch();
-      throw Error(detail::concat(e.what(), ", step ", steps_before_epoch + e.step() + 1,
-                                 " of the run; stopped: ", last_good_checkpoint(),
-                                 ". Try a lower --lr, or look for bad images in the data."));
-    }
-    steps_done += train_stats.steps - epoch_options.first_step;
-    progress.end_epoch();
-    if (train_stats.interrupted) {
-      save("checkpoints/last.safetensors", epoch, &train_stats);
-      interrupted_message(epoch, &train_stats);
-      return stop_on_signal.exit_status();
-    }
-
-    EpochStats val_stats;
-    const std::vector<float> val_logits = trainer.predict_logits(val_set, &val_stats);
-    MetricsReport val_report = evaluate_binary("val", val_logits, splits.val.labels);
-    EpochMetrics metrics;
-    metrics.epoch = epoch;
-    metrics.values = metrics_as_values(val_report, "val_");
-    metrics.values["loss"] = train_stats.loss;
-    metrics.values["accuracy"] = train_stats.accuracy;
-    EpochRecord record{epoch, control.learning_rate, train_stats.seconds, metrics.values};
-    control.clear_requests();
-    callbacks.on_epoch_end(metrics, control);
-
-    std::cout << format_epoch_summary(record, options.epochs) << "\n" << std::flush;
-    for (const auto& event : control.events) std::cout << "  " << event << "\n";
-    epochs_done = epoch + 1;
-    if (control.keep_weights_snapshot)
-      best_snapshot = capture_checkpoint(model, nullptr, metadata);
-    if (control.save_best_checkpoint) save("checkpoints/best.safetensors", epoch + 1);
-    save("checkpoints/last.safetensors", epoch + 1);
-    log.append(record);  // after the checkpoint: the history never runs ahead of it
-    if (control.stop) {
-      std::cout << control.stop_reason << "\n";
-      break;
-    }
-    if (stop_on_signal.stop().load() && epoch + 1 < options.epochs) {  // arrived during validation
-      interrupted_message(epoch + 1, nullptr);
-      return stop_on_signal.exit_status();
-    }
+  progress_.emplace(std::cerr, progress_options);
+  stop_on_signal_.emplace();  // from here on, SIGINT/SIGTERM stop after the current step
+  for (int epoch = first_epoch_; epoch < options_.epochs; ++epoch) {
+    bool stopped = false;
+    if (const std::optional<int> status = train_and_validate(epoch, stopped)) return *status;
+    if (stopped) break;
   }
-  callbacks.on_train_end(control);
-  if (control.restore_weights_snapshot && best_snapshot) {
-    restore_checkpoint(*best_snapshot, model, nullptr, "the best epoch's weights");
-    std::cout << "restored the weights of epoch " << control.snapshot_epoch + 1 << "\n";
+  callbacks_.on_train_end(control_);
+  if (control_.restore_weights_snapshot && best_snapshot_) {
+    restore_checkpoint(*best_snapshot_, *model_, nullptr, "the best epoch's weights");
+    std::cout << "restored the weights of epoch " << control_.snapshot_epoch + 1 << "\n";
   }
-
-  // The decision threshold is tuned on validation (Youden's J) and stored with the model; test
-  // images are never looked at here.
-  EpochStats val_stats;
-  const std::vector<float> val_logits = trainer.predict_logits(val_set, &val_stats);
-  ThresholdChoice threshold = choose_threshold_youden(val_logits, splits.val.labels);
-  metadata.decision_threshold = threshold.threshold;
-  metadata.threshold_rule = threshold.defined
-                                ? "Youden's J on " + std::to_string(splits.val.count()) +
-                                      " validation images"
-                                : "default 0.5 (validation lacks a class)";
-  MetricsReport final_val =
-      evaluate_binary("val", val_logits, splits.val.labels, threshold.threshold);
-  save("model.safetensors", epochs_done);
-  std::ofstream(fs::path(run_dir) / "metrics_val.json") << to_json(final_val).dump(2) << "\n";
-  ReportInputs report;
-  report.history = log.records();
-  report.validation = final_val;
-  report.validation_roc = roc_curve(val_logits, splits.val.labels);
-  report.config = metadata.config;
-  report.notes = "Data: " + splits.description + ". Backend: " + backend->name() + ".\n\n" +
-                 kDatasetCitation;
-  write_report(run_dir, report);
-  std::cout << format_metrics_table(final_val);
-  std::cout << "model: " << (fs::path(run_dir) / "model.safetensors").string()
-            << " (threshold " << threshold.threshold << ", " << metadata.threshold_rule << ")\n";
+  finish();
   return 0;
 }
+
+std::optional<int> TrainingRun::train_and_validate(int epoch, bool& stopped) {
+  const bool resumed_inside = epoch == first_epoch_ && resumed_.epoch_step > 0;
+  callbacks_.on_epoch_begin(epoch, control_);
+  if (resumed_inside)
+    control_.learning_rate = resumed_.learning_rate;  // the rate the interrupted epoch ran at
+  trainer_->optimizer().learning_rate = static_cast<float>(control_.learning_rate);
+  const auto order =
+      epoch_indices(splits_.train.labels, balance_, options_.seed, static_cast<uint32_t>(epoch));
+  const int64_t steps = (static_cast<int64_t>(order.size()) + options_.batch - 1) / options_.batch;
+  EpochOptions epoch_options;
+  if (resumed_inside) {
+    epoch_options.first_step = resumed_.epoch_step;
+    epoch_options.loss_sum = resumed_.epoch_loss_sum;
+    epoch_options.correct = resumed_.epoch_correct;
+  }
+  epoch_options.stop = &stop_on_signal_->stop();
+  const int64_t steps_before_epoch = steps_done_ - epoch_options.first_step;
+  if (fault_) epoch_options.before_step = fault_hook(steps_before_epoch);
+
+  progress_->begin_epoch(epoch, options_.epochs, steps);
+  EpochStats train_stats;
+  try {
+    train_stats = trainer_->train_epoch(
+        train_set_, order, static_cast<uint32_t>(epoch),
+        [&](int64_t step, int64_t, const EpochStats& running) {
+          progress_->update(step, running.images, running.loss, running.accuracy);
+        },
+        epoch_options);
+  } catch (const NonFiniteLoss& e) {
+    progress_->end_epoch();
+    throw Error(detail::concat(e.what(), ", step ", steps_before_epoch + e.step() + 1,
+                               " of the run; stopped: ", last_good_checkpoint(),
+                               ". Try a lower --lr, or look for bad images in the data."));
+  }
+  steps_done_ += train_stats.steps - epoch_options.first_step;
+  progress_->end_epoch();
+  if (train_stats.interrupted) {
+    save("checkpoints/last.safetensors", epoch, &train_stats);
+    return interrupted(epoch, &train_stats);
+  }
+
+  EpochStats val_stats;
+  const std::vector<float> val_logits = trainer_->predict_logits(val_set_, &val_stats);
+  MetricsReport val_report = evaluate_binary("val", val_logits, splits_.val.labels);
+  EpochMetrics metrics;
+  metrics.epoch = epoch;
+  metrics.values = metrics_as_values(val_report, "val_");
+  metrics.values["loss"] = train_stats.loss;
+  metrics.values["accuracy"] = train_stats.accuracy;
+  EpochRecord record{epoch, control_.learning_rate, train_stats.seconds, metrics.values};
+  control_.clear_requests();
+  callbacks_.on_epoch_end(metrics, control_);
+
+  std::cout << format_epoch_summary(record, options_.epochs) << "\n" << std::flush;
+  for (const auto& event : control_.events) std::cout << "  " << event << "\n";
+  epochs_done_ = epoch + 1;
+  if (control_.keep_weights_snapshot)
+    best_snapshot_ = capture_checkpoint(*model_, nullptr, metadata_);
+  if (control_.save_best_checkpoint) save("checkpoints/best.safetensors", epoch + 1);
+  save("checkpoints/last.safetensors", epoch + 1);
+  log_->append(record);  // after the checkpoint: the history never runs ahead of it
+  if (control_.stop) {
+    std::cout << control_.stop_reason << "\n";
+    stopped = true;
+    return std::nullopt;
+  }
+  if (stop_on_signal_->stop().load() && epoch + 1 < options_.epochs)  // arrived during validation
+    return interrupted(epoch + 1, nullptr);
+  return std::nullopt;
+}
+
+// --inject-fault: acts just before global step fault_->step (counted from 1 over the run).
+std::function<void(int64_t)> TrainingRun::fault_hook(int64_t steps_before_epoch) {
+  return [this, steps_before_epoch](int64_t step) {
+    if (steps_before_epoch + step + 1 != fault_->step) return;
+    if (fault_->kind == Fault::Kind::Signal) {
+      std::raise(fault_->signal);
+      return;
+    }
+    // nan: the output layer's bias (every logit turns NaN); nan-weight: the first weight of conv1,
+    // which max pooling hides from the loss (NaN never wins a comparison).
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    TensorView weights = model_->parameters();
+    float* target = weights.data + (fault_->kind == Fault::Kind::NanLoss ? weights.numel() - 1 : 0);
+    copy_bytes(target, weights.device, &nan, Device::Cpu, sizeof(float));
+  };
+}
+
+// The decision threshold is tuned on validation (Youden's J) and stored with the model; test
+// images are never looked at here.
+void TrainingRun::finish() {
+  EpochStats val_stats;
+  const std::vector<float> val_logits = trainer_->predict_logits(val_set_, &val_stats);
+  ThresholdChoice threshold = choose_threshold_youden(val_logits, splits_.val.labels);
+  metadata_.decision_threshold = threshold.threshold;
+  metadata_.threshold_rule = threshold.defined
+                                 ? "Youden's J on " + std::to_string(splits_.val.count()) +
+                                       " validation images"
+                                 : "default 0.5 (validation lacks a class)";
+  MetricsReport final_val =
+      evaluate_binary("val", val_logits, splits_.val.labels, threshold.threshold);
+  save("model.safetensors", epochs_done_);
+  std::ofstream(fs::path(run_dir_) / "metrics_val.json") << to_json(final_val).dump(2) << "\n";
+  ReportInputs report;
+  report.history = log_->records();
+  report.validation = final_val;
+  report.validation_roc = roc_curve(val_logits, splits_.val.labels);
+  report.config = metadata_.config;
+  report.notes = "Data: " + splits_.description + ". Backend: " + backend_->name() + ".\n\n" +
+                 kDatasetCitation;
+  write_report(run_dir_, report);
+  std::cout << format_metrics_table(final_val);
+  std::cout << "model: " << (fs::path(run_dir_) / "model.safetensors").string() << " (threshold "
+            << threshold.threshold << ", " << metadata_.threshold_rule << ")\n";
+}
+
+void TrainingRun::save(const std::string& name, int epochs_done, const EpochStats* partial) {
+  metadata_.epoch = epochs_done;
+  metadata_.step = steps_done_;
+  metadata_.epoch_step = partial ? partial->steps : 0;
+  metadata_.epoch_loss_sum = partial ? partial->loss_sum : 0.0;
+  metadata_.epoch_correct = partial ? partial->correct : 0.0;
+  metadata_.learning_rate = control_.learning_rate;
+  metadata_.callback_state = callbacks_.state();
+  CheckpointData data = capture_checkpoint(*model_, &trainer_->optimizer_state(), metadata_);
+  // Never overwrite a good checkpoint with weights that went bad without the loss showing it.
+  const std::string bad = first_nonfinite_value(data);
+  if (!bad.empty())
+    throw Error(detail::concat("the model's state stopped being finite during epoch ",
+                               epochs_done + (partial ? 1 : 0), " (", bad, "); ", name,
+                               " was not written; ", last_good_checkpoint(),
+                               ". Try a lower --lr."));
+  save_checkpoint((fs::path(run_dir_) / name).string(), data);
+}
+
+std::string TrainingRun::last_good_checkpoint() const {
+  if (!fs::exists(last_path_)) return "no checkpoint was written yet";
+  const CheckpointMetadata last = read_checkpoint_metadata(last_path_);
+  return detail::concat(
+      "the last good checkpoint is ", last_path_, " (after epoch ", last.epoch,
+      last.epoch_step > 0 ? detail::concat(" and ", last.epoch_step, " steps of the next")
+                          : std::string(),
+      ")");
+}
+
+int TrainingRun::interrupted(int epochs_done, const EpochStats* partial) const {
+  std::cout << "interrupted by " << stop_on_signal_->signal_name() << " "
+            << (partial ? detail::concat("after step ", partial->steps, " of epoch ",
+                                         epochs_done + 1)
+                        : detail::concat("after epoch ", epochs_done))
+            << "; checkpoint written to " << last_path_ << "\n"
+            << "resume with: pneumo train --resume " << last_path_ << "\n"
+            << std::flush;
+  return stop_on_signal_->exit_status();
+}
+
+}  // namespace
+
+int run_train(const TrainOptions& options) { return TrainingRun(options).run(); }
 
 }  // namespace pneumo::cli
