@@ -14,8 +14,11 @@
 #         BUILD_DIR (build-gpu), JOBS (nproc), CUDNN_ROOT (skip the python lookup),
 #         EXTRA_CMAKE_ARGS (appended to the configure command),
 #         SANITIZER_FILTER (gtest filter for the sanitizer runs), SKIP_SANITIZERS=1,
-#         PNEUMO_TRAIN_ARGS / PNEUMO_BENCH_ARGS (arguments for the hooks), PNEUMO_CACHE,
-#         PNEUMO_SEEDS (more seeds of the recipe, default "2 3 4 5"; "" skips them), SKIP_NCU=1.
+#         PNEUMO_TRAIN_ARGS (extra `pneumo train` flags), PNEUMO_BENCH_ARGS (`bench train` flags,
+#         default "--batch 32 256 --steps 200"), PNEUMO_BENCH_KERNELS_ARGS, PNEUMO_CACHE,
+#         PNEUMO_SEEDS (more seeds of the recipe, default "2 3 4 5"; "" skips them), SKIP_NCU=1,
+#         GPU_CHECK_DEVICE (cuda; "cpu" dry-runs the script's flow on a machine without a GPU: the
+#         pneumo commands then run on the CPU and the CUDA tests fail, as they should there).
 # Every section records pass/fail and its time; a failure never stops the run. Exit status:
 # 0 when every section that ran passed, else 1.
 set -uo pipefail
@@ -32,6 +35,7 @@ budget=${BUDGET_S:-540}
 started=$(date +%s)
 test_bin=$build/tests/pneumo_tests
 cli_bin=$build/pneumo
+device=${GPU_CHECK_DEVICE:-cuda}
 export PNEUMO_EXPECT_CUDA=1  # a CUDA test that finds no device fails instead of skipping
 
 # Sanitizers run the small-shape CUDA tests, with one convolution shape (each conv test runs
@@ -337,29 +341,32 @@ elif [[ -z $full_cache ]]; then
 else
   # shellcheck disable=SC2086
   run "train (recipe)" 240 train "${PNEUMO_TRAIN_ARGS:-the seed recipe, 12 epochs}" -- "$cli_bin" train \
-    --data "$full_cache" --device cuda --out "$out/run" ${PNEUMO_TRAIN_ARGS:-}
+    --data "$full_cache" --device "$device" --out "$out/run" ${PNEUMO_TRAIN_ARGS:-}
   grep -E "^epoch [0-9]+/[0-9]+  train|reduc|model:" "$out/logs/train.log" > "$out/train_epochs.txt" 2>/dev/null
   if [[ -f $out/run/model.safetensors ]]; then
     run "evaluate (test)" 60 evaluate "test split, threshold tuned on val" -- "$cli_bin" evaluate \
-      --model "$out/run/model.safetensors" --data "$full_cache" --split test --device cuda \
+      --model "$out/run/model.safetensors" --data "$full_cache" --split test --device "$device" \
       --json "$out/run/test_metrics.json"
   fi
 fi
 
 # ---- 6. Throughput: pneumo's training step, and the same network in PyTorch on the same GPU ----------------
 if [[ -x $cli_bin ]]; then
-  # shellcheck disable=SC2086
-  run "bench train" 90 bench_train "whole step, device-resident random images" -- "$cli_bin" bench train \
-    --device cuda ${PNEUMO_BENCH_ARGS:---batch 32 256 --steps 200}
-  run "bench train (no augment)" 60 bench_train_plain "as PyTorch's reference: no augmentation" -- \
-    "$cli_bin" bench train --device cuda --augment false --batch 32 256 --steps 200
-  run "bench train (fastest algorithms)" 60 bench_train_fastest "--deterministic false, no augmentation" -- \
-    "$cli_bin" bench train --device cuda --augment false --deterministic false --batch 32 256 --steps 200
-  # Our kernels vs cuDNN, each variant validated before it is timed (profiling/README.md); the
-  # table is the log, every row also in bench_kernels.jsonl / .csv.
-  run "bench kernels" 120 bench_kernels "our kernels vs cuDNN, batch 32 and 256" -- \
-    "$cli_bin" bench kernels --device cuda --json "$out/bench_kernels.jsonl" \
-    --csv "$out/bench_kernels.csv"
+  bench_args=${PNEUMO_BENCH_ARGS:---batch 32 256 --steps 200}
+  # shellcheck disable=SC2086  # the *_ARGS variables are lists of words on purpose
+  {
+    run "bench train" 90 bench_train "whole step, device-resident random images" -- \
+      "$cli_bin" bench train --device "$device" $bench_args
+    run "bench train (no augment)" 60 bench_train_plain "as PyTorch's reference: no augmentation" -- \
+      "$cli_bin" bench train --device "$device" --augment false $bench_args
+    run "bench train (fastest algorithms)" 60 bench_train_fastest "--deterministic false, no augmentation" -- \
+      "$cli_bin" bench train --device "$device" --augment false --deterministic false $bench_args
+    # Our kernels vs cuDNN, each variant validated before it is timed (profiling/README.md); the
+    # table is the log, every row also in bench_kernels.jsonl / .csv.
+    run "bench kernels" 120 bench_kernels "our kernels vs cuDNN, batch 32 and 256" -- \
+      "$cli_bin" bench kernels --device "$device" --json "$out/bench_kernels.jsonl" \
+      --csv "$out/bench_kernels.csv" ${PNEUMO_BENCH_KERNELS_ARGS:-}
+  }
 fi
 if [[ ${SKIP_TORCH:-0} == 1 ]]; then
   skip "torch reference" "SKIP_TORCH=1"
@@ -382,7 +389,7 @@ done
 if [[ -n $sanitizer && -x $cli_bin && -f $sample_cache/meta.json && ${SKIP_SANITIZERS:-0} != 1 ]]; then
   run "sanitizer memcheck (training)" 120 sanitizer_train "1 epoch on data/sample, batch 8" -- \
     "$sanitizer" --tool memcheck --error-exitcode 86 --print-limit 50 "$cli_bin" train \
-    --data "$sample_cache" --device cuda --epochs 1 --batch 8 --out "$build-data/sanitized_run"
+    --data "$sample_cache" --device "$device" --epochs 1 --batch 8 --out "$build-data/sanitized_run"
 fi
 
 # ---- 8. compute-sanitizer on the CUDA tests ----------------------------------------------------------------------------------
@@ -416,10 +423,10 @@ if [[ -n $seeds && -x $cli_bin && -n $full_cache && -f $out/run/model.safetensor
   for seed in $seeds; do
     # shellcheck disable=SC2086
     run "train (seed $seed)" 60 "train_seed$seed" "the recipe with --seed $seed" -- "$cli_bin" train \
-      --data "$full_cache" --device cuda --seed "$seed" --out "$out/seeds/$seed" ${PNEUMO_TRAIN_ARGS:-} ||
+      --data "$full_cache" --device "$device" --seed "$seed" --out "$out/seeds/$seed" ${PNEUMO_TRAIN_ARGS:-} ||
       continue
     run "evaluate (seed $seed)" 30 "evaluate_seed$seed" "test split" -- "$cli_bin" evaluate \
-      --model "$out/seeds/$seed/model.safetensors" --data "$full_cache" --split test --device cuda \
+      --model "$out/seeds/$seed/model.safetensors" --data "$full_cache" --split test --device "$device" \
       --json "$out/seeds/$seed/test_metrics.json" && seed_runs+=("$out/seeds/$seed")
   done
   python3 "$root/scripts/summarize_runs.py" "${seed_runs[@]}" > "$out/seeds.md" 2>&1
@@ -434,12 +441,12 @@ elif ! command -v ncu > /dev/null; then
 elif [[ -x $cli_bin ]]; then
   run "ncu: conv3x3 kernels" 150 ncu_conv "our conv kernels, batch 256, --set full" -- \
     ncu --clock-control none --set full --import-source yes -k regex:conv3x3 -c 4 \
-    -o "$out/ncu_conv3x3" -f "$cli_bin" bench kernels --device cuda --ops conv --batches 256 \
+    -o "$out/ncu_conv3x3" -f "$cli_bin" bench kernels --device "$device" --ops conv --batches 256 \
     --repeats 1 --warmup 0 &&
     ncu --import "$out/ncu_conv3x3.ncu-rep" --page details > "$out/logs/ncu_conv3x3_details.log" 2>&1
   run "ncu: pneumo kernels in train steps" 150 ncu_step "augment, dropout, loss, RMSprop, ..." -- \
     ncu --clock-control none --set full --kernel-name-base demangled -k regex:pneumo:: -c 20 \
-    -o "$out/ncu_step" -f "$cli_bin" bench train --device cuda --batch 32 --steps 5 --warmup 2 \
+    -o "$out/ncu_step" -f "$cli_bin" bench train --device "$device" --batch 32 --steps 5 --warmup 2 \
     --epoch-images 64 &&
     ncu --import "$out/ncu_step.ncu-rep" --page details > "$out/logs/ncu_step_details.log" 2>&1
   rm -f "$out"/*.ncu-rep  # tens of MB; the details pages above hold what is read from them
