@@ -1,6 +1,6 @@
 // Inverted dropout kernel and launcher. The mask is recomputed from (key, element index) by
-// pneumo::dropout_multiplier (elementwise.hpp), so forward and backward are the same map and
-// the CPU twin draws the very same mask.
+// pneumo::dropout_group (elementwise.hpp, four elements per Philox call), so forward and backward
+// are the same map and the CPU twin draws the very same mask.
 #include "cuda/cuda_check.hpp"
 #include "kernel_util.cuh"
 #include "pneumo/elementwise.hpp"
@@ -9,9 +9,11 @@
 namespace pneumo::kernels {
 namespace {
 
+// One thread per group of four elements (one Philox call each), grid-stride over the groups.
 __global__ void dropout_kernel(const float* x, float* y, int64_t n, float rate, RngKey key) {
-  for (int64_t i = global_thread_index(); i < n; i += grid_stride())
-    y[i] = x[i] * dropout_multiplier(key, static_cast<uint32_t>(i), rate);
+  const int64_t groups = (n + 3) / 4;
+  for (int64_t g = global_thread_index(); g < groups; g += grid_stride())
+    dropout_group(x, y, n, static_cast<uint32_t>(g), rate, key);
 }
 
 }  // namespace
@@ -22,7 +24,7 @@ void dropout_apply(const float* x, float* y, int64_t n, float rate, RngKey key,
                " elements: the mask index is 32-bit (at most 2^32 elements per tensor)");
   PNEUMO_CHECK(rate >= 0.0f && rate < 1.0f, "dropout rate ", rate, " outside [0, 1)");
   if (n == 0) return;
-  dropout_kernel<<<blocks_for(n), kThreadsPerBlock, 0, stream>>>(x, y, n, rate, key);
+  dropout_kernel<<<blocks_for((n + 3) / 4), kThreadsPerBlock, 0, stream>>>(x, y, n, rate, key);
   PNEUMO_LAUNCH_CHECK("dropout_kernel", "n=", n, " rate=", rate);
 }
 

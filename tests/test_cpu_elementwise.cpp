@@ -10,6 +10,7 @@
 
 #include "gradient_check.hpp"
 #include "pneumo/backend.hpp"
+#include "pneumo/elementwise.hpp"
 #include "pneumo/random.hpp"
 #include "test_util.hpp"
 
@@ -96,6 +97,29 @@ TEST(CpuDropout, KeepRateScalingAndSharedMask) {
   Tensor other = nan_tensor(shape);
   backend->dropout_forward(x, other, rate, make_key(7, RngStream::kDropout, 3, 12, 1));
   EXPECT_NE(to_host(other), ys);
+}
+
+// The CPU twin walks the tensor in groups of four on several threads; every element must still
+// get exactly dropout_multiplier(key, index, rate), the rule the parity test holds the kernel to,
+// at sizes that end inside a group and that split across the workers, in place too.
+TEST(CpuDropout, EveryElementGetsTheMultiplierOfItsIndex) {
+  const float rate = 0.25f;
+  const RngKey key = make_key(3, RngStream::kDropout, 1, 5, 2);
+  for (int threads : {1, 3}) {
+    auto backend = make_cpu_backend(threads);
+    for (int64_t n : {1, 3, 4, 5, 4097, 65537, 200003}) {
+      SCOPED_TRACE(::testing::Message() << threads << " threads, " << n << " elements");
+      Tensor x = random_tensor({n}, Device::Cpu, 161, 0.5f, 1.5f), y = nan_tensor({n});
+      backend->dropout_forward(x, y, rate, key);
+      const std::vector<float> xs = to_host(x), ys = to_host(y);
+      for (int64_t i = 0; i < n; ++i)
+        ASSERT_EQ(ys[size_t(i)],
+                  xs[size_t(i)] * dropout_multiplier(key, static_cast<uint32_t>(i), rate))
+            << "element " << i;
+      backend->dropout_backward(x, x, rate, key);  // in place
+      ASSERT_EQ(to_host(x), ys);
+    }
+  }
 }
 
 TEST(CpuDropout, Gradient) {

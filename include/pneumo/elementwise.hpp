@@ -17,12 +17,25 @@ PNEUMO_HD float relu_backward(float y, float dy) { return y > 0.0f ? dy : 0.0f; 
 
 // ---- Dropout (inverted) ---------------------------------------------------------------------
 // Multiplier of element `index`: 0 with probability `rate`, else 1 / (1 - rate). The mask is a
-// pure function of (key, index), so the backward pass recomputes it instead of storing it.
+// pure function of (key, index), so the backward pass recomputes it instead of storing it. One
+// Philox call yields four 32-bit words; element i uses word i % 4 of block i / 4.
+PNEUMO_HD float dropout_multiplier_from_bits(uint32_t bits, float rate) {
+  return uniform_from_bits(bits) < rate ? 0.0f : 1.0f / (1.0f - rate);
+}
+
 PNEUMO_HD float dropout_multiplier(RngKey key, uint32_t index, float rate) {
-  // One Philox call yields four words; element i uses word i % 4 of block i / 4.
-  Philox4 bits = philox4x32(key, index >> 2);
-  float u = uniform_from_bits(bits.v[index & 3u]);
-  return u < rate ? 0.0f : 1.0f / (1.0f - rate);
+  return dropout_multiplier_from_bits(philox4x32(key, index >> 2).v[index & 3u], rate);
+}
+
+// y = x * mask over elements [4 * group, 4 * group + 4) that are below n, from one Philox call:
+// the values of dropout_multiplier element by element, at a quarter of the generator's cost. y may
+// alias x. The kernel and the CPU twin both walk the tensor in these groups.
+PNEUMO_HD void dropout_group(const float* x, float* y, int64_t n, uint32_t group, float rate,
+                             RngKey key) {
+  const Philox4 bits = philox4x32(key, group);
+  const int64_t first = static_cast<int64_t>(group) * 4;
+  for (int j = 0; j < 4; ++j)
+    if (first + j < n) y[first + j] = x[first + j] * dropout_multiplier_from_bits(bits.v[j], rate);
 }
 
 // ---- Fused sigmoid + binary cross-entropy on a logit -----------------------------------------

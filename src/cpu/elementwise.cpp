@@ -1,7 +1,7 @@
 // Per-element ops on the CPU: ReLU, dropout, the fused sigmoid + BCE loss, the non-finite marker
 // and RMSprop. Each loop body is one call into pneumo/elementwise.hpp, the same functions the CUDA
-// kernels call.
-// Plain loops: these are memory-bound and small next to the convolutions.
+// kernels call. ReLU and dropout run on the thread pool (dropout's generator made it a quarter of
+// a training step's time single-threaded); the rest are tiny.
 #include "pneumo/elementwise.hpp"
 
 #include <cmath>
@@ -15,11 +15,29 @@ namespace pneumo::cpu {
 // Member names (relu_backward, sigmoid_bce) hide the per-element functions of the same name, so
 // those are called with their namespace.
 
+namespace {
+
+// body(begin, end) over [0, count): on the pool, or on this thread when the range is too small to
+// be worth waking the workers for. Per-element work only: the split never changes a result.
+template <class Body>
+void for_range(ThreadPool& pool, int64_t count, const Body& body) {
+  constexpr int64_t kInline = int64_t{1} << 14;
+  if (count < kInline) {
+    if (count > 0) body(0, count);
+    return;
+  }
+  pool.parallel_for(count, [&](int64_t begin, int64_t end, int /*worker*/) { body(begin, end); });
+}
+
+}  // namespace
+
 void CpuBackend::relu_forward(ConstTensorView x, TensorView y) {
   const char* op = "relu_forward";
   expect_on_cpu(op, {{"x", x}, {"y", y}});
   expect_shape(op, "y", y.shape, x.shape);
-  for (int64_t i = 0; i < x.numel(); ++i) y.data[i] = pneumo::relu(x.data[i]);
+  for_range(pool_, x.numel(), [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) y.data[i] = pneumo::relu(x.data[i]);
+  });
 }
 
 void CpuBackend::relu_backward(ConstTensorView y, ConstTensorView dy, TensorView dx) {
@@ -27,7 +45,10 @@ void CpuBackend::relu_backward(ConstTensorView y, ConstTensorView dy, TensorView
   expect_on_cpu(op, {{"y", y}, {"dy", dy}, {"dx", dx}});
   expect_shape(op, "dy", dy.shape, y.shape);
   expect_shape(op, "dx", dx.shape, y.shape);
-  for (int64_t i = 0; i < y.numel(); ++i) dx.data[i] = pneumo::relu_backward(y.data[i], dy.data[i]);
+  for_range(pool_, y.numel(), [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i)
+      dx.data[i] = pneumo::relu_backward(y.data[i], dy.data[i]);
+  });
 }
 
 namespace {
@@ -43,16 +64,27 @@ void check_dropout(const char* op, ConstTensorView input, TensorView output, flo
 
 }  // namespace
 
+namespace {
+
+// In groups of four elements, as the kernel (dropout_group); forward and backward are this map.
+void apply_dropout(ThreadPool& pool, ConstTensorView in, TensorView out, float rate, RngKey key) {
+  const int64_t n = in.numel();
+  for_range(pool, (n + 3) / 4, [&](int64_t begin, int64_t end) {
+    for (int64_t g = begin; g < end; ++g)
+      dropout_group(in.data, out.data, n, static_cast<uint32_t>(g), rate, key);
+  });
+}
+
+}  // namespace
+
 void CpuBackend::dropout_forward(ConstTensorView x, TensorView y, float rate, RngKey key) {
   check_dropout("dropout_forward", x, y, rate);
-  for (int64_t i = 0; i < x.numel(); ++i)
-    y.data[i] = x.data[i] * dropout_multiplier(key, static_cast<uint32_t>(i), rate);
+  apply_dropout(pool_, x, y, rate, key);
 }
 
 void CpuBackend::dropout_backward(ConstTensorView dy, TensorView dx, float rate, RngKey key) {
   check_dropout("dropout_backward", dy, dx, rate);
-  for (int64_t i = 0; i < dy.numel(); ++i)
-    dx.data[i] = dy.data[i] * dropout_multiplier(key, static_cast<uint32_t>(i), rate);
+  apply_dropout(pool_, dy, dx, rate, key);
 }
 
 void CpuBackend::sigmoid_bce(ConstTensorView logits, ConstTensorView labels,
