@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <vector>
 
 #include "gradient_check.hpp"
@@ -68,6 +69,24 @@ TEST(CpuMaxPool, TiesGoToFirstElementInRowMajorOrder) {
   backend->maxpool2d_forward(flat, flat_y);
   backend->maxpool2d_backward(flat, flat_y, flat_dy, flat_dx);
   EXPECT_EQ(to_host(flat_dx), (std::vector<float>{5, 0, 0, 0}));
+}
+
+// Comparisons are "strictly larger replaces", in row-major order: a NaN that comes first stays
+// (nothing compares larger than it), a NaN that comes later never replaces the current max.
+TEST(CpuMaxPool, ANanKeepsItsPlaceOnlyWhenItComesFirst) {
+  auto backend = make_cpu_backend(1);
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  Tensor x = host_tensor({1, 1, 2, 4}, {nan, 1, 4, nan,  //
+                                        5, 2, 3, 6});
+  Tensor y = nan_tensor({1, 1, 1, 2});
+  backend->maxpool2d_forward(x, y);
+  const std::vector<float> ys = to_host(y);
+  EXPECT_TRUE(std::isnan(ys[0]));
+  EXPECT_EQ(ys[1], 6.0f);
+  Tensor dy = host_tensor({1, 1, 1, 2}, {10, 20}), dx = nan_tensor(x.shape());
+  backend->maxpool2d_backward(x, y, dy, dx);
+  EXPECT_EQ(to_host(dx), (std::vector<float>{10, 0, 0, 0,  //
+                                             0, 0, 0, 20}));
 }
 
 // Brute force: output (oy, ox) is the max over input rows 2*oy - H%2 + {0,1} and columns

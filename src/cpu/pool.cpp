@@ -1,7 +1,6 @@
 // 2x2 stride-2 'same' max pooling on the CPU. On an odd height or width the one padding
 // row/column is on the top/left (as cuDNN's symmetric padding of 1 with floor rounding gives) and
 // never wins; ties go to the first element of the window in row-major order.
-#include <algorithm>
 
 #include "cpu/cpu_backend.hpp"
 #include "pneumo/error.hpp"
@@ -26,19 +25,51 @@ PoolGeometry pool_geometry(const char* op, const Shape& x) {
   return {x.n(), x.c(), x.h(), x.w()};
 }
 
-// Index within `plane` (H, W) of the max of output window (oy, ox): padding is skipped and ties
-// go to the first element in row-major window order (only a strictly larger value replaces it).
-int64_t window_argmax(const float* plane, const PoolGeometry& g, int64_t oy, int64_t ox) {
-  int64_t best = -1;
-  for (int64_t iy = 2 * oy - g.pad_top(); iy < 2 * oy - g.pad_top() + 2; ++iy) {
-    if (iy < 0 || iy >= g.height) continue;
-    for (int64_t ix = 2 * ox - g.pad_left(); ix < 2 * ox - g.pad_left() + 2; ++ix) {
-      if (ix < 0 || ix >= g.width) continue;
-      int64_t index = iy * g.width + ix;
-      if (best < 0 || plane[index] > plane[best]) best = index;
-    }
+// The windows of output row oy: its input rows are 2*oy - pad_top + {0, 1}, of which only the
+// first can be the padding (on an odd height, for oy = 0); likewise for columns. So a window is
+// 1, 2 or 4 real pixels, always including its bottom-right one.
+struct WindowRows {
+  const float* top;  // null when the top row is the padding
+  const float* bottom;
+  int64_t top_offset, bottom_offset;  // their offsets in the plane
+};
+
+WindowRows window_rows(const float* plane, const PoolGeometry& g, int64_t oy) {
+  const int64_t r0 = 2 * oy - g.pad_top();
+  return {r0 >= 0 ? plane + r0 * g.width : nullptr, plane + (r0 + 1) * g.width, r0 * g.width,
+          (r0 + 1) * g.width};
+}
+
+// The max of window (rows, column c0 = 2*ox - pad_left, and c0 + 1) and its offset in the plane:
+// candidates are visited in row-major order and only a strictly larger one replaces the current,
+// so ties go to the first and a NaN never replaces anything (the rule cuDNN's backward follows).
+struct WindowMax {
+  float value;
+  int64_t offset;
+};
+
+// Written as selects rather than a branch: which element wins is data-dependent, and the
+// mispredicted branches made the backward pass several times slower.
+inline void consider(WindowMax& best, float value, int64_t offset) {
+  const bool larger = value > best.value;
+  best.offset = larger ? offset : best.offset;
+  best.value = larger ? value : best.value;
+}
+
+inline WindowMax window_max(const WindowRows& rows, int64_t c0) {
+  const bool left = c0 >= 0;
+  WindowMax best;
+  if (rows.top) {
+    best = left ? WindowMax{rows.top[c0], rows.top_offset + c0}
+                : WindowMax{rows.top[c0 + 1], rows.top_offset + c0 + 1};
+    if (left) consider(best, rows.top[c0 + 1], rows.top_offset + c0 + 1);
+    if (left) consider(best, rows.bottom[c0], rows.bottom_offset + c0);
+  } else {
+    best = left ? WindowMax{rows.bottom[c0], rows.bottom_offset + c0}
+                : WindowMax{rows.bottom[c0 + 1], rows.bottom_offset + c0 + 1};
   }
-  return best;  // every window holds at least one real pixel
+  if (rows.top || left) consider(best, rows.bottom[c0 + 1], rows.bottom_offset + c0 + 1);
+  return best;
 }
 
 }  // namespace
@@ -50,13 +81,16 @@ void CpuBackend::maxpool2d_forward(ConstTensorView x, TensorView y) {
   expect_shape(op, "y", y.shape, g.output());
 
   const int64_t in_plane = g.height * g.width, out_plane = g.out_height() * g.out_width();
+  const int64_t out_width = g.out_width();
   pool_.parallel_for(g.planes(), [&](int64_t begin, int64_t end, int /*worker*/) {
     for (int64_t p = begin; p < end; ++p) {
       const float* plane = x.data + p * in_plane;
       float* out = y.data + p * out_plane;
-      for (int64_t oy = 0; oy < g.out_height(); ++oy)
-        for (int64_t ox = 0; ox < g.out_width(); ++ox)
-          out[oy * g.out_width() + ox] = plane[window_argmax(plane, g, oy, ox)];
+      for (int64_t oy = 0; oy < g.out_height(); ++oy) {
+        const WindowRows rows = window_rows(plane, g, oy);
+        for (int64_t ox = 0; ox < out_width; ++ox)
+          out[oy * out_width + ox] = window_max(rows, 2 * ox - g.pad_left()).value;
+      }
     }
   });
 }
@@ -73,16 +107,26 @@ void CpuBackend::maxpool2d_backward(ConstTensorView x, ConstTensorView y, ConstT
   expect_shape(op, "dx", dx.shape, g.input());
 
   const int64_t in_plane = g.height * g.width, out_plane = g.out_height() * g.out_width();
+  const int64_t out_width = g.out_width();
   pool_.parallel_for(g.planes(), [&](int64_t begin, int64_t end, int /*worker*/) {
     for (int64_t p = begin; p < end; ++p) {
       const float* plane = x.data + p * in_plane;
       const float* gradient = dy.data + p * out_plane;
       float* out = dx.data + p * in_plane;
-      std::fill(out, out + in_plane, 0.0f);
-      // Windows do not overlap (stride = window), so each input gets at most one gradient.
-      for (int64_t oy = 0; oy < g.out_height(); ++oy)
-        for (int64_t ox = 0; ox < g.out_width(); ++ox)
-          out[window_argmax(plane, g, oy, ox)] = gradient[oy * g.out_width() + ox];
+      // The windows tile the plane (stride = window, padding only on the top/left), so writing
+      // each window's real pixels, zero and then the gradient at its max, sets every dx once
+      // without a separate pass to clear it.
+      for (int64_t oy = 0; oy < g.out_height(); ++oy) {
+        const WindowRows rows = window_rows(plane, g, oy);
+        for (int64_t ox = 0; ox < out_width; ++ox) {
+          const int64_t c0 = 2 * ox - g.pad_left();
+          if (rows.top && c0 >= 0) out[rows.top_offset + c0] = 0.0f;
+          if (rows.top) out[rows.top_offset + c0 + 1] = 0.0f;
+          if (c0 >= 0) out[rows.bottom_offset + c0] = 0.0f;
+          out[rows.bottom_offset + c0 + 1] = 0.0f;
+          out[window_max(rows, c0).offset] = gradient[oy * out_width + ox];
+        }
+      }
     }
   });
 }
