@@ -139,6 +139,15 @@ TEST(Metrics, YoudenSeparatesAdjacentFloatsAndPerfectSplits) {
   ThresholdChoice nudged = choose_threshold_youden({saturated_low, saturated_high}, {0, 1});
   EXPECT_TRUE(predicts_pneumonia(saturated_high, nudged.threshold));
   EXPECT_FALSE(predicts_pneumonia(saturated_low, nudged.threshold));
+  // Beyond logit ~36.7 every probability rounds to 1 in double: no threshold can apply a cut
+  // between 40 and 41, so the choice says so and keeps 0.5 (it used to return 1.0, which then
+  // called every image NORMAL while claiming J = 1).
+  ThresholdChoice beyond = choose_threshold_youden({40.0f, 41.0f, 45.0f}, {0, 1, 1});
+  EXPECT_FALSE(beyond.defined);
+  EXPECT_TRUE(beyond.saturated);
+  EXPECT_NEAR(beyond.saturated_logit, 40.5, 1e-9);
+  EXPECT_EQ(beyond.threshold, 0.5);
+  EXPECT_FALSE(choose_threshold_youden({-1.0f, 2.0f}, {0, 1}).saturated);
 }
 
 TEST(Metrics, OneClassSplitsGiveNanAndFlagsNotCrashes) {

@@ -77,6 +77,10 @@ struct ThresholdChoice {
   double logit = 0.0;      // the same cut in logit space
   double youden_j = 0.0;
   bool defined = false;
+  // The best cut lies where probabilities round to 0 or 1 in double (|logit| beyond about 36.7,
+  // a saturated model), so no probability threshold applies it; defined is then false and 0.5 kept.
+  bool saturated = false;
+  double saturated_logit = 0.0;  // that cut, when saturated
 };
 ThresholdChoice choose_threshold_youden(const std::vector<float>& logits,
                                         const std::vector<uint8_t>& labels);

@@ -245,7 +245,13 @@ ThresholdChoice choose_threshold_youden(const std::vector<float>& logits,
   float above = best->k == 0 ? static_cast<float>(best->logit_cut + 1.0) : groups[best->k - 1].logit;
   float below = best->k == groups.size() ? static_cast<float>(best->logit_cut - 1.0)
                                           : groups[best->k].logit;
-  choice.threshold = separating_threshold(best->logit_cut, above, below);
+  const double threshold = separating_threshold(best->logit_cut, above, below);
+  if (!predicts_pneumonia(above, threshold) || predicts_pneumonia(below, threshold)) {
+    choice.saturated = true;
+    choice.saturated_logit = best->logit_cut;
+    return choice;  // undefined: keep 0.5
+  }
+  choice.threshold = threshold;
   choice.logit = logit_of(choice.threshold);
   choice.youden_j = static_cast<double>(best->score) /
                     (static_cast<double>(positives) * static_cast<double>(negatives));

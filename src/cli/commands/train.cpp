@@ -458,10 +458,14 @@ void TrainingRun::finish() {
   const std::vector<float> val_logits = trainer_->predict_logits(val_set_, &val_stats);
   ThresholdChoice threshold = choose_threshold_youden(val_logits, splits_.val.labels);
   metadata_.decision_threshold = threshold.threshold;
-  metadata_.threshold_rule = threshold.defined
-                                 ? "Youden's J on " + std::to_string(splits_.val.count()) +
-                                       " validation images"
-                                 : "default 0.5 (validation lacks a class)";
+  metadata_.threshold_rule =
+      threshold.defined ? "Youden's J on " + std::to_string(splits_.val.count()) +
+                              " validation images"
+      : threshold.saturated
+          ? detail::concat("default 0.5 (Youden's best cut on validation, logit ",
+                           threshold.saturated_logit,
+                           ", lies where probabilities round to 0 or 1: the model is saturated)")
+          : std::string("default 0.5 (validation lacks a class)");
   MetricsReport final_val =
       evaluate_binary("val", val_logits, splits_.val.labels, threshold.threshold);
   save("model.safetensors", epochs_done_);
