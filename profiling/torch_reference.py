@@ -9,7 +9,8 @@ eps 1e-7). fp32 with TF32 off unless --tf32. Inputs are random images resident o
 augmentation): this times the training step itself.
 
 Prints one JSON object per configuration: {"impl", "device", "batch", "images_per_second",
-"step_ms_median", ...}.
+"step_ms_mean", "step_ms_median", ...}; images_per_second comes from the mean of back-to-back steps,
+as in `pneumo bench train`.
 Usage: profiling/torch_reference.py [--batch 32 256] [--steps 100] [--compile] [--tf32]
 
 With --check-model RUN/model.safetensors --cache CACHE it instead checks, on the CPU, that this
@@ -70,22 +71,30 @@ class SeedNet(nn.Module):
 
 
 def time_training(model, batch, steps, warmup, device, step_fn):
+    """Mean step time as `pneumo bench train` measures it (`steps` steps back to back between two
+    synchronisations), then each step alone for the spread (median and min of synchronised steps,
+    which also pay the launch latency the back-to-back run hides)."""
     x = torch.rand(batch, 1, 150, 150, device=device)
     y = (torch.rand(batch, 1, device=device) > 0.5).float()
     for _ in range(warmup):
         step_fn(x, y)
     torch.cuda.synchronize()
-    times = []
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(steps):
+        step_fn(x, y)
+    end.record()
+    end.synchronize()
+    mean = start.elapsed_time(end) / steps
+    times = []
     for _ in range(steps):
         start.record()
         step_fn(x, y)
         end.record()
         end.synchronize()
         times.append(start.elapsed_time(end))
-    median = statistics.median(times)
-    return {"step_ms_median": round(median, 4), "step_ms_min": round(min(times), 4),
-            "images_per_second": round(batch / median * 1e3, 1)}
+    return {"step_ms_mean": round(mean, 4), "step_ms_median": round(statistics.median(times), 4),
+            "step_ms_min": round(min(times), 4), "images_per_second": round(batch / mean * 1e3, 1)}
 
 
 def write_gray_png(path, pixels):
