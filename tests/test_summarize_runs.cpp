@@ -1,0 +1,60 @@
+// scripts/summarize_runs.py, which tabulates several `pneumo train` runs (the GPU check's seeds):
+// per-run values read from the right fields, mean and sample standard deviation over the runs
+// that have each value, and a note for a run without test metrics. Skipped without python3.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "cli_test_util.hpp"
+#include "temp_dir.hpp"
+
+namespace pneumo {
+namespace {
+
+namespace fs = std::filesystem;
+
+void write(const fs::path& path, const std::string& text) {
+  fs::create_directories(path.parent_path());
+  std::ofstream(path) << text;
+}
+
+// A run folder as `pneumo train` + `pneumo evaluate --json` leave it (the fields the script reads).
+void write_run(const fs::path& dir, int seed, double val_acc, double test_acc, bool with_test) {
+  write(dir / "config.json", "{\"seed\": " + std::to_string(seed) + "}");
+  write(dir / "metrics_val.json", "{\"default_threshold\": {\"accuracy\": " +
+                                      std::to_string(val_acc) + "}, \"roc_auc\": 0.99}");
+  if (with_test)
+    write(dir / "test_metrics.json",
+          "{\"default_threshold\": {\"accuracy\": " + std::to_string(test_acc) +
+              ", \"sensitivity\": 0.95, \"specificity\": 0.7},"
+              " \"tuned_threshold\": {\"accuracy\": 0.9, \"threshold\": 0.6}, \"roc_auc\": 0.96}");
+}
+
+TEST(SummarizeRuns, MeanAndSampleSdOverTheRunsThatHaveEachValue) {
+  if (testing::run_command("python3 -c pass").status != 0) GTEST_SKIP() << "no python3";
+  testing::TempDir dir;
+  write_run(dir.file("a"), 1, 0.96, 0.80, true);
+  write_run(dir.file("b"), 2, 0.98, 0.90, true);
+  write_run(dir.file("c"), 3, 0.97, 0.0, false);
+  const testing::CommandResult run = testing::run_command(
+      "python3 '" PNEUMO_SOURCE_DIR "/scripts/summarize_runs.py' '" + dir.file("a") + "' '" +
+      dir.file("b") + "' '" + dir.file("c") + "' 2>&1");
+  ASSERT_EQ(run.status, 0) << run.output;
+  // Per run: seed, val accuracy, val AUC, test accuracy, sensitivity, specificity, ...
+  EXPECT_NE(run.output.find("| a | 1 | 0.960 | 0.990 | 0.800 | 0.950 | 0.700 | 0.900 | 0.600 | "
+                            "0.960 |"),
+            std::string::npos)
+      << run.output;
+  EXPECT_NE(run.output.find("| c | 3 | 0.970 | 0.990 |  |"), std::string::npos) << run.output;
+  // val accuracy over 3 runs: mean 0.970, sd 0.010; test accuracy over 2: 0.850 and 0.0707.
+  EXPECT_NE(run.output.find("| mean ± sd | | 0.970 ± 0.010 | 0.990 ± 0.000 | 0.850 ± 0.071 |"),
+            std::string::npos)
+      << run.output;
+  EXPECT_NE(run.output.find("3 runs"), std::string::npos) << run.output;
+  EXPECT_NE(run.output.find(dir.file("c") + ": no test metrics"), std::string::npos) << run.output;
+}
+
+}  // namespace
+}  // namespace pneumo
