@@ -171,7 +171,9 @@ void add_train(CLI::App& app, TrainOptions& o, Action& action) {
   c->add_option("--checkpoint-monitor", o.checkpoint_monitor,
                 "Metric that picks checkpoints/best.safetensors")
       ->capture_default_str();
-  c->callback([&o, &action] { action = [&o] { return advising_on_memory(o.batch, [&o] { return run_train(o); }); }; });
+  c->callback([&o, &action] {
+    action = [&o] { return advising_on_memory(o.batch, [&o] { return run_train(o); }); };
+  });
 }
 
 void add_evaluate(CLI::App& app, EvaluateOptions& o, Action& action) {

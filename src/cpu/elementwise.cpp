@@ -62,10 +62,6 @@ void check_dropout(const char* op, ConstTensorView input, TensorView output, flo
                " has more elements than the 32-bit mask index covers");
 }
 
-}  // namespace
-
-namespace {
-
 // In groups of four elements, as the kernel (dropout_group); forward and backward are this map.
 void apply_dropout(ThreadPool& pool, ConstTensorView in, TensorView out, float rate, RngKey key) {
   const int64_t n = in.numel();

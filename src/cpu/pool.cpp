@@ -62,8 +62,10 @@ inline WindowMax window_max(const WindowRows& rows, int64_t c0) {
   if (rows.top) {
     best = left ? WindowMax{rows.top[c0], rows.top_offset + c0}
                 : WindowMax{rows.top[c0 + 1], rows.top_offset + c0 + 1};
-    if (left) consider(best, rows.top[c0 + 1], rows.top_offset + c0 + 1);
-    if (left) consider(best, rows.bottom[c0], rows.bottom_offset + c0);
+    if (left) {
+      consider(best, rows.top[c0 + 1], rows.top_offset + c0 + 1);
+      consider(best, rows.bottom[c0], rows.bottom_offset + c0);
+    }
   } else {
     best = left ? WindowMax{rows.bottom[c0], rows.bottom_offset + c0}
                 : WindowMax{rows.bottom[c0 + 1], rows.bottom_offset + c0 + 1};

@@ -58,7 +58,8 @@ void validate(const TrainOptions& options);
 
 int run_train(const TrainOptions& options);
 
-// `pneumo --version` (without a final newline): release, CUDA runtime and driver, GPUs, cuDNN, cuBLAS, OpenCV, CPU GEMM.
+// `pneumo --version` (without a final newline): release, CUDA runtime and driver, GPUs, cuDNN,
+// cuBLAS, OpenCV, CPU GEMM.
 std::string version_text();
 
 struct EvaluateOptions {

@@ -112,7 +112,7 @@ int run_evaluate(const EvaluateOptions& options) {
     } catch (const Error& e) {
       throw Error("checkpoint " + options.model + ": " + e.what());
     }
-    split = std::move(make_train_val(dataset, rule).val);
+    split = make_train_val(dataset, rule).val;
   } else {
     split = dataset.split(options.split);
   }
