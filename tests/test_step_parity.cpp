@@ -75,17 +75,49 @@ double relative_l2(const float* actual, const float* expected, int64_t n) {
   return std::sqrt(diff / std::max(norm, 1e-30));
 }
 
-// Per named tensor: distance(cuda, cpu) <= 1e-3 + 4 x distance(perturbed cpu, cpu).
-void expect_tensors_agree(const std::vector<ParameterInfo>& infos, const std::vector<float>& cpu,
-                          const std::vector<float>& cuda, const std::vector<float>& perturbed,
-                          const std::string& what, double floor = 1e-3) {
+// Tensors compared as one: each on its own, or each layer's together (weight and bias).
+struct Group {
+  std::string name;
+  std::vector<ParameterInfo> tensors;
+};
+
+std::vector<Group> each_tensor(const std::vector<ParameterInfo>& infos) {
+  std::vector<Group> groups;
+  for (const auto& info : infos) groups.push_back({info.name, {info}});
+  return groups;
+}
+
+std::vector<Group> each_layer(const std::vector<ParameterInfo>& infos) {
+  std::vector<Group> groups;
   for (const auto& info : infos) {
-    const double to_cuda = relative_l2(&cuda[size_t(info.offset)], &cpu[size_t(info.offset)],
-                                       info.shape.numel());
-    const double sensitivity = relative_l2(&perturbed[size_t(info.offset)],
-                                           &cpu[size_t(info.offset)], info.shape.numel());
+    const std::string layer = info.name.substr(0, info.name.find('.'));
+    if (groups.empty() || groups.back().name != layer) groups.push_back({layer, {}});
+    groups.back().tensors.push_back(info);
+  }
+  return groups;
+}
+
+double relative_l2(const Group& group, const std::vector<float>& actual,
+                   const std::vector<float>& expected) {
+  double diff = 0.0, norm = 0.0;
+  for (const auto& info : group.tensors)
+    for (int64_t i = info.offset; i < info.offset + info.shape.numel(); ++i) {
+      diff += (double(actual[size_t(i)]) - expected[size_t(i)]) *
+              (double(actual[size_t(i)]) - expected[size_t(i)]);
+      norm += double(expected[size_t(i)]) * expected[size_t(i)];
+    }
+  return std::sqrt(diff / std::max(norm, 1e-30));
+}
+
+// Per group: distance(cuda, cpu) <= floor + 4 x distance(perturbed cpu, cpu).
+void expect_groups_agree(const std::vector<Group>& groups, const std::vector<float>& cpu,
+                         const std::vector<float>& cuda, const std::vector<float>& perturbed,
+                         const std::string& what, double floor = 1e-3) {
+  for (const auto& group : groups) {
+    const double to_cuda = relative_l2(group, cuda, cpu);
+    const double sensitivity = relative_l2(group, perturbed, cpu);
     EXPECT_LE(to_cuda, floor + 4.0 * sensitivity)
-        << what << " " << info.name << ": relative L2 CUDA vs CPU " << to_cuda
+        << what << " " << group.name << ": relative L2 CUDA vs CPU " << to_cuda
         << ", perturbed CPU vs CPU " << sensitivity;
   }
 }
@@ -140,35 +172,45 @@ TEST(StepParity, OneStepAndSeveralStepsAgree) {
   EXPECT_TRUE(testing::all_close(cuda.model->buffers(), cpu.model->buffers(), 1e-5, 1e-4,
                                  "batch-norm running statistics"));
   const auto g_cpu = testing::to_host(cpu.model->gradients());
-  expect_tensors_agree(cpu.model->parameter_infos(), g_cpu,
+  expect_groups_agree(each_tensor(cpu.model->parameter_infos()), g_cpu,
                        testing::to_host(cuda.model->gradients()),
                        testing::to_host(perturbed.model->gradients()), "gradient");
 
-  // Updated weights: RMSprop's first step moves every weight by lr sqrt(10) sign(g) (1/sqrt(1 -
-  // rho) = sqrt(10)), so a weight either moves exactly as on the CPU or, where its gradient is
-  // within rounding of zero, the other way: a difference of exactly twice that step.
+  // Updated weights. RMSprop's first step is lr g / (sqrt(1 - rho) |g| + eps): lr sqrt(10) sign(g)
+  // for a gradient well above eps, but a weight whose gradient is within rounding of zero may step
+  // the other way, or (|g| near eps) by another fraction of the step. Seen on an H100: 36 of
+  // 470k weights moved by 1e-6 to 1e-4 unlike the CPU run, every tensor's gradient agreeing. So
+  // each CUDA weight must be the update of its own gradient (the optimizer is exact per element),
+  // and no more weights may step differently from the CPU run than the perturbed run shows.
   const auto p_cpu = testing::to_host(cpu.model->parameters());
   const auto p_cuda = testing::to_host(cuda.model->parameters());
   const auto p_perturbed = testing::to_host(perturbed.model->parameters());
-  const double first_step = 1e-3 * std::sqrt(10.0);
-  int64_t flips = 0, perturbed_flips = 0;
+  const auto g_cuda = testing::to_host(cuda.model->gradients());
+  const OptimizerSettings& opt = cuda.trainer->optimizer();
+  const double first_step = opt.learning_rate / std::sqrt(1.0 - opt.rho);
+  int64_t differ = 0, perturbed_differ = 0, inexact = 0;
   for (size_t i = 0; i < p_cpu.size(); ++i) {
+    const double g = g_cuda[i];
+    const double own = before[i] - opt.learning_rate * g /
+                                       (std::sqrt(1.0 - opt.rho) * std::fabs(g) + opt.epsilon);
+    if (std::fabs(p_cuda[i] - own) > 1e-6 + 1e-5 * std::fabs(own) && inexact++ < 5)
+      ADD_FAILURE() << "parameter " << i << " is " << p_cuda[i] << " after the CUDA step, its own"
+                    << " gradient " << g << " gives " << own;
     const double moved = std::fabs(double(p_cpu[i]) - before[i]);
-    const double diff = std::fabs(double(p_cuda[i]) - p_cpu[i]);
-    if (diff > 1e-6 + 1e-3 * moved) {
-      ++flips;
-      EXPECT_NEAR(diff, 2 * first_step, 0.02 * first_step) << "parameter " << i
-                                                            << " moved unlike a sign flip";
-    }
-    const double perturbed_moved = std::fabs(double(p_perturbed[i]) - before[i]);
-    if (std::fabs(perturbed_moved - moved) > 0.5 * first_step) ++perturbed_flips;
+    if (std::fabs(double(p_cuda[i]) - p_cpu[i]) > 1e-6 + 1e-3 * moved) ++differ;
+    if (std::fabs(double(p_perturbed[i]) - p_cpu[i]) > 1e-6 + 1e-3 * moved) ++perturbed_differ;
   }
-  EXPECT_LE(flips, 4 * perturbed_flips + int64_t(p_cpu.size()) / 1000)
-      << flips << " weights stepped the other way on CUDA; " << perturbed_flips
-      << " on the perturbed CPU run";
+  EXPECT_EQ(inexact, 0) << "weights not updated by RMSprop from their own gradient on CUDA";
+  EXPECT_LE(differ, 4 * perturbed_differ + int64_t(p_cpu.size()) / 1000)
+      << differ << " weights stepped differently on CUDA; " << perturbed_differ
+      << " on the perturbed CPU run (first step " << first_step << ")";
 
   // Three more steps (the second batch is the 2-image tail); then the displacement of the weights
   // from their start and the inference logits must still agree as well as the problem allows.
+  // Displacements are compared per layer: one perturbed run is a poor estimate of a one-element
+  // tensor's sensitivity. Seen once on an H100 under compute-sanitizer memcheck (which slows
+  // every kernel, so cuDNN's timed algorithm choice may differ): fc2.bias, a single number, moved
+  // 5.6% unlike the CPU run and 0.4% on the perturbed run, every first-step check passing.
   for (uint32_t step = 1; step < 4; ++step) {
     const int first = (step % 2) * kBatch;
     const int n = first == 0 ? kBatch : kCount - kBatch;
@@ -176,7 +218,7 @@ TEST(StepParity, OneStepAndSeveralStepsAgree) {
       run->trainer->train_step(run->data, run->order.data() + first, n, 0, step);
   }
   const auto moved_cpu = minus(testing::to_host(cpu.model->parameters()), before);
-  expect_tensors_agree(cpu.model->parameter_infos(), moved_cpu,
+  expect_groups_agree(each_layer(cpu.model->parameter_infos()), moved_cpu,
                        minus(testing::to_host(cuda.model->parameters()), before),
                        minus(testing::to_host(perturbed.model->parameters()), before),
                        "weight change after 4 steps", 1e-2);
