@@ -15,7 +15,7 @@
 #         EXTRA_CMAKE_ARGS (appended to the configure command),
 #         SANITIZER_FILTER (gtest filter for the sanitizer runs), SKIP_SANITIZERS=1,
 #         PNEUMO_TRAIN_ARGS (extra `pneumo train` flags), PNEUMO_BENCH_ARGS (`bench train` flags,
-#         default "--batch 32 256 --steps 200"), PNEUMO_BENCH_KERNELS_ARGS, PNEUMO_CACHE,
+#         default "--batch 32 256 --steps 200 --layers"), PNEUMO_BENCH_KERNELS_ARGS, PNEUMO_CACHE,
 #         PNEUMO_SEEDS (more seeds of the recipe, default "2 3 4 5"; "" skips them), SKIP_NCU=1,
 #         SKIP_RUNS=1 (no training, no benchmarks: build, tests and sanitizers only), SKIP_TORCH=1,
 #         GPU_CHECK_DEVICE (cuda; "cpu" dry-runs the script's flow on a machine without a GPU: the
@@ -358,7 +358,7 @@ fi
 if [[ ${SKIP_RUNS:-0} == 1 ]]; then
   skip "bench train, bench kernels" "SKIP_RUNS=1"
 elif [[ -x $cli_bin ]]; then
-  bench_args=${PNEUMO_BENCH_ARGS:---batch 32 256 --steps 200}
+  bench_args=${PNEUMO_BENCH_ARGS:---batch 32 256 --steps 200 --layers}
   # shellcheck disable=SC2086  # the *_ARGS variables are lists of words on purpose
   {
     run "bench train" 90 bench_train "whole step, device-resident random images" -- \

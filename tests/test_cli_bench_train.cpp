@@ -5,6 +5,7 @@
 
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -38,12 +39,43 @@ TEST(CliBenchTrain, RunsOnTheCpuAndReportsPhasesAndATable) {
     EXPECT_GT(phases, 0.0) << line;
     EXPECT_TRUE(row["graph"].contains("error")) << "no CUDA Graph on the CPU backend: " << line;
     EXPECT_EQ(row["epoch_images"], 2 * row["batch"].get<int>()) << line;
+    EXPECT_FALSE(row.contains("layers_ms")) << "per-layer times only with --layers: " << line;
     ++rows;
   }
   EXPECT_EQ(rows, 2) << result.output;
   EXPECT_NE(result.output.find("### pneumo bench train on the CPU backend"), std::string::npos)
       << result.output;
   EXPECT_NE(result.output.find("| 3 | "), std::string::npos) << "a table row per batch size";
+}
+
+// --layers: every layer of the model, in order, with its forward and backward time.
+TEST(CliBenchTrain, LayersGivesEveryLayersForwardAndBackward) {
+  testing::TempDir dir;
+  auto result = testing::pneumo_command(
+      "bench train --device cpu --threads 2 --batch 2 --steps 2 --warmup 1 --layers",
+      dir.file("cache"));
+  ASSERT_EQ(result.status, 0) << result.output;
+  const std::vector<std::string> expected{
+      "conv1", "bn1",   "pool1", "conv2",    "dropout2", "bn2",  "pool2",      "conv3",
+      "bn3",   "pool3", "conv4", "dropout4", "bn4",      "pool4", "conv5",     "dropout5",
+      "bn5",   "pool5", "flatten", "fc1",    "dropout_fc", "fc2"};
+  const size_t json_at = result.output.find("{\"");
+  ASSERT_NE(json_at, std::string::npos) << result.output;
+  const auto row = nlohmann::json::parse(
+      result.output.substr(json_at, result.output.find('\n', json_at) - json_at));
+  ASSERT_TRUE(row.contains("layers_ms")) << row.dump();
+  const auto& layers = row["layers_ms"];
+  ASSERT_EQ(layers.size(), expected.size()) << layers.dump();
+  for (size_t i = 0; i < expected.size(); ++i) {
+    EXPECT_EQ(layers[i]["layer"], expected[i]);
+    EXPECT_GE(layers[i]["forward_ms"].get<double>(), 0.0) << expected[i];
+    EXPECT_GE(layers[i]["backward_ms"].get<double>(), 0.0) << expected[i];
+    if (expected[i].rfind("conv", 0) == 0) {  // real work both ways: a missing mark reads 0
+      EXPECT_GT(layers[i]["forward_ms"].get<double>(), 0.0) << expected[i];
+      EXPECT_GT(layers[i]["backward_ms"].get<double>(), 0.0) << expected[i];
+    }
+  }
+  EXPECT_NE(result.output.find("| conv2 | "), std::string::npos) << "a per-layer table";
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -71,6 +72,12 @@ class Model {
   const std::vector<ConstTensorView>& last_outputs() const { return last_outputs_; }
   const std::vector<ConstTensorView>& last_input_gradients() const { return last_input_gradients_; }
   std::string layer_name(size_t index) const;
+  size_t layer_count() const { return layers_.size(); }
+
+  // Called right after each layer's forward (backward = false) and backward (true) has been
+  // enqueued, with the layer's index: `pneumo bench train --layers` records CUDA events there.
+  using LayerMarker = std::function<void(size_t layer, bool backward)>;
+  void set_layer_marker(LayerMarker marker) { layer_marker_ = std::move(marker); }
 
   const ModelConfig& config() const { return config_; }
   int max_batch() const { return max_batch_; }
@@ -84,6 +91,7 @@ class Model {
   std::vector<ParameterInfo> parameter_infos_, buffer_infos_;
   std::vector<std::unique_ptr<Layer>> layers_;
   std::vector<ConstTensorView> last_outputs_, last_input_gradients_;
+  LayerMarker layer_marker_;
 };
 
 }  // namespace pneumo

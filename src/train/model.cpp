@@ -412,8 +412,10 @@ ConstTensorView Model::forward(ConstTensorView input, bool training, RngKey drop
                " but the backend runs on ", to_string(backend_.device()));
   ConstTensorView x = input;
   last_outputs_.resize(layers_.size());
-  for (size_t i = 0; i < layers_.size(); ++i)
+  for (size_t i = 0; i < layers_.size(); ++i) {
     last_outputs_[i] = x = layers_[i]->forward(backend_, x, training, dropout_key);
+    if (layer_marker_) layer_marker_(i, false);
+  }
   return x;
 }
 
@@ -421,8 +423,10 @@ void Model::backward(ConstTensorView dlogits) {
   PNEUMO_NVTX_RANGE("model backward");
   ConstTensorView dy = dlogits;
   last_input_gradients_.resize(layers_.size());
-  for (size_t i = layers_.size(); i-- > 0;)
+  for (size_t i = layers_.size(); i-- > 0;) {
     last_input_gradients_[i] = dy = layers_[i]->backward(backend_, dy);
+    if (layer_marker_) layer_marker_(i, true);
+  }
 }
 
 std::string Model::layer_name(size_t index) const { return layers_.at(index)->name(); }

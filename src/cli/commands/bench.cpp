@@ -5,6 +5,7 @@
 //   2. the same step split into its phases (augment, forward, loss, backward, optimizer): CUDA
 //      events recorded on the backend's stream between phases (the host clock on the CPU backend,
 //      whose ops finish before they return), in a separate pass so the events cannot slow pass 1;
+//      with --layers, another pass also marks the end of every layer's forward and backward;
 //   3. on the CUDA backend, one step captured as a CUDA Graph and replayed `steps` times (the same
 //      batch and random keys each replay: it measures what launching costs, not new work);
 // plus the images/s of one epoch through Trainer::train_epoch (order upload, progress reads).
@@ -14,6 +15,7 @@
 #include <chrono>
 #include <iomanip>
 #include <iostream>
+#include <map>
 #include <random>
 #include <sstream>
 #include <string>
@@ -37,55 +39,64 @@ namespace {
 
 constexpr int kPhases = 5;  // augment, forward, loss, backward, optimizer (StepPhase 1..5)
 
-// Collects the time between consecutive phase marks, summed over steps.
-class PhaseTimer {
+// Labelled marks through the steps of a pass: CUDA events on the backend's stream (the host clock
+// on the CPU backend, whose ops finish before they return). Each label is credited with the time
+// from the mark before it; a step begins with the mark "start", which is not timed from the end
+// of the step before. With layer marks in between, the phase marks keep what the layers leave.
+class MarkTimer {
  public:
-  PhaseTimer(Backend& backend, int steps) : cuda_(dynamic_cast<CudaBackend*>(&backend)) {
+  MarkTimer(Backend& backend, size_t capacity) : cuda_(dynamic_cast<CudaBackend*>(&backend)) {
+    if (cuda_)
+      for (size_t i = 0; i < capacity; ++i) events_.emplace_back(cuda::Event::create());
+    labels_.reserve(capacity);
+    host_marks_.reserve(capacity);
+  }
+
+  void mark(std::string label) {
     if (cuda_) {
-      events_.reserve(static_cast<size_t>(steps) * (kPhases + 1));
-      for (int i = 0; i < steps * (kPhases + 1); ++i) events_.emplace_back(cuda::Event::create());
+      PNEUMO_CHECK(labels_.size() < events_.size(), "more step marks than events (",
+                   events_.size(), ")");
+      PNEUMO_CUDA_CHECK(cudaEventRecord(events_[labels_.size()].get(), cuda_->stream()),
+                        "step mark '", label, "'");
+    } else {
+      host_marks_.push_back(std::chrono::steady_clock::now());
     }
-    host_marks_.reserve(static_cast<size_t>(steps) * (kPhases + 1));
+    labels_.push_back(std::move(label));
   }
 
-  PhaseMarker marker() {
-    return [this](StepPhase) {
+  PhaseMarker phase_marker() {
+    return [this](StepPhase phase) { mark(kStepPhaseNames[static_cast<int>(phase)]); };
+  }
+
+  // Mean milliseconds per step for each label (call after synchronising).
+  std::map<std::string, double> mean_ms() const {
+    std::map<std::string, double> sum;
+    size_t steps = 0;
+    for (size_t i = 0; i < labels_.size(); ++i) {
+      if (labels_[i] == kStepPhaseNames[0]) {
+        ++steps;
+        continue;
+      }
+      if (i == 0) continue;
+      double ms = 0.0;
       if (cuda_) {
-        PNEUMO_CHECK(next_ < events_.size(), "more phase marks than events");
-        PNEUMO_CUDA_CHECK(cudaEventRecord(events_[next_++].get(), cuda_->stream()), "phase mark");
+        float elapsed = 0.0f;
+        PNEUMO_CUDA_CHECK(cudaEventElapsedTime(&elapsed, events_[i - 1].get(), events_[i].get()),
+                          "timing '", labels_[i], "'");
+        ms = elapsed;
       } else {
-        host_marks_.push_back(std::chrono::steady_clock::now());
+        ms = std::chrono::duration<double, std::milli>(host_marks_[i] - host_marks_[i - 1]).count();
       }
-    };
-  }
-
-  // Mean milliseconds per phase over the recorded steps (call after synchronising).
-  std::array<double, kPhases> mean_ms() const {
-    std::array<double, kPhases> sum{};
-    const size_t marks = cuda_ ? next_ : host_marks_.size();
-    const size_t steps = marks / (kPhases + 1);
-    for (size_t s = 0; s < steps; ++s)
-      for (int p = 0; p < kPhases; ++p) {
-        const size_t from = s * (kPhases + 1) + static_cast<size_t>(p), to = from + 1;
-        if (cuda_) {
-          float ms = 0.0f;
-          PNEUMO_CUDA_CHECK(cudaEventElapsedTime(&ms, events_[from].get(), events_[to].get()),
-                            "phase timing");
-          sum[static_cast<size_t>(p)] += ms;
-        } else {
-          sum[static_cast<size_t>(p)] +=
-              std::chrono::duration<double, std::milli>(host_marks_[to] - host_marks_[from])
-                  .count();
-        }
-      }
-    for (double& value : sum) value /= std::max<size_t>(steps, 1);
+      sum[labels_[i]] += ms;
+    }
+    for (auto& entry : sum) entry.second /= static_cast<double>(std::max<size_t>(steps, 1));
     return sum;
   }
 
  private:
   CudaBackend* cuda_;
   std::vector<cuda::Event> events_;
-  size_t next_ = 0;
+  std::vector<std::string> labels_;
   std::vector<std::chrono::steady_clock::time_point> host_marks_;
 };
 
@@ -208,15 +219,37 @@ int run_bench_train(const BenchTrainOptions& options) {
 
       // 2. Its phases.
       const int phase_steps = std::min(options.steps, 50);
-      PhaseTimer phases(*backend, phase_steps);
-      trainer.set_phase_marker(phases.marker());
+      MarkTimer phases(*backend, static_cast<size_t>(phase_steps) * (kPhases + 1));
+      trainer.set_phase_marker(phases.phase_marker());
       for (int i = 0; i < phase_steps; ++i) step(i);
       backend->synchronize();
       trainer.set_phase_marker({});
-      const auto phase_ms = phases.mean_ms();
+      auto phase_ms = phases.mean_ms();
       nlohmann::json phase_json;
-      for (int p = 0; p < kPhases; ++p)
-        phase_json[kStepPhaseNames[p + 1]] = phase_ms[static_cast<size_t>(p)];
+      for (int p = 1; p <= kPhases; ++p) phase_json[kStepPhaseNames[p]] = phase_ms[kStepPhaseNames[p]];
+
+      // 2b. With --layers: each layer's forward and backward, in a pass of its own (a mark after
+      // every layer adds launches of its own to the step).
+      nlohmann::json layer_json;
+      if (options.layers) {
+        const size_t marks_per_step = kPhases + 1 + 2 * model.layer_count();
+        MarkTimer layers(*backend, static_cast<size_t>(phase_steps) * marks_per_step);
+        trainer.set_phase_marker(layers.phase_marker());
+        model.set_layer_marker([&](size_t layer, bool backward) {
+          layers.mark(model.layer_name(layer) + (backward ? " backward" : " forward"));
+        });
+        for (int i = 0; i < phase_steps; ++i) step(i);
+        backend->synchronize();
+        trainer.set_phase_marker({});
+        model.set_layer_marker({});
+        auto layer_ms = layers.mean_ms();
+        for (size_t i = 0; i < model.layer_count(); ++i) {
+          const std::string name = model.layer_name(i);
+          layer_json.push_back({{"layer", name},
+                                {"forward_ms", layer_ms[name + " forward"]},
+                                {"backward_ms", layer_ms[name + " backward"]}});
+        }
+      }
 
       // 3. As a CUDA Graph.
       nlohmann::json graph_json;
@@ -251,6 +284,7 @@ int run_bench_train(const BenchTrainOptions& options) {
                              {"epoch_images", epoch_images},
                              {"epoch_seconds", epoch.seconds},
                              {"epoch_images_per_second", epoch_images / epoch.seconds}};
+      if (!layer_json.is_null()) line["layers_ms"] = layer_json;
       std::cout << line.dump() << std::endl;
       rows.push_back(line);
     } catch (const OutOfMemory& e) {
@@ -277,6 +311,24 @@ int run_bench_train(const BenchTrainOptions& options) {
     else
       out << " | n/a | n/a";
     out << " | " << fixed(row["epoch_images_per_second"], 0) << " |\n";
+  }
+  if (options.layers && !rows.empty()) {
+    out << "\nPer layer, ms per step (" << (on_cpu ? "host clock" : "CUDA events")
+        << " after every layer, mean over the steps of a pass of its own):\n\n| layer |";
+    for (const auto& row : rows)
+      out << " forward b" << row["batch"].get<int>() << " | backward b" << row["batch"].get<int>()
+          << " |";
+    out << "\n|---|";
+    for (size_t i = 0; i < rows.size(); ++i) out << "---:|---:|";
+    out << "\n";
+    const auto& first = rows.front()["layers_ms"];
+    for (size_t i = 0; i < first.size(); ++i) {
+      out << "| " << first[i]["layer"].get<std::string>() << " |";
+      for (const auto& row : rows)
+        out << " " << fixed(row["layers_ms"][i]["forward_ms"], 3) << " | "
+            << fixed(row["layers_ms"][i]["backward_ms"], 3) << " |";
+      out << "\n";
+    }
   }
   for (const auto& row : rows)
     if (row["graph"].contains("error") && !on_cpu)
