@@ -3,6 +3,7 @@
 // structure is checked; the numbers are measurements, not assertions.
 #include <gtest/gtest.h>
 
+#include <map>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -48,8 +49,9 @@ TEST(CliBenchTrain, RunsOnTheCpuAndReportsPhasesAndATable) {
   EXPECT_NE(result.output.find("| 3 | "), std::string::npos) << "a table row per batch size";
 }
 
-// --layers: every layer of the model, in order, with its forward and backward time.
-TEST(CliBenchTrain, LayersGivesEveryLayersForwardAndBackward) {
+// --layers: every layer of the model, in order, with its forward and backward time, and every
+// backend op of a step.
+TEST(CliBenchTrain, LayersGivesEachLayerAndEachBackendOp) {
   testing::TempDir dir;
   auto result = testing::pneumo_command(
       "bench train --device cpu --threads 2 --batch 2 --steps 2 --warmup 1 --layers",
@@ -76,6 +78,26 @@ TEST(CliBenchTrain, LayersGivesEveryLayersForwardAndBackward) {
     }
   }
   EXPECT_NE(result.output.find("| conv2 | "), std::string::npos) << "a per-layer table";
+
+  // And every backend op of the step, marked as the model calls it: calls per step by op name.
+  ASSERT_TRUE(row.contains("ops_ms")) << row.dump();
+  std::map<std::string, double> calls;
+  for (const auto& op : row["ops_ms"]) {
+    const std::string label = op["op"];
+    calls[label.substr(0, label.find(' '))] += op["calls_per_step"].get<double>();
+    EXPECT_GE(op["ms"].get<double>(), 0.0) << label;
+  }
+  const std::map<std::string, double> expected_calls{
+      {"gather_augment", 1},     {"gather_values", 1},      {"conv2d_forward", 5},
+      {"batchnorm_forward_training", 5}, {"maxpool2d_forward", 5}, {"dropout_forward", 4},
+      {"dense_forward", 2},      {"relu_forward", 1},       {"sigmoid_bce", 1},
+      {"mark_nonfinite", 1},     {"dense_backward", 2},     {"dropout_backward", 4},
+      {"relu_backward", 6},      {"maxpool2d_backward", 5}, {"batchnorm_backward", 5},
+      {"conv2d_backward_filter", 5}, {"conv2d_backward_data", 4}, {"rmsprop_step", 1}};
+  EXPECT_EQ(calls, expected_calls) << row["ops_ms"].dump();
+  EXPECT_NE(result.output.find("| conv2d_backward_filter (2, 1, 150, 150) | 1.0 |"),
+            std::string::npos)
+      << "a per-op table naming each op's main operand";
 }
 
 }  // namespace

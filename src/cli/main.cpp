@@ -265,7 +265,8 @@ void add_bench(CLI::App& app, BenchTrainOptions& o, BenchKernelsOptions& k, Acti
   c->add_option("--epoch-images", o.epoch_images,
                 "Images in the timed epoch (0: 6586 on CUDA, two batches on the CPU)")
       ->capture_default_str();
-  c->add_flag("--layers", o.layers, "Also time each layer's forward and backward");
+  c->add_flag("--layers", o.layers,
+              "Also time each layer's forward and backward, and each backend op");
   c->callback([&o, &action] { action = [&o] { return run_bench_train(o); }; });
 
   auto* kc = bench->add_subcommand(

@@ -11,7 +11,6 @@
 // plus the images/s of one epoch through Trainer::train_epoch (order upload, progress reads).
 // One JSON line per batch size on stdout, and a Markdown table on stderr at the end.
 #include <algorithm>
-#include <array>
 #include <chrono>
 #include <iomanip>
 #include <iostream>
@@ -23,6 +22,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "bench/marking_backend.hpp"
 #include "cli/commands/commands.hpp"
 #include "cli/commands/guards.hpp"
 #include "cuda/cuda_backend.hpp"
@@ -68,9 +68,16 @@ class MarkTimer {
     return [this](StepPhase phase) { mark(kStepPhaseNames[static_cast<int>(phase)]); };
   }
 
-  // Mean milliseconds per step for each label (call after synchronising).
-  std::map<std::string, double> mean_ms() const {
-    std::map<std::string, double> sum;
+  // Per label, in the order first marked: mean milliseconds and marks per step (call after
+  // synchronising).
+  struct Total {
+    std::string label;
+    double ms = 0.0;
+    double per_step = 0.0;
+  };
+  std::vector<Total> totals() const {
+    std::vector<Total> totals;
+    std::map<std::string, size_t> index;
     size_t steps = 0;
     for (size_t i = 0; i < labels_.size(); ++i) {
       if (labels_[i] == kStepPhaseNames[0]) {
@@ -85,12 +92,26 @@ class MarkTimer {
                           "timing '", labels_[i], "'");
         ms = elapsed;
       } else {
-        ms = std::chrono::duration<double, std::milli>(host_marks_[i] - host_marks_[i - 1]).count();
+        ms = std::chrono::duration<double, std::milli>(host_marks_[i] - host_marks_[i - 1])
+                 .count();
       }
-      sum[labels_[i]] += ms;
+      auto [at, added] = index.emplace(labels_[i], totals.size());
+      if (added) totals.push_back({labels_[i]});
+      totals[at->second].ms += ms;
+      totals[at->second].per_step += 1.0;
     }
-    for (auto& entry : sum) entry.second /= static_cast<double>(std::max<size_t>(steps, 1));
-    return sum;
+    for (auto& total : totals) {
+      total.ms /= static_cast<double>(std::max<size_t>(steps, 1));
+      total.per_step /= static_cast<double>(std::max<size_t>(steps, 1));
+    }
+    return totals;
+  }
+
+  // Mean milliseconds per step of one label (0 when it was never marked).
+  static double ms_of(const std::vector<Total>& totals, const std::string& label) {
+    for (const auto& total : totals)
+      if (total.label == label) return total.ms;
+    return 0.0;
   }
 
  private:
@@ -196,11 +217,13 @@ int run_bench_train(const BenchTrainOptions& options) {
       copy_bytes(device_order.data(), backend->device(), order.data(), Device::Cpu,
                  device_order.bytes());
 
-      Model model(*backend, config, batch);
+      // The model and trainer run on a forwarding backend that can mark each op (--layers).
+      bench::MarkingBackend marking(*backend);
+      Model model(marking, config, batch);
       model.initialize(1);
       AugmentSettings augment;
       augment.enabled = options.augment;
-      Trainer trainer(*backend, model, batch, augment, 1);
+      Trainer trainer(marking, model, batch, augment, 1);
       const int64_t slots = count / batch;
       auto step = [&](int i) {
         trainer.train_step(data, device_order.data() + (i % slots) * batch, batch, 0,
@@ -224,31 +247,49 @@ int run_bench_train(const BenchTrainOptions& options) {
       for (int i = 0; i < phase_steps; ++i) step(i);
       backend->synchronize();
       trainer.set_phase_marker({});
-      auto phase_ms = phases.mean_ms();
+      const auto phase_ms = phases.totals();
       nlohmann::json phase_json;
-      for (int p = 1; p <= kPhases; ++p) phase_json[kStepPhaseNames[p]] = phase_ms[kStepPhaseNames[p]];
+      for (int p = 1; p <= kPhases; ++p)
+        phase_json[kStepPhaseNames[p]] = MarkTimer::ms_of(phase_ms, kStepPhaseNames[p]);
 
-      // 2b. With --layers: each layer's forward and backward, in a pass of its own (a mark after
-      // every layer adds launches of its own to the step).
-      nlohmann::json layer_json;
+      // 2b. With --layers, two more passes of the same length: one with a mark after every
+      // layer's forward and backward, one with a mark after every backend op. Each mark adds an
+      // event record to the step, which is why they are passes of their own.
+      nlohmann::json layer_json, op_json;
       if (options.layers) {
-        const size_t marks_per_step = kPhases + 1 + 2 * model.layer_count();
-        MarkTimer layers(*backend, static_cast<size_t>(phase_steps) * marks_per_step);
+        const size_t layer_marks = kPhases + 1 + 2 * model.layer_count();
+        MarkTimer layers(*backend, static_cast<size_t>(phase_steps) * layer_marks);
         trainer.set_phase_marker(layers.phase_marker());
         model.set_layer_marker([&](size_t layer, bool backward) {
           layers.mark(model.layer_name(layer) + (backward ? " backward" : " forward"));
         });
         for (int i = 0; i < phase_steps; ++i) step(i);
         backend->synchronize();
-        trainer.set_phase_marker({});
         model.set_layer_marker({});
-        auto layer_ms = layers.mean_ms();
+        const auto layer_ms = layers.totals();
         for (size_t i = 0; i < model.layer_count(); ++i) {
           const std::string name = model.layer_name(i);
           layer_json.push_back({{"layer", name},
-                                {"forward_ms", layer_ms[name + " forward"]},
-                                {"backward_ms", layer_ms[name + " backward"]}});
+                                {"forward_ms", MarkTimer::ms_of(layer_ms, name + " forward")},
+                                {"backward_ms", MarkTimer::ms_of(layer_ms, name + " backward")}});
         }
+
+        MarkTimer ops(*backend, static_cast<size_t>(phase_steps) * (layer_marks + 64));
+        trainer.set_phase_marker(ops.phase_marker());
+        marking.set_marker([&](const char* op, const Shape& shape) {
+          ops.mark(std::string(op) + " " + shape.str());
+        });
+        for (int i = 0; i < phase_steps; ++i) step(i);
+        backend->synchronize();
+        marking.set_marker({});
+        for (const auto& total : ops.totals()) {
+          bool phase = false;
+          for (const char* name : kStepPhaseNames) phase = phase || total.label == name;
+          if (!phase)  // the phase marks keep only the gaps between ops
+            op_json.push_back(
+                {{"op", total.label}, {"ms", total.ms}, {"calls_per_step", total.per_step}});
+        }
+        trainer.set_phase_marker({});
       }
 
       // 3. As a CUDA Graph.
@@ -285,6 +326,7 @@ int run_bench_train(const BenchTrainOptions& options) {
                              {"epoch_seconds", epoch.seconds},
                              {"epoch_images_per_second", epoch_images / epoch.seconds}};
       if (!layer_json.is_null()) line["layers_ms"] = layer_json;
+      if (!op_json.is_null()) line["ops_ms"] = op_json;
       std::cout << line.dump() << std::endl;
       rows.push_back(line);
     } catch (const OutOfMemory& e) {
@@ -328,6 +370,17 @@ int run_bench_train(const BenchTrainOptions& options) {
         out << " " << fixed(row["layers_ms"][i]["forward_ms"], 3) << " | "
             << fixed(row["layers_ms"][i]["backward_ms"], 3) << " |";
       out << "\n";
+    }
+    for (const auto& row : rows) {
+      out << "\nPer backend op at batch " << row["batch"].get<int>()
+          << ", in step order (a mark after every op, a pass of its own):\n\n"
+          << "| op, main operand | calls per step | ms per step | % of step |\n"
+          << "|---|---:|---:|---:|\n";
+      const double step = row["step_ms_mean"].get<double>();
+      for (const auto& op : row["ops_ms"])
+        out << "| " << op["op"].get<std::string>() << " | " << fixed(op["calls_per_step"], 1)
+            << " | " << fixed(op["ms"], 3) << " | "
+            << fixed(100.0 * op["ms"].get<double>() / step, 1) << " |\n";
     }
   }
   for (const auto& row : rows)

@@ -102,7 +102,7 @@ struct BenchTrainOptions {
   bool augment = true;
   int threads = 0;
   int64_t epoch_images = 0;  // 0: the recipe's train epoch (6586) on CUDA, 2 batches on the CPU
-  bool layers = false;       // also time each layer's forward and backward
+  bool layers = false;       // also time each layer's forward and backward, and each backend op
 };
 int run_bench_train(const BenchTrainOptions& options);
 
