@@ -84,6 +84,13 @@ write_report() {
       cat "$out/seeds.md"
       echo
     fi
+    local bench_log
+    for bench_log in "$out"/logs/bench_train*.log; do  # the tables (phases, layers, ops)
+      [[ -s $bench_log ]] || continue
+      echo "## $(basename "$bench_log" .log)"
+      grep -v '^{' "$bench_log"
+      echo
+    done
     if [[ -s $out/conv_plans.txt ]]; then
       echo "## cuDNN algorithm choices (ConvPlansAreFoundOnceAndReused)"
       echo
