@@ -41,6 +41,9 @@ TEST(CliBenchTrain, RunsOnTheCpuAndReportsPhasesAndATable) {
     EXPECT_TRUE(row["graph"].contains("error")) << "no CUDA Graph on the CPU backend: " << line;
     EXPECT_EQ(row["epoch_images"], 2 * row["batch"].get<int>()) << line;
     EXPECT_FALSE(row.contains("layers_ms")) << "per-layer times only with --layers: " << line;
+    // The model's parameters, gradients and RMSprop state alone are 3 x 1.25M floats.
+    EXPECT_GT(row["memory_peak_mib"].get<double>(), 14.0) << line;
+    EXPECT_FALSE(row.contains("device_memory_in_use_mib")) << "CUDA only: " << line;
     ++rows;
   }
   EXPECT_EQ(rows, 2) << result.output;

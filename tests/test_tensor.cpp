@@ -29,6 +29,25 @@ TEST(Tensor, HostRoundTripAndMove) {
   EXPECT_EQ(moved.view().reshaped({6}).shape, Shape({6}));
 }
 
+// Every allocation is counted while it lives, moves do not count twice, and the peak holds the
+// most held at once until reset (nothing else in the test allocates meanwhile).
+TEST(Memory, AllocationsAreCountedUntilFreedAndThePeakIsKept) {
+  const MemoryStats start = memory_stats(Device::Cpu);
+  reset_peak_memory(Device::Cpu);
+  {
+    Array<float> a(1000, Device::Cpu);
+    EXPECT_EQ(memory_stats(Device::Cpu).current, start.current + 4000);
+    Array<double> b(500, Device::Cpu);
+    EXPECT_EQ(memory_stats(Device::Cpu).current, start.current + 8000);
+    Array<float> moved = std::move(a);
+    EXPECT_EQ(memory_stats(Device::Cpu).current, start.current + 8000);
+  }
+  EXPECT_EQ(memory_stats(Device::Cpu).current, start.current);
+  EXPECT_EQ(memory_stats(Device::Cpu).peak, start.current + 8000);
+  reset_peak_memory(Device::Cpu);
+  EXPECT_EQ(memory_stats(Device::Cpu).peak, start.current);
+}
+
 TEST(Philox, DeterministicAndKeyed) {
   RngKey a{42, 1, 0, 0}, b{42, 1, 0, 1}, c{43, 1, 0, 0};
   EXPECT_EQ(philox4x32(a, 7).v[0], philox4x32(a, 7).v[0]);

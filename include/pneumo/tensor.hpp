@@ -45,6 +45,16 @@ void free_bytes(Device device, void* ptr) noexcept;
 void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes);
 void zero_bytes(void* ptr, Device device, size_t bytes);
 
+// What allocate_bytes holds on one device: every Array and Tensor (the CUDA backend's cuDNN
+// workspace included), not the libraries' own allocations or the CUDA context. `peak` is the
+// most held at once since the last reset_peak_memory (or the start).
+struct MemoryStats {
+  size_t current = 0;
+  size_t peak = 0;
+};
+MemoryStats memory_stats(Device device);
+void reset_peak_memory(Device device);  // peak = current
+
 // Move-only owning array of T on one device. Move-assignment releases what it held.
 template <class T>
 class Array {

@@ -199,6 +199,7 @@ int run_bench_train(const BenchTrainOptions& options) {
   for (int batch : options.batches) {
     if (batch < 1) throw Error("batch sizes must be positive, got " + std::to_string(batch));
     try {
+      reset_peak_memory(backend->device());
       // Enough distinct images that a step never reuses one (4 batches' worth, at least 256),
       // and at least an epoch's worth for the epoch measurement.
       const int64_t epoch_images = options.epoch_images > 0 ? options.epoch_images
@@ -325,6 +326,17 @@ int run_bench_train(const BenchTrainOptions& options) {
                              {"epoch_images", epoch_images},
                              {"epoch_seconds", epoch.seconds},
                              {"epoch_images_per_second", epoch_images / epoch.seconds}};
+      // Memory: the most pneumo held while this batch size ran (images, model, trainer, the
+      // backend's cuDNN workspace, which stays from one batch size to the next); on CUDA also
+      // what the device has in use now, the CUDA context and libraries (and any other
+      // process) included.
+      constexpr double kMiB = 1 << 20;
+      line["memory_peak_mib"] = static_cast<double>(memory_stats(backend->device()).peak) / kMiB;
+      if (cuda) {
+        size_t free_bytes = 0, total_bytes = 0;
+        PNEUMO_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes), "device memory in use");
+        line["device_memory_in_use_mib"] = static_cast<double>(total_bytes - free_bytes) / kMiB;
+      }
       if (!layer_json.is_null()) line["layers_ms"] = layer_json;
       if (!op_json.is_null()) line["ops_ms"] = op_json;
       std::cout << line.dump() << std::endl;
@@ -340,8 +352,8 @@ int run_bench_train(const BenchTrainOptions& options) {
       << backend->name() << ", " << options.precision << ", augmentation "
       << (options.augment ? "on" : "off") << "\n\n"
       << "| batch | step ms | images/s | augment ms | forward ms | loss ms | backward ms | "
-         "optimizer ms | graph step ms | graph gain | epoch images/s |\n"
-      << "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+         "optimizer ms | graph step ms | graph gain | epoch images/s | memory MiB |\n"
+      << "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
   for (const auto& row : rows) {
     out << "| " << row["batch"].get<int>() << " | " << fixed(row["step_ms_mean"], 3) << " | "
         << fixed(row["images_per_second"], 0);
@@ -352,7 +364,8 @@ int run_bench_train(const BenchTrainOptions& options) {
           << fixed(row["graph"]["speedup"], 2) << "x";
     else
       out << " | n/a | n/a";
-    out << " | " << fixed(row["epoch_images_per_second"], 0) << " |\n";
+    out << " | " << fixed(row["epoch_images_per_second"], 0) << " | "
+        << fixed(row["memory_peak_mib"], 0) << " |\n";
   }
   if (options.layers && !rows.empty()) {
     out << "\nPer layer, ms per step (" << (on_cpu ? "host clock" : "CUDA events")

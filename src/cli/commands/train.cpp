@@ -482,6 +482,10 @@ void TrainingRun::finish() {
   std::cout << format_metrics_table(final_val);
   std::cout << "model: " << (fs::path(run_dir_) / "model.safetensors").string() << " (threshold "
             << threshold.threshold << ", " << metadata_.threshold_rule << ")\n";
+  const Device device = backend_->device();
+  std::cerr << "memory: at most " << (memory_stats(device).peak >> 20) << " MiB of "
+            << (device == Device::Cuda ? "device" : "host")
+            << " memory held by pneumo's arrays (images, model, optimizer, workspace)\n";
 }
 
 void TrainingRun::save(const std::string& name, int epochs_done, const EpochStats* partial) {
