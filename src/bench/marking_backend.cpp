@@ -1,3 +1,4 @@
+// MarkingBackend: each op forwarded to the backend it wraps, then marked (see the header).
 #include "bench/marking_backend.hpp"
 
 namespace pneumo::bench {
