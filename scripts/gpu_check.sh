@@ -2,9 +2,9 @@
 # Every GPU check in one run, for a bare GPU host, most telling first (a short budget cuts the
 # last sections): build for the local GPU; the whole test suite (CUDA tests really run); the recipe
 # trained on the full dataset and evaluated on test; `pneumo bench train` (plain, no augmentation,
-# fastest algorithms), `pneumo bench kernels` and the PyTorch reference; compute-sanitizer on a short
-# training and on the CUDA tests; the recipe over more seeds; Nsight Compute on our kernels. Writes
-# one Markdown report.
+# fastest algorithms), `pneumo bench kernels` and the PyTorch reference (and both with TF32);
+# compute-sanitizer on a short training and on the CUDA tests; the recipe over more seeds; Nsight
+# Compute on our kernels. Writes one Markdown report.
 #
 # Usage:  scripts/gpu_check.sh [OUT_DIR]        (default: $OUT, else ./gpu_check_out)
 # Needs:  nvcc (CUDA 13), cmake, ninja (or make), python3 whose site-packages hold
@@ -388,8 +388,16 @@ elif python3 -c "import torch; assert torch.cuda.is_available()" 2> /dev/null; t
     python3 "$root/profiling/torch_reference.py" --batch 32 256 --steps 200
   run "torch reference (compile)" 150 torch_compile "torch.compile, batch 32" -- \
     python3 "$root/profiling/torch_reference.py" --batch 32 256 --steps 200 --compile
+  # TF32 on both sides last: fp32 is the default and the comparison that counts.
+  run "torch reference (eager, tf32)" 60 torch_eager_tf32 "--tf32" -- \
+    python3 "$root/profiling/torch_reference.py" --batch 32 256 --steps 200 --tf32
 else
   skip "torch reference" "python3 has no CUDA-enabled torch"
+fi
+if [[ ${SKIP_RUNS:-0} != 1 && -x $cli_bin ]]; then
+  # shellcheck disable=SC2086
+  run "bench train (tf32)" 60 bench_train_tf32 "--precision tf32, no augmentation" -- \
+    "$cli_bin" bench train --device "$device" --augment false --precision tf32 $bench_args
 fi
 cat "$out"/logs/bench_train*.log "$out"/logs/torch_*.log 2> /dev/null | grep '^{' > "$out/throughput.jsonl"
 
