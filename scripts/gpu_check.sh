@@ -408,6 +408,7 @@ for candidate in "$(dirname "$(command -v nvcc 2>/dev/null || echo /usr/local/cu
   [[ -z $sanitizer && -x $candidate ]] && sanitizer=$candidate
 done
 if [[ -n $sanitizer && -x $cli_bin && -f $sample_cache/meta.json && ${SKIP_SANITIZERS:-0} != 1 ]]; then
+  rm -rf "$build-data/sanitized_run"  # a second run on the same build folder starts afresh
   run "sanitizer memcheck (training)" 120 sanitizer_train "1 epoch on data/sample, batch 8" -- \
     "$sanitizer" --tool memcheck --error-exitcode 86 --print-limit 50 "$cli_bin" train \
     --data "$sample_cache" --device "$device" --epochs 1 --batch 8 --out "$build-data/sanitized_run"
