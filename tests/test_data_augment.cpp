@@ -188,10 +188,10 @@ TEST(Augment, RefusesBadArguments) {
 // ---- CUDA kernel vs CPU twin -----------------------------------------------------------------
 
 template <class T>
-T* to_device(const std::vector<T>& host) {
-  void* p = allocate_bytes(Device::Cuda, host.size() * sizeof(T));
-  copy_bytes(p, Device::Cuda, host.data(), Device::Cpu, host.size() * sizeof(T));
-  return static_cast<T*>(p);
+Array<T> to_device(const std::vector<T>& host) {
+  Array<T> device(static_cast<int64_t>(host.size()), Device::Cuda);
+  copy_bytes(device.data(), Device::Cuda, host.data(), Device::Cpu, device.bytes());
+  return device;
 }
 
 TEST(AugmentCuda, MatchesTheCpuTwin) {
@@ -209,18 +209,16 @@ TEST(AugmentCuda, MatchesTheCpuTwin) {
       const RngKey key = make_key(9, RngStream::kAugment, 4, 123);
       std::vector<float> cpu(indices.size() * pixels), gpu(indices.size() * pixels);
       augment_batch_cpu(images.data(), count, size, indices.data(), 37, s, key, cpu.data());
-      uint8_t* d_images = to_device(images);
-      int32_t* d_indices = to_device(indices);
-      auto* d_out = static_cast<float*>(allocate_bytes(Device::Cuda, gpu.size() * sizeof(float)));
+      const Array<uint8_t> d_images = to_device(images);
+      const Array<int32_t> d_indices = to_device(indices);
+      Array<float> d_out(static_cast<int64_t>(gpu.size()), Device::Cuda);
       cudaPointerAttributes attributes{};
-      ASSERT_EQ(cudaPointerGetAttributes(&attributes, d_out), cudaSuccess);
+      ASSERT_EQ(cudaPointerGetAttributes(&attributes, d_out.data()), cudaSuccess);
       ASSERT_EQ(attributes.type, cudaMemoryTypeDevice) << "output is not device memory";
-      augment_batch_cuda(d_images, count, size, d_indices, 37, s, key, d_out, nullptr);
+      augment_batch_cuda(d_images.data(), count, size, d_indices.data(), 37, s, key, d_out.data(),
+                         nullptr);
       ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-      copy_bytes(gpu.data(), Device::Cpu, d_out, Device::Cuda, gpu.size() * sizeof(float));
-      free_bytes(Device::Cuda, d_images);
-      free_bytes(Device::Cuda, d_indices);
-      free_bytes(Device::Cuda, d_out);
+      copy_bytes(gpu.data(), Device::Cpu, d_out.data(), Device::Cuda, d_out.bytes());
       if (enabled) {
         // sinf/cosf and fused multiply-adds differ in the last bits between host and device;
         // through the bilinear weights that reaches ~4e-5 (seen on an H200: 841 of 832,500
@@ -238,16 +236,14 @@ TEST(AugmentCuda, BadIndexPoisonsItsSlotWithNaN) {
   PNEUMO_REQUIRE_CUDA();
   const auto images = texture_images(2, 8);
   const std::vector<int32_t> indices{1, 7};
-  uint8_t* d_images = to_device(images);
-  int32_t* d_indices = to_device(indices);
-  auto* d_out = static_cast<float*>(allocate_bytes(Device::Cuda, 2 * 64 * sizeof(float)));
-  augment_batch_cuda(d_images, 2, 8, d_indices, 2, AugmentSettings{}, {}, d_out, nullptr);
+  const Array<uint8_t> d_images = to_device(images);
+  const Array<int32_t> d_indices = to_device(indices);
+  Array<float> d_out(2 * 64, Device::Cuda);
+  augment_batch_cuda(d_images.data(), 2, 8, d_indices.data(), 2, AugmentSettings{}, {},
+                     d_out.data(), nullptr);
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
   std::vector<float> out(128);
-  copy_bytes(out.data(), Device::Cpu, d_out, Device::Cuda, out.size() * sizeof(float));
-  free_bytes(Device::Cuda, d_images);
-  free_bytes(Device::Cuda, d_indices);
-  free_bytes(Device::Cuda, d_out);
+  copy_bytes(out.data(), Device::Cpu, d_out.data(), Device::Cuda, d_out.bytes());
   for (int p = 0; p < 64; ++p) {
     EXPECT_TRUE(std::isfinite(out[static_cast<size_t>(p)]));
     EXPECT_TRUE(std::isnan(out[static_cast<size_t>(64 + p)]));

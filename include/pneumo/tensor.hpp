@@ -41,7 +41,7 @@ class Shape {
 
 // Raw memory helpers; the device ones throw pneumo::Error naming the call and the size.
 void* allocate_bytes(Device device, size_t bytes);
-void free_bytes(Device device, void* ptr) noexcept;
+void free_bytes(Device device, void* ptr, size_t bytes) noexcept;  // bytes: as allocated
 void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes);
 void zero_bytes(void* ptr, Device device, size_t bytes);
 
@@ -64,13 +64,13 @@ class Array {
       : data_(static_cast<T*>(allocate_bytes(device, static_cast<size_t>(count) * sizeof(T)))),
         count_(count),
         device_(device) {}
-  ~Array() { free_bytes(device_, data_); }
+  ~Array() { free_bytes(device_, data_, bytes()); }
   Array(const Array&) = delete;
   Array& operator=(const Array&) = delete;
   Array(Array&& other) noexcept { *this = std::move(other); }
   Array& operator=(Array&& other) noexcept {
     if (this != &other) {
-      free_bytes(device_, data_);
+      free_bytes(device_, data_, bytes());
       data_ = std::exchange(other.data_, nullptr);
       count_ = std::exchange(other.count_, 0);
       device_ = other.device_;

@@ -9,7 +9,6 @@
 #include <mutex>
 #include <new>
 #include <sstream>
-#include <unordered_map>
 
 #include "pneumo/error.hpp"
 
@@ -62,12 +61,11 @@ ConstTensorView ConstTensorView::reshaped(Shape new_shape) const {
 namespace {
 constexpr size_t kHostAlignment = 64;  // cache line; also enough for AVX-512 loads
 
-// The size of every live allocation, and the totals per device. Allocation happens at set-up
-// (none per training step), so one mutex is no cost. Never destroyed: arrays held by statics
-// may be freed after it would have been.
+// What allocate_bytes holds, per device. Allocation happens at set-up (none per training step),
+// so one mutex is no cost. Never destroyed: arrays held by statics may be freed after it would
+// have been.
 struct Ledger {
   std::mutex mutex;
-  std::unordered_map<const void*, size_t> sizes;
   MemoryStats stats[2];  // by Device
 };
 Ledger& ledger() {
@@ -76,22 +74,18 @@ Ledger& ledger() {
 }
 size_t index_of(Device device) { return device == Device::Cuda ? 1 : 0; }
 
-void record_allocation(Device device, const void* ptr, size_t bytes) {
+void record_allocation(Device device, size_t bytes) {
   Ledger& l = ledger();
   const std::lock_guard<std::mutex> lock(l.mutex);
-  l.sizes[ptr] = bytes;
   MemoryStats& stats = l.stats[index_of(device)];
   stats.current += bytes;
   stats.peak = std::max(stats.peak, stats.current);
 }
 
-void record_free(Device device, const void* ptr) {
+void record_free(Device device, size_t bytes) {
   Ledger& l = ledger();
   const std::lock_guard<std::mutex> lock(l.mutex);
-  const auto found = l.sizes.find(ptr);
-  if (found == l.sizes.end()) return;
-  l.stats[index_of(device)].current -= found->second;
-  l.sizes.erase(found);
+  l.stats[index_of(device)].current -= bytes;
 }
 }  // namespace
 
@@ -117,7 +111,7 @@ void* allocate_bytes(Device device, size_t bytes) {
       throw OutOfMemory(detail::concat("could not allocate ", bytes, " bytes (", bytes >> 20,
                                        " MiB) of host memory"),
                         /*on_device=*/false, bytes);
-    record_allocation(device, ptr, bytes);
+    record_allocation(device, bytes);
     return ptr;
   }
   void* ptr = nullptr;
@@ -135,13 +129,13 @@ void* allocate_bytes(Device device, size_t bytes) {
     }
     throw Error(message);
   }
-  record_allocation(device, ptr, bytes);
+  record_allocation(device, bytes);
   return ptr;
 }
 
-void free_bytes(Device device, void* ptr) noexcept {
+void free_bytes(Device device, void* ptr, size_t bytes) noexcept {
   if (!ptr) return;
-  record_free(device, ptr);
+  record_free(device, bytes);
   if (device == Device::Cpu)
     std::free(ptr);
   else
