@@ -5,7 +5,8 @@
 //   2. the same step split into its phases (augment, forward, loss, backward, optimizer): CUDA
 //      events recorded on the backend's stream between phases (the host clock on the CPU backend,
 //      whose ops finish before they return), in a separate pass so the events cannot slow pass 1;
-//      with --layers, another pass also marks the end of every layer's forward and backward;
+//      with --layers, two more passes mark the end of every layer's forward and backward, and
+//      of every backend op;
 //   3. on the CUDA backend, one step captured as a CUDA Graph and replayed `steps` times (the same
 //      batch and random keys each replay: it measures what launching costs, not new work);
 // plus the images/s of one epoch through Trainer::train_epoch (order upload, progress reads).
@@ -45,17 +46,17 @@ constexpr int kPhases = 5;  // augment, forward, loss, backward, optimizer (Step
 // of the step before. With layer marks in between, the phase marks keep what the layers leave.
 class MarkTimer {
  public:
-  MarkTimer(Backend& backend, size_t capacity) : cuda_(dynamic_cast<CudaBackend*>(&backend)) {
+  // expected: marks the pass will make, created up front so that timing adds no creation.
+  MarkTimer(Backend& backend, size_t expected) : cuda_(dynamic_cast<CudaBackend*>(&backend)) {
     if (cuda_)
-      for (size_t i = 0; i < capacity; ++i) events_.emplace_back(cuda::Event::create());
-    labels_.reserve(capacity);
-    host_marks_.reserve(capacity);
+      for (size_t i = 0; i < expected; ++i) events_.emplace_back(cuda::Event::create());
+    labels_.reserve(expected);
+    host_marks_.reserve(expected);
   }
 
   void mark(std::string label) {
     if (cuda_) {
-      PNEUMO_CHECK(labels_.size() < events_.size(), "more step marks than events (",
-                   events_.size(), ")");
+      if (labels_.size() == events_.size()) events_.emplace_back(cuda::Event::create());
       PNEUMO_CUDA_CHECK(cudaEventRecord(events_[labels_.size()].get(), cuda_->stream()),
                         "step mark '", label, "'");
     } else {
@@ -112,6 +113,11 @@ class MarkTimer {
     for (const auto& total : totals)
       if (total.label == label) return total.ms;
     return 0.0;
+  }
+
+  static bool is_phase(const std::string& label) {
+    return std::any_of(std::begin(kStepPhaseNames), std::end(kStepPhaseNames),
+                       [&](const char* name) { return label == name; });
   }
 
  private:
@@ -241,33 +247,33 @@ int run_bench_train(const BenchTrainOptions& options) {
           std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       const double step_ms = seconds / options.steps * 1e3;
 
-      // 2. Its phases.
-      const int phase_steps = std::min(options.steps, 50);
-      MarkTimer phases(*backend, static_cast<size_t>(phase_steps) * (kPhases + 1));
-      trainer.set_phase_marker(phases.phase_marker());
-      for (int i = 0; i < phase_steps; ++i) step(i);
-      backend->synchronize();
-      trainer.set_phase_marker({});
-      const auto phase_ms = phases.totals();
+      // 2. Its phases, from marks in a pass of up to 50 steps of its own (so that the events
+      // cannot slow pass 1). With --layers, two more such passes: one with a mark after every
+      // layer's forward and backward, one with a mark after every backend op.
+      const int pass_steps = std::min(options.steps, 50);
+      const auto marked_steps = static_cast<size_t>(pass_steps);
+      auto marked_pass = [&](MarkTimer& timer) {
+        trainer.set_phase_marker(timer.phase_marker());
+        for (int i = 0; i < pass_steps; ++i) step(i);
+        backend->synchronize();
+        trainer.set_phase_marker({});
+        return timer.totals();
+      };
+      const size_t phase_marks = kPhases + 1, layer_marks = 2 * model.layer_count();
+      MarkTimer phases(*backend, marked_steps * phase_marks);
+      const auto phase_ms = marked_pass(phases);
       nlohmann::json phase_json;
       for (int p = 1; p <= kPhases; ++p)
         phase_json[kStepPhaseNames[p]] = MarkTimer::ms_of(phase_ms, kStepPhaseNames[p]);
 
-      // 2b. With --layers, two more passes of the same length: one with a mark after every
-      // layer's forward and backward, one with a mark after every backend op. Each mark adds an
-      // event record to the step, which is why they are passes of their own.
       nlohmann::json layer_json, op_json;
       if (options.layers) {
-        const size_t layer_marks = kPhases + 1 + 2 * model.layer_count();
-        MarkTimer layers(*backend, static_cast<size_t>(phase_steps) * layer_marks);
-        trainer.set_phase_marker(layers.phase_marker());
+        MarkTimer layers(*backend, marked_steps * (phase_marks + layer_marks));
         model.set_layer_marker([&](size_t layer, bool backward) {
           layers.mark(model.layer_name(layer) + (backward ? " backward" : " forward"));
         });
-        for (int i = 0; i < phase_steps; ++i) step(i);
-        backend->synchronize();
+        const auto layer_ms = marked_pass(layers);
         model.set_layer_marker({});
-        const auto layer_ms = layers.totals();
         for (size_t i = 0; i < model.layer_count(); ++i) {
           const std::string name = model.layer_name(i);
           layer_json.push_back({{"layer", name},
@@ -275,22 +281,17 @@ int run_bench_train(const BenchTrainOptions& options) {
                                 {"backward_ms", MarkTimer::ms_of(layer_ms, name + " backward")}});
         }
 
-        MarkTimer ops(*backend, static_cast<size_t>(phase_steps) * (layer_marks + 64));
-        trainer.set_phase_marker(ops.phase_marker());
+        // Up to five ops a layer, forward and backward together (the pool grows past that).
+        MarkTimer ops(*backend, marked_steps * (phase_marks + 5 * model.layer_count()));
         marking.set_marker([&](const char* op, const Shape& shape) {
           ops.mark(std::string(op) + " " + shape.str());
         });
-        for (int i = 0; i < phase_steps; ++i) step(i);
-        backend->synchronize();
+        const auto op_ms = marked_pass(ops);
         marking.set_marker({});
-        for (const auto& total : ops.totals()) {
-          bool phase = false;
-          for (const char* name : kStepPhaseNames) phase = phase || total.label == name;
-          if (!phase)  // the phase marks keep only the gaps between ops
+        for (const auto& total : op_ms)
+          if (!MarkTimer::is_phase(total.label))  // phase marks keep only the gaps between ops
             op_json.push_back(
                 {{"op", total.label}, {"ms", total.ms}, {"calls_per_step", total.per_step}});
-        }
-        trainer.set_phase_marker({});
       }
 
       // 3. As a CUDA Graph.
