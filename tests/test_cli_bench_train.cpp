@@ -16,11 +16,15 @@
 namespace pneumo {
 namespace {
 
-TEST(CliBenchTrain, RunsOnTheCpuAndReportsPhasesAndATable) {
+// `pneumo bench train` on the CPU backend, 2 threads, 2 steps after 1 warm-up, plus `flags`.
+testing::CommandResult bench_train_on_the_cpu(const std::string& flags) {
   testing::TempDir dir;
-  auto result = testing::pneumo_command(
-      "bench train --device cpu --threads 2 --batch 2 --batch 3 --steps 2 --warmup 1",
-      dir.file("cache"));
+  return testing::pneumo_command(
+      "bench train --device cpu --threads 2 --steps 2 --warmup 1 " + flags, dir.file("cache"));
+}
+
+TEST(CliBenchTrain, RunsOnTheCpuAndReportsPhasesAndATable) {
+  const auto result = bench_train_on_the_cpu("--batch 2 --batch 3");
   ASSERT_EQ(result.status, 0) << result.output;
   std::istringstream lines(result.output);
   std::string line;
@@ -55,10 +59,7 @@ TEST(CliBenchTrain, RunsOnTheCpuAndReportsPhasesAndATable) {
 // --layers: every layer of the model, in order, with its forward and backward time, and every
 // backend op of a step.
 TEST(CliBenchTrain, LayersGivesEachLayerAndEachBackendOp) {
-  testing::TempDir dir;
-  auto result = testing::pneumo_command(
-      "bench train --device cpu --threads 2 --batch 2 --steps 2 --warmup 1 --layers",
-      dir.file("cache"));
+  const auto result = bench_train_on_the_cpu("--batch 2 --layers");
   ASSERT_EQ(result.status, 0) << result.output;
   const std::vector<std::string> expected{
       "conv1", "bn1",   "pool1", "conv2",    "dropout2", "bn2",  "pool2",      "conv3",
