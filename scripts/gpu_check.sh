@@ -17,7 +17,8 @@
 #         PNEUMO_TRAIN_ARGS (extra `pneumo train` flags), PNEUMO_BENCH_ARGS (`bench train` flags,
 #         default "--batch 32 256 --steps 200 --layers"), PNEUMO_BENCH_KERNELS_ARGS, PNEUMO_CACHE,
 #         PNEUMO_SEEDS (more seeds of the recipe, default "2 3 4 5"; "" skips them), SKIP_NCU=1,
-#         SKIP_RUNS=1 (no training, no benchmarks: build, tests and sanitizers only), SKIP_TORCH=1,
+#         SKIP_RUNS=1 (no training, benchmarks, PyTorch or ncu: build, tests, sanitizers only),
+#         SKIP_TORCH=1,
 #         GPU_CHECK_DEVICE (cuda; "cpu" dry-runs the script's flow on a machine without a GPU: the
 #         pneumo commands then run on the CPU and the CUDA tests fail, as they should there).
 # Every section records pass/fail and its time; a failure never stops the run. Exit status:
@@ -379,25 +380,22 @@ elif [[ -x $cli_bin ]]; then
     run "bench kernels" 120 bench_kernels "our kernels vs cuDNN, batch 32 and 256" -- \
       "$cli_bin" bench kernels --device "$device" --json "$out/bench_kernels.jsonl" \
       --csv "$out/bench_kernels.csv" ${PNEUMO_BENCH_KERNELS_ARGS:-}
+    # TF32 last: fp32 is the default and the comparison that counts (PyTorch's TF32 run below).
+    run "bench train (tf32)" 60 bench_train_tf32 "--precision tf32, no augmentation" -- \
+      "$cli_bin" bench train --device "$device" --augment false --precision tf32 $bench_args
   }
 fi
-if [[ ${SKIP_TORCH:-0} == 1 ]]; then
-  skip "torch reference" "SKIP_TORCH=1"
+if [[ ${SKIP_TORCH:-0} == 1 || ${SKIP_RUNS:-0} == 1 ]]; then
+  skip "torch reference" "SKIP_TORCH=1 or SKIP_RUNS=1"
 elif python3 -c "import torch; assert torch.cuda.is_available()" 2> /dev/null; then
   run "torch reference (eager)" 90 torch_eager "profiling/torch_reference.py" -- \
     python3 "$root/profiling/torch_reference.py" --batch 32 256 --steps 200
   run "torch reference (compile)" 150 torch_compile "torch.compile, batch 32" -- \
     python3 "$root/profiling/torch_reference.py" --batch 32 256 --steps 200 --compile
-  # TF32 on both sides last: fp32 is the default and the comparison that counts.
   run "torch reference (eager, tf32)" 60 torch_eager_tf32 "--tf32" -- \
     python3 "$root/profiling/torch_reference.py" --batch 32 256 --steps 200 --tf32
 else
   skip "torch reference" "python3 has no CUDA-enabled torch"
-fi
-if [[ ${SKIP_RUNS:-0} != 1 && -x $cli_bin ]]; then
-  # shellcheck disable=SC2086
-  run "bench train (tf32)" 60 bench_train_tf32 "--precision tf32, no augmentation" -- \
-    "$cli_bin" bench train --device "$device" --augment false --precision tf32 $bench_args
 fi
 cat "$out"/logs/bench_train*.log "$out"/logs/torch_*.log 2> /dev/null | grep '^{' > "$out/throughput.jsonl"
 
@@ -456,8 +454,8 @@ fi
 
 # ---- 10. Nsight Compute: profiling/README.md's two commands, their details pages kept as text ------
 # --clock-control none: the lent hosts' clocks are left as they are (ncu locks them by default).
-if [[ ${SKIP_NCU:-0} == 1 ]]; then
-  skip "ncu" "SKIP_NCU=1"
+if [[ ${SKIP_NCU:-0} == 1 || ${SKIP_RUNS:-0} == 1 ]]; then
+  skip "ncu" "SKIP_NCU=1 or SKIP_RUNS=1"
 elif ! command -v ncu > /dev/null; then
   skip "ncu" "ncu not on PATH"
 elif [[ -x $cli_bin ]]; then
