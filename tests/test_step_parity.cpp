@@ -66,13 +66,22 @@ StepRun make_run(std::unique_ptr<Backend> backend, const ModelConfig& config,
   return run;
 }
 
-double relative_l2(const float* actual, const float* expected, int64_t n) {
+// ||actual - expected|| / ||expected|| over one or more stretches of two arrays.
+struct RelativeL2 {
   double diff = 0.0, norm = 0.0;
-  for (int64_t i = 0; i < n; ++i) {
-    diff += (double(actual[i]) - expected[i]) * (double(actual[i]) - expected[i]);
-    norm += double(expected[i]) * expected[i];
+  void add(const float* actual, const float* expected, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) {
+      diff += (double(actual[i]) - expected[i]) * (double(actual[i]) - expected[i]);
+      norm += double(expected[i]) * expected[i];
+    }
   }
-  return std::sqrt(diff / std::max(norm, 1e-30));
+  double value() const { return std::sqrt(diff / std::max(norm, 1e-30)); }
+};
+
+double relative_l2(const float* actual, const float* expected, int64_t n) {
+  RelativeL2 l2;
+  l2.add(actual, expected, n);
+  return l2.value();
 }
 
 // Tensors compared as one: each on its own, or each layer's together (weight and bias).
@@ -99,14 +108,10 @@ std::vector<Group> each_layer(const std::vector<ParameterInfo>& infos) {
 
 double relative_l2(const Group& group, const std::vector<float>& actual,
                    const std::vector<float>& expected) {
-  double diff = 0.0, norm = 0.0;
+  RelativeL2 l2;
   for (const auto& info : group.tensors)
-    for (int64_t i = info.offset; i < info.offset + info.shape.numel(); ++i) {
-      diff += (double(actual[size_t(i)]) - expected[size_t(i)]) *
-              (double(actual[size_t(i)]) - expected[size_t(i)]);
-      norm += double(expected[size_t(i)]) * expected[size_t(i)];
-    }
-  return std::sqrt(diff / std::max(norm, 1e-30));
+    l2.add(&actual[size_t(info.offset)], &expected[size_t(info.offset)], info.shape.numel());
+  return l2.value();
 }
 
 // Per group: distance(cuda, cpu) <= floor + 4 x distance(perturbed cpu, cpu).
