@@ -13,6 +13,13 @@ Prints one JSON object per configuration: {"impl", "device", "batch", "images_pe
 as in `pneumo bench train`.
 Usage: profiling/torch_reference.py [--batch 32 256] [--steps 100] [--compile] [--tf32]
 
+With --profile it instead records --steps steps of each batch size with torch.profiler and prints
+where the device time goes, to set beside `pneumo bench train --layers`: one JSON object per
+PyTorch op ({"profile": "op", ...}: the device time of the kernels each aten op launched itself)
+and per kernel ({"profile": "kernel", ...}: which cuDNN and PyTorch kernels ran), in ms per step,
+largest first. `--device cpu` runs it on the CPU (to check the script; CPU times say nothing of a
+GPU).
+
 With --check-model RUN/model.safetensors --cache CACHE it instead checks, on the CPU, that this
 network loaded with a pneumo checkpoint's weights gives the logits `pneumo predict --logits` gives
 for the same images (the first --count images of the cache's --split, written as PNG so both read
@@ -26,6 +33,7 @@ import os
 import statistics
 import struct
 import subprocess
+import sys
 import tempfile
 import time
 import zlib
@@ -97,6 +105,63 @@ def time_training(model, batch, steps, warmup, device, step_fn):
             "step_ms_min": round(min(times), 4), "images_per_second": round(batch / mean * 1e3, 1)}
 
 
+def profile_training(batch, steps, warmup, device, step_fn):
+    """JSON rows of where a step's time goes, from torch.profiler over `steps` steps: per aten op
+    its self device time (kernels it launched itself, so ops do not count their children's
+    kernels twice) and per kernel its device time; both in ms per step, largest first. On the
+    CPU the ops' self CPU time stands in, and there are no kernels."""
+    from torch.profiler import ProfilerActivity, profile
+
+    on_cuda = device.type == "cuda"
+    x = torch.rand(batch, 1, 150, 150, device=device)
+    y = (torch.rand(batch, 1, device=device) > 0.5).float()
+    for _ in range(warmup):
+        step_fn(x, y)
+    if on_cuda:
+        torch.cuda.synchronize()
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_cuda else [])
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            step_fn(x, y)
+        if on_cuda:
+            torch.cuda.synchronize()
+    rows = []
+    for event in prof.key_averages():
+        is_kernel = event.device_type == torch.autograd.DeviceType.CUDA
+        if on_cuda:
+            us = event.self_device_time_total
+        else:
+            us = 0 if is_kernel else event.self_cpu_time_total
+        if us <= 0:
+            continue
+        rows.append({"profile": "kernel" if is_kernel else "op", "name": event.key,
+                     "ms_per_step": round(us / 1e3 / steps, 4),
+                     "calls_per_step": round(event.count / steps, 2)})
+    rows.sort(key=lambda r: (r["profile"], -r["ms_per_step"]))
+    return rows
+
+
+def print_profile_tables(head, rows, out, top=20):
+    """The largest `top` ops and kernels of one profile as Markdown tables."""
+    own = "self CPU time" if head["device"] == "CPU" else "self device time"
+    for kind, label in (("op", f"aten op ({own})"), ("kernel", "kernel")):
+        chosen = [r for r in rows if r["profile"] == kind]
+        if not chosen:
+            continue
+        total = sum(r["ms_per_step"] for r in chosen)
+        print(f"\n### {head['impl']} {head['precision']} on {head['device']}, batch "
+              f"{head['batch']}: each {kind}'s time per step ({total:.3f} ms in all)\n", file=out)
+        print(f"| {label} | calls per step | ms per step | % |\n|---|---:|---:|---:|", file=out)
+        for r in chosen[:top]:
+            name = r["name"] if len(r["name"]) <= 90 else r["name"][:87] + "..."
+            print(f"| `{name}` | {r['calls_per_step']:g} | {r['ms_per_step']:.3f} | "
+                  f"{100 * r['ms_per_step'] / total:.1f} |", file=out)
+        if len(chosen) > top:
+            rest = sum(r["ms_per_step"] for r in chosen[top:])
+            print(f"| ({len(chosen) - top} more) | | {rest:.3f} | {100 * rest / total:.1f} |",
+                  file=out)
+
+
 def write_gray_png(path, pixels):
     """An 8-bit grayscale PNG of a 2-D uint8 array, with zlib only (no imaging library)."""
     height, width = pixels.shape
@@ -158,6 +223,10 @@ def main():
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--compile", action="store_true", help="also time torch.compile")
     parser.add_argument("--tf32", action="store_true")
+    parser.add_argument("--profile", action="store_true",
+                        help="print each op's and kernel's device time per step instead")
+    parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"],
+                        help="cpu only checks the --profile code path on a machine without a GPU")
     parser.add_argument("--check-model", help="a pneumo checkpoint: compare logits on the CPU")
     parser.add_argument("--cache", help="with --check-model: a pneumo cache folder")
     parser.add_argument("--split", default="test")
@@ -170,12 +239,15 @@ def main():
         if not args.cache:
             raise SystemExit("torch_reference: --check-model needs --cache")
         raise SystemExit(check_model(args))
-    if not torch.cuda.is_available():
+    if args.device == "cpu" and not args.profile:
+        raise SystemExit("torch_reference: --device cpu is only for --profile")
+    if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("torch_reference: no CUDA device")
     torch.backends.cudnn.allow_tf32 = args.tf32
     torch.backends.cuda.matmul.allow_tf32 = args.tf32
     torch.backends.cudnn.benchmark = True  # like pneumo: algorithms chosen by timing, per shape
-    device = torch.device("cuda")
+    device = torch.device(args.device)
+    name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU"
     impls = ["eager"] + (["compile"] if args.compile else [])
     for impl in impls:
         for batch in args.batch:
@@ -191,12 +263,17 @@ def main():
                 loss.backward()
                 optimizer.step()
 
+            head = {"impl": f"torch-{impl}", "device": name, "torch": torch.__version__,
+                    "batch": batch, "precision": "tf32" if args.tf32 else "fp32"}
+            if args.profile:
+                rows = profile_training(batch, args.steps, args.warmup, device, step)
+                for row in rows:
+                    print(json.dumps({**head, **row}), flush=True)
+                print_profile_tables(head, rows, sys.stderr)
+                continue
             t0 = time.time()
             result = time_training(model, batch, args.steps, args.warmup, device, step)
-            print(json.dumps({"impl": f"torch-{impl}", "device": torch.cuda.get_device_name(),
-                              "torch": torch.__version__, "batch": batch,
-                              "precision": "tf32" if args.tf32 else "fp32",
-                              "trainable_parameters": params, **result,
+            print(json.dumps({**head, "trainable_parameters": params, **result,
                               "wall_s": round(time.time() - t0, 1)}), flush=True)
 
 

@@ -92,6 +92,11 @@ write_report() {
       grep -v '^{' "$bench_log"
       echo
     done
+    if [[ -s $out/logs/torch_profile.log ]]; then  # PyTorch's step, op by op
+      echo "## torch_profile"
+      grep -v '^{' "$out/logs/torch_profile.log" | grep -v '^\(USDT\|ERROR\|STAGE\|WARNING\):'
+      echo
+    fi
     if [[ -s $out/conv_plans.txt ]]; then
       echo "## cuDNN algorithm choices (ConvPlansAreFoundOnceAndReused)"
       echo
@@ -390,6 +395,11 @@ if [[ ${SKIP_TORCH:-0} == 1 || ${SKIP_RUNS:-0} == 1 ]]; then
 elif python3 -c "import torch; assert torch.cuda.is_available()" 2> /dev/null; then
   run "torch reference (eager)" 90 torch_eager "profiling/torch_reference.py" -- \
     python3 "$root/profiling/torch_reference.py" --batch 32 256 --steps 200
+  # Where PyTorch's step spends its device time, op by op and kernel by kernel, to set beside
+  # bench train's per-op table (tables in the report, rows in torch_profile.jsonl).
+  run "torch profile (eager)" 60 torch_profile "torch.profiler, 20 steps per batch size" -- \
+    python3 "$root/profiling/torch_reference.py" --batch 32 256 --steps 20 --profile
+  grep '^{' "$out/logs/torch_profile.log" > "$out/torch_profile.jsonl" 2> /dev/null
   run "torch reference (compile)" 150 torch_compile "torch.compile, batch 32" -- \
     python3 "$root/profiling/torch_reference.py" --batch 32 256 --steps 200 --compile
   run "torch reference (eager, tf32)" 60 torch_eager_tf32 "--tf32" -- \
@@ -397,7 +407,8 @@ elif python3 -c "import torch; assert torch.cuda.is_available()" 2> /dev/null; t
 else
   skip "torch reference" "python3 has no CUDA-enabled torch"
 fi
-cat "$out"/logs/bench_train*.log "$out"/logs/torch_*.log 2> /dev/null | grep '^{' > "$out/throughput.jsonl"
+cat "$out"/logs/bench_train*.log "$out"/logs/torch_eager*.log "$out"/logs/torch_compile.log \
+  2> /dev/null | grep '^{' > "$out/throughput.jsonl"
 
 # ---- 7. compute-sanitizer on a short training (the sample, one epoch) ------------------------------------
 sanitizer=$(command -v compute-sanitizer || true)
