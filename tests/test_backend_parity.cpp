@@ -759,6 +759,19 @@ TEST_F(Parity, ConvPlansAreFoundOnceAndReused) {
   Pair x1 = random({1, 32, 75, 75}, 135), y1 = output({1, 64, 75, 75});
   backend.conv2d_forward(x1.cuda, w.cuda, b.cuda, y1.cuda, false);
   EXPECT_EQ(backend.conv_plan_count(), 2u);
+  // The searches are kept for reports: 3 directions of the first shape, the forward of the
+  // second; each kept algorithm is one of its search's trials and ran there.
+  const std::vector<ConvSearch> searches = backend.conv_searches();
+  ASSERT_EQ(searches.size(), 4u);
+  for (const ConvSearch& search : searches) {
+    const bool kept_ran = std::any_of(
+        search.trials.begin(), search.trials.end(), [&](const ConvAlgoTrial& t) {
+          return t.algo == search.chosen && t.status == CUDNN_STATUS_SUCCESS && t.ms > 0;
+        });
+    EXPECT_TRUE(kept_ran) << search.direction << " of N=" << search.shape[0];
+  }
+  EXPECT_EQ(searches[0].shape[0], 1);  // shapes in key order: N=1 before N=2
+  EXPECT_STREQ(searches[3].direction, "backward_filter");
   std::cout << "[ conv plans ] " << backend.name() << "\n" << backend.describe_conv_plans();
 }
 

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <vector>
 
 #include "cuda/cuda_raii.hpp"
 #include "pneumo/backend.hpp"
@@ -24,6 +25,24 @@ struct CudaBackendOptions {
   // default), or the hand-written twin in kernels/pooling.cu (tests and benchmarks compare both).
   enum class Pooling { Cudnn, Kernel };
   Pooling pooling = Pooling::Cudnn;
+};
+
+// One algorithm as cuDNN's search (cudnnFind...Ex) measured it, for reports and benchmarks.
+struct ConvAlgoTrial {
+  int algo = 0;
+  cudnnStatus_t status = CUDNN_STATUS_SUCCESS;
+  float ms = 0;
+  size_t workspace = 0;
+  bool deterministic = false;
+  cudnnMathType_t math = CUDNN_DEFAULT_MATH;
+};
+
+// Every algorithm one direction's search tried, and the one kept.
+struct ConvSearch {
+  std::array<int64_t, 5> shape{};  // N, C, H, W, K
+  const char* direction = "";      // "forward", "backward_data" or "backward_filter"
+  int chosen = -1;
+  std::vector<ConvAlgoTrial> trials;  // as cuDNN returned them, fastest first
 };
 
 class CudaBackend final : public Backend {
@@ -89,6 +108,8 @@ class CudaBackend final : public Backend {
   // One line per cached convolution shape: the algorithms cuDNN's search chose, their
   // workspace, math type and whether bias+ReLU ran fused.
   std::string describe_conv_plans() const;
+  // Every search run so far, in shape order, forward then backward data then backward filter.
+  std::vector<ConvSearch> conv_searches() const;
 
  private:
   // Everything cuDNN needs for one convolution shape (N, C, H, W) -> K, built on first use. Each
@@ -106,6 +127,7 @@ class CudaBackend final : public Backend {
     cudnnConvolutionBwdFilterAlgo_t backward_filter_algo{};
     size_t forward_workspace = 0, backward_data_workspace = 0, backward_filter_workspace = 0;
     float forward_ms = 0, backward_data_ms = 0, backward_filter_ms = 0;
+    std::vector<ConvAlgoTrial> forward_trials, backward_data_trials, backward_filter_trials;
     // cudnnConvolutionBiasActivationForward is tried once with the chosen algorithm; if cuDNN
     // refuses, this shape runs conv + our bias/ReLU kernel from then on (refusal kept for reports).
     enum class Fusion { Untried, Fused, Unfused } relu_fusion = Fusion::Untried;

@@ -68,6 +68,16 @@ std::string describe_results(const std::vector<Perf>& results, int count) {
   return out.str();
 }
 
+template <class Perf>
+std::vector<ConvAlgoTrial> to_trials(const std::vector<Perf>& results, int count) {
+  std::vector<ConvAlgoTrial> trials;
+  for (int i = 0; i < count; ++i)
+    trials.push_back({static_cast<int>(results[i].algo), results[i].status, results[i].time,
+                      results[i].memory, results[i].determinism == CUDNN_DETERMINISTIC,
+                      results[i].mathType});
+  return trials;
+}
+
 }  // namespace
 
 // ---- Plans and algorithm search -----------------------------------------------------------------
@@ -119,6 +129,7 @@ void CudaBackend::find_forward_algorithm(ConvPlan& plan, ConstTensorView x, Cons
   plan.forward_algo = best->algo;
   plan.forward_workspace = best->memory;
   plan.forward_ms = best->time;
+  plan.forward_trials = to_trials(results, returned);
   PNEUMO_CUDNN_CHECK(
       cudnnSetConvolutionMathType(plan.forward_conv.get(),
                                   options_.allow_tf32 ? best->mathType : CUDNN_FMA_MATH),
@@ -157,6 +168,7 @@ void CudaBackend::find_backward_data_algorithm(ConvPlan& plan, ConstTensorView d
   plan.backward_data_algo = best->algo;
   plan.backward_data_workspace = best->memory;
   plan.backward_data_ms = best->time;
+  plan.backward_data_trials = to_trials(results, returned);
   PNEUMO_CUDNN_CHECK(
       cudnnSetConvolutionMathType(plan.backward_data_conv.get(),
                                   options_.allow_tf32 ? best->mathType : CUDNN_FMA_MATH),
@@ -194,6 +206,7 @@ void CudaBackend::find_backward_filter_algorithm(ConvPlan& plan, ConstTensorView
   plan.backward_filter_algo = best->algo;
   plan.backward_filter_workspace = best->memory;
   plan.backward_filter_ms = best->time;
+  plan.backward_filter_trials = to_trials(results, returned);
   PNEUMO_CUDNN_CHECK(
       cudnnSetConvolutionMathType(plan.backward_filter_conv.get(),
                                   options_.allow_tf32 ? best->mathType : CUDNN_FMA_MATH),
@@ -226,6 +239,21 @@ std::string CudaBackend::describe_conv_plans() const {
   out << "workspace " << workspace_.bytes() << " B, math " << cuda::math_type_name(conv_math_type())
       << "\n";
   return out.str();
+}
+
+std::vector<ConvSearch> CudaBackend::conv_searches() const {
+  std::vector<ConvSearch> searches;
+  for (const auto& [key, plan] : conv_plans_) {
+    if (plan.has_forward)
+      searches.push_back({key, "forward", plan.forward_algo, plan.forward_trials});
+    if (plan.has_backward_data)
+      searches.push_back(
+          {key, "backward_data", plan.backward_data_algo, plan.backward_data_trials});
+    if (plan.has_backward_filter)
+      searches.push_back(
+          {key, "backward_filter", plan.backward_filter_algo, plan.backward_filter_trials});
+  }
+  return searches;
 }
 
 // ---- The ops ------------------------------------------------------------------------------------

@@ -177,6 +177,34 @@ GraphTiming time_graph(CudaBackend& cuda, const std::function<void()>& step, int
   return timing;
 }
 
+// What cuDNN's searches measured for this batch size's convolutions: per direction, the
+// algorithm kept and the fastest that ran, as cuDNN timed them; and every trial.
+nlohmann::json conv_searches_json(const CudaBackend& cuda, int batch) {
+  nlohmann::json searches = nlohmann::json::array();
+  for (const ConvSearch& search : cuda.conv_searches()) {
+    if (search.shape[0] != batch) continue;
+    nlohmann::json trials = nlohmann::json::array(), chosen, fastest;
+    for (const ConvAlgoTrial& t : search.trials) {
+      const bool ran = t.status == CUDNN_STATUS_SUCCESS;
+      nlohmann::json trial = {{"algo", t.algo},
+                              {"ran", ran},
+                              {"ms", t.ms},
+                              {"workspace_bytes", t.workspace},
+                              {"deterministic", t.deterministic},
+                              {"math", cuda::math_type_name(t.math)}};
+      if (ran && t.algo == search.chosen && chosen.is_null()) chosen = trial;
+      if (ran && fastest.is_null()) fastest = trial;
+      trials.push_back(trial);
+    }
+    searches.push_back({{"shape", search.shape},
+                        {"direction", search.direction},
+                        {"chosen", chosen},
+                        {"fastest", fastest},
+                        {"trials", trials}});
+  }
+  return searches;
+}
+
 std::string fixed(double value, int digits) {
   std::ostringstream out;
   out << std::fixed << std::setprecision(digits) << value;
@@ -338,6 +366,7 @@ int run_bench_train(const BenchTrainOptions& options) {
         PNEUMO_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes), "device memory in use");
         line["device_memory_in_use_mib"] = static_cast<double>(total_bytes - free_bytes) / kMiB;
       }
+      if (cuda) line["conv_searches"] = conv_searches_json(*cuda, batch);
       if (!layer_json.is_null()) line["layers_ms"] = layer_json;
       if (!op_json.is_null()) line["ops_ms"] = op_json;
       std::cout << line.dump() << std::endl;
@@ -395,6 +424,30 @@ int run_bench_train(const BenchTrainOptions& options) {
         out << "| " << op["op"].get<std::string>() << " | " << fixed(op["calls_per_step"], 1)
             << " | " << fixed(op["ms"], 3) << " | "
             << fixed(100.0 * op["ms"].get<double>() / step, 1) << " |\n";
+    }
+  }
+  for (const auto& row : rows) {
+    if (!row.contains("conv_searches") || row["conv_searches"].empty()) continue;
+    out << "\ncuDNN's algorithm searches at batch " << row["batch"].get<int>()
+        << " (ms as cuDNN timed each algorithm once):\n\n"
+        << "| conv N, C, H, W -> K | direction | kept algo | ms | fastest algo | ms | "
+           "deterministic |\n|---|---|---:|---:|---:|---:|---|\n";
+    for (const auto& search : row["conv_searches"]) {
+      const auto& shape = search["shape"];
+      out << "| " << shape[0] << ", " << shape[1] << ", " << shape[2] << ", " << shape[3]
+          << " -> " << shape[4] << " | " << search["direction"].get<std::string>();
+      for (const char* which : {"chosen", "fastest"}) {
+        const auto& trial = search[which];
+        if (trial.is_null())
+          out << " | none | n/a";
+        else
+          out << " | " << trial["algo"] << " | " << fixed(trial["ms"], 3);
+      }
+      const auto& fastest = search["fastest"];
+      const char* deterministic = fastest.is_null()                     ? "n/a"
+                                  : fastest["deterministic"].get<bool>() ? "yes"
+                                                                         : "no";
+      out << " | " << deterministic << " |\n";
     }
   }
   for (const auto& row : rows)
