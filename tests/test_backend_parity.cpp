@@ -194,6 +194,45 @@ INSTANTIATE_TEST_SUITE_P(ModelShapes, ConvParity,
                                            ConvCase{3, 128, 10, 10, 256}),
                          conv_case_name);
 
+// The first layer's forward runs cuDNN's pick or our single-channel kernel, whichever was faster
+// on the first call: each, forced, matches the CPU, and the choice is reported as made.
+TEST_F(Parity, SingleChannelConvEitherImplementationAndTheChoiceIsReported) {
+  using Implementation = CudaBackendOptions::Implementation;
+  for (const ConvCase& p : {ConvCase{2, 1, 150, 150, 32}, ConvCase{1, 1, 7, 9, 16},
+                            ConvCase{3, 1, 5, 6, 64}}) {
+    const Shape x_shape{p.n, 1, p.h, p.w}, y_shape{p.n, p.k, p.h, p.w};
+    Pair x = random(x_shape, 41), w = random({p.k, 1, 3, 3}, 42, -0.3f, 0.3f);
+    Pair b = random({p.k}, 43, -0.5f, 0.5f), expected = output(y_shape);
+    cpu_->conv2d_forward(x.cpu, w.cpu, b.cpu, expected.cpu, true);
+    for (Implementation impl :
+         {Implementation::Cudnn, Implementation::Kernel, Implementation::Fastest}) {
+      CudaBackendOptions options;
+      options.single_channel_conv = impl;
+      CudaBackend backend(options);
+      const std::string what = x_shape.str() + " implementation " +
+                               std::to_string(static_cast<int>(impl)) + ", call ";
+      for (int call = 1; call <= 2; ++call) {
+        Pair y = output(y_shape);
+        backend.conv2d_forward(x.cuda, w.cuda, b.cuda, y.cuda, true);
+        EXPECT_TRUE(close_to(y.cuda, expected.cpu, 1e-4, what + std::to_string(call)));
+      }
+      const auto choices = backend.implementation_choices();
+      ASSERT_EQ(choices.size(), 1u) << what;
+      const ImplementationChoice& choice = choices[0];
+      EXPECT_EQ(choice.op, "conv2d_forward");
+      EXPECT_EQ(choice.input, (std::array<int64_t, 4>{p.n, 1, p.h, p.w}));
+      if (impl == Implementation::Fastest) {
+        EXPECT_GE(choice.cudnn_ms, 0) << what;
+        EXPECT_GE(choice.kernel_ms, 0) << what;
+        EXPECT_EQ(choice.kernel, choice.kernel_ms < choice.cudnn_ms) << what;
+      } else {
+        EXPECT_EQ(choice.kernel, impl == Implementation::Kernel) << what;
+        EXPECT_EQ(choice.kernel_ms, -1.0f) << what << ": a forced choice was timed";
+      }
+    }
+  }
+}
+
 // ---- ReLU ---------------------------------------------------------------------------------------
 
 TEST_F(Parity, ReluForwardAndBackwardIncludingInPlace) {
@@ -230,16 +269,19 @@ std::string pool_case_name(const ::testing::TestParamInfo<PoolCase>& info) {
   return out.str();
 }
 
-// Runs every check on both CUDA implementations: cuDNN (the backend's default) and the
-// hand-written kernels.
+// Runs every check on each CUDA implementation: cuDNN, the hand-written kernels, and the
+// backend's default (whichever of the two was faster on the first call, which must say so).
 class MaxPoolParity : public Parity, public ::testing::WithParamInterface<PoolCase> {
  protected:
+  using Implementation = CudaBackendOptions::Implementation;
   void SetUp() override {
     Parity::SetUp();
     if (IsSkipped() || HasFatalFailure()) return;
-    CudaBackendOptions options;
-    options.pooling = CudaBackendOptions::Pooling::Kernel;
-    kernel_pool_ = std::make_unique<CudaBackend>(options);
+    for (Implementation impl : {Implementation::Cudnn, Implementation::Kernel}) {
+      CudaBackendOptions options;
+      options.pooling = impl;
+      forced_.push_back(std::make_unique<CudaBackend>(options));
+    }
   }
   Shape x_shape() const { return {GetParam().n, GetParam().c, GetParam().h, GetParam().w}; }
   Shape y_shape() const {
@@ -250,8 +292,9 @@ class MaxPoolParity : public Parity, public ::testing::WithParamInterface<PoolCa
     Pair y = output(y_shape()), dx = output(x_shape());
     cpu_->maxpool2d_forward(x.cpu, y.cpu);
     cpu_->maxpool2d_backward(x.cpu, y.cpu, dy.cpu, dx.cpu);
-    for (Backend* backend : {cuda_.get(), static_cast<Backend*>(kernel_pool_.get())}) {
-      const std::string impl = backend == cuda_.get() ? "cudnn " : "kernel ";
+    const std::pair<Backend*, std::string> backends[] = {
+        {forced_[0].get(), "cudnn "}, {forced_[1].get(), "kernel "}, {cuda_.get(), "fastest "}};
+    for (const auto& [backend, impl] : backends) {
       Pair yc = output(y_shape()), dxc = output(x_shape());
       backend->maxpool2d_forward(x.cuda, yc.cuda);
       backend->maxpool2d_backward(x.cuda, yc.cuda, dy.cuda, dxc.cuda);
@@ -260,8 +303,20 @@ class MaxPoolParity : public Parity, public ::testing::WithParamInterface<PoolCa
       EXPECT_TRUE(exactly_equal(yc.cuda, y.cpu, impl + what + " y"));
       EXPECT_TRUE(exactly_equal(dxc.cuda, dx.cpu, impl + what + " dx"));
     }
+    const auto choices = dynamic_cast<CudaBackend&>(*cuda_).implementation_choices();
+    ASSERT_EQ(choices.size(), 2u);
+    for (const ImplementationChoice& choice : choices) {
+      EXPECT_GE(choice.cudnn_ms, 0) << choice.op;
+      EXPECT_GE(choice.kernel_ms, 0) << choice.op;
+      EXPECT_EQ(choice.kernel, choice.kernel_ms < choice.cudnn_ms) << choice.op;
+    }
+    for (size_t i = 0; i < forced_.size(); ++i)
+      for (const ImplementationChoice& choice : forced_[i]->implementation_choices()) {
+        EXPECT_EQ(choice.kernel, i == 1) << choice.op;
+        EXPECT_EQ(choice.cudnn_ms, -1.0f) << choice.op << ": a forced choice was timed";
+      }
   }
-  std::unique_ptr<CudaBackend> kernel_pool_;
+  std::vector<std::unique_ptr<CudaBackend>> forced_;  // cuDNN, then the kernels
 };
 
 TEST_P(MaxPoolParity, DistinctValues) { check(uniform(x_shape().numel(), 22, -1, 1), "random"); }
@@ -291,7 +346,7 @@ INSTANTIATE_TEST_SUITE_P(ModelShapes, MaxPoolParity,
 
 // Known answers, independent of the CPU backend: which element of a tied window takes the
 // gradient, for cuDNN and for the kernel. The interface says: the first in row-major order.
-class MaxPoolTies : public ::testing::TestWithParam<CudaBackendOptions::Pooling> {};
+class MaxPoolTies : public ::testing::TestWithParam<CudaBackendOptions::Implementation> {};
 
 TEST_P(MaxPoolTies, FirstInRowMajorOrderTakesTheGradient) {
   PNEUMO_REQUIRE_CUDA();
@@ -343,9 +398,11 @@ TEST_P(MaxPoolTies, FirstInRowMajorOrderTakesTheGradient) {
 
 INSTANTIATE_TEST_SUITE_P(
     Implementations, MaxPoolTies,
-    ::testing::Values(CudaBackendOptions::Pooling::Cudnn, CudaBackendOptions::Pooling::Kernel),
-    [](const ::testing::TestParamInfo<CudaBackendOptions::Pooling>& info) {
-      return std::string(info.param == CudaBackendOptions::Pooling::Cudnn ? "Cudnn" : "Kernel");
+    ::testing::Values(CudaBackendOptions::Implementation::Cudnn,
+                      CudaBackendOptions::Implementation::Kernel),
+    [](const ::testing::TestParamInfo<CudaBackendOptions::Implementation>& info) {
+      return std::string(info.param == CudaBackendOptions::Implementation::Cudnn ? "Cudnn"
+                                                                                : "Kernel");
     });
 
 // ---- Batch normalisation ------------------------------------------------------------------------

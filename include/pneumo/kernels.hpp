@@ -64,7 +64,9 @@ void maxpool2d_backward(const float* x, const float* dy, float* dx, int64_t plan
 // Hand-written 3x3 'same' convolution forward, y = conv(x) + bias then ReLU when `relu` (what
 // CudaBackend::conv2d_forward computes), in one kernel. x: (batch, in_channels, height, width),
 // weight: (out_channels, in_channels, 3, 3), bias: (out_channels), y: (batch, out_channels, height,
-// width). Benchmarked against cuDNN by `pneumo bench kernels`; not used by the backend.
+// width). Benchmarked against cuDNN by `pneumo bench kernels`. CudaBackend times the
+// single-channel kernel against cuDNN's pick on the first layer and runs the faster; the tiled
+// one is not used by the backend.
 // Single input channel (the first layer), out_channels 16, 32 or 64: each thread computes four
 // consecutive pixels for every output channel and stores them as float4 when H*W % 4 == 0.
 bool conv3x3_single_channel_supported(int64_t in_channels, int64_t out_channels);

@@ -143,6 +143,53 @@ size_t CudaBackend::search_workspace_limit() const {
   return std::max(workspace_.bytes(), std::min(kGiB, free_bytes / 2));
 }
 
+// ---- cuDNN or our kernel ------------------------------------------------------------------------
+
+float CudaBackend::mean_ms(const std::function<void()>& run) {
+  constexpr int kRuns = 5;
+  run();  // warm-up: first-use costs (module loading, cuDNN's fusion probe) stay out
+  cuda::Event start = cuda::Event::create(), stop = cuda::Event::create();
+  PNEUMO_CUDA_CHECK(cudaEventRecord(start.get(), stream_.get()), "timing an implementation");
+  for (int i = 0; i < kRuns; ++i) run();
+  PNEUMO_CUDA_CHECK(cudaEventRecord(stop.get(), stream_.get()), "timing an implementation");
+  PNEUMO_CUDA_CHECK(cudaEventSynchronize(stop.get()), "timing an implementation");
+  float ms = 0;
+  PNEUMO_CUDA_CHECK(cudaEventElapsedTime(&ms, start.get(), stop.get()), "timing an implementation");
+  return ms / kRuns;
+}
+
+void CudaBackend::run_chosen(Choice& choice, CudaBackendOptions::Implementation option,
+                             const std::function<void()>& cudnn,
+                             const std::function<void()>& kernel) {
+  using Implementation = CudaBackendOptions::Implementation;
+  if (!choice.decided) {
+    if (option == Implementation::Fastest) {
+      // Both write the same output buffers; the call below writes the kept one's result last.
+      choice.cudnn_ms = mean_ms(cudnn);
+      choice.kernel_ms = mean_ms(kernel);
+      choice.kernel = choice.kernel_ms < choice.cudnn_ms;
+    } else {
+      choice.kernel = option == Implementation::Kernel;
+    }
+    choice.decided = true;
+  }
+  (choice.kernel ? kernel : cudnn)();
+}
+
+std::vector<ImplementationChoice> CudaBackend::implementation_choices() const {
+  std::vector<ImplementationChoice> choices;
+  auto add = [&](const char* op, const ShapeKey& input, const Choice& c) {
+    if (c.decided) choices.push_back({op, input, c.kernel, c.cudnn_ms, c.kernel_ms});
+  };
+  for (const auto& [key, plan] : pool_plans_) {
+    add("maxpool2d_forward", key, plan.forward);
+    add("maxpool2d_backward", key, plan.backward);
+  }
+  for (const auto& [key, plan] : conv_plans_)
+    add("conv2d_forward", {key[0], key[1], key[2], key[3]}, plan.single_channel);
+  return choices;
+}
+
 // ---- ReLU ---------------------------------------------------------------------------------------
 
 void CudaBackend::relu_forward(ConstTensorView x, TensorView y) {
@@ -172,7 +219,7 @@ CudaBackend::PoolPlan& CudaBackend::pool_plan(const Shape& x_shape) {
   const auto [n, c, h, w] = key;
   PoolPlan plan{cuda::make_tensor_descriptor(n, c, h, w),
                 cuda::make_tensor_descriptor(n, c, (h + 1) / 2, (w + 1) / 2),
-                cuda::make_maxpool2x2_same_descriptor(h, w)};
+                cuda::make_maxpool2x2_same_descriptor(h, w), Choice{}, Choice{}};
   // Guard the padding convention: cuDNN must produce ceil(H/2) x ceil(W/2).
   int out_n = 0, out_c = 0, out_h = 0, out_w = 0;
   PNEUMO_CUDNN_CHECK(cudnnGetPooling2dForwardOutputDim(plan.pool.get(), plan.x.get(), &out_n,
@@ -191,14 +238,16 @@ void CudaBackend::maxpool2d_forward(ConstTensorView x, TensorView y) {
   PNEUMO_CHECK(x.shape.rank() == 4 && y.shape == Shape({n, c, (h + 1) / 2, (w + 1) / 2}),
                "maxpool2d_forward: x ", x.shape.str(),
                " needs y (N, C, ceil(H/2), ceil(W/2)), got ", y.shape.str());
-  if (options_.pooling == CudaBackendOptions::Pooling::Kernel) {
-    kernels::maxpool2d_forward(x.data, y.data, n * c, h, w, stream_.get());
-    return;
-  }
+  if (x.numel() == 0) return;
   PoolPlan& plan = pool_plan(x.shape);
-  PNEUMO_CUDNN_CHECK(cudnnPoolingForward(cudnn_.get(), plan.pool.get(), &kOne, plan.x.get(), x.data,
-                                         &kZero, plan.y.get(), y.data),
-                     "maxpool2d_forward x=", x.shape.str(), " y=", y.shape.str());
+  run_chosen(
+      plan.forward, options_.pooling,
+      [&] {
+        PNEUMO_CUDNN_CHECK(cudnnPoolingForward(cudnn_.get(), plan.pool.get(), &kOne, plan.x.get(),
+                                               x.data, &kZero, plan.y.get(), y.data),
+                           "maxpool2d_forward x=", x.shape.str(), " y=", y.shape.str());
+      },
+      [&] { kernels::maxpool2d_forward(x.data, y.data, n * c, h, w, stream_.get()); });
 }
 
 void CudaBackend::maxpool2d_backward(ConstTensorView x, ConstTensorView y, ConstTensorView dy,
@@ -214,18 +263,22 @@ void CudaBackend::maxpool2d_backward(ConstTensorView x, ConstTensorView y, Const
                "got ", y.shape.str());
   require_same_shape(y, dy, "maxpool2d_backward", "y", "dy");
   require_same_shape(x, dx, "maxpool2d_backward", "x", "dx");
-  if (options_.pooling == CudaBackendOptions::Pooling::Kernel) {
-    kernels::maxpool2d_backward(x.data, dy.data, dx.data, n * c, h, w, stream_.get());
-    return;
-  }
-  // cuDNN recomputes each window's argmax from x and y and routes dy to one element per window
-  // (windows do not overlap at stride 2). Which element takes a tie is not documented: the tests
-  // MaxPoolTies.* check it against the interface's rule (first in row-major order).
+  if (x.numel() == 0) return;
+  // Both recompute each window's argmax (cuDNN from x and y, ours from x) and route dy to one
+  // element per window (windows do not overlap at stride 2). Which element cuDNN gives a tie is
+  // not documented: the tests MaxPoolTies.* check both against the interface's rule (first in
+  // row-major order).
   PoolPlan& plan = pool_plan(x.shape);
-  PNEUMO_CUDNN_CHECK(
-      cudnnPoolingBackward(cudnn_.get(), plan.pool.get(), &kOne, plan.y.get(), y.data, plan.y.get(),
-                           dy.data, plan.x.get(), x.data, &kZero, plan.x.get(), dx.data),
-      "maxpool2d_backward x=", x.shape.str(), " dy=", dy.shape.str());
+  run_chosen(
+      plan.backward, options_.pooling,
+      [&] {
+        PNEUMO_CUDNN_CHECK(
+            cudnnPoolingBackward(cudnn_.get(), plan.pool.get(), &kOne, plan.y.get(), y.data,
+                                 plan.y.get(), dy.data, plan.x.get(), x.data, &kZero, plan.x.get(),
+                                 dx.data),
+            "maxpool2d_backward x=", x.shape.str(), " dy=", dy.shape.str());
+      },
+      [&] { kernels::maxpool2d_backward(x.data, dy.data, dx.data, n * c, h, w, stream_.get()); });
 }
 
 // ---- Batch normalisation ------------------------------------------------------------------------

@@ -6,6 +6,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -21,10 +22,23 @@ struct CudaBackendOptions {
   bool allow_tf32 = false;
   // Convolution algorithms: the fastest deterministic one cuDNN measured (true), or the fastest.
   bool deterministic = true;
-  // Which max-pool implementation backs maxpool2d_forward / maxpool2d_backward: cuDNN (the
-  // default), or the hand-written twin in kernels/pooling.cu (tests and benchmarks compare both).
-  enum class Pooling { Cudnn, Kernel };
-  Pooling pooling = Pooling::Cudnn;
+  // Where the project has its own kernel for an op cuDNN also does (max pooling forward and
+  // backward, kernels/pooling.cu; the 3x3 convolution forward with one input channel, the first
+  // layer, kernels/conv_direct.cu): always cuDNN, always ours, or (the default) both timed once
+  // per shape on the first call and the faster kept, as cuDNN's own algorithms are. Both are
+  // deterministic, and the two poolings give identical bits. Tests force each.
+  enum class Implementation { Cudnn, Kernel, Fastest };
+  Implementation pooling = Implementation::Fastest;
+  Implementation single_channel_conv = Implementation::Fastest;
+};
+
+// cuDNN or our kernel for one op and input shape: which runs, and what the timing saw.
+struct ImplementationChoice {
+  std::string op;  // maxpool2d_forward, maxpool2d_backward or conv2d_forward
+  std::array<int64_t, 4> input{};  // N, C, H, W
+  bool kernel = false;             // true: our kernel runs; false: cuDNN
+  // Mean of back-to-back calls after a warm-up one; -1 when the option forced the choice.
+  float cudnn_ms = -1, kernel_ms = -1;
 };
 
 // One algorithm as cuDNN's search (cudnnFind...Ex) measured it, for reports and benchmarks.
@@ -110,8 +124,15 @@ class CudaBackend final : public Backend {
   std::string describe_conv_plans() const;
   // Every search run so far, in shape order, forward then backward data then backward filter.
   std::vector<ConvSearch> conv_searches() const;
+  // Every cuDNN-or-ours choice made so far (pooling, then single-channel convolutions).
+  std::vector<ImplementationChoice> implementation_choices() const;
 
  private:
+  // cuDNN or our kernel, decided on an op's first call for its shape (run_chosen).
+  struct Choice {
+    bool decided = false, kernel = false;
+    float cudnn_ms = -1, kernel_ms = -1;
+  };
   // Everything cuDNN needs for one convolution shape (N, C, H, W) -> K, built on first use. Each
   // direction's algorithm is found by measuring (cudnnFind...Ex) the first time that direction
   // runs, then reused: no search and no allocation on later steps.
@@ -132,12 +153,14 @@ class CudaBackend final : public Backend {
     // refuses, this shape runs conv + our bias/ReLU kernel from then on (refusal kept for reports).
     enum class Fusion { Untried, Fused, Unfused } relu_fusion = Fusion::Untried;
     cudnnStatus_t relu_fusion_refusal = CUDNN_STATUS_SUCCESS;
+    Choice single_channel;  // forward: cuDNN or conv3x3_forward_single_channel (C = 1 only)
   };
   using ConvKey = std::array<int64_t, 5>;  // N, C, H, W, K
 
   struct PoolPlan {
     cuda::TensorDescriptor x, y;  // (N, C, H, W), (N, C, ceil(H/2), ceil(W/2))
     cuda::PoolingDescriptor pool;
+    Choice forward, backward;
   };
   struct BatchNormPlan {
     cuda::TensorDescriptor x;      // (N, C, H, W); (N, F) is taken as (N, F, 1, 1)
@@ -159,6 +182,13 @@ class CudaBackend final : public Backend {
   // Most workspace an algorithm search may use: the smaller of 1 GiB and half the free memory.
   size_t search_workspace_limit() const;
   cudnnMathType_t conv_math_type() const;
+  // Runs `cudnn` or `kernel` (two ways to the same output) as `choice` says, deciding on the
+  // first call: as `option` forces, or by timing both on the real buffers and keeping the faster.
+  void run_chosen(Choice& choice, CudaBackendOptions::Implementation option,
+                  const std::function<void()>& cudnn, const std::function<void()>& kernel);
+  float mean_ms(const std::function<void()>& run);
+  void conv_forward_cudnn(ConvPlan& plan, ConstTensorView x, ConstTensorView weight,
+                          ConstTensorView bias, TensorView y, bool fuse_relu);
 
   CudaBackendOptions options_;
   int device_ = 0;

@@ -1,6 +1,7 @@
 // CudaBackend's 3x3 'same' convolutions through cuDNN: forward (bias + ReLU fused by
 // cudnnConvolutionBiasActivationForward where cuDNN accepts it), backward data, and backward
-// filter with the bias gradient. Algorithms are chosen once per shape by measuring, then cached.
+// filter with the bias gradient. Algorithms are chosen once per shape by measuring, then cached;
+// with one input channel our kernel competes with cuDNN's pick for the forward.
 #include <algorithm>
 #include <sstream>
 #include <vector>
@@ -227,6 +228,10 @@ std::string CudaBackend::describe_conv_plans() const {
             std::string("unfused, cuDNN said ") + cudnnGetErrorString(plan.relu_fusion_refusal);
       out << " forward algo " << plan.forward_algo << " (" << plan.forward_ms << " ms, "
           << plan.forward_workspace << " B, bias+relu " << fusion << ")";
+    if (plan.single_channel.decided)
+      out << (plan.single_channel.kernel ? " replaced by" : " kept over")
+          << " conv3x3_forward_single_channel (cuDNN " << plan.single_channel.cudnn_ms
+          << " ms, ours " << plan.single_channel.kernel_ms << " ms)";
     }
     if (plan.has_backward_data)
       out << " backward-data algo " << plan.backward_data_algo << " (" << plan.backward_data_ms
@@ -272,7 +277,25 @@ void CudaBackend::conv2d_forward(ConstTensorView x, ConstTensorView weight, Cons
   if (x.numel() == 0 || y.numel() == 0) return;
   ConvPlan& plan = conv_plan(x.shape, k);
   if (!plan.has_forward) find_forward_algorithm(plan, x, weight, y);
+  if (!kernels::conv3x3_single_channel_supported(x.shape.c(), k)) {
+    conv_forward_cudnn(plan, x, weight, bias, y, fuse_relu);
+    return;
+  }
+  // One input channel (the first layer): cuDNN's best, or kernels/conv_direct.cu's kernel for it.
+  run_chosen(
+      plan.single_channel, options_.single_channel_conv,
+      [&] { conv_forward_cudnn(plan, x, weight, bias, y, fuse_relu); },
+      [&] {
+        kernels::conv3x3_forward_single_channel(x.data, weight.data, bias.data, y.data,
+                                                x.shape.n(), x.shape.h(), x.shape.w(), k, fuse_relu,
+                                                stream_.get());
+      });
+}
 
+void CudaBackend::conv_forward_cudnn(ConvPlan& plan, ConstTensorView x, ConstTensorView weight,
+                                     ConstTensorView bias, TensorView y, bool fuse_relu) {
+  constexpr const char* op = "conv2d_forward";
+  const int64_t k = weight.shape[0];
   if (fuse_relu && plan.relu_fusion != ConvPlan::Fusion::Unfused) {
     // y = relu(conv(x) + bias) in one call. z (the residual input) is y with alpha2 = 0, as
     // PyTorch's cudnn_convolution_relu does; the chosen algorithm is tried once, and a refusal

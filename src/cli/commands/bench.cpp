@@ -205,6 +205,19 @@ nlohmann::json conv_searches_json(const CudaBackend& cuda, int batch) {
   return searches;
 }
 
+// Where the backend timed cuDNN against our kernel for this batch size, and which it runs.
+nlohmann::json implementation_choices_json(const CudaBackend& cuda, int batch) {
+  nlohmann::json choices = nlohmann::json::array();
+  for (const ImplementationChoice& c : cuda.implementation_choices())
+    if (c.input[0] == batch)
+      choices.push_back({{"op", c.op},
+                         {"input", c.input},
+                         {"runs", c.kernel ? "kernel" : "cudnn"},
+                         {"cudnn_ms", c.cudnn_ms},
+                         {"kernel_ms", c.kernel_ms}});
+  return choices;
+}
+
 std::string fixed(double value, int digits) {
   std::ostringstream out;
   out << std::fixed << std::setprecision(digits) << value;
@@ -366,7 +379,10 @@ int run_bench_train(const BenchTrainOptions& options) {
         PNEUMO_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes), "device memory in use");
         line["device_memory_in_use_mib"] = static_cast<double>(total_bytes - free_bytes) / kMiB;
       }
-      if (cuda) line["conv_searches"] = conv_searches_json(*cuda, batch);
+      if (cuda) {
+        line["conv_searches"] = conv_searches_json(*cuda, batch);
+        line["implementation_choices"] = implementation_choices_json(*cuda, batch);
+      }
       if (!layer_json.is_null()) line["layers_ms"] = layer_json;
       if (!op_json.is_null()) line["ops_ms"] = op_json;
       std::cout << line.dump() << std::endl;
@@ -424,6 +440,19 @@ int run_bench_train(const BenchTrainOptions& options) {
         out << "| " << op["op"].get<std::string>() << " | " << fixed(op["calls_per_step"], 1)
             << " | " << fixed(op["ms"], 3) << " | "
             << fixed(100.0 * op["ms"].get<double>() / step, 1) << " |\n";
+    }
+  }
+  for (const auto& row : rows) {
+    if (!row.contains("implementation_choices") || row["implementation_choices"].empty()) continue;
+    out << "\ncuDNN or our kernel at batch " << row["batch"].get<int>()
+        << " (mean of 5 calls each, timed on the first call; -1: not timed):\n\n"
+        << "| op | input N, C, H, W | cuDNN ms | our kernel ms | runs |\n"
+        << "|---|---|---:|---:|---|\n";
+    for (const auto& choice : row["implementation_choices"]) {
+      const auto& in = choice["input"];
+      out << "| " << choice["op"].get<std::string>() << " | " << in[0] << ", " << in[1] << ", "
+          << in[2] << ", " << in[3] << " | " << fixed(choice["cudnn_ms"], 4) << " | "
+          << fixed(choice["kernel_ms"], 4) << " | " << choice["runs"].get<std::string>() << " |\n";
     }
   }
   for (const auto& row : rows) {
