@@ -1,6 +1,9 @@
 // Bias and ReLU kernels with their launchers: bias (+ ReLU) after a convolution or dense layer
-// when cuDNN's fused path is not taken, the bias gradient reduction, and ReLU forward/backward.
+// when cuDNN's fused path is not taken, the bias gradient (a deterministic two-pass reduction),
+// and ReLU forward/backward.
 // Per-element math is pneumo::relu / pneumo::relu_backward (elementwise.hpp), as on the CPU.
+#include <algorithm>
+
 #include "cuda/cuda_check.hpp"
 #include "kernel_util.cuh"
 #include "pneumo/elementwise.hpp"
@@ -18,18 +21,38 @@ __global__ void bias_activation_kernel(float* y, const float* bias, int64_t tota
   }
 }
 
-// One block per channel c: sums dy[n, c, s] over n < batch, s < spatial in a fixed order.
-__global__ void bias_backward_kernel(const float* dy, float* dbias, int64_t batch, int64_t channels,
-                                     int64_t spatial) {
-  const int64_t c = blockIdx.x;
-  const int64_t count = batch * spatial;
+// Block (c, j) sums dy[n, c, s] over the images n of chunk j and every s, in a fixed order, into
+// partial[c * chunks + j]. Threads walk a plane's contiguous pixels (coalesced), image by image;
+// with few pixels per plane (dense layers: one) they walk the chunk's (n, s) pairs instead.
+__global__ void bias_partial_kernel(const float* dy, float* partial, int64_t batch,
+                                    int64_t channels, int64_t spatial, int64_t images_per_chunk) {
+  const int64_t c = blockIdx.x, j = blockIdx.y;
+  const int64_t first = j * images_per_chunk;
+  const int64_t last = first + images_per_chunk < batch ? first + images_per_chunk : batch;
   float sum = 0.0f;
-  for (int64_t j = threadIdx.x; j < count; j += blockDim.x) {
-    const int64_t n = j / spatial, s = j - n * spatial;
-    sum += dy[(n * channels + c) * spatial + s];
+  if (spatial >= blockDim.x) {
+    for (int64_t n = first; n < last; ++n) {
+      const float* plane = dy + (n * channels + c) * spatial;
+      for (int64_t s = threadIdx.x; s < spatial; s += blockDim.x) sum += plane[s];
+    }
+  } else {
+    for (int64_t i = threadIdx.x; i < (last - first) * spatial; i += blockDim.x) {
+      const int64_t n = first + i / spatial, s = i % spatial;
+      sum += dy[(n * channels + c) * spatial + s];
+    }
   }
   sum = block_sum(sum);
-  if (threadIdx.x == 0) dbias[c] = sum;
+  if (threadIdx.x == 0) partial[c * gridDim.y + j] = sum;
+}
+
+// dbias[c] = its chunks' partial sums, added in chunk order.
+__global__ void bias_total_kernel(const float* partial, float* dbias, int64_t channels,
+                                  int64_t chunks) {
+  for (int64_t c = global_thread_index(); c < channels; c += grid_stride()) {
+    float sum = 0.0f;
+    for (int64_t j = 0; j < chunks; ++j) sum += partial[c * chunks + j];
+    dbias[c] = sum;
+  }
 }
 
 __global__ void relu_forward_kernel(const float* x, float* y, int64_t n) {
@@ -53,14 +76,35 @@ void bias_activation_forward(float* y, const float* bias, int64_t batch, int64_t
                       " spatial=", spatial);
 }
 
-void bias_backward(const float* dy, float* dbias, int64_t batch, int64_t channels, int64_t spatial,
-                   cudaStream_t stream) {
+BiasReduction bias_reduction(int64_t batch, int64_t channels, int sm_count) {
+  // About four blocks per SM in all, each over whole images of one channel.
+  const int64_t images = std::max<int64_t>(batch, 1);
+  const int64_t wanted_blocks = 4 * std::max<int64_t>(sm_count, 1);
+  const int64_t wanted_chunks = std::clamp<int64_t>(
+      (wanted_blocks + channels - 1) / std::max<int64_t>(channels, 1), 1, images);
+  BiasReduction r;
+  r.images_per_chunk = (images + wanted_chunks - 1) / wanted_chunks;
+  r.chunks = (images + r.images_per_chunk - 1) / r.images_per_chunk;
+  r.partial_floats = channels * r.chunks;
+  return r;
+}
+
+void bias_backward(const float* dy, float* dbias, float* partial, const BiasReduction& reduction,
+                   int64_t batch, int64_t channels, int64_t spatial, cudaStream_t stream) {
   if (channels == 0) return;
-  PNEUMO_CHECK(channels <= INT32_MAX, "bias_backward: ", channels, " channels exceed the grid");
-  bias_backward_kernel<<<static_cast<unsigned int>(channels), kThreadsPerBlock, 0, stream>>>(
-      dy, dbias, batch, channels, spatial);
-  PNEUMO_LAUNCH_CHECK("bias_backward_kernel", "batch=", batch, " channels=", channels,
-                      " spatial=", spatial);
+  PNEUMO_CHECK(channels <= INT32_MAX && reduction.chunks <= 65535, "bias_backward: ", channels,
+               " channels x ", reduction.chunks, " chunks exceed the grid");
+  PNEUMO_CHECK(reduction.chunks * reduction.images_per_chunk >= batch, "bias_backward: ",
+               reduction.chunks, " chunks of ", reduction.images_per_chunk,
+               " images do not cover a batch of ", batch);
+  const dim3 grid(static_cast<unsigned int>(channels), static_cast<unsigned int>(reduction.chunks));
+  bias_partial_kernel<<<grid, kThreadsPerBlock, 0, stream>>>(dy, partial, batch, channels, spatial,
+                                                             reduction.images_per_chunk);
+  PNEUMO_LAUNCH_CHECK("bias_partial_kernel", "batch=", batch, " channels=", channels,
+                      " spatial=", spatial, " chunks=", reduction.chunks);
+  bias_total_kernel<<<blocks_for(channels), kThreadsPerBlock, 0, stream>>>(partial, dbias, channels,
+                                                                           reduction.chunks);
+  PNEUMO_LAUNCH_CHECK("bias_total_kernel", "channels=", channels, " chunks=", reduction.chunks);
 }
 
 void relu_forward(const float* x, float* y, int64_t n, cudaStream_t stream) {

@@ -233,6 +233,46 @@ TEST_F(Parity, SingleChannelConvEitherImplementationAndTheChoiceIsReported) {
   }
 }
 
+// A convolution's bias gradient runs cuDNN's cudnnConvolutionBackwardBias or our two-pass
+// reduction, whichever was faster on the first call: each, forced, matches the CPU (which sums
+// in double), and so does the default, which reports having timed both.
+TEST_F(Parity, ConvBiasGradientEitherImplementation) {
+  using Implementation = CudaBackendOptions::Implementation;
+  for (const ConvCase& p : {ConvCase{2, 1, 150, 150, 32}, ConvCase{3, 32, 75, 75, 64},
+                            ConvCase{1, 3, 1, 1, 5}, ConvCase{5, 2, 3, 4, 7}}) {
+    const Shape x_shape{p.n, p.c, p.h, p.w}, y_shape{p.n, p.k, p.h, p.w}, w_shape{p.k, p.c, 3, 3};
+    Pair x = random(x_shape, 51), dy = random(y_shape, 52);
+    Pair dw = output(w_shape), db = output({p.k});
+    cpu_->conv2d_backward_filter(x.cpu, dy.cpu, dw.cpu, db.cpu);
+    for (Implementation impl :
+         {Implementation::Cudnn, Implementation::Kernel, Implementation::Fastest}) {
+      CudaBackendOptions options;
+      options.conv_bias_gradient = impl;
+      CudaBackend backend(options);
+      const std::string what = y_shape.str() + " implementation " +
+                               std::to_string(static_cast<int>(impl)) + ", call ";
+      for (int call = 1; call <= 2; ++call) {
+        Pair dwc = output(w_shape), dbc = output({p.k});
+        backend.conv2d_backward_filter(x.cuda, dy.cuda, dwc.cuda, dbc.cuda);
+        EXPECT_TRUE(close_to(dbc.cuda, db.cpu, 1e-4, what + std::to_string(call) + " dbias"));
+        EXPECT_TRUE(close_to(dwc.cuda, dw.cpu, 2e-4, what + std::to_string(call) + " dweight"));
+      }
+      bool found = false;
+      for (const ImplementationChoice& choice : backend.implementation_choices()) {
+        if (choice.op != "conv2d_bias_gradient") continue;
+        found = true;
+        EXPECT_EQ(choice.input, (std::array<int64_t, 4>{p.n, p.k, p.h, p.w})) << what;
+        if (impl == Implementation::Fastest) {
+          EXPECT_EQ(choice.kernel, choice.kernel_ms < choice.cudnn_ms) << what;
+        } else {
+          EXPECT_EQ(choice.kernel, impl == Implementation::Kernel) << what;
+        }
+      }
+      EXPECT_TRUE(found) << what << ": no bias gradient choice reported";
+    }
+  }
+}
+
 // ---- ReLU ---------------------------------------------------------------------------------------
 
 TEST_F(Parity, ReluForwardAndBackwardIncludingInPlace) {

@@ -4,6 +4,7 @@
 // device.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <string>
 #include <vector>
@@ -151,6 +152,34 @@ TEST(CudaErrors, LaunchCheckNamesTheKernelWithoutADevice) {
       message_of([] { kernels::relu_forward(nullptr, nullptr, 1000, nullptr); });
   EXPECT_NE(message.find("relu_forward_kernel"), std::string::npos) << message;
   EXPECT_NE(message.find("n=1000"), std::string::npos) << message;
+}
+
+// ---- Host-side launch arithmetic -----------------------------------------------------------------
+
+// The bias gradient's split into chunks of whole images: every image in exactly one non-empty
+// chunk, a grid that fits, about four blocks per SM when the batch allows, and the same split for
+// the same shape (what makes the sum deterministic).
+TEST(BiasReduction, ChunksCoverTheBatchOnceAndFillTheGpu) {
+  for (int sm_count : {1, 132}) {
+    for (int64_t batch : {1, 2, 7, 32, 33, 256, 100000}) {
+      for (int64_t channels : {1, 5, 32, 128, 256}) {
+        const kernels::BiasReduction r = kernels::bias_reduction(batch, channels, sm_count);
+        const std::string where = "batch " + std::to_string(batch) + ", channels " +
+                                  std::to_string(channels) + ", SMs " + std::to_string(sm_count);
+        EXPECT_GE(r.chunks * r.images_per_chunk, batch) << where;
+        EXPECT_LT((r.chunks - 1) * r.images_per_chunk, batch) << where << ": an empty chunk";
+        EXPECT_LE(r.chunks, 65535) << where;
+        EXPECT_EQ(r.partial_floats, channels * r.chunks) << where;
+        if (channels * batch >= 4 * sm_count) {
+          EXPECT_GE(channels * r.chunks, 2 * sm_count) << where << ": too few blocks";
+        }
+        EXPECT_LE(channels * r.chunks, std::max<int64_t>(channels, 8 * sm_count)) << where;
+        const kernels::BiasReduction again = kernels::bias_reduction(batch, channels, sm_count);
+        EXPECT_EQ(again.chunks, r.chunks);
+        EXPECT_EQ(again.images_per_chunk, r.images_per_chunk);
+      }
+    }
+  }
 }
 
 // ---- Backend selection --------------------------------------------------------------------------

@@ -15,10 +15,17 @@ namespace pneumo::kernels {
 // y: (batch, channels, spatial) in place: y = y + bias[c], then relu when `relu`.
 void bias_activation_forward(float* y, const float* bias, int64_t batch, int64_t channels,
                              int64_t spatial, bool relu, cudaStream_t stream);
-// dbias[c] = sum over batch and spatial of dy (batch, channels, spatial). One block per channel,
-// a fixed summation order: deterministic.
-void bias_backward(const float* dy, float* dbias, int64_t batch, int64_t channels, int64_t spatial,
-                   cudaStream_t stream);
+// dbias[c] = sum over batch and spatial of dy (batch, channels, spatial), in two passes: a
+// (channels x chunks) grid of blocks each sums whole images of one channel into `partial`, then
+// each channel's partials are added in chunk order. The split depends only on the shape and the
+// SM count (bias_reduction), so the result is deterministic on a given GPU.
+struct BiasReduction {
+  int64_t images_per_chunk = 1, chunks = 1;
+  int64_t partial_floats = 0;  // the size `partial` needs
+};
+BiasReduction bias_reduction(int64_t batch, int64_t channels, int sm_count);
+void bias_backward(const float* dy, float* dbias, float* partial, const BiasReduction& reduction,
+                   int64_t batch, int64_t channels, int64_t spatial, cudaStream_t stream);
 // y = relu(x) over n elements (y may alias x).
 void relu_forward(const float* x, float* y, int64_t n, cudaStream_t stream);
 // dx = relu_backward(y, dy) over n elements (dx may alias dy).

@@ -92,6 +92,8 @@ CudaBackend::CudaBackend(CudaBackendOptions options) : options_(options) {
                 "); run with --device cpu, or --device auto to fall back to the CPU");
   }
   PNEUMO_CUDA_CHECK(cudaGetDevice(&device_), "CUDA backend");
+  PNEUMO_CUDA_CHECK(cudaDeviceGetAttribute(&sm_count_, cudaDevAttrMultiProcessorCount, device_),
+                    "CUDA backend: SM count");
   // The cuDNN sub-libraries load lazily; check them now so a broken install fails here, clearly.
   PNEUMO_CUDNN_CHECK(cudnnOpsVersionCheck(), "cuDNN ops library (libcudnn_ops) ");
   PNEUMO_CUDNN_CHECK(cudnnCnnVersionCheck(), "cuDNN cnn library (libcudnn_cnn) ");
@@ -176,6 +178,14 @@ void CudaBackend::run_chosen(Choice& choice, CudaBackendOptions::Implementation 
   (choice.kernel ? kernel : cudnn)();
 }
 
+void CudaBackend::bias_gradient_kernel(const float* dy, float* dbias, int64_t batch,
+                                       int64_t channels, int64_t spatial) {
+  const kernels::BiasReduction reduction = kernels::bias_reduction(batch, channels, sm_count_);
+  ensure_workspace(static_cast<size_t>(reduction.partial_floats) * sizeof(float));
+  kernels::bias_backward(dy, dbias, reinterpret_cast<float*>(workspace_.data()), reduction, batch,
+                         channels, spatial, stream_.get());
+}
+
 std::vector<ImplementationChoice> CudaBackend::implementation_choices() const {
   std::vector<ImplementationChoice> choices;
   auto add = [&](const char* op, const ShapeKey& input, const Choice& c) {
@@ -185,8 +195,10 @@ std::vector<ImplementationChoice> CudaBackend::implementation_choices() const {
     add("maxpool2d_forward", key, plan.forward);
     add("maxpool2d_backward", key, plan.backward);
   }
-  for (const auto& [key, plan] : conv_plans_)
+  for (const auto& [key, plan] : conv_plans_) {
     add("conv2d_forward", {key[0], key[1], key[2], key[3]}, plan.single_channel);
+    add("conv2d_bias_gradient", {key[0], key[4], key[2], key[3]}, plan.bias_gradient);
+  }
   return choices;
 }
 
@@ -482,7 +494,7 @@ void CudaBackend::dense_backward(ConstTensorView x, ConstTensorView weight, Cons
   PNEUMO_CUBLAS_CHECK(cublasSgemm(cublas_.get(), CUBLAS_OP_N, CUBLAS_OP_T, in_i, out_i, n_i, &kOne,
                                   x.data, in_i, dy.data, out_i, &kZero, dweight.data, in_i),
                       op, " (dweight) x=", x.shape.str(), " weight=", weight.shape.str());
-  kernels::bias_backward(dy.data, dbias.data, n, out, 1, stream_.get());
+  if (n > 0) bias_gradient_kernel(dy.data, dbias.data, n, out, 1);
 }
 
 // ---- Loss, optimizer, input pipeline ------------------------------------------------------------

@@ -24,17 +24,19 @@ struct CudaBackendOptions {
   bool deterministic = true;
   // Where the project has its own kernel for an op cuDNN also does (max pooling forward and
   // backward, kernels/pooling.cu; the 3x3 convolution forward with one input channel, the first
-  // layer, kernels/conv_direct.cu): always cuDNN, always ours, or (the default) both timed once
-  // per shape on the first call and the faster kept, as cuDNN's own algorithms are. Both are
-  // deterministic, and the two poolings give identical bits. Tests force each.
+  // layer, kernels/conv_direct.cu; a convolution's bias gradient, kernels/activation.cu): always
+  // cuDNN, always ours, or (the default) both timed once per shape on the first call and the
+  // faster kept, as cuDNN's own algorithms are. Both are deterministic, and the two poolings give
+  // identical bits. Tests force each.
   enum class Implementation { Cudnn, Kernel, Fastest };
   Implementation pooling = Implementation::Fastest;
   Implementation single_channel_conv = Implementation::Fastest;
+  Implementation conv_bias_gradient = Implementation::Fastest;
 };
 
 // cuDNN or our kernel for one op and input shape: which runs, and what the timing saw.
 struct ImplementationChoice {
-  std::string op;  // maxpool2d_forward, maxpool2d_backward or conv2d_forward
+  std::string op;  // maxpool2d_forward, maxpool2d_backward, conv2d_forward or conv2d_bias_gradient
   std::array<int64_t, 4> input{};  // N, C, H, W
   bool kernel = false;             // true: our kernel runs; false: cuDNN
   // Mean of back-to-back calls after a warm-up one; -1 when the option forced the choice.
@@ -154,6 +156,7 @@ class CudaBackend final : public Backend {
     enum class Fusion { Untried, Fused, Unfused } relu_fusion = Fusion::Untried;
     cudnnStatus_t relu_fusion_refusal = CUDNN_STATUS_SUCCESS;
     Choice single_channel;  // forward: cuDNN or conv3x3_forward_single_channel (C = 1 only)
+    Choice bias_gradient;   // cudnnConvolutionBackwardBias or kernels::bias_backward
   };
   using ConvKey = std::array<int64_t, 5>;  // N, C, H, W, K
 
@@ -187,11 +190,16 @@ class CudaBackend final : public Backend {
   void run_chosen(Choice& choice, CudaBackendOptions::Implementation option,
                   const std::function<void()>& cudnn, const std::function<void()>& kernel);
   float mean_ms(const std::function<void()>& run);
+  // dbias[c] = sum of dy (batch, channels, spatial) over batch and spatial, by our kernel (its
+  // partial sums live in the workspace).
+  void bias_gradient_kernel(const float* dy, float* dbias, int64_t batch, int64_t channels,
+                            int64_t spatial);
   void conv_forward_cudnn(ConvPlan& plan, ConstTensorView x, ConstTensorView weight,
                           ConstTensorView bias, TensorView y, bool fuse_relu);
 
   CudaBackendOptions options_;
   int device_ = 0;
+  int sm_count_ = 1;
   std::string name_;
   // Declaration order is destruction order reversed: plans and workspace go first, the stream
   // last (the library handles are bound to it).

@@ -1,7 +1,8 @@
 // CudaBackend's 3x3 'same' convolutions through cuDNN: forward (bias + ReLU fused by
 // cudnnConvolutionBiasActivationForward where cuDNN accepts it), backward data, and backward
 // filter with the bias gradient. Algorithms are chosen once per shape by measuring, then cached;
-// with one input channel our kernel competes with cuDNN's pick for the forward.
+// with one input channel our kernel competes with cuDNN's pick for the forward, and our bias
+// gradient kernel with cudnnConvolutionBackwardBias.
 #include <algorithm>
 #include <sstream>
 #include <vector>
@@ -374,9 +375,16 @@ void CudaBackend::conv2d_backward_filter(ConstTensorView x, ConstTensorView dy, 
           plan.backward_filter_workspace, &kZero, plan.weight.get(), dweight.data),
       op, " x=", x.shape.str(), " dy=", dy.shape.str(), " algo=", plan.backward_filter_algo);
   // dbias (K) = sum of dy over N, H, W.
-  PNEUMO_CUDNN_CHECK(cudnnConvolutionBackwardBias(cudnn_.get(), &kOne, plan.y.get(), dy.data,
-                                                  &kZero, plan.bias.get(), dbias.data),
-                     op, " (dbias) dy=", dy.shape.str());
+  run_chosen(
+      plan.bias_gradient, options_.conv_bias_gradient,
+      [&] {
+        PNEUMO_CUDNN_CHECK(cudnnConvolutionBackwardBias(cudnn_.get(), &kOne, plan.y.get(), dy.data,
+                                                        &kZero, plan.bias.get(), dbias.data),
+                           op, " (dbias) dy=", dy.shape.str());
+      },
+      [&] {
+        bias_gradient_kernel(dy.data, dbias.data, dy.shape.n(), k, dy.shape.h() * dy.shape.w());
+      });
 }
 
 }  // namespace pneumo
