@@ -22,27 +22,15 @@ __global__ void bias_activation_kernel(float* y, const float* bias, int64_t tota
 }
 
 // Block (c, j) sums dy[n, c, s] over the images n of chunk j and every s, in a fixed order, into
-// partial[c * chunks + j]. Threads walk a plane's contiguous pixels (coalesced), image by image;
-// with few pixels per plane (dense layers: one) they walk the chunk's (n, s) pairs instead.
+// partial[c * chunks + j].
 __global__ void bias_partial_kernel(const float* dy, float* partial, int64_t batch,
                                     int64_t channels, int64_t spatial, int64_t images_per_chunk) {
-  const int64_t c = blockIdx.x, j = blockIdx.y;
-  const int64_t first = j * images_per_chunk;
+  const int64_t c = blockIdx.x, first = blockIdx.y * images_per_chunk;
   const int64_t last = first + images_per_chunk < batch ? first + images_per_chunk : batch;
   float sum = 0.0f;
-  if (spatial >= blockDim.x) {
-    for (int64_t n = first; n < last; ++n) {
-      const float* plane = dy + (n * channels + c) * spatial;
-      for (int64_t s = threadIdx.x; s < spatial; s += blockDim.x) sum += plane[s];
-    }
-  } else {
-    for (int64_t i = threadIdx.x; i < (last - first) * spatial; i += blockDim.x) {
-      const int64_t n = first + i / spatial, s = i % spatial;
-      sum += dy[(n * channels + c) * spatial + s];
-    }
-  }
+  for_each_in_chunk(c, first, last, channels, spatial, [&](int64_t i) { sum += dy[i]; });
   sum = block_sum(sum);
-  if (threadIdx.x == 0) partial[c * gridDim.y + j] = sum;
+  if (threadIdx.x == 0) partial[c * gridDim.y + blockIdx.y] = sum;
 }
 
 // dbias[c] = its chunks' partial sums, added in chunk order.

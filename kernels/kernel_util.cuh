@@ -47,4 +47,45 @@ __device__ __forceinline__ float block_sum(float value) {
   return total;
 }
 
+// Element-wise passes over (planes, spatial) where each element needs its plane's parameters: the
+// plane comes from the block (grid x walks the planes, grid y spans a plane's values), so no
+// element pays for a 64-bit division.
+inline dim3 plane_grid(int64_t planes, int64_t spatial) {
+  const int64_t spans = (spatial + kThreadsPerBlock - 1) / kThreadsPerBlock;
+  const int64_t x = std::min<int64_t>(std::max<int64_t>(planes, 1), kMaxBlocks);
+  const int64_t y = std::min<int64_t>(std::max<int64_t>(spans, 1), 65535);
+  return dim3(static_cast<unsigned int>(x), static_cast<unsigned int>(y));
+}
+
+// Calls visit(plane, i) for every element i = plane * spatial + s this thread owns.
+template <class Visit>
+__device__ __forceinline__ void for_each_plane_element(int64_t planes, int64_t spatial,
+                                                       Visit&& visit) {
+  for (int64_t plane = blockIdx.x; plane < planes; plane += gridDim.x)
+    for (int64_t s = static_cast<int64_t>(blockIdx.y) * blockDim.x + threadIdx.x; s < spatial;
+         s += static_cast<int64_t>(gridDim.y) * blockDim.x)
+      visit(plane, plane * spatial + s);
+}
+
+// Calls visit(i) for the flat index i of every value of channel `c` in images [first, last) of an
+// (N, C, spatial) tensor, this thread's share of a block's work. Threads walk a plane's contiguous
+// values (coalesced), image by image; with fewer values per plane than threads (dense layers: one)
+// they walk the chunk's (image, value) pairs instead, so no thread idles through whole planes.
+template <class Visit>
+__device__ __forceinline__ void for_each_in_chunk(int64_t c, int64_t first, int64_t last,
+                                                  int64_t channels, int64_t spatial,
+                                                  Visit&& visit) {
+  if (spatial >= blockDim.x) {
+    for (int64_t n = first; n < last; ++n) {
+      const int64_t plane = (n * channels + c) * spatial;
+      for (int64_t s = threadIdx.x; s < spatial; s += blockDim.x) visit(plane + s);
+    }
+  } else {
+    for (int64_t i = threadIdx.x; i < (last - first) * spatial; i += blockDim.x) {
+      const int64_t n = first + i / spatial, s = i % spatial;
+      visit((n * channels + c) * spatial + s);
+    }
+  }
+}
+
 }  // namespace pneumo::kernels

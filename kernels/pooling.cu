@@ -1,7 +1,8 @@
 // Hand-written 2x2 / stride-2 'same' max pooling, forward and backward, with launchers: the twin
 // of the cuDNN path (same padding convention: one padding row/column on the TOP/LEFT of an odd
 // axis, never winning the max), with the interface's tie rule made explicit: the first maximum in
-// row-major order within the window takes the gradient. Used to check and benchmark cuDNN.
+// row-major order within the window takes the gradient. CudaBackend times it against cuDNN on
+// each shape's first call and runs the faster; tests and benchmarks check both.
 #include "cuda/cuda_check.hpp"
 #include "kernel_util.cuh"
 #include "pneumo/kernels.hpp"

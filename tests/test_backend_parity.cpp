@@ -447,12 +447,29 @@ INSTANTIATE_TEST_SUITE_P(
 
 // ---- Batch normalisation ------------------------------------------------------------------------
 
+// Training forward and backward run on cuDNN, on kernels/batchnorm.cu, and on the default
+// backend (whichever was faster on the first call: its timing runs must leave the running
+// averages updated exactly once).
 class BatchNormParity : public Parity, public ::testing::WithParamInterface<PoolCase> {
  protected:
+  using Implementation = CudaBackendOptions::Implementation;
+  void SetUp() override {
+    Parity::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
+    for (Implementation impl : {Implementation::Cudnn, Implementation::Kernel}) {
+      CudaBackendOptions options;
+      options.batchnorm = impl;
+      forced_.push_back(std::make_unique<CudaBackend>(options));
+    }
+  }
+  std::vector<std::pair<Backend*, std::string>> cuda_backends() const {
+    return {{forced_[0].get(), "cudnn "}, {forced_[1].get(), "kernel "}, {cuda_.get(), "fastest "}};
+  }
   Shape x_shape() const { return {GetParam().n, GetParam().c, GetParam().h, GetParam().w}; }
   Shape c_shape() const { return {GetParam().c}; }
   static constexpr double kFactor = 0.01;  // 1 - Keras momentum 0.99
   static constexpr double kEpsilon = 1e-3;
+  std::vector<std::unique_ptr<CudaBackend>> forced_;  // cuDNN, then the kernels
 };
 
 TEST_P(BatchNormParity, TrainingOutputsSavedAndRunningStatistics) {
@@ -462,17 +479,19 @@ TEST_P(BatchNormParity, TrainingOutputsSavedAndRunningStatistics) {
   Pair y = output(x_shape()), saved_mean = output(c_shape()), saved_inv_std = output(c_shape());
   cpu_->batchnorm_forward_training(x.cpu, gamma.cpu, beta.cpu, running_mean.cpu, running_var.cpu,
                                    kFactor, kEpsilon, y.cpu, saved_mean.cpu, saved_inv_std.cpu);
-  cuda_->batchnorm_forward_training(x.cuda, gamma.cuda, beta.cuda, running_mean.cuda,
-                                    running_var.cuda, kFactor, kEpsilon, y.cuda, saved_mean.cuda,
-                                    saved_inv_std.cuda);
-  for (const Tensor* t :
-       {&y.cuda, &saved_mean.cuda, &saved_inv_std.cuda, &running_mean.cuda, &running_var.cuda})
-    EXPECT_TRUE(is_device_memory(t->data()));
-  EXPECT_TRUE(close_to(y.cuda, y.cpu, 1e-4, "y"));
-  EXPECT_TRUE(close_to(saved_mean.cuda, saved_mean.cpu, 1e-4, "saved_mean"));
-  EXPECT_TRUE(close_to(saved_inv_std.cuda, saved_inv_std.cpu, 1e-4, "saved_inv_std"));
-  EXPECT_TRUE(close_to(running_mean.cuda, running_mean.cpu, 1e-4, "running_mean"));
-  EXPECT_TRUE(close_to(running_var.cuda, running_var.cpu, 1e-4, "running_var (unbiased)"));
+  for (const auto& [backend, impl] : cuda_backends()) {
+    Pair rm = random(c_shape(), 34), rv = random(c_shape(), 35, 0.5f, 2.0f);
+    Pair yc = output(x_shape()), mean = output(c_shape()), inv_std = output(c_shape());
+    backend->batchnorm_forward_training(x.cuda, gamma.cuda, beta.cuda, rm.cuda, rv.cuda, kFactor,
+                                        kEpsilon, yc.cuda, mean.cuda, inv_std.cuda);
+    for (const Tensor* t : {&yc.cuda, &mean.cuda, &inv_std.cuda, &rm.cuda, &rv.cuda})
+      EXPECT_TRUE(is_device_memory(t->data()));
+    EXPECT_TRUE(close_to(yc.cuda, y.cpu, 1e-4, impl + "y"));
+    EXPECT_TRUE(close_to(mean.cuda, saved_mean.cpu, 1e-4, impl + "saved_mean"));
+    EXPECT_TRUE(close_to(inv_std.cuda, saved_inv_std.cpu, 1e-4, impl + "saved_inv_std"));
+    EXPECT_TRUE(close_to(rm.cuda, running_mean.cpu, 1e-4, impl + "running_mean, updated once"));
+    EXPECT_TRUE(close_to(rv.cuda, running_var.cpu, 1e-4, impl + "running_var (unbiased), once"));
+  }
 }
 
 TEST_P(BatchNormParity, Inference) {
@@ -503,18 +522,21 @@ TEST_P(BatchNormParity, Backward) {
   Pair dx = output(x_shape()), dgamma = output(c_shape()), dbeta = output(c_shape());
   cpu_->batchnorm_backward(x.cpu, dy.cpu, gamma.cpu, saved_mean.cpu, saved_inv_std.cpu, kEpsilon,
                            dx.cpu, dgamma.cpu, dbeta.cpu);
-  cuda_->batchnorm_backward(x.cuda, dy.cuda, gamma.cuda, saved_mean.cuda, saved_inv_std.cuda,
-                            kEpsilon, dx.cuda, dgamma.cuda, dbeta.cuda);
-  EXPECT_ON_DEVICE(dx.cuda);
-  EXPECT_ON_DEVICE(dgamma.cuda);
-  EXPECT_ON_DEVICE(dbeta.cuda);
   // dx is a difference of terms of size |dy| |gamma| inv_std that cancel exactly when a channel
   // holds two values (then dx is rounding noise), so its scale is theirs, not its own.
   const double dx_scale = max_abs(to_host(dy.cpu)) * max_abs(to_host(gamma.cpu)) *
                           max_abs(to_host(saved_inv_std.cpu));
-  EXPECT_TRUE(all_close(dx.cuda, dx.cpu, 1e-5 * dx_scale, 1e-3, "dx"));
-  EXPECT_TRUE(close_to(dgamma.cuda, dgamma.cpu, 1e-4, "dgamma"));
-  EXPECT_TRUE(close_to(dbeta.cuda, dbeta.cpu, 1e-4, "dbeta"));
+  for (const auto& [backend, impl] : cuda_backends()) {
+    Pair dxc = output(x_shape()), dgammac = output(c_shape()), dbetac = output(c_shape());
+    backend->batchnorm_backward(x.cuda, dy.cuda, gamma.cuda, saved_mean.cuda, saved_inv_std.cuda,
+                                kEpsilon, dxc.cuda, dgammac.cuda, dbetac.cuda);
+    EXPECT_ON_DEVICE(dxc.cuda);
+    EXPECT_ON_DEVICE(dgammac.cuda);
+    EXPECT_ON_DEVICE(dbetac.cuda);
+    EXPECT_TRUE(all_close(dxc.cuda, dx.cpu, 1e-5 * dx_scale, 1e-3, impl + "dx"));
+    EXPECT_TRUE(close_to(dgammac.cuda, dgamma.cpu, 1e-4, impl + "dgamma"));
+    EXPECT_TRUE(close_to(dbetac.cuda, dbeta.cpu, 1e-4, impl + "dbeta"));
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(AwkwardShapes, BatchNormParity,

@@ -57,6 +57,26 @@ void rmsprop_step(float* params, const float* grads, float* mean_square, int64_t
 void gather_values(const float* values, const int32_t* indices, float* out, int64_t n,
                    cudaStream_t stream);
 
+// ---- kernels/batchnorm.cu -----------------------------------------------------------------------
+// Spatial batch-norm training forward and backward on x (batch, channels, spatial), the meaning of
+// cuDNN's (saved_inv_std = 1 / sqrt(biased variance + epsilon); running_var takes the unbiased
+// variance; running = (1 - factor) running + factor batch). Per-channel sums are split as
+// bias_reduction(batch, channels, SMs) says and merged in chunk order: deterministic on a GPU.
+// `scratch` holds batchnorm_scratch_floats(r, channels) floats.
+struct BatchNormGradientFactors {
+  float scale, mean_dy, mean_dy_xhat;  // see pneumo::batchnorm_input_gradient
+};
+int64_t batchnorm_scratch_floats(const BiasReduction& r, int64_t channels);
+void batchnorm_forward_training(const float* x, const float* gamma, const float* beta,
+                                float* running_mean, float* running_var, double factor,
+                                double epsilon, float* y, float* saved_mean, float* saved_inv_std,
+                                float* scratch, const BiasReduction& r, int64_t batch,
+                                int64_t channels, int64_t spatial, cudaStream_t stream);
+void batchnorm_backward(const float* x, const float* dy, const float* gamma,
+                        const float* saved_mean, const float* saved_inv_std, float* dx,
+                        float* dgamma, float* dbeta, float* scratch, const BiasReduction& r,
+                        int64_t batch, int64_t channels, int64_t spatial, cudaStream_t stream);
+
 // ---- kernels/pooling.cu -------------------------------------------------------------------------
 // Hand-written 2x2 / stride-2 'same' max pool (top/left padding on odd sizes), the twin of the
 // cuDNN path with the interface's tie rule built in: the first maximum in row-major order wins.

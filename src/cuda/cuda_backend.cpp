@@ -160,29 +160,38 @@ float CudaBackend::mean_ms(const std::function<void()>& run) {
   return ms / kRuns;
 }
 
+void CudaBackend::decide(Choice& choice, CudaBackendOptions::Implementation option,
+                         const std::function<void()>& cudnn,
+                         const std::function<void()>& kernel) {
+  using Implementation = CudaBackendOptions::Implementation;
+  if (choice.decided) return;
+  if (option == Implementation::Fastest) {
+    choice.cudnn_ms = mean_ms(cudnn);
+    choice.kernel_ms = mean_ms(kernel);
+    choice.kernel = choice.kernel_ms < choice.cudnn_ms;
+  } else {
+    choice.kernel = option == Implementation::Kernel;
+  }
+  choice.decided = true;
+}
+
 void CudaBackend::run_chosen(Choice& choice, CudaBackendOptions::Implementation option,
                              const std::function<void()>& cudnn,
                              const std::function<void()>& kernel) {
-  using Implementation = CudaBackendOptions::Implementation;
-  if (!choice.decided) {
-    if (option == Implementation::Fastest) {
-      // Both write the same output buffers; the call below writes the kept one's result last.
-      choice.cudnn_ms = mean_ms(cudnn);
-      choice.kernel_ms = mean_ms(kernel);
-      choice.kernel = choice.kernel_ms < choice.cudnn_ms;
-    } else {
-      choice.kernel = option == Implementation::Kernel;
-    }
-    choice.decided = true;
-  }
+  // Timing runs write the same output buffers; the call below writes the kept one's result last.
+  decide(choice, option, cudnn, kernel);
   (choice.kernel ? kernel : cudnn)();
+}
+
+kernels::BiasReduction CudaBackend::reduction(int64_t batch, int64_t channels) const {
+  return kernels::bias_reduction(batch, channels, sm_count_);
 }
 
 void CudaBackend::bias_gradient_kernel(const float* dy, float* dbias, int64_t batch,
                                        int64_t channels, int64_t spatial) {
-  const kernels::BiasReduction reduction = kernels::bias_reduction(batch, channels, sm_count_);
-  ensure_workspace(static_cast<size_t>(reduction.partial_floats) * sizeof(float));
-  kernels::bias_backward(dy, dbias, reinterpret_cast<float*>(workspace_.data()), reduction, batch,
+  const kernels::BiasReduction split = reduction(batch, channels);
+  ensure_workspace(static_cast<size_t>(split.partial_floats) * sizeof(float));
+  kernels::bias_backward(dy, dbias, reinterpret_cast<float*>(workspace_.data()), split, batch,
                          channels, spatial, stream_.get());
 }
 
@@ -194,6 +203,10 @@ std::vector<ImplementationChoice> CudaBackend::implementation_choices() const {
   for (const auto& [key, plan] : pool_plans_) {
     add("maxpool2d_forward", key, plan.forward);
     add("maxpool2d_backward", key, plan.backward);
+  }
+  for (const auto& [key, plan] : batchnorm_plans_) {
+    add("batchnorm_forward_training", key, plan.forward);
+    add("batchnorm_backward", key, plan.backward);
   }
   for (const auto& [key, plan] : conv_plans_) {
     add("conv2d_forward", {key[0], key[1], key[2], key[3]}, plan.single_channel);
@@ -251,6 +264,7 @@ void CudaBackend::maxpool2d_forward(ConstTensorView x, TensorView y) {
                "maxpool2d_forward: x ", x.shape.str(),
                " needs y (N, C, ceil(H/2), ceil(W/2)), got ", y.shape.str());
   if (x.numel() == 0) return;
+  const int64_t planes = n * c, height = h, width = w;  // lambdas cannot capture bindings
   PoolPlan& plan = pool_plan(x.shape);
   run_chosen(
       plan.forward, options_.pooling,
@@ -259,7 +273,7 @@ void CudaBackend::maxpool2d_forward(ConstTensorView x, TensorView y) {
                                                x.data, &kZero, plan.y.get(), y.data),
                            "maxpool2d_forward x=", x.shape.str(), " y=", y.shape.str());
       },
-      [&] { kernels::maxpool2d_forward(x.data, y.data, n * c, h, w, stream_.get()); });
+      [&] { kernels::maxpool2d_forward(x.data, y.data, planes, height, width, stream_.get()); });
 }
 
 void CudaBackend::maxpool2d_backward(ConstTensorView x, ConstTensorView y, ConstTensorView dy,
@@ -276,6 +290,7 @@ void CudaBackend::maxpool2d_backward(ConstTensorView x, ConstTensorView y, Const
   require_same_shape(y, dy, "maxpool2d_backward", "y", "dy");
   require_same_shape(x, dx, "maxpool2d_backward", "x", "dx");
   if (x.numel() == 0) return;
+  const int64_t planes = n * c, height = h, width = w;  // lambdas cannot capture bindings
   // Both recompute each window's argmax (cuDNN from x and y, ours from x) and route dy to one
   // element per window (windows do not overlap at stride 2). Which element cuDNN gives a tie is
   // not documented: the tests MaxPoolTies.* check both against the interface's rule (first in
@@ -290,7 +305,10 @@ void CudaBackend::maxpool2d_backward(ConstTensorView x, ConstTensorView y, Const
                                  dx.data),
             "maxpool2d_backward x=", x.shape.str(), " dy=", dy.shape.str());
       },
-      [&] { kernels::maxpool2d_backward(x.data, dy.data, dx.data, n * c, h, w, stream_.get()); });
+      [&] {
+        kernels::maxpool2d_backward(x.data, dy.data, dx.data, planes, height, width,
+                                    stream_.get());
+      });
 }
 
 // ---- Batch normalisation ------------------------------------------------------------------------
@@ -300,7 +318,7 @@ CudaBackend::BatchNormPlan& CudaBackend::batchnorm_plan(const Shape& x_shape) {
   auto found = batchnorm_plans_.find(key);
   if (found != batchnorm_plans_.end()) return found->second;
   BatchNormPlan plan{cuda::make_tensor_descriptor(key[0], key[1], key[2], key[3]),
-                     cuda::TensorDescriptor::create()};
+                     cuda::TensorDescriptor::create(), Choice{}, Choice{}};
   PNEUMO_CUDNN_CHECK(
       cudnnDeriveBNTensorDescriptor(plan.stats.get(), plan.x.get(), CUDNN_BATCHNORM_SPATIAL),
       "batchnorm x=", x_shape.str());
@@ -339,14 +357,48 @@ void CudaBackend::batchnorm_forward_training(ConstTensorView x, ConstTensorView 
   PNEUMO_CHECK(average_factor >= 0.0 && average_factor <= 1.0, op, ": average factor ",
                average_factor, " outside [0, 1]");
   BatchNormPlan& plan = batchnorm_plan(x.shape);
+  const int64_t spatial = h * w;  // plain copies: lambdas cannot capture structured bindings
+  const int64_t batch = n, channels = c;
+  const kernels::BiasReduction split = reduction(batch, channels);
+  ensure_workspace(
+      static_cast<size_t>(kernels::batchnorm_scratch_floats(split, channels) + 2 * channels) *
+      sizeof(float));
+  float* scratch = reinterpret_cast<float*>(workspace_.data());
   // running = (1 - factor) running + factor batch, with the unbiased batch variance; saved
   // statistics are the batch mean and 1 / sqrt(biased variance + epsilon).
-  PNEUMO_CUDNN_CHECK(
-      cudnnBatchNormalizationForwardTraining(
-          cudnn_.get(), CUDNN_BATCHNORM_SPATIAL, &kOne, &kZero, plan.x.get(), x.data, plan.x.get(),
-          y.data, plan.stats.get(), gamma.data, beta.data, average_factor, running_mean.data,
-          running_var.data, epsilon, saved_mean.data, saved_inv_std.data),
-      op, " x=", x.shape.str(), " factor=", average_factor, " epsilon=", epsilon);
+  float* mean_out = running_mean.data;
+  float* var_out = running_var.data;
+  auto cudnn = [&] {
+    PNEUMO_CUDNN_CHECK(
+        cudnnBatchNormalizationForwardTraining(
+            cudnn_.get(), CUDNN_BATCHNORM_SPATIAL, &kOne, &kZero, plan.x.get(), x.data,
+            plan.x.get(), y.data, plan.stats.get(), gamma.data, beta.data, average_factor,
+            mean_out, var_out, epsilon, saved_mean.data, saved_inv_std.data),
+        op, " x=", x.shape.str(), " factor=", average_factor, " epsilon=", epsilon);
+  };
+  auto kernel = [&] {
+    kernels::batchnorm_forward_training(x.data, gamma.data, beta.data, mean_out, var_out,
+                                        average_factor, epsilon, y.data, saved_mean.data,
+                                        saved_inv_std.data, scratch, split, batch, channels,
+                                        spatial, stream_.get());
+  };
+  if (!plan.forward.decided) {
+    // The timing runs update copies of the running averages (after the kernels' scratch), so
+    // the model's are updated once, by the kept implementation's call below.
+    mean_out = scratch + kernels::batchnorm_scratch_floats(split, channels);
+    var_out = mean_out + channels;
+    const size_t bytes = static_cast<size_t>(channels) * sizeof(float);
+    PNEUMO_CUDA_CHECK(cudaMemcpyAsync(mean_out, running_mean.data, bytes,
+                                      cudaMemcpyDeviceToDevice, stream_.get()),
+                      op, ": copying running_mean for timing");
+    PNEUMO_CUDA_CHECK(cudaMemcpyAsync(var_out, running_var.data, bytes, cudaMemcpyDeviceToDevice,
+                                      stream_.get()),
+                      op, ": copying running_var for timing");
+    decide(plan.forward, options_.batchnorm, cudnn, kernel);
+    mean_out = running_mean.data;
+    var_out = running_var.data;
+  }
+  run_chosen(plan.forward, options_.batchnorm, cudnn, kernel);
 }
 
 void CudaBackend::batchnorm_forward_inference(ConstTensorView x, ConstTensorView gamma,
@@ -406,13 +458,28 @@ void CudaBackend::batchnorm_backward(ConstTensorView x, ConstTensorView dy, Cons
   PNEUMO_CHECK(epsilon >= CUDNN_BN_MIN_EPSILON, op, ": epsilon ", epsilon,
                " is below CUDNN_BN_MIN_EPSILON");
   BatchNormPlan& plan = batchnorm_plan(x.shape);
-  // alpha/beta pairs (1, 0): dx, dgamma and dbeta are overwritten, not accumulated.
-  PNEUMO_CUDNN_CHECK(
-      cudnnBatchNormalizationBackward(
-          cudnn_.get(), CUDNN_BATCHNORM_SPATIAL, &kOne, &kZero, &kOne, &kZero, plan.x.get(), x.data,
-          plan.x.get(), dy.data, plan.x.get(), dx.data, plan.stats.get(), gamma.data, dgamma.data,
-          dbeta.data, epsilon, saved_mean.data, saved_inv_std.data),
-      op, " x=", x.shape.str(), " epsilon=", epsilon);
+  const std::array<int64_t, 4> dims = nchw(x.shape, op);
+  const int64_t batch = dims[0], spatial = dims[2] * dims[3];
+  const kernels::BiasReduction split = reduction(batch, c);
+  ensure_workspace(static_cast<size_t>(kernels::batchnorm_scratch_floats(split, c)) *
+                   sizeof(float));
+  run_chosen(
+      plan.backward, options_.batchnorm,
+      [&] {
+        // alpha/beta pairs (1, 0): dx, dgamma and dbeta are overwritten, not accumulated.
+        PNEUMO_CUDNN_CHECK(
+            cudnnBatchNormalizationBackward(
+                cudnn_.get(), CUDNN_BATCHNORM_SPATIAL, &kOne, &kZero, &kOne, &kZero, plan.x.get(),
+                x.data, plan.x.get(), dy.data, plan.x.get(), dx.data, plan.stats.get(), gamma.data,
+                dgamma.data, dbeta.data, epsilon, saved_mean.data, saved_inv_std.data),
+            op, " x=", x.shape.str(), " epsilon=", epsilon);
+      },
+      [&] {
+        kernels::batchnorm_backward(x.data, dy.data, gamma.data, saved_mean.data,
+                                    saved_inv_std.data, dx.data, dgamma.data, dbeta.data,
+                                    reinterpret_cast<float*>(workspace_.data()), split, batch, c,
+                                    spatial, stream_.get());
+      });
 }
 
 // ---- Dropout ------------------------------------------------------------------------------------

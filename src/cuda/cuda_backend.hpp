@@ -13,6 +13,7 @@
 
 #include "cuda/cuda_raii.hpp"
 #include "pneumo/backend.hpp"
+#include "pneumo/kernels.hpp"
 
 namespace pneumo {
 
@@ -24,19 +25,22 @@ struct CudaBackendOptions {
   bool deterministic = true;
   // Where the project has its own kernel for an op cuDNN also does (max pooling forward and
   // backward, kernels/pooling.cu; the 3x3 convolution forward with one input channel, the first
-  // layer, kernels/conv_direct.cu; a convolution's bias gradient, kernels/activation.cu): always
-  // cuDNN, always ours, or (the default) both timed once per shape on the first call and the
-  // faster kept, as cuDNN's own algorithms are. Both are deterministic, and the two poolings give
-  // identical bits. Tests force each.
+  // layer, kernels/conv_direct.cu; a convolution's bias gradient, kernels/activation.cu; batch-norm
+  // training forward and backward, kernels/batchnorm.cu): always cuDNN, always ours, or (the
+  // default) both timed once per shape on the first call and the faster kept, as cuDNN's own
+  // algorithms are. Both are deterministic, and the two poolings give identical bits. Tests force
+  // each.
   enum class Implementation { Cudnn, Kernel, Fastest };
   Implementation pooling = Implementation::Fastest;
   Implementation single_channel_conv = Implementation::Fastest;
   Implementation conv_bias_gradient = Implementation::Fastest;
+  Implementation batchnorm = Implementation::Fastest;
 };
 
 // cuDNN or our kernel for one op and input shape: which runs, and what the timing saw.
 struct ImplementationChoice {
-  std::string op;  // maxpool2d_forward, maxpool2d_backward, conv2d_forward or conv2d_bias_gradient
+  std::string op;  // maxpool2d_forward, maxpool2d_backward, conv2d_forward, conv2d_bias_gradient,
+                   // batchnorm_forward_training or batchnorm_backward
   std::array<int64_t, 4> input{};  // N, C, H, W
   bool kernel = false;             // true: our kernel runs; false: cuDNN
   // Mean of back-to-back calls after a warm-up one; -1 when the option forced the choice.
@@ -168,6 +172,7 @@ class CudaBackend final : public Backend {
   struct BatchNormPlan {
     cuda::TensorDescriptor x;      // (N, C, H, W); (N, F) is taken as (N, F, 1, 1)
     cuda::TensorDescriptor stats;  // (1, C, 1, 1), derived by cuDNN for spatial mode
+    Choice forward, backward;      // training forward and backward: cuDNN or kernels/batchnorm.cu
   };
   using ShapeKey = std::array<int64_t, 4>;
 
@@ -189,6 +194,12 @@ class CudaBackend final : public Backend {
   // first call: as `option` forces, or by timing both on the real buffers and keeping the faster.
   void run_chosen(Choice& choice, CudaBackendOptions::Implementation option,
                   const std::function<void()>& cudnn, const std::function<void()>& kernel);
+  // The decision alone (run_chosen's first step), for ops whose timing runs must not touch the
+  // real state (batch-norm's running averages).
+  void decide(Choice& choice, CudaBackendOptions::Implementation option,
+              const std::function<void()>& cudnn, const std::function<void()>& kernel);
+  // Our kernels' per-channel reduction split for (batch, channels) on this GPU.
+  kernels::BiasReduction reduction(int64_t batch, int64_t channels) const;
   float mean_ms(const std::function<void()>& run);
   // dbias[c] = sum of dy (batch, channels, spatial) over batch and spatial, by our kernel (its
   // partial sums live in the workspace).

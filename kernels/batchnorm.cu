@@ -1,0 +1,227 @@
+// Spatial batch normalisation of an NCHW tensor, training forward and backward, with launchers:
+// per-channel reductions over (N, H, W) split into chunks of whole images as the bias gradient's
+// are (kernels::bias_reduction), partials merged per channel in chunk order (deterministic), then
+// one element-wise pass. CudaBackend times these against cuDNN's and runs the faster.
+#include <algorithm>
+#include <cmath>
+
+#include "cuda/cuda_check.hpp"
+#include "kernel_util.cuh"
+#include "pneumo/elementwise.hpp"
+#include "pneumo/kernels.hpp"
+
+namespace pneumo::kernels {
+namespace {
+
+// Running count, mean and sum of squared deviations (Welford), merged pairwise by Chan's rule:
+// no cancellation however large the mean is next to the spread.
+struct Moments {  // trivial, so it can live in shared memory: start from Moments{0, 0, 0}
+  float count, mean, m2;
+};
+
+__device__ __forceinline__ void add_value(Moments& m, float x) {
+  m.count += 1.0f;
+  const float delta = x - m.mean;
+  m.mean += delta / m.count;
+  m.m2 += delta * (x - m.mean);
+}
+
+__device__ __forceinline__ Moments merge(const Moments& a, const Moments& b) {
+  const float count = a.count + b.count;
+  if (count == 0.0f) return a;
+  const float delta = b.mean - a.mean, weight_b = b.count / count;
+  return {count, a.mean + delta * weight_b, a.m2 + b.m2 + delta * delta * a.count * weight_b};
+}
+
+__device__ __forceinline__ Moments shuffle_down(const Moments& m, int offset) {
+  return {__shfl_down_sync(0xffffffffu, m.count, offset),
+          __shfl_down_sync(0xffffffffu, m.mean, offset),
+          __shfl_down_sync(0xffffffffu, m.m2, offset)};
+}
+
+// Moments of the whole block (blockDim.x == kThreadsPerBlock), valid in thread 0, merged in a
+// fixed tree: warps by shuffles, then the warps' results by the first warp.
+__device__ Moments block_moments(Moments m) {
+  constexpr int kWarps = kThreadsPerBlock / 32;
+  __shared__ Moments warp_moments[kWarps];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  for (int offset = 16; offset > 0; offset >>= 1) m = merge(m, shuffle_down(m, offset));
+  if (lane == 0) warp_moments[warp] = m;
+  __syncthreads();
+  Moments total{0.0f, 0.0f, 0.0f};
+  if (warp == 0) {
+    total = lane < kWarps ? warp_moments[lane] : Moments{0.0f, 0.0f, 0.0f};
+    for (int offset = 16; offset > 0; offset >>= 1)
+      total = merge(total, shuffle_down(total, offset));
+  }
+  return total;
+}
+
+struct ChunkGeometry {
+  int64_t batch, channels, spatial, images_per_chunk;
+  __device__ int64_t first() const { return blockIdx.y * images_per_chunk; }
+  __device__ int64_t last() const { return min(batch, first() + images_per_chunk); }
+};
+
+// Block (c, j): the mean and M2 of channel c over chunk j, into partial[2 (c chunks + j) + {0, 1}].
+__global__ void moments_partial_kernel(const float* x, float* partial, ChunkGeometry g) {
+  const int64_t c = blockIdx.x;
+  Moments m{0.0f, 0.0f, 0.0f};
+  for_each_in_chunk(c, g.first(), g.last(), g.channels, g.spatial,
+                    [&](int64_t i) { add_value(m, x[i]); });
+  m = block_moments(m);
+  if (threadIdx.x == 0) {
+    float* out = partial + 2 * (c * gridDim.y + blockIdx.y);
+    out[0] = m.mean;
+    out[1] = m.m2;
+  }
+}
+
+// One thread per channel: its chunks merged in chunk order in double (counts from the geometry),
+// then the saved statistics and the running averages, as cudnnBatchNormalizationForwardTraining
+// defines them (unbiased variance into running_var).
+__global__ void moments_finalize_kernel(const float* partial, ChunkGeometry g, int64_t chunks,
+                                        double factor, double epsilon, float* saved_mean,
+                                        float* saved_inv_std, float* running_mean,
+                                        float* running_var) {
+  for (int64_t c = global_thread_index(); c < g.channels; c += grid_stride()) {
+    double count = 0.0, mean = 0.0, m2 = 0.0;
+    for (int64_t j = 0; j < chunks; ++j) {
+      const double first = static_cast<double>(j * g.images_per_chunk);
+      const double n_j =
+          (fmin(static_cast<double>(g.batch), first + g.images_per_chunk) - first) * g.spatial;
+      const float* in = partial + 2 * (c * chunks + j);
+      const double total = count + n_j, delta = in[0] - mean;
+      mean += delta * n_j / total;
+      m2 += in[1] + delta * delta * count * n_j / total;
+      count = total;
+    }
+    const double biased = m2 / count, unbiased = m2 / (count - 1.0);
+    saved_mean[c] = static_cast<float>(mean);
+    saved_inv_std[c] = static_cast<float>(1.0 / sqrt(biased + epsilon));
+    running_mean[c] = static_cast<float>((1.0 - factor) * running_mean[c] + factor * mean);
+    running_var[c] = static_cast<float>((1.0 - factor) * running_var[c] + factor * unbiased);
+  }
+}
+
+__global__ void apply_kernel(const float* x, float* y, const float* mean, const float* inv_std,
+                             const float* gamma, const float* beta, int64_t planes,
+                             int64_t channels, int64_t spatial) {
+  for_each_plane_element(planes, spatial, [&](int64_t plane, int64_t i) {
+    const int64_t c = plane % channels;
+    y[i] = pneumo::batchnorm_apply(x[i], mean[c], inv_std[c], gamma[c], beta[c]);
+  });
+}
+
+// Block (c, j): sum of dy and of dy (x - mean) over chunk j of channel c.
+__global__ void gradient_partial_kernel(const float* x, const float* dy, const float* mean,
+                                        float* partial, ChunkGeometry g) {
+  const int64_t c = blockIdx.x;
+  const float mean_c = mean[c];
+  float sum_dy = 0.0f, sum_dy_centred = 0.0f;
+  for_each_in_chunk(c, g.first(), g.last(), g.channels, g.spatial, [&](int64_t i) {
+    sum_dy += dy[i];
+    sum_dy_centred += dy[i] * (x[i] - mean_c);
+  });
+  sum_dy = block_sum(sum_dy);
+  sum_dy_centred = block_sum(sum_dy_centred);
+  if (threadIdx.x == 0) {
+    float* out = partial + 2 * (c * gridDim.y + blockIdx.y);
+    out[0] = sum_dy;
+    out[1] = sum_dy_centred;
+  }
+}
+
+// One thread per channel: dbeta, dgamma, and the three per-channel factors of dx.
+__global__ void gradient_finalize_kernel(const float* partial, int64_t channels, int64_t chunks,
+                                         double count, const float* gamma, const float* inv_std,
+                                         float* dgamma, float* dbeta,
+                                         BatchNormGradientFactors* factors) {
+  for (int64_t c = global_thread_index(); c < channels; c += grid_stride()) {
+    double sum_dy = 0.0, sum_dy_centred = 0.0;
+    for (int64_t j = 0; j < chunks; ++j) {
+      sum_dy += partial[2 * (c * chunks + j)];
+      sum_dy_centred += partial[2 * (c * chunks + j) + 1];
+    }
+    const double sum_dy_xhat = sum_dy_centred * inv_std[c];
+    dbeta[c] = static_cast<float>(sum_dy);
+    dgamma[c] = static_cast<float>(sum_dy_xhat);
+    factors[c] = {static_cast<float>(gamma[c] * static_cast<double>(inv_std[c])),
+                  static_cast<float>(sum_dy / count), static_cast<float>(sum_dy_xhat / count)};
+  }
+}
+
+__global__ void input_gradient_kernel(const float* x, const float* dy, float* dx,
+                                      const float* mean, const float* inv_std,
+                                      const BatchNormGradientFactors* factors, int64_t planes,
+                                      int64_t channels, int64_t spatial) {
+  for_each_plane_element(planes, spatial, [&](int64_t plane, int64_t i) {
+    const int64_t c = plane % channels;
+    dx[i] = pneumo::batchnorm_input_gradient(x[i], dy[i], mean[c], inv_std[c], factors[c].scale,
+                                             factors[c].mean_dy, factors[c].mean_dy_xhat);
+  });
+}
+
+ChunkGeometry geometry(const BiasReduction& r, int64_t batch, int64_t channels, int64_t spatial) {
+  return {batch, channels, spatial, r.images_per_chunk};
+}
+
+void check_grid(const char* op, const BiasReduction& r, int64_t batch, int64_t channels) {
+  PNEUMO_CHECK(channels <= INT32_MAX && r.chunks <= 65535 && r.chunks * r.images_per_chunk >= batch,
+               op, ": ", channels, " channels x ", r.chunks, " chunks of ", r.images_per_chunk,
+               " images do not fit the grid or do not cover a batch of ", batch);
+}
+
+}  // namespace
+
+int64_t batchnorm_scratch_floats(const BiasReduction& r, int64_t channels) {
+  // Two partial floats per (channel, chunk), then the backward's factors per channel.
+  constexpr int64_t kFactorFloats = sizeof(BatchNormGradientFactors) / sizeof(float);
+  return 2 * r.partial_floats + kFactorFloats * channels;
+}
+
+void batchnorm_forward_training(const float* x, const float* gamma, const float* beta,
+                                float* running_mean, float* running_var, double factor,
+                                double epsilon, float* y, float* saved_mean, float* saved_inv_std,
+                                float* scratch, const BiasReduction& r, int64_t batch,
+                                int64_t channels, int64_t spatial, cudaStream_t stream) {
+  const int64_t total = batch * channels * spatial;
+  if (total == 0) return;
+  check_grid("batchnorm_forward_training", r, batch, channels);
+  const ChunkGeometry g = geometry(r, batch, channels, spatial);
+  const dim3 grid(static_cast<unsigned int>(channels), static_cast<unsigned int>(r.chunks));
+  moments_partial_kernel<<<grid, kThreadsPerBlock, 0, stream>>>(x, scratch, g);
+  PNEUMO_LAUNCH_CHECK("moments_partial_kernel", "batch=", batch, " channels=", channels,
+                      " spatial=", spatial);
+  moments_finalize_kernel<<<blocks_for(channels), kThreadsPerBlock, 0, stream>>>(
+      scratch, g, r.chunks, factor, epsilon, saved_mean, saved_inv_std, running_mean,
+      running_var);
+  PNEUMO_LAUNCH_CHECK("moments_finalize_kernel", "channels=", channels);
+  apply_kernel<<<plane_grid(batch * channels, spatial), kThreadsPerBlock, 0, stream>>>(
+      x, y, saved_mean, saved_inv_std, gamma, beta, batch * channels, channels, spatial);
+  PNEUMO_LAUNCH_CHECK("batchnorm apply_kernel", "total=", total);
+}
+
+void batchnorm_backward(const float* x, const float* dy, const float* gamma,
+                        const float* saved_mean, const float* saved_inv_std, float* dx,
+                        float* dgamma, float* dbeta, float* scratch, const BiasReduction& r,
+                        int64_t batch, int64_t channels, int64_t spatial, cudaStream_t stream) {
+  const int64_t total = batch * channels * spatial;
+  if (total == 0) return;
+  check_grid("batchnorm_backward", r, batch, channels);
+  const ChunkGeometry g = geometry(r, batch, channels, spatial);
+  const dim3 grid(static_cast<unsigned int>(channels), static_cast<unsigned int>(r.chunks));
+  auto* factors = reinterpret_cast<BatchNormGradientFactors*>(scratch + 2 * r.partial_floats);
+  gradient_partial_kernel<<<grid, kThreadsPerBlock, 0, stream>>>(x, dy, saved_mean, scratch, g);
+  PNEUMO_LAUNCH_CHECK("gradient_partial_kernel", "batch=", batch, " channels=", channels,
+                      " spatial=", spatial);
+  gradient_finalize_kernel<<<blocks_for(channels), kThreadsPerBlock, 0, stream>>>(
+      scratch, channels, r.chunks, static_cast<double>(batch * spatial), gamma, saved_inv_std,
+      dgamma, dbeta, factors);
+  PNEUMO_LAUNCH_CHECK("gradient_finalize_kernel", "channels=", channels);
+  input_gradient_kernel<<<plane_grid(batch * channels, spatial), kThreadsPerBlock, 0, stream>>>(
+      x, dy, dx, saved_mean, saved_inv_std, factors, batch * channels, channels, spatial);
+  PNEUMO_LAUNCH_CHECK("input_gradient_kernel", "total=", total);
+}
+
+}  // namespace pneumo::kernels
