@@ -5,7 +5,9 @@
 #include "cuda/cuda_backend.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <initializer_list>
+#include <iostream>
 #include <sstream>
 
 #include "pneumo/kernels.hpp"
@@ -79,6 +81,23 @@ std::string device_description(int device, bool allow_tf32, bool deterministic) 
 }
 
 }  // namespace
+
+std::string output_disagreement(const std::vector<float>& expected,
+                                const std::vector<float>& actual, const char* name) {
+  if (expected.size() != actual.size())
+    return detail::concat(name, ": ", expected.size(), " values from cuDNN, ", actual.size(),
+                          " from ours");
+  double largest = 0.0;
+  for (float v : expected) largest = std::max(largest, std::fabs(static_cast<double>(v)));
+  const double tolerance = 1e-3 * largest;
+  for (size_t i = 0; i < expected.size(); ++i) {
+    const double difference = std::fabs(static_cast<double>(actual[i]) - expected[i]);
+    if (!(difference <= tolerance))  // NaN on either side fails, as does a NaN tolerance
+      return detail::concat(name, "[", i, "]: cuDNN ", expected[i], ", ours ", actual[i],
+                            " (tolerance ", tolerance, ")");
+  }
+  return "";
+}
 
 // ---- Construction -------------------------------------------------------------------------------
 
@@ -161,14 +180,20 @@ float CudaBackend::mean_ms(const std::function<void()>& run) {
 }
 
 void CudaBackend::decide(Choice& choice, CudaBackendOptions::Implementation option,
-                         const std::function<void()>& cudnn,
-                         const std::function<void()>& kernel) {
+                         const std::function<void()>& cudnn, const std::function<void()>& kernel,
+                         std::initializer_list<Output> outputs) {
   using Implementation = CudaBackendOptions::Implementation;
   if (choice.decided) return;
   if (option == Implementation::Fastest) {
     choice.cudnn_ms = mean_ms(cudnn);
     choice.kernel_ms = mean_ms(kernel);
     choice.kernel = choice.kernel_ms < choice.cudnn_ms;
+    if (choice.kernel) choice.rejected = disagreement(cudnn, kernel, outputs);
+    if (!choice.rejected.empty()) {
+      choice.kernel = false;
+      std::cerr << "pneumo: warning: our kernel was faster than cuDNN but disagreed with it ("
+                << choice.rejected << "); cuDNN runs this op\n";
+    }
   } else {
     choice.kernel = option == Implementation::Kernel;
   }
@@ -177,10 +202,37 @@ void CudaBackend::decide(Choice& choice, CudaBackendOptions::Implementation opti
 
 void CudaBackend::run_chosen(Choice& choice, CudaBackendOptions::Implementation option,
                              const std::function<void()>& cudnn,
-                             const std::function<void()>& kernel) {
+                             const std::function<void()>& kernel,
+                             std::initializer_list<Output> outputs) {
   // Timing runs write the same output buffers; the call below writes the kept one's result last.
-  decide(choice, option, cudnn, kernel);
+  decide(choice, option, cudnn, kernel, outputs);
   (choice.kernel ? kernel : cudnn)();
+}
+
+std::string CudaBackend::disagreement(const std::function<void()>& cudnn,
+                                      const std::function<void()>& kernel,
+                                      std::initializer_list<Output> outputs) {
+  auto download = [&] {
+    synchronize();
+    std::vector<std::vector<float>> values;
+    for (const Output& out : outputs) {
+      values.emplace_back(static_cast<size_t>(out.count));
+      copy_bytes(values.back().data(), Device::Cpu, out.data, Device::Cuda,
+                 values.back().size() * sizeof(float));
+    }
+    return values;
+  };
+  cudnn();
+  const std::vector<std::vector<float>> expected = download();
+  kernel();
+  const std::vector<std::vector<float>> actual = download();
+  size_t k = 0;
+  for (const Output& out : outputs) {
+    std::string why = output_disagreement(expected[k], actual[k], out.name);
+    ++k;
+    if (!why.empty()) return why;
+  }
+  return "";
 }
 
 kernels::BiasReduction CudaBackend::reduction(int64_t batch, int64_t channels) const {
@@ -198,7 +250,7 @@ void CudaBackend::bias_gradient_kernel(const float* dy, float* dbias, int64_t ba
 std::vector<ImplementationChoice> CudaBackend::implementation_choices() const {
   std::vector<ImplementationChoice> choices;
   auto add = [&](const char* op, const ShapeKey& input, const Choice& c) {
-    if (c.decided) choices.push_back({op, input, c.kernel, c.cudnn_ms, c.kernel_ms});
+    if (c.decided) choices.push_back({op, input, c.kernel, c.cudnn_ms, c.kernel_ms, c.rejected});
   };
   for (const auto& [key, plan] : pool_plans_) {
     add("maxpool2d_forward", key, plan.forward);
@@ -273,7 +325,8 @@ void CudaBackend::maxpool2d_forward(ConstTensorView x, TensorView y) {
                                                x.data, &kZero, plan.y.get(), y.data),
                            "maxpool2d_forward x=", x.shape.str(), " y=", y.shape.str());
       },
-      [&] { kernels::maxpool2d_forward(x.data, y.data, planes, height, width, stream_.get()); });
+      [&] { kernels::maxpool2d_forward(x.data, y.data, planes, height, width, stream_.get()); },
+      {{y.data, y.numel(), "y"}});
 }
 
 void CudaBackend::maxpool2d_backward(ConstTensorView x, ConstTensorView y, ConstTensorView dy,
@@ -308,7 +361,8 @@ void CudaBackend::maxpool2d_backward(ConstTensorView x, ConstTensorView y, Const
       [&] {
         kernels::maxpool2d_backward(x.data, dy.data, dx.data, planes, height, width,
                                     stream_.get());
-      });
+      },
+      {{dx.data, dx.numel(), "dx"}});
 }
 
 // ---- Batch normalisation ------------------------------------------------------------------------
@@ -382,6 +436,9 @@ void CudaBackend::batchnorm_forward_training(ConstTensorView x, ConstTensorView 
                                         saved_inv_std.data, scratch, split, batch, channels,
                                         spatial, stream_.get());
   };
+  const std::initializer_list<Output> outputs = {{y.data, y.numel(), "y"},
+                                                 {saved_mean.data, channels, "saved_mean"},
+                                                 {saved_inv_std.data, channels, "saved_inv_std"}};
   if (!plan.forward.decided) {
     // The timing runs update copies of the running averages (after the kernels' scratch), so
     // the model's are updated once, by the kept implementation's call below.
@@ -394,11 +451,11 @@ void CudaBackend::batchnorm_forward_training(ConstTensorView x, ConstTensorView 
     PNEUMO_CUDA_CHECK(cudaMemcpyAsync(var_out, running_var.data, bytes, cudaMemcpyDeviceToDevice,
                                       stream_.get()),
                       op, ": copying running_var for timing");
-    decide(plan.forward, options_.batchnorm, cudnn, kernel);
+    decide(plan.forward, options_.batchnorm, cudnn, kernel, outputs);
     mean_out = running_mean.data;
     var_out = running_var.data;
   }
-  run_chosen(plan.forward, options_.batchnorm, cudnn, kernel);
+  run_chosen(plan.forward, options_.batchnorm, cudnn, kernel, outputs);
 }
 
 void CudaBackend::batchnorm_forward_inference(ConstTensorView x, ConstTensorView gamma,
@@ -479,7 +536,8 @@ void CudaBackend::batchnorm_backward(ConstTensorView x, ConstTensorView dy, Cons
                                     saved_inv_std.data, dx.data, dgamma.data, dbeta.data,
                                     reinterpret_cast<float*>(workspace_.data()), split, batch, c,
                                     spatial, stream_.get());
-      });
+      },
+      {{dx.data, dx.numel(), "dx"}, {dgamma.data, c, "dgamma"}, {dbeta.data, c, "dbeta"}});
 }
 
 // ---- Dropout ------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <initializer_list>
 #include <map>
 #include <string>
 #include <vector>
@@ -45,6 +46,8 @@ struct ImplementationChoice {
   bool kernel = false;             // true: our kernel runs; false: cuDNN
   // Mean of back-to-back calls after a warm-up one; -1 when the option forced the choice.
   float cudnn_ms = -1, kernel_ms = -1;
+  // Set when our kernel was faster but its outputs disagreed with cuDNN's (cuDNN then runs).
+  std::string rejected;
 };
 
 // One algorithm as cuDNN's search (cudnnFind...Ex) measured it, for reports and benchmarks.
@@ -64,6 +67,12 @@ struct ConvSearch {
   int chosen = -1;
   std::vector<ConvAlgoTrial> trials;  // as cuDNN returned them, fastest first
 };
+
+// Empty when `actual` is within 1e-3 of `expected`'s largest magnitude everywhere, else the first
+// element that is not (a NaN on either side never agrees), labelled with `name`. How CudaBackend
+// checks our kernel's outputs against cuDNN's before keeping it.
+std::string output_disagreement(const std::vector<float>& expected,
+                                const std::vector<float>& actual, const char* name);
 
 class CudaBackend final : public Backend {
  public:
@@ -138,6 +147,13 @@ class CudaBackend final : public Backend {
   struct Choice {
     bool decided = false, kernel = false;
     float cudnn_ms = -1, kernel_ms = -1;
+    std::string rejected;
+  };
+  // An output both implementations write, compared before our kernel is kept.
+  struct Output {
+    const float* data;
+    int64_t count;
+    const char* name;
   };
   // Everything cuDNN needs for one convolution shape (N, C, H, W) -> K, built on first use. Each
   // direction's algorithm is found by measuring (cudnnFind...Ex) the first time that direction
@@ -190,14 +206,22 @@ class CudaBackend final : public Backend {
   // Most workspace an algorithm search may use: the smaller of 1 GiB and half the free memory.
   size_t search_workspace_limit() const;
   cudnnMathType_t conv_math_type() const;
-  // Runs `cudnn` or `kernel` (two ways to the same output) as `choice` says, deciding on the
-  // first call: as `option` forces, or by timing both on the real buffers and keeping the faster.
+  // Runs `cudnn` or `kernel` (two ways to the same `outputs`) as `choice` says, deciding on the
+  // first call: as `option` forces, or by timing both on the real buffers and keeping the faster,
+  // our kernel only if its outputs then agree with cuDNN's (a safety net for a kernel that has
+  // never met this GPU; a disagreement is printed once and kept in the choice).
   void run_chosen(Choice& choice, CudaBackendOptions::Implementation option,
-                  const std::function<void()>& cudnn, const std::function<void()>& kernel);
+                  const std::function<void()>& cudnn, const std::function<void()>& kernel,
+                  std::initializer_list<Output> outputs);
   // The decision alone (run_chosen's first step), for ops whose timing runs must not touch the
   // real state (batch-norm's running averages).
   void decide(Choice& choice, CudaBackendOptions::Implementation option,
-              const std::function<void()>& cudnn, const std::function<void()>& kernel);
+              const std::function<void()>& cudnn, const std::function<void()>& kernel,
+              std::initializer_list<Output> outputs);
+  // Empty when `kernel` writes what `cudnn` writes (within 1e-3 of each output's largest
+  // magnitude), else where they differ.
+  std::string disagreement(const std::function<void()>& cudnn, const std::function<void()>& kernel,
+                           std::initializer_list<Output> outputs);
   // Our kernels' per-channel reduction split for (batch, channels) on this GPU.
   kernels::BiasReduction reduction(int64_t batch, int64_t channels) const;
   float mean_ms(const std::function<void()>& run);

@@ -290,7 +290,8 @@ void CudaBackend::conv2d_forward(ConstTensorView x, ConstTensorView weight, Cons
         kernels::conv3x3_forward_single_channel(x.data, weight.data, bias.data, y.data,
                                                 x.shape.n(), x.shape.h(), x.shape.w(), k, fuse_relu,
                                                 stream_.get());
-      });
+      },
+      {{y.data, y.numel(), "y"}});
 }
 
 void CudaBackend::conv_forward_cudnn(ConvPlan& plan, ConstTensorView x, ConstTensorView weight,
@@ -384,7 +385,8 @@ void CudaBackend::conv2d_backward_filter(ConstTensorView x, ConstTensorView dy, 
       },
       [&] {
         bias_gradient_kernel(dy.data, dbias.data, dy.shape.n(), k, dy.shape.h() * dy.shape.w());
-      });
+      },
+      {{dbias.data, k, "dbias"}});
 }
 
 }  // namespace pneumo
