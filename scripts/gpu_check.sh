@@ -18,7 +18,7 @@
 #         default "--batch 32 256 --steps 200 --layers"), PNEUMO_BENCH_KERNELS_ARGS, PNEUMO_CACHE,
 #         PNEUMO_SEEDS (more seeds of the recipe, default "2 3 4 5"; "" skips them), SKIP_NCU=1,
 #         SKIP_RUNS=1 (no training, benchmarks, PyTorch or ncu: build, tests, sanitizers only),
-#         SKIP_TORCH=1,
+#         SKIP_TORCH=1, SKIP_TORCH_COMPILE=1 (PyTorch without its 90 s torch.compile run),
 #         GPU_CHECK_DEVICE (cuda; "cpu" dry-runs the script's flow on a machine without a GPU: the
 #         pneumo commands then run on the CPU and the CUDA tests fail, as they should there).
 # Every section records pass/fail and its time; a failure never stops the run. Exit status:
@@ -378,6 +378,10 @@ elif [[ -x $cli_bin ]]; then
       "$cli_bin" bench train --device "$device" $bench_args
     run "bench train (no augment)" 60 bench_train_plain "as PyTorch's reference: no augmentation" -- \
       "$cli_bin" bench train --device "$device" --augment false $bench_args
+    # The same with cuDNN for every op where the backend would time a kernel of its own against
+    # it: the before/after of those choices on this card.
+    run "bench train (cuDNN only)" 60 bench_train_cudnn_only "--cudnn-only, no augmentation" -- \
+      "$cli_bin" bench train --device "$device" --augment false --cudnn-only $bench_args
     run "bench train (fastest algorithms)" 60 bench_train_fastest "--deterministic false, no augmentation" -- \
       "$cli_bin" bench train --device "$device" --augment false --deterministic false $bench_args
     # Our kernels vs cuDNN, each variant validated before it is timed (profiling/README.md); the
@@ -400,8 +404,12 @@ elif python3 -c "import torch; assert torch.cuda.is_available()" 2> /dev/null; t
   run "torch profile (eager)" 60 torch_profile "torch.profiler, 20 steps per batch size" -- \
     python3 "$root/profiling/torch_reference.py" --batch 32 256 --steps 20 --profile
   grep '^{' "$out/logs/torch_profile.log" > "$out/torch_profile.jsonl" 2> /dev/null
-  run "torch reference (compile)" 150 torch_compile "torch.compile, batch 32" -- \
-    python3 "$root/profiling/torch_reference.py" --batch 32 256 --steps 200 --compile
+  if [[ ${SKIP_TORCH_COMPILE:-0} == 1 ]]; then
+    skip "torch reference (compile)" "SKIP_TORCH_COMPILE=1"
+  else
+    run "torch reference (compile)" 150 torch_compile "torch.compile, batch 32" -- \
+      python3 "$root/profiling/torch_reference.py" --batch 32 256 --steps 200 --compile
+  fi
   run "torch reference (eager, tf32)" 60 torch_eager_tf32 "--tf32" -- \
     python3 "$root/profiling/torch_reference.py" --batch 32 256 --steps 200 --tf32
 else

@@ -130,6 +130,9 @@ struct BackendOptions {
   // CUDA convolutions: keep the fastest deterministic cuDNN algorithm (true), or the fastest of
   // all (false; backward passes may then add in a different order from run to run).
   bool deterministic = true;
+  // CUDA: cuDNN for every op where the backend also has a kernel of its own, instead of timing
+  // both and keeping the faster (`bench train --cudnn-only`: the comparison on one card).
+  bool cudnn_only = false;
 };
 
 // Creates the backend the options ask for. Auto takes CUDA when a device exists, else the CPU
@@ -137,6 +140,7 @@ struct BackendOptions {
 std::unique_ptr<Backend> make_backend(const BackendOptions& options);
 std::unique_ptr<Backend> make_cpu_backend(int threads = 0);
 // Throws without a GPU.
-std::unique_ptr<Backend> make_cuda_backend(bool allow_tf32 = false, bool deterministic = true);
+std::unique_ptr<Backend> make_cuda_backend(bool allow_tf32 = false, bool deterministic = true,
+                                           bool cudnn_only = false);
 
 }  // namespace pneumo

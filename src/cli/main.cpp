@@ -267,6 +267,8 @@ void add_bench(CLI::App& app, BenchTrainOptions& o, BenchKernelsOptions& k, Acti
       ->capture_default_str();
   c->add_flag("--layers", o.layers,
               "Also time each layer's forward and backward, and each backend op");
+  c->add_flag("--cudnn-only", o.cudnn_only,
+              "CUDA: cuDNN wherever the backend could time a kernel of its own against it");
   c->callback([&o, &action] { action = [&o] { return run_bench_train(o); }; });
 
   auto* kc = bench->add_subcommand(

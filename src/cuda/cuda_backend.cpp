@@ -696,10 +696,13 @@ void CudaBackend::gather_values(const float* values, const int32_t* indices, Ten
 
 // ---- Factory ------------------------------------------------------------------------------------
 
-std::unique_ptr<Backend> make_cuda_backend(bool allow_tf32, bool deterministic) {
+std::unique_ptr<Backend> make_cuda_backend(bool allow_tf32, bool deterministic, bool cudnn_only) {
   CudaBackendOptions options;
   options.allow_tf32 = allow_tf32;
   options.deterministic = deterministic;
+  if (cudnn_only)
+    options.pooling = options.single_channel_conv = options.conv_bias_gradient =
+        options.batchnorm = CudaBackendOptions::Implementation::Cudnn;
   return std::make_unique<CudaBackend>(options);
 }
 

@@ -234,6 +234,7 @@ int run_bench_train(const BenchTrainOptions& options) {
   backend_options.device = parse_device_choice(options.device);
   backend_options.allow_tf32 = options.precision == "tf32";
   backend_options.deterministic = options.deterministic;
+  backend_options.cudnn_only = options.cudnn_only;
   backend_options.cpu_threads = options.threads;
   if (options.precision != "fp32" && options.precision != "tf32")
     throw Error("--precision must be fp32 or tf32, got '" + options.precision + "'");
@@ -359,6 +360,7 @@ int run_bench_train(const BenchTrainOptions& options) {
                              {"batch", batch},
                              {"precision", options.precision},
                              {"deterministic", options.deterministic},
+                             {"cudnn_only", options.cudnn_only},
                              {"augment", options.augment},
                              {"steps", options.steps},
                              {"step_ms_mean", step_ms},
@@ -396,7 +398,9 @@ int run_bench_train(const BenchTrainOptions& options) {
   std::ostream& out = std::cerr;
   out << "\n### pneumo bench train on " << (on_cpu ? "the CPU backend: " : "CUDA: ")
       << backend->name() << ", " << options.precision << ", augmentation "
-      << (options.augment ? "on" : "off") << "\n\n"
+      << (options.augment ? "on" : "off")
+      << (options.cudnn_only ? ", cuDNN only (no kernel of ours timed against it)" : "")
+      << "\n\n"
       << "| batch | step ms | images/s | augment ms | forward ms | loss ms | backward ms | "
          "optimizer ms | graph step ms | graph gain | epoch images/s | memory MiB |\n"
       << "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
