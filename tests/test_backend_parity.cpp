@@ -194,8 +194,9 @@ INSTANTIATE_TEST_SUITE_P(ModelShapes, ConvParity,
                                            ConvCase{3, 128, 10, 10, 256}),
                          conv_case_name);
 
-// The first layer's forward runs cuDNN's pick or our single-channel kernel, whichever was faster
-// on the first call: each, forced, matches the CPU, and the choice is reported as made.
+// The first layer's forward and weight gradient run cuDNN's picks or our single-channel kernels,
+// whichever was faster on the first call: each, forced, matches the CPU, and the choices are
+// reported as made.
 TEST_F(Parity, SingleChannelConvEitherImplementationAndTheChoiceIsReported) {
   using Implementation = CudaBackendOptions::Implementation;
   for (const ConvCase& p : {ConvCase{2, 1, 150, 150, 32}, ConvCase{1, 1, 7, 9, 16},
@@ -204,6 +205,8 @@ TEST_F(Parity, SingleChannelConvEitherImplementationAndTheChoiceIsReported) {
     Pair x = random(x_shape, 41), w = random({p.k, 1, 3, 3}, 42, -0.3f, 0.3f);
     Pair b = random({p.k}, 43, -0.5f, 0.5f), expected = output(y_shape);
     cpu_->conv2d_forward(x.cpu, w.cpu, b.cpu, expected.cpu, true);
+    Pair dy = random(y_shape, 44), dw = output({p.k, 1, 3, 3}), db = output({p.k});
+    cpu_->conv2d_backward_filter(x.cpu, dy.cpu, dw.cpu, db.cpu);
     for (Implementation impl :
          {Implementation::Cudnn, Implementation::Kernel, Implementation::Fastest}) {
       CudaBackendOptions options;
@@ -212,23 +215,30 @@ TEST_F(Parity, SingleChannelConvEitherImplementationAndTheChoiceIsReported) {
       const std::string what = x_shape.str() + " implementation " +
                                std::to_string(static_cast<int>(impl)) + ", call ";
       for (int call = 1; call <= 2; ++call) {
-        Pair y = output(y_shape);
+        Pair y = output(y_shape), dwc = output({p.k, 1, 3, 3}), dbc = output({p.k});
         backend.conv2d_forward(x.cuda, w.cuda, b.cuda, y.cuda, true);
         EXPECT_TRUE(close_to(y.cuda, expected.cpu, 1e-4, what + std::to_string(call)));
+        backend.conv2d_backward_filter(x.cuda, dy.cuda, dwc.cuda, dbc.cuda);
+        EXPECT_TRUE(close_to(dwc.cuda, dw.cpu, 2e-4, what + std::to_string(call) + " dweight"));
+        EXPECT_TRUE(close_to(dbc.cuda, db.cpu, 1e-4, what + std::to_string(call) + " dbias"));
       }
-      const auto choices = backend.implementation_choices();
-      ASSERT_EQ(choices.size(), 1u) << what;
-      const ImplementationChoice& choice = choices[0];
-      EXPECT_EQ(choice.op, "conv2d_forward");
-      EXPECT_EQ(choice.input, (std::array<int64_t, 4>{p.n, 1, p.h, p.w}));
-      if (impl == Implementation::Fastest) {
-        EXPECT_GE(choice.cudnn_ms, 0) << what;
-        EXPECT_GE(choice.kernel_ms, 0) << what;
-        EXPECT_EQ(choice.kernel, choice.kernel_ms < choice.cudnn_ms) << what;
-      } else {
-        EXPECT_EQ(choice.kernel, impl == Implementation::Kernel) << what;
-        EXPECT_EQ(choice.kernel_ms, -1.0f) << what << ": a forced choice was timed";
+      int reported = 0;
+      for (const ImplementationChoice& choice : backend.implementation_choices()) {
+        if (choice.op != "conv2d_forward" && choice.op != "conv2d_backward_filter") continue;
+        ++reported;
+        EXPECT_EQ(choice.input, (std::array<int64_t, 4>{p.n, 1, p.h, p.w})) << choice.op;
+        if (impl == Implementation::Fastest) {
+          EXPECT_GE(choice.cudnn_ms, 0) << what << choice.op;
+          EXPECT_GE(choice.kernel_ms, 0) << what << choice.op;
+          EXPECT_EQ(choice.kernel, choice.kernel_ms < choice.cudnn_ms && choice.rejected.empty())
+              << what << choice.op;
+        } else {
+          EXPECT_EQ(choice.kernel, impl == Implementation::Kernel) << what << choice.op;
+          EXPECT_EQ(choice.kernel_ms, -1.0f) << what << choice.op << ": a forced choice was timed";
+        }
+        EXPECT_EQ(choice.rejected, "") << what << choice.op;
       }
+      EXPECT_EQ(reported, 2) << what;
     }
   }
 }
@@ -264,6 +274,7 @@ TEST_F(Parity, ConvBiasGradientEitherImplementation) {
         EXPECT_EQ(choice.input, (std::array<int64_t, 4>{p.n, p.k, p.h, p.w})) << what;
         if (impl == Implementation::Fastest) {
           EXPECT_EQ(choice.kernel, choice.kernel_ms < choice.cudnn_ms) << what;
+          EXPECT_EQ(choice.rejected, "") << what;
         } else {
           EXPECT_EQ(choice.kernel, impl == Implementation::Kernel) << what;
         }
@@ -349,6 +360,7 @@ class MaxPoolParity : public Parity, public ::testing::WithParamInterface<PoolCa
       EXPECT_GE(choice.cudnn_ms, 0) << choice.op;
       EXPECT_GE(choice.kernel_ms, 0) << choice.op;
       EXPECT_EQ(choice.kernel, choice.kernel_ms < choice.cudnn_ms) << choice.op;
+      EXPECT_EQ(choice.rejected, "") << choice.op;
     }
     for (size_t i = 0; i < forced_.size(); ++i)
       for (const ImplementationChoice& choice : forced_[i]->implementation_choices()) {

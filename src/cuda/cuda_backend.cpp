@@ -262,6 +262,7 @@ std::vector<ImplementationChoice> CudaBackend::implementation_choices() const {
   }
   for (const auto& [key, plan] : conv_plans_) {
     add("conv2d_forward", {key[0], key[1], key[2], key[3]}, plan.single_channel);
+    add("conv2d_backward_filter", {key[0], key[1], key[2], key[3]}, plan.single_channel_filter);
     add("conv2d_bias_gradient", {key[0], key[4], key[2], key[3]}, plan.bias_gradient);
   }
   return choices;

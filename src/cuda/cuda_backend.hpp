@@ -26,11 +26,11 @@ struct CudaBackendOptions {
   bool deterministic = true;
   // Where the project has its own kernel for an op cuDNN also does (max pooling forward and
   // backward, kernels/pooling.cu; the 3x3 convolution forward with one input channel, the first
-  // layer, kernels/conv_direct.cu; a convolution's bias gradient, kernels/activation.cu; batch-norm
-  // training forward and backward, kernels/batchnorm.cu): always cuDNN, always ours, or (the
-  // default) both timed once per shape on the first call and the faster kept, as cuDNN's own
-  // algorithms are. Both are deterministic, and the two poolings give identical bits. Tests force
-  // each.
+  // layer, kernels/conv_direct.cu, and its weight gradient, kernels/conv_backward.cu; a
+  // convolution's bias gradient, kernels/activation.cu; batch-norm training forward and backward,
+  // kernels/batchnorm.cu): always cuDNN, always ours, or (the default) both timed once per shape
+  // on the first call and the faster kept, as cuDNN's own algorithms are. Both are
+  // deterministic, and the two poolings give identical bits. Tests force each.
   enum class Implementation { Cudnn, Kernel, Fastest };
   Implementation pooling = Implementation::Fastest;
   Implementation single_channel_conv = Implementation::Fastest;
@@ -40,8 +40,9 @@ struct CudaBackendOptions {
 
 // cuDNN or our kernel for one op and input shape: which runs, and what the timing saw.
 struct ImplementationChoice {
-  std::string op;  // maxpool2d_forward, maxpool2d_backward, conv2d_forward, conv2d_bias_gradient,
-                   // batchnorm_forward_training or batchnorm_backward
+  std::string op;  // maxpool2d_forward, maxpool2d_backward, conv2d_forward,
+                   // conv2d_backward_filter, conv2d_bias_gradient, batchnorm_forward_training
+                   // or batchnorm_backward
   std::array<int64_t, 4> input{};  // N, C, H, W
   bool kernel = false;             // true: our kernel runs; false: cuDNN
   // Mean of back-to-back calls after a warm-up one; -1 when the option forced the choice.
@@ -176,6 +177,7 @@ class CudaBackend final : public Backend {
     enum class Fusion { Untried, Fused, Unfused } relu_fusion = Fusion::Untried;
     cudnnStatus_t relu_fusion_refusal = CUDNN_STATUS_SUCCESS;
     Choice single_channel;  // forward: cuDNN or conv3x3_forward_single_channel (C = 1 only)
+    Choice single_channel_filter;  // weight gradient: cuDNN or ours (C = 1 only)
     Choice bias_gradient;   // cudnnConvolutionBackwardBias or kernels::bias_backward
   };
   using ConvKey = std::array<int64_t, 5>;  // N, C, H, W, K

@@ -1,8 +1,8 @@
 // CudaBackend's 3x3 'same' convolutions through cuDNN: forward (bias + ReLU fused by
 // cudnnConvolutionBiasActivationForward where cuDNN accepts it), backward data, and backward
 // filter with the bias gradient. Algorithms are chosen once per shape by measuring, then cached;
-// with one input channel our kernel competes with cuDNN's pick for the forward, and our bias
-// gradient kernel with cudnnConvolutionBackwardBias.
+// with one input channel our kernels compete with cuDNN's picks for the forward and the weight
+// gradient, and our bias gradient kernel with cudnnConvolutionBackwardBias.
 #include <algorithm>
 #include <sstream>
 #include <vector>
@@ -369,12 +369,31 @@ void CudaBackend::conv2d_backward_filter(ConstTensorView x, ConstTensorView dy, 
   }
   ConvPlan& plan = conv_plan(x.shape, k);
   if (!plan.has_backward_filter) find_backward_filter_algorithm(plan, x, dy, dweight);
-  PNEUMO_CUDNN_CHECK(
-      cudnnConvolutionBackwardFilter(
-          cudnn_.get(), &kOne, plan.x.get(), x.data, plan.y.get(), dy.data,
-          plan.backward_filter_conv.get(), plan.backward_filter_algo, workspace_.data(),
-          plan.backward_filter_workspace, &kZero, plan.weight.get(), dweight.data),
-      op, " x=", x.shape.str(), " dy=", dy.shape.str(), " algo=", plan.backward_filter_algo);
+  auto cudnn_filter = [&] {
+    PNEUMO_CUDNN_CHECK(
+        cudnnConvolutionBackwardFilter(
+            cudnn_.get(), &kOne, plan.x.get(), x.data, plan.y.get(), dy.data,
+            plan.backward_filter_conv.get(), plan.backward_filter_algo, workspace_.data(),
+            plan.backward_filter_workspace, &kZero, plan.weight.get(), dweight.data),
+        op, " x=", x.shape.str(), " dy=", dy.shape.str(), " algo=", plan.backward_filter_algo);
+  };
+  if (x.shape.c() == 1) {
+    // One input channel (the first layer): cuDNN's pick, or kernels/conv_backward.cu's kernel.
+    const int64_t n = x.shape.n(), h = x.shape.h(), w = x.shape.w();
+    const int64_t scratch =
+        kernels::conv3x3_backward_filter_single_channel_scratch_floats(n, h, w, k);
+    ensure_workspace(static_cast<size_t>(scratch) * sizeof(float));
+    run_chosen(
+        plan.single_channel_filter, options_.single_channel_conv, cudnn_filter,
+        [&] {
+          kernels::conv3x3_backward_filter_single_channel(
+              x.data, dy.data, dweight.data, reinterpret_cast<float*>(workspace_.data()), n, h, w,
+              k, stream_.get());
+        },
+        {{dweight.data, dweight.numel(), "dweight"}});
+  } else {
+    cudnn_filter();
+  }
   // dbias (K) = sum of dy over N, H, W.
   run_chosen(
       plan.bias_gradient, options_.conv_bias_gradient,

@@ -214,7 +214,8 @@ nlohmann::json implementation_choices_json(const CudaBackend& cuda, int batch) {
                          {"input", c.input},
                          {"runs", c.kernel ? "kernel" : "cudnn"},
                          {"cudnn_ms", c.cudnn_ms},
-                         {"kernel_ms", c.kernel_ms}});
+                         {"kernel_ms", c.kernel_ms},
+                         {"rejected", c.rejected}});
   return choices;
 }
 
@@ -456,7 +457,10 @@ int run_bench_train(const BenchTrainOptions& options) {
       const auto& in = choice["input"];
       out << "| " << choice["op"].get<std::string>() << " | " << in[0] << ", " << in[1] << ", "
           << in[2] << ", " << in[3] << " | " << fixed(choice["cudnn_ms"], 4) << " | "
-          << fixed(choice["kernel_ms"], 4) << " | " << choice["runs"].get<std::string>() << " |\n";
+          << fixed(choice["kernel_ms"], 4) << " | " << choice["runs"].get<std::string>();
+      const std::string rejected = choice["rejected"].get<std::string>();
+      if (!rejected.empty()) out << " (ours disagreed: " << rejected << ")";
+      out << " |\n";
     }
   }
   for (const auto& row : rows) {

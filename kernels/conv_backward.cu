@@ -1,0 +1,124 @@
+// The weight gradient of a 3x3 'same' convolution with one input channel (the first layer), with
+// its launcher: cuDNN's deterministic algorithms are slow on this shape (on an H100, 6.0 ms at
+// batch 256 where a non-deterministic one takes 1.0 ms), and the work is one pass over dy.
+// Deterministic: each block writes partial sums for its tile, a second kernel adds them in tile
+// order. CudaBackend times it against cuDNN's pick on the first call and runs the faster.
+#include <cstdint>
+
+#include "cuda/cuda_check.hpp"
+#include "kernel_util.cuh"
+#include "pneumo/error.hpp"
+#include "pneumo/kernels.hpp"
+
+namespace pneumo::kernels {
+namespace {
+
+// A block covers kTileRows x kTileCols output pixels of one image; its input tile, with the one-
+// pixel halo the 3x3 window reads ('same' padding: zeros outside the image), sits in shared memory.
+constexpr int kTileRows = 16, kTileCols = 64;
+constexpr int kHaloRows = kTileRows + 2, kHaloCols = kTileCols + 2;
+constexpr int kWarps = kThreadsPerBlock / 32;
+
+struct WgradArgs {
+  const float* x;   // (N, 1, H, W)
+  const float* dy;  // (N, K, H, W)
+  float* partial;   // (K * 9, blocks), block = image * tiles + tile: an output's partials in a row
+  int height, width, out_channels, tiles_across, tiles;
+};
+
+// dweight[k, ky, kx] over this block's pixels: sum of dy[n, k, r, c] x[n, r + ky - 1, c + kx - 1].
+// Each warp takes output channels warp, warp + 8, ...; its lanes walk the tile's pixels (a row of
+// 32 consecutive columns at a time: coalesced dy reads), then shuffle-add their nine sums.
+__global__ void __launch_bounds__(kThreadsPerBlock)
+    wgrad_single_channel_partial_kernel(WgradArgs a) {
+  __shared__ float s_x[kHaloRows * kHaloCols];
+  const int tile = static_cast<int>(blockIdx.x), n = static_cast<int>(blockIdx.y);
+  const int row0 = (tile / a.tiles_across) * kTileRows, col0 = (tile % a.tiles_across) * kTileCols;
+  const int64_t plane = static_cast<int64_t>(a.height) * a.width;
+  const float* x = a.x + n * plane;
+  for (int i = threadIdx.x; i < kHaloRows * kHaloCols; i += blockDim.x) {
+    const int r = row0 + i / kHaloCols - 1, c = col0 + i % kHaloCols - 1;
+    const bool inside = r >= 0 && r < a.height && c >= 0 && c < a.width;
+    s_x[i] = inside ? x[static_cast<int64_t>(r) * a.width + c] : 0.0f;
+  }
+  __syncthreads();
+
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int64_t block = static_cast<int64_t>(n) * a.tiles + tile;
+  const int64_t blocks = static_cast<int64_t>(gridDim.y) * a.tiles;
+  for (int k = warp; k < a.out_channels; k += kWarps) {
+    const float* dy = a.dy + (static_cast<int64_t>(n) * a.out_channels + k) * plane;
+    float sum[9] = {0, 0, 0, 0, 0, 0, 0, 0, 0};
+    for (int p = lane; p < kTileRows * kTileCols; p += 32) {
+      const int tr = p / kTileCols, tc = p % kTileCols;
+      const int r = row0 + tr, c = col0 + tc;
+      if (r >= a.height || c >= a.width) continue;
+      const float g = dy[static_cast<int64_t>(r) * a.width + c];
+      const float* window = s_x + tr * kHaloCols + tc;  // x[r - 1, c - 1]
+#pragma unroll
+      for (int ky = 0; ky < 3; ++ky)
+#pragma unroll
+        for (int kx = 0; kx < 3; ++kx) sum[ky * 3 + kx] += g * window[ky * kHaloCols + kx];
+    }
+#pragma unroll
+    for (int t = 0; t < 9; ++t) {
+      float v = sum[t];
+      for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_down_sync(0xffffffffu, v, offset);
+      if (lane == 0) a.partial[(k * 9 + t) * blocks + block] = v;
+    }
+  }
+}
+
+// One block per output o: dweight[o] = its row of partials, added in a fixed order (each thread
+// a strided share, coalesced, then the block's tree).
+__global__ void wgrad_single_channel_total_kernel(const float* partial, float* dweight,
+                                                  int64_t blocks) {
+  const float* row = partial + blockIdx.x * blocks;
+  float sum = 0.0f;
+  for (int64_t b = threadIdx.x; b < blocks; b += blockDim.x) sum += row[b];
+  sum = block_sum(sum);
+  if (threadIdx.x == 0) dweight[blockIdx.x] = sum;
+}
+
+int64_t tiles_across(int64_t width) { return (width + kTileCols - 1) / kTileCols; }
+int64_t tiles_per_image(int64_t height, int64_t width) {
+  return ((height + kTileRows - 1) / kTileRows) * tiles_across(width);
+}
+
+}  // namespace
+
+int64_t conv3x3_backward_filter_single_channel_scratch_floats(int64_t batch, int64_t height,
+                                                               int64_t width,
+                                                               int64_t out_channels) {
+  return batch * tiles_per_image(height, width) * out_channels * 9;
+}
+
+void conv3x3_backward_filter_single_channel(const float* x, const float* dy, float* dweight,
+                                            float* scratch, int64_t batch, int64_t height,
+                                            int64_t width, int64_t out_channels,
+                                            cudaStream_t stream) {
+  constexpr const char* op = "conv3x3_backward_filter_single_channel";
+  PNEUMO_CHECK(batch >= 1 && height >= 1 && width >= 1 && out_channels >= 1 && batch <= 65535 &&
+                   height <= 32768 && width <= 32768 && out_channels <= 65535,
+               op, ": shape x (", batch, ", 1, ", height, ", ", width, ") -> ", out_channels,
+               " is empty or exceeds what the launch geometry covers");
+  const int64_t tiles = tiles_per_image(height, width);
+  const WgradArgs a{x,
+                    dy,
+                    scratch,
+                    static_cast<int>(height),
+                    static_cast<int>(width),
+                    static_cast<int>(out_channels),
+                    static_cast<int>(tiles_across(width)),
+                    static_cast<int>(tiles)};
+  const dim3 grid(static_cast<unsigned int>(tiles), static_cast<unsigned int>(batch));
+  wgrad_single_channel_partial_kernel<<<grid, kThreadsPerBlock, 0, stream>>>(a);
+  PNEUMO_LAUNCH_CHECK("wgrad_single_channel_partial_kernel", "x (", batch, ", 1, ", height, ", ",
+                      width, ") -> ", out_channels);
+  const int64_t outputs = out_channels * 9;
+  wgrad_single_channel_total_kernel<<<static_cast<unsigned int>(outputs), kThreadsPerBlock, 0,
+                                      stream>>>(scratch, dweight, batch * tiles);
+  PNEUMO_LAUNCH_CHECK("wgrad_single_channel_total_kernel", "outputs=", outputs);
+}
+
+}  // namespace pneumo::kernels
