@@ -19,6 +19,7 @@
 #         PNEUMO_SEEDS (more seeds of the recipe, default "2 3 4 5"; "" skips them), SKIP_NCU=1,
 #         SKIP_RUNS=1 (no training, benchmarks, PyTorch or ncu: build, tests, sanitizers only),
 #         SKIP_TORCH=1, SKIP_TORCH_COMPILE=1 (PyTorch without its 90 s torch.compile run),
+#         SKIP_BENCH_EXTRAS=1 (no --deterministic false or tf32 bench train, no bench kernels),
 #         GPU_CHECK_DEVICE (cuda; "cpu" dry-runs the script's flow on a machine without a GPU: the
 #         pneumo commands then run on the CPU and the CUDA tests fail, as they should there).
 # Every section records pass/fail and its time; a failure never stops the run. Exit status:
@@ -382,16 +383,20 @@ elif [[ -x $cli_bin ]]; then
     # it: the before/after of those choices on this card.
     run "bench train (cuDNN only)" 60 bench_train_cudnn_only "--cudnn-only, no augmentation" -- \
       "$cli_bin" bench train --device "$device" --augment false --cudnn-only $bench_args
-    run "bench train (fastest algorithms)" 60 bench_train_fastest "--deterministic false, no augmentation" -- \
-      "$cli_bin" bench train --device "$device" --augment false --deterministic false $bench_args
-    # Our kernels vs cuDNN, each variant validated before it is timed (profiling/README.md); the
-    # table is the log, every row also in bench_kernels.jsonl / .csv.
-    run "bench kernels" 120 bench_kernels "our kernels vs cuDNN, batch 32 and 256" -- \
-      "$cli_bin" bench kernels --device "$device" --json "$out/bench_kernels.jsonl" \
-      --csv "$out/bench_kernels.csv" ${PNEUMO_BENCH_KERNELS_ARGS:-}
-    # TF32 last: fp32 is the default and the comparison that counts (PyTorch's TF32 run below).
-    run "bench train (tf32)" 60 bench_train_tf32 "--precision tf32, no augmentation" -- \
-      "$cli_bin" bench train --device "$device" --augment false --precision tf32 $bench_args
+    if [[ ${SKIP_BENCH_EXTRAS:-0} == 1 ]]; then
+      skip "bench train (fastest, tf32), bench kernels" "SKIP_BENCH_EXTRAS=1"
+    else
+      run "bench train (fastest algorithms)" 60 bench_train_fastest "--deterministic false, no augmentation" -- \
+        "$cli_bin" bench train --device "$device" --augment false --deterministic false $bench_args
+      # Our kernels vs cuDNN, each variant validated before it is timed (profiling/README.md); the
+      # table is the log, every row also in bench_kernels.jsonl / .csv.
+      run "bench kernels" 120 bench_kernels "our kernels vs cuDNN, batch 32 and 256" -- \
+        "$cli_bin" bench kernels --device "$device" --json "$out/bench_kernels.jsonl" \
+        --csv "$out/bench_kernels.csv" ${PNEUMO_BENCH_KERNELS_ARGS:-}
+      # TF32 last: fp32 is the default and the comparison that counts (PyTorch's TF32 run below).
+      run "bench train (tf32)" 60 bench_train_tf32 "--precision tf32, no augmentation" -- \
+        "$cli_bin" bench train --device "$device" --augment false --precision tf32 $bench_args
+    fi
   }
 fi
 if [[ ${SKIP_TORCH:-0} == 1 || ${SKIP_RUNS:-0} == 1 ]]; then

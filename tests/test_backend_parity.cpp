@@ -243,6 +243,51 @@ TEST_F(Parity, SingleChannelConvEitherImplementationAndTheChoiceIsReported) {
   }
 }
 
+// Backward data and filter of a multi-channel convolution run the legacy cudnnFind pick or the
+// graph API's fastest engine: each, forced, matches the CPU, and the default reports its choice.
+TEST_F(Parity, ConvGraphEnginesEitherWay) {
+  using Implementation = CudaBackendOptions::Implementation;
+  for (const ConvCase& p : {ConvCase{2, 32, 75, 75, 64}, ConvCase{3, 5, 7, 9, 4}}) {
+    const Shape x_shape{p.n, p.c, p.h, p.w}, y_shape{p.n, p.k, p.h, p.w}, w_shape{p.k, p.c, 3, 3};
+    const float scale = 1.0f / std::sqrt(static_cast<float>(p.c * 9));
+    Pair x = random(x_shape, 61), dy = random(y_shape, 62), w = random(w_shape, 63, -scale, scale);
+    Pair dx = output(x_shape), dw = output(w_shape), db = output({p.k});
+    cpu_->conv2d_backward_data(dy.cpu, w.cpu, dx.cpu);
+    cpu_->conv2d_backward_filter(x.cpu, dy.cpu, dw.cpu, db.cpu);
+    for (Implementation impl :
+         {Implementation::Cudnn, Implementation::Kernel, Implementation::Fastest}) {
+      CudaBackendOptions options;
+      options.conv_engines = impl;
+      CudaBackend backend(options);
+      const std::string what = x_shape.str() + " engines " +
+                               std::to_string(static_cast<int>(impl)) + ", call ";
+      for (int call = 1; call <= 2; ++call) {
+        Pair dxc = output(x_shape), dwc = output(w_shape), dbc = output({p.k});
+        backend.conv2d_backward_data(dy.cuda, w.cuda, dxc.cuda);
+        backend.conv2d_backward_filter(x.cuda, dy.cuda, dwc.cuda, dbc.cuda);
+        EXPECT_TRUE(close_to(dxc.cuda, dx.cpu, 1e-4, what + std::to_string(call) + " dx"));
+        EXPECT_TRUE(close_to(dwc.cuda, dw.cpu, 2e-4, what + std::to_string(call) + " dweight"));
+      }
+      int reported = 0;
+      for (const ImplementationChoice& choice : backend.implementation_choices()) {
+        if (choice.op.find("(graph API)") == std::string::npos) continue;
+        ++reported;
+        if (impl == Implementation::Kernel) {
+          EXPECT_TRUE(choice.kernel) << what << choice.op;
+        } else if (impl == Implementation::Cudnn) {
+          EXPECT_FALSE(choice.kernel) << what << choice.op;
+        } else if (choice.rejected.empty()) {
+          EXPECT_EQ(choice.kernel, choice.kernel_ms < choice.cudnn_ms) << what << choice.op;
+        }
+        std::cout << "[ graph choice ] " << what << choice.op << ": legacy " << choice.cudnn_ms
+                  << " ms, graph " << choice.kernel_ms << " ms, runs "
+                  << (choice.kernel ? "graph" : "legacy") << " " << choice.rejected << "\n";
+      }
+      EXPECT_EQ(reported, 2) << what;
+    }
+  }
+}
+
 // A convolution's bias gradient runs cuDNN's cudnnConvolutionBackwardBias or our two-pass
 // reduction, whichever was faster on the first call: each, forced, matches the CPU (which sums
 // in double), and so does the default, which reports having timed both.

@@ -263,6 +263,10 @@ std::vector<ImplementationChoice> CudaBackend::implementation_choices() const {
   for (const auto& [key, plan] : conv_plans_) {
     add("conv2d_forward", {key[0], key[1], key[2], key[3]}, plan.single_channel);
     add("conv2d_backward_filter", {key[0], key[1], key[2], key[3]}, plan.single_channel_filter);
+    add("conv2d_backward_data (graph API)", {key[0], key[1], key[2], key[3]},
+        plan.graph_backward_data);
+    add("conv2d_backward_filter (graph API)", {key[0], key[1], key[2], key[3]},
+        plan.graph_backward_filter);
     add("conv2d_bias_gradient", {key[0], key[4], key[2], key[3]}, plan.bias_gradient);
   }
   return choices;
@@ -703,7 +707,7 @@ std::unique_ptr<Backend> make_cuda_backend(bool allow_tf32, bool deterministic, 
   options.deterministic = deterministic;
   if (cudnn_only)
     options.pooling = options.single_channel_conv = options.conv_bias_gradient =
-        options.batchnorm = CudaBackendOptions::Implementation::Cudnn;
+        options.batchnorm = options.conv_engines = CudaBackendOptions::Implementation::Cudnn;
   return std::make_unique<CudaBackend>(options);
 }
 

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "cuda/cuda_raii.hpp"
+#include "cuda/cudnn_graph_conv.hpp"
 #include "pneumo/backend.hpp"
 #include "pneumo/kernels.hpp"
 
@@ -36,6 +37,11 @@ struct CudaBackendOptions {
   Implementation single_channel_conv = Implementation::Fastest;
   Implementation conv_bias_gradient = Implementation::Fastest;
   Implementation batchnorm = Implementation::Fastest;
+  // Backward data and backward filter of convolutions with several input channels: the legacy
+  // cudnnFind* pick (Cudnn), the fastest engine of cuDNN's graph API (cuda::GraphConvPlan;
+  // Kernel), or whichever of the two is faster (Fastest), both under the same determinism and
+  // precision rules.
+  Implementation conv_engines = Implementation::Fastest;
 };
 
 // cuDNN or our kernel for one op and input shape: which runs, and what the timing saw.
@@ -179,6 +185,10 @@ class CudaBackend final : public Backend {
     Choice single_channel;  // forward: cuDNN or conv3x3_forward_single_channel (C = 1 only)
     Choice single_channel_filter;  // weight gradient: cuDNN or ours (C = 1 only)
     Choice bias_gradient;   // cudnnConvolutionBackwardBias or kernels::bias_backward
+    // Backward data and filter: the legacy pick, or the graph API's fastest engine (the
+    // choice's "kernel" side); the graph plans stay empty until searched.
+    Choice graph_backward_data, graph_backward_filter;
+    cuda::GraphConvPlan graph_data_plan, graph_filter_plan;
   };
   using ConvKey = std::array<int64_t, 5>;  // N, C, H, W, K
 
@@ -224,6 +234,11 @@ class CudaBackend final : public Backend {
   // magnitude), else where they differ.
   std::string disagreement(const std::function<void()>& cudnn, const std::function<void()>& kernel,
                            std::initializer_list<Output> outputs);
+  // The graph API's engine search for one direction of a plan's shape, on the real buffers; on
+  // failure the choice keeps the legacy pick and records why.
+  void search_graph_engine(Choice& choice, cuda::GraphConvPlan& graph, const Shape& x_shape,
+                           int64_t k, cuda::ConvDirection direction, const float* x,
+                           const float* weight, const float* y);
   // Our kernels' per-channel reduction split for (batch, channels) on this GPU.
   kernels::BiasReduction reduction(int64_t batch, int64_t channels) const;
   float mean_ms(const std::function<void()>& run);

@@ -342,12 +342,56 @@ void CudaBackend::conv2d_backward_data(ConstTensorView dy, ConstTensorView weigh
   if (dx.numel() == 0 || dy.numel() == 0) return;
   ConvPlan& plan = conv_plan(dx.shape, weight.shape[0]);
   if (!plan.has_backward_data) find_backward_data_algorithm(plan, dy, weight, dx);
-  PNEUMO_CUDNN_CHECK(cudnnConvolutionBackwardData(
-                         cudnn_.get(), &kOne, plan.weight.get(), weight.data, plan.y.get(), dy.data,
-                         plan.backward_data_conv.get(), plan.backward_data_algo, workspace_.data(),
-                         plan.backward_data_workspace, &kZero, plan.x.get(), dx.data),
-                     op, " dy=", dy.shape.str(), " weight=", weight.shape.str(),
-                     " algo=", plan.backward_data_algo);
+  if (!plan.graph_backward_data.decided)
+    search_graph_engine(plan.graph_backward_data, plan.graph_data_plan, dx.shape, weight.shape[0],
+                        cuda::ConvDirection::BackwardData, dx.data, weight.data, dy.data);
+  ensure_workspace(plan.graph_data_plan.workspace_bytes());
+  run_chosen(
+      plan.graph_backward_data, options_.conv_engines,
+      [&] {
+        PNEUMO_CUDNN_CHECK(
+            cudnnConvolutionBackwardData(cudnn_.get(), &kOne, plan.weight.get(), weight.data,
+                                         plan.y.get(), dy.data, plan.backward_data_conv.get(),
+                                         plan.backward_data_algo, workspace_.data(),
+                                         plan.backward_data_workspace, &kZero, plan.x.get(),
+                                         dx.data),
+            op, " dy=", dy.shape.str(), " weight=", weight.shape.str(),
+            " algo=", plan.backward_data_algo);
+      },
+      [&] {
+        plan.graph_data_plan.execute(cudnn_.get(), dx.data, weight.data, dy.data,
+                                     workspace_.data());
+      },
+      {{dx.data, dx.numel(), "dx"}});
+}
+
+void CudaBackend::search_graph_engine(Choice& choice, cuda::GraphConvPlan& graph,
+                                      const Shape& x_shape, int64_t k,
+                                      cuda::ConvDirection direction, const float* x,
+                                      const float* weight, const float* y) {
+  using Implementation = CudaBackendOptions::Implementation;
+  if (options_.conv_engines == Implementation::Cudnn) return;  // decided as forced, unsearched
+  PNEUMO_NVTX_RANGE("graph API engine search");
+  cuda::GraphConvProblem problem{x_shape.n(), x_shape.c(), x_shape.h(), x_shape.w(), k, direction};
+  problem.allow_tf32 = options_.allow_tf32;
+  problem.deterministic = options_.deterministic;
+  try {
+    graph = cuda::GraphConvPlan::search(
+        cudnn_.get(), stream_.get(), problem, x, weight, y,
+        [this](size_t bytes) -> void* {
+          ensure_workspace(bytes);
+          return workspace_.data();
+        },
+        search_workspace_limit());
+  } catch (const Error& e) {
+    if (options_.conv_engines == Implementation::Kernel) throw;  // asked for: a real failure
+    // No engine ran for this shape: the legacy pick stays, and the report says why.
+    std::string why = std::string(e.what()).substr(0, 300);
+    std::replace(why.begin(), why.end(), '\n', ' ');
+    choice.rejected = "graph API: " + why;
+    choice.decided = true;
+    choice.kernel = false;
+  }
 }
 
 void CudaBackend::conv2d_backward_filter(ConstTensorView x, ConstTensorView dy, TensorView dweight,
@@ -392,7 +436,17 @@ void CudaBackend::conv2d_backward_filter(ConstTensorView x, ConstTensorView dy, 
         },
         {{dweight.data, dweight.numel(), "dweight"}});
   } else {
-    cudnn_filter();
+    if (!plan.graph_backward_filter.decided)
+      search_graph_engine(plan.graph_backward_filter, plan.graph_filter_plan, x.shape, k,
+                          cuda::ConvDirection::BackwardFilter, x.data, dweight.data, dy.data);
+    ensure_workspace(plan.graph_filter_plan.workspace_bytes());
+    run_chosen(
+        plan.graph_backward_filter, options_.conv_engines, cudnn_filter,
+        [&] {
+          plan.graph_filter_plan.execute(cudnn_.get(), x.data, dweight.data, dy.data,
+                                         workspace_.data());
+        },
+        {{dweight.data, dweight.numel(), "dweight"}});
   }
   // dbias (K) = sum of dy over N, H, W.
   run_chosen(
