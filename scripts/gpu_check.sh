@@ -396,6 +396,11 @@ elif [[ -x $cli_bin ]]; then
       # TF32 last: fp32 is the default and the comparison that counts (PyTorch's TF32 run below).
       run "bench train (tf32)" 60 bench_train_tf32 "--precision tf32, no augmentation" -- \
         "$cli_bin" bench train --device "$device" --augment false --precision tf32 $bench_args
+      # cuDNN's graph-API engines (off by default: no gain in fp32 on an H100) where TF32 opens
+      # many more of them.
+      run "bench train (tf32, graph engines)" 60 bench_train_tf32_graph "--graph-engines" -- \
+        "$cli_bin" bench train --device "$device" --augment false --precision tf32 \
+        --graph-engines $bench_args
     fi
   }
 fi

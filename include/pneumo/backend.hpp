@@ -133,6 +133,10 @@ struct BackendOptions {
   // CUDA: cuDNN for every op where the backend also has a kernel of its own, instead of timing
   // both and keeping the faster (`bench train --cudnn-only`: the comparison on one card).
   bool cudnn_only = false;
+  // CUDA: also time cuDNN's graph-API engines for convolution backward passes on first use
+  // (`bench train --graph-engines`; off by default: on an H100 they matched the legacy picks
+  // while their search lengthened the first epoch).
+  bool graph_engines = false;
 };
 
 // Creates the backend the options ask for. Auto takes CUDA when a device exists, else the CPU
@@ -141,6 +145,6 @@ std::unique_ptr<Backend> make_backend(const BackendOptions& options);
 std::unique_ptr<Backend> make_cpu_backend(int threads = 0);
 // Throws without a GPU.
 std::unique_ptr<Backend> make_cuda_backend(bool allow_tf32 = false, bool deterministic = true,
-                                           bool cudnn_only = false);
+                                           bool cudnn_only = false, bool graph_engines = false);
 
 }  // namespace pneumo

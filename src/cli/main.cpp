@@ -268,7 +268,9 @@ void add_bench(CLI::App& app, BenchTrainOptions& o, BenchKernelsOptions& k, Acti
   c->add_flag("--layers", o.layers,
               "Also time each layer's forward and backward, and each backend op");
   c->add_flag("--cudnn-only", o.cudnn_only,
-              "CUDA: cuDNN wherever the backend could time a kernel of its own against it");
+              "CUDA: cuDNN wherever the backend would time a kernel of ours against it");
+  c->add_flag("--graph-engines", o.graph_engines,
+              "CUDA: also time cuDNN graph-API engines for the convolutions' backward passes");
   c->callback([&o, &action] { action = [&o] { return run_bench_train(o); }; });
 
   auto* kc = bench->add_subcommand(

@@ -21,12 +21,14 @@ std::unique_ptr<Backend> make_backend(const BackendOptions& options) {
       if (!cuda_device_available())
         throw Error("--device cuda: no CUDA device is visible on this machine (no GPU, or no "
                     "driver); use --device cpu or --device auto");
-      return make_cuda_backend(options.allow_tf32, options.deterministic, options.cudnn_only);
+      return make_cuda_backend(options.allow_tf32, options.deterministic, options.cudnn_only,
+                             options.graph_engines);
     case DeviceChoice::Auto:
       break;
   }
   if (cuda_device_available())
-    return make_cuda_backend(options.allow_tf32, options.deterministic, options.cudnn_only);
+    return make_cuda_backend(options.allow_tf32, options.deterministic, options.cudnn_only,
+                             options.graph_engines);
   std::cerr << "pneumo: no CUDA device found, running on the CPU backend\n";
   return make_cpu_backend(options.cpu_threads);
 }

@@ -212,13 +212,20 @@ void CudaBackend::run_chosen(Choice& choice, CudaBackendOptions::Implementation 
 std::string CudaBackend::disagreement(const std::function<void()>& cudnn,
                                       const std::function<void()>& kernel,
                                       std::initializer_list<Output> outputs) {
+  // Large outputs are compared on their first and last 2^20 values: first and last images,
+  // edges and all, without copying hundreds of MB to the host on the first step.
+  constexpr int64_t kEnd = int64_t{1} << 20;
   auto download = [&] {
     synchronize();
     std::vector<std::vector<float>> values;
     for (const Output& out : outputs) {
-      values.emplace_back(static_cast<size_t>(out.count));
-      copy_bytes(values.back().data(), Device::Cpu, out.data, Device::Cuda,
-                 values.back().size() * sizeof(float));
+      const int64_t head = std::min(out.count, 2 * kEnd) == out.count ? out.count : kEnd;
+      const int64_t tail = out.count - head > 0 ? kEnd : 0;
+      std::vector<float>& v = values.emplace_back(static_cast<size_t>(head + tail));
+      copy_bytes(v.data(), Device::Cpu, out.data, Device::Cuda,
+                 static_cast<size_t>(head) * sizeof(float));
+      copy_bytes(v.data() + head, Device::Cpu, out.data + out.count - tail, Device::Cuda,
+                 static_cast<size_t>(tail) * sizeof(float));
     }
     return values;
   };
@@ -701,10 +708,12 @@ void CudaBackend::gather_values(const float* values, const int32_t* indices, Ten
 
 // ---- Factory ------------------------------------------------------------------------------------
 
-std::unique_ptr<Backend> make_cuda_backend(bool allow_tf32, bool deterministic, bool cudnn_only) {
+std::unique_ptr<Backend> make_cuda_backend(bool allow_tf32, bool deterministic, bool cudnn_only,
+                                           bool graph_engines) {
   CudaBackendOptions options;
   options.allow_tf32 = allow_tf32;
   options.deterministic = deterministic;
+  if (graph_engines) options.conv_engines = CudaBackendOptions::Implementation::Fastest;
   if (cudnn_only)
     options.pooling = options.single_channel_conv = options.conv_bias_gradient =
         options.batchnorm = options.conv_engines = CudaBackendOptions::Implementation::Cudnn;

@@ -238,6 +238,7 @@ int run_bench_train(const BenchTrainOptions& options) {
   backend_options.allow_tf32 = options.precision == "tf32";
   backend_options.deterministic = options.deterministic;
   backend_options.cudnn_only = options.cudnn_only;
+  backend_options.graph_engines = options.graph_engines;
   backend_options.cpu_threads = options.threads;
   if (options.precision != "fp32" && options.precision != "tf32")
     throw Error("--precision must be fp32 or tf32, got '" + options.precision + "'");
@@ -364,6 +365,7 @@ int run_bench_train(const BenchTrainOptions& options) {
                              {"precision", options.precision},
                              {"deterministic", options.deterministic},
                              {"cudnn_only", options.cudnn_only},
+                             {"graph_engines", options.graph_engines},
                              {"augment", options.augment},
                              {"steps", options.steps},
                              {"step_ms_mean", step_ms},

@@ -104,6 +104,7 @@ struct BenchTrainOptions {
   int64_t epoch_images = 0;  // 0: the recipe's train epoch (6586) on CUDA, 2 batches on the CPU
   bool layers = false;       // also time each layer's forward and backward, and each backend op
   bool cudnn_only = false;   // CUDA: no kernel of ours where cuDNN has the op (A/B on one card)
+  bool graph_engines = false;  // CUDA: also time cuDNN graph-API engines for conv backward
 };
 int run_bench_train(const BenchTrainOptions& options);
 
