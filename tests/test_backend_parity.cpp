@@ -194,6 +194,22 @@ INSTANTIATE_TEST_SUITE_P(ModelShapes, ConvParity,
                                            ConvCase{3, 128, 10, 10, 256}),
                          conv_case_name);
 
+// Calls body(backend, impl, what) on a CudaBackend with `field` forced to cuDNN, then to our
+// side, then left to the first-call timing; `what` labels the failures with `label` and impl.
+template <class Body>
+void for_each_implementation(CudaBackendOptions::Implementation CudaBackendOptions::*field,
+                             const std::string& label, Body&& body) {
+  using Implementation = CudaBackendOptions::Implementation;
+  for (Implementation impl :
+       {Implementation::Cudnn, Implementation::Kernel, Implementation::Fastest}) {
+    CudaBackendOptions options;
+    options.*field = impl;
+    CudaBackend backend(options);
+    body(backend, impl,
+         label + " implementation " + std::to_string(static_cast<int>(impl)) + ", call ");
+  }
+}
+
 // The first layer's forward and weight gradient run cuDNN's picks or our single-channel kernels,
 // whichever was faster on the first call: each, forced, matches the CPU, and the choices are
 // reported as made.
@@ -207,13 +223,9 @@ TEST_F(Parity, SingleChannelConvEitherImplementationAndTheChoiceIsReported) {
     cpu_->conv2d_forward(x.cpu, w.cpu, b.cpu, expected.cpu, true);
     Pair dy = random(y_shape, 44), dw = output({p.k, 1, 3, 3}), db = output({p.k});
     cpu_->conv2d_backward_filter(x.cpu, dy.cpu, dw.cpu, db.cpu);
-    for (Implementation impl :
-         {Implementation::Cudnn, Implementation::Kernel, Implementation::Fastest}) {
-      CudaBackendOptions options;
-      options.single_channel_conv = impl;
-      CudaBackend backend(options);
-      const std::string what = x_shape.str() + " implementation " +
-                               std::to_string(static_cast<int>(impl)) + ", call ";
+    for_each_implementation(&CudaBackendOptions::single_channel_conv, x_shape.str(),
+                            [&](CudaBackend& backend, Implementation impl,
+                                const std::string& what) {
       for (int call = 1; call <= 2; ++call) {
         Pair y = output(y_shape), dwc = output({p.k, 1, 3, 3}), dbc = output({p.k});
         backend.conv2d_forward(x.cuda, w.cuda, b.cuda, y.cuda, true);
@@ -239,7 +251,7 @@ TEST_F(Parity, SingleChannelConvEitherImplementationAndTheChoiceIsReported) {
         EXPECT_EQ(choice.rejected, "") << what << choice.op;
       }
       EXPECT_EQ(reported, 2) << what;
-    }
+    });
   }
 }
 
@@ -254,13 +266,9 @@ TEST_F(Parity, ConvGraphEnginesEitherWay) {
     Pair dx = output(x_shape), dw = output(w_shape), db = output({p.k});
     cpu_->conv2d_backward_data(dy.cpu, w.cpu, dx.cpu);
     cpu_->conv2d_backward_filter(x.cpu, dy.cpu, dw.cpu, db.cpu);
-    for (Implementation impl :
-         {Implementation::Cudnn, Implementation::Kernel, Implementation::Fastest}) {
-      CudaBackendOptions options;
-      options.conv_engines = impl;
-      CudaBackend backend(options);
-      const std::string what = x_shape.str() + " engines " +
-                               std::to_string(static_cast<int>(impl)) + ", call ";
+    for_each_implementation(&CudaBackendOptions::conv_engines, x_shape.str() + " engines",
+                            [&](CudaBackend& backend, Implementation impl,
+                                const std::string& what) {
       for (int call = 1; call <= 2; ++call) {
         Pair dxc = output(x_shape), dwc = output(w_shape), dbc = output({p.k});
         backend.conv2d_backward_data(dy.cuda, w.cuda, dxc.cuda);
@@ -284,7 +292,7 @@ TEST_F(Parity, ConvGraphEnginesEitherWay) {
                   << (choice.kernel ? "graph" : "legacy") << " " << choice.rejected << "\n";
       }
       EXPECT_EQ(reported, 2) << what;
-    }
+    });
   }
 }
 
@@ -299,13 +307,9 @@ TEST_F(Parity, ConvBiasGradientEitherImplementation) {
     Pair x = random(x_shape, 51), dy = random(y_shape, 52);
     Pair dw = output(w_shape), db = output({p.k});
     cpu_->conv2d_backward_filter(x.cpu, dy.cpu, dw.cpu, db.cpu);
-    for (Implementation impl :
-         {Implementation::Cudnn, Implementation::Kernel, Implementation::Fastest}) {
-      CudaBackendOptions options;
-      options.conv_bias_gradient = impl;
-      CudaBackend backend(options);
-      const std::string what = y_shape.str() + " implementation " +
-                               std::to_string(static_cast<int>(impl)) + ", call ";
+    for_each_implementation(&CudaBackendOptions::conv_bias_gradient, y_shape.str(),
+                            [&](CudaBackend& backend, Implementation impl,
+                                const std::string& what) {
       for (int call = 1; call <= 2; ++call) {
         Pair dwc = output(w_shape), dbc = output({p.k});
         backend.conv2d_backward_filter(x.cuda, dy.cuda, dwc.cuda, dbc.cuda);
@@ -325,7 +329,7 @@ TEST_F(Parity, ConvBiasGradientEitherImplementation) {
         }
       }
       EXPECT_TRUE(found) << what << ": no bias gradient choice reported";
-    }
+    });
   }
 }
 
@@ -365,9 +369,10 @@ std::string pool_case_name(const ::testing::TestParamInfo<PoolCase>& info) {
   return out.str();
 }
 
-// Runs every check on each CUDA implementation: cuDNN, the hand-written kernels, and the
-// backend's default (whichever of the two was faster on the first call, which must say so).
-class MaxPoolParity : public Parity, public ::testing::WithParamInterface<PoolCase> {
+// A fixture for ops with two CUDA implementations: checks run on a backend forced to cuDNN, one
+// forced to our kernels, and the default one (whichever was faster on the first call).
+template <CudaBackendOptions::Implementation CudaBackendOptions::*kField>
+class EveryImplementation : public Parity, public ::testing::WithParamInterface<PoolCase> {
  protected:
   using Implementation = CudaBackendOptions::Implementation;
   void SetUp() override {
@@ -375,10 +380,19 @@ class MaxPoolParity : public Parity, public ::testing::WithParamInterface<PoolCa
     if (IsSkipped() || HasFatalFailure()) return;
     for (Implementation impl : {Implementation::Cudnn, Implementation::Kernel}) {
       CudaBackendOptions options;
-      options.pooling = impl;
+      options.*kField = impl;
       forced_.push_back(std::make_unique<CudaBackend>(options));
     }
   }
+  std::vector<std::pair<Backend*, std::string>> cuda_backends() const {
+    return {{forced_[0].get(), "cudnn "}, {forced_[1].get(), "kernel "}, {cuda_.get(), "fastest "}};
+  }
+  std::vector<std::unique_ptr<CudaBackend>> forced_;  // cuDNN, then the kernels
+};
+
+// Every check on each max-pool implementation; the default must say what it timed.
+class MaxPoolParity : public EveryImplementation<&CudaBackendOptions::pooling> {
+ protected:
   Shape x_shape() const { return {GetParam().n, GetParam().c, GetParam().h, GetParam().w}; }
   Shape y_shape() const {
     return {GetParam().n, GetParam().c, (GetParam().h + 1) / 2, (GetParam().w + 1) / 2};
@@ -388,9 +402,7 @@ class MaxPoolParity : public Parity, public ::testing::WithParamInterface<PoolCa
     Pair y = output(y_shape()), dx = output(x_shape());
     cpu_->maxpool2d_forward(x.cpu, y.cpu);
     cpu_->maxpool2d_backward(x.cpu, y.cpu, dy.cpu, dx.cpu);
-    const std::pair<Backend*, std::string> backends[] = {
-        {forced_[0].get(), "cudnn "}, {forced_[1].get(), "kernel "}, {cuda_.get(), "fastest "}};
-    for (const auto& [backend, impl] : backends) {
+    for (const auto& [backend, impl] : cuda_backends()) {
       Pair yc = output(y_shape()), dxc = output(x_shape());
       backend->maxpool2d_forward(x.cuda, yc.cuda);
       backend->maxpool2d_backward(x.cuda, yc.cuda, dy.cuda, dxc.cuda);
@@ -413,7 +425,6 @@ class MaxPoolParity : public Parity, public ::testing::WithParamInterface<PoolCa
         EXPECT_EQ(choice.cudnn_ms, -1.0f) << choice.op << ": a forced choice was timed";
       }
   }
-  std::vector<std::unique_ptr<CudaBackend>> forced_;  // cuDNN, then the kernels
 };
 
 TEST_P(MaxPoolParity, DistinctValues) { check(uniform(x_shape().numel(), 22, -1, 1), "random"); }
@@ -507,26 +518,12 @@ INSTANTIATE_TEST_SUITE_P(
 // Training forward and backward run on cuDNN, on kernels/batchnorm.cu, and on the default
 // backend (whichever was faster on the first call: its timing runs must leave the running
 // averages updated exactly once).
-class BatchNormParity : public Parity, public ::testing::WithParamInterface<PoolCase> {
+class BatchNormParity : public EveryImplementation<&CudaBackendOptions::batchnorm> {
  protected:
-  using Implementation = CudaBackendOptions::Implementation;
-  void SetUp() override {
-    Parity::SetUp();
-    if (IsSkipped() || HasFatalFailure()) return;
-    for (Implementation impl : {Implementation::Cudnn, Implementation::Kernel}) {
-      CudaBackendOptions options;
-      options.batchnorm = impl;
-      forced_.push_back(std::make_unique<CudaBackend>(options));
-    }
-  }
-  std::vector<std::pair<Backend*, std::string>> cuda_backends() const {
-    return {{forced_[0].get(), "cudnn "}, {forced_[1].get(), "kernel "}, {cuda_.get(), "fastest "}};
-  }
   Shape x_shape() const { return {GetParam().n, GetParam().c, GetParam().h, GetParam().w}; }
   Shape c_shape() const { return {GetParam().c}; }
   static constexpr double kFactor = 0.01;  // 1 - Keras momentum 0.99
   static constexpr double kEpsilon = 1e-3;
-  std::vector<std::unique_ptr<CudaBackend>> forced_;  // cuDNN, then the kernels
 };
 
 TEST_P(BatchNormParity, TrainingOutputsSavedAndRunningStatistics) {
