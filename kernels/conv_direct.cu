@@ -3,7 +3,8 @@
 // kernel specialised for a single input channel (the first layer), one tiled direct kernel for any
 // channel count. All index math lives in conv_direct_tiles.hpp (shared with the CPU emulation in
 // the tests); these kernels only place the phases between barriers. `pneumo bench kernels` times
-// them against every cuDNN forward algorithm; the backend does not use them (yet).
+// them against every cuDNN forward algorithm; CudaBackend times the single-channel one against
+// cuDNN's pick on the first layer and runs the faster (the tiled one it does not use).
 #include <cstdint>
 #include <string>
 
