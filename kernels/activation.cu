@@ -23,14 +23,11 @@ __global__ void bias_activation_kernel(float* y, const float* bias, int64_t tota
 
 // Block (c, j) sums dy[n, c, s] over the images n of chunk j and every s, in a fixed order, into
 // partial[c * chunks + j].
-__global__ void bias_partial_kernel(const float* dy, float* partial, int64_t batch,
-                                    int64_t channels, int64_t spatial, int64_t images_per_chunk) {
-  const int64_t c = blockIdx.x, first = blockIdx.y * images_per_chunk;
-  const int64_t last = first + images_per_chunk < batch ? first + images_per_chunk : batch;
+__global__ void bias_partial_kernel(const float* dy, float* partial, ChunkGeometry g) {
   float sum = 0.0f;
-  for_each_in_chunk(c, first, last, channels, spatial, [&](int64_t i) { sum += dy[i]; });
+  g.for_each([&](int64_t i) { sum += dy[i]; });
   sum = block_sum(sum);
-  if (threadIdx.x == 0) partial[c * gridDim.y + blockIdx.y] = sum;
+  if (threadIdx.x == 0) partial[blockIdx.x * gridDim.y + blockIdx.y] = sum;
 }
 
 // dbias[c] = its chunks' partial sums, added in chunk order.
@@ -80,14 +77,9 @@ BiasReduction bias_reduction(int64_t batch, int64_t channels, int sm_count) {
 void bias_backward(const float* dy, float* dbias, float* partial, const BiasReduction& reduction,
                    int64_t batch, int64_t channels, int64_t spatial, cudaStream_t stream) {
   if (channels == 0) return;
-  PNEUMO_CHECK(channels <= INT32_MAX && reduction.chunks <= 65535, "bias_backward: ", channels,
-               " channels x ", reduction.chunks, " chunks exceed the grid");
-  PNEUMO_CHECK(reduction.chunks * reduction.images_per_chunk >= batch, "bias_backward: ",
-               reduction.chunks, " chunks of ", reduction.images_per_chunk,
-               " images do not cover a batch of ", batch);
-  const dim3 grid(static_cast<unsigned int>(channels), static_cast<unsigned int>(reduction.chunks));
-  bias_partial_kernel<<<grid, kThreadsPerBlock, 0, stream>>>(dy, partial, batch, channels, spatial,
-                                                             reduction.images_per_chunk);
+  const dim3 grid = chunk_grid("bias_backward", reduction, batch, channels);
+  bias_partial_kernel<<<grid, kThreadsPerBlock, 0, stream>>>(
+      dy, partial, {batch, channels, spatial, reduction.images_per_chunk});
   PNEUMO_LAUNCH_CHECK("bias_partial_kernel", "batch=", batch, " channels=", channels,
                       " spatial=", spatial, " chunks=", reduction.chunks);
   bias_total_kernel<<<blocks_for(channels), kThreadsPerBlock, 0, stream>>>(partial, dbias, channels,

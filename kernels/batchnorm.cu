@@ -57,18 +57,11 @@ __device__ Moments block_moments(Moments m) {
   return total;
 }
 
-struct ChunkGeometry {
-  int64_t batch, channels, spatial, images_per_chunk;
-  __device__ int64_t first() const { return blockIdx.y * images_per_chunk; }
-  __device__ int64_t last() const { return min(batch, first() + images_per_chunk); }
-};
-
 // Block (c, j): the mean and M2 of channel c over chunk j, into partial[2 (c chunks + j) + {0, 1}].
 __global__ void moments_partial_kernel(const float* x, float* partial, ChunkGeometry g) {
   const int64_t c = blockIdx.x;
   Moments m{0.0f, 0.0f, 0.0f};
-  for_each_in_chunk(c, g.first(), g.last(), g.channels, g.spatial,
-                    [&](int64_t i) { add_value(m, x[i]); });
+  g.for_each([&](int64_t i) { add_value(m, x[i]); });
   m = block_moments(m);
   if (threadIdx.x == 0) {
     float* out = partial + 2 * (c * gridDim.y + blockIdx.y);
@@ -119,7 +112,7 @@ __global__ void gradient_partial_kernel(const float* x, const float* dy, const f
   const int64_t c = blockIdx.x;
   const float mean_c = mean[c];
   float sum_dy = 0.0f, sum_dy_centred = 0.0f;
-  for_each_in_chunk(c, g.first(), g.last(), g.channels, g.spatial, [&](int64_t i) {
+  g.for_each([&](int64_t i) {
     sum_dy += dy[i];
     sum_dy_centred += dy[i] * (x[i] - mean_c);
   });
@@ -162,16 +155,6 @@ __global__ void input_gradient_kernel(const float* x, const float* dy, float* dx
   });
 }
 
-ChunkGeometry geometry(const BiasReduction& r, int64_t batch, int64_t channels, int64_t spatial) {
-  return {batch, channels, spatial, r.images_per_chunk};
-}
-
-void check_grid(const char* op, const BiasReduction& r, int64_t batch, int64_t channels) {
-  PNEUMO_CHECK(channels <= INT32_MAX && r.chunks <= 65535 && r.chunks * r.images_per_chunk >= batch,
-               op, ": ", channels, " channels x ", r.chunks, " chunks of ", r.images_per_chunk,
-               " images do not fit the grid or do not cover a batch of ", batch);
-}
-
 }  // namespace
 
 int64_t batchnorm_scratch_floats(const BiasReduction& r, int64_t channels) {
@@ -187,9 +170,8 @@ void batchnorm_forward_training(const float* x, const float* gamma, const float*
                                 int64_t channels, int64_t spatial, cudaStream_t stream) {
   const int64_t total = batch * channels * spatial;
   if (total == 0) return;
-  check_grid("batchnorm_forward_training", r, batch, channels);
-  const ChunkGeometry g = geometry(r, batch, channels, spatial);
-  const dim3 grid(static_cast<unsigned int>(channels), static_cast<unsigned int>(r.chunks));
+  const dim3 grid = chunk_grid("batchnorm_forward_training", r, batch, channels);
+  const ChunkGeometry g{batch, channels, spatial, r.images_per_chunk};
   moments_partial_kernel<<<grid, kThreadsPerBlock, 0, stream>>>(x, scratch, g);
   PNEUMO_LAUNCH_CHECK("moments_partial_kernel", "batch=", batch, " channels=", channels,
                       " spatial=", spatial);
@@ -208,9 +190,8 @@ void batchnorm_backward(const float* x, const float* dy, const float* gamma,
                         int64_t batch, int64_t channels, int64_t spatial, cudaStream_t stream) {
   const int64_t total = batch * channels * spatial;
   if (total == 0) return;
-  check_grid("batchnorm_backward", r, batch, channels);
-  const ChunkGeometry g = geometry(r, batch, channels, spatial);
-  const dim3 grid(static_cast<unsigned int>(channels), static_cast<unsigned int>(r.chunks));
+  const dim3 grid = chunk_grid("batchnorm_backward", r, batch, channels);
+  const ChunkGeometry g{batch, channels, spatial, r.images_per_chunk};
   auto* factors = reinterpret_cast<BatchNormGradientFactors*>(scratch + 2 * r.partial_floats);
   gradient_partial_kernel<<<grid, kThreadsPerBlock, 0, stream>>>(x, dy, saved_mean, scratch, g);
   PNEUMO_LAUNCH_CHECK("gradient_partial_kernel", "batch=", batch, " channels=", channels,

@@ -1,11 +1,15 @@
 // Device-side helpers shared by the kernels in this folder (device code only, included by .cu
-// files): launch geometry for grid-stride loops with 64-bit indices, and a block-wide sum.
+// files): launch geometry for grid-stride loops with 64-bit indices, a block-wide sum, and the
+// walks of per-plane and per-channel passes.
 #pragma once
 
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <cstdint>
+
+#include "pneumo/error.hpp"
+#include "pneumo/kernels.hpp"
 
 namespace pneumo::kernels {
 
@@ -86,6 +90,28 @@ __device__ __forceinline__ void for_each_in_chunk(int64_t c, int64_t first, int6
       visit((n * channels + c) * spatial + s);
     }
   }
+}
+
+// A per-channel reduction over (N, C, spatial) split as bias_reduction says: block (c, j) takes
+// channel c over the images of chunk j.
+struct ChunkGeometry {
+  int64_t batch, channels, spatial, images_per_chunk;
+  __device__ int64_t first() const { return blockIdx.y * images_per_chunk; }
+  __device__ int64_t last() const { return min(batch, first() + images_per_chunk); }
+  // Calls visit(i) for every value of this block's channel and chunk that this thread owns.
+  template <class Visit>
+  __device__ void for_each(Visit&& visit) const {
+    for_each_in_chunk(blockIdx.x, first(), last(), channels, spatial, visit);
+  }
+};
+
+// The (channels x chunks) grid of such a reduction, after checking that it fits the launch
+// limits and that the chunks cover the batch.
+inline dim3 chunk_grid(const char* op, const BiasReduction& r, int64_t batch, int64_t channels) {
+  PNEUMO_CHECK(channels <= INT32_MAX && r.chunks <= 65535 && r.chunks * r.images_per_chunk >= batch,
+               op, ": ", channels, " channels x ", r.chunks, " chunks of ", r.images_per_chunk,
+               " images do not fit the grid or do not cover a batch of ", batch);
+  return dim3(static_cast<unsigned int>(channels), static_cast<unsigned int>(r.chunks));
 }
 
 }  // namespace pneumo::kernels
