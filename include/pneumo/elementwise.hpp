@@ -89,7 +89,8 @@ PNEUMO_HD float batchnorm_apply(float x, float mean, float inv_std, float gamma,
 
 // Batch-norm's input gradient for one element, from its channel's factors over the M values:
 // scale = gamma inv_std, mean_dy = sum dy / M, mean_dy_xhat = sum dy xhat / M, with
-// xhat = (x - mean) inv_std. (CpuBackend evaluates the same formula in double.)
+// xhat = (x - mean) inv_std. The CPU backend and kernels/batchnorm.cu both call it, with the
+// factors computed in double.
 PNEUMO_HD float batchnorm_input_gradient(float x, float dy, float mean, float inv_std, float scale,
                                          float mean_dy, float mean_dy_xhat) {
   const float xhat = (x - mean) * inv_std;

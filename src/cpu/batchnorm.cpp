@@ -130,7 +130,7 @@ void CpuBackend::batchnorm_forward_inference(ConstTensorView x, ConstTensorView 
 }
 
 // With xhat = (x - mean) inv_std and M values per channel:
-//   dbeta = sum dy,  dgamma = sum dy xhat,  dx = gamma inv_std / M (M dy - dbeta - xhat dgamma).
+//   dbeta = sum dy,  dgamma = sum dy xhat,  dx = gamma inv_std (dy - dbeta / M - xhat dgamma / M).
 // epsilon is not needed: saved_inv_std already holds it.
 void CpuBackend::batchnorm_backward(ConstTensorView x, ConstTensorView dy, ConstTensorView gamma,
                                     ConstTensorView saved_mean, ConstTensorView saved_inv_std,
@@ -159,10 +159,13 @@ void CpuBackend::batchnorm_backward(ConstTensorView x, ConstTensorView dy, Const
           layout, c, [&](int64_t i) { return dy.data[i] * (x.data[i] - mean) * inv_std; });
       dbeta.data[c] = static_cast<float>(sum_dy);
       dgamma.data[c] = static_cast<float>(sum_dy_xhat);
-      const double scale = gamma.data[c] * inv_std / count;
+      // The channel's factors in double, then the per-element formula the CUDA kernel uses.
+      const float scale = static_cast<float>(gamma.data[c] * inv_std);
+      const float mean_dy = static_cast<float>(sum_dy / count);
+      const float mean_dy_xhat = static_cast<float>(sum_dy_xhat / count);
       layout.for_each(c, [&](int64_t i) {
-        const double xhat = (x.data[i] - mean) * inv_std;
-        dx.data[i] = static_cast<float>(scale * (count * dy.data[i] - sum_dy - xhat * sum_dy_xhat));
+        dx.data[i] = batchnorm_input_gradient(x.data[i], dy.data[i], saved_mean.data[c],
+                                              saved_inv_std.data[c], scale, mean_dy, mean_dy_xhat);
       });
     }
   });
