@@ -212,20 +212,32 @@ void CudaBackend::run_chosen(Choice& choice, CudaBackendOptions::Implementation 
 std::string CudaBackend::disagreement(const std::function<void()>& cudnn,
                                       const std::function<void()>& kernel,
                                       std::initializer_list<Output> outputs) {
-  // Large outputs are compared on their first and last 2^20 values: first and last images,
-  // edges and all, without copying hundreds of MB to the host on the first step.
+  // Large outputs are compared on their first and last 2^20 values (first and last images, edges
+  // and all), each part on its own so that a message's index is the tensor's, without copying
+  // hundreds of MB to the host on the first step.
   constexpr int64_t kEnd = int64_t{1} << 20;
+  struct Part {
+    const float* data;
+    int64_t count;
+    std::string name;  // the tail's index i is element tail + i of the output
+  };
+  std::vector<Part> parts;
+  for (const Output& out : outputs) {
+    if (out.count <= 2 * kEnd) {
+      parts.push_back({out.data, out.count, out.name});
+    } else {
+      const int64_t tail = out.count - kEnd;
+      parts.push_back({out.data, kEnd, out.name});
+      parts.push_back(
+          {out.data + tail, kEnd, detail::concat(out.name, " (from element ", tail, ")")});
+    }
+  }
   auto download = [&] {
     synchronize();
     std::vector<std::vector<float>> values;
-    for (const Output& out : outputs) {
-      const int64_t head = std::min(out.count, 2 * kEnd) == out.count ? out.count : kEnd;
-      const int64_t tail = out.count - head > 0 ? kEnd : 0;
-      std::vector<float>& v = values.emplace_back(static_cast<size_t>(head + tail));
-      copy_bytes(v.data(), Device::Cpu, out.data, Device::Cuda,
-                 static_cast<size_t>(head) * sizeof(float));
-      copy_bytes(v.data() + head, Device::Cpu, out.data + out.count - tail, Device::Cuda,
-                 static_cast<size_t>(tail) * sizeof(float));
+    for (const Part& part : parts) {
+      std::vector<float>& v = values.emplace_back(static_cast<size_t>(part.count));
+      copy_bytes(v.data(), Device::Cpu, part.data, Device::Cuda, v.size() * sizeof(float));
     }
     return values;
   };
@@ -233,10 +245,8 @@ std::string CudaBackend::disagreement(const std::function<void()>& cudnn,
   const std::vector<std::vector<float>> expected = download();
   kernel();
   const std::vector<std::vector<float>> actual = download();
-  size_t k = 0;
-  for (const Output& out : outputs) {
-    std::string why = output_disagreement(expected[k], actual[k], out.name);
-    ++k;
+  for (size_t k = 0; k < parts.size(); ++k) {
+    std::string why = output_disagreement(expected[k], actual[k], parts[k].name.c_str());
     if (!why.empty()) return why;
   }
   return "";

@@ -233,7 +233,8 @@ class CudaBackend final : public Backend {
               const std::function<void()>& cudnn, const std::function<void()>& kernel,
               std::initializer_list<Output> outputs);
   // Empty when `kernel` writes what `cudnn` writes (within 1e-3 of each output's largest
-  // magnitude; outputs over 2^21 values on their first and last 2^20), else where they differ.
+  // magnitude; outputs over 2^21 values on their first and last 2^20, each part against its own
+  // largest), else where they differ.
   std::string disagreement(const std::function<void()>& cudnn, const std::function<void()>& kernel,
                            std::initializer_list<Output> outputs);
   // The graph API's engine search for one direction of a plan's shape, on the real buffers; on
