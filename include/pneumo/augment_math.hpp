@@ -1,6 +1,7 @@
 // The arithmetic of the gather-augment-normalise op, shared by the CUDA kernel
 // (kernels/augment.cu) and its CPU twin (src/cpu/augment.cpp): one function draws an image's
-// parameters, one turns them into the inverse affine map, one computes an output pixel.
+// parameters, one turns them into the inverse affine map and the photometric factors, one computes
+// an output pixel, two standardise an image.
 #pragma once
 
 #include <cmath>
@@ -12,69 +13,100 @@
 
 namespace pneumo {
 
-// One image's random transform, as drawn (see draw_augment_params).
-struct AugmentParams {
-  float angle_degrees;  // in [-r, r): positive turns the picture counter-clockwise on screen
-  float scale;          // in [1 - z, 1 + z): > 1 enlarges the content (zooms in)
-  float shift_x;        // in [-s, s) * size pixels: positive moves the content right
-  float shift_y;        // in [-s, s) * size pixels: positive moves the content down
-  int flip;             // 1: mirror left-right (probability 1/2 when enabled)
-};
-
 // The inverse map from an output pixel to its source coordinate:
 //   source_x = m00 x + m01 y + m02,  source_y = m10 x + m11 y + m12
-// for output column x and row y (pixel centres at integer coordinates). identity != 0 means a
-// plain gather (settings.enabled == false), computed without any arithmetic on the pixel.
+// for output column x and row y (pixel centres at integer coordinates), and the photometric
+// factors of AugmentParams. identity != 0 means a plain gather (settings.enabled == false),
+// computed without any arithmetic on the pixel; photometric == 0 skips the photometric steps.
 struct AugmentTransform {
   float m00, m01, m02;
   float m10, m11, m12;
   int identity;
+  int photometric;
+  float sharpness, gamma, contrast, brightness;
 };
 
-// Parameters of image slot `slot` of a batch: two Philox calls, counters 2*slot and 2*slot + 1
-// under `key` (stream kAugment, keyed by epoch and step), so a slot's draw is independent of the
-// batch size and identical on the CPU and the GPU. Word use: angle v[0], scale v[1], shift_x v[2],
-// shift_y v[3] of the first call; flip is the top bit of v[0] of the second.
-// Unlike Keras, which draws x and y zoom independently, the zoom here is isotropic.
+// The counter of the third Philox call of a slot: above every 2 * slot + 1 (slot < 65536).
+constexpr uint32_t kPhotometricCounterBase = 0x80000000u;
+
+// Parameters of image slot `slot` of a batch: three Philox calls under `key` (stream kAugment,
+// keyed by epoch and step), so a slot's draw is independent of the batch size and identical on
+// the CPU and the GPU. Word use, first call (counter 2 slot): angle v[0], zoom v[1], shift_x v[2],
+// shift_y v[3]; second (2 slot + 1): flip = top bit of v[0], y zoom v[1], sharpness v[2]; third
+// (2^31 + slot): aspect v[0], brightness v[1], contrast v[2], gamma v[3]. Every word is drawn
+// whether or not its option is on, so turning an option on leaves the other draws as they were.
+// Zoom as Keras draws it (ZoomMode::Independent): per axis a factor k uniform in [1 - z, 1 + z]
+// that scales source distances, i.e. the content is magnified by 1 / k; ZoomMode::Isotropic draws
+// one magnification uniform in [1 - z, 1 + z] for both axes (pneumo's draw before 2026-12,
+// bit for bit).
 PNEUMO_HD AugmentParams draw_augment_params(RngKey key, uint32_t slot,
                                             const AugmentSettings& settings, int size) {
   const Philox4 a = philox4x32(key, 2u * slot);
   const Philox4 b = philox4x32(key, 2u * slot + 1u);
+  const Philox4 c = philox4x32(key, kPhotometricCounterBase + slot);
   const float r = settings.rotation_degrees, z = settings.zoom, s = settings.shift;
   AugmentParams p;
   p.angle_degrees = uniform_in(a.v[0], -r, r);
-  p.scale = uniform_in(a.v[1], 1.0f - z, 1.0f + z);
+  if (settings.zoom_mode == ZoomMode::Isotropic) {
+    p.scale_x = p.scale_y = uniform_in(a.v[1], 1.0f - z, 1.0f + z);
+  } else {
+    p.scale_x = 1.0f / uniform_in(a.v[1], 1.0f - z, 1.0f + z);
+    p.scale_y = 1.0f / uniform_in(b.v[1], 1.0f - z, 1.0f + z);
+  }
   p.shift_x = uniform_in(a.v[2], -s, s) * static_cast<float>(size);
   p.shift_y = uniform_in(a.v[3], -s, s) * static_cast<float>(size);
   p.flip = settings.horizontal_flip ? static_cast<int>(b.v[0] >> 31) : 0;
+  if (settings.aspect > 0.0f) {
+    const float log_range = logf(1.0f + settings.aspect);
+    const float root = expf(0.5f * uniform_in(c.v[0], -log_range, log_range));  // sqrt(ratio)
+    p.scale_x *= root;
+    p.scale_y /= root;
+  }
+  if (settings.sharpness > 0.0f)
+    p.sharpness = uniform_in(b.v[2], 1.0f - settings.sharpness, 1.0f + settings.sharpness);
+  if (settings.brightness > 0.0f)
+    p.brightness = uniform_in(c.v[1], -settings.brightness, settings.brightness);
+  if (settings.contrast > 0.0f)
+    p.contrast = uniform_in(c.v[2], 1.0f - settings.contrast, 1.0f + settings.contrast);
+  if (settings.gamma > 0.0f) {
+    const float log_range = logf(1.0f + settings.gamma);
+    p.gamma = expf(uniform_in(c.v[3], -log_range, log_range));
+  }
   return p;
 }
 
 // The geometry, written once. With c = (size - 1) / 2 the image centre (pixel centres at
 // integers, so the centre of a 150-pixel image is 74.5), the FORWARD map takes a source point
 // p to the output point
-//     q = c + R(angle) * scale * F(p - c) + (shift_x, shift_y)
-// where F mirrors x (x -> -x) when flip is set, and R(a) = [[cos a, sin a], [-sin a, cos a]] in
-// image coordinates (x right, y DOWN): a positive angle turns the picture counter-clockwise as
-// seen on screen, exactly as cv::getRotationMatrix2D(c, angle, scale) does. So: flip, then zoom
-// and rotate about the centre, then shift. The op evaluates the INVERSE for every output pixel:
-//     p = c + F(R(-angle) (q - c - shift) / scale).
+//     q = c + R(angle) * S * F(p - c) + (shift_x, shift_y)
+// where F mirrors x (x -> -x) when flip is set, S = diag(scale_x, scale_y) magnifies the content
+// along the image's own axes, and R(a) = [[cos a, sin a], [-sin a, cos a]] in image coordinates
+// (x right, y DOWN): a positive angle turns the picture counter-clockwise as seen on screen,
+// exactly as cv::getRotationMatrix2D(c, angle, 1) does. So: flip, zoom, rotate about the centre,
+// then shift. The op evaluates the INVERSE for every output pixel:
+//     p = c + F(S^-1 R(-angle) (q - c - shift)).
 PNEUMO_HD AugmentTransform augment_inverse_transform(const AugmentParams& p, int size) {
   const float radians = p.angle_degrees * 0.017453292519943295f;  // pi / 180
   const float cos_a = cosf(radians), sin_a = sinf(radians);
-  const float inv_scale = 1.0f / p.scale;
+  const float inv_x = 1.0f / p.scale_x, inv_y = 1.0f / p.scale_y;
   const float mirror = p.flip ? -1.0f : 1.0f;
   const float c = 0.5f * static_cast<float>(size - 1);
   AugmentTransform t;
-  // R(-a) = [[cos, -sin], [sin, cos]]; the mirror negates the resulting x row.
-  t.m00 = mirror * cos_a * inv_scale;
-  t.m01 = -mirror * sin_a * inv_scale;
-  t.m10 = sin_a * inv_scale;
-  t.m11 = cos_a * inv_scale;
+  // S^-1 R(-a) = [[cos / sx, -sin / sx], [sin / sy, cos / sy]]; the mirror negates the x row.
+  t.m00 = mirror * cos_a * inv_x;
+  t.m01 = -mirror * sin_a * inv_x;
+  t.m10 = sin_a * inv_y;
+  t.m11 = cos_a * inv_y;
   const float ox = c + p.shift_x, oy = c + p.shift_y;  // where the source centre lands
   t.m02 = c - (t.m00 * ox + t.m01 * oy);
   t.m12 = c - (t.m10 * ox + t.m11 * oy);
   t.identity = 0;
+  t.sharpness = p.sharpness;
+  t.gamma = p.gamma;
+  t.contrast = p.contrast;
+  t.brightness = p.brightness;
+  t.photometric = p.sharpness != 1.0f || p.gamma != 1.0f || p.contrast != 1.0f ||
+                  p.brightness != 0.0f;
   return t;
 }
 
@@ -82,9 +114,10 @@ PNEUMO_HD AugmentTransform augment_inverse_transform(const AugmentParams& p, int
 PNEUMO_HD AugmentTransform augment_transform(RngKey key, uint32_t slot,
                                              const AugmentSettings& settings, int size) {
   if (!settings.enabled) {
-    AugmentTransform t{1.0f, 0.0f, 0.0f, 0.0f, 1.0f, 0.0f, 1};
+    AugmentTransform t{1.0f, 0.0f, 0.0f, 0.0f, 1.0f, 0.0f, 1, 0, 1.0f, 1.0f, 1.0f, 0.0f};
     return t;
   }
+  if (settings.use_fixed) return augment_inverse_transform(settings.fixed, size);
   return augment_inverse_transform(draw_augment_params(key, slot, settings, size), size);
 }
 
@@ -107,16 +140,61 @@ PNEUMO_HD float sample_bilinear_replicate(const uint8_t* image, int size, float 
   return top + fy * (bottom - top);
 }
 
-// The per-pixel function: output pixel (x = column, y = row) of one image, in [0, 1].
-// image: uint8 (size, size). A plain gather divides by 255 exactly as the warp path does, so an
-// identity warp and a plain gather give bit-identical results.
-PNEUMO_HD float augment_pixel(const uint8_t* image, int size, const AugmentTransform& t, int x,
-                              int y) {
-  if (t.identity) return static_cast<float>(image[y * size + x]) / 255.0f;
+// The warped image at output pixel (x, y), in [0, 255].
+PNEUMO_HD float warped_value(const uint8_t* image, int size, const AugmentTransform& t, int x,
+                             int y) {
   const float fx = static_cast<float>(x), fy = static_cast<float>(y);
   const float source_x = t.m00 * fx + t.m01 * fy + t.m02;
   const float source_y = t.m10 * fx + t.m11 * fy + t.m12;
-  return sample_bilinear_replicate(image, size, source_x, source_y) / 255.0f;
+  return sample_bilinear_replicate(image, size, source_x, source_y);
 }
+
+// The per-pixel function: output pixel (x = column, y = row) of one image, in [0, 1], before
+// any standardisation. image: uint8 (size, size). A plain gather divides by 255 exactly as the
+// warp path does, so an identity warp and a plain gather give bit-identical results.
+// Sharpness blends the warped image with its 3x3 binomial blur ([1 2 1] x [1 2 1] / 16, taken on
+// the warped image with the output's border replicated): blur + sharpness (value - blur), as
+// PIL's and torchvision's sharpness adjustment do with their smoothing kernel.
+PNEUMO_HD float augment_pixel(const uint8_t* image, int size, const AugmentTransform& t, int x,
+                              int y) {
+  if (t.identity) return static_cast<float>(image[y * size + x]) / 255.0f;
+  float v = warped_value(image, size, t, x, y) / 255.0f;
+  if (!t.photometric) return v;
+  if (t.sharpness != 1.0f) {
+    float blur = 0.0f;
+    for (int dy = -1; dy <= 1; ++dy)
+      for (int dx = -1; dx <= 1; ++dx) {
+        const int nx = x + dx < 0 ? 0 : (x + dx >= size ? size - 1 : x + dx);
+        const int ny = y + dy < 0 ? 0 : (y + dy >= size ? size - 1 : y + dy);
+        const float weight = static_cast<float>((2 - (dx < 0 ? -dx : dx)) * (2 - (dy < 0 ? -dy : dy)));
+        blur += weight * warped_value(image, size, t, nx, ny);
+      }
+    blur *= 1.0f / (16.0f * 255.0f);
+    v = fminf(fmaxf(blur + t.sharpness * (v - blur), 0.0f), 1.0f);
+  }
+  if (t.gamma != 1.0f) v = powf(v, t.gamma);
+  if (t.contrast != 1.0f) v = 0.5f + t.contrast * (v - 0.5f);
+  if (t.brightness != 0.0f) v += t.brightness;
+  return fminf(fmaxf(v, 0.0f), 1.0f);
+}
+
+// Per-image standardisation (InputNormalization::PerImage): from the sum and the sum of squares
+// of an image's `count` values (accumulated in double), its mean and 1 / max(std, 1 / sqrt(count))
+// with the biased deviation, as TensorFlow's per_image_standardization.
+struct ImageMoments {
+  float mean;
+  float inv_std;
+};
+PNEUMO_HD ImageMoments standardization_moments(double sum, double sum_squares, int64_t count) {
+  const double n = static_cast<double>(count);
+  const double mean = sum / n;
+  const double variance = fmax(sum_squares / n - mean * mean, 0.0);
+  const double deviation = fmax(sqrt(variance), 1.0 / sqrt(n));
+  ImageMoments m;
+  m.mean = static_cast<float>(mean);
+  m.inv_std = static_cast<float>(1.0 / deviation);
+  return m;
+}
+PNEUMO_HD float standardize_value(float v, ImageMoments m) { return (v - m.mean) * m.inv_std; }
 
 }  // namespace pneumo

@@ -1,10 +1,51 @@
-// CPU twin of the gather-augment-normalise op: the same per-image transform and per-pixel
-// function (pneumo/augment_math.hpp) as the CUDA kernel in kernels/augment.cu, in plain loops.
+// CPU twin of the gather-augment-normalise op: the same per-image transform, per-pixel function
+// and standardisation (pneumo/augment_math.hpp) as the CUDA kernels in kernels/augment.cu, in
+// plain loops; plus the names of the zoom modes and normalisations.
 #include "pneumo/augment.hpp"
 #include "pneumo/augment_math.hpp"
 #include "pneumo/error.hpp"
 
 namespace pneumo {
+
+const char* zoom_mode_name(ZoomMode mode) {
+  return mode == ZoomMode::Isotropic ? "isotropic" : "keras";
+}
+
+ZoomMode parse_zoom_mode(const std::string& text) {
+  if (text == "keras") return ZoomMode::Independent;
+  if (text == "isotropic") return ZoomMode::Isotropic;
+  throw Error("--zoom-mode must be keras (x and y drawn independently) or isotropic, got '" +
+              text + "'");
+}
+
+const char* normalization_name(InputNormalization normalization) {
+  return normalization == InputNormalization::PerImage ? "per-image" : "unit";
+}
+
+InputNormalization parse_normalization(const std::string& text) {
+  if (text == "unit") return InputNormalization::Unit;
+  if (text == "per-image") return InputNormalization::PerImage;
+  throw Error("--normalization must be unit (x/255) or per-image (standardised per image), got '" +
+              text + "'");
+}
+
+namespace {
+constexpr const char* kUnitDescription = "x/255, grayscale";
+constexpr const char* kPerImageDescription =
+    "x/255, grayscale, then per-image standardisation (mean 0, std 1, std floored at "
+    "1/sqrt(pixels))";
+}  // namespace
+
+std::string normalization_description(InputNormalization normalization) {
+  return normalization == InputNormalization::PerImage ? kPerImageDescription : kUnitDescription;
+}
+
+InputNormalization normalization_from_description(const std::string& text) {
+  if (text == kUnitDescription) return InputNormalization::Unit;
+  if (text == kPerImageDescription) return InputNormalization::PerImage;
+  throw Error("unknown input normalisation '" + text + "' (this build knows '" +
+              kUnitDescription + "' and '" + kPerImageDescription + "')");
+}
 
 void augment_batch_cpu(const uint8_t* images, int64_t image_count, int size,
                        const int32_t* indices, int batch, const AugmentSettings& settings,
@@ -23,6 +64,15 @@ void augment_batch_cpu(const uint8_t* images, int64_t image_count, int size,
     float* dst = out + slot * pixels;  // (1, size, size) plane of slot
     for (int y = 0; y < size; ++y)
       for (int x = 0; x < size; ++x) dst[y * size + x] = augment_pixel(image, size, t, x, y);
+    if (settings.normalization == InputNormalization::PerImage) {
+      double sum = 0.0, sum_squares = 0.0;
+      for (int64_t i = 0; i < pixels; ++i) {
+        sum += dst[i];
+        sum_squares += static_cast<double>(dst[i]) * dst[i];
+      }
+      const ImageMoments moments = standardization_moments(sum, sum_squares, pixels);
+      for (int64_t i = 0; i < pixels; ++i) dst[i] = standardize_value(dst[i], moments);
+    }
   }
 }
 
