@@ -33,6 +33,10 @@ struct ModelConfig {
   float hidden_dropout = 0.2f;
   double batchnorm_momentum = 0.99;  // Keras convention; cuDNN factor = 1 - momentum
   double batchnorm_epsilon = 1e-3;
+  // What the input images go through before conv1 (x/255, or per-image standardisation): the
+  // Trainer's gather op applies it to every batch, training and inference alike, and checkpoints
+  // record it as their "normalisation" metadata.
+  InputNormalization input_normalization = InputNormalization::Unit;
 };
 
 class Layer;

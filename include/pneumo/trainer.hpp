@@ -106,8 +106,10 @@ class Trainer {
                          const StepCallback& on_progress = {}, const EpochOptions& options = {});
 
   // Inference over every image of `data` in order; returns the logits on the host and the mean
-  // loss/accuracy at 0.5 in `stats`.
-  std::vector<float> predict_logits(const ImageSet& data, EpochStats* stats = nullptr);
+  // loss/accuracy at 0.5 in `stats`. With `fixed`, every image first goes through that one
+  // transform (a stress variant of the split, or a flip for test-time augmentation).
+  std::vector<float> predict_logits(const ImageSet& data, EpochStats* stats = nullptr,
+                                    const AugmentParams* fixed = nullptr);
 
   int batch_size() const { return batch_size_; }
   void set_phase_marker(PhaseMarker marker) { phase_marker_ = std::move(marker); }

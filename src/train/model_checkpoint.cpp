@@ -32,6 +32,7 @@ CheckpointData capture_checkpoint(Model& model, const Tensor* optimizer_state,
   CheckpointData data;
   metadata.architecture = model.config().architecture;
   metadata.input_size = model.config().input_size;
+  metadata.normalisation = normalization_description(model.config().input_normalization);
   data.metadata = std::move(metadata);
   auto params = to_host(model.parameters());
   append(data.tensors, tensors_from_flat(params.data(), static_cast<int64_t>(params.size()),
@@ -51,6 +52,11 @@ void restore_checkpoint(const CheckpointData& data, Model& model, Tensor* optimi
                         const std::string& path) {
   validate_compatible(data.metadata, model.config().architecture, model.config().input_size,
                       path);
+  const InputNormalization normalization =
+      normalization_from_description(data.metadata.normalisation);
+  PNEUMO_CHECK(normalization == model.config().input_normalization, "checkpoint ", path,
+               " was trained with input normalisation ", normalization_name(normalization),
+               "; this model uses ", normalization_name(model.config().input_normalization));
   from_checkpoint(data, model.parameter_infos(), "", model.parameters(), path);
   from_checkpoint(data, model.buffer_infos(), "", model.buffers(), path);
   if (optimizer_state)
@@ -64,6 +70,7 @@ ModelConfig model_config_for(const CheckpointMetadata& metadata) {
                metadata.architecture, "' is not one this build knows ('", config.architecture,
                "')");
   config.input_size = metadata.input_size;
+  config.input_normalization = normalization_from_description(metadata.normalisation);
   return config;
 }
 

@@ -37,6 +37,7 @@ void ImageSet::set_weights(const std::vector<float>& per_image) {
 Trainer::Trainer(Backend& backend, Model& model, int batch_size, AugmentSettings augment,
                  uint64_t seed)
     : backend_(backend), model_(model), batch_size_(batch_size), augment_(augment), seed_(seed) {
+  augment_.normalization = model.config().input_normalization;  // the model decides, always
   PNEUMO_CHECK(batch_size >= 1, "batch size must be at least 1, got ", batch_size);
   PNEUMO_CHECK(batch_size <= model.max_batch(), "batch size ", batch_size,
                " exceeds the model's maximum batch ", model.max_batch());
@@ -181,7 +182,8 @@ EpochStats Trainer::train_epoch(const ImageSet& data, const std::vector<int32_t>
   return stats;
 }
 
-std::vector<float> Trainer::predict_logits(const ImageSet& data, EpochStats* stats) {
+std::vector<float> Trainer::predict_logits(const ImageSet& data, EpochStats* stats,
+                                           const AugmentParams* fixed) {
   PNEUMO_NVTX_RANGE("evaluate");
   const auto start = std::chrono::steady_clock::now();
   std::vector<int32_t> identity(static_cast<size_t>(data.count));
@@ -190,7 +192,9 @@ std::vector<float> Trainer::predict_logits(const ImageSet& data, EpochStats* sta
   copy_bytes(order.data(), backend_.device(), identity.data(), Device::Cpu, order.bytes());
   reset_stats();
   AugmentSettings plain = augment_;
-  plain.enabled = false;  // evaluation inputs are never augmented
+  plain.enabled = fixed != nullptr;  // evaluation inputs are never augmented at random
+  plain.use_fixed = fixed != nullptr;
+  if (fixed) plain.fixed = *fixed;
   std::vector<float> logits(static_cast<size_t>(data.count));
   const int size = data.size;
   for (int64_t first = 0; first < data.count; first += batch_size_) {
