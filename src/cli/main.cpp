@@ -138,11 +138,35 @@ void add_train(CLI::App& app, TrainOptions& o, Action& action) {
       ->capture_default_str();
   c->add_option("--rotation", o.augmentation.rotation_degrees, "Max rotation, degrees")
       ->capture_default_str();
-  c->add_option("--zoom", o.augmentation.zoom, "Zoom range (scale in [1-z, 1+z])")
+  c->add_option("--zoom", o.augmentation.zoom, "Zoom range: factor in [1-z, 1+z] per axis")
+      ->capture_default_str();
+  c->add_option("--zoom-mode", o.zoom_mode,
+                "keras (x and y zoom drawn apart, as Keras) | isotropic (one scale)")
       ->capture_default_str();
   c->add_option("--shift", o.augmentation.shift, "Shift range, fraction of the size")
       ->capture_default_str();
   c->add_option("--flip", o.augmentation.horizontal_flip, "Random horizontal flips (true/false)")
+      ->capture_default_str();
+  c->add_option("--aspect", o.augmentation.aspect,
+                "Aspect-ratio jitter: width/height times r in [1/(1+a), 1+a], area kept (0: off)")
+      ->capture_default_str();
+  c->add_option("--brightness", o.augmentation.brightness,
+                "Brightness jitter: add a value in [-b, b] (0: off)")
+      ->capture_default_str();
+  c->add_option("--contrast", o.augmentation.contrast,
+                "Contrast jitter: factor in [1-c, 1+c] about mid-grey (0: off)")
+      ->capture_default_str();
+  c->add_option("--gamma", o.augmentation.gamma,
+                "Gamma jitter: exponent in [1/(1+g), 1+g] (0: off)")
+      ->capture_default_str();
+  c->add_option("--sharpness", o.augmentation.sharpness,
+                "Blur/sharpness jitter: factor in [1-s, 1+s], 0 blurs, 2 sharpens (0: off)")
+      ->capture_default_str();
+  c->add_option("--normalization", o.normalization,
+                "Input: unit (x/255) | per-image (standardised per image; kept in the model)")
+      ->capture_default_str();
+  c->add_option("--val-stress", o.val_stress,
+                "Score stress variants of validation each epoch (val_stress_* metrics)")
       ->capture_default_str();
   c->add_option("--plateau-monitor", o.plateau_monitor, "ReduceLROnPlateau metric")
       ->capture_default_str();
@@ -178,7 +202,10 @@ void add_train(CLI::App& app, TrainOptions& o, Action& action) {
 
 void add_evaluate(CLI::App& app, EvaluateOptions& o, Action& action) {
   auto* c = app.add_subcommand("evaluate", "Metrics of a trained model on a split");
-  c->add_option("--model", o.model, "Checkpoint (.safetensors)")->required();
+  c->add_option("--model", o.models, "Checkpoint (.safetensors); repeat for an ensemble")
+      ->required()
+      ->allow_extra_args(false)  // one path per --model: the next argument is an input
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   c->add_option("--data", o.data, "Image tree or cache")->required();
   c->add_option("--split", o.split, "train | val | test | val-carved (the run's own val)")
       ->capture_default_str();
@@ -186,8 +213,11 @@ void add_evaluate(CLI::App& app, EvaluateOptions& o, Action& action) {
   c->add_option("--batch", o.batch, "Batch size")->capture_default_str();
   c->add_option("--json", o.json, "Also write the metrics as JSON to this file");
   c->add_option("--threshold", o.tuned_threshold,
-                "'checkpoint' (tuned on val) or a probability")
+                "'checkpoint' (tuned on val; 0.5 for an ensemble) or a probability")
       ->capture_default_str();
+  c->add_flag("--stress", o.stress,
+              "Also score stress variants (width, brightness, contrast, gamma, blur)");
+  c->add_option("--tta", o.tta, "Test-time augmentation: none | flip")->capture_default_str();
   c->callback([&o, &action] {
     action = [&o] { return advising_on_memory(o.batch, [&o] { return run_evaluate(o); }); };
   });
@@ -195,16 +225,21 @@ void add_evaluate(CLI::App& app, EvaluateOptions& o, Action& action) {
 
 void add_predict(CLI::App& app, PredictOptions& o, Action& action) {
   auto* c = app.add_subcommand("predict", "Probability of pneumonia for image files");
-  c->add_option("--model", o.model, "Checkpoint (.safetensors)")->required();
+  c->add_option("--model", o.models, "Checkpoint (.safetensors); repeat for an ensemble")
+      ->required()
+      ->allow_extra_args(false)  // one path per --model: the next argument is an input
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   c->add_option("inputs", o.inputs, "Images or folders")
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll)
       ->required();
   c->add_option("--device", o.device, "auto | cuda | cpu")->capture_default_str();
   c->add_flag("--csv", o.csv, "CSV output: path,probability_pneumonia,label");
   c->add_flag("--logits", o.logits, "Also print each raw logit (full float precision)");
-  c->add_option("--threshold", o.threshold, "'checkpoint' or a probability")
+  c->add_option("--threshold", o.threshold,
+                "'checkpoint' (tuned on val; 0.5 for an ensemble) or a probability")
       ->capture_default_str();
   c->add_option("--batch", o.batch, "Batch size")->capture_default_str();
+  c->add_option("--tta", o.tta, "Test-time augmentation: none | flip")->capture_default_str();
   c->callback([&o, &action] {
     action = [&o] { return advising_on_memory(o.batch, [&o] { return run_predict(o); }); };
   });

@@ -6,11 +6,16 @@
 #include <array>
 #include <cstdio>
 #include <filesystem>
+#include <map>
 #include <sstream>
 #include <string>
 
 #include <nlohmann/json.hpp>
 
+#include <opencv2/core.hpp>
+#include <opencv2/imgcodecs.hpp>
+
+#include "pneumo/augment.hpp"
 #include "pneumo/checkpoint.hpp"
 #include "cli_test_util.hpp"
 #include "temp_dir.hpp"
@@ -57,6 +62,9 @@ TEST(Cli, TrainEvaluatePredictOnTheSample) {
                                 dir.file("cache"));
   ASSERT_EQ(predict.status, 0) << predict.output;
   std::istringstream csv(predict.output);
+  std::getline(csv, line);  // stderr first: the threshold applied and its rule
+  EXPECT_NE(line.find("PNEUMONIA when p > "), std::string::npos) << line;
+  EXPECT_NE(line.find("Youden's J"), std::string::npos) << line;
   std::getline(csv, line);
   EXPECT_EQ(line, "path,probability_pneumonia,label");
   int predictions = 0;
@@ -121,6 +129,12 @@ TEST(Cli, BadFlagsAndInputsAreRefusedWithAMessage) {
       {"train --data " + kSample + " --device quantum", "unknown device 'quantum'"},
       {"train --data " + kSample + " --precision fp8", "--precision must be fp32 or tf32"},
       {"train --data " + kSample + " --balance sometimes", "sometimes"},
+      {"train --data " + kSample + " --aspect 3", "--aspect must be in [0, 1]"},
+      {"train --data " + kSample + " --zoom-mode squash", "--zoom-mode must be keras"},
+      {"train --data " + kSample + " --normalization imagenet", "--normalization must be"},
+      {"train --data " + kSample + " --brightness -0.1", "--brightness must be in"},
+      {"evaluate --model a.safetensors --data " + kSample + " --tta sideways",
+       "--tta must be none or flip"},
       {"train --data " + dir.file("nowhere"), "nowhere"},
       {"train --epochs 3", "--data"},
       {"evaluate --model " + dir.file("missing.safetensors") + " --data " + kSample,
@@ -150,6 +164,134 @@ TEST(Cli, ACheckpointOfAnotherInputSizeIsRefused) {
                                 cache);
   EXPECT_NE(resumed.status, 0) << resumed.output;
   EXPECT_NE(resumed.output.find("input size"), std::string::npos) << resumed.output;
+}
+
+// Every generalisation option reaches config.json, the checkpoint and the resumed run; the
+// per-epoch stress scores reach the history.
+TEST(Cli, ShortcutOptionsRoundTripThroughConfigCheckpointAndResume) {
+  testing::TempDir dir;
+  const std::string cache = dir.file("cache"), run = dir.file("run");
+  const std::string options =
+      " --zoom-mode isotropic --aspect 0.25 --brightness 0.05 --contrast 0.1 --gamma 0.2"
+      " --sharpness 0.3 --normalization per-image --val-stress true";
+  auto first = pneumo_command("train --data " + kSample + " --size 32 --epochs 1 --out " + run +
+                                  options + kCommon, cache);
+  ASSERT_EQ(first.status, 0) << first.output;
+  auto check = [](const nlohmann::json& config, const std::string& where) {
+    EXPECT_EQ(config["zoom-mode"], "isotropic") << where;
+    EXPECT_FLOAT_EQ(config["aspect"].get<float>(), 0.25f) << where;
+    EXPECT_FLOAT_EQ(config["brightness"].get<float>(), 0.05f) << where;
+    EXPECT_FLOAT_EQ(config["contrast"].get<float>(), 0.1f) << where;
+    EXPECT_FLOAT_EQ(config["gamma"].get<float>(), 0.2f) << where;
+    EXPECT_FLOAT_EQ(config["sharpness"].get<float>(), 0.3f) << where;
+    EXPECT_EQ(config["normalization"], "per-image") << where;
+    EXPECT_EQ(config["val-stress"], true) << where;
+  };
+  check(nlohmann::json::parse(testing::read_text(run + "/config.json")), "config.json");
+  EXPECT_NE(testing::read_text(run + "/history.csv").find("val_stress_worst_accuracy"),
+            std::string::npos);
+  auto resumed = pneumo_command(
+      "train --resume " + run + "/checkpoints/last.safetensors --epochs 2" + kCommon, cache);
+  ASSERT_EQ(resumed.status, 0) << resumed.output;
+  const CheckpointMetadata meta = read_checkpoint_metadata(run + "/checkpoints/last.safetensors");
+  EXPECT_EQ(meta.epoch, 2);
+  check(meta.config, "the resumed run's checkpoint");
+  EXPECT_EQ(meta.normalisation, normalization_description(InputNormalization::PerImage));
+
+  // evaluate --stress scores the variants with the model's own normalisation.
+  auto evaluate = pneumo_command("evaluate --model " + run + "/model.safetensors --data " +
+                                     kSample + " --split test --stress --device cpu --json " +
+                                     dir.file("m.json"), cache);
+  ASSERT_EQ(evaluate.status, 0) << evaluate.output;
+  EXPECT_NE(evaluate.output.find("stress worst accuracy"), std::string::npos) << evaluate.output;
+  const auto metrics = nlohmann::json::parse(testing::read_text(dir.file("m.json")));
+  EXPECT_EQ(metrics["stress"]["variants"].size(), 10u);
+  EXPECT_TRUE(metrics["stress"]["worst_accuracy"].is_number());
+}
+
+// "path,probability,label,logit" rows of `predict --csv --logits` -> probability by file name.
+std::map<std::string, double> probabilities(const std::string& csv_text) {
+  std::map<std::string, double> out;
+  std::istringstream csv(csv_text);
+  std::string line;
+  while (std::getline(csv, line)) {
+    if (line.rfind("path,", 0) == 0 || line.rfind("model: ", 0) == 0 ||
+        line.find(',') == std::string::npos)
+      continue;
+    const std::string path = line.substr(0, line.find(','));
+    const std::string rest = line.substr(line.find(',') + 1);
+    out[fs::path(path).filename().string()] = std::stod(rest.substr(0, rest.find(',')));
+  }
+  return out;
+}
+
+// An ensemble is the mean of its members' probabilities, and flip test-time augmentation the mean
+// over an image and its mirror (mirrored here by OpenCV, written as PNG, predicted alone).
+TEST(Cli, EnsembleAndFlipTtaAverageProbabilities) {
+  testing::TempDir dir;
+  const std::string cache = dir.file("cache");
+  for (const char* seed : {"1", "2"}) {
+    auto train = pneumo_command("train --data " + kSample + " --size 32 --epochs 1 --seed " +
+                                    seed + " --out " + dir.file(std::string("run") + seed) + kCommon,
+                                cache);
+    ASSERT_EQ(train.status, 0) << train.output;
+  }
+  const std::string a = dir.file("run1") + "/model.safetensors";
+  const std::string b = dir.file("run2") + "/model.safetensors";
+  const std::string images = dir.file("images"), mirrored = dir.file("mirrored");
+  fs::create_directories(images);
+  fs::create_directories(mirrored);
+  int copied = 0;
+  for (const auto& entry : fs::directory_iterator(kSample + "/test/NORMAL")) {
+    if (copied++ == 4) break;
+    const cv::Mat image = cv::imread(entry.path().string(), cv::IMREAD_GRAYSCALE);
+    ASSERT_FALSE(image.empty());
+    cv::Mat flipped;
+    cv::flip(image, flipped, 1);
+    const std::string name = entry.path().stem().string() + ".png";
+    ASSERT_TRUE(cv::imwrite(images + "/" + name, image));
+    ASSERT_TRUE(cv::imwrite(mirrored + "/" + name, flipped));
+  }
+  auto predict = [&](const std::string& args) {
+    auto result = pneumo_command("predict --csv --device cpu " + args, cache);
+    EXPECT_EQ(result.status, 0) << result.output;
+    return probabilities(result.output);
+  };
+  const auto pa = predict("--model " + a + " " + images);
+  const auto pb = predict("--model " + b + " " + images);
+  const auto both = predict("--model " + a + " --model " + b + " " + images);
+  ASSERT_EQ(both.size(), 4u);
+  double spread = 0.0;
+  for (const auto& [name, p] : both) {
+    EXPECT_NEAR(p, (pa.at(name) + pb.at(name)) / 2.0, 2e-6) << name;
+    spread = std::max(spread, std::fabs(pa.at(name) - pb.at(name)));
+  }
+  EXPECT_GT(spread, 1e-4) << "two seeds gave the same model: the test proves nothing";
+  const auto plain = predict("--model " + a + " " + images);
+  const auto mirror = predict("--model " + a + " " + mirrored);
+  const auto tta = predict("--model " + a + " --tta flip " + images);
+  double asymmetry = 0.0;
+  for (const auto& [name, p] : tta) {
+    EXPECT_NEAR(p, (plain.at(name) + mirror.at(name)) / 2.0, 2e-6) << name;
+    asymmetry = std::max(asymmetry, std::fabs(plain.at(name) - mirror.at(name)));
+  }
+  EXPECT_GT(asymmetry, 1e-4) << "the model sees no difference between an image and its mirror: "
+                                "the test cannot tell whether the flip view was averaged in";
+
+  // An ensemble reports the threshold it applies; members that carved different validation
+  // splits cannot be scored on "their" validation split together.
+  auto ensemble_val = pneumo_command("evaluate --device cpu --data " + kSample +
+                                         " --split val-carved --model " + a + " --model " + b,
+                                     cache);
+  EXPECT_NE(ensemble_val.status, 0);
+  EXPECT_NE(ensemble_val.output.find("carved another validation split"), std::string::npos)
+      << ensemble_val.output;
+  auto ensemble_test = pneumo_command("evaluate --device cpu --data " + kSample +
+                                          " --split test --model " + a + " --model " + b,
+                                      cache);
+  ASSERT_EQ(ensemble_test.status, 0) << ensemble_test.output;
+  EXPECT_NE(ensemble_test.output.find("default 0.5 for an ensemble"), std::string::npos)
+      << ensemble_test.output;
 }
 
 }  // namespace

@@ -31,7 +31,11 @@ struct TrainOptions {
   std::string val_split = "0.15";   // fraction carved from train (by patient), or "official"
   std::string balance = "oversample";  // oversample | class-weight | none
   bool augment = true;
-  AugmentSettings augmentation;     // rotation 30, zoom 0.2, shift 0.1, flip
+  AugmentSettings augmentation;     // rotation 30, zoom 0.2 (x, y apart), shift 0.1, flip
+  std::string zoom_mode = "keras";  // keras (x and y zoom drawn apart) | isotropic
+  std::string normalization = "unit";  // unit (x/255) | per-image (standardised per image)
+  // Score the stress variants of validation every epoch (val_stress_* metrics, monitorable).
+  bool val_stress = false;
   // ReduceLROnPlateau (the recipe's callback); off when an lr schedule is chosen.
   std::string plateau_monitor = "val_accuracy";
   double plateau_factor = 0.3;
@@ -63,24 +67,27 @@ int run_train(const TrainOptions& options);
 std::string version_text();
 
 struct EvaluateOptions {
-  std::string model;          // checkpoint
+  std::vector<std::string> models;  // checkpoints; several: an ensemble (mean probability)
   std::string data;           // image tree or cache
   std::string split = "test";
   std::string device = "auto";
   int batch = 64;
   std::string json;           // also write the metrics as JSON here ("" none)
   std::string tuned_threshold = "checkpoint";  // "checkpoint" (the one chosen on val) or a value
+  bool stress = false;        // also score the stress variants (pneumo/stress.hpp)
+  std::string tta = "none";   // none | flip (mean probability of the image and its mirror)
 };
 int run_evaluate(const EvaluateOptions& options);
 
 struct PredictOptions {
-  std::string model;
+  std::vector<std::string> models;  // several: an ensemble (mean probability)
   std::vector<std::string> inputs;  // images or folders
   std::string device = "auto";
   bool csv = false;
   bool logits = false;                   // add the raw logit (a last CSV column "logit")
   std::string threshold = "checkpoint";  // or a probability in [0, 1]
   int batch = 64;
+  std::string tta = "none";              // none | flip
 };
 int run_predict(const PredictOptions& options);
 

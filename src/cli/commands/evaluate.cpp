@@ -1,6 +1,8 @@
-// `pneumo evaluate` and `pneumo predict`: a trained checkpoint applied to a split of a dataset
-// (metrics table + JSON) or to image files (one line per image). Both use the threshold stored
-// in the checkpoint (tuned on validation) unless told otherwise.
+// `pneumo evaluate` and `pneumo predict`: one trained checkpoint or an ensemble of them (mean
+// probability), optionally with flip test-time augmentation, applied to a split of a dataset
+// (metrics table + JSON, and the stress variants) or to image files (one line per image). A single
+// model uses the threshold stored in its checkpoint (tuned on validation) unless told otherwise;
+// an ensemble uses 0.5 unless told otherwise.
 #include <filesystem>
 #include <fstream>
 #include <iomanip>
@@ -15,6 +17,7 @@
 #include "pneumo/metrics.hpp"
 #include "pneumo/model_checkpoint.hpp"
 #include "pneumo/sampling.hpp"
+#include "pneumo/stress.hpp"
 #include "pneumo/trainer.hpp"
 
 namespace fs = std::filesystem;
@@ -23,12 +26,51 @@ namespace pneumo::cli {
 
 namespace {
 
-// A checkpoint loaded into a model on the chosen backend, ready for inference.
-struct LoadedModel {
+// Checkpoints loaded into models on one backend, ready for inference. Each member's Trainer
+// applies the input normalisation its own checkpoint records.
+struct Member {
+  std::string path;
   CheckpointData checkpoint;
-  std::unique_ptr<Backend> backend;
   std::unique_ptr<Model> model;
   std::unique_ptr<Trainer> runner;
+};
+
+struct Ensemble {
+  std::unique_ptr<Backend> backend;
+  std::vector<Member> members;
+  bool flip_tta = false;
+
+  const CheckpointMetadata& first() const { return members.front().checkpoint.metadata; }
+  int views() const { return static_cast<int>(members.size()) * (flip_tta ? 2 : 1); }
+
+  // Logits of every image of `data` (each image first through `fixed` when given). One model and
+  // one view: its logits as they are. Otherwise the probabilities are averaged over models and
+  // views and turned back into logits (clamped to +-40, where float probabilities are 0 or 1).
+  std::vector<float> logits(const ImageSet& data, const AugmentParams* fixed = nullptr) {
+    if (views() == 1) return members.front().runner->predict_logits(data, nullptr, fixed);
+    std::vector<double> probability_sum(static_cast<size_t>(data.count), 0.0);
+    for (Member& member : members)
+      for (int flip = 0; flip <= (flip_tta ? 1 : 0); ++flip) {
+        AugmentParams view = fixed ? *fixed : AugmentParams{};
+        view.flip ^= flip;
+        const bool plain = fixed == nullptr && flip == 0;
+        const std::vector<float> z = member.runner->predict_logits(data, nullptr, plain ? nullptr : &view);
+        for (size_t i = 0; i < z.size(); ++i) probability_sum[i] += sigmoid(z[i]);
+      }
+    std::vector<float> out(probability_sum.size());
+    for (size_t i = 0; i < out.size(); ++i)
+      out[i] = static_cast<float>(std::clamp(logit_of(probability_sum[i] / views()), -40.0, 40.0));
+    return out;
+  }
+
+  std::string description() const {
+    std::string text = members.size() == 1 ? members.front().path
+                                           : detail::concat("ensemble of ", members.size(), ": ");
+    if (members.size() > 1)
+      for (size_t i = 0; i < members.size(); ++i) text += (i ? ", " : "") + members[i].path;
+    if (flip_tta) text += " (flip test-time augmentation)";
+    return text;
+  }
 };
 
 // The flags every inference command shares, checked before any file is opened so that a typo is
@@ -36,10 +78,13 @@ struct LoadedModel {
 struct InferenceFlags {
   DeviceChoice device = DeviceChoice::Auto;
   std::optional<double> threshold;  // nullopt: the checkpoint's own
+  bool flip_tta = false;
 };
 
-InferenceFlags parse_inference_flags(const std::string& device, int batch,
-                                     const std::string& threshold) {
+InferenceFlags parse_inference_flags(const std::vector<std::string>& models,
+                                     const std::string& device, int batch,
+                                     const std::string& threshold, const std::string& tta) {
+  if (models.empty()) throw UsageError("--model is required");
   if (batch < 1 || batch > 4096)
     throw UsageError("--batch must be in [1, 4096], got " + std::to_string(batch));
   InferenceFlags flags;
@@ -48,6 +93,9 @@ InferenceFlags parse_inference_flags(const std::string& device, int batch,
   } catch (const Error& e) {
     throw UsageError(e.what());
   }
+  if (tta != "none" && tta != "flip")
+    throw UsageError("--tta must be none or flip, got '" + tta + "'");
+  flags.flip_tta = tta == "flip";
   if (threshold == "checkpoint") return flags;
   size_t used = 0;
   double value = -1;
@@ -63,31 +111,51 @@ InferenceFlags parse_inference_flags(const std::string& device, int batch,
   return flags;
 }
 
-LoadedModel load_model(const std::string& path, DeviceChoice device, int batch) {
-  LoadedModel loaded;
-  loaded.checkpoint = load_checkpoint(path);
-  BackendOptions options;
-  options.device = device;
-  loaded.backend = make_backend(options);
-  loaded.model = std::make_unique<Model>(*loaded.backend,
-                                         model_config_for(loaded.checkpoint.metadata), batch);
-  restore_checkpoint(loaded.checkpoint, *loaded.model, nullptr, path);
-  AugmentSettings none;
-  none.enabled = false;
-  loaded.runner = std::make_unique<Trainer>(*loaded.backend, *loaded.model, batch, none, 0);
-  return loaded;
+Ensemble load_models(const std::vector<std::string>& paths, const InferenceFlags& flags, int batch) {
+  Ensemble ensemble;
+  ensemble.flip_tta = flags.flip_tta;
+  for (const std::string& path : paths) {
+    Member member;
+    member.path = path;
+    member.checkpoint = load_checkpoint(path);
+    if (!ensemble.members.empty() && member.checkpoint.metadata.input_size != ensemble.first().input_size)
+      throw Error(detail::concat("checkpoint ", path, " expects ", member.checkpoint.metadata.input_size,
+                                 "x", member.checkpoint.metadata.input_size, " images but ",
+                                 paths.front(), " expects ", ensemble.first().input_size,
+                                 "; an ensemble needs one input size"));
+    if (!ensemble.backend) {
+      BackendOptions options;
+      options.device = flags.device;
+      ensemble.backend = make_backend(options);
+    }
+    member.model = std::make_unique<Model>(*ensemble.backend,
+                                           model_config_for(member.checkpoint.metadata), batch);
+    restore_checkpoint(member.checkpoint, *member.model, nullptr, path);
+    AugmentSettings none;
+    none.enabled = false;
+    member.runner = std::make_unique<Trainer>(*ensemble.backend, *member.model, batch, none, 0);
+    ensemble.members.push_back(std::move(member));
+  }
+  return ensemble;
+}
+
+// The threshold applied and the words that say where it came from.
+std::pair<double, std::string> applied_threshold(const Ensemble& ensemble,
+                                                 const InferenceFlags& flags) {
+  if (flags.threshold) return {*flags.threshold, "given on the command line"};
+  if (ensemble.members.size() > 1) return {0.5, "default 0.5 for an ensemble"};
+  return {ensemble.first().decision_threshold, ensemble.first().threshold_rule};
 }
 
 }  // namespace
 
 int run_evaluate(const EvaluateOptions& options) {
-  if (options.model.empty()) throw Error("--model is required");
   if (options.data.empty()) throw Error("--data is required");
-  const InferenceFlags flags =
-      parse_inference_flags(options.device, options.batch, options.tuned_threshold);
-  LoadedModel loaded = load_model(options.model, flags.device, options.batch);
-  const CheckpointMetadata& meta = loaded.checkpoint.metadata;
-  const double threshold = flags.threshold.value_or(meta.decision_threshold);
+  const InferenceFlags flags = parse_inference_flags(options.models, options.device, options.batch,
+                                                     options.tuned_threshold, options.tta);
+  Ensemble ensemble = load_models(options.models, flags, options.batch);
+  const CheckpointMetadata& meta = ensemble.first();
+  const auto [threshold, threshold_rule] = applied_threshold(ensemble, flags);
 
   OpenDatasetOptions open_options;
   open_options.size = meta.input_size;
@@ -98,40 +166,56 @@ int run_evaluate(const EvaluateOptions& options) {
                 std::to_string(meta.input_size) + "x" + std::to_string(meta.input_size));
   Split split;
   if (options.split == "val-carved") {
-    // The validation images the run itself carved out of train (same fraction and seed).
-    // The seed is the checkpoint's validated "seed" field; the fraction is read from its config.
-    const auto& config = meta.config;
-    const auto fraction = config.find("val-split");
-    if (fraction == config.end() || !fraction->is_string())
-      throw Error("checkpoint " + options.model +
-                  " does not record its validation split as a string (\"val-split\" in its "
-                  "config); use --split val or --split test");
-    ValidationOptions rule;
-    try {
-      rule = parse_val_split(fraction->get<std::string>(), meta.seed);
-    } catch (const Error& e) {
-      throw Error("checkpoint " + options.model + ": " + e.what());
+    // The validation images the run itself carved out of train (same fraction and seed), read
+    // from each checkpoint: the seed is its validated "seed" field, the fraction its config's.
+    std::optional<Split> carved;
+    for (const Member& member : ensemble.members) {
+      const CheckpointMetadata& m = member.checkpoint.metadata;
+      const auto fraction = m.config.find("val-split");
+      if (fraction == m.config.end() || !fraction->is_string())
+        throw Error("checkpoint " + member.path +
+                    " does not record its validation split as a string (\"val-split\" in its "
+                    "config); use --split val or --split test");
+      ValidationOptions rule;
+      try {
+        rule = parse_val_split(fraction->get<std::string>(), m.seed);
+      } catch (const Error& e) {
+        throw Error("checkpoint " + member.path + ": " + e.what());
+      }
+      Split own = make_train_val(dataset, rule).val;
+      if (carved && (own.files != carved->files))
+        throw Error("checkpoint " + member.path + " carved another validation split than " +
+                    ensemble.members.front().path +
+                    " (another seed or fraction); evaluate an ensemble on --split val or test");
+      if (!carved) carved = std::move(own);
     }
-    split = make_train_val(dataset, rule).val;
+    split = std::move(*carved);
   } else {
     split = dataset.split(options.split);
   }
-  ImageSet images = ImageSet::upload(loaded.backend->device(), split.images.data(), split.count(),
-                                     split.size, split.labels.data());
-  const std::vector<float> logits = loaded.runner->predict_logits(images);
+  ImageSet images = ImageSet::upload(ensemble.backend->device(), split.images.data(),
+                                     split.count(), split.size, split.labels.data());
+  const std::vector<float> logits = ensemble.logits(images);
   MetricsReport report = evaluate_binary(options.split, logits, split.labels, threshold);
-  std::cout << "model: " << options.model << " (epoch " << meta.epoch << ", threshold "
-            << threshold << ": " << (options.tuned_threshold == "checkpoint"
-                                         ? meta.threshold_rule
-                                         : std::string("given on the command line"))
-            << ")\n"
+  std::cout << "model: " << ensemble.description() << " (epoch " << meta.epoch << ", threshold "
+            << threshold << ": " << threshold_rule << ")\n"
             << "data: " << dataset.cache_dir << ", split " << options.split << "\n"
-            << "backend: " << loaded.backend->name() << "\n"
+            << "backend: " << ensemble.backend->name() << "\n"
             << format_metrics_table(report);
+  std::optional<StressReport> stress;
+  if (options.stress) {
+    const auto predict = [&](const AugmentParams& p) { return ensemble.logits(images, &p); };
+    stress = evaluate_stress(predict, split.labels, threshold);
+    std::cout << format_stress_table(*stress);
+  }
   if (!options.json.empty()) {
     nlohmann::json out = to_json(report);
-    out["model"] = options.model;
+    out["model"] = options.models.size() == 1 ? nlohmann::json(options.models.front())
+                                              : nlohmann::json(options.models);
+    out["tta"] = options.tta;
+    out["threshold_rule"] = threshold_rule;
     out["data"] = dataset.cache_dir;
+    if (stress) out["stress"] = to_json(*stress);
     std::ofstream file(options.json);
     if (!(file << out.dump(2) << "\n")) throw Error("cannot write " + options.json);
   }
@@ -139,14 +223,15 @@ int run_evaluate(const EvaluateOptions& options) {
 }
 
 int run_predict(const PredictOptions& options) {
-  if (options.model.empty()) throw Error("--model is required");
   if (options.inputs.empty()) throw Error("give at least one image or folder to predict");
-  const InferenceFlags flags =
-      parse_inference_flags(options.device, options.batch, options.threshold);
-  LoadedModel loaded = load_model(options.model, flags.device, options.batch);
-  const CheckpointMetadata& meta = loaded.checkpoint.metadata;
-  const double threshold = flags.threshold.value_or(meta.decision_threshold);
+  const InferenceFlags flags = parse_inference_flags(options.models, options.device, options.batch,
+                                                     options.threshold, options.tta);
+  Ensemble ensemble = load_models(options.models, flags, options.batch);
+  const CheckpointMetadata& meta = ensemble.first();
+  const auto [threshold, threshold_rule] = applied_threshold(ensemble, flags);
   const int size = meta.input_size;
+  std::cerr << "model: " << ensemble.description() << "; PNEUMONIA when p > " << threshold << " ("
+            << threshold_rule << ")\n";
 
   std::vector<std::string> files = list_images(options.inputs);
   std::vector<uint8_t> pixels, labels;
@@ -166,9 +251,9 @@ int run_predict(const PredictOptions& options) {
   }
   if (kept.empty()) throw Error("none of the " + std::to_string(files.size()) +
                                 " input files could be read as an image");
-  ImageSet images = ImageSet::upload(loaded.backend->device(), pixels.data(),
+  ImageSet images = ImageSet::upload(ensemble.backend->device(), pixels.data(),
                                      static_cast<int64_t>(kept.size()), size, labels.data());
-  const std::vector<float> logits = loaded.runner->predict_logits(images);
+  const std::vector<float> logits = ensemble.logits(images);
   if (options.csv)
     std::cout << "path,probability_pneumonia,label" << (options.logits ? ",logit" : "") << "\n";
   for (size_t i = 0; i < kept.size(); ++i) {

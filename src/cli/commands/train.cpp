@@ -29,6 +29,7 @@
 #include "pneumo/progress.hpp"
 #include "pneumo/report.hpp"
 #include "pneumo/sampling.hpp"
+#include "pneumo/stress.hpp"
 #include "pneumo/trainer.hpp"
 
 namespace fs = std::filesystem;
@@ -97,8 +98,16 @@ nlohmann::json to_json(const TrainOptions& o) {
           {"augment", o.augment},
           {"rotation", o.augmentation.rotation_degrees},
           {"zoom", o.augmentation.zoom},
+          {"zoom-mode", o.zoom_mode},
           {"shift", o.augmentation.shift},
           {"flip", o.augmentation.horizontal_flip},
+          {"aspect", o.augmentation.aspect},
+          {"brightness", o.augmentation.brightness},
+          {"contrast", o.augmentation.contrast},
+          {"gamma", o.augmentation.gamma},
+          {"sharpness", o.augmentation.sharpness},
+          {"normalization", o.normalization},
+          {"val-stress", o.val_stress},
           {"plateau-monitor", o.plateau_monitor},
           {"plateau-factor", o.plateau_factor},
           {"plateau-patience", o.plateau_patience},
@@ -154,6 +163,19 @@ void validate(const TrainOptions& o) {
           "--zoom must be in [0, 1)" + got(o.augmentation.zoom));
   require(o.augmentation.shift >= 0 && o.augmentation.shift < 1,
           "--shift must be in [0, 1)" + got(o.augmentation.shift));
+  require(o.augmentation.aspect >= 0 && o.augmentation.aspect <= 1,
+          "--aspect must be in [0, 1] (width/height ratio up to 1 + a)" +
+              got(o.augmentation.aspect));
+  require(o.augmentation.brightness >= 0 && o.augmentation.brightness <= 0.5,
+          "--brightness must be in [0, 0.5]" + got(o.augmentation.brightness));
+  require(o.augmentation.contrast >= 0 && o.augmentation.contrast < 1,
+          "--contrast must be in [0, 1)" + got(o.augmentation.contrast));
+  require(o.augmentation.gamma >= 0 && o.augmentation.gamma <= 2,
+          "--gamma must be in [0, 2] (exponent up to 1 + g)" + got(o.augmentation.gamma));
+  require(o.augmentation.sharpness >= 0 && o.augmentation.sharpness <= 1,
+          "--sharpness must be in [0, 1]" + got(o.augmentation.sharpness));
+  as_usage([&] { parse_zoom_mode(o.zoom_mode); });
+  as_usage([&] { parse_normalization(o.normalization); });
   as_usage([&] { parse_balance_mode(o.balance); });
   as_usage([&] { parse_val_split(o.val_split); });
   if (!o.inject_fault.empty()) as_usage([&] { parse_fault(o.inject_fault); });
@@ -302,10 +324,12 @@ TrainingRun::TrainingRun(const TrainOptions& options)
 
   ModelConfig config;
   config.input_size = dataset.size;
+  config.input_normalization = parse_normalization(options.normalization);
   model_ = std::make_unique<Model>(*backend_, config, options.batch);
   model_->initialize(options.seed);
   AugmentSettings augment = options.augmentation;
   augment.enabled = options.augment;
+  augment.zoom_mode = parse_zoom_mode(options.zoom_mode);
   trainer_ = std::make_unique<Trainer>(*backend_, *model_, options.batch, augment, options.seed);
   trainer_->optimizer().learning_rate = static_cast<float>(options.learning_rate);
   trainer_->optimizer().rho = static_cast<float>(options.rho);
@@ -413,6 +437,11 @@ std::optional<int> TrainingRun::train_and_validate(int epoch, bool& stopped) {
   metrics.values = metrics_as_values(val_report, "val_");
   metrics.values["loss"] = train_stats.loss;
   metrics.values["accuracy"] = train_stats.accuracy;
+  if (options_.val_stress) {
+    const StressReport stress = evaluate_stress(*trainer_, val_set_, splits_.val.labels);
+    for (const auto& [name, value] : stress_as_values(stress, "val_stress_"))
+      metrics.values[name] = value;
+  }
   EpochRecord record{epoch, control_.learning_rate, train_stats.seconds, metrics.values};
   control_.clear_requests();
   callbacks_.on_epoch_end(metrics, control_);
