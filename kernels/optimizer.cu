@@ -1,5 +1,6 @@
-// RMSprop kernel and launcher: one launch over the whole contiguous parameter buffer (layers hold
-// views into it). Per-element math is pneumo::rmsprop_update (elementwise.hpp), as on the CPU.
+// RMSprop and AdamW kernels and launchers: one launch over the whole contiguous parameter buffer
+// (layers hold views into it). Per-element math is pneumo::rmsprop_update and
+// pneumo::adamw_update (elementwise.hpp), as on the CPU.
 #include "cuda/cuda_check.hpp"
 #include "kernel_util.cuh"
 #include "pneumo/elementwise.hpp"
@@ -18,7 +19,27 @@ __global__ void rmsprop_kernel(float* params, const float* grads, float* mean_sq
   }
 }
 
+__global__ void adamw_kernel(float* params, const float* grads, float* exp_avg, float* exp_avg_sq,
+                             int64_t n, AdamWStep step) {
+  for (int64_t i = global_thread_index(); i < n; i += grid_stride()) {
+    float param = params[i], m = exp_avg[i], v = exp_avg_sq[i];
+    adamw_update(param, m, v, grads[i], step);
+    params[i] = param;
+    exp_avg[i] = m;
+    exp_avg_sq[i] = v;
+  }
+}
+
 }  // namespace
+
+void adamw_step(float* params, const float* grads, float* exp_avg, float* exp_avg_sq, int64_t n,
+                const AdamWStep& step, cudaStream_t stream) {
+  if (n == 0) return;
+  adamw_kernel<<<blocks_for(n), kThreadsPerBlock, 0, stream>>>(params, grads, exp_avg, exp_avg_sq,
+                                                               n, step);
+  PNEUMO_LAUNCH_CHECK("adamw_kernel", "n=", n, " lr=", step.learning_rate,
+                      " weight_decay=", step.weight_decay);
+}
 
 void rmsprop_step(float* params, const float* grads, float* mean_square, int64_t n,
                   float learning_rate, float rho, float epsilon, cudaStream_t stream) {

@@ -777,6 +777,28 @@ TEST_F(Parity, RmspropOverAnOddLengthBuffer) {
   EXPECT_TRUE(all_close(to_host(mean_square.cuda), ms, 1e-9, 1e-5, "mean_square vs host twin"));
 }
 
+TEST_F(Parity, AdamWOverAnOddLengthBuffer) {
+  const int64_t n = 1000003;
+  const Shape shape{n};
+  std::vector<float> p = uniform(n, 94, -1.0f, 1.0f), g = uniform(n, 95, -0.1f, 0.1f);
+  std::vector<float> m(static_cast<size_t>(n), 0.0f), v(static_cast<size_t>(n), 0.0f);
+  Pair params = upload(shape, p), grads = upload(shape, g), exp_avg = upload(shape, m),
+       exp_avg_sq = upload(shape, v);
+  for (int t = 1; t <= 2; ++t) {  // the second step starts from updated state
+    const AdamWStep step{1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f, float(1 - std::pow(0.9, t)),
+                         float(1 - std::pow(0.999, t))};
+    cpu_->adamw_step(params.cpu, grads.cpu, exp_avg.cpu, exp_avg_sq.cpu, step);
+    cuda_->adamw_step(params.cuda, grads.cuda, exp_avg.cuda, exp_avg_sq.cuda, step);
+    for (size_t i = 0; i < p.size(); ++i) adamw_update(p[i], m[i], v[i], g[i], step);
+  }
+  EXPECT_ON_DEVICE(params.cuda);
+  EXPECT_ON_DEVICE(exp_avg_sq.cuda);
+  EXPECT_TRUE(all_close(params.cuda, params.cpu, 1e-7, 1e-5, "params"));
+  EXPECT_TRUE(all_close(exp_avg.cuda, exp_avg.cpu, 1e-9, 1e-5, "exp_avg"));
+  EXPECT_TRUE(all_close(exp_avg_sq.cuda, exp_avg_sq.cpu, 1e-12, 1e-5, "exp_avg_sq"));
+  EXPECT_TRUE(all_close(to_host(params.cuda), p, 1e-7, 1e-5, "params vs host twin"));
+}
+
 // ---- Non-finite marker --------------------------------------------------------------------------
 
 TEST_F(Parity, MarkNonfiniteKeepsTheFirstBadStep) {

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "pneumo/augment.hpp"
+#include "pneumo/elementwise.hpp"
 #include "pneumo/random.hpp"
 #include "pneumo/tensor.hpp"
 
@@ -108,6 +109,9 @@ class Backend {
   // ---- RMSprop over one contiguous parameter buffer (one launch) ----------------------------
   virtual void rmsprop_step(TensorView params, ConstTensorView grads, TensorView mean_square,
                             float learning_rate, float rho, float epsilon) = 0;
+  // ---- AdamW over the same buffer: exp_avg and exp_avg_sq shaped like params ---------------
+  virtual void adamw_step(TensorView params, ConstTensorView grads, TensorView exp_avg,
+                          TensorView exp_avg_sq, const AdamWStep& step) = 0;
 
   // ---- Input pipeline ------------------------------------------------------------------------
   // images: uint8 (image_count, size, size) on this device; indices: int32 (N) on this device.

@@ -20,6 +20,8 @@ namespace pneumo {
 //   <buffer name>                          non-trainable buffers: bn1.running_mean, bn1.running_var
 //   optimizer.rmsprop.mean_square.<name>   RMSprop's running mean of squared gradients, one per
 //                                          parameter, same shape as that parameter
+//   optimizer.adamw.exp_avg.<name>,        or AdamW's first and second moments (PyTorch's names),
+//   optimizer.adamw.exp_avg_sq.<name>      when the metadata's "optimizer" is "adamw"
 // A PyTorch model with the same names loads the first two groups with
 // model.load_state_dict(safetensors.torch.load_file(path), strict=False) (strict loading would
 // also want BatchNorm's num_batches_tracked, which this trainer has no use for).
@@ -27,6 +29,10 @@ constexpr const char* kRmspropMeanSquarePrefix = "optimizer.rmsprop.mean_square.
 inline std::string rmsprop_state_name(const std::string& parameter_name) {
   return kRmspropMeanSquarePrefix + parameter_name;
 }
+
+// The tensor-name prefixes of an optimizer's state, one per slot of the Trainer's state buffer:
+// "rmsprop" -> {mean_square}, "adamw" -> {exp_avg, exp_avg_sq}. Throws on another name.
+std::vector<std::string> optimizer_state_prefixes(const std::string& optimizer);
 
 constexpr const char* kCheckpointFormat = "pneumo-checkpoint";
 constexpr int kCheckpointFormatVersion = 1;

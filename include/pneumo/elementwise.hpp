@@ -67,6 +67,32 @@ PNEUMO_HD void rmsprop_update(float& param, float& mean_square, float grad, floa
   param -= lr * grad / (sqrtf(mean_square) + eps);
 }
 
+// ---- AdamW (decoupled weight decay), as PyTorch's torch.optim.AdamW --------------------------
+// The per-step constants, computed once on the host in double: bias corrections 1 - beta^t for
+// step t (counted from 1 over the whole run).
+struct AdamWStep {
+  float learning_rate, beta1, beta2, epsilon, weight_decay;
+  float bias_correction1, bias_correction2;
+};
+// param <- param (1 - lr wd); m <- beta1 m + (1 - beta1) g; v <- beta2 v + (1 - beta2) g^2;
+// param <- param - (lr / c1) m / (sqrt(v) / sqrt(c2) + eps), with epsilon outside the root.
+PNEUMO_HD void adamw_update(float& param, float& exp_avg, float& exp_avg_sq, float grad,
+                            const AdamWStep& s) {
+  param *= 1.0f - s.learning_rate * s.weight_decay;
+  exp_avg = s.beta1 * exp_avg + (1.0f - s.beta1) * grad;
+  exp_avg_sq = s.beta2 * exp_avg_sq + (1.0f - s.beta2) * grad * grad;
+  const float denominator = sqrtf(exp_avg_sq) / sqrtf(s.bias_correction2) + s.epsilon;
+  param -= (s.learning_rate / s.bias_correction1) * exp_avg / denominator;
+}
+
+// ---- Label smoothing ------------------------------------------------------------------------
+// The target a label y in {0, 1} trains towards: y (1 - s) + s / 2, as Keras' BinaryCrossentropy
+// (label_smoothing=s) does; the fused loss takes it as its soft label and still counts a
+// prediction correct by (z > 0) == (target > 0.5).
+PNEUMO_HD float smoothed_label(float label, float smoothing) {
+  return label * (1.0f - smoothing) + 0.5f * smoothing;
+}
+
 // ---- Non-finite marker ----------------------------------------------------------------------
 PNEUMO_HD bool is_finite(float x) {
 #ifdef __CUDA_ARCH__

@@ -9,6 +9,10 @@
 
 #include "pneumo/random.hpp"
 
+namespace pneumo {
+struct AdamWStep;
+}
+
 namespace pneumo::kernels {
 
 // ---- kernels/activation.cu ----------------------------------------------------------------------
@@ -51,6 +55,10 @@ void mark_nonfinite(const float* value, float* marker, int64_t step, cudaStream_
 // One launch over the whole parameter buffer: rmsprop_update per element.
 void rmsprop_step(float* params, const float* grads, float* mean_square, int64_t n,
                   float learning_rate, float rho, float epsilon, cudaStream_t stream);
+
+// One launch over the whole buffer: adamw_update per element (exp_avg, exp_avg_sq like params).
+void adamw_step(float* params, const float* grads, float* exp_avg, float* exp_avg_sq, int64_t n,
+                const AdamWStep& step, cudaStream_t stream);
 
 // ---- kernels/gather.cu --------------------------------------------------------------------------
 // out[i] = values[indices[i]] for i < n.

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <string>
 #include <vector>
 
 #include "pneumo/augment.hpp"
@@ -28,12 +29,22 @@ struct ImageSet {
   static ImageSet upload(Device device, const uint8_t* images, int64_t count, int size,
                          const uint8_t* labels);
   void set_weights(const std::vector<float>& per_image);  // e.g. class weights per label
+  // Training targets smoothed towards 1/2 (smoothed_label in elementwise.hpp); labels: one uint8
+  // per image, as given to upload. Validation and test sets keep their hard labels.
+  void smooth_labels(const std::vector<uint8_t>& hard_labels, float smoothing);
 };
+
+enum class OptimizerKind { RmsProp, AdamW };
+OptimizerKind parse_optimizer(const std::string& text);  // "rmsprop" | "adamw"
+const char* optimizer_name(OptimizerKind kind);
 
 struct OptimizerSettings {
   float learning_rate = 1e-3f;  // RMSprop defaults of Keras
   float rho = 0.9f;
-  float epsilon = 1e-7f;
+  float epsilon = 1e-7f;        // both optimizers: added outside the square root
+  float beta1 = 0.9f;           // AdamW (PyTorch's defaults)
+  float beta2 = 0.999f;
+  float weight_decay = 0.01f;   // AdamW, decoupled: param *= 1 - lr * weight_decay each step
 };
 
 struct EpochStats {
@@ -90,7 +101,16 @@ class Trainer {
           uint64_t seed);
 
   OptimizerSettings& optimizer() { return optimizer_; }
-  Tensor& optimizer_state() { return mean_square_; }  // RMSprop mean squares, like parameters
+  // RMSprop (the default) or AdamW: reallocates the state as zeros (call before training).
+  void use_optimizer(OptimizerKind kind);
+  OptimizerKind optimizer_kind() const { return optimizer_kind_; }
+  // The optimizer's state, one slot per parameter buffer: RMSprop's mean squares, or AdamW's
+  // first then second moments ((2 x parameters) elements).
+  Tensor& optimizer_state() { return optimizer_state_; }
+  // Optimizer steps taken over the whole run (AdamW's bias correction counts them); a resumed
+  // run sets it from its checkpoint.
+  int64_t optimizer_steps() const { return optimizer_steps_; }
+  void set_optimizer_steps(int64_t steps) { optimizer_steps_ = steps; }
 
   // One training step on images order[first .. first + n) of `data` (order on the device).
   // Random keys: (seed, epoch, step). Accumulates into the device-side epoch statistics, and
@@ -128,7 +148,9 @@ class Trainer {
   AugmentSettings augment_;
   uint64_t seed_;
   OptimizerSettings optimizer_;
-  Tensor mean_square_;
+  OptimizerKind optimizer_kind_ = OptimizerKind::RmsProp;
+  Tensor optimizer_state_;
+  int64_t optimizer_steps_ = 0;
   Tensor batch_images_, batch_labels_, batch_weights_, dlogits_;
   Tensor stats_;  // (3): loss sum, correct count, first non-finite step + 1 (0: none)
   Array<int32_t> order_;

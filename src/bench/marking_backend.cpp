@@ -109,6 +109,12 @@ void MarkingBackend::rmsprop_step(TensorView params, ConstTensorView grads,
   mark("rmsprop_step", params.shape);
 }
 
+void MarkingBackend::adamw_step(TensorView params, ConstTensorView grads, TensorView exp_avg,
+                                TensorView exp_avg_sq, const AdamWStep& step) {
+  inner_.adamw_step(params, grads, exp_avg, exp_avg_sq, step);
+  mark("adamw_step", params.shape);
+}
+
 void MarkingBackend::gather_augment(const uint8_t* images, int64_t image_count, int size,
                                     const int32_t* indices, const AugmentSettings& settings,
                                     RngKey key, TensorView out) {

@@ -125,9 +125,18 @@ void add_train(CLI::App& app, TrainOptions& o, Action& action) {
   c->add_option("--size", o.size, "Input size when preparing an image tree")->capture_default_str();
   c->add_option("--epochs", o.epochs, "Epochs to train")->capture_default_str();
   c->add_option("--batch", o.batch, "Batch size")->capture_default_str();
-  c->add_option("--lr", o.learning_rate, "RMSprop learning rate")->capture_default_str();
+  c->add_option("--optimizer", o.optimizer, "rmsprop (the recipe) | adamw")->capture_default_str();
+  c->add_option("--lr", o.learning_rate, "Learning rate")->capture_default_str();
   c->add_option("--rho", o.rho, "RMSprop decay")->capture_default_str();
-  c->add_option("--epsilon", o.epsilon, "RMSprop epsilon (outside the square root)")
+  c->add_option("--epsilon", o.epsilon, "Optimizer epsilon (outside the square root)")
+      ->capture_default_str();
+  c->add_option("--beta1", o.beta1, "AdamW first-moment decay")->capture_default_str();
+  c->add_option("--beta2", o.beta2, "AdamW second-moment decay")->capture_default_str();
+  c->add_option("--weight-decay", o.weight_decay,
+                "AdamW decoupled weight decay (param *= 1 - lr * wd each step)")
+      ->capture_default_str();
+  c->add_option("--label-smoothing", o.label_smoothing,
+                "Train towards y (1 - s) + s/2 instead of 0/1 (0: off)")
       ->capture_default_str();
   c->add_option("--seed", o.seed, "Seed of every random stream")->capture_default_str();
   c->add_option("--val-split", o.val_split,

@@ -62,6 +62,8 @@ class CpuBackend final : public Backend {
   void mark_nonfinite(ConstTensorView value, int64_t step, TensorView marker) override;
   void rmsprop_step(TensorView params, ConstTensorView grads, TensorView mean_square,
                     float learning_rate, float rho, float epsilon) override;
+  void adamw_step(TensorView params, ConstTensorView grads, TensorView exp_avg,
+                  TensorView exp_avg_sq, const AdamWStep& step) override;
 
   void gather_augment(const uint8_t* images, int64_t image_count, int size,
                       const int32_t* indices, const AugmentSettings& settings, RngKey key,

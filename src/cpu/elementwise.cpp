@@ -135,4 +135,19 @@ void CpuBackend::rmsprop_step(TensorView params, ConstTensorView grads, TensorVi
                    epsilon);
 }
 
+void CpuBackend::adamw_step(TensorView params, ConstTensorView grads, TensorView exp_avg,
+                            TensorView exp_avg_sq, const AdamWStep& step) {
+  const char* op = "adamw_step";
+  expect_on_cpu(op, {{"params", params}, {"grads", grads}, {"exp_avg", exp_avg},
+                     {"exp_avg_sq", exp_avg_sq}});
+  expect_shape(op, "grads", grads.shape, params.shape);
+  expect_shape(op, "exp_avg", exp_avg.shape, params.shape);
+  expect_shape(op, "exp_avg_sq", exp_avg_sq.shape, params.shape);
+  PNEUMO_CHECK(step.bias_correction1 > 0.0f && step.bias_correction2 > 0.0f, op,
+               ": bias corrections must be positive (step counted from 1), got ",
+               step.bias_correction1, " and ", step.bias_correction2);
+  for (int64_t i = 0; i < params.numel(); ++i)
+    adamw_update(params.data[i], exp_avg.data[i], exp_avg_sq.data[i], grads.data[i], step);
+}
+
 }  // namespace pneumo::cpu

@@ -690,6 +690,23 @@ void CudaBackend::rmsprop_step(TensorView params, ConstTensorView grads, TensorV
                         rho, epsilon, stream_.get());
 }
 
+void CudaBackend::adamw_step(TensorView params, ConstTensorView grads, TensorView exp_avg,
+                             TensorView exp_avg_sq, const AdamWStep& step) {
+  PNEUMO_NVTX_RANGE("adamw_step");
+  require_device(params, "adamw_step", "params");
+  require_device(grads, "adamw_step", "grads");
+  require_device(exp_avg, "adamw_step", "exp_avg");
+  require_device(exp_avg_sq, "adamw_step", "exp_avg_sq");
+  require_numel(grads, params.numel(), "adamw_step", "grads");
+  require_numel(exp_avg, params.numel(), "adamw_step", "exp_avg");
+  require_numel(exp_avg_sq, params.numel(), "adamw_step", "exp_avg_sq");
+  PNEUMO_CHECK(step.bias_correction1 > 0.0f && step.bias_correction2 > 0.0f,
+               "adamw_step: bias corrections must be positive (step counted from 1), got ",
+               step.bias_correction1, " and ", step.bias_correction2);
+  kernels::adamw_step(params.data, grads.data, exp_avg.data, exp_avg_sq.data, params.numel(), step,
+                      stream_.get());
+}
+
 void CudaBackend::gather_augment(const uint8_t* images, int64_t image_count, int size,
                                  const int32_t* indices, const AugmentSettings& settings,
                                  RngKey key, TensorView out) {

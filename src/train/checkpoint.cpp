@@ -258,6 +258,12 @@ CheckpointMetadata read_checkpoint_metadata(const std::string& path) {
   return decode_metadata(SafetensorsFile::read(path).metadata(), path);
 }
 
+std::vector<std::string> optimizer_state_prefixes(const std::string& optimizer) {
+  if (optimizer == "rmsprop") return {kRmspropMeanSquarePrefix};
+  if (optimizer == "adamw") return {"optimizer.adamw.exp_avg.", "optimizer.adamw.exp_avg_sq."};
+  throw Error("unknown optimizer '" + optimizer + "' (this build knows rmsprop and adamw)");
+}
+
 void validate_compatible(const CheckpointMetadata& metadata, const std::string& architecture,
                          int input_size, const std::string& path) {
   if (metadata.architecture != architecture || metadata.input_size != input_size)

@@ -41,9 +41,16 @@ CheckpointData capture_checkpoint(Model& model, const Tensor* optimizer_state,
   append(data.tensors, tensors_from_flat(buffers.data(), static_cast<int64_t>(buffers.size()),
                                          model.buffer_infos()));
   if (optimizer_state) {
+    // One slot per prefix, each laid out like the parameter buffer.
+    const auto prefixes = optimizer_state_prefixes(data.metadata.optimizer);
+    const int64_t slot = model.parameters().numel();
+    PNEUMO_CHECK(optimizer_state->numel() == slot * static_cast<int64_t>(prefixes.size()),
+                 "optimizer state of ", optimizer_state->numel(), " values does not hold ",
+                 prefixes.size(), " slot(s) of ", slot, " for ", data.metadata.optimizer);
     auto state = to_host(optimizer_state->view());
-    append(data.tensors, tensors_from_flat(state.data(), static_cast<int64_t>(state.size()),
-                                           model.parameter_infos(), kRmspropMeanSquarePrefix));
+    for (size_t k = 0; k < prefixes.size(); ++k)
+      append(data.tensors, tensors_from_flat(state.data() + k * slot, slot,
+                                             model.parameter_infos(), prefixes[k]));
   }
   return data;
 }
@@ -59,9 +66,18 @@ void restore_checkpoint(const CheckpointData& data, Model& model, Tensor* optimi
                "; this model uses ", normalization_name(model.config().input_normalization));
   from_checkpoint(data, model.parameter_infos(), "", model.parameters(), path);
   from_checkpoint(data, model.buffer_infos(), "", model.buffers(), path);
-  if (optimizer_state)
-    from_checkpoint(data, model.parameter_infos(), kRmspropMeanSquarePrefix,
-                    optimizer_state->view(), path);
+  if (optimizer_state) {
+    const auto prefixes = optimizer_state_prefixes(data.metadata.optimizer);
+    const int64_t slot = model.parameters().numel();
+    PNEUMO_CHECK(optimizer_state->numel() == slot * static_cast<int64_t>(prefixes.size()),
+                 "checkpoint ", path, " holds the state of optimizer ", data.metadata.optimizer,
+                 ", which this run does not use (give --optimizer ", data.metadata.optimizer,
+                 " to continue it)");
+    for (size_t k = 0; k < prefixes.size(); ++k)
+      from_checkpoint(data, model.parameter_infos(), prefixes[k],
+                      TensorView{optimizer_state->data() + k * slot, {slot}, optimizer_state->device()},
+                      path);
+  }
 }
 
 ModelConfig model_config_for(const CheckpointMetadata& metadata) {

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cmath>
 
+#include "pneumo/elementwise.hpp"
 #include "pneumo/error.hpp"
 #include "pneumo/nvtx.hpp"
 #include "pneumo/random.hpp"
@@ -28,6 +29,27 @@ ImageSet ImageSet::upload(Device device, const uint8_t* images, int64_t count, i
   return set;
 }
 
+void ImageSet::smooth_labels(const std::vector<uint8_t>& hard_labels, float smoothing) {
+  PNEUMO_CHECK(static_cast<int64_t>(hard_labels.size()) == count, "got ", hard_labels.size(),
+               " labels for ", count, " images");
+  PNEUMO_CHECK(smoothing >= 0.0f && smoothing < 1.0f, "label smoothing ", smoothing,
+               " is outside [0, 1)");
+  std::vector<float> targets(hard_labels.size());
+  for (size_t i = 0; i < targets.size(); ++i)
+    targets[i] = smoothed_label(static_cast<float>(hard_labels[i]), smoothing);
+  labels = Tensor::from_host({count}, targets.data(), labels.device());
+}
+
+OptimizerKind parse_optimizer(const std::string& text) {
+  if (text == "rmsprop") return OptimizerKind::RmsProp;
+  if (text == "adamw") return OptimizerKind::AdamW;
+  throw Error("--optimizer must be rmsprop or adamw, got '" + text + "'");
+}
+
+const char* optimizer_name(OptimizerKind kind) {
+  return kind == OptimizerKind::AdamW ? "adamw" : "rmsprop";
+}
+
 void ImageSet::set_weights(const std::vector<float>& per_image) {
   PNEUMO_CHECK(static_cast<int64_t>(per_image.size()) == count, "got ", per_image.size(),
                " sample weights for ", count, " images");
@@ -42,12 +64,18 @@ Trainer::Trainer(Backend& backend, Model& model, int batch_size, AugmentSettings
   PNEUMO_CHECK(batch_size <= model.max_batch(), "batch size ", batch_size,
                " exceeds the model's maximum batch ", model.max_batch());
   const int size = model.config().input_size;
-  mean_square_ = backend.zeros(model.parameters().shape);
+  optimizer_state_ = backend.zeros(model.parameters().shape);
   batch_images_ = backend.empty({batch_size, 1, size, size});
   batch_labels_ = backend.empty({batch_size});
   batch_weights_ = backend.empty({batch_size});
   dlogits_ = backend.empty({batch_size, 1});
   stats_ = backend.zeros({3});
+}
+
+void Trainer::use_optimizer(OptimizerKind kind) {
+  optimizer_kind_ = kind;
+  const int64_t slots = kind == OptimizerKind::AdamW ? 2 : 1;
+  optimizer_state_ = backend_.zeros({slots * model_.parameters().numel()});
 }
 
 void Trainer::train_step(const ImageSet& data, const int32_t* device_order, int n, uint32_t epoch,
@@ -91,8 +119,24 @@ void Trainer::train_step(const ImageSet& data, const int32_t* device_order, int 
   mark(StepPhase::Backward);
   {
     PNEUMO_NVTX_RANGE("optimizer");
-    backend_.rmsprop_step(model_.parameters(), model_.gradients(), mean_square_,
-                          optimizer_.learning_rate, optimizer_.rho, optimizer_.epsilon);
+    ++optimizer_steps_;
+    TensorView params = model_.parameters();
+    if (optimizer_kind_ == OptimizerKind::AdamW) {
+      const int64_t n = params.numel();
+      const OptimizerSettings& o = optimizer_;
+      const double t = static_cast<double>(optimizer_steps_);
+      const AdamWStep step{o.learning_rate, o.beta1, o.beta2, o.epsilon, o.weight_decay,
+                           static_cast<float>(1.0 - std::pow(double(o.beta1), t)),
+                           static_cast<float>(1.0 - std::pow(double(o.beta2), t))};
+      backend_.adamw_step(params, model_.gradients(),
+                          TensorView{optimizer_state_.data(), params.shape, backend_.device()},
+                          TensorView{optimizer_state_.data() + n, params.shape, backend_.device()},
+                          step);
+    } else {
+      backend_.rmsprop_step(params, model_.gradients(),
+                            TensorView{optimizer_state_.data(), params.shape, backend_.device()},
+                            optimizer_.learning_rate, optimizer_.rho, optimizer_.epsilon);
+    }
   }
   mark(StepPhase::Optimizer);
 }

@@ -209,6 +209,43 @@ TEST(Cli, ShortcutOptionsRoundTripThroughConfigCheckpointAndResume) {
   EXPECT_TRUE(metrics["stress"]["worst_accuracy"].is_number());
 }
 
+// AdamW and label smoothing through the command line: recorded, and an epoch-level resume ends
+// with the weights and both moments of an uninterrupted run (the bias correction's step count
+// comes back from the checkpoint); resuming with another optimizer is refused.
+TEST(Cli, AdamWWithLabelSmoothingResumesExactly) {
+  testing::TempDir dir;
+  const std::string cache = dir.file("cache");
+  const std::string options = " --size 32 --optimizer adamw --weight-decay 0.05 --beta2 0.99"
+                              " --label-smoothing 0.1";
+  auto straight = pneumo_command("train --data " + kSample + " --epochs 2 --out " +
+                                     dir.file("straight") + options + kCommon, cache);
+  ASSERT_EQ(straight.status, 0) << straight.output;
+  auto first = pneumo_command("train --data " + kSample + " --epochs 1 --out " +
+                                  dir.file("resumed") + options + kCommon, cache);
+  ASSERT_EQ(first.status, 0) << first.output;
+  auto other = pneumo_command("train --resume " + dir.file("resumed") +
+                                  "/checkpoints/last.safetensors --epochs 2 --optimizer rmsprop" +
+                                  kCommon, cache);
+  EXPECT_EQ(other.status, 1) << other.output;
+  EXPECT_NE(other.output.find("was trained with --optimizer adamw"), std::string::npos)
+      << other.output;
+  auto resumed = pneumo_command("train --resume " + dir.file("resumed") +
+                                    "/checkpoints/last.safetensors --epochs 2" + kCommon, cache);
+  ASSERT_EQ(resumed.status, 0) << resumed.output;
+  const CheckpointData a = load_checkpoint(dir.file("straight") + "/checkpoints/last.safetensors");
+  const CheckpointData b = load_checkpoint(dir.file("resumed") + "/checkpoints/last.safetensors");
+  EXPECT_EQ(a.metadata.optimizer, "adamw");
+  EXPECT_EQ(a.metadata.config["label-smoothing"], 0.1);
+  EXPECT_EQ(b.metadata.config["weight-decay"], 0.05);
+  ASSERT_NE(a.find("optimizer.adamw.exp_avg_sq.conv1.weight"), nullptr);
+  ASSERT_EQ(a.tensors.size(), b.tensors.size());
+  for (const auto& tensor : a.tensors) {
+    const NamedTensor* same = b.find(tensor.name);
+    ASSERT_NE(same, nullptr) << tensor.name;
+    EXPECT_EQ(tensor.values, same->values) << tensor.name << " differs after resuming";
+  }
+}
+
 // "path,probability,label,logit" rows of `predict --csv --logits` -> probability by file name.
 std::map<std::string, double> probabilities(const std::string& csv_text) {
   std::map<std::string, double> out;

@@ -24,9 +24,13 @@ struct TrainOptions {
   int size = 150;
   int epochs = 12;
   int batch = 32;
-  double learning_rate = 1e-3;      // RMSprop
-  double rho = 0.9;
-  double epsilon = 1e-7;
+  std::string optimizer = "rmsprop";  // rmsprop (the recipe) | adamw
+  double learning_rate = 1e-3;
+  double rho = 0.9;                 // RMSprop
+  double epsilon = 1e-7;            // both, outside the square root
+  double beta1 = 0.9, beta2 = 0.999;  // AdamW
+  double weight_decay = 0.01;       // AdamW, decoupled
+  double label_smoothing = 0.0;     // training targets y (1 - s) + s / 2
   uint64_t seed = 1;
   std::string val_split = "0.15";   // fraction carved from train (by patient), or "official"
   std::string balance = "oversample";  // oversample | class-weight | none

@@ -89,9 +89,14 @@ nlohmann::json to_json(const TrainOptions& o) {
           {"size", o.size},
           {"epochs", o.epochs},
           {"batch", o.batch},
+          {"optimizer", o.optimizer},
           {"lr", o.learning_rate},
           {"rho", o.rho},
           {"epsilon", o.epsilon},
+          {"beta1", o.beta1},
+          {"beta2", o.beta2},
+          {"weight-decay", o.weight_decay},
+          {"label-smoothing", o.label_smoothing},
           {"seed", o.seed},
           {"val-split", o.val_split},
           {"balance", o.balance},
@@ -151,6 +156,13 @@ void validate(const TrainOptions& o) {
           "--lr must be a positive number" + got(o.learning_rate));
   require(o.rho > 0 && o.rho < 1, "--rho must be in (0, 1)" + got(o.rho));
   require(o.epsilon > 0 && std::isfinite(o.epsilon), "--epsilon must be positive" + got(o.epsilon));
+  as_usage([&] { parse_optimizer(o.optimizer); });
+  require(o.beta1 >= 0 && o.beta1 < 1, "--beta1 must be in [0, 1)" + got(o.beta1));
+  require(o.beta2 >= 0 && o.beta2 < 1, "--beta2 must be in [0, 1)" + got(o.beta2));
+  require(o.weight_decay >= 0 && o.weight_decay * o.learning_rate < 1,
+          "--weight-decay must be >= 0 with weight-decay x lr < 1" + got(o.weight_decay));
+  require(o.label_smoothing >= 0 && o.label_smoothing < 1,
+          "--label-smoothing must be in [0, 1)" + got(o.label_smoothing));
   require(o.plateau_factor > 0 && o.plateau_factor < 1,
           "--plateau-factor must be in (0, 1)" + got(o.plateau_factor));
   require(o.plateau_patience >= 0, "--plateau-patience must be >= 0" + got(o.plateau_patience));
@@ -334,11 +346,18 @@ TrainingRun::TrainingRun(const TrainOptions& options)
   trainer_->optimizer().learning_rate = static_cast<float>(options.learning_rate);
   trainer_->optimizer().rho = static_cast<float>(options.rho);
   trainer_->optimizer().epsilon = static_cast<float>(options.epsilon);
+  trainer_->optimizer().beta1 = static_cast<float>(options.beta1);
+  trainer_->optimizer().beta2 = static_cast<float>(options.beta2);
+  trainer_->optimizer().weight_decay = static_cast<float>(options.weight_decay);
+  trainer_->use_optimizer(parse_optimizer(options.optimizer));
+  metadata_.optimizer = options.optimizer;
 
   balance_ = parse_balance_mode(options.balance);
   train_set_ = upload(splits_.train, backend_->device());
   if (balance_ == BalanceMode::ClassWeight)
     train_set_.set_weights(sample_weights(splits_.train.labels, balance_));
+  if (options.label_smoothing > 0)
+    train_set_.smooth_labels(splits_.train.labels, static_cast<float>(options.label_smoothing));
   val_set_ = upload(splits_.val, backend_->device());
 
   callbacks_ = make_callbacks(options);
@@ -355,6 +374,10 @@ TrainingRun::TrainingRun(const TrainOptions& options)
 
 void TrainingRun::resume(const std::string& checkpoint_path) {
   CheckpointData checkpoint = load_checkpoint(checkpoint_path);
+  if (checkpoint.metadata.optimizer != options_.optimizer)
+    throw Error("checkpoint " + checkpoint_path + " was trained with --optimizer " +
+                checkpoint.metadata.optimizer + "; this run asks for " + options_.optimizer);
+  trainer_->set_optimizer_steps(checkpoint.metadata.step);
   restore_checkpoint(checkpoint, *model_, &trainer_->optimizer_state(), checkpoint_path);
   callbacks_.load_state(checkpoint.metadata.callback_state);
   first_epoch_ = checkpoint.metadata.epoch;
