@@ -2,9 +2,11 @@
 // of the cuDNN path (same padding convention: one padding row/column on the TOP/LEFT of an odd
 // axis, never winning the max), with the interface's tie rule made explicit: the first maximum in
 // row-major order within the window takes the gradient. CudaBackend times it against cuDNN on
-// each shape's first call and runs the faster; tests and benchmarks check both.
+// each shape's first call and runs the faster; tests and benchmarks check both. Also the global
+// average pooling of the optional GAP head (per-plane math in pneumo/elementwise.hpp).
 #include "cuda/cuda_check.hpp"
 #include "kernel_util.cuh"
+#include "pneumo/elementwise.hpp"
 #include "pneumo/kernels.hpp"
 
 namespace pneumo::kernels {
@@ -79,7 +81,38 @@ __global__ void maxpool2d_backward_kernel(const float* x, const float* dy, float
   }
 }
 
+// One thread per plane: the plane is small (the last block's 5x5), and a sequential sum in the
+// shared plane_mean keeps the CPU twin's result bit for bit.
+__global__ void global_avgpool_forward_kernel(const float* x, float* y, int64_t planes,
+                                              int64_t count) {
+  for (int64_t p = global_thread_index(); p < planes; p += grid_stride())
+    y[p] = plane_mean(x + p * count, count);
+}
+
+__global__ void global_avgpool_backward_kernel(const float* dy, float* dx, int64_t total,
+                                               int64_t count) {
+  for (int64_t i = global_thread_index(); i < total; i += grid_stride())
+    dx[i] = plane_mean_gradient(dy[i / count], count);
+}
+
 }  // namespace
+
+void global_avgpool_forward(const float* x, float* y, int64_t planes, int64_t count,
+                            cudaStream_t stream) {
+  if (planes == 0 || count == 0) return;
+  global_avgpool_forward_kernel<<<blocks_for(planes), kThreadsPerBlock, 0, stream>>>(x, y, planes,
+                                                                                   count);
+  PNEUMO_LAUNCH_CHECK("global_avgpool_forward_kernel", "planes=", planes, " count=", count);
+}
+
+void global_avgpool_backward(const float* dy, float* dx, int64_t planes, int64_t count,
+                             cudaStream_t stream) {
+  const int64_t total = planes * count;
+  if (total == 0) return;
+  global_avgpool_backward_kernel<<<blocks_for(total), kThreadsPerBlock, 0, stream>>>(dy, dx, total,
+                                                                                   count);
+  PNEUMO_LAUNCH_CHECK("global_avgpool_backward_kernel", "planes=", planes, " count=", count);
+}
 
 void maxpool2d_forward(const float* x, float* y, int64_t planes, int64_t height, int64_t width,
                        cudaStream_t stream) {

@@ -777,6 +777,23 @@ TEST_F(Parity, RmspropOverAnOddLengthBuffer) {
   EXPECT_TRUE(all_close(to_host(mean_square.cuda), ms, 1e-9, 1e-5, "mean_square vs host twin"));
 }
 
+TEST_F(Parity, GlobalAvgPoolBitForBit) {
+  for (const Shape shape : {Shape{32, 256, 5, 5}, Shape{3, 7, 3, 1}}) {
+    const std::vector<float> x = uniform(shape.numel(), 96, -2.0f, 2.0f);
+    const Shape pooled{shape.n(), shape.c()};
+    const std::vector<float> g = uniform(pooled.numel(), 97, -1.0f, 1.0f);
+    Pair xs = upload(shape, x), dys = upload(pooled, g);
+    Pair y = output(pooled), dx = output(shape);
+    cpu_->global_avgpool_forward(xs.cpu, y.cpu);
+    cuda_->global_avgpool_forward(xs.cuda, y.cuda);
+    cpu_->global_avgpool_backward(dys.cpu, dx.cpu);
+    cuda_->global_avgpool_backward(dys.cuda, dx.cuda);
+    EXPECT_ON_DEVICE(y.cuda);
+    EXPECT_TRUE(exactly_equal(y.cuda, y.cpu, "pooled"));
+    EXPECT_TRUE(exactly_equal(dx.cuda, dx.cpu, "dx"));
+  }
+}
+
 TEST_F(Parity, AdamWOverAnOddLengthBuffer) {
   const int64_t n = 1000003;
   const Shape shape{n};

@@ -10,6 +10,7 @@
 
 #include "gradient_check.hpp"
 #include "pneumo/backend.hpp"
+#include "pneumo/error.hpp"
 #include "test_util.hpp"
 
 namespace pneumo {
@@ -155,6 +156,34 @@ TEST(CpuMaxPool, BackwardGradient) {
         return weighted_sum(y, loss_weights);
       },
       options, near_tie));
+}
+
+// ---- Global average pooling (the GAP head) ----------------------------------------------------
+
+TEST(CpuGlobalAvgPool, MeansOfEachPlaneAndTheirGradient) {
+  auto backend = make_cpu_backend(1);
+  // Two images, three channels, odd 3x5 planes.
+  Tensor x = random_tensor({2, 3, 3, 5}, Device::Cpu, 71);
+  Tensor y = nan_tensor({2, 3});
+  backend->global_avgpool_forward(x, y);
+  const std::vector<float> xs = to_host(x), ys = to_host(y);
+  for (int p = 0; p < 6; ++p) {
+    double mean = 0.0;
+    for (int i = 0; i < 15; ++i) mean += xs[static_cast<size_t>(p * 15 + i)];
+    EXPECT_NEAR(ys[static_cast<size_t>(p)], mean / 15.0, 1e-6) << "plane " << p;
+  }
+  const std::vector<float> loss_weights = random_values(6, 72);
+  Tensor dy = host_tensor({2, 3}, loss_weights);
+  Tensor dx = nan_tensor(x.shape());
+  backend->global_avgpool_backward(dy, dx);
+  EXPECT_TRUE(check_gradient(
+      "global average pool dx", x, dx,
+      [&] {
+        backend->global_avgpool_forward(x, y);
+        return weighted_sum(y, loss_weights);
+      }));
+  EXPECT_THROW(backend->global_avgpool_forward(x, nan_tensor({2, 4})), Error);
+  EXPECT_THROW(backend->global_avgpool_backward(nan_tensor({3, 3}), dx), Error);
 }
 
 }  // namespace

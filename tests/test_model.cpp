@@ -53,6 +53,30 @@ TEST(Model, SeedNetworkShapesAndParameterCount) {
   for (float v : testing::to_host(logits)) EXPECT_TRUE(std::isfinite(v));
 }
 
+TEST(Model, GapHeadReplacesFlattenAndNamesItsArchitecture) {
+  auto backend = make_cpu_backend(1);
+  ModelConfig config;
+  config.head = ModelHead::GlobalAverage;
+  Model model(*backend, config, 2);
+  EXPECT_EQ(model.config().architecture, "seed-cnn-v1-gap");
+  // The recipe's 1,245,313 trainable parameters minus fc1's 6400 x 128 + 128, plus 256 x 128 + 128.
+  EXPECT_EQ(model.trainable_count(), 1245313 - (6400 * 128 + 128) + (256 * 128 + 128));
+  const auto shapes = model.layer_shapes();
+  EXPECT_EQ(shapes[18].first, "gap");
+  EXPECT_EQ(shapes[18].second, Shape({1, 256}));
+  std::map<std::string, Shape> by_name;
+  for (const auto& info : model.parameter_infos()) by_name[info.name] = info.shape;
+  EXPECT_EQ(by_name.at("fc1.weight"), Shape({128, 256}));
+  // The head is the same at any input size (the flatten head's fc1 grows with it).
+  ModelConfig small = config;
+  small.input_size = 40;
+  EXPECT_EQ(Model(*backend, small, 1).trainable_count(), model.trainable_count());
+  model.initialize(5);
+  Tensor x = testing::random_tensor({2, 1, 150, 150}, Device::Cpu, 3, 0.0f, 1.0f);
+  for (float v : testing::to_host(model.forward(x, /*training=*/false))) EXPECT_TRUE(std::isfinite(v));
+  EXPECT_THROW(parse_model_head("attention"), Error);
+}
+
 TEST(Model, GlorotInitialisationIsDeterministicAndBounded) {
   auto backend = make_cpu_backend(1);
   ModelConfig config;

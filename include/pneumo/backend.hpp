@@ -59,6 +59,11 @@ class Backend {
   virtual void maxpool2d_backward(ConstTensorView x, ConstTensorView y, ConstTensorView dy,
                                   TensorView dx) = 0;
 
+  // ---- Global average pooling: x (N, C, H, W) -> y (N, C), the mean of each plane -----------
+  virtual void global_avgpool_forward(ConstTensorView x, TensorView y) = 0;
+  // dy (N, C) -> dx (N, C, H, W): dy / (H W) over each plane.
+  virtual void global_avgpool_backward(ConstTensorView dy, TensorView dx) = 0;
+
   // ---- Batch normalisation over (N, H, W) per channel ("spatial") ---------------------------
   // Training: normalise with the batch mean and biased variance; update the running averages as
   //   running = (1 - factor) * running + factor * batch, with the UNBIASED batch variance for

@@ -85,6 +85,19 @@ PNEUMO_HD void adamw_update(float& param, float& exp_avg, float& exp_avg_sq, flo
   param -= (s.learning_rate / s.bias_correction1) * exp_avg / denominator;
 }
 
+// ---- Global average pooling (N, C, H, W) -> (N, C) ------------------------------------------
+// The mean of one plane of `count` values, summed in order in float: both twins call this per
+// plane, so they agree bit for bit (the planes of this network's last block are 5x5 or smaller).
+PNEUMO_HD float plane_mean(const float* plane, int64_t count) {
+  float sum = 0.0f;
+  for (int64_t i = 0; i < count; ++i) sum += plane[i];
+  return sum / static_cast<float>(count);
+}
+// Every element of a plane receives the plane's output gradient divided by the plane's size.
+PNEUMO_HD float plane_mean_gradient(float dy, int64_t count) {
+  return dy / static_cast<float>(count);
+}
+
 // ---- Label smoothing ------------------------------------------------------------------------
 // The target a label y in {0, 1} trains towards: y (1 - s) + s / 2, as Keras' BinaryCrossentropy
 // (label_smoothing=s) does; the fused loss takes it as its soft label and still counts a

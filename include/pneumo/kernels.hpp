@@ -92,6 +92,12 @@ void batchnorm_backward(const float* x, const float* dy, const float* gamma,
 void maxpool2d_forward(const float* x, float* y, int64_t planes, int64_t height, int64_t width,
                        cudaStream_t stream);
 // Writes every element of dx (windows tile the input, so no zeroing pass and no atomics).
+// Global average pooling over `planes` planes of `count` values: y[p] = plane_mean(x + p count);
+// dx[p count + i] = plane_mean_gradient(dy[p], count).
+void global_avgpool_forward(const float* x, float* y, int64_t planes, int64_t count,
+                            cudaStream_t stream);
+void global_avgpool_backward(const float* dy, float* dx, int64_t planes, int64_t count,
+                             cudaStream_t stream);
 void maxpool2d_backward(const float* x, const float* dy, float* dx, int64_t planes, int64_t height,
                         int64_t width, cudaStream_t stream);
 

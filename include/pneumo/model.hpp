@@ -23,8 +23,17 @@ struct ParameterInfo {
   int64_t offset = 0;  // in elements, into the parameter (or buffer) array
 };
 
+// The classifier head after the last block: the recipe's Flatten (256 x 5 x 5 -> fc1), or a global
+// average pooling (256 -> fc1), which cannot read where in the image a feature sits.
+enum class ModelHead { Flatten, GlobalAverage };
+const char* model_head_name(ModelHead head);       // "flatten" | "gap"
+ModelHead parse_model_head(const std::string& text);
+// The architecture a checkpoint records: "seed-cnn-v1" (Flatten) or "seed-cnn-v1-gap".
+std::string architecture_name(ModelHead head);
+
 struct ModelConfig {
-  std::string architecture = "seed-cnn-v1";
+  std::string architecture = "seed-cnn-v1";  // set by Model from `head` (architecture_name)
+  ModelHead head = ModelHead::Flatten;
   int input_size = 150;  // square, one channel
   // Block channels and dropout rates of the recipe: conv 32, 64 (0.1), 64, 128 (0.2), 256 (0.2).
   std::vector<int> channels{32, 64, 64, 128, 256};

@@ -36,6 +36,16 @@ void MarkingBackend::maxpool2d_forward(ConstTensorView x, TensorView y) {
   mark("maxpool2d_forward", x.shape);
 }
 
+void MarkingBackend::global_avgpool_forward(ConstTensorView x, TensorView y) {
+  inner_.global_avgpool_forward(x, y);
+  mark("global_avgpool_forward", x.shape);
+}
+
+void MarkingBackend::global_avgpool_backward(ConstTensorView dy, TensorView dx) {
+  inner_.global_avgpool_backward(dy, dx);
+  mark("global_avgpool_backward", dx.shape);
+}
+
 void MarkingBackend::maxpool2d_backward(ConstTensorView x, ConstTensorView y, ConstTensorView dy,
                                         TensorView dx) {
   inner_.maxpool2d_backward(x, y, dy, dx);

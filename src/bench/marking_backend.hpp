@@ -33,6 +33,8 @@ class MarkingBackend final : public Backend {
   void maxpool2d_forward(ConstTensorView x, TensorView y) override;
   void maxpool2d_backward(ConstTensorView x, ConstTensorView y, ConstTensorView dy,
                           TensorView dx) override;
+  void global_avgpool_forward(ConstTensorView x, TensorView y) override;
+  void global_avgpool_backward(ConstTensorView dy, TensorView dx) override;
   void batchnorm_forward_training(ConstTensorView x, ConstTensorView gamma, ConstTensorView beta,
                                   TensorView running_mean, TensorView running_var,
                                   double average_factor, double epsilon, TensorView y,

@@ -174,6 +174,9 @@ void add_train(CLI::App& app, TrainOptions& o, Action& action) {
   c->add_option("--normalization", o.normalization,
                 "Input: unit (x/255) | per-image (standardised per image; kept in the model)")
       ->capture_default_str();
+  c->add_option("--head", o.head,
+                "flatten (the recipe: 256x5x5 -> dense) | gap (global average pooling -> dense)")
+      ->capture_default_str();
   c->add_option("--val-stress", o.val_stress,
                 "Score stress variants of validation each epoch (val_stress_* metrics)")
       ->capture_default_str();

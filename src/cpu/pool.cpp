@@ -1,8 +1,9 @@
-// 2x2 stride-2 'same' max pooling on the CPU. On an odd height or width the one padding
+// 2x2 stride-2 'same' max pooling on the CPU, and the global average pooling of the GAP head. On an odd height or width the one padding
 // row/column is on the top/left (as cuDNN's symmetric padding of 1 with floor rounding gives) and
 // never wins; ties go to the first element of the window in row-major order.
 
 #include "cpu/cpu_backend.hpp"
+#include "pneumo/elementwise.hpp"
 #include "pneumo/error.hpp"
 
 namespace pneumo::cpu {
@@ -131,6 +132,25 @@ void CpuBackend::maxpool2d_backward(ConstTensorView x, ConstTensorView y, ConstT
       }
     }
   });
+}
+
+void CpuBackend::global_avgpool_forward(ConstTensorView x, TensorView y) {
+  const char* op = "global_avgpool_forward";
+  expect_on_cpu(op, {{"x", x}, {"y", y}});
+  expect_rank(op, "x", x.shape, 4);
+  expect_shape(op, "y", y.shape, Shape{x.shape.n(), x.shape.c()});
+  const int64_t count = x.shape.h() * x.shape.w();
+  for (int64_t p = 0; p < y.numel(); ++p) y.data[p] = plane_mean(x.data + p * count, count);
+}
+
+void CpuBackend::global_avgpool_backward(ConstTensorView dy, TensorView dx) {
+  const char* op = "global_avgpool_backward";
+  expect_on_cpu(op, {{"dy", dy}, {"dx", dx}});
+  expect_rank(op, "dx", dx.shape, 4);
+  expect_shape(op, "dy", dy.shape, Shape{dx.shape.n(), dx.shape.c()});
+  const int64_t count = dx.shape.h() * dx.shape.w();
+  for (int64_t p = 0; p < dy.numel(); ++p)
+    for (int64_t i = 0; i < count; ++i) dx.data[p * count + i] = plane_mean_gradient(dy.data[p], count);
 }
 
 }  // namespace pneumo::cpu

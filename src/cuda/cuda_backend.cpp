@@ -351,6 +351,26 @@ void CudaBackend::maxpool2d_forward(ConstTensorView x, TensorView y) {
       {{y.data, y.numel(), "y"}});
 }
 
+void CudaBackend::global_avgpool_forward(ConstTensorView x, TensorView y) {
+  PNEUMO_NVTX_RANGE("global_avgpool_forward");
+  require_device(x, "global_avgpool_forward", "x");
+  require_device(y, "global_avgpool_forward", "y");
+  const auto [n, c, h, w] = nchw(x.shape, "global_avgpool_forward");
+  PNEUMO_CHECK(y.shape == Shape({n, c}), "global_avgpool_forward: x ", x.shape.str(),
+               " needs y (N, C), got ", y.shape.str());
+  kernels::global_avgpool_forward(x.data, y.data, n * c, h * w, stream_.get());
+}
+
+void CudaBackend::global_avgpool_backward(ConstTensorView dy, TensorView dx) {
+  PNEUMO_NVTX_RANGE("global_avgpool_backward");
+  require_device(dy, "global_avgpool_backward", "dy");
+  require_device(dx, "global_avgpool_backward", "dx");
+  const auto [n, c, h, w] = nchw(dx.shape, "global_avgpool_backward");
+  PNEUMO_CHECK(dy.shape == Shape({n, c}), "global_avgpool_backward: dx ", dx.shape.str(),
+               " needs dy (N, C), got ", dy.shape.str());
+  kernels::global_avgpool_backward(dy.data, dx.data, n * c, h * w, stream_.get());
+}
+
 void CudaBackend::maxpool2d_backward(ConstTensorView x, ConstTensorView y, ConstTensorView dy,
                                      TensorView dx) {
   PNEUMO_NVTX_RANGE("maxpool2d_backward");

@@ -225,6 +225,32 @@ class Dropout final : public Layer {
   Tensor y_, dx_;
 };
 
+// Global average pooling (N, C, H, W) -> (N, C): the GAP head's first layer.
+class GlobalAveragePool final : public Layer {
+ public:
+  std::string name() const override { return "gap"; }
+  Shape output_shape(Shape x) const override { return {x[0], x[1]}; }
+  void allocate(Backend& backend, Shape max_input, bool) override {
+    y_ = backend.empty(output_shape(max_input));
+    dx_ = backend.empty(max_input);
+  }
+  ConstTensorView forward(Backend& backend, ConstTensorView x, bool, RngKey) override {
+    input_shape_ = x.shape;
+    TensorView y = batch_view(y_, output_shape(x.shape));
+    backend.global_avgpool_forward(x, y);
+    return y;
+  }
+  ConstTensorView backward(Backend& backend, ConstTensorView dy) override {
+    TensorView dx = batch_view(dx_, input_shape_);
+    backend.global_avgpool_backward(dy, dx);
+    return dx;
+  }
+
+ private:
+  Tensor y_, dx_;
+  Shape input_shape_;
+};
+
 // Flatten (N, C, H, W) -> (N, C*H*W) in C, H, W order (PyTorch's flatten): a reshape of views.
 class Flatten final : public Layer {
  public:
@@ -311,8 +337,24 @@ void glorot_uniform(std::vector<float>& host, const ParameterInfo& info, int64_t
 
 }  // namespace
 
+const char* model_head_name(ModelHead head) {
+  return head == ModelHead::GlobalAverage ? "gap" : "flatten";
+}
+
+ModelHead parse_model_head(const std::string& text) {
+  if (text == "flatten") return ModelHead::Flatten;
+  if (text == "gap") return ModelHead::GlobalAverage;
+  throw Error("--head must be flatten (the recipe) or gap (global average pooling), got '" +
+              text + "'");
+}
+
+std::string architecture_name(ModelHead head) {
+  return head == ModelHead::GlobalAverage ? "seed-cnn-v1-gap" : "seed-cnn-v1";
+}
+
 Model::Model(Backend& backend, ModelConfig config, int max_batch)
     : backend_(backend), config_(std::move(config)), max_batch_(max_batch) {
+  config_.architecture = architecture_name(config_.head);
   PNEUMO_CHECK(max_batch > 0, "batch size must be positive, got ", max_batch);
   PNEUMO_CHECK(config_.input_size >= 1, "input size must be positive, got ", config_.input_size);
   PNEUMO_CHECK(config_.channels.size() == config_.conv_dropout.size(),
@@ -344,8 +386,12 @@ Model::Model(Backend& backend, ModelConfig config, int max_batch)
     in_channels = config_.channels[block];
     spatial = (spatial + 1) / 2;
   }
-  layers_.push_back(std::make_unique<Flatten>());
-  const int flat = static_cast<int>(in_channels * spatial * spatial);
+  const bool gap = config_.head == ModelHead::GlobalAverage;
+  if (gap)
+    layers_.push_back(std::make_unique<GlobalAveragePool>());
+  else
+    layers_.push_back(std::make_unique<Flatten>());
+  const int flat = static_cast<int>(gap ? in_channels : in_channels * spatial * spatial);
   auto fc1 = std::make_unique<Dense>("fc1", flat, config_.hidden, /*relu=*/true);
   fc1->register_parameters(params, parameter_infos_);
   denses.push_back(fc1.get());

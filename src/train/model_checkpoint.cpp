@@ -82,9 +82,13 @@ void restore_checkpoint(const CheckpointData& data, Model& model, Tensor* optimi
 
 ModelConfig model_config_for(const CheckpointMetadata& metadata) {
   ModelConfig config;
+  for (ModelHead head : {ModelHead::Flatten, ModelHead::GlobalAverage})
+    if (metadata.architecture == architecture_name(head)) config.head = head;
+  config.architecture = architecture_name(config.head);
   PNEUMO_CHECK(metadata.architecture == config.architecture, "checkpoint architecture '",
-               metadata.architecture, "' is not one this build knows ('", config.architecture,
-               "')");
+               metadata.architecture, "' is not one this build knows ('",
+               architecture_name(ModelHead::Flatten), "', '",
+               architecture_name(ModelHead::GlobalAverage), "')");
   config.input_size = metadata.input_size;
   config.input_normalization = normalization_from_description(metadata.normalisation);
   return config;

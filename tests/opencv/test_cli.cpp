@@ -173,7 +173,7 @@ TEST(Cli, ShortcutOptionsRoundTripThroughConfigCheckpointAndResume) {
   const std::string cache = dir.file("cache"), run = dir.file("run");
   const std::string options =
       " --zoom-mode isotropic --aspect 0.25 --brightness 0.05 --contrast 0.1 --gamma 0.2"
-      " --sharpness 0.3 --normalization per-image --val-stress true";
+      " --sharpness 0.3 --normalization per-image --val-stress true --head gap";
   auto first = pneumo_command("train --data " + kSample + " --size 32 --epochs 1 --out " + run +
                                   options + kCommon, cache);
   ASSERT_EQ(first.status, 0) << first.output;
@@ -186,6 +186,7 @@ TEST(Cli, ShortcutOptionsRoundTripThroughConfigCheckpointAndResume) {
     EXPECT_FLOAT_EQ(config["sharpness"].get<float>(), 0.3f) << where;
     EXPECT_EQ(config["normalization"], "per-image") << where;
     EXPECT_EQ(config["val-stress"], true) << where;
+    EXPECT_EQ(config["head"], "gap") << where;
   };
   check(nlohmann::json::parse(testing::read_text(run + "/config.json")), "config.json");
   EXPECT_NE(testing::read_text(run + "/history.csv").find("val_stress_worst_accuracy"),
@@ -197,6 +198,7 @@ TEST(Cli, ShortcutOptionsRoundTripThroughConfigCheckpointAndResume) {
   EXPECT_EQ(meta.epoch, 2);
   check(meta.config, "the resumed run's checkpoint");
   EXPECT_EQ(meta.normalisation, normalization_description(InputNormalization::PerImage));
+  EXPECT_EQ(meta.architecture, "seed-cnn-v1-gap");
 
   // evaluate --stress scores the variants with the model's own normalisation.
   auto evaluate = pneumo_command("evaluate --model " + run + "/model.safetensors --data " +

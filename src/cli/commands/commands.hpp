@@ -37,6 +37,7 @@ struct TrainOptions {
   bool augment = true;
   AugmentSettings augmentation;     // rotation 30, zoom 0.2 (x, y apart), shift 0.1, flip
   std::string zoom_mode = "keras";  // keras (x and y zoom drawn apart) | isotropic
+  std::string head = "flatten";     // flatten (the recipe) | gap (global average pooling)
   std::string normalization = "unit";  // unit (x/255) | per-image (standardised per image)
   // Score the stress variants of validation every epoch (val_stress_* metrics, monitorable).
   bool val_stress = false;

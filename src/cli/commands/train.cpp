@@ -112,6 +112,7 @@ nlohmann::json to_json(const TrainOptions& o) {
           {"gamma", o.augmentation.gamma},
           {"sharpness", o.augmentation.sharpness},
           {"normalization", o.normalization},
+          {"head", o.head},
           {"val-stress", o.val_stress},
           {"plateau-monitor", o.plateau_monitor},
           {"plateau-factor", o.plateau_factor},
@@ -188,6 +189,7 @@ void validate(const TrainOptions& o) {
           "--sharpness must be in [0, 1]" + got(o.augmentation.sharpness));
   as_usage([&] { parse_zoom_mode(o.zoom_mode); });
   as_usage([&] { parse_normalization(o.normalization); });
+  as_usage([&] { parse_model_head(o.head); });
   as_usage([&] { parse_balance_mode(o.balance); });
   as_usage([&] { parse_val_split(o.val_split); });
   if (!o.inject_fault.empty()) as_usage([&] { parse_fault(o.inject_fault); });
@@ -337,6 +339,7 @@ TrainingRun::TrainingRun(const TrainOptions& options)
   ModelConfig config;
   config.input_size = dataset.size;
   config.input_normalization = parse_normalization(options.normalization);
+  config.head = parse_model_head(options.head);
   model_ = std::make_unique<Model>(*backend_, config, options.batch);
   model_->initialize(options.seed);
   AugmentSettings augment = options.augmentation;
