@@ -20,6 +20,8 @@
 #         SKIP_RUNS=1 (no training, benchmarks, PyTorch or ncu: build, tests, sanitizers only),
 #         SKIP_TORCH=1, SKIP_TORCH_COMPILE=1 (PyTorch without its 90 s torch.compile run),
 #         SKIP_BENCH_EXTRAS=1 (no --deterministic false or tf32 bench train, no bench kernels),
+#         EXPERIMENTS_PLAN (the generalisation sweep's plan; "" skips it; default on a GPU:
+#         configs/experiments/generalisation-150-gpu.json),
 #         GPU_CHECK_DEVICE (cuda; "cpu" dry-runs the script's flow on a machine without a GPU: the
 #         pneumo commands then run on the CPU and the CUDA tests fail, as they should there).
 # Every section records pass/fail and its time; a failure never stops the run. Exit status:
@@ -80,6 +82,14 @@ write_report() {
       cat "$out/test_summary.md"
       echo
     fi
+    local sweep_file
+    for sweep_file in "$out/experiments/results.md" "$out/experiments/test.md"; do
+      [[ -s $sweep_file ]] || continue
+      echo "## Generalisation sweep: $(basename "$sweep_file")"
+      echo
+      sed 's/^# /### /' "$sweep_file"
+      echo
+    done
     if [[ -s $out/seeds.md ]]; then
       echo "## The recipe over seeds (scripts/summarize_runs.py)"
       echo
@@ -462,6 +472,29 @@ else
       "$test_bin" --gtest_filter="$sanitizer_filter"
   done
   tolerate_test_failures=0
+fi
+
+# ---- 8b. The generalisation sweep: scripts/experiments.py over a plan of configurations x seeds -------
+# Each run scored on its validation split and the stress variants, the plan's rule picks one, and the
+# test split is read once for it and the baseline (each seed and their ensemble). On by default on a
+# GPU (configs/experiments/generalisation-150-gpu.json); EXPERIMENTS_PLAN="" skips it, and a CPU dry
+# run does it only when EXPERIMENTS_PLAN names a plan.
+default_plan=""
+[[ $device == cuda ]] && default_plan=$root/configs/experiments/generalisation-150-gpu.json
+plan=${EXPERIMENTS_PLAN-$default_plan}
+if [[ ${SKIP_RUNS:-0} == 1 ]]; then
+  skip "generalisation sweep" "SKIP_RUNS=1"
+elif [[ -z $plan ]]; then
+  skip "generalisation sweep" "EXPERIMENTS_PLAN empty (or a CPU dry run)"
+elif [[ ! -x $cli_bin || -z $full_cache ]]; then
+  skip "generalisation sweep" "no pneumo binary or no full cache"
+else
+  run "generalisation sweep" 420 experiments "$(basename "$plan"): train + validation + stress" -- \
+    python3 "$root/scripts/experiments.py" "$plan" --pneumo "$cli_bin" --data "$full_cache" \
+    --out "$out/experiments"
+  run "generalisation sweep (test, once)" 120 experiments_test "picked config and baseline" -- \
+    python3 "$root/scripts/experiments.py" "$plan" --pneumo "$cli_bin" --data "$full_cache" \
+    --out "$out/experiments" --test
 fi
 
 # ---- 9. The recipe over more seeds: the run-to-run spread of its validation and test metrics ---------
