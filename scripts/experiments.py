@@ -25,6 +25,9 @@ import subprocess
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from summarize_runs import dig, load  # noqa: E402  (the same JSON readers)
+
 # Columns of the table, computed from a run's val.json (`pneumo evaluate --split val-carved
 # --stress --json`). Everything at threshold 0.5 except the last, which applies the threshold the
 # checkpoint tuned on validation (Youden's J) to the stress variants: the evidence for the
@@ -62,22 +65,6 @@ TEST_COLUMNS = [  # (header, function of a test.json); threshold 0.5 unless said
     ("acc at the checkpoint's threshold", lambda t: dig(t, ("tuned_threshold", "accuracy"))),
     ("stress worst acc", lambda t: val_columns(t)["stress_worst_accuracy"]),
 ]
-
-
-def dig(obj, keys):
-    for key in keys:
-        if not isinstance(obj, dict) or obj.get(key) is None:
-            return None
-        obj = obj[key]
-    return obj
-
-
-def load(path):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
 
 
 def run(command, log_path):
