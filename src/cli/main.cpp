@@ -204,6 +204,9 @@ void add_train(CLI::App& app, TrainOptions& o, Action& action) {
   // Hidden: used by the tests of interruption and NaN handling.
   c->add_option("--inject-fault", o.inject_fault, "nan@STEP | sigint@STEP | sigterm@STEP")
       ->group("");
+  c->add_option("--threshold-rule", o.threshold_rule,
+                "Threshold stored with the model: youden (on validation) | 0.5")
+      ->capture_default_str();
   c->add_option("--checkpoint-monitor", o.checkpoint_monitor,
                 "Metric that picks checkpoints/best.safetensors")
       ->capture_default_str();

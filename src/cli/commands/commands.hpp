@@ -53,6 +53,9 @@ struct TrainOptions {
   std::string early_stopping_monitor = "val_loss";
   int early_stopping_patience = 0;
   bool restore_best = false;
+  // The decision threshold stored with the model: youden (Youden's J on validation, when it holds
+  // at least kMinThresholdClassImages images of each class; else 0.5) or 0.5.
+  std::string threshold_rule = "youden";
   std::string checkpoint_monitor = "val_loss";  // which epoch is "best"
   std::string resume;               // checkpoint to continue from ("" none)
   // Testing aid, never saved with a run. Steps count from 1 over the whole run: "nan@K" poisons a
@@ -60,6 +63,10 @@ struct TrainOptions {
   // just before step K (the run finishes step K, then stops).
   std::string inject_fault;
 };
+
+// Youden's J on fewer validation images of a class than this picks cuts that do not carry over
+// (on the official 16-image split it chose 0.984, labelling p = 0.98 NORMAL): 0.5 is kept instead.
+constexpr int kMinThresholdClassImages = 20;
 
 nlohmann::json to_json(const TrainOptions& options);
 // Checks every value a user can get wrong; throws pneumo::Error naming the flag and the value.

@@ -2,6 +2,7 @@
 // once), carves the validation split, trains with RMSprop and the callbacks, validates every
 // epoch, and writes a run directory: config.json, log.csv, log.jsonl, checkpoints/{last,best}
 // .safetensors, model.safetensors (final weights + the threshold tuned on val), report.md.
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <csignal>
@@ -124,7 +125,8 @@ nlohmann::json to_json(const TrainOptions& o) {
           {"early-stopping-monitor", o.early_stopping_monitor},
           {"early-stopping-patience", o.early_stopping_patience},
           {"restore-best", o.restore_best},
-          {"checkpoint-monitor", o.checkpoint_monitor}};
+          {"checkpoint-monitor", o.checkpoint_monitor},
+          {"threshold-rule", o.threshold_rule}};
 }
 
 void validate(const TrainOptions& o) {
@@ -193,6 +195,8 @@ void validate(const TrainOptions& o) {
   as_usage([&] { parse_balance_mode(o.balance); });
   as_usage([&] { parse_val_split(o.val_split); });
   if (!o.inject_fault.empty()) as_usage([&] { parse_fault(o.inject_fault); });
+  require(o.threshold_rule == "youden" || o.threshold_rule == "0.5",
+          "--threshold-rule must be youden or 0.5, got '" + o.threshold_rule + "'");
   require(o.schedule == "none" || o.schedule == "step" || o.schedule == "exponential" ||
               o.schedule == "cosine",
           "--schedule must be none, step, exponential or cosine, got '" + o.schedule + "'");
@@ -513,8 +517,9 @@ void TrainingRun::finish() {
   EpochStats val_stats;
   const std::vector<float> val_logits = trainer_->predict_logits(val_set_, &val_stats);
   ThresholdChoice threshold = choose_threshold_youden(val_logits, splits_.val.labels);
-  metadata_.decision_threshold = threshold.threshold;
-  metadata_.threshold_rule =
+  const auto counts = splits_.val.class_counts();
+  const int64_t smallest_class = std::min(counts[0], counts[1]);
+  std::string rule =
       threshold.defined ? "Youden's J on " + std::to_string(splits_.val.count()) +
                               " validation images"
       : threshold.saturated
@@ -522,6 +527,17 @@ void TrainingRun::finish() {
                            threshold.saturated_logit,
                            ", lies where probabilities round to 0 or 1: the model is saturated)")
           : std::string("default 0.5 (validation lacks a class)");
+  if (options_.threshold_rule == "0.5") {
+    threshold = ThresholdChoice{};
+    rule = "0.5 (--threshold-rule 0.5)";
+  } else if (threshold.defined && smallest_class < kMinThresholdClassImages) {
+    rule = detail::concat("default 0.5 (validation holds ", smallest_class,
+                          " images of a class, fewer than ", kMinThresholdClassImages,
+                          " for Youden's J; it would have chosen ", threshold.threshold, ")");
+    threshold = ThresholdChoice{};
+  }
+  metadata_.decision_threshold = threshold.threshold;
+  metadata_.threshold_rule = rule;
   MetricsReport final_val =
       evaluate_binary("val", val_logits, splits_.val.labels, threshold.threshold);
   save("model.safetensors", epochs_done_);
