@@ -66,8 +66,15 @@ class Model {
   // In training mode batch-norm uses batch statistics (and updates running averages) and dropout
   // draws masks from (seed, epoch, step) with stream kDropout + layer index.
   ConstTensorView forward(ConstTensorView input, bool training, RngKey dropout_key = {});
-  // dlogits: (N, 1). Fills gradients() for the last training forward.
-  void backward(ConstTensorView dlogits);
+  // dlogits: (N, 1). Fills gradients() for the last training forward. After an inference forward
+  // it gives the input gradients of that (affine batch-norm, identity dropout) network, for
+  // explanations; parameter gradients are then not meaningful. down_to > 0 stops after layer
+  // down_to's backward (last_input_gradients()[down_to] is d its input).
+  void backward(ConstTensorView dlogits, size_t down_to = 0);
+  // Inference from the output of layer `layer` on: runs layers layer+1 .. last on `activation`
+  // (shaped as that layer's output) and returns the logits. For finite-difference checks.
+  ConstTensorView forward_from(size_t layer, ConstTensorView activation);
+  size_t layer_index(const std::string& name) const;  // throws naming the layers there are
 
   TensorView parameters() { return parameters_.view(); }
   TensorView gradients() { return gradients_.view(); }

@@ -260,6 +260,23 @@ void add_predict(CLI::App& app, PredictOptions& o, Action& action) {
   });
 }
 
+void add_explain(CLI::App& app, ExplainOptions& o, Action& action) {
+  auto* c = app.add_subcommand("explain", "Grad-CAM maps: where the evidence for pneumonia lies");
+  c->add_option("--model", o.model, "Checkpoint (.safetensors)")->required();
+  c->add_option("inputs", o.inputs, "Images or folders")
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll)
+      ->required();
+  c->add_option("--out", o.out, "Folder for <n>_<name>_p<prob>.npy/.png and explain.csv")
+      ->required();
+  c->add_option("--layer", o.layer, "Layer explained (conv1..conv5, bn5, pool4, ...)")
+      ->capture_default_str();
+  c->add_option("--device", o.device, "auto | cuda | cpu")->capture_default_str();
+  c->add_option("--batch", o.batch, "Batch size")->capture_default_str();
+  c->callback([&o, &action] {
+    action = [&o] { return advising_on_memory(o.batch, [&o] { return run_explain(o); }); };
+  });
+}
+
 void add_prepare(CLI::App& app, pneumo::PrepareOptions& o, Action& action) {
   auto* c = app.add_subcommand("prepare", "Decode an image tree once into a NumPy cache");
   c->add_option("--data", o.data_dir, "Image tree {train,val,test}/{NORMAL,PNEUMONIA}")
@@ -352,6 +369,7 @@ int main(int argc, char** argv) {
   TrainOptions train;
   EvaluateOptions evaluate;
   PredictOptions predict;
+  ExplainOptions explain;
   pneumo::PrepareOptions prepare;
   pneumo::EdaOptions eda;
   BenchTrainOptions bench;
@@ -361,6 +379,7 @@ int main(int argc, char** argv) {
   add_train(app, train, action);
   add_evaluate(app, evaluate, action);
   add_predict(app, predict, action);
+  add_explain(app, explain, action);
   add_eda(app, eda, action);
   add_bench(app, bench, bench_kernels, action);
   try {

@@ -129,10 +129,12 @@ class BatchNorm2d final : public Layer {
     dx_ = backend.empty(max_input);
     saved_mean_ = backend.empty({channels_});
     saved_inv_std_ = backend.empty({channels_});
+    zeros_ = backend.zeros({channels_});
   }
   ConstTensorView forward(Backend& backend, ConstTensorView x, bool training, RngKey) override {
     PNEUMO_NVTX_RANGE("batchnorm forward");
     x_ = x;
+    training_ = training;
     TensorView y = batch_view(y_, x.shape);
     if (training)
       backend.batchnorm_forward_training(x, gamma_v_, beta_v_, mean_v_, var_v_, 1.0 - momentum_,
@@ -144,6 +146,13 @@ class BatchNorm2d final : public Layer {
   ConstTensorView backward(Backend& backend, ConstTensorView dy) override {
     PNEUMO_NVTX_RANGE("batchnorm backward");
     TensorView dx = batch_view(dx_, x_.shape);
+    if (!training_) {
+      // After an inference forward the layer is affine per channel: dx = dy gamma / sqrt(var +
+      // eps), which is the inference forward itself applied to dy with mean 0 and beta 0
+      // (explanations only: no parameter gradients).
+      backend.batchnorm_forward_inference(dy, gamma_v_, zeros_, zeros_, var_v_, epsilon_, dx);
+      return dx;
+    }
     backend.batchnorm_backward(x_, dy, gamma_v_, saved_mean_, saved_inv_std_, epsilon_, dx,
                                dgamma_, dbeta_);
     return dx;
@@ -155,8 +164,9 @@ class BatchNorm2d final : public Layer {
   double momentum_, epsilon_;
   Slot gamma_, beta_, running_mean_, running_var_;
   TensorView gamma_v_, beta_v_, dgamma_, dbeta_, mean_v_, var_v_;
-  Tensor y_, dx_, saved_mean_, saved_inv_std_;
+  Tensor y_, dx_, saved_mean_, saved_inv_std_, zeros_;
   ConstTensorView x_;
+  bool training_ = true;
 };
 
 class MaxPool2d final : public Layer {
@@ -202,6 +212,7 @@ class Dropout final : public Layer {
   }
   ConstTensorView forward(Backend& backend, ConstTensorView x, bool training,
                           RngKey key) override {
+    training_ = training;
     if (!training) return x;  // inverted dropout: identity at inference
     PNEUMO_NVTX_RANGE("dropout forward");
     key_ = key;
@@ -211,6 +222,7 @@ class Dropout final : public Layer {
     return y;
   }
   ConstTensorView backward(Backend& backend, ConstTensorView dy) override {
+    if (!training_) return dy;  // the identity's gradient
     PNEUMO_NVTX_RANGE("dropout backward");
     TensorView dx = batch_view(dx_, dy.shape);
     backend.dropout_backward(dy, dx, rate_, key_);
@@ -223,6 +235,7 @@ class Dropout final : public Layer {
   uint32_t stream_offset_;
   RngKey key_;
   Tensor y_, dx_;
+  bool training_ = true;
 };
 
 // Global average pooling (N, C, H, W) -> (N, C): the GAP head's first layer.
@@ -465,11 +478,37 @@ ConstTensorView Model::forward(ConstTensorView input, bool training, RngKey drop
   return x;
 }
 
-void Model::backward(ConstTensorView dlogits) {
+ConstTensorView Model::forward_from(size_t layer, ConstTensorView activation) {
+  PNEUMO_CHECK(layer + 1 < layers_.size(), "forward_from: layer ", layer, " of ", layers_.size());
+  Shape expected{1, 1, config_.input_size, config_.input_size};
+  for (size_t i = 0; i <= layer; ++i) expected = layers_[i]->output_shape(expected);
+  PNEUMO_CHECK(activation.shape == with_batch(expected, activation.shape[0]) &&
+                   activation.shape[0] <= max_batch_ && activation.device == backend_.device(),
+               "forward_from: layer ", layers_[layer]->name(), " outputs ",
+               with_batch(expected, activation.shape[0]).str(), " on ",
+               to_string(backend_.device()), ", got ", activation.shape.str());
+  ConstTensorView x = activation;
+  last_outputs_.resize(layers_.size());
+  for (size_t i = layer + 1; i < layers_.size(); ++i)
+    last_outputs_[i] = x = layers_[i]->forward(backend_, x, /*training=*/false, {});
+  return x;
+}
+
+size_t Model::layer_index(const std::string& name) const {
+  for (size_t i = 0; i < layers_.size(); ++i)
+    if (layers_[i]->name() == name) return i;
+  std::string names;
+  for (const auto& layer : layers_) names += (names.empty() ? "" : ", ") + layer->name();
+  throw Error("no layer named '" + name + "' (layers: " + names + ")");
+}
+
+void Model::backward(ConstTensorView dlogits, size_t down_to) {
   PNEUMO_NVTX_RANGE("model backward");
+  PNEUMO_CHECK(down_to < layers_.size(), "backward down to layer ", down_to, " of ",
+               layers_.size());
   ConstTensorView dy = dlogits;
   last_input_gradients_.resize(layers_.size());
-  for (size_t i = layers_.size(); i-- > 0;) {
+  for (size_t i = layers_.size(); i-- > down_to;) {
     last_input_gradients_[i] = dy = layers_[i]->backward(backend_, dy);
     if (layer_marker_) layer_marker_(i, true);
   }

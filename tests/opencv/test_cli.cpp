@@ -17,6 +17,7 @@
 
 #include "pneumo/augment.hpp"
 #include "pneumo/checkpoint.hpp"
+#include "pneumo/npy.hpp"
 #include "cli_test_util.hpp"
 #include "temp_dir.hpp"
 
@@ -256,6 +257,47 @@ TEST(Cli, AdamWWithLabelSmoothingResumesExactly) {
     ASSERT_NE(same, nullptr) << tensor.name;
     EXPECT_EQ(tensor.values, same->values) << tensor.name << " differs after resuming";
   }
+}
+
+// explain: one map per readable image (a float32 .npy at the input size, a PNG overlay, a CSV
+// line with the probability); an unreadable file is skipped with a warning and exit status 3; a
+// layer that does not exist is bad usage naming the layers there are.
+TEST(Cli, ExplainWritesAMapPerImage) {
+  testing::TempDir dir;
+  const std::string cache = dir.file("cache"), run = dir.file("run"), out = dir.file("maps");
+  auto train = pneumo_command("train --data " + kSample + " --size 32 --epochs 1 --out " + run +
+                                  kCommon, cache);
+  ASSERT_EQ(train.status, 0) << train.output;
+  const std::string images = dir.file("images");
+  fs::create_directories(images);
+  int copied = 0;
+  for (const auto& entry : fs::directory_iterator(kSample + "/test/PNEUMONIA"))
+    if (copied++ < 3) fs::copy_file(entry.path(), fs::path(images) / entry.path().filename());
+  std::ofstream(images + "/broken.jpeg") << "not a jpeg";
+  auto explain = pneumo_command("explain --device cpu --model " + run + "/model.safetensors " +
+                                    images + " --out " + out, cache);
+  EXPECT_EQ(explain.status, 3) << explain.output;
+  EXPECT_NE(explain.output.find("skipping"), std::string::npos) << explain.output;
+  std::istringstream csv(testing::read_text(out + "/explain.csv"));
+  std::string line;
+  std::getline(csv, line);
+  EXPECT_EQ(line, "path,probability_pneumonia,label,map");
+  int rows = 0;
+  while (std::getline(csv, line)) {
+    ++rows;
+    const std::string map = line.substr(line.rfind(',') + 1);
+    const NpyArray array = read_npy(out + "/" + map);
+    EXPECT_EQ(array.shape, std::vector<int64_t>({32, 32})) << map;
+    EXPECT_EQ(array.type, NpyType::Float32) << map;
+    EXPECT_TRUE(fs::exists(out + "/" + map.substr(0, map.size() - 4) + ".png")) << map;
+  }
+  EXPECT_EQ(rows, 3);
+  auto bad_layer = pneumo_command("explain --device cpu --model " + run +
+                                      "/model.safetensors " + images + " --out " + out +
+                                      " --layer conv9", cache);
+  EXPECT_EQ(bad_layer.status, 2) << bad_layer.output;
+  EXPECT_NE(bad_layer.output.find("no layer named 'conv9' (layers: conv1, "), std::string::npos)
+      << bad_layer.output;
 }
 
 // "path,probability,label,logit" rows of `predict --csv --logits` -> probability by file name.

@@ -103,6 +103,17 @@ struct PredictOptions {
 };
 int run_predict(const PredictOptions& options);
 
+// `pneumo explain`: Grad-CAM maps of one model for image files (pneumo/explain.hpp).
+struct ExplainOptions {
+  std::string model;
+  std::vector<std::string> inputs;  // images or folders
+  std::string out;                  // folder for the maps, overlays and explain.csv
+  std::string layer = "conv5";      // the layer whose output is explained
+  std::string device = "auto";
+  int batch = 16;
+};
+int run_explain(const ExplainOptions& options);
+
 }  // namespace pneumo::cli
 
 namespace pneumo::cli {

@@ -1,0 +1,128 @@
+// `pneumo explain`: for each image, the probability of pneumonia and the Grad-CAM map of one layer
+// (default conv5, the last block's convolution), written as a float32 .npy at the input size, a PNG
+// overlay (OpenCV builds) and one line of explain.csv.
+#include <filesystem>
+#include <fstream>
+#include <iomanip>
+#include <iostream>
+#include <sstream>
+
+#include "cli/commands/commands.hpp"
+#include "pneumo/backend.hpp"
+#include "pneumo/checkpoint.hpp"
+#include "pneumo/data.hpp"
+#include "pneumo/error.hpp"
+#include "pneumo/explain.hpp"
+#include "pneumo/metrics.hpp"
+#include "pneumo/model_checkpoint.hpp"
+#include "pneumo/npy.hpp"
+#include "pneumo/tensor.hpp"
+
+namespace fs = std::filesystem;
+
+namespace pneumo::cli {
+
+int run_explain(const ExplainOptions& options) {
+  if (options.model.empty()) throw UsageError("--model is required");
+  if (options.out.empty()) throw UsageError("--out is required: the folder for the maps");
+  if (options.inputs.empty()) throw UsageError("give at least one image or folder to explain");
+  if (options.batch < 1 || options.batch > 4096)
+    throw UsageError("--batch must be in [1, 4096], got " + std::to_string(options.batch));
+  DeviceChoice device;
+  try {
+    device = parse_device_choice(options.device);
+  } catch (const Error& e) {
+    throw UsageError(e.what());
+  }
+  const CheckpointData checkpoint = load_checkpoint(options.model);
+  BackendOptions backend_options;
+  backend_options.device = device;
+  std::unique_ptr<Backend> backend = make_backend(backend_options);
+  const ModelConfig config = model_config_for(checkpoint.metadata);
+  Model model(*backend, config, options.batch);
+  restore_checkpoint(checkpoint, model, nullptr, options.model);
+  size_t layer;
+  try {
+    layer = model.layer_index(options.layer);
+  } catch (const Error& e) {
+    throw UsageError(std::string("--layer: ") + e.what());
+  }
+  std::error_code error;
+  fs::create_directories(options.out, error);
+  if (error) throw Error("cannot create --out folder '" + options.out + "': " + error.message());
+
+  const int size = config.input_size;
+  std::vector<std::string> files = list_images(options.inputs);
+  std::vector<uint8_t> pixels;
+  std::vector<std::string> kept;
+  int failures = 0;
+  for (const auto& file : files) {
+    std::vector<uint8_t> image(static_cast<size_t>(size) * size);
+    const std::string problem = decode_image_file(file, size, image.data());
+    if (!problem.empty()) {
+      std::cerr << "pneumo: warning: skipping " << file << ": " << problem << "\n";
+      ++failures;
+      continue;
+    }
+    pixels.insert(pixels.end(), image.begin(), image.end());
+    kept.push_back(file);
+  }
+  if (kept.empty())
+    throw Error("none of the " + std::to_string(files.size()) + " input files could be read as an image");
+
+  const int64_t count = static_cast<int64_t>(kept.size());
+  Array<uint8_t> images(count * size * size, backend->device());
+  copy_bytes(images.data(), backend->device(), pixels.data(), Device::Cpu, images.bytes());
+  std::vector<int32_t> order(static_cast<size_t>(count));
+  for (int64_t i = 0; i < count; ++i) order[static_cast<size_t>(i)] = static_cast<int32_t>(i);
+  Array<int32_t> indices(count, backend->device());
+  copy_bytes(indices.data(), backend->device(), order.data(), Device::Cpu, indices.bytes());
+  Tensor input = backend->empty({options.batch, 1, size, size});
+  AugmentSettings plain;  // the model's own input normalisation, no augmentation
+  plain.enabled = false;
+  plain.normalization = config.input_normalization;
+
+  std::ofstream csv(fs::path(options.out) / "explain.csv");
+  csv << "path,probability_pneumonia,label,map\n";
+  std::string no_png;
+  const double threshold = checkpoint.metadata.decision_threshold;
+  std::cerr << "explain: " << count << " images, Grad-CAM of " << options.layer << " (output "
+            << model.layer_shapes().at(layer).second.str() << " per image), threshold "
+            << threshold << " (" << checkpoint.metadata.threshold_rule << ")\n";
+  for (int64_t first = 0; first < count; first += options.batch) {
+    const int n = static_cast<int>(std::min<int64_t>(options.batch, count - first));
+    TensorView x{input.data(), {n, 1, size, size}, backend->device()};
+    backend->gather_augment(images.data(), count, size, indices.data() + first, plain, {}, x);
+    const GradCam cam = grad_cam(model, x, layer);
+    for (int i = 0; i < n; ++i) {
+      const size_t index = static_cast<size_t>(first + i);
+      const std::vector<float> map =
+          upsample_map(cam.maps.data() + static_cast<size_t>(i) * cam.height * cam.width,
+                       cam.height, cam.width, size);
+      const double p = sigmoid(cam.logits[static_cast<size_t>(i)]);
+      std::ostringstream stem;
+      stem << std::setw(4) << std::setfill('0') << index << "_"
+           << fs::path(kept[index]).stem().string() << "_p" << std::fixed << std::setprecision(3) << p;
+      const std::string npy = (fs::path(options.out) / (stem.str() + ".npy")).string();
+      write_npy(npy, NpyType::Float32, {size, size}, map.data());
+      if (no_png.empty())
+        no_png = write_heatmap_overlay((fs::path(options.out) / (stem.str() + ".png")).string(),
+                                       pixels.data() + index * size * size, size, map.data());
+      std::string path = kept[index];
+      if (path.find_first_of(",\"\n") != std::string::npos) {
+        std::string quoted = "\"";
+        for (char c : path) quoted += c == '"' ? std::string("\"\"") : std::string(1, c);
+        path = quoted + "\"";
+      }
+      csv << path << "," << std::setprecision(6) << p << ","
+          << (predicts_pneumonia(cam.logits[static_cast<size_t>(i)], threshold) ? "PNEUMONIA" : "NORMAL")
+          << "," << fs::path(npy).filename().string() << "\n";
+    }
+  }
+  if (!csv) throw Error("cannot write " + (fs::path(options.out) / "explain.csv").string());
+  if (!no_png.empty()) std::cerr << "explain: no PNG overlays: " << no_png << "\n";
+  std::cout << "explain: " << count << " maps in " << options.out << " (explain.csv lists them)\n";
+  return failures == 0 ? 0 : 3;
+}
+
+}  // namespace pneumo::cli
