@@ -10,6 +10,7 @@
 
 #include "pneumo/model.hpp"
 #include "pneumo/tensor.hpp"
+#include "pneumo/trainer.hpp"
 
 namespace pneumo {
 
@@ -25,6 +26,28 @@ struct GradCam {
 // Computed on the model's backend; the weighting and the maps in double on the host, so both
 // backends give the same numbers up to their forward and backward arithmetic.
 GradCam grad_cam(Model& model, ConstTensorView input, size_t layer);
+
+// Grad-CAM of every image of `data` (uint8 images on the model's device), `batch` at a time, each
+// image first put through the model's own input normalisation: what `pneumo explain` and the
+// evaluate gallery call. The maps are (count, h, w) at the layer's resolution.
+GradCam grad_cam_images(Model& model, const ImageSet& data, size_t layer, int batch);
+
+// The gallery of `pneumo evaluate --gallery N`: into `folder`, the N most confident false
+// positives, false negatives, true positives and true negatives of a split with their overlays,
+// and the mean map (each map scaled to a peak of 1 first) of each confusion cell over that cell's
+// mean image, listed in gallery.md with the dataset's citation. labels: 0/1 per image; images:
+// the split's uint8 images on the host, in data's order; files: their names.
+struct GalleryInputs {
+  std::string title;                 // e.g. "test split, model runs/x/model.safetensors"
+  double threshold = 0.5;            // the decision rule applied
+  const std::vector<uint8_t>* images = nullptr;
+  const std::vector<uint8_t>* labels = nullptr;
+  const std::vector<std::string>* files = nullptr;
+  int size = 0;
+  std::string layer;
+};
+void write_gallery(const std::string& folder, const GradCam& cam, const GalleryInputs& inputs,
+                   int per_group);
 
 // Bilinear upsampling of a (h, w) map to (size, size), pixel centres aligned and the border
 // replicated (cv::resize's INTER_LINEAR convention).

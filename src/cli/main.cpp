@@ -233,6 +233,10 @@ void add_evaluate(CLI::App& app, EvaluateOptions& o, Action& action) {
   c->add_flag("--stress", o.stress,
               "Also score stress variants (width, brightness, contrast, gamma, blur)");
   c->add_option("--tta", o.tta, "Test-time augmentation: none | flip")->capture_default_str();
+  c->add_option("--gallery", o.gallery,
+                "Grad-CAM gallery: the N most confident of each confusion cell, and mean maps")
+      ->capture_default_str();
+  c->add_option("--gallery-out", o.gallery_out, "Gallery folder (default gallery-<split>)");
   c->callback([&o, &action] {
     action = [&o] { return advising_on_memory(o.batch, [&o] { return run_evaluate(o); }); };
   });

@@ -4,8 +4,15 @@
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <iomanip>
+#include <sstream>
 
+#include "pneumo/data.hpp"
 #include "pneumo/error.hpp"
+#include "pneumo/metrics.hpp"
+#include "pneumo/npy.hpp"
 
 namespace pneumo {
 
@@ -51,6 +58,37 @@ GradCam grad_cam(Model& model, ConstTensorView input, size_t layer) {
   return cam;
 }
 
+GradCam grad_cam_images(Model& model, const ImageSet& data, size_t layer, int batch) {
+  PNEUMO_CHECK(batch >= 1 && batch <= model.max_batch(), "grad_cam_images: batch ", batch,
+               " outside [1, ", model.max_batch(), "]");
+  Backend& backend = model.backend();
+  const int size = data.size;
+  std::vector<int32_t> order(static_cast<size_t>(data.count));
+  for (int64_t i = 0; i < data.count; ++i) order[static_cast<size_t>(i)] = static_cast<int32_t>(i);
+  Array<int32_t> indices(data.count, backend.device());
+  copy_bytes(indices.data(), backend.device(), order.data(), Device::Cpu, indices.bytes());
+  Tensor input = backend.empty({batch, 1, size, size});
+  AugmentSettings plain;  // no augmentation; the model's own input normalisation
+  plain.enabled = false;
+  plain.normalization = model.config().input_normalization;
+  GradCam all;
+  for (int64_t first = 0; first < data.count; first += batch) {
+    const int n = static_cast<int>(std::min<int64_t>(batch, data.count - first));
+    TensorView x{input.data(), {n, 1, size, size}, backend.device()};
+    backend.gather_augment(data.images.data(), data.count, size, indices.data() + first, plain, {},
+                           x);
+    GradCam part = grad_cam(model, x, layer);
+    all.channels = part.channels;
+    all.height = part.height;
+    all.width = part.width;
+    all.logits.insert(all.logits.end(), part.logits.begin(), part.logits.end());
+    all.channel_weights.insert(all.channel_weights.end(), part.channel_weights.begin(),
+                               part.channel_weights.end());
+    all.maps.insert(all.maps.end(), part.maps.begin(), part.maps.end());
+  }
+  return all;
+}
+
 std::vector<float> upsample_map(const float* map, int64_t height, int64_t width, int size) {
   std::vector<float> out(static_cast<size_t>(size) * size);
   const double sy = static_cast<double>(height) / size, sx = static_cast<double>(width) / size;
@@ -68,6 +106,101 @@ std::vector<float> upsample_map(const float* map, int64_t height, int64_t width,
     }
   }
   return out;
+}
+
+void write_gallery(const std::string& folder, const GradCam& cam, const GalleryInputs& in,
+                   int per_group) {
+  namespace fs = std::filesystem;
+  std::error_code error;
+  fs::create_directories(folder, error);
+  if (error) throw Error("cannot create gallery folder '" + folder + "': " + error.message());
+  const size_t count = cam.logits.size();
+  const int size = in.size;
+  const size_t pixels = static_cast<size_t>(size) * size;
+  PNEUMO_CHECK(in.images && in.labels && in.files && in.labels->size() == count &&
+                   in.files->size() == count && in.images->size() == count * pixels,
+               "write_gallery: ", count, " maps but other counts of images, labels or files");
+  // Each image's map at the input size, scaled to a peak of 1 (an all-zero map stays zero).
+  auto map_of = [&](size_t i) {
+    std::vector<float> map = upsample_map(cam.maps.data() + i * cam.height * cam.width,
+                                          cam.height, cam.width, size);
+    const float peak = *std::max_element(map.begin(), map.end());
+    if (peak > 0.0f)
+      for (float& v : map) v /= peak;
+    return map;
+  };
+  // Cells: 0 TN, 1 FP, 2 FN, 3 TP (2 label + predicted).
+  const char* cell_names[4] = {"true negatives (NORMAL called NORMAL)",
+                               "false positives (NORMAL called PNEUMONIA)",
+                               "false negatives (PNEUMONIA called NORMAL)",
+                               "true positives (PNEUMONIA called PNEUMONIA)"};
+  const char* cell_files[4] = {"true_negative", "false_positive", "false_negative", "true_positive"};
+  std::vector<size_t> members[4];
+  for (size_t i = 0; i < count; ++i) {
+    const int predicted = predicts_pneumonia(cam.logits[i], in.threshold) ? 1 : 0;
+    members[2 * (*in.labels)[i] + predicted].push_back(i);
+  }
+  std::ostringstream md;
+  md << "# Gallery: " << in.title << "\n\nGrad-CAM of " << in.layer << ", threshold "
+     << in.threshold << ". Each overlay is scaled to its own peak; the mean maps average maps"
+     << " scaled to a peak of 1, drawn over the mean image of their cell.\n\n"
+     << "## Mean map per confusion cell\n\n"
+     << "| true \\ predicted | NORMAL | PNEUMONIA |\n|---|---|---|\n";
+  std::string cell_image[4];
+  for (int c = 0; c < 4; ++c) {
+    if (members[c].empty()) {
+      cell_image[c] = "no images";
+      continue;
+    }
+    std::vector<double> mean_map(pixels, 0.0), mean_image(pixels, 0.0);
+    for (size_t i : members[c]) {
+      const std::vector<float> map = map_of(i);
+      for (size_t p = 0; p < pixels; ++p) {
+        mean_map[p] += map[p];
+        mean_image[p] += (*in.images)[i * pixels + p];
+      }
+    }
+    std::vector<float> map(pixels);
+    std::vector<uint8_t> image(pixels);
+    for (size_t p = 0; p < pixels; ++p) {
+      map[p] = static_cast<float>(mean_map[p] / static_cast<double>(members[c].size()));
+      image[p] = static_cast<uint8_t>(std::lround(mean_image[p] / static_cast<double>(members[c].size())));
+    }
+    write_npy((fs::path(folder) / (std::string("mean_") + cell_files[c] + ".npy")).string(),
+              NpyType::Float32, {size, size}, map.data());
+    const std::string png = std::string("mean_") + cell_files[c] + ".png";
+    const std::string problem =
+        write_heatmap_overlay((fs::path(folder) / png).string(), image.data(), size, map.data());
+    cell_image[c] = problem.empty()
+                        ? detail::concat("![", cell_files[c], "](", png, ") ", members[c].size(), " images")
+                        : detail::concat(members[c].size(), " images (no PNG: ", problem, ")");
+  }
+  md << "| NORMAL | " << cell_image[0] << " | " << cell_image[1] << " |\n"
+     << "| PNEUMONIA | " << cell_image[2] << " | " << cell_image[3] << " |\n";
+  // The most confident of each cell: FP and TP by the highest probability, FN and TN the lowest.
+  for (int c : {1, 2, 3, 0}) {
+    std::vector<size_t> order = members[c];
+    const bool highest = c == 1 || c == 3;
+    std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+      return highest ? cam.logits[a] > cam.logits[b] : cam.logits[a] < cam.logits[b];
+    });
+    if (static_cast<int>(order.size()) > per_group) order.resize(static_cast<size_t>(per_group));
+    md << "\n## Most confident " << cell_names[c] << "\n\n";
+    if (order.empty()) md << "(none)\n";
+    for (size_t i : order) {
+      std::ostringstream name;
+      name << cell_files[c] << "_" << std::setw(4) << std::setfill('0') << i << ".png";
+      const std::vector<float> map = map_of(i);
+      const std::string problem = write_heatmap_overlay(
+          (fs::path(folder) / name.str()).string(), in.images->data() + i * pixels, size, map.data());
+      md << "- p(pneumonia) " << std::fixed << std::setprecision(4) << sigmoid(cam.logits[i])
+         << std::defaultfloat << ", `" << (*in.files)[i] << "`"
+         << (problem.empty() ? "\n\n  ![](" + name.str() + ")\n" : " (no PNG: " + problem + ")\n");
+    }
+  }
+  md << "\n" << kDatasetCitation << "\n";
+  std::ofstream out(fs::path(folder) / "gallery.md");
+  if (!(out << md.str())) throw Error("cannot write " + (fs::path(folder) / "gallery.md").string());
 }
 
 #ifndef PNEUMO_WITH_OPENCV

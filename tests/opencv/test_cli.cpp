@@ -292,6 +292,31 @@ TEST(Cli, ExplainWritesAMapPerImage) {
     EXPECT_TRUE(fs::exists(out + "/" + map.substr(0, map.size() - 4) + ".png")) << map;
   }
   EXPECT_EQ(rows, 3);
+  // evaluate --gallery: every image in one confusion cell's mean map, the most confident listed.
+  const std::string gallery = dir.file("gallery");
+  auto evaluate = pneumo_command("evaluate --device cpu --model " + run + "/model.safetensors --data " +
+                                     kSample + " --split test --gallery 2 --gallery-out " + gallery,
+                                 cache);
+  ASSERT_EQ(evaluate.status, 0) << evaluate.output;
+  const std::string md = testing::read_text(gallery + "/gallery.md");
+  for (const char* part : {"## Mean map per confusion cell", "## Most confident false positives",
+                           "## Most confident false negatives", "## Most confident true positives",
+                           "## Most confident true negatives", "Kermany"})
+    EXPECT_NE(md.find(part), std::string::npos) << part << "\n" << md;
+  int in_cells = 0;
+  for (const char* cell : {"true_negative", "false_positive", "false_negative", "true_positive"}) {
+    const auto at = md.find(std::string("![") + cell + "](mean_" + cell + ".png) ");
+    if (at == std::string::npos) continue;
+    in_cells += std::stoi(md.substr(md.find(") ", at) + 2));
+    const NpyArray mean = read_npy(gallery + "/mean_" + cell + ".npy");
+    EXPECT_EQ(mean.shape, std::vector<int64_t>({32, 32}));
+  }
+  EXPECT_EQ(in_cells, 60) << md;
+  auto two = pneumo_command("evaluate --device cpu --model " + run + "/model.safetensors --model " +
+                                run + "/model.safetensors --data " + kSample +
+                                " --split test --gallery 2", cache);
+  EXPECT_EQ(two.status, 2) << two.output;
+
   auto bad_layer = pneumo_command("explain --device cpu --model " + run +
                                       "/model.safetensors " + images + " --out " + out +
                                       " --layer conv9", cache);

@@ -88,6 +88,8 @@ struct EvaluateOptions {
   std::string tuned_threshold = "checkpoint";  // "checkpoint" (the one chosen on val) or a value
   bool stress = false;        // also score the stress variants (pneumo/stress.hpp)
   std::string tta = "none";   // none | flip (mean probability of the image and its mirror)
+  int gallery = 0;            // > 0: Grad-CAM gallery of the N most confident per confusion cell
+  std::string gallery_out;    // its folder ("" -> gallery-<split>)
 };
 int run_evaluate(const EvaluateOptions& options);
 

@@ -14,6 +14,7 @@
 #include "pneumo/checkpoint.hpp"
 #include "pneumo/data.hpp"
 #include "pneumo/error.hpp"
+#include "pneumo/explain.hpp"
 #include "pneumo/metrics.hpp"
 #include "pneumo/model_checkpoint.hpp"
 #include "pneumo/sampling.hpp"
@@ -151,6 +152,8 @@ std::pair<double, std::string> applied_threshold(const Ensemble& ensemble,
 
 int run_evaluate(const EvaluateOptions& options) {
   if (options.data.empty()) throw Error("--data is required");
+  if (options.gallery < 0 || options.gallery > 1000)
+    throw UsageError("--gallery must be in [0, 1000], got " + std::to_string(options.gallery));
   const InferenceFlags flags = parse_inference_flags(options.models, options.device, options.batch,
                                                      options.tuned_threshold, options.tta);
   Ensemble ensemble = load_models(options.models, flags, options.batch);
@@ -207,6 +210,25 @@ int run_evaluate(const EvaluateOptions& options) {
     const auto predict = [&](const AugmentParams& p) { return ensemble.logits(images, &p); };
     stress = evaluate_stress(predict, split.labels, threshold);
     std::cout << format_stress_table(*stress);
+  }
+  if (options.gallery > 0) {
+    if (ensemble.members.size() != 1 || ensemble.flip_tta)
+      throw UsageError("--gallery explains one model without --tta; give one --model");
+    Member& member = ensemble.members.front();
+    const GradCam cam = grad_cam_images(*member.model, images, member.model->layer_index("conv5"),
+                                        options.batch);
+    GalleryInputs inputs;
+    inputs.title = options.split + " split, model " + member.path;
+    inputs.threshold = threshold;
+    inputs.images = &split.images;
+    inputs.labels = &split.labels;
+    inputs.files = &split.files;
+    inputs.size = split.size;
+    inputs.layer = "conv5";
+    const std::string folder =
+        options.gallery_out.empty() ? "gallery-" + options.split : options.gallery_out;
+    write_gallery(folder, cam, inputs, options.gallery);
+    std::cout << "gallery: " << folder << "/gallery.md\n";
   }
   if (!options.json.empty()) {
     nlohmann::json out = to_json(report);

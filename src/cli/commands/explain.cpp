@@ -17,6 +17,7 @@
 #include "pneumo/model_checkpoint.hpp"
 #include "pneumo/npy.hpp"
 #include "pneumo/tensor.hpp"
+#include "pneumo/trainer.hpp"
 
 namespace fs = std::filesystem;
 
@@ -71,53 +72,39 @@ int run_explain(const ExplainOptions& options) {
     throw Error("none of the " + std::to_string(files.size()) + " input files could be read as an image");
 
   const int64_t count = static_cast<int64_t>(kept.size());
-  Array<uint8_t> images(count * size * size, backend->device());
-  copy_bytes(images.data(), backend->device(), pixels.data(), Device::Cpu, images.bytes());
-  std::vector<int32_t> order(static_cast<size_t>(count));
-  for (int64_t i = 0; i < count; ++i) order[static_cast<size_t>(i)] = static_cast<int32_t>(i);
-  Array<int32_t> indices(count, backend->device());
-  copy_bytes(indices.data(), backend->device(), order.data(), Device::Cpu, indices.bytes());
-  Tensor input = backend->empty({options.batch, 1, size, size});
-  AugmentSettings plain;  // the model's own input normalisation, no augmentation
-  plain.enabled = false;
-  plain.normalization = config.input_normalization;
-
-  std::ofstream csv(fs::path(options.out) / "explain.csv");
-  csv << "path,probability_pneumonia,label,map\n";
-  std::string no_png;
+  std::vector<uint8_t> no_labels(static_cast<size_t>(count), 0);
+  const ImageSet images =
+      ImageSet::upload(backend->device(), pixels.data(), count, size, no_labels.data());
   const double threshold = checkpoint.metadata.decision_threshold;
   std::cerr << "explain: " << count << " images, Grad-CAM of " << options.layer << " (output "
             << model.layer_shapes().at(layer).second.str() << " per image), threshold "
             << threshold << " (" << checkpoint.metadata.threshold_rule << ")\n";
-  for (int64_t first = 0; first < count; first += options.batch) {
-    const int n = static_cast<int>(std::min<int64_t>(options.batch, count - first));
-    TensorView x{input.data(), {n, 1, size, size}, backend->device()};
-    backend->gather_augment(images.data(), count, size, indices.data() + first, plain, {}, x);
-    const GradCam cam = grad_cam(model, x, layer);
-    for (int i = 0; i < n; ++i) {
-      const size_t index = static_cast<size_t>(first + i);
-      const std::vector<float> map =
-          upsample_map(cam.maps.data() + static_cast<size_t>(i) * cam.height * cam.width,
-                       cam.height, cam.width, size);
-      const double p = sigmoid(cam.logits[static_cast<size_t>(i)]);
-      std::ostringstream stem;
-      stem << std::setw(4) << std::setfill('0') << index << "_"
-           << fs::path(kept[index]).stem().string() << "_p" << std::fixed << std::setprecision(3) << p;
-      const std::string npy = (fs::path(options.out) / (stem.str() + ".npy")).string();
-      write_npy(npy, NpyType::Float32, {size, size}, map.data());
-      if (no_png.empty())
-        no_png = write_heatmap_overlay((fs::path(options.out) / (stem.str() + ".png")).string(),
-                                       pixels.data() + index * size * size, size, map.data());
-      std::string path = kept[index];
-      if (path.find_first_of(",\"\n") != std::string::npos) {
-        std::string quoted = "\"";
-        for (char c : path) quoted += c == '"' ? std::string("\"\"") : std::string(1, c);
-        path = quoted + "\"";
-      }
-      csv << path << "," << std::setprecision(6) << p << ","
-          << (predicts_pneumonia(cam.logits[static_cast<size_t>(i)], threshold) ? "PNEUMONIA" : "NORMAL")
-          << "," << fs::path(npy).filename().string() << "\n";
+  const GradCam cam = grad_cam_images(model, images, layer, options.batch);
+
+  std::ofstream csv(fs::path(options.out) / "explain.csv");
+  csv << "path,probability_pneumonia,label,map\n";
+  std::string no_png;
+  for (size_t index = 0; index < kept.size(); ++index) {
+    const std::vector<float> map = upsample_map(
+        cam.maps.data() + index * cam.height * cam.width, cam.height, cam.width, size);
+    const double p = sigmoid(cam.logits[index]);
+    std::ostringstream stem;
+    stem << std::setw(4) << std::setfill('0') << index << "_"
+         << fs::path(kept[index]).stem().string() << "_p" << std::fixed << std::setprecision(3) << p;
+    const std::string npy = (fs::path(options.out) / (stem.str() + ".npy")).string();
+    write_npy(npy, NpyType::Float32, {size, size}, map.data());
+    if (no_png.empty())
+      no_png = write_heatmap_overlay((fs::path(options.out) / (stem.str() + ".png")).string(),
+                                     pixels.data() + index * size * size, size, map.data());
+    std::string path = kept[index];
+    if (path.find_first_of(",\"\n") != std::string::npos) {
+      std::string quoted = "\"";
+      for (char c : path) quoted += c == '"' ? std::string("\"\"") : std::string(1, c);
+      path = quoted + "\"";
     }
+    csv << path << "," << std::setprecision(6) << p << ","
+        << (predicts_pneumonia(cam.logits[index], threshold) ? "PNEUMONIA" : "NORMAL") << ","
+        << fs::path(npy).filename().string() << "\n";
   }
   if (!csv) throw Error("cannot write " + (fs::path(options.out) / "explain.csv").string());
   if (!no_png.empty()) std::cerr << "explain: no PNG overlays: " << no_png << "\n";
