@@ -158,6 +158,27 @@ TEST(Cli, BadFlagsAndInputsAreRefusedWithAMessage) {
   }
 }
 
+// A run that fails before training (here: a cache of another size) leaves only config.json; the
+// same --out then takes the corrected run. A folder with a checkpoint in it is still refused.
+TEST(Cli, ARunThatFailedBeforeTrainingLeavesItsFolderReusable) {
+  testing::TempDir dir;
+  const std::string cache = dir.file("cache"), run = dir.file("run");
+  auto small = pneumo_command("prepare --data " + kSample + " --out " + dir.file("c32") +
+                                  " --size 32", cache);
+  ASSERT_EQ(small.status, 0) << small.output;
+  auto wrong = pneumo_command("train --data " + dir.file("c32") + " --epochs 1 --out " + run +
+                                  kCommon, cache);
+  EXPECT_EQ(wrong.status, 1) << wrong.output;
+  EXPECT_TRUE(fs::exists(run + "/config.json"));
+  auto right = pneumo_command("train --data " + dir.file("c32") + " --size 32 --epochs 1 --out " +
+                                  run + kCommon, cache);
+  ASSERT_EQ(right.status, 0) << right.output;
+  auto again = pneumo_command("train --data " + dir.file("c32") + " --size 32 --epochs 1 --out " +
+                                  run + kCommon, cache);
+  EXPECT_EQ(again.status, 1) << again.output;
+  EXPECT_NE(again.output.find("already holds files"), std::string::npos) << again.output;
+}
+
 TEST(Cli, ACheckpointOfAnotherInputSizeIsRefused) {
   testing::TempDir dir;
   const std::string cache = dir.file("cache");

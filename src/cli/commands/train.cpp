@@ -213,10 +213,24 @@ std::string default_run_dir() {
   return name.str();
 }
 
-// A run directory must be new (or empty), or the one a resumed run continues.
+// True when `dir` holds nothing but what a run that failed before its first checkpoint leaves:
+// config.json and an empty checkpoints/ (so fixing a flag and running again needs no clean-up).
+bool holds_only_a_failed_start(const std::string& dir) {
+  std::error_code error;
+  for (const auto& entry : fs::directory_iterator(dir, error)) {
+    const std::string name = entry.path().filename().string();
+    if (name == "config.json") continue;
+    if (name == "checkpoints" && entry.is_directory() && fs::is_empty(entry.path(), error)) continue;
+    return false;
+  }
+  return !error;
+}
+
+// A run directory must be new (or empty, or left by a run that failed before training), or the
+// one a resumed run continues.
 void prepare_run_dir(const std::string& dir, bool resuming) {
   std::error_code error;
-  if (fs::exists(dir) && !resuming && !fs::is_empty(dir, error))
+  if (fs::exists(dir) && !resuming && !fs::is_empty(dir, error) && !holds_only_a_failed_start(dir))
     throw Error("run directory '" + dir + "' already holds files; choose another --out, or "
                 "continue it with --resume " + dir + "/checkpoints/last.safetensors");
   fs::create_directories(fs::path(dir) / "checkpoints", error);
