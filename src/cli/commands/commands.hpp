@@ -105,6 +105,10 @@ struct PredictOptions {
 };
 int run_predict(const PredictOptions& options);
 
+// A file path as one CSV field: quoted, with inner quotes doubled, when it holds a comma, a quote
+// or a line break (predict --csv and explain.csv).
+std::string csv_field(const std::string& path);
+
 // `pneumo explain`: Grad-CAM maps of one model for image files (pneumo/explain.hpp).
 struct ExplainOptions {
   std::string model;

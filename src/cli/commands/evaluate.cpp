@@ -244,6 +244,13 @@ int run_evaluate(const EvaluateOptions& options) {
   return 0;
 }
 
+std::string csv_field(const std::string& path) {
+  if (path.find_first_of(",\"\n") == std::string::npos) return path;
+  std::string quoted = "\"";
+  for (char c : path) quoted += c == '"' ? std::string("\"\"") : std::string(1, c);
+  return quoted + "\"";
+}
+
 int run_predict(const PredictOptions& options) {
   if (options.inputs.empty()) throw Error("give at least one image or folder to predict");
   const InferenceFlags flags = parse_inference_flags(options.models, options.device, options.batch,
@@ -282,13 +289,7 @@ int run_predict(const PredictOptions& options) {
     const double p = sigmoid(logits[i]);
     const char* label = predicts_pneumonia(logits[i], threshold) ? "PNEUMONIA" : "NORMAL";
     if (options.csv) {
-      std::string path = kept[i];
-      if (path.find_first_of(",\"\n") != std::string::npos) {
-        std::string quoted = "\"";
-        for (char c : path) quoted += c == '"' ? std::string("\"\"") : std::string(1, c);
-        path = quoted + "\"";
-      }
-      std::cout << path << "," << std::setprecision(6) << p << "," << label;
+      std::cout << csv_field(kept[i]) << "," << std::setprecision(6) << p << "," << label;
       if (options.logits) std::cout << "," << std::setprecision(9) << logits[i];
       std::cout << "\n";
     } else {

@@ -96,13 +96,7 @@ int run_explain(const ExplainOptions& options) {
     if (no_png.empty())
       no_png = write_heatmap_overlay((fs::path(options.out) / (stem.str() + ".png")).string(),
                                      pixels.data() + index * size * size, size, map.data());
-    std::string path = kept[index];
-    if (path.find_first_of(",\"\n") != std::string::npos) {
-      std::string quoted = "\"";
-      for (char c : path) quoted += c == '"' ? std::string("\"\"") : std::string(1, c);
-      path = quoted + "\"";
-    }
-    csv << path << "," << std::setprecision(6) << p << ","
+    csv << csv_field(kept[index]) << "," << std::setprecision(6) << p << ","
         << (predicts_pneumonia(cam.logits[index], threshold) ? "PNEUMONIA" : "NORMAL") << ","
         << fs::path(npy).filename().string() << "\n";
   }
