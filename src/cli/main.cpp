@@ -16,6 +16,7 @@
 
 #include "cli/commands/commands.hpp"
 #include "cli/commands/guards.hpp"
+#include "cli/commands/train_flags.hpp"
 #include "pneumo/checkpoint.hpp"
 #include "pneumo/data.hpp"
 #include "pneumo/error.hpp"
@@ -24,28 +25,6 @@ namespace {
 
 using pneumo::Error;
 using namespace pneumo::cli;
-
-// A JSON config file (or a checkpoint's recorded configuration) turned into flags placed BEFORE
-// the user's own, so anything on the command line wins (options keep the last value given).
-std::vector<std::string> flags_from_json(const nlohmann::json& config, const std::string& source) {
-  if (!config.is_object()) throw Error(source + ": the configuration must be a JSON object");
-  std::vector<std::string> flags;
-  for (const auto& [key, value] : config.items()) {
-    if (key == "out" || key == "resume") continue;  // where a run writes is never inherited
-    std::string text;
-    if (value.is_string())
-      text = value.get<std::string>();
-    else if (value.is_boolean())
-      text = value.get<bool>() ? "true" : "false";
-    else if (value.is_number())
-      text = value.dump();
-    else
-      throw Error(source + ": value of '" + pneumo::detail::excerpt(key) +
-                  "' must be a string, number or boolean");
-    flags.push_back("--" + key + "=" + text);
-  }
-  return flags;
-}
 
 nlohmann::json read_json_file(const std::string& path) {
   std::ifstream in(path);
@@ -110,106 +89,7 @@ int advising_on_memory(int batch, Command command) {
 
 void add_train(CLI::App& app, TrainOptions& o, Action& action) {
   auto* c = app.add_subcommand("train", "Train the seed network (defaults: the Keras recipe)");
-  c->add_option("--data", o.data, "Image tree {train,val,test}/{NORMAL,PNEUMONIA} or a cache")
-      ->required();
-  c->add_option("--out", o.out, "Run directory (default runs/<date>-<time>)");
-  c->add_option("--config", "JSON file of flag values (command-line flags win)");
-  c->add_option("--resume", o.resume, "Continue from a checkpoint (its settings are reused)");
-  c->add_option("--device", o.device, "auto | cuda | cpu")->capture_default_str();
-  c->add_option("--precision", o.precision, "fp32 | tf32 (CUDA convolutions and GEMMs)")
-      ->capture_default_str();
-  c->add_option("--deterministic", o.deterministic,
-                "CUDA: deterministic convolution algorithms only (false: the fastest)")
-      ->capture_default_str();
-  c->add_option("--threads", o.threads, "CPU threads (0: all)")->capture_default_str();
-  c->add_option("--size", o.size, "Input size when preparing an image tree")->capture_default_str();
-  c->add_option("--epochs", o.epochs, "Epochs to train")->capture_default_str();
-  c->add_option("--batch", o.batch, "Batch size")->capture_default_str();
-  c->add_option("--optimizer", o.optimizer, "rmsprop (the recipe) | adamw")->capture_default_str();
-  c->add_option("--lr", o.learning_rate, "Learning rate")->capture_default_str();
-  c->add_option("--rho", o.rho, "RMSprop decay")->capture_default_str();
-  c->add_option("--epsilon", o.epsilon, "Optimizer epsilon (outside the square root)")
-      ->capture_default_str();
-  c->add_option("--beta1", o.beta1, "AdamW first-moment decay")->capture_default_str();
-  c->add_option("--beta2", o.beta2, "AdamW second-moment decay")->capture_default_str();
-  c->add_option("--weight-decay", o.weight_decay,
-                "AdamW decoupled weight decay (param *= 1 - lr * wd each step)")
-      ->capture_default_str();
-  c->add_option("--label-smoothing", o.label_smoothing,
-                "Train towards y (1 - s) + s/2 instead of 0/1 (0: off)")
-      ->capture_default_str();
-  c->add_option("--seed", o.seed, "Seed of every random stream")->capture_default_str();
-  c->add_option("--val-split", o.val_split,
-                "Fraction of train carved out for validation, grouped by patient, or 'official'")
-      ->capture_default_str();
-  c->add_option("--balance", o.balance, "oversample | class-weight | none")->capture_default_str();
-  c->add_option("--augment", o.augment, "Augment training images (true/false)")
-      ->capture_default_str();
-  c->add_option("--rotation", o.augmentation.rotation_degrees, "Max rotation, degrees")
-      ->capture_default_str();
-  c->add_option("--zoom", o.augmentation.zoom, "Zoom range: factor in [1-z, 1+z] per axis")
-      ->capture_default_str();
-  c->add_option("--zoom-mode", o.zoom_mode,
-                "keras (x and y zoom drawn apart, as Keras) | isotropic (one scale)")
-      ->capture_default_str();
-  c->add_option("--shift", o.augmentation.shift, "Shift range, fraction of the size")
-      ->capture_default_str();
-  c->add_option("--flip", o.augmentation.horizontal_flip, "Random horizontal flips (true/false)")
-      ->capture_default_str();
-  c->add_option("--aspect", o.augmentation.aspect,
-                "Aspect-ratio jitter: width/height times r in [1/(1+a), 1+a], area kept (0: off)")
-      ->capture_default_str();
-  c->add_option("--brightness", o.augmentation.brightness,
-                "Brightness jitter: add a value in [-b, b] (0: off)")
-      ->capture_default_str();
-  c->add_option("--contrast", o.augmentation.contrast,
-                "Contrast jitter: factor in [1-c, 1+c] about mid-grey (0: off)")
-      ->capture_default_str();
-  c->add_option("--gamma", o.augmentation.gamma,
-                "Gamma jitter: exponent in [1/(1+g), 1+g] (0: off)")
-      ->capture_default_str();
-  c->add_option("--sharpness", o.augmentation.sharpness,
-                "Blur/sharpness jitter: factor in [1-s, 1+s], 0 blurs, 2 sharpens (0: off)")
-      ->capture_default_str();
-  c->add_option("--normalization", o.normalization,
-                "Input: unit (x/255) | per-image (standardised per image; kept in the model)")
-      ->capture_default_str();
-  c->add_option("--head", o.head,
-                "flatten (the recipe: 256x5x5 -> dense) | gap (global average pooling -> dense)")
-      ->capture_default_str();
-  c->add_option("--val-stress", o.val_stress,
-                "Score stress variants of validation each epoch (val_stress_* metrics)")
-      ->capture_default_str();
-  c->add_option("--plateau-monitor", o.plateau_monitor, "ReduceLROnPlateau metric")
-      ->capture_default_str();
-  c->add_option("--plateau-factor", o.plateau_factor, "ReduceLROnPlateau factor")
-      ->capture_default_str();
-  c->add_option("--plateau-patience", o.plateau_patience, "ReduceLROnPlateau patience")
-      ->capture_default_str();
-  c->add_option("--plateau-min-delta", o.plateau_min_delta, "ReduceLROnPlateau min_delta")
-      ->capture_default_str();
-  c->add_option("--plateau-cooldown", o.plateau_cooldown, "ReduceLROnPlateau cooldown")
-      ->capture_default_str();
-  c->add_option("--min-lr", o.min_lr, "Learning-rate floor")->capture_default_str();
-  c->add_option("--schedule", o.schedule,
-                "none (ReduceLROnPlateau) | step | exponential | cosine")
-      ->capture_default_str();
-  c->add_option("--early-stopping-monitor", o.early_stopping_monitor, "EarlyStopping metric")
-      ->capture_default_str();
-  c->add_option("--early-stopping-patience", o.early_stopping_patience,
-                "EarlyStopping patience (0: off)")
-      ->capture_default_str();
-  c->add_option("--restore-best", o.restore_best, "Restore the best epoch's weights at the end")
-      ->capture_default_str();
-  // Hidden: used by the tests of interruption and NaN handling.
-  c->add_option("--inject-fault", o.inject_fault, "nan@STEP | sigint@STEP | sigterm@STEP")
-      ->group("");
-  c->add_option("--threshold-rule", o.threshold_rule,
-                "Threshold stored with the model: youden (on validation) | 0.5")
-      ->capture_default_str();
-  c->add_option("--checkpoint-monitor", o.checkpoint_monitor,
-                "Metric that picks checkpoints/best.safetensors")
-      ->capture_default_str();
+  add_train_flags(*c, o);  // the flag table: cli/commands/train_flags.cpp
   c->callback([&o, &action] {
     action = [&o] { return advising_on_memory(o.batch, [&o] { return run_train(o); }); };
   });

@@ -18,6 +18,7 @@
 #include <sstream>
 
 #include "cli/commands/commands.hpp"
+#include "cli/commands/fault_injection.hpp"
 #include "cli/commands/guards.hpp"
 #include "pneumo/backend.hpp"
 #include "pneumo/callbacks.hpp"
@@ -39,36 +40,6 @@ namespace pneumo::cli {
 
 namespace {
 
-// --inject-fault KIND@STEP (a testing aid; see TrainOptions::inject_fault).
-struct Fault {
-  enum class Kind { NanLoss, NanWeight, Signal } kind = Kind::NanLoss;
-  int signal = 0;
-  int64_t step = 1;  // the step it hits, counted from 1 over the whole run
-};
-
-Fault parse_fault(const std::string& text) {
-  const auto at = text.find('@');
-  const std::string kind = text.substr(0, at);
-  Fault fault;
-  if (kind == "nan") {
-    fault.kind = Fault::Kind::NanLoss;
-  } else if (kind == "nan-weight") {
-    fault.kind = Fault::Kind::NanWeight;
-  } else if (kind == "sigint" || kind == "sigterm") {
-    fault.kind = Fault::Kind::Signal;
-    fault.signal = kind == "sigint" ? SIGINT : SIGTERM;
-  } else {
-    throw Error("--inject-fault must be nan@STEP, nan-weight@STEP, sigint@STEP or sigterm@STEP, "
-                "got '" + text + "'");
-  }
-  char* end = nullptr;
-  const std::string step = at == std::string::npos ? "" : text.substr(at + 1);
-  fault.step = std::strtoll(step.c_str(), &end, 10);
-  if (step.empty() || *end != '\0' || fault.step < 1)
-    throw Error("--inject-fault needs a step >= 1 after '@', got '" + text + "'");
-  return fault;
-}
-
 // "conv1.weight[4] is nan": the first value in a checkpoint that is not finite, or "".
 std::string first_nonfinite_value(const CheckpointData& data) {
   for (const auto& tensor : data.tensors)
@@ -79,128 +50,6 @@ std::string first_nonfinite_value(const CheckpointData& data) {
 }
 
 }  // namespace
-
-nlohmann::json to_json(const TrainOptions& o) {
-  return {{"data", o.data},
-          {"out", o.out},
-          {"device", o.device},
-          {"precision", o.precision},
-          {"deterministic", o.deterministic},
-          {"threads", o.threads},
-          {"size", o.size},
-          {"epochs", o.epochs},
-          {"batch", o.batch},
-          {"optimizer", o.optimizer},
-          {"lr", o.learning_rate},
-          {"rho", o.rho},
-          {"epsilon", o.epsilon},
-          {"beta1", o.beta1},
-          {"beta2", o.beta2},
-          {"weight-decay", o.weight_decay},
-          {"label-smoothing", o.label_smoothing},
-          {"seed", o.seed},
-          {"val-split", o.val_split},
-          {"balance", o.balance},
-          {"augment", o.augment},
-          {"rotation", o.augmentation.rotation_degrees},
-          {"zoom", o.augmentation.zoom},
-          {"zoom-mode", o.zoom_mode},
-          {"shift", o.augmentation.shift},
-          {"flip", o.augmentation.horizontal_flip},
-          {"aspect", o.augmentation.aspect},
-          {"brightness", o.augmentation.brightness},
-          {"contrast", o.augmentation.contrast},
-          {"gamma", o.augmentation.gamma},
-          {"sharpness", o.augmentation.sharpness},
-          {"normalization", o.normalization},
-          {"head", o.head},
-          {"val-stress", o.val_stress},
-          {"plateau-monitor", o.plateau_monitor},
-          {"plateau-factor", o.plateau_factor},
-          {"plateau-patience", o.plateau_patience},
-          {"plateau-min-delta", o.plateau_min_delta},
-          {"plateau-cooldown", o.plateau_cooldown},
-          {"min-lr", o.min_lr},
-          {"schedule", o.schedule},
-          {"early-stopping-monitor", o.early_stopping_monitor},
-          {"early-stopping-patience", o.early_stopping_patience},
-          {"restore-best", o.restore_best},
-          {"checkpoint-monitor", o.checkpoint_monitor},
-          {"threshold-rule", o.threshold_rule}};
-}
-
-void validate(const TrainOptions& o) {
-  // Every refusal is a UsageError (exit status 2): the parse_* helpers throw plain Errors, which
-  // `as_usage` converts.
-  auto as_usage = [](auto&& parse) {
-    try {
-      parse();
-    } catch (const UsageError&) {
-      throw;
-    } catch (const Error& e) {
-      throw UsageError(e.what());
-    }
-  };
-  auto require = [](bool ok, const std::string& message) {
-    if (!ok) throw UsageError(message);
-  };
-  require(!o.data.empty(), "--data is required: an image tree or a prepared cache");
-  as_usage([&] { parse_device_choice(o.device); });
-  require(o.precision == "fp32" || o.precision == "tf32",
-          "--precision must be fp32 or tf32, got '" + o.precision + "'");
-  require(o.epochs >= 1, "--epochs must be at least 1, got " + std::to_string(o.epochs));
-  require(o.batch >= 1 && o.batch <= 4096,
-          "--batch must be in [1, 4096], got " + std::to_string(o.batch));
-  require(o.size >= 8 && o.size <= 1024, "--size must be in [8, 1024], got " +
-                                             std::to_string(o.size));
-  require(o.threads >= 0, "--threads must be >= 0, got " + std::to_string(o.threads));
-  auto got = [](double value) { return detail::concat(", got ", value); };
-  require(std::isfinite(o.learning_rate) && o.learning_rate > 0,
-          "--lr must be a positive number" + got(o.learning_rate));
-  require(o.rho > 0 && o.rho < 1, "--rho must be in (0, 1)" + got(o.rho));
-  require(o.epsilon > 0 && std::isfinite(o.epsilon), "--epsilon must be positive" + got(o.epsilon));
-  as_usage([&] { parse_optimizer(o.optimizer); });
-  require(o.beta1 >= 0 && o.beta1 < 1, "--beta1 must be in [0, 1)" + got(o.beta1));
-  require(o.beta2 >= 0 && o.beta2 < 1, "--beta2 must be in [0, 1)" + got(o.beta2));
-  require(o.weight_decay >= 0 && o.weight_decay * o.learning_rate < 1,
-          "--weight-decay must be >= 0 with weight-decay x lr < 1" + got(o.weight_decay));
-  require(o.label_smoothing >= 0 && o.label_smoothing < 1,
-          "--label-smoothing must be in [0, 1)" + got(o.label_smoothing));
-  require(o.plateau_factor > 0 && o.plateau_factor < 1,
-          "--plateau-factor must be in (0, 1)" + got(o.plateau_factor));
-  require(o.plateau_patience >= 0, "--plateau-patience must be >= 0" + got(o.plateau_patience));
-  require(o.min_lr >= 0, "--min-lr must be >= 0" + got(o.min_lr));
-  require(o.early_stopping_patience >= 0,
-          "--early-stopping-patience must be >= 0" + got(o.early_stopping_patience));
-  require(o.augmentation.rotation_degrees >= 0 && o.augmentation.rotation_degrees <= 180,
-          "--rotation must be in [0, 180] degrees" + got(o.augmentation.rotation_degrees));
-  require(o.augmentation.zoom >= 0 && o.augmentation.zoom < 1,
-          "--zoom must be in [0, 1)" + got(o.augmentation.zoom));
-  require(o.augmentation.shift >= 0 && o.augmentation.shift < 1,
-          "--shift must be in [0, 1)" + got(o.augmentation.shift));
-  require(o.augmentation.aspect >= 0 && o.augmentation.aspect <= 1,
-          "--aspect must be in [0, 1] (width/height ratio up to 1 + a)" +
-              got(o.augmentation.aspect));
-  require(o.augmentation.brightness >= 0 && o.augmentation.brightness <= 0.5,
-          "--brightness must be in [0, 0.5]" + got(o.augmentation.brightness));
-  require(o.augmentation.contrast >= 0 && o.augmentation.contrast < 1,
-          "--contrast must be in [0, 1)" + got(o.augmentation.contrast));
-  require(o.augmentation.gamma >= 0 && o.augmentation.gamma <= 2,
-          "--gamma must be in [0, 2] (exponent up to 1 + g)" + got(o.augmentation.gamma));
-  require(o.augmentation.sharpness >= 0 && o.augmentation.sharpness <= 1,
-          "--sharpness must be in [0, 1]" + got(o.augmentation.sharpness));
-  as_usage([&] { parse_zoom_mode(o.zoom_mode); });
-  as_usage([&] { parse_normalization(o.normalization); });
-  as_usage([&] { parse_model_head(o.head); });
-  as_usage([&] { parse_balance_mode(o.balance); });
-  as_usage([&] { parse_val_split(o.val_split); });
-  if (!o.inject_fault.empty()) as_usage([&] { parse_fault(o.inject_fault); });
-  require(o.threshold_rule == "youden" || o.threshold_rule == "0.5",
-          "--threshold-rule must be youden or 0.5, got '" + o.threshold_rule + "'");
-  require(o.schedule == "none" || o.schedule == "step" || o.schedule == "exponential" ||
-              o.schedule == "cosine",
-          "--schedule must be none, step, exponential or cosine, got '" + o.schedule + "'");
-}
 
 namespace {
 
@@ -292,7 +141,6 @@ class TrainingRun {
   // Trains and validates epoch `epoch`. Returns an exit status when the run must end now (a
   // signal arrived), else nothing; sets `stopped` when a callback ended the training.
   std::optional<int> train_and_validate(int epoch, bool& stopped);
-  std::function<void(int64_t)> fault_hook(int64_t steps_before_epoch);
   void finish();
   // Saves at an epoch end, or inside epoch `epochs_done` when `partial` says how far it got.
   void save(const std::string& name, int epochs_done, const EpochStats* partial = nullptr);
@@ -449,7 +297,7 @@ std::optional<int> TrainingRun::train_and_validate(int epoch, bool& stopped) {
   }
   epoch_options.stop = &stop_on_signal_->stop();
   const int64_t steps_before_epoch = steps_done_ - epoch_options.first_step;
-  if (fault_) epoch_options.before_step = fault_hook(steps_before_epoch);
+  if (fault_) epoch_options.before_step = fault_hook(*fault_, *model_, steps_before_epoch);
 
   progress_->begin_epoch(epoch, options_.epochs, steps);
   EpochStats train_stats;
@@ -506,23 +354,6 @@ std::optional<int> TrainingRun::train_and_validate(int epoch, bool& stopped) {
   if (stop_on_signal_->stop().load() && epoch + 1 < options_.epochs)  // arrived during validation
     return interrupted(epoch + 1, nullptr);
   return std::nullopt;
-}
-
-// --inject-fault: acts just before global step fault_->step (counted from 1 over the run).
-std::function<void(int64_t)> TrainingRun::fault_hook(int64_t steps_before_epoch) {
-  return [this, steps_before_epoch](int64_t step) {
-    if (steps_before_epoch + step + 1 != fault_->step) return;
-    if (fault_->kind == Fault::Kind::Signal) {
-      std::raise(fault_->signal);
-      return;
-    }
-    // nan: the output layer's bias (every logit turns NaN); nan-weight: the first weight of conv1,
-    // which max pooling hides from the loss (NaN never wins a comparison).
-    const float nan = std::numeric_limits<float>::quiet_NaN();
-    TensorView weights = model_->parameters();
-    float* target = weights.data + (fault_->kind == Fault::Kind::NanLoss ? weights.numel() - 1 : 0);
-    copy_bytes(target, weights.device, &nan, Device::Cpu, sizeof(float));
-  };
 }
 
 // The decision threshold is tuned on validation (Youden's J) and stored with the model; test

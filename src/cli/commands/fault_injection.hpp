@@ -1,0 +1,33 @@
+// `pneumo train --inject-fault KIND@STEP`: the narrow hook the tests of interruption and NaN
+// handling use to break a run on purpose. Hidden from --help and never recorded with a run; the
+// training loop only sees an optional before-step callback.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+
+namespace pneumo {
+class Model;
+}
+
+namespace pneumo::cli {
+
+struct Fault {
+  enum class Kind { NanLoss, NanWeight, Signal } kind = Kind::NanLoss;
+  int signal = 0;
+  int64_t step = 1;  // the step it hits, counted from 1 over the whole run
+};
+
+// "nan@K", "nan-weight@K", "sigint@K", "sigterm@K" (K >= 1); throws pneumo::Error otherwise.
+Fault parse_fault(const std::string& text);
+
+// The callback run before each step of an epoch (its argument: the step within the epoch, from
+// 0), acting just before global step fault.step. nan: the output layer's bias turns NaN (every
+// logit does); nan-weight: the first weight of conv1, which max pooling hides from the loss (NaN
+// never wins a comparison); sigint / sigterm: that signal is raised (the run finishes the step,
+// then stops).
+std::function<void(int64_t)> fault_hook(const Fault& fault, Model& model,
+                                        int64_t steps_before_epoch);
+
+}  // namespace pneumo::cli

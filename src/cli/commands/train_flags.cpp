@@ -1,0 +1,403 @@
+// The `pneumo train` flag table (see train_flags.hpp) and what is read off it: registration,
+// config.json (to_json), validation, and the JSON -> flags expansion of --config / --resume.
+#include "cli/commands/train_flags.hpp"
+
+#include <CLI/CLI.hpp>
+#include <charconv>
+#include <cmath>
+#include <cstdlib>
+#include <utility>
+
+#include "cli/commands/fault_injection.hpp"
+#include "pneumo/augment.hpp"
+#include "pneumo/backend.hpp"
+#include "pneumo/callbacks.hpp"
+#include "pneumo/error.hpp"
+#include "pneumo/model.hpp"
+#include "pneumo/sampling.hpp"
+#include "pneumo/trainer.hpp"
+
+namespace pneumo::cli {
+
+namespace {
+
+// config.json holds values as a user would type them: a float flag given as 0.1 is written 0.1
+// (the shortest text that reads back as the same float), not the double 0.10000000149011612.
+nlohmann::json as_json(float value) {
+  char text[32];
+  const auto end = std::to_chars(text, text + sizeof text, value).ptr;
+  return std::strtod(std::string(text, end).c_str(), nullptr);
+}
+template <class T>
+nlohmann::json as_json(const T& value) {
+  return value;
+}
+
+void require(bool ok, const std::string& message) {
+  if (!ok) throw UsageError(message);
+}
+std::string got(double value) { return detail::concat(", got ", value); }
+
+// Runs a parse_* function of a lower layer as the check of `flag`: the plain Error it throws
+// (which names the accepted values) becomes a UsageError (exit status 2) that names the flag.
+template <class Parse>
+void usage(const std::string& flag, Parse&& parse) {
+  try {
+    parse();
+  } catch (const Error& e) {
+    const std::string why = e.what();
+    throw UsageError(why.find(flag) == std::string::npos ? flag + ": " + why : why);
+  }
+}
+
+// "--precision must be fp32 or tf32, got 'x'".
+void one_of(const std::string& flag, const std::string& value,
+            const std::vector<std::string>& accepted) {
+  for (const auto& a : accepted)
+    if (value == a) return;
+  std::string list;
+  for (size_t i = 0; i < accepted.size(); ++i)
+    list += (i == 0 ? "" : i + 1 == accepted.size() ? " or " : ", ") + accepted[i];
+  throw UsageError(flag + " must be " + list + ", got '" + value + "'");
+}
+
+enum class Shown { Default, NoDefault, Required, Hidden };
+
+// A row bound to a TrainOptions field through `field`, a generic lambda returning a reference to
+// it (so the same accessor serves the const and the non-const options).
+template <class Field>
+TrainFlag bound(std::string name, std::string help, Field field,
+                std::function<void(const TrainOptions&)> check, std::string example,
+                std::string refused = "", Shown shown = Shown::Default) {
+  TrainFlag flag;
+  flag.name = name;
+  flag.help = help;
+  flag.example = std::move(example);
+  flag.refused = std::move(refused);
+  flag.recorded = shown != Shown::Hidden;
+  flag.add = [name, help, field, shown](CLI::App& app, TrainOptions& o) {
+    CLI::Option* option = app.add_option("--" + name, field(o), help);
+    if (shown == Shown::Default) option->capture_default_str();
+    if (shown == Shown::Required) option->required();
+    if (shown == Shown::Hidden) option->group("");
+  };
+  flag.value = [field](const TrainOptions& o) { return as_json(field(o)); };
+  flag.check = check ? std::move(check) : [](const TrainOptions&) {};
+  return flag;
+}
+
+#define PNEUMO_FIELD(member) \
+  [](auto& o) -> auto& { return o.member; }
+
+std::vector<TrainFlag> make_table() {
+  using O = const TrainOptions&;
+  std::vector<TrainFlag> t;
+  t.push_back(bound(
+      "data", "Image tree {train,val,test}/{NORMAL,PNEUMONIA} or a cache", PNEUMO_FIELD(data),
+      [](O o) {
+        require(!o.data.empty(), "--data is required: an image tree or a prepared cache");
+      },
+      "other/data", "", Shown::Required));
+  t.push_back(bound("out", "Run directory (default runs/<date>-<time>)", PNEUMO_FIELD(out), {},
+                    "runs/x", "", Shown::NoDefault));
+  TrainFlag config;  // expanded before parsing (main.cpp); registered so --help lists it
+  config.name = "config";
+  config.help = "JSON file of flag values (command-line flags win)";
+  config.recorded = false;
+  config.add = [help = config.help](CLI::App& app, TrainOptions&) {
+    app.add_option("--config", help);
+  };
+  config.value = [](O) { return nlohmann::json(); };
+  config.check = [](O) {};
+  t.push_back(std::move(config));
+  TrainFlag resume = bound("resume", "Continue from a checkpoint (its settings are reused)",
+                           PNEUMO_FIELD(resume), {}, "", "", Shown::NoDefault);
+  resume.recorded = false;
+  t.push_back(std::move(resume));
+  t.push_back(bound(
+      "device", "auto | cuda | cpu", PNEUMO_FIELD(device),
+      [](O o) { usage("--device", [&] { parse_device_choice(o.device); }); }, "cpu", "gpu"));
+  t.push_back(bound(
+      "precision", "fp32 | tf32 (CUDA convolutions and GEMMs)", PNEUMO_FIELD(precision),
+      [](O o) {
+        one_of("--precision", o.precision, {"fp32", "tf32"});
+      },
+      "tf32", "fp16"));
+  t.push_back(bound("deterministic",
+                    "CUDA: deterministic convolution algorithms only (false: the fastest)",
+                    PNEUMO_FIELD(deterministic), {}, "false"));
+  t.push_back(bound(
+      "threads", "CPU threads (0: all)", PNEUMO_FIELD(threads),
+      [](O o) {
+        require(o.threads >= 0, "--threads must be >= 0, got " + std::to_string(o.threads));
+      },
+      "3", "-1"));
+  t.push_back(bound(
+      "size", "Input size when preparing an image tree", PNEUMO_FIELD(size),
+      [](O o) {
+        require(o.size >= 8 && o.size <= 1024,
+                "--size must be in [8, 1024], got " + std::to_string(o.size));
+      },
+      "96", "4"));
+  t.push_back(bound(
+      "epochs", "Epochs to train", PNEUMO_FIELD(epochs),
+      [](O o) {
+        require(o.epochs >= 1, "--epochs must be at least 1, got " + std::to_string(o.epochs));
+      },
+      "3", "0"));
+  t.push_back(bound(
+      "batch", "Batch size", PNEUMO_FIELD(batch),
+      [](O o) {
+        require(o.batch >= 1 && o.batch <= 4096,
+                "--batch must be in [1, 4096], got " + std::to_string(o.batch));
+      },
+      "64", "0"));
+  t.push_back(bound(
+      "optimizer", "rmsprop (the recipe) | adamw", PNEUMO_FIELD(optimizer),
+      [](O o) { usage("--optimizer", [&] { parse_optimizer(o.optimizer); }); }, "adamw", "sgd"));
+  t.push_back(bound(
+      "lr", "Learning rate", PNEUMO_FIELD(learning_rate),
+      [](O o) {
+        require(std::isfinite(o.learning_rate) && o.learning_rate > 0,
+                "--lr must be a positive number" + got(o.learning_rate));
+      },
+      "0.002", "0"));
+  t.push_back(bound(
+      "rho", "RMSprop decay", PNEUMO_FIELD(rho),
+      [](O o) { require(o.rho > 0 && o.rho < 1, "--rho must be in (0, 1)" + got(o.rho)); }, "0.95",
+      "1"));
+  t.push_back(bound(
+      "epsilon", "Optimizer epsilon (outside the square root)", PNEUMO_FIELD(epsilon),
+      [](O o) {
+        require(o.epsilon > 0 && std::isfinite(o.epsilon),
+                "--epsilon must be positive" + got(o.epsilon));
+      },
+      "1e-08", "0"));
+  t.push_back(bound(
+      "beta1", "AdamW first-moment decay", PNEUMO_FIELD(beta1),
+      [](O o) { require(o.beta1 >= 0 && o.beta1 < 1, "--beta1 must be in [0, 1)" + got(o.beta1)); },
+      "0.8", "1"));
+  t.push_back(bound(
+      "beta2", "AdamW second-moment decay", PNEUMO_FIELD(beta2),
+      [](O o) { require(o.beta2 >= 0 && o.beta2 < 1, "--beta2 must be in [0, 1)" + got(o.beta2)); },
+      "0.99", "1"));
+  t.push_back(bound(
+      "weight-decay", "AdamW decoupled weight decay (param *= 1 - lr * wd each step)",
+      PNEUMO_FIELD(weight_decay),
+      [](O o) {
+        require(o.weight_decay >= 0 && o.weight_decay * o.learning_rate < 1,
+                "--weight-decay must be >= 0 with weight-decay x lr < 1" + got(o.weight_decay));
+      },
+      "0.05", "-1"));
+  t.push_back(bound(
+      "label-smoothing", "Train towards y (1 - s) + s/2 instead of 0/1 (0: off)",
+      PNEUMO_FIELD(label_smoothing),
+      [](O o) {
+        require(o.label_smoothing >= 0 && o.label_smoothing < 1,
+                "--label-smoothing must be in [0, 1)" + got(o.label_smoothing));
+      },
+      "0.1", "1"));
+  t.push_back(bound("seed", "Seed of every random stream", PNEUMO_FIELD(seed), {}, "7"));
+  t.push_back(bound(
+      "val-split", "Fraction of train carved out for validation, grouped by patient, or 'official'",
+      PNEUMO_FIELD(val_split),
+      [](O o) { usage("--val-split", [&] { parse_val_split(o.val_split); }); }, "official",
+      "half"));
+  t.push_back(bound(
+      "balance", "oversample | class-weight | none", PNEUMO_FIELD(balance),
+      [](O o) { usage("--balance", [&] { parse_balance_mode(o.balance); }); }, "class-weight",
+      "smote"));
+  t.push_back(
+      bound("augment", "Augment training images (true/false)", PNEUMO_FIELD(augment), {}, "false"));
+  t.push_back(bound(
+      "rotation", "Max rotation, degrees", PNEUMO_FIELD(augmentation.rotation_degrees),
+      [](O o) {
+        const float r = o.augmentation.rotation_degrees;
+        require(r >= 0 && r <= 180, "--rotation must be in [0, 180] degrees" + got(r));
+      },
+      "12.5", "200"));
+  t.push_back(bound(
+      "zoom", "Zoom range: factor in [1-z, 1+z] per axis", PNEUMO_FIELD(augmentation.zoom),
+      [](O o) {
+        const float z = o.augmentation.zoom;
+        require(z >= 0 && z < 1, "--zoom must be in [0, 1)" + got(z));
+      },
+      "0.1", "1"));
+  t.push_back(bound(
+      "zoom-mode", "keras (x and y zoom drawn apart, as Keras) | isotropic (one scale)",
+      PNEUMO_FIELD(zoom_mode),
+      [](O o) { usage("--zoom-mode", [&] { parse_zoom_mode(o.zoom_mode); }); }, "isotropic",
+      "radial"));
+  t.push_back(bound(
+      "shift", "Shift range, fraction of the size", PNEUMO_FIELD(augmentation.shift),
+      [](O o) {
+        const float s = o.augmentation.shift;
+        require(s >= 0 && s < 1, "--shift must be in [0, 1)" + got(s));
+      },
+      "0.2", "1"));
+  t.push_back(bound("flip", "Random horizontal flips (true/false)",
+                    PNEUMO_FIELD(augmentation.horizontal_flip), {}, "false"));
+  t.push_back(bound(
+      "aspect", "Aspect-ratio jitter: width/height times r in [1/(1+a), 1+a], area kept (0: off)",
+      PNEUMO_FIELD(augmentation.aspect),
+      [](O o) {
+        const float a = o.augmentation.aspect;
+        require(a >= 0 && a <= 1,
+                "--aspect must be in [0, 1] (width/height ratio up to 1 + a)" + got(a));
+      },
+      "0.3", "2"));
+  t.push_back(bound(
+      "brightness", "Brightness jitter: add a value in [-b, b] (0: off)",
+      PNEUMO_FIELD(augmentation.brightness),
+      [](O o) {
+        const float b = o.augmentation.brightness;
+        require(b >= 0 && b <= 0.5, "--brightness must be in [0, 0.5]" + got(b));
+      },
+      "0.1", "0.6"));
+  t.push_back(bound(
+      "contrast", "Contrast jitter: factor in [1-c, 1+c] about mid-grey (0: off)",
+      PNEUMO_FIELD(augmentation.contrast),
+      [](O o) {
+        const float c = o.augmentation.contrast;
+        require(c >= 0 && c < 1, "--contrast must be in [0, 1)" + got(c));
+      },
+      "0.2", "1"));
+  t.push_back(bound(
+      "gamma", "Gamma jitter: exponent in [1/(1+g), 1+g] (0: off)",
+      PNEUMO_FIELD(augmentation.gamma),
+      [](O o) {
+        const float g = o.augmentation.gamma;
+        require(g >= 0 && g <= 2, "--gamma must be in [0, 2] (exponent up to 1 + g)" + got(g));
+      },
+      "0.3", "3"));
+  t.push_back(bound(
+      "sharpness", "Blur/sharpness jitter: factor in [1-s, 1+s], 0 blurs, 2 sharpens (0: off)",
+      PNEUMO_FIELD(augmentation.sharpness),
+      [](O o) {
+        const float s = o.augmentation.sharpness;
+        require(s >= 0 && s <= 1, "--sharpness must be in [0, 1]" + got(s));
+      },
+      "0.5", "1.5"));
+  t.push_back(bound(
+      "normalization",
+      "Input: unit (x/255) | per-image (standardised per image; kept in the model)",
+      PNEUMO_FIELD(normalization),
+      [](O o) { usage("--normalization", [&] { parse_normalization(o.normalization); }); },
+      "per-image", "zscore"));
+  t.push_back(bound(
+      "head", "flatten (the recipe: 256x5x5 -> dense) | gap (global average pooling -> dense)",
+      PNEUMO_FIELD(head), [](O o) { usage("--head", [&] { parse_model_head(o.head); }); }, "gap",
+      "attention"));
+  t.push_back(bound("val-stress",
+                    "Score stress variants of validation each epoch (val_stress_* metrics)",
+                    PNEUMO_FIELD(val_stress), {}, "true"));
+  t.push_back(bound("plateau-monitor", "ReduceLROnPlateau metric", PNEUMO_FIELD(plateau_monitor),
+                    {}, "val_loss"));
+  t.push_back(bound(
+      "plateau-factor", "ReduceLROnPlateau factor", PNEUMO_FIELD(plateau_factor),
+      [](O o) {
+        require(o.plateau_factor > 0 && o.plateau_factor < 1,
+                "--plateau-factor must be in (0, 1)" + got(o.plateau_factor));
+      },
+      "0.5", "1"));
+  t.push_back(bound(
+      "plateau-patience", "ReduceLROnPlateau patience", PNEUMO_FIELD(plateau_patience),
+      [](O o) {
+        require(o.plateau_patience >= 0,
+                "--plateau-patience must be >= 0" + got(o.plateau_patience));
+      },
+      "3", "-1"));
+  t.push_back(bound("plateau-min-delta", "ReduceLROnPlateau min_delta",
+                    PNEUMO_FIELD(plateau_min_delta), {}, "0.001"));
+  t.push_back(bound(
+      "plateau-cooldown", "ReduceLROnPlateau cooldown", PNEUMO_FIELD(plateau_cooldown),
+      [](O o) {
+        require(o.plateau_cooldown >= 0,
+                "--plateau-cooldown must be >= 0" + got(o.plateau_cooldown));
+      },
+      "1", "-1"));
+  t.push_back(bound(
+      "min-lr", "Learning-rate floor", PNEUMO_FIELD(min_lr),
+      [](O o) { require(o.min_lr >= 0, "--min-lr must be >= 0" + got(o.min_lr)); }, "1e-05", "-1"));
+  t.push_back(bound(
+      "schedule", "none (ReduceLROnPlateau) | step | exponential | cosine", PNEUMO_FIELD(schedule),
+      [](O o) {
+        one_of("--schedule", o.schedule, {"none", "step", "exponential", "cosine"});
+      },
+      "cosine", "linear"));
+  t.push_back(bound("early-stopping-monitor", "EarlyStopping metric",
+                    PNEUMO_FIELD(early_stopping_monitor), {}, "val_accuracy"));
+  t.push_back(bound(
+      "early-stopping-patience", "EarlyStopping patience (0: off)",
+      PNEUMO_FIELD(early_stopping_patience),
+      [](O o) {
+        require(o.early_stopping_patience >= 0,
+                "--early-stopping-patience must be >= 0" + got(o.early_stopping_patience));
+      },
+      "3", "-1"));
+  t.push_back(bound("restore-best", "Restore the best epoch's weights at the end",
+                    PNEUMO_FIELD(restore_best), {}, "true"));
+  // The test hook (fault_injection.hpp): hidden from --help, never recorded with a run.
+  t.push_back(bound(
+      "inject-fault", "nan@STEP | sigint@STEP | sigterm@STEP", PNEUMO_FIELD(inject_fault),
+      [](O o) {
+        if (!o.inject_fault.empty()) usage("--inject-fault", [&] { parse_fault(o.inject_fault); });
+      },
+      "", "nan@0", Shown::Hidden));
+  t.push_back(bound(
+      "threshold-rule", "Threshold stored with the model: youden (on validation) | 0.5",
+      PNEUMO_FIELD(threshold_rule),
+      [](O o) {
+        one_of("--threshold-rule", o.threshold_rule, {"youden", "0.5"});
+      },
+      "0.5", "f1"));
+  t.push_back(bound("checkpoint-monitor", "Metric that picks checkpoints/best.safetensors",
+                    PNEUMO_FIELD(checkpoint_monitor), {}, "val_accuracy"));
+  return t;
+}
+
+#undef PNEUMO_FIELD
+
+}  // namespace
+
+const std::vector<TrainFlag>& train_flags() {
+  static const std::vector<TrainFlag> table = make_table();
+  return table;
+}
+
+void add_train_flags(CLI::App& command, TrainOptions& options) {
+  for (const TrainFlag& flag : train_flags()) flag.add(command, options);
+}
+
+nlohmann::json to_json(const TrainOptions& options) {
+  nlohmann::json json = nlohmann::json::object();
+  for (const TrainFlag& flag : train_flags())
+    if (flag.recorded) json[flag.name] = flag.value(options);
+  return json;
+}
+
+void validate(const TrainOptions& options) {
+  for (const TrainFlag& flag : train_flags()) flag.check(options);
+}
+
+std::vector<std::string> flags_from_json(const nlohmann::json& config, const std::string& source) {
+  if (!config.is_object()) throw Error(source + ": the configuration must be a JSON object");
+  std::vector<std::string> flags;
+  for (const auto& [key, value] : config.items()) {
+    if (key == "out" || key == "resume") continue;  // where a run writes is never inherited
+    std::string text;
+    if (value.is_string())
+      text = value.get<std::string>();
+    else if (value.is_boolean())
+      text = value.get<bool>() ? "true" : "false";
+    else if (value.is_number())
+      text = value.dump();
+    else
+      throw Error(source + ": value of '" + detail::excerpt(key) +
+                  "' must be a string, number or boolean");
+    flags.push_back("--" + key + "=" + text);
+  }
+  return flags;
+}
+
+}  // namespace pneumo::cli

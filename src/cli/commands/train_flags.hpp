@@ -1,0 +1,46 @@
+// The table of `pneumo train` flags: one row per flag holds its name, help, the TrainOptions field
+// it sets, the check of its value, and whether runs record it. CLI registration, config.json,
+// validation and the --config / --resume round trip are all read off this one table, so a new
+// flag is one row (plus its field in TrainOptions) and cannot be half-wired.
+#pragma once
+
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "cli/commands/commands.hpp"
+
+namespace CLI {
+class App;
+}
+
+namespace pneumo::cli {
+
+struct TrainFlag {
+  std::string name;  // without the leading "--"
+  std::string help;
+  // Written to config.json (and so to checkpoints) and inherited by --config / --resume. False
+  // for --config and --resume themselves and for the hidden test hook --inject-fault.
+  bool recorded = true;
+  // A value that passes `check` and differs from the default, and one that `check` refuses, as
+  // command-line text; the round-trip test walks the table with them. Empty: not applicable.
+  std::string example;
+  std::string refused;
+  std::function<void(CLI::App&, TrainOptions&)> add;         // registers the flag
+  std::function<nlohmann::json(const TrainOptions&)> value;  // as config.json writes it
+  std::function<void(const TrainOptions&)> check;            // throws UsageError naming --name
+};
+
+// Every flag, in --help order.
+const std::vector<TrainFlag>& train_flags();
+
+// Registers every flag of the table on `command`, bound to `options`.
+void add_train_flags(CLI::App& command, TrainOptions& options);
+
+// A JSON configuration (a --config file, or a checkpoint's recorded configuration) as flags
+// "--key=value", to be placed before the user's own so that the command line wins. "out" and
+// "resume" are skipped: where a run writes is never inherited. `source` names the file in errors.
+std::vector<std::string> flags_from_json(const nlohmann::json& config, const std::string& source);
+
+}  // namespace pneumo::cli

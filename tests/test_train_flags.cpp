@@ -1,0 +1,106 @@
+// The `pneumo train` flag table (src/cli/commands/train_flags.cpp) walked row by row: every flag
+// registers, its example value survives config.json and the --config / --resume expansion
+// unchanged (written as given), its refused value stops validation naming the flag, and the
+// defaults validate.
+#include <gtest/gtest.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "cli/commands/train_flags.hpp"
+#include "pneumo/error.hpp"
+
+namespace pneumo::cli {
+namespace {
+
+// Parses `pneumo train ARGS` as the command line does (options keep the last value given).
+TrainOptions parse(std::vector<std::string> args) {
+  CLI::App app;
+  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  TrainOptions options;
+  add_train_flags(app, options);
+  std::reverse(args.begin(), args.end());
+  app.parse(args);
+  return options;
+}
+
+std::string as_text(const nlohmann::json& value) {
+  if (value.is_string()) return value.get<std::string>();
+  return value.dump();  // numbers as written; booleans as true / false
+}
+
+TEST(TrainFlags, NamesAreUniqueAndEveryRecordedFlagIsInConfigJson) {
+  std::set<std::string> names;
+  TrainOptions defaults;
+  const nlohmann::json config = to_json(defaults);
+  size_t recorded = 0;
+  for (const TrainFlag& flag : train_flags()) {
+    EXPECT_TRUE(names.insert(flag.name).second) << "--" << flag.name << " appears twice";
+    if (!flag.recorded) continue;
+    ++recorded;
+    EXPECT_TRUE(config.contains(flag.name)) << "--" << flag.name;
+  }
+  EXPECT_EQ(config.size(), recorded) << config.dump(1);
+  for (const char* unrecorded : {"config", "resume", "inject-fault"})
+    EXPECT_FALSE(config.contains(unrecorded)) << unrecorded;
+}
+
+TEST(TrainFlags, DefaultsValidate) {
+  TrainOptions defaults;
+  defaults.data = "somewhere";
+  EXPECT_NO_THROW(validate(defaults));
+}
+
+TEST(TrainFlags, EveryRecordedFlagRoundTripsThroughConfigJsonAsGiven) {
+  const nlohmann::json defaults = to_json(TrainOptions{});
+  for (const TrainFlag& flag : train_flags()) {
+    if (!flag.recorded) continue;
+    SCOPED_TRACE("--" + flag.name + "=" + flag.example);
+    ASSERT_FALSE(flag.example.empty()) << "every recorded flag needs an example value";
+    const TrainOptions given = parse({"--data=d", "--" + flag.name + "=" + flag.example});
+    EXPECT_NO_THROW(validate(given));
+    const nlohmann::json written = to_json(given);
+    // The example is not the default, so the round trip below can tell a lost value.
+    EXPECT_NE(written[flag.name], defaults[flag.name]);
+    // Written as the user typed it: 0.1, not 0.10000000149011612.
+    EXPECT_EQ(as_text(written[flag.name]), flag.example);
+    // --config / --resume: config.json turned back into flags gives the same options.
+    // ("out" is the exception by design: where a run writes is never inherited.)
+    nlohmann::json expected = written;
+    if (flag.name == "out") expected["out"] = defaults["out"];
+    const TrainOptions again = parse(flags_from_json(written, "config.json"));
+    EXPECT_EQ(to_json(again), expected);
+  }
+}
+
+TEST(TrainFlags, EveryRefusedValueStopsValidationNamingTheFlag) {
+  int refusals = 0;
+  for (const TrainFlag& flag : train_flags()) {
+    if (flag.refused.empty()) continue;
+    SCOPED_TRACE("--" + flag.name + "=" + flag.refused);
+    const TrainOptions given = parse({"--data=d", "--" + flag.name + "=" + flag.refused});
+    try {
+      validate(given);
+      ADD_FAILURE() << "accepted";
+    } catch (const UsageError& e) {
+      EXPECT_NE(std::string(e.what()).find("--" + flag.name), std::string::npos) << e.what();
+      ++refusals;
+    }
+  }
+  EXPECT_GE(refusals, 30);  // the range- and choice-checked flags
+}
+
+TEST(TrainFlags, ConfigJsonNamesOnlyFlagsTheCommandKnows) {
+  // A configuration naming an unknown flag fails to parse rather than being ignored.
+  nlohmann::json config = to_json(TrainOptions{});
+  config["no-such-flag"] = 1;
+  EXPECT_THROW(parse(flags_from_json(config, "config.json")), CLI::ParseError);
+  EXPECT_THROW(flags_from_json(nlohmann::json::array(), "x.json"), Error);
+  EXPECT_THROW(flags_from_json({{"lr", nlohmann::json::array()}}, "x.json"), Error);
+}
+
+}  // namespace
+}  // namespace pneumo::cli
