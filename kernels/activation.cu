@@ -6,8 +6,8 @@
 
 #include "cuda/cuda_check.hpp"
 #include "kernel_util.cuh"
-#include "pneumo/elementwise.hpp"
-#include "pneumo/kernels.hpp"
+#include "elementwise.hpp"
+#include "kernels.hpp"
 
 namespace pneumo::kernels {
 namespace {

@@ -1,12 +1,12 @@
 // CUDA gather-augment-normalise: uint8 images (image_count, size, size) already on the device,
 // gathered by index, warped, adjusted and scaled into float (batch, 1, size, size), then (with
 // InputNormalization::PerImage) standardised per image by a second kernel. The geometry, the
-// per-pixel arithmetic and the standardisation live in pneumo/augment_math.hpp, shared with the
+// per-pixel arithmetic and the standardisation live in kernels/augment_math.hpp, shared with the
 // CPU twin src/cpu/augment.cpp.
 #include <cuda_runtime.h>
 
 #include "pneumo/augment.hpp"
-#include "pneumo/augment_math.hpp"
+#include "augment_math.hpp"
 #include "pneumo/error.hpp"
 
 namespace pneumo {

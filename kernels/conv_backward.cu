@@ -8,7 +8,7 @@
 #include "cuda/cuda_check.hpp"
 #include "kernel_util.cuh"
 #include "pneumo/error.hpp"
-#include "pneumo/kernels.hpp"
+#include "kernels.hpp"
 
 namespace pneumo::kernels {
 namespace {

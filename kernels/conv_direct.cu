@@ -11,7 +11,7 @@
 #include "conv_direct_tiles.hpp"
 #include "cuda/cuda_check.hpp"
 #include "pneumo/error.hpp"
-#include "pneumo/kernels.hpp"
+#include "kernels.hpp"
 
 namespace pneumo::kernels {
 namespace {

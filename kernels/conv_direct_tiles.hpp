@@ -9,7 +9,7 @@
 #include <cstdint>
 #include <stdexcept>
 
-#include "pneumo/elementwise.hpp"
+#include "elementwise.hpp"
 #include "pneumo/hostdevice.hpp"
 
 namespace pneumo::kernels::conv3x3 {

@@ -3,8 +3,8 @@
 // are the same map and the CPU twin draws the very same mask.
 #include "cuda/cuda_check.hpp"
 #include "kernel_util.cuh"
-#include "pneumo/elementwise.hpp"
-#include "pneumo/kernels.hpp"
+#include "elementwise.hpp"
+#include "kernels.hpp"
 
 namespace pneumo::kernels {
 namespace {

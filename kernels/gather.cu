@@ -2,7 +2,7 @@
 // dataset indices, all on the device.
 #include "cuda/cuda_check.hpp"
 #include "kernel_util.cuh"
-#include "pneumo/kernels.hpp"
+#include "kernels.hpp"
 
 namespace pneumo::kernels {
 namespace {

@@ -9,7 +9,7 @@
 #include <cstdint>
 
 #include "pneumo/error.hpp"
-#include "pneumo/kernels.hpp"
+#include "kernels.hpp"
 
 namespace pneumo::kernels {
 

@@ -5,8 +5,8 @@
 // records the first step whose loss was NaN or infinite.
 #include "cuda/cuda_check.hpp"
 #include "kernel_util.cuh"
-#include "pneumo/elementwise.hpp"
-#include "pneumo/kernels.hpp"
+#include "elementwise.hpp"
+#include "kernels.hpp"
 
 namespace pneumo::kernels {
 namespace {

@@ -4,7 +4,7 @@
 // does all three in one pass over the logits; training never runs these.
 #include "cuda/cuda_check.hpp"
 #include "kernel_util.cuh"
-#include "pneumo/kernels.hpp"
+#include "kernels.hpp"
 
 namespace pneumo::kernels {
 namespace {

@@ -3,8 +3,8 @@
 // pneumo::adamw_update (elementwise.hpp), as on the CPU.
 #include "cuda/cuda_check.hpp"
 #include "kernel_util.cuh"
-#include "pneumo/elementwise.hpp"
-#include "pneumo/kernels.hpp"
+#include "elementwise.hpp"
+#include "kernels.hpp"
 
 namespace pneumo::kernels {
 namespace {

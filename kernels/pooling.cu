@@ -3,11 +3,11 @@
 // axis, never winning the max), with the interface's tie rule made explicit: the first maximum in
 // row-major order within the window takes the gradient. CudaBackend times it against cuDNN on
 // each shape's first call and runs the faster; tests and benchmarks check both. Also the global
-// average pooling of the optional GAP head (per-plane math in pneumo/elementwise.hpp).
+// average pooling of the optional GAP head (per-plane math in kernels/elementwise.hpp).
 #include "cuda/cuda_check.hpp"
 #include "kernel_util.cuh"
-#include "pneumo/elementwise.hpp"
-#include "pneumo/kernels.hpp"
+#include "elementwise.hpp"
+#include "kernels.hpp"
 
 namespace pneumo::kernels {
 namespace {

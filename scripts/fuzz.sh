@@ -22,13 +22,13 @@ if [[ -z ${ASAN_SYMBOLIZER_PATH:-} && -x /usr/lib/llvm-14/bin/llvm-symbolizer ]]
 fi
 mkdir -p "$out/artifacts"
 
-common_sources=(src/train/atomic_file.cpp src/core/error.cpp)
+common_sources=(src/core/atomic_file.cpp src/core/error.cpp)
 declare -A sources=(
   [safetensors]="src/train/safetensors.cpp"
   [npy]="src/data/npy.cpp"
 )
 flags=(-std=c++17 -O1 -g -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined
-       -fno-sanitize-recover=all -Iinclude -Itests/fuzz -Wall -Wextra -Werror)
+       -fno-sanitize-recover=all -Iinclude -Isrc -Itests/fuzz -Wall -Wextra -Werror)
 
 for target in "${targets[@]}"; do
   [[ -n ${sources[$target]:-} ]] || { echo "fuzz: unknown target '$target'" >&2; exit 2; }

@@ -21,7 +21,7 @@
 #include <vector>
 
 #include "cuda/cuda_backend.hpp"
-#include "pneumo/elementwise.hpp"
+#include "elementwise.hpp"
 #include "test_util.hpp"
 
 namespace pneumo {

@@ -17,7 +17,7 @@
 #include "conv_direct_tiles.hpp"
 #include "pneumo/backend.hpp"
 #include "pneumo/error.hpp"
-#include "pneumo/kernels.hpp"
+#include "kernels.hpp"
 #include "test_util.hpp"
 
 namespace pneumo {

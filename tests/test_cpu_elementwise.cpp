@@ -10,7 +10,7 @@
 
 #include "gradient_check.hpp"
 #include "pneumo/backend.hpp"
-#include "pneumo/elementwise.hpp"
+#include "elementwise.hpp"
 #include "pneumo/random.hpp"
 #include "test_util.hpp"
 

@@ -13,7 +13,7 @@
 #include "cuda/cuda_backend.hpp"
 #include "cuda/cuda_raii.hpp"
 #include "pneumo/error.hpp"
-#include "pneumo/kernels.hpp"
+#include "kernels.hpp"
 #include "test_util.hpp"
 
 namespace pneumo {

@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "pneumo/augment.hpp"
-#include "pneumo/augment_math.hpp"
+#include "augment_math.hpp"
 #include "pneumo/error.hpp"
 #include "test_util.hpp"
 

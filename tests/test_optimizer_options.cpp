@@ -6,7 +6,7 @@
 #include <cmath>
 
 #include "pneumo/backend.hpp"
-#include "pneumo/elementwise.hpp"
+#include "elementwise.hpp"
 #include "pneumo/model.hpp"
 #include "pneumo/trainer.hpp"
 #include "test_util.hpp"

@@ -5,7 +5,7 @@
 #include <cmath>
 #include <sstream>
 
-#include "pneumo/atomic_file.hpp"
+#include "core/atomic_file.hpp"
 #include "pneumo/error.hpp"
 #include "pneumo/progress.hpp"
 #include "pneumo/report.hpp"

@@ -11,7 +11,7 @@
 #include <iostream>
 #include <random>
 
-#include "pneumo/atomic_file.hpp"
+#include "core/atomic_file.hpp"
 #include "pneumo/error.hpp"
 #include "pneumo/safetensors.hpp"
 #include "temp_dir.hpp"

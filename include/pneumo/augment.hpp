@@ -2,7 +2,7 @@
 // flip with 'nearest' fill; plus the options that attack shortcut cues: aspect-ratio, brightness,
 // contrast, gamma and sharpness jitter), the input normalisation, and the batched op's two twins.
 // The parameter draw, the affine geometry and the per-pixel arithmetic that both twins call live
-// in pneumo/augment_math.hpp.
+// in kernels/augment_math.hpp.
 #pragma once
 
 #include <cstdint>

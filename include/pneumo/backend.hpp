@@ -8,7 +8,7 @@
 #include <string>
 
 #include "pneumo/augment.hpp"
-#include "pneumo/elementwise.hpp"
+#include "pneumo/optimizer_step.hpp"
 #include "pneumo/random.hpp"
 #include "pneumo/tensor.hpp"
 

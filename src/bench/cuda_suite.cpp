@@ -20,8 +20,8 @@
 #include "bench/timing.hpp"
 #include "cuda/cuda_raii.hpp"
 #include "pneumo/augment.hpp"
-#include "pneumo/kernels.hpp"
-#include "pneumo/nvtx.hpp"
+#include "kernels.hpp"
+#include "core/nvtx.hpp"
 
 namespace pneumo::bench {
 namespace {

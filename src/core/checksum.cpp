@@ -1,6 +1,6 @@
 // CRC-32, reflected polynomial 0xEDB88320 (zlib's), eight bytes a step ("slicing by 8"), so a
 // 10 MB checkpoint costs milliseconds.
-#include "pneumo/checksum.hpp"
+#include "core/checksum.hpp"
 
 #include <array>
 

@@ -1,8 +1,8 @@
 // CPU twin of the gather-augment-normalise op: the same per-image transform, per-pixel function
-// and standardisation (pneumo/augment_math.hpp) as the CUDA kernels in kernels/augment.cu, in
+// and standardisation (kernels/augment_math.hpp) as the CUDA kernels in kernels/augment.cu, in
 // plain loops; plus the names of the zoom modes and normalisations.
 #include "pneumo/augment.hpp"
-#include "pneumo/augment_math.hpp"
+#include "augment_math.hpp"
 #include "pneumo/error.hpp"
 
 namespace pneumo {

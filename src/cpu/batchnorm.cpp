@@ -4,7 +4,7 @@
 #include <cmath>
 
 #include "cpu/cpu_backend.hpp"
-#include "pneumo/elementwise.hpp"
+#include "elementwise.hpp"
 #include "pneumo/error.hpp"
 
 namespace pneumo::cpu {

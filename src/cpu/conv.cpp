@@ -6,7 +6,7 @@
 
 #include "cpu/cpu_backend.hpp"
 #include "cpu/gemm.hpp"
-#include "pneumo/elementwise.hpp"
+#include "elementwise.hpp"
 #include "pneumo/error.hpp"
 
 namespace pneumo::cpu {

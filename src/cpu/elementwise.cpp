@@ -1,8 +1,8 @@
 // Per-element ops on the CPU: ReLU, dropout, the fused sigmoid + BCE loss, the non-finite marker
-// and RMSprop. Each loop body is one call into pneumo/elementwise.hpp, the same functions the CUDA
+// and RMSprop. Each loop body is one call into kernels/elementwise.hpp, the same functions the CUDA
 // kernels call. ReLU and dropout run on the thread pool (dropout's generator made it a quarter of
 // a training step's time single-threaded); the rest are tiny.
-#include "pneumo/elementwise.hpp"
+#include "elementwise.hpp"
 
 #include <cmath>
 #include <cstdint>

@@ -3,7 +3,7 @@
 // never wins; ties go to the first element of the window in row-major order.
 
 #include "cpu/cpu_backend.hpp"
-#include "pneumo/elementwise.hpp"
+#include "elementwise.hpp"
 #include "pneumo/error.hpp"
 
 namespace pneumo::cpu {

@@ -10,8 +10,8 @@
 #include <iostream>
 #include <sstream>
 
-#include "pneumo/kernels.hpp"
-#include "pneumo/nvtx.hpp"
+#include "kernels.hpp"
+#include "core/nvtx.hpp"
 
 namespace pneumo {
 

@@ -15,7 +15,7 @@
 #include "cuda/cuda_raii.hpp"
 #include "cuda/cudnn_graph_conv.hpp"
 #include "pneumo/backend.hpp"
-#include "pneumo/kernels.hpp"
+#include "kernels.hpp"
 
 namespace pneumo {
 

@@ -8,8 +8,8 @@
 #include <vector>
 
 #include "cuda/cuda_backend.hpp"
-#include "pneumo/kernels.hpp"
-#include "pneumo/nvtx.hpp"
+#include "kernels.hpp"
+#include "core/nvtx.hpp"
 
 namespace pneumo {
 

@@ -12,7 +12,7 @@
 #include <memory>
 #include <sstream>
 
-#include "pneumo/atomic_file.hpp"
+#include "core/atomic_file.hpp"
 #include "pneumo/error.hpp"
 
 namespace pneumo {

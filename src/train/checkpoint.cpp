@@ -8,7 +8,7 @@
 #include <limits>
 #include <set>
 
-#include "pneumo/checksum.hpp"
+#include "core/checksum.hpp"
 #include "pneumo/error.hpp"
 #include "pneumo/safetensors.hpp"
 

@@ -8,7 +8,7 @@
 #include <utility>
 
 #include "pneumo/error.hpp"
-#include "pneumo/nvtx.hpp"
+#include "core/nvtx.hpp"
 #include "train/layers.hpp"
 
 namespace pneumo {

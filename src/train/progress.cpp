@@ -13,7 +13,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "pneumo/atomic_file.hpp"
+#include "core/atomic_file.hpp"
 #include "pneumo/error.hpp"
 
 namespace pneumo {

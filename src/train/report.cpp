@@ -8,7 +8,7 @@
 #include <filesystem>
 #include <sstream>
 
-#include "pneumo/atomic_file.hpp"
+#include "core/atomic_file.hpp"
 #include "pneumo/error.hpp"
 
 namespace pneumo {

@@ -11,7 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "pneumo/atomic_file.hpp"
+#include "core/atomic_file.hpp"
 #include "pneumo/error.hpp"
 
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,

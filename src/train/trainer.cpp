@@ -5,9 +5,9 @@
 #include <chrono>
 #include <cmath>
 
-#include "pneumo/elementwise.hpp"
+#include "elementwise.hpp"
 #include "pneumo/error.hpp"
-#include "pneumo/nvtx.hpp"
+#include "core/nvtx.hpp"
 #include "pneumo/random.hpp"
 
 namespace pneumo {

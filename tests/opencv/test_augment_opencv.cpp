@@ -14,7 +14,7 @@
 
 #include "data_test_util.hpp"
 #include "pneumo/augment.hpp"
-#include "pneumo/augment_math.hpp"
+#include "augment_math.hpp"
 
 namespace pneumo {
 namespace {

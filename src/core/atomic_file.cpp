@@ -1,6 +1,6 @@
 // POSIX implementation of the atomic write (mkstemp + fsync + rename + directory fsync) and of
 // the whole-file read, with errors that name the file and the reason.
-#include "pneumo/atomic_file.hpp"
+#include "core/atomic_file.hpp"
 
 #include <fcntl.h>
 #include <sys/stat.h>

@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "pneumo/hostdevice.hpp"
+#include "pneumo/optimizer_step.hpp"
 #include "pneumo/random.hpp"
 
 namespace pneumo {
@@ -68,12 +69,7 @@ PNEUMO_HD void rmsprop_update(float& param, float& mean_square, float grad, floa
 }
 
 // ---- AdamW (decoupled weight decay), as PyTorch's torch.optim.AdamW --------------------------
-// The per-step constants, computed once on the host in double: bias corrections 1 - beta^t for
-// step t (counted from 1 over the whole run).
-struct AdamWStep {
-  float learning_rate, beta1, beta2, epsilon, weight_decay;
-  float bias_correction1, bias_correction2;
-};
+// The per-step constants (AdamWStep) are in pneumo/optimizer_step.hpp.
 // param <- param (1 - lr wd); m <- beta1 m + (1 - beta1) g; v <- beta2 v + (1 - beta2) g^2;
 // param <- param - (lr / c1) m / (sqrt(v) / sqrt(c2) + eps), with epsilon outside the root.
 PNEUMO_HD void adamw_update(float& param, float& exp_avg, float& exp_avg_sq, float grad,
