@@ -7,6 +7,8 @@
 #include <memory>
 #include <string>
 
+#include <nlohmann/json_fwd.hpp>
+
 #include "pneumo/augment.hpp"
 #include "pneumo/optimizer_step.hpp"
 #include "pneumo/random.hpp"
@@ -30,6 +32,11 @@ class Backend {
   virtual Device device() const = 0;
   virtual std::string name() const = 0;  // e.g. "cpu (2 threads, OpenBLAS)" or "cuda (NVIDIA H100)"
   virtual void synchronize() {}
+  // What the backend chose and measured by itself for inputs of batch size `batch`, for
+  // benchmarks and reports (CUDA: cuDNN's algorithm searches, and where it timed cuDNN against
+  // our kernels, as {"conv_searches": [...], "implementation_choices": [...]}); an empty object
+  // where it chooses nothing (the CPU backend).
+  virtual nlohmann::json report(int batch) const;
 
   Tensor empty(Shape shape) const { return Tensor(shape, device()); }
   Tensor zeros(Shape shape) const { return Tensor::zeros(shape, device()); }

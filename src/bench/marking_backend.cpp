@@ -1,7 +1,11 @@
 // MarkingBackend: each op forwarded to the backend it wraps, then marked (see the header).
 #include "bench/marking_backend.hpp"
 
+#include <nlohmann/json.hpp>
+
 namespace pneumo::bench {
+
+nlohmann::json MarkingBackend::report(int batch) const { return inner_.report(batch); }
 
 void MarkingBackend::conv2d_forward(ConstTensorView x, ConstTensorView weight,
                                     ConstTensorView bias, TensorView y, bool fuse_relu) {

@@ -22,6 +22,7 @@ class MarkingBackend final : public Backend {
   Device device() const override { return inner_.device(); }
   std::string name() const override { return inner_.name(); }
   void synchronize() override { inner_.synchronize(); }
+  nlohmann::json report(int batch) const override;
 
   void conv2d_forward(ConstTensorView x, ConstTensorView weight, ConstTensorView bias,
                       TensorView y, bool fuse_relu) override;

@@ -2,9 +2,13 @@
 #include <iostream>
 
 #include "pneumo/backend.hpp"
+
+#include <nlohmann/json.hpp>
 #include "pneumo/error.hpp"
 
 namespace pneumo {
+
+nlohmann::json Backend::report(int /*batch*/) const { return nlohmann::json::object(); }
 
 DeviceChoice parse_device_choice(const std::string& text) {
   if (text == "auto") return DeviceChoice::Auto;

@@ -94,6 +94,7 @@ class CudaBackend final : public Backend {
   Device device() const override { return Device::Cuda; }
   std::string name() const override { return name_; }
   void synchronize() override;
+  nlohmann::json report(int batch) const override;  // cuda_report.cpp
 
   void conv2d_forward(ConstTensorView x, ConstTensorView weight, ConstTensorView bias, TensorView y,
                       bool fuse_relu) override;

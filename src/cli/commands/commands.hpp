@@ -8,6 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "bench/train_bench.hpp"
 #include "pneumo/augment.hpp"
 
 namespace pneumo::cli {
@@ -128,20 +129,7 @@ namespace pneumo::cli {
 // RMSprop) on random images resident on the device, after warm-up; its per-phase split; the step
 // as a CUDA Graph; and one epoch through the training loop. Prints one JSON line per batch size
 // and a Markdown table (stderr).
-struct BenchTrainOptions {
-  std::string device = "auto";
-  std::string precision = "fp32";
-  bool deterministic = true;
-  std::vector<int> batches{32, 256};
-  int steps = 100;
-  int warmup = 20;
-  bool augment = true;
-  int threads = 0;
-  int64_t epoch_images = 0;  // 0: the recipe's train epoch (6586) on CUDA, 2 batches on the CPU
-  bool layers = false;       // also time each layer's forward and backward, and each backend op
-  bool cudnn_only = false;   // CUDA: no kernel of ours where cuDNN has the op (A/B on one card)
-  bool graph_engines = false;  // CUDA: also time cuDNN graph-API engines for conv backward
-};
+using BenchTrainOptions = bench::TrainBenchOptions;  // src/bench/train_bench.hpp
 int run_bench_train(const BenchTrainOptions& options);
 
 }  // namespace pneumo::cli

@@ -1,0 +1,473 @@
+// `pneumo bench train`'s measurements (see train_bench.hpp). The CUDA specifics (events on the
+// backend's stream, graph capture) live here, in the bench layer, not in the command line.
+#include "bench/train_bench.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <iomanip>
+#include <iostream>
+#include <map>
+#include <random>
+#include <sstream>
+
+#include "bench/marking_backend.hpp"
+#include "cuda/cuda_backend.hpp"
+#include "cuda/cuda_check.hpp"
+#include "cuda/cuda_raii.hpp"
+#include "pneumo/error.hpp"
+#include "pneumo/model.hpp"
+#include "pneumo/trainer.hpp"
+
+namespace pneumo::bench {
+
+namespace {
+
+constexpr int kPhases = 5;  // augment, forward, loss, backward, optimizer (StepPhase 1..5)
+
+// Labelled marks through the steps of a pass: CUDA events on the backend's stream (the host clock
+// on the CPU backend, whose ops finish before they return). Each label is credited with the time
+// from the mark before it; a step begins with the mark "start", which is not timed from the end
+// of the step before. With layer marks in between, the phase marks keep what the layers leave.
+class MarkTimer {
+ public:
+  // expected: marks the pass will make, created up front so that timing adds no creation.
+  MarkTimer(Backend& backend, size_t expected) : cuda_(dynamic_cast<CudaBackend*>(&backend)) {
+    if (cuda_)
+      for (size_t i = 0; i < expected; ++i) events_.emplace_back(cuda::Event::create());
+    labels_.reserve(expected);
+    host_marks_.reserve(expected);
+  }
+
+  void mark(std::string label) {
+    if (cuda_) {
+      if (labels_.size() == events_.size()) events_.emplace_back(cuda::Event::create());
+      PNEUMO_CUDA_CHECK(cudaEventRecord(events_[labels_.size()].get(), cuda_->stream()),
+                        "step mark '", label, "'");
+    } else {
+      host_marks_.push_back(std::chrono::steady_clock::now());
+    }
+    labels_.push_back(std::move(label));
+  }
+
+  PhaseMarker phase_marker() {
+    return [this](StepPhase phase) { mark(kStepPhaseNames[static_cast<int>(phase)]); };
+  }
+
+  // Per label, in the order first marked: mean milliseconds and marks per step (call after
+  // synchronising).
+  struct Total {
+    std::string label;
+    double ms = 0.0;
+    double per_step = 0.0;
+  };
+  std::vector<Total> totals() const {
+    std::vector<Total> totals;
+    std::map<std::string, size_t> index;
+    size_t steps = 0;
+    for (size_t i = 0; i < labels_.size(); ++i) {
+      if (labels_[i] == kStepPhaseNames[0]) {
+        ++steps;
+        continue;
+      }
+      if (i == 0) continue;
+      double ms = 0.0;
+      if (cuda_) {
+        float elapsed = 0.0f;
+        PNEUMO_CUDA_CHECK(cudaEventElapsedTime(&elapsed, events_[i - 1].get(), events_[i].get()),
+                          "timing '", labels_[i], "'");
+        ms = elapsed;
+      } else {
+        ms = std::chrono::duration<double, std::milli>(host_marks_[i] - host_marks_[i - 1])
+                 .count();
+      }
+      auto [at, added] = index.emplace(labels_[i], totals.size());
+      if (added) totals.push_back({labels_[i]});
+      totals[at->second].ms += ms;
+      totals[at->second].per_step += 1.0;
+    }
+    for (auto& total : totals) {
+      total.ms /= static_cast<double>(std::max<size_t>(steps, 1));
+      total.per_step /= static_cast<double>(std::max<size_t>(steps, 1));
+    }
+    return totals;
+  }
+
+  // Mean milliseconds per step of one label (0 when it was never marked).
+  static double ms_of(const std::vector<Total>& totals, const std::string& label) {
+    for (const auto& total : totals)
+      if (total.label == label) return total.ms;
+    return 0.0;
+  }
+
+  static bool is_phase(const std::string& label) {
+    return std::any_of(std::begin(kStepPhaseNames), std::end(kStepPhaseNames),
+                       [&](const char* name) { return label == name; });
+  }
+
+ private:
+  CudaBackend* cuda_;
+  std::vector<cuda::Event> events_;
+  std::vector<std::string> labels_;
+  std::vector<std::chrono::steady_clock::time_point> host_marks_;
+};
+
+struct GraphTiming {
+  bool captured = false;
+  std::string error;  // why not, when not
+  double step_ms = 0.0;
+};
+
+// Captures one call of `step` into a CUDA Graph on the backend's stream and times `replays`
+// launches of it with CUDA events. A capture the libraries refuse is reported, not fatal.
+GraphTiming time_graph(CudaBackend& cuda, const std::function<void()>& step, int replays) {
+  GraphTiming timing;
+  cudaStream_t stream = cuda.stream();
+  cuda.synchronize();
+  PNEUMO_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal),
+                    "starting the graph capture");
+  try {
+    step();
+  } catch (const Error& e) {
+    timing.error = e.what();
+  }
+  cudaGraph_t captured = nullptr;
+  const cudaError_t ended = cudaStreamEndCapture(stream, &captured);
+  const cuda::Graph graph(captured);
+  if (timing.error.empty() && ended != cudaSuccess)
+    timing.error = std::string("cudaStreamEndCapture: ") + cudaGetErrorString(ended);
+  cuda::GraphExec exec;
+  if (timing.error.empty()) {
+    cudaGraphExec_t instantiated = nullptr;
+    const cudaError_t made = cudaGraphInstantiate(&instantiated, graph.get(), 0);
+    exec = cuda::GraphExec(instantiated);
+    if (made != cudaSuccess)
+      timing.error = std::string("cudaGraphInstantiate: ") + cudaGetErrorString(made);
+  }
+  cudaGetLastError();  // a failed capture leaves no sticky error; clear the last one anyway
+  if (!timing.error.empty()) return timing;
+
+  for (int i = 0; i < 3; ++i)
+    PNEUMO_CUDA_CHECK(cudaGraphLaunch(exec.get(), stream), "graph warm-up");
+  cuda::Event start = cuda::Event::create(), stop = cuda::Event::create();
+  PNEUMO_CUDA_CHECK(cudaEventRecord(start.get(), stream), "graph timing");
+  for (int i = 0; i < replays; ++i)
+    PNEUMO_CUDA_CHECK(cudaGraphLaunch(exec.get(), stream), "replay ", i, " of the graph");
+  PNEUMO_CUDA_CHECK(cudaEventRecord(stop.get(), stream), "graph timing");
+  PNEUMO_CUDA_CHECK(cudaEventSynchronize(stop.get()), "graph timing");
+  float ms = 0.0f;
+  PNEUMO_CUDA_CHECK(cudaEventElapsedTime(&ms, start.get(), stop.get()), "graph timing");
+  timing.step_ms = ms / replays;
+  timing.captured = true;
+  return timing;
+}
+
+std::string fixed(double value, int digits) {
+  std::ostringstream out;
+  out << std::fixed << std::setprecision(digits) << value;
+  return out.str();
+}
+
+
+// The random images, model and trainer one batch size is measured on, and each measurement. The
+// model and trainer run on a forwarding backend that can mark each op (`layers`).
+class StepBench {
+ public:
+  StepBench(Backend& backend, const TrainBenchOptions& options, int batch)
+      : backend_(backend),
+        options_(options),
+        batch_(batch),
+        // Enough distinct images that a step never reuses one (4 batches' worth, at least
+        // 256), and at least an epoch's worth for the epoch measurement.
+        epoch_images_(options.epoch_images > 0                  ? options.epoch_images
+                      : backend.device() == Device::Cpu ? 2 * int64_t{batch}
+                                                        : int64_t{6586}),
+        count_(std::max({int64_t{256}, 4 * int64_t{batch}, epoch_images_})),
+        data_(random_images(backend.device(), count_, ModelConfig{}.input_size)),
+        order_(static_cast<size_t>(count_)),
+        device_order_(count_, backend.device()),
+        marking_(backend),
+        model_(marking_, ModelConfig{}, batch),
+        trainer_(marking_, model_, batch, augment_settings(options), 1),
+        pass_steps_(std::min(options.steps, 50)) {
+    for (int64_t i = 0; i < count_; ++i) order_[static_cast<size_t>(i)] = static_cast<int32_t>(i);
+    copy_bytes(device_order_.data(), backend.device(), order_.data(), Device::Cpu,
+               device_order_.bytes());
+    model_.initialize(1);
+  }
+
+  int64_t epoch_images() const { return epoch_images_; }
+
+  // 1. Milliseconds per step, end to end, after `warmup` untimed steps.
+  double time_steps() {
+    for (int i = 0; i < options_.warmup; ++i) step(i);
+    backend_.synchronize();
+    const auto start = std::chrono::steady_clock::now();
+    for (int i = 0; i < options_.steps; ++i) step(options_.warmup + i);
+    backend_.synchronize();
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    return seconds / options_.steps * 1e3;
+  }
+
+  // 2. Milliseconds per phase, from marks in a pass of up to 50 steps of its own (so that the
+  // events cannot slow pass 1).
+  nlohmann::json time_phases() {
+    MarkTimer phases(backend_, marked_steps() * kPhaseMarks);
+    const auto phase_ms = marked_pass(phases);
+    nlohmann::json json;
+    for (int p = 1; p <= kPhases; ++p)
+      json[kStepPhaseNames[p]] = MarkTimer::ms_of(phase_ms, kStepPhaseNames[p]);
+    return json;
+  }
+
+  // Each layer's forward and backward, from a pass with a mark after every one.
+  nlohmann::json time_layers() {
+    MarkTimer layers(backend_, marked_steps() * (kPhaseMarks + 2 * model_.layer_count()));
+    model_.set_layer_marker([&](size_t layer, bool backward) {
+      layers.mark(model_.layer_name(layer) + (backward ? " backward" : " forward"));
+    });
+    const auto layer_ms = marked_pass(layers);
+    model_.set_layer_marker({});
+    nlohmann::json json;
+    for (size_t i = 0; i < model_.layer_count(); ++i) {
+      const std::string name = model_.layer_name(i);
+      json.push_back({{"layer", name},
+                      {"forward_ms", MarkTimer::ms_of(layer_ms, name + " forward")},
+                      {"backward_ms", MarkTimer::ms_of(layer_ms, name + " backward")}});
+    }
+    return json;
+  }
+
+  // Each backend op, from a pass with a mark after every one.
+  nlohmann::json time_ops() {
+    // Up to five ops a layer, forward and backward together (the pool grows past that).
+    MarkTimer ops(backend_, marked_steps() * (kPhaseMarks + 5 * model_.layer_count()));
+    marking_.set_marker([&](const char* op, const Shape& shape) {
+      ops.mark(std::string(op) + " " + shape.str());
+    });
+    const auto op_ms = marked_pass(ops);
+    marking_.set_marker({});
+    nlohmann::json json;
+    for (const auto& total : op_ms)
+      if (!MarkTimer::is_phase(total.label))  // phase marks keep only the gaps between ops
+        json.push_back({{"op", total.label}, {"ms", total.ms}, {"calls_per_step", total.per_step}});
+    return json;
+  }
+
+  // 3. One step as a CUDA Graph, replayed; step_ms: pass 1's, for the speed-up.
+  nlohmann::json time_as_graph(double step_ms) {
+    auto* cuda = dynamic_cast<CudaBackend*>(&backend_);
+    if (!cuda) return {{"error", "not applicable on the CPU backend"}};
+    const GraphTiming graph = time_graph(*cuda, [&] { step(0); }, options_.steps);
+    if (!graph.captured) return {{"error", graph.error}};
+    return {{"step_ms", graph.step_ms},
+            {"images_per_second", batch_ / graph.step_ms * 1e3},
+            {"speedup", step_ms / graph.step_ms}};
+  }
+
+  // An epoch through the trainer's loop (host order upload, progress reads, stats read).
+  EpochStats time_epoch() {
+    const std::vector<int32_t> epoch_order(order_.begin(), order_.begin() + epoch_images_);
+    return trainer_.train_epoch(data_, epoch_order, 1);
+  }
+
+ private:
+  static constexpr size_t kPhaseMarks = kPhases + 1;  // "start" and one per phase
+
+  static ImageSet random_images(Device device, int64_t count, int size) {
+    std::mt19937 generator(1);
+    std::vector<uint8_t> pixels(static_cast<size_t>(count) * size * size), labels(count);
+    for (auto& p : pixels) p = static_cast<uint8_t>(generator());
+    for (auto& l : labels) l = static_cast<uint8_t>(generator() & 1u);
+    return ImageSet::upload(device, pixels.data(), count, size, labels.data());
+  }
+
+  static AugmentSettings augment_settings(const TrainBenchOptions& options) {
+    AugmentSettings augment;
+    augment.enabled = options.augment;
+    return augment;
+  }
+
+  void step(int i) {
+    const int64_t slots = count_ / batch_;
+    trainer_.train_step(data_, device_order_.data() + (i % slots) * batch_, batch_, 0,
+                        static_cast<uint32_t>(i));
+  }
+
+  size_t marked_steps() const { return static_cast<size_t>(pass_steps_); }
+
+  std::vector<MarkTimer::Total> marked_pass(MarkTimer& timer) {
+    trainer_.set_phase_marker(timer.phase_marker());
+    for (int i = 0; i < pass_steps_; ++i) step(i);
+    backend_.synchronize();
+    trainer_.set_phase_marker({});
+    return timer.totals();
+  }
+
+  Backend& backend_;
+  const TrainBenchOptions& options_;
+  const int batch_;
+  const int64_t epoch_images_;
+  const int64_t count_;
+  ImageSet data_;
+  std::vector<int32_t> order_;
+  Array<int32_t> device_order_;
+  MarkingBackend marking_;
+  Model model_;
+  Trainer trainer_;
+  const int pass_steps_;
+};
+
+}  // namespace
+
+nlohmann::json bench_train_batch(Backend& backend, const TrainBenchOptions& options, int batch) {
+  reset_peak_memory(backend.device());
+  StepBench bench(backend, options, batch);
+  const double step_ms = bench.time_steps();
+  const nlohmann::json phases = bench.time_phases();
+  nlohmann::json layers, ops;
+  if (options.layers) {
+    layers = bench.time_layers();
+    ops = bench.time_ops();
+  }
+  const nlohmann::json graph = bench.time_as_graph(step_ms);
+  const EpochStats epoch = bench.time_epoch();
+
+  const bool on_cpu = backend.device() == Device::Cpu;
+  nlohmann::json line = {{"impl", "pneumo"},
+                         {"backend", backend.name()},
+                         {"device", on_cpu ? "CPU" : "CUDA"},
+                         {"batch", batch},
+                         {"precision", options.precision},
+                         {"deterministic", options.deterministic},
+                         {"cudnn_only", options.cudnn_only},
+                         {"graph_engines", options.graph_engines},
+                         {"augment", options.augment},
+                         {"steps", options.steps},
+                         {"step_ms_mean", step_ms},
+                         {"images_per_second", batch / step_ms * 1e3},
+                         {"phases_ms", phases},
+                         {"graph", graph},
+                         {"epoch_images", bench.epoch_images()},
+                         {"epoch_seconds", epoch.seconds},
+                         {"epoch_images_per_second", bench.epoch_images() / epoch.seconds}};
+  // Memory: the most pneumo held while this batch size ran (images, model, trainer, the
+  // backend's cuDNN workspace, which stays from one batch size to the next); on CUDA also
+  // what the device has in use now, the CUDA context and libraries (and any other
+  // process) included.
+  constexpr double kMiB = 1 << 20;
+  line["memory_peak_mib"] = static_cast<double>(memory_stats(backend.device()).peak) / kMiB;
+  if (!on_cpu) {
+    size_t free_bytes = 0, total_bytes = 0;
+    PNEUMO_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes), "device memory in use");
+    line["device_memory_in_use_mib"] = static_cast<double>(total_bytes - free_bytes) / kMiB;
+  }
+  const nlohmann::json report = backend.report(batch);  // CUDA: algorithm searches, choices
+  for (const auto& [key, value] : report.items()) line[key] = value;
+  if (!layers.is_null()) line["layers_ms"] = layers;
+  if (!ops.is_null()) line["ops_ms"] = ops;
+  return line;
+}
+
+void write_train_bench_summary(const std::vector<nlohmann::json>& rows,
+                               const TrainBenchOptions& options, const Backend& backend,
+                               std::ostream& out) {
+  const bool on_cpu = backend.device() == Device::Cpu;
+  out << "\n### pneumo bench train on " << (on_cpu ? "the CPU backend: " : "CUDA: ")
+      << backend.name() << ", " << options.precision << ", augmentation "
+      << (options.augment ? "on" : "off")
+      << (options.cudnn_only ? ", cuDNN only (no kernel of ours timed against it)" : "")
+      << "\n\n"
+      << "| batch | step ms | images/s | augment ms | forward ms | loss ms | backward ms | "
+         "optimizer ms | graph step ms | graph gain | epoch images/s | memory MiB |\n"
+      << "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+  for (const auto& row : rows) {
+    out << "| " << row["batch"].get<int>() << " | " << fixed(row["step_ms_mean"], 3) << " | "
+        << fixed(row["images_per_second"], 0);
+    for (int p = 1; p <= kPhases; ++p)
+      out << " | " << fixed(row["phases_ms"][kStepPhaseNames[p]].get<double>(), 3);
+    if (row["graph"].contains("step_ms"))
+      out << " | " << fixed(row["graph"]["step_ms"], 3) << " | "
+          << fixed(row["graph"]["speedup"], 2) << "x";
+    else
+      out << " | n/a | n/a";
+    out << " | " << fixed(row["epoch_images_per_second"], 0) << " | "
+        << fixed(row["memory_peak_mib"], 0) << " |\n";
+  }
+  if (options.layers && !rows.empty()) {
+    out << "\nPer layer, ms per step (" << (on_cpu ? "host clock" : "CUDA events")
+        << " after every layer, mean over the steps of a pass of its own):\n\n| layer |";
+    for (const auto& row : rows)
+      out << " forward b" << row["batch"].get<int>() << " | backward b" << row["batch"].get<int>()
+          << " |";
+    out << "\n|---|";
+    for (size_t i = 0; i < rows.size(); ++i) out << "---:|---:|";
+    out << "\n";
+    const auto& first = rows.front()["layers_ms"];
+    for (size_t i = 0; i < first.size(); ++i) {
+      out << "| " << first[i]["layer"].get<std::string>() << " |";
+      for (const auto& row : rows)
+        out << " " << fixed(row["layers_ms"][i]["forward_ms"], 3) << " | "
+            << fixed(row["layers_ms"][i]["backward_ms"], 3) << " |";
+      out << "\n";
+    }
+    for (const auto& row : rows) {
+      out << "\nPer backend op at batch " << row["batch"].get<int>()
+          << ", in step order (a mark after every op, a pass of its own):\n\n"
+          << "| op, main operand | calls per step | ms per step | % of step |\n"
+          << "|---|---:|---:|---:|\n";
+      const double step = row["step_ms_mean"].get<double>();
+      for (const auto& op : row["ops_ms"])
+        out << "| " << op["op"].get<std::string>() << " | " << fixed(op["calls_per_step"], 1)
+            << " | " << fixed(op["ms"], 3) << " | "
+            << fixed(100.0 * op["ms"].get<double>() / step, 1) << " |\n";
+    }
+  }
+  for (const auto& row : rows) {
+    if (!row.contains("implementation_choices") || row["implementation_choices"].empty()) continue;
+    out << "\ncuDNN or our kernel at batch " << row["batch"].get<int>()
+        << " (mean of 5 calls each, timed on the first call; -1: not timed; for the graph API\n"
+        << "rows: cuDNN's legacy cudnnFind pick against the graph API's fastest engine):\n\n"
+        << "| op | input N, C, H, W | cuDNN ms | ours (or graph engine) ms | runs |\n"
+        << "|---|---|---:|---:|---|\n";
+    for (const auto& choice : row["implementation_choices"]) {
+      const auto& in = choice["input"];
+      out << "| " << choice["op"].get<std::string>() << " | " << in[0] << ", " << in[1] << ", "
+          << in[2] << ", " << in[3] << " | " << fixed(choice["cudnn_ms"], 4) << " | "
+          << fixed(choice["kernel_ms"], 4) << " | " << choice["runs"].get<std::string>();
+      const std::string rejected = choice["rejected"].get<std::string>();
+      if (!rejected.empty()) out << " (not ours: " << rejected << ")";
+      out << " |\n";
+    }
+  }
+  for (const auto& row : rows) {
+    if (!row.contains("conv_searches") || row["conv_searches"].empty()) continue;
+    out << "\ncuDNN's algorithm searches at batch " << row["batch"].get<int>()
+        << " (ms as cuDNN timed each algorithm once):\n\n"
+        << "| conv N, C, H, W -> K | direction | kept algo | ms | fastest algo | ms | "
+           "deterministic |\n|---|---|---:|---:|---:|---:|---|\n";
+    for (const auto& search : row["conv_searches"]) {
+      const auto& shape = search["shape"];
+      out << "| " << shape[0] << ", " << shape[1] << ", " << shape[2] << ", " << shape[3]
+          << " -> " << shape[4] << " | " << search["direction"].get<std::string>();
+      for (const char* which : {"chosen", "fastest"}) {
+        const auto& trial = search[which];
+        if (trial.is_null())
+          out << " | none | n/a";
+        else
+          out << " | " << trial["algo"] << " | " << fixed(trial["ms"], 3);
+      }
+      const auto& fastest = search["fastest"];
+      const char* deterministic = fastest.is_null()                     ? "n/a"
+                                  : fastest["deterministic"].get<bool>() ? "yes"
+                                                                         : "no";
+      out << " | " << deterministic << " |\n";
+    }
+  }
+  for (const auto& row : rows)
+    if (row["graph"].contains("error") && !on_cpu)
+      out << "\nCUDA Graph capture failed at batch " << row["batch"] << ": "
+          << row["graph"]["error"].get<std::string>() << "\n";
+}
+
+}  // namespace pneumo::bench

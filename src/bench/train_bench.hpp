@@ -1,0 +1,54 @@
+// `pneumo bench train`: throughput of the whole training step on device-resident random images,
+// per batch size, in three measurements:
+//   1. images/s of the step: `warmup` steps first (cuDNN algorithm search, first-touch
+//      allocations), then `steps` steps between two synchronisations, timed by the host clock;
+//   2. the same step split into its phases (augment, forward, loss, backward, optimizer): CUDA
+//      events recorded on the backend's stream between phases (the host clock on the CPU backend,
+//      whose ops finish before they return), in a separate pass so the events cannot slow pass 1;
+//      with `layers`, two more passes mark the end of every layer's forward and backward, and
+//      of every backend op;
+//   3. on the CUDA backend, one step captured as a CUDA Graph and replayed `steps` times (the same
+//      batch and random keys each replay: it measures what launching costs, not new work);
+// plus the images/s of one epoch through Trainer::train_epoch (order upload, progress reads).
+#pragma once
+
+#include <cstdint>
+#include <iosfwd>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "pneumo/backend.hpp"
+
+namespace pneumo::bench {
+
+struct TrainBenchOptions {
+  std::string device = "auto";
+  std::string precision = "fp32";
+  bool deterministic = true;
+  std::vector<int> batches{32, 256};
+  int steps = 100;
+  int warmup = 20;
+  bool augment = true;
+  int threads = 0;
+  int64_t epoch_images = 0;  // 0: the recipe's train epoch (6586) on CUDA, 2 batches on the CPU
+  bool layers = false;       // also time each layer's forward and backward, and each backend op
+  bool cudnn_only = false;   // CUDA: no kernel of ours where cuDNN has the op (A/B on one card)
+  bool graph_engines = false;  // CUDA: also time cuDNN graph-API engines for conv backward
+};
+
+// Every measurement of one batch size on `backend`, as the JSON line `pneumo bench train`
+// prints: step_ms_mean, images_per_second, phases_ms, graph, the epoch, memory, the backend's own
+// report (Backend::report), and with `layers` layers_ms and ops_ms. Throws OutOfMemory when the
+// batch does not fit.
+nlohmann::json bench_train_batch(Backend& backend, const TrainBenchOptions& options, int batch);
+
+// The Markdown summary of the rows (one per batch size): the step table, with `layers` the
+// per-layer and per-op tables, the backend's cuDNN-or-ours choices and algorithm searches, and
+// any failed graph capture.
+void write_train_bench_summary(const std::vector<nlohmann::json>& rows,
+                               const TrainBenchOptions& options, const Backend& backend,
+                               std::ostream& out);
+
+}  // namespace pneumo::bench
