@@ -4,7 +4,7 @@
 // Per-element math is pneumo::relu / pneumo::relu_backward (elementwise.hpp), as on the CPU.
 #include <algorithm>
 
-#include "cuda/cuda_check.hpp"
+#include "cuda_check.hpp"
 #include "kernel_util.cuh"
 #include "elementwise.hpp"
 #include "kernels.hpp"

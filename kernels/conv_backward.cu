@@ -5,7 +5,7 @@
 // order. CudaBackend times it against cuDNN's pick on the first call and runs the faster.
 #include <cstdint>
 
-#include "cuda/cuda_check.hpp"
+#include "cuda_check.hpp"
 #include "kernel_util.cuh"
 #include "pneumo/error.hpp"
 #include "kernels.hpp"

@@ -9,7 +9,7 @@
 #include <string>
 
 #include "conv_direct_tiles.hpp"
-#include "cuda/cuda_check.hpp"
+#include "cuda_check.hpp"
 #include "pneumo/error.hpp"
 #include "kernels.hpp"
 

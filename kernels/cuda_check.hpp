@@ -1,6 +1,7 @@
 // Error checks for the CUDA runtime and for kernel launches: each failure throws pneumo::Error
 // naming the failed call (stringified), the file and line, and the shapes the caller adds.
-// cuDNN and cuBLAS checks live with their handles in cuda_raii.hpp.
+// cuDNN and cuBLAS checks live with their handles in src/cuda/cuda_raii.hpp. Kernels and the
+// CUDA backend both use these, so they sit at the kernels' level.
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -11,7 +12,12 @@
 
 namespace pneumo::cuda {
 
-// Throws "<call> failed: <cudaGetErrorString> (<code name>) [<context>] at <file>:<line>".
+// " [<context>] at <file>:<line>" (no brackets when context is empty): the tail of every CUDA,
+// cuDNN and cuBLAS error message.
+std::string location_suffix(const std::string& context, const char* file, int line);
+
+// Throws "<call> failed: <cudaGetErrorString> (<code name>) [<context>] at <file>:<line>"; an
+// allocation failure as OutOfMemory. Defined in cuda_check.cpp, beside the kernels that use it.
 [[noreturn]] void throw_cuda_error(cudaError_t status, const char* call, const char* file, int line,
                                    const std::string& context);
 

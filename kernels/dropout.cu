@@ -1,7 +1,7 @@
 // Inverted dropout kernel and launcher. The mask is recomputed from (key, element index) by
 // pneumo::dropout_group (elementwise.hpp, four elements per Philox call), so forward and backward
 // are the same map and the CPU twin draws the very same mask.
-#include "cuda/cuda_check.hpp"
+#include "cuda_check.hpp"
 #include "kernel_util.cuh"
 #include "elementwise.hpp"
 #include "kernels.hpp"

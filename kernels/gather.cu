@@ -1,6 +1,6 @@
 // Gather kernel and launcher: per-sample values (labels, sample weights) picked by the batch's
 // dataset indices, all on the device.
-#include "cuda/cuda_check.hpp"
+#include "cuda_check.hpp"
 #include "kernel_util.cuh"
 #include "kernels.hpp"
 

@@ -3,7 +3,7 @@
 // sums are a block reduction plus one atomic per block and statistic, so an epoch's running loss
 // and accuracy stay on the device until read once. Also the one-thread non-finite marker that
 // records the first step whose loss was NaN or infinite.
-#include "cuda/cuda_check.hpp"
+#include "cuda_check.hpp"
 #include "kernel_util.cuh"
 #include "elementwise.hpp"
 #include "kernels.hpp"

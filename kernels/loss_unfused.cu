@@ -2,7 +2,7 @@
 // given p = sigmoid(z) from a separate activation pass (cuDNN's activation forward), one kernel
 // reduces the loss and correct count, another writes the gradient. The fused kernel (loss.cu)
 // does all three in one pass over the logits; training never runs these.
-#include "cuda/cuda_check.hpp"
+#include "cuda_check.hpp"
 #include "kernel_util.cuh"
 #include "kernels.hpp"
 

@@ -1,7 +1,7 @@
 // RMSprop and AdamW kernels and launchers: one launch over the whole contiguous parameter buffer
 // (layers hold views into it). Per-element math is pneumo::rmsprop_update and
 // pneumo::adamw_update (elementwise.hpp), as on the CPU.
-#include "cuda/cuda_check.hpp"
+#include "cuda_check.hpp"
 #include "kernel_util.cuh"
 #include "elementwise.hpp"
 #include "kernels.hpp"

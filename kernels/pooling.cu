@@ -4,7 +4,7 @@
 // row-major order within the window takes the gradient. CudaBackend times it against cuDNN on
 // each shape's first call and runs the faster; tests and benchmarks check both. Also the global
 // average pooling of the optional GAP head (per-plane math in kernels/elementwise.hpp).
-#include "cuda/cuda_check.hpp"
+#include "cuda_check.hpp"
 #include "kernel_util.cuh"
 #include "elementwise.hpp"
 #include "kernels.hpp"

@@ -8,7 +8,7 @@
 #include <cstring>
 #include <sstream>
 
-#include "cuda/cuda_check.hpp"
+#include "cuda_check.hpp"
 
 namespace pneumo::bench {
 

@@ -12,7 +12,7 @@
 
 #include "bench/marking_backend.hpp"
 #include "cuda/cuda_backend.hpp"
-#include "cuda/cuda_check.hpp"
+#include "cuda_check.hpp"
 #include "cuda/cuda_raii.hpp"
 #include "pneumo/error.hpp"
 #include "pneumo/model.hpp"

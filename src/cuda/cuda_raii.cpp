@@ -10,13 +10,6 @@ namespace pneumo::cuda {
 
 namespace {
 
-std::string location_suffix(const std::string& context, const char* file, int line) {
-  std::ostringstream out;
-  if (!context.empty()) out << " [" << context << "]";
-  out << " at " << file << ":" << line;
-  return out.str();
-}
-
 int to_int(int64_t value, const char* what) {
   PNEUMO_CHECK(value >= 0 && value <= INT_MAX, what, " = ", value,
                " does not fit the int that cuDNN takes");
@@ -24,15 +17,6 @@ int to_int(int64_t value, const char* what) {
 }
 
 }  // namespace
-
-void throw_cuda_error(cudaError_t status, const char* call, const char* file, int line,
-                      const std::string& context) {
-  std::ostringstream out;
-  out << call << " failed: " << cudaGetErrorString(status) << " (" << cudaGetErrorName(status)
-      << ")" << location_suffix(context, file, line);
-  if (status == cudaErrorMemoryAllocation) throw OutOfMemory(out.str(), /*on_device=*/true, 0);
-  throw Error(out.str());
-}
 
 void throw_cudnn_error(cudnnStatus_t status, const char* call, const char* file, int line,
                        const std::string& context) {

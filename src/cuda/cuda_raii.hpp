@@ -10,7 +10,7 @@
 #include <string>
 #include <utility>
 
-#include "cuda/cuda_check.hpp"
+#include "cuda_check.hpp"
 #include "pneumo/error.hpp"
 #include "pneumo/tensor.hpp"
 

@@ -1,0 +1,61 @@
+#!/usr/bin/env python3
+"""Checks that the build's layers call only down their allowed arrows: every symbol a layer's
+archive uses from another pneumo layer must be defined in a layer it links (directly or through
+the layers those link). Run by ctest (LayerArrows) with the arrows CMake declares:
+
+    check_layers.py NM LAYER=ARCHIVE:DEP,DEP ...
+
+e.g. cpu=build/libpneumo_cpu.a:core. Prints each forbidden use (layer, symbol, where it is defined)
+and exits 1; exits 0 with a one-line summary when there is none.
+"""
+import subprocess
+import sys
+
+
+def symbols(nm, archive, defined):
+    flag = "--defined-only" if defined else "--undefined-only"
+    out = subprocess.run([nm, "-C", flag, archive], capture_output=True, text=True, check=True).stdout
+    found = set()
+    for line in out.splitlines():
+        parts = line.split(None, 2) if defined else line.split(None, 1)
+        if defined and len(parts) == 3 and parts[1] in "TDBRVWu" and parts[1] != "":
+            found.add(parts[2])
+        elif not defined and len(parts) == 2 and parts[0] == "U":
+            found.add(parts[1])
+    return found
+
+
+def main():
+    nm, specs = sys.argv[1], sys.argv[2:]
+    layers = {}
+    for spec in specs:
+        name, rest = spec.split("=", 1)
+        archive, _, deps = rest.partition(":")
+        layers[name] = (archive, [d for d in deps.split(",") if d])
+    defined = {name: symbols(nm, archive, True) for name, (archive, _) in layers.items()}
+
+    def reachable(name, seen=None):
+        seen = set() if seen is None else seen
+        for dep in layers[name][1]:
+            if dep not in seen:
+                seen.add(dep)
+                reachable(dep, seen)
+        return seen
+
+    problems = 0
+    for name, (archive, _) in layers.items():
+        allowed = reachable(name) | {name}
+        for symbol in sorted(symbols(nm, archive, False) - defined[name]):
+            owners = [other for other in layers if symbol in defined[other]]
+            if owners and not any(owner in allowed for owner in owners):
+                print(f"{name} uses {symbol}, defined in {', '.join(owners)}: not an arrow of {name}")
+                problems += 1
+    if problems:
+        print(f"check_layers: {problems} forbidden uses across layers")
+        return 1
+    print(f"check_layers: {len(layers)} layers, every cross-layer use follows an arrow")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
