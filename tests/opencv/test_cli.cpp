@@ -126,7 +126,7 @@ TEST(Cli, BadFlagsAndInputsAreRefusedWithAMessage) {
     std::string args, expected;
   };
   const Case cases[] = {
-      {"train --data " + kSample + " --epochs 0", "--epochs must be at least 1"},
+      {"train --data " + kSample + " --epochs 0", "--epochs must be >= 1"},
       {"train --data " + kSample + " --batch -3", "--batch must be in"},
       {"train --data " + kSample + " --device quantum", "unknown device 'quantum'"},
       {"train --data " + kSample + " --precision fp8", "--precision must be fp32 or tf32"},

@@ -86,11 +86,45 @@ TrainFlag bound(std::string name, std::string help, Field field,
   return flag;
 }
 
+// A numeric flag's accepted interval; the check says "--x must be in [lo, hi), got v" (or
+// ">= lo" when there is no upper end), and refuses NaN and infinities.
+struct Within {
+  Within(double lo, double hi = INFINITY, bool lo_open = false, bool hi_open = false,
+         std::string note = "")
+      : lo(lo), hi(hi), lo_open(lo_open), hi_open(hi_open), note(std::move(note)) {}
+  double lo, hi;
+  bool lo_open, hi_open;
+  std::string note;  // appended to the interval, e.g. " degrees"
+};
+
+std::string number_text(double value) { return detail::concat(value); }
+
+template <class Field>
+TrainFlag bound(std::string name, std::string help, Field field, Within within, std::string example,
+                std::string refused) {
+  auto check = [name, field, within](const TrainOptions& o) {
+    const double v = static_cast<double>(field(o));
+    const bool above = within.lo_open ? v > within.lo : v >= within.lo;
+    const bool below = within.hi_open ? v < within.hi : v <= within.hi;
+    if (std::isfinite(v) && above && below) return;
+    const std::string interval = std::isinf(within.hi)
+                                     ? (within.lo_open ? "> " : ">= ") + number_text(within.lo)
+                                     : std::string("in ") + (within.lo_open ? "(" : "[") +
+                                           number_text(within.lo) + ", " + number_text(within.hi) +
+                                           (within.hi_open ? ")" : "]");
+    throw UsageError("--" + name + " must be " + interval + within.note + got(v));
+  };
+  return bound(std::move(name), std::move(help), field, check, std::move(example),
+               std::move(refused));
+}
+
 #define PNEUMO_FIELD(member) \
   [](auto& o) -> auto& { return o.member; }
 
 std::vector<TrainFlag> make_table() {
   using O = const TrainOptions&;
+  const Within non_negative{0.0}, unit_open{0.0, 1.0, true, true},
+      unit_half_open{0.0, 1.0, false, true};
   std::vector<TrainFlag> t;
   t.push_back(bound(
       "data", "Image tree {train,val,test}/{NORMAL,PNEUMONIA} or a cache", PNEUMO_FIELD(data),
@@ -126,61 +160,24 @@ std::vector<TrainFlag> make_table() {
   t.push_back(bound("deterministic",
                     "CUDA: deterministic convolution algorithms only (false: the fastest)",
                     PNEUMO_FIELD(deterministic), {}, "false"));
-  t.push_back(bound(
-      "threads", "CPU threads (0: all)", PNEUMO_FIELD(threads),
-      [](O o) {
-        require(o.threads >= 0, "--threads must be >= 0, got " + std::to_string(o.threads));
-      },
-      "3", "-1"));
-  t.push_back(bound(
-      "size", "Input size when preparing an image tree", PNEUMO_FIELD(size),
-      [](O o) {
-        require(o.size >= 8 && o.size <= 1024,
-                "--size must be in [8, 1024], got " + std::to_string(o.size));
-      },
-      "96", "4"));
-  t.push_back(bound(
-      "epochs", "Epochs to train", PNEUMO_FIELD(epochs),
-      [](O o) {
-        require(o.epochs >= 1, "--epochs must be at least 1, got " + std::to_string(o.epochs));
-      },
-      "3", "0"));
-  t.push_back(bound(
-      "batch", "Batch size", PNEUMO_FIELD(batch),
-      [](O o) {
-        require(o.batch >= 1 && o.batch <= 4096,
-                "--batch must be in [1, 4096], got " + std::to_string(o.batch));
-      },
-      "64", "0"));
+  t.push_back(
+      bound("threads", "CPU threads (0: all)", PNEUMO_FIELD(threads), non_negative, "3", "-1"));
+  t.push_back(bound("size", "Input size when preparing an image tree", PNEUMO_FIELD(size),
+                    Within{8, 1024}, "96", "4"));
+  t.push_back(bound("epochs", "Epochs to train", PNEUMO_FIELD(epochs), Within{1}, "3", "0"));
+  t.push_back(bound("batch", "Batch size", PNEUMO_FIELD(batch), Within{1, 4096}, "64", "0"));
   t.push_back(bound(
       "optimizer", "rmsprop (the recipe) | adamw", PNEUMO_FIELD(optimizer),
       [](O o) { usage("--optimizer", [&] { parse_optimizer(o.optimizer); }); }, "adamw", "sgd"));
-  t.push_back(bound(
-      "lr", "Learning rate", PNEUMO_FIELD(learning_rate),
-      [](O o) {
-        require(std::isfinite(o.learning_rate) && o.learning_rate > 0,
-                "--lr must be a positive number" + got(o.learning_rate));
-      },
-      "0.002", "0"));
-  t.push_back(bound(
-      "rho", "RMSprop decay", PNEUMO_FIELD(rho),
-      [](O o) { require(o.rho > 0 && o.rho < 1, "--rho must be in (0, 1)" + got(o.rho)); }, "0.95",
-      "1"));
-  t.push_back(bound(
-      "epsilon", "Optimizer epsilon (outside the square root)", PNEUMO_FIELD(epsilon),
-      [](O o) {
-        require(o.epsilon > 0 && std::isfinite(o.epsilon),
-                "--epsilon must be positive" + got(o.epsilon));
-      },
-      "1e-08", "0"));
-  t.push_back(bound(
-      "beta1", "AdamW first-moment decay", PNEUMO_FIELD(beta1),
-      [](O o) { require(o.beta1 >= 0 && o.beta1 < 1, "--beta1 must be in [0, 1)" + got(o.beta1)); },
-      "0.8", "1"));
-  t.push_back(bound(
-      "beta2", "AdamW second-moment decay", PNEUMO_FIELD(beta2),
-      [](O o) { require(o.beta2 >= 0 && o.beta2 < 1, "--beta2 must be in [0, 1)" + got(o.beta2)); },
-      "0.99", "1"));
+  t.push_back(bound("lr", "Learning rate", PNEUMO_FIELD(learning_rate), Within{0, INFINITY, true},
+                    "0.002", "0"));
+  t.push_back(bound("rho", "RMSprop decay", PNEUMO_FIELD(rho), unit_open, "0.95", "1"));
+  t.push_back(bound("epsilon", "Optimizer epsilon (outside the square root)", PNEUMO_FIELD(epsilon),
+                    Within{0, INFINITY, true}, "1e-08", "0"));
+  t.push_back(
+      bound("beta1", "AdamW first-moment decay", PNEUMO_FIELD(beta1), unit_half_open, "0.8", "1"));
+  t.push_back(bound("beta2", "AdamW second-moment decay", PNEUMO_FIELD(beta2), unit_half_open,
+                    "0.99", "1"));
   t.push_back(bound(
       "weight-decay", "AdamW decoupled weight decay (param *= 1 - lr * wd each step)",
       PNEUMO_FIELD(weight_decay),
@@ -189,14 +186,8 @@ std::vector<TrainFlag> make_table() {
                 "--weight-decay must be >= 0 with weight-decay x lr < 1" + got(o.weight_decay));
       },
       "0.05", "-1"));
-  t.push_back(bound(
-      "label-smoothing", "Train towards y (1 - s) + s/2 instead of 0/1 (0: off)",
-      PNEUMO_FIELD(label_smoothing),
-      [](O o) {
-        require(o.label_smoothing >= 0 && o.label_smoothing < 1,
-                "--label-smoothing must be in [0, 1)" + got(o.label_smoothing));
-      },
-      "0.1", "1"));
+  t.push_back(bound("label-smoothing", "Train towards y (1 - s) + s/2 instead of 0/1 (0: off)",
+                    PNEUMO_FIELD(label_smoothing), unit_half_open, "0.1", "1"));
   t.push_back(bound("seed", "Seed of every random stream", PNEUMO_FIELD(seed), {}, "7"));
   t.push_back(bound(
       "val-split", "Fraction of train carved out for validation, grouped by patient, or 'official'",
@@ -209,75 +200,34 @@ std::vector<TrainFlag> make_table() {
       "smote"));
   t.push_back(
       bound("augment", "Augment training images (true/false)", PNEUMO_FIELD(augment), {}, "false"));
-  t.push_back(bound(
-      "rotation", "Max rotation, degrees", PNEUMO_FIELD(augmentation.rotation_degrees),
-      [](O o) {
-        const float r = o.augmentation.rotation_degrees;
-        require(r >= 0 && r <= 180, "--rotation must be in [0, 180] degrees" + got(r));
-      },
-      "12.5", "200"));
-  t.push_back(bound(
-      "zoom", "Zoom range: factor in [1-z, 1+z] per axis", PNEUMO_FIELD(augmentation.zoom),
-      [](O o) {
-        const float z = o.augmentation.zoom;
-        require(z >= 0 && z < 1, "--zoom must be in [0, 1)" + got(z));
-      },
-      "0.1", "1"));
+  t.push_back(bound("rotation", "Max rotation, degrees",
+                    PNEUMO_FIELD(augmentation.rotation_degrees),
+                    Within{0, 180, false, false, " degrees"}, "12.5", "200"));
+  t.push_back(bound("zoom", "Zoom range: factor in [1-z, 1+z] per axis",
+                    PNEUMO_FIELD(augmentation.zoom), unit_half_open, "0.1", "1"));
   t.push_back(bound(
       "zoom-mode", "keras (x and y zoom drawn apart, as Keras) | isotropic (one scale)",
       PNEUMO_FIELD(zoom_mode),
       [](O o) { usage("--zoom-mode", [&] { parse_zoom_mode(o.zoom_mode); }); }, "isotropic",
       "radial"));
-  t.push_back(bound(
-      "shift", "Shift range, fraction of the size", PNEUMO_FIELD(augmentation.shift),
-      [](O o) {
-        const float s = o.augmentation.shift;
-        require(s >= 0 && s < 1, "--shift must be in [0, 1)" + got(s));
-      },
-      "0.2", "1"));
+  t.push_back(bound("shift", "Shift range, fraction of the size", PNEUMO_FIELD(augmentation.shift),
+                    unit_half_open, "0.2", "1"));
   t.push_back(bound("flip", "Random horizontal flips (true/false)",
                     PNEUMO_FIELD(augmentation.horizontal_flip), {}, "false"));
   t.push_back(bound(
       "aspect", "Aspect-ratio jitter: width/height times r in [1/(1+a), 1+a], area kept (0: off)",
       PNEUMO_FIELD(augmentation.aspect),
-      [](O o) {
-        const float a = o.augmentation.aspect;
-        require(a >= 0 && a <= 1,
-                "--aspect must be in [0, 1] (width/height ratio up to 1 + a)" + got(a));
-      },
-      "0.3", "2"));
-  t.push_back(bound(
-      "brightness", "Brightness jitter: add a value in [-b, b] (0: off)",
-      PNEUMO_FIELD(augmentation.brightness),
-      [](O o) {
-        const float b = o.augmentation.brightness;
-        require(b >= 0 && b <= 0.5, "--brightness must be in [0, 0.5]" + got(b));
-      },
-      "0.1", "0.6"));
-  t.push_back(bound(
-      "contrast", "Contrast jitter: factor in [1-c, 1+c] about mid-grey (0: off)",
-      PNEUMO_FIELD(augmentation.contrast),
-      [](O o) {
-        const float c = o.augmentation.contrast;
-        require(c >= 0 && c < 1, "--contrast must be in [0, 1)" + got(c));
-      },
-      "0.2", "1"));
-  t.push_back(bound(
-      "gamma", "Gamma jitter: exponent in [1/(1+g), 1+g] (0: off)",
-      PNEUMO_FIELD(augmentation.gamma),
-      [](O o) {
-        const float g = o.augmentation.gamma;
-        require(g >= 0 && g <= 2, "--gamma must be in [0, 2] (exponent up to 1 + g)" + got(g));
-      },
-      "0.3", "3"));
-  t.push_back(bound(
-      "sharpness", "Blur/sharpness jitter: factor in [1-s, 1+s], 0 blurs, 2 sharpens (0: off)",
-      PNEUMO_FIELD(augmentation.sharpness),
-      [](O o) {
-        const float s = o.augmentation.sharpness;
-        require(s >= 0 && s <= 1, "--sharpness must be in [0, 1]" + got(s));
-      },
-      "0.5", "1.5"));
+      Within{0, 1, false, false, " (width/height ratio up to 1 + a)"}, "0.3", "2"));
+  t.push_back(bound("brightness", "Brightness jitter: add a value in [-b, b] (0: off)",
+                    PNEUMO_FIELD(augmentation.brightness), Within{0, 0.5}, "0.1", "0.6"));
+  t.push_back(bound("contrast", "Contrast jitter: factor in [1-c, 1+c] about mid-grey (0: off)",
+                    PNEUMO_FIELD(augmentation.contrast), unit_half_open, "0.2", "1"));
+  t.push_back(bound("gamma", "Gamma jitter: exponent in [1/(1+g), 1+g] (0: off)",
+                    PNEUMO_FIELD(augmentation.gamma),
+                    Within{0, 2, false, false, " (exponent up to 1 + g)"}, "0.3", "3"));
+  t.push_back(bound("sharpness",
+                    "Blur/sharpness jitter: factor in [1-s, 1+s], 0 blurs, 2 sharpens (0: off)",
+                    PNEUMO_FIELD(augmentation.sharpness), Within{0, 1}, "0.5", "1.5"));
   t.push_back(bound(
       "normalization",
       "Input: unit (x/255) | per-image (standardised per image; kept in the model)",
@@ -293,32 +243,16 @@ std::vector<TrainFlag> make_table() {
                     PNEUMO_FIELD(val_stress), {}, "true"));
   t.push_back(bound("plateau-monitor", "ReduceLROnPlateau metric", PNEUMO_FIELD(plateau_monitor),
                     {}, "val_loss"));
-  t.push_back(bound(
-      "plateau-factor", "ReduceLROnPlateau factor", PNEUMO_FIELD(plateau_factor),
-      [](O o) {
-        require(o.plateau_factor > 0 && o.plateau_factor < 1,
-                "--plateau-factor must be in (0, 1)" + got(o.plateau_factor));
-      },
-      "0.5", "1"));
-  t.push_back(bound(
-      "plateau-patience", "ReduceLROnPlateau patience", PNEUMO_FIELD(plateau_patience),
-      [](O o) {
-        require(o.plateau_patience >= 0,
-                "--plateau-patience must be >= 0" + got(o.plateau_patience));
-      },
-      "3", "-1"));
+  t.push_back(bound("plateau-factor", "ReduceLROnPlateau factor", PNEUMO_FIELD(plateau_factor),
+                    unit_open, "0.5", "1"));
+  t.push_back(bound("plateau-patience", "ReduceLROnPlateau patience",
+                    PNEUMO_FIELD(plateau_patience), non_negative, "3", "-1"));
   t.push_back(bound("plateau-min-delta", "ReduceLROnPlateau min_delta",
                     PNEUMO_FIELD(plateau_min_delta), {}, "0.001"));
-  t.push_back(bound(
-      "plateau-cooldown", "ReduceLROnPlateau cooldown", PNEUMO_FIELD(plateau_cooldown),
-      [](O o) {
-        require(o.plateau_cooldown >= 0,
-                "--plateau-cooldown must be >= 0" + got(o.plateau_cooldown));
-      },
-      "1", "-1"));
-  t.push_back(bound(
-      "min-lr", "Learning-rate floor", PNEUMO_FIELD(min_lr),
-      [](O o) { require(o.min_lr >= 0, "--min-lr must be >= 0" + got(o.min_lr)); }, "1e-05", "-1"));
+  t.push_back(bound("plateau-cooldown", "ReduceLROnPlateau cooldown",
+                    PNEUMO_FIELD(plateau_cooldown), non_negative, "1", "-1"));
+  t.push_back(
+      bound("min-lr", "Learning-rate floor", PNEUMO_FIELD(min_lr), non_negative, "1e-05", "-1"));
   t.push_back(bound(
       "schedule", "none (ReduceLROnPlateau) | step | exponential | cosine", PNEUMO_FIELD(schedule),
       [](O o) {
@@ -327,14 +261,8 @@ std::vector<TrainFlag> make_table() {
       "cosine", "linear"));
   t.push_back(bound("early-stopping-monitor", "EarlyStopping metric",
                     PNEUMO_FIELD(early_stopping_monitor), {}, "val_accuracy"));
-  t.push_back(bound(
-      "early-stopping-patience", "EarlyStopping patience (0: off)",
-      PNEUMO_FIELD(early_stopping_patience),
-      [](O o) {
-        require(o.early_stopping_patience >= 0,
-                "--early-stopping-patience must be >= 0" + got(o.early_stopping_patience));
-      },
-      "3", "-1"));
+  t.push_back(bound("early-stopping-patience", "EarlyStopping patience (0: off)",
+                    PNEUMO_FIELD(early_stopping_patience), non_negative, "3", "-1"));
   t.push_back(bound("restore-best", "Restore the best epoch's weights at the end",
                     PNEUMO_FIELD(restore_best), {}, "true"));
   // The test hook (fault_injection.hpp): hidden from --help, never recorded with a run.
