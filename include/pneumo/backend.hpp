@@ -4,10 +4,10 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
-#include <string>
-
 #include <nlohmann/json_fwd.hpp>
+#include <string>
 
 #include "pneumo/augment.hpp"
 #include "pneumo/optimizer_step.hpp"
@@ -44,96 +44,148 @@ class Backend {
   // ---- Convolution 3x3 'same', stride 1 ---------------------------------------------------
   // x: (N, C, H, W), weight: (K, C, 3, 3), bias: (K) -> y: (N, K, H, W); y = relu(conv + bias)
   // when fuse_relu, else conv + bias.
-  virtual void conv2d_forward(ConstTensorView x, ConstTensorView weight, ConstTensorView bias,
-                              TensorView y, bool fuse_relu) = 0;
+  void conv2d_forward(ConstTensorView x, ConstTensorView weight, ConstTensorView bias, TensorView y,
+                      bool fuse_relu);
   // dy: (N, K, H, W), weight: (K, C, 3, 3) -> dx: (N, C, H, W)
-  virtual void conv2d_backward_data(ConstTensorView dy, ConstTensorView weight,
-                                    TensorView dx) = 0;
+  void conv2d_backward_data(ConstTensorView dy, ConstTensorView weight, TensorView dx);
   // x: (N, C, H, W), dy: (N, K, H, W) -> dweight: (K, C, 3, 3), dbias: (K), summed over the batch
-  virtual void conv2d_backward_filter(ConstTensorView x, ConstTensorView dy, TensorView dweight,
-                                      TensorView dbias) = 0;
+  void conv2d_backward_filter(ConstTensorView x, ConstTensorView dy, TensorView dweight,
+                              TensorView dbias);
 
   // ---- ReLU (in place allowed: y may alias x, dx may alias dy) ------------------------------
-  virtual void relu_forward(ConstTensorView x, TensorView y) = 0;
+  void relu_forward(ConstTensorView x, TensorView y);
   // y is the forward output: dx = dy where y > 0, else 0.
-  virtual void relu_backward(ConstTensorView y, ConstTensorView dy, TensorView dx) = 0;
+  void relu_backward(ConstTensorView y, ConstTensorView dy, TensorView dx);
 
   // ---- Max pooling 2x2, stride 2, 'same' (top/left padding on odd sizes) ----------------------
   // x: (N, C, H, W) -> y: (N, C, ceil(H/2), ceil(W/2))
-  virtual void maxpool2d_forward(ConstTensorView x, TensorView y) = 0;
+  void maxpool2d_forward(ConstTensorView x, TensorView y);
   // Each window's gradient goes to the element that produced its max; on ties, to the first in
   // row-major order within the window.
-  virtual void maxpool2d_backward(ConstTensorView x, ConstTensorView y, ConstTensorView dy,
-                                  TensorView dx) = 0;
+  void maxpool2d_backward(ConstTensorView x, ConstTensorView y, ConstTensorView dy, TensorView dx);
 
   // ---- Global average pooling: x (N, C, H, W) -> y (N, C), the mean of each plane -----------
-  virtual void global_avgpool_forward(ConstTensorView x, TensorView y) = 0;
+  void global_avgpool_forward(ConstTensorView x, TensorView y);
   // dy (N, C) -> dx (N, C, H, W): dy / (H W) over each plane.
-  virtual void global_avgpool_backward(ConstTensorView dy, TensorView dx) = 0;
+  void global_avgpool_backward(ConstTensorView dy, TensorView dx);
 
   // ---- Batch normalisation over (N, H, W) per channel ("spatial") ---------------------------
   // Training: normalise with the batch mean and biased variance; update the running averages as
   //   running = (1 - factor) * running + factor * batch, with the UNBIASED batch variance for
   //   running_var (cuDNN and PyTorch do this); factor = 1 - Keras momentum (0.01).
   // saved_mean, saved_inv_std: (C), 1 / sqrt(biased_var + epsilon), kept for the backward pass.
-  virtual void batchnorm_forward_training(ConstTensorView x, ConstTensorView gamma,
-                                          ConstTensorView beta, TensorView running_mean,
-                                          TensorView running_var, double average_factor,
-                                          double epsilon, TensorView y, TensorView saved_mean,
-                                          TensorView saved_inv_std) = 0;
+  void batchnorm_forward_training(ConstTensorView x, ConstTensorView gamma, ConstTensorView beta,
+                                  TensorView running_mean, TensorView running_var,
+                                  double average_factor, double epsilon, TensorView y,
+                                  TensorView saved_mean, TensorView saved_inv_std);
   // Inference: normalise with the running statistics.
-  virtual void batchnorm_forward_inference(ConstTensorView x, ConstTensorView gamma,
-                                           ConstTensorView beta, ConstTensorView running_mean,
-                                           ConstTensorView running_var, double epsilon,
-                                           TensorView y) = 0;
+  void batchnorm_forward_inference(ConstTensorView x, ConstTensorView gamma, ConstTensorView beta,
+                                   ConstTensorView running_mean, ConstTensorView running_var,
+                                   double epsilon, TensorView y);
   // Gradients of the training forward: dx (N, C, H, W), dgamma (C), dbeta (C).
-  virtual void batchnorm_backward(ConstTensorView x, ConstTensorView dy, ConstTensorView gamma,
-                                  ConstTensorView saved_mean, ConstTensorView saved_inv_std,
-                                  double epsilon, TensorView dx, TensorView dgamma,
-                                  TensorView dbeta) = 0;
+  void batchnorm_backward(ConstTensorView x, ConstTensorView dy, ConstTensorView gamma,
+                          ConstTensorView saved_mean, ConstTensorView saved_inv_std, double epsilon,
+                          TensorView dx, TensorView dgamma, TensorView dbeta);
 
   // ---- Dropout (inverted; mask = dropout_multiplier(key, element index, rate)) --------------
-  virtual void dropout_forward(ConstTensorView x, TensorView y, float rate, RngKey key) = 0;
-  virtual void dropout_backward(ConstTensorView dy, TensorView dx, float rate, RngKey key) = 0;
+  void dropout_forward(ConstTensorView x, TensorView y, float rate, RngKey key);
+  void dropout_backward(ConstTensorView dy, TensorView dx, float rate, RngKey key);
 
   // ---- Dense (fully connected), row-major, PyTorch layout ----------------------------------
   // x: (N, in), weight: (out, in), bias: (out) -> y: (N, out) = x weight^T + bias
-  virtual void dense_forward(ConstTensorView x, ConstTensorView weight, ConstTensorView bias,
-                             TensorView y) = 0;
+  void dense_forward(ConstTensorView x, ConstTensorView weight, ConstTensorView bias, TensorView y);
   // dx: (N, in) (skipped when dx.data is null), dweight: (out, in), dbias: (out)
-  virtual void dense_backward(ConstTensorView x, ConstTensorView weight, ConstTensorView dy,
-                              TensorView dx, TensorView dweight, TensorView dbias) = 0;
+  void dense_backward(ConstTensorView x, ConstTensorView weight, ConstTensorView dy, TensorView dx,
+                      TensorView dweight, TensorView dbias);
 
   // ---- Fused sigmoid + binary cross-entropy on logits ---------------------------------------
   // logits, labels: (N) or (N, 1); weights: per-sample weights (N), or data == nullptr for 1.
   // dlogits = weight * (sigmoid(z) - y) / N (the gradient of the batch-mean loss).
   // stats (2): stats[0] += sum of weighted losses, stats[1] += count of correct predictions at
   // 0.5; accumulated on the device so an epoch needs one read.
-  virtual void sigmoid_bce(ConstTensorView logits, ConstTensorView labels,
-                           ConstTensorView weights, TensorView dlogits, TensorView stats) = 0;
+  void sigmoid_bce(ConstTensorView logits, ConstTensorView labels, ConstTensorView weights,
+                   TensorView dlogits, TensorView stats);
 
   // ---- Non-finite guard ---------------------------------------------------------------------
   // value (1), marker (1), both on this device: if value[0] is NaN or infinite and marker[0] is
   // 0, marker[0] = step + 1. Run after each step on the running loss sum, it records the first
   // step whose loss was not finite without a host round trip (0: every step so far was finite).
-  virtual void mark_nonfinite(ConstTensorView value, int64_t step, TensorView marker) = 0;
+  void mark_nonfinite(ConstTensorView value, int64_t step, TensorView marker);
 
   // ---- RMSprop over one contiguous parameter buffer (one launch) ----------------------------
-  virtual void rmsprop_step(TensorView params, ConstTensorView grads, TensorView mean_square,
-                            float learning_rate, float rho, float epsilon) = 0;
+  void rmsprop_step(TensorView params, ConstTensorView grads, TensorView mean_square,
+                    float learning_rate, float rho, float epsilon);
   // ---- AdamW over the same buffer: exp_avg and exp_avg_sq shaped like params ---------------
-  virtual void adamw_step(TensorView params, ConstTensorView grads, TensorView exp_avg,
-                          TensorView exp_avg_sq, const AdamWStep& step) = 0;
+  void adamw_step(TensorView params, ConstTensorView grads, TensorView exp_avg,
+                  TensorView exp_avg_sq, const AdamWStep& step);
 
   // ---- Input pipeline ------------------------------------------------------------------------
   // images: uint8 (image_count, size, size) on this device; indices: int32 (N) on this device.
   // out: (N, 1, size, size) float in [0, 1]. With settings.enabled, image slot i is warped by
   // parameters drawn from (key, i); else a plain gather and scale.
-  virtual void gather_augment(const uint8_t* images, int64_t image_count, int size,
-                              const int32_t* indices, const AugmentSettings& settings, RngKey key,
-                              TensorView out) = 0;
+  void gather_augment(const uint8_t* images, int64_t image_count, int size, const int32_t* indices,
+                      const AugmentSettings& settings, RngKey key, TensorView out);
   // out[i] = values[indices[i]]; values and indices on this device (labels, sample weights).
-  virtual void gather_values(const float* values, const int32_t* indices, TensorView out) = 0;
+  void gather_values(const float* values, const int32_t* indices, TensorView out);
+
+  // Instrumentation: called after every op with its name and the shape of its main operand
+  // (`pneumo bench train --layers` records a CUDA event there). One hook at the entry, for
+  // every backend; nullptr (the default) costs one test per op.
+  using OpObserver = std::function<void(const char* op, const Shape& main_operand)>;
+  void set_op_observer(OpObserver observer) { observer_ = std::move(observer); }
+
+ protected:
+  // What each backend implements: called by the public entry of the same name (src/core/
+  // backend_entry.cpp) after the op's argument checks, which therefore hold for every backend.
+  virtual void conv2d_forward_impl(ConstTensorView x, ConstTensorView weight, ConstTensorView bias,
+                                   TensorView y, bool fuse_relu) = 0;
+  virtual void conv2d_backward_data_impl(ConstTensorView dy, ConstTensorView weight,
+                                         TensorView dx) = 0;
+  virtual void conv2d_backward_filter_impl(ConstTensorView x, ConstTensorView dy,
+                                           TensorView dweight, TensorView dbias) = 0;
+  virtual void relu_forward_impl(ConstTensorView x, TensorView y) = 0;
+  virtual void relu_backward_impl(ConstTensorView y, ConstTensorView dy, TensorView dx) = 0;
+  virtual void maxpool2d_forward_impl(ConstTensorView x, TensorView y) = 0;
+  virtual void maxpool2d_backward_impl(ConstTensorView x, ConstTensorView y, ConstTensorView dy,
+                                       TensorView dx) = 0;
+  virtual void global_avgpool_forward_impl(ConstTensorView x, TensorView y) = 0;
+  virtual void global_avgpool_backward_impl(ConstTensorView dy, TensorView dx) = 0;
+  virtual void batchnorm_forward_training_impl(ConstTensorView x, ConstTensorView gamma,
+                                               ConstTensorView beta, TensorView running_mean,
+                                               TensorView running_var, double average_factor,
+                                               double epsilon, TensorView y, TensorView saved_mean,
+                                               TensorView saved_inv_std) = 0;
+  virtual void batchnorm_forward_inference_impl(ConstTensorView x, ConstTensorView gamma,
+                                                ConstTensorView beta, ConstTensorView running_mean,
+                                                ConstTensorView running_var, double epsilon,
+                                                TensorView y) = 0;
+  virtual void batchnorm_backward_impl(ConstTensorView x, ConstTensorView dy, ConstTensorView gamma,
+                                       ConstTensorView saved_mean, ConstTensorView saved_inv_std,
+                                       double epsilon, TensorView dx, TensorView dgamma,
+                                       TensorView dbeta) = 0;
+  virtual void dropout_forward_impl(ConstTensorView x, TensorView y, float rate, RngKey key) = 0;
+  virtual void dropout_backward_impl(ConstTensorView dy, TensorView dx, float rate, RngKey key) = 0;
+  virtual void dense_forward_impl(ConstTensorView x, ConstTensorView weight, ConstTensorView bias,
+                                  TensorView y) = 0;
+  virtual void dense_backward_impl(ConstTensorView x, ConstTensorView weight, ConstTensorView dy,
+                                   TensorView dx, TensorView dweight, TensorView dbias) = 0;
+  virtual void sigmoid_bce_impl(ConstTensorView logits, ConstTensorView labels,
+                                ConstTensorView weights, TensorView dlogits, TensorView stats) = 0;
+  virtual void mark_nonfinite_impl(ConstTensorView value, int64_t step, TensorView marker) = 0;
+  virtual void rmsprop_step_impl(TensorView params, ConstTensorView grads, TensorView mean_square,
+                                 float learning_rate, float rho, float epsilon) = 0;
+  virtual void adamw_step_impl(TensorView params, ConstTensorView grads, TensorView exp_avg,
+                               TensorView exp_avg_sq, const AdamWStep& step) = 0;
+  virtual void gather_augment_impl(const uint8_t* images, int64_t image_count, int size,
+                                   const int32_t* indices, const AugmentSettings& settings,
+                                   RngKey key, TensorView out) = 0;
+  virtual void gather_values_impl(const float* values, const int32_t* indices, TensorView out) = 0;
+
+ private:
+  void observe(const char* op, const Shape& shape) const {
+    if (observer_) observer_(op, shape);
+  }
+  OpObserver observer_;
 };
 
 enum class DeviceChoice { Auto, Cpu, Cuda };

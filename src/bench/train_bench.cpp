@@ -10,7 +10,6 @@
 #include <random>
 #include <sstream>
 
-#include "bench/marking_backend.hpp"
 #include "cuda/cuda_backend.hpp"
 #include "cuda_check.hpp"
 #include "cuda/cuda_raii.hpp"
@@ -168,8 +167,8 @@ std::string fixed(double value, int digits) {
 }
 
 
-// The random images, model and trainer one batch size is measured on, and each measurement. The
-// model and trainer run on a forwarding backend that can mark each op (`layers`).
+// The random images, model and trainer one batch size is measured on, and each measurement
+// (`layers`: the backend's op observer marks every op).
 class StepBench {
  public:
   StepBench(Backend& backend, const TrainBenchOptions& options, int batch)
@@ -185,9 +184,8 @@ class StepBench {
         data_(random_images(backend.device(), count_, ModelConfig{}.input_size)),
         order_(static_cast<size_t>(count_)),
         device_order_(count_, backend.device()),
-        marking_(backend),
-        model_(marking_, ModelConfig{}, batch),
-        trainer_(marking_, model_, batch, augment_settings(options), 1),
+        model_(backend, ModelConfig{}, batch),
+        trainer_(backend, model_, batch, augment_settings(options), 1),
         pass_steps_(std::min(options.steps, 50)) {
     for (int64_t i = 0; i < count_; ++i) order_[static_cast<size_t>(i)] = static_cast<int32_t>(i);
     copy_bytes(device_order_.data(), backend.device(), order_.data(), Device::Cpu,
@@ -242,11 +240,11 @@ class StepBench {
   nlohmann::json time_ops() {
     // Up to five ops a layer, forward and backward together (the pool grows past that).
     MarkTimer ops(backend_, marked_steps() * (kPhaseMarks + 5 * model_.layer_count()));
-    marking_.set_marker([&](const char* op, const Shape& shape) {
+    backend_.set_op_observer([&](const char* op, const Shape& shape) {
       ops.mark(std::string(op) + " " + shape.str());
     });
     const auto op_ms = marked_pass(ops);
-    marking_.set_marker({});
+    backend_.set_op_observer({});
     nlohmann::json json;
     for (const auto& total : op_ms)
       if (!MarkTimer::is_phase(total.label))  // phase marks keep only the gaps between ops
@@ -312,7 +310,6 @@ class StepBench {
   ImageSet data_;
   std::vector<int32_t> order_;
   Array<int32_t> device_order_;
-  MarkingBackend marking_;
   Model model_;
   Trainer trainer_;
   const int pass_steps_;

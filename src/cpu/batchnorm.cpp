@@ -49,7 +49,7 @@ ChannelLayout channel_layout(const char* op, const Shape& x) {
 
 }  // namespace
 
-void CpuBackend::batchnorm_forward_training(ConstTensorView x, ConstTensorView gamma,
+void CpuBackend::batchnorm_forward_training_impl(ConstTensorView x, ConstTensorView gamma,
                                             ConstTensorView beta, TensorView running_mean,
                                             TensorView running_var, double average_factor,
                                             double epsilon, TensorView y, TensorView saved_mean,
@@ -101,7 +101,7 @@ void CpuBackend::batchnorm_forward_training(ConstTensorView x, ConstTensorView g
   });
 }
 
-void CpuBackend::batchnorm_forward_inference(ConstTensorView x, ConstTensorView gamma,
+void CpuBackend::batchnorm_forward_inference_impl(ConstTensorView x, ConstTensorView gamma,
                                              ConstTensorView beta, ConstTensorView running_mean,
                                              ConstTensorView running_var, double epsilon,
                                              TensorView y) {
@@ -132,7 +132,7 @@ void CpuBackend::batchnorm_forward_inference(ConstTensorView x, ConstTensorView 
 // With xhat = (x - mean) inv_std and M values per channel:
 //   dbeta = sum dy,  dgamma = sum dy xhat,  dx = gamma inv_std (dy - dbeta / M - xhat dgamma / M).
 // epsilon is not needed: saved_inv_std already holds it.
-void CpuBackend::batchnorm_backward(ConstTensorView x, ConstTensorView dy, ConstTensorView gamma,
+void CpuBackend::batchnorm_backward_impl(ConstTensorView x, ConstTensorView dy, ConstTensorView gamma,
                                     ConstTensorView saved_mean, ConstTensorView saved_inv_std,
                                     double /*epsilon*/, TensorView dx, TensorView dgamma,
                                     TensorView dbeta) {

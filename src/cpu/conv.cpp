@@ -85,7 +85,7 @@ void col2im(const float* col, const ConvGeometry& g, float* image) {
 
 }  // namespace
 
-void CpuBackend::conv2d_forward(ConstTensorView x, ConstTensorView weight, ConstTensorView bias,
+void CpuBackend::conv2d_forward_impl(ConstTensorView x, ConstTensorView weight, ConstTensorView bias,
                                 TensorView y, bool fuse_relu) {
   const char* op = "conv2d_forward";
   expect_on_cpu(op, {{"x", x}, {"weight", weight}, {"bias", bias}, {"y", y}});
@@ -113,7 +113,7 @@ void CpuBackend::conv2d_forward(ConstTensorView x, ConstTensorView weight, Const
   });
 }
 
-void CpuBackend::conv2d_backward_data(ConstTensorView dy, ConstTensorView weight, TensorView dx) {
+void CpuBackend::conv2d_backward_data_impl(ConstTensorView dy, ConstTensorView weight, TensorView dx) {
   const char* op = "conv2d_backward_data";
   expect_on_cpu(op, {{"dy", dy}, {"weight", weight}, {"dx", dx}});
   const ConvGeometry g = conv_geometry(op, "dx", dx.shape, weight.shape);
@@ -131,7 +131,7 @@ void CpuBackend::conv2d_backward_data(ConstTensorView dy, ConstTensorView weight
   });
 }
 
-void CpuBackend::conv2d_backward_filter(ConstTensorView x, ConstTensorView dy, TensorView dweight,
+void CpuBackend::conv2d_backward_filter_impl(ConstTensorView x, ConstTensorView dy, TensorView dweight,
                                         TensorView dbias) {
   const char* op = "conv2d_backward_filter";
   expect_on_cpu(op, {{"x", x}, {"dy", dy}, {"dweight", dweight}, {"dbias", dbias}});

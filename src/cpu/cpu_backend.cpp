@@ -35,7 +35,7 @@ std::vector<float*> CpuBackend::worker_scratch(int slot, int64_t count) {
   return buffers;
 }
 
-void CpuBackend::gather_augment(const uint8_t* images, int64_t image_count, int size,
+void CpuBackend::gather_augment_impl(const uint8_t* images, int64_t image_count, int size,
                                 const int32_t* indices, const AugmentSettings& settings,
                                 RngKey key, TensorView out) {
   const char* op = "gather_augment";
@@ -49,7 +49,7 @@ void CpuBackend::gather_augment(const uint8_t* images, int64_t image_count, int 
                     out.data);
 }
 
-void CpuBackend::gather_values(const float* values, const int32_t* indices, TensorView out) {
+void CpuBackend::gather_values_impl(const float* values, const int32_t* indices, TensorView out) {
   const char* op = "gather_values";
   expect_on_cpu(op, {{"out", out}});
   int64_t count = out.numel();

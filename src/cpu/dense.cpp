@@ -22,7 +22,7 @@ DenseGeometry dense_geometry(const char* op, const Shape& x, const Shape& weight
 
 }  // namespace
 
-void CpuBackend::dense_forward(ConstTensorView x, ConstTensorView weight, ConstTensorView bias,
+void CpuBackend::dense_forward_impl(ConstTensorView x, ConstTensorView weight, ConstTensorView bias,
                                TensorView y) {
   const char* op = "dense_forward";
   expect_on_cpu(op, {{"x", x}, {"weight", weight}, {"bias", bias}, {"y", y}});
@@ -37,7 +37,7 @@ void CpuBackend::dense_forward(ConstTensorView x, ConstTensorView weight, ConstT
     for (int64_t o = 0; o < g.outputs; ++o) y.data[n * g.outputs + o] += bias.data[o];
 }
 
-void CpuBackend::dense_backward(ConstTensorView x, ConstTensorView weight, ConstTensorView dy,
+void CpuBackend::dense_backward_impl(ConstTensorView x, ConstTensorView weight, ConstTensorView dy,
                                 TensorView dx, TensorView dweight, TensorView dbias) {
   const char* op = "dense_backward";
   expect_on_cpu(op, {{"x", x}, {"weight", weight}, {"dy", dy}, {"dweight", dweight},

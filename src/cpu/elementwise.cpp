@@ -31,7 +31,7 @@ void for_range(ThreadPool& pool, int64_t count, const Body& body) {
 
 }  // namespace
 
-void CpuBackend::relu_forward(ConstTensorView x, TensorView y) {
+void CpuBackend::relu_forward_impl(ConstTensorView x, TensorView y) {
   const char* op = "relu_forward";
   expect_on_cpu(op, {{"x", x}, {"y", y}});
   expect_shape(op, "y", y.shape, x.shape);
@@ -40,7 +40,7 @@ void CpuBackend::relu_forward(ConstTensorView x, TensorView y) {
   });
 }
 
-void CpuBackend::relu_backward(ConstTensorView y, ConstTensorView dy, TensorView dx) {
+void CpuBackend::relu_backward_impl(ConstTensorView y, ConstTensorView dy, TensorView dx) {
   const char* op = "relu_backward";
   expect_on_cpu(op, {{"y", y}, {"dy", dy}, {"dx", dx}});
   expect_shape(op, "dy", dy.shape, y.shape);
@@ -73,17 +73,17 @@ void apply_dropout(ThreadPool& pool, ConstTensorView in, TensorView out, float r
 
 }  // namespace
 
-void CpuBackend::dropout_forward(ConstTensorView x, TensorView y, float rate, RngKey key) {
+void CpuBackend::dropout_forward_impl(ConstTensorView x, TensorView y, float rate, RngKey key) {
   check_dropout("dropout_forward", x, y, rate);
   apply_dropout(pool_, x, y, rate, key);
 }
 
-void CpuBackend::dropout_backward(ConstTensorView dy, TensorView dx, float rate, RngKey key) {
+void CpuBackend::dropout_backward_impl(ConstTensorView dy, TensorView dx, float rate, RngKey key) {
   check_dropout("dropout_backward", dy, dx, rate);
   apply_dropout(pool_, dy, dx, rate, key);
 }
 
-void CpuBackend::sigmoid_bce(ConstTensorView logits, ConstTensorView labels,
+void CpuBackend::sigmoid_bce_impl(ConstTensorView logits, ConstTensorView labels,
                              ConstTensorView weights, TensorView dlogits, TensorView stats) {
   const char* op = "sigmoid_bce";
   expect_on_cpu(op, {{"logits", logits}, {"labels", labels}, {"dlogits", dlogits},
@@ -113,7 +113,7 @@ void CpuBackend::sigmoid_bce(ConstTensorView logits, ConstTensorView labels,
   stats.data[1] += static_cast<float>(correct);
 }
 
-void CpuBackend::mark_nonfinite(ConstTensorView value, int64_t step, TensorView marker) {
+void CpuBackend::mark_nonfinite_impl(ConstTensorView value, int64_t step, TensorView marker) {
   const char* op = "mark_nonfinite";
   expect_on_cpu(op, {{"value", value}, {"marker", marker}});
   PNEUMO_CHECK(value.numel() == 1 && marker.numel() == 1, op, ": value ", value.shape.str(),
@@ -123,7 +123,7 @@ void CpuBackend::mark_nonfinite(ConstTensorView value, int64_t step, TensorView 
   marker.data[0] = nonfinite_marker(value.data[0], marker.data[0], static_cast<float>(step + 1));
 }
 
-void CpuBackend::rmsprop_step(TensorView params, ConstTensorView grads, TensorView mean_square,
+void CpuBackend::rmsprop_step_impl(TensorView params, ConstTensorView grads, TensorView mean_square,
                               float learning_rate, float rho, float epsilon) {
   const char* op = "rmsprop_step";
   expect_on_cpu(op, {{"params", params}, {"grads", grads}, {"mean_square", mean_square}});
@@ -135,7 +135,7 @@ void CpuBackend::rmsprop_step(TensorView params, ConstTensorView grads, TensorVi
                    epsilon);
 }
 
-void CpuBackend::adamw_step(TensorView params, ConstTensorView grads, TensorView exp_avg,
+void CpuBackend::adamw_step_impl(TensorView params, ConstTensorView grads, TensorView exp_avg,
                             TensorView exp_avg_sq, const AdamWStep& step) {
   const char* op = "adamw_step";
   expect_on_cpu(op, {{"params", params}, {"grads", grads}, {"exp_avg", exp_avg},

@@ -77,7 +77,7 @@ inline WindowMax window_max(const WindowRows& rows, int64_t c0) {
 
 }  // namespace
 
-void CpuBackend::maxpool2d_forward(ConstTensorView x, TensorView y) {
+void CpuBackend::maxpool2d_forward_impl(ConstTensorView x, TensorView y) {
   const char* op = "maxpool2d_forward";
   expect_on_cpu(op, {{"x", x}, {"y", y}});
   const PoolGeometry g = pool_geometry(op, x.shape);
@@ -100,7 +100,7 @@ void CpuBackend::maxpool2d_forward(ConstTensorView x, TensorView y) {
 
 // The max is located again from x (y is checked for shape only); when y = maxpool2d_forward(x)
 // that is the same element as the first one equal to y, which is what cuDNN picks.
-void CpuBackend::maxpool2d_backward(ConstTensorView x, ConstTensorView y, ConstTensorView dy,
+void CpuBackend::maxpool2d_backward_impl(ConstTensorView x, ConstTensorView y, ConstTensorView dy,
                                     TensorView dx) {
   const char* op = "maxpool2d_backward";
   expect_on_cpu(op, {{"x", x}, {"y", y}, {"dy", dy}, {"dx", dx}});
@@ -134,7 +134,7 @@ void CpuBackend::maxpool2d_backward(ConstTensorView x, ConstTensorView y, ConstT
   });
 }
 
-void CpuBackend::global_avgpool_forward(ConstTensorView x, TensorView y) {
+void CpuBackend::global_avgpool_forward_impl(ConstTensorView x, TensorView y) {
   const char* op = "global_avgpool_forward";
   expect_on_cpu(op, {{"x", x}, {"y", y}});
   expect_rank(op, "x", x.shape, 4);
@@ -143,7 +143,7 @@ void CpuBackend::global_avgpool_forward(ConstTensorView x, TensorView y) {
   for (int64_t p = 0; p < y.numel(); ++p) y.data[p] = plane_mean(x.data + p * count, count);
 }
 
-void CpuBackend::global_avgpool_backward(ConstTensorView dy, TensorView dx) {
+void CpuBackend::global_avgpool_backward_impl(ConstTensorView dy, TensorView dx) {
   const char* op = "global_avgpool_backward";
   expect_on_cpu(op, {{"dy", dy}, {"dx", dx}});
   expect_rank(op, "dx", dx.shape, 4);

@@ -291,7 +291,7 @@ std::vector<ImplementationChoice> CudaBackend::implementation_choices() const {
 
 // ---- ReLU ---------------------------------------------------------------------------------------
 
-void CudaBackend::relu_forward(ConstTensorView x, TensorView y) {
+void CudaBackend::relu_forward_impl(ConstTensorView x, TensorView y) {
   PNEUMO_NVTX_RANGE("relu_forward");
   require_device(x, "relu_forward", "x");
   require_device(y, "relu_forward", "y");
@@ -299,7 +299,7 @@ void CudaBackend::relu_forward(ConstTensorView x, TensorView y) {
   kernels::relu_forward(x.data, y.data, x.numel(), stream_.get());
 }
 
-void CudaBackend::relu_backward(ConstTensorView y, ConstTensorView dy, TensorView dx) {
+void CudaBackend::relu_backward_impl(ConstTensorView y, ConstTensorView dy, TensorView dx) {
   PNEUMO_NVTX_RANGE("relu_backward");
   require_device(y, "relu_backward", "y");
   require_device(dy, "relu_backward", "dy");
@@ -329,7 +329,7 @@ CudaBackend::PoolPlan& CudaBackend::pool_plan(const Shape& x_shape) {
   return pool_plans_.emplace(key, std::move(plan)).first->second;
 }
 
-void CudaBackend::maxpool2d_forward(ConstTensorView x, TensorView y) {
+void CudaBackend::maxpool2d_forward_impl(ConstTensorView x, TensorView y) {
   PNEUMO_NVTX_RANGE("maxpool2d_forward");
   require_device(x, "maxpool2d_forward", "x");
   require_device(y, "maxpool2d_forward", "y");
@@ -351,7 +351,7 @@ void CudaBackend::maxpool2d_forward(ConstTensorView x, TensorView y) {
       {{y.data, y.numel(), "y"}});
 }
 
-void CudaBackend::global_avgpool_forward(ConstTensorView x, TensorView y) {
+void CudaBackend::global_avgpool_forward_impl(ConstTensorView x, TensorView y) {
   PNEUMO_NVTX_RANGE("global_avgpool_forward");
   require_device(x, "global_avgpool_forward", "x");
   require_device(y, "global_avgpool_forward", "y");
@@ -361,7 +361,7 @@ void CudaBackend::global_avgpool_forward(ConstTensorView x, TensorView y) {
   kernels::global_avgpool_forward(x.data, y.data, n * c, h * w, stream_.get());
 }
 
-void CudaBackend::global_avgpool_backward(ConstTensorView dy, TensorView dx) {
+void CudaBackend::global_avgpool_backward_impl(ConstTensorView dy, TensorView dx) {
   PNEUMO_NVTX_RANGE("global_avgpool_backward");
   require_device(dy, "global_avgpool_backward", "dy");
   require_device(dx, "global_avgpool_backward", "dx");
@@ -371,7 +371,7 @@ void CudaBackend::global_avgpool_backward(ConstTensorView dy, TensorView dx) {
   kernels::global_avgpool_backward(dy.data, dx.data, n * c, h * w, stream_.get());
 }
 
-void CudaBackend::maxpool2d_backward(ConstTensorView x, ConstTensorView y, ConstTensorView dy,
+void CudaBackend::maxpool2d_backward_impl(ConstTensorView x, ConstTensorView y, ConstTensorView dy,
                                      TensorView dx) {
   PNEUMO_NVTX_RANGE("maxpool2d_backward");
   require_device(x, "maxpool2d_backward", "x");
@@ -421,7 +421,7 @@ CudaBackend::BatchNormPlan& CudaBackend::batchnorm_plan(const Shape& x_shape) {
   return batchnorm_plans_.emplace(key, std::move(plan)).first->second;
 }
 
-void CudaBackend::batchnorm_forward_training(ConstTensorView x, ConstTensorView gamma,
+void CudaBackend::batchnorm_forward_training_impl(ConstTensorView x, ConstTensorView gamma,
                                              ConstTensorView beta, TensorView running_mean,
                                              TensorView running_var, double average_factor,
                                              double epsilon, TensorView y, TensorView saved_mean,
@@ -500,7 +500,7 @@ void CudaBackend::batchnorm_forward_training(ConstTensorView x, ConstTensorView 
   run_chosen(plan.forward, options_.batchnorm, cudnn, kernel, outputs);
 }
 
-void CudaBackend::batchnorm_forward_inference(ConstTensorView x, ConstTensorView gamma,
+void CudaBackend::batchnorm_forward_inference_impl(ConstTensorView x, ConstTensorView gamma,
                                               ConstTensorView beta, ConstTensorView running_mean,
                                               ConstTensorView running_var, double epsilon,
                                               TensorView y) {
@@ -530,7 +530,7 @@ void CudaBackend::batchnorm_forward_inference(ConstTensorView x, ConstTensorView
                      op, " x=", x.shape.str(), " epsilon=", epsilon);
 }
 
-void CudaBackend::batchnorm_backward(ConstTensorView x, ConstTensorView dy, ConstTensorView gamma,
+void CudaBackend::batchnorm_backward_impl(ConstTensorView x, ConstTensorView dy, ConstTensorView gamma,
                                      ConstTensorView saved_mean, ConstTensorView saved_inv_std,
                                      double epsilon, TensorView dx, TensorView dgamma,
                                      TensorView dbeta) {
@@ -584,7 +584,7 @@ void CudaBackend::batchnorm_backward(ConstTensorView x, ConstTensorView dy, Cons
 
 // ---- Dropout ------------------------------------------------------------------------------------
 
-void CudaBackend::dropout_forward(ConstTensorView x, TensorView y, float rate, RngKey key) {
+void CudaBackend::dropout_forward_impl(ConstTensorView x, TensorView y, float rate, RngKey key) {
   PNEUMO_NVTX_RANGE("dropout_forward");
   require_device(x, "dropout_forward", "x");
   require_device(y, "dropout_forward", "y");
@@ -592,7 +592,7 @@ void CudaBackend::dropout_forward(ConstTensorView x, TensorView y, float rate, R
   kernels::dropout_apply(x.data, y.data, x.numel(), rate, key, stream_.get());
 }
 
-void CudaBackend::dropout_backward(ConstTensorView dy, TensorView dx, float rate, RngKey key) {
+void CudaBackend::dropout_backward_impl(ConstTensorView dy, TensorView dx, float rate, RngKey key) {
   PNEUMO_NVTX_RANGE("dropout_backward");
   require_device(dy, "dropout_backward", "dy");
   require_device(dx, "dropout_backward", "dx");
@@ -605,7 +605,7 @@ void CudaBackend::dropout_backward(ConstTensorView dy, TensorView dx, float rate
 // leading dimension c. So y = x W^T (row-major) is y^T = W x^T (column-major): the operands are
 // swapped and W is read transposed in place. No data is ever transposed.
 
-void CudaBackend::dense_forward(ConstTensorView x, ConstTensorView weight, ConstTensorView bias,
+void CudaBackend::dense_forward_impl(ConstTensorView x, ConstTensorView weight, ConstTensorView bias,
                                 TensorView y) {
   PNEUMO_NVTX_RANGE("dense_forward");
   constexpr const char* op = "dense_forward";
@@ -630,7 +630,7 @@ void CudaBackend::dense_forward(ConstTensorView x, ConstTensorView weight, Const
   kernels::bias_activation_forward(y.data, bias.data, n, out, 1, false, stream_.get());
 }
 
-void CudaBackend::dense_backward(ConstTensorView x, ConstTensorView weight, ConstTensorView dy,
+void CudaBackend::dense_backward_impl(ConstTensorView x, ConstTensorView weight, ConstTensorView dy,
                                  TensorView dx, TensorView dweight, TensorView dbias) {
   PNEUMO_NVTX_RANGE("dense_backward");
   constexpr const char* op = "dense_backward";
@@ -666,7 +666,7 @@ void CudaBackend::dense_backward(ConstTensorView x, ConstTensorView weight, Cons
 
 // ---- Loss, optimizer, input pipeline ------------------------------------------------------------
 
-void CudaBackend::sigmoid_bce(ConstTensorView logits, ConstTensorView labels,
+void CudaBackend::sigmoid_bce_impl(ConstTensorView logits, ConstTensorView labels,
                               ConstTensorView weights, TensorView dlogits, TensorView stats) {
   PNEUMO_NVTX_RANGE("sigmoid_bce");
   constexpr const char* op = "sigmoid_bce";
@@ -687,7 +687,7 @@ void CudaBackend::sigmoid_bce(ConstTensorView logits, ConstTensorView labels,
                        stream_.get());
 }
 
-void CudaBackend::mark_nonfinite(ConstTensorView value, int64_t step, TensorView marker) {
+void CudaBackend::mark_nonfinite_impl(ConstTensorView value, int64_t step, TensorView marker) {
   constexpr const char* op = "mark_nonfinite";
   require_device(value, op, "value");
   require_device(marker, op, "marker");
@@ -698,7 +698,7 @@ void CudaBackend::mark_nonfinite(ConstTensorView value, int64_t step, TensorView
   kernels::mark_nonfinite(value.data, marker.data, step, stream_.get());
 }
 
-void CudaBackend::rmsprop_step(TensorView params, ConstTensorView grads, TensorView mean_square,
+void CudaBackend::rmsprop_step_impl(TensorView params, ConstTensorView grads, TensorView mean_square,
                                float learning_rate, float rho, float epsilon) {
   PNEUMO_NVTX_RANGE("rmsprop_step");
   require_device(params, "rmsprop_step", "params");
@@ -710,7 +710,7 @@ void CudaBackend::rmsprop_step(TensorView params, ConstTensorView grads, TensorV
                         rho, epsilon, stream_.get());
 }
 
-void CudaBackend::adamw_step(TensorView params, ConstTensorView grads, TensorView exp_avg,
+void CudaBackend::adamw_step_impl(TensorView params, ConstTensorView grads, TensorView exp_avg,
                              TensorView exp_avg_sq, const AdamWStep& step) {
   PNEUMO_NVTX_RANGE("adamw_step");
   require_device(params, "adamw_step", "params");
@@ -727,7 +727,7 @@ void CudaBackend::adamw_step(TensorView params, ConstTensorView grads, TensorVie
                       stream_.get());
 }
 
-void CudaBackend::gather_augment(const uint8_t* images, int64_t image_count, int size,
+void CudaBackend::gather_augment_impl(const uint8_t* images, int64_t image_count, int size,
                                  const int32_t* indices, const AugmentSettings& settings,
                                  RngKey key, TensorView out) {
   PNEUMO_NVTX_RANGE("gather_augment");
@@ -744,7 +744,7 @@ void CudaBackend::gather_augment(const uint8_t* images, int64_t image_count, int
                      out.data, stream_.get());
 }
 
-void CudaBackend::gather_values(const float* values, const int32_t* indices, TensorView out) {
+void CudaBackend::gather_values_impl(const float* values, const int32_t* indices, TensorView out) {
   PNEUMO_NVTX_RANGE("gather_values");
   require_device(out, "gather_values", "out");
   if (out.numel() == 0) return;

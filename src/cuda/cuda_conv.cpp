@@ -264,7 +264,7 @@ std::vector<ConvSearch> CudaBackend::conv_searches() const {
 
 // ---- The ops ------------------------------------------------------------------------------------
 
-void CudaBackend::conv2d_forward(ConstTensorView x, ConstTensorView weight, ConstTensorView bias,
+void CudaBackend::conv2d_forward_impl(ConstTensorView x, ConstTensorView weight, ConstTensorView bias,
                                  TensorView y, bool fuse_relu) {
   PNEUMO_NVTX_RANGE("conv2d_forward");
   constexpr const char* op = "conv2d_forward";
@@ -332,7 +332,7 @@ void CudaBackend::conv_forward_cudnn(ConvPlan& plan, ConstTensorView x, ConstTen
                                    fuse_relu, stream_.get());
 }
 
-void CudaBackend::conv2d_backward_data(ConstTensorView dy, ConstTensorView weight, TensorView dx) {
+void CudaBackend::conv2d_backward_data_impl(ConstTensorView dy, ConstTensorView weight, TensorView dx) {
   PNEUMO_NVTX_RANGE("conv2d_backward_data");
   constexpr const char* op = "conv2d_backward_data";
   require_device(dy, op, "dy");
@@ -394,7 +394,7 @@ void CudaBackend::search_graph_engine(Choice& choice, cuda::GraphConvPlan& graph
   }
 }
 
-void CudaBackend::conv2d_backward_filter(ConstTensorView x, ConstTensorView dy, TensorView dweight,
+void CudaBackend::conv2d_backward_filter_impl(ConstTensorView x, ConstTensorView dy, TensorView dweight,
                                          TensorView dbias) {
   PNEUMO_NVTX_RANGE("conv2d_backward_filter");
   constexpr const char* op = "conv2d_backward_filter";
