@@ -10,6 +10,7 @@ split only when asked, once, for the picked configuration (and the baseline it i
 
 PLAN.json: {"size": 96, "epochs": 12, "seeds": [1, 2, 3], "baseline": "keras",
             "rule": "...words...", "pick_metric": "stress_mean_accuracy",
+            "pick": "NAME" (optional: a configuration an earlier plan picked; no new pick),
             "configs": {"NAME": {"flag": value, ...}, ...}}
 Each config's flags are `pneumo train` flags (as in a --config file); size, epochs and seed come
 from the plan. Runs land in OUT/NAME/seed-S/, and a finished run (its val.json present) is never
@@ -162,6 +163,8 @@ def pick(summary, plan):
     complete = {n: s for n, s in summary.items() if s["n"] == len(plan["seeds"])}
     if not complete:
         return None
+    if plan.get("pick"):  # chosen by an earlier plan's rule: this one only measures it
+        return plan["pick"] if plan["pick"] in complete else None
     return max(complete, key=lambda n: (complete[n][metric][0] or -1, complete[n]["val_auc"][0] or -1))
 
 
