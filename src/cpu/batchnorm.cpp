@@ -6,25 +6,20 @@
 #include "cpu/cpu_backend.hpp"
 #include "elementwise.hpp"
 #include "pneumo/error.hpp"
+#include "pneumo/op_geometry.hpp"
 
 namespace pneumo::cpu {
 namespace {
 
 // x: (N, C, H, W); a channel's values are N planes of H*W, C planes apart.
-struct ChannelLayout {
-  int64_t batch, channels, pixels;
-  int64_t count() const { return batch * pixels; }  // values per channel
-  Shape channel_shape() const { return {channels}; }
-
-  // Calls visit(i) for the flat index i of every value of channel c, in memory order.
-  template <class Visit>
-  void for_each(int64_t c, Visit&& visit) const {
-    for (int64_t n = 0; n < batch; ++n) {
-      const int64_t plane = (n * channels + c) * pixels;
-      for (int64_t p = 0; p < pixels; ++p) visit(plane + p);
-    }
+// Calls visit(i) for the flat index i of every value of channel c, in memory order.
+template <class Visit>
+void for_each_in_channel(const ChannelLayout& layout, int64_t c, Visit&& visit) {
+  for (int64_t n = 0; n < layout.batch; ++n) {
+    const int64_t plane = (n * layout.channels + c) * layout.pixels;
+    for (int64_t p = 0; p < layout.pixels; ++p) visit(plane + p);
   }
-};
+}
 
 // The sum of term(i) over channel c's values, in double, with four interleaved accumulators: a
 // single one makes every add wait for the last (the latency chain, not memory, bounded these
@@ -42,10 +37,6 @@ double channel_sum(const ChannelLayout& layout, int64_t c, Term&& term) {
   return (acc[0] + acc[1]) + (acc[2] + acc[3]);
 }
 
-ChannelLayout channel_layout(const char* op, const Shape& x) {
-  expect_rank(op, "x", x, 4);
-  return {x.n(), x.c(), x.h() * x.w()};
-}
 
 }  // namespace
 
@@ -54,25 +45,8 @@ void CpuBackend::batchnorm_forward_training_impl(ConstTensorView x, ConstTensorV
                                             TensorView running_var, double average_factor,
                                             double epsilon, TensorView y, TensorView saved_mean,
                                             TensorView saved_inv_std) {
-  const char* op = "batchnorm_forward_training";
-  expect_on_cpu(op, {{"x", x}, {"gamma", gamma}, {"beta", beta}, {"running_mean", running_mean},
-                     {"running_var", running_var}, {"y", y}, {"saved_mean", saved_mean},
-                     {"saved_inv_std", saved_inv_std}});
-  const ChannelLayout layout = channel_layout(op, x.shape);
-  const Shape channel = layout.channel_shape();
-  expect_shape(op, "gamma", gamma.shape, channel);
-  expect_shape(op, "beta", beta.shape, channel);
-  expect_shape(op, "running_mean", running_mean.shape, channel);
-  expect_shape(op, "running_var", running_var.shape, channel);
-  expect_shape(op, "saved_mean", saved_mean.shape, channel);
-  expect_shape(op, "saved_inv_std", saved_inv_std.shape, channel);
-  expect_shape(op, "y", y.shape, x.shape);
+  const ChannelLayout layout = channel_layout(x.shape);
   const int64_t count = layout.count();
-  PNEUMO_CHECK(count > 1, op, ": x ", x.shape.str(),
-               " has one value per channel; the batch variance needs at least two");
-  PNEUMO_CHECK(average_factor >= 0.0 && average_factor <= 1.0, op, ": average_factor ",
-               average_factor, " outside [0, 1]");
-  PNEUMO_CHECK(epsilon > 0.0, op, ": epsilon ", epsilon, " must be positive");
 
   pool_.parallel_for(layout.channels, [&](int64_t begin, int64_t end, int /*worker*/) {
     for (int64_t c = begin; c < end; ++c) {
@@ -94,7 +68,7 @@ void CpuBackend::batchnorm_forward_training_impl(ConstTensorView x, ConstTensorV
       running_var.data[c] = static_cast<float>((1.0 - average_factor) * running_var.data[c] +
                                                average_factor * unbiased_var);
       const float mean_f = saved_mean.data[c], inv_std_f = saved_inv_std.data[c];
-      layout.for_each(c, [&](int64_t i) {
+      for_each_in_channel(layout, c, [&](int64_t i) {
         y.data[i] = batchnorm_apply(x.data[i], mean_f, inv_std_f, gamma.data[c], beta.data[c]);
       });
     }
@@ -105,23 +79,13 @@ void CpuBackend::batchnorm_forward_inference_impl(ConstTensorView x, ConstTensor
                                              ConstTensorView beta, ConstTensorView running_mean,
                                              ConstTensorView running_var, double epsilon,
                                              TensorView y) {
-  const char* op = "batchnorm_forward_inference";
-  expect_on_cpu(op, {{"x", x}, {"gamma", gamma}, {"beta", beta}, {"running_mean", running_mean},
-                     {"running_var", running_var}, {"y", y}});
-  const ChannelLayout layout = channel_layout(op, x.shape);
-  const Shape channel = layout.channel_shape();
-  expect_shape(op, "gamma", gamma.shape, channel);
-  expect_shape(op, "beta", beta.shape, channel);
-  expect_shape(op, "running_mean", running_mean.shape, channel);
-  expect_shape(op, "running_var", running_var.shape, channel);
-  expect_shape(op, "y", y.shape, x.shape);
-  PNEUMO_CHECK(epsilon > 0.0, op, ": epsilon ", epsilon, " must be positive");
+  const ChannelLayout layout = channel_layout(x.shape);
 
   pool_.parallel_for(layout.channels, [&](int64_t begin, int64_t end, int /*worker*/) {
     for (int64_t c = begin; c < end; ++c) {
       const float inv_std =
           static_cast<float>(1.0 / std::sqrt(static_cast<double>(running_var.data[c]) + epsilon));
-      layout.for_each(c, [&](int64_t i) {
+      for_each_in_channel(layout, c, [&](int64_t i) {
         y.data[i] = batchnorm_apply(x.data[i], running_mean.data[c], inv_std, gamma.data[c],
                                     beta.data[c]);
       });
@@ -136,19 +100,7 @@ void CpuBackend::batchnorm_backward_impl(ConstTensorView x, ConstTensorView dy, 
                                     ConstTensorView saved_mean, ConstTensorView saved_inv_std,
                                     double /*epsilon*/, TensorView dx, TensorView dgamma,
                                     TensorView dbeta) {
-  const char* op = "batchnorm_backward";
-  expect_on_cpu(op, {{"x", x}, {"dy", dy}, {"gamma", gamma}, {"saved_mean", saved_mean},
-                     {"saved_inv_std", saved_inv_std}, {"dx", dx}, {"dgamma", dgamma},
-                     {"dbeta", dbeta}});
-  const ChannelLayout layout = channel_layout(op, x.shape);
-  const Shape channel = layout.channel_shape();
-  expect_shape(op, "dy", dy.shape, x.shape);
-  expect_shape(op, "dx", dx.shape, x.shape);
-  expect_shape(op, "gamma", gamma.shape, channel);
-  expect_shape(op, "saved_mean", saved_mean.shape, channel);
-  expect_shape(op, "saved_inv_std", saved_inv_std.shape, channel);
-  expect_shape(op, "dgamma", dgamma.shape, channel);
-  expect_shape(op, "dbeta", dbeta.shape, channel);
+  const ChannelLayout layout = channel_layout(x.shape);
   const double count = static_cast<double>(layout.count());
 
   pool_.parallel_for(layout.channels, [&](int64_t begin, int64_t end, int /*worker*/) {
@@ -163,7 +115,7 @@ void CpuBackend::batchnorm_backward_impl(ConstTensorView x, ConstTensorView dy, 
       const float scale = static_cast<float>(gamma.data[c] * inv_std);
       const float mean_dy = static_cast<float>(sum_dy / count);
       const float mean_dy_xhat = static_cast<float>(sum_dy_xhat / count);
-      layout.for_each(c, [&](int64_t i) {
+      for_each_in_channel(layout, c, [&](int64_t i) {
         dx.data[i] = batchnorm_input_gradient(x.data[i], dy.data[i], saved_mean.data[c],
                                               saved_inv_std.data[c], scale, mean_dy, mean_dy_xhat);
       });

@@ -8,29 +8,12 @@
 #include "cpu/gemm.hpp"
 #include "elementwise.hpp"
 #include "pneumo/error.hpp"
+#include "pneumo/op_geometry.hpp"
 
 namespace pneumo::cpu {
 namespace {
 
-constexpr int64_t kKernel = 3;  // 3x3 taps, one zero pixel of padding each side
-
-struct ConvGeometry {
-  int64_t batch, in_channels, out_channels, height, width;
-  int64_t taps() const { return in_channels * kKernel * kKernel; }  // rows of the im2col matrix
-  int64_t pixels() const { return height * width; }
-  Shape output() const { return {batch, out_channels, height, width}; }
-  Shape weight() const { return {out_channels, in_channels, kKernel, kKernel}; }
-};
-
-// Geometry from the input-side tensor (N, C, H, W) and the weight (K, C, 3, 3), both checked.
-ConvGeometry conv_geometry(const char* op, const char* input_name, const Shape& input,
-                           const Shape& weight) {
-  expect_rank(op, input_name, input, 4);
-  expect_rank(op, "weight", weight, 4);
-  ConvGeometry geometry{input.n(), input.c(), weight[0], input.h(), input.w()};
-  expect_shape(op, "weight", weight, geometry.weight());
-  return geometry;
-}
+constexpr int64_t kKernel = ConvGeometry::kKernel;  // 3x3 taps, one zero pixel of padding each side
 
 // Valid output columns [begin, end) for horizontal tap offset dx in {-1, 0, 1}: those whose
 // input column x + dx lies inside [0, width).
@@ -87,11 +70,7 @@ void col2im(const float* col, const ConvGeometry& g, float* image) {
 
 void CpuBackend::conv2d_forward_impl(ConstTensorView x, ConstTensorView weight, ConstTensorView bias,
                                 TensorView y, bool fuse_relu) {
-  const char* op = "conv2d_forward";
-  expect_on_cpu(op, {{"x", x}, {"weight", weight}, {"bias", bias}, {"y", y}});
-  const ConvGeometry g = conv_geometry(op, "x", x.shape, weight.shape);
-  expect_shape(op, "bias", bias.shape, Shape{g.out_channels});
-  expect_shape(op, "y", y.shape, g.output());
+  const ConvGeometry g = conv_geometry(x.shape, weight.shape);
 
   const std::vector<float*> cols = worker_scratch(0, g.taps() * g.pixels());
   pool_.parallel_for(g.batch, [&](int64_t begin, int64_t end, int worker) {
@@ -114,10 +93,7 @@ void CpuBackend::conv2d_forward_impl(ConstTensorView x, ConstTensorView weight, 
 }
 
 void CpuBackend::conv2d_backward_data_impl(ConstTensorView dy, ConstTensorView weight, TensorView dx) {
-  const char* op = "conv2d_backward_data";
-  expect_on_cpu(op, {{"dy", dy}, {"weight", weight}, {"dx", dx}});
-  const ConvGeometry g = conv_geometry(op, "dx", dx.shape, weight.shape);
-  expect_shape(op, "dy", dy.shape, g.output());
+  const ConvGeometry g = conv_geometry(dx.shape, weight.shape);
 
   const std::vector<float*> cols = worker_scratch(0, g.taps() * g.pixels());
   pool_.parallel_for(g.batch, [&](int64_t begin, int64_t end, int worker) {
@@ -133,11 +109,7 @@ void CpuBackend::conv2d_backward_data_impl(ConstTensorView dy, ConstTensorView w
 
 void CpuBackend::conv2d_backward_filter_impl(ConstTensorView x, ConstTensorView dy, TensorView dweight,
                                         TensorView dbias) {
-  const char* op = "conv2d_backward_filter";
-  expect_on_cpu(op, {{"x", x}, {"dy", dy}, {"dweight", dweight}, {"dbias", dbias}});
-  const ConvGeometry g = conv_geometry(op, "x", x.shape, dweight.shape);
-  expect_shape(op, "dy", dy.shape, g.output());
-  expect_shape(op, "dbias", dbias.shape, Shape{g.out_channels});
+  const ConvGeometry g = conv_geometry(x.shape, dweight.shape);
 
   // Worker w sums its images into partial_w (K, C*9); the partials are then added in worker order.
   const int64_t weight_count = g.out_channels * g.taps();

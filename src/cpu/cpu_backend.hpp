@@ -1,6 +1,6 @@
 // CpuBackend: the reference implementation of every Backend op (the trusted twin CUDA is tested
-// against, and the fallback without a GPU). Ops are split by family over src/cpu/*.cpp; this
-// header declares the class and the argument checks they share.
+// against, and the fallback without a GPU). Ops are split by family over src/cpu/*.cpp; their
+// argument checks run before them, in Backend's public entry (src/core/backend_entry.cpp).
 #pragma once
 
 #include <initializer_list>
@@ -81,17 +81,5 @@ class CpuBackend final : public Backend {
   ThreadPool pool_;
   std::vector<std::vector<std::vector<float>>> scratch_;  // [worker][slot]
 };
-
-// ---- Argument checks shared by the ops: each throws pneumo::Error naming the op and argument --
-
-using NamedView = std::pair<const char*, ConstTensorView>;
-
-// Every view is on the CPU, and has data unless it is empty.
-void expect_on_cpu(const char* op, std::initializer_list<NamedView> views);
-// shape == expected; the message gives both shapes.
-void expect_shape(const char* op, const char* argument, const Shape& shape,
-                  const Shape& expected);
-// shape has the given rank.
-void expect_rank(const char* op, const char* argument, const Shape& shape, int rank);
 
 }  // namespace pneumo::cpu

@@ -5,26 +5,10 @@
 #include "cpu/cpu_backend.hpp"
 #include "elementwise.hpp"
 #include "pneumo/error.hpp"
+#include "pneumo/op_geometry.hpp"
 
 namespace pneumo::cpu {
 namespace {
-
-struct PoolGeometry {
-  int64_t batch, channels, height, width;
-  int64_t out_height() const { return (height + 1) / 2; }
-  int64_t out_width() const { return (width + 1) / 2; }
-  // Output row oy covers input rows 2*oy - pad_top + {0, 1}; likewise for columns.
-  int64_t pad_top() const { return height % 2; }
-  int64_t pad_left() const { return width % 2; }
-  int64_t planes() const { return batch * channels; }
-  Shape input() const { return {batch, channels, height, width}; }
-  Shape output() const { return {batch, channels, out_height(), out_width()}; }
-};
-
-PoolGeometry pool_geometry(const char* op, const Shape& x) {
-  expect_rank(op, "x", x, 4);
-  return {x.n(), x.c(), x.h(), x.w()};
-}
 
 // The windows of output row oy: its input rows are 2*oy - pad_top + {0, 1}, of which only the
 // first can be the padding (on an odd height, for oy = 0); likewise for columns. So a window is
@@ -78,10 +62,7 @@ inline WindowMax window_max(const WindowRows& rows, int64_t c0) {
 }  // namespace
 
 void CpuBackend::maxpool2d_forward_impl(ConstTensorView x, TensorView y) {
-  const char* op = "maxpool2d_forward";
-  expect_on_cpu(op, {{"x", x}, {"y", y}});
-  const PoolGeometry g = pool_geometry(op, x.shape);
-  expect_shape(op, "y", y.shape, g.output());
+  const PoolGeometry g = pool_geometry(x.shape);
 
   const int64_t in_plane = g.height * g.width, out_plane = g.out_height() * g.out_width();
   const int64_t out_width = g.out_width();
@@ -100,14 +81,9 @@ void CpuBackend::maxpool2d_forward_impl(ConstTensorView x, TensorView y) {
 
 // The max is located again from x (y is checked for shape only); when y = maxpool2d_forward(x)
 // that is the same element as the first one equal to y, which is what cuDNN picks.
-void CpuBackend::maxpool2d_backward_impl(ConstTensorView x, ConstTensorView y, ConstTensorView dy,
+void CpuBackend::maxpool2d_backward_impl(ConstTensorView x, ConstTensorView /*y*/, ConstTensorView dy,
                                     TensorView dx) {
-  const char* op = "maxpool2d_backward";
-  expect_on_cpu(op, {{"x", x}, {"y", y}, {"dy", dy}, {"dx", dx}});
-  const PoolGeometry g = pool_geometry(op, x.shape);
-  expect_shape(op, "y", y.shape, g.output());
-  expect_shape(op, "dy", dy.shape, g.output());
-  expect_shape(op, "dx", dx.shape, g.input());
+  const PoolGeometry g = pool_geometry(x.shape);
 
   const int64_t in_plane = g.height * g.width, out_plane = g.out_height() * g.out_width();
   const int64_t out_width = g.out_width();
@@ -135,19 +111,11 @@ void CpuBackend::maxpool2d_backward_impl(ConstTensorView x, ConstTensorView y, C
 }
 
 void CpuBackend::global_avgpool_forward_impl(ConstTensorView x, TensorView y) {
-  const char* op = "global_avgpool_forward";
-  expect_on_cpu(op, {{"x", x}, {"y", y}});
-  expect_rank(op, "x", x.shape, 4);
-  expect_shape(op, "y", y.shape, Shape{x.shape.n(), x.shape.c()});
   const int64_t count = x.shape.h() * x.shape.w();
   for (int64_t p = 0; p < y.numel(); ++p) y.data[p] = plane_mean(x.data + p * count, count);
 }
 
 void CpuBackend::global_avgpool_backward_impl(ConstTensorView dy, TensorView dx) {
-  const char* op = "global_avgpool_backward";
-  expect_on_cpu(op, {{"dy", dy}, {"dx", dx}});
-  expect_rank(op, "dx", dx.shape, 4);
-  expect_shape(op, "dy", dy.shape, Shape{dx.shape.n(), dx.shape.c()});
   const int64_t count = dx.shape.h() * dx.shape.w();
   for (int64_t p = 0; p < dy.numel(); ++p)
     for (int64_t i = 0; i < count; ++i) dx.data[p * count + i] = plane_mean_gradient(dy.data[p], count);

@@ -293,19 +293,11 @@ std::vector<ImplementationChoice> CudaBackend::implementation_choices() const {
 
 void CudaBackend::relu_forward_impl(ConstTensorView x, TensorView y) {
   PNEUMO_NVTX_RANGE("relu_forward");
-  require_device(x, "relu_forward", "x");
-  require_device(y, "relu_forward", "y");
-  require_same_shape(x, y, "relu_forward", "x", "y");
   kernels::relu_forward(x.data, y.data, x.numel(), stream_.get());
 }
 
 void CudaBackend::relu_backward_impl(ConstTensorView y, ConstTensorView dy, TensorView dx) {
   PNEUMO_NVTX_RANGE("relu_backward");
-  require_device(y, "relu_backward", "y");
-  require_device(dy, "relu_backward", "dy");
-  require_device(dx, "relu_backward", "dx");
-  require_same_shape(y, dy, "relu_backward", "y", "dy");
-  require_same_shape(dy, dx, "relu_backward", "dy", "dx");
   kernels::relu_backward(y.data, dy.data, dx.data, y.numel(), stream_.get());
 }
 
@@ -331,12 +323,7 @@ CudaBackend::PoolPlan& CudaBackend::pool_plan(const Shape& x_shape) {
 
 void CudaBackend::maxpool2d_forward_impl(ConstTensorView x, TensorView y) {
   PNEUMO_NVTX_RANGE("maxpool2d_forward");
-  require_device(x, "maxpool2d_forward", "x");
-  require_device(y, "maxpool2d_forward", "y");
   const auto [n, c, h, w] = nchw(x.shape, "maxpool2d_forward");
-  PNEUMO_CHECK(x.shape.rank() == 4 && y.shape == Shape({n, c, (h + 1) / 2, (w + 1) / 2}),
-               "maxpool2d_forward: x ", x.shape.str(),
-               " needs y (N, C, ceil(H/2), ceil(W/2)), got ", y.shape.str());
   if (x.numel() == 0) return;
   const int64_t planes = n * c, height = h, width = w;  // lambdas cannot capture bindings
   PoolPlan& plan = pool_plan(x.shape);
@@ -353,37 +340,20 @@ void CudaBackend::maxpool2d_forward_impl(ConstTensorView x, TensorView y) {
 
 void CudaBackend::global_avgpool_forward_impl(ConstTensorView x, TensorView y) {
   PNEUMO_NVTX_RANGE("global_avgpool_forward");
-  require_device(x, "global_avgpool_forward", "x");
-  require_device(y, "global_avgpool_forward", "y");
   const auto [n, c, h, w] = nchw(x.shape, "global_avgpool_forward");
-  PNEUMO_CHECK(y.shape == Shape({n, c}), "global_avgpool_forward: x ", x.shape.str(),
-               " needs y (N, C), got ", y.shape.str());
   kernels::global_avgpool_forward(x.data, y.data, n * c, h * w, stream_.get());
 }
 
 void CudaBackend::global_avgpool_backward_impl(ConstTensorView dy, TensorView dx) {
   PNEUMO_NVTX_RANGE("global_avgpool_backward");
-  require_device(dy, "global_avgpool_backward", "dy");
-  require_device(dx, "global_avgpool_backward", "dx");
   const auto [n, c, h, w] = nchw(dx.shape, "global_avgpool_backward");
-  PNEUMO_CHECK(dy.shape == Shape({n, c}), "global_avgpool_backward: dx ", dx.shape.str(),
-               " needs dy (N, C), got ", dy.shape.str());
   kernels::global_avgpool_backward(dy.data, dx.data, n * c, h * w, stream_.get());
 }
 
 void CudaBackend::maxpool2d_backward_impl(ConstTensorView x, ConstTensorView y, ConstTensorView dy,
                                      TensorView dx) {
   PNEUMO_NVTX_RANGE("maxpool2d_backward");
-  require_device(x, "maxpool2d_backward", "x");
-  require_device(y, "maxpool2d_backward", "y");
-  require_device(dy, "maxpool2d_backward", "dy");
-  require_device(dx, "maxpool2d_backward", "dx");
   const auto [n, c, h, w] = nchw(x.shape, "maxpool2d_backward");
-  PNEUMO_CHECK(x.shape.rank() == 4 && y.shape == Shape({n, c, (h + 1) / 2, (w + 1) / 2}),
-               "maxpool2d_backward: x ", x.shape.str(), " needs y (N, C, ceil(H/2), ceil(W/2)), ",
-               "got ", y.shape.str());
-  require_same_shape(y, dy, "maxpool2d_backward", "y", "dy");
-  require_same_shape(x, dx, "maxpool2d_backward", "x", "dx");
   if (x.numel() == 0) return;
   const int64_t planes = n * c, height = h, width = w;  // lambdas cannot capture bindings
   // Both recompute each window's argmax (cuDNN from x and y, ours from x) and route dy to one
@@ -428,30 +398,7 @@ void CudaBackend::batchnorm_forward_training_impl(ConstTensorView x, ConstTensor
                                              TensorView saved_inv_std) {
   PNEUMO_NVTX_RANGE("batchnorm_forward_training");
   constexpr const char* op = "batchnorm_forward_training";
-  require_device({{x, "x"},
-                  {gamma, "gamma"},
-                  {beta, "beta"},
-                  {running_mean, "running_mean"},
-                  {running_var, "running_var"},
-                  {y, "y"},
-                  {saved_mean, "saved_mean"},
-                  {saved_inv_std, "saved_inv_std"}},
-                 op);
   const auto [n, c, h, w] = nchw(x.shape, op);
-  require_same_shape(x, y, op, "x", "y");
-  require_numel({{gamma, "gamma"},
-                 {beta, "beta"},
-                 {running_mean, "running_mean"},
-                 {running_var, "running_var"},
-                 {saved_mean, "saved_mean"},
-                 {saved_inv_std, "saved_inv_std"}},
-                c, op);
-  PNEUMO_CHECK(n * h * w >= 2, op, ": x ", x.shape.str(),
-               " has one value per channel; the unbiased batch variance needs at least two");
-  PNEUMO_CHECK(epsilon >= CUDNN_BN_MIN_EPSILON, op, ": epsilon ", epsilon,
-               " is below CUDNN_BN_MIN_EPSILON");
-  PNEUMO_CHECK(average_factor >= 0.0 && average_factor <= 1.0, op, ": average factor ",
-               average_factor, " outside [0, 1]");
   BatchNormPlan& plan = batchnorm_plan(x.shape);
   const int64_t spatial = h * w;  // plain copies: lambdas cannot capture structured bindings
   const int64_t batch = n, channels = c;
@@ -506,22 +453,6 @@ void CudaBackend::batchnorm_forward_inference_impl(ConstTensorView x, ConstTenso
                                               TensorView y) {
   PNEUMO_NVTX_RANGE("batchnorm_forward_inference");
   constexpr const char* op = "batchnorm_forward_inference";
-  require_device({{x, "x"},
-                  {gamma, "gamma"},
-                  {beta, "beta"},
-                  {running_mean, "running_mean"},
-                  {running_var, "running_var"},
-                  {y, "y"}},
-                 op);
-  const int64_t c = nchw(x.shape, op)[1];
-  require_same_shape(x, y, op, "x", "y");
-  require_numel({{gamma, "gamma"},
-                 {beta, "beta"},
-                 {running_mean, "running_mean"},
-                 {running_var, "running_var"}},
-                c, op);
-  PNEUMO_CHECK(epsilon >= CUDNN_BN_MIN_EPSILON, op, ": epsilon ", epsilon,
-               " is below CUDNN_BN_MIN_EPSILON");
   BatchNormPlan& plan = batchnorm_plan(x.shape);
   PNEUMO_CUDNN_CHECK(cudnnBatchNormalizationForwardInference(
                          cudnn_.get(), CUDNN_BATCHNORM_SPATIAL, &kOne, &kZero, plan.x.get(), x.data,
@@ -536,26 +467,7 @@ void CudaBackend::batchnorm_backward_impl(ConstTensorView x, ConstTensorView dy,
                                      TensorView dbeta) {
   PNEUMO_NVTX_RANGE("batchnorm_backward");
   constexpr const char* op = "batchnorm_backward";
-  require_device({{x, "x"},
-                  {dy, "dy"},
-                  {gamma, "gamma"},
-                  {saved_mean, "saved_mean"},
-                  {saved_inv_std, "saved_inv_std"},
-                  {dx, "dx"},
-                  {dgamma, "dgamma"},
-                  {dbeta, "dbeta"}},
-                 op);
   const int64_t c = nchw(x.shape, op)[1];
-  require_same_shape(x, dy, op, "x", "dy");
-  require_same_shape(x, dx, op, "x", "dx");
-  require_numel({{gamma, "gamma"},
-                 {saved_mean, "saved_mean"},
-                 {saved_inv_std, "saved_inv_std"},
-                 {dgamma, "dgamma"},
-                 {dbeta, "dbeta"}},
-                c, op);
-  PNEUMO_CHECK(epsilon >= CUDNN_BN_MIN_EPSILON, op, ": epsilon ", epsilon,
-               " is below CUDNN_BN_MIN_EPSILON");
   BatchNormPlan& plan = batchnorm_plan(x.shape);
   const std::array<int64_t, 4> dims = nchw(x.shape, op);
   const int64_t batch = dims[0], spatial = dims[2] * dims[3];
@@ -586,17 +498,11 @@ void CudaBackend::batchnorm_backward_impl(ConstTensorView x, ConstTensorView dy,
 
 void CudaBackend::dropout_forward_impl(ConstTensorView x, TensorView y, float rate, RngKey key) {
   PNEUMO_NVTX_RANGE("dropout_forward");
-  require_device(x, "dropout_forward", "x");
-  require_device(y, "dropout_forward", "y");
-  require_same_shape(x, y, "dropout_forward", "x", "y");
   kernels::dropout_apply(x.data, y.data, x.numel(), rate, key, stream_.get());
 }
 
 void CudaBackend::dropout_backward_impl(ConstTensorView dy, TensorView dx, float rate, RngKey key) {
   PNEUMO_NVTX_RANGE("dropout_backward");
-  require_device(dy, "dropout_backward", "dy");
-  require_device(dx, "dropout_backward", "dx");
-  require_same_shape(dy, dx, "dropout_backward", "dy", "dx");
   kernels::dropout_apply(dy.data, dx.data, dy.numel(), rate, key, stream_.get());
 }
 
@@ -609,17 +515,7 @@ void CudaBackend::dense_forward_impl(ConstTensorView x, ConstTensorView weight, 
                                 TensorView y) {
   PNEUMO_NVTX_RANGE("dense_forward");
   constexpr const char* op = "dense_forward";
-  require_device(x, op, "x");
-  require_device(weight, op, "weight");
-  require_device(bias, op, "bias");
-  require_device(y, op, "y");
-  PNEUMO_CHECK(weight.shape.rank() == 2 && x.shape.rank() >= 1, op, ": weight ", weight.shape.str(),
-               " must be (out, in)");
   const int64_t out = weight.shape[0], in = weight.shape[1], n = x.shape[0];
-  PNEUMO_CHECK(x.numel() == n * in, op, ": x ", x.shape.str(), " is not (N, ", in, ")");
-  require_numel(bias, out, op, "bias");
-  PNEUMO_CHECK(y.numel() == n * out && y.shape[0] == n, op, ": y ", y.shape.str(), " is not (", n,
-               ", ", out, ")");
   if (n == 0) return;
   // y^T (out, N) = W (out, in) . x^T (in, N); W is stored as column-major (in, out): op T.
   PNEUMO_CUBLAS_CHECK(cublasSgemm(cublas_.get(), CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(out),
@@ -634,22 +530,9 @@ void CudaBackend::dense_backward_impl(ConstTensorView x, ConstTensorView weight,
                                  TensorView dx, TensorView dweight, TensorView dbias) {
   PNEUMO_NVTX_RANGE("dense_backward");
   constexpr const char* op = "dense_backward";
-  require_device(x, op, "x");
-  require_device(weight, op, "weight");
-  require_device(dy, op, "dy");
-  require_device(dweight, op, "dweight");
-  require_device(dbias, op, "dbias");
-  PNEUMO_CHECK(weight.shape.rank() == 2 && x.shape.rank() >= 1, op, ": weight ", weight.shape.str(),
-               " must be (out, in)");
   const int64_t out = weight.shape[0], in = weight.shape[1], n = x.shape[0];
-  PNEUMO_CHECK(x.numel() == n * in, op, ": x ", x.shape.str(), " is not (N, ", in, ")");
-  PNEUMO_CHECK(dy.numel() == n * out, op, ": dy ", dy.shape.str(), " is not (", n, ", ", out, ")");
-  require_same_shape(weight, dweight, op, "weight", "dweight");
-  require_numel(dbias, out, op, "dbias");
   const int in_i = static_cast<int>(in), out_i = static_cast<int>(out), n_i = static_cast<int>(n);
   if (dx.data != nullptr) {
-    require_device(dx, op, "dx");
-    require_same_shape(x, dx, op, "x", "dx");
     // dx^T (in, N) = W^T (in, out) . dy^T (out, N); W^T is W's column-major storage: op N.
     if (n > 0)
       PNEUMO_CUBLAS_CHECK(
@@ -669,43 +552,20 @@ void CudaBackend::dense_backward_impl(ConstTensorView x, ConstTensorView weight,
 void CudaBackend::sigmoid_bce_impl(ConstTensorView logits, ConstTensorView labels,
                               ConstTensorView weights, TensorView dlogits, TensorView stats) {
   PNEUMO_NVTX_RANGE("sigmoid_bce");
-  constexpr const char* op = "sigmoid_bce";
-  require_device(logits, op, "logits");
-  require_device(labels, op, "labels");
-  require_device(dlogits, op, "dlogits");
-  require_device(stats, op, "stats");
   const int64_t n = logits.shape.rank() >= 1 ? logits.shape[0] : 0;
-  PNEUMO_CHECK(logits.numel() == n, op, ": logits ", logits.shape.str(), " must be (N) or (N, 1)");
-  require_numel(labels, n, op, "labels");
-  require_numel(dlogits, n, op, "dlogits");
-  require_numel(stats, 2, op, "stats");
   if (weights.data != nullptr) {
-    require_device(weights, op, "weights");
-    require_numel(weights, n, op, "weights");
   }
   kernels::sigmoid_bce(logits.data, labels.data, weights.data, dlogits.data, stats.data, n,
                        stream_.get());
 }
 
 void CudaBackend::mark_nonfinite_impl(ConstTensorView value, int64_t step, TensorView marker) {
-  constexpr const char* op = "mark_nonfinite";
-  require_device(value, op, "value");
-  require_device(marker, op, "marker");
-  require_numel(value, 1, op, "value");
-  require_numel(marker, 1, op, "marker");
-  PNEUMO_CHECK(step >= 0 && step < (int64_t{1} << 24), op, ": step ", step,
-               " is outside [0, 2^24) (the marker is a float)");
   kernels::mark_nonfinite(value.data, marker.data, step, stream_.get());
 }
 
 void CudaBackend::rmsprop_step_impl(TensorView params, ConstTensorView grads, TensorView mean_square,
                                float learning_rate, float rho, float epsilon) {
   PNEUMO_NVTX_RANGE("rmsprop_step");
-  require_device(params, "rmsprop_step", "params");
-  require_device(grads, "rmsprop_step", "grads");
-  require_device(mean_square, "rmsprop_step", "mean_square");
-  require_numel(grads, params.numel(), "rmsprop_step", "grads");
-  require_numel(mean_square, params.numel(), "rmsprop_step", "mean_square");
   kernels::rmsprop_step(params.data, grads.data, mean_square.data, params.numel(), learning_rate,
                         rho, epsilon, stream_.get());
 }
@@ -713,16 +573,6 @@ void CudaBackend::rmsprop_step_impl(TensorView params, ConstTensorView grads, Te
 void CudaBackend::adamw_step_impl(TensorView params, ConstTensorView grads, TensorView exp_avg,
                              TensorView exp_avg_sq, const AdamWStep& step) {
   PNEUMO_NVTX_RANGE("adamw_step");
-  require_device(params, "adamw_step", "params");
-  require_device(grads, "adamw_step", "grads");
-  require_device(exp_avg, "adamw_step", "exp_avg");
-  require_device(exp_avg_sq, "adamw_step", "exp_avg_sq");
-  require_numel(grads, params.numel(), "adamw_step", "grads");
-  require_numel(exp_avg, params.numel(), "adamw_step", "exp_avg");
-  require_numel(exp_avg_sq, params.numel(), "adamw_step", "exp_avg_sq");
-  PNEUMO_CHECK(step.bias_correction1 > 0.0f && step.bias_correction2 > 0.0f,
-               "adamw_step: bias corrections must be positive (step counted from 1), got ",
-               step.bias_correction1, " and ", step.bias_correction2);
   kernels::adamw_step(params.data, grads.data, exp_avg.data, exp_avg_sq.data, params.numel(), step,
                       stream_.get());
 }
@@ -732,10 +582,6 @@ void CudaBackend::gather_augment_impl(const uint8_t* images, int64_t image_count
                                  RngKey key, TensorView out) {
   PNEUMO_NVTX_RANGE("gather_augment");
   constexpr const char* op = "gather_augment";
-  require_device(out, op, "out");
-  PNEUMO_CHECK(
-      out.shape.rank() == 4 && out.shape[1] == 1 && out.shape[2] == size && out.shape[3] == size,
-      op, ": out ", out.shape.str(), " must be (N, 1, ", size, ", ", size, ")");
   const int64_t batch = out.shape[0];
   if (batch == 0) return;
   require_device_pointer(images, op, "images");
@@ -746,7 +592,6 @@ void CudaBackend::gather_augment_impl(const uint8_t* images, int64_t image_count
 
 void CudaBackend::gather_values_impl(const float* values, const int32_t* indices, TensorView out) {
   PNEUMO_NVTX_RANGE("gather_values");
-  require_device(out, "gather_values", "out");
   if (out.numel() == 0) return;
   require_device_pointer(values, "gather_values", "values");
   require_device_pointer(indices, "gather_values", "indices");

@@ -1,0 +1,124 @@
+// Backend's public entry (src/core/backend_entry.cpp): the argument checks run there, before any
+// backend's implementation, so they hold for the CUDA backend as for the CPU one; the op
+// observer sees every op. Checked with a backend whose implementations only record that they ran.
+#include <gtest/gtest.h>
+
+#include <functional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "pneumo/backend.hpp"
+#include "pneumo/error.hpp"
+#include "pneumo/tensor.hpp"
+
+namespace pneumo {
+namespace {
+
+class RecordingBackend final : public Backend {
+ public:
+  Device device() const override { return Device::Cpu; }
+  std::string name() const override { return "recording"; }
+  std::vector<std::string> calls;
+
+ protected:
+  void conv2d_forward_impl(ConstTensorView, ConstTensorView, ConstTensorView, TensorView, bool) override { calls.push_back("conv2d_forward"); }
+  void conv2d_backward_data_impl(ConstTensorView, ConstTensorView, TensorView) override { calls.push_back("conv2d_backward_data"); }
+  void conv2d_backward_filter_impl(ConstTensorView, ConstTensorView, TensorView, TensorView) override { calls.push_back("conv2d_backward_filter"); }
+  void relu_forward_impl(ConstTensorView, TensorView) override { calls.push_back("relu_forward"); }
+  void relu_backward_impl(ConstTensorView, ConstTensorView, TensorView) override { calls.push_back("relu_backward"); }
+  void maxpool2d_forward_impl(ConstTensorView, TensorView) override { calls.push_back("maxpool2d_forward"); }
+  void maxpool2d_backward_impl(ConstTensorView, ConstTensorView, ConstTensorView, TensorView) override { calls.push_back("maxpool2d_backward"); }
+  void global_avgpool_forward_impl(ConstTensorView, TensorView) override { calls.push_back("global_avgpool_forward"); }
+  void global_avgpool_backward_impl(ConstTensorView, TensorView) override { calls.push_back("global_avgpool_backward"); }
+  void batchnorm_forward_training_impl(ConstTensorView, ConstTensorView, ConstTensorView, TensorView, TensorView, double, double, TensorView, TensorView, TensorView) override { calls.push_back("batchnorm_forward_training"); }
+  void batchnorm_forward_inference_impl(ConstTensorView, ConstTensorView, ConstTensorView, ConstTensorView, ConstTensorView, double, TensorView) override { calls.push_back("batchnorm_forward_inference"); }
+  void batchnorm_backward_impl(ConstTensorView, ConstTensorView, ConstTensorView, ConstTensorView, ConstTensorView, double, TensorView, TensorView, TensorView) override { calls.push_back("batchnorm_backward"); }
+  void dropout_forward_impl(ConstTensorView, TensorView, float, RngKey) override { calls.push_back("dropout_forward"); }
+  void dropout_backward_impl(ConstTensorView, TensorView, float, RngKey) override { calls.push_back("dropout_backward"); }
+  void dense_forward_impl(ConstTensorView, ConstTensorView, ConstTensorView, TensorView) override { calls.push_back("dense_forward"); }
+  void dense_backward_impl(ConstTensorView, ConstTensorView, ConstTensorView, TensorView, TensorView, TensorView) override { calls.push_back("dense_backward"); }
+  void sigmoid_bce_impl(ConstTensorView, ConstTensorView, ConstTensorView, TensorView, TensorView) override { calls.push_back("sigmoid_bce"); }
+  void mark_nonfinite_impl(ConstTensorView, int64_t, TensorView) override { calls.push_back("mark_nonfinite"); }
+  void rmsprop_step_impl(TensorView, ConstTensorView, TensorView, float, float, float) override { calls.push_back("rmsprop_step"); }
+  void adamw_step_impl(TensorView, ConstTensorView, TensorView, TensorView, const AdamWStep&) override { calls.push_back("adamw_step"); }
+  void gather_augment_impl(const uint8_t*, int64_t, int, const int32_t*, const AugmentSettings&, RngKey, TensorView) override { calls.push_back("gather_augment"); }
+  void gather_values_impl(const float*, const int32_t*, TensorView) override { calls.push_back("gather_values"); }
+};
+
+Tensor cpu(Shape shape) { return Tensor::zeros(shape, Device::Cpu); }
+
+// A view that claims to live on the GPU (never dereferenced: the check refuses it first).
+TensorView on_cuda(Tensor& t) { return TensorView{t.data(), t.shape(), Device::Cuda}; }
+
+struct Refusal {
+  const char* op;        // expected in the message
+  const char* argument;  // expected in the message
+  std::function<void(Backend&)> call;
+};
+
+TEST(BackendEntry, BadArgumentsAreRefusedBeforeAnyImplementationRuns) {
+  Tensor x = cpu({2, 3, 5, 5}), w = cpu({4, 3, 3, 3}), b = cpu({4}), y = cpu({2, 4, 5, 5});
+  Tensor wrong_y = cpu({2, 4, 4, 5}), pooled = cpu({2, 3, 3, 3}), bad_pool = cpu({2, 3, 2, 2});
+  Tensor c3 = cpu({3}), c4 = cpu({4}), dense_x = cpu({2, 6}), dense_w = cpu({5, 6});
+  Tensor dense_y = cpu({2, 5}), logits = cpu({2}), labels = cpu({3}), stats = cpu({2});
+  Tensor params = cpu({7}), grads = cpu({8}), state = cpu({7});
+  const std::vector<Refusal> refusals = {
+      {"conv2d_forward", "y", [&](Backend& k) { k.conv2d_forward(x, w, b, wrong_y, true); }},
+      {"conv2d_forward", "bias", [&](Backend& k) { k.conv2d_forward(x, w, c3, y, true); }},
+      {"conv2d_backward_data", "dy", [&](Backend& k) { k.conv2d_backward_data(wrong_y, w, x); }},
+      {"conv2d_backward_filter", "dbias",
+       [&](Backend& k) { k.conv2d_backward_filter(x, y, w, c3); }},
+      {"relu_forward", "y", [&](Backend& k) { k.relu_forward(x, y); }},
+      {"maxpool2d_forward", "y", [&](Backend& k) { k.maxpool2d_forward(x, bad_pool); }},
+      {"maxpool2d_backward", "dx", [&](Backend& k) { k.maxpool2d_backward(x, pooled, pooled, y); }},
+      {"batchnorm_forward_inference", "gamma",
+       [&](Backend& k) { k.batchnorm_forward_inference(x, c4, c3, c3, c3, 1e-3, x); }},
+      {"batchnorm_forward_training", "epsilon",
+       [&](Backend& k) { k.batchnorm_forward_training(x, c3, c3, c3, c3, 0.01, 1e-9, x, c3, c3); }},
+      {"dropout_forward", "rate", [&](Backend& k) { k.dropout_forward(x, x, 1.0f, RngKey{}); }},
+      {"dense_forward", "y", [&](Backend& k) { k.dense_forward(dense_x, dense_w, c4, dense_y); }},
+      {"dense_forward", "x", [&](Backend& k) { k.dense_forward(x, dense_w, b, dense_y); }},
+      {"sigmoid_bce", "labels",
+       [&](Backend& k) { k.sigmoid_bce(logits, labels, TensorView{}, logits, stats); }},
+      {"rmsprop_step", "grads",
+       [&](Backend& k) { k.rmsprop_step(params, grads, state, 1e-3f, 0.9f, 1e-7f); }},
+      {"conv2d_forward", "x", [&](Backend& k) { k.conv2d_forward(on_cuda(x), w, b, y, true); }},
+  };
+  for (const Refusal& refusal : refusals) {
+    RecordingBackend backend;
+    SCOPED_TRACE(std::string(refusal.op) + " / " + refusal.argument);
+    try {
+      refusal.call(backend);
+      ADD_FAILURE() << "accepted";
+    } catch (const Error& e) {
+      const std::string message = e.what();
+      EXPECT_NE(message.find(refusal.op), std::string::npos) << message;
+      EXPECT_NE(message.find(refusal.argument), std::string::npos) << message;
+    }
+    EXPECT_TRUE(backend.calls.empty()) << "the implementation ran: " << backend.calls.front();
+  }
+}
+
+TEST(BackendEntry, AGoodCallRunsTheImplementationOnceAndThenTheObserver) {
+  RecordingBackend backend;
+  std::vector<std::pair<std::string, Shape>> seen;
+  backend.set_op_observer([&](const char* op, const Shape& shape) {
+    seen.emplace_back(op, shape);
+    EXPECT_EQ(backend.calls.size(), seen.size()) << "the observer runs after the op";
+  });
+  Tensor x = cpu({2, 3, 5, 5}), pooled = cpu({2, 3, 3, 3});
+  backend.relu_forward(x, x);
+  backend.maxpool2d_forward(x, pooled);
+  EXPECT_EQ(backend.calls, (std::vector<std::string>{"relu_forward", "maxpool2d_forward"}));
+  ASSERT_EQ(seen.size(), 2u);
+  EXPECT_EQ(seen[0].first, "relu_forward");
+  EXPECT_EQ(seen[1].first, "maxpool2d_forward");
+  EXPECT_EQ(seen[1].second, x.shape());
+  backend.set_op_observer({});
+  backend.relu_forward(x, x);
+  EXPECT_EQ(seen.size(), 2u);
+}
+
+}  // namespace
+}  // namespace pneumo
