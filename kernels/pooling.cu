@@ -8,23 +8,16 @@
 #include "kernel_util.cuh"
 #include "elementwise.hpp"
 #include "kernels.hpp"
+#include "pneumo/op_geometry.hpp"
 
 namespace pneumo::kernels {
 namespace {
 
-struct PoolGeometry {
-  int64_t height, width, out_height, out_width;
-  int pad_top, pad_left;  // 1 on an odd axis, else 0
-};
+using pneumo::PoolGeometry;
 
-PoolGeometry make_geometry(int64_t height, int64_t width) {
-  return {height,
-          width,
-          (height + 1) / 2,
-          (width + 1) / 2,
-          static_cast<int>(height % 2),
-          static_cast<int>(width % 2)};
-}
+// The geometry is the contract's (pneumo/op_geometry.hpp), shared with the checks, the CPU twin
+// and the bench reference; the kernels index one plane at a time, so batch and channels are 1.
+PoolGeometry plane_geometry(int64_t height, int64_t width) { return {1, 1, height, width}; }
 
 // Offset (within the plane) of the first maximum of output cell (oy, ox)'s window, scanning the
 // window row by row; padded positions are skipped. Every window holds at least one real element.
@@ -33,10 +26,10 @@ __device__ __forceinline__ int64_t window_argmax(const float* plane, const PoolG
   int64_t best_offset = -1;
   float best = 0.0f;
   for (int dy = 0; dy < 2; ++dy) {
-    const int64_t row = 2 * oy - g.pad_top + dy;
+    const int64_t row = 2 * oy - g.pad_top() + dy;
     if (row < 0 || row >= g.height) continue;
     for (int dx = 0; dx < 2; ++dx) {
-      const int64_t col = 2 * ox - g.pad_left + dx;
+      const int64_t col = 2 * ox - g.pad_left() + dx;
       if (col < 0 || col >= g.width) continue;
       const int64_t offset = row * g.width + col;
       const float value = plane[offset];
@@ -51,28 +44,28 @@ __device__ __forceinline__ int64_t window_argmax(const float* plane, const PoolG
 
 // One thread per output cell; total = planes * out_height * out_width.
 __global__ void maxpool2d_forward_kernel(const float* x, float* y, int64_t total, PoolGeometry g) {
-  const int64_t out_plane = g.out_height * g.out_width;
+  const int64_t out_plane = g.out_height() * g.out_width();
   for (int64_t i = global_thread_index(); i < total; i += grid_stride()) {
     const int64_t p = i / out_plane, cell = i - p * out_plane;
     const float* plane = x + p * g.height * g.width;
-    y[i] = plane[window_argmax(plane, g, cell / g.out_width, cell % g.out_width)];
+    y[i] = plane[window_argmax(plane, g, cell / g.out_width(), cell % g.out_width())];
   }
 }
 
 // One thread per output cell writes its whole window of dx: dy at the argmax, 0 elsewhere.
 __global__ void maxpool2d_backward_kernel(const float* x, const float* dy, float* dx, int64_t total,
                                           PoolGeometry g) {
-  const int64_t out_plane = g.out_height * g.out_width;
+  const int64_t out_plane = g.out_height() * g.out_width();
   for (int64_t i = global_thread_index(); i < total; i += grid_stride()) {
     const int64_t p = i / out_plane, cell = i - p * out_plane;
-    const int64_t oy = cell / g.out_width, ox = cell % g.out_width;
+    const int64_t oy = cell / g.out_width(), ox = cell % g.out_width();
     const int64_t plane_offset = p * g.height * g.width;
     const int64_t best = window_argmax(x + plane_offset, g, oy, ox);
     for (int wy = 0; wy < 2; ++wy) {
-      const int64_t row = 2 * oy - g.pad_top + wy;
+      const int64_t row = 2 * oy - g.pad_top() + wy;
       if (row < 0 || row >= g.height) continue;
       for (int wx = 0; wx < 2; ++wx) {
-        const int64_t col = 2 * ox - g.pad_left + wx;
+        const int64_t col = 2 * ox - g.pad_left() + wx;
         if (col < 0 || col >= g.width) continue;
         const int64_t offset = row * g.width + col;
         dx[plane_offset + offset] = offset == best ? dy[i] : 0.0f;
@@ -116,8 +109,8 @@ void global_avgpool_backward(const float* dy, float* dx, int64_t planes, int64_t
 
 void maxpool2d_forward(const float* x, float* y, int64_t planes, int64_t height, int64_t width,
                        cudaStream_t stream) {
-  const PoolGeometry g = make_geometry(height, width);
-  const int64_t total = planes * g.out_height * g.out_width;
+  const PoolGeometry g = plane_geometry(height, width);
+  const int64_t total = planes * g.out_height() * g.out_width();
   if (total == 0) return;
   maxpool2d_forward_kernel<<<blocks_for(total), kThreadsPerBlock, 0, stream>>>(x, y, total, g);
   PNEUMO_LAUNCH_CHECK("maxpool2d_forward_kernel", "planes=", planes, " H=", height, " W=", width);
@@ -125,8 +118,8 @@ void maxpool2d_forward(const float* x, float* y, int64_t planes, int64_t height,
 
 void maxpool2d_backward(const float* x, const float* dy, float* dx, int64_t planes, int64_t height,
                         int64_t width, cudaStream_t stream) {
-  const PoolGeometry g = make_geometry(height, width);
-  const int64_t total = planes * g.out_height * g.out_width;
+  const PoolGeometry g = plane_geometry(height, width);
+  const int64_t total = planes * g.out_height() * g.out_width();
   if (total == 0) return;
   maxpool2d_backward_kernel<<<blocks_for(total), kThreadsPerBlock, 0, stream>>>(x, dy, dx, total,
                                                                                 g);

@@ -6,6 +6,7 @@
 #include <random>
 
 #include "pneumo/error.hpp"
+#include "pneumo/op_geometry.hpp"
 
 namespace pneumo::bench {
 
@@ -79,11 +80,12 @@ std::vector<float> reference_conv(const ConvProblem& p, const std::vector<int64_
 
 // ---- Max pooling --------------------------------------------------------------------------------
 
-Shape pooled_shape(const Shape& x) { return {x.n(), x.c(), (x.h() + 1) / 2, (x.w() + 1) / 2}; }
+Shape pooled_shape(const Shape& x) { return pool_geometry(x).output(); }
 
 std::vector<float> tie_free_pool_input(const Shape& x, uint32_t seed) {
   std::mt19937 generator(seed);
-  const int64_t h = x.h(), w = x.w(), pad_top = h % 2, pad_left = w % 2;
+  const PoolGeometry g = pool_geometry(x);
+  const int64_t h = g.height, w = g.width, pad_top = g.pad_top(), pad_left = g.pad_left();
   std::vector<float> values(static_cast<size_t>(x.numel()));
   size_t i = 0;
   for (int64_t plane = 0; plane < x.n() * x.c(); ++plane)
@@ -100,7 +102,8 @@ namespace {
 
 // Flat index (within the plane) of the first maximum of output cell (oy, ox)'s window.
 int64_t window_argmax(const float* plane, int64_t h, int64_t w, int64_t oy, int64_t ox) {
-  const int64_t pad_top = h % 2, pad_left = w % 2;
+  const PoolGeometry g{1, 1, h, w};
+  const int64_t pad_top = g.pad_top(), pad_left = g.pad_left();
   int64_t best = -1;
   for (int64_t dy = 0; dy < 2; ++dy)
     for (int64_t dx = 0; dx < 2; ++dx) {

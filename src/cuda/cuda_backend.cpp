@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "kernels.hpp"
+#include "pneumo/op_geometry.hpp"
 #include "core/nvtx.hpp"
 
 namespace pneumo {
@@ -308,15 +309,16 @@ CudaBackend::PoolPlan& CudaBackend::pool_plan(const Shape& x_shape) {
   auto found = pool_plans_.find(key);
   if (found != pool_plans_.end()) return found->second;
   const auto [n, c, h, w] = key;
+  const PoolGeometry g = pool_geometry(x_shape);
   PoolPlan plan{cuda::make_tensor_descriptor(n, c, h, w),
-                cuda::make_tensor_descriptor(n, c, (h + 1) / 2, (w + 1) / 2),
+                cuda::make_tensor_descriptor(n, c, g.out_height(), g.out_width()),
                 cuda::make_maxpool2x2_same_descriptor(h, w), Choice{}, Choice{}};
   // Guard the padding convention: cuDNN must produce ceil(H/2) x ceil(W/2).
   int out_n = 0, out_c = 0, out_h = 0, out_w = 0;
   PNEUMO_CUDNN_CHECK(cudnnGetPooling2dForwardOutputDim(plan.pool.get(), plan.x.get(), &out_n,
                                                        &out_c, &out_h, &out_w),
                      "maxpool2d x=", x_shape.str());
-  PNEUMO_CHECK(out_h == (h + 1) / 2 && out_w == (w + 1) / 2, "cuDNN pools ", x_shape.str(), " to ",
+  PNEUMO_CHECK(out_h == g.out_height() && out_w == g.out_width(), "cuDNN pools ", x_shape.str(), " to ",
                out_h, "x", out_w, ", expected ceil(H/2) x ceil(W/2)");
   return pool_plans_.emplace(key, std::move(plan)).first->second;
 }
