@@ -212,6 +212,7 @@ class CudaBackend final : public Backend {
   using ShapeKey = std::array<int64_t, 4>;
 
   ConvPlan& conv_plan(const Shape& x_shape, int64_t out_channels);
+  size_t reserve_search_workspace(size_t wanted);
   void find_forward_algorithm(ConvPlan& plan, ConstTensorView x, ConstTensorView weight,
                               TensorView y);
   void find_backward_data_algorithm(ConvPlan& plan, ConstTensorView dy, ConstTensorView weight,

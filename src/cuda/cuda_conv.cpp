@@ -65,6 +65,41 @@ std::vector<ConvAlgoTrial> to_trials(const std::vector<Perf>& results, int count
   return trials;
 }
 
+// What one algorithm search keeps.
+struct AlgorithmPick {
+  int algo;
+  size_t workspace;
+  float ms;
+  cudnnMathType_t math;
+  std::vector<ConvAlgoTrial> trials;
+};
+
+// One algorithm search, in any of the three directions: size a workspace for the hungriest
+// algorithm (reserve caps it and returns the bytes available), let cuDNN run and time every
+// algorithm on the real buffers (the output is scratch until the real call), keep one by
+// choose_algorithm's rule. The direction's cuDNN calls come in as functions:
+//   workspace_size(algo, &bytes), max_count(&n), find(requested, &returned, results).
+template <class Perf, class WorkspaceSize, class MaxCount, class Find, class Reserve>
+AlgorithmPick search_algorithm(int algo_count, WorkspaceSize workspace_size, MaxCount max_count,
+                               Find find, Reserve reserve, bool allow_tf32, bool deterministic,
+                               const std::string& what) {
+  size_t wanted = 0;
+  for (int a = 0; a < algo_count; ++a) {
+    size_t bytes = 0;
+    if (workspace_size(a, &bytes) == CUDNN_STATUS_SUCCESS) wanted = std::max(wanted, bytes);
+  }
+  const size_t available = reserve(wanted);
+  int requested = 0, returned = 0;
+  PNEUMO_CUDNN_CHECK(max_count(&requested), what);
+  std::vector<Perf> results(static_cast<size_t>(requested));
+  PNEUMO_CUDNN_CHECK(find(requested, &returned, results.data()), what, " (algorithm search)");
+  const Perf* best = choose_algorithm(results, returned, available, allow_tf32, deterministic);
+  PNEUMO_CHECK(best != nullptr, what, ": no cuDNN algorithm ran (",
+               describe_results(results, returned), ")");
+  return {static_cast<int>(best->algo), best->memory, best->time, best->mathType,
+          to_trials(results, returned)};
+}
+
 }  // namespace
 
 // ---- Plans and algorithm search -----------------------------------------------------------------
@@ -85,120 +120,112 @@ CudaBackend::ConvPlan& CudaBackend::conv_plan(const Shape& x_shape, int64_t out_
   return conv_plans_.emplace(key, std::move(plan)).first->second;
 }
 
-// Each search: size a workspace for the hungriest algorithm (capped), let cuDNN run and time
-// every algorithm on the real buffers (the output is scratch until the real call), keep one.
+// The three searches: the direction's cuDNN calls for search_algorithm, then the pick into the
+// plan, with the math type the algorithm was timed with (FMA unless TF32 is allowed).
 void CudaBackend::find_forward_algorithm(ConvPlan& plan, ConstTensorView x, ConstTensorView weight,
                                          TensorView y) {
   PNEUMO_NVTX_RANGE("conv2d_forward algorithm search");
-  size_t wanted = 0;
-  for (int a = 0; a < CUDNN_CONVOLUTION_FWD_ALGO_COUNT; ++a) {
-    size_t bytes = 0;
-    if (cudnnGetConvolutionForwardWorkspaceSize(
+  const std::string what =
+      detail::concat("conv2d_forward x=", x.shape.str(), " weight=", weight.shape.str());
+  const AlgorithmPick pick = search_algorithm<cudnnConvolutionFwdAlgoPerf_t>(
+      CUDNN_CONVOLUTION_FWD_ALGO_COUNT,
+      [&](int a, size_t* bytes) {
+        return cudnnGetConvolutionForwardWorkspaceSize(
             cudnn_.get(), plan.x.get(), plan.weight.get(), plan.forward_conv.get(), plan.y.get(),
-            static_cast<cudnnConvolutionFwdAlgo_t>(a), &bytes) == CUDNN_STATUS_SUCCESS)
-      wanted = std::max(wanted, bytes);
-  }
-  ensure_workspace(std::min(wanted, search_workspace_limit()));
-  int requested = 0, returned = 0;
-  PNEUMO_CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithmMaxCount(cudnn_.get(), &requested),
-                     "conv2d_forward x=", x.shape.str());
-  std::vector<cudnnConvolutionFwdAlgoPerf_t> results(static_cast<size_t>(requested));
-  PNEUMO_CUDNN_CHECK(cudnnFindConvolutionForwardAlgorithmEx(
-                         cudnn_.get(), plan.x.get(), x.data, plan.weight.get(), weight.data,
-                         plan.forward_conv.get(), plan.y.get(), y.data, requested, &returned,
-                         results.data(), workspace_.data(), workspace_.bytes()),
-                     "conv2d_forward algorithm search x=", x.shape.str(),
-                     " weight=", weight.shape.str());
-  const auto* best = choose_algorithm(results, returned, workspace_.bytes(), options_.allow_tf32,
-                                      options_.deterministic);
-  PNEUMO_CHECK(best != nullptr, "conv2d_forward x=", x.shape.str(), " weight=", weight.shape.str(),
-               ": no cuDNN algorithm ran (", describe_results(results, returned), ")");
-  plan.forward_algo = best->algo;
-  plan.forward_workspace = best->memory;
-  plan.forward_ms = best->time;
-  plan.forward_trials = to_trials(results, returned);
+            static_cast<cudnnConvolutionFwdAlgo_t>(a), bytes);
+      },
+      [&](int* count) { return cudnnGetConvolutionForwardAlgorithmMaxCount(cudnn_.get(), count); },
+      [&](int requested, int* returned, cudnnConvolutionFwdAlgoPerf_t* results) {
+        return cudnnFindConvolutionForwardAlgorithmEx(
+            cudnn_.get(), plan.x.get(), x.data, plan.weight.get(), weight.data,
+            plan.forward_conv.get(), plan.y.get(), y.data, requested, returned, results,
+            workspace_.data(), workspace_.bytes());
+      },
+      [&](size_t wanted) { return reserve_search_workspace(wanted); }, options_.allow_tf32,
+      options_.deterministic, what);
+  plan.forward_algo = static_cast<cudnnConvolutionFwdAlgo_t>(pick.algo);
+  plan.forward_workspace = pick.workspace;
+  plan.forward_ms = pick.ms;
+  plan.forward_trials = pick.trials;
   PNEUMO_CUDNN_CHECK(
       cudnnSetConvolutionMathType(plan.forward_conv.get(),
-                                  options_.allow_tf32 ? best->mathType : CUDNN_FMA_MATH),
-      "conv2d_forward x=", x.shape.str());
+                                  options_.allow_tf32 ? pick.math : CUDNN_FMA_MATH),
+      what);
   plan.has_forward = true;
 }
 
 void CudaBackend::find_backward_data_algorithm(ConvPlan& plan, ConstTensorView dy,
                                                ConstTensorView weight, TensorView dx) {
   PNEUMO_NVTX_RANGE("conv2d_backward_data algorithm search");
-  size_t wanted = 0;
-  for (int a = 0; a < CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT; ++a) {
-    size_t bytes = 0;
-    if (cudnnGetConvolutionBackwardDataWorkspaceSize(cudnn_.get(), plan.weight.get(), plan.y.get(),
-                                                     plan.backward_data_conv.get(), plan.x.get(),
-                                                     static_cast<cudnnConvolutionBwdDataAlgo_t>(a),
-                                                     &bytes) == CUDNN_STATUS_SUCCESS)
-      wanted = std::max(wanted, bytes);
-  }
-  ensure_workspace(std::min(wanted, search_workspace_limit()));
-  int requested = 0, returned = 0;
-  PNEUMO_CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithmMaxCount(cudnn_.get(), &requested),
-                     "conv2d_backward_data dy=", dy.shape.str());
-  std::vector<cudnnConvolutionBwdDataAlgoPerf_t> results(static_cast<size_t>(requested));
-  PNEUMO_CUDNN_CHECK(cudnnFindConvolutionBackwardDataAlgorithmEx(
-                         cudnn_.get(), plan.weight.get(), weight.data, plan.y.get(), dy.data,
-                         plan.backward_data_conv.get(), plan.x.get(), dx.data, requested, &returned,
-                         results.data(), workspace_.data(), workspace_.bytes()),
-                     "conv2d_backward_data algorithm search dy=", dy.shape.str(),
-                     " weight=", weight.shape.str());
-  const auto* best = choose_algorithm(results, returned, workspace_.bytes(), options_.allow_tf32,
-                                      options_.deterministic);
-  PNEUMO_CHECK(best != nullptr, "conv2d_backward_data dy=", dy.shape.str(),
-               " weight=", weight.shape.str(), ": no cuDNN algorithm ran (",
-               describe_results(results, returned), ")");
-  plan.backward_data_algo = best->algo;
-  plan.backward_data_workspace = best->memory;
-  plan.backward_data_ms = best->time;
-  plan.backward_data_trials = to_trials(results, returned);
+  const std::string what =
+      detail::concat("conv2d_backward_data dy=", dy.shape.str(), " weight=", weight.shape.str());
+  const AlgorithmPick pick = search_algorithm<cudnnConvolutionBwdDataAlgoPerf_t>(
+      CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT,
+      [&](int a, size_t* bytes) {
+        return cudnnGetConvolutionBackwardDataWorkspaceSize(
+            cudnn_.get(), plan.weight.get(), plan.y.get(), plan.backward_data_conv.get(),
+            plan.x.get(), static_cast<cudnnConvolutionBwdDataAlgo_t>(a), bytes);
+      },
+      [&](int* count) {
+        return cudnnGetConvolutionBackwardDataAlgorithmMaxCount(cudnn_.get(), count);
+      },
+      [&](int requested, int* returned, cudnnConvolutionBwdDataAlgoPerf_t* results) {
+        return cudnnFindConvolutionBackwardDataAlgorithmEx(
+            cudnn_.get(), plan.weight.get(), weight.data, plan.y.get(), dy.data,
+            plan.backward_data_conv.get(), plan.x.get(), dx.data, requested, returned, results,
+            workspace_.data(), workspace_.bytes());
+      },
+      [&](size_t wanted) { return reserve_search_workspace(wanted); }, options_.allow_tf32,
+      options_.deterministic, what);
+  plan.backward_data_algo = static_cast<cudnnConvolutionBwdDataAlgo_t>(pick.algo);
+  plan.backward_data_workspace = pick.workspace;
+  plan.backward_data_ms = pick.ms;
+  plan.backward_data_trials = pick.trials;
   PNEUMO_CUDNN_CHECK(
       cudnnSetConvolutionMathType(plan.backward_data_conv.get(),
-                                  options_.allow_tf32 ? best->mathType : CUDNN_FMA_MATH),
-      "conv2d_backward_data dy=", dy.shape.str());
+                                  options_.allow_tf32 ? pick.math : CUDNN_FMA_MATH),
+      what);
   plan.has_backward_data = true;
 }
 
 void CudaBackend::find_backward_filter_algorithm(ConvPlan& plan, ConstTensorView x,
                                                  ConstTensorView dy, TensorView dweight) {
   PNEUMO_NVTX_RANGE("conv2d_backward_filter algorithm search");
-  size_t wanted = 0;
-  for (int a = 0; a < CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT; ++a) {
-    size_t bytes = 0;
-    if (cudnnGetConvolutionBackwardFilterWorkspaceSize(
+  const std::string what =
+      detail::concat("conv2d_backward_filter x=", x.shape.str(), " dy=", dy.shape.str());
+  const AlgorithmPick pick = search_algorithm<cudnnConvolutionBwdFilterAlgoPerf_t>(
+      CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT,
+      [&](int a, size_t* bytes) {
+        return cudnnGetConvolutionBackwardFilterWorkspaceSize(
             cudnn_.get(), plan.x.get(), plan.y.get(), plan.backward_filter_conv.get(),
-            plan.weight.get(), static_cast<cudnnConvolutionBwdFilterAlgo_t>(a),
-            &bytes) == CUDNN_STATUS_SUCCESS)
-      wanted = std::max(wanted, bytes);
-  }
-  ensure_workspace(std::min(wanted, search_workspace_limit()));
-  int requested = 0, returned = 0;
-  PNEUMO_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithmMaxCount(cudnn_.get(), &requested),
-                     "conv2d_backward_filter x=", x.shape.str());
-  std::vector<cudnnConvolutionBwdFilterAlgoPerf_t> results(static_cast<size_t>(requested));
-  PNEUMO_CUDNN_CHECK(
-      cudnnFindConvolutionBackwardFilterAlgorithmEx(
-          cudnn_.get(), plan.x.get(), x.data, plan.y.get(), dy.data,
-          plan.backward_filter_conv.get(), plan.weight.get(), dweight.data, requested, &returned,
-          results.data(), workspace_.data(), workspace_.bytes()),
-      "conv2d_backward_filter algorithm search x=", x.shape.str(), " dy=", dy.shape.str());
-  const auto* best = choose_algorithm(results, returned, workspace_.bytes(), options_.allow_tf32,
-                                      options_.deterministic);
-  PNEUMO_CHECK(best != nullptr, "conv2d_backward_filter x=", x.shape.str(), " dy=", dy.shape.str(),
-               ": no cuDNN algorithm ran (", describe_results(results, returned), ")");
-  plan.backward_filter_algo = best->algo;
-  plan.backward_filter_workspace = best->memory;
-  plan.backward_filter_ms = best->time;
-  plan.backward_filter_trials = to_trials(results, returned);
+            plan.weight.get(), static_cast<cudnnConvolutionBwdFilterAlgo_t>(a), bytes);
+      },
+      [&](int* count) {
+        return cudnnGetConvolutionBackwardFilterAlgorithmMaxCount(cudnn_.get(), count);
+      },
+      [&](int requested, int* returned, cudnnConvolutionBwdFilterAlgoPerf_t* results) {
+        return cudnnFindConvolutionBackwardFilterAlgorithmEx(
+            cudnn_.get(), plan.x.get(), x.data, plan.y.get(), dy.data,
+            plan.backward_filter_conv.get(), plan.weight.get(), dweight.data, requested, returned,
+            results, workspace_.data(), workspace_.bytes());
+      },
+      [&](size_t wanted) { return reserve_search_workspace(wanted); }, options_.allow_tf32,
+      options_.deterministic, what);
+  plan.backward_filter_algo = static_cast<cudnnConvolutionBwdFilterAlgo_t>(pick.algo);
+  plan.backward_filter_workspace = pick.workspace;
+  plan.backward_filter_ms = pick.ms;
+  plan.backward_filter_trials = pick.trials;
   PNEUMO_CUDNN_CHECK(
       cudnnSetConvolutionMathType(plan.backward_filter_conv.get(),
-                                  options_.allow_tf32 ? best->mathType : CUDNN_FMA_MATH),
-      "conv2d_backward_filter x=", x.shape.str());
+                                  options_.allow_tf32 ? pick.math : CUDNN_FMA_MATH),
+      what);
   plan.has_backward_filter = true;
+}
+
+// The workspace for a search: what the hungriest algorithm wants, capped; the bytes available.
+size_t CudaBackend::reserve_search_workspace(size_t wanted) {
+  ensure_workspace(std::min(wanted, search_workspace_limit()));
+  return workspace_.bytes();
 }
 
 std::string CudaBackend::describe_conv_plans() const {
