@@ -187,14 +187,14 @@ TEST(BiasReduction, ChunksCoverTheBatchOnceAndFillTheGpu) {
 // magnitude, and never with a NaN on either side.
 TEST(OutputDisagreement, ToleranceIsRelativeToTheLargestValueAndNaNNeverAgrees) {
   const std::vector<float> expected{100.0f, -2.0f, 0.0f};
-  EXPECT_EQ(output_disagreement(expected, {100.05f, -2.09f, 0.09f}, "y"), "");
-  const std::string off = output_disagreement(expected, {100.0f, -2.0f, 0.2f}, "y");
+  EXPECT_EQ(cuda::output_disagreement(expected, {100.05f, -2.09f, 0.09f}, "y"), "");
+  const std::string off = cuda::output_disagreement(expected, {100.0f, -2.0f, 0.2f}, "y");
   EXPECT_NE(off.find("y[2]"), std::string::npos) << off;
   const float nan = std::numeric_limits<float>::quiet_NaN();
-  EXPECT_NE(output_disagreement(expected, {100.0f, nan, 0.0f}, "dx"), "");
-  EXPECT_NE(output_disagreement({nan, 1.0f}, {nan, 1.0f}, "dx"), "");
-  EXPECT_NE(output_disagreement(expected, {100.0f}, "y").find("3 values"), std::string::npos);
-  EXPECT_EQ(output_disagreement({0.0f, 0.0f}, {0.0f, 0.0f}, "zeros"), "");
+  EXPECT_NE(cuda::output_disagreement(expected, {100.0f, nan, 0.0f}, "dx"), "");
+  EXPECT_NE(cuda::output_disagreement({nan, 1.0f}, {nan, 1.0f}, "dx"), "");
+  EXPECT_NE(cuda::output_disagreement(expected, {100.0f}, "y").find("3 values"), std::string::npos);
+  EXPECT_EQ(cuda::output_disagreement({0.0f, 0.0f}, {0.0f, 0.0f}, "zeros"), "");
 }
 
 // ---- Backend selection --------------------------------------------------------------------------

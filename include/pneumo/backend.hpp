@@ -16,6 +16,54 @@
 
 namespace pneumo {
 
+// Every op once, as (name, parameter list): Backend declares each op's protected <name>_impl
+// from it, and each backend its overrides (PNEUMO_BACKEND_IMPLEMENTS), so the op list is written
+// here only. The public entries below carry the contracts.
+#define PNEUMO_BACKEND_OPS(OP) \
+  OP(conv2d_forward, (ConstTensorView x, ConstTensorView weight, ConstTensorView bias, \
+      TensorView y, bool fuse_relu)) \
+  OP(conv2d_backward_data, (ConstTensorView dy, ConstTensorView weight, TensorView dx)) \
+  OP(conv2d_backward_filter, (ConstTensorView x, ConstTensorView dy, TensorView dweight, \
+      TensorView dbias)) \
+  OP(relu_forward, (ConstTensorView x, TensorView y)) \
+  OP(relu_backward, (ConstTensorView y, ConstTensorView dy, TensorView dx)) \
+  OP(maxpool2d_forward, (ConstTensorView x, TensorView y)) \
+  OP(maxpool2d_backward, (ConstTensorView x, ConstTensorView y, ConstTensorView dy, \
+      TensorView dx)) \
+  OP(global_avgpool_forward, (ConstTensorView x, TensorView y)) \
+  OP(global_avgpool_backward, (ConstTensorView dy, TensorView dx)) \
+  OP(batchnorm_forward_training, (ConstTensorView x, ConstTensorView gamma, \
+      ConstTensorView beta, TensorView running_mean, TensorView running_var, \
+      double average_factor, double epsilon, TensorView y, TensorView saved_mean, \
+      TensorView saved_inv_std)) \
+  OP(batchnorm_forward_inference, (ConstTensorView x, ConstTensorView gamma, \
+      ConstTensorView beta, ConstTensorView running_mean, ConstTensorView running_var, \
+      double epsilon, TensorView y)) \
+  OP(batchnorm_backward, (ConstTensorView x, ConstTensorView dy, ConstTensorView gamma, \
+      ConstTensorView saved_mean, ConstTensorView saved_inv_std, double epsilon, TensorView dx, \
+      TensorView dgamma, TensorView dbeta)) \
+  OP(dropout_forward, (ConstTensorView x, TensorView y, float rate, RngKey key)) \
+  OP(dropout_backward, (ConstTensorView dy, TensorView dx, float rate, RngKey key)) \
+  OP(dense_forward, (ConstTensorView x, ConstTensorView weight, ConstTensorView bias, \
+      TensorView y)) \
+  OP(dense_backward, (ConstTensorView x, ConstTensorView weight, ConstTensorView dy, \
+      TensorView dx, TensorView dweight, TensorView dbias)) \
+  OP(sigmoid_bce, (ConstTensorView logits, ConstTensorView labels, ConstTensorView weights, \
+      TensorView dlogits, TensorView stats)) \
+  OP(mark_nonfinite, (ConstTensorView value, int64_t step, TensorView marker)) \
+  OP(rmsprop_step, (TensorView params, ConstTensorView grads, TensorView mean_square, \
+      float learning_rate, float rho, float epsilon)) \
+  OP(adamw_step, (TensorView params, ConstTensorView grads, TensorView exp_avg, \
+      TensorView exp_avg_sq, const AdamWStep& step)) \
+  OP(gather_augment, (const uint8_t* images, int64_t image_count, int size, \
+      const int32_t* indices, const AugmentSettings& settings, RngKey key, TensorView out)) \
+  OP(gather_values, (const float* values, const int32_t* indices, TensorView out))
+
+// In a backend's class: `PNEUMO_BACKEND_IMPLEMENTS` declares every <name>_impl override.
+#define PNEUMO_BACKEND_DECLARE_OVERRIDE(name, params) void name##_impl params override;
+#define PNEUMO_BACKEND_IMPLEMENTS PNEUMO_BACKEND_OPS(PNEUMO_BACKEND_DECLARE_OVERRIDE)
+#define PNEUMO_BACKEND_DECLARE_IMPL(name, params) virtual void name##_impl params = 0;
+
 // Conventions shared by every op (DESIGN §3):
 // - activations are float32 NCHW, contiguous; dense activations are (N, F);
 // - convolution: 3x3 kernel, stride 1, 'same' padding (one zero pixel each side), weights
@@ -137,49 +185,7 @@ class Backend {
  protected:
   // What each backend implements: called by the public entry of the same name (src/core/
   // backend_entry.cpp) after the op's argument checks, which therefore hold for every backend.
-  virtual void conv2d_forward_impl(ConstTensorView x, ConstTensorView weight, ConstTensorView bias,
-                                   TensorView y, bool fuse_relu) = 0;
-  virtual void conv2d_backward_data_impl(ConstTensorView dy, ConstTensorView weight,
-                                         TensorView dx) = 0;
-  virtual void conv2d_backward_filter_impl(ConstTensorView x, ConstTensorView dy,
-                                           TensorView dweight, TensorView dbias) = 0;
-  virtual void relu_forward_impl(ConstTensorView x, TensorView y) = 0;
-  virtual void relu_backward_impl(ConstTensorView y, ConstTensorView dy, TensorView dx) = 0;
-  virtual void maxpool2d_forward_impl(ConstTensorView x, TensorView y) = 0;
-  virtual void maxpool2d_backward_impl(ConstTensorView x, ConstTensorView y, ConstTensorView dy,
-                                       TensorView dx) = 0;
-  virtual void global_avgpool_forward_impl(ConstTensorView x, TensorView y) = 0;
-  virtual void global_avgpool_backward_impl(ConstTensorView dy, TensorView dx) = 0;
-  virtual void batchnorm_forward_training_impl(ConstTensorView x, ConstTensorView gamma,
-                                               ConstTensorView beta, TensorView running_mean,
-                                               TensorView running_var, double average_factor,
-                                               double epsilon, TensorView y, TensorView saved_mean,
-                                               TensorView saved_inv_std) = 0;
-  virtual void batchnorm_forward_inference_impl(ConstTensorView x, ConstTensorView gamma,
-                                                ConstTensorView beta, ConstTensorView running_mean,
-                                                ConstTensorView running_var, double epsilon,
-                                                TensorView y) = 0;
-  virtual void batchnorm_backward_impl(ConstTensorView x, ConstTensorView dy, ConstTensorView gamma,
-                                       ConstTensorView saved_mean, ConstTensorView saved_inv_std,
-                                       double epsilon, TensorView dx, TensorView dgamma,
-                                       TensorView dbeta) = 0;
-  virtual void dropout_forward_impl(ConstTensorView x, TensorView y, float rate, RngKey key) = 0;
-  virtual void dropout_backward_impl(ConstTensorView dy, TensorView dx, float rate, RngKey key) = 0;
-  virtual void dense_forward_impl(ConstTensorView x, ConstTensorView weight, ConstTensorView bias,
-                                  TensorView y) = 0;
-  virtual void dense_backward_impl(ConstTensorView x, ConstTensorView weight, ConstTensorView dy,
-                                   TensorView dx, TensorView dweight, TensorView dbias) = 0;
-  virtual void sigmoid_bce_impl(ConstTensorView logits, ConstTensorView labels,
-                                ConstTensorView weights, TensorView dlogits, TensorView stats) = 0;
-  virtual void mark_nonfinite_impl(ConstTensorView value, int64_t step, TensorView marker) = 0;
-  virtual void rmsprop_step_impl(TensorView params, ConstTensorView grads, TensorView mean_square,
-                                 float learning_rate, float rho, float epsilon) = 0;
-  virtual void adamw_step_impl(TensorView params, ConstTensorView grads, TensorView exp_avg,
-                               TensorView exp_avg_sq, const AdamWStep& step) = 0;
-  virtual void gather_augment_impl(const uint8_t* images, int64_t image_count, int size,
-                                   const int32_t* indices, const AugmentSettings& settings,
-                                   RngKey key, TensorView out) = 0;
-  virtual void gather_values_impl(const float* values, const int32_t* indices, TensorView out) = 0;
+  PNEUMO_BACKEND_OPS(PNEUMO_BACKEND_DECLARE_IMPL)
 
  private:
   void observe(const char* op, const Shape& shape) const {

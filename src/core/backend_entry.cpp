@@ -69,8 +69,8 @@ DenseGeometry checked_dense_geometry(const char* op, const Shape& x, const Shape
 constexpr double kMinBatchNormEpsilon = 1e-5;
 
 void check_batchnorm_epsilon(const char* op, double epsilon) {
-  PNEUMO_CHECK(epsilon >= kMinBatchNormEpsilon, op, ": epsilon ", epsilon,
-               " is below the minimum ", kMinBatchNormEpsilon, " (cuDNN's)");
+  PNEUMO_CHECK(epsilon >= kMinBatchNormEpsilon, op, ": epsilon ", epsilon, " is below the minimum ",
+               kMinBatchNormEpsilon, " (cuDNN's)");
 }
 
 // Dropout masks are indexed by the element's flat position as a 32-bit counter.
@@ -188,14 +188,22 @@ void Backend::batchnorm_forward_training(ConstTensorView x, ConstTensorView gamm
                                          TensorView saved_inv_std) {
   const char* op = "batchnorm_forward_training";
   expect_on(device(), op,
-            {{"x", x}, {"gamma", gamma}, {"beta", beta}, {"running_mean", running_mean},
-             {"running_var", running_var}, {"y", y}, {"saved_mean", saved_mean},
+            {{"x", x},
+             {"gamma", gamma},
+             {"beta", beta},
+             {"running_mean", running_mean},
+             {"running_var", running_var},
+             {"y", y},
+             {"saved_mean", saved_mean},
              {"saved_inv_std", saved_inv_std}});
   const ChannelLayout layout = checked_channel_layout(op, x.shape);
   const Shape channel = layout.channel_shape();
   expect_shapes(op, channel,
-                {{"gamma", gamma}, {"beta", beta}, {"running_mean", running_mean},
-                 {"running_var", running_var}, {"saved_mean", saved_mean},
+                {{"gamma", gamma},
+                 {"beta", beta},
+                 {"running_mean", running_mean},
+                 {"running_var", running_var},
+                 {"saved_mean", saved_mean},
                  {"saved_inv_std", saved_inv_std}});
   expect_shape(op, "y", y.shape, x.shape);
   PNEUMO_CHECK(layout.count() > 1, op, ": x ", x.shape.str(),
@@ -214,11 +222,17 @@ void Backend::batchnorm_forward_inference(ConstTensorView x, ConstTensorView gam
                                           TensorView y) {
   const char* op = "batchnorm_forward_inference";
   expect_on(device(), op,
-            {{"x", x}, {"gamma", gamma}, {"beta", beta}, {"running_mean", running_mean},
-             {"running_var", running_var}, {"y", y}});
+            {{"x", x},
+             {"gamma", gamma},
+             {"beta", beta},
+             {"running_mean", running_mean},
+             {"running_var", running_var},
+             {"y", y}});
   const Shape channel = checked_channel_layout(op, x.shape).channel_shape();
   expect_shapes(op, channel,
-                {{"gamma", gamma}, {"beta", beta}, {"running_mean", running_mean},
+                {{"gamma", gamma},
+                 {"beta", beta},
+                 {"running_mean", running_mean},
                  {"running_var", running_var}});
   expect_shape(op, "y", y.shape, x.shape);
   check_batchnorm_epsilon(op, epsilon);
@@ -232,14 +246,23 @@ void Backend::batchnorm_backward(ConstTensorView x, ConstTensorView dy, ConstTen
                                  TensorView dbeta) {
   const char* op = "batchnorm_backward";
   expect_on(device(), op,
-            {{"x", x}, {"dy", dy}, {"gamma", gamma}, {"saved_mean", saved_mean},
-             {"saved_inv_std", saved_inv_std}, {"dx", dx}, {"dgamma", dgamma}, {"dbeta", dbeta}});
+            {{"x", x},
+             {"dy", dy},
+             {"gamma", gamma},
+             {"saved_mean", saved_mean},
+             {"saved_inv_std", saved_inv_std},
+             {"dx", dx},
+             {"dgamma", dgamma},
+             {"dbeta", dbeta}});
   const Shape channel = checked_channel_layout(op, x.shape).channel_shape();
   expect_shape(op, "dy", dy.shape, x.shape);
   expect_shape(op, "dx", dx.shape, x.shape);
   expect_shapes(op, channel,
-                {{"gamma", gamma}, {"saved_mean", saved_mean}, {"saved_inv_std", saved_inv_std},
-                 {"dgamma", dgamma}, {"dbeta", dbeta}});
+                {{"gamma", gamma},
+                 {"saved_mean", saved_mean},
+                 {"saved_inv_std", saved_inv_std},
+                 {"dgamma", dgamma},
+                 {"dbeta", dbeta}});
   check_batchnorm_epsilon(op, epsilon);
   batchnorm_backward_impl(x, dy, gamma, saved_mean, saved_inv_std, epsilon, dx, dgamma, dbeta);
   observe(op, x.shape);
@@ -289,7 +312,8 @@ void Backend::dense_backward(ConstTensorView x, ConstTensorView weight, ConstTen
   observe(op, x.shape);
 }
 
-// ---- Loss, guards, optimizers --------------------------------------------------------------------
+// ---- Loss, guards, optimizers
+// --------------------------------------------------------------------
 
 void Backend::sigmoid_bce(ConstTensorView logits, ConstTensorView labels, ConstTensorView weights,
                           TensorView dlogits, TensorView stats) {
@@ -337,8 +361,9 @@ void Backend::rmsprop_step(TensorView params, ConstTensorView grads, TensorView 
 void Backend::adamw_step(TensorView params, ConstTensorView grads, TensorView exp_avg,
                          TensorView exp_avg_sq, const AdamWStep& step) {
   const char* op = "adamw_step";
-  expect_on(device(), op,
-            {{"params", params}, {"grads", grads}, {"exp_avg", exp_avg}, {"exp_avg_sq", exp_avg_sq}});
+  expect_on(
+      device(), op,
+      {{"params", params}, {"grads", grads}, {"exp_avg", exp_avg}, {"exp_avg_sq", exp_avg_sq}});
   expect_shapes(op, params.shape,
                 {{"grads", grads}, {"exp_avg", exp_avg}, {"exp_avg_sq", exp_avg_sq}});
   PNEUMO_CHECK(step.bias_correction1 > 0.0f && step.bias_correction2 > 0.0f, op,

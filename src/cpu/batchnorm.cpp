@@ -37,14 +37,13 @@ double channel_sum(const ChannelLayout& layout, int64_t c, Term&& term) {
   return (acc[0] + acc[1]) + (acc[2] + acc[3]);
 }
 
-
 }  // namespace
 
 void CpuBackend::batchnorm_forward_training_impl(ConstTensorView x, ConstTensorView gamma,
-                                            ConstTensorView beta, TensorView running_mean,
-                                            TensorView running_var, double average_factor,
-                                            double epsilon, TensorView y, TensorView saved_mean,
-                                            TensorView saved_inv_std) {
+                                                 ConstTensorView beta, TensorView running_mean,
+                                                 TensorView running_var, double average_factor,
+                                                 double epsilon, TensorView y,
+                                                 TensorView saved_mean, TensorView saved_inv_std) {
   const ChannelLayout layout = channel_layout(x.shape);
   const int64_t count = layout.count();
 
@@ -63,8 +62,8 @@ void CpuBackend::batchnorm_forward_training_impl(ConstTensorView x, ConstTensorV
 
       saved_mean.data[c] = static_cast<float>(mean);
       saved_inv_std.data[c] = static_cast<float>(inv_std);
-      running_mean.data[c] = static_cast<float>((1.0 - average_factor) * running_mean.data[c] +
-                                                average_factor * mean);
+      running_mean.data[c] =
+          static_cast<float>((1.0 - average_factor) * running_mean.data[c] + average_factor * mean);
       running_var.data[c] = static_cast<float>((1.0 - average_factor) * running_var.data[c] +
                                                average_factor * unbiased_var);
       const float mean_f = saved_mean.data[c], inv_std_f = saved_inv_std.data[c];
@@ -76,9 +75,10 @@ void CpuBackend::batchnorm_forward_training_impl(ConstTensorView x, ConstTensorV
 }
 
 void CpuBackend::batchnorm_forward_inference_impl(ConstTensorView x, ConstTensorView gamma,
-                                             ConstTensorView beta, ConstTensorView running_mean,
-                                             ConstTensorView running_var, double epsilon,
-                                             TensorView y) {
+                                                  ConstTensorView beta,
+                                                  ConstTensorView running_mean,
+                                                  ConstTensorView running_var, double epsilon,
+                                                  TensorView y) {
   const ChannelLayout layout = channel_layout(x.shape);
 
   pool_.parallel_for(layout.channels, [&](int64_t begin, int64_t end, int /*worker*/) {
@@ -86,8 +86,8 @@ void CpuBackend::batchnorm_forward_inference_impl(ConstTensorView x, ConstTensor
       const float inv_std =
           static_cast<float>(1.0 / std::sqrt(static_cast<double>(running_var.data[c]) + epsilon));
       for_each_in_channel(layout, c, [&](int64_t i) {
-        y.data[i] = batchnorm_apply(x.data[i], running_mean.data[c], inv_std, gamma.data[c],
-                                    beta.data[c]);
+        y.data[i] =
+            batchnorm_apply(x.data[i], running_mean.data[c], inv_std, gamma.data[c], beta.data[c]);
       });
     }
   });
@@ -96,10 +96,10 @@ void CpuBackend::batchnorm_forward_inference_impl(ConstTensorView x, ConstTensor
 // With xhat = (x - mean) inv_std and M values per channel:
 //   dbeta = sum dy,  dgamma = sum dy xhat,  dx = gamma inv_std (dy - dbeta / M - xhat dgamma / M).
 // epsilon is not needed: saved_inv_std already holds it.
-void CpuBackend::batchnorm_backward_impl(ConstTensorView x, ConstTensorView dy, ConstTensorView gamma,
-                                    ConstTensorView saved_mean, ConstTensorView saved_inv_std,
-                                    double /*epsilon*/, TensorView dx, TensorView dgamma,
-                                    TensorView dbeta) {
+void CpuBackend::batchnorm_backward_impl(ConstTensorView x, ConstTensorView dy,
+                                         ConstTensorView gamma, ConstTensorView saved_mean,
+                                         ConstTensorView saved_inv_std, double /*epsilon*/,
+                                         TensorView dx, TensorView dgamma, TensorView dbeta) {
   const ChannelLayout layout = channel_layout(x.shape);
   const double count = static_cast<double>(layout.count());
 

@@ -68,8 +68,8 @@ void col2im(const float* col, const ConvGeometry& g, float* image) {
 
 }  // namespace
 
-void CpuBackend::conv2d_forward_impl(ConstTensorView x, ConstTensorView weight, ConstTensorView bias,
-                                TensorView y, bool fuse_relu) {
+void CpuBackend::conv2d_forward_impl(ConstTensorView x, ConstTensorView weight,
+                                     ConstTensorView bias, TensorView y, bool fuse_relu) {
   const ConvGeometry g = conv_geometry(x.shape, weight.shape);
 
   const std::vector<float*> cols = worker_scratch(0, g.taps() * g.pixels());
@@ -92,7 +92,8 @@ void CpuBackend::conv2d_forward_impl(ConstTensorView x, ConstTensorView weight, 
   });
 }
 
-void CpuBackend::conv2d_backward_data_impl(ConstTensorView dy, ConstTensorView weight, TensorView dx) {
+void CpuBackend::conv2d_backward_data_impl(ConstTensorView dy, ConstTensorView weight,
+                                           TensorView dx) {
   const ConvGeometry g = conv_geometry(dx.shape, weight.shape);
 
   const std::vector<float*> cols = worker_scratch(0, g.taps() * g.pixels());
@@ -107,8 +108,8 @@ void CpuBackend::conv2d_backward_data_impl(ConstTensorView dy, ConstTensorView w
   });
 }
 
-void CpuBackend::conv2d_backward_filter_impl(ConstTensorView x, ConstTensorView dy, TensorView dweight,
-                                        TensorView dbias) {
+void CpuBackend::conv2d_backward_filter_impl(ConstTensorView x, ConstTensorView dy,
+                                             TensorView dweight, TensorView dbias) {
   const ConvGeometry g = conv_geometry(x.shape, dweight.shape);
 
   // Worker w sums its images into partial_w (K, C*9); the partials are then added in worker order.

@@ -36,8 +36,8 @@ std::vector<float*> CpuBackend::worker_scratch(int slot, int64_t count) {
 }
 
 void CpuBackend::gather_augment_impl(const uint8_t* images, int64_t image_count, int size,
-                                const int32_t* indices, const AugmentSettings& settings,
-                                RngKey key, TensorView out) {
+                                     const int32_t* indices, const AugmentSettings& settings,
+                                     RngKey key, TensorView out) {
   const int64_t batch = out.shape.n();
   augment_batch_cpu(images, image_count, size, indices, static_cast<int>(batch), settings, key,
                     out.data);
@@ -47,8 +47,7 @@ void CpuBackend::gather_values_impl(const float* values, const int32_t* indices,
   const int64_t count = out.numel();
   for (int64_t i = 0; i < count; ++i) {
     // The interface carries no length for `values`, so only the lower bound can be checked.
-    PNEUMO_CHECK(indices[i] >= 0, "gather_values: negative index ", indices[i], " at position ",
-                 i);
+    PNEUMO_CHECK(indices[i] >= 0, "gather_values: negative index ", indices[i], " at position ", i);
     out.data[i] = values[indices[i]];
   }
 }

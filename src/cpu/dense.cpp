@@ -8,7 +8,7 @@
 namespace pneumo::cpu {
 
 void CpuBackend::dense_forward_impl(ConstTensorView x, ConstTensorView weight, ConstTensorView bias,
-                               TensorView y) {
+                                    TensorView y) {
   const DenseGeometry g = dense_geometry(x.shape, weight.shape);
 
   // y (N, out) = x (N, in) * weight^T (in, out) + bias
@@ -19,7 +19,7 @@ void CpuBackend::dense_forward_impl(ConstTensorView x, ConstTensorView weight, C
 }
 
 void CpuBackend::dense_backward_impl(ConstTensorView x, ConstTensorView weight, ConstTensorView dy,
-                                TensorView dx, TensorView dweight, TensorView dbias) {
+                                     TensorView dx, TensorView dweight, TensorView dbias) {
   const DenseGeometry g = dense_geometry(x.shape, weight.shape);
   const bool want_dx = dx.data != nullptr;  // the first layer's input needs no gradient
   if (want_dx) {
@@ -28,8 +28,8 @@ void CpuBackend::dense_backward_impl(ConstTensorView x, ConstTensorView weight, 
           g.inputs, 0.0f, dx.data, g.inputs);
   }
   // dweight (out, in) = dy^T (out, N) * x (N, in)
-  sgemm(true, false, g.outputs, g.inputs, g.batch, 1.0f, dy.data, g.outputs, x.data, g.inputs,
-        0.0f, dweight.data, g.inputs);
+  sgemm(true, false, g.outputs, g.inputs, g.batch, 1.0f, dy.data, g.outputs, x.data, g.inputs, 0.0f,
+        dweight.data, g.inputs);
   // dbias[o] = sum over the batch of dy[n, o], in double
   for (int64_t o = 0; o < g.outputs; ++o) {
     double sum = 0.0;

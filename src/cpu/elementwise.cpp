@@ -39,13 +39,11 @@ void CpuBackend::relu_forward_impl(ConstTensorView x, TensorView y) {
 
 void CpuBackend::relu_backward_impl(ConstTensorView y, ConstTensorView dy, TensorView dx) {
   for_range(pool_, y.numel(), [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i)
-      dx.data[i] = pneumo::relu_backward(y.data[i], dy.data[i]);
+    for (int64_t i = begin; i < end; ++i) dx.data[i] = pneumo::relu_backward(y.data[i], dy.data[i]);
   });
 }
 
 namespace {
-
 
 // In groups of four elements, as the kernel (dropout_group); forward and backward are this map.
 void apply_dropout(ThreadPool& pool, ConstTensorView in, TensorView out, float rate, RngKey key) {
@@ -67,15 +65,15 @@ void CpuBackend::dropout_backward_impl(ConstTensorView dy, TensorView dx, float 
 }
 
 void CpuBackend::sigmoid_bce_impl(ConstTensorView logits, ConstTensorView labels,
-                             ConstTensorView weights, TensorView dlogits, TensorView stats) {
+                                  ConstTensorView weights, TensorView dlogits, TensorView stats) {
   const bool weighted = weights.data != nullptr;
   const Shape& shape = logits.shape;
   const int64_t batch = shape[0];
 
   double loss_sum = 0.0, correct = 0.0;
   for (int64_t i = 0; i < batch; ++i) {
-    BceElement e = pneumo::sigmoid_bce(logits.data[i], labels.data[i],
-                                       weighted ? weights.data[i] : 1.0f);
+    BceElement e =
+        pneumo::sigmoid_bce(logits.data[i], labels.data[i], weighted ? weights.data[i] : 1.0f);
     loss_sum += e.loss;
     correct += e.correct;
     dlogits.data[i] = e.gradient / static_cast<float>(batch);
@@ -89,14 +87,13 @@ void CpuBackend::mark_nonfinite_impl(ConstTensorView value, int64_t step, Tensor
 }
 
 void CpuBackend::rmsprop_step_impl(TensorView params, ConstTensorView grads, TensorView mean_square,
-                              float learning_rate, float rho, float epsilon) {
+                                   float learning_rate, float rho, float epsilon) {
   for (int64_t i = 0; i < params.numel(); ++i)
-    rmsprop_update(params.data[i], mean_square.data[i], grads.data[i], learning_rate, rho,
-                   epsilon);
+    rmsprop_update(params.data[i], mean_square.data[i], grads.data[i], learning_rate, rho, epsilon);
 }
 
 void CpuBackend::adamw_step_impl(TensorView params, ConstTensorView grads, TensorView exp_avg,
-                            TensorView exp_avg_sq, const AdamWStep& step) {
+                                 TensorView exp_avg_sq, const AdamWStep& step) {
   for (int64_t i = 0; i < params.numel(); ++i)
     adamw_update(params.data[i], exp_avg.data[i], exp_avg_sq.data[i], grads.data[i], step);
 }

@@ -1,6 +1,7 @@
-// 2x2 stride-2 'same' max pooling on the CPU, and the global average pooling of the GAP head. On an odd height or width the one padding
-// row/column is on the top/left (as cuDNN's symmetric padding of 1 with floor rounding gives) and
-// never wins; ties go to the first element of the window in row-major order.
+// 2x2 stride-2 'same' max pooling on the CPU, and the global average pooling of the GAP head. On an
+// odd height or width the one padding row/column is on the top/left (as cuDNN's symmetric padding
+// of 1 with floor rounding gives) and never wins; ties go to the first element of the window in
+// row-major order.
 
 #include "cpu/cpu_backend.hpp"
 #include "elementwise.hpp"
@@ -81,8 +82,8 @@ void CpuBackend::maxpool2d_forward_impl(ConstTensorView x, TensorView y) {
 
 // The max is located again from x (y is checked for shape only); when y = maxpool2d_forward(x)
 // that is the same element as the first one equal to y, which is what cuDNN picks.
-void CpuBackend::maxpool2d_backward_impl(ConstTensorView x, ConstTensorView /*y*/, ConstTensorView dy,
-                                    TensorView dx) {
+void CpuBackend::maxpool2d_backward_impl(ConstTensorView x, ConstTensorView /*y*/,
+                                         ConstTensorView dy, TensorView dx) {
   const PoolGeometry g = pool_geometry(x.shape);
 
   const int64_t in_plane = g.height * g.width, out_plane = g.out_height() * g.out_width();
@@ -118,7 +119,8 @@ void CpuBackend::global_avgpool_forward_impl(ConstTensorView x, TensorView y) {
 void CpuBackend::global_avgpool_backward_impl(ConstTensorView dy, TensorView dx) {
   const int64_t count = dx.shape.h() * dx.shape.w();
   for (int64_t p = 0; p < dy.numel(); ++p)
-    for (int64_t i = 0; i < count; ++i) dx.data[p * count + i] = plane_mean_gradient(dy.data[p], count);
+    for (int64_t i = 0; i < count; ++i)
+      dx.data[p * count + i] = plane_mean_gradient(dy.data[p], count);
 }
 
 }  // namespace pneumo::cpu

@@ -10,9 +10,9 @@
 #include <iostream>
 #include <sstream>
 
+#include "core/nvtx.hpp"
 #include "kernels.hpp"
 #include "pneumo/op_geometry.hpp"
-#include "core/nvtx.hpp"
 
 namespace pneumo {
 
@@ -83,23 +83,6 @@ std::string device_description(int device, bool allow_tf32, bool deterministic) 
 
 }  // namespace
 
-std::string output_disagreement(const std::vector<float>& expected,
-                                const std::vector<float>& actual, const char* name) {
-  if (expected.size() != actual.size())
-    return detail::concat(name, ": ", expected.size(), " values from cuDNN, ", actual.size(),
-                          " from ours");
-  double largest = 0.0;
-  for (float v : expected) largest = std::max(largest, std::fabs(static_cast<double>(v)));
-  const double tolerance = 1e-3 * largest;
-  for (size_t i = 0; i < expected.size(); ++i) {
-    const double difference = std::fabs(static_cast<double>(actual[i]) - expected[i]);
-    if (!(difference <= tolerance))  // NaN on either side fails, as does a NaN tolerance
-      return detail::concat(name, "[", i, "]: cuDNN ", expected[i], ", ours ", actual[i],
-                            " (tolerance ", tolerance, ")");
-  }
-  return "";
-}
-
 // ---- Construction -------------------------------------------------------------------------------
 
 CudaBackend::CudaBackend(CudaBackendOptions options) : options_(options) {
@@ -120,6 +103,7 @@ CudaBackend::CudaBackend(CudaBackendOptions options) : options_(options) {
   name_ = device_description(device_, options_.allow_tf32, options_.deterministic);
 
   stream_ = cuda::Stream::create();
+  chooser_ = cuda::Chooser(stream_.get());
   cudnn_ = cuda::CudnnHandle::create();
   PNEUMO_CUDNN_CHECK(cudnnSetStream(cudnn_.get(), stream_.get()), "binding cuDNN to the stream");
   cublas_ = cuda::CublasHandle::create();
@@ -163,94 +147,6 @@ size_t CudaBackend::search_workspace_limit() const {
   PNEUMO_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes), "sizing the search workspace");
   constexpr size_t kGiB = size_t{1} << 30;
   return std::max(workspace_.bytes(), std::min(kGiB, free_bytes / 2));
-}
-
-// ---- cuDNN or our kernel ------------------------------------------------------------------------
-
-float CudaBackend::mean_ms(const std::function<void()>& run) {
-  constexpr int kRuns = 5;
-  run();  // warm-up: first-use costs (module loading, cuDNN's fusion probe) stay out
-  cuda::Event start = cuda::Event::create(), stop = cuda::Event::create();
-  PNEUMO_CUDA_CHECK(cudaEventRecord(start.get(), stream_.get()), "timing an implementation");
-  for (int i = 0; i < kRuns; ++i) run();
-  PNEUMO_CUDA_CHECK(cudaEventRecord(stop.get(), stream_.get()), "timing an implementation");
-  PNEUMO_CUDA_CHECK(cudaEventSynchronize(stop.get()), "timing an implementation");
-  float ms = 0;
-  PNEUMO_CUDA_CHECK(cudaEventElapsedTime(&ms, start.get(), stop.get()), "timing an implementation");
-  return ms / kRuns;
-}
-
-void CudaBackend::decide(Choice& choice, CudaBackendOptions::Implementation option,
-                         const std::function<void()>& cudnn, const std::function<void()>& kernel,
-                         std::initializer_list<Output> outputs) {
-  using Implementation = CudaBackendOptions::Implementation;
-  if (choice.decided) return;
-  if (option == Implementation::Fastest) {
-    choice.cudnn_ms = mean_ms(cudnn);
-    choice.kernel_ms = mean_ms(kernel);
-    choice.kernel = choice.kernel_ms < choice.cudnn_ms;
-    if (choice.kernel) choice.rejected = disagreement(cudnn, kernel, outputs);
-    if (!choice.rejected.empty()) {
-      choice.kernel = false;
-      std::cerr << "pneumo: warning: our kernel was faster than cuDNN but disagreed with it ("
-                << choice.rejected << "); cuDNN runs this op\n";
-    }
-  } else {
-    choice.kernel = option == Implementation::Kernel;
-  }
-  choice.decided = true;
-}
-
-void CudaBackend::run_chosen(Choice& choice, CudaBackendOptions::Implementation option,
-                             const std::function<void()>& cudnn,
-                             const std::function<void()>& kernel,
-                             std::initializer_list<Output> outputs) {
-  // Timing runs write the same output buffers; the call below writes the kept one's result last.
-  decide(choice, option, cudnn, kernel, outputs);
-  (choice.kernel ? kernel : cudnn)();
-}
-
-std::string CudaBackend::disagreement(const std::function<void()>& cudnn,
-                                      const std::function<void()>& kernel,
-                                      std::initializer_list<Output> outputs) {
-  // Large outputs are compared on their first and last 2^20 values (first and last images, edges
-  // and all), each part on its own so that a message's index is the tensor's, without copying
-  // hundreds of MB to the host on the first step.
-  constexpr int64_t kEnd = int64_t{1} << 20;
-  struct Part {
-    const float* data;
-    int64_t count;
-    std::string name;  // the tail's index i is element tail + i of the output
-  };
-  std::vector<Part> parts;
-  for (const Output& out : outputs) {
-    if (out.count <= 2 * kEnd) {
-      parts.push_back({out.data, out.count, out.name});
-    } else {
-      const int64_t tail = out.count - kEnd;
-      parts.push_back({out.data, kEnd, out.name});
-      parts.push_back(
-          {out.data + tail, kEnd, detail::concat(out.name, " (from element ", tail, ")")});
-    }
-  }
-  auto download = [&] {
-    synchronize();
-    std::vector<std::vector<float>> values;
-    for (const Part& part : parts) {
-      std::vector<float>& v = values.emplace_back(static_cast<size_t>(part.count));
-      copy_bytes(v.data(), Device::Cpu, part.data, Device::Cuda, v.size() * sizeof(float));
-    }
-    return values;
-  };
-  cudnn();
-  const std::vector<std::vector<float>> expected = download();
-  kernel();
-  const std::vector<std::vector<float>> actual = download();
-  for (size_t k = 0; k < parts.size(); ++k) {
-    std::string why = output_disagreement(expected[k], actual[k], parts[k].name.c_str());
-    if (!why.empty()) return why;
-  }
-  return "";
 }
 
 kernels::BiasReduction CudaBackend::reduction(int64_t batch, int64_t channels) const {
@@ -318,8 +214,8 @@ CudaBackend::PoolPlan& CudaBackend::pool_plan(const Shape& x_shape) {
   PNEUMO_CUDNN_CHECK(cudnnGetPooling2dForwardOutputDim(plan.pool.get(), plan.x.get(), &out_n,
                                                        &out_c, &out_h, &out_w),
                      "maxpool2d x=", x_shape.str());
-  PNEUMO_CHECK(out_h == g.out_height() && out_w == g.out_width(), "cuDNN pools ", x_shape.str(), " to ",
-               out_h, "x", out_w, ", expected ceil(H/2) x ceil(W/2)");
+  PNEUMO_CHECK(out_h == g.out_height() && out_w == g.out_width(), "cuDNN pools ", x_shape.str(),
+               " to ", out_h, "x", out_w, ", expected ceil(H/2) x ceil(W/2)");
   return pool_plans_.emplace(key, std::move(plan)).first->second;
 }
 
@@ -329,7 +225,7 @@ void CudaBackend::maxpool2d_forward_impl(ConstTensorView x, TensorView y) {
   if (x.numel() == 0) return;
   const int64_t planes = n * c, height = h, width = w;  // lambdas cannot capture bindings
   PoolPlan& plan = pool_plan(x.shape);
-  run_chosen(
+  chooser_.run(
       plan.forward, options_.pooling,
       [&] {
         PNEUMO_CUDNN_CHECK(cudnnPoolingForward(cudnn_.get(), plan.pool.get(), &kOne, plan.x.get(),
@@ -353,7 +249,7 @@ void CudaBackend::global_avgpool_backward_impl(ConstTensorView dy, TensorView dx
 }
 
 void CudaBackend::maxpool2d_backward_impl(ConstTensorView x, ConstTensorView y, ConstTensorView dy,
-                                     TensorView dx) {
+                                          TensorView dx) {
   PNEUMO_NVTX_RANGE("maxpool2d_backward");
   const auto [n, c, h, w] = nchw(x.shape, "maxpool2d_backward");
   if (x.numel() == 0) return;
@@ -363,18 +259,16 @@ void CudaBackend::maxpool2d_backward_impl(ConstTensorView x, ConstTensorView y, 
   // not documented: the tests MaxPoolTies.* check both against the interface's rule (first in
   // row-major order).
   PoolPlan& plan = pool_plan(x.shape);
-  run_chosen(
+  chooser_.run(
       plan.backward, options_.pooling,
       [&] {
-        PNEUMO_CUDNN_CHECK(
-            cudnnPoolingBackward(cudnn_.get(), plan.pool.get(), &kOne, plan.y.get(), y.data,
-                                 plan.y.get(), dy.data, plan.x.get(), x.data, &kZero, plan.x.get(),
-                                 dx.data),
-            "maxpool2d_backward x=", x.shape.str(), " dy=", dy.shape.str());
+        PNEUMO_CUDNN_CHECK(cudnnPoolingBackward(cudnn_.get(), plan.pool.get(), &kOne, plan.y.get(),
+                                                y.data, plan.y.get(), dy.data, plan.x.get(), x.data,
+                                                &kZero, plan.x.get(), dx.data),
+                           "maxpool2d_backward x=", x.shape.str(), " dy=", dy.shape.str());
       },
       [&] {
-        kernels::maxpool2d_backward(x.data, dy.data, dx.data, planes, height, width,
-                                    stream_.get());
+        kernels::maxpool2d_backward(x.data, dy.data, dx.data, planes, height, width, stream_.get());
       },
       {{dx.data, dx.numel(), "dx"}});
 }
@@ -394,10 +288,10 @@ CudaBackend::BatchNormPlan& CudaBackend::batchnorm_plan(const Shape& x_shape) {
 }
 
 void CudaBackend::batchnorm_forward_training_impl(ConstTensorView x, ConstTensorView gamma,
-                                             ConstTensorView beta, TensorView running_mean,
-                                             TensorView running_var, double average_factor,
-                                             double epsilon, TensorView y, TensorView saved_mean,
-                                             TensorView saved_inv_std) {
+                                                  ConstTensorView beta, TensorView running_mean,
+                                                  TensorView running_var, double average_factor,
+                                                  double epsilon, TensorView y,
+                                                  TensorView saved_mean, TensorView saved_inv_std) {
   PNEUMO_NVTX_RANGE("batchnorm_forward_training");
   constexpr const char* op = "batchnorm_forward_training";
   const auto [n, c, h, w] = nchw(x.shape, op);
@@ -410,49 +304,51 @@ void CudaBackend::batchnorm_forward_training_impl(ConstTensorView x, ConstTensor
       sizeof(float));
   float* scratch = reinterpret_cast<float*>(workspace_.data());
   // running = (1 - factor) running + factor batch, with the unbiased batch variance; saved
-  // statistics are the batch mean and 1 / sqrt(biased variance + epsilon).
-  float* mean_out = running_mean.data;
-  float* var_out = running_var.data;
-  auto cudnn = [&] {
+  // statistics are the batch mean and 1 / sqrt(biased variance + epsilon). Trial runs (the
+  // tuner timing both candidates) update copies of the running averages, kept after the kernels'
+  // scratch, so the model's are updated once, by the kept candidate.
+  float* const trial_mean = scratch + kernels::batchnorm_scratch_floats(split, channels);
+  float* const trial_var = trial_mean + channels;
+  if (!plan.forward.decided) {
+    const size_t bytes = static_cast<size_t>(channels) * sizeof(float);
+    PNEUMO_CUDA_CHECK(cudaMemcpyAsync(trial_mean, running_mean.data, bytes,
+                                      cudaMemcpyDeviceToDevice, stream_.get()),
+                      op, ": copying running_mean for timing");
+    PNEUMO_CUDA_CHECK(cudaMemcpyAsync(trial_var, running_var.data, bytes, cudaMemcpyDeviceToDevice,
+                                      stream_.get()),
+                      op, ": copying running_var for timing");
+  }
+  auto mean_for = [&](cuda::Run run) {
+    return run == cuda::Run::Kept ? running_mean.data : trial_mean;
+  };
+  auto var_for = [&](cuda::Run run) {
+    return run == cuda::Run::Kept ? running_var.data : trial_var;
+  };
+  const cuda::Candidate cudnn = [&](cuda::Run run) {
     PNEUMO_CUDNN_CHECK(
         cudnnBatchNormalizationForwardTraining(
             cudnn_.get(), CUDNN_BATCHNORM_SPATIAL, &kOne, &kZero, plan.x.get(), x.data,
             plan.x.get(), y.data, plan.stats.get(), gamma.data, beta.data, average_factor,
-            mean_out, var_out, epsilon, saved_mean.data, saved_inv_std.data),
+            mean_for(run), var_for(run), epsilon, saved_mean.data, saved_inv_std.data),
         op, " x=", x.shape.str(), " factor=", average_factor, " epsilon=", epsilon);
   };
-  auto kernel = [&] {
-    kernels::batchnorm_forward_training(x.data, gamma.data, beta.data, mean_out, var_out,
+  const cuda::Candidate kernel = [&](cuda::Run run) {
+    kernels::batchnorm_forward_training(x.data, gamma.data, beta.data, mean_for(run), var_for(run),
                                         average_factor, epsilon, y.data, saved_mean.data,
                                         saved_inv_std.data, scratch, split, batch, channels,
                                         spatial, stream_.get());
   };
-  const std::initializer_list<Output> outputs = {{y.data, y.numel(), "y"},
-                                                 {saved_mean.data, channels, "saved_mean"},
-                                                 {saved_inv_std.data, channels, "saved_inv_std"}};
-  if (!plan.forward.decided) {
-    // The timing runs update copies of the running averages (after the kernels' scratch), so
-    // the model's are updated once, by the kept implementation's call below.
-    mean_out = scratch + kernels::batchnorm_scratch_floats(split, channels);
-    var_out = mean_out + channels;
-    const size_t bytes = static_cast<size_t>(channels) * sizeof(float);
-    PNEUMO_CUDA_CHECK(cudaMemcpyAsync(mean_out, running_mean.data, bytes,
-                                      cudaMemcpyDeviceToDevice, stream_.get()),
-                      op, ": copying running_mean for timing");
-    PNEUMO_CUDA_CHECK(cudaMemcpyAsync(var_out, running_var.data, bytes, cudaMemcpyDeviceToDevice,
-                                      stream_.get()),
-                      op, ": copying running_var for timing");
-    decide(plan.forward, options_.batchnorm, cudnn, kernel, outputs);
-    mean_out = running_mean.data;
-    var_out = running_var.data;
-  }
-  run_chosen(plan.forward, options_.batchnorm, cudnn, kernel, outputs);
+  chooser_.run(plan.forward, options_.batchnorm, cudnn, kernel,
+               {{y.data, y.numel(), "y"},
+                {saved_mean.data, channels, "saved_mean"},
+                {saved_inv_std.data, channels, "saved_inv_std"}});
 }
 
 void CudaBackend::batchnorm_forward_inference_impl(ConstTensorView x, ConstTensorView gamma,
-                                              ConstTensorView beta, ConstTensorView running_mean,
-                                              ConstTensorView running_var, double epsilon,
-                                              TensorView y) {
+                                                   ConstTensorView beta,
+                                                   ConstTensorView running_mean,
+                                                   ConstTensorView running_var, double epsilon,
+                                                   TensorView y) {
   PNEUMO_NVTX_RANGE("batchnorm_forward_inference");
   constexpr const char* op = "batchnorm_forward_inference";
   BatchNormPlan& plan = batchnorm_plan(x.shape);
@@ -463,10 +359,10 @@ void CudaBackend::batchnorm_forward_inference_impl(ConstTensorView x, ConstTenso
                      op, " x=", x.shape.str(), " epsilon=", epsilon);
 }
 
-void CudaBackend::batchnorm_backward_impl(ConstTensorView x, ConstTensorView dy, ConstTensorView gamma,
-                                     ConstTensorView saved_mean, ConstTensorView saved_inv_std,
-                                     double epsilon, TensorView dx, TensorView dgamma,
-                                     TensorView dbeta) {
+void CudaBackend::batchnorm_backward_impl(ConstTensorView x, ConstTensorView dy,
+                                          ConstTensorView gamma, ConstTensorView saved_mean,
+                                          ConstTensorView saved_inv_std, double epsilon,
+                                          TensorView dx, TensorView dgamma, TensorView dbeta) {
   PNEUMO_NVTX_RANGE("batchnorm_backward");
   constexpr const char* op = "batchnorm_backward";
   const int64_t c = nchw(x.shape, op)[1];
@@ -476,7 +372,7 @@ void CudaBackend::batchnorm_backward_impl(ConstTensorView x, ConstTensorView dy,
   const kernels::BiasReduction split = reduction(batch, c);
   ensure_workspace(static_cast<size_t>(kernels::batchnorm_scratch_floats(split, c)) *
                    sizeof(float));
-  run_chosen(
+  chooser_.run(
       plan.backward, options_.batchnorm,
       [&] {
         // alpha/beta pairs (1, 0): dx, dgamma and dbeta are overwritten, not accumulated.
@@ -513,8 +409,8 @@ void CudaBackend::dropout_backward_impl(ConstTensorView dy, TensorView dx, float
 // leading dimension c. So y = x W^T (row-major) is y^T = W x^T (column-major): the operands are
 // swapped and W is read transposed in place. No data is ever transposed.
 
-void CudaBackend::dense_forward_impl(ConstTensorView x, ConstTensorView weight, ConstTensorView bias,
-                                TensorView y) {
+void CudaBackend::dense_forward_impl(ConstTensorView x, ConstTensorView weight,
+                                     ConstTensorView bias, TensorView y) {
   PNEUMO_NVTX_RANGE("dense_forward");
   constexpr const char* op = "dense_forward";
   const int64_t out = weight.shape[0], in = weight.shape[1], n = x.shape[0];
@@ -529,7 +425,7 @@ void CudaBackend::dense_forward_impl(ConstTensorView x, ConstTensorView weight, 
 }
 
 void CudaBackend::dense_backward_impl(ConstTensorView x, ConstTensorView weight, ConstTensorView dy,
-                                 TensorView dx, TensorView dweight, TensorView dbias) {
+                                      TensorView dx, TensorView dweight, TensorView dbias) {
   PNEUMO_NVTX_RANGE("dense_backward");
   constexpr const char* op = "dense_backward";
   const int64_t out = weight.shape[0], in = weight.shape[1], n = x.shape[0];
@@ -552,7 +448,7 @@ void CudaBackend::dense_backward_impl(ConstTensorView x, ConstTensorView weight,
 // ---- Loss, optimizer, input pipeline ------------------------------------------------------------
 
 void CudaBackend::sigmoid_bce_impl(ConstTensorView logits, ConstTensorView labels,
-                              ConstTensorView weights, TensorView dlogits, TensorView stats) {
+                                   ConstTensorView weights, TensorView dlogits, TensorView stats) {
   PNEUMO_NVTX_RANGE("sigmoid_bce");
   const int64_t n = logits.shape.rank() >= 1 ? logits.shape[0] : 0;
   if (weights.data != nullptr) {
@@ -565,23 +461,24 @@ void CudaBackend::mark_nonfinite_impl(ConstTensorView value, int64_t step, Tenso
   kernels::mark_nonfinite(value.data, marker.data, step, stream_.get());
 }
 
-void CudaBackend::rmsprop_step_impl(TensorView params, ConstTensorView grads, TensorView mean_square,
-                               float learning_rate, float rho, float epsilon) {
+void CudaBackend::rmsprop_step_impl(TensorView params, ConstTensorView grads,
+                                    TensorView mean_square, float learning_rate, float rho,
+                                    float epsilon) {
   PNEUMO_NVTX_RANGE("rmsprop_step");
   kernels::rmsprop_step(params.data, grads.data, mean_square.data, params.numel(), learning_rate,
                         rho, epsilon, stream_.get());
 }
 
 void CudaBackend::adamw_step_impl(TensorView params, ConstTensorView grads, TensorView exp_avg,
-                             TensorView exp_avg_sq, const AdamWStep& step) {
+                                  TensorView exp_avg_sq, const AdamWStep& step) {
   PNEUMO_NVTX_RANGE("adamw_step");
   kernels::adamw_step(params.data, grads.data, exp_avg.data, exp_avg_sq.data, params.numel(), step,
                       stream_.get());
 }
 
 void CudaBackend::gather_augment_impl(const uint8_t* images, int64_t image_count, int size,
-                                 const int32_t* indices, const AugmentSettings& settings,
-                                 RngKey key, TensorView out) {
+                                      const int32_t* indices, const AugmentSettings& settings,
+                                      RngKey key, TensorView out) {
   PNEUMO_NVTX_RANGE("gather_augment");
   constexpr const char* op = "gather_augment";
   const int64_t batch = out.shape[0];
@@ -609,8 +506,8 @@ std::unique_ptr<Backend> make_cuda_backend(bool allow_tf32, bool deterministic, 
   options.deterministic = deterministic;
   if (graph_engines) options.conv_engines = CudaBackendOptions::Implementation::Fastest;
   if (cudnn_only)
-    options.pooling = options.single_channel_conv = options.conv_bias_gradient =
-        options.batchnorm = options.conv_engines = CudaBackendOptions::Implementation::Cudnn;
+    options.pooling = options.single_channel_conv = options.conv_bias_gradient = options.batchnorm =
+        options.conv_engines = CudaBackendOptions::Implementation::Cudnn;
   return std::make_unique<CudaBackend>(options);
 }
 

@@ -12,10 +12,11 @@
 #include <string>
 #include <vector>
 
+#include "cuda/chooser.hpp"
 #include "cuda/cuda_raii.hpp"
 #include "cuda/cudnn_graph_conv.hpp"
-#include "pneumo/backend.hpp"
 #include "kernels.hpp"
+#include "pneumo/backend.hpp"
 
 namespace pneumo {
 
@@ -32,7 +33,7 @@ struct CudaBackendOptions {
   // kernels/batchnorm.cu): always cuDNN, always ours, or (the default) both timed once per shape
   // on the first call and the faster kept, as cuDNN's own algorithms are. Both are
   // deterministic, and the two poolings give identical bits. Tests force each.
-  enum class Implementation { Cudnn, Kernel, Fastest };
+  using Implementation = cuda::Implementation;
   Implementation pooling = Implementation::Fastest;
   Implementation single_channel_conv = Implementation::Fastest;
   Implementation conv_bias_gradient = Implementation::Fastest;
@@ -77,12 +78,6 @@ struct ConvSearch {
   std::vector<ConvAlgoTrial> trials;  // as cuDNN returned them, fastest first
 };
 
-// Empty when `actual` is within 1e-3 of `expected`'s largest magnitude everywhere, else the first
-// element that is not (a NaN on either side never agrees), labelled with `name`. How CudaBackend
-// checks our kernel's outputs against cuDNN's before keeping it.
-std::string output_disagreement(const std::vector<float>& expected,
-                                const std::vector<float>& actual, const char* name);
-
 class CudaBackend final : public Backend {
  public:
   // Uses the current CUDA device; throws pneumo::Error when there is none or a library refuses.
@@ -95,53 +90,8 @@ class CudaBackend final : public Backend {
   std::string name() const override { return name_; }
   void synchronize() override;
   nlohmann::json report(int batch) const override;  // cuda_report.cpp
-
-  void conv2d_forward_impl(ConstTensorView x, ConstTensorView weight, ConstTensorView bias, TensorView y,
-                      bool fuse_relu) override;
-  void conv2d_backward_data_impl(ConstTensorView dy, ConstTensorView weight, TensorView dx) override;
-  void conv2d_backward_filter_impl(ConstTensorView x, ConstTensorView dy, TensorView dweight,
-                              TensorView dbias) override;
-
-  void relu_forward_impl(ConstTensorView x, TensorView y) override;
-  void relu_backward_impl(ConstTensorView y, ConstTensorView dy, TensorView dx) override;
-
-  void maxpool2d_forward_impl(ConstTensorView x, TensorView y) override;
-  void maxpool2d_backward_impl(ConstTensorView x, ConstTensorView y, ConstTensorView dy,
-                          TensorView dx) override;
-  void global_avgpool_forward_impl(ConstTensorView x, TensorView y) override;
-  void global_avgpool_backward_impl(ConstTensorView dy, TensorView dx) override;
-
-  void batchnorm_forward_training_impl(ConstTensorView x, ConstTensorView gamma, ConstTensorView beta,
-                                  TensorView running_mean, TensorView running_var,
-                                  double average_factor, double epsilon, TensorView y,
-                                  TensorView saved_mean, TensorView saved_inv_std) override;
-  void batchnorm_forward_inference_impl(ConstTensorView x, ConstTensorView gamma, ConstTensorView beta,
-                                   ConstTensorView running_mean, ConstTensorView running_var,
-                                   double epsilon, TensorView y) override;
-  void batchnorm_backward_impl(ConstTensorView x, ConstTensorView dy, ConstTensorView gamma,
-                          ConstTensorView saved_mean, ConstTensorView saved_inv_std, double epsilon,
-                          TensorView dx, TensorView dgamma, TensorView dbeta) override;
-
-  void dropout_forward_impl(ConstTensorView x, TensorView y, float rate, RngKey key) override;
-  void dropout_backward_impl(ConstTensorView dy, TensorView dx, float rate, RngKey key) override;
-
-  void dense_forward_impl(ConstTensorView x, ConstTensorView weight, ConstTensorView bias,
-                     TensorView y) override;
-  void dense_backward_impl(ConstTensorView x, ConstTensorView weight, ConstTensorView dy, TensorView dx,
-                      TensorView dweight, TensorView dbias) override;
-
-  void sigmoid_bce_impl(ConstTensorView logits, ConstTensorView labels, ConstTensorView weights,
-                   TensorView dlogits, TensorView stats) override;
-
-  void mark_nonfinite_impl(ConstTensorView value, int64_t step, TensorView marker) override;
-  void rmsprop_step_impl(TensorView params, ConstTensorView grads, TensorView mean_square,
-                    float learning_rate, float rho, float epsilon) override;
-  void adamw_step_impl(TensorView params, ConstTensorView grads, TensorView exp_avg,
-                  TensorView exp_avg_sq, const AdamWStep& step) override;
-
-  void gather_augment_impl(const uint8_t* images, int64_t image_count, int size, const int32_t* indices,
-                      const AugmentSettings& settings, RngKey key, TensorView out) override;
-  void gather_values_impl(const float* values, const int32_t* indices, TensorView out) override;
+  // Every op of the interface (include/pneumo/backend.hpp); the checks ran before.
+  PNEUMO_BACKEND_IMPLEMENTS
 
   // ---- Introspection (tests, reports, benchmarks) -----------------------------------------------
   cudaStream_t stream() const { return stream_.get(); }
@@ -157,18 +107,9 @@ class CudaBackend final : public Backend {
   std::vector<ImplementationChoice> implementation_choices() const;
 
  private:
-  // cuDNN or our kernel, decided on an op's first call for its shape (run_chosen).
-  struct Choice {
-    bool decided = false, kernel = false;
-    float cudnn_ms = -1, kernel_ms = -1;
-    std::string rejected;
-  };
-  // An output both implementations write, compared before our kernel is kept.
-  struct Output {
-    const float* data;
-    int64_t count;
-    const char* name;
-  };
+  // cuDNN or our kernel per (op, shape): the tuner's types (chooser.hpp).
+  using Choice = cuda::Choice;
+  using Output = cuda::Output;
   // Everything cuDNN needs for one convolution shape (N, C, H, W) -> K, built on first use. Each
   // direction's algorithm is found by measuring (cudnnFind...Ex) the first time that direction
   // runs, then reused: no search and no allocation on later steps.
@@ -189,9 +130,9 @@ class CudaBackend final : public Backend {
     // refuses, this shape runs conv + our bias/ReLU kernel from then on (refusal kept for reports).
     enum class Fusion { Untried, Fused, Unfused } relu_fusion = Fusion::Untried;
     cudnnStatus_t relu_fusion_refusal = CUDNN_STATUS_SUCCESS;
-    Choice single_channel;  // forward: cuDNN or conv3x3_forward_single_channel (C = 1 only)
+    Choice single_channel;         // forward: cuDNN or conv3x3_forward_single_channel (C = 1 only)
     Choice single_channel_filter;  // weight gradient: cuDNN or ours (C = 1 only)
-    Choice bias_gradient;   // cudnnConvolutionBackwardBias or kernels::bias_backward
+    Choice bias_gradient;          // cudnnConvolutionBackwardBias or kernels::bias_backward
     // Backward data and filter: the legacy pick, or the graph API's fastest engine (the
     // choice's "kernel" side); the graph plans stay empty until searched.
     Choice graph_backward_data, graph_backward_filter;
@@ -226,23 +167,6 @@ class CudaBackend final : public Backend {
   // Most workspace an algorithm search may use: the smaller of 1 GiB and half the free memory.
   size_t search_workspace_limit() const;
   cudnnMathType_t conv_math_type() const;
-  // Runs `cudnn` or `kernel` (two ways to the same `outputs`) as `choice` says, deciding on the
-  // first call: as `option` forces, or by timing both on the real buffers and keeping the faster,
-  // our kernel only if its outputs then agree with cuDNN's (a safety net for a kernel that has
-  // never met this GPU; a disagreement is printed once and kept in the choice).
-  void run_chosen(Choice& choice, CudaBackendOptions::Implementation option,
-                  const std::function<void()>& cudnn, const std::function<void()>& kernel,
-                  std::initializer_list<Output> outputs);
-  // The decision alone (run_chosen's first step), for ops whose timing runs must not touch the
-  // real state (batch-norm's running averages).
-  void decide(Choice& choice, CudaBackendOptions::Implementation option,
-              const std::function<void()>& cudnn, const std::function<void()>& kernel,
-              std::initializer_list<Output> outputs);
-  // Empty when `kernel` writes what `cudnn` writes (within 1e-3 of each output's largest
-  // magnitude; outputs over 2^21 values on their first and last 2^20, each part against its own
-  // largest), else where they differ.
-  std::string disagreement(const std::function<void()>& cudnn, const std::function<void()>& kernel,
-                           std::initializer_list<Output> outputs);
   // The graph API's engine search for one direction of a plan's shape, on the real buffers; on
   // failure the choice keeps the legacy pick and records why.
   void search_graph_engine(Choice& choice, cuda::GraphConvPlan& graph, const Shape& x_shape,
@@ -250,7 +174,6 @@ class CudaBackend final : public Backend {
                            const float* weight, const float* y);
   // Our kernels' per-channel reduction split for (batch, channels) on this GPU.
   kernels::BiasReduction reduction(int64_t batch, int64_t channels) const;
-  float mean_ms(const std::function<void()>& run);
   // dbias[c] = sum of dy (batch, channels, spatial) over batch and spatial, by our kernel (its
   // partial sums live in the workspace).
   void bias_gradient_kernel(const float* dy, float* dbias, int64_t batch, int64_t channels,
@@ -265,6 +188,7 @@ class CudaBackend final : public Backend {
   // Declaration order is destruction order reversed: plans and workspace go first, the stream
   // last (the library handles are bound to it).
   cuda::Stream stream_;
+  cuda::Chooser chooser_;  // cuDNN or our kernel, per (op, shape)
   cuda::CudnnHandle cudnn_;
   cuda::CublasHandle cublas_;
   Array<uint8_t> workspace_;

@@ -7,9 +7,9 @@
 #include <sstream>
 #include <vector>
 
+#include "core/nvtx.hpp"
 #include "cuda/cuda_backend.hpp"
 #include "kernels.hpp"
-#include "core/nvtx.hpp"
 
 namespace pneumo {
 
@@ -17,7 +17,6 @@ namespace {
 
 constexpr float kOne = 1.0f;
 constexpr float kZero = 0.0f;
-
 
 // cuDNN 9 groups status codes by thousands (2xxx BAD_PARAM, 3xxx NOT_SUPPORTED, 4xxx INTERNAL,
 // ...). A BAD_PARAM means our call is wrong; anything else from the first fused attempt (no
@@ -147,10 +146,9 @@ void CudaBackend::find_forward_algorithm(ConvPlan& plan, ConstTensorView x, Cons
   plan.forward_workspace = pick.workspace;
   plan.forward_ms = pick.ms;
   plan.forward_trials = pick.trials;
-  PNEUMO_CUDNN_CHECK(
-      cudnnSetConvolutionMathType(plan.forward_conv.get(),
-                                  options_.allow_tf32 ? pick.math : CUDNN_FMA_MATH),
-      what);
+  PNEUMO_CUDNN_CHECK(cudnnSetConvolutionMathType(plan.forward_conv.get(),
+                                                 options_.allow_tf32 ? pick.math : CUDNN_FMA_MATH),
+                     what);
   plan.has_forward = true;
 }
 
@@ -181,10 +179,9 @@ void CudaBackend::find_backward_data_algorithm(ConvPlan& plan, ConstTensorView d
   plan.backward_data_workspace = pick.workspace;
   plan.backward_data_ms = pick.ms;
   plan.backward_data_trials = pick.trials;
-  PNEUMO_CUDNN_CHECK(
-      cudnnSetConvolutionMathType(plan.backward_data_conv.get(),
-                                  options_.allow_tf32 ? pick.math : CUDNN_FMA_MATH),
-      what);
+  PNEUMO_CUDNN_CHECK(cudnnSetConvolutionMathType(plan.backward_data_conv.get(),
+                                                 options_.allow_tf32 ? pick.math : CUDNN_FMA_MATH),
+                     what);
   plan.has_backward_data = true;
 }
 
@@ -215,10 +212,9 @@ void CudaBackend::find_backward_filter_algorithm(ConvPlan& plan, ConstTensorView
   plan.backward_filter_workspace = pick.workspace;
   plan.backward_filter_ms = pick.ms;
   plan.backward_filter_trials = pick.trials;
-  PNEUMO_CUDNN_CHECK(
-      cudnnSetConvolutionMathType(plan.backward_filter_conv.get(),
-                                  options_.allow_tf32 ? pick.math : CUDNN_FMA_MATH),
-      what);
+  PNEUMO_CUDNN_CHECK(cudnnSetConvolutionMathType(plan.backward_filter_conv.get(),
+                                                 options_.allow_tf32 ? pick.math : CUDNN_FMA_MATH),
+                     what);
   plan.has_backward_filter = true;
 }
 
@@ -241,10 +237,10 @@ std::string CudaBackend::describe_conv_plans() const {
             std::string("unfused, cuDNN said ") + cudnnGetErrorString(plan.relu_fusion_refusal);
       out << " forward algo " << plan.forward_algo << " (" << plan.forward_ms << " ms, "
           << plan.forward_workspace << " B, bias+relu " << fusion << ")";
-    if (plan.single_channel.decided)
-      out << (plan.single_channel.kernel ? " replaced by" : " kept over")
-          << " conv3x3_forward_single_channel (cuDNN " << plan.single_channel.cudnn_ms
-          << " ms, ours " << plan.single_channel.kernel_ms << " ms)";
+      if (plan.single_channel.decided)
+        out << (plan.single_channel.kernel ? " replaced by" : " kept over")
+            << " conv3x3_forward_single_channel (cuDNN " << plan.single_channel.cudnn_ms
+            << " ms, ours " << plan.single_channel.kernel_ms << " ms)";
     }
     if (plan.has_backward_data)
       out << " backward-data algo " << plan.backward_data_algo << " (" << plan.backward_data_ms
@@ -276,8 +272,8 @@ std::vector<ConvSearch> CudaBackend::conv_searches() const {
 
 // ---- The ops ------------------------------------------------------------------------------------
 
-void CudaBackend::conv2d_forward_impl(ConstTensorView x, ConstTensorView weight, ConstTensorView bias,
-                                 TensorView y, bool fuse_relu) {
+void CudaBackend::conv2d_forward_impl(ConstTensorView x, ConstTensorView weight,
+                                      ConstTensorView bias, TensorView y, bool fuse_relu) {
   PNEUMO_NVTX_RANGE("conv2d_forward");
   const int64_t k = weight.shape[0];
   if (x.numel() == 0 || y.numel() == 0) return;
@@ -288,12 +284,12 @@ void CudaBackend::conv2d_forward_impl(ConstTensorView x, ConstTensorView weight,
     return;
   }
   // One input channel (the first layer): cuDNN's best, or kernels/conv_direct.cu's kernel for it.
-  run_chosen(
+  chooser_.run(
       plan.single_channel, options_.single_channel_conv,
       [&] { conv_forward_cudnn(plan, x, weight, bias, y, fuse_relu); },
       [&] {
-        kernels::conv3x3_forward_single_channel(x.data, weight.data, bias.data, y.data,
-                                                x.shape.n(), x.shape.h(), x.shape.w(), k, fuse_relu,
+        kernels::conv3x3_forward_single_channel(x.data, weight.data, bias.data, y.data, x.shape.n(),
+                                                x.shape.h(), x.shape.w(), k, fuse_relu,
                                                 stream_.get());
       },
       {{y.data, y.numel(), "y"}});
@@ -337,7 +333,8 @@ void CudaBackend::conv_forward_cudnn(ConvPlan& plan, ConstTensorView x, ConstTen
                                    fuse_relu, stream_.get());
 }
 
-void CudaBackend::conv2d_backward_data_impl(ConstTensorView dy, ConstTensorView weight, TensorView dx) {
+void CudaBackend::conv2d_backward_data_impl(ConstTensorView dy, ConstTensorView weight,
+                                            TensorView dx) {
   PNEUMO_NVTX_RANGE("conv2d_backward_data");
   constexpr const char* op = "conv2d_backward_data";
   if (dx.numel() == 0 || dy.numel() == 0) return;
@@ -347,15 +344,14 @@ void CudaBackend::conv2d_backward_data_impl(ConstTensorView dy, ConstTensorView 
     search_graph_engine(plan.graph_backward_data, plan.graph_data_plan, dx.shape, weight.shape[0],
                         cuda::ConvDirection::BackwardData, dx.data, weight.data, dy.data);
   ensure_workspace(plan.graph_data_plan.workspace_bytes());
-  run_chosen(
+  chooser_.run(
       plan.graph_backward_data, options_.conv_engines,
       [&] {
         PNEUMO_CUDNN_CHECK(
-            cudnnConvolutionBackwardData(cudnn_.get(), &kOne, plan.weight.get(), weight.data,
-                                         plan.y.get(), dy.data, plan.backward_data_conv.get(),
-                                         plan.backward_data_algo, workspace_.data(),
-                                         plan.backward_data_workspace, &kZero, plan.x.get(),
-                                         dx.data),
+            cudnnConvolutionBackwardData(
+                cudnn_.get(), &kOne, plan.weight.get(), weight.data, plan.y.get(), dy.data,
+                plan.backward_data_conv.get(), plan.backward_data_algo, workspace_.data(),
+                plan.backward_data_workspace, &kZero, plan.x.get(), dx.data),
             op, " dy=", dy.shape.str(), " weight=", weight.shape.str(),
             " algo=", plan.backward_data_algo);
       },
@@ -395,8 +391,8 @@ void CudaBackend::search_graph_engine(Choice& choice, cuda::GraphConvPlan& graph
   }
 }
 
-void CudaBackend::conv2d_backward_filter_impl(ConstTensorView x, ConstTensorView dy, TensorView dweight,
-                                         TensorView dbias) {
+void CudaBackend::conv2d_backward_filter_impl(ConstTensorView x, ConstTensorView dy,
+                                              TensorView dweight, TensorView dbias) {
   PNEUMO_NVTX_RANGE("conv2d_backward_filter");
   constexpr const char* op = "conv2d_backward_filter";
   const int64_t k = dweight.shape[0];
@@ -421,29 +417,27 @@ void CudaBackend::conv2d_backward_filter_impl(ConstTensorView x, ConstTensorView
     const int64_t scratch =
         kernels::conv3x3_backward_filter_single_channel_scratch_floats(n, h, w, k);
     ensure_workspace(static_cast<size_t>(scratch) * sizeof(float));
-    run_chosen(
-        plan.single_channel_filter, options_.single_channel_conv, cudnn_filter,
-        [&] {
-          kernels::conv3x3_backward_filter_single_channel(
-              x.data, dy.data, dweight.data, reinterpret_cast<float*>(workspace_.data()), n, h, w,
-              k, stream_.get());
-        },
-        {{dweight.data, dweight.numel(), "dweight"}});
+    chooser_.run(plan.single_channel_filter, options_.single_channel_conv, cudnn_filter,
+                 [&] {
+                   kernels::conv3x3_backward_filter_single_channel(
+                       x.data, dy.data, dweight.data, reinterpret_cast<float*>(workspace_.data()),
+                       n, h, w, k, stream_.get());
+                 },
+                 {{dweight.data, dweight.numel(), "dweight"}});
   } else {
     if (!plan.graph_backward_filter.decided)
       search_graph_engine(plan.graph_backward_filter, plan.graph_filter_plan, x.shape, k,
                           cuda::ConvDirection::BackwardFilter, x.data, dweight.data, dy.data);
     ensure_workspace(plan.graph_filter_plan.workspace_bytes());
-    run_chosen(
-        plan.graph_backward_filter, options_.conv_engines, cudnn_filter,
-        [&] {
-          plan.graph_filter_plan.execute(cudnn_.get(), x.data, dweight.data, dy.data,
-                                         workspace_.data());
-        },
-        {{dweight.data, dweight.numel(), "dweight"}});
+    chooser_.run(plan.graph_backward_filter, options_.conv_engines, cudnn_filter,
+                 [&] {
+                   plan.graph_filter_plan.execute(cudnn_.get(), x.data, dweight.data, dy.data,
+                                                  workspace_.data());
+                 },
+                 {{dweight.data, dweight.numel(), "dweight"}});
   }
   // dbias (K) = sum of dy over N, H, W.
-  run_chosen(
+  chooser_.run(
       plan.bias_gradient, options_.conv_bias_gradient,
       [&] {
         PNEUMO_CUDNN_CHECK(cudnnConvolutionBackwardBias(cudnn_.get(), &kOne, plan.y.get(), dy.data,

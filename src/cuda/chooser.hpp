@@ -1,0 +1,71 @@
+// The CUDA backend's tuner: for an op cuDNN and a kernel of ours both implement, which one runs
+// on each shape. Decided once per (op, shape) on the first call, as an option forces or by
+// timing both on the real buffers and keeping the faster (ours only if its outputs then agree
+// with cuDNN's); the op bodies hand it their two candidates and never see how the choice is made.
+// cuDNN's own algorithm search is cuda_conv.cpp's search_algorithm.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+#include <functional>
+#include <initializer_list>
+#include <string>
+#include <vector>
+
+namespace pneumo::cuda {
+
+// Always cuDNN, always ours, or the faster of the two, decided per shape.
+enum class Implementation { Cudnn, Kernel, Fastest };
+
+// A candidate is called with Trial while it is timed or checked (it must then leave alone any
+// state the op updates in place, such as batch-norm's running averages) and with Kept for the
+// one call whose results count.
+enum class Run { Trial, Kept };
+using Candidate = std::function<void(Run)>;
+
+// One (op, shape)'s decision, and what it was based on (-1: not timed).
+struct Choice {
+  bool decided = false, kernel = false;
+  float cudnn_ms = -1, kernel_ms = -1;
+  std::string rejected;  // why our faster kernel was not kept, when it disagreed with cuDNN
+};
+
+// An output both candidates write, compared before our kernel is kept.
+struct Output {
+  const float* data;
+  int64_t count;
+  const char* name;
+};
+
+// Empty when `actual` is within 1e-3 of `expected`'s largest magnitude everywhere, else the first
+// element that is not (a NaN on either side never agrees), labelled with `name`.
+std::string output_disagreement(const std::vector<float>& expected,
+                                const std::vector<float>& actual, const char* name);
+
+class Chooser {
+ public:
+  Chooser() = default;
+  explicit Chooser(cudaStream_t stream) : stream_(stream) {}
+
+  // Decides `choice` if it is not decided yet, then runs the kept candidate (Run::Kept). The
+  // trial runs write the same outputs; the kept call writes them last.
+  void run(Choice& choice, Implementation option, const Candidate& cudnn, const Candidate& kernel,
+           std::initializer_list<Output> outputs);
+  // Candidates that behave the same in trial and for real.
+  void run(Choice& choice, Implementation option, const std::function<void()>& cudnn,
+           const std::function<void()>& kernel, std::initializer_list<Output> outputs);
+
+ private:
+  void decide(Choice& choice, Implementation option, const Candidate& cudnn,
+              const Candidate& kernel, std::initializer_list<Output> outputs);
+  float mean_ms(const Candidate& candidate);  // 1 warm-up, then the mean of 5, by CUDA events
+  // Empty when `kernel` writes what `cudnn` writes (outputs over 2^21 values on their first and
+  // last 2^20, each part against its own largest magnitude), else where they differ.
+  std::string disagreement(const Candidate& cudnn, const Candidate& kernel,
+                           std::initializer_list<Output> outputs);
+
+  cudaStream_t stream_ = nullptr;
+};
+
+}  // namespace pneumo::cuda
