@@ -13,6 +13,7 @@
 #include "cuda/cuda_backend.hpp"
 #include "cuda/cuda_raii.hpp"
 #include "pneumo/error.hpp"
+#include "pneumo/op_geometry.hpp"
 #include "kernels.hpp"
 #include "test_util.hpp"
 
@@ -91,9 +92,9 @@ TEST(CudaPoolingDescriptor, SamePaddingGivesCeilHalfOnEveryModelSize) {
     EXPECT_EQ(c, 3);
   }
   // The recipe's chain: 150 -> 75 -> 38 -> 19 -> 10 -> 5.
-  EXPECT_EQ(cuda::maxpool_same_padding(150), 0);
-  EXPECT_EQ(cuda::maxpool_same_padding(75), 1);
-  EXPECT_EQ(cuda::maxpool_same_padding(19), 1);
+  EXPECT_EQ((PoolGeometry{1, 1, 150, 150}.pad_top()), 0);
+  EXPECT_EQ((PoolGeometry{1, 1, 75, 75}.pad_top()), 1);
+  EXPECT_EQ((PoolGeometry{1, 1, 19, 19}.pad_left()), 1);
 }
 
 TEST(CudaConvolutionDescriptor, SameOutputSizeAndRequestedMathType) {

@@ -18,10 +18,11 @@
 #include "bench/reference.hpp"
 #include "bench/suite_common.hpp"
 #include "bench/timing.hpp"
-#include "cuda/cuda_raii.hpp"
-#include "pneumo/augment.hpp"
-#include "kernels.hpp"
 #include "core/nvtx.hpp"
+#include "cuda/cuda_raii.hpp"
+#include "kernels.hpp"
+#include "pneumo/augment.hpp"
+#include "pneumo/op_geometry.hpp"
 
 namespace pneumo::bench {
 namespace {
@@ -32,15 +33,24 @@ constexpr size_t kMaxWorkspace = size_t{4} << 30;  // per cuDNN algorithm
 
 const char* forward_algo_name(int algo) {
   switch (algo) {
-    case CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM: return "IMPLICIT_GEMM";
-    case CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM: return "IMPLICIT_PRECOMP_GEMM";
-    case CUDNN_CONVOLUTION_FWD_ALGO_GEMM: return "GEMM";
-    case CUDNN_CONVOLUTION_FWD_ALGO_DIRECT: return "DIRECT";
-    case CUDNN_CONVOLUTION_FWD_ALGO_FFT: return "FFT";
-    case CUDNN_CONVOLUTION_FWD_ALGO_FFT_TILING: return "FFT_TILING";
-    case CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD: return "WINOGRAD";
-    case CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD_NONFUSED: return "WINOGRAD_NONFUSED";
-    default: return "UNKNOWN";
+    case CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM:
+      return "IMPLICIT_GEMM";
+    case CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM:
+      return "IMPLICIT_PRECOMP_GEMM";
+    case CUDNN_CONVOLUTION_FWD_ALGO_GEMM:
+      return "GEMM";
+    case CUDNN_CONVOLUTION_FWD_ALGO_DIRECT:
+      return "DIRECT";
+    case CUDNN_CONVOLUTION_FWD_ALGO_FFT:
+      return "FFT";
+    case CUDNN_CONVOLUTION_FWD_ALGO_FFT_TILING:
+      return "FFT_TILING";
+    case CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD:
+      return "WINOGRAD";
+    case CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD_NONFUSED:
+      return "WINOGRAD_NONFUSED";
+    default:
+      return "UNKNOWN";
   }
 }
 
@@ -85,8 +95,9 @@ class CudaSuite {
  public:
   CudaSuite(const KernelBenchConfig& config, BenchRun& run) : config_(config), run_(run) {
     if (!cuda_device_available())
-      throw Error("bench kernels --device cuda: no CUDA device is visible on this machine; use "
-                  "--device cpu (or auto)");
+      throw Error(
+          "bench kernels --device cuda: no CUDA device is visible on this machine; use "
+          "--device cpu (or auto)");
     PNEUMO_CUDA_CHECK(cudaGetDevice(&device_), "bench kernels");
     PNEUMO_CUDNN_CHECK(cudnnCnnVersionCheck(), "cuDNN cnn library (libcudnn_cnn)");
     stream_ = cuda::Stream::create();
@@ -127,9 +138,10 @@ class CudaSuite {
     return Tensor::from_host(shape, values.data(), Device::Cuda);
   }
   void poison(Tensor& t) const {
-    PNEUMO_CUDA_CHECK(cudaMemsetAsync(t.data(), kPoisonByte,
-                                      static_cast<size_t>(t.numel()) * sizeof(float), stream_.get()),
-                      "poisoning ", t.shape().str());
+    PNEUMO_CUDA_CHECK(
+        cudaMemsetAsync(t.data(), kPoisonByte, static_cast<size_t>(t.numel()) * sizeof(float),
+                        stream_.get()),
+        "poisoning ", t.shape().str());
   }
   void synchronize(const std::string& what) const {
     PNEUMO_CUDA_CHECK(cudaStreamSynchronize(stream_.get()), what);
@@ -161,8 +173,8 @@ class CudaSuite {
     const cudaError_t status = cudaDeviceSynchronize();
     if (status != cudaSuccess)
       throw Error(detail::concat(
-          "the CUDA context is unusable after '", r.variant, "' on ", r.op, " ", r.layer,
-          " batch ", r.batch, ": ", cudaGetErrorName(status), " (", cudaGetErrorString(status),
+          "the CUDA context is unusable after '", r.variant, "' on ", r.op, " ", r.layer, " batch ",
+          r.batch, ": ", cudaGetErrorName(status), " (", cudaGetErrorString(status),
           "). The rows so far are reported; run the failing op alone (--ops) under "
           "compute-sanitizer to find the fault"));
   }
@@ -193,7 +205,8 @@ class CudaSuite {
     const cuda::TensorDescriptor y_desc = cuda::make_tensor_descriptor(p.y);
     const cuda::TensorDescriptor bias_desc = cuda::make_tensor_descriptor(1, k, 1, 1);
     const cuda::FilterDescriptor w_desc = cuda::make_filter_descriptor(k, c, 3, 3);
-    const cuda::ConvolutionDescriptor conv_desc = cuda::make_conv3x3_same_descriptor(CUDNN_FMA_MATH);
+    const cuda::ConvolutionDescriptor conv_desc =
+        cuda::make_conv3x3_same_descriptor(CUDNN_FMA_MATH);
     const cuda::ActivationDescriptor relu = cuda::make_relu_descriptor();
 
     auto check = [&](double rtol) {
@@ -209,8 +222,8 @@ class CudaSuite {
       };
     };
     auto conv_row = [&](const std::string& variant, bool baseline, size_t workspace) {
-      BenchRow r = row("conv2d_forward", layer.conv, conv_shape_label(layer), batch, variant,
-                       baseline);
+      BenchRow r =
+          row("conv2d_forward", layer.conv, conv_shape_label(layer), batch, variant, baseline);
       r.reference = conv_reference_label(images);
       r.flops = p.flops();
       r.bytes = p.bytes();
@@ -281,9 +294,7 @@ class CudaSuite {
         } else {
           measure_variant(
               r, poison_y,
-              [&] {
-                PNEUMO_CUDNN_CHECK(fused(), "cudnnConvolutionBiasActivationForward ", name);
-              },
+              [&] { PNEUMO_CUDNN_CHECK(fused(), "cudnnConvolutionBiasActivationForward ", name); },
               check(rtol));
         }
       }
@@ -296,8 +307,8 @@ class CudaSuite {
       measure_variant(
           r, poison_y,
           [&] {
-            kernels::conv3x3_forward_single_channel(x.data(), w.data(), b.data(), y.data(), n,
-                                                    size, size, k, true, stream_.get());
+            kernels::conv3x3_forward_single_channel(x.data(), w.data(), b.data(), y.data(), n, size,
+                                                    size, k, true, stream_.get());
           },
           check(kConvRtol));
     }
@@ -323,11 +334,11 @@ class CudaSuite {
     // CudaBackend's descriptor (deterministic), and cuDNN's other max mode for comparison.
     const cuda::PoolingDescriptor deterministic = cuda::make_maxpool2x2_same_descriptor(h, w);
     cuda::PoolingDescriptor plain = cuda::PoolingDescriptor::create();
-    PNEUMO_CUDNN_CHECK(cudnnSetPooling2dDescriptor(plain.get(), CUDNN_POOLING_MAX,
-                                                   CUDNN_NOT_PROPAGATE_NAN, 2, 2,
-                                                   cuda::maxpool_same_padding(h),
-                                                   cuda::maxpool_same_padding(w), 2, 2),
-                       "max pool ", p.x.str());
+    PNEUMO_CUDNN_CHECK(
+        cudnnSetPooling2dDescriptor(plain.get(), CUDNN_POOLING_MAX, CUDNN_NOT_PROPAGATE_NAN, 2, 2,
+                                    static_cast<int>(PoolGeometry{1, 1, h, w}.pad_top()),
+                                    static_cast<int>(PoolGeometry{1, 1, h, w}.pad_left()), 2, 2),
+        "max pool ", p.x.str());
     struct CudnnMode {
       const char* name;
       cudnnPoolingDescriptor_t desc;
@@ -340,7 +351,9 @@ class CudaSuite {
       r.bytes = bytes;
       return r;
     };
-    auto check_y = [&] { return compare_outputs(download(y).data(), p.y_expected.data(), p.y, 0.0); };
+    auto check_y = [&] {
+      return compare_outputs(download(y).data(), p.y_expected.data(), p.y, 0.0);
+    };
     auto check_dx = [&] {
       return compare_outputs(download(dx).data(), p.dx_expected.data(), p.x, 0.0);
     };
@@ -357,7 +370,8 @@ class CudaSuite {
           check_y);
     }
     {
-      BenchRow r = pool_row("maxpool2d_forward", "ours: kernels/pooling.cu", false, p.forward_bytes());
+      BenchRow r =
+          pool_row("maxpool2d_forward", "ours: kernels/pooling.cu", false, p.forward_bytes());
       measure_variant(
           r, [&] { poison(y); },
           [&] { kernels::maxpool2d_forward(x.data(), y.data(), planes, h, w, stream_.get()); },
@@ -382,7 +396,8 @@ class CudaSuite {
       measure_variant(
           r, [&] { poison(dx); },
           [&] {
-            kernels::maxpool2d_backward(x.data(), dy.data(), dx.data(), planes, h, w, stream_.get());
+            kernels::maxpool2d_backward(x.data(), dy.data(), dx.data(), planes, h, w,
+                                        stream_.get());
           },
           check_dx);
     }
@@ -483,15 +498,15 @@ class CudaSuite {
       // Both twins call the same per-pixel function; a few sampling coordinates may round to the
       // other side of a pixel boundary on the device (FMA contraction), as Parity.GatherAugment
       // allows.
-      r.reference = enabled ? "augment_batch_cpu (CPU twin), |diff| <= ~1e-5 except <= 0.5% of pixels"
-                            : "augment_batch_cpu (CPU twin), exact";
+      r.reference = enabled
+                        ? "augment_batch_cpu (CPU twin), |diff| <= ~1e-5 except <= 0.5% of pixels"
+                        : "augment_batch_cpu (CPU twin), exact";
       r.bytes = p.bytes();
       measure_variant(
           r, [&] { poison(out); },
           [&] {
             augment_batch_cuda(images.data(), p.image_count, size, indices.data(),
-                               static_cast<int>(batch), settings, p.key, out.data(),
-                               stream_.get());
+                               static_cast<int>(batch), settings, p.key, out.data(), stream_.get());
           },
           [&] {
             return compare_outputs(download(out).data(), expected.data(), out_shape,

@@ -3,6 +3,8 @@
 // cuda_conv.cpp and cuda_backend.cpp), so a move to the graph API stays local.
 #include "cuda/cuda_raii.hpp"
 
+#include "pneumo/op_geometry.hpp"
+
 #include <climits>
 #include <sstream>
 
@@ -115,8 +117,9 @@ FilterDescriptor make_filter_descriptor(int64_t k, int64_t c, int64_t kh, int64_
 
 ConvolutionDescriptor make_conv3x3_same_descriptor(cudnnMathType_t math_type) {
   ConvolutionDescriptor desc = ConvolutionDescriptor::create();
-  // pad 1, stride 1, dilation 1: output size = input size for a 3x3 kernel.
-  PNEUMO_CUDNN_CHECK(cudnnSetConvolution2dDescriptor(desc.get(), 1, 1, 1, 1, 1, 1,
+  // pad 1, stride 1, dilation 1: output size = input size for a 3x3 kernel (ConvGeometry).
+  constexpr int pad = static_cast<int>(ConvGeometry::kPadding);
+  PNEUMO_CUDNN_CHECK(cudnnSetConvolution2dDescriptor(desc.get(), pad, pad, 1, 1, 1, 1,
                                                      CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT),
                      "3x3 same convolution");
   PNEUMO_CUDNN_CHECK(cudnnSetConvolutionMathType(desc.get(), math_type), "math type ",
@@ -124,17 +127,16 @@ ConvolutionDescriptor make_conv3x3_same_descriptor(cudnnMathType_t math_type) {
   return desc;
 }
 
-int maxpool_same_padding(int64_t size) { return size % 2 == 1 ? 1 : 0; }
-
 PoolingDescriptor make_maxpool2x2_same_descriptor(int64_t height, int64_t width) {
   PoolingDescriptor desc = PoolingDescriptor::create();
+  const PoolGeometry g{1, 1, height, width};
   // Output = 1 + floor((size + 2 pad - 2) / 2) = ceil(size / 2) with pad = size % 2. Window i
   // covers rows [2i - pad, 2i - pad + 1], so the padding row read is row -1 (top/left) only.
   // cuDNN never lets a padded element win a max. The deterministic mode makes the backward pass
   // reproducible; ties go to one element of the window (see maxpool2d_backward).
   PNEUMO_CUDNN_CHECK(cudnnSetPooling2dDescriptor(
                          desc.get(), CUDNN_POOLING_MAX_DETERMINISTIC, CUDNN_NOT_PROPAGATE_NAN, 2, 2,
-                         maxpool_same_padding(height), maxpool_same_padding(width), 2, 2),
+                         static_cast<int>(g.pad_top()), static_cast<int>(g.pad_left()), 2, 2),
                      "2x2 max pool for H=", height, " W=", width);
   return desc;
 }

@@ -147,10 +147,9 @@ TensorDescriptor make_tensor_descriptor(const Shape& shape);
 FilterDescriptor make_filter_descriptor(int64_t k, int64_t c, int64_t kh, int64_t kw);
 // 3x3 'same' cross-correlation, stride 1, float32 accumulation, with the given math type.
 ConvolutionDescriptor make_conv3x3_same_descriptor(cudnnMathType_t math_type);
-// Padding of the 2x2 / stride-2 'same' max pool on an axis of this size: 1 when odd, else 0.
-// cuDNN pads both sides but rounds the output size down, so the one padding row/column that
-// is ever read sits on the top/left and the output is ceil(size / 2) (backend.hpp convention).
-int maxpool_same_padding(int64_t size);
+// The 2x2 / stride-2 'same' max pool: padding PoolGeometry's pad_top / pad_left (1 on an odd
+// axis). cuDNN pads both sides but rounds the output size down, so the one padding row/column
+// ever read sits on the top/left and the output is ceil(size / 2) (pneumo/op_geometry.hpp).
 PoolingDescriptor make_maxpool2x2_same_descriptor(int64_t height, int64_t width);
 ActivationDescriptor make_relu_descriptor();
 
