@@ -141,6 +141,10 @@ class TrainingRun {
   // Trains and validates epoch `epoch`. Returns an exit status when the run must end now (a
   // signal arrived), else nothing; sets `stopped` when a callback ended the training.
   std::optional<int> train_and_validate(int epoch, bool& stopped);
+  EpochStats train_one_epoch(int epoch);
+  EpochMetrics validate(int epoch, const EpochStats& train_stats);
+  std::optional<int> end_epoch(const EpochMetrics& metrics, const EpochStats& train_stats,
+                               bool& stopped);
   void finish();
   // Saves at an epoch end, or inside epoch `epochs_done` when `partial` says how far it got.
   void save(const std::string& name, int epochs_done, const EpochStats* partial = nullptr);
@@ -281,6 +285,18 @@ int TrainingRun::run() {
 }
 
 std::optional<int> TrainingRun::train_and_validate(int epoch, bool& stopped) {
+  const EpochStats train_stats = train_one_epoch(epoch);
+  if (train_stats.interrupted) {
+    save("checkpoints/last.safetensors", epoch, &train_stats);
+    return interrupted(epoch, &train_stats);
+  }
+  const EpochMetrics metrics = validate(epoch, train_stats);
+  return end_epoch(metrics, train_stats, stopped);
+}
+
+// The epoch's training steps (from where an interrupted epoch stopped, when resuming inside it),
+// with the progress line; a non-finite loss stops the run naming the last good checkpoint.
+EpochStats TrainingRun::train_one_epoch(int epoch) {
   const bool resumed_inside = epoch == first_epoch_ && resumed_.epoch_step > 0;
   callbacks_.on_epoch_begin(epoch, control_);
   if (resumed_inside)
@@ -316,11 +332,12 @@ std::optional<int> TrainingRun::train_and_validate(int epoch, bool& stopped) {
   }
   steps_done_ += train_stats.steps - epoch_options.first_step;
   progress_->end_epoch();
-  if (train_stats.interrupted) {
-    save("checkpoints/last.safetensors", epoch, &train_stats);
-    return interrupted(epoch, &train_stats);
-  }
+  return train_stats;
+}
 
+// The epoch's metrics: training loss and accuracy, validation's, and (--val-stress) the stress
+// variants of validation.
+EpochMetrics TrainingRun::validate(int epoch, const EpochStats& train_stats) {
   EpochStats val_stats;
   const std::vector<float> val_logits = trainer_->predict_logits(val_set_, &val_stats);
   MetricsReport val_report = evaluate_binary("val", val_logits, splits_.val.labels);
@@ -334,6 +351,14 @@ std::optional<int> TrainingRun::train_and_validate(int epoch, bool& stopped) {
     for (const auto& [name, value] : stress_as_values(stress, "val_stress_"))
       metrics.values[name] = value;
   }
+  return metrics;
+}
+
+// The callbacks' turn, the epoch's line, the checkpoints and then the history (never ahead of
+// them); a stop requested by a callback or a signal that came during validation.
+std::optional<int> TrainingRun::end_epoch(const EpochMetrics& metrics,
+                                          const EpochStats& train_stats, bool& stopped) {
+  const int epoch = metrics.epoch;
   EpochRecord record{epoch, control_.learning_rate, train_stats.seconds, metrics.values};
   control_.clear_requests();
   callbacks_.on_epoch_end(metrics, control_);
