@@ -9,6 +9,7 @@
 #include <memory>
 #include <vector>
 
+#include "cli/commands/flag_text.hpp"
 #include "pneumo/callbacks.hpp"
 #include "pneumo/error.hpp"
 
@@ -266,7 +267,7 @@ TEST(LearningRateSchedule, StepExponentialCosineValues) {
   TrainingControl control;
   cosine_schedule.on_epoch_begin(2, control);
   EXPECT_NEAR(control.learning_rate, 5.05e-4, 1e-15);
-  EXPECT_THROW(parse_schedule_kind("linear"), Error);
+  EXPECT_THROW(cli::parse_schedule_kind("linear"), Error);
 }
 
 TEST(CallbackList, RefusesDuplicatesAndTwoLearningRateControllers) {

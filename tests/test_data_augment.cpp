@@ -9,6 +9,7 @@
 #include <cmath>
 #include <vector>
 
+#include "cli/commands/flag_text.hpp"
 #include "pneumo/augment.hpp"
 #include "augment_math.hpp"
 #include "pneumo/error.hpp"
@@ -362,11 +363,11 @@ TEST(Augment, PerImageStandardisationGivesMeanZeroAndUnitDeviation) {
 }
 
 TEST(Augment, NamesOfModesAndNormalisationsRoundTrip) {
-  EXPECT_EQ(parse_zoom_mode("keras"), ZoomMode::Independent);
-  EXPECT_EQ(parse_zoom_mode(zoom_mode_name(ZoomMode::Isotropic)), ZoomMode::Isotropic);
-  EXPECT_THROW(parse_zoom_mode("anisotropic"), Error);
-  EXPECT_EQ(parse_normalization("per-image"), InputNormalization::PerImage);
-  EXPECT_THROW(parse_normalization("imagenet"), Error);
+  EXPECT_EQ(cli::parse_zoom_mode("keras"), ZoomMode::Independent);
+  EXPECT_EQ(cli::parse_zoom_mode(zoom_mode_name(ZoomMode::Isotropic)), ZoomMode::Isotropic);
+  EXPECT_THROW(cli::parse_zoom_mode("anisotropic"), Error);
+  EXPECT_EQ(cli::parse_normalization("per-image"), InputNormalization::PerImage);
+  EXPECT_THROW(cli::parse_normalization("imagenet"), Error);
   // Every checkpoint written before per-image standardisation says "x/255, grayscale".
   EXPECT_EQ(normalization_from_description("x/255, grayscale"), InputNormalization::Unit);
   EXPECT_EQ(normalization_from_description(normalization_description(InputNormalization::PerImage)),

@@ -9,6 +9,7 @@
 #include <random>
 #include <set>
 
+#include "cli/commands/flag_text.hpp"
 #include "data_test_util.hpp"
 #include "pneumo/error.hpp"
 #include "pneumo/sampling.hpp"
@@ -146,13 +147,13 @@ TEST(CarveValidation, NeverSplitsAPatientOfTheRealTrainSet) {
 }
 
 TEST(ValSplitOption, Parses) {
-  EXPECT_EQ(parse_val_split("official").source, ValidationSource::Official);
-  const auto carve = parse_val_split("0.2", 5);
+  EXPECT_EQ(cli::parse_val_split("official").source, ValidationSource::Official);
+  const auto carve = cli::parse_val_split("0.2", 5);
   EXPECT_EQ(carve.source, ValidationSource::Carve);
   EXPECT_DOUBLE_EQ(carve.fraction, 0.2);
   EXPECT_EQ(carve.seed, 5u);
   for (const char* bad : {"", "1", "1.5", "-0.1", "abc", "0.2x"})
-    EXPECT_THROW(parse_val_split(bad), Error) << bad;
+    EXPECT_THROW(cli::parse_val_split(bad), Error) << bad;
 }
 
 Split tiny_train_split(const FileList& list, int size) {
@@ -173,7 +174,7 @@ TEST(MakeTrainVal, CarvedAndOfficial) {
   dataset.cache_dir = "/nowhere";
   dataset.size = 3;
   dataset.splits.push_back(tiny_train_split(list, 3));
-  const auto carved = make_train_val(dataset, parse_val_split("0.25", 3));
+  const auto carved = make_train_val(dataset, cli::parse_val_split("0.25", 3));
   EXPECT_EQ(carved.train.count() + carved.val.count(), dataset.splits[0].count());
   EXPECT_EQ(carved.val.name, "val-carved");
   // Pixels and labels follow their images: image i is filled with the value i.
@@ -185,7 +186,7 @@ TEST(MakeTrainVal, CarvedAndOfficial) {
   EXPECT_NE(carved.description.find("grouped by patient"), std::string::npos);
   // No val split in the cache: "official" is refused with the cache named.
   try {
-    make_train_val(dataset, parse_val_split("official"));
+    make_train_val(dataset, cli::parse_val_split("official"));
     ADD_FAILURE() << "official val accepted without a val split";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("/nowhere"), std::string::npos) << e.what();
@@ -193,7 +194,7 @@ TEST(MakeTrainVal, CarvedAndOfficial) {
   Split val = tiny_train_split(synthetic_list(2, 2), 3);
   val.name = "val";
   dataset.splits.push_back(val);
-  const auto official = make_train_val(dataset, parse_val_split("official"));
+  const auto official = make_train_val(dataset, cli::parse_val_split("official"));
   EXPECT_EQ(official.train.count(), dataset.splits[0].count());
   EXPECT_EQ(official.val.count(), val.count());
   EXPECT_EQ(official.val.images, val.images);
@@ -271,10 +272,10 @@ TEST(ClassWeights, KerasBalancedFormula) {
   const auto per_sample = sample_weights({0, 1, 1, 1}, BalanceMode::ClassWeight);
   EXPECT_EQ(per_sample, (std::vector<float>{2.0f, 4.0f / 6.0f, 4.0f / 6.0f, 4.0f / 6.0f}));
   EXPECT_EQ(labels_as_float({0, 1, 1}), (std::vector<float>{0.0f, 1.0f, 1.0f}));
-  EXPECT_EQ(parse_balance_mode("class-weight"), BalanceMode::ClassWeight);
-  EXPECT_EQ(parse_balance_mode("oversample"), BalanceMode::Oversample);
-  EXPECT_EQ(parse_balance_mode("none"), BalanceMode::None);
-  EXPECT_THROW(parse_balance_mode("balanced"), Error);
+  EXPECT_EQ(cli::parse_balance_mode("class-weight"), BalanceMode::ClassWeight);
+  EXPECT_EQ(cli::parse_balance_mode("oversample"), BalanceMode::Oversample);
+  EXPECT_EQ(cli::parse_balance_mode("none"), BalanceMode::None);
+  EXPECT_THROW(cli::parse_balance_mode("balanced"), Error);
   EXPECT_STREQ(to_string(BalanceMode::ClassWeight), "class-weight");
 }
 

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <map>
 
+#include "cli/commands/flag_text.hpp"
 #include "pneumo/model.hpp"
 #include "pneumo/sampling.hpp"
 #include "pneumo/trainer.hpp"
@@ -74,7 +75,7 @@ TEST(Model, GapHeadReplacesFlattenAndNamesItsArchitecture) {
   model.initialize(5);
   Tensor x = testing::random_tensor({2, 1, 150, 150}, Device::Cpu, 3, 0.0f, 1.0f);
   for (float v : testing::to_host(model.forward(x, /*training=*/false))) EXPECT_TRUE(std::isfinite(v));
-  EXPECT_THROW(parse_model_head("attention"), Error);
+  EXPECT_THROW(cli::parse_model_head("attention"), Error);
 }
 
 TEST(Model, GlorotInitialisationIsDeterministicAndBounded) {

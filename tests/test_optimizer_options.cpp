@@ -5,6 +5,7 @@
 
 #include <cmath>
 
+#include "cli/commands/flag_text.hpp"
 #include "pneumo/backend.hpp"
 #include "elementwise.hpp"
 #include "pneumo/model.hpp"
@@ -117,8 +118,8 @@ TEST(Trainer, AdamWHoldsTwoMomentsAndCountsItsSteps) {
   EXPECT_GT(first, 0.0);
   EXPECT_GT(second, 0.0);
   EXPECT_NE(to_host(model.parameters()), before);
-  EXPECT_THROW(parse_optimizer("sgd"), Error);
-  EXPECT_STREQ(optimizer_name(parse_optimizer("adamw")), "adamw");
+  EXPECT_THROW(cli::parse_optimizer("sgd"), Error);
+  EXPECT_STREQ(optimizer_name(cli::parse_optimizer("adamw")), "adamw");
 }
 
 TEST(LabelSmoothing, TrainingTargetsMoveTowardsOneHalf) {

@@ -59,12 +59,10 @@ struct AugmentSettings {
   AugmentParams fixed;
 };
 
-// "keras" / "isotropic", "unit" / "per-image"; the parse functions throw pneumo::Error naming the
-// accepted values.
+// "keras" / "isotropic", "unit" / "per-image" (the flags' text is read in
+// src/cli/commands/flag_text.cpp).
 const char* zoom_mode_name(ZoomMode mode);
-ZoomMode parse_zoom_mode(const std::string& text);
 const char* normalization_name(InputNormalization normalization);
-InputNormalization parse_normalization(const std::string& text);
 // The checkpoint's "normalisation" metadata text for each, and back ("x/255, grayscale" is what
 // every checkpoint written before per-image standardisation existed says).
 std::string normalization_description(InputNormalization normalization);

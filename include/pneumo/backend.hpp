@@ -195,7 +195,6 @@ class Backend {
 };
 
 enum class DeviceChoice { Auto, Cpu, Cuda };
-DeviceChoice parse_device_choice(const std::string& text);  // "auto" | "cpu" | "cuda"
 
 struct BackendOptions {
   DeviceChoice device = DeviceChoice::Auto;

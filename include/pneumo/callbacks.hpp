@@ -193,7 +193,6 @@ struct LearningRateScheduleOptions {
   int total_epochs = 12;  // cosine: epochs to reach the floor
   double floor_lr = 0.0;  // cosine
 };
-LearningRateScheduleOptions::Kind parse_schedule_kind(const std::string& text);  // step|exponential|cosine
 const char* to_string(LearningRateScheduleOptions::Kind kind);
 
 class LearningRateSchedule : public Callback {

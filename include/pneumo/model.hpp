@@ -27,7 +27,6 @@ struct ParameterInfo {
 // average pooling (256 -> fc1), which cannot read where in the image a feature sits.
 enum class ModelHead { Flatten, GlobalAverage };
 const char* model_head_name(ModelHead head);       // "flatten" | "gap"
-ModelHead parse_model_head(const std::string& text);
 // The architecture a checkpoint records: "seed-cnn-v1" (Flatten) or "seed-cnn-v1-gap".
 std::string architecture_name(ModelHead head);
 

@@ -48,9 +48,6 @@ struct ValidationOptions {
   uint64_t seed = 0;
 };
 
-// `--val-split`: "official" (the dataset's own val split) or a fraction in [0, 1), e.g. "0.15".
-ValidationOptions parse_val_split(const std::string& text, uint64_t seed = 0);
-
 struct TrainValSplits {
   Split train;
   Split val;
@@ -66,7 +63,6 @@ Split subset(const Split& split, const std::vector<int32_t>& indices, const std:
 
 // ---- Balancing and the epoch order ------------------------------------------------------------
 enum class BalanceMode { Oversample, ClassWeight, None };
-BalanceMode parse_balance_mode(const std::string& text);  // "oversample" | "class-weight" | "none"
 const char* to_string(BalanceMode mode);
 
 // The order in which epoch `epoch` visits the training images: int32 indices into `labels`.

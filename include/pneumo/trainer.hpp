@@ -35,7 +35,6 @@ struct ImageSet {
 };
 
 enum class OptimizerKind { RmsProp, AdamW };
-OptimizerKind parse_optimizer(const std::string& text);  // "rmsprop" | "adamw"
 const char* optimizer_name(OptimizerKind kind);
 
 struct OptimizerSettings {

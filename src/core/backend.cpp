@@ -8,11 +8,5 @@ namespace pneumo {
 
 nlohmann::json Backend::report(int /*batch*/) const { return nlohmann::json::object(); }
 
-DeviceChoice parse_device_choice(const std::string& text) {
-  if (text == "auto") return DeviceChoice::Auto;
-  if (text == "cpu") return DeviceChoice::Cpu;
-  if (text == "cuda") return DeviceChoice::Cuda;
-  throw Error("unknown device '" + text + "': expected auto, cpu or cuda");
-}
 
 }  // namespace pneumo

@@ -11,23 +11,11 @@ const char* zoom_mode_name(ZoomMode mode) {
   return mode == ZoomMode::Isotropic ? "isotropic" : "keras";
 }
 
-ZoomMode parse_zoom_mode(const std::string& text) {
-  if (text == "keras") return ZoomMode::Independent;
-  if (text == "isotropic") return ZoomMode::Isotropic;
-  throw Error("--zoom-mode must be keras (x and y drawn independently) or isotropic, got '" +
-              text + "'");
-}
 
 const char* normalization_name(InputNormalization normalization) {
   return normalization == InputNormalization::PerImage ? "per-image" : "unit";
 }
 
-InputNormalization parse_normalization(const std::string& text) {
-  if (text == "unit") return InputNormalization::Unit;
-  if (text == "per-image") return InputNormalization::PerImage;
-  throw Error("--normalization must be unit (x/255) or per-image (standardised per image), got '" +
-              text + "'");
-}
 
 namespace {
 constexpr const char* kUnitDescription = "x/255, grayscale";

@@ -125,22 +125,6 @@ ValidationSplit carve_validation(const std::vector<uint8_t>& labels,
   return split;
 }
 
-ValidationOptions parse_val_split(const std::string& text, uint64_t seed) {
-  ValidationOptions options;
-  options.seed = seed;
-  if (text == "official") {
-    options.source = ValidationSource::Official;
-    return options;
-  }
-  char* end = nullptr;
-  const double value = std::strtod(text.c_str(), &end);
-  if (text.empty() || end != text.c_str() + text.size() || !(value >= 0.0 && value < 1.0))
-    throw Error("--val-split '" + detail::excerpt(text) +
-                "': expected 'official' or a fraction of train in [0, 1), e.g. 0.15");
-  options.source = ValidationSource::Carve;
-  options.fraction = value;
-  return options;
-}
 
 Split subset(const Split& split, const std::vector<int32_t>& indices, const std::string& name) {
   Split out;
@@ -201,12 +185,6 @@ TrainValSplits make_train_val(const Dataset& dataset, const ValidationOptions& o
   return result;
 }
 
-BalanceMode parse_balance_mode(const std::string& text) {
-  if (text == "oversample") return BalanceMode::Oversample;
-  if (text == "class-weight") return BalanceMode::ClassWeight;
-  if (text == "none") return BalanceMode::None;
-  throw Error("--balance '" + text + "': expected oversample, class-weight or none");
-}
 
 const char* to_string(BalanceMode mode) {
   switch (mode) {

@@ -317,14 +317,6 @@ void ModelCheckpointPolicy::load_state(const json& state) {
 
 // ---- Learning-rate schedules ---------------------------------------------------------------
 
-LearningRateScheduleOptions::Kind parse_schedule_kind(const std::string& text) {
-  using Kind = LearningRateScheduleOptions::Kind;
-  if (text == "step") return Kind::Step;
-  if (text == "exponential") return Kind::Exponential;
-  if (text == "cosine") return Kind::Cosine;
-  throw Error("unknown learning-rate schedule '" + text + "': expected step, exponential or cosine");
-}
-
 const char* to_string(LearningRateScheduleOptions::Kind kind) {
   using Kind = LearningRateScheduleOptions::Kind;
   switch (kind) {

@@ -354,12 +354,6 @@ const char* model_head_name(ModelHead head) {
   return head == ModelHead::GlobalAverage ? "gap" : "flatten";
 }
 
-ModelHead parse_model_head(const std::string& text) {
-  if (text == "flatten") return ModelHead::Flatten;
-  if (text == "gap") return ModelHead::GlobalAverage;
-  throw Error("--head must be flatten (the recipe) or gap (global average pooling), got '" +
-              text + "'");
-}
 
 std::string architecture_name(ModelHead head) {
   return head == ModelHead::GlobalAverage ? "seed-cnn-v1-gap" : "seed-cnn-v1";

@@ -40,11 +40,6 @@ void ImageSet::smooth_labels(const std::vector<uint8_t>& hard_labels, float smoo
   labels = Tensor::from_host({count}, targets.data(), labels.device());
 }
 
-OptimizerKind parse_optimizer(const std::string& text) {
-  if (text == "rmsprop") return OptimizerKind::RmsProp;
-  if (text == "adamw") return OptimizerKind::AdamW;
-  throw Error("--optimizer must be rmsprop or adamw, got '" + text + "'");
-}
 
 const char* optimizer_name(OptimizerKind kind) {
   return kind == OptimizerKind::AdamW ? "adamw" : "rmsprop";

@@ -13,6 +13,7 @@
 #include <opencv2/imgproc.hpp>
 #include <sstream>
 
+#include "cli/commands/flag_text.hpp"
 #include "data_test_util.hpp"
 #include "opencv/image_tree.hpp"
 #include "pneumo/data.hpp"
@@ -233,7 +234,7 @@ TEST(OpenDataset, TheSampleTreeHasItsDocumentedCounts) {
   EXPECT_EQ(d.split("val").class_counts(), (std::array<int64_t, 2>{8, 8}));
   EXPECT_EQ(d.split("test").class_counts(), (std::array<int64_t, 2>{30, 30}));
   // Carving works on it and keeps patients whole.
-  const auto splits = make_train_val(d, parse_val_split("0.2"));
+  const auto splits = make_train_val(d, cli::parse_val_split("0.2"));
   EXPECT_EQ(splits.train.count() + splits.val.count(), 120);
 }
 

@@ -9,6 +9,7 @@
 
 #include "bench/train_bench.hpp"
 #include "cli/commands/commands.hpp"
+#include "cli/commands/flag_text.hpp"
 #include "cli/commands/guards.hpp"
 #include "pneumo/backend.hpp"
 #include "pneumo/error.hpp"

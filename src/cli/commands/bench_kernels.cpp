@@ -7,6 +7,7 @@
 
 #include "bench/kernel_bench.hpp"
 #include "cli/commands/commands.hpp"
+#include "cli/commands/flag_text.hpp"
 #include "pneumo/backend.hpp"
 #include "pneumo/error.hpp"
 

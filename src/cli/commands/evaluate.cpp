@@ -10,6 +10,7 @@
 #include <optional>
 
 #include "cli/commands/commands.hpp"
+#include "cli/commands/flag_text.hpp"
 #include "pneumo/backend.hpp"
 #include "pneumo/checkpoint.hpp"
 #include "pneumo/data.hpp"

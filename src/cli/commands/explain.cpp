@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "cli/commands/commands.hpp"
+#include "cli/commands/flag_text.hpp"
 #include "pneumo/backend.hpp"
 #include "pneumo/checkpoint.hpp"
 #include "pneumo/data.hpp"

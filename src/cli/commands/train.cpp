@@ -18,6 +18,7 @@
 #include <sstream>
 
 #include "cli/commands/commands.hpp"
+#include "cli/commands/flag_text.hpp"
 #include "cli/commands/fault_injection.hpp"
 #include "cli/commands/guards.hpp"
 #include "pneumo/backend.hpp"

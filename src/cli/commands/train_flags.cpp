@@ -2,6 +2,8 @@
 // config.json (to_json), validation, and the JSON -> flags expansion of --config / --resume.
 #include "cli/commands/train_flags.hpp"
 
+#include "cli/commands/flag_text.hpp"
+
 #include <CLI/CLI.hpp>
 #include <charconv>
 #include <cmath>

@@ -1,0 +1,76 @@
+// Flag text -> the lower layers' types (see flag_text.hpp).
+#include "cli/commands/flag_text.hpp"
+
+#include <cstdlib>
+
+#include "pneumo/error.hpp"
+
+namespace pneumo::cli {
+
+DeviceChoice parse_device_choice(const std::string& text) {
+  if (text == "auto") return DeviceChoice::Auto;
+  if (text == "cpu") return DeviceChoice::Cpu;
+  if (text == "cuda") return DeviceChoice::Cuda;
+  throw Error("unknown device '" + text + "': expected auto, cpu or cuda");
+}
+
+BalanceMode parse_balance_mode(const std::string& text) {
+  if (text == "oversample") return BalanceMode::Oversample;
+  if (text == "class-weight") return BalanceMode::ClassWeight;
+  if (text == "none") return BalanceMode::None;
+  throw Error("--balance '" + text + "': expected oversample, class-weight or none");
+}
+
+ValidationOptions parse_val_split(const std::string& text, uint64_t seed) {
+  ValidationOptions options;
+  options.seed = seed;
+  if (text == "official") {
+    options.source = ValidationSource::Official;
+    return options;
+  }
+  char* end = nullptr;
+  const double value = std::strtod(text.c_str(), &end);
+  if (text.empty() || end != text.c_str() + text.size() || !(value >= 0.0 && value < 1.0))
+    throw Error("--val-split '" + detail::excerpt(text) +
+                "': expected 'official' or a fraction of train in [0, 1), e.g. 0.15");
+  options.source = ValidationSource::Carve;
+  options.fraction = value;
+  return options;
+}
+
+LearningRateScheduleOptions::Kind parse_schedule_kind(const std::string& text) {
+  using Kind = LearningRateScheduleOptions::Kind;
+  if (text == "step") return Kind::Step;
+  if (text == "exponential") return Kind::Exponential;
+  if (text == "cosine") return Kind::Cosine;
+  throw Error("unknown learning-rate schedule '" + text + "': expected step, exponential or cosine");
+}
+
+OptimizerKind parse_optimizer(const std::string& text) {
+  if (text == "rmsprop") return OptimizerKind::RmsProp;
+  if (text == "adamw") return OptimizerKind::AdamW;
+  throw Error("--optimizer must be rmsprop or adamw, got '" + text + "'");
+}
+
+ZoomMode parse_zoom_mode(const std::string& text) {
+  if (text == "keras") return ZoomMode::Independent;
+  if (text == "isotropic") return ZoomMode::Isotropic;
+  throw Error("--zoom-mode must be keras (x and y drawn independently) or isotropic, got '" +
+              text + "'");
+}
+
+InputNormalization parse_normalization(const std::string& text) {
+  if (text == "unit") return InputNormalization::Unit;
+  if (text == "per-image") return InputNormalization::PerImage;
+  throw Error("--normalization must be unit (x/255) or per-image (standardised per image), got '" +
+              text + "'");
+}
+
+ModelHead parse_model_head(const std::string& text) {
+  if (text == "flatten") return ModelHead::Flatten;
+  if (text == "gap") return ModelHead::GlobalAverage;
+  throw Error("--head must be flatten (the recipe) or gap (global average pooling), got '" +
+              text + "'");
+}
+
+}  // namespace pneumo::cli

@@ -1,0 +1,31 @@
+// The text of `pneumo` flags that name a choice, read into the types the lower layers take:
+// parsing a flag's value lives with the command line (the train flag table, evaluate, predict,
+// explain, bench), not in the layer that uses the value. Each function throws pneumo::Error
+// naming the accepted values; the table (train_flags.cpp) turns that into a usage error naming
+// the flag.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "pneumo/augment.hpp"
+#include "pneumo/backend.hpp"
+#include "pneumo/callbacks.hpp"
+#include "pneumo/model.hpp"
+#include "pneumo/sampling.hpp"
+#include "pneumo/trainer.hpp"
+
+namespace pneumo::cli {
+
+DeviceChoice parse_device_choice(const std::string& text);  // "auto" | "cpu" | "cuda"
+BalanceMode parse_balance_mode(const std::string& text);  // "oversample" | "class-weight" | "none"
+// --val-split: "official" (the dataset's own val split) or a fraction in [0, 1), e.g. "0.15".
+ValidationOptions parse_val_split(const std::string& text, uint64_t seed = 0);
+// --schedule: "step" | "exponential" | "cosine" ("none" is the plateau callback, no schedule).
+LearningRateScheduleOptions::Kind parse_schedule_kind(const std::string& text);
+OptimizerKind parse_optimizer(const std::string& text);  // "rmsprop" | "adamw"
+ZoomMode parse_zoom_mode(const std::string& text);  // "keras" | "isotropic"
+InputNormalization parse_normalization(const std::string& text);  // "unit" | "per-image"
+ModelHead parse_model_head(const std::string& text);  // "flatten" | "gap"
+
+}  // namespace pneumo::cli
