@@ -1,7 +1,7 @@
 // Bad input that needs no image decoding, through the `pneumo` binary: flag values out of range
 // (exit 2), missing, empty and half-made data folders, unwritable outputs, damaged and foreign
 // caches and checkpoints (exit 1), each refused with a message naming the value or the file, and
-// never a crash or a hang. The image cases are in opencv/test_bad_input.cpp; README "Bad input"
+// never a crash or a hang. The image cases are in opencv/test_bad_input.cpp; docs/bad-input.md
 // lists the decisions.
 #include <gtest/gtest.h>
 #include <sys/stat.h>

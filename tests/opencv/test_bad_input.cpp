@@ -2,7 +2,7 @@
 // file and why), what is accepted and how it is decoded (PNG, BMP, 16-bit, colour, 1x1, very
 // large, names with spaces, commas and UTF-8), and what stops `pneumo prepare` (missing, empty or
 // half-made trees, an unwritable output). The cases without images are in ../test_bad_input.cpp;
-// README "Bad input" lists the decisions.
+// docs/bad-input.md lists the decisions.
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <unistd.h>
