@@ -30,8 +30,9 @@ struct AugmentTransform {
 constexpr uint32_t kPhotometricCounterBase = 0x80000000u;
 
 // Parameters of image slot `slot` of a batch: three Philox calls under `key` (stream kAugment,
-// keyed by epoch and step), so a slot's draw is independent of the batch size and identical on
-// the CPU and the GPU. Word use, first call (counter 2 slot): angle v[0], zoom v[1], shift_x v[2],
+// keyed by epoch and step) for the global slot key.first + slot, so a slot's draw is independent
+// of the batch size and of how the batch is split across ranks, and identical on the CPU and the
+// GPU. Word use, first call (counter 2 slot): angle v[0], zoom v[1], shift_x v[2],
 // shift_y v[3]; second (2 slot + 1): flip = top bit of v[0], y zoom v[1], sharpness v[2]; third
 // (2^31 + slot): aspect v[0], brightness v[1], contrast v[2], gamma v[3]. Every word is drawn
 // whether or not its option is on, so turning an option on leaves the other draws as they were.
@@ -41,6 +42,7 @@ constexpr uint32_t kPhotometricCounterBase = 0x80000000u;
 // bit for bit).
 PNEUMO_HD AugmentParams draw_augment_params(RngKey key, uint32_t slot,
                                             const AugmentSettings& settings, int size) {
+  slot += key.first;
   const Philox4 a = philox4x32(key, 2u * slot);
   const Philox4 b = philox4x32(key, 2u * slot + 1u);
   const Philox4 c = philox4x32(key, kPhotometricCounterBase + slot);

@@ -155,6 +155,17 @@ __global__ void input_gradient_kernel(const float* x, const float* dy, float* dx
   });
 }
 
+// One thread per channel: the factors of dx from sums given (over every rank's batch).
+__global__ void factors_from_sums_kernel(const float* sums, int64_t channels, double count,
+                                         const float* gamma, const float* inv_std,
+                                         BatchNormGradientFactors* factors) {
+  for (int64_t c = global_thread_index(); c < channels; c += grid_stride()) {
+    const BatchNormChannelFactors f =
+        batchnorm_factors_from_sums(sums[c], sums[channels + c], count, gamma[c], inv_std[c]);
+    factors[c] = {f.scale, f.mean_dy, f.mean_dy_xhat};
+  }
+}
+
 }  // namespace
 
 int64_t batchnorm_scratch_floats(const BiasReduction& r, int64_t channels) {
@@ -200,6 +211,23 @@ void batchnorm_backward(const float* x, const float* dy, const float* gamma,
       scratch, channels, r.chunks, static_cast<double>(batch * spatial), gamma, saved_inv_std,
       dgamma, dbeta, factors);
   PNEUMO_LAUNCH_CHECK("gradient_finalize_kernel", "channels=", channels);
+  input_gradient_kernel<<<plane_grid(batch * channels, spatial), kThreadsPerBlock, 0, stream>>>(
+      x, dy, dx, saved_mean, saved_inv_std, factors, batch * channels, channels, spatial);
+  PNEUMO_LAUNCH_CHECK("input_gradient_kernel", "total=", total);
+}
+
+void batchnorm_backward_input(const float* x, const float* dy, const float* gamma,
+                              const float* saved_mean, const float* saved_inv_std,
+                              const float* sums, double count, float* dx, float* scratch,
+                              int64_t batch, int64_t channels, int64_t spatial,
+                              cudaStream_t stream) {
+  const int64_t total = batch * channels * spatial;
+  if (total == 0) return;
+  static_assert(sizeof(BatchNormGradientFactors) == 3 * sizeof(float), "scratch: 3 floats each");
+  auto* factors = reinterpret_cast<BatchNormGradientFactors*>(scratch);
+  factors_from_sums_kernel<<<blocks_for(channels), kThreadsPerBlock, 0, stream>>>(
+      sums, channels, count, gamma, saved_inv_std, factors);
+  PNEUMO_LAUNCH_CHECK("factors_from_sums_kernel", "channels=", channels);
   input_gradient_kernel<<<plane_grid(batch * channels, spatial), kThreadsPerBlock, 0, stream>>>(
       x, dy, dx, saved_mean, saved_inv_std, factors, batch * channels, channels, spatial);
   PNEUMO_LAUNCH_CHECK("input_gradient_kernel", "total=", total);

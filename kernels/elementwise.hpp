@@ -24,16 +24,19 @@ PNEUMO_HD float dropout_multiplier_from_bits(uint32_t bits, float rate) {
   return uniform_from_bits(bits) < rate ? 0.0f : 1.0f / (1.0f - rate);
 }
 
+// `index` is local: the element's place in the global batch is key.first + index.
 PNEUMO_HD float dropout_multiplier(RngKey key, uint32_t index, float rate) {
+  index += key.first;
   return dropout_multiplier_from_bits(philox4x32(key, index >> 2).v[index & 3u], rate);
 }
 
 // y = x * mask over elements [4 * group, 4 * group + 4) that are below n, from one Philox call:
 // the values of dropout_multiplier element by element, at a quarter of the generator's cost. y may
-// alias x. The kernel and the CPU twin both walk the tensor in these groups.
+// alias x. The kernel and the CPU twin both walk the tensor in these groups; key.first is a
+// multiple of 4 (the op's entry checks it), so local groups are global groups.
 PNEUMO_HD void dropout_group(const float* x, float* y, int64_t n, uint32_t group, float rate,
                              RngKey key) {
-  const Philox4 bits = philox4x32(key, group);
+  const Philox4 bits = philox4x32(key, group + key.first / 4u);
   const int64_t first = static_cast<int64_t>(group) * 4;
   for (int j = 0; j < 4; ++j)
     if (first + j < n) y[first + j] = x[first + j] * dropout_multiplier_from_bits(bits.v[j], rate);
@@ -130,6 +133,18 @@ PNEUMO_HD float batchnorm_input_gradient(float x, float dy, float mean, float in
                                          float mean_dy, float mean_dy_xhat) {
   const float xhat = (x - mean) * inv_std;
   return scale * (dy - mean_dy - xhat * mean_dy_xhat);
+}
+
+// The factors above for one channel from the batch's sums over `count` values (sum dy and
+// sum dy xhat, e.g. added up over every rank of a data-parallel run), in double.
+struct BatchNormChannelFactors {
+  float scale, mean_dy, mean_dy_xhat;
+};
+PNEUMO_HD BatchNormChannelFactors batchnorm_factors_from_sums(double sum_dy, double sum_dy_xhat,
+                                                              double count, float gamma,
+                                                              float inv_std) {
+  return {static_cast<float>(gamma * static_cast<double>(inv_std)),
+          static_cast<float>(sum_dy / count), static_cast<float>(sum_dy_xhat / count)};
 }
 
 }  // namespace pneumo

@@ -46,7 +46,7 @@ void dropout_apply(const float* x, float* y, int64_t n, float rate, RngKey key,
 // weighted losses, stats[1] += correct count (block reduction, one atomic per block and stat).
 // weights == nullptr means weight 1.
 void sigmoid_bce(const float* logits, const float* labels, const float* weights, float* dlogits,
-                 float* stats, int64_t n, cudaStream_t stream);
+                 float* stats, int64_t n, int64_t batch_count, cudaStream_t stream);
 
 // If value[0] is not finite and marker[0] == 0: marker[0] = step + 1 (one thread).
 void mark_nonfinite(const float* value, float* marker, int64_t step, cudaStream_t stream);
@@ -84,6 +84,13 @@ void batchnorm_backward(const float* x, const float* dy, const float* gamma,
                         const float* saved_mean, const float* saved_inv_std, float* dx,
                         float* dgamma, float* dbeta, float* scratch, const BiasReduction& r,
                         int64_t batch, int64_t channels, int64_t spatial, cudaStream_t stream);
+// dx from per-channel sums (2, channels) over `count` values (Backend::batchnorm_backward_input);
+// `scratch` holds 3 * channels floats.
+void batchnorm_backward_input(const float* x, const float* dy, const float* gamma,
+                              const float* saved_mean, const float* saved_inv_std,
+                              const float* sums, double count, float* dx, float* scratch,
+                              int64_t batch, int64_t channels, int64_t spatial,
+                              cudaStream_t stream);
 
 // ---- kernels/pooling.cu -------------------------------------------------------------------------
 // Hand-written 2x2 / stride-2 'same' max pool (top/left padding on odd sizes), the twin of the

@@ -11,10 +11,11 @@
 namespace pneumo::kernels {
 namespace {
 
-// logits, labels, weights (nullable), dlogits: (n); stats: (2) accumulated.
+// logits, labels, weights (nullable), dlogits: (n); stats: (2) accumulated; batch_count: the
+// images of the whole (global) batch, the gradient's divisor.
 __global__ void sigmoid_bce_kernel(const float* logits, const float* labels, const float* weights,
-                                   float* dlogits, float* stats, int64_t n) {
-  const float batch = static_cast<float>(n);
+                                   float* dlogits, float* stats, int64_t n, int64_t batch_count) {
+  const float batch = static_cast<float>(batch_count);
   float loss_sum = 0.0f, correct_sum = 0.0f;
   for (int64_t i = global_thread_index(); i < n; i += grid_stride()) {
     const BceElement e = pneumo::sigmoid_bce(logits[i], labels[i], weights ? weights[i] : 1.0f);
@@ -42,10 +43,11 @@ void mark_nonfinite(const float* value, float* marker, int64_t step, cudaStream_
 }
 
 void sigmoid_bce(const float* logits, const float* labels, const float* weights, float* dlogits,
-                 float* stats, int64_t n, cudaStream_t stream) {
+                 float* stats, int64_t n, int64_t batch_count, cudaStream_t stream) {
   if (n == 0) return;
   sigmoid_bce_kernel<<<blocks_for(n), kThreadsPerBlock, 0, stream>>>(logits, labels, weights,
-                                                                     dlogits, stats, n);
+                                                                     dlogits, stats, n,
+                                                                     batch_count);
   PNEUMO_LAUNCH_CHECK("sigmoid_bce_kernel", "n=", n, weights ? " weighted" : " unweighted");
 }
 

@@ -593,6 +593,23 @@ TEST_P(BatchNormParity, Backward) {
   }
 }
 
+// dx from sums given (synchronised batch-norm): the CUDA kernel against the CPU twin, with sums
+// that are not this batch's own (as another rank's images would make them).
+TEST_P(BatchNormParity, BackwardInputFromSums) {
+  Pair x = random(x_shape(), 55, -1.0f, 3.0f), dy = random(x_shape(), 56);
+  Pair gamma = random(c_shape(), 57, 0.5f, 1.5f);
+  Pair mean = random(c_shape(), 58, 0.0f, 2.0f), inv_std = random(c_shape(), 59, 0.5f, 2.0f);
+  Pair sums = random(Shape{2, GetParam().c}, 60, -3.0f, 3.0f);
+  const double count = 3.0 * static_cast<double>(x_shape().numel() / GetParam().c);
+  Pair dx = output(x_shape());
+  cpu_->batchnorm_backward_input(x.cpu, dy.cpu, gamma.cpu, mean.cpu, inv_std.cpu, sums.cpu, count,
+                                 dx.cpu);
+  cuda_->batchnorm_backward_input(x.cuda, dy.cuda, gamma.cuda, mean.cuda, inv_std.cuda, sums.cuda,
+                                  count, dx.cuda);
+  EXPECT_ON_DEVICE(dx.cuda);
+  EXPECT_TRUE(close_to(dx.cuda, dx.cpu, 1e-5, "dx"));
+}
+
 INSTANTIATE_TEST_SUITE_P(AwkwardShapes, BatchNormParity,
                          ::testing::Values(PoolCase{1, 3, 4, 5}, PoolCase{2, 4, 3, 3},
                                            PoolCase{4, 2, 1, 1}, PoolCase{3, 5, 7, 1},
@@ -612,8 +629,9 @@ class DropoutParity : public Parity, public ::testing::WithParamInterface<PoolCa
 // equal x * dropout_multiplier computed here on the host.
 TEST_P(DropoutParity, ForwardAndBackwardMasksAreIdentical) {
   const Shape shape{GetParam().n, GetParam().c, GetParam().h, GetParam().w};
-  const RngKey key = make_key(1234, RngStream::kDropout, 3, 17, 2);
-  for (float rate : {0.0f, 0.1f, 0.2f, 0.5f}) {
+  RngKey key = make_key(1234, RngStream::kDropout, 3, 17, 2);
+  for (float rate : {0.0f, 0.1f, 0.2f, 0.5f, 0.3f}) {
+    if (rate == 0.3f) key.first = 4 * 12345;  // a data-parallel rank's place in the global batch
     const std::vector<float> x_values = uniform(shape.numel(), 61, 0.5f, 1.5f);  // never 0
     Pair x = upload(shape, x_values), y = output(shape), dx = output(shape);
     cpu_->dropout_forward(x.cpu, y.cpu, rate, key);

@@ -42,6 +42,9 @@ namespace pneumo {
   OP(batchnorm_backward, (ConstTensorView x, ConstTensorView dy, ConstTensorView gamma, \
       ConstTensorView saved_mean, ConstTensorView saved_inv_std, double epsilon, TensorView dx, \
       TensorView dgamma, TensorView dbeta)) \
+  OP(batchnorm_backward_input, (ConstTensorView x, ConstTensorView dy, ConstTensorView gamma, \
+      ConstTensorView saved_mean, ConstTensorView saved_inv_std, ConstTensorView sums, \
+      double count, TensorView dx)) \
   OP(dropout_forward, (ConstTensorView x, TensorView y, float rate, RngKey key)) \
   OP(dropout_backward, (ConstTensorView dy, TensorView dx, float rate, RngKey key)) \
   OP(dense_forward, (ConstTensorView x, ConstTensorView weight, ConstTensorView bias, \
@@ -49,7 +52,7 @@ namespace pneumo {
   OP(dense_backward, (ConstTensorView x, ConstTensorView weight, ConstTensorView dy, \
       TensorView dx, TensorView dweight, TensorView dbias)) \
   OP(sigmoid_bce, (ConstTensorView logits, ConstTensorView labels, ConstTensorView weights, \
-      TensorView dlogits, TensorView stats)) \
+      TensorView dlogits, TensorView stats, int64_t batch_count)) \
   OP(mark_nonfinite, (ConstTensorView value, int64_t step, TensorView marker)) \
   OP(rmsprop_step, (TensorView params, ConstTensorView grads, TensorView mean_square, \
       float learning_rate, float rho, float epsilon)) \
@@ -80,6 +83,9 @@ class Backend {
   virtual Device device() const = 0;
   virtual std::string name() const = 0;  // e.g. "cpu (2 threads, OpenBLAS)" or "cuda (NVIDIA H100)"
   virtual void synchronize() {}
+  // The stream every op is issued on (a cudaStream_t on the CUDA backend; nullptr on the CPU), so
+  // that collectives between ranks (NCCL) run in order with the ops.
+  virtual void* native_stream() const { return nullptr; }
   // What the backend chose and measured by itself for inputs of batch size `batch`, for
   // benchmarks and reports (CUDA: cuDNN's algorithm searches, and where it timed cuDNN against
   // our kernels, as {"conv_searches": [...], "implementation_choices": [...]}); an empty object
@@ -134,8 +140,17 @@ class Backend {
   void batchnorm_backward(ConstTensorView x, ConstTensorView dy, ConstTensorView gamma,
                           ConstTensorView saved_mean, ConstTensorView saved_inv_std, double epsilon,
                           TensorView dx, TensorView dgamma, TensorView dbeta);
+  // dx alone, from the channel sums of a batch that may be larger than x (synchronised batch-norm
+  // across data-parallel ranks): sums (2, C) holds sum dy (row 0) and sum dy xhat (row 1) over
+  // `count` values per channel, xhat = (x - saved_mean) saved_inv_std, and
+  //   dx = gamma inv_std (dy - sum_dy / count - xhat sum_dy_xhat / count).
+  // Given this batch's own dbeta and dgamma as sums and count = N H W, it is batchnorm_backward's dx.
+  void batchnorm_backward_input(ConstTensorView x, ConstTensorView dy, ConstTensorView gamma,
+                                ConstTensorView saved_mean, ConstTensorView saved_inv_std,
+                                ConstTensorView sums, double count, TensorView dx);
 
   // ---- Dropout (inverted; mask = dropout_multiplier(key, element index, rate)) --------------
+  // The element index is global: key.first (a multiple of 4) + the flat position in x.
   void dropout_forward(ConstTensorView x, TensorView y, float rate, RngKey key);
   void dropout_backward(ConstTensorView dy, TensorView dx, float rate, RngKey key);
 
@@ -148,11 +163,18 @@ class Backend {
 
   // ---- Fused sigmoid + binary cross-entropy on logits ---------------------------------------
   // logits, labels: (N) or (N, 1); weights: per-sample weights (N), or data == nullptr for 1.
-  // dlogits = weight * (sigmoid(z) - y) / N (the gradient of the batch-mean loss).
+  // dlogits = weight * (sigmoid(z) - y) / batch_count: the gradient of the batch-mean loss, where
+  // batch_count is the images of the whole batch: N on one process, the global batch when a
+  // data-parallel rank holds N of its images (then the ranks' gradients add up to one process's).
   // stats (2): stats[0] += sum of weighted losses, stats[1] += count of correct predictions at
   // 0.5; accumulated on the device so an epoch needs one read.
   void sigmoid_bce(ConstTensorView logits, ConstTensorView labels, ConstTensorView weights,
-                   TensorView dlogits, TensorView stats);
+                   TensorView dlogits, TensorView stats, int64_t batch_count);
+  // The whole batch here: batch_count = N.
+  void sigmoid_bce(ConstTensorView logits, ConstTensorView labels, ConstTensorView weights,
+                   TensorView dlogits, TensorView stats) {
+    sigmoid_bce(logits, labels, weights, dlogits, stats, logits.shape.rank() ? logits.shape[0] : 0);
+  }
 
   // ---- Non-finite guard ---------------------------------------------------------------------
   // value (1), marker (1), both on this device: if value[0] is NaN or infinite and marker[0] is
@@ -170,7 +192,7 @@ class Backend {
   // ---- Input pipeline ------------------------------------------------------------------------
   // images: uint8 (image_count, size, size) on this device; indices: int32 (N) on this device.
   // out: (N, 1, size, size) float in [0, 1]. With settings.enabled, image slot i is warped by
-  // parameters drawn from (key, i); else a plain gather and scale.
+  // parameters drawn from (key, key.first + i); else a plain gather and scale.
   void gather_augment(const uint8_t* images, int64_t image_count, int size, const int32_t* indices,
                       const AugmentSettings& settings, RngKey key, TensorView out);
   // out[i] = values[indices[i]]; values and indices on this device (labels, sample weights).

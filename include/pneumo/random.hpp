@@ -14,9 +14,9 @@ enum class RngStream : uint32_t {
   kInit = 1,         // weight initialisation (index = parameter element)
   kShuffle = 2,      // epoch permutation
   kOversample = 3,   // minority-class replicas
-  kAugment = 4,      // per-image augmentation parameters (index = image slot in the batch)
+  kAugment = 4,      // per-image augmentation parameters (index = image slot in the global batch)
   kValSplit = 5,     // validation split carving
-  kDropout = 16,     // dropout masks: kDropout + layer index (index = element in the batch tensor)
+  kDropout = 16,     // dropout masks: kDropout + layer index (index = element in the global batch)
 };
 
 struct RngKey {
@@ -24,6 +24,10 @@ struct RngKey {
   uint32_t stream = 0;
   uint32_t epoch = 0;
   uint32_t step = 0;
+  // Where this call's first item sits in the global batch: 0 on one process; a data-parallel
+  // rank holding images [first, first + n) of each global batch draws what one process draws for
+  // them. Augmentation counts it in images, dropout in elements (see each op's contract).
+  uint32_t first = 0;
 };
 
 inline RngKey make_key(uint64_t seed, RngStream stream, uint32_t epoch = 0, uint32_t step = 0,

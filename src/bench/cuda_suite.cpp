@@ -451,7 +451,7 @@ class CudaSuite {
           r, prepare,
           [&] {
             kernels::sigmoid_bce(logits.data(), labels.data(), nullptr, dlogits.data(),
-                                 stats.data(), n, stream_.get());
+                                 stats.data(), n, n, stream_.get());
           },
           check);
     }

@@ -73,14 +73,18 @@ void check_batchnorm_epsilon(const char* op, double epsilon) {
                kMinBatchNormEpsilon, " (cuDNN's)");
 }
 
-// Dropout masks are indexed by the element's flat position as a 32-bit counter.
+// Dropout masks are indexed by the element's flat position in the global batch (key.first +
+// local position) as a 32-bit counter, in groups of four elements per generator call.
 void check_dropout(Device device, const char* op, ConstTensorView input, ConstTensorView output,
-                   float rate) {
+                   float rate, RngKey key) {
   expect_on(device, op, {{"input", input}, {"output", output}});
   expect_shape(op, "output", output.shape, input.shape);
   PNEUMO_CHECK(rate >= 0.0f && rate < 1.0f, op, ": rate ", rate, " outside [0, 1)");
-  PNEUMO_CHECK(input.numel() <= (int64_t{1} << 32), op, ": ", input.shape.str(),
-               " has more elements than the 32-bit mask index covers");
+  PNEUMO_CHECK(input.numel() + key.first <= (int64_t{1} << 32), op, ": ", input.shape.str(),
+               " from element ", key.first,
+               " of the global batch goes past what the 32-bit mask index covers");
+  PNEUMO_CHECK(key.first % 4 == 0, op, ": the global offset ", key.first,
+               " is not a multiple of 4 (masks are drawn four elements at a time)");
 }
 
 }  // namespace
@@ -268,16 +272,41 @@ void Backend::batchnorm_backward(ConstTensorView x, ConstTensorView dy, ConstTen
   observe(op, x.shape);
 }
 
+void Backend::batchnorm_backward_input(ConstTensorView x, ConstTensorView dy,
+                                       ConstTensorView gamma, ConstTensorView saved_mean,
+                                       ConstTensorView saved_inv_std, ConstTensorView sums,
+                                       double count, TensorView dx) {
+  const char* op = "batchnorm_backward_input";
+  expect_on(device(), op,
+            {{"x", x},
+             {"dy", dy},
+             {"gamma", gamma},
+             {"saved_mean", saved_mean},
+             {"saved_inv_std", saved_inv_std},
+             {"sums", sums},
+             {"dx", dx}});
+  const ChannelLayout layout = checked_channel_layout(op, x.shape);
+  expect_shape(op, "dy", dy.shape, x.shape);
+  expect_shape(op, "dx", dx.shape, x.shape);
+  expect_shapes(op, layout.channel_shape(),
+                {{"gamma", gamma}, {"saved_mean", saved_mean}, {"saved_inv_std", saved_inv_std}});
+  expect_shape(op, "sums", sums.shape, Shape{2, layout.channels});
+  PNEUMO_CHECK(count >= static_cast<double>(layout.count()), op, ": count ", count,
+               " is below the ", layout.count(), " values per channel of x");
+  batchnorm_backward_input_impl(x, dy, gamma, saved_mean, saved_inv_std, sums, count, dx);
+  observe(op, x.shape);
+}
+
 // ---- Dropout -----------------------------------------------------------------------------------
 
 void Backend::dropout_forward(ConstTensorView x, TensorView y, float rate, RngKey key) {
-  check_dropout(device(), "dropout_forward", x, y, rate);
+  check_dropout(device(), "dropout_forward", x, y, rate, key);
   dropout_forward_impl(x, y, rate, key);
   observe("dropout_forward", x.shape);
 }
 
 void Backend::dropout_backward(ConstTensorView dy, TensorView dx, float rate, RngKey key) {
-  check_dropout(device(), "dropout_backward", dy, dx, rate);
+  check_dropout(device(), "dropout_backward", dy, dx, rate, key);
   dropout_backward_impl(dy, dx, rate, key);
   observe("dropout_backward", dy.shape);
 }
@@ -316,7 +345,7 @@ void Backend::dense_backward(ConstTensorView x, ConstTensorView weight, ConstTen
 // --------------------------------------------------------------------
 
 void Backend::sigmoid_bce(ConstTensorView logits, ConstTensorView labels, ConstTensorView weights,
-                          TensorView dlogits, TensorView stats) {
+                          TensorView dlogits, TensorView stats, int64_t batch_count) {
   const char* op = "sigmoid_bce";
   expect_on(device(), op,
             {{"logits", logits}, {"labels", labels}, {"dlogits", dlogits}, {"stats", stats}});
@@ -332,7 +361,9 @@ void Backend::sigmoid_bce(ConstTensorView logits, ConstTensorView labels, ConstT
                " do not match logits ", shape.str());
   expect_shape(op, "dlogits", dlogits.shape, shape);
   expect_shape(op, "stats", stats.shape, Shape{2});
-  sigmoid_bce_impl(logits, labels, weights, dlogits, stats);
+  PNEUMO_CHECK(batch_count >= batch, op, ": batch_count ", batch_count, " is below the ", batch,
+               " logits given");
+  sigmoid_bce_impl(logits, labels, weights, dlogits, stats, batch_count);
   observe(op, logits.shape);
 }
 

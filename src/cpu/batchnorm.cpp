@@ -123,4 +123,24 @@ void CpuBackend::batchnorm_backward_impl(ConstTensorView x, ConstTensorView dy,
   });
 }
 
+void CpuBackend::batchnorm_backward_input_impl(ConstTensorView x, ConstTensorView dy,
+                                               ConstTensorView gamma, ConstTensorView saved_mean,
+                                               ConstTensorView saved_inv_std,
+                                               ConstTensorView sums, double count,
+                                               TensorView dx) {
+  const ChannelLayout layout = channel_layout(x.shape);
+  pool_.parallel_for(layout.channels, [&](int64_t begin, int64_t end, int /*worker*/) {
+    for (int64_t c = begin; c < end; ++c) {
+      const BatchNormChannelFactors f =
+          batchnorm_factors_from_sums(sums.data[c], sums.data[layout.channels + c], count,
+                                      gamma.data[c], saved_inv_std.data[c]);
+      for_each_in_channel(layout, c, [&](int64_t i) {
+        dx.data[i] = batchnorm_input_gradient(x.data[i], dy.data[i], saved_mean.data[c],
+                                              saved_inv_std.data[c], f.scale, f.mean_dy,
+                                              f.mean_dy_xhat);
+      });
+    }
+  });
+}
+
 }  // namespace pneumo::cpu

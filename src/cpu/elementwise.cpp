@@ -65,7 +65,8 @@ void CpuBackend::dropout_backward_impl(ConstTensorView dy, TensorView dx, float 
 }
 
 void CpuBackend::sigmoid_bce_impl(ConstTensorView logits, ConstTensorView labels,
-                                  ConstTensorView weights, TensorView dlogits, TensorView stats) {
+                                  ConstTensorView weights, TensorView dlogits, TensorView stats,
+                                  int64_t batch_count) {
   const bool weighted = weights.data != nullptr;
   const Shape& shape = logits.shape;
   const int64_t batch = shape[0];
@@ -76,7 +77,7 @@ void CpuBackend::sigmoid_bce_impl(ConstTensorView logits, ConstTensorView labels
         pneumo::sigmoid_bce(logits.data[i], labels.data[i], weighted ? weights.data[i] : 1.0f);
     loss_sum += e.loss;
     correct += e.correct;
-    dlogits.data[i] = e.gradient / static_cast<float>(batch);
+    dlogits.data[i] = e.gradient / static_cast<float>(batch_count);
   }
   stats.data[0] += static_cast<float>(loss_sum);
   stats.data[1] += static_cast<float>(correct);

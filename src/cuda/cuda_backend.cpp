@@ -62,9 +62,8 @@ void require_numel(std::initializer_list<Named> tensors, int64_t numel, const ch
   for (const Named& t : tensors) require_numel(t.view, numel, op, t.name);
 }
 
-// Batch-norm and pooling take (N, C, H, W); batch-norm also (N, F) as (N, F, 1, 1).
+// Batch-norm and pooling take (N, C, H, W) (the entry checks have made sure).
 std::array<int64_t, 4> nchw(const Shape& shape, const char* op) {
-  if (shape.rank() == 2) return {shape[0], shape[1], 1, 1};
   PNEUMO_CHECK(shape.rank() == 4, op, ": expected an (N, C, H, W) tensor, got ", shape.str());
   return {shape[0], shape[1], shape[2], shape[3]};
 }
@@ -392,6 +391,21 @@ void CudaBackend::batchnorm_backward_impl(ConstTensorView x, ConstTensorView dy,
       {{dx.data, dx.numel(), "dx"}, {dgamma.data, c, "dgamma"}, {dbeta.data, c, "dbeta"}});
 }
 
+// Our kernel only: cuDNN's legacy API has no backward from sums given.
+void CudaBackend::batchnorm_backward_input_impl(ConstTensorView x, ConstTensorView dy,
+                                                ConstTensorView gamma, ConstTensorView saved_mean,
+                                                ConstTensorView saved_inv_std,
+                                                ConstTensorView sums, double count,
+                                                TensorView dx) {
+  PNEUMO_NVTX_RANGE("batchnorm_backward_input");
+  const std::array<int64_t, 4> dims = nchw(x.shape, "batchnorm_backward_input");
+  ensure_workspace(static_cast<size_t>(3 * dims[1]) * sizeof(float));
+  kernels::batchnorm_backward_input(x.data, dy.data, gamma.data, saved_mean.data,
+                                    saved_inv_std.data, sums.data, count, dx.data,
+                                    reinterpret_cast<float*>(workspace_.data()), dims[0], dims[1],
+                                    dims[2] * dims[3], stream_.get());
+}
+
 // ---- Dropout ------------------------------------------------------------------------------------
 
 void CudaBackend::dropout_forward_impl(ConstTensorView x, TensorView y, float rate, RngKey key) {
@@ -448,13 +462,11 @@ void CudaBackend::dense_backward_impl(ConstTensorView x, ConstTensorView weight,
 // ---- Loss, optimizer, input pipeline ------------------------------------------------------------
 
 void CudaBackend::sigmoid_bce_impl(ConstTensorView logits, ConstTensorView labels,
-                                   ConstTensorView weights, TensorView dlogits, TensorView stats) {
+                                   ConstTensorView weights, TensorView dlogits, TensorView stats,
+                                   int64_t batch_count) {
   PNEUMO_NVTX_RANGE("sigmoid_bce");
-  const int64_t n = logits.shape.rank() >= 1 ? logits.shape[0] : 0;
-  if (weights.data != nullptr) {
-  }
-  kernels::sigmoid_bce(logits.data, labels.data, weights.data, dlogits.data, stats.data, n,
-                       stream_.get());
+  kernels::sigmoid_bce(logits.data, labels.data, weights.data, dlogits.data, stats.data,
+                       logits.shape[0], batch_count, stream_.get());
 }
 
 void CudaBackend::mark_nonfinite_impl(ConstTensorView value, int64_t step, TensorView marker) {

@@ -89,6 +89,7 @@ class CudaBackend final : public Backend {
   Device device() const override { return Device::Cuda; }
   std::string name() const override { return name_; }
   void synchronize() override;
+  void* native_stream() const override { return stream_.get(); }
   nlohmann::json report(int batch) const override;  // cuda_report.cpp
   // Every op of the interface (include/pneumo/backend.hpp); the checks ran before.
   PNEUMO_BACKEND_IMPLEMENTS
