@@ -12,6 +12,7 @@ packages=(
   libgtest-dev                 # tests
   nlohmann-json3-dev           # JSON: cache metadata, checkpoints' headers, reports
   libcli11-dev                 # command line
+  libopenmpi-dev openmpi-bin   # data-parallel ranks (mpirun); CI runs two CPU ranks
   clang-14 libclang-rt-14-dev  # fuzz targets: clang with libFuzzer and its sanitizer runtimes
   llvm-14                      # llvm-symbolizer, for file:line frames in the fuzzers' reports
 )

@@ -48,6 +48,7 @@ struct ModelConfig {
 };
 
 class Layer;
+class Communicator;
 
 class Model {
  public:
@@ -63,7 +64,8 @@ class Model {
 
   // input: (N, 1, S, S) with N <= max_batch, on the backend's device. Returns the logits (N, 1).
   // In training mode batch-norm uses batch statistics (and updates running averages) and dropout
-  // draws masks from (seed, epoch, step) with stream kDropout + layer index.
+  // draws masks from (seed, epoch, step) with stream kDropout + layer index; dropout_key.first is
+  // the index of input image 0 in the global batch (a data-parallel rank's shard), 0 otherwise.
   ConstTensorView forward(ConstTensorView input, bool training, RngKey dropout_key = {});
   // dlogits: (N, 1). Fills gradients() for the last training forward. After an inference forward
   // it gives the input gradients of that (affine batch-norm, identity dropout) network, for
@@ -98,6 +100,10 @@ class Model {
   using LayerMarker = std::function<void(size_t layer, bool backward)>;
   void set_layer_marker(LayerMarker marker) { layer_marker_ = std::move(marker); }
 
+  // Training batch-norm statistics over the whole batch of every rank in `group` (synchronised
+  // batch-norm; several host round trips per layer and step); nullptr: over this process's images.
+  void synchronise_batchnorm(Communicator* group);
+
   const ModelConfig& config() const { return config_; }
   int max_batch() const { return max_batch_; }
   Backend& backend() { return backend_; }
@@ -109,6 +115,7 @@ class Model {
   Tensor parameters_, gradients_, buffers_;
   std::vector<ParameterInfo> parameter_infos_, buffer_infos_;
   std::vector<std::unique_ptr<Layer>> layers_;
+  std::vector<Layer*> batchnorms_;  // the BatchNorm2d layers
   std::vector<ConstTensorView> last_outputs_, last_input_gradients_;
   LayerMarker layer_marker_;
 };

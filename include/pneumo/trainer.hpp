@@ -11,6 +11,7 @@
 
 #include "pneumo/augment.hpp"
 #include "pneumo/backend.hpp"
+#include "pneumo/distributed.hpp"
 #include "pneumo/error.hpp"
 #include "pneumo/model.hpp"
 #include "pneumo/tensor.hpp"
@@ -111,9 +112,18 @@ class Trainer {
   int64_t optimizer_steps() const { return optimizer_steps_; }
   void set_optimizer_steps(int64_t steps) { optimizer_steps_ = steps; }
 
-  // One training step on images order[first .. first + n) of `data` (order on the device).
-  // Random keys: (seed, epoch, step). Accumulates into the device-side epoch statistics, and
-  // marks the step if the running loss stops being finite.
+  // Data-parallel training: this process is one rank of `group` (which must outlive the trainer).
+  // Each step then takes the rank's shard of the global batch, adds the gradients up across the
+  // ranks before the optimizer, and epoch statistics and predictions cover every rank's images.
+  // The default is the group of one.
+  void set_group(Communicator& group) { group_ = &group; }
+  Communicator& group() const { return *group_; }
+
+  // One training step on the global batch of n images device_order[0 .. n) of `data` (order on
+  // the device); this rank takes shard_of(n, rank, ranks) of them. Random keys: (seed, epoch,
+  // step) at the images' places in the global batch, so the ranks together draw what one process
+  // draws. Accumulates into this rank's device-side epoch statistics, and marks the step if the
+  // running loss stops being finite.
   void train_step(const ImageSet& data, const int32_t* device_order, int n, uint32_t epoch,
                   uint32_t step);
 
@@ -124,7 +134,8 @@ class Trainer {
   EpochStats train_epoch(const ImageSet& data, const std::vector<int32_t>& order, uint32_t epoch,
                          const StepCallback& on_progress = {}, const EpochOptions& options = {});
 
-  // Inference over every image of `data` in order; returns the logits on the host and the mean
+  // Inference over every image of `data` in order (each rank predicts its shard; the logits are
+  // gathered so every rank returns all of them); returns the logits on the host and the mean
   // loss/accuracy at 0.5 in `stats`. With `fixed`, every image first goes through that one
   // transform (a stress variant of the split, or a flip for test-time augmentation).
   std::vector<float> predict_logits(const ImageSet& data, EpochStats* stats = nullptr,
@@ -134,9 +145,11 @@ class Trainer {
   void set_phase_marker(PhaseMarker marker) { phase_marker_ = std::move(marker); }
 
   // The device-side loss/accuracy accumulators: reset (to sums carried over from before an
-  // interruption, or 0), and read as means over `images` (reading synchronises with the device).
+  // interruption, or 0, on rank 0), and read as means over `images` (reading synchronises with
+  // the device): this rank's sums, or (read_group_stats, a collective) every rank's added up.
   void reset_stats(double loss_sum = 0.0, double correct = 0.0);
   EpochStats read_stats(int64_t images) const;
+  EpochStats read_group_stats(int64_t images) const;
 
  private:
   TensorView loss_and_correct();  // the first two statistics, as sigmoid_bce accumulates them
@@ -154,6 +167,7 @@ class Trainer {
   Tensor stats_;  // (3): loss sum, correct count, first non-finite step + 1 (0: none)
   Array<int32_t> order_;
   PhaseMarker phase_marker_;
+  Communicator* group_ = &single_process();
 };
 
 }  // namespace pneumo

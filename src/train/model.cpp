@@ -7,6 +7,7 @@
 #include <cmath>
 #include <utility>
 
+#include "pneumo/distributed.hpp"
 #include "pneumo/error.hpp"
 #include "core/nvtx.hpp"
 #include "train/layers.hpp"
@@ -131,12 +132,25 @@ class BatchNorm2d final : public Layer {
     saved_inv_std_ = backend.empty({channels_});
     zeros_ = backend.zeros({channels_});
   }
+  // Statistics over every rank's shard of the batch (synchronised batch-norm) instead of this
+  // rank's alone; nullptr: this rank's (as one process, or DDP without SyncBatchNorm).
+  void synchronise_over(Communicator* group, Backend& backend) {
+    group_ = group;
+    if (group_ && sums_.numel() == 0) {
+      local_mean_ = backend.empty({channels_});
+      local_var_ = backend.empty({channels_});
+      batch_var_ = backend.empty({channels_});
+      sums_ = backend.empty({2, channels_});
+    }
+  }
   ConstTensorView forward(Backend& backend, ConstTensorView x, bool training, RngKey) override {
     PNEUMO_NVTX_RANGE("batchnorm forward");
     x_ = x;
     training_ = training;
     TensorView y = batch_view(y_, x.shape);
-    if (training)
+    if (training && group_)
+      forward_synchronised(backend, x, y);
+    else if (training)
       backend.batchnorm_forward_training(x, gamma_v_, beta_v_, mean_v_, var_v_, 1.0 - momentum_,
                                          epsilon_, y, saved_mean_, saved_inv_std_);
     else
@@ -155,16 +169,87 @@ class BatchNorm2d final : public Layer {
     }
     backend.batchnorm_backward(x_, dy, gamma_v_, saved_mean_, saved_inv_std_, epsilon_, dx,
                                dgamma_, dbeta_);
+    if (group_) backward_synchronised(backend, dy, dx);
     return dx;
   }
 
  private:
+  // This rank's mean and unbiased variance (the training op with average factor 1 leaves them in
+  // its running-average outputs), gathered from every rank and combined in rank order in double
+  // (Chan et al.'s pairwise update), so every rank normalises with the same global statistics and
+  // updates the running averages as one process would.
+  void forward_synchronised(Backend& backend, ConstTensorView x, TensorView y) {
+    backend.batchnorm_forward_training(x, gamma_v_, beta_v_, local_mean_.view(), local_var_.view(),
+                                       1.0, epsilon_, y, saved_mean_, saved_inv_std_);
+    const auto c = static_cast<size_t>(channels_);
+    const double count = static_cast<double>(x.numel() / channels_);
+    std::vector<float> mean(c), var(c);
+    local_mean_.copy_to_host(mean.data());
+    local_var_.copy_to_host(var.data());
+    std::vector<double> mine{count};
+    mine.insert(mine.end(), mean.begin(), mean.end());
+    mine.insert(mine.end(), var.begin(), var.end());
+    const std::vector<double> all = group_->all_gather(mine);
+    const size_t stride = 1 + 2 * c;
+    std::vector<double> total_mean(c, 0.0), squares(c, 0.0);
+    double total = 0.0;
+    for (size_t r = 0; r * stride < all.size(); ++r) {
+      const double* rank = all.data() + r * stride;
+      const double n = rank[0];
+      for (size_t k = 0; k < c; ++k) {
+        const double delta = rank[1 + k] - total_mean[k];
+        total_mean[k] += delta * n / (total + n);
+        squares[k] += rank[1 + c + k] * (n - 1.0) + delta * delta * total * n / (total + n);
+      }
+      total += n;
+    }
+    count_ = total;
+    std::vector<float> running_mean(c), running_var(c), batch_mean(c), batch_var(c), inv_std(c);
+    copy_bytes(running_mean.data(), Device::Cpu, mean_v_.data, mean_v_.device, c * sizeof(float));
+    copy_bytes(running_var.data(), Device::Cpu, var_v_.data, var_v_.device, c * sizeof(float));
+    const double factor = 1.0 - momentum_;
+    for (size_t k = 0; k < c; ++k) {
+      batch_mean[k] = static_cast<float>(total_mean[k]);
+      batch_var[k] = static_cast<float>(squares[k] / total);
+      inv_std[k] = static_cast<float>(1.0 / std::sqrt(squares[k] / total + epsilon_));
+      running_mean[k] = static_cast<float>((1.0 - factor) * running_mean[k] + factor * total_mean[k]);
+      running_var[k] =
+          static_cast<float>((1.0 - factor) * running_var[k] + factor * squares[k] / (total - 1.0));
+    }
+    const size_t bytes = c * sizeof(float);
+    const Device device = backend.device();
+    copy_bytes(saved_mean_.data(), device, batch_mean.data(), Device::Cpu, bytes);
+    copy_bytes(saved_inv_std_.data(), device, inv_std.data(), Device::Cpu, bytes);
+    copy_bytes(batch_var_.data(), device, batch_var.data(), Device::Cpu, bytes);
+    copy_bytes(mean_v_.data, device, running_mean.data(), Device::Cpu, bytes);
+    copy_bytes(var_v_.data, device, running_var.data(), Device::Cpu, bytes);
+    backend.batchnorm_forward_inference(x, gamma_v_, beta_v_, saved_mean_.view(),
+                                        batch_var_.view(), epsilon_, y);
+  }
+  // dgamma and dbeta stay this rank's sums (the gradient all-reduce adds them up with the rest);
+  // dx needs them over every rank now.
+  void backward_synchronised(Backend& backend, ConstTensorView dy, TensorView dx) {
+    const auto c = static_cast<size_t>(channels_);
+    std::vector<float> host(2 * c);
+    copy_bytes(host.data(), Device::Cpu, dbeta_.data, dbeta_.device, c * sizeof(float));
+    copy_bytes(host.data() + c, Device::Cpu, dgamma_.data, dgamma_.device, c * sizeof(float));
+    std::vector<double> sums(host.begin(), host.end());
+    group_->all_reduce_sum(sums.data(), static_cast<int>(sums.size()));
+    for (size_t k = 0; k < 2 * c; ++k) host[k] = static_cast<float>(sums[k]);
+    copy_bytes(sums_.data(), backend.device(), host.data(), Device::Cpu, host.size() * sizeof(float));
+    backend.batchnorm_backward_input(x_, dy, gamma_v_, saved_mean_.view(), saved_inv_std_.view(),
+                                     sums_.view(), count_, dx);
+  }
+
   std::string name_;
   int64_t channels_;
   double momentum_, epsilon_;
   Slot gamma_, beta_, running_mean_, running_var_;
   TensorView gamma_v_, beta_v_, dgamma_, dbeta_, mean_v_, var_v_;
   Tensor y_, dx_, saved_mean_, saved_inv_std_, zeros_;
+  Communicator* group_ = nullptr;
+  Tensor local_mean_, local_var_, batch_var_, sums_;
+  double count_ = 0.0;  // values per channel over every rank in the last training forward
   ConstTensorView x_;
   bool training_ = true;
 };
@@ -217,6 +302,12 @@ class Dropout final : public Layer {
     PNEUMO_NVTX_RANGE("dropout forward");
     key_ = key;
     key_.stream = static_cast<uint32_t>(RngStream::kDropout) + stream_offset_;
+    // The model's key counts images (a rank's first image in the global batch); the op counts
+    // elements.
+    const int64_t first_element = int64_t{key.first} * (x.numel() / x.shape.n());
+    PNEUMO_CHECK(first_element < (int64_t{1} << 32), name_, ": image ", key.first,
+                 " of the global batch lies past the 32-bit dropout mask index");
+    key_.first = static_cast<uint32_t>(first_element);
     TensorView y = batch_view(y_, x.shape);
     backend.dropout_forward(x, y, rate_, key_);
     return y;
@@ -411,6 +502,7 @@ Model::Model(Backend& backend, ModelConfig config, int max_batch)
   denses.push_back(fc2.get());
   layers_.push_back(std::move(fc2));
 
+  batchnorms_.assign(norms.begin(), norms.end());
   parameters_ = backend_.zeros({params.size()});
   gradients_ = backend_.zeros({params.size()});
   buffers_ = backend_.zeros({buffers.size()});
@@ -426,6 +518,10 @@ Model::Model(Backend& backend, ModelConfig config, int max_batch)
 }
 
 Model::~Model() = default;
+
+void Model::synchronise_batchnorm(Communicator* group) {
+  for (Layer* norm : batchnorms_) static_cast<BatchNorm2d*>(norm)->synchronise_over(group, backend_);
+}
 
 void Model::initialize(uint64_t seed) {
   std::vector<float> host(static_cast<size_t>(parameters_.numel()), 0.0f);

@@ -81,36 +81,50 @@ void Trainer::train_step(const ImageSet& data, const int32_t* device_order, int 
   PNEUMO_CHECK(data.size == model_.config().input_size, "images are ", data.size, "x", data.size,
                " but the model expects ", model_.config().input_size);
   const int size = data.size;
-  TensorView x{batch_images_.data(), {n, 1, size, size}, backend_.device()};
-  TensorView labels{batch_labels_.data(), {n}, backend_.device()};
-  TensorView weights{batch_weights_.data(), {n}, backend_.device()};
+  // This rank's images of the global batch, and where they sit in it (the random streams' index).
+  const Shard shard = shard_of(n, group_->rank(), group_->size());
+  const int local = static_cast<int>(shard.size());
+  PNEUMO_CHECK(local >= 1, "a global batch of ", n, " images leaves rank ", group_->rank(),
+               " of ", group_->size(), " none");
+  device_order += shard.begin;
+  TensorView x{batch_images_.data(), {local, 1, size, size}, backend_.device()};
+  TensorView labels{batch_labels_.data(), {local}, backend_.device()};
+  TensorView weights{batch_weights_.data(), {local}, backend_.device()};
   auto mark = [this](StepPhase phase) {
     if (phase_marker_) phase_marker_(phase);
   };
   mark(StepPhase::Start);
   {
     PNEUMO_NVTX_RANGE("augment");
-    backend_.gather_augment(data.images.data(), data.count, size, device_order, augment_,
-                            make_key(seed_, RngStream::kAugment, epoch, step), x);
+    RngKey key = make_key(seed_, RngStream::kAugment, epoch, step);
+    key.first = static_cast<uint32_t>(shard.begin);
+    backend_.gather_augment(data.images.data(), data.count, size, device_order, augment_, key, x);
     backend_.gather_values(data.labels.data(), device_order, labels);
     if (data.weights.numel() > 0) backend_.gather_values(data.weights.data(), device_order, weights);
   }
   mark(StepPhase::Augment);
-  ConstTensorView logits =
-      model_.forward(x, /*training=*/true, make_key(seed_, RngStream::kDropout, epoch, step));
+  RngKey dropout_key = make_key(seed_, RngStream::kDropout, epoch, step);
+  dropout_key.first = static_cast<uint32_t>(shard.begin);
+  ConstTensorView logits = model_.forward(x, /*training=*/true, dropout_key);
   mark(StepPhase::Forward);
-  TensorView dlogits{dlogits_.data(), {n, 1}, backend_.device()};
+  TensorView dlogits{dlogits_.data(), {local, 1}, backend_.device()};
   {
     PNEUMO_NVTX_RANGE("loss");
     ConstTensorView no_weights;
-    backend_.sigmoid_bce(logits.reshaped({n}), labels,
+    // Divided by the global batch: the ranks' gradients then add up to the batch-mean loss's.
+    backend_.sigmoid_bce(logits.reshaped({local}), labels,
                          data.weights.numel() > 0 ? ConstTensorView(weights) : no_weights,
-                         dlogits.reshaped({n}), loss_and_correct());
+                         dlogits.reshaped({local}), loss_and_correct(), n);
     backend_.mark_nonfinite(ConstTensorView{stats_.data(), {1}, backend_.device()}, step,
                             TensorView{stats_.data() + 2, {1}, backend_.device()});
   }
   mark(StepPhase::Loss);
   model_.backward(dlogits);
+  if (group_->size() > 1) {
+    PNEUMO_NVTX_RANGE("all-reduce gradients");
+    TensorView gradients = model_.gradients();
+    group_->all_reduce_sum(gradients.data, gradients.numel(), gradients.device);
+  }
   mark(StepPhase::Backward);
   {
     PNEUMO_NVTX_RANGE("optimizer");
@@ -139,6 +153,7 @@ void Trainer::train_step(const ImageSet& data, const int32_t* device_order, int 
 TensorView Trainer::loss_and_correct() { return {stats_.data(), {2}, backend_.device()}; }
 
 void Trainer::reset_stats(double loss_sum, double correct) {
+  if (group_->rank() != 0) loss_sum = correct = 0.0;  // carried-over sums are counted once
   const float host[3] = {static_cast<float>(loss_sum), static_cast<float>(correct), 0.0f};
   copy_bytes(stats_.data(), stats_.device(), host, Device::Cpu, sizeof(host));
 }
@@ -154,6 +169,27 @@ EpochStats Trainer::read_stats(int64_t images) const {
   if (images > 0) {
     stats.loss = host[0] / static_cast<double>(images);
     stats.accuracy = host[1] / static_cast<double>(images);
+  }
+  return stats;
+}
+
+EpochStats Trainer::read_group_stats(int64_t images) const {
+  if (group_->size() == 1) return read_stats(images);
+  float host[3];
+  stats_.copy_to_host(host);
+  const std::vector<double> all = group_->all_gather(std::vector<double>(host, host + 3));
+  EpochStats stats;
+  stats.images = images;
+  for (size_t r = 0; r < all.size(); r += 3) {  // in rank order: the same sums on every rank
+    stats.loss_sum += all[r];
+    stats.correct += all[r + 1];
+    const auto step = static_cast<int64_t>(all[r + 2]) - 1;
+    if (step >= 0 && (stats.first_nonfinite_step < 0 || step < stats.first_nonfinite_step))
+      stats.first_nonfinite_step = step;
+  }
+  if (images > 0) {
+    stats.loss = stats.loss_sum / static_cast<double>(images);
+    stats.accuracy = stats.correct / static_cast<double>(images);
   }
   return stats;
 }
@@ -185,6 +221,10 @@ EpochStats Trainer::train_epoch(const ImageSet& data, const std::vector<int32_t>
   copy_bytes(order_.data(), backend_.device(), order.data(), Device::Cpu,
              static_cast<size_t>(total) * sizeof(int32_t));
   const int64_t steps = (total + batch_size_ - 1) / batch_size_;
+  const int64_t last_batch = total - (steps - 1) * batch_size_;
+  PNEUMO_CHECK(last_batch >= group_->size(), "the epoch's last batch holds ", last_batch,
+               " images, fewer than the ", group_->size(),
+               " ranks sharing it; choose a --batch that leaves at least one image per rank");
   PNEUMO_CHECK(options.first_step >= 0 && options.first_step <= steps, "resuming at step ",
                options.first_step, " of an epoch of ", steps, " steps");
   reset_stats(options.loss_sum, options.correct);
@@ -193,7 +233,8 @@ EpochStats Trainer::train_epoch(const ImageSet& data, const std::vector<int32_t>
   int64_t done = options.first_step;
   bool interrupted = false;
   while (done < steps) {
-    if (options.stop && options.stop->load()) {
+    // Every rank stops at the same step (a signal may reach them at different ones).
+    if (options.stop && group_->any(options.stop->load())) {
       interrupted = true;
       break;
     }
@@ -203,18 +244,27 @@ EpochStats Trainer::train_epoch(const ImageSet& data, const std::vector<int32_t>
     train_step(data, order_.data() + first, n, epoch, static_cast<uint32_t>(done));
     ++done;
     const auto now = std::chrono::steady_clock::now();
-    // Reading the running statistics synchronises, so do it a few times a second at most.
+    // Reading the running statistics synchronises, so do it a few times a second at most. This
+    // rank's (no collective: ranks report at different times); the epoch's end adds them up.
     if (on_progress && (done == steps || now - last_report > std::chrono::milliseconds(250))) {
       last_report = now;
-      EpochStats running = read_stats(std::min<int64_t>(total, first + n));
+      const Shard mine = shard_of(std::min<int64_t>(total, first + n), group_->rank(),
+                                  group_->size());
+      EpochStats running = read_stats(mine.size());
       if (running.first_nonfinite_step >= 0)
         throw_nonfinite(running, epoch, steps, optimizer_.learning_rate);
       running.seconds = std::chrono::duration<double>(now - start).count();
       on_progress(done, steps, running);
     }
   }
-  EpochStats stats = read_stats(std::min<int64_t>(total, done * batch_size_));
+  EpochStats stats = read_group_stats(std::min<int64_t>(total, done * batch_size_));
   if (stats.first_nonfinite_step >= 0) throw_nonfinite(stats, epoch, steps, optimizer_.learning_rate);
+  if (group_->size() > 1) {
+    // Without synchronised batch-norm each rank's running averages saw its shards only; rank 0's
+    // become everyone's (as DDP broadcasts its buffers), so validation and checkpoints agree.
+    TensorView buffers = model_.buffers();
+    group_->broadcast(buffers.data, buffers.numel(), buffers.device);
+  }
   stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   stats.steps = done;
   stats.interrupted = interrupted;
@@ -225,19 +275,25 @@ std::vector<float> Trainer::predict_logits(const ImageSet& data, EpochStats* sta
                                            const AugmentParams* fixed) {
   PNEUMO_NVTX_RANGE("evaluate");
   const auto start = std::chrono::steady_clock::now();
-  std::vector<int32_t> identity(static_cast<size_t>(data.count));
-  for (int64_t i = 0; i < data.count; ++i) identity[static_cast<size_t>(i)] = static_cast<int32_t>(i);
-  Array<int32_t> order(data.count, backend_.device());
+  // This rank's contiguous share of the images (all of them on one process, or when there are
+  // fewer images than ranks).
+  const bool sharded = group_->size() > 1 && data.count >= group_->size();
+  const Shard shard =
+      sharded ? shard_of(data.count, group_->rank(), group_->size()) : Shard{0, data.count};
+  std::vector<int32_t> identity(static_cast<size_t>(shard.size()));
+  for (int64_t i = 0; i < shard.size(); ++i)
+    identity[static_cast<size_t>(i)] = static_cast<int32_t>(shard.begin + i);
+  Array<int32_t> order(shard.size(), backend_.device());
   copy_bytes(order.data(), backend_.device(), identity.data(), Device::Cpu, order.bytes());
   reset_stats();
   AugmentSettings plain = augment_;
   plain.enabled = fixed != nullptr;  // evaluation inputs are never augmented at random
   plain.use_fixed = fixed != nullptr;
   if (fixed) plain.fixed = *fixed;
-  std::vector<float> logits(static_cast<size_t>(data.count));
+  std::vector<float> logits(static_cast<size_t>(shard.size()));
   const int size = data.size;
-  for (int64_t first = 0; first < data.count; first += batch_size_) {
-    const int n = static_cast<int>(std::min<int64_t>(batch_size_, data.count - first));
+  for (int64_t first = 0; first < shard.size(); first += batch_size_) {
+    const int n = static_cast<int>(std::min<int64_t>(batch_size_, shard.size() - first));
     TensorView x{batch_images_.data(), {n, 1, size, size}, backend_.device()};
     TensorView labels{batch_labels_.data(), {n}, backend_.device()};
     backend_.gather_augment(data.images.data(), data.count, size, order.data() + first, plain, {},
@@ -249,10 +305,14 @@ std::vector<float> Trainer::predict_logits(const ImageSet& data, EpochStats* sta
     copy_bytes(logits.data() + first, Device::Cpu, out.data, out.device,
                static_cast<size_t>(n) * sizeof(float));
   }
-  if (stats) {
+  if (sharded) {
+    logits = group_->all_gather(logits);
+    if (stats) *stats = read_group_stats(data.count);
+  } else if (stats) {
     *stats = read_stats(data.count);
-    stats->seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   }
+  if (stats) stats->seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return logits;
 }
 

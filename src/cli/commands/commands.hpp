@@ -21,6 +21,10 @@ struct TrainOptions {
   std::string device = "auto";      // auto | cuda | cpu
   std::string precision = "fp32";   // fp32 | tf32
   bool deterministic = true;        // CUDA: deterministic convolution algorithms only
+  // Data-parallel runs (mpirun / srun): batch-norm statistics over every rank's images, and how
+  // gradients travel (auto: NCCL on the CUDA backend, MPI on the CPU).
+  bool sync_batchnorm = false;
+  std::string all_reduce = "auto";  // auto | mpi | nccl
   int threads = 0;                  // CPU backend threads; 0: all
   int size = 150;
   int epochs = 12;

@@ -59,6 +59,13 @@ ZoomMode parse_zoom_mode(const std::string& text) {
               text + "'");
 }
 
+AllReduceTransport parse_all_reduce(const std::string& text) {
+  if (text == "auto") return AllReduceTransport::Auto;
+  if (text == "mpi") return AllReduceTransport::Mpi;
+  if (text == "nccl") return AllReduceTransport::Nccl;
+  throw Error("--all-reduce must be auto, mpi or nccl, got '" + text + "'");
+}
+
 InputNormalization parse_normalization(const std::string& text) {
   if (text == "unit") return InputNormalization::Unit;
   if (text == "per-image") return InputNormalization::PerImage;

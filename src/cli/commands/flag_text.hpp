@@ -11,6 +11,7 @@
 #include "pneumo/augment.hpp"
 #include "pneumo/backend.hpp"
 #include "pneumo/callbacks.hpp"
+#include "pneumo/distributed.hpp"
 #include "pneumo/model.hpp"
 #include "pneumo/sampling.hpp"
 #include "pneumo/trainer.hpp"
@@ -27,5 +28,6 @@ OptimizerKind parse_optimizer(const std::string& text);  // "rmsprop" | "adamw"
 ZoomMode parse_zoom_mode(const std::string& text);  // "keras" | "isotropic"
 InputNormalization parse_normalization(const std::string& text);  // "unit" | "per-image"
 ModelHead parse_model_head(const std::string& text);  // "flatten" | "gap"
+AllReduceTransport parse_all_reduce(const std::string& text);  // "auto" | "mpi" | "nccl"
 
 }  // namespace pneumo::cli

@@ -25,6 +25,7 @@
 #include "pneumo/callbacks.hpp"
 #include "pneumo/checkpoint.hpp"
 #include "pneumo/data.hpp"
+#include "pneumo/distributed.hpp"
 #include "pneumo/error.hpp"
 #include "pneumo/metrics.hpp"
 #include "pneumo/model.hpp"
@@ -132,9 +133,14 @@ CallbackList make_callbacks(const TrainOptions& o) {
 // data, backend, model, optimizer, callbacks, then the checkpoint being resumed); run() trains epoch
 // by epoch, stopping early on a callback's request or a signal, and finishes with the threshold
 // tuned on validation, model.safetensors and the report.
+//
+// Launched as several ranks (mpirun / srun), every rank runs all of this on its shard of each
+// batch; rank 0 alone writes the run folder, prints and reports, and every decision that ends or
+// changes the run (a signal, a callback's stop) is taken by all ranks at the same point.
 class TrainingRun {
  public:
-  explicit TrainingRun(const TrainOptions& options);
+  // `group` (the ranks; one process by default) gets the run's gradient transport.
+  TrainingRun(const TrainOptions& options, std::unique_ptr<Communicator>& group);
   int run();  // the exit status
 
  private:
@@ -153,7 +159,10 @@ class TrainingRun {
   std::string last_good_checkpoint() const;
   int interrupted(int epochs_done, const EpochStats* partial) const;
 
+  bool writer() const { return group_->rank() == 0; }
+
   const TrainOptions& options_;
+  std::unique_ptr<Communicator>& group_;
   const std::string run_dir_;
   const std::string last_path_;
   TrainValSplits splits_;
@@ -176,11 +185,19 @@ class TrainingRun {
   std::optional<StopOnSignal> stop_on_signal_;
 };
 
-// Checks the flags, makes the run folder and writes config.json: the first things a run does, so
-// a bad flag or an unwritable --out stops it before any data is read.
-std::string start_run_dir(const TrainOptions& options) {
+// Checks the flags, makes the run folder and writes config.json (rank 0; the other ranks learn
+// its name): the first things a run does, so a bad flag or an unwritable --out stops it before any
+// data is read.
+std::string start_run_dir(const TrainOptions& options, Communicator& group) {
   validate(options);
-  const std::string run_dir = options.out.empty() ? default_run_dir() : options.out;
+  std::string run_dir = options.out.empty() ? default_run_dir() : options.out;
+  if (group.size() > 1 && options.out.empty()) {  // the clock's name, as rank 0 read it
+    std::vector<char> name(256, '\0');
+    run_dir.copy(name.data(), name.size() - 1);
+    group.broadcast_bytes(name.data(), name.size());
+    run_dir = name.data();
+  }
+  if (group.rank() != 0) return run_dir;
   prepare_run_dir(run_dir, !options.resume.empty());
   nlohmann::json resolved = to_json(options);
   resolved["out"] = run_dir;
@@ -188,16 +205,17 @@ std::string start_run_dir(const TrainOptions& options) {
   return run_dir;
 }
 
-TrainingRun::TrainingRun(const TrainOptions& options)
+TrainingRun::TrainingRun(const TrainOptions& options, std::unique_ptr<Communicator>& group)
     : options_(options),
-      run_dir_(start_run_dir(options)),
+      group_(group),
+      run_dir_(start_run_dir(options, *group)),
       last_path_((fs::path(run_dir_) / "checkpoints/last.safetensors").string()) {
   OpenDatasetOptions open_options;
   open_options.size = options.size;
   open_options.threads = options.threads;
   const Dataset dataset = open_dataset(options.data, open_options);
   splits_ = make_train_val(dataset, parse_val_split(options.val_split, options.seed));
-  std::cerr << "data: " << splits_.description << "\n";
+  if (writer()) std::cerr << "data: " << splits_.description << "\n";
 
   BackendOptions backend_options;
   backend_options.device = parse_device_choice(options.device);
@@ -205,7 +223,15 @@ TrainingRun::TrainingRun(const TrainOptions& options)
   backend_options.deterministic = options.deterministic;
   backend_options.cpu_threads = options.threads;
   backend_ = make_backend(backend_options);
-  std::cerr << "backend: " << backend_->name() << "\n";
+  group_ = with_transport(std::move(group_), *backend_, parse_all_reduce(options.all_reduce));
+  if (writer()) {
+    std::cerr << "backend: " << backend_->name() << "\n";
+    if (group_->size() > 1)
+      std::cerr << "ranks: " << group_->size() << " (" << group_->name() << "); global batch "
+                << options.batch << ", about " << options.batch / group_->size()
+                << " images per rank a step; batch-norm statistics "
+                << (options.sync_batchnorm ? "over every rank" : "per rank") << "\n";
+  }
 
   ModelConfig config;
   config.input_size = dataset.size;
@@ -213,10 +239,12 @@ TrainingRun::TrainingRun(const TrainOptions& options)
   config.head = parse_model_head(options.head);
   model_ = std::make_unique<Model>(*backend_, config, options.batch);
   model_->initialize(options.seed);
+  if (options.sync_batchnorm) model_->synchronise_batchnorm(group_.get());
   AugmentSettings augment = options.augmentation;
   augment.enabled = options.augment;
   augment.zoom_mode = parse_zoom_mode(options.zoom_mode);
   trainer_ = std::make_unique<Trainer>(*backend_, *model_, options.batch, augment, options.seed);
+  trainer_->set_group(*group_);
   trainer_->optimizer().learning_rate = static_cast<float>(options.learning_rate);
   trainer_->optimizer().rho = static_cast<float>(options.rho);
   trainer_->optimizer().epsilon = static_cast<float>(options.epsilon);
@@ -258,6 +286,7 @@ void TrainingRun::resume(const std::string& checkpoint_path) {
   steps_done_ = checkpoint.metadata.step;
   control_.learning_rate = checkpoint.metadata.learning_rate;
   resumed_ = checkpoint.metadata;
+  if (!writer()) return;
   if (resumed_.epoch_step > 0)
     std::cerr << "resuming " << checkpoint_path << " at step " << resumed_.epoch_step
               << " of epoch " << first_epoch_ + 1 << "\n";
@@ -266,10 +295,12 @@ void TrainingRun::resume(const std::string& checkpoint_path) {
 }
 
 int TrainingRun::run() {
-  log_.emplace(run_dir_, first_epoch_);  // keeps the rows of the epochs already done
+  if (writer()) log_.emplace(run_dir_, first_epoch_);  // keeps the rows of the epochs already done
   ProgressOptions progress_options;
   progress_options.live = is_terminal(stderr);
-  progress_.emplace(std::cerr, progress_options);
+  // The other ranks' progress goes nowhere: rank 0 speaks for the run.
+  static std::ostringstream silent;
+  progress_.emplace(writer() ? std::cerr : silent, progress_options);
   stop_on_signal_.emplace();  // from here on, SIGINT/SIGTERM stop after the current step
   for (int epoch = first_epoch_; epoch < options_.epochs; ++epoch) {
     bool stopped = false;
@@ -279,7 +310,7 @@ int TrainingRun::run() {
   callbacks_.on_train_end(control_);
   if (control_.restore_weights_snapshot && best_snapshot_) {
     restore_checkpoint(*best_snapshot_, *model_, nullptr, "the best epoch's weights");
-    std::cout << "restored the weights of epoch " << control_.snapshot_epoch + 1 << "\n";
+    if (writer()) std::cout << "restored the weights of epoch " << control_.snapshot_epoch + 1 << "\n";
   }
   finish();
   return 0;
@@ -287,7 +318,7 @@ int TrainingRun::run() {
 
 std::optional<int> TrainingRun::train_and_validate(int epoch, bool& stopped) {
   const EpochStats train_stats = train_one_epoch(epoch);
-  if (train_stats.interrupted) {
+  if (train_stats.interrupted) {  // every rank stopped at the same step
     save("checkpoints/last.safetensors", epoch, &train_stats);
     return interrupted(epoch, &train_stats);
   }
@@ -319,12 +350,13 @@ EpochStats TrainingRun::train_one_epoch(int epoch) {
   progress_->begin_epoch(epoch, options_.epochs, steps);
   EpochStats train_stats;
   try {
-    train_stats = trainer_->train_epoch(
-        train_set_, order, static_cast<uint32_t>(epoch),
-        [&](int64_t step, int64_t, const EpochStats& running) {
-          progress_->update(step, running.images, running.loss, running.accuracy);
-        },
-        epoch_options);
+    StepCallback on_progress;
+    if (writer())  // rank 0's running numbers (its shard); the epoch's line has everyone's
+      on_progress = [&](int64_t step, int64_t, const EpochStats& running) {
+        progress_->update(step, running.images * group_->size(), running.loss, running.accuracy);
+      };
+    train_stats = trainer_->train_epoch(train_set_, order, static_cast<uint32_t>(epoch),
+                                        on_progress, epoch_options);
   } catch (const NonFiniteLoss& e) {
     progress_->end_epoch();
     throw Error(detail::concat(e.what(), ", step ", steps_before_epoch + e.step() + 1,
@@ -364,20 +396,23 @@ std::optional<int> TrainingRun::end_epoch(const EpochMetrics& metrics,
   control_.clear_requests();
   callbacks_.on_epoch_end(metrics, control_);
 
-  std::cout << format_epoch_summary(record, options_.epochs) << "\n" << std::flush;
-  for (const auto& event : control_.events) std::cout << "  " << event << "\n";
+  if (writer()) {
+    std::cout << format_epoch_summary(record, options_.epochs) << "\n" << std::flush;
+    for (const auto& event : control_.events) std::cout << "  " << event << "\n";
+  }
   epochs_done_ = epoch + 1;
   if (control_.keep_weights_snapshot)
     best_snapshot_ = capture_checkpoint(*model_, nullptr, metadata_);
   if (control_.save_best_checkpoint) save("checkpoints/best.safetensors", epoch + 1);
   save("checkpoints/last.safetensors", epoch + 1);
-  log_->append(record);  // after the checkpoint: the history never runs ahead of it
-  if (control_.stop) {
-    std::cout << control_.stop_reason << "\n";
+  if (log_) log_->append(record);  // after the checkpoint: the history never runs ahead of it
+  if (control_.stop) {  // the callbacks saw the same metrics on every rank
+    if (writer()) std::cout << control_.stop_reason << "\n";
     stopped = true;
     return std::nullopt;
   }
-  if (stop_on_signal_->stop().load() && epoch + 1 < options_.epochs)  // arrived during validation
+  // A signal that arrived during validation (on any rank).
+  if (group_->any(stop_on_signal_->stop().load()) && epoch + 1 < options_.epochs)
     return interrupted(epoch + 1, nullptr);
   return std::nullopt;
 }
@@ -409,6 +444,7 @@ void TrainingRun::finish() {
   }
   metadata_.decision_threshold = threshold.threshold;
   metadata_.threshold_rule = rule;
+  if (!writer()) return;
   MetricsReport final_val =
       evaluate_binary("val", val_logits, splits_.val.labels, threshold.threshold);
   save("model.safetensors", epochs_done_);
@@ -430,7 +466,10 @@ void TrainingRun::finish() {
             << " memory held by pneumo's arrays (images, model, optimizer, workspace)\n";
 }
 
+// Rank 0 writes; the ranks hold the same weights (their gradients were added up before every
+// update) and rank 0's batch-norm running averages (broadcast at every epoch's end).
 void TrainingRun::save(const std::string& name, int epochs_done, const EpochStats* partial) {
+  if (!writer()) return;
   metadata_.epoch = epochs_done;
   metadata_.step = steps_done_;
   metadata_.epoch_step = partial ? partial->steps : 0;
@@ -460,6 +499,7 @@ std::string TrainingRun::last_good_checkpoint() const {
 }
 
 int TrainingRun::interrupted(int epochs_done, const EpochStats* partial) const {
+  if (!writer()) return stop_on_signal_->exit_status();
   std::cout << "interrupted by " << stop_on_signal_->signal_name() << " "
             << (partial ? detail::concat("after step ", partial->steps, " of epoch ",
                                          epochs_done + 1)
@@ -472,6 +512,24 @@ int TrainingRun::interrupted(int epochs_done, const EpochStats* partial) const {
 
 }  // namespace
 
-int run_train(const TrainOptions& options) { return TrainingRun(options).run(); }
+// One process, or one rank of several: a rank that fails says so, naming itself, and ends every
+// rank (MPI_Abort) rather than leave them waiting in a collective; what rank 0 wrote last (each
+// file replaced atomically) stays whole.
+int run_train(const TrainOptions& options) {
+  std::unique_ptr<Communicator> group = make_communicator();
+  if (group->size() == 1) return TrainingRun(options, group).run();
+  try {
+    return TrainingRun(options, group).run();
+  } catch (const std::exception& e) {
+    const bool usage = dynamic_cast<const UsageError*>(&e) != nullptr;
+    std::string message = e.what();
+    if (const auto* memory = dynamic_cast<const OutOfMemory*>(&e))
+      message = out_of_memory_advice(*memory, options.batch, "--batch");
+    std::cerr << "pneumo: error on rank " << group->rank() << " of " << group->size() << ": "
+              << message << "\n" << std::flush;
+    group->abort(usage ? 2 : 1);
+    return usage ? 2 : 1;  // not reached: abort ends every rank
+  }
+}
 
 }  // namespace pneumo::cli

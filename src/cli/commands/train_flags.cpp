@@ -162,6 +162,15 @@ std::vector<TrainFlag> make_table() {
   t.push_back(bound("deterministic",
                     "CUDA: deterministic convolution algorithms only (false: the fastest)",
                     PNEUMO_FIELD(deterministic), {}, "false"));
+  t.push_back(bound("sync-batchnorm",
+                    "Data-parallel: batch-norm statistics over every rank's images (else each "
+                    "rank's own, as DDP)",
+                    PNEUMO_FIELD(sync_batchnorm), {}, "true"));
+  t.push_back(bound(
+      "all-reduce", "Data-parallel gradients: auto (NCCL on CUDA, else MPI) | mpi | nccl",
+      PNEUMO_FIELD(all_reduce),
+      [](O o) { usage("--all-reduce", [&] { parse_all_reduce(o.all_reduce); }); }, "mpi",
+      "gloo"));
   t.push_back(
       bound("threads", "CPU threads (0: all)", PNEUMO_FIELD(threads), non_negative, "3", "-1"));
   t.push_back(bound("size", "Input size when preparing an image tree", PNEUMO_FIELD(size),

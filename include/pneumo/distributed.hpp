@@ -1,0 +1,85 @@
+// Data-parallel training: the processes of one run (ranks) and the collectives the trainer needs.
+// Every rank holds the whole model and takes a contiguous shard of every global batch; gradients
+// are added across ranks as one flat buffer (NCCL for device buffers, MPI for host ones), so every
+// rank applies the same update. One process is a group of size 1 whose collectives return their
+// input, and the trainer runs the same code either way.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "pneumo/tensor.hpp"
+
+namespace pneumo {
+
+class Backend;
+
+class Communicator {
+ public:
+  virtual ~Communicator() = default;
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+  // e.g. "one process", "MPI, 2 ranks", "NCCL 2.28 over MPI, 4 ranks".
+  virtual std::string name() const = 0;
+
+  // count floats at `values` on `device` (the gradients) become their sum over the ranks, the
+  // same bits on every rank. Ranks call it in the same order with the same count.
+  virtual void all_reduce_sum(float* values, int64_t count, Device device) = 0;
+  // Host values summed over the ranks, the same on every rank (statistics, sums, flags).
+  virtual void all_reduce_sum(double* values, int count) = 0;
+  // Every rank's `local` (any length, including 0), concatenated in rank order, on every rank.
+  virtual std::vector<double> all_gather(const std::vector<double>& local) = 0;
+  virtual std::vector<float> all_gather(const std::vector<float>& local) = 0;
+  // Rank 0's count floats at `values` (on `device`) copied to every rank.
+  virtual void broadcast(float* values, int64_t count, Device device) = 0;
+  // Rank 0's host bytes copied to every rank (an NCCL unique id, a file's contents).
+  virtual void broadcast_bytes(void* data, size_t bytes) = 0;
+  // Ends every rank of the run now with `status` (after a failure on this rank, which has said why).
+  [[noreturn]] virtual void abort(int status) = 0;
+
+  // True on a rank when any rank's `flag` is true (a collective: every rank must call it).
+  bool any(bool flag) {
+    double value = flag ? 1.0 : 0.0;
+    all_reduce_sum(&value, 1);
+    return value > 0.0;
+  }
+};
+
+// The group of one: every collective leaves its input as it is.
+Communicator& single_process();
+
+// The images [begin, end) of `count` (a global batch, or a split) that rank `rank` of `size`
+// takes: contiguous, in rank order, sizes differing by at most one.
+struct Shard {
+  int64_t begin = 0, end = 0;
+  int64_t size() const { return end - begin; }
+};
+inline Shard shard_of(int64_t count, int rank, int size) {
+  return {count * rank / size, count * (rank + 1) / size};
+}
+
+// How gradients travel between ranks: Auto takes NCCL for a CUDA backend (when pneumo was built
+// with NCCL) and MPI otherwise; Mpi stages device buffers through the host.
+enum class AllReduceTransport { Auto, Mpi, Nccl };
+
+// The launcher's environment (mpirun / srun set OMPI_COMM_WORLD_SIZE, PMIX_RANK, PMI_SIZE or
+// SLURM_NTASKS with SLURM_PROCID) says this process is one of several.
+bool launched_by_mpi();
+// True when pneumo was built with MPI, and with NCCL.
+bool built_with_mpi();
+bool built_with_nccl();
+
+// The run's group: one process unless launched by mpirun/srun, then MPI (initialised here,
+// finalised when the communicator is destroyed). Throws a pneumo::Error when launched by MPI but
+// built without it. Call it before creating the backend: on a machine with several GPUs it makes
+// the rank's GPU current (local rank modulo the GPUs there).
+std::unique_ptr<Communicator> make_communicator();
+// The group whose device collectives run through NCCL on the CUDA backend's stream (host ones stay
+// with `host`), when `transport` asks for it or Auto finds a CUDA backend, several ranks and NCCL;
+// else `host` as it is. Throws a pneumo::Error when Nccl is asked for and cannot be had.
+std::unique_ptr<Communicator> with_transport(std::unique_ptr<Communicator> host, Backend& backend,
+                                             AllReduceTransport transport);
+
+}  // namespace pneumo

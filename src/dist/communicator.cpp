@@ -1,0 +1,68 @@
+// The launcher's environment and the choice of transport (distributed.hpp).
+#include <cstdlib>
+
+#include "dist/communicators.hpp"
+#include "pneumo/backend.hpp"
+#include "pneumo/error.hpp"
+
+namespace pneumo {
+namespace {
+
+bool has_env(const char* name) { return std::getenv(name) != nullptr; }
+
+}  // namespace
+
+bool launched_by_mpi() {
+  return has_env("OMPI_COMM_WORLD_SIZE") || has_env("PMIX_RANK") || has_env("PMI_SIZE") ||
+         (has_env("SLURM_NTASKS") && has_env("SLURM_PROCID") && has_env("SLURM_STEP_ID"));
+}
+
+bool built_with_mpi() {
+#ifdef PNEUMO_WITH_MPI
+  return true;
+#else
+  return false;
+#endif
+}
+
+bool built_with_nccl() {
+#ifdef PNEUMO_WITH_NCCL
+  return true;
+#else
+  return false;
+#endif
+}
+
+std::unique_ptr<Communicator> make_communicator() {
+  if (!launched_by_mpi()) return dist::make_single_process();
+  if (!built_with_mpi())
+    throw Error("pneumo was started by an MPI launcher (mpirun or srun) but built without MPI; "
+                "install Open MPI (scripts/install_deps.sh) and build again, or run one process");
+  std::unique_ptr<Communicator> group = dist::make_mpi_communicator();
+  dist::select_local_gpu(*group);
+  return group;
+}
+
+std::unique_ptr<Communicator> with_transport(std::unique_ptr<Communicator> host, Backend& backend,
+                                             AllReduceTransport transport) {
+  const bool cuda = backend.device() == Device::Cuda;
+  if (transport == AllReduceTransport::Mpi) {
+    if (host->size() == 1 && !built_with_mpi())
+      throw Error("--all-reduce mpi: pneumo was built without MPI");
+    return host;
+  }
+  if (transport == AllReduceTransport::Nccl) {
+    if (!cuda)
+      throw Error("--all-reduce nccl needs the CUDA backend (this run uses " + backend.name() +
+                  "); the CPU backend adds gradients through MPI");
+    if (!built_with_nccl())
+      throw Error("--all-reduce nccl: pneumo was built without NCCL (not found next to the CUDA "
+                  "toolkit when CMake ran)");
+    return dist::make_nccl_communicator(std::move(host), backend);
+  }
+  if (cuda && host->size() > 1 && built_with_nccl())
+    return dist::make_nccl_communicator(std::move(host), backend);
+  return host;
+}
+
+}  // namespace pneumo

@@ -1,0 +1,178 @@
+// The pieces of data-parallel training that one process can check: shards tile a batch; a rank's
+// augmentation and dropout draws at its place in the global batch are the ones one process draws
+// there (key.first); synchronised batch-norm's backward from sums over the whole batch equals the
+// unsplit op's; the group of one leaves its data alone. Two real ranks run in
+// scripts/test_data_parallel.sh (ctest DataParallelMpi).
+#include <gtest/gtest.h>
+
+#include <vector>
+
+#include "pneumo/backend.hpp"
+#include "pneumo/distributed.hpp"
+#include "pneumo/error.hpp"
+#include "pneumo/random.hpp"
+#include "test_util.hpp"
+
+namespace pneumo {
+namespace {
+
+using testing::all_close;
+using testing::random_tensor;
+using testing::random_values;
+using testing::to_host;
+
+TEST(Shard, TilesTheBatchInRankOrderWithSizesWithinOne) {
+  for (int64_t count : {1, 7, 32, 33, 186})
+    for (int ranks : {1, 2, 3, 8}) {
+      if (count < ranks) continue;
+      int64_t next = 0, smallest = count, largest = 0;
+      for (int r = 0; r < ranks; ++r) {
+        const Shard s = shard_of(count, r, ranks);
+        EXPECT_EQ(s.begin, next) << count << " over " << ranks;
+        next = s.end;
+        smallest = std::min(smallest, s.size());
+        largest = std::max(largest, s.size());
+      }
+      EXPECT_EQ(next, count);
+      EXPECT_LE(largest - smallest, 1);
+    }
+}
+
+TEST(SingleProcess, CollectivesLeaveTheirInput) {
+  Communicator& one = single_process();
+  EXPECT_EQ(one.rank(), 0);
+  EXPECT_EQ(one.size(), 1);
+  std::vector<float> values{1.5f, -2.0f};
+  one.all_reduce_sum(values.data(), 2, Device::Cpu);
+  EXPECT_EQ(values, (std::vector<float>{1.5f, -2.0f}));
+  EXPECT_EQ(one.all_gather(std::vector<double>{3.0}), std::vector<double>{3.0});
+  EXPECT_TRUE(one.any(true));
+  EXPECT_FALSE(one.any(false));
+}
+
+// Synthetic uint8 images whose pixels differ from image to image.
+std::vector<uint8_t> images(int count, int size) {
+  std::vector<uint8_t> pixels(static_cast<size_t>(count * size * size));
+  for (size_t i = 0; i < pixels.size(); ++i) pixels[i] = static_cast<uint8_t>((i * 131 + i / 97) % 251);
+  return pixels;
+}
+
+// Two ranks' shards of a batch of 6, each augmented with key.first at its place, put together:
+// the batch one process augments. Keyed at the shard's own slots instead, the second rank would
+// draw the first rank's transforms (the test fails that way: tried).
+TEST(DataParallelStreams, ShardedAugmentationEqualsTheWholeBatch) {
+  auto backend = make_cpu_backend(1);
+  const int size = 24, count = 6;
+  const std::vector<uint8_t> pixels = images(count, size);
+  const std::vector<int32_t> order{4, 1, 5, 0, 3, 2};
+  AugmentSettings settings;  // the recipe plus every photometric option
+  settings.aspect = 0.2f;
+  settings.brightness = settings.contrast = 0.1f;
+  settings.gamma = 0.2f;
+  RngKey key = make_key(9, RngStream::kAugment, 2, 5);
+  Tensor whole = Tensor::zeros({count, 1, size, size}, Device::Cpu);
+  backend->gather_augment(pixels.data(), count, size, order.data(), settings, key, whole);
+  std::vector<float> joined;
+  for (int rank = 0; rank < 2; ++rank) {
+    const Shard shard = shard_of(count, rank, 2);
+    Tensor part = Tensor::zeros({shard.size(), 1, size, size}, Device::Cpu);
+    key.first = static_cast<uint32_t>(shard.begin);
+    backend->gather_augment(pixels.data(), count, size, order.data() + shard.begin, settings, key,
+                            part);
+    const std::vector<float> host = to_host(part);
+    joined.insert(joined.end(), host.begin(), host.end());
+  }
+  EXPECT_TRUE(all_close(joined, to_host(whole), 0, 0, "two shards vs the batch"));
+}
+
+TEST(DataParallelStreams, ShardedDropoutEqualsTheWholeBatch) {
+  auto backend = make_cpu_backend(1);
+  const Shape shape{6, 3, 5, 4};  // 60 elements per image: a multiple of 4
+  const int64_t per_image = shape.numel() / shape.n();
+  Tensor x = random_tensor(shape, Device::Cpu, 71, 0.5f, 1.5f);
+  RngKey key = make_key(9, RngStream::kDropout, 2, 5);
+  Tensor whole = Tensor::zeros(shape, Device::Cpu);
+  backend->dropout_forward(x, whole, 0.4f, key);
+  const std::vector<float> x_host = to_host(x);
+  std::vector<float> joined;
+  for (int rank = 0; rank < 2; ++rank) {
+    const Shard shard = shard_of(shape.n(), rank, 2);
+    const Shape part_shape{shard.size(), 3, 5, 4};
+    Tensor part_x = Tensor::from_host(part_shape, x_host.data() + shard.begin * per_image,
+                                      Device::Cpu);
+    Tensor part_y = Tensor::zeros(part_shape, Device::Cpu);
+    key.first = static_cast<uint32_t>(shard.begin * per_image);
+    backend->dropout_forward(part_x, part_y, 0.4f, key);
+    const std::vector<float> host = to_host(part_y);
+    joined.insert(joined.end(), host.begin(), host.end());
+  }
+  EXPECT_TRUE(all_close(joined, to_host(whole), 0, 0, "two shards vs the batch"));
+  key.first = 6;  // not a multiple of 4: the groups of four would straddle ranks
+  Tensor y = Tensor::zeros(shape, Device::Cpu);
+  EXPECT_THROW(backend->dropout_forward(x, y, 0.4f, key), Error);
+}
+
+// Synchronised batch-norm's backward, one process playing two ranks: each half of the batch
+// normalised with the whole batch's statistics, its dbeta and dgamma added up, and dx computed from
+// those sums must give the whole batch's dx.
+TEST(SyncBatchNorm, HalvesWithSummedStatisticsGiveTheWholeBatchGradient) {
+  auto backend = make_cpu_backend(1);
+  const Shape shape{4, 3, 5, 6}, half{2, 3, 5, 6}, channel{3};
+  const int64_t half_numel = half.numel();
+  const std::vector<float> x_host = random_values(shape.numel(), 81, -1.0f, 3.0f);
+  const std::vector<float> dy_host = random_values(shape.numel(), 82);
+  const std::vector<float> gamma_host{0.7f, 1.3f, 1.0f};
+  Tensor x = Tensor::from_host(shape, x_host.data(), Device::Cpu);
+  Tensor dy = Tensor::from_host(shape, dy_host.data(), Device::Cpu);
+  Tensor gamma = Tensor::from_host(channel, gamma_host.data(), Device::Cpu);
+  Tensor beta = Tensor::zeros(channel, Device::Cpu), y = Tensor::zeros(shape, Device::Cpu);
+  Tensor running_mean = Tensor::zeros(channel, Device::Cpu);
+  Tensor running_var = Tensor::zeros(channel, Device::Cpu);
+  Tensor mean = Tensor::zeros(channel, Device::Cpu), inv_std = Tensor::zeros(channel, Device::Cpu);
+  backend->batchnorm_forward_training(x, gamma, beta, running_mean, running_var, 0.1, 1e-3, y, mean,
+                                      inv_std);
+  Tensor dx = Tensor::zeros(shape, Device::Cpu), dgamma = Tensor::zeros(channel, Device::Cpu),
+         dbeta = Tensor::zeros(channel, Device::Cpu);
+  backend->batchnorm_backward(x, dy, gamma, mean, inv_std, 1e-3, dx, dgamma, dbeta);
+
+  // The N, C, H, W layout keeps each image's planes together: the halves are contiguous.
+  std::vector<float> sums(6, 0.0f);
+  std::vector<Tensor> xs, dys;
+  for (int rank = 0; rank < 2; ++rank) {
+    xs.push_back(Tensor::from_host(half, x_host.data() + rank * half_numel, Device::Cpu));
+    dys.push_back(Tensor::from_host(half, dy_host.data() + rank * half_numel, Device::Cpu));
+    Tensor scratch = Tensor::zeros(half, Device::Cpu), g = Tensor::zeros(channel, Device::Cpu),
+           b = Tensor::zeros(channel, Device::Cpu);
+    backend->batchnorm_backward(xs.back(), dys.back(), gamma, mean, inv_std, 1e-3, scratch, g, b);
+    const std::vector<float> gh = to_host(g), bh = to_host(b);
+    for (int c = 0; c < 3; ++c) {
+      sums[static_cast<size_t>(c)] += bh[static_cast<size_t>(c)];
+      sums[static_cast<size_t>(3 + c)] += gh[static_cast<size_t>(c)];
+    }
+  }
+  Tensor sum_tensor = Tensor::from_host({2, 3}, sums.data(), Device::Cpu);
+  std::vector<float> joined;
+  for (int rank = 0; rank < 2; ++rank) {
+    Tensor part = Tensor::zeros(half, Device::Cpu);
+    backend->batchnorm_backward_input(xs[static_cast<size_t>(rank)],
+                                      dys[static_cast<size_t>(rank)], gamma, mean, inv_std,
+                                      sum_tensor, static_cast<double>(4 * 5 * 6), part);
+    const std::vector<float> host = to_host(part);
+    joined.insert(joined.end(), host.begin(), host.end());
+  }
+  EXPECT_TRUE(all_close(joined, to_host(dx), 1e-5, 1e-4, "halves vs the whole batch"));
+  // Each half's own count instead of the whole batch's gives another gradient (the test can fail).
+  Tensor wrong = Tensor::zeros(half, Device::Cpu);
+  backend->batchnorm_backward_input(xs[0], dys[0], gamma, mean, inv_std, sum_tensor, 2.0 * 5 * 6,
+                                    wrong);
+  const std::vector<float> whole = to_host(dx);
+  EXPECT_FALSE(all_close(to_host(wrong), std::vector<float>(whole.begin(), whole.begin() + half_numel),
+                         1e-5, 1e-4, "")) << "the half's count must change dx";
+  // A count below the values x holds per channel is refused.
+  EXPECT_THROW(backend->batchnorm_backward_input(xs[0], dys[0], gamma, mean, inv_std, sum_tensor,
+                                                 59.0, wrong),
+               Error);
+}
+
+}  // namespace
+}  // namespace pneumo
