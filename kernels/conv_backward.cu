@@ -8,27 +8,36 @@
 #include "cuda_check.hpp"
 #include "kernel_util.cuh"
 #include "pneumo/error.hpp"
+#include "pneumo/op_geometry.hpp"
 #include "kernels.hpp"
 
 namespace pneumo::kernels {
 namespace {
 
-// A block covers kTileRows x kTileCols output pixels of one image; its input tile, with the one-
-// pixel halo the 3x3 window reads ('same' padding: zeros outside the image), sits in shared memory.
+// The contract's geometry (pneumo/op_geometry.hpp) in the kernel's int arithmetic: tap (ky, kx)
+// of output pixel (r, c) reads x[r + ky - kPadding, c + kx - kPadding], zero outside the image.
+constexpr int kKernel = static_cast<int>(ConvGeometry::kKernel);
+constexpr int kPadding = static_cast<int>(ConvGeometry::kPadding);
+constexpr int kTaps = kKernel * kKernel;  // weights per output channel (one input channel)
+
+// A block covers kTileRows x kTileCols output pixels of one image; its input tile, with the halo
+// of kPadding pixels on each side that the window reads, sits in shared memory.
 constexpr int kTileRows = 16, kTileCols = 64;
-constexpr int kHaloRows = kTileRows + 2, kHaloCols = kTileCols + 2;
+constexpr int kHaloRows = kTileRows + kKernel - 1, kHaloCols = kTileCols + kKernel - 1;
 constexpr int kWarps = kThreadsPerBlock / 32;
 
 struct WgradArgs {
   const float* x;   // (N, 1, H, W)
   const float* dy;  // (N, K, H, W)
-  float* partial;   // (K * 9, blocks), block = image * tiles + tile: an output's partials in a row
+  float* partial;   // (K * kTaps, blocks), block = image * tiles + tile: an output's partials in
+                    // a row
   int height, width, out_channels, tiles_across, tiles;
 };
 
-// dweight[k, ky, kx] over this block's pixels: sum of dy[n, k, r, c] x[n, r + ky - 1, c + kx - 1].
-// Each warp takes output channels warp, warp + 8, ...; its lanes walk the tile's pixels (a row of
-// 32 consecutive columns at a time: coalesced dy reads), then shuffle-add their nine sums.
+// dweight[k, ky, kx] over this block's pixels: sum of dy[n, k, r, c] x[n, r + ky - kPadding,
+// c + kx - kPadding]. Each warp takes output channels warp, warp + 8, ...; its lanes walk the
+// tile's pixels (a row of 32 consecutive columns at a time: coalesced dy reads), then shuffle-add
+// their kTaps sums.
 __global__ void __launch_bounds__(kThreadsPerBlock)
     wgrad_single_channel_partial_kernel(WgradArgs a) {
   __shared__ float s_x[kHaloRows * kHaloCols];
@@ -37,7 +46,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
   const int64_t plane = static_cast<int64_t>(a.height) * a.width;
   const float* x = a.x + n * plane;
   for (int i = threadIdx.x; i < kHaloRows * kHaloCols; i += blockDim.x) {
-    const int r = row0 + i / kHaloCols - 1, c = col0 + i % kHaloCols - 1;
+    const int r = row0 + i / kHaloCols - kPadding, c = col0 + i % kHaloCols - kPadding;
     const bool inside = r >= 0 && r < a.height && c >= 0 && c < a.width;
     s_x[i] = inside ? x[static_cast<int64_t>(r) * a.width + c] : 0.0f;
   }
@@ -48,23 +57,24 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
   const int64_t blocks = static_cast<int64_t>(gridDim.y) * a.tiles;
   for (int k = warp; k < a.out_channels; k += kWarps) {
     const float* dy = a.dy + (static_cast<int64_t>(n) * a.out_channels + k) * plane;
-    float sum[9] = {0, 0, 0, 0, 0, 0, 0, 0, 0};
+    float sum[kTaps] = {};
     for (int p = lane; p < kTileRows * kTileCols; p += 32) {
       const int tr = p / kTileCols, tc = p % kTileCols;
       const int r = row0 + tr, c = col0 + tc;
       if (r >= a.height || c >= a.width) continue;
       const float g = dy[static_cast<int64_t>(r) * a.width + c];
-      const float* window = s_x + tr * kHaloCols + tc;  // x[r - 1, c - 1]
+      const float* window = s_x + tr * kHaloCols + tc;  // x[r - kPadding, c - kPadding]
 #pragma unroll
-      for (int ky = 0; ky < 3; ++ky)
+      for (int ky = 0; ky < kKernel; ++ky)
 #pragma unroll
-        for (int kx = 0; kx < 3; ++kx) sum[ky * 3 + kx] += g * window[ky * kHaloCols + kx];
+        for (int kx = 0; kx < kKernel; ++kx)
+          sum[ky * kKernel + kx] += g * window[ky * kHaloCols + kx];
     }
 #pragma unroll
-    for (int t = 0; t < 9; ++t) {
+    for (int t = 0; t < kTaps; ++t) {
       float v = sum[t];
       for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_down_sync(0xffffffffu, v, offset);
-      if (lane == 0) a.partial[(k * 9 + t) * blocks + block] = v;
+      if (lane == 0) a.partial[(k * kTaps + t) * blocks + block] = v;
     }
   }
 }
@@ -90,7 +100,7 @@ int64_t tiles_per_image(int64_t height, int64_t width) {
 int64_t conv3x3_backward_filter_single_channel_scratch_floats(int64_t batch, int64_t height,
                                                                int64_t width,
                                                                int64_t out_channels) {
-  return batch * tiles_per_image(height, width) * out_channels * 9;
+  return batch * tiles_per_image(height, width) * out_channels * kTaps;
 }
 
 void conv3x3_backward_filter_single_channel(const float* x, const float* dy, float* dweight,
@@ -115,7 +125,7 @@ void conv3x3_backward_filter_single_channel(const float* x, const float* dy, flo
   wgrad_single_channel_partial_kernel<<<grid, kThreadsPerBlock, 0, stream>>>(a);
   PNEUMO_LAUNCH_CHECK("wgrad_single_channel_partial_kernel", "x (", batch, ", 1, ", height, ", ",
                       width, ") -> ", out_channels);
-  const int64_t outputs = out_channels * 9;
+  const int64_t outputs = out_channels * kTaps;
   wgrad_single_channel_total_kernel<<<static_cast<unsigned int>(outputs), kThreadsPerBlock, 0,
                                       stream>>>(scratch, dweight, batch * tiles);
   PNEUMO_LAUNCH_CHECK("wgrad_single_channel_total_kernel", "outputs=", outputs);

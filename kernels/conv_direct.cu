@@ -21,7 +21,7 @@ using conv3x3::ConvArgs;
 template <int K>
 __global__ void __launch_bounds__(conv3x3::single_channel::kThreads)
     conv3x3_single_channel_kernel(ConvArgs a) {
-  __shared__ float s_weight[K * 9];
+  __shared__ float s_weight[K * conv3x3::kTaps];
   __shared__ float s_bias[K];
   const int thread = static_cast<int>(threadIdx.x);
   conv3x3::single_channel::stage_weights<K>(a, thread, s_weight, s_bias);

@@ -11,12 +11,23 @@
 
 #include "elementwise.hpp"
 #include "pneumo/hostdevice.hpp"
+#include "pneumo/op_geometry.hpp"
 
 namespace pneumo::kernels::conv3x3 {
 
-// x: (batch, in_channels, height, width), weight: (out_channels, in_channels, 3, 3) (PyTorch),
-// bias: (out_channels) -> y: (batch, out_channels, height, width) = conv(x) + bias, then ReLU when
-// `relu`: what CudaBackend::conv2d_forward computes. Padding: one zero pixel on every side.
+// The contract's geometry (pneumo/op_geometry.hpp) in the int arithmetic of the kernels: tap
+// (ky, kx) of output pixel (y, x) reads input pixel (y + ky - kPadding, x + kx - kPadding), zero
+// outside the image.
+constexpr int kKernel = static_cast<int>(ConvGeometry::kKernel);    // taps per row and column
+constexpr int kPadding = static_cast<int>(ConvGeometry::kPadding);  // zero pixels on each side
+constexpr int kTaps = kKernel * kKernel;  // weights per (output, input) channel pair
+constexpr int kHalo = kKernel - 1;  // extra input rows (columns) a block of output rows reads
+static_assert(kHalo == 2 * kPadding, "'same': the output has the input's height and width");
+
+// x: (batch, in_channels, height, width), weight: (out_channels, in_channels, kKernel, kKernel)
+// (PyTorch), bias: (out_channels) -> y: (batch, out_channels, height, width) = conv(x) + bias,
+// then ReLU when `relu`: what CudaBackend::conv2d_forward computes. Padding: kPadding zero pixels
+// on every side.
 struct ConvArgs {
   const float* x;
   const float* weight;
@@ -54,7 +65,7 @@ inline bool vector_stores_possible(const float* y, int64_t plane) {
 // The layer is bound by its output stores (32 floats written per input pixel read), so each thread
 // takes four consecutive pixels of the flattened H*W plane and writes them for every output
 // channel as one float4: a warp writes 512 contiguous bytes per channel. The 3x3 neighbourhoods are
-// read straight from global memory (the image is small and stays in L1); the K x 9 weights and
+// read straight from global memory (the image is small and stays in L1); the K x kTaps weights and
 // the bias sit in shared memory, read by all threads at the same address (a broadcast).
 namespace single_channel {
 
@@ -69,11 +80,11 @@ inline int64_t blocks_per_plane(int height, int width) {
   return (groups_per_plane(height, width) + kThreads - 1) / kThreads;
 }
 
-// Phase 1 (before __syncthreads): the block copies weight (K, 1, 3, 3) and bias (K) into
-// s_weight (K * 9) and s_bias (K).
+// Phase 1 (before __syncthreads): the block copies weight (K, 1, kKernel, kKernel) and bias (K)
+// into s_weight (K * kTaps) and s_bias (K).
 template <int K>
 PNEUMO_HD void stage_weights(const ConvArgs& a, int thread, float* s_weight, float* s_bias) {
-  for (int i = thread; i < K * 9; i += kThreads) s_weight[i] = a.weight[i];
+  for (int i = thread; i < K * kTaps; i += kThreads) s_weight[i] = a.weight[i];
   for (int i = thread; i < K; i += kThreads) s_bias[i] = a.bias[i];
 }
 
@@ -87,8 +98,9 @@ PNEUMO_HD void compute_pixels(const ConvArgs& a, const float* s_weight, const fl
   const int64_t plane = static_cast<int64_t>(a.height) * a.width;
   const int64_t first = group * kPixelsPerThread;
   const float* image_x = a.x + static_cast<int64_t>(image) * plane;
-  // taps[q][ky * 3 + kx]: input at (row + ky - 1, col + kx - 1) of pixel first + q, 0 outside.
-  float taps[kPixelsPerThread][9];
+  // taps[q][ky * kKernel + kx]: input at (row + ky - kPadding, col + kx - kPadding) of pixel
+  // first + q, 0 outside.
+  float taps[kPixelsPerThread][kTaps];
   int valid = 0;
   for (int q = 0; q < kPixelsPerThread; ++q) {
     const int64_t p = first + q;
@@ -96,11 +108,11 @@ PNEUMO_HD void compute_pixels(const ConvArgs& a, const float* s_weight, const fl
     valid += inside ? 1 : 0;
     const int row = inside ? static_cast<int>(p / a.width) : 0;
     const int col = inside ? static_cast<int>(p % a.width) : 0;
-    for (int ky = 0; ky < 3; ++ky)
-      for (int kx = 0; kx < 3; ++kx) {
-        const int iy = row + ky - 1, ix = col + kx - 1;
+    for (int ky = 0; ky < kKernel; ++ky)
+      for (int kx = 0; kx < kKernel; ++kx) {
+        const int iy = row + ky - kPadding, ix = col + kx - kPadding;
         const bool read = inside && iy >= 0 && iy < a.height && ix >= 0 && ix < a.width;
-        taps[q][ky * 3 + kx] = read ? image_x[static_cast<int64_t>(iy) * a.width + ix] : 0.0f;
+        taps[q][ky * kKernel + kx] = read ? image_x[static_cast<int64_t>(iy) * a.width + ix] : 0.0f;
       }
   }
   // y (N, K, H, W): channel k of this image starts at (image * K + k) * plane; `first` is a
@@ -111,7 +123,7 @@ PNEUMO_HD void compute_pixels(const ConvArgs& a, const float* s_weight, const fl
     float v[kPixelsPerThread];
     for (int q = 0; q < kPixelsPerThread; ++q) {
       float acc = 0.0f;
-      for (int t = 0; t < 9; ++t) acc = fmaf(s_weight[k * 9 + t], taps[q][t], acc);
+      for (int t = 0; t < kTaps; ++t) acc = fmaf(s_weight[k * kTaps + t], taps[q][t], acc);
       v[q] = finish_output(acc, s_bias[k], a.relu);
     }
     float* dst = out + static_cast<int64_t>(k) * plane;
@@ -128,10 +140,11 @@ PNEUMO_HD void compute_pixels(const ConvArgs& a, const float* s_weight, const fl
 
 // ---- Any channel count: tiled direct convolution (layers 2-5) -------------------------------------
 // A block computes an output tile of kTileRows x kTileCols pixels of one image for kTileK output
-// channels. Input channels are walked in chunks of kChunkC: the chunk's input tile (with its
-// one-pixel halo) and the matching weights are staged in shared memory, then every thread
-// accumulates a register micro-tile of kThreadK channels x kThreadRows x kThreadCols pixels, so
-// each shared-memory read feeds several FMAs (per channel: 24 input + 36 weight reads, 288 FMAs).
+// channels. Input channels are walked in chunks of kChunkC: the chunk's input tile (with its halo
+// of kPadding pixels on each side) and the matching weights are staged in shared memory, then
+// every thread accumulates a register micro-tile of kThreadK channels x kThreadRows x kThreadCols
+// pixels, so each shared-memory read feeds several FMAs (per channel: 24 input + 36 weight reads,
+// 288 FMAs).
 namespace tiled {
 
 constexpr int kThreads = 256;
@@ -144,16 +157,18 @@ constexpr int kChannelThreads = kTileK / kThreadK;  // 16
 constexpr int kChunkC = 8;  // input channels staged at a time
 static_assert(kPixelThreads * kChannelThreads == kThreads, "one thread per micro-tile");
 
-// Shared input tile per channel: (kTileRows + 2) x (kTileCols + 2) with the halo, stored with a
-// row stride of 24 floats: a warp's 16 distinct reads then fall into 2 per bank at most (with 18,
-// up to 4). Weights are stored [c * 9 + tap][k] with a row stride of kTileK + 1, so the staging
-// writes (consecutive taps of one k) hit consecutive banks; the reads are broadcasts.
-constexpr int kInRows = kTileRows + 2, kInCols = kTileCols + 2;
+// Shared input tile per channel: (kTileRows + kHalo) x (kTileCols + kHalo) with the halo, stored
+// with a row stride of 24 floats: a warp's 16 distinct reads then fall into 2 per bank at most
+// (with the unpadded stride kInCols = 18, up to 4). Weights are stored [c * kTaps + tap][k] with a row stride of
+// kTileK + 1, so the staging writes (consecutive taps of one k) hit consecutive banks; the reads
+// are broadcasts.
+constexpr int kInRows = kTileRows + kHalo, kInCols = kTileCols + kHalo;
 constexpr int kInStride = 24;
+static_assert(kInStride >= kInCols, "a staged row fits in its stride");
 constexpr int kInPlane = kInRows * kInStride;
 constexpr int kSharedInput = kChunkC * kInPlane;  // floats
 constexpr int kWeightStride = kTileK + 1;
-constexpr int kSharedWeight = kChunkC * 9 * kWeightStride;  // floats
+constexpr int kSharedWeight = kChunkC * kTaps * kWeightStride;  // floats
 static_assert((kSharedInput + kSharedWeight) * 4 <= 48 * 1024, "static shared memory limit");
 
 struct TileGrid {
@@ -198,8 +213,8 @@ PNEUMO_HD ThreadTile thread_tile(int thread) {
 PNEUMO_HD void stage_chunk(const ConvArgs& a, const BlockIndex& b, int c0, int thread,
                            float* s_input, float* s_weight) {
   const TileGrid g = tile_grid(a);
-  const int y0 = (b.tile / g.tiles_x) * kTileRows - 1;  // image row of halo row 0
-  const int x0 = (b.tile % g.tiles_x) * kTileCols - 1;
+  const int y0 = (b.tile / g.tiles_x) * kTileRows - kPadding;  // image row of halo row 0
+  const int x0 = (b.tile % g.tiles_x) * kTileCols - kPadding;
   const int64_t image_base = static_cast<int64_t>(b.image) * a.in_channels;
   for (int i = thread; i < kChunkC * kInRows * kInCols; i += kThreads) {
     const int c = i / (kInRows * kInCols);
@@ -210,32 +225,34 @@ PNEUMO_HD void stage_chunk(const ConvArgs& a, const BlockIndex& b, int c0, int t
       value = a.x[((image_base + channel) * a.height + iy) * a.width + ix];
     s_input[c * kInPlane + r * kInStride + col] = value;
   }
-  // weight (K, C, 3, 3): for one k, channels [c0, c0 + kChunkC) are kChunkC * 9 contiguous floats
-  // starting at (k * C + c0) * 9, so consecutive i read consecutive addresses.
+  // weight (K, C, kKernel, kKernel): for one k, channels [c0, c0 + kChunkC) are kChunkC * kTaps
+  // contiguous floats starting at (k * C + c0) * kTaps, so consecutive i read consecutive
+  // addresses.
   const int k0 = b.k_tile * kTileK;
-  for (int i = thread; i < kTileK * kChunkC * 9; i += kThreads) {
-    const int k = i / (kChunkC * 9), rest = i % (kChunkC * 9);  // rest = c * 9 + tap
+  for (int i = thread; i < kTileK * kChunkC * kTaps; i += kThreads) {
+    const int k = i / (kChunkC * kTaps), rest = i % (kChunkC * kTaps);  // rest = c * kTaps + tap
     float value = 0.0f;
-    if (k0 + k < a.out_channels && c0 + rest / 9 < a.in_channels)
-      value = a.weight[(static_cast<int64_t>(k0 + k) * a.in_channels + c0) * 9 + rest];
+    if (k0 + k < a.out_channels && c0 + rest / kTaps < a.in_channels)
+      value = a.weight[(static_cast<int64_t>(k0 + k) * a.in_channels + c0) * kTaps + rest];
     s_weight[rest * kWeightStride + k] = value;
   }
 }
 
 // Phase 2: the thread adds the staged chunk's contribution to its micro-tile. Output pixel (r, q)
-// of the tile reads halo-tile pixel (r + ky, q + kx) for tap (ky, kx).
+// of the tile reads halo-tile pixel (r + ky, q + kx) for tap (ky, kx): halo row 0 is kPadding
+// rows above the tile.
 PNEUMO_HD void accumulate_chunk(const float* s_input, const float* s_weight, int thread,
                                 Accumulators& acc) {
   const ThreadTile t = thread_tile(thread);
   for (int c = 0; c < kChunkC; ++c) {
-    float in[kThreadRows + 2][kThreadCols + 2];
+    float in[kThreadRows + kHalo][kThreadCols + kHalo];
     const float* plane = s_input + c * kInPlane;
-    for (int r = 0; r < kThreadRows + 2; ++r)
-      for (int q = 0; q < kThreadCols + 2; ++q)
+    for (int r = 0; r < kThreadRows + kHalo; ++r)
+      for (int q = 0; q < kThreadCols + kHalo; ++q)
         in[r][q] = plane[(t.row0 + r) * kInStride + t.col0 + q];
-    for (int ky = 0; ky < 3; ++ky)
-      for (int kx = 0; kx < 3; ++kx) {
-        const float* taps = s_weight + (c * 9 + ky * 3 + kx) * kWeightStride + t.k_lane;
+    for (int ky = 0; ky < kKernel; ++ky)
+      for (int kx = 0; kx < kKernel; ++kx) {
+        const float* taps = s_weight + (c * kTaps + ky * kKernel + kx) * kWeightStride + t.k_lane;
         float w[kThreadK];
         for (int j = 0; j < kThreadK; ++j) w[j] = taps[j * kChannelThreads];
         for (int j = 0; j < kThreadK; ++j)

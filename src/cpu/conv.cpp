@@ -13,22 +13,24 @@
 namespace pneumo::cpu {
 namespace {
 
-constexpr int64_t kKernel = ConvGeometry::kKernel;  // 3x3 taps, one zero pixel of padding each side
+// Tap (ky, kx) of output pixel (y, x) reads input pixel (y + ky - kPadding, x + kx - kPadding).
+constexpr int64_t kKernel = ConvGeometry::kKernel;
+constexpr int64_t kPadding = ConvGeometry::kPadding;
 
-// Valid output columns [begin, end) for horizontal tap offset dx in {-1, 0, 1}: those whose
-// input column x + dx lies inside [0, width).
+// Valid output columns [begin, end) for horizontal tap offset dx = kx - kPadding in [-kPadding,
+// kPadding]: those whose input column x + dx lies inside [0, width).
 int64_t valid_begin(int64_t dx) { return std::max<int64_t>(0, -dx); }
 int64_t valid_end(int64_t width, int64_t dx) { return std::min(width, width - dx); }
 
-// image: (C, H, W) -> col: (C*9, H*W); row (c*3 + ky)*3 + kx, column y*W + x holds
-// image[c, y + ky - 1, x + kx - 1], or 0 where that falls in the padding.
+// image: (C, H, W) -> col: (C*9, H*W); row (c*kKernel + ky)*kKernel + kx, column y*W + x holds
+// image[c, y + ky - kPadding, x + kx - kPadding], or 0 where that falls in the padding.
 void im2col(const float* image, const ConvGeometry& g, float* col) {
   const int64_t height = g.height, width = g.width;
   for (int64_t c = 0; c < g.in_channels; ++c)
     for (int64_t ky = 0; ky < kKernel; ++ky)
       for (int64_t kx = 0; kx < kKernel; ++kx) {
         float* row = col + ((c * kKernel + ky) * kKernel + kx) * g.pixels();
-        const int64_t dy = ky - 1, dx = kx - 1;
+        const int64_t dy = ky - kPadding, dx = kx - kPadding;
         const int64_t begin = valid_begin(dx), end = valid_end(width, dx);
         for (int64_t y = 0; y < height; ++y) {
           float* out = row + y * width;
@@ -54,7 +56,7 @@ void col2im(const float* col, const ConvGeometry& g, float* image) {
     for (int64_t ky = 0; ky < kKernel; ++ky)
       for (int64_t kx = 0; kx < kKernel; ++kx) {
         const float* row = col + ((c * kKernel + ky) * kKernel + kx) * g.pixels();
-        const int64_t dy = ky - 1, dx = kx - 1;
+        const int64_t dy = ky - kPadding, dx = kx - kPadding;
         const int64_t begin = valid_begin(dx), end = valid_end(width, dx);
         for (int64_t y = 0; y < height; ++y) {
           const int64_t iy = y + dy;

@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "pneumo/error.hpp"
+#include "pneumo/op_geometry.hpp"
 
 namespace pneumo::cuda {
 
@@ -19,6 +20,7 @@ namespace {
 constexpr int64_t kUidX = 'x';
 constexpr int64_t kUidW = 'w';
 constexpr int64_t kUidY = 'y';
+constexpr int64_t kKernel = ConvGeometry::kKernel;
 constexpr int kTimedRuns = 3;
 constexpr size_t kMaxErrorChars = 160;
 
@@ -28,7 +30,7 @@ std::string shape_str(int64_t a, int64_t b, int64_t c, int64_t d) {
 
 std::string describe(const GraphConvProblem& p) {
   return detail::concat("graph conv ", to_string(p.direction), " x ", shape_str(p.n, p.c, p.h, p.w),
-                        " weight ", shape_str(p.k, p.c, 3, 3), " y ",
+                        " weight ", shape_str(p.k, p.c, kKernel, kKernel), " y ",
                         shape_str(p.n, p.k, p.h, p.w));
 }
 
@@ -93,7 +95,8 @@ BackendDescriptor make_tensor(int64_t uid, const std::array<int64_t, 4>& dims, i
   return tensor;
 }
 
-// 3x3 'same': padding 1 before and after, stride 1, dilation 1, float32 accumulation.
+// 3x3 'same' (ConvGeometry): padding kPadding before and after, stride 1, dilation 1, float32
+// accumulation.
 BackendDescriptor make_convolution(const std::string& context) {
   BackendDescriptor conv =
       make_backend_descriptor(CUDNN_BACKEND_CONVOLUTION_DESCRIPTOR, "convolution");
@@ -101,6 +104,7 @@ BackendDescriptor make_convolution(const std::string& context) {
   const cudnnConvolutionMode_t mode = CUDNN_CROSS_CORRELATION;
   const int64_t spatial_dims = 2;
   const std::array<int64_t, 2> ones{1, 1};
+  const std::array<int64_t, 2> padding{ConvGeometry::kPadding, ConvGeometry::kPadding};
   cudnnBackendDescriptor_t d = conv.get();
   PNEUMO_CUDNN_CHECK(cudnnBackendSetAttribute(d, CUDNN_ATTR_CONVOLUTION_COMP_TYPE,
                                               CUDNN_TYPE_DATA_TYPE, 1, &compute_type),
@@ -118,10 +122,10 @@ BackendDescriptor make_convolution(const std::string& context) {
                                               CUDNN_TYPE_INT64, 2, ones.data()),
                      context);
   PNEUMO_CUDNN_CHECK(cudnnBackendSetAttribute(d, CUDNN_ATTR_CONVOLUTION_PRE_PADDINGS,
-                                              CUDNN_TYPE_INT64, 2, ones.data()),
+                                              CUDNN_TYPE_INT64, 2, padding.data()),
                      context);
   PNEUMO_CUDNN_CHECK(cudnnBackendSetAttribute(d, CUDNN_ATTR_CONVOLUTION_POST_PADDINGS,
-                                              CUDNN_TYPE_INT64, 2, ones.data()),
+                                              CUDNN_TYPE_INT64, 2, padding.data()),
                      context);
   PNEUMO_CUDNN_CHECK(cudnnBackendFinalize(d), context);
   return conv;
@@ -171,7 +175,7 @@ std::vector<BackendDescriptor> build_graph(cudnnHandle_t handle, const GraphConv
                                            const std::string& context) {
   std::vector<BackendDescriptor> parts;
   parts.push_back(make_tensor(kUidX, {p.n, p.c, p.h, p.w}, alignment[0], context));
-  parts.push_back(make_tensor(kUidW, {p.k, p.c, 3, 3}, alignment[1], context));
+  parts.push_back(make_tensor(kUidW, {p.k, p.c, kKernel, kKernel}, alignment[1], context));
   parts.push_back(make_tensor(kUidY, {p.n, p.k, p.h, p.w}, alignment[2], context));
   parts.push_back(make_convolution(context));
   const cudnnBackendDescriptor_t x = parts[0].get(), w = parts[1].get(), y = parts[2].get();
@@ -444,6 +448,198 @@ std::string short_list(const std::vector<GraphConvCandidate>& candidates) {
   return out.str();
 }
 
+// search()'s preconditions, checked before any cuDNN call.
+void check_search_arguments(cudnnHandle_t handle, cudaStream_t stream, const GraphConvProblem& p,
+                            const float* x, const float* weight, const float* y,
+                            const std::function<void*(size_t)>& workspace_for, int max_candidates,
+                            const std::string& context) {
+  PNEUMO_CHECK(p.n > 0 && p.c > 0 && p.h > 0 && p.w > 0 && p.k > 0, context,
+               ": every size must be positive");
+  PNEUMO_CHECK(p.direction == ConvDirection::Forward ||
+                   p.direction == ConvDirection::BackwardData ||
+                   p.direction == ConvDirection::BackwardFilter,
+               context, ": unknown direction");
+  PNEUMO_CHECK(max_candidates > 0, context, ": max_candidates = ", max_candidates);
+  PNEUMO_CHECK(static_cast<bool>(workspace_for), context, ": no workspace_for function");
+  PNEUMO_CHECK(handle != nullptr, context, ": no cuDNN handle");
+  PNEUMO_CHECK(x != nullptr && weight != nullptr && y != nullptr, context, ": a buffer is null");
+  PNEUMO_CHECK(is_aligned(x, 4) && is_aligned(weight, 4) && is_aligned(y, 4), context,
+               ": a float buffer is not 4-byte aligned");
+  // Timing synchronises the stream, which a capture forbids (and would invalidate).
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  PNEUMO_CUDA_CHECK(cudaStreamIsCapturing(stream, &capture), context);
+  PNEUMO_CHECK(capture == cudaStreamCaptureStatusNone, context,
+               ": the engine search cannot run while the stream is being captured");
+}
+
+// What the heuristics in one mode offer for the graph: engine configs, best first, read into
+// descriptors we created. The heuristics descriptor lives beside them while they are read: cuDNN
+// does not say whether the configs it filled still refer to it.
+struct HeuristicResults {
+  BackendDescriptor heuristics;
+  std::vector<BackendDescriptor> configs;
+  // "; <mode>: <status>" when the mode could not list (configs empty), for the search's final
+  // message; "" otherwise.
+  std::string error;
+};
+
+// A mode with nothing for this graph is not an error of ours; the other mode may still have some.
+HeuristicResults heuristic_configs(cudnnBackendDescriptor_t graph, cudnnBackendHeurMode_t mode,
+                                   const std::string& context) {
+  HeuristicResults results;
+  const char* mode_name =
+      mode == CUDNN_HEUR_MODE_A ? "CUDNN_HEUR_MODE_A" : "CUDNN_HEUR_MODE_FALLBACK";
+  results.heuristics =
+      make_backend_descriptor(CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR, "engine heuristics");
+  const cudnnBackendDescriptor_t heur = results.heuristics.get();
+  PNEUMO_CUDNN_CHECK(set_descriptor(heur, CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, graph), context);
+  PNEUMO_CUDNN_CHECK(
+      cudnnBackendSetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, 1, &mode),
+      context);
+  cudnnStatus_t status = cudnnBackendFinalize(heur);
+  int64_t available = 0;
+  if (status == CUDNN_STATUS_SUCCESS)
+    status = cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS,
+                                      CUDNN_TYPE_BACKEND_DESCRIPTOR, 0, &available, nullptr);
+  if (status != CUDNN_STATUS_SUCCESS) {
+    results.error = detail::concat("; ", mode_name, ": ", status_text(status));
+    return results;
+  }
+  std::vector<cudnnBackendDescriptor_t> raw;
+  for (int64_t i = 0; i < available; ++i) {
+    results.configs.push_back(
+        make_backend_descriptor(CUDNN_BACKEND_ENGINECFG_DESCRIPTOR, "engine config"));
+    raw.push_back(results.configs.back().get());
+  }
+  int64_t returned = 0;
+  if (available > 0) {
+    status =
+        cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS,
+                                 CUDNN_TYPE_BACKEND_DESCRIPTOR, available, &returned, raw.data());
+    if (status != CUDNN_STATUS_SUCCESS) {
+      results.configs.clear();
+      results.error = detail::concat("; ", mode_name, " results: ", status_text(status));
+      return results;
+    }
+  }
+  returned = std::min(returned, available);
+  results.configs.resize(static_cast<size_t>(returned));  // only those cuDNN filled
+  return results;
+}
+
+// Every engine config the heuristics listed, once each, as a candidate (with the reason when the
+// problem forbids it), and the configs the search will build and time.
+struct EngineConfigs {
+  std::vector<GraphConvCandidate> candidates;  // in listing order
+  std::vector<BackendDescriptor> accepted;     // to build and time, in candidate order
+  std::vector<size_t> accepted_candidate;      // index into candidates of each accepted config
+  std::string heuristics_errors;               // "; <mode>: <status>" for each mode that failed
+};
+
+// Lists the configs: mode A ranks by expected speed; FALLBACK adds engines that A may leave out.
+// Configs the problem forbids are listed with the reason but do not count toward max_candidates:
+// on Ampere and newer, mode A's first picks for float32 are often TF32 engines, and counting them
+// would leave no room for the FP32 ones.
+EngineConfigs list_engine_configs(cudnnBackendDescriptor_t graph, const GraphConvProblem& p,
+                                  int max_candidates, const std::string& context) {
+  EngineConfigs listed;
+  int accepted = 0;
+  for (cudnnBackendHeurMode_t mode : {CUDNN_HEUR_MODE_A, CUDNN_HEUR_MODE_FALLBACK}) {
+    if (accepted >= max_candidates) break;
+    HeuristicResults found = heuristic_configs(graph, mode, context);
+    if (!found.error.empty()) {
+      listed.heuristics_errors += found.error;
+      continue;
+    }
+    for (size_t i = 0; i < found.configs.size() && accepted < max_candidates; ++i) {
+      const ConfigInfo info = read_config(found.configs[i].get());
+      const bool seen =
+          std::any_of(listed.candidates.begin(), listed.candidates.end(),
+                      [&](const GraphConvCandidate& c) { return c.name == info.name; });
+      if (seen) continue;
+      GraphConvCandidate candidate;
+      candidate.name = info.name;
+      candidate.error = filter_reason(info, p);
+      listed.candidates.push_back(candidate);
+      if (!candidate.error.empty()) continue;
+      listed.accepted.push_back(std::move(found.configs[i]));
+      listed.accepted_candidate.push_back(listed.candidates.size() - 1);
+      ++accepted;
+    }
+  }
+  return listed;
+}
+
+// Builds the execution plan of `config` and reads its workspace size into candidate.workspace.
+// A config the heuristics listed may still be refused here (not supported on this device or for
+// these shapes): returns an empty descriptor with candidate.error saying why, and the search goes
+// on without it.
+BackendDescriptor build_plan(cudnnHandle_t handle, cudnnBackendDescriptor_t config,
+                             const std::string& context, GraphConvCandidate& candidate) {
+  BackendDescriptor plan =
+      make_backend_descriptor(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR, "execution plan");
+  const cudnnBackendDescriptor_t desc = plan.get();
+  PNEUMO_CUDNN_CHECK(cudnnBackendSetAttribute(desc, CUDNN_ATTR_EXECUTION_PLAN_HANDLE,
+                                              CUDNN_TYPE_HANDLE, 1, &handle),
+                     context);
+  PNEUMO_CUDNN_CHECK(set_descriptor(desc, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, config),
+                     context);
+  cudnnStatus_t status = cudnnBackendFinalize(desc);
+  if (status != CUDNN_STATUS_SUCCESS) {
+    candidate.error = "cudnnBackendFinalize(execution plan): " + status_text(status);
+    return BackendDescriptor();
+  }
+  int64_t workspace = 0;
+  status = cudnnBackendGetAttribute(desc, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE,
+                                    CUDNN_TYPE_INT64, 1, nullptr, &workspace);
+  if (status != CUDNN_STATUS_SUCCESS || workspace < 0) {
+    candidate.error = "reading CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE: " + status_text(status);
+    return BackendDescriptor();
+  }
+  candidate.workspace = static_cast<size_t>(workspace);
+  return plan;
+}
+
+// Builds one accepted config's plan, fetches its workspace and times it on the search's buffers.
+// Returns the plan with candidate.ran and candidate.ms set, or (when the plan is refused, wants
+// too much workspace, cannot get it, or fails to run) an empty descriptor with candidate.error
+// saying why.
+BackendDescriptor build_and_time(cudnnHandle_t handle, cudaStream_t stream,
+                                 cudnnBackendDescriptor_t config,
+                                 const std::array<void*, 3>& pointers,
+                                 const std::function<void*(size_t)>& workspace_for,
+                                 size_t max_workspace, const std::string& context,
+                                 GraphConvCandidate& candidate) {
+  BackendDescriptor plan = build_plan(handle, config, context, candidate);
+  if (!plan) return plan;
+  if (candidate.workspace > max_workspace) {
+    candidate.error = detail::concat("skipped: needs ", candidate.workspace,
+                                     " bytes of workspace, over the limit of ", max_workspace);
+    return BackendDescriptor();
+  }
+  void* workspace_ptr = nullptr;
+  if (candidate.workspace > 0) {
+    try {
+      workspace_ptr = workspace_for(candidate.workspace);
+    } catch (const OutOfMemory& e) {
+      cudaGetLastError();  // the failed cudaMalloc's error must not outlive this candidate
+      candidate.error = detail::excerpt(
+          detail::concat("workspace of ", candidate.workspace, " bytes: ", e.what()),
+          kMaxErrorChars);
+      return BackendDescriptor();
+    }
+    PNEUMO_CHECK(workspace_ptr != nullptr, context, ": workspace_for(", candidate.workspace,
+                 ") returned null");
+  }
+  BackendDescriptor pack = make_variant_pack(pointers, workspace_ptr, context);
+  float ms = 0;
+  candidate.error = time_plan(handle, stream, plan.get(), pack.get(), context, ms);
+  if (!candidate.error.empty()) return BackendDescriptor();
+  candidate.ran = true;
+  candidate.ms = ms;
+  return plan;
+}
+
 }  // namespace
 
 BackendDescriptor make_backend_descriptor(cudnnBackendDescriptorType_t type, const char* what) {
@@ -467,23 +663,7 @@ GraphConvPlan GraphConvPlan::search(cudnnHandle_t handle, cudaStream_t stream,
                                     const float* y, std::function<void*(size_t)> workspace_for,
                                     size_t max_workspace, int max_candidates) {
   const std::string context = describe(p);
-  PNEUMO_CHECK(p.n > 0 && p.c > 0 && p.h > 0 && p.w > 0 && p.k > 0, context,
-               ": every size must be positive");
-  PNEUMO_CHECK(p.direction == ConvDirection::Forward ||
-                   p.direction == ConvDirection::BackwardData ||
-                   p.direction == ConvDirection::BackwardFilter,
-               context, ": unknown direction");
-  PNEUMO_CHECK(max_candidates > 0, context, ": max_candidates = ", max_candidates);
-  PNEUMO_CHECK(static_cast<bool>(workspace_for), context, ": no workspace_for function");
-  PNEUMO_CHECK(handle != nullptr, context, ": no cuDNN handle");
-  PNEUMO_CHECK(x != nullptr && weight != nullptr && y != nullptr, context, ": a buffer is null");
-  PNEUMO_CHECK(is_aligned(x, 4) && is_aligned(weight, 4) && is_aligned(y, 4), context,
-               ": a float buffer is not 4-byte aligned");
-  // Timing synchronises the stream, which a capture forbids (and would invalidate).
-  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
-  PNEUMO_CUDA_CHECK(cudaStreamIsCapturing(stream, &capture), context);
-  PNEUMO_CHECK(capture == cudaStreamCaptureStatusNone, context,
-               ": the engine search cannot run while the stream is being captured");
+  check_search_arguments(handle, stream, p, x, weight, y, workspace_for, max_candidates, context);
 
   GraphConvPlan result;
   result.problem_ = p;
@@ -492,128 +672,22 @@ GraphConvPlan GraphConvPlan::search(cudnnHandle_t handle, cudaStream_t stream,
   const cudnnBackendDescriptor_t graph = parts.back().get();
   StreamBinding binding(handle, stream, context);
 
-  // List the configs: mode A ranks by expected speed; FALLBACK adds engines that A may leave out.
-  // Configs the problem forbids are listed with the reason but do not count toward
-  // max_candidates: on Ampere and newer, mode A's first picks for float32 are often TF32 engines,
-  // and counting them would leave no room for the FP32 ones.
-  std::vector<BackendDescriptor> configs;  // to build and time, in candidate order
-  std::vector<size_t> config_candidate;    // index into candidates_ of each config
-  std::string heuristics_errors;
-  int accepted = 0;
-  for (cudnnBackendHeurMode_t mode : {CUDNN_HEUR_MODE_A, CUDNN_HEUR_MODE_FALLBACK}) {
-    if (accepted >= max_candidates) break;
-    const char* mode_name =
-        mode == CUDNN_HEUR_MODE_A ? "CUDNN_HEUR_MODE_A" : "CUDNN_HEUR_MODE_FALLBACK";
-    BackendDescriptor heuristics =
-        make_backend_descriptor(CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR, "engine heuristics");
-    const cudnnBackendDescriptor_t heur = heuristics.get();
-    PNEUMO_CUDNN_CHECK(set_descriptor(heur, CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, graph), context);
-    PNEUMO_CUDNN_CHECK(
-        cudnnBackendSetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, 1, &mode),
-        context);
-    // A mode with nothing for this graph is not an error of ours; the other mode may still have.
-    cudnnStatus_t status = cudnnBackendFinalize(heur);
-    int64_t available = 0;
-    if (status == CUDNN_STATUS_SUCCESS)
-      status = cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS,
-                                        CUDNN_TYPE_BACKEND_DESCRIPTOR, 0, &available, nullptr);
-    if (status != CUDNN_STATUS_SUCCESS) {
-      heuristics_errors += detail::concat("; ", mode_name, ": ", status_text(status));
-      continue;
-    }
-    // The results are read into engine-config descriptors we created.
-    std::vector<BackendDescriptor> found;
-    std::vector<cudnnBackendDescriptor_t> raw;
-    for (int64_t i = 0; i < available; ++i) {
-      found.push_back(make_backend_descriptor(CUDNN_BACKEND_ENGINECFG_DESCRIPTOR, "engine config"));
-      raw.push_back(found.back().get());
-    }
-    int64_t returned = 0;
-    if (available > 0) {
-      status =
-          cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS,
-                                   CUDNN_TYPE_BACKEND_DESCRIPTOR, available, &returned, raw.data());
-      if (status != CUDNN_STATUS_SUCCESS) {
-        heuristics_errors += detail::concat("; ", mode_name, " results: ", status_text(status));
-        continue;
-      }
-    }
-    returned = std::min(returned, available);
-    for (int64_t i = 0; i < returned && accepted < max_candidates; ++i) {
-      BackendDescriptor& config = found[static_cast<size_t>(i)];
-      const ConfigInfo info = read_config(config.get());
-      const bool listed =
-          std::any_of(result.candidates_.begin(), result.candidates_.end(),
-                      [&](const GraphConvCandidate& c) { return c.name == info.name; });
-      if (listed) continue;
-      GraphConvCandidate candidate;
-      candidate.name = info.name;
-      candidate.error = filter_reason(info, p);
-      result.candidates_.push_back(candidate);
-      if (!candidate.error.empty()) continue;
-      configs.push_back(std::move(config));
-      config_candidate.push_back(result.candidates_.size() - 1);
-      ++accepted;
-    }
-  }
+  EngineConfigs listed = list_engine_configs(graph, p, max_candidates, context);
+  result.candidates_ = std::move(listed.candidates);
 
+  // Time every accepted config; keep the fastest plan (the first of equals).
   const std::array<void*, 3> pointers = data_pointers(x, weight, y);
-  int best = -1;  // index into configs
+  int best = -1;  // index into listed.accepted
   BackendDescriptor best_plan;
-  for (size_t i = 0; i < configs.size(); ++i) {
-    GraphConvCandidate& candidate = result.candidates_[config_candidate[i]];
-    BackendDescriptor plan =
-        make_backend_descriptor(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR, "execution plan");
-    const cudnnBackendDescriptor_t desc = plan.get();
-    PNEUMO_CUDNN_CHECK(cudnnBackendSetAttribute(desc, CUDNN_ATTR_EXECUTION_PLAN_HANDLE,
-                                                CUDNN_TYPE_HANDLE, 1, &handle),
-                       context);
-    PNEUMO_CUDNN_CHECK(
-        set_descriptor(desc, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, configs[i].get()), context);
-    // A config the heuristics listed may still be refused here (not supported on this device or
-    // for these shapes): that candidate is skipped, not the search.
-    cudnnStatus_t status = cudnnBackendFinalize(desc);
-    if (status != CUDNN_STATUS_SUCCESS) {
-      candidate.error = "cudnnBackendFinalize(execution plan): " + status_text(status);
-      continue;
-    }
-    int64_t workspace = 0;
-    status = cudnnBackendGetAttribute(desc, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE,
-                                      CUDNN_TYPE_INT64, 1, nullptr, &workspace);
-    if (status != CUDNN_STATUS_SUCCESS || workspace < 0) {
-      candidate.error = "reading CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE: " + status_text(status);
-      continue;
-    }
-    candidate.workspace = static_cast<size_t>(workspace);
-    if (candidate.workspace > max_workspace) {
-      candidate.error = detail::concat("skipped: needs ", candidate.workspace,
-                                       " bytes of workspace, over the limit of ", max_workspace);
-      continue;
-    }
-    void* workspace_ptr = nullptr;
-    if (candidate.workspace > 0) {
-      try {
-        workspace_ptr = workspace_for(candidate.workspace);
-      } catch (const OutOfMemory& e) {
-        cudaGetLastError();  // the failed cudaMalloc's error must not outlive this candidate
-        candidate.error = detail::excerpt(
-            detail::concat("workspace of ", candidate.workspace, " bytes: ", e.what()),
-            kMaxErrorChars);
-        continue;
-      }
-      PNEUMO_CHECK(workspace_ptr != nullptr, context, ": workspace_for(", candidate.workspace,
-                   ") returned null");
-    }
-    BackendDescriptor pack = make_variant_pack(pointers, workspace_ptr, context);
-    float ms = 0;
-    candidate.error = time_plan(handle, stream, desc, pack.get(), context, ms);
-    if (!candidate.error.empty()) continue;
-    candidate.ran = true;
-    candidate.ms = ms;
-    if (best < 0 || ms < result.best_ms_) {
+  for (size_t i = 0; i < listed.accepted.size(); ++i) {
+    GraphConvCandidate& candidate = result.candidates_[listed.accepted_candidate[i]];
+    BackendDescriptor plan = build_and_time(handle, stream, listed.accepted[i].get(), pointers,
+                                            workspace_for, max_workspace, context, candidate);
+    if (!candidate.ran) continue;
+    if (best < 0 || candidate.ms < result.best_ms_) {
       best = static_cast<int>(i);
       best_plan = std::move(plan);
-      result.best_ms_ = ms;
+      result.best_ms_ = candidate.ms;
       result.best_name_ = candidate.name;
       result.workspace_ = candidate.workspace;
     }
@@ -621,8 +695,8 @@ GraphConvPlan GraphConvPlan::search(cudnnHandle_t handle, cudaStream_t stream,
 
   PNEUMO_CHECK(best >= 0, context,
                ": no cuDNN graph engine config ran; candidates: ", short_list(result.candidates_),
-               heuristics_errors);
-  parts.push_back(std::move(configs[static_cast<size_t>(best)]));
+               listed.heuristics_errors);
+  parts.push_back(std::move(listed.accepted[static_cast<size_t>(best)]));
   result.graph_parts_ = std::move(parts);
   result.plan_ = std::move(best_plan);
   return result;

@@ -31,8 +31,9 @@ enum class ConvDirection { Forward, BackwardData, BackwardFilter };
 std::string to_string(ConvDirection d);  // "forward", "backward_data", "backward_filter"
 
 struct GraphConvProblem {
-  int64_t n, c, h, w, k;  // x (N,C,H,W), weight (K,C,3,3), y (N,K,H,W): 3x3, stride 1, padding 1
-                          // each side, dilation 1, CUDNN_CROSS_CORRELATION, float32, packed NCHW
+  int64_t n, c, h, w, k;  // x (N,C,H,W), weight (K,C,3,3), y (N,K,H,W): ConvGeometry's 3x3,
+                          // stride 1, padding 1 each side (pneumo/op_geometry.hpp), dilation 1,
+                          // CUDNN_CROSS_CORRELATION, float32, packed NCHW
   ConvDirection direction;
   bool allow_tf32 = false;    // false: skip engines noted CUDNN_NUMERICAL_NOTE_TENSOR_CORE (fp32
                               // data would run as TF32); DOWN_CONVERT_INPUTS is always skipped
