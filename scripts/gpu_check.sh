@@ -263,12 +263,16 @@ generator=Ninja
 command -v ninja > /dev/null || generator="Unix Makefiles"
 deps_dir=$root/.deps
 [[ -d $deps_dir ]] || echo "gpu_check: warning: $deps_dir is missing (run scripts/pack_gpu_deps.sh and carry .deps)"
+# NCCL: the toolkit's when it has one, else the Python environment's (nvidia.nccl), for the
+# one-rank NCCL run of section 7b.
+nccl_root=$(python3 -c 'import nvidia.nccl as m, os; p = list(m.__path__)[0]; print(p if os.path.exists(os.path.join(p, "include", "nccl.h")) else "")' 2>/dev/null || true)
 configure_command() {  # fills cmake_command for CUDA architectures $1
   cmake_command=(cmake -S "$root" -B "$build" -G "$generator" -DCMAKE_BUILD_TYPE=Release
     -DPNEUMO_WITH_OPENCV=OFF -DPNEUMO_WITH_BLAS=OFF -DPNEUMO_DEPS_DIR="$deps_dir" -DPNEUMO_WERROR=OFF
     -DCMAKE_CUDA_ARCHITECTURES="$1")
   # shellcheck disable=SC2206  # EXTRA_CMAKE_ARGS is a list of words on purpose
   [[ -n ${EXTRA_CMAKE_ARGS:-} ]] && cmake_command+=($EXTRA_CMAKE_ARGS)
+  [[ -n $nccl_root ]] && cmake_command+=(-DNCCL_ROOT="$nccl_root")
   if [[ -n $cudnn_cmake_root ]]; then  # explicit paths also replace a stale cached search
     cmake_command+=(-DCUDNN_ROOT="$cudnn_cmake_root"
       -DCUDNN_INCLUDE_DIR="$cudnn_cmake_root/include" -DCUDNN_LIBRARY="$cudnn_cmake_root/lib/libcudnn.so")
@@ -449,6 +453,16 @@ if [[ -n $sanitizer && -x $cli_bin && -f $sample_cache/meta.json && ${SKIP_SANIT
   run "sanitizer memcheck (training)" 120 sanitizer_train "1 epoch on data/sample, batch 8" -- \
     "$sanitizer" --tool memcheck --error-exitcode 86 --print-limit 50 "$cli_bin" train \
     --data "$sample_cache" --device "$device" --epochs 1 --batch 8 --out "$build-data/sanitized_run"
+fi
+
+# ---- 7b. Data-parallel code path on one GPU: one rank, gradients through NCCL ----------------------------
+# (No MPI on the GPU host: the group of one bootstraps NCCL itself. Several GPUs: not here.)
+if [[ -x $cli_bin && -f $sample_cache/meta.json && ${SKIP_RUNS:-0} != 1 ]]; then
+  rm -rf "$build-data/nccl_run"
+  [[ -n $nccl_root ]] && export LD_LIBRARY_PATH=$nccl_root/lib:$LD_LIBRARY_PATH
+  run "train, one rank through NCCL" 90 nccl_train "2 epochs on data/sample, --all-reduce nccl" -- \
+    "$cli_bin" train --data "$sample_cache" --device "$device" --epochs 2 --batch 16 \
+    --all-reduce nccl --out "$build-data/nccl_run"
 fi
 
 # ---- 8. compute-sanitizer on the CUDA tests ----------------------------------------------------------------------------------

@@ -120,7 +120,7 @@ void Trainer::train_step(const ImageSet& data, const int32_t* device_order, int 
   }
   mark(StepPhase::Loss);
   model_.backward(dlogits);
-  if (group_->size() > 1) {
+  {  // a no-op for the group of one; one NCCL rank still runs the collective
     PNEUMO_NVTX_RANGE("all-reduce gradients");
     TensorView gradients = model_.gradients();
     group_->all_reduce_sum(gradients.data, gradients.numel(), gradients.device);
@@ -259,7 +259,7 @@ EpochStats Trainer::train_epoch(const ImageSet& data, const std::vector<int32_t>
   }
   EpochStats stats = read_group_stats(std::min<int64_t>(total, done * batch_size_));
   if (stats.first_nonfinite_step >= 0) throw_nonfinite(stats, epoch, steps, optimizer_.learning_rate);
-  if (group_->size() > 1) {
+  {
     // Without synchronised batch-norm each rank's running averages saw its shards only; rank 0's
     // become everyone's (as DDP broadcasts its buffers), so validation and checkpoints agree.
     TensorView buffers = model_.buffers();
