@@ -46,11 +46,7 @@ std::unique_ptr<Communicator> make_communicator() {
 std::unique_ptr<Communicator> with_transport(std::unique_ptr<Communicator> host, Backend& backend,
                                              AllReduceTransport transport) {
   const bool cuda = backend.device() == Device::Cuda;
-  if (transport == AllReduceTransport::Mpi) {
-    if (host->size() == 1 && !built_with_mpi())
-      throw Error("--all-reduce mpi: pneumo was built without MPI");
-    return host;
-  }
+  if (transport == AllReduceTransport::Mpi) return host;  // one process: nothing travels
   if (transport == AllReduceTransport::Nccl) {
     if (!cuda)
       throw Error("--all-reduce nccl needs the CUDA backend (this run uses " + backend.name() +

@@ -2,7 +2,6 @@
 // instead of aborting, so the caller can say which rank failed and where); device buffers are
 // copied through the host.
 #include <cstdlib>
-#include <cstring>
 
 #include "dist/communicators.hpp"
 #include "pneumo/error.hpp"

@@ -158,32 +158,18 @@ void Trainer::reset_stats(double loss_sum, double correct) {
   copy_bytes(stats_.data(), stats_.device(), host, Device::Cpu, sizeof(host));
 }
 
-EpochStats Trainer::read_stats(int64_t images) const {
-  float host[3];
-  stats_.copy_to_host(host);  // synchronises with the device
-  EpochStats stats;
-  stats.images = images;
-  stats.loss_sum = host[0];
-  stats.correct = host[1];
-  stats.first_nonfinite_step = static_cast<int64_t>(host[2]) - 1;
-  if (images > 0) {
-    stats.loss = host[0] / static_cast<double>(images);
-    stats.accuracy = host[1] / static_cast<double>(images);
-  }
-  return stats;
-}
+namespace {
 
-EpochStats Trainer::read_group_stats(int64_t images) const {
-  if (group_->size() == 1) return read_stats(images);
-  float host[3];
-  stats_.copy_to_host(host);
-  const std::vector<double> all = group_->all_gather(std::vector<double>(host, host + 3));
+// The statistics of `images` from the device's sums: (loss sum, correct count, first non-finite
+// step + 1) per rank, three values each, added up in rank order (the same on every rank); the
+// earliest non-finite step of any rank.
+EpochStats stats_from_sums(const std::vector<double>& sums, int64_t images) {
   EpochStats stats;
   stats.images = images;
-  for (size_t r = 0; r < all.size(); r += 3) {  // in rank order: the same sums on every rank
-    stats.loss_sum += all[r];
-    stats.correct += all[r + 1];
-    const auto step = static_cast<int64_t>(all[r + 2]) - 1;
+  for (size_t r = 0; r + 2 < sums.size(); r += 3) {
+    stats.loss_sum += sums[r];
+    stats.correct += sums[r + 1];
+    const auto step = static_cast<int64_t>(sums[r + 2]) - 1;
     if (step >= 0 && (stats.first_nonfinite_step < 0 || step < stats.first_nonfinite_step))
       stats.first_nonfinite_step = step;
   }
@@ -192,6 +178,20 @@ EpochStats Trainer::read_group_stats(int64_t images) const {
     stats.accuracy = stats.correct / static_cast<double>(images);
   }
   return stats;
+}
+
+}  // namespace
+
+EpochStats Trainer::read_stats(int64_t images) const {
+  float host[3];
+  stats_.copy_to_host(host);  // synchronises with the device
+  return stats_from_sums(std::vector<double>(host, host + 3), images);
+}
+
+EpochStats Trainer::read_group_stats(int64_t images) const {
+  float host[3];
+  stats_.copy_to_host(host);
+  return stats_from_sums(group_->all_gather(std::vector<double>(host, host + 3)), images);
 }
 
 namespace {

@@ -298,9 +298,10 @@ int TrainingRun::run() {
   if (writer()) log_.emplace(run_dir_, first_epoch_);  // keeps the rows of the epochs already done
   ProgressOptions progress_options;
   progress_options.live = is_terminal(stderr);
-  // The other ranks' progress goes nowhere: rank 0 speaks for the run.
-  static std::ostringstream silent;
-  progress_.emplace(writer() ? std::cerr : silent, progress_options);
+  // The other ranks' progress goes nowhere (a stream without a buffer discards what it is given):
+  // rank 0 speaks for the run.
+  static std::ostream discard(nullptr);
+  progress_.emplace(writer() ? std::cerr : discard, progress_options);
   stop_on_signal_.emplace();  // from here on, SIGINT/SIGTERM stop after the current step
   for (int epoch = first_epoch_; epoch < options_.epochs; ++epoch) {
     bool stopped = false;
