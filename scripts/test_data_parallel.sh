@@ -3,6 +3,8 @@
 # mpirun and a build with MPI). Checks, on data/sample at 64 px, one global batch of 64 a step:
 #   1. two ranks with synchronised batch-norm end with the weights of one process (within the
 #      tolerance of scripts/compare_weights.py: float sums split across ranks round differently);
+#   1b. gradients sent in small buckets during the backward pass (MPI_Iallreduce) give the bits
+#      of one buffer sent after it;
 #   2. two ranks with per-rank batch-norm train, and only rank 0 writes;
 #   3. a run of two ranks resumed by one process continues it: the same weights as two ranks
 #      throughout, within the tolerance (against one process throughout, two RMSprop steps
@@ -28,6 +30,13 @@ echo "== 1. two ranks (sync batch-norm) against one process, one step"
 "${mpirun[@]}" "$pneumo" train "${common[@]}" --epochs 1 --sync-batchnorm true --out two >two.log 2>&1
 grep -q "ranks: 2 (MPI, 2 ranks)" two.log || { cat two.log; echo "FAIL: rank count not reported"; exit 1; }
 python3 "$compare" one/model.safetensors two/model.safetensors
+
+echo "== 1b. buckets of 0.01 MiB during the backward pass against one buffer after it"
+"${mpirun[@]}" "$pneumo" train "${common[@]}" --epochs 2 --sync-batchnorm true --bucket-mb 0.01 \
+  --out buckets >buckets.log 2>&1
+"${mpirun[@]}" "$pneumo" train "${common[@]}" --epochs 2 --sync-batchnorm true --bucket-mb 0 \
+  --out one-buffer >one-buffer.log 2>&1
+python3 "$compare" --tolerance 0 buckets/model.safetensors one-buffer/model.safetensors
 
 echo "== 2. two ranks, per-rank batch-norm: trains, rank 0 alone writes"
 "${mpirun[@]}" "$pneumo" train "${common[@]}" --epochs 2 --out per-rank >per-rank.log 2>&1

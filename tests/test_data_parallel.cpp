@@ -1,16 +1,22 @@
 // The pieces of data-parallel training that one process can check: shards tile a batch; a rank's
 // augmentation and dropout draws at its place in the global batch are the ones one process draws
 // there (key.first); synchronised batch-norm's backward from sums over the whole batch equals the
-// unsplit op's; the group of one leaves its data alone. Two real ranks run in
+// unsplit op's; the group of one leaves its data alone; gradient buckets start once their layers'
+// backward has run. Two real ranks run in
 // scripts/test_data_parallel.sh (ctest DataParallelMpi).
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cstdlib>
+#include <set>
 #include <vector>
 
 #include "pneumo/backend.hpp"
 #include "pneumo/distributed.hpp"
 #include "pneumo/error.hpp"
+#include "pneumo/model.hpp"
 #include "pneumo/random.hpp"
+#include "pneumo/trainer.hpp"
 #include "test_util.hpp"
 
 namespace pneumo {
@@ -172,6 +178,106 @@ TEST(SyncBatchNorm, HalvesWithSummedStatisticsGiveTheWholeBatchGradient) {
   EXPECT_THROW(backend->batchnorm_backward_input(xs[0], dys[0], gamma, mean, inv_std, sum_tensor,
                                                  59.0, wrong),
                Error);
+}
+
+}  // namespace
+}  // namespace pneumo
+
+namespace pneumo {
+namespace {
+
+// A group of one that records, for each gradient bucket started, its range and which layers had
+// finished their backward pass by then.
+class RecordingGroup final : public Communicator {
+ public:
+  struct Start {
+    int64_t begin, count;
+    std::set<size_t> done;  // layers whose backward had run
+  };
+  int rank() const override { return 0; }
+  int size() const override { return 1; }
+  std::string name() const override { return "recording"; }
+  void all_reduce_sum(float*, int64_t, Device) override { ++blocking; }
+  void start_all_reduce_sum(float* values, int64_t count, Device) override {
+    starts.push_back({values - base, count, done});
+  }
+  void finish_all_reduces() override {  // the step's end: the next backward starts afresh
+    ++finishes;
+    done.clear();
+  }
+  void all_reduce_sum(double*, int) override {}
+  std::vector<double> all_gather(const std::vector<double>& local) override { return local; }
+  std::vector<float> all_gather(const std::vector<float>& local) override { return local; }
+  void broadcast(float*, int64_t, Device) override {}
+  void broadcast_bytes(void*, size_t) override {}
+  [[noreturn]] void abort(int status) override { std::exit(status); }
+
+  const float* base = nullptr;  // the gradient buffer
+  std::set<size_t> done;
+  std::vector<Start> starts;
+  int blocking = 0, finishes = 0;
+};
+
+// Every bucket starts only once the layers owning its gradients have run their backward, the
+// buckets tile the buffer once, and with a small bucket several travel before the backward pass
+// reaches the first layer (the overlap).
+TEST(GradientBuckets, StartWhenTheirLayersAreDoneAndTileTheBuffer) {
+  auto backend = make_cpu_backend(1);
+  ModelConfig config;
+  config.input_size = 32;
+  config.channels = {8, 8, 16, 16, 32};
+  config.hidden = 16;
+  Model model(*backend, config, 4);
+  model.initialize(3);
+  const int64_t numel = model.gradients().numel();
+  std::vector<uint8_t> pixels(static_cast<size_t>(8 * 32 * 32));
+  for (size_t i = 0; i < pixels.size(); ++i) pixels[i] = static_cast<uint8_t>(i * 7 % 251);
+  const std::vector<uint8_t> labels{0, 1, 0, 1, 1, 0, 1, 0};
+  const ImageSet data = ImageSet::upload(Device::Cpu, pixels.data(), 8, 32, labels.data());
+  const std::vector<int32_t> order{0, 1, 2, 3, 4, 5, 6, 7};
+
+  for (int64_t bucket : {int64_t{0}, int64_t{2000}}) {
+    RecordingGroup group;
+    group.base = model.gradients().data;
+    Trainer trainer(*backend, model, 4, AugmentSettings{}, 5);
+    trainer.set_group(group);
+    trainer.set_all_reduce_bucket(bucket);
+    model.set_layer_marker([&](size_t layer, bool backward) {
+      if (backward) group.done.insert(layer);
+    });
+    trainer.train_epoch(data, order, 0);
+    model.set_layer_marker({});
+    const size_t per_step = trainer.all_reduce_buckets().size();
+    ASSERT_EQ(group.starts.size(), 2 * per_step) << "two steps";
+    EXPECT_EQ(group.finishes, 2);
+    EXPECT_EQ(group.blocking, 0);
+    for (size_t s = 0; s < 2; ++s) {
+      std::vector<int> covered(static_cast<size_t>(numel), 0);
+      size_t before_first_layer = 0;
+      for (size_t k = s * per_step; k < (s + 1) * per_step; ++k) {
+        const RecordingGroup::Start& start = group.starts[k];
+        for (int64_t i = start.begin; i < start.begin + start.count; ++i)
+          ++covered[static_cast<size_t>(i)];
+        for (const ParameterInfo& info : model.parameter_infos()) {
+          const bool inside = info.offset < start.begin + start.count &&
+                              info.offset + info.shape.numel() > start.begin;
+          const size_t layer = model.layer_index(info.name.substr(0, info.name.find('.')));
+          if (inside) {
+            EXPECT_TRUE(start.done.count(layer))
+                << info.name << " sent before " << model.layer_name(layer) << "'s backward";
+          }
+        }
+        if (!start.done.count(0)) ++before_first_layer;
+      }
+      EXPECT_EQ(std::count(covered.begin(), covered.end(), 1), numel) << "each element once";
+      if (bucket == 0) {
+        EXPECT_EQ(per_step, 1u);
+      } else {
+        EXPECT_GE(per_step, 3u);
+        EXPECT_GE(before_first_layer, 2u) << "buckets travel during the backward pass";
+      }
+    }
+  }
 }
 
 }  // namespace

@@ -27,6 +27,14 @@ class Communicator {
   // count floats at `values` on `device` (the gradients) become their sum over the ranks, the
   // same bits on every rank. Ranks call it in the same order with the same count.
   virtual void all_reduce_sum(float* values, int64_t count, Device device) = 0;
+  // The same sum, started now and complete once finish_all_reduces() returns (in the device's
+  // stream order: later ops on `device` see the sums). Started in the same order on every rank,
+  // a bucket of the gradients can travel while the backward pass is still writing the others.
+  // The default runs it at once.
+  virtual void start_all_reduce_sum(float* values, int64_t count, Device device) {
+    all_reduce_sum(values, count, device);
+  }
+  virtual void finish_all_reduces() {}
   // Host values summed over the ranks, the same on every rank (statistics, sums, flags).
   virtual void all_reduce_sum(double* values, int count) = 0;
   // Every rank's `local` (any length, including 0), concatenated in rank order, on every rank.

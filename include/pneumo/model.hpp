@@ -70,8 +70,13 @@ class Model {
   // dlogits: (N, 1). Fills gradients() for the last training forward. After an inference forward
   // it gives the input gradients of that (affine batch-norm, identity dropout) network, for
   // explanations; parameter gradients are then not meaningful. down_to > 0 stops after layer
-  // down_to's backward (last_input_gradients()[down_to] is d its input).
-  void backward(ConstTensorView dlogits, size_t down_to = 0);
+  // down_to's backward (last_input_gradients()[down_to] is d its input). `gradients_final`, when
+  // given, is called after each layer's backward with the offset from which gradients() holds its
+  // final values (every op writing them issued): parameters lie in layer order, so the backward
+  // pass completes the buffer from its end, and a data-parallel trainer can send that part on.
+  using GradientsFinal = std::function<void(int64_t from)>;
+  void backward(ConstTensorView dlogits, size_t down_to = 0,
+                const GradientsFinal& gradients_final = {});
   // Inference from the output of layer `layer` on: runs layers layer+1 .. last on `activation`
   // (shaped as that layer's output) and returns the logits. For finite-difference checks.
   ConstTensorView forward_from(size_t layer, ConstTensorView activation);
@@ -81,6 +86,9 @@ class Model {
   TensorView gradients() { return gradients_.view(); }
   TensorView buffers() { return buffers_.view(); }  // batch-norm running statistics
   const std::vector<ParameterInfo>& parameter_infos() const { return parameter_infos_; }
+  // Per layer, the offset from which gradients() is final after that layer's backward (see
+  // backward's `gradients_final`); non-increasing, 0 at the first layer with parameters.
+  const std::vector<int64_t>& gradients_final_from() const { return gradients_final_from_; }
   const std::vector<ParameterInfo>& buffer_infos() const { return buffer_infos_; }
   // Element counts of the named tensors (the flat arrays also hold alignment gaps).
   int64_t trainable_count() const;
@@ -116,6 +124,9 @@ class Model {
   std::vector<ParameterInfo> parameter_infos_, buffer_infos_;
   std::vector<std::unique_ptr<Layer>> layers_;
   std::vector<Layer*> batchnorms_;  // the BatchNorm2d layers
+  // Per layer: the offset of the first parameter of this layer or a later one (the buffer's size
+  // when none): what that layer's backward leaves final.
+  std::vector<int64_t> gradients_final_from_;
   std::vector<ConstTensorView> last_outputs_, last_input_gradients_;
   LayerMarker layer_marker_;
 };

@@ -118,6 +118,11 @@ class Trainer {
   // The default is the group of one.
   void set_group(Communicator& group) { group_ = &group; }
   Communicator& group() const { return *group_; }
+  // Gradients travel in buckets of at least `elements` floats, cut at layer boundaries from the
+  // end of the buffer, each started as soon as the backward pass has written it (so it overlaps
+  // the rest of the backward pass); 0 (the default): one bucket after the backward pass.
+  void set_all_reduce_bucket(int64_t elements);
+  const std::vector<Shard>& all_reduce_buckets() const { return buckets_; }
 
   // One training step on the global batch of n images device_order[0 .. n) of `data` (order on
   // the device); this rank takes shard_of(n, rank, ranks) of them. Random keys: (seed, epoch,
@@ -168,6 +173,7 @@ class Trainer {
   Array<int32_t> order_;
   PhaseMarker phase_marker_;
   Communicator* group_ = &single_process();
+  std::vector<Shard> buckets_;  // ranges of the gradient buffer, in the order they are sent
 };
 
 }  // namespace pneumo

@@ -85,6 +85,23 @@ class MpiCommunicator final : public Communicator {
               "MPI_Allreduce");
     staging.write_back();
   }
+  // Host buffers travel while the caller goes on (MPI_Iallreduce); device buffers are staged
+  // through the host at once.
+  void start_all_reduce_sum(float* values, int64_t count, Device device) override {
+    if (device != Device::Cpu) return all_reduce_sum(values, count, device);
+    MPI_Request request = MPI_REQUEST_NULL;
+    check_mpi(MPI_Iallreduce(MPI_IN_PLACE, values, as_count(count, "all-reduce"), MPI_FLOAT,
+                             MPI_SUM, MPI_COMM_WORLD, &request),
+              "MPI_Iallreduce");
+    requests_.push_back(request);
+  }
+  void finish_all_reduces() override {
+    if (requests_.empty()) return;
+    const int code = MPI_Waitall(static_cast<int>(requests_.size()), requests_.data(),
+                                 MPI_STATUSES_IGNORE);
+    requests_.clear();
+    check_mpi(code, "MPI_Waitall");
+  }
   void all_reduce_sum(double* values, int count) override {
     check_mpi(MPI_Allreduce(MPI_IN_PLACE, values, count, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD),
               "MPI_Allreduce");
@@ -132,6 +149,7 @@ class MpiCommunicator final : public Communicator {
 
   int rank_ = 0, size_ = 1;
   bool owns_mpi_ = false;
+  std::vector<MPI_Request> requests_;  // started, not yet finished
 };
 
 // The rank's place among the ranks on its machine, as the launcher numbers them.

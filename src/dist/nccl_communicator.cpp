@@ -27,9 +27,15 @@ class NcclCommunicator final : public Communicator {
     if (host_->rank() == 0) check(ncclGetUniqueId(&id), "ncclGetUniqueId");
     host_->broadcast_bytes(&id, sizeof(id));
     check(ncclCommInitRank(&comm_, host_->size(), id, host_->rank()), "ncclCommInitRank");
+    check_cuda(cudaStreamCreateWithFlags(&side_, cudaStreamNonBlocking), "cudaStreamCreate");
+    check_cuda(cudaEventCreateWithFlags(&issued_, cudaEventDisableTiming), "cudaEventCreate");
+    check_cuda(cudaEventCreateWithFlags(&reduced_, cudaEventDisableTiming), "cudaEventCreate");
   }
   ~NcclCommunicator() override {
     if (comm_) ncclCommDestroy(comm_);
+    if (reduced_) cudaEventDestroy(reduced_);
+    if (issued_) cudaEventDestroy(issued_);
+    if (side_) cudaStreamDestroy(side_);
   }
 
   int rank() const override { return host_->rank(); }
@@ -46,6 +52,25 @@ class NcclCommunicator final : public Communicator {
     check(ncclAllReduce(values, values, static_cast<size_t>(count), ncclFloat, ncclSum, comm_,
                         stream_),
           "ncclAllReduce");
+  }
+  // A bucket travels on a side stream once the ops issued so far on the backend's stream (the
+  // backward of the layers that wrote it) are done, while the backward goes on; finishing makes
+  // the backend's stream wait for the side stream. No host synchronisation either way.
+  void start_all_reduce_sum(float* values, int64_t count, Device device) override {
+    if (device != Device::Cuda) return host_->start_all_reduce_sum(values, count, device);
+    check_cuda(cudaEventRecord(issued_, stream_), "cudaEventRecord");
+    check_cuda(cudaStreamWaitEvent(side_, issued_, 0), "cudaStreamWaitEvent");
+    check(ncclAllReduce(values, values, static_cast<size_t>(count), ncclFloat, ncclSum, comm_,
+                        side_),
+          "ncclAllReduce");
+    pending_ = true;
+  }
+  void finish_all_reduces() override {
+    host_->finish_all_reduces();
+    if (!pending_) return;
+    check_cuda(cudaEventRecord(reduced_, side_), "cudaEventRecord");
+    check_cuda(cudaStreamWaitEvent(stream_, reduced_, 0), "cudaStreamWaitEvent");
+    pending_ = false;
   }
   void all_reduce_sum(double* values, int count) override { host_->all_reduce_sum(values, count); }
   std::vector<double> all_gather(const std::vector<double>& local) override {
@@ -68,6 +93,11 @@ class NcclCommunicator final : public Communicator {
   }
 
  private:
+  void check_cuda(cudaError_t result, const char* call) const {
+    if (result == cudaSuccess) return;
+    throw Error(detail::concat(call, " failed on rank ", host_->rank(), ": ",
+                               cudaGetErrorString(result)));
+  }
   void check(ncclResult_t result, const char* call) const {
     if (result == ncclSuccess) return;
     throw Error(detail::concat(call, " failed on rank ", host_->rank(), ": ",
@@ -77,7 +107,10 @@ class NcclCommunicator final : public Communicator {
   }
 
   std::unique_ptr<Communicator> host_;
-  cudaStream_t stream_;
+  cudaStream_t stream_;             // the backend's
+  cudaStream_t side_ = nullptr;     // bucketed all-reduces
+  cudaEvent_t issued_ = nullptr, reduced_ = nullptr;
+  bool pending_ = false;            // a bucket started on the side stream, not yet waited for
   ncclComm_t comm_ = nullptr;
 };
 

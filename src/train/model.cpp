@@ -4,6 +4,7 @@
 // Parameters, gradients and batch-norm statistics each sit in one flat buffer; layers hold views.
 #include "pneumo/model.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <utility>
 
@@ -510,6 +511,20 @@ Model::Model(Backend& backend, ModelConfig config, int max_batch)
   for (auto* norm : norms) norm->bind(parameters_, gradients_, buffers_);
   for (auto* dense : denses) dense->bind(parameters_, gradients_);
 
+  // A parameter named "<layer>.<tensor>" belongs to that layer. Layers register theirs in layer
+  // order, so a layer's backward leaves final everything from its first parameter on once the
+  // later layers' have run (checked: the offsets grow with the layer index).
+  gradients_final_from_.assign(layers_.size(), gradients_.numel());
+  size_t owner = 0;
+  for (const ParameterInfo& info : parameter_infos_) {
+    while (owner < layers_.size() && info.name.rfind(layers_[owner]->name() + ".", 0) != 0) ++owner;
+    PNEUMO_CHECK(owner < layers_.size(), "parameter ", info.name,
+                 " does not follow the layer order of the flat buffer");
+    gradients_final_from_[owner] = std::min(gradients_final_from_[owner], info.offset);
+  }
+  for (size_t i = layers_.size() - 1; i-- > 0;)
+    gradients_final_from_[i] = std::min(gradients_final_from_[i], gradients_final_from_[i + 1]);
+
   Shape shape{max_batch, 1, config_.input_size, config_.input_size};
   for (size_t i = 0; i < layers_.size(); ++i) {
     layers_[i]->allocate(backend_, shape, /*needs_input_gradient=*/i > 0);
@@ -592,7 +607,8 @@ size_t Model::layer_index(const std::string& name) const {
   throw Error("no layer named '" + name + "' (layers: " + names + ")");
 }
 
-void Model::backward(ConstTensorView dlogits, size_t down_to) {
+void Model::backward(ConstTensorView dlogits, size_t down_to,
+                     const GradientsFinal& gradients_final) {
   PNEUMO_NVTX_RANGE("model backward");
   PNEUMO_CHECK(down_to < layers_.size(), "backward down to layer ", down_to, " of ",
                layers_.size());
@@ -601,6 +617,7 @@ void Model::backward(ConstTensorView dlogits, size_t down_to) {
   for (size_t i = layers_.size(); i-- > down_to;) {
     last_input_gradients_[i] = dy = layers_[i]->backward(backend_, dy);
     if (layer_marker_) layer_marker_(i, true);
+    if (gradients_final) gradients_final(gradients_final_from_[i]);
   }
 }
 

@@ -2,6 +2,7 @@
 // device; the host only picks the epoch order and reads statistics when asked.
 #include "pneumo/trainer.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 
@@ -65,6 +66,23 @@ Trainer::Trainer(Backend& backend, Model& model, int batch_size, AugmentSettings
   batch_weights_ = backend.empty({batch_size});
   dlogits_ = backend.empty({batch_size, 1});
   stats_ = backend.zeros({3});
+  set_all_reduce_bucket(0);
+}
+
+void Trainer::set_all_reduce_bucket(int64_t elements) {
+  PNEUMO_CHECK(elements >= 0, "all-reduce bucket of ", elements, " elements");
+  buckets_.clear();
+  std::vector<int64_t> cuts = model_.gradients_final_from();
+  cuts.push_back(0);
+  std::sort(cuts.rbegin(), cuts.rend());
+  int64_t end = model_.gradients().numel();
+  if (elements > 0)
+    for (int64_t cut : cuts)  // from the end of the buffer, as the backward pass completes it
+      if (cut < end && (end - cut >= elements || cut == 0)) {
+        buckets_.push_back({cut, end});
+        end = cut;
+      }
+  if (end > 0) buckets_.push_back({0, end});
 }
 
 void Trainer::use_optimizer(OptimizerKind kind) {
@@ -119,11 +137,20 @@ void Trainer::train_step(const ImageSet& data, const int32_t* device_order, int 
                             TensorView{stats_.data() + 2, {1}, backend_.device()});
   }
   mark(StepPhase::Loss);
-  model_.backward(dlogits);
-  {  // a no-op for the group of one; one NCCL rank still runs the collective
-    PNEUMO_NVTX_RANGE("all-reduce gradients");
+  {
+    // Each bucket of the gradients is summed across the ranks as soon as the backward pass has
+    // written it (a no-op for the group of one; one NCCL rank still runs the collective).
     TensorView gradients = model_.gradients();
-    group_->all_reduce_sum(gradients.data, gradients.numel(), gradients.device);
+    size_t sent = 0;
+    auto send_final = [&](int64_t from) {
+      for (; sent < buckets_.size() && buckets_[sent].begin >= from; ++sent)
+        group_->start_all_reduce_sum(gradients.data + buckets_[sent].begin, buckets_[sent].size(),
+                                     gradients.device);
+    };
+    model_.backward(dlogits, 0, send_final);
+    send_final(0);
+    PNEUMO_NVTX_RANGE("all-reduce gradients (wait)");
+    group_->finish_all_reduces();
   }
   mark(StepPhase::Backward);
   {

@@ -25,6 +25,7 @@ struct TrainOptions {
   // gradients travel (auto: NCCL on the CUDA backend, MPI on the CPU).
   bool sync_batchnorm = false;
   std::string all_reduce = "auto";  // auto | mpi | nccl
+  double bucket_mb = 1.0;           // gradient buckets sent during the backward pass; 0: one
   int threads = 0;                  // CPU backend threads; 0: all
   int size = 150;
   int epochs = 12;

@@ -245,6 +245,8 @@ TrainingRun::TrainingRun(const TrainOptions& options, std::unique_ptr<Communicat
   augment.zoom_mode = parse_zoom_mode(options.zoom_mode);
   trainer_ = std::make_unique<Trainer>(*backend_, *model_, options.batch, augment, options.seed);
   trainer_->set_group(*group_);
+  trainer_->set_all_reduce_bucket(static_cast<int64_t>(options.bucket_mb * (1 << 20)) /
+                                  static_cast<int64_t>(sizeof(float)));
   trainer_->optimizer().learning_rate = static_cast<float>(options.learning_rate);
   trainer_->optimizer().rho = static_cast<float>(options.rho);
   trainer_->optimizer().epsilon = static_cast<float>(options.epsilon);

@@ -171,6 +171,10 @@ std::vector<TrainFlag> make_table() {
       PNEUMO_FIELD(all_reduce),
       [](O o) { usage("--all-reduce", [&] { parse_all_reduce(o.all_reduce); }); }, "mpi",
       "gloo"));
+  t.push_back(bound("bucket-mb",
+                    "Data-parallel: gradients sent in buckets of this many MiB during the backward "
+                    "pass (0: one buffer after it)",
+                    PNEUMO_FIELD(bucket_mb), Within{0, 1024}, "0.5", "-1"));
   t.push_back(
       bound("threads", "CPU threads (0: all)", PNEUMO_FIELD(threads), non_negative, "3", "-1"));
   t.push_back(bound("size", "Input size when preparing an image tree", PNEUMO_FIELD(size),
