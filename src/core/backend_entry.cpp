@@ -244,29 +244,40 @@ void Backend::batchnorm_forward_inference(ConstTensorView x, ConstTensorView gam
   observe(op, x.shape);
 }
 
-void Backend::batchnorm_backward(ConstTensorView x, ConstTensorView dy, ConstTensorView gamma,
-                                 ConstTensorView saved_mean, ConstTensorView saved_inv_std,
-                                 double epsilon, TensorView dx, TensorView dgamma,
-                                 TensorView dbeta) {
-  const char* op = "batchnorm_backward";
-  expect_on(device(), op,
+namespace {
+
+// The operands both backward ops take: x, dy, dx (N, C, H, W) alike, gamma and the saved
+// statistics (C), all on `device`. Returns x's layout.
+ChannelLayout checked_batchnorm_backward(Device device, const char* op, ConstTensorView x,
+                                         ConstTensorView dy, ConstTensorView gamma,
+                                         ConstTensorView saved_mean,
+                                         ConstTensorView saved_inv_std, ConstTensorView dx) {
+  expect_on(device, op,
             {{"x", x},
              {"dy", dy},
              {"gamma", gamma},
              {"saved_mean", saved_mean},
              {"saved_inv_std", saved_inv_std},
-             {"dx", dx},
-             {"dgamma", dgamma},
-             {"dbeta", dbeta}});
-  const Shape channel = checked_channel_layout(op, x.shape).channel_shape();
+             {"dx", dx}});
+  const ChannelLayout layout = checked_channel_layout(op, x.shape);
   expect_shape(op, "dy", dy.shape, x.shape);
   expect_shape(op, "dx", dx.shape, x.shape);
-  expect_shapes(op, channel,
-                {{"gamma", gamma},
-                 {"saved_mean", saved_mean},
-                 {"saved_inv_std", saved_inv_std},
-                 {"dgamma", dgamma},
-                 {"dbeta", dbeta}});
+  expect_shapes(op, layout.channel_shape(),
+                {{"gamma", gamma}, {"saved_mean", saved_mean}, {"saved_inv_std", saved_inv_std}});
+  return layout;
+}
+
+}  // namespace
+
+void Backend::batchnorm_backward(ConstTensorView x, ConstTensorView dy, ConstTensorView gamma,
+                                 ConstTensorView saved_mean, ConstTensorView saved_inv_std,
+                                 double epsilon, TensorView dx, TensorView dgamma,
+                                 TensorView dbeta) {
+  const char* op = "batchnorm_backward";
+  const ChannelLayout layout =
+      checked_batchnorm_backward(device(), op, x, dy, gamma, saved_mean, saved_inv_std, dx);
+  expect_on(device(), op, {{"dgamma", dgamma}, {"dbeta", dbeta}});
+  expect_shapes(op, layout.channel_shape(), {{"dgamma", dgamma}, {"dbeta", dbeta}});
   check_batchnorm_epsilon(op, epsilon);
   batchnorm_backward_impl(x, dy, gamma, saved_mean, saved_inv_std, epsilon, dx, dgamma, dbeta);
   observe(op, x.shape);
@@ -277,19 +288,9 @@ void Backend::batchnorm_backward_input(ConstTensorView x, ConstTensorView dy,
                                        ConstTensorView saved_inv_std, ConstTensorView sums,
                                        double count, TensorView dx) {
   const char* op = "batchnorm_backward_input";
-  expect_on(device(), op,
-            {{"x", x},
-             {"dy", dy},
-             {"gamma", gamma},
-             {"saved_mean", saved_mean},
-             {"saved_inv_std", saved_inv_std},
-             {"sums", sums},
-             {"dx", dx}});
-  const ChannelLayout layout = checked_channel_layout(op, x.shape);
-  expect_shape(op, "dy", dy.shape, x.shape);
-  expect_shape(op, "dx", dx.shape, x.shape);
-  expect_shapes(op, layout.channel_shape(),
-                {{"gamma", gamma}, {"saved_mean", saved_mean}, {"saved_inv_std", saved_inv_std}});
+  const ChannelLayout layout =
+      checked_batchnorm_backward(device(), op, x, dy, gamma, saved_mean, saved_inv_std, dx);
+  expect_on(device(), op, {{"sums", sums}});
   expect_shape(op, "sums", sums.shape, Shape{2, layout.channels});
   PNEUMO_CHECK(count >= static_cast<double>(layout.count()), op, ": count ", count,
                " is below the ", layout.count(), " values per channel of x");
