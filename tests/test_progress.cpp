@@ -128,6 +128,11 @@ TEST(Progress, EpochSummaryLine) {
   EXPECT_EQ(format_epoch_summary(sample_record(2), 12),
             "epoch 3/12  train loss 0.3124 acc 0.8650 | val loss 0.2800 acc 0.9012 auc 0.9550 "
             "sens 0.9300 spec n/a custom 2.0000 | lr 3.00e-04 | 42.1 s");
+  EpochRecord timed = sample_record(0);
+  timed.train_seconds = 38.04;
+  timed.val_seconds = 3.96;
+  const std::string line = format_epoch_summary(timed, 1);
+  EXPECT_EQ(line.substr(line.rfind("| ")), "| 42.1 s (train 38.0, val 4.0)");
   EpochRecord bare;
   bare.learning_rate = 1e-3;
   bare.seconds = 1;
@@ -141,25 +146,33 @@ TEST(History, CsvAndJsonlFileContents) {
   first.epoch = 0;
   first.learning_rate = 1e-3;
   first.seconds = 40.5;
+  first.train_seconds = 38.25;
+  first.val_seconds = 2;
   first.values = {{"loss", 0.5}, {"val_accuracy", 0.75}};
   writer.append(first);
   EpochRecord second = first;
   second.epoch = 1;
+  second.train_seconds = NAN;  // not recorded (a row read back from an older history)
   second.learning_rate = 3e-4;
   second.values = {{"loss", 0.25}, {"val_accuracy", NAN}, {"val_auc", 0.9}};
   writer.append(second);
 
   EXPECT_EQ(read_text(writer.csv_path()),
-            "epoch,learning_rate,seconds,loss,val_accuracy,val_auc\n"
-            "0,0.001,40.5,0.5,0.75,\n"
-            "1,0.0003,40.5,0.25,nan,0.9\n");
+            "epoch,learning_rate,seconds,train_seconds,val_seconds,loss,val_accuracy,val_auc\n"
+            "0,0.001,40.5,38.25,2.0,0.5,0.75,\n"
+            "1,0.0003,40.5,nan,2.0,0.25,nan,0.9\n");
   EXPECT_EQ(read_text(writer.jsonl_path()),
-            "{\"epoch\":0,\"learning_rate\":0.001,\"loss\":0.5,\"seconds\":40.5,\"val_accuracy\":0.75}\n"
+            "{\"epoch\":0,\"learning_rate\":0.001,\"loss\":0.5,\"seconds\":40.5,"
+            "\"train_seconds\":38.25,\"val_accuracy\":0.75,\"val_seconds\":2.0}\n"
             "{\"epoch\":1,\"learning_rate\":0.0003,\"loss\":0.25,\"seconds\":40.5,"
-            "\"val_accuracy\":null,\"val_auc\":0.9}\n");
+            "\"train_seconds\":null,\"val_accuracy\":null,\"val_auc\":0.9,\"val_seconds\":2.0}\n");
 
   auto back = read_history_jsonl(writer.jsonl_path());
   ASSERT_EQ(back.size(), 2u);
+  EXPECT_EQ(back[0].train_seconds, 38.25);
+  EXPECT_EQ(back[0].val_seconds, 2);
+  EXPECT_TRUE(std::isnan(back[1].train_seconds));
+  EXPECT_EQ(back[0].values.count("train_seconds"), 0u) << "a column of its own, not a metric";
   EXPECT_EQ(back[1].learning_rate, 3e-4);
   EXPECT_TRUE(std::isnan(back[1].values.at("val_accuracy")));
   EXPECT_EQ(back[0].values.count("val_auc"), 0u);
@@ -168,6 +181,8 @@ TEST(History, CsvAndJsonlFileContents) {
   EpochRecord reserved = second;
   reserved.epoch = 5;
   reserved.values["seconds"] = 1;
+  EXPECT_THROW(writer.append(reserved), Error);
+  reserved.values = {{"val_seconds", 1}};
   EXPECT_THROW(writer.append(reserved), Error);
 }
 
@@ -188,7 +203,7 @@ TEST(History, ResumeKeepsEarlierEpochsAndDropsLaterOnes) {
 
   EpochLogWriter fresh(dir.path());  // a new run starts over
   EXPECT_TRUE(fresh.records().empty());
-  EXPECT_EQ(read_text(fresh.csv_path()), "epoch,learning_rate,seconds\n");
+  EXPECT_EQ(read_text(fresh.csv_path()), "epoch,learning_rate,seconds,train_seconds,val_seconds\n");
 
   pneumo::testing::write_bytes(dir.file("history.jsonl"), {'{', 'x', '\n'});
   try {
@@ -227,6 +242,8 @@ TEST(Report, MarkdownReportWithCurvesRocAndConfusionMatrices) {
   ReportInputs inputs;
   inputs.title = "seed recipe, 2 epochs";
   inputs.history = {sample_record(0), sample_record(1)};
+  inputs.history[1].train_seconds = 38.04;
+  inputs.history[1].val_seconds = 3.96;
   std::vector<float> logits{-2, -1, 0.5f, 1, 2, -0.5f, 1, 3};
   std::vector<uint8_t> labels{0, 0, 0, 1, 1, 1, 0, 1};
   ThresholdChoice choice = choose_threshold_youden(logits, labels);
@@ -244,9 +261,11 @@ TEST(Report, MarkdownReportWithCurvesRocAndConfusionMatrices) {
   EXPECT_NE(md.find("![Loss per epoch](loss.svg)"), std::string::npos);
   EXPECT_NE(md.find("![Accuracy per epoch](accuracy.svg)"), std::string::npos);
   EXPECT_NE(md.find("![ROC curves](roc.svg)"), std::string::npos);
-  EXPECT_NE(md.find("| 2 | 0.0003 | 42.1 | 0.3124 | 0.8650 | 0.2800 | 0.9012 | 0.9550 | 0.9300 | n/a |"),
+  EXPECT_NE(md.find("| 2 | 0.0003 | 42.1 | 38.0 | 4.0 | 0.3124 | 0.8650 | 0.2800 | 0.9012 | 0.9550 | 0.9300 | n/a |"),
             std::string::npos)
       << md;
+  EXPECT_NE(md.find("| 1 | 0.0003 | 42.1 |  |  | 0.3124"), std::string::npos)
+      << "an epoch without the split leaves its cells empty\n" << md;
   EXPECT_NE(md.find("| **true NORMAL** | 2 | 2 |"), std::string::npos) << md;
   EXPECT_NE(md.find("| **true PNEUMONIA** | 1 | 3 |"), std::string::npos) << md;
   EXPECT_NE(md.find("| tuned on validation (Youden's J) | 0.6792 | 0.7500 |"), std::string::npos) << md;

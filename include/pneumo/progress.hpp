@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <functional>
+#include <limits>
 #include <map>
 #include <ostream>
 #include <string>
@@ -67,23 +68,30 @@ class ProgressReporter {
 };
 
 // One finished epoch: its metrics (EpochMetrics::values: loss, accuracy, val_loss, val_accuracy,
-// val_auc, ...), the learning rate it trained with and its wall time. epoch is 0-based.
+// val_auc, ...), the learning rate it trained with and its wall time: `seconds` from the epoch's
+// first step to its checkpoints written, of which `train_seconds` the training steps and
+// `val_seconds` the validation passes (NaN: not recorded, as in histories written before these
+// columns existed). epoch is 0-based.
 struct EpochRecord {
   int epoch = 0;
   double learning_rate = 0;
   double seconds = 0;
+  double train_seconds = std::numeric_limits<double>::quiet_NaN();
+  double val_seconds = std::numeric_limits<double>::quiet_NaN();
   std::map<std::string, double> values;
 };
 
 // "epoch 3/12  train loss 0.3124 acc 0.8650 | val loss 0.2800 acc 0.9012 auc 0.9550 sens 0.9300
-//  spec 0.8800 | lr 3.00e-04 | 42.1 s": train values, then val_ values, known names first in a
-// fixed order, others alphabetically; NaN prints as n/a.
+//  spec 0.8800 | lr 3.00e-04 | 42.1 s (train 38.0, val 3.9)": train values, then val_ values,
+// known names first in a fixed order, others alphabetically; NaN prints as n/a; the split of the
+// time only when it was recorded.
 std::string format_epoch_summary(const EpochRecord& record, int total_epochs);
 
 // Keeps run_dir/history.csv and run_dir/history.jsonl equal to the records so far. Each append
 // rewrites both files atomically (they are small), so a crash never leaves a torn row and a
 // metric that first appears late still gets its own CSV column.
-//   CSV: header epoch,learning_rate,seconds,<metric names sorted>; empty cell = metric absent,
+//   CSV: header epoch,learning_rate,seconds,train_seconds,val_seconds,<metric names sorted>;
+//        empty cell = metric absent,
 //        "nan" = not a number; epoch 0-based, as Keras' CSVLogger.
 //   JSONL: one object per epoch with the same fields; NaN as null.
 class EpochLogWriter {

@@ -42,7 +42,8 @@ std::string exact_number(double value) {
 json number_or_null(double value) { return std::isfinite(value) ? json(value) : json(nullptr); }
 
 bool is_reserved_column(const std::string& name) {
-  return name == "epoch" || name == "learning_rate" || name == "seconds";
+  return name == "epoch" || name == "learning_rate" || name == "seconds" ||
+         name == "train_seconds" || name == "val_seconds";
 }
 
 // The summary's order and short names for the metrics pneumo reports.
@@ -182,6 +183,9 @@ std::string format_epoch_summary(const EpochRecord& record, int total_epochs) {
   if (!val.empty()) out << "val " << val << " | ";
   out << "lr " << printf_string("%.2e", record.learning_rate) << " | "
       << printf_string("%.1f", record.seconds) << " s";
+  if (std::isfinite(record.train_seconds) && std::isfinite(record.val_seconds))
+    out << " (train " << printf_string("%.1f", record.train_seconds) << ", val "
+        << printf_string("%.1f", record.val_seconds) << ")";
   return out.str();
 }
 
@@ -192,12 +196,13 @@ std::string history_to_csv(const std::vector<EpochRecord>& records) {
   for (const auto& record : records)
     for (const auto& [key, value] : record.values) columns.insert(key);
   std::ostringstream out;
-  out << "epoch,learning_rate,seconds";
+  out << "epoch,learning_rate,seconds,train_seconds,val_seconds";
   for (const auto& column : columns) out << "," << column;
   out << "\n";
   for (const auto& record : records) {
     out << record.epoch << "," << exact_number(record.learning_rate) << ","
-        << exact_number(record.seconds);
+        << exact_number(record.seconds) << "," << exact_number(record.train_seconds) << ","
+        << exact_number(record.val_seconds);
     for (const auto& column : columns) {
       auto it = record.values.find(column);
       out << "," << (it == record.values.end() ? "" : exact_number(it->second));
@@ -212,7 +217,9 @@ std::string history_to_jsonl(const std::vector<EpochRecord>& records) {
   for (const auto& record : records) {
     json line = {{"epoch", record.epoch},
                  {"learning_rate", number_or_null(record.learning_rate)},
-                 {"seconds", number_or_null(record.seconds)}};
+                 {"seconds", number_or_null(record.seconds)},
+                 {"train_seconds", number_or_null(record.train_seconds)},
+                 {"val_seconds", number_or_null(record.val_seconds)}};
     for (const auto& [key, value] : record.values) line[key] = number_or_null(value);
     out += line.dump() + "\n";
   }
@@ -253,6 +260,10 @@ std::vector<EpochRecord> read_history_jsonl(const std::string& path) {
         record.learning_rate = value;
       else if (item.key() == "seconds")
         record.seconds = value;
+      else if (item.key() == "train_seconds")
+        record.train_seconds = value;
+      else if (item.key() == "val_seconds")
+        record.val_seconds = value;
       else
         record.values[item.key()] = value;
     }

@@ -35,6 +35,11 @@ std::string number(double value, const char* format = "%g") {
   return buffer;
 }
 
+// Seconds to a tenth; empty when not recorded (histories older than the column).
+std::string seconds_cell(double seconds) {
+  return std::isfinite(seconds) ? number(seconds, "%.1f") : std::string();
+}
+
 std::string ratio_cell(double value) { return std::isnan(value) ? "n/a" : number(value, "%.4f"); }
 
 // Tick spacing of 1, 2 or 5 times a power of ten giving about `target` intervals.
@@ -234,14 +239,15 @@ std::string report_markdown(const ReportInputs& inputs, bool has_loss_chart,
           shown.push_back(column);
           break;
         }
-    md << "| epoch | learning rate | time (s)";
+    md << "| epoch | learning rate | time (s) | training (s) | validation (s)";
     for (const auto& column : shown) md << " | " << column;
-    md << " |\n|---:|---:|---:";
+    md << " |\n|---:|---:|---:|---:|---:";
     for (size_t i = 0; i < shown.size(); ++i) md << "|---:";
     md << "|\n";
     for (const auto& record : inputs.history) {
       md << "| " << record.epoch + 1 << " | " << number(record.learning_rate, "%.3g") << " | "
-         << number(record.seconds, "%.1f");
+         << number(record.seconds, "%.1f") << " | " << seconds_cell(record.train_seconds) << " | "
+         << seconds_cell(record.val_seconds);
       for (const auto& column : shown) {
         auto it = record.values.find(column);
         md << " | " << (it == record.values.end() ? "" : ratio_cell(it->second));

@@ -55,6 +55,18 @@ std::string first_nonfinite_value(const CheckpointData& data) {
 
 namespace {
 
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+std::string one_decimal(double seconds) {
+  std::ostringstream out;
+  out << std::fixed << std::setprecision(1) << seconds;
+  return out.str();
+}
+
 std::string default_run_dir() {
   std::time_t now = std::time(nullptr);
   std::tm local{};
@@ -150,8 +162,10 @@ class TrainingRun {
   std::optional<int> train_and_validate(int epoch, bool& stopped);
   EpochStats train_one_epoch(int epoch);
   EpochMetrics validate(int epoch, const EpochStats& train_stats);
-  std::optional<int> end_epoch(const EpochMetrics& metrics, const EpochStats& train_stats,
-                               bool& stopped);
+  // `record` holds the epoch's training and validation seconds; its total is taken once the
+  // checkpoints are written, from `epoch_start`.
+  std::optional<int> end_epoch(const EpochMetrics& metrics, EpochRecord record,
+                               Clock::time_point epoch_start, bool& stopped);
   void finish();
   // Saves at an epoch end, or inside epoch `epochs_done` when `partial` says how far it got.
   void save(const std::string& name, int epochs_done, const EpochStats* partial = nullptr);
@@ -161,6 +175,7 @@ class TrainingRun {
 
   bool writer() const { return group_->rank() == 0; }
 
+  const Clock::time_point started_ = Clock::now();  // the run's wall clock starts here
   const TrainOptions& options_;
   std::unique_ptr<Communicator>& group_;
   const std::string run_dir_;
@@ -176,6 +191,7 @@ class TrainingRun {
   int first_epoch_ = 0;
   int epochs_done_ = 0;
   int64_t steps_done_ = 0;
+  double train_seconds_ = 0, val_seconds_ = 0;  // this process's epochs, for the run's last line
   CheckpointMetadata resumed_;   // where an interrupted epoch stood (epoch_step 0: at its start)
   CheckpointMetadata metadata_;  // what every checkpoint of this run records
   std::optional<Fault> fault_;
@@ -320,13 +336,21 @@ int TrainingRun::run() {
 }
 
 std::optional<int> TrainingRun::train_and_validate(int epoch, bool& stopped) {
+  const Clock::time_point epoch_start = Clock::now();
   const EpochStats train_stats = train_one_epoch(epoch);
   if (train_stats.interrupted) {  // every rank stopped at the same step
     save("checkpoints/last.safetensors", epoch, &train_stats);
     return interrupted(epoch, &train_stats);
   }
+  const Clock::time_point val_start = Clock::now();
   const EpochMetrics metrics = validate(epoch, train_stats);
-  return end_epoch(metrics, train_stats, stopped);
+  EpochRecord record;
+  record.epoch = epoch;
+  record.learning_rate = control_.learning_rate;
+  record.train_seconds = train_stats.seconds;
+  record.val_seconds = seconds_since(val_start);
+  record.values = metrics.values;
+  return end_epoch(metrics, std::move(record), epoch_start, stopped);
 }
 
 // The epoch's training steps (from where an interrupted epoch stopped, when resuming inside it),
@@ -390,24 +414,27 @@ EpochMetrics TrainingRun::validate(int epoch, const EpochStats& train_stats) {
   return metrics;
 }
 
-// The callbacks' turn, the epoch's line, the checkpoints and then the history (never ahead of
-// them); a stop requested by a callback or a signal that came during validation.
-std::optional<int> TrainingRun::end_epoch(const EpochMetrics& metrics,
-                                          const EpochStats& train_stats, bool& stopped) {
+// The callbacks' turn, the checkpoints, the epoch's line (its time includes them) and then the
+// history (never ahead of the checkpoints); a stop requested by a callback or a signal that came
+// during validation.
+std::optional<int> TrainingRun::end_epoch(const EpochMetrics& metrics, EpochRecord record,
+                                          Clock::time_point epoch_start, bool& stopped) {
   const int epoch = metrics.epoch;
-  EpochRecord record{epoch, control_.learning_rate, train_stats.seconds, metrics.values};
   control_.clear_requests();
   callbacks_.on_epoch_end(metrics, control_);
 
-  if (writer()) {
-    std::cout << format_epoch_summary(record, options_.epochs) << "\n" << std::flush;
-    for (const auto& event : control_.events) std::cout << "  " << event << "\n";
-  }
   epochs_done_ = epoch + 1;
   if (control_.keep_weights_snapshot)
     best_snapshot_ = capture_checkpoint(*model_, nullptr, metadata_);
   if (control_.save_best_checkpoint) save("checkpoints/best.safetensors", epoch + 1);
   save("checkpoints/last.safetensors", epoch + 1);
+  record.seconds = seconds_since(epoch_start);
+  train_seconds_ += record.train_seconds;
+  val_seconds_ += record.val_seconds;
+  if (writer()) {
+    std::cout << format_epoch_summary(record, options_.epochs) << "\n" << std::flush;
+    for (const auto& event : control_.events) std::cout << "  " << event << "\n";
+  }
   if (log_) log_->append(record);  // after the checkpoint: the history never runs ahead of it
   if (control_.stop) {  // the callbacks saw the same metrics on every rank
     if (writer()) std::cout << control_.stop_reason << "\n";
@@ -463,6 +490,10 @@ void TrainingRun::finish() {
   std::cout << format_metrics_table(final_val);
   std::cout << "model: " << (fs::path(run_dir_) / "model.safetensors").string() << " (threshold "
             << threshold.threshold << ", " << metadata_.threshold_rule << ")\n";
+  std::cout << "run: " << one_decimal(seconds_since(started_))
+            << " s from start to model and report written (training steps "
+            << one_decimal(train_seconds_) << " s, validation passes " << one_decimal(val_seconds_)
+            << " s; the rest is start-up, data, checkpoints and the final pass)\n";
   const Device device = backend_->device();
   std::cerr << "memory: at most " << (memory_stats(device).peak >> 20) << " MiB of "
             << (device == Device::Cuda ? "device" : "host")
