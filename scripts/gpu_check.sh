@@ -96,6 +96,14 @@ write_report() {
       cat "$out/seeds.md"
       echo
     fi
+    if [[ -s $out/logs/train.log ]]; then  # the clocks of the recipe run: epochs, then the whole run
+      echo "## The recipe run's clocks (pneumo train)"
+      echo
+      echo '```'
+      grep -E '^(epoch [0-9]+/|run: )' "$out/logs/train.log"
+      echo '```'
+      echo
+    fi
     local bench_log
     for bench_log in "$out"/logs/bench_train*.log; do  # the tables (phases, layers, ops)
       [[ -s $bench_log ]] || continue
@@ -389,19 +397,21 @@ elif [[ -x $cli_bin ]]; then
   bench_args=${PNEUMO_BENCH_ARGS:---batch 32 256 --steps 200 --layers}
   # shellcheck disable=SC2086  # the *_ARGS variables are lists of words on purpose
   {
-    run "bench train" 90 bench_train "whole step, device-resident random images" -- \
+    # The first also times the recipe end to end (12 epochs + validation, random images, a new
+    # backend: bench_train_recipe); the others skip it.
+    run "bench train" 120 bench_train "the recipe end to end; whole step, device-resident random images" -- \
       "$cli_bin" bench train --device "$device" $bench_args
     run "bench train (no augment)" 60 bench_train_plain "as PyTorch's reference: no augmentation" -- \
-      "$cli_bin" bench train --device "$device" --augment false $bench_args
+      "$cli_bin" bench train --device "$device" --augment false --recipe-epochs 0 $bench_args
     # The same with cuDNN for every op where the backend would time a kernel of its own against
     # it: the before/after of those choices on this card.
     run "bench train (cuDNN only)" 60 bench_train_cudnn_only "--cudnn-only, no augmentation" -- \
-      "$cli_bin" bench train --device "$device" --augment false --cudnn-only $bench_args
+      "$cli_bin" bench train --device "$device" --augment false --recipe-epochs 0 --cudnn-only $bench_args
     if [[ ${SKIP_BENCH_EXTRAS:-0} == 1 ]]; then
       skip "bench train (fastest, tf32), bench kernels" "SKIP_BENCH_EXTRAS=1"
     else
       run "bench train (fastest algorithms)" 60 bench_train_fastest "--deterministic false, no augmentation" -- \
-        "$cli_bin" bench train --device "$device" --augment false --deterministic false $bench_args
+        "$cli_bin" bench train --device "$device" --augment false --recipe-epochs 0 --deterministic false $bench_args
       # Our kernels vs cuDNN, each variant validated before it is timed (profiling/README.md); the
       # table is the log, every row also in bench_kernels.jsonl / .csv.
       run "bench kernels" 120 bench_kernels "our kernels vs cuDNN, batch 32 and 256" -- \
@@ -409,11 +419,11 @@ elif [[ -x $cli_bin ]]; then
         --csv "$out/bench_kernels.csv" ${PNEUMO_BENCH_KERNELS_ARGS:-}
       # TF32 last: fp32 is the default and the comparison that counts (PyTorch's TF32 run below).
       run "bench train (tf32)" 60 bench_train_tf32 "--precision tf32, no augmentation" -- \
-        "$cli_bin" bench train --device "$device" --augment false --precision tf32 $bench_args
+        "$cli_bin" bench train --device "$device" --augment false --recipe-epochs 0 --precision tf32 $bench_args
       # cuDNN's graph-API engines (off by default: no gain in fp32 on an H100) where TF32 opens
       # many more of them.
       run "bench train (tf32, graph engines)" 60 bench_train_tf32_graph "--graph-engines" -- \
-        "$cli_bin" bench train --device "$device" --augment false --precision tf32 \
+        "$cli_bin" bench train --device "$device" --augment false --recipe-epochs 0 --precision tf32 \
         --graph-engines $bench_args
     fi
   }

@@ -32,6 +32,7 @@ TEST(CliBenchTrain, RunsOnTheCpuAndReportsPhasesAndATable) {
   while (std::getline(lines, line)) {
     if (line.empty() || line[0] != '{') continue;
     const auto row = nlohmann::json::parse(line);
+    EXPECT_FALSE(row.contains("measure")) << "no recipe measurement on the CPU by default: " << line;
     EXPECT_EQ(row["device"], "CPU") << line;
     EXPECT_EQ(row["batch"], rows == 0 ? 2 : 3) << line;
     EXPECT_GT(row["images_per_second"].get<double>(), 0.0) << line;
@@ -54,6 +55,36 @@ TEST(CliBenchTrain, RunsOnTheCpuAndReportsPhasesAndATable) {
   EXPECT_NE(result.output.find("### pneumo bench train on the CPU backend"), std::string::npos)
       << result.output;
   EXPECT_NE(result.output.find("| 3 | "), std::string::npos) << "a table row per batch size";
+}
+
+// --recipe-epochs: the recipe end to end first, on a backend of its own, one line with each
+// epoch's training and validation seconds that add up within the total.
+TEST(CliBenchTrain, RecipeEpochsTimesTheRunEndToEnd) {
+  const auto result = bench_train_on_the_cpu("--batch 4 --recipe-epochs 3 --epoch-images 10");
+  ASSERT_EQ(result.status, 0) << result.output;
+  const size_t json_at = result.output.find("{\"");
+  ASSERT_NE(json_at, std::string::npos) << result.output;
+  const auto recipe = nlohmann::json::parse(
+      result.output.substr(json_at, result.output.find('\n', json_at) - json_at));
+  ASSERT_EQ(recipe["measure"], "recipe") << recipe.dump();
+  EXPECT_EQ(recipe["epochs"], 3);
+  EXPECT_EQ(recipe["train_images"], 10);
+  EXPECT_EQ(recipe["val_images"], 1) << "782 / 6586 of 10, rounded, at least one";
+  ASSERT_EQ(recipe["epoch_seconds"].size(), 3u);
+  double epochs = 0.0;
+  for (size_t i = 0; i < 3; ++i) {
+    const double train = recipe["train_seconds"][i], val = recipe["val_seconds"][i];
+    const double epoch = recipe["epoch_seconds"][i];
+    EXPECT_GT(train, 0.0);
+    EXPECT_GT(val, 0.0);
+    EXPECT_LE(train + val, epoch) << "the parts lie inside the epoch";
+    epochs += epoch;
+  }
+  const double total = recipe["total_seconds"], setup = recipe["setup_seconds"];
+  EXPECT_LE(setup + epochs, total);
+  EXPECT_EQ(recipe["first_epoch_seconds"], recipe["epoch_seconds"][0]);
+  EXPECT_NE(result.output.find("### The recipe end to end"), std::string::npos) << result.output;
+  EXPECT_NE(bench_train_on_the_cpu("--recipe-epochs -2").status, 0);
 }
 
 // --layers: every layer of the model, in order, with its forward and backward time, and every

@@ -160,6 +160,32 @@ GraphTiming time_graph(CudaBackend& cuda, const std::function<void()>& step, int
   return timing;
 }
 
+// `count` random images of size x size pixels with random labels, on `device`.
+ImageSet random_images(Device device, int64_t count, int size, uint32_t seed = 1) {
+  std::mt19937 generator(seed);
+  std::vector<uint8_t> pixels(static_cast<size_t>(count) * size * size), labels(count);
+  for (auto& p : pixels) p = static_cast<uint8_t>(generator());
+  for (auto& l : labels) l = static_cast<uint8_t>(generator() & 1u);
+  return ImageSet::upload(device, pixels.data(), count, size, labels.data());
+}
+
+AugmentSettings augment_settings(const TrainBenchOptions& options) {
+  AugmentSettings augment;
+  augment.enabled = options.augment;
+  return augment;
+}
+
+double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+double median(std::vector<double> values) {
+  if (values.empty()) return 0.0;
+  std::sort(values.begin(), values.end());
+  const size_t half = values.size() / 2;
+  return values.size() % 2 ? values[half] : 0.5 * (values[half - 1] + values[half]);
+}
+
 std::string fixed(double value, int digits) {
   std::ostringstream out;
   out << std::fixed << std::setprecision(digits) << value;
@@ -177,9 +203,7 @@ class StepBench {
         batch_(batch),
         // Enough distinct images that a step never reuses one (4 batches' worth, at least
         // 256), and at least an epoch's worth for the epoch measurement.
-        epoch_images_(options.epoch_images > 0                  ? options.epoch_images
-                      : backend.device() == Device::Cpu ? 2 * int64_t{batch}
-                                                        : int64_t{6586}),
+        epoch_images_(recipe_train_images(options, backend.device(), batch)),
         count_(std::max({int64_t{256}, 4 * int64_t{batch}, epoch_images_})),
         data_(random_images(backend.device(), count_, ModelConfig{}.input_size)),
         order_(static_cast<size_t>(count_)),
@@ -272,20 +296,6 @@ class StepBench {
  private:
   static constexpr size_t kPhaseMarks = kPhases + 1;  // "start" and one per phase
 
-  static ImageSet random_images(Device device, int64_t count, int size) {
-    std::mt19937 generator(1);
-    std::vector<uint8_t> pixels(static_cast<size_t>(count) * size * size), labels(count);
-    for (auto& p : pixels) p = static_cast<uint8_t>(generator());
-    for (auto& l : labels) l = static_cast<uint8_t>(generator() & 1u);
-    return ImageSet::upload(device, pixels.data(), count, size, labels.data());
-  }
-
-  static AugmentSettings augment_settings(const TrainBenchOptions& options) {
-    AugmentSettings augment;
-    augment.enabled = options.augment;
-    return augment;
-  }
-
   void step(int i) {
     const int64_t slots = count_ / batch_;
     trainer_.train_step(data_, device_order_.data() + (i % slots) * batch_, batch_, 0,
@@ -316,6 +326,68 @@ class StepBench {
 };
 
 }  // namespace
+
+int64_t recipe_train_images(const TrainBenchOptions& options, Device device, int batch) {
+  if (options.epoch_images > 0) return options.epoch_images;
+  return device == Device::Cpu ? 2 * int64_t{batch} : kRecipeTrainImages;
+}
+
+nlohmann::json bench_train_recipe(const BackendFactory& make, const TrainBenchOptions& options,
+                                  int epochs) {
+  using Clock = std::chrono::steady_clock;
+  const Clock::time_point start = Clock::now();
+  std::unique_ptr<Backend> backend = make();
+  const int batch = options.batches.empty() ? 32 : options.batches.front();
+  const int64_t train_images = recipe_train_images(options, backend->device(), batch);
+  const int64_t val_images = std::max<int64_t>(
+      1, (train_images * kRecipeValImages + kRecipeTrainImages / 2) / kRecipeTrainImages);
+  const int size = ModelConfig{}.input_size;
+  const ImageSet train = random_images(backend->device(), train_images, size, 1);
+  const ImageSet val = random_images(backend->device(), val_images, size, 2);
+  Model model(*backend, ModelConfig{}, batch);
+  model.initialize(1);
+  Trainer trainer(*backend, model, batch, augment_settings(options), 1);
+  backend->synchronize();
+  const double setup_seconds = seconds_since(start);
+
+  std::vector<int32_t> order(static_cast<size_t>(train_images));
+  std::vector<double> epoch_seconds, train_seconds, val_seconds;
+  for (int epoch = 0; epoch < epochs; ++epoch) {
+    const Clock::time_point epoch_start = Clock::now();
+    for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int32_t>(i);
+    std::shuffle(order.begin(), order.end(), std::mt19937(static_cast<uint32_t>(epoch)));
+    const EpochStats stats = trainer.train_epoch(train, order, static_cast<uint32_t>(epoch));
+    const Clock::time_point val_start = Clock::now();
+    trainer.predict_logits(val);  // returns once the logits are on the host
+    train_seconds.push_back(stats.seconds);
+    val_seconds.push_back(seconds_since(val_start));
+    epoch_seconds.push_back(seconds_since(epoch_start));
+  }
+  const double total_seconds = seconds_since(start);
+  const std::vector<double> later(epoch_seconds.begin() + std::min<size_t>(1, epoch_seconds.size()),
+                                  epoch_seconds.end());
+  nlohmann::json line = {{"impl", "pneumo"},
+                         {"measure", "recipe"},
+                         {"backend", backend->name()},
+                         {"precision", options.precision},
+                         {"deterministic", options.deterministic},
+                         {"augment", options.augment},
+                         {"batch", batch},
+                         {"epochs", epochs},
+                         {"train_images", train_images},
+                         {"val_images", val_images},
+                         {"total_seconds", total_seconds},
+                         {"setup_seconds", setup_seconds},
+                         {"epoch_seconds", epoch_seconds},
+                         {"train_seconds", train_seconds},
+                         {"val_seconds", val_seconds}};
+  if (!epoch_seconds.empty()) line["first_epoch_seconds"] = epoch_seconds.front();
+  if (!later.empty()) {
+    line["steady_epoch_seconds"] = median(later);
+    line["first_epoch_overhead"] = epoch_seconds.front() / median(later) - 1.0;
+  }
+  return line;
+}
 
 nlohmann::json bench_train_batch(Backend& backend, const TrainBenchOptions& options, int batch) {
   reset_peak_memory(backend.device());
@@ -465,6 +537,29 @@ void write_train_bench_summary(const std::vector<nlohmann::json>& rows,
     if (row["graph"].contains("error") && !on_cpu)
       out << "\nCUDA Graph capture failed at batch " << row["batch"] << ": "
           << row["graph"]["error"].get<std::string>() << "\n";
+}
+
+void write_recipe_summary(const nlohmann::json& recipe, std::ostream& out) {
+  out << "\n### The recipe end to end: " << recipe["backend"].get<std::string>() << ", "
+      << recipe["precision"].get<std::string>() << ", batch " << recipe["batch"].get<int>() << ", "
+      << recipe["epochs"].get<int>() << " epochs of " << recipe["train_images"].get<int64_t>()
+      << " random images, each followed by a pass over " << recipe["val_images"].get<int64_t>()
+      << "\n\n| total s | set-up s | first epoch s | steady epoch s (median) | first-epoch overhead "
+         "|\n|---:|---:|---:|---:|---:|\n| "
+      << fixed(recipe["total_seconds"], 2) << " | " << fixed(recipe["setup_seconds"], 2) << " | ";
+  out << (recipe.contains("first_epoch_seconds") ? fixed(recipe["first_epoch_seconds"], 2) : "n/a")
+      << " | "
+      << (recipe.contains("steady_epoch_seconds") ? fixed(recipe["steady_epoch_seconds"], 2)
+                                                  : "n/a")
+      << " | "
+      << (recipe.contains("first_epoch_overhead")
+              ? fixed(100.0 * recipe["first_epoch_overhead"].get<double>(), 0) + "%"
+              : std::string("n/a"))
+      << " |\n\nPer epoch, training steps / validation pass, s:";
+  for (size_t i = 0; i < recipe["epoch_seconds"].size(); ++i)
+    out << (i ? ", " : " ") << fixed(recipe["train_seconds"][i], 2) << " / "
+        << fixed(recipe["val_seconds"][i], 2);
+  out << "\n";
 }
 
 }  // namespace pneumo::bench

@@ -10,10 +10,14 @@
 //   3. on the CUDA backend, one step captured as a CUDA Graph and replayed `steps` times (the same
 //      batch and random keys each replay: it measures what launching costs, not new work);
 // plus the images/s of one epoch through Trainer::train_epoch (order upload, progress reads).
+// Before those, the recipe end to end (bench_train_recipe): a new backend, the model and the
+// recipe's epochs with a validation pass after each, timed from the backend's creation.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <iosfwd>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -33,10 +37,31 @@ struct TrainBenchOptions {
   bool augment = true;
   int threads = 0;
   int64_t epoch_images = 0;  // 0: the recipe's train epoch (6586) on CUDA, 2 batches on the CPU
+  int recipe_epochs = -1;    // the end-to-end measurement's epochs; -1: 12 on CUDA, none on CPU
   bool layers = false;       // also time each layer's forward and backward, and each backend op
   bool cudnn_only = false;   // CUDA: no kernel of ours where cuDNN has the op (A/B on one card)
   bool graph_engines = false;  // CUDA: also time cuDNN graph-API engines for conv backward
 };
+
+// The recipe's epoch: 6,586 oversampled training images, 782 validation images.
+constexpr int64_t kRecipeTrainImages = 6586;
+constexpr int64_t kRecipeValImages = 782;
+
+// Images in a timed epoch: --epoch-images, else the recipe's on CUDA and two batches on the CPU.
+int64_t recipe_train_images(const TrainBenchOptions& options, Device device, int batch);
+
+using BackendFactory = std::function<std::unique_ptr<Backend>()>;
+
+// The recipe end to end, as `pneumo train` runs it but on random images held in memory: from
+// the creation of a new backend (`make`; on CUDA the first in the process also pays for the
+// context and the libraries' loading) through the model, then `epochs` epochs of training
+// (recipe_train_images at the first batch size) each followed by a pass over validation images
+// (kRecipeValImages in the same proportion). JSON: total_seconds, setup_seconds, per-epoch
+// epoch/train/val seconds, first_epoch_seconds, steady_epoch_seconds (median of the later
+// epochs) and first_epoch_overhead (first / steady - 1).
+nlohmann::json bench_train_recipe(const BackendFactory& make, const TrainBenchOptions& options,
+                                  int epochs);
+void write_recipe_summary(const nlohmann::json& recipe, std::ostream& out);
 
 // Every measurement of one batch size on `backend`, as the JSON line `pneumo bench train`
 // prints: step_ms_mean, images_per_second, phases_ms, graph, the epoch, memory, the backend's own

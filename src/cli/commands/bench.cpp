@@ -20,6 +20,7 @@ int run_bench_train(const BenchTrainOptions& options) {
   if (options.steps < 1 || options.warmup < 0)
     throw Error("--steps must be at least 1 and --warmup at least 0");
   if (options.epoch_images < 0) throw Error("--epoch-images must be >= 0");
+  if (options.recipe_epochs < -1) throw Error("--recipe-epochs must be >= 0 (or -1: the default)");
   if (options.precision != "fp32" && options.precision != "tf32")
     throw Error("--precision must be fp32 or tf32, got '" + options.precision + "'");
   BackendOptions backend_options;
@@ -29,6 +30,16 @@ int run_bench_train(const BenchTrainOptions& options) {
   backend_options.cudnn_only = options.cudnn_only;
   backend_options.graph_engines = options.graph_engines;
   backend_options.cpu_threads = options.threads;
+  // The recipe end to end first, on a backend of its own: in a new process, as a training run.
+  const bool on_cuda = backend_options.device == DeviceChoice::Cuda ||
+                       (backend_options.device == DeviceChoice::Auto && cuda_device_available());
+  const int recipe_epochs = options.recipe_epochs >= 0 ? options.recipe_epochs : on_cuda ? 12 : 0;
+  nlohmann::json recipe;
+  if (recipe_epochs > 0) {
+    recipe = bench::bench_train_recipe([&] { return make_backend(backend_options); }, options,
+                                       recipe_epochs);
+    std::cout << recipe.dump() << std::endl;
+  }
   auto backend = make_backend(backend_options);
   std::vector<nlohmann::json> rows;
   for (int batch : options.batches) {
@@ -40,6 +51,7 @@ int run_bench_train(const BenchTrainOptions& options) {
       throw Error(out_of_memory_advice(e, batch, "--batch"));
     }
   }
+  if (!recipe.is_null()) bench::write_recipe_summary(recipe, std::cerr);
   bench::write_train_bench_summary(rows, options, *backend, std::cerr);
   return 0;
 }
