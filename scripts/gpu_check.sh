@@ -42,6 +42,9 @@ test_bin=$build/tests/pneumo_tests
 cli_bin=$build/pneumo
 device=${GPU_CHECK_DEVICE:-cuda}
 export PNEUMO_EXPECT_CUDA=1  # a CUDA test that finds no device fails instead of skipping
+# The backend's remembered choices (--tuning-cache auto) go to a file of this check's own, which
+# comes back with the report; the cold/warm recipe pair in section 6 uses another, new one.
+export PNEUMO_TUNING_CACHE=${PNEUMO_TUNING_CACHE:-$out/tuning.json}
 
 # Sanitizers run the small-shape CUDA tests, with one convolution shape (each conv test runs
 # every cuDNN algorithm in its search, slow under instrumentation); the model shapes and the
@@ -401,6 +404,13 @@ elif [[ -x $cli_bin ]]; then
     # backend: bench_train_recipe); the others skip it.
     run "bench train" 120 bench_train "the recipe end to end; whole step, device-resident random images" -- \
       "$cli_bin" bench train --device "$device" $bench_args
+    # The first-epoch overhead with a cold and then a warm tuning cache (the same new file).
+    for temperature in cold warm; do
+      run "recipe, $temperature tuning cache" 90 "bench_recipe_$temperature" \
+        "12 epochs + validation, batch 32, $temperature cache" -- \
+        "$cli_bin" bench train --device "$device" --batch 32 --steps 1 --warmup 0 \
+        --recipe-epochs 12 --tuning-cache "$out/tuning_recipe.json"
+    done
     run "bench train (no augment)" 60 bench_train_plain "as PyTorch's reference: no augmentation" -- \
       "$cli_bin" bench train --device "$device" --augment false --recipe-epochs 0 $bench_args
     # The same with cuDNN for every op where the backend would time a kernel of its own against

@@ -232,13 +232,17 @@ struct BackendOptions {
   // (`bench train --graph-engines`; off by default: on an H100 they matched the legacy picks
   // while their search lengthened the first epoch).
   bool graph_engines = false;
+  // CUDA: the file that remembers the backend's timed choices and cuDNN's algorithm picks across
+  // runs, per GPU, driver, cuDNN, precision and shape (`--tuning-cache`); empty: none.
+  std::string tuning_cache;
 };
 
 // Creates the backend the options ask for. Auto takes CUDA when a device exists, else the CPU
 // with a one-line notice on stderr; Cuda without a device throws a clear pneumo::Error.
 std::unique_ptr<Backend> make_backend(const BackendOptions& options);
 std::unique_ptr<Backend> make_cpu_backend(int threads = 0);
-// Throws without a GPU.
+// Throws without a GPU. The first takes the CUDA fields of `options` (its device is ignored).
+std::unique_ptr<Backend> make_cuda_backend(const BackendOptions& options);
 std::unique_ptr<Backend> make_cuda_backend(bool allow_tf32 = false, bool deterministic = true,
                                            bool cudnn_only = false, bool graph_engines = false);
 

@@ -15,14 +15,12 @@ std::unique_ptr<Backend> make_backend(const BackendOptions& options) {
       if (!cuda_device_available())
         throw Error("--device cuda: no CUDA device is visible on this machine (no GPU, or no "
                     "driver); use --device cpu or --device auto");
-      return make_cuda_backend(options.allow_tf32, options.deterministic, options.cudnn_only,
-                             options.graph_engines);
+      return make_cuda_backend(options);
     case DeviceChoice::Auto:
       break;
   }
   if (cuda_device_available())
-    return make_cuda_backend(options.allow_tf32, options.deterministic, options.cudnn_only,
-                             options.graph_engines);
+    return make_cuda_backend(options);
   std::cerr << "pneumo: no CUDA device found, running on the CPU backend\n";
   return make_cpu_backend(options.cpu_threads);
 }

@@ -496,9 +496,10 @@ void write_train_bench_summary(const std::vector<nlohmann::json>& rows,
     if (!row.contains("implementation_choices") || row["implementation_choices"].empty()) continue;
     out << "\ncuDNN or our kernel at batch " << row["batch"].get<int>()
         << " (mean of 5 calls each, timed on the first call; -1: not timed; for the graph API\n"
-        << "rows: cuDNN's legacy cudnnFind pick against the graph API's fastest engine):\n\n"
-        << "| op | input N, C, H, W | cuDNN ms | ours (or graph engine) ms | runs |\n"
-        << "|---|---|---:|---:|---|\n";
+        << "rows: cuDNN's legacy cudnnFind pick against the graph API's fastest engine; source:\n"
+        << "timed now, forced, or taken from the tuning cache with the times it was decided on):\n\n"
+        << "| op | input N, C, H, W | cuDNN ms | ours (or graph engine) ms | runs | source |\n"
+        << "|---|---|---:|---:|---|---|\n";
     for (const auto& choice : row["implementation_choices"]) {
       const auto& in = choice["input"];
       out << "| " << choice["op"].get<std::string>() << " | " << in[0] << ", " << in[1] << ", "
@@ -506,15 +507,15 @@ void write_train_bench_summary(const std::vector<nlohmann::json>& rows,
           << fixed(choice["kernel_ms"], 4) << " | " << choice["runs"].get<std::string>();
       const std::string rejected = choice["rejected"].get<std::string>();
       if (!rejected.empty()) out << " (not ours: " << rejected << ")";
-      out << " |\n";
+      out << " | " << choice.value("source", "") << " |\n";
     }
   }
   for (const auto& row : rows) {
     if (!row.contains("conv_searches") || row["conv_searches"].empty()) continue;
     out << "\ncuDNN's algorithm searches at batch " << row["batch"].get<int>()
-        << " (ms as cuDNN timed each algorithm once):\n\n"
+        << " (ms as cuDNN timed each algorithm once; none timed when the tuning cache had it):\n\n"
         << "| conv N, C, H, W -> K | direction | kept algo | ms | fastest algo | ms | "
-           "deterministic |\n|---|---|---:|---:|---:|---:|---|\n";
+           "deterministic | source |\n|---|---|---:|---:|---:|---:|---|---|\n";
     for (const auto& search : row["conv_searches"]) {
       const auto& shape = search["shape"];
       out << "| " << shape[0] << ", " << shape[1] << ", " << shape[2] << ", " << shape[3]
@@ -524,13 +525,14 @@ void write_train_bench_summary(const std::vector<nlohmann::json>& rows,
         if (trial.is_null())
           out << " | none | n/a";
         else
-          out << " | " << trial["algo"] << " | " << fixed(trial["ms"], 3);
+          out << " | " << trial["algo"] << " | "
+              << (trial.contains("ms") ? fixed(trial["ms"], 3) : std::string("n/a"));
       }
       const auto& fastest = search["fastest"];
       const char* deterministic = fastest.is_null()                     ? "n/a"
                                   : fastest["deterministic"].get<bool>() ? "yes"
                                                                          : "no";
-      out << " | " << deterministic << " |\n";
+      out << " | " << deterministic << " | " << search.value("source", "") << " |\n";
     }
   }
   for (const auto& row : rows)

@@ -31,6 +31,7 @@ struct TrainBenchOptions {
   std::string device = "auto";
   std::string precision = "fp32";
   bool deterministic = true;
+  std::string tuning_cache = "auto";  // --tuning-cache (the CLI resolves it: tuning_cache_path)
   std::vector<int> batches{32, 256};
   int steps = 100;
   int warmup = 20;

@@ -216,6 +216,10 @@ void add_bench(CLI::App& app, BenchTrainOptions& o, BenchKernelsOptions& k, Acti
   c->add_option("--epoch-images", o.epoch_images,
                 "Images in the timed epoch (0: 6586 on CUDA, two batches on the CPU)")
       ->capture_default_str();
+  c->add_option("--tuning-cache", o.tuning_cache,
+                "CUDA: file of remembered choices and algorithm picks (auto | none | PATH; "
+                "see train --help)")
+      ->capture_default_str();
   c->add_option("--recipe-epochs", o.recipe_epochs,
                 "Epochs of the end-to-end recipe measurement, first, on a new backend "
                 "(-1: 12 on CUDA, none on the CPU; 0: skip it)")

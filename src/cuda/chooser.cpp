@@ -43,10 +43,27 @@ float Chooser::mean_ms(const Candidate& candidate) {
   return ms / kRuns;
 }
 
+bool Chooser::recall(Choice& choice) {
+  if (!cache_ || choice.key.empty()) return false;
+  const TuningCache::Hit hit = cache_->find(choice.key);
+  if (!hit.decision || !hit.decision->contains("kernel") || !(*hit.decision)["kernel"].is_boolean())
+    return false;
+  const nlohmann::json& decision = *hit.decision;
+  choice.kernel = decision["kernel"].get<bool>();
+  choice.cudnn_ms = decision.value("cudnn_ms", -1.0f);
+  choice.kernel_ms = decision.value("kernel_ms", -1.0f);
+  choice.rejected = decision.value("rejected", "");
+  choice.source = hit.exact() ? "cache" : detail::concat("cache (batch ", hit.batch, ")");
+  return true;
+}
+
 void Chooser::decide(Choice& choice, Implementation option, const Candidate& cudnn,
                      const Candidate& kernel, std::initializer_list<Output> outputs) {
   if (choice.decided) return;
-  if (option == Implementation::Fastest) {
+  if (option != Implementation::Fastest) {
+    choice.kernel = option == Implementation::Kernel;
+    choice.source = "forced";
+  } else if (!recall(choice)) {
     choice.cudnn_ms = mean_ms(cudnn);
     choice.kernel_ms = mean_ms(kernel);
     choice.kernel = choice.kernel_ms < choice.cudnn_ms;
@@ -56,8 +73,12 @@ void Chooser::decide(Choice& choice, Implementation option, const Candidate& cud
       std::cerr << "pneumo: warning: our kernel was faster than cuDNN but disagreed with it ("
                 << choice.rejected << "); cuDNN runs this op\n";
     }
-  } else {
-    choice.kernel = option == Implementation::Kernel;
+    choice.source = "timed";
+    if (cache_ && !choice.key.empty())
+      cache_->store(choice.key, {{"kernel", choice.kernel},
+                                 {"cudnn_ms", choice.cudnn_ms},
+                                 {"kernel_ms", choice.kernel_ms},
+                                 {"rejected", choice.rejected}});
   }
   choice.decided = true;
 }

@@ -2,6 +2,8 @@
 // on each shape. Decided once per (op, shape) on the first call, as an option forces or by
 // timing both on the real buffers and keeping the faster (ours only if its outputs then agree
 // with cuDNN's); the op bodies hand it their two candidates and never see how the choice is made.
+// A timed decision is remembered in the tuning cache (tuning_cache.hpp) under the choice's key and
+// taken from there in later runs, and for smaller batches of the same layer, without timing.
 // cuDNN's own algorithm search is cuda_conv.cpp's search_algorithm.
 #pragma once
 
@@ -12,6 +14,8 @@
 #include <initializer_list>
 #include <string>
 #include <vector>
+
+#include "cuda/tuning_cache.hpp"
 
 namespace pneumo::cuda {
 
@@ -26,9 +30,13 @@ using Candidate = std::function<void(Run)>;
 
 // One (op, shape)'s decision, and what it was based on (-1: not timed).
 struct Choice {
+  Choice() = default;
+  explicit Choice(TuningKey what) : key(std::move(what)) {}
+  TuningKey key;  // the op and its input shape; empty: never cached (decided anew each run)
   bool decided = false, kernel = false;
-  float cudnn_ms = -1, kernel_ms = -1;
+  float cudnn_ms = -1, kernel_ms = -1;  // as timed when decided (in the run that timed them)
   std::string rejected;  // why our faster kernel was not kept, when it disagreed with cuDNN
+  std::string source;    // "timed", "forced", "cache" or "cache (batch N)"
 };
 
 // An output both candidates write, compared before our kernel is kept.
@@ -46,7 +54,8 @@ std::string output_disagreement(const std::vector<float>& expected,
 class Chooser {
  public:
   Chooser() = default;
-  explicit Chooser(cudaStream_t stream) : stream_(stream) {}
+  // `cache` (may be null: nothing remembered) outlives the chooser.
+  Chooser(cudaStream_t stream, TuningCache* cache) : stream_(stream), cache_(cache) {}
 
   // Decides `choice` if it is not decided yet, then runs the kept candidate (Run::Kept). The
   // trial runs write the same outputs; the kept call writes them last.
@@ -65,7 +74,11 @@ class Chooser {
   std::string disagreement(const Candidate& cudnn, const Candidate& kernel,
                            std::initializer_list<Output> outputs);
 
+  // The cached decision for `choice`'s key, if any; true when it was applied.
+  bool recall(Choice& choice);
+
   cudaStream_t stream_ = nullptr;
+  TuningCache* cache_ = nullptr;
 };
 
 }  // namespace pneumo::cuda

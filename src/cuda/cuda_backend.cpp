@@ -68,6 +68,19 @@ std::array<int64_t, 4> nchw(const Shape& shape, const char* op) {
   return {shape[0], shape[1], shape[2], shape[3]};
 }
 
+// What the tuning cache's decisions hold for: the GPU, its driver, cuDNN, the precision and the
+// determinism rule, and this build of pneumo's kernels (PNEUMO_KERNELS_HASH, from CMakeLists.txt).
+std::string tuning_context(int device, bool allow_tf32, bool deterministic) {
+  cudaDeviceProp props{};
+  PNEUMO_CUDA_CHECK(cudaGetDeviceProperties(&props, device), "device ", device);
+  int driver = 0;
+  PNEUMO_CUDA_CHECK(cudaDriverGetVersion(&driver), "CUDA driver version");
+  return detail::concat(props.name, ", sm_", props.major, props.minor, ", driver ", driver,
+                        ", cuDNN ", cudnnGetVersion(), ", ", allow_tf32 ? "tf32" : "fp32",
+                        deterministic ? ", deterministic" : ", fastest",
+                        ", pneumo ", PNEUMO_VERSION, " kernels ", PNEUMO_KERNELS_HASH);
+}
+
 std::string device_description(int device, bool allow_tf32, bool deterministic) {
   cudaDeviceProp props{};
   PNEUMO_CUDA_CHECK(cudaGetDeviceProperties(&props, device), "device ", device);
@@ -102,7 +115,9 @@ CudaBackend::CudaBackend(CudaBackendOptions options) : options_(options) {
   name_ = device_description(device_, options_.allow_tf32, options_.deterministic);
 
   stream_ = cuda::Stream::create();
-  chooser_ = cuda::Chooser(stream_.get());
+  tuning_ = cuda::TuningCache(options_.tuning_cache,
+                              tuning_context(device_, options_.allow_tf32, options_.deterministic));
+  chooser_ = cuda::Chooser(stream_.get(), &tuning_);
   cudnn_ = cuda::CudnnHandle::create();
   PNEUMO_CUDNN_CHECK(cudnnSetStream(cudnn_.get(), stream_.get()), "binding cuDNN to the stream");
   cublas_ = cuda::CublasHandle::create();
@@ -117,13 +132,17 @@ CudaBackend::CudaBackend(CudaBackendOptions options) : options_(options) {
 
 CudaBackend::~CudaBackend() {
   // Let queued work finish before its descriptors and workspace go away; errors cannot be
-  // reported from a destructor.
+  // reported from a destructor (save() warns rather than throws).
   if (stream_) cudaStreamSynchronize(stream_.get());
+  tuning_.save();
 }
 
+// The host waits here anyway (an epoch's end, a pass's results): the moment to write decisions
+// made since the last time, so that a run killed later keeps them.
 void CudaBackend::synchronize() {
   PNEUMO_NVTX_RANGE("synchronize");
   PNEUMO_CUDA_CHECK(cudaStreamSynchronize(stream_.get()), "CudaBackend::synchronize");
+  tuning_.save();
 }
 
 cudnnMathType_t CudaBackend::conv_math_type() const {
@@ -163,7 +182,8 @@ void CudaBackend::bias_gradient_kernel(const float* dy, float* dbias, int64_t ba
 std::vector<ImplementationChoice> CudaBackend::implementation_choices() const {
   std::vector<ImplementationChoice> choices;
   auto add = [&](const char* op, const ShapeKey& input, const Choice& c) {
-    if (c.decided) choices.push_back({op, input, c.kernel, c.cudnn_ms, c.kernel_ms, c.rejected});
+    if (c.decided)
+      choices.push_back({op, input, c.kernel, c.cudnn_ms, c.kernel_ms, c.rejected, c.source});
   };
   for (const auto& [key, plan] : pool_plans_) {
     add("maxpool2d_forward", key, plan.forward);
@@ -207,7 +227,9 @@ CudaBackend::PoolPlan& CudaBackend::pool_plan(const Shape& x_shape) {
   const PoolGeometry g = pool_geometry(x_shape);
   PoolPlan plan{cuda::make_tensor_descriptor(n, c, h, w),
                 cuda::make_tensor_descriptor(n, c, g.out_height(), g.out_width()),
-                cuda::make_maxpool2x2_same_descriptor(h, w), Choice{}, Choice{}};
+                cuda::make_maxpool2x2_same_descriptor(h, w),
+                Choice({"maxpool2d_forward", {n, c, h, w}}),
+                Choice({"maxpool2d_backward", {n, c, h, w}})};
   // Guard the padding convention: cuDNN must produce ceil(H/2) x ceil(W/2).
   int out_n = 0, out_c = 0, out_h = 0, out_w = 0;
   PNEUMO_CUDNN_CHECK(cudnnGetPooling2dForwardOutputDim(plan.pool.get(), plan.x.get(), &out_n,
@@ -278,8 +300,11 @@ CudaBackend::BatchNormPlan& CudaBackend::batchnorm_plan(const Shape& x_shape) {
   const ShapeKey key = nchw(x_shape, "batchnorm");
   auto found = batchnorm_plans_.find(key);
   if (found != batchnorm_plans_.end()) return found->second;
+  const std::vector<int64_t> dims(key.begin(), key.end());
   BatchNormPlan plan{cuda::make_tensor_descriptor(key[0], key[1], key[2], key[3]),
-                     cuda::TensorDescriptor::create(), Choice{}, Choice{}};
+                     cuda::TensorDescriptor::create(),
+                     Choice({"batchnorm_forward_training", dims}),
+                     Choice({"batchnorm_backward", dims})};
   PNEUMO_CUDNN_CHECK(
       cudnnDeriveBNTensorDescriptor(plan.stats.get(), plan.x.get(), CUDNN_BATCHNORM_SPATIAL),
       "batchnorm x=", x_shape.str());
@@ -511,16 +536,26 @@ void CudaBackend::gather_values_impl(const float* values, const int32_t* indices
 
 // ---- Factory ------------------------------------------------------------------------------------
 
-std::unique_ptr<Backend> make_cuda_backend(bool allow_tf32, bool deterministic, bool cudnn_only,
-                                           bool graph_engines) {
+std::unique_ptr<Backend> make_cuda_backend(const BackendOptions& choice) {
   CudaBackendOptions options;
-  options.allow_tf32 = allow_tf32;
-  options.deterministic = deterministic;
-  if (graph_engines) options.conv_engines = CudaBackendOptions::Implementation::Fastest;
-  if (cudnn_only)
+  options.allow_tf32 = choice.allow_tf32;
+  options.deterministic = choice.deterministic;
+  options.tuning_cache = choice.tuning_cache;
+  if (choice.graph_engines) options.conv_engines = CudaBackendOptions::Implementation::Fastest;
+  if (choice.cudnn_only)
     options.pooling = options.single_channel_conv = options.conv_bias_gradient = options.batchnorm =
         options.conv_engines = CudaBackendOptions::Implementation::Cudnn;
   return std::make_unique<CudaBackend>(options);
+}
+
+std::unique_ptr<Backend> make_cuda_backend(bool allow_tf32, bool deterministic, bool cudnn_only,
+                                           bool graph_engines) {
+  BackendOptions options;
+  options.allow_tf32 = allow_tf32;
+  options.deterministic = deterministic;
+  options.cudnn_only = cudnn_only;
+  options.graph_engines = graph_engines;
+  return make_cuda_backend(options);
 }
 
 }  // namespace pneumo

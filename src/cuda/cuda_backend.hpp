@@ -45,6 +45,10 @@ struct CudaBackendOptions {
   // picks within a few percent at batch 32 and 256 while their search added 1.4 s to the first
   // epoch, so they are opt-in (bench train --graph-engines).
   Implementation conv_engines = Implementation::Cudnn;
+  // The file the timed decisions (cuDNN or ours, per op and shape) and cuDNN's algorithm picks
+  // are remembered in across runs (cuda/tuning_cache.hpp); empty: remembered for this backend's
+  // life only. Forced choices and the graph API's engines are never cached.
+  std::string tuning_cache;
 };
 
 // cuDNN or our kernel for one op and input shape: which runs, and what the timing saw.
@@ -58,6 +62,7 @@ struct ImplementationChoice {
   float cudnn_ms = -1, kernel_ms = -1;
   // Set when our kernel was faster but its outputs disagreed with cuDNN's (cuDNN then runs).
   std::string rejected;
+  std::string source;  // "timed", "forced", "cache" or "cache (batch N)" (cuda::Choice::source)
 };
 
 // One algorithm as cuDNN's search (cudnnFind...Ex) measured it, for reports and benchmarks.
@@ -75,7 +80,8 @@ struct ConvSearch {
   std::array<int64_t, 5> shape{};  // N, C, H, W, K
   const char* direction = "";      // "forward", "backward_data" or "backward_filter"
   int chosen = -1;
-  std::vector<ConvAlgoTrial> trials;  // as cuDNN returned them, fastest first
+  std::vector<ConvAlgoTrial> trials;  // as cuDNN returned them, fastest first; none when cached
+  std::string source;                 // "searched", "cache" or "cache (batch N)"
 };
 
 class CudaBackend final : public Backend {
@@ -106,6 +112,7 @@ class CudaBackend final : public Backend {
   std::vector<ConvSearch> conv_searches() const;
   // Every cuDNN-or-ours choice made so far (pooling, then single-channel convolutions).
   std::vector<ImplementationChoice> implementation_choices() const;
+  cuda::TuningCache& tuning_cache() { return tuning_; }
 
  private:
   // cuDNN or our kernel per (op, shape): the tuner's types (chooser.hpp).
@@ -127,6 +134,7 @@ class CudaBackend final : public Backend {
     size_t forward_workspace = 0, backward_data_workspace = 0, backward_filter_workspace = 0;
     float forward_ms = 0, backward_data_ms = 0, backward_filter_ms = 0;
     std::vector<ConvAlgoTrial> forward_trials, backward_data_trials, backward_filter_trials;
+    std::string forward_source, backward_data_source, backward_filter_source;  // ConvSearch::source
     // cudnnConvolutionBiasActivationForward is tried once with the chosen algorithm; if cuDNN
     // refuses, this shape runs conv + our bias/ReLU kernel from then on (refusal kept for reports).
     enum class Fusion { Untried, Fused, Unfused } relu_fusion = Fusion::Untried;
@@ -189,7 +197,8 @@ class CudaBackend final : public Backend {
   // Declaration order is destruction order reversed: plans and workspace go first, the stream
   // last (the library handles are bound to it).
   cuda::Stream stream_;
-  cuda::Chooser chooser_;  // cuDNN or our kernel, per (op, shape)
+  cuda::TuningCache tuning_;  // decisions remembered across runs (before the chooser using it)
+  cuda::Chooser chooser_;     // cuDNN or our kernel, per (op, shape)
   cuda::CudnnHandle cudnn_;
   cuda::CublasHandle cublas_;
   Array<uint8_t> workspace_;

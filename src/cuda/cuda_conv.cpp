@@ -4,8 +4,11 @@
 // with one input channel our kernels compete with cuDNN's picks for the forward and the weight
 // gradient, and our bias gradient kernel with cudnnConvolutionBackwardBias.
 #include <algorithm>
+#include <optional>
 #include <sstream>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "core/nvtx.hpp"
 #include "cuda/cuda_backend.hpp"
@@ -71,17 +74,46 @@ struct AlgorithmPick {
   float ms;
   cudnnMathType_t math;
   std::vector<ConvAlgoTrial> trials;
+  std::string source;  // "searched", or where the tuning cache had it from
 };
+
+// The tuning cache's pick for `key` (this shape, or the layer at a larger batch), when its
+// algorithm takes a workspace here that the search's limit allows; else nothing.
+template <class WorkspaceSize, class Reserve>
+std::optional<AlgorithmPick> recalled_algorithm(cuda::TuningCache& cache,
+                                                const cuda::TuningKey& key,
+                                                WorkspaceSize workspace_size, Reserve reserve) {
+  const cuda::TuningCache::Hit hit = cache.find(key);
+  if (!hit.decision) return std::nullopt;
+  const nlohmann::json& decision = *hit.decision;
+  if (!decision.contains("algo") || !decision["algo"].is_number_integer() ||
+      !decision.contains("math") || !decision["math"].is_number_integer())
+    return std::nullopt;
+  const int algo = decision["algo"].get<int>();
+  size_t bytes = 0;
+  if (workspace_size(algo, &bytes) != CUDNN_STATUS_SUCCESS) return std::nullopt;
+  if (reserve(bytes) < bytes) return std::nullopt;
+  return AlgorithmPick{algo, bytes, decision.value("ms", 0.0f),
+                       static_cast<cudnnMathType_t>(decision["math"].get<int>()),
+                       {},
+                       hit.exact() ? "cache" : detail::concat("cache (batch ", hit.batch, ")")};
+}
 
 // One algorithm search, in any of the three directions: size a workspace for the hungriest
 // algorithm (reserve caps it and returns the bytes available), let cuDNN run and time every
 // algorithm on the real buffers (the output is scratch until the real call), keep one by
 // choose_algorithm's rule. The direction's cuDNN calls come in as functions:
 //   workspace_size(algo, &bytes), max_count(&n), find(requested, &returned, results).
+//
+// The tuning cache is asked first (recalled_algorithm); a search's pick is stored in it.
 template <class Perf, class WorkspaceSize, class MaxCount, class Find, class Reserve>
-AlgorithmPick search_algorithm(int algo_count, WorkspaceSize workspace_size, MaxCount max_count,
+AlgorithmPick search_algorithm(cuda::TuningCache& cache, const cuda::TuningKey& key,
+                               int algo_count, WorkspaceSize workspace_size, MaxCount max_count,
                                Find find, Reserve reserve, bool allow_tf32, bool deterministic,
                                const std::string& what) {
+  if (std::optional<AlgorithmPick> recalled =
+          recalled_algorithm(cache, key, workspace_size, reserve))
+    return *recalled;
   size_t wanted = 0;
   for (int a = 0; a < algo_count; ++a) {
     size_t bytes = 0;
@@ -95,8 +127,17 @@ AlgorithmPick search_algorithm(int algo_count, WorkspaceSize workspace_size, Max
   const Perf* best = choose_algorithm(results, returned, available, allow_tf32, deterministic);
   PNEUMO_CHECK(best != nullptr, what, ": no cuDNN algorithm ran (",
                describe_results(results, returned), ")");
+  cache.store(key, {{"algo", static_cast<int>(best->algo)},
+                    {"math", static_cast<int>(best->mathType)},
+                    {"ms", best->time},
+                    {"workspace_bytes", best->memory}});
   return {static_cast<int>(best->algo), best->memory, best->time, best->mathType,
-          to_trials(results, returned)};
+          to_trials(results, returned), "searched"};
+}
+
+// (N, C, H, W) -> K: a convolution's key in the tuning cache.
+cuda::TuningKey conv_tuning_key(const char* op, const Shape& x_shape, int64_t out_channels) {
+  return {op, {x_shape.n(), x_shape.c(), x_shape.h(), x_shape.w(), out_channels}};
 }
 
 }  // namespace
@@ -113,6 +154,10 @@ CudaBackend::ConvPlan& CudaBackend::conv_plan(const Shape& x_shape, int64_t out_
   plan.bias = cuda::make_tensor_descriptor(1, out_channels, 1, 1);
   plan.weight = cuda::make_filter_descriptor(out_channels, x_shape.c(), 3, 3);
   plan.relu = cuda::make_relu_descriptor();
+  plan.single_channel = Choice(conv_tuning_key("conv2d_forward", x_shape, out_channels));
+  plan.single_channel_filter =
+      Choice(conv_tuning_key("conv2d_backward_filter", x_shape, out_channels));
+  plan.bias_gradient = Choice(conv_tuning_key("conv2d_bias_gradient", x_shape, out_channels));
   plan.forward_conv = cuda::make_conv3x3_same_descriptor(conv_math_type());
   plan.backward_data_conv = cuda::make_conv3x3_same_descriptor(conv_math_type());
   plan.backward_filter_conv = cuda::make_conv3x3_same_descriptor(conv_math_type());
@@ -127,6 +172,7 @@ void CudaBackend::find_forward_algorithm(ConvPlan& plan, ConstTensorView x, Cons
   const std::string what =
       detail::concat("conv2d_forward x=", x.shape.str(), " weight=", weight.shape.str());
   const AlgorithmPick pick = search_algorithm<cudnnConvolutionFwdAlgoPerf_t>(
+      tuning_, conv_tuning_key("conv2d_forward algorithm", x.shape, weight.shape[0]),
       CUDNN_CONVOLUTION_FWD_ALGO_COUNT,
       [&](int a, size_t* bytes) {
         return cudnnGetConvolutionForwardWorkspaceSize(
@@ -146,6 +192,7 @@ void CudaBackend::find_forward_algorithm(ConvPlan& plan, ConstTensorView x, Cons
   plan.forward_workspace = pick.workspace;
   plan.forward_ms = pick.ms;
   plan.forward_trials = pick.trials;
+  plan.forward_source = pick.source;
   PNEUMO_CUDNN_CHECK(cudnnSetConvolutionMathType(plan.forward_conv.get(),
                                                  options_.allow_tf32 ? pick.math : CUDNN_FMA_MATH),
                      what);
@@ -158,6 +205,7 @@ void CudaBackend::find_backward_data_algorithm(ConvPlan& plan, ConstTensorView d
   const std::string what =
       detail::concat("conv2d_backward_data dy=", dy.shape.str(), " weight=", weight.shape.str());
   const AlgorithmPick pick = search_algorithm<cudnnConvolutionBwdDataAlgoPerf_t>(
+      tuning_, conv_tuning_key("conv2d_backward_data algorithm", dx.shape, weight.shape[0]),
       CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT,
       [&](int a, size_t* bytes) {
         return cudnnGetConvolutionBackwardDataWorkspaceSize(
@@ -179,6 +227,7 @@ void CudaBackend::find_backward_data_algorithm(ConvPlan& plan, ConstTensorView d
   plan.backward_data_workspace = pick.workspace;
   plan.backward_data_ms = pick.ms;
   plan.backward_data_trials = pick.trials;
+  plan.backward_data_source = pick.source;
   PNEUMO_CUDNN_CHECK(cudnnSetConvolutionMathType(plan.backward_data_conv.get(),
                                                  options_.allow_tf32 ? pick.math : CUDNN_FMA_MATH),
                      what);
@@ -191,6 +240,7 @@ void CudaBackend::find_backward_filter_algorithm(ConvPlan& plan, ConstTensorView
   const std::string what =
       detail::concat("conv2d_backward_filter x=", x.shape.str(), " dy=", dy.shape.str());
   const AlgorithmPick pick = search_algorithm<cudnnConvolutionBwdFilterAlgoPerf_t>(
+      tuning_, conv_tuning_key("conv2d_backward_filter algorithm", x.shape, dweight.shape[0]),
       CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT,
       [&](int a, size_t* bytes) {
         return cudnnGetConvolutionBackwardFilterWorkspaceSize(
@@ -212,6 +262,7 @@ void CudaBackend::find_backward_filter_algorithm(ConvPlan& plan, ConstTensorView
   plan.backward_filter_workspace = pick.workspace;
   plan.backward_filter_ms = pick.ms;
   plan.backward_filter_trials = pick.trials;
+  plan.backward_filter_source = pick.source;
   PNEUMO_CUDNN_CHECK(cudnnSetConvolutionMathType(plan.backward_filter_conv.get(),
                                                  options_.allow_tf32 ? pick.math : CUDNN_FMA_MATH),
                      what);
@@ -259,13 +310,14 @@ std::vector<ConvSearch> CudaBackend::conv_searches() const {
   std::vector<ConvSearch> searches;
   for (const auto& [key, plan] : conv_plans_) {
     if (plan.has_forward)
-      searches.push_back({key, "forward", plan.forward_algo, plan.forward_trials});
+      searches.push_back(
+          {key, "forward", plan.forward_algo, plan.forward_trials, plan.forward_source});
     if (plan.has_backward_data)
-      searches.push_back(
-          {key, "backward_data", plan.backward_data_algo, plan.backward_data_trials});
+      searches.push_back({key, "backward_data", plan.backward_data_algo,
+                          plan.backward_data_trials, plan.backward_data_source});
     if (plan.has_backward_filter)
-      searches.push_back(
-          {key, "backward_filter", plan.backward_filter_algo, plan.backward_filter_trials});
+      searches.push_back({key, "backward_filter", plan.backward_filter_algo,
+                          plan.backward_filter_trials, plan.backward_filter_source});
   }
   return searches;
 }

@@ -27,8 +27,10 @@ nlohmann::json conv_searches_json(const std::vector<ConvSearch>& searches_made, 
       if (ran && fastest.is_null()) fastest = trial;
       trials.push_back(trial);
     }
+    if (search.trials.empty()) chosen = {{"algo", search.chosen}};  // from the tuning cache
     searches.push_back({{"shape", search.shape},
                         {"direction", search.direction},
+                        {"source", search.source},
                         {"chosen", chosen},
                         {"fastest", fastest},
                         {"trials", trials}});
@@ -48,7 +50,8 @@ nlohmann::json implementation_choices_json(const std::vector<ImplementationChoic
                                       : (c.kernel ? "kernel" : "cudnn")},
                          {"cudnn_ms", c.cudnn_ms},
                          {"kernel_ms", c.kernel_ms},
-                         {"rejected", c.rejected}});
+                         {"rejected", c.rejected},
+                         {"source", c.source}});
   return choices;
 }
 
@@ -56,7 +59,8 @@ nlohmann::json implementation_choices_json(const std::vector<ImplementationChoic
 
 nlohmann::json CudaBackend::report(int batch) const {
   return {{"conv_searches", conv_searches_json(conv_searches(), batch)},
-          {"implementation_choices", implementation_choices_json(implementation_choices(), batch)}};
+          {"implementation_choices", implementation_choices_json(implementation_choices(), batch)},
+          {"tuning_cache", tuning_.report()}};
 }
 
 }  // namespace pneumo

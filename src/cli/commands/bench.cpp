@@ -30,6 +30,7 @@ int run_bench_train(const BenchTrainOptions& options) {
   backend_options.cudnn_only = options.cudnn_only;
   backend_options.graph_engines = options.graph_engines;
   backend_options.cpu_threads = options.threads;
+  backend_options.tuning_cache = tuning_cache_path(options.tuning_cache);
   // The recipe end to end first, on a backend of its own: in a new process, as a training run.
   const bool on_cuda = backend_options.device == DeviceChoice::Cuda ||
                        (backend_options.device == DeviceChoice::Auto && cuda_device_available());

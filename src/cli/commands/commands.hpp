@@ -21,6 +21,7 @@ struct TrainOptions {
   std::string device = "auto";      // auto | cuda | cpu
   std::string precision = "fp32";   // fp32 | tf32
   bool deterministic = true;        // CUDA: deterministic convolution algorithms only
+  std::string tuning_cache = "auto";  // CUDA: where choices are remembered (tuning_cache_path)
   // Data-parallel runs (mpirun / srun): batch-norm statistics over every rank's images, and how
   // gradients travel (auto: NCCL on the CUDA backend, MPI on the CPU).
   bool sync_batchnorm = false;

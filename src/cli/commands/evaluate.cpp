@@ -128,6 +128,7 @@ Ensemble load_models(const std::vector<std::string>& paths, const InferenceFlags
     if (!ensemble.backend) {
       BackendOptions options;
       options.device = flags.device;
+      options.tuning_cache = tuning_cache_path("auto");
       ensemble.backend = make_backend(options);
     }
     member.model = std::make_unique<Model>(*ensemble.backend,

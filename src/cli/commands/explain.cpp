@@ -39,6 +39,7 @@ int run_explain(const ExplainOptions& options) {
   const CheckpointData checkpoint = load_checkpoint(options.model);
   BackendOptions backend_options;
   backend_options.device = device;
+  backend_options.tuning_cache = tuning_cache_path("auto");
   std::unique_ptr<Backend> backend = make_backend(backend_options);
   const ModelConfig config = model_config_for(checkpoint.metadata);
   Model model(*backend, config, options.batch);

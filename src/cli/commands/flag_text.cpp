@@ -80,4 +80,20 @@ ModelHead parse_model_head(const std::string& text) {
               text + "'");
 }
 
+std::string tuning_cache_path(const std::string& text) {
+  if (text.empty()) throw Error("--tuning-cache: expected auto, none or a file path");
+  if (text == "none") return "";
+  if (text != "auto") return text;
+  auto variable = [](const char* name) {
+    const char* value = std::getenv(name);
+    return std::string(value ? value : "");
+  };
+  const std::string chosen = variable("PNEUMO_TUNING_CACHE");
+  if (!chosen.empty() && chosen != "auto") return tuning_cache_path(chosen);
+  const std::string xdg = variable("XDG_CACHE_HOME"), home = variable("HOME");
+  if (!xdg.empty()) return xdg + "/pneumo/tuning.json";
+  if (!home.empty()) return home + "/.cache/pneumo/tuning.json";
+  return "";
+}
+
 }  // namespace pneumo::cli

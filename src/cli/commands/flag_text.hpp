@@ -29,5 +29,9 @@ ZoomMode parse_zoom_mode(const std::string& text);  // "keras" | "isotropic"
 InputNormalization parse_normalization(const std::string& text);  // "unit" | "per-image"
 ModelHead parse_model_head(const std::string& text);  // "flatten" | "gap"
 AllReduceTransport parse_all_reduce(const std::string& text);  // "auto" | "mpi" | "nccl"
+// --tuning-cache: "none" (""), a path, or "auto": $PNEUMO_TUNING_CACHE when set (its own "none"
+// included), else $XDG_CACHE_HOME/pneumo/tuning.json, else $HOME/.cache/pneumo/tuning.json
+// ("" when neither variable is set).
+std::string tuning_cache_path(const std::string& text);
 
 }  // namespace pneumo::cli

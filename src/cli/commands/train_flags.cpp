@@ -162,6 +162,14 @@ std::vector<TrainFlag> make_table() {
   t.push_back(bound("deterministic",
                     "CUDA: deterministic convolution algorithms only (false: the fastest)",
                     PNEUMO_FIELD(deterministic), {}, "false"));
+  t.push_back(bound(
+      "tuning-cache",
+      "CUDA: file that remembers which of cuDNN and our kernels runs each op and shape, and "
+      "cuDNN's algorithm picks, across runs (auto: $PNEUMO_TUNING_CACHE, else "
+      "$XDG_CACHE_HOME/pneumo/tuning.json or ~/.cache/pneumo/tuning.json; none: off)",
+      PNEUMO_FIELD(tuning_cache),
+      [](O o) { usage("--tuning-cache", [&] { tuning_cache_path(o.tuning_cache); }); }, "none",
+      ""));
   t.push_back(bound("sync-batchnorm",
                     "Data-parallel: batch-norm statistics over every rank's images (else each "
                     "rank's own, as DDP)",

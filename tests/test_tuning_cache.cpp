@@ -1,0 +1,215 @@
+// The CUDA backend's tuning cache (src/cuda/tuning_cache.hpp): keys, reuse from a larger batch,
+// the file (contexts kept apart, merged on save, a bad file replaced, an unwritable one a
+// warning), the Chooser taking a remembered decision without timing (host-only: these run in CI),
+// and on a GPU a second backend reusing the first one's decisions through the file.
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "cli/commands/flag_text.hpp"
+#include "cuda/chooser.hpp"
+#include "cuda/cuda_backend.hpp"
+#include "cuda/tuning_cache.hpp"
+#include "temp_dir.hpp"
+#include "test_util.hpp"
+
+namespace pneumo {
+namespace {
+
+using cuda::TuningCache;
+using cuda::TuningKey;
+
+nlohmann::json read_json(const std::string& path) {
+  std::ifstream in(path);
+  return nlohmann::json::parse(in);
+}
+
+TEST(TuningCache, KeysReadBackAndMalformedOnesAreRefused) {
+  const TuningKey key{"conv2d_backward_data algorithm", {32, 64, 75, 75, 64}};
+  EXPECT_EQ(TuningCache::key_text(key), "conv2d_backward_data algorithm 32,64,75,75,64");
+  TuningKey back;
+  ASSERT_TRUE(TuningCache::parse_key(TuningCache::key_text(key), back));
+  EXPECT_EQ(back.op, key.op);
+  EXPECT_EQ(back.shape, key.shape);
+  for (const char* bad : {"", "conv", "conv ", " 1,2", "conv 1,,2", "conv 1,x", "conv 0,3",
+                          "conv -1,3"})
+    EXPECT_FALSE(TuningCache::parse_key(bad, back)) << "'" << bad << "'";
+}
+
+TEST(TuningCache, ASmallerBatchReusesTheNearestLargerOne) {
+  TuningCache cache;  // in memory
+  cache.store({"maxpool2d_forward", {32, 16, 150, 150}}, {{"kernel", true}});
+  cache.store({"maxpool2d_forward", {256, 16, 150, 150}}, {{"kernel", false}});
+  cache.store({"maxpool2d_forward", {26, 32, 150, 150}}, {{"kernel", true}});  // another layer
+
+  TuningCache::Hit hit = cache.find({"maxpool2d_forward", {26, 16, 150, 150}});
+  ASSERT_NE(hit.decision, nullptr);
+  EXPECT_EQ(hit.batch, 32);
+  EXPECT_FALSE(hit.exact());
+  EXPECT_TRUE((*hit.decision)["kernel"].get<bool>());
+  hit = cache.find({"maxpool2d_forward", {100, 16, 150, 150}});
+  ASSERT_NE(hit.decision, nullptr);
+  EXPECT_EQ(hit.batch, 256);
+  hit = cache.find({"maxpool2d_forward", {256, 16, 150, 150}});
+  EXPECT_TRUE(hit.exact());
+  EXPECT_EQ(cache.find({"maxpool2d_forward", {300, 16, 150, 150}}).decision, nullptr)
+      << "a larger batch than any seen is decided anew";
+  EXPECT_EQ(cache.find({"maxpool2d_backward", {32, 16, 150, 150}}).decision, nullptr);
+  EXPECT_EQ(cache.find({"maxpool2d_forward", {32, 16, 150, 151}}).decision, nullptr);
+
+  const nlohmann::json report = cache.report();
+  EXPECT_EQ(report["exact_hits"], 1);
+  EXPECT_EQ(report["larger_batch_hits"], 2);
+  EXPECT_EQ(report["misses"], 3);
+  EXPECT_EQ(report["stored"], 3);
+  EXPECT_TRUE(cache.save()) << "in memory: nothing to write, not a failure";
+}
+
+TEST(TuningCache, TheFileKeepsContextsApartAndMergesRuns) {
+  testing::TempDir dir;
+  const std::string path = dir.file("sub/tuning.json");  // the folder is made on save
+  {
+    TuningCache first(path, "GPU A, fp32");
+    EXPECT_EQ(first.size(), 0u);
+    first.store({"conv2d_forward algorithm", {32, 1, 150, 150, 32}}, {{"algo", 1}, {"math", 1}});
+    ASSERT_TRUE(first.save());
+  }
+  {
+    // Two runs open the file, each adds a shape; both shapes survive their saves.
+    TuningCache second(path, "GPU A, fp32"), third(path, "GPU A, fp32");
+    EXPECT_EQ(second.size(), 1u);
+    second.store({"batchnorm_backward", {32, 32, 150, 150}}, {{"kernel", true}});
+    third.store({"maxpool2d_backward", {32, 32, 150, 150}}, {{"kernel", false}});
+    ASSERT_TRUE(second.save());
+    ASSERT_TRUE(third.save());
+    TuningCache other(path, "GPU B, fp32");
+    EXPECT_EQ(other.size(), 0u) << "another GPU's decisions are not this one's";
+    other.store({"maxpool2d_backward", {32, 32, 150, 150}}, {{"kernel", true}});
+    ASSERT_TRUE(other.save());
+  }
+  TuningCache reread(path, "GPU A, fp32");
+  EXPECT_EQ(reread.size(), 3u);
+  const TuningCache::Hit hit = reread.find({"conv2d_forward algorithm", {32, 1, 150, 150, 32}});
+  ASSERT_NE(hit.decision, nullptr);
+  EXPECT_EQ((*hit.decision)["algo"], 1);
+  EXPECT_FALSE(
+      (*reread.find({"maxpool2d_backward", {32, 32, 150, 150}}).decision)["kernel"].get<bool>());
+  const nlohmann::json file = read_json(path);
+  EXPECT_EQ(file["format"], "pneumo-tuning-cache");
+  EXPECT_EQ(file["contexts"].size(), 2u);
+  EXPECT_TRUE(file["contexts"]["GPU B, fp32"]["maxpool2d_backward 32,32,150,150"]["kernel"]
+                  .get<bool>());
+}
+
+TEST(TuningCache, ABadFileIsReplacedAndAnUnwritableOneIsAWarning) {
+  testing::TempDir dir;
+  const std::string path = dir.file("tuning.json");
+  std::ofstream(path) << "{\"format\": \"something else\"}";
+  {
+    TuningCache cache(path, "GPU A");
+    EXPECT_EQ(cache.size(), 0u);
+    cache.store({"maxpool2d_forward", {8, 1, 4, 4}}, {{"kernel", true}});
+    ASSERT_TRUE(cache.save());
+  }
+  EXPECT_EQ(TuningCache(path, "GPU A").size(), 1u);
+
+  std::ofstream(dir.file("blocker")) << "a file where a folder should be";
+  TuningCache unwritable(dir.file("blocker/tuning.json"), "GPU A");
+  unwritable.store({"maxpool2d_forward", {8, 1, 4, 4}}, {{"kernel", true}});
+  EXPECT_FALSE(unwritable.save());  // no throw: training goes on without the file
+}
+
+// The Chooser takes a remembered decision without timing anything: no CUDA event is made, so
+// this runs on a machine without a GPU (where timing would throw).
+TEST(TuningCache, TheChooserRecallsADecisionWithoutTiming) {
+  TuningCache cache;
+  cache.store({"maxpool2d_forward", {32, 16, 150, 150}},
+              {{"kernel", true}, {"cudnn_ms", 0.5}, {"kernel_ms", 0.25}, {"rejected", ""}});
+  cuda::Chooser chooser(nullptr, &cache);
+  std::vector<std::string> ran;
+  cuda::Choice choice({"maxpool2d_forward", {26, 16, 150, 150}});  // the last partial batch
+  chooser.run(choice, cuda::Implementation::Fastest, [&] { ran.push_back("cudnn"); },
+              [&] { ran.push_back("kernel"); }, {});
+  EXPECT_EQ(ran, std::vector<std::string>{"kernel"}) << "only the kept candidate runs";
+  EXPECT_TRUE(choice.decided);
+  EXPECT_EQ(choice.source, "cache (batch 32)");
+  EXPECT_FLOAT_EQ(choice.kernel_ms, 0.25f);
+
+  // A forced choice never asks the cache.
+  cuda::Choice forced({"maxpool2d_forward", {32, 16, 150, 150}});
+  ran.clear();
+  chooser.run(forced, cuda::Implementation::Cudnn, [&] { ran.push_back("cudnn"); },
+              [&] { ran.push_back("kernel"); }, {});
+  EXPECT_EQ(ran, std::vector<std::string>{"cudnn"});
+  EXPECT_EQ(forced.source, "forced");
+  EXPECT_EQ(cache.report()["exact_hits"], 0);
+}
+
+TEST(TuningCache, TheFlagNamesAFileOrNone) {
+  EXPECT_EQ(cli::tuning_cache_path("none"), "");
+  EXPECT_EQ(cli::tuning_cache_path("/tmp/x.json"), "/tmp/x.json");
+  EXPECT_THROW(cli::tuning_cache_path(""), Error);
+  const char* saved = std::getenv("PNEUMO_TUNING_CACHE");
+  const std::string restore = saved ? saved : "";
+  ::setenv("PNEUMO_TUNING_CACHE", "/tmp/from-env.json", 1);
+  EXPECT_EQ(cli::tuning_cache_path("auto"), "/tmp/from-env.json");
+  ::setenv("PNEUMO_TUNING_CACHE", "none", 1);
+  EXPECT_EQ(cli::tuning_cache_path("auto"), "");
+  ::unsetenv("PNEUMO_TUNING_CACHE");
+  const std::string fallback = cli::tuning_cache_path("auto");
+  EXPECT_TRUE(fallback.empty() || fallback.find("/pneumo/tuning.json") != std::string::npos)
+      << fallback;
+  if (!restore.empty()) ::setenv("PNEUMO_TUNING_CACHE", restore.c_str(), 1);
+}
+
+// On a GPU: a backend writes its decisions; a second one on the same file searches nothing on
+// those shapes (nor on a smaller batch of them) and gives the same bits.
+TEST(TuningCacheCuda, ASecondBackendReusesTheFirstOnesDecisions) {
+  PNEUMO_REQUIRE_CUDA();
+  testing::TempDir dir;
+  CudaBackendOptions options;
+  options.tuning_cache = dir.file("tuning.json");
+  const Shape x_shape{8, 4, 20, 20}, w_shape{6, 4, 3, 3};
+  auto run = [&](CudaBackend& backend, int64_t batch) {
+    const Shape xs{batch, 4, 20, 20};
+    Tensor x = testing::random_tensor(xs, Device::Cuda, 1);
+    Tensor w = testing::random_tensor(w_shape, Device::Cuda, 2);
+    Tensor b = testing::random_tensor(Shape{6}, Device::Cuda, 3);
+    Tensor y(Shape{batch, 6, 20, 20}, Device::Cuda);
+    Tensor pooled(Shape{batch, 6, 10, 10}, Device::Cuda);
+    backend.conv2d_forward(x, w, b, y, true);
+    backend.maxpool2d_forward(y, pooled);
+    backend.synchronize();
+    std::vector<float> values(static_cast<size_t>(pooled.numel()));
+    pooled.copy_to_host(values.data());
+    return values;
+  };
+  std::vector<float> first;
+  {
+    CudaBackend backend(options);
+    first = run(backend, x_shape.n());
+    ASSERT_EQ(backend.conv_searches().size(), 1u);
+    EXPECT_EQ(backend.conv_searches()[0].source, "searched");
+  }
+  CudaBackend again(options);
+  EXPECT_EQ(run(again, x_shape.n()), first) << "the same algorithms give the same bits";
+  ASSERT_EQ(again.conv_searches().size(), 1u);
+  EXPECT_EQ(again.conv_searches()[0].source, "cache");
+  EXPECT_TRUE(again.conv_searches()[0].trials.empty()) << "nothing searched";
+  for (const auto& choice : again.implementation_choices())
+    EXPECT_EQ(choice.source, "cache") << choice.op;
+  run(again, 5);  // a smaller batch of the same layers
+  for (const auto& search : again.conv_searches()) {
+    if (search.shape[0] == 5) {
+      EXPECT_EQ(search.source, "cache (batch 8)");
+    }
+  }
+  EXPECT_GE(again.tuning_cache().report()["larger_batch_hits"].get<int>(), 2);
+}
+
+}  // namespace
+}  // namespace pneumo
