@@ -107,6 +107,8 @@ void add_evaluate(CLI::App& app, EvaluateOptions& o, Action& action) {
   c->add_option("--device", o.device, "auto | cuda | cpu")->capture_default_str();
   c->add_option("--batch", o.batch, "Batch size")->capture_default_str();
   c->add_option("--json", o.json, "Also write the metrics as JSON to this file");
+  c->add_option("--scores", o.scores,
+                "Also write each image's score as CSV: index,file,label,logit,probability");
   c->add_option("--threshold", o.tuned_threshold,
                 "'checkpoint' (tuned on val; 0.5 for an ensemble) or a probability")
       ->capture_default_str();

@@ -3,12 +3,15 @@
 // bad flags refused with a message and a non-zero exit. CPU backend, two threads.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <map>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -50,13 +53,36 @@ TEST(Cli, TrainEvaluatePredictOnTheSample) {
 
   auto evaluate = pneumo_command("evaluate --model " + run + "/model.safetensors --data " +
                                      kSample + " --split test --json " + dir.file("m.json") +
-                                     " --device cpu",
+                                     " --scores " + dir.file("scores.csv") + " --device cpu",
                                  dir.file("cache"));
   ASSERT_EQ(evaluate.status, 0) << evaluate.output;
   EXPECT_NE(evaluate.output.find("ROC AUC"), std::string::npos) << evaluate.output;
   auto metrics = nlohmann::json::parse(testing::read_text(dir.file("m.json")));
   EXPECT_EQ(metrics["count"], 60);
   EXPECT_EQ(metrics["positives"], 30);
+  // --scores: one row per image, whose logits give back the metrics' loss.
+  std::istringstream scores(testing::read_text(dir.file("scores.csv")));
+  std::getline(scores, line);
+  EXPECT_EQ(line, "index,file,label,logit,probability");
+  int score_rows = 0, positives = 0;
+  double loss = 0.0;
+  while (std::getline(scores, line)) {
+    std::vector<std::string> cells;
+    std::istringstream row(line);
+    for (std::string cell; std::getline(row, cell, ',');) cells.push_back(cell);
+    ASSERT_EQ(cells.size(), 5u) << line;
+    EXPECT_EQ(std::stoi(cells[0]), score_rows) << line;
+    EXPECT_EQ(cells[1].rfind("test/", 0), 0u) << line;
+    const int label = std::stoi(cells[2]);
+    const double logit = std::stod(cells[3]);
+    positives += label;
+    loss += std::log1p(std::exp(-std::fabs(logit))) + std::max(logit, 0.0) - label * logit;
+    EXPECT_NEAR(std::stod(cells[4]), 1.0 / (1.0 + std::exp(-logit)), 1e-6) << line;
+    ++score_rows;
+  }
+  EXPECT_EQ(score_rows, 60);
+  EXPECT_EQ(positives, 30);
+  EXPECT_NEAR(loss / score_rows, metrics["loss"].get<double>(), 1e-4);
 
   auto predict = pneumo_command("predict --model " + run + "/model.safetensors " + kSample +
                                     "/test/NORMAL --csv --device cpu",

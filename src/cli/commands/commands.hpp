@@ -92,6 +92,7 @@ struct EvaluateOptions {
   std::string device = "auto";
   int batch = 64;
   std::string json;           // also write the metrics as JSON here ("" none)
+  std::string scores;         // also write each image's logit as CSV here ("" none)
   std::string tuned_threshold = "checkpoint";  // "checkpoint" (the one chosen on val) or a value
   bool stress = false;        // also score the stress variants (pneumo/stress.hpp)
   std::string tta = "none";   // none | flip (mean probability of the image and its mirror)

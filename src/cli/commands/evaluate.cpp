@@ -8,9 +8,11 @@
 #include <iomanip>
 #include <iostream>
 #include <optional>
+#include <sstream>
 
 #include "cli/commands/commands.hpp"
 #include "cli/commands/flag_text.hpp"
+#include "core/atomic_file.hpp"
 #include "pneumo/backend.hpp"
 #include "pneumo/checkpoint.hpp"
 #include "pneumo/data.hpp"
@@ -152,6 +154,8 @@ std::pair<double, std::string> applied_threshold(const Ensemble& ensemble,
 
 }  // namespace
 
+std::string csv_field(const std::string& path);  // below: a CSV cell, quoted when needed
+
 int run_evaluate(const EvaluateOptions& options) {
   if (options.data.empty()) throw Error("--data is required");
   if (options.gallery < 0 || options.gallery > 1000)
@@ -231,6 +235,15 @@ int run_evaluate(const EvaluateOptions& options) {
         options.gallery_out.empty() ? "gallery-" + options.split : options.gallery_out;
     write_gallery(folder, cam, inputs, options.gallery);
     std::cout << "gallery: " << folder << "/gallery.md\n";
+  }
+  if (!options.scores.empty()) {  // the numbers behind the metrics, for analyses of one's own
+    std::ostringstream csv;
+    csv << "index,file,label,logit,probability\n" << std::setprecision(9);
+    for (size_t i = 0; i < logits.size(); ++i)
+      csv << i << "," << csv_field(i < split.files.size() ? split.files[i] : std::string()) << ","
+          << static_cast<int>(split.labels[i]) << "," << logits[i] << "," << sigmoid(logits[i])
+          << "\n";
+    write_file_atomically(options.scores, csv.str());
   }
   if (!options.json.empty()) {
     nlohmann::json out = to_json(report);

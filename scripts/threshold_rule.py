@@ -1,0 +1,148 @@
+#!/usr/bin/env python3
+"""Youden's J on validation against 0.5, judged on validation only (the rule is in
+docs/experiments/2026-12-02-threshold-rule/README.md, written before the runs).
+
+For each run directory (holding model.safetensors): `pneumo evaluate --split val-carved` writes
+the run's own validation scores (--scores) and the stress variants at the stored (Youden)
+threshold, then again at 0.5. From the scores, many seeded stratified halvings: Youden's threshold
+tuned on one half, the other half's accuracy at it against at 0.5. Writes results.md / results.csv
+in --out. Never reads the test split.
+
+    scripts/threshold_rule.py --pneumo build/pneumo --data CACHE --out DIR RUN_DIR...
+"""
+import argparse
+import csv
+import json
+import math
+import os
+import random
+import subprocess
+import sys
+
+
+def youden_threshold(logits, labels):
+    """The probability threshold maximising sensitivity + specificity - 1: the midpoint between
+    two adjacent distinct scores (as pneumo's choose_threshold_youden does), on the logit scale."""
+    positives = sum(labels)
+    negatives = len(labels) - positives
+    pairs = sorted(zip(logits, labels))
+    best_j, best_cut = -2.0, 0.0
+    # Everything above the cut is called positive; walk the cut up through the sorted scores.
+    true_pos, false_pos = positives, negatives
+    for i in range(len(pairs) + 1):
+        if i == 0 or i == len(pairs) or pairs[i - 1][0] != pairs[i][0]:
+            j = true_pos / positives + (negatives - false_pos) / negatives - 1.0
+            if j > best_j:
+                lo = pairs[i - 1][0] if i > 0 else pairs[0][0] - 1.0
+                hi = pairs[i][0] if i < len(pairs) else pairs[-1][0] + 1.0
+                best_j, best_cut = j, 0.5 * (lo + hi)
+        if i < len(pairs):
+            if pairs[i][1]:
+                true_pos -= 1
+            else:
+                false_pos -= 1
+    return best_cut  # a logit
+
+
+def accuracy(logits, labels, logit_cut):
+    return sum((z > logit_cut) == bool(y) for z, y in zip(logits, labels)) / len(labels)
+
+
+def read_scores(path):
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    return [float(r["logit"]) for r in rows], [int(r["label"]) for r in rows]
+
+
+def evaluate(pneumo, data, model, threshold, scores, json_path):
+    command = [pneumo, "evaluate", "--model", model, "--data", data, "--split", "val-carved",
+               "--stress", "--device", "cpu", "--json", json_path]
+    if threshold is not None:
+        command += ["--threshold", str(threshold)]
+    if scores:
+        command += ["--scores", scores]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        sys.exit(f"{' '.join(command)} failed:\n{result.stdout}{result.stderr}")
+    with open(json_path) as f:
+        return json.load(f)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pneumo", required=True)
+    parser.add_argument("--data", required=True, help="the cache the runs were trained on")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--halvings", type=int, default=200)
+    parser.add_argument("runs", nargs="+")
+    args = parser.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+
+    rows = []
+    for run in args.runs:
+        name = os.path.relpath(run, os.path.commonpath(args.runs)) if len(args.runs) > 1 else run
+        tag = name.replace("/", "_")
+        model = os.path.join(run, "model.safetensors")
+        scores = os.path.join(args.out, f"{tag}_val_scores.csv")
+        youden = evaluate(args.pneumo, args.data, model, None, scores,
+                          os.path.join(args.out, f"{tag}_youden.json"))
+        half = evaluate(args.pneumo, args.data, model, 0.5, None,
+                        os.path.join(args.out, f"{tag}_half.json"))
+        logits, labels = read_scores(scores)
+
+        generator = random.Random(12345)
+        positive = [i for i, y in enumerate(labels) if y]
+        negative = [i for i, y in enumerate(labels) if not y]
+        gains = []
+        for _ in range(args.halvings):
+            generator.shuffle(positive)
+            generator.shuffle(negative)
+            a = positive[: len(positive) // 2] + negative[: len(negative) // 2]
+            b = positive[len(positive) // 2:] + negative[len(negative) // 2:]
+            for tune, score in ((a, b), (b, a)):
+                cut = youden_threshold([logits[i] for i in tune], [labels[i] for i in tune])
+                held_z, held_y = [logits[i] for i in score], [labels[i] for i in score]
+                gains.append(accuracy(held_z, held_y, cut) - accuracy(held_z, held_y, 0.0))
+
+        stress_youden = youden["stress"]["mean_accuracy"]
+        stress_half = half["stress"]["mean_accuracy"]
+        rows.append({
+            "run": name,
+            "val_images": len(labels),
+            "stored_threshold": youden["tuned_threshold"]["threshold"],
+            "threshold_rule": youden["threshold_rule"],
+            "halves_gain_mean": sum(gains) / len(gains),
+            "halves_youden_better": sum(g > 0 for g in gains) / len(gains),
+            "halves_youden_worse": sum(g < 0 for g in gains) / len(gains),
+            "stress_mean_accuracy_youden": stress_youden,
+            "stress_mean_accuracy_0.5": stress_half,
+            "stress_gain": stress_youden - stress_half,
+            "stress_worst_accuracy_youden": youden["stress"]["worst_accuracy"],
+            "stress_worst_accuracy_0.5": half["stress"]["worst_accuracy"],
+        })
+        print(f"{name}: halves gain {rows[-1]['halves_gain_mean']:+.4f}, "
+              f"stress gain {rows[-1]['stress_gain']:+.4f}", flush=True)
+
+    with open(os.path.join(args.out, "results.csv"), "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    halves = sum(r["halves_gain_mean"] for r in rows) / len(rows)
+    stress = sum(r["stress_gain"] for r in rows) / len(rows)
+    verdict = "youden" if halves > 0 and stress > 0 else "0.5"
+    with open(os.path.join(args.out, "results.md"), "w") as f:
+        f.write("| run | stored threshold | held-out half: accuracy gain of Youden over 0.5 "
+                "(mean) | halvings Youden better / worse | stress mean accuracy, Youden | "
+                "at 0.5 | gain |\n|---|---:|---:|---:|---:|---:|---:|\n")
+        for r in rows:
+            f.write(f"| {r['run']} | {r['stored_threshold']:.4f} | {r['halves_gain_mean']:+.4f} | "
+                    f"{r['halves_youden_better']:.2f} / {r['halves_youden_worse']:.2f} | "
+                    f"{r['stress_mean_accuracy_youden']:.4f} | "
+                    f"{r['stress_mean_accuracy_0.5']:.4f} | {r['stress_gain']:+.4f} |\n")
+        f.write(f"\nMean over runs: held-out halves {halves:+.4f}, stress {stress:+.4f} "
+                f"({args.halvings} halvings each way per run). By the rule: **{verdict}**.\n")
+    print(f"held-out halves {halves:+.4f}, stress {stress:+.4f}: {verdict}")
+
+
+if __name__ == "__main__":
+    main()
