@@ -251,8 +251,13 @@ def main():
     parser.add_argument("--only", nargs="*", help="train only these configs")
     parser.add_argument("--table", action="store_true", help="only rewrite the table")
     parser.add_argument("--test", action="store_true", help="read the test split for the picked config")
-    parser.add_argument("train_args", nargs="*", help="extra pneumo train flags after --")
-    args = parser.parse_args()
+    # Extra `pneumo train` flags go after a lone "--" (split off here: argparse would read
+    # "--threads" as one of its own options).
+    argv = sys.argv[1:]
+    train_args = argv[argv.index("--") + 1:] if "--" in argv else []
+    argv = argv[:argv.index("--")] if "--" in argv else argv
+    args = parser.parse_args(argv)
+    args.train_args = train_args
     plan = load(args.plan)
     if plan is None:
         sys.exit(f"experiments: cannot read plan {args.plan}")
