@@ -69,7 +69,8 @@ class ProgressReporter {
 
 // One finished epoch: its metrics (EpochMetrics::values: loss, accuracy, val_loss, val_accuracy,
 // val_auc, ...), the learning rate it trained with and its wall time: `seconds` from the epoch's
-// first step to its checkpoints written, of which `train_seconds` the training steps and
+// first step to its checkpoints captured and queued for writing (a background thread writes
+// them while the next epoch runs), of which `train_seconds` the training steps and
 // `val_seconds` the validation passes (NaN: not recorded, as in histories written before these
 // columns existed). epoch is 0-based.
 struct EpochRecord {

@@ -8,6 +8,7 @@
 #include <csignal>
 #include <cstdlib>
 #include <limits>
+#include <memory>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
@@ -21,6 +22,7 @@
 #include "cli/commands/flag_text.hpp"
 #include "cli/commands/fault_injection.hpp"
 #include "cli/commands/guards.hpp"
+#include "core/ordered_worker.hpp"
 #include "pneumo/backend.hpp"
 #include "pneumo/callbacks.hpp"
 #include "pneumo/checkpoint.hpp"
@@ -167,11 +169,16 @@ class TrainingRun {
   std::optional<int> end_epoch(const EpochMetrics& metrics, EpochRecord record,
                                Clock::time_point epoch_start, bool& stopped);
   void finish();
-  // Saves at an epoch end, or inside epoch `epochs_done` when `partial` says how far it got.
-  void save(const std::string& name, int epochs_done, const EpochStats* partial = nullptr);
-  // What a user needs to know when the run stops early: which checkpoint survives.
-  std::string last_good_checkpoint() const;
-  int interrupted(int epochs_done, const EpochStats* partial) const;
+  // The run's state at an epoch end, or inside epoch `epochs_done` when `partial` says how far
+  // it got, checked finite (rank 0; null on the others, which write nothing).
+  std::shared_ptr<const CheckpointData> snapshot(int epochs_done,
+                                                 const EpochStats* partial = nullptr);
+  // Queues `state` to be written to run_dir/name, after every file queued before it.
+  void write(const std::string& name, std::shared_ptr<const CheckpointData> state);
+  // What a user needs to know when the run stops early: which checkpoint survives (after the
+  // writes queued so far).
+  std::string last_good_checkpoint();
+  int interrupted(int epochs_done, const EpochStats* partial);
 
   bool writer() const { return group_->rank() == 0; }
 
@@ -199,6 +206,9 @@ class TrainingRun {
   std::optional<EpochLogWriter> log_;
   std::optional<ProgressReporter> progress_;
   std::optional<StopOnSignal> stop_on_signal_;
+  // Checkpoints and history rows are written here, in order, off the training loop (declared
+  // last: destroyed first, after finishing what was queued, while log_ still exists).
+  OrderedWorker files_;
 };
 
 // Checks the flags, makes the run folder and writes config.json (rank 0; the other ranks learn
@@ -340,7 +350,7 @@ std::optional<int> TrainingRun::train_and_validate(int epoch, bool& stopped) {
   const Clock::time_point epoch_start = Clock::now();
   const EpochStats train_stats = train_one_epoch(epoch);
   if (train_stats.interrupted) {  // every rank stopped at the same step
-    save("checkpoints/last.safetensors", epoch, &train_stats);
+    write("checkpoints/last.safetensors", snapshot(epoch, &train_stats));
     return interrupted(epoch, &train_stats);
   }
   const Clock::time_point val_start = Clock::now();
@@ -427,16 +437,18 @@ std::optional<int> TrainingRun::end_epoch(const EpochMetrics& metrics, EpochReco
   epochs_done_ = epoch + 1;
   if (control_.keep_weights_snapshot)
     best_snapshot_ = capture_checkpoint(*model_, nullptr, metadata_);
-  if (control_.save_best_checkpoint) save("checkpoints/best.safetensors", epoch + 1);
-  save("checkpoints/last.safetensors", epoch + 1);
-  record.seconds = seconds_since(epoch_start);
+  const std::shared_ptr<const CheckpointData> state = snapshot(epoch + 1);
+  if (control_.save_best_checkpoint) write("checkpoints/best.safetensors", state);
+  write("checkpoints/last.safetensors", state);
+  record.seconds = seconds_since(epoch_start);  // the files are queued; they are written meanwhile
   train_seconds_ += record.train_seconds;
   val_seconds_ += record.val_seconds;
   if (writer()) {
     std::cout << format_epoch_summary(record, options_.epochs) << "\n" << std::flush;
     for (const auto& event : control_.events) std::cout << "  " << event << "\n";
   }
-  if (log_) log_->append(record);  // after the checkpoint: the history never runs ahead of it
+  // After the checkpoint, on the same queue: the history never runs ahead of it.
+  if (log_) files_.post([this, record] { log_->append(record); });
   if (control_.stop) {  // the callbacks saw the same metrics on every rank
     if (writer()) std::cout << control_.stop_reason << "\n";
     stopped = true;
@@ -451,6 +463,7 @@ std::optional<int> TrainingRun::end_epoch(const EpochMetrics& metrics, EpochReco
 // The decision threshold is tuned on validation (Youden's J) and stored with the model; test
 // images are never looked at here.
 void TrainingRun::finish() {
+  files_.drain();  // the last epoch's files (and any failure writing them) before the report
   EpochStats val_stats;
   const std::vector<float> val_logits = trainer_->predict_logits(val_set_, &val_stats);
   ThresholdChoice threshold = choose_threshold_youden(val_logits, splits_.val.labels);
@@ -478,7 +491,8 @@ void TrainingRun::finish() {
   if (!writer()) return;
   MetricsReport final_val =
       evaluate_binary("val", val_logits, splits_.val.labels, threshold.threshold);
-  save("model.safetensors", epochs_done_);
+  write("model.safetensors", snapshot(epochs_done_));
+  files_.drain();
   std::ofstream(fs::path(run_dir_) / "metrics_val.json") << to_json(final_val).dump(2) << "\n";
   ReportInputs report;
   report.history = log_->records();
@@ -503,8 +517,9 @@ void TrainingRun::finish() {
 
 // Rank 0 writes; the ranks hold the same weights (their gradients were added up before every
 // update) and rank 0's batch-norm running averages (broadcast at every epoch's end).
-void TrainingRun::save(const std::string& name, int epochs_done, const EpochStats* partial) {
-  if (!writer()) return;
+std::shared_ptr<const CheckpointData> TrainingRun::snapshot(int epochs_done,
+                                                            const EpochStats* partial) {
+  if (!writer()) return nullptr;
   metadata_.epoch = epochs_done;
   metadata_.step = steps_done_;
   metadata_.epoch_step = partial ? partial->steps : 0;
@@ -512,18 +527,26 @@ void TrainingRun::save(const std::string& name, int epochs_done, const EpochStat
   metadata_.epoch_correct = partial ? partial->correct : 0.0;
   metadata_.learning_rate = control_.learning_rate;
   metadata_.callback_state = callbacks_.state();
-  CheckpointData data = capture_checkpoint(*model_, &trainer_->optimizer_state(), metadata_);
+  auto state = std::make_shared<CheckpointData>(
+      capture_checkpoint(*model_, &trainer_->optimizer_state(), metadata_));
   // Never overwrite a good checkpoint with weights that went bad without the loss showing it.
-  const std::string bad = first_nonfinite_value(data);
+  const std::string bad = first_nonfinite_value(*state);
   if (!bad.empty())
     throw Error(detail::concat("the model's state stopped being finite during epoch ",
-                               epochs_done + (partial ? 1 : 0), " (", bad, "); ", name,
-                               " was not written; ", last_good_checkpoint(),
-                               ". Try a lower --lr."));
-  save_checkpoint((fs::path(run_dir_) / name).string(), data);
+                               epochs_done + (partial ? 1 : 0), " (", bad, "); nothing was "
+                               "written; ", last_good_checkpoint(), ". Try a lower --lr."));
+  return state;
 }
 
-std::string TrainingRun::last_good_checkpoint() const {
+void TrainingRun::write(const std::string& name, std::shared_ptr<const CheckpointData> state) {
+  if (!state) return;  // not rank 0
+  files_.post([path = (fs::path(run_dir_) / name).string(), state] {
+    save_checkpoint(path, *state);
+  });
+}
+
+std::string TrainingRun::last_good_checkpoint() {
+  files_.drain();
   if (!fs::exists(last_path_)) return "no checkpoint was written yet";
   const CheckpointMetadata last = read_checkpoint_metadata(last_path_);
   return detail::concat(
@@ -533,7 +556,8 @@ std::string TrainingRun::last_good_checkpoint() const {
       ")");
 }
 
-int TrainingRun::interrupted(int epochs_done, const EpochStats* partial) const {
+int TrainingRun::interrupted(int epochs_done, const EpochStats* partial) {
+  files_.drain();
   if (!writer()) return stop_on_signal_->exit_status();
   std::cout << "interrupted by " << stop_on_signal_->signal_name() << " "
             << (partial ? detail::concat("after step ", partial->steps, " of epoch ",
