@@ -8,10 +8,16 @@ sizes), Dense 128 + ReLU, dropout 0.2, Dense 1; BCE on logits; RMSprop(lr 1e-3, 
 eps 1e-7). fp32 with TF32 off unless --tf32. Inputs are random images resident on the GPU (no
 augmentation): this times the training step itself.
 
-Prints one JSON object per configuration: {"impl", "device", "batch", "images_per_second",
-"step_ms_mean", "step_ms_median", ...}; images_per_second comes from the mean of back-to-back steps,
-as in `pneumo bench train`.
-Usage: profiling/torch_reference.py [--batch 32 256] [--steps 100] [--compile] [--tf32]
+Prints one JSON object per configuration and batch: {"impl", "device", "batch",
+"images_per_second", "step_ms_mean", "step_ms_median", ...}; images_per_second comes from the mean
+of back-to-back steps, as in `pneumo bench train`. --configs picks what a user would run, from the
+weakest up: eager (fp32, NCHW), eager-bf16 (channels_last + bf16 autocast), compile (torch.compile,
+fp32), compile-bf16, compile-max-bf16 (mode max-autotune: autotuned kernels and CUDA graphs); all
+of them with --configs all. --recipe-epochs N adds, per configuration, the recipe end to end as
+`pneumo bench train --recipe-epochs` times it ({"measure": "recipe", "recipe_seconds", ...}: a new
+model, its compilation, N epochs of 6,586 random images at the first --batch and a pass over 782).
+Usage: profiling/torch_reference.py [--batch 32 256] [--steps 100] [--configs all]
+       [--recipe-epochs 12] [--tf32]
 
 With --profile it instead records --steps steps of each batch size with torch.profiler and prints
 where the device time goes, to set beside `pneumo bench train --layers`: one JSON object per
@@ -26,6 +32,7 @@ for the same images (the first --count images of the cache's --split, written as
 identical pixels). Prints one JSON object with the largest differences; exits 1 beyond --tolerance.
 """
 import argparse
+import contextlib
 import csv
 import io
 import json
@@ -78,31 +85,131 @@ class SeedNet(nn.Module):
         return self.fc2(x)
 
 
-def time_training(model, batch, steps, warmup, device, step_fn):
+class Clock:
+    """Elapsed milliseconds between marks: CUDA events on the GPU, the host clock on the CPU."""
+
+    def __init__(self, device):
+        self.cuda = device.type == "cuda"
+
+    def sync(self):
+        if self.cuda:
+            torch.cuda.synchronize()
+
+    def mark(self):
+        if self.cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            return event
+        return time.perf_counter()
+
+    def ms(self, start, end):
+        if self.cuda:
+            end.synchronize()
+            return start.elapsed_time(end)
+        return (end - start) * 1e3
+
+
+def time_training(batch, steps, warmup, device, step_fn, memory_format):
     """Mean step time as `pneumo bench train` measures it (`steps` steps back to back between two
     synchronisations), then each step alone for the spread (median and min of synchronised steps,
     which also pay the launch latency the back-to-back run hides)."""
-    x = torch.rand(batch, 1, 150, 150, device=device)
+    x = torch.rand(batch, 1, 150, 150, device=device).to(memory_format=memory_format)
     y = (torch.rand(batch, 1, device=device) > 0.5).float()
+    clock = Clock(device)
     for _ in range(warmup):
         step_fn(x, y)
-    torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
+    clock.sync()
+    start = clock.mark()
     for _ in range(steps):
         step_fn(x, y)
-    end.record()
-    end.synchronize()
-    mean = start.elapsed_time(end) / steps
+    end = clock.mark()
+    clock.sync()
+    mean = clock.ms(start, end) / steps
     times = []
     for _ in range(steps):
-        start.record()
+        start = clock.mark()
         step_fn(x, y)
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
+        end = clock.mark()
+        clock.sync()
+        times.append(clock.ms(start, end))
     return {"step_ms_mean": round(mean, 4), "step_ms_median": round(statistics.median(times), 4),
             "step_ms_min": round(min(times), 4), "images_per_second": round(batch / mean * 1e3, 1)}
+
+
+# The configurations a user who cares about speed would run, from the weakest up (issue #15's
+# fair anchor). name -> (torch.compile mode or None, bf16 autocast + channels_last).
+CONFIGS = {
+    "eager": (None, False),            # fp32 (TF32 only with --tf32), NCHW
+    "eager-bf16": (None, True),        # channels_last + bf16 autocast
+    "compile": ("default", False),     # torch.compile, fp32
+    "compile-bf16": ("default", True),  # torch.compile + channels_last + bf16 autocast
+    # max-autotune: Triton/cuBLAS autotuning, and CUDA graphs (cudagraph trees) for the step
+    "compile-max-bf16": ("max-autotune", True),
+}
+
+RECIPE_TRAIN_IMAGES, RECIPE_VAL_IMAGES = 6586, 782  # pneumo's recipe epoch (oversampled) and val
+
+
+def make_training(config, device):
+    """A new SeedNet, its RMSprop and one training step (and an inference pass) in `config`."""
+    mode, bf16 = CONFIGS[config]
+    memory_format = torch.channels_last if bf16 else torch.contiguous_format
+    torch.manual_seed(0)
+    model = SeedNet().to(device).to(memory_format=memory_format).train()
+    optimizer = torch.optim.RMSprop(model.parameters(), lr=1e-3, alpha=0.9, eps=1e-7)
+    forward = torch.compile(model, mode=mode) if mode else model
+    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bf16 else \
+        contextlib.nullcontext
+
+    def step(x, y):
+        optimizer.zero_grad(set_to_none=True)
+        with autocast():
+            logits = forward(x)
+        loss = F.binary_cross_entropy_with_logits(logits.float(), y)
+        loss.backward()
+        optimizer.step()
+
+    def infer(x):
+        with torch.no_grad(), autocast():
+            return forward(x).float()
+
+    return model, step, infer, memory_format
+
+
+def time_recipe(config, batch, epochs, device, train_images=RECIPE_TRAIN_IMAGES):
+    """The recipe end to end as pneumo's `bench train --recipe-epochs` times it: from a new model
+    (and its compilation, which happens in the first steps) through `epochs` epochs of
+    `train_images` random images at `batch` (the last batch partial, as pneumo's is), each
+    followed by an inference pass over validation images in the recipe's proportion (782 for
+    6,586); the images are on the device already."""
+    val_images = max(1, round(train_images * RECIPE_VAL_IMAGES / RECIPE_TRAIN_IMAGES))
+    clock = Clock(device)
+    clock.sync()
+    t0 = time.perf_counter()
+    model, step, infer, memory_format = make_training(config, device)
+    train_x = torch.rand(train_images, 1, 150, 150, device=device)
+    train_y = (torch.rand(train_images, 1, device=device) > 0.5).float()
+    val_x = torch.rand(val_images, 1, 150, 150, device=device)
+    epoch_seconds = []
+    for epoch in range(epochs):
+        e0 = time.perf_counter()
+        model.train()
+        order = torch.randperm(train_images, device=device)
+        for first in range(0, train_images, batch):
+            index = order[first:first + batch]
+            step(train_x[index].to(memory_format=memory_format), train_y[index])
+        model.eval()
+        logits = [infer(val_x[first:first + batch].to(memory_format=memory_format))
+                  for first in range(0, val_images, batch)]
+        torch.cat(logits).cpu()  # the pass ends with its scores on the host
+        clock.sync()
+        epoch_seconds.append(time.perf_counter() - e0)
+    later = sorted(epoch_seconds[1:])
+    steady = statistics.median(later) if later else None
+    return {"recipe_epochs": epochs, "recipe_train_images": train_images,
+            "recipe_val_images": val_images, "recipe_seconds": round(time.perf_counter() - t0, 3),
+            "recipe_first_epoch_seconds": round(epoch_seconds[0], 3) if epoch_seconds else None,
+            "recipe_steady_epoch_seconds": round(steady, 3) if steady else None}
 
 
 def profile_training(batch, steps, warmup, device, step_fn):
@@ -221,12 +328,20 @@ def main():
     parser.add_argument("--batch", type=int, nargs="+", default=[32, 256])
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--warmup", type=int, default=20)
-    parser.add_argument("--compile", action="store_true", help="also time torch.compile")
+    parser.add_argument("--configs", default="eager",
+                        help="comma-separated, from: " + ", ".join(CONFIGS) + "; or all")
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile (fp32)")
+    parser.add_argument("--recipe-epochs", type=int, default=0,
+                        help="also time the recipe end to end (this many epochs, at the first "
+                             "--batch) for each configuration")
+    parser.add_argument("--recipe-images", type=int, default=RECIPE_TRAIN_IMAGES,
+                        help="training images per recipe epoch (validation in proportion)")
     parser.add_argument("--tf32", action="store_true")
     parser.add_argument("--profile", action="store_true",
                         help="print each op's and kernel's device time per step instead")
     parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"],
-                        help="cpu only checks the --profile code path on a machine without a GPU")
+                        help="cpu checks the script on a machine without a GPU (its times say "
+                             "nothing of a GPU)")
     parser.add_argument("--check-model", help="a pneumo checkpoint: compare logits on the CPU")
     parser.add_argument("--cache", help="with --check-model: a pneumo cache folder")
     parser.add_argument("--split", default="test")
@@ -239,32 +354,28 @@ def main():
         if not args.cache:
             raise SystemExit("torch_reference: --check-model needs --cache")
         raise SystemExit(check_model(args))
-    if args.device == "cpu" and not args.profile:
-        raise SystemExit("torch_reference: --device cpu is only for --profile")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("torch_reference: no CUDA device")
+    configs = list(CONFIGS) if args.configs == "all" else args.configs.split(",")
+    unknown = [c for c in configs if c not in CONFIGS]
+    if unknown:
+        raise SystemExit(f"torch_reference: unknown --configs {unknown}; known: {list(CONFIGS)}")
+    if args.compile and "compile" not in configs:
+        configs.append("compile")
     torch.backends.cudnn.allow_tf32 = args.tf32
     torch.backends.cuda.matmul.allow_tf32 = args.tf32
     torch.backends.cudnn.benchmark = True  # like pneumo: algorithms chosen by timing, per shape
     device = torch.device(args.device)
     name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU"
-    impls = ["eager"] + (["compile"] if args.compile else [])
-    for impl in impls:
+    for config in configs:
+        bf16 = CONFIGS[config][1]
+        precision = "bf16 autocast" if bf16 else ("tf32" if args.tf32 else "fp32")
         for batch in args.batch:
-            torch.manual_seed(0)
-            model = SeedNet().to(device).train()
+            head = {"impl": f"torch-{config}", "device": name, "torch": torch.__version__,
+                    "batch": batch, "precision": precision,
+                    "memory_format": "channels_last" if bf16 else "nchw"}
+            model, step, _, memory_format = make_training(config, device)
             params = sum(p.numel() for p in model.parameters())
-            optimizer = torch.optim.RMSprop(model.parameters(), lr=1e-3, alpha=0.9, eps=1e-7)
-            forward = torch.compile(model) if impl == "compile" else model
-
-            def step(x, y):
-                optimizer.zero_grad(set_to_none=True)
-                loss = F.binary_cross_entropy_with_logits(forward(x), y)
-                loss.backward()
-                optimizer.step()
-
-            head = {"impl": f"torch-{impl}", "device": name, "torch": torch.__version__,
-                    "batch": batch, "precision": "tf32" if args.tf32 else "fp32"}
             if args.profile:
                 rows = profile_training(batch, args.steps, args.warmup, device, step)
                 for row in rows:
@@ -272,9 +383,16 @@ def main():
                 print_profile_tables(head, rows, sys.stderr)
                 continue
             t0 = time.time()
-            result = time_training(model, batch, args.steps, args.warmup, device, step)
+            result = time_training(batch, args.steps, args.warmup, device, step, memory_format)
             print(json.dumps({**head, "trainable_parameters": params, **result,
                               "wall_s": round(time.time() - t0, 1)}), flush=True)
+        if args.recipe_epochs > 0 and not args.profile:
+            batch = args.batch[0]
+            head = {"impl": f"torch-{config}", "device": name, "torch": torch.__version__,
+                    "batch": batch, "precision": precision, "measure": "recipe"}
+            print(json.dumps({**head, **time_recipe(config, batch, args.recipe_epochs, device,
+                                                       args.recipe_images)}),
+                  flush=True)
 
 
 if __name__ == "__main__":

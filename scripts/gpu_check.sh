@@ -107,6 +107,12 @@ write_report() {
       echo '```'
       echo
     fi
+    if [[ -s $out/throughput.jsonl ]]; then
+      echo "## pneumo against PyTorch (scripts/throughput_table.py)"
+      echo
+      python3 "$root/scripts/throughput_table.py" "$out/throughput.jsonl" 2>&1
+      echo
+    fi
     local bench_log
     for bench_log in "$out"/logs/bench_train*.log; do  # the tables (phases, layers, ops)
       [[ -s $bench_log ]] || continue
@@ -449,18 +455,25 @@ elif python3 -c "import torch; assert torch.cuda.is_available()" 2> /dev/null; t
     python3 "$root/profiling/torch_reference.py" --batch 32 256 --steps 20 --profile
   grep '^{' "$out/logs/torch_profile.log" > "$out/torch_profile.jsonl" 2> /dev/null
   if [[ ${SKIP_TORCH_COMPILE:-0} == 1 ]]; then
-    skip "torch reference (compile)" "SKIP_TORCH_COMPILE=1"
+    skip "torch reference (compile, bf16)" "SKIP_TORCH_COMPILE=1"
   else
-    run "torch reference (compile)" 150 torch_compile "torch.compile, batch 32" -- \
-      python3 "$root/profiling/torch_reference.py" --batch 32 256 --steps 200 --compile
+    # What a user who cares about speed runs: channels_last + bf16 autocast, eager and compiled
+    # (default, and max-autotune with CUDA graphs); then the recipe end to end for the weakest and
+    # a strong one, as bench train's --recipe-epochs times pneumo's.
+    run "torch reference (bf16, compile)" 300 torch_compile "channels_last + bf16; compile default and max-autotune" -- \
+      python3 "$root/profiling/torch_reference.py" --batch 32 256 --steps 100 \
+      --configs eager-bf16,compile,compile-bf16,compile-max-bf16
+    run "torch reference (recipe end to end)" 150 torch_recipe "12 epochs + validation, batch 32" -- \
+      python3 "$root/profiling/torch_reference.py" --batch 32 --steps 1 --warmup 0 \
+      --configs eager,compile-bf16 --recipe-epochs 12
   fi
   run "torch reference (eager, tf32)" 60 torch_eager_tf32 "--tf32" -- \
     python3 "$root/profiling/torch_reference.py" --batch 32 256 --steps 200 --tf32
 else
   skip "torch reference" "python3 has no CUDA-enabled torch"
 fi
-cat "$out"/logs/bench_train*.log "$out"/logs/torch_eager*.log "$out"/logs/torch_compile.log \
-  2> /dev/null | grep '^{' > "$out/throughput.jsonl"
+cat "$out"/logs/bench_train*.log "$out"/logs/bench_recipe*.log "$out"/logs/torch_eager*.log \
+  "$out"/logs/torch_compile.log "$out"/logs/torch_recipe.log 2> /dev/null | grep '^{' > "$out/throughput.jsonl"
 
 # ---- 7. compute-sanitizer on a short training (the sample, one epoch) ------------------------------------
 sanitizer=$(command -v compute-sanitizer || true)

@@ -1,0 +1,102 @@
+#!/usr/bin/env python3
+"""pneumo against PyTorch from the JSON lines the GPU check gathers (throughput.jsonl): one
+Markdown table of images/s per configuration and batch, the recipe's end-to-end seconds, and the
+ratios issue #15 asks about (pneumo's best over the best PyTorch configuration, and over PyTorch
+eager fp32).
+
+    scripts/throughput_table.py throughput.jsonl [more.jsonl ...]
+
+Lines it reads: `pneumo bench train` rows ({"impl": "pneumo", "batch", "images_per_second",
+"precision", "augment", "cudnn_only", "deterministic"}), its recipe line ({"impl": "pneumo",
+"measure": "recipe", "total_seconds"}), and `profiling/torch_reference.py`'s rows
+({"impl": "torch-<config>", "batch", "images_per_second"}) and recipe lines
+({"measure": "recipe", "recipe_seconds"}). Other lines (profiles, layers) are passed over. Where a
+configuration was measured more than once, the last line counts.
+"""
+import json
+import sys
+
+
+def pneumo_name(row):
+    """A pneumo bench row's configuration, in words."""
+    parts = [row.get("precision", "fp32")]
+    if not row.get("augment", True):
+        parts.append("no augmentation")
+    if row.get("cudnn_only"):
+        parts.append("cuDNN only")
+    if row.get("deterministic") is False:
+        parts.append("fastest algorithms")
+    return "pneumo " + ", ".join(parts)
+
+
+def read_rows(paths):
+    speed, recipe = {}, {}  # name -> {batch: images/s}; name -> seconds
+    for path in paths:
+        with open(path) as f:
+            for line in f:
+                line = line.strip()
+                if not line.startswith("{"):
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                impl = row.get("impl", "")
+                if "profile" in row or not impl:
+                    continue
+                if impl == "pneumo":
+                    name = pneumo_name(row)
+                    if row.get("measure") == "recipe":
+                        recipe[name] = row.get("total_seconds")
+                    elif "images_per_second" in row:
+                        speed.setdefault(name, {})[row["batch"]] = row["images_per_second"]
+                elif impl.startswith("torch-"):
+                    name = f"PyTorch {impl[len('torch-'):]} ({row.get('precision', 'fp32')})"
+                    if row.get("measure") == "recipe":
+                        recipe[name] = row.get("recipe_seconds")
+                    elif "images_per_second" in row:
+                        speed.setdefault(name, {})[row["batch"]] = row["images_per_second"]
+    return speed, recipe
+
+
+def table(speed, recipe):
+    batches = sorted({b for by_batch in speed.values() for b in by_batch})
+    names = list(dict.fromkeys(list(speed) + list(recipe)))
+    out = ["| configuration | " + " | ".join(f"images/s, batch {b}" for b in batches) +
+           " | recipe end to end, s |",
+           "|---|" + "---:|" * (len(batches) + 1)]
+    for name in names:
+        cells = [f"{speed.get(name, {})[b]:,.0f}" if b in speed.get(name, {}) else ""
+                 for b in batches]
+        seconds = recipe.get(name)
+        end_to_end = f"{seconds:.2f}" if seconds is not None else ""
+        out.append(f"| {name} | " + " | ".join(cells) + f" | {end_to_end} |")
+    lines = ["\n".join(out), ""]
+    for b in batches:
+        ours = {n: v[b] for n, v in speed.items() if n.startswith("pneumo") and b in v}
+        torch = {n: v[b] for n, v in speed.items() if n.startswith("PyTorch") and b in v}
+        if not ours or not torch:
+            continue
+        best_ours = max(ours, key=ours.get)
+        best_torch = max(torch, key=torch.get)
+        line = (f"Batch {b}: {best_ours} {ours[best_ours]:,.0f} images/s is "
+                f"{ours[best_ours] / torch[best_torch]:.2f}x the best PyTorch ({best_torch}, "
+                f"{torch[best_torch]:,.0f})")
+        eager = [n for n in torch if n.startswith("PyTorch eager (fp32")]
+        if eager:
+            line += f" and {ours[best_ours] / torch[eager[0]]:.2f}x PyTorch eager fp32"
+        lines.append(line + ".")
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    if len(sys.argv) < 2:
+        sys.exit(__doc__)
+    speed, recipe = read_rows(sys.argv[1:])
+    if not speed and not recipe:
+        sys.exit("throughput_table: no pneumo or PyTorch rows in " + ", ".join(sys.argv[1:]))
+    sys.stdout.write(table(speed, recipe))
+
+
+if __name__ == "__main__":
+    main()

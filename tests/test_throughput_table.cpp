@@ -1,0 +1,57 @@
+// scripts/throughput_table.py, the GPU check's pneumo-against-PyTorch table: rows per
+// configuration from bench train's and torch_reference.py's JSON lines, the recipe's end-to-end
+// seconds, and the ratios of pneumo's best to the best PyTorch and to eager fp32. Skipped without
+// python3.
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <string>
+
+#include "cli_test_util.hpp"
+#include "temp_dir.hpp"
+
+namespace pneumo {
+namespace {
+
+TEST(ThroughputTable, RatiosAgainstTheBestPyTorchAndEagerFp32) {
+  if (testing::run_command("python3 -c pass").status != 0) GTEST_SKIP() << "no python3";
+  testing::TempDir dir;
+  std::ofstream(dir.file("t.jsonl"))
+      << R"({"impl":"pneumo","batch":32,"images_per_second":9000,"precision":"fp32","augment":true})"
+      << "\n"
+      << R"({"impl":"pneumo","batch":32,"images_per_second":5000,"precision":"fp32","augment":false,"cudnn_only":true})"
+      << "\n"
+      << R"({"impl":"pneumo","measure":"recipe","total_seconds":4.5,"precision":"fp32","augment":true})"
+      << "\n"
+      << R"({"impl":"torch-eager","batch":32,"images_per_second":3000,"precision":"fp32"})" << "\n"
+      << R"({"impl":"torch-compile-max-bf16","batch":32,"images_per_second":6000,"precision":"bf16 autocast"})"
+      << "\n"
+      << R"({"impl":"torch-eager","measure":"recipe","recipe_seconds":20.25,"precision":"fp32","batch":32})"
+      << "\n"
+      << R"({"impl":"torch-eager","profile":"op","name":"aten::conv","ms_per_step":1.0})" << "\n"
+      << "a log line\n";
+  const testing::CommandResult run = testing::run_command(
+      "python3 '" PNEUMO_SOURCE_DIR "/scripts/throughput_table.py' '" + dir.file("t.jsonl") +
+      "' 2>&1");
+  ASSERT_EQ(run.status, 0) << run.output;
+  EXPECT_NE(run.output.find("| pneumo fp32 | 9,000 | 4.50 |"), std::string::npos) << run.output;
+  EXPECT_NE(run.output.find("| pneumo fp32, no augmentation, cuDNN only | 5,000 |  |"),
+            std::string::npos)
+      << run.output;
+  EXPECT_NE(run.output.find("| PyTorch eager (fp32) | 3,000 | 20.25 |"), std::string::npos)
+      << run.output;
+  EXPECT_NE(run.output.find("is 1.50x the best PyTorch (PyTorch compile-max-bf16 (bf16 autocast), "
+                            "6,000) and 3.00x PyTorch eager fp32"),
+            std::string::npos)
+      << run.output;
+  EXPECT_EQ(run.output.find("aten::conv"), std::string::npos) << "profile rows are not speeds";
+
+  std::ofstream(dir.file("empty.jsonl")) << "nothing here\n";
+  EXPECT_NE(testing::run_command("python3 '" PNEUMO_SOURCE_DIR "/scripts/throughput_table.py' '" +
+                                 dir.file("empty.jsonl") + "' 2>&1")
+                .status,
+            0);
+}
+
+}  // namespace
+}  // namespace pneumo
