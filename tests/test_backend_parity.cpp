@@ -88,7 +88,7 @@ class Parity : public ::testing::Test {
   void SetUp() override {
     PNEUMO_REQUIRE_CUDA();
     cpu_ = make_cpu_backend(0);
-    cuda_ = make_cuda_backend(false);
+    cuda_ = make_cuda_backend(BackendOptions{});
     ASSERT_EQ(cpu_->device(), Device::Cpu);
     ASSERT_EQ(cuda_->device(), Device::Cuda);
   }
@@ -913,7 +913,9 @@ TEST_F(Parity, GatherAugment) {
 // ---- TF32 ---------------------------------------------------------------------------------------
 
 TEST_F(Parity, Tf32ConvAndDenseStayWithinTf32Tolerance) {
-  std::unique_ptr<Backend> tf32 = make_cuda_backend(true);
+  BackendOptions tf32_options;
+  tf32_options.allow_tf32 = true;
+  std::unique_ptr<Backend> tf32 = make_cuda_backend(tf32_options);
   EXPECT_NE(tf32->name().find("tf32"), std::string::npos) << tf32->name();
   const Shape x_shape{2, 64, 19, 19}, w_shape{128, 64, 3, 3}, y_shape{2, 128, 19, 19};
   Pair x = random(x_shape, 121), w = random(w_shape, 122, -1.0f / 24, 1.0f / 24);

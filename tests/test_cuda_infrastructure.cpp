@@ -203,7 +203,7 @@ TEST(OutputDisagreement, ToleranceIsRelativeToTheLargestValueAndNaNNeverAgrees) 
 TEST(CudaBackendSelection, MakeCudaBackendThrowsClearlyWithoutADevice) {
   if (cuda_device_available()) GTEST_SKIP() << "a device is present";
   try {
-    make_cuda_backend(false);
+    make_cuda_backend(BackendOptions{});
     FAIL() << "make_cuda_backend returned without a device";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("no usable CUDA device"), std::string::npos) << e.what();

@@ -131,7 +131,7 @@ TEST(GradCam, GradientMatchesFiniteDifferencesAndMapsTheFormula) {
 TEST(GradCamCuda, MatchesTheCpu) {
   PNEUMO_REQUIRE_CUDA();
   auto cpu = make_cpu_backend(1);
-  auto cuda = make_cuda_backend();
+  auto cuda = make_cuda_backend(BackendOptions{});
   ModelConfig config;
   config.input_size = 40;
   Model on_cpu(*cpu, config, 3), on_cuda(*cuda, config, 3);

@@ -139,7 +139,7 @@ TEST(StepParity, EveryLayerOfTheModelAgreesAfterOneStep) {
   ModelConfig config;
   config.input_size = 40;
   StepRun cpu = make_run(make_cpu_backend(0), config);
-  StepRun cuda = make_run(make_cuda_backend(false), config);
+  StepRun cuda = make_run(make_cuda_backend(BackendOptions{}), config);
   for (StepRun* run : {&cpu, &cuda})
     run->trainer->train_step(run->data, run->order.data(), kBatch, 0, 0);
   auto report = [&](const std::string& what, ConstTensorView a, ConstTensorView e) {
@@ -163,7 +163,7 @@ TEST(StepParity, OneStepAndSeveralStepsAgree) {
   config.input_size = 40;  // pools 40 -> 20 -> 10 -> 5 -> 3 -> 2: odd sizes included
   StepRun cpu = make_run(make_cpu_backend(0), config);
   StepRun perturbed = make_run(make_cpu_backend(0), config, 1e-6);
-  StepRun cuda = make_run(make_cuda_backend(false), config);
+  StepRun cuda = make_run(make_cuda_backend(BackendOptions{}), config);
   ASSERT_EQ(cuda.model->parameters().device, Device::Cuda);
   ASSERT_EQ(cuda.data.images.device(), Device::Cuda);
   const auto before = testing::to_host(cpu.model->parameters());

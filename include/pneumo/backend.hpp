@@ -241,9 +241,7 @@ struct BackendOptions {
 // with a one-line notice on stderr; Cuda without a device throws a clear pneumo::Error.
 std::unique_ptr<Backend> make_backend(const BackendOptions& options);
 std::unique_ptr<Backend> make_cpu_backend(int threads = 0);
-// Throws without a GPU. The first takes the CUDA fields of `options` (its device is ignored).
+// Throws without a GPU. Takes the CUDA fields of `options` (its device is ignored).
 std::unique_ptr<Backend> make_cuda_backend(const BackendOptions& options);
-std::unique_ptr<Backend> make_cuda_backend(bool allow_tf32 = false, bool deterministic = true,
-                                           bool cudnn_only = false, bool graph_engines = false);
 
 }  // namespace pneumo

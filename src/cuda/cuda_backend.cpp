@@ -548,14 +548,4 @@ std::unique_ptr<Backend> make_cuda_backend(const BackendOptions& choice) {
   return std::make_unique<CudaBackend>(options);
 }
 
-std::unique_ptr<Backend> make_cuda_backend(bool allow_tf32, bool deterministic, bool cudnn_only,
-                                           bool graph_engines) {
-  BackendOptions options;
-  options.allow_tf32 = allow_tf32;
-  options.deterministic = deterministic;
-  options.cudnn_only = cudnn_only;
-  options.graph_engines = graph_engines;
-  return make_cuda_backend(options);
-}
-
 }  // namespace pneumo
