@@ -136,8 +136,9 @@ def mean_sd(values):
     if not values:
         return None, None
     mean = sum(values) / len(values)
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
-    return mean, sd
+    if len(values) == 1:  # one run has no spread: print the value alone, not "± 0.000"
+        return mean, None
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
 
 
 def fmt(value, sd=None):
@@ -226,8 +227,9 @@ def read_test(args, plan, chosen):
             models.append(model)
             results.append(load(out))
             lines.append(f"| {name} | seed {seed} | " + " | ".join(fmt(f(results[-1])) for _, f in TEST_COLUMNS) + " |")
-        stats = [mean_sd([f(r) for r in results]) for _, f in TEST_COLUMNS]
-        lines.append(f"| {name} | mean ± sd | " + " | ".join(fmt(*s) for s in stats) + " |")
+        if len(results) > 1:
+            stats = [mean_sd([f(r) for r in results]) for _, f in TEST_COLUMNS]
+            lines.append(f"| {name} | mean ± sd | " + " | ".join(fmt(*s) for s in stats) + " |")
         if len(models) > 1:
             out = os.path.join(args.out, name, "test_ensemble.json")
             command = [args.pneumo, "evaluate", "--data", args.data, "--split", "test", "--stress", "--json", out]
