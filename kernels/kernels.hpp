@@ -35,6 +35,17 @@ void relu_forward(const float* x, float* y, int64_t n, cudaStream_t stream);
 // dx = relu_backward(y, dy) over n elements (dx may alias dy).
 void relu_backward(const float* y, const float* dy, float* dx, int64_t n, cudaStream_t stream);
 
+// ---- kernels/bf16_convert.cu ------------------------------------------------------------------
+// --precision bf16 (bf16.hpp rounding). src (batch, channels, spatial) float32 -> dst (batch,
+// spatial, channels) bfloat16 bits: NCHW -> NHWC, and a weight (K, C, 3, 3) -> (K, 3, 3, C) with
+// batch = K, spatial = 9.
+void to_bf16_channels_last(const float* src, uint16_t* dst, int64_t batch, int64_t channels,
+                           int64_t spatial, cudaStream_t stream);
+// The way back: src (batch, spatial, channels) bfloat16 -> dst (batch, channels, spatial) float32,
+// plus bias[c] when bias is not null, then ReLU when `relu`.
+void from_bf16_channels_last(const uint16_t* src, float* dst, int64_t batch, int64_t channels,
+                             int64_t spatial, const float* bias, bool relu, cudaStream_t stream);
+
 // ---- kernels/dropout.cu -------------------------------------------------------------------------
 // y[i] = x[i] * dropout_multiplier(key, i, rate); the backward pass is the same map on dy.
 // n < 2^32 (the mask index is 32-bit).

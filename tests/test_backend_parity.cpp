@@ -937,6 +937,107 @@ TEST_F(Parity, Tf32ConvAndDenseStayWithinTf32Tolerance) {
   EXPECT_TRUE(close_to(fy.cuda, fy.cpu, 5e-3, "tf32 dense"));
 }
 
+// ---- BF16 ---------------------------------------------------------------------------------------
+
+// How far the CUDA bf16 results are from the CPU's emulation of them (backend.hpp's precision
+// rule): both round the same operands and round their float32 sums once, so they differ only where
+// the two summation orders straddle a rounding boundary: by one bfloat16 step, rarely.
+struct Bf16Agreement {
+  double exact = 0;        // share equal bit for bit
+  double worst_steps = 0;  // largest difference, in bfloat16 steps at the expected value
+};
+
+Bf16Agreement bf16_agreement(ConstTensorView actual, ConstTensorView expected) {
+  const std::vector<float> a = to_host(actual), e = to_host(expected);
+  // Sums that cancel to far below the tensor's scale are judged at 1/64 of that scale: there the
+  // summation order alone moves them by many of their own (tiny) steps.
+  const float floor = max_abs(e) / 64.0f;
+  Bf16Agreement result;
+  size_t exact = 0;
+  for (size_t i = 0; i < e.size(); ++i) {
+    if (a[i] == e[i]) {
+      ++exact;
+      continue;
+    }
+    int exponent = 0;
+    std::frexp(std::max(std::fabs(e[i]), floor), &exponent);
+    const double diff = std::isfinite(a[i]) ? std::fabs(static_cast<double>(a[i]) - e[i])
+                                            : std::numeric_limits<double>::infinity();
+    result.worst_steps = std::max(result.worst_steps, diff / std::ldexp(1.0, exponent - 8));
+  }
+  result.exact = static_cast<double>(exact) / static_cast<double>(std::max<size_t>(e.size(), 1));
+  return result;
+}
+
+void expect_bf16_twins(ConstTensorView cuda, ConstTensorView cpu_bf16, ConstTensorView cpu_fp32,
+                       const std::string& what) {
+  const Bf16Agreement twins = bf16_agreement(cuda, cpu_bf16);
+  EXPECT_GE(twins.exact, 0.9) << what << ": share equal to the CPU emulation";
+  EXPECT_LE(twins.worst_steps, 1.0) << what << ": at most one bfloat16 step from the emulation";
+  // The GPU really took the bfloat16 path: float32 results would rarely match the emulation.
+  EXPECT_LT(bf16_agreement(cpu_fp32, cpu_bf16).exact, 0.5) << what << ": (self-check)";
+  EXPECT_LT(bf16_agreement(cuda, cpu_fp32).exact, 0.5) << what << ": float32 bits on the GPU";
+}
+
+class Bf16ConvParity : public Parity, public ::testing::WithParamInterface<ConvCase> {};
+
+TEST_P(Bf16ConvParity, EveryDirectionMatchesTheCpuEmulation) {
+  const ConvCase& p = GetParam();
+  BackendOptions bf16_options;
+  bf16_options.bf16_convolutions = true;
+  std::unique_ptr<Backend> gpu = make_cuda_backend(bf16_options);
+  std::unique_ptr<Backend> cpu = make_cpu_backend(0, /*bf16_convolutions=*/true);
+  EXPECT_NE(gpu->name().find("bf16"), std::string::npos) << gpu->name();
+  const Shape x_shape{p.n, p.c, p.h, p.w}, w_shape{p.k, p.c, 3, 3}, y_shape{p.n, p.k, p.h, p.w};
+  const float bound = 1.0f / std::sqrt(static_cast<float>(9 * p.c));
+  Pair x = random(x_shape, 131), w = random(w_shape, 132, -bound, bound);
+  Pair zero = upload({p.k}, std::vector<float>(static_cast<size_t>(p.k), 0.0f));
+  Pair dy = random(y_shape, 134);
+  // Forward without bias or ReLU: the rounded sums themselves.
+  Pair y = output(y_shape), y32 = output(y_shape);
+  cpu->conv2d_forward(x.cpu, w.cpu, zero.cpu, y.cpu, false);
+  gpu->conv2d_forward(x.cuda, w.cuda, zero.cuda, y.cuda, false);
+  cpu_->conv2d_forward(x.cpu, w.cpu, zero.cpu, y32.cpu, false);
+  expect_bf16_twins(y.cuda, y.cpu, y32.cpu, "bf16 conv forward");
+  // With bias and ReLU (added in float32 after the rounding).
+  Pair b = random({p.k}, 133), yr = output(y_shape);
+  cpu->conv2d_forward(x.cpu, w.cpu, b.cpu, yr.cpu, true);
+  gpu->conv2d_forward(x.cuda, w.cuda, b.cuda, yr.cuda, true);
+  EXPECT_TRUE(close_to(yr.cuda, yr.cpu, 1e-2, "bf16 conv forward + bias + relu"));
+  Pair dx = output(x_shape), dx32 = output(x_shape);
+  cpu->conv2d_backward_data(dy.cpu, w.cpu, dx.cpu);
+  gpu->conv2d_backward_data(dy.cuda, w.cuda, dx.cuda);
+  cpu_->conv2d_backward_data(dy.cpu, w.cpu, dx32.cpu);
+  expect_bf16_twins(dx.cuda, dx.cpu, dx32.cpu, "bf16 conv backward data");
+  Pair dw = output(w_shape), db = output({p.k}), dw32 = output(w_shape), db32 = output({p.k});
+  cpu->conv2d_backward_filter(x.cpu, dy.cpu, dw.cpu, db.cpu);
+  gpu->conv2d_backward_filter(x.cuda, dy.cuda, dw.cuda, db.cuda);
+  cpu_->conv2d_backward_filter(x.cpu, dy.cpu, dw32.cpu, db32.cpu);
+  expect_bf16_twins(dw.cuda, dw.cpu, dw32.cpu, "bf16 conv backward filter");
+  // The bias gradient sums the float32 dy: float32 parity.
+  EXPECT_TRUE(close_to(db.cuda, db32.cpu, 1e-4, "bf16 conv dbias"));
+}
+
+// The model's shapes at 150 px after block 1 (x (N, 32, 75, 75) -> 64, ...), a deep small one,
+// and channel counts tensor cores do not like (3 and 12 input channels).
+INSTANTIATE_TEST_SUITE_P(Shapes, Bf16ConvParity,
+                         ::testing::Values(ConvCase{4, 32, 75, 75, 64}, ConvCase{2, 64, 19, 19, 128},
+                                           ConvCase{3, 128, 5, 5, 256}, ConvCase{2, 12, 9, 7, 16},
+                                           ConvCase{3, 3, 7, 5, 4}),
+                         conv_case_name);
+
+TEST_F(Parity, Bf16LeavesTheOneChannelConvolutionInFloat32) {
+  BackendOptions bf16_options;
+  bf16_options.bf16_convolutions = true;
+  std::unique_ptr<Backend> gpu = make_cuda_backend(bf16_options);
+  const Shape x_shape{4, 1, 30, 30}, w_shape{32, 1, 3, 3}, y_shape{4, 32, 30, 30};
+  Pair x = random(x_shape, 141), w = random(w_shape, 142, -0.3f, 0.3f), b = random({32}, 143);
+  Pair y = output(y_shape);
+  cpu_->conv2d_forward(x.cpu, w.cpu, b.cpu, y.cpu, true);
+  gpu->conv2d_forward(x.cuda, w.cuda, b.cuda, y.cuda, true);
+  EXPECT_TRUE(close_to(y.cuda, y.cpu, 1e-5, "one-channel conv under bf16"));
+}
+
 // ---- Contract checks on the CUDA backend alone --------------------------------------------------
 
 // Host tensors are refused with a clear error: never a silent CPU fallback or a device fault.

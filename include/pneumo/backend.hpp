@@ -74,6 +74,13 @@ namespace pneumo {
 // - max pooling: 2x2 window, stride 2, 'same': output ceil(H/2) x ceil(W/2); on an odd size the
 //   one padding row/column goes on the TOP/LEFT (cuDNN's symmetric padding of 1 with floor
 //   rounding gives exactly that) and never wins the max;
+// - precision: float32 throughout, except under --precision bf16 (BackendOptions::
+//   bf16_convolutions), where each convolution with more than one input channel rounds its
+//   operands (x, weight, dy) to bfloat16 (round to nearest even, kernels/bf16.hpp), accumulates
+//   in float32, and rounds its result (y before bias and ReLU, dx, dweight) to bfloat16; dbias
+//   sums the float32 dy. That is what tensor-core convolutions on bfloat16 tensors give; the CPU
+//   backend emulates it, so the two still agree to a stated tolerance. Every other op, the
+//   one-channel first convolution included, stays float32;
 // - backward ops OVERWRITE their outputs (no accumulation), so callers need not zero them;
 // - every op may be asynchronous on its device; read results through Tensor::copy_to_host or
 //   after synchronize().
@@ -220,7 +227,8 @@ enum class DeviceChoice { Auto, Cpu, Cuda };
 
 struct BackendOptions {
   DeviceChoice device = DeviceChoice::Auto;
-  bool allow_tf32 = false;  // --precision tf32
+  bool allow_tf32 = false;          // --precision tf32
+  bool bf16_convolutions = false;   // --precision bf16 (the precision rule above)
   int cpu_threads = 0;      // 0: all hardware threads
   // CUDA convolutions: keep the fastest deterministic cuDNN algorithm (true), or the fastest of
   // all (false; backward passes may then add in a different order from run to run).
@@ -240,7 +248,7 @@ struct BackendOptions {
 // Creates the backend the options ask for. Auto takes CUDA when a device exists, else the CPU
 // with a one-line notice on stderr; Cuda without a device throws a clear pneumo::Error.
 std::unique_ptr<Backend> make_backend(const BackendOptions& options);
-std::unique_ptr<Backend> make_cpu_backend(int threads = 0);
+std::unique_ptr<Backend> make_cpu_backend(int threads = 0, bool bf16_convolutions = false);
 // Throws without a GPU. Takes the CUDA fields of `options` (its device is ignored).
 std::unique_ptr<Backend> make_cuda_backend(const BackendOptions& options);
 

@@ -203,7 +203,8 @@ void add_bench(CLI::App& app, BenchTrainOptions& o, BenchKernelsOptions& k, Acti
   auto* c = bench->add_subcommand(
       "train", "Images/s of the training step, its phases, as a CUDA Graph, and of an epoch");
   c->add_option("--device", o.device, "auto | cuda | cpu")->capture_default_str();
-  c->add_option("--precision", o.precision, "fp32 | tf32")->capture_default_str();
+  c->add_option("--precision", o.precision, "fp32 | tf32 | bf16 (convolutions on bfloat16)")
+      ->capture_default_str();
   c->add_option("--deterministic", o.deterministic,
                 "CUDA: deterministic convolution algorithms only (false: the fastest)")
       ->capture_default_str();

@@ -1,10 +1,13 @@
 // 3x3 'same' stride-1 convolution on the CPU: im2col + GEMM, parallel over the batch with one
 // column buffer per worker. The filter gradient sums per-worker partials in worker order, so a
-// given thread count always gives the same bits.
+// given thread count always gives the same bits. Under --precision bf16 the convolutions with more
+// than one input channel round their operands and results to bfloat16 (backend.hpp), as the CUDA
+// backend's tensor-core path stores them; accumulation stays float32.
 #include <algorithm>
 #include <vector>
 
 #include "cpu/cpu_backend.hpp"
+#include "bf16.hpp"
 #include "cpu/gemm.hpp"
 #include "elementwise.hpp"
 #include "pneumo/error.hpp"
@@ -68,21 +71,40 @@ void col2im(const float* col, const ConvGeometry& g, float* image) {
       }
 }
 
+void round_all_to_bf16(float* values, int64_t count) {
+  for (int64_t i = 0; i < count; ++i) values[i] = pneumo::round_to_bf16(values[i]);
+}
+
 }  // namespace
+
+bool CpuBackend::rounds_to_bf16(const ConvGeometry& g) const {
+  return bf16_convolutions_ && g.in_channels > 1;
+}
+
+const float* CpuBackend::conv_weight(ConstTensorView weight, const ConvGeometry& g) {
+  if (!rounds_to_bf16(g)) return weight.data;
+  rounded_weight_.assign(weight.data, weight.data + weight.numel());
+  round_all_to_bf16(rounded_weight_.data(), weight.numel());
+  return rounded_weight_.data();
+}
 
 void CpuBackend::conv2d_forward_impl(ConstTensorView x, ConstTensorView weight,
                                      ConstTensorView bias, TensorView y, bool fuse_relu) {
   const ConvGeometry g = conv_geometry(x.shape, weight.shape);
+  const bool bf16 = rounds_to_bf16(g);
+  const float* w = conv_weight(weight, g);
 
   const std::vector<float*> cols = worker_scratch(0, g.taps() * g.pixels());
   pool_.parallel_for(g.batch, [&](int64_t begin, int64_t end, int worker) {
     float* col = cols[static_cast<size_t>(worker)];
     for (int64_t n = begin; n < end; ++n) {
       im2col(x.data + n * g.in_channels * g.pixels(), g, col);
+      if (bf16) round_all_to_bf16(col, g.taps() * g.pixels());
       // y_n (K, H*W) = weight (K, C*9) * col (C*9, H*W)
       float* y_n = y.data + n * g.out_channels * g.pixels();
-      sgemm(false, false, g.out_channels, g.pixels(), g.taps(), 1.0f, weight.data, g.taps(), col,
+      sgemm(false, false, g.out_channels, g.pixels(), g.taps(), 1.0f, w, g.taps(), col,
             g.pixels(), 0.0f, y_n, g.pixels());
+      if (bf16) round_all_to_bf16(y_n, g.out_channels * g.pixels());
       for (int64_t k = 0; k < g.out_channels; ++k) {
         float* plane = y_n + k * g.pixels();
         for (int64_t p = 0; p < g.pixels(); ++p) {
@@ -97,15 +119,27 @@ void CpuBackend::conv2d_forward_impl(ConstTensorView x, ConstTensorView weight,
 void CpuBackend::conv2d_backward_data_impl(ConstTensorView dy, ConstTensorView weight,
                                            TensorView dx) {
   const ConvGeometry g = conv_geometry(dx.shape, weight.shape);
+  const bool bf16 = rounds_to_bf16(g);
+  const float* w = conv_weight(weight, g);
 
   const std::vector<float*> cols = worker_scratch(0, g.taps() * g.pixels());
+  const std::vector<float*> dys = worker_scratch(2, bf16 ? g.out_channels * g.pixels() : 0);
   pool_.parallel_for(g.batch, [&](int64_t begin, int64_t end, int worker) {
     float* col = cols[static_cast<size_t>(worker)];
     for (int64_t n = begin; n < end; ++n) {
+      const float* dy_n = dy.data + n * g.out_channels * g.pixels();
+      if (bf16) {
+        float* rounded = dys[static_cast<size_t>(worker)];
+        std::copy(dy_n, dy_n + g.out_channels * g.pixels(), rounded);
+        round_all_to_bf16(rounded, g.out_channels * g.pixels());
+        dy_n = rounded;
+      }
       // col (C*9, H*W) = weight^T (C*9, K) * dy_n (K, H*W), then scattered back onto the image.
-      sgemm(true, false, g.taps(), g.pixels(), g.out_channels, 1.0f, weight.data, g.taps(),
-            dy.data + n * g.out_channels * g.pixels(), g.pixels(), 0.0f, col, g.pixels());
-      col2im(col, g, dx.data + n * g.in_channels * g.pixels());
+      sgemm(true, false, g.taps(), g.pixels(), g.out_channels, 1.0f, w, g.taps(), dy_n,
+            g.pixels(), 0.0f, col, g.pixels());
+      float* dx_n = dx.data + n * g.in_channels * g.pixels();
+      col2im(col, g, dx_n);
+      if (bf16) round_all_to_bf16(dx_n, g.in_channels * g.pixels());
     }
   });
 }
@@ -113,21 +147,30 @@ void CpuBackend::conv2d_backward_data_impl(ConstTensorView dy, ConstTensorView w
 void CpuBackend::conv2d_backward_filter_impl(ConstTensorView x, ConstTensorView dy,
                                              TensorView dweight, TensorView dbias) {
   const ConvGeometry g = conv_geometry(x.shape, dweight.shape);
+  const bool bf16 = rounds_to_bf16(g);
 
   // Worker w sums its images into partial_w (K, C*9); the partials are then added in worker order.
   const int64_t weight_count = g.out_channels * g.taps();
   const int chunks = static_cast<int>(std::min<int64_t>(pool_.size(), g.batch));
   const std::vector<float*> cols = worker_scratch(0, g.taps() * g.pixels());
   const std::vector<float*> partials = worker_scratch(1, weight_count);
+  const std::vector<float*> dys = worker_scratch(2, bf16 ? g.out_channels * g.pixels() : 0);
   pool_.parallel_for(g.batch, [&](int64_t begin, int64_t end, int worker) {
     float* col = cols[static_cast<size_t>(worker)];
     float* partial = partials[static_cast<size_t>(worker)];
     for (int64_t n = begin; n < end; ++n) {
       im2col(x.data + n * g.in_channels * g.pixels(), g, col);
+      const float* dy_n = dy.data + n * g.out_channels * g.pixels();
+      if (bf16) {
+        round_all_to_bf16(col, g.taps() * g.pixels());
+        float* rounded = dys[static_cast<size_t>(worker)];
+        std::copy(dy_n, dy_n + g.out_channels * g.pixels(), rounded);
+        round_all_to_bf16(rounded, g.out_channels * g.pixels());
+        dy_n = rounded;
+      }
       // partial (K, C*9) (+)= dy_n (K, H*W) * col^T (H*W, C*9)
-      sgemm(false, true, g.out_channels, g.taps(), g.pixels(), 1.0f,
-            dy.data + n * g.out_channels * g.pixels(), g.pixels(), col, g.pixels(),
-            n == begin ? 0.0f : 1.0f, partial, g.taps());
+      sgemm(false, true, g.out_channels, g.taps(), g.pixels(), 1.0f, dy_n, g.pixels(), col,
+            g.pixels(), n == begin ? 0.0f : 1.0f, partial, g.taps());
     }
   });
   std::fill(dweight.data, dweight.data + weight_count, 0.0f);
@@ -135,6 +178,7 @@ void CpuBackend::conv2d_backward_filter_impl(ConstTensorView x, ConstTensorView 
     const float* partial = partials[static_cast<size_t>(worker)];
     for (int64_t i = 0; i < weight_count; ++i) dweight.data[i] += partial[i];
   }
+  if (bf16) round_all_to_bf16(dweight.data, weight_count);
 
   // dbias[k] = sum of dy over (N, H, W), in double; channels are independent.
   pool_.parallel_for(g.out_channels, [&](int64_t begin, int64_t end, int /*worker*/) {

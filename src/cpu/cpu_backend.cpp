@@ -10,7 +10,8 @@
 namespace pneumo {
 namespace cpu {
 
-CpuBackend::CpuBackend(int threads) : pool_(threads) {
+CpuBackend::CpuBackend(int threads, bool bf16_convolutions)
+    : bf16_convolutions_(bf16_convolutions), pool_(threads) {
   // Each worker runs its own single-threaded GEMM; OpenBLAS threads on top would oversubscribe.
   gemm_use_single_thread();
   scratch_.assign(static_cast<size_t>(pool_.size()),
@@ -20,7 +21,8 @@ CpuBackend::CpuBackend(int threads) : pool_(threads) {
 std::string CpuBackend::name() const {
   std::ostringstream out;
   out << "cpu (" << pool_.size() << (pool_.size() == 1 ? " thread, " : " threads, ")
-      << (gemm_uses_blas() ? "OpenBLAS" : "built-in GEMM") << ")";
+      << (gemm_uses_blas() ? "OpenBLAS" : "built-in GEMM")
+      << (bf16_convolutions_ ? ", bf16 convolutions emulated" : "") << ")";
   return out.str();
 }
 
@@ -54,8 +56,8 @@ void CpuBackend::gather_values_impl(const float* values, const int32_t* indices,
 
 }  // namespace cpu
 
-std::unique_ptr<Backend> make_cpu_backend(int threads) {
-  return std::make_unique<cpu::CpuBackend>(threads);
+std::unique_ptr<Backend> make_cpu_backend(int threads, bool bf16_convolutions) {
+  return std::make_unique<cpu::CpuBackend>(threads, bf16_convolutions);
 }
 
 }  // namespace pneumo

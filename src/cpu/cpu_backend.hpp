@@ -10,6 +10,7 @@
 
 #include "cpu/parallel.hpp"
 #include "pneumo/backend.hpp"
+#include "pneumo/op_geometry.hpp"
 
 namespace pneumo::cpu {
 
@@ -17,7 +18,8 @@ namespace pneumo::cpu {
 // not be called from several threads at once (it parallelises internally).
 class CpuBackend final : public Backend {
  public:
-  explicit CpuBackend(int threads);  // 0: one per hardware thread
+  // threads 0: one per hardware thread. bf16_convolutions: emulate --precision bf16 (backend.hpp).
+  explicit CpuBackend(int threads, bool bf16_convolutions = false);
 
   Device device() const override { return Device::Cpu; }
   std::string name() const override;
@@ -29,7 +31,15 @@ class CpuBackend final : public Backend {
   // Scratch buffer number `slot` of every worker, each at least `count` floats (kept and reused
   // across calls). Call before parallel_for: buffers are grown only from the calling thread.
   std::vector<float*> worker_scratch(int slot, int64_t count);
-  static constexpr int kScratchSlots = 2;  // im2col columns, filter-gradient partial sums
+  // im2col columns, filter-gradient partial sums, one image's dy rounded to bfloat16
+  static constexpr int kScratchSlots = 3;
+  // Whether a convolution of geometry g rounds to bfloat16, and its weights as it reads them
+  // (rounded into rounded_weight_ when it does).
+  bool rounds_to_bf16(const ConvGeometry& g) const;
+  const float* conv_weight(ConstTensorView weight, const ConvGeometry& g);
+
+  bool bf16_convolutions_ = false;
+  std::vector<float> rounded_weight_;
 
   ThreadPool pool_;
   std::vector<std::vector<std::vector<float>>> scratch_;  // [worker][slot]

@@ -70,25 +70,29 @@ std::array<int64_t, 4> nchw(const Shape& shape, const char* op) {
 
 // What the tuning cache's decisions hold for: the GPU, its driver, cuDNN, the precision and the
 // determinism rule, and this build of pneumo's kernels (PNEUMO_KERNELS_HASH, from CMakeLists.txt).
-std::string tuning_context(int device, bool allow_tf32, bool deterministic) {
+const char* precision_name(const CudaBackendOptions& options) {
+  return options.bf16_convolutions ? "bf16" : options.allow_tf32 ? "tf32" : "fp32";
+}
+
+std::string tuning_context(int device, const char* precision, bool deterministic) {
   cudaDeviceProp props{};
   PNEUMO_CUDA_CHECK(cudaGetDeviceProperties(&props, device), "device ", device);
   int driver = 0;
   PNEUMO_CUDA_CHECK(cudaDriverGetVersion(&driver), "CUDA driver version");
   return detail::concat(props.name, ", sm_", props.major, props.minor, ", driver ", driver,
-                        ", cuDNN ", cudnnGetVersion(), ", ", allow_tf32 ? "tf32" : "fp32",
+                        ", cuDNN ", cudnnGetVersion(), ", ", precision,
                         deterministic ? ", deterministic" : ", fastest",
                         ", pneumo ", PNEUMO_VERSION, " kernels ", PNEUMO_KERNELS_HASH);
 }
 
-std::string device_description(int device, bool allow_tf32, bool deterministic) {
+std::string device_description(int device, const char* precision, bool deterministic) {
   cudaDeviceProp props{};
   PNEUMO_CUDA_CHECK(cudaGetDeviceProperties(&props, device), "device ", device);
   const size_t cudnn_version = cudnnGetVersion();
   std::ostringstream out;
   out << "cuda (" << props.name << ", sm_" << props.major << props.minor << ", cuDNN "
       << cudnn_version / 10000 << "." << (cudnn_version / 100) % 100 << "." << cudnn_version % 100
-      << ", " << (allow_tf32 ? "tf32" : "fp32")
+      << ", " << precision
       << (deterministic ? "" : ", fastest convolution algorithms") << ")";
   return out.str();
 }
@@ -112,11 +116,14 @@ CudaBackend::CudaBackend(CudaBackendOptions options) : options_(options) {
   // The cuDNN sub-libraries load lazily; check them now so a broken install fails here, clearly.
   PNEUMO_CUDNN_CHECK(cudnnOpsVersionCheck(), "cuDNN ops library (libcudnn_ops) ");
   PNEUMO_CUDNN_CHECK(cudnnCnnVersionCheck(), "cuDNN cnn library (libcudnn_cnn) ");
-  name_ = device_description(device_, options_.allow_tf32, options_.deterministic);
+  PNEUMO_CHECK(!(options_.allow_tf32 && options_.bf16_convolutions),
+               "CUDA backend: choose one precision, tf32 or bf16");
+  name_ = device_description(device_, precision_name(options_), options_.deterministic);
 
   stream_ = cuda::Stream::create();
   tuning_ = cuda::TuningCache(options_.tuning_cache,
-                              tuning_context(device_, options_.allow_tf32, options_.deterministic));
+                              tuning_context(device_, precision_name(options_),
+                                             options_.deterministic));
   chooser_ = cuda::Chooser(stream_.get(), &tuning_);
   cudnn_ = cuda::CudnnHandle::create();
   PNEUMO_CUDNN_CHECK(cudnnSetStream(cudnn_.get(), stream_.get()), "binding cuDNN to the stream");
@@ -539,6 +546,7 @@ void CudaBackend::gather_values_impl(const float* values, const int32_t* indices
 std::unique_ptr<Backend> make_cuda_backend(const BackendOptions& choice) {
   CudaBackendOptions options;
   options.allow_tf32 = choice.allow_tf32;
+  options.bf16_convolutions = choice.bf16_convolutions;
   options.deterministic = choice.deterministic;
   options.tuning_cache = choice.tuning_cache;
   if (choice.graph_engines) options.conv_engines = CudaBackendOptions::Implementation::Fastest;

@@ -24,6 +24,11 @@ struct CudaBackendOptions {
   // fp32 (false): cuDNN CUDNN_FMA_MATH and cuBLAS CUBLAS_DEFAULT_MATH, no TF32 anywhere.
   // tf32 (true): CUDNN_TENSOR_OP_MATH and CUBLAS_TF32_TENSOR_OP_MATH (about 1e-3 relative error).
   bool allow_tf32 = false;
+  // bf16 (true): convolutions with more than one input channel run on tensor cores on bfloat16
+  // copies of their operands, stored channels-last, through cuDNN's graph API (backend.hpp's
+  // precision rule; kernels/bf16_convert.cu converts). The one-channel first layer, batch-norm,
+  // pooling, dense layers and the optimizer stay float32.
+  bool bf16_convolutions = false;
   // Convolution algorithms: the fastest deterministic one cuDNN measured (true), or the fastest.
   bool deterministic = true;
   // Where the project has its own kernel for an op cuDNN also does (max pooling forward and
@@ -146,6 +151,8 @@ class CudaBackend final : public Backend {
     // choice's "kernel" side); the graph plans stay empty until searched.
     Choice graph_backward_data, graph_backward_filter;
     cuda::GraphConvPlan graph_data_plan, graph_filter_plan;
+    // --precision bf16: the graph-API plans on bfloat16 channels-last copies (empty until used).
+    cuda::GraphConvPlan bf16_forward, bf16_backward_data, bf16_backward_filter;
   };
   using ConvKey = std::array<int64_t, 5>;  // N, C, H, W, K
 
@@ -190,6 +197,28 @@ class CudaBackend final : public Backend {
   void conv_forward_cudnn(ConvPlan& plan, ConstTensorView x, ConstTensorView weight,
                           ConstTensorView bias, TensorView y, bool fuse_relu);
 
+  // ---- --precision bf16 (cuda_conv.cpp) ----
+  // Whether a convolution with `in_channels` input channels takes the bfloat16 path.
+  bool runs_bf16(int64_t in_channels) const {
+    return options_.bf16_convolutions && in_channels > 1;
+  }
+  // The bfloat16 channels-last copies of one convolution's x (or dx), y (or dy) and weight (or
+  // dweight), in one device block grown on demand (256-byte aligned parts).
+  struct Bf16Buffers {
+    uint16_t *x = nullptr, *y = nullptr, *weight = nullptr;
+  };
+  Bf16Buffers bf16_buffers(int64_t x_elements, int64_t y_elements, int64_t weight_elements);
+  // The graph-API plan of one direction for a shape, searched on first use on the buffers (their
+  // inputs already converted); throws a clear error when no engine runs it.
+  const cuda::GraphConvPlan& bf16_plan(cuda::GraphConvPlan& plan, cuda::ConvDirection direction,
+                                       const Shape& x_shape, int64_t k, const Bf16Buffers& b);
+  void conv_forward_bf16(ConvPlan& plan, ConstTensorView x, ConstTensorView weight,
+                         ConstTensorView bias, TensorView y, bool fuse_relu);
+  void conv_backward_data_bf16(ConvPlan& plan, ConstTensorView dy, ConstTensorView weight,
+                               TensorView dx);
+  void conv_backward_filter_bf16(ConvPlan& plan, ConstTensorView x, ConstTensorView dy,
+                                 TensorView dweight);
+
   CudaBackendOptions options_;
   int device_ = 0;
   int sm_count_ = 1;
@@ -202,6 +231,7 @@ class CudaBackend final : public Backend {
   cuda::CudnnHandle cudnn_;
   cuda::CublasHandle cublas_;
   Array<uint8_t> workspace_;
+  Array<uint8_t> bf16_scratch_;  // Bf16Buffers (--precision bf16 only)
   std::map<ConvKey, ConvPlan> conv_plans_;
   std::map<ShapeKey, PoolPlan> pool_plans_;
   std::map<ShapeKey, BatchNormPlan> batchnorm_plans_;

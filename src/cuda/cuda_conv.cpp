@@ -13,6 +13,7 @@
 #include "core/nvtx.hpp"
 #include "cuda/cuda_backend.hpp"
 #include "kernels.hpp"
+#include "pneumo/op_geometry.hpp"
 
 namespace pneumo {
 
@@ -330,6 +331,10 @@ void CudaBackend::conv2d_forward_impl(ConstTensorView x, ConstTensorView weight,
   const int64_t k = weight.shape[0];
   if (x.numel() == 0 || y.numel() == 0) return;
   ConvPlan& plan = conv_plan(x.shape, k);
+  if (runs_bf16(x.shape.c())) {
+    conv_forward_bf16(plan, x, weight, bias, y, fuse_relu);
+    return;
+  }
   if (!plan.has_forward) find_forward_algorithm(plan, x, weight, y);
   if (!kernels::conv3x3_single_channel_supported(x.shape.c(), k)) {
     conv_forward_cudnn(plan, x, weight, bias, y, fuse_relu);
@@ -391,6 +396,10 @@ void CudaBackend::conv2d_backward_data_impl(ConstTensorView dy, ConstTensorView 
   constexpr const char* op = "conv2d_backward_data";
   if (dx.numel() == 0 || dy.numel() == 0) return;
   ConvPlan& plan = conv_plan(dx.shape, weight.shape[0]);
+  if (runs_bf16(dx.shape.c())) {
+    conv_backward_data_bf16(plan, dy, weight, dx);
+    return;
+  }
   if (!plan.has_backward_data) find_backward_data_algorithm(plan, dy, weight, dx);
   if (!plan.graph_backward_data.decided)
     search_graph_engine(plan.graph_backward_data, plan.graph_data_plan, dx.shape, weight.shape[0],
@@ -454,7 +463,6 @@ void CudaBackend::conv2d_backward_filter_impl(ConstTensorView x, ConstTensorView
     return;
   }
   ConvPlan& plan = conv_plan(x.shape, k);
-  if (!plan.has_backward_filter) find_backward_filter_algorithm(plan, x, dy, dweight);
   auto cudnn_filter = [&] {
     PNEUMO_CUDNN_CHECK(
         cudnnConvolutionBackwardFilter(
@@ -463,7 +471,10 @@ void CudaBackend::conv2d_backward_filter_impl(ConstTensorView x, ConstTensorView
             plan.backward_filter_workspace, &kZero, plan.weight.get(), dweight.data),
         op, " x=", x.shape.str(), " dy=", dy.shape.str(), " algo=", plan.backward_filter_algo);
   };
-  if (x.shape.c() == 1) {
+  if (runs_bf16(x.shape.c())) {
+    conv_backward_filter_bf16(plan, x, dy, dweight);
+  } else if (x.shape.c() == 1) {
+    if (!plan.has_backward_filter) find_backward_filter_algorithm(plan, x, dy, dweight);
     // One input channel (the first layer): cuDNN's pick, or kernels/conv_backward.cu's kernel.
     const int64_t n = x.shape.n(), h = x.shape.h(), w = x.shape.w();
     const int64_t scratch =
@@ -477,6 +488,7 @@ void CudaBackend::conv2d_backward_filter_impl(ConstTensorView x, ConstTensorView
                  },
                  {{dweight.data, dweight.numel(), "dweight"}});
   } else {
+    if (!plan.has_backward_filter) find_backward_filter_algorithm(plan, x, dy, dweight);
     if (!plan.graph_backward_filter.decided)
       search_graph_engine(plan.graph_backward_filter, plan.graph_filter_plan, x.shape, k,
                           cuda::ConvDirection::BackwardFilter, x.data, dweight.data, dy.data);
@@ -500,6 +512,107 @@ void CudaBackend::conv2d_backward_filter_impl(ConstTensorView x, ConstTensorView
         bias_gradient_kernel(dy.data, dbias.data, dy.shape.n(), k, dy.shape.h() * dy.shape.w());
       },
       {{dbias.data, k, "dbias"}});
+}
+
+// ---- --precision bf16 ----------------------------------------------------------------------------
+// x, dy and the weight are converted to bfloat16 channels-last copies, the graph API's fastest
+// tensor-core engine for the shape runs on them, and the bfloat16 result comes back as float32
+// NCHW (the forward pass adding bias and ReLU on the way): backend.hpp's precision rule, which
+// the CPU backend emulates.
+
+CudaBackend::Bf16Buffers CudaBackend::bf16_buffers(int64_t x_elements, int64_t y_elements,
+                                                   int64_t weight_elements) {
+  constexpr size_t kAlign = 256;
+  const auto part = [](int64_t elements) {
+    return (static_cast<size_t>(elements) * sizeof(uint16_t) + kAlign - 1) / kAlign * kAlign;
+  };
+  const size_t bytes = part(x_elements) + part(y_elements) + part(weight_elements);
+  if (bytes > bf16_scratch_.bytes()) {
+    // Queued conversions and convolutions may still use the old block.
+    PNEUMO_CUDA_CHECK(cudaStreamSynchronize(stream_.get()), "growing the bf16 buffers to ", bytes,
+                      " bytes");
+    bf16_scratch_ = Array<uint8_t>();
+    bf16_scratch_ = Array<uint8_t>(static_cast<int64_t>(bytes), Device::Cuda);
+  }
+  uint8_t* base = bf16_scratch_.data();
+  Bf16Buffers b;
+  b.x = reinterpret_cast<uint16_t*>(base);
+  b.y = reinterpret_cast<uint16_t*>(base + part(x_elements));
+  b.weight = reinterpret_cast<uint16_t*>(base + part(x_elements) + part(y_elements));
+  return b;
+}
+
+const cuda::GraphConvPlan& CudaBackend::bf16_plan(cuda::GraphConvPlan& plan,
+                                                  cuda::ConvDirection direction,
+                                                  const Shape& x_shape, int64_t k,
+                                                  const Bf16Buffers& b) {
+  if (!plan.ready()) {
+    PNEUMO_NVTX_RANGE("bf16 graph engine search");
+    cuda::GraphConvProblem problem{x_shape.n(), x_shape.c(), x_shape.h(), x_shape.w(), k,
+                                   direction};
+    problem.bf16_channels_last = true;
+    problem.deterministic = options_.deterministic;
+    try {
+      plan = cuda::GraphConvPlan::search(
+          cudnn_.get(), stream_.get(), problem, b.x, b.weight, b.y,
+          [this](size_t bytes) -> void* {
+            ensure_workspace(bytes);
+            return workspace_.data();
+          },
+          search_workspace_limit());
+    } catch (const Error& e) {
+      throw Error(detail::concat("--precision bf16: cuDNN ran no bfloat16 engine for the ",
+                                 cuda::to_string(direction), " convolution of ", x_shape.str(),
+                                 " -> K=", k, " on this GPU; use --precision fp32 or tf32 (",
+                                 e.what(), ")"));
+    }
+  }
+  ensure_workspace(plan.workspace_bytes());
+  return plan;
+}
+
+void CudaBackend::conv_forward_bf16(ConvPlan& plan, ConstTensorView x, ConstTensorView weight,
+                                    ConstTensorView bias, TensorView y, bool fuse_relu) {
+  const ConvGeometry g = conv_geometry(x.shape, weight.shape);
+  const int64_t taps = ConvGeometry::kKernel * ConvGeometry::kKernel;
+  const Bf16Buffers b = bf16_buffers(x.numel(), y.numel(), weight.numel());
+  kernels::to_bf16_channels_last(x.data, b.x, g.batch, g.in_channels, g.pixels(), stream_.get());
+  kernels::to_bf16_channels_last(weight.data, b.weight, g.out_channels, g.in_channels, taps,
+                                 stream_.get());
+  const cuda::GraphConvPlan& graph =
+      bf16_plan(plan.bf16_forward, cuda::ConvDirection::Forward, x.shape, g.out_channels, b);
+  graph.execute(cudnn_.get(), b.x, b.weight, b.y, workspace_.data());
+  kernels::from_bf16_channels_last(b.y, y.data, g.batch, g.out_channels, g.pixels(), bias.data,
+                                   fuse_relu, stream_.get());
+}
+
+void CudaBackend::conv_backward_data_bf16(ConvPlan& plan, ConstTensorView dy,
+                                          ConstTensorView weight, TensorView dx) {
+  const ConvGeometry g = conv_geometry(dx.shape, weight.shape);
+  const int64_t taps = ConvGeometry::kKernel * ConvGeometry::kKernel;
+  const Bf16Buffers b = bf16_buffers(dx.numel(), dy.numel(), weight.numel());
+  kernels::to_bf16_channels_last(dy.data, b.y, g.batch, g.out_channels, g.pixels(), stream_.get());
+  kernels::to_bf16_channels_last(weight.data, b.weight, g.out_channels, g.in_channels, taps,
+                                 stream_.get());
+  const cuda::GraphConvPlan& graph = bf16_plan(
+      plan.bf16_backward_data, cuda::ConvDirection::BackwardData, dx.shape, g.out_channels, b);
+  graph.execute(cudnn_.get(), b.x, b.weight, b.y, workspace_.data());
+  kernels::from_bf16_channels_last(b.x, dx.data, g.batch, g.in_channels, g.pixels(), nullptr,
+                                   false, stream_.get());
+}
+
+void CudaBackend::conv_backward_filter_bf16(ConvPlan& plan, ConstTensorView x, ConstTensorView dy,
+                                            TensorView dweight) {
+  const ConvGeometry g = conv_geometry(x.shape, dweight.shape);
+  const int64_t taps = ConvGeometry::kKernel * ConvGeometry::kKernel;
+  const Bf16Buffers b = bf16_buffers(x.numel(), dy.numel(), dweight.numel());
+  kernels::to_bf16_channels_last(x.data, b.x, g.batch, g.in_channels, g.pixels(), stream_.get());
+  kernels::to_bf16_channels_last(dy.data, b.y, g.batch, g.out_channels, g.pixels(), stream_.get());
+  const cuda::GraphConvPlan& graph = bf16_plan(
+      plan.bf16_backward_filter, cuda::ConvDirection::BackwardFilter, x.shape, g.out_channels, b);
+  graph.execute(cudnn_.get(), b.x, b.weight, b.y, workspace_.data());
+  kernels::from_bf16_channels_last(b.weight, dweight.data, g.out_channels, g.in_channels, taps,
+                                   nullptr, false, stream_.get());
 }
 
 }  // namespace pneumo

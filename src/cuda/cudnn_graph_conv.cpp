@@ -31,7 +31,8 @@ std::string shape_str(int64_t a, int64_t b, int64_t c, int64_t d) {
 std::string describe(const GraphConvProblem& p) {
   return detail::concat("graph conv ", to_string(p.direction), " x ", shape_str(p.n, p.c, p.h, p.w),
                         " weight ", shape_str(p.k, p.c, kKernel, kKernel), " y ",
-                        shape_str(p.n, p.k, p.h, p.w));
+                        shape_str(p.n, p.k, p.h, p.w),
+                        p.bf16_channels_last ? " bf16 channels-last" : "");
 }
 
 // cuDNN's status name plus its own explanation of the last failure, cut to one short line.
@@ -53,7 +54,7 @@ std::string status_text(cudnnStatus_t status) {
 int64_t promised_alignment(const void* ptr) {
   const auto address = reinterpret_cast<std::uintptr_t>(ptr);
   int64_t alignment = 16;
-  while (alignment > 4 && address % static_cast<std::uintptr_t>(alignment) != 0) alignment /= 2;
+  while (alignment > 2 && address % static_cast<std::uintptr_t>(alignment) != 0) alignment /= 2;
   return alignment;
 }
 
@@ -67,12 +68,17 @@ cudnnStatus_t set_descriptor(cudnnBackendDescriptor_t target, cudnnBackendAttrib
   return cudnnBackendSetAttribute(target, name, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &value);
 }
 
-// A packed NCHW float32 tensor: dims (d0, d1, d2, d3), strides (d1 d2 d3, d2 d3, d3, 1).
+// A packed tensor of logical dims (d0, d1, d2, d3) (NCHW, or KCRS for the weight): float32 with
+// strides (d1 d2 d3, d2 d3, d3, 1), or bfloat16 stored channels-last, strides (d1 d2 d3, 1,
+// d3 d1, d1) (NHWC, KRSC).
 BackendDescriptor make_tensor(int64_t uid, const std::array<int64_t, 4>& dims, int64_t alignment,
-                              const std::string& context) {
+                              bool bf16_channels_last, const std::string& context) {
   BackendDescriptor tensor = make_backend_descriptor(CUDNN_BACKEND_TENSOR_DESCRIPTOR, "tensor");
-  const std::array<int64_t, 4> strides{dims[1] * dims[2] * dims[3], dims[2] * dims[3], dims[3], 1};
-  const cudnnDataType_t data_type = CUDNN_DATA_FLOAT;
+  const std::array<int64_t, 4> strides =
+      bf16_channels_last
+          ? std::array<int64_t, 4>{dims[1] * dims[2] * dims[3], 1, dims[3] * dims[1], dims[1]}
+          : std::array<int64_t, 4>{dims[1] * dims[2] * dims[3], dims[2] * dims[3], dims[3], 1};
+  const cudnnDataType_t data_type = bf16_channels_last ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT;
   const std::string where =
       detail::concat(context, ": tensor '", static_cast<char>(uid), "' ",
                      shape_str(dims[0], dims[1], dims[2], dims[3]), " aligned to ", alignment);
@@ -174,9 +180,10 @@ std::vector<BackendDescriptor> build_graph(cudnnHandle_t handle, const GraphConv
                                            const std::array<int64_t, 3>& alignment,
                                            const std::string& context) {
   std::vector<BackendDescriptor> parts;
-  parts.push_back(make_tensor(kUidX, {p.n, p.c, p.h, p.w}, alignment[0], context));
-  parts.push_back(make_tensor(kUidW, {p.k, p.c, kKernel, kKernel}, alignment[1], context));
-  parts.push_back(make_tensor(kUidY, {p.n, p.k, p.h, p.w}, alignment[2], context));
+  const bool bf16 = p.bf16_channels_last;
+  parts.push_back(make_tensor(kUidX, {p.n, p.c, p.h, p.w}, alignment[0], bf16, context));
+  parts.push_back(make_tensor(kUidW, {p.k, p.c, kKernel, kKernel}, alignment[1], bf16, context));
+  parts.push_back(make_tensor(kUidY, {p.n, p.k, p.h, p.w}, alignment[2], bf16, context));
   parts.push_back(make_convolution(context));
   const cudnnBackendDescriptor_t x = parts[0].get(), w = parts[1].get(), y = parts[2].get();
   const cudnnBackendDescriptor_t conv = parts[3].get();
@@ -350,7 +357,7 @@ std::string filter_reason(const ConfigInfo& info, const GraphConvProblem& p) {
   };
   if (has(CUDNN_NUMERICAL_NOTE_DOWN_CONVERT_INPUTS))
     return "filtered out: down-converts its inputs";
-  if (!p.allow_tf32 && has(CUDNN_NUMERICAL_NOTE_TENSOR_CORE))
+  if (!p.allow_tf32 && !p.bf16_channels_last && has(CUDNN_NUMERICAL_NOTE_TENSOR_CORE))
     return "filtered out: tensor cores (TF32 for float32 data) and allow_tf32 is false";
   if (p.deterministic && has(CUDNN_NUMERICAL_NOTE_NONDETERMINISTIC))
     return "filtered out: non-deterministic and deterministic is true";
@@ -380,8 +387,8 @@ BackendDescriptor make_variant_pack(const std::array<void*, 3>& pointers, void* 
 }
 
 // cuDNN's data pointers are void*; the inputs are only read.
-std::array<void*, 3> data_pointers(const float* x, const float* weight, const float* y) {
-  return {const_cast<float*>(x), const_cast<float*>(weight), const_cast<float*>(y)};
+std::array<void*, 3> data_pointers(const void* x, const void* weight, const void* y) {
+  return {const_cast<void*>(x), const_cast<void*>(weight), const_cast<void*>(y)};
 }
 
 // cudnnBackendExecute runs on the stream bound to the handle; the search binds the caller's
@@ -450,7 +457,7 @@ std::string short_list(const std::vector<GraphConvCandidate>& candidates) {
 
 // search()'s preconditions, checked before any cuDNN call.
 void check_search_arguments(cudnnHandle_t handle, cudaStream_t stream, const GraphConvProblem& p,
-                            const float* x, const float* weight, const float* y,
+                            const void* x, const void* weight, const void* y,
                             const std::function<void*(size_t)>& workspace_for, int max_candidates,
                             const std::string& context) {
   PNEUMO_CHECK(p.n > 0 && p.c > 0 && p.h > 0 && p.w > 0 && p.k > 0, context,
@@ -463,8 +470,9 @@ void check_search_arguments(cudnnHandle_t handle, cudaStream_t stream, const Gra
   PNEUMO_CHECK(static_cast<bool>(workspace_for), context, ": no workspace_for function");
   PNEUMO_CHECK(handle != nullptr, context, ": no cuDNN handle");
   PNEUMO_CHECK(x != nullptr && weight != nullptr && y != nullptr, context, ": a buffer is null");
-  PNEUMO_CHECK(is_aligned(x, 4) && is_aligned(weight, 4) && is_aligned(y, 4), context,
-               ": a float buffer is not 4-byte aligned");
+  const int64_t element = p.bf16_channels_last ? 2 : 4;
+  PNEUMO_CHECK(is_aligned(x, element) && is_aligned(weight, element) && is_aligned(y, element),
+               context, ": a buffer is not aligned to its ", element, "-byte elements");
   // Timing synchronises the stream, which a capture forbids (and would invalidate).
   cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
   PNEUMO_CUDA_CHECK(cudaStreamIsCapturing(stream, &capture), context);
@@ -659,8 +667,8 @@ std::string to_string(ConvDirection d) {
 }
 
 GraphConvPlan GraphConvPlan::search(cudnnHandle_t handle, cudaStream_t stream,
-                                    const GraphConvProblem& p, const float* x, const float* weight,
-                                    const float* y, std::function<void*(size_t)> workspace_for,
+                                    const GraphConvProblem& p, const void* x, const void* weight,
+                                    const void* y, std::function<void*(size_t)> workspace_for,
                                     size_t max_workspace, int max_candidates) {
   const std::string context = describe(p);
   check_search_arguments(handle, stream, p, x, weight, y, workspace_for, max_candidates, context);
@@ -702,8 +710,8 @@ GraphConvPlan GraphConvPlan::search(cudnnHandle_t handle, cudaStream_t stream,
   return result;
 }
 
-void GraphConvPlan::execute(cudnnHandle_t handle, const float* x, const float* weight,
-                            const float* y, void* workspace) const {
+void GraphConvPlan::execute(cudnnHandle_t handle, const void* x, const void* weight,
+                            const void* y, void* workspace) const {
   PNEUMO_CHECK(static_cast<bool>(plan_), "GraphConvPlan::execute: the plan is empty (no search)");
   const std::string context = describe(problem_);
   PNEUMO_CHECK(x != nullptr && weight != nullptr && y != nullptr, context, ": a buffer is null");

@@ -33,10 +33,14 @@ std::string to_string(ConvDirection d);  // "forward", "backward_data", "backwar
 struct GraphConvProblem {
   int64_t n, c, h, w, k;  // x (N,C,H,W), weight (K,C,3,3), y (N,K,H,W): ConvGeometry's 3x3,
                           // stride 1, padding 1 each side (pneumo/op_geometry.hpp), dilation 1,
-                          // CUDNN_CROSS_CORRELATION, float32, packed NCHW
+                          // CUDNN_CROSS_CORRELATION, float32 accumulation
   ConvDirection direction;
   bool allow_tf32 = false;    // false: skip engines noted CUDNN_NUMERICAL_NOTE_TENSOR_CORE (fp32
                               // data would run as TF32); DOWN_CONVERT_INPUTS is always skipped
+  // false: x, weight, y are float32, packed NCHW / KCRS. true: bfloat16, packed channels-last
+  // (NHWC, KRSC: kernels::to_bf16_channels_last writes them), tensor-core engines allowed
+  // (--precision bf16).
+  bool bf16_channels_last = false;
   bool deterministic = true;  // true: skip CUDNN_NUMERICAL_NOTE_NONDETERMINISTIC
 };
 
@@ -76,7 +80,7 @@ class GraphConvPlan {
   // Throws pneumo::Error naming the cuDNN call, its status and the shapes when the graph cannot be
   // built, or listing every candidate and why it did not run when none ran.
   static GraphConvPlan search(cudnnHandle_t handle, cudaStream_t stream, const GraphConvProblem& p,
-                              const float* x, const float* weight, const float* y,
+                              const void* x, const void* weight, const void* y,
                               std::function<void*(size_t)> workspace_for, size_t max_workspace,
                               int max_candidates = 16);
 
@@ -84,9 +88,10 @@ class GraphConvPlan {
   // overwritten). Buffers as for search(), each aligned at least as well as the one searched
   // with; `workspace`: at least workspace_bytes() of device memory (may be null when that is 0).
   // Use the handle the search used (a plan belongs to its device).
-  void execute(cudnnHandle_t handle, const float* x, const float* weight, const float* y,
+  void execute(cudnnHandle_t handle, const void* x, const void* weight, const void* y,
                void* workspace) const;
 
+  bool ready() const { return static_cast<bool>(plan_); }  // a search() result
   size_t workspace_bytes() const { return workspace_; }
   float best_ms() const { return best_ms_; }
   const std::string& best_name() const { return best_name_; }

@@ -155,7 +155,7 @@ TEST(Cli, BadFlagsAndInputsAreRefusedWithAMessage) {
       {"train --data " + kSample + " --epochs 0", "--epochs must be >= 1"},
       {"train --data " + kSample + " --batch -3", "--batch must be in"},
       {"train --data " + kSample + " --device quantum", "unknown device 'quantum'"},
-      {"train --data " + kSample + " --precision fp8", "--precision must be fp32 or tf32"},
+      {"train --data " + kSample + " --precision fp8", "--precision must be fp32, tf32 or bf16"},
       {"train --data " + kSample + " --balance sometimes", "sometimes"},
       {"train --data " + kSample + " --aspect 3", "--aspect must be in [0, 1]"},
       {"train --data " + kSample + " --zoom-mode squash", "--zoom-mode must be keras"},

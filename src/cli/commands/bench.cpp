@@ -21,11 +21,9 @@ int run_bench_train(const BenchTrainOptions& options) {
     throw Error("--steps must be at least 1 and --warmup at least 0");
   if (options.epoch_images < 0) throw Error("--epoch-images must be >= 0");
   if (options.recipe_epochs < -1) throw Error("--recipe-epochs must be >= 0 (or -1: the default)");
-  if (options.precision != "fp32" && options.precision != "tf32")
-    throw Error("--precision must be fp32 or tf32, got '" + options.precision + "'");
   BackendOptions backend_options;
+  apply_precision(options.precision, backend_options);
   backend_options.device = parse_device_choice(options.device);
-  backend_options.allow_tf32 = options.precision == "tf32";
   backend_options.deterministic = options.deterministic;
   backend_options.cudnn_only = options.cudnn_only;
   backend_options.graph_engines = options.graph_engines;

@@ -19,7 +19,7 @@ struct TrainOptions {
   std::string data;                 // image tree or prepared cache
   std::string out;                  // run directory; "" -> runs/<date>-<time>
   std::string device = "auto";      // auto | cuda | cpu
-  std::string precision = "fp32";   // fp32 | tf32
+  std::string precision = "fp32";   // fp32 | tf32 | bf16
   bool deterministic = true;        // CUDA: deterministic convolution algorithms only
   std::string tuning_cache = "auto";  // CUDA: where choices are remembered (tuning_cache_path)
   // Data-parallel runs (mpirun / srun): batch-norm statistics over every rank's images, and how

@@ -19,6 +19,8 @@
 namespace pneumo::cli {
 
 DeviceChoice parse_device_choice(const std::string& text);  // "auto" | "cpu" | "cuda"
+// --precision: "fp32" | "tf32" | "bf16", set into the backend options' precision fields.
+void apply_precision(const std::string& text, BackendOptions& options);
 BalanceMode parse_balance_mode(const std::string& text);  // "oversample" | "class-weight" | "none"
 // --val-split: "official" (the dataset's own val split) or a fraction in [0, 1), e.g. "0.15".
 ValidationOptions parse_val_split(const std::string& text, uint64_t seed = 0);

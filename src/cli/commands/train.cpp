@@ -245,7 +245,7 @@ TrainingRun::TrainingRun(const TrainOptions& options, std::unique_ptr<Communicat
 
   BackendOptions backend_options;
   backend_options.device = parse_device_choice(options.device);
-  backend_options.allow_tf32 = options.precision == "tf32";
+  apply_precision(options.precision, backend_options);
   backend_options.deterministic = options.deterministic;
   backend_options.cpu_threads = options.threads;
   backend_options.tuning_cache = tuning_cache_path(options.tuning_cache);

@@ -52,7 +52,7 @@ void usage(const std::string& flag, Parse&& parse) {
   }
 }
 
-// "--precision must be fp32 or tf32, got 'x'".
+// "--precision must be fp32, tf32 or bf16, got 'x'".
 void one_of(const std::string& flag, const std::string& value,
             const std::vector<std::string>& accepted) {
   for (const auto& a : accepted)
@@ -154,9 +154,12 @@ std::vector<TrainFlag> make_table() {
       "device", "auto | cuda | cpu", PNEUMO_FIELD(device),
       [](O o) { usage("--device", [&] { parse_device_choice(o.device); }); }, "cpu", "gpu"));
   t.push_back(bound(
-      "precision", "fp32 | tf32 (CUDA convolutions and GEMMs)", PNEUMO_FIELD(precision),
+      "precision",
+      "fp32 | tf32 (CUDA convolutions and GEMMs) | bf16 (convolutions on bfloat16, tensor cores "
+      "on CUDA, emulated on the CPU)",
+      PNEUMO_FIELD(precision),
       [](O o) {
-        one_of("--precision", o.precision, {"fp32", "tf32"});
+        one_of("--precision", o.precision, {"fp32", "tf32", "bf16"});
       },
       "tf32", "fp16"));
   t.push_back(bound("deterministic",
