@@ -52,7 +52,7 @@ export PNEUMO_TUNING_CACHE=${PNEUMO_TUNING_CACHE:-$out/tuning.json}
 default_filter='AwkwardShapes/ConvParity.*/n2_c5_8x6_k3:AwkwardShapes/MaxPoolParity.*'
 default_filter+=':AwkwardShapes/BatchNormParity.*:AwkwardShapes/DropoutParity.*'
 default_filter+=':AwkwardShapes/DenseParity.*:BatchSizes/*:Implementations/*:Parity.*'
-default_filter+=':ConvDirectCuda.*:StepParity.*'
+default_filter+=':ConvDirectCuda.*:StepParity.*:Shapes/Bf16ConvParity.*/n2_c12_9x7_k16'
 default_filter+=':-*Tf32*:*ConvPlans*'
 sanitizer_filter=${SANITIZER_FILTER:-$default_filter}
 
@@ -397,6 +397,11 @@ else
       --model "$out/run/model.safetensors" --data "$full_cache" --split test --device "$device" \
       --json "$out/run/test_metrics.json"
   fi
+  # The same recipe with --precision bf16 (convolutions on tensor cores): its validation metrics
+  # (run_bf16/metrics_val.json) beside the fp32 run's; test is not read for it here.
+  # shellcheck disable=SC2086
+  run "train (recipe, bf16)" 240 train_bf16 "--precision bf16, validation only" -- "$cli_bin" train \
+    --data "$full_cache" --device "$device" --precision bf16 --out "$out/run_bf16" ${PNEUMO_TRAIN_ARGS:-}
 fi
 
 # ---- 6. Throughput: pneumo's training step, and the same network in PyTorch on the same GPU ----------------
@@ -410,6 +415,9 @@ elif [[ -x $cli_bin ]]; then
     # backend: bench_train_recipe); the others skip it.
     run "bench train" 120 bench_train "the recipe end to end; whole step, device-resident random images" -- \
       "$cli_bin" bench train --device "$device" $bench_args
+    # --precision bf16: the step and the recipe end to end with tensor-core convolutions.
+    run "bench train (bf16)" 120 bench_train_bf16 "--precision bf16: recipe end to end and the step" -- \
+      "$cli_bin" bench train --device "$device" --precision bf16 $bench_args
     # The first-epoch overhead with a cold and then a warm tuning cache (the same new file).
     for temperature in cold warm; do
       run "recipe, $temperature tuning cache" 90 "bench_recipe_$temperature" \
