@@ -46,7 +46,7 @@ struct Refusal {
 TEST(BackendEntry, BadArgumentsAreRefusedBeforeAnyImplementationRuns) {
   Tensor x = cpu({2, 3, 5, 5}), w = cpu({4, 3, 3, 3}), b = cpu({4}), y = cpu({2, 4, 5, 5});
   Tensor wrong_y = cpu({2, 4, 4, 5}), pooled = cpu({2, 3, 3, 3}), bad_pool = cpu({2, 3, 2, 2});
-  Tensor c3 = cpu({3}), c4 = cpu({4}), dense_x = cpu({2, 6}), dense_w = cpu({5, 6});
+  Tensor c3 = cpu({3}), c4 = cpu({4}), c5 = cpu({5}), dense_x = cpu({2, 6}), dense_w = cpu({5, 6});
   Tensor dense_y = cpu({2, 5}), logits = cpu({2}), labels = cpu({3}), stats = cpu({2});
   Tensor params = cpu({7}), grads = cpu({8}), state = cpu({7});
   const std::vector<Refusal> refusals = {
@@ -63,7 +63,8 @@ TEST(BackendEntry, BadArgumentsAreRefusedBeforeAnyImplementationRuns) {
       {"batchnorm_forward_training", "epsilon",
        [&](Backend& k) { k.batchnorm_forward_training(x, c3, c3, c3, c3, 0.01, 1e-9, x, c3, c3); }},
       {"dropout_forward", "rate", [&](Backend& k) { k.dropout_forward(x, x, 1.0f, RngKey{}); }},
-      {"dense_forward", "y", [&](Backend& k) { k.dense_forward(dense_x, dense_w, c4, dense_y); }},
+      {"dense_forward", "bias", [&](Backend& k) { k.dense_forward(dense_x, dense_w, c4, dense_y); }},
+      {"dense_forward", "y", [&](Backend& k) { k.dense_forward(dense_x, dense_w, c5, c4); }},
       {"dense_forward", "x", [&](Backend& k) { k.dense_forward(x, dense_w, b, dense_y); }},
       {"sigmoid_bce", "labels",
        [&](Backend& k) { k.sigmoid_bce(logits, labels, TensorView{}, logits, stats); }},
@@ -78,9 +79,12 @@ TEST(BackendEntry, BadArgumentsAreRefusedBeforeAnyImplementationRuns) {
       refusal.call(backend);
       ADD_FAILURE() << "accepted";
     } catch (const Error& e) {
-      const std::string message = e.what();
-      EXPECT_NE(message.find(refusal.op), std::string::npos) << message;
-      EXPECT_NE(message.find(refusal.argument), std::string::npos) << message;
+      // The message names the op and the argument as a word, before the check's location
+      // (whose file path must not be what matches).
+      const std::string full = e.what();
+      const std::string message = full.substr(0, full.find(" [check"));
+      EXPECT_EQ(message.rfind(refusal.op, 0), 0u) << full;
+      EXPECT_NE(message.find(" " + std::string(refusal.argument) + " "), std::string::npos) << full;
     }
     EXPECT_TRUE(backend.calls.empty()) << "the implementation ran: " << backend.calls.front();
   }

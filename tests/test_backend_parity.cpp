@@ -939,7 +939,7 @@ TEST_F(Parity, Tf32ConvAndDenseStayWithinTf32Tolerance) {
 
 // ---- BF16 ---------------------------------------------------------------------------------------
 
-// How far the CUDA bf16 results are from the CPU's emulation of them (backend.hpp's precision
+// How far the CUDA bf16 results are from the CPU's emulation of them (ops/conv2d.hpp's precision
 // rule): both round the same operands and round their float32 sums once, so they differ only where
 // the two summation orders straddle a rounding boundary: by one bfloat16 step, rarely.
 struct Bf16Agreement {

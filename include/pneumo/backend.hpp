@@ -18,7 +18,7 @@ namespace pneumo {
 
 // Every op once, as (name, parameter list): Backend declares each op's protected <name>_impl
 // from it, and each backend its overrides (PNEUMO_BACKEND_IMPLEMENTS), so the op list is written
-// here only. The public entries below carry the contracts.
+// here only. The contracts are in pneumo/ops/*.hpp, one header per op family.
 #define PNEUMO_BACKEND_OPS(OP) \
   OP(conv2d_forward, (ConstTensorView x, ConstTensorView weight, ConstTensorView bias, \
       TensorView y, bool fuse_relu)) \
@@ -67,20 +67,11 @@ namespace pneumo {
 #define PNEUMO_BACKEND_IMPLEMENTS PNEUMO_BACKEND_OPS(PNEUMO_BACKEND_DECLARE_OVERRIDE)
 #define PNEUMO_BACKEND_DECLARE_IMPL(name, params) virtual void name##_impl params = 0;
 
-// Conventions shared by every op (DESIGN §3):
-// - activations are float32 NCHW, contiguous; dense activations are (N, F);
-// - convolution: 3x3 kernel, stride 1, 'same' padding (one zero pixel each side), weights
-//   (K, C, 3, 3) as PyTorch stores them, cross-correlation (no kernel flip), bias (K);
-// - max pooling: 2x2 window, stride 2, 'same': output ceil(H/2) x ceil(W/2); on an odd size the
-//   one padding row/column goes on the TOP/LEFT (cuDNN's symmetric padding of 1 with floor
-//   rounding gives exactly that) and never wins the max;
-// - precision: float32 throughout, except under --precision bf16 (BackendOptions::
-//   bf16_convolutions), where each convolution with more than one input channel rounds its
-//   operands (x, weight, dy) to bfloat16 (round to nearest even, kernels/bf16.hpp), accumulates
-//   in float32, and rounds its result (y before bias and ReLU, dx, dweight) to bfloat16; dbias
-//   sums the float32 dy. That is what tensor-core convolutions on bfloat16 tensors give; the CPU
-//   backend emulates it, so the two still agree to a stated tolerance. Every other op, the
-//   one-channel first convolution included, stays float32;
+// Conventions shared by every op (DESIGN §3); each op's own contract (shapes, layouts,
+// semantics, and the argument checks its public entry runs for every backend) is in its
+// header, pneumo/ops/<family>.hpp, named beside each group below:
+// - activations are float32 NCHW, contiguous; dense activations are (N, F); float32 throughout,
+//   except the convolutions under --precision bf16 (pneumo/ops/conv2d.hpp);
 // - backward ops OVERWRITE their outputs (no accumulation), so callers need not zero them;
 // - every op may be asynchronous on its device; read results through Tensor::copy_to_host or
 //   after synchronize().
@@ -102,79 +93,49 @@ class Backend {
   Tensor empty(Shape shape) const { return Tensor(shape, device()); }
   Tensor zeros(Shape shape) const { return Tensor::zeros(shape, device()); }
 
-  // ---- Convolution 3x3 'same', stride 1 ---------------------------------------------------
-  // x: (N, C, H, W), weight: (K, C, 3, 3), bias: (K) -> y: (N, K, H, W); y = relu(conv + bias)
-  // when fuse_relu, else conv + bias.
+  // ---- Convolution 3x3 'same', stride 1: pneumo/ops/conv2d.hpp ------------------------------
+  // x (N, C, H, W), weight (K, C, 3, 3), bias (K) -> y (N, K, H, W), ReLU'd when fuse_relu.
   void conv2d_forward(ConstTensorView x, ConstTensorView weight, ConstTensorView bias, TensorView y,
                       bool fuse_relu);
-  // dy: (N, K, H, W), weight: (K, C, 3, 3) -> dx: (N, C, H, W)
   void conv2d_backward_data(ConstTensorView dy, ConstTensorView weight, TensorView dx);
-  // x: (N, C, H, W), dy: (N, K, H, W) -> dweight: (K, C, 3, 3), dbias: (K), summed over the batch
   void conv2d_backward_filter(ConstTensorView x, ConstTensorView dy, TensorView dweight,
                               TensorView dbias);
 
-  // ---- ReLU (in place allowed: y may alias x, dx may alias dy) ------------------------------
+  // ---- ReLU (in place allowed): pneumo/ops/relu.hpp -----------------------------------------
   void relu_forward(ConstTensorView x, TensorView y);
-  // y is the forward output: dx = dy where y > 0, else 0.
-  void relu_backward(ConstTensorView y, ConstTensorView dy, TensorView dx);
+  void relu_backward(ConstTensorView y, ConstTensorView dy, TensorView dx);  // y: forward output
 
-  // ---- Max pooling 2x2, stride 2, 'same' (top/left padding on odd sizes) ----------------------
-  // x: (N, C, H, W) -> y: (N, C, ceil(H/2), ceil(W/2))
+  // ---- Max pooling 2x2 'same', global average pooling: pneumo/ops/pooling.hpp ---------------
   void maxpool2d_forward(ConstTensorView x, TensorView y);
-  // Each window's gradient goes to the element that produced its max; on ties, to the first in
-  // row-major order within the window.
   void maxpool2d_backward(ConstTensorView x, ConstTensorView y, ConstTensorView dy, TensorView dx);
-
-  // ---- Global average pooling: x (N, C, H, W) -> y (N, C), the mean of each plane -----------
   void global_avgpool_forward(ConstTensorView x, TensorView y);
-  // dy (N, C) -> dx (N, C, H, W): dy / (H W) over each plane.
   void global_avgpool_backward(ConstTensorView dy, TensorView dx);
 
-  // ---- Batch normalisation over (N, H, W) per channel ("spatial") ---------------------------
-  // Training: normalise with the batch mean and biased variance; update the running averages as
-  //   running = (1 - factor) * running + factor * batch, with the UNBIASED batch variance for
-  //   running_var (cuDNN and PyTorch do this); factor = 1 - Keras momentum (0.01).
-  // saved_mean, saved_inv_std: (C), 1 / sqrt(biased_var + epsilon), kept for the backward pass.
+  // ---- Batch normalisation per channel: pneumo/ops/batchnorm.hpp ----------------------------
   void batchnorm_forward_training(ConstTensorView x, ConstTensorView gamma, ConstTensorView beta,
                                   TensorView running_mean, TensorView running_var,
                                   double average_factor, double epsilon, TensorView y,
                                   TensorView saved_mean, TensorView saved_inv_std);
-  // Inference: normalise with the running statistics.
   void batchnorm_forward_inference(ConstTensorView x, ConstTensorView gamma, ConstTensorView beta,
                                    ConstTensorView running_mean, ConstTensorView running_var,
                                    double epsilon, TensorView y);
-  // Gradients of the training forward: dx (N, C, H, W), dgamma (C), dbeta (C).
   void batchnorm_backward(ConstTensorView x, ConstTensorView dy, ConstTensorView gamma,
                           ConstTensorView saved_mean, ConstTensorView saved_inv_std, double epsilon,
                           TensorView dx, TensorView dgamma, TensorView dbeta);
-  // dx alone, from the channel sums of a batch that may be larger than x (synchronised batch-norm
-  // across data-parallel ranks): sums (2, C) holds sum dy (row 0) and sum dy xhat (row 1) over
-  // `count` values per channel, xhat = (x - saved_mean) saved_inv_std, and
-  //   dx = gamma inv_std (dy - sum_dy / count - xhat sum_dy_xhat / count).
-  // Given this batch's own dbeta and dgamma as sums and count = N H W, it is batchnorm_backward's dx.
   void batchnorm_backward_input(ConstTensorView x, ConstTensorView dy, ConstTensorView gamma,
                                 ConstTensorView saved_mean, ConstTensorView saved_inv_std,
                                 ConstTensorView sums, double count, TensorView dx);
 
-  // ---- Dropout (inverted; mask = dropout_multiplier(key, element index, rate)) --------------
-  // The element index is global: key.first (a multiple of 4) + the flat position in x.
+  // ---- Dropout, inverted, masks keyed by global element index: pneumo/ops/dropout.hpp -------
   void dropout_forward(ConstTensorView x, TensorView y, float rate, RngKey key);
   void dropout_backward(ConstTensorView dy, TensorView dx, float rate, RngKey key);
 
-  // ---- Dense (fully connected), row-major, PyTorch layout ----------------------------------
-  // x: (N, in), weight: (out, in), bias: (out) -> y: (N, out) = x weight^T + bias
+  // ---- Dense, row-major, PyTorch layout: pneumo/ops/dense.hpp -------------------------------
   void dense_forward(ConstTensorView x, ConstTensorView weight, ConstTensorView bias, TensorView y);
-  // dx: (N, in) (skipped when dx.data is null), dweight: (out, in), dbias: (out)
   void dense_backward(ConstTensorView x, ConstTensorView weight, ConstTensorView dy, TensorView dx,
                       TensorView dweight, TensorView dbias);
 
-  // ---- Fused sigmoid + binary cross-entropy on logits ---------------------------------------
-  // logits, labels: (N) or (N, 1); weights: per-sample weights (N), or data == nullptr for 1.
-  // dlogits = weight * (sigmoid(z) - y) / batch_count: the gradient of the batch-mean loss, where
-  // batch_count is the images of the whole batch: N on one process, the global batch when a
-  // data-parallel rank holds N of its images (then the ranks' gradients add up to one process's).
-  // stats (2): stats[0] += sum of weighted losses, stats[1] += count of correct predictions at
-  // 0.5; accumulated on the device so an epoch needs one read.
+  // ---- Fused sigmoid + binary cross-entropy, non-finite guard: pneumo/ops/loss.hpp ----------
   void sigmoid_bce(ConstTensorView logits, ConstTensorView labels, ConstTensorView weights,
                    TensorView dlogits, TensorView stats, int64_t batch_count);
   // The whole batch here: batch_count = N.
@@ -182,27 +143,17 @@ class Backend {
                    TensorView dlogits, TensorView stats) {
     sigmoid_bce(logits, labels, weights, dlogits, stats, logits.shape.rank() ? logits.shape[0] : 0);
   }
-
-  // ---- Non-finite guard ---------------------------------------------------------------------
-  // value (1), marker (1), both on this device: if value[0] is NaN or infinite and marker[0] is
-  // 0, marker[0] = step + 1. Run after each step on the running loss sum, it records the first
-  // step whose loss was not finite without a host round trip (0: every step so far was finite).
   void mark_nonfinite(ConstTensorView value, int64_t step, TensorView marker);
 
-  // ---- RMSprop over one contiguous parameter buffer (one launch) ----------------------------
+  // ---- RMSprop and AdamW over one contiguous buffer: pneumo/ops/optimizer.hpp ---------------
   void rmsprop_step(TensorView params, ConstTensorView grads, TensorView mean_square,
                     float learning_rate, float rho, float epsilon);
-  // ---- AdamW over the same buffer: exp_avg and exp_avg_sq shaped like params ---------------
   void adamw_step(TensorView params, ConstTensorView grads, TensorView exp_avg,
                   TensorView exp_avg_sq, const AdamWStep& step);
 
-  // ---- Input pipeline ------------------------------------------------------------------------
-  // images: uint8 (image_count, size, size) on this device; indices: int32 (N) on this device.
-  // out: (N, 1, size, size) float in [0, 1]. With settings.enabled, image slot i is warped by
-  // parameters drawn from (key, key.first + i); else a plain gather and scale.
+  // ---- Input pipeline: pneumo/ops/input.hpp -------------------------------------------------
   void gather_augment(const uint8_t* images, int64_t image_count, int size, const int32_t* indices,
                       const AugmentSettings& settings, RngKey key, TensorView out);
-  // out[i] = values[indices[i]]; values and indices on this device (labels, sample weights).
   void gather_values(const float* values, const int32_t* indices, TensorView out);
 
   // Instrumentation: called after every op with its name and the shape of its main operand
@@ -228,7 +179,7 @@ enum class DeviceChoice { Auto, Cpu, Cuda };
 struct BackendOptions {
   DeviceChoice device = DeviceChoice::Auto;
   bool allow_tf32 = false;          // --precision tf32
-  bool bf16_convolutions = false;   // --precision bf16 (the precision rule above)
+  bool bf16_convolutions = false;   // --precision bf16 (pneumo/ops/conv2d.hpp's precision rule)
   int cpu_threads = 0;      // 0: all hardware threads
   // CUDA convolutions: keep the fastest deterministic cuDNN algorithm (true), or the fastest of
   // all (false; backward passes may then add in a different order from run to run).

@@ -1,4 +1,4 @@
-// The index geometry of each op, as the Backend contract defines it (include/pneumo/backend.hpp):
+// The index geometry of each op, as the op contracts define it (include/pneumo/ops/*.hpp):
 // one place for the 'same' padding of the 3x3 convolution and of the 2x2 max pooling, the dense
 // layer's (N, in) x (out, in) and batch-norm's per-channel layout. Made from shapes by the ops'
 // public entry (src/core/backend_entry.cpp, which checks the shapes first) and by the backends.

@@ -18,7 +18,8 @@ namespace pneumo::cpu {
 // not be called from several threads at once (it parallelises internally).
 class CpuBackend final : public Backend {
  public:
-  // threads 0: one per hardware thread. bf16_convolutions: emulate --precision bf16 (backend.hpp).
+  // threads 0: one per hardware thread. bf16_convolutions: emulate --precision bf16
+  // (pneumo/ops/conv2d.hpp).
   explicit CpuBackend(int threads, bool bf16_convolutions = false);
 
   Device device() const override { return Device::Cpu; }

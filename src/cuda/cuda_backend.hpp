@@ -25,7 +25,8 @@ struct CudaBackendOptions {
   // tf32 (true): CUDNN_TENSOR_OP_MATH and CUBLAS_TF32_TENSOR_OP_MATH (about 1e-3 relative error).
   bool allow_tf32 = false;
   // bf16 (true): convolutions with more than one input channel run on tensor cores on bfloat16
-  // copies of their operands, stored channels-last, through cuDNN's graph API (backend.hpp's
+  // copies of their operands, stored channels-last, through cuDNN's graph API
+  // (pneumo/ops/conv2d.hpp's
   // precision rule; kernels/bf16_convert.cu converts). The one-channel first layer, batch-norm,
   // pooling, dense layers and the optimizer stay float32.
   bool bf16_convolutions = false;

@@ -517,7 +517,7 @@ void CudaBackend::conv2d_backward_filter_impl(ConstTensorView x, ConstTensorView
 // ---- --precision bf16 ----------------------------------------------------------------------------
 // x, dy and the weight are converted to bfloat16 channels-last copies, the graph API's fastest
 // tensor-core engine for the shape runs on them, and the bfloat16 result comes back as float32
-// NCHW (the forward pass adding bias and ReLU on the way): backend.hpp's precision rule, which
+// NCHW (the forward pass adding bias and ReLU on the way): pneumo/ops/conv2d.hpp's precision rule, which
 // the CPU backend emulates.
 
 CudaBackend::Bf16Buffers CudaBackend::bf16_buffers(int64_t x_elements, int64_t y_elements,

@@ -1,0 +1,59 @@
+// Contract of the 3x3 convolution ops (Backend::conv2d_forward, conv2d_backward_data,
+// conv2d_backward_filter): what every backend computes, and the argument checks the public entry
+// runs for every backend before the backend's implementation.
+//
+// - 3x3 kernel, stride 1, 'same' padding (one zero pixel each side: ConvGeometry), weights
+//   (K, C, 3, 3) as PyTorch stores them, cross-correlation (no kernel flip), bias (K);
+// - forward: x (N, C, H, W), weight, bias -> y (N, K, H, W) = conv + bias, then ReLU when
+//   fuse_relu;
+// - backward data: dy (N, K, H, W), weight -> dx (N, C, H, W);
+// - backward filter: x, dy -> dweight (K, C, 3, 3) and dbias (K), summed over the batch;
+// - precision: float32, except under --precision bf16 (BackendOptions::bf16_convolutions), where
+//   each convolution with more than one input channel rounds its operands (x, weight, dy) to
+//   bfloat16 (round to nearest even, kernels/bf16.hpp), accumulates in float32, and rounds its
+//   result (y before bias and ReLU, dx, dweight) to bfloat16; dbias sums the float32 dy. That is
+//   what tensor-core convolutions on bfloat16 tensors give; the CPU backend emulates it, so the
+//   two still agree to a stated tolerance. The one-channel first convolution stays float32.
+#pragma once
+
+#include "pneumo/ops/checks.hpp"
+
+namespace pneumo::ops {
+
+// The geometry of the input-side tensor (N, C, H, W) and the weight (K, C, 3, 3), both checked.
+inline ConvGeometry checked_conv_geometry(const char* op, const char* input_name,
+                                          const Shape& input, const Shape& weight) {
+  expect_rank(op, input_name, input, 4);
+  expect_rank(op, "weight", weight, 4);
+  const ConvGeometry g = conv_geometry(input, weight);
+  expect_shape(op, "weight", weight, g.weight());
+  return g;
+}
+
+inline void check_conv2d_forward(Device device, ConstTensorView x, ConstTensorView weight,
+                                 ConstTensorView bias, ConstTensorView y) {
+  const char* op = "conv2d_forward";
+  expect_on(device, op, {{"x", x}, {"weight", weight}, {"bias", bias}, {"y", y}});
+  const ConvGeometry g = checked_conv_geometry(op, "x", x.shape, weight.shape);
+  expect_shape(op, "bias", bias.shape, Shape{g.out_channels});
+  expect_shape(op, "y", y.shape, g.output());
+}
+
+inline void check_conv2d_backward_data(Device device, ConstTensorView dy, ConstTensorView weight,
+                                       ConstTensorView dx) {
+  const char* op = "conv2d_backward_data";
+  expect_on(device, op, {{"dy", dy}, {"weight", weight}, {"dx", dx}});
+  const ConvGeometry g = checked_conv_geometry(op, "dx", dx.shape, weight.shape);
+  expect_shape(op, "dy", dy.shape, g.output());
+}
+
+inline void check_conv2d_backward_filter(Device device, ConstTensorView x, ConstTensorView dy,
+                                         ConstTensorView dweight, ConstTensorView dbias) {
+  const char* op = "conv2d_backward_filter";
+  expect_on(device, op, {{"x", x}, {"dy", dy}, {"dweight", dweight}, {"dbias", dbias}});
+  const ConvGeometry g = checked_conv_geometry(op, "x", x.shape, dweight.shape);
+  expect_shape(op, "dy", dy.shape, g.output());
+  expect_shape(op, "dbias", dbias.shape, Shape{g.out_channels});
+}
+
+}  // namespace pneumo::ops

@@ -1,0 +1,37 @@
+// Contract of the input pipeline's ops (Backend::gather_augment, gather_values) and their
+// argument checks.
+//
+// - gather_augment: images uint8 (image_count, size, size) on the backend's device; indices int32
+//   (N) on the device. out: (N, 1, size, size) float in [0, 1]. With settings.enabled, image slot
+//   i is warped by parameters drawn from (key, key.first + i) (augment.hpp); else a plain gather
+//   and scale;
+// - gather_values: out[i] = values[indices[i]]; values and indices on the device (labels, sample
+//   weights).
+#pragma once
+
+#include <cstdint>
+
+#include "pneumo/ops/checks.hpp"
+
+namespace pneumo::ops {
+
+inline void check_gather_augment(Device device, const uint8_t* images, int size,
+                                 const int32_t* indices, ConstTensorView out) {
+  const char* op = "gather_augment";
+  expect_on(device, op, {{"out", out}});
+  expect_rank(op, "out", out.shape, 4);
+  const int64_t batch = out.shape.n();
+  expect_shape(op, "out", out.shape, Shape{batch, 1, size, size});
+  PNEUMO_CHECK(batch == 0 || (images && indices), op, ": null images or indices for a batch of ",
+               batch);
+}
+
+inline void check_gather_values(Device device, const float* values, const int32_t* indices,
+                                ConstTensorView out) {
+  const char* op = "gather_values";
+  expect_on(device, op, {{"out", out}});
+  PNEUMO_CHECK(out.numel() == 0 || (values && indices), op, ": null values or indices for ",
+               out.numel(), " outputs");
+}
+
+}  // namespace pneumo::ops
