@@ -22,12 +22,14 @@
 
 #include "cuda/cuda_backend.hpp"
 #include "elementwise.hpp"
+#include "bf16_agreement.hpp"
 #include "test_util.hpp"
 
 namespace pneumo {
 namespace {
 
 using testing::all_close;
+using testing::Bf16Agreement;
 using testing::random_values;
 using testing::to_host;
 
@@ -939,34 +941,11 @@ TEST_F(Parity, Tf32ConvAndDenseStayWithinTf32Tolerance) {
 
 // ---- BF16 ---------------------------------------------------------------------------------------
 
-// How far the CUDA bf16 results are from the CPU's emulation of them (ops/conv2d.hpp's precision
-// rule): both round the same operands and round their float32 sums once, so they differ only where
-// the two summation orders straddle a rounding boundary: by one bfloat16 step, rarely.
-struct Bf16Agreement {
-  double exact = 0;        // share equal bit for bit
-  double worst_steps = 0;  // largest difference, in bfloat16 steps at the expected value
-};
-
+// The CUDA bf16 results against the CPU's emulation of them (ops/conv2d.hpp's precision rule):
+// both round the same operands and round their float32 sums once, so they differ only where the
+// two summation orders straddle a rounding boundary: by one bfloat16 step, rarely.
 Bf16Agreement bf16_agreement(ConstTensorView actual, ConstTensorView expected) {
-  const std::vector<float> a = to_host(actual), e = to_host(expected);
-  // Sums that cancel to far below the tensor's scale are judged at 1/64 of that scale: there the
-  // summation order alone moves them by many of their own (tiny) steps.
-  const float floor = max_abs(e) / 64.0f;
-  Bf16Agreement result;
-  size_t exact = 0;
-  for (size_t i = 0; i < e.size(); ++i) {
-    if (a[i] == e[i]) {
-      ++exact;
-      continue;
-    }
-    int exponent = 0;
-    std::frexp(std::max(std::fabs(e[i]), floor), &exponent);
-    const double diff = std::isfinite(a[i]) ? std::fabs(static_cast<double>(a[i]) - e[i])
-                                            : std::numeric_limits<double>::infinity();
-    result.worst_steps = std::max(result.worst_steps, diff / std::ldexp(1.0, exponent - 8));
-  }
-  result.exact = static_cast<double>(exact) / static_cast<double>(std::max<size_t>(e.size(), 1));
-  return result;
+  return testing::bf16_agreement(to_host(actual), to_host(expected));
 }
 
 void expect_bf16_twins(ConstTensorView cuda, ConstTensorView cpu_bf16, ConstTensorView cpu_fp32,

@@ -11,11 +11,14 @@
 
 #include "bf16.hpp"
 #include "pneumo/backend.hpp"
+#include "bf16_agreement.hpp"
 #include "test_util.hpp"
 
 namespace pneumo {
 namespace {
 
+using testing::bf16_agreement;
+using testing::Bf16Agreement;
 using testing::random_values;
 
 struct Dims {
@@ -86,37 +89,14 @@ Sums backend_sums(Backend& backend, const Dims& d, const Operands& o) {
   return {testing::to_host(y), testing::to_host(dx), testing::to_host(dw)};
 }
 
-struct Agreement {
-  double exact = 0;           // share of results equal bit for bit
-  double worst_steps = 0;     // largest difference in bfloat16 steps of the reference
-};
-
-Agreement agreement(const std::vector<float>& got, const std::vector<float>& want) {
-  Agreement a;
-  int64_t exact = 0;
-  for (size_t i = 0; i < want.size(); ++i) {
-    if (got[i] == want[i]) {
-      ++exact;
-      continue;
-    }
-    // One bfloat16 step at want's magnitude: 2^(exponent - 7).
-    int exponent = 0;
-    std::frexp(want[i] != 0.0f ? want[i] : got[i], &exponent);
-    const double step = std::ldexp(1.0, exponent - 8);
-    a.worst_steps = std::max(a.worst_steps, std::fabs(static_cast<double>(got[i]) - want[i]) / step);
-  }
-  a.exact = static_cast<double>(exact) / static_cast<double>(want.size());
-  return a;
-}
-
 void expect_emulates(const std::vector<float>& got, const std::vector<float>& want,
                      const std::vector<float>& unrounded_operands, const char* what) {
-  const Agreement a = agreement(got, want);
+  const Bf16Agreement a = bf16_agreement(got, want);
   EXPECT_GE(a.exact, 0.97) << what << ": share equal to the rounded-operand reference";
   EXPECT_LE(a.worst_steps, 1.0) << what << ": no result more than one bfloat16 step away";
   for (float v : got) ASSERT_EQ(round_to_bf16(v), v) << what << ": every result is a bfloat16 value";
   // The test can fail: the same sums of the unrounded operands match far less often.
-  EXPECT_LT(agreement(unrounded_operands, want).exact, 0.9)
+  EXPECT_LT(bf16_agreement(unrounded_operands, want).exact, 0.9)
       << what << ": the operands' rounding should change many results";
 }
 
@@ -140,7 +120,7 @@ TEST(CpuBf16Conv, Float32BackendDoesNotRound) {
   const Sums want = direct_sums(d, rounded(o));
   auto backend = make_cpu_backend(1);
   const Sums got = backend_sums(*backend, d, o);
-  EXPECT_LT(agreement(got.y, want.y).exact, 0.5);
+  EXPECT_LT(bf16_agreement(got.y, want.y).exact, 0.5);
   int64_t off_grid = 0;
   for (float v : got.y) off_grid += round_to_bf16(v) != v;
   EXPECT_GT(off_grid, static_cast<int64_t>(got.y.size() / 2));

@@ -19,6 +19,8 @@
 //   model trained on one backend runs on the other.
 #pragma once
 
+#include <initializer_list>
+
 #include "pneumo/ops/checks.hpp"
 
 namespace pneumo::ops {
@@ -35,6 +37,25 @@ inline ChannelLayout checked_channel_layout(const char* op, const Shape& x) {
   return channel_layout(x);
 }
 
+// The operands both forward ops take: x and y (N, C, H, W) alike, gamma, beta and the running
+// statistics (C), all on `device`. Returns x's layout.
+inline ChannelLayout checked_batchnorm_forward(Device device, const char* op, ConstTensorView x,
+                                               ConstTensorView gamma, ConstTensorView beta,
+                                               ConstTensorView running_mean,
+                                               ConstTensorView running_var, ConstTensorView y) {
+  const std::initializer_list<NamedView> per_channel{{"gamma", gamma},
+                                                     {"beta", beta},
+                                                     {"running_mean", running_mean},
+                                                     {"running_var", running_var}};
+  expect_on(device, op, {{"x", x}});
+  expect_on(device, op, per_channel);
+  expect_on(device, op, {{"y", y}});
+  const ChannelLayout layout = checked_channel_layout(op, x.shape);
+  expect_shapes(op, layout.channel_shape(), per_channel);
+  expect_shape(op, "y", y.shape, x.shape);
+  return layout;
+}
+
 inline void check_batchnorm_forward_training(Device device, ConstTensorView x,
                                              ConstTensorView gamma, ConstTensorView beta,
                                              ConstTensorView running_mean,
@@ -43,24 +64,11 @@ inline void check_batchnorm_forward_training(Device device, ConstTensorView x,
                                              ConstTensorView saved_mean,
                                              ConstTensorView saved_inv_std) {
   const char* op = "batchnorm_forward_training";
-  expect_on(device, op,
-            {{"x", x},
-             {"gamma", gamma},
-             {"beta", beta},
-             {"running_mean", running_mean},
-             {"running_var", running_var},
-             {"y", y},
-             {"saved_mean", saved_mean},
-             {"saved_inv_std", saved_inv_std}});
-  const ChannelLayout layout = checked_channel_layout(op, x.shape);
+  const ChannelLayout layout =
+      checked_batchnorm_forward(device, op, x, gamma, beta, running_mean, running_var, y);
+  expect_on(device, op, {{"saved_mean", saved_mean}, {"saved_inv_std", saved_inv_std}});
   expect_shapes(op, layout.channel_shape(),
-                {{"gamma", gamma},
-                 {"beta", beta},
-                 {"running_mean", running_mean},
-                 {"running_var", running_var},
-                 {"saved_mean", saved_mean},
-                 {"saved_inv_std", saved_inv_std}});
-  expect_shape(op, "y", y.shape, x.shape);
+                {{"saved_mean", saved_mean}, {"saved_inv_std", saved_inv_std}});
   PNEUMO_CHECK(layout.count() > 1, op, ": x ", x.shape.str(),
                " has one value per channel; the batch variance needs at least two");
   PNEUMO_CHECK(average_factor >= 0.0 && average_factor <= 1.0, op, ": average_factor ",
@@ -74,19 +82,7 @@ inline void check_batchnorm_forward_inference(Device device, ConstTensorView x,
                                               ConstTensorView running_var, double epsilon,
                                               ConstTensorView y) {
   const char* op = "batchnorm_forward_inference";
-  expect_on(device, op,
-            {{"x", x},
-             {"gamma", gamma},
-             {"beta", beta},
-             {"running_mean", running_mean},
-             {"running_var", running_var},
-             {"y", y}});
-  expect_shapes(op, checked_channel_layout(op, x.shape).channel_shape(),
-                {{"gamma", gamma},
-                 {"beta", beta},
-                 {"running_mean", running_mean},
-                 {"running_var", running_var}});
-  expect_shape(op, "y", y.shape, x.shape);
+  checked_batchnorm_forward(device, op, x, gamma, beta, running_mean, running_var, y);
   check_batchnorm_epsilon(op, epsilon);
 }
 
