@@ -1,7 +1,16 @@
 // Device collectives through NCCL on the CUDA backend's stream, so the all-reduce is ordered after
 // the backward pass and before the optimizer without a host synchronisation; the unique id and
-// every host collective go through the host group (MPI, or the group of one).
+// every host collective go through the host group (MPI, or the group of one). A watchdog thread
+// asks NCCL every second for an asynchronous error (a peer or link gone bad while a collective is
+// in flight, where the stream would otherwise wait forever): on one it names the rank and the
+// error, aborts the communicator (which unblocks the waiting kernels) and ends the process, so
+// the launcher stops every rank; checkpoints are written whole or not at all (atomic renames).
+#include <chrono>
+#include <condition_variable>
 #include <cstdlib>
+#include <iostream>
+#include <mutex>
+#include <thread>
 
 #include "dist/communicators.hpp"
 #include "pneumo/backend.hpp"
@@ -30,8 +39,15 @@ class NcclCommunicator final : public Communicator {
     check_cuda(cudaStreamCreateWithFlags(&side_, cudaStreamNonBlocking), "cudaStreamCreate");
     check_cuda(cudaEventCreateWithFlags(&issued_, cudaEventDisableTiming), "cudaEventCreate");
     check_cuda(cudaEventCreateWithFlags(&reduced_, cudaEventDisableTiming), "cudaEventCreate");
+    watchdog_ = std::thread([this] { watch(); });
   }
   ~NcclCommunicator() override {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stopping_ = true;
+    }
+    wake_.notify_all();
+    if (watchdog_.joinable()) watchdog_.join();
     if (comm_) ncclCommDestroy(comm_);
     if (reduced_) cudaEventDestroy(reduced_);
     if (issued_) cudaEventDestroy(issued_);
@@ -86,13 +102,38 @@ class NcclCommunicator final : public Communicator {
   }
   void broadcast_bytes(void* data, size_t bytes) override { host_->broadcast_bytes(data, bytes); }
   [[noreturn]] void abort(int status) override {
-    if (comm_) ncclCommAbort(comm_);  // unblocks kernels waiting on ranks that are gone
-    comm_ = nullptr;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);  // the watchdog must not query a freed comm
+      if (comm_) ncclCommAbort(comm_);  // unblocks kernels waiting on ranks that are gone
+      comm_ = nullptr;
+      stopping_ = true;
+    }
     host_->abort(status);
     std::_Exit(status);  // not reached: the host group's abort ends the process
   }
 
  private:
+  // The watchdog's loop: every kPoll, NCCL's asynchronous error state; on an error, the message,
+  // the communicator aborted, the process ended (status 1).
+  void watch() {
+    constexpr auto kPoll = std::chrono::seconds(1);
+    std::unique_lock<std::mutex> lock(mutex_);
+    while (!wake_.wait_for(lock, kPoll, [this] { return stopping_; })) {
+      if (comm_ == nullptr) continue;
+      ncclResult_t async = ncclSuccess;
+      const ncclResult_t queried = ncclCommGetAsyncError(comm_, &async);
+      if (queried == ncclSuccess && (async == ncclSuccess || async == ncclInProgress)) continue;
+      const ncclResult_t error = queried != ncclSuccess ? queried : async;
+      std::cerr << "pneumo: error on rank " << host_->rank() << " of " << host_->size()
+                << ": NCCL reported " << ncclGetErrorString(error) << " ("
+                << ncclGetLastError(comm_) << ") while a collective was in flight; aborting the "
+                << "communicator and this rank (the launcher stops the others)" << std::endl;
+      ncclCommAbort(comm_);
+      comm_ = nullptr;
+      std::_Exit(1);
+    }
+  }
+
   void check_cuda(cudaError_t result, const char* call) const {
     if (result == cudaSuccess) return;
     throw Error(detail::concat(call, " failed on rank ", host_->rank(), ": ",
@@ -112,6 +153,11 @@ class NcclCommunicator final : public Communicator {
   cudaEvent_t issued_ = nullptr, reduced_ = nullptr;
   bool pending_ = false;            // a bucket started on the side stream, not yet waited for
   ncclComm_t comm_ = nullptr;
+  // The watchdog (watch()): comm_ is read by it and set to null by abort() under mutex_.
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  bool stopping_ = false;
+  std::thread watchdog_;
 };
 
 }  // namespace
