@@ -144,6 +144,20 @@ TEST_P(GraphConvSearch, KeptPlanMatchesTheCpuAndIsTheFastestThatRan) {
   EXPECT_TRUE(matches_cpu(output, expected, rtol, cuda::to_string(c.direction) + " output"))
       << "kept " << plan.best_name();
 
+  // The kept config built again from its numbers (what the tuning cache stores) runs the same
+  // engine and gives the same bits.
+  ASSERT_FALSE(plan.engine_choice().empty()) << plan.best_name();
+  const std::vector<float> first = to_host(output);
+  GraphConvPlan rebuilt = GraphConvPlan::build(handle.get(), problem, plan.engine_choice(),
+                                               x.data(), w.data(), y.data());
+  EXPECT_EQ(rebuilt.best_name(), plan.best_name());
+  output.copy_from(nan_view);
+  void* rebuilt_workspace =
+      rebuilt.workspace_bytes() > 0 ? workspace_for(rebuilt.workspace_bytes()) : nullptr;
+  rebuilt.execute(handle.get(), x.data(), w.data(), y.data(), rebuilt_workspace);
+  ASSERT_EQ(cudaStreamSynchronize(stream.get()), cudaSuccess);
+  EXPECT_EQ(to_host(output), first) << "rebuilt " << rebuilt.best_name();
+
   // The report: something ran, the kept one is the fastest that ran, and its notes (in its name)
   // respect the problem (no TF32, no down-conversion, deterministic).
   EXPECT_GT(plan.best_ms(), 0.0f);
@@ -219,6 +233,30 @@ TEST(GraphConvNames, EmptyPlanRefusesToExecuteAndBadProblemsAreRefused) {
     FAIL() << "a zero batch was accepted";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("x (0, 1, 1, 1)"), std::string::npos) << e.what();
+  }
+}
+
+TEST(EngineChoice, JsonRoundTripAndRefusals) {
+  cuda::EngineChoice choice;
+  choice.engine = 7;
+  choice.knobs = {{2, 1}, {13, 0}};
+  const nlohmann::json json = cuda::to_json(choice);
+  EXPECT_EQ(json.dump(), R"({"engine":7,"knobs":[[2,1],[13,0]]})");
+  cuda::EngineChoice parsed;
+  ASSERT_TRUE(cuda::parse_engine_choice(json, parsed));
+  EXPECT_EQ(parsed.engine, 7);
+  EXPECT_EQ(parsed.knobs, choice.knobs);
+  // No knobs is a valid config (the engine's defaults).
+  ASSERT_TRUE(cuda::parse_engine_choice(nlohmann::json{{"engine", 0}}, parsed));
+  EXPECT_TRUE(parsed.knobs.empty());
+  // What a damaged or foreign cache file may hold: refused, and the choice left empty.
+  for (const char* text :
+       {R"({"algo":3})", R"({"engine":-1})", R"({"engine":"7"})", R"({"engine":7,"knobs":3})",
+        R"({"engine":7,"knobs":[[2]]})", R"({"engine":7,"knobs":[[2,"1"]]})",
+        R"({"engine":7,"knobs":[[-1,1]]})", R"({"engine":7,"knobs":[[100000,1]]})", "[7]"}) {
+    parsed.engine = 5;
+    EXPECT_FALSE(cuda::parse_engine_choice(nlohmann::json::parse(text), parsed)) << text;
+    EXPECT_TRUE(parsed.empty()) << text;
   }
 }
 

@@ -547,24 +547,47 @@ const cuda::GraphConvPlan& CudaBackend::bf16_plan(cuda::GraphConvPlan& plan,
                                                   const Shape& x_shape, int64_t k,
                                                   const Bf16Buffers& b) {
   if (!plan.ready()) {
-    PNEUMO_NVTX_RANGE("bf16 graph engine search");
     cuda::GraphConvProblem problem{x_shape.n(), x_shape.c(), x_shape.h(), x_shape.w(), k,
                                    direction};
     problem.bf16_channels_last = true;
     problem.deterministic = options_.deterministic;
-    try {
-      plan = cuda::GraphConvPlan::search(
-          cudnn_.get(), stream_.get(), problem, b.x, b.weight, b.y,
-          [this](size_t bytes) -> void* {
-            ensure_workspace(bytes);
-            return workspace_.data();
-          },
-          search_workspace_limit());
-    } catch (const Error& e) {
-      throw Error(detail::concat("--precision bf16: cuDNN ran no bfloat16 engine for the ",
-                                 cuda::to_string(direction), " convolution of ", x_shape.str(),
-                                 " -> K=", k, " on this GPU; use --precision fp32 or tf32 (",
-                                 e.what(), ")"));
+    // The engine config found for this layer before (this shape, or a larger batch of it, in
+    // this run or an earlier one: the tuning cache) is built again without a search.
+    const cuda::TuningKey key =
+        conv_tuning_key(("bf16_graph_conv2d_" + cuda::to_string(direction)).c_str(), x_shape, k);
+    const cuda::TuningCache::Hit hit = tuning_.find(key);
+    cuda::EngineChoice remembered;
+    if (hit.decision && cuda::parse_engine_choice(*hit.decision, remembered)) {
+      try {
+        cuda::GraphConvPlan built =
+            cuda::GraphConvPlan::build(cudnn_.get(), problem, remembered, b.x, b.weight, b.y);
+        if (built.workspace_bytes() <= search_workspace_limit()) plan = std::move(built);
+      } catch (const Error&) {
+        // Not buildable for this shape (or a stale file): search below.
+      }
+    }
+    if (!plan.ready()) {
+      PNEUMO_NVTX_RANGE("bf16 graph engine search");
+      try {
+        plan = cuda::GraphConvPlan::search(
+            cudnn_.get(), stream_.get(), problem, b.x, b.weight, b.y,
+            [this](size_t bytes) -> void* {
+              ensure_workspace(bytes);
+              return workspace_.data();
+            },
+            search_workspace_limit());
+      } catch (const Error& e) {
+        throw Error(detail::concat("--precision bf16: cuDNN ran no bfloat16 engine for the ",
+                                   cuda::to_string(direction), " convolution of ", x_shape.str(),
+                                   " -> K=", k, " on this GPU; use --precision fp32 or tf32 (",
+                                   e.what(), ")"));
+      }
+      if (!plan.engine_choice().empty()) {
+        nlohmann::json decision = cuda::to_json(plan.engine_choice());
+        decision["ms"] = plan.best_ms();
+        decision["name"] = plan.best_name();
+        tuning_.store(key, decision);
+      }
     }
   }
   ensure_workspace(plan.workspace_bytes());

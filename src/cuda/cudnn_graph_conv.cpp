@@ -244,6 +244,7 @@ const char* behavior_note_name(cudnnBackendBehaviorNote_t note) {
 // What the search needs to know of one engine config before building it.
 struct ConfigInfo {
   std::string name;
+  EngineChoice choice;  // empty when the index could not be read
   std::vector<cudnnBackendNumericalNote_t> numerical;
   std::vector<cudnnBackendBehaviorNote_t> behavior;
   std::string error;  // the engine or its notes could not be read
@@ -271,10 +272,12 @@ ConfigInfo read_config(cudnnBackendDescriptor_t config) {
                                     &count, &index);
   std::ostringstream name;
   name << "engine ";
-  if (status == CUDNN_STATUS_SUCCESS)
+  if (status == CUDNN_STATUS_SUCCESS) {
     name << index;
-  else
+    info.choice.engine = index;
+  } else {
     name << "?";
+  }
 
   // Knob choices are read into descriptors we created, one per possible knob type.
   std::vector<BackendDescriptor> knob_owners;
@@ -300,6 +303,7 @@ ConfigInfo read_config(cudnnBackendDescriptor_t config) {
                                    &count, &value) != CUDNN_STATUS_SUCCESS)
         continue;
       name << (i ? " " : "") << "k" << static_cast<int>(type) << "=" << value;
+      info.choice.knobs.emplace_back(static_cast<int64_t>(type), value);
     }
     name << ")";
   }
@@ -567,6 +571,7 @@ EngineConfigs list_engine_configs(cudnnBackendDescriptor_t graph, const GraphCon
       if (seen) continue;
       GraphConvCandidate candidate;
       candidate.name = info.name;
+      candidate.choice = info.choice;
       candidate.error = filter_reason(info, p);
       listed.candidates.push_back(candidate);
       if (!candidate.error.empty()) continue;
@@ -698,6 +703,7 @@ GraphConvPlan GraphConvPlan::search(cudnnHandle_t handle, cudaStream_t stream,
       result.best_ms_ = candidate.ms;
       result.best_name_ = candidate.name;
       result.workspace_ = candidate.workspace;
+      result.choice_ = candidate.choice;
     }
   }
 
@@ -708,6 +714,95 @@ GraphConvPlan GraphConvPlan::search(cudnnHandle_t handle, cudaStream_t stream,
   result.graph_parts_ = std::move(parts);
   result.plan_ = std::move(best_plan);
   return result;
+}
+
+GraphConvPlan GraphConvPlan::build(cudnnHandle_t handle, const GraphConvProblem& p,
+                                   const EngineChoice& choice, const void* x, const void* weight,
+                                   const void* y) {
+  const std::string context = describe(p);
+  PNEUMO_CHECK(!choice.empty(), context, ": no engine to build");
+  PNEUMO_CHECK(handle != nullptr, context, ": no cuDNN handle");
+  PNEUMO_CHECK(x != nullptr && weight != nullptr && y != nullptr, context, ": a buffer is null");
+  GraphConvPlan result;
+  result.problem_ = p;
+  result.alignment_ = {promised_alignment(x), promised_alignment(weight), promised_alignment(y)};
+  std::vector<BackendDescriptor> parts = build_graph(handle, p, result.alignment_, context);
+  const cudnnBackendDescriptor_t graph = parts.back().get();
+  const std::string what = detail::concat(context, ": engine ", choice.engine);
+
+  // The engine: the graph and its global index.
+  parts.push_back(make_backend_descriptor(CUDNN_BACKEND_ENGINE_DESCRIPTOR, "engine"));
+  const cudnnBackendDescriptor_t engine = parts.back().get();
+  PNEUMO_CUDNN_CHECK(set_descriptor(engine, CUDNN_ATTR_ENGINE_OPERATION_GRAPH, graph), what);
+  PNEUMO_CUDNN_CHECK(cudnnBackendSetAttribute(engine, CUDNN_ATTR_ENGINE_GLOBAL_INDEX,
+                                              CUDNN_TYPE_INT64, 1, &choice.engine),
+                     what);
+  PNEUMO_CUDNN_CHECK(cudnnBackendFinalize(engine), what);
+  // Its knob choices, one descriptor each.
+  std::vector<cudnnBackendDescriptor_t> knobs;
+  for (const auto& [type_number, value] : choice.knobs) {
+    parts.push_back(make_backend_descriptor(CUDNN_BACKEND_KNOB_CHOICE_DESCRIPTOR, "knob choice"));
+    const cudnnBackendDescriptor_t knob = parts.back().get();
+    const auto type = static_cast<cudnnBackendKnobType_t>(type_number);
+    PNEUMO_CUDNN_CHECK(cudnnBackendSetAttribute(knob, CUDNN_ATTR_KNOB_CHOICE_KNOB_TYPE,
+                                                CUDNN_TYPE_KNOB_TYPE, 1, &type),
+                       what);
+    PNEUMO_CUDNN_CHECK(cudnnBackendSetAttribute(knob, CUDNN_ATTR_KNOB_CHOICE_KNOB_VALUE,
+                                                CUDNN_TYPE_INT64, 1, &value),
+                       what);
+    PNEUMO_CUDNN_CHECK(cudnnBackendFinalize(knob), what);
+    knobs.push_back(knob);
+  }
+  // The config, then the plan (build_plan reads its workspace size).
+  parts.push_back(make_backend_descriptor(CUDNN_BACKEND_ENGINECFG_DESCRIPTOR, "engine config"));
+  const cudnnBackendDescriptor_t config = parts.back().get();
+  PNEUMO_CUDNN_CHECK(set_descriptor(config, CUDNN_ATTR_ENGINECFG_ENGINE, engine), what);
+  if (!knobs.empty())
+    PNEUMO_CUDNN_CHECK(cudnnBackendSetAttribute(config, CUDNN_ATTR_ENGINECFG_KNOB_CHOICES,
+                                                CUDNN_TYPE_BACKEND_DESCRIPTOR,
+                                                static_cast<int64_t>(knobs.size()), knobs.data()),
+                       what);
+  PNEUMO_CUDNN_CHECK(cudnnBackendFinalize(config), what);
+  GraphConvCandidate candidate;
+  candidate.name = read_config(config).name;
+  candidate.choice = choice;
+  BackendDescriptor plan = build_plan(handle, config, what, candidate);
+  PNEUMO_CHECK(static_cast<bool>(plan), what, ": ", candidate.error);
+  result.workspace_ = candidate.workspace;
+  result.best_name_ = candidate.name;
+  result.choice_ = choice;
+  result.candidates_ = {candidate};
+  result.graph_parts_ = std::move(parts);
+  result.plan_ = std::move(plan);
+  return result;
+}
+
+nlohmann::json to_json(const EngineChoice& choice) {
+  nlohmann::json knobs = nlohmann::json::array();
+  for (const auto& [type, value] : choice.knobs) knobs.push_back({type, value});
+  return {{"engine", choice.engine}, {"knobs", knobs}};
+}
+
+bool parse_engine_choice(const nlohmann::json& json, EngineChoice& choice) {
+  choice = EngineChoice{};
+  if (!json.is_object() || !json.contains("engine") || !json["engine"].is_number_integer() ||
+      json["engine"].get<int64_t>() < 0)
+    return false;
+  EngineChoice parsed;
+  parsed.engine = json["engine"].get<int64_t>();
+  if (json.contains("knobs")) {
+    const nlohmann::json& knobs = json["knobs"];
+    if (!knobs.is_array()) return false;
+    for (const nlohmann::json& knob : knobs) {
+      if (!knob.is_array() || knob.size() != 2 || !knob[0].is_number_integer() ||
+          !knob[1].is_number_integer() || knob[0].get<int64_t>() < 0 ||
+          knob[0].get<int64_t>() >= CUDNN_KNOB_TYPE_COUNTS)
+        return false;
+      parsed.knobs.emplace_back(knob[0].get<int64_t>(), knob[1].get<int64_t>());
+    }
+  }
+  choice = parsed;
+  return true;
 }
 
 void GraphConvPlan::execute(cudnnHandle_t handle, const void* x, const void* weight,

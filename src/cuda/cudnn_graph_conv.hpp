@@ -12,7 +12,10 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <utility>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "cuda/cuda_raii.hpp"
 
@@ -44,6 +47,19 @@ struct GraphConvProblem {
   bool deterministic = true;  // true: skip CUDNN_NUMERICAL_NOTE_NONDETERMINISTIC
 };
 
+// An engine config as numbers: the engine's global index and its knob choices (type, value).
+// What a search found, kept so that the same config can be built for another batch size or in a
+// later run (the tuning cache) without listing and timing the candidates again.
+struct EngineChoice {
+  int64_t engine = -1;
+  std::vector<std::pair<int64_t, int64_t>> knobs;
+  bool empty() const { return engine < 0; }
+};
+// {"engine": 7, "knobs": [[2, 1], [13, 0]]}; parse_engine_choice is its inverse and returns false
+// (leaving `choice` empty) for anything else.
+nlohmann::json to_json(const EngineChoice& choice);
+bool parse_engine_choice(const nlohmann::json& json, EngineChoice& choice);
+
 struct GraphConvCandidate {  // one engine config that was listed by the heuristics
   // "engine 7 (k2=1 k13=0) [winograd]": the engine's global index, its knob choices as
   // k<cudnnBackendKnobType_t>=<value>, and its numerical/behaviour notes in brackets.
@@ -52,6 +68,7 @@ struct GraphConvCandidate {  // one engine config that was listed by the heurist
   float ms = 0;      // mean of the timed runs
   size_t workspace = 0;
   std::string error;  // why it did not run (filtered out, finalize refused, ...)
+  EngineChoice choice;  // the config as numbers (empty when they could not be read)
 };
 
 // A built execution plan for one problem: the fastest engine config that ran. Move-only; owns
@@ -84,6 +101,15 @@ class GraphConvPlan {
                               std::function<void*(size_t)> workspace_for, size_t max_workspace,
                               int max_candidates = 16);
 
+  // The plan of one engine config (a previous search's engine_choice(), for this problem at
+  // another batch size or from the tuning cache), built without listing or timing anything; its
+  // candidates() hold that one config. Buffers only promise their alignment (nothing runs).
+  // Throws pneumo::Error naming the config and cuDNN's status when it cannot be built for `p`
+  // (the caller then searches).
+  static GraphConvPlan build(cudnnHandle_t handle, const GraphConvProblem& p,
+                             const EngineChoice& choice, const void* x, const void* weight,
+                             const void* y);
+
   // Runs the kept plan on the handle's current stream with alpha 1, beta 0 (the output is
   // overwritten). Buffers as for search(), each aligned at least as well as the one searched
   // with; `workspace`: at least workspace_bytes() of device memory (may be null when that is 0).
@@ -97,6 +123,7 @@ class GraphConvPlan {
   const std::string& best_name() const { return best_name_; }
   const std::vector<GraphConvCandidate>& candidates() const { return candidates_; }
   const GraphConvProblem& problem() const { return problem_; }
+  const EngineChoice& engine_choice() const { return choice_; }
 
  private:
   GraphConvProblem problem_{};
@@ -109,6 +136,7 @@ class GraphConvPlan {
   float best_ms_ = 0;
   std::string best_name_;
   std::vector<GraphConvCandidate> candidates_;
+  EngineChoice choice_;
 };
 
 }  // namespace pneumo::cuda
