@@ -239,5 +239,66 @@ TEST(StepParity, OneStepAndSeveralStepsAgree) {
       << logits_sensitivity;
 }
 
+// ---- --precision bf16 ---------------------------------------------------------------------------
+
+// Relative L2 of every layer's output, run a against run b, after each ran one step.
+std::vector<double> layer_distances(const StepRun& a, const StepRun& b) {
+  std::vector<double> d;
+  for (size_t i = 0; i < b.model->last_outputs().size(); ++i) {
+    const auto ha = testing::to_host(a.model->last_outputs()[i]);
+    const auto hb = testing::to_host(b.model->last_outputs()[i]);
+    d.push_back(relative_l2(ha.data(), hb.data(), static_cast<int64_t>(hb.size())));
+  }
+  return d;
+}
+
+size_t layer_index(const Model& model, const std::string& name) {
+  for (size_t i = 0; i < model.last_outputs().size(); ++i)
+    if (model.layer_name(i) == name) return i;
+  ADD_FAILURE() << "no layer " << name;
+  return 0;
+}
+
+// The CPU emulation is wired where the rule says: nothing changes before the second convolution
+// (the first has one input channel and stays float32), everything from it on does.
+TEST(StepParityBf16, TheEmulationChangesTheModelFromTheSecondConvolutionOn) {
+  ModelConfig config;
+  config.input_size = 40;
+  StepRun fp32 = make_run(make_cpu_backend(1), config);
+  StepRun bf16 = make_run(make_cpu_backend(1, /*bf16_convolutions=*/true), config);
+  for (StepRun* run : {&fp32, &bf16})
+    run->trainer->train_step(run->data, run->order.data(), kBatch, 0, 0);
+  const std::vector<double> d = layer_distances(bf16, fp32);
+  const size_t conv2 = layer_index(*fp32.model, "conv2");
+  for (size_t i = 0; i < d.size(); ++i) {
+    if (i < conv2)
+      EXPECT_EQ(d[i], 0.0) << fp32.model->layer_name(i) << " changed before conv2";
+    else
+      EXPECT_GT(d[i], 1e-4) << fp32.model->layer_name(i) << " did not change under bf16";
+  }
+}
+
+// CUDA bf16 against the CPU's emulation, layer by layer after one step: the two round the same
+// operands, so they must be much closer to each other than either is to float32.
+TEST(StepParityBf16, CudaAgreesWithTheEmulationLayerByLayer) {
+  PNEUMO_REQUIRE_CUDA();
+  ModelConfig config;
+  config.input_size = 40;
+  BackendOptions bf16_options;
+  bf16_options.bf16_convolutions = true;
+  StepRun fp32 = make_run(make_cpu_backend(0), config);
+  StepRun emulated = make_run(make_cpu_backend(0, true), config);
+  StepRun cuda = make_run(make_cuda_backend(bf16_options), config);
+  for (StepRun* run : {&fp32, &emulated, &cuda})
+    run->trainer->train_step(run->data, run->order.data(), kBatch, 0, 0);
+  const std::vector<double> twins = layer_distances(cuda, emulated);
+  const std::vector<double> precision = layer_distances(fp32, emulated);
+  for (size_t i = 0; i < twins.size(); ++i) {
+    std::cout << "[ bf16 layer ] " << emulated.model->layer_name(i) << ": CUDA vs emulation "
+              << twins[i] << ", fp32 vs emulation " << precision[i] << "\n";
+    EXPECT_LE(twins[i], 1e-3 + 0.25 * precision[i]) << emulated.model->layer_name(i);
+  }
+}
+
 }  // namespace
 }  // namespace pneumo
