@@ -18,6 +18,10 @@ pneumo=$(realpath "$1")
 source_dir=$(realpath "$2")
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
+# A command that fails under `set -e` would end the test silently (its output is in a log file):
+# print every log written so far, and which command it was.
+trap 'status=$?; echo "FAIL: status $status from: $BASH_COMMAND"; for f in "$work"/*.log; do
+  [[ -f $f ]] && { echo "---- $(basename "$f")"; tail -n 40 "$f"; }; done' ERR
 cd "$work"
 # Open MPI refuses root unless told (CI containers run as root); two ranks on two cores or fewer.
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "bf16.hpp"
@@ -24,6 +25,12 @@ struct Layout {
   int64_t nchw(int64_t n, int64_t c, int64_t s) const { return (n * channels + c) * spatial + s; }
   int64_t nhwc(int64_t n, int64_t c, int64_t s) const { return (n * spatial + s) * channels + c; }
 };
+
+std::string layout_name(const ::testing::TestParamInfo<Layout>& info) {
+  const Layout& l = info.param;
+  return "n" + std::to_string(l.batch) + "_c" + std::to_string(l.channels) + "_s" +
+         std::to_string(l.spatial);
+}
 
 template <class T>
 std::vector<T> download(const Array<T>& a) {
@@ -89,7 +96,8 @@ TEST_P(Bf16Convert, FromChannelsLastAddsBiasAndRelu) {
 
 INSTANTIATE_TEST_SUITE_P(Layouts, Bf16Convert,
                          ::testing::Values(Layout{2, 5, 7}, Layout{3, 32, 75 * 75},
-                                           Layout{64, 32, 9}, Layout{1, 1, 1}));
+                                           Layout{64, 32, 9}, Layout{1, 1, 1}),
+                         layout_name);
 
 }  // namespace
 }  // namespace pneumo
