@@ -24,6 +24,9 @@ trap 'status=$?; echo "FAIL: status $status from: $BASH_COMMAND"; for f in "$wor
   [[ -f $f ]] && { echo "---- $(basename "$f")"; tail -n 40 "$f"; }; done' ERR
 cd "$work"
 # Open MPI refuses root unless told (CI containers run as root); two ranks on two cores or fewer.
+# Host memory filled with NaN bytes (tensor.hpp), as scripts/test.sh does for every test: the sync
+# batch-norm statistics once read memory they had not written and failed only after a fresh cache.
+export PNEUMO_POISON_ALLOCATIONS=1
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
 mpirun=(mpirun -np 2 --oversubscribe)
 common=(--data "$source_dir/data/sample" --device cpu --size 64 --batch 64 --seed 7 --threads 1)

@@ -1,6 +1,9 @@
 // Shapes, tensors and the philox generator.
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <vector>
+
 #include "pneumo/error.hpp"
 #include "pneumo/random.hpp"
 #include "test_util.hpp"
@@ -63,6 +66,20 @@ TEST(Philox, DeterministicAndKeyed) {
     sum += u;
   }
   EXPECT_NEAR(sum / 100000, 0.5, 0.005);
+}
+
+TEST(Memory, PoisonedHostAllocationsHoldNanUntilWritten) {
+  const bool before = set_poison_host_allocations(true);
+  Tensor fresh({3, 5}, Device::Cpu);
+  Tensor zeros = Tensor::zeros({3, 5}, Device::Cpu);
+  Array<int32_t> ints(4, Device::Cpu);
+  set_poison_host_allocations(before);  // as the environment had it (scripts/test.sh: on)
+  std::vector<float> values(15);
+  fresh.copy_to_host(values.data());
+  for (float v : values) EXPECT_TRUE(std::isnan(v));
+  zeros.copy_to_host(values.data());
+  for (float v : values) EXPECT_EQ(v, 0.0f);
+  for (int64_t i = 0; i < ints.size(); ++i) EXPECT_EQ(ints.data()[i], -1);
 }
 
 }  // namespace

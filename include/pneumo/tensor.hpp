@@ -42,6 +42,12 @@ class Shape {
 // Raw memory helpers; the device ones throw pneumo::Error naming the call and the size.
 void* allocate_bytes(Device device, size_t bytes);
 void free_bytes(Device device, void* ptr, size_t bytes) noexcept;  // bytes: as allocated
+// Testing aid: host allocations come filled with 0xFF bytes (NaN as float32, -1 as integers)
+// instead of whatever the heap held, so code that reads memory it never wrote fails every time,
+// not only when recycled memory happens to hold a NaN. On when the environment variable
+// PNEUMO_POISON_ALLOCATIONS is set to 1 at the first allocation, or by this call (which returns
+// the previous setting).
+bool set_poison_host_allocations(bool on);
 void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes);
 void zero_bytes(void* ptr, Device device, size_t bytes);
 

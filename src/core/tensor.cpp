@@ -4,11 +4,13 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <new>
 #include <sstream>
+#include <string>
 
 #include "pneumo/error.hpp"
 
@@ -102,6 +104,20 @@ void reset_peak_memory(Device device) {
   stats.peak = stats.current;
 }
 
+namespace {
+
+std::atomic<bool>& poison_host_allocations() {
+  static std::atomic<bool> on{[] {
+    const char* value = std::getenv("PNEUMO_POISON_ALLOCATIONS");
+    return value != nullptr && std::string(value) == "1";
+  }()};
+  return on;
+}
+
+}  // namespace
+
+bool set_poison_host_allocations(bool on) { return poison_host_allocations().exchange(on); }
+
 void* allocate_bytes(Device device, size_t bytes) {
   if (bytes == 0) return nullptr;
   if (device == Device::Cpu) {
@@ -111,6 +127,7 @@ void* allocate_bytes(Device device, size_t bytes) {
       throw OutOfMemory(detail::concat("could not allocate ", bytes, " bytes (", bytes >> 20,
                                        " MiB) of host memory"),
                         /*on_device=*/false, bytes);
+    if (poison_host_allocations()) std::memset(ptr, 0xFF, bytes);
     record_allocation(device, bytes);
     return ptr;
   }

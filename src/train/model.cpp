@@ -138,8 +138,11 @@ class BatchNorm2d final : public Layer {
   void synchronise_over(Communicator* group, Backend& backend) {
     group_ = group;
     if (group_ && sums_.numel() == 0) {
-      local_mean_ = backend.empty({channels_});
-      local_var_ = backend.empty({channels_});
+      // Zeros, not empty(): the training op with average factor 1 computes 0 * old + batch, and
+      // 0 * a NaN left in recycled memory is NaN (seen: a run whose data cache had just been
+      // prepared, so the heap held its freed buffers, stopped on a NaN in conv1.weight).
+      local_mean_ = backend.zeros({channels_});
+      local_var_ = backend.zeros({channels_});
       batch_var_ = backend.empty({channels_});
       sums_ = backend.empty({2, channels_});
     }
