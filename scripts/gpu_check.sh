@@ -359,7 +359,9 @@ if skipped:
 PY
 }
 if [[ -x $test_bin ]]; then
-  run "tests (all)" 240 tests "PNEUMO_EXPECT_CUDA=1" -- "$test_bin" --gtest_output="xml:$out/tests.xml"
+  # With poisoned allocations (NaN bytes, host and device), as scripts/test.sh runs the suite.
+  run "tests (all)" 240 tests "PNEUMO_EXPECT_CUDA=1, PNEUMO_POISON_ALLOCATIONS=1" -- \
+    env PNEUMO_POISON_ALLOCATIONS=1 "$test_bin" --gtest_output="xml:$out/tests.xml"
   summarize_tests "$out/tests.xml"
   grep -A 30 '^\[ conv plans \]' "$out/logs/tests.log" > "$out/conv_plans.txt" 2>/dev/null || true
   write_report

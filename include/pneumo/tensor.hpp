@@ -42,7 +42,8 @@ class Shape {
 // Raw memory helpers; the device ones throw pneumo::Error naming the call and the size.
 void* allocate_bytes(Device device, size_t bytes);
 void free_bytes(Device device, void* ptr, size_t bytes) noexcept;  // bytes: as allocated
-// Testing aid: host allocations come filled with 0xFF bytes (NaN as float32, -1 as integers)
+// Testing aid: allocations come filled with 0xFF bytes (NaN as float32, -1 as integers; device
+// memory too, by a synchronous cudaMemset)
 // instead of whatever the heap held, so code that reads memory it never wrote fails every time,
 // not only when recycled memory happens to hold a NaN. On when the environment variable
 // PNEUMO_POISON_ALLOCATIONS is set to 1 at the first allocation, or by this call (which returns

@@ -146,6 +146,14 @@ void* allocate_bytes(Device device, size_t bytes) {
     }
     throw Error(message);
   }
+  if (poison_host_allocations()) {  // the device's fresh memory as well, for GPU test runs
+    status = cudaMemset(ptr, 0xFF, bytes);
+    if (status != cudaSuccess) {
+      cudaFree(ptr);
+      throw Error(detail::concat("cudaMemset of ", bytes, " fresh bytes (poisoning) failed: ",
+                                 cudaGetErrorString(status)));
+    }
+  }
   record_allocation(device, bytes);
   return ptr;
 }
