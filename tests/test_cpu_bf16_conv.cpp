@@ -1,8 +1,8 @@
-// The CPU backend's emulation of --precision bf16 (pneumo/ops/conv2d.hpp's precision rule) against direct
-// convolutions in double: operands rounded to bfloat16, sums in double, results rounded once.
-// The CPU sums in float32, so a result may land one bfloat16 step away where the exact sum sits
-// next to a rounding boundary; nearly all must match exactly. Each test also shows that it would
-// see the option ignored: without the operands' rounding, far fewer results match.
+// The CPU backend's emulation of --precision bf16 (pneumo/ops/conv2d.hpp's precision rule)
+// against direct convolutions in double: operands rounded to bfloat16, sums in double, results
+// rounded once. The CPU sums in float32, so a result may land one bfloat16 step away where the
+// exact sum sits next to a rounding boundary; nearly all must match exactly. Each test also shows
+// that it would see the option ignored: without the operands' rounding, far fewer results match.
 #include <gtest/gtest.h>
 
 #include <cmath>

@@ -1,8 +1,8 @@
 // 3x3 'same' stride-1 convolution on the CPU: im2col + GEMM, parallel over the batch with one
 // column buffer per worker. The filter gradient sums per-worker partials in worker order, so a
 // given thread count always gives the same bits. Under --precision bf16 the convolutions with more
-// than one input channel round their operands and results to bfloat16 (pneumo/ops/conv2d.hpp), as the CUDA
-// backend's tensor-core path stores them; accumulation stays float32.
+// than one input channel round their operands and results to bfloat16 (pneumo/ops/conv2d.hpp),
+// as the CUDA backend's tensor-core path stores them; accumulation stays float32.
 #include <algorithm>
 #include <vector>
 

@@ -13,7 +13,6 @@
 #include "core/nvtx.hpp"
 #include "cuda/cuda_backend.hpp"
 #include "kernels.hpp"
-#include "pneumo/op_geometry.hpp"
 
 namespace pneumo {
 
@@ -514,11 +513,11 @@ void CudaBackend::conv2d_backward_filter_impl(ConstTensorView x, ConstTensorView
       {{dbias.data, k, "dbias"}});
 }
 
-// ---- --precision bf16 ----------------------------------------------------------------------------
+// ---- --precision bf16 -------------------------------------------------------------------------
 // x, dy and the weight are converted to bfloat16 channels-last copies, the graph API's fastest
 // tensor-core engine for the shape runs on them, and the bfloat16 result comes back as float32
-// NCHW (the forward pass adding bias and ReLU on the way): pneumo/ops/conv2d.hpp's precision rule, which
-// the CPU backend emulates.
+// NCHW (the forward pass adding bias and ReLU on the way): pneumo/ops/conv2d.hpp's precision
+// rule, which the CPU backend emulates.
 
 CudaBackend::Bf16Buffers CudaBackend::bf16_buffers(int64_t x_elements, int64_t y_elements,
                                                    int64_t weight_elements) {
@@ -594,48 +593,52 @@ const cuda::GraphConvPlan& CudaBackend::bf16_plan(cuda::GraphConvPlan& plan,
   return plan;
 }
 
+namespace {
+
+// A float32 tensor read as (shape[0], shape[1], the rest): an activation (N, C, H, W) or a weight
+// (K, C, 3, 3), both converted by the same kernels (NCHW <-> NHWC, KCRS <-> KRSC).
+void to_bf16(ConstTensorView t, uint16_t* dst, cudaStream_t stream) {
+  kernels::to_bf16_channels_last(t.data, dst, t.shape[0], t.shape[1], t.shape[2] * t.shape[3],
+                                 stream);
+}
+void from_bf16(const uint16_t* src, TensorView t, const float* bias, bool relu,
+               cudaStream_t stream) {
+  kernels::from_bf16_channels_last(src, t.data, t.shape[0], t.shape[1], t.shape[2] * t.shape[3],
+                                   bias, relu, stream);
+}
+
+}  // namespace
+
 void CudaBackend::conv_forward_bf16(ConvPlan& plan, ConstTensorView x, ConstTensorView weight,
                                     ConstTensorView bias, TensorView y, bool fuse_relu) {
-  const ConvGeometry g = conv_geometry(x.shape, weight.shape);
-  const int64_t taps = ConvGeometry::kKernel * ConvGeometry::kKernel;
   const Bf16Buffers b = bf16_buffers(x.numel(), y.numel(), weight.numel());
-  kernels::to_bf16_channels_last(x.data, b.x, g.batch, g.in_channels, g.pixels(), stream_.get());
-  kernels::to_bf16_channels_last(weight.data, b.weight, g.out_channels, g.in_channels, taps,
-                                 stream_.get());
-  const cuda::GraphConvPlan& graph =
-      bf16_plan(plan.bf16_forward, cuda::ConvDirection::Forward, x.shape, g.out_channels, b);
-  graph.execute(cudnn_.get(), b.x, b.weight, b.y, workspace_.data());
-  kernels::from_bf16_channels_last(b.y, y.data, g.batch, g.out_channels, g.pixels(), bias.data,
-                                   fuse_relu, stream_.get());
+  to_bf16(x, b.x, stream_.get());
+  to_bf16(weight, b.weight, stream_.get());
+  bf16_plan(plan.bf16_forward, cuda::ConvDirection::Forward, x.shape, weight.shape[0], b)
+      .execute(cudnn_.get(), b.x, b.weight, b.y, workspace_.data());
+  from_bf16(b.y, y, bias.data, fuse_relu, stream_.get());
 }
 
 void CudaBackend::conv_backward_data_bf16(ConvPlan& plan, ConstTensorView dy,
                                           ConstTensorView weight, TensorView dx) {
-  const ConvGeometry g = conv_geometry(dx.shape, weight.shape);
-  const int64_t taps = ConvGeometry::kKernel * ConvGeometry::kKernel;
   const Bf16Buffers b = bf16_buffers(dx.numel(), dy.numel(), weight.numel());
-  kernels::to_bf16_channels_last(dy.data, b.y, g.batch, g.out_channels, g.pixels(), stream_.get());
-  kernels::to_bf16_channels_last(weight.data, b.weight, g.out_channels, g.in_channels, taps,
-                                 stream_.get());
-  const cuda::GraphConvPlan& graph = bf16_plan(
-      plan.bf16_backward_data, cuda::ConvDirection::BackwardData, dx.shape, g.out_channels, b);
-  graph.execute(cudnn_.get(), b.x, b.weight, b.y, workspace_.data());
-  kernels::from_bf16_channels_last(b.x, dx.data, g.batch, g.in_channels, g.pixels(), nullptr,
-                                   false, stream_.get());
+  to_bf16(dy, b.y, stream_.get());
+  to_bf16(weight, b.weight, stream_.get());
+  bf16_plan(plan.bf16_backward_data, cuda::ConvDirection::BackwardData, dx.shape,
+            weight.shape[0], b)
+      .execute(cudnn_.get(), b.x, b.weight, b.y, workspace_.data());
+  from_bf16(b.x, dx, nullptr, false, stream_.get());
 }
 
 void CudaBackend::conv_backward_filter_bf16(ConvPlan& plan, ConstTensorView x, ConstTensorView dy,
                                             TensorView dweight) {
-  const ConvGeometry g = conv_geometry(x.shape, dweight.shape);
-  const int64_t taps = ConvGeometry::kKernel * ConvGeometry::kKernel;
   const Bf16Buffers b = bf16_buffers(x.numel(), dy.numel(), dweight.numel());
-  kernels::to_bf16_channels_last(x.data, b.x, g.batch, g.in_channels, g.pixels(), stream_.get());
-  kernels::to_bf16_channels_last(dy.data, b.y, g.batch, g.out_channels, g.pixels(), stream_.get());
-  const cuda::GraphConvPlan& graph = bf16_plan(
-      plan.bf16_backward_filter, cuda::ConvDirection::BackwardFilter, x.shape, g.out_channels, b);
-  graph.execute(cudnn_.get(), b.x, b.weight, b.y, workspace_.data());
-  kernels::from_bf16_channels_last(b.weight, dweight.data, g.out_channels, g.in_channels, taps,
-                                   nullptr, false, stream_.get());
+  to_bf16(x, b.x, stream_.get());
+  to_bf16(dy, b.y, stream_.get());
+  bf16_plan(plan.bf16_backward_filter, cuda::ConvDirection::BackwardFilter, x.shape,
+            dweight.shape[0], b)
+      .execute(cudnn_.get(), b.x, b.weight, b.y, workspace_.data());
+  from_bf16(b.weight, dweight, nullptr, false, stream_.get());
 }
 
 }  // namespace pneumo

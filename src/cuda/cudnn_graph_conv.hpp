@@ -1,7 +1,8 @@
-// The 3x3 'same' convolution of pneumo/ops/conv2d.hpp through cuDNN's backend (graph) API, with our own
-// engine search: every engine config the heuristics offer is filtered by its notes, built, timed
-// on the caller's buffers, and the fastest is kept. Extra candidates beside cuda_conv.cpp's legacy
-// cudnnFind* path; PyTorch picks its convolutions the same way.
+// The 3x3 'same' convolution of pneumo/ops/conv2d.hpp through cuDNN's backend (graph) API, with
+// our own engine search: every engine config the heuristics offer is filtered by its notes,
+// built, timed on the caller's buffers, and the fastest is kept. Extra candidates beside
+// cuda_conv.cpp's legacy cudnnFind* path, and the --precision bf16 path; PyTorch picks its
+// convolutions the same way.
 #pragma once
 
 #include <cuda_runtime_api.h>
