@@ -7,6 +7,7 @@
 
 #include "cuda_check.hpp"
 #include "kernel_util.cuh"
+#include "block_tail_math.hpp"
 #include "elementwise.hpp"
 #include "kernels.hpp"
 
@@ -57,11 +58,23 @@ __device__ Moments block_moments(Moments m) {
   return total;
 }
 
+// What the moments are taken of: x itself (batch-norm), or a through the block tail's dropout.
+struct PlainValues {
+  const float* x;
+  __device__ float operator()(int64_t i) const { return x[i]; }
+};
+struct DroppedValues {
+  const float* a;
+  BlockTailChannel ch;  // only rate and key are used
+  __device__ float operator()(int64_t i) const { return block_tail_dropped(a[i], ch, i); }
+};
+
 // Block (c, j): the mean and M2 of channel c over chunk j, into partial[2 (c chunks + j) + {0, 1}].
-__global__ void moments_partial_kernel(const float* x, float* partial, ChunkGeometry g) {
+template <class Values>
+__global__ void moments_partial_kernel(Values x, float* partial, ChunkGeometry g) {
   const int64_t c = blockIdx.x;
   Moments m{0.0f, 0.0f, 0.0f};
-  g.for_each([&](int64_t i) { add_value(m, x[i]); });
+  g.for_each([&](int64_t i) { add_value(m, x(i)); });
   m = block_moments(m);
   if (threadIdx.x == 0) {
     float* out = partial + 2 * (c * gridDim.y + blockIdx.y);
@@ -125,11 +138,14 @@ __global__ void gradient_partial_kernel(const float* x, const float* dy, const f
   }
 }
 
-// One thread per channel: dbeta, dgamma, and the three per-channel factors of dx.
+// One thread per channel: dbeta, dgamma, and the three per-channel factors of dx (without the
+// batch statistics' terms when the forward normalised with fixed statistics: the block tail's
+// inference backward).
 __global__ void gradient_finalize_kernel(const float* partial, int64_t channels, int64_t chunks,
                                          double count, const float* gamma, const float* inv_std,
                                          float* dgamma, float* dbeta,
-                                         BatchNormGradientFactors* factors) {
+                                         BatchNormGradientFactors* factors,
+                                         bool batch_statistics = true) {
   for (int64_t c = global_thread_index(); c < channels; c += grid_stride()) {
     double sum_dy = 0.0, sum_dy_centred = 0.0;
     for (int64_t j = 0; j < chunks; ++j) {
@@ -139,8 +155,11 @@ __global__ void gradient_finalize_kernel(const float* partial, int64_t channels,
     const double sum_dy_xhat = sum_dy_centred * inv_std[c];
     dbeta[c] = static_cast<float>(sum_dy);
     dgamma[c] = static_cast<float>(sum_dy_xhat);
-    factors[c] = {static_cast<float>(gamma[c] * static_cast<double>(inv_std[c])),
-                  static_cast<float>(sum_dy / count), static_cast<float>(sum_dy_xhat / count)};
+    const BatchNormChannelFactors f =
+        batchnorm_factors_from_sums(batch_statistics ? sum_dy : 0.0,
+                                    batch_statistics ? sum_dy_xhat : 0.0, count, gamma[c],
+                                    inv_std[c]);
+    factors[c] = {f.scale, f.mean_dy, f.mean_dy_xhat};
   }
 }
 
@@ -166,6 +185,81 @@ __global__ void factors_from_sums_kernel(const float* sums, int64_t channels, do
   }
 }
 
+// ---- The fused block tail (pneumo/ops/block_tail.hpp) ------------------------------------------
+
+__device__ __forceinline__ BlockTailChannel tail_channel(const BlockTailArgs& t, int64_t c) {
+  return {t.saved_mean[c], t.saved_inv_std[c], t.gamma[c], t.beta[c],
+          t.training ? t.rate : 0.0f, t.key};
+}
+
+// The pooled output s of a plane: its window.
+__device__ __forceinline__ PoolWindow tail_window(const PoolGeometry& g, int64_t s) {
+  return pool_window(g, s / g.out_width(), s % g.out_width());
+}
+
+// Inference: the running statistics as saved_mean and saved_inv_std (what the backward reads).
+__global__ void running_statistics_kernel(BlockTailArgs t, int64_t channels) {
+  for (int64_t c = global_thread_index(); c < channels; c += grid_stride()) {
+    t.saved_mean[c] = t.running_mean[c];
+    t.saved_inv_std[c] =
+        static_cast<float>(1.0 / sqrt(static_cast<double>(t.running_var[c]) + t.epsilon));
+  }
+}
+
+// One thread per pooled output: its window's max of the normalised dropped values.
+__global__ void tail_pool_kernel(BlockTailArgs t, float* y, PoolGeometry g) {
+  const int64_t in_plane = g.height * g.width, out_plane = g.out_height() * g.out_width();
+  for_each_plane_element(g.planes(), out_plane, [&](int64_t plane, int64_t i) {
+    const BlockTailChannel ch = tail_channel(t, plane % g.channels);
+    const int64_t first = plane * in_plane;
+    y[i] = block_tail_winner(t.a + first, first, tail_window(g, i - plane * out_plane), ch).value;
+  });
+}
+
+// Block (c, j): over chunk j of channel c's pooled outputs, sum dy and dy (d - mean) at each
+// window's winner (the forward's winner, recomputed).
+__global__ void tail_gradient_partial_kernel(BlockTailArgs t, const float* dy, PoolGeometry pg,
+                                             float* partial, ChunkGeometry g) {
+  const BlockTailChannel ch = tail_channel(t, blockIdx.x);
+  const int64_t in_plane = pg.height * pg.width, out_plane = pg.out_height() * pg.out_width();
+  float sum_dy = 0.0f, sum_dy_centred = 0.0f;
+  g.for_each([&](int64_t i) {
+    const int64_t plane = i / out_plane, first = plane * in_plane;
+    const PoolWindow w = tail_window(pg, i - plane * out_plane);
+    const int slot = block_tail_winner(t.a + first, first, w, ch).slot;
+    const int64_t e = first + w.offset[slot];
+    sum_dy += dy[i];
+    sum_dy_centred += dy[i] * (block_tail_dropped(t.a[e], ch, e) - ch.mean);
+  });
+  sum_dy = block_sum(sum_dy);
+  sum_dy_centred = block_sum(sum_dy_centred);
+  if (threadIdx.x == 0) {
+    float* out = partial + 2 * (blockIdx.x * gridDim.y + blockIdx.y);
+    out[0] = sum_dy;
+    out[1] = sum_dy_centred;
+  }
+}
+
+// One thread per pooled output: da for every element of its window (windows tile a, so every
+// element is written once, no zeroing pass).
+__global__ void tail_input_gradient_kernel(BlockTailArgs t, const float* dy, float* da,
+                                           const BatchNormGradientFactors* factors,
+                                           PoolGeometry g) {
+  const int64_t in_plane = g.height * g.width, out_plane = g.out_height() * g.out_width();
+  for_each_plane_element(g.planes(), out_plane, [&](int64_t plane, int64_t i) {
+    const int64_t c = plane % g.channels, first = plane * in_plane;
+    const BlockTailChannel ch = tail_channel(t, c);
+    const BatchNormGradientFactors f = factors[c];
+    const PoolWindow w = tail_window(g, i - plane * out_plane);
+    const int slot = block_tail_winner(t.a + first, first, w, ch).slot;
+    for (int k = 0; k < w.count; ++k) {
+      const int64_t e = first + w.offset[k];
+      da[e] = block_tail_gradient(t.a[e], block_tail_mask(ch, e), k == slot ? dy[i] : 0.0f, ch,
+                                  f.scale, f.mean_dy, f.mean_dy_xhat);
+    }
+  });
+}
+
 }  // namespace
 
 int64_t batchnorm_scratch_floats(const BiasReduction& r, int64_t channels) {
@@ -183,7 +277,7 @@ void batchnorm_forward_training(const float* x, const float* gamma, const float*
   if (total == 0) return;
   const dim3 grid = chunk_grid("batchnorm_forward_training", r, batch, channels);
   const ChunkGeometry g{batch, channels, spatial, r.images_per_chunk};
-  moments_partial_kernel<<<grid, kThreadsPerBlock, 0, stream>>>(x, scratch, g);
+  moments_partial_kernel<<<grid, kThreadsPerBlock, 0, stream>>>(PlainValues{x}, scratch, g);
   PNEUMO_LAUNCH_CHECK("moments_partial_kernel", "batch=", batch, " channels=", channels,
                       " spatial=", spatial);
   moments_finalize_kernel<<<blocks_for(channels), kThreadsPerBlock, 0, stream>>>(
@@ -231,6 +325,63 @@ void batchnorm_backward_input(const float* x, const float* dy, const float* gamm
   input_gradient_kernel<<<plane_grid(batch * channels, spatial), kThreadsPerBlock, 0, stream>>>(
       x, dy, dx, saved_mean, saved_inv_std, factors, batch * channels, channels, spatial);
   PNEUMO_LAUNCH_CHECK("input_gradient_kernel", "total=", total);
+}
+
+}  // namespace pneumo::kernels
+
+namespace pneumo::kernels {
+
+void block_tail_forward(const BlockTailArgs& t, float* y, float* scratch, const BiasReduction& r,
+                        cudaStream_t stream) {
+  const PoolGeometry pg{t.batch, t.channels, t.height, t.width};
+  const int64_t spatial = t.height * t.width, total = t.batch * t.channels * spatial;
+  if (total == 0) return;
+  if (t.training) {
+    const dim3 grid = chunk_grid("block_tail_forward", r, t.batch, t.channels);
+    const ChunkGeometry g{t.batch, t.channels, spatial, r.images_per_chunk};
+    if (t.rate > 0.0f) {
+      const DroppedValues values{t.a, {0.0f, 0.0f, 0.0f, 0.0f, t.rate, t.key}};
+      moments_partial_kernel<<<grid, kThreadsPerBlock, 0, stream>>>(values, scratch, g);
+    } else {
+      moments_partial_kernel<<<grid, kThreadsPerBlock, 0, stream>>>(PlainValues{t.a}, scratch, g);
+    }
+    PNEUMO_LAUNCH_CHECK("block tail moments_partial_kernel", "batch=", t.batch,
+                        " channels=", t.channels, " spatial=", spatial);
+    moments_finalize_kernel<<<blocks_for(t.channels), kThreadsPerBlock, 0, stream>>>(
+        scratch, g, r.chunks, t.factor, t.epsilon, t.saved_mean, t.saved_inv_std,
+        t.running_mean, t.running_var);
+    PNEUMO_LAUNCH_CHECK("block tail moments_finalize_kernel", "channels=", t.channels);
+  } else {
+    running_statistics_kernel<<<blocks_for(t.channels), kThreadsPerBlock, 0, stream>>>(
+        t, t.channels);
+    PNEUMO_LAUNCH_CHECK("running_statistics_kernel", "channels=", t.channels);
+  }
+  tail_pool_kernel<<<plane_grid(pg.planes(), pg.out_height() * pg.out_width()), kThreadsPerBlock,
+                     0, stream>>>(t, y, pg);
+  PNEUMO_LAUNCH_CHECK("tail_pool_kernel", "batch=", t.batch, " channels=", t.channels,
+                      " height=", t.height, " width=", t.width);
+}
+
+void block_tail_backward(const BlockTailArgs& t, const float* dy, float* da, float* dgamma,
+                         float* dbeta, float* scratch, const BiasReduction& r,
+                         cudaStream_t stream) {
+  const PoolGeometry pg{t.batch, t.channels, t.height, t.width};
+  const int64_t spatial = t.height * t.width, total = t.batch * t.channels * spatial;
+  if (total == 0) return;
+  const int64_t out_plane = pg.out_height() * pg.out_width();
+  const dim3 grid = chunk_grid("block_tail_backward", r, t.batch, t.channels);
+  const ChunkGeometry g{t.batch, t.channels, out_plane, r.images_per_chunk};
+  auto* factors = reinterpret_cast<BatchNormGradientFactors*>(scratch + 2 * r.partial_floats);
+  tail_gradient_partial_kernel<<<grid, kThreadsPerBlock, 0, stream>>>(t, dy, pg, scratch, g);
+  PNEUMO_LAUNCH_CHECK("tail_gradient_partial_kernel", "batch=", t.batch,
+                      " channels=", t.channels, " spatial=", spatial);
+  gradient_finalize_kernel<<<blocks_for(t.channels), kThreadsPerBlock, 0, stream>>>(
+      scratch, t.channels, r.chunks, static_cast<double>(t.batch * spatial), t.gamma,
+      t.saved_inv_std, dgamma, dbeta, factors, t.training);
+  PNEUMO_LAUNCH_CHECK("block tail gradient_finalize_kernel", "channels=", t.channels);
+  tail_input_gradient_kernel<<<plane_grid(pg.planes(), out_plane), kThreadsPerBlock, 0,
+                               stream>>>(t, dy, da, factors, pg);
+  PNEUMO_LAUNCH_CHECK("tail_input_gradient_kernel", "total=", total);
 }
 
 }  // namespace pneumo::kernels

@@ -103,6 +103,27 @@ void batchnorm_backward_input(const float* x, const float* dy, const float* gamm
                               int64_t batch, int64_t channels, int64_t spatial,
                               cudaStream_t stream);
 
+// The fused block tail (pneumo/ops/block_tail.hpp), in kernels/batchnorm.cu: dropout ->
+// batch-norm -> 2x2 max pooling of a (batch, channels, height, width), and its backward into da,
+// with batch-norm's reductions (same split, same scratch size: batchnorm_scratch_floats). The
+// dropout masks and each window's winner are recomputed, never stored.
+struct BlockTailArgs {
+  const float* a;
+  const float *gamma, *beta;
+  float *running_mean, *running_var;  // read by an inference forward, updated by a training one
+  float *saved_mean, *saved_inv_std;  // written by the forward, read by the backward
+  bool training;
+  float rate;  // dropout rate (training only)
+  RngKey key;
+  double factor, epsilon;
+  int64_t batch, channels, height, width;
+};
+void block_tail_forward(const BlockTailArgs& t, float* y, float* scratch, const BiasReduction& r,
+                        cudaStream_t stream);
+void block_tail_backward(const BlockTailArgs& t, const float* dy, float* da, float* dgamma,
+                         float* dbeta, float* scratch, const BiasReduction& r,
+                         cudaStream_t stream);
+
 // ---- kernels/pooling.cu -------------------------------------------------------------------------
 // Hand-written 2x2 / stride-2 'same' max pool (top/left padding on odd sizes), the twin of the
 // cuDNN path with the interface's tie rule built in: the first maximum in row-major order wins.

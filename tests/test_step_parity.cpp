@@ -239,6 +239,60 @@ TEST(StepParity, OneStepAndSeveralStepsAgree) {
       << logits_sensitivity;
 }
 
+// ---- Fused block tails ---------------------------------------------------------------------------
+
+// Four steps (the second and fourth on the 2-image tail) of `candidate` against the CPU's
+// unfused model, within the problem's own sensitivity (a perturbed unfused CPU run): gradients
+// after the first step per tensor, weight changes per layer and inference logits at the end.
+void expect_steps_agree(StepRun& candidate, const ModelConfig& config, const std::string& what) {
+  ModelConfig unfused = config;
+  unfused.fused_block_tails = false;
+  StepRun cpu = make_run(make_cpu_backend(0), unfused);
+  StepRun perturbed = make_run(make_cpu_backend(0), unfused, 1e-6);
+  const auto before = testing::to_host(cpu.model->parameters());
+  for (uint32_t step = 0; step < 4; ++step) {
+    const int first = (step % 2) * kBatch;
+    const int n = first == 0 ? kBatch : kCount - kBatch;
+    for (StepRun* run : {&cpu, &perturbed, &candidate})
+      run->trainer->train_step(run->data, run->order.data() + first, n, 0, step);
+    if (step == 0)
+      expect_groups_agree(each_tensor(cpu.model->parameter_infos()),
+                          testing::to_host(cpu.model->gradients()),
+                          testing::to_host(candidate.model->gradients()),
+                          testing::to_host(perturbed.model->gradients()), what + " gradient");
+  }
+  expect_groups_agree(each_layer(cpu.model->parameter_infos()),
+                      minus(testing::to_host(cpu.model->parameters()), before),
+                      minus(testing::to_host(candidate.model->parameters()), before),
+                      minus(testing::to_host(perturbed.model->parameters()), before),
+                      what + " weight change after 4 steps", 1e-2);
+  EXPECT_TRUE(testing::all_close(candidate.model->buffers(), cpu.model->buffers(), 1e-4, 1e-3,
+                                 what + " batch-norm running statistics"));
+  auto logits_cpu = cpu.trainer->predict_logits(cpu.data);
+  auto logits = candidate.trainer->predict_logits(candidate.data);
+  auto logits_perturbed = perturbed.trainer->predict_logits(perturbed.data);
+  EXPECT_LE(relative_l2(logits.data(), logits_cpu.data(), kCount),
+            1e-2 + 4 * relative_l2(logits_perturbed.data(), logits_cpu.data(), kCount))
+      << what << " logits after 4 steps";
+}
+
+TEST(StepParityFusedTails, CpuFusedTrainsAsTheUnfusedModel) {
+  ModelConfig config;
+  config.input_size = 40;
+  config.fused_block_tails = true;
+  StepRun fused = make_run(make_cpu_backend(0), config);
+  expect_steps_agree(fused, config, "CPU fused tails");
+}
+
+TEST(StepParityFusedTails, CudaFusedTrainsAsTheCpuUnfusedModel) {
+  PNEUMO_REQUIRE_CUDA();
+  ModelConfig config;
+  config.input_size = 40;
+  config.fused_block_tails = true;
+  StepRun fused = make_run(make_cuda_backend(BackendOptions{}), config);
+  expect_steps_agree(fused, config, "CUDA fused tails");
+}
+
 // ---- --precision bf16 ---------------------------------------------------------------------------
 
 // Relative L2 of every layer's output, run a against run b, after each ran one step.

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "pneumo/augment.hpp"
+#include "pneumo/ops/block_tail.hpp"
 #include "pneumo/optimizer_step.hpp"
 #include "pneumo/random.hpp"
 #include "pneumo/tensor.hpp"
@@ -45,6 +46,12 @@ namespace pneumo {
   OP(batchnorm_backward_input, (ConstTensorView x, ConstTensorView dy, ConstTensorView gamma, \
       ConstTensorView saved_mean, ConstTensorView saved_inv_std, ConstTensorView sums, \
       double count, TensorView dx)) \
+  OP(block_tail_forward, (ConstTensorView a, ConstTensorView gamma, ConstTensorView beta, \
+      TensorView running_mean, TensorView running_var, const BlockTailSettings& settings, \
+      TensorView y, TensorView saved_mean, TensorView saved_inv_std)) \
+  OP(block_tail_backward, (ConstTensorView a, ConstTensorView dy, ConstTensorView gamma, \
+      ConstTensorView beta, ConstTensorView saved_mean, ConstTensorView saved_inv_std, \
+      const BlockTailSettings& settings, TensorView da, TensorView dgamma, TensorView dbeta)) \
   OP(dropout_forward, (ConstTensorView x, TensorView y, float rate, RngKey key)) \
   OP(dropout_backward, (ConstTensorView dy, TensorView dx, float rate, RngKey key)) \
   OP(dense_forward, (ConstTensorView x, ConstTensorView weight, ConstTensorView bias, \
@@ -125,6 +132,18 @@ class Backend {
   void batchnorm_backward_input(ConstTensorView x, ConstTensorView dy, ConstTensorView gamma,
                                 ConstTensorView saved_mean, ConstTensorView saved_inv_std,
                                 ConstTensorView sums, double count, TensorView dx);
+
+  // ---- Dropout -> batch-norm -> max pooling fused, a block's tail: pneumo/ops/block_tail.hpp ---
+  // a (N, C, H, W) the block's ReLU output -> y (N, C, ceil(H/2), ceil(W/2)); the backward gives
+  // the gradient before the ReLU.
+  void block_tail_forward(ConstTensorView a, ConstTensorView gamma, ConstTensorView beta,
+                          TensorView running_mean, TensorView running_var,
+                          const BlockTailSettings& settings, TensorView y, TensorView saved_mean,
+                          TensorView saved_inv_std);
+  void block_tail_backward(ConstTensorView a, ConstTensorView dy, ConstTensorView gamma,
+                           ConstTensorView beta, ConstTensorView saved_mean,
+                           ConstTensorView saved_inv_std, const BlockTailSettings& settings,
+                           TensorView da, TensorView dgamma, TensorView dbeta);
 
   // ---- Dropout, inverted, masks keyed by global element index: pneumo/ops/dropout.hpp -------
   void dropout_forward(ConstTensorView x, TensorView y, float rate, RngKey key);

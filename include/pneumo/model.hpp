@@ -45,6 +45,11 @@ struct ModelConfig {
   // Trainer's gather op applies it to every batch, training and inference alike, and checkpoints
   // record it as their "normalisation" metadata.
   InputNormalization input_normalization = InputNormalization::Unit;
+  // Each block's Dropout -> BatchNorm -> MaxPool as one fused layer ("tailK", Backend::
+  // block_tail_forward) instead of three: the same parameters, checkpoints and random streams,
+  // fewer passes over memory. A speed option (`--fused-block-tails`), not part of the
+  // architecture; not with synchronised batch-norm.
+  bool fused_block_tails = false;
 };
 
 class Layer;

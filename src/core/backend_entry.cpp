@@ -4,6 +4,7 @@
 // raw pointers point, library limits).
 #include "pneumo/backend.hpp"
 #include "pneumo/ops/batchnorm.hpp"
+#include "pneumo/ops/block_tail.hpp"
 #include "pneumo/ops/conv2d.hpp"
 #include "pneumo/ops/dense.hpp"
 #include "pneumo/ops/dropout.hpp"
@@ -120,6 +121,30 @@ void Backend::batchnorm_backward_input(ConstTensorView x, ConstTensorView dy,
                                       count, dx);
   batchnorm_backward_input_impl(x, dy, gamma, saved_mean, saved_inv_std, sums, count, dx);
   observe("batchnorm_backward_input", x.shape);
+}
+
+// ---- Block tail: pneumo/ops/block_tail.hpp -----------------------------------------------------
+
+void Backend::block_tail_forward(ConstTensorView a, ConstTensorView gamma, ConstTensorView beta,
+                                 TensorView running_mean, TensorView running_var,
+                                 const BlockTailSettings& settings, TensorView y,
+                                 TensorView saved_mean, TensorView saved_inv_std) {
+  ops::check_block_tail_forward(device(), a, gamma, beta, running_mean, running_var, settings, y,
+                                saved_mean, saved_inv_std);
+  block_tail_forward_impl(a, gamma, beta, running_mean, running_var, settings, y, saved_mean,
+                          saved_inv_std);
+  observe("block_tail_forward", a.shape);
+}
+
+void Backend::block_tail_backward(ConstTensorView a, ConstTensorView dy, ConstTensorView gamma,
+                                  ConstTensorView beta, ConstTensorView saved_mean,
+                                  ConstTensorView saved_inv_std, const BlockTailSettings& settings,
+                                  TensorView da, TensorView dgamma, TensorView dbeta) {
+  ops::check_block_tail_backward(device(), a, dy, gamma, beta, saved_mean, saved_inv_std,
+                                 settings, da, dgamma, dbeta);
+  block_tail_backward_impl(a, dy, gamma, beta, saved_mean, saved_inv_std, settings, da, dgamma,
+                           dbeta);
+  observe("block_tail_backward", a.shape);
 }
 
 // ---- Dropout: pneumo/ops/dropout.hpp ------------------------------------------------------------

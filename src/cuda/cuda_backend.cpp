@@ -440,6 +440,68 @@ void CudaBackend::batchnorm_backward_input_impl(ConstTensorView x, ConstTensorVi
 
 // ---- Dropout ------------------------------------------------------------------------------------
 
+// ---- The fused block tail (kernels/batchnorm.cu) ------------------------------------------------
+// No cuDNN twin and no per-op choice: whether a model runs its blocks' tails fused or as the
+// unfused chain is the model's (ModelConfig::fused_block_tails, `--fused-block-tails`), timed
+// against each other by `pneumo bench train` and `bench kernels`.
+
+namespace {
+kernels::BlockTailArgs tail_args(ConstTensorView a, ConstTensorView gamma, ConstTensorView beta,
+                                 float* running_mean, float* running_var, const float* saved_mean,
+                                 const float* saved_inv_std, const BlockTailSettings& s) {
+  kernels::BlockTailArgs t{};
+  t.a = a.data;
+  t.gamma = gamma.data;
+  t.beta = beta.data;
+  t.running_mean = running_mean;
+  t.running_var = running_var;
+  // The backward only reads them; the struct serves both directions.
+  t.saved_mean = const_cast<float*>(saved_mean);
+  t.saved_inv_std = const_cast<float*>(saved_inv_std);
+  t.training = s.training;
+  t.rate = s.dropout_rate;
+  t.key = s.dropout_key;
+  t.factor = s.average_factor;
+  t.epsilon = s.epsilon;
+  t.batch = a.shape.n();
+  t.channels = a.shape.c();
+  t.height = a.shape.h();
+  t.width = a.shape.w();
+  return t;
+}
+}  // namespace
+
+void CudaBackend::block_tail_forward_impl(ConstTensorView a, ConstTensorView gamma,
+                                          ConstTensorView beta, TensorView running_mean,
+                                          TensorView running_var, const BlockTailSettings& s,
+                                          TensorView y, TensorView saved_mean,
+                                          TensorView saved_inv_std) {
+  PNEUMO_NVTX_RANGE("block_tail_forward");
+  const kernels::BlockTailArgs t = tail_args(a, gamma, beta, running_mean.data, running_var.data,
+                                             saved_mean.data, saved_inv_std.data, s);
+  const kernels::BiasReduction split = reduction(t.batch, t.channels);
+  ensure_workspace(static_cast<size_t>(kernels::batchnorm_scratch_floats(split, t.channels)) *
+                   sizeof(float));
+  kernels::block_tail_forward(t, y.data, reinterpret_cast<float*>(workspace_.data()), split,
+                              stream_.get());
+}
+
+void CudaBackend::block_tail_backward_impl(ConstTensorView a, ConstTensorView dy,
+                                           ConstTensorView gamma, ConstTensorView beta,
+                                           ConstTensorView saved_mean,
+                                           ConstTensorView saved_inv_std,
+                                           const BlockTailSettings& s, TensorView da,
+                                           TensorView dgamma, TensorView dbeta) {
+  PNEUMO_NVTX_RANGE("block_tail_backward");
+  const kernels::BlockTailArgs t =
+      tail_args(a, gamma, beta, nullptr, nullptr, saved_mean.data, saved_inv_std.data, s);
+  const kernels::BiasReduction split = reduction(t.batch, t.channels);
+  ensure_workspace(static_cast<size_t>(kernels::batchnorm_scratch_floats(split, t.channels)) *
+                   sizeof(float));
+  kernels::block_tail_backward(t, dy.data, da.data, dgamma.data, dbeta.data,
+                               reinterpret_cast<float*>(workspace_.data()), split, stream_.get());
+}
+
 void CudaBackend::dropout_forward_impl(ConstTensorView x, TensorView y, float rate, RngKey key) {
   PNEUMO_NVTX_RANGE("dropout_forward");
   kernels::dropout_apply(x.data, y.data, x.numel(), rate, key, stream_.get());

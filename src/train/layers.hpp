@@ -15,6 +15,9 @@ class Layer {
  public:
   virtual ~Layer() = default;
   virtual std::string name() const = 0;
+  // The "<prefix>." its parameters are named with: the layer's name, except for a fused layer
+  // that keeps the unfused layer's parameter names (the block tail keeps "bnK.").
+  virtual std::string parameter_prefix() const { return name(); }
   // Shape of the output for an input of shape `input` (any batch size).
   virtual Shape output_shape(Shape input) const = 0;
   // Allocates the layer's buffers for inputs up to `max_input`; `needs_input_gradient` is false

@@ -76,7 +76,7 @@ class Conv2dRelu final : public Layer {
   }
   void allocate(Backend& backend, Shape max_input, bool needs_input_gradient) override {
     y_ = backend.empty(output_shape(max_input));
-    dz_ = backend.empty(output_shape(max_input));
+    if (!gradient_through_relu_) dz_ = backend.empty(output_shape(max_input));
     if (needs_input_gradient) dx_ = backend.empty(max_input);
   }
   ConstTensorView forward(Backend& backend, ConstTensorView x, bool, RngKey) override {
@@ -86,11 +86,16 @@ class Conv2dRelu final : public Layer {
     backend.conv2d_forward(x, w_, b_, y, /*fuse_relu=*/true);
     return y;
   }
+  // The next layer is a fused block tail, whose backward already applies ReLU's gradient.
+  void receive_gradient_through_relu() { gradient_through_relu_ = true; }
   ConstTensorView backward(Backend& backend, ConstTensorView dy) override {
     PNEUMO_NVTX_RANGE("conv backward");
-    ConstTensorView y = batch_view(y_, dy.shape);
-    TensorView dz = batch_view(dz_, dy.shape);
-    backend.relu_backward(y, dy, dz);
+    ConstTensorView dz = dy;
+    if (!gradient_through_relu_) {
+      TensorView through = batch_view(dz_, dy.shape);
+      backend.relu_backward(batch_view(y_, dy.shape), dy, through);
+      dz = through;
+    }
     backend.conv2d_backward_filter(x_, dz, dw_, db_);
     if (dx_.numel() == 0) return {};
     TensorView dx = batch_view(dx_, x_.shape);
@@ -105,6 +110,7 @@ class Conv2dRelu final : public Layer {
   TensorView w_, b_, dw_, db_;
   Tensor y_, dz_, dx_;
   ConstTensorView x_;
+  bool gradient_through_relu_ = false;
 };
 
 class BatchNorm2d final : public Layer {
@@ -256,6 +262,86 @@ class BatchNorm2d final : public Layer {
   double count_ = 0.0;  // values per channel over every rank in the last training forward
   ConstTensorView x_;
   bool training_ = true;
+};
+
+// Dropout -> batch-norm -> max pooling of one block as one op (Backend::block_tail_forward,
+// pneumo/ops/block_tail.hpp), for ModelConfig::fused_block_tails: the same parameters, buffers
+// and random streams as the unfused Dropout, BatchNorm2d and MaxPool2d layers (named "bnK.*"
+// as theirs, so checkpoints do not change), without their intermediate tensors. Its backward
+// returns the gradient before the convolution's ReLU.
+class BlockTail final : public Layer {
+ public:
+  BlockTail(const std::string& id, int channels, float rate, uint32_t stream_offset,
+            double momentum, double epsilon)
+      : name_("tail" + id), norm_name_("bn" + id), channels_(channels), rate_(rate),
+        stream_offset_(stream_offset), momentum_(momentum), epsilon_(epsilon) {}
+  std::string name() const override { return name_; }
+  std::string parameter_prefix() const override { return norm_name_; }
+  Shape output_shape(Shape x) const override {
+    return {x.n(), x.c(), (x.h() + 1) / 2, (x.w() + 1) / 2};
+  }
+  void register_parameters(Registry& params, std::vector<ParameterInfo>& param_infos,
+                           Registry& buffers, std::vector<ParameterInfo>& buffer_infos) {
+    Shape c{channels_};
+    gamma_ = {params.add(param_infos, norm_name_ + ".weight", c), c};
+    beta_ = {params.add(param_infos, norm_name_ + ".bias", c), c};
+    running_mean_ = {buffers.add(buffer_infos, norm_name_ + ".running_mean", c), c};
+    running_var_ = {buffers.add(buffer_infos, norm_name_ + ".running_var", c), c};
+  }
+  void bind(Tensor& params, Tensor& grads, Tensor& buffers) {
+    gamma_v_ = gamma_.in(params), beta_v_ = beta_.in(params);
+    dgamma_ = gamma_.in(grads), dbeta_ = beta_.in(grads);
+    mean_v_ = running_mean_.in(buffers), var_v_ = running_var_.in(buffers);
+  }
+  void allocate(Backend& backend, Shape max_input, bool) override {
+    y_ = backend.empty(output_shape(max_input));
+    da_ = backend.empty(max_input);
+    saved_mean_ = backend.empty({channels_});
+    saved_inv_std_ = backend.empty({channels_});
+  }
+  ConstTensorView forward(Backend& backend, ConstTensorView x, bool training,
+                          RngKey key) override {
+    PNEUMO_NVTX_RANGE("block tail forward");
+    x_ = x;
+    settings_ = {};
+    settings_.training = training;
+    settings_.average_factor = 1.0 - momentum_;
+    settings_.epsilon = epsilon_;
+    if (training && rate_ > 0.0f) {
+      // The Dropout layer's key: stream kDropout + this block's dropout index, and the image
+      // offset of a data-parallel shard counted in elements.
+      settings_.dropout_rate = rate_;
+      settings_.dropout_key = key;
+      settings_.dropout_key.stream = static_cast<uint32_t>(RngStream::kDropout) + stream_offset_;
+      const int64_t first_element = int64_t{key.first} * (x.numel() / x.shape.n());
+      PNEUMO_CHECK(first_element < (int64_t{1} << 32), name_, ": image ", key.first,
+                   " of the global batch lies past the 32-bit dropout mask index");
+      settings_.dropout_key.first = static_cast<uint32_t>(first_element);
+    }
+    TensorView y = batch_view(y_, output_shape(x.shape));
+    backend.block_tail_forward(x, gamma_v_, beta_v_, mean_v_, var_v_, settings_, y, saved_mean_,
+                               saved_inv_std_);
+    return y;
+  }
+  ConstTensorView backward(Backend& backend, ConstTensorView dy) override {
+    PNEUMO_NVTX_RANGE("block tail backward");
+    TensorView da = batch_view(da_, x_.shape);
+    backend.block_tail_backward(x_, dy, gamma_v_, beta_v_, saved_mean_, saved_inv_std_,
+                                settings_, da, dgamma_, dbeta_);
+    return da;
+  }
+
+ private:
+  std::string name_, norm_name_;
+  int64_t channels_;
+  float rate_;
+  uint32_t stream_offset_;
+  double momentum_, epsilon_;
+  Slot gamma_, beta_, running_mean_, running_var_;
+  TensorView gamma_v_, beta_v_, dgamma_, dbeta_, mean_v_, var_v_;
+  Tensor y_, da_, saved_mean_, saved_inv_std_;
+  BlockTailSettings settings_;
+  ConstTensorView x_;
 };
 
 class MaxPool2d final : public Layer {
@@ -469,22 +555,35 @@ Model::Model(Backend& backend, ModelConfig config, int max_batch)
   int in_channels = 1;
   int64_t spatial = config_.input_size;
   uint32_t dropout_index = 0;
+  std::vector<BlockTail*> tails;
   for (size_t block = 0; block < config_.channels.size(); ++block) {
     const std::string id = std::to_string(block + 1);
     auto conv = std::make_unique<Conv2dRelu>("conv" + id, in_channels, config_.channels[block]);
     conv->register_parameters(params, parameter_infos_);
     convs.push_back(conv.get());
-    layers_.push_back(std::move(conv));
-    if (config_.conv_dropout[block] > 0.0f)
-      layers_.push_back(std::make_unique<Dropout>("dropout" + id, config_.conv_dropout[block],
-                                                  dropout_index++));
-    auto norm = std::make_unique<BatchNorm2d>("bn" + id, config_.channels[block],
+    const float rate = config_.conv_dropout[block];
+    if (config_.fused_block_tails) {
+      conv->receive_gradient_through_relu();
+      layers_.push_back(std::move(conv));
+      auto tail = std::make_unique<BlockTail>(id, config_.channels[block], rate,
+                                              rate > 0.0f ? dropout_index++ : 0,
                                               config_.batchnorm_momentum,
                                               config_.batchnorm_epsilon);
-    norm->register_parameters(params, parameter_infos_, buffers, buffer_infos_);
-    norms.push_back(norm.get());
-    layers_.push_back(std::move(norm));
-    layers_.push_back(std::make_unique<MaxPool2d>("pool" + id));
+      tail->register_parameters(params, parameter_infos_, buffers, buffer_infos_);
+      tails.push_back(tail.get());
+      layers_.push_back(std::move(tail));
+    } else {
+      layers_.push_back(std::move(conv));
+      if (rate > 0.0f)
+        layers_.push_back(std::make_unique<Dropout>("dropout" + id, rate, dropout_index++));
+      auto norm = std::make_unique<BatchNorm2d>("bn" + id, config_.channels[block],
+                                                config_.batchnorm_momentum,
+                                                config_.batchnorm_epsilon);
+      norm->register_parameters(params, parameter_infos_, buffers, buffer_infos_);
+      norms.push_back(norm.get());
+      layers_.push_back(std::move(norm));
+      layers_.push_back(std::make_unique<MaxPool2d>("pool" + id));
+    }
     in_channels = config_.channels[block];
     spatial = (spatial + 1) / 2;
   }
@@ -512,6 +611,7 @@ Model::Model(Backend& backend, ModelConfig config, int max_batch)
   buffers_ = backend_.zeros({buffers.size()});
   for (auto* conv : convs) conv->bind(parameters_, gradients_);
   for (auto* norm : norms) norm->bind(parameters_, gradients_, buffers_);
+  for (auto* tail : tails) tail->bind(parameters_, gradients_, buffers_);
   for (auto* dense : denses) dense->bind(parameters_, gradients_);
 
   // A parameter named "<layer>.<tensor>" belongs to that layer. Layers register theirs in layer
@@ -520,7 +620,9 @@ Model::Model(Backend& backend, ModelConfig config, int max_batch)
   gradients_final_from_.assign(layers_.size(), gradients_.numel());
   size_t owner = 0;
   for (const ParameterInfo& info : parameter_infos_) {
-    while (owner < layers_.size() && info.name.rfind(layers_[owner]->name() + ".", 0) != 0) ++owner;
+    while (owner < layers_.size() &&
+           info.name.rfind(layers_[owner]->parameter_prefix() + ".", 0) != 0)
+      ++owner;
     PNEUMO_CHECK(owner < layers_.size(), "parameter ", info.name,
                  " does not follow the layer order of the flat buffer");
     gradients_final_from_[owner] = std::min(gradients_final_from_[owner], info.offset);
@@ -538,6 +640,9 @@ Model::Model(Backend& backend, ModelConfig config, int max_batch)
 Model::~Model() = default;
 
 void Model::synchronise_batchnorm(Communicator* group) {
+  PNEUMO_CHECK(!group || !config_.fused_block_tails,
+               "synchronised batch-norm needs the unfused block tails (its statistics cross "
+               "ranks between the ops the fused tail joins): leave --fused-block-tails off");
   for (Layer* norm : batchnorms_) static_cast<BatchNorm2d*>(norm)->synchronise_over(group, backend_);
 }
 

@@ -25,6 +25,9 @@ struct TrainOptions {
   // Data-parallel runs (mpirun / srun): batch-norm statistics over every rank's images, and how
   // gradients travel (auto: NCCL on the CUDA backend, MPI on the CPU).
   bool sync_batchnorm = false;
+  // Each block's dropout -> batch-norm -> max pool as one fused op (ModelConfig::
+  // fused_block_tails): a speed option, same parameters and checkpoints.
+  bool fused_block_tails = false;
   std::string all_reduce = "auto";  // auto | mpi | nccl
   double bucket_mb = 1.0;           // gradient buckets sent during the backward pass; 0: one
   int threads = 0;                  // CPU backend threads; 0: all
@@ -152,7 +155,7 @@ struct BenchKernelsOptions {
   int repeats = 0;           // 0: 20 on CUDA, 5 on the CPU (3 with --quick)
   int warmup = -1;           // -1: 3 on CUDA, 1 on the CPU (1 with --quick)
   bool quick = false;        // a smoke run: batch 2, 3 repeats, 1 warm-up
-  std::vector<std::string> ops{"conv", "pool", "loss", "augment"};
+  std::vector<std::string> ops{"conv", "pool", "loss", "augment", "tail"};
   int threads = 0;           // CPU backend threads (0: all)
   std::string json;          // JSON lines, one per row ("" none)
   std::string csv;           // CSV with a header row ("" none)

@@ -264,6 +264,7 @@ TrainingRun::TrainingRun(const TrainOptions& options, std::unique_ptr<Communicat
   config.input_size = dataset.size;
   config.input_normalization = parse_normalization(options.normalization);
   config.head = parse_model_head(options.head);
+  config.fused_block_tails = options.fused_block_tails;
   model_ = std::make_unique<Model>(*backend_, config, options.batch);
   model_->initialize(options.seed);
   if (options.sync_batchnorm) model_->synchronise_batchnorm(group_.get());

@@ -178,6 +178,17 @@ std::vector<TrainFlag> make_table() {
                     "rank's own, as DDP)",
                     PNEUMO_FIELD(sync_batchnorm), {}, "true"));
   t.push_back(bound(
+      "fused-block-tails",
+      "Each block's dropout, batch-norm and max pooling as one fused op (same model, fewer "
+      "passes over memory; not with --sync-batchnorm)",
+      PNEUMO_FIELD(fused_block_tails),
+      [](O o) {
+        require(!(o.fused_block_tails && o.sync_batchnorm),
+                "--fused-block-tails and --sync-batchnorm cannot be combined: synchronised "
+                "statistics cross ranks between the ops the fused tail joins");
+      },
+      "true"));
+  t.push_back(bound(
       "all-reduce", "Data-parallel gradients: auto (NCCL on CUDA, else MPI) | mpi | nccl",
       PNEUMO_FIELD(all_reduce),
       [](O o) { usage("--all-reduce", [&] { parse_all_reduce(o.all_reduce); }); }, "mpi",

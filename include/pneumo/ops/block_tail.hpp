@@ -1,0 +1,107 @@
+// Contract of the fused block tail (Backend::block_tail_forward, block_tail_backward) and its
+// argument checks: what follows a block's convolution + ReLU in the seed network, dropout ->
+// batch-norm -> 2x2 max pooling, as one op, so that neither the dropout output, the batch-norm
+// output nor any of their gradients is ever written to memory.
+//
+// - a (N, C, H, W): the block's ReLU output (a >= 0 is not required; the backward's ReLU
+//   gradient is a > 0); y (N, C, ceil(H/2), ceil(W/2)); gamma, beta, running and saved
+//   statistics (C);
+// - training forward: d = a * dropout_multiplier(key, index, rate) (pneumo/ops/dropout.hpp's mask,
+//   the same element indices; rate 0: d = a), batch-norm of d exactly as
+//   batchnorm_forward_training defines it (saved_mean, saved_inv_std, running averages with the
+//   unbiased variance), then max pooling with pneumo/ops/pooling.hpp's windows and tie rule;
+// - inference forward: no dropout, batch-norm with the running statistics, pooling; it writes
+//   saved_mean = running_mean and saved_inv_std = 1 / sqrt(running_var + epsilon), so that the
+//   backward takes the same operands after either forward;
+// - backward: given dy (the pooled shape) and the forward's gamma, beta and saved statistics,
+//   da = d loss / d(pre-ReLU activation): each window's dy goes to the element that won its max
+//   (recomputed from a, with beta, so that ties resolve as in the forward; not stored), through
+//   batch-norm's backward (training: with the batch statistics' terms; inference: the affine
+//   map alone), the dropout mask, and ReLU's gradient (zero where a <= 0), so the convolution
+//   before it needs no relu_backward of its own. dgamma = sum dy xhat and dbeta = sum dy at the
+//   winning elements (written after either forward; only a training forward's are parameter
+//   gradients);
+// - the same numbers as the unfused chain dropout_forward -> batchnorm_forward_training ->
+//   maxpool2d_forward and its backward then relu_backward, up to the order of the per-channel
+//   sums (tests/test_block_tail.cpp compares them on both backends).
+#pragma once
+
+#include "pneumo/ops/batchnorm.hpp"
+#include "pneumo/ops/checks.hpp"
+#include "pneumo/random.hpp"
+
+namespace pneumo {
+
+struct BlockTailSettings {
+  bool training = true;
+  float dropout_rate = 0.0f;  // training only; 0: no dropout in this block
+  // The dropout mask's key; first: the global element index of a's element 0, a multiple of 4.
+  RngKey dropout_key;
+  double average_factor = 0.01;  // running = (1 - factor) running + factor batch (training)
+  double epsilon = 1e-3;
+};
+
+}  // namespace pneumo
+
+namespace pneumo::ops {
+
+inline void check_block_tail_settings(const char* op, const ChannelLayout& layout,
+                                      const BlockTailSettings& s) {
+  PNEUMO_CHECK(s.dropout_rate >= 0.0f && s.dropout_rate < 1.0f, op, ": dropout rate ",
+               s.dropout_rate, " outside [0, 1)");
+  PNEUMO_CHECK(s.dropout_key.first % 4 == 0, op, ": the global offset ", s.dropout_key.first,
+               " is not a multiple of 4 (masks are drawn four elements at a time)");
+  PNEUMO_CHECK(layout.batch * layout.channels * layout.pixels + s.dropout_key.first <=
+                   (int64_t{1} << 32),
+               op, ": the dropout mask index of ", layout.batch * layout.channels * layout.pixels,
+               " elements from element ", s.dropout_key.first, " goes past 32 bits");
+  PNEUMO_CHECK(s.average_factor >= 0.0 && s.average_factor <= 1.0, op, ": average_factor ",
+               s.average_factor, " outside [0, 1]");
+  check_batchnorm_epsilon(op, s.epsilon);
+}
+
+inline void check_block_tail_forward(Device device, ConstTensorView a, ConstTensorView gamma,
+                                     ConstTensorView beta, ConstTensorView running_mean,
+                                     ConstTensorView running_var, const BlockTailSettings& s,
+                                     ConstTensorView y, ConstTensorView saved_mean,
+                                     ConstTensorView saved_inv_std) {
+  const char* op = "block_tail_forward";
+  const std::initializer_list<NamedView> per_channel{{"gamma", gamma},
+                                                     {"beta", beta},
+                                                     {"running_mean", running_mean},
+                                                     {"running_var", running_var},
+                                                     {"saved_mean", saved_mean},
+                                                     {"saved_inv_std", saved_inv_std}};
+  expect_on(device, op, {{"a", a}, {"y", y}});
+  expect_on(device, op, per_channel);
+  const ChannelLayout layout = checked_channel_layout(op, a.shape);
+  expect_shapes(op, layout.channel_shape(), per_channel);
+  expect_shape(op, "y", y.shape, pool_geometry(a.shape).output());
+  PNEUMO_CHECK(!s.training || layout.count() > 1, op, ": a ", a.shape.str(),
+               " has one value per channel; the batch variance needs at least two");
+  check_block_tail_settings(op, layout, s);
+}
+
+inline void check_block_tail_backward(Device device, ConstTensorView a, ConstTensorView dy,
+                                      ConstTensorView gamma, ConstTensorView beta,
+                                      ConstTensorView saved_mean,
+                                      ConstTensorView saved_inv_std, const BlockTailSettings& s,
+                                      ConstTensorView da, ConstTensorView dgamma,
+                                      ConstTensorView dbeta) {
+  const char* op = "block_tail_backward";
+  const std::initializer_list<NamedView> per_channel{{"gamma", gamma},
+                                                     {"beta", beta},
+                                                     {"saved_mean", saved_mean},
+                                                     {"saved_inv_std", saved_inv_std},
+                                                     {"dgamma", dgamma},
+                                                     {"dbeta", dbeta}};
+  expect_on(device, op, {{"a", a}, {"dy", dy}, {"da", da}});
+  expect_on(device, op, per_channel);
+  const ChannelLayout layout = checked_channel_layout(op, a.shape);
+  expect_shapes(op, layout.channel_shape(), per_channel);
+  expect_shape(op, "dy", dy.shape, pool_geometry(a.shape).output());
+  expect_shape(op, "da", da.shape, a.shape);
+  check_block_tail_settings(op, layout, s);
+}
+
+}  // namespace pneumo::ops

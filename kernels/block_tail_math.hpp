@@ -1,0 +1,92 @@
+// Per-element and per-window arithmetic of the fused block tail (pneumo/ops/block_tail.hpp),
+// shared by kernels/batchnorm.cu and the CPU twin (src/cpu/block_tail.cpp): the value batch-norm
+// sees, the pooling window's winner (recomputed by the backward pass instead of stored), and one
+// element's gradient. Each is the composition of the unfused ops' own element functions
+// (elementwise.hpp), so the fused op computes what the chain does.
+#pragma once
+
+#include <cstdint>
+
+#include "elementwise.hpp"
+#include "pneumo/hostdevice.hpp"
+#include "pneumo/op_geometry.hpp"
+#include "pneumo/random.hpp"
+
+namespace pneumo {
+
+// The block tail's per-element constants for one channel and one call.
+struct BlockTailChannel {
+  float mean, inv_std, gamma, beta;
+  float rate;  // dropout rate; 0 in inference and in blocks without dropout
+  RngKey key;  // dropout key, key.first a multiple of 4 (the op's entry checks it)
+};
+
+// The dropout multiplier of element `index` (local to the tensor): 1 without dropout.
+PNEUMO_HD float block_tail_mask(const BlockTailChannel& ch, int64_t index) {
+  return ch.rate > 0.0f ? dropout_multiplier(ch.key, static_cast<uint32_t>(index), ch.rate) : 1.0f;
+}
+
+// What batch-norm normalises: a through dropout, as dropout_forward writes it (x * multiplier).
+PNEUMO_HD float block_tail_dropped(float a, const BlockTailChannel& ch, int64_t index) {
+  return ch.rate > 0.0f ? a * block_tail_mask(ch, index) : a;
+}
+
+// What max pooling sees: batch-norm of the dropped value, as batchnorm_apply computes it.
+PNEUMO_HD float block_tail_normalized(float a, const BlockTailChannel& ch, int64_t index) {
+  return batchnorm_apply(block_tail_dropped(a, ch, index), ch.mean, ch.inv_std, ch.gamma, ch.beta);
+}
+
+// The window of pooled output (oy, ox) in a plane of g.height x g.width: its real elements as
+// offsets in the plane (1, 2 or 4 of them, row-major; padding rows/columns left out).
+struct PoolWindow {
+  int count;
+  int64_t offset[4];
+};
+
+PNEUMO_HD PoolWindow pool_window(const PoolGeometry& g, int64_t oy, int64_t ox) {
+  PoolWindow w{0, {0, 0, 0, 0}};
+  const int64_t r0 = 2 * oy - g.pad_top(), c0 = 2 * ox - g.pad_left();
+  for (int64_t r = r0; r < r0 + 2; ++r)
+    for (int64_t c = c0; c < c0 + 2; ++c)
+      if (r >= 0 && c >= 0) w.offset[w.count++] = r * g.width + c;
+  return w;
+}
+
+// The window's max and which of its elements holds it: visited in row-major order, a value
+// replaces the current best only when strictly larger (ties go to the first; a NaN never
+// replaces anything), pneumo/ops/pooling.hpp's rule. `plane` points at a's plane, `plane_index`
+// is the plane's first element's index in the tensor (for the dropout mask).
+struct WindowWinner {
+  float value;
+  int slot;  // index into PoolWindow::offset
+};
+
+PNEUMO_HD WindowWinner block_tail_winner(const float* plane, int64_t plane_index,
+                                         const PoolWindow& w, const BlockTailChannel& ch) {
+  WindowWinner best{block_tail_normalized(plane[w.offset[0]], ch, plane_index + w.offset[0]), 0};
+  for (int k = 1; k < w.count; ++k) {
+    const float v = block_tail_normalized(plane[w.offset[k]], ch, plane_index + w.offset[k]);
+    if (v > best.value) best = {v, k};
+  }
+  return best;
+}
+
+// The normalised value xhat = (d - mean) inv_std of the element at `offset`, for dgamma's sum.
+PNEUMO_HD float block_tail_xhat(const float* plane, int64_t plane_index, int64_t offset,
+                                const BlockTailChannel& ch) {
+  return (block_tail_dropped(plane[offset], ch, plane_index + offset) - ch.mean) * ch.inv_std;
+}
+
+// da of one element: dz (the window's dy at its winner, 0 elsewhere) through batch-norm's
+// backward (batchnorm_input_gradient with the channel's factors), the dropout mask (`mask`, the
+// element's block_tail_mask) and ReLU's gradient at a: relu_backward(a, dropout(batchnorm
+// backward(dz))), as the unfused ops compute it.
+PNEUMO_HD float block_tail_gradient(float a, float mask, float dz, const BlockTailChannel& ch,
+                                    float scale, float mean_dy, float mean_dy_xhat) {
+  const float d = ch.rate > 0.0f ? a * mask : a;
+  const float dd = batchnorm_input_gradient(d, dz, ch.mean, ch.inv_std, scale, mean_dy,
+                                            mean_dy_xhat);
+  return relu_backward(a, ch.rate > 0.0f ? dd * mask : dd);
+}
+
+}  // namespace pneumo
