@@ -53,6 +53,7 @@ default_filter='AwkwardShapes/ConvParity.*/n2_c5_8x6_k3:AwkwardShapes/MaxPoolPar
 default_filter+=':AwkwardShapes/BatchNormParity.*:AwkwardShapes/DropoutParity.*'
 default_filter+=':AwkwardShapes/DenseParity.*:BatchSizes/*:Implementations/*:Parity.*'
 default_filter+=':ConvDirectCuda.*:StepParity.*:Shapes/Bf16ConvParity.*/n2_c12_9x7_k16'
+default_filter+=':BlockTailCuda.MatchesTheCudaUnfusedChain'
 default_filter+=':-*Tf32*:*ConvPlans*'
 sanitizer_filter=${SANITIZER_FILTER:-$default_filter}
 
@@ -420,6 +421,12 @@ elif [[ -x $cli_bin ]]; then
     # --precision bf16: the step and the recipe end to end with tensor-core convolutions.
     run "bench train (bf16)" 120 bench_train_bf16 "--precision bf16: recipe end to end and the step" -- \
       "$cli_bin" bench train --device "$device" --precision bf16 $bench_args
+    # Each block's dropout -> batch-norm -> max pool as one fused op (kernels/batchnorm.cu): the
+    # step and the recipe end to end against the unfused layers above; it becomes the default
+    # only if this is faster (and bench kernels' tail rows say where).
+    run "bench train (fused block tails)" 120 bench_train_fused_tails \
+      "--fused-block-tails: recipe end to end and the step" -- \
+      "$cli_bin" bench train --device "$device" --fused-block-tails $bench_args
     # The first-epoch overhead with a cold and then a warm tuning cache (the same new file).
     for temperature in cold warm; do
       run "recipe, $temperature tuning cache" 90 "bench_recipe_$temperature" \

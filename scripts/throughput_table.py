@@ -7,7 +7,7 @@ eager fp32).
     scripts/throughput_table.py throughput.jsonl [more.jsonl ...]
 
 Lines it reads: `pneumo bench train` rows ({"impl": "pneumo", "batch", "images_per_second",
-"precision", "augment", "cudnn_only", "deterministic"}), its recipe line ({"impl": "pneumo",
+"precision", "augment", "cudnn_only", "deterministic", "fused_block_tails"}), its recipe line ({"impl": "pneumo",
 "measure": "recipe", "total_seconds"}), and `profiling/torch_reference.py`'s rows
 ({"impl": "torch-<config>", "batch", "images_per_second"}) and recipe lines
 ({"measure": "recipe", "recipe_seconds"}). Other lines (profiles, layers) are passed over. Where a
@@ -26,6 +26,8 @@ def pneumo_name(row):
         parts.append("cuDNN only")
     if row.get("deterministic") is False:
         parts.append("fastest algorithms")
+    if row.get("fused_block_tails"):
+        parts.append("fused block tails")
     return "pneumo " + ", ".join(parts)
 
 

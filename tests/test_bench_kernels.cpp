@@ -377,7 +377,9 @@ TEST(BenchKernelsCli, CpuRunPrintsARowForEveryOpAndWritesJsonAndCsv) {
   EXPECT_EQ(per_op["maxpool2d_backward"], 5) << r.out;
   EXPECT_EQ(per_op["sigmoid_bce"], 2) << r.out;      // the batch, and the synthetic n
   EXPECT_EQ(per_op["gather_augment"], 3) << r.out;   // augment, gather only, memcpy
-  for (const char* layer : {"conv1", "conv5", "pool1", "pool5", "loss", "input"})
+  EXPECT_EQ(per_op["block_tail_forward"], 10) << r.out;   // fused and unfused, 5 blocks
+  EXPECT_EQ(per_op["block_tail_backward"], 10) << r.out;
+  for (const char* layer : {"conv1", "conv5", "pool1", "pool5", "loss", "input", "tail1", "tail5"})
     EXPECT_NE(r.out.find(std::string("| ") + layer + " |"), std::string::npos) << layer;
   EXPECT_NE(r.out.find("memcpy"), std::string::npos);
 

@@ -21,6 +21,8 @@ TEST(ThroughputTable, RatiosAgainstTheBestPyTorchAndEagerFp32) {
       << "\n"
       << R"({"impl":"pneumo","batch":32,"images_per_second":5000,"precision":"fp32","augment":false,"cudnn_only":true})"
       << "\n"
+      << R"({"impl":"pneumo","batch":32,"images_per_second":8000,"precision":"fp32","augment":true,"fused_block_tails":true})"
+      << "\n"
       << R"({"impl":"pneumo","measure":"recipe","total_seconds":4.5,"precision":"fp32","augment":true})"
       << "\n"
       << R"({"impl":"torch-eager","batch":32,"images_per_second":3000,"precision":"fp32"})" << "\n"
@@ -37,6 +39,8 @@ TEST(ThroughputTable, RatiosAgainstTheBestPyTorchAndEagerFp32) {
   EXPECT_NE(run.output.find("| pneumo fp32 | 9,000 | 4.50 |"), std::string::npos) << run.output;
   EXPECT_NE(run.output.find("| pneumo fp32, no augmentation, cuDNN only | 5,000 |  |"),
             std::string::npos)
+      << run.output;
+  EXPECT_NE(run.output.find("| pneumo fp32, fused block tails | 8,000 |  |"), std::string::npos)
       << run.output;
   EXPECT_NE(run.output.find("| PyTorch eager (fp32) | 3,000 | 20.25 |"), std::string::npos)
       << run.output;

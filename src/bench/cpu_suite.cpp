@@ -9,6 +9,7 @@
 #include "bench/kernel_bench.hpp"
 #include "bench/reference.hpp"
 #include "bench/suite_common.hpp"
+#include "bench/tail_case.hpp"
 #include "bench/timing.hpp"
 #include "pneumo/backend.hpp"
 
@@ -125,6 +126,47 @@ class CpuSuite {
         },
         [&] { return check_loss(dlogits.data(), stats.data(), p); }, timed(op));
     run_.rows.push_back(r);
+  }
+
+  // One block's tail: the fused op against the unfused chain of CPU backend ops, forward and
+  // backward; the chain's outputs are the reference.
+  void tail(size_t block, int64_t batch) {
+    TailCase t(block, batch, Device::Cpu);
+    t.chain_forward(*backend_);
+    t.chain_backward(*backend_);
+    const std::vector<float> y = t.y(), da = t.da();
+    auto tail_row = [&](const char* op, const std::string& variant, bool baseline, double bytes) {
+      BenchRow r = row(op, t.layer(), t.shape_label(), batch, variant, baseline);
+      r.reference = kTailReference;
+      r.bytes = bytes;
+      return r;
+    };
+    auto check_y = [&] { return compare_outputs(t.y().data(), y.data(), t.y_shape(), kTailRtol); };
+    auto check_da = [&] {
+      return compare_outputs(t.da().data(), da.data(), t.a_shape(), kTailRtol);
+    };
+    struct Variant {
+      const char* name;
+      bool baseline;
+      std::function<void()> forward, backward;
+    };
+    const Variant variants[] = {
+        {"cpu backend: unfused chain", true, [&] { t.chain_forward(*backend_); },
+         [&] { t.chain_backward(*backend_); }},
+        {"cpu backend: fused block tail", false, [&] { t.fused_forward(*backend_); },
+         [&] { t.fused_backward(*backend_); }}};
+    for (const Variant& v : variants) {
+      BenchRow r = tail_row("block_tail_forward", v.name, v.baseline, t.forward_bytes());
+      measure(r, [&] { t.poison_y(); v.forward(); }, check_y, timed(v.forward));
+      run_.rows.push_back(r);
+    }
+    for (const Variant& v : variants) {
+      BenchRow r = tail_row("block_tail_backward", v.name, v.baseline, t.backward_bytes());
+      // Its own forward first (the chain's backward reads the chain's intermediates).
+      v.forward();
+      measure(r, [&] { t.poison_da(); v.backward(); }, check_da, timed(v.backward));
+      run_.rows.push_back(r);
+    }
   }
 
   void augment(int64_t batch) {

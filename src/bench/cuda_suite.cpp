@@ -17,6 +17,7 @@
 #include "bench/kernel_bench.hpp"
 #include "bench/reference.hpp"
 #include "bench/suite_common.hpp"
+#include "bench/tail_case.hpp"
 #include "bench/timing.hpp"
 #include "core/nvtx.hpp"
 #include "cuda/cuda_raii.hpp"
@@ -156,19 +157,23 @@ class CudaSuite {
   // Runs `prepare` + `enqueue` once and checks the result, then times `enqueue` alone; appends
   // the row. A fault inside a kernel leaves the CUDA context unusable: the run stops there with
   // the rows so far (the command still prints them) and a message naming the variant.
+  // `timer`: another stream's (a Backend's ops run on the backend's own stream); default, the
+  // suite's.
   void measure_variant(BenchRow& r, const std::function<void()>& prepare,
                        const std::function<void()>& enqueue,
-                       const std::function<Comparison()>& check) {
+                       const std::function<Comparison()>& check, CudaTimer* timer = nullptr) {
     const std::string range = "bench " + r.layer + " b" + std::to_string(r.batch) + " " + r.variant;
     const NvtxRange nvtx(range.c_str());
+    CudaTimer& clock = timer ? *timer : *timer_;
     measure(
         r,
         [&] {
           prepare();
           enqueue();
           synchronize("checked run of " + r.variant);
+          PNEUMO_CUDA_CHECK(cudaDeviceSynchronize(), "checked run of ", r.variant);
         },
-        check, [&] { return timer_->time(enqueue, config_.warmup, config_.repeats); });
+        check, [&] { return clock.time(enqueue, config_.warmup, config_.repeats); });
     run_.rows.push_back(r);
     const cudaError_t status = cudaDeviceSynchronize();
     if (status != cudaSuccess)
@@ -403,6 +408,75 @@ class CudaSuite {
     }
   }
 
+  // ---- The fused block tail -------------------------------------------------------------------
+  // Through CudaBackend objects, timed on their streams: the fused op (kernels/batchnorm.cu)
+  // against the unfused chain as the backend runs it (its timed picks between cuDNN and our
+  // kernels) and as cuDNN alone runs it (batch-norm and pooling by cuDNN; dropout and ReLU's
+  // gradient are ours in both). The cuDNN chain's outputs are the reference.
+
+  struct TailBackend {
+    std::unique_ptr<Backend> backend;
+    std::unique_ptr<CudaTimer> timer;
+  };
+  TailBackend& tail_backend(bool cudnn_only) {
+    TailBackend& b = cudnn_only ? tail_cudnn_ : tail_picks_;
+    if (!b.backend) {
+      BackendOptions options;
+      options.cudnn_only = cudnn_only;
+      options.tuning_cache = "";  // decide afresh, as the other rows do
+      b.backend = make_cuda_backend(options);
+      b.timer = std::make_unique<CudaTimer>(static_cast<cudaStream_t>(b.backend->native_stream()),
+                                            timer_->flush_bytes());
+    }
+    return b;
+  }
+
+  void tail(size_t block, int64_t batch) {
+    TailCase t(block, batch, Device::Cuda);
+    TailBackend& cudnn = tail_backend(true);
+    TailBackend& picks = tail_backend(false);
+    t.chain_forward(*cudnn.backend);
+    t.chain_backward(*cudnn.backend);
+    cudnn.backend->synchronize();
+    const std::vector<float> y = t.y(), da = t.da();
+    const std::function<Comparison()> check_y = [&] {
+      return compare_outputs(t.y().data(), y.data(), t.y_shape(), kTailRtol);
+    };
+    const std::function<Comparison()> check_da = [&] {
+      return compare_outputs(t.da().data(), da.data(), t.a_shape(), kTailRtol);
+    };
+    struct Variant {
+      const char* name;
+      bool baseline;
+      TailBackend* on;
+      bool fused;
+    };
+    const Variant variants[] = {
+        {"cudnn: batch-norm + pooling (dropout, ReLU backward ours), unfused", true, &cudnn, false},
+        {"cuda backend: unfused chain, its picks", true, &picks, false},
+        {"ours: fused block tail (kernels/batchnorm.cu)", false, &picks, true}};
+    for (const bool backward : {false, true}) {
+      for (const Variant& v : variants) {
+        Backend& b = *v.on->backend;
+        BenchRow r = row(backward ? "block_tail_backward" : "block_tail_forward", t.layer(),
+                         t.shape_label(), batch, v.name, v.baseline);
+        r.reference = kTailReference;
+        r.bytes = backward ? t.backward_bytes() : t.forward_bytes();
+        auto forward = [&] { v.fused ? t.fused_forward(b) : t.chain_forward(b); };
+        auto enqueue = [&] {
+          if (backward)
+            v.fused ? t.fused_backward(b) : t.chain_backward(b);
+          else
+            forward();
+        };
+        if (backward) forward();  // the state its backward reads
+        measure_variant(
+            r, [&] { backward ? t.poison_da() : t.poison_y(); }, enqueue, backward ? check_da : check_y,
+            v.on->timer.get());
+      }
+    }
+  }
+
   // ---- Sigmoid + binary cross-entropy -----------------------------------------------------------
 
   void loss(int64_t batch, int64_t n, const std::string& layer) {
@@ -521,6 +595,7 @@ class CudaSuite {
   cuda::Stream stream_;
   cuda::CudnnHandle cudnn_;
   std::unique_ptr<CudaTimer> timer_;
+  TailBackend tail_cudnn_, tail_picks_;  // made on the first tail case
 };
 
 }  // namespace

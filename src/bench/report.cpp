@@ -19,7 +19,7 @@ bool KernelBenchConfig::wants(const std::string& op) const {
 }
 
 const std::vector<std::string>& known_ops() {
-  static const std::vector<std::string> ops{"conv", "pool", "loss", "augment"};
+  static const std::vector<std::string> ops{"conv", "pool", "loss", "augment", "tail"};
   return ops;
 }
 

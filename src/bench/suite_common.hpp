@@ -39,7 +39,8 @@ BenchRow make_row(const char* platform, const std::string& op, const std::string
                   bool baseline);
 
 // Calls a suite's cases in table order for each batch size the config asks for: every conv
-// layer, every pool, the loss at the batch size and at kSyntheticLossSize, the augmentation.
+// layer, every pool, the loss at the batch size and at kSyntheticLossSize, the augmentation,
+// every block's tail (fused vs unfused).
 template <class Suite>
 void run_cases(const KernelBenchConfig& config, Suite& suite) {
   for (int batch : config.batches) {
@@ -52,6 +53,8 @@ void run_cases(const KernelBenchConfig& config, Suite& suite) {
       suite.loss(batch, kSyntheticLossSize, "loss (synthetic n)");
     }
     if (config.wants("augment")) suite.augment(batch);
+    if (config.wants("tail"))
+      for (size_t block = 0; block < model_layers().size(); ++block) suite.tail(block, batch);
   }
 }
 

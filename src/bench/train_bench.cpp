@@ -208,7 +208,7 @@ class StepBench {
         data_(random_images(backend.device(), count_, ModelConfig{}.input_size)),
         order_(static_cast<size_t>(count_)),
         device_order_(count_, backend.device()),
-        model_(backend, ModelConfig{}, batch),
+        model_(backend, bench_model_config(options), batch),
         trainer_(backend, model_, batch, augment_settings(options), 1),
         pass_steps_(std::min(options.steps, 50)) {
     for (int64_t i = 0; i < count_; ++i) order_[static_cast<size_t>(i)] = static_cast<int32_t>(i);
@@ -327,6 +327,12 @@ class StepBench {
 
 }  // namespace
 
+ModelConfig bench_model_config(const TrainBenchOptions& options) {
+  ModelConfig config;
+  config.fused_block_tails = options.fused_block_tails;
+  return config;
+}
+
 int64_t recipe_train_images(const TrainBenchOptions& options, Device device, int batch) {
   if (options.epoch_images > 0) return options.epoch_images;
   return device == Device::Cpu ? 2 * int64_t{batch} : kRecipeTrainImages;
@@ -344,7 +350,7 @@ nlohmann::json bench_train_recipe(const BackendFactory& make, const TrainBenchOp
   const int size = ModelConfig{}.input_size;
   const ImageSet train = random_images(backend->device(), train_images, size, 1);
   const ImageSet val = random_images(backend->device(), val_images, size, 2);
-  Model model(*backend, ModelConfig{}, batch);
+  Model model(*backend, bench_model_config(options), batch);
   model.initialize(1);
   Trainer trainer(*backend, model, batch, augment_settings(options), 1);
   backend->synchronize();
@@ -370,6 +376,7 @@ nlohmann::json bench_train_recipe(const BackendFactory& make, const TrainBenchOp
                          {"measure", "recipe"},
                          {"backend", backend->name()},
                          {"precision", options.precision},
+                         {"fused_block_tails", options.fused_block_tails},
                          {"deterministic", options.deterministic},
                          {"augment", options.augment},
                          {"batch", batch},
@@ -411,6 +418,7 @@ nlohmann::json bench_train_batch(Backend& backend, const TrainBenchOptions& opti
                          {"deterministic", options.deterministic},
                          {"cudnn_only", options.cudnn_only},
                          {"graph_engines", options.graph_engines},
+                         {"fused_block_tails", options.fused_block_tails},
                          {"augment", options.augment},
                          {"steps", options.steps},
                          {"step_ms_mean", step_ms},
@@ -446,7 +454,7 @@ void write_train_bench_summary(const std::vector<nlohmann::json>& rows,
       << backend.name() << ", " << options.precision << ", augmentation "
       << (options.augment ? "on" : "off")
       << (options.cudnn_only ? ", cuDNN only (no kernel of ours timed against it)" : "")
-      << "\n\n"
+      << (options.fused_block_tails ? ", fused block tails" : "") << "\n\n"
       << "| batch | step ms | images/s | augment ms | forward ms | loss ms | backward ms | "
          "optimizer ms | graph step ms | graph gain | epoch images/s | memory MiB |\n"
       << "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
@@ -543,7 +551,9 @@ void write_train_bench_summary(const std::vector<nlohmann::json>& rows,
 
 void write_recipe_summary(const nlohmann::json& recipe, std::ostream& out) {
   out << "\n### The recipe end to end: " << recipe["backend"].get<std::string>() << ", "
-      << recipe["precision"].get<std::string>() << ", batch " << recipe["batch"].get<int>() << ", "
+      << recipe["precision"].get<std::string>()
+      << (recipe.value("fused_block_tails", false) ? ", fused block tails" : "") << ", batch "
+      << recipe["batch"].get<int>() << ", "
       << recipe["epochs"].get<int>() << " epochs of " << recipe["train_images"].get<int64_t>()
       << " random images, each followed by a pass over " << recipe["val_images"].get<int64_t>()
       << "\n\n| total s | set-up s | first epoch s | steady epoch s (median) | first-epoch overhead "

@@ -24,6 +24,7 @@
 #include <nlohmann/json.hpp>
 
 #include "pneumo/backend.hpp"
+#include "pneumo/model.hpp"
 
 namespace pneumo::bench {
 
@@ -42,7 +43,11 @@ struct TrainBenchOptions {
   bool layers = false;       // also time each layer's forward and backward, and each backend op
   bool cudnn_only = false;   // CUDA: no kernel of ours where cuDNN has the op (A/B on one card)
   bool graph_engines = false;  // CUDA: also time cuDNN graph-API engines for conv backward
+  bool fused_block_tails = false;  // the model's blocks end in the fused tail op
 };
+
+// The model the benchmarks train: the recipe's, with the options' speed settings.
+ModelConfig bench_model_config(const TrainBenchOptions& options);
 
 // The recipe's epoch: 6,586 oversampled training images, 782 validation images.
 constexpr int64_t kRecipeTrainImages = 6586;

@@ -233,6 +233,8 @@ void add_bench(CLI::App& app, BenchTrainOptions& o, BenchKernelsOptions& k, Acti
               "CUDA: cuDNN wherever the backend would time a kernel of ours against it");
   c->add_flag("--graph-engines", o.graph_engines,
               "CUDA: also time cuDNN graph-API engines for the convolutions' backward passes");
+  c->add_flag("--fused-block-tails", o.fused_block_tails,
+              "Each block's dropout, batch-norm and max pooling as one fused op");
   c->callback([&o, &action] { action = [&o] { return run_bench_train(o); }; });
 
   auto* kc = bench->add_subcommand(
@@ -243,7 +245,7 @@ void add_bench(CLI::App& app, BenchTrainOptions& o, BenchKernelsOptions& k, Acti
   kc->add_option("--repeats", k.repeats, "Timed runs per variant (default 20 on CUDA, 5 on the CPU)");
   kc->add_option("--warmup", k.warmup, "Untimed runs first (default 3 on CUDA, 1 on the CPU)");
   kc->add_flag("--quick", k.quick, "Smoke run: batch 2, 3 repeats, 1 warm-up (flags given win)");
-  kc->add_option("--ops", k.ops, "Any of conv pool loss augment")
+  kc->add_option("--ops", k.ops, "Any of conv pool loss augment tail")
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll)
       ->delimiter(',')
       ->capture_default_str();

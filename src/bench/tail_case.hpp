@@ -1,0 +1,57 @@
+// The fused block tail in `pneumo bench kernels` (--ops tail): one block's dropout -> batch-norm
+// -> max pooling, forward and backward, as the fused op (Backend::block_tail_forward/backward)
+// and as the unfused chain of backend ops it replaces, on the model's block shapes with the
+// recipe's dropout rates. Both suites run it through Backend objects (the CPU backend; on CUDA the
+// backend with its own picks and one restricted to cuDNN), so the chain is exactly what training
+// runs. The reference is the unfused chain on the same device (each of its ops is checked against
+// its own reference in the test suite): the fused op must match it.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "bench/kernel_bench.hpp"
+#include "pneumo/backend.hpp"
+
+namespace pneumo::bench {
+
+// Where a tail case's variants are measured against: label of the reference and its tolerance
+// (statistics summed in another order; ties are exact in the inputs, so a wrong winner fails).
+constexpr double kTailRtol = 1e-4;
+extern const char* const kTailReference;
+
+class TailCase {
+ public:
+  // Block `block` (0-based) of model_layers(): a = the ReLU output of its convolution, batch
+  // images; inputs on `device`.
+  TailCase(size_t block, int64_t batch, Device device);
+
+  void fused_forward(Backend& backend);
+  void fused_backward(Backend& backend);  // after a forward of either kind
+  void chain_forward(Backend& backend);
+  void chain_backward(Backend& backend);  // after chain_forward
+  // Fill y or da with kPoison, so that an element a variant fails to write fails its check (not
+  // y before a backward: the chain's pooling backward reads it).
+  void poison_y();
+  void poison_da();
+
+  std::vector<float> y() const;
+  std::vector<float> da() const;
+  const Shape& a_shape() const { return a_.shape(); }
+  const Shape& y_shape() const { return y_.shape(); }
+  std::string layer() const;         // "tail2"
+  std::string shape_label() const;   // "64x75x75 -> 64x38x38, dropout 0.1"
+  double forward_bytes() const;      // a read once, y written once
+  double backward_bytes() const;     // a and dy read once, da written once
+  float rate() const { return settings_.dropout_rate; }
+
+ private:
+  size_t block_;
+  BlockTailSettings settings_;
+  Tensor a_, gamma_, beta_, running_mean_, running_var_, saved_mean_, saved_inv_std_;
+  Tensor y_, dy_, da_, dgamma_, dbeta_;
+  Tensor d_, z_, dz_, dd_, dm_;  // the chain's intermediates
+};
+
+}  // namespace pneumo::bench
