@@ -447,7 +447,7 @@ elif [[ -x $cli_bin ]]; then
         "$cli_bin" bench train --device "$device" --augment false --recipe-epochs 0 --deterministic false $bench_args
       # Our kernels vs cuDNN, each variant validated before it is timed (profiling/README.md); the
       # table is the log, every row also in bench_kernels.jsonl / .csv.
-      run "bench kernels" 120 bench_kernels "our kernels vs cuDNN, batch 32 and 256" -- \
+      run "bench kernels" 180 bench_kernels "our kernels vs cuDNN (and the fused tail, bf16 conversions), batch 32 and 256" -- \
         "$cli_bin" bench kernels --device "$device" --json "$out/bench_kernels.jsonl" \
         --csv "$out/bench_kernels.csv" ${PNEUMO_BENCH_KERNELS_ARGS:-}
       # TF32 last: fp32 is the default and the comparison that counts (PyTorch's TF32 run below).

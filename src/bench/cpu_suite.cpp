@@ -128,6 +128,10 @@ class CpuSuite {
     run_.rows.push_back(r);
   }
 
+  // --precision bf16's conversions exist on CUDA only: the CPU backend rounds inside its
+  // convolution (src/cpu/conv.cpp) and converts nothing.
+  void bf16(const LayerShape&, int64_t) {}
+
   // One block's tail: the fused op against the unfused chain of CPU backend ops, forward and
   // backward; the chain's outputs are the reference.
   void tail(size_t block, int64_t batch) {

@@ -19,6 +19,7 @@
 #include "bench/suite_common.hpp"
 #include "bench/tail_case.hpp"
 #include "bench/timing.hpp"
+#include "bf16.hpp"
 #include "core/nvtx.hpp"
 #include "cuda/cuda_raii.hpp"
 #include "kernels.hpp"
@@ -586,6 +587,97 @@ class CudaSuite {
             return compare_outputs(download(out).data(), expected.data(), out_shape,
                                    enabled ? 1e-5 : 0.0, enabled ? 0.005 : 0.0);
           });
+    }
+  }
+
+  // ---- --precision bf16's conversions ----------------------------------------------------------
+  // kernels/bf16_convert.cu on every convolution the rule converts (conv2..conv5): the input
+  // activation to channels-last bfloat16, and the output back to fp32 NCHW with bias and ReLU;
+  // against a device-to-device copy of the fp32 tensor (what the bytes alone cost). Exact: the
+  // expected values are the same rounding (bf16.hpp) and transposition done on the host.
+
+  void bf16(const LayerShape& layer, int64_t batch) {
+    if (layer.in_channels == 1) return;  // conv1 stays fp32 (pneumo/ops/conv2d.hpp)
+    const int64_t spatial = layer.size * layer.size;
+    const std::string shape = conv_shape_label(layer);
+    auto copy_row = [&](const char* op, int64_t channels) {
+      const Shape s{batch, channels, layer.size, layer.size};
+      const std::vector<float> values = uniform_values(s.numel(), kSeed + 7, -2.0f, 2.0f);
+      Tensor src = upload(values, s), dst(s, Device::Cuda);
+      BenchRow r = row(op, layer.conv, shape, batch, "cudaMemcpyAsync D2D of the fp32 tensor", true);
+      r.reference = "the copied buffer";
+      r.bytes = 2.0 * static_cast<double>(s.numel()) * sizeof(float);
+      measure_variant(
+          r, [&] { poison(dst); },
+          [&] {
+            PNEUMO_CUDA_CHECK(cudaMemcpyAsync(dst.data(), src.data(),
+                                              static_cast<size_t>(s.numel()) * sizeof(float),
+                                              cudaMemcpyDeviceToDevice, stream_.get()),
+                              "D2D copy");
+          },
+          [&] { return compare_outputs(download(dst).data(), values.data(), s, 0.0); });
+    };
+    {  // The input activation x (N, C, S, S) -> (N, S, S, C) bfloat16.
+      const int64_t c = layer.in_channels;
+      const Shape s{batch, c, layer.size, layer.size};
+      copy_row("to_bf16_channels_last", c);
+      const std::vector<float> x = uniform_values(s.numel(), kSeed + 8, -2.0f, 2.0f);
+      std::vector<float> expected(x.size());
+      for (int64_t n = 0; n < batch; ++n)
+        for (int64_t ch = 0; ch < c; ++ch)
+          for (int64_t p = 0; p < spatial; ++p)
+            expected[size_t((n * spatial + p) * c + ch)] = round_to_bf16(x[size_t((n * c + ch) * spatial + p)]);
+      Tensor src = upload(x, s);
+      Array<uint16_t> dst(s.numel(), Device::Cuda);
+      BenchRow r = row("to_bf16_channels_last", layer.conv, shape, batch,
+                       "ours: kernels/bf16_convert.cu", false);
+      r.reference = "bf16.hpp rounding and the NHWC transposition on the host, exact";
+      r.bytes = static_cast<double>(s.numel()) * (sizeof(float) + sizeof(uint16_t));
+      measure_variant(
+          r,
+          [&] {
+            PNEUMO_CUDA_CHECK(cudaMemsetAsync(dst.data(), kPoisonByte, dst.bytes(), stream_.get()),
+                              "poisoning the bf16 copy");
+          },
+          [&] { kernels::to_bf16_channels_last(src.data(), dst.data(), batch, c, spatial, stream_.get()); },
+          [&] {
+            synchronize("reading the bf16 copy");
+            std::vector<uint16_t> bits(static_cast<size_t>(s.numel()));
+            copy_bytes(bits.data(), Device::Cpu, dst.data(), Device::Cuda, dst.bytes());
+            std::vector<float> got(bits.size());
+            for (size_t i = 0; i < bits.size(); ++i) got[i] = float_from_bf16(bits[i]);
+            return compare_outputs(got.data(), expected.data(), Shape{batch, layer.size, layer.size, c}, 0.0);
+          });
+    }
+    {  // The output y (N, S, S, K) bfloat16 -> (N, K, S, S) fp32, + bias, ReLU.
+      const int64_t k = layer.out_channels;
+      const Shape s{batch, k, layer.size, layer.size};
+      copy_row("from_bf16_channels_last", k);
+      const std::vector<float> y = uniform_values(s.numel(), kSeed + 9, -2.0f, 2.0f);
+      const std::vector<float> bias = uniform_values(k, kSeed + 10, -0.5f, 0.5f);
+      std::vector<uint16_t> bits(y.size());
+      for (size_t i = 0; i < y.size(); ++i) bits[i] = bf16_from_float(y[i]);
+      std::vector<float> expected(y.size());
+      for (int64_t n = 0; n < batch; ++n)
+        for (int64_t ch = 0; ch < k; ++ch)
+          for (int64_t p = 0; p < spatial; ++p) {
+            const float v = float_from_bf16(bits[size_t((n * spatial + p) * k + ch)]) + bias[size_t(ch)];
+            expected[size_t((n * k + ch) * spatial + p)] = v > 0.0f ? v : 0.0f;
+          }
+      Array<uint16_t> src(s.numel(), Device::Cuda);
+      copy_bytes(src.data(), Device::Cuda, bits.data(), Device::Cpu, src.bytes());
+      Tensor b = upload(bias, {k}), dst(s, Device::Cuda);
+      BenchRow r = row("from_bf16_channels_last", layer.conv, shape, batch,
+                       "ours: kernels/bf16_convert.cu (+ bias, ReLU)", false);
+      r.reference = "the NCHW transposition, bias and ReLU on the host, exact";
+      r.bytes = static_cast<double>(s.numel()) * (sizeof(float) + sizeof(uint16_t));
+      measure_variant(
+          r, [&] { poison(dst); },
+          [&] {
+            kernels::from_bf16_channels_last(src.data(), dst.data(), batch, k, spatial, b.data(),
+                                             true, stream_.get());
+          },
+          [&] { return compare_outputs(download(dst).data(), expected.data(), s, 0.0); });
     }
   }
 

@@ -40,7 +40,7 @@ BenchRow make_row(const char* platform, const std::string& op, const std::string
 
 // Calls a suite's cases in table order for each batch size the config asks for: every conv
 // layer, every pool, the loss at the batch size and at kSyntheticLossSize, the augmentation,
-// every block's tail (fused vs unfused).
+// the bf16 conversions (CUDA only), every block's tail (fused vs unfused).
 template <class Suite>
 void run_cases(const KernelBenchConfig& config, Suite& suite) {
   for (int batch : config.batches) {
@@ -53,6 +53,8 @@ void run_cases(const KernelBenchConfig& config, Suite& suite) {
       suite.loss(batch, kSyntheticLossSize, "loss (synthetic n)");
     }
     if (config.wants("augment")) suite.augment(batch);
+    if (config.wants("bf16"))
+      for (const LayerShape& layer : model_layers()) suite.bf16(layer, batch);
     if (config.wants("tail"))
       for (size_t block = 0; block < model_layers().size(); ++block) suite.tail(block, batch);
   }
