@@ -58,15 +58,11 @@ __device__ Moments block_moments(Moments m) {
   return total;
 }
 
-// What the moments are taken of: x itself (batch-norm), or a through the block tail's dropout.
+// What the moments are taken of: x itself (batch-norm and a tail without dropout), or the block
+// tail's activations through dropout (SourceValues, below).
 struct PlainValues {
   const float* x;
   __device__ float operator()(int64_t i) const { return x[i]; }
-};
-struct DroppedValues {
-  const float* a;
-  BlockTailChannel ch;  // only rate and key are used
-  __device__ float operator()(int64_t i) const { return block_tail_dropped(a[i], ch, i); }
 };
 
 // Block (c, j): the mean and M2 of channel c over chunk j, into partial[2 (c chunks + j) + {0, 1}].
@@ -185,7 +181,7 @@ __global__ void factors_from_sums_kernel(const float* sums, int64_t channels, do
   }
 }
 
-// ---- The fused block tail (pneumo/ops/block_tail.hpp) ------------------------------------------
+// ---- The fused block tail and the stem (pneumo/ops/block_tail.hpp) -----------------------------
 
 __device__ __forceinline__ BlockTailChannel tail_channel(const BlockTailArgs& t, int64_t c) {
   return {t.saved_mean[c], t.saved_inv_std[c], t.gamma[c], t.beta[c],
@@ -197,6 +193,37 @@ __device__ __forceinline__ PoolWindow tail_window(const PoolGeometry& g, int64_t
   return pool_window(g, s / g.out_width(), s % g.out_width());
 }
 
+// Where a plane's activations come from: the tail reads them (a), the stem recomputes them from
+// the image and channel c's convolution weights (StemPlane).
+struct StoredActivation {
+  const float* a;
+  int64_t in_plane;
+  __device__ PlaneValues plane(int64_t plane_index, int64_t) const {
+    return {a + plane_index * in_plane};
+  }
+};
+struct RecomputedActivation {
+  const float *x, *weight, *bias;
+  int64_t channels, height, width;
+  __device__ StemPlane plane(int64_t plane_index, int64_t c) const {
+    StemPlane s{x + (plane_index / channels) * height * width, height, width, {}, bias[c]};
+    for (int t = 0; t < 9; ++t) s.w[t] = weight[c * 9 + t];
+    return s;
+  }
+};
+
+// Element i of the activation tensor through dropout, for the moments kernel.
+template <class Source>
+struct SourceValues {
+  Source source;
+  BlockTailChannel ch;  // only rate and key are used
+  int64_t channels, spatial;
+  __device__ float operator()(int64_t i) const {
+    const int64_t plane = i / spatial;
+    return block_tail_dropped(source.plane(plane, plane % channels)(i - plane * spatial), ch, i);
+  }
+};
+
 // Inference: the running statistics as saved_mean and saved_inv_std (what the backward reads).
 __global__ void running_statistics_kernel(BlockTailArgs t, int64_t channels) {
   for (int64_t c = global_thread_index(); c < channels; c += grid_stride()) {
@@ -207,29 +234,34 @@ __global__ void running_statistics_kernel(BlockTailArgs t, int64_t channels) {
 }
 
 // One thread per pooled output: its window's max of the normalised dropped values.
-__global__ void tail_pool_kernel(BlockTailArgs t, float* y, PoolGeometry g) {
+template <class Source>
+__global__ void tail_pool_kernel(BlockTailArgs t, Source source, float* y, PoolGeometry g) {
   const int64_t in_plane = g.height * g.width, out_plane = g.out_height() * g.out_width();
   for_each_plane_element(g.planes(), out_plane, [&](int64_t plane, int64_t i) {
-    const BlockTailChannel ch = tail_channel(t, plane % g.channels);
-    const int64_t first = plane * in_plane;
-    y[i] = block_tail_winner(t.a + first, first, tail_window(g, i - plane * out_plane), ch).value;
+    const int64_t c = plane % g.channels;
+    const BlockTailChannel ch = tail_channel(t, c);
+    y[i] = block_tail_winner_of(source.plane(plane, c), plane * in_plane,
+                                tail_window(g, i - plane * out_plane), ch)
+               .value;
   });
 }
 
 // Block (c, j): over chunk j of channel c's pooled outputs, sum dy and dy (d - mean) at each
 // window's winner (the forward's winner, recomputed).
-__global__ void tail_gradient_partial_kernel(BlockTailArgs t, const float* dy, PoolGeometry pg,
-                                             float* partial, ChunkGeometry g) {
-  const BlockTailChannel ch = tail_channel(t, blockIdx.x);
+template <class Source>
+__global__ void tail_gradient_partial_kernel(BlockTailArgs t, Source source, const float* dy,
+                                             PoolGeometry pg, float* partial, ChunkGeometry g) {
+  const int64_t c = blockIdx.x;
+  const BlockTailChannel ch = tail_channel(t, c);
   const int64_t in_plane = pg.height * pg.width, out_plane = pg.out_height() * pg.out_width();
   float sum_dy = 0.0f, sum_dy_centred = 0.0f;
   g.for_each([&](int64_t i) {
     const int64_t plane = i / out_plane, first = plane * in_plane;
+    const auto values = source.plane(plane, c);
     const PoolWindow w = tail_window(pg, i - plane * out_plane);
-    const int slot = block_tail_winner(t.a + first, first, w, ch).slot;
-    const int64_t e = first + w.offset[slot];
+    const int64_t offset = w.offset[block_tail_winner_of(values, first, w, ch).slot];
     sum_dy += dy[i];
-    sum_dy_centred += dy[i] * (block_tail_dropped(t.a[e], ch, e) - ch.mean);
+    sum_dy_centred += dy[i] * (block_tail_dropped(values(offset), ch, first + offset) - ch.mean);
   });
   sum_dy = block_sum(sum_dy);
   sum_dy_centred = block_sum(sum_dy_centred);
@@ -258,6 +290,109 @@ __global__ void tail_input_gradient_kernel(BlockTailArgs t, const float* dy, flo
                                   f.scale, f.mean_dy, f.mean_dy_xhat);
     }
   });
+}
+
+constexpr int kStemSums = 10;  // dweight's 9 taps, then dbias
+
+// Block (k, j): the stem's convolution gradients over chunk j of channel k: each window's
+// elements' gradient before the ReLU (never stored) times the input under each tap, and alone
+// for the bias, summed by the block into partial[kStemSums (k chunks + j) + v].
+__global__ void stem_weight_partial_kernel(BlockTailArgs t, RecomputedActivation source,
+                                           const float* dy,
+                                           const BatchNormGradientFactors* factors,
+                                           PoolGeometry pg, float* partial, ChunkGeometry g) {
+  const int64_t k = blockIdx.x;
+  const BlockTailChannel ch = tail_channel(t, k);
+  const BatchNormGradientFactors f = factors[k];
+  const int64_t in_plane = pg.height * pg.width, out_plane = pg.out_height() * pg.out_width();
+  float sums[kStemSums] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+  g.for_each([&](int64_t i) {
+    const int64_t plane = i / out_plane, first = plane * in_plane;
+    const StemPlane values = source.plane(plane, k);
+    const PoolWindow w = tail_window(pg, i - plane * out_plane);
+    const int slot = block_tail_winner_of(values, first, w, ch).slot;
+    for (int e = 0; e < w.count; ++e) {
+      const int64_t offset = w.offset[e];
+      const float grad = block_tail_gradient(values(offset), block_tail_mask(ch, first + offset),
+                                             e == slot ? dy[i] : 0.0f, ch, f.scale, f.mean_dy,
+                                             f.mean_dy_xhat);
+      if (grad == 0.0f) continue;
+      for (int tap = 0; tap < 9; ++tap) sums[tap] += grad * values.tap(offset, tap);
+      sums[9] += grad;
+    }
+  });
+  for (int v = 0; v < kStemSums; ++v) {
+    const float total = block_sum(sums[v]);
+    if (threadIdx.x == 0) partial[kStemSums * (k * gridDim.y + blockIdx.y) + v] = total;
+  }
+}
+
+// One thread per channel: its chunks' partial sums in chunk order, in double.
+__global__ void stem_weight_finalize_kernel(const float* partial, int64_t channels, int64_t chunks,
+                                            float* dweight, float* dbias) {
+  for (int64_t k = global_thread_index(); k < channels; k += grid_stride()) {
+    double sums[kStemSums] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+    for (int64_t j = 0; j < chunks; ++j)
+      for (int v = 0; v < kStemSums; ++v) sums[v] += partial[kStemSums * (k * chunks + j) + v];
+    for (int tap = 0; tap < 9; ++tap) dweight[k * 9 + tap] = static_cast<float>(sums[tap]);
+    dbias[k] = static_cast<float>(sums[9]);
+  }
+}
+
+// The forward both share: statistics of the dropped activations (training) or the running ones,
+// then the pooled output.
+template <class Source>
+void tail_forward(const BlockTailArgs& t, const Source& source, bool plain, float* y,
+                  float* scratch, const BiasReduction& r, cudaStream_t stream) {
+  const PoolGeometry pg{t.batch, t.channels, t.height, t.width};
+  const int64_t spatial = t.height * t.width;
+  if (t.training) {
+    const dim3 grid = chunk_grid("block tail forward", r, t.batch, t.channels);
+    const ChunkGeometry g{t.batch, t.channels, spatial, r.images_per_chunk};
+    if (plain) {  // a stored, no dropout: the batch-norm kernel's own loads
+      moments_partial_kernel<<<grid, kThreadsPerBlock, 0, stream>>>(PlainValues{t.a}, scratch, g);
+    } else {
+      const SourceValues<Source> values{source, {0.0f, 0.0f, 0.0f, 0.0f, t.rate, t.key},
+                                        t.channels, spatial};
+      moments_partial_kernel<<<grid, kThreadsPerBlock, 0, stream>>>(values, scratch, g);
+    }
+    PNEUMO_LAUNCH_CHECK("block tail moments_partial_kernel", "batch=", t.batch,
+                        " channels=", t.channels, " spatial=", spatial);
+    moments_finalize_kernel<<<blocks_for(t.channels), kThreadsPerBlock, 0, stream>>>(
+        scratch, g, r.chunks, t.factor, t.epsilon, t.saved_mean, t.saved_inv_std,
+        t.running_mean, t.running_var);
+    PNEUMO_LAUNCH_CHECK("block tail moments_finalize_kernel", "channels=", t.channels);
+  } else {
+    running_statistics_kernel<<<blocks_for(t.channels), kThreadsPerBlock, 0, stream>>>(
+        t, t.channels);
+    PNEUMO_LAUNCH_CHECK("running_statistics_kernel", "channels=", t.channels);
+  }
+  tail_pool_kernel<<<plane_grid(pg.planes(), pg.out_height() * pg.out_width()), kThreadsPerBlock,
+                     0, stream>>>(t, source, y, pg);
+  PNEUMO_LAUNCH_CHECK("tail_pool_kernel", "batch=", t.batch, " channels=", t.channels,
+                      " height=", t.height, " width=", t.width);
+}
+
+// The backward's first half, both share: dgamma, dbeta and the factors of the input gradient.
+template <class Source>
+BatchNormGradientFactors* tail_gradient_factors(const BlockTailArgs& t, const Source& source,
+                                                const float* dy, float* dgamma, float* dbeta,
+                                                float* scratch, const BiasReduction& r,
+                                                cudaStream_t stream) {
+  const PoolGeometry pg{t.batch, t.channels, t.height, t.width};
+  const int64_t out_plane = pg.out_height() * pg.out_width();
+  const dim3 grid = chunk_grid("block tail backward", r, t.batch, t.channels);
+  const ChunkGeometry g{t.batch, t.channels, out_plane, r.images_per_chunk};
+  auto* factors = reinterpret_cast<BatchNormGradientFactors*>(scratch + 2 * r.partial_floats);
+  tail_gradient_partial_kernel<<<grid, kThreadsPerBlock, 0, stream>>>(t, source, dy, pg, scratch,
+                                                                      g);
+  PNEUMO_LAUNCH_CHECK("tail_gradient_partial_kernel", "batch=", t.batch,
+                      " channels=", t.channels, " spatial=", t.height * t.width);
+  gradient_finalize_kernel<<<blocks_for(t.channels), kThreadsPerBlock, 0, stream>>>(
+      scratch, t.channels, r.chunks, static_cast<double>(t.batch * t.height * t.width), t.gamma,
+      t.saved_inv_std, dgamma, dbeta, factors, t.training);
+  PNEUMO_LAUNCH_CHECK("block tail gradient_finalize_kernel", "channels=", t.channels);
+  return factors;
 }
 
 }  // namespace
@@ -333,55 +468,52 @@ namespace pneumo::kernels {
 
 void block_tail_forward(const BlockTailArgs& t, float* y, float* scratch, const BiasReduction& r,
                         cudaStream_t stream) {
-  const PoolGeometry pg{t.batch, t.channels, t.height, t.width};
-  const int64_t spatial = t.height * t.width, total = t.batch * t.channels * spatial;
-  if (total == 0) return;
-  if (t.training) {
-    const dim3 grid = chunk_grid("block_tail_forward", r, t.batch, t.channels);
-    const ChunkGeometry g{t.batch, t.channels, spatial, r.images_per_chunk};
-    if (t.rate > 0.0f) {
-      const DroppedValues values{t.a, {0.0f, 0.0f, 0.0f, 0.0f, t.rate, t.key}};
-      moments_partial_kernel<<<grid, kThreadsPerBlock, 0, stream>>>(values, scratch, g);
-    } else {
-      moments_partial_kernel<<<grid, kThreadsPerBlock, 0, stream>>>(PlainValues{t.a}, scratch, g);
-    }
-    PNEUMO_LAUNCH_CHECK("block tail moments_partial_kernel", "batch=", t.batch,
-                        " channels=", t.channels, " spatial=", spatial);
-    moments_finalize_kernel<<<blocks_for(t.channels), kThreadsPerBlock, 0, stream>>>(
-        scratch, g, r.chunks, t.factor, t.epsilon, t.saved_mean, t.saved_inv_std,
-        t.running_mean, t.running_var);
-    PNEUMO_LAUNCH_CHECK("block tail moments_finalize_kernel", "channels=", t.channels);
-  } else {
-    running_statistics_kernel<<<blocks_for(t.channels), kThreadsPerBlock, 0, stream>>>(
-        t, t.channels);
-    PNEUMO_LAUNCH_CHECK("running_statistics_kernel", "channels=", t.channels);
-  }
-  tail_pool_kernel<<<plane_grid(pg.planes(), pg.out_height() * pg.out_width()), kThreadsPerBlock,
-                     0, stream>>>(t, y, pg);
-  PNEUMO_LAUNCH_CHECK("tail_pool_kernel", "batch=", t.batch, " channels=", t.channels,
-                      " height=", t.height, " width=", t.width);
+  if (t.batch * t.channels * t.height * t.width == 0) return;
+  const bool plain = !(t.training && t.rate > 0.0f);
+  tail_forward(t, StoredActivation{t.a, t.height * t.width}, plain, y, scratch, r, stream);
 }
 
 void block_tail_backward(const BlockTailArgs& t, const float* dy, float* da, float* dgamma,
                          float* dbeta, float* scratch, const BiasReduction& r,
                          cudaStream_t stream) {
-  const PoolGeometry pg{t.batch, t.channels, t.height, t.width};
-  const int64_t spatial = t.height * t.width, total = t.batch * t.channels * spatial;
+  const int64_t total = t.batch * t.channels * t.height * t.width;
   if (total == 0) return;
-  const int64_t out_plane = pg.out_height() * pg.out_width();
-  const dim3 grid = chunk_grid("block_tail_backward", r, t.batch, t.channels);
-  const ChunkGeometry g{t.batch, t.channels, out_plane, r.images_per_chunk};
-  auto* factors = reinterpret_cast<BatchNormGradientFactors*>(scratch + 2 * r.partial_floats);
-  tail_gradient_partial_kernel<<<grid, kThreadsPerBlock, 0, stream>>>(t, dy, pg, scratch, g);
-  PNEUMO_LAUNCH_CHECK("tail_gradient_partial_kernel", "batch=", t.batch,
-                      " channels=", t.channels, " spatial=", spatial);
-  gradient_finalize_kernel<<<blocks_for(t.channels), kThreadsPerBlock, 0, stream>>>(
-      scratch, t.channels, r.chunks, static_cast<double>(t.batch * spatial), t.gamma,
-      t.saved_inv_std, dgamma, dbeta, factors, t.training);
-  PNEUMO_LAUNCH_CHECK("block tail gradient_finalize_kernel", "channels=", t.channels);
-  tail_input_gradient_kernel<<<plane_grid(pg.planes(), out_plane), kThreadsPerBlock, 0,
-                               stream>>>(t, dy, da, factors, pg);
+  const PoolGeometry pg{t.batch, t.channels, t.height, t.width};
+  const BatchNormGradientFactors* factors = tail_gradient_factors(
+      t, StoredActivation{t.a, t.height * t.width}, dy, dgamma, dbeta, scratch, r, stream);
+  tail_input_gradient_kernel<<<plane_grid(pg.planes(), pg.out_height() * pg.out_width()),
+                               kThreadsPerBlock, 0, stream>>>(t, dy, da, factors, pg);
   PNEUMO_LAUNCH_CHECK("tail_input_gradient_kernel", "total=", total);
+}
+
+int64_t stem_scratch_floats(const BiasReduction& r, int64_t channels) {
+  return batchnorm_scratch_floats(r, channels) + kStemSums * r.chunks * channels;
+}
+
+void stem_forward(const BlockTailArgs& t, float* y, float* scratch, const BiasReduction& r,
+                  cudaStream_t stream) {
+  if (t.batch * t.channels * t.height * t.width == 0) return;
+  const RecomputedActivation source{t.x, t.weight, t.conv_bias, t.channels, t.height, t.width};
+  tail_forward(t, source, /*plain=*/false, y, scratch, r, stream);
+}
+
+void stem_backward(const BlockTailArgs& t, const float* dy, float* dweight, float* dbias,
+                   float* dgamma, float* dbeta, float* scratch, const BiasReduction& r,
+                   cudaStream_t stream) {
+  if (t.batch * t.channels * t.height * t.width == 0) return;
+  const RecomputedActivation source{t.x, t.weight, t.conv_bias, t.channels, t.height, t.width};
+  const BatchNormGradientFactors* factors =
+      tail_gradient_factors(t, source, dy, dgamma, dbeta, scratch, r, stream);
+  const PoolGeometry pg{t.batch, t.channels, t.height, t.width};
+  const dim3 grid = chunk_grid("stem backward", r, t.batch, t.channels);
+  const ChunkGeometry g{t.batch, t.channels, pg.out_height() * pg.out_width(), r.images_per_chunk};
+  float* partial = scratch + batchnorm_scratch_floats(r, t.channels);
+  stem_weight_partial_kernel<<<grid, kThreadsPerBlock, 0, stream>>>(t, source, dy, factors, pg,
+                                                                    partial, g);
+  PNEUMO_LAUNCH_CHECK("stem_weight_partial_kernel", "batch=", t.batch, " channels=", t.channels);
+  stem_weight_finalize_kernel<<<blocks_for(t.channels), kThreadsPerBlock, 0, stream>>>(
+      partial, t.channels, r.chunks, dweight, dbias);
+  PNEUMO_LAUNCH_CHECK("stem_weight_finalize_kernel", "channels=", t.channels);
 }
 
 }  // namespace pneumo::kernels

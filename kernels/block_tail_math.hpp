@@ -5,6 +5,7 @@
 // (elementwise.hpp), so the fused op computes what the chain does.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 
 #include "elementwise.hpp"
@@ -61,15 +62,56 @@ struct WindowWinner {
   int slot;  // index into PoolWindow::offset
 };
 
-PNEUMO_HD WindowWinner block_tail_winner(const float* plane, int64_t plane_index,
-                                         const PoolWindow& w, const BlockTailChannel& ch) {
-  WindowWinner best{block_tail_normalized(plane[w.offset[0]], ch, plane_index + w.offset[0]), 0};
+// `activation(offset)`: a at that offset of the plane (a pointer read, or block 1's activation
+// recomputed from the image: StemPlane).
+template <class Activation>
+PNEUMO_HD WindowWinner block_tail_winner_of(const Activation& activation, int64_t plane_index,
+                                            const PoolWindow& w, const BlockTailChannel& ch) {
+  WindowWinner best{block_tail_normalized(activation(w.offset[0]), ch, plane_index + w.offset[0]),
+                    0};
   for (int k = 1; k < w.count; ++k) {
-    const float v = block_tail_normalized(plane[w.offset[k]], ch, plane_index + w.offset[k]);
+    const float v = block_tail_normalized(activation(w.offset[k]), ch, plane_index + w.offset[k]);
     if (v > best.value) best = {v, k};
   }
   return best;
 }
+
+struct PlaneValues {
+  const float* a;
+  PNEUMO_HD float operator()(int64_t offset) const { return a[offset]; }
+};
+
+PNEUMO_HD WindowWinner block_tail_winner(const float* plane, int64_t plane_index,
+                                         const PoolWindow& w, const BlockTailChannel& ch) {
+  return block_tail_winner_of(PlaneValues{plane}, plane_index, w, ch);
+}
+
+// ---- Block 1 whole (the stem): its one-channel convolution recomputed, never stored ----------
+// a = relu(bias + sum over the 3x3 taps, row-major, of w[t] x[tap], fused multiply-adds from 0,
+// zero padding): the arithmetic of the direct one-channel kernel (conv_direct_tiles.hpp), so the
+// recomputed activation is the stored one's bits where that kernel runs.
+struct StemPlane {
+  const float* x;  // the image's plane (one channel)
+  int64_t height, width;
+  float w[9];
+  float bias;
+  PNEUMO_HD float operator()(int64_t offset) const { return at(offset / width, offset % width); }
+  PNEUMO_HD float at(int64_t row, int64_t col) const {
+    float acc = 0.0f;
+    for (int ky = 0; ky < 3; ++ky)
+      for (int kx = 0; kx < 3; ++kx) {
+        const int64_t iy = row + ky - 1, ix = col + kx - 1;
+        const float tap = iy >= 0 && iy < height && ix >= 0 && ix < width ? x[iy * width + ix] : 0.0f;
+        acc = fmaf(w[ky * 3 + kx], tap, acc);
+      }
+    return relu(acc + bias);
+  }
+  // The input under tap t of pixel `offset` (0 in the padding): what d loss / d w[t] multiplies.
+  PNEUMO_HD float tap(int64_t offset, int t) const {
+    const int64_t iy = offset / width + t / 3 - 1, ix = offset % width + t % 3 - 1;
+    return iy >= 0 && iy < height && ix >= 0 && ix < width ? x[iy * width + ix] : 0.0f;
+  }
+};
 
 // The normalised value xhat = (d - mean) inv_std of the element at `offset`, for dgamma's sum.
 PNEUMO_HD float block_tail_xhat(const float* plane, int64_t plane_index, int64_t offset,

@@ -108,7 +108,8 @@ void batchnorm_backward_input(const float* x, const float* dy, const float* gamm
 // with batch-norm's reductions (same split, same scratch size: batchnorm_scratch_floats). The
 // dropout masks and each window's winner are recomputed, never stored.
 struct BlockTailArgs {
-  const float* a;
+  const float* a;  // the tail's input; the stem recomputes it from x, weight and conv_bias
+  const float *x = nullptr, *weight = nullptr, *conv_bias = nullptr;  // the stem's
   const float *gamma, *beta;
   float *running_mean, *running_var;  // read by an inference forward, updated by a training one
   float *saved_mean, *saved_inv_std;  // written by the forward, read by the backward
@@ -123,6 +124,15 @@ void block_tail_forward(const BlockTailArgs& t, float* y, float* scratch, const 
 void block_tail_backward(const BlockTailArgs& t, const float* dy, float* da, float* dgamma,
                          float* dbeta, float* scratch, const BiasReduction& r,
                          cudaStream_t stream);
+// The stem (block 1 whole): the same with a = relu(conv(x) + conv_bias) recomputed where needed
+// (x: batch images of height x width, one channel; weight: (channels, 1, 3, 3)); its backward
+// ends in dweight and dbias. `scratch` holds stem_scratch_floats(r, channels) floats.
+int64_t stem_scratch_floats(const BiasReduction& r, int64_t channels);
+void stem_forward(const BlockTailArgs& t, float* y, float* scratch, const BiasReduction& r,
+                  cudaStream_t stream);
+void stem_backward(const BlockTailArgs& t, const float* dy, float* dweight, float* dbias,
+                   float* dgamma, float* dbeta, float* scratch, const BiasReduction& r,
+                   cudaStream_t stream);
 
 // ---- kernels/pooling.cu -------------------------------------------------------------------------
 // Hand-written 2x2 / stride-2 'same' max pool (top/left padding on odd sizes), the twin of the

@@ -53,7 +53,7 @@ default_filter='AwkwardShapes/ConvParity.*/n2_c5_8x6_k3:AwkwardShapes/MaxPoolPar
 default_filter+=':AwkwardShapes/BatchNormParity.*:AwkwardShapes/DropoutParity.*'
 default_filter+=':AwkwardShapes/DenseParity.*:BatchSizes/*:Implementations/*:Parity.*'
 default_filter+=':ConvDirectCuda.*:StepParity.*:Shapes/Bf16ConvParity.*/n2_c12_9x7_k16'
-default_filter+=':BlockTailCuda.MatchesTheCudaUnfusedChain'
+default_filter+=':BlockTailCuda.MatchesTheCudaUnfusedChain:StemCuda.MatchesTheCudaConvolutionThenTail'
 default_filter+=':-*Tf32*:*ConvPlans*'
 sanitizer_filter=${SANITIZER_FILTER:-$default_filter}
 

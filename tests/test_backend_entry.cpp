@@ -65,6 +65,15 @@ TEST(BackendEntry, BadArgumentsAreRefusedBeforeAnyImplementationRuns) {
       {"dropout_forward", "rate", [&](Backend& k) { k.dropout_forward(x, x, 1.0f, RngKey{}); }},
       {"block_tail_forward", "y",
        [&](Backend& k) { k.block_tail_forward(x, c3, c3, c3, c3, {}, bad_pool, c3, c3); }},
+      {"stem_forward", "x",
+       [&](Backend& k) {
+         k.stem_forward(x, w, c4, c4, c4, c4, c4, {}, y, c4, c4);  // x has 3 channels
+       }},
+      {"stem_backward", "dweight",
+       [&](Backend& k) {
+         Tensor image = cpu({2, 1, 5, 5}), stem_w = cpu({4, 1, 3, 3}), stem_dy = cpu({2, 4, 3, 3});
+         k.stem_backward(image, stem_dy, stem_w, c4, c4, c4, c4, c4, {}, w, c4, c4, c4);
+       }},
       {"block_tail_backward", "da",
        [&](Backend& k) { k.block_tail_backward(x, pooled, c3, c3, c3, c3, {}, pooled, c3, c3); }},
       {"dense_forward", "bias", [&](Backend& k) { k.dense_forward(dense_x, dense_w, c4, dense_y); }},

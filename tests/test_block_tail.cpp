@@ -9,6 +9,7 @@
 // not only random values that never tie.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <memory>
 
@@ -254,8 +255,20 @@ TEST(BlockTail, FusedModelStepMatchesTheUnfusedModel) {
     EXPECT_EQ(fused.infos[i].offset, unfused.infos[i].offset);
   }
   EXPECT_TRUE(all_close(fused.logits, unfused.logits, 1e-5, 1e-5, "training logits"));
-  EXPECT_TRUE(all_close(fused.buffers, unfused.buffers, 1e-6, 1e-6, "running statistics"));
-  EXPECT_TRUE(all_close(fused.gradients, unfused.gradients, 1e-5, 1e-4, "gradients"));
+  EXPECT_TRUE(all_close(fused.buffers, unfused.buffers, 1e-6, 1e-5, "running statistics"));
+  // Per tensor, relative L2: the stem recomputes conv1 with fused multiply-adds where the unfused
+  // model's im2col GEMM sums in another order, so every later value differs in its last bits and
+  // an element next to a max-pool or ReLU kink can differ more (seen: 562 of 458,881 gradient
+  // elements beyond 1e-4 elementwise, the worst 6x that).
+  for (const ParameterInfo& info : unfused.infos) {
+    double diff = 0.0, norm = 0.0;
+    for (int64_t i = info.offset; i < info.offset + info.shape.numel(); ++i) {
+      const double d = double{fused.gradients[size_t(i)]} - unfused.gradients[size_t(i)];
+      diff += d * d;
+      norm += double{unfused.gradients[size_t(i)]} * unfused.gradients[size_t(i)];
+    }
+    EXPECT_LE(std::sqrt(diff / std::max(norm, 1e-30)), 1e-4) << info.name;
+  }
   EXPECT_TRUE(all_close(fused.inference_logits, unfused.inference_logits, 1e-5, 1e-5,
                         "inference logits"));
 }
@@ -269,6 +282,138 @@ TEST(BlockTail, FusedTailsRefuseSynchronisedBatchNorm) {
   auto group = make_communicator();  // one process here: a group of one
   EXPECT_THROW(model.synchronise_batchnorm(group.get()), Error);
   EXPECT_NO_THROW(model.synchronise_batchnorm(nullptr));
+}
+
+// ---- The stem: block 1 whole, its convolution recomputed ---------------------------------------
+
+struct StemResult {
+  std::vector<float> y, saved_mean, saved_inv_std, running_mean, running_var, dweight, dbias,
+      dgamma, dbeta;
+};
+
+struct StemOperands {
+  Tensor x, weight, bias, gamma, beta, running_mean, running_var, dy;
+};
+
+StemOperands stem_operands(const Shape& x, int64_t k, Device device) {
+  const Shape c{k};
+  return {testing::random_tensor(x, device, 13, 0.0f, 1.0f),
+          testing::random_tensor({k, 1, 3, 3}, device, 14, -0.5f, 0.5f),
+          testing::random_tensor(c, device, 15, -0.1f, 0.1f),
+          testing::random_tensor(c, device, 4, 0.5f, 1.5f),
+          testing::random_tensor(c, device, 5, -0.5f, 0.5f),
+          testing::random_tensor(c, device, 6, -0.2f, 0.2f),
+          testing::random_tensor(c, device, 7, 0.5f, 2.0f),
+          testing::random_tensor(pool_geometry({x.n(), k, x.h(), x.w()}).output(), device, 8)};
+}
+
+// fused: stem_forward/backward; else conv2d_forward (+ ReLU) -> block_tail_forward, and
+// block_tail_backward -> conv2d_backward_filter.
+StemResult run_stem(Backend& backend, const Shape& x_shape, int64_t k, const BlockTailSettings& s,
+                    bool fused) {
+  StemOperands o = stem_operands(x_shape, k, backend.device());
+  const Shape c{k}, a_shape{x_shape.n(), k, x_shape.h(), x_shape.w()};
+  Tensor y = backend.empty(pool_geometry(a_shape).output());
+  Tensor saved_mean = backend.empty(c), saved_inv_std = backend.empty(c);
+  Tensor dweight = backend.empty({k, 1, 3, 3}), dbias = backend.empty(c), dgamma = backend.empty(c),
+         dbeta = backend.empty(c);
+  if (fused) {
+    backend.stem_forward(o.x, o.weight, o.bias, o.gamma, o.beta, o.running_mean, o.running_var, s,
+                         y, saved_mean, saved_inv_std);
+    backend.stem_backward(o.x, o.dy, o.weight, o.bias, o.gamma, o.beta, saved_mean,
+                          saved_inv_std, s, dweight, dbias, dgamma, dbeta);
+  } else {
+    Tensor a = backend.empty(a_shape), da = backend.empty(a_shape);
+    backend.conv2d_forward(o.x, o.weight, o.bias, a, /*fuse_relu=*/true);
+    backend.block_tail_forward(a, o.gamma, o.beta, o.running_mean, o.running_var, s, y,
+                               saved_mean, saved_inv_std);
+    backend.block_tail_backward(a, o.dy, o.gamma, o.beta, saved_mean, saved_inv_std, s, da,
+                                dgamma, dbeta);
+    backend.conv2d_backward_filter(o.x, da, dweight, dbias);
+  }
+  backend.synchronize();
+  return {to_host(y),       to_host(saved_mean), to_host(saved_inv_std), to_host(o.running_mean),
+          to_host(o.running_var), to_host(dweight), to_host(dbias),  to_host(dgamma),
+          to_host(dbeta)};
+}
+
+void expect_same(const StemResult& a, const StemResult& b, double forward_tol,
+                 double backward_tol) {
+  EXPECT_TRUE(all_close(a.saved_mean, b.saved_mean, forward_tol, forward_tol, "saved_mean"));
+  EXPECT_TRUE(all_close(a.saved_inv_std, b.saved_inv_std, forward_tol, forward_tol, "inv_std"));
+  EXPECT_TRUE(all_close(a.running_mean, b.running_mean, forward_tol, forward_tol, "running_mean"));
+  EXPECT_TRUE(all_close(a.running_var, b.running_var, forward_tol, forward_tol, "running_var"));
+  EXPECT_TRUE(all_close(a.y, b.y, forward_tol, forward_tol, "y"));
+  EXPECT_TRUE(all_close(a.dweight, b.dweight, backward_tol, backward_tol, "dweight"));
+  EXPECT_TRUE(all_close(a.dbias, b.dbias, backward_tol, backward_tol, "dbias"));
+  EXPECT_TRUE(all_close(a.dgamma, b.dgamma, backward_tol, backward_tol, "dgamma"));
+  EXPECT_TRUE(all_close(a.dbeta, b.dbeta, backward_tol, backward_tol, "dbeta"));
+}
+
+struct StemCase {
+  Shape x;
+  int64_t k;
+  float rate;
+  bool training;
+};
+const StemCase kStemCases[] = {{{3, 1, 10, 10}, 4, 0.0f, true},
+                               {{2, 1, 9, 7}, 3, 0.2f, true},
+                               {{2, 1, 8, 9}, 5, 0.0f, false}};
+
+BlockTailSettings stem_settings(const StemCase& c) {
+  BlockTailSettings s = settings_for({c.x, c.rate, 0, c.training});
+  return s;
+}
+
+TEST(Stem, CpuMatchesConvolutionThenTail) {
+  auto cpu = make_cpu_backend(2);
+  for (const StemCase& c : kStemCases) {
+    SCOPED_TRACE(c.x.str() + " k " + std::to_string(c.k) + " rate " + std::to_string(c.rate) +
+                 (c.training ? " training" : " inference"));
+    // The im2col convolution sums its 9 taps in another order than the stem's fused
+    // multiply-adds, so the activations differ in the last bits.
+    expect_same(run_stem(*cpu, c.x, c.k, stem_settings(c), true),
+                run_stem(*cpu, c.x, c.k, stem_settings(c), false), 1e-5, 1e-4);
+  }
+}
+
+TEST(Stem, RefusesAnImageWithMoreThanOneChannel) {
+  auto cpu = make_cpu_backend(1);
+  StemOperands o = stem_operands({2, 1, 6, 6}, 3, Device::Cpu);
+  Tensor x2 = cpu->zeros({2, 2, 6, 6});
+  Tensor y = cpu->empty({2, 3, 3, 3}), m = cpu->empty({3}), v = cpu->empty({3});
+  EXPECT_THROW(cpu->stem_forward(x2, o.weight, o.bias, o.gamma, o.beta, o.running_mean,
+                                 o.running_var, {}, y, m, v),
+               Error);
+  Tensor bad_y = cpu->empty({2, 3, 6, 6});
+  EXPECT_THROW(cpu->stem_forward(o.x, o.weight, o.bias, o.gamma, o.beta, o.running_mean,
+                                 o.running_var, {}, bad_y, m, v),
+               Error);
+}
+
+TEST(StemCuda, MatchesTheCpuTwin) {
+  PNEUMO_REQUIRE_CUDA();
+  auto cpu = make_cpu_backend(2);
+  auto cuda = make_cuda_backend(BackendOptions{});
+  for (const StemCase& c : kStemCases) {
+    SCOPED_TRACE(c.x.str() + " k " + std::to_string(c.k));
+    expect_same(run_stem(*cuda, c.x, c.k, stem_settings(c), true),
+                run_stem(*cpu, c.x, c.k, stem_settings(c), true), 1e-5, 1e-4);
+  }
+  // The recipe's block 1: 150 px, 32 channels, batch 4.
+  const StemCase big{{4, 1, 150, 150}, 32, 0.0f, true};
+  expect_same(run_stem(*cuda, big.x, big.k, stem_settings(big), true),
+              run_stem(*cpu, big.x, big.k, stem_settings(big), true), 1e-5, 1e-4);
+}
+
+TEST(StemCuda, MatchesTheCudaConvolutionThenTail) {
+  PNEUMO_REQUIRE_CUDA();
+  auto cuda = make_cuda_backend(BackendOptions{});
+  for (const StemCase& c : kStemCases) {
+    SCOPED_TRACE(c.x.str() + " k " + std::to_string(c.k));
+    expect_same(run_stem(*cuda, c.x, c.k, stem_settings(c), true),
+                run_stem(*cuda, c.x, c.k, stem_settings(c), false), 1e-5, 1e-4);
+  }
 }
 
 // CUDA against the CPU twin, op by op: the same windows and masks (shared code), statistics

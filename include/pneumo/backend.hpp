@@ -52,6 +52,15 @@ namespace pneumo {
   OP(block_tail_backward, (ConstTensorView a, ConstTensorView dy, ConstTensorView gamma, \
       ConstTensorView beta, ConstTensorView saved_mean, ConstTensorView saved_inv_std, \
       const BlockTailSettings& settings, TensorView da, TensorView dgamma, TensorView dbeta)) \
+  OP(stem_forward, (ConstTensorView x, ConstTensorView weight, ConstTensorView bias, \
+      ConstTensorView gamma, ConstTensorView beta, TensorView running_mean, \
+      TensorView running_var, const BlockTailSettings& settings, TensorView y, \
+      TensorView saved_mean, TensorView saved_inv_std)) \
+  OP(stem_backward, (ConstTensorView x, ConstTensorView dy, ConstTensorView weight, \
+      ConstTensorView bias, ConstTensorView gamma, ConstTensorView beta, \
+      ConstTensorView saved_mean, ConstTensorView saved_inv_std, \
+      const BlockTailSettings& settings, TensorView dweight, TensorView dbias, TensorView dgamma, \
+      TensorView dbeta)) \
   OP(dropout_forward, (ConstTensorView x, TensorView y, float rate, RngKey key)) \
   OP(dropout_backward, (ConstTensorView dy, TensorView dx, float rate, RngKey key)) \
   OP(dense_forward, (ConstTensorView x, ConstTensorView weight, ConstTensorView bias, \
@@ -144,6 +153,18 @@ class Backend {
                            ConstTensorView beta, ConstTensorView saved_mean,
                            ConstTensorView saved_inv_std, const BlockTailSettings& settings,
                            TensorView da, TensorView dgamma, TensorView dbeta);
+  // The stem: block 1 whole, x (N, 1, H, W) -> conv 3x3 + ReLU -> the tail above, the
+  // convolution's output recomputed, never stored; the backward ends in its weight and bias
+  // gradients (no dx).
+  void stem_forward(ConstTensorView x, ConstTensorView weight, ConstTensorView bias,
+                    ConstTensorView gamma, ConstTensorView beta, TensorView running_mean,
+                    TensorView running_var, const BlockTailSettings& settings, TensorView y,
+                    TensorView saved_mean, TensorView saved_inv_std);
+  void stem_backward(ConstTensorView x, ConstTensorView dy, ConstTensorView weight,
+                     ConstTensorView bias, ConstTensorView gamma, ConstTensorView beta,
+                     ConstTensorView saved_mean, ConstTensorView saved_inv_std,
+                     const BlockTailSettings& settings, TensorView dweight, TensorView dbias,
+                     TensorView dgamma, TensorView dbeta);
 
   // ---- Dropout, inverted, masks keyed by global element index: pneumo/ops/dropout.hpp -------
   void dropout_forward(ConstTensorView x, TensorView y, float rate, RngKey key);

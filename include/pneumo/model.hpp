@@ -46,9 +46,10 @@ struct ModelConfig {
   // record it as their "normalisation" metadata.
   InputNormalization input_normalization = InputNormalization::Unit;
   // Each block's Dropout -> BatchNorm -> MaxPool as one fused layer ("tailK", Backend::
-  // block_tail_forward) instead of three: the same parameters, checkpoints and random streams,
-  // fewer passes over memory. A speed option (`--fused-block-tails`), not part of the
-  // architecture; not with synchronised batch-norm.
+  // block_tail_forward) instead of three, and block 1 on the one-channel image with its
+  // convolution as one ("stem", Backend::stem_forward): the same parameters, checkpoints and
+  // random streams, fewer passes over memory. A speed option (`--fused-block-tails`), not part of
+  // the architecture; not with synchronised batch-norm.
   bool fused_block_tails = false;
 };
 

@@ -132,6 +132,12 @@ class CpuSuite {
   // convolution (src/cpu/conv.cpp) and converts nothing.
   void bf16(const LayerShape&, int64_t) {}
 
+  struct Variant {  // of a tail or stem case
+    const char* name;
+    bool baseline;
+    std::function<void()> forward, backward;
+  };
+
   // One block's tail: the fused op against the unfused chain of CPU backend ops, forward and
   // backward; the chain's outputs are the reference.
   void tail(size_t block, int64_t batch) {
@@ -149,11 +155,6 @@ class CpuSuite {
     auto check_da = [&] {
       return compare_outputs(t.da().data(), da.data(), t.a_shape(), kTailRtol);
     };
-    struct Variant {
-      const char* name;
-      bool baseline;
-      std::function<void()> forward, backward;
-    };
     const Variant variants[] = {
         {"cpu backend: unfused chain", true, [&] { t.chain_forward(*backend_); },
          [&] { t.chain_backward(*backend_); }},
@@ -169,6 +170,49 @@ class CpuSuite {
       // Its own forward first (the chain's backward reads the chain's intermediates).
       v.forward();
       measure(r, [&] { t.poison_da(); v.backward(); }, check_da, timed(v.backward));
+      run_.rows.push_back(r);
+    }
+    if (t.has_stem()) stem(t, batch);
+  }
+
+  // Block 1 whole: convolution + the unfused chain, convolution + the fused tail, the fused stem.
+  void stem(TailCase& t, int64_t batch) {
+    Backend& b = *backend_;
+    t.conv_forward(b);
+    t.chain_forward(b);
+    t.chain_backward(b);
+    t.conv_backward(b);
+    const std::vector<float> y = t.y(), dweight = t.dweight();
+    const Variant variants[] = {
+        {"cpu backend: convolution + unfused chain", true,
+         [&] { t.conv_forward(b); t.chain_forward(b); },
+         [&] { t.chain_backward(b); t.conv_backward(b); }},
+        {"cpu backend: convolution + fused tail", false,
+         [&] { t.conv_forward(b); t.fused_forward(b); },
+         [&] { t.fused_backward(b); t.conv_backward(b); }},
+        {"cpu backend: fused stem (convolution recomputed)", false, [&] { t.stem_forward(b); },
+         [&] { t.stem_backward(b); }}};
+    const std::string layer = "block1", shape = "1x150x150 -> " + t.shape_label();
+    for (const Variant& v : variants) {
+      BenchRow r = row("stem_forward", layer, shape, batch, v.name, v.baseline);
+      r.reference = kTailReference;
+      r.bytes = t.stem_forward_bytes();
+      measure(r, [&] { t.poison_y(); v.forward(); },
+              [&] { return compare_outputs(t.y().data(), y.data(), t.y_shape(), kTailRtol); },
+              timed(v.forward));
+      run_.rows.push_back(r);
+    }
+    for (const Variant& v : variants) {
+      BenchRow r = row("stem_backward", layer, shape, batch, v.name, v.baseline);
+      r.reference = kTailReference;
+      r.bytes = t.stem_backward_bytes();
+      v.forward();
+      measure(r, [&] { t.poison_dweight(); v.backward(); },
+              [&] {
+                return compare_outputs(t.dweight().data(), dweight.data(), t.dweight_shape(),
+                                       kStemGradientRtol);
+              },
+              timed(v.backward));
       run_.rows.push_back(r);
     }
   }

@@ -476,6 +476,61 @@ class CudaSuite {
             v.on->timer.get());
       }
     }
+    if (t.has_stem()) stem(t, batch);
+  }
+
+  // Block 1 whole: convolution + the unfused chain (cuDNN only, and the backend's picks), the
+  // convolution + the fused tail, and the fused stem (kernels/batchnorm.cu, the convolution's
+  // output recomputed). Reference: the cuDNN-only path's y and dweight.
+  void stem(TailCase& t, int64_t batch) {
+    TailBackend& cudnn = tail_backend(true);
+    TailBackend& picks = tail_backend(false);
+    enum class Path { Chain, Tail, Stem };
+    auto forward = [&](Backend& b, Path p) {
+      if (p == Path::Stem) return t.stem_forward(b);
+      t.conv_forward(b);
+      p == Path::Chain ? t.chain_forward(b) : t.fused_forward(b);
+    };
+    auto backward = [&](Backend& b, Path p) {
+      if (p == Path::Stem) return t.stem_backward(b);
+      p == Path::Chain ? t.chain_backward(b) : t.fused_backward(b);
+      t.conv_backward(b);
+    };
+    forward(*cudnn.backend, Path::Chain);
+    backward(*cudnn.backend, Path::Chain);
+    cudnn.backend->synchronize();
+    const std::vector<float> y = t.y(), dweight = t.dweight();
+    struct Variant {
+      const char* name;
+      bool baseline;
+      TailBackend* on;
+      Path path;
+    };
+    const Variant variants[] = {
+        {"cudnn: convolution, batch-norm + pooling, unfused", true, &cudnn, Path::Chain},
+        {"cuda backend: convolution + unfused chain, its picks", true, &picks, Path::Chain},
+        {"cuda backend: convolution + ours: fused tail", false, &picks, Path::Tail},
+        {"ours: fused stem (convolution recomputed)", false, &picks, Path::Stem}};
+    const std::string shape = "1x150x150 -> " + t.shape_label();
+    for (const bool is_backward : {false, true}) {
+      for (const Variant& v : variants) {
+        Backend& b = *v.on->backend;
+        BenchRow r = row(is_backward ? "stem_backward" : "stem_forward", "block1", shape, batch,
+                         v.name, v.baseline);
+        r.reference = kTailReference;
+        r.bytes = is_backward ? t.stem_backward_bytes() : t.stem_forward_bytes();
+        if (is_backward) forward(b, v.path);
+        measure_variant(
+            r, [&] { is_backward ? t.poison_dweight() : t.poison_y(); },
+            [&] { is_backward ? backward(b, v.path) : forward(b, v.path); },
+            [&] {
+              return is_backward ? compare_outputs(t.dweight().data(), dweight.data(),
+                                                   t.dweight_shape(), kStemGradientRtol)
+                                 : compare_outputs(t.y().data(), y.data(), t.y_shape(), kTailRtol);
+            },
+            v.on->timer.get());
+      }
+    }
   }
 
   // ---- Sigmoid + binary cross-entropy -----------------------------------------------------------

@@ -62,6 +62,44 @@ TailCase::TailCase(size_t block, int64_t batch, Device device) : block_(block) {
   da_ = Tensor(a, device);
   dgamma_ = Tensor(c, device);
   dbeta_ = Tensor(c, device);
+  if (l.in_channels == 1) {
+    const Shape w{l.out_channels, 1, 3, 3};
+    x_ = values({batch, 1, l.size, l.size}, device, kSeed + 6, 0.0f, 1.0f, false);
+    weight_ = values(w, device, kSeed + 7, -0.5f, 0.5f, false);
+    bias_ = values(c, device, kSeed + 8, -0.1f, 0.1f, false);
+    dweight_ = Tensor(w, device);
+    dbias_ = Tensor(c, device);
+  }
+}
+
+void TailCase::conv_forward(Backend& backend) {
+  backend.conv2d_forward(x_, weight_, bias_, a_, /*fuse_relu=*/true);
+}
+
+void TailCase::conv_backward(Backend& backend) {
+  backend.conv2d_backward_filter(x_, da_, dweight_, dbias_);
+}
+
+void TailCase::stem_forward(Backend& backend) {
+  backend.stem_forward(x_, weight_, bias_, gamma_, beta_, running_mean_, running_var_, settings_,
+                       y_, saved_mean_, saved_inv_std_);
+}
+
+void TailCase::stem_backward(Backend& backend) {
+  backend.stem_backward(x_, dy_, weight_, bias_, gamma_, beta_, saved_mean_, saved_inv_std_,
+                        settings_, dweight_, dbias_, dgamma_, dbeta_);
+}
+
+void TailCase::poison_dweight() { fill(dweight_, kPoison); }
+std::vector<float> TailCase::dweight() const { return download(dweight_); }
+
+double TailCase::stem_forward_bytes() const {
+  return static_cast<double>(x_.numel() + y_.numel()) * sizeof(float);
+}
+
+double TailCase::stem_backward_bytes() const {
+  return static_cast<double>(x_.numel() + dy_.numel() + dweight_.numel() + dbias_.numel()) *
+         sizeof(float);
 }
 
 void TailCase::fused_forward(Backend& backend) {

@@ -19,6 +19,9 @@ namespace pneumo::bench {
 // Where a tail case's variants are measured against: label of the reference and its tolerance
 // (statistics summed in another order; ties are exact in the inputs, so a wrong winner fails).
 constexpr double kTailRtol = 1e-4;
+// The stem's weight gradient sums a whole batch's pixels per tap (150 x 150 x batch products, with
+// cancellation) in another order than the convolution's backward: 1e-3 of its largest value.
+constexpr double kStemGradientRtol = 1e-3;
 extern const char* const kTailReference;
 
 class TailCase {
@@ -36,6 +39,20 @@ class TailCase {
   void poison_y();
   void poison_da();
 
+  // Block 1 only (the stem): the image x and the convolution, so the whole block can run as
+  // conv2d_forward + the chain or the fused tail, or as the fused stem (the convolution's output
+  // recomputed); backward ends in dweight (checked) and dbias.
+  bool has_stem() const { return x_.numel() > 0; }
+  void conv_forward(Backend& backend);           // a = relu(conv(x) + b), before a tail
+  void conv_backward(Backend& backend);          // dweight, dbias from da
+  void stem_forward(Backend& backend);
+  void stem_backward(Backend& backend);
+  void poison_dweight();
+  std::vector<float> dweight() const;
+  const Shape& dweight_shape() const { return dweight_.shape(); }
+  double stem_forward_bytes() const;   // x read once, y written once
+  double stem_backward_bytes() const;  // x and dy read once, dweight and dbias written
+
   std::vector<float> y() const;
   std::vector<float> da() const;
   const Shape& a_shape() const { return a_.shape(); }
@@ -52,6 +69,7 @@ class TailCase {
   Tensor a_, gamma_, beta_, running_mean_, running_var_, saved_mean_, saved_inv_std_;
   Tensor y_, dy_, da_, dgamma_, dbeta_;
   Tensor d_, z_, dz_, dd_, dm_;  // the chain's intermediates
+  Tensor x_, weight_, bias_, dweight_, dbias_;  // block 1's convolution
 };
 
 }  // namespace pneumo::bench

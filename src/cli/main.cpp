@@ -234,7 +234,8 @@ void add_bench(CLI::App& app, BenchTrainOptions& o, BenchKernelsOptions& k, Acti
   c->add_flag("--graph-engines", o.graph_engines,
               "CUDA: also time cuDNN graph-API engines for the convolutions' backward passes");
   c->add_flag("--fused-block-tails", o.fused_block_tails,
-              "Each block's dropout, batch-norm and max pooling as one fused op");
+              "Each block's dropout, batch-norm and max pooling as one fused op, block 1 with "
+              "its convolution recomputed");
   c->callback([&o, &action] { action = [&o] { return run_bench_train(o); }; });
 
   auto* kc = bench->add_subcommand(

@@ -147,6 +147,29 @@ void Backend::block_tail_backward(ConstTensorView a, ConstTensorView dy, ConstTe
   observe("block_tail_backward", a.shape);
 }
 
+void Backend::stem_forward(ConstTensorView x, ConstTensorView weight, ConstTensorView bias,
+                           ConstTensorView gamma, ConstTensorView beta, TensorView running_mean,
+                           TensorView running_var, const BlockTailSettings& settings, TensorView y,
+                           TensorView saved_mean, TensorView saved_inv_std) {
+  ops::check_stem_forward(device(), x, weight, bias, gamma, beta, running_mean, running_var,
+                          settings, y, saved_mean, saved_inv_std);
+  stem_forward_impl(x, weight, bias, gamma, beta, running_mean, running_var, settings, y,
+                    saved_mean, saved_inv_std);
+  observe("stem_forward", x.shape);
+}
+
+void Backend::stem_backward(ConstTensorView x, ConstTensorView dy, ConstTensorView weight,
+                            ConstTensorView bias, ConstTensorView gamma, ConstTensorView beta,
+                            ConstTensorView saved_mean, ConstTensorView saved_inv_std,
+                            const BlockTailSettings& settings, TensorView dweight,
+                            TensorView dbias, TensorView dgamma, TensorView dbeta) {
+  ops::check_stem_backward(device(), x, dy, weight, bias, gamma, beta, saved_mean, saved_inv_std,
+                           settings, dweight, dbias, dgamma, dbeta);
+  stem_backward_impl(x, dy, weight, bias, gamma, beta, saved_mean, saved_inv_std, settings,
+                     dweight, dbias, dgamma, dbeta);
+  observe("stem_backward", x.shape);
+}
+
 // ---- Dropout: pneumo/ops/dropout.hpp ------------------------------------------------------------
 
 void Backend::dropout_forward(ConstTensorView x, TensorView y, float rate, RngKey key) {

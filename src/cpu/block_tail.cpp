@@ -1,9 +1,10 @@
-// The fused block tail on the CPU (pneumo/ops/block_tail.hpp): dropout -> batch-norm -> max
-// pooling and its backward, channel by channel over the workers. Each channel's dropout
-// multipliers are drawn once per call into a worker's buffer (one Philox call per four
-// elements, as dropout_forward draws them); the statistics use batch-norm's own summation
-// (cpu/channel_sum.hpp), and the windows and element gradients are kernels/block_tail_math.hpp,
-// the code the CUDA kernels run.
+// The fused block tail and the fused stem on the CPU (pneumo/ops/block_tail.hpp): dropout ->
+// batch-norm -> max pooling and its backward, channel by channel over the workers; the stem first
+// recomputes block 1's activation from the image (and ends its backward in the convolution's
+// weight and bias gradients). Each channel's activations are gathered into a worker's buffer, its
+// dropout multipliers drawn once per call (one Philox call per four elements, as dropout_forward
+// draws them); the statistics use batch-norm's own summation (cpu/channel_sum.hpp), and the
+// windows and element gradients are kernels/block_tail_math.hpp, the code the CUDA kernels run.
 #include <cmath>
 #include <vector>
 
@@ -26,24 +27,30 @@ void fill_masks(const BlockTailChannel& ch, int64_t begin, int64_t end, float* m
   }
 }
 
-// One channel's dropped values d (and, with dropout, its multipliers m), plane after plane:
-// buffer index n * pixels + p for tensor index (n * C + c) * pixels + p.
+// One channel of the block: its activations a, dropped values d, multipliers m (with dropout)
+// and, backward, gradients g before the ReLU, plane after plane: buffer index n * pixels + p for
+// tensor element (n * C + c) * pixels + p.
 struct ChannelValues {
-  std::vector<float> d, m;
+  std::vector<float> a, d, m, g;
 
-  void fill(ConstTensorView a, const ChannelLayout& layout, int64_t c, const BlockTailChannel& ch) {
+  // plane_a(n, out): writes image n's plane of a to out.
+  template <class PlaneA>
+  void fill(const ChannelLayout& layout, int64_t c, const BlockTailChannel& ch, PlaneA&& plane_a) {
     const auto count = static_cast<size_t>(layout.count());
+    a.resize(count);
     d.resize(count);
     m.assign(ch.rate > 0.0f ? count : 0, 1.0f);
     for (int64_t n = 0; n < layout.batch; ++n) {
       const int64_t first = (n * layout.channels + c) * layout.pixels;
+      float* an = a.data() + n * layout.pixels;
       float* dn = d.data() + n * layout.pixels;
+      plane_a(n, an);
       if (ch.rate > 0.0f) {
         float* mn = m.data() + n * layout.pixels;
         fill_masks(ch, first, first + layout.pixels, mn);
-        for (int64_t p = 0; p < layout.pixels; ++p) dn[p] = a.data[first + p] * mn[p];
+        for (int64_t p = 0; p < layout.pixels; ++p) dn[p] = an[p] * mn[p];
       } else {
-        for (int64_t p = 0; p < layout.pixels; ++p) dn[p] = a.data[first + p];
+        for (int64_t p = 0; p < layout.pixels; ++p) dn[p] = an[p];
       }
     }
   }
@@ -51,14 +58,130 @@ struct ChannelValues {
 
 // The buffer as a one-channel tensor: channel_sum over it walks d in the order it walks the
 // channel in the tensor, so the sums are batch-norm's to the bit.
-ChannelLayout buffer_layout(const ChannelLayout& layout) {
-  return {layout.batch, 1, layout.pixels};
-}
+ChannelLayout buffer_layout(const ChannelLayout& layout) { return {layout.batch, 1, layout.pixels}; }
 
 // The channel's constants for the windows over d: d is already dropped, so rate 0 there.
 BlockTailChannel on_dropped(BlockTailChannel ch) {
   ch.rate = 0.0f;
   return ch;
+}
+
+// Forward of channel c from its filled values: statistics (training) or the running ones, then
+// the pooled output into y.
+void forward_channel(const ChannelValues& v, const ChannelLayout& layout, const PoolGeometry& g,
+                     int64_t c, BlockTailChannel ch, const BlockTailSettings& s,
+                     TensorView running_mean, TensorView running_var, TensorView y,
+                     TensorView saved_mean, TensorView saved_inv_std) {
+  const auto count = static_cast<double>(layout.count());
+  if (s.training) {
+    // batchnorm_forward_training's arithmetic on d, in its summation order.
+    const float* d = v.d.data();
+    const ChannelLayout one = buffer_layout(layout);
+    const double mean = channel_sum(one, 0, [&](int64_t i) { return double{d[i]}; }) / count;
+    const double squares = channel_sum(one, 0, [&](int64_t i) {
+      const double deviation = d[i] - mean;
+      return deviation * deviation;
+    });
+    const double inv_std = 1.0 / std::sqrt(squares / count + s.epsilon);
+    saved_mean.data[c] = static_cast<float>(mean);
+    saved_inv_std.data[c] = static_cast<float>(inv_std);
+    running_mean.data[c] = static_cast<float>((1.0 - s.average_factor) * running_mean.data[c] +
+                                              s.average_factor * mean);
+    running_var.data[c] = static_cast<float>((1.0 - s.average_factor) * running_var.data[c] +
+                                             s.average_factor * squares / (count - 1.0));
+  } else {
+    saved_mean.data[c] = running_mean.data[c];
+    saved_inv_std.data[c] =
+        static_cast<float>(1.0 / std::sqrt(static_cast<double>(running_var.data[c]) + s.epsilon));
+  }
+  ch.mean = saved_mean.data[c];
+  ch.inv_std = saved_inv_std.data[c];
+  const BlockTailChannel on_d = on_dropped(ch);
+  const int64_t out_plane = g.out_height() * g.out_width();
+  for (int64_t n = 0; n < layout.batch; ++n) {
+    const float* plane = v.d.data() + n * layout.pixels;
+    float* out = y.data + (n * layout.channels + c) * out_plane;
+    for (int64_t oy = 0; oy < g.out_height(); ++oy)
+      for (int64_t ox = 0; ox < g.out_width(); ++ox)
+        out[oy * g.out_width() + ox] = block_tail_winner(plane, 0, pool_window(g, oy, ox), on_d).value;
+  }
+}
+
+// Backward of channel c from its filled values: dgamma, dbeta, and g (the gradient before the
+// ReLU) in the buffer.
+void backward_channel(ChannelValues& v, const ChannelLayout& layout, const PoolGeometry& g,
+                      int64_t c, const BlockTailChannel& ch, const BlockTailSettings& s,
+                      ConstTensorView dy, ConstTensorView gamma, TensorView dgamma,
+                      TensorView dbeta) {
+  const int64_t out_plane = g.out_height() * g.out_width();
+  const BlockTailChannel on_d = on_dropped(ch);
+  // Each window's winner, found once and kept for both passes.
+  std::vector<int> winner(static_cast<size_t>(layout.batch * out_plane));
+  double sum_dy = 0.0, sum_dy_xhat = 0.0;
+  for (int64_t n = 0; n < layout.batch; ++n) {
+    const float* plane = v.d.data() + n * layout.pixels;
+    const float* dy_plane = dy.data + (n * layout.channels + c) * out_plane;
+    for (int64_t o = 0; o < out_plane; ++o) {
+      const PoolWindow w = pool_window(g, o / g.out_width(), o % g.out_width());
+      const int slot = block_tail_winner(plane, 0, w, on_d).slot;
+      winner[static_cast<size_t>(n * out_plane + o)] = slot;
+      sum_dy += dy_plane[o];
+      sum_dy_xhat += double{dy_plane[o]} * block_tail_xhat(plane, 0, w.offset[slot], on_d);
+    }
+  }
+  dbeta.data[c] = static_cast<float>(sum_dy);
+  dgamma.data[c] = static_cast<float>(sum_dy_xhat);
+  // Inference: batch-norm is affine per channel, so its gradient has no mean terms.
+  const BatchNormChannelFactors f = batchnorm_factors_from_sums(
+      s.training ? sum_dy : 0.0, s.training ? sum_dy_xhat : 0.0,
+      static_cast<double>(layout.count()), gamma.data[c], ch.inv_std);
+  v.g.resize(v.a.size());
+  for (int64_t n = 0; n < layout.batch; ++n) {
+    const float* dy_plane = dy.data + (n * layout.channels + c) * out_plane;
+    const int64_t base = n * layout.pixels;
+    for (int64_t o = 0; o < out_plane; ++o) {
+      const PoolWindow w = pool_window(g, o / g.out_width(), o % g.out_width());
+      const int slot = winner[static_cast<size_t>(n * out_plane + o)];
+      for (int k = 0; k < w.count; ++k) {
+        const auto i = static_cast<size_t>(base + w.offset[k]);
+        const float mask = ch.rate > 0.0f ? v.m[i] : 1.0f;
+        v.g[i] = block_tail_gradient(v.a[i], mask, k == slot ? dy_plane[o] : 0.0f, ch, f.scale,
+                                     f.mean_dy, f.mean_dy_xhat);
+      }
+    }
+  }
+}
+
+BlockTailChannel channel_constants(const BlockTailSettings& s, float gamma, float beta) {
+  return {0.0f, 0.0f, gamma, beta, s.training ? s.dropout_rate : 0.0f, s.dropout_key};
+}
+
+// out[p] = plane(p) over a plane: the stem's activations. Its fused multiply-adds are a library
+// call without the FMA instruction set (about ten times slower here); on a CPU that has it, the
+// same loop compiled for it runs instead. fmaf rounds once either way, so the bits are the same.
+void stem_activations_portable(const StemPlane& plane, float* out) {
+  for (int64_t r = 0; r < plane.height; ++r)
+    for (int64_t c = 0; c < plane.width; ++c) out[r * plane.width + c] = plane.at(r, c);
+}
+#if defined(__x86_64__) && defined(__GNUC__)
+__attribute__((target("fma"))) void stem_activations_fma(const StemPlane& plane, float* out) {
+  for (int64_t r = 0; r < plane.height; ++r)
+    for (int64_t c = 0; c < plane.width; ++c) out[r * plane.width + c] = plane.at(r, c);
+}
+void stem_activations(const StemPlane& plane, float* out) {
+  static const bool fma = __builtin_cpu_supports("fma");
+  fma ? stem_activations_fma(plane, out) : stem_activations_portable(plane, out);
+}
+#else
+void stem_activations(const StemPlane& plane, float* out) { stem_activations_portable(plane, out); }
+#endif
+
+// Block 1's activation plane of channel k for image n, recomputed from x.
+StemPlane stem_plane(ConstTensorView x, ConstTensorView weight, ConstTensorView bias, int64_t k,
+                     int64_t n) {
+  StemPlane sp{x.data + n * x.shape.h() * x.shape.w(), x.shape.h(), x.shape.w(), {}, bias.data[k]};
+  for (int t = 0; t < 9; ++t) sp.w[t] = weight.data[k * 9 + t];
+  return sp;
 }
 
 }  // namespace
@@ -70,47 +193,16 @@ void CpuBackend::block_tail_forward_impl(ConstTensorView a, ConstTensorView gamm
                                          TensorView saved_inv_std) {
   const ChannelLayout layout = channel_layout(a.shape);
   const PoolGeometry g = pool_geometry(a.shape);
-  const int64_t out_plane = g.out_height() * g.out_width();
-  const auto count = static_cast<double>(layout.count());
-
   pool_.parallel_for(layout.channels, [&](int64_t begin, int64_t end, int /*worker*/) {
     ChannelValues values;
     for (int64_t c = begin; c < end; ++c) {
-      BlockTailChannel ch{0.0f, 0.0f, gamma.data[c], beta.data[c],
-                          s.training ? s.dropout_rate : 0.0f, s.dropout_key};
-      values.fill(a, layout, c, ch);
-      if (s.training) {
-        // batchnorm_forward_training's arithmetic on d, in its summation order.
-        const float* d = values.d.data();
-        const ChannelLayout one = buffer_layout(layout);
-        const double mean = channel_sum(one, 0, [&](int64_t i) { return double{d[i]}; }) / count;
-        const double squares = channel_sum(one, 0, [&](int64_t i) {
-          const double deviation = d[i] - mean;
-          return deviation * deviation;
-        });
-        const double inv_std = 1.0 / std::sqrt(squares / count + s.epsilon);
-        saved_mean.data[c] = static_cast<float>(mean);
-        saved_inv_std.data[c] = static_cast<float>(inv_std);
-        running_mean.data[c] = static_cast<float>((1.0 - s.average_factor) * running_mean.data[c] +
-                                                  s.average_factor * mean);
-        running_var.data[c] = static_cast<float>((1.0 - s.average_factor) * running_var.data[c] +
-                                                 s.average_factor * squares / (count - 1.0));
-      } else {
-        saved_mean.data[c] = running_mean.data[c];
-        saved_inv_std.data[c] = static_cast<float>(
-            1.0 / std::sqrt(static_cast<double>(running_var.data[c]) + s.epsilon));
-      }
-      ch.mean = saved_mean.data[c];
-      ch.inv_std = saved_inv_std.data[c];
-      const BlockTailChannel on_d = on_dropped(ch);
-      for (int64_t n = 0; n < layout.batch; ++n) {
-        const float* plane = values.d.data() + n * layout.pixels;
-        float* out = y.data + (n * layout.channels + c) * out_plane;
-        for (int64_t oy = 0; oy < g.out_height(); ++oy)
-          for (int64_t ox = 0; ox < g.out_width(); ++ox)
-            out[oy * g.out_width() + ox] =
-                block_tail_winner(plane, 0, pool_window(g, oy, ox), on_d).value;
-      }
+      const BlockTailChannel ch = channel_constants(s, gamma.data[c], beta.data[c]);
+      values.fill(layout, c, ch, [&](int64_t n, float* out) {
+        const float* plane = a.data + (n * layout.channels + c) * layout.pixels;
+        std::copy(plane, plane + layout.pixels, out);
+      });
+      forward_channel(values, layout, g, c, ch, s, running_mean, running_var, y, saved_mean,
+                      saved_inv_std);
     }
   });
 }
@@ -123,52 +215,88 @@ void CpuBackend::block_tail_backward_impl(ConstTensorView a, ConstTensorView dy,
                                           TensorView dgamma, TensorView dbeta) {
   const ChannelLayout layout = channel_layout(a.shape);
   const PoolGeometry g = pool_geometry(a.shape);
-  const int64_t out_plane = g.out_height() * g.out_width();
-  const auto count = static_cast<double>(layout.count());
-
   pool_.parallel_for(layout.channels, [&](int64_t begin, int64_t end, int /*worker*/) {
     ChannelValues values;
     for (int64_t c = begin; c < end; ++c) {
-      const BlockTailChannel ch{saved_mean.data[c], saved_inv_std.data[c], gamma.data[c],
-                                beta.data[c], s.training ? s.dropout_rate : 0.0f, s.dropout_key};
-      const BlockTailChannel on_d = on_dropped(ch);
-      values.fill(a, layout, c, ch);
-      // Each window's winner, found once and kept for both passes (slot per pooled output).
-      std::vector<int> winner(static_cast<size_t>(layout.batch * out_plane));
-      double sum_dy = 0.0, sum_dy_xhat = 0.0;
+      BlockTailChannel ch = channel_constants(s, gamma.data[c], beta.data[c]);
+      ch.mean = saved_mean.data[c];
+      ch.inv_std = saved_inv_std.data[c];
+      values.fill(layout, c, ch, [&](int64_t n, float* out) {
+        const float* plane = a.data + (n * layout.channels + c) * layout.pixels;
+        std::copy(plane, plane + layout.pixels, out);
+      });
+      backward_channel(values, layout, g, c, ch, s, dy, gamma, dgamma, dbeta);
+      for (int64_t n = 0; n < layout.batch; ++n)
+        std::copy(values.g.begin() + n * layout.pixels, values.g.begin() + (n + 1) * layout.pixels,
+                  da.data + (n * layout.channels + c) * layout.pixels);
+    }
+  });
+}
+
+void CpuBackend::stem_forward_impl(ConstTensorView x, ConstTensorView weight, ConstTensorView bias,
+                                   ConstTensorView gamma, ConstTensorView beta,
+                                   TensorView running_mean, TensorView running_var,
+                                   const BlockTailSettings& s, TensorView y, TensorView saved_mean,
+                                   TensorView saved_inv_std) {
+  const Shape a_shape{x.shape.n(), weight.shape[0], x.shape.h(), x.shape.w()};
+  const ChannelLayout layout = channel_layout(a_shape);
+  const PoolGeometry g = pool_geometry(a_shape);
+  pool_.parallel_for(layout.channels, [&](int64_t begin, int64_t end, int /*worker*/) {
+    ChannelValues values;
+    for (int64_t k = begin; k < end; ++k) {
+      const BlockTailChannel ch = channel_constants(s, gamma.data[k], beta.data[k]);
+      values.fill(layout, k, ch, [&](int64_t n, float* out) {
+        stem_activations(stem_plane(x, weight, bias, k, n), out);
+      });
+      forward_channel(values, layout, g, k, ch, s, running_mean, running_var, y, saved_mean,
+                      saved_inv_std);
+    }
+  });
+}
+
+void CpuBackend::stem_backward_impl(ConstTensorView x, ConstTensorView dy, ConstTensorView weight,
+                                    ConstTensorView bias, ConstTensorView gamma,
+                                    ConstTensorView beta, ConstTensorView saved_mean,
+                                    ConstTensorView saved_inv_std, const BlockTailSettings& s,
+                                    TensorView dweight, TensorView dbias, TensorView dgamma,
+                                    TensorView dbeta) {
+  const Shape a_shape{x.shape.n(), weight.shape[0], x.shape.h(), x.shape.w()};
+  const ChannelLayout layout = channel_layout(a_shape);
+  const PoolGeometry g = pool_geometry(a_shape);
+  pool_.parallel_for(layout.channels, [&](int64_t begin, int64_t end, int /*worker*/) {
+    ChannelValues values;
+    for (int64_t k = begin; k < end; ++k) {
+      BlockTailChannel ch = channel_constants(s, gamma.data[k], beta.data[k]);
+      ch.mean = saved_mean.data[k];
+      ch.inv_std = saved_inv_std.data[k];
+      values.fill(layout, k, ch, [&](int64_t n, float* out) {
+        stem_activations(stem_plane(x, weight, bias, k, n), out);
+      });
+      backward_channel(values, layout, g, k, ch, s, dy, gamma, dgamma, dbeta);
+      // The convolution's gradients from g, in double: dbias = sum g, dw[t] = sum g x[tap t].
+      // Pixel by pixel (rows and columns, no division): most are 0 after the ReLU and pooling.
+      double db = 0.0, dw[9] = {0, 0, 0, 0, 0, 0, 0, 0, 0};
+      const int64_t height = x.shape.h(), width = x.shape.w();
       for (int64_t n = 0; n < layout.batch; ++n) {
-        const float* plane = values.d.data() + n * layout.pixels;
-        const float* dy_plane = dy.data + (n * layout.channels + c) * out_plane;
-        for (int64_t o = 0; o < out_plane; ++o) {
-          const PoolWindow w = pool_window(g, o / g.out_width(), o % g.out_width());
-          const int slot = block_tail_winner(plane, 0, w, on_d).slot;
-          winner[static_cast<size_t>(n * out_plane + o)] = slot;
-          sum_dy += dy_plane[o];
-          sum_dy_xhat += double{dy_plane[o]} * block_tail_xhat(plane, 0, w.offset[slot], on_d);
-        }
-      }
-      dbeta.data[c] = static_cast<float>(sum_dy);
-      dgamma.data[c] = static_cast<float>(sum_dy_xhat);
-      // Inference: batch-norm is affine per channel, so its gradient has no mean terms.
-      const BatchNormChannelFactors f = batchnorm_factors_from_sums(
-          s.training ? sum_dy : 0.0, s.training ? sum_dy_xhat : 0.0, count, gamma.data[c],
-          saved_inv_std.data[c]);
-      for (int64_t n = 0; n < layout.batch; ++n) {
-        const int64_t first = (n * layout.channels + c) * layout.pixels;
-        const float* dy_plane = dy.data + (n * layout.channels + c) * out_plane;
-        for (int64_t o = 0; o < out_plane; ++o) {
-          const PoolWindow w = pool_window(g, o / g.out_width(), o % g.out_width());
-          const int slot = winner[static_cast<size_t>(n * out_plane + o)];
-          for (int k = 0; k < w.count; ++k) {
-            const int64_t p = w.offset[k];
-            const float mask = ch.rate > 0.0f ? values.m[static_cast<size_t>(n * layout.pixels + p)]
-                                              : 1.0f;
-            da.data[first + p] =
-                block_tail_gradient(a.data[first + p], mask, k == slot ? dy_plane[o] : 0.0f, ch,
-                                    f.scale, f.mean_dy, f.mean_dy_xhat);
+        const float* xn = x.data + n * layout.pixels;
+        const float* gn = values.g.data() + n * layout.pixels;
+        for (int64_t r = 0; r < height; ++r)
+          for (int64_t c = 0; c < width; ++c) {
+            const double gv = gn[r * width + c];
+            if (gv == 0.0) continue;
+            db += gv;
+            for (int ky = 0; ky < 3; ++ky) {
+              const int64_t iy = r + ky - 1;
+              if (iy < 0 || iy >= height) continue;
+              for (int kx = 0; kx < 3; ++kx) {
+                const int64_t ix = c + kx - 1;
+                if (ix >= 0 && ix < width) dw[ky * 3 + kx] += gv * xn[iy * width + ix];
+              }
+            }
           }
-        }
       }
+      dbias.data[k] = static_cast<float>(db);
+      for (int t = 0; t < 9; ++t) dweight.data[k * 9 + t] = static_cast<float>(dw[t]);
     }
   });
 }

@@ -502,6 +502,48 @@ void CudaBackend::block_tail_backward_impl(ConstTensorView a, ConstTensorView dy
                                reinterpret_cast<float*>(workspace_.data()), split, stream_.get());
 }
 
+void CudaBackend::stem_forward_impl(ConstTensorView x, ConstTensorView weight,
+                                    ConstTensorView bias, ConstTensorView gamma,
+                                    ConstTensorView beta, TensorView running_mean,
+                                    TensorView running_var, const BlockTailSettings& s,
+                                    TensorView y, TensorView saved_mean,
+                                    TensorView saved_inv_std) {
+  PNEUMO_NVTX_RANGE("stem_forward");
+  kernels::BlockTailArgs t = tail_args(x, gamma, beta, running_mean.data, running_var.data,
+                                       saved_mean.data, saved_inv_std.data, s);
+  t.a = nullptr;
+  t.x = x.data;
+  t.weight = weight.data;
+  t.conv_bias = bias.data;
+  t.channels = weight.shape[0];
+  const kernels::BiasReduction split = reduction(t.batch, t.channels);
+  ensure_workspace(static_cast<size_t>(kernels::stem_scratch_floats(split, t.channels)) *
+                   sizeof(float));
+  kernels::stem_forward(t, y.data, reinterpret_cast<float*>(workspace_.data()), split,
+                        stream_.get());
+}
+
+void CudaBackend::stem_backward_impl(ConstTensorView x, ConstTensorView dy, ConstTensorView weight,
+                                     ConstTensorView bias, ConstTensorView gamma,
+                                     ConstTensorView beta, ConstTensorView saved_mean,
+                                     ConstTensorView saved_inv_std, const BlockTailSettings& s,
+                                     TensorView dweight, TensorView dbias, TensorView dgamma,
+                                     TensorView dbeta) {
+  PNEUMO_NVTX_RANGE("stem_backward");
+  kernels::BlockTailArgs t =
+      tail_args(x, gamma, beta, nullptr, nullptr, saved_mean.data, saved_inv_std.data, s);
+  t.a = nullptr;
+  t.x = x.data;
+  t.weight = weight.data;
+  t.conv_bias = bias.data;
+  t.channels = weight.shape[0];
+  const kernels::BiasReduction split = reduction(t.batch, t.channels);
+  ensure_workspace(static_cast<size_t>(kernels::stem_scratch_floats(split, t.channels)) *
+                   sizeof(float));
+  kernels::stem_backward(t, dy.data, dweight.data, dbias.data, dgamma.data, dbeta.data,
+                         reinterpret_cast<float*>(workspace_.data()), split, stream_.get());
+}
+
 void CudaBackend::dropout_forward_impl(ConstTensorView x, TensorView y, float rate, RngKey key) {
   PNEUMO_NVTX_RANGE("dropout_forward");
   kernels::dropout_apply(x.data, y.data, x.numel(), rate, key, stream_.get());

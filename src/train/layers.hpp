@@ -15,9 +15,11 @@ class Layer {
  public:
   virtual ~Layer() = default;
   virtual std::string name() const = 0;
-  // The "<prefix>." its parameters are named with: the layer's name, except for a fused layer
-  // that keeps the unfused layer's parameter names (the block tail keeps "bnK.").
-  virtual std::string parameter_prefix() const { return name(); }
+  // Whether the named parameter is this layer's: "<name>.*", except for a fused layer that keeps
+  // the unfused layers' parameter names (the block tail keeps "bnK.*", the stem "conv1.*" too).
+  virtual bool owns(const std::string& parameter) const {
+    return parameter.rfind(name() + ".", 0) == 0;
+  }
   // Shape of the output for an input of shape `input` (any batch size).
   virtual Shape output_shape(Shape input) const = 0;
   // Allocates the layer's buffers for inputs up to `max_input`; `needs_input_gradient` is false

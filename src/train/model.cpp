@@ -268,40 +268,56 @@ class BatchNorm2d final : public Layer {
 // pneumo/ops/block_tail.hpp), for ModelConfig::fused_block_tails: the same parameters, buffers
 // and random streams as the unfused Dropout, BatchNorm2d and MaxPool2d layers (named "bnK.*"
 // as theirs, so checkpoints do not change), without their intermediate tensors. Its backward
-// returns the gradient before the convolution's ReLU.
+// returns the gradient before the convolution's ReLU. As the stem (block 1 with one input
+// channel: Backend::stem_forward), it is the convolution too, registers "conv1.*" first, and
+// recomputes the convolution's output instead of storing it; its backward ends in the
+// convolution's gradients.
 class BlockTail final : public Layer {
  public:
-  BlockTail(const std::string& id, int channels, float rate, uint32_t stream_offset,
-            double momentum, double epsilon)
-      : name_("tail" + id), norm_name_("bn" + id), channels_(channels), rate_(rate),
-        stream_offset_(stream_offset), momentum_(momentum), epsilon_(epsilon) {}
+  BlockTail(const std::string& id, int in_channels, int channels, float rate,
+            uint32_t stream_offset, double momentum, double epsilon, bool stem)
+      : name_(stem ? "stem" : "tail" + id), conv_name_("conv" + id), norm_name_("bn" + id),
+        in_channels_(in_channels), channels_(channels), rate_(rate),
+        stream_offset_(stream_offset), momentum_(momentum), epsilon_(epsilon), stem_(stem) {}
   std::string name() const override { return name_; }
-  std::string parameter_prefix() const override { return norm_name_; }
+  bool owns(const std::string& parameter) const override {
+    return parameter.rfind(norm_name_ + ".", 0) == 0 ||
+           (stem_ && parameter.rfind(conv_name_ + ".", 0) == 0);
+  }
   Shape output_shape(Shape x) const override {
-    return {x.n(), x.c(), (x.h() + 1) / 2, (x.w() + 1) / 2};
+    return {x.n(), channels_, (x.h() + 1) / 2, (x.w() + 1) / 2};
   }
   void register_parameters(Registry& params, std::vector<ParameterInfo>& param_infos,
                            Registry& buffers, std::vector<ParameterInfo>& buffer_infos) {
     Shape c{channels_};
+    if (stem_) {
+      weight_ = {params.add(param_infos, conv_name_ + ".weight", {channels_, in_channels_, 3, 3}),
+                 {channels_, in_channels_, 3, 3}};
+      bias_ = {params.add(param_infos, conv_name_ + ".bias", c), c};
+    }
     gamma_ = {params.add(param_infos, norm_name_ + ".weight", c), c};
     beta_ = {params.add(param_infos, norm_name_ + ".bias", c), c};
     running_mean_ = {buffers.add(buffer_infos, norm_name_ + ".running_mean", c), c};
     running_var_ = {buffers.add(buffer_infos, norm_name_ + ".running_var", c), c};
   }
   void bind(Tensor& params, Tensor& grads, Tensor& buffers) {
+    if (stem_) {
+      w_ = weight_.in(params), b_ = bias_.in(params);
+      dw_ = weight_.in(grads), db_ = bias_.in(grads);
+    }
     gamma_v_ = gamma_.in(params), beta_v_ = beta_.in(params);
     dgamma_ = gamma_.in(grads), dbeta_ = beta_.in(grads);
     mean_v_ = running_mean_.in(buffers), var_v_ = running_var_.in(buffers);
   }
   void allocate(Backend& backend, Shape max_input, bool) override {
     y_ = backend.empty(output_shape(max_input));
-    da_ = backend.empty(max_input);
+    if (!stem_) da_ = backend.empty(max_input);
     saved_mean_ = backend.empty({channels_});
     saved_inv_std_ = backend.empty({channels_});
   }
   ConstTensorView forward(Backend& backend, ConstTensorView x, bool training,
                           RngKey key) override {
-    PNEUMO_NVTX_RANGE("block tail forward");
+    PNEUMO_NVTX_RANGE(stem_ ? "stem forward" : "block tail forward");
     x_ = x;
     settings_ = {};
     settings_.training = training;
@@ -309,22 +325,31 @@ class BlockTail final : public Layer {
     settings_.epsilon = epsilon_;
     if (training && rate_ > 0.0f) {
       // The Dropout layer's key: stream kDropout + this block's dropout index, and the image
-      // offset of a data-parallel shard counted in elements.
+      // offset of a data-parallel shard counted in elements (of the activation).
       settings_.dropout_rate = rate_;
       settings_.dropout_key = key;
       settings_.dropout_key.stream = static_cast<uint32_t>(RngStream::kDropout) + stream_offset_;
-      const int64_t first_element = int64_t{key.first} * (x.numel() / x.shape.n());
+      const int64_t first_element = int64_t{key.first} * channels_ * x.shape.h() * x.shape.w();
       PNEUMO_CHECK(first_element < (int64_t{1} << 32), name_, ": image ", key.first,
                    " of the global batch lies past the 32-bit dropout mask index");
       settings_.dropout_key.first = static_cast<uint32_t>(first_element);
     }
     TensorView y = batch_view(y_, output_shape(x.shape));
-    backend.block_tail_forward(x, gamma_v_, beta_v_, mean_v_, var_v_, settings_, y, saved_mean_,
-                               saved_inv_std_);
+    if (stem_)
+      backend.stem_forward(x, w_, b_, gamma_v_, beta_v_, mean_v_, var_v_, settings_, y,
+                           saved_mean_, saved_inv_std_);
+    else
+      backend.block_tail_forward(x, gamma_v_, beta_v_, mean_v_, var_v_, settings_, y,
+                                 saved_mean_, saved_inv_std_);
     return y;
   }
   ConstTensorView backward(Backend& backend, ConstTensorView dy) override {
-    PNEUMO_NVTX_RANGE("block tail backward");
+    PNEUMO_NVTX_RANGE(stem_ ? "stem backward" : "block tail backward");
+    if (stem_) {
+      backend.stem_backward(x_, dy, w_, b_, gamma_v_, beta_v_, saved_mean_, saved_inv_std_,
+                            settings_, dw_, db_, dgamma_, dbeta_);
+      return {};  // the first layer: no input gradient
+    }
     TensorView da = batch_view(da_, x_.shape);
     backend.block_tail_backward(x_, dy, gamma_v_, beta_v_, saved_mean_, saved_inv_std_,
                                 settings_, da, dgamma_, dbeta_);
@@ -332,13 +357,14 @@ class BlockTail final : public Layer {
   }
 
  private:
-  std::string name_, norm_name_;
-  int64_t channels_;
+  std::string name_, conv_name_, norm_name_;
+  int64_t in_channels_, channels_;
   float rate_;
   uint32_t stream_offset_;
   double momentum_, epsilon_;
-  Slot gamma_, beta_, running_mean_, running_var_;
-  TensorView gamma_v_, beta_v_, dgamma_, dbeta_, mean_v_, var_v_;
+  bool stem_;
+  Slot weight_, bias_, gamma_, beta_, running_mean_, running_var_;
+  TensorView w_, b_, dw_, db_, gamma_v_, beta_v_, dgamma_, dbeta_, mean_v_, var_v_;
   Tensor y_, da_, saved_mean_, saved_inv_std_;
   BlockTailSettings settings_;
   ConstTensorView x_;
@@ -558,17 +584,24 @@ Model::Model(Backend& backend, ModelConfig config, int max_batch)
   std::vector<BlockTail*> tails;
   for (size_t block = 0; block < config_.channels.size(); ++block) {
     const std::string id = std::to_string(block + 1);
-    auto conv = std::make_unique<Conv2dRelu>("conv" + id, in_channels, config_.channels[block]);
-    conv->register_parameters(params, parameter_infos_);
-    convs.push_back(conv.get());
     const float rate = config_.conv_dropout[block];
+    // With fused tails, block 1 on the one-channel image is the stem (its convolution inside).
+    const bool stem = config_.fused_block_tails && block == 0 && in_channels == 1;
+    std::unique_ptr<Conv2dRelu> conv;
+    if (!stem) {
+      conv = std::make_unique<Conv2dRelu>("conv" + id, in_channels, config_.channels[block]);
+      conv->register_parameters(params, parameter_infos_);
+      convs.push_back(conv.get());
+    }
     if (config_.fused_block_tails) {
-      conv->receive_gradient_through_relu();
-      layers_.push_back(std::move(conv));
-      auto tail = std::make_unique<BlockTail>(id, config_.channels[block], rate,
+      if (conv) {
+        conv->receive_gradient_through_relu();
+        layers_.push_back(std::move(conv));
+      }
+      auto tail = std::make_unique<BlockTail>(id, in_channels, config_.channels[block], rate,
                                               rate > 0.0f ? dropout_index++ : 0,
                                               config_.batchnorm_momentum,
-                                              config_.batchnorm_epsilon);
+                                              config_.batchnorm_epsilon, stem);
       tail->register_parameters(params, parameter_infos_, buffers, buffer_infos_);
       tails.push_back(tail.get());
       layers_.push_back(std::move(tail));
@@ -620,9 +653,7 @@ Model::Model(Backend& backend, ModelConfig config, int max_batch)
   gradients_final_from_.assign(layers_.size(), gradients_.numel());
   size_t owner = 0;
   for (const ParameterInfo& info : parameter_infos_) {
-    while (owner < layers_.size() &&
-           info.name.rfind(layers_[owner]->parameter_prefix() + ".", 0) != 0)
-      ++owner;
+    while (owner < layers_.size() && !layers_[owner]->owns(info.name)) ++owner;
     PNEUMO_CHECK(owner < layers_.size(), "parameter ", info.name,
                  " does not follow the layer order of the flat buffer");
     gradients_final_from_[owner] = std::min(gradients_final_from_[owner], info.offset);

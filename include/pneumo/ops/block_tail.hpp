@@ -24,6 +24,16 @@
 // - the same numbers as the unfused chain dropout_forward -> batchnorm_forward_training ->
 //   maxpool2d_forward and its backward then relu_backward, up to the order of the per-channel
 //   sums (tests/test_block_tail.cpp compares them on both backends).
+//
+// The stem (Backend::stem_forward, stem_backward) is block 1 whole: its one-channel 3x3 'same'
+// convolution + ReLU, then the tail above, with the convolution's output recomputed from the
+// image wherever it is needed instead of stored:
+// - x (N, 1, H, W), weight (K, 1, 3, 3), bias (K); a = relu(conv2d(x) + bias) computed as
+//   kernels/block_tail_math.hpp's StemPlane does (the direct one-channel kernel's arithmetic);
+//   then exactly block_tail_forward on a;
+// - backward: block_tail_backward's da, not written, but reduced into the convolution's
+//   gradients: dweight[k, 0, t] = sum da x[tap t], dbias[k] = sum da (conv2d_backward_filter's);
+//   no dx (the first layer has no input gradient). dgamma and dbeta as the tail's.
 #pragma once
 
 #include "pneumo/ops/batchnorm.hpp"
@@ -102,6 +112,62 @@ inline void check_block_tail_backward(Device device, ConstTensorView a, ConstTen
   expect_shape(op, "dy", dy.shape, pool_geometry(a.shape).output());
   expect_shape(op, "da", da.shape, a.shape);
   check_block_tail_settings(op, layout, s);
+}
+
+}  // namespace pneumo::ops
+
+namespace pneumo::ops {
+
+// The stem's operands: x (N, 1, H, W), weight (K, 1, 3, 3), bias and the per-channel tensors (K).
+// Returns the activation's shape (N, K, H, W).
+inline Shape checked_stem(const char* op, ConstTensorView x, ConstTensorView weight,
+                          std::initializer_list<NamedView> per_channel) {
+  expect_rank(op, "x", x.shape, 4);
+  PNEUMO_CHECK(x.shape.c() == 1, op, ": x ", x.shape.str(), " must have one channel");
+  expect_rank(op, "weight", weight.shape, 4);
+  const int64_t k = weight.shape[0];
+  expect_shape(op, "weight", weight.shape, Shape{k, 1, 3, 3});
+  expect_shapes(op, Shape{k}, per_channel);
+  return {x.shape.n(), k, x.shape.h(), x.shape.w()};
+}
+
+inline void check_stem_forward(Device device, ConstTensorView x, ConstTensorView weight,
+                               ConstTensorView bias, ConstTensorView gamma, ConstTensorView beta,
+                               ConstTensorView running_mean, ConstTensorView running_var,
+                               const BlockTailSettings& s, ConstTensorView y,
+                               ConstTensorView saved_mean, ConstTensorView saved_inv_std) {
+  const char* op = "stem_forward";
+  const std::initializer_list<NamedView> per_channel{
+      {"bias", bias},         {"gamma", gamma},           {"beta", beta},
+      {"running_mean", running_mean}, {"running_var", running_var}, {"saved_mean", saved_mean},
+      {"saved_inv_std", saved_inv_std}};
+  expect_on(device, op, {{"x", x}, {"weight", weight}, {"y", y}});
+  expect_on(device, op, per_channel);
+  const Shape a = checked_stem(op, x, weight, per_channel);
+  expect_shape(op, "y", y.shape, pool_geometry(a).output());
+  const ChannelLayout layout = channel_layout(a);
+  PNEUMO_CHECK(!s.training || layout.count() > 1, op, ": x ", x.shape.str(),
+               " has one value per channel; the batch variance needs at least two");
+  check_block_tail_settings(op, layout, s);
+}
+
+inline void check_stem_backward(Device device, ConstTensorView x, ConstTensorView dy,
+                                ConstTensorView weight, ConstTensorView bias,
+                                ConstTensorView gamma, ConstTensorView beta,
+                                ConstTensorView saved_mean, ConstTensorView saved_inv_std,
+                                const BlockTailSettings& s, ConstTensorView dweight,
+                                ConstTensorView dbias, ConstTensorView dgamma,
+                                ConstTensorView dbeta) {
+  const char* op = "stem_backward";
+  const std::initializer_list<NamedView> per_channel{
+      {"bias", bias},   {"gamma", gamma}, {"beta", beta},   {"saved_mean", saved_mean},
+      {"saved_inv_std", saved_inv_std},   {"dbias", dbias}, {"dgamma", dgamma}, {"dbeta", dbeta}};
+  expect_on(device, op, {{"x", x}, {"dy", dy}, {"weight", weight}, {"dweight", dweight}});
+  expect_on(device, op, per_channel);
+  const Shape a = checked_stem(op, x, weight, per_channel);
+  expect_shape(op, "dy", dy.shape, pool_geometry(a).output());
+  expect_shape(op, "dweight", dweight.shape, weight.shape);
+  check_block_tail_settings(op, channel_layout(a), s);
 }
 
 }  // namespace pneumo::ops

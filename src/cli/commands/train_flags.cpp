@@ -179,8 +179,8 @@ std::vector<TrainFlag> make_table() {
                     PNEUMO_FIELD(sync_batchnorm), {}, "true"));
   t.push_back(bound(
       "fused-block-tails",
-      "Each block's dropout, batch-norm and max pooling as one fused op (same model, fewer "
-      "passes over memory; not with --sync-batchnorm)",
+      "Each block's dropout, batch-norm and max pooling as one fused op, block 1 with its "
+      "convolution recomputed (same model, fewer passes over memory; not with --sync-batchnorm)",
       PNEUMO_FIELD(fused_block_tails),
       [](O o) {
         require(!(o.fused_block_tails && o.sync_batchnorm),
