@@ -5,6 +5,7 @@
 // dropout multipliers drawn once per call (one Philox call per four elements, as dropout_forward
 // draws them); the statistics use batch-norm's own summation (cpu/channel_sum.hpp), and the
 // windows and element gradients are kernels/block_tail_math.hpp, the code the CUDA kernels run.
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -156,6 +157,22 @@ BlockTailChannel channel_constants(const BlockTailSettings& s, float gamma, floa
   return {0.0f, 0.0f, gamma, beta, s.training ? s.dropout_rate : 0.0f, s.dropout_key};
 }
 
+// The backward's: with the forward's saved statistics of channel c.
+BlockTailChannel saved_constants(const BlockTailSettings& s, ConstTensorView gamma,
+                                 ConstTensorView beta, ConstTensorView saved_mean,
+                                 ConstTensorView saved_inv_std, int64_t c) {
+  BlockTailChannel ch = channel_constants(s, gamma.data[c], beta.data[c]);
+  ch.mean = saved_mean.data[c];
+  ch.inv_std = saved_inv_std.data[c];
+  return ch;
+}
+
+// Image n's plane of channel c of a stored tensor, into out.
+void copy_plane(ConstTensorView a, const ChannelLayout& layout, int64_t c, int64_t n, float* out) {
+  const float* plane = a.data + (n * layout.channels + c) * layout.pixels;
+  std::copy(plane, plane + layout.pixels, out);
+}
+
 // out[p] = plane(p) over a plane: the stem's activations. Its fused multiply-adds are a library
 // call without the FMA instruction set (about ten times slower here); on a CPU that has it, the
 // same loop compiled for it runs instead. fmaf rounds once either way, so the bits are the same.
@@ -197,10 +214,8 @@ void CpuBackend::block_tail_forward_impl(ConstTensorView a, ConstTensorView gamm
     ChannelValues values;
     for (int64_t c = begin; c < end; ++c) {
       const BlockTailChannel ch = channel_constants(s, gamma.data[c], beta.data[c]);
-      values.fill(layout, c, ch, [&](int64_t n, float* out) {
-        const float* plane = a.data + (n * layout.channels + c) * layout.pixels;
-        std::copy(plane, plane + layout.pixels, out);
-      });
+      values.fill(layout, c, ch,
+                  [&](int64_t n, float* out) { copy_plane(a, layout, c, n, out); });
       forward_channel(values, layout, g, c, ch, s, running_mean, running_var, y, saved_mean,
                       saved_inv_std);
     }
@@ -218,13 +233,9 @@ void CpuBackend::block_tail_backward_impl(ConstTensorView a, ConstTensorView dy,
   pool_.parallel_for(layout.channels, [&](int64_t begin, int64_t end, int /*worker*/) {
     ChannelValues values;
     for (int64_t c = begin; c < end; ++c) {
-      BlockTailChannel ch = channel_constants(s, gamma.data[c], beta.data[c]);
-      ch.mean = saved_mean.data[c];
-      ch.inv_std = saved_inv_std.data[c];
-      values.fill(layout, c, ch, [&](int64_t n, float* out) {
-        const float* plane = a.data + (n * layout.channels + c) * layout.pixels;
-        std::copy(plane, plane + layout.pixels, out);
-      });
+      const BlockTailChannel ch = saved_constants(s, gamma, beta, saved_mean, saved_inv_std, c);
+      values.fill(layout, c, ch,
+                  [&](int64_t n, float* out) { copy_plane(a, layout, c, n, out); });
       backward_channel(values, layout, g, c, ch, s, dy, gamma, dgamma, dbeta);
       for (int64_t n = 0; n < layout.batch; ++n)
         std::copy(values.g.begin() + n * layout.pixels, values.g.begin() + (n + 1) * layout.pixels,
@@ -266,9 +277,7 @@ void CpuBackend::stem_backward_impl(ConstTensorView x, ConstTensorView dy, Const
   pool_.parallel_for(layout.channels, [&](int64_t begin, int64_t end, int /*worker*/) {
     ChannelValues values;
     for (int64_t k = begin; k < end; ++k) {
-      BlockTailChannel ch = channel_constants(s, gamma.data[k], beta.data[k]);
-      ch.mean = saved_mean.data[k];
-      ch.inv_std = saved_inv_std.data[k];
+      const BlockTailChannel ch = saved_constants(s, gamma, beta, saved_mean, saved_inv_std, k);
       values.fill(layout, k, ch, [&](int64_t n, float* out) {
         stem_activations(stem_plane(x, weight, bias, k, n), out);
       });

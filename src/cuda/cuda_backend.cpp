@@ -469,7 +469,31 @@ kernels::BlockTailArgs tail_args(ConstTensorView a, ConstTensorView gamma, Const
   t.width = a.shape.w();
   return t;
 }
+
+// The stem's: the tail's arguments, with the image and the convolution instead of a.
+kernels::BlockTailArgs stem_args(ConstTensorView x, ConstTensorView weight, ConstTensorView bias,
+                                 ConstTensorView gamma, ConstTensorView beta, float* running_mean,
+                                 float* running_var, const float* saved_mean,
+                                 const float* saved_inv_std, const BlockTailSettings& s) {
+  kernels::BlockTailArgs t =
+      tail_args(x, gamma, beta, running_mean, running_var, saved_mean, saved_inv_std, s);
+  t.a = nullptr;
+  t.x = x.data;
+  t.weight = weight.data;
+  t.conv_bias = bias.data;
+  t.channels = weight.shape[0];
+  return t;
+}
 }  // namespace
+
+// The scratch every tail and stem launch takes (batch-norm's, and the stem's weight sums).
+float* CudaBackend::tail_scratch(const kernels::BlockTailArgs& t,
+                                 const kernels::BiasReduction& split) {
+  const int64_t floats = t.x ? kernels::stem_scratch_floats(split, t.channels)
+                             : kernels::batchnorm_scratch_floats(split, t.channels);
+  ensure_workspace(static_cast<size_t>(floats) * sizeof(float));
+  return reinterpret_cast<float*>(workspace_.data());
+}
 
 void CudaBackend::block_tail_forward_impl(ConstTensorView a, ConstTensorView gamma,
                                           ConstTensorView beta, TensorView running_mean,
@@ -480,10 +504,7 @@ void CudaBackend::block_tail_forward_impl(ConstTensorView a, ConstTensorView gam
   const kernels::BlockTailArgs t = tail_args(a, gamma, beta, running_mean.data, running_var.data,
                                              saved_mean.data, saved_inv_std.data, s);
   const kernels::BiasReduction split = reduction(t.batch, t.channels);
-  ensure_workspace(static_cast<size_t>(kernels::batchnorm_scratch_floats(split, t.channels)) *
-                   sizeof(float));
-  kernels::block_tail_forward(t, y.data, reinterpret_cast<float*>(workspace_.data()), split,
-                              stream_.get());
+  kernels::block_tail_forward(t, y.data, tail_scratch(t, split), split, stream_.get());
 }
 
 void CudaBackend::block_tail_backward_impl(ConstTensorView a, ConstTensorView dy,
@@ -496,10 +517,8 @@ void CudaBackend::block_tail_backward_impl(ConstTensorView a, ConstTensorView dy
   const kernels::BlockTailArgs t =
       tail_args(a, gamma, beta, nullptr, nullptr, saved_mean.data, saved_inv_std.data, s);
   const kernels::BiasReduction split = reduction(t.batch, t.channels);
-  ensure_workspace(static_cast<size_t>(kernels::batchnorm_scratch_floats(split, t.channels)) *
-                   sizeof(float));
   kernels::block_tail_backward(t, dy.data, da.data, dgamma.data, dbeta.data,
-                               reinterpret_cast<float*>(workspace_.data()), split, stream_.get());
+                               tail_scratch(t, split), split, stream_.get());
 }
 
 void CudaBackend::stem_forward_impl(ConstTensorView x, ConstTensorView weight,
@@ -509,18 +528,11 @@ void CudaBackend::stem_forward_impl(ConstTensorView x, ConstTensorView weight,
                                     TensorView y, TensorView saved_mean,
                                     TensorView saved_inv_std) {
   PNEUMO_NVTX_RANGE("stem_forward");
-  kernels::BlockTailArgs t = tail_args(x, gamma, beta, running_mean.data, running_var.data,
-                                       saved_mean.data, saved_inv_std.data, s);
-  t.a = nullptr;
-  t.x = x.data;
-  t.weight = weight.data;
-  t.conv_bias = bias.data;
-  t.channels = weight.shape[0];
+  const kernels::BlockTailArgs t =
+      stem_args(x, weight, bias, gamma, beta, running_mean.data, running_var.data,
+                saved_mean.data, saved_inv_std.data, s);
   const kernels::BiasReduction split = reduction(t.batch, t.channels);
-  ensure_workspace(static_cast<size_t>(kernels::stem_scratch_floats(split, t.channels)) *
-                   sizeof(float));
-  kernels::stem_forward(t, y.data, reinterpret_cast<float*>(workspace_.data()), split,
-                        stream_.get());
+  kernels::stem_forward(t, y.data, tail_scratch(t, split), split, stream_.get());
 }
 
 void CudaBackend::stem_backward_impl(ConstTensorView x, ConstTensorView dy, ConstTensorView weight,
@@ -530,18 +542,11 @@ void CudaBackend::stem_backward_impl(ConstTensorView x, ConstTensorView dy, Cons
                                      TensorView dweight, TensorView dbias, TensorView dgamma,
                                      TensorView dbeta) {
   PNEUMO_NVTX_RANGE("stem_backward");
-  kernels::BlockTailArgs t =
-      tail_args(x, gamma, beta, nullptr, nullptr, saved_mean.data, saved_inv_std.data, s);
-  t.a = nullptr;
-  t.x = x.data;
-  t.weight = weight.data;
-  t.conv_bias = bias.data;
-  t.channels = weight.shape[0];
+  const kernels::BlockTailArgs t = stem_args(x, weight, bias, gamma, beta, nullptr, nullptr,
+                                             saved_mean.data, saved_inv_std.data, s);
   const kernels::BiasReduction split = reduction(t.batch, t.channels);
-  ensure_workspace(static_cast<size_t>(kernels::stem_scratch_floats(split, t.channels)) *
-                   sizeof(float));
   kernels::stem_backward(t, dy.data, dweight.data, dbias.data, dgamma.data, dbeta.data,
-                         reinterpret_cast<float*>(workspace_.data()), split, stream_.get());
+                         tail_scratch(t, split), split, stream_.get());
 }
 
 void CudaBackend::dropout_forward_impl(ConstTensorView x, TensorView y, float rate, RngKey key) {

@@ -181,6 +181,7 @@ class CudaBackend final : public Backend {
   BatchNormPlan& batchnorm_plan(const Shape& x_shape);
   // Grows the one workspace to at least `bytes` (first use of a shape only).
   void ensure_workspace(size_t bytes);
+  float* tail_scratch(const kernels::BlockTailArgs& t, const kernels::BiasReduction& split);
   // Most workspace an algorithm search may use: the smaller of 1 GiB and half the free memory.
   size_t search_workspace_limit() const;
   cudnnMathType_t conv_math_type() const;

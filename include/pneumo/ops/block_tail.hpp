@@ -70,23 +70,34 @@ inline void check_block_tail_settings(const char* op, const ChannelLayout& layou
   check_batchnorm_epsilon(op, s.epsilon);
 }
 
+// The tail's operands: a (N, C, H, W), the named tensors (C) and those shaped as a (`alike`), all
+// on `device`; `pooled` the pooled shape. Returns a's layout.
+inline ChannelLayout checked_tail(Device device, const char* op, ConstTensorView a,
+                                  std::initializer_list<NamedView> alike, const NamedView& pooled,
+                                  std::initializer_list<NamedView> per_channel) {
+  expect_on(device, op, {{"a", a}, pooled});
+  expect_on(device, op, alike);
+  expect_on(device, op, per_channel);
+  const ChannelLayout layout = checked_channel_layout(op, a.shape);
+  expect_shapes(op, layout.channel_shape(), per_channel);
+  expect_shape(op, pooled.first, pooled.second.shape, pool_geometry(a.shape).output());
+  for (const auto& [name, view] : alike) expect_shape(op, name, view.shape, a.shape);
+  return layout;
+}
+
 inline void check_block_tail_forward(Device device, ConstTensorView a, ConstTensorView gamma,
                                      ConstTensorView beta, ConstTensorView running_mean,
                                      ConstTensorView running_var, const BlockTailSettings& s,
                                      ConstTensorView y, ConstTensorView saved_mean,
                                      ConstTensorView saved_inv_std) {
   const char* op = "block_tail_forward";
-  const std::initializer_list<NamedView> per_channel{{"gamma", gamma},
-                                                     {"beta", beta},
-                                                     {"running_mean", running_mean},
-                                                     {"running_var", running_var},
-                                                     {"saved_mean", saved_mean},
-                                                     {"saved_inv_std", saved_inv_std}};
-  expect_on(device, op, {{"a", a}, {"y", y}});
-  expect_on(device, op, per_channel);
-  const ChannelLayout layout = checked_channel_layout(op, a.shape);
-  expect_shapes(op, layout.channel_shape(), per_channel);
-  expect_shape(op, "y", y.shape, pool_geometry(a.shape).output());
+  const ChannelLayout layout = checked_tail(device, op, a, {}, {"y", y},
+                                            {{"gamma", gamma},
+                                             {"beta", beta},
+                                             {"running_mean", running_mean},
+                                             {"running_var", running_var},
+                                             {"saved_mean", saved_mean},
+                                             {"saved_inv_std", saved_inv_std}});
   PNEUMO_CHECK(!s.training || layout.count() > 1, op, ": a ", a.shape.str(),
                " has one value per channel; the batch variance needs at least two");
   check_block_tail_settings(op, layout, s);
@@ -99,18 +110,13 @@ inline void check_block_tail_backward(Device device, ConstTensorView a, ConstTen
                                       ConstTensorView da, ConstTensorView dgamma,
                                       ConstTensorView dbeta) {
   const char* op = "block_tail_backward";
-  const std::initializer_list<NamedView> per_channel{{"gamma", gamma},
-                                                     {"beta", beta},
-                                                     {"saved_mean", saved_mean},
-                                                     {"saved_inv_std", saved_inv_std},
-                                                     {"dgamma", dgamma},
-                                                     {"dbeta", dbeta}};
-  expect_on(device, op, {{"a", a}, {"dy", dy}, {"da", da}});
-  expect_on(device, op, per_channel);
-  const ChannelLayout layout = checked_channel_layout(op, a.shape);
-  expect_shapes(op, layout.channel_shape(), per_channel);
-  expect_shape(op, "dy", dy.shape, pool_geometry(a.shape).output());
-  expect_shape(op, "da", da.shape, a.shape);
+  const ChannelLayout layout = checked_tail(device, op, a, {{"da", da}}, {"dy", dy},
+                                            {{"gamma", gamma},
+                                             {"beta", beta},
+                                             {"saved_mean", saved_mean},
+                                             {"saved_inv_std", saved_inv_std},
+                                             {"dgamma", dgamma},
+                                             {"dbeta", dbeta}});
   check_block_tail_settings(op, layout, s);
 }
 
