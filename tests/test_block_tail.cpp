@@ -151,8 +151,28 @@ TailResult run_chain(Backend& backend, const TailCase& c) {
           to_host(dgamma),      to_host(dbeta)};
 }
 
+// Per-channel sums over a large batch (dgamma, dbeta, the stem's dweight and dbias) add up
+// hundreds of thousands of terms with cancellation: the GPU in float partials, the CPU in double.
+// Compared as a whole, in relative L2, where elementwise tolerances would measure the
+// cancellation rather than the op.
+::testing::AssertionResult sums_close(const std::vector<float>& actual,
+                                      const std::vector<float>& expected, double tolerance,
+                                      const char* what) {
+  double diff = 0.0, norm = 0.0;
+  for (size_t i = 0; i < expected.size() && i < actual.size(); ++i) {
+    diff += (double{actual[i]} - expected[i]) * (double{actual[i]} - expected[i]);
+    norm += double{expected[i]} * expected[i];
+  }
+  const double relative = std::sqrt(diff / std::max(norm, 1e-30));
+  if (actual.size() == expected.size() && std::isfinite(relative) && relative <= tolerance)
+    return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << what << ": relative L2 " << relative << " > "
+                                       << tolerance;
+}
+
+// Large: the per-channel sums compared by sums_close(1e-4) instead of elementwise.
 void expect_same(const TailResult& fused, const TailResult& chain, double forward_tol,
-                 double backward_tol) {
+                 double backward_tol, bool large = false) {
   EXPECT_TRUE(all_close(fused.saved_mean, chain.saved_mean, forward_tol, forward_tol, "saved_mean"));
   EXPECT_TRUE(all_close(fused.saved_inv_std, chain.saved_inv_std, forward_tol, forward_tol,
                         "saved_inv_std"));
@@ -162,6 +182,11 @@ void expect_same(const TailResult& fused, const TailResult& chain, double forwar
                         "running_var"));
   EXPECT_TRUE(all_close(fused.y, chain.y, forward_tol, forward_tol, "y"));
   EXPECT_TRUE(all_close(fused.da, chain.da, backward_tol, backward_tol, "da"));
+  if (large) {
+    EXPECT_TRUE(sums_close(fused.dgamma, chain.dgamma, 1e-4, "dgamma"));
+    EXPECT_TRUE(sums_close(fused.dbeta, chain.dbeta, 1e-4, "dbeta"));
+    return;
+  }
   EXPECT_TRUE(all_close(fused.dgamma, chain.dgamma, backward_tol, backward_tol, "dgamma"));
   EXPECT_TRUE(all_close(fused.dbeta, chain.dbeta, backward_tol, backward_tol, "dbeta"));
 }
@@ -338,12 +363,19 @@ StemResult run_stem(Backend& backend, const Shape& x_shape, int64_t k, const Blo
 }
 
 void expect_same(const StemResult& a, const StemResult& b, double forward_tol,
-                 double backward_tol) {
+                 double backward_tol, bool large = false) {
   EXPECT_TRUE(all_close(a.saved_mean, b.saved_mean, forward_tol, forward_tol, "saved_mean"));
   EXPECT_TRUE(all_close(a.saved_inv_std, b.saved_inv_std, forward_tol, forward_tol, "inv_std"));
   EXPECT_TRUE(all_close(a.running_mean, b.running_mean, forward_tol, forward_tol, "running_mean"));
   EXPECT_TRUE(all_close(a.running_var, b.running_var, forward_tol, forward_tol, "running_var"));
   EXPECT_TRUE(all_close(a.y, b.y, forward_tol, forward_tol, "y"));
+  if (large) {
+    EXPECT_TRUE(sums_close(a.dweight, b.dweight, 1e-4, "dweight"));
+    EXPECT_TRUE(sums_close(a.dbias, b.dbias, 1e-4, "dbias"));
+    EXPECT_TRUE(sums_close(a.dgamma, b.dgamma, 1e-4, "dgamma"));
+    EXPECT_TRUE(sums_close(a.dbeta, b.dbeta, 1e-4, "dbeta"));
+    return;
+  }
   EXPECT_TRUE(all_close(a.dweight, b.dweight, backward_tol, backward_tol, "dweight"));
   EXPECT_TRUE(all_close(a.dbias, b.dbias, backward_tol, backward_tol, "dbias"));
   EXPECT_TRUE(all_close(a.dgamma, b.dgamma, backward_tol, backward_tol, "dgamma"));
@@ -403,7 +435,7 @@ TEST(StemCuda, MatchesTheCpuTwin) {
   // The recipe's block 1: 150 px, 32 channels, batch 4.
   const StemCase big{{4, 1, 150, 150}, 32, 0.0f, true};
   expect_same(run_stem(*cuda, big.x, big.k, stem_settings(big), true),
-              run_stem(*cpu, big.x, big.k, stem_settings(big), true), 1e-5, 1e-4);
+              run_stem(*cpu, big.x, big.k, stem_settings(big), true), 1e-5, 1e-4, true);
 }
 
 TEST(StemCuda, MatchesTheCudaConvolutionThenTail) {
@@ -430,7 +462,7 @@ TEST(BlockTailCuda, MatchesTheCpuTwin) {
   }
   // A block of the recipe's size: block 2 at 150 px, batch 8, dropout 0.1.
   const TailCase big{{8, 64, 75, 75}, 0.1f, 0, true};
-  expect_same(run_fused(*cuda, big), run_fused(*cpu, big), 1e-5, 1e-4);
+  expect_same(run_fused(*cuda, big), run_fused(*cpu, big), 1e-5, 1e-4, true);
 }
 
 TEST(BlockTailCuda, MatchesTheCudaUnfusedChain) {
