@@ -33,6 +33,7 @@ void fill_masks(const BlockTailChannel& ch, int64_t begin, int64_t end, float* m
 // tensor element (n * C + c) * pixels + p.
 struct ChannelValues {
   std::vector<float> a, d, m, g;
+  std::vector<int> winner;  // backward: each window's winning slot, kept for its second pass
 
   // plane_a(n, out): writes image n's plane of a to out.
   template <class PlaneA>
@@ -116,8 +117,10 @@ void backward_channel(ChannelValues& v, const ChannelLayout& layout, const PoolG
                       TensorView dbeta) {
   const int64_t out_plane = g.out_height() * g.out_width();
   const BlockTailChannel on_d = on_dropped(ch);
-  // Each window's winner, found once and kept for both passes.
-  std::vector<int> winner(static_cast<size_t>(layout.batch * out_plane));
+  // Each window's winner, found once and kept for both passes (a worker's buffer, reused: a
+  // fresh one per channel cost a page-faulting allocation each time).
+  std::vector<int>& winner = v.winner;
+  winner.resize(static_cast<size_t>(layout.batch * out_plane));
   double sum_dy = 0.0, sum_dy_xhat = 0.0;
   for (int64_t n = 0; n < layout.batch; ++n) {
     const float* plane = v.d.data() + n * layout.pixels;
