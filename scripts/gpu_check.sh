@@ -405,6 +405,12 @@ else
   # shellcheck disable=SC2086
   run "train (recipe, bf16)" 240 train_bf16 "--precision bf16, validation only" -- "$cli_bin" train \
     --data "$full_cache" --device "$device" --precision bf16 --out "$out/run_bf16" ${PNEUMO_TRAIN_ARGS:-}
+  # And with --fused-block-tails (the same model through the fused tail and stem kernels): its
+  # validation metrics and epoch times (run_fused/) beside the unfused run's; test not read.
+  # shellcheck disable=SC2086
+  run "train (recipe, fused block tails)" 240 train_fused "--fused-block-tails, validation only" -- \
+    "$cli_bin" train --data "$full_cache" --device "$device" --fused-block-tails true \
+    --out "$out/run_fused" ${PNEUMO_TRAIN_ARGS:-}
 fi
 
 # ---- 6. Throughput: pneumo's training step, and the same network in PyTorch on the same GPU ----------------
