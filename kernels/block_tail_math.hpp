@@ -1,8 +1,9 @@
 // Per-element and per-window arithmetic of the fused block tail (pneumo/ops/block_tail.hpp),
 // shared by kernels/batchnorm.cu and the CPU twin (src/cpu/block_tail.cpp): the value batch-norm
-// sees, the pooling window's winner (recomputed by the backward pass instead of stored), and one
-// element's gradient. Each is the composition of the unfused ops' own element functions
-// (elementwise.hpp), so the fused op computes what the chain does.
+// sees, the pooling window's winner (recomputed by the backward pass instead of stored), one
+// element's gradient, and the stem's activation recomputed from the image (StemPlane). Each is the
+// composition of the unfused ops' own element functions (elementwise.hpp), so the fused ops
+// compute what the chain does.
 #pragma once
 
 #include <cmath>
