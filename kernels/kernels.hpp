@@ -59,22 +59,32 @@ void dropout_apply(const float* x, float* y, int64_t n, float rate, RngKey key,
 void sigmoid_bce(const float* logits, const float* labels, const float* weights, float* dlogits,
                  float* stats, int64_t n, int64_t batch_count, cudaStream_t stream);
 
-// If value[0] is not finite and marker[0] == 0: marker[0] = step + 1 (one thread).
-void mark_nonfinite(const float* value, float* marker, int64_t step, cudaStream_t stream);
+// If value[0] is not finite and marker[0] == 0: marker[0] = step + 1 (one thread); the step is
+// live->step where live is set.
+void mark_nonfinite(const float* value, float* marker, int64_t step, const LiveStep* live,
+                    cudaStream_t stream);
 
 // ---- kernels/optimizer.cu -----------------------------------------------------------------------
-// One launch over the whole parameter buffer: rmsprop_update per element.
+// One launch over the whole parameter buffer: rmsprop_update per element (the learning rate
+// live->learning_rate where live is set).
 void rmsprop_step(float* params, const float* grads, float* mean_square, int64_t n,
-                  float learning_rate, float rho, float epsilon, cudaStream_t stream);
+                  float learning_rate, float rho, float epsilon, const LiveStep* live,
+                  cudaStream_t stream);
 
-// One launch over the whole buffer: adamw_update per element (exp_avg, exp_avg_sq like params).
+// One launch over the whole buffer: adamw_update per element (exp_avg, exp_avg_sq like params;
+// with_live_values(step, live) its constants).
 void adamw_step(float* params, const float* grads, float* exp_avg, float* exp_avg_sq, int64_t n,
-                const AdamWStep& step, cudaStream_t stream);
+                const AdamWStep& step, const LiveStep* live, cudaStream_t stream);
 
 // ---- kernels/gather.cu --------------------------------------------------------------------------
 // out[i] = values[indices[i]] for i < n.
 void gather_values(const float* values, const int32_t* indices, float* out, int64_t n,
                    cudaStream_t stream);
+
+// Backend::begin_step (pneumo/live_step.hpp), one block: *current = table[*cursor], indices[j] =
+// order[current->first + j] for j < count, ++*cursor; traps when the cursor is past table_size.
+void begin_step(const LiveStep* table, int64_t table_size, uint32_t* cursor, const int32_t* order,
+                int count, LiveStep* current, int32_t* indices, cudaStream_t stream);
 
 // ---- kernels/batchnorm.cu -----------------------------------------------------------------------
 // Spatial batch-norm training forward and backward on x (batch, channels, spatial), the meaning of

@@ -10,7 +10,9 @@ namespace pneumo::kernels {
 namespace {
 
 __global__ void rmsprop_kernel(float* params, const float* grads, float* mean_square, int64_t n,
-                               float learning_rate, float rho, float epsilon) {
+                               float learning_rate, float rho, float epsilon,
+                               const LiveStep* live) {
+  if (live) learning_rate = live->learning_rate;
   for (int64_t i = global_thread_index(); i < n; i += grid_stride()) {
     float param = params[i], ms = mean_square[i];
     rmsprop_update(param, ms, grads[i], learning_rate, rho, epsilon);
@@ -20,7 +22,8 @@ __global__ void rmsprop_kernel(float* params, const float* grads, float* mean_sq
 }
 
 __global__ void adamw_kernel(float* params, const float* grads, float* exp_avg, float* exp_avg_sq,
-                             int64_t n, AdamWStep step) {
+                             int64_t n, AdamWStep given, const LiveStep* live) {
+  const AdamWStep step = with_live_values(given, live);
   for (int64_t i = global_thread_index(); i < n; i += grid_stride()) {
     float param = params[i], m = exp_avg[i], v = exp_avg_sq[i];
     adamw_update(param, m, v, grads[i], step);
@@ -33,19 +36,20 @@ __global__ void adamw_kernel(float* params, const float* grads, float* exp_avg, 
 }  // namespace
 
 void adamw_step(float* params, const float* grads, float* exp_avg, float* exp_avg_sq, int64_t n,
-                const AdamWStep& step, cudaStream_t stream) {
+                const AdamWStep& step, const LiveStep* live, cudaStream_t stream) {
   if (n == 0) return;
   adamw_kernel<<<blocks_for(n), kThreadsPerBlock, 0, stream>>>(params, grads, exp_avg, exp_avg_sq,
-                                                               n, step);
+                                                               n, step, live);
   PNEUMO_LAUNCH_CHECK("adamw_kernel", "n=", n, " lr=", step.learning_rate,
                       " weight_decay=", step.weight_decay);
 }
 
 void rmsprop_step(float* params, const float* grads, float* mean_square, int64_t n,
-                  float learning_rate, float rho, float epsilon, cudaStream_t stream) {
+                  float learning_rate, float rho, float epsilon, const LiveStep* live,
+                  cudaStream_t stream) {
   if (n == 0) return;
   rmsprop_kernel<<<blocks_for(n), kThreadsPerBlock, 0, stream>>>(params, grads, mean_square, n,
-                                                                 learning_rate, rho, epsilon);
+                                                                 learning_rate, rho, epsilon, live);
   PNEUMO_LAUNCH_CHECK("rmsprop_kernel", "n=", n, " lr=", learning_rate, " rho=", rho,
                       " eps=", epsilon);
 }

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "pneumo/augment.hpp"
+#include "pneumo/live_step.hpp"
 #include "pneumo/ops/block_tail.hpp"
 #include "pneumo/optimizer_step.hpp"
 #include "pneumo/random.hpp"
@@ -69,19 +70,33 @@ namespace pneumo {
       TensorView dx, TensorView dweight, TensorView dbias)) \
   OP(sigmoid_bce, (ConstTensorView logits, ConstTensorView labels, ConstTensorView weights, \
       TensorView dlogits, TensorView stats, int64_t batch_count)) \
-  OP(mark_nonfinite, (ConstTensorView value, int64_t step, TensorView marker)) \
+  OP(mark_nonfinite, (ConstTensorView value, int64_t step, TensorView marker, \
+      const LiveStep* live)) \
   OP(rmsprop_step, (TensorView params, ConstTensorView grads, TensorView mean_square, \
-      float learning_rate, float rho, float epsilon)) \
+      float learning_rate, float rho, float epsilon, const LiveStep* live)) \
   OP(adamw_step, (TensorView params, ConstTensorView grads, TensorView exp_avg, \
-      TensorView exp_avg_sq, const AdamWStep& step)) \
+      TensorView exp_avg_sq, const AdamWStep& step, const LiveStep* live)) \
   OP(gather_augment, (const uint8_t* images, int64_t image_count, int size, \
       const int32_t* indices, const AugmentSettings& settings, RngKey key, TensorView out)) \
-  OP(gather_values, (const float* values, const int32_t* indices, TensorView out))
+  OP(gather_values, (const float* values, const int32_t* indices, TensorView out)) \
+  OP(begin_step, (const LiveStep* table, int64_t table_size, uint32_t* cursor, \
+      const int32_t* order, int count, LiveStep* current, int32_t* indices))
 
 // In a backend's class: `PNEUMO_BACKEND_IMPLEMENTS` declares every <name>_impl override.
 #define PNEUMO_BACKEND_DECLARE_OVERRIDE(name, params) void name##_impl params override;
 #define PNEUMO_BACKEND_IMPLEMENTS PNEUMO_BACKEND_OPS(PNEUMO_BACKEND_DECLARE_OVERRIDE)
 #define PNEUMO_BACKEND_DECLARE_IMPL(name, params) virtual void name##_impl params = 0;
+
+// A sequence of one backend's ops recorded once and replayed as one launch (a CUDA graph): the
+// same kernels on the same memory with the same arguments; what must change between replays is
+// read from device memory (pneumo/live_step.hpp). Must not outlive its backend.
+class Recording {
+ public:
+  virtual ~Recording() = default;
+  virtual void replay() = 0;  // asynchronous, on the backend's stream
+  // False once the backend has moved memory the recording uses (a grown workspace): record again.
+  virtual bool current() const = 0;
+};
 
 // Conventions shared by every op (DESIGN §3); each op's own contract (shapes, layouts,
 // semantics, and the argument checks its public entry runs for every backend) is in its
@@ -105,6 +120,11 @@ class Backend {
   // our kernels, as {"conv_searches": [...], "implementation_choices": [...]}); an empty object
   // where it chooses nothing (the CPU backend).
   virtual nlohmann::json report(int batch) const;
+  // Records the ops `issue` puts on the device, without running them, for replay; nullptr where
+  // the backend cannot record (the CPU). Each op must already have run at the recorded shapes:
+  // a first call chooses algorithms, times and allocates, which a recording cannot hold. Throws
+  // pneumo::Error when the device refuses to record an op.
+  virtual std::unique_ptr<Recording> record(const std::function<void()>& issue);
 
   Tensor empty(Shape shape) const { return Tensor(shape, device()); }
   Tensor zeros(Shape shape) const { return Tensor::zeros(shape, device()); }
@@ -183,18 +203,29 @@ class Backend {
                    TensorView dlogits, TensorView stats) {
     sigmoid_bce(logits, labels, weights, dlogits, stats, logits.shape.rank() ? logits.shape[0] : 0);
   }
-  void mark_nonfinite(ConstTensorView value, int64_t step, TensorView marker);
+  // live set: the step is read from live->step when the guard runs (pneumo/live_step.hpp).
+  void mark_nonfinite(ConstTensorView value, int64_t step, TensorView marker,
+                      const LiveStep* live = nullptr);
 
   // ---- RMSprop and AdamW over one contiguous buffer: pneumo/ops/optimizer.hpp ---------------
+  // live set: the learning rate (and AdamW's bias corrections) are read from it when the step
+  // runs; the other constants stay as passed.
   void rmsprop_step(TensorView params, ConstTensorView grads, TensorView mean_square,
-                    float learning_rate, float rho, float epsilon);
+                    float learning_rate, float rho, float epsilon,
+                    const LiveStep* live = nullptr);
   void adamw_step(TensorView params, ConstTensorView grads, TensorView exp_avg,
-                  TensorView exp_avg_sq, const AdamWStep& step);
+                  TensorView exp_avg_sq, const AdamWStep& step, const LiveStep* live = nullptr);
 
   // ---- Input pipeline: pneumo/ops/input.hpp -------------------------------------------------
   void gather_augment(const uint8_t* images, int64_t image_count, int size, const int32_t* indices,
                       const AugmentSettings& settings, RngKey key, TensorView out);
   void gather_values(const float* values, const int32_t* indices, TensorView out);
+  // The start of a step whose values live on the device (pneumo/live_step.hpp): with
+  // i = *cursor, *current = table[i], indices[j] = order[table[i].first + j] for j < count, then
+  // *cursor = i + 1. table (table_size entries), cursor, order, current and indices all on the
+  // backend's device; i must be below table_size (the CPU checks it; CUDA traps).
+  void begin_step(const LiveStep* table, int64_t table_size, uint32_t* cursor,
+                  const int32_t* order, int count, LiveStep* current, int32_t* indices);
 
   // Instrumentation: called after every op with its name and the shape of its main operand
   // (`pneumo bench train --layers` records a CUDA event there). One hook at the entry, for

@@ -2,6 +2,9 @@
 // interface and the per-element update in kernels/elementwise.hpp.
 #pragma once
 
+#include "pneumo/hostdevice.hpp"
+#include "pneumo/live_step.hpp"
+
 namespace pneumo {
 
 // Computed once on the host in double: bias corrections 1 - beta^t for step t (counted from 1
@@ -10,5 +13,16 @@ struct AdamWStep {
   float learning_rate, beta1, beta2, epsilon, weight_decay;
   float bias_correction1, bias_correction2;
 };
+
+// The step's constants with the learning rate and bias corrections of `live` where it is set
+// (a step recorded once and replayed: pneumo/live_step.hpp).
+PNEUMO_HD AdamWStep with_live_values(AdamWStep step, const LiveStep* live) {
+  if (live) {
+    step.learning_rate = live->learning_rate;
+    step.bias_correction1 = live->bias_correction1;
+    step.bias_correction2 = live->bias_correction2;
+  }
+  return step;
+}
 
 }  // namespace pneumo

@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "pneumo/hostdevice.hpp"
+#include "pneumo/live_step.hpp"
 
 namespace pneumo {
 
@@ -28,6 +29,9 @@ struct RngKey {
   // rank holding images [first, first + n) of each global batch draws what one process draws for
   // them. Augmentation counts it in images, dropout in elements (see each op's contract).
   uint32_t first = 0;
+  // Set: the epoch and step are read from here when the numbers are drawn (a step recorded once
+  // and replayed, pneumo/live_step.hpp); epoch and step above are then ignored.
+  const LiveStep* live = nullptr;
 };
 
 inline RngKey make_key(uint64_t seed, RngStream stream, uint32_t epoch = 0, uint32_t step = 0,
@@ -46,9 +50,11 @@ PNEUMO_HD uint32_t philox_mulhilo(uint32_t a, uint32_t b, uint32_t* hi) {
 }
 
 // Ten rounds of Philox4x32 on the 128-bit counter (index, step, epoch, stream) under the
-// 64-bit key (seed). Returns four independent 32-bit words.
+// 64-bit key (seed), the step and epoch taken from key.live where it is set. Returns four
+// independent 32-bit words.
 PNEUMO_HD Philox4 philox4x32(RngKey key, uint32_t index) {
-  uint32_t c0 = index, c1 = key.step, c2 = key.epoch, c3 = key.stream;
+  uint32_t c0 = index, c3 = key.stream;
+  uint32_t c1 = key.live ? key.live->step : key.step, c2 = key.live ? key.live->epoch : key.epoch;
   uint32_t k0 = static_cast<uint32_t>(key.seed), k1 = static_cast<uint32_t>(key.seed >> 32);
   for (int round = 0; round < 10; ++round) {
     uint32_t hi0, hi1;

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -149,6 +150,22 @@ class Trainer {
   int batch_size() const { return batch_size_; }
   void set_phase_marker(PhaseMarker marker) { phase_marker_ = std::move(marker); }
 
+  // Step graphs (`--cuda-graph`): train_epoch's steps take what changes from step to step (the
+  // random keys' epoch and step, the learning rate, AdamW's bias corrections, where the step's
+  // images sit in the epoch order) from a per-epoch table on the device (pneumo/live_step.hpp),
+  // so a full-batch step is recorded once (Backend::record) after it first ran and replayed for
+  // every later one, one launch each. The same numbers as without: the CPU backend, which
+  // records nothing, runs the same live path. Steps that cannot be replayed are issued as usual:
+  // the last partial batch, any step while a phase marker is set or with more than one rank.
+  void use_step_graphs(bool on);
+  // What use_step_graphs did so far: steps replayed, recordings made, steps issued op by op,
+  // and why recording stopped being tried (empty while it is not refused).
+  struct StepGraphStats {
+    int64_t replayed = 0, recorded = 0, issued = 0;
+    std::string refused;
+  };
+  const StepGraphStats& step_graph_stats() const { return graph_stats_; }
+
   // The device-side loss/accuracy accumulators: reset (to sums carried over from before an
   // interruption, or 0, on rank 0), and read as means over `images` (reading synchronises with
   // the device): this rank's sums, or (read_group_stats, a collective) every rank's added up.
@@ -158,6 +175,15 @@ class Trainer {
 
  private:
   TensorView loss_and_correct();  // the first two statistics, as sigmoid_bce accumulates them
+  // AdamW's constants for optimizer step t (counted from 1 over the run), in double on the host.
+  AdamWStep adamw_constants(int64_t t) const;
+  // The ops of one step on `indices` (n images of the global batch, on the device). Without
+  // `live` the step's values are these arguments; with it, the device reads them from *live.
+  void issue_step(const ImageSet& data, const int32_t* indices, int n, uint32_t epoch,
+                  uint32_t step, float learning_rate, const AdamWStep& adamw, const LiveStep* live);
+  // Step graphs: the epoch's table on the device and the cursor at first_step; one live step.
+  void prepare_live_epoch(uint32_t epoch, int64_t steps, int64_t first_step);
+  void live_step(const ImageSet& data, int n);
 
   Backend& backend_;
   Model& model_;
@@ -174,6 +200,17 @@ class Trainer {
   PhaseMarker phase_marker_;
   Communicator* group_ = &single_process();
   std::vector<Shard> buckets_;  // ranges of the gradient buffer, in the order they are sent
+  // Step graphs (use_step_graphs): the epoch's table, its cursor, the current step's values and
+  // image indices, all on the device; the recording and the buffers it was made on.
+  bool live_steps_ = false;
+  Array<LiveStep> step_table_;
+  Array<uint32_t> step_cursor_;
+  Array<LiveStep> live_;
+  Array<int32_t> step_indices_;
+  std::unique_ptr<Recording> step_graph_;
+  std::vector<const void*> recorded_on_;
+  bool full_step_ran_ = false;  // a full-batch live step ran op by op since memory last moved
+  StepGraphStats graph_stats_;
 };
 
 }  // namespace pneumo

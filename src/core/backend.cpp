@@ -8,5 +8,9 @@ namespace pneumo {
 
 nlohmann::json Backend::report(int /*batch*/) const { return nlohmann::json::object(); }
 
+std::unique_ptr<Recording> Backend::record(const std::function<void()>& /*issue*/) {
+  return nullptr;
+}
+
 
 }  // namespace pneumo

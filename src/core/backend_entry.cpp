@@ -209,25 +209,27 @@ void Backend::sigmoid_bce(ConstTensorView logits, ConstTensorView labels, ConstT
   observe("sigmoid_bce", logits.shape);
 }
 
-void Backend::mark_nonfinite(ConstTensorView value, int64_t step, TensorView marker) {
+void Backend::mark_nonfinite(ConstTensorView value, int64_t step, TensorView marker,
+                             const LiveStep* live) {
   ops::check_mark_nonfinite(device(), value, step, marker);
-  mark_nonfinite_impl(value, step, marker);
+  mark_nonfinite_impl(value, step, marker, live);
   observe("mark_nonfinite", value.shape);
 }
 
 // ---- Optimizers: pneumo/ops/optimizer.hpp -------------------------------------------------------
 
 void Backend::rmsprop_step(TensorView params, ConstTensorView grads, TensorView mean_square,
-                           float learning_rate, float rho, float epsilon) {
+                           float learning_rate, float rho, float epsilon,
+                           const LiveStep* live) {
   ops::check_rmsprop_step(device(), params, grads, mean_square, rho);
-  rmsprop_step_impl(params, grads, mean_square, learning_rate, rho, epsilon);
+  rmsprop_step_impl(params, grads, mean_square, learning_rate, rho, epsilon, live);
   observe("rmsprop_step", params.shape);
 }
 
 void Backend::adamw_step(TensorView params, ConstTensorView grads, TensorView exp_avg,
-                         TensorView exp_avg_sq, const AdamWStep& step) {
+                         TensorView exp_avg_sq, const AdamWStep& step, const LiveStep* live) {
   ops::check_adamw_step(device(), params, grads, exp_avg, exp_avg_sq, step);
-  adamw_step_impl(params, grads, exp_avg, exp_avg_sq, step);
+  adamw_step_impl(params, grads, exp_avg, exp_avg_sq, step, live);
   observe("adamw_step", params.shape);
 }
 
@@ -245,6 +247,13 @@ void Backend::gather_values(const float* values, const int32_t* indices, TensorV
   ops::check_gather_values(device(), values, indices, out);
   gather_values_impl(values, indices, out);
   observe("gather_values", out.shape);
+}
+
+void Backend::begin_step(const LiveStep* table, int64_t table_size, uint32_t* cursor,
+                         const int32_t* order, int count, LiveStep* current, int32_t* indices) {
+  ops::check_begin_step(table, table_size, cursor, order, count, current, indices);
+  begin_step_impl(table, table_size, cursor, order, count, current, indices);
+  observe("begin_step", Shape{count});
 }
 
 }  // namespace pneumo

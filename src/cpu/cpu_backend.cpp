@@ -54,6 +54,17 @@ void CpuBackend::gather_values_impl(const float* values, const int32_t* indices,
   }
 }
 
+void CpuBackend::begin_step_impl(const LiveStep* table, int64_t table_size, uint32_t* cursor,
+                                 const int32_t* order, int count, LiveStep* current,
+                                 int32_t* indices) {
+  const uint32_t i = *cursor;
+  PNEUMO_CHECK(i < table_size, "begin_step: step ", i, " is past the table's ", table_size,
+               " steps");
+  *current = table[i];
+  for (int j = 0; j < count; ++j) indices[j] = order[current->first + j];
+  *cursor = i + 1;
+}
+
 }  // namespace cpu
 
 std::unique_ptr<Backend> make_cpu_backend(int threads, bool bf16_convolutions) {

@@ -83,18 +83,24 @@ void CpuBackend::sigmoid_bce_impl(ConstTensorView logits, ConstTensorView labels
   stats.data[1] += static_cast<float>(correct);
 }
 
-void CpuBackend::mark_nonfinite_impl(ConstTensorView value, int64_t step, TensorView marker) {
+void CpuBackend::mark_nonfinite_impl(ConstTensorView value, int64_t step, TensorView marker,
+                                     const LiveStep* live) {
+  if (live) step = live->step;
   marker.data[0] = nonfinite_marker(value.data[0], marker.data[0], static_cast<float>(step + 1));
 }
 
 void CpuBackend::rmsprop_step_impl(TensorView params, ConstTensorView grads, TensorView mean_square,
-                                   float learning_rate, float rho, float epsilon) {
+                                   float learning_rate, float rho, float epsilon,
+                                   const LiveStep* live) {
+  if (live) learning_rate = live->learning_rate;
   for (int64_t i = 0; i < params.numel(); ++i)
     rmsprop_update(params.data[i], mean_square.data[i], grads.data[i], learning_rate, rho, epsilon);
 }
 
 void CpuBackend::adamw_step_impl(TensorView params, ConstTensorView grads, TensorView exp_avg,
-                                 TensorView exp_avg_sq, const AdamWStep& step) {
+                                 TensorView exp_avg_sq, const AdamWStep& given,
+                                 const LiveStep* live) {
+  const AdamWStep step = with_live_values(given, live);
   for (int64_t i = 0; i < params.numel(); ++i)
     adamw_update(params.data[i], exp_avg.data[i], exp_avg_sq.data[i], grads.data[i], step);
 }

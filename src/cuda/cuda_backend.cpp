@@ -165,6 +165,7 @@ void CudaBackend::ensure_workspace(size_t bytes) {
                     " bytes");
   workspace_ = Array<uint8_t>();
   workspace_ = Array<uint8_t>(static_cast<int64_t>(bytes), Device::Cuda);
+  ++memory_generation_;  // recordings holding the old block are stale
 }
 
 size_t CudaBackend::search_workspace_limit() const {
@@ -610,23 +611,25 @@ void CudaBackend::sigmoid_bce_impl(ConstTensorView logits, ConstTensorView label
                        logits.shape[0], batch_count, stream_.get());
 }
 
-void CudaBackend::mark_nonfinite_impl(ConstTensorView value, int64_t step, TensorView marker) {
-  kernels::mark_nonfinite(value.data, marker.data, step, stream_.get());
+void CudaBackend::mark_nonfinite_impl(ConstTensorView value, int64_t step, TensorView marker,
+                                      const LiveStep* live) {
+  kernels::mark_nonfinite(value.data, marker.data, step, live, stream_.get());
 }
 
 void CudaBackend::rmsprop_step_impl(TensorView params, ConstTensorView grads,
                                     TensorView mean_square, float learning_rate, float rho,
-                                    float epsilon) {
+                                    float epsilon, const LiveStep* live) {
   PNEUMO_NVTX_RANGE("rmsprop_step");
   kernels::rmsprop_step(params.data, grads.data, mean_square.data, params.numel(), learning_rate,
-                        rho, epsilon, stream_.get());
+                        rho, epsilon, live, stream_.get());
 }
 
 void CudaBackend::adamw_step_impl(TensorView params, ConstTensorView grads, TensorView exp_avg,
-                                  TensorView exp_avg_sq, const AdamWStep& step) {
+                                  TensorView exp_avg_sq, const AdamWStep& step,
+                                  const LiveStep* live) {
   PNEUMO_NVTX_RANGE("adamw_step");
   kernels::adamw_step(params.data, grads.data, exp_avg.data, exp_avg_sq.data, params.numel(), step,
-                      stream_.get());
+                      live, stream_.get());
 }
 
 void CudaBackend::gather_augment_impl(const uint8_t* images, int64_t image_count, int size,
@@ -648,6 +651,18 @@ void CudaBackend::gather_values_impl(const float* values, const int32_t* indices
   require_device_pointer(values, "gather_values", "values");
   require_device_pointer(indices, "gather_values", "indices");
   kernels::gather_values(values, indices, out.data, out.numel(), stream_.get());
+}
+
+void CudaBackend::begin_step_impl(const LiveStep* table, int64_t table_size, uint32_t* cursor,
+                                  const int32_t* order, int count, LiveStep* current,
+                                  int32_t* indices) {
+  constexpr const char* op = "begin_step";
+  require_device_pointer(table, op, "table");
+  require_device_pointer(cursor, op, "cursor");
+  require_device_pointer(order, op, "order");
+  require_device_pointer(current, op, "current");
+  require_device_pointer(indices, op, "indices");
+  kernels::begin_step(table, table_size, cursor, order, count, current, indices, stream_.get());
 }
 
 // ---- Factory ------------------------------------------------------------------------------------

@@ -103,6 +103,8 @@ class CudaBackend final : public Backend {
   void synchronize() override;
   void* native_stream() const override { return stream_.get(); }
   nlohmann::json report(int batch) const override;  // cuda_report.cpp
+  // A CUDA graph captured from the stream (cuda_graph.cpp).
+  std::unique_ptr<Recording> record(const std::function<void()>& issue) override;
   // Every op of the interface (include/pneumo/backend.hpp); the checks ran before.
   PNEUMO_BACKEND_IMPLEMENTS
 
@@ -234,6 +236,9 @@ class CudaBackend final : public Backend {
   cuda::CublasHandle cublas_;
   Array<uint8_t> workspace_;
   Array<uint8_t> bf16_scratch_;  // Bf16Buffers (--precision bf16 only)
+  // Counts the reallocations of workspace_ and bf16_scratch_: a recording made before one holds
+  // freed memory (Recording::current).
+  uint64_t memory_generation_ = 0;
   std::map<ConvKey, ConvPlan> conv_plans_;
   std::map<ShapeKey, PoolPlan> pool_plans_;
   std::map<ShapeKey, BatchNormPlan> batchnorm_plans_;

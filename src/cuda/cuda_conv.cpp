@@ -532,6 +532,7 @@ CudaBackend::Bf16Buffers CudaBackend::bf16_buffers(int64_t x_elements, int64_t y
                       " bytes");
     bf16_scratch_ = Array<uint8_t>();
     bf16_scratch_ = Array<uint8_t>(static_cast<int64_t>(bytes), Device::Cuda);
+    ++memory_generation_;
   }
   uint8_t* base = bf16_scratch_.data();
   Bf16Buffers b;

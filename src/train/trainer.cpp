@@ -91,13 +91,29 @@ void Trainer::use_optimizer(OptimizerKind kind) {
   optimizer_state_ = backend_.zeros({slots * model_.parameters().numel()});
 }
 
+AdamWStep Trainer::adamw_constants(int64_t t) const {
+  const OptimizerSettings& o = optimizer_;
+  const double steps = static_cast<double>(t);
+  return {o.learning_rate, o.beta1, o.beta2, o.epsilon, o.weight_decay,
+          static_cast<float>(1.0 - std::pow(double(o.beta1), steps)),
+          static_cast<float>(1.0 - std::pow(double(o.beta2), steps))};
+}
+
 void Trainer::train_step(const ImageSet& data, const int32_t* device_order, int n, uint32_t epoch,
                          uint32_t step) {
-  PNEUMO_NVTX_RANGE("train step");
   PNEUMO_CHECK(n >= 1 && n <= batch_size_, "step of ", n, " images with batch size ",
                batch_size_);
   PNEUMO_CHECK(data.size == model_.config().input_size, "images are ", data.size, "x", data.size,
                " but the model expects ", model_.config().input_size);
+  ++optimizer_steps_;
+  issue_step(data, device_order, n, epoch, step, optimizer_.learning_rate,
+             adamw_constants(optimizer_steps_), nullptr);
+}
+
+void Trainer::issue_step(const ImageSet& data, const int32_t* device_order, int n, uint32_t epoch,
+                         uint32_t step, float learning_rate, const AdamWStep& adamw,
+                         const LiveStep* live) {
+  PNEUMO_NVTX_RANGE("train step");
   const int size = data.size;
   // This rank's images of the global batch, and where they sit in it (the random streams' index).
   const Shard shard = shard_of(n, group_->rank(), group_->size());
@@ -116,6 +132,7 @@ void Trainer::train_step(const ImageSet& data, const int32_t* device_order, int 
     PNEUMO_NVTX_RANGE("augment");
     RngKey key = make_key(seed_, RngStream::kAugment, epoch, step);
     key.first = static_cast<uint32_t>(shard.begin);
+    key.live = live;
     backend_.gather_augment(data.images.data(), data.count, size, device_order, augment_, key, x);
     backend_.gather_values(data.labels.data(), device_order, labels);
     if (data.weights.numel() > 0) backend_.gather_values(data.weights.data(), device_order, weights);
@@ -123,6 +140,7 @@ void Trainer::train_step(const ImageSet& data, const int32_t* device_order, int 
   mark(StepPhase::Augment);
   RngKey dropout_key = make_key(seed_, RngStream::kDropout, epoch, step);
   dropout_key.first = static_cast<uint32_t>(shard.begin);
+  dropout_key.live = live;
   ConstTensorView logits = model_.forward(x, /*training=*/true, dropout_key);
   mark(StepPhase::Forward);
   TensorView dlogits{dlogits_.data(), {local, 1}, backend_.device()};
@@ -134,7 +152,7 @@ void Trainer::train_step(const ImageSet& data, const int32_t* device_order, int 
                          data.weights.numel() > 0 ? ConstTensorView(weights) : no_weights,
                          dlogits.reshaped({local}), loss_and_correct(), n);
     backend_.mark_nonfinite(ConstTensorView{stats_.data(), {1}, backend_.device()}, step,
-                            TensorView{stats_.data() + 2, {1}, backend_.device()});
+                            TensorView{stats_.data() + 2, {1}, backend_.device()}, live);
   }
   mark(StepPhase::Loss);
   {
@@ -155,26 +173,111 @@ void Trainer::train_step(const ImageSet& data, const int32_t* device_order, int 
   mark(StepPhase::Backward);
   {
     PNEUMO_NVTX_RANGE("optimizer");
-    ++optimizer_steps_;
     TensorView params = model_.parameters();
     if (optimizer_kind_ == OptimizerKind::AdamW) {
       const int64_t n = params.numel();
-      const OptimizerSettings& o = optimizer_;
-      const double t = static_cast<double>(optimizer_steps_);
-      const AdamWStep step{o.learning_rate, o.beta1, o.beta2, o.epsilon, o.weight_decay,
-                           static_cast<float>(1.0 - std::pow(double(o.beta1), t)),
-                           static_cast<float>(1.0 - std::pow(double(o.beta2), t))};
       backend_.adamw_step(params, model_.gradients(),
                           TensorView{optimizer_state_.data(), params.shape, backend_.device()},
                           TensorView{optimizer_state_.data() + n, params.shape, backend_.device()},
-                          step);
+                          adamw, live);
     } else {
       backend_.rmsprop_step(params, model_.gradients(),
                             TensorView{optimizer_state_.data(), params.shape, backend_.device()},
-                            optimizer_.learning_rate, optimizer_.rho, optimizer_.epsilon);
+                            learning_rate, optimizer_.rho, optimizer_.epsilon, live);
     }
   }
   mark(StepPhase::Optimizer);
+}
+
+void Trainer::use_step_graphs(bool on) {
+  live_steps_ = on;
+  if (on && live_.empty()) {
+    live_ = Array<LiveStep>(1, backend_.device());
+    step_cursor_ = Array<uint32_t>(1, backend_.device());
+    step_indices_ = Array<int32_t>(batch_size_, backend_.device());
+  }
+  step_graph_.reset();
+  full_step_ran_ = false;
+}
+
+void Trainer::prepare_live_epoch(uint32_t epoch, int64_t steps, int64_t first_step) {
+  // The previous epoch's replays have read their table (reading the statistics synchronised;
+  // this makes it explicit).
+  backend_.synchronize();
+  if (step_table_.size() < steps) step_table_ = Array<LiveStep>(steps, backend_.device());
+  std::vector<LiveStep> table(static_cast<size_t>(steps));
+  for (int64_t i = first_step; i < steps; ++i) {
+    LiveStep& s = table[static_cast<size_t>(i)];
+    s.epoch = epoch;
+    s.step = static_cast<uint32_t>(i);
+    s.learning_rate = optimizer_.learning_rate;
+    // Optimizer step t of the run, as train_step counts it.
+    const AdamWStep adamw = adamw_constants(optimizer_steps_ + (i - first_step) + 1);
+    s.bias_correction1 = adamw.bias_correction1;
+    s.bias_correction2 = adamw.bias_correction2;
+    s.first = static_cast<int32_t>(i * batch_size_);
+  }
+  copy_bytes(step_table_.data(), backend_.device(), table.data(), Device::Cpu,
+             table.size() * sizeof(LiveStep));
+  const auto cursor = static_cast<uint32_t>(first_step);
+  copy_bytes(step_cursor_.data(), backend_.device(), &cursor, Device::Cpu, sizeof(cursor));
+}
+
+void Trainer::live_step(const ImageSet& data, int n) {
+  PNEUMO_CHECK(data.size == model_.config().input_size, "images are ", data.size, "x", data.size,
+               " but the model expects ", model_.config().input_size);
+  ++optimizer_steps_;
+  auto issue = [&] {
+    backend_.begin_step(step_table_.data(), step_table_.size(), step_cursor_.data(),
+                        order_.data(), n, live_.data(), step_indices_.data());
+    // The epoch, step, learning rate and bias corrections passed here are replaced by *live_ on
+    // the device; AdamW's other constants are taken as passed.
+    issue_step(data, step_indices_.data(), n, 0, 0, optimizer_.learning_rate,
+               adamw_constants(optimizer_steps_), live_.data());
+  };
+  // The memory a recording holds: it replays only on the same buffers.
+  const std::vector<const void*> buffers = {
+      data.images.data(),       data.labels.data(),     data.weights.data(),
+      order_.data(),            step_table_.data(),     optimizer_state_.data(),
+      reinterpret_cast<const void*>(static_cast<intptr_t>(step_table_.size()))};
+  if (graph_stats_.refused.empty()) {
+    if (group_->size() > 1)
+      graph_stats_.refused = detail::concat("the steps of a data-parallel run (", group_->size(),
+                                            " ranks) are not recorded");
+    else if (phase_marker_)
+      graph_stats_.refused = "timing each phase of the step needs its ops issued one by one";
+  }
+  const bool replayable = n == batch_size_ && graph_stats_.refused.empty();
+  if (!replayable) {
+    issue();
+    ++graph_stats_.issued;
+    return;
+  }
+  if (step_graph_ && (!step_graph_->current() || recorded_on_ != buffers)) {
+    step_graph_.reset();
+    full_step_ran_ = false;  // memory moved: run op by op once more (workspaces grow there)
+  }
+  if (!step_graph_ && full_step_ran_) {
+    try {
+      step_graph_ = backend_.record(issue);
+    } catch (const Error& e) {
+      graph_stats_.refused = e.what();
+    }
+    if (step_graph_) {
+      recorded_on_ = buffers;
+      ++graph_stats_.recorded;
+    } else if (graph_stats_.refused.empty()) {
+      graph_stats_.refused = "the " + backend_.name() + " backend records no graphs";
+    }
+  }
+  if (step_graph_) {
+    step_graph_->replay();
+    ++graph_stats_.replayed;
+    return;
+  }
+  issue();
+  ++graph_stats_.issued;
+  full_step_ran_ = true;
 }
 
 TensorView Trainer::loss_and_correct() { return {stats_.data(), {2}, backend_.device()}; }
@@ -255,6 +358,7 @@ EpochStats Trainer::train_epoch(const ImageSet& data, const std::vector<int32_t>
   PNEUMO_CHECK(options.first_step >= 0 && options.first_step <= steps, "resuming at step ",
                options.first_step, " of an epoch of ", steps, " steps");
   reset_stats(options.loss_sum, options.correct);
+  if (live_steps_) prepare_live_epoch(epoch, steps, options.first_step);
 
   auto last_report = start;
   int64_t done = options.first_step;
@@ -268,7 +372,10 @@ EpochStats Trainer::train_epoch(const ImageSet& data, const std::vector<int32_t>
     if (options.before_step) options.before_step(done);
     const int64_t first = done * batch_size_;
     const int n = static_cast<int>(std::min<int64_t>(batch_size_, total - first));
-    train_step(data, order_.data() + first, n, epoch, static_cast<uint32_t>(done));
+    if (live_steps_)
+      live_step(data, n);
+    else
+      train_step(data, order_.data() + first, n, epoch, static_cast<uint32_t>(done));
     ++done;
     const auto now = std::chrono::steady_clock::now();
     // Reading the running statistics synchronises, so do it a few times a second at most. This

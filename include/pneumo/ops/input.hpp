@@ -6,11 +6,15 @@
 //   i is warped by parameters drawn from (key, key.first + i) (augment.hpp); else a plain gather
 //   and scale;
 // - gather_values: out[i] = values[indices[i]]; values and indices on the device (labels, sample
-//   weights).
+//   weights);
+// - begin_step: a live step's start (pneumo/live_step.hpp): the table entry under the cursor
+//   becomes the current step, its `count` indices are gathered from the epoch order, the cursor
+//   advances by one. All pointers on the device; count >= 1; the cursor below table_size.
 #pragma once
 
 #include <cstdint>
 
+#include "pneumo/live_step.hpp"
 #include "pneumo/ops/checks.hpp"
 
 namespace pneumo::ops {
@@ -32,6 +36,15 @@ inline void check_gather_values(Device device, const float* values, const int32_
   expect_on(device, op, {{"out", out}});
   PNEUMO_CHECK(out.numel() == 0 || (values && indices), op, ": null values or indices for ",
                out.numel(), " outputs");
+}
+
+inline void check_begin_step(const LiveStep* table, int64_t table_size, const uint32_t* cursor,
+                             const int32_t* order, int count, const LiveStep* current,
+                             const int32_t* indices) {
+  const char* op = "begin_step";
+  PNEUMO_CHECK(table && cursor && order && current && indices, op, ": null pointer");
+  PNEUMO_CHECK(table_size >= 1, op, ": empty step table");
+  PNEUMO_CHECK(count >= 1, op, ": a step of ", count, " images");
 }
 
 }  // namespace pneumo::ops
