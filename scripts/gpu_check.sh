@@ -54,6 +54,7 @@ default_filter+=':AwkwardShapes/BatchNormParity.*:AwkwardShapes/DropoutParity.*'
 default_filter+=':AwkwardShapes/DenseParity.*:BatchSizes/*:Implementations/*:Parity.*'
 default_filter+=':ConvDirectCuda.*:StepParity.*:Shapes/Bf16ConvParity.*/n2_c12_9x7_k16'
 default_filter+=':BlockTailCuda.MatchesTheCudaUnfusedChain:StemCuda.MatchesTheCudaConvolutionThenTail'
+default_filter+=':StepGraphsCuda.LiveOpsAndBeginStepMatchTheCpu'
 default_filter+=':-*Tf32*:*ConvPlans*'
 sanitizer_filter=${SANITIZER_FILTER:-$default_filter}
 
@@ -433,6 +434,12 @@ elif [[ -x $cli_bin ]]; then
     run "bench train (fused block tails)" 120 bench_train_fused_tails \
       "--fused-block-tails: recipe end to end and the step" -- \
       "$cli_bin" bench train --device "$device" --fused-block-tails $bench_args
+    # The epochs' full-batch steps recorded once as a CUDA graph and replayed (--cuda-graph):
+    # the recipe end to end and the one-epoch pass against the first run's; "step_graphs" in
+    # its JSON says how many steps replayed, or why none did.
+    run "bench train (CUDA graphs)" 120 bench_train_graphs \
+      "--cuda-graph: recipe end to end and the epoch" -- \
+      "$cli_bin" bench train --device "$device" --cuda-graph $bench_args
     # The first-epoch overhead with a cold and then a warm tuning cache (the same new file).
     for temperature in cold warm; do
       run "recipe, $temperature tuning cache" 90 "bench_recipe_$temperature" \

@@ -87,6 +87,34 @@ TEST(CliBenchTrain, RecipeEpochsTimesTheRunEndToEnd) {
   EXPECT_NE(bench_train_on_the_cpu("--recipe-epochs -2").status, 0);
 }
 
+// --cuda-graph: the recipe's epochs and the one-epoch pass go through the live-step path; the
+// CPU records no graph and the JSON says so, with every step issued op by op.
+TEST(CliBenchTrain, CudaGraphSaysWhatItReplayed) {
+  const auto result =
+      bench_train_on_the_cpu("--batch 4 --recipe-epochs 2 --epoch-images 10 --cuda-graph");
+  ASSERT_EQ(result.status, 0) << result.output;
+  std::istringstream lines(result.output);
+  std::string line;
+  int rows = 0;
+  while (std::getline(lines, line)) {
+    if (line.empty() || line[0] != '{') continue;
+    const auto row = nlohmann::json::parse(line);
+    EXPECT_EQ(row["cuda_graph"], true) << line;
+    ASSERT_TRUE(row.contains("step_graphs")) << line;
+    const auto& graphs = row["step_graphs"];
+    EXPECT_EQ(graphs["replayed"], 0) << line;
+    // Three steps an epoch (4 + 4 + 2 images): the recipe's two epochs, or the one timed epoch.
+    EXPECT_EQ(graphs["issued"], row.contains("measure") ? 6 : 3) << line;
+    EXPECT_NE(graphs["refused"].get<std::string>().find("records no graphs"), std::string::npos)
+        << line;
+    ++rows;
+  }
+  EXPECT_EQ(rows, 2) << result.output;
+  EXPECT_NE(result.output.find("0 replayed from 0 recording(s), 6 issued op by op"),
+            std::string::npos)
+      << result.output;
+}
+
 // --layers: every layer of the model, in order, with its forward and backward time, and every
 // backend op of a step.
 TEST(CliBenchTrain, LayersGivesEachLayerAndEachBackendOp) {

@@ -186,6 +186,14 @@ double median(std::vector<double> values) {
   return values.size() % 2 ? values[half] : 0.5 * (values[half - 1] + values[half]);
 }
 
+// What Trainer::use_step_graphs did in the measured epochs.
+nlohmann::json step_graph_json(const Trainer::StepGraphStats& stats) {
+  return {{"replayed", stats.replayed},
+          {"recorded", stats.recorded},
+          {"issued", stats.issued},
+          {"refused", stats.refused}};
+}
+
 std::string fixed(double value, int digits) {
   std::ostringstream out;
   out << std::fixed << std::setprecision(digits) << value;
@@ -211,6 +219,7 @@ class StepBench {
         model_(backend, bench_model_config(options), batch),
         trainer_(backend, model_, batch, augment_settings(options), 1),
         pass_steps_(std::min(options.steps, 50)) {
+    trainer_.use_step_graphs(options.cuda_graph);  // train_epoch only (time_epoch)
     for (int64_t i = 0; i < count_; ++i) order_[static_cast<size_t>(i)] = static_cast<int32_t>(i);
     copy_bytes(device_order_.data(), backend.device(), order_.data(), Device::Cpu,
                device_order_.bytes());
@@ -292,6 +301,7 @@ class StepBench {
     const std::vector<int32_t> epoch_order(order_.begin(), order_.begin() + epoch_images_);
     return trainer_.train_epoch(data_, epoch_order, 1);
   }
+  const Trainer& trainer() const { return trainer_; }
 
  private:
   static constexpr size_t kPhaseMarks = kPhases + 1;  // "start" and one per phase
@@ -353,6 +363,7 @@ nlohmann::json bench_train_recipe(const BackendFactory& make, const TrainBenchOp
   Model model(*backend, bench_model_config(options), batch);
   model.initialize(1);
   Trainer trainer(*backend, model, batch, augment_settings(options), 1);
+  trainer.use_step_graphs(options.cuda_graph);
   backend->synchronize();
   const double setup_seconds = seconds_since(start);
 
@@ -377,6 +388,7 @@ nlohmann::json bench_train_recipe(const BackendFactory& make, const TrainBenchOp
                          {"backend", backend->name()},
                          {"precision", options.precision},
                          {"fused_block_tails", options.fused_block_tails},
+                         {"cuda_graph", options.cuda_graph},
                          {"deterministic", options.deterministic},
                          {"augment", options.augment},
                          {"batch", batch},
@@ -388,6 +400,7 @@ nlohmann::json bench_train_recipe(const BackendFactory& make, const TrainBenchOp
                          {"epoch_seconds", epoch_seconds},
                          {"train_seconds", train_seconds},
                          {"val_seconds", val_seconds}};
+  if (options.cuda_graph) line["step_graphs"] = step_graph_json(trainer.step_graph_stats());
   if (!epoch_seconds.empty()) line["first_epoch_seconds"] = epoch_seconds.front();
   if (!later.empty()) {
     line["steady_epoch_seconds"] = median(later);
@@ -419,6 +432,7 @@ nlohmann::json bench_train_batch(Backend& backend, const TrainBenchOptions& opti
                          {"cudnn_only", options.cudnn_only},
                          {"graph_engines", options.graph_engines},
                          {"fused_block_tails", options.fused_block_tails},
+                         {"cuda_graph", options.cuda_graph},
                          {"augment", options.augment},
                          {"steps", options.steps},
                          {"step_ms_mean", step_ms},
@@ -432,6 +446,7 @@ nlohmann::json bench_train_batch(Backend& backend, const TrainBenchOptions& opti
   // backend's cuDNN workspace, which stays from one batch size to the next); on CUDA also
   // what the device has in use now, the CUDA context and libraries (and any other
   // process) included.
+  if (options.cuda_graph) line["step_graphs"] = step_graph_json(bench.trainer().step_graph_stats());
   constexpr double kMiB = 1 << 20;
   line["memory_peak_mib"] = static_cast<double>(memory_stats(backend.device()).peak) / kMiB;
   if (!on_cpu) {
@@ -454,7 +469,8 @@ void write_train_bench_summary(const std::vector<nlohmann::json>& rows,
       << backend.name() << ", " << options.precision << ", augmentation "
       << (options.augment ? "on" : "off")
       << (options.cudnn_only ? ", cuDNN only (no kernel of ours timed against it)" : "")
-      << (options.fused_block_tails ? ", fused block tails" : "") << "\n\n"
+      << (options.fused_block_tails ? ", fused block tails" : "")
+      << (options.cuda_graph ? ", epochs' steps as CUDA graphs" : "") << "\n\n"
       << "| batch | step ms | images/s | augment ms | forward ms | loss ms | backward ms | "
          "optimizer ms | graph step ms | graph gain | epoch images/s | memory MiB |\n"
       << "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
@@ -552,7 +568,8 @@ void write_train_bench_summary(const std::vector<nlohmann::json>& rows,
 void write_recipe_summary(const nlohmann::json& recipe, std::ostream& out) {
   out << "\n### The recipe end to end: " << recipe["backend"].get<std::string>() << ", "
       << recipe["precision"].get<std::string>()
-      << (recipe.value("fused_block_tails", false) ? ", fused block tails" : "") << ", batch "
+      << (recipe.value("fused_block_tails", false) ? ", fused block tails" : "")
+      << (recipe.value("cuda_graph", false) ? ", steps as CUDA graphs" : "") << ", batch "
       << recipe["batch"].get<int>() << ", "
       << recipe["epochs"].get<int>() << " epochs of " << recipe["train_images"].get<int64_t>()
       << " random images, each followed by a pass over " << recipe["val_images"].get<int64_t>()
@@ -572,6 +589,16 @@ void write_recipe_summary(const nlohmann::json& recipe, std::ostream& out) {
     out << (i ? ", " : " ") << fixed(recipe["train_seconds"][i], 2) << " / "
         << fixed(recipe["val_seconds"][i], 2);
   out << "\n";
+  if (recipe.contains("step_graphs")) {
+    const auto& g = recipe["step_graphs"];
+    out << "\nSteps: " << g["replayed"].get<int64_t>() << " replayed from "
+        << g["recorded"].get<int64_t>() << " recording(s), " << g["issued"].get<int64_t>()
+        << " issued op by op"
+        << (g["refused"].get<std::string>().empty()
+                ? std::string()
+                : "; not recorded: " + g["refused"].get<std::string>())
+        << "\n";
+  }
 }
 
 }  // namespace pneumo::bench

@@ -44,6 +44,9 @@ struct TrainBenchOptions {
   bool cudnn_only = false;   // CUDA: no kernel of ours where cuDNN has the op (A/B on one card)
   bool graph_engines = false;  // CUDA: also time cuDNN graph-API engines for conv backward
   bool fused_block_tails = false;  // the model's blocks end in the fused tail op
+  // The epochs (the recipe's, and the one-epoch pass) replay each full-batch step as a CUDA
+  // graph (Trainer::use_step_graphs); the timed steps stay op by op.
+  bool cuda_graph = false;
 };
 
 // The model the benchmarks train: the recipe's, with the options' speed settings.

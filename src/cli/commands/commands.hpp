@@ -28,6 +28,8 @@ struct TrainOptions {
   // Each block's dropout -> batch-norm -> max pool as one fused op (ModelConfig::
   // fused_block_tails): a speed option, same parameters and checkpoints.
   bool fused_block_tails = false;
+  // Full-batch steps recorded once as a CUDA graph and replayed (Trainer::use_step_graphs).
+  bool cuda_graph = false;
   std::string all_reduce = "auto";  // auto | mpi | nccl
   double bucket_mb = 1.0;           // gradient buckets sent during the backward pass; 0: one
   int threads = 0;                  // CPU backend threads; 0: all

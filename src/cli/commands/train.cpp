@@ -206,6 +206,7 @@ class TrainingRun {
   std::optional<EpochLogWriter> log_;
   std::optional<ProgressReporter> progress_;
   std::optional<StopOnSignal> stop_on_signal_;
+  bool graph_notice_shown_ = false;  // --cuda-graph: why steps run op by op, said once
   // Checkpoints and history rows are written here, in order, off the training loop (declared
   // last: destroyed first, after finishing what was queued, while log_ still exists).
   OrderedWorker files_;
@@ -282,6 +283,7 @@ TrainingRun::TrainingRun(const TrainOptions& options, std::unique_ptr<Communicat
   trainer_->optimizer().beta2 = static_cast<float>(options.beta2);
   trainer_->optimizer().weight_decay = static_cast<float>(options.weight_decay);
   trainer_->use_optimizer(parse_optimizer(options.optimizer));
+  trainer_->use_step_graphs(options.cuda_graph);
   metadata_.optimizer = options.optimizer;
 
   balance_ = parse_balance_mode(options.balance);
@@ -404,6 +406,11 @@ EpochStats TrainingRun::train_one_epoch(int epoch) {
   }
   steps_done_ += train_stats.steps - epoch_options.first_step;
   progress_->end_epoch();
+  const std::string& refused = trainer_->step_graph_stats().refused;
+  if (options_.cuda_graph && !refused.empty() && !graph_notice_shown_ && writer()) {
+    std::cerr << "pneumo: --cuda-graph: steps run op by op: " << refused << "\n";
+    graph_notice_shown_ = true;
+  }
   return train_stats;
 }
 

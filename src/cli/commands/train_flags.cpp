@@ -188,6 +188,11 @@ std::vector<TrainFlag> make_table() {
                 "statistics cross ranks between the ops the fused tail joins");
       },
       "true"));
+  t.push_back(bound("cuda-graph",
+                    "Each full-batch step recorded once as a CUDA graph and replayed, its random "
+                    "keys and learning rate read on the device (the CPU runs the same path "
+                    "without a graph)",
+                    PNEUMO_FIELD(cuda_graph), {}, "true"));
   t.push_back(bound(
       "all-reduce", "Data-parallel gradients: auto (NCCL on CUDA, else MPI) | mpi | nccl",
       PNEUMO_FIELD(all_reduce),
