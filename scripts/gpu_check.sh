@@ -434,12 +434,13 @@ elif [[ -x $cli_bin ]]; then
     run "bench train (fused block tails)" 120 bench_train_fused_tails \
       "--fused-block-tails: recipe end to end and the step" -- \
       "$cli_bin" bench train --device "$device" --fused-block-tails $bench_args
-    # The epochs' full-batch steps recorded once as a CUDA graph and replayed (--cuda-graph):
-    # the recipe end to end and the one-epoch pass against the first run's; "step_graphs" in
-    # its JSON says how many steps replayed, or why none did.
+    # The epochs' full-batch steps recorded once as a CUDA graph and replayed (--cuda-graph),
+    # and the recipe's validation passes at batch 256 (--val-batch): the recipe end to end and
+    # the one-epoch pass against the first run's; "step_graphs" in its JSON says how many steps
+    # replayed, or why none did.
     run "bench train (CUDA graphs)" 120 bench_train_graphs \
-      "--cuda-graph: recipe end to end and the epoch" -- \
-      "$cli_bin" bench train --device "$device" --cuda-graph $bench_args
+      "--cuda-graph --val-batch 256: recipe end to end and the epoch" -- \
+      "$cli_bin" bench train --device "$device" --cuda-graph --val-batch 256 $bench_args
     # The first-epoch overhead with a cold and then a warm tuning cache (the same new file).
     for temperature in cold warm; do
       run "recipe, $temperature tuning cache" 90 "bench_recipe_$temperature" \

@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <limits>
+#include <string>
 #include <vector>
 
 #include "pneumo/error.hpp"
@@ -133,6 +134,34 @@ TEST(TrainerGuards, AnAllocationThatCannotFitIsAnOutOfMemoryErrorNamingItsSize) 
     EXPECT_EQ(e.bytes(), huge);
     EXPECT_NE(std::string(e.what()).find(std::to_string(huge)), std::string::npos) << e.what();
   }
+}
+
+// Validation at another batch than training's (--val-batch): the same logits, from fewer,
+// fuller passes; a batch the model holds no activations for is refused.
+TEST(TrainerGuards, PredictionAtALargerBatchGivesTheSameLogits) {
+  auto backend = make_cpu_backend(2);
+  const std::vector<uint8_t> images = SmallRun::pixels(), labels = SmallRun::label_values();
+  const ImageSet data = ImageSet::upload(Device::Cpu, images.data(), kCount, kSize, labels.data());
+  Model model(*backend, SmallRun::config(), 3 * kBatch);
+  model.initialize(3);
+  Trainer trainer(*backend, model, kBatch, AugmentSettings{}, 7);
+  trainer.train_epoch(data, SmallRun{}.order(0), 0);  // running statistics that are not 0 and 1
+  EpochStats at_training_batch, at_larger_batch;
+  const std::vector<float> expected = trainer.predict_logits(data, &at_training_batch);
+  trainer.set_predict_batch(3 * kBatch);  // 40 images: passes of 24 and 16
+  EXPECT_EQ(trainer.predict_batch(), 3 * kBatch);
+  std::vector<int64_t> batches;  // the batch of every pass, from the first op of the model
+  backend->set_op_observer([&](const char* op, const Shape& shape) {
+    if (std::string(op) == "gather_augment") batches.push_back(shape[0]);
+  });
+  const std::vector<float> logits = trainer.predict_logits(data, &at_larger_batch);
+  backend->set_op_observer({});
+  EXPECT_EQ(batches, (std::vector<int64_t>{24, 16}));
+  EXPECT_TRUE(testing::all_close(logits, expected, 1e-5, 1e-5, "logits"));
+  EXPECT_NEAR(at_larger_batch.loss, at_training_batch.loss, 1e-5);
+  EXPECT_EQ(at_larger_batch.correct, at_training_batch.correct);
+  EXPECT_THROW(trainer.set_predict_batch(3 * kBatch + 1), Error);
+  EXPECT_THROW(trainer.set_predict_batch(0), Error);
 }
 
 }  // namespace

@@ -148,6 +148,11 @@ class Trainer {
                                     const AugmentParams* fixed = nullptr);
 
   int batch_size() const { return batch_size_; }
+  // predict_logits' batch (validation, stress variants): the training batch unless set, at most
+  // the model's max_batch (a model built for a larger batch than it trains at holds activations
+  // for it). Larger batches mean fewer, fuller launches in each validation pass.
+  void set_predict_batch(int batch);
+  int predict_batch() const { return predict_batch_; }
   void set_phase_marker(PhaseMarker marker) { phase_marker_ = std::move(marker); }
 
   // Step graphs (`--cuda-graph`): train_epoch's steps take what changes from step to step (the
@@ -188,6 +193,7 @@ class Trainer {
   Backend& backend_;
   Model& model_;
   int batch_size_;
+  int predict_batch_;
   AugmentSettings augment_;
   uint64_t seed_;
   OptimizerSettings optimizer_;

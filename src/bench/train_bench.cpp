@@ -360,10 +360,12 @@ nlohmann::json bench_train_recipe(const BackendFactory& make, const TrainBenchOp
   const int size = ModelConfig{}.input_size;
   const ImageSet train = random_images(backend->device(), train_images, size, 1);
   const ImageSet val = random_images(backend->device(), val_images, size, 2);
-  Model model(*backend, bench_model_config(options), batch);
+  const int val_batch = options.val_batch > 0 ? options.val_batch : batch;
+  Model model(*backend, bench_model_config(options), std::max(batch, val_batch));
   model.initialize(1);
   Trainer trainer(*backend, model, batch, augment_settings(options), 1);
   trainer.use_step_graphs(options.cuda_graph);
+  trainer.set_predict_batch(val_batch);
   backend->synchronize();
   const double setup_seconds = seconds_since(start);
 
@@ -392,6 +394,7 @@ nlohmann::json bench_train_recipe(const BackendFactory& make, const TrainBenchOp
                          {"deterministic", options.deterministic},
                          {"augment", options.augment},
                          {"batch", batch},
+                         {"val_batch", val_batch},
                          {"epochs", epochs},
                          {"train_images", train_images},
                          {"val_images", val_images},
@@ -570,7 +573,7 @@ void write_recipe_summary(const nlohmann::json& recipe, std::ostream& out) {
       << recipe["precision"].get<std::string>()
       << (recipe.value("fused_block_tails", false) ? ", fused block tails" : "")
       << (recipe.value("cuda_graph", false) ? ", steps as CUDA graphs" : "") << ", batch "
-      << recipe["batch"].get<int>() << ", "
+      << recipe["batch"].get<int>() << " (validation " << recipe.value("val_batch", 0) << "), "
       << recipe["epochs"].get<int>() << " epochs of " << recipe["train_images"].get<int64_t>()
       << " random images, each followed by a pass over " << recipe["val_images"].get<int64_t>()
       << "\n\n| total s | set-up s | first epoch s | steady epoch s (median) | first-epoch overhead "

@@ -47,6 +47,7 @@ struct TrainBenchOptions {
   // The epochs (the recipe's, and the one-epoch pass) replay each full-batch step as a CUDA
   // graph (Trainer::use_step_graphs); the timed steps stay op by op.
   bool cuda_graph = false;
+  int val_batch = 0;  // the recipe's validation passes; 0: its training batch
 };
 
 // The model the benchmarks train: the recipe's, with the options' speed settings.

@@ -236,6 +236,10 @@ void add_bench(CLI::App& app, BenchTrainOptions& o, BenchKernelsOptions& k, Acti
   c->add_flag("--fused-block-tails", o.fused_block_tails,
               "Each block's dropout, batch-norm and max pooling as one fused op, block 1 with "
               "its convolution recomputed");
+  c->add_option("--val-batch", o.val_batch,
+                "The recipe measurement's validation batch (0: its training batch)")
+      ->check(CLI::Range(0, 4096))
+      ->capture_default_str();
   c->add_flag("--cuda-graph", o.cuda_graph,
               "The epochs replay each full-batch step as a CUDA graph (the timed steps stay op "
               "by op)");

@@ -54,7 +54,12 @@ void ImageSet::set_weights(const std::vector<float>& per_image) {
 
 Trainer::Trainer(Backend& backend, Model& model, int batch_size, AugmentSettings augment,
                  uint64_t seed)
-    : backend_(backend), model_(model), batch_size_(batch_size), augment_(augment), seed_(seed) {
+    : backend_(backend),
+      model_(model),
+      batch_size_(batch_size),
+      predict_batch_(batch_size),
+      augment_(augment),
+      seed_(seed) {
   augment_.normalization = model.config().input_normalization;  // the model decides, always
   PNEUMO_CHECK(batch_size >= 1, "batch size must be at least 1, got ", batch_size);
   PNEUMO_CHECK(batch_size <= model.max_batch(), "batch size ", batch_size,
@@ -67,6 +72,17 @@ Trainer::Trainer(Backend& backend, Model& model, int batch_size, AugmentSettings
   dlogits_ = backend.empty({batch_size, 1});
   stats_ = backend.zeros({3});
   set_all_reduce_bucket(0);
+}
+
+void Trainer::set_predict_batch(int batch) {
+  PNEUMO_CHECK(batch >= 1 && batch <= model_.max_batch(), "prediction batch ", batch,
+               " outside [1, ", model_.max_batch(), "], the model's maximum batch");
+  predict_batch_ = batch;
+  if (batch_images_.shape()[0] >= batch) return;
+  const int size = model_.config().input_size;
+  batch_images_ = backend_.empty({batch, 1, size, size});
+  batch_labels_ = backend_.empty({batch});
+  dlogits_ = backend_.empty({batch, 1});
 }
 
 void Trainer::set_all_reduce_bucket(int64_t elements) {
@@ -237,8 +253,9 @@ void Trainer::live_step(const ImageSet& data, int n) {
   };
   // The memory a recording holds: it replays only on the same buffers.
   const std::vector<const void*> buffers = {
-      data.images.data(),       data.labels.data(),     data.weights.data(),
-      order_.data(),            step_table_.data(),     optimizer_state_.data(),
+      data.images.data(),    data.labels.data(),       data.weights.data(),
+      order_.data(),         step_table_.data(),       optimizer_state_.data(),
+      batch_images_.data(),  batch_labels_.data(),     dlogits_.data(),
       reinterpret_cast<const void*>(static_cast<intptr_t>(step_table_.size()))};
   if (graph_stats_.refused.empty()) {
     if (group_->size() > 1)
@@ -427,14 +444,15 @@ std::vector<float> Trainer::predict_logits(const ImageSet& data, EpochStats* sta
   // The logits stay on the device until the pass ends: one copy to the host per pass, not a
   // synchronising one per batch. positions: 0, 1, ..., batch - 1 (gather_values as a copy).
   Array<float> device_logits(shard.size(), backend_.device());
-  std::vector<int32_t> counting(static_cast<size_t>(batch_size_));
-  for (int i = 0; i < batch_size_; ++i) counting[static_cast<size_t>(i)] = i;
-  Array<int32_t> positions(batch_size_, backend_.device());
+  const int batch = predict_batch_;
+  std::vector<int32_t> counting(static_cast<size_t>(batch));
+  for (int i = 0; i < batch; ++i) counting[static_cast<size_t>(i)] = i;
+  Array<int32_t> positions(batch, backend_.device());
   copy_bytes(positions.data(), backend_.device(), counting.data(), Device::Cpu, positions.bytes());
   std::vector<float> logits(static_cast<size_t>(shard.size()));
   const int size = data.size;
-  for (int64_t first = 0; first < shard.size(); first += batch_size_) {
-    const int n = static_cast<int>(std::min<int64_t>(batch_size_, shard.size() - first));
+  for (int64_t first = 0; first < shard.size(); first += batch) {
+    const int n = static_cast<int>(std::min<int64_t>(batch, shard.size() - first));
     TensorView x{batch_images_.data(), {n, 1, size, size}, backend_.device()};
     TensorView labels{batch_labels_.data(), {n}, backend_.device()};
     backend_.gather_augment(data.images.data(), data.count, size, order.data() + first, plain, {},

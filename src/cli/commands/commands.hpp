@@ -36,6 +36,7 @@ struct TrainOptions {
   int size = 150;
   int epochs = 12;
   int batch = 32;
+  int val_batch = 0;                // validation passes' batch; 0: batch
   std::string optimizer = "rmsprop";  // rmsprop (the recipe) | adamw
   double learning_rate = 1e-3;
   double rho = 0.9;                 // RMSprop

@@ -266,7 +266,8 @@ TrainingRun::TrainingRun(const TrainOptions& options, std::unique_ptr<Communicat
   config.input_normalization = parse_normalization(options.normalization);
   config.head = parse_model_head(options.head);
   config.fused_block_tails = options.fused_block_tails;
-  model_ = std::make_unique<Model>(*backend_, config, options.batch);
+  const int val_batch = options.val_batch > 0 ? options.val_batch : options.batch;
+  model_ = std::make_unique<Model>(*backend_, config, std::max(options.batch, val_batch));
   model_->initialize(options.seed);
   if (options.sync_batchnorm) model_->synchronise_batchnorm(group_.get());
   AugmentSettings augment = options.augmentation;
@@ -284,6 +285,7 @@ TrainingRun::TrainingRun(const TrainOptions& options, std::unique_ptr<Communicat
   trainer_->optimizer().weight_decay = static_cast<float>(options.weight_decay);
   trainer_->use_optimizer(parse_optimizer(options.optimizer));
   trainer_->use_step_graphs(options.cuda_graph);
+  trainer_->set_predict_batch(val_batch);
   metadata_.optimizer = options.optimizer;
 
   balance_ = parse_balance_mode(options.balance);
