@@ -120,6 +120,11 @@ PNEUMO_HD float nonfinite_marker(float value, float marker, float step_plus_one)
   return marker == 0.0f && !is_finite(value) ? step_plus_one : marker;
 }
 
+// The marker's value for `step`: live->step + 1 where live is set (pneumo/live_step.hpp).
+PNEUMO_HD float nonfinite_step_plus_one(int64_t step, const LiveStep* live) {
+  return static_cast<float>((live ? static_cast<int64_t>(live->step) : step) + 1);
+}
+
 // ---- Batch-norm per element -----------------------------------------------------------------
 PNEUMO_HD float batchnorm_apply(float x, float mean, float inv_std, float gamma, float beta) {
   return gamma * (x - mean) * inv_std + beta;

@@ -31,17 +31,16 @@ __global__ void sigmoid_bce_kernel(const float* logits, const float* labels, con
   }
 }
 
-__global__ void mark_nonfinite_kernel(const float* value, float* marker, float step_plus_one,
+__global__ void mark_nonfinite_kernel(const float* value, float* marker, int64_t step,
                                       const LiveStep* live) {
-  if (live) step_plus_one = static_cast<float>(live->step) + 1.0f;
-  marker[0] = pneumo::nonfinite_marker(value[0], marker[0], step_plus_one);
+  marker[0] = pneumo::nonfinite_marker(value[0], marker[0], pneumo::nonfinite_step_plus_one(step, live));
 }
 
 }  // namespace
 
 void mark_nonfinite(const float* value, float* marker, int64_t step, const LiveStep* live,
                     cudaStream_t stream) {
-  mark_nonfinite_kernel<<<1, 1, 0, stream>>>(value, marker, static_cast<float>(step + 1), live);
+  mark_nonfinite_kernel<<<1, 1, 0, stream>>>(value, marker, step, live);
   PNEUMO_LAUNCH_CHECK("mark_nonfinite_kernel", "step=", step);
 }
 

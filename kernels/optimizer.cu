@@ -12,7 +12,7 @@ namespace {
 __global__ void rmsprop_kernel(float* params, const float* grads, float* mean_square, int64_t n,
                                float learning_rate, float rho, float epsilon,
                                const LiveStep* live) {
-  if (live) learning_rate = live->learning_rate;
+  learning_rate = with_live_learning_rate(learning_rate, live);
   for (int64_t i = global_thread_index(); i < n; i += grid_stride()) {
     float param = params[i], ms = mean_square[i];
     rmsprop_update(param, ms, grads[i], learning_rate, rho, epsilon);

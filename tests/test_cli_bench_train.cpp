@@ -23,15 +23,21 @@ testing::CommandResult bench_train_on_the_cpu(const std::string& flags) {
       "bench train --device cpu --threads 2 --steps 2 --warmup 1 " + flags, dir.file("cache"));
 }
 
+// The JSON lines of a command's output, each with its text (for failure messages).
+std::vector<std::pair<nlohmann::json, std::string>> json_lines(const std::string& output) {
+  std::vector<std::pair<nlohmann::json, std::string>> rows;
+  std::istringstream lines(output);
+  std::string line;
+  while (std::getline(lines, line))
+    if (!line.empty() && line[0] == '{') rows.emplace_back(nlohmann::json::parse(line), line);
+  return rows;
+}
+
 TEST(CliBenchTrain, RunsOnTheCpuAndReportsPhasesAndATable) {
   const auto result = bench_train_on_the_cpu("--batch 2 --batch 3");
   ASSERT_EQ(result.status, 0) << result.output;
-  std::istringstream lines(result.output);
-  std::string line;
   int rows = 0;
-  while (std::getline(lines, line)) {
-    if (line.empty() || line[0] != '{') continue;
-    const auto row = nlohmann::json::parse(line);
+  for (const auto& [row, line] : json_lines(result.output)) {
     EXPECT_FALSE(row.contains("measure")) << "no recipe measurement on the CPU by default: " << line;
     EXPECT_EQ(row["device"], "CPU") << line;
     EXPECT_EQ(row["batch"], rows == 0 ? 2 : 3) << line;
@@ -93,12 +99,8 @@ TEST(CliBenchTrain, CudaGraphSaysWhatItReplayed) {
   const auto result =
       bench_train_on_the_cpu("--batch 4 --recipe-epochs 2 --epoch-images 10 --cuda-graph");
   ASSERT_EQ(result.status, 0) << result.output;
-  std::istringstream lines(result.output);
-  std::string line;
   int rows = 0;
-  while (std::getline(lines, line)) {
-    if (line.empty() || line[0] != '{') continue;
-    const auto row = nlohmann::json::parse(line);
+  for (const auto& [row, line] : json_lines(result.output)) {
     EXPECT_EQ(row["cuda_graph"], true) << line;
     ASSERT_TRUE(row.contains("step_graphs")) << line;
     const auto& graphs = row["step_graphs"];

@@ -14,8 +14,13 @@ struct AdamWStep {
   float bias_correction1, bias_correction2;
 };
 
-// The step's constants with the learning rate and bias corrections of `live` where it is set
-// (a step recorded once and replayed: pneumo/live_step.hpp).
+// RMSprop's learning rate: live's where it is set (a step recorded once and replayed:
+// pneumo/live_step.hpp), else the one passed.
+PNEUMO_HD float with_live_learning_rate(float learning_rate, const LiveStep* live) {
+  return live ? live->learning_rate : learning_rate;
+}
+
+// The step's constants with the learning rate and bias corrections of `live` where it is set.
 PNEUMO_HD AdamWStep with_live_values(AdamWStep step, const LiveStep* live) {
   if (live) {
     step.learning_rate = live->learning_rate;

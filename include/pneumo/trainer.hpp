@@ -3,6 +3,7 @@
 // RMSprop launch. Loss and accuracy accumulate on the device and are read when asked for.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <functional>
@@ -182,10 +183,11 @@ class Trainer {
   TensorView loss_and_correct();  // the first two statistics, as sigmoid_bce accumulates them
   // AdamW's constants for optimizer step t (counted from 1 over the run), in double on the host.
   AdamWStep adamw_constants(int64_t t) const;
-  // The ops of one step on `indices` (n images of the global batch, on the device). Without
-  // `live` the step's values are these arguments; with it, the device reads them from *live.
+  // The ops of one step on `indices` (n images of the global batch, on the device), optimizer
+  // step optimizer_steps_. Without `live` the epoch and step are these arguments and the
+  // learning rate and bias corrections the optimizer's; with it, the device reads them from *live.
   void issue_step(const ImageSet& data, const int32_t* indices, int n, uint32_t epoch,
-                  uint32_t step, float learning_rate, const AdamWStep& adamw, const LiveStep* live);
+                  uint32_t step, const LiveStep* live);
   // Step graphs: the epoch's table on the device and the cursor at first_step; one live step.
   void prepare_live_epoch(uint32_t epoch, int64_t steps, int64_t first_step);
   void live_step(const ImageSet& data, int n);
@@ -214,7 +216,8 @@ class Trainer {
   Array<LiveStep> live_;
   Array<int32_t> step_indices_;
   std::unique_ptr<Recording> step_graph_;
-  std::vector<const void*> recorded_on_;
+  using RecordedBuffers = std::array<const void*, 10>;  // what live_step compares, in its order
+  RecordedBuffers recorded_on_{};
   bool full_step_ran_ = false;  // a full-batch live step ran op by op since memory last moved
   StepGraphStats graph_stats_;
 };

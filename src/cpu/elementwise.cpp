@@ -85,14 +85,14 @@ void CpuBackend::sigmoid_bce_impl(ConstTensorView logits, ConstTensorView labels
 
 void CpuBackend::mark_nonfinite_impl(ConstTensorView value, int64_t step, TensorView marker,
                                      const LiveStep* live) {
-  if (live) step = live->step;
-  marker.data[0] = nonfinite_marker(value.data[0], marker.data[0], static_cast<float>(step + 1));
+  marker.data[0] =
+      nonfinite_marker(value.data[0], marker.data[0], nonfinite_step_plus_one(step, live));
 }
 
 void CpuBackend::rmsprop_step_impl(TensorView params, ConstTensorView grads, TensorView mean_square,
                                    float learning_rate, float rho, float epsilon,
                                    const LiveStep* live) {
-  if (live) learning_rate = live->learning_rate;
+  learning_rate = with_live_learning_rate(learning_rate, live);
   for (int64_t i = 0; i < params.numel(); ++i)
     rmsprop_update(params.data[i], mean_square.data[i], grads.data[i], learning_rate, rho, epsilon);
 }

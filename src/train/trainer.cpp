@@ -122,13 +122,11 @@ void Trainer::train_step(const ImageSet& data, const int32_t* device_order, int 
   PNEUMO_CHECK(data.size == model_.config().input_size, "images are ", data.size, "x", data.size,
                " but the model expects ", model_.config().input_size);
   ++optimizer_steps_;
-  issue_step(data, device_order, n, epoch, step, optimizer_.learning_rate,
-             adamw_constants(optimizer_steps_), nullptr);
+  issue_step(data, device_order, n, epoch, step, nullptr);
 }
 
 void Trainer::issue_step(const ImageSet& data, const int32_t* device_order, int n, uint32_t epoch,
-                         uint32_t step, float learning_rate, const AdamWStep& adamw,
-                         const LiveStep* live) {
+                         uint32_t step, const LiveStep* live) {
   PNEUMO_NVTX_RANGE("train step");
   const int size = data.size;
   // This rank's images of the global batch, and where they sit in it (the random streams' index).
@@ -195,11 +193,11 @@ void Trainer::issue_step(const ImageSet& data, const int32_t* device_order, int 
       backend_.adamw_step(params, model_.gradients(),
                           TensorView{optimizer_state_.data(), params.shape, backend_.device()},
                           TensorView{optimizer_state_.data() + n, params.shape, backend_.device()},
-                          adamw, live);
+                          adamw_constants(optimizer_steps_), live);
     } else {
       backend_.rmsprop_step(params, model_.gradients(),
                             TensorView{optimizer_state_.data(), params.shape, backend_.device()},
-                            learning_rate, optimizer_.rho, optimizer_.epsilon, live);
+                            optimizer_.learning_rate, optimizer_.rho, optimizer_.epsilon, live);
     }
   }
   mark(StepPhase::Optimizer);
@@ -246,13 +244,12 @@ void Trainer::live_step(const ImageSet& data, int n) {
   auto issue = [&] {
     backend_.begin_step(step_table_.data(), step_table_.size(), step_cursor_.data(),
                         order_.data(), n, live_.data(), step_indices_.data());
-    // The epoch, step, learning rate and bias corrections passed here are replaced by *live_ on
-    // the device; AdamW's other constants are taken as passed.
-    issue_step(data, step_indices_.data(), n, 0, 0, optimizer_.learning_rate,
-               adamw_constants(optimizer_steps_), live_.data());
+    // The epoch and step passed here, the learning rate and the bias corrections are replaced by
+    // *live_ on the device.
+    issue_step(data, step_indices_.data(), n, 0, 0, live_.data());
   };
   // The memory a recording holds: it replays only on the same buffers.
-  const std::vector<const void*> buffers = {
+  const RecordedBuffers buffers = {
       data.images.data(),    data.labels.data(),       data.weights.data(),
       order_.data(),         step_table_.data(),       optimizer_state_.data(),
       batch_images_.data(),  batch_labels_.data(),     dlogits_.data(),
