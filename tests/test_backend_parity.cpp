@@ -963,9 +963,9 @@ class Bf16ConvParity : public Parity, public ::testing::WithParamInterface<ConvC
 TEST_P(Bf16ConvParity, EveryDirectionMatchesTheCpuEmulation) {
   const ConvCase& p = GetParam();
   BackendOptions bf16_options;
-  bf16_options.bf16_convolutions = true;
+  bf16_options.bf16 = true;
   std::unique_ptr<Backend> gpu = make_cuda_backend(bf16_options);
-  std::unique_ptr<Backend> cpu = make_cpu_backend(0, /*bf16_convolutions=*/true);
+  std::unique_ptr<Backend> cpu = make_cpu_backend(0, /*bf16=*/true);
   EXPECT_NE(gpu->name().find("bf16"), std::string::npos) << gpu->name();
   const Shape x_shape{p.n, p.c, p.h, p.w}, w_shape{p.k, p.c, 3, 3}, y_shape{p.n, p.k, p.h, p.w};
   const float bound = 1.0f / std::sqrt(static_cast<float>(9 * p.c));
@@ -1007,7 +1007,7 @@ INSTANTIATE_TEST_SUITE_P(Shapes, Bf16ConvParity,
 
 TEST_F(Parity, Bf16LeavesTheOneChannelConvolutionInFloat32) {
   BackendOptions bf16_options;
-  bf16_options.bf16_convolutions = true;
+  bf16_options.bf16 = true;
   std::unique_ptr<Backend> gpu = make_cuda_backend(bf16_options);
   const Shape x_shape{4, 1, 30, 30}, w_shape{32, 1, 3, 3}, y_shape{4, 32, 30, 30};
   Pair x = random(x_shape, 141), w = random(w_shape, 142, -0.3f, 0.3f), b = random({32}, 143);
@@ -1015,6 +1015,46 @@ TEST_F(Parity, Bf16LeavesTheOneChannelConvolutionInFloat32) {
   cpu_->conv2d_forward(x.cpu, w.cpu, b.cpu, y.cpu, true);
   gpu->conv2d_forward(x.cuda, w.cuda, b.cuda, y.cuda, true);
   EXPECT_TRUE(close_to(y.cuda, y.cpu, 1e-5, "one-channel conv under bf16"));
+}
+
+// The dense layers' bf16 GEMMs (ops/dense.hpp's precision rule) against the CPU's emulation: the
+// same rounded operands summed in float32 in two orders, so CUDA lands far closer to the
+// emulation than the float32 products are; results not rounded, dbias the float32 one. Every
+// DenseParity shape, the model's included.
+TEST_P(DenseParity, Bf16GemmsMatchTheCpuEmulation) {
+  BackendOptions bf16_options;
+  bf16_options.bf16 = true;
+  std::unique_ptr<Backend> gpu = make_cuda_backend(bf16_options);
+  std::unique_ptr<Backend> cpu = make_cpu_backend(0, /*bf16=*/true);
+  Pair x = random(x_shape(), 151), w = weights(152), b = random({GetParam().out}, 153);
+  Pair dy = random(y_shape(), 154);
+  const auto expect_twins = [](ConstTensorView cuda, ConstTensorView emulated,
+                               ConstTensorView fp32, const char* what) {
+    const std::vector<float> c = to_host(cuda), e = to_host(emulated), f = to_host(fp32);
+    double to_emulation = 0.0, rounding = 0.0;
+    for (size_t i = 0; i < e.size(); ++i) {
+      to_emulation = std::max(to_emulation, std::fabs(static_cast<double>(c[i]) - e[i]));
+      rounding = std::max(rounding, std::fabs(static_cast<double>(f[i]) - e[i]));
+    }
+    EXPECT_LE(to_emulation, 1e-4 * std::max<double>(max_abs(e), 1e-20)) << what;
+    // Where the operands' rounding moved the result, CUDA followed it (not the float32 sums).
+    if (rounding > 0.0) {
+      EXPECT_LT(to_emulation, 0.05 * rounding) << what << ": float32 GEMM?";
+    }
+  };
+  Pair y = output(y_shape()), y32 = output(y_shape());
+  cpu->dense_forward(x.cpu, w.cpu, b.cpu, y.cpu);
+  gpu->dense_forward(x.cuda, w.cuda, b.cuda, y.cuda);
+  cpu_->dense_forward(x.cpu, w.cpu, b.cpu, y32.cpu);
+  expect_twins(y.cuda, y.cpu, y32.cpu, "bf16 dense y");
+  Pair dx = output(x_shape()), dw = output(w_shape()), db = output({GetParam().out});
+  Pair dx32 = output(x_shape()), dw32 = output(w_shape()), db32 = output({GetParam().out});
+  cpu->dense_backward(x.cpu, w.cpu, dy.cpu, dx.cpu, dw.cpu, db.cpu);
+  gpu->dense_backward(x.cuda, w.cuda, dy.cuda, dx.cuda, dw.cuda, db.cuda);
+  cpu_->dense_backward(x.cpu, w.cpu, dy.cpu, dx32.cpu, dw32.cpu, db32.cpu);
+  expect_twins(dx.cuda, dx.cpu, dx32.cpu, "bf16 dense dx");
+  expect_twins(dw.cuda, dw.cpu, dw32.cpu, "bf16 dense dweight");
+  EXPECT_TRUE(close_to(db.cuda, db32.cpu, 1e-5, "bf16 dense dbias"));
 }
 
 // ---- Contract checks on the CUDA backend alone --------------------------------------------------

@@ -106,7 +106,7 @@ TEST(CpuBf16Conv, EveryDirectionRoundsOperandsAndResults) {
   const Sums want = direct_sums(d, rounded(o));
   const Sums unrounded = direct_sums(d, o);
   for (int threads : {1, 2}) {
-    auto backend = make_cpu_backend(threads, /*bf16_convolutions=*/true);
+    auto backend = make_cpu_backend(threads, /*bf16=*/true);
     const Sums got = backend_sums(*backend, d, o);
     expect_emulates(got.y, want.y, unrounded.y, "forward");
     expect_emulates(got.dx, want.dx, unrounded.dx, "backward data");

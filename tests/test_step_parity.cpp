@@ -328,7 +328,7 @@ TEST(StepParityBf16, TheEmulationChangesTheModelFromTheSecondConvolutionOn) {
   ModelConfig config;
   config.input_size = 40;
   StepRun fp32 = make_run(make_cpu_backend(1), config);
-  StepRun bf16 = make_run(make_cpu_backend(1, /*bf16_convolutions=*/true), config);
+  StepRun bf16 = make_run(make_cpu_backend(1, /*bf16=*/true), config);
   for (StepRun* run : {&fp32, &bf16})
     run->trainer->train_step(run->data, run->order.data(), kBatch, 0, 0);
   const std::vector<double> d = layer_distances(bf16, fp32);
@@ -348,7 +348,7 @@ TEST(StepParityBf16, CudaAgreesWithTheEmulationLayerByLayer) {
   ModelConfig config;
   config.input_size = 40;
   BackendOptions bf16_options;
-  bf16_options.bf16_convolutions = true;
+  bf16_options.bf16 = true;
   StepRun fp32 = make_run(make_cpu_backend(0), config);
   StepRun emulated = make_run(make_cpu_backend(0, true), config);
   StepRun cuda = make_run(make_cuda_backend(bf16_options), config);

@@ -102,7 +102,8 @@ class Recording {
 // semantics, and the argument checks its public entry runs for every backend) is in its
 // header, pneumo/ops/<family>.hpp, named beside each group below:
 // - activations are float32 NCHW, contiguous; dense activations are (N, F); float32 throughout,
-//   except the convolutions under --precision bf16 (pneumo/ops/conv2d.hpp);
+//   except the operands of the convolutions and dense layers under --precision bf16
+//   (pneumo/ops/conv2d.hpp, pneumo/ops/dense.hpp);
 // - backward ops OVERWRITE their outputs (no accumulation), so callers need not zero them;
 // - every op may be asynchronous on its device; read results through Tensor::copy_to_host or
 //   after synchronize().
@@ -250,7 +251,8 @@ enum class DeviceChoice { Auto, Cpu, Cuda };
 struct BackendOptions {
   DeviceChoice device = DeviceChoice::Auto;
   bool allow_tf32 = false;          // --precision tf32
-  bool bf16_convolutions = false;   // --precision bf16 (pneumo/ops/conv2d.hpp's precision rule)
+  // --precision bf16: the precision rules of pneumo/ops/conv2d.hpp and pneumo/ops/dense.hpp
+  bool bf16 = false;
   int cpu_threads = 0;      // 0: all hardware threads
   // CUDA convolutions: keep the fastest deterministic cuDNN algorithm (true), or the fastest of
   // all (false; backward passes may then add in a different order from run to run).
@@ -270,7 +272,7 @@ struct BackendOptions {
 // Creates the backend the options ask for. Auto takes CUDA when a device exists, else the CPU
 // with a one-line notice on stderr; Cuda without a device throws a clear pneumo::Error.
 std::unique_ptr<Backend> make_backend(const BackendOptions& options);
-std::unique_ptr<Backend> make_cpu_backend(int threads = 0, bool bf16_convolutions = false);
+std::unique_ptr<Backend> make_cpu_backend(int threads = 0, bool bf16 = false);
 // Throws without a GPU. Takes the CUDA fields of `options` (its device is ignored).
 std::unique_ptr<Backend> make_cuda_backend(const BackendOptions& options);
 

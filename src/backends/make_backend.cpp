@@ -10,7 +10,7 @@ namespace pneumo {
 std::unique_ptr<Backend> make_backend(const BackendOptions& options) {
   switch (options.device) {
     case DeviceChoice::Cpu:
-      return make_cpu_backend(options.cpu_threads, options.bf16_convolutions);
+      return make_cpu_backend(options.cpu_threads, options.bf16);
     case DeviceChoice::Cuda:
       if (!cuda_device_available())
         throw Error("--device cuda: no CUDA device is visible on this machine (no GPU, or no "
@@ -22,7 +22,7 @@ std::unique_ptr<Backend> make_backend(const BackendOptions& options) {
   if (cuda_device_available())
     return make_cuda_backend(options);
   std::cerr << "pneumo: no CUDA device found, running on the CPU backend\n";
-  return make_cpu_backend(options.cpu_threads, options.bf16_convolutions);
+  return make_cpu_backend(options.cpu_threads, options.bf16);
 }
 
 }  // namespace pneumo

@@ -78,7 +78,7 @@ void round_all_to_bf16(float* values, int64_t count) {
 }  // namespace
 
 bool CpuBackend::rounds_to_bf16(const ConvGeometry& g) const {
-  return bf16_convolutions_ && g.in_channels > 1;
+  return bf16_ && g.in_channels > 1;
 }
 
 const float* CpuBackend::conv_weight(ConstTensorView weight, const ConvGeometry& g) {

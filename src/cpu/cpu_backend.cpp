@@ -10,8 +10,8 @@
 namespace pneumo {
 namespace cpu {
 
-CpuBackend::CpuBackend(int threads, bool bf16_convolutions)
-    : bf16_convolutions_(bf16_convolutions), pool_(threads) {
+CpuBackend::CpuBackend(int threads, bool bf16)
+    : bf16_(bf16), pool_(threads) {
   // Each worker runs its own single-threaded GEMM; OpenBLAS threads on top would oversubscribe.
   gemm_use_single_thread();
   scratch_.assign(static_cast<size_t>(pool_.size()),
@@ -22,7 +22,7 @@ std::string CpuBackend::name() const {
   std::ostringstream out;
   out << "cpu (" << pool_.size() << (pool_.size() == 1 ? " thread, " : " threads, ")
       << (gemm_uses_blas() ? "OpenBLAS" : "built-in GEMM")
-      << (bf16_convolutions_ ? ", bf16 convolutions emulated" : "") << ")";
+      << (bf16_ ? ", bf16 emulated" : "") << ")";
   return out.str();
 }
 
@@ -67,8 +67,8 @@ void CpuBackend::begin_step_impl(const LiveStep* table, int64_t table_size, uint
 
 }  // namespace cpu
 
-std::unique_ptr<Backend> make_cpu_backend(int threads, bool bf16_convolutions) {
-  return std::make_unique<cpu::CpuBackend>(threads, bf16_convolutions);
+std::unique_ptr<Backend> make_cpu_backend(int threads, bool bf16) {
+  return std::make_unique<cpu::CpuBackend>(threads, bf16);
 }
 
 }  // namespace pneumo

@@ -18,9 +18,9 @@ namespace pneumo::cpu {
 // not be called from several threads at once (it parallelises internally).
 class CpuBackend final : public Backend {
  public:
-  // threads 0: one per hardware thread. bf16_convolutions: emulate --precision bf16
-  // (pneumo/ops/conv2d.hpp).
-  explicit CpuBackend(int threads, bool bf16_convolutions = false);
+  // threads 0: one per hardware thread. bf16: emulate --precision bf16
+  // (pneumo/ops/conv2d.hpp, pneumo/ops/dense.hpp).
+  explicit CpuBackend(int threads, bool bf16 = false);
 
   Device device() const override { return Device::Cpu; }
   std::string name() const override;
@@ -39,8 +39,12 @@ class CpuBackend final : public Backend {
   bool rounds_to_bf16(const ConvGeometry& g) const;
   const float* conv_weight(ConstTensorView weight, const ConvGeometry& g);
 
-  bool bf16_convolutions_ = false;
+  bool bf16_ = false;
   std::vector<float> rounded_weight_;
+  // A dense layer's operands as its products read them: `values` itself in float32, or its
+  // bfloat16 rounding in `scratch` under bf16 (dense.cpp).
+  const float* dense_operand(ConstTensorView values, std::vector<float>& scratch) const;
+  std::vector<float> dense_x_, dense_weight_, dense_dy_;
 
   ThreadPool pool_;
   std::vector<std::vector<std::vector<float>>> scratch_;  // [worker][slot]

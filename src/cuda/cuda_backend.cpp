@@ -71,7 +71,7 @@ std::array<int64_t, 4> nchw(const Shape& shape, const char* op) {
 // What the tuning cache's decisions hold for: the GPU, its driver, cuDNN, the precision and the
 // determinism rule, and this build of pneumo's kernels (PNEUMO_KERNELS_HASH, from CMakeLists.txt).
 const char* precision_name(const CudaBackendOptions& options) {
-  return options.bf16_convolutions ? "bf16" : options.allow_tf32 ? "tf32" : "fp32";
+  return options.bf16 ? "bf16" : options.allow_tf32 ? "tf32" : "fp32";
 }
 
 std::string tuning_context(int device, const char* precision, bool deterministic) {
@@ -116,7 +116,7 @@ CudaBackend::CudaBackend(CudaBackendOptions options) : options_(options) {
   // The cuDNN sub-libraries load lazily; check them now so a broken install fails here, clearly.
   PNEUMO_CUDNN_CHECK(cudnnOpsVersionCheck(), "cuDNN ops library (libcudnn_ops) ");
   PNEUMO_CUDNN_CHECK(cudnnCnnVersionCheck(), "cuDNN cnn library (libcudnn_cnn) ");
-  PNEUMO_CHECK(!(options_.allow_tf32 && options_.bf16_convolutions),
+  PNEUMO_CHECK(!(options_.allow_tf32 && options_.bf16),
                "CUDA backend: choose one precision, tf32 or bf16");
   name_ = device_description(device_, precision_name(options_), options_.deterministic);
 
@@ -563,7 +563,35 @@ void CudaBackend::dropout_backward_impl(ConstTensorView dy, TensorView dx, float
 // ---- Dense (cuBLAS) -----------------------------------------------------------------------------
 // cuBLAS is column-major; a row-major (r, c) matrix is its transpose in column-major with
 // leading dimension c. So y = x W^T (row-major) is y^T = W x^T (column-major): the operands are
-// swapped and W is read transposed in place. No data is ever transposed.
+// swapped and W is read transposed in place. No data is ever transposed. Under --precision bf16
+// the operands are bfloat16 copies (ops/dense.hpp's precision rule) and the products run on tensor
+// cores with float32 sums and float32 results (cublasGemmEx, CUBLAS_COMPUTE_32F).
+
+namespace {
+
+// C (m, n) = op(A) (m, k) . op(B) (k, n), column-major, C float32; A and B float32, or bfloat16.
+cublasStatus_t dense_gemm(cublasHandle_t handle, cublasOperation_t op_a, cublasOperation_t op_b,
+                          int64_t m, int64_t n, int64_t k, const void* a, int64_t lda,
+                          const void* b, int64_t ldb, float* c, int64_t ldc, bool bf16) {
+  const auto i = [](int64_t v) { return static_cast<int>(v); };
+  if (!bf16)
+    return cublasSgemm(handle, op_a, op_b, i(m), i(n), i(k), &kOne, static_cast<const float*>(a),
+                       i(lda), static_cast<const float*>(b), i(ldb), &kZero, c, i(ldc));
+  return cublasGemmEx(handle, op_a, op_b, i(m), i(n), i(k), &kOne, a, CUDA_R_16BF, i(lda), b,
+                      CUDA_R_16BF, i(ldb), &kZero, c, CUDA_R_32F, i(ldc), CUBLAS_COMPUTE_32F,
+                      CUBLAS_GEMM_DEFAULT);
+}
+
+}  // namespace
+
+// A dense layer's operand as its GEMMs read it: the float32 tensor itself, or (--precision bf16)
+// its bfloat16 copy in `copy`, written here. A (rows, cols) matrix read as (rows, cols, 1) keeps
+// its layout through the channels-last conversion.
+const void* CudaBackend::dense_operand(ConstTensorView t, uint16_t* copy) {
+  if (!options_.bf16) return t.data;
+  kernels::to_bf16_channels_last(t.data, copy, t.shape[0], t.shape[1], 1, stream_.get());
+  return copy;
+}
 
 void CudaBackend::dense_forward_impl(ConstTensorView x, ConstTensorView weight,
                                      ConstTensorView bias, TensorView y) {
@@ -571,11 +599,12 @@ void CudaBackend::dense_forward_impl(ConstTensorView x, ConstTensorView weight,
   constexpr const char* op = "dense_forward";
   const int64_t out = weight.shape[0], in = weight.shape[1], n = x.shape[0];
   if (n == 0) return;
+  const Bf16Buffers b = options_.bf16 ? bf16_buffers(x.numel(), 0, weight.numel()) : Bf16Buffers{};
+  const void* xs = dense_operand(x, b.x);
+  const void* ws = dense_operand(weight, b.weight);
   // y^T (out, N) = W (out, in) . x^T (in, N); W is stored as column-major (in, out): op T.
-  PNEUMO_CUBLAS_CHECK(cublasSgemm(cublas_.get(), CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(out),
-                                  static_cast<int>(n), static_cast<int>(in), &kOne, weight.data,
-                                  static_cast<int>(in), x.data, static_cast<int>(in), &kZero,
-                                  y.data, static_cast<int>(out)),
+  PNEUMO_CUBLAS_CHECK(dense_gemm(cublas_.get(), CUBLAS_OP_T, CUBLAS_OP_N, out, n, in, ws, in, xs,
+                                 in, y.data, out, options_.bf16),
                       op, " x=", x.shape.str(), " weight=", weight.shape.str());
   kernels::bias_activation_forward(y.data, bias.data, n, out, 1, false, stream_.get());
 }
@@ -585,18 +614,22 @@ void CudaBackend::dense_backward_impl(ConstTensorView x, ConstTensorView weight,
   PNEUMO_NVTX_RANGE("dense_backward");
   constexpr const char* op = "dense_backward";
   const int64_t out = weight.shape[0], in = weight.shape[1], n = x.shape[0];
-  const int in_i = static_cast<int>(in), out_i = static_cast<int>(out), n_i = static_cast<int>(n);
-  if (dx.data != nullptr) {
+  const bool want_dx = dx.data != nullptr && n > 0;
+  const Bf16Buffers b =
+      options_.bf16 ? bf16_buffers(x.numel(), dy.numel(), weight.numel()) : Bf16Buffers{};
+  const void* dys = dense_operand(dy, b.y);
+  if (want_dx) {
     // dx^T (in, N) = W^T (in, out) . dy^T (out, N); W^T is W's column-major storage: op N.
-    if (n > 0)
-      PNEUMO_CUBLAS_CHECK(
-          cublasSgemm(cublas_.get(), CUBLAS_OP_N, CUBLAS_OP_N, in_i, n_i, out_i, &kOne, weight.data,
-                      in_i, dy.data, out_i, &kZero, dx.data, in_i),
-          op, " (dx) x=", x.shape.str(), " weight=", weight.shape.str());
+    PNEUMO_CUBLAS_CHECK(dense_gemm(cublas_.get(), CUBLAS_OP_N, CUBLAS_OP_N, in, n, out,
+                                   dense_operand(weight, b.weight), in, dys, out, dx.data, in,
+                                   options_.bf16),
+                        op, " (dx) x=", x.shape.str(), " weight=", weight.shape.str());
   }
-  // dW^T (in, out) = x^T (in, N) . dy (N, out); dy's storage is dy^T (out, N): op T.
-  PNEUMO_CUBLAS_CHECK(cublasSgemm(cublas_.get(), CUBLAS_OP_N, CUBLAS_OP_T, in_i, out_i, n_i, &kOne,
-                                  x.data, in_i, dy.data, out_i, &kZero, dweight.data, in_i),
+  // dW^T (in, out) = x^T (in, N) . dy (N, out); dy's storage is dy^T (out, N): op T. With no
+  // images (k = 0) it is beta C = 0, as BLAS defines it.
+  PNEUMO_CUBLAS_CHECK(dense_gemm(cublas_.get(), CUBLAS_OP_N, CUBLAS_OP_T, in, out, n,
+                                 dense_operand(x, b.x), in, dys, out, dweight.data, in,
+                                 options_.bf16),
                       op, " (dweight) x=", x.shape.str(), " weight=", weight.shape.str());
   if (n > 0) bias_gradient_kernel(dy.data, dbias.data, n, out, 1);
 }
@@ -670,7 +703,7 @@ void CudaBackend::begin_step_impl(const LiveStep* table, int64_t table_size, uin
 std::unique_ptr<Backend> make_cuda_backend(const BackendOptions& choice) {
   CudaBackendOptions options;
   options.allow_tf32 = choice.allow_tf32;
-  options.bf16_convolutions = choice.bf16_convolutions;
+  options.bf16 = choice.bf16;
   options.deterministic = choice.deterministic;
   options.tuning_cache = choice.tuning_cache;
   if (choice.graph_engines) options.conv_engines = CudaBackendOptions::Implementation::Fastest;

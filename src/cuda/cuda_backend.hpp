@@ -25,11 +25,11 @@ struct CudaBackendOptions {
   // tf32 (true): CUDNN_TENSOR_OP_MATH and CUBLAS_TF32_TENSOR_OP_MATH (about 1e-3 relative error).
   bool allow_tf32 = false;
   // bf16 (true): convolutions with more than one input channel run on tensor cores on bfloat16
-  // copies of their operands, stored channels-last, through cuDNN's graph API
-  // (pneumo/ops/conv2d.hpp's
-  // precision rule; kernels/bf16_convert.cu converts). The one-channel first layer, batch-norm,
-  // pooling, dense layers and the optimizer stay float32.
-  bool bf16_convolutions = false;
+  // copies of their operands, stored channels-last, through cuDNN's graph API, and the dense
+  // layers' GEMMs on bfloat16 copies through cublasGemmEx (the precision rules of
+  // pneumo/ops/conv2d.hpp and pneumo/ops/dense.hpp; kernels/bf16_convert.cu converts). The
+  // one-channel first layer, batch-norm, pooling and the optimizer stay float32.
+  bool bf16 = false;
   // Convolution algorithms: the fastest deterministic one cuDNN measured (true), or the fastest.
   bool deterministic = true;
   // Where the project has its own kernel for an op cuDNN also does (max pooling forward and
@@ -204,14 +204,16 @@ class CudaBackend final : public Backend {
   // ---- --precision bf16 (cuda_conv.cpp) ----
   // Whether a convolution with `in_channels` input channels takes the bfloat16 path.
   bool runs_bf16(int64_t in_channels) const {
-    return options_.bf16_convolutions && in_channels > 1;
+    return options_.bf16 && in_channels > 1;
   }
   // The bfloat16 channels-last copies of one convolution's x (or dx), y (or dy) and weight (or
-  // dweight), in one device block grown on demand (256-byte aligned parts).
+  // dweight), or of one dense layer's x, dy and weight, in one device block grown on demand
+  // (256-byte aligned parts).
   struct Bf16Buffers {
     uint16_t *x = nullptr, *y = nullptr, *weight = nullptr;
   };
   Bf16Buffers bf16_buffers(int64_t x_elements, int64_t y_elements, int64_t weight_elements);
+  const void* dense_operand(ConstTensorView t, uint16_t* copy);  // cuda_backend.cpp
   // The graph-API plan of one direction for a shape, searched on first use on the buffers (their
   // inputs already converted); throws a clear error when no engine runs it.
   const cuda::GraphConvPlan& bf16_plan(cuda::GraphConvPlan& plan, cuda::ConvDirection direction,

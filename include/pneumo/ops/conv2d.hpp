@@ -8,7 +8,7 @@
 //   fuse_relu;
 // - backward data: dy (N, K, H, W), weight -> dx (N, C, H, W);
 // - backward filter: x, dy -> dweight (K, C, 3, 3) and dbias (K), summed over the batch;
-// - precision: float32, except under --precision bf16 (BackendOptions::bf16_convolutions), where
+// - precision: float32, except under --precision bf16 (BackendOptions::bf16), where
 //   each convolution with more than one input channel rounds its operands (x, weight, dy) to
 //   bfloat16 (round to nearest even, kernels/bf16.hpp), accumulates in float32, and rounds its
 //   result (y before bias and ReLU, dx, dweight) to bfloat16; dbias sums the float32 dy. That is

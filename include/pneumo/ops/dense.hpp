@@ -3,7 +3,12 @@
 //
 // - forward: x (N, in), weight (out, in), bias (out) -> y (N, out) = x weight^T + bias;
 // - backward: dx (N, in) (skipped when dx.data is null: the first layer's input needs none),
-//   dweight (out, in), dbias (out).
+//   dweight (out, in), dbias (out);
+// - precision: float32, except under --precision bf16 (BackendOptions::bf16), where each of the
+//   three products rounds its operands (x, weight, dy) to bfloat16 (round to nearest even,
+//   kernels/bf16.hpp) and sums them in float32 (tensor-core GEMMs on bfloat16 matrices); unlike a
+//   convolution's, the results (y, dx, dweight) stay float32 (cuBLAS writes them so), and dbias
+//   sums the float32 dy. The CPU backend emulates it.
 #pragma once
 
 #include "pneumo/ops/checks.hpp"

@@ -18,7 +18,7 @@ void apply_precision(const std::string& text, BackendOptions& options) {
   if (text != "fp32" && text != "tf32" && text != "bf16")
     throw Error("--precision must be fp32, tf32 or bf16, got '" + text + "'");
   options.allow_tf32 = text == "tf32";
-  options.bf16_convolutions = text == "bf16";
+  options.bf16 = text == "bf16";
 }
 
 BalanceMode parse_balance_mode(const std::string& text) {
