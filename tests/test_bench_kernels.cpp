@@ -15,6 +15,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "bench/dense_case.hpp"
 #include "bench/kernel_bench.hpp"
 #include "bench/reference.hpp"
 #include "bench/timing.hpp"
@@ -347,6 +348,27 @@ std::vector<std::string> table_rows(const std::string& out, const std::string& p
   return rows;
 }
 
+// The dense rows' checks tell the precisions apart: each backend's outputs pass against the sums
+// of the operands as it reads them and fail against the other precision's (fc1 at batch 4).
+TEST(BenchReference, DenseChecksTellThePrecisionsApart) {
+  auto fp32 = make_cpu_backend(2), bf16 = make_cpu_backend(2, /*bf16=*/true);
+  for (Backend* backend : {fp32.get(), bf16.get()}) {
+    const bool is_bf16 = backend == bf16.get();
+    bench::DenseCase d(0, 4, Device::Cpu);
+    EXPECT_EQ(d.layer(), "fc1");
+    EXPECT_EQ(d.shape_label(), "6400 -> 128");
+    d.poison_outputs();
+    d.forward(*backend);
+    d.backward(*backend);
+    EXPECT_TRUE(d.check_forward(is_bf16).passed()) << d.check_forward(is_bf16).describe();
+    EXPECT_TRUE(d.check_backward(is_bf16).passed()) << d.check_backward(is_bf16).describe();
+    EXPECT_FALSE(d.check_forward(!is_bf16).passed()) << backend->name();
+    EXPECT_FALSE(d.check_backward(!is_bf16).passed()) << backend->name();
+    d.poison_outputs();  // an output left unwritten fails
+    EXPECT_FALSE(d.check_forward(is_bf16).passed());
+  }
+}
+
 TEST(BenchKernelsCli, CpuRunPrintsARowForEveryOpAndWritesJsonAndCsv) {
   testing::TempDir dir;
   const auto r = run_pneumo("bench kernels --device cpu --quick --threads 2 --json " +
@@ -379,7 +401,10 @@ TEST(BenchKernelsCli, CpuRunPrintsARowForEveryOpAndWritesJsonAndCsv) {
   EXPECT_EQ(per_op["gather_augment"], 3) << r.out;   // augment, gather only, memcpy
   EXPECT_EQ(per_op["block_tail_forward"], 10) << r.out;   // fused and unfused, 5 blocks
   EXPECT_EQ(per_op["block_tail_backward"], 10) << r.out;
-  for (const char* layer : {"conv1", "conv5", "pool1", "pool5", "loss", "input", "tail1", "tail5"})
+  EXPECT_EQ(per_op["dense_forward"], 4) << r.out;  // fp32 and bf16, fc1 and fc2
+  EXPECT_EQ(per_op["dense_backward"], 4) << r.out;
+  for (const char* layer :
+       {"conv1", "conv5", "pool1", "pool5", "loss", "input", "tail1", "tail5", "fc1", "fc2"})
     EXPECT_NE(r.out.find(std::string("| ") + layer + " |"), std::string::npos) << layer;
   EXPECT_NE(r.out.find("memcpy"), std::string::npos);
 
@@ -472,6 +497,7 @@ TEST(BenchKernelsCli, CudaQuickRunValidatesEveryVariant) {
   EXPECT_EQ(ours_ok["maxpool2d_backward pool1"], 1);
   EXPECT_EQ(ours_ok["sigmoid_bce loss"], 1);
   EXPECT_EQ(ours_ok["gather_augment input"], 2);
+  EXPECT_EQ(ours_ok["dense_forward fc1"] + ours_ok["dense_backward fc2"], 0) << "no 'ours' GEMM";
 }
 
 }  // namespace

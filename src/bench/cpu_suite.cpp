@@ -6,6 +6,7 @@
 #include <memory>
 #include <sstream>
 
+#include "bench/dense_case.hpp"
 #include "bench/kernel_bench.hpp"
 #include "bench/reference.hpp"
 #include "bench/suite_common.hpp"
@@ -253,9 +254,44 @@ class CpuSuite {
     run_.rows.push_back(r);
   }
 
+  // A dense layer, forward and backward, with the float32 backend and with the backend emulating
+  // --precision bf16 (each against the double sums of the operands as it reads them).
+  void dense(int layer, int64_t batch) {
+    if (!bf16_backend_) bf16_backend_ = make_cpu_backend(config_.threads, /*bf16=*/true);
+    DenseCase d(layer, batch, Device::Cpu);
+    const struct {
+      const char* name;
+      bool baseline, bf16;
+      Backend* on;
+    } variants[] = {{"cpu backend: fp32 GEMMs", true, false, backend_.get()},
+                    {"cpu backend: bf16 emulated (operands rounded)", false, true,
+                     bf16_backend_.get()}};
+    for (const auto& v : variants) {
+      BenchRow r = row("dense_forward", d.layer(), d.shape_label(), batch, v.name, v.baseline);
+      r.reference = kDenseReference;
+      r.flops = d.forward_flops();
+      r.bytes = d.forward_bytes();
+      const std::function<void()> forward = [&] { d.forward(*v.on); };
+      measure(r, [&] { d.poison_outputs(); forward(); }, [&] { return d.check_forward(v.bf16); },
+              timed(forward));
+      run_.rows.push_back(r);
+    }
+    for (const auto& v : variants) {
+      BenchRow r = row("dense_backward", d.layer(), d.shape_label(), batch, v.name, v.baseline);
+      r.reference = kDenseReference;
+      r.flops = d.backward_flops();
+      r.bytes = d.backward_bytes();
+      const std::function<void()> backward = [&] { d.backward(*v.on); };
+      measure(r, [&] { d.poison_outputs(); backward(); }, [&] { return d.check_backward(v.bf16); },
+              timed(backward));
+      run_.rows.push_back(r);
+    }
+  }
+
   const KernelBenchConfig& config_;
   BenchRun& run_;
   std::unique_ptr<Backend> backend_;
+  std::unique_ptr<Backend> bf16_backend_;  // made on the first dense case
   HostTimer timer_;
 };
 

@@ -14,6 +14,7 @@
 #include <memory>
 #include <sstream>
 
+#include "bench/dense_case.hpp"
 #include "bench/kernel_bench.hpp"
 #include "bench/reference.hpp"
 #include "bench/suite_common.hpp"
@@ -415,21 +416,23 @@ class CudaSuite {
   // kernels) and as cuDNN alone runs it (batch-norm and pooling by cuDNN; dropout and ReLU's
   // gradient are ours in both). The cuDNN chain's outputs are the reference.
 
-  struct TailBackend {
+  struct TailBackend {  // a CudaBackend and a timer on its stream (tail, stem and dense cases)
     std::unique_ptr<Backend> backend;
     std::unique_ptr<CudaTimer> timer;
   };
-  TailBackend& tail_backend(bool cudnn_only) {
-    TailBackend& b = cudnn_only ? tail_cudnn_ : tail_picks_;
+  TailBackend& timed_backend(TailBackend& b, BackendOptions options) {
     if (!b.backend) {
-      BackendOptions options;
-      options.cudnn_only = cudnn_only;
       options.tuning_cache = "";  // decide afresh, as the other rows do
       b.backend = make_cuda_backend(options);
       b.timer = std::make_unique<CudaTimer>(static_cast<cudaStream_t>(b.backend->native_stream()),
                                             timer_->flush_bytes());
     }
     return b;
+  }
+  TailBackend& tail_backend(bool cudnn_only) {
+    BackendOptions options;
+    options.cudnn_only = cudnn_only;
+    return timed_backend(cudnn_only ? tail_cudnn_ : tail_picks_, options);
   }
 
   void tail(size_t block, int64_t batch) {
@@ -736,6 +739,44 @@ class CudaSuite {
     }
   }
 
+  // ---- The dense layers ------------------------------------------------------------------------
+  // fc1 and fc2 through CudaBackend objects: cublasSgemm (fp32) against --precision bf16's
+  // cublasGemmEx on bfloat16 copies (the conversions timed with it), forward and backward, each
+  // against the double sums of the operands as it reads them.
+
+  void dense(int layer, int64_t batch) {
+    BackendOptions bf16_options;
+    bf16_options.bf16 = true;
+    TailBackend& fp32 = timed_backend(dense_fp32_, BackendOptions{});
+    TailBackend& bf16 = timed_backend(dense_bf16_, bf16_options);
+    DenseCase d(layer, batch, Device::Cuda);
+    const struct {
+      const char* name;
+      bool baseline, bf16;
+      TailBackend* on;
+    } variants[] = {{"cublas: Sgemm, fp32 (cuda backend)", true, false, &fp32},
+                    {"cublas: GemmEx on bf16 copies, fp32 sums (conversions included)", false, true,
+                     &bf16}};
+    for (const bool backward : {false, true}) {
+      for (const auto& v : variants) {
+        Backend& b = *v.on->backend;
+        BenchRow r = row(backward ? "dense_backward" : "dense_forward", d.layer(), d.shape_label(),
+                         batch, v.name, v.baseline);
+        r.reference = kDenseReference;
+        r.flops = backward ? d.backward_flops() : d.forward_flops();
+        r.bytes = backward ? d.backward_bytes() : d.forward_bytes();
+        measure_variant(
+            r, [&] { d.poison_outputs(); },
+            [&] { backward ? d.backward(b) : d.forward(b); },
+            [&] {
+              b.synchronize();
+              return backward ? d.check_backward(v.bf16) : d.check_forward(v.bf16);
+            },
+            v.on->timer.get());
+      }
+    }
+  }
+
   const KernelBenchConfig& config_;
   BenchRun& run_;
   int device_ = 0;
@@ -743,6 +784,7 @@ class CudaSuite {
   cuda::CudnnHandle cudnn_;
   std::unique_ptr<CudaTimer> timer_;
   TailBackend tail_cudnn_, tail_picks_;  // made on the first tail case
+  TailBackend dense_fp32_, dense_bf16_;  // made on the first dense case
 };
 
 }  // namespace

@@ -25,7 +25,7 @@ struct KernelBenchConfig {
   std::vector<int> batches;
   int repeats = 20;
   int warmup = 3;
-  std::vector<std::string> ops{"conv", "pool", "loss", "augment", "bf16", "tail"};
+  std::vector<std::string> ops{"conv", "pool", "loss", "augment", "bf16", "tail", "dense"};
   int threads = 0;  // CPU backend threads, 0: all (the CPU suite, and CPU references)
   bool wants(const std::string& op) const;
 };

@@ -21,9 +21,10 @@ const char* const kSpeedupNote =
     "speed-up: median of the fastest valid baseline of the same op, layer and shape (cuDNN for "
     "convolution and pooling, the unfused path for the loss, a plain copy of the output bytes for "
     "augmentation, a copy of the fp32 tensor for the bf16 conversions, the unfused chain for the "
-    "block tail) divided by this row's median; GB/s counts compulsory traffic (each input read "
-    "once, each output written once), the same for every variant of an op except the fp32 copy "
-    "beside the bf16 conversions (its own 8 bytes per element)";
+    "block tail, the fp32 GEMMs for the dense layers) divided by this row's median; GB/s counts "
+    "compulsory traffic (each input read once, each output written once, in fp32), the same for "
+    "every variant of an op except the fp32 copy beside the bf16 conversions (its own 8 bytes "
+    "per element)";
 const char* const kPoolReference = "reference loops (first maximum of each window), all elements, exact";
 const char* const kLossReference =
     "fp64 loop, all elements: dlogits rtol 1e-4, loss sum rtol 1e-3, correct count exact";

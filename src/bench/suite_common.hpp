@@ -40,7 +40,8 @@ BenchRow make_row(const char* platform, const std::string& op, const std::string
 
 // Calls a suite's cases in table order for each batch size the config asks for: every conv
 // layer, every pool, the loss at the batch size and at kSyntheticLossSize, the augmentation,
-// the bf16 conversions (CUDA only), every block's tail (fused vs unfused).
+// the bf16 conversions (CUDA only), every block's tail (fused vs unfused), the dense layers (fp32
+// and bf16).
 template <class Suite>
 void run_cases(const KernelBenchConfig& config, Suite& suite) {
   for (int batch : config.batches) {
@@ -57,6 +58,8 @@ void run_cases(const KernelBenchConfig& config, Suite& suite) {
       for (const LayerShape& layer : model_layers()) suite.bf16(layer, batch);
     if (config.wants("tail"))
       for (size_t block = 0; block < model_layers().size(); ++block) suite.tail(block, batch);
+    if (config.wants("dense"))
+      for (int layer : {0, 1}) suite.dense(layer, batch);
   }
 }
 

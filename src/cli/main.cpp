@@ -203,7 +203,8 @@ void add_bench(CLI::App& app, BenchTrainOptions& o, BenchKernelsOptions& k, Acti
   auto* c = bench->add_subcommand(
       "train", "Images/s of the training step, its phases, as a CUDA Graph, and of an epoch");
   c->add_option("--device", o.device, "auto | cuda | cpu")->capture_default_str();
-  c->add_option("--precision", o.precision, "fp32 | tf32 | bf16 (convolutions on bfloat16)")
+  c->add_option("--precision", o.precision,
+                "fp32 | tf32 | bf16 (convolutions and dense GEMMs on bfloat16)")
       ->capture_default_str();
   c->add_option("--deterministic", o.deterministic,
                 "CUDA: deterministic convolution algorithms only (false: the fastest)")
@@ -253,7 +254,7 @@ void add_bench(CLI::App& app, BenchTrainOptions& o, BenchKernelsOptions& k, Acti
   kc->add_option("--repeats", k.repeats, "Timed runs per variant (default 20 on CUDA, 5 on the CPU)");
   kc->add_option("--warmup", k.warmup, "Untimed runs first (default 3 on CUDA, 1 on the CPU)");
   kc->add_flag("--quick", k.quick, "Smoke run: batch 2, 3 repeats, 1 warm-up (flags given win)");
-  kc->add_option("--ops", k.ops, "Any of conv pool loss augment bf16 tail")
+  kc->add_option("--ops", k.ops, "Any of conv pool loss augment bf16 tail dense")
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll)
       ->delimiter(',')
       ->capture_default_str();

@@ -155,8 +155,8 @@ std::vector<TrainFlag> make_table() {
       [](O o) { usage("--device", [&] { parse_device_choice(o.device); }); }, "cpu", "gpu"));
   t.push_back(bound(
       "precision",
-      "fp32 | tf32 (CUDA convolutions and GEMMs) | bf16 (convolutions on bfloat16, tensor cores "
-      "on CUDA, emulated on the CPU)",
+      "fp32 | tf32 (CUDA convolutions and GEMMs) | bf16 (convolutions and dense GEMMs on bfloat16 "
+      "operands, tensor cores on CUDA, emulated on the CPU)",
       PNEUMO_FIELD(precision),
       [](O o) {
         one_of("--precision", o.precision, {"fp32", "tf32", "bf16"});
