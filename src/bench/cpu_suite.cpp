@@ -266,25 +266,14 @@ class CpuSuite {
     } variants[] = {{"cpu backend: fp32 GEMMs", true, false, backend_.get()},
                     {"cpu backend: bf16 emulated (operands rounded)", false, true,
                      bf16_backend_.get()}};
-    for (const auto& v : variants) {
-      BenchRow r = row("dense_forward", d.layer(), d.shape_label(), batch, v.name, v.baseline);
-      r.reference = kDenseReference;
-      r.flops = d.forward_flops();
-      r.bytes = d.forward_bytes();
-      const std::function<void()> forward = [&] { d.forward(*v.on); };
-      measure(r, [&] { d.poison_outputs(); forward(); }, [&] { return d.check_forward(v.bf16); },
-              timed(forward));
-      run_.rows.push_back(r);
-    }
-    for (const auto& v : variants) {
-      BenchRow r = row("dense_backward", d.layer(), d.shape_label(), batch, v.name, v.baseline);
-      r.reference = kDenseReference;
-      r.flops = d.backward_flops();
-      r.bytes = d.backward_bytes();
-      const std::function<void()> backward = [&] { d.backward(*v.on); };
-      measure(r, [&] { d.poison_outputs(); backward(); }, [&] { return d.check_backward(v.bf16); },
-              timed(backward));
-      run_.rows.push_back(r);
+    for (const bool backward : {false, true}) {
+      for (const auto& v : variants) {
+        BenchRow r = d.row("CPU", backward, batch, v.name, v.baseline);
+        const std::function<void()> op = [&] { d.run(*v.on, backward); };
+        measure(r, [&] { d.poison_outputs(); op(); }, [&] { return d.check(backward, v.bf16); },
+                timed(op));
+        run_.rows.push_back(r);
+      }
     }
   }
 

@@ -760,17 +760,12 @@ class CudaSuite {
     for (const bool backward : {false, true}) {
       for (const auto& v : variants) {
         Backend& b = *v.on->backend;
-        BenchRow r = row(backward ? "dense_backward" : "dense_forward", d.layer(), d.shape_label(),
-                         batch, v.name, v.baseline);
-        r.reference = kDenseReference;
-        r.flops = backward ? d.backward_flops() : d.forward_flops();
-        r.bytes = backward ? d.backward_bytes() : d.forward_bytes();
+        BenchRow r = d.row("CUDA", backward, batch, v.name, v.baseline);
         measure_variant(
-            r, [&] { d.poison_outputs(); },
-            [&] { backward ? d.backward(b) : d.forward(b); },
+            r, [&] { d.poison_outputs(); }, [&] { d.run(b, backward); },
             [&] {
               b.synchronize();
-              return backward ? d.check_backward(v.bf16) : d.check_forward(v.bf16);
+              return d.check(backward, v.bf16);
             },
             v.on->timer.get());
       }

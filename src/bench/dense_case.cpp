@@ -119,6 +119,16 @@ Comparison DenseCase::check_backward(bool bf16) const {
   return compare(dweight_, e.dweight);
 }
 
+BenchRow DenseCase::row(const char* platform, bool backward, int64_t batch,
+                        const std::string& variant, bool baseline) const {
+  BenchRow r = make_row(platform, backward ? "dense_backward" : "dense_forward", layer(),
+                        shape_label(), batch, variant, baseline);
+  r.reference = kDenseReference;
+  r.flops = backward ? backward_flops() : forward_flops();
+  r.bytes = backward ? backward_bytes() : forward_bytes();
+  return r;
+}
+
 std::string DenseCase::layer() const { return layer_ == 0 ? "fc1" : "fc2"; }
 
 std::string DenseCase::shape_label() const {

@@ -31,14 +31,26 @@ class DenseCase {
   Comparison check_forward(bool bf16) const;
   Comparison check_backward(bool bf16) const;
 
+  // One direction of a variant: run it, check it, and a row's op name, layer, shape, reference,
+  // FLOPs and bytes filled in.
+  void run(Backend& backend, bool backward) {
+    backward ? this->backward(backend) : forward(backend);
+  }
+  Comparison check(bool backward, bool bf16) const {
+    return backward ? check_backward(bf16) : check_forward(bf16);
+  }
+  BenchRow row(const char* platform, bool backward, int64_t batch, const std::string& variant,
+               bool baseline) const;
+
   std::string layer() const;        // "fc1"
   std::string shape_label() const;  // "6400 -> 128"
+
+ private:
   double forward_flops() const;     // 2 N in out
   double backward_flops() const;    // two products: 4 N in out
   double forward_bytes() const;     // x, W, b read; y written (float32)
   double backward_bytes() const;    // x, W, dy read; dx, dW, db written
 
- private:
   struct Expected {
     std::vector<double> y, dx, dweight, dbias;
   };
