@@ -50,4 +50,13 @@ PNEUMO_HD float float_from_bf16(uint16_t value) {
 // The float32 nearest to `value` that bfloat16 can hold (what a round trip through storage gives).
 PNEUMO_HD float round_to_bf16(float value) { return float_from_bf16(bf16_from_float(value)); }
 
+// out[i] = round_to_bf16(in[i]) for i < count, on the host (the CPU backend's emulation and the
+// benchmarks' references); out may be in.
+inline void round_all_to_bf16(const float* in, float* out, int64_t count) {
+  for (int64_t i = 0; i < count; ++i) out[i] = round_to_bf16(in[i]);
+}
+inline void round_all_to_bf16(float* values, int64_t count) {
+  round_all_to_bf16(values, values, count);
+}
+
 }  // namespace pneumo

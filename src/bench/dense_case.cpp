@@ -2,11 +2,12 @@
 #include "bench/dense_case.hpp"
 
 #include <cmath>
-#include <random>
 
+#include "bench/reference.hpp"
 #include "bench/suite_common.hpp"
 #include "bf16.hpp"
 #include "pneumo/model.hpp"
+#include "pneumo/op_geometry.hpp"
 
 namespace pneumo::bench {
 
@@ -15,16 +16,8 @@ const char* const kDenseReference =
 
 namespace {
 
-std::vector<float> uniform(int64_t count, uint32_t seed, float bound) {
-  std::mt19937 gen(seed);
-  std::uniform_real_distribution<float> dist(-bound, bound);
-  std::vector<float> values(static_cast<size_t>(count));
-  for (float& v : values) v = dist(gen);
-  return values;
-}
-
 std::vector<float> rounded(std::vector<float> values) {
-  for (float& v : values) v = round_to_bf16(v);
+  round_all_to_bf16(values.data(), static_cast<int64_t>(values.size()));
   return values;
 }
 
@@ -43,18 +36,19 @@ Comparison compare(const Tensor& actual, const std::vector<double>& expected) {
 
 DenseCase::DenseCase(int layer, int64_t batch, Device device)
     : layer_(layer), batch_(batch) {
-  const ModelConfig config;
-  int64_t side = config.input_size;  // 150 -> 75 -> 38 -> 19 -> 10 -> 5 ('same' pools)
-  for (size_t block = 0; block < config.channels.size(); ++block) side = (side + 1) / 2;
-  const int64_t flattened = config.channels.back() * side * side;
-  in_ = layer == 0 ? flattened : config.hidden;
-  out_ = layer == 0 ? config.hidden : 1;
+  // fc1 reads the last block's pooled output, flattened (256 x 5 x 5 at 150 px).
+  const LayerShape& last = model_layers().back();
+  const int64_t flattened =
+      pool_geometry(Shape{1, last.out_channels, last.size, last.size}).output().numel();
+  const int64_t hidden = ModelConfig{}.hidden;
+  in_ = layer == 0 ? flattened : hidden;
+  out_ = layer == 0 ? hidden : 1;
   // Activations in [-1, 1), weights at PyTorch's initial scale 1/sqrt(in).
   const float bound = 1.0f / std::sqrt(static_cast<float>(in_));
-  const std::vector<float> x = uniform(batch * in_, kSeed + 21, 1.0f);
-  const std::vector<float> w = uniform(out_ * in_, kSeed + 22, bound);
-  const std::vector<float> b = uniform(out_, kSeed + 23, bound);
-  const std::vector<float> dy = uniform(batch * out_, kSeed + 24, 1.0f);
+  const std::vector<float> x = uniform_values(batch * in_, kSeed + 21, -1.0f, 1.0f);
+  const std::vector<float> w = uniform_values(out_ * in_, kSeed + 22, -bound, bound);
+  const std::vector<float> b = uniform_values(out_, kSeed + 23, -bound, bound);
+  const std::vector<float> dy = uniform_values(batch * out_, kSeed + 24, -1.0f, 1.0f);
   x_ = Tensor::from_host({batch, in_}, x.data(), device);
   weight_ = Tensor::from_host({out_, in_}, w.data(), device);
   bias_ = Tensor::from_host({out_}, b.data(), device);

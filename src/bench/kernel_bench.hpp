@@ -21,16 +21,17 @@ namespace pneumo::bench {
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
+// The op families --ops accepts, in table order (the default: all of them).
+const std::vector<std::string>& known_ops();
+
 struct KernelBenchConfig {
   std::vector<int> batches;
   int repeats = 20;
   int warmup = 3;
-  std::vector<std::string> ops{"conv", "pool", "loss", "augment", "bf16", "tail", "dense"};
+  std::vector<std::string> ops = known_ops();
   int threads = 0;  // CPU backend threads, 0: all (the CPU suite, and CPU references)
   bool wants(const std::string& op) const;
 };
-// The op families --ops accepts.
-const std::vector<std::string>& known_ops();
 
 // One block of the model (DESIGN §2): its 3x3 'same' convolution on size x size inputs, and the
 // max-pool over that convolution's output.

@@ -71,10 +71,6 @@ void col2im(const float* col, const ConvGeometry& g, float* image) {
       }
 }
 
-void round_all_to_bf16(float* values, int64_t count) {
-  for (int64_t i = 0; i < count; ++i) values[i] = pneumo::round_to_bf16(values[i]);
-}
-
 }  // namespace
 
 bool CpuBackend::rounds_to_bf16(const ConvGeometry& g) const {
@@ -83,8 +79,8 @@ bool CpuBackend::rounds_to_bf16(const ConvGeometry& g) const {
 
 const float* CpuBackend::conv_weight(ConstTensorView weight, const ConvGeometry& g) {
   if (!rounds_to_bf16(g)) return weight.data;
-  rounded_weight_.assign(weight.data, weight.data + weight.numel());
-  round_all_to_bf16(rounded_weight_.data(), weight.numel());
+  rounded_weight_.resize(static_cast<size_t>(weight.numel()));
+  round_all_to_bf16(weight.data, rounded_weight_.data(), weight.numel());
   return rounded_weight_.data();
 }
 

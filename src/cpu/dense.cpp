@@ -1,8 +1,6 @@
 // Fully connected layer on the CPU, row-major with PyTorch's (out, in) weight: three GEMMs.
 // The matrices are small (batch x 6400 x 128 at most), so one GEMM call each is enough. Under
 // --precision bf16 each GEMM reads bfloat16-rounded copies of its operands (ops/dense.hpp).
-#include <algorithm>
-
 #include "bf16.hpp"
 #include "cpu/cpu_backend.hpp"
 #include "cpu/gemm.hpp"
@@ -14,7 +12,7 @@ namespace pneumo::cpu {
 const float* CpuBackend::dense_operand(ConstTensorView values, std::vector<float>& scratch) const {
   if (!bf16_) return values.data;
   scratch.resize(static_cast<size_t>(values.numel()));
-  std::transform(values.data, values.data + values.numel(), scratch.begin(), round_to_bf16);
+  round_all_to_bf16(values.data, scratch.data(), values.numel());
   return scratch.data();
 }
 

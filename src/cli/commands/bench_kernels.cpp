@@ -35,12 +35,13 @@ void validate(const BenchKernelsOptions& o) {
   if (o.repeats < 0) throw Error("--repeats must be at least 1, got " + std::to_string(o.repeats));
   if (o.warmup < -1) throw Error("--warmup must be at least 0, got " + std::to_string(o.warmup));
   if (o.threads < 0) throw Error("--threads must be at least 0, got " + std::to_string(o.threads));
-  if (o.ops.empty()) throw Error("--ops: name at least one of conv, pool, loss, augment");
-  for (const std::string& op : o.ops) {
-    const auto& known = bench::known_ops();
+  const auto& known = bench::known_ops();
+  std::string names;
+  for (const std::string& op : known) names += (names.empty() ? "" : ", ") + op;
+  if (o.ops.empty()) throw Error("--ops: name at least one of " + names);
+  for (const std::string& op : o.ops)
     if (std::find(known.begin(), known.end(), op) == known.end())
-      throw Error("--ops: unknown op '" + op + "' (expected conv, pool, loss or augment)");
-  }
+      throw Error("--ops: unknown op '" + op + "' (expected one of " + names + ")");
 }
 
 void write_file(const std::string& path, const std::string& text) {

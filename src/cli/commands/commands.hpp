@@ -8,6 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "bench/kernel_bench.hpp"
 #include "bench/train_bench.hpp"
 #include "pneumo/augment.hpp"
 
@@ -158,7 +159,7 @@ struct BenchKernelsOptions {
   int repeats = 0;           // 0: 20 on CUDA, 5 on the CPU (3 with --quick)
   int warmup = -1;           // -1: 3 on CUDA, 1 on the CPU (1 with --quick)
   bool quick = false;        // a smoke run: batch 2, 3 repeats, 1 warm-up
-  std::vector<std::string> ops{"conv", "pool", "loss", "augment", "bf16", "tail", "dense"};
+  std::vector<std::string> ops = bench::known_ops();
   int threads = 0;           // CPU backend threads (0: all)
   std::string json;          // JSON lines, one per row ("" none)
   std::string csv;           // CSV with a header row ("" none)
