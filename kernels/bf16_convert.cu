@@ -4,6 +4,7 @@
 // cuDNN's tensor-core engines read, and its bfloat16 result comes back as float32 NCHW, with the
 // bias and ReLU of the forward pass on the way. Rounding is pneumo::bf16_from_float (bf16.hpp),
 // the CPU backend's emulation uses the same function.
+#include <algorithm>
 #include <cstdint>
 
 #include "bf16.hpp"
@@ -15,26 +16,93 @@
 namespace pneumo::kernels {
 namespace {
 
-// One thread per destination element: dst[(n spatial + s) channels + c] = src[(n channels + c)
-// spatial + s]. Writes are contiguous across a warp; reads stride by `spatial`.
-__global__ void to_bf16_channels_last_kernel(const float* src, uint16_t* dst, int64_t total,
-                                             int64_t channels, int64_t spatial) {
-  for (int64_t i = global_thread_index(); i < total; i += grid_stride()) {
-    const int64_t c = i % channels, s = (i / channels) % spatial, n = i / (channels * spatial);
-    dst[i] = pneumo::bf16_from_float(src[(n * channels + c) * spatial + s]);
+// The two layouts are transposes of each other within an image: NCHW is (channels, spatial),
+// channels-last (spatial, channels). Where either side is 1 they coincide, and a per-element pass
+// reads and writes contiguously; otherwise each block moves one kTile x kTile tile through shared
+// memory, reading it along the source's contiguous axis and writing it along the destination's,
+// so neither side strides through memory (the per-element pass on a transpose reads, or writes,
+// one 32-byte sector per element).
+constexpr int kTile = 32;
+constexpr int kTileRows = 8;  // blockDim (kTile, kTileRows): each thread moves kTile / kTileRows
+
+bool same_order(int64_t channels, int64_t spatial) { return channels == 1 || spatial == 1; }
+
+// Grid (spatial tiles, channel tiles, images, the last strided past 65535) for the tiled passes.
+dim3 tile_grid(int64_t batch, int64_t channels, int64_t spatial) {
+  PNEUMO_CHECK((channels + kTile - 1) / kTile <= 65535, "bf16 conversion: ", channels,
+               " channels need more than 65535 tiles");
+  return dim3(static_cast<unsigned int>((spatial + kTile - 1) / kTile),
+              static_cast<unsigned int>((channels + kTile - 1) / kTile),
+              static_cast<unsigned int>(std::min<int64_t>(batch, 65535)));
+}
+
+// Layouts that coincide (channels or spatial 1): dst[i] = bf16(src[i]).
+__global__ void to_bf16_flat_kernel(const float* src, uint16_t* dst, int64_t total) {
+  for (int64_t i = global_thread_index(); i < total; i += grid_stride())
+    dst[i] = pneumo::bf16_from_float(src[i]);
+}
+
+// dst[(n spatial + s) channels + c] = bf16(src[(n channels + c) spatial + s]), one tile per block.
+__global__ void to_bf16_tiled_kernel(const float* src, uint16_t* dst, int64_t batch,
+                                     int64_t channels, int64_t spatial) {
+  __shared__ float tile[kTile][kTile + 1];  // [channel][pixel]; +1: no bank conflicts on the way out
+  const int64_t s0 = static_cast<int64_t>(blockIdx.x) * kTile;
+  const int64_t c0 = static_cast<int64_t>(blockIdx.y) * kTile;
+  for (int64_t n = blockIdx.z; n < batch; n += gridDim.z) {
+    const float* in = src + n * channels * spatial;
+    uint16_t* out = dst + n * channels * spatial;
+    for (int r = threadIdx.y; r < kTile; r += kTileRows) {
+      const int64_t c = c0 + r, s = s0 + threadIdx.x;
+      if (c < channels && s < spatial) tile[r][threadIdx.x] = in[c * spatial + s];
+    }
+    __syncthreads();
+    for (int r = threadIdx.y; r < kTile; r += kTileRows) {
+      const int64_t s = s0 + r, c = c0 + threadIdx.x;
+      if (c < channels && s < spatial)
+        out[s * channels + c] = pneumo::bf16_from_float(tile[threadIdx.x][r]);
+    }
+    __syncthreads();  // the tile is refilled for the next image
   }
 }
 
-// One thread per destination element: dst[(n channels + c) spatial + s] = src[(n spatial + s)
-// channels + c] (+ bias[c], then ReLU).
-__global__ void from_bf16_channels_last_kernel(const uint16_t* src, float* dst, int64_t total,
-                                               int64_t channels, int64_t spatial,
-                                               const float* bias, bool apply_relu) {
+__device__ __forceinline__ float biased(float value, const float* bias, int64_t c, bool relu) {
+  if (bias != nullptr) value += bias[c];
+  return relu ? pneumo::relu(value) : value;
+}
+
+// Layouts that coincide: dst[i] = float(src[i]) (+ bias of i's channel, then ReLU).
+__global__ void from_bf16_flat_kernel(const uint16_t* src, float* dst, int64_t total,
+                                      int64_t channels, int64_t spatial, const float* bias,
+                                      bool apply_relu) {
   for (int64_t i = global_thread_index(); i < total; i += grid_stride()) {
-    const int64_t s = i % spatial, c = (i / spatial) % channels, n = i / (channels * spatial);
-    float value = pneumo::float_from_bf16(src[(n * spatial + s) * channels + c]);
-    if (bias != nullptr) value += bias[c];
-    dst[i] = apply_relu ? pneumo::relu(value) : value;
+    const int64_t c = spatial == 1 ? i % channels : 0;
+    dst[i] = biased(pneumo::float_from_bf16(src[i]), bias, c, apply_relu);
+  }
+}
+
+// dst[(n channels + c) spatial + s] = float(src[(n spatial + s) channels + c]) (+ bias[c], then
+// ReLU), one tile per block.
+__global__ void from_bf16_tiled_kernel(const uint16_t* src, float* dst, int64_t batch,
+                                       int64_t channels, int64_t spatial, const float* bias,
+                                       bool apply_relu) {
+  __shared__ float tile[kTile][kTile + 1];  // [pixel][channel]
+  const int64_t s0 = static_cast<int64_t>(blockIdx.x) * kTile;
+  const int64_t c0 = static_cast<int64_t>(blockIdx.y) * kTile;
+  for (int64_t n = blockIdx.z; n < batch; n += gridDim.z) {
+    const uint16_t* in = src + n * channels * spatial;
+    float* out = dst + n * channels * spatial;
+    for (int r = threadIdx.y; r < kTile; r += kTileRows) {
+      const int64_t s = s0 + r, c = c0 + threadIdx.x;
+      if (c < channels && s < spatial)
+        tile[r][threadIdx.x] = pneumo::float_from_bf16(in[s * channels + c]);
+    }
+    __syncthreads();
+    for (int r = threadIdx.y; r < kTile; r += kTileRows) {
+      const int64_t c = c0 + r, s = s0 + threadIdx.x;
+      if (c < channels && s < spatial)
+        out[c * spatial + s] = biased(tile[threadIdx.x][r], bias, c, apply_relu);
+    }
+    __syncthreads();
   }
 }
 
@@ -44,9 +112,13 @@ void to_bf16_channels_last(const float* src, uint16_t* dst, int64_t batch, int64
                            int64_t spatial, cudaStream_t stream) {
   const int64_t total = batch * channels * spatial;
   if (total == 0) return;
-  to_bf16_channels_last_kernel<<<blocks_for(total), kThreadsPerBlock, 0, stream>>>(
-      src, dst, total, channels, spatial);
-  PNEUMO_LAUNCH_CHECK("to_bf16_channels_last_kernel", "batch=", batch, " channels=", channels,
+  if (same_order(channels, spatial)) {
+    to_bf16_flat_kernel<<<blocks_for(total), kThreadsPerBlock, 0, stream>>>(src, dst, total);
+  } else {
+    to_bf16_tiled_kernel<<<tile_grid(batch, channels, spatial), dim3(kTile, kTileRows), 0,
+                           stream>>>(src, dst, batch, channels, spatial);
+  }
+  PNEUMO_LAUNCH_CHECK("to_bf16_channels_last", "batch=", batch, " channels=", channels,
                       " spatial=", spatial);
 }
 
@@ -54,9 +126,14 @@ void from_bf16_channels_last(const uint16_t* src, float* dst, int64_t batch, int
                              int64_t spatial, const float* bias, bool relu, cudaStream_t stream) {
   const int64_t total = batch * channels * spatial;
   if (total == 0) return;
-  from_bf16_channels_last_kernel<<<blocks_for(total), kThreadsPerBlock, 0, stream>>>(
-      src, dst, total, channels, spatial, bias, relu);
-  PNEUMO_LAUNCH_CHECK("from_bf16_channels_last_kernel", "batch=", batch, " channels=", channels,
+  if (same_order(channels, spatial)) {
+    from_bf16_flat_kernel<<<blocks_for(total), kThreadsPerBlock, 0, stream>>>(
+        src, dst, total, channels, spatial, bias, relu);
+  } else {
+    from_bf16_tiled_kernel<<<tile_grid(batch, channels, spatial), dim3(kTile, kTileRows), 0,
+                             stream>>>(src, dst, batch, channels, spatial, bias, relu);
+  }
+  PNEUMO_LAUNCH_CHECK("from_bf16_channels_last", "batch=", batch, " channels=", channels,
                       " spatial=", spatial);
 }
 

@@ -1,7 +1,9 @@
 // kernels/bf16_convert.cu (--precision bf16) on the GPU against the host: every element of a
 // float32 NCHW tensor lands, rounded by bf16_from_float, at its channels-last place; the way back
 // puts each value at its NCHW place with the bias and ReLU applied. Awkward sizes (channels and
-// planes not multiples of anything) and a weight-shaped tensor (spatial 9). Skips without a GPU.
+// planes not multiples of anything, so the tiled transposes have partial tiles on both axes), a
+// weight-shaped tensor (spatial 9), and the layouts where the two orders coincide (spatial 1: a
+// dense operand; channels 1), which take the per-element pass. Skips without a GPU.
 #include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
 
@@ -96,7 +98,8 @@ TEST_P(Bf16Convert, FromChannelsLastAddsBiasAndRelu) {
 
 INSTANTIATE_TEST_SUITE_P(Layouts, Bf16Convert,
                          ::testing::Values(Layout{2, 5, 7}, Layout{3, 32, 75 * 75},
-                                           Layout{64, 32, 9}, Layout{1, 1, 1}),
+                                           Layout{64, 32, 9}, Layout{2, 70, 33},
+                                           Layout{3, 200, 1}, Layout{4, 1, 37}, Layout{1, 1, 1}),
                          layout_name);
 
 }  // namespace
