@@ -184,7 +184,8 @@ TEST_P(GraphConvSearch, KeptPlanMatchesTheCpuAndIsTheFastestThatRan) {
   EXPECT_EQ(kept->ms, plan.best_ms());
   EXPECT_EQ(kept->workspace, plan.workspace_bytes());
   for (const char* note :
-       {"nondeterministic", "tensor_core", "down_convert_inputs", "runtime_compilation"})
+       {"nondeterministic", "tensor_core", "down_convert_inputs", "reduced_precision_reduction",
+        "runtime_compilation"})
     EXPECT_EQ(plan.best_name().find(note), std::string::npos)
         << "kept " << plan.best_name() << " although the problem forbids " << note;
   EXPECT_EQ(plan.problem().direction, c.direction);
