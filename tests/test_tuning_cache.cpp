@@ -149,6 +149,30 @@ TEST(TuningCache, TheChooserRecallsADecisionWithoutTiming) {
   EXPECT_EQ(cache.report()["exact_hits"], 0);
 }
 
+TEST(TuningCache, AHandEditedDecisionCostsASearchNotTheRun) {
+  // Fields of the wrong kind (a string where a number was, null) read as unknown; the decision
+  // itself (the boolean) still holds.
+  TuningCache cache;
+  cache.store({"maxpool2d_forward", {32, 16, 150, 150}},
+              {{"kernel", false}, {"cudnn_ms", "fast"}, {"kernel_ms", nullptr}, {"rejected", 3}});
+  cuda::Chooser chooser(nullptr, &cache);
+  std::vector<std::string> ran;
+  cuda::Choice odd({"maxpool2d_forward", {32, 16, 150, 150}});
+  ASSERT_NO_THROW(chooser.run(odd, cuda::Implementation::Fastest, [&] { ran.push_back("cudnn"); },
+                              [&] { ran.push_back("kernel"); }, {}));
+  EXPECT_EQ(ran, std::vector<std::string>{"cudnn"});
+  EXPECT_EQ(odd.source, "cache");
+  EXPECT_FLOAT_EQ(odd.cudnn_ms, -1.0f);
+  EXPECT_FLOAT_EQ(odd.kernel_ms, -1.0f);
+  EXPECT_EQ(odd.rejected, "");
+
+  EXPECT_FLOAT_EQ(cuda::number_field({{"ms", 0.5}}, "ms", 0.0f), 0.5f);
+  EXPECT_FLOAT_EQ(cuda::number_field({{"ms", "0.5"}}, "ms", 7.0f), 7.0f);
+  EXPECT_FLOAT_EQ(cuda::number_field(nlohmann::json::array(), "ms", 7.0f), 7.0f);
+  EXPECT_EQ(cuda::text_field({{"why", "slower"}}, "why"), "slower");
+  EXPECT_EQ(cuda::text_field({{"why", false}}, "why"), "");
+}
+
 TEST(TuningCache, TheFlagNamesAFileOrNone) {
   EXPECT_EQ(cli::tuning_cache_path("none"), "");
   EXPECT_EQ(cli::tuning_cache_path("/tmp/x.json"), "/tmp/x.json");

@@ -50,9 +50,9 @@ bool Chooser::recall(Choice& choice) {
     return false;
   const nlohmann::json& decision = *hit.decision;
   choice.kernel = decision["kernel"].get<bool>();
-  choice.cudnn_ms = decision.value("cudnn_ms", -1.0f);
-  choice.kernel_ms = decision.value("kernel_ms", -1.0f);
-  choice.rejected = decision.value("rejected", "");
+  choice.cudnn_ms = number_field(decision, "cudnn_ms", -1.0f);
+  choice.kernel_ms = number_field(decision, "kernel_ms", -1.0f);
+  choice.rejected = text_field(decision, "rejected");
   choice.source = hit.exact() ? "cache" : detail::concat("cache (batch ", hit.batch, ")");
   return true;
 }

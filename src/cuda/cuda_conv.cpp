@@ -78,11 +78,13 @@ struct AlgorithmPick {
 };
 
 // The tuning cache's pick for `key` (this shape, or the layer at a larger batch), when its
-// algorithm takes a workspace here that the search's limit allows; else nothing.
+// algorithm takes a workspace here, under the math type it will run with, that the search's limit
+// allows; else nothing. Without TF32 that math type is FMA whatever the file says.
 template <class WorkspaceSize, class Reserve>
 std::optional<AlgorithmPick> recalled_algorithm(cuda::TuningCache& cache,
                                                 const cuda::TuningKey& key,
-                                                WorkspaceSize workspace_size, Reserve reserve) {
+                                                WorkspaceSize workspace_size, Reserve reserve,
+                                                bool allow_tf32) {
   const cuda::TuningCache::Hit hit = cache.find(key);
   if (!hit.decision) return std::nullopt;
   const nlohmann::json& decision = *hit.decision;
@@ -90,12 +92,17 @@ std::optional<AlgorithmPick> recalled_algorithm(cuda::TuningCache& cache,
       !decision.contains("math") || !decision["math"].is_number_integer())
     return std::nullopt;
   const int algo = decision["algo"].get<int>();
+  cudnnMathType_t math = CUDNN_FMA_MATH;
+  if (allow_tf32) {
+    const int stored = decision["math"].get<int>();
+    if (stored != CUDNN_DEFAULT_MATH && stored != CUDNN_TENSOR_OP_MATH && stored != CUDNN_FMA_MATH)
+      return std::nullopt;
+    math = static_cast<cudnnMathType_t>(stored);
+  }
   size_t bytes = 0;
-  if (workspace_size(algo, &bytes) != CUDNN_STATUS_SUCCESS) return std::nullopt;
+  if (workspace_size(algo, math, &bytes) != CUDNN_STATUS_SUCCESS) return std::nullopt;
   if (reserve(bytes) < bytes) return std::nullopt;
-  return AlgorithmPick{algo, bytes, decision.value("ms", 0.0f),
-                       static_cast<cudnnMathType_t>(decision["math"].get<int>()),
-                       {},
+  return AlgorithmPick{algo, bytes, cuda::number_field(decision, "ms", 0.0f), math, {},
                        hit.exact() ? "cache" : detail::concat("cache (batch ", hit.batch, ")")};
 }
 
@@ -103,7 +110,8 @@ std::optional<AlgorithmPick> recalled_algorithm(cuda::TuningCache& cache,
 // algorithm (reserve caps it and returns the bytes available), let cuDNN run and time every
 // algorithm on the real buffers (the output is scratch until the real call), keep one by
 // choose_algorithm's rule. The direction's cuDNN calls come in as functions:
-//   workspace_size(algo, &bytes), max_count(&n), find(requested, &returned, results).
+//   workspace_size(algo, math, &bytes) (which leaves the descriptor at `math`), max_count(&n),
+//   find(requested, &returned, results) (run with the descriptor at search_math).
 //
 // The tuning cache is asked first (recalled_algorithm); a search's pick is stored in it.
 template <class Perf, class WorkspaceSize, class MaxCount, class Find, class Reserve>
@@ -112,12 +120,15 @@ AlgorithmPick search_algorithm(cuda::TuningCache& cache, const cuda::TuningKey& 
                                Find find, Reserve reserve, bool allow_tf32, bool deterministic,
                                const std::string& what) {
   if (std::optional<AlgorithmPick> recalled =
-          recalled_algorithm(cache, key, workspace_size, reserve))
+          recalled_algorithm(cache, key, workspace_size, reserve, allow_tf32))
     return *recalled;
+  // TENSOR_OP lets the search try FMA and tensor-core variants alike; FMA forbids TF32.
+  const cudnnMathType_t search_math = allow_tf32 ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH;
   size_t wanted = 0;
   for (int a = 0; a < algo_count; ++a) {
     size_t bytes = 0;
-    if (workspace_size(a, &bytes) == CUDNN_STATUS_SUCCESS) wanted = std::max(wanted, bytes);
+    if (workspace_size(a, search_math, &bytes) == CUDNN_STATUS_SUCCESS)
+      wanted = std::max(wanted, bytes);
   }
   const size_t available = reserve(wanted);
   int requested = 0, returned = 0;
@@ -174,7 +185,9 @@ void CudaBackend::find_forward_algorithm(ConvPlan& plan, ConstTensorView x, Cons
   const AlgorithmPick pick = search_algorithm<cudnnConvolutionFwdAlgoPerf_t>(
       tuning_, conv_tuning_key("conv2d_forward algorithm", x.shape, weight.shape[0]),
       CUDNN_CONVOLUTION_FWD_ALGO_COUNT,
-      [&](int a, size_t* bytes) {
+      [&](int a, cudnnMathType_t math, size_t* bytes) {
+        const cudnnStatus_t set = cudnnSetConvolutionMathType(plan.forward_conv.get(), math);
+        if (set != CUDNN_STATUS_SUCCESS) return set;
         return cudnnGetConvolutionForwardWorkspaceSize(
             cudnn_.get(), plan.x.get(), plan.weight.get(), plan.forward_conv.get(), plan.y.get(),
             static_cast<cudnnConvolutionFwdAlgo_t>(a), bytes);
@@ -207,7 +220,9 @@ void CudaBackend::find_backward_data_algorithm(ConvPlan& plan, ConstTensorView d
   const AlgorithmPick pick = search_algorithm<cudnnConvolutionBwdDataAlgoPerf_t>(
       tuning_, conv_tuning_key("conv2d_backward_data algorithm", dx.shape, weight.shape[0]),
       CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT,
-      [&](int a, size_t* bytes) {
+      [&](int a, cudnnMathType_t math, size_t* bytes) {
+        const cudnnStatus_t set = cudnnSetConvolutionMathType(plan.backward_data_conv.get(), math);
+        if (set != CUDNN_STATUS_SUCCESS) return set;
         return cudnnGetConvolutionBackwardDataWorkspaceSize(
             cudnn_.get(), plan.weight.get(), plan.y.get(), plan.backward_data_conv.get(),
             plan.x.get(), static_cast<cudnnConvolutionBwdDataAlgo_t>(a), bytes);
@@ -242,7 +257,9 @@ void CudaBackend::find_backward_filter_algorithm(ConvPlan& plan, ConstTensorView
   const AlgorithmPick pick = search_algorithm<cudnnConvolutionBwdFilterAlgoPerf_t>(
       tuning_, conv_tuning_key("conv2d_backward_filter algorithm", x.shape, dweight.shape[0]),
       CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT,
-      [&](int a, size_t* bytes) {
+      [&](int a, cudnnMathType_t math, size_t* bytes) {
+        const cudnnStatus_t set = cudnnSetConvolutionMathType(plan.backward_filter_conv.get(), math);
+        if (set != CUDNN_STATUS_SUCCESS) return set;
         return cudnnGetConvolutionBackwardFilterWorkspaceSize(
             cudnn_.get(), plan.x.get(), plan.y.get(), plan.backward_filter_conv.get(),
             plan.weight.get(), static_cast<cudnnConvolutionBwdFilterAlgo_t>(a), bytes);
@@ -531,8 +548,8 @@ CudaBackend::Bf16Buffers CudaBackend::bf16_buffers(int64_t x_elements, int64_t y
     PNEUMO_CUDA_CHECK(cudaStreamSynchronize(stream_.get()), "growing the bf16 buffers to ", bytes,
                       " bytes");
     bf16_scratch_ = Array<uint8_t>();
+    ++memory_generation_;  // recordings holding the old block are stale, even if this throws
     bf16_scratch_ = Array<uint8_t>(static_cast<int64_t>(bytes), Device::Cuda);
-    ++memory_generation_;
   }
   uint8_t* base = bf16_scratch_.data();
   Bf16Buffers b;

@@ -160,4 +160,14 @@ nlohmann::json TuningCache::report() const {
           {"stored", stored_}};
 }
 
+float number_field(const nlohmann::json& decision, const char* name, float fallback) {
+  const auto found = decision.find(name);
+  return found != decision.end() && found->is_number() ? found->get<float>() : fallback;
+}
+
+std::string text_field(const nlohmann::json& decision, const char* name) {
+  const auto found = decision.find(name);
+  return found != decision.end() && found->is_string() ? found->get<std::string>() : "";
+}
+
 }  // namespace pneumo::cuda

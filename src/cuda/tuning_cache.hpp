@@ -79,4 +79,9 @@ class TuningCache {
   bool dirty_ = false, save_failed_ = false;
 };
 
+// A decision's field when it holds a value of the kind asked for, else `fallback`: a file edited
+// by hand (a string where a number was) must cost a search, not the run.
+float number_field(const nlohmann::json& decision, const char* name, float fallback);
+std::string text_field(const nlohmann::json& decision, const char* name);
+
 }  // namespace pneumo::cuda
