@@ -714,9 +714,11 @@ TEST_P(DenseParity, BackwardWithAndWithoutDx) {
   EXPECT_TRUE(close_to(db2.cuda, db.cpu, 1e-5, "dbias without dx"));
 }
 
+// n = 0: a rank whose shard of a small global batch is empty; dweight and dbias are still
+// written (zeros), as every backward op writes its outputs.
 INSTANTIATE_TEST_SUITE_P(AwkwardShapes, DenseParity,
                          ::testing::Values(DenseCase{1, 1, 1}, DenseCase{3, 7, 5},
-                                           DenseCase{5, 33, 17}),
+                                           DenseCase{5, 33, 17}, DenseCase{0, 5, 3}),
                          dense_case_name);
 // fc1 (6400 -> 128) and fc2 (128 -> 1) at batch 1-4.
 INSTANTIATE_TEST_SUITE_P(ModelShapes, DenseParity,

@@ -130,6 +130,16 @@ CudaBackend::CudaBackend(CudaBackendOptions options) : options_(options) {
   cublas_ = cuda::CublasHandle::create();
   PNEUMO_CUBLAS_CHECK(cublasSetStream(cublas_.get(), stream_.get()),
                       "binding cuBLAS to the stream");
+  // A workspace of our own (after cublasSetStream, which resets it): without one, a GEMM issued
+  // while a step is recorded as a CUDA graph allocates its workspace inside the recording. Sizes
+  // as cuBLAS's documentation recommends: 32 MiB on Hopper and newer, 4 MiB before.
+  int major = 0;
+  PNEUMO_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device_),
+                    "CUDA backend: compute capability");
+  cublas_workspace_ = Array<uint8_t>(int64_t{major >= 9 ? 32 : 4} << 20, Device::Cuda);
+  PNEUMO_CUBLAS_CHECK(cublasSetWorkspace(cublas_.get(), cublas_workspace_.data(),
+                                         cublas_workspace_.bytes()),
+                      "giving cuBLAS its workspace");
   // CUBLAS_DEFAULT_MATH never uses TF32 for fp32 GEMMs (unless NVIDIA_TF32_OVERRIDE says so).
   PNEUMO_CUBLAS_CHECK(
       cublasSetMathMode(cublas_.get(),
@@ -163,9 +173,17 @@ void CudaBackend::ensure_workspace(size_t bytes) {
   // still read it must finish first.
   PNEUMO_CUDA_CHECK(cudaStreamSynchronize(stream_.get()), "growing the workspace to ", bytes,
                     " bytes");
+  const size_t old_bytes = workspace_.bytes();
   workspace_ = Array<uint8_t>();
-  workspace_ = Array<uint8_t>(static_cast<int64_t>(bytes), Device::Cuda);
   ++memory_generation_;  // recordings holding the old block are stale
+  try {
+    workspace_ = Array<uint8_t>(static_cast<int64_t>(bytes), Device::Cuda);
+  } catch (const OutOfMemory&) {
+    // The plans chosen so far were sized for the old block: put one of that size back (it fit a
+    // moment ago) before the caller hears of the failure; a caller may try a smaller request.
+    if (old_bytes > 0) workspace_ = Array<uint8_t>(static_cast<int64_t>(old_bytes), Device::Cuda);
+    throw;
+  }
 }
 
 size_t CudaBackend::search_workspace_limit() const {
@@ -631,7 +649,13 @@ void CudaBackend::dense_backward_impl(ConstTensorView x, ConstTensorView weight,
                                  dense_operand(x, b.x), in, dys, out, dweight.data, in,
                                  options_.bf16),
                       op, " (dweight) x=", x.shape.str(), " weight=", weight.shape.str());
-  if (n > 0) bias_gradient_kernel(dy.data, dbias.data, n, out, 1);
+  if (n > 0) {
+    bias_gradient_kernel(dy.data, dbias.data, n, out, 1);
+  } else {  // no images: a zero gradient, written as every backward op writes its outputs
+    PNEUMO_CUDA_CHECK(cudaMemsetAsync(dbias.data, 0, static_cast<size_t>(out) * sizeof(float),
+                                      stream_.get()),
+                      op, " (dbias of an empty batch)");
+  }
 }
 
 // ---- Loss, optimizer, input pipeline ------------------------------------------------------------

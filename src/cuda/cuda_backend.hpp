@@ -235,6 +235,7 @@ class CudaBackend final : public Backend {
   cuda::TuningCache tuning_;  // decisions remembered across runs (before the chooser using it)
   cuda::Chooser chooser_;     // cuDNN or our kernel, per (op, shape)
   cuda::CudnnHandle cudnn_;
+  Array<uint8_t> cublas_workspace_;  // cuBLAS's, set once (before the handle: freed after it)
   cuda::CublasHandle cublas_;
   Array<uint8_t> workspace_;
   Array<uint8_t> bf16_scratch_;  // Bf16Buffers (--precision bf16 only)

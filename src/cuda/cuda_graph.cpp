@@ -59,8 +59,10 @@ std::unique_ptr<Recording> CudaBackend::record(const std::function<void()>& issu
   PNEUMO_CUDA_CHECK(cudaStreamEndCapture(stream, &graph),
                     "recording a step (CUDA graph): an op synchronised or allocated while being "
                     "recorded; run each op once at these shapes before recording");
-  PNEUMO_CHECK(memory_generation_ == generation,
-               "recording a step (CUDA graph): the workspace grew while recording");
+  if (memory_generation_ != generation) {
+    cudaGraphDestroy(graph);
+    throw Error("recording a step (CUDA graph): the workspace grew while recording");
+  }
   cudaGraphExec_t exec = nullptr;
   const cudaError_t instantiated = cudaGraphInstantiate(&exec, graph, 0);
   cudaGraphDestroy(graph);
