@@ -8,7 +8,9 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <memory>
 #include <set>
+#include <string>
 #include <vector>
 
 #include "pneumo/backend.hpp"
@@ -277,6 +279,25 @@ TEST(GradientBuckets, StartWhenTheirLayersAreDoneAndTileTheBuffer) {
         EXPECT_GE(before_first_layer, 2u) << "buckets travel during the backward pass";
       }
     }
+  }
+}
+
+// A transport that cannot be had leaves the run its group, so that the error names the rank and
+// every rank is stopped through it (before, the group was moved into the call and gone on a throw).
+TEST(Transport, ARefusedTransportLeavesTheGroup) {
+  std::unique_ptr<Communicator> group = std::make_unique<RecordingGroup>();
+  Communicator* const before = group.get();
+  const std::unique_ptr<Backend> cpu = make_cpu_backend(1);
+  try {
+    add_transport(group, *cpu, AllReduceTransport::Nccl);
+    FAIL() << "NCCL on the CPU backend was not refused";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("needs the CUDA backend"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(group.get(), before);
+  for (AllReduceTransport t : {AllReduceTransport::Auto, AllReduceTransport::Mpi}) {
+    add_transport(group, *cpu, t);
+    EXPECT_EQ(group.get(), before) << "one CPU process needs no other transport";
   }
 }
 

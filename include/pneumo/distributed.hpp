@@ -84,10 +84,12 @@ bool built_with_nccl();
 // built without it. Call it before creating the backend: on a machine with several GPUs it makes
 // the rank's GPU current (local rank modulo the GPUs there).
 std::unique_ptr<Communicator> make_communicator();
-// The group whose device collectives run through NCCL on the CUDA backend's stream (host ones stay
-// with `host`), when `transport` asks for it or Auto finds a CUDA backend, several ranks and NCCL;
-// else `host` as it is. Throws a pneumo::Error when Nccl is asked for and cannot be had.
-std::unique_ptr<Communicator> with_transport(std::unique_ptr<Communicator> host, Backend& backend,
-                                             AllReduceTransport transport);
+// Makes `group`'s device collectives run through NCCL on the CUDA backend's stream (host ones stay
+// with the group it wraps) when `transport` asks for it or Auto finds a CUDA backend, several ranks
+// and NCCL; else leaves `group` as it is. Throws a pneumo::Error when NCCL is asked for and cannot
+// be had, or fails to start; `group` is then unchanged, so that the caller can still name its rank
+// and stop every rank through it.
+void add_transport(std::unique_ptr<Communicator>& group, Backend& backend,
+                   AllReduceTransport transport);
 
 }  // namespace pneumo

@@ -43,10 +43,10 @@ std::unique_ptr<Communicator> make_communicator() {
   return group;
 }
 
-std::unique_ptr<Communicator> with_transport(std::unique_ptr<Communicator> host, Backend& backend,
-                                             AllReduceTransport transport) {
+void add_transport(std::unique_ptr<Communicator>& group, Backend& backend,
+                   AllReduceTransport transport) {
   const bool cuda = backend.device() == Device::Cuda;
-  if (transport == AllReduceTransport::Mpi) return host;  // one process: nothing travels
+  if (transport == AllReduceTransport::Mpi) return;  // one process: nothing travels
   if (transport == AllReduceTransport::Nccl) {
     if (!cuda)
       throw Error("--all-reduce nccl needs the CUDA backend (this run uses " + backend.name() +
@@ -54,11 +54,10 @@ std::unique_ptr<Communicator> with_transport(std::unique_ptr<Communicator> host,
     if (!built_with_nccl())
       throw Error("--all-reduce nccl: pneumo was built without NCCL (not found next to the CUDA "
                   "toolkit when CMake ran)");
-    return dist::make_nccl_communicator(std::move(host), backend);
+    dist::wrap_in_nccl(group, backend);
+  } else if (cuda && group->size() > 1 && built_with_nccl()) {
+    dist::wrap_in_nccl(group, backend);
   }
-  if (cuda && host->size() > 1 && built_with_nccl())
-    return dist::make_nccl_communicator(std::move(host), backend);
-  return host;
 }
 
 }  // namespace pneumo

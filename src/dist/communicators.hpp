@@ -1,4 +1,4 @@
-// The communicators behind pneumo::make_communicator and with_transport (internal).
+// The communicators behind pneumo::make_communicator and add_transport (internal).
 #pragma once
 
 #include <memory>
@@ -16,9 +16,9 @@ std::unique_ptr<Communicator> make_mpi_communicator();
 // Makes GPU (local rank mod GPUs on this machine) current, when there are GPUs; does nothing
 // otherwise.
 void select_local_gpu(const Communicator& group);
-// Device collectives through NCCL on the backend's stream (its unique id broadcast through
-// `host`); host collectives through `host`. Throws when pneumo was built without NCCL.
-std::unique_ptr<Communicator> make_nccl_communicator(std::unique_ptr<Communicator> host,
-                                                     Backend& backend);
+// Replaces `group` by one whose device collectives go through NCCL on the backend's stream (its
+// unique id broadcast through `group`) and whose host collectives go through `group`. Throws when
+// pneumo was built without NCCL or NCCL fails to start; `group` is then left as it was.
+void wrap_in_nccl(std::unique_ptr<Communicator>& group, Backend& backend);
 
 }  // namespace pneumo::dist

@@ -28,18 +28,28 @@ namespace {
 
 class NcclCommunicator final : public Communicator {
  public:
-  NcclCommunicator(std::unique_ptr<Communicator> host, Backend& backend)
-      : host_(std::move(host)), stream_(static_cast<cudaStream_t>(backend.native_stream())) {
+  // Takes `host` over only once NCCL has started: on a throw the caller keeps it, to report the
+  // failing rank and stop the others through it.
+  NcclCommunicator(std::unique_ptr<Communicator>& host, Backend& backend)
+      : rank_(host->rank()),
+        size_(host->size()),
+        stream_(static_cast<cudaStream_t>(backend.native_stream())) {
     PNEUMO_CHECK(backend.device() == Device::Cuda && stream_ != nullptr,
                  "NCCL needs the CUDA backend's stream");
-    ncclUniqueId id{};
-    if (host_->rank() == 0) check(ncclGetUniqueId(&id), "ncclGetUniqueId");
-    host_->broadcast_bytes(&id, sizeof(id));
-    check(ncclCommInitRank(&comm_, host_->size(), id, host_->rank()), "ncclCommInitRank");
-    check_cuda(cudaStreamCreateWithFlags(&side_, cudaStreamNonBlocking), "cudaStreamCreate");
-    check_cuda(cudaEventCreateWithFlags(&issued_, cudaEventDisableTiming), "cudaEventCreate");
-    check_cuda(cudaEventCreateWithFlags(&reduced_, cudaEventDisableTiming), "cudaEventCreate");
-    watchdog_ = std::thread([this] { watch(); });
+    try {
+      ncclUniqueId id{};
+      if (rank_ == 0) check(ncclGetUniqueId(&id), "ncclGetUniqueId");
+      host->broadcast_bytes(&id, sizeof(id));
+      check(ncclCommInitRank(&comm_, size_, id, rank_), "ncclCommInitRank");
+      check_cuda(cudaStreamCreateWithFlags(&side_, cudaStreamNonBlocking), "cudaStreamCreate");
+      check_cuda(cudaEventCreateWithFlags(&issued_, cudaEventDisableTiming), "cudaEventCreate");
+      check_cuda(cudaEventCreateWithFlags(&reduced_, cudaEventDisableTiming), "cudaEventCreate");
+      watchdog_ = std::thread([this] { watch(); });
+    } catch (...) {
+      release(/*in_error=*/true);
+      throw;
+    }
+    host_ = std::move(host);
   }
   ~NcclCommunicator() override {
     {
@@ -48,14 +58,16 @@ class NcclCommunicator final : public Communicator {
     }
     wake_.notify_all();
     if (watchdog_.joinable()) watchdog_.join();
-    if (comm_) ncclCommDestroy(comm_);
-    if (reduced_) cudaEventDestroy(reduced_);
-    if (issued_) cudaEventDestroy(issued_);
-    if (side_) cudaStreamDestroy(side_);
+    // A communicator in error may never finish a destroy (it waits for its peers): abort it.
+    ncclResult_t async = ncclSuccess;
+    const bool in_error =
+        comm_ != nullptr && (ncclCommGetAsyncError(comm_, &async) != ncclSuccess ||
+                             (async != ncclSuccess && async != ncclInProgress));
+    release(in_error);
   }
 
-  int rank() const override { return host_->rank(); }
-  int size() const override { return host_->size(); }
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
   std::string name() const override {
     int version = 0;
     ncclGetVersion(&version);
@@ -124,8 +136,7 @@ class NcclCommunicator final : public Communicator {
       const ncclResult_t queried = ncclCommGetAsyncError(comm_, &async);
       if (queried == ncclSuccess && (async == ncclSuccess || async == ncclInProgress)) continue;
       const ncclResult_t error = queried != ncclSuccess ? queried : async;
-      std::cerr << "pneumo: error on rank " << host_->rank() << " of " << host_->size()
-                << ": NCCL reported " << ncclGetErrorString(error) << " ("
+      std::cerr << "pneumo: error on rank " << rank_ << " of " << size_ << ": NCCL reported " << ncclGetErrorString(error) << " ("
                 << ncclGetLastError(comm_) << ") while a collective was in flight; aborting the "
                 << "communicator and this rank (the launcher stops the others)" << std::endl;
       ncclCommAbort(comm_);
@@ -134,20 +145,31 @@ class NcclCommunicator final : public Communicator {
     }
   }
 
+  // The communicator (aborted when `in_error`), the side stream and the events, as far as made.
+  void release(bool in_error) {
+    if (comm_) in_error ? ncclCommAbort(comm_) : ncclCommDestroy(comm_);
+    comm_ = nullptr;
+    if (reduced_) cudaEventDestroy(reduced_);
+    if (issued_) cudaEventDestroy(issued_);
+    if (side_) cudaStreamDestroy(side_);
+    reduced_ = issued_ = nullptr;
+    side_ = nullptr;
+  }
+
   void check_cuda(cudaError_t result, const char* call) const {
     if (result == cudaSuccess) return;
-    throw Error(detail::concat(call, " failed on rank ", host_->rank(), ": ",
+    throw Error(detail::concat(call, " failed on rank ", rank_, ": ",
                                cudaGetErrorString(result)));
   }
   void check(ncclResult_t result, const char* call) const {
     if (result == ncclSuccess) return;
-    throw Error(detail::concat(call, " failed on rank ", host_->rank(), ": ",
-                               ncclGetErrorString(result),
+    throw Error(detail::concat(call, " failed on rank ", rank_, ": ", ncclGetErrorString(result),
                                comm_ ? detail::concat(" (", ncclGetLastError(comm_), ")")
                                      : std::string()));
   }
 
-  std::unique_ptr<Communicator> host_;
+  int rank_, size_;
+  std::unique_ptr<Communicator> host_;  // set once NCCL has started
   cudaStream_t stream_;             // the backend's
   cudaStream_t side_ = nullptr;     // bucketed all-reduces
   cudaEvent_t issued_ = nullptr, reduced_ = nullptr;
@@ -162,14 +184,13 @@ class NcclCommunicator final : public Communicator {
 
 }  // namespace
 
-std::unique_ptr<Communicator> make_nccl_communicator(std::unique_ptr<Communicator> host,
-                                                     Backend& backend) {
-  return std::make_unique<NcclCommunicator>(std::move(host), backend);
+void wrap_in_nccl(std::unique_ptr<Communicator>& group, Backend& backend) {
+  group = std::make_unique<NcclCommunicator>(group, backend);
 }
 
 #else
 
-std::unique_ptr<Communicator> make_nccl_communicator(std::unique_ptr<Communicator>, Backend&) {
+void wrap_in_nccl(std::unique_ptr<Communicator>&, Backend&) {
   throw Error("pneumo was built without NCCL");
 }
 

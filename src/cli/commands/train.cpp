@@ -251,7 +251,7 @@ TrainingRun::TrainingRun(const TrainOptions& options, std::unique_ptr<Communicat
   backend_options.cpu_threads = options.threads;
   backend_options.tuning_cache = tuning_cache_path(options.tuning_cache);
   backend_ = make_backend(backend_options);
-  group_ = with_transport(std::move(group_), *backend_, parse_all_reduce(options.all_reduce));
+  add_transport(group_, *backend_, parse_all_reduce(options.all_reduce));
   if (writer()) {
     std::cerr << "backend: " << backend_->name() << "\n";
     if (group_->size() > 1)
