@@ -246,9 +246,7 @@ TEST(CudaBackendSelection, AutoPicksCudaWhenADeviceExists) {
 // The GPU check sets PNEUMO_EXPECT_CUDA=1: there, a missing device (say, a driver older than the
 // CUDA 13 runtime) must fail loudly instead of turning every CUDA test into a skip.
 TEST(CudaEnvironment, DeviceVisibleWhenExpected) {
-  const char* expect = std::getenv("PNEUMO_EXPECT_CUDA");
-  if (expect == nullptr || std::string(expect) != "1")
-    GTEST_SKIP() << "PNEUMO_EXPECT_CUDA is not 1";
+  if (!testing::cuda_expected()) GTEST_SKIP() << "PNEUMO_EXPECT_CUDA is not 1";
   int count = 0;
   const cudaError_t status = cudaGetDeviceCount(&count);
   ASSERT_EQ(status, cudaSuccess) << "cudaGetDeviceCount: " << cudaGetErrorString(status)

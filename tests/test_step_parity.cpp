@@ -342,7 +342,13 @@ TEST(StepParityBf16, TheEmulationChangesTheModelFromTheSecondConvolutionOn) {
 }
 
 // CUDA bf16 against the CPU's emulation, layer by layer after one step: the two round the same
-// operands, so they must be much closer to each other than either is to float32.
+// operands, so in the first bfloat16 block (conv2 to pool2) they must be much closer to each other
+// than either is to float32 (a GPU that ran float32 there sits at 1.2 to 1.5 times the
+// float32-vs-emulation distance). Deeper, any float32 difference (a sum in another order) flips
+// some bfloat16 roundings and each layer re-rounds, so the two drift apart by as much as the
+// emulation does from itself under a 1e-6 nudge of its weights: from conv3 on, the bound allows
+// four times that (measured on the CPU with the emulation nudged by 1e-7 as the GPU's stand-in:
+// up to 0.67 of the float32 distance at fc2, 18 of 20 seeds over the fixed bound, none over this).
 TEST(StepParityBf16, CudaAgreesWithTheEmulationLayerByLayer) {
   PNEUMO_REQUIRE_CUDA();
   ModelConfig config;
@@ -351,15 +357,20 @@ TEST(StepParityBf16, CudaAgreesWithTheEmulationLayerByLayer) {
   bf16_options.bf16 = true;
   StepRun fp32 = make_run(make_cpu_backend(0), config);
   StepRun emulated = make_run(make_cpu_backend(0, true), config);
+  StepRun nudged = make_run(make_cpu_backend(0, true), config, 1e-6);
   StepRun cuda = make_run(make_cuda_backend(bf16_options), config);
-  for (StepRun* run : {&fp32, &emulated, &cuda})
+  for (StepRun* run : {&fp32, &emulated, &nudged, &cuda})
     run->trainer->train_step(run->data, run->order.data(), kBatch, 0, 0);
   const std::vector<double> twins = layer_distances(cuda, emulated);
   const std::vector<double> precision = layer_distances(fp32, emulated);
+  const std::vector<double> sensitivity = layer_distances(nudged, emulated);
+  const size_t conv3 = layer_index(*emulated.model, "conv3");
   for (size_t i = 0; i < twins.size(); ++i) {
     std::cout << "[ bf16 layer ] " << emulated.model->layer_name(i) << ": CUDA vs emulation "
-              << twins[i] << ", fp32 vs emulation " << precision[i] << "\n";
-    EXPECT_LE(twins[i], 1e-3 + 0.25 * precision[i]) << emulated.model->layer_name(i);
+              << twins[i] << ", fp32 vs emulation " << precision[i] << ", nudged emulation "
+              << sensitivity[i] << "\n";
+    const double drift = i >= conv3 ? 4.0 * sensitivity[i] : 0.0;
+    EXPECT_LE(twins[i], 1e-3 + 0.25 * precision[i] + drift) << emulated.model->layer_name(i);
   }
 }
 

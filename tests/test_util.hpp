@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <random>
 #include <sstream>
 #include <string>
@@ -81,10 +82,22 @@ inline Tensor random_tensor(Shape shape, Device device, uint32_t seed, float lo 
   return Tensor::from_host(shape, values.data(), device);
 }
 
-// Skips the current test when no CUDA device is present (use at the top of CUDA tests).
-#define PNEUMO_REQUIRE_CUDA()                                                   \
-  do {                                                                          \
-    if (!::pneumo::cuda_device_available()) GTEST_SKIP() << "no CUDA device";  \
+// True when PNEUMO_EXPECT_CUDA=1 (the GPU check sets it): a missing device is then an error.
+inline bool cuda_expected() {
+  const char* expect = std::getenv("PNEUMO_EXPECT_CUDA");
+  return expect != nullptr && std::string(expect) == "1";
+}
+
+// Skips the current test when no CUDA device is present (use at the top of CUDA tests, or in
+// their fixture's SetUp); fails it instead under PNEUMO_EXPECT_CUDA=1, so that a GPU run whose
+// device went unseen (a driver older than the runtime, say) cannot pass by skipping everything.
+#define PNEUMO_REQUIRE_CUDA()                                                            \
+  do {                                                                                   \
+    if (!::pneumo::cuda_device_available()) {                                            \
+      if (::pneumo::testing::cuda_expected())                                            \
+        GTEST_FAIL() << "PNEUMO_EXPECT_CUDA=1 but no CUDA device is visible";            \
+      GTEST_SKIP() << "no CUDA device";                                                  \
+    }                                                                                    \
   } while (0)
 
 }  // namespace pneumo::testing
