@@ -76,6 +76,11 @@ void rmsprop_step(float* params, const float* grads, float* mean_square, int64_t
 void adamw_step(float* params, const float* grads, float* exp_avg, float* exp_avg_sq, int64_t n,
                 const AdamWStep& step, const LiveStep* live, cudaStream_t stream);
 
+// ---- kernels/hold.cu ----------------------------------------------------------------------------
+// Keeps `stream` busy for about `microseconds` (one thread sleeping on the GPU's clock): the
+// benchmarks' timer issues it before its start event (src/bench/timing.hpp).
+void hold_stream(int64_t microseconds, cudaStream_t stream);
+
 // ---- kernels/gather.cu --------------------------------------------------------------------------
 // out[i] = values[indices[i]] for i < n.
 void gather_values(const float* values, const int32_t* indices, float* out, int64_t n,

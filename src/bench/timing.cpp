@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "cuda_check.hpp"
+#include "kernels.hpp"
 
 namespace pneumo::bench {
 
@@ -77,6 +78,7 @@ TimingSummary CudaTimer::time(const std::function<void()>& enqueue, int warmup, 
     if (flush_.bytes() > 0)
       PNEUMO_CUDA_CHECK(cudaMemsetAsync(flush_.data(), i & 0xFF, flush_.bytes(), stream_),
                         "L2 flush of ", flush_.bytes(), " bytes");
+    kernels::hold_stream(kHoldMicroseconds, stream_);
     PNEUMO_CUDA_CHECK(cudaEventRecord(start_.get(), stream_), "timing start");
     enqueue();
     PNEUMO_CUDA_CHECK(cudaEventRecord(stop_.get(), stream_), "timing stop");

@@ -38,12 +38,15 @@ class HostTimer {
 size_t host_flush_bytes();
 
 // Device timing on one stream: `enqueue` `warmup` times, then per repeat a memset over a buffer
-// of twice the L2 size (evicting what the previous run left in L2), an event, `enqueue`, an event;
-// each repeat's time is cudaEventElapsedTime between the two events (the flush is outside them).
-// The flush also keeps the GPU busy while the host enqueues the timed work, so host launch
-// overhead does not show up as idle time between the events.
+// of twice the L2 size (evicting what the previous run left in L2), a hold of the stream
+// (kernels::hold_stream, kHoldMicroseconds), an event, `enqueue`, an event; each repeat's time is
+// cudaEventElapsedTime between the two events (flush and hold are outside them). The hold keeps
+// the GPU busy while the host enqueues the timed work (a chain of backend ops takes tens of
+// microseconds of host time to issue), so that what is timed is the device's work, not host
+// launch overhead seen as idle time between the events; a CUDA graph's replay has none either.
 class CudaTimer {
  public:
+  static constexpr int64_t kHoldMicroseconds = 500;
   CudaTimer(cudaStream_t stream, size_t flush_bytes);
   TimingSummary time(const std::function<void()>& enqueue, int warmup, int repeats);
   size_t flush_bytes() const { return flush_.bytes(); }
