@@ -7,7 +7,8 @@ eager fp32).
     scripts/throughput_table.py throughput.jsonl [more.jsonl ...]
 
 Lines it reads: `pneumo bench train` rows ({"impl": "pneumo", "batch", "images_per_second",
-"precision", "augment", "cudnn_only", "deterministic", "fused_block_tails"}), its recipe line ({"impl": "pneumo",
+"precision", "augment", "cudnn_only", "deterministic", "fused_block_tails", "cuda_graph",
+"graph_engines"}), its recipe line ({"impl": "pneumo",
 "measure": "recipe", "total_seconds"}), and `profiling/torch_reference.py`'s rows
 ({"impl": "torch-<config>", "batch", "images_per_second"}) and recipe lines
 ({"measure": "recipe", "recipe_seconds"}). Other lines (profiles, layers) are passed over. Where a
@@ -28,6 +29,10 @@ def pneumo_name(row):
         parts.append("fastest algorithms")
     if row.get("fused_block_tails"):
         parts.append("fused block tails")
+    if row.get("cuda_graph"):
+        parts.append("steps as CUDA graphs")
+    if row.get("graph_engines"):
+        parts.append("graph engines")
     return "pneumo " + ", ".join(parts)
 
 
