@@ -27,39 +27,36 @@ constexpr int kTileRows = 8;  // blockDim (kTile, kTileRows): each thread moves 
 
 bool same_order(int64_t channels, int64_t spatial) { return channels == 1 || spatial == 1; }
 
-// Grid (spatial tiles, channel tiles, images, the last strided past 65535) for the tiled passes.
-dim3 tile_grid(int64_t batch, int64_t channels, int64_t spatial) {
-  PNEUMO_CHECK((channels + kTile - 1) / kTile <= 65535, "bf16 conversion: ", channels,
-               " channels need more than 65535 tiles");
-  return dim3(static_cast<unsigned int>((spatial + kTile - 1) / kTile),
-              static_cast<unsigned int>((channels + kTile - 1) / kTile),
+// Grid (column tiles, row tiles, images, the last strided past 65535) for transpose_tiles.
+dim3 tile_grid(int64_t batch, int64_t rows, int64_t cols) {
+  PNEUMO_CHECK((rows + kTile - 1) / kTile <= 65535, "bf16 conversion: ", rows,
+               " rows need more than 65535 tiles");
+  return dim3(static_cast<unsigned int>((cols + kTile - 1) / kTile),
+              static_cast<unsigned int>((rows + kTile - 1) / kTile),
               static_cast<unsigned int>(std::min<int64_t>(batch, 65535)));
 }
 
-// Layouts that coincide (channels or spatial 1): dst[i] = bf16(src[i]).
-__global__ void to_bf16_flat_kernel(const float* src, uint16_t* dst, int64_t total) {
-  for (int64_t i = global_thread_index(); i < total; i += grid_stride())
-    dst[i] = pneumo::bf16_from_float(src[i]);
-}
-
-// dst[(n spatial + s) channels + c] = bf16(src[(n channels + c) spatial + s]), one tile per block.
-__global__ void to_bf16_tiled_kernel(const float* src, uint16_t* dst, int64_t batch,
-                                     int64_t channels, int64_t spatial) {
-  __shared__ float tile[kTile][kTile + 1];  // [channel][pixel]; +1: no bank conflicts on the way out
-  const int64_t s0 = static_cast<int64_t>(blockIdx.x) * kTile;
-  const int64_t c0 = static_cast<int64_t>(blockIdx.y) * kTile;
+// Each image of `src` is a (rows, cols) row-major matrix; its transpose, (cols, rows), goes to
+// `dst`, one kTile x kTile tile per block (tile_grid): read along the source's rows, written along
+// the destination's. load(value) converts on the way in, store(value, column) on the way out
+// (`column`: the element's column in the source, its channel when the source is channels-last).
+template <class In, class Out, class Load, class Store>
+__device__ void transpose_tiles(const In* src, Out* dst, int64_t batch, int64_t rows,
+                                int64_t cols, Load load, Store store) {
+  __shared__ float tile[kTile][kTile + 1];  // +1: no bank conflicts on the way out
+  const int64_t r0 = static_cast<int64_t>(blockIdx.y) * kTile;
+  const int64_t c0 = static_cast<int64_t>(blockIdx.x) * kTile;
   for (int64_t n = blockIdx.z; n < batch; n += gridDim.z) {
-    const float* in = src + n * channels * spatial;
-    uint16_t* out = dst + n * channels * spatial;
-    for (int r = threadIdx.y; r < kTile; r += kTileRows) {
-      const int64_t c = c0 + r, s = s0 + threadIdx.x;
-      if (c < channels && s < spatial) tile[r][threadIdx.x] = in[c * spatial + s];
+    const In* in = src + n * rows * cols;
+    Out* out = dst + n * rows * cols;
+    for (int k = threadIdx.y; k < kTile; k += kTileRows) {
+      const int64_t r = r0 + k, c = c0 + threadIdx.x;
+      if (r < rows && c < cols) tile[k][threadIdx.x] = load(in[r * cols + c]);
     }
     __syncthreads();
-    for (int r = threadIdx.y; r < kTile; r += kTileRows) {
-      const int64_t s = s0 + r, c = c0 + threadIdx.x;
-      if (c < channels && s < spatial)
-        out[s * channels + c] = pneumo::bf16_from_float(tile[threadIdx.x][r]);
+    for (int k = threadIdx.y; k < kTile; k += kTileRows) {
+      const int64_t c = c0 + k, r = r0 + threadIdx.x;
+      if (r < rows && c < cols) out[c * rows + r] = store(tile[threadIdx.x][k], c);
     }
     __syncthreads();  // the tile is refilled for the next image
   }
@@ -68,6 +65,20 @@ __global__ void to_bf16_tiled_kernel(const float* src, uint16_t* dst, int64_t ba
 __device__ __forceinline__ float biased(float value, const float* bias, int64_t c, bool relu) {
   if (bias != nullptr) value += bias[c];
   return relu ? pneumo::relu(value) : value;
+}
+
+// Layouts that coincide (channels or spatial 1): dst[i] = bf16(src[i]).
+__global__ void to_bf16_flat_kernel(const float* src, uint16_t* dst, int64_t total) {
+  for (int64_t i = global_thread_index(); i < total; i += grid_stride())
+    dst[i] = pneumo::bf16_from_float(src[i]);
+}
+
+// (channels, spatial) -> (spatial, channels), rounded to bfloat16.
+__global__ void to_bf16_tiled_kernel(const float* src, uint16_t* dst, int64_t batch,
+                                     int64_t channels, int64_t spatial) {
+  transpose_tiles(
+      src, dst, batch, channels, spatial, [](float v) { return v; },
+      [](float v, int64_t) { return pneumo::bf16_from_float(v); });
 }
 
 // Layouts that coincide: dst[i] = float(src[i]) (+ bias of i's channel, then ReLU).
@@ -80,30 +91,13 @@ __global__ void from_bf16_flat_kernel(const uint16_t* src, float* dst, int64_t t
   }
 }
 
-// dst[(n channels + c) spatial + s] = float(src[(n spatial + s) channels + c]) (+ bias[c], then
-// ReLU), one tile per block.
+// (spatial, channels) bfloat16 -> (channels, spatial) float32 (+ bias[c], then ReLU).
 __global__ void from_bf16_tiled_kernel(const uint16_t* src, float* dst, int64_t batch,
                                        int64_t channels, int64_t spatial, const float* bias,
                                        bool apply_relu) {
-  __shared__ float tile[kTile][kTile + 1];  // [pixel][channel]
-  const int64_t s0 = static_cast<int64_t>(blockIdx.x) * kTile;
-  const int64_t c0 = static_cast<int64_t>(blockIdx.y) * kTile;
-  for (int64_t n = blockIdx.z; n < batch; n += gridDim.z) {
-    const uint16_t* in = src + n * channels * spatial;
-    float* out = dst + n * channels * spatial;
-    for (int r = threadIdx.y; r < kTile; r += kTileRows) {
-      const int64_t s = s0 + r, c = c0 + threadIdx.x;
-      if (c < channels && s < spatial)
-        tile[r][threadIdx.x] = pneumo::float_from_bf16(in[s * channels + c]);
-    }
-    __syncthreads();
-    for (int r = threadIdx.y; r < kTile; r += kTileRows) {
-      const int64_t c = c0 + r, s = s0 + threadIdx.x;
-      if (c < channels && s < spatial)
-        out[c * spatial + s] = biased(tile[threadIdx.x][r], bias, c, apply_relu);
-    }
-    __syncthreads();
-  }
+  transpose_tiles(
+      src, dst, batch, spatial, channels, [](uint16_t v) { return pneumo::float_from_bf16(v); },
+      [=](float v, int64_t c) { return biased(v, bias, c, apply_relu); });
 }
 
 }  // namespace
@@ -130,7 +124,7 @@ void from_bf16_channels_last(const uint16_t* src, float* dst, int64_t batch, int
     from_bf16_flat_kernel<<<blocks_for(total), kThreadsPerBlock, 0, stream>>>(
         src, dst, total, channels, spatial, bias, relu);
   } else {
-    from_bf16_tiled_kernel<<<tile_grid(batch, channels, spatial), dim3(kTile, kTileRows), 0,
+    from_bf16_tiled_kernel<<<tile_grid(batch, spatial, channels), dim3(kTile, kTileRows), 0,
                              stream>>>(src, dst, batch, channels, spatial, bias, relu);
   }
   PNEUMO_LAUNCH_CHECK("from_bf16_channels_last", "batch=", batch, " channels=", channels,
