@@ -632,7 +632,18 @@ void CudaBackend::dense_backward_impl(ConstTensorView x, ConstTensorView weight,
   PNEUMO_NVTX_RANGE("dense_backward");
   constexpr const char* op = "dense_backward";
   const int64_t out = weight.shape[0], in = weight.shape[1], n = x.shape[0];
-  const bool want_dx = dx.data != nullptr && n > 0;
+  if (n == 0) {
+    // No images: zero gradients, written as every backward op writes its outputs. Not through a
+    // GEMM with k = 0: BLAS defines it as C = beta C, but cuBLAS has not always honoured that.
+    PNEUMO_CUDA_CHECK(cudaMemsetAsync(dweight.data, 0, static_cast<size_t>(in * out) * sizeof(float),
+                                      stream_.get()),
+                      op, " (dweight of an empty batch)");
+    PNEUMO_CUDA_CHECK(cudaMemsetAsync(dbias.data, 0, static_cast<size_t>(out) * sizeof(float),
+                                      stream_.get()),
+                      op, " (dbias of an empty batch)");
+    return;
+  }
+  const bool want_dx = dx.data != nullptr;
   const Bf16Buffers b =
       options_.bf16 ? bf16_buffers(x.numel(), dy.numel(), weight.numel()) : Bf16Buffers{};
   const void* dys = dense_operand(dy, b.y);
@@ -643,19 +654,12 @@ void CudaBackend::dense_backward_impl(ConstTensorView x, ConstTensorView weight,
                                    options_.bf16),
                         op, " (dx) x=", x.shape.str(), " weight=", weight.shape.str());
   }
-  // dW^T (in, out) = x^T (in, N) . dy (N, out); dy's storage is dy^T (out, N): op T. With no
-  // images (k = 0) it is beta C = 0, as BLAS defines it.
+  // dW^T (in, out) = x^T (in, N) . dy (N, out); dy's storage is dy^T (out, N): op T.
   PNEUMO_CUBLAS_CHECK(dense_gemm(cublas_.get(), CUBLAS_OP_N, CUBLAS_OP_T, in, out, n,
                                  dense_operand(x, b.x), in, dys, out, dweight.data, in,
                                  options_.bf16),
                       op, " (dweight) x=", x.shape.str(), " weight=", weight.shape.str());
-  if (n > 0) {
-    bias_gradient_kernel(dy.data, dbias.data, n, out, 1);
-  } else {  // no images: a zero gradient, written as every backward op writes its outputs
-    PNEUMO_CUDA_CHECK(cudaMemsetAsync(dbias.data, 0, static_cast<size_t>(out) * sizeof(float),
-                                      stream_.get()),
-                      op, " (dbias of an empty batch)");
-  }
+  bias_gradient_kernel(dy.data, dbias.data, n, out, 1);
 }
 
 // ---- Loss, optimizer, input pipeline ------------------------------------------------------------
