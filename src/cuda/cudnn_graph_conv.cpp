@@ -767,8 +767,12 @@ GraphConvPlan GraphConvPlan::build(cudnnHandle_t handle, const GraphConvProblem&
                                                 static_cast<int64_t>(knobs.size()), knobs.data()),
                        what);
   PNEUMO_CUDNN_CHECK(cudnnBackendFinalize(config), what);
+  // A remembered engine meets the search's rules too (a file from before a rule, or edited).
+  const ConfigInfo info = read_config(config);
+  const std::string refused = filter_reason(info, p);
+  PNEUMO_CHECK(refused.empty(), what, " (", info.name, "): ", refused);
   GraphConvCandidate candidate;
-  candidate.name = read_config(config).name;
+  candidate.name = info.name;
   candidate.choice = choice;
   BackendDescriptor plan = build_plan(handle, config, what, candidate);
   PNEUMO_CHECK(static_cast<bool>(plan), what, ": ", candidate.error);
