@@ -18,6 +18,7 @@
 #include "bench/dense_case.hpp"
 #include "bench/kernel_bench.hpp"
 #include "bench/reference.hpp"
+#include "bench/tail_case.hpp"
 #include "bench/timing.hpp"
 #include "pneumo/backend.hpp"
 #include "pneumo/error.hpp"
@@ -366,6 +367,41 @@ TEST(BenchReference, DenseChecksTellThePrecisionsApart) {
     EXPECT_FALSE(d.check_backward(!is_bf16).passed()) << backend->name();
     d.poison_outputs();  // an output left unwritten fails
     EXPECT_FALSE(d.check_forward(is_bf16).passed());
+  }
+}
+
+// The tail and stem rows' backward check covers every gradient a variant writes: the fused ops
+// pass against the unfused chain, and a wrong or unwritten dgamma, dbeta or (stem) dbias fails,
+// not only a wrong da or dweight (block 1 at batch 2, the smallest case with a stem).
+TEST(BenchReference, TailChecksCoverEveryGradient) {
+  auto cpu = make_cpu_backend(2);
+  bench::TailCase t(0, 2, Device::Cpu);
+  ASSERT_TRUE(t.has_stem());
+  t.conv_forward(*cpu);
+  t.chain_forward(*cpu);
+  t.chain_backward(*cpu);
+  t.conv_backward(*cpu);
+  const bench::TailCase::Gradients tail = t.gradients(false), stem = t.gradients(true);
+  EXPECT_FALSE(tail.da.empty());
+  EXPECT_TRUE(stem.da.empty()) << "the fused stem never writes da";
+  t.poison_gradients();
+  EXPECT_FALSE(t.check_gradients(tail).passed()) << "unwritten gradients passed";
+  t.fused_backward(*cpu);
+  EXPECT_TRUE(t.check_gradients(tail).passed()) << t.check_gradients(tail).describe();
+  t.poison_gradients();
+  t.stem_forward(*cpu);
+  t.stem_backward(*cpu);
+  EXPECT_TRUE(t.check_gradients(stem).passed()) << t.check_gradients(stem).describe();
+  auto off = [](std::vector<float> v) {
+    v[v.size() / 2] += 1.0f + 2.0f * std::fabs(v[v.size() / 2]);
+    return v;
+  };
+  for (const char* part : {"dgamma", "dbeta", "dbias"}) {
+    bench::TailCase::Gradients wrong = stem;
+    if (std::string(part) == "dgamma") wrong.dgamma = off(wrong.dgamma);
+    if (std::string(part) == "dbeta") wrong.dbeta = off(wrong.dbeta);
+    if (std::string(part) == "dbias") wrong.dbias = off(wrong.dbias);
+    EXPECT_FALSE(t.check_gradients(wrong).passed()) << part << " off by much passed";
   }
 }
 

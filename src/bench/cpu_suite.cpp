@@ -145,7 +145,8 @@ class CpuSuite {
     TailCase t(block, batch, Device::Cpu);
     t.chain_forward(*backend_);
     t.chain_backward(*backend_);
-    const std::vector<float> y = t.y(), da = t.da();
+    const std::vector<float> y = t.y();
+    const TailCase::Gradients gradients = t.gradients(/*stem=*/false);
     auto tail_row = [&](const char* op, const std::string& variant, bool baseline, double bytes) {
       BenchRow r = row(op, t.layer(), t.shape_label(), batch, variant, baseline);
       r.reference = kTailReference;
@@ -153,9 +154,7 @@ class CpuSuite {
       return r;
     };
     auto check_y = [&] { return compare_outputs(t.y().data(), y.data(), t.y_shape(), kTailRtol); };
-    auto check_da = [&] {
-      return compare_outputs(t.da().data(), da.data(), t.a_shape(), kTailRtol);
-    };
+    auto check_gradients = [&] { return t.check_gradients(gradients); };
     const Variant variants[] = {
         {"cpu backend: unfused chain", true, [&] { t.chain_forward(*backend_); },
          [&] { t.chain_backward(*backend_); }},
@@ -170,7 +169,7 @@ class CpuSuite {
       BenchRow r = tail_row("block_tail_backward", v.name, v.baseline, t.backward_bytes());
       // Its own forward first (the chain's backward reads the chain's intermediates).
       v.forward();
-      measure(r, [&] { t.poison_da(); v.backward(); }, check_da, timed(v.backward));
+      measure(r, [&] { t.poison_gradients(); v.backward(); }, check_gradients, timed(v.backward));
       run_.rows.push_back(r);
     }
     if (t.has_stem()) stem(t, batch);
@@ -183,7 +182,8 @@ class CpuSuite {
     t.chain_forward(b);
     t.chain_backward(b);
     t.conv_backward(b);
-    const std::vector<float> y = t.y(), dweight = t.dweight();
+    const std::vector<float> y = t.y();
+    const TailCase::Gradients gradients = t.gradients(/*stem=*/true);
     const Variant variants[] = {
         {"cpu backend: convolution + unfused chain", true,
          [&] { t.conv_forward(b); t.chain_forward(b); },
@@ -208,11 +208,8 @@ class CpuSuite {
       r.reference = kTailReference;
       r.bytes = t.stem_backward_bytes();
       v.forward();
-      measure(r, [&] { t.poison_dweight(); v.backward(); },
-              [&] {
-                return compare_outputs(t.dweight().data(), dweight.data(), t.dweight_shape(),
-                                       kStemGradientRtol);
-              },
+      measure(r, [&] { t.poison_gradients(); v.backward(); },
+              [&] { return t.check_gradients(gradients); },
               timed(v.backward));
       run_.rows.push_back(r);
     }

@@ -442,12 +442,13 @@ class CudaSuite {
     t.chain_forward(*cudnn.backend);
     t.chain_backward(*cudnn.backend);
     cudnn.backend->synchronize();
-    const std::vector<float> y = t.y(), da = t.da();
+    const std::vector<float> y = t.y();
+    const TailCase::Gradients gradients = t.gradients(/*stem=*/false);
     const std::function<Comparison()> check_y = [&] {
       return compare_outputs(t.y().data(), y.data(), t.y_shape(), kTailRtol);
     };
-    const std::function<Comparison()> check_da = [&] {
-      return compare_outputs(t.da().data(), da.data(), t.a_shape(), kTailRtol);
+    const std::function<Comparison()> check_gradients = [&] {
+      return t.check_gradients(gradients);
     };
     struct Variant {
       const char* name;
@@ -475,7 +476,8 @@ class CudaSuite {
         };
         if (backward) forward();  // the state its backward reads
         measure_variant(
-            r, [&] { backward ? t.poison_da() : t.poison_y(); }, enqueue, backward ? check_da : check_y,
+            r, [&] { backward ? t.poison_gradients() : t.poison_y(); }, enqueue,
+            backward ? check_gradients : check_y,
             v.on->timer.get());
       }
     }
@@ -502,7 +504,8 @@ class CudaSuite {
     forward(*cudnn.backend, Path::Chain);
     backward(*cudnn.backend, Path::Chain);
     cudnn.backend->synchronize();
-    const std::vector<float> y = t.y(), dweight = t.dweight();
+    const std::vector<float> y = t.y();
+    const TailCase::Gradients gradients = t.gradients(/*stem=*/true);
     struct Variant {
       const char* name;
       bool baseline;
@@ -524,11 +527,10 @@ class CudaSuite {
         r.bytes = is_backward ? t.stem_backward_bytes() : t.stem_forward_bytes();
         if (is_backward) forward(b, v.path);
         measure_variant(
-            r, [&] { is_backward ? t.poison_dweight() : t.poison_y(); },
+            r, [&] { is_backward ? t.poison_gradients() : t.poison_y(); },
             [&] { is_backward ? backward(b, v.path) : forward(b, v.path); },
             [&] {
-              return is_backward ? compare_outputs(t.dweight().data(), dweight.data(),
-                                                   t.dweight_shape(), kStemGradientRtol)
+              return is_backward ? t.check_gradients(gradients)
                                  : compare_outputs(t.y().data(), y.data(), t.y_shape(), kTailRtol);
             },
             v.on->timer.get());

@@ -90,8 +90,6 @@ void TailCase::stem_backward(Backend& backend) {
                         settings_, dweight_, dbias_, dgamma_, dbeta_);
 }
 
-void TailCase::poison_dweight() { fill(dweight_, kPoison); }
-std::vector<float> TailCase::dweight() const { return download(dweight_); }
 
 double TailCase::stem_forward_bytes() const {
   return static_cast<double>(x_.numel() + y_.numel()) * sizeof(float);
@@ -147,10 +145,52 @@ void TailCase::chain_backward(Backend& backend) {
 }
 
 void TailCase::poison_y() { fill(y_, kPoison); }
-void TailCase::poison_da() { fill(da_, kPoison); }
+
+void TailCase::poison_gradients() {
+  for (Tensor* t : {&da_, &dgamma_, &dbeta_, &dweight_, &dbias_})
+    if (t->numel() > 0) fill(*t, kPoison);
+}
+
+TailCase::Gradients TailCase::gradients(bool stem) const {
+  Gradients g;
+  if (!stem) g.da = download(da_);
+  g.dgamma = download(dgamma_);
+  g.dbeta = download(dbeta_);
+  if (stem) {
+    PNEUMO_CHECK(has_stem(), "TailCase: only block 1 has a convolution's gradients");
+    g.dweight = download(dweight_);
+    g.dbias = download(dbias_);
+  }
+  return g;
+}
+
+Comparison TailCase::check_gradients(const Gradients& expected) const {
+  const Gradients now = gradients(!expected.dweight.empty());
+  struct Part {
+    const std::vector<float>& actual;
+    const std::vector<float>& expected;
+    Shape shape;
+    double rtol;
+  };
+  const Part parts[] = {{now.da, expected.da, a_.shape(), kTailRtol},
+                        {now.dweight, expected.dweight, dweight_.shape(), kStemGradientRtol},
+                        {now.dbias, expected.dbias, dbias_.shape(), kStemGradientRtol},
+                        {now.dgamma, expected.dgamma, dgamma_.shape(), kTailRtol},
+                        {now.dbeta, expected.dbeta, dbeta_.shape(), kTailRtol}};
+  Comparison first;
+  bool have_first = false;
+  for (const Part& p : parts) {
+    if (p.expected.empty()) continue;
+    PNEUMO_CHECK(p.actual.size() == p.expected.size(), "TailCase: a gradient of ",
+                 p.expected.size(), " values against one of ", p.actual.size());
+    const Comparison c = compare_outputs(p.actual.data(), p.expected.data(), p.shape, p.rtol);
+    if (!c.passed()) return c;
+    if (!have_first) first = c, have_first = true;
+  }
+  return first;
+}
 
 std::vector<float> TailCase::y() const { return download(y_); }
-std::vector<float> TailCase::da() const { return download(da_); }
 
 std::string TailCase::layer() const { return "tail" + std::to_string(block_ + 1); }
 

@@ -34,10 +34,22 @@ class TailCase {
   void fused_backward(Backend& backend);  // after a forward of either kind
   void chain_forward(Backend& backend);
   void chain_backward(Backend& backend);  // after chain_forward
-  // Fill y or da with kPoison, so that an element a variant fails to write fails its check (not
-  // y before a backward: the chain's pooling backward reads it).
+  // Fill y, or every output of a backward (da, dgamma, dbeta; and dweight, dbias with a stem),
+  // with kPoison, so that an element a variant fails to write fails its check (not y before a
+  // backward: the chain's pooling backward reads it).
   void poison_y();
-  void poison_da();
+  void poison_gradients();
+
+  // What a backward writes, as it is now: da (not for the fused stem, which never writes it),
+  // dgamma and dbeta, and with `stem` the convolution's dweight and dbias.
+  struct Gradients {
+    std::vector<float> da, dgamma, dbeta, dweight, dbias;
+  };
+  Gradients gradients(bool stem) const;
+  // Each part `expected` holds against the same part now, within its own tolerance of its own
+  // largest value (kTailRtol; the convolution's sums over whole images kStemGradientRtol): the
+  // first part that fails, else da's (or dweight's) comparison.
+  Comparison check_gradients(const Gradients& expected) const;
 
   // Block 1 only (the stem): the image x and the convolution, so the whole block can run as
   // conv2d_forward + the chain or the fused tail, or as the fused stem (the convolution's output
@@ -47,14 +59,10 @@ class TailCase {
   void conv_backward(Backend& backend);          // dweight, dbias from da
   void stem_forward(Backend& backend);
   void stem_backward(Backend& backend);
-  void poison_dweight();
-  std::vector<float> dweight() const;
-  const Shape& dweight_shape() const { return dweight_.shape(); }
   double stem_forward_bytes() const;   // x read once, y written once
   double stem_backward_bytes() const;  // x and dy read once, dweight and dbias written
 
   std::vector<float> y() const;
-  std::vector<float> da() const;
   const Shape& a_shape() const { return a_.shape(); }
   const Shape& y_shape() const { return y_.shape(); }
   std::string layer() const;         // "tail2"
