@@ -46,7 +46,7 @@ cli_bin=$build/pneumo
 device=${GPU_CHECK_DEVICE:-cuda}
 export PNEUMO_EXPECT_CUDA=1  # a CUDA test that finds no device fails instead of skipping
 # The backend's remembered choices (--tuning-cache auto) go to a file of this check's own, which
-# comes back with the report; the cold/warm recipe pair in section 11 uses another, new one.
+# comes back with the report; the cold/warm recipe pair in section 12 uses another, new one.
 export PNEUMO_TUNING_CACHE=${PNEUMO_TUNING_CACHE:-$out/tuning.json}
 
 # Sanitizers run the small-shape CUDA tests, with one convolution shape (each conv test runs
@@ -290,7 +290,7 @@ command -v ninja > /dev/null || generator="Unix Makefiles"
 deps_dir=$root/.deps
 [[ -d $deps_dir ]] || echo "gpu_check: warning: $deps_dir is missing (run scripts/pack_gpu_deps.sh and carry .deps)"
 # NCCL: the toolkit's when it has one, else the Python environment's (nvidia.nccl), for the
-# one-rank NCCL run of section 11.
+# one-rank NCCL run of section 12.
 nccl_root=$(python3 -c 'import nvidia.nccl as m, os; p = list(m.__path__)[0]; print(p if os.path.exists(os.path.join(p, "include", "nccl.h")) else "")' 2>/dev/null || true)
 configure_command() {  # fills cmake_command for CUDA architectures $1
   cmake_command=(cmake -S "$root" -B "$build" -G "$generator" -DCMAKE_BUILD_TYPE=Release
@@ -378,9 +378,10 @@ else
   skip "tests (all)" "no test binary (build failed)"
 fi
 
-# From here the order is issue #15's: the step's speed in its four configurations, our kernels
-# against cuDNN, the PyTorch anchor, the sanitizers; then real training runs and everything else.
-# A short budget cuts from the end.
+# From here, most telling first (a short budget cuts from the end): the step's speed in issue #15's
+# four configurations, our kernels against cuDNN, the sanitizers (all the new kernels have yet to
+# meet them), PyTorch eager, the recipe trained on real data (bf16's and the fused tails' accuracy
+# on CUDA), compiled PyTorch and the recipe end to end in it; then everything else.
 
 # ---- 5. Data: the sample, and the full dataset when carried --------------------------------------------
 # The host has no OpenCV for C++, so caches are built with Python's OpenCV: the full dataset from
@@ -436,40 +437,7 @@ if (( runs_ok )); then
     --csv "$out/bench_kernels.csv" ${PNEUMO_BENCH_KERNELS_ARGS:-}
 fi
 
-# ---- 8. The same network in PyTorch on the same GPU ------------------------------------------------------
-torch_ok=0
-if [[ ${SKIP_TORCH:-0} == 1 || ${SKIP_RUNS:-0} == 1 ]]; then
-  skip "torch reference" "SKIP_TORCH=1 or SKIP_RUNS=1"
-elif python3 -c "import torch; assert torch.cuda.is_available()" 2> /dev/null; then
-  torch_ok=1
-  run "torch reference (eager)" 90 torch_eager "profiling/torch_reference.py" -- \
-    python3 "$root/profiling/torch_reference.py" --batch 32 256 --steps 200
-  if [[ ${SKIP_TORCH_COMPILE:-0} == 1 ]]; then
-    skip "torch reference (compile)" "SKIP_TORCH_COMPILE=1"
-  else
-    # What a user who cares about speed runs: channels_last + bf16 autocast, compiled; its first
-    # step (first_step_s) holds the compilation. max-autotune comes later, on its own clock.
-    run "torch reference (compile-bf16)" 150 torch_compile_bf16 "channels_last + bf16 autocast, torch.compile" -- \
-      python3 "$root/profiling/torch_reference.py" --batch 32 256 --steps 100 --configs compile-bf16
-    # The recipe end to end, as bench train's recipe line times pneumo's: a new process and an
-    # empty compile cache each, so that the compilation is inside the clock as pneumo's cold
-    # start is inside its own.
-    for config in eager compile-bf16; do
-      run "torch recipe ($config)" 120 "torch_recipe_$config" "12 epochs + validation, batch 32, cold" -- \
-        env TORCHINDUCTOR_CACHE_DIR="$(mktemp -d)" python3 "$root/profiling/torch_reference.py" \
-        --batch 32 --configs "$config" --recipe-epochs 12 --recipe-only
-    done
-  fi
-  # Where PyTorch's step spends its device time, op by op and kernel by kernel, to set beside
-  # bench train's per-op table (tables in the report, rows in torch_profile.jsonl).
-  run "torch profile (eager)" 60 torch_profile "torch.profiler, 20 steps per batch size" -- \
-    python3 "$root/profiling/torch_reference.py" --batch 32 256 --steps 20 --profile
-  grep '^{' "$out/logs/torch_profile.log" > "$out/torch_profile.jsonl" 2> /dev/null
-else
-  skip "torch reference" "python3 has no CUDA-enabled torch"
-fi
-
-# ---- 9. compute-sanitizer: a short training (the sample, one epoch), then the CUDA tests ---------------
+# ---- 8. compute-sanitizer: a short training (the sample, one epoch), then the CUDA tests ---------------
 sanitizer=$(command -v compute-sanitizer || true)
 for candidate in "$(dirname "$(command -v nvcc 2>/dev/null || echo /usr/local/cuda/bin/nvcc)")/compute-sanitizer" \
                  /usr/local/cuda/compute-sanitizer/compute-sanitizer; do
@@ -505,6 +473,18 @@ else
   fi
 fi
 
+# ---- 9. The same network in PyTorch on the same GPU: eager fp32, the weakest a user runs ------------------
+torch_ok=0
+if [[ ${SKIP_TORCH:-0} == 1 || ${SKIP_RUNS:-0} == 1 ]]; then
+  skip "torch reference" "SKIP_TORCH=1 or SKIP_RUNS=1"
+elif python3 -c "import torch; assert torch.cuda.is_available()" 2> /dev/null; then
+  torch_ok=1
+  run "torch reference (eager)" 90 torch_eager "profiling/torch_reference.py" -- \
+    python3 "$root/profiling/torch_reference.py" --batch 32 256 --steps 200
+else
+  skip "torch reference" "python3 has no CUDA-enabled torch"
+fi
+
 # ---- 10. Real data: the recipe trained on the full dataset, evaluated on test -----------------------------
 if [[ ${SKIP_RUNS:-0} == 1 ]]; then
   skip "train (recipe)" "SKIP_RUNS=1"
@@ -535,7 +515,32 @@ else
     --out "$out/run_fused" ${PNEUMO_TRAIN_ARGS:-}
 fi
 
-# ---- 11. Everything else, least telling last ---------------------------------------------------------------
+# ---- 11. PyTorch as a user who cares about speed runs it, and where its step spends its time -------------
+if (( torch_ok )); then
+  if [[ ${SKIP_TORCH_COMPILE:-0} == 1 ]]; then
+    skip "torch reference (compile)" "SKIP_TORCH_COMPILE=1"
+  else
+    # channels_last + bf16 autocast, compiled; its first step (first_step_s) holds the
+    # compilation. max-autotune comes later, on its own clock.
+    run "torch reference (compile-bf16)" 150 torch_compile_bf16 "channels_last + bf16 autocast, torch.compile" -- \
+      python3 "$root/profiling/torch_reference.py" --batch 32 256 --steps 100 --configs compile-bf16
+    # The recipe end to end, as bench train's recipe line times pneumo's: a new process and an
+    # empty compile cache each, so that the compilation is inside the clock as pneumo's cold
+    # start is inside its own.
+    for config in eager compile-bf16; do
+      run "torch recipe ($config)" 120 "torch_recipe_$config" "12 epochs + validation, batch 32, cold" -- \
+        env TORCHINDUCTOR_CACHE_DIR="$(mktemp -d)" python3 "$root/profiling/torch_reference.py" \
+        --batch 32 --configs "$config" --recipe-epochs 12 --recipe-only
+    done
+  fi
+  # Where PyTorch's step spends its device time, op by op and kernel by kernel, to set beside
+  # bench train's per-op table (tables in the report, rows in torch_profile.jsonl).
+  run "torch profile (eager)" 60 torch_profile "torch.profiler, 20 steps per batch size" -- \
+    python3 "$root/profiling/torch_reference.py" --batch 32 256 --steps 20 --profile
+  grep '^{' "$out/logs/torch_profile.log" > "$out/torch_profile.jsonl" 2> /dev/null
+fi
+
+# ---- 12. Everything else, least telling last ---------------------------------------------------------------
 if (( runs_ok )); then
   # shellcheck disable=SC2086
   {
@@ -595,7 +600,7 @@ fi
 } > "$out/throughput.jsonl"
 write_report
 
-# ---- 12. The generalisation sweep: scripts/experiments.py over a plan of configurations x seeds -------
+# ---- 13. The generalisation sweep: scripts/experiments.py over a plan of configurations x seeds -------
 # Each run scored on its validation split and the stress variants, the plan's rule picks one, and the
 # test split is read once for it and the baseline (each seed and their ensemble). On by default on a
 # GPU (configs/experiments/generalisation-150-gpu.json); EXPERIMENTS_PLAN="" skips it, and a CPU dry
@@ -618,7 +623,7 @@ else
     --out "$out/experiments" --test
 fi
 
-# ---- 13. The recipe over more seeds: the run-to-run spread of its validation and test metrics ---------
+# ---- 14. The recipe over more seeds: the run-to-run spread of its validation and test metrics ---------
 # Late, so that a short budget cuts it early. Seed 1 is the run of section 10.
 seeds=${PNEUMO_SEEDS-2 3 4 5}
 if [[ -n $seeds && -x $cli_bin && -n $full_cache && -f $out/run/model.safetensors ]]; then
@@ -635,7 +640,7 @@ if [[ -n $seeds && -x $cli_bin && -n $full_cache && -f $out/run/model.safetensor
   python3 "$root/scripts/summarize_runs.py" "${seed_runs[@]}" > "$out/seeds.md" 2>&1
 fi
 
-# ---- 14. Nsight Compute: profiling/README.md's two commands, their details pages kept as text ------
+# ---- 15. Nsight Compute: profiling/README.md's two commands, their details pages kept as text ------
 # --clock-control none: the lent hosts' clocks are left as they are (ncu locks them by default).
 if [[ ${SKIP_NCU:-0} == 1 || ${SKIP_RUNS:-0} == 1 ]]; then
   skip "ncu" "SKIP_NCU=1 or SKIP_RUNS=1"
