@@ -136,9 +136,10 @@ class NcclCommunicator final : public Communicator {
       const ncclResult_t queried = ncclCommGetAsyncError(comm_, &async);
       if (queried == ncclSuccess && (async == ncclSuccess || async == ncclInProgress)) continue;
       const ncclResult_t error = queried != ncclSuccess ? queried : async;
-      std::cerr << "pneumo: error on rank " << rank_ << " of " << size_ << ": NCCL reported " << ncclGetErrorString(error) << " ("
-                << ncclGetLastError(comm_) << ") while a collective was in flight; aborting the "
-                << "communicator and this rank (the launcher stops the others)" << std::endl;
+      std::cerr << "pneumo: error on rank " << rank_ << " of " << size_ << ": NCCL reported "
+                << ncclGetErrorString(error) << " (" << ncclGetLastError(comm_)
+                << ") while a collective was in flight; aborting the communicator and this rank "
+                << "(the launcher stops the others)" << std::endl;
       ncclCommAbort(comm_);
       comm_ = nullptr;
       std::_Exit(1);
