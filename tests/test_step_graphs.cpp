@@ -8,6 +8,7 @@
 #include <cmath>
 #include <vector>
 
+#include "pneumo/distributed.hpp"
 #include "pneumo/error.hpp"
 #include "pneumo/model.hpp"
 #include "pneumo/sampling.hpp"
@@ -82,6 +83,26 @@ TEST(StepGraphs, TheCpuLivePathTrainsBitForBitAsTheIssuedPath) {
     EXPECT_EQ(stats.issued, 6 + 6 + 4);
     EXPECT_NE(stats.refused.find("records no graphs"), std::string::npos) << stats.refused;
   }
+}
+
+// Synchronised batch-norm reads statistics back to the host inside the step, which a recording
+// cannot hold (on CUDA the capture failed with a raw stream-capture error and every later step of
+// the run went op by op): the trainer refuses to record it, says why, and still trains every step.
+TEST(StepGraphs, SynchronisedBatchNormIsNotRecordedAndSaysWhy) {
+  auto backend = make_cpu_backend(2);
+  Model model(*backend, ThreeEpochs::config(), kBatch);
+  model.initialize(4);
+  model.synchronise_batchnorm(&single_process());
+  Trainer trainer(*backend, model, kBatch, AugmentSettings{}, 9);
+  trainer.use_step_graphs(true);
+  const std::vector<uint8_t> image_bytes = pixels(), label_bytes = labels();
+  const ImageSet data =
+      ImageSet::upload(backend->device(), image_bytes.data(), kCount, kSize, label_bytes.data());
+  trainer.train_epoch(data, epoch_indices(label_bytes, BalanceMode::None, 5, 0), 0, {}, {});
+  const Trainer::StepGraphStats& stats = trainer.step_graph_stats();
+  EXPECT_NE(stats.refused.find("synchronised batch-norm"), std::string::npos) << stats.refused;
+  EXPECT_EQ(stats.recorded, 0);
+  EXPECT_EQ(stats.issued, 6);
 }
 
 std::vector<LiveStep> three_steps() {

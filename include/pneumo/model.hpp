@@ -117,6 +117,9 @@ class Model {
   // Training batch-norm statistics over the whole batch of every rank in `group` (synchronised
   // batch-norm; several host round trips per layer and step); nullptr: over this process's images.
   void synchronise_batchnorm(Communicator* group);
+  // True while batch-norm is synchronised: its forward and backward read statistics back to the
+  // host within the step, so such a step cannot be recorded as a CUDA graph.
+  bool batchnorm_synchronised() const { return batchnorm_group_ != nullptr; }
 
   const ModelConfig& config() const { return config_; }
   int max_batch() const { return max_batch_; }
@@ -135,6 +138,7 @@ class Model {
   std::vector<int64_t> gradients_final_from_;
   std::vector<ConstTensorView> last_outputs_, last_input_gradients_;
   LayerMarker layer_marker_;
+  Communicator* batchnorm_group_ = nullptr;  // synchronise_batchnorm's
 };
 
 }  // namespace pneumo

@@ -675,6 +675,7 @@ void Model::synchronise_batchnorm(Communicator* group) {
                "synchronised batch-norm needs the unfused block tails (its statistics cross "
                "ranks between the ops the fused tail joins): leave --fused-block-tails off");
   for (Layer* norm : batchnorms_) static_cast<BatchNorm2d*>(norm)->synchronise_over(group, backend_);
+  batchnorm_group_ = group;
 }
 
 void Model::initialize(uint64_t seed) {

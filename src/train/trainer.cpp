@@ -105,6 +105,10 @@ void Trainer::use_optimizer(OptimizerKind kind) {
   optimizer_kind_ = kind;
   const int64_t slots = kind == OptimizerKind::AdamW ? 2 : 1;
   optimizer_state_ = backend_.zeros({slots * model_.parameters().numel()});
+  // A recorded step runs the previous optimizer on the previous state's size; the new state may
+  // even sit at the old address, so the buffer check alone would not see it.
+  step_graph_.reset();
+  full_step_ran_ = false;
 }
 
 AdamWStep Trainer::adamw_constants(int64_t t) const {
@@ -260,6 +264,9 @@ void Trainer::live_step(const ImageSet& data, int n) {
                                             " ranks) are not recorded");
     else if (phase_marker_)
       graph_stats_.refused = "timing each phase of the step needs its ops issued one by one";
+    else if (model_.batchnorm_synchronised())
+      graph_stats_.refused =
+          "synchronised batch-norm reads its statistics back to the host within the step";
   }
   const bool replayable = n == batch_size_ && graph_stats_.refused.empty();
   if (!replayable) {
