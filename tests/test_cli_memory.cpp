@@ -49,11 +49,14 @@ bool overcommit_always() {
   return (mode >> value) && value == 1;
 }
 
-void expect_batch_advice(const std::string& device) {
+// `batches`: the flags that make 4096 images the largest batch held; `advice`: the flag the
+// message must suggest halving.
+void expect_batch_advice(const std::string& device, const std::string& batches = "--batch 4096",
+                         const std::string& advice = "--batch 2048") {
   testing::TempDir dir;
   write_large_cache(dir.file("cache"));
   auto result = testing::pneumo_command("train --data " + dir.file("cache") + " --size 1024 " +
-                                            "--batch 4096 --epochs 1 --threads 2 --device " +
+                                            batches + " --epochs 1 --threads 2 --device " +
                                             device + " --out " + dir.file("run"),
                                         dir.file("tree-cache"));
   EXPECT_EQ(result.status, 1) << result.output;
@@ -61,7 +64,7 @@ void expect_batch_advice(const std::string& device) {
   EXPECT_NE(result.output.find("out of " + where + " memory with batch size 4096"),
             std::string::npos)
       << result.output;
-  EXPECT_NE(result.output.find("--batch 2048"), std::string::npos) << result.output;
+  EXPECT_NE(result.output.find(advice), std::string::npos) << result.output;
   EXPECT_EQ(result.output.find("internal error"), std::string::npos) << result.output;
 }
 
@@ -69,6 +72,14 @@ TEST(CliMemory, AHostAllocationThatCannotFitNamesTheBatchSize) {
   if (overcommit_always())
     GTEST_SKIP() << "vm.overcommit_memory = 1: the kernel would grant 512 GiB";
   expect_batch_advice("cpu");
+}
+
+// The model is sized for the larger of --batch and --val-batch: when validation's batch is the
+// one that cannot fit, halving --batch would not help, and the advice names --val-batch.
+TEST(CliMemory, AValidationBatchThatCannotFitNamesValBatch) {
+  if (overcommit_always())
+    GTEST_SKIP() << "vm.overcommit_memory = 1: the kernel would grant 512 GiB";
+  expect_batch_advice("cpu", "--batch 8 --val-batch 4096", "--val-batch 2048");
 }
 
 TEST(CliMemory, AGpuAllocationThatCannotFitNamesTheBatchSize) {

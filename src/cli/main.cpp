@@ -76,14 +76,14 @@ std::vector<std::string> expand_arguments(int argc, char** argv) {
 // The subcommand chosen on the command line, run after parsing.
 using Action = std::function<int()>;
 
-// Runs a command that processes `batch` images at a time; an allocation failure becomes advice
-// naming that batch size and suggesting a smaller one.
+// Runs a command that processes `batch` images at a time (set by `flag`); an allocation failure
+// becomes advice naming that batch size and suggesting a smaller one.
 template <class Command>
-int advising_on_memory(int batch, Command command) {
+int advising_on_memory(int batch, Command command, const char* flag = "--batch") {
   try {
     return command();
   } catch (const pneumo::OutOfMemory& e) {
-    throw Error(out_of_memory_advice(e, batch, "--batch"));
+    throw Error(out_of_memory_advice(e, batch, flag));
   }
 }
 
@@ -91,7 +91,10 @@ void add_train(CLI::App& app, TrainOptions& o, Action& action) {
   auto* c = app.add_subcommand("train", "Train the seed network (defaults: the Keras recipe)");
   add_train_flags(*c, o);  // the flag table: cli/commands/train_flags.cpp
   c->callback([&o, &action] {
-    action = [&o] { return advising_on_memory(o.batch, [&o] { return run_train(o); }); };
+    action = [&o] {
+      const BatchFlag largest = largest_batch(o);
+      return advising_on_memory(largest.batch, [&o] { return run_train(o); }, largest.flag);
+    };
   });
 }
 

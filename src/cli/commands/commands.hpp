@@ -87,6 +87,16 @@ nlohmann::json to_json(const TrainOptions& options);
 void validate(const TrainOptions& options);
 
 int run_train(const TrainOptions& options);
+// The largest batch a training run holds in memory and the flag that sets it: the model is sized
+// for max(--batch, --val-batch), so out-of-memory advice must name the larger.
+struct BatchFlag {
+  int batch;
+  const char* flag;
+};
+inline BatchFlag largest_batch(const TrainOptions& options) {
+  if (options.val_batch > options.batch) return {options.val_batch, "--val-batch"};
+  return {options.batch, "--batch"};
+}
 
 // `pneumo --version` (without a final newline): release, CUDA runtime and driver, GPUs, cuDNN,
 // cuBLAS, OpenCV, CPU GEMM.

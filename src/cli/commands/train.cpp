@@ -592,8 +592,10 @@ int run_train(const TrainOptions& options) {
   } catch (const std::exception& e) {
     const bool usage = dynamic_cast<const UsageError*>(&e) != nullptr;
     std::string message = e.what();
-    if (const auto* memory = dynamic_cast<const OutOfMemory*>(&e))
-      message = out_of_memory_advice(*memory, options.batch, "--batch");
+    if (const auto* memory = dynamic_cast<const OutOfMemory*>(&e)) {
+      const BatchFlag largest = largest_batch(options);
+      message = out_of_memory_advice(*memory, largest.batch, largest.flag);
+    }
     std::cerr << "pneumo: error on rank " << group->rank() << " of " << group->size() << ": "
               << message << "\n" << std::flush;
     group->abort(usage ? 2 : 1);
