@@ -1,16 +1,21 @@
 // Checkpoints: full round trip (tensors, every metadata field, callback state, bit-exact
 // doubles), flat-buffer layout helpers, refusal of another architecture or input size, of
-// truncated and foreign files, and atomic replacement of an existing checkpoint.
+// truncated and foreign files, and atomic replacement of an existing checkpoint; on a GPU, a
+// checkpoint restored into and captured from device tensors.
 #include <gtest/gtest.h>
 
 #include <cstdint>
 #include <filesystem>
 #include <limits>
 
+#include "pneumo/backend.hpp"
 #include "pneumo/checkpoint.hpp"
 #include "pneumo/error.hpp"
+#include "pneumo/model.hpp"
+#include "pneumo/model_checkpoint.hpp"
 #include "pneumo/safetensors.hpp"
 #include "temp_dir.hpp"
+#include "test_util.hpp"
 
 namespace pneumo {
 namespace {
@@ -287,6 +292,42 @@ TEST(Checkpoint, SaveRefusesInconsistentDataAndKeepsTheOldFile) {
   EXPECT_EQ(load_checkpoint(path).metadata.epoch, 7) << "the previous checkpoint is intact";
   EXPECT_EQ(dir.entries(), std::vector<std::string>{"last.safetensors"});
   EXPECT_THROW(save_checkpoint(dir.file("missing/last.safetensors"), toy_checkpoint()), Error);
+}
+
+// On a GPU: a checkpoint captured on the CPU (weights, batch-norm statistics and the optimizer's
+// state, RMSprop's one slot and AdamW's two) restores into a CUDA model and state, and captured
+// back from the device it is the same, value for value (copies only: what `--resume` and every
+// checkpoint of a CUDA run go through). Skipped without a GPU.
+TEST(CheckpointCuda, RestoresIntoAndCapturesFromDeviceTensors) {
+  PNEUMO_REQUIRE_CUDA();
+  auto cpu = make_cpu_backend(1);
+  auto cuda = make_cuda_backend(BackendOptions{});
+  ModelConfig config;
+  config.input_size = 40;
+  for (const char* optimizer : {"rmsprop", "adamw"}) {
+    SCOPED_TRACE(optimizer);
+    const int64_t slots = std::string(optimizer) == "adamw" ? 2 : 1;
+    Model on_cpu(*cpu, config, 2), on_cuda(*cuda, config, 2);
+    on_cpu.initialize(7);
+    const std::vector<float> stats =
+        testing::random_values(on_cpu.buffers().numel(), 12, 0.5f, 1.5f);
+    copy_bytes(on_cpu.buffers().data, Device::Cpu, stats.data(), Device::Cpu,
+               stats.size() * sizeof(float));
+    const int64_t state_size = slots * on_cpu.parameters().numel();
+    Tensor state_cpu = testing::random_tensor({state_size}, Device::Cpu, 13, 0.0f, 1.0f);
+    Tensor state_cuda = cuda->zeros({state_size});
+    CheckpointMetadata metadata;
+    metadata.optimizer = optimizer;
+    const CheckpointData written = capture_checkpoint(on_cpu, &state_cpu, metadata);
+    restore_checkpoint(written, on_cuda, &state_cuda, "written.safetensors");
+    const CheckpointData read = capture_checkpoint(on_cuda, &state_cuda, metadata);
+    ASSERT_EQ(read.tensors.size(), written.tensors.size());
+    for (size_t i = 0; i < written.tensors.size(); ++i) {
+      EXPECT_EQ(read.tensors[i].name, written.tensors[i].name);
+      EXPECT_EQ(read.tensors[i].shape, written.tensors[i].shape);
+      EXPECT_EQ(read.tensors[i].values, written.tensors[i].values) << written.tensors[i].name;
+    }
+  }
 }
 
 }  // namespace
