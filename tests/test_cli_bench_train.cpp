@@ -1,6 +1,7 @@
 // `pneumo bench train` on the CPU backend (what CI can run): one JSON line per batch size labelled
 // CPU, with the per-phase split and the epoch measurement, and the Markdown table. Only the
-// structure is checked; the numbers are measurements, not assertions.
+// structure is checked; the numbers are measurements, not assertions. On a GPU, --cuda-graph's
+// recordings and replays.
 #include <gtest/gtest.h>
 
 #include <map>
@@ -12,6 +13,7 @@
 
 #include "cli_test_util.hpp"
 #include "temp_dir.hpp"
+#include "test_util.hpp"
 
 namespace pneumo {
 namespace {
@@ -115,6 +117,33 @@ TEST(CliBenchTrain, CudaGraphSaysWhatItReplayed) {
   EXPECT_NE(result.output.find("0 replayed from 0 recording(s), 6 issued op by op"),
             std::string::npos)
       << result.output;
+}
+
+// On a GPU, the same run records the full-batch steps and replays them: nothing refused, at least
+// one recording and one replay in the recipe and in the timed epoch, every step either replayed or
+// issued (how many of each depends on when the workspaces stop growing). Skipped without a GPU.
+TEST(CliBenchTrain, CudaGraphReplaysStepsOnAGpu) {
+  PNEUMO_REQUIRE_CUDA();
+  testing::TempDir dir;
+  const auto result = testing::pneumo_command(
+      "bench train --device cuda --steps 2 --warmup 1 --batch 4 --recipe-epochs 2 "
+      "--epoch-images 10 --cuda-graph --val-batch 8",
+      dir.file("cache"));
+  ASSERT_EQ(result.status, 0) << result.output;
+  int rows = 0;
+  for (const auto& [row, line] : json_lines(result.output)) {
+    ASSERT_TRUE(row.contains("step_graphs")) << line;
+    const auto& graphs = row["step_graphs"];
+    EXPECT_EQ(graphs["refused"], "") << line;
+    EXPECT_GE(graphs["recorded"].get<int>(), 1) << line;
+    EXPECT_GE(graphs["replayed"].get<int>(), 1) << line;
+    // Three steps an epoch (4 + 4 + 2 images): the recipe's two epochs, or the one timed epoch.
+    EXPECT_EQ(graphs["replayed"].get<int>() + graphs["issued"].get<int>(),
+              row.contains("measure") ? 6 : 3)
+        << line;
+    ++rows;
+  }
+  EXPECT_EQ(rows, 2) << result.output;
 }
 
 // --layers: every layer of the model, in order, with its forward and backward time, and every
