@@ -72,12 +72,7 @@ struct Twins {
     copy_bytes(other.model.buffers().data, other.backend->device(), buffers.data(), Device::Cpu,
                buffers.size() * sizeof(float));
   }
-  static std::vector<uint8_t> pixels() {
-    std::vector<uint8_t> p(size_t{kCount} * kSize * kSize);
-    const auto values = testing::random_values(static_cast<int64_t>(p.size()), 29, 0.0f, 255.0f);
-    for (size_t i = 0; i < p.size(); ++i) p[i] = static_cast<uint8_t>(values[i]);
-    return p;
-  }
+  static std::vector<uint8_t> pixels() { return testing::random_pixels(kCount, kSize, 29); }
   static std::vector<uint8_t> label_values() {
     std::vector<uint8_t> l(kCount);
     for (int i = 0; i < kCount; ++i) l[size_t(i)] = static_cast<uint8_t>(i % 2);

@@ -22,12 +22,7 @@ using testing::to_host;
 
 constexpr int kSize = 24, kCount = 44, kBatch = 8;  // 5 full steps and one of 4 an epoch
 
-std::vector<uint8_t> pixels() {
-  std::vector<uint8_t> p(size_t{kCount} * kSize * kSize);
-  const auto values = testing::random_values(static_cast<int64_t>(p.size()), 17, 0.0f, 255.0f);
-  for (size_t i = 0; i < p.size(); ++i) p[i] = static_cast<uint8_t>(values[i]);
-  return p;
-}
+std::vector<uint8_t> pixels() { return testing::random_pixels(kCount, kSize, 17); }
 
 std::vector<uint8_t> labels() {
   std::vector<uint8_t> l(kCount);

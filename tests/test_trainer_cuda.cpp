@@ -24,12 +24,7 @@ namespace {
 
 constexpr int kSize = 24, kCount = 40, kBatch = 8;  // 5 steps per epoch
 
-std::vector<uint8_t> pixels() {
-  std::vector<uint8_t> p(size_t{kCount} * kSize * kSize);
-  const auto values = testing::random_values(static_cast<int64_t>(p.size()), 41, 0.0f, 255.0f);
-  for (size_t i = 0; i < p.size(); ++i) p[i] = static_cast<uint8_t>(values[i]);
-  return p;
-}
+std::vector<uint8_t> pixels() { return testing::random_pixels(kCount, kSize, 41); }
 
 std::vector<uint8_t> labels() {
   std::vector<uint8_t> l(kCount);

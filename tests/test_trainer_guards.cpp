@@ -40,12 +40,7 @@ struct SmallRun {
         trainer(*backend, model, kBatch, AugmentSettings{}, 7) {  // augmentation on
     model.initialize(3);
   }
-  static std::vector<uint8_t> pixels() {
-    std::vector<uint8_t> p(size_t{kCount} * kSize * kSize);
-    auto values = testing::random_values(static_cast<int64_t>(p.size()), 11, 0.0f, 255.0f);
-    for (size_t i = 0; i < p.size(); ++i) p[i] = static_cast<uint8_t>(values[i]);
-    return p;
-  }
+  static std::vector<uint8_t> pixels() { return testing::random_pixels(kCount, kSize, 11); }
   static std::vector<uint8_t> label_values() {
     std::vector<uint8_t> l(kCount);
     for (int i = 0; i < kCount; ++i) l[size_t(i)] = static_cast<uint8_t>(i % 3 == 0);

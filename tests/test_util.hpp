@@ -76,6 +76,12 @@ inline std::vector<float> random_values(int64_t count, uint32_t seed, float lo =
   return out;
 }
 
+// `count` uint8 images of size x size, pixels uniform over [0, 255] (random_values, truncated).
+inline std::vector<uint8_t> random_pixels(int64_t count, int size, uint32_t seed) {
+  const auto values = random_values(count * size * size, seed, 0.0f, 255.0f);
+  return std::vector<uint8_t>(values.begin(), values.end());
+}
+
 inline Tensor random_tensor(Shape shape, Device device, uint32_t seed, float lo = -1.0f,
                             float hi = 1.0f) {
   auto values = random_values(shape.numel(), seed, lo, hi);
