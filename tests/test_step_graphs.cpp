@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <string>
 #include <vector>
 
 #include "pneumo/distributed.hpp"
@@ -13,6 +14,7 @@
 #include "pneumo/model.hpp"
 #include "pneumo/sampling.hpp"
 #include "pneumo/trainer.hpp"
+#include "temp_dir.hpp"
 #include "test_util.hpp"
 
 namespace pneumo {
@@ -31,17 +33,22 @@ std::vector<uint8_t> labels() {
 }
 
 // One model and trainer on `backend`, trained for three epochs: the learning rate changes after
-// the first, and the third starts at step 2 (as a resumed epoch does).
+// the first, and the third starts at step 2 (as a resumed epoch does). With `validate`, each epoch
+// is followed by a prediction pass at three times the training batch (--val-batch), which may grow
+// the backend's workspaces and so move memory a recording holds.
 struct ThreeEpochs {
   Model model;
   Trainer trainer;
   double loss_sum = 0.0;
+  std::vector<float> last_logits;
 
-  ThreeEpochs(Backend& backend, OptimizerKind kind, bool graphs)
-      : model(backend, config(), kBatch), trainer(backend, model, kBatch, AugmentSettings{}, 9) {
+  ThreeEpochs(Backend& backend, OptimizerKind kind, bool graphs, bool validate = false)
+      : model(backend, config(), validate ? 3 * kBatch : kBatch),
+        trainer(backend, model, kBatch, AugmentSettings{}, 9) {
     model.initialize(4);
     trainer.use_optimizer(kind);
     trainer.use_step_graphs(graphs);
+    if (validate) trainer.set_predict_batch(3 * kBatch);
     const std::vector<uint8_t> image_bytes = pixels(), label_bytes = labels();
     const ImageSet data =
         ImageSet::upload(backend.device(), image_bytes.data(), kCount, kSize, label_bytes.data());
@@ -51,6 +58,7 @@ struct ThreeEpochs {
       if (epoch == 2) options.first_step = 2;
       const auto order = epoch_indices(label_bytes, BalanceMode::None, 5, epoch);
       loss_sum += trainer.train_epoch(data, order, epoch, {}, options).loss_sum;
+      if (validate) last_logits = trainer.predict_logits(data);
     }
   }
   static ModelConfig config() {
@@ -61,11 +69,13 @@ struct ThreeEpochs {
 };
 
 TEST(StepGraphs, TheCpuLivePathTrainsBitForBitAsTheIssuedPath) {
+  for (const bool validate : {false, true})
   for (OptimizerKind kind : {OptimizerKind::RmsProp, OptimizerKind::AdamW}) {
-    SCOPED_TRACE(optimizer_name(kind));
+    SCOPED_TRACE(std::string(optimizer_name(kind)) + (validate ? ", validating" : ""));
     auto backend = make_cpu_backend(2);
-    ThreeEpochs issued(*backend, kind, false);
-    ThreeEpochs live(*backend, kind, true);
+    ThreeEpochs issued(*backend, kind, false, validate);
+    ThreeEpochs live(*backend, kind, true, validate);
+    EXPECT_EQ(live.last_logits, issued.last_logits);
     EXPECT_EQ(to_host(live.model.parameters()), to_host(issued.model.parameters()));
     EXPECT_EQ(to_host(live.model.buffers()), to_host(issued.model.buffers()));
     EXPECT_EQ(to_host(live.trainer.optimizer_state()), to_host(issued.trainer.optimizer_state()));
@@ -271,6 +281,33 @@ TEST(StepGraphsCuda, ReplayedStepsTrainAsTheOpsIssuedOneByOne) {
               1e-4);
     EXPECT_NEAR(replayed.loss_sum, issued.loss_sum, 1e-3 * std::abs(issued.loss_sum));
   }
+}
+
+// With a prediction pass at a larger batch after each epoch (validation at --val-batch), whose
+// first calls may grow the workspaces a recording holds: a recording made on moved memory must
+// never replay (the trainer records again, or issues op by op), so the run still trains as the
+// issued one. How many recordings that takes depends on cuDNN's picks, so only "at least one
+// replay" is asked of the counts. The replayed run gets a backend of its own, whose workspaces
+// start empty and grow during the run, with the first one's decisions from a tuning cache file, so
+// both run the same algorithms and kernels.
+TEST(StepGraphsCuda, ValidationBetweenEpochsLeavesTheReplaysRight) {
+  PNEUMO_REQUIRE_CUDA();
+  testing::TempDir dir;
+  BackendOptions options;
+  options.tuning_cache = dir.file("tuning.json");
+  auto backend = make_cuda_backend(options);
+  ThreeEpochs issued(*backend, OptimizerKind::RmsProp, false, /*validate=*/true);
+  backend->synchronize();  // writes the decisions made
+  auto fresh = make_cuda_backend(options);
+  ThreeEpochs replayed(*fresh, OptimizerKind::RmsProp, true, /*validate=*/true);
+  const Trainer::StepGraphStats& stats = replayed.trainer.step_graph_stats();
+  EXPECT_TRUE(stats.refused.empty()) << stats.refused;
+  EXPECT_GE(stats.replayed, 1);
+  EXPECT_EQ(stats.replayed + stats.issued, 6 + 6 + 4);
+  EXPECT_LT(worst_relative(to_host(replayed.model.parameters()),
+                           to_host(issued.model.parameters())),
+            1e-4);
+  EXPECT_TRUE(testing::all_close(replayed.last_logits, issued.last_logits, 1e-5, 1e-4, "logits"));
 }
 
 }  // namespace
