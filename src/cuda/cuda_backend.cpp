@@ -633,14 +633,10 @@ void CudaBackend::dense_backward_impl(ConstTensorView x, ConstTensorView weight,
   constexpr const char* op = "dense_backward";
   const int64_t out = weight.shape[0], in = weight.shape[1], n = x.shape[0];
   if (n == 0) {
-    // No images: zero gradients, written as every backward op writes its outputs. Not through a
+    // Empty batch: the sums over it are zero, as conv2d_backward_filter writes them. Not through a
     // GEMM with k = 0: BLAS defines it as C = beta C, but cuBLAS has not always honoured that.
-    PNEUMO_CUDA_CHECK(cudaMemsetAsync(dweight.data, 0, static_cast<size_t>(in * out) * sizeof(float),
-                                      stream_.get()),
-                      op, " (dweight of an empty batch)");
-    PNEUMO_CUDA_CHECK(cudaMemsetAsync(dbias.data, 0, static_cast<size_t>(out) * sizeof(float),
-                                      stream_.get()),
-                      op, " (dbias of an empty batch)");
+    zero_bytes(dweight.data, Device::Cuda, static_cast<size_t>(in * out) * sizeof(float));
+    zero_bytes(dbias.data, Device::Cuda, static_cast<size_t>(out) * sizeof(float));
     return;
   }
   const bool want_dx = dx.data != nullptr;

@@ -78,11 +78,13 @@ struct AlgorithmPick {
 };
 
 // The tuning cache's pick for `key` (this shape, or the layer at a larger batch), when its
-// algorithm takes a workspace here, under the math type it will run with, that the search's limit
-// allows; else nothing. Without TF32 that math type is FMA whatever the file says.
+// algorithm takes a workspace here, under the math type it will run with (set on `conv` first),
+// that the search's limit allows; else nothing. Without TF32 that math type is FMA whatever the
+// file says.
 template <class WorkspaceSize, class Reserve>
 std::optional<AlgorithmPick> recalled_algorithm(cuda::TuningCache& cache,
                                                 const cuda::TuningKey& key,
+                                                cudnnConvolutionDescriptor_t conv,
                                                 WorkspaceSize workspace_size, Reserve reserve,
                                                 bool allow_tf32) {
   const cuda::TuningCache::Hit hit = cache.find(key);
@@ -100,7 +102,9 @@ std::optional<AlgorithmPick> recalled_algorithm(cuda::TuningCache& cache,
     math = static_cast<cudnnMathType_t>(stored);
   }
   size_t bytes = 0;
-  if (workspace_size(algo, math, &bytes) != CUDNN_STATUS_SUCCESS) return std::nullopt;
+  if (cudnnSetConvolutionMathType(conv, math) != CUDNN_STATUS_SUCCESS ||
+      workspace_size(algo, &bytes) != CUDNN_STATUS_SUCCESS)
+    return std::nullopt;
   if (reserve(bytes) < bytes) return std::nullopt;
   return AlgorithmPick{algo, bytes, cuda::number_field(decision, "ms", 0.0f), math, {},
                        hit.exact() ? "cache" : detail::concat("cache (batch ", hit.batch, ")")};
@@ -109,26 +113,26 @@ std::optional<AlgorithmPick> recalled_algorithm(cuda::TuningCache& cache,
 // One algorithm search, in any of the three directions: size a workspace for the hungriest
 // algorithm (reserve caps it and returns the bytes available), let cuDNN run and time every
 // algorithm on the real buffers (the output is scratch until the real call), keep one by
-// choose_algorithm's rule. The direction's cuDNN calls come in as functions:
-//   workspace_size(algo, math, &bytes) (which leaves the descriptor at `math`), max_count(&n),
-//   find(requested, &returned, results) (run with the descriptor at search_math).
+// choose_algorithm's rule. The direction's cuDNN calls come in as functions, all on the
+// direction's descriptor `conv`: workspace_size(algo, &bytes), max_count(&n),
+// find(requested, &returned, results). The workspace sizes and the search run under
+// `search_math` (the backend's conv_math_type()).
 //
 // The tuning cache is asked first (recalled_algorithm); a search's pick is stored in it.
 template <class Perf, class WorkspaceSize, class MaxCount, class Find, class Reserve>
 AlgorithmPick search_algorithm(cuda::TuningCache& cache, const cuda::TuningKey& key,
+                               cudnnConvolutionDescriptor_t conv, cudnnMathType_t search_math,
                                int algo_count, WorkspaceSize workspace_size, MaxCount max_count,
                                Find find, Reserve reserve, bool allow_tf32, bool deterministic,
                                const std::string& what) {
   if (std::optional<AlgorithmPick> recalled =
-          recalled_algorithm(cache, key, workspace_size, reserve, allow_tf32))
+          recalled_algorithm(cache, key, conv, workspace_size, reserve, allow_tf32))
     return *recalled;
-  // TENSOR_OP lets the search try FMA and tensor-core variants alike; FMA forbids TF32.
-  const cudnnMathType_t search_math = allow_tf32 ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH;
+  PNEUMO_CUDNN_CHECK(cudnnSetConvolutionMathType(conv, search_math), what);
   size_t wanted = 0;
   for (int a = 0; a < algo_count; ++a) {
     size_t bytes = 0;
-    if (workspace_size(a, search_math, &bytes) == CUDNN_STATUS_SUCCESS)
-      wanted = std::max(wanted, bytes);
+    if (workspace_size(a, &bytes) == CUDNN_STATUS_SUCCESS) wanted = std::max(wanted, bytes);
   }
   const size_t available = reserve(wanted);
   int requested = 0, returned = 0;
@@ -184,10 +188,8 @@ void CudaBackend::find_forward_algorithm(ConvPlan& plan, ConstTensorView x, Cons
       detail::concat("conv2d_forward x=", x.shape.str(), " weight=", weight.shape.str());
   const AlgorithmPick pick = search_algorithm<cudnnConvolutionFwdAlgoPerf_t>(
       tuning_, conv_tuning_key("conv2d_forward algorithm", x.shape, weight.shape[0]),
-      CUDNN_CONVOLUTION_FWD_ALGO_COUNT,
-      [&](int a, cudnnMathType_t math, size_t* bytes) {
-        const cudnnStatus_t set = cudnnSetConvolutionMathType(plan.forward_conv.get(), math);
-        if (set != CUDNN_STATUS_SUCCESS) return set;
+      plan.forward_conv.get(), conv_math_type(), CUDNN_CONVOLUTION_FWD_ALGO_COUNT,
+      [&](int a, size_t* bytes) {
         return cudnnGetConvolutionForwardWorkspaceSize(
             cudnn_.get(), plan.x.get(), plan.weight.get(), plan.forward_conv.get(), plan.y.get(),
             static_cast<cudnnConvolutionFwdAlgo_t>(a), bytes);
@@ -219,10 +221,8 @@ void CudaBackend::find_backward_data_algorithm(ConvPlan& plan, ConstTensorView d
       detail::concat("conv2d_backward_data dy=", dy.shape.str(), " weight=", weight.shape.str());
   const AlgorithmPick pick = search_algorithm<cudnnConvolutionBwdDataAlgoPerf_t>(
       tuning_, conv_tuning_key("conv2d_backward_data algorithm", dx.shape, weight.shape[0]),
-      CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT,
-      [&](int a, cudnnMathType_t math, size_t* bytes) {
-        const cudnnStatus_t set = cudnnSetConvolutionMathType(plan.backward_data_conv.get(), math);
-        if (set != CUDNN_STATUS_SUCCESS) return set;
+      plan.backward_data_conv.get(), conv_math_type(), CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT,
+      [&](int a, size_t* bytes) {
         return cudnnGetConvolutionBackwardDataWorkspaceSize(
             cudnn_.get(), plan.weight.get(), plan.y.get(), plan.backward_data_conv.get(),
             plan.x.get(), static_cast<cudnnConvolutionBwdDataAlgo_t>(a), bytes);
@@ -256,10 +256,8 @@ void CudaBackend::find_backward_filter_algorithm(ConvPlan& plan, ConstTensorView
       detail::concat("conv2d_backward_filter x=", x.shape.str(), " dy=", dy.shape.str());
   const AlgorithmPick pick = search_algorithm<cudnnConvolutionBwdFilterAlgoPerf_t>(
       tuning_, conv_tuning_key("conv2d_backward_filter algorithm", x.shape, dweight.shape[0]),
-      CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT,
-      [&](int a, cudnnMathType_t math, size_t* bytes) {
-        const cudnnStatus_t set = cudnnSetConvolutionMathType(plan.backward_filter_conv.get(), math);
-        if (set != CUDNN_STATUS_SUCCESS) return set;
+      plan.backward_filter_conv.get(), conv_math_type(), CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT,
+      [&](int a, size_t* bytes) {
         return cudnnGetConvolutionBackwardFilterWorkspaceSize(
             cudnn_.get(), plan.x.get(), plan.y.get(), plan.backward_filter_conv.get(),
             plan.weight.get(), static_cast<cudnnConvolutionBwdFilterAlgo_t>(a), bytes);
