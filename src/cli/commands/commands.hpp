@@ -88,7 +88,7 @@ void validate(const TrainOptions& options);
 
 int run_train(const TrainOptions& options);
 // The largest batch a training run holds in memory and the flag that sets it: the model is sized
-// for max(--batch, --val-batch), so out-of-memory advice must name the larger.
+// for it, and out-of-memory advice names it.
 struct BatchFlag {
   int batch;
   const char* flag;

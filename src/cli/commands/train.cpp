@@ -267,7 +267,7 @@ TrainingRun::TrainingRun(const TrainOptions& options, std::unique_ptr<Communicat
   config.head = parse_model_head(options.head);
   config.fused_block_tails = options.fused_block_tails;
   const int val_batch = options.val_batch > 0 ? options.val_batch : options.batch;
-  model_ = std::make_unique<Model>(*backend_, config, std::max(options.batch, val_batch));
+  model_ = std::make_unique<Model>(*backend_, config, largest_batch(options).batch);
   model_->initialize(options.seed);
   if (options.sync_batchnorm) model_->synchronise_batchnorm(group_.get());
   AugmentSettings augment = options.augmentation;
