@@ -216,7 +216,7 @@ class Trainer {
   Array<LiveStep> live_;
   Array<int32_t> step_indices_;
   std::unique_ptr<Recording> step_graph_;
-  using RecordedBuffers = std::array<const void*, 10>;  // what live_step compares, in its order
+  using RecordedBuffers = std::array<const void*, 11>;  // what live_step compares, in its order
   RecordedBuffers recorded_on_{};
   bool full_step_ran_ = false;  // a full-batch live step ran op by op since memory last moved
   StepGraphStats graph_stats_;

@@ -105,10 +105,6 @@ void Trainer::use_optimizer(OptimizerKind kind) {
   optimizer_kind_ = kind;
   const int64_t slots = kind == OptimizerKind::AdamW ? 2 : 1;
   optimizer_state_ = backend_.zeros({slots * model_.parameters().numel()});
-  // A recorded step runs the previous optimizer on the previous state's size; the new state may
-  // even sit at the old address, so the buffer check alone would not see it.
-  step_graph_.reset();
-  full_step_ran_ = false;
 }
 
 AdamWStep Trainer::adamw_constants(int64_t t) const {
@@ -252,12 +248,14 @@ void Trainer::live_step(const ImageSet& data, int n) {
     // *live_ on the device.
     issue_step(data, step_indices_.data(), n, 0, 0, live_.data());
   };
-  // The memory a recording holds: it replays only on the same buffers.
+  // The memory a recording holds and the optimizer it runs: it replays only on the same.
   const RecordedBuffers buffers = {
       data.images.data(),    data.labels.data(),       data.weights.data(),
       order_.data(),         step_table_.data(),       optimizer_state_.data(),
       batch_images_.data(),  batch_labels_.data(),     dlogits_.data(),
-      reinterpret_cast<const void*>(static_cast<intptr_t>(step_table_.size()))};
+      reinterpret_cast<const void*>(static_cast<intptr_t>(step_table_.size())),
+      // The optimizer the step runs: its state may be reallocated at the old address.
+      reinterpret_cast<const void*>(static_cast<intptr_t>(optimizer_kind_))};
   if (graph_stats_.refused.empty()) {
     if (group_->size() > 1)
       graph_stats_.refused = detail::concat("the steps of a data-parallel run (", group_->size(),
