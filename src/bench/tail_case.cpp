@@ -2,6 +2,7 @@
 #include "bench/tail_case.hpp"
 
 #include <cmath>
+#include <optional>
 #include <random>
 #include <sstream>
 
@@ -90,7 +91,6 @@ void TailCase::stem_backward(Backend& backend) {
                         settings_, dweight_, dbias_, dgamma_, dbeta_);
 }
 
-
 double TailCase::stem_forward_bytes() const {
   return static_cast<double>(x_.numel() + y_.numel()) * sizeof(float);
 }
@@ -177,17 +177,17 @@ Comparison TailCase::check_gradients(const Gradients& expected) const {
                         {now.dbias, expected.dbias, dbias_.shape(), kStemGradientRtol},
                         {now.dgamma, expected.dgamma, dgamma_.shape(), kTailRtol},
                         {now.dbeta, expected.dbeta, dbeta_.shape(), kTailRtol}};
-  Comparison first;
-  bool have_first = false;
+  std::optional<Comparison> first;
   for (const Part& p : parts) {
     if (p.expected.empty()) continue;
     PNEUMO_CHECK(p.actual.size() == p.expected.size(), "TailCase: a gradient of ",
                  p.expected.size(), " values against one of ", p.actual.size());
     const Comparison c = compare_outputs(p.actual.data(), p.expected.data(), p.shape, p.rtol);
     if (!c.passed()) return c;
-    if (!have_first) first = c, have_first = true;
+    if (!first) first = c;
   }
-  return first;
+  PNEUMO_CHECK(first.has_value(), "TailCase: no gradient to check");
+  return *first;
 }
 
 std::vector<float> TailCase::y() const { return download(y_); }
