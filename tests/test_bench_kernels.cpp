@@ -488,14 +488,16 @@ TEST(BenchKernelsCli, OpsAndBatchesSelectTheRows) {
 
 TEST(BenchKernelsCli, BadFlagsAreRefused) {
   testing::TempDir dir;
+  // A bad value is bad usage (status 2, docs/usage.md), as an unknown flag is.
   auto r = run_pneumo("bench kernels --device cpu --ops conv,nonsense", dir);
-  EXPECT_EQ(r.status, 1) << r.out << r.err;
+  EXPECT_EQ(r.status, 2) << r.out << r.err;
   EXPECT_NE(r.err.find("unknown op 'nonsense'"), std::string::npos) << r.err;
   r = run_pneumo("bench kernels --device cpu --batches 0", dir);
-  EXPECT_EQ(r.status, 1) << r.err;
+  EXPECT_EQ(r.status, 2) << r.err;
   EXPECT_NE(r.err.find("--batches"), std::string::npos) << r.err;
   r = run_pneumo("bench kernels --device tpu", dir);
-  EXPECT_EQ(r.status, 1) << r.err;
+  EXPECT_EQ(r.status, 2) << r.err;
+  EXPECT_NE(r.err.find("--device"), std::string::npos) << r.err;
   r = run_pneumo("bench kernels --no-such-flag", dir);
   EXPECT_EQ(r.status, 2) << r.err;
 }

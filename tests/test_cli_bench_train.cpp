@@ -194,5 +194,24 @@ TEST(CliBenchTrain, LayersGivesEachLayerAndEachBackendOp) {
       << "a per-op table naming each op's main operand";
 }
 
+// A bad value is bad usage (status 2, docs/usage.md) naming its flag, refused before any
+// measurement starts, as an unknown flag is.
+TEST(CliBenchTrain, BadValuesAreBadUsageNamingTheFlag) {
+  const std::pair<const char*, const char*> cases[] = {
+      {"--steps 0", "--steps"},           {"--epoch-images -1", "--epoch-images"},
+      {"--recipe-epochs -2", "--recipe-epochs"}, {"--batch 0", "--batch"},
+      {"--precision fp8", "--precision"}};
+  for (const auto& [flags, flag] : cases) {
+    const auto result = bench_train_on_the_cpu(flags);
+    EXPECT_EQ(result.status, 2) << flags << "\n" << result.output;
+    EXPECT_NE(result.output.find(flag), std::string::npos) << flags << "\n" << result.output;
+    EXPECT_EQ(result.output.find("\"batch\""), std::string::npos) << "measured: " << flags;
+  }
+  testing::TempDir dir;
+  const auto result = testing::pneumo_command("bench train --device tpu", dir.file("cache"));
+  EXPECT_EQ(result.status, 2) << result.output;
+  EXPECT_NE(result.output.find("--device"), std::string::npos) << result.output;
+}
+
 }  // namespace
 }  // namespace pneumo

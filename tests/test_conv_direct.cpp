@@ -45,7 +45,7 @@ struct ConvCase {
   Shape y() const { return {n, k, h, w}; }
 };
 
-// The model's layers (DESIGN §2) at batch n.
+// The model's layers (docs/recipe.md) at batch n.
 std::vector<ConvCase> model_layers(int n) {
   return {{n, 1, 150, 150, 32, true},
           {n, 32, 75, 75, 64, true},

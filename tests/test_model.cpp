@@ -1,4 +1,4 @@
-// The seed network: every layer's output shape, the parameter count of DESIGN §2 (1,246,401 in
+// The seed network: every layer's output shape, the parameter count of docs/recipe.md (1,246,401 in
 // all, 1,245,313 trainable), PyTorch names, initialisation, and the training loop learning a
 // small problem on the CPU.
 #include <gtest/gtest.h>

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "cli/commands/commands.hpp"
 #include "cli/commands/train_flags.hpp"
 #include "pneumo/error.hpp"
 
@@ -91,6 +92,52 @@ TEST(TrainFlags, EveryRefusedValueStopsValidationNamingTheFlag) {
     }
   }
   EXPECT_GE(refusals, 30);  // the range- and choice-checked flags
+}
+
+// Every boolean flag is a switch: bare means true, wherever it stands; a value still wins.
+TEST(TrainFlags, EveryBooleanIsASwitchWhenBare) {
+  const nlohmann::json defaults = to_json(TrainOptions{});
+  int switches = 0;
+  for (const TrainFlag& flag : train_flags()) {
+    if (!flag.recorded || !defaults[flag.name].is_boolean()) continue;
+    SCOPED_TRACE("--" + flag.name);
+    ++switches;
+    EXPECT_EQ(to_json(parse({"--data=d", "--" + flag.name}))[flag.name], true);
+    const TrainOptions followed = parse({"--" + flag.name, "--data", "d"});
+    EXPECT_EQ(to_json(followed)[flag.name], true);
+    EXPECT_EQ(followed.data, "d");
+    EXPECT_EQ(to_json(parse({"--data=d", "--" + flag.name, "false"}))[flag.name], false);
+    EXPECT_EQ(to_json(parse({"--data=d", "--" + flag.name + "=false"}))[flag.name], false);
+    EXPECT_EQ(to_json(parse({"--data=d", "--" + flag.name, "true"}))[flag.name], true);
+  }
+  EXPECT_GE(switches, 8);  // augment, flip, val-stress, restore-best, cuda-graph, ...
+}
+
+// A callback's monitor is checked before training (not after the first epoch), and only where
+// that callback runs: the plateau callback without a --schedule, early stopping with a patience.
+TEST(TrainFlags, AMonitorMustBeAMetricEveryEpochHas) {
+  auto refusal = [](std::vector<std::string> args) -> std::string {
+    args.insert(args.begin(), "--data=d");
+    try {
+      validate(parse(args));
+    } catch (const UsageError& e) {
+      return e.what();
+    }
+    return "";
+  };
+  EXPECT_NE(refusal({"--plateau-monitor=val_acc"}).find("--plateau-monitor"), std::string::npos);
+  EXPECT_NE(refusal({"--plateau-monitor=val_acc"}).find("val_accuracy"), std::string::npos)
+      << "names the metrics there are";
+  EXPECT_EQ(refusal({"--plateau-monitor=val_acc", "--schedule=cosine"}), "");
+  EXPECT_EQ(refusal({"--early-stopping-monitor=nothing"}), "");  // patience 0: off
+  EXPECT_NE(refusal({"--early-stopping-monitor=nothing", "--early-stopping-patience=2"})
+                .find("--early-stopping-monitor"),
+            std::string::npos);
+  EXPECT_NE(refusal({"--checkpoint-monitor=val_stress_worst_specificity"}).find("--val-stress"),
+            std::string::npos);
+  EXPECT_EQ(refusal({"--checkpoint-monitor=val_stress_worst_specificity", "--val-stress"}), "");
+  for (const std::string& name : epoch_metric_names(false))
+    EXPECT_EQ(refusal({"--checkpoint-monitor=" + name}), "") << name;
 }
 
 TEST(TrainFlags, ConfigJsonNamesOnlyFlagsTheCommandKnows) {

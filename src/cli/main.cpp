@@ -295,10 +295,14 @@ int main(int argc, char** argv) {
     if (argc > 1 && argv[1][0] != '-') {
       const std::string command = argv[1];
       bool known = false;
-      for (const auto* sub : app.get_subcommands({})) known = known || sub->get_name() == command;
+      std::string commands;
+      for (const auto* sub : app.get_subcommands({})) {
+        known = known || sub->get_name() == command;
+        commands += (commands.empty() ? "" : ", ") + sub->get_name();
+      }
       if (!known) {
-        std::cerr << "pneumo: unknown command '" << command
-                  << "' (expected prepare, train, evaluate, predict, eda or bench; see --help)\n";
+        std::cerr << "pneumo: unknown command '" << command << "' (expected one of " << commands
+                  << "; see --help)\n";
         return 2;
       }
     }

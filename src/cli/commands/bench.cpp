@@ -18,12 +18,15 @@ namespace pneumo::cli {
 
 int run_bench_train(const BenchTrainOptions& options) {
   if (options.steps < 1 || options.warmup < 0)
-    throw Error("--steps must be at least 1 and --warmup at least 0");
-  if (options.epoch_images < 0) throw Error("--epoch-images must be >= 0");
-  if (options.recipe_epochs < -1) throw Error("--recipe-epochs must be >= 0 (or -1: the default)");
+    throw UsageError("--steps must be at least 1 and --warmup at least 0");
+  if (options.epoch_images < 0) throw UsageError("--epoch-images must be >= 0");
+  if (options.recipe_epochs < -1)
+    throw UsageError("--recipe-epochs must be >= 0 (or -1: the default)");
+  for (int batch : options.batches)
+    if (batch < 1) throw UsageError("--batch: batch sizes must be positive, got " + std::to_string(batch));
   BackendOptions backend_options;
-  apply_precision(options.precision, backend_options);
-  backend_options.device = parse_device_choice(options.device);
+  as_usage("--precision", [&] { apply_precision(options.precision, backend_options); });
+  backend_options.device = as_usage("--device", [&] { return parse_device_choice(options.device); });
   backend_options.deterministic = options.deterministic;
   backend_options.cudnn_only = options.cudnn_only;
   backend_options.graph_engines = options.graph_engines;
@@ -42,7 +45,6 @@ int run_bench_train(const BenchTrainOptions& options) {
   auto backend = make_backend(backend_options);
   std::vector<nlohmann::json> rows;
   for (int batch : options.batches) {
-    if (batch < 1) throw Error("batch sizes must be positive, got " + std::to_string(batch));
     try {
       rows.push_back(bench::bench_train_batch(*backend, options, batch));
       std::cout << rows.back().dump() << std::endl;

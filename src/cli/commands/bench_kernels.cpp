@@ -31,17 +31,21 @@ bench::KernelBenchConfig resolve(const BenchKernelsOptions& o, bool cuda) {
 void validate(const BenchKernelsOptions& o) {
   for (int batch : o.batches)
     if (batch < 1 || batch > 65535)
-      throw Error("--batches: batch sizes must be in [1, 65535], got " + std::to_string(batch));
-  if (o.repeats < 0) throw Error("--repeats must be at least 1, got " + std::to_string(o.repeats));
-  if (o.warmup < -1) throw Error("--warmup must be at least 0, got " + std::to_string(o.warmup));
-  if (o.threads < 0) throw Error("--threads must be at least 0, got " + std::to_string(o.threads));
+      throw UsageError("--batches: batch sizes must be in [1, 65535], got " +
+                       std::to_string(batch));
+  if (o.repeats < 0)
+    throw UsageError("--repeats must be at least 1, got " + std::to_string(o.repeats));
+  if (o.warmup < -1)
+    throw UsageError("--warmup must be at least 0, got " + std::to_string(o.warmup));
+  if (o.threads < 0)
+    throw UsageError("--threads must be at least 0, got " + std::to_string(o.threads));
   const auto& known = bench::known_ops();
   std::string names;
   for (const std::string& op : known) names += (names.empty() ? "" : ", ") + op;
-  if (o.ops.empty()) throw Error("--ops: name at least one of " + names);
+  if (o.ops.empty()) throw UsageError("--ops: name at least one of " + names);
   for (const std::string& op : o.ops)
     if (std::find(known.begin(), known.end(), op) == known.end())
-      throw Error("--ops: unknown op '" + op + "' (expected one of " + names + ")");
+      throw UsageError("--ops: unknown op '" + op + "' (expected one of " + names + ")");
 }
 
 void write_file(const std::string& path, const std::string& text) {
@@ -55,7 +59,8 @@ void write_file(const std::string& path, const std::string& text) {
 
 int run_bench_kernels(const BenchKernelsOptions& options) {
   validate(options);
-  const DeviceChoice choice = parse_device_choice(options.device);
+  const DeviceChoice choice =
+      as_usage("--device", [&] { return parse_device_choice(options.device); });
   const bool cuda = choice == DeviceChoice::Cuda ||
                     (choice == DeviceChoice::Auto && cuda_device_available());
   if (choice == DeviceChoice::Auto && !cuda)

@@ -14,7 +14,7 @@
 
 namespace pneumo::cli {
 
-// Everything `pneumo train` can be told; the defaults are the seed recipe (DESIGN §2), except
+// Everything `pneumo train` can be told; the defaults are the seed recipe (docs/recipe.md), except
 // where the recipe has a known weakness (val carved from train instead of 16 images).
 struct TrainOptions {
   std::string data;                 // image tree or prepared cache
@@ -34,7 +34,7 @@ struct TrainOptions {
   std::string all_reduce = "auto";  // auto | mpi | nccl
   double bucket_mb = 1.0;           // gradient buckets sent during the backward pass; 0: one
   int threads = 0;                  // CPU backend threads; 0: all
-  int size = 150;
+  int size = 0;                     // 0: a cache's own size, kDefaultImageSize for a tree
   int epochs = 12;
   int batch = 32;
   int val_batch = 0;                // validation passes' batch; 0: batch
@@ -87,6 +87,9 @@ nlohmann::json to_json(const TrainOptions& options);
 void validate(const TrainOptions& options);
 
 int run_train(const TrainOptions& options);
+// The metrics every epoch of a run records (train.cpp's validation, with --val-stress its stress
+// variants' summaries): what a callback may monitor.
+std::vector<std::string> epoch_metric_names(bool val_stress);
 // The largest batch a training run holds in memory and the flag that sets it: the model is sized
 // for it, and out-of-memory advice names it.
 struct BatchFlag {

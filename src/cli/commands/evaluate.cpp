@@ -92,11 +92,7 @@ InferenceFlags parse_inference_flags(const std::vector<std::string>& models,
   if (batch < 1 || batch > 4096)
     throw UsageError("--batch must be in [1, 4096], got " + std::to_string(batch));
   InferenceFlags flags;
-  try {
-    flags.device = parse_device_choice(device);
-  } catch (const Error& e) {
-    throw UsageError(e.what());
-  }
+  flags.device = as_usage("--device", [&] { return parse_device_choice(device); });
   if (tta != "none" && tta != "flip")
     throw UsageError("--tta must be none or flip, got '" + tta + "'");
   flags.flip_tta = tta == "flip";

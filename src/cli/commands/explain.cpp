@@ -30,12 +30,8 @@ int run_explain(const ExplainOptions& options) {
   if (options.inputs.empty()) throw UsageError("give at least one image or folder to explain");
   if (options.batch < 1 || options.batch > 4096)
     throw UsageError("--batch must be in [1, 4096], got " + std::to_string(options.batch));
-  DeviceChoice device;
-  try {
-    device = parse_device_choice(options.device);
-  } catch (const Error& e) {
-    throw UsageError(e.what());
-  }
+  const DeviceChoice device =
+      as_usage("--device", [&] { return parse_device_choice(options.device); });
   const CheckpointData checkpoint = load_checkpoint(options.model);
   BackendOptions backend_options;
   backend_options.device = device;
@@ -44,12 +40,7 @@ int run_explain(const ExplainOptions& options) {
   const ModelConfig config = model_config_for(checkpoint.metadata);
   Model model(*backend, config, options.batch);
   restore_checkpoint(checkpoint, model, nullptr, options.model);
-  size_t layer;
-  try {
-    layer = model.layer_index(options.layer);
-  } catch (const Error& e) {
-    throw UsageError(std::string("--layer: ") + e.what());
-  }
+  const size_t layer = as_usage("--layer", [&] { return model.layer_index(options.layer); });
   std::error_code error;
   fs::create_directories(options.out, error);
   if (error) throw Error("cannot create --out folder '" + options.out + "': " + error.message());

@@ -12,6 +12,7 @@
 #include "pneumo/backend.hpp"
 #include "pneumo/callbacks.hpp"
 #include "pneumo/distributed.hpp"
+#include "pneumo/error.hpp"
 #include "pneumo/model.hpp"
 #include "pneumo/sampling.hpp"
 #include "pneumo/trainer.hpp"
@@ -35,5 +36,20 @@ AllReduceTransport parse_all_reduce(const std::string& text);  // "auto" | "mpi"
 // included), else $XDG_CACHE_HOME/pneumo/tuning.json, else $HOME/.cache/pneumo/tuning.json
 // ("" when neither variable is set).
 std::string tuning_cache_path(const std::string& text);
+
+// Runs `parse` (one of the functions above, or any check that throws pneumo::Error) as the check
+// of `flag` and returns what it returns: the plain Error it throws (which names the accepted
+// values) becomes a UsageError (exit status 2) that names the flag.
+template <class Parse>
+auto as_usage(const std::string& flag, Parse&& parse) -> decltype(parse()) {
+  try {
+    return parse();
+  } catch (const UsageError&) {
+    throw;
+  } catch (const Error& e) {
+    const std::string why = e.what();
+    throw UsageError(why.find(flag) == std::string::npos ? flag + ": " + why : why);
+  }
+}
 
 }  // namespace pneumo::cli

@@ -1,6 +1,6 @@
 // `pneumo train`: the seed recipe end to end. Opens the data (a cache, or an image tree prepared
 // once), carves the validation split, trains with RMSprop and the callbacks, validates every
-// epoch, and writes a run directory: config.json, log.csv, log.jsonl, checkpoints/{last,best}
+// epoch, and writes a run directory: config.json, history.csv, history.jsonl, checkpoints/{last,best}
 // .safetensors, model.safetensors (final weights + the threshold tuned on val), report.md.
 #include <algorithm>
 #include <chrono>
@@ -580,6 +580,15 @@ int TrainingRun::interrupted(int epochs_done, const EpochStats* partial) {
 }
 
 }  // namespace
+
+std::vector<std::string> epoch_metric_names(bool val_stress) {
+  std::vector<std::string> names = {"loss", "accuracy"};
+  for (const auto& entry : metrics_as_values(MetricsReport{}, "val_")) names.push_back(entry.first);
+  if (val_stress)
+    for (const auto& entry : stress_as_values(StressReport{}, "val_stress_"))
+      names.push_back(entry.first);
+  return names;
+}
 
 // One process, or one rank of several: a rank that fails says so, naming itself, and ends every
 // rank (MPI_Abort) rather than leave them waiting in a collective; what rank 0 wrote last (each

@@ -5,9 +5,11 @@
 #include "cli/commands/flag_text.hpp"
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <cstdlib>
+#include <type_traits>
 #include <utility>
 
 #include "cli/commands/fault_injection.hpp"
@@ -40,18 +42,6 @@ void require(bool ok, const std::string& message) {
 }
 std::string got(double value) { return detail::concat(", got ", value); }
 
-// Runs a parse_* function of a lower layer as the check of `flag`: the plain Error it throws
-// (which names the accepted values) becomes a UsageError (exit status 2) that names the flag.
-template <class Parse>
-void usage(const std::string& flag, Parse&& parse) {
-  try {
-    parse();
-  } catch (const Error& e) {
-    const std::string why = e.what();
-    throw UsageError(why.find(flag) == std::string::npos ? flag + ": " + why : why);
-  }
-}
-
 // "--precision must be fp32, tf32 or bf16, got 'x'".
 void one_of(const std::string& flag, const std::string& value,
             const std::vector<std::string>& accepted) {
@@ -61,6 +51,23 @@ void one_of(const std::string& flag, const std::string& value,
   for (size_t i = 0; i < accepted.size(); ++i)
     list += (i == 0 ? "" : i + 1 == accepted.size() ? " or " : ", ") + accepted[i];
   throw UsageError(flag + " must be " + list + ", got '" + value + "'");
+}
+
+// A callback's monitor must be a metric every epoch has (epoch_metric_names), checked before
+// training rather than after the first epoch.
+void check_monitor(const std::string& flag, const std::string& monitor, const TrainOptions& o) {
+  auto holds = [&monitor](const std::vector<std::string>& names) {
+    return std::find(names.begin(), names.end(), monitor) != names.end();
+  };
+  const std::vector<std::string> names = epoch_metric_names(o.val_stress);
+  if (holds(names)) return;
+  if (!o.val_stress && holds(epoch_metric_names(true)))
+    throw UsageError(flag + " " + monitor + " needs --val-stress true (the stress variants are "
+                     "scored on validation only then)");
+  std::string list;
+  for (const std::string& name : names) list += (list.empty() ? "" : ", ") + name;
+  throw UsageError(flag + " must name a metric of every epoch (" + list + "), got '" + monitor +
+                   "'");
 }
 
 enum class Shown { Default, NoDefault, Required, Hidden };
@@ -80,6 +87,14 @@ TrainFlag bound(std::string name, std::string help, Field field,
   flag.add = [name, help, field, shown](CLI::App& app, TrainOptions& o) {
     CLI::Option* option = app.add_option("--" + name, field(o), help);
     if (shown == Shown::Default) option->capture_default_str();
+    if constexpr (std::is_same_v<std::remove_reference_t<decltype(field(o))>, bool>) {
+      // A switch: a bare `--cuda-graph` means `--cuda-graph true`, as on `bench train`; a value
+      // still wins (`--augment false`, and what --config and --resume expand to). CLI11 fills an
+      // empty value from the default string, so --help shows the default through option_text.
+      option->expected(0, 1)
+          ->default_str("true")
+          ->option_text(std::string("[BOOLEAN]=") + (field(o) ? "true" : "false"));
+    }
     if (shown == Shown::Required) option->required();
     if (shown == Shown::Hidden) option->group("");
   };
@@ -152,7 +167,7 @@ std::vector<TrainFlag> make_table() {
   t.push_back(std::move(resume));
   t.push_back(bound(
       "device", "auto | cuda | cpu", PNEUMO_FIELD(device),
-      [](O o) { usage("--device", [&] { parse_device_choice(o.device); }); }, "cpu", "gpu"));
+      [](O o) { as_usage("--device", [&] { parse_device_choice(o.device); }); }, "cpu", "gpu"));
   t.push_back(bound(
       "precision",
       "fp32 | tf32 (CUDA convolutions and GEMMs) | bf16 (convolutions and dense GEMMs on bfloat16 "
@@ -171,7 +186,7 @@ std::vector<TrainFlag> make_table() {
       "cuDNN's algorithm picks, across runs (auto: $PNEUMO_TUNING_CACHE, else "
       "$XDG_CACHE_HOME/pneumo/tuning.json or ~/.cache/pneumo/tuning.json; none: off)",
       PNEUMO_FIELD(tuning_cache),
-      [](O o) { usage("--tuning-cache", [&] { tuning_cache_path(o.tuning_cache); }); }, "none",
+      [](O o) { as_usage("--tuning-cache", [&] { tuning_cache_path(o.tuning_cache); }); }, "none",
       ""));
   t.push_back(bound("sync-batchnorm",
                     "Data-parallel: batch-norm statistics over every rank's images (else each "
@@ -196,7 +211,7 @@ std::vector<TrainFlag> make_table() {
   t.push_back(bound(
       "all-reduce", "Data-parallel gradients: auto (NCCL on CUDA, else MPI) | mpi | nccl",
       PNEUMO_FIELD(all_reduce),
-      [](O o) { usage("--all-reduce", [&] { parse_all_reduce(o.all_reduce); }); }, "mpi",
+      [](O o) { as_usage("--all-reduce", [&] { parse_all_reduce(o.all_reduce); }); }, "mpi",
       "gloo"));
   t.push_back(bound("bucket-mb",
                     "Data-parallel: gradients sent in buckets of this many MiB during the backward "
@@ -204,8 +219,13 @@ std::vector<TrainFlag> make_table() {
                     PNEUMO_FIELD(bucket_mb), Within{0, 1024}, "0.5", "-1"));
   t.push_back(
       bound("threads", "CPU threads (0: all)", PNEUMO_FIELD(threads), non_negative, "3", "-1"));
-  t.push_back(bound("size", "Input size when preparing an image tree", PNEUMO_FIELD(size),
-                    Within{8, 1024}, "96", "4"));
+  t.push_back(bound(
+      "size", "Input size in pixels (0: a cache's own, 150 for an image tree)", PNEUMO_FIELD(size),
+      [](O o) {
+        require(o.size == 0 || (o.size >= 8 && o.size <= 1024),
+                "--size must be 0 (a cache's own size) or in [8, 1024]" + got(o.size));
+      },
+      "96", "4"));
   t.push_back(bound("epochs", "Epochs to train", PNEUMO_FIELD(epochs), Within{1}, "3", "0"));
   t.push_back(bound("batch", "Batch size", PNEUMO_FIELD(batch), Within{1, 4096}, "64", "0"));
   t.push_back(bound("val-batch",
@@ -214,7 +234,7 @@ std::vector<TrainFlag> make_table() {
                     PNEUMO_FIELD(val_batch), Within{0, 4096}, "256", "-1"));
   t.push_back(bound(
       "optimizer", "rmsprop (the recipe) | adamw", PNEUMO_FIELD(optimizer),
-      [](O o) { usage("--optimizer", [&] { parse_optimizer(o.optimizer); }); }, "adamw", "sgd"));
+      [](O o) { as_usage("--optimizer", [&] { parse_optimizer(o.optimizer); }); }, "adamw", "sgd"));
   t.push_back(bound("lr", "Learning rate", PNEUMO_FIELD(learning_rate), Within{0, INFINITY, true},
                     "0.002", "0"));
   t.push_back(bound("rho", "RMSprop decay", PNEUMO_FIELD(rho), unit_open, "0.95", "1"));
@@ -238,11 +258,11 @@ std::vector<TrainFlag> make_table() {
   t.push_back(bound(
       "val-split", "Fraction of train carved out for validation, grouped by patient, or 'official'",
       PNEUMO_FIELD(val_split),
-      [](O o) { usage("--val-split", [&] { parse_val_split(o.val_split); }); }, "official",
+      [](O o) { as_usage("--val-split", [&] { parse_val_split(o.val_split); }); }, "official",
       "half"));
   t.push_back(bound(
       "balance", "oversample | class-weight | none", PNEUMO_FIELD(balance),
-      [](O o) { usage("--balance", [&] { parse_balance_mode(o.balance); }); }, "class-weight",
+      [](O o) { as_usage("--balance", [&] { parse_balance_mode(o.balance); }); }, "class-weight",
       "smote"));
   t.push_back(
       bound("augment", "Augment training images (true/false)", PNEUMO_FIELD(augment), {}, "false"));
@@ -254,7 +274,7 @@ std::vector<TrainFlag> make_table() {
   t.push_back(bound(
       "zoom-mode", "keras (x and y zoom drawn apart, as Keras) | isotropic (one scale)",
       PNEUMO_FIELD(zoom_mode),
-      [](O o) { usage("--zoom-mode", [&] { parse_zoom_mode(o.zoom_mode); }); }, "isotropic",
+      [](O o) { as_usage("--zoom-mode", [&] { parse_zoom_mode(o.zoom_mode); }); }, "isotropic",
       "radial"));
   t.push_back(bound("shift", "Shift range, fraction of the size", PNEUMO_FIELD(augmentation.shift),
                     unit_half_open, "0.2", "1"));
@@ -278,17 +298,21 @@ std::vector<TrainFlag> make_table() {
       "normalization",
       "Input: unit (x/255) | per-image (standardised per image; kept in the model)",
       PNEUMO_FIELD(normalization),
-      [](O o) { usage("--normalization", [&] { parse_normalization(o.normalization); }); },
+      [](O o) { as_usage("--normalization", [&] { parse_normalization(o.normalization); }); },
       "per-image", "zscore"));
   t.push_back(bound(
       "head", "flatten (the recipe: 256x5x5 -> dense) | gap (global average pooling -> dense)",
-      PNEUMO_FIELD(head), [](O o) { usage("--head", [&] { parse_model_head(o.head); }); }, "gap",
+      PNEUMO_FIELD(head), [](O o) { as_usage("--head", [&] { parse_model_head(o.head); }); }, "gap",
       "attention"));
   t.push_back(bound("val-stress",
                     "Score stress variants of validation each epoch (val_stress_* metrics)",
                     PNEUMO_FIELD(val_stress), {}, "true"));
-  t.push_back(bound("plateau-monitor", "ReduceLROnPlateau metric", PNEUMO_FIELD(plateau_monitor),
-                    {}, "val_loss"));
+  t.push_back(bound(
+      "plateau-monitor", "ReduceLROnPlateau metric", PNEUMO_FIELD(plateau_monitor),
+      [](O o) {
+        if (o.schedule == "none") check_monitor("--plateau-monitor", o.plateau_monitor, o);
+      },
+      "val_loss", "val_los"));
   t.push_back(bound("plateau-factor", "ReduceLROnPlateau factor", PNEUMO_FIELD(plateau_factor),
                     unit_open, "0.5", "1"));
   t.push_back(bound("plateau-patience", "ReduceLROnPlateau patience",
@@ -305,8 +329,13 @@ std::vector<TrainFlag> make_table() {
         one_of("--schedule", o.schedule, {"none", "step", "exponential", "cosine"});
       },
       "cosine", "linear"));
-  t.push_back(bound("early-stopping-monitor", "EarlyStopping metric",
-                    PNEUMO_FIELD(early_stopping_monitor), {}, "val_accuracy"));
+  t.push_back(bound(
+      "early-stopping-monitor", "EarlyStopping metric", PNEUMO_FIELD(early_stopping_monitor),
+      [](O o) {
+        if (o.early_stopping_patience > 0)
+          check_monitor("--early-stopping-monitor", o.early_stopping_monitor, o);
+      },
+      "val_accuracy"));
   t.push_back(bound("early-stopping-patience", "EarlyStopping patience (0: off)",
                     PNEUMO_FIELD(early_stopping_patience), non_negative, "3", "-1"));
   t.push_back(bound("restore-best", "Restore the best epoch's weights at the end",
@@ -315,7 +344,7 @@ std::vector<TrainFlag> make_table() {
   t.push_back(bound(
       "inject-fault", "nan@STEP | sigint@STEP | sigterm@STEP", PNEUMO_FIELD(inject_fault),
       [](O o) {
-        if (!o.inject_fault.empty()) usage("--inject-fault", [&] { parse_fault(o.inject_fault); });
+        if (!o.inject_fault.empty()) as_usage("--inject-fault", [&] { parse_fault(o.inject_fault); });
       },
       "", "nan@0", Shown::Hidden));
   t.push_back(bound(
@@ -325,8 +354,11 @@ std::vector<TrainFlag> make_table() {
         one_of("--threshold-rule", o.threshold_rule, {"youden", "0.5"});
       },
       "0.5", "f1"));
-  t.push_back(bound("checkpoint-monitor", "Metric that picks checkpoints/best.safetensors",
-                    PNEUMO_FIELD(checkpoint_monitor), {}, "val_accuracy"));
+  t.push_back(bound(
+      "checkpoint-monitor", "Metric that picks checkpoints/best.safetensors",
+      PNEUMO_FIELD(checkpoint_monitor),
+      [](O o) { check_monitor("--checkpoint-monitor", o.checkpoint_monitor, o); }, "val_accuracy",
+      "val_stress_worst_accuracy"));
   return t;
 }
 
