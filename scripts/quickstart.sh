@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # The main job in one command: installs dependencies, builds pneumo, and trains the seed network
 # on the bundled sample (data/sample) for a few epochs, on the GPU when there is one, else the CPU.
-# Extra arguments go to `pneumo train` (e.g. --epochs 5 --device cpu).
+# Extra arguments go to `pneumo train` (e.g. --epochs 5 --device cpu). Each run writes a new
+# run directory, runs/<date>-<time> (train prints it), so the script can be run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install_deps.sh
 build=${BUILD_DIR:-build}
 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build "$build" --parallel "$(nproc)" --target pneumo
-exec "$build/pneumo" train --data data/sample --epochs 3 --out runs/quickstart "$@"
+exec "$build/pneumo" train --data data/sample --epochs 3 "$@"
