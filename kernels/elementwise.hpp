@@ -1,4 +1,4 @@
-// Per-element math shared by the CUDA kernels and their CPU twins (DESIGN §3): each function
+// Per-element math shared by the CUDA kernels and their CPU twins (docs/conventions.md): each function
 // here is the whole arithmetic of one element of an op, so the tested code is the shipped code.
 #pragma once
 

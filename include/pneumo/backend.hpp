@@ -98,7 +98,7 @@ class Recording {
   virtual bool current() const = 0;
 };
 
-// Conventions shared by every op (DESIGN §3); each op's own contract (shapes, layouts,
+// Conventions shared by every op (docs/conventions.md); each op's own contract (shapes, layouts,
 // semantics, and the argument checks its public entry runs for every backend) is in its
 // header, pneumo/ops/<family>.hpp, named beside each group below:
 // - activations are float32 NCHW, contiguous; dense activations are (N, F); float32 throughout,

@@ -14,7 +14,7 @@
 
 namespace pneumo {
 
-// Tensor naming (all float32, row-major, PyTorch layouts and names, DESIGN §3):
+// Tensor naming (all float32, row-major, PyTorch layouts and names, docs/conventions.md):
 //   <parameter name>                       model parameters: conv1.weight (K, C, 3, 3), conv1.bias,
 //                                          bn1.weight (gamma), bn1.bias (beta), fc1.weight (out, in) ...
 //   <buffer name>                          non-trainable buffers: bn1.running_mean, bn1.running_var

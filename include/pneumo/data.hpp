@@ -1,4 +1,4 @@
-// The dataset: the prepared cache of DESIGN §3 (decoding an image tree once into NumPy files),
+// The dataset: the prepared cache of docs/conventions.md (decoding an image tree once into NumPy files),
 // loading it, opening "a cache or an image tree" for training, and the exploratory report.
 // Splitting and per-epoch sampling live in pneumo/sampling.hpp.
 #pragma once

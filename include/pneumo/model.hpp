@@ -1,4 +1,4 @@
-// The seed network (DESIGN §2) as a sequence of layers over one Backend. Parameters and their
+// The seed network (docs/recipe.md) as a sequence of layers over one Backend. Parameters and their
 // gradients live in one contiguous buffer each (so the optimizer is one launch); layers hold views.
 // Non-trainable state (batch-norm running statistics) lives in a third buffer.
 #pragma once

@@ -1,4 +1,4 @@
-// NumPy .npy files, the storage of the dataset cache (DESIGN §3): C-order arrays of uint8, int32,
+// NumPy .npy files, the storage of the dataset cache (docs/conventions.md): C-order arrays of uint8, int32,
 // int64 and float32. Writes format 1.0; reads 1.0, 2.0 and 3.0. Every malformed file (bad magic,
 // bad header, a size that overflows or does not match the file) is refused with a pneumo::Error
 // naming the file; nothing is ever read past the end of what was read from disk.

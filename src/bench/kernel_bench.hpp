@@ -33,7 +33,7 @@ struct KernelBenchConfig {
   bool wants(const std::string& op) const;
 };
 
-// One block of the model (DESIGN §2): its 3x3 'same' convolution on size x size inputs, and the
+// One block of the model (docs/recipe.md): its 3x3 'same' convolution on size x size inputs, and the
 // max-pool over that convolution's output.
 struct LayerShape {
   std::string conv, pool;  // "conv1", "pool1"

@@ -1,7 +1,7 @@
 // Inputs and references for `pneumo bench kernels`: deterministic random inputs shaped like the
 // model's tensors, and naive fp64 loops for each op, independent of both backends, that every
 // variant (CPU or CUDA) is checked against. Augmentation is the exception: its reference is the
-// CPU twin augment_batch_cpu (the per-pixel math both backends share, DESIGN §3).
+// CPU twin augment_batch_cpu (the per-pixel math both backends share, docs/conventions.md).
 #pragma once
 
 #include <cstdint>

@@ -1,4 +1,4 @@
-// `pneumo prepare`: decodes an image tree once, in parallel, into the NumPy cache of DESIGN §3
+// `pneumo prepare`: decodes an image tree once, in parallel, into the NumPy cache of docs/conventions.md
 // (layout in include/pneumo/data.hpp), with a progress line, per-file warnings for unreadable
 // images, and an atomic install. The OpenCV part is opencv/decode.cpp.
 #include <unistd.h>

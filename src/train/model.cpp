@@ -1,4 +1,4 @@
-// The seed network of DESIGN §2 built from layers over one Backend:
+// The seed network of docs/recipe.md built from layers over one Backend:
 //   5 x [Conv3x3+ReLU -> (Dropout) -> BatchNorm -> MaxPool2x2] -> Flatten -> Dense+ReLU ->
 //   Dropout -> Dense(1) -> logit.
 // Parameters, gradients and batch-norm statistics each sit in one flat buffer; layers hold views.
