@@ -6,6 +6,8 @@
 // scripts/test_data_parallel.sh (ctest DataParallelMpi).
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include <algorithm>
 #include <cstdlib>
 #include <memory>
@@ -280,6 +282,53 @@ TEST(GradientBuckets, StartWhenTheirLayersAreDoneAndTileTheBuffer) {
       }
     }
   }
+}
+
+// Rank 0 of three, the other ranks' contributions left out (every collective keeps its input):
+// what rank 0 alone computes.
+class FirstOfThree final : public Communicator {
+ public:
+  int rank() const override { return 0; }
+  int size() const override { return 3; }
+  std::string name() const override { return "rank 0 of 3, alone"; }
+  void all_reduce_sum(float*, int64_t, Device) override {}
+  void all_reduce_sum(double*, int) override {}
+  std::vector<double> all_gather(const std::vector<double>& local) override { return local; }
+  std::vector<float> all_gather(const std::vector<float>& local) override { return local; }
+  void broadcast(float*, int64_t, Device) override {}
+  void broadcast_bytes(void*, size_t) override {}
+  [[noreturn]] void abort(int status) override { std::exit(status); }
+};
+
+// The running loss and accuracy a rank reports during an epoch are means over the images of its
+// own shards: with a batch of 5 on 3 ranks rank 0 holds 1 image a step, so 2 after two steps
+// (dividing by its share of the 10 images so far, 3, read accuracy a third low).
+TEST(DataParallelProgress, RunningMeansCountTheRanksOwnImages) {
+  auto backend = make_cpu_backend(1);
+  ModelConfig config;
+  config.input_size = 32;
+  config.channels = {4, 4, 4, 4, 4};
+  config.hidden = 8;
+  Model model(*backend, config, 5);
+  model.initialize(3);
+  std::vector<uint8_t> pixels(static_cast<size_t>(10 * 32 * 32));
+  for (size_t i = 0; i < pixels.size(); ++i) pixels[i] = static_cast<uint8_t>(i * 13 % 251);
+  const std::vector<uint8_t> labels{0, 1, 0, 1, 1, 0, 1, 0, 0, 1};
+  const ImageSet data = ImageSet::upload(Device::Cpu, pixels.data(), 10, 32, labels.data());
+  FirstOfThree group;
+  Trainer trainer(*backend, model, 5, AugmentSettings{}, 5);
+  trainer.set_group(group);
+  std::vector<EpochStats> reports;
+  trainer.train_epoch(data, {0, 1, 2, 3, 4, 5, 6, 7, 8, 9}, 0,
+                      [&](int64_t, int64_t, const EpochStats& running) {
+                        reports.push_back(running);
+                      });
+  ASSERT_FALSE(reports.empty());
+  const EpochStats& last = reports.back();
+  EXPECT_EQ(last.images, 2);
+  EXPECT_EQ(last.correct, std::round(last.correct));
+  EXPECT_DOUBLE_EQ(last.accuracy, last.correct / 2.0);
+  EXPECT_DOUBLE_EQ(last.loss, last.loss_sum / 2.0);
 }
 
 // A transport that cannot be had leaves the run its group, so that the error names the rank and

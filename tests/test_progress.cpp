@@ -54,6 +54,21 @@ struct FakeClock {
   }
 };
 
+// A run resumed inside an epoch: its rate and ETA count the steps and images of this process,
+// not those done before the interruption (which took no time on this clock).
+TEST(Progress, AResumedEpochRatesOnlyWhatThisProcessDid) {
+  FakeClock clock;
+  std::ostringstream out;
+  ProgressReporter reporter(out, ProgressOptions{}, clock.function());
+  reporter.begin_epoch(0, 1, 13, 8, 256);  // steps 1-8 (256 images) done before
+  clock.now += 2.0;
+  reporter.update(9, 288, 0.5, 0.75);
+  // 32 images in 2 s = 16 img/s; 2 s a step, 4 steps left: ETA 8 s.
+  EXPECT_NE(out.str().find("step 9/13   69%  16.0 img/s"), std::string::npos) << out.str();
+  EXPECT_NE(out.str().find("ETA 0:08"), std::string::npos) << out.str();
+  EXPECT_THROW(reporter.begin_epoch(0, 1, 13, 14, 0), Error);
+}
+
 TEST(Progress, PlainModePrintsEveryTenPercentAndOnLongGaps) {
   FakeClock clock;
   std::ostringstream out;

@@ -27,6 +27,10 @@ struct ProgressSnapshot {
   int64_t step = 0;          // steps finished in this epoch
   int64_t total_steps = 0;
   int64_t images = 0;        // images finished in this epoch
+  // Where this process took the epoch up (a run resumed inside it): the rate and the ETA count
+  // only the steps and images done since, in elapsed_seconds.
+  int64_t first_step = 0;
+  int64_t first_images = 0;
   double elapsed_seconds = 0;
   double running_loss = 0;   // mean over the epoch so far
   double running_accuracy = 0;
@@ -48,7 +52,9 @@ class ProgressReporter {
   static double steady_seconds();
   ProgressReporter(std::ostream& out, ProgressOptions options, Clock clock = steady_seconds);
 
-  void begin_epoch(int epoch, int total_epochs, int64_t total_steps);
+  // first_step, first_images: what a resumed run had done of the epoch before this process.
+  void begin_epoch(int epoch, int total_epochs, int64_t total_steps, int64_t first_step = 0,
+                   int64_t first_images = 0);
   // After each training step: steps and images done so far in this epoch, running means.
   void update(int64_t step, int64_t images, double running_loss, double running_accuracy);
   // Live mode: erases the progress line so the epoch summary takes its place.

@@ -93,10 +93,13 @@ std::string format_duration(double seconds) {
 
 std::string format_progress_line(const ProgressSnapshot& s) {
   int64_t percent = s.total_steps > 0 ? s.step * 100 / s.total_steps : 0;
-  double rate = s.elapsed_seconds > 0 ? static_cast<double>(s.images) / s.elapsed_seconds : 0.0;
-  double eta = s.step > 0 ? s.elapsed_seconds / static_cast<double>(s.step) *
-                                static_cast<double>(s.total_steps - s.step)
-                          : -1.0;
+  const int64_t steps_here = s.step - s.first_step;
+  double rate = s.elapsed_seconds > 0
+                    ? static_cast<double>(s.images - s.first_images) / s.elapsed_seconds
+                    : 0.0;
+  double eta = steps_here > 0 ? s.elapsed_seconds / static_cast<double>(steps_here) *
+                                    static_cast<double>(s.total_steps - s.step)
+                              : -1.0;
   std::ostringstream out;
   out << "epoch " << s.epoch + 1 << "/" << s.total_epochs << "  step " << s.step << "/"
       << s.total_steps << "  " << printf_string("%3.0f", static_cast<double>(percent)) << "%  "
@@ -116,12 +119,20 @@ ProgressReporter::ProgressReporter(std::ostream& out, ProgressOptions options, C
                options_.plain_percent_step);
 }
 
-void ProgressReporter::begin_epoch(int epoch, int total_epochs, int64_t total_steps) {
+void ProgressReporter::begin_epoch(int epoch, int total_epochs, int64_t total_steps,
+                                   int64_t first_step, int64_t first_images) {
   PNEUMO_CHECK(total_steps > 0, "progress: an epoch needs at least one step, got ", total_steps);
+  PNEUMO_CHECK(first_step >= 0 && first_step <= total_steps && first_images >= 0,
+               "progress: resuming at step ", first_step, " of ", total_steps, " after ",
+               first_images, " images");
   snapshot_ = ProgressSnapshot{};
   snapshot_.epoch = epoch;
   snapshot_.total_epochs = total_epochs;
   snapshot_.total_steps = total_steps;
+  snapshot_.first_step = first_step;
+  snapshot_.first_images = first_images;
+  snapshot_.step = first_step;
+  snapshot_.images = first_images;
   epoch_start_ = clock_();
   last_output_ = epoch_start_;
   next_percent_ = options_.plain_percent_step;

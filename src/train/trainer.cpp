@@ -381,6 +381,10 @@ EpochStats Trainer::train_epoch(const ImageSet& data, const std::vector<int32_t>
 
   auto last_report = start;
   int64_t done = options.first_step;
+  // The images behind this rank's running sums: its own shard of each step, and on rank 0 the
+  // sums a resumed epoch carried over (every rank's images before options.first_step).
+  int64_t summed_images =
+      group_->rank() == 0 ? std::min<int64_t>(total, options.first_step * batch_size_) : 0;
   bool interrupted = false;
   while (done < steps) {
     // Every rank stops at the same step (a signal may reach them at different ones).
@@ -396,14 +400,13 @@ EpochStats Trainer::train_epoch(const ImageSet& data, const std::vector<int32_t>
     else
       train_step(data, order_.data() + first, n, epoch, static_cast<uint32_t>(done));
     ++done;
+    summed_images += shard_of(n, group_->rank(), group_->size()).size();
     const auto now = std::chrono::steady_clock::now();
     // Reading the running statistics synchronises, so do it a few times a second at most. This
     // rank's (no collective: ranks report at different times); the epoch's end adds them up.
     if (on_progress && (done == steps || now - last_report > std::chrono::milliseconds(250))) {
       last_report = now;
-      const Shard mine = shard_of(std::min<int64_t>(total, first + n), group_->rank(),
-                                  group_->size());
-      EpochStats running = read_stats(mine.size());
+      EpochStats running = read_stats(summed_images);
       if (running.first_nonfinite_step >= 0)
         throw_nonfinite(running, epoch, steps, optimizer_.learning_rate);
       running.seconds = std::chrono::duration<double>(now - start).count();

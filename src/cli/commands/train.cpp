@@ -390,13 +390,18 @@ EpochStats TrainingRun::train_one_epoch(int epoch) {
   const int64_t steps_before_epoch = steps_done_ - epoch_options.first_step;
   if (fault_) epoch_options.before_step = fault_hook(*fault_, *model_, steps_before_epoch);
 
-  progress_->begin_epoch(epoch, options_.epochs, steps);
+  // Images of every rank done after `step` steps (all full batches but the epoch's last).
+  const auto images_after = [&](int64_t step) {
+    return std::min<int64_t>(static_cast<int64_t>(order.size()), step * options_.batch);
+  };
+  progress_->begin_epoch(epoch, options_.epochs, steps, epoch_options.first_step,
+                         images_after(epoch_options.first_step));
   EpochStats train_stats;
   try {
     StepCallback on_progress;
-    if (writer())  // rank 0's running numbers (its shard); the epoch's line has everyone's
+    if (writer())  // rank 0's running loss and accuracy (its shard); the epoch's line: everyone's
       on_progress = [&](int64_t step, int64_t, const EpochStats& running) {
-        progress_->update(step, running.images * group_->size(), running.loss, running.accuracy);
+        progress_->update(step, images_after(step), running.loss, running.accuracy);
       };
     train_stats = trainer_->train_epoch(train_set_, order, static_cast<uint32_t>(epoch),
                                         on_progress, epoch_options);
