@@ -195,7 +195,8 @@ TEST(Metrics, BadInputsAreRefusedWithTheIndex) {
 
 TEST(Metrics, ReportWithTunedThresholdAndItsForms) {
   ThresholdChoice choice = choose_threshold_youden(kLogits, kLabels);
-  MetricsReport report = evaluate_binary("test", kLogits, kLabels, choice.threshold);
+  MetricsReport report =
+      evaluate_binary("test", kLogits, kLabels, choice.threshold, "Youden's J on 8 images");
   EXPECT_EQ(report.count, 8);
   EXPECT_EQ(report.positives, 4);
   EXPECT_EQ(report.negatives, 4);
@@ -206,6 +207,8 @@ TEST(Metrics, ReportWithTunedThresholdAndItsForms) {
   EXPECT_EQ(json["default_threshold"]["confusion_matrix"], nlohmann::json({{2, 2}, {1, 3}}));
   EXPECT_DOUBLE_EQ(json["roc_auc"].get<double>(), 13.5 / 16);
   EXPECT_DOUBLE_EQ(json["tuned_threshold"]["threshold"].get<double>(), choice.threshold);
+  EXPECT_EQ(json["threshold_rule"], "Youden's J on 8 images");
+  EXPECT_TRUE(to_json(evaluate_binary("test", kLogits, kLabels))["threshold_rule"].is_null());
 
   auto values = metrics_as_values(report, "val_");
   EXPECT_DOUBLE_EQ(values.at("val_accuracy"), 5.0 / 8);
@@ -214,7 +217,18 @@ TEST(Metrics, ReportWithTunedThresholdAndItsForms) {
 
   std::string table = format_metrics_table(report);
   EXPECT_NE(table.find("test: 8 images (4 NORMAL, 4 PNEUMONIA)"), std::string::npos) << table;
-  EXPECT_NE(table.find("tuned on val"), std::string::npos) << table;
+  // The second row says what was applied and why, whatever the rule (not always a tuned one).
+  EXPECT_NE(table.find("applied       " + format_threshold(choice.threshold)), std::string::npos)
+      << table;
+  EXPECT_NE(table.find("applied threshold: Youden's J on 8 images"), std::string::npos) << table;
+  const std::string given =
+      format_metrics_table(evaluate_binary("test", kLogits, kLabels, 0.3, "given on the command line"));
+  EXPECT_NE(given.find("applied threshold: given on the command line"), std::string::npos) << given;
+  EXPECT_EQ(given.find("tuned"), std::string::npos) << given;
+  // Six significant digits: a threshold near 1 or near 0.5 is not rounded onto them.
+  EXPECT_EQ(format_threshold(0.99997), "0.99997");
+  EXPECT_EQ(format_threshold(0.500031), "0.500031");
+  EXPECT_EQ(format_threshold(0.5), "0.5");
   EXPECT_NE(table.find("0.8438"), std::string::npos) << table;  // AUC
 }
 

@@ -262,9 +262,11 @@ TEST(Report, MarkdownReportWithCurvesRocAndConfusionMatrices) {
   std::vector<float> logits{-2, -1, 0.5f, 1, 2, -0.5f, 1, 3};
   std::vector<uint8_t> labels{0, 0, 0, 1, 1, 1, 0, 1};
   ThresholdChoice choice = choose_threshold_youden(logits, labels);
-  inputs.validation = evaluate_binary("val", logits, labels, choice.threshold);
+  inputs.validation =
+      evaluate_binary("val", logits, labels, choice.threshold, "Youden's J on 8 validation images");
   inputs.validation_roc = roc_curve(logits, labels);
-  inputs.test = evaluate_binary("test", logits, labels, choice.threshold);
+  inputs.test =
+      evaluate_binary("test", logits, labels, choice.threshold, "Youden's J on 8 validation images");
   inputs.test_roc = inputs.validation_roc;
   inputs.config = {{"batch_size", 32}};
   inputs.notes = "Data: Kermany et al. (CC BY 4.0).";
@@ -283,7 +285,11 @@ TEST(Report, MarkdownReportWithCurvesRocAndConfusionMatrices) {
       << "an epoch without the split leaves its cells empty\n" << md;
   EXPECT_NE(md.find("| **true NORMAL** | 2 | 2 |"), std::string::npos) << md;
   EXPECT_NE(md.find("| **true PNEUMONIA** | 1 | 3 |"), std::string::npos) << md;
-  EXPECT_NE(md.find("| tuned on validation (Youden's J) | 0.6792 | 0.7500 |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| applied | " + format_threshold(choice.threshold) + " | 0.7500 |"),
+            std::string::npos)
+      << md;
+  EXPECT_NE(md.find("Applied threshold: Youden's J on 8 validation images."), std::string::npos)
+      << md;
   EXPECT_NE(md.find("ROC AUC 0.8438"), std::string::npos);
   EXPECT_NE(md.find("\"batch_size\": 32"), std::string::npos);
   EXPECT_NE(md.find("CC BY 4.0"), std::string::npos);

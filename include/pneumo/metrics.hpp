@@ -85,8 +85,10 @@ struct ThresholdChoice {
 ThresholdChoice choose_threshold_youden(const std::vector<float>& logits,
                                         const std::vector<uint8_t>& labels);
 
-// The full account of one split. at_tuned is filled when a tuned threshold (chosen on
-// validation, applied unchanged to test) is passed.
+// The full account of one split. at_tuned is filled when a threshold is applied besides 0.5
+// (the model's stored one, chosen on validation and applied unchanged to test, or one given on
+// the command line); applied_rule says where it came from, in words ("Youden's J on 886
+// validation images", "default 0.5 (validation lacks a class)", "given on the command line").
 struct MetricsReport {
   std::string split;  // "val", "test", ...
   int64_t count = 0, positives = 0, negatives = 0;
@@ -95,14 +97,17 @@ struct MetricsReport {
   bool auc_defined = false;
   ThresholdMetrics at_default;  // threshold 0.5
   std::optional<ThresholdMetrics> at_tuned;
+  std::string applied_rule;
 };
 MetricsReport evaluate_binary(const std::string& split, const std::vector<float>& logits,
                               const std::vector<uint8_t>& labels,
-                              std::optional<double> tuned_threshold = std::nullopt);
+                              std::optional<double> applied_threshold = std::nullopt,
+                              std::string applied_rule = "");
 
 // JSON: {split, count, positives, negatives, loss, roc_auc (null if undefined), auc_defined,
 // default_threshold: {threshold, confusion_matrix [[TN,FP],[FN,TP]], accuracy, sensitivity,
-// specificity, precision, f1, youden_j}, tuned_threshold: {...} or null}. NaN -> null.
+// specificity, precision, f1, youden_j}, tuned_threshold: {...} or null (the applied threshold,
+// whatever its rule), threshold_rule: applied_rule or null}. NaN -> null.
 nlohmann::json to_json(const ThresholdMetrics& metrics);
 nlohmann::json to_json(const MetricsReport& report);
 nlohmann::json to_json(const std::vector<RocPoint>& curve);  // {fpr: [...], tpr: [...], probability: [...]}
@@ -111,6 +116,10 @@ nlohmann::json to_json(const std::vector<RocPoint>& curve);  // {fpr: [...], tpr
 // sensitivity, specificity, precision, f1 (e.g. "val_accuracy", the recipe's monitor).
 std::map<std::string, double> metrics_as_values(const MetricsReport& report,
                                                 const std::string& prefix);
+
+// A decision threshold as tables print it: six significant digits, so that 0.99997 is not shown
+// as 1.0000 nor a tuned 0.50003 as the default 0.5.
+std::string format_threshold(double threshold);
 
 // The table `pneumo evaluate` prints: counts, loss, AUC, one row per threshold, and the
 // confusion matrix of each threshold with named rows and columns.

@@ -113,7 +113,7 @@ void add_evaluate(CLI::App& app, EvaluateOptions& o, Action& action) {
   c->add_option("--scores", o.scores,
                 "Also write each image's score as CSV: index,file,label,logit,probability");
   c->add_option("--threshold", o.tuned_threshold,
-                "'checkpoint' (tuned on val; 0.5 for an ensemble) or a probability")
+                "'checkpoint' (the one stored with the model; 0.5 for an ensemble) or a probability")
       ->capture_default_str();
   c->add_flag("--stress", o.stress,
               "Also score stress variants (width, brightness, contrast, gamma, blur)");
@@ -140,7 +140,7 @@ void add_predict(CLI::App& app, PredictOptions& o, Action& action) {
   c->add_flag("--csv", o.csv, "CSV output: path,probability_pneumonia,label");
   c->add_flag("--logits", o.logits, "Also print each raw logit (full float precision)");
   c->add_option("--threshold", o.threshold,
-                "'checkpoint' (tuned on val; 0.5 for an ensemble) or a probability")
+                "'checkpoint' (the one stored with the model; 0.5 for an ensemble) or a probability")
       ->capture_default_str();
   c->add_option("--batch", o.batch, "Batch size")->capture_default_str();
   c->add_option("--tta", o.tta, "Test-time augmentation: none | flip")->capture_default_str();

@@ -97,6 +97,12 @@ std::string format_ratio(double value) {
 
 }  // namespace
 
+std::string format_threshold(double threshold) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%.6g", threshold);
+  return text;
+}
+
 // ---- The decision rule and the loss ----------------------------------------------------------
 
 double sigmoid(double logit) {
@@ -263,7 +269,7 @@ ThresholdChoice choose_threshold_youden(const std::vector<float>& logits,
 
 MetricsReport evaluate_binary(const std::string& split, const std::vector<float>& logits,
                               const std::vector<uint8_t>& labels,
-                              std::optional<double> tuned_threshold) {
+                              std::optional<double> applied_threshold, std::string applied_rule) {
   check_inputs(logits, labels, ("metrics of split " + split).c_str());
   MetricsReport report;
   report.split = split;
@@ -274,7 +280,10 @@ MetricsReport evaluate_binary(const std::string& split, const std::vector<float>
   report.roc_auc = roc_auc(logits, labels);
   report.auc_defined = !std::isnan(report.roc_auc);
   report.at_default = metrics_at_threshold(logits, labels, 0.5);
-  if (tuned_threshold) report.at_tuned = metrics_at_threshold(logits, labels, *tuned_threshold);
+  if (applied_threshold) {
+    report.at_tuned = metrics_at_threshold(logits, labels, *applied_threshold);
+    report.applied_rule = std::move(applied_rule);
+  }
   return report;
 }
 
@@ -301,7 +310,8 @@ json to_json(const MetricsReport& report) {
           {"roc_auc", number_or_null(report.roc_auc)},
           {"auc_defined", report.auc_defined},
           {"default_threshold", to_json(report.at_default)},
-          {"tuned_threshold", report.at_tuned ? to_json(*report.at_tuned) : json(nullptr)}};
+          {"tuned_threshold", report.at_tuned ? to_json(*report.at_tuned) : json(nullptr)},
+          {"threshold_rule", report.at_tuned ? json(report.applied_rule) : json(nullptr)}};
 }
 
 json to_json(const std::vector<RocPoint>& curve) {
@@ -331,19 +341,21 @@ std::string format_metrics_table(const MetricsReport& report) {
       << (report.auc_defined ? format_ratio(report.roc_auc) : "undefined (one class only)")
       << "\n\n";
   std::vector<std::pair<std::string, const ThresholdMetrics*>> rows{{"default", &report.at_default}};
-  if (report.at_tuned) rows.push_back({"tuned on val", &*report.at_tuned});
+  if (report.at_tuned) rows.push_back({"applied", &*report.at_tuned});
   out << std::left << std::setw(14) << "threshold" << std::right << std::setw(8) << "value"
       << std::setw(10) << "accuracy" << std::setw(13) << "sensitivity" << std::setw(13)
       << "specificity" << std::setw(11) << "precision" << std::setw(8) << "F1" << "\n";
   for (const auto& [label, m] : rows)
     out << std::left << std::setw(14) << label << std::right << std::setw(8)
-        << format_ratio(m->threshold) << std::setw(10) << format_ratio(m->accuracy)
+        << format_threshold(m->threshold) << std::setw(10) << format_ratio(m->accuracy)
         << std::setw(13) << format_ratio(m->sensitivity) << std::setw(13)
         << format_ratio(m->specificity) << std::setw(11) << format_ratio(m->precision)
         << std::setw(8) << format_ratio(m->f1) << "\n";
+  if (report.at_tuned && !report.applied_rule.empty())
+    out << "applied threshold: " << report.applied_rule << "\n";
   for (const auto& [label, m] : rows) {
     const ConfusionMatrix& c = m->confusion;
-    out << "\nconfusion matrix, " << label << " threshold " << format_ratio(m->threshold) << "\n"
+    out << "\nconfusion matrix, " << label << " threshold " << format_threshold(m->threshold) << "\n"
         << std::left << std::setw(16) << "" << std::right << std::setw(13) << "pred NORMAL"
         << std::setw(16) << "pred PNEUMONIA" << "\n"
         << std::left << std::setw(16) << "true NORMAL" << std::right << std::setw(13)

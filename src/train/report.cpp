@@ -106,15 +106,17 @@ void metrics_section(std::ostringstream& md, const std::string& heading,
      << "| threshold | value | accuracy | sensitivity | specificity | precision | F1 |\n"
      << "|---|---:|---:|---:|---:|---:|---:|\n";
   std::vector<std::pair<std::string, const ThresholdMetrics*>> rows{{"default", &report.at_default}};
-  if (report.at_tuned) rows.push_back({"tuned on validation (Youden's J)", &*report.at_tuned});
+  if (report.at_tuned) rows.push_back({"applied", &*report.at_tuned});
   for (const auto& [label, m] : rows)
-    md << "| " << label << " | " << number(m->threshold, "%.4f") << " | "
+    md << "| " << label << " | " << format_threshold(m->threshold) << " | "
        << ratio_cell(m->accuracy) << " | " << ratio_cell(m->sensitivity) << " | "
        << ratio_cell(m->specificity) << " | " << ratio_cell(m->precision) << " | "
        << ratio_cell(m->f1) << " |\n";
+  if (report.at_tuned && !report.applied_rule.empty())
+    md << "\nApplied threshold: " << report.applied_rule << ".\n";
   for (const auto& [label, m] : rows) {
     const ConfusionMatrix& c = m->confusion;
-    md << "\nConfusion matrix, " << label << " threshold " << number(m->threshold, "%.4f")
+    md << "\nConfusion matrix, " << label << " threshold " << format_threshold(m->threshold)
        << ":\n\n"
        << "| | predicted NORMAL | predicted PNEUMONIA |\n|---|---:|---:|\n"
        << "| **true NORMAL** | " << c.true_negatives << " | " << c.false_positives << " |\n"
@@ -259,8 +261,9 @@ std::string report_markdown(const ReportInputs& inputs, bool has_loss_chart,
   if (inputs.validation) metrics_section(md, "Validation", *inputs.validation);
   if (inputs.test) metrics_section(md, "Test", *inputs.test);
   if ((inputs.validation && inputs.validation->at_tuned) || (inputs.test && inputs.test->at_tuned))
-    md << "The tuned threshold maximises Youden's J (sensitivity + specificity - 1) on the "
-          "validation split and is applied unchanged to test.\n\n";
+    md << "The applied threshold is the one stored with the model (Youden's J, sensitivity + "
+          "specificity - 1, at its best on the validation split, unless its rule above says "
+          "otherwise), applied unchanged to test.\n\n";
   if (has_roc_chart) md << "![ROC curves](roc.svg)\n\n";
   if (!inputs.config.is_null() && !inputs.config.empty())
     md << "## Configuration\n\n```json\n" << inputs.config.dump(2) << "\n```\n\n";

@@ -201,7 +201,8 @@ int run_evaluate(const EvaluateOptions& options) {
   ImageSet images = ImageSet::upload(ensemble.backend->device(), split.images.data(),
                                      split.count(), split.size, split.labels.data());
   const std::vector<float> logits = ensemble.logits(images);
-  MetricsReport report = evaluate_binary(options.split, logits, split.labels, threshold);
+  MetricsReport report =
+      evaluate_binary(options.split, logits, split.labels, threshold, threshold_rule);
   std::cout << "model: " << ensemble.description() << " (epoch " << meta.epoch << ", threshold "
             << threshold << ": " << threshold_rule << ")\n"
             << "data: " << dataset.cache_dir << ", split " << options.split << "\n"

@@ -505,7 +505,7 @@ void TrainingRun::finish() {
   metadata_.threshold_rule = rule;
   if (!writer()) return;
   MetricsReport final_val =
-      evaluate_binary("val", val_logits, splits_.val.labels, threshold.threshold);
+      evaluate_binary("val", val_logits, splits_.val.labels, threshold.threshold, rule);
   write("model.safetensors", snapshot(epochs_done_));
   files_.drain();
   std::ofstream(fs::path(run_dir_) / "metrics_val.json") << to_json(final_val).dump(2) << "\n";
