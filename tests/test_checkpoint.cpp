@@ -52,6 +52,7 @@ CheckpointData toy_checkpoint() {
   m.threshold_rule = "Youden's J on val";
   m.epoch = 7;
   m.step = 1234567;
+  m.weights_epoch = 6;  // a restored best epoch's weights
   m.epoch_step = 5;
   m.epoch_loss_sum = 0.1f + 0.2f;  // a float32 sum: must come back bit-exact
   m.epoch_correct = 117;
@@ -88,6 +89,7 @@ TEST(Checkpoint, RoundTripKeepsTensorsAndEveryMetadataField) {
   EXPECT_EQ(b.threshold_rule, a.threshold_rule);
   EXPECT_EQ(b.epoch, 7);
   EXPECT_EQ(b.step, 1234567);
+  EXPECT_EQ(b.weights_epoch, 6);
   EXPECT_EQ(b.epoch_step, 5);
   EXPECT_EQ(b.epoch_loss_sum, a.epoch_loss_sum);
   EXPECT_EQ(b.epoch_correct, 117);
@@ -202,6 +204,7 @@ TEST(Checkpoint, TruncatedForeignAndNewerFilesAreRefused) {
   EXPECT_THROW(load_checkpoint(rewrite("decision_threshold", "1.5")), Error);
   EXPECT_THROW(load_checkpoint(rewrite("callback_state", "{not json")), Error);
   EXPECT_THROW(load_checkpoint(rewrite("epoch_step", "-2")), Error);
+  EXPECT_THROW(load_checkpoint(rewrite("weights_epoch", "8")), Error);  // beyond epoch 7
   EXPECT_THROW(load_checkpoint(rewrite("epoch_loss_sum", "\"x\"")), Error);
   EXPECT_NO_THROW(load_checkpoint(rewrite("epoch", "8")));
 
@@ -212,12 +215,13 @@ TEST(Checkpoint, TruncatedForeignAndNewerFilesAreRefused) {
     for (const auto& entry : file.tensors())
       writer.add_f32(entry.name, entry.shape, file.to_f32(entry.name).data());
     for (const auto& [k, v] : file.metadata())
-      if (k.rfind("epoch_", 0) != 0) writer.set_metadata(k, v);
+      if (k.rfind("epoch_", 0) != 0 && k != "weights_epoch") writer.set_metadata(k, v);
     writer.write(dir.file("older.safetensors"));
     const CheckpointMetadata older = load_checkpoint(dir.file("older.safetensors")).metadata;
     EXPECT_EQ(older.epoch_step, 0);
     EXPECT_EQ(older.epoch_loss_sum, 0.0);
     EXPECT_EQ(older.epoch, 7);
+    EXPECT_EQ(older.weights_epoch, 7) << "weights of the last epoch";
   }
 
   SafetensorsWriter with_int;

@@ -51,6 +51,9 @@ struct CheckpointMetadata {
   std::string threshold_rule = "default 0.5";  // e.g. "Youden's J on val"
   int epoch = 0;           // epochs completed; a resume starts at this (0-based) epoch
   int64_t step = 0;        // optimizer steps completed
+  // The epochs behind the weights: `epoch`, except in a model whose run restored an earlier
+  // epoch's weights at its end (--restore-best). Absent in older files: read as `epoch`.
+  int weights_epoch = 0;
   // A run interrupted inside epoch `epoch` (by a signal): the steps of that epoch already done
   // and the epoch's loss sum and correct count after them; 0 for checkpoints at epoch ends.
   int64_t epoch_step = 0;

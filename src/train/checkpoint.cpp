@@ -25,7 +25,7 @@ const std::set<std::string>& reserved_keys() {
       "classes",        "normalisation",  "decision_threshold", "threshold_rule", "epoch",
       "step",           "seed",           "learning_rate",  "optimizer",   "callback_state",
       "config",         "epoch_step",     "epoch_loss_sum", "epoch_correct",
-      "tensors_crc32"};
+      "weights_epoch",  "tensors_crc32"};
   return keys;
 }
 
@@ -139,6 +139,7 @@ std::map<std::string, std::string> encode_metadata(const CheckpointMetadata& m,
   out["threshold_rule"] = m.threshold_rule;
   out["epoch"] = std::to_string(m.epoch);
   out["step"] = std::to_string(m.step);
+  out["weights_epoch"] = std::to_string(m.weights_epoch);
   out["epoch_step"] = std::to_string(m.epoch_step);
   out["epoch_loss_sum"] = json(m.epoch_loss_sum).dump();
   out["epoch_correct"] = json(m.epoch_correct).dump();
@@ -183,6 +184,9 @@ CheckpointMetadata decode_metadata(const std::map<std::string, std::string>& met
   m.threshold_rule = read.text("threshold_rule");
   m.epoch = static_cast<int>(read.integer("epoch", 0, std::numeric_limits<int>::max()));
   m.step = read.integer("step", 0, std::numeric_limits<int64_t>::max());
+  m.weights_epoch = read.has("weights_epoch")
+                        ? static_cast<int>(read.integer("weights_epoch", 0, m.epoch))
+                        : m.epoch;
   // Position inside an interrupted epoch; absent (0) in checkpoints written at epoch ends by
   // earlier versions.
   if (read.has("epoch_step"))

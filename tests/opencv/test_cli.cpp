@@ -206,6 +206,31 @@ TEST(Cli, ARunThatFailedBeforeTrainingLeavesItsFolderReusable) {
   EXPECT_NE(again.output.find("already holds files"), std::string::npos) << again.output;
 }
 
+// A run that restores an earlier epoch's weights at its end (--restore-best) says so in its model
+// (weights_epoch), and evaluate names the epoch the weights are from, not only the last one run.
+// On the sample at this learning rate validation accuracy stays 0.5, so epoch 1 stays the best.
+TEST(Cli, ARestoredBestModelNamesTheEpochOfItsWeights) {
+  testing::TempDir dir;
+  const std::string cache = dir.file("cache"), run = dir.file("run");
+  auto trained = pneumo_command("train --data " + kSample + " --size 32 --epochs 3 --out " + run +
+                                    " --restore-best --early-stopping-patience 5"
+                                    " --early-stopping-monitor val_accuracy --lr 0.01" + kCommon,
+                                cache);
+  ASSERT_EQ(trained.status, 0) << trained.output;
+  ASSERT_NE(trained.output.find("restored the weights of epoch 1"), std::string::npos)
+      << trained.output;
+  const CheckpointMetadata model = read_checkpoint_metadata(run + "/model.safetensors");
+  EXPECT_EQ(model.epoch, 3);
+  EXPECT_EQ(model.weights_epoch, 1);
+  EXPECT_EQ(read_checkpoint_metadata(run + "/checkpoints/last.safetensors").weights_epoch, 3);
+  auto evaluated = pneumo_command(
+      "evaluate --model " + run + "/model.safetensors --data " + kSample + " --device cpu", cache);
+  ASSERT_EQ(evaluated.status, 0) << evaluated.output;
+  EXPECT_NE(evaluated.output.find("(weights of epoch 1 of 3 (restored best), threshold"),
+            std::string::npos)
+      << evaluated.output;
+}
+
 TEST(Cli, ACheckpointOfAnotherInputSizeIsRefused) {
   testing::TempDir dir;
   const std::string cache = dir.file("cache");

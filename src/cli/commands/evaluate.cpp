@@ -140,6 +140,20 @@ Ensemble load_models(const std::vector<std::string>& paths, const InferenceFlags
   return ensemble;
 }
 
+// "epoch 12", or "weights of epoch 9 of 12 (restored best)"; an ensemble's members in order.
+std::string trained_epochs(const Ensemble& ensemble) {
+  std::string text;
+  for (const Member& member : ensemble.members) {
+    const CheckpointMetadata& m = member.checkpoint.metadata;
+    text += text.empty() ? "" : ", ";
+    text += m.weights_epoch == m.epoch
+                ? detail::concat("epoch ", m.epoch)
+                : detail::concat("weights of epoch ", m.weights_epoch, " of ", m.epoch,
+                                 " (restored best)");
+  }
+  return text;
+}
+
 // The threshold applied and the words that say where it came from.
 std::pair<double, std::string> applied_threshold(const Ensemble& ensemble,
                                                  const InferenceFlags& flags) {
@@ -153,7 +167,7 @@ std::pair<double, std::string> applied_threshold(const Ensemble& ensemble,
 std::string csv_field(const std::string& path);  // below: a CSV cell, quoted when needed
 
 int run_evaluate(const EvaluateOptions& options) {
-  if (options.data.empty()) throw Error("--data is required");
+  if (options.data.empty()) throw UsageError("--data is required");
   if (options.gallery < 0 || options.gallery > 1000)
     throw UsageError("--gallery must be in [0, 1000], got " + std::to_string(options.gallery));
   const InferenceFlags flags = parse_inference_flags(options.models, options.device, options.batch,
@@ -203,8 +217,8 @@ int run_evaluate(const EvaluateOptions& options) {
   const std::vector<float> logits = ensemble.logits(images);
   MetricsReport report =
       evaluate_binary(options.split, logits, split.labels, threshold, threshold_rule);
-  std::cout << "model: " << ensemble.description() << " (epoch " << meta.epoch << ", threshold "
-            << threshold << ": " << threshold_rule << ")\n"
+  std::cout << "model: " << ensemble.description() << " (" << trained_epochs(ensemble)
+            << ", threshold " << threshold << ": " << threshold_rule << ")\n"
             << "data: " << dataset.cache_dir << ", split " << options.split << "\n"
             << "backend: " << ensemble.backend->name() << "\n"
             << format_metrics_table(report);
@@ -264,7 +278,7 @@ std::string csv_field(const std::string& path) {
 }
 
 int run_predict(const PredictOptions& options) {
-  if (options.inputs.empty()) throw Error("give at least one image or folder to predict");
+  if (options.inputs.empty()) throw UsageError("give at least one image or folder to predict");
   const InferenceFlags flags = parse_inference_flags(options.models, options.device, options.batch,
                                                      options.threshold, options.tta);
   Ensemble ensemble = load_models(options.models, flags, options.batch);

@@ -197,6 +197,9 @@ class TrainingRun {
   TrainingControl control_;
   int first_epoch_ = 0;
   int epochs_done_ = 0;
+  // Set once the weights were restored from an earlier epoch (--restore-best): model.safetensors
+  // records whose weights it holds.
+  std::optional<int> weights_epoch_;
   int64_t steps_done_ = 0;
   double train_seconds_ = 0, val_seconds_ = 0;  // this process's epochs, for the run's last line
   CheckpointMetadata resumed_;   // where an interrupted epoch stood (epoch_step 0: at its start)
@@ -345,6 +348,7 @@ int TrainingRun::run() {
   callbacks_.on_train_end(control_);
   if (control_.restore_weights_snapshot && best_snapshot_) {
     restore_checkpoint(*best_snapshot_, *model_, nullptr, "the best epoch's weights");
+    weights_epoch_ = control_.snapshot_epoch + 1;
     if (writer()) std::cout << "restored the weights of epoch " << control_.snapshot_epoch + 1 << "\n";
   }
   finish();
@@ -536,6 +540,7 @@ std::shared_ptr<const CheckpointData> TrainingRun::snapshot(int epochs_done,
                                                             const EpochStats* partial) {
   if (!writer()) return nullptr;
   metadata_.epoch = epochs_done;
+  metadata_.weights_epoch = weights_epoch_.value_or(epochs_done);
   metadata_.step = steps_done_;
   metadata_.epoch_step = partial ? partial->steps : 0;
   metadata_.epoch_loss_sum = partial ? partial->loss_sum : 0.0;
