@@ -7,21 +7,36 @@ split only when asked, once, for the picked configuration (and the baseline it i
     scripts/experiments.py PLAN.json --pneumo build/pneumo --data CACHE --out DIR        # train + score
     scripts/experiments.py PLAN.json --pneumo build/pneumo --data CACHE --out DIR --table # table only
     scripts/experiments.py PLAN.json ... --test                                           # test, once
+    scripts/experiments.py PLAN.json ... -- --device cpu --threads 2   # extra `pneumo train` flags
 
 PLAN.json: {"size": 96, "epochs": 12, "seeds": [1, 2, 3], "baseline": "keras",
             "rule": "...words...", "pick_metric": "stress_mean_accuracy",
             "pick": "NAME" (optional: a configuration an earlier plan picked; no new pick),
+            "note": "...words..." (optional),
             "configs": {"NAME": {"flag": value, ...}, ...}}
-Each config's flags are `pneumo train` flags (as in a --config file); size, epochs and seed come
-from the plan. Runs land in OUT/NAME/seed-S/, and a finished run (its val.json present) is never
-trained again, so an interrupted sweep continues where it stopped. OUT/results.md and
-OUT/results.csv hold the table; OUT/test.md the test read (OUT/test.lock makes it happen once).
+size, epochs, seeds, rule and configs are required; a NAME is [A-Za-z0-9][A-Za-z0-9._-]*;
+baseline and pick name configurations; pick_metric is a column of the table (the default is
+stress_mean_accuracy). Each config's flags are `pneumo train` flags (as in a --config file); size,
+epochs and seed come from the plan. Flags after a lone "--" go to every `pneumo train`, and
+--device among them to `pneumo evaluate` too (it has no --threads). An invalid plan or command
+line exits with status 2 before anything runs.
+
+The first call copies the plan to OUT/plan.json; a later call whose plan differs is refused. Runs
+land in OUT/NAME/seed-S/; each run's config.json must record the plan's flags, size, epochs and
+seed, else it is refused. A finished run (its val.json readable) is never trained again, so an
+interrupted sweep continues where it stopped. OUT/results.md and OUT/results.csv hold the table
+(mean ± sample sd over seeds); the pick is made once every configuration has all its seeds scored.
+--test needs that too; it reads the test split into OUT/test.md, once (OUT/test.lock, with the
+plan's SHA-256, refuses a second read, as does a test.json already in a run folder).
 """
 import argparse
 import csv
+import hashlib
 import json
 import math
 import os
+import re
+import shutil
 import subprocess
 import sys
 import time
@@ -36,6 +51,11 @@ from summarize_runs import dig, load  # noqa: E402  (the same JSON readers)
 COLUMNS = ["val_acc", "val_sens", "val_spec", "val_auc", "stress_worst_accuracy",
            "stress_mean_accuracy", "stress_worst_specificity", "stress_worst_sensitivity",
            "stress_worst_auc", "stress_mean_accuracy_tuned"]
+
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+PLAN_KEYS = {"size", "epochs", "seeds", "configs", "rule", "baseline", "pick", "pick_metric", "note"}
+# Flags the script sets itself (from the plan, or the run folder): not in a config nor after "--".
+OWN_FLAGS = {"size", "epochs", "seed", "out", "data", "config", "resume"}
 
 
 def val_columns(val):
@@ -66,45 +86,257 @@ TEST_COLUMNS = [  # (header, function of a test.json); threshold 0.5 unless said
     ("acc at the checkpoint's threshold", lambda t: dig(t, ("tuned_threshold", "accuracy"))),
     ("stress worst acc", lambda t: val_columns(t)["stress_worst_accuracy"]),
 ]
+TUNED = 4  # TEST_COLUMNS' checkpoint-threshold column: none for an ensemble (it applies 0.5)
 
 
-def run(command, log_path):
+def usage_error(message):
+    print(f"experiments: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def warn(message):
+    print(f"experiments: warning: {message}", file=sys.stderr, flush=True)
+
+
+def is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def plan_errors(plan):
+    """What is wrong with a plan, in words (empty when nothing is)."""
+    if not isinstance(plan, dict):
+        return ["the plan must be a JSON object"]
+    errors = []
+    unknown = sorted(set(plan) - PLAN_KEYS)
+    if unknown:
+        errors.append(f"unknown keys {unknown} (known: {sorted(PLAN_KEYS)})")
+    for key in ("size", "epochs", "seeds", "configs", "rule"):
+        if key not in plan:
+            errors.append(f"'{key}' is required")
+    for key in ("size", "epochs"):
+        if key in plan and not (is_int(plan[key]) and plan[key] > 0):
+            errors.append(f"'{key}' must be a positive integer, got {json.dumps(plan[key])}")
+    seeds = plan.get("seeds")
+    if "seeds" in plan:
+        if not (isinstance(seeds, list) and seeds and all(is_int(s) and s >= 0 for s in seeds)):
+            errors.append(f"'seeds' must be a non-empty list of integers >= 0, got {json.dumps(seeds)}")
+        elif len(set(seeds)) != len(seeds):
+            errors.append(f"'seeds' holds a seed twice: {seeds}")
+    for key in ("rule", "note", "baseline", "pick", "pick_metric"):
+        if key in plan and not (isinstance(plan[key], str) and plan[key].strip()):
+            errors.append(f"'{key}' must be a non-empty string, got {json.dumps(plan[key])}")
+    configs = plan.get("configs")
+    if "configs" in plan and not (isinstance(configs, dict) and configs):
+        errors.append("'configs' must be a non-empty object of NAME -> {flag: value}")
+        configs = {}
+    for name, flags in (configs or {}).items():
+        if not NAME.fullmatch(name):
+            errors.append(f"configuration name {json.dumps(name)} is not [A-Za-z0-9][A-Za-z0-9._-]* "
+                          "(it names a folder)")
+        if not isinstance(flags, dict):
+            errors.append(f"configuration '{name}' must be an object of flags, got {json.dumps(flags)}")
+            continue
+        for flag, value in flags.items():
+            if flag in OWN_FLAGS:
+                errors.append(f"configuration '{name}': '{flag}' is set by the script "
+                              "(size, epochs and seed come from the plan)")
+            elif not isinstance(value, (str, int, float, bool)):
+                errors.append(f"configuration '{name}': '{flag}' must be a string, number or "
+                              f"boolean, got {json.dumps(value)}")
+    for key in ("baseline", "pick"):
+        if isinstance(plan.get(key), str) and isinstance(configs, dict) and plan[key] not in configs:
+            errors.append(f"'{key}' names '{plan[key]}', which is not among the configurations "
+                          f"{list(configs)}")
+    if isinstance(plan.get("pick_metric"), str) and plan["pick_metric"] not in COLUMNS:
+        errors.append(f"'pick_metric' '{plan['pick_metric']}' is not one of {COLUMNS}")
+    return errors
+
+
+def flag_name(arg):
+    """"--threads=2" -> "threads"; None for a value."""
+    return arg[2:].split("=")[0] if arg.startswith("--") and len(arg) > 2 else None
+
+
+def flag_value(args, name):
+    """The value of --NAME (as "--NAME V" or "--NAME=V") in a list of arguments, else None."""
+    value = None
+    for i, arg in enumerate(args):
+        if arg == f"--{name}" and i + 1 < len(args):
+            value = args[i + 1]
+        elif arg.startswith(f"--{name}="):
+            value = arg.split("=", 1)[1]
+    return value
+
+
+def check_flag_names(args, plan):
+    """Every config flag and every flag after "--" must be one `pneumo train --help` lists."""
+    try:
+        result = subprocess.run([args.pneumo, "train", "--help"], capture_output=True, text=True)
+    except OSError as error:
+        sys.exit(f"experiments: cannot run {args.pneumo}: {error}")
+    known = set(re.findall(r"^\s*(?:-\w,)?--([A-Za-z0-9][A-Za-z0-9-]*)", result.stdout, re.M))
+    if result.returncode != 0 or not known:
+        return  # a --help this cannot read: `pneumo train` checks its flags itself
+    errors = [f"configuration '{name}': '{flag}' is not a `pneumo train` flag"
+              for name, flags in plan["configs"].items() for flag in flags if flag not in known]
+    errors += [f"'{arg}' after \"--\" is not a `pneumo train` flag" for arg in args.train_args
+               if flag_name(arg) and flag_name(arg) not in known]
+    if errors:
+        usage_error("invalid plan or flags:\n  " + "\n  ".join(errors))
+
+
+def differences(fixed, given, where=""):
+    """The keys (dotted) whose values differ between two parsed JSON values."""
+    if isinstance(fixed, dict) and isinstance(given, dict):
+        found = []
+        for key in list(fixed) + [k for k in given if k not in fixed]:
+            if key not in fixed or key not in given:
+                found.append(where + key)
+            else:
+                found += differences(fixed[key], given[key], where + key + ".")
+        return found
+    same = json.dumps(fixed, sort_keys=True) == json.dumps(given, sort_keys=True)
+    return [] if same else [where.rstrip(".") or "(the whole plan)"]
+
+
+def fix_plan(args, plan):
+    """The first call keeps a copy of the plan in OUT/plan.json; later calls must bring the same."""
+    fixed_path = os.path.join(args.out, "plan.json")
+    if not os.path.exists(fixed_path):
+        os.makedirs(args.out, exist_ok=True)
+        shutil.copyfile(args.plan, fixed_path)
+        return
+    fixed = load(fixed_path)
+    if fixed is None:
+        sys.exit(f"experiments: cannot read {fixed_path}, the plan this folder was started with")
+    changed = differences(fixed, plan)
+    if changed:
+        sys.exit(f"experiments: {args.plan} differs from the plan {args.out} was started with "
+                 f"({fixed_path}) in: {', '.join(changed)}. A plan is fixed before its runs; "
+                 "write a new plan with another --out")
+
+
+def plan_sha256(args):
+    with open(os.path.join(args.out, "plan.json"), "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def check_cache_size(args, plan):
+    meta_path = os.path.join(args.data, "meta.json")
+    if not os.path.exists(meta_path):
+        return  # an image tree: pneumo caches it at the size asked for
+    meta = load(meta_path)
+    size = meta.get("size") if isinstance(meta, dict) else None
+    if size != plan["size"]:
+        sys.exit(f"experiments: the cache {args.data} holds {size} px images ({meta_path}); the "
+                 f"plan's size is {plan['size']}")
+
+
+def same_value(recorded, planned):
+    """A config.json value against a plan's (as `pneumo train --config` reads the plan's: 0.1 and
+    "0.1", true and "true" agree)."""
+    def norm(value):
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, (int, float)):
+            return float(value)
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    a, b = norm(recorded), norm(planned)
+    if isinstance(a, float) and isinstance(b, float):
+        return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-12)
+    return a == b
+
+
+def check_run(args, plan, name, seed, run_dir):
+    """Refuses a run whose config.json does not record the plan's flags, size, epochs and seed."""
+    config_path = os.path.join(run_dir, "config.json")
+    config = load(config_path)
+    if not isinstance(config, dict):
+        sys.exit(f"experiments: cannot read {config_path}, so cannot tell whether run {run_dir} was "
+                 "trained under this plan; remove that run folder to train it again")
+    given_after = {flag_name(a) for a in args.train_args if flag_name(a)}  # these win over a config
+    expected = {k: v for k, v in plan["configs"][name].items() if k not in given_after}
+    expected.update({"size": plan["size"], "epochs": plan["epochs"], "seed": seed})
+    differing = [f"{key} = {json.dumps(config[key])} (plan: {json.dumps(value)})"
+                 for key, value in expected.items()
+                 if key in config and not same_value(config[key], value)]
+    if differing:
+        sys.exit(f"experiments: run {run_dir} was not trained under this plan: its config.json "
+                 f"records {'; '.join(differing)}. Remove that run folder, or use another --out")
+
+
+def holds_only_a_failed_start(run_dir):
+    """As `pneumo train` sees it: nothing but config.json and an empty checkpoints/ (it may reuse
+    such a folder)."""
+    for entry in os.listdir(run_dir):
+        path = os.path.join(run_dir, entry)
+        if entry == "config.json":
+            continue
+        if entry == "checkpoints" and os.path.isdir(path) and not os.listdir(path):
+            continue
+        return False
+    return True
+
+
+def run(command, log_path, failed_note=None):
     print("+ " + " ".join(command), flush=True)
-    with open(log_path, "a") as log:
-        result = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT)
-    if result.returncode != 0:
-        sys.exit(f"experiments: command failed with status {result.returncode}, see {log_path}")
+    try:
+        with open(log_path, "a") as log:
+            result = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT)
+    except OSError as error:
+        status = f"could not start: {error}"
+    else:
+        if result.returncode == 0:
+            return
+        status = f"failed with status {result.returncode}, see {log_path}"
+    sys.exit(f"experiments: command {status}" + (f"\n{failed_note()}" if failed_note else ""))
+
+
+def evaluate_args(args):
+    """The flags after "--" that `pneumo evaluate` takes as well (it has no --threads)."""
+    device = flag_value(args.train_args, "device")
+    return ["--device", device] if device else []
 
 
 def train_and_score(args, plan, name, flags, seed):
     run_dir = os.path.join(args.out, name, f"seed-{seed}")
     val_json = os.path.join(run_dir, "val.json")
     if os.path.exists(val_json):
-        return
+        if load(val_json) is not None:
+            check_run(args, plan, name, seed, run_dir)
+            return
+        warn(f"{val_json} cannot be read; evaluating that run again")
     os.makedirs(os.path.dirname(run_dir), exist_ok=True)
     config_path = os.path.join(args.out, name, "config.json")
     with open(config_path, "w") as f:
         json.dump(flags, f, indent=2)
     log = os.path.join(args.out, name, f"seed-{seed}.log")
-    if os.path.exists(run_dir) and not os.path.exists(os.path.join(run_dir, "model.safetensors")):
+    model = os.path.join(run_dir, "model.safetensors")
+    last = os.path.join(run_dir, "checkpoints", "last.safetensors")
+    command = [args.pneumo, "train", "--data", args.data, "--config", config_path,
+               "--size", str(plan["size"]), "--epochs", str(plan["epochs"]),
+               "--seed", str(seed), "--out", run_dir]
+    if os.path.exists(model):
+        check_run(args, plan, name, seed, run_dir)
+        command = None  # trained; only its evaluation is missing
+    elif os.path.exists(last):
         # An interrupted training: continue it (its checkpoint holds the position).
-        last = os.path.join(run_dir, "checkpoints", "last.safetensors")
-        command = [args.pneumo, "train", "--resume", last] if os.path.exists(last) else None
-        if command is None:
-            sys.exit(f"experiments: {run_dir} holds an unfinished run without a checkpoint; "
-                     "remove it to start that run again")
-    else:
-        command = [args.pneumo, "train", "--data", args.data, "--config", config_path,
-                   "--size", str(plan["size"]), "--epochs", str(plan["epochs"]),
-                   "--seed", str(seed), "--out", run_dir]
-    command += args.train_args
-    start = time.time()
-    if not os.path.exists(os.path.join(run_dir, "model.safetensors")):
-        run(command, log)
-    with open(os.path.join(run_dir, "train_seconds.txt"), "a") as f:
-        f.write(f"{time.time() - start:.1f}\n")
-    run([args.pneumo, "evaluate", "--model", os.path.join(run_dir, "model.safetensors"),
-         "--data", args.data, "--split", "val-carved", "--stress", "--json", val_json], log)
+        check_run(args, plan, name, seed, run_dir)
+        command = [args.pneumo, "train", "--resume", last]
+    elif os.path.isdir(run_dir) and not holds_only_a_failed_start(run_dir):
+        sys.exit(f"experiments: {run_dir} holds an unfinished run without a checkpoint; "
+                 "remove it to start that run again")
+    # else: new, or a start that failed before training (`pneumo train` reuses that folder)
+    if command is not None:
+        start = time.time()
+        run(command + args.train_args, log)
+        with open(os.path.join(run_dir, "train_seconds.txt"), "a") as f:
+            f.write(f"{time.time() - start:.1f}\n")
+    run([args.pneumo, "evaluate", "--model", model, "--data", args.data, "--split", "val-carved",
+         "--stress", "--json", val_json] + evaluate_args(args), log)
 
 
 def table_rows(args, plan):
@@ -112,9 +344,14 @@ def table_rows(args, plan):
     for name in plan["configs"]:
         for seed in plan["seeds"]:
             run_dir = os.path.join(args.out, name, f"seed-{seed}")
-            val = load(os.path.join(run_dir, "val.json"))
+            val_json = os.path.join(run_dir, "val.json")
+            val = load(val_json)
             if val is None:
+                if os.path.exists(val_json):
+                    warn(f"{val_json} cannot be read; that run is left out (a sweep without "
+                         "--table or --test evaluates it again)")
                 continue
+            check_run(args, plan, name, seed, run_dir)
             row = {"config": name, "seed": seed}
             row.update(val_columns(val))
             seconds = load_seconds(run_dir)
@@ -132,6 +369,7 @@ def load_seconds(run_dir):
 
 
 def mean_sd(values):
+    """Mean and sample standard deviation (n - 1)."""
     values = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
     if not values:
         return None, None
@@ -148,7 +386,7 @@ def fmt(value, sd=None):
 
 
 def summarise(rows, plan):
-    """Per config: n seeds, mean ± sd of every column."""
+    """Per config: n seeds, mean ± sample sd of every column."""
     summary = {}
     for name in plan["configs"]:
         mine = [r for r in rows if r["config"] == name]
@@ -159,14 +397,25 @@ def summarise(rows, plan):
     return summary
 
 
+def incomplete(summary, plan):
+    """Configurations without all their seeds scored, in words."""
+    return [f"{name} ({summary[name]['n'] if name in summary else 0} of {len(plan['seeds'])} seeds)"
+            for name in plan["configs"]
+            if name not in summary or summary[name]["n"] < len(plan["seeds"])]
+
+
 def pick(summary, plan):
-    metric = plan.get("pick_metric", "stress_mean_accuracy")
-    complete = {n: s for n, s in summary.items() if s["n"] == len(plan["seeds"])}
-    if not complete:
+    """The configuration the plan's rule picks, once every configuration has all its seeds."""
+    if incomplete(summary, plan):
         return None
     if plan.get("pick"):  # chosen by an earlier plan's rule: this one only measures it
-        return plan["pick"] if plan["pick"] in complete else None
-    return max(complete, key=lambda n: (complete[n][metric][0] or -1, complete[n]["val_auc"][0] or -1))
+        return plan["pick"]
+    metric = plan.get("pick_metric", "stress_mean_accuracy")
+
+    def key(name):
+        value, auc = summary[name][metric][0], summary[name]["val_auc"][0]
+        return (value if value is not None else -1, auc if auc is not None else -1)
+    return max(summary, key=key)
 
 
 def write_table(args, plan):
@@ -176,13 +425,18 @@ def write_table(args, plan):
         writer.writeheader()
         writer.writerows(rows)
     summary = summarise(rows, plan)
+    missing = incomplete(summary, plan)
+    if missing:
+        warn(f"not every seed is scored: {', '.join(missing)}; no configuration is picked "
+             "until they are")
     chosen = pick(summary, plan)
     lines = [f"# Generalisation sweep: {plan['size']} px, {plan['epochs']} epochs, seeds {plan['seeds']}",
              "", f"Selection rule (fixed before the runs): {plan['rule']}", "",
              "Validation = the split each run carves from train (15%, by patient); stress = the same "
              "images under `pneumo evaluate --stress`'s ten fixed variants. Threshold 0.5 except the last "
-             "column (the checkpoint's Youden threshold from validation). Mean ± sd over seeds; "
-             "model = the final epoch's weights (model.safetensors).", "",
+             "column (the checkpoint's Youden threshold from validation). Mean ± sample sd (n - 1) over "
+             "seeds; model = the final epoch's weights (model.safetensors)."
+             + (f" Incomplete, nothing picked yet: {', '.join(missing)}." if missing else ""), "",
              "| config | seeds | val acc | val sens | val spec | val AUC | stress worst acc | stress mean acc | stress worst spec | stress worst sens | stress mean acc, Youden threshold |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, s in summary.items():
@@ -191,6 +445,7 @@ def write_table(args, plan):
                                        "stress_worst_sensitivity", "stress_mean_accuracy_tuned")]
         mark = " (picked)" if name == chosen else ""
         lines.append(f"| {name}{mark} | {s['n']} | " + " | ".join(cells) + " |")
+    shown = len(lines)
     lines += ["", "Configurations:", ""]
     for name, flags in plan["configs"].items():
         lines.append(f"- `{name}`: `{json.dumps(flags)}`")
@@ -201,8 +456,8 @@ def write_table(args, plan):
                      f" | {r['train_seconds'] if r['train_seconds'] is not None else '-'} |")
     with open(os.path.join(args.out, "results.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
-    print("\n".join(lines[:8 + len(summary)]))
-    return chosen
+    print("\n".join(lines[:shown]))
+    return chosen, missing
 
 
 def read_test(args, plan, chosen):
@@ -210,35 +465,72 @@ def read_test(args, plan, chosen):
     if os.path.exists(lock):
         sys.exit(f"experiments: the test split was read already ({lock}); it is read once")
     names = [chosen] + ([plan["baseline"]] if plan.get("baseline") and plan["baseline"] != chosen else [])
+    # Everything checked before the lock: a refusal here leaves the test split unread.
+    problems = [f"'{n}' is not a configuration of the plan" for n in names if n not in plan["configs"]]
+    check_cache_size(args, plan)
+    for name in names:
+        for seed in plan["seeds"]:
+            run_dir = os.path.join(args.out, name, f"seed-{seed}")
+            if not os.path.exists(os.path.join(run_dir, "model.safetensors")):
+                problems.append(f"{run_dir}/model.safetensors is missing")
+            if os.path.exists(os.path.join(run_dir, "test.json")):
+                problems.append(f"{run_dir}/test.json exists: the test split was already read for "
+                                "that model (under another plan or call)")
+        if os.path.exists(os.path.join(args.out, name, "test_ensemble.json")):
+            problems.append(f"{os.path.join(args.out, name, 'test_ensemble.json')} exists: the test "
+                            "split was already read for that ensemble")
+    if problems:
+        sys.exit("experiments: the test split is not read (no lock written):\n  " + "\n  ".join(problems))
     with open(lock, "w") as f:
-        f.write(f"test read at {time.strftime('%Y-%m-%d %H:%M:%S')} for {names}\n")
+        f.write(f"test read at {time.strftime('%Y-%m-%d %H:%M:%S')} for {names}\n"
+                f"plan sha256 {plan_sha256(args)} ({os.path.join(args.out, 'plan.json')})\n")
+
+    reads = []  # (name, label, path of its test JSON, whether it is an ensemble), in order
+    for name in names:
+        models = []
+        for seed in plan["seeds"]:
+            models.append(os.path.join(args.out, name, f"seed-{seed}", "model.safetensors"))
+            reads.append((name, f"seed {seed}", os.path.join(args.out, name, f"seed-{seed}", "test.json"),
+                          [models[-1]]))
+        if len(models) > 1:
+            reads.append((name, f"ensemble of {len(models)} (mean p, threshold 0.5)",
+                          os.path.join(args.out, name, "test_ensemble.json"), list(models)))
+    done = []
+
+    def failed_note():
+        not_read = [path for _, _, path, _ in reads if path not in done]
+        return (f"The lock {lock} is written, so the test split will not be read again. Read: "
+                f"{', '.join(done) or 'nothing'}. Not read: {', '.join(not_read)}.")
+
+    for name, _, out, models in reads:
+        command = [args.pneumo, "evaluate", "--data", args.data, "--split", "test", "--stress",
+                   "--json", out] + evaluate_args(args)
+        for model in models:
+            command += ["--model", model]
+        run(command, os.path.join(args.out, name, "test.log"), failed_note)
+        done.append(out)
+
     lines = [f"# Test split, read once ({time.strftime('%Y-%m-%d')}): picked `{chosen}`"
              + (f", baseline `{plan['baseline']}`" if len(names) > 1 else ""), "",
+             "Mean ± sample sd (n - 1) over seeds; an ensemble applies threshold 0.5, so it has no "
+             "checkpoint threshold (-).", "",
              "| config | run | " + " | ".join(h for h, _ in TEST_COLUMNS) + " |",
              "|---|---|" + "---|" * len(TEST_COLUMNS)]
     for name in names:
-        models, results = [], []
-        for seed in plan["seeds"]:
-            run_dir = os.path.join(args.out, name, f"seed-{seed}")
-            model = os.path.join(run_dir, "model.safetensors")
-            out = os.path.join(run_dir, "test.json")
-            run([args.pneumo, "evaluate", "--model", model, "--data", args.data, "--split", "test",
-                 "--stress", "--json", out], os.path.join(args.out, name, "test.log"))
-            models.append(model)
-            results.append(load(out))
-            lines.append(f"| {name} | seed {seed} | " + " | ".join(fmt(f(results[-1])) for _, f in TEST_COLUMNS) + " |")
-        if len(results) > 1:
-            stats = [mean_sd([f(r) for r in results]) for _, f in TEST_COLUMNS]
-            lines.append(f"| {name} | mean ± sd | " + " | ".join(fmt(*s) for s in stats) + " |")
-        if len(models) > 1:
-            out = os.path.join(args.out, name, "test_ensemble.json")
-            command = [args.pneumo, "evaluate", "--data", args.data, "--split", "test", "--stress", "--json", out]
-            for model in models:
-                command += ["--model", model]
-            run(command, os.path.join(args.out, name, "test.log"))
-            ensemble = load(out)
-            lines.append(f"| {name} | ensemble of {len(models)} (mean p, threshold 0.5) | " +
-                         " | ".join(fmt(f(ensemble)) for _, f in TEST_COLUMNS) + " |")
+        results = []
+        for row_name, label, out, models in reads:
+            if row_name != name:
+                continue
+            result = load(out)
+            if len(models) == 1:
+                results.append(result)
+                cells = [fmt(f(result)) for _, f in TEST_COLUMNS]
+            else:
+                if len(results) > 1:
+                    stats = [mean_sd([f(r) for r in results]) for _, f in TEST_COLUMNS]
+                    lines.append(f"| {name} | mean ± sample sd | " + " | ".join(fmt(*s) for s in stats) + " |")
+                cells = [fmt(f(result)) if i != TUNED else "-" for i, (_, f) in enumerate(TEST_COLUMNS)]
+            lines.append(f"| {name} | {label} | " + " | ".join(cells) + " |")
     with open(os.path.join(args.out, "test.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
@@ -262,18 +554,30 @@ def main():
     args.train_args = train_args
     plan = load(args.plan)
     if plan is None:
-        sys.exit(f"experiments: cannot read plan {args.plan}")
-    os.makedirs(args.out, exist_ok=True)
-    if not args.table and not args.test:
+        usage_error(f"cannot read plan {args.plan} (missing, or not JSON)")
+    errors = plan_errors(plan)
+    errors += [f"'{a}' after \"--\" is set by the script (from the plan, or the run folder)"
+               for a in train_args if flag_name(a) in OWN_FLAGS]
+    errors += [f"--only names '{n}', which is not a configuration of the plan" for n in args.only or []
+               if isinstance(plan, dict) and isinstance(plan.get("configs"), dict) and n not in plan["configs"]]
+    if errors:
+        usage_error(f"invalid plan {args.plan} or command line:\n  " + "\n  ".join(errors))
+    check_cache_size(args, plan)
+    training = not args.table and not args.test
+    if training:
+        check_flag_names(args, plan)
+    fix_plan(args, plan)
+    if training:
         for seed in plan["seeds"]:  # seed-major: every config gets its first seed early
             for name, flags in plan["configs"].items():
                 if args.only and name not in args.only:
                     continue
                 train_and_score(args, plan, name, flags, seed)
-    chosen = write_table(args, plan)
+    chosen, missing = write_table(args, plan)
     if args.test:
-        if chosen is None:
-            sys.exit("experiments: no configuration has all its seeds scored; nothing to test")
+        if missing:
+            sys.exit("experiments: --test reads the test split only once every configuration of the "
+                     f"plan has all its seeds scored; not yet: {', '.join(missing)}. No lock written")
         read_test(args, plan, chosen)
 
 

@@ -7,7 +7,8 @@ number comes with its run-to-run spread.
 
 Each RUN_DIR holds config.json and metrics_val.json (written by `pneumo train`) and, when the
 test split was evaluated, test_metrics.json (`pneumo evaluate --split test --json`). A run missing
-a file is listed with a note and left out of the statistics that need that file.
+a file is listed with a note and left out of the statistics that need that file; a RUN_DIR that
+does not exist, or one given twice, is an error.
 """
 import json
 import math
@@ -52,6 +53,15 @@ def mean_sd(values):
 def main(run_dirs):
     if not run_dirs:
         sys.exit(__doc__)
+    missing = [run for run in run_dirs if not os.path.isdir(run)]
+    if missing:
+        sys.exit(f"summarize_runs: no such run folder: {', '.join(missing)}")
+    seen = {}
+    for run in run_dirs:
+        real = os.path.realpath(run)
+        if real in seen:
+            sys.exit(f"summarize_runs: {run} is the same folder as {seen[real]}: a run counts once")
+        seen[real] = run
     rows, notes = [], []
     for run in run_dirs:
         files = {"val": load(os.path.join(run, "metrics_val.json")),

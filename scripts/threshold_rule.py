@@ -5,8 +5,10 @@ docs/experiments/2026-12-02-threshold-rule/README.md, written before the runs).
 For each run directory (holding model.safetensors): `pneumo evaluate --split val-carved` writes
 the run's own validation scores (--scores) and the stress variants at the stored (Youden)
 threshold, then again at 0.5. From the scores, many seeded stratified halvings: Youden's threshold
-tuned on one half, the other half's accuracy at it against at 0.5. Writes results.md / results.csv
-in --out. Never reads the test split.
+tuned on one half, the other half's accuracy at it against at 0.5. A model whose stored threshold
+is not Youden's (its threshold_rule says 0.5: --threshold-rule 0.5, or train's fall-back) is
+listed, marked "left out", and kept out of both means. Writes results.md / results.csv in --out.
+Never reads the test split.
 
     scripts/threshold_rule.py --pneumo build/pneumo --data CACHE --out DIR RUN_DIR...
 """
@@ -21,21 +23,31 @@ import sys
 
 
 def youden_threshold(logits, labels):
-    """The probability threshold maximising sensitivity + specificity - 1: the midpoint between
-    two adjacent distinct scores (as pneumo's choose_threshold_youden does), on the logit scale."""
+    """The cut maximising sensitivity + specificity - 1, on the logit scale, as pneumo's
+    choose_threshold_youden picks it: the midpoint between two adjacent distinct scores (1 beyond
+    the extremes), J compared exactly (TP * N - FP * P), ties to the cut closest to logit 0 (then
+    the higher one); logit 0 (0.5) when a class is absent."""
     positives = sum(labels)
     negatives = len(labels) - positives
+    if positives == 0 or negatives == 0:
+        return 0.0
     pairs = sorted(zip(logits, labels))
-    best_j, best_cut = -2.0, 0.0
+    best_score, best_cut = None, 0.0
     # Everything above the cut is called positive; walk the cut up through the sorted scores.
     true_pos, false_pos = positives, negatives
     for i in range(len(pairs) + 1):
         if i == 0 or i == len(pairs) or pairs[i - 1][0] != pairs[i][0]:
-            j = true_pos / positives + (negatives - false_pos) / negatives - 1.0
-            if j > best_j:
-                lo = pairs[i - 1][0] if i > 0 else pairs[0][0] - 1.0
-                hi = pairs[i][0] if i < len(pairs) else pairs[-1][0] + 1.0
-                best_j, best_cut = j, 0.5 * (lo + hi)
+            score = true_pos * negatives - false_pos * positives  # J * P * N, an exact integer
+            if i == 0:
+                cut = pairs[0][0] - 1.0
+            elif i == len(pairs):
+                cut = pairs[-1][0] + 1.0
+            else:
+                cut = 0.5 * (pairs[i - 1][0] + pairs[i][0])
+            if (best_score is None or score > best_score or
+                    (score == best_score and (abs(cut) < abs(best_cut) or
+                                              (abs(cut) == abs(best_cut) and cut > best_cut)))):
+                best_score, best_cut = score, cut
         if i < len(pairs):
             if pairs[i][1]:
                 true_pos -= 1
@@ -86,6 +98,13 @@ def main():
         scores = os.path.join(args.out, f"{tag}_val_scores.csv")
         youden = evaluate(args.pneumo, args.data, model, None, scores,
                           os.path.join(args.out, f"{tag}_youden.json"))
+        rule = youden.get("threshold_rule", "")
+        if not rule.startswith("Youden's J"):  # the stored threshold is 0.5: nothing to judge
+            rows.append({"run": name, "val_images": None,
+                         "stored_threshold": youden["tuned_threshold"]["threshold"],
+                         "threshold_rule": rule, "left_out": "stored threshold is not Youden's"})
+            print(f"{name}: left out, its stored threshold is not Youden's ({rule})", flush=True)
+            continue
         half = evaluate(args.pneumo, args.data, model, 0.5, None,
                         os.path.join(args.out, f"{tag}_half.json"))
         logits, labels = read_scores(scores)
@@ -110,7 +129,8 @@ def main():
             "run": name,
             "val_images": len(labels),
             "stored_threshold": youden["tuned_threshold"]["threshold"],
-            "threshold_rule": youden["threshold_rule"],
+            "threshold_rule": rule,
+            "left_out": "",
             "halves_gain_mean": sum(gains) / len(gains),
             "halves_youden_better": sum(g > 0 for g in gains) / len(gains),
             "halves_youden_worse": sum(g < 0 for g in gains) / len(gains),
@@ -123,25 +143,39 @@ def main():
         print(f"{name}: halves gain {rows[-1]['halves_gain_mean']:+.4f}, "
               f"stress gain {rows[-1]['stress_gain']:+.4f}", flush=True)
 
+    fields = list(dict.fromkeys(key for r in rows for key in r))
     with open(os.path.join(args.out, "results.csv"), "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)
-    halves = sum(r["halves_gain_mean"] for r in rows) / len(rows)
-    stress = sum(r["stress_gain"] for r in rows) / len(rows)
+    judged = [r for r in rows if not r["left_out"]]
+    left_out = [r["run"] for r in rows if r["left_out"]]
+    if not judged:
+        sys.exit("threshold_rule: no model stores Youden's threshold (all left out: "
+                 f"{', '.join(left_out)}); nothing to judge")
+    halves = sum(r["halves_gain_mean"] for r in judged) / len(judged)
+    stress = sum(r["stress_gain"] for r in judged) / len(judged)
     verdict = "youden" if halves > 0 and stress > 0 else "0.5"
     with open(os.path.join(args.out, "results.md"), "w") as f:
         f.write("| run | stored threshold | held-out half: accuracy gain of Youden over 0.5 "
                 "(mean) | halvings Youden better / worse | stress mean accuracy, Youden | "
                 "at 0.5 | gain |\n|---|---:|---:|---:|---:|---:|---:|\n")
         for r in rows:
+            if r["left_out"]:
+                f.write(f"| {r['run']} | {r['stored_threshold']:.4f} | left out: {r['threshold_rule']} "
+                        "| | | | |\n")
+                continue
             f.write(f"| {r['run']} | {r['stored_threshold']:.4f} | {r['halves_gain_mean']:+.4f} | "
                     f"{r['halves_youden_better']:.2f} / {r['halves_youden_worse']:.2f} | "
                     f"{r['stress_mean_accuracy_youden']:.4f} | "
                     f"{r['stress_mean_accuracy_0.5']:.4f} | {r['stress_gain']:+.4f} |\n")
-        f.write(f"\nMean over runs: held-out halves {halves:+.4f}, stress {stress:+.4f} "
-                f"({args.halvings} halvings each way per run). By the rule: **{verdict}**.\n")
-    print(f"held-out halves {halves:+.4f}, stress {stress:+.4f}: {verdict}")
+        f.write(f"\nMean over the {len(judged)} runs that store Youden's threshold: held-out halves "
+                f"{halves:+.4f}, stress {stress:+.4f} ({args.halvings} halvings each way per run). "
+                f"By the rule: **{verdict}**.\n")
+        if left_out:
+            f.write(f"\nLeft out (stored threshold not Youden's): {', '.join(left_out)}.\n")
+    print(f"held-out halves {halves:+.4f}, stress {stress:+.4f} over {len(judged)} runs: {verdict}"
+          + (f" (left out: {', '.join(left_out)})" if left_out else ""))
 
 
 if __name__ == "__main__":

@@ -39,7 +39,11 @@ def pneumo_name(row):
 def read_rows(paths):
     speed, recipe = {}, {}  # name -> {batch: images/s}; name -> seconds
     for path in paths:
-        with open(path) as f:
+        try:
+            f = open(path)
+        except OSError as error:
+            sys.exit(f"throughput_table: cannot read {path}: {error.strerror}")
+        with f:
             for line in f:
                 line = line.strip()
                 if not line.startswith("{"):

@@ -1,7 +1,9 @@
 // scripts/experiments.py end to end on the bundled sample (32 px, one epoch, two seeds, two
-// configurations): every run trained and scored on its validation and stress variants, the table
-// written, the configuration the plan's rule names picked (checked against the CSV here), a rerun
-// training nothing, and the test split read once (a second read refused). Skipped without python3.
+// configurations): --test refused (and no lock written) while a configuration lacks seeds, every
+// run trained and scored on its validation and stress variants, the table written, the
+// configuration the plan's rule names picked (checked against the CSV here), a rerun training
+// nothing, a changed plan refused, and the test split read once (a second read refused). Then
+// invalid plans and names: refused with status 2 before anything runs. Skipped without python3.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -10,6 +12,8 @@
 #include <map>
 #include <sstream>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "cli_test_util.hpp"
 #include "temp_dir.hpp"
@@ -31,6 +35,18 @@ TEST(Experiments, SweepPicksByThePlansRuleAndReadsTestOnce) {
                              PNEUMO_SOURCE_DIR "/scripts/experiments.py " + plan +
                              " --pneumo " PNEUMO_BINARY " --data " PNEUMO_SOURCE_DIR
                              "/data/sample --out " + out;
+  // One configuration's seeds only: the test split stays unread until every configuration has
+  // all its seeds (a pick among the complete ones would not be the plan's rule).
+  auto part = testing::run_command(script + " --only plain");
+  ASSERT_EQ(part.status, 0) << part.output;
+  EXPECT_FALSE(fs::exists(fs::path(out) / "jitter" / "seed-1")) << part.output;
+  auto early = testing::run_command(script + " --test");
+  EXPECT_NE(early.status, 0) << early.output;
+  EXPECT_NE(early.output.find("jitter (0 of 2 seeds)"), std::string::npos) << early.output;
+  EXPECT_FALSE(fs::exists(out + "/test.lock"));
+  EXPECT_FALSE(fs::exists(out + "/plain/seed-1/test.json"));
+  EXPECT_TRUE(fs::exists(out + "/plan.json"));  // the plan, fixed by the first call
+
   auto sweep = testing::run_command(script);
   ASSERT_EQ(sweep.status, 0) << sweep.output;
   for (const char* config : {"plain", "jitter"})
@@ -74,14 +90,74 @@ TEST(Experiments, SweepPicksByThePlansRuleAndReadsTestOnce) {
   EXPECT_EQ(again.output.find(PNEUMO_BINARY " train"), std::string::npos) << again.output;
   EXPECT_NE(sweep.output.find(PNEUMO_BINARY " train"), std::string::npos) << sweep.output;
 
+  // A plan changed after its runs (another epoch count, another flag) is refused, naming what.
+  const std::string changed = dir.file("changed.json");
+  std::ofstream(changed) << R"({"size": 32, "epochs": 2, "seeds": [1, 2], "baseline": "plain",
+    "rule": "highest mean stress_mean_accuracy", "pick_metric": "stress_mean_accuracy",
+    "configs": {"plain": {"augment": false, "threads": 2, "device": "cpu"},
+                "jitter": {"aspect": 0.2, "brightness": 0.1, "threads": 2, "device": "cpu"}}})";
+  std::string changed_script = script;
+  changed_script.replace(changed_script.find(plan), plan.size(), changed);
+  auto refused = testing::run_command(changed_script + " --table");
+  EXPECT_NE(refused.status, 0) << refused.output;
+  EXPECT_NE(refused.output.find("epochs, configs.jitter.aspect"), std::string::npos)
+      << refused.output;
+  EXPECT_FALSE(fs::exists(out + "/test.lock"));
+
   auto test = testing::run_command(script + " --test");
   ASSERT_EQ(test.status, 0) << test.output;
   const std::string read = testing::read_text(out + "/test.md");
   EXPECT_NE(read.find("ensemble of 2"), std::string::npos) << read;
-  EXPECT_NE(read.find("| " + winner + " | mean ± sd |"), std::string::npos) << read;
+  EXPECT_NE(read.find("| " + winner + " | mean ± sample sd |"), std::string::npos) << read;
+  EXPECT_NE(testing::read_text(out + "/test.lock").find("plan sha256 "), std::string::npos);
   auto twice = testing::run_command(script + " --test");
   EXPECT_NE(twice.status, 0);
   EXPECT_NE(twice.output.find("read once"), std::string::npos) << twice.output;
+}
+
+// Each plan below is wrong in one way; the script must say so with status 2 before it trains
+// anything or makes the output folder (a name such as "../x" would be a folder outside it).
+TEST(Experiments, InvalidPlansAndNamesRefusedBeforeAnyTraining) {
+  if (testing::run_command("python3 -c pass").status != 0) GTEST_SKIP() << "no python3";
+  testing::TempDir dir;
+  const std::string out = dir.file("sweep"), start = R"({"size": 32, "epochs": 1, "rule": "r", )";
+  const std::string plain = R"("plain": {"augment": false, "threads": 2, "device": "cpu"})";
+  const std::vector<std::pair<std::string, std::string>> plans = {  // plan, words of the refusal
+      {"[1, 2]", "must be a JSON object"},
+      {start + R"("seeds": [1, "2"], "configs": {)" + plain + "}}", "'seeds' must be"},
+      {start + R"("seeds": [1], "sedes": [2], "configs": {)" + plain + "}}", "unknown keys ['sedes']"},
+      {start + R"("seeds": [1], "baseline": "keras", "configs": {)" + plain + "}}",
+       "'baseline' names 'keras'"},
+      {start + R"("seeds": [1], "pick_metric": "accuracy", "configs": {)" + plain + "}}",
+       "'pick_metric' 'accuracy'"},
+      {start + R"("seeds": [1], "configs": {)" + plain + R"(, "../escape": {}}})",
+       "configuration name \"../escape\""},
+      {start + R"("seeds": [1], "configs": {)" + plain + R"(, "two words": {}}})",
+       "configuration name \"two words\""},
+  };
+  int i = 0;
+  for (const auto& [text, words] : plans) {
+    const std::string plan = dir.file("plan" + std::to_string(i++) + ".json");
+    std::ofstream(plan) << text;
+    auto result = testing::run_command(
+        "PNEUMO_CACHE_DIR='" + dir.file("cache") + "' python3 " PNEUMO_SOURCE_DIR
+        "/scripts/experiments.py " + plan + " --pneumo " PNEUMO_BINARY " --data " PNEUMO_SOURCE_DIR
+        "/data/sample --out " + out);
+    EXPECT_EQ(result.status, 2) << text << "\n" << result.output;
+    EXPECT_NE(result.output.find(words), std::string::npos) << text << "\n" << result.output;
+    EXPECT_EQ(result.output.find(PNEUMO_BINARY " train"), std::string::npos) << result.output;
+    EXPECT_FALSE(fs::exists(out)) << text;
+    EXPECT_FALSE(fs::exists(dir.file("escape"))) << text;
+  }
+  // --only must name a configuration of the plan.
+  const std::string plan = dir.file("good.json");
+  std::ofstream(plan) << start + R"("seeds": [1], "configs": {)" + plain + "}}";
+  auto only = testing::run_command("python3 " PNEUMO_SOURCE_DIR "/scripts/experiments.py " + plan +
+                                   " --pneumo " PNEUMO_BINARY " --data " PNEUMO_SOURCE_DIR
+                                   "/data/sample --out " + out + " --only plian");
+  EXPECT_EQ(only.status, 2) << only.output;
+  EXPECT_NE(only.output.find("--only names 'plian'"), std::string::npos) << only.output;
+  EXPECT_FALSE(fs::exists(out));
 }
 
 }  // namespace
