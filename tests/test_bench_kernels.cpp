@@ -166,7 +166,14 @@ TEST(BenchReport, SpeedupIsOverTheFastestValidBaselineOfTheGroup) {
   BenchRow other = timed_row("ours", false, 1.0, Status::Ok);
   other.layer = "conv2";  // no baseline in its group
   run.rows.push_back(other);
+  BenchRow tensor_cores = timed_row("ours on bf16 tensor cores", false, 1.0, Status::Ok);
+  tensor_cores.not_fp32 = true;
+  run.rows.push_back(tensor_cores);
   finalize(run);
+  // Not held to the fp32 CUDA-core peak; its rate and bandwidth still derived.
+  EXPECT_TRUE(std::isnan(run.rows[5].percent_fp32_peak));
+  EXPECT_DOUBLE_EQ(run.rows[5].gflops, 2000.0);
+  EXPECT_DOUBLE_EQ(run.rows[5].percent_dram_peak, 50.0);
   EXPECT_DOUBLE_EQ(run.rows[3].speedup, 2.0);
   EXPECT_EQ(run.rows[3].speedup_over, "cudnn: fast");
   EXPECT_DOUBLE_EQ(run.rows[0].speedup, 0.5);

@@ -56,6 +56,7 @@ CheckpointData toy_checkpoint() {
   m.epoch_step = 5;
   m.epoch_loss_sum = 0.1f + 0.2f;  // a float32 sum: must come back bit-exact
   m.epoch_correct = 117;
+  m.epoch_seconds = 12.25;
   m.seed = std::numeric_limits<uint64_t>::max() - 5;  // beyond int64 and double precision
   m.learning_rate = 1e-3 * 0.3 * 0.3;               // 9.000000000000001e-05: must stay bit-exact
   m.callback_state = {{"reduce_lr_on_plateau", {{"best", "-inf"}, {"wait", 1}}}};
@@ -93,6 +94,7 @@ TEST(Checkpoint, RoundTripKeepsTensorsAndEveryMetadataField) {
   EXPECT_EQ(b.epoch_step, 5);
   EXPECT_EQ(b.epoch_loss_sum, a.epoch_loss_sum);
   EXPECT_EQ(b.epoch_correct, 117);
+  EXPECT_EQ(b.epoch_seconds, 12.25);
   EXPECT_EQ(b.seed, a.seed);
   EXPECT_EQ(b.learning_rate, a.learning_rate);  // bit-exact
   EXPECT_EQ(b.optimizer, "rmsprop");
@@ -205,6 +207,7 @@ TEST(Checkpoint, TruncatedForeignAndNewerFilesAreRefused) {
   EXPECT_THROW(load_checkpoint(rewrite("callback_state", "{not json")), Error);
   EXPECT_THROW(load_checkpoint(rewrite("epoch_step", "-2")), Error);
   EXPECT_THROW(load_checkpoint(rewrite("weights_epoch", "8")), Error);  // beyond epoch 7
+  EXPECT_THROW(load_checkpoint(rewrite("epoch_seconds", "-1")), Error);
   EXPECT_THROW(load_checkpoint(rewrite("epoch_loss_sum", "\"x\"")), Error);
   EXPECT_NO_THROW(load_checkpoint(rewrite("epoch", "8")));
 
@@ -220,6 +223,7 @@ TEST(Checkpoint, TruncatedForeignAndNewerFilesAreRefused) {
     const CheckpointMetadata older = load_checkpoint(dir.file("older.safetensors")).metadata;
     EXPECT_EQ(older.epoch_step, 0);
     EXPECT_EQ(older.epoch_loss_sum, 0.0);
+    EXPECT_EQ(older.epoch_seconds, 0.0);
     EXPECT_EQ(older.epoch, 7);
     EXPECT_EQ(older.weights_epoch, 7) << "weights of the last epoch";
   }

@@ -147,11 +147,16 @@ TEST(Progress, EpochSummaryLine) {
   timed.train_seconds = 38.04;
   timed.val_seconds = 3.96;
   const std::string line = format_epoch_summary(timed, 1);
-  EXPECT_EQ(line.substr(line.rfind("| ")), "| 42.1 s (train 38.0, val 4.0)");
+  EXPECT_EQ(line.substr(line.rfind("| ")), "| 42.1 s (train 38.0, val 3.96)");
+  timed.seconds = 0.81;
+  timed.train_seconds = 0.77;
+  timed.val_seconds = 0.04;  // a GPU's: two decimals, not "val 0.0"
+  const std::string fast = format_epoch_summary(timed, 1);
+  EXPECT_EQ(fast.substr(fast.rfind("| ")), "| 0.81 s (train 0.77, val 0.04)");
   EpochRecord bare;
   bare.learning_rate = 1e-3;
   bare.seconds = 1;
-  EXPECT_EQ(format_epoch_summary(bare, 1), "epoch 1/1  lr 1.00e-03 | 1.0 s");
+  EXPECT_EQ(format_epoch_summary(bare, 1), "epoch 1/1  lr 1.00e-03 | 1.00 s");
 }
 
 TEST(History, CsvAndJsonlFileContents) {

@@ -56,7 +56,15 @@ TEST(Stress, SummaryNamesTheWorstVariantAndAveragesTheRest) {
   const nlohmann::json json = to_json(report);
   EXPECT_EQ(json["variants"].size(), 10u);
   EXPECT_EQ(json["worst_accuracy_variant"], "width-0.8");
-  EXPECT_NE(format_stress_table(report).find("width-0.8"), std::string::npos);
+  const std::string table = format_stress_table(report);
+  EXPECT_NE(table.find("width-0.8"), std::string::npos) << table;
+  EXPECT_NE(table.find("worst accuracy 0.6250 (width-0.8)"), std::string::npos) << table;
+  // A split with one class: sensitivity and AUC are undefined, shown as in the metrics table.
+  const std::vector<uint8_t> normals(4, 0);
+  const std::string one_class = format_stress_table(evaluate_stress(
+      [&](const AugmentParams&) { return std::vector<float>(4, -1.0f); }, normals));
+  EXPECT_NE(one_class.find("n/a"), std::string::npos) << one_class;
+  EXPECT_EQ(one_class.find("nan"), std::string::npos) << one_class;
   // A tuned threshold is applied when given: at 0.99 every logit of 3 becomes NORMAL.
   const StressReport strict = evaluate_stress(
       [&](const AugmentParams&) { return std::vector<float>(labels.size(), 3.0f); }, labels, 0.99);

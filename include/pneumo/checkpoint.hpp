@@ -59,6 +59,9 @@ struct CheckpointMetadata {
   int64_t epoch_step = 0;
   double epoch_loss_sum = 0.0;
   double epoch_correct = 0.0;
+  // ... and the seconds its training steps took until then (over every process that ran them):
+  // the resumed epoch's history row adds them, as if it had not stopped. 0 at epoch ends.
+  double epoch_seconds = 0.0;
   uint64_t seed = 0;       // the Philox key: with epoch and step it positions every random stream
   double learning_rate = 1e-3;  // the rate in force for the next epoch
   std::string optimizer = "rmsprop";

@@ -763,6 +763,7 @@ class CudaSuite {
       for (const auto& v : variants) {
         Backend& b = *v.on->backend;
         BenchRow r = d.row("CUDA", backward, batch, v.name, v.baseline);
+        r.not_fp32 = v.bf16;
         measure_variant(
             r, [&] { d.poison_outputs(); }, [&] { d.run(b, backward); },
             [&] {

@@ -77,6 +77,9 @@ struct BenchRow {
   int64_t batch = 0;
   std::string variant;   // "ours: ...", "cudnn: ...", "cpu backend: ...", "memcpy D2D"
   bool baseline = false;  // one of the variants "ours" is compared with
+  // Its arithmetic runs in another precision than fp32 on CUDA cores (bf16 tensor cores): the
+  // fp32 peak is not its ceiling, so no % of it is derived.
+  bool not_fp32 = false;
   Status status = Status::Skipped;
   std::string note;       // why skipped or invalid (cuDNN status, first mismatch), workspace
   std::string reference;  // what the outputs were checked against

@@ -164,7 +164,7 @@ void finalize(BenchRun& run) {
     const double seconds = r.median_ms * 1e-3;
     if (r.flops > 0) r.gflops = r.flops / seconds / 1e9;
     if (r.bytes > 0) r.gbps = r.bytes / seconds / 1e9;
-    if (run.peaks.fp32_gflops > 0 && std::isfinite(r.gflops))
+    if (run.peaks.fp32_gflops > 0 && std::isfinite(r.gflops) && !r.not_fp32)
       r.percent_fp32_peak = 100.0 * r.gflops / run.peaks.fp32_gflops;
     if (run.peaks.dram_gbps > 0 && std::isfinite(r.gbps))
       r.percent_dram_peak = 100.0 * r.gbps / run.peaks.dram_gbps;
@@ -234,7 +234,7 @@ std::string markdown_report(const BenchRun& run) {
         << cell(r.shape) << " | " << cell(r.variant) << " | "
         << (r.status == Status::Invalid ? "**INVALID**" : "ok") << " | "
         << format(r.median_ms, "%.4g") << " | " << format(r.min_ms, "%.4g") << " | "
-        << format(r.gflops, "%.1f") << " | " << format(r.gbps, "%.1f") << " | "
+        << format(r.gflops, "%.3g") << " | " << format(r.gbps, "%.3g") << " | "
         << format(r.percent_fp32_peak, "%.1f") << " | " << format(r.percent_dram_peak, "%.1f")
         << " | " << format(r.speedup, "%.2fx") << " | " << format(r.max_abs_error, "%.2e")
         << " | " << format(r.max_rel_error, "%.2e") << " |\n";

@@ -25,7 +25,7 @@ const std::set<std::string>& reserved_keys() {
       "classes",        "normalisation",  "decision_threshold", "threshold_rule", "epoch",
       "step",           "seed",           "learning_rate",  "optimizer",   "callback_state",
       "config",         "epoch_step",     "epoch_loss_sum", "epoch_correct",
-      "weights_epoch",  "tensors_crc32"};
+      "weights_epoch",  "epoch_seconds",  "tensors_crc32"};
   return keys;
 }
 
@@ -143,6 +143,7 @@ std::map<std::string, std::string> encode_metadata(const CheckpointMetadata& m,
   out["epoch_step"] = std::to_string(m.epoch_step);
   out["epoch_loss_sum"] = json(m.epoch_loss_sum).dump();
   out["epoch_correct"] = json(m.epoch_correct).dump();
+  out["epoch_seconds"] = json(m.epoch_seconds).dump();
   out["seed"] = std::to_string(m.seed);
   out["learning_rate"] = json(m.learning_rate).dump();
   out["optimizer"] = m.optimizer;
@@ -193,6 +194,10 @@ CheckpointMetadata decode_metadata(const std::map<std::string, std::string>& met
     m.epoch_step = read.integer("epoch_step", 0, std::numeric_limits<int64_t>::max());
   if (read.has("epoch_loss_sum")) m.epoch_loss_sum = read.number("epoch_loss_sum");
   if (read.has("epoch_correct")) m.epoch_correct = read.number("epoch_correct");
+  if (read.has("epoch_seconds")) m.epoch_seconds = read.number("epoch_seconds");
+  if (!(m.epoch_seconds >= 0.0) || !std::isfinite(m.epoch_seconds))
+    throw Error(detail::concat("checkpoint ", path, ": epoch_seconds ", m.epoch_seconds,
+                               " is not a finite number >= 0"));
   m.seed = read.unsigned_integer("seed");
   m.learning_rate = read.number("learning_rate");
   m.optimizer = read.text("optimizer");

@@ -184,6 +184,16 @@ double ProgressReporter::elapsed_seconds() const { return clock_() - epoch_start
 
 // ---- Epoch summary ---------------------------------------------------------------------------
 
+namespace {
+
+// Seconds with two decimals below 10 s (a GPU's validation pass of 0.04 s is not "0.0"), one
+// above.
+std::string seconds_text(double seconds) {
+  return printf_string(std::fabs(seconds) < 10.0 ? "%.2f" : "%.1f", seconds);
+}
+
+}  // namespace
+
 std::string format_epoch_summary(const EpochRecord& record, int total_epochs) {
   std::ostringstream out;
   out << "epoch " << record.epoch + 1 << "/" << total_epochs;
@@ -193,10 +203,10 @@ std::string format_epoch_summary(const EpochRecord& record, int total_epochs) {
   if (!train.empty()) out << "train " << train << " | ";
   if (!val.empty()) out << "val " << val << " | ";
   out << "lr " << printf_string("%.2e", record.learning_rate) << " | "
-      << printf_string("%.1f", record.seconds) << " s";
+      << seconds_text(record.seconds) << " s";
   if (std::isfinite(record.train_seconds) && std::isfinite(record.val_seconds))
-    out << " (train " << printf_string("%.1f", record.train_seconds) << ", val "
-        << printf_string("%.1f", record.val_seconds) << ")";
+    out << " (train " << seconds_text(record.train_seconds) << ", val "
+        << seconds_text(record.val_seconds) << ")";
   return out.str();
 }
 

@@ -110,19 +110,26 @@ nlohmann::json to_json(const StressReport& report) {
 }
 
 std::string format_stress_table(const StressReport& report) {
+  // As the metrics table: four decimals, "n/a" where a ratio is undefined (a class missing).
+  const auto cell = [](double value) -> std::string {
+    if (!std::isfinite(value)) return "n/a";
+    std::ostringstream text;
+    text << std::fixed << std::setprecision(4) << value;
+    return text.str();
+  };
   std::ostringstream out;
-  out << std::fixed << std::setprecision(4);
   out << "stress variant   accuracy  sensitivity  specificity  auc\n";
   for (const auto& [name, metrics] : report.variants) {
     const ThresholdMetrics& at = applied(metrics);
-    out << std::left << std::setw(16) << name << std::right << " " << std::setw(8) << at.accuracy
-        << "  " << std::setw(11) << at.sensitivity << "  " << std::setw(11) << at.specificity
-        << "  " << metrics.roc_auc << "\n";
+    out << std::left << std::setw(16) << name << std::right << " " << std::setw(8)
+        << cell(at.accuracy) << "  " << std::setw(11) << cell(at.sensitivity) << "  "
+        << std::setw(11) << cell(at.specificity) << "  " << cell(metrics.roc_auc) << "\n";
   }
-  out << "stress worst accuracy " << report.worst_accuracy << " (" << report.worst_accuracy_variant
-      << "), mean accuracy " << report.mean_accuracy << ", worst auc " << report.worst_auc
-      << ", worst sensitivity " << report.worst_sensitivity << ", worst specificity "
-      << report.worst_specificity << "\n";
+  out << "stress worst accuracy " << cell(report.worst_accuracy) << " ("
+      << report.worst_accuracy_variant << "), mean accuracy " << cell(report.mean_accuracy)
+      << ", worst auc " << cell(report.worst_auc) << ", worst sensitivity "
+      << cell(report.worst_sensitivity) << ", worst specificity "
+      << cell(report.worst_specificity) << "\n";
   return out.str();
 }
 

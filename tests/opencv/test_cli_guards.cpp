@@ -5,6 +5,7 @@
 // step and keep the last good checkpoint.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <csignal>
@@ -12,6 +13,7 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "cli_test_util.hpp"
 #include "pneumo/checkpoint.hpp"
@@ -40,6 +42,20 @@ const std::string kCommon = " --device cpu --threads 2 ";
 }
 
 // history.csv without its time columns (times differ between runs).
+// The value of `column` in epoch `epoch`'s row (0-based) of a run's history.csv.
+double history_value(const std::string& run, int epoch, const std::string& column) {
+  std::istringstream in(testing::read_text(run + "/history.csv"));
+  std::vector<std::vector<std::string>> rows;
+  for (std::string line; std::getline(in, line);) {
+    rows.emplace_back();
+    std::istringstream cells(line);
+    for (std::string cell; std::getline(cells, cell, ',');) rows.back().push_back(cell);
+  }
+  const auto& header = rows.at(0);
+  const size_t at = static_cast<size_t>(std::find(header.begin(), header.end(), column) - header.begin());
+  return std::stod(rows.at(static_cast<size_t>(epoch) + 1).at(at));
+}
+
 std::string history_without_times(const std::string& run) {
   std::istringstream in(testing::read_text(run + "/history.csv"));
   std::string line, out;
@@ -106,6 +122,12 @@ TEST(CliGuards, RunsInterruptedInsideAnEpochResumeToTheSameWeights) {
                              dir.file("straight") + "/model.safetensors"));
     // The interrupted epoch's loss and accuracy add up as if nothing happened.
     EXPECT_EQ(history_without_times(dir.file(c.run)), history_without_times(dir.file("straight")));
+    // ... and its time: the steps before the interruption (recorded in the checkpoint) count in
+    // its row, which therefore takes at least that long.
+    EXPECT_GT(at.epoch_seconds, 0.0);
+    const double train_seconds = history_value(dir.file(c.run), c.epoch, "train_seconds");
+    EXPECT_GE(train_seconds, at.epoch_seconds);
+    EXPECT_GE(history_value(dir.file(c.run), c.epoch, "seconds"), train_seconds);
   }
 }
 

@@ -261,11 +261,10 @@ int run_evaluate(const EvaluateOptions& options) {
     out["model"] = options.models.size() == 1 ? nlohmann::json(options.models.front())
                                               : nlohmann::json(options.models);
     out["tta"] = options.tta;
-    out["threshold_rule"] = threshold_rule;
     out["data"] = dataset.cache_dir;
     if (stress) out["stress"] = to_json(*stress);
-    std::ofstream file(options.json);
-    if (!(file << out.dump(2) << "\n")) throw Error("cannot write " + options.json);
+    // Whole or not at all: a script reading it (scripts/experiments.py) never meets half a file.
+    write_file_atomically(options.json, out.dump(2) + "\n");
   }
   return 0;
 }

@@ -356,8 +356,16 @@ int TrainingRun::run() {
 }
 
 std::optional<int> TrainingRun::train_and_validate(int epoch, bool& stopped) {
-  const Clock::time_point epoch_start = Clock::now();
-  const EpochStats train_stats = train_one_epoch(epoch);
+  // A run resumed inside this epoch: the training seconds before the interruption count in its
+  // history row (and in the next checkpoint, should it stop again), not in this process's total.
+  const double carried =
+      epoch == first_epoch_ && resumed_.epoch_step > 0 ? resumed_.epoch_seconds : 0.0;
+  const Clock::time_point epoch_start =
+      Clock::now() - std::chrono::duration_cast<Clock::duration>(
+                         std::chrono::duration<double>(carried));
+  EpochStats train_stats = train_one_epoch(epoch);
+  train_seconds_ -= carried;  // end_epoch adds the row's train_seconds, carried included
+  train_stats.seconds += carried;
   if (train_stats.interrupted) {  // every rank stopped at the same step
     write("checkpoints/last.safetensors", snapshot(epoch, &train_stats));
     return interrupted(epoch, &train_stats);
@@ -545,6 +553,7 @@ std::shared_ptr<const CheckpointData> TrainingRun::snapshot(int epochs_done,
   metadata_.epoch_step = partial ? partial->steps : 0;
   metadata_.epoch_loss_sum = partial ? partial->loss_sum : 0.0;
   metadata_.epoch_correct = partial ? partial->correct : 0.0;
+  metadata_.epoch_seconds = partial ? partial->seconds : 0.0;
   metadata_.learning_rate = control_.learning_rate;
   metadata_.callback_state = callbacks_.state();
   auto state = std::make_shared<CheckpointData>(
