@@ -498,7 +498,7 @@ else
     --data "$full_cache" --device "$device" --out "$out/run" ${PNEUMO_TRAIN_ARGS:-}
   grep -E "^epoch [0-9]+/[0-9]+  train|reduc|model:" "$out/logs/train.log" > "$out/train_epochs.txt" 2>/dev/null
   if [[ -f $out/run/model.safetensors ]]; then
-    run "evaluate (test)" 60 evaluate "test split, threshold tuned on val" -- "$cli_bin" evaluate \
+    run "evaluate (test)" 60 evaluate "test split, threshold stored with the model" -- "$cli_bin" evaluate \
       --model "$out/run/model.safetensors" --data "$full_cache" --split test --device "$device" \
       --json "$out/run/test_metrics.json"
   fi

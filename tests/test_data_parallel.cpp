@@ -222,22 +222,37 @@ class RecordingGroup final : public Communicator {
   int blocking = 0, finishes = 0;
 };
 
+// A small network on 32 x 32 inputs, and `count` generated images for it (labels 0, 1, 0, 1, 1,
+// 0, 1, 0, ... repeating), as the trainer tests below need them.
+ModelConfig small_model() {
+  ModelConfig config;
+  config.input_size = 32;
+  config.channels = {8, 8, 16, 16, 32};
+  config.hidden = 16;
+  return config;
+}
+struct GeneratedImages {
+  explicit GeneratedImages(int count)
+      : pixels(static_cast<size_t>(count) * 32 * 32), labels(static_cast<size_t>(count)) {
+    for (size_t i = 0; i < pixels.size(); ++i) pixels[i] = static_cast<uint8_t>(i * 7 % 251);
+    const uint8_t pattern[] = {0, 1, 0, 1, 1, 0, 1, 0};
+    for (size_t i = 0; i < labels.size(); ++i) labels[i] = pattern[i % 8];
+    set = ImageSet::upload(Device::Cpu, pixels.data(), count, 32, labels.data());
+  }
+  std::vector<uint8_t> pixels, labels;
+  ImageSet set;
+};
+
 // Every bucket starts only once the layers owning its gradients have run their backward, the
 // buckets tile the buffer once, and with a small bucket several travel before the backward pass
 // reaches the first layer (the overlap).
 TEST(GradientBuckets, StartWhenTheirLayersAreDoneAndTileTheBuffer) {
   auto backend = make_cpu_backend(1);
-  ModelConfig config;
-  config.input_size = 32;
-  config.channels = {8, 8, 16, 16, 32};
-  config.hidden = 16;
-  Model model(*backend, config, 4);
+  Model model(*backend, small_model(), 4);
   model.initialize(3);
   const int64_t numel = model.gradients().numel();
-  std::vector<uint8_t> pixels(static_cast<size_t>(8 * 32 * 32));
-  for (size_t i = 0; i < pixels.size(); ++i) pixels[i] = static_cast<uint8_t>(i * 7 % 251);
-  const std::vector<uint8_t> labels{0, 1, 0, 1, 1, 0, 1, 0};
-  const ImageSet data = ImageSet::upload(Device::Cpu, pixels.data(), 8, 32, labels.data());
+  const GeneratedImages images(8);
+  const ImageSet& data = images.set;
   const std::vector<int32_t> order{0, 1, 2, 3, 4, 5, 6, 7};
 
   for (int64_t bucket : {int64_t{0}, int64_t{2000}}) {
@@ -305,21 +320,14 @@ class FirstOfThree final : public Communicator {
 // (dividing by its share of the 10 images so far, 3, read accuracy a third low).
 TEST(DataParallelProgress, RunningMeansCountTheRanksOwnImages) {
   auto backend = make_cpu_backend(1);
-  ModelConfig config;
-  config.input_size = 32;
-  config.channels = {4, 4, 4, 4, 4};
-  config.hidden = 8;
-  Model model(*backend, config, 5);
+  Model model(*backend, small_model(), 5);
   model.initialize(3);
-  std::vector<uint8_t> pixels(static_cast<size_t>(10 * 32 * 32));
-  for (size_t i = 0; i < pixels.size(); ++i) pixels[i] = static_cast<uint8_t>(i * 13 % 251);
-  const std::vector<uint8_t> labels{0, 1, 0, 1, 1, 0, 1, 0, 0, 1};
-  const ImageSet data = ImageSet::upload(Device::Cpu, pixels.data(), 10, 32, labels.data());
+  const GeneratedImages images(10);
   FirstOfThree group;
   Trainer trainer(*backend, model, 5, AugmentSettings{}, 5);
   trainer.set_group(group);
   std::vector<EpochStats> reports;
-  trainer.train_epoch(data, {0, 1, 2, 3, 4, 5, 6, 7, 8, 9}, 0,
+  trainer.train_epoch(images.set, {0, 1, 2, 3, 4, 5, 6, 7, 8, 9}, 0,
                       [&](int64_t, int64_t, const EpochStats& running) {
                         reports.push_back(running);
                       });
