@@ -222,7 +222,7 @@ TEST(BadInput, DamagedAndForeignCachesAreRefusedNamingTheFile) {
   // A good cache of another size than the model's input.
   const std::string other_size = f.dir.file("cache-32");
   testing::write_cache(other_size, 32, {{"test", testing::alternating_labels(4)}});
-  EXPECT_TRUE(stopped_with(evaluate(other_size), 1, {other_size, "32x32", "size 24"}));
+  EXPECT_TRUE(stopped_with(evaluate(other_size), 1, {other_size, "32x32", "expects 24x24"}));
 
   // Damage reaches `train` the same way.
   c = f.cache_copy("garbage-meta-train");

@@ -186,26 +186,6 @@ TEST(BenchReport, SpeedupIsOverTheFastestValidBaselineOfTheGroup) {
   EXPECT_EQ(count_invalid(run), 1);
 }
 
-// Splits one CSV record (quotes and doubled quotes, no embedded newlines).
-std::vector<std::string> split_csv(const std::string& line) {
-  std::vector<std::string> fields(1);
-  bool quoted = false;
-  for (size_t i = 0; i < line.size(); ++i) {
-    const char ch = line[i];
-    if (quoted && ch == '"' && i + 1 < line.size() && line[i + 1] == '"') {
-      fields.back() += '"';
-      ++i;
-    } else if (ch == '"') {
-      quoted = !quoted;
-    } else if (ch == ',' && !quoted) {
-      fields.emplace_back();
-    } else {
-      fields.back() += ch;
-    }
-  }
-  return fields;
-}
-
 TEST(BenchReport, FormatsKeepEveryRowAndQuoteText) {
   BenchRun run;
   run.platform = "CUDA";
@@ -231,11 +211,11 @@ TEST(BenchReport, FormatsKeepEveryRowAndQuoteText) {
   std::istringstream csv(rows_to_csv(run));
   std::string line;
   std::getline(csv, line);
-  const size_t columns = split_csv(line).size();
-  EXPECT_EQ(split_csv(line)[0], "platform");
+  const size_t columns = testing::split_csv(line).size();
+  EXPECT_EQ(testing::split_csv(line)[0], "platform");
   int rows = 0;
   while (std::getline(csv, line)) {
-    const auto fields = split_csv(line);
+    const auto fields = testing::split_csv(line);
     EXPECT_EQ(fields.size(), columns) << line;
     EXPECT_EQ(fields[1], "GPU, \"quoted\"") << line;
     ++rows;
@@ -471,11 +451,11 @@ TEST(BenchKernelsCli, CpuRunPrintsARowForEveryOpAndWritesJsonAndCsv) {
   std::istringstream csv(testing::read_text(dir.file("rows.csv")));
   std::getline(csv, line);
   EXPECT_EQ(line.rfind("platform,device,op,layer,batch,", 0), 0u) << line;
-  const size_t columns = bench::split_csv(line).size();
+  const size_t columns = testing::split_csv(line).size();
   int records = 0;
   while (std::getline(csv, line)) {
-    EXPECT_EQ(bench::split_csv(line).size(), columns) << line;
-    EXPECT_EQ(bench::split_csv(line)[0], "CPU");
+    EXPECT_EQ(testing::split_csv(line).size(), columns) << line;
+    EXPECT_EQ(testing::split_csv(line)[0], "CPU");
     ++records;
   }
   EXPECT_EQ(records, objects);

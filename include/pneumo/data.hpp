@@ -153,7 +153,7 @@ std::string default_cache_dir_for(const std::string& tree, int size,
 // image). Without OpenCV it throws.
 std::string decode_image_file(const std::string& path, int size, uint8_t* out);
 // The image files named in `inputs`, and those found under the folders among them (recursively,
-// sorted). A missing input throws, naming it.
+// sorted). A missing input throws, naming it, and so do inputs that hold no image file.
 std::vector<std::string> list_images(const std::vector<std::string>& inputs);
 
 // ---- Exploratory report (`pneumo eda`) ------------------------------------------------------

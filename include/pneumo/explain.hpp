@@ -27,6 +27,11 @@ struct GradCam {
 // backends give the same numbers up to their forward and backward arithmetic.
 GradCam grad_cam(Model& model, ConstTensorView input, size_t layer);
 
+// The index of the layer named `name` if Grad-CAM can explain it: an (N, K, h, w) output with a
+// layer after it (conv1 .. pool5, the dropouts and batch-norms between). Otherwise a pneumo::Error
+// naming those layers (what `explain --layer` refuses before reading any image).
+size_t grad_cam_layer(const Model& model, const std::string& name);
+
 // Grad-CAM of every image of `data` (uint8 images on the model's device), `batch` at a time, each
 // image first put through the model's own input normalisation: what `pneumo explain` and the
 // evaluate gallery call. The maps are (count, h, w) at the layer's resolution.

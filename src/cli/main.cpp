@@ -192,7 +192,9 @@ void add_eda(CLI::App& app, pneumo::EdaOptions& o, Action& action) {
   c->add_option("--data", o.data, "Image tree or cache")->required();
   c->add_option("--out", o.out_dir, "Folder for counts.json, samples.png, augmented.png")
       ->required();
-  c->add_option("--seed", o.seed, "Which images are shown")->capture_default_str();
+  c->add_option("--seed", o.seed, "Which images are shown")
+      ->check(non_negative_integer())
+      ->capture_default_str();
   c->callback([&o, &action] { action = [&o] {
     auto report = pneumo::run_eda(o);
     for (const auto& file : report.files_written) std::cout << file << "\n";
@@ -309,7 +311,14 @@ int main(int argc, char** argv) {
     std::vector<std::string> args = expand_arguments(argc, argv);
     std::reverse(args.begin(), args.end());  // CLI11 takes a reversed vector
     app.parse(args);
-    return action ? action() : 2;
+    if (!action) return 2;
+    const int status = action();
+    // What a command printed on stdout is its result (predict's CSV, evaluate's tables): a write
+    // that failed (a full disk, a closed pipe) must not end in status 0.
+    if (!std::cout.flush())
+      throw pneumo::Error("cannot write the results to standard output (a full disk, or a "
+                          "closed pipe?)");
+    return status;
   } catch (const CLI::ParseError& e) {
     const int status = app.exit(e);  // prints help (status 0) or the usage error
     return status == 0 ? 0 : 2;

@@ -33,6 +33,11 @@ std::vector<std::string> list_images(const std::vector<std::string>& inputs) {
       throw Error("no such file or folder: '" + input + "'");
     }
   }
+  if (files.empty()) {
+    std::string where;
+    for (const auto& input : inputs) where += (where.empty() ? "'" : ", '") + input + "'";
+    throw Error("no image file (.jpeg, .jpg, .png, .bmp, .tif, .tiff) in " + where);
+  }
   return files;
 }
 

@@ -58,6 +58,18 @@ GradCam grad_cam(Model& model, ConstTensorView input, size_t layer) {
   return cam;
 }
 
+size_t grad_cam_layer(const Model& model, const std::string& name) {
+  const auto shapes = model.layer_shapes();  // (name, output shape per image: C, H, W or F)
+  std::string explainable;
+  for (size_t i = 0; i + 1 < shapes.size(); ++i) {
+    if (shapes[i].second.rank() != 4) continue;
+    if (shapes[i].first == name) return i;
+    explainable += (explainable.empty() ? "" : ", ") + shapes[i].first;
+  }
+  throw Error("Grad-CAM explains a layer with a (channels, height, width) output and a layer "
+              "after it: one of " + explainable + "; got '" + name + "'");
+}
+
 GradCam grad_cam_images(Model& model, const ImageSet& data, size_t layer, int batch) {
   PNEUMO_CHECK(batch >= 1 && batch <= model.max_batch(), "grad_cam_images: batch ", batch,
                " outside [1, ", model.max_batch(), "]");

@@ -118,6 +118,9 @@ std::string format_stress_table(const StressReport& report) {
     return text.str();
   };
   std::ostringstream out;
+  if (!report.variants.empty())
+    out << "stress variants at threshold "
+        << format_threshold(applied(report.variants.front().second).threshold) << "\n";
   out << "stress variant   accuracy  sensitivity  specificity  auc\n";
   for (const auto& [name, metrics] : report.variants) {
     const ThresholdMetrics& at = applied(metrics);

@@ -24,6 +24,7 @@
 #include "pneumo/npy.hpp"
 #include "cli_test_util.hpp"
 #include "temp_dir.hpp"
+#include "test_util.hpp"
 
 namespace pneumo {
 namespace {
@@ -168,6 +169,8 @@ TEST(Cli, BadFlagsAndInputsAreRefusedWithAMessage) {
       {"train --data " + kSample + " --label-smoothing 1", "--label-smoothing must be in"},
       {"evaluate --model a.safetensors --data " + kSample + " --tta sideways",
        "--tta must be none or flip"},
+      {"evaluate --model a.safetensors --data " + kSample + " --split tset",
+       "--split must be train, val, test or val-carved"},
       {"train --data " + dir.file("nowhere"), "nowhere"},
       {"train --epochs 3", "--data"},
       {"evaluate --model " + dir.file("missing.safetensors") + " --data " + kSample,
@@ -204,6 +207,34 @@ TEST(Cli, ARunThatFailedBeforeTrainingLeavesItsFolderReusable) {
                                   run + kCommon, cache);
   EXPECT_EQ(again.status, 1) << again.output;
   EXPECT_NE(again.output.find("already holds files"), std::string::npos) << again.output;
+}
+
+// What a command prints on stdout is its result: a write that fails (here a full device) fails
+// the command instead of ending in status 0 with the results lost. And a cache of another size
+// than the model's is named as the model's expectation, not as something the user asked for.
+TEST(Cli, AResultThatCannotBeWrittenFailsTheCommand) {
+  testing::TempDir dir;
+  const std::string cache = dir.file("cache"), run = dir.file("run");
+  auto trained = pneumo_command("train --data " + kSample + " --size 32 --epochs 1 --out " + run +
+                                    kCommon, cache);
+  ASSERT_EQ(trained.status, 0) << trained.output;
+  const std::string model = " --model " + run + "/model.safetensors --device cpu ";
+  for (const std::string& command :
+       {"predict" + model + kSample + "/test/NORMAL --csv", "evaluate" + model + "--data " + kSample}) {
+    const auto full = testing::run_command("(PNEUMO_CACHE_DIR='" + cache + "' '" PNEUMO_BINARY
+                                           "' " + command + " > /dev/full)");
+    EXPECT_EQ(full.status, 1) << command << "\n" << full.output;
+    EXPECT_NE(full.output.find("cannot write the results to standard output"), std::string::npos)
+        << full.output;
+  }
+  auto prepared = pneumo_command("prepare --data " + kSample + " --out " + dir.file("c48") +
+                                     " --size 48", cache);
+  ASSERT_EQ(prepared.status, 0) << prepared.output;
+  auto other_size = pneumo_command("evaluate" + model + "--data " + dir.file("c48"), cache);
+  EXPECT_EQ(other_size.status, 1) << other_size.output;
+  EXPECT_NE(other_size.output.find("c48 is prepared at 48x48 but the model expects 32x32"),
+            std::string::npos)
+      << other_size.output;
 }
 
 // A run that restores an earlier epoch's weights at its end (--restore-best) says so in its model
@@ -343,8 +374,10 @@ TEST(Cli, AdamWWithLabelSmoothingResumesExactly) {
 }
 
 // explain: one map per readable image (a float32 .npy at the input size, a PNG overlay, a CSV
-// line with the probability); an unreadable file is skipped with a warning and exit status 3; a
-// layer that does not exist is bad usage naming the layers there are.
+// line with the probability, names with commas and quotes quoted); an unreadable file is skipped
+// with a warning and exit status 3; a layer that does not exist, or has no map to explain, is bad
+// usage naming the layers it can explain, before any image is read; a folder holding another
+// run's maps, or inputs without an image, are refused without leaving a folder behind.
 TEST(Cli, ExplainWritesAMapPerImage) {
   testing::TempDir dir;
   const std::string cache = dir.file("cache"), run = dir.file("run"), out = dir.file("maps");
@@ -355,7 +388,9 @@ TEST(Cli, ExplainWritesAMapPerImage) {
   fs::create_directories(images);
   int copied = 0;
   for (const auto& entry : fs::directory_iterator(kSample + "/test/PNEUMONIA"))
-    if (copied++ < 3) fs::copy_file(entry.path(), fs::path(images) / entry.path().filename());
+    if (copied++ < 3)
+      fs::copy_file(entry.path(), fs::path(images) / (copied == 1 ? std::string("a, \"b\".jpeg")
+                                                                  : entry.path().filename().string()));
   std::ofstream(images + "/broken.jpeg") << "not a jpeg";
   auto explain = pneumo_command("explain --device cpu --model " + run + "/model.safetensors " +
                                     images + " --out " + out, cache);
@@ -368,13 +403,18 @@ TEST(Cli, ExplainWritesAMapPerImage) {
   int rows = 0;
   while (std::getline(csv, line)) {
     ++rows;
-    const std::string map = line.substr(line.rfind(',') + 1);
+    const std::vector<std::string> cells = testing::split_csv(line);
+    ASSERT_EQ(cells.size(), 4u) << line;
+    const std::string map = cells[3];
     const NpyArray array = read_npy(out + "/" + map);
     EXPECT_EQ(array.shape, std::vector<int64_t>({32, 32})) << map;
     EXPECT_EQ(array.type, NpyType::Float32) << map;
     EXPECT_TRUE(fs::exists(out + "/" + map.substr(0, map.size() - 4) + ".png")) << map;
   }
   EXPECT_EQ(rows, 3);
+  const std::string listed = testing::read_text(out + "/explain.csv");
+  EXPECT_NE(listed.find("a, \"\"b\"\".jpeg\","), std::string::npos) << listed;  // path, quoted
+  EXPECT_NE(listed.find(",\"0000_a, \"\"b\"\"_p"), std::string::npos) << listed;     // map, quoted
   // evaluate --gallery: every image in one confusion cell's mean map, the most confident listed.
   const std::string gallery = dir.file("gallery");
   auto evaluate = pneumo_command("evaluate --device cpu --model " + run + "/model.safetensors --data " +
@@ -399,13 +439,29 @@ TEST(Cli, ExplainWritesAMapPerImage) {
                                 run + "/model.safetensors --data " + kSample +
                                 " --split test --gallery 2", cache);
   EXPECT_EQ(two.status, 2) << two.output;
+  EXPECT_EQ(two.output.find("accuracy"), std::string::npos) << "refused before any work";
 
-  auto bad_layer = pneumo_command("explain --device cpu --model " + run +
-                                      "/model.safetensors " + images + " --out " + out +
-                                      " --layer conv9", cache);
-  EXPECT_EQ(bad_layer.status, 2) << bad_layer.output;
-  EXPECT_NE(bad_layer.output.find("no layer named 'conv9' (layers: conv1, "), std::string::npos)
-      << bad_layer.output;
+  const std::string fresh = dir.file("fresh");
+  for (const char* layer : {"conv9", "fc1", "fc2"}) {
+    auto bad_layer = pneumo_command("explain --device cpu --model " + run + "/model.safetensors " +
+                                        images + " --out " + fresh + " --layer " + layer,
+                                    cache);
+    EXPECT_EQ(bad_layer.status, 2) << bad_layer.output;
+    EXPECT_NE(bad_layer.output.find("one of conv1, "), std::string::npos) << bad_layer.output;
+    EXPECT_EQ(bad_layer.output.find("fc1,"), std::string::npos) << bad_layer.output;
+    EXPECT_EQ(bad_layer.output.find("skipping"), std::string::npos) << "no image read";
+    EXPECT_FALSE(fs::exists(fresh)) << layer;
+  }
+  auto again = pneumo_command("explain --device cpu --model " + run + "/model.safetensors " +
+                                  images + " --out " + out, cache);
+  EXPECT_EQ(again.status, 1) << again.output;
+  EXPECT_NE(again.output.find("is not empty"), std::string::npos) << again.output;
+  fs::create_directories(dir.file("no_images"));
+  auto empty = pneumo_command("explain --device cpu --model " + run + "/model.safetensors " +
+                                  dir.file("no_images") + " --out " + fresh, cache);
+  EXPECT_EQ(empty.status, 1) << empty.output;
+  EXPECT_NE(empty.output.find("no image file"), std::string::npos) << empty.output;
+  EXPECT_FALSE(fs::exists(fresh));
 }
 
 // "path,probability,label,logit" rows of `predict --csv --logits` -> probability by file name.

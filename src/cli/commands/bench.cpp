@@ -23,10 +23,12 @@ int run_bench_train(const BenchTrainOptions& options) {
   if (options.recipe_epochs < -1)
     throw UsageError("--recipe-epochs must be >= 0 (or -1: the default)");
   for (int batch : options.batches)
-    if (batch < 1) throw UsageError("--batch: batch sizes must be positive, got " + std::to_string(batch));
+    if (batch < 1)
+      throw UsageError("--batch: batch sizes must be positive, got " + std::to_string(batch));
   BackendOptions backend_options;
   as_usage("--precision", [&] { apply_precision(options.precision, backend_options); });
-  backend_options.device = as_usage("--device", [&] { return parse_device_choice(options.device); });
+  backend_options.device =
+      as_usage("--device", [&] { return parse_device_choice(options.device); });
   backend_options.deterministic = options.deterministic;
   backend_options.cudnn_only = options.cudnn_only;
   backend_options.graph_engines = options.graph_engines;

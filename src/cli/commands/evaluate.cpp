@@ -3,10 +3,12 @@
 // (metrics table + JSON, and the stress variants) or to image files (one line per image). A single
 // model uses the threshold stored in its checkpoint (tuned on validation) unless told otherwise;
 // an ensemble uses 0.5 unless told otherwise.
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <iomanip>
 #include <iostream>
+#include <iterator>
 #include <optional>
 #include <sstream>
 
@@ -172,17 +174,25 @@ int run_evaluate(const EvaluateOptions& options) {
     throw UsageError("--gallery must be in [0, 1000], got " + std::to_string(options.gallery));
   const InferenceFlags flags = parse_inference_flags(options.models, options.device, options.batch,
                                                      options.tuned_threshold, options.tta);
+  if (options.gallery > 0 && (options.models.size() != 1 || options.tta != "none"))
+    throw UsageError("--gallery explains one model without --tta; give one --model");
+  const char* const splits[] = {"train", "val", "test", "val-carved"};
+  if (std::find(std::begin(splits), std::end(splits), options.split) == std::end(splits))
+    throw UsageError("--split must be train, val, test or val-carved (the validation images the "
+                     "run carved out of train), got '" + options.split + "'");
   Ensemble ensemble = load_models(options.models, flags, options.batch);
   const CheckpointMetadata& meta = ensemble.first();
   const auto [threshold, threshold_rule] = applied_threshold(ensemble, flags);
 
+  // A cache is read at its own size (the check below then names the model's); an image tree is
+  // prepared at the model's.
   OpenDatasetOptions open_options;
-  open_options.size = meta.input_size;
+  open_options.size = is_cache_dir(options.data) ? 0 : meta.input_size;
   Dataset dataset = open_dataset(options.data, open_options);
   if (dataset.size != meta.input_size)
-    throw Error("the data is prepared at " + std::to_string(dataset.size) + "x" +
-                std::to_string(dataset.size) + " but the model expects " +
-                std::to_string(meta.input_size) + "x" + std::to_string(meta.input_size));
+    throw Error(detail::concat("the data ", options.data, " is prepared at ", dataset.size, "x",
+                               dataset.size, " but the model expects ", meta.input_size, "x",
+                               meta.input_size));
   Split split;
   if (options.split == "val-carved") {
     // The validation images the run itself carved out of train (same fraction and seed), read
@@ -229,8 +239,6 @@ int run_evaluate(const EvaluateOptions& options) {
     std::cout << format_stress_table(*stress);
   }
   if (options.gallery > 0) {
-    if (ensemble.members.size() != 1 || ensemble.flip_tta)
-      throw UsageError("--gallery explains one model without --tta; give one --model");
     Member& member = ensemble.members.front();
     const GradCam cam = grad_cam_images(*member.model, images, member.model->layer_index("conv5"),
                                         options.batch);

@@ -40,11 +40,7 @@ int run_explain(const ExplainOptions& options) {
   const ModelConfig config = model_config_for(checkpoint.metadata);
   Model model(*backend, config, options.batch);
   restore_checkpoint(checkpoint, model, nullptr, options.model);
-  const size_t layer = as_usage("--layer", [&] { return model.layer_index(options.layer); });
-  std::error_code error;
-  fs::create_directories(options.out, error);
-  if (error) throw Error("cannot create --out folder '" + options.out + "': " + error.message());
-
+  const size_t layer = as_usage("--layer", [&] { return grad_cam_layer(model, options.layer); });
   const int size = config.input_size;
   std::vector<std::string> files = list_images(options.inputs);
   std::vector<uint8_t> pixels;
@@ -63,6 +59,14 @@ int run_explain(const ExplainOptions& options) {
   }
   if (kept.empty())
     throw Error("none of the " + std::to_string(files.size()) + " input files could be read as an image");
+  // Made only now, with something to put in it; a folder holding another run's maps is refused,
+  // so that explain.csv lists every map beside it.
+  std::error_code error;
+  if (fs::exists(options.out, error) && !fs::is_empty(options.out, error))
+    throw Error("--out folder '" + options.out + "' is not empty: give a new or empty folder (its "
+                "maps would mix with those of this run)");
+  fs::create_directories(options.out, error);
+  if (error) throw Error("cannot create --out folder '" + options.out + "': " + error.message());
 
   const int64_t count = static_cast<int64_t>(kept.size());
   std::vector<uint8_t> no_labels(static_cast<size_t>(count), 0);
@@ -91,7 +95,7 @@ int run_explain(const ExplainOptions& options) {
                                      pixels.data() + index * size * size, size, map.data());
     csv << csv_field(kept[index]) << "," << std::setprecision(6) << p << ","
         << (predicts_pneumonia(cam.logits[index], threshold) ? "PNEUMONIA" : "NORMAL") << ","
-        << fs::path(npy).filename().string() << "\n";
+        << csv_field(fs::path(npy).filename().string()) << "\n";
   }
   if (!csv) throw Error("cannot write " + (fs::path(options.out) / "explain.csv").string());
   if (!no_png.empty()) std::cerr << "explain: no PNG overlays: " << no_png << "\n";

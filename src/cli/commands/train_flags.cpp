@@ -87,7 +87,11 @@ TrainFlag bound(std::string name, std::string help, Field field,
   flag.add = [name, help, field, shown](CLI::App& app, TrainOptions& o) {
     CLI::Option* option = app.add_option("--" + name, field(o), help);
     if (shown == Shown::Default) option->capture_default_str();
-    if constexpr (std::is_same_v<std::remove_reference_t<decltype(field(o))>, bool>) {
+    using Value = std::remove_reference_t<decltype(field(o))>;
+    // "-1" for an unsigned field (--seed) would wrap to 2^64 - 1 in the conversion; refused.
+    if constexpr (std::is_unsigned_v<Value> && !std::is_same_v<Value, bool>)
+      option->check(non_negative_integer());
+    if constexpr (std::is_same_v<Value, bool>) {
       // A switch: a bare `--cuda-graph` means `--cuda-graph true`, as on `bench train`; a value
       // still wins (`--augment false`, and what --config and --resume expand to). CLI11 fills an
       // empty value from the default string, so --help shows the default through option_text.
@@ -384,6 +388,14 @@ nlohmann::json to_json(const TrainOptions& options) {
 
 void validate(const TrainOptions& options) {
   for (const TrainFlag& flag : train_flags()) flag.check(options);
+}
+
+CLI::Validator non_negative_integer() {
+  return CLI::Validator(
+      [](std::string& text) -> std::string {
+        return !text.empty() && text[0] == '-' ? "must be >= 0, got " + text : "";
+      },
+      "", "non-negative");
 }
 
 std::vector<std::string> flags_from_json(const nlohmann::json& config, const std::string& source) {

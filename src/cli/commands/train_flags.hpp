@@ -13,6 +13,7 @@
 
 namespace CLI {
 class App;
+class Validator;
 }
 
 namespace pneumo::cli {
@@ -31,6 +32,10 @@ struct TrainFlag {
   std::function<nlohmann::json(const TrainOptions&)> value;  // as config.json writes it
   std::function<void(const TrainOptions&)> check;            // throws UsageError naming --name
 };
+
+// For an unsigned option (a seed): refuses a negative number, which the conversion would wrap
+// to 2^64 - 1 ("--seed must be >= 0, got -1").
+CLI::Validator non_negative_integer();
 
 // Every flag, in --help order.
 const std::vector<TrainFlag>& train_flags();
