@@ -435,6 +435,19 @@ TEST(Cli, ExplainWritesAMapPerImage) {
     EXPECT_EQ(mean.shape, std::vector<int64_t>({32, 32}));
   }
   EXPECT_EQ(in_cells, 60) << md;
+  // A second gallery into the same folder would mix its overlays with these: refused first.
+  auto again_gallery = pneumo_command("evaluate --device cpu --model " + run +
+                                          "/model.safetensors --data " + kSample +
+                                          " --split test --gallery 1 --gallery-out " + gallery,
+                                      cache);
+  EXPECT_EQ(again_gallery.status, 1) << again_gallery.output;
+  EXPECT_NE(again_gallery.output.find("is not empty"), std::string::npos) << again_gallery.output;
+  EXPECT_EQ(again_gallery.output.find("accuracy"), std::string::npos) << "refused before any work";
+  auto no_gallery = pneumo_command("evaluate --device cpu --model " + run +
+                                       "/model.safetensors --data " + kSample +
+                                       " --split test --gallery-out " + dir.file("unused"),
+                                   cache);
+  EXPECT_EQ(no_gallery.status, 2) << no_gallery.output;
   auto two = pneumo_command("evaluate --device cpu --model " + run + "/model.safetensors --model " +
                                 run + "/model.safetensors --data " + kSample +
                                 " --split test --gallery 2", cache);

@@ -176,6 +176,15 @@ int run_evaluate(const EvaluateOptions& options) {
                                                      options.tuned_threshold, options.tta);
   if (options.gallery > 0 && (options.models.size() != 1 || options.tta != "none"))
     throw UsageError("--gallery explains one model without --tta; give one --model");
+  if (options.gallery == 0 && !options.gallery_out.empty())
+    throw UsageError("--gallery-out names the gallery's folder: give --gallery N (N > 0) too");
+  const std::string gallery_folder =
+      options.gallery_out.empty() ? "gallery-" + options.split : options.gallery_out;
+  std::error_code error;
+  if (options.gallery > 0 && fs::exists(gallery_folder, error) &&
+      !fs::is_empty(gallery_folder, error))
+    throw Error("gallery folder '" + gallery_folder + "' is not empty: give a new or empty "
+                "--gallery-out (its overlays would mix with those of this run)");
   const char* const splits[] = {"train", "val", "test", "val-carved"};
   if (std::find(std::begin(splits), std::end(splits), options.split) == std::end(splits))
     throw UsageError("--split must be train, val, test or val-carved (the validation images the "
@@ -250,10 +259,8 @@ int run_evaluate(const EvaluateOptions& options) {
     inputs.files = &split.files;
     inputs.size = split.size;
     inputs.layer = "conv5";
-    const std::string folder =
-        options.gallery_out.empty() ? "gallery-" + options.split : options.gallery_out;
-    write_gallery(folder, cam, inputs, options.gallery);
-    std::cout << "gallery: " << folder << "/gallery.md\n";
+    write_gallery(gallery_folder, cam, inputs, options.gallery);
+    std::cout << "gallery: " << gallery_folder << "/gallery.md\n";
   }
   if (!options.scores.empty()) {  // the numbers behind the metrics, for analyses of one's own
     std::ostringstream csv;
