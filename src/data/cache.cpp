@@ -412,6 +412,14 @@ Dataset open_dataset(const std::string& path, const OpenDatasetOptions& options)
     if (options.log)
       *options.log << "data: " << path << " changed since its cache was made; preparing again\n";
   }
+  // Where the cache goes must be writable; if not, say where else it can go.
+  const fs::path cache_parent = fs::path(cache).parent_path();
+  fs::create_directories(cache_parent, ec);
+  if (ec)
+    throw Error("cannot make the cache of the image tree " + path + " in " +
+                cache_parent.string() + ": " + ec.message() +
+                "; set PNEUMO_CACHE_DIR to a writable folder, or run `pneumo prepare --data " +
+                path + " --out CACHE` and pass the cache as --data");
   PrepareOptions prepare;
   prepare.data_dir = path;
   prepare.out_dir = cache;

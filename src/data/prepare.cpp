@@ -279,6 +279,18 @@ PrepareReport prepare_cache(const PrepareOptions& options) {
     std::ostringstream log;  // formatted here so the caller's stream keeps its own settings
     for (const SkippedFile& f : report.skipped)
       log << "prepare: warning: skipped " << f.file << ": " << f.reason << "\n";
+    // Only the files directly in each class folder are read (predict and explain recurse): a
+    // folder inside one would otherwise vanish from the data without a word.
+    for (const char* split : kSplitNames)
+      for (const char* label : kClassNames) {
+        std::error_code ec;
+        for (fs::directory_iterator it(data_dir / split / label, ec), end; !ec && it != end;
+             it.increment(ec))
+          if (it->is_directory(ec) && it->path().filename().string().rfind('.', 0) != 0)
+            log << "prepare: warning: ignored the folder " << it->path().string()
+                << ": only the image files directly in " << split << "/" << label
+                << "/ are read\n";
+      }
     log << "prepare: wrote " << report.images << " images of " << options.size << "x"
         << options.size << " to " << report.out_dir << " (";
     for (size_t k = 0; k < report.splits.size(); ++k)

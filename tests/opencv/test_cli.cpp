@@ -237,6 +237,20 @@ TEST(Cli, AResultThatCannotBeWrittenFailsTheCommand) {
       << other_size.output;
 }
 
+// An image tree's cache that cannot be made where it would go (here: below a file) says where
+// else it can go, and nothing is trained.
+TEST(Cli, AnUnwritableCacheLocationSaysWhereElseItCanGo) {
+  testing::TempDir dir;
+  std::ofstream(dir.file("afile")) << "a file, not a folder";
+  auto trained = pneumo_command("train --data " + kSample + " --epochs 1 --out " + dir.file("run") +
+                                    kCommon, dir.file("afile") + "/cache");
+  EXPECT_EQ(trained.status, 1) << trained.output;
+  EXPECT_NE(trained.output.find("cannot make the cache of the image tree"), std::string::npos)
+      << trained.output;
+  EXPECT_NE(trained.output.find("PNEUMO_CACHE_DIR"), std::string::npos) << trained.output;
+  EXPECT_FALSE(fs::exists(dir.file("run") + "/model.safetensors"));
+}
+
 // A run that restores an earlier epoch's weights at its end (--restore-best) says so in its model
 // (weights_epoch), and evaluate names the epoch the weights are from, not only the last one run.
 // On the sample at this learning rate validation accuracy stays 0.5, so epoch 1 stays the best.
@@ -465,8 +479,9 @@ TEST(Cli, ExplainWritesAMapPerImage) {
     EXPECT_EQ(bad_layer.output.find("skipping"), std::string::npos) << "no image read";
     EXPECT_FALSE(fs::exists(fresh)) << layer;
   }
+  // Refused before any input is read: the missing file beside the images is never looked at.
   auto again = pneumo_command("explain --device cpu --model " + run + "/model.safetensors " +
-                                  images + " --out " + out, cache);
+                                  images + " " + dir.file("missing.png") + " --out " + out, cache);
   EXPECT_EQ(again.status, 1) << again.output;
   EXPECT_NE(again.output.find("is not empty"), std::string::npos) << again.output;
   fs::create_directories(dir.file("no_images"));

@@ -44,10 +44,14 @@ PrepareOptions options_for(const Tree& tree, const fs::path& out, std::ostream* 
 
 TEST(PrepareCache, RoundTripSkipsBadFilesAndLeavesTheTreeAlone) {
   Tree tree;
+  fs::create_directories(tree.dir.str() + "/train/NORMAL/nested");  // not read: said so
   ScratchDir outside;
   const auto before = snapshot(tree.dir.path());
   std::ostringstream log;
   const PrepareReport report = prepare_cache(options_for(tree, outside / "cache", &log));
+  EXPECT_NE(log.str().find("warning: ignored the folder " + tree.dir.str() + "/train/NORMAL/nested"),
+            std::string::npos)
+      << log.str();
   EXPECT_EQ(snapshot(tree.dir.path()), before) << "the data directory was modified";
 
   // Skipped and reported, each by name.

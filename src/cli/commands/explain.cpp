@@ -41,6 +41,12 @@ int run_explain(const ExplainOptions& options) {
   Model model(*backend, config, options.batch);
   restore_checkpoint(checkpoint, model, nullptr, options.model);
   const size_t layer = as_usage("--layer", [&] { return grad_cam_layer(model, options.layer); });
+  // A folder holding another run's maps is refused (explain.csv would list only some of those
+  // beside it); the folder is made only once there is something to write.
+  std::error_code error;
+  if (fs::exists(options.out, error) && !fs::is_empty(options.out, error))
+    throw Error("--out folder '" + options.out + "' is not empty: give a new or empty folder (its "
+                "maps would mix with those of this run)");
   const int size = config.input_size;
   std::vector<std::string> files = list_images(options.inputs);
   std::vector<uint8_t> pixels;
@@ -59,12 +65,6 @@ int run_explain(const ExplainOptions& options) {
   }
   if (kept.empty())
     throw Error("none of the " + std::to_string(files.size()) + " input files could be read as an image");
-  // Made only now, with something to put in it; a folder holding another run's maps is refused,
-  // so that explain.csv lists every map beside it.
-  std::error_code error;
-  if (fs::exists(options.out, error) && !fs::is_empty(options.out, error))
-    throw Error("--out folder '" + options.out + "' is not empty: give a new or empty folder (its "
-                "maps would mix with those of this run)");
   fs::create_directories(options.out, error);
   if (error) throw Error("cannot create --out folder '" + options.out + "': " + error.message());
 
