@@ -127,6 +127,36 @@ TEST(Progress, LiveModeRedrawsInPlaceAndErasesAtTheEnd) {
   EXPECT_THROW(reporter.begin_epoch(1, 1, 0), Error);
 }
 
+// A pass that is not an epoch (evaluate --stress, a gallery's Grad-CAM): done/total, elapsed,
+// ETA from the rate so far, and what is being worked on.
+TEST(Progress, TaskLineCountsItemsAndEstimatesTheRest) {
+  EXPECT_EQ(format_task_line("stress", 3, 10, 41.0, "darker"),
+            "stress  3/10   30%  0:41  ETA 1:36  darker");
+  EXPECT_EQ(format_task_line("explain: Grad-CAM", 0, 624, 0.0, ""),
+            "explain: Grad-CAM  0/624    0%  0:00  ETA --:--");
+  FakeClock clock;
+  std::ostringstream plain_out;
+  TaskProgress plain(plain_out, "stress", 10, ProgressOptions{}, clock.function());
+  for (int done = 0; done <= 10; ++done) {
+    plain.update(done, done < 10 ? "variant" : "");
+    clock.now += 15.0;
+  }
+  plain.finish();
+  // Plain: one line per 10% (nothing at 0 of 10), the last one complete.
+  EXPECT_EQ(count_of(plain_out.str(), "\n"), 10u) << plain_out.str();
+  EXPECT_NE(plain_out.str().find("stress  10/10  100%  2:30  ETA 0:00\n"), std::string::npos)
+      << plain_out.str();
+  std::ostringstream live_out;
+  ProgressOptions live;
+  live.live = true;
+  TaskProgress drawn(live_out, "gallery", 4, live, clock.function());
+  drawn.update(0, "images");
+  EXPECT_EQ(live_out.str().rfind("\rgallery  0/4", 0), 0u) << live_out.str();
+  drawn.finish();
+  EXPECT_EQ(live_out.str().back(), '\r');
+  EXPECT_EQ(count_of(live_out.str(), "\n"), 0u);
+}
+
 EpochRecord sample_record(int epoch) {
   EpochRecord record;
   record.epoch = epoch;

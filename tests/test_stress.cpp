@@ -35,6 +35,7 @@ TEST(Stress, VariantsAreFixedAndEachChangesSomething) {
 TEST(Stress, SummaryNamesTheWorstVariantAndAveragesTheRest) {
   const std::vector<uint8_t> labels{0, 0, 0, 1, 1, 1, 1, 1};  // 3 NORMAL, 5 PNEUMONIA
   int calls = 0;
+  std::vector<std::string> told;  // the progress callback: before each variant, then at the end
   const StressReport report = evaluate_stress(
       [&](const AugmentParams& p) {
         ++calls;
@@ -42,8 +43,16 @@ TEST(Stress, SummaryNamesTheWorstVariantAndAveragesTheRest) {
         for (uint8_t label : labels) logits.push_back(p.scale_x < 1.0f || label ? 3.0f : -3.0f);
         return logits;
       },
-      labels);
+      labels, std::nullopt,
+      [&](size_t done, const std::string& next) {
+        EXPECT_EQ(done, told.size()) << next;
+        EXPECT_EQ(static_cast<int>(done), calls) << "told before the variant is scored";
+        told.push_back(next);
+      });
   EXPECT_EQ(calls, 10);
+  ASSERT_EQ(told.size(), 11u);
+  EXPECT_EQ(told.front(), "width-0.8");
+  EXPECT_EQ(told.back(), "");
   ASSERT_EQ(report.variants.size(), 10u);
   EXPECT_EQ(report.worst_accuracy_variant, "width-0.8");
   EXPECT_DOUBLE_EQ(report.worst_accuracy, 5.0 / 8.0);

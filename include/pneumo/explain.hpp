@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -34,8 +35,10 @@ size_t grad_cam_layer(const Model& model, const std::string& name);
 
 // Grad-CAM of every image of `data` (uint8 images on the model's device), `batch` at a time, each
 // image first put through the model's own input normalisation: what `pneumo explain` and the
-// evaluate gallery call. The maps are (count, h, w) at the layer's resolution.
-GradCam grad_cam_images(Model& model, const ImageSet& data, size_t layer, int batch);
+// evaluate gallery call. The maps are (count, h, w) at the layer's resolution. on_batch, when
+// given, is told the number of images done after each batch (for a progress line).
+GradCam grad_cam_images(Model& model, const ImageSet& data, size_t layer, int batch,
+                        const std::function<void(int64_t done)>& on_batch = {});
 
 // The gallery of `pneumo evaluate --gallery N`: into `folder`, the N most confident false
 // positives, false negatives, true positives and true negatives of a split with their overlays,

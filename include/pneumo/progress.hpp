@@ -44,6 +44,27 @@ struct ProgressOptions {
   int plain_percent_step = 10;         // plain: a line at every 10% of the epoch...
   double plain_interval_seconds = 30;  // ...and at least this often on long epochs
 };
+// The defaults, live when `stream` is a terminal.
+ProgressOptions progress_options_for(std::FILE* stream);
+
+// When a line of progress is printed, and how: redrawn in place (live) or as plain lines at each
+// percent step and on long gaps. Shared by the epoch reporter and TaskProgress.
+class ProgressLine {
+ public:
+  ProgressLine(std::ostream& out, ProgressOptions options);
+  void start(double now);
+  // `done` of `total` at time `now`; `text` makes the line, called only when one is printed.
+  void show(int64_t done, int64_t total, double now, const std::function<std::string()>& text);
+  void erase();  // live: blanks the line so the next output takes its place
+
+ private:
+  std::ostream& out_;
+  ProgressOptions options_;
+  double last_output_ = 0;
+  int next_percent_ = 0;
+  int64_t printed_ = -1;    // plain: the count last printed, so a repeated call adds nothing
+  size_t drawn_width_ = 0;  // live: length of the line on screen, to blank leftovers
+};
 
 // Reports one epoch at a time. The clock returns seconds (monotonic); tests pass a fake one.
 class ProgressReporter {
@@ -62,15 +83,32 @@ class ProgressReporter {
   double elapsed_seconds() const;  // since begin_epoch
 
  private:
-  std::ostream& out_;
-  ProgressOptions options_;
+  ProgressLine line_;
   Clock clock_;
   ProgressSnapshot snapshot_;
   double epoch_start_ = 0;
-  double last_output_ = 0;
-  int next_percent_ = 0;
-  int64_t printed_step_ = -1;  // plain: the step last printed, so a repeated call adds nothing
-  size_t drawn_width_ = 0;  // live: length of the line on screen, to blank leftovers
+};
+
+// "stress  3/10   30%  0:41  ETA 1:35  darker": a long pass that is not a training epoch (the
+// stress variants of `evaluate --stress`, the Grad-CAM of a gallery or of `explain`'s images).
+// item: what is being worked on now (may be empty).
+std::string format_task_line(const std::string& task, int64_t done, int64_t total,
+                             double elapsed_seconds, const std::string& item);
+
+// Progress of such a pass, printed as ProgressLine decides (live on a terminal).
+class TaskProgress {
+ public:
+  TaskProgress(std::ostream& out, std::string task, int64_t total, ProgressOptions options,
+               ProgressReporter::Clock clock = ProgressReporter::steady_seconds);
+  void update(int64_t done, const std::string& item = "");
+  void finish();  // live: erases the line
+
+ private:
+  ProgressLine line_;
+  ProgressReporter::Clock clock_;
+  std::string task_;
+  int64_t total_;
+  double start_;
 };
 
 // One finished epoch: its metrics (EpochMetrics::values: loss, accuracy, val_loss, val_accuracy,

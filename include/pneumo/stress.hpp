@@ -38,10 +38,13 @@ struct StressReport {
 
 // Scores every variant: `predict` returns the logits of the split's images (labels: 0/1 per
 // image, in the same order) with the variant's transform applied. threshold: applied as
-// MetricsReport's tuned threshold when given.
+// MetricsReport's tuned threshold when given. on_variant, when given, is called before each
+// variant (variants done so far, the name of the next) and once at the end (all, "").
 using VariantPredictor = std::function<std::vector<float>(const AugmentParams&)>;
+using VariantProgress = std::function<void(size_t done, const std::string& next)>;
 StressReport evaluate_stress(const VariantPredictor& predict, const std::vector<uint8_t>& labels,
-                             std::optional<double> threshold = std::nullopt);
+                             std::optional<double> threshold = std::nullopt,
+                             const VariantProgress& on_variant = {});
 // The same for one model: trainer.predict_logits(data, nullptr, &variant).
 StressReport evaluate_stress(Trainer& trainer, const ImageSet& data,
                              const std::vector<uint8_t>& labels,

@@ -70,7 +70,8 @@ size_t grad_cam_layer(const Model& model, const std::string& name) {
               "after it: one of " + explainable + "; got '" + name + "'");
 }
 
-GradCam grad_cam_images(Model& model, const ImageSet& data, size_t layer, int batch) {
+GradCam grad_cam_images(Model& model, const ImageSet& data, size_t layer, int batch,
+                        const std::function<void(int64_t done)>& on_batch) {
   PNEUMO_CHECK(batch >= 1 && batch <= model.max_batch(), "grad_cam_images: batch ", batch,
                " outside [1, ", model.max_batch(), "]");
   Backend& backend = model.backend();
@@ -97,6 +98,7 @@ GradCam grad_cam_images(Model& model, const ImageSet& data, size_t layer, int ba
     all.channel_weights.insert(all.channel_weights.end(), part.channel_weights.begin(),
                                part.channel_weights.end());
     all.maps.insert(all.maps.end(), part.maps.begin(), part.maps.end());
+    if (on_batch) on_batch(first + n);
   }
   return all;
 }

@@ -57,12 +57,13 @@ StressReport evaluate_stress(Trainer& trainer, const ImageSet& data,
 }
 
 StressReport evaluate_stress(const VariantPredictor& predict, const std::vector<uint8_t>& labels,
-                             std::optional<double> threshold) {
+                             std::optional<double> threshold, const VariantProgress& on_variant) {
   StressReport report;
   report.worst_accuracy = report.worst_auc = report.worst_sensitivity =
       report.worst_specificity = std::numeric_limits<double>::infinity();
   double accuracy_sum = 0.0;
   for (const StressVariant& v : stress_variants()) {
+    if (on_variant) on_variant(report.variants.size(), v.name);
     const std::vector<float> logits = predict(v.params);
     MetricsReport metrics = evaluate_binary(v.name, logits, labels, threshold);
     const ThresholdMetrics& at = applied(metrics);
@@ -77,6 +78,7 @@ StressReport evaluate_stress(const VariantPredictor& predict, const std::vector<
     report.worst_specificity = std::fmin(report.worst_specificity, at.specificity);
     report.variants.emplace_back(v.name, std::move(metrics));
   }
+  if (on_variant) on_variant(report.variants.size(), "");
   report.mean_accuracy = accuracy_sum / static_cast<double>(report.variants.size());
   for (double* value : {&report.worst_auc, &report.worst_sensitivity, &report.worst_specificity})
     if (std::isinf(*value)) *value = NAN;

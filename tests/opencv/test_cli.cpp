@@ -345,6 +345,7 @@ TEST(Cli, ShortcutOptionsRoundTripThroughConfigCheckpointAndResume) {
                                      dir.file("m.json"), cache);
   ASSERT_EQ(evaluate.status, 0) << evaluate.output;
   EXPECT_NE(evaluate.output.find("stress worst accuracy"), std::string::npos) << evaluate.output;
+  EXPECT_NE(evaluate.output.find("stress  10/10  100%"), std::string::npos) << "progress line";
   const auto metrics = nlohmann::json::parse(testing::read_text(dir.file("m.json")));
   EXPECT_EQ(metrics["stress"]["variants"].size(), 10u);
   EXPECT_TRUE(metrics["stress"]["worst_accuracy"].is_number());

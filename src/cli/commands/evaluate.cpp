@@ -22,6 +22,7 @@
 #include "pneumo/explain.hpp"
 #include "pneumo/metrics.hpp"
 #include "pneumo/model_checkpoint.hpp"
+#include "pneumo/progress.hpp"
 #include "pneumo/sampling.hpp"
 #include "pneumo/stress.hpp"
 #include "pneumo/trainer.hpp"
@@ -244,13 +245,23 @@ int run_evaluate(const EvaluateOptions& options) {
   std::optional<StressReport> stress;
   if (options.stress) {
     const auto predict = [&](const AugmentParams& p) { return ensemble.logits(images, &p); };
-    stress = evaluate_stress(predict, split.labels, threshold);
+    // Ten passes over the split: minutes for the test split on a CPU, so a progress line.
+    TaskProgress progress(std::cerr, "stress", static_cast<int64_t>(stress_variants().size()),
+                          progress_options_for(stderr));
+    const auto on_variant = [&](size_t done, const std::string& next) {
+      progress.update(static_cast<int64_t>(done), next.empty() ? "" : "scoring " + next);
+    };
+    stress = evaluate_stress(predict, split.labels, threshold, on_variant);
+    progress.finish();
     std::cout << format_stress_table(*stress);
   }
   if (options.gallery > 0) {
     Member& member = ensemble.members.front();
+    TaskProgress progress(std::cerr, "gallery: Grad-CAM", images.count, progress_options_for(stderr));
     const GradCam cam = grad_cam_images(*member.model, images, member.model->layer_index("conv5"),
-                                        options.batch);
+                                        options.batch,
+                                        [&](int64_t done) { progress.update(done); });
+    progress.finish();
     GalleryInputs inputs;
     inputs.title = options.split + " split, model " + member.path;
     inputs.threshold = threshold;

@@ -17,6 +17,7 @@
 #include "pneumo/metrics.hpp"
 #include "pneumo/model_checkpoint.hpp"
 #include "pneumo/npy.hpp"
+#include "pneumo/progress.hpp"
 #include "pneumo/tensor.hpp"
 #include "pneumo/trainer.hpp"
 
@@ -76,7 +77,10 @@ int run_explain(const ExplainOptions& options) {
   std::cerr << "explain: " << count << " images, Grad-CAM of " << options.layer << " (output "
             << model.layer_shapes().at(layer).second.str() << " per image), threshold "
             << threshold << " (" << checkpoint.metadata.threshold_rule << ")\n";
-  const GradCam cam = grad_cam_images(model, images, layer, options.batch);
+  TaskProgress progress(std::cerr, "explain: Grad-CAM", images.count, progress_options_for(stderr));
+  const GradCam cam = grad_cam_images(model, images, layer, options.batch,
+                                      [&](int64_t done) { progress.update(done); });
+  progress.finish();
 
   std::ofstream csv(fs::path(options.out) / "explain.csv");
   csv << "path,probability_pneumonia,label,map\n";

@@ -333,8 +333,7 @@ void TrainingRun::resume(const std::string& checkpoint_path) {
 
 int TrainingRun::run() {
   if (writer()) log_.emplace(run_dir_, first_epoch_);  // keeps the rows of the epochs already done
-  ProgressOptions progress_options;
-  progress_options.live = is_terminal(stderr);
+  const ProgressOptions progress_options = progress_options_for(stderr);
   // The other ranks' progress goes nowhere (a stream without a buffer discards what it is given):
   // rank 0 speaks for the run.
   static std::ostream discard(nullptr);
