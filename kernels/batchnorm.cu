@@ -4,6 +4,7 @@
 // one element-wise pass. CudaBackend times these against cuDNN's and runs the faster.
 #include <algorithm>
 #include <cmath>
+#include <utility>
 
 #include "cuda_check.hpp"
 #include "kernel_util.cuh"
@@ -466,9 +467,29 @@ void batchnorm_backward_input(const float* x, const float* dy, const float* gamm
 
 namespace pneumo::kernels {
 
+namespace {
+
+// An empty batch (a rank's empty shard, an explain of nothing) still writes the per-channel
+// outputs, as the CPU twins do: inference's saved statistics are the running ones, and the
+// parameter gradients are zero.
+void write_empty_batch_forward(const BlockTailArgs& t, cudaStream_t stream) {
+  if (t.training || t.channels == 0) return;
+  running_statistics_kernel<<<blocks_for(t.channels), kThreadsPerBlock, 0, stream>>>(t,
+                                                                                     t.channels);
+  PNEUMO_LAUNCH_CHECK("running_statistics_kernel", "channels=", t.channels);
+}
+
+void zero_floats(float* p, int64_t count, cudaStream_t stream) {
+  if (count == 0) return;
+  PNEUMO_CUDA_CHECK(cudaMemsetAsync(p, 0, static_cast<size_t>(count) * sizeof(float), stream),
+                    "zeroing ", count, " gradient values of an empty batch");
+}
+
+}  // namespace
+
 void block_tail_forward(const BlockTailArgs& t, float* y, float* scratch, const BiasReduction& r,
                         cudaStream_t stream) {
-  if (t.batch * t.channels * t.height * t.width == 0) return;
+  if (t.batch * t.channels * t.height * t.width == 0) return write_empty_batch_forward(t, stream);
   const bool plain = !(t.training && t.rate > 0.0f);
   tail_forward(t, StoredActivation{t.a, t.height * t.width}, plain, y, scratch, r, stream);
 }
@@ -477,7 +498,11 @@ void block_tail_backward(const BlockTailArgs& t, const float* dy, float* da, flo
                          float* dbeta, float* scratch, const BiasReduction& r,
                          cudaStream_t stream) {
   const int64_t total = t.batch * t.channels * t.height * t.width;
-  if (total == 0) return;
+  if (total == 0) {
+    zero_floats(dgamma, t.channels, stream);
+    zero_floats(dbeta, t.channels, stream);
+    return;
+  }
   const PoolGeometry pg{t.batch, t.channels, t.height, t.width};
   const BatchNormGradientFactors* factors = tail_gradient_factors(
       t, StoredActivation{t.a, t.height * t.width}, dy, dgamma, dbeta, scratch, r, stream);
@@ -492,7 +517,7 @@ int64_t stem_scratch_floats(const BiasReduction& r, int64_t channels) {
 
 void stem_forward(const BlockTailArgs& t, float* y, float* scratch, const BiasReduction& r,
                   cudaStream_t stream) {
-  if (t.batch * t.channels * t.height * t.width == 0) return;
+  if (t.batch * t.channels * t.height * t.width == 0) return write_empty_batch_forward(t, stream);
   const RecomputedActivation source{t.x, t.weight, t.conv_bias, t.channels, t.height, t.width};
   tail_forward(t, source, /*plain=*/false, y, scratch, r, stream);
 }
@@ -500,7 +525,12 @@ void stem_forward(const BlockTailArgs& t, float* y, float* scratch, const BiasRe
 void stem_backward(const BlockTailArgs& t, const float* dy, float* dweight, float* dbias,
                    float* dgamma, float* dbeta, float* scratch, const BiasReduction& r,
                    cudaStream_t stream) {
-  if (t.batch * t.channels * t.height * t.width == 0) return;
+  if (t.batch * t.channels * t.height * t.width == 0) {
+    for (auto [gradient, count] : {std::pair{dweight, 9 * t.channels}, {dbias, t.channels},
+                                   {dgamma, t.channels}, {dbeta, t.channels}})
+      zero_floats(gradient, count, stream);
+    return;
+  }
   const RecomputedActivation source{t.x, t.weight, t.conv_bias, t.channels, t.height, t.width};
   const BatchNormGradientFactors* factors =
       tail_gradient_factors(t, source, dy, dgamma, dbeta, scratch, r, stream);

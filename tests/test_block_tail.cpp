@@ -479,5 +479,62 @@ TEST(BlockTailCuda, MatchesTheCudaUnfusedChain) {
   }
 }
 
+// An empty batch (a data-parallel rank's empty shard, an inference pass over nothing) still
+// writes every per-channel output, as every backward op does: the saved statistics of an
+// inference forward are the running ones, the parameter gradients zero. The outputs start at 7,
+// so one left unwritten shows.
+void expect_empty_batch_writes_its_outputs(Backend& backend) {
+  const int64_t k = 3;
+  const Shape c{k}, x_shape{0, 1, 6, 6}, a_shape{0, k, 6, 6};
+  StemOperands o = stem_operands({1, 1, 6, 6}, k, backend.device());  // per-channel operands
+  Tensor x = backend.empty(x_shape), a = backend.empty(a_shape), da = backend.empty(a_shape);
+  Tensor y = backend.empty(pool_geometry(a_shape).output()), dy = backend.empty(y.shape());
+  const std::vector<float> sevens(9 * k, 7.0f);
+  const auto filled = [&](Shape shape) {
+    return Tensor::from_host(shape, sevens.data(), backend.device());
+  };
+  const BlockTailSettings s = settings_for({a_shape, 0.0f, 0, /*training=*/false});
+  const std::vector<float> running_mean = to_host(o.running_mean), running_var = to_host(o.running_var);
+  for (bool stem : {false, true}) {
+    SCOPED_TRACE(stem ? "stem" : "block tail");
+    Tensor saved_mean = filled(c), saved_inv_std = filled(c), dgamma = filled(c),
+           dbeta = filled(c), dweight = filled({k, 1, 3, 3}), dbias = filled(c);
+    if (stem) {
+      backend.stem_forward(x, o.weight, o.bias, o.gamma, o.beta, o.running_mean, o.running_var, s,
+                           y, saved_mean, saved_inv_std);
+      backend.stem_backward(x, dy, o.weight, o.bias, o.gamma, o.beta, saved_mean, saved_inv_std, s,
+                            dweight, dbias, dgamma, dbeta);
+    } else {
+      backend.block_tail_forward(a, o.gamma, o.beta, o.running_mean, o.running_var, s, y,
+                                 saved_mean, saved_inv_std);
+      backend.block_tail_backward(a, dy, o.gamma, o.beta, saved_mean, saved_inv_std, s, da,
+                                  dgamma, dbeta);
+    }
+    backend.synchronize();
+    std::vector<float> inv_std(static_cast<size_t>(k));
+    for (size_t j = 0; j < inv_std.size(); ++j)
+      inv_std[j] = static_cast<float>(1.0 / std::sqrt(static_cast<double>(running_var[j]) + s.epsilon));
+    EXPECT_EQ(to_host(saved_mean), running_mean);
+    EXPECT_TRUE(all_close(to_host(saved_inv_std), inv_std, 1e-6, 1e-6, "saved_inv_std"));
+    EXPECT_EQ(to_host(dgamma), std::vector<float>(k, 0.0f));
+    EXPECT_EQ(to_host(dbeta), std::vector<float>(k, 0.0f));
+    if (stem) {
+      EXPECT_EQ(to_host(dweight), std::vector<float>(9 * k, 0.0f));
+      EXPECT_EQ(to_host(dbias), std::vector<float>(k, 0.0f));
+    }
+  }
+}
+
+TEST(BlockTail, AnEmptyBatchWritesItsPerChannelOutputs) {
+  auto cpu = make_cpu_backend(1);
+  expect_empty_batch_writes_its_outputs(*cpu);
+}
+
+TEST(BlockTailCuda, AnEmptyBatchWritesItsPerChannelOutputs) {
+  PNEUMO_REQUIRE_CUDA();
+  auto cuda = make_cuda_backend(BackendOptions{});
+  expect_empty_batch_writes_its_outputs(*cuda);
+}
+
 }  // namespace
 }  // namespace pneumo

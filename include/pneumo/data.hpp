@@ -48,6 +48,7 @@ struct Split {
 // A loaded cache.
 struct Dataset {
   std::string cache_dir;    // where it was loaded from
+  std::string tree_dir;     // the image tree given as --data, when it was one (else empty)
   int size = 0;
   std::string source_hash;  // content hash of the image tree it was prepared from
   std::vector<Split> splits;  // those present, in the order train, val, test

@@ -47,8 +47,12 @@ const Split& Dataset::split(const std::string& name) const {
   if (const Split* s = find(name)) return *s;
   std::string present;
   for (const Split& s : splits) present += (present.empty() ? "" : ", ") + s.name;
-  throw Error("cache " + cache_dir + " has no '" + name + "' split (it holds: " +
-              (present.empty() ? "none" : present) + ")");
+  present = present.empty() ? "none" : present;
+  // Named as the user gave it: an image tree's cache is a folder they never saw.
+  if (!tree_dir.empty())
+    throw Error("the image tree " + tree_dir + " has no '" + name + "' split (no image in " +
+                tree_dir + "/" + name + "/NORMAL or /PNEUMONIA; it holds: " + present + ")");
+  throw Error("cache " + cache_dir + " has no '" + name + "' split (it holds: " + present + ")");
 }
 
 namespace data_internal {
@@ -328,6 +332,17 @@ Split load_split(const fs::path& cache, const std::string& name, const nlohmann:
 
 }  // namespace
 
+namespace {
+
+// The cache of an image tree, remembering the tree so that messages name what the user gave.
+Dataset load_tree_cache(const std::string& cache_dir, const std::string& tree) {
+  Dataset dataset = load_cache(cache_dir);
+  dataset.tree_dir = tree;
+  return dataset;
+}
+
+}  // namespace
+
 Dataset load_cache(const std::string& cache_dir) {
   const fs::path cache(cache_dir);
   const nlohmann::json meta = read_meta(cache);
@@ -407,7 +422,7 @@ Dataset open_dataset(const std::string& path, const OpenDatasetOptions& options)
     }
     if (fresh) {
       if (options.log) *options.log << "data: using the cache " << cache << " of " << path << "\n";
-      return load_cache(cache);
+      return load_tree_cache(cache, path);
     }
     if (options.log)
       *options.log << "data: " << path << " changed since its cache was made; preparing again\n";
@@ -428,7 +443,7 @@ Dataset open_dataset(const std::string& path, const OpenDatasetOptions& options)
   prepare.command = "open_dataset (pneumo train --data " + path + ")";
   prepare.log = options.log;
   prepare_cache(prepare);
-  return load_cache(cache);
+  return load_tree_cache(cache, path);
 }
 
 }  // namespace pneumo

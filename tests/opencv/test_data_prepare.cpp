@@ -216,9 +216,25 @@ TEST(OpenDataset, PreparesATreeOnceAndReusesItWhileUnchanged) {
   const Dataset third = open_dataset(tree.dir.str(), options);
   EXPECT_NE(log3.str().find("prepare: wrote"), std::string::npos) << log3.str();
   EXPECT_EQ(third.split("train").count(), 8);
+  // A split the tree lacks is named against the tree the user gave, not its hidden cache.
+  try {
+    third.split("val");
+    ADD_FAILURE() << "the tree has no val split";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("the image tree " + tree.dir.str() + " has no 'val'"),
+              std::string::npos) << e.what();
+    EXPECT_EQ(std::string(e.what()).find(cache), std::string::npos) << e.what();
+  }
 
   // A cache is opened as it is; a size it does not hold is refused.
   EXPECT_EQ(open_dataset(cache).size, 24);
+  EXPECT_THROW(
+      try { open_dataset(cache).split("val"); } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find("cache " + cache + " has no 'val'"), std::string::npos)
+            << e.what();
+        throw;
+      },
+      Error);
   OpenDatasetOptions other_size;
   other_size.size = 32;
   EXPECT_THROW(open_dataset(cache, other_size), Error);
