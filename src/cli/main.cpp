@@ -36,6 +36,22 @@ nlohmann::json read_json_file(const std::string& path) {
   }
 }
 
+// "pneumo prepare --data 'my data' --out c": the command as typed, for the records a command
+// keeps (a cache's meta.json), each argument quoted for a POSIX shell where it needs it.
+std::string command_line(int argc, char** argv) {
+  std::string line = "pneumo";
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    const bool plain = !a.empty() && a.find_first_not_of("abcdefghijklmnopqrstuvwxyz"
+                                                         "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+                                                         "-_./=:,+@%") == std::string::npos;
+    std::string quoted = "'";
+    for (char c : a) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
+    line += " " + (plain ? a : quoted + "'");
+  }
+  return line;
+}
+
 // Expands `pneumo train --config FILE ...` and `pneumo train --resume CKPT ...` into explicit
 // flags (the file's or the checkpoint's, then the user's), before CLI11 sees them.
 std::vector<std::string> expand_arguments(int argc, char** argv) {
@@ -282,6 +298,7 @@ int main(int argc, char** argv) {
   PredictOptions predict;
   ExplainOptions explain;
   pneumo::PrepareOptions prepare;
+  prepare.command = command_line(argc, argv);
   pneumo::EdaOptions eda;
   BenchTrainOptions bench;
   BenchKernelsOptions bench_kernels;

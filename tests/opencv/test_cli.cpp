@@ -196,6 +196,9 @@ TEST(Cli, ARunThatFailedBeforeTrainingLeavesItsFolderReusable) {
   auto small = pneumo_command("prepare --data " + kSample + " --out " + dir.file("c32") +
                                   " --size 32", cache);
   ASSERT_EQ(small.status, 0) << small.output;
+  // The cache records the command that made it.
+  EXPECT_EQ(nlohmann::json::parse(testing::read_text(dir.file("c32") + "/meta.json"))["command"],
+            "pneumo prepare --data " + kSample + " --out " + dir.file("c32") + " --size 32");
   auto wrong = pneumo_command("train --data " + dir.file("c32") + " --size 64 --epochs 1 --out " +
                                   run + kCommon, cache);
   EXPECT_EQ(wrong.status, 1) << wrong.output;
