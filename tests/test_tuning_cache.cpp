@@ -6,6 +6,7 @@
 
 #include <fstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -103,6 +104,25 @@ TEST(TuningCache, TheFileKeepsContextsApartAndMergesRuns) {
   EXPECT_EQ(file["contexts"].size(), 2u);
   EXPECT_TRUE(file["contexts"]["GPU B, fp32"]["maxpool2d_backward 32,32,150,150"]["kernel"]
                   .get<bool>());
+}
+
+// The ranks of a data-parallel run save the same file at the same moments: each save's read,
+// merge and replace holds a lock, so no rank's entries are lost to another's replace.
+TEST(TuningCache, SavesAtTheSameTimeLoseNoEntries) {
+  testing::TempDir dir;
+  const std::string path = dir.file("tuning.json");
+  constexpr int kRanks = 6, kShapes = 15;
+  std::vector<std::thread> ranks;
+  for (int rank = 0; rank < kRanks; ++rank)
+    ranks.emplace_back([&path, rank] {
+      TuningCache cache(path, "GPU A, fp32");
+      for (int64_t shape = 0; shape < kShapes; ++shape) {
+        cache.store({"batchnorm_backward", {32, rank, shape}}, {{"kernel", true}});
+        EXPECT_TRUE(cache.save());
+      }
+    });
+  for (std::thread& t : ranks) t.join();
+  EXPECT_EQ(TuningCache(path, "GPU A, fp32").size(), static_cast<size_t>(kRanks * kShapes));
 }
 
 TEST(TuningCache, ABadFileIsReplacedAndAnUnwritableOneIsAWarning) {

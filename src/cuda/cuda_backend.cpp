@@ -180,8 +180,12 @@ void CudaBackend::ensure_workspace(size_t bytes) {
     workspace_ = Array<uint8_t>(static_cast<int64_t>(bytes), Device::Cuda);
   } catch (const OutOfMemory&) {
     // The plans chosen so far were sized for the old block: put one of that size back (it fit a
-    // moment ago) before the caller hears of the failure; a caller may try a smaller request.
-    if (old_bytes > 0) workspace_ = Array<uint8_t>(static_cast<int64_t>(old_bytes), Device::Cuda);
+    // moment ago) before the caller hears of the failure; a caller may try a smaller request. If
+    // even that fails the workspace stays empty, and each call grows it again (workspace_of).
+    try {
+      if (old_bytes > 0) workspace_ = Array<uint8_t>(static_cast<int64_t>(old_bytes), Device::Cuda);
+    } catch (const OutOfMemory&) {
+    }
     throw;
   }
 }

@@ -183,6 +183,12 @@ class CudaBackend final : public Backend {
   BatchNormPlan& batchnorm_plan(const Shape& x_shape);
   // Grows the one workspace to at least `bytes` (first use of a shape only).
   void ensure_workspace(size_t bytes);
+  // The workspace for a call that needs `bytes` of it: grown first if smaller (as after a failed
+  // growth that could not put the old block back), so no call gets a block smaller than it says.
+  void* workspace_of(size_t bytes) {
+    ensure_workspace(bytes);
+    return workspace_.data();
+  }
   float* tail_scratch(const kernels::BlockTailArgs& t, const kernels::BiasReduction& split);
   // Most workspace an algorithm search may use: the smaller of 1 GiB and half the free memory.
   size_t search_workspace_limit() const;

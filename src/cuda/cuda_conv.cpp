@@ -376,9 +376,9 @@ void CudaBackend::conv_forward_cudnn(ConvPlan& plan, ConstTensorView x, ConstTen
     // switches this shape to the unfused path below for good.
     const cudnnStatus_t status = cudnnConvolutionBiasActivationForward(
         cudnn_.get(), &kOne, plan.x.get(), x.data, plan.weight.get(), weight.data,
-        plan.forward_conv.get(), plan.forward_algo, workspace_.data(), plan.forward_workspace,
-        &kZero, plan.y.get(), y.data, plan.bias.get(), bias.data, plan.relu.get(), plan.y.get(),
-        y.data);
+        plan.forward_conv.get(), plan.forward_algo, workspace_of(plan.forward_workspace),
+        plan.forward_workspace, &kZero, plan.y.get(), y.data, plan.bias.get(), bias.data,
+        plan.relu.get(), plan.y.get(), y.data);
     if (status == CUDNN_STATUS_SUCCESS) {
       plan.relu_fusion = ConvPlan::Fusion::Fused;
       return;
@@ -395,8 +395,9 @@ void CudaBackend::conv_forward_cudnn(ConvPlan& plan, ConstTensorView x, ConstTen
   }
   PNEUMO_CUDNN_CHECK(cudnnConvolutionForward(
                          cudnn_.get(), &kOne, plan.x.get(), x.data, plan.weight.get(), weight.data,
-                         plan.forward_conv.get(), plan.forward_algo, workspace_.data(),
-                         plan.forward_workspace, &kZero, plan.y.get(), y.data),
+                         plan.forward_conv.get(), plan.forward_algo,
+                         workspace_of(plan.forward_workspace), plan.forward_workspace, &kZero,
+                         plan.y.get(), y.data),
                      op, " x=", x.shape.str(), " weight=", weight.shape.str(),
                      " algo=", plan.forward_algo);
   // y: (N, K, H*W) += bias[k], then relu when asked.
@@ -425,8 +426,8 @@ void CudaBackend::conv2d_backward_data_impl(ConstTensorView dy, ConstTensorView 
         PNEUMO_CUDNN_CHECK(
             cudnnConvolutionBackwardData(
                 cudnn_.get(), &kOne, plan.weight.get(), weight.data, plan.y.get(), dy.data,
-                plan.backward_data_conv.get(), plan.backward_data_algo, workspace_.data(),
-                plan.backward_data_workspace, &kZero, plan.x.get(), dx.data),
+                plan.backward_data_conv.get(), plan.backward_data_algo,
+                workspace_of(plan.backward_data_workspace), plan.backward_data_workspace, &kZero, plan.x.get(), dx.data),
             op, " dy=", dy.shape.str(), " weight=", weight.shape.str(),
             " algo=", plan.backward_data_algo);
       },
@@ -481,8 +482,8 @@ void CudaBackend::conv2d_backward_filter_impl(ConstTensorView x, ConstTensorView
     PNEUMO_CUDNN_CHECK(
         cudnnConvolutionBackwardFilter(
             cudnn_.get(), &kOne, plan.x.get(), x.data, plan.y.get(), dy.data,
-            plan.backward_filter_conv.get(), plan.backward_filter_algo, workspace_.data(),
-            plan.backward_filter_workspace, &kZero, plan.weight.get(), dweight.data),
+            plan.backward_filter_conv.get(), plan.backward_filter_algo,
+            workspace_of(plan.backward_filter_workspace), plan.backward_filter_workspace, &kZero, plan.weight.get(), dweight.data),
         op, " x=", x.shape.str(), " dy=", dy.shape.str(), " algo=", plan.backward_filter_algo);
   };
   if (runs_bf16(x.shape.c())) {

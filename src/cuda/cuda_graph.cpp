@@ -56,9 +56,16 @@ std::unique_ptr<Recording> CudaBackend::record(const std::function<void()>& issu
     throw;
   }
   cudaGraph_t graph = nullptr;
-  PNEUMO_CUDA_CHECK(cudaStreamEndCapture(stream, &graph),
-                    "recording a step (CUDA graph): an op synchronised or allocated while being "
-                    "recorded; run each op once at these shapes before recording");
+  const cudaError_t ended = cudaStreamEndCapture(stream, &graph);
+  if (ended != cudaSuccess) {
+    if (graph) cudaGraphDestroy(graph);
+    // Cleared as abandon_capture does: the trainer falls back to running the step op by op, whose
+    // first launch check would otherwise report this error as its own.
+    cudaGetLastError();
+    PNEUMO_CUDA_CHECK(ended,
+                      "recording a step (CUDA graph): an op synchronised or allocated while being "
+                      "recorded; run each op once at these shapes before recording");
+  }
   if (memory_generation_ != generation) {
     cudaGraphDestroy(graph);
     throw Error("recording a step (CUDA graph): the workspace grew while recording");
@@ -66,6 +73,7 @@ std::unique_ptr<Recording> CudaBackend::record(const std::function<void()>& issu
   cudaGraphExec_t exec = nullptr;
   const cudaError_t instantiated = cudaGraphInstantiate(&exec, graph, 0);
   cudaGraphDestroy(graph);
+  if (instantiated != cudaSuccess) cudaGetLastError();  // as above: the fallback starts clean
   PNEUMO_CUDA_CHECK(instantiated, "instantiating a recorded step (CUDA graph)");
   return std::make_unique<GraphRecording>(exec, stream, memory_generation_);
 }

@@ -28,7 +28,11 @@ void throw_cudnn_error(cudnnStatus_t status, const char* call, const char* file,
   out << call << " failed: " << cudnnGetErrorString(status);
   if (detail[0] != '\0') out << " (" << detail << ")";
   out << location_suffix(context, file, line);
-  if (status == CUDNN_STATUS_ALLOC_FAILED) throw OutOfMemory(out.str(), /*on_device=*/true, 0);
+  // cuDNN 9 tells device from host (CUDNN_STATUS_ALLOC_FAILED is the host one's old name).
+  if (status == CUDNN_STATUS_INTERNAL_ERROR_DEVICE_ALLOCATION_FAILED)
+    throw OutOfMemory(out.str(), /*on_device=*/true, 0);
+  if (status == CUDNN_STATUS_INTERNAL_ERROR_HOST_ALLOCATION_FAILED)
+    throw OutOfMemory(out.str(), /*on_device=*/false, 0);
   throw Error(out.str());
 }
 

@@ -2,6 +2,11 @@
 // file, merged and replaced atomically.
 #include "cuda/tuning_cache.hpp"
 
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <filesystem>
 #include <iostream>
 #include <sstream>
@@ -127,17 +132,44 @@ nlohmann::json TuningCache::entries_json() const {
   return entries;
 }
 
+namespace {
+
+// An exclusive advisory lock on `path` + ".lock" while it lives: the ranks of a data-parallel run
+// (and runs side by side) save the same file at the same moments, and each one's read, merge and
+// replace must not interleave with another's, or one's new entries vanish. Without the lock file
+// (a read-only folder: the save fails anyway) the save goes on unlocked.
+class FileLock {
+ public:
+  explicit FileLock(const std::string& path)
+      : fd_(::open((path + ".lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644)) {
+    if (fd_ >= 0)
+      while (::flock(fd_, LOCK_EX) != 0 && errno == EINTR) {
+      }
+  }
+  ~FileLock() {
+    if (fd_ >= 0) ::close(fd_);  // releases the lock
+  }
+  FileLock(const FileLock&) = delete;
+  FileLock& operator=(const FileLock&) = delete;
+
+ private:
+  int fd_;
+};
+
+}  // namespace
+
 bool TuningCache::save() {
   if (path_.empty() || !dirty_) return true;
   try {
+    const std::filesystem::path parent = std::filesystem::path(path_).parent_path();
+    if (!parent.empty()) std::filesystem::create_directories(parent);
+    const FileLock lock(path_);
     nlohmann::json contexts = read_file(false);  // what other runs added meanwhile stays
     nlohmann::json& mine = contexts[context_];
     if (!mine.is_object()) mine = nlohmann::json::object();
     const nlohmann::json entries = entries_json();
     for (const auto& [text, decision] : entries.items()) mine[text] = decision;
     const nlohmann::json file = {{"format", kFormat}, {"version", kVersion}, {"contexts", contexts}};
-    const std::filesystem::path parent = std::filesystem::path(path_).parent_path();
-    if (!parent.empty()) std::filesystem::create_directories(parent);
     write_file_atomically(path_, file.dump(1) + "\n");
     dirty_ = false;
     return true;
