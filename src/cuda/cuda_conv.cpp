@@ -577,9 +577,17 @@ const cuda::GraphConvPlan& CudaBackend::bf16_plan(cuda::GraphConvPlan& plan,
       try {
         cuda::GraphConvPlan built =
             cuda::GraphConvPlan::build(cudnn_.get(), problem, remembered, b.x, b.weight, b.y);
-        if (built.workspace_bytes() <= search_workspace_limit()) plan = std::move(built);
+        if (built.workspace_bytes() <= search_workspace_limit()) {
+          // Run once before it is kept, as the search runs each candidate: an engine that builds
+          // at this shape may still refuse to execute here (it was found at a larger batch, or in
+          // another run). The run computes this call's own output, which the caller computes again.
+          ensure_workspace(built.workspace_bytes());
+          built.execute(cudnn_.get(), b.x, b.weight, b.y, workspace_.data());
+          plan = std::move(built);
+        }
       } catch (const Error&) {
-        // Not buildable for this shape (or a stale file): search below.
+        cudaGetLastError();  // a refused launch inside cuDNN is not our next kernel's error
+        // Not buildable or not runnable for this shape (or a stale file): search below.
       }
     }
     if (!plan.ready()) {
