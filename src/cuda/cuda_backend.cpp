@@ -69,7 +69,8 @@ std::array<int64_t, 4> nchw(const Shape& shape, const char* op) {
 }
 
 // What the tuning cache's decisions hold for: the GPU, its driver, cuDNN, the precision and the
-// determinism rule, and this build of pneumo's kernels (PNEUMO_KERNELS_HASH, from CMakeLists.txt).
+// determinism rule, and this build of pneumo's kernels (PNEUMO_KERNELS_HASH, from CMakeLists.txt:
+// their sources, nvcc's version, the architectures and flags they were compiled for).
 const char* precision_name(const CudaBackendOptions& options) {
   return options.bf16 ? "bf16" : options.allow_tf32 ? "tf32" : "fp32";
 }
