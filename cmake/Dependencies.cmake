@@ -101,7 +101,9 @@ endif()
 set(PNEUMO_HAVE_NCCL OFF)
 if(PNEUMO_WITH_NCCL)
   find_path(NCCL_INCLUDE_DIR nccl.h HINTS ${NCCL_ROOT}/include ${CUDAToolkit_INCLUDE_DIRS})
-  find_library(NCCL_LIBRARY NAMES nccl libnccl.so.2
+  # NAMES_PER_DIR: the library beside the header found (NCCL_ROOT first), not a libnccl.so from
+  # a system folder with another version's header.
+  find_library(NCCL_LIBRARY NAMES nccl libnccl.so.2 NAMES_PER_DIR
     HINTS ${NCCL_ROOT}/lib ${NCCL_ROOT}/lib64 ${CUDAToolkit_LIBRARY_DIR})
   if(NCCL_INCLUDE_DIR AND NCCL_LIBRARY)
     set(PNEUMO_HAVE_NCCL ON)

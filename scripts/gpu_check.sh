@@ -583,13 +583,22 @@ if (( torch_ok )); then
     python3 "$root/profiling/torch_reference.py" --batch 32 256 --steps 200 --tf32
 fi
 # The data-parallel code path on one GPU: one rank, gradients through NCCL. (No MPI on the GPU
-# host: the group of one bootstraps NCCL itself. Several GPUs: not here.)
+# host: the group of one bootstraps NCCL itself. Several GPUs: not here.) NCCL_DEBUG=INFO puts
+# NCCL's own start-up lines in the log (proof it ran, and the reason if it cannot start); the
+# same training without NCCL must end with the same weights (one rank's sum is its own buffer).
 if (( runs_ok )) && [[ -f $sample_cache/meta.json ]]; then
-  rm -rf "$build-data/nccl_run"
+  rm -rf "$build-data/nccl_run" "$build-data/nccl_reference_run"
   [[ -n $nccl_root ]] && export LD_LIBRARY_PATH=$nccl_root/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-  run "train, one rank through NCCL" 90 nccl_train "2 epochs on data/sample, --all-reduce nccl" -- \
-    "$cli_bin" train --data "$sample_cache" --device "$device" --epochs 2 --batch 16 \
-    --all-reduce nccl --out "$build-data/nccl_run"
+  nccl_args=(--data "$sample_cache" --device "$device" --epochs 2 --batch 16)
+  if run "train, one rank through NCCL" 90 nccl_train "2 epochs on data/sample, --all-reduce nccl" -- \
+      env NCCL_DEBUG=INFO "$cli_bin" train "${nccl_args[@]}" --all-reduce nccl \
+      --out "$build-data/nccl_run" &&
+    run "train, the same without NCCL" 60 nccl_reference "--all-reduce auto (one process)" -- \
+      "$cli_bin" train "${nccl_args[@]}" --out "$build-data/nccl_reference_run"; then
+    run "NCCL weights = one process's" 30 nccl_compare "compare_weights.py, tolerance 1e-6" -- \
+      python3 "$root/scripts/compare_weights.py" "$build-data/nccl_run/model.safetensors" \
+      "$build-data/nccl_reference_run/model.safetensors" --tolerance 1e-6
+  fi
 fi
 # The table of pneumo against PyTorch: every speed row, and the recipe lines of the cold PyTorch
 # recipe runs (their logs hold nothing else worth a row).

@@ -358,5 +358,28 @@ TEST(Transport, ARefusedTransportLeavesTheGroup) {
   }
 }
 
+// The launcher's size, read from its environment: a step of one process (srun inside a batch job)
+// runs as one process even in a build without MPI, instead of stopping every training.
+TEST(Launcher, SizeFromTheLaunchersEnvironment) {
+  const char* names[] = {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "SLURM_NTASKS", "SLURM_PROCID",
+                         "SLURM_STEP_ID", "PMIX_RANK"};
+  for (const char* name : names) ::unsetenv(name);
+  EXPECT_FALSE(launched_by_mpi());
+  EXPECT_EQ(launcher_size(), 0);
+  ::setenv("SLURM_NTASKS", "1", 1);
+  ::setenv("SLURM_PROCID", "0", 1);
+  ::setenv("SLURM_STEP_ID", "0", 1);
+  EXPECT_TRUE(launched_by_mpi());
+  EXPECT_EQ(launcher_size(), 1);
+  if (!built_with_mpi()) {
+    EXPECT_EQ(make_communicator()->size(), 1);
+  }
+  ::setenv("SLURM_NTASKS", "4x", 1);  // not a number: unknown
+  EXPECT_EQ(launcher_size(), 0);
+  ::setenv("OMPI_COMM_WORLD_SIZE", "3", 1);  // Open MPI's own says first
+  EXPECT_EQ(launcher_size(), 3);
+  for (const char* name : names) ::unsetenv(name);
+}
+
 }  // namespace
 }  // namespace pneumo

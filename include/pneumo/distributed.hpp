@@ -75,13 +75,17 @@ enum class AllReduceTransport { Auto, Mpi, Nccl };
 // The launcher's environment (mpirun / srun set OMPI_COMM_WORLD_SIZE, PMIX_RANK, PMI_SIZE or
 // SLURM_NTASKS with SLURM_PROCID) says this process is one of several.
 bool launched_by_mpi();
+// The number of processes the launcher started (OMPI_COMM_WORLD_SIZE, PMI_SIZE or SLURM_NTASKS),
+// 0 when none of them says (not launched, or PMIx without a size variable).
+int launcher_size();
 // True when pneumo was built with MPI, and with NCCL.
 bool built_with_mpi();
 bool built_with_nccl();
 
 // The run's group: one process unless launched by mpirun/srun, then MPI (initialised here,
-// finalised when the communicator is destroyed). Throws a pneumo::Error when launched by MPI but
-// built without it. Call it before creating the backend: on a machine with several GPUs it makes
+// finalised when the communicator is destroyed). Throws a pneumo::Error when launched by MPI for
+// several processes but built without it (a launcher's step of one process, as srun inside a
+// batch job, runs as one process then). Call it before creating the backend: on a machine with several GPUs it makes
 // the rank's GPU current (local rank modulo the GPUs there).
 std::unique_ptr<Communicator> make_communicator();
 // Makes `group`'s device collectives run through NCCL on the CUDA backend's stream (host ones stay

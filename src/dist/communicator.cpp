@@ -17,6 +17,17 @@ bool launched_by_mpi() {
          (has_env("SLURM_NTASKS") && has_env("SLURM_PROCID") && has_env("SLURM_STEP_ID"));
 }
 
+int launcher_size() {
+  for (const char* name : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "SLURM_NTASKS"}) {
+    const char* value = std::getenv(name);
+    if (value == nullptr) continue;
+    char* end = nullptr;
+    const long size = std::strtol(value, &end, 10);
+    if (end != value && *end == '\0' && size > 0 && size <= 1 << 20) return static_cast<int>(size);
+  }
+  return 0;
+}
+
 bool built_with_mpi() {
 #ifdef PNEUMO_WITH_MPI
   return true;
@@ -35,6 +46,7 @@ bool built_with_nccl() {
 
 std::unique_ptr<Communicator> make_communicator() {
   if (!launched_by_mpi()) return dist::make_single_process();
+  if (!built_with_mpi() && launcher_size() == 1) return dist::make_single_process();
   if (!built_with_mpi())
     throw Error("pneumo was started by an MPI launcher (mpirun or srun) but built without MPI; "
                 "install Open MPI (scripts/install_deps.sh) and build again, or run one process");

@@ -113,11 +113,13 @@ class NcclCommunicator final : public Communicator {
           "ncclBroadcast");
   }
   void broadcast_bytes(void* data, size_t bytes) override { host_->broadcast_bytes(data, bytes); }
+  // Ends every rank through the host group (MPI_Abort) without aborting the NCCL communicator
+  // first: since NCCL 2.16 ncclCommAbort may wait for the other ranks of the node to abort too
+  // (NVIDIA/nccl#863), and they are waiting in a collective for this one, so it could hang the
+  // job. Ending the process frees what the communicator holds.
   [[noreturn]] void abort(int status) override {
     {
-      std::lock_guard<std::mutex> lock(mutex_);  // the watchdog must not query a freed comm
-      if (comm_) ncclCommAbort(comm_);  // unblocks kernels waiting on ranks that are gone
-      comm_ = nullptr;
+      std::lock_guard<std::mutex> lock(mutex_);  // the watchdog stops looking
       stopping_ = true;
     }
     host_->abort(status);
@@ -125,8 +127,9 @@ class NcclCommunicator final : public Communicator {
   }
 
  private:
-  // The watchdog's loop: every kPoll, NCCL's asynchronous error state; on an error, the message,
-  // the communicator aborted, the process ended (status 1).
+  // The watchdog's loop: every kPoll, NCCL's asynchronous error state; on an error, the message
+  // and the process ended (status 1), without ncclCommAbort: the main thread may be inside a
+  // collective on the same communicator, and the abort may wait for the other ranks (see abort()).
   void watch() {
     constexpr auto kPoll = std::chrono::seconds(1);
     std::unique_lock<std::mutex> lock(mutex_);
@@ -138,10 +141,8 @@ class NcclCommunicator final : public Communicator {
       const ncclResult_t error = queried != ncclSuccess ? queried : async;
       std::cerr << "pneumo: error on rank " << rank_ << " of " << size_ << ": NCCL reported "
                 << ncclGetErrorString(error) << " (" << ncclGetLastError(comm_)
-                << ") while a collective was in flight; aborting the communicator and this rank "
-                << "(the launcher stops the others)" << std::endl;
-      ncclCommAbort(comm_);
-      comm_ = nullptr;
+                << ") while a collective was in flight; ending this rank (the launcher stops the "
+                << "others)" << std::endl;
       std::_Exit(1);
     }
   }
