@@ -150,7 +150,8 @@ CONFIGS = {
     "eager-bf16": (None, True),        # channels_last + bf16 autocast
     "compile": ("default", False),     # torch.compile, fp32
     "compile-bf16": ("default", True),  # torch.compile + channels_last + bf16 autocast
-    # max-autotune: Triton/cuBLAS autotuning, and CUDA graphs (cudagraph trees) for the step
+    # max-autotune: Triton/cuBLAS autotuning, and CUDA graphs (cudagraph trees) for the compiled
+    # forward and backward (the loss, zero_grad and RMSprop's step run eagerly around them)
     "compile-max-bf16": ("max-autotune", True),
 }
 
@@ -197,8 +198,10 @@ def time_recipe(config, batch, epochs, device, train_images=RECIPE_TRAIN_IMAGES)
     6,586); the images are on the device already."""
     val_images = max(1, round(train_images * RECIPE_VAL_IMAGES / RECIPE_TRAIN_IMAGES))
     clock = Clock(device)
-    clock.sync()
+    # The clock starts before the first synchronisation, which makes the CUDA context in a new
+    # process (--recipe-only): pneumo's recipe clock holds its backend's creation too.
     t0 = time.perf_counter()
+    clock.sync()
     model, step, infer, memory_format = make_training(config, device)
     train_x = torch.rand(train_images, 1, 150, 150, device=device)
     train_y = (torch.rand(train_images, 1, device=device) > 0.5).float()
@@ -217,6 +220,9 @@ def time_recipe(config, batch, epochs, device, train_images=RECIPE_TRAIN_IMAGES)
         torch.cat(logits).cpu()  # the pass ends with its scores on the host
         clock.sync()
         epoch_seconds.append(time.perf_counter() - e0)
+        # On stderr as it goes: a run stopped by its time limit still says how far it got.
+        print(f"torch_reference: {config} recipe epoch {epoch + 1}/{epochs}: "
+              f"{epoch_seconds[-1]:.3f} s", file=sys.stderr, flush=True)
     later = sorted(epoch_seconds[1:])
     steady = statistics.median(later) if later else None
     return {"recipe_epochs": epochs, "recipe_train_images": train_images,
@@ -225,7 +231,7 @@ def time_recipe(config, batch, epochs, device, train_images=RECIPE_TRAIN_IMAGES)
             "recipe_steady_epoch_seconds": round(steady, 3) if steady else None}
 
 
-def profile_training(batch, steps, warmup, device, step_fn):
+def profile_training(batch, steps, warmup, device, step_fn, memory_format):
     """JSON rows of where a step's time goes, from torch.profiler over `steps` steps: per aten op
     its self device time (kernels it launched itself, so ops do not count their children's
     kernels twice) and per kernel its device time; both in ms per step, largest first. On the
@@ -233,7 +239,9 @@ def profile_training(batch, steps, warmup, device, step_fn):
     from torch.profiler import ProfilerActivity, profile
 
     on_cuda = device.type == "cuda"
-    x = torch.rand(batch, 1, 150, 150, device=device)
+    # The layout the timed runs feed (channels_last for the bf16 configurations): another one
+    # would add a conversion kernel, and for a compiled model another graph.
+    x = torch.rand(batch, 1, 150, 150, device=device).to(memory_format=memory_format)
     y = (torch.rand(batch, 1, device=device) > 0.5).float()
     for _ in range(warmup):
         step_fn(x, y)
@@ -247,7 +255,14 @@ def profile_training(batch, steps, warmup, device, step_fn):
             torch.cuda.synchronize()
     rows = []
     for event in prof.key_averages():
+        # Not ops or kernels: record_function markers (the optimizer's "Optimizer.step#...", the
+        # regions around compiled graphs) span kernels already counted, and profiler overhead
+        # ("Command Buffer Full") is no op of the step. The op table keeps aten ops only.
+        if getattr(event, "is_user_annotation", False):
+            continue
         is_kernel = event.device_type == torch.autograd.DeviceType.CUDA
+        if not is_kernel and not event.key.startswith("aten::"):
+            continue
         if on_cuda:
             us = event.self_device_time_total
         else:
@@ -259,6 +274,21 @@ def profile_training(batch, steps, warmup, device, step_fn):
                      "calls_per_step": round(event.count / steps, 2)})
     rows.sort(key=lambda r: (r["profile"], -r["ms_per_step"]))
     return rows
+
+
+def compile_counters(config):
+    """For a compiled configuration, whether it got what it claims: Dynamo's graph breaks and
+    graphs, and the CUDA graphs Inductor skipped (max-autotune falls back to no graph silently);
+    {} for eager ones, or where this torch keeps no such counters."""
+    if not CONFIGS[config][0]:
+        return {}
+    try:
+        from torch._dynamo.utils import counters
+        return {"graph_breaks": sum(counters["graph_break"].values()),
+                "unique_graphs": counters["stats"]["unique_graphs"],
+                "cudagraph_skips": counters["inductor"]["cudagraph_skips"]}
+    except Exception as error:  # a private API: its absence must not cost the measurement
+        return {"compile_counters": f"unavailable ({type(error).__name__})"}
 
 
 def print_profile_tables(head, rows, out, top=20):
@@ -385,6 +415,8 @@ def main():
     name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU"
     if args.recipe_only and args.recipe_epochs <= 0:
         raise SystemExit("torch_reference: --recipe-only needs --recipe-epochs N")
+    if args.recipe_only and args.profile:
+        raise SystemExit("torch_reference: --profile profiles steps; --recipe-only runs none")
     for config in configs:
         bf16 = CONFIGS[config][1]
         precision = "bf16 autocast" if bf16 else ("tf32" if args.tf32 else "fp32")
@@ -395,14 +427,19 @@ def main():
             model, step, _, memory_format = make_training(config, device)
             params = sum(p.numel() for p in model.parameters())
             if args.profile:
-                rows = profile_training(batch, args.steps, args.warmup, device, step)
+                rows = profile_training(batch, args.steps, args.warmup, device, step,
+                                        memory_format)
                 for row in rows:
                     print(json.dumps({**head, **row}), flush=True)
                 print_profile_tables(head, rows, sys.stderr)
                 continue
             t0 = time.time()
+            before = compile_counters(config)
             result = time_training(batch, args.steps, args.warmup, device, step, memory_format)
-            print(json.dumps({**head, "trainable_parameters": params, **result,
+            after = compile_counters(config)
+            # This measurement's own counts (the counters are the process's).
+            counts = {k: v - before[k] if isinstance(v, int) else v for k, v in after.items()}
+            print(json.dumps({**head, "trainable_parameters": params, **result, **counts,
                               "wall_s": round(time.time() - t0, 1)}), flush=True)
         if args.recipe_epochs > 0 and not args.profile:
             batch = args.batch[0]
