@@ -18,6 +18,7 @@
 #include "bench/dense_case.hpp"
 #include "bench/kernel_bench.hpp"
 #include "bench/reference.hpp"
+#include "bench/suite_common.hpp"
 #include "bench/tail_case.hpp"
 #include "bench/timing.hpp"
 #include "pneumo/backend.hpp"
@@ -151,6 +152,44 @@ BenchRow timed_row(const std::string& variant, bool baseline, double median_ms, 
   r.flops = 2e9;
   r.bytes = 1e9;
   return r;
+}
+
+// A case whose set-up throws (a backend refusing a shape its reference needs) becomes one
+// SKIPPED row naming why, and the cases after it still run.
+struct RefusingSuite {
+  std::vector<std::string> ran;
+  BenchRun run;
+  void conv(const LayerShape& layer, int64_t) { ran.push_back(layer.conv); }
+  void pool(const LayerShape&, int64_t) {}
+  void loss(int64_t, int64_t, const char*) {}
+  void augment(int64_t) {}
+  void bf16(const LayerShape&, int64_t) {}
+  void tail(size_t block, int64_t) {
+    if (block == 1) throw Error("cuDNN refused batch-norm at this shape");
+    ran.push_back("block " + std::to_string(block + 1));
+  }
+  void dense(int layer, int64_t) { ran.push_back(layer == 0 ? "fc1" : "fc2"); }
+  void case_failed(const char* family, const std::string& layer, int64_t batch,
+                   const std::string& why) {
+    run.rows.push_back(failed_case_row("CPU", family, layer, batch, why));
+  }
+};
+
+TEST(BenchCases, ACaseThatCannotBeSetUpCostsItsRowsNotTheRun) {
+  KernelBenchConfig config;
+  config.batches = {4};
+  config.ops = {"tail", "dense"};
+  RefusingSuite suite;
+  run_cases(config, suite);
+  EXPECT_EQ(suite.ran, (std::vector<std::string>{"block 1", "block 3", "block 4", "block 5",
+                                                  "fc1", "fc2"}));
+  ASSERT_EQ(suite.run.rows.size(), 1u);
+  const BenchRow& row = suite.run.rows.front();
+  EXPECT_EQ(row.status, Status::Skipped);
+  EXPECT_EQ(row.op, "tail");
+  EXPECT_EQ(row.layer, "block 2");
+  EXPECT_EQ(row.batch, 4);
+  EXPECT_NE(row.note.find("cuDNN refused batch-norm"), std::string::npos) << row.note;
 }
 
 TEST(BenchReport, SpeedupIsOverTheFastestValidBaselineOfTheGroup) {

@@ -43,6 +43,10 @@ class CpuSuite {
                int64_t batch, const std::string& variant, bool baseline) const {
     return make_row("CPU", op, layer, shape, batch, variant, baseline);
   }
+  void case_failed(const char* family, const std::string& layer, int64_t batch,
+                   const std::string& why) {
+    run_.rows.push_back(failed_case_row("CPU", family, layer, batch, why));
+  }
   std::function<TimingSummary()> timed(const std::function<void()>& op) {
     return [this, op] { return timer_.time(op, config_.warmup, config_.repeats); };
   }

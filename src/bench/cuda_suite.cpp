@@ -136,6 +136,10 @@ class CudaSuite {
                int64_t batch, const std::string& variant, bool baseline) const {
     return make_row("CUDA", op, layer, shape, batch, variant, baseline);
   }
+  void case_failed(const char* family, const std::string& layer, int64_t batch,
+                   const std::string& why) {
+    run_.rows.push_back(failed_case_row("CUDA", family, layer, batch, why));
+  }
 
   Tensor upload(const std::vector<float>& values, const Shape& shape) const {
     return Tensor::from_host(shape, values.data(), Device::Cuda);

@@ -106,7 +106,8 @@ struct BenchRun {
 };
 
 // The two suites (cpu_suite.cpp, cuda_suite.cpp). Each throws pneumo::Error for failures that
-// end the run (no device, a lost CUDA context); per-variant failures become INVALID rows.
+// end the run (no device); per-variant failures become INVALID rows, and a case whose set-up
+// fails one SKIPPED row (run_cases in suite_common.hpp).
 void run_cpu_suite(const KernelBenchConfig& config, BenchRun& run);
 void run_cuda_suite(const KernelBenchConfig& config, BenchRun& run);
 

@@ -97,4 +97,13 @@ BenchRow make_row(const char* platform, const std::string& op, const std::string
   return r;
 }
 
+BenchRow failed_case_row(const char* platform, const std::string& family, const std::string& layer,
+                         int64_t batch, const std::string& why) {
+  BenchRow r = make_row(platform, family, layer, "", batch, "(whole case)", false);
+  r.status = Status::Skipped;
+  r.note = "case not run: " + why;
+  log_row(r);
+  return r;
+}
+
 }  // namespace pneumo::bench

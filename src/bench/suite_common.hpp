@@ -8,6 +8,7 @@
 
 #include "bench/kernel_bench.hpp"
 #include "bench/reference.hpp"
+#include "pneumo/error.hpp"
 
 namespace pneumo::bench {
 
@@ -38,28 +39,50 @@ BenchRow make_row(const char* platform, const std::string& op, const std::string
                   const std::string& shape, int64_t batch, const std::string& variant,
                   bool baseline);
 
+// The SKIPPED row of a case whose set-up failed (its reference, its backends): variant
+// "(whole case)", the message as its note.
+BenchRow failed_case_row(const char* platform, const std::string& family, const std::string& layer,
+                         int64_t batch, const std::string& why);
+
 // Calls a suite's cases in table order for each batch size the config asks for: every conv
 // layer, every pool, the loss at the batch size and at kSyntheticLossSize, the augmentation,
 // the bf16 conversions (CUDA only), every block's tail (fused vs unfused), the dense layers (fp32
-// and bf16).
+// and bf16). A case whose set-up throws (a backend refusing a shape its reference needs, memory
+// at a large batch) costs that case's rows, not the run: suite.case_failed(family, layer, batch,
+// message) records it, and the next case runs.
 template <class Suite>
 void run_cases(const KernelBenchConfig& config, Suite& suite) {
+  const auto guarded = [&](const char* family, const std::string& layer, int64_t batch,
+                           const auto& call) {
+    try {
+      call();
+    } catch (const Error& e) {
+      suite.case_failed(family, layer, batch, e.what());
+    }
+  };
   for (int batch : config.batches) {
     if (config.wants("conv"))
-      for (const LayerShape& layer : model_layers()) suite.conv(layer, batch);
+      for (const LayerShape& layer : model_layers())
+        guarded("conv", layer.conv, batch, [&] { suite.conv(layer, batch); });
     if (config.wants("pool"))
-      for (const LayerShape& layer : model_layers()) suite.pool(layer, batch);
+      for (const LayerShape& layer : model_layers())
+        guarded("pool", layer.pool, batch, [&] { suite.pool(layer, batch); });
     if (config.wants("loss")) {
-      suite.loss(batch, batch, "loss");
-      suite.loss(batch, kSyntheticLossSize, "loss (synthetic n)");
+      guarded("loss", "loss", batch, [&] { suite.loss(batch, batch, "loss"); });
+      guarded("loss", "loss (synthetic n)", batch,
+              [&] { suite.loss(batch, kSyntheticLossSize, "loss (synthetic n)"); });
     }
-    if (config.wants("augment")) suite.augment(batch);
+    if (config.wants("augment")) guarded("augment", "input", batch, [&] { suite.augment(batch); });
     if (config.wants("bf16"))
-      for (const LayerShape& layer : model_layers()) suite.bf16(layer, batch);
+      for (const LayerShape& layer : model_layers())
+        guarded("bf16", layer.conv, batch, [&] { suite.bf16(layer, batch); });
     if (config.wants("tail"))
-      for (size_t block = 0; block < model_layers().size(); ++block) suite.tail(block, batch);
+      for (size_t block = 0; block < model_layers().size(); ++block)
+        guarded("tail", "block " + std::to_string(block + 1), batch,
+                [&] { suite.tail(block, batch); });
     if (config.wants("dense"))
-      for (int layer : {0, 1}) suite.dense(layer, batch);
+      for (int layer : {0, 1})
+        guarded("dense", layer == 0 ? "fc1" : "fc2", batch, [&] { suite.dense(layer, batch); });
   }
 }
 

@@ -116,41 +116,24 @@ struct GraphTiming {
   double step_ms = 0.0;
 };
 
-// Captures one call of `step` into a CUDA Graph on the backend's stream and times `replays`
-// launches of it with CUDA events. A capture the libraries refuse is reported, not fatal.
+// Records one call of `step` as a CUDA Graph through the backend (the capture the trainer's
+// --cuda-graph makes, in the same mode) and times `replays` launches of it with CUDA events. A
+// recording the libraries refuse is reported, not fatal.
 GraphTiming time_graph(CudaBackend& cuda, const std::function<void()>& step, int replays) {
   GraphTiming timing;
   cudaStream_t stream = cuda.stream();
   cuda.synchronize();
-  PNEUMO_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal),
-                    "starting the graph capture");
+  std::unique_ptr<Recording> recording;
   try {
-    step();
+    recording = cuda.record(step);
   } catch (const Error& e) {
     timing.error = e.what();
+    return timing;
   }
-  cudaGraph_t captured = nullptr;
-  const cudaError_t ended = cudaStreamEndCapture(stream, &captured);
-  const cuda::Graph graph(captured);
-  if (timing.error.empty() && ended != cudaSuccess)
-    timing.error = std::string("cudaStreamEndCapture: ") + cudaGetErrorString(ended);
-  cuda::GraphExec exec;
-  if (timing.error.empty()) {
-    cudaGraphExec_t instantiated = nullptr;
-    const cudaError_t made = cudaGraphInstantiate(&instantiated, graph.get(), 0);
-    exec = cuda::GraphExec(instantiated);
-    if (made != cudaSuccess)
-      timing.error = std::string("cudaGraphInstantiate: ") + cudaGetErrorString(made);
-  }
-  cudaGetLastError();  // a failed capture leaves no sticky error; clear the last one anyway
-  if (!timing.error.empty()) return timing;
-
-  for (int i = 0; i < 3; ++i)
-    PNEUMO_CUDA_CHECK(cudaGraphLaunch(exec.get(), stream), "graph warm-up");
+  for (int i = 0; i < 3; ++i) recording->replay();
   cuda::Event start = cuda::Event::create(), stop = cuda::Event::create();
   PNEUMO_CUDA_CHECK(cudaEventRecord(start.get(), stream), "graph timing");
-  for (int i = 0; i < replays; ++i)
-    PNEUMO_CUDA_CHECK(cudaGraphLaunch(exec.get(), stream), "replay ", i, " of the graph");
+  for (int i = 0; i < replays; ++i) recording->replay();
   PNEUMO_CUDA_CHECK(cudaEventRecord(stop.get(), stream), "graph timing");
   PNEUMO_CUDA_CHECK(cudaEventSynchronize(stop.get()), "graph timing");
   float ms = 0.0f;

@@ -117,14 +117,6 @@ struct EventTraits {
   static cudaEvent_t create();
   static void destroy(cudaEvent_t e) noexcept { cudaEventDestroy(e); }
 };
-// Graphs come from a stream capture (cudaStreamEndCapture) and executable graphs from
-// cudaGraphInstantiate; both are adopted by the Resource(Handle) constructor, so no create().
-struct GraphTraits {
-  static void destroy(cudaGraph_t g) noexcept { cudaGraphDestroy(g); }
-};
-struct GraphExecTraits {
-  static void destroy(cudaGraphExec_t g) noexcept { cudaGraphExecDestroy(g); }
-};
 
 using CudnnHandle = Resource<cudnnHandle_t, CudnnHandleTraits>;
 using TensorDescriptor = Resource<cudnnTensorDescriptor_t, TensorDescriptorTraits>;
@@ -135,8 +127,6 @@ using ActivationDescriptor = Resource<cudnnActivationDescriptor_t, ActivationDes
 using CublasHandle = Resource<cublasHandle_t, CublasHandleTraits>;
 using Stream = Resource<cudaStream_t, StreamTraits>;
 using Event = Resource<cudaEvent_t, EventTraits>;
-using Graph = Resource<cudaGraph_t, GraphTraits>;
-using GraphExec = Resource<cudaGraphExec_t, GraphExecTraits>;
 
 // ---- Descriptor factories (host-only calls: they work without a GPU) ----------------------------
 // Dense NCHW float32 tensor (n, c, h, w).
