@@ -494,7 +494,8 @@ void expect_empty_batch_writes_its_outputs(Backend& backend) {
     return Tensor::from_host(shape, sevens.data(), backend.device());
   };
   const BlockTailSettings s = settings_for({a_shape, 0.0f, 0, /*training=*/false});
-  const std::vector<float> running_mean = to_host(o.running_mean), running_var = to_host(o.running_var);
+  const std::vector<float> running_mean = to_host(o.running_mean);
+  const std::vector<float> running_var = to_host(o.running_var);
   for (bool stem : {false, true}) {
     SCOPED_TRACE(stem ? "stem" : "block tail");
     Tensor saved_mean = filled(c), saved_inv_std = filled(c), dgamma = filled(c),
@@ -513,7 +514,8 @@ void expect_empty_batch_writes_its_outputs(Backend& backend) {
     backend.synchronize();
     std::vector<float> inv_std(static_cast<size_t>(k));
     for (size_t j = 0; j < inv_std.size(); ++j)
-      inv_std[j] = static_cast<float>(1.0 / std::sqrt(static_cast<double>(running_var[j]) + s.epsilon));
+      inv_std[j] =
+          static_cast<float>(1.0 / std::sqrt(static_cast<double>(running_var[j]) + s.epsilon));
     EXPECT_EQ(to_host(saved_mean), running_mean);
     EXPECT_TRUE(all_close(to_host(saved_inv_std), inv_std, 1e-6, 1e-6, "saved_inv_std"));
     EXPECT_EQ(to_host(dgamma), std::vector<float>(k, 0.0f));

@@ -85,8 +85,8 @@ bool built_with_nccl();
 // The run's group: one process unless launched by mpirun/srun, then MPI (initialised here,
 // finalised when the communicator is destroyed). Throws a pneumo::Error when launched by MPI for
 // several processes but built without it (a launcher's step of one process, as srun inside a
-// batch job, runs as one process then). Call it before creating the backend: on a machine with several GPUs it makes
-// the rank's GPU current (local rank modulo the GPUs there).
+// batch job, runs as one process then). Call it before creating the backend: on a machine with
+// several GPUs it makes the rank's GPU current (local rank modulo the GPUs there).
 std::unique_ptr<Communicator> make_communicator();
 // Makes `group`'s device collectives run through NCCL on the CUDA backend's stream (host ones stay
 // with the group it wraps) when `transport` asks for it or Auto finds a CUDA backend, several ranks

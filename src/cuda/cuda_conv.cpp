@@ -427,7 +427,8 @@ void CudaBackend::conv2d_backward_data_impl(ConstTensorView dy, ConstTensorView 
             cudnnConvolutionBackwardData(
                 cudnn_.get(), &kOne, plan.weight.get(), weight.data, plan.y.get(), dy.data,
                 plan.backward_data_conv.get(), plan.backward_data_algo,
-                workspace_of(plan.backward_data_workspace), plan.backward_data_workspace, &kZero, plan.x.get(), dx.data),
+                workspace_of(plan.backward_data_workspace), plan.backward_data_workspace, &kZero,
+                plan.x.get(), dx.data),
             op, " dy=", dy.shape.str(), " weight=", weight.shape.str(),
             " algo=", plan.backward_data_algo);
       },
@@ -483,7 +484,8 @@ void CudaBackend::conv2d_backward_filter_impl(ConstTensorView x, ConstTensorView
         cudnnConvolutionBackwardFilter(
             cudnn_.get(), &kOne, plan.x.get(), x.data, plan.y.get(), dy.data,
             plan.backward_filter_conv.get(), plan.backward_filter_algo,
-            workspace_of(plan.backward_filter_workspace), plan.backward_filter_workspace, &kZero, plan.weight.get(), dweight.data),
+            workspace_of(plan.backward_filter_workspace), plan.backward_filter_workspace, &kZero,
+            plan.weight.get(), dweight.data),
         op, " x=", x.shape.str(), " dy=", dy.shape.str(), " algo=", plan.backward_filter_algo);
   };
   if (runs_bf16(x.shape.c())) {

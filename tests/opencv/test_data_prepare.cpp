@@ -49,8 +49,9 @@ TEST(PrepareCache, RoundTripSkipsBadFilesAndLeavesTheTreeAlone) {
   const auto before = snapshot(tree.dir.path());
   std::ostringstream log;
   const PrepareReport report = prepare_cache(options_for(tree, outside / "cache", &log));
-  EXPECT_NE(log.str().find("warning: ignored the folder " + tree.dir.str() + "/train/NORMAL/nested"),
-            std::string::npos)
+  EXPECT_NE(
+      log.str().find("warning: ignored the folder " + tree.dir.str() + "/train/NORMAL/nested"),
+      std::string::npos)
       << log.str();
   EXPECT_EQ(snapshot(tree.dir.path()), before) << "the data directory was modified";
 

@@ -257,7 +257,8 @@ int run_evaluate(const EvaluateOptions& options) {
   }
   if (options.gallery > 0) {
     Member& member = ensemble.members.front();
-    TaskProgress progress(std::cerr, "gallery: Grad-CAM", images.count, progress_options_for(stderr));
+    TaskProgress progress(std::cerr, "gallery: Grad-CAM", images.count,
+                          progress_options_for(stderr));
     const GradCam cam = grad_cam_images(*member.model, images, member.model->layer_index("conv5"),
                                         options.batch,
                                         [&](int64_t done) { progress.update(done); });
