@@ -135,6 +135,24 @@ TEST(CudaErrors, CudnnCheckNamesCallStatusShapesAndLocation) {
   EXPECT_NE(message.find("test_cuda_infrastructure.cpp:"), std::string::npos) << message;
 }
 
+// cuDNN 9 tells a device allocation failure from a host one (CUDNN_STATUS_ALLOC_FAILED is the
+// host one's old name): the device one must reach the out-of-memory advice as device memory.
+TEST(CudaErrors, CudnnAllocationFailuresAreOutOfMemoryOnTheRightSide) {
+  const auto side = [](cudnnStatus_t status) -> std::string {
+    try {
+      cuda::throw_cudnn_error(status, "cudnnConvolutionForward", __FILE__, __LINE__, "conv1");
+    } catch (const OutOfMemory& e) {
+      return e.on_device() ? "device" : "host";
+    } catch (const Error&) {
+      return "other";
+    }
+    return "none";
+  };
+  EXPECT_EQ(side(CUDNN_STATUS_INTERNAL_ERROR_DEVICE_ALLOCATION_FAILED), "device");
+  EXPECT_EQ(side(CUDNN_STATUS_INTERNAL_ERROR_HOST_ALLOCATION_FAILED), "host");
+  EXPECT_EQ(side(CUDNN_STATUS_BAD_PARAM), "other");
+}
+
 TEST(CudaErrors, CublasAndCudaChecksNameTheCall) {
   const std::string cublas = message_of([] {
     PNEUMO_CUBLAS_CHECK(CUBLAS_STATUS_INVALID_VALUE, "dense_forward x=", Shape({2, 3}).str());
@@ -241,6 +259,26 @@ TEST(CudaBackendSelection, AutoPicksCudaWhenADeviceExists) {
   std::unique_ptr<Backend> backend = make_backend(options);
   EXPECT_EQ(backend->device(), Device::Cuda);
   EXPECT_EQ(backend->name().rfind("cuda (", 0), 0u) << backend->name();
+}
+
+// A recording that the issued work invalidated without throwing (here: synchronising the stream
+// being captured) fails with a message, and leaves no error behind for the op-by-op fallback's
+// first launch check to report as its own.
+TEST(CudaGraphs, AFailedRecordingLeavesNoErrorForTheNextOp) {
+  PNEUMO_REQUIRE_CUDA();
+  auto backend = make_cuda_backend(BackendOptions{});
+  auto& cuda = dynamic_cast<CudaBackend&>(*backend);
+  const std::vector<float> values{-1.0f, 2.0f, -3.0f, 4.0f};
+  Tensor x = Tensor::from_host({4}, values.data(), Device::Cuda), y = backend->empty({4});
+  EXPECT_THROW(cuda.record([&] {
+    backend->relu_forward(x, y);
+    (void)cudaStreamSynchronize(cuda.stream());  // illegal while capturing: invalidates it
+  }),
+               Error);
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess);
+  backend->relu_forward(x, y);
+  backend->synchronize();
+  EXPECT_EQ(testing::to_host(y), (std::vector<float>{0.0f, 2.0f, 0.0f, 4.0f}));
 }
 
 // The GPU check sets PNEUMO_EXPECT_CUDA=1: there, a missing device (say, a driver older than the
