@@ -452,10 +452,7 @@ void CudaBackend::search_graph_engine(Choice& choice, cuda::GraphConvPlan& graph
   try {
     graph = cuda::GraphConvPlan::search(
         cudnn_.get(), stream_.get(), problem, x, weight, y,
-        [this](size_t bytes) -> void* {
-          ensure_workspace(bytes);
-          return workspace_.data();
-        },
+        [this](size_t bytes) { return workspace_of(bytes); },
         search_workspace_limit());
   } catch (const Error& e) {
     if (options_.conv_engines == Implementation::Kernel) throw;  // asked for: a real failure
@@ -583,8 +580,7 @@ const cuda::GraphConvPlan& CudaBackend::bf16_plan(cuda::GraphConvPlan& plan,
           // Run once before it is kept, as the search runs each candidate: an engine that builds
           // at this shape may still refuse to execute here (it was found at a larger batch, or in
           // another run). The run computes this call's own output, which the caller computes again.
-          ensure_workspace(built.workspace_bytes());
-          built.execute(cudnn_.get(), b.x, b.weight, b.y, workspace_.data());
+          built.execute(cudnn_.get(), b.x, b.weight, b.y, workspace_of(built.workspace_bytes()));
           plan = std::move(built);
         }
       } catch (const Error&) {
@@ -597,10 +593,7 @@ const cuda::GraphConvPlan& CudaBackend::bf16_plan(cuda::GraphConvPlan& plan,
       try {
         plan = cuda::GraphConvPlan::search(
             cudnn_.get(), stream_.get(), problem, b.x, b.weight, b.y,
-            [this](size_t bytes) -> void* {
-              ensure_workspace(bytes);
-              return workspace_.data();
-            },
+            [this](size_t bytes) { return workspace_of(bytes); },
             search_workspace_limit());
       } catch (const Error& e) {
         throw Error(detail::concat("--precision bf16: cuDNN ran no bfloat16 engine for the ",
