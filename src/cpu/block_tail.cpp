@@ -2,9 +2,9 @@
 // batch-norm -> max pooling and its backward, channel by channel over the workers; the stem first
 // recomputes block 1's activation from the image (and ends its backward in the convolution's
 // weight and bias gradients). Each channel's activations are gathered into a worker's buffer, its
-// dropout multipliers drawn once per call (one Philox call per four elements, as dropout_forward
-// draws them); the statistics use batch-norm's own summation (cpu/channel_sum.hpp), and the
-// windows and element gradients are kernels/block_tail_math.hpp, the code the CUDA kernels run.
+// dropout multipliers drawn once per call (cpu/dropout_mask.hpp, as dropout_forward draws them);
+// the statistics use batch-norm's own summation (cpu/channel_sum.hpp), and the windows and
+// element gradients are kernels/block_tail_math.hpp, the code the CUDA kernels run.
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -12,21 +12,11 @@
 #include "block_tail_math.hpp"
 #include "cpu/channel_sum.hpp"
 #include "cpu/cpu_backend.hpp"
+#include "cpu/dropout_mask.hpp"
 #include "pneumo/op_geometry.hpp"
 
 namespace pneumo::cpu {
 namespace {
-
-// m[j] = the dropout multiplier of element begin + j of the tensor, j < end - begin.
-void fill_masks(const BlockTailChannel& ch, int64_t begin, int64_t end, float* m) {
-  int64_t i = begin;
-  while (i < end) {
-    const uint32_t global = static_cast<uint32_t>(i) + ch.key.first;
-    const Philox4 bits = philox4x32(ch.key, global >> 2);
-    for (uint32_t j = global & 3u; j < 4u && i < end; ++j, ++i)
-      m[i - begin] = dropout_multiplier_from_bits(bits.v[j], ch.rate);
-  }
-}
 
 // One channel of the block: its activations a, dropped values d, multipliers m (with dropout)
 // and, backward, gradients g before the ReLU, plane after plane: buffer index n * pixels + p for
@@ -49,7 +39,7 @@ struct ChannelValues {
       plane_a(n, an);
       if (ch.rate > 0.0f) {
         float* mn = m.data() + n * layout.pixels;
-        fill_masks(ch, first, first + layout.pixels, mn);
+        dropout_multipliers(ch.key, ch.rate, first, first + layout.pixels, mn);
         for (int64_t p = 0; p < layout.pixels; ++p) dn[p] = an[p] * mn[p];
       } else {
         for (int64_t p = 0; p < layout.pixels; ++p) dn[p] = an[p];

@@ -1,13 +1,16 @@
 // Per-element ops on the CPU: ReLU, dropout, the fused sigmoid + BCE loss, the non-finite marker
 // and RMSprop. Each loop body is one call into kernels/elementwise.hpp, the same functions the CUDA
 // kernels call. ReLU and dropout run on the thread pool (dropout's generator made it a quarter of
-// a training step's time single-threaded); the rest are tiny.
+// a training step's time single-threaded; cpu/dropout_mask.cpp now draws it eight calls at a
+// time); the rest are tiny.
 #include "elementwise.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 
 #include "cpu/cpu_backend.hpp"
+#include "cpu/dropout_mask.hpp"
 #include "pneumo/error.hpp"
 
 namespace pneumo::cpu {
@@ -45,12 +48,14 @@ void CpuBackend::relu_backward_impl(ConstTensorView y, ConstTensorView dy, Tenso
 
 namespace {
 
-// In groups of four elements, as the kernel (dropout_group); forward and backward are this map.
+// The mask of dropout_group (the kernel's), drawn eight Philox calls at a time where the CPU
+// allows (cpu/dropout_mask.hpp); forward and backward are this map. Ranges start at multiples of
+// 32 elements so that each worker's runs line up with the eight-call batches.
 void apply_dropout(ThreadPool& pool, ConstTensorView in, TensorView out, float rate, RngKey key) {
+  constexpr int64_t kRun = 32;
   const int64_t n = in.numel();
-  for_range(pool, (n + 3) / 4, [&](int64_t begin, int64_t end) {
-    for (int64_t g = begin; g < end; ++g)
-      dropout_group(in.data, out.data, n, static_cast<uint32_t>(g), rate, key);
+  for_range(pool, (n + kRun - 1) / kRun, [&](int64_t begin, int64_t end) {
+    apply_dropout_range(in.data, out.data, rate, key, begin * kRun, std::min(n, end * kRun));
   });
 }
 

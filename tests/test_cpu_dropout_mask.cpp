@@ -1,0 +1,64 @@
+// cpu/dropout_mask.hpp against dropout_multiplier (kernels/elementwise.hpp) element by element: the
+// eight-call batches (AVX2 where the CPU has it) must give the scalar generator's bits for any
+// start, length, global offset (key.first, including one that wraps past 2^32), live key and rate.
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "cpu/dropout_mask.hpp"
+#include "elementwise.hpp"
+#include "pneumo/live_step.hpp"
+#include "pneumo/random.hpp"
+
+namespace pneumo {
+namespace {
+
+void expect_scalar_bits(RngKey key, float rate, int64_t begin, int64_t end) {
+  SCOPED_TRACE(::testing::Message() << "first " << key.first << ", elements [" << begin << ", "
+                                    << end << "), rate " << rate);
+  std::vector<float> m(static_cast<size_t>(end - begin), -1.0f);
+  cpu::dropout_multipliers(key, rate, begin, end, m.data());
+  for (int64_t i = begin; i < end; ++i)
+    ASSERT_EQ(m[size_t(i - begin)], dropout_multiplier(key, static_cast<uint32_t>(i), rate))
+        << "element " << i;
+}
+
+TEST(CpuDropoutMask, BatchesGiveTheScalarGeneratorsBits) {
+  std::printf("eight-call batches on AVX2: %s\n", cpu::dropout_uses_simd() ? "yes" : "no");
+  RngKey key = make_key(0x123456789ABCDEFull, RngStream::kDropout, 4, 17, 3);
+  for (uint32_t first : {0u, 4u, 1u, 30u, 4096u})
+    for (int64_t begin : {0, 1, 3, 31, 32, 100})
+      for (int64_t length : {0, 1, 5, 31, 32, 33, 64, 1000}) {
+        key.first = first;
+        expect_scalar_bits(key, 0.3f, begin, begin + length);
+      }
+  key.first = 0;
+  for (float rate : {0.0f, 0.1f, 0.5f, 0.9f}) expect_scalar_bits(key, rate, 0, 4096);
+}
+
+TEST(CpuDropoutMask, LiveKeysAndWrappingIndices) {
+  const LiveStep live{7, 123};
+  RngKey key = make_key(99, RngStream::kDropout, 0, 0);
+  key.live = &live;
+  expect_scalar_bits(key, 0.25f, 5, 5000);
+  // Global indices that pass 2^32 inside the range: each element wraps on its own.
+  key.live = nullptr;
+  key.first = UINT32_MAX - 100;
+  expect_scalar_bits(key, 0.25f, 0, 400);
+}
+
+TEST(CpuDropoutMask, ApplyingItScalesEveryElementByItsMultiplier) {
+  const RngKey key = make_key(5, RngStream::kDropout, 2, 9);
+  std::vector<float> x(3000), y(3000, -1.0f);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = 0.5f + 0.001f * static_cast<float>(i);
+  cpu::apply_dropout_range(x.data(), y.data(), 0.4f, key, 7, 2999);
+  EXPECT_EQ(y[6], -1.0f);
+  EXPECT_EQ(y[2999], -1.0f);
+  for (int64_t i = 7; i < 2999; ++i)
+    ASSERT_EQ(y[size_t(i)], x[size_t(i)] * dropout_multiplier(key, static_cast<uint32_t>(i), 0.4f))
+        << "element " << i;
+}
+
+}  // namespace
+}  // namespace pneumo
