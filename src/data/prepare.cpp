@@ -1,7 +1,6 @@
 // `pneumo prepare`: decodes an image tree once, in parallel, into the NumPy cache of docs/conventions.md
 // (layout in include/pneumo/data.hpp), with a progress line, per-file warnings for unreadable
 // images, and an atomic install. The OpenCV part is opencv/decode.cpp.
-#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -11,6 +10,7 @@
 #include <fstream>
 #include <iomanip>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <sstream>
 #include <thread>
 
@@ -18,6 +18,7 @@
 #include "pneumo/data.hpp"
 #include "pneumo/error.hpp"
 #include "pneumo/npy.hpp"
+#include "pneumo/progress_line.hpp"
 
 namespace fs = std::filesystem;
 
@@ -58,44 +59,6 @@ std::string read_file(const std::string& path, std::vector<uint8_t>& bytes) {
   if (!in.read(reinterpret_cast<char*>(bytes.data()), size)) return "read error";
   return "";
 }
-
-// The progress line: redrawn in place on a terminal, else a plain line every ~10%.
-class Progress {
- public:
-  Progress(std::ostream* log, int64_t total)
-      : log_(log), total_(total), tty_(log == &std::cerr && ::isatty(STDERR_FILENO)),
-        start_(Clock::now()) {}
-
-  void update(int64_t done) {
-    if (!log_ || total_ == 0) return;
-    if (tty_) {
-      *log_ << "\r" << line(done) << "   " << std::flush;  // spaces wipe a longer old line
-    } else if (done * 10 / total_ > last_decile_ && done < total_) {
-      last_decile_ = done * 10 / total_;
-      *log_ << line(done) << "\n" << std::flush;
-    }
-  }
-  void finish(int64_t done) {
-    if (!log_ || total_ == 0) return;
-    if (tty_) *log_ << "\r" << line(done) << "\n";
-  }
-
- private:
-  std::string line(int64_t done) const {
-    const double elapsed = seconds_since(start_);
-    std::ostringstream out;
-    out << "prepare: decoded " << done << "/" << total_ << " images (" << done * 100 / total_
-        << "%), " << std::fixed << std::setprecision(0)
-        << (elapsed > 0 ? static_cast<double>(done) / elapsed : 0.0) << " images/s";
-    return out.str();
-  }
-
-  std::ostream* log_;
-  int64_t total_;
-  bool tty_;
-  Clock::time_point start_;
-  int64_t last_decile_ = 0;
-};
 
 std::string utc_now() {
   const std::time_t now = std::time(nullptr);
@@ -178,22 +141,26 @@ PrepareReport prepare_cache(const PrepareOptions& options) {
       done.fetch_add(1);
     }
   };
-  Progress progress(options.log, total);
+  // Redrawn in place on a terminal, a line at each tenth otherwise (pneumo/progress_line.hpp).
+  std::optional<TaskProgress> progress;
+  if (options.log)
+    progress.emplace(*options.log, "prepare: decoding", total,
+                     options.log == &std::cerr ? progress_options_for(stderr) : ProgressOptions{});
   {
     std::vector<std::thread> pool;
     for (int t = 0; t < threads; ++t) pool.emplace_back(worker);
-    // Poll often (a tiny tree finishes in milliseconds) but redraw at most 4 times a second.
-    Clock::time_point last_draw = Clock::now();
+    // Poll often: a tiny tree finishes in milliseconds (the line itself is drawn at most 10 times
+    // a second, or at each tenth).
     while (done.load() < total) {
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
-      if (seconds_since(last_draw) >= 0.25) {
-        progress.update(done.load());
-        last_draw = Clock::now();
-      }
+      if (progress) progress->update(done.load());
     }
     for (std::thread& t : pool) t.join();
   }
-  progress.finish(done.load());
+  if (progress) {
+    progress->update(done.load());
+    progress->finish();
+  }
   const double decode_seconds = seconds_since(start);
 
   PrepareReport report;

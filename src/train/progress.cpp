@@ -1,10 +1,8 @@
-// Progress lines, epoch summaries and the CSV/JSONL history. Formatting is in pure functions so
-// tests compare exact strings; the reporter only decides when to print, from an injected clock.
+// The epoch's progress line, epoch summaries and the CSV/JSONL history (when and how a line is
+// drawn: src/core/progress_line.cpp). Formatting is in pure functions so tests compare exact
+// strings; the reporter only decides when to print, from an injected clock.
 #include "pneumo/progress.hpp"
 
-#include <unistd.h>
-
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -75,28 +73,6 @@ std::string metric_group(const std::map<std::string, double>& values, const std:
 
 }  // namespace
 
-// ---- Progress line ---------------------------------------------------------------------------
-
-bool is_terminal(std::FILE* stream) { return stream && ::isatty(::fileno(stream)) == 1; }
-
-ProgressOptions progress_options_for(std::FILE* stream) {
-  ProgressOptions options;
-  options.live = is_terminal(stream);
-  return options;
-}
-
-std::string format_duration(double seconds) {
-  if (!std::isfinite(seconds) || seconds < 0) return "--:--";
-  auto total = static_cast<long long>(std::llround(seconds));
-  char buffer[32];
-  if (total >= 3600)
-    std::snprintf(buffer, sizeof buffer, "%lld:%02lld:%02lld", total / 3600, total / 60 % 60,
-                  total % 60);
-  else
-    std::snprintf(buffer, sizeof buffer, "%lld:%02lld", total / 60, total % 60);
-  return buffer;
-}
-
 std::string format_progress_line(const ProgressSnapshot& s) {
   int64_t percent = s.total_steps > 0 ? s.step * 100 / s.total_steps : 0;
   const int64_t steps_here = s.step - s.first_step;
@@ -112,57 +88,6 @@ std::string format_progress_line(const ProgressSnapshot& s) {
       << printf_string("%.1f", rate) << " img/s  loss " << metric_text(s.running_loss)
       << "  acc " << metric_text(s.running_accuracy) << "  ETA " << format_duration(eta);
   return out.str();
-}
-
-double ProgressReporter::steady_seconds() {
-  using namespace std::chrono;
-  return duration<double>(steady_clock::now().time_since_epoch()).count();
-}
-
-ProgressLine::ProgressLine(std::ostream& out, ProgressOptions options)
-    : out_(out), options_(options) {
-  PNEUMO_CHECK(options_.plain_percent_step > 0, "progress: plain_percent_step must be > 0, got ",
-               options_.plain_percent_step);
-}
-
-void ProgressLine::start(double now) {
-  last_output_ = now;
-  next_percent_ = options_.plain_percent_step;
-  printed_ = -1;
-  drawn_width_ = 0;
-}
-
-void ProgressLine::show(int64_t done, int64_t total, double now,
-                        const std::function<std::string()>& text) {
-  const bool last = done >= total;
-  if (options_.live) {
-    const bool first_draw = drawn_width_ == 0;
-    if (!(first_draw || last || now - last_output_ >= options_.live_interval_seconds)) return;
-    const std::string line = text();
-    out_ << '\r' << line;
-    if (line.size() < drawn_width_) out_ << std::string(drawn_width_ - line.size(), ' ');
-    out_.flush();
-    drawn_width_ = std::max(drawn_width_, line.size());
-    last_output_ = now;
-    return;
-  }
-  if (done == printed_) return;
-  const int64_t percent = total > 0 ? done * 100 / total : 100;
-  const bool percent_mark = percent >= next_percent_;
-  if (!(percent_mark || last || now - last_output_ >= options_.plain_interval_seconds)) return;
-  out_ << text() << '\n';
-  out_.flush();
-  last_output_ = now;
-  printed_ = done;
-  while (next_percent_ <= percent) next_percent_ += options_.plain_percent_step;
-}
-
-void ProgressLine::erase() {
-  if (options_.live && drawn_width_ > 0) {
-    out_ << '\r' << std::string(drawn_width_, ' ') << '\r';
-    out_.flush();
-  }
-  drawn_width_ = 0;
 }
 
 ProgressReporter::ProgressReporter(std::ostream& out, ProgressOptions options, Clock clock)
@@ -200,36 +125,6 @@ void ProgressReporter::update(int64_t step, int64_t images, double running_loss,
 void ProgressReporter::end_epoch() { line_.erase(); }
 
 double ProgressReporter::elapsed_seconds() const { return clock_() - epoch_start_; }
-
-std::string format_task_line(const std::string& task, int64_t done, int64_t total,
-                             double elapsed_seconds, const std::string& item) {
-  const int64_t percent = total > 0 ? done * 100 / total : 100;
-  const double eta = done > 0 ? elapsed_seconds / static_cast<double>(done) *
-                                    static_cast<double>(total - done)
-                              : -1.0;
-  std::ostringstream out;
-  out << task << "  " << done << "/" << total << "  "
-      << printf_string("%3.0f", static_cast<double>(percent)) << "%  "
-      << format_duration(elapsed_seconds) << "  ETA " << format_duration(eta);
-  if (!item.empty()) out << "  " << item;
-  return out.str();
-}
-
-TaskProgress::TaskProgress(std::ostream& out, std::string task, int64_t total,
-                           ProgressOptions options, ProgressReporter::Clock clock)
-    : line_(out, options), clock_(std::move(clock)), task_(std::move(task)), total_(total) {
-  PNEUMO_CHECK(total_ >= 0, "progress: ", task_, " has ", total_, " items");
-  start_ = clock_();
-  line_.start(start_);
-}
-
-void TaskProgress::update(int64_t done, const std::string& item) {
-  const double now = clock_();
-  line_.show(done, total_, now,
-             [&] { return format_task_line(task_, done, total_, now - start_, item); });
-}
-
-void TaskProgress::finish() { line_.erase(); }
 
 // ---- Epoch summary ---------------------------------------------------------------------------
 

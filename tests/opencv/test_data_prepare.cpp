@@ -66,6 +66,8 @@ TEST(PrepareCache, RoundTripSkipsBadFilesAndLeavesTheTreeAlone) {
     EXPECT_NE(log.str().find("warning: skipped " + s.file), std::string::npos) << log.str();
   EXPECT_NE(log.str().find("skipped 3 unreadable files"), std::string::npos) << log.str();
   EXPECT_NE(log.str().find("images/s"), std::string::npos);
+  // Not a terminal: plain progress lines (pneumo/progress_line.hpp), the last one at 12 of 12.
+  EXPECT_NE(log.str().find("prepare: decoding  12/12  100%"), std::string::npos) << log.str();
   EXPECT_EQ(report.images, 9);
   EXPECT_EQ(report.splits, (std::vector<std::string>{"train", "test"}));
 
