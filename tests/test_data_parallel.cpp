@@ -381,5 +381,25 @@ TEST(Launcher, SizeFromTheLaunchersEnvironment) {
   for (const char* name : names) ::unsetenv(name);
 }
 
+TEST(Launcher, CollectiveTimeoutFromTheEnvironment) {
+  ::unsetenv("PNEUMO_COLLECTIVE_TIMEOUT");
+  EXPECT_EQ(collective_timeout_seconds(), 600.0);  // PyTorch's NCCL watchdog's default
+  ::setenv("PNEUMO_COLLECTIVE_TIMEOUT", "90.5", 1);
+  EXPECT_EQ(collective_timeout_seconds(), 90.5);
+  ::setenv("PNEUMO_COLLECTIVE_TIMEOUT", "0", 1);  // never
+  EXPECT_EQ(collective_timeout_seconds(), 0.0);
+  for (const char* bad : {"-1", "ten", "10s", "nan", "inf"}) {
+    ::setenv("PNEUMO_COLLECTIVE_TIMEOUT", bad, 1);
+    try {
+      collective_timeout_seconds();
+      ADD_FAILURE() << bad << " was taken";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("PNEUMO_COLLECTIVE_TIMEOUT"), std::string::npos)
+          << e.what();
+    }
+  }
+  ::unsetenv("PNEUMO_COLLECTIVE_TIMEOUT");
+}
+
 }  // namespace
 }  // namespace pneumo

@@ -78,6 +78,11 @@ bool launched_by_mpi();
 // The number of processes the launcher started (OMPI_COMM_WORLD_SIZE, PMI_SIZE or SLURM_NTASKS),
 // 0 when none of them says (not launched, or PMIx without a size variable).
 int launcher_size();
+// How long an NCCL collective may stay unfinished before its rank gives up and ends the job:
+// PNEUMO_COLLECTIVE_TIMEOUT seconds (default 600, as PyTorch's NCCL watchdog; 0: never). A peer
+// that dies or hangs without NCCL noticing would otherwise leave the others waiting forever.
+// Throws on a value that is not a number of seconds >= 0.
+double collective_timeout_seconds();
 // True when pneumo was built with MPI, and with NCCL.
 bool built_with_mpi();
 bool built_with_nccl();

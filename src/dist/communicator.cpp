@@ -1,4 +1,5 @@
 // The launcher's environment and the choice of transport (distributed.hpp).
+#include <cmath>
 #include <cstdlib>
 
 #include "dist/communicators.hpp"
@@ -26,6 +27,18 @@ int launcher_size() {
     if (end != value && *end == '\0' && size > 0 && size <= 1 << 20) return static_cast<int>(size);
   }
   return 0;
+}
+
+double collective_timeout_seconds() {
+  constexpr double kDefault = 600.0;
+  const char* value = std::getenv("PNEUMO_COLLECTIVE_TIMEOUT");
+  if (value == nullptr || *value == '\0') return kDefault;
+  char* end = nullptr;
+  const double seconds = std::strtod(value, &end);
+  if (end == value || *end != '\0' || !std::isfinite(seconds) || seconds < 0)
+    throw Error(detail::concat("PNEUMO_COLLECTIVE_TIMEOUT=", value,
+                               ": expected a number of seconds >= 0 (0: no timeout)"));
+  return seconds;
 }
 
 bool built_with_mpi() {

@@ -4,7 +4,9 @@
 // asks NCCL every second for an asynchronous error (a peer or link gone bad while a collective is
 // in flight, where the stream would otherwise wait forever): on one it names the rank and the
 // error, aborts the communicator (which unblocks the waiting kernels) and ends the process, so
-// the launcher stops every rank; checkpoints are written whole or not at all (atomic renames).
+// the launcher stops every rank; checkpoints are written whole or not at all (atomic renames). It
+// also ends the rank when a collective is still unfinished collective_timeout_seconds() after it
+// was issued (a peer dead or hung without NCCL noticing, which NCCL would wait for forever).
 #include <chrono>
 #include <condition_variable>
 #include <cstdlib>
@@ -33,7 +35,8 @@ class NcclCommunicator final : public Communicator {
   NcclCommunicator(std::unique_ptr<Communicator>& host, Backend& backend)
       : rank_(host->rank()),
         size_(host->size()),
-        stream_(static_cast<cudaStream_t>(backend.native_stream())) {
+        stream_(static_cast<cudaStream_t>(backend.native_stream())),
+        timeout_seconds_(collective_timeout_seconds()) {
     PNEUMO_CHECK(backend.device() == Device::Cuda && stream_ != nullptr,
                  "NCCL needs the CUDA backend's stream");
     try {
@@ -44,6 +47,8 @@ class NcclCommunicator final : public Communicator {
       check_cuda(cudaStreamCreateWithFlags(&side_, cudaStreamNonBlocking), "cudaStreamCreate");
       check_cuda(cudaEventCreateWithFlags(&issued_, cudaEventDisableTiming), "cudaEventCreate");
       check_cuda(cudaEventCreateWithFlags(&reduced_, cudaEventDisableTiming), "cudaEventCreate");
+      for (InFlight& slot : in_flight_)
+        check_cuda(cudaEventCreateWithFlags(&slot.done, cudaEventDisableTiming), "cudaEventCreate");
       watchdog_ = std::thread([this] { watch(); });
     } catch (...) {
       release(/*in_error=*/true);
@@ -80,6 +85,7 @@ class NcclCommunicator final : public Communicator {
     check(ncclAllReduce(values, values, static_cast<size_t>(count), ncclFloat, ncclSum, comm_,
                         stream_),
           "ncclAllReduce");
+    issued(kMainStream, stream_);
   }
   // A bucket travels on a side stream once the ops issued so far on the backend's stream (the
   // backward of the layers that wrote it) are done, while the backward goes on; finishing makes
@@ -91,6 +97,7 @@ class NcclCommunicator final : public Communicator {
     check(ncclAllReduce(values, values, static_cast<size_t>(count), ncclFloat, ncclSum, comm_,
                         side_),
           "ncclAllReduce");
+    issued(kSideStream, side_);
     pending_ = true;
   }
   void finish_all_reduces() override {
@@ -111,6 +118,7 @@ class NcclCommunicator final : public Communicator {
     if (device != Device::Cuda) return host_->broadcast(values, count, device);
     check(ncclBroadcast(values, values, static_cast<size_t>(count), ncclFloat, 0, comm_, stream_),
           "ncclBroadcast");
+    issued(kMainStream, stream_);
   }
   void broadcast_bytes(void* data, size_t bytes) override { host_->broadcast_bytes(data, bytes); }
   // Ends every rank through the host group (MPI_Abort) without aborting the NCCL communicator
@@ -135,6 +143,7 @@ class NcclCommunicator final : public Communicator {
     std::unique_lock<std::mutex> lock(mutex_);
     while (!wake_.wait_for(lock, kPoll, [this] { return stopping_; })) {
       if (comm_ == nullptr) continue;
+      end_if_overdue();
       ncclResult_t async = ncclSuccess;
       const ncclResult_t queried = ncclCommGetAsyncError(comm_, &async);
       if (queried == ncclSuccess && (async == ncclSuccess || async == ncclInProgress)) continue;
@@ -147,10 +156,46 @@ class NcclCommunicator final : public Communicator {
     }
   }
 
+  // An event recorded after the latest collective issued on `stream` and when it was issued, for
+  // the watchdog; under mutex_, so that it never pairs a new recording with an old time.
+  void issued(int slot, cudaStream_t stream) {
+    if (timeout_seconds_ <= 0) return;
+    std::lock_guard<std::mutex> lock(mutex_);
+    check_cuda(cudaEventRecord(in_flight_[slot].done, stream), "cudaEventRecord");
+    in_flight_[slot].issued_at = Clock::now();
+    in_flight_[slot].pending = true;
+  }
+
+  // Under mutex_ (the watchdog): a collective unfinished timeout_seconds_ after it was issued ends
+  // the rank, as an NCCL error does. The event is asked only then, so a finished one costs nothing
+  // until it is old; an error from the query is the main thread's to report.
+  void end_if_overdue() {
+    if (timeout_seconds_ <= 0) return;
+    for (InFlight& slot : in_flight_) {
+      if (!slot.pending) continue;
+      const double waited = std::chrono::duration<double>(Clock::now() - slot.issued_at).count();
+      if (waited < timeout_seconds_) continue;
+      const cudaError_t state = cudaEventQuery(slot.done);
+      if (state != cudaErrorNotReady) {
+        slot.pending = false;
+        continue;
+      }
+      std::cerr << "pneumo: error on rank " << rank_ << " of " << size_ << ": an NCCL collective "
+                << "issued " << static_cast<long long>(waited) << " s ago has not finished "
+                << "(PNEUMO_COLLECTIVE_TIMEOUT=" << timeout_seconds_ << " s): a peer may have "
+                << "died or hung; ending this rank (the launcher stops the others)" << std::endl;
+      std::_Exit(1);
+    }
+  }
+
   // The communicator (aborted when `in_error`), the side stream and the events, as far as made.
   void release(bool in_error) {
     if (comm_) in_error ? ncclCommAbort(comm_) : ncclCommDestroy(comm_);
     comm_ = nullptr;
+    for (InFlight& slot : in_flight_) {
+      if (slot.done) cudaEventDestroy(slot.done);
+      slot.done = nullptr;
+    }
     if (reduced_) cudaEventDestroy(reduced_);
     if (issued_) cudaEventDestroy(issued_);
     if (side_) cudaStreamDestroy(side_);
@@ -177,6 +222,16 @@ class NcclCommunicator final : public Communicator {
   cudaEvent_t issued_ = nullptr, reduced_ = nullptr;
   bool pending_ = false;            // a bucket started on the side stream, not yet waited for
   ncclComm_t comm_ = nullptr;
+  // The latest collective on each stream (issued(), end_if_overdue()), read under mutex_.
+  using Clock = std::chrono::steady_clock;
+  static constexpr int kMainStream = 0, kSideStream = 1;
+  struct InFlight {
+    cudaEvent_t done = nullptr;
+    Clock::time_point issued_at;
+    bool pending = false;
+  };
+  InFlight in_flight_[2];
+  double timeout_seconds_;  // 0: never
   // The watchdog (watch()): comm_ is read by it and set to null by abort() under mutex_.
   std::mutex mutex_;
   std::condition_variable wake_;
