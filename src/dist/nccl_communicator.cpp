@@ -157,9 +157,14 @@ class NcclCommunicator final : public Communicator {
   }
 
   // An event recorded after the latest collective issued on `stream` and when it was issued, for
-  // the watchdog; under mutex_, so that it never pairs a new recording with an old time.
+  // the watchdog; under mutex_, so that it never pairs a new recording with an old time. Not while
+  // the stream is being recorded into a CUDA graph: the event would be recorded again at every
+  // replay, long after the time kept here.
   void issued(int slot, cudaStream_t stream) {
     if (timeout_seconds_ <= 0) return;
+    cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+    check_cuda(cudaStreamIsCapturing(stream, &capture), "cudaStreamIsCapturing");
+    if (capture != cudaStreamCaptureStatusNone) return;
     std::lock_guard<std::mutex> lock(mutex_);
     check_cuda(cudaEventRecord(in_flight_[slot].done, stream), "cudaEventRecord");
     in_flight_[slot].issued_at = Clock::now();
