@@ -17,9 +17,6 @@
 namespace pneumo::cpu {
 namespace {
 
-constexpr int kLanes = 8;                // Philox calls per batch
-constexpr int64_t kRun = 4 * kLanes;     // elements per batch
-
 void scalar_multipliers(RngKey key, float rate, int64_t begin, int64_t end, float* m) {
   int64_t i = begin;
   while (i < end) {
@@ -31,6 +28,9 @@ void scalar_multipliers(RngKey key, float rate, int64_t begin, int64_t end, floa
 }
 
 #if defined(PNEUMO_DROPOUT_AVX2)
+
+constexpr int kLanes = 8;             // Philox calls per batch
+constexpr int64_t kRun = 4 * kLanes;  // elements per batch
 
 // lo and hi halves of the products m * c of each 32-bit lane.
 __attribute__((target("avx2"))) inline void mulhilo8(__m256i m, __m256i c, __m256i* lo,
