@@ -196,6 +196,25 @@ TEST(CliBenchTrain, LayersGivesEachLayerAndEachBackendOp) {
 
 // A bad value is bad usage (status 2, docs/usage.md) naming its flag, refused before any
 // measurement starts, as an unknown flag is.
+// Switches as on `train`: bare means true, a value (spaced or with =) wins.
+TEST(CliBenchTrain, SwitchesTakeAValueOrNone) {
+  const auto result = bench_train_on_the_cpu(
+      "--batch 2 --fused-block-tails false --augment false --layers --cuda-graph=false "
+      "--deterministic true");
+  ASSERT_EQ(result.status, 0) << result.output;
+  const auto rows = json_lines(result.output);
+  ASSERT_EQ(rows.size(), 1u) << result.output;
+  const nlohmann::json& row = rows[0].first;
+  EXPECT_EQ(row["fused_block_tails"], false) << rows[0].second;
+  EXPECT_EQ(row["augment"], false) << rows[0].second;
+  EXPECT_EQ(row["cuda_graph"], false) << rows[0].second;
+  EXPECT_EQ(row["deterministic"], true) << rows[0].second;
+  EXPECT_TRUE(row.contains("layers_ms")) << "a bare --layers is true: " << rows[0].second;
+  const auto bare = bench_train_on_the_cpu("--batch 2 --fused-block-tails");
+  ASSERT_EQ(bare.status, 0) << bare.output;
+  EXPECT_EQ(json_lines(bare.output).at(0).first["fused_block_tails"], true) << bare.output;
+}
+
 TEST(CliBenchTrain, BadValuesAreBadUsageNamingTheFlag) {
   const std::pair<const char*, const char*> cases[] = {
       {"--steps 0", "--steps"},           {"--epoch-images -1", "--epoch-images"},

@@ -131,8 +131,8 @@ void add_evaluate(CLI::App& app, EvaluateOptions& o, Action& action) {
   c->add_option("--threshold", o.tuned_threshold,
                 "'checkpoint' (the one stored with the model; 0.5 for an ensemble) or a probability")
       ->capture_default_str();
-  c->add_flag("--stress", o.stress,
-              "Also score stress variants (width, brightness, contrast, gamma, blur)");
+  add_switch(*c, "stress", o.stress,
+             "Also score stress variants (width, brightness, contrast, gamma, blur)");
   c->add_option("--tta", o.tta, "Test-time augmentation: none | flip")->capture_default_str();
   c->add_option("--gallery", o.gallery,
                 "Grad-CAM gallery: the N most confident of each confusion cell, and mean maps")
@@ -227,16 +227,14 @@ void add_bench(CLI::App& app, BenchTrainOptions& o, BenchKernelsOptions& k, Acti
   c->add_option("--precision", o.precision,
                 "fp32 | tf32 | bf16 (convolutions and dense GEMMs on bfloat16)")
       ->capture_default_str();
-  c->add_option("--deterministic", o.deterministic,
-                "CUDA: deterministic convolution algorithms only (false: the fastest)")
-      ->capture_default_str();
+  add_switch(*c, "deterministic", o.deterministic,
+             "CUDA: deterministic convolution algorithms only (false: the fastest)");
   c->add_option("--batch", o.batches, "Batch sizes")
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll)
       ->capture_default_str();
   c->add_option("--steps", o.steps, "Timed steps per batch size")->capture_default_str();
   c->add_option("--warmup", o.warmup, "Untimed steps first")->capture_default_str();
-  c->add_option("--augment", o.augment, "Include the augmentation kernel (true/false)")
-      ->capture_default_str();
+  add_switch(*c, "augment", o.augment, "Include the augmentation kernel");
   c->add_option("--threads", o.threads, "CPU threads (0: all)")->capture_default_str();
   c->add_option("--epoch-images", o.epoch_images,
                 "Images in the timed epoch (0: 6586 on CUDA, two batches on the CPU)")
@@ -249,22 +247,22 @@ void add_bench(CLI::App& app, BenchTrainOptions& o, BenchKernelsOptions& k, Acti
                 "Epochs of the end-to-end recipe measurement, first, on a new backend "
                 "(-1: 12 on CUDA, none on the CPU; 0: skip it)")
       ->capture_default_str();
-  c->add_flag("--layers", o.layers,
-              "Also time each layer's forward and backward, and each backend op");
-  c->add_flag("--cudnn-only", o.cudnn_only,
-              "CUDA: cuDNN wherever the backend would time a kernel of ours against it");
-  c->add_flag("--graph-engines", o.graph_engines,
-              "CUDA: also time cuDNN graph-API engines for the convolutions' backward passes");
-  c->add_flag("--fused-block-tails", o.fused_block_tails,
-              "Each block's dropout, batch-norm and max pooling as one fused op, block 1 with "
-              "its convolution recomputed");
+  add_switch(*c, "layers", o.layers,
+             "Also time each layer's forward and backward, and each backend op");
+  add_switch(*c, "cudnn-only", o.cudnn_only,
+             "CUDA: cuDNN wherever the backend would time a kernel of ours against it");
+  add_switch(*c, "graph-engines", o.graph_engines,
+             "CUDA: also time cuDNN graph-API engines for the convolutions' backward passes");
+  add_switch(*c, "fused-block-tails", o.fused_block_tails,
+             "Each block's dropout, batch-norm and max pooling as one fused op, block 1 with its "
+             "convolution recomputed");
   c->add_option("--val-batch", o.val_batch,
                 "The recipe measurement's validation batch (0: its training batch)")
       ->check(CLI::Range(0, 4096))
       ->capture_default_str();
-  c->add_flag("--cuda-graph", o.cuda_graph,
-              "The epochs replay each full-batch step as a CUDA graph (the timed steps stay op "
-              "by op)");
+  add_switch(*c, "cuda-graph", o.cuda_graph,
+             "The epochs replay each full-batch step as a CUDA graph (the timed steps stay op by "
+             "op)");
   c->callback([&o, &action] { action = [&o] { return run_bench_train(o); }; });
 
   auto* kc = bench->add_subcommand(
@@ -274,7 +272,7 @@ void add_bench(CLI::App& app, BenchTrainOptions& o, BenchKernelsOptions& k, Acti
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   kc->add_option("--repeats", k.repeats, "Timed runs per variant (default 20 on CUDA, 5 on the CPU)");
   kc->add_option("--warmup", k.warmup, "Untimed runs first (default 3 on CUDA, 1 on the CPU)");
-  kc->add_flag("--quick", k.quick, "Smoke run: batch 2, 3 repeats, 1 warm-up (flags given win)");
+  add_switch(*kc, "quick", k.quick, "Smoke run: batch 2, 3 repeats, 1 warm-up (flags given win)");
   kc->add_option("--ops", k.ops, "Any of conv pool loss augment bf16 tail dense")
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll)
       ->delimiter(',')

@@ -25,6 +25,13 @@ namespace pneumo::cli {
 
 namespace {
 
+// A switch (add_switch): CLI11 fills an empty value from the default string, so the default --help
+// shows is the field's own, through option_text.
+void as_switch(CLI::Option& option, bool current) {
+  option.expected(0, 1)->default_str("true")->option_text(std::string("[BOOLEAN]=") +
+                                                          (current ? "true" : "false"));
+}
+
 // config.json holds values as a user would type them: a float flag given as 0.1 is written 0.1
 // (the shortest text that reads back as the same float), not the double 0.10000000149011612.
 nlohmann::json as_json(float value) {
@@ -91,14 +98,9 @@ TrainFlag bound(std::string name, std::string help, Field field,
     // "-1" for an unsigned field (--seed) would wrap to 2^64 - 1 in the conversion; refused.
     if constexpr (std::is_unsigned_v<Value> && !std::is_same_v<Value, bool>)
       option->check(non_negative_integer());
-    if constexpr (std::is_same_v<Value, bool>) {
-      // A switch: a bare `--cuda-graph` means `--cuda-graph true`, as on `bench train`; a value
-      // still wins (`--augment false`, and what --config and --resume expand to). CLI11 fills an
-      // empty value from the default string, so --help shows the default through option_text.
-      option->expected(0, 1)
-          ->default_str("true")
-          ->option_text(std::string("[BOOLEAN]=") + (field(o) ? "true" : "false"));
-    }
+    // A switch (add_switch): `--augment false`, and what --config and --resume expand to, give
+    // the value; a bare `--cuda-graph` means true.
+    if constexpr (std::is_same_v<Value, bool>) as_switch(*option, field(o));
     if (shown == Shown::Required) option->required();
     if (shown == Shown::Hidden) option->group("");
   };
@@ -388,6 +390,13 @@ nlohmann::json to_json(const TrainOptions& options) {
 
 void validate(const TrainOptions& options) {
   for (const TrainFlag& flag : train_flags()) flag.check(options);
+}
+
+CLI::Option* add_switch(CLI::App& command, const std::string& name, bool& value,
+                        const std::string& help) {
+  CLI::Option* option = command.add_option("--" + name, value, help);
+  as_switch(*option, value);
+  return option;
 }
 
 CLI::Validator non_negative_integer() {

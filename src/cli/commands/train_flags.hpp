@@ -13,6 +13,7 @@
 
 namespace CLI {
 class App;
+class Option;
 class Validator;
 }
 
@@ -36,6 +37,11 @@ struct TrainFlag {
 // For an unsigned option (a seed): refuses a negative number, which the conversion would wrap
 // to 2^64 - 1 ("--seed must be >= 0, got -1").
 CLI::Validator non_negative_integer();
+
+// A boolean switch as every command takes one: a bare `--name` means true, a value still wins
+// (`--name false`, `--name=true`); --help shows the default. Returns the option.
+CLI::Option* add_switch(CLI::App& command, const std::string& name, bool& value,
+                        const std::string& help);
 
 // Every flag, in --help order.
 const std::vector<TrainFlag>& train_flags();
