@@ -37,6 +37,21 @@ TEST(CpuDropoutMask, BatchesGiveTheScalarGeneratorsBits) {
   for (float rate : {0.0f, 0.1f, 0.5f, 0.9f}) expect_scalar_bits(key, rate, 0, 4096);
 }
 
+// A draw equal to the rate is kept (the rule is u < rate drops): the rate set to the exact draw
+// of some elements, in the batched part of the range, catches a <= in place of <.
+TEST(CpuDropoutMask, ADrawEqualToTheRateIsKept) {
+  const RngKey key = make_key(11, RngStream::kDropout, 1, 2);
+  for (uint32_t element : {40u, 77u, 95u}) {  // inside the runs [32, 64), [64, 96)
+    const Philox4 bits = philox4x32(key, element >> 2);
+    const float rate = uniform_from_bits(bits.v[element & 3u]);
+    ASSERT_GT(rate, 0.0f);
+    std::vector<float> m(128, -1.0f);
+    cpu::dropout_multipliers(key, rate, 0, 128, m.data());
+    EXPECT_EQ(m[element], 1.0f / (1.0f - rate)) << "element " << element << " was dropped";
+    expect_scalar_bits(key, rate, 0, 128);
+  }
+}
+
 TEST(CpuDropoutMask, LiveKeysAndWrappingIndices) {
   const LiveStep live{7, 123};
   RngKey key = make_key(99, RngStream::kDropout, 0, 0);

@@ -103,16 +103,13 @@ void dropout_multipliers(RngKey key, float rate, int64_t begin, int64_t end, flo
 #if defined(PNEUMO_DROPOUT_AVX2)
   if (cpu_has_avx2()) {
     // Scalar up to the first global index that is a multiple of 32, whole runs, scalar tail. A
-    // run whose global indices would wrap past 2^32 stays scalar (wrapping is per element there).
+    // run starts at a multiple of 32, so its 32 global indices never wrap past 2^32 inside it.
     const uint32_t global = static_cast<uint32_t>(begin) + key.first;
     const int64_t head = std::min<int64_t>(end - begin, (kRun - global % kRun) % kRun);
     scalar_multipliers(key, rate, begin, begin + head, m);
     int64_t i = begin + head;
-    for (; i + kRun <= end; i += kRun) {
-      const uint32_t g = static_cast<uint32_t>(i) + key.first;
-      if (g > UINT32_MAX - (kRun - 1)) break;
-      simd_run(key, rate, g >> 2, m + (i - begin));
-    }
+    for (; i + kRun <= end; i += kRun)
+      simd_run(key, rate, (static_cast<uint32_t>(i) + key.first) >> 2, m + (i - begin));
     scalar_multipliers(key, rate, i, end, m + (i - begin));
     return;
   }

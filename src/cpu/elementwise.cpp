@@ -20,12 +20,14 @@ namespace pneumo::cpu {
 
 namespace {
 
-// body(begin, end) over [0, count): on the pool, or on this thread when the range is too small to
-// be worth waking the workers for. Per-element work only: the split never changes a result.
+// Fewer elements than this run on the calling thread: not worth waking the workers for.
+constexpr int64_t kParallelElements = int64_t{1} << 14;
+
+// body(begin, end) over [0, count) elements: on the pool, or on this thread when there are few.
+// Per-element work only: the split never changes a result.
 template <class Body>
 void for_range(ThreadPool& pool, int64_t count, const Body& body) {
-  constexpr int64_t kInline = int64_t{1} << 14;
-  if (count < kInline) {
+  if (count < kParallelElements) {
     if (count > 0) body(0, count);
     return;
   }
@@ -49,14 +51,18 @@ void CpuBackend::relu_backward_impl(ConstTensorView y, ConstTensorView dy, Tenso
 namespace {
 
 // The mask of dropout_group (the kernel's), drawn eight Philox calls at a time where the CPU
-// allows (cpu/dropout_mask.hpp); forward and backward are this map. Ranges start at multiples of
-// 32 elements so that each worker's runs line up with the eight-call batches.
+// allows (cpu/dropout_mask.hpp); forward and backward are this map. The workers' ranges start at
+// multiples of 32 elements, so that with key.first a multiple of 32 (one process) each one's runs
+// line up with the eight-call batches; any split gives the same values.
 void apply_dropout(ThreadPool& pool, ConstTensorView in, TensorView out, float rate, RngKey key) {
   constexpr int64_t kRun = 32;
   const int64_t n = in.numel();
-  for_range(pool, (n + kRun - 1) / kRun, [&](int64_t begin, int64_t end) {
+  const int64_t runs = (n + kRun - 1) / kRun;
+  auto body = [&](int64_t begin, int64_t end) {
     apply_dropout_range(in.data, out.data, rate, key, begin * kRun, std::min(n, end * kRun));
-  });
+  };
+  if (n < kParallelElements) return body(0, runs);
+  pool.parallel_for(runs, [&](int64_t begin, int64_t end, int /*worker*/) { body(begin, end); });
 }
 
 }  // namespace
