@@ -194,8 +194,6 @@ TEST(CliBenchTrain, LayersGivesEachLayerAndEachBackendOp) {
       << "a per-op table naming each op's main operand";
 }
 
-// A bad value is bad usage (status 2, docs/usage.md) naming its flag, refused before any
-// measurement starts, as an unknown flag is.
 // Switches as on `train`: bare means true, a value (spaced or with =) wins.
 TEST(CliBenchTrain, SwitchesTakeAValueOrNone) {
   const auto result = bench_train_on_the_cpu(
@@ -215,6 +213,8 @@ TEST(CliBenchTrain, SwitchesTakeAValueOrNone) {
   EXPECT_EQ(json_lines(bare.output).at(0).first["fused_block_tails"], true) << bare.output;
 }
 
+// A bad value is bad usage (status 2, docs/usage.md) naming its flag, refused before any
+// measurement starts, as an unknown flag is.
 TEST(CliBenchTrain, BadValuesAreBadUsageNamingTheFlag) {
   const std::pair<const char*, const char*> cases[] = {
       {"--steps 0", "--steps"},           {"--epoch-images -1", "--epoch-images"},

@@ -49,6 +49,7 @@ class NcclCommunicator final : public Communicator {
       check_cuda(cudaEventCreateWithFlags(&reduced_, cudaEventDisableTiming), "cudaEventCreate");
       for (InFlight& slot : in_flight_)
         check_cuda(cudaEventCreateWithFlags(&slot.done, cudaEventDisableTiming), "cudaEventCreate");
+      check_cuda(cudaGetDevice(&device_), "cudaGetDevice");
       watchdog_ = std::thread([this] { watch(); });
     } catch (...) {
       release(/*in_error=*/true);
@@ -139,11 +140,14 @@ class NcclCommunicator final : public Communicator {
   // and the process ended (status 1), without ncclCommAbort: the main thread may be inside a
   // collective on the same communicator, and the abort may wait for the other ranks (see abort()).
   void watch() {
+    // This rank's GPU, before any CUDA call of the thread's: without it the runtime would make a
+    // context on GPU 0 for the event queries, memory taken from whichever rank owns GPU 0.
+    const bool can_query = cudaSetDevice(device_) == cudaSuccess;
     constexpr auto kPoll = std::chrono::seconds(1);
     std::unique_lock<std::mutex> lock(mutex_);
     while (!wake_.wait_for(lock, kPoll, [this] { return stopping_; })) {
       if (comm_ == nullptr) continue;
-      end_if_overdue();
+      if (can_query) end_if_overdue();
       ncclResult_t async = ncclSuccess;
       const ncclResult_t queried = ncclCommGetAsyncError(comm_, &async);
       if (queried == ncclSuccess && (async == ncclSuccess || async == ncclInProgress)) continue;
@@ -156,19 +160,25 @@ class NcclCommunicator final : public Communicator {
     }
   }
 
-  // An event recorded after the latest collective issued on `stream` and when it was issued, for
-  // the watchdog; under mutex_, so that it never pairs a new recording with an old time. Not while
-  // the stream is being recorded into a CUDA graph: the event would be recorded again at every
-  // replay, long after the time kept here.
+  // An event recorded after the latest collective issued on `stream`, and when it was issued, for
+  // the watchdog. The slot is off while the event is recorded again (outside mutex_, so that a
+  // CUDA call that blocks cannot stop the watchdog), so a new recording never pairs with an old
+  // time. Not while the stream is being recorded into a CUDA graph: the event would be recorded
+  // again at every replay, long after the time kept here.
   void issued(int slot, cudaStream_t stream) {
     if (timeout_seconds_ <= 0) return;
     cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
     check_cuda(cudaStreamIsCapturing(stream, &capture), "cudaStreamIsCapturing");
     if (capture != cudaStreamCaptureStatusNone) return;
+    InFlight& latest = in_flight_[slot];
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      latest.pending = false;
+    }
+    check_cuda(cudaEventRecord(latest.done, stream), "cudaEventRecord");
     std::lock_guard<std::mutex> lock(mutex_);
-    check_cuda(cudaEventRecord(in_flight_[slot].done, stream), "cudaEventRecord");
-    in_flight_[slot].issued_at = Clock::now();
-    in_flight_[slot].pending = true;
+    latest.issued_at = Clock::now();
+    latest.pending = true;
   }
 
   // Under mutex_ (the watchdog): a collective unfinished timeout_seconds_ after it was issued ends
@@ -237,6 +247,7 @@ class NcclCommunicator final : public Communicator {
   };
   InFlight in_flight_[2];
   double timeout_seconds_;  // 0: never
+  int device_ = 0;          // this rank's GPU, made current on the watchdog's thread
   // The watchdog (watch()): comm_ is read by it and set to null by abort() under mutex_.
   std::mutex mutex_;
   std::condition_variable wake_;
