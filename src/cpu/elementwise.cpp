@@ -1,11 +1,11 @@
 // Per-element ops on the CPU: ReLU, dropout, the fused sigmoid + BCE loss, the non-finite marker
 // and RMSprop. Each loop body is one call into kernels/elementwise.hpp, the same functions the CUDA
-// kernels call. ReLU and dropout run on the thread pool (dropout's generator made it a quarter of
+// kernels call (dropout's mask: cpu/dropout_mask.cpp, held to those functions bit for bit by its
+// tests). ReLU and dropout run on the thread pool (dropout's generator made it a quarter of
 // a training step's time single-threaded; cpu/dropout_mask.cpp now draws it eight calls at a
 // time); the rest are tiny.
 #include "elementwise.hpp"
 
-#include <algorithm>
 #include <cmath>
 #include <cstdint>
 
@@ -20,14 +20,12 @@ namespace pneumo::cpu {
 
 namespace {
 
-// Fewer elements than this run on the calling thread: not worth waking the workers for.
-constexpr int64_t kParallelElements = int64_t{1} << 14;
-
-// body(begin, end) over [0, count) elements: on the pool, or on this thread when there are few.
-// Per-element work only: the split never changes a result.
+// body(begin, end) over [0, count): on the pool, or on this thread when the range is too small to
+// be worth waking the workers for. Per-element work only: the split never changes a result.
 template <class Body>
 void for_range(ThreadPool& pool, int64_t count, const Body& body) {
-  if (count < kParallelElements) {
+  constexpr int64_t kInline = int64_t{1} << 14;
+  if (count < kInline) {
     if (count > 0) body(0, count);
     return;
   }
@@ -51,18 +49,12 @@ void CpuBackend::relu_backward_impl(ConstTensorView y, ConstTensorView dy, Tenso
 namespace {
 
 // The mask of dropout_group (the kernel's), drawn eight Philox calls at a time where the CPU
-// allows (cpu/dropout_mask.hpp); forward and backward are this map. The workers' ranges start at
-// multiples of 32 elements, so that with key.first a multiple of 32 (one process) each one's runs
-// line up with the eight-call batches; any split gives the same values.
+// allows (cpu/dropout_mask.hpp); forward and backward are this map. Any split of the range gives
+// the same values.
 void apply_dropout(ThreadPool& pool, ConstTensorView in, TensorView out, float rate, RngKey key) {
-  constexpr int64_t kRun = 32;
-  const int64_t n = in.numel();
-  const int64_t runs = (n + kRun - 1) / kRun;
-  auto body = [&](int64_t begin, int64_t end) {
-    apply_dropout_range(in.data, out.data, rate, key, begin * kRun, std::min(n, end * kRun));
-  };
-  if (n < kParallelElements) return body(0, runs);
-  pool.parallel_for(runs, [&](int64_t begin, int64_t end, int /*worker*/) { body(begin, end); });
+  for_range(pool, in.numel(), [&](int64_t begin, int64_t end) {
+    apply_dropout_range(in.data, out.data, rate, key, begin, end);
+  });
 }
 
 }  // namespace
