@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "cpu/channel_sum.hpp"
 #include "cpu/cpu_backend.hpp"
 #include "bf16.hpp"
 #include "cpu/gemm.hpp"
@@ -176,16 +177,13 @@ void CpuBackend::conv2d_backward_filter_impl(ConstTensorView x, ConstTensorView 
   }
   if (bf16) round_all_to_bf16(dweight.data, weight_count);
 
-  // dbias[k] = sum of dy over (N, H, W), in double; channels are independent.
+  // dbias[k] = sum of dy over (N, H, W), in double, in batch-norm's order (channel_sum's four
+  // accumulators: one made every add wait for the last); channels are independent.
+  const ChannelLayout layout{g.batch, g.out_channels, g.pixels()};
   pool_.parallel_for(g.out_channels, [&](int64_t begin, int64_t end, int /*worker*/) {
-    for (int64_t k = begin; k < end; ++k) {
-      double sum = 0.0;
-      for (int64_t n = 0; n < g.batch; ++n) {
-        const float* plane = dy.data + (n * g.out_channels + k) * g.pixels();
-        for (int64_t p = 0; p < g.pixels(); ++p) sum += plane[p];
-      }
-      dbias.data[k] = static_cast<float>(sum);
-    }
+    for (int64_t k = begin; k < end; ++k)
+      dbias.data[k] = static_cast<float>(
+          channel_sum(layout, k, [&](int64_t i) { return double{dy.data[i]}; }));
   });
 }
 
