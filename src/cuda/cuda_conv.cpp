@@ -4,6 +4,7 @@
 // with one input channel our kernels compete with cuDNN's picks for the forward and the weight
 // gradient, and our bias gradient kernel with cudnnConvolutionBackwardBias.
 #include <algorithm>
+#include <iostream>
 #include <optional>
 #include <sstream>
 #include <vector>
@@ -31,7 +32,7 @@ bool is_bad_param(cudnnStatus_t status) {
 
 // The algorithm to keep from a search's results (sorted fastest first): the fastest that ran
 // and fits the workspace, without TF32 unless allowed; with `deterministic`, preferring
-// deterministic algorithms (a non-deterministic one only when nothing else ran).
+// deterministic algorithms (a non-deterministic one only when nothing else ran, with a warning).
 template <class Perf>
 const Perf* choose_algorithm(const std::vector<Perf>& results, int count, size_t workspace_limit,
                              bool allow_tf32, bool deterministic) {
@@ -142,10 +143,19 @@ AlgorithmPick search_algorithm(cuda::TuningCache& cache, const cuda::TuningKey& 
   const Perf* best = choose_algorithm(results, returned, available, allow_tf32, deterministic);
   PNEUMO_CHECK(best != nullptr, what, ": no cuDNN algorithm ran (",
                describe_results(results, returned), ")");
-  cache.store(key, {{"algo", static_cast<int>(best->algo)},
-                    {"math", static_cast<int>(best->mathType)},
-                    {"ms", best->time},
-                    {"workspace_bytes", best->memory}});
+  if (deterministic && best->determinism != CUDNN_DETERMINISTIC) {
+    // Said on every run and never stored: a later run (another workspace cap, another cuDNN)
+    // may find a deterministic one, and a recalled pick would keep this one silently.
+    std::cerr << "pneumo: warning: --deterministic: " << what
+              << ": no deterministic cuDNN algorithm ran within the " << (available >> 20)
+              << " MiB workspace; using algorithm " << static_cast<int>(best->algo)
+              << ", which is not deterministic (" << describe_results(results, returned) << ")\n";
+  } else {
+    cache.store(key, {{"algo", static_cast<int>(best->algo)},
+                      {"math", static_cast<int>(best->mathType)},
+                      {"ms", best->time},
+                      {"workspace_bytes", best->memory}});
+  }
   return {static_cast<int>(best->algo), best->memory, best->time, best->mathType,
           to_trials(results, returned), "searched"};
 }

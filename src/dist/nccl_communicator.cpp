@@ -128,9 +128,11 @@ class NcclCommunicator final : public Communicator {
   // job. Ending the process frees what the communicator holds.
   [[noreturn]] void abort(int status) override {
     {
-      std::lock_guard<std::mutex> lock(mutex_);  // the watchdog stops looking
+      // The watchdog stops looking: it holds mutex_ through each look, so none starts after this.
+      std::lock_guard<std::mutex> lock(mutex_);
       stopping_ = true;
     }
+    wake_.notify_all();
     host_->abort(status);
     std::_Exit(status);  // not reached: the host group's abort ends the process
   }
