@@ -1,7 +1,7 @@
 // Fused sigmoid + binary cross-entropy kernel and launcher: loss, gradient and correct count in
 // one pass over the logits. Per-element math is pneumo::sigmoid_bce (elementwise.hpp); the batch
-// sums are a block reduction plus one atomic per block and statistic, so an epoch's running loss
-// and accuracy stay on the device until read once. Also the one-thread non-finite marker that
+// sums are one block's reduction added to the running sums, so an epoch's running loss and
+// accuracy stay on the device until read once. Also the one-thread non-finite marker that
 // records the first step whose loss was NaN or infinite.
 #include "cuda_check.hpp"
 #include "kernel_util.cuh"
@@ -47,9 +47,12 @@ void mark_nonfinite(const float* value, float* marker, int64_t step, const LiveS
 void sigmoid_bce(const float* logits, const float* labels, const float* weights, float* dlogits,
                  float* stats, int64_t n, int64_t batch_count, cudaStream_t stream) {
   if (n == 0) return;
-  sigmoid_bce_kernel<<<blocks_for(n), kThreadsPerBlock, 0, stream>>>(logits, labels, weights,
-                                                                     dlogits, stats, n,
-                                                                     batch_count);
+  // One block, whatever n: with several, their atomicAdds into the running sums land in the order
+  // the blocks finish, and the loss (a float sum) would change in its last bits from run to run
+  // once a batch passes 256 logits (--batch or --val-batch up to 4096). A batch is at most a few
+  // thousand logits, a few grid-stride turns of one block.
+  sigmoid_bce_kernel<<<1, kThreadsPerBlock, 0, stream>>>(logits, labels, weights, dlogits, stats,
+                                                         n, batch_count);
   PNEUMO_LAUNCH_CHECK("sigmoid_bce_kernel", "n=", n, weights ? " weighted" : " unweighted");
 }
 

@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <iostream>
 #include <iterator>
 #include <limits>
@@ -772,6 +773,26 @@ TEST_P(SigmoidBceParity, LossGradientAndCountsWithAndWithoutWeights) {
                           what + "loss sum vs cpu"));
     EXPECT_EQ(s[1], static_cast<float>(correct)) << what << "correct count";
     EXPECT_EQ(s[1], s_cpu[1]) << what << "correct count vs cpu";
+  }
+}
+
+// The running sums are the same bits on every call: with more logits than one block's threads the
+// kernel's per-block atomics once landed in the order the blocks finished.
+TEST_P(SigmoidBceParity, TheSumsAreTheSameBitsOnEveryCall) {
+  const int64_t n = GetParam();
+  Pair z = upload({n, 1}, uniform(n, 84, -8.0f, 8.0f));
+  std::vector<float> labels = uniform(n, 85, 0.0f, 1.0f);
+  for (float& y : labels) y = y < 0.5f ? 0.0f : 1.0f;
+  Pair y = upload({n}, labels), dz = output({n, 1});
+  const ConstTensorView no_weights(nullptr, {n}, Device::Cuda);
+  std::vector<float> first;
+  for (int call = 0; call < 20; ++call) {
+    Pair stats = upload({2}, std::vector<float>{0.25f, 0.0f});
+    cuda_->sigmoid_bce(z.cuda, y.cuda, no_weights, dz.cuda, stats.cuda);
+    const std::vector<float> s = to_host(stats.cuda);
+    if (call == 0) first = s;
+    ASSERT_EQ(std::memcmp(s.data(), first.data(), 2 * sizeof(float)), 0)
+        << "call " << call << ": loss " << s[0] << " against " << first[0];
   }
 }
 
