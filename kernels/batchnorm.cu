@@ -396,6 +396,12 @@ BatchNormGradientFactors* tail_gradient_factors(const BlockTailArgs& t, const So
   return factors;
 }
 
+void zero_floats(float* p, int64_t count, cudaStream_t stream) {
+  if (count == 0) return;
+  PNEUMO_CUDA_CHECK(cudaMemsetAsync(p, 0, static_cast<size_t>(count) * sizeof(float), stream),
+                    "zeroing ", count, " gradient values of an empty batch");
+}
+
 }  // namespace
 
 int64_t batchnorm_scratch_floats(const BiasReduction& r, int64_t channels) {
@@ -430,7 +436,11 @@ void batchnorm_backward(const float* x, const float* dy, const float* gamma,
                         float* dgamma, float* dbeta, float* scratch, const BiasReduction& r,
                         int64_t batch, int64_t channels, int64_t spatial, cudaStream_t stream) {
   const int64_t total = batch * channels * spatial;
-  if (total == 0) return;
+  if (total == 0) {  // the parameter gradients of nothing are zero, as on the CPU
+    zero_floats(dgamma, channels, stream);
+    zero_floats(dbeta, channels, stream);
+    return;
+  }
   const dim3 grid = chunk_grid("batchnorm_backward", r, batch, channels);
   const ChunkGeometry g{batch, channels, spatial, r.images_per_chunk};
   auto* factors = reinterpret_cast<BatchNormGradientFactors*>(scratch + 2 * r.partial_floats);
@@ -477,12 +487,6 @@ void write_empty_batch_forward(const BlockTailArgs& t, cudaStream_t stream) {
   running_statistics_kernel<<<blocks_for(t.channels), kThreadsPerBlock, 0, stream>>>(t,
                                                                                      t.channels);
   PNEUMO_LAUNCH_CHECK("running_statistics_kernel", "channels=", t.channels);
-}
-
-void zero_floats(float* p, int64_t count, cudaStream_t stream) {
-  if (count == 0) return;
-  PNEUMO_CUDA_CHECK(cudaMemsetAsync(p, 0, static_cast<size_t>(count) * sizeof(float), stream),
-                    "zeroing ", count, " gradient values of an empty batch");
 }
 
 }  // namespace
