@@ -5,7 +5,9 @@ docs/experiments/2026-12-02-threshold-rule/README.md, written before the runs).
 For each run directory (holding model.safetensors): `pneumo evaluate --split val-carved` writes
 the run's own validation scores (--scores) and the stress variants at the stored (Youden)
 threshold, then again at 0.5. From the scores, many seeded stratified halvings: Youden's threshold
-tuned on one half, the other half's accuracy at it against at 0.5. A model whose stored threshold
+tuned on one half, the other half's accuracy at it against at 0.5; with --shares, also that
+accuracy reweighted to other pneumonia shares (share * sensitivity + (1 - share) * specificity),
+for a split whose class mix differs from validation's. A model whose stored threshold
 is not Youden's (its threshold_rule says 0.5: --threshold-rule 0.5, or train's fall-back) is
 listed, marked "left out", and kept out of both means. Writes results.md / results.csv in --out.
 Never reads the test split.
@@ -60,6 +62,23 @@ def accuracy(logits, labels, logit_cut):
     return sum((z > logit_cut) == bool(y) for z, y in zip(logits, labels)) / len(labels)
 
 
+def accuracy_at_share(logits, labels, logit_cut, share):
+    """Accuracy on a split with the same images per class but `share` of them pneumonia."""
+    positives = [z for z, y in zip(logits, labels) if y]
+    negatives = [z for z, y in zip(logits, labels) if not y]
+    sensitivity = sum(z > logit_cut for z in positives) / len(positives)
+    specificity = sum(z <= logit_cut for z in negatives) / len(negatives)
+    return share * sensitivity + (1.0 - share) * specificity
+
+
+def parse_shares(text):
+    shares = [float(v) for v in text.split(",")] if text else []
+    for v in shares:
+        if not 0.0 <= v <= 1.0:
+            raise argparse.ArgumentTypeError(f"a share must be in [0, 1], got {v}")
+    return shares
+
+
 def read_scores(path):
     with open(path) as f:
         rows = list(csv.DictReader(f))
@@ -86,6 +105,8 @@ def main():
     parser.add_argument("--data", required=True, help="the cache the runs were trained on")
     parser.add_argument("--out", required=True)
     parser.add_argument("--halvings", type=int, default=200)
+    parser.add_argument("--shares", type=parse_shares, default=[],
+                        help="pneumonia shares to reweight the held-out halves to, e.g. 0.5,0.625")
     parser.add_argument("runs", nargs="+")
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
@@ -113,6 +134,7 @@ def main():
         positive = [i for i, y in enumerate(labels) if y]
         negative = [i for i, y in enumerate(labels) if not y]
         gains = []
+        share_gains = {share: [] for share in args.shares}
         for _ in range(args.halvings):
             generator.shuffle(positive)
             generator.shuffle(negative)
@@ -122,6 +144,9 @@ def main():
                 cut = youden_threshold([logits[i] for i in tune], [labels[i] for i in tune])
                 held_z, held_y = [logits[i] for i in score], [labels[i] for i in score]
                 gains.append(accuracy(held_z, held_y, cut) - accuracy(held_z, held_y, 0.0))
+                for share, kept in share_gains.items():
+                    kept.append(accuracy_at_share(held_z, held_y, cut, share) -
+                                accuracy_at_share(held_z, held_y, 0.0, share))
 
         stress_youden = youden["stress"]["mean_accuracy"]
         stress_half = half["stress"]["mean_accuracy"]
@@ -140,6 +165,9 @@ def main():
             "stress_worst_accuracy_youden": youden["stress"]["worst_accuracy"],
             "stress_worst_accuracy_0.5": half["stress"]["worst_accuracy"],
         })
+        for share, kept in share_gains.items():
+            rows[-1][f"halves_gain_share_{share:g}"] = sum(kept) / len(kept)
+            rows[-1][f"halves_youden_worse_share_{share:g}"] = sum(g < 0 for g in kept) / len(kept)
         print(f"{name}: halves gain {rows[-1]['halves_gain_mean']:+.4f}, "
               f"stress gain {rows[-1]['stress_gain']:+.4f}", flush=True)
 
@@ -174,6 +202,19 @@ def main():
                 f"By the rule: **{verdict}**.\n")
         if left_out:
             f.write(f"\nLeft out (stored threshold not Youden's): {', '.join(left_out)}.\n")
+        if args.shares:
+            f.write("\nHeld-out halves reweighted to other pneumonia shares (share x sensitivity "
+                    "+ (1 - share) x specificity), accuracy gain of Youden over 0.5, mean over the "
+                    "halvings (the share of halvings where Youden was worse):\n\n| run | "
+                    + " | ".join(f"share {v:g}" for v in args.shares) + " |\n|---|"
+                    + "---:|" * len(args.shares) + "\n")
+            for r in judged:
+                f.write(f"| {r['run']} | " + " | ".join(
+                    f"{r[f'halves_gain_share_{v:g}']:+.4f} ({r[f'halves_youden_worse_share_{v:g}']:.2f})"
+                    for v in args.shares) + " |\n")
+            f.write("| mean | " + " | ".join(
+                f"{sum(r[f'halves_gain_share_{v:g}'] for r in judged) / len(judged):+.4f}"
+                for v in args.shares) + " |\n")
     print(f"held-out halves {halves:+.4f}, stress {stress:+.4f} over {len(judged)} runs: {verdict}"
           + (f" (left out: {', '.join(left_out)})" if left_out else ""))
 
