@@ -731,13 +731,19 @@ INSTANTIATE_TEST_SUITE_P(ModelShapes, DenseParity,
 
 class SigmoidBceParity : public Parity, public ::testing::WithParamInterface<int64_t> {};
 
+// count labels of 0 or 1, about half each.
+std::vector<float> binary_labels(int64_t count, uint32_t seed) {
+  std::vector<float> labels = uniform(count, seed, 0.0f, 1.0f);
+  for (float& y : labels) y = y < 0.5f ? 0.0f : 1.0f;
+  return labels;
+}
+
 TEST_P(SigmoidBceParity, LossGradientAndCountsWithAndWithoutWeights) {
   const int64_t n = GetParam();
   std::vector<float> logits = uniform(n, 81, -8.0f, 8.0f);
   const float extremes[] = {100.0f, -100.0f, 0.0f, 1e-3f, -1e-3f, 30.0f, -30.0f};
   for (size_t i = 0; i < std::size(extremes) && i < logits.size(); ++i) logits[i] = extremes[i];
-  std::vector<float> labels = uniform(n, 82, 0.0f, 1.0f);
-  for (float& y : labels) y = y < 0.5f ? 0.0f : 1.0f;
+  const std::vector<float> labels = binary_labels(n, 82);
   const std::vector<float> weight_values = uniform(n, 83, 0.5f, 2.0f);
   for (bool weighted : {false, true}) {
     const std::string what = weighted ? "weighted " : "unweighted ";
@@ -781,9 +787,7 @@ TEST_P(SigmoidBceParity, LossGradientAndCountsWithAndWithoutWeights) {
 TEST_P(SigmoidBceParity, TheSumsAreTheSameBitsOnEveryCall) {
   const int64_t n = GetParam();
   Pair z = upload({n, 1}, uniform(n, 84, -8.0f, 8.0f));
-  std::vector<float> labels = uniform(n, 85, 0.0f, 1.0f);
-  for (float& y : labels) y = y < 0.5f ? 0.0f : 1.0f;
-  Pair y = upload({n}, labels), dz = output({n, 1});
+  Pair y = upload({n}, binary_labels(n, 85)), dz = output({n, 1});
   const ConstTensorView no_weights(nullptr, {n}, Device::Cuda);
   std::vector<float> first;
   for (int call = 0; call < 20; ++call) {
