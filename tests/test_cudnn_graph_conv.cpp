@@ -237,6 +237,46 @@ TEST(GraphConvNames, EmptyPlanRefusesToExecuteAndBadProblemsAreRefused) {
   }
 }
 
+// The search's filter rules, from an engine's notes alone (no device needed).
+TEST(GraphConvFilter, EachRuleRefusesItsNoteAndOnlyThat) {
+  using Notes = std::vector<cudnnBackendNumericalNote_t>;
+  using Behaviour = std::vector<cudnnBackendBehaviorNote_t>;
+  GraphConvProblem fp32;  // the defaults: float32, no TF32, deterministic, float32 sums
+  GraphConvProblem bf16 = fp32;
+  bf16.bf16_channels_last = true;
+  auto reason = [](const Notes& n, const GraphConvProblem& p, const Behaviour& b = {}) {
+    return cuda::engine_filter_reason(n, b, p);
+  };
+  auto refused = [&](const Notes& n, const GraphConvProblem& p, const char* why,
+                     const Behaviour& b = {}) {
+    return reason(n, p, b).find(why) != std::string::npos;
+  };
+  EXPECT_EQ(reason({}, fp32), "");
+  EXPECT_EQ(reason({CUDNN_NUMERICAL_NOTE_WINOGRAD}, fp32), "");
+  EXPECT_TRUE(refused({CUDNN_NUMERICAL_NOTE_DOWN_CONVERT_INPUTS}, bf16, "down-converts"));
+  // Tensor cores: TF32 for float32 data unless allowed; what bf16 is for.
+  EXPECT_TRUE(refused({CUDNN_NUMERICAL_NOTE_TENSOR_CORE}, fp32, "tensor cores"));
+  GraphConvProblem tf32 = fp32;
+  tf32.allow_tf32 = true;
+  EXPECT_EQ(reason({CUDNN_NUMERICAL_NOTE_TENSOR_CORE}, tf32), "");
+  EXPECT_EQ(reason({CUDNN_NUMERICAL_NOTE_TENSOR_CORE}, bf16), "");
+  // Reduced-precision sums: refused unless the bf16 path's last resort allows them.
+  const Notes reduced{CUDNN_NUMERICAL_NOTE_TENSOR_CORE,
+                      CUDNN_NUMERICAL_NOTE_REDUCED_PRECISION_REDUCTION};
+  EXPECT_TRUE(refused(reduced, bf16, "less than float32"));
+  GraphConvProblem relaxed = bf16;
+  relaxed.allow_reduced_precision_reduction = true;
+  EXPECT_EQ(reason(reduced, relaxed), "");
+  // Determinism: refused while deterministic, whatever else is relaxed.
+  const Notes racy{CUDNN_NUMERICAL_NOTE_TENSOR_CORE, CUDNN_NUMERICAL_NOTE_NONDETERMINISTIC};
+  EXPECT_TRUE(refused(racy, relaxed, "non-deterministic"));
+  relaxed.deterministic = false;
+  EXPECT_EQ(reason(racy, relaxed), "");
+  // Runtime compilation is never tried, however relaxed the rest.
+  EXPECT_TRUE(
+      refused({}, relaxed, "runtime compilation", {CUDNN_BEHAVIOR_NOTE_RUNTIME_COMPILATION}));
+}
+
 TEST(EngineChoice, JsonRoundTripAndRefusals) {
   cuda::EngineChoice choice;
   choice.engine = 7;

@@ -600,18 +600,46 @@ const cuda::GraphConvPlan& CudaBackend::bf16_plan(cuda::GraphConvPlan& plan,
     }
     if (!plan.ready()) {
       PNEUMO_NVTX_RANGE("bf16 graph engine search");
-      try {
-        plan = cuda::GraphConvPlan::search(
-            cudnn_.get(), stream_.get(), problem, b.x, b.weight, b.y,
-            [this](size_t bytes) { return workspace_of(bytes); },
-            search_workspace_limit());
-      } catch (const Error& e) {
-        throw Error(detail::concat("--precision bf16: cuDNN ran no bfloat16 engine for the ",
-                                   cuda::to_string(direction), " convolution of ", x_shape.str(),
-                                   " -> K=", k, " on this GPU; use --precision fp32 or tf32 (",
-                                   e.what(), ")"));
+      auto search = [&](const cuda::GraphConvProblem& rules) {
+        return cuda::GraphConvPlan::search(
+            cudnn_.get(), stream_.get(), rules, b.x, b.weight, b.y,
+            [this](size_t bytes) { return workspace_of(bytes); }, search_workspace_limit());
+      };
+      // The contract's rules first; when they leave no engine, the ones a GPU may lack are
+      // relaxed one at a time (float32 partial sums, then determinism), said on every run and
+      // never stored, as the legacy path does for a missing deterministic algorithm.
+      std::vector<cuda::GraphConvProblem> attempts{problem};
+      attempts.push_back(attempts.back());
+      attempts.back().allow_reduced_precision_reduction = true;
+      if (problem.deterministic) {
+        attempts.push_back(attempts.back());
+        attempts.back().deterministic = false;
       }
-      if (!plan.engine_choice().empty()) {
+      std::string refusals;
+      size_t used = 0;
+      for (; used < attempts.size() && !plan.ready(); ++used) {
+        try {
+          plan = search(attempts[used]);
+        } catch (const Error& e) {
+          refusals += detail::concat(used ? "; then " : "", e.what());
+        }
+      }
+      const std::string conv = detail::concat("the ", cuda::to_string(direction),
+                                              " convolution of ", x_shape.str(), " -> K=", k);
+      if (!plan.ready())
+        throw Error(detail::concat("--precision bf16: cuDNN ran no bfloat16 engine for ", conv,
+                                   " on this GPU, even with reduced-precision sums",
+                                   problem.deterministic ? " and non-deterministic engines" : "",
+                                   " allowed; use --precision fp32 or tf32 (", refusals, ")"));
+      if (used > 1) {
+        std::cerr << "pneumo: warning: --precision bf16: no engine for " << conv
+                  << " met the rules (float32 sums"
+                  << (problem.deterministic ? ", deterministic" : "") << "); using "
+                  << plan.best_name() << ", which "
+                  << (used == 2 ? "may sum in less than float32"
+                                : "may sum in less than float32 and is not deterministic")
+                  << ": results drift further from the CPU emulation (" << refusals << ")\n";
+      } else if (!plan.engine_choice().empty()) {
         nlohmann::json decision = cuda::to_json(plan.engine_choice());
         decision["ms"] = plan.best_ms();
         decision["name"] = plan.best_name();

@@ -32,7 +32,9 @@ std::string describe(const GraphConvProblem& p) {
   return detail::concat("graph conv ", to_string(p.direction), " x ", shape_str(p.n, p.c, p.h, p.w),
                         " weight ", shape_str(p.k, p.c, kKernel, kKernel), " y ",
                         shape_str(p.n, p.k, p.h, p.w),
-                        p.bf16_channels_last ? " bf16 channels-last" : "");
+                        p.bf16_channels_last ? " bf16 channels-last" : "",
+                        p.allow_reduced_precision_reduction ? " (reduced-precision sums allowed)"
+                                                            : "");
 }
 
 // cuDNN's status name plus its own explanation of the last failure, cut to one short line.
@@ -356,23 +358,7 @@ ConfigInfo read_config(cudnnBackendDescriptor_t config) {
 // Why the problem forbids this engine, or "" when it may be tried.
 std::string filter_reason(const ConfigInfo& info, const GraphConvProblem& p) {
   if (!info.error.empty()) return info.error;
-  auto has = [&](cudnnBackendNumericalNote_t note) {
-    return std::find(info.numerical.begin(), info.numerical.end(), note) != info.numerical.end();
-  };
-  if (has(CUDNN_NUMERICAL_NOTE_DOWN_CONVERT_INPUTS))
-    return "filtered out: down-converts its inputs";
-  // Partial sums kept in the data type (split-K in bfloat16, say) break the contract's float32
-  // accumulation (pneumo/ops/conv2d.hpp), and with it the parity with the CPU emulation.
-  if (has(CUDNN_NUMERICAL_NOTE_REDUCED_PRECISION_REDUCTION))
-    return "filtered out: reduces in less than float32";
-  if (!p.allow_tf32 && !p.bf16_channels_last && has(CUDNN_NUMERICAL_NOTE_TENSOR_CORE))
-    return "filtered out: tensor cores (TF32 for float32 data) and allow_tf32 is false";
-  if (p.deterministic && has(CUDNN_NUMERICAL_NOTE_NONDETERMINISTIC))
-    return "filtered out: non-deterministic and deterministic is true";
-  if (std::find(info.behavior.begin(), info.behavior.end(),
-                CUDNN_BEHAVIOR_NOTE_RUNTIME_COMPILATION) != info.behavior.end())
-    return "skipped: needs runtime compilation";
-  return "";
+  return engine_filter_reason(info.numerical, info.behavior, p);
 }
 
 BackendDescriptor make_variant_pack(const std::array<void*, 3>& pointers, void* workspace,
@@ -673,6 +659,29 @@ std::string to_string(ConvDirection d) {
     case ConvDirection::BackwardFilter: return "backward_filter";
   }
   return "unknown";
+}
+
+std::string engine_filter_reason(const std::vector<cudnnBackendNumericalNote_t>& numerical,
+                                 const std::vector<cudnnBackendBehaviorNote_t>& behavior,
+                                 const GraphConvProblem& p) {
+  auto has = [&](cudnnBackendNumericalNote_t note) {
+    return std::find(numerical.begin(), numerical.end(), note) != numerical.end();
+  };
+  if (has(CUDNN_NUMERICAL_NOTE_DOWN_CONVERT_INPUTS))
+    return "filtered out: down-converts its inputs";
+  // Partial sums kept in the data type (split-K in bfloat16, say) break the contract's float32
+  // accumulation (pneumo/ops/conv2d.hpp), and with it the parity with the CPU emulation.
+  if (!p.allow_reduced_precision_reduction &&
+      has(CUDNN_NUMERICAL_NOTE_REDUCED_PRECISION_REDUCTION))
+    return "filtered out: reduces in less than float32";
+  if (!p.allow_tf32 && !p.bf16_channels_last && has(CUDNN_NUMERICAL_NOTE_TENSOR_CORE))
+    return "filtered out: tensor cores (TF32 for float32 data) and allow_tf32 is false";
+  if (p.deterministic && has(CUDNN_NUMERICAL_NOTE_NONDETERMINISTIC))
+    return "filtered out: non-deterministic and deterministic is true";
+  if (std::find(behavior.begin(), behavior.end(), CUDNN_BEHAVIOR_NOTE_RUNTIME_COMPILATION) !=
+      behavior.end())
+    return "skipped: needs runtime compilation";
+  return "";
 }
 
 GraphConvPlan GraphConvPlan::search(cudnnHandle_t handle, cudaStream_t stream,

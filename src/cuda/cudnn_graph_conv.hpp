@@ -46,7 +46,18 @@ struct GraphConvProblem {
   // (--precision bf16).
   bool bf16_channels_last = false;
   bool deterministic = true;  // true: skip CUDNN_NUMERICAL_NOTE_NONDETERMINISTIC
+  // false: skip CUDNN_NUMERICAL_NOTE_REDUCED_PRECISION_REDUCTION (partial sums kept in less than
+  // float32, which breaks pneumo/ops/conv2d.hpp's float32 accumulation). true only as the bf16
+  // path's last resort when no engine is left otherwise (CudaBackend::bf16_plan warns).
+  bool allow_reduced_precision_reduction = false;
 };
+
+// Why the problem forbids an engine config with these notes ("filtered out: ..." or "skipped:
+// ..."), or "" when it may be built and timed. The rules the search applies, on their own so that
+// they can be tested without a GPU.
+std::string engine_filter_reason(const std::vector<cudnnBackendNumericalNote_t>& numerical,
+                                 const std::vector<cudnnBackendBehaviorNote_t>& behavior,
+                                 const GraphConvProblem& p);
 
 // An engine config as numbers: the engine's global index and its knob choices (type, value).
 // What a search found, kept so that the same config can be built for another batch size or in a
