@@ -154,10 +154,29 @@ TEST(TuningCache, TheChooserRecallsADecisionWithoutTiming) {
   cuda::Choice choice({"maxpool2d_forward", {26, 16, 150, 150}});  // the last partial batch
   chooser.run(choice, cuda::Implementation::Fastest, [&] { ran.push_back("cudnn"); },
               [&] { ran.push_back("kernel"); }, {});
-  EXPECT_EQ(ran, std::vector<std::string>{"kernel"}) << "only the kept candidate runs";
+  // A smaller batch than the one decided at: both run once to be compared (with no outputs
+  // named here there is nothing to compare), then the kept one; nothing is timed.
+  EXPECT_EQ(ran, (std::vector<std::string>{"cudnn", "kernel", "kernel"}));
   EXPECT_TRUE(choice.decided);
+  EXPECT_TRUE(choice.kernel);
   EXPECT_EQ(choice.source, "cache (batch 32)");
   EXPECT_FLOAT_EQ(choice.kernel_ms, 0.25f);
+  // ... and stored for that batch: the next run recalls it exactly and compares nothing.
+  cuda::Choice again({"maxpool2d_forward", {26, 16, 150, 150}});
+  ran.clear();
+  chooser.run(again, cuda::Implementation::Fastest, [&] { ran.push_back("cudnn"); },
+              [&] { ran.push_back("kernel"); }, {});
+  EXPECT_EQ(ran, std::vector<std::string>{"kernel"}) << "only the kept candidate runs";
+  EXPECT_EQ(again.source, "cache (timed at batch 32)");
+  EXPECT_FLOAT_EQ(again.kernel_ms, 0.25f);
+  EXPECT_EQ(cache.report()["exact_hits"], 1);
+  // A recalled cuDNN needs no comparison.
+  cache.store({"maxpool2d_backward", {32, 16, 150, 150}}, {{"kernel", false}});
+  cuda::Choice backward({"maxpool2d_backward", {26, 16, 150, 150}});
+  ran.clear();
+  chooser.run(backward, cuda::Implementation::Fastest, [&] { ran.push_back("cudnn"); },
+              [&] { ran.push_back("kernel"); }, {});
+  EXPECT_EQ(ran, std::vector<std::string>{"cudnn"});
 
   // A forced choice never asks the cache.
   cuda::Choice forced({"maxpool2d_forward", {32, 16, 150, 150}});
@@ -166,7 +185,7 @@ TEST(TuningCache, TheChooserRecallsADecisionWithoutTiming) {
               [&] { ran.push_back("kernel"); }, {});
   EXPECT_EQ(ran, std::vector<std::string>{"cudnn"});
   EXPECT_EQ(forced.source, "forced");
-  EXPECT_EQ(cache.report()["exact_hits"], 0);
+  EXPECT_EQ(cache.report()["exact_hits"], 1);
 }
 
 TEST(TuningCache, AHandEditedDecisionCostsASearchNotTheRun) {
@@ -253,6 +272,41 @@ TEST(TuningCacheCuda, ASecondBackendReusesTheFirstOnesDecisions) {
     }
   }
   EXPECT_GE(again.tuning_cache().report()["larger_batch_hits"].get<int>(), 2);
+}
+
+// A kernel kept at a larger batch that writes something else than cuDNN at a smaller one (here:
+// "cuDNN" writes zeros, "ours" bytes of 0x3f) is caught by the one comparison on the new shape:
+// cuDNN runs, and the rejection is stored for that shape.
+TEST(TuningCacheCuda, AKernelRecalledForASmallerBatchIsComparedFirst) {
+  PNEUMO_REQUIRE_CUDA();
+  TuningCache cache;
+  cache.store({"maxpool2d_forward", {32, 16, 150, 150}},
+              {{"kernel", true}, {"cudnn_ms", 0.5}, {"kernel_ms", 0.25}, {"rejected", ""}});
+  cuda::Chooser chooser(nullptr, &cache);
+  Tensor out(Shape{26, 16, 75, 75}, Device::Cuda);
+  const size_t bytes = static_cast<size_t>(out.numel()) * sizeof(float);
+  std::vector<std::string> ran;
+  auto cudnn = [&] {
+    ran.push_back("cudnn");
+    ASSERT_EQ(cudaMemsetAsync(out.data(), 0, bytes, nullptr), cudaSuccess);
+  };
+  auto ours = [&] {
+    ran.push_back("kernel");
+    ASSERT_EQ(cudaMemsetAsync(out.data(), 0x3f, bytes, nullptr), cudaSuccess);
+  };
+  cuda::Choice choice({"maxpool2d_forward", {26, 16, 150, 150}});
+  chooser.run(choice, cuda::Implementation::Fastest, cudnn, ours,
+              {{out.data(), out.numel(), "y"}});
+  EXPECT_EQ(ran, (std::vector<std::string>{"cudnn", "kernel", "cudnn"}));
+  EXPECT_FALSE(choice.kernel);
+  EXPECT_NE(choice.rejected.find("y["), std::string::npos) << choice.rejected;
+  std::vector<float> values(static_cast<size_t>(out.numel()));
+  out.copy_to_host(values.data());
+  EXPECT_EQ(values.front(), 0.0f) << "cuDNN's output is the one left";
+  const TuningCache::Hit stored = cache.find(choice.key);
+  ASSERT_TRUE(stored.exact());
+  EXPECT_FALSE((*stored.decision)["kernel"].get<bool>());
+  EXPECT_EQ((*stored.decision)["timed_at_batch"], 32);
 }
 
 }  // namespace

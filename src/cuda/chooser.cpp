@@ -43,18 +43,40 @@ float Chooser::mean_ms(const Candidate& candidate) {
   return ms / kRuns;
 }
 
-bool Chooser::recall(Choice& choice) {
-  if (!cache_ || choice.key.empty()) return false;
+TuningCache::Hit Chooser::recall(Choice& choice) {
+  if (!cache_ || choice.key.empty()) return {};
   const TuningCache::Hit hit = cache_->find(choice.key);
   if (!hit.decision || !hit.decision->contains("kernel") || !(*hit.decision)["kernel"].is_boolean())
-    return false;
+    return {};
   const nlohmann::json& decision = *hit.decision;
   choice.kernel = decision["kernel"].get<bool>();
   choice.cudnn_ms = number_field(decision, "cudnn_ms", -1.0f);
   choice.kernel_ms = number_field(decision, "kernel_ms", -1.0f);
   choice.rejected = text_field(decision, "rejected");
-  choice.source = hit.exact() ? "cache" : detail::concat("cache (batch ", hit.batch, ")");
-  return true;
+  const int64_t checked_at = static_cast<int64_t>(number_field(decision, "timed_at_batch", -1.0f));
+  choice.source = !hit.exact()     ? detail::concat("cache (batch ", hit.batch, ")")
+                  : checked_at > 0 ? detail::concat("cache (timed at batch ", checked_at, ")")
+                                   : "cache";
+  return hit;
+}
+
+void Chooser::check_recalled(Choice& choice, const Candidate& cudnn, const Candidate& kernel,
+                             std::initializer_list<Output> outputs, int64_t batch) {
+  if (choice.kernel) {
+    choice.rejected = disagreement(cudnn, kernel, outputs);
+    if (!choice.rejected.empty()) {
+      choice.kernel = false;
+      std::cerr << "pneumo: warning: our kernel, kept at batch " << batch
+                << ", disagreed with cuDNN at a batch of " << choice.key.shape[0] << " ("
+                << choice.rejected << "); cuDNN runs this op at that batch\n";
+    }
+  }
+  // Stored for this batch, so that the next run recalls it exactly and compares nothing.
+  cache_->store(choice.key, {{"kernel", choice.kernel},
+                             {"cudnn_ms", choice.cudnn_ms},
+                             {"kernel_ms", choice.kernel_ms},
+                             {"rejected", choice.rejected},
+                             {"timed_at_batch", batch}});
 }
 
 void Chooser::decide(Choice& choice, Implementation option, const Candidate& cudnn,
@@ -63,7 +85,11 @@ void Chooser::decide(Choice& choice, Implementation option, const Candidate& cud
   if (option != Implementation::Fastest) {
     choice.kernel = option == Implementation::Kernel;
     choice.source = "forced";
-  } else if (!recall(choice)) {
+  } else if (const TuningCache::Hit hit = recall(choice); hit.decision) {
+    // A decision made at a larger batch has never seen this shape: before our kernel runs on it,
+    // its output is compared with cuDNN's once (not timed).
+    if (!hit.exact()) check_recalled(choice, cudnn, kernel, outputs, hit.batch);
+  } else {
     choice.cudnn_ms = mean_ms(cudnn);
     choice.kernel_ms = mean_ms(kernel);
     choice.kernel = choice.kernel_ms < choice.cudnn_ms;
@@ -116,6 +142,11 @@ std::string Chooser::disagreement(const Candidate& cudnn, const Candidate& kerne
       parts.push_back(
           {out.data + tail, kEnd, detail::concat(out.name, " (from element ", tail, ")")});
     }
+  }
+  if (parts.empty()) {  // nothing to compare; both still run, as they would with outputs
+    cudnn(Run::Trial);
+    kernel(Run::Trial);
+    return "";
   }
   auto download = [&] {
     PNEUMO_CUDA_CHECK(cudaStreamSynchronize(stream_), "comparing our kernel with cuDNN");

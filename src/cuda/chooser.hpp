@@ -3,7 +3,8 @@
 // timing both on the real buffers and keeping the faster (ours only if its outputs then agree
 // with cuDNN's); the op bodies hand it their two candidates and never see how the choice is made.
 // A timed decision is remembered in the tuning cache (tuning_cache.hpp) under the choice's key and
-// taken from there in later runs, and for smaller batches of the same layer, without timing.
+// taken from there in later runs, and for smaller batches of the same layer, without timing; on
+// a smaller batch our kernel's output is first compared with cuDNN's once.
 // cuDNN's own algorithm search is cuda_conv.cpp's search_algorithm.
 #pragma once
 
@@ -36,7 +37,9 @@ struct Choice {
   bool decided = false, kernel = false;
   float cudnn_ms = -1, kernel_ms = -1;  // as timed when decided (in the run that timed them)
   std::string rejected;  // why our faster kernel was not kept, when it disagreed with cuDNN
-  std::string source;    // "timed", "forced", "cache" or "cache (batch N)"
+  // "timed", "forced", "cache", "cache (batch N)" (taken from batch N, compared with cuDNN here)
+  // or "cache (timed at batch N)" (a later run's exact recall of such a decision)
+  std::string source;
 };
 
 // An output both candidates write, compared before our kernel is kept.
@@ -74,8 +77,14 @@ class Chooser {
   std::string disagreement(const Candidate& cudnn, const Candidate& kernel,
                            std::initializer_list<Output> outputs);
 
-  // The cached decision for `choice`'s key, if any; true when it was applied.
-  bool recall(Choice& choice);
+  // The cached decision for `choice`'s key, if any, applied to `choice`; the cache's hit (decision
+  // null when nothing was applied).
+  TuningCache::Hit recall(Choice& choice);
+  // A decision recalled from a larger `batch` of the same layer, for this smaller one: our kernel
+  // (when it is the one kept) compared with cuDNN on this shape, cuDNN kept instead when they
+  // disagree; the outcome stored under this shape's key.
+  void check_recalled(Choice& choice, const Candidate& cudnn, const Candidate& kernel,
+                      std::initializer_list<Output> outputs, int64_t batch);
 
   cudaStream_t stream_ = nullptr;
   TuningCache* cache_ = nullptr;
