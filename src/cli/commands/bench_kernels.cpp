@@ -34,7 +34,7 @@ void validate(const BenchKernelsOptions& o) {
       throw UsageError("--batches: batch sizes must be in [1, 65535], got " +
                        std::to_string(batch));
   if (o.repeats < 0)
-    throw UsageError("--repeats must be at least 1, got " + std::to_string(o.repeats));
+    throw UsageError("--repeats must be at least 1 (0: the default), got " + std::to_string(o.repeats));
   if (o.warmup < -1)
     throw UsageError("--warmup must be at least 0, got " + std::to_string(o.warmup));
   if (o.threads < 0)
