@@ -76,9 +76,10 @@ std::vector<std::string> expand_arguments(int argc, char** argv) {
       auto flags = flags_from_json(meta.config, *checkpoint);
       inherited.insert(inherited.end(), flags.begin(), flags.end());
       own.push_back("--resume=" + *checkpoint);
-      // A resumed run writes into the run directory it continues unless told otherwise.
-      if (meta.config.contains("out") && meta.config["out"].is_string())
-        inherited.push_back("--out=" + meta.config["out"].get<std::string>());
+      // A resumed run writes into the run directory the checkpoint lies in unless told otherwise
+      // (not the `out` it recorded: the run may have been moved or copied since).
+      const std::string run_dir = pneumo::cli::resumed_run_dir(*checkpoint);
+      if (!run_dir.empty()) inherited.push_back("--out=" + run_dir);
     } else {
       own.push_back(a);
     }

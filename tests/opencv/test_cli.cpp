@@ -147,6 +147,58 @@ TEST(Cli, ResumedRunEndsWithTheSameWeightsAsAnUninterruptedOne) {
   EXPECT_EQ(rows, 3);
 }
 
+// A resume writes only into the run directory its checkpoint lies in (not the `out` recorded in
+// it: here a copy of the run is resumed and the original must not change) or into a new --out;
+// never into another run. A refused resume leaves config.json as it was; asking for no more
+// epochs than were done is refused; --lr given again wins over the rate the run had reached.
+TEST(Cli, AResumeWritesIntoItsOwnRunAndNoOther) {
+  testing::TempDir dir;
+  const std::string cache = dir.file("cache"), run = dir.file("run"), copy = dir.file("copy");
+  const std::string small = " --size 32" + kCommon;
+  auto first = pneumo_command("train --data " + kSample + " --epochs 1 --out " + run + small, cache);
+  ASSERT_EQ(first.status, 0) << first.output;
+  fs::copy(run, copy, fs::copy_options::recursive);
+  const std::string original = testing::read_text(run + "/checkpoints/last.safetensors");
+  const std::string original_config = testing::read_text(run + "/config.json");
+
+  auto resumed = pneumo_command(
+      "train --resume " + copy + "/checkpoints/last.safetensors --epochs 2" + kCommon, cache);
+  ASSERT_EQ(resumed.status, 0) << resumed.output;
+  EXPECT_EQ(load_checkpoint(copy + "/checkpoints/last.safetensors").metadata.epoch, 2);
+  EXPECT_EQ(testing::read_text(run + "/checkpoints/last.safetensors"), original)
+      << "resuming the copy wrote into the run it was copied from";
+
+  auto into_other = pneumo_command("train --resume " + copy +
+                                       "/checkpoints/last.safetensors --epochs 3 --out " + run +
+                                       kCommon, cache);
+  EXPECT_EQ(into_other.status, 1) << into_other.output;
+  EXPECT_NE(into_other.output.find("holds another run"), std::string::npos) << into_other.output;
+  EXPECT_EQ(testing::read_text(run + "/checkpoints/last.safetensors"), original);
+
+  auto refused = pneumo_command("train --resume " + run +
+                                    "/checkpoints/last.safetensors --epochs 3 --optimizer adamw" +
+                                    kCommon, cache);
+  EXPECT_EQ(refused.status, 1) << refused.output;
+  EXPECT_EQ(testing::read_text(run + "/config.json"), original_config)
+      << "a refused resume rewrote config.json";
+
+  auto no_more = pneumo_command(
+      "train --resume " + copy + "/checkpoints/last.safetensors --epochs 2" + kCommon, cache);
+  EXPECT_EQ(no_more.status, 1) << no_more.output;
+  EXPECT_NE(no_more.output.find("nothing to train"), std::string::npos) << no_more.output;
+
+  auto new_rate = pneumo_command(
+      "train --resume " + copy + "/checkpoints/last.safetensors --epochs 3 --lr 0.0005" + kCommon,
+      cache);
+  ASSERT_EQ(new_rate.status, 0) << new_rate.output;
+  EXPECT_NE(new_rate.output.find("resuming with --lr 0.0005"), std::string::npos)
+      << new_rate.output;
+  // Epoch 3 trained at the new rate (its line; the plateau callback may lower it afterwards).
+  const size_t line = new_rate.output.find("epoch 3/3  train loss");
+  ASSERT_NE(line, std::string::npos) << new_rate.output;
+  EXPECT_NE(new_rate.output.find("| lr 5.00e-04 |", line), std::string::npos) << new_rate.output;
+}
+
 TEST(Cli, BadFlagsAndInputsAreRefusedWithAMessage) {
   testing::TempDir dir;
   const std::string cache = dir.file("cache");

@@ -91,13 +91,23 @@ bool holds_only_a_failed_start(const std::string& dir) {
   return !error;
 }
 
-// A run directory must be new (or empty, or left by a run that failed before training), or the
-// one a resumed run continues.
-void prepare_run_dir(const std::string& dir, bool resuming) {
+// True when `a` and `b` name the same existing folder.
+bool same_folder(const std::string& a, const std::string& b) {
   std::error_code error;
-  if (fs::exists(dir) && !resuming && !fs::is_empty(dir, error) && !holds_only_a_failed_start(dir))
+  return !a.empty() && !b.empty() && fs::equivalent(a, b, error) && !error;
+}
+
+// A run directory must be new (or empty, or left by a run that failed before training), or the
+// one the resumed checkpoint (`resuming`, "" for a new run) belongs to: never another run's.
+void prepare_run_dir(const std::string& dir, const std::string& resuming) {
+  std::error_code error;
+  const bool fresh = !fs::exists(dir) || fs::is_empty(dir, error) || holds_only_a_failed_start(dir);
+  if (!fresh && resuming.empty())
     throw Error("run directory '" + dir + "' already holds files; choose another --out, or "
                 "continue it with --resume " + dir + "/checkpoints/last.safetensors");
+  if (!fresh && !same_folder(dir, resumed_run_dir(resuming)))
+    throw Error("run directory '" + dir + "' holds another run than the one " + resuming +
+                " belongs to; a resumed run writes into its own run directory or a new --out");
   fs::create_directories(fs::path(dir) / "checkpoints", error);
   if (error) throw Error("cannot create run directory '" + dir + "': " + error.message());
   std::ofstream probe(fs::path(dir) / ".write-test");
@@ -215,6 +225,12 @@ class TrainingRun {
   OrderedWorker files_;
 };
 
+void write_config(const std::string& run_dir, const TrainOptions& options) {
+  nlohmann::json resolved = to_json(options);
+  resolved["out"] = run_dir;
+  std::ofstream(fs::path(run_dir) / "config.json") << resolved.dump(2) << "\n";
+}
+
 // Checks the flags, makes the run folder and writes config.json (rank 0; the other ranks learn
 // its name): the first things a run does, so a bad flag or an unwritable --out stops it before any
 // data is read.
@@ -228,10 +244,10 @@ std::string start_run_dir(const TrainOptions& options, Communicator& group) {
     run_dir = name.data();
   }
   if (group.rank() != 0) return run_dir;
-  prepare_run_dir(run_dir, !options.resume.empty());
-  nlohmann::json resolved = to_json(options);
-  resolved["out"] = run_dir;
-  std::ofstream(fs::path(run_dir) / "config.json") << resolved.dump(2) << "\n";
+  prepare_run_dir(run_dir, options.resume);
+  // A resumed run's config.json is rewritten only once the checkpoint has been accepted
+  // (TrainingRun's constructor): a refused resume leaves the run as it was.
+  if (options.resume.empty()) write_config(run_dir, options);
   return run_dir;
 }
 
@@ -302,7 +318,10 @@ TrainingRun::TrainingRun(const TrainOptions& options, std::unique_ptr<Communicat
   callbacks_ = make_callbacks(options);
   control_.learning_rate = options.learning_rate;
   callbacks_.on_train_begin(control_);
-  if (!options.resume.empty()) resume(options.resume);
+  if (!options.resume.empty()) {
+    resume(options.resume);
+    if (writer()) write_config(run_dir_, options);
+  }
 
   metadata_.seed = options.seed;
   metadata_.config = to_json(options);
@@ -320,10 +339,28 @@ void TrainingRun::resume(const std::string& checkpoint_path) {
   restore_checkpoint(checkpoint, *model_, &trainer_->optimizer_state(), checkpoint_path);
   callbacks_.load_state(checkpoint.metadata.callback_state);
   first_epoch_ = checkpoint.metadata.epoch;
+  if (first_epoch_ >= options_.epochs)
+    throw Error(detail::concat("checkpoint ", checkpoint_path, " has done ", first_epoch_,
+                               " epochs and --epochs is ", options_.epochs,
+                               ": nothing to train; give a larger --epochs to go on"));
   steps_done_ = checkpoint.metadata.step;
-  control_.learning_rate = checkpoint.metadata.learning_rate;
+  const double stored_lr = checkpoint.metadata.learning_rate;
+  if (!(std::isfinite(stored_lr) && stored_lr > 0.0))
+    throw Error(detail::concat("checkpoint ", checkpoint_path, " holds a learning rate of ",
+                               stored_lr, ", not a positive number: not a state to continue from"));
+  control_.learning_rate = stored_lr;
+  // --lr given again (other than the value the checkpoint's run started with) wins over the rate
+  // the run had reached, as every flag given again does; a schedule refuses it (load_state).
+  const nlohmann::json& recorded = checkpoint.metadata.config;
+  const bool lr_changed = recorded.contains("lr") && recorded["lr"].is_number() &&
+                          recorded["lr"].get<double>() != options_.learning_rate;
+  if (lr_changed) control_.learning_rate = options_.learning_rate;
   resumed_ = checkpoint.metadata;
+  resumed_.learning_rate = control_.learning_rate;
   if (!writer()) return;
+  if (lr_changed)
+    std::cerr << "resuming with --lr " << options_.learning_rate << " (the checkpoint's run was at "
+              << stored_lr << ")\n";
   if (resumed_.epoch_step > 0)
     std::cerr << "resuming " << checkpoint_path << " at step " << resumed_.epoch_step
               << " of epoch " << first_epoch_ + 1 << "\n";
@@ -598,6 +635,16 @@ int TrainingRun::interrupted(int epochs_done, const EpochStats* partial) {
 }
 
 }  // namespace
+
+std::string resumed_run_dir(const std::string& checkpoint) {
+  const fs::path folder = fs::path(checkpoint).parent_path();
+  std::error_code error;
+  if (folder.filename() == "checkpoints")
+    return folder.has_parent_path() ? folder.parent_path().string() : std::string(".");
+  if (fs::is_regular_file((folder.empty() ? fs::path(".") : folder) / "config.json", error))
+    return folder.empty() ? std::string(".") : folder.string();
+  return "";
+}
 
 std::vector<std::string> epoch_metric_names(bool val_stress) {
   std::vector<std::string> names = {"loss", "accuracy"};
