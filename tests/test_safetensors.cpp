@@ -2,6 +2,9 @@
 // (skipped when they are not installed), every malformed-input case rejected with a clear
 // pneumo::Error, random corruption never escaping as anything else, and the atomic writer.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+
+#include <thread>
 
 #include <chrono>
 #include <cstdlib>
@@ -109,6 +112,30 @@ TEST(Safetensors, UnwritableDirectoryFailsClearly) {
   std::filesystem::create_directories(dir.file("occupied/inside"));
   EXPECT_THROW(write_file_atomically(dir.file("occupied"), std::string("z")), Error);
   EXPECT_EQ(dir.entries(), (std::vector<std::string>{"occupied", "plain"}));
+}
+
+// What a user may name as an output file that is not a plain one: a link keeps pointing at its
+// target, which gets the new contents; a FIFO (as a device would: /dev/stdout, not tried here,
+// where a regression would replace it) stays what it is and receives them; a folder is refused.
+TEST(Safetensors, AtomicWritesKeepLinksFifosAndDevices) {
+  TempDir dir;
+  write_file_atomically(dir.file("target.json"), std::string("old"));
+  std::filesystem::create_symlink(dir.file("target.json"), dir.file("link.json"));
+  write_file_atomically(dir.file("link.json"), std::string("new"));
+  EXPECT_TRUE(std::filesystem::is_symlink(dir.file("link.json")));
+  EXPECT_EQ(testing::read_text(dir.file("target.json")), "new");
+
+  const std::string fifo = dir.file("fifo");
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  std::string received;
+  std::thread reader([&] { received = testing::read_text(fifo); });
+  write_file_atomically(fifo, std::string("through the pipe"));
+  reader.join();
+  EXPECT_EQ(received, "through the pipe");
+  EXPECT_TRUE(std::filesystem::is_fifo(fifo)) << "the FIFO was replaced by a regular file";
+
+  std::filesystem::create_directories(dir.file("folder"));
+  EXPECT_THROW(write_file_atomically(dir.file("folder"), std::string("x")), Error);
 }
 
 TEST(Safetensors, WriterRefusesBadTensors) {

@@ -5,6 +5,7 @@
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
+#include <csignal>
 #include <fstream>
 #include <functional>
 #include <optional>
@@ -287,6 +288,9 @@ void add_bench(CLI::App& app, BenchTrainOptions& o, BenchKernelsOptions& k, Acti
 }  // namespace
 
 int main(int argc, char** argv) {
+  // A closed pipe on stdout (`pneumo predict ... | head`) is an error to report with status 1
+  // (the flush check below), not a silent death by SIGPIPE.
+  std::signal(SIGPIPE, SIG_IGN);
   CLI::App app{"pneumo: a C++/CUDA trainer for pneumonia on pediatric chest X-rays"};
   app.name("pneumo");
   app.require_subcommand(1);

@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <climits>
 #include <cerrno>
 #include <cstring>
 
@@ -26,10 +27,47 @@ std::string directory_of(const std::string& path) {
   throw Error(detail::concat("cannot write ", path, ": ", what, ": ", std::strerror(error_number)));
 }
 
+// Writes straight into something that is not a regular file (a FIFO, /dev/stdout, a terminal):
+// there is nothing to replace, and renaming over it would put a regular file in its place.
+void write_through(const std::string& path, const void* data, size_t size) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+  if (fd < 0) fail(path, "opening it", errno);
+  const auto* bytes = static_cast<const uint8_t*>(data);
+  size_t written = 0;
+  while (written < size) {
+    ssize_t n = ::write(fd, bytes + written, size - written);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      int error_number = errno;
+      ::close(fd);
+      fail(path, "writing", error_number);
+    }
+    written += static_cast<size_t>(n);
+  }
+  if (::close(fd) != 0) fail(path, "closing", errno);
+}
+
 }  // namespace
 
 void write_file_atomically(const std::string& path, const void* data, size_t size) {
   if (path.empty() || path.back() == '/') throw Error("cannot write '" + path + "': not a file name");
+  struct stat info {};
+  if (::lstat(path.c_str(), &info) == 0 && S_ISLNK(info.st_mode)) {
+    // A link is kept and its target replaced, as an editor saving through a link does.
+    char resolved[PATH_MAX];
+    if (::realpath(path.c_str(), resolved) != nullptr) {
+      write_file_atomically(std::string(resolved), data, size);
+      return;
+    }
+    // A dangling link or a loop: written over like any file name.
+  }
+  if (::stat(path.c_str(), &info) == 0) {
+    if (S_ISDIR(info.st_mode)) throw Error("cannot write " + path + ": it is a folder");
+    if (!S_ISREG(info.st_mode)) {
+      write_through(path, data, size);
+      return;
+    }
+  }
   const std::string directory = directory_of(path);
   std::string temporary = path + ".tmp.XXXXXX";
   int fd = ::mkstemp(temporary.data());

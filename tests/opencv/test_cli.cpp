@@ -227,6 +227,10 @@ TEST(Cli, BadFlagsAndInputsAreRefusedWithAMessage) {
       {"train --epochs 3", "--data"},
       {"evaluate --model " + dir.file("missing.safetensors") + " --data " + kSample,
        "missing.safetensors"},
+      {"evaluate --model a.safetensors --data " + kSample + " --json a.safetensors",
+       "--json names the model a.safetensors"},
+      {"evaluate --model a.safetensors --data " + kSample + " --json o.json --scores o.json",
+       "--json and --scores name the same file"},
       {"frobnicate", "frobnicate"},
   };
   for (const auto& c : cases) {
@@ -281,6 +285,16 @@ TEST(Cli, AResultThatCannotBeWrittenFailsTheCommand) {
     EXPECT_EQ(full.status, 1) << command << "\n" << full.output;
     EXPECT_NE(full.output.find("cannot write the results to standard output"), std::string::npos)
         << full.output;
+    // A pipe whose reader has gone (it exits at once; pneumo starts a second later): status 1
+    // and the message, not a silent death by SIGPIPE.
+    const std::string status_file = dir.file("status"), error_file = dir.file("stderr");
+    testing::run_command("{ sleep 1; PNEUMO_CACHE_DIR='" + cache + "' '" PNEUMO_BINARY "' " +
+                         command + " 2> '" + error_file + "'; echo $? > '" + status_file +
+                         "'; } | true");
+    EXPECT_EQ(testing::read_text(status_file), "1\n") << command;
+    EXPECT_NE(testing::read_text(error_file).find("cannot write the results to standard output"),
+              std::string::npos)
+        << testing::read_text(error_file);
   }
   auto prepared = pneumo_command("prepare --data " + kSample + " --out " + dir.file("c48") +
                                      " --size 48", cache);

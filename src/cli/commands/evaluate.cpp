@@ -186,6 +186,18 @@ int run_evaluate(const EvaluateOptions& options) {
       !fs::is_empty(gallery_folder, error))
     throw Error("gallery folder '" + gallery_folder + "' is not empty: give a new or empty "
                 "--gallery-out (its overlays would mix with those of this run)");
+  // An output file that is an input (a model) or the other output would lose one of them.
+  auto same_file = [&](const std::string& a, const std::string& b) {
+    return !a.empty() && !b.empty() && (a == b || fs::equivalent(a, b, error));
+  };
+  for (const auto& [flag, path] : {std::pair<const char*, const std::string&>{"--json", options.json},
+                                   {"--scores", options.scores}})
+    for (const std::string& model : options.models)
+      if (same_file(path, model))
+        throw UsageError(std::string(flag) + " names the model " + model +
+                         ", which would be overwritten; give another file");
+  if (same_file(options.json, options.scores))
+    throw UsageError("--json and --scores name the same file; give each its own");
   const char* const splits[] = {"train", "val", "test", "val-carved"};
   if (std::find(std::begin(splits), std::end(splits), options.split) == std::end(splits))
     throw UsageError("--split must be train, val, test or val-carved (the validation images the "
