@@ -9,6 +9,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -284,6 +285,36 @@ TEST(BadInput, TruncatedCorruptAndForeignCheckpointsAreRefusedNamingTheFile) {
   }
   bad.push_back({renamed, {"no tensor conv1.weight"}});
   bad.push_back({reshaped, {"conv1.weight", "(16, 1, 3, 3)", "(32, 1, 3, 3)"}});
+  // Values no trained model holds (valid file, valid CRC): a NaN weight, a negative variance.
+  const std::string diverged = f.dir.file("diverged.safetensors");
+  const std::string negative = f.dir.file("negative-variance.safetensors");
+  {
+    CheckpointData data = testing::untrained_checkpoint(kSize);
+    for (NamedTensor& t : data.tensors)
+      if (t.name == "fc2.weight") t.values[0] = std::numeric_limits<float>::quiet_NaN();
+    save_checkpoint(diverged, data);
+    data = testing::untrained_checkpoint(kSize);
+    for (NamedTensor& t : data.tensors)
+      if (t.name == "bn2.running_var") t.values[3] = -1.0f;
+    save_checkpoint(negative, data);
+  }
+  bad.push_back({diverged, {"fc2.weight[0] is nan"}});
+  const std::string extra = f.dir.file("extra.safetensors");
+  {  // with RMSprop's state, so that --resume gets as far as the names
+    auto backend = make_cpu_backend(1);
+    ModelConfig config;
+    config.input_size = kSize;
+    Model model(*backend, config, 1);
+    model.initialize(7);
+    Tensor state = backend->zeros({model.parameters().numel()});
+    CheckpointMetadata metadata;
+    metadata.optimizer = "rmsprop";
+    CheckpointData data = capture_checkpoint(model, &state, metadata);
+    data.tensors.push_back({"classifier.weight", {2}, {0.5f, 0.5f}});
+    save_checkpoint(extra, data);
+  }
+  bad.push_back({extra, {"holds tensor classifier.weight"}});
+  bad.push_back({negative, {"bn2.running_var[3] is -1"}});
 
   for (const Bad& b : bad) {
     SCOPED_TRACE(b.name);

@@ -302,6 +302,48 @@ TEST(Checkpoint, SaveRefusesInconsistentDataAndKeepsTheOldFile) {
   EXPECT_THROW(save_checkpoint(dir.file("missing/last.safetensors"), toy_checkpoint()), Error);
 }
 
+// A checkpoint holding a value no trained model holds (a NaN or infinite weight, a negative
+// running variance) is refused by name, for inference as for --resume; the model's own values
+// restore.
+TEST(Checkpoint, NonFiniteWeightsAndNegativeVariancesAreRefused) {
+  auto cpu = make_cpu_backend(1);
+  ModelConfig config;
+  config.input_size = 40;
+  Model model(*cpu, config, 2), target(*cpu, config, 2);
+  model.initialize(3);
+  CheckpointMetadata metadata;
+  metadata.optimizer = "rmsprop";
+  const CheckpointData good = capture_checkpoint(model, nullptr, metadata);
+  EXPECT_NO_THROW(restore_checkpoint(good, target, nullptr, "good.safetensors"));
+  struct Case {
+    const char* tensor;
+    float value;
+  };
+  for (const Case& c : {Case{"fc2.weight", std::numeric_limits<float>::quiet_NaN()},
+                        Case{"conv1.weight", std::numeric_limits<float>::infinity()},
+                        Case{"bn1.running_var", -0.5f}}) {
+    CheckpointData bad = good;
+    bool found = false;
+    for (auto& tensor : bad.tensors)
+      if (tensor.name == c.tensor) tensor.values.back() = c.value, found = true;
+    ASSERT_TRUE(found) << c.tensor;
+    try {
+      restore_checkpoint(bad, target, nullptr, "bad.safetensors");
+      ADD_FAILURE() << c.tensor << " = " << c.value << " was accepted";
+    } catch (const Error& e) {
+      const std::string message = e.what();
+      EXPECT_NE(message.find(std::string("bad.safetensors: ") + c.tensor + "["), std::string::npos)
+          << message;
+      EXPECT_EQ(message.find("[check"), std::string::npos) << message;
+    }
+  }
+  // A negative value elsewhere (a weight, a running mean) is an ordinary value.
+  CheckpointData negative_mean = good;
+  for (auto& tensor : negative_mean.tensors)
+    if (tensor.name == "bn1.running_mean") tensor.values.back() = -0.5f;
+  EXPECT_NO_THROW(restore_checkpoint(negative_mean, target, nullptr, "mean.safetensors"));
+}
+
 // On a GPU: a checkpoint captured on the CPU (weights, batch-norm statistics and the optimizer's
 // state, RMSprop's one slot and AdamW's two) restores into a CUDA model and state, and captured
 // back from the device it is the same, value for value (copies only: what `--resume` and every

@@ -6,6 +6,8 @@
 
 #include <algorithm>
 #include <csignal>
+#include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <functional>
 #include <optional>
@@ -28,6 +30,9 @@ using pneumo::Error;
 using namespace pneumo::cli;
 
 nlohmann::json read_json_file(const std::string& path) {
+  std::error_code error;
+  if (std::filesystem::is_directory(path, error))
+    throw Error("config file '" + path + "' is a folder; give a JSON file (a run's config.json)");
   std::ifstream in(path);
   if (!in) throw Error("cannot read config file '" + path + "'");
   try {
@@ -285,9 +290,8 @@ void add_bench(CLI::App& app, BenchTrainOptions& o, BenchKernelsOptions& k, Acti
   kc->callback([&k, &action] { action = [&k] { return run_bench_kernels(k); }; });
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+// The command line's outcome: parse, run, report; the exit status.
+int run_pneumo(int argc, char** argv) {
   // A closed pipe on stdout (`pneumo predict ... | head`) is an error to report with status 1
   // (the flush check below), not a silent death by SIGPIPE.
   std::signal(SIGPIPE, SIG_IGN);
@@ -348,8 +352,27 @@ int main(int argc, char** argv) {
   } catch (const pneumo::Error& e) {
     std::cerr << "pneumo: error: " << e.what() << "\n";
     return 1;
+  } catch (const std::bad_alloc&) {  // one the command did not turn into advice of its own
+    std::cerr << "pneumo: error: out of host memory; try a smaller --batch (or fewer images)\n";
+    return 1;
   } catch (const std::exception& e) {
     std::cerr << "pneumo: internal error: " << e.what() << "\n";
     return 1;
   }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const int status = run_pneumo(argc, argv);
+  if (status == 0) return 0;
+  // A failed command leaves without the libraries' exit handlers: OpenBLAS's waits for its worker
+  // threads, and one whose memory allocation failed retries it forever (seen under a memory
+  // limit: the out-of-memory message printed, then a hang). Whatever the command writes (run
+  // folder, checkpoints, MPI) was finished or abandoned when its objects were destroyed on the
+  // way here; only the standard streams are left to flush.
+  std::cout.flush();
+  std::cerr.flush();
+  std::fflush(nullptr);
+  std::_Exit(status);
 }

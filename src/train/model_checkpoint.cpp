@@ -2,6 +2,8 @@
 // host once per save/load; the tensors are named from the model's ParameterInfo lists.
 #include "pneumo/model_checkpoint.hpp"
 
+#include <algorithm>
+#include <cmath>
 #include <vector>
 
 #include "pneumo/error.hpp"
@@ -24,6 +26,40 @@ void from_checkpoint(const CheckpointData& data, const std::vector<ParameterInfo
   std::vector<float> host = to_host(target);  // keeps the alignment gaps as they are
   tensors_to_flat(data, infos, prefix, host.data(), static_cast<int64_t>(host.size()), path);
   copy_bytes(target.data, target.device, host.data(), Device::Cpu, host.size() * sizeof(float));
+}
+
+// Values no trained model holds: a weight or statistic that is not finite, a negative running
+// variance (batch-norm would take its square root). A checkpoint saved after training diverged,
+// or edited, would otherwise predict NaN or nonsense without a word.
+void check_values(const CheckpointData& data, const std::string& path) {
+  for (const auto& tensor : data.tensors) {
+    const bool variance = tensor.name.size() >= 12 &&
+                          tensor.name.compare(tensor.name.size() - 12, 12, ".running_var") == 0;
+    for (size_t i = 0; i < tensor.values.size(); ++i) {
+      const float v = tensor.values[i];
+      if (!std::isfinite(v) || (variance && v < 0.0f))
+        throw Error(detail::concat("checkpoint ", path, ": ", tensor.name, "[", i, "] is ", v,
+                                   ", which no trained model holds (saved after training "
+                                   "diverged, or damaged)"));
+    }
+  }
+}
+
+// Every tensor must be one this model (its parameters, buffers and the recorded optimizer's
+// state) has: a file with more was saved from another model, even when the names it shares fit.
+void check_names(const CheckpointData& data, const Model& model, const std::string& path) {
+  std::vector<std::string> known;
+  for (const auto* infos : {&model.parameter_infos(), &model.buffer_infos()})
+    for (const auto& info : *infos) known.push_back(info.name);
+  std::vector<std::string> prefixes;
+  if (!data.metadata.optimizer.empty()) prefixes = optimizer_state_prefixes(data.metadata.optimizer);
+  for (const auto& prefix : prefixes)
+    for (const auto& info : model.parameter_infos()) known.push_back(prefix + info.name);
+  for (const auto& tensor : data.tensors)
+    if (std::find(known.begin(), known.end(), tensor.name) == known.end())
+      throw Error(detail::concat("checkpoint ", path, " holds tensor ", tensor.name,
+                                 ", which this model does not have (it was saved from a "
+                                 "different model or optimizer)"));
 }
 }  // namespace
 
@@ -61,23 +97,26 @@ void restore_checkpoint(const CheckpointData& data, Model& model, Tensor* optimi
                       path);
   const InputNormalization normalization =
       normalization_from_description(data.metadata.normalisation);
-  PNEUMO_CHECK(normalization == model.config().input_normalization, "checkpoint ", path,
-               " was trained with input normalisation ", normalization_name(normalization),
-               "; this model uses ", normalization_name(model.config().input_normalization));
+  if (normalization != model.config().input_normalization)
+    throw Error(detail::concat("checkpoint ", path, " was trained with input normalisation ",
+                               normalization_name(normalization), "; this model uses ",
+                               normalization_name(model.config().input_normalization)));
+  check_values(data, path);
   from_checkpoint(data, model.parameter_infos(), "", model.parameters(), path);
   from_checkpoint(data, model.buffer_infos(), "", model.buffers(), path);
   if (optimizer_state) {
     const auto prefixes = optimizer_state_prefixes(data.metadata.optimizer);
     const int64_t slot = model.parameters().numel();
-    PNEUMO_CHECK(optimizer_state->numel() == slot * static_cast<int64_t>(prefixes.size()),
-                 "checkpoint ", path, " holds the state of optimizer ", data.metadata.optimizer,
-                 ", which this run does not use (give --optimizer ", data.metadata.optimizer,
-                 " to continue it)");
+    if (optimizer_state->numel() != slot * static_cast<int64_t>(prefixes.size()))
+      throw Error(detail::concat("checkpoint ", path, " holds the state of optimizer ",
+                                 data.metadata.optimizer, ", which this run does not use (give "
+                                 "--optimizer ", data.metadata.optimizer, " to continue it)"));
     for (size_t k = 0; k < prefixes.size(); ++k)
       from_checkpoint(data, model.parameter_infos(), prefixes[k],
                       TensorView{optimizer_state->data() + k * slot, {slot}, optimizer_state->device()},
                       path);
   }
+  check_names(data, model, path);  // after the loads: a missing tensor is the clearer message
 }
 
 ModelConfig model_config_for(const CheckpointMetadata& metadata) {
@@ -85,10 +124,11 @@ ModelConfig model_config_for(const CheckpointMetadata& metadata) {
   for (ModelHead head : {ModelHead::Flatten, ModelHead::GlobalAverage})
     if (metadata.architecture == architecture_name(head)) config.head = head;
   config.architecture = architecture_name(config.head);
-  PNEUMO_CHECK(metadata.architecture == config.architecture, "checkpoint architecture '",
-               metadata.architecture, "' is not one this build knows ('",
-               architecture_name(ModelHead::Flatten), "', '",
-               architecture_name(ModelHead::GlobalAverage), "')");
+  if (metadata.architecture != config.architecture)
+    throw Error(detail::concat("checkpoint architecture '", metadata.architecture,
+                               "' is not one this build knows ('",
+                               architecture_name(ModelHead::Flatten), "', '",
+                               architecture_name(ModelHead::GlobalAverage), "')"));
   config.input_size = metadata.input_size;
   config.input_normalization = normalization_from_description(metadata.normalisation);
   return config;

@@ -23,8 +23,10 @@ int run_bench_train(const BenchTrainOptions& options) {
   if (options.recipe_epochs < -1)
     throw UsageError("--recipe-epochs must be >= 0 (or -1: the default)");
   for (int batch : options.batches)
-    if (batch < 1)
-      throw UsageError("--batch: batch sizes must be positive, got " + std::to_string(batch));
+    if (batch < 1 || batch > 65535)
+      throw UsageError("--batch: batch sizes must be in [1, 65535], got " + std::to_string(batch));
+  if (options.threads < 0)
+    throw UsageError("--threads must be >= 0 (0: all cores), got " + std::to_string(options.threads));
   BackendOptions backend_options;
   as_usage("--precision", [&] { apply_precision(options.precision, backend_options); });
   backend_options.device =

@@ -183,6 +183,10 @@ int run_evaluate(const EvaluateOptions& options) {
       options.gallery_out.empty() ? "gallery-" + options.split : options.gallery_out;
   std::error_code error;
   if (options.gallery > 0 && fs::exists(gallery_folder, error) &&
+      !fs::is_directory(gallery_folder, error))
+    throw Error("gallery folder '" + gallery_folder + "' is a file, not a folder: give a new or "
+                "empty --gallery-out");
+  if (options.gallery > 0 && fs::exists(gallery_folder, error) &&
       !fs::is_empty(gallery_folder, error))
     throw Error("gallery folder '" + gallery_folder + "' is not empty: give a new or empty "
                 "--gallery-out (its overlays would mix with those of this run)");

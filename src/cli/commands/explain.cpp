@@ -45,6 +45,8 @@ int run_explain(const ExplainOptions& options) {
   // A folder holding another run's maps is refused (explain.csv would list only some of those
   // beside it); the folder is made only once there is something to write.
   std::error_code error;
+  if (fs::exists(options.out, error) && !fs::is_directory(options.out, error))
+    throw Error("--out '" + options.out + "' is a file, not a folder: give a new or empty folder");
   if (fs::exists(options.out, error) && !fs::is_empty(options.out, error))
     throw Error("--out folder '" + options.out + "' is not empty: give a new or empty folder (its "
                 "maps would mix with those of this run)");

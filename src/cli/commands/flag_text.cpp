@@ -37,9 +37,10 @@ ValidationOptions parse_val_split(const std::string& text, uint64_t seed) {
   }
   char* end = nullptr;
   const double value = std::strtod(text.c_str(), &end);
-  if (text.empty() || end != text.c_str() + text.size() || !(value >= 0.0 && value < 1.0))
+  if (text.empty() || end != text.c_str() + text.size() || !(value > 0.0 && value < 1.0))
     throw Error("--val-split '" + detail::excerpt(text) +
-                "': expected 'official' or a fraction of train in [0, 1), e.g. 0.15");
+                "': expected 'official' or a fraction of train in (0, 1), e.g. 0.15 (every run "
+                "needs validation images)");
   options.source = ValidationSource::Carve;
   options.fraction = value;
   return options;

@@ -23,7 +23,7 @@ DeviceChoice parse_device_choice(const std::string& text);  // "auto" | "cpu" | 
 // --precision: "fp32" | "tf32" | "bf16", set into the backend options' precision fields.
 void apply_precision(const std::string& text, BackendOptions& options);
 BalanceMode parse_balance_mode(const std::string& text);  // "oversample" | "class-weight" | "none"
-// --val-split: "official" (the dataset's own val split) or a fraction in [0, 1), e.g. "0.15".
+// --val-split: "official" (the dataset's own val split) or a fraction in (0, 1), e.g. "0.15".
 ValidationOptions parse_val_split(const std::string& text, uint64_t seed = 0);
 // --schedule: "step" | "exponential" | "cosine" ("none" is the plateau callback, no schedule).
 LearningRateScheduleOptions::Kind parse_schedule_kind(const std::string& text);

@@ -101,6 +101,8 @@ bool same_folder(const std::string& a, const std::string& b) {
 // one the resumed checkpoint (`resuming`, "" for a new run) belongs to: never another run's.
 void prepare_run_dir(const std::string& dir, const std::string& resuming) {
   std::error_code error;
+  if (fs::exists(dir, error) && !fs::is_directory(dir, error))
+    throw Error("run directory '" + dir + "' is a file, not a folder; choose another --out");
   const bool fresh = !fs::exists(dir) || fs::is_empty(dir, error) || holds_only_a_failed_start(dir);
   if (!fresh && resuming.empty())
     throw Error("run directory '" + dir + "' already holds files; choose another --out, or "
@@ -344,6 +346,19 @@ void TrainingRun::resume(const std::string& checkpoint_path) {
                                " epochs and --epochs is ", options_.epochs,
                                ": nothing to train; give a larger --epochs to go on"));
   steps_done_ = checkpoint.metadata.step;
+  if (checkpoint.metadata.epoch_step > 0) {
+    // The same data, batch and seed give the same epoch length; a position past its end was
+    // written by another run or damaged.
+    const int64_t images = static_cast<int64_t>(
+        epoch_indices(splits_.train.labels, balance_, options_.seed,
+                      static_cast<uint32_t>(first_epoch_)).size());
+    const int64_t steps = (images + options_.batch - 1) / options_.batch;
+    if (checkpoint.metadata.epoch_step >= steps)
+      throw Error(detail::concat("checkpoint ", checkpoint_path, " stopped at step ",
+                                 checkpoint.metadata.epoch_step, " of epoch ", first_epoch_ + 1,
+                                 ", which has ", steps, " steps with this data and --batch ",
+                                 options_.batch, ": it belongs to another run or is damaged"));
+  }
   const double stored_lr = checkpoint.metadata.learning_rate;
   if (!(std::isfinite(stored_lr) && stored_lr > 0.0))
     throw Error(detail::concat("checkpoint ", checkpoint_path, " holds a learning rate of ",

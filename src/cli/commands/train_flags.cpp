@@ -254,8 +254,12 @@ std::vector<TrainFlag> make_table() {
       "weight-decay", "AdamW decoupled weight decay (param *= 1 - lr * wd each step)",
       PNEUMO_FIELD(weight_decay),
       [](O o) {
-        require(o.weight_decay >= 0 && o.weight_decay * o.learning_rate < 1,
-                "--weight-decay must be >= 0 with weight-decay x lr < 1" + got(o.weight_decay));
+        require(o.weight_decay >= 0, "--weight-decay must be >= 0" + got(o.weight_decay));
+        // AdamW multiplies each parameter by 1 - lr x wd a step: at 1 or more it flips or zeroes
+        // them. RMSprop ignores the flag.
+        require(o.optimizer != "adamw" || o.weight_decay * o.learning_rate < 1,
+                detail::concat("--weight-decay x --lr must be < 1 under --optimizer adamw, got ",
+                               o.weight_decay, " x ", o.learning_rate));
       },
       "0.05", "-1"));
   t.push_back(bound("label-smoothing", "Train towards y (1 - s) + s/2 instead of 0/1 (0: off)",
