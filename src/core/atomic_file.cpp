@@ -27,22 +27,29 @@ std::string directory_of(const std::string& path) {
   throw Error(detail::concat("cannot write ", path, ": ", what, ": ", std::strerror(error_number)));
 }
 
-// Writes straight into something that is not a regular file (a FIFO, /dev/stdout, a terminal):
-// there is nothing to replace, and renaming over it would put a regular file in its place.
-void write_through(const std::string& path, const void* data, size_t size) {
-  int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
-  if (fd < 0) fail(path, "opening it", errno);
+// Writes all `size` bytes to `fd`, retrying short and interrupted writes; 0, or the errno.
+int write_all(int fd, const void* data, size_t size) {
   const auto* bytes = static_cast<const uint8_t*>(data);
   size_t written = 0;
   while (written < size) {
     ssize_t n = ::write(fd, bytes + written, size - written);
     if (n < 0) {
       if (errno == EINTR) continue;
-      int error_number = errno;
-      ::close(fd);
-      fail(path, "writing", error_number);
+      return errno;
     }
     written += static_cast<size_t>(n);
+  }
+  return 0;
+}
+
+// Writes straight into something that is not a regular file (a FIFO, /dev/stdout, a terminal):
+// there is nothing to replace, and renaming over it would put a regular file in its place.
+void write_through(const std::string& path, const void* data, size_t size) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+  if (fd < 0) fail(path, "opening it", errno);
+  if (const int error_number = write_all(fd, data, size)) {
+    ::close(fd);
+    fail(path, "writing", error_number);
   }
   if (::close(fd) != 0) fail(path, "closing", errno);
 }
@@ -79,16 +86,8 @@ void write_file_atomically(const std::string& path, const void* data, size_t siz
     ::unlink(temporary.c_str());
     fail(path, what, error_number);
   };
-  const auto* bytes = static_cast<const uint8_t*>(data);
-  size_t written = 0;
-  while (written < size) {
-    ssize_t n = ::write(fd, bytes + written, size - written);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      abandon("writing " + temporary, errno);
-    }
-    written += static_cast<size_t>(n);
-  }
+  if (const int error_number = write_all(fd, data, size))
+    abandon("writing " + temporary, error_number);
   // mkstemp creates 0600; a checkpoint or log is meant to be shared like any other output file.
   if (::fchmod(fd, 0644) != 0) abandon("setting permissions of " + temporary, errno);
   if (::fsync(fd) != 0) abandon("flushing " + temporary + " to disk", errno);

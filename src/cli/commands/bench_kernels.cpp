@@ -2,6 +2,7 @@
 // without a GPU, the CPU suite (src/bench/), and writes the rows: a Markdown table on stdout, JSON
 // lines and CSV on request. Rows finished before a fatal error are still written.
 #include <algorithm>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 
@@ -55,10 +56,24 @@ void write_file(const std::string& path, const std::string& text) {
   if (!out) throw Error("cannot write '" + path + "'");
 }
 
+// Before the benchmark runs (minutes on a GPU), not after: the folder an output file goes into
+// must be one.
+void check_output_folder(const std::string& flag, const std::string& path) {
+  if (path.empty()) return;
+  const std::filesystem::path folder = std::filesystem::path(path).parent_path();
+  std::error_code error;
+  if (!folder.empty() && !std::filesystem::is_directory(folder, error))
+    throw Error(flag + " " + path + ": " + folder.string() + " is not a folder");
+  if (std::filesystem::is_directory(path, error))
+    throw Error(flag + " " + path + " is a folder; give a file name");
+}
+
 }  // namespace
 
 int run_bench_kernels(const BenchKernelsOptions& options) {
   validate(options);
+  check_output_folder("--json", options.json);
+  check_output_folder("--csv", options.csv);
   const DeviceChoice choice =
       as_usage("--device", [&] { return parse_device_choice(options.device); });
   const bool cuda = choice == DeviceChoice::Cuda ||
