@@ -157,6 +157,16 @@ TEST(Checkpoint, ForeignArchitectureOrInputSizeIsRefused) {
   }
   EXPECT_THROW(validate_compatible(m, "seed-cnn-v1", 224, "x"), Error);
   EXPECT_THROW(validate_compatible(m, "resnet", 150, "x"), Error);
+  // Classes in another order (every prediction would be named wrongly), or others; RGB input.
+  for (const std::vector<std::string>& classes :
+       {std::vector<std::string>{"PNEUMONIA", "NORMAL"}, std::vector<std::string>{"A"}}) {
+    CheckpointMetadata other;
+    other.classes = classes;
+    EXPECT_THROW(validate_compatible(other, "seed-cnn-v1", 150, "x"), Error);
+  }
+  CheckpointMetadata rgb;
+  rgb.channels = 3;
+  EXPECT_THROW(validate_compatible(rgb, "seed-cnn-v1", 150, "x"), Error);
 }
 
 TEST(Checkpoint, TruncatedForeignAndNewerFilesAreRefused) {

@@ -60,8 +60,9 @@ std::string command_line(int argc, char** argv) {
 }
 
 // Expands `pneumo train --config FILE ...` and `pneumo train --resume CKPT ...` into explicit
-// flags (the file's or the checkpoint's, then the user's), before CLI11 sees them.
-std::vector<std::string> expand_arguments(int argc, char** argv) {
+// flags (the file's or the checkpoint's, then the user's), before CLI11 sees them. `sources`
+// receives each file whose settings were read.
+std::vector<std::string> expand_arguments(int argc, char** argv, std::vector<std::string>& sources) {
   std::vector<std::string> args(argv + 1, argv + argc);
   if (args.empty() || args[0] != "train") return args;
   std::vector<std::string> inherited, own;
@@ -78,10 +79,12 @@ std::vector<std::string> expand_arguments(int argc, char** argv) {
     if (auto path = value_of("--config")) {
       auto flags = flags_from_json(read_json_file(*path), *path);
       inherited.insert(inherited.end(), flags.begin(), flags.end());
+      sources.push_back(*path);
     } else if (auto checkpoint = value_of("--resume")) {
       auto meta = pneumo::read_checkpoint_metadata(*checkpoint);
       auto flags = flags_from_json(meta.config, *checkpoint);
       inherited.insert(inherited.end(), flags.begin(), flags.end());
+      sources.push_back(*checkpoint);
       own.push_back("--resume=" + *checkpoint);
       // A resumed run writes into the run directory the checkpoint lies in unless told otherwise
       // (not the `out` it recorded: the run may have been moved or copied since).
@@ -291,6 +294,14 @@ void add_bench(CLI::App& app, BenchTrainOptions& o, BenchKernelsOptions& k, Acti
   kc->callback([&k, &action] { action = [&k] { return run_bench_kernels(k); }; });
 }
 
+// After a refused flag: the value may not be one the user typed but one read from a --config
+// file or a resumed checkpoint's settings (a damaged or hand-edited file).
+void say_where_flags_came_from(const std::vector<std::string>& sources) {
+  for (const std::string& source : sources)
+    std::cerr << "pneumo: note: flags were also read from " << source
+              << "; the value refused may be written there\n";
+}
+
 // The command line's outcome: parse, run, report; the exit status.
 int run_pneumo(int argc, char** argv) {
   // A closed pipe on stdout (`pneumo predict ... | head`) is an error to report with status 1
@@ -311,6 +322,7 @@ int run_pneumo(int argc, char** argv) {
   BenchTrainOptions bench;
   BenchKernelsOptions bench_kernels;
   Action action;
+  std::vector<std::string> inherited_from;  // --config files and resumed checkpoints
   add_prepare(app, prepare, action);
   add_train(app, train, action);
   add_evaluate(app, evaluate, action);
@@ -333,7 +345,7 @@ int run_pneumo(int argc, char** argv) {
         return 2;
       }
     }
-    std::vector<std::string> args = expand_arguments(argc, argv);
+    std::vector<std::string> args = expand_arguments(argc, argv, inherited_from);
     std::reverse(args.begin(), args.end());  // CLI11 takes a reversed vector
     app.parse(args);
     if (!action) return 2;
@@ -346,9 +358,11 @@ int run_pneumo(int argc, char** argv) {
     return status;
   } catch (const CLI::ParseError& e) {
     const int status = app.exit(e);  // prints help (status 0) or the usage error
+    if (status != 0) say_where_flags_came_from(inherited_from);
     return status == 0 ? 0 : 2;
   } catch (const pneumo::UsageError& e) {
     std::cerr << "pneumo: error: " << e.what() << "\n";
+    say_where_flags_came_from(inherited_from);
     return 2;
   } catch (const pneumo::Error& e) {
     std::cerr << "pneumo: error: " << e.what() << "\n";

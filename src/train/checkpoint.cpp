@@ -279,6 +279,16 @@ void validate_compatible(const CheckpointMetadata& metadata, const std::string& 
     throw Error(detail::concat("checkpoint ", path, " was trained for architecture ",
                                metadata.architecture, " at input size ", metadata.input_size,
                                "; this run uses ", architecture, " at ", input_size));
+  // The label of an output is its index into `classes`: another list (or order) would name every
+  // prediction wrongly; the network reads one grey channel.
+  const CheckpointMetadata ours;
+  if (metadata.classes != ours.classes)
+    throw Error(detail::concat("checkpoint ", path, " names its classes ",
+                               nlohmann::json(metadata.classes).dump(), "; pneumo's models are ",
+                               nlohmann::json(ours.classes).dump(), " in that order"));
+  if (metadata.channels != ours.channels)
+    throw Error(detail::concat("checkpoint ", path, " was trained on ", metadata.channels,
+                               "-channel images; pneumo's models read one grey channel"));
 }
 
 std::vector<NamedTensor> tensors_from_flat(const float* flat, int64_t flat_size,

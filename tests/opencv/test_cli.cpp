@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <sstream>
 #include <string>
@@ -205,7 +206,10 @@ TEST(Cli, BadFlagsAndInputsAreRefusedWithAMessage) {
   struct Case {
     std::string args, expected;
   };
+  std::ofstream(dir.file("bad.json")) << R"({"batch": 0})";  // refused, and named as the source
   const Case cases[] = {
+      {"train --data " + kSample + " --config " + dir.file("bad.json"),
+       "flags were also read from " + dir.file("bad.json")},
       {"train --data " + kSample + " --epochs 0", "--epochs must be >= 1"},
       {"train --data " + kSample + " --batch -3", "--batch must be in"},
       {"train --data " + kSample + " --device quantum", "unknown device 'quantum'"},
