@@ -80,7 +80,8 @@ std::string hex64(uint64_t value) {
   return buffer;
 }
 
-std::vector<TreeFile> list_image_tree(const std::string& data_dir) {
+std::vector<TreeFile> list_image_tree(const std::string& data_dir,
+                                      std::vector<SkippedFile>* unlisted) {
   std::vector<TreeFile> files;
   bool any_folder = false;
   for (int s = 0; s < 3; ++s) {
@@ -109,7 +110,22 @@ std::vector<TreeFile> list_image_tree(const std::string& data_dir) {
         const std::string name = it->path().filename().string();
         if (name.empty() || name[0] == '.' || !has_image_extension(name)) continue;
         struct stat info {};
-        if (::stat(it->path().c_str(), &info) != 0 || !S_ISREG(info.st_mode)) continue;
+        if (::stat(it->path().c_str(), &info) != 0) {
+          const int error_number = errno;
+          if (unlisted)
+            unlisted->push_back({relative_dir + "/" + name,
+                                 error_number == ENOENT ? "a broken link (its target is missing)"
+                                 : error_number == ELOOP
+                                     ? "a loop of links"
+                                     : std::string("cannot be read: ") + std::strerror(error_number)});
+          continue;
+        }
+        if (S_ISDIR(info.st_mode)) continue;  // prepare warns about folders inside a class folder
+        if (!S_ISREG(info.st_mode)) {
+          if (unlisted)
+            unlisted->push_back({relative_dir + "/" + name, "not a regular file (a FIFO or a device)"});
+          continue;
+        }
         TreeFile f;
         f.relative = relative_dir + "/" + name;
         f.split = s;

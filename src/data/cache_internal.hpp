@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "pneumo/data.hpp"
+
 namespace pneumo::data_internal {
 
 // One image file of the tree.
@@ -22,8 +24,11 @@ struct TreeFile {
 // Files with an image extension (.jpeg .jpg .png .bmp .tif .tiff, any case; hidden files left
 // out) directly inside <data_dir>/<split>/<class>/, ordered by split (train, val, test), then by
 // relative path. Throws when data_dir holds no <split>/<class> folder at all, or a split folder
-// with one class folder but not the other (naming the missing one).
-std::vector<TreeFile> list_image_tree(const std::string& data_dir);
+// with one class folder but not the other (naming the missing one). A name with an image
+// extension that is no readable regular file (a broken link, a link loop, a FIFO) is left out
+// and, when `unlisted` is given, added to it with the reason.
+std::vector<TreeFile> list_image_tree(const std::string& data_dir,
+                                      std::vector<SkippedFile>* unlisted = nullptr);
 
 // .jpeg .jpg .png .bmp .tif .tiff, any case.
 bool has_image_extension(const std::string& name);

@@ -22,13 +22,18 @@ std::vector<std::string> list_images(const std::vector<std::string>& inputs) {
       for (auto it = fs::recursive_directory_iterator(
                input, fs::directory_options::skip_permission_denied, error);
            !error && it != fs::recursive_directory_iterator(); it.increment(error))
-        if (it->is_regular_file(error) && data_internal::has_image_extension(it->path().string()))
+        // Every name with an image extension but folders: a broken link or a FIFO is then
+        // skipped by the decoder with its reason, as an unreadable image is, not left out unsaid.
+        if (std::error_code status; data_internal::has_image_extension(it->path().string()) &&
+                                    !it->is_directory(status))
           found.push_back(it->path().string());
       if (error) throw Error("cannot list folder '" + input + "': " + error.message());
       std::sort(found.begin(), found.end());
       files.insert(files.end(), found.begin(), found.end());
     } else if (fs::exists(input, error)) {
       files.push_back(input);
+    } else if (fs::is_symlink(input, error)) {
+      throw Error("'" + input + "' is a broken link or a loop of links");
     } else {
       throw Error("no such file or folder: '" + input + "'");
     }
@@ -44,7 +49,8 @@ std::vector<std::string> list_images(const std::vector<std::string>& inputs) {
 std::string decode_image_file(const std::string& path, int size, uint8_t* out) {
 #ifdef PNEUMO_WITH_OPENCV
   std::error_code error;
-  if (!fs::exists(path, error)) return "no such file";
+  if (!fs::exists(path, error))
+    return fs::is_symlink(path, error) ? "a broken link or a loop of links" : "no such file";
   if (!fs::is_regular_file(path, error)) return "not a regular file";  // a FIFO would block
   std::ifstream in(path, std::ios::binary | std::ios::ate);
   if (!in) return "cannot open the file";

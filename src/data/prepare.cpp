@@ -99,7 +99,8 @@ PrepareReport prepare_cache(const PrepareOptions& options) {
   const fs::path temp = data_internal::make_temp_dir_beside(out_dir);
   data_internal::TempDirGuard guard(temp);
 
-  const std::vector<TreeFile> files = data_internal::list_image_tree(data_dir.string());
+  std::vector<SkippedFile> unlisted;  // names that are no regular file: skipped with a reason
+  const std::vector<TreeFile> files = data_internal::list_image_tree(data_dir.string(), &unlisted);
   const std::string source_hash = data_internal::hash_tree(files);
   const int64_t total = static_cast<int64_t>(files.size());
   if (total == 0)
@@ -169,6 +170,7 @@ PrepareReport prepare_cache(const PrepareOptions& options) {
   report.threads = threads;
   report.source_hash = source_hash;
 
+  report.skipped = unlisted;
   // Squeeze out skipped files, split by split, keeping the sorted order.
   std::array<std::vector<uint8_t>, 3> split_labels;
   std::array<std::vector<std::string>, 3> split_names;

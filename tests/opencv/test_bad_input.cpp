@@ -132,6 +132,13 @@ struct Corpus {
     huge.replace(16, 8, size_bytes, 8);
     testing::write_file(pneumonia / "claims-20000x20000.png", huge);
     bad["train/PNEUMONIA/claims-20000x20000.png"] = "20000 x 20000";
+    // Names that are no image file at all: a broken link, a loop of links, a FIFO.
+    fs::create_symlink(tree / "nowhere.jpeg", normal / "broken-link.jpeg");
+    bad["train/NORMAL/broken-link.jpeg"] = "broken link";
+    fs::create_symlink("loop.jpeg", normal / "loop.jpeg");
+    bad["train/NORMAL/loop.jpeg"] = "loop of links";
+    ::mkfifo((pneumonia / "fifo.png").c_str(), 0600);
+    bad["train/PNEUMONIA/fifo.png"] = "not a regular file";
     // A line break cannot be a line of <split>_files.txt. (Under test/: predict reads train/.)
     write_image(tree / "test/NORMAL/line\nbreak.png", tagged_image(30, 30, 8));
     bad["test/NORMAL/line\nbreak.png"] = "line break";
