@@ -365,27 +365,36 @@ Dataset load_cache(const std::string& cache_dir) {
   const std::string meta_name = (cache / "meta.json").string();
   Dataset dataset;
   dataset.cache_dir = cache_dir;
+  std::string field = "format";  // the one being read, for the message when it is wrong
   try {
     if (meta.value("format", std::string()) != "pneumo-cache")
       throw Error(meta_name + ": not a pneumo cache (\"format\" is not \"pneumo-cache\")");
+    field = "format_version";
     const int version = meta.at("format_version").get<int>();
     if (version != kCacheFormatVersion)
       throw Error(detail::concat(meta_name, ": cache format version ", version,
                                  ", this pneumo reads version ", kCacheFormatVersion,
                                  "; prepare the cache again"));
+    field = "size";
     dataset.size = meta.at("size").get<int>();
     if (dataset.size <= 0 || dataset.size > 8192)
       throw Error(detail::concat(meta_name, ": bad image size ", dataset.size));
+    field = "classes";
     const auto classes = meta.at("classes").get<std::vector<std::string>>();
     if (classes != std::vector<std::string>(std::begin(kClassNames), std::end(kClassNames)))
       throw Error(meta_name + ": classes must be [\"NORMAL\", \"PNEUMONIA\"]");
+    field = "source";
     if (meta.contains("source")) dataset.source_hash = meta["source"].value("hash", std::string());
+    field = "splits";
     const auto& splits = meta.at("splits");
     for (const char* name : kSplitNames)
-      if (splits.contains(name))
+      if (splits.contains(name)) {
+        field = std::string("splits.") + name;
         dataset.splits.push_back(load_split(cache, name, splits.at(name), dataset.size));
+      }
   } catch (const nlohmann::json::exception& e) {
-    throw Error(meta_name + ": missing or mistyped field: " + e.what());
+    throw Error(meta_name + ": field \"" + field + "\" is missing or of the wrong type (" +
+                e.what() + ")");
   }
   if (dataset.splits.empty()) throw Error(meta_name + ": the cache holds no split");
   return dataset;

@@ -187,7 +187,10 @@ TEST(LoadCache, RefusesInconsistentCaches) {
   expect_refused(m.dump(), "format version 99");
   m = meta;
   m.erase("size");
-  expect_refused(m.dump(), "missing or mistyped");
+  expect_refused(m.dump(), "field \"size\" is missing or of the wrong type");
+  m = meta;
+  m["size"] = "150";
+  expect_refused(m.dump(), "field \"size\" is missing or of the wrong type");
   testing::write_file(cache / "meta.json", meta_text);
   testing::write_file(cache / "train_files.txt", "only/one/line\n");
   expect_refused(meta_text, "train_files.txt");
