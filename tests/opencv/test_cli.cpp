@@ -224,6 +224,7 @@ TEST(Cli, BadFlagsAndInputsAreRefusedWithAMessage) {
       {"train --data " + kSample + " --head attention", "--head must be flatten"},
       {"train --data " + kSample + " --label-smoothing 1", "--label-smoothing must be in"},
       {"train --data " + kSample + " --val-split 0", "a fraction of train in (0, 1)"},
+      {"train --data " + kSample + " --seed 99999999999999999999", "must be at most 1844674407"},
       {"train --data " + kSample + " --optimizer adamw --lr 200",
        "--weight-decay x --lr must be < 1 under --optimizer adamw"},
       {"train --data " + kSample + " --config " + kSample, "is a folder"},

@@ -6,6 +6,7 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <cerrno>
 #include <charconv>
 #include <cmath>
 #include <cstdlib>
@@ -406,7 +407,12 @@ CLI::Option* add_switch(CLI::App& command, const std::string& name, bool& value,
 CLI::Validator non_negative_integer() {
   return CLI::Validator(
       [](std::string& text) -> std::string {
-        return !text.empty() && text[0] == '-' ? "must be >= 0, got " + text : "";
+        if (!text.empty() && text[0] == '-') return "must be >= 0, got " + text;
+        // Above 2^64 - 1 the conversion would clamp without a word.
+        errno = 0;
+        std::strtoull(text.c_str(), nullptr, 10);
+        if (errno == ERANGE) return "must be at most 18446744073709551615, got " + text;
+        return "";
       },
       "", "non-negative");
 }
