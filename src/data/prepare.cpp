@@ -94,6 +94,18 @@ PrepareReport prepare_cache(const PrepareOptions& options) {
     throw Error("prepare: the output " + out_dir.string() + " lies inside the data directory " +
                 data_dir.string() + "; nothing may be written there: choose another --out");
   data_internal::check_replaceable_output(out_dir, "prepare: the output");
+  // A cache already there is replaced (it can be prepared again); what it held is said.
+  std::string replaced;
+  if (fs::is_regular_file(out_dir / "meta.json", ec)) {
+    try {
+      std::ifstream in(out_dir / "meta.json");
+      const nlohmann::json old = nlohmann::json::parse(in);
+      const int size = old.value("size", 0);
+      replaced = detail::concat("a cache of ", size, "x", size, " images");
+    } catch (const std::exception&) {
+      replaced = "a cache whose meta.json could not be read";
+    }
+  }
 
   // The temporary directory comes first: an unwritable output stops the run before any decoding.
   const fs::path temp = data_internal::make_temp_dir_beside(out_dir);
@@ -246,6 +258,8 @@ PrepareReport prepare_cache(const PrepareOptions& options) {
 
   if (options.log) {
     std::ostringstream log;  // formatted here so the caller's stream keeps its own settings
+    if (!replaced.empty())
+      log << "prepare: replaced " << replaced << " in " << out_dir.string() << "\n";
     for (const SkippedFile& f : report.skipped)
       log << "prepare: warning: skipped " << f.file << ": " << f.reason << "\n";
     // Only the files directly in each class folder are read (predict and explain recurse): a

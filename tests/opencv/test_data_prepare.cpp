@@ -144,8 +144,10 @@ TEST(PrepareCache, RefusesToWriteIntoTheDataOrOverOtherFiles) {
   prepare_cache(options_for(tree, outside / "empty", nullptr));
   EXPECT_TRUE(is_cache_dir((outside / "empty").string()));
   testing::write_file(outside / "empty" / "stale.txt", "old");
-  prepare_cache(options_for(tree, outside / "empty", nullptr));
+  std::ostringstream log;
+  prepare_cache(options_for(tree, outside / "empty", &log));
   EXPECT_FALSE(fs::exists(outside / "empty" / "stale.txt"));
+  EXPECT_NE(log.str().find("prepare: replaced a cache of "), std::string::npos) << log.str();
   EXPECT_EQ(load_cache((outside / "empty").string()).split("train").count(), 7);
 
   PrepareOptions no_tree = options_for(tree, outside / "c2", nullptr);
