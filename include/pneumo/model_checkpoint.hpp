@@ -19,6 +19,11 @@ CheckpointData capture_checkpoint(Model& model, const Tensor* optimizer_state,
 void restore_checkpoint(const CheckpointData& data, Model& model, Tensor* optimizer_state,
                         const std::string& path);
 
+// "conv1.weight[4] is nan": the first value no trained model holds (not finite, or a negative
+// running variance), or "". restore_checkpoint refuses such a checkpoint; training refuses to
+// write one.
+std::string first_invalid_value(const CheckpointData& data);
+
 // The model configuration a checkpoint was written for (architecture, input size; the block
 // layout is that of the seed network).
 ModelConfig model_config_for(const CheckpointMetadata& metadata);

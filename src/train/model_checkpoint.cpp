@@ -28,23 +28,6 @@ void from_checkpoint(const CheckpointData& data, const std::vector<ParameterInfo
   copy_bytes(target.data, target.device, host.data(), Device::Cpu, host.size() * sizeof(float));
 }
 
-// Values no trained model holds: a weight or statistic that is not finite, a negative running
-// variance (batch-norm would take its square root). A checkpoint saved after training diverged,
-// or edited, would otherwise predict NaN or nonsense without a word.
-void check_values(const CheckpointData& data, const std::string& path) {
-  for (const auto& tensor : data.tensors) {
-    const bool variance = tensor.name.size() >= 12 &&
-                          tensor.name.compare(tensor.name.size() - 12, 12, ".running_var") == 0;
-    for (size_t i = 0; i < tensor.values.size(); ++i) {
-      const float v = tensor.values[i];
-      if (!std::isfinite(v) || (variance && v < 0.0f))
-        throw Error(detail::concat("checkpoint ", path, ": ", tensor.name, "[", i, "] is ", v,
-                                   ", which no trained model holds (saved after training "
-                                   "diverged, or damaged)"));
-    }
-  }
-}
-
 // Every tensor must be one this model (its parameters, buffers and the recorded optimizer's
 // state) has: a file with more was saved from another model, even when the names it shares fit.
 void check_names(const CheckpointData& data, const Model& model, const std::string& path) {
@@ -101,7 +84,10 @@ void restore_checkpoint(const CheckpointData& data, Model& model, Tensor* optimi
     throw Error(detail::concat("checkpoint ", path, " was trained with input normalisation ",
                                normalization_name(normalization), "; this model uses ",
                                normalization_name(model.config().input_normalization)));
-  check_values(data, path);
+  // A checkpoint saved after training diverged, or edited, would predict NaN or nonsense.
+  if (const std::string bad = first_invalid_value(data); !bad.empty())
+    throw Error(detail::concat("checkpoint ", path, ": ", bad, ", which no trained model holds "
+                               "(saved after training diverged, or damaged)"));
   from_checkpoint(data, model.parameter_infos(), "", model.parameters(), path);
   from_checkpoint(data, model.buffer_infos(), "", model.buffers(), path);
   if (optimizer_state) {
@@ -117,6 +103,20 @@ void restore_checkpoint(const CheckpointData& data, Model& model, Tensor* optimi
                       path);
   }
   check_names(data, model, path);  // after the loads: a missing tensor is the clearer message
+}
+
+std::string first_invalid_value(const CheckpointData& data) {
+  for (const auto& tensor : data.tensors) {
+    // Batch-norm takes the square root of a running variance.
+    const bool variance = tensor.name.size() >= 12 &&
+                          tensor.name.compare(tensor.name.size() - 12, 12, ".running_var") == 0;
+    for (size_t i = 0; i < tensor.values.size(); ++i) {
+      const float v = tensor.values[i];
+      if (!std::isfinite(v) || (variance && v < 0.0f))
+        return detail::concat(tensor.name, "[", i, "] is ", v);
+    }
+  }
+  return "";
 }
 
 ModelConfig model_config_for(const CheckpointMetadata& metadata) {

@@ -44,19 +44,6 @@ namespace pneumo::cli {
 
 namespace {
 
-// "conv1.weight[4] is nan": the first value in a checkpoint that is not finite, or "".
-std::string first_nonfinite_value(const CheckpointData& data) {
-  for (const auto& tensor : data.tensors)
-    for (size_t i = 0; i < tensor.values.size(); ++i)
-      if (!std::isfinite(tensor.values[i]))
-        return detail::concat(tensor.name, "[", i, "] is ", tensor.values[i]);
-  return "";
-}
-
-}  // namespace
-
-namespace {
-
 using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point start) {
@@ -610,7 +597,7 @@ std::shared_ptr<const CheckpointData> TrainingRun::snapshot(int epochs_done,
   auto state = std::make_shared<CheckpointData>(
       capture_checkpoint(*model_, &trainer_->optimizer_state(), metadata_));
   // Never overwrite a good checkpoint with weights that went bad without the loss showing it.
-  const std::string bad = first_nonfinite_value(*state);
+  const std::string bad = first_invalid_value(*state);
   if (!bad.empty())
     throw Error(detail::concat("the model's state stopped being finite during epoch ",
                                epochs_done + (partial ? 1 : 0), " (", bad, "); nothing was "
