@@ -265,9 +265,7 @@ std::string image_tree_hash(const std::string& data_dir) {
   return hash_tree(list_image_tree(data_dir));
 }
 
-namespace {
-
-nlohmann::json read_meta(const fs::path& cache) {
+nlohmann::json data_internal::read_meta(const fs::path& cache) {
   const fs::path meta_path = cache / "meta.json";
   std::ifstream in(meta_path);
   if (!in) throw Error("cannot open " + meta_path.string());
@@ -277,6 +275,8 @@ nlohmann::json read_meta(const fs::path& cache) {
     throw Error(meta_path.string() + ": not valid JSON: " + e.what());
   }
 }
+
+namespace {
 
 // A file name from meta.json, refused if it tries to leave the cache directory.
 fs::path cache_member(const fs::path& cache, const nlohmann::json& entry, const char* key,

@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "pneumo/data.hpp"
 
 namespace pneumo::data_internal {
@@ -29,6 +31,9 @@ struct TreeFile {
 // and, when `unlisted` is given, added to it with the reason.
 std::vector<TreeFile> list_image_tree(const std::string& data_dir,
                                       std::vector<SkippedFile>* unlisted = nullptr);
+
+// The cache's meta.json parsed; throws naming the file when it cannot be opened or parsed.
+nlohmann::json read_meta(const std::filesystem::path& cache);
 
 // .jpeg .jpg .png .bmp .tif .tiff, any case.
 bool has_image_extension(const std::string& name);

@@ -98,9 +98,7 @@ PrepareReport prepare_cache(const PrepareOptions& options) {
   std::string replaced;
   if (fs::is_regular_file(out_dir / "meta.json", ec)) {
     try {
-      std::ifstream in(out_dir / "meta.json");
-      const nlohmann::json old = nlohmann::json::parse(in);
-      const int size = old.value("size", 0);
+      const int size = data_internal::read_meta(out_dir).value("size", 0);
       replaced = detail::concat("a cache of ", size, "x", size, " images");
     } catch (const std::exception&) {
       replaced = "a cache whose meta.json could not be read";

@@ -14,6 +14,7 @@
 
 #include "cli/commands/commands.hpp"
 #include "cli/commands/flag_text.hpp"
+#include "cli/commands/guards.hpp"
 #include "core/atomic_file.hpp"
 #include "pneumo/backend.hpp"
 #include "pneumo/checkpoint.hpp"
@@ -181,15 +182,10 @@ int run_evaluate(const EvaluateOptions& options) {
     throw UsageError("--gallery-out names the gallery's folder: give --gallery N (N > 0) too");
   const std::string gallery_folder =
       options.gallery_out.empty() ? "gallery-" + options.split : options.gallery_out;
+  if (options.gallery > 0)
+    require_new_or_empty_folder(gallery_folder, "gallery folder", "--gallery-out",
+                                "its overlays would mix with those of this run");
   std::error_code error;
-  if (options.gallery > 0 && fs::exists(gallery_folder, error) &&
-      !fs::is_directory(gallery_folder, error))
-    throw Error("gallery folder '" + gallery_folder + "' is a file, not a folder: give a new or "
-                "empty --gallery-out");
-  if (options.gallery > 0 && fs::exists(gallery_folder, error) &&
-      !fs::is_empty(gallery_folder, error))
-    throw Error("gallery folder '" + gallery_folder + "' is not empty: give a new or empty "
-                "--gallery-out (its overlays would mix with those of this run)");
   // An output file that is an input (a model) or the other output would lose one of them.
   auto same_file = [&](const std::string& a, const std::string& b) {
     return !a.empty() && !b.empty() && (a == b || fs::equivalent(a, b, error));

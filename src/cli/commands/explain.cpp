@@ -9,6 +9,7 @@
 
 #include "cli/commands/commands.hpp"
 #include "cli/commands/flag_text.hpp"
+#include "cli/commands/guards.hpp"
 #include "pneumo/backend.hpp"
 #include "pneumo/checkpoint.hpp"
 #include "pneumo/data.hpp"
@@ -44,12 +45,8 @@ int run_explain(const ExplainOptions& options) {
   const size_t layer = as_usage("--layer", [&] { return grad_cam_layer(model, options.layer); });
   // A folder holding another run's maps is refused (explain.csv would list only some of those
   // beside it); the folder is made only once there is something to write.
-  std::error_code error;
-  if (fs::exists(options.out, error) && !fs::is_directory(options.out, error))
-    throw Error("--out '" + options.out + "' is a file, not a folder: give a new or empty folder");
-  if (fs::exists(options.out, error) && !fs::is_empty(options.out, error))
-    throw Error("--out folder '" + options.out + "' is not empty: give a new or empty folder (its "
-                "maps would mix with those of this run)");
+  require_new_or_empty_folder(options.out, "--out folder", "folder",
+                              "its maps would mix with those of this run");
   const int size = config.input_size;
   std::vector<std::string> files = list_images(options.inputs);
   std::vector<uint8_t> pixels;
@@ -68,6 +65,7 @@ int run_explain(const ExplainOptions& options) {
   }
   if (kept.empty())
     throw Error("none of the " + std::to_string(files.size()) + " input files could be read as an image");
+  std::error_code error;
   fs::create_directories(options.out, error);
   if (error) throw Error("cannot create --out folder '" + options.out + "': " + error.message());
 

@@ -2,6 +2,7 @@
 #include "cli/commands/guards.hpp"
 
 #include <csignal>
+#include <filesystem>
 
 #include "pneumo/error.hpp"
 
@@ -64,6 +65,17 @@ std::string out_of_memory_advice(const OutOfMemory& error, int batch, const std:
   else
     message += "even one image per step does not fit in the free memory";
   return message;
+}
+
+void require_new_or_empty_folder(const std::string& folder, const std::string& what,
+                                 const std::string& flag, const std::string& why) {
+  std::error_code error;
+  if (!std::filesystem::exists(folder, error)) return;
+  if (!std::filesystem::is_directory(folder, error))
+    throw Error(what + " '" + folder + "' is a file, not a folder: give a new or empty " + flag);
+  if (!std::filesystem::is_empty(folder, error))
+    throw Error(what + " '" + folder + "' is not empty: give a new or empty " + flag + " (" + why +
+                ")");
 }
 
 }  // namespace pneumo::cli

@@ -29,4 +29,10 @@ class StopOnSignal {
 // allocation that failed while running with `batch` images per step.
 std::string out_of_memory_advice(const OutOfMemory& error, int batch, const std::string& flag);
 
+// An output folder that must be new or empty (what a command writes there would mix with what
+// is already in it): throws "<what> '<folder>' is a file, not a folder: give a new or empty
+// <flag>" or "... is not empty: give a new or empty <flag> (<why>)".
+void require_new_or_empty_folder(const std::string& folder, const std::string& what,
+                                 const std::string& flag, const std::string& why);
+
 }  // namespace pneumo::cli
