@@ -8,6 +8,7 @@ split only when asked, once, for the picked configuration (and the baseline it i
     scripts/experiments.py PLAN.json --pneumo build/pneumo --data CACHE --out DIR --table # table only
     scripts/experiments.py PLAN.json ... --test                                           # test, once
     scripts/experiments.py PLAN.json ... -- --device cpu --threads 2   # extra `pneumo train` flags
+    scripts/experiments.py PLAN.json ... --jobs 3                       # 3 runs at a time
 
 PLAN.json: {"size": 96, "epochs": 12, "seeds": [1, 2, 3], "baseline": "keras",
             "rule": "...words...", "pick_metric": "stress_mean_accuracy",
@@ -24,12 +25,15 @@ line exits with status 2 before anything runs.
 The first call copies the plan to OUT/plan.json; a later call whose plan differs is refused. Runs
 land in OUT/NAME/seed-S/; each run's config.json must record the plan's flags, size, epochs and
 seed, else it is refused. A finished run (its val.json readable) is never trained again, so an
-interrupted sweep continues where it stopped. OUT/results.md and OUT/results.csv hold the table
+interrupted sweep continues where it stopped. --jobs N trains and scores N runs at a time (for a GPU
+that one run leaves partly idle; each run's train_seconds.txt then holds time shared with the
+others, so a sweep's seconds are not a speed measure). OUT/results.md and OUT/results.csv hold the table
 (mean ± sample sd over seeds); the pick is made once every configuration has all its seeds scored.
 --test needs that too; it reads the test split into OUT/test.md, once (OUT/test.lock, with the
 plan's SHA-256, refuses a second read, as does a test.json already in a run folder).
 """
 import argparse
+import concurrent.futures
 import csv
 import hashlib
 import json
@@ -301,7 +305,39 @@ def evaluate_args(args):
     return ["--device", device] if device else []
 
 
-def train_and_score(args, plan, name, flags, seed):
+def write_config(args, name, flags):
+    """OUT/NAME/config.json, the configuration's flags as a `pneumo train --config` file."""
+    os.makedirs(os.path.join(args.out, name), exist_ok=True)
+    config_path = os.path.join(args.out, name, "config.json")
+    with open(config_path, "w") as f:
+        json.dump(flags, f, indent=2)
+    return config_path
+
+
+def train_all(args, plan):
+    """Every (seed, configuration) run not yet scored, seed-major (every configuration gets its
+    first seed early), args.jobs at a time. The first failure stops the sweep once the runs
+    already started have ended (their checkpoints let a later call continue them)."""
+    names = [name for name in plan["configs"] if not args.only or name in args.only]
+    for name in names:  # written once, before any run reads them
+        write_config(args, name, plan["configs"][name])
+    pairs = [(name, seed) for seed in plan["seeds"] for name in names]  # seed-major
+    if args.jobs == 1:
+        for name, seed in pairs:
+            train_and_score(args, plan, name, seed)
+        return
+    with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        futures = [pool.submit(train_and_score, args, plan, *pair) for pair in pairs]
+        for future in futures:
+            try:
+                future.result()
+            except SystemExit:  # a failed run: start no more, let the running ones end
+                for other in futures:
+                    other.cancel()
+                raise
+
+
+def train_and_score(args, plan, name, seed):
     run_dir = os.path.join(args.out, name, f"seed-{seed}")
     val_json = os.path.join(run_dir, "val.json")
     if os.path.exists(val_json):
@@ -309,10 +345,7 @@ def train_and_score(args, plan, name, flags, seed):
             check_run(args, plan, name, seed, run_dir)
             return
         warn(f"{val_json} cannot be read; evaluating that run again")
-    os.makedirs(os.path.dirname(run_dir), exist_ok=True)
-    config_path = os.path.join(args.out, name, "config.json")
-    with open(config_path, "w") as f:
-        json.dump(flags, f, indent=2)
+    config_path = os.path.join(args.out, name, "config.json")  # written by train_all
     log = os.path.join(args.out, name, f"seed-{seed}.log")
     model = os.path.join(run_dir, "model.safetensors")
     last = os.path.join(run_dir, "checkpoints", "last.safetensors")
@@ -545,6 +578,7 @@ def main():
     parser.add_argument("--only", nargs="*", help="train only these configs")
     parser.add_argument("--table", action="store_true", help="only rewrite the table")
     parser.add_argument("--test", action="store_true", help="read the test split for the picked config")
+    parser.add_argument("--jobs", type=int, default=1, help="runs trained at a time (default 1)")
     # Extra `pneumo train` flags go after a lone "--" (split off here: argparse would read
     # "--threads" as one of its own options).
     argv = sys.argv[1:]
@@ -560,6 +594,8 @@ def main():
                for a in train_args if flag_name(a) in OWN_FLAGS]
     errors += [f"--only names '{n}', which is not a configuration of the plan" for n in args.only or []
                if isinstance(plan, dict) and isinstance(plan.get("configs"), dict) and n not in plan["configs"]]
+    if args.jobs < 1:
+        errors.append(f"--jobs {args.jobs}: give at least 1")
     if errors:
         usage_error(f"invalid plan {args.plan} or command line:\n  " + "\n  ".join(errors))
     check_cache_size(args, plan)
@@ -568,11 +604,7 @@ def main():
         check_flag_names(args, plan)
     fix_plan(args, plan)
     if training:
-        for seed in plan["seeds"]:  # seed-major: every config gets its first seed early
-            for name, flags in plan["configs"].items():
-                if args.only and name not in args.only:
-                    continue
-                train_and_score(args, plan, name, flags, seed)
+        train_all(args, plan)
     chosen, missing = write_table(args, plan)
     if args.test:
         if missing:

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2317  # the sections are functions, called through GPU_CHECK_ORDER
 # Every GPU check in one run, for a bare GPU host, most telling first (a short budget cuts the
 # last sections): build for the local GPU; the whole test suite (CUDA tests really run);
 # `pneumo bench train` plain, bf16, with fused block tails and with CUDA graphs (each with the
@@ -24,6 +25,10 @@
 #         SKIP_BENCH_EXTRAS=1 (no --deterministic false or tf32 bench train),
 #         EXPERIMENTS_PLAN (the generalisation sweep's plan; "" skips it; default on a GPU:
 #         configs/experiments/generalisation-150-gpu.json),
+#         EXPERIMENTS_JOBS (the sweep's runs trained at a time, default 1),
+#         GPU_CHECK_ORDER (the sections after the build, tests and data, by name, in order; default
+#         "bench_main bench_fused kernels sanitizers torch_eager train_real torch_compile
+#         cache_pair bench_extras torch_more nccl sweep seeds ncu"; seeds needs train_real first),
 #         GPU_CHECK_DEVICE (cuda; "cpu" dry-runs the script's flow on a machine without a GPU: the
 #         pneumo commands then run on the CPU and the CUDA tests fail, as they should there).
 # Every section records pass/fail and its time; a failure never stops the run. A section the
@@ -400,184 +405,213 @@ bench_args=${PNEUMO_BENCH_ARGS:---batch 32 256 --steps 200 --layers}
 runs_ok=0
 [[ ${SKIP_RUNS:-0} != 1 && -x $cli_bin ]] && runs_ok=1
 
-# ---- 6. The step's speed: plain, bf16, fused block tails, CUDA graphs -----------------------------------
-if (( ! runs_ok )); then
-  skip "bench train" "SKIP_RUNS=1 or no pneumo binary"
-else
-  # shellcheck disable=SC2086  # the *_ARGS variables are lists of words on purpose
-  {
-    # Each also times the recipe end to end (12 epochs + validation, random images, a new
-    # backend: its "measure": "recipe" line).
-    run "bench train" 120 bench_train "the recipe end to end; whole step, device-resident random images" -- \
-      "$cli_bin" bench train --device "$device" $bench_args
-    # --precision bf16: tensor-core convolutions and dense GEMMs; --layers shows the conversions.
-    run "bench train (bf16)" 120 bench_train_bf16 "--precision bf16: recipe end to end and the step" -- \
-      "$cli_bin" bench train --device "$device" --precision bf16 $bench_args
-    # Each block's dropout -> batch-norm -> max pool as one fused op (kernels/batchnorm.cu): it
-    # becomes the default only if this is faster (and bench kernels' tail rows say where).
-    run "bench train (fused block tails)" 120 bench_train_fused_tails \
-      "--fused-block-tails: recipe end to end and the step" -- \
-      "$cli_bin" bench train --device "$device" --fused-block-tails $bench_args
-    # The epochs' full-batch steps recorded once as a CUDA graph and replayed (--cuda-graph),
-    # validation at batch 256 (--val-batch); "step_graphs" in its JSON says how many steps
-    # replayed, or why none did.
-    run "bench train (CUDA graphs)" 120 bench_train_graphs \
-      "--cuda-graph --val-batch 256: recipe end to end and the epoch" -- \
-      "$cli_bin" bench train --device "$device" --cuda-graph --val-batch 256 $bench_args
-  }
+
+# PyTorch with CUDA on this host (its sections are skipped without it).
+torch_ok=0
+if [[ ${SKIP_TORCH:-0} != 1 && ${SKIP_RUNS:-0} != 1 ]] &&
+   python3 -c "import torch; assert torch.cuda.is_available()" 2> /dev/null; then
+  torch_ok=1
 fi
+
+# Every section below is a function; GPU_CHECK_ORDER (names, in order) says which run and when.
+# The default runs them all, most telling first; a short budget cuts from the end.
+
+# ---- 6. The step's speed: plain, bf16, fused block tails, CUDA graphs -----------------------------------
+# Each also times the recipe end to end (12 epochs + validation, random images, a new backend: its
+# "measure": "recipe" line).
+sec_bench_main() {
+  if (( ! runs_ok )); then
+    skip "bench train" "SKIP_RUNS=1 or no pneumo binary"
+    return
+  fi
+  # shellcheck disable=SC2086  # the *_ARGS variables are lists of words on purpose
+  run "bench train" 120 bench_train "the recipe end to end; whole step, device-resident random images" -- \
+    "$cli_bin" bench train --device "$device" $bench_args
+  # --precision bf16: tensor-core convolutions and dense GEMMs; --layers shows the conversions.
+  # shellcheck disable=SC2086
+  run "bench train (bf16)" 120 bench_train_bf16 "--precision bf16: recipe end to end and the step" -- \
+    "$cli_bin" bench train --device "$device" --precision bf16 $bench_args
+}
+sec_bench_fused() {
+  (( runs_ok )) || return
+  # Each block's dropout -> batch-norm -> max pool as one fused op (kernels/batchnorm.cu): it
+  # becomes the default only if this is faster (and bench kernels' tail rows say where).
+  # shellcheck disable=SC2086
+  run "bench train (fused block tails)" 120 bench_train_fused_tails \
+    "--fused-block-tails: recipe end to end and the step" -- \
+    "$cli_bin" bench train --device "$device" --fused-block-tails $bench_args
+  # The epochs' full-batch steps recorded once as a CUDA graph and replayed (--cuda-graph),
+  # validation at batch 256 (--val-batch); "step_graphs" in its JSON says how many steps
+  # replayed, or why none did.
+  # shellcheck disable=SC2086
+  run "bench train (CUDA graphs)" 120 bench_train_graphs \
+    "--cuda-graph --val-batch 256: recipe end to end and the epoch" -- \
+    "$cli_bin" bench train --device "$device" --cuda-graph --val-batch 256 $bench_args
+}
 
 # ---- 7. Our kernels against cuDNN ----------------------------------------------------------------------
 # Each variant validated before it is timed (profiling/README.md); the table is the log, every row
 # also in bench_kernels.jsonl / .csv.
-if (( runs_ok )); then
-  # shellcheck disable=SC2086
-  run "bench kernels" 180 bench_kernels "our kernels vs cuDNN (fused tails, dense, bf16 conversions), batch 32 and 256" -- \
-    "$cli_bin" bench kernels --device "$device" --json "$out/bench_kernels.jsonl" \
-    --csv "$out/bench_kernels.csv" ${PNEUMO_BENCH_KERNELS_ARGS:-}
-fi
+sec_kernels() {
+  if (( runs_ok )); then
+    # shellcheck disable=SC2086
+    run "bench kernels" 180 bench_kernels "our kernels vs cuDNN (fused tails, dense, bf16 conversions), batch 32 and 256" -- \
+      "$cli_bin" bench kernels --device "$device" --json "$out/bench_kernels.jsonl" \
+      --csv "$out/bench_kernels.csv" ${PNEUMO_BENCH_KERNELS_ARGS:-}
+  fi
+}
 
 # ---- 8. compute-sanitizer: a short training (the sample, one epoch), then the CUDA tests ---------------
-sanitizer=$(command -v compute-sanitizer || true)
-for candidate in "$(dirname "$(command -v nvcc 2>/dev/null || echo /usr/local/cuda/bin/nvcc)")/compute-sanitizer" \
-                 /usr/local/cuda/compute-sanitizer/compute-sanitizer; do
-  [[ -z $sanitizer && -x $candidate ]] && sanitizer=$candidate
-done
-if [[ ${SKIP_SANITIZERS:-0} == 1 ]]; then
-  skip "compute-sanitizer" "SKIP_SANITIZERS=1"
-elif [[ -z $sanitizer ]]; then
-  skip "compute-sanitizer" "compute-sanitizer not found"
-else
-  if [[ -x $cli_bin && -f $sample_cache/meta.json ]]; then
-    rm -rf "$build-data/sanitized_run"  # a second run on the same build folder starts afresh
-    run "sanitizer memcheck (training)" 120 sanitizer_train "1 epoch on data/sample, batch 8" -- \
-      "$sanitizer" --tool memcheck --error-exitcode 86 --print-limit 50 "$cli_bin" train \
-      --data "$sample_cache" --device "$device" --epochs 1 --batch 8 --out "$build-data/sanitized_run"
-  fi
-  if [[ -x $test_bin ]]; then
-    # memcheck/initcheck watch every kernel (a bad argument of ours faults inside cuDNN's);
-    # racecheck and synccheck only ours (shared memory and barriers inside the libraries are not
-    # ours to fix). Most telling first: the budget cuts the last ones if time runs short.
-    tolerate_test_failures=1
-    for spec in "memcheck:120:" "racecheck:45:--kernel-name kns=pneumo" \
-                "synccheck:45:--kernel-name kns=pneumo" "initcheck:90:"; do
-      IFS=: read -r tool limit extra <<< "$spec"
-      # shellcheck disable=SC2086  # $extra is two words on purpose
-      run "sanitizer $tool" "$limit" "sanitizer_$tool" "${extra:+our kernels only}" -- \
-        "$sanitizer" --tool "$tool" --error-exitcode 86 --print-limit 50 $extra \
-        "$test_bin" --gtest_filter="$sanitizer_filter"
-    done
-    tolerate_test_failures=0
+sec_sanitizers() {
+  sanitizer=$(command -v compute-sanitizer || true)
+  for candidate in "$(dirname "$(command -v nvcc 2>/dev/null || echo /usr/local/cuda/bin/nvcc)")/compute-sanitizer" \
+                   /usr/local/cuda/compute-sanitizer/compute-sanitizer; do
+    [[ -z $sanitizer && -x $candidate ]] && sanitizer=$candidate
+  done
+  if [[ ${SKIP_SANITIZERS:-0} == 1 ]]; then
+    skip "compute-sanitizer" "SKIP_SANITIZERS=1"
+  elif [[ -z $sanitizer ]]; then
+    skip "compute-sanitizer" "compute-sanitizer not found"
   else
-    skip "compute-sanitizer (tests)" "no test binary"
+    if [[ -x $cli_bin && -f $sample_cache/meta.json ]]; then
+      rm -rf "$build-data/sanitized_run"  # a second run on the same build folder starts afresh
+      run "sanitizer memcheck (training)" 120 sanitizer_train "1 epoch on data/sample, batch 8" -- \
+        "$sanitizer" --tool memcheck --error-exitcode 86 --print-limit 50 "$cli_bin" train \
+        --data "$sample_cache" --device "$device" --epochs 1 --batch 8 --out "$build-data/sanitized_run"
+    fi
+    if [[ -x $test_bin ]]; then
+      # memcheck/initcheck watch every kernel (a bad argument of ours faults inside cuDNN's);
+      # racecheck and synccheck only ours (shared memory and barriers inside the libraries are not
+      # ours to fix). Most telling first: the budget cuts the last ones if time runs short.
+      tolerate_test_failures=1
+      for spec in "memcheck:120:" "racecheck:45:--kernel-name kns=pneumo" \
+                  "synccheck:45:--kernel-name kns=pneumo" "initcheck:90:"; do
+        IFS=: read -r tool limit extra <<< "$spec"
+        # shellcheck disable=SC2086  # $extra is two words on purpose
+        run "sanitizer $tool" "$limit" "sanitizer_$tool" "${extra:+our kernels only}" -- \
+          "$sanitizer" --tool "$tool" --error-exitcode 86 --print-limit 50 $extra \
+          "$test_bin" --gtest_filter="$sanitizer_filter"
+      done
+      tolerate_test_failures=0
+    else
+      skip "compute-sanitizer (tests)" "no test binary"
+    fi
   fi
-fi
+}
 
 # ---- 9. The same network in PyTorch on the same GPU: eager fp32, the weakest a user runs ------------------
-torch_ok=0
-if [[ ${SKIP_TORCH:-0} == 1 || ${SKIP_RUNS:-0} == 1 ]]; then
-  skip "torch reference" "SKIP_TORCH=1 or SKIP_RUNS=1"
-elif python3 -c "import torch; assert torch.cuda.is_available()" 2> /dev/null; then
-  torch_ok=1
+sec_torch_eager() {
+  if (( ! torch_ok )); then
+    skip "torch reference" "SKIP_TORCH=1, SKIP_RUNS=1 or python3 has no CUDA-enabled torch"
+    return
+  fi
   run "torch reference (eager)" 90 torch_eager "profiling/torch_reference.py" -- \
     python3 "$root/profiling/torch_reference.py" --batch 32 256 --steps 200
-else
-  skip "torch reference" "python3 has no CUDA-enabled torch"
-fi
+}
 
 # ---- 10. Real data: the recipe trained on the full dataset, evaluated on test -----------------------------
-if [[ ${SKIP_RUNS:-0} == 1 ]]; then
-  skip "train (recipe)" "SKIP_RUNS=1"
-elif [[ ! -x $cli_bin ]]; then
-  skip "train (recipe)" "no pneumo binary"
-elif [[ -z $full_cache ]]; then
-  skip "train (recipe)" "no full cache (carry .xfer from scripts/pack_gpu_data.py, or set PNEUMO_CACHE)"
-else
-  # shellcheck disable=SC2086
-  run "train (recipe)" 240 train "${PNEUMO_TRAIN_ARGS:-the seed recipe, 12 epochs}" -- "$cli_bin" train \
-    --data "$full_cache" --device "$device" --out "$out/run" ${PNEUMO_TRAIN_ARGS:-}
-  grep -E "^epoch [0-9]+/[0-9]+  train|reduc|model:" "$out/logs/train.log" > "$out/train_epochs.txt" 2>/dev/null
-  if [[ -f $out/run/model.safetensors ]]; then
-    run "evaluate (test)" 60 evaluate "test split, threshold stored with the model" -- "$cli_bin" evaluate \
-      --model "$out/run/model.safetensors" --data "$full_cache" --split test --device "$device" \
-      --json "$out/run/test_metrics.json"
+sec_train_real() {
+  if [[ ${SKIP_RUNS:-0} == 1 ]]; then
+    skip "train (recipe)" "SKIP_RUNS=1"
+  elif [[ ! -x $cli_bin ]]; then
+    skip "train (recipe)" "no pneumo binary"
+  elif [[ -z $full_cache ]]; then
+    skip "train (recipe)" "no full cache (carry .xfer from scripts/pack_gpu_data.py, or set PNEUMO_CACHE)"
+  else
+    # shellcheck disable=SC2086
+    run "train (recipe)" 240 train "${PNEUMO_TRAIN_ARGS:-the seed recipe, 12 epochs}" -- "$cli_bin" train \
+      --data "$full_cache" --device "$device" --out "$out/run" ${PNEUMO_TRAIN_ARGS:-}
+    grep -E "^epoch [0-9]+/[0-9]+  train|reduc|model:" "$out/logs/train.log" > "$out/train_epochs.txt" 2>/dev/null
+    if [[ -f $out/run/model.safetensors ]]; then
+      run "evaluate (test)" 60 evaluate "test split, threshold stored with the model" -- "$cli_bin" evaluate \
+        --model "$out/run/model.safetensors" --data "$full_cache" --split test --device "$device" \
+        --json "$out/run/test_metrics.json"
+    fi
+    # The same recipe with --precision bf16 (convolutions on tensor cores): its validation metrics
+    # (run_bf16/metrics_val.json) beside the fp32 run's; test is not read for it here.
+    # shellcheck disable=SC2086
+    run "train (recipe, bf16)" 240 train_bf16 "--precision bf16, validation only" -- "$cli_bin" train \
+      --data "$full_cache" --device "$device" --precision bf16 --out "$out/run_bf16" ${PNEUMO_TRAIN_ARGS:-}
+    # And with --fused-block-tails (the same model through the fused tail and stem kernels): its
+    # validation metrics and epoch times (run_fused/) beside the unfused run's; test not read.
+    # shellcheck disable=SC2086
+    run "train (recipe, fused block tails)" 240 train_fused "--fused-block-tails, validation only" -- \
+      "$cli_bin" train --data "$full_cache" --device "$device" --fused-block-tails true \
+      --out "$out/run_fused" ${PNEUMO_TRAIN_ARGS:-}
   fi
-  # The same recipe with --precision bf16 (convolutions on tensor cores): its validation metrics
-  # (run_bf16/metrics_val.json) beside the fp32 run's; test is not read for it here.
-  # shellcheck disable=SC2086
-  run "train (recipe, bf16)" 240 train_bf16 "--precision bf16, validation only" -- "$cli_bin" train \
-    --data "$full_cache" --device "$device" --precision bf16 --out "$out/run_bf16" ${PNEUMO_TRAIN_ARGS:-}
-  # And with --fused-block-tails (the same model through the fused tail and stem kernels): its
-  # validation metrics and epoch times (run_fused/) beside the unfused run's; test not read.
-  # shellcheck disable=SC2086
-  run "train (recipe, fused block tails)" 240 train_fused "--fused-block-tails, validation only" -- \
-    "$cli_bin" train --data "$full_cache" --device "$device" --fused-block-tails true \
-    --out "$out/run_fused" ${PNEUMO_TRAIN_ARGS:-}
-fi
+}
 
 # ---- 11. PyTorch as a user who cares about speed runs it, and where its step spends its time -------------
-if (( torch_ok )); then
-  if [[ ${SKIP_TORCH_COMPILE:-0} == 1 ]]; then
-    skip "torch reference (compile)" "SKIP_TORCH_COMPILE=1"
-  else
-    # channels_last + bf16 autocast, compiled; its first step (first_step_s) holds the
-    # compilation. max-autotune comes later, on its own clock.
-    run "torch reference (compile-bf16)" 150 torch_compile_bf16 "channels_last + bf16 autocast, torch.compile" -- \
-      python3 "$root/profiling/torch_reference.py" --batch 32 256 --steps 100 --configs compile-bf16
-    # The recipe end to end, as bench train's recipe line times pneumo's: a new process and an
-    # empty compile cache each, so that the compilation is inside the clock as pneumo's cold
-    # start is inside its own. (TRITON_CACHE_DIR, when the host sets it, would keep Triton's
-    # kernels warm outside TORCHINDUCTOR_CACHE_DIR.) The compiled one compiles four static graphs
-    # (training at 32 and the last partial batch, validation at both), hence its longer limit.
-    for config in eager compile-bf16; do
-      limit=120
-      [[ $config == compile-bf16 ]] && limit=240
-      run "torch recipe ($config)" "$limit" "torch_recipe_$config" "12 epochs + validation, batch 32, cold" -- \
-        env -u TRITON_CACHE_DIR TORCHINDUCTOR_CACHE_DIR="$(mktemp -d)" \
-        python3 "$root/profiling/torch_reference.py" \
-        --batch 32 --configs "$config" --recipe-epochs 12 --recipe-only
-    done
-  fi
-  # Where PyTorch's step spends its device time, op by op and kernel by kernel, to set beside
-  # bench train's per-op table (tables in the report, rows in torch_profile.jsonl).
-  run "torch profile (eager)" 60 torch_profile "torch.profiler, 20 steps per batch size" -- \
-    python3 "$root/profiling/torch_reference.py" --batch 32 256 --steps 20 --profile
-  grep '^{' "$out/logs/torch_profile.log" > "$out/torch_profile.jsonl" 2> /dev/null
-fi
-
-# ---- 12. Everything else, least telling last ---------------------------------------------------------------
-if (( runs_ok )); then
-  # shellcheck disable=SC2086
-  {
-    # The first-epoch overhead with a cold and then a warm tuning cache (the same new file).
-    for temperature in cold warm; do
-      run "recipe, $temperature tuning cache" 90 "bench_recipe_$temperature" \
-        "12 epochs + validation, batch 32, $temperature cache" -- \
-        "$cli_bin" bench train --device "$device" --batch 32 --steps 1 --warmup 0 \
-        --recipe-epochs 12 --tuning-cache "$out/tuning_recipe.json"
-    done
-    run "bench train (no augment)" 60 bench_train_plain "as PyTorch's reference: no augmentation" -- \
-      "$cli_bin" bench train --device "$device" --augment false --recipe-epochs 0 $bench_args
-    # The same with cuDNN for every op where the backend would time a kernel of its own against
-    # it: the before/after of those choices on this card.
-    run "bench train (cuDNN only)" 60 bench_train_cudnn_only "--cudnn-only, no augmentation" -- \
-      "$cli_bin" bench train --device "$device" --augment false --recipe-epochs 0 --cudnn-only $bench_args
-    if [[ ${SKIP_BENCH_EXTRAS:-0} == 1 ]]; then
-      skip "bench train (fastest, tf32)" "SKIP_BENCH_EXTRAS=1"
+sec_torch_compile() {
+  if (( torch_ok )); then
+    if [[ ${SKIP_TORCH_COMPILE:-0} == 1 ]]; then
+      skip "torch reference (compile)" "SKIP_TORCH_COMPILE=1"
     else
-      run "bench train (fastest algorithms)" 60 bench_train_fastest "--deterministic false, no augmentation" -- \
-        "$cli_bin" bench train --device "$device" --augment false --recipe-epochs 0 --deterministic false $bench_args
-      run "bench train (tf32)" 60 bench_train_tf32 "--precision tf32, no augmentation" -- \
-        "$cli_bin" bench train --device "$device" --augment false --recipe-epochs 0 --precision tf32 $bench_args
-      # cuDNN's graph-API engines (off by default: no gain in fp32 on an H100) where TF32 opens
-      # many more of them.
-      run "bench train (tf32, graph engines)" 60 bench_train_tf32_graph "--graph-engines" -- \
-        "$cli_bin" bench train --device "$device" --augment false --recipe-epochs 0 --precision tf32 \
-        --graph-engines $bench_args
+      # channels_last + bf16 autocast, compiled; its first step (first_step_s) holds the
+      # compilation. max-autotune comes later, on its own clock.
+      run "torch reference (compile-bf16)" 150 torch_compile_bf16 "channels_last + bf16 autocast, torch.compile" -- \
+        python3 "$root/profiling/torch_reference.py" --batch 32 256 --steps 100 --configs compile-bf16
+      # The recipe end to end, as bench train's recipe line times pneumo's: a new process and an
+      # empty compile cache each, so that the compilation is inside the clock as pneumo's cold
+      # start is inside its own. (TRITON_CACHE_DIR, when the host sets it, would keep Triton's
+      # kernels warm outside TORCHINDUCTOR_CACHE_DIR.) The compiled one compiles four static graphs
+      # (training at 32 and the last partial batch, validation at both), hence its longer limit.
+      for config in eager compile-bf16; do
+        limit=120
+        [[ $config == compile-bf16 ]] && limit=240
+        run "torch recipe ($config)" "$limit" "torch_recipe_$config" "12 epochs + validation, batch 32, cold" -- \
+          env -u TRITON_CACHE_DIR TORCHINDUCTOR_CACHE_DIR="$(mktemp -d)" \
+          python3 "$root/profiling/torch_reference.py" \
+          --batch 32 --configs "$config" --recipe-epochs 12 --recipe-only
+      done
     fi
-  }
-fi
-if (( torch_ok )); then
+    # Where PyTorch's step spends its device time, op by op and kernel by kernel, to set beside
+    # bench train's per-op table (tables in the report, rows in torch_profile.jsonl).
+    run "torch profile (eager)" 60 torch_profile "torch.profiler, 20 steps per batch size" -- \
+      python3 "$root/profiling/torch_reference.py" --batch 32 256 --steps 20 --profile
+    grep '^{' "$out/logs/torch_profile.log" > "$out/torch_profile.jsonl" 2> /dev/null
+  fi
+}
+
+# ---- 12. The first epoch's overhead with a cold and then a warm tuning cache (the same new file) -------
+sec_cache_pair() {
+  (( runs_ok )) || return
+  for temperature in cold warm; do
+    run "recipe, $temperature tuning cache" 90 "bench_recipe_$temperature" \
+      "12 epochs + validation, batch 32, $temperature cache" -- \
+      "$cli_bin" bench train --device "$device" --batch 32 --steps 1 --warmup 0 \
+      --recipe-epochs 12 --tuning-cache "$out/tuning_recipe.json"
+  done
+}
+
+# ---- 13. More configurations of bench train: no augmentation, cuDNN only, fastest, TF32 ---------------
+# shellcheck disable=SC2086  # $bench_args is a list of words on purpose
+sec_bench_extras() {
+  (( runs_ok )) || return
+  run "bench train (no augment)" 60 bench_train_plain "as PyTorch's reference: no augmentation" -- \
+    "$cli_bin" bench train --device "$device" --augment false --recipe-epochs 0 $bench_args
+  # The same with cuDNN for every op where the backend would time a kernel of its own against
+  # it: the before/after of those choices on this card.
+  run "bench train (cuDNN only)" 60 bench_train_cudnn_only "--cudnn-only, no augmentation" -- \
+    "$cli_bin" bench train --device "$device" --augment false --recipe-epochs 0 --cudnn-only $bench_args
+  if [[ ${SKIP_BENCH_EXTRAS:-0} == 1 ]]; then
+    skip "bench train (fastest, tf32)" "SKIP_BENCH_EXTRAS=1"
+  else
+    run "bench train (fastest algorithms)" 60 bench_train_fastest "--deterministic false, no augmentation" -- \
+      "$cli_bin" bench train --device "$device" --augment false --recipe-epochs 0 --deterministic false $bench_args
+    run "bench train (tf32)" 60 bench_train_tf32 "--precision tf32, no augmentation" -- \
+      "$cli_bin" bench train --device "$device" --augment false --recipe-epochs 0 --precision tf32 $bench_args
+    # cuDNN's graph-API engines (off by default: no gain in fp32 on an H100) where TF32 opens
+    # many more of them.
+    run "bench train (tf32, graph engines)" 60 bench_train_tf32_graph "--graph-engines" -- \
+      "$cli_bin" bench train --device "$device" --augment false --recipe-epochs 0 --precision tf32 \
+      --graph-engines $bench_args
+  fi
+}
+
+# ---- 14. The other PyTorch configurations: max-autotune with CUDA graphs, eager bf16, compiled fp32, TF32 --
+sec_torch_more() {
+  (( torch_ok )) || return
   if [[ ${SKIP_TORCH_COMPILE:-0} != 1 ]]; then
     # One process per batch: each compiles cold with autotuning, and a limit that stops one
     # keeps the other's line.
@@ -592,25 +626,114 @@ if (( torch_ok )); then
   fi
   run "torch reference (eager, tf32)" 60 torch_eager_tf32 "--tf32" -- \
     python3 "$root/profiling/torch_reference.py" --batch 32 256 --steps 200 --tf32
-fi
+}
+
+# ---- 15. NCCL: one rank ------------------------------------------------------------------------------
 # The data-parallel code path on one GPU: one rank, gradients through NCCL. (No MPI on the GPU
 # host: the group of one bootstraps NCCL itself. Several GPUs: not here.) NCCL_DEBUG=INFO puts
 # NCCL's own start-up lines in the log (proof it ran, and the reason if it cannot start); the
 # same training without NCCL must end with the same weights (one rank's sum is its own buffer).
-if (( runs_ok )) && [[ -f $sample_cache/meta.json ]]; then
-  rm -rf "$build-data/nccl_run" "$build-data/nccl_reference_run"
-  [[ -n $nccl_root ]] && export LD_LIBRARY_PATH=$nccl_root/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-  nccl_args=(--data "$sample_cache" --device "$device" --epochs 2 --batch 16)
-  if run "train, one rank through NCCL" 90 nccl_train "2 epochs on data/sample, --all-reduce nccl" -- \
-      env NCCL_DEBUG=INFO "$cli_bin" train "${nccl_args[@]}" --all-reduce nccl \
-      --out "$build-data/nccl_run" &&
-    run "train, the same without NCCL" 60 nccl_reference "--all-reduce auto (one process)" -- \
-      "$cli_bin" train "${nccl_args[@]}" --out "$build-data/nccl_reference_run"; then
-    run "NCCL weights = one process's" 30 nccl_compare "compare_weights.py, tolerance 1e-6" -- \
-      python3 "$root/scripts/compare_weights.py" "$build-data/nccl_run/model.safetensors" \
-      "$build-data/nccl_reference_run/model.safetensors" --tolerance 1e-6
+sec_nccl() {
+  if (( runs_ok )) && [[ -f $sample_cache/meta.json ]]; then
+    rm -rf "$build-data/nccl_run" "$build-data/nccl_reference_run"
+    [[ -n $nccl_root ]] && export LD_LIBRARY_PATH=$nccl_root/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+    nccl_args=(--data "$sample_cache" --device "$device" --epochs 2 --batch 16)
+    if run "train, one rank through NCCL" 90 nccl_train "2 epochs on data/sample, --all-reduce nccl" -- \
+        env NCCL_DEBUG=INFO "$cli_bin" train "${nccl_args[@]}" --all-reduce nccl \
+        --out "$build-data/nccl_run" &&
+      run "train, the same without NCCL" 60 nccl_reference "--all-reduce auto (one process)" -- \
+        "$cli_bin" train "${nccl_args[@]}" --out "$build-data/nccl_reference_run"; then
+      run "NCCL weights = one process's" 30 nccl_compare "compare_weights.py, tolerance 1e-6" -- \
+        python3 "$root/scripts/compare_weights.py" "$build-data/nccl_run/model.safetensors" \
+        "$build-data/nccl_reference_run/model.safetensors" --tolerance 1e-6
+    fi
   fi
-fi
+}
+
+# ---- 16. The generalisation sweep: scripts/experiments.py over a plan of configurations x seeds -------
+# Each run scored on its validation split and the stress variants, the plan's rule picks one, and the
+# test split is read once for it and the baseline (each seed and their ensemble). On by default on a
+# GPU (configs/experiments/generalisation-150-gpu.json); EXPERIMENTS_PLAN="" skips it, and a CPU dry
+# run does it only when EXPERIMENTS_PLAN names a plan.
+sec_sweep() {
+  default_plan=""
+  [[ $device == cuda ]] && default_plan=$root/configs/experiments/generalisation-150-gpu.json
+  plan=${EXPERIMENTS_PLAN-$default_plan}
+  if [[ ${SKIP_RUNS:-0} == 1 ]]; then
+    skip "generalisation sweep" "SKIP_RUNS=1"
+  elif [[ -z $plan ]]; then
+    skip "generalisation sweep" "EXPERIMENTS_PLAN empty (or a CPU dry run)"
+  elif [[ ! -x $cli_bin || -z $full_cache ]]; then
+    skip "generalisation sweep" "no pneumo binary or no full cache"
+  else
+    run "generalisation sweep" 420 experiments "$(basename "$plan"): train + validation + stress" -- \
+      python3 "$root/scripts/experiments.py" "$plan" --pneumo "$cli_bin" --data "$full_cache" \
+      --out "$out/experiments" --jobs "${EXPERIMENTS_JOBS:-1}"
+    sweep_rc=$?
+    # The test split is read only after a sweep that finished: a failed or cut one may lack runs.
+    if (( sweep_rc == 0 )); then
+      run "generalisation sweep (test, once)" 120 experiments_test "picked config and baseline" -- \
+        python3 "$root/scripts/experiments.py" "$plan" --pneumo "$cli_bin" --data "$full_cache" \
+        --out "$out/experiments" --test
+    else
+      skip "generalisation sweep (test, once)" "the sweep step exited $sweep_rc; test split not read"
+    fi
+  fi
+}
+
+# ---- 17. The recipe over more seeds: the run-to-run spread of its validation and test metrics ---------
+# Seed 1 is the run of section 10 (train_real), which must run first.
+sec_seeds() {
+  seeds=${PNEUMO_SEEDS-2 3 4 5}
+  if [[ -n $seeds && -x $cli_bin && -n $full_cache && -f $out/run/model.safetensors ]]; then
+    seed_runs=("$out/run")
+    for seed in $seeds; do
+      # shellcheck disable=SC2086
+      run "train (seed $seed)" 60 "train_seed$seed" "the recipe with --seed $seed" -- "$cli_bin" train \
+        --data "$full_cache" --device "$device" --seed "$seed" --out "$out/seeds/$seed" ${PNEUMO_TRAIN_ARGS:-} ||
+        continue
+      run "evaluate (seed $seed)" 30 "evaluate_seed$seed" "test split" -- "$cli_bin" evaluate \
+        --model "$out/seeds/$seed/model.safetensors" --data "$full_cache" --split test --device "$device" \
+        --json "$out/seeds/$seed/test_metrics.json" && seed_runs+=("$out/seeds/$seed")
+    done
+    python3 "$root/scripts/summarize_runs.py" "${seed_runs[@]}" > "$out/seeds.md" 2>&1
+  fi
+}
+
+# ---- 18. Nsight Compute: profiling/README.md's two commands, their details pages kept as text ------
+# --clock-control none: the lent hosts' clocks are left as they are (ncu locks them by default).
+sec_ncu() {
+  if [[ ${SKIP_NCU:-0} == 1 || ${SKIP_RUNS:-0} == 1 ]]; then
+    skip "ncu" "SKIP_NCU=1 or SKIP_RUNS=1"
+  elif ! command -v ncu > /dev/null; then
+    skip "ncu" "ncu not on PATH"
+  elif [[ -x $cli_bin ]]; then
+    run "ncu: conv3x3 kernels" 150 ncu_conv "our conv kernels, batch 256, --set full" -- \
+      ncu --clock-control none --set full --import-source yes -k regex:conv3x3 -c 4 \
+      -o "$out/ncu_conv3x3" -f "$cli_bin" bench kernels --device "$device" --ops conv --batches 256 \
+      --repeats 1 --warmup 0 &&
+      ncu --import "$out/ncu_conv3x3.ncu-rep" --page details > "$out/logs/ncu_conv3x3_details.log" 2>&1
+    run "ncu: pneumo kernels in train steps" 150 ncu_step "augment, dropout, loss, RMSprop, ..." -- \
+      ncu --clock-control none --set full --kernel-name-base demangled -k regex:pneumo:: -c 20 \
+      -o "$out/ncu_step" -f "$cli_bin" bench train --device "$device" --batch 32 --steps 5 --warmup 2 \
+      --epoch-images 64 --recipe-epochs 0 &&
+      ncu --import "$out/ncu_step.ncu-rep" --page details > "$out/logs/ncu_step_details.log" 2>&1
+    rm -f "$out"/*.ncu-rep  # tens of MB; the details pages above hold what is read from them
+  fi
+}
+
+# ---- The sections, in order --------------------------------------------------------------------------------
+default_order="bench_main bench_fused kernels sanitizers torch_eager train_real torch_compile cache_pair"
+default_order+=" bench_extras torch_more nccl sweep seeds ncu"
+order=${GPU_CHECK_ORDER:-$default_order}
+for section in $order; do
+  if [[ " $default_order " != *" $section "* ]]; then
+    record "GPU_CHECK_ORDER" FAIL 0 "" "no section '$section' (sections: $default_order)"
+    continue
+  fi
+  "sec_$section"
+done
+
 # The table of pneumo against PyTorch: every speed row, and the recipe lines of the cold PyTorch
 # recipe runs (their logs hold nothing else worth a row).
 {
@@ -620,71 +743,6 @@ fi
 } > "$out/throughput.jsonl"
 write_report
 
-# ---- 13. The generalisation sweep: scripts/experiments.py over a plan of configurations x seeds -------
-# Each run scored on its validation split and the stress variants, the plan's rule picks one, and the
-# test split is read once for it and the baseline (each seed and their ensemble). On by default on a
-# GPU (configs/experiments/generalisation-150-gpu.json); EXPERIMENTS_PLAN="" skips it, and a CPU dry
-# run does it only when EXPERIMENTS_PLAN names a plan.
-default_plan=""
-[[ $device == cuda ]] && default_plan=$root/configs/experiments/generalisation-150-gpu.json
-plan=${EXPERIMENTS_PLAN-$default_plan}
-if [[ ${SKIP_RUNS:-0} == 1 ]]; then
-  skip "generalisation sweep" "SKIP_RUNS=1"
-elif [[ -z $plan ]]; then
-  skip "generalisation sweep" "EXPERIMENTS_PLAN empty (or a CPU dry run)"
-elif [[ ! -x $cli_bin || -z $full_cache ]]; then
-  skip "generalisation sweep" "no pneumo binary or no full cache"
-else
-  run "generalisation sweep" 420 experiments "$(basename "$plan"): train + validation + stress" -- \
-    python3 "$root/scripts/experiments.py" "$plan" --pneumo "$cli_bin" --data "$full_cache" \
-    --out "$out/experiments"
-  sweep_rc=$?
-  # The test split is read only after a sweep that finished: a failed or cut one may lack runs.
-  if (( sweep_rc == 0 )); then
-    run "generalisation sweep (test, once)" 120 experiments_test "picked config and baseline" -- \
-      python3 "$root/scripts/experiments.py" "$plan" --pneumo "$cli_bin" --data "$full_cache" \
-      --out "$out/experiments" --test
-  else
-    skip "generalisation sweep (test, once)" "the sweep step exited $sweep_rc; test split not read"
-  fi
-fi
-
-# ---- 14. The recipe over more seeds: the run-to-run spread of its validation and test metrics ---------
-# Late, so that a short budget cuts it early. Seed 1 is the run of section 10.
-seeds=${PNEUMO_SEEDS-2 3 4 5}
-if [[ -n $seeds && -x $cli_bin && -n $full_cache && -f $out/run/model.safetensors ]]; then
-  seed_runs=("$out/run")
-  for seed in $seeds; do
-    # shellcheck disable=SC2086
-    run "train (seed $seed)" 60 "train_seed$seed" "the recipe with --seed $seed" -- "$cli_bin" train \
-      --data "$full_cache" --device "$device" --seed "$seed" --out "$out/seeds/$seed" ${PNEUMO_TRAIN_ARGS:-} ||
-      continue
-    run "evaluate (seed $seed)" 30 "evaluate_seed$seed" "test split" -- "$cli_bin" evaluate \
-      --model "$out/seeds/$seed/model.safetensors" --data "$full_cache" --split test --device "$device" \
-      --json "$out/seeds/$seed/test_metrics.json" && seed_runs+=("$out/seeds/$seed")
-  done
-  python3 "$root/scripts/summarize_runs.py" "${seed_runs[@]}" > "$out/seeds.md" 2>&1
-fi
-
-# ---- 15. Nsight Compute: profiling/README.md's two commands, their details pages kept as text ------
-# --clock-control none: the lent hosts' clocks are left as they are (ncu locks them by default).
-if [[ ${SKIP_NCU:-0} == 1 || ${SKIP_RUNS:-0} == 1 ]]; then
-  skip "ncu" "SKIP_NCU=1 or SKIP_RUNS=1"
-elif ! command -v ncu > /dev/null; then
-  skip "ncu" "ncu not on PATH"
-elif [[ -x $cli_bin ]]; then
-  run "ncu: conv3x3 kernels" 150 ncu_conv "our conv kernels, batch 256, --set full" -- \
-    ncu --clock-control none --set full --import-source yes -k regex:conv3x3 -c 4 \
-    -o "$out/ncu_conv3x3" -f "$cli_bin" bench kernels --device "$device" --ops conv --batches 256 \
-    --repeats 1 --warmup 0 &&
-    ncu --import "$out/ncu_conv3x3.ncu-rep" --page details > "$out/logs/ncu_conv3x3_details.log" 2>&1
-  run "ncu: pneumo kernels in train steps" 150 ncu_step "augment, dropout, loss, RMSprop, ..." -- \
-    ncu --clock-control none --set full --kernel-name-base demangled -k regex:pneumo:: -c 20 \
-    -o "$out/ncu_step" -f "$cli_bin" bench train --device "$device" --batch 32 --steps 5 --warmup 2 \
-    --epoch-images 64 --recipe-epochs 0 &&
-    ncu --import "$out/ncu_step.ncu-rep" --page details > "$out/logs/ncu_step_details.log" 2>&1
-  rm -f "$out"/*.ncu-rep  # tens of MB; the details pages above hold what is read from them
-fi
 
 write_report
 # The GPU host returns at most 8 files: the report, the key results, and one archive of the rest

@@ -47,7 +47,8 @@ TEST(Experiments, SweepPicksByThePlansRuleAndReadsTestOnce) {
   EXPECT_FALSE(fs::exists(out + "/plain/seed-1/test.json"));
   EXPECT_TRUE(fs::exists(out + "/plan.json"));  // the plan, fixed by the first call
 
-  auto sweep = testing::run_command(script);
+  // The rest two runs at a time (--jobs, as on a GPU): the same table as one at a time.
+  auto sweep = testing::run_command(script + " --jobs 2");
   ASSERT_EQ(sweep.status, 0) << sweep.output;
   for (const char* config : {"plain", "jitter"})
     for (const char* seed : {"seed-1", "seed-2"})
@@ -157,6 +158,12 @@ TEST(Experiments, InvalidPlansAndNamesRefusedBeforeAnyTraining) {
                                    "/data/sample --out " + out + " --only plian");
   EXPECT_EQ(only.status, 2) << only.output;
   EXPECT_NE(only.output.find("--only names 'plian'"), std::string::npos) << only.output;
+  EXPECT_FALSE(fs::exists(out));
+  auto jobs = testing::run_command("python3 " PNEUMO_SOURCE_DIR "/scripts/experiments.py " + plan +
+                                   " --pneumo " PNEUMO_BINARY " --data " PNEUMO_SOURCE_DIR
+                                   "/data/sample --out " + out + " --jobs 0");
+  EXPECT_EQ(jobs.status, 2) << jobs.output;
+  EXPECT_NE(jobs.output.find("--jobs 0: give at least 1"), std::string::npos) << jobs.output;
   EXPECT_FALSE(fs::exists(out));
 }
 
