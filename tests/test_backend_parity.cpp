@@ -46,8 +46,13 @@ using testing::to_host;
     return ::testing::AssertionFailure() << "memory type " << attributes.type << ", not device";
   return ::testing::AssertionSuccess();
 }
+// An empty tensor holds no memory at all (its pointer may be null): nothing to check.
+template <class T>
+::testing::AssertionResult on_device_unless_empty(const T& tensor) {
+  return tensor.numel() == 0 ? ::testing::AssertionSuccess() : is_device_memory(tensor.data());
+}
 #define EXPECT_ON_DEVICE(tensor) \
-  EXPECT_TRUE(is_device_memory((tensor).data())) << #tensor " is not CUDA device memory"
+  EXPECT_TRUE(on_device_unless_empty(tensor)) << #tensor " is not CUDA device memory"
 
 float max_abs(const std::vector<float>& values) {
   float m = 0.0f;
@@ -1139,18 +1144,32 @@ TEST_F(Parity, ConvPlansAreFoundOnceAndReused) {
   backend.conv2d_forward(x1.cuda, w.cuda, b.cuda, y1.cuda, false);
   EXPECT_EQ(backend.conv_plan_count(), 2u);
   // The searches are kept for reports: 3 directions of the first shape, the forward of the
-  // second; each kept algorithm is one of its search's trials and ran there.
+  // second. Each searched algorithm is one of its search's trials and ran there; the smaller
+  // batch's forward is not searched but recalled from the batch of 2 (the tuning cache's rule
+  // for a smaller shape of the same layer), with no trials of its own.
   const std::vector<ConvSearch> searches = backend.conv_searches();
   ASSERT_EQ(searches.size(), 4u);
+  EXPECT_EQ(searches[0].shape[0], 1);  // shapes in key order: N=1 before N=2
+  EXPECT_STREQ(searches[0].direction, "forward");
+  EXPECT_STREQ(searches[1].direction, "forward");
+  EXPECT_STREQ(searches[3].direction, "backward_filter");
   for (const ConvSearch& search : searches) {
+    if (search.shape[0] == 1) {
+      EXPECT_EQ(search.source, "cache (batch 2)");
+      EXPECT_TRUE(search.trials.empty());
+      EXPECT_EQ(search.chosen, searches[1].chosen) << "N=1 forward is not the N=2 pick";
+      continue;
+    }
+    EXPECT_EQ(search.source, "searched") << search.direction;
     const bool kept_ran = std::any_of(
         search.trials.begin(), search.trials.end(), [&](const ConvAlgoTrial& t) {
           return t.algo == search.chosen && t.status == CUDNN_STATUS_SUCCESS && t.ms > 0;
         });
     EXPECT_TRUE(kept_ran) << search.direction << " of N=" << search.shape[0];
   }
-  EXPECT_EQ(searches[0].shape[0], 1);  // shapes in key order: N=1 before N=2
-  EXPECT_STREQ(searches[3].direction, "backward_filter");
+  // The recalled algorithm computes the same convolution on the smaller batch.
+  cpu_->conv2d_forward(x1.cpu, w.cpu, b.cpu, y1.cpu, false);
+  EXPECT_TRUE(close_to(y1.cuda, y1.cpu, 1e-4, "forward at N=1 by the recalled algorithm"));
   std::cout << "[ conv plans ] " << backend.name() << "\n" << backend.describe_conv_plans();
 }
 

@@ -453,14 +453,46 @@ TEST(AugmentCuda, MatchesTheCpuTwin) {
                          nullptr);
       ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
       copy_bytes(gpu.data(), Device::Cpu, d_out.data(), Device::Cuda, d_out.bytes());
-      if (enabled) {
+      if (variant == 0) {
         // sinf/cosf and fused multiply-adds differ in the last bits between host and device;
         // through the bilinear weights that reaches ~4e-5 (seen on an H200: 841 of 832,500
         // pixels above 2e-5, the worst 3.7e-5), i.e. 0.01 grey levels. 1e-4 is 0.026 levels.
-        // Standardised values are scaled by up to 1 / std (a few units): relative tolerance too.
-        EXPECT_TRUE(testing::all_close(gpu, cpu, 1e-4, variant == 2 ? 1e-4 : 0.0,
-                                       "augment cuda vs cpu"))
+        EXPECT_TRUE(testing::all_close(gpu, cpu, 1e-4, 0.0, "augment cuda vs cpu"))
             << "size " << size << " variant " << variant;
+      } else if (variant == 2) {
+        // Standardisation divides each image by its own standard deviation sigma, so a pixel's
+        // last-bit difference d reaches z as d / sigma (plus |z| times sigma's own relative
+        // error): a low-contrast image amplifies it (seen on an H200, 2026-12-04: 22 of 832,500
+        // values 1.3x over a flat 1e-4 + 1e-4 |z|, all in one image). So the pixels are
+        // compared before standardisation at the recipe's 1e-4, and each image's z values at
+        // 1e-4 / sigma of that image, the same pixel bound carried through the division.
+        AugmentSettings unit = s;
+        unit.normalization = InputNormalization::Unit;
+        std::vector<float> cpu_unit(cpu.size()), gpu_unit(gpu.size());
+        augment_batch_cpu(images.data(), count, size, indices.data(), 37, unit, key,
+                          cpu_unit.data());
+        augment_batch_cuda(d_images.data(), count, size, d_indices.data(), 37, unit, key,
+                           d_out.data(), nullptr);
+        ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+        copy_bytes(gpu_unit.data(), Device::Cpu, d_out.data(), Device::Cuda, d_out.bytes());
+        EXPECT_TRUE(testing::all_close(gpu_unit, cpu_unit, 1e-4, 0.0, "augment cuda vs cpu, unit"))
+            << "size " << size;
+        for (size_t i = 0; i < indices.size(); ++i) {
+          const auto first = cpu_unit.begin() + static_cast<std::ptrdiff_t>(i * pixels);
+          double mean = 0.0, square = 0.0;
+          for (auto v = first; v != first + static_cast<std::ptrdiff_t>(pixels); ++v) mean += *v;
+          mean /= static_cast<double>(pixels);
+          for (auto v = first; v != first + static_cast<std::ptrdiff_t>(pixels); ++v)
+            square += (*v - mean) * (*v - mean);
+          const double sigma = std::sqrt(square / static_cast<double>(pixels));
+          const double atol = 1e-4 / std::max(sigma, 1e-2);  // flat images: standardised to ~0
+          const std::vector<float> z_gpu(gpu.begin() + static_cast<std::ptrdiff_t>(i * pixels),
+                                         gpu.begin() + static_cast<std::ptrdiff_t>((i + 1) * pixels));
+          const std::vector<float> z_cpu(cpu.begin() + static_cast<std::ptrdiff_t>(i * pixels),
+                                         cpu.begin() + static_cast<std::ptrdiff_t>((i + 1) * pixels));
+          EXPECT_TRUE(testing::all_close(z_gpu, z_cpu, atol, 1e-4, "augment cuda vs cpu, z"))
+              << "size " << size << " image " << i << " sigma " << sigma;
+        }
       } else {
         EXPECT_EQ(gpu, cpu) << "disabled path is not bit-identical, size " << size;
       }
