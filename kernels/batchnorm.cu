@@ -35,6 +35,21 @@ __device__ __forceinline__ Moments merge(const Moments& a, const Moments& b) {
   return {count, a.mean + delta * weight_b, a.m2 + b.m2 + delta * delta * a.count * weight_b};
 }
 
+// Four values at once: their own mean and M2, merged into m by Chan's rule with one approximate
+// division (the weight 4 / count, a few ulps off, moves the mean by a few ulps of delta) instead
+// of an IEEE division per value, whose slow path is a branch the loads of the next values could
+// not be scheduled across.
+__device__ __forceinline__ void add_four(Moments& m, float v0, float v1, float v2, float v3) {
+  const float mean4 = ((v0 + v1) + (v2 + v3)) * 0.25f;
+  const float d0 = v0 - mean4, d1 = v1 - mean4, d2 = v2 - mean4, d3 = v3 - mean4;
+  const float m2_4 = (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3);
+  const float count = m.count + 4.0f, delta = mean4 - m.mean;
+  const float weight = __fdividef(4.0f, count);
+  m.mean += delta * weight;
+  m.m2 += m2_4 + delta * delta * m.count * weight;
+  m.count = count;
+}
+
 __device__ __forceinline__ Moments shuffle_down(const Moments& m, int offset) {
   return {__shfl_down_sync(0xffffffffu, m.count, offset),
           __shfl_down_sync(0xffffffffu, m.mean, offset),
@@ -71,7 +86,12 @@ template <class Values>
 __global__ void moments_partial_kernel(Values x, float* partial, ChunkGeometry g) {
   const int64_t c = blockIdx.x;
   Moments m{0.0f, 0.0f, 0.0f};
-  g.for_each([&](int64_t i) { add_value(m, x(i)); });
+  g.for_each_by_four(
+      [&](int64_t i, int64_t stride) {
+        const float v0 = x(i), v1 = x(i + stride), v2 = x(i + 2 * stride), v3 = x(i + 3 * stride);
+        add_four(m, v0, v1, v2, v3);
+      },
+      [&](int64_t i) { add_value(m, x(i)); });
   m = block_moments(m);
   if (threadIdx.x == 0) {
     float* out = partial + 2 * (c * gridDim.y + blockIdx.y);
@@ -122,10 +142,22 @@ __global__ void gradient_partial_kernel(const float* x, const float* dy, const f
   const int64_t c = blockIdx.x;
   const float mean_c = mean[c];
   float sum_dy = 0.0f, sum_dy_centred = 0.0f;
-  g.for_each([&](int64_t i) {
-    sum_dy += dy[i];
-    sum_dy_centred += dy[i] * (x[i] - mean_c);
-  });
+  const auto add = [&](float d, float v) {
+    sum_dy += d;
+    sum_dy_centred += d * (v - mean_c);
+  };
+  g.for_each_by_four(
+      [&](int64_t i, int64_t stride) {  // the eight loads first, then the sums in value order
+        float d[4], v[4];
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+          d[k] = dy[i + k * stride];
+          v[k] = x[i + k * stride];
+        }
+#pragma unroll
+        for (int k = 0; k < 4; ++k) add(d[k], v[k]);
+      },
+      [&](int64_t i) { add(dy[i], x[i]); });
   sum_dy = block_sum(sum_dy);
   sum_dy_centred = block_sum(sum_dy_centred);
   if (threadIdx.x == 0) {

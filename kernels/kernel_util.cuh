@@ -92,6 +92,29 @@ __device__ __forceinline__ void for_each_in_chunk(int64_t c, int64_t first, int6
   }
 }
 
+// The same walk as for_each_in_chunk, four of a thread's values at a time where a plane has at
+// least four strides left: visit4(i, stride) owns i, i + stride, i + 2 stride and i + 3 stride,
+// so a visitor that loads all four before using them keeps four loads in flight per thread
+// (one at a time, the reductions moved about 1.1 TB/s on an H200, 2026-12-04); the rest of a
+// plane, and the small-plane walk, go to visit1(i). Each thread's values come in the order
+// for_each_in_chunk gives them.
+template <class Visit4, class Visit1>
+__device__ __forceinline__ void for_each_in_chunk_by_four(int64_t c, int64_t first, int64_t last,
+                                                          int64_t channels, int64_t spatial,
+                                                          Visit4&& visit4, Visit1&& visit1) {
+  if (spatial >= blockDim.x) {
+    const int64_t stride = blockDim.x;
+    for (int64_t n = first; n < last; ++n) {
+      const int64_t plane = (n * channels + c) * spatial;
+      int64_t s = threadIdx.x;
+      for (; s + 3 * stride < spatial; s += 4 * stride) visit4(plane + s, stride);
+      for (; s < spatial; s += stride) visit1(plane + s);
+    }
+  } else {
+    for_each_in_chunk(c, first, last, channels, spatial, visit1);
+  }
+}
+
 // A per-channel reduction over (N, C, spatial) split as bias_reduction says: block (c, j) takes
 // channel c over the images of chunk j.
 struct ChunkGeometry {
@@ -102,6 +125,10 @@ struct ChunkGeometry {
   template <class Visit>
   __device__ void for_each(Visit&& visit) const {
     for_each_in_chunk(blockIdx.x, first(), last(), channels, spatial, visit);
+  }
+  template <class Visit4, class Visit1>
+  __device__ void for_each_by_four(Visit4&& visit4, Visit1&& visit1) const {
+    for_each_in_chunk_by_four(blockIdx.x, first(), last(), channels, spatial, visit4, visit1);
   }
 };
 

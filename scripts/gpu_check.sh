@@ -582,6 +582,13 @@ sec_cache_pair() {
       "$cli_bin" bench train --device "$device" --batch 32 --steps 1 --warmup 0 \
       --recipe-epochs 12 --tuning-cache "$out/tuning_recipe.json"
   done
+  # The H200's warm first epoch was still 35% over a steady one (2026-12-04). CUDA loads each
+  # kernel at its first launch by default (lazy loading); loading every module at start-up
+  # moves that cost into the set-up time, so this run says how much of the 35% it is.
+  run "recipe, warm tuning cache, eager module loading" 90 bench_recipe_warm_eager \
+    "CUDA_MODULE_LOADING=EAGER" -- \
+    env CUDA_MODULE_LOADING=EAGER "$cli_bin" bench train --device "$device" --batch 32 --steps 1 \
+    --warmup 0 --recipe-epochs 12 --tuning-cache "$out/tuning_recipe.json"
 }
 
 # ---- 13. More configurations of bench train: no augmentation, cuDNN only, fastest, TF32 ---------------
