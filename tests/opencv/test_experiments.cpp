@@ -150,21 +150,19 @@ TEST(Experiments, InvalidPlansAndNamesRefusedBeforeAnyTraining) {
     EXPECT_FALSE(fs::exists(out)) << text;
     EXPECT_FALSE(fs::exists(dir.file("escape"))) << text;
   }
-  // --only must name a configuration of the plan.
+  // A good plan with a bad option: --only must name a configuration of the plan, --jobs be >= 1.
   const std::string plan = dir.file("good.json");
   std::ofstream(plan) << start + R"("seeds": [1], "configs": {)" + plain + "}}";
-  auto only = testing::run_command("python3 " PNEUMO_SOURCE_DIR "/scripts/experiments.py " + plan +
-                                   " --pneumo " PNEUMO_BINARY " --data " PNEUMO_SOURCE_DIR
-                                   "/data/sample --out " + out + " --only plian");
-  EXPECT_EQ(only.status, 2) << only.output;
-  EXPECT_NE(only.output.find("--only names 'plian'"), std::string::npos) << only.output;
-  EXPECT_FALSE(fs::exists(out));
-  auto jobs = testing::run_command("python3 " PNEUMO_SOURCE_DIR "/scripts/experiments.py " + plan +
-                                   " --pneumo " PNEUMO_BINARY " --data " PNEUMO_SOURCE_DIR
-                                   "/data/sample --out " + out + " --jobs 0");
-  EXPECT_EQ(jobs.status, 2) << jobs.output;
-  EXPECT_NE(jobs.output.find("--jobs 0: give at least 1"), std::string::npos) << jobs.output;
-  EXPECT_FALSE(fs::exists(out));
+  const std::vector<std::pair<std::string, std::string>> options = {
+      {" --only plian", "--only names 'plian'"}, {" --jobs 0", "--jobs 0: give at least 1"}};
+  for (const auto& [option, words] : options) {
+    auto result = testing::run_command("python3 " PNEUMO_SOURCE_DIR "/scripts/experiments.py " +
+                                       plan + " --pneumo " PNEUMO_BINARY " --data " PNEUMO_SOURCE_DIR
+                                       "/data/sample --out " + out + option);
+    EXPECT_EQ(result.status, 2) << option << "\n" << result.output;
+    EXPECT_NE(result.output.find(words), std::string::npos) << option << "\n" << result.output;
+    EXPECT_FALSE(fs::exists(out)) << option;
+  }
 }
 
 }  // namespace
