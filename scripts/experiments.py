@@ -12,7 +12,9 @@ split only when asked, once, for the picked configuration (and the baseline it i
 
 PLAN.json: {"size": 96, "epochs": 12, "seeds": [1, 2, 3], "baseline": "keras",
             "rule": "...words...", "pick_metric": "stress_mean_accuracy",
-            "pick": "NAME" (optional: a configuration an earlier plan picked; no new pick),
+            "pick": "NAME" (optional: a configuration named in advance, one an earlier plan
+                    picked or the candidate measured beside the baseline; this plan picks
+                    nothing, and its tables say "named by the plan", not "picked"),
             "note": "...words..." (optional),
             "configs": {"NAME": {"flag": value, ...}, ...}}
 size, epochs, seeds, rule and configs are required; a NAME is [A-Za-z0-9][A-Za-z0-9._-]*;
@@ -469,14 +471,17 @@ def write_table(args, plan):
              "images under `pneumo evaluate --stress`'s ten fixed variants. Threshold 0.5 except the last "
              "column (the checkpoint's Youden threshold from validation). Mean ± sample sd (n - 1) over "
              "seeds; model = the final epoch's weights (model.safetensors)."
-             + (f" Incomplete, nothing picked yet: {', '.join(missing)}." if missing else ""), "",
+             + (f" Incomplete, nothing picked yet: {', '.join(missing)}." if missing else "")
+             + (f" This plan picks nothing: it names `{plan['pick']}` (its `pick`) to measure beside"
+                f" `{plan.get('baseline')}`; whether its rule holds is read from the table."
+                if plan.get("pick") else ""), "",
              "| config | seeds | val acc | val sens | val spec | val AUC | stress worst acc | stress mean acc | stress worst spec | stress worst sens | stress mean acc, Youden threshold |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, s in summary.items():
         cells = [fmt(*s[c]) for c in ("val_acc", "val_sens", "val_spec", "val_auc", "stress_worst_accuracy",
                                        "stress_mean_accuracy", "stress_worst_specificity",
                                        "stress_worst_sensitivity", "stress_mean_accuracy_tuned")]
-        mark = " (picked)" if name == chosen else ""
+        mark = "" if name != chosen else " (named by the plan)" if plan.get("pick") else " (picked)"
         lines.append(f"| {name}{mark} | {s['n']} | " + " | ".join(cells) + " |")
     shown = len(lines)
     lines += ["", "Configurations:", ""]
@@ -543,7 +548,8 @@ def read_test(args, plan, chosen):
         run(command, os.path.join(args.out, name, "test.log"), failed_note)
         done.append(out)
 
-    lines = [f"# Test split, read once ({time.strftime('%Y-%m-%d')}): picked `{chosen}`"
+    what = "named by the plan" if plan.get("pick") else "picked"
+    lines = [f"# Test split, read once ({time.strftime('%Y-%m-%d')}): {what} `{chosen}`"
              + (f", baseline `{plan['baseline']}`" if len(names) > 1 else ""), "",
              "Mean ± sample sd (n - 1) over seeds; an ensemble applies threshold 0.5, so it has no "
              "checkpoint threshold (-).", "",

@@ -116,6 +116,33 @@ TEST(Experiments, SweepPicksByThePlansRuleAndReadsTestOnce) {
   EXPECT_NE(twice.output.find("read once"), std::string::npos) << twice.output;
 }
 
+// A plan that names its configuration in advance (its "pick") decides nothing: its tables must not
+// call that configuration "picked" (a reader took the bf16 plan's named candidate for a winner).
+TEST(Experiments, APlanThatNamesItsConfigurationDoesNotCallItPicked) {
+  if (testing::run_command("python3 -c pass").status != 0) GTEST_SKIP() << "no python3";
+  testing::TempDir dir;
+  const std::string plan = dir.file("plan.json"), out = dir.file("sweep");
+  std::ofstream(plan) << R"({"size": 32, "epochs": 1, "seeds": [1], "baseline": "plain",
+    "pick": "jitter", "rule": "jitter matches plain when ...", "pick_metric": "stress_mean_accuracy",
+    "configs": {"plain": {"augment": false, "threads": 2, "device": "cpu"},
+                "jitter": {"aspect": 0.3, "threads": 2, "device": "cpu"}}})";
+  const std::string script = "PNEUMO_CACHE_DIR='" + dir.file("cache") + "' python3 " +
+                             PNEUMO_SOURCE_DIR "/scripts/experiments.py " + plan +
+                             " --pneumo " PNEUMO_BINARY " --data " PNEUMO_SOURCE_DIR
+                             "/data/sample --out " + out;
+  auto sweep = testing::run_command(script + " --jobs 2");
+  ASSERT_EQ(sweep.status, 0) << sweep.output;
+  const std::string table = testing::read_text(out + "/results.md");
+  EXPECT_NE(table.find("| jitter (named by the plan) |"), std::string::npos) << table;
+  EXPECT_NE(table.find("This plan picks nothing"), std::string::npos) << table;
+  EXPECT_EQ(table.find("(picked)"), std::string::npos) << table;
+  auto test = testing::run_command(script + " --test");
+  ASSERT_EQ(test.status, 0) << test.output;
+  const std::string read = testing::read_text(out + "/test.md");
+  EXPECT_NE(read.find("named by the plan `jitter`, baseline `plain`"), std::string::npos) << read;
+  EXPECT_EQ(read.find("picked"), std::string::npos) << read;
+}
+
 // Each plan below is wrong in one way; the script must say so with status 2 before it trains
 // anything or makes the output folder (a name such as "../x" would be a folder outside it).
 TEST(Experiments, InvalidPlansAndNamesRefusedBeforeAnyTraining) {
