@@ -23,6 +23,14 @@ namespace {
 
 namespace fs = std::filesystem;
 
+// experiments.py on the bundled sample, its image cache in the test's folder.
+std::string sweep_command(const testing::TempDir& dir, const std::string& plan,
+                          const std::string& out) {
+  return "PNEUMO_CACHE_DIR='" + dir.file("cache") + "' python3 " PNEUMO_SOURCE_DIR
+         "/scripts/experiments.py " + plan + " --pneumo " PNEUMO_BINARY " --data " PNEUMO_SOURCE_DIR
+         "/data/sample --out " + out;
+}
+
 TEST(Experiments, SweepPicksByThePlansRuleAndReadsTestOnce) {
   if (testing::run_command("python3 -c pass").status != 0) GTEST_SKIP() << "no python3";
   testing::TempDir dir;
@@ -31,10 +39,7 @@ TEST(Experiments, SweepPicksByThePlansRuleAndReadsTestOnce) {
     "rule": "highest mean stress_mean_accuracy", "pick_metric": "stress_mean_accuracy",
     "configs": {"plain": {"augment": false, "threads": 2, "device": "cpu"},
                 "jitter": {"aspect": 0.3, "brightness": 0.1, "threads": 2, "device": "cpu"}}})";
-  const std::string script = "PNEUMO_CACHE_DIR='" + dir.file("cache") + "' python3 " +
-                             PNEUMO_SOURCE_DIR "/scripts/experiments.py " + plan +
-                             " --pneumo " PNEUMO_BINARY " --data " PNEUMO_SOURCE_DIR
-                             "/data/sample --out " + out;
+  const std::string script = sweep_command(dir, plan, out);
   // One configuration's seeds only: the test split stays unread until every configuration has
   // all its seeds (a pick among the complete ones would not be the plan's rule).
   auto part = testing::run_command(script + " --only plain");
@@ -126,10 +131,7 @@ TEST(Experiments, APlanThatNamesItsConfigurationDoesNotCallItPicked) {
     "pick": "jitter", "rule": "jitter matches plain when ...", "pick_metric": "stress_mean_accuracy",
     "configs": {"plain": {"augment": false, "threads": 2, "device": "cpu"},
                 "jitter": {"aspect": 0.3, "threads": 2, "device": "cpu"}}})";
-  const std::string script = "PNEUMO_CACHE_DIR='" + dir.file("cache") + "' python3 " +
-                             PNEUMO_SOURCE_DIR "/scripts/experiments.py " + plan +
-                             " --pneumo " PNEUMO_BINARY " --data " PNEUMO_SOURCE_DIR
-                             "/data/sample --out " + out;
+  const std::string script = sweep_command(dir, plan, out);
   auto sweep = testing::run_command(script + " --jobs 2");
   ASSERT_EQ(sweep.status, 0) << sweep.output;
   const std::string table = testing::read_text(out + "/results.md");
@@ -167,10 +169,7 @@ TEST(Experiments, InvalidPlansAndNamesRefusedBeforeAnyTraining) {
   for (const auto& [text, words] : plans) {
     const std::string plan = dir.file("plan" + std::to_string(i++) + ".json");
     std::ofstream(plan) << text;
-    auto result = testing::run_command(
-        "PNEUMO_CACHE_DIR='" + dir.file("cache") + "' python3 " PNEUMO_SOURCE_DIR
-        "/scripts/experiments.py " + plan + " --pneumo " PNEUMO_BINARY " --data " PNEUMO_SOURCE_DIR
-        "/data/sample --out " + out);
+    auto result = testing::run_command(sweep_command(dir, plan, out));
     EXPECT_EQ(result.status, 2) << text << "\n" << result.output;
     EXPECT_NE(result.output.find(words), std::string::npos) << text << "\n" << result.output;
     EXPECT_EQ(result.output.find(PNEUMO_BINARY " train"), std::string::npos) << result.output;
@@ -183,9 +182,7 @@ TEST(Experiments, InvalidPlansAndNamesRefusedBeforeAnyTraining) {
   const std::vector<std::pair<std::string, std::string>> options = {
       {" --only plian", "--only names 'plian'"}, {" --jobs 0", "--jobs 0: give at least 1"}};
   for (const auto& [option, words] : options) {
-    auto result = testing::run_command("python3 " PNEUMO_SOURCE_DIR "/scripts/experiments.py " +
-                                       plan + " --pneumo " PNEUMO_BINARY " --data " PNEUMO_SOURCE_DIR
-                                       "/data/sample --out " + out + option);
+    auto result = testing::run_command(sweep_command(dir, plan, out) + option);
     EXPECT_EQ(result.status, 2) << option << "\n" << result.output;
     EXPECT_NE(result.output.find(words), std::string::npos) << option << "\n" << result.output;
     EXPECT_FALSE(fs::exists(out)) << option;
