@@ -465,7 +465,8 @@ TEST(AugmentCuda, MatchesTheCpuTwin) {
         // error): a low-contrast image amplifies it (seen on an H200, 2026-12-04: 22 of 832,500
         // values 1.3x over a flat 1e-4 + 1e-4 |z|, all in one image). So the pixels are
         // compared before standardisation at the recipe's 1e-4, and each image's z values at
-        // 1e-4 / sigma of that image, the same pixel bound carried through the division.
+        // 1e-4 / sigma of that image (the divisor standardisation uses, floor included), the
+        // same pixel bound carried through the division.
         AugmentSettings unit = s;
         unit.normalization = InputNormalization::Unit;
         std::vector<float> cpu_unit(cpu.size()), gpu_unit(gpu.size());
@@ -479,19 +480,20 @@ TEST(AugmentCuda, MatchesTheCpuTwin) {
             << "size " << size;
         for (size_t i = 0; i < indices.size(); ++i) {
           const auto first = cpu_unit.begin() + static_cast<std::ptrdiff_t>(i * pixels);
-          double mean = 0.0, square = 0.0;
-          for (auto v = first; v != first + static_cast<std::ptrdiff_t>(pixels); ++v) mean += *v;
-          mean /= static_cast<double>(pixels);
-          for (auto v = first; v != first + static_cast<std::ptrdiff_t>(pixels); ++v)
-            square += (*v - mean) * (*v - mean);
-          const double sigma = std::sqrt(square / static_cast<double>(pixels));
-          const double atol = 1e-4 / std::max(sigma, 1e-2);  // flat images: standardised to ~0
+          double sum = 0.0, sum_squares = 0.0;
+          for (auto v = first; v != first + static_cast<std::ptrdiff_t>(pixels); ++v) {
+            sum += *v;
+            sum_squares += static_cast<double>(*v) * *v;
+          }
+          const ImageMoments m =
+              standardization_moments(sum, sum_squares, static_cast<int64_t>(pixels));
+          const double atol = 1e-4 * m.inv_std;
           const std::vector<float> z_gpu(gpu.begin() + static_cast<std::ptrdiff_t>(i * pixels),
                                          gpu.begin() + static_cast<std::ptrdiff_t>((i + 1) * pixels));
           const std::vector<float> z_cpu(cpu.begin() + static_cast<std::ptrdiff_t>(i * pixels),
                                          cpu.begin() + static_cast<std::ptrdiff_t>((i + 1) * pixels));
           EXPECT_TRUE(testing::all_close(z_gpu, z_cpu, atol, 1e-4, "augment cuda vs cpu, z"))
-              << "size " << size << " image " << i << " sigma " << sigma;
+              << "size " << size << " image " << i << " 1/sigma " << m.inv_std;
         }
       } else {
         EXPECT_EQ(gpu, cpu) << "disabled path is not bit-identical, size " << size;
