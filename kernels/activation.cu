@@ -25,16 +25,7 @@ __global__ void bias_activation_kernel(float* y, const float* bias, int64_t tota
 // partial[c * chunks + j].
 __global__ void bias_partial_kernel(const float* dy, float* partial, ChunkGeometry g) {
   float sum = 0.0f;
-  g.for_each_by_four(
-      [&](int64_t i, int64_t stride) {  // four loads in flight, added in the same order
-        const float d0 = dy[i], d1 = dy[i + stride], d2 = dy[i + 2 * stride],
-                    d3 = dy[i + 3 * stride];
-        sum += d0;
-        sum += d1;
-        sum += d2;
-        sum += d3;
-      },
-      [&](int64_t i) { sum += dy[i]; });
+  g.for_each([&](int64_t i) { sum += dy[i]; });  // four at a time: four loads in flight
   sum = block_sum(sum);
   if (threadIdx.x == 0) partial[blockIdx.x * gridDim.y + blockIdx.y] = sum;
 }

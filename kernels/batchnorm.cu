@@ -142,22 +142,10 @@ __global__ void gradient_partial_kernel(const float* x, const float* dy, const f
   const int64_t c = blockIdx.x;
   const float mean_c = mean[c];
   float sum_dy = 0.0f, sum_dy_centred = 0.0f;
-  const auto add = [&](float d, float v) {
-    sum_dy += d;
-    sum_dy_centred += d * (v - mean_c);
-  };
-  g.for_each_by_four(
-      [&](int64_t i, int64_t stride) {  // the eight loads first, then the sums in value order
-        float d[4], v[4];
-#pragma unroll
-        for (int k = 0; k < 4; ++k) {
-          d[k] = dy[i + k * stride];
-          v[k] = x[i + k * stride];
-        }
-#pragma unroll
-        for (int k = 0; k < 4; ++k) add(d[k], v[k]);
-      },
-      [&](int64_t i) { add(dy[i], x[i]); });
+  g.for_each([&](int64_t i) {  // four at a time: eight loads in flight
+    sum_dy += dy[i];
+    sum_dy_centred += dy[i] * (x[i] - mean_c);
+  });
   sum_dy = block_sum(sum_dy);
   sum_dy_centred = block_sum(sum_dy_centred);
   if (threadIdx.x == 0) {

@@ -71,33 +71,14 @@ __device__ __forceinline__ void for_each_plane_element(int64_t planes, int64_t s
       visit(plane, plane * spatial + s);
 }
 
-// Calls visit(i) for the flat index i of every value of channel `c` in images [first, last) of an
-// (N, C, spatial) tensor, this thread's share of a block's work. Threads walk a plane's contiguous
-// values (coalesced), image by image; with fewer values per plane than threads (dense layers: one)
-// they walk the chunk's (image, value) pairs instead, so no thread idles through whole planes.
-template <class Visit>
-__device__ __forceinline__ void for_each_in_chunk(int64_t c, int64_t first, int64_t last,
-                                                  int64_t channels, int64_t spatial,
-                                                  Visit&& visit) {
-  if (spatial >= blockDim.x) {
-    for (int64_t n = first; n < last; ++n) {
-      const int64_t plane = (n * channels + c) * spatial;
-      for (int64_t s = threadIdx.x; s < spatial; s += blockDim.x) visit(plane + s);
-    }
-  } else {
-    for (int64_t i = threadIdx.x; i < (last - first) * spatial; i += blockDim.x) {
-      const int64_t n = first + i / spatial, s = i % spatial;
-      visit((n * channels + c) * spatial + s);
-    }
-  }
-}
-
-// The same walk as for_each_in_chunk, four of a thread's values at a time where a plane has at
-// least four strides left: visit4(i, stride) owns i, i + stride, i + 2 stride and i + 3 stride,
-// so a visitor that loads all four before using them keeps four loads in flight per thread
-// (one at a time, the reductions moved about 1.1 TB/s on an H200, 2026-12-04); the rest of a
-// plane, and the small-plane walk, go to visit1(i). Each thread's values come in the order
-// for_each_in_chunk gives them.
+// This thread's share of a block's walk over the values of channel `c` in images [first, last)
+// of an (N, C, spatial) tensor, as flat indices. Threads walk a plane's contiguous values
+// (coalesced), image by image, four of a thread's values at a time where the plane has at least
+// four strides left: visit4(i, stride) owns i, i + stride, i + 2 stride and i + 3 stride, so a
+// visitor that loads all four before using them keeps four loads in flight per thread (one at a
+// time, the reductions moved about 1.1 TB/s on an H200, 2026-12-04); the rest of a plane goes to
+// visit1(i). With fewer values per plane than threads (dense layers: one) they walk the chunk's
+// (image, value) pairs instead, all through visit1, so no thread idles through whole planes.
 template <class Visit4, class Visit1>
 __device__ __forceinline__ void for_each_in_chunk_by_four(int64_t c, int64_t first, int64_t last,
                                                           int64_t channels, int64_t spatial,
@@ -111,8 +92,27 @@ __device__ __forceinline__ void for_each_in_chunk_by_four(int64_t c, int64_t fir
       for (; s < spatial; s += stride) visit1(plane + s);
     }
   } else {
-    for_each_in_chunk(c, first, last, channels, spatial, visit1);
+    for (int64_t i = threadIdx.x; i < (last - first) * spatial; i += blockDim.x) {
+      const int64_t n = first + i / spatial, s = i % spatial;
+      visit1((n * channels + c) * spatial + s);
+    }
   }
+}
+
+// The same walk, one value at a time: visit(i) for each of this thread's values, in order.
+template <class Visit>
+__device__ __forceinline__ void for_each_in_chunk(int64_t c, int64_t first, int64_t last,
+                                                  int64_t channels, int64_t spatial,
+                                                  Visit&& visit) {
+  for_each_in_chunk_by_four(
+      c, first, last, channels, spatial,
+      [&](int64_t i, int64_t stride) {
+        visit(i);
+        visit(i + stride);
+        visit(i + 2 * stride);
+        visit(i + 3 * stride);
+      },
+      visit);
 }
 
 // A per-channel reduction over (N, C, spatial) split as bias_reduction says: block (c, j) takes
