@@ -45,6 +45,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -324,19 +325,21 @@ def train_all(args, plan):
     for name in names:  # written once, before any run reads them
         write_config(args, name, plan["configs"][name])
     pairs = [(name, seed) for seed in plan["seeds"] for name in names]  # seed-major
-    if args.jobs == 1:
-        for name, seed in pairs:
+    failed = threading.Event()  # after a failure no run starts; the running ones end
+
+    def one(name, seed):
+        if failed.is_set():
+            return
+        try:
             train_and_score(args, plan, name, seed)
-        return
+        except BaseException:
+            failed.set()
+            raise
+
     with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        futures = [pool.submit(train_and_score, args, plan, *pair) for pair in pairs]
-        for future in futures:
-            try:
-                future.result()
-            except SystemExit:  # a failed run: start no more, let the running ones end
-                for other in futures:
-                    other.cancel()
-                raise
+        futures = [pool.submit(one, *pair) for pair in pairs]
+    for future in futures:  # the first failure in plan order, as one at a time would report it
+        future.result()
 
 
 def train_and_score(args, plan, name, seed):
