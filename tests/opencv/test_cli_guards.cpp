@@ -164,7 +164,7 @@ TEST(CliGuards, ANanStopsTheRunNamingTheStepAndKeepsTheLastGoodCheckpoint) {
   // when epoch 2's checkpoint is about to be written.
   for (const Case& c :
        {Case{"nan@6", "the training loss became nan at step 2 of 4 in epoch 2"},
-        Case{"nan-weight@6", "the model's state stopped being finite during epoch 2 (conv1.weight[0] is nan)"}}) {
+        Case{"nan-weight@6", "the model's state went bad during epoch 2 (conv1.weight[0] is nan)"}}) {
     SCOPED_TRACE(c.fault);
     const std::string run = dir.file(c.fault);
     auto result = pneumo_command("train --data " + kSample + " --epochs 3 --out " + run +

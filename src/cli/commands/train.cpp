@@ -599,7 +599,7 @@ std::shared_ptr<const CheckpointData> TrainingRun::snapshot(int epochs_done,
   // Never overwrite a good checkpoint with weights that went bad without the loss showing it.
   const std::string bad = first_invalid_value(*state);
   if (!bad.empty())
-    throw Error(detail::concat("the model's state stopped being finite during epoch ",
+    throw Error(detail::concat("the model's state went bad during epoch ",
                                epochs_done + (partial ? 1 : 0), " (", bad, "); nothing was "
                                "written; ", last_good_checkpoint(), ". Try a lower --lr."));
   return state;
