@@ -51,7 +51,7 @@ cli_bin=$build/pneumo
 device=${GPU_CHECK_DEVICE:-cuda}
 export PNEUMO_EXPECT_CUDA=1  # a CUDA test that finds no device fails instead of skipping
 # The backend's remembered choices (--tuning-cache auto) go to a file of this check's own, which
-# comes back with the report; the cold/warm recipe pair in section 12 uses another, new one.
+# comes back with the report; the cold/warm recipe runs (cache_pair) use another, new one.
 export PNEUMO_TUNING_CACHE=${PNEUMO_TUNING_CACHE:-$out/tuning.json}
 
 # Sanitizers run the small-shape CUDA tests, with one convolution shape (each conv test runs
@@ -295,7 +295,7 @@ command -v ninja > /dev/null || generator="Unix Makefiles"
 deps_dir=$root/.deps
 [[ -d $deps_dir ]] || echo "gpu_check: warning: $deps_dir is missing (run scripts/pack_gpu_deps.sh and carry .deps)"
 # NCCL: the toolkit's when it has one, else the Python environment's (nvidia.nccl), for the
-# one-rank NCCL run of section 12.
+# one-rank NCCL run (the nccl section).
 nccl_root=$(python3 -c 'import nvidia.nccl as m, os; p = list(m.__path__)[0]; print(p if os.path.exists(os.path.join(p, "include", "nccl.h")) else "")' 2>/dev/null || true)
 configure_command() {  # fills cmake_command for CUDA architectures $1
   cmake_command=(cmake -S "$root" -B "$build" -G "$generator" -DCMAKE_BUILD_TYPE=Release
@@ -689,7 +689,7 @@ sec_sweep() {
 }
 
 # ---- 17. The recipe over more seeds: the run-to-run spread of its validation and test metrics ---------
-# Seed 1 is the run of section 10 (train_real), which must run first.
+# Seed 1 is the run of the train_real section, which must run first.
 sec_seeds() {
   seeds=${PNEUMO_SEEDS-2 3 4 5}
   if [[ -n $seeds && -x $cli_bin && -n $full_cache && -f $out/run/model.safetensors ]]; then
