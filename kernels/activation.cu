@@ -12,13 +12,13 @@
 namespace pneumo::kernels {
 namespace {
 
-// y: (batch, channels, spatial) flattened; channel of element i = (i / spatial) % channels.
-__global__ void bias_activation_kernel(float* y, const float* bias, int64_t total, int64_t channels,
-                                       int64_t spatial, bool apply_relu) {
-  for (int64_t i = global_thread_index(); i < total; i += grid_stride()) {
-    const float value = y[i] + bias[(i / spatial) % channels];
-    y[i] = apply_relu ? pneumo::relu(value) : value;
-  }
+// y: (batch, channels, spatial) as batch x channels planes, in place (map_planes).
+__global__ void bias_activation_kernel(float* y, const float* bias, int64_t planes,
+                                       int64_t channels, int64_t spatial, bool apply_relu) {
+  map_planes(y, y, planes, spatial, [&](int64_t plane, float v) {
+    const float value = v + bias[plane % channels];
+    return apply_relu ? pneumo::relu(value) : value;
+  });
 }
 
 // Block (c, j) sums dy[n, c, s] over the images n of chunk j and every s, in a fixed order, into
@@ -40,13 +40,14 @@ __global__ void bias_total_kernel(const float* partial, float* dbias, int64_t ch
   }
 }
 
+// Flat passes: one plane of n values.
 __global__ void relu_forward_kernel(const float* x, float* y, int64_t n) {
-  for (int64_t i = global_thread_index(); i < n; i += grid_stride()) y[i] = pneumo::relu(x[i]);
+  map_planes(y, x, 1, n, [](int64_t, float v) { return pneumo::relu(v); });
 }
 
 __global__ void relu_backward_kernel(const float* y, const float* dy, float* dx, int64_t n) {
-  for (int64_t i = global_thread_index(); i < n; i += grid_stride())
-    dx[i] = pneumo::relu_backward(y[i], dy[i]);
+  map_planes(dx, y, dy, 1, n,
+             [](int64_t, float yv, float dyv) { return pneumo::relu_backward(yv, dyv); });
 }
 
 }  // namespace
@@ -55,8 +56,8 @@ void bias_activation_forward(float* y, const float* bias, int64_t batch, int64_t
                              int64_t spatial, bool relu, cudaStream_t stream) {
   const int64_t total = batch * channels * spatial;
   if (total == 0) return;
-  bias_activation_kernel<<<blocks_for(total), kThreadsPerBlock, 0, stream>>>(
-      y, bias, total, channels, spatial, relu);
+  bias_activation_kernel<<<plane_grid(batch * channels, spatial), kThreadsPerBlock, 0, stream>>>(
+      y, bias, batch * channels, channels, spatial, relu);
   PNEUMO_LAUNCH_CHECK("bias_activation_kernel", "batch=", batch, " channels=", channels,
                       " spatial=", spatial);
 }
@@ -89,13 +90,13 @@ void bias_backward(const float* dy, float* dbias, float* partial, const BiasRedu
 
 void relu_forward(const float* x, float* y, int64_t n, cudaStream_t stream) {
   if (n == 0) return;
-  relu_forward_kernel<<<blocks_for(n), kThreadsPerBlock, 0, stream>>>(x, y, n);
+  relu_forward_kernel<<<plane_grid(1, n), kThreadsPerBlock, 0, stream>>>(x, y, n);
   PNEUMO_LAUNCH_CHECK("relu_forward_kernel", "n=", n);
 }
 
 void relu_backward(const float* y, const float* dy, float* dx, int64_t n, cudaStream_t stream) {
   if (n == 0) return;
-  relu_backward_kernel<<<blocks_for(n), kThreadsPerBlock, 0, stream>>>(y, dy, dx, n);
+  relu_backward_kernel<<<plane_grid(1, n), kThreadsPerBlock, 0, stream>>>(y, dy, dx, n);
   PNEUMO_LAUNCH_CHECK("relu_backward_kernel", "n=", n);
 }
 

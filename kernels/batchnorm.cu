@@ -127,12 +127,13 @@ __global__ void moments_finalize_kernel(const float* partial, ChunkGeometry g, i
   }
 }
 
+// y = the normalised x, four values per thread loaded before any is stored (map_planes).
 __global__ void apply_kernel(const float* x, float* y, const float* mean, const float* inv_std,
                              const float* gamma, const float* beta, int64_t planes,
                              int64_t channels, int64_t spatial) {
-  for_each_plane_element(planes, spatial, [&](int64_t plane, int64_t i) {
+  map_planes(y, x, planes, spatial, [&](int64_t plane, float v) {
     const int64_t c = plane % channels;
-    y[i] = pneumo::batchnorm_apply(x[i], mean[c], inv_std[c], gamma[c], beta[c]);
+    return pneumo::batchnorm_apply(v, mean[c], inv_std[c], gamma[c], beta[c]);
   });
 }
 
@@ -180,14 +181,15 @@ __global__ void gradient_finalize_kernel(const float* partial, int64_t channels,
   }
 }
 
+// dx from x, dy and the channel's factors, four values per thread (map_planes).
 __global__ void input_gradient_kernel(const float* x, const float* dy, float* dx,
                                       const float* mean, const float* inv_std,
                                       const BatchNormGradientFactors* factors, int64_t planes,
                                       int64_t channels, int64_t spatial) {
-  for_each_plane_element(planes, spatial, [&](int64_t plane, int64_t i) {
+  map_planes(dx, x, dy, planes, spatial, [&](int64_t plane, float xv, float dyv) {
     const int64_t c = plane % channels;
-    dx[i] = pneumo::batchnorm_input_gradient(x[i], dy[i], mean[c], inv_std[c], factors[c].scale,
-                                             factors[c].mean_dy, factors[c].mean_dy_xhat);
+    return pneumo::batchnorm_input_gradient(xv, dyv, mean[c], inv_std[c], factors[c].scale,
+                                            factors[c].mean_dy, factors[c].mean_dy_xhat);
   });
 }
 

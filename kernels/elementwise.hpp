@@ -32,14 +32,18 @@ PNEUMO_HD float dropout_multiplier(RngKey key, uint32_t index, float rate) {
 
 // y = x * mask over elements [4 * group, 4 * group + 4) that are below n, from one Philox call:
 // the values of dropout_multiplier element by element, at a quarter of the generator's cost. y may
-// alias x. The kernel and the CPU twin both walk the tensor in these groups; key.first is a
+// alias x: the four values are all read before any is written (on the GPU, four loads in flight
+// per thread). The kernel and the CPU twin both walk the tensor in these groups; key.first is a
 // multiple of 4 (the op's entry checks it), so local groups are global groups.
 PNEUMO_HD void dropout_group(const float* x, float* y, int64_t n, uint32_t group, float rate,
                              RngKey key) {
-  const Philox4 bits = philox4x32(key, group + key.first / 4u);
   const int64_t first = static_cast<int64_t>(group) * 4;
-  for (int j = 0; j < 4; ++j)
-    if (first + j < n) y[first + j] = x[first + j] * dropout_multiplier_from_bits(bits.v[j], rate);
+  const int count = n - first < 4 ? static_cast<int>(n - first) : 4;
+  float values[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+  for (int j = 0; j < count; ++j) values[j] = x[first + j];
+  const Philox4 bits = philox4x32(key, group + key.first / 4u);
+  for (int j = 0; j < count; ++j)
+    y[first + j] = values[j] * dropout_multiplier_from_bits(bits.v[j], rate);
 }
 
 // ---- Fused sigmoid + binary cross-entropy on a logit -----------------------------------------

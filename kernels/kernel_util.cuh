@@ -1,6 +1,7 @@
 // Device-side helpers shared by the kernels in this folder (device code only, included by .cu
-// files): launch geometry for grid-stride loops with 64-bit indices, a block-wide sum, and the
-// walks of per-plane and per-channel passes.
+// files): launch geometry for grid-stride loops with 64-bit indices, a block-wide sum, the walks
+// of per-plane and per-channel passes (walks.hpp, from the calling thread's place) and the
+// element-wise maps built on them.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -10,13 +11,9 @@
 
 #include "pneumo/error.hpp"
 #include "kernels.hpp"
+#include "walks.hpp"
 
 namespace pneumo::kernels {
-
-constexpr int kThreadsPerBlock = 256;
-// Enough blocks to fill any current GPU several times over; grid-stride loops cover the rest, so
-// sizes beyond 2^31 elements need no larger grids.
-constexpr int64_t kMaxBlocks = 8192;
 
 // Blocks for a grid-stride loop over n elements (n > 0; launchers return early on n == 0).
 inline unsigned int blocks_for(int64_t n) {
@@ -51,66 +48,86 @@ __device__ __forceinline__ float block_sum(float value) {
   return total;
 }
 
-// Element-wise passes over (planes, spatial) where each element needs its plane's parameters: the
-// plane comes from the block (grid x walks the planes, grid y spans a plane's values), so no
-// element pays for a 64-bit division.
-inline dim3 plane_grid(int64_t planes, int64_t spatial) {
-  const int64_t spans = (spatial + kThreadsPerBlock - 1) / kThreadsPerBlock;
-  const int64_t x = std::min<int64_t>(std::max<int64_t>(planes, 1), kMaxBlocks);
-  const int64_t y = std::min<int64_t>(std::max<int64_t>(spans, 1), 65535);
-  return dim3(static_cast<unsigned int>(x), static_cast<unsigned int>(y));
+__device__ __forceinline__ GridPlace grid_place() {
+  return {blockIdx.x, blockIdx.y, gridDim.x, gridDim.y, threadIdx.x, blockDim.x};
 }
 
-// Calls visit(plane, i) for every element i = plane * spatial + s this thread owns.
+// The launch grid of for_each_plane_by_four / map_planes over (planes, spatial).
+inline dim3 plane_grid(int64_t planes, int64_t spatial) {
+  const GridSize g = plane_grid_size(planes, spatial);
+  return dim3(static_cast<unsigned int>(g.x), static_cast<unsigned int>(g.y));
+}
+
+// visit(plane, i) for every element i = plane * spatial + s this thread owns (plane_grid's
+// walk), one at a time in order: for visitors that store between loads (the fused tails').
 template <class Visit>
 __device__ __forceinline__ void for_each_plane_element(int64_t planes, int64_t spatial,
                                                        Visit&& visit) {
-  for (int64_t plane = blockIdx.x; plane < planes; plane += gridDim.x)
-    for (int64_t s = static_cast<int64_t>(blockIdx.y) * blockDim.x + threadIdx.x; s < spatial;
-         s += static_cast<int64_t>(gridDim.y) * blockDim.x)
-      visit(plane, plane * spatial + s);
+  for_each_plane_by_four(
+      grid_place(), planes, spatial,
+      [&](int64_t plane, int64_t i, int64_t stride) {
+        for (int k = 0; k < 4; ++k) visit(plane, i + k * stride);
+      },
+      visit);
 }
 
-// This thread's share of a block's walk over the values of channel `c` in images [first, last)
-// of an (N, C, spatial) tensor, as flat indices. Threads walk a plane's contiguous values
-// (coalesced), image by image, four of a thread's values at a time where the plane has at least
-// four strides left: visit4(i, stride) owns i, i + stride, i + 2 stride and i + 3 stride, so a
-// visitor that loads all four before using them keeps four loads in flight per thread (one at a
-// time, the reductions moved about 1.1 TB/s on an H200, 2026-12-04); the rest of a plane goes to
-// visit1(i). With fewer values per plane than threads (dense layers: one) they walk the chunk's
-// (image, value) pairs instead, all through visit1, so no thread idles through whole planes.
-template <class Visit4, class Visit1>
-__device__ __forceinline__ void for_each_in_chunk_by_four(int64_t c, int64_t first, int64_t last,
-                                                          int64_t channels, int64_t spatial,
-                                                          Visit4&& visit4, Visit1&& visit1) {
-  if (spatial >= blockDim.x) {
-    const int64_t stride = blockDim.x;
-    for (int64_t n = first; n < last; ++n) {
-      const int64_t plane = (n * channels + c) * spatial;
-      int64_t s = threadIdx.x;
-      for (; s + 3 * stride < spatial; s += 4 * stride) visit4(plane + s, stride);
-      for (; s < spatial; s += stride) visit1(plane + s);
-    }
-  } else {
-    for (int64_t i = threadIdx.x; i < (last - first) * spatial; i += blockDim.x) {
-      const int64_t n = first + i / spatial, s = i % spatial;
-      visit1((n * channels + c) * spatial + s);
-    }
-  }
+// Four values a stride apart, loaded (or stored) together.
+template <class T>
+struct Four {
+  T v[4];
+};
+template <class T>
+__device__ __forceinline__ Four<T> load_four(const T* p, int64_t i, int64_t stride) {
+  return {{p[i], p[i + stride], p[i + 2 * stride], p[i + 3 * stride]}};
+}
+template <class T>
+__device__ __forceinline__ void store_four(T* p, int64_t i, int64_t stride, const Four<T>& f) {
+  for (int k = 0; k < 4; ++k) p[i + k * stride] = f.v[k];
 }
 
-// The same walk, one value at a time: visit(i) for each of this thread's values, in order.
+// out[i] = f(plane, a[i]) over (planes, spatial), launched on plane_grid: each thread loads its
+// four values before it stores any, so out may alias a and four loads are in flight per thread.
+template <class Out, class A, class F>
+__device__ __forceinline__ void map_planes(Out* out, const A* a, int64_t planes, int64_t spatial,
+                                           F&& f) {
+  for_each_plane_by_four(
+      grid_place(), planes, spatial,
+      [&](int64_t plane, int64_t i, int64_t stride) {
+        const Four<A> va = load_four(a, i, stride);
+        Four<Out> r;
+        for (int k = 0; k < 4; ++k) r.v[k] = f(plane, va.v[k]);
+        store_four(out, i, stride, r);
+      },
+      [&](int64_t plane, int64_t i) { out[i] = f(plane, a[i]); });
+}
+
+// out[i] = f(plane, a[i], b[i]), the same way (eight loads in flight per thread).
+template <class Out, class A, class B, class F>
+__device__ __forceinline__ void map_planes(Out* out, const A* a, const B* b, int64_t planes,
+                                           int64_t spatial, F&& f) {
+  for_each_plane_by_four(
+      grid_place(), planes, spatial,
+      [&](int64_t plane, int64_t i, int64_t stride) {
+        const Four<A> va = load_four(a, i, stride);
+        const Four<B> vb = load_four(b, i, stride);
+        Four<Out> r;
+        for (int k = 0; k < 4; ++k) r.v[k] = f(plane, va.v[k], vb.v[k]);
+        store_four(out, i, stride, r);
+      },
+      [&](int64_t plane, int64_t i) { out[i] = f(plane, a[i], b[i]); });
+}
+
+// A block's walk over channel c in images [first, last) (walks.hpp's for_each_in_chunk_by_four
+// for the calling thread), one value at a time: visit(i) for each of this thread's values, in
+// order.
 template <class Visit>
 __device__ __forceinline__ void for_each_in_chunk(int64_t c, int64_t first, int64_t last,
                                                   int64_t channels, int64_t spatial,
                                                   Visit&& visit) {
   for_each_in_chunk_by_four(
-      c, first, last, channels, spatial,
+      threadIdx.x, blockDim.x, c, first, last, channels, spatial,
       [&](int64_t i, int64_t stride) {
-        visit(i);
-        visit(i + stride);
-        visit(i + 2 * stride);
-        visit(i + 3 * stride);
+        for (int k = 0; k < 4; ++k) visit(i + k * stride);
       },
       visit);
 }
@@ -128,7 +145,8 @@ struct ChunkGeometry {
   }
   template <class Visit4, class Visit1>
   __device__ void for_each_by_four(Visit4&& visit4, Visit1&& visit1) const {
-    for_each_in_chunk_by_four(blockIdx.x, first(), last(), channels, spatial, visit4, visit1);
+    for_each_in_chunk_by_four(threadIdx.x, blockDim.x, blockIdx.x, first(), last(), channels,
+                              spatial, visit4, visit1);
   }
 };
 
