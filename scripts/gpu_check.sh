@@ -455,7 +455,7 @@ sec_bench_fused() {
 sec_kernels() {
   if (( runs_ok )); then
     # shellcheck disable=SC2086
-    run "bench kernels" 180 bench_kernels "our kernels vs cuDNN (fused tails, dense, bf16 conversions), batch 32 and 256" -- \
+    run "bench kernels" 180 bench_kernels "our kernels vs cuDNN (batch-norm, fused tails, dense, bf16 conversions), batch 32 and 256" -- \
       "$cli_bin" bench kernels --device "$device" --json "$out/bench_kernels.jsonl" \
       --csv "$out/bench_kernels.csv" ${PNEUMO_BENCH_KERNELS_ARGS:-}
   fi

@@ -161,6 +161,7 @@ struct RefusingSuite {
   BenchRun run;
   void conv(const LayerShape& layer, int64_t) { ran.push_back(layer.conv); }
   void pool(const LayerShape&, int64_t) {}
+  void batchnorm(const LayerShape&, int64_t) {}
   void loss(int64_t, int64_t, const char*) {}
   void augment(int64_t) {}
   void bf16(const LayerShape&, int64_t) {}
@@ -324,6 +325,42 @@ TEST(BenchReference, PoolInputHasNoTiesAndReferencesMatchTheCpuBackend) {
   }
 }
 
+// The fp64 batch-norm problem against the CPU backend, through the checks the suites use; and
+// the checks fail on one wrong value of each output.
+TEST(BenchReference, BatchNormMatchesTheCpuBackendAndItsChecksCanFail) {
+  const LayerShape layer{"convX", "poolX", 5, 3, 6};
+  const BatchNormProblem p = make_batchnorm_problem(layer, 4, 21);
+  ASSERT_EQ(p.x, (Shape{4, 3, 6, 6}));
+  auto cpu = make_cpu_backend(1);
+  Tensor y(p.x, Device::Cpu), dx(p.x, Device::Cpu);
+  Tensor mean(p.channel, Device::Cpu), inv_std(p.channel, Device::Cpu);
+  Tensor dgamma(p.channel, Device::Cpu), dbeta(p.channel, Device::Cpu);
+  Tensor running_mean = Tensor::zeros(p.channel, Device::Cpu);
+  Tensor running_var = Tensor::zeros(p.channel, Device::Cpu);
+  const ConstTensorView x{p.x_values.data(), p.x, Device::Cpu};
+  const ConstTensorView gamma{p.gamma.data(), p.channel, Device::Cpu};
+  cpu->batchnorm_forward_training(x, gamma, {p.beta.data(), p.channel, Device::Cpu}, running_mean,
+                                  running_var, BatchNormProblem::kFactor,
+                                  BatchNormProblem::kEpsilon, y, mean, inv_std);
+  cpu->batchnorm_backward(x, {p.dy_values.data(), p.x, Device::Cpu}, gamma, mean, inv_std,
+                          BatchNormProblem::kEpsilon, dx, dgamma, dbeta);
+  std::vector<float> y_h = testing::to_host(y), dx_h = testing::to_host(dx);
+  std::vector<float> mean_h = testing::to_host(mean), inv_std_h = testing::to_host(inv_std);
+  std::vector<float> dgamma_h = testing::to_host(dgamma), dbeta_h = testing::to_host(dbeta);
+  EXPECT_TRUE(check_batchnorm_forward(y_h.data(), mean_h.data(), inv_std_h.data(), p).passed());
+  EXPECT_TRUE(check_batchnorm_backward(dx_h.data(), dgamma_h.data(), dbeta_h.data(), p).passed());
+  // One value off by 1% of its output's largest value fails each check.
+  auto nudge = [](std::vector<float>& v, size_t i) {
+    float largest = 0.0f;
+    for (float e : v) largest = std::max(largest, std::fabs(e));
+    v[i] += 0.01f * largest;
+  };
+  nudge(y_h, 17);
+  EXPECT_FALSE(check_batchnorm_forward(y_h.data(), mean_h.data(), inv_std_h.data(), p).passed());
+  nudge(dbeta_h, 2);
+  EXPECT_FALSE(check_batchnorm_backward(dx_h.data(), dgamma_h.data(), dbeta_h.data(), p).passed());
+}
+
 TEST(BenchReference, LossMatchesTheCpuBackend) {
   const LossProblem p = make_loss_problem(1000, 9);
   for (float z : p.logits) ASSERT_GE(std::fabs(z), 1e-3f);
@@ -459,6 +496,8 @@ TEST(BenchKernelsCli, CpuRunPrintsARowForEveryOpAndWritesJsonAndCsv) {
   EXPECT_EQ(per_op["conv2d_forward"], 5) << r.out;
   EXPECT_EQ(per_op["maxpool2d_forward"], 5) << r.out;
   EXPECT_EQ(per_op["maxpool2d_backward"], 5) << r.out;
+  EXPECT_EQ(per_op["batchnorm_forward_training"], 5) << r.out;  // every conv layer's output
+  EXPECT_EQ(per_op["batchnorm_backward"], 5) << r.out;
   EXPECT_EQ(per_op["sigmoid_bce"], 2) << r.out;      // the batch, and the synthetic n
   EXPECT_EQ(per_op["gather_augment"], 3) << r.out;   // augment, gather only, memcpy
   EXPECT_EQ(per_op["block_tail_forward"], 10) << r.out;   // fused and unfused, 5 blocks

@@ -1,5 +1,6 @@
 // The CPU suite of `pneumo bench kernels`: the CPU backend's ops on the model's shapes (conv
-// forward per layer, max-pool forward and backward per pool, the fused sigmoid + BCE, augmentation
+// forward per layer, max-pool forward and backward per pool, batch-norm training forward and
+// backward per conv output, the fused sigmoid + BCE, augmentation
 // next to a plain memcpy of the same output bytes), validated against the fp64 references and
 // timed with std::chrono. What runs on a machine without a GPU; every row says CPU.
 #include <cstring>
@@ -106,6 +107,50 @@ class CpuSuite {
       measure(
           r, [&] { std::fill(dx.begin(), dx.end(), kPoison); op(); },
           [&] { return compare_outputs(dx.data(), p.dx_expected.data(), p.x, 0.0); }, timed(op));
+      run_.rows.push_back(r);
+    }
+  }
+
+  void batchnorm(const LayerShape& layer, int64_t batch) {
+    const BatchNormProblem p = make_batchnorm_problem(layer, batch, kSeed);
+    const size_t n = static_cast<size_t>(p.x.numel()), k = static_cast<size_t>(p.channel.numel());
+    std::vector<float> y(n), dx(n), mean(k), inv_std(k), dgamma(k), dbeta(k);
+    std::vector<float> running_mean(k, 0.0f), running_var(k, 1.0f);
+    auto in = [](const std::vector<float>& v, const Shape& s) {
+      return ConstTensorView{v.data(), s, Device::Cpu};
+    };
+    auto out = [](std::vector<float>& v, const Shape& s) { return TensorView{v.data(), s, Device::Cpu}; };
+    const std::string shape = batchnorm_shape_label(p.x);
+    auto forward = [&] {
+      backend_->batchnorm_forward_training(
+          in(p.x_values, p.x), in(p.gamma, p.channel), in(p.beta, p.channel),
+          out(running_mean, p.channel), out(running_var, p.channel), BatchNormProblem::kFactor,
+          BatchNormProblem::kEpsilon, out(y, p.x), out(mean, p.channel), out(inv_std, p.channel));
+    };
+    auto backward = [&] {
+      backend_->batchnorm_backward(in(p.x_values, p.x), in(p.dy_values, p.x), in(p.gamma, p.channel),
+                                   in(p.mean_expected, p.channel),
+                                   in(p.inv_std_expected, p.channel), BatchNormProblem::kEpsilon,
+                                   out(dx, p.x), out(dgamma, p.channel), out(dbeta, p.channel));
+    };
+    {
+      BenchRow r = row("batchnorm_forward_training", layer.conv, shape, batch, "cpu backend", false);
+      r.reference = kBatchNormReference;
+      r.bytes = p.forward_bytes();
+      measure(
+          r, [&] { std::fill(y.begin(), y.end(), kPoison); forward(); },
+          [&] { return check_batchnorm_forward(y.data(), mean.data(), inv_std.data(), p); },
+          timed(forward));
+      run_.rows.push_back(r);
+    }
+    {
+      BenchRow r = row("batchnorm_backward", layer.conv, shape, batch, "cpu backend", false);
+      r.reference = kBatchNormReference;
+      r.bytes = p.backward_bytes();
+      measure(
+          r, [&] { std::fill(dx.begin(), dx.end(), kPoison); backward(); },
+          [&] { return check_batchnorm_backward(dx.data(), dgamma.data(), dbeta.data(), p); },
+          timed(backward));
       run_.rows.push_back(r);
     }
   }

@@ -1,7 +1,8 @@
 // The CUDA suite of `pneumo bench kernels`: on the model's exact shapes, our kernels against
 // cuDNN: convolution forward (our two kernels vs every cuDNN forward algorithm, unfused with our
 // bias/ReLU kernel and fused through cudnnConvolutionBiasActivationForward), max-pool forward and
-// backward (kernels/pooling.cu vs both cuDNN max modes), the fused sigmoid + BCE kernel vs cuDNN's
+// backward (kernels/pooling.cu vs both cuDNN max modes), batch-norm training forward and backward
+// (kernels/batchnorm.cu vs cuDNN, each through a CudaBackend forced to it), the fused sigmoid + BCE kernel vs cuDNN's
 // sigmoid followed by separate loss and gradient kernels, and the augmentation kernel vs a
 // device-to-device copy of the same output bytes. Every variant's output starts poisoned, is
 // checked against the fp64 references, and only then timed (CudaTimer: events, L2 flushed).
@@ -22,6 +23,7 @@
 #include "bench/timing.hpp"
 #include "bf16.hpp"
 #include "core/nvtx.hpp"
+#include "cuda/cuda_backend.hpp"
 #include "cuda/cuda_raii.hpp"
 #include "kernels.hpp"
 #include "pneumo/augment.hpp"
@@ -420,29 +422,105 @@ class CudaSuite {
   // kernels) and as cuDNN alone runs it (batch-norm and pooling by cuDNN; dropout and ReLU's
   // gradient are ours in both). The cuDNN chain's outputs are the reference.
 
-  struct TailBackend {  // a CudaBackend and a timer on its stream (tail, stem and dense cases)
+  struct TimedBackend {  // a CudaBackend and a timer on its stream (batch-norm, tail, stem, dense)
     std::unique_ptr<Backend> backend;
     std::unique_ptr<CudaTimer> timer;
   };
-  TailBackend& timed_backend(TailBackend& b, BackendOptions options) {
+  TimedBackend& timed_backend(TimedBackend& b, BackendOptions options) {
+    options.tuning_cache = "";  // decide afresh, as the other rows do
+    return timed_backend(b, [&] { return make_cuda_backend(options); });
+  }
+  TimedBackend& timed_backend(TimedBackend& b,
+                             const std::function<std::unique_ptr<Backend>()>& make) {
     if (!b.backend) {
-      options.tuning_cache = "";  // decide afresh, as the other rows do
-      b.backend = make_cuda_backend(options);
+      b.backend = make();
       b.timer = std::make_unique<CudaTimer>(static_cast<cudaStream_t>(b.backend->native_stream()),
                                             timer_->flush_bytes());
     }
     return b;
   }
-  TailBackend& tail_backend(bool cudnn_only) {
+  TimedBackend& tail_backend(bool cudnn_only) {
     BackendOptions options;
     options.cudnn_only = cudnn_only;
     return timed_backend(cudnn_only ? tail_cudnn_ : tail_picks_, options);
   }
 
+  // ---- Batch normalisation ----------------------------------------------------------------------
+  // Training forward and backward through two CudaBackend objects, one forced to cuDNN and one to
+  // kernels/batchnorm.cu (what training runs with either pick; the default backend times both on
+  // a shape's first call and keeps the faster), each timed on its own stream.
+
+  TimedBackend& batchnorm_backend(bool ours) {
+    return timed_backend(ours ? batchnorm_ours_ : batchnorm_cudnn_, [ours] {
+      CudaBackendOptions options;
+      options.batchnorm = ours ? CudaBackendOptions::Implementation::Kernel
+                               : CudaBackendOptions::Implementation::Cudnn;
+      return std::make_unique<CudaBackend>(options);
+    });
+  }
+
+  void batchnorm(const LayerShape& layer, int64_t batch) {
+    const BatchNormProblem p = make_batchnorm_problem(layer, batch, kSeed);
+    const Tensor x = upload(p.x_values, p.x), dy = upload(p.dy_values, p.x);
+    const Tensor gamma = upload(p.gamma, p.channel), beta = upload(p.beta, p.channel);
+    const Tensor saved_mean_in = upload(p.mean_expected, p.channel);
+    const Tensor saved_inv_std_in = upload(p.inv_std_expected, p.channel);
+    Tensor y(p.x, Device::Cuda), dx(p.x, Device::Cuda);
+    Tensor mean(p.channel, Device::Cuda), inv_std(p.channel, Device::Cuda);
+    Tensor dgamma(p.channel, Device::Cuda), dbeta(p.channel, Device::Cuda);
+    Tensor running_mean = Tensor::zeros(p.channel, Device::Cuda);
+    Tensor running_var = upload(std::vector<float>(static_cast<size_t>(p.channel.numel()), 1.0f),
+                                p.channel);
+    // Poisoned on the suite's stream, finished before a backend's stream reads or writes them.
+    auto poison_now = [&](std::initializer_list<Tensor*> outputs) {
+      for (Tensor* t : outputs) poison(*t);
+      synchronize("poisoning batch-norm outputs");
+    };
+    const std::string shape = batchnorm_shape_label(p.x);
+    for (const bool ours : {false, true}) {
+      TimedBackend& b = batchnorm_backend(ours);
+      const std::string variant =
+          ours ? "ours: kernels/batchnorm.cu" : "cudnn: cudnnBatchNormalization*";
+      {
+        BenchRow r = row("batchnorm_forward_training", layer.conv, shape, batch, variant, !ours);
+        r.reference = kBatchNormReference;
+        r.bytes = p.forward_bytes();
+        measure_variant(
+            r, [&] { poison_now({&y, &mean, &inv_std}); },
+            [&] {
+              b.backend->batchnorm_forward_training(
+                  x, gamma, beta, running_mean, running_var, BatchNormProblem::kFactor,
+                  BatchNormProblem::kEpsilon, y, mean, inv_std);
+            },
+            [&] {
+              return check_batchnorm_forward(download(y).data(), download(mean).data(),
+                                             download(inv_std).data(), p);
+            },
+            b.timer.get());
+      }
+      {
+        BenchRow r = row("batchnorm_backward", layer.conv, shape, batch, variant, !ours);
+        r.reference = kBatchNormReference;
+        r.bytes = p.backward_bytes();
+        measure_variant(
+            r, [&] { poison_now({&dx, &dgamma, &dbeta}); },
+            [&] {
+              b.backend->batchnorm_backward(x, dy, gamma, saved_mean_in, saved_inv_std_in,
+                                            BatchNormProblem::kEpsilon, dx, dgamma, dbeta);
+            },
+            [&] {
+              return check_batchnorm_backward(download(dx).data(), download(dgamma).data(),
+                                              download(dbeta).data(), p);
+            },
+            b.timer.get());
+      }
+    }
+  }
+
   void tail(size_t block, int64_t batch) {
     TailCase t(block, batch, Device::Cuda);
-    TailBackend& cudnn = tail_backend(true);
-    TailBackend& picks = tail_backend(false);
+    TimedBackend& cudnn = tail_backend(true);
+    TimedBackend& picks = tail_backend(false);
     t.chain_forward(*cudnn.backend);
     t.chain_backward(*cudnn.backend);
     cudnn.backend->synchronize();
@@ -457,7 +535,7 @@ class CudaSuite {
     struct Variant {
       const char* name;
       bool baseline;
-      TailBackend* on;
+      TimedBackend* on;
       bool fused;
     };
     const Variant variants[] = {
@@ -492,8 +570,8 @@ class CudaSuite {
   // convolution + the fused tail, and the fused stem (kernels/batchnorm.cu, the convolution's
   // output recomputed). Reference: the cuDNN-only path's y and dweight.
   void stem(TailCase& t, int64_t batch) {
-    TailBackend& cudnn = tail_backend(true);
-    TailBackend& picks = tail_backend(false);
+    TimedBackend& cudnn = tail_backend(true);
+    TimedBackend& picks = tail_backend(false);
     enum class Path { Chain, Tail, Stem };
     auto forward = [&](Backend& b, Path p) {
       if (p == Path::Stem) return t.stem_forward(b);
@@ -513,7 +591,7 @@ class CudaSuite {
     struct Variant {
       const char* name;
       bool baseline;
-      TailBackend* on;
+      TimedBackend* on;
       Path path;
     };
     const Variant variants[] = {
@@ -753,13 +831,13 @@ class CudaSuite {
   void dense(int layer, int64_t batch) {
     BackendOptions bf16_options;
     bf16_options.bf16 = true;
-    TailBackend& fp32 = timed_backend(dense_fp32_, BackendOptions{});
-    TailBackend& bf16 = timed_backend(dense_bf16_, bf16_options);
+    TimedBackend& fp32 = timed_backend(dense_fp32_, BackendOptions{});
+    TimedBackend& bf16 = timed_backend(dense_bf16_, bf16_options);
     DenseCase d(layer, batch, Device::Cuda);
     const struct {
       const char* name;
       bool baseline, bf16;
-      TailBackend* on;
+      TimedBackend* on;
     } variants[] = {{"cublas: Sgemm, fp32 (cuda backend)", true, false, &fp32},
                     {"cublas: GemmEx on bf16 copies, fp32 sums (conversions included)", false, true,
                      &bf16}};
@@ -785,8 +863,9 @@ class CudaSuite {
   cuda::Stream stream_;
   cuda::CudnnHandle cudnn_;
   std::unique_ptr<CudaTimer> timer_;
-  TailBackend tail_cudnn_, tail_picks_;  // made on the first tail case
-  TailBackend dense_fp32_, dense_bf16_;  // made on the first dense case
+  TimedBackend tail_cudnn_, tail_picks_;  // made on the first tail case
+  TimedBackend batchnorm_cudnn_, batchnorm_ours_;  // made on the first batch-norm case
+  TimedBackend dense_fp32_, dense_bf16_;  // made on the first dense case
 };
 
 }  // namespace

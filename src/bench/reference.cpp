@@ -161,6 +161,64 @@ PoolProblem make_pool_problem(const LayerShape& layer, int64_t batch, uint32_t s
   return p;
 }
 
+// ---- Batch normalisation ----------------------------------------------------------------------
+
+double BatchNormProblem::forward_bytes() const { return 4.0 * 3.0 * static_cast<double>(x.numel()); }
+double BatchNormProblem::backward_bytes() const {
+  return 4.0 * 5.0 * static_cast<double>(x.numel());
+}
+
+BatchNormProblem make_batchnorm_problem(const LayerShape& layer, int64_t batch, uint32_t seed) {
+  BatchNormProblem p;
+  const int64_t channels = layer.out_channels, spatial = int64_t{layer.size} * layer.size;
+  p.x = Shape{batch, channels, layer.size, layer.size};
+  p.channel = Shape{channels};
+  p.x_values = uniform_values(p.x.numel(), seed, -1.0f, 3.0f);
+  p.gamma = uniform_values(channels, seed + 1, 0.5f, 1.5f);
+  p.beta = uniform_values(channels, seed + 2, -0.5f, 0.5f);
+  p.dy_values = uniform_values(p.x.numel(), seed + 3, -1.0f, 1.0f);
+  const size_t n = static_cast<size_t>(p.x.numel()), k = static_cast<size_t>(channels);
+  p.y_expected.resize(n);
+  p.dx_expected.resize(n);
+  p.mean_expected.resize(k);
+  p.inv_std_expected.resize(k);
+  p.dgamma_expected.resize(k);
+  p.dbeta_expected.resize(k);
+  const double count = static_cast<double>(batch * spatial);
+  // Calls f(flat index) for every element of channel c.
+  auto each = [&](int64_t c, const auto& f) {
+    for (int64_t b = 0; b < batch; ++b)
+      for (int64_t s = 0; s < spatial; ++s) f(static_cast<size_t>((b * channels + c) * spatial + s));
+  };
+  for (int64_t c = 0; c < channels; ++c) {
+    double sum = 0.0;
+    each(c, [&](size_t i) { sum += p.x_values[i]; });
+    const double mean = sum / count;
+    double squares = 0.0;
+    each(c, [&](size_t i) { squares += (p.x_values[i] - mean) * (p.x_values[i] - mean); });
+    const double inv_std = 1.0 / std::sqrt(squares / count + BatchNormProblem::kEpsilon);
+    const double gamma = p.gamma[static_cast<size_t>(c)], beta = p.beta[static_cast<size_t>(c)];
+    double sum_dy = 0.0, sum_dy_xhat = 0.0;
+    each(c, [&](size_t i) {
+      const double xhat = (p.x_values[i] - mean) * inv_std;
+      p.y_expected[i] = static_cast<float>(gamma * xhat + beta);
+      sum_dy += p.dy_values[i];
+      sum_dy_xhat += p.dy_values[i] * xhat;
+    });
+    each(c, [&](size_t i) {
+      const double xhat = (p.x_values[i] - mean) * inv_std;
+      p.dx_expected[i] = static_cast<float>(gamma * inv_std *
+                                            (p.dy_values[i] - sum_dy / count -
+                                             xhat * sum_dy_xhat / count));
+    });
+    p.mean_expected[static_cast<size_t>(c)] = static_cast<float>(mean);
+    p.inv_std_expected[static_cast<size_t>(c)] = static_cast<float>(inv_std);
+    p.dgamma_expected[static_cast<size_t>(c)] = static_cast<float>(sum_dy_xhat);
+    p.dbeta_expected[static_cast<size_t>(c)] = static_cast<float>(sum_dy);
+  }
+  return p;
+}
+
 // ---- Loss ---------------------------------------------------------------------------------------
 
 std::vector<float> bce_logits(int64_t n, uint32_t seed) {

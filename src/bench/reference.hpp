@@ -54,6 +54,27 @@ struct PoolProblem {
 // The pool over conv layer `layer`'s output: (N, K, S, S) -> (N, K, ceil(S/2), ceil(S/2)).
 PoolProblem make_pool_problem(const LayerShape& layer, int64_t batch, uint32_t seed);
 
+// ---- Batch normalisation, training (per channel over N, H, W) ------------------------------------
+// Conv layer `layer`'s output (N, K, S, S) with each channel's mean far from zero (x in [-1, 3)),
+// gamma in [0.5, 1.5), beta in [-0.5, 0.5), dy in [-1, 1); the expected forward outputs (y, the
+// saved mean and 1 / sqrt(biased variance + epsilon)) and the backward's (dx, dgamma, dbeta, with
+// the batch's own statistics), from fp64 loops as cudnnBatchNormalizationForwardTraining and
+// cudnnBatchNormalizationBackward define them.
+struct BatchNormProblem {
+  static constexpr double kEpsilon = 1e-3;   // Keras' default, the model's
+  static constexpr double kFactor = 0.01;    // running averages: 1 - Keras momentum 0.99
+  Shape x, channel;                          // (N, K, S, S), (K)
+  std::vector<float> x_values, gamma, beta, dy_values;
+  std::vector<float> y_expected, mean_expected, inv_std_expected;
+  std::vector<float> dx_expected, dgamma_expected, dbeta_expected;
+  // What a two-pass kernel has to move: x read twice (statistics, then normalise) and y written;
+  // backward x and dy read twice (the sums, then dx) and dx written. The per-channel vectors are
+  // left out (kilobytes).
+  double forward_bytes() const;
+  double backward_bytes() const;
+};
+BatchNormProblem make_batchnorm_problem(const LayerShape& layer, int64_t batch, uint32_t seed);
+
 // ---- Fused sigmoid + binary cross-entropy ---------------------------------------------------------
 // Logits in [-6, 6) with |z| >= 1e-3 (the correct count at 0.5 is then the same from z or from
 // sigmoid(z)), labels 0 or 1.

@@ -19,8 +19,8 @@ bool KernelBenchConfig::wants(const std::string& op) const {
 }
 
 const std::vector<std::string>& known_ops() {
-  static const std::vector<std::string> ops{"conv", "pool", "loss", "augment",
-                                            "bf16", "tail", "dense"};
+  static const std::vector<std::string> ops{"conv",    "pool", "batchnorm", "loss",
+                                            "augment", "bf16", "tail",      "dense"};
   return ops;
 }
 

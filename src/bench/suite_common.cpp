@@ -26,6 +26,8 @@ const char* const kSpeedupNote =
     "every variant of an op except the fp32 copy beside the bf16 conversions (its own 8 bytes "
     "per element)";
 const char* const kPoolReference = "reference loops (first maximum of each window), all elements, exact";
+const char* const kBatchNormReference =
+    "fp64 loops, all elements: y, dx and the saved statistics rtol 1e-4, dgamma and dbeta 1e-3";
 const char* const kLossReference =
     "fp64 loop, all elements: dlogits rtol 1e-4, loss sum rtol 1e-3, correct count exact";
 
@@ -40,6 +42,12 @@ std::string pool_shape_label(const Shape& x) {
   std::ostringstream out;
   out << x.c() << "x" << x.h() << "x" << x.w() << " -> " << x.c() << "x" << (x.h() + 1) / 2 << "x"
       << (x.w() + 1) / 2;
+  return out.str();
+}
+
+std::string batchnorm_shape_label(const Shape& x) {
+  std::ostringstream out;
+  out << x.c() << "x" << x.h() << "x" << x.w();
   return out.str();
 }
 
@@ -81,6 +89,29 @@ Comparison check_loss(const float* dlogits, const float* stats, const LossProble
   const Comparison correct = compare_outputs(stats + 1, p.expected.stats.data() + 1, Shape{1}, 0.0);
   if (!correct.passed()) return correct;
   return gradient;
+}
+
+// The first of the comparisons that fails, else the first (the row's headline).
+static Comparison first_failure(std::initializer_list<Comparison> comparisons) {
+  for (const Comparison& c : comparisons)
+    if (!c.passed()) return c;
+  return *comparisons.begin();
+}
+
+Comparison check_batchnorm_forward(const float* y, const float* mean, const float* inv_std,
+                                   const BatchNormProblem& p) {
+  return first_failure(
+      {compare_outputs(y, p.y_expected.data(), p.x, kBatchNormRtol),
+       compare_outputs(mean, p.mean_expected.data(), p.channel, kBatchNormRtol),
+       compare_outputs(inv_std, p.inv_std_expected.data(), p.channel, kBatchNormRtol)});
+}
+
+Comparison check_batchnorm_backward(const float* dx, const float* dgamma, const float* dbeta,
+                                    const BatchNormProblem& p) {
+  return first_failure(
+      {compare_outputs(dx, p.dx_expected.data(), p.x, kBatchNormRtol),
+       compare_outputs(dgamma, p.dgamma_expected.data(), p.channel, kBatchNormSumRtol),
+       compare_outputs(dbeta, p.dbeta_expected.data(), p.channel, kBatchNormSumRtol)});
 }
 
 BenchRow make_row(const char* platform, const std::string& op, const std::string& layer,

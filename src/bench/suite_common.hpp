@@ -24,6 +24,10 @@ constexpr int kPoisonByte = 0x7E;
 // transform the data and lose more (1e-3). Pooling and copies are exact.
 constexpr double kConvRtol = 1e-4;
 constexpr double kConvTransformRtol = 1e-3;
+// Batch-norm: y, dx and the saved statistics are sums of a few terms of fp32 statistics (1e-4);
+// dgamma and dbeta sum a whole channel's values, in another order on each backend (1e-3).
+constexpr double kBatchNormRtol = 1e-4;
+constexpr double kBatchNormSumRtol = 1e-3;
 constexpr double kLossGradientRtol = 1e-4;
 constexpr double kLossSumRtol = 1e-3;  // float block sums + atomics vs an fp64 sum
 
@@ -32,6 +36,7 @@ constexpr int64_t kSyntheticLossSize = int64_t{1} << 20;
 
 extern const char* const kSpeedupNote;
 extern const char* const kPoolReference;
+extern const char* const kBatchNormReference;
 extern const char* const kLossReference;
 
 // A row for one variant of one case, before it is checked and timed.
@@ -45,7 +50,7 @@ BenchRow failed_case_row(const char* platform, const std::string& family, const 
                          int64_t batch, const std::string& why);
 
 // Calls a suite's cases in table order for each batch size the config asks for: every conv
-// layer, every pool, the loss at the batch size and at kSyntheticLossSize, the augmentation,
+// layer, every pool, batch-norm over every conv layer's output, the loss at the batch size and at kSyntheticLossSize, the augmentation,
 // the bf16 conversions (CUDA only), every block's tail (fused vs unfused), the dense layers (fp32
 // and bf16). A case whose set-up throws (a backend refusing a shape its reference needs, memory
 // at a large batch) costs that case's rows, not the run: suite.case_failed(family, layer, batch,
@@ -67,6 +72,9 @@ void run_cases(const KernelBenchConfig& config, Suite& suite) {
     if (config.wants("pool"))
       for (const LayerShape& layer : model_layers())
         guarded("pool", layer.pool, batch, [&] { suite.pool(layer, batch); });
+    if (config.wants("batchnorm"))
+      for (const LayerShape& layer : model_layers())
+        guarded("batchnorm", layer.conv, batch, [&] { suite.batchnorm(layer, batch); });
     if (config.wants("loss")) {
       guarded("loss", "loss", batch, [&] { suite.loss(batch, batch, "loss"); });
       guarded("loss", "loss (synthetic n)", batch,
@@ -89,6 +97,7 @@ void run_cases(const KernelBenchConfig& config, Suite& suite) {
 // Compact shape labels for the table.
 std::string conv_shape_label(const LayerShape& layer);  // "1x150x150 -> 32"
 std::string pool_shape_label(const Shape& x);           // "32x150x150 -> 32x75x75"
+std::string batchnorm_shape_label(const Shape& x);      // "32x150x150"
 std::string loss_shape_label(int64_t n);                // "n=32"
 std::string augment_shape_label(int size);              // "150x150 u8 -> f32"
 std::string conv_reference_label(const std::vector<int64_t>& images);
@@ -97,6 +106,14 @@ std::string conv_reference_label(const std::vector<int64_t>& images);
 std::vector<float> select_images(const float* y, const Shape& y_shape,
                                  const std::vector<int64_t>& images);
 Shape checked_shape(const Shape& y_shape, const std::vector<int64_t>& images);
+
+// Batch-norm's outputs against the problem's: forward y, then the saved mean and inverse
+// standard deviation; backward dx, then dgamma and dbeta. The first failing comparison, else y's
+// (dx's).
+Comparison check_batchnorm_forward(const float* y, const float* mean, const float* inv_std,
+                                   const BatchNormProblem& p);
+Comparison check_batchnorm_backward(const float* dx, const float* dgamma, const float* dbeta,
+                                    const BatchNormProblem& p);
 
 // dlogits (rtol kLossGradientRtol), then stats: the loss sum (kLossSumRtol) and the correct
 // count (exact). Returns the first failing comparison, else the gradient's.

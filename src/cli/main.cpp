@@ -284,7 +284,7 @@ void add_bench(CLI::App& app, BenchTrainOptions& o, BenchKernelsOptions& k, Acti
   kc->add_option("--repeats", k.repeats, "Timed runs per variant (default 20 on CUDA, 5 on the CPU)");
   kc->add_option("--warmup", k.warmup, "Untimed runs first (default 3 on CUDA, 1 on the CPU)");
   add_switch(*kc, "quick", k.quick, "Smoke run: batch 2, 3 repeats, 1 warm-up (flags given win)");
-  kc->add_option("--ops", k.ops, "Any of conv pool loss augment bf16 tail dense")
+  kc->add_option("--ops", k.ops, "Any of conv pool batchnorm loss augment bf16 tail dense")
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll)
       ->delimiter(',')
       ->capture_default_str();
