@@ -27,7 +27,7 @@
 #         configs/experiments/generalisation-150-gpu.json),
 #         EXPERIMENTS_JOBS (the sweep's runs trained at a time, default 1),
 #         GPU_CHECK_ORDER (the sections after the build, tests and data, by name, in order; default
-#         "bench_main sanitizers torch_compile torch_more cache_pair bench_fused kernels nccl
+#         "bench_main kernels sanitizers cache_pair torch_compile torch_more bench_fused nccl
 #         train_real seeds torch_eager bench_extras sweep ncu"; seeds needs train_real first),
 #         GPU_CHECK_DEVICE (cuda; "cpu" dry-runs the script's flow on a machine without a GPU: the
 #         pneumo commands then run on the CPU and the CUDA tests fail, as they should there).
@@ -715,6 +715,15 @@ sec_ncu() {
   elif ! command -v ncu > /dev/null; then
     skip "ncu" "ncu not on PATH"
   elif [[ -x $cli_bin ]]; then
+    # Block 1's batch-norm kernels at batch 256 (ours: the checked run and one timed run of the
+    # forward's statistics and normalise passes, the backward's sums and dx): whether they reach
+    # the DRAM bandwidth profiling/README.md predicts for them, and if not, what holds them.
+    run "ncu: batch-norm kernels" 150 ncu_batchnorm "block 1's batch-norm kernels, batch 256, --set full" -- \
+      ncu --clock-control none --set full --import-source yes \
+      -k regex:"moments_partial|apply_kernel|gradient_partial|input_gradient" -c 8 \
+      -o "$out/ncu_batchnorm" -f "$cli_bin" bench kernels --device "$device" --ops batchnorm \
+      --batches 256 --repeats 1 --warmup 0 &&
+      ncu --import "$out/ncu_batchnorm.ncu-rep" --page details > "$out/logs/ncu_batchnorm_details.log" 2>&1
     run "ncu: conv3x3 kernels" 150 ncu_conv "our conv kernels, batch 256, --set full" -- \
       ncu --clock-control none --set full --import-source yes -k regex:conv3x3 -c 4 \
       -o "$out/ncu_conv3x3" -f "$cli_bin" bench kernels --device "$device" --ops conv --batches 256 \
@@ -732,8 +741,9 @@ sec_ncu() {
 # ---- The sections, in order --------------------------------------------------------------------------------
 # Since the first H200 check (2026-12-04, profiling/results/2026-12-04-h200/), which ran
 # bench_main, the bf16 sweep, cache_pair, nccl, bench_fused, torch_eager, kernels and two of the
-# sanitizers: what it did not reach comes first after the step's speed.
-default_order="bench_main sanitizers torch_compile torch_more cache_pair bench_fused kernels nccl"
+# sanitizers: the step's speed and the kernel rows that test the predictions made after it
+# (profiling/README.md) first, then what it did not reach.
+default_order="bench_main kernels sanitizers cache_pair torch_compile torch_more bench_fused nccl"
 default_order+=" train_real seeds torch_eager bench_extras sweep ncu"
 order=${GPU_CHECK_ORDER:-$default_order}
 for section in $order; do
