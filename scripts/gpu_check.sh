@@ -589,6 +589,12 @@ sec_cache_pair() {
     "CUDA_MODULE_LOADING=EAGER" -- \
     env CUDA_MODULE_LOADING=EAGER "$cli_bin" bench train --device "$device" --batch 32 --steps 1 \
     --warmup 0 --recipe-epochs 12 --tuning-cache "$out/tuning_recipe.json"
+  # And op by op: the first two epochs synchronised at every op, each op's time in both, so the
+  # rest of the overhead has names (slower epochs: read the difference, not the seconds).
+  run "recipe, warm tuning cache, first calls op by op" 90 bench_recipe_first_calls \
+    "--first-calls, 2 epochs" -- \
+    "$cli_bin" bench train --device "$device" --batch 32 --steps 1 --warmup 0 --recipe-epochs 2 \
+    --first-calls --tuning-cache "$out/tuning_recipe.json"
 }
 
 # ---- 13. More configurations of bench train: no augmentation, cuDNN only, fastest, TF32 ---------------

@@ -95,6 +95,54 @@ TEST(CliBenchTrain, RecipeEpochsTimesTheRunEndToEnd) {
   EXPECT_NE(bench_train_on_the_cpu("--recipe-epochs -2").status, 0);
 }
 
+// --first-calls: the recipe's first two epochs charged op by op. The charges tile each epoch (from
+// its start to its last op's end), every op of epoch 1 runs as often in epoch 2, and the excess
+// column is epoch 1's time less epoch 2's, largest first.
+TEST(CliBenchTrain, FirstCallsChargesEachEpochToItsOps) {
+  const auto result =
+      bench_train_on_the_cpu("--batch 2 --recipe-epochs 2 --epoch-images 4 --first-calls");
+  ASSERT_EQ(result.status, 0) << result.output;
+  const auto rows = json_lines(result.output);
+  ASSERT_FALSE(rows.empty()) << result.output;
+  const nlohmann::json& recipe = rows.front().first;
+  ASSERT_EQ(recipe["measure"], "recipe") << rows.front().second;
+  ASSERT_TRUE(recipe.contains("first_calls")) << rows.front().second;
+  const nlohmann::json& probe = recipe["first_calls"];
+  ASSERT_GT(probe["ops"].size(), 20u) << "every op of the model's step and validation pass";
+  double charged[2] = {0.0, 0.0}, excess = 0.0, previous = 1e300;
+  bool saw_conv = false;
+  for (const auto& op : probe["ops"]) {
+    const std::string label = op["op"];
+    EXPECT_EQ(op["calls"][0], op["calls"][1]) << label << ": the epochs run the same ops";
+    for (int e = 0; e < 2; ++e) {
+      EXPECT_GE(op["ms"][e].get<double>(), 0.0) << label;
+      charged[e] += op["ms"][e].get<double>();
+    }
+    EXPECT_NEAR(op["excess_ms"].get<double>(),
+                op["ms"][0].get<double>() - op["ms"][1].get<double>(), 1e-9) << label;
+    EXPECT_LE(op["excess_ms"].get<double>(), previous) << "largest excess first: " << label;
+    previous = op["excess_ms"].get<double>();
+    excess += previous;
+    EXPECT_LE(op["first_call_ms"].get<double>(), op["ms"][0].get<double>() + 1e-9) << label;
+    saw_conv = saw_conv || label.rfind("conv2d_forward (2, 1, ", 0) == 0;
+  }
+  EXPECT_TRUE(saw_conv) << "the first layer's forward, keyed by its input's shape";
+  for (int e = 0; e < 2; ++e)
+    EXPECT_NEAR(charged[e], 1e3 * probe["epoch_seconds"][e].get<double>(), 1e-3)
+        << "the charges of epoch " << e + 1 << " add up to it";
+  EXPECT_NEAR(probe["excess_total_ms"].get<double>(), excess, 1e-6);
+  EXPECT_NE(result.output.find("Where epoch 1 spends what epoch 2 does not"), std::string::npos)
+      << result.output;
+  // Without two recipe epochs there is nothing to compare; a graph's recording cannot stop at
+  // every op to synchronise.
+  for (const char* flags : {"--first-calls", "--first-calls --recipe-epochs 1",
+                            "--first-calls --recipe-epochs 2 --cuda-graph"}) {
+    const auto refused = bench_train_on_the_cpu(flags);
+    EXPECT_EQ(refused.status, 2) << flags << "\n" << refused.output;
+    EXPECT_NE(refused.output.find("--first-calls"), std::string::npos) << refused.output;
+  }
+}
+
 // --cuda-graph: the recipe's epochs and the one-epoch pass go through the live-step path; the
 // CPU records no graph and the JSON says so, with every step issued op by op.
 TEST(CliBenchTrain, CudaGraphSaysWhatItReplayed) {

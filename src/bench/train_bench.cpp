@@ -319,6 +319,86 @@ class StepBench {
   const int pass_steps_;
 };
 
+// Where the recipe's first epoch spends the time its second does not (--first-calls): for each
+// of the two epochs, the device is synchronised at the start of every backend op and the time
+// since the last op's start is charged to that op (its host side, its GPU work, and the host code
+// up to the next op), keyed by op and main operand's shape. An op's first-call costs (lazy kernel
+// loading, cuDNN plans, the backend's choices, allocations) are then its epoch 1 time less its
+// epoch 2 time, since both epochs run the same ops on the same shapes.
+class OpTimeProbe {
+ public:
+  void start(Backend& backend, int epoch) {
+    epoch_ = epoch;
+    backend.synchronize();
+    const Clock::time_point now = Clock::now();
+    epoch_start_[epoch_] = last_ = now;
+    label_ = "(the epoch's start, before its first op)";
+    backend.set_op_observer([this, &backend](const char* op, const Shape& shape) {
+      backend.synchronize();
+      charge(std::string(op) + " " + shape.str());
+    });
+  }
+  void stop(Backend& backend) {
+    backend.set_op_observer({});
+    backend.synchronize();
+    charge("");
+    epoch_seconds_[epoch_] = std::chrono::duration<double>(last_ - epoch_start_[epoch_]).count();
+  }
+
+  // {epoch_seconds: the two synchronised epochs, ops: [{op, calls, ms, first_call_ms,
+  // excess_ms}] in decreasing excess_ms (epoch 1's ms less epoch 2's), excess_total_ms}.
+  nlohmann::json json() const {
+    std::vector<const Entry*> sorted;
+    for (const Entry& e : entries_) sorted.push_back(&e);
+    std::stable_sort(sorted.begin(), sorted.end(), [](const Entry* a, const Entry* b) {
+      return a->ms[0] - a->ms[1] > b->ms[0] - b->ms[1];
+    });
+    nlohmann::json ops = nlohmann::json::array();
+    double excess_total = 0.0;
+    for (const Entry* e : sorted) {
+      excess_total += e->ms[0] - e->ms[1];
+      ops.push_back({{"op", e->label},
+                     {"calls", {e->calls[0], e->calls[1]}},
+                     {"ms", {e->ms[0], e->ms[1]}},
+                     {"first_call_ms", e->first_call_ms},
+                     {"excess_ms", e->ms[0] - e->ms[1]}});
+    }
+    return {{"epoch_seconds", {epoch_seconds_[0], epoch_seconds_[1]}},
+            {"excess_total_ms", excess_total},
+            {"ops", ops}};
+  }
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  struct Entry {
+    std::string label;
+    int64_t calls[2] = {0, 0};
+    double ms[2] = {0.0, 0.0};
+    double first_call_ms = 0.0;  // epoch 1's first call
+  };
+
+  // Charges the time since the last op's start to it, then starts `next` ("" at the end).
+  void charge(std::string next) {
+    const Clock::time_point now = Clock::now();
+    const double ms = std::chrono::duration<double, std::milli>(now - last_).count();
+    auto [it, added] = index_.try_emplace(label_, entries_.size());
+    if (added) entries_.push_back(Entry{label_});
+    Entry& e = entries_[it->second];
+    if (epoch_ == 0 && e.calls[0] == 0) e.first_call_ms = ms;
+    e.ms[epoch_] += ms;
+    ++e.calls[epoch_];
+    label_ = std::move(next);
+    last_ = now;
+  }
+
+  int epoch_ = 0;
+  std::string label_;
+  Clock::time_point last_, epoch_start_[2];
+  double epoch_seconds_[2] = {0.0, 0.0};
+  std::vector<Entry> entries_;  // in the order first charged
+  std::map<std::string, size_t> index_;
+};
+
 }  // namespace
 
 ModelConfig bench_model_config(const TrainBenchOptions& options) {
@@ -355,7 +435,12 @@ nlohmann::json bench_train_recipe(const BackendFactory& make, const TrainBenchOp
 
   std::vector<int32_t> order(static_cast<size_t>(train_images));
   std::vector<double> epoch_seconds, train_seconds, val_seconds;
+  OpTimeProbe probe;
+  const bool probing = options.first_calls;
+  PNEUMO_CHECK(!probing || (epochs >= 2 && !options.cuda_graph),
+               "bench train --first-calls: needs 2 or more recipe epochs and no --cuda-graph");
   for (int epoch = 0; epoch < epochs; ++epoch) {
+    if (probing && epoch < 2) probe.start(*backend, epoch);
     const Clock::time_point epoch_start = Clock::now();
     for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int32_t>(i);
     std::shuffle(order.begin(), order.end(), std::mt19937(static_cast<uint32_t>(epoch)));
@@ -365,6 +450,7 @@ nlohmann::json bench_train_recipe(const BackendFactory& make, const TrainBenchOp
     train_seconds.push_back(stats.seconds);
     val_seconds.push_back(seconds_since(val_start));
     epoch_seconds.push_back(seconds_since(epoch_start));
+    if (probing && epoch < 2) probe.stop(*backend);
   }
   const double total_seconds = seconds_since(start);
   const std::vector<double> later(epoch_seconds.begin() + std::min<size_t>(1, epoch_seconds.size()),
@@ -388,6 +474,7 @@ nlohmann::json bench_train_recipe(const BackendFactory& make, const TrainBenchOp
                          {"train_seconds", train_seconds},
                          {"val_seconds", val_seconds}};
   if (options.cuda_graph) line["step_graphs"] = step_graph_json(trainer.step_graph_stats());
+  if (probing) line["first_calls"] = probe.json();
   if (!epoch_seconds.empty()) line["first_epoch_seconds"] = epoch_seconds.front();
   if (!later.empty()) {
     line["steady_epoch_seconds"] = median(later);
@@ -576,6 +663,23 @@ void write_recipe_summary(const nlohmann::json& recipe, std::ostream& out) {
     out << (i ? ", " : " ") << fixed(recipe["train_seconds"][i], 2) << " / "
         << fixed(recipe["val_seconds"][i], 2);
   out << "\n";
+  if (recipe.contains("first_calls")) {
+    const auto& probe = recipe["first_calls"];
+    constexpr size_t kShown = 15;
+    out << "\nWhere epoch 1 spends what epoch 2 does not (--first-calls: the device synchronised "
+           "at every op of both, so the times above are not the recipe's speed): epochs "
+        << fixed(probe["epoch_seconds"][0], 2) << " and " << fixed(probe["epoch_seconds"][1], 2)
+        << " s, the difference charged op by op " << fixed(probe["excess_total_ms"], 1)
+        << " ms; the " << std::min(kShown, probe["ops"].size())
+        << " largest:\n\n| op (main operand) | calls | epoch 1 ms | epoch 2 ms | first call ms | "
+           "epoch 1 - 2 ms |\n|---|---:|---:|---:|---:|---:|\n";
+    for (size_t i = 0; i < probe["ops"].size() && i < kShown; ++i) {
+      const auto& op = probe["ops"][i];
+      out << "| " << op["op"].get<std::string>() << " | " << op["calls"][0].get<int64_t>() << " | "
+          << fixed(op["ms"][0], 1) << " | " << fixed(op["ms"][1], 1) << " | "
+          << fixed(op["first_call_ms"], 2) << " | " << fixed(op["excess_ms"], 1) << " |\n";
+    }
+  }
   if (recipe.contains("step_graphs")) {
     const auto& g = recipe["step_graphs"];
     out << "\nSteps: " << g["replayed"].get<int64_t>() << " replayed from "

@@ -48,6 +48,9 @@ struct TrainBenchOptions {
   // graph (Trainer::use_step_graphs); the timed steps stay op by op.
   bool cuda_graph = false;
   int val_batch = 0;  // the recipe's validation passes; 0: its training batch
+  // The recipe's first two epochs synchronised at every backend op, each op's time charged to it,
+  // to show where the first epoch's overhead goes ("first_calls" in the recipe's JSON line).
+  bool first_calls = false;
 };
 
 // The model the benchmarks train: the recipe's, with the options' speed settings.
@@ -68,7 +71,9 @@ using BackendFactory = std::function<std::unique_ptr<Backend>()>;
 // (recipe_train_images at the first batch size) each followed by a pass over validation images
 // (kRecipeValImages in the same proportion). JSON: total_seconds, setup_seconds, per-epoch
 // epoch/train/val seconds, first_epoch_seconds, steady_epoch_seconds (median of the later
-// epochs) and first_epoch_overhead (first / steady - 1).
+// epochs) and first_epoch_overhead (first / steady - 1); with options.first_calls, first_calls
+// (epochs >= 2, no cuda_graph): epochs 1 and 2 synchronised op by op, each op's time in both and
+// the difference, largest first.
 nlohmann::json bench_train_recipe(const BackendFactory& make, const TrainBenchOptions& options,
                                   int epochs);
 void write_recipe_summary(const nlohmann::json& recipe, std::ostream& out);

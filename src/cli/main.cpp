@@ -274,6 +274,9 @@ void add_bench(CLI::App& app, BenchTrainOptions& o, BenchKernelsOptions& k, Acti
   add_switch(*c, "cuda-graph", o.cuda_graph,
              "The epochs replay each full-batch step as a CUDA graph (the timed steps stay op by "
              "op)");
+  add_switch(*c, "first-calls", o.first_calls,
+             "The recipe's first two epochs synchronised at every op, each op's time in both: "
+             "where the first epoch's overhead goes (slows those epochs)");
   c->callback([&o, &action] { action = [&o] { return run_bench_train(o); }; });
 
   auto* kc = bench->add_subcommand(

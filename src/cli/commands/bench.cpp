@@ -40,6 +40,12 @@ int run_bench_train(const BenchTrainOptions& options) {
   const bool on_cuda = backend_options.device == DeviceChoice::Cuda ||
                        (backend_options.device == DeviceChoice::Auto && cuda_device_available());
   const int recipe_epochs = options.recipe_epochs >= 0 ? options.recipe_epochs : on_cuda ? 12 : 0;
+  if (options.first_calls && recipe_epochs < 2)
+    throw UsageError("--first-calls compares the recipe's first two epochs: it needs "
+                     "--recipe-epochs 2 or more (the default is 12 on CUDA, none on the CPU)");
+  if (options.first_calls && options.cuda_graph)
+    throw UsageError("--first-calls synchronises at every op, which a CUDA graph's recording "
+                     "cannot: leave out --cuda-graph");
   nlohmann::json recipe;
   if (recipe_epochs > 0) {
     recipe = bench::bench_train_recipe([&] { return make_backend(backend_options); }, options,
