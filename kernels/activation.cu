@@ -62,10 +62,11 @@ void bias_activation_forward(float* y, const float* bias, int64_t batch, int64_t
                       " spatial=", spatial);
 }
 
-BiasReduction bias_reduction(int64_t batch, int64_t channels, int sm_count) {
-  // About four blocks per SM in all, each over whole images of one channel.
+BiasReduction bias_reduction(int64_t batch, int64_t channels, int sm_count, int blocks_per_sm) {
+  // About blocks_per_sm blocks per SM in all, each over whole images of one channel.
   const int64_t images = std::max<int64_t>(batch, 1);
-  const int64_t wanted_blocks = 4 * std::max<int64_t>(sm_count, 1);
+  const int64_t wanted_blocks =
+      std::max<int64_t>(blocks_per_sm, 1) * std::max<int64_t>(sm_count, 1);
   const int64_t wanted_chunks = std::clamp<int64_t>(
       (wanted_blocks + channels - 1) / std::max<int64_t>(channels, 1), 1, images);
   BiasReduction r;

@@ -27,7 +27,9 @@ struct BiasReduction {
   int64_t images_per_chunk = 1, chunks = 1;
   int64_t partial_floats = 0;  // the size `partial` needs
 };
-BiasReduction bias_reduction(int64_t batch, int64_t channels, int sm_count);
+// About blocks_per_sm blocks on each SM in all (the backend's 4; `bench kernels` also times
+// others on batch-norm).
+BiasReduction bias_reduction(int64_t batch, int64_t channels, int sm_count, int blocks_per_sm = 4);
 void bias_backward(const float* dy, float* dbias, float* partial, const BiasReduction& reduction,
                    int64_t batch, int64_t channels, int64_t spatial, cudaStream_t stream);
 // y = relu(x) over n elements (y may alias x).

@@ -515,6 +515,49 @@ class CudaSuite {
             b.timer.get());
       }
     }
+    // Our kernels launched directly with more blocks for the per-channel sums than the backend's
+    // split (about 4 per SM): whether more loads in flight would pay. Training is unchanged.
+    int sms = 0;
+    PNEUMO_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device_),
+                      "SM count");
+    const int64_t n = p.x.n(), k = p.x.c(), spatial = p.x.h() * p.x.w();
+    for (const int per_sm : {8, 16}) {
+      const kernels::BiasReduction split = kernels::bias_reduction(n, k, sms, per_sm);
+      Tensor scratch(Shape{kernels::batchnorm_scratch_floats(split, k)}, Device::Cuda);
+      const std::string variant = "ours: kernels/batchnorm.cu, about " + std::to_string(per_sm) +
+                                  " blocks per SM for the sums (" + std::to_string(split.chunks) +
+                                  " chunks a channel)";
+      BenchRow forward = row("batchnorm_forward_training", layer.conv, shape, batch, variant, false);
+      forward.reference = kBatchNormReference;
+      forward.bytes = p.forward_bytes();
+      measure_variant(
+          forward, [&] { poison_now({&y, &mean, &inv_std}); },
+          [&] {
+            kernels::batchnorm_forward_training(
+                x.data(), gamma.data(), beta.data(), running_mean.data(), running_var.data(),
+                BatchNormProblem::kFactor, BatchNormProblem::kEpsilon, y.data(), mean.data(),
+                inv_std.data(), scratch.data(), split, n, k, spatial, stream_.get());
+          },
+          [&] {
+            return check_batchnorm_forward(download(y).data(), download(mean).data(),
+                                           download(inv_std).data(), p);
+          });
+      BenchRow backward = row("batchnorm_backward", layer.conv, shape, batch, variant, false);
+      backward.reference = kBatchNormReference;
+      backward.bytes = p.backward_bytes();
+      measure_variant(
+          backward, [&] { poison_now({&dx, &dgamma, &dbeta}); },
+          [&] {
+            kernels::batchnorm_backward(x.data(), dy.data(), gamma.data(), saved_mean_in.data(),
+                                        saved_inv_std_in.data(), dx.data(), dgamma.data(),
+                                        dbeta.data(), scratch.data(), split, n, k, spatial,
+                                        stream_.get());
+          },
+          [&] {
+            return check_batchnorm_backward(download(dx).data(), download(dgamma).data(),
+                                            download(dbeta).data(), p);
+          });
+    }
   }
 
   void tail(size_t block, int64_t batch) {
