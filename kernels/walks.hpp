@@ -7,8 +7,9 @@
 // Every walk hands a thread its values four at a time where it can, a block's width apart
 // (visit4(i, stride) owns i, i + stride, i + 2 stride, i + 3 stride): a warp's loads stay
 // coalesced, and a visitor that loads all four before storing anything keeps four loads in flight
-// per thread instead of one. One at a time, the per-channel reductions moved about 1.1-1.25 TB/s
-// on an H200 where ReLU's backward (two loads per thread) moved 3.6 (2026-12-04, batch 256).
+// per thread instead of one. One at a time, block 1's batch-norm forward and bias gradient moved
+// about 1.1 and 1.25 TB/s on an H200 where its ReLU backward (two loads per thread) moved 3.6
+// (2026-12-04, batch 256, by the byte counts of profiling/README.md).
 #pragma once
 
 #include <cstdint>
