@@ -133,24 +133,26 @@ class CpuSuite {
                                    in(p.inv_std_expected, p.channel), BatchNormProblem::kEpsilon,
                                    out(dx, p.x), out(dgamma, p.channel), out(dbeta, p.channel));
     };
-    {
-      BenchRow r = row("batchnorm_forward_training", layer.conv, shape, batch, "cpu backend", false);
+    struct Direction {
+      const char* op;
+      double bytes;
+      std::vector<float>& poisoned;
+      const std::function<void()>& run;
+      std::function<Comparison()> check;
+    };
+    const std::function<void()> run_forward = forward, run_backward = backward;
+    const Direction directions[] = {
+        {"batchnorm_forward_training", p.forward_bytes(), y, run_forward,
+         [&] { return check_batchnorm_forward(y.data(), mean.data(), inv_std.data(), p); }},
+        {"batchnorm_backward", p.backward_bytes(), dx, run_backward,
+         [&] { return check_batchnorm_backward(dx.data(), dgamma.data(), dbeta.data(), p); }}};
+    for (const Direction& d : directions) {
+      BenchRow r = row(d.op, layer.conv, shape, batch, "cpu backend", false);
       r.reference = kBatchNormReference;
-      r.bytes = p.forward_bytes();
+      r.bytes = d.bytes;
       measure(
-          r, [&] { std::fill(y.begin(), y.end(), kPoison); forward(); },
-          [&] { return check_batchnorm_forward(y.data(), mean.data(), inv_std.data(), p); },
-          timed(forward));
-      run_.rows.push_back(r);
-    }
-    {
-      BenchRow r = row("batchnorm_backward", layer.conv, shape, batch, "cpu backend", false);
-      r.reference = kBatchNormReference;
-      r.bytes = p.backward_bytes();
-      measure(
-          r, [&] { std::fill(dx.begin(), dx.end(), kPoison); backward(); },
-          [&] { return check_batchnorm_backward(dx.data(), dgamma.data(), dbeta.data(), p); },
-          timed(backward));
+          r, [&] { std::fill(d.poisoned.begin(), d.poisoned.end(), kPoison); d.run(); }, d.check,
+          timed(d.run));
       run_.rows.push_back(r);
     }
   }

@@ -472,48 +472,53 @@ class CudaSuite {
     Tensor running_var = upload(std::vector<float>(static_cast<size_t>(p.channel.numel()), 1.0f),
                                 p.channel);
     // Poisoned on the suite's stream, finished before a backend's stream reads or writes them.
-    auto poison_now = [&](std::initializer_list<Tensor*> outputs) {
+    auto poison_now = [&](const std::vector<Tensor*>& outputs) {
       for (Tensor* t : outputs) poison(*t);
       synchronize("poisoning batch-norm outputs");
     };
     const std::string shape = batchnorm_shape_label(p.x);
+    // The forward row, then the backward row, of one variant.
+    auto measure_both = [&](const std::string& variant, bool baseline,
+                            const std::function<void()>& forward,
+                            const std::function<void()>& backward, CudaTimer* timer) {
+      struct Direction {
+        const char* op;
+        double bytes;
+        std::vector<Tensor*> outputs;
+        const std::function<void()>& enqueue;
+        std::function<Comparison()> check;
+      };
+      const Direction directions[] = {
+          {"batchnorm_forward_training", p.forward_bytes(), {&y, &mean, &inv_std}, forward,
+           [&] {
+             return check_batchnorm_forward(download(y).data(), download(mean).data(),
+                                            download(inv_std).data(), p);
+           }},
+          {"batchnorm_backward", p.backward_bytes(), {&dx, &dgamma, &dbeta}, backward, [&] {
+             return check_batchnorm_backward(download(dx).data(), download(dgamma).data(),
+                                             download(dbeta).data(), p);
+           }}};
+      for (const Direction& d : directions) {
+        BenchRow r = row(d.op, layer.conv, shape, batch, variant, baseline);
+        r.reference = kBatchNormReference;
+        r.bytes = d.bytes;
+        measure_variant(r, [&] { poison_now(d.outputs); }, d.enqueue, d.check, timer);
+      }
+    };
     for (const bool ours : {false, true}) {
-      TimedBackend& b = batchnorm_backend(ours);
-      const std::string variant =
-          ours ? "ours: kernels/batchnorm.cu" : "cudnn: cudnnBatchNormalization*";
-      {
-        BenchRow r = row("batchnorm_forward_training", layer.conv, shape, batch, variant, !ours);
-        r.reference = kBatchNormReference;
-        r.bytes = p.forward_bytes();
-        measure_variant(
-            r, [&] { poison_now({&y, &mean, &inv_std}); },
-            [&] {
-              b.backend->batchnorm_forward_training(
-                  x, gamma, beta, running_mean, running_var, BatchNormProblem::kFactor,
-                  BatchNormProblem::kEpsilon, y, mean, inv_std);
-            },
-            [&] {
-              return check_batchnorm_forward(download(y).data(), download(mean).data(),
-                                             download(inv_std).data(), p);
-            },
-            b.timer.get());
-      }
-      {
-        BenchRow r = row("batchnorm_backward", layer.conv, shape, batch, variant, !ours);
-        r.reference = kBatchNormReference;
-        r.bytes = p.backward_bytes();
-        measure_variant(
-            r, [&] { poison_now({&dx, &dgamma, &dbeta}); },
-            [&] {
-              b.backend->batchnorm_backward(x, dy, gamma, saved_mean_in, saved_inv_std_in,
-                                            BatchNormProblem::kEpsilon, dx, dgamma, dbeta);
-            },
-            [&] {
-              return check_batchnorm_backward(download(dx).data(), download(dgamma).data(),
-                                              download(dbeta).data(), p);
-            },
-            b.timer.get());
-      }
+      Backend& b = *batchnorm_backend(ours).backend;
+      measure_both(
+          ours ? "ours: kernels/batchnorm.cu" : "cudnn: cudnnBatchNormalization*", !ours,
+          [&] {
+            b.batchnorm_forward_training(x, gamma, beta, running_mean, running_var,
+                                         BatchNormProblem::kFactor, BatchNormProblem::kEpsilon, y,
+                                         mean, inv_std);
+          },
+          [&] {
+            b.batchnorm_backward(x, dy, gamma, saved_mean_in, saved_inv_std_in,
+                                 BatchNormProblem::kEpsilon, dx, dgamma, dbeta);
+          },
+          batchnorm_backend(ours).timer.get());
     }
     // Our kernels launched directly with more blocks for the per-channel sums than the backend's
     // split (about 4 per SM): whether more loads in flight would pay. Training is unchanged.
@@ -524,14 +529,10 @@ class CudaSuite {
     for (const int per_sm : {8, 16}) {
       const kernels::BiasReduction split = kernels::bias_reduction(n, k, sms, per_sm);
       Tensor scratch(Shape{kernels::batchnorm_scratch_floats(split, k)}, Device::Cuda);
-      const std::string variant = "ours: kernels/batchnorm.cu, about " + std::to_string(per_sm) +
-                                  " blocks per SM for the sums (" + std::to_string(split.chunks) +
-                                  " chunks a channel)";
-      BenchRow forward = row("batchnorm_forward_training", layer.conv, shape, batch, variant, false);
-      forward.reference = kBatchNormReference;
-      forward.bytes = p.forward_bytes();
-      measure_variant(
-          forward, [&] { poison_now({&y, &mean, &inv_std}); },
+      measure_both(
+          "ours: kernels/batchnorm.cu, about " + std::to_string(per_sm) +
+              " blocks per SM for the sums (" + std::to_string(split.chunks) + " chunks a channel)",
+          false,
           [&] {
             kernels::batchnorm_forward_training(
                 x.data(), gamma.data(), beta.data(), running_mean.data(), running_var.data(),
@@ -539,24 +540,12 @@ class CudaSuite {
                 inv_std.data(), scratch.data(), split, n, k, spatial, stream_.get());
           },
           [&] {
-            return check_batchnorm_forward(download(y).data(), download(mean).data(),
-                                           download(inv_std).data(), p);
-          });
-      BenchRow backward = row("batchnorm_backward", layer.conv, shape, batch, variant, false);
-      backward.reference = kBatchNormReference;
-      backward.bytes = p.backward_bytes();
-      measure_variant(
-          backward, [&] { poison_now({&dx, &dgamma, &dbeta}); },
-          [&] {
             kernels::batchnorm_backward(x.data(), dy.data(), gamma.data(), saved_mean_in.data(),
                                         saved_inv_std_in.data(), dx.data(), dgamma.data(),
                                         dbeta.data(), scratch.data(), split, n, k, spatial,
                                         stream_.get());
           },
-          [&] {
-            return check_batchnorm_backward(download(dx).data(), download(dgamma).data(),
-                                            download(dbeta).data(), p);
-          });
+          nullptr);
     }
   }
 

@@ -91,27 +91,32 @@ Comparison check_loss(const float* dlogits, const float* stats, const LossProble
   return gradient;
 }
 
-// The first of the comparisons that fails, else the first (the row's headline).
-static Comparison first_failure(std::initializer_list<Comparison> comparisons) {
+// A batch-norm output the shape of x (kBatchNormRtol), then two per-channel ones (channel_rtol):
+// the first comparison that fails, else the first.
+static Comparison check_batchnorm_outputs(const BatchNormProblem& p, const float* tensor,
+                                          const std::vector<float>& tensor_expected,
+                                          const float* a, const std::vector<float>& a_expected,
+                                          const float* b, const std::vector<float>& b_expected,
+                                          double channel_rtol) {
+  const Comparison comparisons[] = {
+      compare_outputs(tensor, tensor_expected.data(), p.x, kBatchNormRtol),
+      compare_outputs(a, a_expected.data(), p.channel, channel_rtol),
+      compare_outputs(b, b_expected.data(), p.channel, channel_rtol)};
   for (const Comparison& c : comparisons)
     if (!c.passed()) return c;
-  return *comparisons.begin();
+  return comparisons[0];
 }
 
 Comparison check_batchnorm_forward(const float* y, const float* mean, const float* inv_std,
                                    const BatchNormProblem& p) {
-  return first_failure(
-      {compare_outputs(y, p.y_expected.data(), p.x, kBatchNormRtol),
-       compare_outputs(mean, p.mean_expected.data(), p.channel, kBatchNormRtol),
-       compare_outputs(inv_std, p.inv_std_expected.data(), p.channel, kBatchNormRtol)});
+  return check_batchnorm_outputs(p, y, p.y_expected, mean, p.mean_expected, inv_std,
+                                 p.inv_std_expected, kBatchNormRtol);
 }
 
 Comparison check_batchnorm_backward(const float* dx, const float* dgamma, const float* dbeta,
                                     const BatchNormProblem& p) {
-  return first_failure(
-      {compare_outputs(dx, p.dx_expected.data(), p.x, kBatchNormRtol),
-       compare_outputs(dgamma, p.dgamma_expected.data(), p.channel, kBatchNormSumRtol),
-       compare_outputs(dbeta, p.dbeta_expected.data(), p.channel, kBatchNormSumRtol)});
+  return check_batchnorm_outputs(p, dx, p.dx_expected, dgamma, p.dgamma_expected, dbeta,
+                                 p.dbeta_expected, kBatchNormSumRtol);
 }
 
 BenchRow make_row(const char* platform, const std::string& op, const std::string& layer,
