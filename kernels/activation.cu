@@ -12,13 +12,27 @@
 namespace pneumo::kernels {
 namespace {
 
-// y: (batch, channels, spatial) as batch x channels planes, in place (map_planes).
+__device__ __forceinline__ float biased(float value, float bias, bool apply_relu) {
+  value += bias;
+  return apply_relu ? pneumo::relu(value) : value;
+}
+
+// y: (batch, channels, spatial) as batch x channels planes, in place (map_planes): planes of a
+// span (4 x 256 values) or more.
 __global__ void bias_activation_kernel(float* y, const float* bias, int64_t planes,
                                        int64_t channels, int64_t spatial, bool apply_relu) {
   map_planes(y, y, planes, spatial, [&](int64_t plane, float v) {
-    const float value = v + bias[plane % channels];
-    return apply_relu ? pneumo::relu(value) : value;
+    return biased(v, bias[plane % channels], apply_relu);
   });
+}
+
+// Smaller planes (a dense layer's are one value): one thread a value over the flat tensor, the
+// channel from the index, so no block idles past its plane's end.
+__global__ void bias_activation_small_planes_kernel(float* y, const float* bias, int64_t total,
+                                                    int64_t channels, int64_t spatial,
+                                                    bool apply_relu) {
+  for (int64_t i = global_thread_index(); i < total; i += grid_stride())
+    y[i] = biased(y[i], bias[(i / spatial) % channels], apply_relu);
 }
 
 // Block (c, j) sums dy[n, c, s] over the images n of chunk j and every s, in a fixed order, into
@@ -56,8 +70,13 @@ void bias_activation_forward(float* y, const float* bias, int64_t batch, int64_t
                              int64_t spatial, bool relu, cudaStream_t stream) {
   const int64_t total = batch * channels * spatial;
   if (total == 0) return;
-  bias_activation_kernel<<<plane_grid(batch * channels, spatial), kThreadsPerBlock, 0, stream>>>(
-      y, bias, batch * channels, channels, spatial, relu);
+  if (spatial >= kValuesPerThread * kThreadsPerBlock) {
+    bias_activation_kernel<<<plane_grid(batch * channels, spatial), kThreadsPerBlock, 0,
+                             stream>>>(y, bias, batch * channels, channels, spatial, relu);
+  } else {
+    bias_activation_small_planes_kernel<<<blocks_for(total), kThreadsPerBlock, 0, stream>>>(
+        y, bias, total, channels, spatial, relu);
+  }
   PNEUMO_LAUNCH_CHECK("bias_activation_kernel", "batch=", batch, " channels=", channels,
                       " spatial=", spatial);
 }

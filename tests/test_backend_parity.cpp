@@ -344,22 +344,25 @@ TEST_F(Parity, ConvBiasGradientEitherImplementation) {
 // ---- ReLU ---------------------------------------------------------------------------------------
 
 TEST_F(Parity, ReluForwardAndBackwardIncludingInPlace) {
-  const Shape shape{3, 5, 7, 9};
-  Pair x = random(shape, 11), dy = random(shape, 12);
-  Pair y = output(shape), dx = output(shape);
-  cpu_->relu_forward(x.cpu, y.cpu);
-  cuda_->relu_forward(x.cuda, y.cuda);
-  EXPECT_ON_DEVICE(y.cuda);
-  EXPECT_TRUE(exactly_equal(y.cuda, y.cpu, "relu y"));
-  cpu_->relu_backward(y.cpu, dy.cpu, dx.cpu);
-  cuda_->relu_backward(y.cuda, dy.cuda, dx.cuda);
-  EXPECT_ON_DEVICE(dx.cuda);
-  EXPECT_TRUE(exactly_equal(dx.cuda, dx.cpu, "relu dx"));
-  // In place: y aliases x, dx aliases dy.
-  cuda_->relu_forward(x.cuda, x.cuda);
-  EXPECT_TRUE(exactly_equal(x.cuda, y.cpu, "relu in place"));
-  cuda_->relu_backward(y.cuda, dy.cuda, dy.cuda);
-  EXPECT_TRUE(exactly_equal(dy.cuda, dx.cpu, "relu backward in place"));
+  // One span of a block's four values a thread, and many (an odd length: the last span partial).
+  for (const Shape& shape : {Shape{3, 5, 7, 9}, Shape{1, 1, 1, 1000003}}) {
+    SCOPED_TRACE(shape.str());
+    Pair x = random(shape, 11), dy = random(shape, 12);
+    Pair y = output(shape), dx = output(shape);
+    cpu_->relu_forward(x.cpu, y.cpu);
+    cuda_->relu_forward(x.cuda, y.cuda);
+    EXPECT_ON_DEVICE(y.cuda);
+    EXPECT_TRUE(exactly_equal(y.cuda, y.cpu, "relu y"));
+    cpu_->relu_backward(y.cpu, dy.cpu, dx.cpu);
+    cuda_->relu_backward(y.cuda, dy.cuda, dx.cuda);
+    EXPECT_ON_DEVICE(dx.cuda);
+    EXPECT_TRUE(exactly_equal(dx.cuda, dx.cpu, "relu dx"));
+    // In place: y aliases x, dx aliases dy.
+    cuda_->relu_forward(x.cuda, x.cuda);
+    EXPECT_TRUE(exactly_equal(x.cuda, y.cpu, "relu in place"));
+    cuda_->relu_backward(y.cuda, dy.cuda, dy.cuda);
+    EXPECT_TRUE(exactly_equal(dy.cuda, dx.cpu, "relu backward in place"));
+  }
 }
 
 // ---- Max pooling --------------------------------------------------------------------------------
