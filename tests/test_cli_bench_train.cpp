@@ -98,9 +98,7 @@ TEST(CliBenchTrain, RecipeEpochsTimesTheRunEndToEnd) {
 // --first-calls: the recipe's first two epochs charged op by op. The charges tile each epoch (from
 // its start to its last op's end), every op of epoch 1 runs as often in epoch 2, and the excess
 // column is epoch 1's time less epoch 2's, largest first.
-TEST(CliBenchTrain, FirstCallsChargesEachEpochToItsOps) {
-  const auto result =
-      bench_train_on_the_cpu("--batch 2 --recipe-epochs 2 --epoch-images 4 --first-calls");
+void expect_first_calls_table(const testing::CommandResult& result, int batch) {
   ASSERT_EQ(result.status, 0) << result.output;
   const auto rows = json_lines(result.output);
   ASSERT_FALSE(rows.empty()) << result.output;
@@ -111,6 +109,7 @@ TEST(CliBenchTrain, FirstCallsChargesEachEpochToItsOps) {
   ASSERT_GT(probe["ops"].size(), 20u) << "every op of the model's step and validation pass";
   double charged[2] = {0.0, 0.0}, excess = 0.0, previous = 1e300;
   bool saw_conv = false;
+  const std::string first_conv = "conv2d_forward (" + std::to_string(batch) + ", 1, ";
   for (const auto& op : probe["ops"]) {
     const std::string label = op["op"];
     EXPECT_EQ(op["calls"][0], op["calls"][1]) << label << ": the epochs run the same ops";
@@ -124,7 +123,7 @@ TEST(CliBenchTrain, FirstCallsChargesEachEpochToItsOps) {
     previous = op["excess_ms"].get<double>();
     excess += previous;
     EXPECT_LE(op["first_call_ms"].get<double>(), op["ms"][0].get<double>() + 1e-9) << label;
-    saw_conv = saw_conv || label.rfind("conv2d_forward (2, 1, ", 0) == 0;
+    saw_conv = saw_conv || label.rfind(first_conv, 0) == 0;
   }
   EXPECT_TRUE(saw_conv) << "the first layer's forward, keyed by its input's shape";
   for (int e = 0; e < 2; ++e)
@@ -133,6 +132,11 @@ TEST(CliBenchTrain, FirstCallsChargesEachEpochToItsOps) {
   EXPECT_NEAR(probe["excess_total_ms"].get<double>(), excess, 1e-6);
   EXPECT_NE(result.output.find("Where epoch 1 spends what epoch 2 does not"), std::string::npos)
       << result.output;
+}
+
+TEST(CliBenchTrain, FirstCallsChargesEachEpochToItsOps) {
+  expect_first_calls_table(
+      bench_train_on_the_cpu("--batch 2 --recipe-epochs 2 --epoch-images 4 --first-calls"), 2);
   // Without two recipe epochs there is nothing to compare; a graph's recording cannot stop at
   // every op to synchronise.
   for (const char* flags : {"--first-calls", "--first-calls --recipe-epochs 1",
@@ -165,6 +169,18 @@ TEST(CliBenchTrain, CudaGraphSaysWhatItReplayed) {
   EXPECT_NE(result.output.find("0 replayed from 0 recording(s), 6 issued op by op"),
             std::string::npos)
       << result.output;
+}
+
+// On a GPU, --first-calls synchronises the CUDA backend's stream at every op of both epochs; the
+// table is read the same way. Skipped without a GPU.
+TEST(CliBenchTrain, FirstCallsOnAGpu) {
+  PNEUMO_REQUIRE_CUDA();
+  testing::TempDir dir;
+  expect_first_calls_table(
+      testing::pneumo_command("bench train --device cuda --steps 2 --warmup 1 --batch 4 "
+                              "--recipe-epochs 2 --epoch-images 10 --first-calls",
+                              dir.file("cache")),
+      4);
 }
 
 // On a GPU, the same run records the full-batch steps and replays them: nothing refused, at least
