@@ -99,7 +99,8 @@ TEST_P(Bf16Convert, FromChannelsLastAddsBiasAndRelu) {
 INSTANTIATE_TEST_SUITE_P(Layouts, Bf16Convert,
                          ::testing::Values(Layout{2, 5, 7}, Layout{3, 32, 75 * 75},
                                            Layout{64, 32, 9}, Layout{2, 70, 33},
-                                           Layout{3, 200, 1}, Layout{4, 1, 37}, Layout{1, 1, 1}),
+                                           Layout{3, 200, 1}, Layout{4, 1, 37}, Layout{1, 1, 1},
+                                           Layout{5, 33, 40}, Layout{9, 64, 19 * 19}),
                          layout_name);
 
 }  // namespace
