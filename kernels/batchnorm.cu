@@ -132,7 +132,7 @@ __global__ void apply_kernel(const float* x, float* y, const float* mean, const 
                              const float* gamma, const float* beta, int64_t planes,
                              int64_t channels, int64_t spatial) {
   map_planes(y, x, planes, spatial, [&](int64_t plane, float v) {
-    const int64_t c = plane % channels;
+    const int64_t c = mod_index(plane, channels);
     return pneumo::batchnorm_apply(v, mean[c], inv_std[c], gamma[c], beta[c]);
   });
 }
@@ -187,7 +187,7 @@ __global__ void input_gradient_kernel(const float* x, const float* dy, float* dx
                                       const BatchNormGradientFactors* factors, int64_t planes,
                                       int64_t channels, int64_t spatial) {
   map_planes(dx, x, dy, planes, spatial, [&](int64_t plane, float xv, float dyv) {
-    const int64_t c = plane % channels;
+    const int64_t c = mod_index(plane, channels);
     return pneumo::batchnorm_input_gradient(xv, dyv, mean[c], inv_std[c], factors[c].scale,
                                             factors[c].mean_dy, factors[c].mean_dy_xhat);
   });
@@ -213,7 +213,7 @@ __device__ __forceinline__ BlockTailChannel tail_channel(const BlockTailArgs& t,
 
 // The pooled output s of a plane: its window.
 __device__ __forceinline__ PoolWindow tail_window(const PoolGeometry& g, int64_t s) {
-  return pool_window(g, s / g.out_width(), s % g.out_width());
+  return pool_window(g, div_index(s, g.out_width()), mod_index(s, g.out_width()));
 }
 
 // Where a plane's activations come from: the tail reads them (a), the stem recomputes them from
@@ -229,7 +229,7 @@ struct RecomputedActivation {
   const float *x, *weight, *bias;
   int64_t channels, height, width;
   __device__ StemPlane plane(int64_t plane_index, int64_t c) const {
-    StemPlane s{x + (plane_index / channels) * height * width, height, width, {}, bias[c]};
+    StemPlane s{x + div_index(plane_index, channels) * height * width, height, width, {}, bias[c]};
     for (int t = 0; t < 9; ++t) s.w[t] = weight[c * 9 + t];
     return s;
   }
@@ -242,8 +242,9 @@ struct SourceValues {
   BlockTailChannel ch;  // only rate and key are used
   int64_t channels, spatial;
   __device__ float operator()(int64_t i) const {
-    const int64_t plane = i / spatial;
-    return block_tail_dropped(source.plane(plane, plane % channels)(i - plane * spatial), ch, i);
+    const int64_t plane = div_index(i, spatial);
+    return block_tail_dropped(source.plane(plane, mod_index(plane, channels))(i - plane * spatial),
+                              ch, i);
   }
 };
 
@@ -261,7 +262,7 @@ template <class Source>
 __global__ void tail_pool_kernel(BlockTailArgs t, Source source, float* y, PoolGeometry g) {
   const int64_t in_plane = g.height * g.width, out_plane = g.out_height() * g.out_width();
   for_each_plane_element(g.planes(), out_plane, [&](int64_t plane, int64_t i) {
-    const int64_t c = plane % g.channels;
+    const int64_t c = mod_index(plane, g.channels);
     const BlockTailChannel ch = tail_channel(t, c);
     y[i] = block_tail_winner_of(source.plane(plane, c), plane * in_plane,
                                 tail_window(g, i - plane * out_plane), ch)
@@ -279,7 +280,7 @@ __global__ void tail_gradient_partial_kernel(BlockTailArgs t, Source source, con
   const int64_t in_plane = pg.height * pg.width, out_plane = pg.out_height() * pg.out_width();
   float sum_dy = 0.0f, sum_dy_centred = 0.0f;
   g.for_each([&](int64_t i) {
-    const int64_t plane = i / out_plane, first = plane * in_plane;
+    const int64_t plane = div_index(i, out_plane), first = plane * in_plane;
     const auto values = source.plane(plane, c);
     const PoolWindow w = tail_window(pg, i - plane * out_plane);
     const int64_t offset = w.offset[block_tail_winner_of(values, first, w, ch).slot];
@@ -302,7 +303,7 @@ __global__ void tail_input_gradient_kernel(BlockTailArgs t, const float* dy, flo
                                            PoolGeometry g) {
   const int64_t in_plane = g.height * g.width, out_plane = g.out_height() * g.out_width();
   for_each_plane_element(g.planes(), out_plane, [&](int64_t plane, int64_t i) {
-    const int64_t c = plane % g.channels, first = plane * in_plane;
+    const int64_t c = mod_index(plane, g.channels), first = plane * in_plane;
     const BlockTailChannel ch = tail_channel(t, c);
     const BatchNormGradientFactors f = factors[c];
     const PoolWindow w = tail_window(g, i - plane * out_plane);
@@ -330,7 +331,7 @@ __global__ void stem_weight_partial_kernel(BlockTailArgs t, RecomputedActivation
   const int64_t in_plane = pg.height * pg.width, out_plane = pg.out_height() * pg.out_width();
   float sums[kStemSums] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
   g.for_each([&](int64_t i) {
-    const int64_t plane = i / out_plane, first = plane * in_plane;
+    const int64_t plane = div_index(i, out_plane), first = plane * in_plane;
     const StemPlane values = source.plane(plane, k);
     const PoolWindow w = tail_window(pg, i - plane * out_plane);
     const int slot = block_tail_winner_of(values, first, w, ch).slot;

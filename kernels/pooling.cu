@@ -43,14 +43,13 @@ __device__ __forceinline__ WindowMax window_max(const float* plane, const PoolGe
   return best;
 }
 
-// Output cell `cell` of a plane as (row, column), by a 32-bit division (the launchers check that
-// a plane's cells fit): the 64-bit divisions of a flat index per cell held these kernels to about
-// 53-56% of an H200's DRAM bandwidth (2026-12-04).
+// Output cell `cell` of a plane as (row, column), by a 32-bit division (div_index): three 64-bit
+// divisions of a flat index per cell held these kernels to about 53-56% of an H200's DRAM
+// bandwidth (2026-12-04).
 __device__ __forceinline__ WindowMax cell_max(const float* plane, const PoolGeometry& g,
                                               int64_t cell) {
-  const uint32_t c = static_cast<uint32_t>(cell), w = static_cast<uint32_t>(g.out_width());
-  const uint32_t oy = c / w;
-  return window_max(plane, g, oy, c - oy * w);
+  const int64_t oy = div_index(cell, g.out_width());
+  return window_max(plane, g, oy, cell - oy * g.out_width());
 }
 
 // Output planes walked as map_planes walks them (plane_grid over the pooled cells): a thread's
@@ -80,14 +79,14 @@ __global__ void maxpool2d_backward_kernel(const float* x, const float* dy, float
     return cell_max(x + plane * in_plane, g, i - plane * out_plane).offset;
   };
   auto write_window = [&](int64_t plane, int64_t i, int64_t argmax, float gradient) {
-    const uint32_t c = static_cast<uint32_t>(i - plane * out_plane);
-    const uint32_t w = static_cast<uint32_t>(g.out_width()), oy = c / w, ox = c - oy * w;
+    const int64_t cell = i - plane * out_plane, oy = div_index(cell, g.out_width());
+    const int64_t ox = cell - oy * g.out_width();
     float* out = dx + plane * in_plane;
     for (int wy = 0; wy < 2; ++wy) {
-      const int64_t row = 2 * static_cast<int64_t>(oy) - g.pad_top() + wy;
+      const int64_t row = 2 * oy - g.pad_top() + wy;
       if (row < 0 || row >= g.height) continue;
       for (int wx = 0; wx < 2; ++wx) {
-        const int64_t col = 2 * static_cast<int64_t>(ox) - g.pad_left() + wx;
+        const int64_t col = 2 * ox - g.pad_left() + wx;
         if (col < 0 || col >= g.width) continue;
         const int64_t offset = row * g.width + col;
         out[offset] = offset == argmax ? gradient : 0.0f;
@@ -119,12 +118,6 @@ __global__ void global_avgpool_backward_kernel(const float* dy, float* dx, int64
     dx[i] = plane_mean_gradient(dy[i / count], count);
 }
 
-// The kernels find a cell's row and column by 32-bit arithmetic.
-void check_cells_fit(const PoolGeometry& g) {
-  PNEUMO_CHECK(g.out_height() * g.out_width() <= INT32_MAX, "max pooling: a plane of ",
-               g.height, "x", g.width, " has more than 2^31 pooled cells");
-}
-
 }  // namespace
 
 void global_avgpool_forward(const float* x, float* y, int64_t planes, int64_t count,
@@ -149,7 +142,6 @@ void maxpool2d_forward(const float* x, float* y, int64_t planes, int64_t height,
   const PoolGeometry g = plane_geometry(height, width);
   const int64_t total = planes * g.out_height() * g.out_width();
   if (total == 0) return;
-  check_cells_fit(g);
   maxpool2d_forward_kernel<<<plane_grid(planes, g.out_height() * g.out_width()), kThreadsPerBlock,
                              0, stream>>>(x, y, planes, g);
   PNEUMO_LAUNCH_CHECK("maxpool2d_forward_kernel", "planes=", planes, " H=", height, " W=", width);
@@ -160,7 +152,6 @@ void maxpool2d_backward(const float* x, const float* dy, float* dx, int64_t plan
   const PoolGeometry g = plane_geometry(height, width);
   const int64_t total = planes * g.out_height() * g.out_width();
   if (total == 0) return;
-  check_cells_fit(g);
   maxpool2d_backward_kernel<<<plane_grid(planes, g.out_height() * g.out_width()), kThreadsPerBlock,
                               0, stream>>>(x, dy, dx, planes, g);
   PNEUMO_LAUNCH_CHECK("maxpool2d_backward_kernel", "planes=", planes, " H=", height, " W=", width);
