@@ -598,6 +598,10 @@ TEST(BenchKernelsCli, CudaQuickRunValidatesEveryVariant) {
     EXPECT_GE(ours_ok[std::string("conv2d_forward ") + layer], 1) << layer << "\n" << r.out;
   EXPECT_EQ(ours_ok["conv2d_forward conv1"], 2) << "single-channel and tiled kernels on conv1";
   EXPECT_EQ(ours_ok["maxpool2d_backward pool1"], 1);
+  // Batch-norm: ours through the backend, and with 8 and 16 blocks per SM for the sums.
+  for (const char* op : {"batchnorm_forward_training", "batchnorm_backward"})
+    for (const char* layer : {"conv1", "conv5"})
+      EXPECT_EQ(ours_ok[std::string(op) + " " + layer], 3) << op << " " << layer;
   EXPECT_EQ(ours_ok["sigmoid_bce loss"], 1);
   EXPECT_EQ(ours_ok["gather_augment input"], 2);
   EXPECT_EQ(ours_ok["dense_forward fc1"] + ours_ok["dense_backward fc2"], 0) << "no 'ours' GEMM";
