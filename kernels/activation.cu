@@ -12,17 +12,12 @@
 namespace pneumo::kernels {
 namespace {
 
-__device__ __forceinline__ float biased(float value, float bias, bool apply_relu) {
-  value += bias;
-  return apply_relu ? pneumo::relu(value) : value;
-}
-
 // y: (batch, channels, spatial) as batch x channels planes, in place (map_planes): planes of a
 // span (4 x 256 values) or more.
 __global__ void bias_activation_kernel(float* y, const float* bias, int64_t planes,
                                        int64_t channels, int64_t spatial, bool apply_relu) {
   map_planes(y, y, planes, spatial, [&](int64_t plane, float v) {
-    return biased(v, bias[mod_index(plane, channels)], apply_relu);
+    return pneumo::bias_relu(v, bias[mod_index(plane, channels)], apply_relu);
   });
 }
 
@@ -32,7 +27,7 @@ __global__ void bias_activation_small_planes_kernel(float* y, const float* bias,
                                                     int64_t channels, int64_t spatial,
                                                     bool apply_relu) {
   for (int64_t i = global_thread_index(); i < total; i += grid_stride())
-    y[i] = biased(y[i], bias[mod_index(div_index(i, spatial), channels)], apply_relu);
+    y[i] = pneumo::bias_relu(y[i], bias[mod_index(div_index(i, spatial), channels)], apply_relu);
 }
 
 // Block (c, j) sums dy[n, c, s] over the images n of chunk j and every s, in a fixed order, into

@@ -87,8 +87,9 @@ __device__ void transpose_tiles(const In* src, Out* dst, int64_t batch, int64_t 
   }
 }
 
+// pneumo::bias_relu with channel c's bias; without a bias, ReLU alone (when asked).
 __device__ __forceinline__ float biased(float value, const float* bias, int64_t c, bool relu) {
-  if (bias != nullptr) value += bias[c];
+  if (bias != nullptr) return pneumo::bias_relu(value, bias[c], relu);
   return relu ? pneumo::relu(value) : value;
 }
 

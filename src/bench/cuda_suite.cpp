@@ -506,7 +506,8 @@ class CudaSuite {
       }
     };
     for (const bool ours : {false, true}) {
-      Backend& b = *batchnorm_backend(ours).backend;
+      TimedBackend& timed = batchnorm_backend(ours);
+      Backend& b = *timed.backend;
       measure_both(
           ours ? "ours: kernels/batchnorm.cu" : "cudnn: cudnnBatchNormalization*", !ours,
           [&] {
@@ -518,7 +519,7 @@ class CudaSuite {
             b.batchnorm_backward(x, dy, gamma, saved_mean_in, saved_inv_std_in,
                                  BatchNormProblem::kEpsilon, dx, dgamma, dbeta);
           },
-          batchnorm_backend(ours).timer.get());
+          timed.timer.get());
     }
     // Our kernels launched directly with more blocks for the per-channel sums than the backend's
     // split (about 4 per SM): whether more loads in flight would pay. Training is unchanged.

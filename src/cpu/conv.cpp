@@ -104,10 +104,8 @@ void CpuBackend::conv2d_forward_impl(ConstTensorView x, ConstTensorView weight,
       if (bf16) round_all_to_bf16(y_n, g.out_channels * g.pixels());
       for (int64_t k = 0; k < g.out_channels; ++k) {
         float* plane = y_n + k * g.pixels();
-        for (int64_t p = 0; p < g.pixels(); ++p) {
-          float value = plane[p] + bias.data[k];
-          plane[p] = fuse_relu ? relu(value) : value;
-        }
+        for (int64_t p = 0; p < g.pixels(); ++p)
+          plane[p] = bias_relu(plane[p], bias.data[k], fuse_relu);
       }
     }
   });
