@@ -119,15 +119,17 @@ class CpuSuite {
     auto in = [](const std::vector<float>& v, const Shape& s) {
       return ConstTensorView{v.data(), s, Device::Cpu};
     };
-    auto out = [](std::vector<float>& v, const Shape& s) { return TensorView{v.data(), s, Device::Cpu}; };
+    auto out = [](std::vector<float>& v, const Shape& s) {
+      return TensorView{v.data(), s, Device::Cpu};
+    };
     const std::string shape = batchnorm_shape_label(p.x);
-    auto forward = [&] {
+    const std::function<void()> forward = [&] {
       backend_->batchnorm_forward_training(
           in(p.x_values, p.x), in(p.gamma, p.channel), in(p.beta, p.channel),
           out(running_mean, p.channel), out(running_var, p.channel), BatchNormProblem::kFactor,
           BatchNormProblem::kEpsilon, out(y, p.x), out(mean, p.channel), out(inv_std, p.channel));
     };
-    auto backward = [&] {
+    const std::function<void()> backward = [&] {
       backend_->batchnorm_backward(in(p.x_values, p.x), in(p.dy_values, p.x), in(p.gamma, p.channel),
                                    in(p.mean_expected, p.channel),
                                    in(p.inv_std_expected, p.channel), BatchNormProblem::kEpsilon,
@@ -140,11 +142,10 @@ class CpuSuite {
       const std::function<void()>& run;
       std::function<Comparison()> check;
     };
-    const std::function<void()> run_forward = forward, run_backward = backward;
     const Direction directions[] = {
-        {"batchnorm_forward_training", p.forward_bytes(), y, run_forward,
+        {"batchnorm_forward_training", p.forward_bytes(), y, forward,
          [&] { return check_batchnorm_forward(y.data(), mean.data(), inv_std.data(), p); }},
-        {"batchnorm_backward", p.backward_bytes(), dx, run_backward,
+        {"batchnorm_backward", p.backward_bytes(), dx, backward,
          [&] { return check_batchnorm_backward(dx.data(), dgamma.data(), dbeta.data(), p); }}};
     for (const Direction& d : directions) {
       BenchRow r = row(d.op, layer.conv, shape, batch, "cpu backend", false);
