@@ -79,7 +79,8 @@ TEST(KernelWalks, PlaneWalkStridesPastTheGridLimits) {
   // so that the grid stays small enough to walk here.
   const int64_t threads = 1;
   const PlaneCase long_plane{1, 4 * kMaxBlocksY * threads + 4 * 7 + 2};
-  ASSERT_GT((long_plane.spatial + 3) / 4, kMaxBlocksY) << "the case must need more spans than blocks";
+  ASSERT_GT((long_plane.spatial + 3) / 4, kMaxBlocksY)
+      << "the case must need more spans than blocks";
   std::vector<int> visits(static_cast<size_t>(long_plane.spatial), 0);
   for (int64_t by = 0; by < kMaxBlocksY; ++by) {
     const GridPlace place{0, by, 1, kMaxBlocksY, 0, threads};
@@ -121,7 +122,8 @@ std::vector<int> chunk_walk_visits(int64_t batch, int64_t channels, int64_t spat
         for_each_in_chunk_by_four(
             t, threads, c, first, last, channels, spatial,
             [&](int64_t i, int64_t stride) {
-              ASSERT_EQ(i / spatial, (i + 3 * stride) / spatial) << "a four-value visit left its plane";
+              ASSERT_EQ(i / spatial, (i + 3 * stride) / spatial)
+                  << "a four-value visit left its plane";
               for (int k = 0; k < 4; ++k) visit(i + k * stride);
             },
             visit);

@@ -1,8 +1,8 @@
 // The CPU suite of `pneumo bench kernels`: the CPU backend's ops on the model's shapes (conv
 // forward per layer, max-pool forward and backward per pool, batch-norm training forward and
-// backward per conv output, the fused sigmoid + BCE, augmentation
-// next to a plain memcpy of the same output bytes), validated against the fp64 references and
-// timed with std::chrono. What runs on a machine without a GPU; every row says CPU.
+// backward per conv output, the fused sigmoid + BCE, augmentation next to a plain memcpy of the
+// same output bytes), validated against the fp64 references and timed with std::chrono. What
+// runs on a machine without a GPU; every row says CPU.
 #include <cstring>
 #include <memory>
 #include <sstream>
@@ -130,8 +130,8 @@ class CpuSuite {
           BatchNormProblem::kEpsilon, out(y, p.x), out(mean, p.channel), out(inv_std, p.channel));
     };
     const std::function<void()> backward = [&] {
-      backend_->batchnorm_backward(in(p.x_values, p.x), in(p.dy_values, p.x), in(p.gamma, p.channel),
-                                   in(p.mean_expected, p.channel),
+      backend_->batchnorm_backward(in(p.x_values, p.x), in(p.dy_values, p.x),
+                                   in(p.gamma, p.channel), in(p.mean_expected, p.channel),
                                    in(p.inv_std_expected, p.channel), BatchNormProblem::kEpsilon,
                                    out(dx, p.x), out(dgamma, p.channel), out(dbeta, p.channel));
     };

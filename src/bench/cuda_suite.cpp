@@ -2,10 +2,11 @@
 // cuDNN: convolution forward (our two kernels vs every cuDNN forward algorithm, unfused with our
 // bias/ReLU kernel and fused through cudnnConvolutionBiasActivationForward), max-pool forward and
 // backward (kernels/pooling.cu vs both cuDNN max modes), batch-norm training forward and backward
-// (kernels/batchnorm.cu vs cuDNN, each through a CudaBackend forced to it), the fused sigmoid + BCE kernel vs cuDNN's
-// sigmoid followed by separate loss and gradient kernels, and the augmentation kernel vs a
-// device-to-device copy of the same output bytes. Every variant's output starts poisoned, is
-// checked against the fp64 references, and only then timed (CudaTimer: events, L2 flushed).
+// (kernels/batchnorm.cu vs cuDNN, each through a CudaBackend forced to it), the fused sigmoid +
+// BCE kernel vs cuDNN's sigmoid followed by separate loss and gradient kernels, and the
+// augmentation kernel vs a device-to-device copy of the same output bytes. Every variant's output
+// starts poisoned, is checked against the fp64 references, and only then timed (CudaTimer:
+// events, L2 flushed).
 // This is the one file outside src/cuda that calls cuDNN directly: it benchmarks the descriptor
 // API itself, through the descriptor factories of cuda/cuda_raii.hpp.
 #include <cuda_runtime_api.h>

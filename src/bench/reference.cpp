@@ -163,7 +163,9 @@ PoolProblem make_pool_problem(const LayerShape& layer, int64_t batch, uint32_t s
 
 // ---- Batch normalisation ----------------------------------------------------------------------
 
-double BatchNormProblem::forward_bytes() const { return 4.0 * 3.0 * static_cast<double>(x.numel()); }
+double BatchNormProblem::forward_bytes() const {
+  return 4.0 * 3.0 * static_cast<double>(x.numel());
+}
 double BatchNormProblem::backward_bytes() const {
   return 4.0 * 5.0 * static_cast<double>(x.numel());
 }
@@ -188,7 +190,8 @@ BatchNormProblem make_batchnorm_problem(const LayerShape& layer, int64_t batch, 
   // Calls f(flat index) for every element of channel c.
   auto each = [&](int64_t c, const auto& f) {
     for (int64_t b = 0; b < batch; ++b)
-      for (int64_t s = 0; s < spatial; ++s) f(static_cast<size_t>((b * channels + c) * spatial + s));
+      for (int64_t s = 0; s < spatial; ++s)
+        f(static_cast<size_t>((b * channels + c) * spatial + s));
   };
   for (int64_t c = 0; c < channels; ++c) {
     double sum = 0.0;

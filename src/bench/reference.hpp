@@ -54,7 +54,7 @@ struct PoolProblem {
 // The pool over conv layer `layer`'s output: (N, K, S, S) -> (N, K, ceil(S/2), ceil(S/2)).
 PoolProblem make_pool_problem(const LayerShape& layer, int64_t batch, uint32_t seed);
 
-// ---- Batch normalisation, training (per channel over N, H, W) ------------------------------------
+// ---- Batch normalisation, training (per channel over N, H, W) ----------------------------------
 // Conv layer `layer`'s output (N, K, S, S) with each channel's mean far from zero (x in [-1, 3)),
 // gamma in [0.5, 1.5), beta in [-0.5, 0.5), dy in [-1, 1); the expected forward outputs (y, the
 // saved mean and 1 / sqrt(biased variance + epsilon)) and the backward's (dx, dgamma, dbeta, with

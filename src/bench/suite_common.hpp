@@ -50,11 +50,11 @@ BenchRow failed_case_row(const char* platform, const std::string& family, const 
                          int64_t batch, const std::string& why);
 
 // Calls a suite's cases in table order for each batch size the config asks for: every conv
-// layer, every pool, batch-norm over every conv layer's output, the loss at the batch size and at kSyntheticLossSize, the augmentation,
-// the bf16 conversions (CUDA only), every block's tail (fused vs unfused), the dense layers (fp32
-// and bf16). A case whose set-up throws (a backend refusing a shape its reference needs, memory
-// at a large batch) costs that case's rows, not the run: suite.case_failed(family, layer, batch,
-// message) records it, and the next case runs.
+// layer, every pool, batch-norm over every conv layer's output, the loss at the batch size and
+// at kSyntheticLossSize, the augmentation, the bf16 conversions (CUDA only), every block's tail
+// (fused vs unfused), the dense layers (fp32 and bf16). A case whose set-up throws (a backend
+// refusing a shape its reference needs, memory at a large batch) costs that case's rows, not the
+// run: suite.case_failed(family, layer, batch, message) records it, and the next case runs.
 template <class Suite>
 void run_cases(const KernelBenchConfig& config, Suite& suite) {
   const auto guarded = [&](const char* family, const std::string& layer, int64_t batch,
