@@ -488,11 +488,12 @@ TEST(AugmentCuda, MatchesTheCpuTwin) {
           const ImageMoments m =
               standardization_moments(sum, sum_squares, static_cast<int64_t>(pixels));
           const double atol = 1e-4 * m.inv_std;
-          const std::vector<float> z_gpu(gpu.begin() + static_cast<std::ptrdiff_t>(i * pixels),
-                                         gpu.begin() + static_cast<std::ptrdiff_t>((i + 1) * pixels));
-          const std::vector<float> z_cpu(cpu.begin() + static_cast<std::ptrdiff_t>(i * pixels),
-                                         cpu.begin() + static_cast<std::ptrdiff_t>((i + 1) * pixels));
-          EXPECT_TRUE(testing::all_close(z_gpu, z_cpu, atol, 1e-4, "augment cuda vs cpu, z"))
+          auto image_i = [&](const std::vector<float>& batch) {
+            const auto from = batch.begin() + static_cast<std::ptrdiff_t>(i * pixels);
+            return std::vector<float>(from, from + static_cast<std::ptrdiff_t>(pixels));
+          };
+          EXPECT_TRUE(
+              testing::all_close(image_i(gpu), image_i(cpu), atol, 1e-4, "augment cuda vs cpu, z"))
               << "size " << size << " image " << i << " 1/sigma " << m.inv_std;
         }
       } else {
