@@ -208,7 +208,14 @@ __global__ void factors_from_sums_kernel(const float* sums, int64_t channels, do
 
 __device__ __forceinline__ BlockTailChannel tail_channel(const BlockTailArgs& t, int64_t c) {
   return {t.saved_mean[c], t.saved_inv_std[c], t.gamma[c], t.beta[c],
-          t.training ? t.rate : 0.0f, t.key};
+          t.training ? t.rate : 0.0f, t.key, t.keep};
+}
+
+// The dropout mask as words of 32 elements (dropout_keep_word), one thread per word.
+__global__ void dropout_keep_kernel(uint32_t* keep, int64_t n, float rate, RngKey key) {
+  const int64_t words = (n + 31) / 32;
+  for (int64_t w = global_thread_index(); w < words; w += grid_stride())
+    keep[w] = dropout_keep_word(key, n, static_cast<uint32_t>(w), rate);
 }
 
 // The pooled output s of a plane: its window.
@@ -283,9 +290,11 @@ __global__ void tail_gradient_partial_kernel(BlockTailArgs t, Source source, con
     const int64_t plane = div_index(i, out_plane), first = plane * in_plane;
     const auto values = source.plane(plane, c);
     const PoolWindow w = tail_window(pg, i - plane * out_plane);
-    const int64_t offset = w.offset[block_tail_winner_of(values, first, w, ch).slot];
+    const int slot = block_tail_winner_of(values, first, w, ch).slot;
     sum_dy += dy[i];
-    sum_dy_centred += dy[i] * (block_tail_dropped(values(offset), ch, first + offset) - ch.mean);
+    sum_dy_centred +=
+        dy[i] * (block_tail_dropped(values.in_window(w, slot), ch, first + w.offset[slot]) -
+                 ch.mean);
   });
   sum_dy = block_sum(sum_dy);
   sum_dy_centred = block_sum(sum_dy_centred);
@@ -336,12 +345,12 @@ __global__ void stem_weight_partial_kernel(BlockTailArgs t, RecomputedActivation
     const PoolWindow w = tail_window(pg, i - plane * out_plane);
     const int slot = block_tail_winner_of(values, first, w, ch).slot;
     for (int e = 0; e < w.count; ++e) {
-      const int64_t offset = w.offset[e];
-      const float grad = block_tail_gradient(values(offset), block_tail_mask(ch, first + offset),
+      const float grad = block_tail_gradient(values.in_window(w, e),
+                                             block_tail_mask(ch, first + w.offset[e]),
                                              e == slot ? dy[i] : 0.0f, ch, f.scale, f.mean_dy,
                                              f.mean_dy_xhat);
       if (grad == 0.0f) continue;
-      for (int tap = 0; tap < 9; ++tap) sums[tap] += grad * values.tap(offset, tap);
+      for (int tap = 0; tap < 9; ++tap) sums[tap] += grad * values.tap(w.row[e], w.col[e], tap);
       sums[9] += grad;
     }
   });
@@ -376,7 +385,7 @@ void tail_forward(const BlockTailArgs& t, const Source& source, bool plain, floa
     if (plain) {  // a stored, no dropout: the batch-norm kernel's own loads
       moments_partial_kernel<<<grid, kThreadsPerBlock, 0, stream>>>(PlainValues{t.a}, scratch, g);
     } else {
-      const SourceValues<Source> values{source, {0.0f, 0.0f, 0.0f, 0.0f, t.rate, t.key},
+      const SourceValues<Source> values{source, {0.0f, 0.0f, 0.0f, 0.0f, t.rate, t.key, t.keep},
                                         t.channels, spatial};
       moments_partial_kernel<<<grid, kThreadsPerBlock, 0, stream>>>(values, scratch, g);
     }
@@ -512,52 +521,76 @@ void write_empty_batch_forward(const BlockTailArgs& t, cudaStream_t stream) {
   PNEUMO_LAUNCH_CHECK("running_statistics_kernel", "channels=", t.channels);
 }
 
-}  // namespace
+// Scratch: batch-norm's partial sums and factors, the stem's weight sums, then the mask's words.
+int64_t sums_floats(const BlockTailArgs& t, const BiasReduction& r) {
+  return batchnorm_scratch_floats(r, t.channels) + (t.x ? kStemSums * r.chunks * t.channels : 0);
+}
+bool draws_mask(const BlockTailArgs& t) { return t.training && t.rate > 0.0f; }
+int64_t elements(const BlockTailArgs& t) { return t.batch * t.channels * t.height * t.width; }
 
-void block_tail_forward(const BlockTailArgs& t, float* y, float* scratch, const BiasReduction& r,
+// t with its dropout mask drawn into scratch (a training call with dropout), else t as it is.
+BlockTailArgs with_mask(BlockTailArgs t, float* scratch, const BiasReduction& r,
                         cudaStream_t stream) {
-  if (t.batch * t.channels * t.height * t.width == 0) return write_empty_batch_forward(t, stream);
-  const bool plain = !(t.training && t.rate > 0.0f);
-  tail_forward(t, StoredActivation{t.a, t.height * t.width}, plain, y, scratch, r, stream);
+  if (!draws_mask(t)) return t;
+  auto* keep = reinterpret_cast<uint32_t*>(scratch + sums_floats(t, r));
+  const int64_t n = elements(t);
+  dropout_keep_kernel<<<blocks_for((n + 31) / 32), kThreadsPerBlock, 0, stream>>>(keep, n, t.rate,
+                                                                                   t.key);
+  PNEUMO_LAUNCH_CHECK("dropout_keep_kernel", "n=", n, " rate=", t.rate);
+  t.keep = keep;
+  return t;
 }
 
-void block_tail_backward(const BlockTailArgs& t, const float* dy, float* da, float* dgamma,
+}  // namespace
+
+int64_t tail_scratch_floats(const BlockTailArgs& t, const BiasReduction& r) {
+  static_assert(sizeof(uint32_t) == sizeof(float));
+  return sums_floats(t, r) + (draws_mask(t) ? (elements(t) + 31) / 32 : 0);
+}
+
+void block_tail_forward(const BlockTailArgs& args, float* y, float* scratch,
+                        const BiasReduction& r, cudaStream_t stream) {
+  if (elements(args) == 0) return write_empty_batch_forward(args, stream);
+  const BlockTailArgs t = with_mask(args, scratch, r, stream);
+  tail_forward(t, StoredActivation{t.a, t.height * t.width}, /*plain=*/!draws_mask(t), y, scratch,
+               r, stream);
+}
+
+void block_tail_backward(const BlockTailArgs& args, const float* dy, float* da, float* dgamma,
                          float* dbeta, float* scratch, const BiasReduction& r,
                          cudaStream_t stream) {
-  const int64_t total = t.batch * t.channels * t.height * t.width;
-  if (total == 0) {
-    zero_floats(dgamma, t.channels, stream);
-    zero_floats(dbeta, t.channels, stream);
+  if (elements(args) == 0) {
+    zero_floats(dgamma, args.channels, stream);
+    zero_floats(dbeta, args.channels, stream);
     return;
   }
+  const BlockTailArgs t = with_mask(args, scratch, r, stream);
   const PoolGeometry pg{t.batch, t.channels, t.height, t.width};
   const BatchNormGradientFactors* factors = tail_gradient_factors(
       t, StoredActivation{t.a, t.height * t.width}, dy, dgamma, dbeta, scratch, r, stream);
   tail_input_gradient_kernel<<<plane_grid(pg.planes(), pg.out_height() * pg.out_width()),
                                kThreadsPerBlock, 0, stream>>>(t, dy, da, factors, pg);
-  PNEUMO_LAUNCH_CHECK("tail_input_gradient_kernel", "total=", total);
+  PNEUMO_LAUNCH_CHECK("tail_input_gradient_kernel", "total=", elements(t));
 }
 
-int64_t stem_scratch_floats(const BiasReduction& r, int64_t channels) {
-  return batchnorm_scratch_floats(r, channels) + kStemSums * r.chunks * channels;
-}
-
-void stem_forward(const BlockTailArgs& t, float* y, float* scratch, const BiasReduction& r,
+void stem_forward(const BlockTailArgs& args, float* y, float* scratch, const BiasReduction& r,
                   cudaStream_t stream) {
-  if (t.batch * t.channels * t.height * t.width == 0) return write_empty_batch_forward(t, stream);
+  if (elements(args) == 0) return write_empty_batch_forward(args, stream);
+  const BlockTailArgs t = with_mask(args, scratch, r, stream);
   const RecomputedActivation source{t.x, t.weight, t.conv_bias, t.channels, t.height, t.width};
   tail_forward(t, source, /*plain=*/false, y, scratch, r, stream);
 }
 
-void stem_backward(const BlockTailArgs& t, const float* dy, float* dweight, float* dbias,
+void stem_backward(const BlockTailArgs& args, const float* dy, float* dweight, float* dbias,
                    float* dgamma, float* dbeta, float* scratch, const BiasReduction& r,
                    cudaStream_t stream) {
-  if (t.batch * t.channels * t.height * t.width == 0) {
-    for (auto [gradient, count] : {std::pair{dweight, 9 * t.channels}, {dbias, t.channels},
-                                   {dgamma, t.channels}, {dbeta, t.channels}})
+  if (elements(args) == 0) {
+    for (auto [gradient, count] : {std::pair{dweight, 9 * args.channels}, {dbias, args.channels},
+                                   {dgamma, args.channels}, {dbeta, args.channels}})
       zero_floats(gradient, count, stream);
     return;
   }
+  const BlockTailArgs t = with_mask(args, scratch, r, stream);
   const RecomputedActivation source{t.x, t.weight, t.conv_bias, t.channels, t.height, t.width};
   const BatchNormGradientFactors* factors =
       tail_gradient_factors(t, source, dy, dgamma, dbeta, scratch, r, stream);

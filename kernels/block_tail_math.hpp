@@ -21,11 +21,15 @@ struct BlockTailChannel {
   float mean, inv_std, gamma, beta;
   float rate;  // dropout rate; 0 in inference and in blocks without dropout
   RngKey key;  // dropout key, key.first a multiple of 4 (the op's entry checks it)
+  // With dropout (rate > 0) on the GPU: the call's mask, dropout_keep_word's words over the whole
+  // tensor, drawn once per pass instead of one Philox call per element read (up to five a
+  // training step). The CPU twin draws its multipliers itself and calls with rate 0.
+  const uint32_t* keep = nullptr;
 };
 
 // The dropout multiplier of element `index` (local to the tensor): 1 without dropout.
 PNEUMO_HD float block_tail_mask(const BlockTailChannel& ch, int64_t index) {
-  return ch.rate > 0.0f ? dropout_multiplier(ch.key, static_cast<uint32_t>(index), ch.rate) : 1.0f;
+  return ch.rate > 0.0f ? dropout_multiplier_from_words(ch.keep, index, ch.rate) : 1.0f;
 }
 
 // What batch-norm normalises: a through dropout, as dropout_forward writes it (x * multiplier).
@@ -38,19 +42,25 @@ PNEUMO_HD float block_tail_normalized(float a, const BlockTailChannel& ch, int64
   return batchnorm_apply(block_tail_dropped(a, ch, index), ch.mean, ch.inv_std, ch.gamma, ch.beta);
 }
 
-// The window of pooled output (oy, ox) in a plane of g.height x g.width: its real elements as
-// offsets in the plane (1, 2 or 4 of them, row-major; padding rows/columns left out).
+// The window of pooled output (oy, ox) in a plane of g.height x g.width: its real elements (1, 2
+// or 4 of them, row-major; padding rows/columns left out) as offsets in the plane and as rows and
+// columns (so that the stem, which recomputes an element from its neighbours, divides nothing).
 struct PoolWindow {
   int count;
   int64_t offset[4];
+  int64_t row[4], col[4];
 };
 
 PNEUMO_HD PoolWindow pool_window(const PoolGeometry& g, int64_t oy, int64_t ox) {
-  PoolWindow w{0, {0, 0, 0, 0}};
+  PoolWindow w{0, {0, 0, 0, 0}, {0, 0, 0, 0}, {0, 0, 0, 0}};
   const int64_t r0 = 2 * oy - g.pad_top(), c0 = 2 * ox - g.pad_left();
   for (int64_t r = r0; r < r0 + 2; ++r)
     for (int64_t c = c0; c < c0 + 2; ++c)
-      if (r >= 0 && c >= 0) w.offset[w.count++] = r * g.width + c;
+      if (r >= 0 && c >= 0) {
+        w.offset[w.count] = r * g.width + c;
+        w.row[w.count] = r;
+        w.col[w.count++] = c;
+      }
   return w;
 }
 
@@ -63,15 +73,16 @@ struct WindowWinner {
   int slot;  // index into PoolWindow::offset
 };
 
-// `activation(offset)`: a at that offset of the plane (a pointer read, or block 1's activation
-// recomputed from the image: StemPlane).
+// `activation.in_window(w, k)`: a at the window's element k (a pointer read, or block 1's
+// activation recomputed from the image: StemPlane).
 template <class Activation>
 PNEUMO_HD WindowWinner block_tail_winner_of(const Activation& activation, int64_t plane_index,
                                             const PoolWindow& w, const BlockTailChannel& ch) {
-  WindowWinner best{block_tail_normalized(activation(w.offset[0]), ch, plane_index + w.offset[0]),
-                    0};
+  WindowWinner best{
+      block_tail_normalized(activation.in_window(w, 0), ch, plane_index + w.offset[0]), 0};
   for (int k = 1; k < w.count; ++k) {
-    const float v = block_tail_normalized(activation(w.offset[k]), ch, plane_index + w.offset[k]);
+    const float v =
+        block_tail_normalized(activation.in_window(w, k), ch, plane_index + w.offset[k]);
     if (v > best.value) best = {v, k};
   }
   return best;
@@ -80,6 +91,7 @@ PNEUMO_HD WindowWinner block_tail_winner_of(const Activation& activation, int64_
 struct PlaneValues {
   const float* a;
   PNEUMO_HD float operator()(int64_t offset) const { return a[offset]; }
+  PNEUMO_HD float in_window(const PoolWindow& w, int k) const { return a[w.offset[k]]; }
 };
 
 PNEUMO_HD WindowWinner block_tail_winner(const float* plane, int64_t plane_index,
@@ -96,7 +108,12 @@ struct StemPlane {
   int64_t height, width;
   float w[9];
   float bias;
-  PNEUMO_HD float operator()(int64_t offset) const { return at(offset / width, offset % width); }
+  // Planes hold fewer than 2^32 pixels (checked_stem), so one 32-bit division finds the pixel.
+  PNEUMO_HD float operator()(int64_t offset) const {
+    const auto o = static_cast<uint32_t>(offset), w = static_cast<uint32_t>(width);
+    return at(o / w, o % w);
+  }
+  PNEUMO_HD float in_window(const PoolWindow& w, int k) const { return at(w.row[k], w.col[k]); }
   PNEUMO_HD float at(int64_t row, int64_t col) const {
     float acc = 0.0f;
     for (int ky = 0; ky < 3; ++ky)
@@ -107,9 +124,9 @@ struct StemPlane {
       }
     return relu(acc + bias);
   }
-  // The input under tap t of pixel `offset` (0 in the padding): what d loss / d w[t] multiplies.
-  PNEUMO_HD float tap(int64_t offset, int t) const {
-    const int64_t iy = offset / width + t / 3 - 1, ix = offset % width + t % 3 - 1;
+  // The input under tap t of pixel (row, col) (0 in the padding): what d loss / d w[t] multiplies.
+  PNEUMO_HD float tap(int64_t row, int64_t col, int t) const {
+    const int64_t iy = row + t / 3 - 1, ix = col + t % 3 - 1;
     return iy >= 0 && iy < height && ix >= 0 && ix < width ? x[iy * width + ix] : 0.0f;
   }
 };

@@ -26,8 +26,12 @@ PNEUMO_HD float relu_backward(float y, float dy) { return y > 0.0f ? dy : 0.0f; 
 // Multiplier of element `index`: 0 with probability `rate`, else 1 / (1 - rate). The mask is a
 // pure function of (key, index), so the backward pass recomputes it instead of storing it. One
 // Philox call yields four 32-bit words; element i uses word i % 4 of block i / 4.
+PNEUMO_HD bool dropout_keeps(uint32_t bits, float rate) { return !(uniform_from_bits(bits) < rate); }
+PNEUMO_HD float dropout_multiplier_from_keep(bool keep, float rate) {
+  return keep ? 1.0f / (1.0f - rate) : 0.0f;
+}
 PNEUMO_HD float dropout_multiplier_from_bits(uint32_t bits, float rate) {
-  return uniform_from_bits(bits) < rate ? 0.0f : 1.0f / (1.0f - rate);
+  return dropout_multiplier_from_keep(dropout_keeps(bits, rate), rate);
 }
 
 // `index` is local: the element's place in the global batch is key.first + index.
@@ -50,6 +54,27 @@ PNEUMO_HD void dropout_group(const float* x, float* y, int64_t n, uint32_t group
   const Philox4 bits = philox4x32(key, group + key.first / 4u);
   for (int j = 0; j < count; ++j)
     y[first + j] = values[j] * dropout_multiplier_from_bits(bits.v[j], rate);
+}
+
+// The mask of 32 elements as one word, for ops that need an element's multiplier several times
+// (the fused block tail reads each one in up to five passes): bit j is set when local element
+// 32 * word + j is below n and kept. Eight Philox calls, the groups dropout_group draws (key.first
+// a multiple of 4), so dropout_multiplier_from_keep of a bit is dropout_multiplier's value.
+PNEUMO_HD uint32_t dropout_keep_word(RngKey key, int64_t n, uint32_t word, float rate) {
+  uint32_t keep = 0;
+  for (uint32_t g = 0; g < 8; ++g) {
+    const int64_t first = static_cast<int64_t>(word) * 32 + 4 * g;
+    if (first >= n) break;
+    const Philox4 bits = philox4x32(key, 8u * word + g + key.first / 4u);
+    for (uint32_t j = 0; j < 4; ++j)
+      if (first + j < n && dropout_keeps(bits.v[j], rate)) keep |= 1u << (4 * g + j);
+  }
+  return keep;
+}
+
+// Local element `index`'s multiplier from the words dropout_keep_word wrote.
+PNEUMO_HD float dropout_multiplier_from_words(const uint32_t* keep, int64_t index, float rate) {
+  return dropout_multiplier_from_keep(((keep[index >> 5] >> (index & 31)) & 1u) != 0, rate);
 }
 
 // ---- Fused sigmoid + binary cross-entropy on a logit -----------------------------------------

@@ -122,8 +122,10 @@ void batchnorm_backward_input(const float* x, const float* dy, const float* gamm
 
 // The fused block tail (pneumo/ops/block_tail.hpp), in kernels/batchnorm.cu: dropout ->
 // batch-norm -> 2x2 max pooling of a (batch, channels, height, width), and its backward into da,
-// with batch-norm's reductions (same split, same scratch size: batchnorm_scratch_floats). The
-// dropout masks and each window's winner are recomputed, never stored.
+// with batch-norm's reductions (same split). Each window's winner is recomputed, never stored;
+// with dropout, each pass first draws the mask into scratch as bits (dropout_keep_word), one
+// Philox call per four elements, and reads an element's multiplier from there as often as it
+// needs it. `scratch` holds tail_scratch_floats(t, r) floats.
 struct BlockTailArgs {
   const float* a;  // the tail's input; the stem recomputes it from x, weight and conv_bias
   const float *x = nullptr, *weight = nullptr, *conv_bias = nullptr;  // the stem's
@@ -135,7 +137,9 @@ struct BlockTailArgs {
   RngKey key;
   double factor, epsilon;
   int64_t batch, channels, height, width;
+  const uint32_t* keep = nullptr;  // the drawn mask: set by the launchers below, not by callers
 };
+int64_t tail_scratch_floats(const BlockTailArgs& t, const BiasReduction& r);
 void block_tail_forward(const BlockTailArgs& t, float* y, float* scratch, const BiasReduction& r,
                         cudaStream_t stream);
 void block_tail_backward(const BlockTailArgs& t, const float* dy, float* da, float* dgamma,
@@ -143,8 +147,7 @@ void block_tail_backward(const BlockTailArgs& t, const float* dy, float* da, flo
                          cudaStream_t stream);
 // The stem (block 1 whole): the same with a = relu(conv(x) + conv_bias) recomputed where needed
 // (x: batch images of height x width, one channel; weight: (channels, 1, 3, 3)); its backward
-// ends in dweight and dbias. `scratch` holds stem_scratch_floats(r, channels) floats.
-int64_t stem_scratch_floats(const BiasReduction& r, int64_t channels);
+// ends in dweight and dbias (tail_scratch_floats counts its weight sums).
 void stem_forward(const BlockTailArgs& t, float* y, float* scratch, const BiasReduction& r,
                   cudaStream_t stream);
 void stem_backward(const BlockTailArgs& t, const float* dy, float* dweight, float* dbias,

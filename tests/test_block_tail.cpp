@@ -13,6 +13,7 @@
 #include <cmath>
 #include <memory>
 
+#include "block_tail_math.hpp"
 #include "pneumo/backend.hpp"
 #include "pneumo/distributed.hpp"
 #include "pneumo/model.hpp"
@@ -410,6 +411,39 @@ TEST(Stem, CpuMatchesConvolutionThenTail) {
     // multiply-adds, so the activations differ in the last bits.
     expect_same(run_stem(*cpu, c.x, c.k, stem_settings(c), true),
                 run_stem(*cpu, c.x, c.k, stem_settings(c), false), 1e-5, 1e-4);
+  }
+}
+
+// The windows' rows and columns (what the stem recomputes an element from, with no division) name
+// the elements their offsets do, on even and odd planes (odd ones pad the top row or left
+// column), and the stem's three ways to an activation, and its taps, agree.
+TEST(Stem, WindowRowsAndColumnsNameTheirOffsetsElements) {
+  for (auto [height, width] : {std::pair{6, 8}, {5, 7}, {1, 1}, {3, 2}, {2, 5}}) {
+    SCOPED_TRACE(std::to_string(height) + " x " + std::to_string(width));
+    const PoolGeometry g{1, 1, height, width};
+    const auto image = testing::random_values(height * width, 3, -1.0f, 1.0f);
+    StemPlane plane{image.data(), height, width, {}, 0.05f};
+    for (int t = 0; t < 9; ++t) plane.w[t] = 0.1f * static_cast<float>(t - 4);
+    int64_t covered = 0;
+    for (int64_t oy = 0; oy < g.out_height(); ++oy)
+      for (int64_t ox = 0; ox < g.out_width(); ++ox) {
+        const PoolWindow w = pool_window(g, oy, ox);
+        covered += w.count;
+        for (int k = 0; k < w.count; ++k) {
+          const int64_t row = w.row[k], col = w.col[k];
+          ASSERT_TRUE(row >= 0 && row < height && col >= 0 && col < width);
+          ASSERT_EQ(w.offset[k], row * width + col) << "window " << oy << ", " << ox;
+          ASSERT_EQ(plane.in_window(w, k), plane.at(row, col));
+          ASSERT_EQ(plane(w.offset[k]), plane.at(row, col));
+          ASSERT_EQ(PlaneValues{image.data()}.in_window(w, k), image[size_t(w.offset[k])]);
+          for (int t = 0; t < 9; ++t) {
+            const int64_t iy = row + t / 3 - 1, ix = col + t % 3 - 1;
+            const bool inside = iy >= 0 && iy < height && ix >= 0 && ix < width;
+            ASSERT_EQ(plane.tap(row, col, t), inside ? image[size_t(iy * width + ix)] : 0.0f);
+          }
+        }
+      }
+    EXPECT_EQ(covered, int64_t{height} * width) << "the windows do not tile the plane";
   }
 }
 

@@ -75,5 +75,49 @@ TEST(CpuDropoutMask, ApplyingItScalesEveryElementByItsMultiplier) {
         << "element " << i;
 }
 
+// dropout_keep_word (the fused block tail's mask, drawn once per pass on the GPU) read back
+// through dropout_multiplier_from_words gives dropout_multiplier's value for every element, and
+// leaves the bits past the tensor's end clear. The index space does not wrap here: the tail's
+// entry checks n + key.first <= 2^32.
+void expect_words_give_the_multipliers(RngKey key, float rate, int64_t n) {
+  SCOPED_TRACE(::testing::Message() << "first " << key.first << ", n " << n << ", rate " << rate);
+  const int64_t words = (n + 31) / 32;
+  std::vector<uint32_t> keep(static_cast<size_t>(words));
+  for (int64_t w = 0; w < words; ++w)
+    keep[size_t(w)] = dropout_keep_word(key, n, static_cast<uint32_t>(w), rate);
+  for (int64_t i = 0; i < n; ++i)
+    ASSERT_EQ(dropout_multiplier_from_words(keep.data(), i, rate),
+              dropout_multiplier(key, static_cast<uint32_t>(i), rate))
+        << "element " << i;
+  if (n % 32 != 0) {
+    EXPECT_EQ(keep.back() >> (n % 32), 0u) << "bits past the end are set";
+  }
+}
+
+TEST(DropoutKeepWords, ReadBackAsTheMultipliersOfEveryElement) {
+  RngKey key = make_key(0x2468ACE013579BDFull, RngStream::kDropout, 3, 11, 2);
+  for (uint32_t first : {0u, 4u, 36u, 4096u, UINT32_MAX - 4095u})
+    for (int64_t n : {1, 4, 31, 32, 33, 100, 1000, 4096}) {
+      key.first = first;
+      expect_words_give_the_multipliers(key, 0.2f, n);
+    }
+  key.first = 0;
+  for (float rate : {0.0f, 0.1f, 0.5f, 0.9f}) expect_words_give_the_multipliers(key, rate, 5000);
+  const LiveStep live{5, 42};
+  key.live = &live;
+  expect_words_give_the_multipliers(key, 0.3f, 777);
+}
+
+// A draw equal to the rate is kept in the words too (u < rate drops).
+TEST(DropoutKeepWords, ADrawEqualToTheRateIsKept) {
+  const RngKey key = make_key(11, RngStream::kDropout, 1, 2);
+  for (uint32_t element : {5u, 40u, 95u}) {
+    const float rate = uniform_from_bits(philox4x32(key, element >> 2).v[element & 3u]);
+    const uint32_t word = dropout_keep_word(key, 128, element / 32, rate);
+    EXPECT_NE((word >> (element % 32)) & 1u, 0u) << "element " << element << " was dropped";
+    expect_words_give_the_multipliers(key, rate, 128);
+  }
+}
+
 }  // namespace
 }  // namespace pneumo

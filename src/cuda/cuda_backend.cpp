@@ -510,12 +510,11 @@ kernels::BlockTailArgs stem_args(ConstTensorView x, ConstTensorView weight, Cons
 }
 }  // namespace
 
-// The scratch every tail and stem launch takes (batch-norm's, and the stem's weight sums).
+// The scratch every tail and stem launch takes (batch-norm's sums, the stem's weight sums, the
+// dropout mask's words).
 float* CudaBackend::tail_scratch(const kernels::BlockTailArgs& t,
                                  const kernels::BiasReduction& split) {
-  const int64_t floats = t.x ? kernels::stem_scratch_floats(split, t.channels)
-                             : kernels::batchnorm_scratch_floats(split, t.channels);
-  ensure_workspace(static_cast<size_t>(floats) * sizeof(float));
+  ensure_workspace(static_cast<size_t>(kernels::tail_scratch_floats(t, split)) * sizeof(float));
   return reinterpret_cast<float*>(workspace_.data());
 }
 

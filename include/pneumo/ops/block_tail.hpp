@@ -130,6 +130,8 @@ inline Shape checked_stem(const char* op, ConstTensorView x, ConstTensorView wei
                           std::initializer_list<NamedView> per_channel) {
   expect_rank(op, "x", x.shape, 4);
   PNEUMO_CHECK(x.shape.c() == 1, op, ": x ", x.shape.str(), " must have one channel");
+  PNEUMO_CHECK(x.shape.h() * x.shape.w() < (int64_t{1} << 32), op, ": x ", x.shape.str(),
+               " has planes of 2^32 pixels or more (the stem finds a pixel by 32-bit division)");
   expect_rank(op, "weight", weight.shape, 4);
   const int64_t k = weight.shape[0];
   expect_shape(op, "weight", weight.shape, Shape{k, 1, 3, 3});
