@@ -181,15 +181,18 @@ __global__ void gradient_finalize_kernel(const float* partial, int64_t channels,
   }
 }
 
-// dx from x, dy and the channel's factors, four values per thread (map_planes).
+// dx from x, dy and the channel's factors, four values per thread (map_planes); with relu_gate,
+// through the ReLU that produced x as well.
 __global__ void input_gradient_kernel(const float* x, const float* dy, float* dx,
                                       const float* mean, const float* inv_std,
                                       const BatchNormGradientFactors* factors, int64_t planes,
-                                      int64_t channels, int64_t spatial) {
+                                      int64_t channels, int64_t spatial, bool relu_gate) {
   map_planes(dx, x, dy, planes, spatial, [&](int64_t plane, float xv, float dyv) {
     const int64_t c = mod_index(plane, channels);
-    return pneumo::batchnorm_input_gradient(xv, dyv, mean[c], inv_std[c], factors[c].scale,
-                                            factors[c].mean_dy, factors[c].mean_dy_xhat);
+    return relu_gated(relu_gate, xv,
+                      pneumo::batchnorm_input_gradient(xv, dyv, mean[c], inv_std[c],
+                                                       factors[c].scale, factors[c].mean_dy,
+                                                       factors[c].mean_dy_xhat));
   });
 }
 
@@ -466,7 +469,8 @@ void batchnorm_forward_training(const float* x, const float* gamma, const float*
 void batchnorm_backward(const float* x, const float* dy, const float* gamma,
                         const float* saved_mean, const float* saved_inv_std, float* dx,
                         float* dgamma, float* dbeta, float* scratch, const BiasReduction& r,
-                        int64_t batch, int64_t channels, int64_t spatial, cudaStream_t stream) {
+                        int64_t batch, int64_t channels, int64_t spatial, cudaStream_t stream,
+                        bool relu_gate) {
   const int64_t total = batch * channels * spatial;
   if (total == 0) {  // the parameter gradients of nothing are zero, as on the CPU
     zero_floats(dgamma, channels, stream);
@@ -484,7 +488,8 @@ void batchnorm_backward(const float* x, const float* dy, const float* gamma,
       dgamma, dbeta, factors);
   PNEUMO_LAUNCH_CHECK("gradient_finalize_kernel", "channels=", channels);
   input_gradient_kernel<<<plane_grid(batch * channels, spatial), kThreadsPerBlock, 0, stream>>>(
-      x, dy, dx, saved_mean, saved_inv_std, factors, batch * channels, channels, spatial);
+      x, dy, dx, saved_mean, saved_inv_std, factors, batch * channels, channels, spatial,
+      relu_gate);
   PNEUMO_LAUNCH_CHECK("input_gradient_kernel", "total=", total);
 }
 
@@ -501,7 +506,8 @@ void batchnorm_backward_input(const float* x, const float* dy, const float* gamm
       sums, channels, count, gamma, saved_inv_std, factors);
   PNEUMO_LAUNCH_CHECK("factors_from_sums_kernel", "channels=", channels);
   input_gradient_kernel<<<plane_grid(batch * channels, spatial), kThreadsPerBlock, 0, stream>>>(
-      x, dy, dx, saved_mean, saved_inv_std, factors, batch * channels, channels, spatial);
+      x, dy, dx, saved_mean, saved_inv_std, factors, batch * channels, channels, spatial,
+      /*relu_gate=*/false);
   PNEUMO_LAUNCH_CHECK("input_gradient_kernel", "total=", total);
 }
 

@@ -175,6 +175,12 @@ PNEUMO_HD float batchnorm_input_gradient(float x, float dy, float mean, float in
   return scale * (dy - mean_dy - xhat * mean_dy_xhat);
 }
 
+// batchnorm_input_gradient's dx, through the gradient of the ReLU whose output x is when
+// `relu_gate` (Backend::batchnorm_backward's flag): relu_backward's pass folded in.
+PNEUMO_HD float relu_gated(bool relu_gate, float x, float dx) {
+  return relu_gate ? relu_backward(x, dx) : dx;
+}
+
 // The factors above for one channel from the batch's sums over `count` values (sum dy and
 // sum dy xhat, e.g. added up over every rank of a data-parallel run), in double.
 struct BatchNormChannelFactors {

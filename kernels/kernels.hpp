@@ -108,10 +108,12 @@ void batchnorm_forward_training(const float* x, const float* gamma, const float*
                                 double epsilon, float* y, float* saved_mean, float* saved_inv_std,
                                 float* scratch, const BiasReduction& r, int64_t batch,
                                 int64_t channels, int64_t spatial, cudaStream_t stream);
+// relu_gate: dx also through the gradient of the ReLU whose output x is (pneumo::relu_gated).
 void batchnorm_backward(const float* x, const float* dy, const float* gamma,
                         const float* saved_mean, const float* saved_inv_std, float* dx,
                         float* dgamma, float* dbeta, float* scratch, const BiasReduction& r,
-                        int64_t batch, int64_t channels, int64_t spatial, cudaStream_t stream);
+                        int64_t batch, int64_t channels, int64_t spatial, cudaStream_t stream,
+                        bool relu_gate = false);
 // dx from per-channel sums (2, channels) over `count` values (Backend::batchnorm_backward_input);
 // `scratch` holds 3 * channels floats.
 void batchnorm_backward_input(const float* x, const float* dy, const float* gamma,

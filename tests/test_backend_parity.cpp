@@ -584,23 +584,29 @@ TEST_P(BatchNormParity, Backward) {
                                    kEpsilon, y, mean, inv_std);
   Pair saved_mean = upload(c_shape(), to_host(mean));
   Pair saved_inv_std = upload(c_shape(), to_host(inv_std));
-  Pair dx = output(x_shape()), dgamma = output(c_shape()), dbeta = output(c_shape());
-  cpu_->batchnorm_backward(x.cpu, dy.cpu, gamma.cpu, saved_mean.cpu, saved_inv_std.cpu, kEpsilon,
-                           dx.cpu, dgamma.cpu, dbeta.cpu);
   // dx is a difference of terms of size |dy| |gamma| inv_std that cancel exactly when a channel
   // holds two values (then dx is rounding noise), so its scale is theirs, not its own.
   const double dx_scale = max_abs(to_host(dy.cpu)) * max_abs(to_host(gamma.cpu)) *
                           max_abs(to_host(saved_inv_std.cpu));
-  for (const auto& [backend, impl] : cuda_backends()) {
-    Pair dxc = output(x_shape()), dgammac = output(c_shape()), dbetac = output(c_shape());
-    backend->batchnorm_backward(x.cuda, dy.cuda, gamma.cuda, saved_mean.cuda, saved_inv_std.cuda,
-                                kEpsilon, dxc.cuda, dgammac.cuda, dbetac.cuda);
-    EXPECT_ON_DEVICE(dxc.cuda);
-    EXPECT_ON_DEVICE(dgammac.cuda);
-    EXPECT_ON_DEVICE(dbetac.cuda);
-    EXPECT_TRUE(all_close(dxc.cuda, dx.cpu, 1e-5 * dx_scale, 1e-3, impl + "dx"));
-    EXPECT_TRUE(close_to(dgammac.cuda, dgamma.cpu, 1e-4, impl + "dgamma"));
-    EXPECT_TRUE(close_to(dbetac.cuda, dbeta.cpu, 1e-4, impl + "dbeta"));
+  // Without and with the ReLU gate (x < 0 in about a quarter of the elements): cuDNN's candidate
+  // gates in a second pass, ours in its own.
+  for (bool gate : {false, true}) {
+    const std::string what = gate ? "ReLU-gated " : "";
+    Pair dx = output(x_shape()), dgamma = output(c_shape()), dbeta = output(c_shape());
+    cpu_->batchnorm_backward(x.cpu, dy.cpu, gamma.cpu, saved_mean.cpu, saved_inv_std.cpu,
+                             kEpsilon, dx.cpu, dgamma.cpu, dbeta.cpu, gate);
+    for (const auto& [backend, impl] : cuda_backends()) {
+      Pair dxc = output(x_shape()), dgammac = output(c_shape()), dbetac = output(c_shape());
+      backend->batchnorm_backward(x.cuda, dy.cuda, gamma.cuda, saved_mean.cuda,
+                                  saved_inv_std.cuda, kEpsilon, dxc.cuda, dgammac.cuda,
+                                  dbetac.cuda, gate);
+      EXPECT_ON_DEVICE(dxc.cuda);
+      EXPECT_ON_DEVICE(dgammac.cuda);
+      EXPECT_ON_DEVICE(dbetac.cuda);
+      EXPECT_TRUE(all_close(dxc.cuda, dx.cpu, 1e-5 * dx_scale, 1e-3, impl + what + "dx"));
+      EXPECT_TRUE(close_to(dgammac.cuda, dgamma.cpu, 1e-4, impl + what + "dgamma"));
+      EXPECT_TRUE(close_to(dbetac.cuda, dbeta.cpu, 1e-4, impl + what + "dbeta"));
+    }
   }
 }
 

@@ -83,6 +83,35 @@ TEST(CpuBatchNorm, Gradients) {
   EXPECT_TRUE(check_gradient("batchnorm dbeta", beta, dbeta, loss));
 }
 
+// relu_gate (x a ReLU's output): dx is relu_backward(x, the ungated dx) exactly, and the
+// parameter gradients are the ungated ones. x holds exact zeros and negatives (dropped or never
+// positive), so the gate has elements to zero.
+TEST(CpuBatchNorm, TheReluGateIsReluBackwardOfTheUngatedGradient) {
+  auto backend = make_cpu_backend(2);
+  const Shape shape{3, 4, 5, 6};
+  std::vector<float> xs = random_values(shape.numel(), 81, -1.0f, 2.0f);
+  for (size_t i = 0; i < xs.size(); i += 7) xs[i] = 0.0f;
+  Tensor x = host_tensor(shape, xs);
+  Tensor dy = random_tensor(shape, Device::Cpu, 82);
+  Tensor gamma = random_tensor({4}, Device::Cpu, 83, 0.5f, 1.5f);
+  Tensor beta = random_tensor({4}, Device::Cpu, 84);
+  Tensor running_mean = Tensor::zeros({4}, Device::Cpu), running_var = Tensor::zeros({4}, Device::Cpu);
+  Tensor saved_mean = nan_tensor({4}), saved_inv_std = nan_tensor({4}), y = nan_tensor(shape);
+  backend->batchnorm_forward_training(x, gamma, beta, running_mean, running_var, 0.01, kEpsilon, y,
+                                      saved_mean, saved_inv_std);
+  Tensor dx = nan_tensor(shape), dgamma = nan_tensor({4}), dbeta = nan_tensor({4});
+  backend->batchnorm_backward(x, dy, gamma, saved_mean, saved_inv_std, kEpsilon, dx, dgamma, dbeta);
+  Tensor expected = nan_tensor(shape);
+  backend->relu_backward(x, dx, expected);
+  Tensor gated = nan_tensor(shape), gated_dgamma = nan_tensor({4}), gated_dbeta = nan_tensor({4});
+  backend->batchnorm_backward(x, dy, gamma, saved_mean, saved_inv_std, kEpsilon, gated,
+                              gated_dgamma, gated_dbeta, /*relu_gate=*/true);
+  EXPECT_TRUE(all_close(to_host(gated), to_host(expected), 0.0, 0.0, "gated dx"));
+  EXPECT_TRUE(all_close(to_host(gated_dgamma), to_host(dgamma), 0.0, 0.0, "dgamma"));
+  EXPECT_TRUE(all_close(to_host(gated_dbeta), to_host(dbeta), 0.0, 0.0, "dbeta"));
+  EXPECT_FALSE(all_close(to_host(gated), to_host(dx), 1e-6, 1e-6)) << "nothing was gated";
+}
+
 // Two training steps from running mean 0 and variance 1, with update factor f:
 //   running = (1 - f) running + f batch, batch variance unbiased; y uses the biased variance.
 TEST(CpuBatchNorm, TrainingStatisticsAndRunningAveragesOverTwoSteps) {

@@ -7,6 +7,7 @@
 #include <map>
 
 #include "cli/commands/flag_text.hpp"
+#include "pneumo/explain.hpp"
 #include "pneumo/model.hpp"
 #include "pneumo/sampling.hpp"
 #include "pneumo/trainer.hpp"
@@ -104,6 +105,45 @@ TEST(Model, GlorotInitialisationIsDeterministicAndBounded) {
 
 // A learnable problem: class 1 images carry a bright disc, class 0 images do not; both have
 // noise. The seed architecture at 32x32 input must fit it within a few epochs on the CPU.
+// ModelConfig::relu_gate_in_batchnorm (the default): each block's batch-norm backward applies
+// the convolution's ReLU gradient and the convolution skips its relu_backward. One training step
+// gives the gradients of the model without it, every one (dropout in every block, so the gate
+// also sits behind dropout, and the batch as a data-parallel shard so the masks' offsets count);
+// after an inference forward nothing is gated, so Grad-CAM reads the same gradients of conv5's
+// output. Tried by hand: the CPU op ignoring the flag fails the gradients here.
+struct GateRun {
+  std::vector<float> logits, gradients, buffers;
+  std::vector<float> cam_weights;
+};
+
+GateRun run_with_gate(bool gate) {
+  auto backend = make_cpu_backend(2);
+  ModelConfig config;
+  config.input_size = 24;
+  config.conv_dropout = {0.1f, 0.2f, 0.1f, 0.2f, 0.2f};
+  config.relu_gate_in_batchnorm = gate;
+  constexpr int kBatch = 4;
+  Model model(*backend, config, kBatch);
+  model.initialize(21);
+  Tensor x = testing::random_tensor({kBatch, 1, 24, 24}, Device::Cpu, 22, 0.0f, 1.0f);
+  GateRun out;
+  out.logits = testing::to_host(model.forward(x, /*training=*/true, RngKey{5, 16, 2, 3, 8}));
+  std::vector<float> dl = testing::random_values(kBatch, 23);
+  model.backward(Tensor::from_host({kBatch, 1}, dl.data(), Device::Cpu));
+  out.gradients = testing::to_host(model.gradients());
+  out.buffers = testing::to_host(model.buffers());
+  out.cam_weights = grad_cam(model, x, model.layer_index("conv5")).channel_weights;
+  return out;
+}
+
+TEST(Model, TheReluGateInBatchNormKeepsEveryGradient) {
+  const GateRun gated = run_with_gate(true), plain = run_with_gate(false);
+  EXPECT_TRUE(testing::all_close(gated.logits, plain.logits, 0.0, 0.0, "logits"));
+  EXPECT_TRUE(testing::all_close(gated.gradients, plain.gradients, 0.0, 0.0, "gradients"));
+  EXPECT_TRUE(testing::all_close(gated.buffers, plain.buffers, 0.0, 0.0, "running statistics"));
+  EXPECT_TRUE(testing::all_close(gated.cam_weights, plain.cam_weights, 0.0, 0.0, "Grad-CAM"));
+}
+
 TEST(Trainer, FitsASmallLearnableProblemOnTheCpu) {
   auto backend = make_cpu_backend(0);
   ModelConfig config;

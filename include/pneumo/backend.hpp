@@ -43,7 +43,7 @@ namespace pneumo {
       double epsilon, TensorView y)) \
   OP(batchnorm_backward, (ConstTensorView x, ConstTensorView dy, ConstTensorView gamma, \
       ConstTensorView saved_mean, ConstTensorView saved_inv_std, double epsilon, TensorView dx, \
-      TensorView dgamma, TensorView dbeta)) \
+      TensorView dgamma, TensorView dbeta, bool relu_gate)) \
   OP(batchnorm_backward_input, (ConstTensorView x, ConstTensorView dy, ConstTensorView gamma, \
       ConstTensorView saved_mean, ConstTensorView saved_inv_std, ConstTensorView sums, \
       double count, TensorView dx)) \
@@ -156,9 +156,12 @@ class Backend {
   void batchnorm_forward_inference(ConstTensorView x, ConstTensorView gamma, ConstTensorView beta,
                                    ConstTensorView running_mean, ConstTensorView running_var,
                                    double epsilon, TensorView y);
+  // relu_gate: x is a ReLU's output (directly, or through dropout); dx then also goes through
+  // that ReLU's gradient, so the layer before needs no relu_backward pass of its own.
   void batchnorm_backward(ConstTensorView x, ConstTensorView dy, ConstTensorView gamma,
                           ConstTensorView saved_mean, ConstTensorView saved_inv_std, double epsilon,
-                          TensorView dx, TensorView dgamma, TensorView dbeta);
+                          TensorView dx, TensorView dgamma, TensorView dbeta,
+                          bool relu_gate = false);
   void batchnorm_backward_input(ConstTensorView x, ConstTensorView dy, ConstTensorView gamma,
                                 ConstTensorView saved_mean, ConstTensorView saved_inv_std,
                                 ConstTensorView sums, double count, TensorView dx);

@@ -12,7 +12,7 @@
 namespace pneumo::bench {
 
 const char* const kTailReference =
-    "the unfused chain (dropout, batch-norm, max-pool, ReLU backward) on the same device";
+    "the unfused chain (dropout, batch-norm with its ReLU gate, max-pool) on the same device";
 
 namespace {
 
@@ -117,7 +117,6 @@ void TailCase::chain_forward(Backend& backend) {
     z_ = Tensor(a_.shape(), device);
     dz_ = Tensor(a_.shape(), device);
     dd_ = Tensor(a_.shape(), device);
-    dm_ = Tensor(a_.shape(), device);
   }
   ConstTensorView d = a_;
   if (settings_.dropout_rate > 0.0f) {
@@ -134,14 +133,14 @@ void TailCase::chain_backward(Backend& backend) {
   PNEUMO_CHECK(d_.numel() > 0, "TailCase: chain_backward before chain_forward");
   const ConstTensorView d = settings_.dropout_rate > 0.0f ? ConstTensorView(d_) : a_;
   backend.maxpool2d_backward(z_, y_, dy_, dz_);
-  backend.batchnorm_backward(d, dz_, gamma_, saved_mean_, saved_inv_std_, settings_.epsilon, dd_,
-                             dgamma_, dbeta_);
-  ConstTensorView through = dd_;
-  if (settings_.dropout_rate > 0.0f) {
-    backend.dropout_backward(dd_, dm_, settings_.dropout_rate, settings_.dropout_key);
-    through = dm_;
-  }
-  backend.relu_backward(a_, through, da_);
+  // As the model's unfused blocks run it (ModelConfig::relu_gate_in_batchnorm): batch-norm's
+  // backward applies the ReLU's gradient, so no relu_backward pass.
+  const bool dropout = settings_.dropout_rate > 0.0f;
+  backend.batchnorm_backward(d, dz_, gamma_, saved_mean_, saved_inv_std_, settings_.epsilon,
+                             dropout ? dd_.view() : da_.view(), dgamma_, dbeta_,
+                             /*relu_gate=*/true);
+  if (dropout)
+    backend.dropout_backward(dd_, da_, settings_.dropout_rate, settings_.dropout_key);
 }
 
 void TailCase::poison_y() { fill(y_, kPoison); }

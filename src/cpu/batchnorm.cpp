@@ -71,7 +71,8 @@ void CpuBackend::batchnorm_forward_inference_impl(ConstTensorView x, ConstTensor
 void CpuBackend::batchnorm_backward_impl(ConstTensorView x, ConstTensorView dy,
                                          ConstTensorView gamma, ConstTensorView saved_mean,
                                          ConstTensorView saved_inv_std, double /*epsilon*/,
-                                         TensorView dx, TensorView dgamma, TensorView dbeta) {
+                                         TensorView dx, TensorView dgamma, TensorView dbeta,
+                                         bool relu_gate) {
   const ChannelLayout layout = channel_layout(x.shape);
   const double count = static_cast<double>(layout.count());
 
@@ -88,8 +89,10 @@ void CpuBackend::batchnorm_backward_impl(ConstTensorView x, ConstTensorView dy,
       const float mean_dy = static_cast<float>(sum_dy / count);
       const float mean_dy_xhat = static_cast<float>(sum_dy_xhat / count);
       for_each_in_channel(layout, c, [&](int64_t i) {
-        dx.data[i] = batchnorm_input_gradient(x.data[i], dy.data[i], saved_mean.data[c],
-                                              saved_inv_std.data[c], scale, mean_dy, mean_dy_xhat);
+        dx.data[i] = relu_gated(relu_gate, x.data[i],
+                                batchnorm_input_gradient(x.data[i], dy.data[i], saved_mean.data[c],
+                                                         saved_inv_std.data[c], scale, mean_dy,
+                                                         mean_dy_xhat));
       });
     }
   });

@@ -223,6 +223,7 @@ std::vector<ImplementationChoice> CudaBackend::implementation_choices() const {
   for (const auto& [key, plan] : batchnorm_plans_) {
     add("batchnorm_forward_training", key, plan.forward);
     add("batchnorm_backward", key, plan.backward);
+    add("batchnorm_backward (ReLU gate)", key, plan.backward_relu_gate);
   }
   for (const auto& [key, plan] : conv_plans_) {
     add("conv2d_forward", {key[0], key[1], key[2], key[3]}, plan.single_channel);
@@ -335,7 +336,8 @@ CudaBackend::BatchNormPlan& CudaBackend::batchnorm_plan(const Shape& x_shape) {
   BatchNormPlan plan{cuda::make_tensor_descriptor(key[0], key[1], key[2], key[3]),
                      cuda::TensorDescriptor::create(),
                      Choice({"batchnorm_forward_training", dims}),
-                     Choice({"batchnorm_backward", dims})};
+                     Choice({"batchnorm_backward", dims}),
+                     Choice({"batchnorm_backward_relu_gate", dims})};
   PNEUMO_CUDNN_CHECK(
       cudnnDeriveBNTensorDescriptor(plan.stats.get(), plan.x.get(), CUDNN_BATCHNORM_SPATIAL),
       "batchnorm x=", x_shape.str());
@@ -417,7 +419,8 @@ void CudaBackend::batchnorm_forward_inference_impl(ConstTensorView x, ConstTenso
 void CudaBackend::batchnorm_backward_impl(ConstTensorView x, ConstTensorView dy,
                                           ConstTensorView gamma, ConstTensorView saved_mean,
                                           ConstTensorView saved_inv_std, double epsilon,
-                                          TensorView dx, TensorView dgamma, TensorView dbeta) {
+                                          TensorView dx, TensorView dgamma, TensorView dbeta,
+                                          bool relu_gate) {
   PNEUMO_NVTX_RANGE("batchnorm_backward");
   constexpr const char* op = "batchnorm_backward";
   const int64_t c = nchw(x.shape, op)[1];
@@ -428,7 +431,7 @@ void CudaBackend::batchnorm_backward_impl(ConstTensorView x, ConstTensorView dy,
   ensure_workspace(static_cast<size_t>(kernels::batchnorm_scratch_floats(split, c)) *
                    sizeof(float));
   chooser_.run(
-      plan.backward, options_.batchnorm,
+      relu_gate ? plan.backward_relu_gate : plan.backward, options_.batchnorm,
       [&] {
         // alpha/beta pairs (1, 0): dx, dgamma and dbeta are overwritten, not accumulated.
         PNEUMO_CUDNN_CHECK(
@@ -437,12 +440,14 @@ void CudaBackend::batchnorm_backward_impl(ConstTensorView x, ConstTensorView dy,
                 x.data, plan.x.get(), dy.data, plan.x.get(), dx.data, plan.stats.get(), gamma.data,
                 dgamma.data, dbeta.data, epsilon, saved_mean.data, saved_inv_std.data),
             op, " x=", x.shape.str(), " epsilon=", epsilon);
+        // cuDNN's legacy backward has no ReLU gate: our ReLU backward, in place, one more pass.
+        if (relu_gate) kernels::relu_backward(x.data, dx.data, dx.data, dx.numel(), stream_.get());
       },
       [&] {
         kernels::batchnorm_backward(x.data, dy.data, gamma.data, saved_mean.data,
                                     saved_inv_std.data, dx.data, dgamma.data, dbeta.data,
                                     reinterpret_cast<float*>(workspace_.data()), split, batch, c,
-                                    spatial, stream_.get());
+                                    spatial, stream_.get(), relu_gate);
       },
       {{dx.data, dx.numel(), "dx"}, {dgamma.data, c, "dgamma"}, {dbeta.data, c, "dbeta"}});
 }

@@ -167,7 +167,9 @@ class CudaBackend final : public Backend {
   struct BatchNormPlan {
     cuda::TensorDescriptor x;      // (N, C, H, W); (N, F) is taken as (N, F, 1, 1)
     cuda::TensorDescriptor stats;  // (1, C, 1, 1), derived by cuDNN for spatial mode
-    Choice forward, backward;      // training forward and backward: cuDNN or kernels/batchnorm.cu
+    // Training forward and backward (without and with the ReLU gate: cuDNN pays a pass for it,
+    // our kernel does not, so each is decided on its own): cuDNN or kernels/batchnorm.cu.
+    Choice forward, backward, backward_relu_gate;
   };
   using ShapeKey = std::array<int64_t, 4>;
 

@@ -79,19 +79,23 @@ class Conv2dRelu final : public Layer {
     if (!gradient_through_relu_) dz_ = backend.empty(output_shape(max_input));
     if (needs_input_gradient) dx_ = backend.empty(max_input);
   }
-  ConstTensorView forward(Backend& backend, ConstTensorView x, bool, RngKey) override {
+  ConstTensorView forward(Backend& backend, ConstTensorView x, bool training, RngKey) override {
     PNEUMO_NVTX_RANGE("conv forward");
     x_ = x;
+    training_ = training;
     TensorView y = batch_view(y_, output_shape(x.shape));
     backend.conv2d_forward(x, w_, b_, y, /*fuse_relu=*/true);
     return y;
   }
-  // The next layer is a fused block tail, whose backward already applies ReLU's gradient.
+  // The layer after it is a fused block tail, whose backward already applies ReLU's gradient.
   void receive_gradient_through_relu() { gradient_through_relu_ = true; }
+  // The block's batch-norm applies it after a training forward (its ReLU gate); after an
+  // inference forward it does not, so that Grad-CAM reads the gradient of this layer's output.
+  void receive_training_gradient_through_relu() { training_gradient_through_relu_ = true; }
   ConstTensorView backward(Backend& backend, ConstTensorView dy) override {
     PNEUMO_NVTX_RANGE("conv backward");
     ConstTensorView dz = dy;
-    if (!gradient_through_relu_) {
+    if (!gradient_through_relu_ && !(training_gradient_through_relu_ && training_)) {
       TensorView through = batch_view(dz_, dy.shape);
       backend.relu_backward(batch_view(y_, dy.shape), dy, through);
       dz = through;
@@ -110,7 +114,7 @@ class Conv2dRelu final : public Layer {
   TensorView w_, b_, dw_, db_;
   Tensor y_, dz_, dx_;
   ConstTensorView x_;
-  bool gradient_through_relu_ = false;
+  bool gradient_through_relu_ = false, training_gradient_through_relu_ = false, training_ = true;
 };
 
 class BatchNorm2d final : public Layer {
@@ -167,6 +171,10 @@ class BatchNorm2d final : public Layer {
       backend.batchnorm_forward_inference(x, gamma_v_, beta_v_, mean_v_, var_v_, epsilon_, y);
     return y;
   }
+  // x is a ReLU's output (the block's convolution, maybe through dropout): after a training
+  // forward the backward returns the gradient through that ReLU as well, and the convolution
+  // skips its relu_backward. After an inference forward (Grad-CAM) it returns d its input.
+  void gate_relu() { relu_gate_ = true; }
   ConstTensorView backward(Backend& backend, ConstTensorView dy) override {
     PNEUMO_NVTX_RANGE("batchnorm backward");
     TensorView dx = batch_view(dx_, x_.shape);
@@ -177,9 +185,14 @@ class BatchNorm2d final : public Layer {
       backend.batchnorm_forward_inference(dy, gamma_v_, zeros_, zeros_, var_v_, epsilon_, dx);
       return dx;
     }
+    // In the op where the backend can (one pass fewer); synchronised, dx is computed again from
+    // every rank's sums, then gated.
     backend.batchnorm_backward(x_, dy, gamma_v_, saved_mean_, saved_inv_std_, epsilon_, dx,
-                               dgamma_, dbeta_);
-    if (group_) backward_synchronised(backend, dy, dx);
+                               dgamma_, dbeta_, relu_gate_ && !group_);
+    if (group_) {
+      backward_synchronised(backend, dy, dx);
+      if (relu_gate_) backend.relu_backward(x_, dx, dx);
+    }
     return dx;
   }
 
@@ -262,6 +275,7 @@ class BatchNorm2d final : public Layer {
   double count_ = 0.0;  // values per channel over every rank in the last training forward
   ConstTensorView x_;
   bool training_ = true;
+  bool relu_gate_ = false;
 };
 
 // Dropout -> batch-norm -> max pooling of one block as one op (Backend::block_tail_forward,
@@ -606,12 +620,14 @@ Model::Model(Backend& backend, ModelConfig config, int max_batch)
       tails.push_back(tail.get());
       layers_.push_back(std::move(tail));
     } else {
+      if (config_.relu_gate_in_batchnorm) conv->receive_training_gradient_through_relu();
       layers_.push_back(std::move(conv));
       if (rate > 0.0f)
         layers_.push_back(std::make_unique<Dropout>("dropout" + id, rate, dropout_index++));
       auto norm = std::make_unique<BatchNorm2d>("bn" + id, config_.channels[block],
                                                 config_.batchnorm_momentum,
                                                 config_.batchnorm_epsilon);
+      if (config_.relu_gate_in_batchnorm) norm->gate_relu();
       norm->register_parameters(params, parameter_infos_, buffers, buffer_infos_);
       norms.push_back(norm.get());
       layers_.push_back(std::move(norm));

@@ -10,6 +10,10 @@
 //   the backward pass;
 // - inference forward: normalise with the running statistics;
 // - backward: the gradients of the training forward, dx (N, C, H, W), dgamma (C), dbeta (C);
+//   with relu_gate, dx is then zeroed where x <= 0 (relu_backward with y = x): the gradient
+//   through the ReLU whose output x is. Through dropout in between too: where dropout zeroed an
+//   element, its gradient is zero either way (the dropout backward multiplies it by 0), so only
+//   the sign of such a zero can differ from relu_backward after dropout_backward;
 // - backward input: dx alone, from the channel sums of a batch that may be larger than x
 //   (synchronised batch-norm across data-parallel ranks): sums (2, C) holds sum dy (row 0) and
 //   sum dy xhat (row 1) over `count` values per channel, xhat = (x - saved_mean) saved_inv_std,
