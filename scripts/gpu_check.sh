@@ -447,6 +447,13 @@ sec_bench_fused() {
   run "bench train (CUDA graphs)" 120 bench_train_graphs \
     "--cuda-graph --val-batch 256: recipe end to end and the epoch" -- \
     "$cli_bin" bench train --device "$device" --cuda-graph --val-batch 256 $bench_args
+  # Every speed option at once (bf16, fused tails, graphs, validation at 256): the fastest
+  # pneumo a user can ask for today, beside the PyTorch rows.
+  # shellcheck disable=SC2086
+  run "bench train (bf16, fused tails, CUDA graphs)" 120 bench_train_all_options \
+    "--precision bf16 --fused-block-tails --cuda-graph --val-batch 256" -- \
+    "$cli_bin" bench train --device "$device" --precision bf16 --fused-block-tails --cuda-graph \
+    --val-batch 256 $bench_args
 }
 
 # ---- 7. Our kernels against cuDNN ----------------------------------------------------------------------
