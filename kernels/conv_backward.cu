@@ -35,9 +35,15 @@ struct WgradArgs {
 };
 
 // dweight[k, ky, kx] over this block's pixels: sum of dy[n, k, r, c] x[n, r + ky - kPadding,
-// c + kx - kPadding]. Each warp takes output channels warp, warp + 8, ...; its lanes walk the
-// tile's pixels (a row of 32 consecutive columns at a time: coalesced dy reads), then shuffle-add
-// their kTaps sums.
+// c + kx - kPadding]. Each warp takes kGroup output channels at once (warp, warp + 8, ... in
+// groups); its lanes walk the tile's pixels (a row of 32 consecutive columns at a time: coalesced
+// dy reads), reading the pixel's window from shared memory once for the group and the group's
+// kGroup dy values together (kGroup loads in flight a thread, twice that unrolled), then
+// shuffle-add their kTaps sums. Each channel's sums are added in the order one channel at a
+// time added them (pixels lane, lane + 32, ..., then the shuffle tree): the same bits for finite
+// x.
+constexpr int kGroup = 4;
+
 __global__ void __launch_bounds__(kThreadsPerBlock)
     wgrad_single_channel_partial_kernel(WgradArgs a) {
   __shared__ float s_x[kHaloRows * kHaloCols];
@@ -55,27 +61,49 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int64_t block = static_cast<int64_t>(n) * a.tiles + tile;
   const int64_t blocks = static_cast<int64_t>(gridDim.y) * a.tiles;
-  for (int k = warp; k < a.out_channels; k += kWarps) {
-    const float* dy = a.dy + (static_cast<int64_t>(n) * a.out_channels + k) * plane;
-    float sum[kTaps] = {};
+  for (int k0 = warp * kGroup; k0 < a.out_channels; k0 += kWarps * kGroup) {
+    const int count = min(kGroup, a.out_channels - k0);  // channels of this group that exist
+    // Channel j's plane, or the group's last existing one for j >= count (read, never stored):
+    // every load below is unconditional, so a thread's loads can all be in flight together.
+    const float* dy[kGroup];
+#pragma unroll
+    for (int j = 0; j < kGroup; ++j)
+      dy[j] = a.dy + (static_cast<int64_t>(n) * a.out_channels + k0 + min(j, count - 1)) * plane;
+    float sum[kGroup][kTaps] = {};
+#pragma unroll 2
     for (int p = lane; p < kTileRows * kTileCols; p += 32) {
       const int tr = p / kTileCols, tc = p % kTileCols;
       const int r = row0 + tr, c = col0 + tc;
-      if (r >= a.height || c >= a.width) continue;
-      const float g = dy[static_cast<int64_t>(r) * a.width + c];
+      // A pixel past the image's edge reads its row's first pixel and adds g = 0: with x finite,
+      // adding 0 * w to a sum leaves it as it was (the sums start at +0 and never become -0).
+      const bool inside = r < a.height && c < a.width;
+      const int64_t at = inside ? static_cast<int64_t>(r) * a.width + c : 0;
+      float g[kGroup];
+#pragma unroll
+      for (int j = 0; j < kGroup; ++j) {
+        const float value = dy[j][at];
+        g[j] = inside ? value : 0.0f;
+      }
       const float* window = s_x + tr * kHaloCols + tc;  // x[r - kPadding, c - kPadding]
+      float w[kTaps];
 #pragma unroll
       for (int ky = 0; ky < kKernel; ++ky)
 #pragma unroll
-        for (int kx = 0; kx < kKernel; ++kx)
-          sum[ky * kKernel + kx] += g * window[ky * kHaloCols + kx];
+        for (int kx = 0; kx < kKernel; ++kx) w[ky * kKernel + kx] = window[ky * kHaloCols + kx];
+#pragma unroll
+      for (int j = 0; j < kGroup; ++j)
+#pragma unroll
+        for (int t = 0; t < kTaps; ++t) sum[j][t] += g[j] * w[t];
     }
 #pragma unroll
-    for (int t = 0; t < kTaps; ++t) {
-      float v = sum[t];
-      for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_down_sync(0xffffffffu, v, offset);
-      if (lane == 0) a.partial[(k * kTaps + t) * blocks + block] = v;
-    }
+    for (int j = 0; j < kGroup; ++j)
+#pragma unroll
+      for (int t = 0; t < kTaps; ++t) {
+        float v = sum[j][t];
+        for (int offset = 16; offset > 0; offset >>= 1)
+          v += __shfl_down_sync(0xffffffffu, v, offset);
+        if (lane == 0 && j < count) a.partial[((k0 + j) * kTaps + t) * blocks + block] = v;
+      }
   }
 }
 
