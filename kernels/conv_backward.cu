@@ -1,6 +1,7 @@
-// The weight gradient of a 3x3 'same' convolution with one input channel (the first layer), with
-// its launcher: cuDNN's deterministic algorithms are slow on this shape (on an H100, 6.0 ms at
-// batch 256 where a non-deterministic one takes 1.0 ms), and the work is one pass over dy.
+// The weight and bias gradients of a 3x3 'same' convolution with one input channel (the first
+// layer), with its launcher: cuDNN's deterministic algorithms are slow on this shape (on an H100,
+// 6.0 ms at batch 256 where a non-deterministic one takes 1.0 ms), and the work is one pass over
+// dy, which gives the bias gradient (dy's sum) on the way.
 // Deterministic: each block writes partial sums for its tile, a second kernel adds them in tile
 // order. CudaBackend times it against cuDNN's pick on the first call and runs the faster.
 #include <cstdint>
@@ -19,6 +20,7 @@ namespace {
 constexpr int kKernel = static_cast<int>(ConvGeometry::kKernel);
 constexpr int kPadding = static_cast<int>(ConvGeometry::kPadding);
 constexpr int kTaps = kKernel * kKernel;  // weights per output channel (one input channel)
+constexpr int kSums = kTaps + 1;          // a channel's sums: its taps, then dy alone (the bias)
 
 // A block covers kTileRows x kTileCols output pixels of one image; its input tile, with the halo
 // of kPadding pixels on each side that the window reads, sits in shared memory.
@@ -29,22 +31,22 @@ constexpr int kWarps = kThreadsPerBlock / 32;
 struct WgradArgs {
   const float* x;   // (N, 1, H, W)
   const float* dy;  // (N, K, H, W)
-  float* partial;   // (K * kTaps, blocks), block = image * tiles + tile: an output's partials in
+  float* partial;   // (K * kSums, blocks), block = image * tiles + tile: an output's partials in
                     // a row
   int height, width, out_channels, tiles_across, tiles;
 };
 
 // dweight[k, ky, kx] over this block's pixels: sum of dy[n, k, r, c] x[n, r + ky - kPadding,
-// c + kx - kPadding]. Each warp takes kGroup output channels at once (warp, warp + 8, ... in
+// c + kx - kPadding]; dbias[k]: sum of dy[n, k, r, c]. Each warp takes kGroup output channels at once (warp, warp + 8, ... in
 // groups); its lanes walk the tile's pixels (a row of 32 consecutive columns at a time: coalesced
 // dy reads), reading the pixel's window from shared memory once for the group and the group's
 // kGroup dy values together (kGroup loads in flight a thread, twice that unrolled), then
-// shuffle-add their kTaps sums. Each channel's sums are added in the order one channel at a
+// shuffle-add their kSums sums. Each channel's weight sums are added in the order one channel at a
 // time added them (pixels lane, lane + 32, ..., then the shuffle tree): the same bits for finite
 // x.
 constexpr int kGroup = 4;
 
-__global__ void __launch_bounds__(kThreadsPerBlock)
+__global__ void __launch_bounds__(kThreadsPerBlock, 3)
     wgrad_single_channel_partial_kernel(WgradArgs a) {
   __shared__ float s_x[kHaloRows * kHaloCols];
   const int tile = static_cast<int>(blockIdx.x), n = static_cast<int>(blockIdx.y);
@@ -69,7 +71,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
 #pragma unroll
     for (int j = 0; j < kGroup; ++j)
       dy[j] = a.dy + (static_cast<int64_t>(n) * a.out_channels + k0 + min(j, count - 1)) * plane;
-    float sum[kGroup][kTaps] = {};
+    float sum[kGroup][kSums] = {};
 #pragma unroll 2
     for (int p = lane; p < kTileRows * kTileCols; p += 32) {
       const int tr = p / kTileCols, tc = p % kTileCols;
@@ -91,31 +93,38 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
 #pragma unroll
         for (int kx = 0; kx < kKernel; ++kx) w[ky * kKernel + kx] = window[ky * kHaloCols + kx];
 #pragma unroll
-      for (int j = 0; j < kGroup; ++j)
+      for (int j = 0; j < kGroup; ++j) {
 #pragma unroll
         for (int t = 0; t < kTaps; ++t) sum[j][t] += g[j] * w[t];
+        sum[j][kTaps] += g[j];
+      }
     }
 #pragma unroll
     for (int j = 0; j < kGroup; ++j)
 #pragma unroll
-      for (int t = 0; t < kTaps; ++t) {
+      for (int t = 0; t < kSums; ++t) {
         float v = sum[j][t];
         for (int offset = 16; offset > 0; offset >>= 1)
           v += __shfl_down_sync(0xffffffffu, v, offset);
-        if (lane == 0 && j < count) a.partial[((k0 + j) * kTaps + t) * blocks + block] = v;
+        if (lane == 0 && j < count) a.partial[((k0 + j) * kSums + t) * blocks + block] = v;
       }
   }
 }
 
-// One block per output o: dweight[o] = its row of partials, added in a fixed order (each thread
-// a strided share, coalesced, then the block's tree).
+// One block per sum o = k kSums + t: its row of partials, added in a fixed order (each thread a
+// strided share, coalesced, then the block's tree), into dweight[k, t] or, for t = kTaps, dbias[k].
 __global__ void wgrad_single_channel_total_kernel(const float* partial, float* dweight,
-                                                  int64_t blocks) {
+                                                  float* dbias, int64_t blocks) {
   const float* row = partial + blockIdx.x * blocks;
   float sum = 0.0f;
   for (int64_t b = threadIdx.x; b < blocks; b += blockDim.x) sum += row[b];
   sum = block_sum(sum);
-  if (threadIdx.x == 0) dweight[blockIdx.x] = sum;
+  if (threadIdx.x != 0) return;
+  const unsigned int k = blockIdx.x / kSums, t = blockIdx.x % kSums;
+  if (t < kTaps)
+    dweight[k * kTaps + t] = sum;
+  else
+    dbias[k] = sum;
 }
 
 int64_t tiles_across(int64_t width) { return (width + kTileCols - 1) / kTileCols; }
@@ -128,11 +137,12 @@ int64_t tiles_per_image(int64_t height, int64_t width) {
 int64_t conv3x3_backward_filter_single_channel_scratch_floats(int64_t batch, int64_t height,
                                                                int64_t width,
                                                                int64_t out_channels) {
-  return batch * tiles_per_image(height, width) * out_channels * kTaps;
+  return batch * tiles_per_image(height, width) * out_channels * kSums;
 }
 
 void conv3x3_backward_filter_single_channel(const float* x, const float* dy, float* dweight,
-                                            float* scratch, int64_t batch, int64_t height,
+                                            float* dbias, float* scratch, int64_t batch,
+                                            int64_t height,
                                             int64_t width, int64_t out_channels,
                                             cudaStream_t stream) {
   constexpr const char* op = "conv3x3_backward_filter_single_channel";
@@ -153,9 +163,9 @@ void conv3x3_backward_filter_single_channel(const float* x, const float* dy, flo
   wgrad_single_channel_partial_kernel<<<grid, kThreadsPerBlock, 0, stream>>>(a);
   PNEUMO_LAUNCH_CHECK("wgrad_single_channel_partial_kernel", "x (", batch, ", 1, ", height, ", ",
                       width, ") -> ", out_channels);
-  const int64_t outputs = out_channels * kTaps;
+  const int64_t outputs = out_channels * kSums;
   wgrad_single_channel_total_kernel<<<static_cast<unsigned int>(outputs), kThreadsPerBlock, 0,
-                                      stream>>>(scratch, dweight, batch * tiles);
+                                      stream>>>(scratch, dweight, dbias, batch * tiles);
   PNEUMO_LAUNCH_CHECK("wgrad_single_channel_total_kernel", "outputs=", outputs);
 }
 

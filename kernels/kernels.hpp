@@ -193,14 +193,15 @@ void conv3x3_forward_tiled(const float* x, const float* weight, const float* bia
 
 // ---- kernels/conv_backward.cu -------------------------------------------------------------------
 // dweight (K, 1, 3, 3) of a 3x3 'same' convolution with one input channel: the sum over the batch
-// of dy (N, K, H, W) correlated with x (N, 1, H, W). Per-tile partials go to `scratch` (its size
-// from the _scratch_floats function) and are added in a fixed order: deterministic.
+// of dy (N, K, H, W) correlated with x (N, 1, H, W); and dbias (K), dy's sum, in the same pass.
+// Per-tile partials go to `scratch` (its size from the _scratch_floats function) and are added
+// in a fixed order: deterministic.
 int64_t conv3x3_backward_filter_single_channel_scratch_floats(int64_t batch, int64_t height,
                                                                int64_t width,
                                                                int64_t out_channels);
 void conv3x3_backward_filter_single_channel(const float* x, const float* dy, float* dweight,
-                                            float* scratch, int64_t batch, int64_t height,
-                                            int64_t width, int64_t out_channels,
+                                            float* dbias, float* scratch, int64_t batch,
+                                            int64_t height, int64_t width, int64_t out_channels,
                                             cudaStream_t stream);
 
 // ---- kernels/loss_unfused.cu (benchmark baseline only) ----------------------------------------

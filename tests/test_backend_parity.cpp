@@ -218,9 +218,9 @@ void for_each_implementation(CudaBackendOptions::Implementation CudaBackendOptio
   }
 }
 
-// The first layer's forward and weight gradient run cuDNN's picks or our single-channel kernels,
-// whichever was faster on the first call: each, forced, matches the CPU, and the choices are
-// reported as made.
+// The first layer's forward and weight gradient (with the bias gradient, summed in the same pass
+// by ours) run cuDNN's picks or our single-channel kernels, whichever was faster on the first
+// call: each, forced, matches the CPU, and the choices are reported as made.
 TEST_F(Parity, SingleChannelConvEitherImplementationAndTheChoiceIsReported) {
   using Implementation = CudaBackendOptions::Implementation;
   for (const ConvCase& p : {ConvCase{2, 1, 150, 150, 32}, ConvCase{1, 1, 7, 9, 16},
@@ -306,11 +306,12 @@ TEST_F(Parity, ConvGraphEnginesEitherWay) {
 
 // A convolution's bias gradient runs cuDNN's cudnnConvolutionBackwardBias or our two-pass
 // reduction, whichever was faster on the first call: each, forced, matches the CPU (which sums
-// in double), and so does the default, which reports having timed both.
+// in double), and so does the default, which reports having timed both. (With one input channel
+// it comes with the weight gradient: the test above.)
 TEST_F(Parity, ConvBiasGradientEitherImplementation) {
   using Implementation = CudaBackendOptions::Implementation;
-  for (const ConvCase& p : {ConvCase{2, 1, 150, 150, 32}, ConvCase{3, 32, 75, 75, 64},
-                            ConvCase{1, 3, 1, 1, 5}, ConvCase{5, 2, 3, 4, 7}}) {
+  for (const ConvCase& p : {ConvCase{3, 32, 75, 75, 64}, ConvCase{1, 3, 1, 1, 5},
+                            ConvCase{5, 2, 3, 4, 7}}) {
     const Shape x_shape{p.n, p.c, p.h, p.w}, y_shape{p.n, p.k, p.h, p.w}, w_shape{p.k, p.c, 3, 3};
     Pair x = random(x_shape, 51), dy = random(y_shape, 52);
     Pair dw = output(w_shape), db = output({p.k});

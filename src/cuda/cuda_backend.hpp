@@ -148,8 +148,8 @@ class CudaBackend final : public Backend {
     enum class Fusion { Untried, Fused, Unfused } relu_fusion = Fusion::Untried;
     cudnnStatus_t relu_fusion_refusal = CUDNN_STATUS_SUCCESS;
     Choice single_channel;         // forward: cuDNN or conv3x3_forward_single_channel (C = 1 only)
-    Choice single_channel_filter;  // weight gradient: cuDNN or ours (C = 1 only)
-    Choice bias_gradient;          // cudnnConvolutionBackwardBias or kernels::bias_backward
+    Choice single_channel_filter;  // weight and bias gradients: cuDNN or ours (C = 1 only)
+    Choice bias_gradient;  // C > 1: cudnnConvolutionBackwardBias or kernels::bias_backward
     // Backward data and filter: the legacy pick, or the graph API's fastest engine (the
     // choice's "kernel" side); the graph plans stay empty until searched.
     Choice graph_backward_data, graph_backward_filter;

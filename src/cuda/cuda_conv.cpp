@@ -495,22 +495,35 @@ void CudaBackend::conv2d_backward_filter_impl(ConstTensorView x, ConstTensorView
             plan.weight.get(), dweight.data),
         op, " x=", x.shape.str(), " dy=", dy.shape.str(), " algo=", plan.backward_filter_algo);
   };
-  if (runs_bf16(x.shape.c())) {
-    conv_backward_filter_bf16(plan, x, dy, dweight);
-  } else if (x.shape.c() == 1) {
+  // dbias (K) = sum of dy over N, H, W.
+  auto cudnn_bias = [&] {
+    PNEUMO_CUDNN_CHECK(cudnnConvolutionBackwardBias(cudnn_.get(), &kOne, plan.y.get(), dy.data,
+                                                    &kZero, plan.bias.get(), dbias.data),
+                       op, " (dbias) dy=", dy.shape.str());
+  };
+  if (x.shape.c() == 1) {
     if (!plan.has_backward_filter) find_backward_filter_algorithm(plan, x, dy, dweight);
-    // One input channel (the first layer): cuDNN's pick, or kernels/conv_backward.cu's kernel.
+    // One input channel (the first layer): cuDNN's weight and bias gradients, or
+    // kernels/conv_backward.cu's one pass over dy for both.
     const int64_t n = x.shape.n(), h = x.shape.h(), w = x.shape.w();
     const int64_t scratch =
         kernels::conv3x3_backward_filter_single_channel_scratch_floats(n, h, w, k);
     ensure_workspace(static_cast<size_t>(scratch) * sizeof(float));
-    chooser_.run(plan.single_channel_filter, options_.single_channel_conv, cudnn_filter,
+    chooser_.run(plan.single_channel_filter, options_.single_channel_conv,
+                 [&] {
+                   cudnn_filter();
+                   cudnn_bias();
+                 },
                  [&] {
                    kernels::conv3x3_backward_filter_single_channel(
-                       x.data, dy.data, dweight.data, reinterpret_cast<float*>(workspace_.data()),
-                       n, h, w, k, stream_.get());
+                       x.data, dy.data, dweight.data, dbias.data,
+                       reinterpret_cast<float*>(workspace_.data()), n, h, w, k, stream_.get());
                  },
-                 {{dweight.data, dweight.numel(), "dweight"}});
+                 {{dweight.data, dweight.numel(), "dweight"}, {dbias.data, k, "dbias"}});
+    return;
+  }
+  if (runs_bf16(x.shape.c())) {
+    conv_backward_filter_bf16(plan, x, dy, dweight);
   } else {
     if (!plan.has_backward_filter) find_backward_filter_algorithm(plan, x, dy, dweight);
     if (!plan.graph_backward_filter.decided)
@@ -524,14 +537,8 @@ void CudaBackend::conv2d_backward_filter_impl(ConstTensorView x, ConstTensorView
                  },
                  {{dweight.data, dweight.numel(), "dweight"}});
   }
-  // dbias (K) = sum of dy over N, H, W.
   chooser_.run(
-      plan.bias_gradient, options_.conv_bias_gradient,
-      [&] {
-        PNEUMO_CUDNN_CHECK(cudnnConvolutionBackwardBias(cudnn_.get(), &kOne, plan.y.get(), dy.data,
-                                                        &kZero, plan.bias.get(), dbias.data),
-                           op, " (dbias) dy=", dy.shape.str());
-      },
+      plan.bias_gradient, options_.conv_bias_gradient, cudnn_bias,
       [&] {
         bias_gradient_kernel(dy.data, dbias.data, dy.shape.n(), k, dy.shape.h() * dy.shape.w());
       },
