@@ -668,6 +668,28 @@ TEST_P(DropoutParity, ForwardAndBackwardMasksAreIdentical) {
   }
 }
 
+// Full groups of 16-byte-aligned tensors move as float4 (kernels/dropout.cu); a view one float
+// into its buffer is not aligned, so it takes the scalar path: both must give the host twin's bits.
+TEST_F(Parity, DropoutOnAViewOneFloatInMatchesTheHostTwin) {
+  const int64_t n = 1001;
+  const RngKey key = make_key(99, RngStream::kDropout, 1, 4);
+  const std::vector<float> values = uniform(n + 1, 62, 0.5f, 1.5f);
+  Pair x = upload({n + 1}, values), y = output({n + 1});
+  const ConstTensorView x_view(x.cuda.data() + 1, Shape{n}, Device::Cuda);
+  const TensorView y_view{y.cuda.data() + 1, Shape{n}, Device::Cuda};
+  for (bool forward : {true, false}) {
+    if (forward)
+      cuda_->dropout_forward(x_view, y_view, 0.3f, key);
+    else
+      cuda_->dropout_backward(x_view, y_view, 0.3f, key);
+    const std::vector<float> got = to_host(y.cuda);
+    for (int64_t i = 0; i < n; ++i)
+      ASSERT_EQ(got[size_t(i + 1)],
+                values[size_t(i + 1)] * dropout_multiplier(key, static_cast<uint32_t>(i), 0.3f))
+          << (forward ? "forward" : "backward") << ", element " << i;
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(AwkwardShapes, DropoutParity,
                          ::testing::Values(PoolCase{1, 1, 1, 1}, PoolCase{2, 3, 5, 7},
                                            PoolCase{1, 1, 1, 1000003}),
