@@ -90,6 +90,9 @@ TEST(CliBenchTrain, RecipeEpochsTimesTheRunEndToEnd) {
   }
   const double total = recipe["total_seconds"], setup = recipe["setup_seconds"];
   EXPECT_LE(setup + epochs, total);
+  const double backend = recipe["setup_backend_seconds"];
+  EXPECT_GT(backend, 0.0);
+  EXPECT_LE(backend, setup) << "creating the backend is part of the set-up";
   EXPECT_EQ(recipe["first_epoch_seconds"], recipe["epoch_seconds"][0]);
   EXPECT_NE(result.output.find("### The recipe end to end"), std::string::npos) << result.output;
   EXPECT_NE(bench_train_on_the_cpu("--recipe-epochs -2").status, 0);
