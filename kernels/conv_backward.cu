@@ -37,13 +37,13 @@ struct WgradArgs {
 };
 
 // dweight[k, ky, kx] over this block's pixels: sum of dy[n, k, r, c] x[n, r + ky - kPadding,
-// c + kx - kPadding]; dbias[k]: sum of dy[n, k, r, c]. Each warp takes kGroup output channels at once (warp, warp + 8, ... in
-// groups); its lanes walk the tile's pixels (a row of 32 consecutive columns at a time: coalesced
-// dy reads), reading the pixel's window from shared memory once for the group and the group's
-// kGroup dy values together (kGroup loads in flight a thread, twice that unrolled), then
-// shuffle-add their kSums sums. Each channel's weight sums are added in the order one channel at a
-// time added them (pixels lane, lane + 32, ..., then the shuffle tree): the same bits for finite
-// x.
+// c + kx - kPadding]; dbias[k]: sum of dy[n, k, r, c]. Each warp takes kGroup output channels at
+// once (groups warp, warp + 8, ...); its lanes walk the tile's pixels (a row of 32 consecutive
+// columns at a time: coalesced dy reads), reading the pixel's window from shared memory once for
+// the group and the group's kGroup dy values together (kGroup loads in flight a thread, twice
+// that unrolled), then shuffle-add their kSums sums. Each channel's weight sums are added in the
+// order one channel at a time added them (pixels lane, lane + 32, ..., then the shuffle tree):
+// the same bits for finite x.
 constexpr int kGroup = 4;
 
 __global__ void __launch_bounds__(kThreadsPerBlock, 3)
@@ -142,8 +142,7 @@ int64_t conv3x3_backward_filter_single_channel_scratch_floats(int64_t batch, int
 
 void conv3x3_backward_filter_single_channel(const float* x, const float* dy, float* dweight,
                                             float* dbias, float* scratch, int64_t batch,
-                                            int64_t height,
-                                            int64_t width, int64_t out_channels,
+                                            int64_t height, int64_t width, int64_t out_channels,
                                             cudaStream_t stream) {
   constexpr const char* op = "conv3x3_backward_filter_single_channel";
   PNEUMO_CHECK(batch >= 1 && height >= 1 && width >= 1 && out_channels >= 1 && batch <= 65535 &&

@@ -26,7 +26,9 @@ PNEUMO_HD float relu_backward(float y, float dy) { return y > 0.0f ? dy : 0.0f; 
 // Multiplier of element `index`: 0 with probability `rate`, else 1 / (1 - rate). The mask is a
 // pure function of (key, index), so the backward pass recomputes it instead of storing it. One
 // Philox call yields four 32-bit words; element i uses word i % 4 of block i / 4.
-PNEUMO_HD bool dropout_keeps(uint32_t bits, float rate) { return !(uniform_from_bits(bits) < rate); }
+PNEUMO_HD bool dropout_keeps(uint32_t bits, float rate) {
+  return !(uniform_from_bits(bits) < rate);
+}
 PNEUMO_HD float dropout_multiplier_from_keep(bool keep, float rate) {
   return keep ? 1.0f / (1.0f - rate) : 0.0f;
 }

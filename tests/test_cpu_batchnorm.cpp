@@ -95,7 +95,8 @@ TEST(CpuBatchNorm, TheReluGateIsReluBackwardOfTheUngatedGradient) {
   Tensor dy = random_tensor(shape, Device::Cpu, 82);
   Tensor gamma = random_tensor({4}, Device::Cpu, 83, 0.5f, 1.5f);
   Tensor beta = random_tensor({4}, Device::Cpu, 84);
-  Tensor running_mean = Tensor::zeros({4}, Device::Cpu), running_var = Tensor::zeros({4}, Device::Cpu);
+  Tensor running_mean = Tensor::zeros({4}, Device::Cpu);
+  Tensor running_var = Tensor::zeros({4}, Device::Cpu);
   Tensor saved_mean = nan_tensor({4}), saved_inv_std = nan_tensor({4}), y = nan_tensor(shape);
   backend->batchnorm_forward_training(x, gamma, beta, running_mean, running_var, 0.01, kEpsilon, y,
                                       saved_mean, saved_inv_std);
