@@ -274,9 +274,8 @@ __global__ void tail_pool_kernel(BlockTailArgs t, Source source, float* y, PoolG
   for_each_plane_element(g.planes(), out_plane, [&](int64_t plane, int64_t i) {
     const int64_t c = mod_index(plane, g.channels);
     const BlockTailChannel ch = tail_channel(t, c);
-    y[i] = block_tail_winner_of(source.plane(plane, c), plane * in_plane,
-                                tail_window(g, i - plane * out_plane), ch)
-               .value;
+    const PoolWindow w = tail_window(g, i - plane * out_plane);
+    y[i] = block_tail_winner_of(source.plane(plane, c).window(w), plane * in_plane, w, ch).value;
   });
 }
 
@@ -291,13 +290,12 @@ __global__ void tail_gradient_partial_kernel(BlockTailArgs t, Source source, con
   float sum_dy = 0.0f, sum_dy_centred = 0.0f;
   g.for_each([&](int64_t i) {
     const int64_t plane = div_index(i, out_plane), first = plane * in_plane;
-    const auto values = source.plane(plane, c);
     const PoolWindow w = tail_window(pg, i - plane * out_plane);
-    const int slot = block_tail_winner_of(values, first, w, ch).slot;
+    const auto values = source.plane(plane, c).window(w);
+    const int p = block_tail_winner_of(values, first, w, ch).position;
     sum_dy += dy[i];
     sum_dy_centred +=
-        dy[i] * (block_tail_dropped(values.in_window(w, slot), ch, first + w.offset[slot]) -
-                 ch.mean);
+        dy[i] * (block_tail_dropped(values.in_window(w, p), ch, first + w.offset(p)) - ch.mean);
   });
   sum_dy = block_sum(sum_dy);
   sum_dy_centred = block_sum(sum_dy_centred);
@@ -319,10 +317,11 @@ __global__ void tail_input_gradient_kernel(BlockTailArgs t, const float* dy, flo
     const BlockTailChannel ch = tail_channel(t, c);
     const BatchNormGradientFactors f = factors[c];
     const PoolWindow w = tail_window(g, i - plane * out_plane);
-    const int slot = block_tail_winner(t.a + first, first, w, ch).slot;
-    for (int k = 0; k < w.count; ++k) {
-      const int64_t e = first + w.offset[k];
-      da[e] = block_tail_gradient(t.a[e], block_tail_mask(ch, e), k == slot ? dy[i] : 0.0f, ch,
+    const int winner = block_tail_winner(t.a + first, first, w, ch).position;
+    for (int p = 0; p < 4; ++p) {
+      if (!w.real(p)) continue;
+      const int64_t e = first + w.offset(p);
+      da[e] = block_tail_gradient(t.a[e], block_tail_mask(ch, e), p == winner ? dy[i] : 0.0f, ch,
                                   f.scale, f.mean_dy, f.mean_dy_xhat);
     }
   });
@@ -344,16 +343,17 @@ __global__ void stem_weight_partial_kernel(BlockTailArgs t, RecomputedActivation
   float sums[kStemSums] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
   g.for_each([&](int64_t i) {
     const int64_t plane = div_index(i, out_plane), first = plane * in_plane;
-    const StemPlane values = source.plane(plane, k);
     const PoolWindow w = tail_window(pg, i - plane * out_plane);
-    const int slot = block_tail_winner_of(values, first, w, ch).slot;
-    for (int e = 0; e < w.count; ++e) {
-      const float grad = block_tail_gradient(values.in_window(w, e),
-                                             block_tail_mask(ch, first + w.offset[e]),
-                                             e == slot ? dy[i] : 0.0f, ch, f.scale, f.mean_dy,
+    const StemWindow values = source.plane(plane, k).window(w);
+    const int winner = block_tail_winner_of(values, first, w, ch).position;
+    for (int p = 0; p < 4; ++p) {
+      if (!w.real(p)) continue;
+      const float grad = block_tail_gradient(values.in_window(w, p),
+                                             block_tail_mask(ch, first + w.offset(p)),
+                                             p == winner ? dy[i] : 0.0f, ch, f.scale, f.mean_dy,
                                              f.mean_dy_xhat);
       if (grad == 0.0f) continue;
-      for (int tap = 0; tap < 9; ++tap) sums[tap] += grad * values.tap(w.row[e], w.col[e], tap);
+      for (int tap = 0; tap < 9; ++tap) sums[tap] += grad * values.tap(p, tap);
       sums[9] += grad;
     }
   });

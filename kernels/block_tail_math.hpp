@@ -42,48 +42,44 @@ PNEUMO_HD float block_tail_normalized(float a, const BlockTailChannel& ch, int64
   return batchnorm_apply(block_tail_dropped(a, ch, index), ch.mean, ch.inv_std, ch.gamma, ch.beta);
 }
 
-// The window of pooled output (oy, ox) in a plane of g.height x g.width: its real elements (1, 2
-// or 4 of them, row-major; padding rows/columns left out) as offsets in the plane and as rows and
-// columns (so that the stem, which recomputes an element from its neighbours, divides nothing).
+// The window of pooled output (oy, ox) in a plane of g.height x g.width, as its four positions
+// p = 0..3, row-major: (row0 + p / 2, col0 + p % 2). A position on the padding row or column
+// (-1: only the top and left are ever padded) is not real; every window has at least one real
+// one. Positions are numbered, never listed, so that a kernel's loops over them unroll into
+// registers (a list of the real ones, indexed by a count known only at run time, sat in local
+// memory: 80 to 208 bytes of stack in every tail kernel, read by ptxas -v).
 struct PoolWindow {
-  int count;
-  int64_t offset[4];
-  int64_t row[4], col[4];
+  int64_t row0, col0, width;
+  PNEUMO_HD int64_t row(int p) const { return row0 + p / 2; }
+  PNEUMO_HD int64_t col(int p) const { return col0 + p % 2; }
+  PNEUMO_HD bool real(int p) const { return row(p) >= 0 && col(p) >= 0; }
+  PNEUMO_HD int64_t offset(int p) const { return row(p) * width + col(p); }
 };
 
 PNEUMO_HD PoolWindow pool_window(const PoolGeometry& g, int64_t oy, int64_t ox) {
-  PoolWindow w{0, {0, 0, 0, 0}, {0, 0, 0, 0}, {0, 0, 0, 0}};
-  const int64_t r0 = 2 * oy - g.pad_top(), c0 = 2 * ox - g.pad_left();
-  for (int64_t r = r0; r < r0 + 2; ++r)
-    for (int64_t c = c0; c < c0 + 2; ++c)
-      if (r >= 0 && c >= 0) {
-        w.offset[w.count] = r * g.width + c;
-        w.row[w.count] = r;
-        w.col[w.count++] = c;
-      }
-  return w;
+  return {2 * oy - g.pad_top(), 2 * ox - g.pad_left(), g.width};
 }
 
-// The window's max and which of its elements holds it: visited in row-major order, a value
-// replaces the current best only when strictly larger (ties go to the first; a NaN never
-// replaces anything), pneumo/ops/pooling.hpp's rule. `plane` points at a's plane, `plane_index`
-// is the plane's first element's index in the tensor (for the dropout mask).
+// The window's max and which of its positions holds it: its real positions visited in
+// row-major order, a value replaces the current best only when strictly larger (ties go to the
+// first; a NaN never replaces anything), pneumo/ops/pooling.hpp's rule. `plane_index` is the
+// plane's first element's index in the tensor (for the dropout mask).
 struct WindowWinner {
   float value;
-  int slot;  // index into PoolWindow::offset
+  int position;  // 0..3, PoolWindow's numbering
 };
 
-// `activation.in_window(w, k)`: a at the window's element k (a pointer read, or block 1's
-// activation recomputed from the image: StemPlane).
+// `activation.in_window(w, p)`: a at the window's position p (a pointer read, or block 1's
+// activation recomputed from the image: StemWindow).
 template <class Activation>
 PNEUMO_HD WindowWinner block_tail_winner_of(const Activation& activation, int64_t plane_index,
                                             const PoolWindow& w, const BlockTailChannel& ch) {
-  WindowWinner best{
-      block_tail_normalized(activation.in_window(w, 0), ch, plane_index + w.offset[0]), 0};
-  for (int k = 1; k < w.count; ++k) {
+  WindowWinner best{0.0f, -1};
+  for (int p = 0; p < 4; ++p) {
+    if (!w.real(p)) continue;
     const float v =
-        block_tail_normalized(activation.in_window(w, k), ch, plane_index + w.offset[k]);
-    if (v > best.value) best = {v, k};
+        block_tail_normalized(activation.in_window(w, p), ch, plane_index + w.offset(p));
+    if (best.position < 0 || v > best.value) best = {v, p};
   }
   return best;
 }
@@ -91,7 +87,8 @@ PNEUMO_HD WindowWinner block_tail_winner_of(const Activation& activation, int64_
 struct PlaneValues {
   const float* a;
   PNEUMO_HD float operator()(int64_t offset) const { return a[offset]; }
-  PNEUMO_HD float in_window(const PoolWindow& w, int k) const { return a[w.offset[k]]; }
+  PNEUMO_HD float in_window(const PoolWindow& w, int p) const { return a[w.offset(p)]; }
+  PNEUMO_HD PlaneValues window(const PoolWindow&) const { return *this; }  // as StemPlane's
 };
 
 PNEUMO_HD WindowWinner block_tail_winner(const float* plane, int64_t plane_index,
@@ -103,6 +100,22 @@ PNEUMO_HD WindowWinner block_tail_winner(const float* plane, int64_t plane_index
 // a = relu(bias + sum over the 3x3 taps, row-major, of w[t] x[tap], fused multiply-adds from 0,
 // zero padding): the arithmetic of the direct one-channel kernel (conv_direct_tiles.hpp), so the
 // recomputed activation is the stored one's bits where that kernel runs.
+
+// A pooling window's pixels as the stem sees them: the 4 x 4 patch of the image their taps cover
+// (rows row0 - 1 .. row0 + 2 and the same columns, 0 outside the image), read once instead of
+// nine reads per pixel, and each real position's activation computed from it (StemPlane::window).
+struct StemWindow {
+  float patch[4][4];
+  float a[4];  // by position; 0 at a padding position
+  // Selected, not indexed: p is often known only at run time (the winner's), and an indexed
+  // register array would be moved to local memory.
+  PNEUMO_HD float in_window(const PoolWindow&, int p) const {
+    return p == 0 ? a[0] : p == 1 ? a[1] : p == 2 ? a[2] : a[3];
+  }
+  // The input under tap t of position p: what d loss / d w[t] multiplies.
+  PNEUMO_HD float tap(int p, int t) const { return patch[p / 2 + t / 3][p % 2 + t % 3]; }
+};
+
 struct StemPlane {
   const float* x;  // the image's plane (one channel)
   int64_t height, width;
@@ -113,7 +126,6 @@ struct StemPlane {
     const auto o = static_cast<uint32_t>(offset), w = static_cast<uint32_t>(width);
     return at(o / w, o % w);
   }
-  PNEUMO_HD float in_window(const PoolWindow& w, int k) const { return at(w.row[k], w.col[k]); }
   PNEUMO_HD float at(int64_t row, int64_t col) const {
     float acc = 0.0f;
     for (int ky = 0; ky < 3; ++ky)
@@ -124,10 +136,21 @@ struct StemPlane {
       }
     return relu(acc + bias);
   }
-  // The input under tap t of pixel (row, col) (0 in the padding): what d loss / d w[t] multiplies.
-  PNEUMO_HD float tap(int64_t row, int64_t col, int t) const {
-    const int64_t iy = row + t / 3 - 1, ix = col + t % 3 - 1;
-    return iy >= 0 && iy < height && ix >= 0 && ix < width ? x[iy * width + ix] : 0.0f;
+  // The window's patch and activations: each activation sums the same taps in the same order as
+  // at(), so the same bits.
+  PNEUMO_HD StemWindow window(const PoolWindow& win) const {
+    StemWindow s{};
+    for (int i = 0; i < 4; ++i)
+      for (int j = 0; j < 4; ++j) {
+        const int64_t iy = win.row0 - 1 + i, ix = win.col0 - 1 + j;
+        s.patch[i][j] = iy >= 0 && iy < height && ix >= 0 && ix < width ? x[iy * width + ix] : 0.0f;
+      }
+    for (int p = 0; p < 4; ++p) {
+      float acc = 0.0f;
+      for (int t = 0; t < 9; ++t) acc = fmaf(w[t], s.tap(p, t), acc);
+      s.a[p] = win.real(p) ? relu(acc + bias) : 0.0f;
+    }
+    return s;
   }
 };
 

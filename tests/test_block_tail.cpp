@@ -414,36 +414,43 @@ TEST(Stem, CpuMatchesConvolutionThenTail) {
   }
 }
 
-// The windows' rows and columns (what the stem recomputes an element from, with no division) name
-// the elements their offsets do, on even and odd planes (odd ones pad the top row or left
-// column), and the stem's three ways to an activation, and its taps, agree.
-TEST(Stem, WindowRowsAndColumnsNameTheirOffsetsElements) {
+// The windows' four positions name the elements their offsets do, on even and odd planes (odd
+// ones pad the top row or left column: those positions are not real), the real ones tile the
+// plane, and the stem's window (a 4 x 4 patch read once) gives each real position the
+// activation and the taps that StemPlane::at and the image give it.
+TEST(Stem, WindowPositionsAndTheStemsPatchAgreeWithThePlane) {
   for (auto [height, width] : {std::pair{6, 8}, {5, 7}, {1, 1}, {3, 2}, {2, 5}}) {
     SCOPED_TRACE(std::to_string(height) + " x " + std::to_string(width));
     const PoolGeometry g{1, 1, height, width};
     const auto image = testing::random_values(height * width, 3, -1.0f, 1.0f);
     StemPlane plane{image.data(), height, width, {}, 0.05f};
     for (int t = 0; t < 9; ++t) plane.w[t] = 0.1f * static_cast<float>(t - 4);
-    int64_t covered = 0;
+    std::vector<int> covered(static_cast<size_t>(height * width), 0);
     for (int64_t oy = 0; oy < g.out_height(); ++oy)
       for (int64_t ox = 0; ox < g.out_width(); ++ox) {
         const PoolWindow w = pool_window(g, oy, ox);
-        covered += w.count;
-        for (int k = 0; k < w.count; ++k) {
-          const int64_t row = w.row[k], col = w.col[k];
-          ASSERT_TRUE(row >= 0 && row < height && col >= 0 && col < width);
-          ASSERT_EQ(w.offset[k], row * width + col) << "window " << oy << ", " << ox;
-          ASSERT_EQ(plane.in_window(w, k), plane.at(row, col));
-          ASSERT_EQ(plane(w.offset[k]), plane.at(row, col));
-          ASSERT_EQ(PlaneValues{image.data()}.in_window(w, k), image[size_t(w.offset[k])]);
+        const StemWindow stem = plane.window(w);
+        int real = 0;
+        for (int p = 0; p < 4; ++p) {
+          const int64_t row = w.row(p), col = w.col(p);
+          ASSERT_EQ(w.real(p), row >= 0 && col >= 0);
+          if (!w.real(p)) continue;
+          ++real;
+          ASSERT_TRUE(row < height && col < width) << "window " << oy << ", " << ox;
+          ASSERT_EQ(w.offset(p), row * width + col);
+          ++covered[size_t(w.offset(p))];
+          ASSERT_EQ(stem.in_window(w, p), plane.at(row, col)) << "position " << p;
+          ASSERT_EQ(plane(w.offset(p)), plane.at(row, col));
+          ASSERT_EQ(PlaneValues{image.data()}.in_window(w, p), image[size_t(w.offset(p))]);
           for (int t = 0; t < 9; ++t) {
             const int64_t iy = row + t / 3 - 1, ix = col + t % 3 - 1;
             const bool inside = iy >= 0 && iy < height && ix >= 0 && ix < width;
-            ASSERT_EQ(plane.tap(row, col, t), inside ? image[size_t(iy * width + ix)] : 0.0f);
+            ASSERT_EQ(stem.tap(p, t), inside ? image[size_t(iy * width + ix)] : 0.0f);
           }
         }
+        ASSERT_GE(real, 1) << "a window with no real element";
       }
-    EXPECT_EQ(covered, int64_t{height} * width) << "the windows do not tile the plane";
+    for (int count : covered) ASSERT_EQ(count, 1) << "the windows do not tile the plane";
   }
 }
 

@@ -23,7 +23,7 @@ namespace {
 // tensor element (n * C + c) * pixels + p.
 struct ChannelValues {
   std::vector<float> a, d, m, g;
-  std::vector<int> winner;  // backward: each window's winning slot, kept for its second pass
+  std::vector<int> winner;  // backward: each window's winning position, kept for its second pass
 
   // plane_a(n, out): writes image n's plane of a to out.
   template <class PlaneA>
@@ -117,10 +117,10 @@ void backward_channel(ChannelValues& v, const ChannelLayout& layout, const PoolG
     const float* dy_plane = dy.data + (n * layout.channels + c) * out_plane;
     for (int64_t o = 0; o < out_plane; ++o) {
       const PoolWindow w = pool_window(g, o / g.out_width(), o % g.out_width());
-      const int slot = block_tail_winner(plane, 0, w, on_d).slot;
-      winner[static_cast<size_t>(n * out_plane + o)] = slot;
+      const int won = block_tail_winner(plane, 0, w, on_d).position;
+      winner[static_cast<size_t>(n * out_plane + o)] = won;
       sum_dy += dy_plane[o];
-      sum_dy_xhat += double{dy_plane[o]} * block_tail_xhat(plane, 0, w.offset[slot], on_d);
+      sum_dy_xhat += double{dy_plane[o]} * block_tail_xhat(plane, 0, w.offset(won), on_d);
     }
   }
   dbeta.data[c] = static_cast<float>(sum_dy);
@@ -135,11 +135,12 @@ void backward_channel(ChannelValues& v, const ChannelLayout& layout, const PoolG
     const int64_t base = n * layout.pixels;
     for (int64_t o = 0; o < out_plane; ++o) {
       const PoolWindow w = pool_window(g, o / g.out_width(), o % g.out_width());
-      const int slot = winner[static_cast<size_t>(n * out_plane + o)];
-      for (int k = 0; k < w.count; ++k) {
-        const auto i = static_cast<size_t>(base + w.offset[k]);
+      const int won = winner[static_cast<size_t>(n * out_plane + o)];
+      for (int p = 0; p < 4; ++p) {
+        if (!w.real(p)) continue;
+        const auto i = static_cast<size_t>(base + w.offset(p));
         const float mask = ch.rate > 0.0f ? v.m[i] : 1.0f;
-        v.g[i] = block_tail_gradient(v.a[i], mask, k == slot ? dy_plane[o] : 0.0f, ch, f.scale,
+        v.g[i] = block_tail_gradient(v.a[i], mask, p == won ? dy_plane[o] : 0.0f, ch, f.scale,
                                      f.mean_dy, f.mean_dy_xhat);
       }
     }
