@@ -737,6 +737,14 @@ sec_ncu() {
       -o "$out/ncu_batchnorm" -f "$cli_bin" bench kernels --device "$device" --ops batchnorm \
       --batches 256 --repeats 1 --warmup 0 &&
       ncu --import "$out/ncu_batchnorm.ncu-rep" --page details > "$out/logs/ncu_batchnorm_details.log" 2>&1
+    # The fused tails' and the stem's kernels at batch 256: what holds them if their rows still
+    # trail the unfused chain (profiling/README.md's prediction for them).
+    run "ncu: fused tail kernels" 150 ncu_tail "tails and stem, batch 256, --set full" -- \
+      ncu --clock-control none --set full --import-source yes \
+      -k regex:"tail_pool|tail_gradient_partial|tail_input_gradient|stem_weight_partial" -c 8 \
+      -o "$out/ncu_tail" -f "$cli_bin" bench kernels --device "$device" --ops tail \
+      --batches 256 --repeats 1 --warmup 0 &&
+      ncu --import "$out/ncu_tail.ncu-rep" --page details > "$out/logs/ncu_tail_details.log" 2>&1
     run "ncu: conv3x3 kernels" 150 ncu_conv "our conv kernels, batch 256, --set full" -- \
       ncu --clock-control none --set full --import-source yes -k regex:conv3x3 -c 4 \
       -o "$out/ncu_conv3x3" -f "$cli_bin" bench kernels --device "$device" --ops conv --batches 256 \
