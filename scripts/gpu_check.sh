@@ -722,39 +722,40 @@ sec_seeds() {
 
 # ---- 18. Nsight Compute: profiling/README.md's two commands, their details pages kept as text ------
 # --clock-control none: the lent hosts' clocks are left as they are (ncu locks them by default).
+# ncu_capture NAME LABEL NOTE COUNT KERNELS -- PNEUMO_ARGS...: the first COUNT launches of the
+# kernels whose names match KERNELS (a regex) in one pneumo run, --set full, kept as
+# logs/NAME_details.log (the report itself is deleted at the end of the section).
+ncu_capture() {
+  local name=$1 label=$2 note=$3 count=$4 kernels=$5
+  shift 6
+  run "$label" 150 "$name" "$note" -- \
+    ncu --clock-control none --set full --import-source yes --kernel-name-base demangled \
+    -k regex:"$kernels" -c "$count" -o "$out/$name" -f "$cli_bin" "$@" &&
+    ncu --import "$out/$name.ncu-rep" --page details > "$out/logs/${name}_details.log" 2>&1
+}
 sec_ncu() {
   if [[ ${SKIP_NCU:-0} == 1 || ${SKIP_RUNS:-0} == 1 ]]; then
     skip "ncu" "SKIP_NCU=1 or SKIP_RUNS=1"
   elif ! command -v ncu > /dev/null; then
     skip "ncu" "ncu not on PATH"
   elif [[ -x $cli_bin ]]; then
+    local at_256=(--device "$device" --batches 256 --repeats 1 --warmup 0)
     # Block 1's batch-norm kernels at batch 256 (ours: the checked run and one timed run of the
     # forward's statistics and normalise passes, the backward's sums and dx): whether they reach
     # the DRAM bandwidth profiling/README.md predicts for them, and if not, what holds them.
-    run "ncu: batch-norm kernels" 150 ncu_batchnorm "block 1's batch-norm kernels, batch 256, --set full" -- \
-      ncu --clock-control none --set full --import-source yes \
-      -k regex:"moments_partial|apply_kernel|gradient_partial|input_gradient" -c 8 \
-      -o "$out/ncu_batchnorm" -f "$cli_bin" bench kernels --device "$device" --ops batchnorm \
-      --batches 256 --repeats 1 --warmup 0 &&
-      ncu --import "$out/ncu_batchnorm.ncu-rep" --page details > "$out/logs/ncu_batchnorm_details.log" 2>&1
+    ncu_capture ncu_batchnorm "ncu: batch-norm kernels" "block 1's batch-norm kernels, batch 256" 8 \
+      "moments_partial|apply_kernel|gradient_partial|input_gradient" -- \
+      bench kernels --ops batchnorm "${at_256[@]}"
     # The fused tails' and the stem's kernels at batch 256: what holds them if their rows still
     # trail the unfused chain (profiling/README.md's prediction for them).
-    run "ncu: fused tail kernels" 150 ncu_tail "tails and stem, batch 256, --set full" -- \
-      ncu --clock-control none --set full --import-source yes \
-      -k regex:"tail_pool|tail_gradient_partial|tail_input_gradient|stem_weight_partial" -c 8 \
-      -o "$out/ncu_tail" -f "$cli_bin" bench kernels --device "$device" --ops tail \
-      --batches 256 --repeats 1 --warmup 0 &&
-      ncu --import "$out/ncu_tail.ncu-rep" --page details > "$out/logs/ncu_tail_details.log" 2>&1
-    run "ncu: conv3x3 kernels" 150 ncu_conv "our conv kernels, batch 256, --set full" -- \
-      ncu --clock-control none --set full --import-source yes -k regex:conv3x3 -c 4 \
-      -o "$out/ncu_conv3x3" -f "$cli_bin" bench kernels --device "$device" --ops conv --batches 256 \
-      --repeats 1 --warmup 0 &&
-      ncu --import "$out/ncu_conv3x3.ncu-rep" --page details > "$out/logs/ncu_conv3x3_details.log" 2>&1
-    run "ncu: pneumo kernels in train steps" 150 ncu_step "augment, dropout, loss, RMSprop, ..." -- \
-      ncu --clock-control none --set full --kernel-name-base demangled -k regex:pneumo:: -c 20 \
-      -o "$out/ncu_step" -f "$cli_bin" bench train --device "$device" --batch 32 --steps 5 --warmup 2 \
-      --epoch-images 64 --recipe-epochs 0 &&
-      ncu --import "$out/ncu_step.ncu-rep" --page details > "$out/logs/ncu_step_details.log" 2>&1
+    ncu_capture ncu_tail "ncu: fused tail kernels" "tails and stem, batch 256" 8 \
+      "tail_pool|tail_gradient_partial|tail_input_gradient|stem_weight_partial" -- \
+      bench kernels --ops tail "${at_256[@]}"
+    ncu_capture ncu_conv3x3 "ncu: conv3x3 kernels" "our conv kernels, batch 256" 4 conv3x3 -- \
+      bench kernels --ops conv "${at_256[@]}"
+    ncu_capture ncu_step "ncu: pneumo kernels in train steps" "augment, dropout, loss, RMSprop, ..." \
+      20 "pneumo::" -- bench train --device "$device" --batch 32 --steps 5 --warmup 2 \
+      --epoch-images 64 --recipe-epochs 0
     rm -f "$out"/*.ncu-rep  # tens of MB; the details pages above hold what is read from them
   fi
 }
