@@ -14,7 +14,7 @@ namespace {
 // One thread per group of four elements (one Philox call each), grid-stride over the groups.
 // With x and y 16-byte aligned (`vectors`), a full group moves as one float4 load and one store
 // (four scalar loads a group apart from the next thread's touched each cache sector four times);
-// the multipliers and products are dropout_group's, so the bits are too.
+// the multipliers and products are dropout_group's (dropout_scale_group), so the bits are too.
 __global__ void dropout_kernel(const float* x, float* y, int64_t n, float rate, RngKey key,
                                bool vectors) {
   const int64_t groups = (n + 3) / 4, full = vectors ? n / 4 : 0;
@@ -23,13 +23,10 @@ __global__ void dropout_kernel(const float* x, float* y, int64_t n, float rate, 
       dropout_group(x, y, n, static_cast<uint32_t>(g), rate, key);
       continue;
     }
-    float4 v = reinterpret_cast<const float4*>(x)[g];
-    const Philox4 bits = philox4x32(key, static_cast<uint32_t>(g) + key.first / 4u);
-    v.x *= dropout_multiplier_from_bits(bits.v[0], rate);
-    v.y *= dropout_multiplier_from_bits(bits.v[1], rate);
-    v.z *= dropout_multiplier_from_bits(bits.v[2], rate);
-    v.w *= dropout_multiplier_from_bits(bits.v[3], rate);
-    reinterpret_cast<float4*>(y)[g] = v;
+    const float4 in = reinterpret_cast<const float4*>(x)[g];
+    float v[4] = {in.x, in.y, in.z, in.w};
+    dropout_scale_group(v, 4, static_cast<uint32_t>(g), rate, key);
+    reinterpret_cast<float4*>(y)[g] = make_float4(v[0], v[1], v[2], v[3]);
   }
 }
 

@@ -42,6 +42,19 @@ PNEUMO_HD float dropout_multiplier(RngKey key, uint32_t index, float rate) {
   return dropout_multiplier_from_bits(philox4x32(key, index >> 2).v[index & 3u], rate);
 }
 
+// The Philox words of local group `group` (elements 4 group .. 4 group + 3): key.first is a
+// multiple of 4 (the ops' entries check it), so local groups are global groups.
+PNEUMO_HD Philox4 dropout_group_bits(RngKey key, uint32_t group) {
+  return philox4x32(key, group + key.first / 4u);
+}
+
+// values[j] *= the multiplier of the group's element j, for its first `count` elements.
+PNEUMO_HD void dropout_scale_group(float* values, int count, uint32_t group, float rate,
+                                   RngKey key) {
+  const Philox4 bits = dropout_group_bits(key, group);
+  for (int j = 0; j < count; ++j) values[j] *= dropout_multiplier_from_bits(bits.v[j], rate);
+}
+
 // y = x * mask over elements [4 * group, 4 * group + 4) that are below n, from one Philox call:
 // the values of dropout_multiplier element by element, at a quarter of the generator's cost. y may
 // alias x: the four values are all read before any is written (on the GPU, four loads in flight
@@ -53,9 +66,8 @@ PNEUMO_HD void dropout_group(const float* x, float* y, int64_t n, uint32_t group
   const int count = n - first < 4 ? static_cast<int>(n - first) : 4;
   float values[4] = {0.0f, 0.0f, 0.0f, 0.0f};
   for (int j = 0; j < count; ++j) values[j] = x[first + j];
-  const Philox4 bits = philox4x32(key, group + key.first / 4u);
-  for (int j = 0; j < count; ++j)
-    y[first + j] = values[j] * dropout_multiplier_from_bits(bits.v[j], rate);
+  dropout_scale_group(values, count, group, rate, key);
+  for (int j = 0; j < count; ++j) y[first + j] = values[j];
 }
 
 // The mask of 32 elements as one word, for ops that need an element's multiplier several times
@@ -67,7 +79,7 @@ PNEUMO_HD uint32_t dropout_keep_word(RngKey key, int64_t n, uint32_t word, float
   for (uint32_t g = 0; g < 8; ++g) {
     const int64_t first = static_cast<int64_t>(word) * 32 + 4 * g;
     if (first >= n) break;
-    const Philox4 bits = philox4x32(key, 8u * word + g + key.first / 4u);
+    const Philox4 bits = dropout_group_bits(key, 8u * word + g);
     for (uint32_t j = 0; j < 4; ++j)
       if (first + j < n && dropout_keeps(bits.v[j], rate)) keep |= 1u << (4 * g + j);
   }
