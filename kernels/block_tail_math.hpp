@@ -10,6 +10,7 @@
 #include <cstdint>
 
 #include "elementwise.hpp"
+#include "pool_window.hpp"
 #include "pneumo/hostdevice.hpp"
 #include "pneumo/op_geometry.hpp"
 #include "pneumo/random.hpp"
@@ -42,46 +43,16 @@ PNEUMO_HD float block_tail_normalized(float a, const BlockTailChannel& ch, int64
   return batchnorm_apply(block_tail_dropped(a, ch, index), ch.mean, ch.inv_std, ch.gamma, ch.beta);
 }
 
-// The window of pooled output (oy, ox) in a plane of g.height x g.width, as its four positions
-// p = 0..3, row-major: (row0 + p / 2, col0 + p % 2). A position on the padding row or column
-// (-1: only the top and left are ever padded) is not real; every window has at least one real
-// one. Positions are numbered, never listed, so that a kernel's loops over them unroll into
-// registers (a list of the real ones, indexed by a count known only at run time, sat in local
-// memory: 80 to 208 bytes of stack in every tail kernel, read by ptxas -v).
-struct PoolWindow {
-  int64_t row0, col0, width;
-  PNEUMO_HD int64_t row(int p) const { return row0 + p / 2; }
-  PNEUMO_HD int64_t col(int p) const { return col0 + p % 2; }
-  PNEUMO_HD bool real(int p) const { return row(p) >= 0 && col(p) >= 0; }
-  PNEUMO_HD int64_t offset(int p) const { return row(p) * width + col(p); }
-};
-
-PNEUMO_HD PoolWindow pool_window(const PoolGeometry& g, int64_t oy, int64_t ox) {
-  return {2 * oy - g.pad_top(), 2 * ox - g.pad_left(), g.width};
-}
-
-// The window's max and which of its positions holds it: its real positions visited in
-// row-major order, a value replaces the current best only when strictly larger (ties go to the
-// first; a NaN never replaces anything), pneumo/ops/pooling.hpp's rule. `plane_index` is the
-// plane's first element's index in the tensor (for the dropout mask).
-struct WindowWinner {
-  float value;
-  int position;  // 0..3, PoolWindow's numbering
-};
-
 // `activation.in_window(w, p)`: a at the window's position p (a pointer read, or block 1's
 // activation recomputed from the image: StemWindow).
+// The winner is pooling's (window_first_max) over the normalised dropped values; `plane_index` is
+// the plane's first element's index in the tensor (for the dropout mask).
 template <class Activation>
 PNEUMO_HD WindowWinner block_tail_winner_of(const Activation& activation, int64_t plane_index,
                                             const PoolWindow& w, const BlockTailChannel& ch) {
-  WindowWinner best{0.0f, -1};
-  for (int p = 0; p < 4; ++p) {
-    if (!w.real(p)) continue;
-    const float v =
-        block_tail_normalized(activation.in_window(w, p), ch, plane_index + w.offset(p));
-    if (best.position < 0 || v > best.value) best = {v, p};
-  }
-  return best;
+  return window_first_max(w, [&](int p) {
+    return block_tail_normalized(activation.in_window(w, p), ch, plane_index + w.offset(p));
+  });
 }
 
 struct PlaneValues {

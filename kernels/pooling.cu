@@ -9,6 +9,7 @@
 #include "elementwise.hpp"
 #include "kernels.hpp"
 #include "pneumo/op_geometry.hpp"
+#include "pool_window.hpp"
 
 namespace pneumo::kernels {
 namespace {
@@ -19,37 +20,17 @@ using pneumo::PoolGeometry;
 // and the bench reference; the kernels index one plane at a time, so batch and channels are 1.
 PoolGeometry plane_geometry(int64_t height, int64_t width) { return {1, 1, height, width}; }
 
-// The first maximum of output cell (oy, ox)'s window and its offset within the plane, scanning
-// the window row by row; padded positions are skipped. Every window holds at least one real
-// element.
-struct WindowMax {
-  float value;
-  int64_t offset;
-};
-__device__ __forceinline__ WindowMax window_max(const float* plane, const PoolGeometry& g,
-                                                int64_t oy, int64_t ox) {
-  WindowMax best{0.0f, -1};
-  for (int dy = 0; dy < 2; ++dy) {
-    const int64_t row = 2 * oy - g.pad_top() + dy;
-    if (row < 0 || row >= g.height) continue;
-    for (int dx = 0; dx < 2; ++dx) {
-      const int64_t col = 2 * ox - g.pad_left() + dx;
-      if (col < 0 || col >= g.width) continue;
-      const int64_t offset = row * g.width + col;
-      const float value = plane[offset];
-      if (best.offset < 0 || value > best.value) best = {value, offset};  // ties keep the first
-    }
-  }
-  return best;
+// Output cell `cell` of a plane: its window (pool_window.hpp), the cell's row and column by a
+// 32-bit division (div_index: three 64-bit divisions of a flat index per cell held these kernels
+// to about 53-56% of an H200's DRAM bandwidth, 2026-12-04).
+__device__ __forceinline__ PoolWindow cell_window(const PoolGeometry& g, int64_t cell) {
+  const int64_t oy = div_index(cell, g.out_width());
+  return pool_window(g, oy, cell - oy * g.out_width());
 }
 
-// Output cell `cell` of a plane as (row, column), by a 32-bit division (div_index): three 64-bit
-// divisions of a flat index per cell held these kernels to about 53-56% of an H200's DRAM
-// bandwidth (2026-12-04).
-__device__ __forceinline__ WindowMax cell_max(const float* plane, const PoolGeometry& g,
-                                              int64_t cell) {
-  const int64_t oy = div_index(cell, g.out_width());
-  return window_max(plane, g, oy, cell - oy * g.out_width());
+// The window's first maximum (window_first_max, the tie rule the fused tail shares).
+__device__ __forceinline__ WindowWinner cell_max(const float* plane, const PoolWindow& w) {
+  return window_first_max(w, [&](int p) { return plane[w.offset(p)]; });
 }
 
 // Output planes walked as map_planes walks them (plane_grid over the pooled cells): a thread's
@@ -57,7 +38,7 @@ __device__ __forceinline__ WindowMax cell_max(const float* plane, const PoolGeom
 __global__ void maxpool2d_forward_kernel(const float* x, float* y, int64_t planes, PoolGeometry g) {
   const int64_t in_plane = g.height * g.width, out_plane = g.out_height() * g.out_width();
   auto pooled = [&](int64_t plane, int64_t i) {
-    return cell_max(x + plane * in_plane, g, i - plane * out_plane).value;
+    return cell_max(x + plane * in_plane, cell_window(g, i - plane * out_plane)).value;
   };
   for_each_plane_by_four(
       grid_place(), planes, out_plane,
@@ -69,39 +50,30 @@ __global__ void maxpool2d_forward_kernel(const float* x, float* y, int64_t plane
       [&](int64_t plane, int64_t i) { y[i] = pooled(plane, i); });
 }
 
-// Each output cell writes its whole window of dx: dy at the argmax, 0 elsewhere (windows tile
-// the input, so every element is written once). A thread's four cells' argmaxes and dy are read
+// Each output cell writes its whole window of dx: dy at the winner, 0 elsewhere (windows tile
+// the input, so every element is written once). A thread's four cells' winners and dy are read
 // before it writes.
 __global__ void maxpool2d_backward_kernel(const float* x, const float* dy, float* dx,
                                           int64_t planes, PoolGeometry g) {
   const int64_t in_plane = g.height * g.width, out_plane = g.out_height() * g.out_width();
-  auto best = [&](int64_t plane, int64_t i) {
-    return cell_max(x + plane * in_plane, g, i - plane * out_plane).offset;
+  auto winner = [&](int64_t plane, int64_t i) {
+    return cell_max(x + plane * in_plane, cell_window(g, i - plane * out_plane)).position;
   };
-  auto write_window = [&](int64_t plane, int64_t i, int64_t argmax, float gradient) {
-    const int64_t cell = i - plane * out_plane, oy = div_index(cell, g.out_width());
-    const int64_t ox = cell - oy * g.out_width();
+  auto write_window = [&](int64_t plane, int64_t i, int won, float gradient) {
+    const PoolWindow w = cell_window(g, i - plane * out_plane);
     float* out = dx + plane * in_plane;
-    for (int wy = 0; wy < 2; ++wy) {
-      const int64_t row = 2 * oy - g.pad_top() + wy;
-      if (row < 0 || row >= g.height) continue;
-      for (int wx = 0; wx < 2; ++wx) {
-        const int64_t col = 2 * ox - g.pad_left() + wx;
-        if (col < 0 || col >= g.width) continue;
-        const int64_t offset = row * g.width + col;
-        out[offset] = offset == argmax ? gradient : 0.0f;
-      }
-    }
+    for (int p = 0; p < 4; ++p)
+      if (w.real(p)) out[w.offset(p)] = p == won ? gradient : 0.0f;
   };
   for_each_plane_by_four(
       grid_place(), planes, out_plane,
       [&](int64_t plane, int64_t i, int64_t stride) {
-        int64_t argmax[4];
+        int won[4];
         const Four<float> gradient = load_four(dy, i, stride);
-        for (int k = 0; k < 4; ++k) argmax[k] = best(plane, i + k * stride);
-        for (int k = 0; k < 4; ++k) write_window(plane, i + k * stride, argmax[k], gradient.v[k]);
+        for (int k = 0; k < 4; ++k) won[k] = winner(plane, i + k * stride);
+        for (int k = 0; k < 4; ++k) write_window(plane, i + k * stride, won[k], gradient.v[k]);
       },
-      [&](int64_t plane, int64_t i) { write_window(plane, i, best(plane, i), dy[i]); });
+      [&](int64_t plane, int64_t i) { write_window(plane, i, winner(plane, i), dy[i]); });
 }
 
 // One thread per plane: the plane is small (the last block's 5x5), and a sequential sum in the
