@@ -55,6 +55,8 @@ TEST(BackendEntry, BadArgumentsAreRefusedBeforeAnyImplementationRuns) {
       {"conv2d_backward_data", "dy", [&](Backend& k) { k.conv2d_backward_data(wrong_y, w, x); }},
       {"conv2d_backward_filter", "dbias",
        [&](Backend& k) { k.conv2d_backward_filter(x, y, w, c3); }},
+      {"conv2d_backward", "dx", [&](Backend& k) { k.conv2d_backward(x, y, w, y, w, b); }},
+      {"conv2d_backward", "dbias", [&](Backend& k) { k.conv2d_backward(x, y, w, x, w, c3); }},
       {"relu_forward", "y", [&](Backend& k) { k.relu_forward(x, y); }},
       {"maxpool2d_forward", "y", [&](Backend& k) { k.maxpool2d_forward(x, bad_pool); }},
       {"maxpool2d_backward", "dx", [&](Backend& k) { k.maxpool2d_backward(x, pooled, pooled, y); }},

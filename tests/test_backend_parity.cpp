@@ -189,6 +189,40 @@ TEST_P(ConvParity, BackwardFilterAndBias) {
   EXPECT_TRUE(close_to(db.cuda, db.cpu, 1e-4, "dbias"));
 }
 
+// conv2d_backward (both gradients in one call) against conv2d_backward_filter then
+// conv2d_backward_data on the same backend: the same bits (pneumo/ops/conv2d.hpp), with dx and
+// without it (the first layer's call).
+void expect_both_gradients_are_the_two_calls(Backend& gpu, const ConvCase& p, ConstTensorView x,
+                                            ConstTensorView w, ConstTensorView dy) {
+  const Shape x_shape{p.n, p.c, p.h, p.w}, w_shape{p.k, p.c, 3, 3};
+  Tensor dx(x_shape, Device::Cuda), dw(w_shape, Device::Cuda), db({p.k}, Device::Cuda);
+  gpu.conv2d_backward_filter(x, dy, dw, db);
+  gpu.conv2d_backward_data(dy, w, dx);
+  const std::vector<float> want_dx = to_host(dx), want_dw = to_host(dw), want_db = to_host(db);
+  for (bool with_dx : {true, false}) {
+    Tensor dx2(x_shape, Device::Cuda), dw2(w_shape, Device::Cuda), db2({p.k}, Device::Cuda);
+    const std::vector<float> nan(static_cast<size_t>(x_shape.numel()),
+                                 std::numeric_limits<float>::quiet_NaN());
+    dx2.copy_from(ConstTensorView(nan.data(), x_shape, Device::Cpu));
+    gpu.conv2d_backward(x, dy, w, with_dx ? TensorView(dx2) : TensorView{}, dw2, db2);
+    EXPECT_ON_DEVICE(dw2);
+    EXPECT_EQ(to_host(dw2), want_dw) << "dweight, with dx " << with_dx;
+    EXPECT_EQ(to_host(db2), want_db) << "dbias, with dx " << with_dx;
+    const std::vector<float> got_dx = to_host(dx2);
+    if (with_dx) {
+      EXPECT_EQ(got_dx, want_dx) << "dx";
+    } else {
+      EXPECT_TRUE(std::all_of(got_dx.begin(), got_dx.end(), [](float v) { return std::isnan(v); }))
+          << "dx written though not asked for";
+    }
+  }
+}
+
+TEST_P(ConvParity, BothGradientsInOneCallAreTheTwoCalls) {
+  Pair x = random(x_shape(), 11), w = weights(12), dy = random(y_shape(), 13);
+  expect_both_gradients_are_the_two_calls(*cuda_, GetParam(), x.cuda, w.cuda, dy.cuda);
+}
+
 INSTANTIATE_TEST_SUITE_P(AwkwardShapes, ConvParity,
                          ::testing::Values(ConvCase{1, 1, 1, 1, 1}, ConvCase{1, 1, 5, 5, 1},
                                            ConvCase{1, 3, 7, 9, 4}, ConvCase{2, 5, 8, 6, 3},
@@ -1059,6 +1093,18 @@ TEST_P(Bf16ConvParity, EveryDirectionMatchesTheCpuEmulation) {
   expect_bf16_twins(dw.cuda, dw.cpu, dw32.cpu, "bf16 conv backward filter");
   // The bias gradient sums the float32 dy: float32 parity.
   EXPECT_TRUE(close_to(db.cuda, db32.cpu, 1e-4, "bf16 conv dbias"));
+}
+
+// Under bf16 the one call converts dy once for both gradients: the same bits as the two calls.
+TEST_P(Bf16ConvParity, BothGradientsInOneCallAreTheTwoCalls) {
+  const ConvCase& p = GetParam();
+  BackendOptions bf16_options;
+  bf16_options.bf16 = true;
+  std::unique_ptr<Backend> gpu = make_cuda_backend(bf16_options);
+  const float bound = 1.0f / std::sqrt(static_cast<float>(9 * p.c));
+  Pair x = random({p.n, p.c, p.h, p.w}, 141), w = random({p.k, p.c, 3, 3}, 142, -bound, bound);
+  Pair dy = random({p.n, p.k, p.h, p.w}, 143);
+  expect_both_gradients_are_the_two_calls(*gpu, p, x.cuda, w.cuda, dy.cuda);
 }
 
 // The model's shapes at 150 px after block 1 (x (N, 32, 75, 75) -> 64, ...), a deep small one,

@@ -175,6 +175,32 @@ TEST(CpuConv, FusedReluGradients) {
                              }));
 }
 
+// conv2d_backward is conv2d_backward_filter then conv2d_backward_data (pneumo/ops/conv2d.hpp),
+// bit for bit, in float32 and under the bfloat16 emulation; without dx it writes no dx.
+TEST(CpuConv, BothGradientsInOneCallAreTheTwoCalls) {
+  for (bool bf16 : {false, true}) {
+    auto backend = make_cpu_backend(2, bf16);
+    ConvProblem p(*backend, 3, 4, 6, 5, 3, 61);
+    Tensor dx = nan_tensor(p.x.shape()), dweight = nan_tensor(p.weight.shape());
+    Tensor dbias = nan_tensor(p.bias.shape());
+    backend->conv2d_backward_filter(p.x, p.dy, dweight, dbias);
+    backend->conv2d_backward_data(p.dy, p.weight, dx);
+    for (bool with_dx : {true, false}) {
+      Tensor dx2 = nan_tensor(p.x.shape()), dweight2 = nan_tensor(p.weight.shape());
+      Tensor dbias2 = nan_tensor(p.bias.shape());
+      backend->conv2d_backward(p.x, p.dy, p.weight, with_dx ? TensorView(dx2) : TensorView{},
+                               dweight2, dbias2);
+      EXPECT_EQ(to_host(dweight2), to_host(dweight)) << "bf16 " << bf16 << ", dx " << with_dx;
+      EXPECT_EQ(to_host(dbias2), to_host(dbias)) << "bf16 " << bf16 << ", dx " << with_dx;
+      const std::vector<float> got = to_host(dx2);
+      if (with_dx)
+        EXPECT_EQ(got, to_host(dx)) << "bf16 " << bf16;
+      else
+        EXPECT_TRUE(std::all_of(got.begin(), got.end(), [](float v) { return std::isnan(v); }));
+    }
+  }
+}
+
 // Per-worker partial sums reduce in worker order: the same thread count gives the same bits on
 // every run, and other thread counts agree within float rounding.
 TEST(CpuConv, FilterGradientIsDeterministic) {

@@ -27,6 +27,8 @@ namespace pneumo {
   OP(conv2d_backward_data, (ConstTensorView dy, ConstTensorView weight, TensorView dx)) \
   OP(conv2d_backward_filter, (ConstTensorView x, ConstTensorView dy, TensorView dweight, \
       TensorView dbias)) \
+  OP(conv2d_backward, (ConstTensorView x, ConstTensorView dy, ConstTensorView weight, \
+      TensorView dx, TensorView dweight, TensorView dbias)) \
   OP(relu_forward, (ConstTensorView x, TensorView y)) \
   OP(relu_backward, (ConstTensorView y, ConstTensorView dy, TensorView dx)) \
   OP(maxpool2d_forward, (ConstTensorView x, TensorView y)) \
@@ -137,6 +139,10 @@ class Backend {
   void conv2d_backward_data(ConstTensorView dy, ConstTensorView weight, TensorView dx);
   void conv2d_backward_filter(ConstTensorView x, ConstTensorView dy, TensorView dweight,
                               TensorView dbias);
+  // Both gradients, as conv2d_backward_filter then conv2d_backward_data (none when dx is
+  // TensorView{}): what a network's backward calls, so a backend can share their work.
+  void conv2d_backward(ConstTensorView x, ConstTensorView dy, ConstTensorView weight,
+                       TensorView dx, TensorView dweight, TensorView dbias);
 
   // ---- ReLU (in place allowed): pneumo/ops/relu.hpp -----------------------------------------
   void relu_forward(ConstTensorView x, TensorView y);

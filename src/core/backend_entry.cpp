@@ -38,6 +38,13 @@ void Backend::conv2d_backward_filter(ConstTensorView x, ConstTensorView dy, Tens
   observe("conv2d_backward_filter", x.shape);
 }
 
+void Backend::conv2d_backward(ConstTensorView x, ConstTensorView dy, ConstTensorView weight,
+                              TensorView dx, TensorView dweight, TensorView dbias) {
+  ops::check_conv2d_backward(device(), x, dy, weight, dx, dweight, dbias);
+  conv2d_backward_impl(x, dy, weight, dx, dweight, dbias);
+  observe("conv2d_backward", x.shape);
+}
+
 // ---- ReLU: pneumo/ops/relu.hpp ------------------------------------------------------------------
 
 void Backend::relu_forward(ConstTensorView x, TensorView y) {

@@ -185,4 +185,12 @@ void CpuBackend::conv2d_backward_filter_impl(ConstTensorView x, ConstTensorView 
   });
 }
 
+// The two calls: the CPU has no conversion or launch to share between them.
+void CpuBackend::conv2d_backward_impl(ConstTensorView x, ConstTensorView dy,
+                                      ConstTensorView weight, TensorView dx, TensorView dweight,
+                                      TensorView dbias) {
+  conv2d_backward_filter_impl(x, dy, dweight, dbias);
+  if (dx.shape.rank() != 0) conv2d_backward_data_impl(dy, weight, dx);
+}
+
 }  // namespace pneumo::cpu

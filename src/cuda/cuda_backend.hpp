@@ -232,6 +232,19 @@ class CudaBackend final : public Backend {
                                TensorView dx);
   void conv_backward_filter_bf16(ConvPlan& plan, ConstTensorView x, ConstTensorView dy,
                                  TensorView dweight);
+  // Both gradients (conv2d_backward) from one bfloat16 copy of dy.
+  void conv_backward_bf16(ConvPlan& plan, ConstTensorView x, ConstTensorView dy,
+                          ConstTensorView weight, TensorView dx, TensorView dweight);
+  // The two backward directions from copies already in `b`: dweight from b.x and b.y (the result
+  // passes through b.weight), dx from b.y and the weight (converted into b.weight here; the result
+  // passes through b.x, so x's copy is spent).
+  void filter_from_bf16(ConvPlan& plan, const Shape& x_shape, const Bf16Buffers& b,
+                        TensorView dweight);
+  void data_from_bf16(ConvPlan& plan, ConstTensorView weight, const Bf16Buffers& b, TensorView dx);
+  // dbias of a convolution with more than one input channel: cuDNN's or our kernel, by the
+  // Chooser (plan.bias_gradient).
+  void conv_bias_gradient(ConvPlan& plan, ConstTensorView dy, TensorView dbias);
+  void cudnn_bias_gradient(ConvPlan& plan, ConstTensorView dy, TensorView dbias);
 
   CudaBackendOptions options_;
   int device_ = 0;

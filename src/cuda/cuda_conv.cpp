@@ -495,12 +495,6 @@ void CudaBackend::conv2d_backward_filter_impl(ConstTensorView x, ConstTensorView
             plan.weight.get(), dweight.data),
         op, " x=", x.shape.str(), " dy=", dy.shape.str(), " algo=", plan.backward_filter_algo);
   };
-  // dbias (K) = sum of dy over N, H, W.
-  auto cudnn_bias = [&] {
-    PNEUMO_CUDNN_CHECK(cudnnConvolutionBackwardBias(cudnn_.get(), &kOne, plan.y.get(), dy.data,
-                                                    &kZero, plan.bias.get(), dbias.data),
-                       op, " (dbias) dy=", dy.shape.str());
-  };
   if (x.shape.c() == 1) {
     if (!plan.has_backward_filter) find_backward_filter_algorithm(plan, x, dy, dweight);
     // One input channel (the first layer): cuDNN's weight and bias gradients, or
@@ -512,7 +506,7 @@ void CudaBackend::conv2d_backward_filter_impl(ConstTensorView x, ConstTensorView
     chooser_.run(plan.single_channel_filter, options_.single_channel_conv,
                  [&] {
                    cudnn_filter();
-                   cudnn_bias();
+                   cudnn_bias_gradient(plan, dy, dbias);
                  },
                  [&] {
                    kernels::conv3x3_backward_filter_single_channel(
@@ -537,12 +531,39 @@ void CudaBackend::conv2d_backward_filter_impl(ConstTensorView x, ConstTensorView
                  },
                  {{dweight.data, dweight.numel(), "dweight"}});
   }
+  conv_bias_gradient(plan, dy, dbias);
+}
+
+// dbias (K) = sum of dy over N, H, W.
+void CudaBackend::cudnn_bias_gradient(ConvPlan& plan, ConstTensorView dy, TensorView dbias) {
+  PNEUMO_CUDNN_CHECK(cudnnConvolutionBackwardBias(cudnn_.get(), &kOne, plan.y.get(), dy.data,
+                                                  &kZero, plan.bias.get(), dbias.data),
+                     "conv2d_backward_filter (dbias) dy=", dy.shape.str());
+}
+
+void CudaBackend::conv_bias_gradient(ConvPlan& plan, ConstTensorView dy, TensorView dbias) {
+  const int64_t k = dbias.shape[0];
   chooser_.run(
-      plan.bias_gradient, options_.conv_bias_gradient, cudnn_bias,
+      plan.bias_gradient, options_.conv_bias_gradient, [&] { cudnn_bias_gradient(plan, dy, dbias); },
       [&] {
         bias_gradient_kernel(dy.data, dbias.data, dy.shape.n(), k, dy.shape.h() * dy.shape.w());
       },
       {{dbias.data, k, "dbias"}});
+}
+
+void CudaBackend::conv2d_backward_impl(ConstTensorView x, ConstTensorView dy,
+                                       ConstTensorView weight, TensorView dx, TensorView dweight,
+                                       TensorView dbias) {
+  const bool wants_dx = dx.shape.rank() != 0;
+  if (wants_dx && x.numel() > 0 && runs_bf16(x.shape.c())) {
+    PNEUMO_NVTX_RANGE("conv2d_backward");
+    ConvPlan& plan = conv_plan(x.shape, weight.shape[0]);
+    conv_backward_bf16(plan, x, dy, weight, dx, dweight);
+    conv_bias_gradient(plan, dy, dbias);
+    return;
+  }
+  conv2d_backward_filter_impl(x, dy, dweight, dbias);
+  if (wants_dx) conv2d_backward_data_impl(dy, weight, dx);
 }
 
 // ---- --precision bf16 -------------------------------------------------------------------------
@@ -684,10 +705,16 @@ void CudaBackend::conv_forward_bf16(ConvPlan& plan, ConstTensorView x, ConstTens
   from_bf16(b.y, y, bias.data, fuse_relu, stream_.get());
 }
 
-void CudaBackend::conv_backward_data_bf16(ConvPlan& plan, ConstTensorView dy,
-                                          ConstTensorView weight, TensorView dx) {
-  const Bf16Buffers b = bf16_buffers(dx.numel(), dy.numel(), weight.numel());
-  to_bf16(dy, b.y, stream_.get());
+void CudaBackend::filter_from_bf16(ConvPlan& plan, const Shape& x_shape, const Bf16Buffers& b,
+                                   TensorView dweight) {
+  bf16_plan(plan.bf16_backward_filter, cuda::ConvDirection::BackwardFilter, x_shape,
+            dweight.shape[0], b)
+      .execute(cudnn_.get(), b.x, b.weight, b.y, workspace_.data());
+  from_bf16(b.weight, dweight, nullptr, false, stream_.get());
+}
+
+void CudaBackend::data_from_bf16(ConvPlan& plan, ConstTensorView weight, const Bf16Buffers& b,
+                                 TensorView dx) {
   to_bf16(weight, b.weight, stream_.get());
   bf16_plan(plan.bf16_backward_data, cuda::ConvDirection::BackwardData, dx.shape,
             weight.shape[0], b)
@@ -695,15 +722,29 @@ void CudaBackend::conv_backward_data_bf16(ConvPlan& plan, ConstTensorView dy,
   from_bf16(b.x, dx, nullptr, false, stream_.get());
 }
 
+void CudaBackend::conv_backward_data_bf16(ConvPlan& plan, ConstTensorView dy,
+                                          ConstTensorView weight, TensorView dx) {
+  const Bf16Buffers b = bf16_buffers(dx.numel(), dy.numel(), weight.numel());
+  to_bf16(dy, b.y, stream_.get());
+  data_from_bf16(plan, weight, b, dx);
+}
+
 void CudaBackend::conv_backward_filter_bf16(ConvPlan& plan, ConstTensorView x, ConstTensorView dy,
                                             TensorView dweight) {
   const Bf16Buffers b = bf16_buffers(x.numel(), dy.numel(), dweight.numel());
   to_bf16(x, b.x, stream_.get());
   to_bf16(dy, b.y, stream_.get());
-  bf16_plan(plan.bf16_backward_filter, cuda::ConvDirection::BackwardFilter, x.shape,
-            dweight.shape[0], b)
-      .execute(cudnn_.get(), b.x, b.weight, b.y, workspace_.data());
-  from_bf16(b.weight, dweight, nullptr, false, stream_.get());
+  filter_from_bf16(plan, x.shape, b, dweight);
+}
+
+// The weight gradient first: it reads x's copy, which the data gradient's result then overwrites.
+void CudaBackend::conv_backward_bf16(ConvPlan& plan, ConstTensorView x, ConstTensorView dy,
+                                     ConstTensorView weight, TensorView dx, TensorView dweight) {
+  const Bf16Buffers b = bf16_buffers(x.numel(), dy.numel(), weight.numel());
+  to_bf16(x, b.x, stream_.get());
+  to_bf16(dy, b.y, stream_.get());
+  filter_from_bf16(plan, x.shape, b, dweight);
+  data_from_bf16(plan, weight, b, dx);
 }
 
 }  // namespace pneumo

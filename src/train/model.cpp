@@ -100,10 +100,10 @@ class Conv2dRelu final : public Layer {
       backend.relu_backward(batch_view(y_, dy.shape), dy, through);
       dz = through;
     }
-    backend.conv2d_backward_filter(x_, dz, dw_, db_);
+    // Both gradients in one call (under --precision bf16 CUDA converts dz once for the two).
+    const TensorView dx = dx_.numel() == 0 ? TensorView{} : batch_view(dx_, x_.shape);
+    backend.conv2d_backward(x_, dz, w_, dx, dw_, db_);
     if (dx_.numel() == 0) return {};
-    TensorView dx = batch_view(dx_, x_.shape);
-    backend.conv2d_backward_data(dz, w_, dx);
     return dx;
   }
 

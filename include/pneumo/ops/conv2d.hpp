@@ -1,6 +1,7 @@
 // Contract of the 3x3 convolution ops (Backend::conv2d_forward, conv2d_backward_data,
-// conv2d_backward_filter): what every backend computes, and the argument checks the public entry
-// runs for every backend before the backend's implementation.
+// conv2d_backward_filter, and conv2d_backward: both gradients in one call): what every backend
+// computes, and the argument checks the public entry runs for every backend before the backend's
+// implementation.
 //
 // - 3x3 kernel, stride 1, 'same' padding (one zero pixel each side: ConvGeometry), weights
 //   (K, C, 3, 3) as PyTorch stores them, cross-correlation (no kernel flip), bias (K);
@@ -8,6 +9,10 @@
 //   fuse_relu;
 // - backward data: dy (N, K, H, W), weight -> dx (N, C, H, W);
 // - backward filter: x, dy -> dweight (K, C, 3, 3) and dbias (K), summed over the batch;
+// - backward, both gradients: x, dy, weight -> dweight and dbias as backward filter, then dx as
+//   backward data, or no dx when dx is TensorView{} (rank 0: a network's first layer). The same numbers
+//   as the two calls, bit for bit; a backend may share work between them (under --precision bf16
+//   the CUDA backend converts dy to bfloat16 once for both);
 // - precision: float32, except under --precision bf16 (BackendOptions::bf16), where
 //   each convolution with more than one input channel rounds its operands (x, weight, dy) to
 //   bfloat16 (round to nearest even, kernels/bf16.hpp), accumulates in float32, and rounds its
@@ -54,6 +59,21 @@ inline void check_conv2d_backward_filter(Device device, ConstTensorView x, Const
   const ConvGeometry g = checked_conv_geometry(op, "x", x.shape, dweight.shape);
   expect_shape(op, "dy", dy.shape, g.output());
   expect_shape(op, "dbias", dbias.shape, Shape{g.out_channels});
+}
+
+inline void check_conv2d_backward(Device device, ConstTensorView x, ConstTensorView dy,
+                                  ConstTensorView weight, ConstTensorView dx,
+                                  ConstTensorView dweight, ConstTensorView dbias) {
+  const char* op = "conv2d_backward";
+  expect_on(device, op, {{"x", x}, {"dy", dy}, {"weight", weight}, {"dweight", dweight},
+                         {"dbias", dbias}});
+  const ConvGeometry g = checked_conv_geometry(op, "x", x.shape, weight.shape);
+  expect_shape(op, "dy", dy.shape, g.output());
+  expect_shape(op, "dweight", dweight.shape, g.weight());
+  expect_shape(op, "dbias", dbias.shape, Shape{g.out_channels});
+  if (dx.shape.rank() == 0) return;  // TensorView{}: no input gradient asked for
+  expect_on(device, op, {{"dx", dx}});
+  expect_shape(op, "dx", dx.shape, x.shape);
 }
 
 }  // namespace pneumo::ops
