@@ -1095,16 +1095,32 @@ TEST_P(Bf16ConvParity, EveryDirectionMatchesTheCpuEmulation) {
   EXPECT_TRUE(close_to(db.cuda, db32.cpu, 1e-4, "bf16 conv dbias"));
 }
 
-// Under bf16 the one call converts dy once for both gradients: the same bits as the two calls.
+// Under bf16 the one call converts dy once for both gradients, and takes x's bfloat16 copy from
+// the forward that read the same x: the same bits as the two calls, which convert everything.
 TEST_P(Bf16ConvParity, BothGradientsInOneCallAreTheTwoCalls) {
   const ConvCase& p = GetParam();
   BackendOptions bf16_options;
   bf16_options.bf16 = true;
   std::unique_ptr<Backend> gpu = make_cuda_backend(bf16_options);
   const float bound = 1.0f / std::sqrt(static_cast<float>(9 * p.c));
-  Pair x = random({p.n, p.c, p.h, p.w}, 141), w = random({p.k, p.c, 3, 3}, 142, -bound, bound);
-  Pair dy = random({p.n, p.k, p.h, p.w}, 143);
-  expect_both_gradients_are_the_two_calls(*gpu, p, x.cuda, w.cuda, dy.cuda);
+  const Shape x_shape{p.n, p.c, p.h, p.w}, y_shape{p.n, p.k, p.h, p.w};
+  Pair x = random(x_shape, 141), w = random({p.k, p.c, 3, 3}, 142, -bound, bound);
+  Pair dy = random(y_shape, 143), other = random(x_shape, 144), b = random({p.k}, 145);
+  Pair y = output(y_shape);
+  {
+    SCOPED_TRACE("no forward before: x converted by the backward");
+    expect_both_gradients_are_the_two_calls(*gpu, p, x.cuda, w.cuda, dy.cuda);
+  }
+  gpu->conv2d_forward(x.cuda, w.cuda, b.cuda, y.cuda, true);
+  {
+    SCOPED_TRACE("after a forward that read x: its copy serves the weight gradient");
+    expect_both_gradients_are_the_two_calls(*gpu, p, x.cuda, w.cuda, dy.cuda);
+  }
+  gpu->conv2d_forward(other.cuda, w.cuda, b.cuda, y.cuda, true);
+  {
+    SCOPED_TRACE("after a forward that read another tensor: x read afresh");
+    expect_both_gradients_are_the_two_calls(*gpu, p, x.cuda, w.cuda, dy.cuda);
+  }
 }
 
 // The model's shapes at 150 px after block 1 (x (N, 32, 75, 75) -> 64, ...), a deep small one,

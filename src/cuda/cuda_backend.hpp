@@ -232,9 +232,16 @@ class CudaBackend final : public Backend {
                                TensorView dx);
   void conv_backward_filter_bf16(ConvPlan& plan, ConstTensorView x, ConstTensorView dy,
                                  TensorView dweight);
-  // Both gradients (conv2d_backward) from one bfloat16 copy of dy.
+  // Both gradients (conv2d_backward) from one bfloat16 copy of dy, and x's copy from the forward
+  // when it is still there (kept_input).
   void conv_backward_bf16(ConvPlan& plan, ConstTensorView x, ConstTensorView dy,
                           ConstTensorView weight, TensorView dx, TensorView dweight);
+  // The bfloat16 copy of x the last forward with this weight made, when that forward read this x
+  // (same address and shape; the contract of conv2d_backward: x unchanged since); else nullptr.
+  uint16_t* kept_input(ConstTensorView x, ConstTensorView weight);
+  // The copy a bfloat16 forward with this weight converts x into (grown on demand, kept for the
+  // backward that follows).
+  uint16_t* keep_input(ConstTensorView x, ConstTensorView weight);
   // The two backward directions from copies already in `b`: dweight from b.x and b.y (the result
   // passes through b.weight), dx from b.y and the weight (converted into b.weight here; the result
   // passes through b.x, so x's copy is spent).
@@ -260,8 +267,16 @@ class CudaBackend final : public Backend {
   cuda::CublasHandle cublas_;
   Array<uint8_t> workspace_;
   Array<uint8_t> bf16_scratch_;  // Bf16Buffers (--precision bf16 only)
-  // Counts the reallocations of workspace_ and bf16_scratch_: a recording made before one holds
-  // freed memory (Recording::current).
+  // --precision bf16: each convolution's forward input as its bfloat16 channels-last copy, by the
+  // address of the layer's weight, for the weight gradient of the backward that follows.
+  struct KeptInput {
+    Array<uint16_t> copy;
+    const float* x = nullptr;  // what the copy was made from
+    Shape shape;
+  };
+  std::map<const float*, KeptInput> kept_inputs_;
+  // Counts the reallocations of workspace_, bf16_scratch_ and the kept inputs: a recording made
+  // before one holds freed memory (Recording::current).
   uint64_t memory_generation_ = 0;
   std::map<ConvKey, ConvPlan> conv_plans_;
   std::map<ShapeKey, PoolPlan> pool_plans_;

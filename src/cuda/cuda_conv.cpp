@@ -695,10 +695,34 @@ void from_bf16(const uint16_t* src, TensorView t, const float* bias, bool relu,
 
 }  // namespace
 
+uint16_t* CudaBackend::kept_input(ConstTensorView x, ConstTensorView weight) {
+  const auto found = kept_inputs_.find(weight.data);
+  if (found == kept_inputs_.end()) return nullptr;
+  KeptInput& kept = found->second;
+  return kept.x == x.data && kept.shape == x.shape ? kept.copy.data() : nullptr;
+}
+
+uint16_t* CudaBackend::keep_input(ConstTensorView x, ConstTensorView weight) {
+  KeptInput& kept = kept_inputs_[weight.data];
+  kept.x = nullptr;  // until the new copy is queued
+  if (kept.copy.size() < x.numel()) {
+    // Queued convolutions may still read the old copy.
+    PNEUMO_CUDA_CHECK(cudaStreamSynchronize(stream_.get()), "growing a kept bf16 input to ",
+                      x.numel(), " values");
+    kept.copy = Array<uint16_t>();
+    ++memory_generation_;  // recordings holding the old copy are stale, even if this throws
+    kept.copy = Array<uint16_t>(x.numel(), Device::Cuda);
+  }
+  to_bf16(x, kept.copy.data(), stream_.get());
+  kept.x = x.data;
+  kept.shape = x.shape;
+  return kept.copy.data();
+}
+
 void CudaBackend::conv_forward_bf16(ConvPlan& plan, ConstTensorView x, ConstTensorView weight,
                                     ConstTensorView bias, TensorView y, bool fuse_relu) {
-  const Bf16Buffers b = bf16_buffers(x.numel(), y.numel(), weight.numel());
-  to_bf16(x, b.x, stream_.get());
+  Bf16Buffers b = bf16_buffers(x.numel(), y.numel(), weight.numel());
+  b.x = keep_input(x, weight);
   to_bf16(weight, b.weight, stream_.get());
   bf16_plan(plan.bf16_forward, cuda::ConvDirection::Forward, x.shape, weight.shape[0], b)
       .execute(cudnn_.get(), b.x, b.weight, b.y, workspace_.data());
@@ -737,13 +761,20 @@ void CudaBackend::conv_backward_filter_bf16(ConvPlan& plan, ConstTensorView x, C
   filter_from_bf16(plan, x.shape, b, dweight);
 }
 
-// The weight gradient first: it reads x's copy, which the data gradient's result then overwrites.
+// The weight gradient reads x's copy from the forward where there is one (else converts x into the
+// scratch); the data gradient's result goes through the scratch, never over the kept copy, so a
+// second backward after one forward still finds it.
 void CudaBackend::conv_backward_bf16(ConvPlan& plan, ConstTensorView x, ConstTensorView dy,
                                      ConstTensorView weight, TensorView dx, TensorView dweight) {
   const Bf16Buffers b = bf16_buffers(x.numel(), dy.numel(), weight.numel());
-  to_bf16(x, b.x, stream_.get());
+  Bf16Buffers filter = b;
+  if (uint16_t* kept = kept_input(x, weight)) {
+    filter.x = kept;  // read only: the filter plan's input
+  } else {
+    to_bf16(x, b.x, stream_.get());
+  }
   to_bf16(dy, b.y, stream_.get());
-  filter_from_bf16(plan, x.shape, b, dweight);
+  filter_from_bf16(plan, x.shape, filter, dweight);
   data_from_bf16(plan, weight, b, dx);
 }
 

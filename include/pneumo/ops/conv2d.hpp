@@ -12,7 +12,10 @@
 // - backward, both gradients: x, dy, weight -> dweight and dbias as backward filter, then dx as
 //   backward data, or no dx when dx is TensorView{} (rank 0: a network's first layer). The same numbers
 //   as the two calls, bit for bit; a backend may share work between them (under --precision bf16
-//   the CUDA backend converts dy to bfloat16 once for both);
+//   the CUDA backend converts dy to bfloat16 once for both). When x is the very view the last
+//   conv2d_forward with this weight read, it must hold what it held then (as any framework's
+//   saved tensors must): the backend may reuse what that forward derived from it (CUDA, bf16:
+//   x's bfloat16 copy). A different view, or another shape, is read afresh;
 // - precision: float32, except under --precision bf16 (BackendOptions::bf16), where
 //   each convolution with more than one input channel rounds its operands (x, weight, dy) to
 //   bfloat16 (round to nearest even, kernels/bf16.hpp), accumulates in float32, and rounds its
