@@ -436,10 +436,19 @@ std::vector<float> Trainer::predict_logits(const ImageSet& data, EpochStats* sta
   const bool sharded = group_->size() > 1 && data.count >= group_->size();
   const Shard shard =
       sharded ? shard_of(data.count, group_->rank(), group_->size()) : Shard{0, data.count};
-  std::vector<int32_t> identity(static_cast<size_t>(shard.size()));
-  for (int64_t i = 0; i < shard.size(); ++i)
-    identity[static_cast<size_t>(i)] = static_cast<int32_t>(shard.begin + i);
-  Array<int32_t> order(shard.size(), backend_.device());
+  const int batch = predict_batch_;
+  // The last, partial batch runs at the full batch when full ones ran before it (its extra places
+  // repeat the last image; their logits are dropped), so a pass meets one shape, not a second one
+  // the backend has never seen, whose first calls choose algorithms and build plans again.
+  // Inference treats each image alone (batch-norm's running statistics, no dropout), so the
+  // padding changes no logit.
+  const int64_t count = shard.size();
+  const int64_t passes = (count + batch - 1) / batch;
+  const int64_t places = count > batch ? passes * batch : count;
+  std::vector<int32_t> identity(static_cast<size_t>(places));
+  for (int64_t i = 0; i < places; ++i)
+    identity[static_cast<size_t>(i)] = static_cast<int32_t>(shard.begin + std::min(i, count - 1));
+  Array<int32_t> order(places, backend_.device());
   copy_bytes(order.data(), backend_.device(), identity.data(), Device::Cpu, order.bytes());
   reset_stats();
   AugmentSettings plain = augment_;
@@ -449,23 +458,24 @@ std::vector<float> Trainer::predict_logits(const ImageSet& data, EpochStats* sta
   // The logits stay on the device until the pass ends: one copy to the host per pass, not a
   // synchronising one per batch. positions: 0, 1, ..., batch - 1 (gather_values as a copy).
   Array<float> device_logits(shard.size(), backend_.device());
-  const int batch = predict_batch_;
   std::vector<int32_t> counting(static_cast<size_t>(batch));
   for (int i = 0; i < batch; ++i) counting[static_cast<size_t>(i)] = i;
   Array<int32_t> positions(batch, backend_.device());
   copy_bytes(positions.data(), backend_.device(), counting.data(), Device::Cpu, positions.bytes());
   std::vector<float> logits(static_cast<size_t>(shard.size()));
   const int size = data.size;
-  for (int64_t first = 0; first < shard.size(); first += batch) {
-    const int n = static_cast<int>(std::min<int64_t>(batch, shard.size() - first));
-    TensorView x{batch_images_.data(), {n, 1, size, size}, backend_.device()};
+  for (int64_t first = 0; first < count; first += batch) {
+    const int n = static_cast<int>(std::min<int64_t>(batch, count - first));  // real images
+    const int run = static_cast<int>(std::min<int64_t>(batch, places - first));
+    TensorView x{batch_images_.data(), {run, 1, size, size}, backend_.device()};
     TensorView labels{batch_labels_.data(), {n}, backend_.device()};
     backend_.gather_augment(data.images.data(), data.count, size, order.data() + first, plain, {},
                             x);
     backend_.gather_values(data.labels.data(), order.data() + first, labels);
     ConstTensorView out = model_.forward(x, /*training=*/false);
     TensorView dlogits{dlogits_.data(), {n}, backend_.device()};
-    backend_.sigmoid_bce(out.reshaped({n}), labels, {}, dlogits, loss_and_correct());
+    backend_.sigmoid_bce(ConstTensorView{out.data, {n}, out.device}, labels, {}, dlogits,
+                         loss_and_correct());
     backend_.gather_values(out.data, positions.data(),
                            TensorView{device_logits.data() + first, {n}, backend_.device()});
   }
