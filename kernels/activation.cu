@@ -54,9 +54,11 @@ __global__ void relu_forward_kernel(const float* x, float* y, int64_t n) {
   map_planes(y, x, 1, n, [](int64_t, float v) { return pneumo::relu(v); });
 }
 
-__global__ void relu_backward_kernel(const float* y, const float* dy, float* dx, int64_t n) {
-  map_planes(dx, y, dy, 1, n,
-             [](int64_t, float yv, float dyv) { return pneumo::relu_backward(yv, dyv); });
+__global__ void relu_backward_kernel(const float* y, const float* dy, float* dx, int64_t n,
+                                     float kept) {
+  map_planes(dx, y, dy, 1, n, [kept](int64_t, float yv, float dyv) {
+    return pneumo::relu_gated(true, yv, dyv, kept);
+  });
 }
 
 }  // namespace
@@ -109,9 +111,10 @@ void relu_forward(const float* x, float* y, int64_t n, cudaStream_t stream) {
   PNEUMO_LAUNCH_CHECK("relu_forward_kernel", "n=", n);
 }
 
-void relu_backward(const float* y, const float* dy, float* dx, int64_t n, cudaStream_t stream) {
+void relu_backward(const float* y, const float* dy, float* dx, int64_t n, cudaStream_t stream,
+                   float kept) {
   if (n == 0) return;
-  relu_backward_kernel<<<plane_grid(1, n), kThreadsPerBlock, 0, stream>>>(y, dy, dx, n);
+  relu_backward_kernel<<<plane_grid(1, n), kThreadsPerBlock, 0, stream>>>(y, dy, dx, n, kept);
   PNEUMO_LAUNCH_CHECK("relu_backward_kernel", "n=", n);
 }
 

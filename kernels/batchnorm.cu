@@ -182,17 +182,19 @@ __global__ void gradient_finalize_kernel(const float* partial, int64_t channels,
 }
 
 // dx from x, dy and the channel's factors, four values per thread (map_planes); with relu_gate,
-// through the ReLU that produced x as well.
+// through the ReLU that produced x as well (and the dropout between them: `kept`, relu_gated).
 __global__ void input_gradient_kernel(const float* x, const float* dy, float* dx,
                                       const float* mean, const float* inv_std,
                                       const BatchNormGradientFactors* factors, int64_t planes,
-                                      int64_t channels, int64_t spatial, bool relu_gate) {
+                                      int64_t channels, int64_t spatial, bool relu_gate,
+                                      float kept) {
   map_planes(dx, x, dy, planes, spatial, [&](int64_t plane, float xv, float dyv) {
     const int64_t c = mod_index(plane, channels);
     return relu_gated(relu_gate, xv,
                       pneumo::batchnorm_input_gradient(xv, dyv, mean[c], inv_std[c],
                                                        factors[c].scale, factors[c].mean_dy,
-                                                       factors[c].mean_dy_xhat));
+                                                       factors[c].mean_dy_xhat),
+                      kept);
   });
 }
 
@@ -470,7 +472,7 @@ void batchnorm_backward(const float* x, const float* dy, const float* gamma,
                         const float* saved_mean, const float* saved_inv_std, float* dx,
                         float* dgamma, float* dbeta, float* scratch, const BiasReduction& r,
                         int64_t batch, int64_t channels, int64_t spatial, cudaStream_t stream,
-                        bool relu_gate) {
+                        bool relu_gate, float kept) {
   const int64_t total = batch * channels * spatial;
   if (total == 0) {  // the parameter gradients of nothing are zero, as on the CPU
     zero_floats(dgamma, channels, stream);
@@ -489,7 +491,7 @@ void batchnorm_backward(const float* x, const float* dy, const float* gamma,
   PNEUMO_LAUNCH_CHECK("gradient_finalize_kernel", "channels=", channels);
   input_gradient_kernel<<<plane_grid(batch * channels, spatial), kThreadsPerBlock, 0, stream>>>(
       x, dy, dx, saved_mean, saved_inv_std, factors, batch * channels, channels, spatial,
-      relu_gate);
+      relu_gate, kept);
   PNEUMO_LAUNCH_CHECK("input_gradient_kernel", "total=", total);
 }
 
@@ -507,7 +509,7 @@ void batchnorm_backward_input(const float* x, const float* dy, const float* gamm
   PNEUMO_LAUNCH_CHECK("factors_from_sums_kernel", "channels=", channels);
   input_gradient_kernel<<<plane_grid(batch * channels, spatial), kThreadsPerBlock, 0, stream>>>(
       x, dy, dx, saved_mean, saved_inv_std, factors, batch * channels, channels, spatial,
-      /*relu_gate=*/false);
+      /*relu_gate=*/false, /*kept=*/1.0f);
   PNEUMO_LAUNCH_CHECK("input_gradient_kernel", "total=", total);
 }
 

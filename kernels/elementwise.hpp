@@ -190,9 +190,15 @@ PNEUMO_HD float batchnorm_input_gradient(float x, float dy, float mean, float in
 }
 
 // batchnorm_input_gradient's dx, through the gradient of the ReLU whose output x is when
-// `relu_gate` (Backend::batchnorm_backward's flag): relu_backward's pass folded in.
-PNEUMO_HD float relu_gated(bool relu_gate, float x, float dx) {
-  return relu_gate ? relu_backward(x, dx) : dx;
+// `relu_gate` (Backend::batchnorm_backward's flag): relu_backward's pass folded in. `kept`: with
+// an inverted dropout between the ReLU and batch-norm, its multiplier of a kept element
+// (dropout_multiplier_from_keep(true, rate)), else 1. x > 0 only where the mask kept the element,
+// so wherever the gated dx is not zero dropout_backward would multiply it by `kept`, and where it
+// is zero by `kept` or 0: the same bits as dropout_backward after the gate, without the mask.
+PNEUMO_HD float relu_gated(bool relu_gate, float x, float dx, float kept = 1.0f) {
+  if (!relu_gate) return dx;
+  const float gated = relu_backward(x, dx);
+  return kept == 1.0f ? gated : gated * kept;
 }
 
 // The factors above for one channel from the batch's sums over `count` values (sum dy and

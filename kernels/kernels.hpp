@@ -34,8 +34,10 @@ void bias_backward(const float* dy, float* dbias, float* partial, const BiasRedu
                    int64_t batch, int64_t channels, int64_t spatial, cudaStream_t stream);
 // y = relu(x) over n elements (y may alias x).
 void relu_forward(const float* x, float* y, int64_t n, cudaStream_t stream);
-// dx = relu_backward(y, dy) over n elements (dx may alias dy).
-void relu_backward(const float* y, const float* dy, float* dx, int64_t n, cudaStream_t stream);
+// dx = relu_backward(y, dy) over n elements (dx may alias dy); times `kept` where not 1
+// (pneumo::relu_gated: the gate after cuDNN's batch-norm backward, with dropout before it).
+void relu_backward(const float* y, const float* dy, float* dx, int64_t n, cudaStream_t stream,
+                   float kept = 1.0f);
 
 // ---- kernels/bf16_convert.cu ------------------------------------------------------------------
 // --precision bf16 (bf16.hpp rounding). src (batch, channels, spatial) float32 -> dst (batch,
@@ -108,12 +110,13 @@ void batchnorm_forward_training(const float* x, const float* gamma, const float*
                                 double epsilon, float* y, float* saved_mean, float* saved_inv_std,
                                 float* scratch, const BiasReduction& r, int64_t batch,
                                 int64_t channels, int64_t spatial, cudaStream_t stream);
-// relu_gate: dx also through the gradient of the ReLU whose output x is (pneumo::relu_gated).
+// relu_gate: dx also through the gradient of the ReLU whose output x is, and of the dropout
+// between them whose kept elements' multiplier is `kept` (1: none) (pneumo::relu_gated).
 void batchnorm_backward(const float* x, const float* dy, const float* gamma,
                         const float* saved_mean, const float* saved_inv_std, float* dx,
                         float* dgamma, float* dbeta, float* scratch, const BiasReduction& r,
                         int64_t batch, int64_t channels, int64_t spatial, cudaStream_t stream,
-                        bool relu_gate = false);
+                        bool relu_gate = false, float kept = 1.0f);
 // dx from per-channel sums (2, channels) over `count` values (Backend::batchnorm_backward_input);
 // `scratch` holds 3 * channels floats.
 void batchnorm_backward_input(const float* x, const float* dy, const float* gamma,

@@ -623,22 +623,28 @@ TEST_P(BatchNormParity, Backward) {
   // holds two values (then dx is rounding noise), so its scale is theirs, not its own.
   const double dx_scale = max_abs(to_host(dy.cpu)) * max_abs(to_host(gamma.cpu)) *
                           max_abs(to_host(saved_inv_std.cpu));
-  // Without and with the ReLU gate (x < 0 in about a quarter of the elements): cuDNN's candidate
-  // gates in a second pass, ours in its own.
-  for (bool gate : {false, true}) {
-    const std::string what = gate ? "ReLU-gated " : "";
+  // Without and with the ReLU gate (x < 0 in about a quarter of the elements), and with the gate
+  // carrying a dropout's multiplier: cuDNN's candidate gates in a second pass, ours in its own.
+  const struct {
+    bool gate;
+    float dropout_rate;
+    const char* what;
+  } gates[] = {{false, 0.0f, ""}, {true, 0.0f, "ReLU-gated "}, {true, 0.2f, "ReLU+dropout-gated "}};
+  for (const auto& [gate, rate, what_text] : gates) {
+    const std::string what = what_text;
     Pair dx = output(x_shape()), dgamma = output(c_shape()), dbeta = output(c_shape());
     cpu_->batchnorm_backward(x.cpu, dy.cpu, gamma.cpu, saved_mean.cpu, saved_inv_std.cpu,
-                             kEpsilon, dx.cpu, dgamma.cpu, dbeta.cpu, gate);
+                             kEpsilon, dx.cpu, dgamma.cpu, dbeta.cpu, gate, rate);
     for (const auto& [backend, impl] : cuda_backends()) {
       Pair dxc = output(x_shape()), dgammac = output(c_shape()), dbetac = output(c_shape());
       backend->batchnorm_backward(x.cuda, dy.cuda, gamma.cuda, saved_mean.cuda,
                                   saved_inv_std.cuda, kEpsilon, dxc.cuda, dgammac.cuda,
-                                  dbetac.cuda, gate);
+                                  dbetac.cuda, gate, rate);
       EXPECT_ON_DEVICE(dxc.cuda);
       EXPECT_ON_DEVICE(dgammac.cuda);
       EXPECT_ON_DEVICE(dbetac.cuda);
-      EXPECT_TRUE(all_close(dxc.cuda, dx.cpu, 1e-5 * dx_scale, 1e-3, impl + what + "dx"));
+      EXPECT_TRUE(all_close(dxc.cuda, dx.cpu, 1e-5 * dx_scale / (1.0 - rate), 1e-3,
+                            impl + what + "dx"));
       EXPECT_TRUE(close_to(dgammac.cuda, dgamma.cpu, 1e-4, impl + what + "dgamma"));
       EXPECT_TRUE(close_to(dbetac.cuda, dbeta.cpu, 1e-4, impl + what + "dbeta"));
     }

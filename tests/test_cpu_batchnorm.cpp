@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #include "gradient_check.hpp"
@@ -111,6 +112,48 @@ TEST(CpuBatchNorm, TheReluGateIsReluBackwardOfTheUngatedGradient) {
   EXPECT_TRUE(all_close(to_host(gated_dgamma), to_host(dgamma), 0.0, 0.0, "dgamma"));
   EXPECT_TRUE(all_close(to_host(gated_dbeta), to_host(dbeta), 0.0, 0.0, "dbeta"));
   EXPECT_FALSE(all_close(to_host(gated), to_host(dx), 1e-6, 1e-6)) << "nothing was gated";
+}
+
+// gate_dropout_rate (x = dropout of a ReLU's output): dx is dropout_backward of the gated dx,
+// bit for bit (the sign of zeros included), without the mask; the parameter gradients unchanged.
+TEST(CpuBatchNorm, TheDropoutGateIsDropoutBackwardOfTheGatedGradient) {
+  auto backend = make_cpu_backend(2);
+  const Shape shape{3, 4, 5, 6};
+  const float rate = 0.2f;
+  const RngKey key{11, 3, 0, 2, 0};
+  std::vector<float> as = random_values(shape.numel(), 91, -1.0f, 2.0f);
+  for (float& v : as) v = std::max(v, 0.0f);  // a ReLU's output
+  Tensor a = host_tensor(shape, as), x = nan_tensor(shape);
+  backend->dropout_forward(a, x, rate, key);
+  Tensor dy = random_tensor(shape, Device::Cpu, 92);
+  Tensor gamma = random_tensor({4}, Device::Cpu, 93, 0.5f, 1.5f);
+  Tensor beta = random_tensor({4}, Device::Cpu, 94);
+  Tensor running_mean = Tensor::zeros({4}, Device::Cpu);
+  Tensor running_var = Tensor::zeros({4}, Device::Cpu);
+  Tensor saved_mean = nan_tensor({4}), saved_inv_std = nan_tensor({4}), y = nan_tensor(shape);
+  backend->batchnorm_forward_training(x, gamma, beta, running_mean, running_var, 0.01, kEpsilon, y,
+                                      saved_mean, saved_inv_std);
+  Tensor gated = nan_tensor(shape), dgamma = nan_tensor({4}), dbeta = nan_tensor({4});
+  backend->batchnorm_backward(x, dy, gamma, saved_mean, saved_inv_std, kEpsilon, gated, dgamma,
+                              dbeta, /*relu_gate=*/true);
+  Tensor expected = nan_tensor(shape);
+  backend->dropout_backward(gated, expected, rate, key);
+  Tensor folded = nan_tensor(shape), folded_dgamma = nan_tensor({4}), folded_dbeta = nan_tensor({4});
+  backend->batchnorm_backward(x, dy, gamma, saved_mean, saved_inv_std, kEpsilon, folded,
+                              folded_dgamma, folded_dbeta, /*relu_gate=*/true, rate);
+  const std::vector<float> got = to_host(folded), want = to_host(expected);
+  EXPECT_EQ(std::memcmp(got.data(), want.data(), got.size() * sizeof(float)), 0)
+      << "the folded dx is not dropout_backward's bits";
+  EXPECT_TRUE(all_close(to_host(folded_dgamma), to_host(dgamma), 0.0, 0.0, "dgamma"));
+  EXPECT_TRUE(all_close(to_host(folded_dbeta), to_host(dbeta), 0.0, 0.0, "dbeta"));
+  EXPECT_FALSE(all_close(got, to_host(gated), 1e-6, 1e-6)) << "the dropout's multiplier is missing";
+  // The rate rides on the ReLU gate only, and stays a rate.
+  EXPECT_THROW(backend->batchnorm_backward(x, dy, gamma, saved_mean, saved_inv_std, kEpsilon,
+                                           folded, folded_dgamma, folded_dbeta, false, rate),
+               Error);
+  EXPECT_THROW(backend->batchnorm_backward(x, dy, gamma, saved_mean, saved_inv_std, kEpsilon,
+                                           folded, folded_dgamma, folded_dbeta, true, 1.0f),
+               Error);
 }
 
 // Two training steps from running mean 0 and variance 1, with update factor f:

@@ -45,7 +45,7 @@ namespace pneumo {
       double epsilon, TensorView y)) \
   OP(batchnorm_backward, (ConstTensorView x, ConstTensorView dy, ConstTensorView gamma, \
       ConstTensorView saved_mean, ConstTensorView saved_inv_std, double epsilon, TensorView dx, \
-      TensorView dgamma, TensorView dbeta, bool relu_gate)) \
+      TensorView dgamma, TensorView dbeta, bool relu_gate, float gate_dropout_rate)) \
   OP(batchnorm_backward_input, (ConstTensorView x, ConstTensorView dy, ConstTensorView gamma, \
       ConstTensorView saved_mean, ConstTensorView saved_inv_std, ConstTensorView sums, \
       double count, TensorView dx)) \
@@ -164,10 +164,12 @@ class Backend {
                                    double epsilon, TensorView y);
   // relu_gate: x is a ReLU's output (directly, or through dropout); dx then also goes through
   // that ReLU's gradient, so the layer before needs no relu_backward pass of its own.
+  // gate_dropout_rate (with relu_gate): x is the output of an inverted dropout at this rate of a
+  // ReLU's output, and dx goes through that dropout's gradient too (no dropout_backward pass).
   void batchnorm_backward(ConstTensorView x, ConstTensorView dy, ConstTensorView gamma,
                           ConstTensorView saved_mean, ConstTensorView saved_inv_std, double epsilon,
                           TensorView dx, TensorView dgamma, TensorView dbeta,
-                          bool relu_gate = false);
+                          bool relu_gate = false, float gate_dropout_rate = 0.0f);
   void batchnorm_backward_input(ConstTensorView x, ConstTensorView dy, ConstTensorView gamma,
                                 ConstTensorView saved_mean, ConstTensorView saved_inv_std,
                                 ConstTensorView sums, double count, TensorView dx);

@@ -52,9 +52,10 @@ struct ModelConfig {
   // the architecture; not with synchronised batch-norm.
   bool fused_block_tails = false;
   // Without fused tails: each block's batch-norm backward also applies the gradient of the
-  // convolution's ReLU (Backend::batchnorm_backward's relu_gate), one pass fewer per block. The
-  // same gradients (zeros aside, whose sign may differ where dropout dropped an element); off
-  // only to compare the two in tests.
+  // convolution's ReLU and of the dropout between them (Backend::batchnorm_backward's relu_gate
+  // and gate_dropout_rate), one or two passes fewer per block. The same gradients (zeros aside,
+  // whose sign may differ where dropout dropped an element); off only to compare the two in
+  // tests.
   bool relu_gate_in_batchnorm = true;
 };
 

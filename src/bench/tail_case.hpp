@@ -76,7 +76,7 @@ class TailCase {
   BlockTailSettings settings_;
   Tensor a_, gamma_, beta_, running_mean_, running_var_, saved_mean_, saved_inv_std_;
   Tensor y_, dy_, da_, dgamma_, dbeta_;
-  Tensor d_, z_, dz_, dd_;  // the chain's intermediates
+  Tensor d_, z_, dz_;  // the chain's intermediates
   Tensor x_, weight_, bias_, dweight_, dbias_;  // block 1's convolution
 };
 

@@ -113,11 +113,11 @@ void Backend::batchnorm_forward_inference(ConstTensorView x, ConstTensorView gam
 void Backend::batchnorm_backward(ConstTensorView x, ConstTensorView dy, ConstTensorView gamma,
                                  ConstTensorView saved_mean, ConstTensorView saved_inv_std,
                                  double epsilon, TensorView dx, TensorView dgamma,
-                                 TensorView dbeta, bool relu_gate) {
+                                 TensorView dbeta, bool relu_gate, float gate_dropout_rate) {
   ops::check_batchnorm_backward(device(), x, dy, gamma, saved_mean, saved_inv_std, epsilon, dx,
-                                dgamma, dbeta);
+                                dgamma, dbeta, relu_gate, gate_dropout_rate);
   batchnorm_backward_impl(x, dy, gamma, saved_mean, saved_inv_std, epsilon, dx, dgamma, dbeta,
-                          relu_gate);
+                          relu_gate, gate_dropout_rate);
   observe("batchnorm_backward", x.shape);
 }
 

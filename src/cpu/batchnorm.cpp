@@ -72,8 +72,9 @@ void CpuBackend::batchnorm_backward_impl(ConstTensorView x, ConstTensorView dy,
                                          ConstTensorView gamma, ConstTensorView saved_mean,
                                          ConstTensorView saved_inv_std, double /*epsilon*/,
                                          TensorView dx, TensorView dgamma, TensorView dbeta,
-                                         bool relu_gate) {
+                                         bool relu_gate, float gate_dropout_rate) {
   const ChannelLayout layout = channel_layout(x.shape);
+  const float kept = dropout_multiplier_from_keep(true, gate_dropout_rate);
   const double count = static_cast<double>(layout.count());
 
   pool_.parallel_for(layout.channels, [&](int64_t begin, int64_t end, int /*worker*/) {
@@ -92,7 +93,8 @@ void CpuBackend::batchnorm_backward_impl(ConstTensorView x, ConstTensorView dy,
         dx.data[i] = relu_gated(relu_gate, x.data[i],
                                 batchnorm_input_gradient(x.data[i], dy.data[i], saved_mean.data[c],
                                                          saved_inv_std.data[c], scale, mean_dy,
-                                                         mean_dy_xhat));
+                                                         mean_dy_xhat),
+                                kept);
       });
     }
   });

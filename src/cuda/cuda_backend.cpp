@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "core/nvtx.hpp"
+#include "elementwise.hpp"
 #include "kernels.hpp"
 #include "pneumo/op_geometry.hpp"
 
@@ -420,8 +421,9 @@ void CudaBackend::batchnorm_backward_impl(ConstTensorView x, ConstTensorView dy,
                                           ConstTensorView gamma, ConstTensorView saved_mean,
                                           ConstTensorView saved_inv_std, double epsilon,
                                           TensorView dx, TensorView dgamma, TensorView dbeta,
-                                          bool relu_gate) {
+                                          bool relu_gate, float gate_dropout_rate) {
   PNEUMO_NVTX_RANGE("batchnorm_backward");
+  const float kept = dropout_multiplier_from_keep(true, gate_dropout_rate);
   constexpr const char* op = "batchnorm_backward";
   const int64_t c = nchw(x.shape, op)[1];
   BatchNormPlan& plan = batchnorm_plan(x.shape);
@@ -440,14 +442,16 @@ void CudaBackend::batchnorm_backward_impl(ConstTensorView x, ConstTensorView dy,
                 x.data, plan.x.get(), dy.data, plan.x.get(), dx.data, plan.stats.get(), gamma.data,
                 dgamma.data, dbeta.data, epsilon, saved_mean.data, saved_inv_std.data),
             op, " x=", x.shape.str(), " epsilon=", epsilon);
-        // cuDNN's legacy backward has no ReLU gate: our ReLU backward, in place, one more pass.
-        if (relu_gate) kernels::relu_backward(x.data, dx.data, dx.data, dx.numel(), stream_.get());
+        // cuDNN's legacy backward has no ReLU gate: our ReLU backward (and the dropout's kept
+        // multiplier), in place, one more pass.
+        if (relu_gate)
+          kernels::relu_backward(x.data, dx.data, dx.data, dx.numel(), stream_.get(), kept);
       },
       [&] {
         kernels::batchnorm_backward(x.data, dy.data, gamma.data, saved_mean.data,
                                     saved_inv_std.data, dx.data, dgamma.data, dbeta.data,
                                     reinterpret_cast<float*>(workspace_.data()), split, batch, c,
-                                    spatial, stream_.get(), relu_gate);
+                                    spatial, stream_.get(), relu_gate, kept);
       },
       {{dx.data, dx.numel(), "dx"}, {dgamma.data, c, "dgamma"}, {dbeta.data, c, "dbeta"}});
 }

@@ -117,6 +117,54 @@ class Conv2dRelu final : public Layer {
   bool gradient_through_relu_ = false, training_gradient_through_relu_ = false, training_ = true;
 };
 
+class Dropout final : public Layer {
+ public:
+  Dropout(std::string name, float rate, uint32_t stream_offset)
+      : name_(std::move(name)), rate_(rate), stream_offset_(stream_offset) {}
+  std::string name() const override { return name_; }
+  Shape output_shape(Shape x) const override { return x; }
+  void allocate(Backend& backend, Shape max_input, bool) override {
+    y_ = backend.empty(max_input);
+    dx_ = backend.empty(max_input);
+  }
+  ConstTensorView forward(Backend& backend, ConstTensorView x, bool training,
+                          RngKey key) override {
+    training_ = training;
+    if (!training) return x;  // inverted dropout: identity at inference
+    PNEUMO_NVTX_RANGE("dropout forward");
+    key_ = key;
+    key_.stream = static_cast<uint32_t>(RngStream::kDropout) + stream_offset_;
+    // The model's key counts images (a rank's first image in the global batch); the op counts
+    // elements.
+    const int64_t first_element = int64_t{key.first} * (x.numel() / x.shape.n());
+    PNEUMO_CHECK(first_element < (int64_t{1} << 32), name_, ": image ", key.first,
+                 " of the global batch lies past the 32-bit dropout mask index");
+    key_.first = static_cast<uint32_t>(first_element);
+    TensorView y = batch_view(y_, x.shape);
+    backend.dropout_forward(x, y, rate_, key_);
+    return y;
+  }
+  float rate() const { return rate_; }
+  // The batch-norm after it applies this layer's gradient with its ReLU gate (BatchNorm2d::
+  // gate_relu); false again when that batch-norm is synchronised across ranks.
+  void gradient_applied_by_next_layer(bool applied) { applied_by_next_ = applied; }
+  ConstTensorView backward(Backend& backend, ConstTensorView dy) override {
+    if (!training_ || applied_by_next_) return dy;  // the identity's gradient, or already applied
+    PNEUMO_NVTX_RANGE("dropout backward");
+    TensorView dx = batch_view(dx_, dy.shape);
+    backend.dropout_backward(dy, dx, rate_, key_);
+    return dx;
+  }
+
+ private:
+  std::string name_;
+  float rate_;
+  uint32_t stream_offset_;
+  RngKey key_;
+  Tensor y_, dx_;
+  bool training_ = true, applied_by_next_ = false;
+};
+
 class BatchNorm2d final : public Layer {
  public:
   BatchNorm2d(std::string name, int channels, double momentum, double epsilon)
@@ -147,6 +195,9 @@ class BatchNorm2d final : public Layer {
   // rank's alone; nullptr: this rank's (as one process, or DDP without SyncBatchNorm).
   void synchronise_over(Communicator* group, Backend& backend) {
     group_ = group;
+    // Synchronised, dx is computed again after the op and gated apart: the dropout before it
+    // applies its own gradient.
+    if (dropout_) dropout_->gradient_applied_by_next_layer(group_ == nullptr);
     if (group_ && sums_.numel() == 0) {
       // Zeros, not empty(): the training op with average factor 1 computes 0 * old + batch, and
       // 0 * a NaN left in recycled memory is NaN (seen: a run whose data cache had just been
@@ -171,10 +222,15 @@ class BatchNorm2d final : public Layer {
       backend.batchnorm_forward_inference(x, gamma_v_, beta_v_, mean_v_, var_v_, epsilon_, y);
     return y;
   }
-  // x is a ReLU's output (the block's convolution, maybe through dropout): after a training
-  // forward the backward returns the gradient through that ReLU as well, and the convolution
-  // skips its relu_backward. After an inference forward (Grad-CAM) it returns d its input.
-  void gate_relu() { relu_gate_ = true; }
+  // x is a ReLU's output (the block's convolution, maybe through `dropout`): after a training
+  // forward the backward returns the gradient through that ReLU (and the dropout) as well, and
+  // the convolution skips its relu_backward (the dropout its backward). After an inference
+  // forward (Grad-CAM) it returns d its input.
+  void gate_relu(Dropout* dropout) {
+    relu_gate_ = true;
+    dropout_ = dropout;
+    if (dropout_) dropout_->gradient_applied_by_next_layer(group_ == nullptr);
+  }
   ConstTensorView backward(Backend& backend, ConstTensorView dy) override {
     PNEUMO_NVTX_RANGE("batchnorm backward");
     TensorView dx = batch_view(dx_, x_.shape);
@@ -187,8 +243,9 @@ class BatchNorm2d final : public Layer {
     }
     // In the op where the backend can (one pass fewer); synchronised, dx is computed again from
     // every rank's sums, then gated.
+    const bool gate = relu_gate_ && !group_;
     backend.batchnorm_backward(x_, dy, gamma_v_, saved_mean_, saved_inv_std_, epsilon_, dx,
-                               dgamma_, dbeta_, relu_gate_ && !group_);
+                               dgamma_, dbeta_, gate, gate && dropout_ ? dropout_->rate() : 0.0f);
     if (group_) {
       backward_synchronised(backend, dy, dx);
       if (relu_gate_) backend.relu_backward(x_, dx, dx);
@@ -271,6 +328,7 @@ class BatchNorm2d final : public Layer {
   TensorView gamma_v_, beta_v_, dgamma_, dbeta_, mean_v_, var_v_;
   Tensor y_, dx_, saved_mean_, saved_inv_std_, zeros_;
   Communicator* group_ = nullptr;
+  Dropout* dropout_ = nullptr;  // between the ReLU and this layer, its gradient folded in
   Tensor local_mean_, local_var_, batch_var_, sums_;
   double count_ = 0.0;  // values per channel over every rank in the last training forward
   ConstTensorView x_;
@@ -413,50 +471,6 @@ class MaxPool2d final : public Layer {
   std::string name_;
   Tensor y_, dx_;
   ConstTensorView x_;
-};
-
-class Dropout final : public Layer {
- public:
-  Dropout(std::string name, float rate, uint32_t stream_offset)
-      : name_(std::move(name)), rate_(rate), stream_offset_(stream_offset) {}
-  std::string name() const override { return name_; }
-  Shape output_shape(Shape x) const override { return x; }
-  void allocate(Backend& backend, Shape max_input, bool) override {
-    y_ = backend.empty(max_input);
-    dx_ = backend.empty(max_input);
-  }
-  ConstTensorView forward(Backend& backend, ConstTensorView x, bool training,
-                          RngKey key) override {
-    training_ = training;
-    if (!training) return x;  // inverted dropout: identity at inference
-    PNEUMO_NVTX_RANGE("dropout forward");
-    key_ = key;
-    key_.stream = static_cast<uint32_t>(RngStream::kDropout) + stream_offset_;
-    // The model's key counts images (a rank's first image in the global batch); the op counts
-    // elements.
-    const int64_t first_element = int64_t{key.first} * (x.numel() / x.shape.n());
-    PNEUMO_CHECK(first_element < (int64_t{1} << 32), name_, ": image ", key.first,
-                 " of the global batch lies past the 32-bit dropout mask index");
-    key_.first = static_cast<uint32_t>(first_element);
-    TensorView y = batch_view(y_, x.shape);
-    backend.dropout_forward(x, y, rate_, key_);
-    return y;
-  }
-  ConstTensorView backward(Backend& backend, ConstTensorView dy) override {
-    if (!training_) return dy;  // the identity's gradient
-    PNEUMO_NVTX_RANGE("dropout backward");
-    TensorView dx = batch_view(dx_, dy.shape);
-    backend.dropout_backward(dy, dx, rate_, key_);
-    return dx;
-  }
-
- private:
-  std::string name_;
-  float rate_;
-  uint32_t stream_offset_;
-  RngKey key_;
-  Tensor y_, dx_;
-  bool training_ = true;
 };
 
 // Global average pooling (N, C, H, W) -> (N, C): the GAP head's first layer.
@@ -622,12 +636,16 @@ Model::Model(Backend& backend, ModelConfig config, int max_batch)
     } else {
       if (config_.relu_gate_in_batchnorm) conv->receive_training_gradient_through_relu();
       layers_.push_back(std::move(conv));
-      if (rate > 0.0f)
-        layers_.push_back(std::make_unique<Dropout>("dropout" + id, rate, dropout_index++));
+      Dropout* dropout = nullptr;
+      if (rate > 0.0f) {
+        auto owned = std::make_unique<Dropout>("dropout" + id, rate, dropout_index++);
+        dropout = owned.get();
+        layers_.push_back(std::move(owned));
+      }
       auto norm = std::make_unique<BatchNorm2d>("bn" + id, config_.channels[block],
                                                 config_.batchnorm_momentum,
                                                 config_.batchnorm_epsilon);
-      if (config_.relu_gate_in_batchnorm) norm->gate_relu();
+      if (config_.relu_gate_in_batchnorm) norm->gate_relu(dropout);
       norm->register_parameters(params, parameter_infos_, buffers, buffer_infos_);
       norms.push_back(norm.get());
       layers_.push_back(std::move(norm));

@@ -13,7 +13,11 @@
 //   with relu_gate, dx is then zeroed where x <= 0 (relu_backward with y = x): the gradient
 //   through the ReLU whose output x is. Through dropout in between too: where dropout zeroed an
 //   element, its gradient is zero either way (the dropout backward multiplies it by 0), so only
-//   the sign of such a zero can differ from relu_backward after dropout_backward;
+//   the sign of such a zero can differ from relu_backward after dropout_backward. With
+//   gate_dropout_rate r as well (x = dropout at rate r of a ReLU's output), dx is then the
+//   gradient through that dropout too: times 1 / (1 - r) (dropout_multiplier_from_keep(true, r)),
+//   since x > 0 only where the mask kept the element; the same bits as dropout_backward after the
+//   gated op (its mask is not drawn);
 // - backward input: dx alone, from the channel sums of a batch that may be larger than x
 //   (synchronised batch-norm across data-parallel ranks): sums (2, C) holds sum dy (row 0) and
 //   sum dy xhat (row 1) over `count` values per channel, xhat = (x - saved_mean) saved_inv_std,
@@ -115,13 +119,18 @@ inline void check_batchnorm_backward(Device device, ConstTensorView x, ConstTens
                                      ConstTensorView gamma, ConstTensorView saved_mean,
                                      ConstTensorView saved_inv_std, double epsilon,
                                      ConstTensorView dx, ConstTensorView dgamma,
-                                     ConstTensorView dbeta) {
+                                     ConstTensorView dbeta, bool relu_gate = false,
+                                     float gate_dropout_rate = 0.0f) {
   const char* op = "batchnorm_backward";
   const ChannelLayout layout =
       checked_batchnorm_backward(device, op, x, dy, gamma, saved_mean, saved_inv_std, dx);
   expect_on(device, op, {{"dgamma", dgamma}, {"dbeta", dbeta}});
   expect_shapes(op, layout.channel_shape(), {{"dgamma", dgamma}, {"dbeta", dbeta}});
   check_batchnorm_epsilon(op, epsilon);
+  PNEUMO_CHECK(gate_dropout_rate >= 0.0f && gate_dropout_rate < 1.0f, op,
+               ": gate_dropout_rate ", gate_dropout_rate, " outside [0, 1)");
+  PNEUMO_CHECK(relu_gate || gate_dropout_rate == 0.0f, op, ": gate_dropout_rate ",
+               gate_dropout_rate, " without relu_gate (the dropout's gradient rides on the gate)");
 }
 
 inline void check_batchnorm_backward_input(Device device, ConstTensorView x, ConstTensorView dy,
