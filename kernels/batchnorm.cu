@@ -198,6 +198,36 @@ __global__ void input_gradient_kernel(const float* x, const float* dy, float* dx
   });
 }
 
+// input_gradient_kernel, and each (plane, block row)'s sum of dx into partial (map_planes_summed):
+// the per-channel sums of dx come out of the same pass (the bias gradient of the convolution
+// before, Backend::batchnorm_backward's dx_sums).
+__global__ void input_gradient_sums_kernel(const float* x, const float* dy, float* dx,
+                                           const float* mean, const float* inv_std,
+                                           const BatchNormGradientFactors* factors, int64_t planes,
+                                           int64_t channels, int64_t spatial, bool relu_gate,
+                                           float kept, float* partial) {
+  map_planes_summed(dx, x, dy, planes, spatial, partial, [&](int64_t plane, float xv, float dyv) {
+    const int64_t c = mod_index(plane, channels);
+    return relu_gated(relu_gate, xv,
+                      pneumo::batchnorm_input_gradient(xv, dyv, mean[c], inv_std[c],
+                                                       factors[c].scale, factors[c].mean_dy,
+                                                       factors[c].mean_dy_xhat),
+                      kept);
+  });
+}
+
+// sums[c] = the partials of channel c's planes (image by image, block row by block row, in that
+// order), one thread per channel.
+__global__ void plane_sums_total_kernel(const float* partial, float* sums, int64_t batch,
+                                        int64_t channels, int64_t rows) {
+  for (int64_t c = global_thread_index(); c < channels; c += grid_stride()) {
+    float sum = 0.0f;
+    for (int64_t n = 0; n < batch; ++n)
+      for (int64_t y = 0; y < rows; ++y) sum += partial[(n * channels + c) * rows + y];
+    sums[c] = sum;
+  }
+}
+
 // One thread per channel: the factors of dx from sums given (over every rank's batch).
 __global__ void factors_from_sums_kernel(const float* sums, int64_t channels, double count,
                                          const float* gamma, const float* inv_std,
@@ -447,6 +477,10 @@ int64_t batchnorm_scratch_floats(const BiasReduction& r, int64_t channels) {
   return 2 * r.partial_floats + kFactorFloats * channels;
 }
 
+int64_t batchnorm_dx_sums_floats(int64_t batch, int64_t channels, int64_t spatial) {
+  return batch * channels * plane_grid_size(batch * channels, spatial).y;
+}
+
 void batchnorm_forward_training(const float* x, const float* gamma, const float* beta,
                                 float* running_mean, float* running_var, double factor,
                                 double epsilon, float* y, float* saved_mean, float* saved_inv_std,
@@ -472,11 +506,12 @@ void batchnorm_backward(const float* x, const float* dy, const float* gamma,
                         const float* saved_mean, const float* saved_inv_std, float* dx,
                         float* dgamma, float* dbeta, float* scratch, const BiasReduction& r,
                         int64_t batch, int64_t channels, int64_t spatial, cudaStream_t stream,
-                        bool relu_gate, float kept) {
+                        bool relu_gate, float kept, float* dx_sums) {
   const int64_t total = batch * channels * spatial;
   if (total == 0) {  // the parameter gradients of nothing are zero, as on the CPU
     zero_floats(dgamma, channels, stream);
     zero_floats(dbeta, channels, stream);
+    if (dx_sums) zero_floats(dx_sums, channels, stream);
     return;
   }
   const dim3 grid = chunk_grid("batchnorm_backward", r, batch, channels);
@@ -489,10 +524,23 @@ void batchnorm_backward(const float* x, const float* dy, const float* gamma,
       scratch, channels, r.chunks, static_cast<double>(batch * spatial), gamma, saved_inv_std,
       dgamma, dbeta, factors);
   PNEUMO_LAUNCH_CHECK("gradient_finalize_kernel", "channels=", channels);
-  input_gradient_kernel<<<plane_grid(batch * channels, spatial), kThreadsPerBlock, 0, stream>>>(
+  if (!dx_sums) {
+    input_gradient_kernel<<<plane_grid(batch * channels, spatial), kThreadsPerBlock, 0, stream>>>(
+        x, dy, dx, saved_mean, saved_inv_std, factors, batch * channels, channels, spatial,
+        relu_gate, kept);
+    PNEUMO_LAUNCH_CHECK("input_gradient_kernel", "total=", total);
+    return;
+  }
+  // After the factors: one float per (plane, block row) of the input-gradient pass.
+  float* partial = scratch + batchnorm_scratch_floats(r, channels);
+  const dim3 planes = plane_grid(batch * channels, spatial);
+  input_gradient_sums_kernel<<<planes, kThreadsPerBlock, 0, stream>>>(
       x, dy, dx, saved_mean, saved_inv_std, factors, batch * channels, channels, spatial,
-      relu_gate, kept);
-  PNEUMO_LAUNCH_CHECK("input_gradient_kernel", "total=", total);
+      relu_gate, kept, partial);
+  PNEUMO_LAUNCH_CHECK("input_gradient_sums_kernel", "total=", total);
+  plane_sums_total_kernel<<<blocks_for(channels), kThreadsPerBlock, 0, stream>>>(
+      partial, dx_sums, batch, channels, static_cast<int64_t>(planes.y));
+  PNEUMO_LAUNCH_CHECK("plane_sums_total_kernel", "channels=", channels);
 }
 
 void batchnorm_backward_input(const float* x, const float* dy, const float* gamma,

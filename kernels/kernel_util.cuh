@@ -129,6 +129,36 @@ __device__ __forceinline__ void map_planes(Out* out, const A* a, const B* b, int
       [&](int64_t plane, int64_t i) { out[i] = f(plane, a[i], b[i]); });
 }
 
+// map_planes with two inputs, and the sum of each plane's outputs: block (x, y) writes the sum of
+// the outputs it computed in plane p to partial[p * gridDim.y + y] (each thread's in order, then
+// block_sum's fixed tree: the same bits on every run). plane_sums_total adds them per channel.
+template <class Out, class A, class B, class F>
+__device__ __forceinline__ void map_planes_summed(Out* out, const A* a, const B* b,
+                                                  int64_t planes, int64_t spatial, float* partial,
+                                                  F&& f) {
+  float sum = 0.0f;
+  for_each_plane_by_four(
+      grid_place(), planes, spatial,
+      [&](int64_t plane, int64_t i, int64_t stride) {
+        const Four<A> va = load_four(a, i, stride);
+        const Four<B> vb = load_four(b, i, stride);
+        Four<Out> r;
+        for (int k = 0; k < 4; ++k) r.v[k] = f(plane, va.v[k], vb.v[k]);
+        store_four(out, i, stride, r);
+        for (int k = 0; k < 4; ++k) sum += r.v[k];
+      },
+      [&](int64_t plane, int64_t i) {
+        const Out r = f(plane, a[i], b[i]);
+        out[i] = r;
+        sum += r;
+      },
+      [&](int64_t plane) {
+        const float total = block_sum(sum);
+        if (threadIdx.x == 0) partial[plane * gridDim.y + blockIdx.y] = total;
+        sum = 0.0f;
+      });
+}
+
 // A block's walk over channel c in images [first, last) (walks.hpp's for_each_in_chunk_by_four
 // for the calling thread), one value at a time: visit(i) for each of this thread's values, in
 // order.

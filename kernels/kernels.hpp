@@ -105,6 +105,9 @@ struct BatchNormGradientFactors {
   float scale, mean_dy, mean_dy_xhat;  // see pneumo::batchnorm_input_gradient
 };
 int64_t batchnorm_scratch_floats(const BiasReduction& r, int64_t channels);
+// What batchnorm_backward's scratch needs beyond batchnorm_scratch_floats when it also sums dx
+// per channel (dx_sums).
+int64_t batchnorm_dx_sums_floats(int64_t batch, int64_t channels, int64_t spatial);
 void batchnorm_forward_training(const float* x, const float* gamma, const float* beta,
                                 float* running_mean, float* running_var, double factor,
                                 double epsilon, float* y, float* saved_mean, float* saved_inv_std,
@@ -112,11 +115,12 @@ void batchnorm_forward_training(const float* x, const float* gamma, const float*
                                 int64_t channels, int64_t spatial, cudaStream_t stream);
 // relu_gate: dx also through the gradient of the ReLU whose output x is, and of the dropout
 // between them whose kept elements' multiplier is `kept` (1: none) (pneumo::relu_gated).
+// dx_sums (channels), when not null: the sums of dx over (batch, spatial), from the same pass.
 void batchnorm_backward(const float* x, const float* dy, const float* gamma,
                         const float* saved_mean, const float* saved_inv_std, float* dx,
                         float* dgamma, float* dbeta, float* scratch, const BiasReduction& r,
                         int64_t batch, int64_t channels, int64_t spatial, cudaStream_t stream,
-                        bool relu_gate = false, float kept = 1.0f);
+                        bool relu_gate = false, float kept = 1.0f, float* dx_sums = nullptr);
 // dx from per-channel sums (2, channels) over `count` values (Backend::batchnorm_backward_input);
 // `scratch` holds 3 * channels floats.
 void batchnorm_backward_input(const float* x, const float* dy, const float* gamma,

@@ -50,9 +50,11 @@ PNEUMO_HD GridSize plane_grid_size(int64_t planes, int64_t spatial) {
 // this thread owns: block y covers spans of 4 x threads values, its threads four each, a block's
 // width apart; where a span runs past the plane's end the values left go to visit1. No element
 // pays for a division to find its plane.
-template <class Visit4, class Visit1>
+// After each plane's values, every thread of the block calls end_plane(plane) (the planes a
+// block walks are the same for all its threads, so a block-wide step may sit there).
+template <class Visit4, class Visit1, class EndPlane>
 PNEUMO_HD void for_each_plane_by_four(const GridPlace& p, int64_t planes, int64_t spatial,
-                                      Visit4&& visit4, Visit1&& visit1) {
+                                      Visit4&& visit4, Visit1&& visit1, EndPlane&& end_plane) {
   const int64_t stride = p.threads, span = kValuesPerThread * p.threads;
   for (int64_t plane = p.block_x; plane < planes; plane += p.blocks_x) {
     const int64_t base = plane * spatial;
@@ -63,7 +65,13 @@ PNEUMO_HD void for_each_plane_by_four(const GridPlace& p, int64_t planes, int64_
         for (int64_t t = s; t < spatial; t += stride) visit1(plane, base + t);
       }
     }
+    end_plane(plane);
   }
+}
+template <class Visit4, class Visit1>
+PNEUMO_HD void for_each_plane_by_four(const GridPlace& p, int64_t planes, int64_t spatial,
+                                      Visit4&& visit4, Visit1&& visit1) {
+  for_each_plane_by_four(p, planes, spatial, visit4, visit1, [](int64_t) {});
 }
 
 // This thread's share of a block's walk over the values of channel `c` in images [first, last)

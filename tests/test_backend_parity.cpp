@@ -625,21 +625,36 @@ TEST_P(BatchNormParity, Backward) {
                           max_abs(to_host(saved_inv_std.cpu));
   // Without and with the ReLU gate (x < 0 in about a quarter of the elements), and with the gate
   // carrying a dropout's multiplier: cuDNN's candidate gates in a second pass, ours in its own.
+  // And with dx's channel sums (the convolution's bias gradient) from the same op.
   const struct {
     bool gate;
     float dropout_rate;
+    bool sums;
     const char* what;
-  } gates[] = {{false, 0.0f, ""}, {true, 0.0f, "ReLU-gated "}, {true, 0.2f, "ReLU+dropout-gated "}};
-  for (const auto& [gate, rate, what_text] : gates) {
+  } gates[] = {{false, 0.0f, false, ""},
+               {true, 0.0f, false, "ReLU-gated "},
+               {true, 0.2f, false, "ReLU+dropout-gated "},
+               {true, 0.2f, true, "ReLU+dropout-gated, summed "}};
+  for (const auto& [gate, rate, with_sums, what_text] : gates) {
     const std::string what = what_text;
     Pair dx = output(x_shape()), dgamma = output(c_shape()), dbeta = output(c_shape());
+    Pair sums = output(c_shape());
     cpu_->batchnorm_backward(x.cpu, dy.cpu, gamma.cpu, saved_mean.cpu, saved_inv_std.cpu,
-                             kEpsilon, dx.cpu, dgamma.cpu, dbeta.cpu, gate, rate);
+                             kEpsilon, dx.cpu, dgamma.cpu, dbeta.cpu, gate, rate,
+                             with_sums ? TensorView(sums.cpu) : TensorView{});
     for (const auto& [backend, impl] : cuda_backends()) {
       Pair dxc = output(x_shape()), dgammac = output(c_shape()), dbetac = output(c_shape());
+      Pair sumsc = output(c_shape());
       backend->batchnorm_backward(x.cuda, dy.cuda, gamma.cuda, saved_mean.cuda,
                                   saved_inv_std.cuda, kEpsilon, dxc.cuda, dgammac.cuda,
-                                  dbetac.cuda, gate, rate);
+                                  dbetac.cuda, gate, rate,
+                                  with_sums ? TensorView(sumsc.cuda) : TensorView{});
+      if (with_sums) {
+        // Sums of dx, whose terms cancel: held against the scale of their terms.
+        const double sum_scale = dx_scale * static_cast<double>(x_shape().numel()) /
+                                 static_cast<double>(GetParam().c);
+        EXPECT_TRUE(all_close(sumsc.cuda, sums.cpu, 1e-6 * sum_scale, 1e-3, impl + what + "sums"));
+      }
       EXPECT_ON_DEVICE(dxc.cuda);
       EXPECT_ON_DEVICE(dgammac.cuda);
       EXPECT_ON_DEVICE(dbetac.cuda);

@@ -156,6 +156,46 @@ TEST(CpuBatchNorm, TheDropoutGateIsDropoutBackwardOfTheGatedGradient) {
                Error);
 }
 
+// dx_sums: dx summed per channel as the convolution before would sum its bias gradient from it,
+// to the bit (the model then skips that convolution's bias pass); nothing else changes.
+TEST(CpuBatchNorm, DxSumsAreTheConvolutionsBiasGradient) {
+  auto backend = make_cpu_backend(2);
+  const Shape shape{3, 4, 5, 6};
+  std::vector<float> xs = random_values(shape.numel(), 101, -1.0f, 2.0f);
+  for (size_t i = 0; i < xs.size(); i += 5) xs[i] = 0.0f;
+  Tensor x = host_tensor(shape, xs);
+  Tensor dy = random_tensor(shape, Device::Cpu, 102);
+  Tensor gamma = random_tensor({4}, Device::Cpu, 103, 0.5f, 1.5f);
+  Tensor beta = random_tensor({4}, Device::Cpu, 104);
+  Tensor running_mean = Tensor::zeros({4}, Device::Cpu);
+  Tensor running_var = Tensor::zeros({4}, Device::Cpu);
+  Tensor saved_mean = nan_tensor({4}), saved_inv_std = nan_tensor({4}), y = nan_tensor(shape);
+  backend->batchnorm_forward_training(x, gamma, beta, running_mean, running_var, 0.01, kEpsilon, y,
+                                      saved_mean, saved_inv_std);
+  Tensor dx = nan_tensor(shape), dgamma = nan_tensor({4}), dbeta = nan_tensor({4});
+  backend->batchnorm_backward(x, dy, gamma, saved_mean, saved_inv_std, kEpsilon, dx, dgamma, dbeta,
+                              /*relu_gate=*/true, 0.2f);
+  Tensor dx2 = nan_tensor(shape), dgamma2 = nan_tensor({4}), dbeta2 = nan_tensor({4});
+  Tensor sums = nan_tensor({4});
+  backend->batchnorm_backward(x, dy, gamma, saved_mean, saved_inv_std, kEpsilon, dx2, dgamma2,
+                              dbeta2, /*relu_gate=*/true, 0.2f, sums);
+  const std::vector<float> a = to_host(dx), b = to_host(dx2);
+  EXPECT_EQ(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)), 0) << "dx changed";
+  EXPECT_TRUE(all_close(to_host(dgamma2), to_host(dgamma), 0.0, 0.0, "dgamma"));
+  EXPECT_TRUE(all_close(to_host(dbeta2), to_host(dbeta), 0.0, 0.0, "dbeta"));
+  // The convolution (2 -> 4 channels) whose output x would be, and its bias gradient from dx.
+  Tensor conv_x = random_tensor({3, 2, 5, 6}, Device::Cpu, 105);
+  Tensor dweight = nan_tensor({4, 2, 3, 3}), dbias = nan_tensor({4});
+  backend->conv2d_backward_filter(conv_x, dx, dweight, dbias);
+  const std::vector<float> got = to_host(sums), want = to_host(dbias);
+  EXPECT_EQ(std::memcmp(got.data(), want.data(), got.size() * sizeof(float)), 0)
+      << "dx_sums are not conv2d_backward_filter's dbias bits";
+  Tensor wrong = nan_tensor({3});
+  EXPECT_THROW(backend->batchnorm_backward(x, dy, gamma, saved_mean, saved_inv_std, kEpsilon, dx2,
+                                           dgamma2, dbeta2, true, 0.2f, wrong),
+               Error);
+}
+
 // Two training steps from running mean 0 and variance 1, with update factor f:
 //   running = (1 - f) running + f batch, batch variance unbiased; y uses the biased variance.
 TEST(CpuBatchNorm, TrainingStatisticsAndRunningAveragesOverTwoSteps) {

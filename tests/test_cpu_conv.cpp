@@ -198,7 +198,19 @@ TEST(CpuConv, BothGradientsInOneCallAreTheTwoCalls) {
       else
         EXPECT_TRUE(std::all_of(got.begin(), got.end(), [](float v) { return std::isnan(v); }));
     }
+    // Without dbias (summed by the layer after): the weight gradient alone, dbias not written.
+    Tensor dx3 = nan_tensor(p.x.shape()), dweight3 = nan_tensor(p.weight.shape());
+    backend->conv2d_backward(p.x, p.dy, p.weight, dx3, dweight3, TensorView{});
+    EXPECT_EQ(to_host(dweight3), to_host(dweight)) << "bf16 " << bf16 << ", no dbias";
+    EXPECT_EQ(to_host(dx3), to_host(dx)) << "bf16 " << bf16 << ", no dbias";
   }
+  // One input channel needs dbias: its weight gradient's pass sums it.
+  auto backend = make_cpu_backend(1);
+  ConvProblem one(*backend, 2, 1, 5, 5, 3, 62);
+  Tensor dweight = nan_tensor(one.weight.shape());
+  EXPECT_THROW(backend->conv2d_backward(one.x, one.dy, one.weight, TensorView{}, dweight,
+                                        TensorView{}),
+               Error);
 }
 
 // Per-worker partial sums reduce in worker order: the same thread count gives the same bits on

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -92,6 +93,70 @@ TEST(KernelWalks, PlaneWalkStridesPastTheGridLimits) {
         [&](int64_t, int64_t i) { ++visits[static_cast<size_t>(i)]; });
   }
   expect_each_once(visits, "one plane strided over grid y");
+}
+
+// map_planes_summed's bookkeeping, run on the host: each thread's values between two end_plane
+// calls are the plane's, every (plane, block row) slot of the partials is written by one block
+// only, and the slots of a channel's planes add up to the channel's sum.
+TEST(KernelWalks, PlaneSumsGiveEachSlotOnceAndEachChannelItsValues) {
+  for (const auto& [batch, channels, spatial] :
+       {std::array<int64_t, 3>{3, 4, 5625}, {2, 3, 100}, {1, 2, 1025}, {5, kMaxBlocks / 2 + 3, 9}}) {
+    const int64_t planes = batch * channels;
+    const GridSize grid = plane_grid_size(planes, spatial);
+    std::vector<double> partial(static_cast<size_t>(planes * grid.y), 0.0);
+    std::vector<int> writes(partial.size(), 0);
+    auto value = [&](int64_t i) { return static_cast<double>(i % 7) - 2.5; };
+    for (int64_t bx = 0; bx < grid.x; ++bx)
+      for (int64_t by = 0; by < grid.y; ++by) {
+        std::vector<double> block_sums;  // per plane the block walks, over its threads
+        std::vector<int64_t> block_planes;
+        for (int64_t t = 0; t < kThreadsPerBlock; ++t) {
+          const GridPlace place{bx, by, grid.x, grid.y, t, kThreadsPerBlock};
+          double sum = 0.0;
+          size_t nth_plane = 0;
+          for_each_plane_by_four(
+              place, planes, spatial,
+              [&](int64_t plane, int64_t i, int64_t stride) {
+                for (int k = 0; k < 4; ++k) {
+                  ASSERT_EQ((i + k * stride) / spatial, plane);
+                  sum += value(i + k * stride);
+                }
+              },
+              [&](int64_t plane, int64_t i) {
+                ASSERT_EQ(i / spatial, plane);
+                sum += value(i);
+              },
+              [&](int64_t plane) {
+                if (t == 0) {
+                  block_planes.push_back(plane);
+                  block_sums.push_back(0.0);
+                }
+                ASSERT_LT(nth_plane, block_planes.size()) << "threads of a block disagree";
+                ASSERT_EQ(block_planes[nth_plane], plane) << "threads of a block disagree";
+                block_sums[nth_plane++] += sum;
+                sum = 0.0;
+              });
+          ASSERT_EQ(sum, 0.0) << "values after the last end_plane";
+          ASSERT_EQ(nth_plane, block_planes.size()) << "a thread skipped an end_plane";
+        }
+        for (size_t k = 0; k < block_planes.size(); ++k) {
+          const size_t slot = static_cast<size_t>(block_planes[k] * grid.y + by);
+          partial[slot] = block_sums[k];
+          ++writes[slot];
+        }
+      }
+    EXPECT_TRUE(std::all_of(writes.begin(), writes.end(), [](int w) { return w == 1; }))
+        << batch << " x " << channels << " planes of " << spatial << ": a slot not written once";
+    for (int64_t c = 0; c < channels; ++c) {
+      double from_slots = 0.0, direct = 0.0;
+      for (int64_t n = 0; n < batch; ++n) {
+        for (int64_t y = 0; y < grid.y; ++y)
+          from_slots += partial[static_cast<size_t>((n * channels + c) * grid.y + y)];
+        for (int64_t s = 0; s < spatial; ++s) direct += value((n * channels + c) * spatial + s);
+      }
+      EXPECT_NEAR(from_slots, direct, 1e-9) << "channel " << c;
+    }
+  }
 }
 
 TEST(KernelWalks, PlaneGridIsNeverEmpty) {

@@ -45,7 +45,8 @@ namespace pneumo {
       double epsilon, TensorView y)) \
   OP(batchnorm_backward, (ConstTensorView x, ConstTensorView dy, ConstTensorView gamma, \
       ConstTensorView saved_mean, ConstTensorView saved_inv_std, double epsilon, TensorView dx, \
-      TensorView dgamma, TensorView dbeta, bool relu_gate, float gate_dropout_rate)) \
+      TensorView dgamma, TensorView dbeta, bool relu_gate, float gate_dropout_rate, \
+      TensorView dx_sums)) \
   OP(batchnorm_backward_input, (ConstTensorView x, ConstTensorView dy, ConstTensorView gamma, \
       ConstTensorView saved_mean, ConstTensorView saved_inv_std, ConstTensorView sums, \
       double count, TensorView dx)) \
@@ -166,10 +167,13 @@ class Backend {
   // that ReLU's gradient, so the layer before needs no relu_backward pass of its own.
   // gate_dropout_rate (with relu_gate): x is the output of an inverted dropout at this rate of a
   // ReLU's output, and dx goes through that dropout's gradient too (no dropout_backward pass).
+  // dx_sums (C), unless TensorView{}: dx summed per channel, the gradient of a bias added to the
+  // layer before's output (its convolution's dbias), so that no pass reads dx again for it.
   void batchnorm_backward(ConstTensorView x, ConstTensorView dy, ConstTensorView gamma,
                           ConstTensorView saved_mean, ConstTensorView saved_inv_std, double epsilon,
                           TensorView dx, TensorView dgamma, TensorView dbeta,
-                          bool relu_gate = false, float gate_dropout_rate = 0.0f);
+                          bool relu_gate = false, float gate_dropout_rate = 0.0f,
+                          TensorView dx_sums = {});
   void batchnorm_backward_input(ConstTensorView x, ConstTensorView dy, ConstTensorView gamma,
                                 ConstTensorView saved_mean, ConstTensorView saved_inv_std,
                                 ConstTensorView sums, double count, TensorView dx);

@@ -53,9 +53,10 @@ struct ModelConfig {
   bool fused_block_tails = false;
   // Without fused tails: each block's batch-norm backward also applies the gradient of the
   // convolution's ReLU and of the dropout between them (Backend::batchnorm_backward's relu_gate
-  // and gate_dropout_rate), one or two passes fewer per block. The same gradients (zeros aside,
-  // whose sign may differ where dropout dropped an element); off only to compare the two in
-  // tests.
+  // and gate_dropout_rate) and sums the convolution's bias gradient (dx_sums; conv2..conv5), one
+  // to three passes fewer per block. The same gradients (zeros aside, whose sign may differ where
+  // dropout dropped an element; on a GPU the bias gradient's sums in another order); off only to
+  // compare the two in tests.
   bool relu_gate_in_batchnorm = true;
 };
 

@@ -113,11 +113,12 @@ void Backend::batchnorm_forward_inference(ConstTensorView x, ConstTensorView gam
 void Backend::batchnorm_backward(ConstTensorView x, ConstTensorView dy, ConstTensorView gamma,
                                  ConstTensorView saved_mean, ConstTensorView saved_inv_std,
                                  double epsilon, TensorView dx, TensorView dgamma,
-                                 TensorView dbeta, bool relu_gate, float gate_dropout_rate) {
+                                 TensorView dbeta, bool relu_gate, float gate_dropout_rate,
+                                 TensorView dx_sums) {
   ops::check_batchnorm_backward(device(), x, dy, gamma, saved_mean, saved_inv_std, epsilon, dx,
-                                dgamma, dbeta, relu_gate, gate_dropout_rate);
+                                dgamma, dbeta, relu_gate, gate_dropout_rate, dx_sums);
   batchnorm_backward_impl(x, dy, gamma, saved_mean, saved_inv_std, epsilon, dx, dgamma, dbeta,
-                          relu_gate, gate_dropout_rate);
+                          relu_gate, gate_dropout_rate, dx_sums);
   observe("batchnorm_backward", x.shape);
 }
 

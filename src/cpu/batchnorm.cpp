@@ -72,7 +72,9 @@ void CpuBackend::batchnorm_backward_impl(ConstTensorView x, ConstTensorView dy,
                                          ConstTensorView gamma, ConstTensorView saved_mean,
                                          ConstTensorView saved_inv_std, double /*epsilon*/,
                                          TensorView dx, TensorView dgamma, TensorView dbeta,
-                                         bool relu_gate, float gate_dropout_rate) {
+                                         bool relu_gate, float gate_dropout_rate,
+                                         TensorView dx_sums) {
+  const bool sums = dx_sums.shape.rank() != 0;
   const ChannelLayout layout = channel_layout(x.shape);
   const float kept = dropout_multiplier_from_keep(true, gate_dropout_rate);
   const double count = static_cast<double>(layout.count());
@@ -96,6 +98,10 @@ void CpuBackend::batchnorm_backward_impl(ConstTensorView x, ConstTensorView dy,
                                                          mean_dy_xhat),
                                 kept);
       });
+      // As conv2d_backward_filter sums its dbias (the same values in the same order: its bits).
+      if (sums)
+        dx_sums.data[c] = static_cast<float>(
+            channel_sum(layout, c, [&](int64_t i) { return double{dx.data[i]}; }));
     }
   });
 }

@@ -176,7 +176,9 @@ void CpuBackend::conv2d_backward_filter_impl(ConstTensorView x, ConstTensorView 
   if (bf16) round_all_to_bf16(dweight.data, weight_count);
 
   // dbias[k] = sum of dy over (N, H, W), in double, in batch-norm's order (channel_sum's four
-  // accumulators: one made every add wait for the last); channels are independent.
+  // accumulators: one made every add wait for the last); channels are independent. Not asked for
+  // (conv2d_backward's TensorView{}): summed by the layer after.
+  if (dbias.shape.rank() == 0) return;
   const ChannelLayout layout{g.batch, g.out_channels, g.pixels()};
   pool_.parallel_for(g.out_channels, [&](int64_t begin, int64_t end, int /*worker*/) {
     for (int64_t k = begin; k < end; ++k)
@@ -185,7 +187,8 @@ void CpuBackend::conv2d_backward_filter_impl(ConstTensorView x, ConstTensorView 
   });
 }
 
-// The two calls: the CPU has no conversion or launch to share between them.
+// The two calls (dbias, when asked for, with the weight's): the CPU has no conversion or launch to
+// share between them.
 void CpuBackend::conv2d_backward_impl(ConstTensorView x, ConstTensorView dy,
                                       ConstTensorView weight, TensorView dx, TensorView dweight,
                                       TensorView dbias) {

@@ -61,7 +61,7 @@ TuningCache::Hit Chooser::recall(Choice& choice) {
 }
 
 void Chooser::check_recalled(Choice& choice, const Candidate& cudnn, const Candidate& kernel,
-                             std::initializer_list<Output> outputs, int64_t batch) {
+                             const std::vector<Output>& outputs, int64_t batch) {
   if (choice.kernel) {
     choice.rejected = disagreement(cudnn, kernel, outputs);
     if (!choice.rejected.empty()) {
@@ -80,7 +80,7 @@ void Chooser::check_recalled(Choice& choice, const Candidate& cudnn, const Candi
 }
 
 void Chooser::decide(Choice& choice, Implementation option, const Candidate& cudnn,
-                     const Candidate& kernel, std::initializer_list<Output> outputs) {
+                     const Candidate& kernel, const std::vector<Output>& outputs) {
   if (choice.decided) return;
   if (option != Implementation::Fastest) {
     choice.kernel = option == Implementation::Kernel;
@@ -110,19 +110,19 @@ void Chooser::decide(Choice& choice, Implementation option, const Candidate& cud
 }
 
 void Chooser::run(Choice& choice, Implementation option, const Candidate& cudnn,
-                  const Candidate& kernel, std::initializer_list<Output> outputs) {
+                  const Candidate& kernel, const std::vector<Output>& outputs) {
   decide(choice, option, cudnn, kernel, outputs);
   (choice.kernel ? kernel : cudnn)(Run::Kept);
 }
 
 void Chooser::run(Choice& choice, Implementation option, const std::function<void()>& cudnn,
-                  const std::function<void()>& kernel, std::initializer_list<Output> outputs) {
+                  const std::function<void()>& kernel, const std::vector<Output>& outputs) {
   run(choice, option, Candidate([&cudnn](Run) { cudnn(); }),
       Candidate([&kernel](Run) { kernel(); }), outputs);
 }
 
 std::string Chooser::disagreement(const Candidate& cudnn, const Candidate& kernel,
-                                  std::initializer_list<Output> outputs) {
+                                  const std::vector<Output>& outputs) {
   // Large outputs are compared on their first and last 2^20 values (first and last images, edges
   // and all), each part on its own so that a message's index is the tensor's, without copying
   // hundreds of MB to the host on the first step.

@@ -63,19 +63,19 @@ class Chooser {
   // Decides `choice` if it is not decided yet, then runs the kept candidate (Run::Kept). The
   // trial runs write the same outputs; the kept call writes them last.
   void run(Choice& choice, Implementation option, const Candidate& cudnn, const Candidate& kernel,
-           std::initializer_list<Output> outputs);
+           const std::vector<Output>& outputs);
   // Candidates that behave the same in trial and for real.
   void run(Choice& choice, Implementation option, const std::function<void()>& cudnn,
-           const std::function<void()>& kernel, std::initializer_list<Output> outputs);
+           const std::function<void()>& kernel, const std::vector<Output>& outputs);
 
  private:
   void decide(Choice& choice, Implementation option, const Candidate& cudnn,
-              const Candidate& kernel, std::initializer_list<Output> outputs);
+              const Candidate& kernel, const std::vector<Output>& outputs);
   float mean_ms(const Candidate& candidate);  // 1 warm-up, then the mean of 5, by CUDA events
   // Empty when `kernel` writes what `cudnn` writes (outputs over 2^21 values on their first and
   // last 2^20, each part against its own largest magnitude), else where they differ.
   std::string disagreement(const Candidate& cudnn, const Candidate& kernel,
-                           std::initializer_list<Output> outputs);
+                           const std::vector<Output>& outputs);
 
   // The cached decision for `choice`'s key, if any, applied to `choice`; the cache's hit (decision
   // null when nothing was applied).
@@ -84,7 +84,7 @@ class Chooser {
   // (when it is the one kept) compared with cuDNN on this shape, cuDNN kept instead when they
   // disagree; the outcome stored under this shape's key.
   void check_recalled(Choice& choice, const Candidate& cudnn, const Candidate& kernel,
-                      std::initializer_list<Output> outputs, int64_t batch);
+                      const std::vector<Output>& outputs, int64_t batch);
 
   cudaStream_t stream_ = nullptr;
   TuningCache* cache_ = nullptr;

@@ -225,6 +225,7 @@ std::vector<ImplementationChoice> CudaBackend::implementation_choices() const {
     add("batchnorm_forward_training", key, plan.forward);
     add("batchnorm_backward", key, plan.backward);
     add("batchnorm_backward (ReLU gate)", key, plan.backward_relu_gate);
+    add("batchnorm_backward (ReLU gate, dx sums)", key, plan.backward_relu_gate_sums);
   }
   for (const auto& [key, plan] : conv_plans_) {
     add("conv2d_forward", {key[0], key[1], key[2], key[3]}, plan.single_channel);
@@ -338,7 +339,8 @@ CudaBackend::BatchNormPlan& CudaBackend::batchnorm_plan(const Shape& x_shape) {
                      cuda::TensorDescriptor::create(),
                      Choice({"batchnorm_forward_training", dims}),
                      Choice({"batchnorm_backward", dims}),
-                     Choice({"batchnorm_backward_relu_gate", dims})};
+                     Choice({"batchnorm_backward_relu_gate", dims}),
+                     Choice({"batchnorm_backward_relu_gate_sums", dims})};
   PNEUMO_CUDNN_CHECK(
       cudnnDeriveBNTensorDescriptor(plan.stats.get(), plan.x.get(), CUDNN_BATCHNORM_SPATIAL),
       "batchnorm x=", x_shape.str());
@@ -421,19 +423,28 @@ void CudaBackend::batchnorm_backward_impl(ConstTensorView x, ConstTensorView dy,
                                           ConstTensorView gamma, ConstTensorView saved_mean,
                                           ConstTensorView saved_inv_std, double epsilon,
                                           TensorView dx, TensorView dgamma, TensorView dbeta,
-                                          bool relu_gate, float gate_dropout_rate) {
+                                          bool relu_gate, float gate_dropout_rate,
+                                          TensorView dx_sums) {
   PNEUMO_NVTX_RANGE("batchnorm_backward");
-  const float kept = dropout_multiplier_from_keep(true, gate_dropout_rate);
   constexpr const char* op = "batchnorm_backward";
+  const float kept = dropout_multiplier_from_keep(true, gate_dropout_rate);
+  const bool sums = dx_sums.shape.rank() != 0;
   const int64_t c = nchw(x.shape, op)[1];
   BatchNormPlan& plan = batchnorm_plan(x.shape);
   const std::array<int64_t, 4> dims = nchw(x.shape, op);
   const int64_t batch = dims[0], spatial = dims[2] * dims[3];
   const kernels::BiasReduction split = reduction(batch, c);
-  ensure_workspace(static_cast<size_t>(kernels::batchnorm_scratch_floats(split, c)) *
+  ensure_workspace(static_cast<size_t>(kernels::batchnorm_scratch_floats(split, c) +
+                                       (sums ? kernels::batchnorm_dx_sums_floats(batch, c, spatial)
+                                             : 0)) *
                    sizeof(float));
+  Choice& choice = sums ? plan.backward_relu_gate_sums
+                        : (relu_gate ? plan.backward_relu_gate : plan.backward);
+  std::vector<cuda::Output> outputs{
+      {dx.data, dx.numel(), "dx"}, {dgamma.data, c, "dgamma"}, {dbeta.data, c, "dbeta"}};
+  if (sums) outputs.push_back({dx_sums.data, c, "dx_sums"});
   chooser_.run(
-      relu_gate ? plan.backward_relu_gate : plan.backward, options_.batchnorm,
+      choice, options_.batchnorm,
       [&] {
         // alpha/beta pairs (1, 0): dx, dgamma and dbeta are overwritten, not accumulated.
         PNEUMO_CUDNN_CHECK(
@@ -443,17 +454,19 @@ void CudaBackend::batchnorm_backward_impl(ConstTensorView x, ConstTensorView dy,
                 dgamma.data, dbeta.data, epsilon, saved_mean.data, saved_inv_std.data),
             op, " x=", x.shape.str(), " epsilon=", epsilon);
         // cuDNN's legacy backward has no ReLU gate: our ReLU backward (and the dropout's kept
-        // multiplier), in place, one more pass.
+        // multiplier), in place, one more pass; and the sums, another.
         if (relu_gate)
           kernels::relu_backward(x.data, dx.data, dx.data, dx.numel(), stream_.get(), kept);
+        if (sums) bias_gradient_kernel(dx.data, dx_sums.data, batch, c, spatial);
       },
       [&] {
         kernels::batchnorm_backward(x.data, dy.data, gamma.data, saved_mean.data,
                                     saved_inv_std.data, dx.data, dgamma.data, dbeta.data,
                                     reinterpret_cast<float*>(workspace_.data()), split, batch, c,
-                                    spatial, stream_.get(), relu_gate, kept);
+                                    spatial, stream_.get(), relu_gate, kept,
+                                    sums ? dx_sums.data : nullptr);
       },
-      {{dx.data, dx.numel(), "dx"}, {dgamma.data, c, "dgamma"}, {dbeta.data, c, "dbeta"}});
+      outputs);
 }
 
 // Our kernel only: cuDNN's legacy API has no backward from sums given.

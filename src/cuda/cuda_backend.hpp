@@ -167,9 +167,10 @@ class CudaBackend final : public Backend {
   struct BatchNormPlan {
     cuda::TensorDescriptor x;      // (N, C, H, W); (N, F) is taken as (N, F, 1, 1)
     cuda::TensorDescriptor stats;  // (1, C, 1, 1), derived by cuDNN for spatial mode
-    // Training forward and backward (without and with the ReLU gate: cuDNN pays a pass for it,
-    // our kernel does not, so each is decided on its own): cuDNN or kernels/batchnorm.cu.
-    Choice forward, backward, backward_relu_gate;
+    // Training forward and backward (without and with the ReLU gate, and the gate with dx's
+    // channel sums: cuDNN pays a pass for each, our kernel does not, so each is decided on its
+    // own): cuDNN or kernels/batchnorm.cu.
+    Choice forward, backward, backward_relu_gate, backward_relu_gate_sums;
   };
   using ShapeKey = std::array<int64_t, 4>;
 

@@ -480,9 +480,10 @@ void CudaBackend::conv2d_backward_filter_impl(ConstTensorView x, ConstTensorView
   PNEUMO_NVTX_RANGE("conv2d_backward_filter");
   constexpr const char* op = "conv2d_backward_filter";
   const int64_t k = dweight.shape[0];
+  const bool bias = dbias.shape.rank() != 0;  // conv2d_backward's TensorView{}: summed after
   if (x.numel() == 0) {  // empty batch: the sums over it are zero
     zero_bytes(dweight.data, Device::Cuda, static_cast<size_t>(dweight.numel()) * sizeof(float));
-    zero_bytes(dbias.data, Device::Cuda, static_cast<size_t>(k) * sizeof(float));
+    if (bias) zero_bytes(dbias.data, Device::Cuda, static_cast<size_t>(k) * sizeof(float));
     return;
   }
   ConvPlan& plan = conv_plan(x.shape, k);
@@ -531,7 +532,7 @@ void CudaBackend::conv2d_backward_filter_impl(ConstTensorView x, ConstTensorView
                  },
                  {{dweight.data, dweight.numel(), "dweight"}});
   }
-  conv_bias_gradient(plan, dy, dbias);
+  if (bias) conv_bias_gradient(plan, dy, dbias);
 }
 
 // dbias (K) = sum of dy over N, H, W.
@@ -559,7 +560,7 @@ void CudaBackend::conv2d_backward_impl(ConstTensorView x, ConstTensorView dy,
     PNEUMO_NVTX_RANGE("conv2d_backward");
     ConvPlan& plan = conv_plan(x.shape, weight.shape[0]);
     conv_backward_bf16(plan, x, dy, weight, dx, dweight);
-    conv_bias_gradient(plan, dy, dbias);
+    if (dbias.shape.rank() != 0) conv_bias_gradient(plan, dy, dbias);
     return;
   }
   conv2d_backward_filter_impl(x, dy, dweight, dbias);

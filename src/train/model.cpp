@@ -92,6 +92,11 @@ class Conv2dRelu final : public Layer {
   // The block's batch-norm applies it after a training forward (its ReLU gate); after an
   // inference forward it does not, so that Grad-CAM reads the gradient of this layer's output.
   void receive_training_gradient_through_relu() { training_gradient_through_relu_ = true; }
+  // After a training forward the bias gradient is summed by the batch-norm after (its dx_sums,
+  // written into bias_gradient()), so this layer's backward does not read dz again for it.
+  void bias_gradient_from_next_layer(bool from_next) { bias_from_next_ = from_next; }
+  TensorView bias_gradient() const { return db_; }
+  int64_t in_channels() const { return in_; }
   ConstTensorView backward(Backend& backend, ConstTensorView dy) override {
     PNEUMO_NVTX_RANGE("conv backward");
     ConstTensorView dz = dy;
@@ -102,7 +107,7 @@ class Conv2dRelu final : public Layer {
     }
     // Both gradients in one call (under --precision bf16 CUDA converts dz once for the two).
     const TensorView dx = dx_.numel() == 0 ? TensorView{} : batch_view(dx_, x_.shape);
-    backend.conv2d_backward(x_, dz, w_, dx, dw_, db_);
+    backend.conv2d_backward(x_, dz, w_, dx, dw_, bias_from_next_ && training_ ? TensorView{} : db_);
     if (dx_.numel() == 0) return {};
     return dx;
   }
@@ -115,6 +120,7 @@ class Conv2dRelu final : public Layer {
   Tensor y_, dz_, dx_;
   ConstTensorView x_;
   bool gradient_through_relu_ = false, training_gradient_through_relu_ = false, training_ = true;
+  bool bias_from_next_ = false;
 };
 
 class Dropout final : public Layer {
@@ -198,6 +204,7 @@ class BatchNorm2d final : public Layer {
     // Synchronised, dx is computed again after the op and gated apart: the dropout before it
     // applies its own gradient.
     if (dropout_) dropout_->gradient_applied_by_next_layer(group_ == nullptr);
+    if (conv_) conv_->bias_gradient_from_next_layer(group_ == nullptr);
     if (group_ && sums_.numel() == 0) {
       // Zeros, not empty(): the training op with average factor 1 computes 0 * old + batch, and
       // 0 * a NaN left in recycled memory is NaN (seen: a run whose data cache had just been
@@ -222,14 +229,18 @@ class BatchNorm2d final : public Layer {
       backend.batchnorm_forward_inference(x, gamma_v_, beta_v_, mean_v_, var_v_, epsilon_, y);
     return y;
   }
-  // x is a ReLU's output (the block's convolution, maybe through `dropout`): after a training
-  // forward the backward returns the gradient through that ReLU (and the dropout) as well, and
-  // the convolution skips its relu_backward (the dropout its backward). After an inference
-  // forward (Grad-CAM) it returns d its input.
-  void gate_relu(Dropout* dropout) {
+  // x is a ReLU's output (`conv`'s, maybe through `dropout`): after a training forward the
+  // backward returns the gradient through that ReLU (and the dropout) as well, and the
+  // convolution skips its relu_backward (the dropout its backward); it also sums that gradient
+  // into the convolution's bias gradient (more than one input channel: the one-channel weight
+  // gradient sums it in its own pass). After an inference forward (Grad-CAM) it returns d its
+  // input.
+  void gate_relu(Dropout* dropout, Conv2dRelu* conv) {
     relu_gate_ = true;
     dropout_ = dropout;
+    conv_ = conv->in_channels() > 1 ? conv : nullptr;
     if (dropout_) dropout_->gradient_applied_by_next_layer(group_ == nullptr);
+    if (conv_) conv_->bias_gradient_from_next_layer(group_ == nullptr);
   }
   ConstTensorView backward(Backend& backend, ConstTensorView dy) override {
     PNEUMO_NVTX_RANGE("batchnorm backward");
@@ -245,7 +256,8 @@ class BatchNorm2d final : public Layer {
     // every rank's sums, then gated.
     const bool gate = relu_gate_ && !group_;
     backend.batchnorm_backward(x_, dy, gamma_v_, saved_mean_, saved_inv_std_, epsilon_, dx,
-                               dgamma_, dbeta_, gate, gate && dropout_ ? dropout_->rate() : 0.0f);
+                               dgamma_, dbeta_, gate, gate && dropout_ ? dropout_->rate() : 0.0f,
+                               gate && conv_ ? conv_->bias_gradient() : TensorView{});
     if (group_) {
       backward_synchronised(backend, dy, dx);
       if (relu_gate_) backend.relu_backward(x_, dx, dx);
@@ -329,6 +341,7 @@ class BatchNorm2d final : public Layer {
   Tensor y_, dx_, saved_mean_, saved_inv_std_, zeros_;
   Communicator* group_ = nullptr;
   Dropout* dropout_ = nullptr;  // between the ReLU and this layer, its gradient folded in
+  Conv2dRelu* conv_ = nullptr;  // whose bias gradient this layer's backward sums
   Tensor local_mean_, local_var_, batch_var_, sums_;
   double count_ = 0.0;  // values per channel over every rank in the last training forward
   ConstTensorView x_;
@@ -635,6 +648,7 @@ Model::Model(Backend& backend, ModelConfig config, int max_batch)
       layers_.push_back(std::move(tail));
     } else {
       if (config_.relu_gate_in_batchnorm) conv->receive_training_gradient_through_relu();
+      Conv2dRelu* gated_conv = conv.get();
       layers_.push_back(std::move(conv));
       Dropout* dropout = nullptr;
       if (rate > 0.0f) {
@@ -645,7 +659,7 @@ Model::Model(Backend& backend, ModelConfig config, int max_batch)
       auto norm = std::make_unique<BatchNorm2d>("bn" + id, config_.channels[block],
                                                 config_.batchnorm_momentum,
                                                 config_.batchnorm_epsilon);
-      if (config_.relu_gate_in_batchnorm) norm->gate_relu(dropout);
+      if (config_.relu_gate_in_batchnorm) norm->gate_relu(dropout, gated_conv);
       norm->register_parameters(params, parameter_infos_, buffers, buffer_infos_);
       norms.push_back(norm.get());
       layers_.push_back(std::move(norm));

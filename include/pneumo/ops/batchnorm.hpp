@@ -17,7 +17,9 @@
 //   gate_dropout_rate r as well (x = dropout at rate r of a ReLU's output), dx is then the
 //   gradient through that dropout too: times 1 / (1 - r) (dropout_multiplier_from_keep(true, r)),
 //   since x > 0 only where the mask kept the element; the same bits as dropout_backward after the
-//   gated op (its mask is not drawn);
+//   gated op (its mask is not drawn). dx_sums (C), when given: the final dx summed over (N, H, W)
+//   per channel (the bias gradient of the convolution whose output x is), summed as
+//   conv2d_backward_filter sums its dbias on the CPU, in the backend's own order on a GPU;
 // - backward input: dx alone, from the channel sums of a batch that may be larger than x
 //   (synchronised batch-norm across data-parallel ranks): sums (2, C) holds sum dy (row 0) and
 //   sum dy xhat (row 1) over `count` values per channel, xhat = (x - saved_mean) saved_inv_std,
@@ -120,7 +122,8 @@ inline void check_batchnorm_backward(Device device, ConstTensorView x, ConstTens
                                      ConstTensorView saved_inv_std, double epsilon,
                                      ConstTensorView dx, ConstTensorView dgamma,
                                      ConstTensorView dbeta, bool relu_gate = false,
-                                     float gate_dropout_rate = 0.0f) {
+                                     float gate_dropout_rate = 0.0f,
+                                     ConstTensorView dx_sums = {}) {
   const char* op = "batchnorm_backward";
   const ChannelLayout layout =
       checked_batchnorm_backward(device, op, x, dy, gamma, saved_mean, saved_inv_std, dx);
@@ -131,6 +134,10 @@ inline void check_batchnorm_backward(Device device, ConstTensorView x, ConstTens
                ": gate_dropout_rate ", gate_dropout_rate, " outside [0, 1)");
   PNEUMO_CHECK(relu_gate || gate_dropout_rate == 0.0f, op, ": gate_dropout_rate ",
                gate_dropout_rate, " without relu_gate (the dropout's gradient rides on the gate)");
+  if (dx_sums.shape.rank() != 0) {  // TensorView{}: not asked for
+    expect_on(device, op, {{"dx_sums", dx_sums}});
+    expect_shape(op, "dx_sums", dx_sums.shape, layout.channel_shape());
+  }
 }
 
 inline void check_batchnorm_backward_input(Device device, ConstTensorView x, ConstTensorView dy,

@@ -15,7 +15,9 @@
 //   the CUDA backend converts dy to bfloat16 once for both). When x is the very view the last
 //   conv2d_forward with this weight read, it must hold what it held then (as any framework's
 //   saved tensors must): the backend may reuse what that forward derived from it (CUDA, bf16:
-//   x's bfloat16 copy). A different view, or another shape, is read afresh;
+//   x's bfloat16 copy). A different view, or another shape, is read afresh. dbias may be
+//   TensorView{} with more than one input channel: the layer after summed dy already
+//   (Backend::batchnorm_backward's dx_sums);
 // - precision: float32, except under --precision bf16 (BackendOptions::bf16), where
 //   each convolution with more than one input channel rounds its operands (x, weight, dy) to
 //   bfloat16 (round to nearest even, kernels/bf16.hpp), accumulates in float32, and rounds its
@@ -68,12 +70,17 @@ inline void check_conv2d_backward(Device device, ConstTensorView x, ConstTensorV
                                   ConstTensorView weight, ConstTensorView dx,
                                   ConstTensorView dweight, ConstTensorView dbias) {
   const char* op = "conv2d_backward";
-  expect_on(device, op, {{"x", x}, {"dy", dy}, {"weight", weight}, {"dweight", dweight},
-                         {"dbias", dbias}});
+  expect_on(device, op, {{"x", x}, {"dy", dy}, {"weight", weight}, {"dweight", dweight}});
   const ConvGeometry g = checked_conv_geometry(op, "x", x.shape, weight.shape);
   expect_shape(op, "dy", dy.shape, g.output());
   expect_shape(op, "dweight", dweight.shape, g.weight());
-  expect_shape(op, "dbias", dbias.shape, Shape{g.out_channels});
+  if (dbias.shape.rank() != 0) {
+    expect_on(device, op, {{"dbias", dbias}});
+    expect_shape(op, "dbias", dbias.shape, Shape{g.out_channels});
+  } else {
+    PNEUMO_CHECK(g.in_channels > 1, op, ": dbias is needed with one input channel (its weight ",
+                 "gradient's pass sums it)");
+  }
   if (dx.shape.rank() == 0) return;  // TensorView{}: no input gradient asked for
   expect_on(device, op, {{"dx", dx}});
   expect_shape(op, "dx", dx.shape, x.shape);
