@@ -216,15 +216,21 @@ __global__ void input_gradient_sums_kernel(const float* x, const float* dy, floa
   });
 }
 
-// sums[c] = the partials of channel c's planes (image by image, block row by block row, in that
-// order), one thread per channel.
+// sums[c] = the partials of channel c's planes, a block per channel: thread t adds partials
+// t, t + 256, ... of the channel's batch x rows (image by image, block row by block row), then
+// block_sum's fixed tree. A thread per channel would wait on each of batch x rows loads in turn
+// (1,536 for conv2 at batch 256).
 __global__ void plane_sums_total_kernel(const float* partial, float* sums, int64_t batch,
                                         int64_t channels, int64_t rows) {
-  for (int64_t c = global_thread_index(); c < channels; c += grid_stride()) {
+  const int64_t count = batch * rows;
+  for (int64_t c = blockIdx.x; c < channels; c += gridDim.x) {
     float sum = 0.0f;
-    for (int64_t n = 0; n < batch; ++n)
-      for (int64_t y = 0; y < rows; ++y) sum += partial[(n * channels + c) * rows + y];
-    sums[c] = sum;
+    for (int64_t j = threadIdx.x; j < count; j += blockDim.x) {
+      const int64_t n = j / rows, y = j - n * rows;
+      sum += partial[(n * channels + c) * rows + y];
+    }
+    sum = block_sum(sum);
+    if (threadIdx.x == 0) sums[c] = sum;
   }
 }
 
@@ -538,7 +544,8 @@ void batchnorm_backward(const float* x, const float* dy, const float* gamma,
       x, dy, dx, saved_mean, saved_inv_std, factors, batch * channels, channels, spatial,
       relu_gate, kept, partial);
   PNEUMO_LAUNCH_CHECK("input_gradient_sums_kernel", "total=", total);
-  plane_sums_total_kernel<<<blocks_for(channels), kThreadsPerBlock, 0, stream>>>(
+  plane_sums_total_kernel<<<static_cast<unsigned int>(std::min<int64_t>(channels, kMaxBlocks)),
+                            kThreadsPerBlock, 0, stream>>>(
       partial, dx_sums, batch, channels, static_cast<int64_t>(planes.y));
   PNEUMO_LAUNCH_CHECK("plane_sums_total_kernel", "channels=", channels);
 }
