@@ -181,39 +181,37 @@ __global__ void gradient_finalize_kernel(const float* partial, int64_t channels,
   }
 }
 
-// dx from x, dy and the channel's factors, four values per thread (map_planes); with relu_gate,
-// through the ReLU that produced x as well (and the dropout between them: `kept`, relu_gated).
-__global__ void input_gradient_kernel(const float* x, const float* dy, float* dx,
-                                      const float* mean, const float* inv_std,
-                                      const BatchNormGradientFactors* factors, int64_t planes,
-                                      int64_t channels, int64_t spatial, bool relu_gate,
-                                      float kept) {
-  map_planes(dx, x, dy, planes, spatial, [&](int64_t plane, float xv, float dyv) {
+// An element's dx from x, dy and its channel's factors; with relu_gate, through the ReLU that
+// produced x as well (and the dropout between them: `kept`, relu_gated).
+struct InputGradient {
+  const float *mean, *inv_std;
+  const BatchNormGradientFactors* factors;
+  int64_t channels;
+  bool relu_gate;
+  float kept;
+  __device__ float operator()(int64_t plane, float xv, float dyv) const {
     const int64_t c = mod_index(plane, channels);
     return relu_gated(relu_gate, xv,
                       pneumo::batchnorm_input_gradient(xv, dyv, mean[c], inv_std[c],
                                                        factors[c].scale, factors[c].mean_dy,
                                                        factors[c].mean_dy_xhat),
                       kept);
-  });
+  }
+};
+
+// dx over (planes, spatial), four values per thread (map_planes).
+__global__ void input_gradient_kernel(const float* x, const float* dy, float* dx, InputGradient g,
+                                      int64_t planes, int64_t spatial) {
+  map_planes(dx, x, dy, planes, spatial, g);
 }
 
-// input_gradient_kernel, and each (plane, block row)'s sum of dx into partial (map_planes_summed):
-// the per-channel sums of dx come out of the same pass (the bias gradient of the convolution
-// before, Backend::batchnorm_backward's dx_sums).
+// The same, and each (plane, block row)'s sum of dx into partial (map_planes_summed): the
+// per-channel sums of dx come out of the same pass (the bias gradient of the convolution before,
+// Backend::batchnorm_backward's dx_sums).
 __global__ void input_gradient_sums_kernel(const float* x, const float* dy, float* dx,
-                                           const float* mean, const float* inv_std,
-                                           const BatchNormGradientFactors* factors, int64_t planes,
-                                           int64_t channels, int64_t spatial, bool relu_gate,
-                                           float kept, float* partial) {
-  map_planes_summed(dx, x, dy, planes, spatial, partial, [&](int64_t plane, float xv, float dyv) {
-    const int64_t c = mod_index(plane, channels);
-    return relu_gated(relu_gate, xv,
-                      pneumo::batchnorm_input_gradient(xv, dyv, mean[c], inv_std[c],
-                                                       factors[c].scale, factors[c].mean_dy,
-                                                       factors[c].mean_dy_xhat),
-                      kept);
-  });
+                                           InputGradient g, int64_t planes, int64_t spatial,
+                                           float* partial) {
+  map_planes_summed(dx, x, dy, planes, spatial, partial, g);
 }
 
 // sums[c] = the partials of channel c's planes, a block per channel: thread t adds partials
@@ -530,10 +528,10 @@ void batchnorm_backward(const float* x, const float* dy, const float* gamma,
       scratch, channels, r.chunks, static_cast<double>(batch * spatial), gamma, saved_inv_std,
       dgamma, dbeta, factors);
   PNEUMO_LAUNCH_CHECK("gradient_finalize_kernel", "channels=", channels);
+  const InputGradient element{saved_mean, saved_inv_std, factors, channels, relu_gate, kept};
   if (!dx_sums) {
     input_gradient_kernel<<<plane_grid(batch * channels, spatial), kThreadsPerBlock, 0, stream>>>(
-        x, dy, dx, saved_mean, saved_inv_std, factors, batch * channels, channels, spatial,
-        relu_gate, kept);
+        x, dy, dx, element, batch * channels, spatial);
     PNEUMO_LAUNCH_CHECK("input_gradient_kernel", "total=", total);
     return;
   }
@@ -541,8 +539,7 @@ void batchnorm_backward(const float* x, const float* dy, const float* gamma,
   float* partial = scratch + batchnorm_scratch_floats(r, channels);
   const dim3 planes = plane_grid(batch * channels, spatial);
   input_gradient_sums_kernel<<<planes, kThreadsPerBlock, 0, stream>>>(
-      x, dy, dx, saved_mean, saved_inv_std, factors, batch * channels, channels, spatial,
-      relu_gate, kept, partial);
+      x, dy, dx, element, batch * channels, spatial, partial);
   PNEUMO_LAUNCH_CHECK("input_gradient_sums_kernel", "total=", total);
   plane_sums_total_kernel<<<static_cast<unsigned int>(std::min<int64_t>(channels, kMaxBlocks)),
                             kThreadsPerBlock, 0, stream>>>(
@@ -562,9 +559,10 @@ void batchnorm_backward_input(const float* x, const float* dy, const float* gamm
   factors_from_sums_kernel<<<blocks_for(channels), kThreadsPerBlock, 0, stream>>>(
       sums, channels, count, gamma, saved_inv_std, factors);
   PNEUMO_LAUNCH_CHECK("factors_from_sums_kernel", "channels=", channels);
+  const InputGradient element{saved_mean, saved_inv_std, factors, channels, /*relu_gate=*/false,
+                              /*kept=*/1.0f};
   input_gradient_kernel<<<plane_grid(batch * channels, spatial), kThreadsPerBlock, 0, stream>>>(
-      x, dy, dx, saved_mean, saved_inv_std, factors, batch * channels, channels, spatial,
-      /*relu_gate=*/false, /*kept=*/1.0f);
+      x, dy, dx, element, batch * channels, spatial);
   PNEUMO_LAUNCH_CHECK("input_gradient_kernel", "total=", total);
 }
 

@@ -113,10 +113,13 @@ __device__ __forceinline__ void map_planes(Out* out, const A* a, int64_t planes,
       [&](int64_t plane, int64_t i) { out[i] = f(plane, a[i]); });
 }
 
-// out[i] = f(plane, a[i], b[i]), the same way (eight loads in flight per thread).
-template <class Out, class A, class B, class F>
+// out[i] = f(plane, a[i], b[i]), the same way (eight loads in flight per thread); each(out[i])
+// sees every value this thread wrote, in order, and end_plane(plane) follows each plane's
+// (for_each_plane_by_four's hook).
+template <class Out, class A, class B, class F, class Each, class EndPlane>
 __device__ __forceinline__ void map_planes(Out* out, const A* a, const B* b, int64_t planes,
-                                           int64_t spatial, F&& f) {
+                                           int64_t spatial, F&& f, Each&& each,
+                                           EndPlane&& end_plane) {
   for_each_plane_by_four(
       grid_place(), planes, spatial,
       [&](int64_t plane, int64_t i, int64_t stride) {
@@ -125,8 +128,19 @@ __device__ __forceinline__ void map_planes(Out* out, const A* a, const B* b, int
         Four<Out> r;
         for (int k = 0; k < 4; ++k) r.v[k] = f(plane, va.v[k], vb.v[k]);
         store_four(out, i, stride, r);
+        for (int k = 0; k < 4; ++k) each(r.v[k]);
       },
-      [&](int64_t plane, int64_t i) { out[i] = f(plane, a[i], b[i]); });
+      [&](int64_t plane, int64_t i) {
+        const Out r = f(plane, a[i], b[i]);
+        out[i] = r;
+        each(r);
+      },
+      end_plane);
+}
+template <class Out, class A, class B, class F>
+__device__ __forceinline__ void map_planes(Out* out, const A* a, const B* b, int64_t planes,
+                                           int64_t spatial, F&& f) {
+  map_planes(out, a, b, planes, spatial, f, [](Out) {}, [](int64_t) {});
 }
 
 // map_planes with two inputs, and the sum of each plane's outputs: block (x, y) writes the sum of
@@ -137,21 +151,8 @@ __device__ __forceinline__ void map_planes_summed(Out* out, const A* a, const B*
                                                   int64_t planes, int64_t spatial, float* partial,
                                                   F&& f) {
   float sum = 0.0f;
-  for_each_plane_by_four(
-      grid_place(), planes, spatial,
-      [&](int64_t plane, int64_t i, int64_t stride) {
-        const Four<A> va = load_four(a, i, stride);
-        const Four<B> vb = load_four(b, i, stride);
-        Four<Out> r;
-        for (int k = 0; k < 4; ++k) r.v[k] = f(plane, va.v[k], vb.v[k]);
-        store_four(out, i, stride, r);
-        for (int k = 0; k < 4; ++k) sum += r.v[k];
-      },
-      [&](int64_t plane, int64_t i) {
-        const Out r = f(plane, a[i], b[i]);
-        out[i] = r;
-        sum += r;
-      },
+  map_planes(
+      out, a, b, planes, spatial, f, [&](Out r) { sum += r; },
       [&](int64_t plane) {
         const float total = block_sum(sum);
         if (threadIdx.x == 0) partial[plane * gridDim.y + blockIdx.y] = total;

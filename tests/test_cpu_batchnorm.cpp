@@ -4,8 +4,10 @@
 // the running statistics.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <utility>
 #include <vector>
 
 #include "gradient_check.hpp"
@@ -84,116 +86,102 @@ TEST(CpuBatchNorm, Gradients) {
   EXPECT_TRUE(check_gradient("batchnorm dbeta", beta, dbeta, loss));
 }
 
+// A training forward of x over (3, 4, 5, 6) with random gamma and beta, and a dy, for the
+// backward's gate tests: its saved statistics, and backward(...) with any gate options.
+struct GateProblem {
+  GateProblem(Backend& backend, Tensor x_given, uint32_t seed)
+      : backend(backend),
+        x(std::move(x_given)),
+        dy(random_tensor(x.shape(), Device::Cpu, seed)),
+        gamma(random_tensor({4}, Device::Cpu, seed + 1, 0.5f, 1.5f)),
+        beta(random_tensor({4}, Device::Cpu, seed + 2)),
+        saved_mean(nan_tensor({4})),
+        saved_inv_std(nan_tensor({4})) {
+    Tensor running_mean = Tensor::zeros({4}, Device::Cpu);
+    Tensor running_var = Tensor::zeros({4}, Device::Cpu), y = nan_tensor(x.shape());
+    backend.batchnorm_forward_training(x, gamma, beta, running_mean, running_var, 0.01, kEpsilon,
+                                       y, saved_mean, saved_inv_std);
+  }
+  struct Gradients {
+    Tensor dx, dgamma, dbeta;
+  };
+  Gradients backward(bool relu_gate = false, float rate = 0.0f, TensorView sums = {}) {
+    Gradients g{nan_tensor(x.shape()), nan_tensor({4}), nan_tensor({4})};
+    backend.batchnorm_backward(x, dy, gamma, saved_mean, saved_inv_std, kEpsilon, g.dx, g.dgamma,
+                               g.dbeta, relu_gate, rate, sums);
+    return g;
+  }
+
+  Backend& backend;
+  Tensor x, dy, gamma, beta, saved_mean, saved_inv_std;
+};
+const Shape kGateShape{3, 4, 5, 6};
+
+bool same_bytes(ConstTensorView a, ConstTensorView b) {
+  const std::vector<float> ha = to_host(a), hb = to_host(b);
+  return ha.size() == hb.size() && std::memcmp(ha.data(), hb.data(), ha.size() * sizeof(float)) == 0;
+}
+
 // relu_gate (x a ReLU's output): dx is relu_backward(x, the ungated dx) exactly, and the
 // parameter gradients are the ungated ones. x holds exact zeros and negatives (dropped or never
 // positive), so the gate has elements to zero.
 TEST(CpuBatchNorm, TheReluGateIsReluBackwardOfTheUngatedGradient) {
   auto backend = make_cpu_backend(2);
-  const Shape shape{3, 4, 5, 6};
-  std::vector<float> xs = random_values(shape.numel(), 81, -1.0f, 2.0f);
+  std::vector<float> xs = random_values(kGateShape.numel(), 81, -1.0f, 2.0f);
   for (size_t i = 0; i < xs.size(); i += 7) xs[i] = 0.0f;
-  Tensor x = host_tensor(shape, xs);
-  Tensor dy = random_tensor(shape, Device::Cpu, 82);
-  Tensor gamma = random_tensor({4}, Device::Cpu, 83, 0.5f, 1.5f);
-  Tensor beta = random_tensor({4}, Device::Cpu, 84);
-  Tensor running_mean = Tensor::zeros({4}, Device::Cpu);
-  Tensor running_var = Tensor::zeros({4}, Device::Cpu);
-  Tensor saved_mean = nan_tensor({4}), saved_inv_std = nan_tensor({4}), y = nan_tensor(shape);
-  backend->batchnorm_forward_training(x, gamma, beta, running_mean, running_var, 0.01, kEpsilon, y,
-                                      saved_mean, saved_inv_std);
-  Tensor dx = nan_tensor(shape), dgamma = nan_tensor({4}), dbeta = nan_tensor({4});
-  backend->batchnorm_backward(x, dy, gamma, saved_mean, saved_inv_std, kEpsilon, dx, dgamma, dbeta);
-  Tensor expected = nan_tensor(shape);
-  backend->relu_backward(x, dx, expected);
-  Tensor gated = nan_tensor(shape), gated_dgamma = nan_tensor({4}), gated_dbeta = nan_tensor({4});
-  backend->batchnorm_backward(x, dy, gamma, saved_mean, saved_inv_std, kEpsilon, gated,
-                              gated_dgamma, gated_dbeta, /*relu_gate=*/true);
-  EXPECT_TRUE(all_close(to_host(gated), to_host(expected), 0.0, 0.0, "gated dx"));
-  EXPECT_TRUE(all_close(to_host(gated_dgamma), to_host(dgamma), 0.0, 0.0, "dgamma"));
-  EXPECT_TRUE(all_close(to_host(gated_dbeta), to_host(dbeta), 0.0, 0.0, "dbeta"));
-  EXPECT_FALSE(all_close(to_host(gated), to_host(dx), 1e-6, 1e-6)) << "nothing was gated";
+  GateProblem p(*backend, host_tensor(kGateShape, xs), 82);
+  const GateProblem::Gradients plain = p.backward(), gated = p.backward(/*relu_gate=*/true);
+  Tensor expected = nan_tensor(kGateShape);
+  backend->relu_backward(p.x, plain.dx, expected);
+  EXPECT_TRUE(all_close(to_host(gated.dx), to_host(expected), 0.0, 0.0, "gated dx"));
+  EXPECT_TRUE(all_close(to_host(gated.dgamma), to_host(plain.dgamma), 0.0, 0.0, "dgamma"));
+  EXPECT_TRUE(all_close(to_host(gated.dbeta), to_host(plain.dbeta), 0.0, 0.0, "dbeta"));
+  EXPECT_FALSE(all_close(to_host(gated.dx), to_host(plain.dx), 1e-6, 1e-6)) << "nothing was gated";
 }
 
 // gate_dropout_rate (x = dropout of a ReLU's output): dx is dropout_backward of the gated dx,
 // bit for bit (the sign of zeros included), without the mask; the parameter gradients unchanged.
 TEST(CpuBatchNorm, TheDropoutGateIsDropoutBackwardOfTheGatedGradient) {
   auto backend = make_cpu_backend(2);
-  const Shape shape{3, 4, 5, 6};
   const float rate = 0.2f;
   const RngKey key{11, 3, 0, 2, 0};
-  std::vector<float> as = random_values(shape.numel(), 91, -1.0f, 2.0f);
+  std::vector<float> as = random_values(kGateShape.numel(), 91, -1.0f, 2.0f);
   for (float& v : as) v = std::max(v, 0.0f);  // a ReLU's output
-  Tensor a = host_tensor(shape, as), x = nan_tensor(shape);
-  backend->dropout_forward(a, x, rate, key);
-  Tensor dy = random_tensor(shape, Device::Cpu, 92);
-  Tensor gamma = random_tensor({4}, Device::Cpu, 93, 0.5f, 1.5f);
-  Tensor beta = random_tensor({4}, Device::Cpu, 94);
-  Tensor running_mean = Tensor::zeros({4}, Device::Cpu);
-  Tensor running_var = Tensor::zeros({4}, Device::Cpu);
-  Tensor saved_mean = nan_tensor({4}), saved_inv_std = nan_tensor({4}), y = nan_tensor(shape);
-  backend->batchnorm_forward_training(x, gamma, beta, running_mean, running_var, 0.01, kEpsilon, y,
-                                      saved_mean, saved_inv_std);
-  Tensor gated = nan_tensor(shape), dgamma = nan_tensor({4}), dbeta = nan_tensor({4});
-  backend->batchnorm_backward(x, dy, gamma, saved_mean, saved_inv_std, kEpsilon, gated, dgamma,
-                              dbeta, /*relu_gate=*/true);
-  Tensor expected = nan_tensor(shape);
-  backend->dropout_backward(gated, expected, rate, key);
-  Tensor folded = nan_tensor(shape), folded_dgamma = nan_tensor({4}), folded_dbeta = nan_tensor({4});
-  backend->batchnorm_backward(x, dy, gamma, saved_mean, saved_inv_std, kEpsilon, folded,
-                              folded_dgamma, folded_dbeta, /*relu_gate=*/true, rate);
-  const std::vector<float> got = to_host(folded), want = to_host(expected);
-  EXPECT_EQ(std::memcmp(got.data(), want.data(), got.size() * sizeof(float)), 0)
-      << "the folded dx is not dropout_backward's bits";
-  EXPECT_TRUE(all_close(to_host(folded_dgamma), to_host(dgamma), 0.0, 0.0, "dgamma"));
-  EXPECT_TRUE(all_close(to_host(folded_dbeta), to_host(dbeta), 0.0, 0.0, "dbeta"));
-  EXPECT_FALSE(all_close(got, to_host(gated), 1e-6, 1e-6)) << "the dropout's multiplier is missing";
+  Tensor x = nan_tensor(kGateShape);
+  backend->dropout_forward(host_tensor(kGateShape, as), x, rate, key);
+  GateProblem p(*backend, std::move(x), 92);
+  const GateProblem::Gradients gated = p.backward(true), folded = p.backward(true, rate);
+  Tensor expected = nan_tensor(kGateShape);
+  backend->dropout_backward(gated.dx, expected, rate, key);
+  EXPECT_TRUE(same_bytes(folded.dx, expected)) << "the folded dx is not dropout_backward's bits";
+  EXPECT_TRUE(all_close(to_host(folded.dgamma), to_host(gated.dgamma), 0.0, 0.0, "dgamma"));
+  EXPECT_TRUE(all_close(to_host(folded.dbeta), to_host(gated.dbeta), 0.0, 0.0, "dbeta"));
+  EXPECT_FALSE(all_close(to_host(folded.dx), to_host(gated.dx), 1e-6, 1e-6))
+      << "the dropout's multiplier is missing";
   // The rate rides on the ReLU gate only, and stays a rate.
-  EXPECT_THROW(backend->batchnorm_backward(x, dy, gamma, saved_mean, saved_inv_std, kEpsilon,
-                                           folded, folded_dgamma, folded_dbeta, false, rate),
-               Error);
-  EXPECT_THROW(backend->batchnorm_backward(x, dy, gamma, saved_mean, saved_inv_std, kEpsilon,
-                                           folded, folded_dgamma, folded_dbeta, true, 1.0f),
-               Error);
+  EXPECT_THROW(p.backward(false, rate), Error);
+  EXPECT_THROW(p.backward(true, 1.0f), Error);
 }
 
 // dx_sums: dx summed per channel as the convolution before would sum its bias gradient from it,
 // to the bit (the model then skips that convolution's bias pass); nothing else changes.
 TEST(CpuBatchNorm, DxSumsAreTheConvolutionsBiasGradient) {
   auto backend = make_cpu_backend(2);
-  const Shape shape{3, 4, 5, 6};
-  std::vector<float> xs = random_values(shape.numel(), 101, -1.0f, 2.0f);
+  std::vector<float> xs = random_values(kGateShape.numel(), 101, -1.0f, 2.0f);
   for (size_t i = 0; i < xs.size(); i += 5) xs[i] = 0.0f;
-  Tensor x = host_tensor(shape, xs);
-  Tensor dy = random_tensor(shape, Device::Cpu, 102);
-  Tensor gamma = random_tensor({4}, Device::Cpu, 103, 0.5f, 1.5f);
-  Tensor beta = random_tensor({4}, Device::Cpu, 104);
-  Tensor running_mean = Tensor::zeros({4}, Device::Cpu);
-  Tensor running_var = Tensor::zeros({4}, Device::Cpu);
-  Tensor saved_mean = nan_tensor({4}), saved_inv_std = nan_tensor({4}), y = nan_tensor(shape);
-  backend->batchnorm_forward_training(x, gamma, beta, running_mean, running_var, 0.01, kEpsilon, y,
-                                      saved_mean, saved_inv_std);
-  Tensor dx = nan_tensor(shape), dgamma = nan_tensor({4}), dbeta = nan_tensor({4});
-  backend->batchnorm_backward(x, dy, gamma, saved_mean, saved_inv_std, kEpsilon, dx, dgamma, dbeta,
-                              /*relu_gate=*/true, 0.2f);
-  Tensor dx2 = nan_tensor(shape), dgamma2 = nan_tensor({4}), dbeta2 = nan_tensor({4});
+  GateProblem p(*backend, host_tensor(kGateShape, xs), 102);
   Tensor sums = nan_tensor({4});
-  backend->batchnorm_backward(x, dy, gamma, saved_mean, saved_inv_std, kEpsilon, dx2, dgamma2,
-                              dbeta2, /*relu_gate=*/true, 0.2f, sums);
-  const std::vector<float> a = to_host(dx), b = to_host(dx2);
-  EXPECT_EQ(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)), 0) << "dx changed";
-  EXPECT_TRUE(all_close(to_host(dgamma2), to_host(dgamma), 0.0, 0.0, "dgamma"));
-  EXPECT_TRUE(all_close(to_host(dbeta2), to_host(dbeta), 0.0, 0.0, "dbeta"));
+  const GateProblem::Gradients plain = p.backward(true, 0.2f), summed = p.backward(true, 0.2f, sums);
+  EXPECT_TRUE(same_bytes(summed.dx, plain.dx)) << "dx changed";
+  EXPECT_TRUE(all_close(to_host(summed.dgamma), to_host(plain.dgamma), 0.0, 0.0, "dgamma"));
+  EXPECT_TRUE(all_close(to_host(summed.dbeta), to_host(plain.dbeta), 0.0, 0.0, "dbeta"));
   // The convolution (2 -> 4 channels) whose output x would be, and its bias gradient from dx.
   Tensor conv_x = random_tensor({3, 2, 5, 6}, Device::Cpu, 105);
   Tensor dweight = nan_tensor({4, 2, 3, 3}), dbias = nan_tensor({4});
-  backend->conv2d_backward_filter(conv_x, dx, dweight, dbias);
-  const std::vector<float> got = to_host(sums), want = to_host(dbias);
-  EXPECT_EQ(std::memcmp(got.data(), want.data(), got.size() * sizeof(float)), 0)
-      << "dx_sums are not conv2d_backward_filter's dbias bits";
+  backend->conv2d_backward_filter(conv_x, plain.dx, dweight, dbias);
+  EXPECT_TRUE(same_bytes(sums, dbias)) << "dx_sums are not conv2d_backward_filter's dbias bits";
   Tensor wrong = nan_tensor({3});
-  EXPECT_THROW(backend->batchnorm_backward(x, dy, gamma, saved_mean, saved_inv_std, kEpsilon, dx2,
-                                           dgamma2, dbeta2, true, 0.2f, wrong),
-               Error);
+  EXPECT_THROW(p.backward(true, 0.2f, wrong), Error);
 }
 
 // Two training steps from running mean 0 and variance 1, with update factor f:
