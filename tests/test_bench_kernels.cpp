@@ -4,6 +4,7 @@
 // CSV parse, bad flags are refused; with a GPU, the CUDA run validates every variant.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstdio>
@@ -23,6 +24,7 @@
 #include "bench/timing.hpp"
 #include "pneumo/backend.hpp"
 #include "pneumo/error.hpp"
+#include "pneumo/model.hpp"
 #include "temp_dir.hpp"
 #include "test_util.hpp"
 
@@ -361,6 +363,38 @@ TEST(BenchReference, BatchNormMatchesTheCpuBackendAndItsChecksCanFail) {
   EXPECT_FALSE(check_batchnorm_backward(dx_h.data(), dgamma_h.data(), dbeta_h.data(), p).passed());
 }
 
+// The gated backward's host reference (the model's dropout rate for conv2, dx gated and scaled,
+// its channel sums) against the CPU backend called as the model calls it; one wrong sum fails.
+TEST(BenchReference, GatedBatchNormMatchesTheCpuBackendAndItsCheckCanFail) {
+  const LayerShape layer{"conv2", "pool2", 5, 3, 6};
+  ASSERT_TRUE(has_gated_batchnorm(layer));
+  EXPECT_FALSE(has_gated_batchnorm(LayerShape{"conv1", "pool1", 1, 3, 6}));
+  const BatchNormProblem p = make_batchnorm_problem(layer, 4, 23);
+  const GatedBatchNormExpected expected = gated_batchnorm_expected(p, layer);
+  EXPECT_EQ(expected.rate, ModelConfig{}.conv_dropout.at(1));
+  ASSERT_GT(expected.rate, 0.0f) << "the case should carry a dropout multiplier";
+  auto cpu = make_cpu_backend(1);
+  Tensor dx(p.x, Device::Cpu), dgamma(p.channel, Device::Cpu), dbeta(p.channel, Device::Cpu);
+  Tensor sums(p.channel, Device::Cpu);
+  const ConstTensorView x{p.x_values.data(), p.x, Device::Cpu};
+  cpu->batchnorm_backward(x, {p.dy_values.data(), p.x, Device::Cpu},
+                          {p.gamma.data(), p.channel, Device::Cpu},
+                          {p.mean_expected.data(), p.channel, Device::Cpu},
+                          {p.inv_std_expected.data(), p.channel, Device::Cpu},
+                          BatchNormProblem::kEpsilon, dx, dgamma, dbeta, true, expected.rate, sums);
+  std::vector<float> dx_h = testing::to_host(dx), sums_h = testing::to_host(sums);
+  const std::vector<float> dgamma_h = testing::to_host(dgamma), dbeta_h = testing::to_host(dbeta);
+  EXPECT_TRUE(check_gated_batchnorm_backward(dx_h.data(), dgamma_h.data(), dbeta_h.data(),
+                                             sums_h.data(), p, expected)
+                  .passed());
+  float largest = 0.0f;
+  for (float v : sums_h) largest = std::max(largest, std::fabs(v));
+  sums_h[1] += 0.01f * largest;
+  EXPECT_FALSE(check_gated_batchnorm_backward(dx_h.data(), dgamma_h.data(), dbeta_h.data(),
+                                              sums_h.data(), p, expected)
+                   .passed());
+}
+
 TEST(BenchReference, LossMatchesTheCpuBackend) {
   const LossProblem p = make_loss_problem(1000, 9);
   for (float z : p.logits) ASSERT_GE(std::fabs(z), 1e-3f);
@@ -498,6 +532,7 @@ TEST(BenchKernelsCli, CpuRunPrintsARowForEveryOpAndWritesJsonAndCsv) {
   EXPECT_EQ(per_op["maxpool2d_backward"], 5) << r.out;
   EXPECT_EQ(per_op["batchnorm_forward_training"], 5) << r.out;  // every conv layer's output
   EXPECT_EQ(per_op["batchnorm_backward"], 5) << r.out;
+  EXPECT_EQ(per_op[bench::kGatedBatchNormOp], 4) << r.out;  // conv2..conv5's outputs, as training calls it
   EXPECT_EQ(per_op["sigmoid_bce"], 2) << r.out;      // the batch, and the synthetic n
   EXPECT_EQ(per_op["gather_augment"], 3) << r.out;   // augment, gather only, memcpy
   EXPECT_EQ(per_op["block_tail_forward"], 10) << r.out;   // fused and unfused, 5 blocks

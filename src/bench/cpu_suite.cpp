@@ -156,6 +156,32 @@ class CpuSuite {
           timed(d.run));
       run_.rows.push_back(r);
     }
+    if (!has_gated_batchnorm(layer)) return;
+    // As the unfused model calls it on conv2..conv5's outputs (suite_common.hpp).
+    const GatedBatchNormExpected expected = gated_batchnorm_expected(p, layer);
+    std::vector<float> sums(k);
+    const std::function<void()> gated = [&] {
+      backend_->batchnorm_backward(in(p.x_values, p.x), in(p.dy_values, p.x),
+                                   in(p.gamma, p.channel), in(p.mean_expected, p.channel),
+                                   in(p.inv_std_expected, p.channel), BatchNormProblem::kEpsilon,
+                                   out(dx, p.x), out(dgamma, p.channel), out(dbeta, p.channel),
+                                   true, expected.rate, out(sums, p.channel));
+    };
+    BenchRow r = row(kGatedBatchNormOp, layer.conv, shape, batch, "cpu backend", false);
+    r.reference = kBatchNormReference;
+    r.bytes = p.backward_bytes();
+    measure(
+        r,
+        [&] {
+          for (auto* v : {&dx, &sums}) std::fill(v->begin(), v->end(), kPoison);
+          gated();
+        },
+        [&] {
+          return check_gated_batchnorm_backward(dx.data(), dgamma.data(), dbeta.data(),
+                                                sums.data(), p, expected);
+        },
+        timed(gated));
+    run_.rows.push_back(r);
   }
 
   void loss(int64_t batch, int64_t n, const std::string& layer) {

@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <memory>
 #include <sstream>
+#include <string>
 
 #include "bench/dense_case.hpp"
 #include "bench/kernel_bench.hpp"
@@ -521,6 +522,38 @@ class CudaSuite {
                                  BatchNormProblem::kEpsilon, dx, dgamma, dbeta);
           },
           timed.timer.get());
+    }
+    // The backward as the unfused model calls it for conv2..conv5's outputs: x the dropout of a
+    // ReLU's output, so the ReLU gate carries the dropout's kept multiplier, and dx's channel sums
+    // are the convolution's bias gradient (Backend::batchnorm_backward's relu_gate,
+    // gate_dropout_rate, dx_sums), against dx gated and scaled on the host and its sums in double.
+    if (has_gated_batchnorm(layer)) {
+      const GatedBatchNormExpected expected = gated_batchnorm_expected(p, layer);
+      Tensor dx_sums(p.channel, Device::Cuda);
+      for (const bool ours : {false, true}) {
+        TimedBackend& timed = batchnorm_backend(ours);
+        Backend& b = *timed.backend;
+        BenchRow r = row(kGatedBatchNormOp, layer.conv, shape, batch,
+                         ours ? "ours: kernels/batchnorm.cu, sums in the dx pass"
+                              : "cudnn: cudnnBatchNormalizationBackward + our gate and bias passes",
+                         !ours);
+        r.reference = kBatchNormReference;
+        r.bytes = p.backward_bytes();
+        r.note = "dropout rate " + std::to_string(expected.rate).substr(0, 4);
+        measure_variant(
+            r, [&] { poison_now({&dx, &dgamma, &dbeta, &dx_sums}); },
+            [&] {
+              b.batchnorm_backward(x, dy, gamma, saved_mean_in, saved_inv_std_in,
+                                   BatchNormProblem::kEpsilon, dx, dgamma, dbeta, true,
+                                   expected.rate, dx_sums);
+            },
+            [&] {
+              return check_gated_batchnorm_backward(download(dx).data(), download(dgamma).data(),
+                                                    download(dbeta).data(),
+                                                    download(dx_sums).data(), p, expected);
+            },
+            timed.timer.get());
+      }
     }
     // Our kernels launched directly with more blocks for the per-channel sums than the backend's
     // split (about 4 per SM): whether more loads in flight would pay. Training is unchanged.

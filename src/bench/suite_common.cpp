@@ -3,6 +3,10 @@
 
 #include <cstring>
 #include <sstream>
+#include <string>
+
+#include "elementwise.hpp"
+#include "pneumo/model.hpp"
 
 namespace pneumo::bench {
 
@@ -117,6 +121,40 @@ Comparison check_batchnorm_backward(const float* dx, const float* dgamma, const 
                                     const BatchNormProblem& p) {
   return check_batchnorm_outputs(p, dx, p.dx_expected, dgamma, p.dgamma_expected, dbeta,
                                  p.dbeta_expected, kBatchNormSumRtol);
+}
+
+const char* const kGatedBatchNormOp = "batchnorm_backward (ReLU + dropout gate, dx sums)";
+
+bool has_gated_batchnorm(const LayerShape& layer) { return layer.in_channels > 1; }
+
+GatedBatchNormExpected gated_batchnorm_expected(const BatchNormProblem& p,
+                                                const LayerShape& layer) {
+  PNEUMO_CHECK(has_gated_batchnorm(layer), layer.conv, ": no gated batch-norm case");
+  const size_t block = static_cast<size_t>(std::stoi(layer.conv.substr(4)) - 1);  // "convK"
+  GatedBatchNormExpected e;
+  e.rate = ModelConfig{}.conv_dropout.at(block);
+  const float kept = dropout_multiplier_from_keep(true, e.rate);
+  const int64_t k = p.x.c(), per_channel = p.x.h() * p.x.w();
+  e.dx.resize(p.dx_expected.size());
+  std::vector<double> sums(static_cast<size_t>(k), 0.0);
+  for (size_t i = 0; i < e.dx.size(); ++i) {
+    e.dx[i] = p.x_values[i] > 0.0f ? p.dx_expected[i] * kept : 0.0f;
+    sums[static_cast<size_t>((static_cast<int64_t>(i) / per_channel) % k)] += e.dx[i];
+  }
+  e.sums.assign(sums.begin(), sums.end());
+  return e;
+}
+
+Comparison check_gated_batchnorm_backward(const float* dx, const float* dgamma, const float* dbeta,
+                                          const float* sums, const BatchNormProblem& p,
+                                          const GatedBatchNormExpected& expected) {
+  const Comparison first =
+      check_batchnorm_outputs(p, dx, expected.dx, dgamma, p.dgamma_expected, dbeta,
+                              p.dbeta_expected, kBatchNormSumRtol);
+  if (!first.passed()) return first;
+  const Comparison summed =
+      compare_outputs(sums, expected.sums.data(), p.channel, kBatchNormSumRtol);
+  return summed.passed() ? first : summed;
 }
 
 BenchRow make_row(const char* platform, const std::string& op, const std::string& layer,

@@ -39,6 +39,22 @@ extern const char* const kPoolReference;
 extern const char* const kBatchNormReference;
 extern const char* const kLossReference;
 
+// Batch-norm's backward as the unfused model calls it on conv2..conv5's outputs (x the dropout of
+// a ReLU's output): the ReLU gate carrying the dropout's kept multiplier at the model's rate for
+// that block, and dx's channel sums (the convolution's bias gradient). The expected dx is the
+// problem's, gated and scaled on the host; the sums are of it, in double. nullopt for conv1's
+// output (no sums: its own weight gradient sums its bias).
+extern const char* const kGatedBatchNormOp;
+struct GatedBatchNormExpected {
+  float rate = 0.0f;
+  std::vector<float> dx, sums;
+};
+bool has_gated_batchnorm(const LayerShape& layer);
+GatedBatchNormExpected gated_batchnorm_expected(const BatchNormProblem& p, const LayerShape& layer);
+Comparison check_gated_batchnorm_backward(const float* dx, const float* dgamma, const float* dbeta,
+                                          const float* sums, const BatchNormProblem& p,
+                                          const GatedBatchNormExpected& expected);
+
 // A row for one variant of one case, before it is checked and timed.
 BenchRow make_row(const char* platform, const std::string& op, const std::string& layer,
                   const std::string& shape, int64_t batch, const std::string& variant,
