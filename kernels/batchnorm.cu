@@ -354,12 +354,11 @@ __global__ void tail_input_gradient_kernel(BlockTailArgs t, const float* dy, flo
     const BatchNormGradientFactors f = factors[c];
     const PoolWindow w = tail_window(g, i - plane * out_plane);
     const int winner = block_tail_winner(t.a + first, first, w, ch).position;
-    for (int p = 0; p < 4; ++p) {
-      if (!w.real(p)) continue;
+    for_each_real_position(w, [&](int p) {
       const int64_t e = first + w.offset(p);
       da[e] = block_tail_gradient(t.a[e], block_tail_mask(ch, e), p == winner ? dy[i] : 0.0f, ch,
                                   f.scale, f.mean_dy, f.mean_dy_xhat);
-    }
+    });
   });
 }
 
@@ -382,16 +381,15 @@ __global__ void stem_weight_partial_kernel(BlockTailArgs t, RecomputedActivation
     const PoolWindow w = tail_window(pg, i - plane * out_plane);
     const StemWindow values = source.plane(plane, k).window(w);
     const int winner = block_tail_winner_of(values, first, w, ch).position;
-    for (int p = 0; p < 4; ++p) {
-      if (!w.real(p)) continue;
+    for_each_real_position(w, [&](int p) {
       const float grad = block_tail_gradient(values.in_window(w, p),
                                              block_tail_mask(ch, first + w.offset(p)),
                                              p == winner ? dy[i] : 0.0f, ch, f.scale, f.mean_dy,
                                              f.mean_dy_xhat);
-      if (grad == 0.0f) continue;
+      if (grad == 0.0f) return;
       for (int tap = 0; tap < 9; ++tap) sums[tap] += grad * values.tap(p, tap);
       sums[9] += grad;
-    }
+    });
   });
   for (int v = 0; v < kStemSums; ++v) {
     const float total = block_sum(sums[v]);

@@ -28,6 +28,14 @@ PNEUMO_HD PoolWindow pool_window(const PoolGeometry& g, int64_t oy, int64_t ox) 
   return {2 * oy - g.pad_top(), 2 * ox - g.pad_left(), g.width};
 }
 
+// visit(p) for each real position p of w, in row-major order. The loop over the four positions
+// unrolls, so p is a constant in each visit and nothing about the window leaves registers.
+template <class Visit>
+PNEUMO_HD void for_each_real_position(const PoolWindow& w, Visit&& visit) {
+  for (int p = 0; p < 4; ++p)
+    if (w.real(p)) visit(p);
+}
+
 // The window's max and which of its positions holds it.
 struct WindowWinner {
   float value;
@@ -40,11 +48,10 @@ struct WindowWinner {
 template <class Value>
 PNEUMO_HD WindowWinner window_first_max(const PoolWindow& w, Value&& value) {
   WindowWinner best{0.0f, -1};
-  for (int p = 0; p < 4; ++p) {
-    if (!w.real(p)) continue;
+  for_each_real_position(w, [&](int p) {
     const float v = value(p);
     if (best.position < 0 || v > best.value) best = {v, p};
-  }
+  });
   return best;
 }
 

@@ -62,8 +62,7 @@ __global__ void maxpool2d_backward_kernel(const float* x, const float* dy, float
   auto write_window = [&](int64_t plane, int64_t i, int won, float gradient) {
     const PoolWindow w = cell_window(g, i - plane * out_plane);
     float* out = dx + plane * in_plane;
-    for (int p = 0; p < 4; ++p)
-      if (w.real(p)) out[w.offset(p)] = p == won ? gradient : 0.0f;
+    for_each_real_position(w, [&](int p) { out[w.offset(p)] = p == won ? gradient : 0.0f; });
   };
   for_each_plane_by_four(
       grid_place(), planes, out_plane,

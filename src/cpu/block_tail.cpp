@@ -136,13 +136,12 @@ void backward_channel(ChannelValues& v, const ChannelLayout& layout, const PoolG
     for (int64_t o = 0; o < out_plane; ++o) {
       const PoolWindow w = pool_window(g, o / g.out_width(), o % g.out_width());
       const int won = winner[static_cast<size_t>(n * out_plane + o)];
-      for (int p = 0; p < 4; ++p) {
-        if (!w.real(p)) continue;
+      for_each_real_position(w, [&](int p) {
         const auto i = static_cast<size_t>(base + w.offset(p));
         const float mask = ch.rate > 0.0f ? v.m[i] : 1.0f;
         v.g[i] = block_tail_gradient(v.a[i], mask, p == won ? dy_plane[o] : 0.0f, ch, f.scale,
                                      f.mean_dy, f.mean_dy_xhat);
-      }
+      });
     }
   }
 }

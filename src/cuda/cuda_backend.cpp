@@ -429,10 +429,9 @@ void CudaBackend::batchnorm_backward_impl(ConstTensorView x, ConstTensorView dy,
   constexpr const char* op = "batchnorm_backward";
   const float kept = dropout_multiplier_from_keep(true, gate_dropout_rate);
   const bool sums = dx_sums.shape.rank() != 0;
-  const int64_t c = nchw(x.shape, op)[1];
   BatchNormPlan& plan = batchnorm_plan(x.shape);
   const std::array<int64_t, 4> dims = nchw(x.shape, op);
-  const int64_t batch = dims[0], spatial = dims[2] * dims[3];
+  const int64_t batch = dims[0], c = dims[1], spatial = dims[2] * dims[3];
   const kernels::BiasReduction split = reduction(batch, c);
   ensure_workspace(static_cast<size_t>(kernels::batchnorm_scratch_floats(split, c) +
                                        (sums ? kernels::batchnorm_dx_sums_floats(batch, c, spatial)
