@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <utility>
+#include <type_traits>
 
 #include "cuda_check.hpp"
 #include "kernel_util.cuh"
@@ -76,15 +77,19 @@ __device__ Moments block_moments(Moments m) {
 
 // What the moments are taken of: x itself (batch-norm and a tail without dropout), or the block
 // tail's activations through dropout (SourceValues, below).
+// A block of a per-channel reduction binds its channel once (`for_channel`), so that what the
+// channel's values need (the stem's nine weights and bias) is loaded once per block, not per value.
 struct PlainValues {
   const float* x;
+  __device__ PlainValues for_channel(int64_t) const { return *this; }
   __device__ float operator()(int64_t i) const { return x[i]; }
 };
 
 // Block (c, j): the mean and M2 of channel c over chunk j, into partial[2 (c chunks + j) + {0, 1}].
 template <class Values>
-__global__ void moments_partial_kernel(Values x, float* partial, ChunkGeometry g) {
+__global__ void moments_partial_kernel(Values values, float* partial, ChunkGeometry g) {
   const int64_t c = blockIdx.x;
+  const auto x = values.for_channel(c);
   Moments m{0.0f, 0.0f, 0.0f};
   g.for_each_by_four(
       [&](int64_t i, int64_t stride) {
@@ -263,34 +268,63 @@ __device__ __forceinline__ PoolWindow tail_window(const PoolGeometry& g, int64_t
 }
 
 // Where a plane's activations come from: the tail reads them (a), the stem recomputes them from
-// the image and channel c's convolution weights (StemPlane).
+// the image and channel c's convolution weights (StemPlane). `channel(c)` binds channel c (the
+// stem loads its weights there, once), then `plane(plane_index)` gives one of its planes;
+// plane(plane_index, c) does both, for a kernel whose threads meet many channels.
 struct StoredActivation {
   const float* a;
   int64_t in_plane;
-  __device__ PlaneValues plane(int64_t plane_index, int64_t) const {
-    return {a + plane_index * in_plane};
+  __device__ const StoredActivation& channel(int64_t) const { return *this; }
+  __device__ PlaneValues plane(int64_t plane_index) const { return {a + plane_index * in_plane}; }
+  __device__ PlaneValues plane(int64_t plane_index, int64_t) const { return plane(plane_index); }
+};
+struct StemChannel {
+  const float* x;  // the images
+  int64_t channels, height, width;
+  float w[9], bias;
+  __device__ StemPlane plane(int64_t plane_index) const {
+    return {x + div_index(plane_index, channels) * height * width, height, width,
+            {w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7], w[8]}, bias};
   }
 };
 struct RecomputedActivation {
   const float *x, *weight, *bias;
   int64_t channels, height, width;
+  __device__ void load_weights(int64_t c, float (&w)[9]) const {
+    for (int t = 0; t < 9; ++t) w[t] = weight[c * 9 + t];
+  }
+  __device__ StemChannel channel(int64_t c) const {
+    StemChannel s{x, channels, height, width, {}, bias[c]};
+    load_weights(c, s.w);
+    return s;
+  }
+  // Built directly, not through channel(c): the copy cost tail_pool_kernel 12 registers.
   __device__ StemPlane plane(int64_t plane_index, int64_t c) const {
     StemPlane s{x + div_index(plane_index, channels) * height * width, height, width, {}, bias[c]};
-    for (int t = 0; t < 9; ++t) s.w[t] = weight[c * 9 + t];
+    load_weights(c, s.w);
     return s;
   }
 };
 
-// Element i of the activation tensor through dropout, for the moments kernel.
+// Element i of channel c's activations through dropout, for the moments kernel.
+template <class Channel>
+struct ChannelSourceValues {
+  Channel source;
+  BlockTailChannel ch;  // only rate, key and keep are used
+  int64_t spatial;
+  __device__ float operator()(int64_t i) const {
+    const int64_t plane = div_index(i, spatial);
+    return block_tail_dropped(source.plane(plane)(i - plane * spatial), ch, i);
+  }
+};
 template <class Source>
 struct SourceValues {
   Source source;
-  BlockTailChannel ch;  // only rate and key are used
-  int64_t channels, spatial;
-  __device__ float operator()(int64_t i) const {
-    const int64_t plane = div_index(i, spatial);
-    return block_tail_dropped(source.plane(plane, mod_index(plane, channels))(i - plane * spatial),
-                              ch, i);
+  BlockTailChannel ch;
+  int64_t spatial;
+  __device__ auto for_channel(int64_t c) const {
+    using Channel = std::decay_t<decltype(source.channel(c))>;
+    return ChannelSourceValues<Channel>{source.channel(c), ch, spatial};
   }
 };
 
@@ -322,12 +356,13 @@ __global__ void tail_gradient_partial_kernel(BlockTailArgs t, Source source, con
                                              PoolGeometry pg, float* partial, ChunkGeometry g) {
   const int64_t c = blockIdx.x;
   const BlockTailChannel ch = tail_channel(t, c);
+  const auto channel = source.channel(c);
   const int64_t in_plane = pg.height * pg.width, out_plane = pg.out_height() * pg.out_width();
   float sum_dy = 0.0f, sum_dy_centred = 0.0f;
   g.for_each([&](int64_t i) {
     const int64_t plane = div_index(i, out_plane), first = plane * in_plane;
     const PoolWindow w = tail_window(pg, i - plane * out_plane);
-    const auto values = source.plane(plane, c).window(w);
+    const auto values = channel.plane(plane).window(w);
     const int p = block_tail_winner_of(values, first, w, ch).position;
     sum_dy += dy[i];
     sum_dy_centred +=
@@ -374,12 +409,13 @@ __global__ void stem_weight_partial_kernel(BlockTailArgs t, RecomputedActivation
   const int64_t k = blockIdx.x;
   const BlockTailChannel ch = tail_channel(t, k);
   const BatchNormGradientFactors f = factors[k];
+  const StemChannel channel = source.channel(k);
   const int64_t in_plane = pg.height * pg.width, out_plane = pg.out_height() * pg.out_width();
   float sums[kStemSums] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
   g.for_each([&](int64_t i) {
     const int64_t plane = div_index(i, out_plane), first = plane * in_plane;
     const PoolWindow w = tail_window(pg, i - plane * out_plane);
-    const StemWindow values = source.plane(plane, k).window(w);
+    const StemWindow values = channel.plane(plane).window(w);
     const int winner = block_tail_winner_of(values, first, w, ch).position;
     for_each_real_position(w, [&](int p) {
       const float grad = block_tail_gradient(values.in_window(w, p),
@@ -423,7 +459,7 @@ void tail_forward(const BlockTailArgs& t, const Source& source, bool plain, floa
       moments_partial_kernel<<<grid, kThreadsPerBlock, 0, stream>>>(PlainValues{t.a}, scratch, g);
     } else {
       const SourceValues<Source> values{source, {0.0f, 0.0f, 0.0f, 0.0f, t.rate, t.key, t.keep},
-                                        t.channels, spatial};
+                                        spatial};
       moments_partial_kernel<<<grid, kThreadsPerBlock, 0, stream>>>(values, scratch, g);
     }
     PNEUMO_LAUNCH_CHECK("block tail moments_partial_kernel", "batch=", t.batch,
