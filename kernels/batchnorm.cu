@@ -9,6 +9,7 @@
 
 #include "cuda_check.hpp"
 #include "kernel_util.cuh"
+#include "bf16.hpp"
 #include "block_tail_math.hpp"
 #include "elementwise.hpp"
 #include "kernels.hpp"
@@ -616,9 +617,11 @@ void write_empty_batch_forward(const BlockTailArgs& t, cudaStream_t stream) {
   PNEUMO_LAUNCH_CHECK("running_statistics_kernel", "channels=", t.channels);
 }
 
-// Scratch: batch-norm's partial sums and factors, the stem's weight sums, then the mask's words.
+// Scratch: batch-norm's partial sums and factors, the stem's weight sums or the bfloat16 tail's
+// bias sums, then the mask's words.
 int64_t sums_floats(const BlockTailArgs& t, const BiasReduction& r) {
-  return batchnorm_scratch_floats(r, t.channels) + (t.x ? kStemSums * r.chunks * t.channels : 0);
+  return batchnorm_scratch_floats(r, t.channels) + (t.x ? kStemSums * r.chunks * t.channels : 0) +
+         (t.z ? r.partial_floats : 0);
 }
 bool draws_mask(const BlockTailArgs& t) { return t.training && t.rate > 0.0f; }
 int64_t elements(const BlockTailArgs& t) { return t.batch * t.channels * t.height * t.width; }
@@ -699,6 +702,285 @@ void stem_backward(const BlockTailArgs& args, const float* dy, float* dweight, f
   stem_weight_finalize_kernel<<<blocks_for(t.channels), kThreadsPerBlock, 0, stream>>>(
       partial, t.channels, r.chunks, dweight, dbias);
   PNEUMO_LAUNCH_CHECK("stem_weight_finalize_kernel", "channels=", t.channels);
+}
+
+}  // namespace pneumo::kernels
+
+// ---- The tail in bfloat16, channels-last -------------------------------------------------------
+// z is an (N H W) x C matrix: a warp's 32 threads take 32 neighbouring channels of one pixel
+// (64 contiguous bytes), the block's 8 rows of threads 8 pixels. The reductions give each block
+// a tile of 32 channels and a chunk of whole images; each thread keeps its channel's sums over
+// the pixels its row visits, and the block merges its 8 rows per channel in a fixed order.
+
+namespace pneumo::kernels {
+namespace {
+
+constexpr int kTileChannels = 32, kTileRows = kThreadsPerBlock / kTileChannels;
+
+dim3 tile_block() { return dim3(kTileChannels, kTileRows); }
+
+dim3 tile_grid(const char* op, const BiasReduction& r, int64_t batch, int64_t channels) {
+  const int64_t tiles = (channels + kTileChannels - 1) / kTileChannels;
+  return chunk_grid(op, r, batch, tiles);
+}
+
+// Element e of z as the tail sees it: a = relu(z + bias), and its dropout multiplier.
+__device__ __forceinline__ float tail_bf16_activation(const BlockTailArgs& t, int64_t e, float bias) {
+  return pneumo::bias_relu(float_from_bf16(t.z[e]), bias, /*apply_relu=*/true);
+}
+__device__ __forceinline__ float tail_bf16_mask(const BlockTailArgs& t, int64_t e) {
+  return t.training && t.rate > 0.0f ? dropout_multiplier_from_words(t.keep, e, t.rate) : 1.0f;
+}
+
+// The pixel range [first, last) of (N H W) that chunk blockIdx.y covers.
+struct PixelChunk {
+  int64_t first, last;
+};
+__device__ __forceinline__ PixelChunk pixel_chunk(int64_t batch, int64_t images_per_chunk,
+                                                  int64_t pixels) {
+  const int64_t n0 = blockIdx.y * images_per_chunk;
+  const int64_t n1 = n0 + images_per_chunk < batch ? n0 + images_per_chunk : batch;
+  return {n0 * pixels, n1 * pixels};
+}
+
+// A pooling window at channel c: a and the multiplier at each real position (0 and 1 elsewhere),
+// its element indices, and the winner of the normalised dropped values.
+struct ChannelsLastWindow {
+  float a[4], m[4];
+  int64_t e[4];
+  // Selected, not indexed (StemWindow's reason).
+  __device__ float pick(const float (&v)[4], int p) const {
+    return p == 0 ? v[0] : p == 1 ? v[1] : p == 2 ? v[2] : v[3];
+  }
+  __device__ float in_window(const PoolWindow&, int p) const { return pick(a, p) * pick(m, p); }
+};
+
+// Window w of image n at channel c.
+__device__ __forceinline__ ChannelsLastWindow load_window(const BlockTailArgs& t, int64_t n,
+                                                          const PoolWindow& w, int64_t c,
+                                                          float bias) {
+  ChannelsLastWindow v;
+  const int64_t pixels = t.height * t.width;
+#pragma unroll
+  for (int p = 0; p < 4; ++p) {
+    const bool real = w.real(p);
+    v.e[p] = real ? (n * pixels + w.offset(p)) * t.channels + c : 0;
+    v.a[p] = real ? tail_bf16_activation(t, v.e[p], bias) : 0.0f;
+    v.m[p] = real ? tail_bf16_mask(t, v.e[p]) : 1.0f;
+  }
+  return v;
+}
+
+// The winner among the dropped values (already in in_window: the constants' rate set to 0).
+__device__ __forceinline__ WindowWinner channels_last_winner(const ChannelsLastWindow& v,
+                                                             const PoolWindow& w,
+                                                             BlockTailChannel ch) {
+  ch.rate = 0.0f;
+  return block_tail_winner_of(v, 0, w, ch);
+}
+
+// Pooled pixel q (of N x out_h x out_w) as image and window.
+struct PooledPixel {
+  int64_t n;
+  PoolWindow w;
+};
+__device__ __forceinline__ PooledPixel pooled_pixel(const PoolGeometry& g, int64_t q) {
+  const int64_t out_plane = g.out_height() * g.out_width();
+  const int64_t n = div_index(q, out_plane), s = q - n * out_plane;
+  return {n, pool_window(g, div_index(s, g.out_width()), mod_index(s, g.out_width()))};
+}
+
+// Block (tile, chunk): mean and M2 of each of the tile's channels over the chunk's pixels, of
+// the dropped activations, into partial[2 (c chunks + chunk) + {0, 1}] (moments_partial_kernel's
+// layout, so moments_finalize_kernel merges them).
+__global__ void tail_bf16_moments_kernel(BlockTailArgs t, float* partial,
+                                         int64_t images_per_chunk) {
+  const int64_t c = static_cast<int64_t>(blockIdx.x) * kTileChannels + threadIdx.x;
+  const bool real = c < t.channels;
+  const PixelChunk chunk = pixel_chunk(t.batch, images_per_chunk, t.height * t.width);
+  Moments m{0.0f, 0.0f, 0.0f};
+  if (real) {
+    const float bias = t.conv_bias[c];
+    auto value = [&](int64_t pixel) {
+      const int64_t e = pixel * t.channels + c;
+      return tail_bf16_activation(t, e, bias) * tail_bf16_mask(t, e);
+    };
+    int64_t q = chunk.first + threadIdx.y;
+    for (; q + 3 * kTileRows < chunk.last; q += 4 * kTileRows)
+      add_four(m, value(q), value(q + kTileRows), value(q + 2 * kTileRows),
+               value(q + 3 * kTileRows));
+    for (; q < chunk.last; q += kTileRows) add_value(m, value(q));
+  }
+  __shared__ Moments rows[kTileRows][kTileChannels];
+  rows[threadIdx.y][threadIdx.x] = m;
+  __syncthreads();
+  if (threadIdx.y == 0 && real) {
+    Moments total = rows[0][threadIdx.x];
+    for (int k = 1; k < kTileRows; ++k) total = merge(total, rows[k][threadIdx.x]);
+    float* out = partial + 2 * (c * gridDim.y + blockIdx.y);
+    out[0] = total.mean;
+    out[1] = total.m2;
+  }
+}
+
+// One thread per pooled output (pixel, channel), channels fastest: the window's max of the
+// normalised dropped values, rounded, into y (channels-last).
+__global__ void tail_bf16_pool_kernel(BlockTailArgs t, uint16_t* y, PoolGeometry g) {
+  const int64_t total = g.batch * g.out_height() * g.out_width() * t.channels;
+  for (int64_t o = global_thread_index(); o < total; o += grid_stride()) {
+    const int64_t q = div_index(o, t.channels), c = o - q * t.channels;
+    const PooledPixel px = pooled_pixel(g, q);
+    const ChannelsLastWindow v = load_window(t, px.n, px.w, c, t.conv_bias[c]);
+    y[o] = bf16_from_float(channels_last_winner(v, px.w, tail_channel(t, c)).value);
+  }
+}
+
+// Sums of 8 rows of a tile, channel by channel in row order, into out[c * gridDim.y + chunk]
+// (stride floats apart for several sums per channel): `sums` holds the thread's `count` values.
+template <int kCount>
+__device__ void store_tile_sums(const float (&sums)[kCount], bool real, int64_t c, float* out) {
+  __shared__ float rows[kCount][kTileRows][kTileChannels];
+  for (int v = 0; v < kCount; ++v) rows[v][threadIdx.y][threadIdx.x] = sums[v];
+  __syncthreads();
+  if (threadIdx.y != 0 || !real) return;
+  for (int v = 0; v < kCount; ++v) {
+    float total = rows[v][0][threadIdx.x];
+    for (int k = 1; k < kTileRows; ++k) total += rows[v][k][threadIdx.x];
+    out[kCount * (c * gridDim.y + blockIdx.y) + v] = total;
+  }
+}
+
+// Block (tile, chunk): per channel, sum dy and dy (d - mean) at each window's winner over the
+// chunk's pooled pixels, into partial[2 (c chunks + chunk) + {0, 1}] (gradient_partial_kernel's
+// layout, for gradient_finalize_kernel).
+__global__ void tail_bf16_gradient_partial_kernel(BlockTailArgs t, const uint16_t* dy,
+                                                  PoolGeometry g, float* partial,
+                                                  int64_t images_per_chunk) {
+  const int64_t c = static_cast<int64_t>(blockIdx.x) * kTileChannels + threadIdx.x;
+  const bool real = c < t.channels;
+  const PixelChunk chunk =
+      pixel_chunk(t.batch, images_per_chunk, g.out_height() * g.out_width());
+  float sums[2] = {0.0f, 0.0f};
+  if (real) {
+    const BlockTailChannel ch = tail_channel(t, c);
+    const float bias = t.conv_bias[c];
+    for (int64_t q = chunk.first + threadIdx.y; q < chunk.last; q += kTileRows) {
+      const PooledPixel px = pooled_pixel(g, q);
+      const ChannelsLastWindow v = load_window(t, px.n, px.w, c, bias);
+      const WindowWinner won = channels_last_winner(v, px.w, ch);
+      const float dyv = float_from_bf16(dy[q * t.channels + c]);
+      sums[0] += dyv;
+      sums[1] += dyv * (v.in_window(px.w, won.position) - ch.mean);
+    }
+  }
+  store_tile_sums<2>(sums, real, c, partial);
+}
+
+// Block (tile, chunk): dz for every element of the chunk's windows at the tile's channels (the
+// windows tile z: each element written once), rounded; and per channel the sum of dz before
+// rounding into bias_partial[c chunks + chunk].
+__global__ void tail_bf16_input_gradient_kernel(BlockTailArgs t, const uint16_t* dy, uint16_t* dz,
+                                                const BatchNormGradientFactors* factors,
+                                                PoolGeometry g, float* bias_partial,
+                                                int64_t images_per_chunk) {
+  const int64_t c = static_cast<int64_t>(blockIdx.x) * kTileChannels + threadIdx.x;
+  const bool real = c < t.channels;
+  const PixelChunk chunk =
+      pixel_chunk(t.batch, images_per_chunk, g.out_height() * g.out_width());
+  float sums[1] = {0.0f};
+  if (real) {
+    const BlockTailChannel ch = tail_channel(t, c);
+    const BatchNormGradientFactors f = factors[c];
+    const float bias = t.conv_bias[c];
+    for (int64_t q = chunk.first + threadIdx.y; q < chunk.last; q += kTileRows) {
+      const PooledPixel px = pooled_pixel(g, q);
+      const ChannelsLastWindow v = load_window(t, px.n, px.w, c, bias);
+      const int winner = channels_last_winner(v, px.w, ch).position;
+      const float dyv = float_from_bf16(dy[q * t.channels + c]);
+      for_each_real_position(px.w, [&](int p) {
+        const float grad = block_tail_gradient(v.pick(v.a, p), v.pick(v.m, p),
+                                               p == winner ? dyv : 0.0f, ch, f.scale, f.mean_dy,
+                                               f.mean_dy_xhat);
+        dz[v.e[p]] = bf16_from_float(grad);
+        sums[0] += grad;
+      });
+    }
+  }
+  store_tile_sums<1>(sums, real, c, bias_partial);
+}
+
+// One thread per channel: its chunks' bias sums in chunk order, in double.
+__global__ void chunk_sums_total_kernel(const float* partial, int64_t channels, int64_t chunks,
+                                        float* total) {
+  for (int64_t c = global_thread_index(); c < channels; c += grid_stride()) {
+    double sum = 0.0;
+    for (int64_t j = 0; j < chunks; ++j) sum += partial[c * chunks + j];
+    total[c] = static_cast<float>(sum);
+  }
+}
+
+}  // namespace
+
+BiasReduction tail_bf16_reduction(int64_t batch, int64_t channels, int sm_count) {
+  BiasReduction r =
+      bias_reduction(batch, (channels + kTileChannels - 1) / kTileChannels, sm_count);
+  r.partial_floats = channels * r.chunks;
+  return r;
+}
+
+void block_tail_forward_bf16(const BlockTailArgs& args, uint16_t* y, float* scratch,
+                             const BiasReduction& r, cudaStream_t stream) {
+  if (elements(args) == 0) return write_empty_batch_forward(args, stream);
+  const BlockTailArgs t = with_mask(args, scratch, r, stream);
+  const PoolGeometry pg{t.batch, t.channels, t.height, t.width};
+  if (t.training) {
+    tail_bf16_moments_kernel<<<tile_grid("block_tail_forward_bf16", r, t.batch, t.channels),
+                               tile_block(), 0, stream>>>(t, scratch, r.images_per_chunk);
+    PNEUMO_LAUNCH_CHECK("tail_bf16_moments_kernel", "batch=", t.batch, " channels=", t.channels,
+                        " height=", t.height, " width=", t.width);
+    const ChunkGeometry g{t.batch, t.channels, t.height * t.width, r.images_per_chunk};
+    moments_finalize_kernel<<<blocks_for(t.channels), kThreadsPerBlock, 0, stream>>>(
+        scratch, g, r.chunks, t.factor, t.epsilon, t.saved_mean, t.saved_inv_std,
+        t.running_mean, t.running_var);
+    PNEUMO_LAUNCH_CHECK("bfloat16 tail moments_finalize_kernel", "channels=", t.channels);
+  } else {
+    running_statistics_kernel<<<blocks_for(t.channels), kThreadsPerBlock, 0, stream>>>(
+        t, t.channels);
+    PNEUMO_LAUNCH_CHECK("running_statistics_kernel", "channels=", t.channels);
+  }
+  const int64_t outputs = pg.batch * pg.out_height() * pg.out_width() * t.channels;
+  tail_bf16_pool_kernel<<<blocks_for(outputs), kThreadsPerBlock, 0, stream>>>(t, y, pg);
+  PNEUMO_LAUNCH_CHECK("tail_bf16_pool_kernel", "batch=", t.batch, " channels=", t.channels,
+                      " height=", t.height, " width=", t.width);
+}
+
+void block_tail_backward_bf16(const BlockTailArgs& args, const uint16_t* dy, uint16_t* dz,
+                              float* dbias, float* dgamma, float* dbeta, float* scratch,
+                              const BiasReduction& r, cudaStream_t stream) {
+  if (elements(args) == 0) {
+    for (float* gradient : {dbias, dgamma, dbeta}) zero_floats(gradient, args.channels, stream);
+    return;
+  }
+  const BlockTailArgs t = with_mask(args, scratch, r, stream);
+  const PoolGeometry pg{t.batch, t.channels, t.height, t.width};
+  const dim3 grid = tile_grid("block_tail_backward_bf16", r, t.batch, t.channels);
+  tail_bf16_gradient_partial_kernel<<<grid, tile_block(), 0, stream>>>(t, dy, pg, scratch,
+                                                                      r.images_per_chunk);
+  PNEUMO_LAUNCH_CHECK("tail_bf16_gradient_partial_kernel", "batch=", t.batch,
+                      " channels=", t.channels);
+  auto* factors = reinterpret_cast<BatchNormGradientFactors*>(scratch + 2 * r.partial_floats);
+  gradient_finalize_kernel<<<blocks_for(t.channels), kThreadsPerBlock, 0, stream>>>(
+      scratch, t.channels, r.chunks, static_cast<double>(t.batch * t.height * t.width), t.gamma,
+      t.saved_inv_std, dgamma, dbeta, factors, t.training);
+  PNEUMO_LAUNCH_CHECK("bfloat16 tail gradient_finalize_kernel", "channels=", t.channels);
+  float* bias_partial = scratch + batchnorm_scratch_floats(r, t.channels);
+  tail_bf16_input_gradient_kernel<<<grid, tile_block(), 0, stream>>>(
+      t, dy, dz, factors, pg, bias_partial, r.images_per_chunk);
+  PNEUMO_LAUNCH_CHECK("tail_bf16_input_gradient_kernel", "batch=", t.batch,
+                      " channels=", t.channels);
+  chunk_sums_total_kernel<<<blocks_for(t.channels), kThreadsPerBlock, 0, stream>>>(
+      bias_partial, t.channels, r.chunks, dbias);
+  PNEUMO_LAUNCH_CHECK("chunk_sums_total_kernel", "channels=", t.channels);
 }
 
 }  // namespace pneumo::kernels

@@ -147,6 +147,8 @@ struct BlockTailArgs {
   double factor, epsilon;
   int64_t batch, channels, height, width;
   const uint32_t* keep = nullptr;  // the drawn mask: set by the launchers below, not by callers
+  // The bfloat16 tail's input (a null): z channels-last, a = relu(z + conv_bias).
+  const uint16_t* z = nullptr;
 };
 int64_t tail_scratch_floats(const BlockTailArgs& t, const BiasReduction& r);
 void block_tail_forward(const BlockTailArgs& t, float* y, float* scratch, const BiasReduction& r,
@@ -154,6 +156,16 @@ void block_tail_forward(const BlockTailArgs& t, float* y, float* scratch, const 
 void block_tail_backward(const BlockTailArgs& t, const float* dy, float* da, float* dgamma,
                          float* dbeta, float* scratch, const BiasReduction& r,
                          cudaStream_t stream);
+// The tail in bfloat16, channels-last (pneumo/ops/block_tail.hpp): t.z and t.conv_bias set, t.a
+// null; y, dy and dz bfloat16 channels-last, the dropout mask indexed in z's storage order. Its
+// reductions run (channel tiles of 32) x (chunks of whole images) blocks: the split is
+// tail_bf16_reduction's (partial_floats: channels x chunks), which tail_scratch_floats takes.
+BiasReduction tail_bf16_reduction(int64_t batch, int64_t channels, int sm_count);
+void block_tail_forward_bf16(const BlockTailArgs& t, uint16_t* y, float* scratch,
+                             const BiasReduction& r, cudaStream_t stream);
+void block_tail_backward_bf16(const BlockTailArgs& t, const uint16_t* dy, uint16_t* dz,
+                              float* dbias, float* dgamma, float* dbeta, float* scratch,
+                              const BiasReduction& r, cudaStream_t stream);
 // The stem (block 1 whole): the same with a = relu(conv(x) + conv_bias) recomputed where needed
 // (x: batch images of height x width, one channel; weight: (channels, 1, 3, 3)); its backward
 // ends in dweight and dbias (tail_scratch_floats counts its weight sums).

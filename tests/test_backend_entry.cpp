@@ -49,6 +49,7 @@ TEST(BackendEntry, BadArgumentsAreRefusedBeforeAnyImplementationRuns) {
   Tensor c3 = cpu({3}), c4 = cpu({4}), c5 = cpu({5}), dense_x = cpu({2, 6}), dense_w = cpu({5, 6});
   Tensor dense_y = cpu({2, 5}), logits = cpu({2}), labels = cpu({3}), stats = cpu({2});
   Tensor params = cpu({7}), grads = cpu({8}), state = cpu({7});
+  Array<uint16_t> bits(x.numel(), Device::Cpu);  // bfloat16 storage for the channels-last views
   const std::vector<Refusal> refusals = {
       {"conv2d_forward", "y", [&](Backend& k) { k.conv2d_forward(x, w, b, wrong_y, true); }},
       {"conv2d_forward", "bias", [&](Backend& k) { k.conv2d_forward(x, w, c3, y, true); }},
@@ -78,6 +79,24 @@ TEST(BackendEntry, BadArgumentsAreRefusedBeforeAnyImplementationRuns) {
        }},
       {"block_tail_backward", "da",
        [&](Backend& k) { k.block_tail_backward(x, pooled, c3, c3, c3, c3, {}, pooled, c3, c3); }},
+      {"block_tail_forward_bf16", "y",
+       [&](Backend& k) {
+         const Bf16NhwcView z{bits.data(), x.shape(), Device::Cpu},
+             y16{bits.data(), bad_pool.shape(), Device::Cpu};
+         k.block_tail_forward_bf16(z, c3, c3, c3, c3, c3, {}, y16, c3, c3);
+       }},
+      {"block_tail_backward_bf16", "dbias",
+       [&](Backend& k) {
+         const Bf16NhwcView z{bits.data(), x.shape(), Device::Cpu},
+             dy16{bits.data(), pooled.shape(), Device::Cpu};
+         k.block_tail_backward_bf16(z, c3, dy16, c3, c3, c3, c3, {}, z, c4, c3, c3);
+       }},
+      {"block_tail_backward_bf16", "dy",
+       [&](Backend& k) {
+         const Bf16NhwcView z{bits.data(), x.shape(), Device::Cpu},
+             dy16{bits.data(), pooled.shape(), Device::Cuda};
+         k.block_tail_backward_bf16(z, c3, dy16, c3, c3, c3, c3, {}, z, c3, c3, c3);
+       }},
       {"dense_forward", "bias", [&](Backend& k) { k.dense_forward(dense_x, dense_w, c4, dense_y); }},
       {"dense_forward", "y", [&](Backend& k) { k.dense_forward(dense_x, dense_w, c5, c4); }},
       {"dense_forward", "x", [&](Backend& k) { k.dense_forward(x, dense_w, b, dense_y); }},

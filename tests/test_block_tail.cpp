@@ -13,6 +13,7 @@
 #include <cmath>
 #include <memory>
 
+#include "bf16.hpp"
 #include "block_tail_math.hpp"
 #include "pneumo/backend.hpp"
 #include "pneumo/distributed.hpp"
@@ -577,6 +578,202 @@ TEST(BlockTailCuda, AnEmptyBatchWritesItsPerChannelOutputs) {
   PNEUMO_REQUIRE_CUDA();
   auto cuda = make_cuda_backend(BackendOptions{});
   expect_empty_batch_writes_its_outputs(*cuda);
+}
+
+// ---- The tail in bfloat16, channels-last (block_tail_forward_bf16 / block_tail_backward_bf16) ----
+// Its contract is the float32 tail on a = relu(z + bias) with the mask at z's channels-last
+// storage index, and the conversions at the edges. The reference builds exactly that from the
+// float32 CPU tail: a and the dropped values d = a m on the host (dropout_multiplier at each
+// element's channels-last index), the tail run on d without dropout (so its mask is the host's),
+// and the backward's result times m: the tail's gradient is relu_backward(a, dd m), and on d
+// without dropout it gives relu_backward(d, dd), equal to dd where a > 0 and the element was
+// kept (d > 0 there too), so times m it is the same float product.
+
+// bfloat16 channels-last values on a device, from the host.
+struct Bf16Tensor {
+  Array<uint16_t> bits;
+  Shape shape;
+  Bf16Tensor(Shape s, const std::vector<uint16_t>& host, Device device)
+      : bits(s.numel(), device), shape(s) {
+    copy_bytes(bits.data(), device, host.data(), Device::Cpu, bits.bytes());
+  }
+  Bf16Tensor(Shape s, Device device) : bits(s.numel(), device), shape(s) {}
+  Bf16NhwcView view() { return {bits.data(), shape, bits.device()}; }
+  std::vector<float> host_nchw() const {  // decoded, in NCHW order
+    std::vector<uint16_t> raw(static_cast<size_t>(shape.numel()));
+    copy_bytes(raw.data(), Device::Cpu, bits.data(), bits.device(), bits.bytes());
+    const ChannelLayout l = channel_layout(shape);
+    std::vector<float> out(raw.size());
+    for (int64_t n = 0; n < l.batch; ++n)
+      for (int64_t c = 0; c < l.channels; ++c)
+        for (int64_t p = 0; p < l.pixels; ++p)
+          out[static_cast<size_t>((n * l.channels + c) * l.pixels + p)] =
+              float_from_bf16(raw[static_cast<size_t>((n * l.pixels + p) * l.channels + c)]);
+    return out;
+  }
+};
+
+// NCHW values (exact in bfloat16) as channels-last bits.
+std::vector<uint16_t> channels_last_bits(const std::vector<float>& nchw, const Shape& shape) {
+  const ChannelLayout l = channel_layout(shape);
+  std::vector<uint16_t> out(nchw.size());
+  for (int64_t n = 0; n < l.batch; ++n)
+    for (int64_t c = 0; c < l.channels; ++c)
+      for (int64_t p = 0; p < l.pixels; ++p)
+        out[static_cast<size_t>((n * l.pixels + p) * l.channels + c)] =
+            bf16_from_float(nchw[static_cast<size_t>((n * l.channels + c) * l.pixels + p)]);
+  return out;
+}
+
+// z in quarters over [-1.5, 2) (ties in windows, exact in bfloat16), bias per channel in
+// quarters too, so that a = relu(z + bias) ties where z does; dy rounded to bfloat16.
+struct Bf16TailInputs {
+  std::vector<float> z, bias, dy;  // NCHW
+};
+Bf16TailInputs bf16_tail_inputs(const TailCase& c) {
+  Bf16TailInputs in;
+  in.z = testing::random_values(c.shape.numel(), 13, -1.5f, 2.0f);
+  for (float& v : in.z) v = std::round(v * 4.0f) / 4.0f;
+  in.bias = testing::random_values(c.shape.c(), 14, -0.5f, 0.5f);
+  for (float& v : in.bias) v = std::round(v * 4.0f) / 4.0f;
+  in.dy = testing::random_values(pool_geometry(c.shape).output().numel(), 15);
+  for (float& v : in.dy) v = round_to_bf16(v);
+  return in;
+}
+
+struct Bf16TailResult {
+  TailResult tail;            // y and da (here dz) decoded to NCHW floats
+  std::vector<float> dbias;
+};
+
+Bf16TailResult run_bf16_tail(Backend& backend, const TailCase& c) {
+  const Bf16TailInputs in = bf16_tail_inputs(c);
+  TailOperands o = operands(c, backend.device());
+  const BlockTailSettings s = settings_for(c);
+  const Shape channels{c.shape.c()}, pooled = pool_geometry(c.shape).output();
+  const Device device = backend.device();
+  Bf16Tensor z(c.shape, channels_last_bits(in.z, c.shape), device);
+  Bf16Tensor dy(pooled, channels_last_bits(in.dy, pooled), device);
+  Bf16Tensor y(pooled, device), dz(c.shape, device);
+  Tensor bias = Tensor::from_host(channels, in.bias.data(), device);
+  Tensor saved_mean = backend.empty(channels), saved_inv_std = backend.empty(channels);
+  Tensor dbias = backend.empty(channels), dgamma = backend.empty(channels),
+         dbeta = backend.empty(channels);
+  backend.block_tail_forward_bf16(z.view(), bias, o.gamma, o.beta, o.running_mean, o.running_var,
+                                  s, y.view(), saved_mean, saved_inv_std);
+  backend.block_tail_backward_bf16(z.view(), bias, dy.view(), o.gamma, o.beta, saved_mean,
+                                   saved_inv_std, s, dz.view(), dbias, dgamma, dbeta);
+  backend.synchronize();
+  return {{y.host_nchw(), to_host(saved_mean), to_host(saved_inv_std), to_host(o.running_mean),
+           to_host(o.running_var), dz.host_nchw(), to_host(dgamma), to_host(dbeta)},
+          to_host(dbias)};
+}
+
+// The contract's composition on the CPU (see above), rounded where the op rounds.
+Bf16TailResult bf16_tail_reference(const TailCase& c) {
+  const Bf16TailInputs in = bf16_tail_inputs(c);
+  auto cpu = make_cpu_backend(1);
+  TailOperands o = operands(c, Device::Cpu);
+  BlockTailSettings s = settings_for(c);
+  const ChannelLayout l = channel_layout(c.shape);
+  const Shape channels{c.shape.c()}, pooled = pool_geometry(c.shape).output();
+  std::vector<float> a(in.z.size()), m(in.z.size(), 1.0f), d(in.z.size());
+  for (int64_t n = 0; n < l.batch; ++n)
+    for (int64_t k = 0; k < l.channels; ++k)
+      for (int64_t p = 0; p < l.pixels; ++p) {
+        const auto i = static_cast<size_t>((n * l.channels + k) * l.pixels + p);
+        const auto storage = static_cast<uint32_t>((n * l.pixels + p) * l.channels + k);
+        a[i] = std::max(in.z[i] + in.bias[static_cast<size_t>(k)], 0.0f);
+        if (c.training && c.rate > 0.0f) m[i] = dropout_multiplier(s.dropout_key, storage, c.rate);
+        d[i] = c.training && c.rate > 0.0f ? a[i] * m[i] : a[i];
+      }
+  s.dropout_rate = 0.0f;  // the mask is in d
+  Tensor dt = Tensor::from_host(c.shape, d.data(), Device::Cpu);
+  Tensor dyt = Tensor::from_host(pooled, in.dy.data(), Device::Cpu);
+  Tensor y(pooled, Device::Cpu), saved_mean(channels, Device::Cpu),
+      saved_inv_std(channels, Device::Cpu), g(c.shape, Device::Cpu), dgamma(channels, Device::Cpu),
+      dbeta(channels, Device::Cpu);
+  cpu->block_tail_forward(dt, o.gamma, o.beta, o.running_mean, o.running_var, s, y, saved_mean,
+                          saved_inv_std);
+  cpu->block_tail_backward(dt, dyt, o.gamma, o.beta, saved_mean, saved_inv_std, s, g, dgamma,
+                           dbeta);
+  Bf16TailResult r{{to_host(y), to_host(saved_mean), to_host(saved_inv_std),
+                    to_host(o.running_mean), to_host(o.running_var), to_host(g), to_host(dgamma),
+                    to_host(dbeta)},
+                   std::vector<float>(static_cast<size_t>(l.channels), 0.0f)};
+  std::vector<double> bias_sums(static_cast<size_t>(l.channels), 0.0);
+  for (size_t i = 0; i < r.tail.da.size(); ++i) {
+    const float da = c.training && c.rate > 0.0f ? r.tail.da[i] * m[i] : r.tail.da[i];
+    bias_sums[static_cast<size_t>((static_cast<int64_t>(i) / l.pixels) % l.channels)] += da;
+    r.tail.da[i] = round_to_bf16(da);
+  }
+  for (float& v : r.tail.y) v = round_to_bf16(v);
+  for (size_t k = 0; k < bias_sums.size(); ++k) r.dbias[k] = static_cast<float>(bias_sums[k]);
+  return r;
+}
+
+const TailCase kBf16Cases[] = {
+    {{3, 40, 6, 6}, 0.2f, 0, true},   // more channels than a tile of 32, dropout
+    {{2, 3, 5, 7}, 0.0f, 0, true},    // odd sizes: padding windows
+    {{2, 5, 7, 5}, 0.1f, 12, true},   // dropout from a shard's offset, odd sizes
+    {{3, 4, 6, 5}, 0.2f, 0, false},   // inference: running statistics, no dropout
+};
+
+// The CPU op is the composition exactly: the same floats in the same order, so equal, except
+// dbias, which the op sums in batch-norm's order and the reference in memory order.
+TEST(BlockTailBf16, CpuIsTheFloatTailOnTheDecodedInput) {
+  auto cpu = make_cpu_backend(2);
+  for (const TailCase& c : kBf16Cases) {
+    SCOPED_TRACE(c.shape.str() + " rate " + std::to_string(c.rate));
+    const Bf16TailResult got = run_bf16_tail(*cpu, c), want = bf16_tail_reference(c);
+    expect_same(got.tail, want.tail, 0.0, 0.0);
+    EXPECT_TRUE(all_close(got.dbias, want.dbias, 1e-6, 1e-6, "dbias"));
+  }
+}
+
+// The comparison above can fail: the reference with the float32 tail's mask (its NCHW index)
+// instead of the channels-last one differs from the op wherever dropout runs.
+TEST(BlockTailBf16, TheMaskIndexIsTheChannelsLastOne) {
+  auto cpu = make_cpu_backend(1);
+  const TailCase c = kBf16Cases[0];
+  const Bf16TailResult got = run_bf16_tail(*cpu, c);
+  // The float32 tail on a = relu(z + bias) with its own (NCHW-indexed) dropout.
+  const Bf16TailInputs in = bf16_tail_inputs(c);
+  const ChannelLayout l = channel_layout(c.shape);
+  std::vector<float> a(in.z.size());
+  for (size_t i = 0; i < a.size(); ++i)
+    a[i] = std::max(in.z[i] + in.bias[(static_cast<int64_t>(i) / l.pixels) % l.channels], 0.0f);
+  TailOperands o = operands(c, Device::Cpu);
+  Tensor at = Tensor::from_host(c.shape, a.data(), Device::Cpu);
+  Tensor y(pool_geometry(c.shape).output(), Device::Cpu), mean(Shape{c.shape.c()}, Device::Cpu),
+      inv_std(Shape{c.shape.c()}, Device::Cpu);
+  cpu->block_tail_forward(at, o.gamma, o.beta, o.running_mean, o.running_var, settings_for(c), y,
+                          mean, inv_std);
+  EXPECT_FALSE(all_close(got.tail.saved_mean, to_host(mean), 1e-6, 1e-6, "saved_mean"));
+}
+
+// CUDA against the CPU twin: statistics summed in another order, so y and dz may differ by a
+// bfloat16 step (2^-8 relative) where the float32 values straddle a rounding boundary.
+TEST(BlockTailBf16Cuda, MatchesTheCpuTwin) {
+  PNEUMO_REQUIRE_CUDA();
+  auto cpu = make_cpu_backend(2);
+  auto cuda = make_cuda_backend(BackendOptions{});
+  const auto expect_close = [](const Bf16TailResult& got, const Bf16TailResult& want,
+                               bool large) {
+    TailResult g = got.tail;
+    EXPECT_TRUE(all_close(g.y, want.tail.y, 1e-4, 1.0 / 128, "y"));
+    EXPECT_TRUE(all_close(g.da, want.tail.da, 1e-4, 1.0 / 128, "dz"));
+    g.y = want.tail.y;  // compared above, at a bfloat16 step
+    g.da = want.tail.da;
+    expect_same(g, want.tail, 1e-5, 1e-4, large);
+    EXPECT_TRUE(sums_close(got.dbias, want.dbias, 1e-4, "dbias"));
+  };
+  for (const TailCase& c : kBf16Cases) {
+    SCOPED_TRACE(c.shape.str() + " rate " + std::to_string(c.rate));
+    expect_close(run_bf16_tail(*cuda, c), run_bf16_tail(*cpu, c), false);
+  }
+  const TailCase big{{8, 64, 75, 75}, 0.1f, 0, true};  // block 2's tail at 150 px, batch 8
+  expect_close(run_bf16_tail(*cuda, big), run_bf16_tail(*cpu, big), true);
 }
 
 }  // namespace

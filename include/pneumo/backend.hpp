@@ -56,6 +56,14 @@ namespace pneumo {
   OP(block_tail_backward, (ConstTensorView a, ConstTensorView dy, ConstTensorView gamma, \
       ConstTensorView beta, ConstTensorView saved_mean, ConstTensorView saved_inv_std, \
       const BlockTailSettings& settings, TensorView da, TensorView dgamma, TensorView dbeta)) \
+  OP(block_tail_forward_bf16, (ConstBf16NhwcView z, ConstTensorView bias, ConstTensorView gamma, \
+      ConstTensorView beta, TensorView running_mean, TensorView running_var, \
+      const BlockTailSettings& settings, Bf16NhwcView y, TensorView saved_mean, \
+      TensorView saved_inv_std)) \
+  OP(block_tail_backward_bf16, (ConstBf16NhwcView z, ConstTensorView bias, ConstBf16NhwcView dy, \
+      ConstTensorView gamma, ConstTensorView beta, ConstTensorView saved_mean, \
+      ConstTensorView saved_inv_std, const BlockTailSettings& settings, Bf16NhwcView dz, \
+      TensorView dbias, TensorView dgamma, TensorView dbeta)) \
   OP(stem_forward, (ConstTensorView x, ConstTensorView weight, ConstTensorView bias, \
       ConstTensorView gamma, ConstTensorView beta, TensorView running_mean, \
       TensorView running_var, const BlockTailSettings& settings, TensorView y, \
@@ -189,6 +197,17 @@ class Backend {
                            ConstTensorView beta, ConstTensorView saved_mean,
                            ConstTensorView saved_inv_std, const BlockTailSettings& settings,
                            TensorView da, TensorView dgamma, TensorView dbeta);
+  // The same tail between two bfloat16 convolutions: z their channels-last bfloat16 output
+  // before the bias; y, dy and dz bfloat16 channels-last; dbias the convolution's bias gradient.
+  void block_tail_forward_bf16(ConstBf16NhwcView z, ConstTensorView bias, ConstTensorView gamma,
+                               ConstTensorView beta, TensorView running_mean,
+                               TensorView running_var, const BlockTailSettings& settings,
+                               Bf16NhwcView y, TensorView saved_mean, TensorView saved_inv_std);
+  void block_tail_backward_bf16(ConstBf16NhwcView z, ConstTensorView bias, ConstBf16NhwcView dy,
+                                ConstTensorView gamma, ConstTensorView beta,
+                                ConstTensorView saved_mean, ConstTensorView saved_inv_std,
+                                const BlockTailSettings& settings, Bf16NhwcView dz,
+                                TensorView dbias, TensorView dgamma, TensorView dbeta);
   // The stem: block 1 whole, x (N, 1, H, W) -> conv 3x3 + ReLU -> the tail above, the
   // convolution's output recomputed, never stored; the backward ends in its weight and bias
   // gradients (no dx).

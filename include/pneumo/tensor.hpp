@@ -118,6 +118,28 @@ struct ConstTensorView {
   ConstTensorView reshaped(Shape new_shape) const;
 };
 
+// Non-owning bfloat16 views, channels-last: `shape` is the logical (N, C, H, W) and element
+// (n, c, h, w) is at ((n H + h) W + w) C + c, as bits (uint16_t; kernels/bf16.hpp's rounding).
+// The layout --precision bf16's convolutions read and write through cuDNN; the ops that take
+// these views say so in their contracts.
+struct Bf16NhwcView {
+  uint16_t* data = nullptr;
+  Shape shape;
+  Device device = Device::Cpu;
+  int64_t numel() const { return shape.numel(); }
+};
+
+struct ConstBf16NhwcView {
+  const uint16_t* data = nullptr;
+  Shape shape;
+  Device device = Device::Cpu;
+  ConstBf16NhwcView() = default;
+  ConstBf16NhwcView(const uint16_t* d, Shape s, Device dev) : data(d), shape(s), device(dev) {}
+  ConstBf16NhwcView(const Bf16NhwcView& v)  // NOLINT: as ConstTensorView from TensorView
+      : data(v.data), shape(v.shape), device(v.device) {}
+  int64_t numel() const { return shape.numel(); }
+};
+
 // Owning float32 tensor (contents uninitialised unless zeroed).
 class Tensor {
  public:

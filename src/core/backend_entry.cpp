@@ -156,6 +156,31 @@ void Backend::block_tail_backward(ConstTensorView a, ConstTensorView dy, ConstTe
   observe("block_tail_backward", a.shape);
 }
 
+void Backend::block_tail_forward_bf16(ConstBf16NhwcView z, ConstTensorView bias,
+                                      ConstTensorView gamma, ConstTensorView beta,
+                                      TensorView running_mean, TensorView running_var,
+                                      const BlockTailSettings& settings, Bf16NhwcView y,
+                                      TensorView saved_mean, TensorView saved_inv_std) {
+  ops::check_block_tail_forward_bf16(device(), z, bias, gamma, beta, running_mean, running_var,
+                                     settings, y, saved_mean, saved_inv_std);
+  block_tail_forward_bf16_impl(z, bias, gamma, beta, running_mean, running_var, settings, y,
+                               saved_mean, saved_inv_std);
+  observe("block_tail_forward_bf16", z.shape);
+}
+
+void Backend::block_tail_backward_bf16(ConstBf16NhwcView z, ConstTensorView bias,
+                                       ConstBf16NhwcView dy, ConstTensorView gamma,
+                                       ConstTensorView beta, ConstTensorView saved_mean,
+                                       ConstTensorView saved_inv_std,
+                                       const BlockTailSettings& settings, Bf16NhwcView dz,
+                                       TensorView dbias, TensorView dgamma, TensorView dbeta) {
+  ops::check_block_tail_backward_bf16(device(), z, bias, dy, gamma, beta, saved_mean,
+                                      saved_inv_std, settings, dz, dbias, dgamma, dbeta);
+  block_tail_backward_bf16_impl(z, bias, dy, gamma, beta, saved_mean, saved_inv_std, settings, dz,
+                                dbias, dgamma, dbeta);
+  observe("block_tail_backward_bf16", z.shape);
+}
+
 void Backend::stem_forward(ConstTensorView x, ConstTensorView weight, ConstTensorView bias,
                            ConstTensorView gamma, ConstTensorView beta, TensorView running_mean,
                            TensorView running_var, const BlockTailSettings& settings, TensorView y,

@@ -9,6 +9,7 @@
 #include <cmath>
 #include <vector>
 
+#include "bf16.hpp"
 #include "block_tail_math.hpp"
 #include "cpu/channel_sum.hpp"
 #include "cpu/cpu_backend.hpp"
@@ -44,6 +45,23 @@ struct ChannelValues {
       } else {
         for (int64_t p = 0; p < layout.pixels; ++p) dn[p] = an[p];
       }
+    }
+  }
+
+  // The bfloat16 tail's channel c: a = relu(z + bias) from channels-last z, its multipliers
+  // picked from `storage_m` (all of z's, in z's storage order; empty without dropout).
+  void fill_channels_last(const ChannelLayout& layout, int64_t c, const uint16_t* z, float bias,
+                          const std::vector<float>& storage_m) {
+    const auto count = static_cast<size_t>(layout.count());
+    a.resize(count);
+    d.resize(count);
+    m.resize(storage_m.empty() ? 0 : count);
+    for (int64_t i = 0; i < layout.batch * layout.pixels; ++i) {  // i = n * pixels + p
+      const int64_t e = i * layout.channels + c;
+      const auto k = static_cast<size_t>(i);
+      a[k] = bias_relu(float_from_bf16(z[e]), bias, /*apply_relu=*/true);
+      if (!m.empty()) m[k] = storage_m[static_cast<size_t>(e)];
+      d[k] = m.empty() ? a[k] : a[k] * m[k];
     }
   }
 };
@@ -299,6 +317,92 @@ void CpuBackend::stem_backward_impl(ConstTensorView x, ConstTensorView dy, Const
       }
       dbias.data[k] = static_cast<float>(db);
       for (int t = 0; t < 9; ++t) dweight.data[k * 9 + t] = static_cast<float>(dw[t]);
+    }
+  });
+}
+
+// ---- The tail in bfloat16, channels-last: the float32 tail's channel code on a = relu(z + bias),
+// with the multipliers at z's storage indices and the conversions at the edges.
+
+namespace {
+
+// Every multiplier of a tensor of layout's size in storage order (one draw for all channels);
+// empty without dropout.
+std::vector<float> storage_multipliers(const ChannelLayout& layout, const BlockTailChannel& ch) {
+  std::vector<float> m;
+  if (ch.rate > 0.0f) {
+    m.resize(static_cast<size_t>(layout.batch * layout.channels * layout.pixels));
+    dropout_multipliers(ch.key, ch.rate, 0, static_cast<int64_t>(m.size()), m.data());
+  }
+  return m;
+}
+
+// An (N, C, H, W) float32 tensor as bfloat16 channels-last, and back.
+void to_channels_last(ConstTensorView x, uint16_t* out) {
+  const ChannelLayout l = channel_layout(x.shape);
+  for (int64_t n = 0; n < l.batch; ++n)
+    for (int64_t c = 0; c < l.channels; ++c)
+      for (int64_t p = 0; p < l.pixels; ++p)
+        out[(n * l.pixels + p) * l.channels + c] =
+            bf16_from_float(x.data[(n * l.channels + c) * l.pixels + p]);
+}
+void from_channels_last(const uint16_t* in, TensorView x) {
+  const ChannelLayout l = channel_layout(x.shape);
+  for (int64_t n = 0; n < l.batch; ++n)
+    for (int64_t c = 0; c < l.channels; ++c)
+      for (int64_t p = 0; p < l.pixels; ++p)
+        x.data[(n * l.channels + c) * l.pixels + p] =
+            float_from_bf16(in[(n * l.pixels + p) * l.channels + c]);
+}
+
+}  // namespace
+
+void CpuBackend::block_tail_forward_bf16_impl(ConstBf16NhwcView z, ConstTensorView bias,
+                                              ConstTensorView gamma, ConstTensorView beta,
+                                              TensorView running_mean, TensorView running_var,
+                                              const BlockTailSettings& s, Bf16NhwcView y,
+                                              TensorView saved_mean, TensorView saved_inv_std) {
+  const ChannelLayout layout = channel_layout(z.shape);
+  const PoolGeometry g = pool_geometry(z.shape);
+  Tensor pooled(y.shape, Device::Cpu);  // float32 NCHW, rounded into y at the end
+  const std::vector<float> storage_m =
+      storage_multipliers(layout, channel_constants(s, 0.0f, 0.0f));
+  pool_.parallel_for(layout.channels, [&](int64_t begin, int64_t end, int /*worker*/) {
+    ChannelValues values;
+    for (int64_t c = begin; c < end; ++c) {
+      const BlockTailChannel ch = channel_constants(s, gamma.data[c], beta.data[c]);
+      values.fill_channels_last(layout, c, z.data, bias.data[c], storage_m);
+      forward_channel(values, layout, g, c, ch, s, running_mean, running_var, pooled, saved_mean,
+                      saved_inv_std);
+    }
+  });
+  to_channels_last(pooled, y.data);
+}
+
+void CpuBackend::block_tail_backward_bf16_impl(ConstBf16NhwcView z, ConstTensorView bias,
+                                               ConstBf16NhwcView dy, ConstTensorView gamma,
+                                               ConstTensorView beta, ConstTensorView saved_mean,
+                                               ConstTensorView saved_inv_std,
+                                               const BlockTailSettings& s, Bf16NhwcView dz,
+                                               TensorView dbias, TensorView dgamma,
+                                               TensorView dbeta) {
+  const ChannelLayout layout = channel_layout(z.shape);
+  const PoolGeometry g = pool_geometry(z.shape);
+  Tensor dy_nchw(dy.shape, Device::Cpu);
+  from_channels_last(dy.data, dy_nchw);
+  const std::vector<float> storage_m =
+      storage_multipliers(layout, channel_constants(s, 0.0f, 0.0f));
+  pool_.parallel_for(layout.channels, [&](int64_t begin, int64_t end, int /*worker*/) {
+    ChannelValues values;
+    for (int64_t c = begin; c < end; ++c) {
+      const BlockTailChannel ch = saved_constants(s, gamma, beta, saved_mean, saved_inv_std, c);
+      values.fill_channels_last(layout, c, z.data, bias.data[c], storage_m);
+      backward_channel(values, layout, g, c, ch, s, dy_nchw, gamma, dgamma, dbeta);
+      const float* gc = values.g.data();
+      dbias.data[c] = static_cast<float>(
+          channel_sum(buffer_layout(layout), 0, [&](int64_t i) { return double{gc[i]}; }));
+      for (int64_t i = 0; i < layout.batch * layout.pixels; ++i)
+        dz.data[i * layout.channels + c] = bf16_from_float(gc[i]);
     }
   });
 }

@@ -529,6 +529,19 @@ kernels::BlockTailArgs stem_args(ConstTensorView x, ConstTensorView weight, Cons
   t.channels = weight.shape[0];
   return t;
 }
+
+// The bfloat16 tail's: the tail's arguments with z and the convolution's bias instead of a.
+kernels::BlockTailArgs bf16_tail_args(ConstBf16NhwcView z, ConstTensorView bias,
+                                      ConstTensorView gamma, ConstTensorView beta,
+                                      float* running_mean, float* running_var,
+                                      const float* saved_mean, const float* saved_inv_std,
+                                      const BlockTailSettings& s) {
+  kernels::BlockTailArgs t = tail_args(ConstTensorView{nullptr, z.shape, z.device}, gamma, beta,
+                                       running_mean, running_var, saved_mean, saved_inv_std, s);
+  t.z = z.data;
+  t.conv_bias = bias.data;
+  return t;
+}
 }  // namespace
 
 // The scratch every tail and stem launch takes (batch-norm's sums, the stem's weight sums, the
@@ -563,6 +576,34 @@ void CudaBackend::block_tail_backward_impl(ConstTensorView a, ConstTensorView dy
   const kernels::BiasReduction split = reduction(t.batch, t.channels);
   kernels::block_tail_backward(t, dy.data, da.data, dgamma.data, dbeta.data,
                                tail_scratch(t, split), split, stream_.get());
+}
+
+void CudaBackend::block_tail_forward_bf16_impl(ConstBf16NhwcView z, ConstTensorView bias,
+                                               ConstTensorView gamma, ConstTensorView beta,
+                                               TensorView running_mean, TensorView running_var,
+                                               const BlockTailSettings& s, Bf16NhwcView y,
+                                               TensorView saved_mean, TensorView saved_inv_std) {
+  PNEUMO_NVTX_RANGE("block_tail_forward_bf16");
+  const kernels::BlockTailArgs t =
+      bf16_tail_args(z, bias, gamma, beta, running_mean.data, running_var.data, saved_mean.data,
+                     saved_inv_std.data, s);
+  const kernels::BiasReduction split = kernels::tail_bf16_reduction(t.batch, t.channels, sm_count_);
+  kernels::block_tail_forward_bf16(t, y.data, tail_scratch(t, split), split, stream_.get());
+}
+
+void CudaBackend::block_tail_backward_bf16_impl(ConstBf16NhwcView z, ConstTensorView bias,
+                                                ConstBf16NhwcView dy, ConstTensorView gamma,
+                                                ConstTensorView beta, ConstTensorView saved_mean,
+                                                ConstTensorView saved_inv_std,
+                                                const BlockTailSettings& s, Bf16NhwcView dz,
+                                                TensorView dbias, TensorView dgamma,
+                                                TensorView dbeta) {
+  PNEUMO_NVTX_RANGE("block_tail_backward_bf16");
+  const kernels::BlockTailArgs t = bf16_tail_args(z, bias, gamma, beta, nullptr, nullptr,
+                                                  saved_mean.data, saved_inv_std.data, s);
+  const kernels::BiasReduction split = kernels::tail_bf16_reduction(t.batch, t.channels, sm_count_);
+  kernels::block_tail_backward_bf16(t, dy.data, dz.data, dbias.data, dgamma.data, dbeta.data,
+                                    tail_scratch(t, split), split, stream_.get());
 }
 
 void CudaBackend::stem_forward_impl(ConstTensorView x, ConstTensorView weight,

@@ -34,6 +34,23 @@
 // - backward: block_tail_backward's da, not written, but reduced into the convolution's
 //   gradients: dweight[k, 0, t] = sum da x[tap t], dbias[k] = sum da (conv2d_backward_filter's);
 //   no dx (the first layer has no input gradient). dgamma and dbeta as the tail's.
+//
+// The tail in bfloat16, channels-last (Backend::block_tail_forward_bf16, block_tail_backward_bf16):
+// the same tail between two --precision bf16 convolutions, reading and writing what they read
+// and write (pneumo/tensor.hpp's Bf16NhwcView), so that no conversion pass runs around them:
+// - z (N, C, H, W), bfloat16 channels-last: the convolution's sum before its bias (cuDNN's
+//   rounded output); bias (C); a = relu(float(z) + bias) in float32, the value the unfused bf16
+//   chain hands the tail (pneumo/ops/conv2d.hpp's rule: the result rounded, then the bias);
+// - then exactly block_tail_forward / block_tail_backward on a, except the dropout mask's
+//   element index: the element's place in z's storage (channels-last), so that a warp's 32
+//   neighbouring channels share one mask word (the masks differ from the float32 tail's; both
+//   are dropout_multiplier's at their index). first: as above, a multiple of 4;
+// - y (N, C, ceil(H/2), ceil(W/2)) bfloat16 channels-last: the pooled output rounded to nearest
+//   even, which the next convolution's operand rounding does anyway;
+// - backward: dy (the pooled shape) bfloat16 channels-last; dz (shape of z) bfloat16
+//   channels-last: the tail's da rounded as the convolution's dy is; dbias (C) = the sum of da
+//   over (N, H, W) in float32 before rounding (the convolution's bias gradient); dgamma, dbeta
+//   as the tail's.
 #pragma once
 
 #include "pneumo/ops/batchnorm.hpp"
@@ -176,6 +193,66 @@ inline void check_stem_backward(Device device, ConstTensorView x, ConstTensorVie
   expect_shape(op, "dy", dy.shape, pool_geometry(a).output());
   expect_shape(op, "dweight", dweight.shape, weight.shape);
   check_block_tail_settings(op, channel_layout(a), s);
+}
+
+}  // namespace pneumo::ops
+
+namespace pneumo::ops {
+
+// The bfloat16 tail's operands: z and the tensors shaped as z (`alike`), bias and the per-channel
+// tensors (C), the pooled one. Returns z's layout.
+inline ChannelLayout checked_tail_bf16(Device device, const char* op, ConstBf16NhwcView z,
+                                       std::initializer_list<std::pair<const char*, ConstBf16NhwcView>> alike,
+                                       const std::pair<const char*, ConstBf16NhwcView>& pooled,
+                                       std::initializer_list<NamedView> per_channel) {
+  const ChannelLayout layout = checked_channel_layout(op, z.shape);
+  expect_bf16(device, op, "z", z, z.shape);
+  for (const auto& [name, view] : alike) expect_bf16(device, op, name, view, z.shape);
+  expect_bf16(device, op, pooled.first, pooled.second, pool_geometry(z.shape).output());
+  expect_on(device, op, per_channel);
+  expect_shapes(op, layout.channel_shape(), per_channel);
+  return layout;
+}
+
+inline void check_block_tail_forward_bf16(Device device, ConstBf16NhwcView z, ConstTensorView bias,
+                                          ConstTensorView gamma, ConstTensorView beta,
+                                          ConstTensorView running_mean,
+                                          ConstTensorView running_var, const BlockTailSettings& s,
+                                          ConstBf16NhwcView y, ConstTensorView saved_mean,
+                                          ConstTensorView saved_inv_std) {
+  const char* op = "block_tail_forward_bf16";
+  const ChannelLayout layout = checked_tail_bf16(device, op, z, {}, {"y", y},
+                                                 {{"bias", bias},
+                                                  {"gamma", gamma},
+                                                  {"beta", beta},
+                                                  {"running_mean", running_mean},
+                                                  {"running_var", running_var},
+                                                  {"saved_mean", saved_mean},
+                                                  {"saved_inv_std", saved_inv_std}});
+  PNEUMO_CHECK(!s.training || layout.count() > 1, op, ": z ", z.shape.str(),
+               " has one value per channel; the batch variance needs at least two");
+  check_block_tail_settings(op, layout, s);
+}
+
+inline void check_block_tail_backward_bf16(Device device, ConstBf16NhwcView z,
+                                           ConstTensorView bias, ConstBf16NhwcView dy,
+                                           ConstTensorView gamma, ConstTensorView beta,
+                                           ConstTensorView saved_mean,
+                                           ConstTensorView saved_inv_std,
+                                           const BlockTailSettings& s, ConstBf16NhwcView dz,
+                                           ConstTensorView dbias, ConstTensorView dgamma,
+                                           ConstTensorView dbeta) {
+  const char* op = "block_tail_backward_bf16";
+  const ChannelLayout layout = checked_tail_bf16(device, op, z, {{"dz", dz}}, {"dy", dy},
+                                                 {{"bias", bias},
+                                                  {"gamma", gamma},
+                                                  {"beta", beta},
+                                                  {"saved_mean", saved_mean},
+                                                  {"saved_inv_std", saved_inv_std},
+                                                  {"dbias", dbias},
+                                                  {"dgamma", dgamma},
+                                                  {"dbeta", dbeta}});
+  check_block_tail_settings(op, layout, s);
 }
 
 }  // namespace pneumo::ops

@@ -15,15 +15,26 @@ namespace pneumo::ops {
 
 using NamedView = std::pair<const char*, ConstTensorView>;
 
-// Every view lives on the backend's device and has data unless it is empty.
+// A view lives on the backend's device and has data unless it is empty.
+template <class View>
+void expect_placed(Device device, const char* op, const char* argument, const View& view) {
+  PNEUMO_CHECK(view.device == device, op, ": ", argument, " ", view.shape.str(), " is on ",
+               to_string(view.device), ", but the ", to_string(device),
+               " backend needs it in its own memory");
+  PNEUMO_CHECK(view.data != nullptr || view.numel() == 0, op, ": ", argument, " ",
+               view.shape.str(), " has no data");
+}
+
 inline void expect_on(Device device, const char* op, std::initializer_list<NamedView> views) {
-  for (const auto& [argument, view] : views) {
-    PNEUMO_CHECK(view.device == device, op, ": ", argument, " ", view.shape.str(), " is on ",
-                 to_string(view.device), ", but the ", to_string(device),
-                 " backend needs it in its own memory");
-    PNEUMO_CHECK(view.data != nullptr || view.numel() == 0, op, ": ", argument, " ",
-                 view.shape.str(), " has no data");
-  }
+  for (const auto& [argument, view] : views) expect_placed(device, op, argument, view);
+}
+
+// A bfloat16 channels-last view: placed as above, with the expected logical shape.
+inline void expect_bf16(Device device, const char* op, const char* argument,
+                        ConstBf16NhwcView view, const Shape& expected) {
+  expect_placed(device, op, argument, view);
+  PNEUMO_CHECK(view.shape == expected, op, ": ", argument, " (bfloat16, channels-last) has shape ",
+               view.shape.str(), ", expected ", expected.str());
 }
 
 inline void expect_shape(const char* op, const char* argument, const Shape& shape,
