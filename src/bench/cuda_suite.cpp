@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <memory>
+#include <optional>
 #include <sstream>
 #include <string>
 
@@ -29,6 +30,7 @@
 #include "cuda/cuda_raii.hpp"
 #include "kernels.hpp"
 #include "pneumo/augment.hpp"
+#include "pneumo/model.hpp"
 #include "pneumo/op_geometry.hpp"
 
 namespace pneumo::bench {
@@ -631,6 +633,170 @@ class CudaSuite {
       }
     }
     if (t.has_stem()) stem(t, batch);
+    else tail_bf16(block, batch);
+  }
+
+  // ---- The tail in bfloat16 channels-last (blocks 2-5) -----------------------------------------
+  // What --precision bf16 runs around a block's fused tail today, on the backend's stream: the
+  // convolution's bfloat16 output converted to float32 NCHW with its bias and ReLU, the float32
+  // tail, its output converted for the next convolution; backward, the next convolution's dx
+  // converted back, the tail, da converted for the convolution and its bias gradient summed.
+  // Against block_tail_*_bf16, which reads and writes the bfloat16 tensors and sums the bias
+  // gradient in its input-gradient pass. The two index their dropout masks differently (NCHW,
+  // channels-last), so the checked run is without dropout, against the conversions' path; the
+  // timed runs use the block's rate.
+  void tail_bf16(size_t block, int64_t batch) {
+    const LayerShape& l = model_layers().at(block);
+    TimedBackend& picks = tail_backend(false);
+    Backend& b = *picks.backend;
+    const auto stream = static_cast<cudaStream_t>(b.native_stream());
+    const Shape a_shape{batch, l.out_channels, l.size, l.size}, c{l.out_channels};
+    const Shape pooled = pool_geometry(a_shape).output();
+    const int64_t k = l.out_channels, spatial = l.size * l.size;
+    const int64_t pooled_spatial = pooled.h() * pooled.w();
+    // Operands: z and dy exact in bfloat16, the per-channel ones as TailCase's.
+    std::vector<uint16_t> z_host(static_cast<size_t>(a_shape.numel()));
+    std::vector<uint16_t> dy_host(static_cast<size_t>(pooled.numel()));
+    {
+      const std::vector<float> zv = uniform_values(a_shape.numel(), kSeed + 11, -1.5f, 2.0f);
+      const std::vector<float> dyv = uniform_values(pooled.numel(), kSeed + 12, -1.0f, 1.0f);
+      for (size_t i = 0; i < z_host.size(); ++i) z_host[i] = bf16_from_float(zv[i]);
+      for (size_t i = 0; i < dy_host.size(); ++i) dy_host[i] = bf16_from_float(dyv[i]);
+    }
+    auto bits_on_device = [&](const std::vector<uint16_t>& host) {
+      Array<uint16_t> out(static_cast<int64_t>(host.size()), Device::Cuda);
+      copy_bytes(out.data(), Device::Cuda, host.data(), Device::Cpu, out.bytes());
+      return out;
+    };
+    const Array<uint16_t> z = bits_on_device(z_host), dy = bits_on_device(dy_host);
+    Array<uint16_t> y(pooled.numel(), Device::Cuda), dz(a_shape.numel(), Device::Cuda);
+    const Tensor bias = upload(uniform_values(k, kSeed + 13, -0.5f, 0.5f), c);
+    const Tensor gamma = upload(uniform_values(k, kSeed + 14, 0.5f, 1.5f), c);
+    const Tensor beta = upload(uniform_values(k, kSeed + 15, -0.5f, 0.5f), c);
+    Tensor running_mean = Tensor::zeros(c, Device::Cuda);
+    Tensor running_var = upload(std::vector<float>(static_cast<size_t>(k), 1.0f), c);
+    Tensor mean(c, Device::Cuda), inv_std(c, Device::Cuda), dbias(c, Device::Cuda);
+    Tensor dgamma(c, Device::Cuda), dbeta(c, Device::Cuda);
+    Tensor a(a_shape, Device::Cuda), y32(pooled, Device::Cuda), dy32(pooled, Device::Cuda);
+    Tensor da(a_shape, Device::Cuda);
+    int sms = 0;
+    PNEUMO_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device_),
+                      "SM count");
+    const kernels::BiasReduction split = kernels::bias_reduction(batch, k, sms);
+    Tensor partial(Shape{std::max<int64_t>(split.partial_floats, 1)}, Device::Cuda);
+    BlockTailSettings s;
+    s.training = true;
+    s.dropout_key = RngKey{kSeed, 9, 0, 1, 0};
+    s.average_factor = 1.0 - ModelConfig{}.batchnorm_momentum;
+    s.epsilon = ModelConfig{}.batchnorm_epsilon;
+    const float rate = ModelConfig{}.conv_dropout.at(block);
+
+    const ConstBf16NhwcView zv{z.data(), a_shape, Device::Cuda};
+    const Bf16NhwcView yv{y.data(), pooled, Device::Cuda}, dzv{dz.data(), a_shape, Device::Cuda};
+    const ConstBf16NhwcView dyv{dy.data(), pooled, Device::Cuda};
+    auto converted_forward = [&] {
+      kernels::from_bf16_channels_last(z.data(), a.data(), batch, k, spatial, bias.data(),
+                                       /*relu=*/true, stream);
+      b.block_tail_forward(a, gamma, beta, running_mean, running_var, s, y32, mean, inv_std);
+      kernels::to_bf16_channels_last(y32.data(), y.data(), batch, k, pooled_spatial, stream);
+    };
+    auto converted_backward = [&] {
+      kernels::from_bf16_channels_last(dy.data(), dy32.data(), batch, k, pooled_spatial, nullptr,
+                                       /*relu=*/false, stream);
+      b.block_tail_backward(a, dy32, gamma, beta, mean, inv_std, s, da, dgamma, dbeta);
+      kernels::to_bf16_channels_last(da.data(), dz.data(), batch, k, spatial, stream);
+      kernels::bias_backward(da.data(), dbias.data(), partial.data(), split, batch, k, spatial,
+                             stream);
+    };
+    auto bf16_forward = [&] {
+      b.block_tail_forward_bf16(zv, bias, gamma, beta, running_mean, running_var, s, yv, mean,
+                                inv_std);
+    };
+    auto bf16_backward = [&] {
+      b.block_tail_backward_bf16(zv, bias, dyv, gamma, beta, mean, inv_std, s, dzv, dbias, dgamma,
+                                 dbeta);
+    };
+    auto decoded = [&](const Array<uint16_t>& bits) {
+      synchronize("reading bfloat16 outputs");
+      b.synchronize();
+      std::vector<uint16_t> host(static_cast<size_t>(bits.size()));
+      copy_bytes(host.data(), Device::Cpu, bits.data(), Device::Cuda, bits.bytes());
+      std::vector<float> out(host.size());
+      for (size_t i = 0; i < host.size(); ++i) out[i] = float_from_bf16(host[i]);
+      return out;
+    };
+    // The expected outputs: the conversions' path without dropout.
+    s.dropout_rate = 0.0f;
+    converted_forward();
+    converted_backward();
+    const std::vector<float> y_expected = decoded(y), dz_expected = decoded(dz);
+    const std::vector<float> dbias_expected = download(dbias), dgamma_expected = download(dgamma);
+    const std::vector<float> dbeta_expected = download(dbeta);
+    // bfloat16 outputs may differ by one step (2^-8) where the float32 values straddle a rounding
+    // boundary (statistics summed in another order); the sums as the float32 tail's.
+    constexpr double kBf16Rtol = 1.0 / 128;
+    const Shape y_nhwc{batch, pooled.h(), pooled.w(), k}, z_nhwc{batch, l.size, l.size, k};
+    const std::function<Comparison()> check_forward = [&] {
+      const Comparison cmp = compare_outputs(decoded(y).data(), y_expected.data(), y_nhwc,
+                                             kBf16Rtol);
+      s.dropout_rate = rate;  // checked: time with dropout
+      return cmp;
+    };
+    const std::function<Comparison()> check_backward = [&] {
+      const struct {
+        std::vector<float> actual;
+        const std::vector<float>& expected;
+        Shape shape;
+        double rtol;
+      } parts[] = {{decoded(dz), dz_expected, z_nhwc, kBf16Rtol},
+                   {download(dbias), dbias_expected, c, kStemGradientRtol},
+                   {download(dgamma), dgamma_expected, c, kTailRtol},
+                   {download(dbeta), dbeta_expected, c, kTailRtol}};
+      s.dropout_rate = rate;
+      std::optional<Comparison> first;
+      for (const auto& p : parts) {
+        const Comparison cmp =
+            compare_outputs(p.actual.data(), p.expected.data(), p.shape, p.rtol);
+        if (!cmp.passed()) return cmp;
+        if (!first) first = cmp;
+      }
+      return *first;  // dz's
+    };
+    auto poison_bits = [&](Array<uint16_t>& bits) {
+      PNEUMO_CUDA_CHECK(cudaMemsetAsync(bits.data(), kPoisonByte, bits.bytes(), stream),
+                        "poisoning bfloat16 outputs");
+    };
+    struct Variant {
+      const char* name;
+      bool baseline;
+      const std::function<void()>& forward;
+      const std::function<void()>& backward;
+    };
+    const std::function<void()> cf = converted_forward, cb = converted_backward;
+    const std::function<void()> bf = bf16_forward, bb = bf16_backward;
+    const Variant variants[] = {
+        {"cuda backend: conversions around the float32 fused tail", true, cf, cb},
+        {"ours: bfloat16 channels-last tail (kernels/batchnorm.cu)", false, bf, bb}};
+    std::ostringstream label;
+    label << pool_shape_label(a_shape) << ", dropout " << rate;
+    const double elements = static_cast<double>(a_shape.numel()), outputs = pooled.numel();
+    for (const bool backward : {false, true}) {
+      for (const Variant& v : variants) {
+        BenchRow r = row(backward ? "block_tail_backward_bf16" : "block_tail_forward_bf16",
+                         "tail" + std::to_string(block + 1), label.str(), batch, v.name,
+                         v.baseline);
+        r.reference = "the conversions' path without dropout (the masks differ by design)";
+        r.note = "bfloat16 in and out; checked without dropout, timed with it";
+        // Compulsory: z read, y written (forward); z and dy read, dz written (backward).
+        r.bytes = sizeof(uint16_t) * (backward ? 2 * elements + outputs : elements + outputs);
+        s.dropout_rate = 0.0f;
+        if (backward) v.forward();  // the statistics its backward reads
+        measure_variant(
+            r, [&] { backward ? poison_bits(dz) : poison_bits(y); },
+            backward ? v.backward : v.forward, backward ? check_backward : check_forward,
+            picks.timer.get());
+      }
+    }
   }
 
   // Block 1 whole: convolution + the unfused chain (cuDNN only, and the backend's picks), the
