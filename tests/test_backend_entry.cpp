@@ -49,7 +49,7 @@ TEST(BackendEntry, BadArgumentsAreRefusedBeforeAnyImplementationRuns) {
   Tensor c3 = cpu({3}), c4 = cpu({4}), c5 = cpu({5}), dense_x = cpu({2, 6}), dense_w = cpu({5, 6});
   Tensor dense_y = cpu({2, 5}), logits = cpu({2}), labels = cpu({3}), stats = cpu({2});
   Tensor params = cpu({7}), grads = cpu({8}), state = cpu({7});
-  Array<uint16_t> bits(x.numel(), Device::Cpu);  // bfloat16 storage for the channels-last views
+  Array<uint16_t> bits(y.numel(), Device::Cpu);  // bfloat16 storage for the channels-last views
   const std::vector<Refusal> refusals = {
       {"conv2d_forward", "y", [&](Backend& k) { k.conv2d_forward(x, w, b, wrong_y, true); }},
       {"conv2d_forward", "bias", [&](Backend& k) { k.conv2d_forward(x, w, c3, y, true); }},
@@ -96,6 +96,23 @@ TEST(BackendEntry, BadArgumentsAreRefusedBeforeAnyImplementationRuns) {
          const Bf16NhwcView z{bits.data(), x.shape(), Device::Cpu},
              dy16{bits.data(), pooled.shape(), Device::Cuda};
          k.block_tail_backward_bf16(z, c3, dy16, c3, c3, c3, c3, {}, z, c3, c3, c3);
+       }},
+      {"conv2d_forward_bf16", "z",
+       [&](Backend& k) {
+         const Bf16NhwcView x16{bits.data(), x.shape(), Device::Cpu},
+             z16{bits.data(), wrong_y.shape(), Device::Cpu};
+         k.conv2d_forward_bf16(x16, w, z16);
+       }},
+      {"conv2d_backward_bf16", "x",
+       [&](Backend& k) {  // one input channel: the first convolution stays float32
+         Tensor w1 = cpu({4, 1, 3, 3});
+         const Bf16NhwcView x16{bits.data(), {2, 1, 5, 5}, Device::Cpu},
+             dz16{bits.data(), y.shape(), Device::Cpu};
+         k.conv2d_backward_bf16(x16, dz16, w1, Bf16NhwcView{}, w1);
+       }},
+      {"from_bf16_channels_last", "y",
+       [&](Backend& k) {
+         k.from_bf16_channels_last({bits.data(), x.shape(), Device::Cpu}, pooled);
        }},
       {"dense_forward", "bias", [&](Backend& k) { k.dense_forward(dense_x, dense_w, c4, dense_y); }},
       {"dense_forward", "y", [&](Backend& k) { k.dense_forward(dense_x, dense_w, c5, c4); }},

@@ -24,6 +24,7 @@
 #include "cuda/cuda_backend.hpp"
 #include "elementwise.hpp"
 #include "bf16_agreement.hpp"
+#include "channels_last.hpp"
 #include "test_util.hpp"
 
 namespace pneumo {
@@ -1142,6 +1143,16 @@ TEST_P(Bf16ConvParity, BothGradientsInOneCallAreTheTwoCalls) {
     SCOPED_TRACE("after a forward that read another tensor: x read afresh");
     expect_both_gradients_are_the_two_calls(*gpu, p, x.cuda, w.cuda, dy.cuda);
   }
+}
+
+// The channels-last ops run the same plans on the same bfloat16 tensors as the float32 ops'
+// bf16 path, without its conversions: the same values.
+TEST_P(Bf16ConvParity, ChannelsLastOpsAreTheFloatOpsBitForBit) {
+  const ConvCase& p = GetParam();
+  BackendOptions bf16_options;
+  bf16_options.bf16 = true;
+  std::unique_ptr<Backend> gpu = make_cuda_backend(bf16_options);
+  testing::expect_channels_last_conv_is_the_float_ops(*gpu, *gpu, {p.n, p.c, p.h, p.w}, p.k, 151);
 }
 
 // The model's shapes at 150 px after block 1 (x (N, 32, 75, 75) -> 64, ...), a deep small one,

@@ -18,12 +18,14 @@
 #include "pneumo/backend.hpp"
 #include "pneumo/distributed.hpp"
 #include "pneumo/model.hpp"
+#include "channels_last.hpp"
 #include "test_util.hpp"
 
 namespace pneumo {
 namespace {
 
 using testing::all_close;
+using testing::Bf16Tensor;
 using testing::to_host;
 
 // A ReLU output with ties: max(0, v) rounded to quarters, v uniform in [-1, 2).
@@ -589,42 +591,6 @@ TEST(BlockTailCuda, AnEmptyBatchWritesItsPerChannelOutputs) {
 // without dropout it gives relu_backward(d, dd), equal to dd where a > 0 and the element was
 // kept (d > 0 there too), so times m it is the same float product.
 
-// bfloat16 channels-last values on a device, from the host.
-struct Bf16Tensor {
-  Array<uint16_t> bits;
-  Shape shape;
-  Bf16Tensor(Shape s, const std::vector<uint16_t>& host, Device device)
-      : bits(s.numel(), device), shape(s) {
-    copy_bytes(bits.data(), device, host.data(), Device::Cpu, bits.bytes());
-  }
-  Bf16Tensor(Shape s, Device device) : bits(s.numel(), device), shape(s) {}
-  Bf16NhwcView view() { return {bits.data(), shape, bits.device()}; }
-  std::vector<float> host_nchw() const {  // decoded, in NCHW order
-    std::vector<uint16_t> raw(static_cast<size_t>(shape.numel()));
-    copy_bytes(raw.data(), Device::Cpu, bits.data(), bits.device(), bits.bytes());
-    const ChannelLayout l = channel_layout(shape);
-    std::vector<float> out(raw.size());
-    for (int64_t n = 0; n < l.batch; ++n)
-      for (int64_t c = 0; c < l.channels; ++c)
-        for (int64_t p = 0; p < l.pixels; ++p)
-          out[static_cast<size_t>((n * l.channels + c) * l.pixels + p)] =
-              float_from_bf16(raw[static_cast<size_t>((n * l.pixels + p) * l.channels + c)]);
-    return out;
-  }
-};
-
-// NCHW values (exact in bfloat16) as channels-last bits.
-std::vector<uint16_t> channels_last_bits(const std::vector<float>& nchw, const Shape& shape) {
-  const ChannelLayout l = channel_layout(shape);
-  std::vector<uint16_t> out(nchw.size());
-  for (int64_t n = 0; n < l.batch; ++n)
-    for (int64_t c = 0; c < l.channels; ++c)
-      for (int64_t p = 0; p < l.pixels; ++p)
-        out[static_cast<size_t>((n * l.pixels + p) * l.channels + c)] =
-            bf16_from_float(nchw[static_cast<size_t>((n * l.channels + c) * l.pixels + p)]);
-  return out;
-}
-
 // z in quarters over [-1.5, 2) (ties in windows, exact in bfloat16), bias per channel in
 // quarters too, so that a = relu(z + bias) ties where z does; dy rounded to bfloat16.
 struct Bf16TailInputs {
@@ -652,8 +618,7 @@ Bf16TailResult run_bf16_tail(Backend& backend, const TailCase& c) {
   const BlockTailSettings s = settings_for(c);
   const Shape channels{c.shape.c()}, pooled = pool_geometry(c.shape).output();
   const Device device = backend.device();
-  Bf16Tensor z(c.shape, channels_last_bits(in.z, c.shape), device);
-  Bf16Tensor dy(pooled, channels_last_bits(in.dy, pooled), device);
+  Bf16Tensor z(c.shape, in.z, device), dy(pooled, in.dy, device);
   Bf16Tensor y(pooled, device), dz(c.shape, device);
   Tensor bias = Tensor::from_host(channels, in.bias.data(), device);
   Tensor saved_mean = backend.empty(channels), saved_inv_std = backend.empty(channels);

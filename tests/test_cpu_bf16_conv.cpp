@@ -12,7 +12,9 @@
 #include "bf16.hpp"
 #include "pneumo/backend.hpp"
 #include "bf16_agreement.hpp"
+#include "channels_last.hpp"
 #include "test_util.hpp"
+#include <gtest/gtest-spi.h>
 
 namespace pneumo {
 namespace {
@@ -157,6 +159,42 @@ TEST(CpuBf16Conv, OneChannelConvolutionStaysFloat32) {
   EXPECT_EQ(a.dx, b.dx);
   EXPECT_EQ(a.dw, b.dw);
   EXPECT_NE(bf16->name().find("bf16"), std::string::npos) << bf16->name();
+}
+
+// The channels-last convolutions (pneumo/ops/conv2d.hpp) are the bf16 rule's float32 ops on the
+// decoded tensors, bit for bit, and follow that rule on a float32 backend too.
+TEST(CpuBf16Conv, ChannelsLastOpsAreTheFloatOpsOnDecodedTensors) {
+  auto bf16 = make_cpu_backend(2, /*bf16=*/true);
+  auto fp32 = make_cpu_backend(2);
+  testing::expect_channels_last_conv_is_the_float_ops(*bf16, *fp32, {2, 12, 9, 7}, 16, 61);
+  testing::expect_channels_last_conv_is_the_float_ops(*bf16, *bf16, {3, 3, 5, 6}, 4, 71);
+}
+
+// The comparison above can fail: the float32 backend's own ops do not round.
+TEST(CpuBf16Conv, TheChannelsLastCheckSeesFloat32Ops) {
+  auto fp32 = make_cpu_backend(2);
+  ::testing::TestPartResultArray failures;
+  {
+    ::testing::ScopedFakeTestPartResultReporter reporter(
+        ::testing::ScopedFakeTestPartResultReporter::INTERCEPT_ONLY_CURRENT_THREAD, &failures);
+    testing::expect_channels_last_conv_is_the_float_ops(*fp32, *fp32, {2, 12, 9, 7}, 16, 61);
+  }
+  EXPECT_EQ(failures.size(), 3) << "z, dx and dweight should each differ";
+}
+
+TEST(CpuBf16Conv, ChannelsLastConversionsRoundAndComeBackExactly) {
+  auto cpu = make_cpu_backend(1);
+  const Shape shape{2, 3, 4, 5};
+  const std::vector<float> values = random_values(shape.numel(), 81);
+  const Tensor x = Tensor::from_host(shape, values.data(), Device::Cpu);
+  testing::Bf16Tensor bits(shape, Device::Cpu);
+  Tensor back(shape, Device::Cpu);
+  cpu->to_bf16_channels_last(x, bits.view());
+  cpu->from_bf16_channels_last(bits.view(), back);
+  std::vector<float> expected(values);
+  for (float& v : expected) v = round_to_bf16(v);
+  EXPECT_EQ(bits.host_nchw(), expected);
+  EXPECT_EQ(testing::to_host(back), expected);
 }
 
 }  // namespace

@@ -29,6 +29,11 @@ namespace pneumo {
       TensorView dbias)) \
   OP(conv2d_backward, (ConstTensorView x, ConstTensorView dy, ConstTensorView weight, \
       TensorView dx, TensorView dweight, TensorView dbias)) \
+  OP(conv2d_forward_bf16, (ConstBf16NhwcView x, ConstTensorView weight, Bf16NhwcView z)) \
+  OP(conv2d_backward_bf16, (ConstBf16NhwcView x, ConstBf16NhwcView dz, ConstTensorView weight, \
+      Bf16NhwcView dx, TensorView dweight)) \
+  OP(to_bf16_channels_last, (ConstTensorView x, Bf16NhwcView y)) \
+  OP(from_bf16_channels_last, (ConstBf16NhwcView x, TensorView y)) \
   OP(relu_forward, (ConstTensorView x, TensorView y)) \
   OP(relu_backward, (ConstTensorView y, ConstTensorView dy, TensorView dx)) \
   OP(maxpool2d_forward, (ConstTensorView x, TensorView y)) \
@@ -152,6 +157,15 @@ class Backend {
   // TensorView{}): what a network's backward calls, so a backend can share their work.
   void conv2d_backward(ConstTensorView x, ConstTensorView dy, ConstTensorView weight,
                        TensorView dx, TensorView dweight, TensorView dbias);
+
+  // The convolutions between bfloat16 block tails: channels-last bfloat16 x, z (the rounded sum,
+  // no bias), dz and dx (none when its data is null); float32 weight and dweight; no dbias.
+  void conv2d_forward_bf16(ConstBf16NhwcView x, ConstTensorView weight, Bf16NhwcView z);
+  void conv2d_backward_bf16(ConstBf16NhwcView x, ConstBf16NhwcView dz, ConstTensorView weight,
+                            Bf16NhwcView dx, TensorView dweight);
+  // (N, C, H, W) float32 <-> bfloat16 channels-last (rounded to nearest even; back exactly).
+  void to_bf16_channels_last(ConstTensorView x, Bf16NhwcView y);
+  void from_bf16_channels_last(ConstBf16NhwcView x, TensorView y);
 
   // ---- ReLU (in place allowed): pneumo/ops/relu.hpp -----------------------------------------
   void relu_forward(ConstTensorView x, TensorView y);

@@ -45,6 +45,31 @@ void Backend::conv2d_backward(ConstTensorView x, ConstTensorView dy, ConstTensor
   observe("conv2d_backward", x.shape);
 }
 
+void Backend::conv2d_forward_bf16(ConstBf16NhwcView x, ConstTensorView weight, Bf16NhwcView z) {
+  ops::check_conv2d_forward_bf16(device(), x, weight, z);
+  conv2d_forward_bf16_impl(x, weight, z);
+  observe("conv2d_forward_bf16", x.shape);
+}
+
+void Backend::conv2d_backward_bf16(ConstBf16NhwcView x, ConstBf16NhwcView dz,
+                                   ConstTensorView weight, Bf16NhwcView dx, TensorView dweight) {
+  ops::check_conv2d_backward_bf16(device(), x, dz, weight, dx, dweight);
+  conv2d_backward_bf16_impl(x, dz, weight, dx, dweight);
+  observe("conv2d_backward_bf16", x.shape);
+}
+
+void Backend::to_bf16_channels_last(ConstTensorView x, Bf16NhwcView y) {
+  ops::check_to_bf16_channels_last(device(), x, y);
+  to_bf16_channels_last_impl(x, y);
+  observe("to_bf16_channels_last", x.shape);
+}
+
+void Backend::from_bf16_channels_last(ConstBf16NhwcView x, TensorView y) {
+  ops::check_from_bf16_channels_last(device(), x, y);
+  from_bf16_channels_last_impl(x, y);
+  observe("from_bf16_channels_last", x.shape);
+}
+
 // ---- ReLU: pneumo/ops/relu.hpp ------------------------------------------------------------------
 
 void Backend::relu_forward(ConstTensorView x, TensorView y) {

@@ -12,6 +12,7 @@
 #include "bf16.hpp"
 #include "block_tail_math.hpp"
 #include "cpu/channel_sum.hpp"
+#include "cpu/channels_last.hpp"
 #include "cpu/cpu_backend.hpp"
 #include "cpu/dropout_mask.hpp"
 #include "pneumo/op_geometry.hpp"
@@ -337,24 +338,6 @@ std::vector<float> storage_multipliers(const ChannelLayout& layout, const BlockT
   return m;
 }
 
-// An (N, C, H, W) float32 tensor as bfloat16 channels-last, and back.
-void to_channels_last(ConstTensorView x, uint16_t* out) {
-  const ChannelLayout l = channel_layout(x.shape);
-  for (int64_t n = 0; n < l.batch; ++n)
-    for (int64_t c = 0; c < l.channels; ++c)
-      for (int64_t p = 0; p < l.pixels; ++p)
-        out[(n * l.pixels + p) * l.channels + c] =
-            bf16_from_float(x.data[(n * l.channels + c) * l.pixels + p]);
-}
-void from_channels_last(const uint16_t* in, TensorView x) {
-  const ChannelLayout l = channel_layout(x.shape);
-  for (int64_t n = 0; n < l.batch; ++n)
-    for (int64_t c = 0; c < l.channels; ++c)
-      for (int64_t p = 0; p < l.pixels; ++p)
-        x.data[(n * l.channels + c) * l.pixels + p] =
-            float_from_bf16(in[(n * l.pixels + p) * l.channels + c]);
-}
-
 }  // namespace
 
 void CpuBackend::block_tail_forward_bf16_impl(ConstBf16NhwcView z, ConstTensorView bias,
@@ -376,7 +359,7 @@ void CpuBackend::block_tail_forward_bf16_impl(ConstBf16NhwcView z, ConstTensorVi
                       saved_inv_std);
     }
   });
-  to_channels_last(pooled, y.data);
+  encode_channels_last(pooled.data(), pooled.shape(), y.data);
 }
 
 void CpuBackend::block_tail_backward_bf16_impl(ConstBf16NhwcView z, ConstTensorView bias,
@@ -389,7 +372,7 @@ void CpuBackend::block_tail_backward_bf16_impl(ConstBf16NhwcView z, ConstTensorV
   const ChannelLayout layout = channel_layout(z.shape);
   const PoolGeometry g = pool_geometry(z.shape);
   Tensor dy_nchw(dy.shape, Device::Cpu);
-  from_channels_last(dy.data, dy_nchw);
+  decode_channels_last(dy.data, dy.shape, dy_nchw.data());
   const std::vector<float> storage_m =
       storage_multipliers(layout, channel_constants(s, 0.0f, 0.0f));
   pool_.parallel_for(layout.channels, [&](int64_t begin, int64_t end, int /*worker*/) {

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "cpu/channel_sum.hpp"
+#include "cpu/channels_last.hpp"
 #include "cpu/cpu_backend.hpp"
 #include "bf16.hpp"
 #include "cpu/gemm.hpp"
@@ -75,7 +76,7 @@ void col2im(const float* col, const ConvGeometry& g, float* image) {
 }  // namespace
 
 bool CpuBackend::rounds_to_bf16(const ConvGeometry& g) const {
-  return bf16_ && g.in_channels > 1;
+  return (bf16_ || conv_rule_bf16_) && g.in_channels > 1;
 }
 
 const float* CpuBackend::conv_weight(ConstTensorView weight, const ConvGeometry& g) {
@@ -194,6 +195,54 @@ void CpuBackend::conv2d_backward_impl(ConstTensorView x, ConstTensorView dy,
                                       TensorView dbias) {
   conv2d_backward_filter_impl(x, dy, dweight, dbias);
   if (dx.shape.rank() != 0) conv2d_backward_data_impl(dy, weight, dx);
+}
+
+// ---- bfloat16 channels-last: the float32 ops on the decoded tensors, the bf16 rule forced ----
+
+namespace {
+
+// conv_rule_bf16_ set for one call.
+class ForcedBf16Rule {
+ public:
+  explicit ForcedBf16Rule(bool& flag) : flag_(flag) { flag_ = true; }
+  ~ForcedBf16Rule() { flag_ = false; }
+  ForcedBf16Rule(const ForcedBf16Rule&) = delete;
+  ForcedBf16Rule& operator=(const ForcedBf16Rule&) = delete;
+
+ private:
+  bool& flag_;
+};
+
+}  // namespace
+
+void CpuBackend::conv2d_forward_bf16_impl(ConstBf16NhwcView x, ConstTensorView weight,
+                                          Bf16NhwcView z) {
+  const ForcedBf16Rule rule(conv_rule_bf16_);
+  const Tensor xf = decoded(x);
+  const Tensor zero_bias = Tensor::zeros(Shape{weight.shape[0]}, Device::Cpu);
+  Tensor zf(z.shape, Device::Cpu);
+  conv2d_forward_impl(xf, weight, zero_bias, zf, /*fuse_relu=*/false);
+  encode_channels_last(zf.data(), z.shape, z.data);  // rounded already: exact
+}
+
+void CpuBackend::conv2d_backward_bf16_impl(ConstBf16NhwcView x, ConstBf16NhwcView dz,
+                                           ConstTensorView weight, Bf16NhwcView dx,
+                                           TensorView dweight) {
+  const ForcedBf16Rule rule(conv_rule_bf16_);
+  const Tensor xf = decoded(x), dzf = decoded(dz);
+  conv2d_backward_filter_impl(xf, dzf, dweight, TensorView{});
+  if (dx.data == nullptr) return;
+  Tensor dxf(dx.shape, Device::Cpu);
+  conv2d_backward_data_impl(dzf, weight, dxf);
+  encode_channels_last(dxf.data(), dx.shape, dx.data);
+}
+
+void CpuBackend::to_bf16_channels_last_impl(ConstTensorView x, Bf16NhwcView y) {
+  encode_channels_last(x.data, x.shape, y.data);
+}
+
+void CpuBackend::from_bf16_channels_last_impl(ConstBf16NhwcView x, TensorView y) {
+  decode_channels_last(x.data, x.shape, y.data);
 }
 
 }  // namespace pneumo::cpu

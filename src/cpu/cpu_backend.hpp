@@ -40,6 +40,9 @@ class CpuBackend final : public Backend {
   const float* conv_weight(ConstTensorView weight, const ConvGeometry& g);
 
   bool bf16_ = false;
+  // Set while a bfloat16 channels-last convolution runs the float32 ops' code: their rule holds
+  // whatever the backend's precision (pneumo/ops/conv2d.hpp).
+  bool conv_rule_bf16_ = false;
   std::vector<float> rounded_weight_;
   // A dense layer's operands as its products read them: `values` itself in float32, or its
   // bfloat16 rounding in `scratch` under bf16 (dense.cpp).

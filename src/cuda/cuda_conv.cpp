@@ -779,4 +779,54 @@ void CudaBackend::conv_backward_bf16(ConvPlan& plan, ConstTensorView x, ConstTen
   data_from_bf16(plan, weight, b, dx);
 }
 
+// ---- bfloat16 channels-last in and out: the same plans, on the caller's tensors ----------------
+// The bf16 path above without its conversions: x and dz are already what cuDNN reads, z and dx
+// what it writes; only the weight is converted (and dweight back).
+
+void CudaBackend::conv2d_forward_bf16_impl(ConstBf16NhwcView x, ConstTensorView weight,
+                                           Bf16NhwcView z) {
+  PNEUMO_NVTX_RANGE("conv2d_forward_bf16");
+  const int64_t k = weight.shape[0];
+  if (x.numel() == 0) return;
+  ConvPlan& plan = conv_plan(x.shape, k);
+  Bf16Buffers b = bf16_buffers(0, 0, weight.numel());
+  b.x = const_cast<uint16_t*>(x.data);  // read only: the forward plan's input
+  b.y = z.data;
+  to_bf16(weight, b.weight, stream_.get());
+  bf16_plan(plan.bf16_forward, cuda::ConvDirection::Forward, x.shape, k, b)
+      .execute(cudnn_.get(), b.x, b.weight, b.y, workspace_.data());
+}
+
+void CudaBackend::conv2d_backward_bf16_impl(ConstBf16NhwcView x, ConstBf16NhwcView dz,
+                                            ConstTensorView weight, Bf16NhwcView dx,
+                                            TensorView dweight) {
+  PNEUMO_NVTX_RANGE("conv2d_backward_bf16");
+  const int64_t k = weight.shape[0];
+  if (x.numel() == 0) {  // empty batch: the weight gradient's sums are zero
+    PNEUMO_CUDA_CHECK(cudaMemsetAsync(dweight.data, 0,
+                                      static_cast<size_t>(dweight.numel()) * sizeof(float),
+                                      stream_.get()),
+                      "zeroing the weight gradient of an empty batch");
+    return;
+  }
+  ConvPlan& plan = conv_plan(x.shape, k);
+  Bf16Buffers b = bf16_buffers(0, 0, weight.numel());
+  b.x = const_cast<uint16_t*>(x.data);  // read only: the filter plan's input
+  b.y = const_cast<uint16_t*>(dz.data);  // read only: both plans' input
+  filter_from_bf16(plan, x.shape, b, dweight);
+  if (dx.data == nullptr) return;
+  b.x = dx.data;  // the data plan's output
+  to_bf16(weight, b.weight, stream_.get());
+  bf16_plan(plan.bf16_backward_data, cuda::ConvDirection::BackwardData, x.shape, k, b)
+      .execute(cudnn_.get(), b.x, b.weight, b.y, workspace_.data());
+}
+
+void CudaBackend::to_bf16_channels_last_impl(ConstTensorView x, Bf16NhwcView y) {
+  if (x.numel() > 0) to_bf16(x, y.data, stream_.get());
+}
+
+void CudaBackend::from_bf16_channels_last_impl(ConstBf16NhwcView x, TensorView y) {
+  if (x.numel() > 0) from_bf16(x.data, y, nullptr, /*relu=*/false, stream_.get());
+}
+
 }  // namespace pneumo

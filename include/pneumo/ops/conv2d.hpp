@@ -24,6 +24,15 @@
 //   result (y before bias and ReLU, dx, dweight) to bfloat16; dbias sums the float32 dy. That is
 //   what tensor-core convolutions on bfloat16 tensors give; the CPU backend emulates it, so the
 //   two still agree to a stated tolerance. The one-channel first convolution stays float32.
+// - bfloat16 channels-last (conv2d_forward_bf16, conv2d_backward_bf16: the convolutions between
+//   bfloat16 block tails, pneumo/ops/block_tail.hpp): x, z, dz and dx are Bf16NhwcViews
+//   (pneumo/tensor.hpp), the weight and dweight float32 as above; the bf16 rule above always,
+//   whatever the backend's precision, and more than one input channel. No bias: z is the rounded
+//   sum (the tail adds the bias), and the backward gives no dbias (the tail sums it); dweight
+//   from x and dz, rounded, then dx (unless dx has no data) rounded: what conv2d_forward and
+//   conv2d_backward give under --precision bf16 on the decoded tensors with a zero bias.
+// - Conversions (to_bf16_channels_last, from_bf16_channels_last): an (N, C, H, W) float32 tensor
+//   to bfloat16 channels-last, rounded to nearest even, and back (exact).
 #pragma once
 
 #include "pneumo/ops/checks.hpp"
@@ -84,6 +93,52 @@ inline void check_conv2d_backward(Device device, ConstTensorView x, ConstTensorV
   if (dx.shape.rank() == 0) return;  // TensorView{}: no input gradient asked for
   expect_on(device, op, {{"dx", dx}});
   expect_shape(op, "dx", dx.shape, x.shape);
+}
+
+// The bfloat16 channels-last convolutions: x's and the weight's geometry, with more than one
+// input channel.
+inline ConvGeometry checked_conv_bf16(Device device, const char* op, ConstBf16NhwcView x,
+                                      ConstTensorView weight) {
+  expect_on(device, op, {{"weight", weight}});
+  const ConvGeometry g = checked_conv_geometry(op, "x", x.shape, weight.shape);
+  expect_bf16(device, op, "x", x, x.shape);
+  PNEUMO_CHECK(g.in_channels > 1, op, ": x ", x.shape.str(),
+               " has one channel; the one-channel first convolution stays float32");
+  return g;
+}
+
+inline void check_conv2d_forward_bf16(Device device, ConstBf16NhwcView x, ConstTensorView weight,
+                                      ConstBf16NhwcView z) {
+  const char* op = "conv2d_forward_bf16";
+  const ConvGeometry g = checked_conv_bf16(device, op, x, weight);
+  expect_bf16(device, op, "z", z, g.output());
+}
+
+inline void check_conv2d_backward_bf16(Device device, ConstBf16NhwcView x, ConstBf16NhwcView dz,
+                                       ConstTensorView weight, ConstBf16NhwcView dx,
+                                       ConstTensorView dweight) {
+  const char* op = "conv2d_backward_bf16";
+  const ConvGeometry g = checked_conv_bf16(device, op, x, weight);
+  expect_bf16(device, op, "dz", dz, g.output());
+  expect_on(device, op, {{"dweight", dweight}});
+  expect_shape(op, "dweight", dweight.shape, g.weight());
+  if (dx.data != nullptr) expect_bf16(device, op, "dx", dx, x.shape);
+}
+
+// The conversions: the output has the input's (N, C, H, W) shape.
+inline void check_to_bf16_channels_last(Device device, ConstTensorView x, ConstBf16NhwcView y) {
+  const char* op = "to_bf16_channels_last";
+  expect_on(device, op, {{"x", x}});
+  expect_rank(op, "x", x.shape, 4);
+  expect_bf16(device, op, "y", y, x.shape);
+}
+
+inline void check_from_bf16_channels_last(Device device, ConstBf16NhwcView x, ConstTensorView y) {
+  const char* op = "from_bf16_channels_last";
+  expect_bf16(device, op, "x", x, x.shape);
+  expect_rank(op, "x", x.shape, 4);
+  expect_on(device, op, {{"y", y}});
+  expect_shape(op, "y", y.shape, x.shape);
 }
 
 }  // namespace pneumo::ops
