@@ -448,7 +448,8 @@ sec_bench_fused() {
     "--cuda-graph --val-batch 256: recipe end to end and the epoch" -- \
     "$cli_bin" bench train --device "$device" --cuda-graph --val-batch 256 $bench_args
   # Every speed option at once (bf16, fused tails, graphs, validation at 256): the fastest
-  # pneumo a user can ask for today, beside the PyTorch rows.
+  # pneumo a user can ask for today, beside the PyTorch rows. Since 2026-12-05 bf16 with fused
+  # tails keeps blocks 2-5 in bfloat16 channels-last (ModelConfig::bf16_activations).
   # shellcheck disable=SC2086
   run "bench train (bf16, fused tails, CUDA graphs)" 120 bench_train_all_options \
     "--precision bf16 --fused-block-tails --cuda-graph --val-batch 256" -- \

@@ -399,6 +399,7 @@ class OpTimeProbe {
 ModelConfig bench_model_config(const TrainBenchOptions& options) {
   ModelConfig config;
   config.fused_block_tails = options.fused_block_tails;
+  config.bf16_activations = options.fused_block_tails && options.precision == "bf16";
   return config;
 }
 
@@ -543,6 +544,7 @@ void write_train_bench_summary(const std::vector<nlohmann::json>& rows,
       << (options.augment ? "on" : "off")
       << (options.cudnn_only ? ", cuDNN only (no kernel of ours timed against it)" : "")
       << (options.fused_block_tails ? ", fused block tails" : "")
+      << (bench_model_config(options).bf16_activations ? " (bfloat16 between them)" : "")
       << (options.cuda_graph ? ", epochs' steps as CUDA graphs" : "") << "\n\n"
       << "| batch | step ms | images/s | augment ms | forward ms | loss ms | backward ms | "
          "optimizer ms | graph step ms | graph gain | epoch images/s | memory MiB |\n"
@@ -642,6 +644,9 @@ void write_recipe_summary(const nlohmann::json& recipe, std::ostream& out) {
   out << "\n### The recipe end to end: " << recipe["backend"].get<std::string>() << ", "
       << recipe["precision"].get<std::string>()
       << (recipe.value("fused_block_tails", false) ? ", fused block tails" : "")
+      << (recipe.value("fused_block_tails", false) && recipe["precision"] == "bf16"
+              ? " (bfloat16 between them)"
+              : "")
       << (recipe.value("cuda_graph", false) ? ", steps as CUDA graphs" : "") << ", batch "
       << recipe["batch"].get<int>() << " (validation " << recipe.value("val_batch", 0) << "), "
       << recipe["epochs"].get<int>() << " epochs of " << recipe["train_images"].get<int64_t>()

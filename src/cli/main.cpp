@@ -266,7 +266,8 @@ void add_bench(CLI::App& app, BenchTrainOptions& o, BenchKernelsOptions& k, Acti
              "CUDA: also time cuDNN graph-API engines for the convolutions' backward passes");
   add_switch(*c, "fused-block-tails", o.fused_block_tails,
              "Each block's dropout, batch-norm and max pooling as one fused op, block 1 with its "
-             "convolution recomputed");
+             "convolution recomputed; with --precision bf16 the activations between the tails "
+             "stay bfloat16");
   c->add_option("--val-batch", o.val_batch,
                 "The recipe measurement's validation batch (0: its training batch)")
       ->check(CLI::Range(0, 4096))

@@ -349,6 +349,28 @@ class BatchNorm2d final : public Layer {
   bool relu_gate_ = false;
 };
 
+// A block tail's settings for one forward: batch-norm's, and in training with a rate the Dropout
+// layer's key: stream kDropout + the block's dropout index, and the image offset of a
+// data-parallel shard counted in elements of the activation (`per_image` of them an image).
+BlockTailSettings tail_settings(const std::string& layer, bool training, float rate,
+                                uint32_t stream_offset, double momentum, double epsilon,
+                                RngKey key, int64_t per_image) {
+  BlockTailSettings s;
+  s.training = training;
+  s.average_factor = 1.0 - momentum;
+  s.epsilon = epsilon;
+  if (training && rate > 0.0f) {
+    s.dropout_rate = rate;
+    s.dropout_key = key;
+    s.dropout_key.stream = static_cast<uint32_t>(RngStream::kDropout) + stream_offset;
+    const int64_t first_element = int64_t{key.first} * per_image;
+    PNEUMO_CHECK(first_element < (int64_t{1} << 32), layer, ": image ", key.first,
+                 " of the global batch lies past the 32-bit dropout mask index");
+    s.dropout_key.first = static_cast<uint32_t>(first_element);
+  }
+  return s;
+}
+
 // Dropout -> batch-norm -> max pooling of one block as one op (Backend::block_tail_forward,
 // pneumo/ops/block_tail.hpp), for ModelConfig::fused_block_tails: the same parameters, buffers
 // and random streams as the unfused Dropout, BatchNorm2d and MaxPool2d layers (named "bnK.*"
@@ -404,21 +426,8 @@ class BlockTail final : public Layer {
                           RngKey key) override {
     PNEUMO_NVTX_RANGE(stem_ ? "stem forward" : "block tail forward");
     x_ = x;
-    settings_ = {};
-    settings_.training = training;
-    settings_.average_factor = 1.0 - momentum_;
-    settings_.epsilon = epsilon_;
-    if (training && rate_ > 0.0f) {
-      // The Dropout layer's key: stream kDropout + this block's dropout index, and the image
-      // offset of a data-parallel shard counted in elements (of the activation).
-      settings_.dropout_rate = rate_;
-      settings_.dropout_key = key;
-      settings_.dropout_key.stream = static_cast<uint32_t>(RngStream::kDropout) + stream_offset_;
-      const int64_t first_element = int64_t{key.first} * channels_ * x.shape.h() * x.shape.w();
-      PNEUMO_CHECK(first_element < (int64_t{1} << 32), name_, ": image ", key.first,
-                   " of the global batch lies past the 32-bit dropout mask index");
-      settings_.dropout_key.first = static_cast<uint32_t>(first_element);
-    }
+    settings_ = tail_settings(name_, training, rate_, stream_offset_, momentum_, epsilon_, key,
+                              channels_ * x.shape.h() * x.shape.w());
     TensorView y = batch_view(y_, output_shape(x.shape));
     if (stem_)
       backend.stem_forward(x, w_, b_, gamma_v_, beta_v_, mean_v_, var_v_, settings_, y,
@@ -453,6 +462,151 @@ class BlockTail final : public Layer {
   Tensor y_, da_, saved_mean_, saved_inv_std_;
   BlockTailSettings settings_;
   ConstTensorView x_;
+};
+
+// Blocks 2..5 (every block after the stem) as one bfloat16 channels-last stretch, for
+// ModelConfig::bf16_activations: each block's convolution (conv2d_forward_bf16) and fused tail
+// (block_tail_forward_bf16) read and write bfloat16 channels-last tensors, so that nothing is
+// converted between them; the stretch converts its float32 NCHW input once on the way in and its
+// output once on the way out (the head reads float32 NCHW), and the same backward. The
+// parameters, buffers and random streams of the blocks it replaces (named convK.* and bnK.*, in
+// their order): checkpoints do not change. One layer, because activations between layers are
+// float32 NCHW views.
+class Bf16Blocks final : public Layer {
+ public:
+  struct Block {
+    std::string id;  // "2"
+    int64_t in_channels, channels;
+    float rate;
+    uint32_t stream_offset;
+  };
+  Bf16Blocks(std::vector<Block> blocks, double momentum, double epsilon)
+      : blocks_(std::move(blocks)), momentum_(momentum), epsilon_(epsilon),
+        name_("blocks" + blocks_.front().id + "-" + blocks_.back().id), parts_(blocks_.size()) {}
+  std::string name() const override { return name_; }
+  bool owns(const std::string& parameter) const override {
+    for (const Block& b : blocks_)
+      if (parameter.rfind("conv" + b.id + ".", 0) == 0 || parameter.rfind("bn" + b.id + ".", 0) == 0)
+        return true;
+    return false;
+  }
+  Shape output_shape(Shape x) const override {
+    for (const Block& b : blocks_) x = {x.n(), b.channels, (x.h() + 1) / 2, (x.w() + 1) / 2};
+    return x;
+  }
+  void register_parameters(Registry& params, std::vector<ParameterInfo>& param_infos,
+                           Registry& buffers, std::vector<ParameterInfo>& buffer_infos) {
+    for (size_t j = 0; j < blocks_.size(); ++j) {
+      const Block& b = blocks_[j];
+      Part& p = parts_[j];
+      const Shape w{b.channels, b.in_channels, 3, 3}, c{b.channels};
+      p.weight = {params.add(param_infos, "conv" + b.id + ".weight", w), w};
+      p.bias = {params.add(param_infos, "conv" + b.id + ".bias", c), c};
+      p.gamma = {params.add(param_infos, "bn" + b.id + ".weight", c), c};
+      p.beta = {params.add(param_infos, "bn" + b.id + ".bias", c), c};
+      p.running_mean = {buffers.add(buffer_infos, "bn" + b.id + ".running_mean", c), c};
+      p.running_var = {buffers.add(buffer_infos, "bn" + b.id + ".running_var", c), c};
+    }
+  }
+  void bind(Tensor& params, Tensor& grads, Tensor& buffers) {
+    for (Part& p : parts_) {
+      p.w = p.weight.in(params), p.b = p.bias.in(params);
+      p.dw = p.weight.in(grads), p.db = p.bias.in(grads);
+      p.gamma_v = p.gamma.in(params), p.beta_v = p.beta.in(params);
+      p.dgamma = p.gamma.in(grads), p.dbeta = p.beta.in(grads);
+      p.mean_v = p.running_mean.in(buffers), p.var_v = p.running_var.in(buffers);
+    }
+  }
+  void allocate(Backend& backend, Shape max_input, bool) override {
+    Shape x = max_input;
+    for (size_t j = 0; j < blocks_.size(); ++j) {
+      Part& p = parts_[j];
+      const Shape z{x.n(), blocks_[j].channels, x.h(), x.w()};
+      const Shape y{x.n(), blocks_[j].channels, (x.h() + 1) / 2, (x.w() + 1) / 2};
+      p.in = Bits(x, backend.device());  // block 0's: the converted input
+      p.z = Bits(z, backend.device());
+      p.dz = Bits(z, backend.device());
+      p.dx = Bits(x, backend.device());
+      p.saved_mean = backend.empty({blocks_[j].channels});
+      p.saved_inv_std = backend.empty({blocks_[j].channels});
+      x = y;
+    }
+    out_ = Bits(x, backend.device());
+    dout_ = Bits(x, backend.device());
+    y_ = backend.empty(x);
+    dx_ = backend.empty(max_input);
+  }
+  ConstTensorView forward(Backend& backend, ConstTensorView x, bool training,
+                          RngKey key) override {
+    PNEUMO_NVTX_RANGE("bf16 blocks forward");
+    input_shape_ = x.shape;
+    backend.to_bf16_channels_last(x, parts_[0].in.view(x.shape));
+    Shape in = x.shape;
+    for (size_t j = 0; j < blocks_.size(); ++j) {
+      const Block& b = blocks_[j];
+      Part& p = parts_[j];
+      const Shape z{in.n(), b.channels, in.h(), in.w()};
+      const Shape y{in.n(), b.channels, (in.h() + 1) / 2, (in.w() + 1) / 2};
+      p.settings = tail_settings("tail" + b.id, training, b.rate, b.stream_offset, momentum_,
+                                 epsilon_, key, z.numel() / z.n());
+      const Bf16NhwcView out = j + 1 < blocks_.size() ? parts_[j + 1].in.view(y) : out_.view(y);
+      backend.conv2d_forward_bf16(p.in.view(in), p.w, p.z.view(z));
+      backend.block_tail_forward_bf16(p.z.view(z), p.b, p.gamma_v, p.beta_v, p.mean_v, p.var_v,
+                                      p.settings, out, p.saved_mean, p.saved_inv_std);
+      p.output = y;
+      in = y;
+    }
+    TensorView y = batch_view(y_, in);
+    backend.from_bf16_channels_last(out_.view(in), y);
+    return y;
+  }
+  ConstTensorView backward(Backend& backend, ConstTensorView dy) override {
+    PNEUMO_NVTX_RANGE("bf16 blocks backward");
+    backend.to_bf16_channels_last(dy, dout_.view(dy.shape));
+    Bf16NhwcView d = dout_.view(dy.shape);  // the gradient of block j's output
+    for (size_t j = blocks_.size(); j-- > 0;) {
+      Part& p = parts_[j];
+      const Shape in = j == 0 ? input_shape_ : parts_[j - 1].output;
+      const Shape z{in.n(), blocks_[j].channels, in.h(), in.w()};
+      backend.block_tail_backward_bf16(p.z.view(z), p.b, d, p.gamma_v, p.beta_v, p.saved_mean,
+                                       p.saved_inv_std, p.settings, p.dz.view(z), p.db, p.dgamma,
+                                       p.dbeta);
+      backend.conv2d_backward_bf16(p.in.view(in), p.dz.view(z), p.w, p.dx.view(in), p.dw);
+      d = p.dx.view(in);
+    }
+    TensorView dx = batch_view(dx_, input_shape_);
+    backend.from_bf16_channels_last(d, dx);
+    return dx;
+  }
+
+ private:
+  // bfloat16 channels-last storage for a tensor of up to the allocated shape's elements.
+  struct Bits {
+    Array<uint16_t> bits;
+    Bits() = default;
+    Bits(const Shape& max, Device device) : bits(max.numel(), device) {}
+    Bf16NhwcView view(const Shape& shape) {
+      PNEUMO_CHECK(shape.numel() <= bits.size(), "bf16 blocks: ", shape.str(),
+                   " exceeds the buffer allocated");
+      return {bits.data(), shape, bits.device()};
+    }
+  };
+  struct Part {
+    Slot weight, bias, gamma, beta, running_mean, running_var;
+    TensorView w, b, dw, db, gamma_v, beta_v, dgamma, dbeta, mean_v, var_v;
+    Bits in, z, dz, dx;  // in: this block's input (block 0: the converted input)
+    Tensor saved_mean, saved_inv_std;
+    BlockTailSettings settings;
+    Shape output;  // of the last forward
+  };
+
+  std::vector<Block> blocks_;
+  double momentum_, epsilon_;
+  std::string name_;
+  std::vector<Part> parts_;
+  Bits out_, dout_;
+  Tensor y_, dx_;
+  Shape input_shape_;
 };
 
 class MaxPool2d final : public Layer {
@@ -623,11 +777,21 @@ Model::Model(Backend& backend, ModelConfig config, int max_batch)
   int64_t spatial = config_.input_size;
   uint32_t dropout_index = 0;
   std::vector<BlockTail*> tails;
+  PNEUMO_CHECK(!config_.bf16_activations || config_.fused_block_tails,
+               "bfloat16 activations run between fused block tails: they need fused_block_tails");
+  std::vector<Bf16Blocks::Block> bf16_blocks;  // bf16_activations: every block after the stem
   for (size_t block = 0; block < config_.channels.size(); ++block) {
     const std::string id = std::to_string(block + 1);
     const float rate = config_.conv_dropout[block];
     // With fused tails, block 1 on the one-channel image is the stem (its convolution inside).
     const bool stem = config_.fused_block_tails && block == 0 && in_channels == 1;
+    if (config_.bf16_activations && !stem) {
+      bf16_blocks.push_back({id, in_channels, config_.channels[block], rate,
+                             rate > 0.0f ? dropout_index++ : 0});
+      in_channels = config_.channels[block];
+      spatial = (spatial + 1) / 2;
+      continue;
+    }
     std::unique_ptr<Conv2dRelu> conv;
     if (!stem) {
       conv = std::make_unique<Conv2dRelu>("conv" + id, in_channels, config_.channels[block]);
@@ -668,6 +832,14 @@ Model::Model(Backend& backend, ModelConfig config, int max_batch)
     in_channels = config_.channels[block];
     spatial = (spatial + 1) / 2;
   }
+  Bf16Blocks* bf16_stretch = nullptr;
+  if (!bf16_blocks.empty()) {
+    auto owned = std::make_unique<Bf16Blocks>(std::move(bf16_blocks), config_.batchnorm_momentum,
+                                              config_.batchnorm_epsilon);
+    owned->register_parameters(params, parameter_infos_, buffers, buffer_infos_);
+    bf16_stretch = owned.get();
+    layers_.push_back(std::move(owned));
+  }
   const bool gap = config_.head == ModelHead::GlobalAverage;
   if (gap)
     layers_.push_back(std::make_unique<GlobalAveragePool>());
@@ -693,6 +865,7 @@ Model::Model(Backend& backend, ModelConfig config, int max_batch)
   for (auto* conv : convs) conv->bind(parameters_, gradients_);
   for (auto* norm : norms) norm->bind(parameters_, gradients_, buffers_);
   for (auto* tail : tails) tail->bind(parameters_, gradients_, buffers_);
+  if (bf16_stretch) bf16_stretch->bind(parameters_, gradients_, buffers_);
   for (auto* dense : denses) dense->bind(parameters_, gradients_);
 
   // A parameter named "<layer>.<tensor>" belongs to that layer. Layers register theirs in layer

@@ -274,6 +274,8 @@ TrainingRun::TrainingRun(const TrainOptions& options, std::unique_ptr<Communicat
   config.input_normalization = parse_normalization(options.normalization);
   config.head = parse_model_head(options.head);
   config.fused_block_tails = options.fused_block_tails;
+  // Between fused tails under bf16 the activations stay bfloat16 (ModelConfig::bf16_activations).
+  config.bf16_activations = options.fused_block_tails && options.precision == "bf16";
   const int val_batch = options.val_batch > 0 ? options.val_batch : options.batch;
   model_ = std::make_unique<Model>(*backend_, config, largest_batch(options).batch);
   model_->initialize(options.seed);

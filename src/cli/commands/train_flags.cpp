@@ -202,7 +202,8 @@ std::vector<TrainFlag> make_table() {
   t.push_back(bound(
       "fused-block-tails",
       "Each block's dropout, batch-norm and max pooling as one fused op, block 1 with its "
-      "convolution recomputed (same model, fewer passes over memory; not with --sync-batchnorm)",
+      "convolution recomputed (same model, fewer passes over memory; not with --sync-batchnorm); "
+      "with --precision bf16 the activations between the tails stay bfloat16",
       PNEUMO_FIELD(fused_block_tails),
       [](O o) {
         require(!(o.fused_block_tails && o.sync_batchnorm),
