@@ -119,7 +119,8 @@ class Recording {
 // header, pneumo/ops/<family>.hpp, named beside each group below:
 // - activations are float32 NCHW, contiguous; dense activations are (N, F); float32 throughout,
 //   except the operands of the convolutions and dense layers under --precision bf16
-//   (pneumo/ops/conv2d.hpp, pneumo/ops/dense.hpp);
+//   (pneumo/ops/conv2d.hpp, pneumo/ops/dense.hpp), and the bfloat16 channels-last tensors of the
+//   *_bf16 ops (pneumo/tensor.hpp's Bf16NhwcView);
 // - backward ops OVERWRITE their outputs (no accumulation), so callers need not zero them;
 // - every op may be asynchronous on its device; read results through Tensor::copy_to_host or
 //   after synchronize().
