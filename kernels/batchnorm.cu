@@ -446,6 +446,23 @@ __global__ void stem_weight_finalize_kernel(const float* partial, int64_t channe
   }
 }
 
+// A tail forward's saved statistics (and running averages): from the moments' partials in
+// scratch after a training forward's partial kernel, else the running ones.
+void tail_statistics(const BlockTailArgs& t, float* scratch, const BiasReduction& r,
+                     cudaStream_t stream) {
+  if (t.training) {
+    const ChunkGeometry g{t.batch, t.channels, t.height * t.width, r.images_per_chunk};
+    moments_finalize_kernel<<<blocks_for(t.channels), kThreadsPerBlock, 0, stream>>>(
+        scratch, g, r.chunks, t.factor, t.epsilon, t.saved_mean, t.saved_inv_std,
+        t.running_mean, t.running_var);
+    PNEUMO_LAUNCH_CHECK("block tail moments_finalize_kernel", "channels=", t.channels);
+  } else {
+    running_statistics_kernel<<<blocks_for(t.channels), kThreadsPerBlock, 0, stream>>>(
+        t, t.channels);
+    PNEUMO_LAUNCH_CHECK("running_statistics_kernel", "channels=", t.channels);
+  }
+}
+
 // The forward both share: statistics of the dropped activations (training) or the running ones,
 // then the pooled output.
 template <class Source>
@@ -465,15 +482,8 @@ void tail_forward(const BlockTailArgs& t, const Source& source, bool plain, floa
     }
     PNEUMO_LAUNCH_CHECK("block tail moments_partial_kernel", "batch=", t.batch,
                         " channels=", t.channels, " spatial=", spatial);
-    moments_finalize_kernel<<<blocks_for(t.channels), kThreadsPerBlock, 0, stream>>>(
-        scratch, g, r.chunks, t.factor, t.epsilon, t.saved_mean, t.saved_inv_std,
-        t.running_mean, t.running_var);
-    PNEUMO_LAUNCH_CHECK("block tail moments_finalize_kernel", "channels=", t.channels);
-  } else {
-    running_statistics_kernel<<<blocks_for(t.channels), kThreadsPerBlock, 0, stream>>>(
-        t, t.channels);
-    PNEUMO_LAUNCH_CHECK("running_statistics_kernel", "channels=", t.channels);
   }
+  tail_statistics(t, scratch, r, stream);
   tail_pool_kernel<<<plane_grid(pg.planes(), pg.out_height() * pg.out_width()), kThreadsPerBlock,
                      0, stream>>>(t, source, y, pg);
   PNEUMO_LAUNCH_CHECK("tail_pool_kernel", "batch=", t.batch, " channels=", t.channels,
@@ -938,16 +948,8 @@ void block_tail_forward_bf16(const BlockTailArgs& args, uint16_t* y, float* scra
                                tile_block(), 0, stream>>>(t, scratch, r.images_per_chunk);
     PNEUMO_LAUNCH_CHECK("tail_bf16_moments_kernel", "batch=", t.batch, " channels=", t.channels,
                         " height=", t.height, " width=", t.width);
-    const ChunkGeometry g{t.batch, t.channels, t.height * t.width, r.images_per_chunk};
-    moments_finalize_kernel<<<blocks_for(t.channels), kThreadsPerBlock, 0, stream>>>(
-        scratch, g, r.chunks, t.factor, t.epsilon, t.saved_mean, t.saved_inv_std,
-        t.running_mean, t.running_var);
-    PNEUMO_LAUNCH_CHECK("bfloat16 tail moments_finalize_kernel", "channels=", t.channels);
-  } else {
-    running_statistics_kernel<<<blocks_for(t.channels), kThreadsPerBlock, 0, stream>>>(
-        t, t.channels);
-    PNEUMO_LAUNCH_CHECK("running_statistics_kernel", "channels=", t.channels);
   }
+  tail_statistics(t, scratch, r, stream);
   const int64_t outputs = pg.batch * pg.out_height() * pg.out_width() * t.channels;
   tail_bf16_pool_kernel<<<blocks_for(outputs), kThreadsPerBlock, 0, stream>>>(t, y, pg);
   PNEUMO_LAUNCH_CHECK("tail_bf16_pool_kernel", "batch=", t.batch, " channels=", t.channels,

@@ -10,24 +10,25 @@
 
 namespace pneumo::cpu {
 
-// bits = the (N, C, H, W) values of `nchw`, rounded to nearest even, channels-last.
-inline void encode_channels_last(const float* nchw, const Shape& shape, uint16_t* bits) {
+// visit(nchw, nhwc) for every element of an (N, C, H, W) shape: its index in NCHW order and in
+// channels-last order.
+template <class Visit>
+void for_each_layout_pair(const Shape& shape, Visit&& visit) {
   const ChannelLayout l = channel_layout(shape);
   for (int64_t n = 0; n < l.batch; ++n)
     for (int64_t c = 0; c < l.channels; ++c)
       for (int64_t p = 0; p < l.pixels; ++p)
-        bits[(n * l.pixels + p) * l.channels + c] =
-            bf16_from_float(nchw[(n * l.channels + c) * l.pixels + p]);
+        visit((n * l.channels + c) * l.pixels + p, (n * l.pixels + p) * l.channels + c);
+}
+
+// bits = the (N, C, H, W) values of `nchw`, rounded to nearest even, channels-last.
+inline void encode_channels_last(const float* nchw, const Shape& shape, uint16_t* bits) {
+  for_each_layout_pair(shape, [&](int64_t i, int64_t j) { bits[j] = bf16_from_float(nchw[i]); });
 }
 
 // nchw = the values of channels-last `bits` of (N, C, H, W) `shape`, exactly.
 inline void decode_channels_last(const uint16_t* bits, const Shape& shape, float* nchw) {
-  const ChannelLayout l = channel_layout(shape);
-  for (int64_t n = 0; n < l.batch; ++n)
-    for (int64_t c = 0; c < l.channels; ++c)
-      for (int64_t p = 0; p < l.pixels; ++p)
-        nchw[(n * l.channels + c) * l.pixels + p] =
-            float_from_bf16(bits[(n * l.pixels + p) * l.channels + c]);
+  for_each_layout_pair(shape, [&](int64_t i, int64_t j) { nchw[i] = float_from_bf16(bits[j]); });
 }
 
 inline Tensor decoded(ConstBf16NhwcView x) {
