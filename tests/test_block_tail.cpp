@@ -580,6 +580,40 @@ void expect_empty_batch_writes_its_outputs(Backend& backend) {
   }
 }
 
+// The bfloat16 tail too: inference forward writes the running statistics as the saved ones, the
+// backward zero gradients (dbias included).
+void expect_empty_bf16_batch_writes_its_outputs(Backend& backend) {
+  const int64_t k = 3;
+  const Shape c{k}, z_shape{0, k, 6, 6}, pooled = pool_geometry(z_shape).output();
+  StemOperands o = stem_operands({1, 1, 6, 6}, k, backend.device());  // per-channel operands
+  Bf16Tensor z(z_shape, backend.device()), y(pooled, backend.device()),
+      dy(pooled, backend.device()), dz(z_shape, backend.device());
+  const std::vector<float> sevens(k, 7.0f);
+  const auto filled = [&] { return Tensor::from_host(c, sevens.data(), backend.device()); };
+  Tensor saved_mean = filled(), saved_inv_std = filled(), dbias = filled(), dgamma = filled(),
+         dbeta = filled();
+  const BlockTailSettings s = settings_for({z_shape, 0.0f, 0, /*training=*/false});
+  backend.block_tail_forward_bf16(z.view(), o.bias, o.gamma, o.beta, o.running_mean,
+                                  o.running_var, s, y.view(), saved_mean, saved_inv_std);
+  backend.block_tail_backward_bf16(z.view(), o.bias, dy.view(), o.gamma, o.beta, saved_mean,
+                                   saved_inv_std, s, dz.view(), dbias, dgamma, dbeta);
+  backend.synchronize();
+  EXPECT_EQ(to_host(saved_mean), to_host(o.running_mean));
+  for (const Tensor* t : {&dbias, &dgamma, &dbeta})
+    EXPECT_EQ(to_host(*t), std::vector<float>(k, 0.0f));
+}
+
+TEST(BlockTailBf16, AnEmptyBatchWritesItsPerChannelOutputs) {
+  auto cpu = make_cpu_backend(1);
+  expect_empty_bf16_batch_writes_its_outputs(*cpu);
+}
+
+TEST(BlockTailBf16Cuda, AnEmptyBatchWritesItsPerChannelOutputs) {
+  PNEUMO_REQUIRE_CUDA();
+  auto cuda = make_cuda_backend(BackendOptions{});
+  expect_empty_bf16_batch_writes_its_outputs(*cuda);
+}
+
 TEST(BlockTail, AnEmptyBatchWritesItsPerChannelOutputs) {
   auto cpu = make_cpu_backend(1);
   expect_empty_batch_writes_its_outputs(*cpu);

@@ -548,7 +548,7 @@ class Bf16Blocks final : public Layer {
       const Shape z{in.n(), b.channels, in.h(), in.w()};
       const Shape y{in.n(), b.channels, (in.h() + 1) / 2, (in.w() + 1) / 2};
       p.settings = tail_settings("tail" + b.id, training, b.rate, b.stream_offset, momentum_,
-                                 epsilon_, key, z.numel() / z.n());
+                                 epsilon_, key, b.channels * in.h() * in.w());
       const Bf16NhwcView out = j + 1 < blocks_.size() ? parts_[j + 1].in.view(y) : out_.view(y);
       backend.conv2d_forward_bf16(p.in.view(in), p.w, p.z.view(z));
       backend.block_tail_forward_bf16(p.z.view(z), p.b, p.gamma_v, p.beta_v, p.mean_v, p.var_v,
