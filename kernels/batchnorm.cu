@@ -753,6 +753,19 @@ __device__ __forceinline__ PixelChunk pixel_chunk(int64_t batch, int64_t images_
   return {n0 * pixels, n1 * pixels};
 }
 
+// This thread's channel in its block's tile (real: below the channel count) and the block's
+// chunk of a tensor with `pixels` pixels an image.
+struct TileThread {
+  int64_t c;
+  bool real;
+  PixelChunk chunk;
+};
+__device__ __forceinline__ TileThread tile_thread(const BlockTailArgs& t, int64_t images_per_chunk,
+                                                  int64_t pixels) {
+  const int64_t c = static_cast<int64_t>(blockIdx.x) * kTileChannels + threadIdx.x;
+  return {c, c < t.channels, pixel_chunk(t.batch, images_per_chunk, pixels)};
+}
+
 // A pooling window at channel c: a and the multiplier at each real position (0 and 1 elsewhere),
 // its element indices, and the winner of the normalised dropped values.
 struct ChannelsLastWindow {
@@ -805,9 +818,10 @@ __device__ __forceinline__ PooledPixel pooled_pixel(const PoolGeometry& g, int64
 // layout, so moments_finalize_kernel merges them).
 __global__ void tail_bf16_moments_kernel(BlockTailArgs t, float* partial,
                                          int64_t images_per_chunk) {
-  const int64_t c = static_cast<int64_t>(blockIdx.x) * kTileChannels + threadIdx.x;
-  const bool real = c < t.channels;
-  const PixelChunk chunk = pixel_chunk(t.batch, images_per_chunk, t.height * t.width);
+  const TileThread tile = tile_thread(t, images_per_chunk, t.height * t.width);
+  const int64_t c = tile.c;
+  const bool real = tile.real;
+  const PixelChunk chunk = tile.chunk;
   Moments m{0.0f, 0.0f, 0.0f};
   if (real) {
     const float bias = t.conv_bias[c];
@@ -866,10 +880,10 @@ __device__ void store_tile_sums(const float (&sums)[kCount], bool real, int64_t 
 __global__ void tail_bf16_gradient_partial_kernel(BlockTailArgs t, const uint16_t* dy,
                                                   PoolGeometry g, float* partial,
                                                   int64_t images_per_chunk) {
-  const int64_t c = static_cast<int64_t>(blockIdx.x) * kTileChannels + threadIdx.x;
-  const bool real = c < t.channels;
-  const PixelChunk chunk =
-      pixel_chunk(t.batch, images_per_chunk, g.out_height() * g.out_width());
+  const TileThread tile = tile_thread(t, images_per_chunk, g.out_height() * g.out_width());
+  const int64_t c = tile.c;
+  const bool real = tile.real;
+  const PixelChunk chunk = tile.chunk;
   float sums[2] = {0.0f, 0.0f};
   if (real) {
     const BlockTailChannel ch = tail_channel(t, c);
@@ -893,10 +907,10 @@ __global__ void tail_bf16_input_gradient_kernel(BlockTailArgs t, const uint16_t*
                                                 const BatchNormGradientFactors* factors,
                                                 PoolGeometry g, float* bias_partial,
                                                 int64_t images_per_chunk) {
-  const int64_t c = static_cast<int64_t>(blockIdx.x) * kTileChannels + threadIdx.x;
-  const bool real = c < t.channels;
-  const PixelChunk chunk =
-      pixel_chunk(t.batch, images_per_chunk, g.out_height() * g.out_width());
+  const TileThread tile = tile_thread(t, images_per_chunk, g.out_height() * g.out_width());
+  const int64_t c = tile.c;
+  const bool real = tile.real;
+  const PixelChunk chunk = tile.chunk;
   float sums[1] = {0.0f};
   if (real) {
     const BlockTailChannel ch = tail_channel(t, c);
