@@ -26,6 +26,7 @@ namespace {
 struct ChannelValues {
   std::vector<float> a, d, m, g;
   std::vector<int> winner;  // backward: each window's winning position, kept for its second pass
+  std::vector<PoolWindow> windows;  // backward: a plane's windows
 
   // plane_a(n, out): writes image n's plane of a to out.
   template <class PlaneA>
@@ -49,20 +50,24 @@ struct ChannelValues {
     }
   }
 
-  // The bfloat16 tail's channel c: a = relu(z + bias) from channels-last z, its multipliers
-  // picked from `storage_m` (all of z's, in z's storage order; empty without dropout).
-  void fill_channels_last(const ChannelLayout& layout, int64_t c, const uint16_t* z, float bias,
-                          const std::vector<float>& storage_m) {
+  // Channel c from NCHW tensors of a and of the multipliers (`m_all` null without dropout).
+  void fill_planes(const ChannelLayout& layout, int64_t c, const float* a_all, const float* m_all) {
     const auto count = static_cast<size_t>(layout.count());
     a.resize(count);
     d.resize(count);
-    m.resize(storage_m.empty() ? 0 : count);
-    for (int64_t i = 0; i < layout.batch * layout.pixels; ++i) {  // i = n * pixels + p
-      const int64_t e = i * layout.channels + c;
-      const auto k = static_cast<size_t>(i);
-      a[k] = bias_relu(float_from_bf16(z[e]), bias, /*apply_relu=*/true);
-      if (!m.empty()) m[k] = storage_m[static_cast<size_t>(e)];
-      d[k] = m.empty() ? a[k] : a[k] * m[k];
+    m.resize(m_all == nullptr ? 0 : count);
+    for (int64_t n = 0; n < layout.batch; ++n) {
+      const int64_t first = (n * layout.channels + c) * layout.pixels;
+      float* an = a.data() + n * layout.pixels;
+      float* dn = d.data() + n * layout.pixels;
+      std::copy_n(a_all + first, layout.pixels, an);
+      if (m.empty()) {
+        std::copy_n(an, layout.pixels, dn);
+        continue;
+      }
+      float* mn = m.data() + n * layout.pixels;
+      std::copy_n(m_all + first, layout.pixels, mn);
+      for (int64_t p = 0; p < layout.pixels; ++p) dn[p] = an[p] * mn[p];
     }
   }
 };
@@ -126,6 +131,12 @@ void backward_channel(ChannelValues& v, const ChannelLayout& layout, const PoolG
                       TensorView dbeta) {
   const int64_t out_plane = g.out_height() * g.out_width();
   const BlockTailChannel on_d = on_dropped(ch);
+  // A plane's windows, the same in every image: found once, not twice per image.
+  std::vector<PoolWindow>& windows = v.windows;
+  windows.resize(static_cast<size_t>(out_plane));
+  for (int64_t oy = 0; oy < g.out_height(); ++oy)
+    for (int64_t ox = 0; ox < g.out_width(); ++ox)
+      windows[static_cast<size_t>(oy * g.out_width() + ox)] = pool_window(g, oy, ox);
   // Each window's winner, found once and kept for both passes (a worker's buffer, reused: a
   // fresh one per channel cost a page-faulting allocation each time).
   std::vector<int>& winner = v.winner;
@@ -135,7 +146,7 @@ void backward_channel(ChannelValues& v, const ChannelLayout& layout, const PoolG
     const float* plane = v.d.data() + n * layout.pixels;
     const float* dy_plane = dy.data + (n * layout.channels + c) * out_plane;
     for (int64_t o = 0; o < out_plane; ++o) {
-      const PoolWindow w = pool_window(g, o / g.out_width(), o % g.out_width());
+      const PoolWindow& w = windows[static_cast<size_t>(o)];
       const int won = block_tail_winner(plane, 0, w, on_d).position;
       winner[static_cast<size_t>(n * out_plane + o)] = won;
       sum_dy += dy_plane[o];
@@ -153,7 +164,7 @@ void backward_channel(ChannelValues& v, const ChannelLayout& layout, const PoolG
     const float* dy_plane = dy.data + (n * layout.channels + c) * out_plane;
     const int64_t base = n * layout.pixels;
     for (int64_t o = 0; o < out_plane; ++o) {
-      const PoolWindow w = pool_window(g, o / g.out_width(), o % g.out_width());
+      const PoolWindow& w = windows[static_cast<size_t>(o)];
       const int won = winner[static_cast<size_t>(n * out_plane + o)];
       for_each_real_position(w, [&](int p) {
         const auto i = static_cast<size_t>(base + w.offset(p));
@@ -185,20 +196,50 @@ void copy_plane(ConstTensorView a, const ChannelLayout& layout, int64_t c, int64
   std::copy(plane, plane + layout.pixels, out);
 }
 
-// out[p] = plane(p) over a plane: the stem's activations. Its fused multiply-adds are a library
-// call without the FMA instruction set (about ten times slower here); on a CPU that has it, the
-// same loop compiled for it runs instead. fmaf rounds once either way, so the bits are the same.
+// out[p] = plane(p) over a plane: the stem's activations. The edge pixels go through at(); the
+// interior ones (every tap inside the image) through one loop without its bounds tests, which
+// the compiler vectorises: the same taps in the same order, so the same bits.
+inline __attribute__((always_inline)) void stem_activations_body(const StemPlane& plane,
+                                                                 float* __restrict out) {
+  const int64_t h = plane.height, w = plane.width;
+  const float* k = plane.w;
+  for (int64_t r = 0; r < h; ++r) {
+    float* row = out + r * w;
+    if (r == 0 || r == h - 1 || w < 3) {
+      for (int64_t c = 0; c < w; ++c) row[c] = plane.at(r, c);
+      continue;
+    }
+    const float* __restrict up = plane.x + (r - 1) * w;
+    const float* __restrict mid = up + w;
+    const float* __restrict down = mid + w;
+    row[0] = plane.at(r, 0);
+    for (int64_t c = 1; c < w - 1; ++c) {
+      float acc = fmaf(k[0], up[c - 1], 0.0f);
+      acc = fmaf(k[1], up[c], acc);
+      acc = fmaf(k[2], up[c + 1], acc);
+      acc = fmaf(k[3], mid[c - 1], acc);
+      acc = fmaf(k[4], mid[c], acc);
+      acc = fmaf(k[5], mid[c + 1], acc);
+      acc = fmaf(k[6], down[c - 1], acc);
+      acc = fmaf(k[7], down[c], acc);
+      acc = fmaf(k[8], down[c + 1], acc);
+      row[c] = relu(acc + plane.bias);
+    }
+    row[w - 1] = plane.at(r, w - 1);
+  }
+}
+// Its fused multiply-adds are a library call without the FMA instruction set (about ten times
+// slower here); on a CPU that has it (and AVX2, for eight lanes), the same loop compiled for it
+// runs instead. fmaf rounds once either way, so the bits are the same.
 void stem_activations_portable(const StemPlane& plane, float* out) {
-  for (int64_t r = 0; r < plane.height; ++r)
-    for (int64_t c = 0; c < plane.width; ++c) out[r * plane.width + c] = plane.at(r, c);
+  stem_activations_body(plane, out);
 }
 #if defined(__x86_64__) && defined(__GNUC__)
-__attribute__((target("fma"))) void stem_activations_fma(const StemPlane& plane, float* out) {
-  for (int64_t r = 0; r < plane.height; ++r)
-    for (int64_t c = 0; c < plane.width; ++c) out[r * plane.width + c] = plane.at(r, c);
+__attribute__((target("avx2,fma"))) void stem_activations_fma(const StemPlane& plane, float* out) {
+  stem_activations_body(plane, out);
 }
 void stem_activations(const StemPlane& plane, float* out) {
-  static const bool fma = __builtin_cpu_supports("fma");
+  static const bool fma = __builtin_cpu_supports("fma") && __builtin_cpu_supports("avx2");
   fma ? stem_activations_fma(plane, out) : stem_activations_portable(plane, out);
 }
 #else
@@ -327,19 +368,38 @@ void CpuBackend::stem_backward_impl(ConstTensorView x, ConstTensorView dy, Const
 
 namespace {
 
-// Every multiplier of a tensor of layout's size in storage order (one draw for all channels);
-// empty without dropout.
-std::vector<float> storage_multipliers(const ChannelLayout& layout, const BlockTailChannel& ch) {
-  std::vector<float> m;
-  if (ch.rate > 0.0f) {
-    m.resize(static_cast<size_t>(layout.batch * layout.channels * layout.pixels));
-    dropout_multipliers(ch.key, ch.rate, 0, static_cast<int64_t>(m.size()), m.data());
-  }
-  return m;
+// z's values as the float32 tail reads them, in NCHW order: a = relu(z + bias) and, with
+// dropout, m = each element's multiplier, drawn at its channels-last storage index (m is null
+// without). Images split over the workers; each draws its image's multipliers in storage order
+// and transposes them with the activations, so z is read once, front to back (a walk channel by
+// channel over channels-last storage reads every cache line once per channel in it).
+void planes_from_channels_last(ThreadPool& pool, ConstBf16NhwcView z, const float* bias,
+                               const BlockTailChannel& ch, float* a, float* m) {
+  const ChannelLayout layout = channel_layout(z.shape);
+  const int64_t image = layout.channels * layout.pixels;
+  std::vector<std::vector<float>> drawn(static_cast<size_t>(pool.size()));
+  pool.parallel_for(layout.batch, [&](int64_t first, int64_t last, int worker) {
+    std::vector<float>& storage = drawn[static_cast<size_t>(worker)];
+    if (m != nullptr) storage.resize(static_cast<size_t>(image));
+    for (int64_t n = first; n < last; ++n) {
+      if (m != nullptr) dropout_multipliers(ch.key, ch.rate, n * image, (n + 1) * image, storage.data());
+      for (int64_t p = 0; p < layout.pixels; ++p) {
+        const uint16_t* zp = z.data + (n * layout.pixels + p) * layout.channels;
+        const float* mp = m == nullptr ? nullptr : storage.data() + p * layout.channels;
+        for (int64_t c = 0; c < layout.channels; ++c) {
+          const int64_t i = (n * layout.channels + c) * layout.pixels + p;
+          a[i] = bias_relu(float_from_bf16(zp[c]), bias[c], /*apply_relu=*/true);
+          if (m != nullptr) m[i] = mp[c];
+        }
+      }
+    }
+  });
 }
 
 }  // namespace
 
+// Scratch slots: 0 a, 1 the multipliers, 2 the pooled output (forward) or dy (backward), 3 dz,
+// each float32 NCHW.
 void CpuBackend::block_tail_forward_bf16_impl(ConstBf16NhwcView z, ConstTensorView bias,
                                               ConstTensorView gamma, ConstTensorView beta,
                                               TensorView running_mean, TensorView running_var,
@@ -347,19 +407,21 @@ void CpuBackend::block_tail_forward_bf16_impl(ConstBf16NhwcView z, ConstTensorVi
                                               TensorView saved_mean, TensorView saved_inv_std) {
   const ChannelLayout layout = channel_layout(z.shape);
   const PoolGeometry g = pool_geometry(z.shape);
-  Tensor pooled(y.shape, Device::Cpu);  // float32 NCHW, rounded into y at the end
-  const std::vector<float> storage_m =
-      storage_multipliers(layout, channel_constants(s, 0.0f, 0.0f));
+  const BlockTailChannel drawn = channel_constants(s, 0.0f, 0.0f);
+  float* a = tensor_scratch(0, z.numel());
+  float* m = drawn.rate > 0.0f ? tensor_scratch(1, z.numel()) : nullptr;
+  planes_from_channels_last(pool_, z, bias.data, drawn, a, m);
+  const TensorView pooled = tensor_scratch(2, y.shape);  // rounded into y at the end
   pool_.parallel_for(layout.channels, [&](int64_t begin, int64_t end, int /*worker*/) {
     ChannelValues values;
     for (int64_t c = begin; c < end; ++c) {
       const BlockTailChannel ch = channel_constants(s, gamma.data[c], beta.data[c]);
-      values.fill_channels_last(layout, c, z.data, bias.data[c], storage_m);
+      values.fill_planes(layout, c, a, m);
       forward_channel(values, layout, g, c, ch, s, running_mean, running_var, pooled, saved_mean,
                       saved_inv_std);
     }
   });
-  encode_channels_last(pooled.data(), pooled.shape(), y.data);
+  encode_channels_last(pool_, pooled.data, pooled.shape, y.data);
 }
 
 void CpuBackend::block_tail_backward_bf16_impl(ConstBf16NhwcView z, ConstTensorView bias,
@@ -371,23 +433,28 @@ void CpuBackend::block_tail_backward_bf16_impl(ConstBf16NhwcView z, ConstTensorV
                                                TensorView dbeta) {
   const ChannelLayout layout = channel_layout(z.shape);
   const PoolGeometry g = pool_geometry(z.shape);
-  Tensor dy_nchw(dy.shape, Device::Cpu);
-  decode_channels_last(dy.data, dy.shape, dy_nchw.data());
-  const std::vector<float> storage_m =
-      storage_multipliers(layout, channel_constants(s, 0.0f, 0.0f));
+  const BlockTailChannel drawn = channel_constants(s, 0.0f, 0.0f);
+  float* a = tensor_scratch(0, z.numel());
+  float* m = drawn.rate > 0.0f ? tensor_scratch(1, z.numel()) : nullptr;
+  planes_from_channels_last(pool_, z, bias.data, drawn, a, m);
+  const TensorView dy_nchw = tensor_scratch(2, dy.shape);
+  decode_channels_last(pool_, dy.data, dy.shape, dy_nchw.data);
+  const TensorView dz_nchw = tensor_scratch(3, z.shape);  // rounded into dz at the end
   pool_.parallel_for(layout.channels, [&](int64_t begin, int64_t end, int /*worker*/) {
     ChannelValues values;
     for (int64_t c = begin; c < end; ++c) {
       const BlockTailChannel ch = saved_constants(s, gamma, beta, saved_mean, saved_inv_std, c);
-      values.fill_channels_last(layout, c, z.data, bias.data[c], storage_m);
+      values.fill_planes(layout, c, a, m);
       backward_channel(values, layout, g, c, ch, s, dy_nchw, gamma, dgamma, dbeta);
       const float* gc = values.g.data();
       dbias.data[c] = static_cast<float>(
           channel_sum(buffer_layout(layout), 0, [&](int64_t i) { return double{gc[i]}; }));
-      for (int64_t i = 0; i < layout.batch * layout.pixels; ++i)
-        dz.data[i * layout.channels + c] = bf16_from_float(gc[i]);
+      for (int64_t n = 0; n < layout.batch; ++n)
+        std::copy_n(gc + n * layout.pixels, layout.pixels,
+                    dz_nchw.data + (n * layout.channels + c) * layout.pixels);
     }
   });
+  encode_channels_last(pool_, dz_nchw.data, z.shape, dz.data);
 }
 
 }  // namespace pneumo::cpu

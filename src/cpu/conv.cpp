@@ -215,34 +215,37 @@ class ForcedBf16Rule {
 
 }  // namespace
 
+// Scratch slots: 0 x, 1 dz (or z), 2 dx, each float32 NCHW.
 void CpuBackend::conv2d_forward_bf16_impl(ConstBf16NhwcView x, ConstTensorView weight,
                                           Bf16NhwcView z) {
   const ForcedBf16Rule rule(conv_rule_bf16_);
-  const Tensor xf = decoded(x);
+  const TensorView xf = tensor_scratch(0, x.shape), zf = tensor_scratch(1, z.shape);
+  decode_channels_last(pool_, x.data, x.shape, xf.data);
   const Tensor zero_bias = Tensor::zeros(Shape{weight.shape[0]}, Device::Cpu);
-  Tensor zf(z.shape, Device::Cpu);
   conv2d_forward_impl(xf, weight, zero_bias, zf, /*fuse_relu=*/false);
-  encode_channels_last(zf.data(), z.shape, z.data);  // rounded already: exact
+  encode_channels_last(pool_, zf.data, z.shape, z.data);  // rounded already: exact
 }
 
 void CpuBackend::conv2d_backward_bf16_impl(ConstBf16NhwcView x, ConstBf16NhwcView dz,
                                            ConstTensorView weight, Bf16NhwcView dx,
                                            TensorView dweight) {
   const ForcedBf16Rule rule(conv_rule_bf16_);
-  const Tensor xf = decoded(x), dzf = decoded(dz);
+  const TensorView xf = tensor_scratch(0, x.shape), dzf = tensor_scratch(1, dz.shape);
+  decode_channels_last(pool_, x.data, x.shape, xf.data);
+  decode_channels_last(pool_, dz.data, dz.shape, dzf.data);
   conv2d_backward_filter_impl(xf, dzf, dweight, TensorView{});
   if (dx.data == nullptr) return;
-  Tensor dxf(dx.shape, Device::Cpu);
+  const TensorView dxf = tensor_scratch(2, dx.shape);
   conv2d_backward_data_impl(dzf, weight, dxf);
-  encode_channels_last(dxf.data(), dx.shape, dx.data);
+  encode_channels_last(pool_, dxf.data, dx.shape, dx.data);
 }
 
 void CpuBackend::to_bf16_channels_last_impl(ConstTensorView x, Bf16NhwcView y) {
-  encode_channels_last(x.data, x.shape, y.data);
+  encode_channels_last(pool_, x.data, x.shape, y.data);
 }
 
 void CpuBackend::from_bf16_channels_last_impl(ConstBf16NhwcView x, TensorView y) {
-  decode_channels_last(x.data, x.shape, y.data);
+  decode_channels_last(pool_, x.data, x.shape, y.data);
 }
 
 }  // namespace pneumo::cpu

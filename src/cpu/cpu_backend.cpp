@@ -37,6 +37,13 @@ std::vector<float*> CpuBackend::worker_scratch(int slot, int64_t count) {
   return buffers;
 }
 
+float* CpuBackend::tensor_scratch(int slot, int64_t count) {
+  PNEUMO_CHECK(slot >= 0 && slot < kTensorSlots, "tensor scratch slot ", slot, " out of range");
+  std::vector<float>& buffer = tensor_scratch_[slot];
+  if (buffer.size() < static_cast<size_t>(count)) buffer.resize(static_cast<size_t>(count));
+  return buffer.data();
+}
+
 void CpuBackend::gather_augment_impl(const uint8_t* images, int64_t image_count, int size,
                                      const int32_t* indices, const AugmentSettings& settings,
                                      RngKey key, TensorView out) {

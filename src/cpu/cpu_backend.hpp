@@ -34,6 +34,14 @@ class CpuBackend final : public Backend {
   std::vector<float*> worker_scratch(int slot, int64_t count);
   // im2col columns, filter-gradient partial sums, one image's dy rounded to bfloat16
   static constexpr int kScratchSlots = 3;
+  // Whole-tensor float32 buffer number `slot`, at least `count` floats, kept and reused across
+  // calls: the bfloat16 channels-last twins' decoded inputs and results before rounding (a new
+  // tensor per call paid a page fault for every 4 KiB of it).
+  float* tensor_scratch(int slot, int64_t count);
+  TensorView tensor_scratch(int slot, const Shape& shape) {
+    return {tensor_scratch(slot, shape.numel()), shape, Device::Cpu};
+  }
+  static constexpr int kTensorSlots = 4;
   // Whether a convolution of geometry g rounds to bfloat16, and its weights as it reads them
   // (rounded into rounded_weight_ when it does).
   bool rounds_to_bf16(const ConvGeometry& g) const;
@@ -51,6 +59,7 @@ class CpuBackend final : public Backend {
 
   ThreadPool pool_;
   std::vector<std::vector<std::vector<float>>> scratch_;  // [worker][slot]
+  std::vector<float> tensor_scratch_[kTensorSlots];
 };
 
 }  // namespace pneumo::cpu
