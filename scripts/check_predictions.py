@@ -1,0 +1,201 @@
+#!/usr/bin/env python3
+"""Checks speed predictions written before a GPU check against what the check measured.
+
+    scripts/check_predictions.py PREDICTIONS.json OUT_DIR        # Markdown table on stdout
+
+PREDICTIONS.json (written before the run, as the experiment plans are):
+    {"written": "...", "rule": "...words...", "before_device": "H200",
+     "predictions": [{"id": "...", "claim": "...words...", "source": "profiling/README.md#...",
+                      "measure": {...}, "before": 2.05 (optional),
+                      "at_most": 1.3 | "at_least": 0.9 | "equals": 1,
+                      "device": "H200" (optional: an absolute figure, compared only when the
+                                        measuring device's name holds this word)}]}
+A "measure" names one number:
+    {"kernels": {"op": ..., "layer": ..., "batch": ..., "variant": ...}, "field": "median_ms"}
+        one row of OUT_DIR/bench_kernels.jsonl (pneumo bench kernels --json), matched on every
+        key given; field any of its columns (median_ms, gbps, percent_dram_peak, speedup, ...);
+        "relative_to": {another such row's keys}: the field divided by that row's.
+    {"train": {"precision": ..., "batch": ..., ...}, "field": "step_ms_mean"}
+        one steady row of OUT_DIR/throughput.jsonl from pneumo bench train (impl "pneumo", no
+        "measure" key; without that file, of OUT_DIR/logs/bench_train*.log), matched on every
+        key given. Instead of a field, "op" names one row of
+        its per-op table (ops_ms, the "ms" column), or "ops_matching" a regular expression over
+        that table's op names with "aggregate": "sum" (of ms) or "count".
+A prediction with no matching row, or several, is "not measured" (with the reason), never held.
+Exit status: 0 when the table was written (whatever the verdicts), 2 on an invalid file.
+"""
+import json
+import os
+import re
+import sys
+
+COMPARISONS = ("at_most", "at_least", "equals")
+
+
+def json_lines(path):
+    rows = []
+    if not os.path.exists(path):
+        return rows
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            line = line.strip()
+            if not line.startswith("{"):
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return rows
+
+
+def matching(rows, keys):
+    return [r for r in rows if all(r.get(k) == v for k, v in keys.items())]
+
+
+def one(rows, keys, what):
+    found = matching(rows, keys)
+    if len(found) != 1:
+        raise LookupError(f"{len(found)} {what} rows match {json.dumps(keys, sort_keys=True)}")
+    return found[0]
+
+
+def number(value, what):
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise LookupError(f"{what} is {value!r}, not a number")
+    return float(value)
+
+
+def measured(measure, kernels, train):
+    """The measured number and the device it came from; LookupError says why there is none."""
+    if "kernels" in measure:
+        row = one(kernels, measure["kernels"], "bench kernels")
+        if row.get("status") not in (None, "ok"):
+            raise LookupError(f"the row's status is {row.get('status')!r}")
+        field = measure.get("field", "median_ms")
+        value = number(row.get(field), field)
+        if "relative_to" in measure:
+            other = one(kernels, measure["relative_to"], "bench kernels (relative_to)")
+            value /= number(other.get(field), "relative_to's " + field)
+        return value, str(row.get("device", ""))
+    if "train" in measure:
+        steady = [r for r in train if r.get("impl") == "pneumo" and "measure" not in r]
+        row = one(steady, measure["train"], "bench train")
+        device = str(row.get("backend", row.get("device", "")))  # the backend's name holds the GPU's
+        ops = row.get("ops_ms") or []
+        if "op" in measure:
+            found = [o for o in ops if o.get("op") == measure["op"]]
+            if len(found) != 1:
+                raise LookupError(f"{len(found)} per-op rows named {measure['op']!r}")
+            return number(found[0].get("ms"), "ms"), device
+        if "ops_matching" in measure:
+            if not ops:
+                raise LookupError("the row has no per-op table (bench train --layers)")
+            pattern = re.compile(measure["ops_matching"])
+            found = [o for o in ops if pattern.search(str(o.get("op", "")))]
+            if measure.get("aggregate") == "count":
+                return float(len(found)), device
+            if not found:
+                raise LookupError(f"no per-op row matches {measure['ops_matching']!r}")
+            return sum(number(o.get("ms"), "ms") for o in found), device
+        field = measure.get("field", "images_per_second")
+        return number(row.get(field), field), device
+    raise LookupError("the measure names neither kernels nor train")
+
+
+def verdict(p, value):
+    if "at_most" in p:
+        return value <= p["at_most"]
+    if "at_least" in p:
+        return value >= p["at_least"]
+    return abs(value - p["equals"]) <= 1e-9
+
+
+def predicted_text(p):
+    for key, words in (("at_most", "<="), ("at_least", ">="), ("equals", "=")):
+        if key in p:
+            return f"{words} {p[key]:g}"
+    return "?"
+
+
+def validate(doc):
+    problems = []
+    if not isinstance(doc, dict) or not isinstance(doc.get("predictions"), list):
+        return ["the file needs a list under \"predictions\""]
+    for key in ("written", "rule"):
+        if not isinstance(doc.get(key), str):
+            problems.append(f"\"{key}\" (words) is missing")
+    seen = set()
+    for i, p in enumerate(doc["predictions"]):
+        name = p.get("id", f"#{i}") if isinstance(p, dict) else f"#{i}"
+        if not isinstance(p, dict):
+            problems.append(f"prediction {name} is not an object")
+            continue
+        if name in seen:
+            problems.append(f"prediction id {name} twice")
+        seen.add(name)
+        for key in ("id", "claim", "measure"):
+            if key not in p:
+                problems.append(f"prediction {name} has no \"{key}\"")
+        given = [k for k in COMPARISONS if k in p]
+        if len(given) != 1:
+            problems.append(f"prediction {name} needs exactly one of {', '.join(COMPARISONS)}")
+        elif not isinstance(p[given[0]], (int, float)):
+            problems.append(f"prediction {name}: {given[0]} is not a number")
+        m = p.get("measure")
+        if isinstance(m, dict) and ("kernels" in m) == ("train" in m):
+            problems.append(f"prediction {name}: its measure names one of kernels or train")
+    return problems
+
+
+def main(argv):
+    if len(argv) != 3:
+        print(__doc__.strip().splitlines()[2].strip(), file=sys.stderr)
+        return 2
+    try:
+        with open(argv[1], encoding="utf-8") as f:
+            doc = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        print(f"check_predictions: cannot read {argv[1]}: {e}", file=sys.stderr)
+        return 2
+    problems = validate(doc)
+    if problems:
+        for problem in problems:
+            print(f"check_predictions: {argv[1]}: {problem}", file=sys.stderr)
+        return 2
+    kernels = json_lines(os.path.join(argv[2], "bench_kernels.jsonl"))
+    train = json_lines(os.path.join(argv[2], "throughput.jsonl"))
+    if not train:  # a check still running (or cut short) has its bench train logs only
+        logs = os.path.join(argv[2], "logs")
+        for name in sorted(os.listdir(logs)) if os.path.isdir(logs) else []:
+            if name.startswith("bench_train") and name.endswith(".log"):
+                train += json_lines(os.path.join(logs, name))
+    counts = {"held": 0, "missed": 0, "not measured": 0, "other device": 0}
+    lines = []
+    for p in doc["predictions"]:
+        before = f"{p['before']:g}" if isinstance(p.get("before"), (int, float)) else ""
+        try:
+            value, device = measured(p["measure"], kernels, train)
+            shown = f"{value:.4g}"
+            if p.get("device") and p["device"].lower() not in device.lower():
+                result = "other device"
+                shown += f" ({device or 'device unknown'})"
+            else:
+                result = "held" if verdict(p, value) else "missed"
+        except LookupError as e:
+            result, shown = "not measured", str(e)
+        counts[result] += 1
+        device_note = f" ({p['device']})" if p.get("device") else ""
+        lines.append(f"| {p['id']} | {p['claim']} | {before}{device_note} | "
+                     f"{predicted_text(p)} | {shown} | **{result}** |")
+    print(f"Predictions of {doc['written']} ({os.path.basename(argv[1])}): {doc['rule']}")
+    print()
+    print("| id | claim | before | predicted | measured | verdict |")
+    print("|---|---|---:|---:|---:|---|")
+    print("\n".join(lines))
+    print()
+    print(", ".join(f"{n} {k}" for k, n in counts.items()) + f" of {len(lines)} predictions.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
