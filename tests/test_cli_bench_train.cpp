@@ -172,6 +172,34 @@ TEST(CliBenchTrain, CudaGraphSaysWhatItReplayed) {
       << result.output;
 }
 
+// --drop-last: the recipe's epochs and the one-epoch pass leave out their partial batch (10
+// images at batch 4: two steps an epoch, not three), which the step counts and the epoch's
+// images show; an epoch without a full batch is refused naming the flag.
+TEST(CliBenchTrain, DropLastRunsWholeBatchesOnly) {
+  const auto result = bench_train_on_the_cpu(
+      "--batch 4 --recipe-epochs 2 --epoch-images 10 --cuda-graph --drop-last");
+  ASSERT_EQ(result.status, 0) << result.output;
+  int rows = 0;
+  for (const auto& [row, line] : json_lines(result.output)) {
+    EXPECT_EQ(row["drop_last"], true) << line;
+    EXPECT_EQ(row["step_graphs"]["issued"], row.contains("measure") ? 4 : 2) << line;
+    if (!row.contains("measure")) {
+      EXPECT_EQ(row["epoch_images"], 8) << line;
+    }
+    ++rows;
+  }
+  EXPECT_EQ(rows, 2) << result.output;
+  EXPECT_NE(result.output.find("(the last, partial batch left out)"), std::string::npos)
+      << result.output;
+
+  const auto refused =
+      bench_train_on_the_cpu("--batch 4 --recipe-epochs 1 --epoch-images 3 --drop-last");
+  EXPECT_NE(refused.status, 0) << refused.output;
+  EXPECT_NE(refused.output.find("--drop-last: an epoch of 3 training images holds no full batch of 4"),
+            std::string::npos)
+      << refused.output;
+}
+
 // On a GPU, --first-calls synchronises the CUDA backend's stream at every op of both epochs; the
 // table is read the same way. Skipped without a GPU.
 TEST(CliBenchTrain, FirstCallsOnAGpu) {

@@ -53,6 +53,21 @@ struct SmallRun {
 
 std::vector<float> host_values(ConstTensorView view) { return testing::to_host(view); }
 
+TEST(TrainerGuards, WholeBatchesLeavesOutThePartialBatchOnly) {
+  EXPECT_EQ(whole_batches({5, 3, 9, 1, 7, 2, 8}, 3), (std::vector<int32_t>{5, 3, 9, 1, 7, 2}));
+  EXPECT_EQ(whole_batches({5, 3, 9, 1, 7, 2}, 3), (std::vector<int32_t>{5, 3, 9, 1, 7, 2}));
+  EXPECT_EQ(whole_batches({4, 6}, 2), (std::vector<int32_t>{4, 6}));
+  try {
+    whole_batches({1, 2, 3}, 4);
+    ADD_FAILURE() << "an order without a full batch was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("--drop-last: an epoch of 3 training images holds no "
+                                         "full batch of 4"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
 TEST(TrainerGuards, AStoppedEpochResumedWhereItStoodEndsLikeAnUninterruptedOne) {
   SmallRun straight;
   EpochStats expected = straight.trainer.train_epoch(straight.data, straight.order(0), 0);

@@ -97,6 +97,13 @@ using PhaseMarker = std::function<void(StepPhase)>;
 // Called every few steps with (steps done, total steps, running stats so far).
 using StepCallback = std::function<void(int64_t step, int64_t steps, const EpochStats& running)>;
 
+// An epoch's order without its last, partial batch (`--drop-last`, PyTorch's drop_last): every
+// step a full batch of `batch`, so no step meets a batch shape the others do not (the backend's
+// first calls at a new shape, a step graph that cannot replay). The images left out are the
+// order's last ones, so which they are changes with each epoch's shuffle. Throws when `order`
+// holds no full batch.
+std::vector<int32_t> whole_batches(std::vector<int32_t> order, int batch);
+
 class Trainer {
  public:
   Trainer(Backend& backend, Model& model, int batch_size, AugmentSettings augment,

@@ -209,7 +209,10 @@ class StepBench {
     model_.initialize(1);
   }
 
-  int64_t epoch_images() const { return epoch_images_; }
+  // The images the one-epoch pass trains on (with --drop-last, its whole batches).
+  int64_t epoch_images() const {
+    return options_.drop_last ? epoch_images_ - epoch_images_ % batch_ : epoch_images_;
+  }
 
   // 1. Milliseconds per step, end to end, after `warmup` untimed steps.
   double time_steps() {
@@ -282,7 +285,8 @@ class StepBench {
   // An epoch through the trainer's loop (host order upload, progress reads, stats read): the
   // progress reads happen only for a progress callback, so one that prints nothing is given.
   EpochStats time_epoch() {
-    const std::vector<int32_t> epoch_order(order_.begin(), order_.begin() + epoch_images_);
+    std::vector<int32_t> epoch_order(order_.begin(), order_.begin() + epoch_images_);
+    if (options_.drop_last) epoch_order = whole_batches(std::move(epoch_order), batch_);
     return trainer_.train_epoch(data_, epoch_order, 1, [](int64_t, int64_t, const EpochStats&) {});
   }
   const Trainer& trainer() const { return trainer_; }
@@ -443,7 +447,8 @@ nlohmann::json bench_train_recipe(const BackendFactory& make, const TrainBenchOp
     const Clock::time_point epoch_start = Clock::now();
     for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int32_t>(i);
     std::shuffle(order.begin(), order.end(), std::mt19937(static_cast<uint32_t>(epoch)));
-    const EpochStats stats = trainer.train_epoch(train, order, static_cast<uint32_t>(epoch));
+    const EpochStats stats = trainer.train_epoch(
+        train, options.drop_last ? whole_batches(order, batch) : order, static_cast<uint32_t>(epoch));
     const Clock::time_point val_start = Clock::now();
     trainer.predict_logits(val);  // returns once the logits are on the host
     train_seconds.push_back(stats.seconds);
@@ -460,6 +465,7 @@ nlohmann::json bench_train_recipe(const BackendFactory& make, const TrainBenchOp
                          {"precision", options.precision},
                          {"fused_block_tails", options.fused_block_tails},
                          {"cuda_graph", options.cuda_graph},
+                         {"drop_last", options.drop_last},
                          {"deterministic", options.deterministic},
                          {"augment", options.augment},
                          {"batch", batch},
@@ -507,6 +513,7 @@ nlohmann::json bench_train_batch(Backend& backend, const TrainBenchOptions& opti
                          {"graph_engines", options.graph_engines},
                          {"fused_block_tails", options.fused_block_tails},
                          {"cuda_graph", options.cuda_graph},
+                         {"drop_last", options.drop_last},
                          {"augment", options.augment},
                          {"steps", options.steps},
                          {"step_ms_mean", step_ms},
@@ -545,7 +552,8 @@ void write_train_bench_summary(const std::vector<nlohmann::json>& rows,
       << (options.cudnn_only ? ", cuDNN only (no kernel of ours timed against it)" : "")
       << (options.fused_block_tails ? ", fused block tails" : "")
       << (bench_model_config(options).bf16_activations ? " (bfloat16 between them)" : "")
-      << (options.cuda_graph ? ", epochs' steps as CUDA graphs" : "") << "\n\n"
+      << (options.cuda_graph ? ", epochs' steps as CUDA graphs" : "")
+      << (options.drop_last ? ", epochs without their last, partial batch" : "") << "\n\n"
       << "| batch | step ms | images/s | augment ms | forward ms | loss ms | backward ms | "
          "optimizer ms | graph step ms | graph gain | epoch images/s | memory MiB |\n"
       << "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
@@ -650,7 +658,8 @@ void write_recipe_summary(const nlohmann::json& recipe, std::ostream& out) {
       << (recipe.value("cuda_graph", false) ? ", steps as CUDA graphs" : "") << ", batch "
       << recipe["batch"].get<int>() << " (validation " << recipe.value("val_batch", 0) << "), "
       << recipe["epochs"].get<int>() << " epochs of " << recipe["train_images"].get<int64_t>()
-      << " random images, each followed by a pass over " << recipe["val_images"].get<int64_t>()
+      << " random images" << (recipe.value("drop_last", false) ? " (the last, partial batch left out)" : "")
+      << ", each followed by a pass over " << recipe["val_images"].get<int64_t>()
       << "\n\n| total s | set-up s (backend) | first epoch s | steady epoch s (median) | "
          "first-epoch overhead |\n|---:|---:|---:|---:|---:|\n| "
       << fixed(recipe["total_seconds"], 2) << " | " << fixed(recipe["setup_seconds"], 2) << " ("

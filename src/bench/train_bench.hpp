@@ -47,6 +47,8 @@ struct TrainBenchOptions {
   // The epochs (the recipe's, and the one-epoch pass) replay each full-batch step as a CUDA
   // graph (Trainer::use_step_graphs); the timed steps stay op by op.
   bool cuda_graph = false;
+  // The recipe's epochs and the one-epoch pass without their last, partial batch (whole_batches).
+  bool drop_last = false;
   int val_batch = 0;  // the recipe's validation passes; 0: its training batch
   // The recipe's first two epochs synchronised at every backend op, each op's time charged to it,
   // to show where the first epoch's overhead goes ("first_calls" in the recipe's JSON line).

@@ -275,6 +275,8 @@ void add_bench(CLI::App& app, BenchTrainOptions& o, BenchKernelsOptions& k, Acti
   add_switch(*c, "cuda-graph", o.cuda_graph,
              "The epochs replay each full-batch step as a CUDA graph (the timed steps stay op by "
              "op)");
+  add_switch(*c, "drop-last", o.drop_last,
+             "The recipe's epochs and the one-epoch pass leave out their last, partial batch");
   add_switch(*c, "first-calls", o.first_calls,
              "The recipe's first two epochs synchronised at every op, each op's time in both: "
              "where the first epoch's overhead goes (slows those epochs)");

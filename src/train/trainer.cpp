@@ -356,6 +356,17 @@ namespace {
 
 }  // namespace
 
+std::vector<int32_t> whole_batches(std::vector<int32_t> order, int batch) {
+  PNEUMO_CHECK(batch > 0, "whole_batches: batch ", batch);
+  const auto images = static_cast<int64_t>(order.size());
+  if (images < batch)
+    throw Error(detail::concat("--drop-last: an epoch of ", images,
+                               " training images holds no full batch of ", batch,
+                               "; choose a smaller --batch or train without --drop-last"));
+  order.resize(static_cast<size_t>(images - images % batch));
+  return order;
+}
+
 EpochStats Trainer::train_epoch(const ImageSet& data, const std::vector<int32_t>& order,
                                 uint32_t epoch, const StepCallback& on_progress,
                                 const EpochOptions& options) {

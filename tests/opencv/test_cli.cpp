@@ -282,6 +282,33 @@ TEST(Cli, ARunThatFailedBeforeTrainingLeavesItsFolderReusable) {
   EXPECT_NE(again.output.find("already holds files"), std::string::npos) << again.output;
 }
 
+// --drop-last: the sample's 102 training images at batch 32 are three full steps an epoch, not
+// four; the flag is recorded with the run; an epoch with no full batch is refused before any
+// training, naming the flag, and leaves the folder reusable.
+TEST(Cli, DropLastTrainsWholeBatchesOnly) {
+  testing::TempDir dir;
+  const std::string cache = dir.file("cache");
+  const std::string common = " --size 32 --epochs 1 --batch 32" + kCommon;
+  auto plain = pneumo_command("train --data " + kSample + common + "--out " + dir.file("a"), cache);
+  ASSERT_EQ(plain.status, 0) << plain.output;
+  EXPECT_NE(plain.output.find("step 4/4"), std::string::npos) << plain.output;
+  auto dropped = pneumo_command(
+      "train --data " + kSample + common + "--drop-last --out " + dir.file("b"), cache);
+  ASSERT_EQ(dropped.status, 0) << dropped.output;
+  EXPECT_NE(dropped.output.find("step 3/3"), std::string::npos) << dropped.output;
+  EXPECT_EQ(nlohmann::json::parse(testing::read_text(dir.file("b") + "/config.json"))["drop-last"],
+            true);
+  auto refused = pneumo_command("train --data " + kSample + " --size 32 --epochs 1 --batch 200" +
+                                    kCommon + "--drop-last --out " + dir.file("c"),
+                                cache);
+  EXPECT_EQ(refused.status, 1) << refused.output;
+  EXPECT_NE(refused.output.find("--drop-last: an epoch of 102 training images holds no full "
+                                "batch of 200"),
+            std::string::npos)
+      << refused.output;
+  EXPECT_FALSE(fs::exists(dir.file("c") + "/checkpoints/last.safetensors"));
+}
+
 // What a command prints on stdout is its result: a write that fails (here a full device) fails
 // the command instead of ending in status 0 with the results lost. And a cache of another size
 // than the model's is named as the model's expectation, not as something the user asked for.

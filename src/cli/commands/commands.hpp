@@ -31,6 +31,8 @@ struct TrainOptions {
   bool fused_block_tails = false;
   // Full-batch steps recorded once as a CUDA graph and replayed (Trainer::use_step_graphs).
   bool cuda_graph = false;
+  // Each epoch's last, partial batch left out (whole_batches): every step at the full batch.
+  bool drop_last = false;
   std::string all_reduce = "auto";  // auto | mpi | nccl
   double bucket_mb = 1.0;           // gradient buckets sent during the backward pass; 0: one
   int threads = 0;                  // CPU backend threads; 0: all

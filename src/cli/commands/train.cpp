@@ -299,6 +299,9 @@ TrainingRun::TrainingRun(const TrainOptions& options, std::unique_ptr<Communicat
   metadata_.optimizer = options.optimizer;
 
   balance_ = parse_balance_mode(options.balance);
+  // An epoch with no full batch is refused now, before anything trains, not at its first epoch.
+  if (options.drop_last)
+    whole_batches(epoch_indices(splits_.train.labels, balance_, options.seed, 0), options.batch);
   train_set_ = upload(splits_.train, backend_->device());
   if (balance_ == BalanceMode::ClassWeight)
     train_set_.set_weights(sample_weights(splits_.train.labels, balance_));
@@ -341,7 +344,8 @@ void TrainingRun::resume(const std::string& checkpoint_path) {
     const int64_t images = static_cast<int64_t>(
         epoch_indices(splits_.train.labels, balance_, options_.seed,
                       static_cast<uint32_t>(first_epoch_)).size());
-    const int64_t steps = (images + options_.batch - 1) / options_.batch;
+    const int64_t steps = options_.drop_last ? images / options_.batch
+                                             : (images + options_.batch - 1) / options_.batch;
     if (checkpoint.metadata.epoch_step >= steps)
       throw Error(detail::concat("checkpoint ", checkpoint_path, " stopped at step ",
                                  checkpoint.metadata.epoch_step, " of epoch ", first_epoch_ + 1,
@@ -429,8 +433,9 @@ EpochStats TrainingRun::train_one_epoch(int epoch) {
   if (resumed_inside)
     control_.learning_rate = resumed_.learning_rate;  // the rate the interrupted epoch ran at
   trainer_->optimizer().learning_rate = static_cast<float>(control_.learning_rate);
-  const auto order =
+  auto order =
       epoch_indices(splits_.train.labels, balance_, options_.seed, static_cast<uint32_t>(epoch));
+  if (options_.drop_last) order = whole_batches(std::move(order), options_.batch);
   const int64_t steps = (static_cast<int64_t>(order.size()) + options_.batch - 1) / options_.batch;
   EpochOptions epoch_options;
   if (resumed_inside) {

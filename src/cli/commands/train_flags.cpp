@@ -216,6 +216,11 @@ std::vector<TrainFlag> make_table() {
                     "keys and learning rate read on the device (the CPU runs the same path "
                     "without a graph)",
                     PNEUMO_FIELD(cuda_graph), {}, "true"));
+  t.push_back(bound("drop-last",
+                    "Leave out each epoch's last, partial batch (as PyTorch's drop_last): every "
+                    "step a full batch, none at a shape the others never meet; which images are "
+                    "left out changes with each epoch's shuffle",
+                    PNEUMO_FIELD(drop_last), {}, "true"));
   t.push_back(bound(
       "all-reduce", "Data-parallel gradients: auto (NCCL on CUDA, else MPI) | mpi | nccl",
       PNEUMO_FIELD(all_reduce),
