@@ -5,6 +5,8 @@
 
 PREDICTIONS.json (written before the run, as the experiment plans are):
     {"written": "...", "rule": "...words...", "before_device": "H200",
+     "device": "NVIDIA" (optional: every entry compared only where the device's name holds this
+                         word, unless the entry names its own),
      "predictions": [{"id": "...", "claim": "...words...", "source": "profiling/README.md#...",
                       "measure": {...}, "before": 2.05 (optional),
                       "at_most": 1.3 | "at_least": 0.9 | "equals": 1,
@@ -13,14 +15,19 @@ PREDICTIONS.json (written before the run, as the experiment plans are):
 A "measure" names one number:
     {"kernels": {"op": ..., "layer": ..., "batch": ..., "variant": ...}, "field": "median_ms"}
         one row of OUT_DIR/bench_kernels.jsonl (pneumo bench kernels --json), matched on every
-        key given; field any of its columns (median_ms, gbps, percent_dram_peak, speedup, ...);
-        "relative_to": {another such row's keys}: the field divided by that row's.
+        key given; field any of its columns (median_ms, gbps, percent_dram_peak, speedup, ...).
     {"train": {"precision": ..., "batch": ..., ...}, "field": "step_ms_mean"}
         one steady row of OUT_DIR/throughput.jsonl from pneumo bench train (impl "pneumo", no
         "measure" key; without that file, of OUT_DIR/logs/bench_train*.log), matched on every
-        key given. Instead of a field, "op" names one row of
-        its per-op table (ops_ms, the "ms" column), or "ops_matching" a regular expression over
-        that table's op names with "aggregate": "sum" (of ms) or "count".
+        key given. Instead of a field, "op" names one row of its per-op table (ops_ms, the "ms"
+        column), or "ops_matching" a regular expression over that table's op names with
+        "aggregate": "sum" (of ms) or "count".
+    {"recipe": {...}, "log": "bench_recipe_warm.log", "field": "total_seconds"}
+        one recipe line of bench train ("measure": "recipe"): of OUT_DIR/logs/LOG when "log" is
+        given, else of throughput.jsonl; field any of its numbers (total_seconds,
+        first_epoch_overhead, ...).
+Any measure may add "relative_to": another measure (its field, when it names none, the first's),
+which the value is divided by.
 A prediction with no matching row, or several, is "not measured" (with the reason), never held.
 Exit status: 0 when the table was written (whatever the verdicts), 2 on an invalid file.
 """
@@ -65,41 +72,79 @@ def number(value, what):
     return float(value)
 
 
-def measured(measure, kernels, train):
-    """The measured number and the device it came from; LookupError says why there is none."""
+class Rows:
+    """A check's rows: bench kernels', bench train's steady rows, and recipe lines by source."""
+
+    def __init__(self, out_dir):
+        self.out_dir = out_dir
+        self.kernels = json_lines(os.path.join(out_dir, "bench_kernels.jsonl"))
+        train = json_lines(os.path.join(out_dir, "throughput.jsonl"))
+        if not train:  # a check still running (or cut short) has its bench train logs only
+            for name in self.logs("bench_train"):
+                train += json_lines(os.path.join(out_dir, "logs", name))
+        self.train = [r for r in train if r.get("impl") == "pneumo" and "measure" not in r]
+        self.recipes = [r for r in train if r.get("impl") == "pneumo" and r.get("measure") == "recipe"]
+
+    def logs(self, prefix):
+        logs = os.path.join(self.out_dir, "logs")
+        names = sorted(os.listdir(logs)) if os.path.isdir(logs) else []
+        return [n for n in names if n.startswith(prefix) and n.endswith(".log")]
+
+    def recipe_lines(self, log):
+        """The recipe lines of one log (OUT/logs/LOG), or of every bench train run by default."""
+        if log is None:
+            return self.recipes
+        return [r for r in json_lines(os.path.join(self.out_dir, "logs", log))
+                if r.get("measure") == "recipe"]
+
+
+def measured(measure, rows, field=None):
+    """The measured number and the device it came from; LookupError says why there is none.
+    "relative_to" is another measure (its field, when it names none, this one's): the value is
+    divided by it."""
+    value, device, field = measured_alone(measure, rows, field)
+    if "relative_to" in measure:
+        other, _ = measured(measure["relative_to"], rows, field)
+        value /= other
+    return value, device
+
+
+def measured_alone(measure, rows, inherited):
+    field = measure.get("field", inherited)
     if "kernels" in measure:
-        row = one(kernels, measure["kernels"], "bench kernels")
+        row = one(rows.kernels, measure["kernels"], "bench kernels")
         if row.get("status") not in (None, "ok"):
             raise LookupError(f"the row's status is {row.get('status')!r}")
-        field = measure.get("field", "median_ms")
-        value = number(row.get(field), field)
-        if "relative_to" in measure:
-            other = one(kernels, measure["relative_to"], "bench kernels (relative_to)")
-            value /= number(other.get(field), "relative_to's " + field)
-        return value, str(row.get("device", ""))
+        field = field or "median_ms"
+        return number(row.get(field), field), str(row.get("device", "")), field
+    if "recipe" in measure:
+        source = measure.get("log")
+        row = one(rows.recipe_lines(source), measure["recipe"],
+                  f"recipe ({source})" if source else "recipe")
+        field = field or "total_seconds"
+        return number(row.get(field), field), str(row.get("backend", "")), field
     if "train" in measure:
-        steady = [r for r in train if r.get("impl") == "pneumo" and "measure" not in r]
-        row = one(steady, measure["train"], "bench train")
+        row = one(rows.train, measure["train"], "bench train")
         device = str(row.get("backend", row.get("device", "")))  # the backend's name holds the GPU's
         ops = row.get("ops_ms") or []
         if "op" in measure:
             found = [o for o in ops if o.get("op") == measure["op"]]
             if len(found) != 1:
                 raise LookupError(f"{len(found)} per-op rows named {measure['op']!r}")
-            return number(found[0].get("ms"), "ms"), device
+            return number(found[0].get("ms"), "ms"), device, field
         if "ops_matching" in measure:
             if not ops:
                 raise LookupError("the row has no per-op table (bench train --layers)")
             pattern = re.compile(measure["ops_matching"])
             found = [o for o in ops if pattern.search(str(o.get("op", "")))]
             if measure.get("aggregate") == "count":
-                return float(len(found)), device
+                return float(len(found)), device, field
             if not found:
                 raise LookupError(f"no per-op row matches {measure['ops_matching']!r}")
-            return sum(number(o.get("ms"), "ms") for o in found), device
-        field = measure.get("field", "images_per_second")
-        return number(row.get(field), field), device
-    raise LookupError("the measure names neither kernels nor train")
+            return sum(number(o.get("ms"), "ms") for o in found), device, field
+        field = field or "images_per_second"
+        return number(row.get(field), field), device, field
+    raise LookupError("the measure names none of kernels, train or recipe")
 
 
 def verdict(p, value):
@@ -142,8 +187,10 @@ def validate(doc):
         elif not isinstance(p[given[0]], (int, float)):
             problems.append(f"prediction {name}: {given[0]} is not a number")
         m = p.get("measure")
-        if isinstance(m, dict) and ("kernels" in m) == ("train" in m):
-            problems.append(f"prediction {name}: its measure names one of kernels or train")
+        while isinstance(m, dict):
+            if sum(k in m for k in ("kernels", "train", "recipe")) != 1:
+                problems.append(f"prediction {name}: a measure names one of kernels, train, recipe")
+            m = m.get("relative_to")
     return problems
 
 
@@ -162,21 +209,16 @@ def main(argv):
         for problem in problems:
             print(f"check_predictions: {argv[1]}: {problem}", file=sys.stderr)
         return 2
-    kernels = json_lines(os.path.join(argv[2], "bench_kernels.jsonl"))
-    train = json_lines(os.path.join(argv[2], "throughput.jsonl"))
-    if not train:  # a check still running (or cut short) has its bench train logs only
-        logs = os.path.join(argv[2], "logs")
-        for name in sorted(os.listdir(logs)) if os.path.isdir(logs) else []:
-            if name.startswith("bench_train") and name.endswith(".log"):
-                train += json_lines(os.path.join(logs, name))
+    rows = Rows(argv[2])
     counts = {"held": 0, "missed": 0, "not measured": 0, "other device": 0}
     lines = []
     for p in doc["predictions"]:
         before = f"{p['before']:g}" if isinstance(p.get("before"), (int, float)) else ""
         try:
-            value, device = measured(p["measure"], kernels, train)
+            value, device = measured(p["measure"], rows)
             shown = f"{value:.4g}"
-            if p.get("device") and p["device"].lower() not in device.lower():
+            word = p.get("device") or doc.get("device")
+            if word and word.lower() not in device.lower():
                 result = "other device"
                 shown += f" ({device or 'device unknown'})"
             else:
@@ -184,16 +226,16 @@ def main(argv):
         except LookupError as e:
             result, shown = "not measured", str(e)
         counts[result] += 1
-        device_note = f" ({p['device']})" if p.get("device") else ""
-        lines.append(f"| {p['id']} | {p['claim']} | {before}{device_note} | "
+        scope = f"({p['device']})" if p.get("device") else ""
+        lines.append(f"| {p['id']} | {p['claim']} | {' '.join(x for x in (before, scope) if x)} | "
                      f"{predicted_text(p)} | {shown} | **{result}** |")
-    print(f"Predictions of {doc['written']} ({os.path.basename(argv[1])}): {doc['rule']}")
+    print(f"{os.path.basename(argv[1])}, written {doc['written']}: {doc['rule']}")
     print()
-    print("| id | claim | before | predicted | measured | verdict |")
+    print("| id | claim | before | expected | measured | verdict |")
     print("|---|---|---:|---:|---:|---|")
     print("\n".join(lines))
     print()
-    print(", ".join(f"{n} {k}" for k, n in counts.items()) + f" of {len(lines)} predictions.")
+    print(", ".join(f"{n} {k}" for k, n in counts.items()) + f" of {len(lines)}.")
     return 0
 
 

@@ -29,8 +29,8 @@
 #         GPU_CHECK_ORDER (the sections after the build, tests and data, by name, in order; default
 #         "bench_main kernels sanitizers cache_pair torch_compile torch_more bench_fused nccl
 #         train_real seeds torch_eager bench_extras sweep ncu"; seeds needs train_real first),
-#         PREDICTIONS (the speed predictions the report checks; default the newest
-#         profiling/predictions-*.json, "" none),
+#         PREDICTIONS (the files of speed predictions and aims the report checks; default the
+#         newest profiling/predictions-*.json and every profiling/targets-*.json, "" none),
 #         GPU_CHECK_DEVICE (cuda; "cpu" dry-runs the script's flow on a machine without a GPU: the
 #         pneumo commands then run on the CPU and the CUDA tests fail, as they should there).
 # Every section records pass/fail and its time; a failure never stops the run. A section the
@@ -55,11 +55,16 @@ export PNEUMO_EXPECT_CUDA=1  # a CUDA test that finds no device fails instead of
 # The backend's remembered choices (--tuning-cache auto) go to a file of this check's own, which
 # comes back with the report; the cold/warm recipe runs (cache_pair) use another, new one.
 export PNEUMO_TUNING_CACHE=${PNEUMO_TUNING_CACHE:-$out/tuning.json}
-# The speed predictions written before this run (the newest profiling/predictions-*.json; PREDICTIONS
-# names another, "" none): the report checks each against the rows measured.
+# The speed predictions written before this run (the newest profiling/predictions-*.json) and the
+# issues' aims (profiling/targets-*.json); PREDICTIONS names other files (space-separated), ""
+# none. The report checks each against the rows measured.
 prediction_files=("$root"/profiling/predictions-*.json)  # by name: dated, so the newest last
-predictions=${PREDICTIONS-${prediction_files[-1]}}
-[[ -f $predictions ]] || predictions=""
+default_predictions="${prediction_files[-1]}"
+for target_file in "$root"/profiling/targets-*.json; do default_predictions+=" $target_file"; done
+predictions=()
+for prediction_file in ${PREDICTIONS-$default_predictions}; do
+  [[ -f $prediction_file ]] && predictions+=("$prediction_file")
+done
 
 # Sanitizers run the small-shape CUDA tests, with one convolution shape (each conv test runs
 # every cuDNN algorithm in its search, slow under instrumentation); the model shapes and the
@@ -130,10 +135,13 @@ write_report() {
       python3 "$root/scripts/throughput_table.py" "$out/throughput.jsonl" 2>&1
       echo
     fi
-    if [[ -n $predictions ]] && { [[ -s $out/bench_kernels.jsonl ]] || compgen -G "$out/logs/bench_train*.log" > /dev/null; }; then
-      echo "## Predictions against this run (scripts/check_predictions.py)"
-      echo
-      python3 "$root/scripts/check_predictions.py" "$predictions" "$out" 2>&1
+    if (( ${#predictions[@]} )) && { [[ -s $out/bench_kernels.jsonl ]] || compgen -G "$out/logs/bench_*.log" > /dev/null; }; then
+      echo "## Predictions and aims against this run (scripts/check_predictions.py)"
+      local prediction_file
+      for prediction_file in "${predictions[@]}"; do
+        echo
+        python3 "$root/scripts/check_predictions.py" "$prediction_file" "$out" 2>&1
+      done
       echo
     fi
     local bench_log

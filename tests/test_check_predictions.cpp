@@ -2,8 +2,12 @@
 // written before a run against its bench kernels and bench train rows. Skipped without python3.
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <fstream>
 #include <string>
+#include <utility>
+
+#include <nlohmann/json.hpp>
 
 #include "cli_test_util.hpp"
 #include "temp_dir.hpp"
@@ -20,65 +24,87 @@ bool has(const std::string& text, const std::string& part) {
   return text.find(part) != std::string::npos;
 }
 
+// One bench kernels row of tail `layer` at batch 256.
+nlohmann::json kernel_row(const std::string& layer, const std::string& variant,
+                          const std::string& status, double ms, double percent_dram) {
+  return {{"op", "block_tail_forward"}, {"layer", layer}, {"batch", 256},
+          {"variant", variant},         {"status", status}, {"median_ms", ms},
+          {"percent_dram_peak", percent_dram}, {"device", "NVIDIA H100 80GB HBM3 (sm_90)"}};
+}
+
+nlohmann::json op_row(const std::string& op, double ms) { return {{"op", op}, {"ms", ms}}; }
+
 TEST(CheckPredictions, EachVerdictFromTheRowsItNames) {
   if (testing::run_command("python3 -c pass").status != 0) GTEST_SKIP() << "no python3";
   testing::TempDir dir;
-  const std::string device = "NVIDIA H100 80GB HBM3 (sm_90)";
   std::ofstream(dir.file("bench_kernels.jsonl"))
-      << R"J({"op":"block_tail_forward","layer":"tail2","batch":256,"variant":"fused","status":"ok","median_ms":0.5,"percent_dram_peak":40,"device":")J"
-      << device << "\"}\n"
-      << R"J({"op":"block_tail_forward","layer":"tail2","batch":256,"variant":"chain","status":"ok","median_ms":0.8,"percent_dram_peak":25,"device":")J"
-      << device << "\"}\n"
-      << R"J({"op":"block_tail_forward","layer":"tail3","batch":256,"variant":"fused","status":"invalid","median_ms":0.1,"device":")J"
-      << device << "\"}\n"
+      << kernel_row("tail2", "fused", "ok", 0.5, 40).dump() << "\n"
+      << kernel_row("tail2", "chain", "ok", 0.8, 25).dump() << "\n"
+      << kernel_row("tail3", "fused", "invalid", 0.1, 90).dump() << "\n"
       << "a line of the log\n";
-  std::ofstream(dir.file("throughput.jsonl"))
-      << R"J({"impl":"pneumo","backend":"cuda (NVIDIA H100 80GB HBM3, sm_90)","batch":256,"precision":"fp32","ops_ms":[)J"
-      << R"J({"op":"relu_backward (256, 128)","ms":0.01},{"op":"conv2d_backward (256, 32, 75, 75)","ms":1.25},)J"
-      << R"J({"op":"conv2d_backward (256, 64, 38, 38)","ms":0.5}]})J"
-      << "\n"
-      // the recipe's line of the same run is not a steady row
-      << R"J({"impl":"pneumo","measure":"recipe","batch":256,"precision":"fp32","total_seconds":9})J"
-      << "\n";
-  std::ofstream(dir.file("p.json")) << R"J({"written": "today", "rule": "words", "predictions": [
+  const nlohmann::json steady = {
+      {"impl", "pneumo"}, {"backend", "cuda (NVIDIA H100 80GB HBM3, sm_90)"}, {"batch", 256},
+      {"precision", "fp32"},
+      {"ops_ms", {op_row("relu_backward (256, 128)", 0.01),
+                  op_row("conv2d_backward (256, 32, 75, 75)", 1.25),
+                  op_row("conv2d_backward (256, 64, 38, 38)", 0.5)}}};
+  // The recipe's line of the same run is not a steady row.
+  const nlohmann::json recipe = {{"impl", "pneumo"}, {"measure", "recipe"}, {"batch", 256},
+                                 {"precision", "fp32"}, {"total_seconds", 9}};
+  std::ofstream(dir.file("throughput.jsonl")) << steady.dump() << "\n" << recipe.dump() << "\n";
+  std::filesystem::create_directories(dir.file("logs"));
+  for (const auto& [log, overhead] : {std::pair<const char*, double>{"a", 0.4}, {"b", 0.1}}) {
+    const nlohmann::json line = {{"impl", "pneumo"}, {"measure", "recipe"},
+                                 {"first_epoch_overhead", overhead}, {"backend", "cuda"}};
+    std::ofstream(dir.file("logs/bench_recipe_" + std::string(log) + ".log"))
+        << "a table\n" << line.dump() << "\n";
+  }
+  // Every entry on an NVIDIA device unless it names its own: the recipe lines' "cuda" is not one.
+  std::ofstream(dir.file("p.json")) << R"J({
+    "written": "today", "rule": "words", "device": "NVIDIA", "predictions": [
     {"id": "ratio", "claim": "fused faster than the chain",
-     "measure": {"kernels": {"op": "block_tail_forward", "layer": "tail2", "batch": 256, "variant": "fused"},
+     "measure": {"kernels": {"layer": "tail2", "batch": 256, "variant": "fused"},
                  "field": "median_ms",
-                 "relative_to": {"op": "block_tail_forward", "layer": "tail2", "batch": 256, "variant": "chain"}},
+                 "relative_to": {"kernels": {"layer": "tail2", "variant": "chain"}}},
      "before": 1.3, "at_most": 1.0},
     {"id": "bandwidth", "claim": "at half the bandwidth",
-     "measure": {"kernels": {"layer": "tail2", "batch": 256, "variant": "fused"}, "field": "percent_dram_peak"},
+     "measure": {"kernels": {"layer": "tail2", "variant": "fused"}, "field": "percent_dram_peak"},
      "at_least": 50},
     {"id": "absent", "claim": "a row this run lacks",
      "measure": {"kernels": {"layer": "tail9"}}, "at_most": 1},
     {"id": "invalid-row", "claim": "a row whose check failed",
      "measure": {"kernels": {"layer": "tail3"}}, "at_most": 1},
     {"id": "absolute", "claim": "a time predicted for another card",
-     "measure": {"train": {"batch": 256, "precision": "fp32"}, "ops_matching": "^conv2d_backward \\(256, (32|64), ", "aggregate": "sum"},
+     "measure": {"train": {"batch": 256, "precision": "fp32"},
+                 "ops_matching": "^conv2d_backward \\(256, (32|64), ", "aggregate": "sum"},
      "at_most": 2.0, "device": "H200"},
-    {"id": "sum", "claim": "two rows' sum, any card",
-     "measure": {"train": {"batch": 256, "precision": "fp32"}, "ops_matching": "^conv2d_backward \\(256, (32|64), ", "aggregate": "sum"},
+    {"id": "sum", "claim": "two rows' sum",
+     "measure": {"train": {"batch": 256, "precision": "fp32"},
+                 "ops_matching": "^conv2d_backward \\(256, (32|64), ", "aggregate": "sum"},
      "at_most": 1.5},
-    {"id": "count", "claim": "no ReLU backward over a 4-D tensor",
-     "measure": {"train": {"batch": 256}, "ops_matching": "^relu_backward \\(\\d+, \\d+, \\d+, \\d+\\)", "aggregate": "count"},
-     "equals": 0}
+    {"id": "count", "claim": "no 4-D ReLU backward",
+     "measure": {"train": {"batch": 256},
+                 "ops_matching": "^relu_backward \\(\\d+, \\d+, \\d+, \\d+\\)",
+                 "aggregate": "count"},
+     "equals": 0},
+    {"id": "first-epoch", "claim": "one log's recipe over another's",
+     "measure": {"recipe": {}, "log": "bench_recipe_b.log", "field": "first_epoch_overhead",
+                 "relative_to": {"recipe": {}, "log": "bench_recipe_a.log"}},
+     "at_most": 0.5}
   ]})J";
   const testing::CommandResult run = check(dir, "p.json");
   ASSERT_EQ(run.status, 0) << run.output;
-  EXPECT_TRUE(has(run.output, "| ratio | fused faster than the chain | 1.3 | <= 1 | 0.625 | **held** |"))
-      << run.output;
-  EXPECT_TRUE(has(run.output, "| bandwidth | at half the bandwidth |  | >= 50 | 40 | **missed** |"))
-      << run.output;
-  EXPECT_TRUE(has(run.output, "0 bench kernels rows match")) << run.output;
-  EXPECT_TRUE(has(run.output, "the row's status is 'invalid'")) << run.output;
-  EXPECT_TRUE(has(run.output, "| 1.75 (cuda (NVIDIA H100 80GB HBM3, sm_90)) | **other device** |"))
-      << run.output;
-  EXPECT_TRUE(has(run.output, "| sum | two rows' sum, any card |  | <= 1.5 | 1.75 | **missed** |"))
-      << run.output;
-  EXPECT_TRUE(has(run.output, "| count | no ReLU backward over a 4-D tensor |  | = 0 | 0 | **held** |"))
-      << run.output;
-  EXPECT_TRUE(has(run.output, "2 held, 2 missed, 2 not measured, 1 other device of 7 predictions."))
-      << run.output;
+  for (const char* row :
+       {"| ratio | fused faster than the chain | 1.3 | <= 1 | 0.625 | **held** |",
+        "| bandwidth | at half the bandwidth |  | >= 50 | 40 | **missed** |",
+        "0 bench kernels rows match",
+        "the row's status is 'invalid'",
+        "| 1.75 (cuda (NVIDIA H100 80GB HBM3, sm_90)) | **other device** |",
+        "| sum | two rows' sum |  | <= 1.5 | 1.75 | **missed** |",
+        "| count | no 4-D ReLU backward |  | = 0 | 0 | **held** |",
+        "| <= 0.5 | 0.25 (cuda) | **other device** |",
+        "2 held, 2 missed, 2 not measured, 2 other device of 8."})
+    EXPECT_TRUE(has(run.output, row)) << row << "\n" << run.output;
 
   // A file that breaks the format is refused before anything is read.
   std::ofstream(dir.file("bad.json")) << R"J({"written": "today", "rule": "words", "predictions": [
@@ -88,15 +114,20 @@ TEST(CheckPredictions, EachVerdictFromTheRowsItNames) {
   EXPECT_TRUE(has(bad.output, "needs exactly one of at_most, at_least, equals")) << bad.output;
 }
 
-TEST(CheckPredictions, TheCommittedPredictionsAreValid) {
+TEST(CheckPredictions, TheCommittedFilesAreValid) {
   if (testing::run_command("python3 -c pass").status != 0) GTEST_SKIP() << "no python3";
-  testing::TempDir dir;  // no rows: every prediction "not measured", none refused
-  const testing::CommandResult run = testing::run_command(
-      "python3 '" PNEUMO_SOURCE_DIR "/scripts/check_predictions.py' '" PNEUMO_SOURCE_DIR
-      "/profiling/predictions-2026-12-05.json' '" + dir.path() + "' 2>&1");
-  ASSERT_EQ(run.status, 0) << run.output;
-  EXPECT_TRUE(has(run.output, "0 held, 0 missed, 43 not measured, 0 other device of 43 predictions."))
-      << run.output;
+  testing::TempDir dir;  // no rows: every entry "not measured", none refused
+  for (const auto& [file, count] : {std::pair<const char*, int>{"predictions-2026-12-05.json", 44},
+                                    {"targets-issue-15.json", 4}}) {
+    const testing::CommandResult run = testing::run_command(
+        "python3 '" PNEUMO_SOURCE_DIR "/scripts/check_predictions.py' '" PNEUMO_SOURCE_DIR
+        "/profiling/" + std::string(file) + "' '" + dir.path() + "' 2>&1");
+    ASSERT_EQ(run.status, 0) << run.output;
+    const std::string all = std::to_string(count);
+    EXPECT_TRUE(has(run.output, "0 held, 0 missed, " + all + " not measured, 0 other device of " +
+                                    all + "."))
+        << run.output;
+  }
 }
 
 }  // namespace
