@@ -447,8 +447,9 @@ nlohmann::json bench_train_recipe(const BackendFactory& make, const TrainBenchOp
     const Clock::time_point epoch_start = Clock::now();
     for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int32_t>(i);
     std::shuffle(order.begin(), order.end(), std::mt19937(static_cast<uint32_t>(epoch)));
-    const EpochStats stats = trainer.train_epoch(
-        train, options.drop_last ? whole_batches(order, batch) : order, static_cast<uint32_t>(epoch));
+    const EpochStats stats =
+        trainer.train_epoch(train, options.drop_last ? whole_batches(order, batch) : order,
+                            static_cast<uint32_t>(epoch));
     const Clock::time_point val_start = Clock::now();
     trainer.predict_logits(val);  // returns once the logits are on the host
     train_seconds.push_back(stats.seconds);
@@ -658,7 +659,8 @@ void write_recipe_summary(const nlohmann::json& recipe, std::ostream& out) {
       << (recipe.value("cuda_graph", false) ? ", steps as CUDA graphs" : "") << ", batch "
       << recipe["batch"].get<int>() << " (validation " << recipe.value("val_batch", 0) << "), "
       << recipe["epochs"].get<int>() << " epochs of " << recipe["train_images"].get<int64_t>()
-      << " random images" << (recipe.value("drop_last", false) ? " (the last, partial batch left out)" : "")
+      << " random images"
+      << (recipe.value("drop_last", false) ? " (the last, partial batch left out)" : "")
       << ", each followed by a pass over " << recipe["val_images"].get<int64_t>()
       << "\n\n| total s | set-up s (backend) | first epoch s | steady epoch s (median) | "
          "first-epoch overhead |\n|---:|---:|---:|---:|---:|\n| "

@@ -51,7 +51,8 @@ struct ChannelValues {
   }
 
   // Channel c from NCHW tensors of a and of the multipliers (`m_all` null without dropout).
-  void fill_planes(const ChannelLayout& layout, int64_t c, const float* a_all, const float* m_all) {
+  void fill_planes(const ChannelLayout& layout, int64_t c, const float* a_all,
+                   const float* m_all) {
     const auto count = static_cast<size_t>(layout.count());
     a.resize(count);
     d.resize(count);
@@ -382,7 +383,8 @@ void planes_from_channels_last(ThreadPool& pool, ConstBf16NhwcView z, const floa
     std::vector<float>& storage = drawn[static_cast<size_t>(worker)];
     if (m != nullptr) storage.resize(static_cast<size_t>(image));
     for (int64_t n = first; n < last; ++n) {
-      if (m != nullptr) dropout_multipliers(ch.key, ch.rate, n * image, (n + 1) * image, storage.data());
+      if (m != nullptr)
+        dropout_multipliers(ch.key, ch.rate, n * image, (n + 1) * image, storage.data());
       for (int64_t p = 0; p < layout.pixels; ++p) {
         const uint16_t* zp = z.data + (n * layout.pixels + p) * layout.channels;
         const float* mp = m == nullptr ? nullptr : storage.data() + p * layout.channels;
