@@ -27,6 +27,7 @@ struct ChannelValues {
   std::vector<float> a, d, m, g;
   std::vector<int> winner;  // backward: each window's winning position, kept for its second pass
   std::vector<PoolWindow> windows;  // backward: a plane's windows
+  std::vector<float> dz;            // backward: one image's dz plane
 
   // plane_a(n, out): writes image n's plane of a to out.
   template <class PlaneA>
@@ -160,19 +161,32 @@ void backward_channel(ChannelValues& v, const ChannelLayout& layout, const PoolG
   const BatchNormChannelFactors f = batchnorm_factors_from_sums(
       s.training ? sum_dy : 0.0, s.training ? sum_dy_xhat : 0.0,
       static_cast<double>(layout.count()), gamma.data[c], ch.inv_std);
+  // Each element's gradient from its dz: the window's dy at its winner, 0 at the others (the
+  // windows tile the plane). Scattered into a plane first, so the element loop runs in memory
+  // order and vectorises; block_tail_gradient is the same function of the same values either way.
   v.g.resize(v.a.size());
+  std::vector<float>& dz = v.dz;
+  dz.resize(static_cast<size_t>(layout.pixels));
   for (int64_t n = 0; n < layout.batch; ++n) {
     const float* dy_plane = dy.data + (n * layout.channels + c) * out_plane;
-    const int64_t base = n * layout.pixels;
+    std::fill(dz.begin(), dz.end(), 0.0f);
     for (int64_t o = 0; o < out_plane; ++o) {
       const PoolWindow& w = windows[static_cast<size_t>(o)];
-      const int won = winner[static_cast<size_t>(n * out_plane + o)];
-      for_each_real_position(w, [&](int p) {
-        const auto i = static_cast<size_t>(base + w.offset(p));
-        const float mask = ch.rate > 0.0f ? v.m[i] : 1.0f;
-        v.g[i] = block_tail_gradient(v.a[i], mask, p == won ? dy_plane[o] : 0.0f, ch, f.scale,
-                                     f.mean_dy, f.mean_dy_xhat);
-      });
+      dz[static_cast<size_t>(w.offset(winner[static_cast<size_t>(n * out_plane + o)]))] =
+          dy_plane[o];
+    }
+    const int64_t base = n * layout.pixels;
+    const float* a = v.a.data() + base;
+    float* g = v.g.data() + base;
+    if (ch.rate > 0.0f) {
+      const float* m = v.m.data() + base;
+      for (int64_t p = 0; p < layout.pixels; ++p)
+        g[p] = block_tail_gradient(a[p], m[p], dz[static_cast<size_t>(p)], ch, f.scale, f.mean_dy,
+                                   f.mean_dy_xhat);
+    } else {
+      for (int64_t p = 0; p < layout.pixels; ++p)
+        g[p] = block_tail_gradient(a[p], 1.0f, dz[static_cast<size_t>(p)], ch, f.scale, f.mean_dy,
+                                   f.mean_dy_xhat);
     }
   }
 }
