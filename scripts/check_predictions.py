@@ -27,7 +27,7 @@ A "measure" names one number:
         given, else of throughput.jsonl; field any of its numbers (total_seconds,
         first_epoch_overhead, ...).
 Any measure may add "relative_to": another measure (its field, when it names none, the first's),
-which the value is divided by.
+which the value is divided by (not measured when that is 0 or less).
 A prediction with no matching row, or several, is "not measured" (with the reason), never held.
 Exit status: 0 when the table was written (whatever the verdicts), 2 on an invalid file.
 """
@@ -105,6 +105,8 @@ def measured(measure, rows, field=None):
     value, device, field = measured_alone(measure, rows, field)
     if "relative_to" in measure:
         other, _ = measured(measure["relative_to"], rows, field)
+        if not other > 0:  # a ratio to 0 or less says nothing (and a negative one flips the sign)
+            raise LookupError(f"relative_to's value is {other:.4g}: no ratio to it")
         value /= other
     return value, device
 
@@ -178,9 +180,9 @@ def validate(doc):
         if name in seen:
             problems.append(f"prediction id {name} twice")
         seen.add(name)
-        for key in ("id", "claim", "measure"):
-            if key not in p:
-                problems.append(f"prediction {name} has no \"{key}\"")
+        for key, kind in (("id", str), ("claim", str), ("measure", dict)):
+            if not isinstance(p.get(key), kind):
+                problems.append(f"prediction {name} has no \"{key}\" ({kind.__name__})")
         given = [k for k in COMPARISONS if k in p]
         if len(given) != 1:
             problems.append(f"prediction {name} needs exactly one of {', '.join(COMPARISONS)}")
@@ -188,8 +190,10 @@ def validate(doc):
             problems.append(f"prediction {name}: {given[0]} is not a number")
         m = p.get("measure")
         while isinstance(m, dict):
-            if sum(k in m for k in ("kernels", "train", "recipe")) != 1:
-                problems.append(f"prediction {name}: a measure names one of kernels, train, recipe")
+            kinds = [k for k in ("kernels", "train", "recipe") if k in m]
+            if len(kinds) != 1 or not isinstance(m[kinds[0]], dict):
+                problems.append(f"prediction {name}: a measure names one of kernels, train, "
+                                "recipe, with an object of the keys to match")
             m = m.get("relative_to")
     return problems
 

@@ -59,10 +59,13 @@ export PNEUMO_TUNING_CACHE=${PNEUMO_TUNING_CACHE:-$out/tuning.json}
 # issues' aims (profiling/targets-*.json); PREDICTIONS names other files (space-separated), ""
 # none. The report checks each against the rows measured.
 prediction_files=("$root"/profiling/predictions-*.json)  # by name: dated, so the newest last
-default_predictions="${prediction_files[-1]}"
-for target_file in "$root"/profiling/targets-*.json; do default_predictions+=" $target_file"; done
+if [[ -v PREDICTIONS ]]; then
+  read -r -a prediction_files <<< "$PREDICTIONS"
+else
+  prediction_files=("${prediction_files[-1]}" "$root"/profiling/targets-*.json)
+fi
 predictions=()
-for prediction_file in ${PREDICTIONS-$default_predictions}; do
+for prediction_file in "${prediction_files[@]}"; do
   [[ -f $prediction_file ]] && predictions+=("$prediction_file")
 done
 

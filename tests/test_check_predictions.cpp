@@ -41,6 +41,7 @@ TEST(CheckPredictions, EachVerdictFromTheRowsItNames) {
       << kernel_row("tail2", "fused", "ok", 0.5, 40).dump() << "\n"
       << kernel_row("tail2", "chain", "ok", 0.8, 25).dump() << "\n"
       << kernel_row("tail3", "fused", "invalid", 0.1, 90).dump() << "\n"
+      << kernel_row("tail4", "chain", "ok", 0.0, 0).dump() << "\n"
       << "a line of the log\n";
   const nlohmann::json steady = {
       {"impl", "pneumo"}, {"backend", "cuda (NVIDIA H100 80GB HBM3, sm_90)"}, {"batch", 256},
@@ -72,6 +73,10 @@ TEST(CheckPredictions, EachVerdictFromTheRowsItNames) {
      "at_least": 50},
     {"id": "absent", "claim": "a row this run lacks",
      "measure": {"kernels": {"layer": "tail9"}}, "at_most": 1},
+    {"id": "zero", "claim": "a ratio to nothing",
+     "measure": {"kernels": {"layer": "tail2", "variant": "fused"},
+                 "relative_to": {"kernels": {"layer": "tail4"}}},
+     "at_most": 1},
     {"id": "invalid-row", "claim": "a row whose check failed",
      "measure": {"kernels": {"layer": "tail3"}}, "at_most": 1},
     {"id": "absolute", "claim": "a time predicted for another card",
@@ -103,15 +108,19 @@ TEST(CheckPredictions, EachVerdictFromTheRowsItNames) {
         "| sum | two rows' sum |  | <= 1.5 | 1.75 | **missed** |",
         "| count | no 4-D ReLU backward |  | = 0 | 0 | **held** |",
         "| <= 0.5 | 0.25 (cuda) | **other device** |",
-        "2 held, 2 missed, 2 not measured, 2 other device of 8."})
+        "relative_to's value is 0: no ratio to it",
+        "2 held, 2 missed, 3 not measured, 2 other device of 9."})
     EXPECT_TRUE(has(run.output, row)) << row << "\n" << run.output;
 
   // A file that breaks the format is refused before anything is read.
   std::ofstream(dir.file("bad.json")) << R"J({"written": "today", "rule": "words", "predictions": [
-    {"id": "two", "claim": "c", "measure": {"kernels": {}}, "at_most": 1, "at_least": 0}]})J";
+    {"id": "two", "claim": "c", "measure": {"kernels": {}}, "at_most": 1, "at_least": 0},
+    {"id": "list", "claim": "c", "measure": {"kernels": ["tail2"]}, "at_most": 1}]})J";
   const testing::CommandResult bad = check(dir, "bad.json");
   EXPECT_EQ(bad.status, 2) << bad.output;
   EXPECT_TRUE(has(bad.output, "needs exactly one of at_most, at_least, equals")) << bad.output;
+  EXPECT_TRUE(has(bad.output, "prediction list: a measure names one of kernels, train, recipe"))
+      << bad.output;
 }
 
 TEST(CheckPredictions, TheCommittedFilesAreValid) {

@@ -193,11 +193,13 @@ TEST(CliBenchTrain, DropLastRunsWholeBatchesOnly) {
       << result.output;
 
   const auto refused =
-      bench_train_on_the_cpu("--batch 4 --recipe-epochs 1 --epoch-images 3 --drop-last");
+      bench_train_on_the_cpu("--batch 2 --batch 4 --recipe-epochs 1 --epoch-images 3 --drop-last");
   EXPECT_NE(refused.status, 0) << refused.output;
-  EXPECT_NE(refused.output.find("--drop-last: an epoch of 3 training images holds no full batch of 4"),
+  EXPECT_NE(refused.output.find("--drop-last: --epoch-images 3 holds no full batch of 4"),
             std::string::npos)
       << refused.output;
+  EXPECT_EQ(refused.output.find("{\""), std::string::npos) << "refused before any row: "
+                                                           << refused.output;
 }
 
 // On a GPU, --first-calls synchronises the CUDA backend's stream at every op of both epochs; the

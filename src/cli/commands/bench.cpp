@@ -43,6 +43,12 @@ int run_bench_train(const BenchTrainOptions& options) {
   if (options.first_calls && recipe_epochs < 2)
     throw UsageError("--first-calls compares the recipe's first two epochs: it needs "
                      "--recipe-epochs 2 or more (the default is 12 on CUDA, none on the CPU)");
+  // Refused before anything is timed: the default epochs hold two batches or more.
+  if (options.drop_last && options.epoch_images > 0)
+    for (int batch : options.batches)
+      if (options.epoch_images < batch)
+        throw UsageError("--drop-last: --epoch-images " + std::to_string(options.epoch_images) +
+                         " holds no full batch of " + std::to_string(batch));
   if (options.first_calls && options.cuda_graph)
     throw UsageError("--first-calls synchronises at every op, which a CUDA graph's recording "
                      "cannot: leave out --cuda-graph");

@@ -350,7 +350,9 @@ void TrainingRun::resume(const std::string& checkpoint_path) {
       throw Error(detail::concat("checkpoint ", checkpoint_path, " stopped at step ",
                                  checkpoint.metadata.epoch_step, " of epoch ", first_epoch_ + 1,
                                  ", which has ", steps, " steps with this data and --batch ",
-                                 options_.batch, ": it belongs to another run or is damaged"));
+                                 options_.batch, options_.drop_last ? " --drop-last" : "",
+                                 ": it belongs to another run (or one with another --batch or "
+                                 "--drop-last) or is damaged"));
   }
   const double stored_lr = checkpoint.metadata.learning_rate;
   if (!(std::isfinite(stored_lr) && stored_lr > 0.0))
