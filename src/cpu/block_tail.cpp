@@ -386,22 +386,21 @@ namespace {
 // z's values as the float32 tail reads them, in NCHW order: a = relu(z + bias) and, with
 // dropout, m = each element's multiplier, drawn at its channels-last storage index (m is null
 // without). Images split over the workers; each draws its image's multipliers in storage order
-// and transposes them with the activations, so z is read once, front to back (a walk channel by
-// channel over channels-last storage reads every cache line once per channel in it).
+// into its buffer of `buffers` (one image's worth each; unused without dropout) and transposes
+// them with the activations, so z is read once, front to back (a walk channel by channel over
+// channels-last storage reads every cache line once per channel in it).
 void planes_from_channels_last(ThreadPool& pool, ConstBf16NhwcView z, const float* bias,
-                               const BlockTailChannel& ch, float* a, float* m) {
+                               const BlockTailChannel& ch, const std::vector<float*>& buffers,
+                               float* a, float* m) {
   const ChannelLayout layout = channel_layout(z.shape);
   const int64_t image = layout.channels * layout.pixels;
-  std::vector<std::vector<float>> drawn(static_cast<size_t>(pool.size()));
   pool.parallel_for(layout.batch, [&](int64_t first, int64_t last, int worker) {
-    std::vector<float>& storage = drawn[static_cast<size_t>(worker)];
-    if (m != nullptr) storage.resize(static_cast<size_t>(image));
+    float* storage = buffers[static_cast<size_t>(worker)];
     for (int64_t n = first; n < last; ++n) {
-      if (m != nullptr)
-        dropout_multipliers(ch.key, ch.rate, n * image, (n + 1) * image, storage.data());
+      if (m != nullptr) dropout_multipliers(ch.key, ch.rate, n * image, (n + 1) * image, storage);
       for (int64_t p = 0; p < layout.pixels; ++p) {
         const uint16_t* zp = z.data + (n * layout.pixels + p) * layout.channels;
-        const float* mp = m == nullptr ? nullptr : storage.data() + p * layout.channels;
+        const float* mp = m == nullptr ? nullptr : storage + p * layout.channels;
         for (int64_t c = 0; c < layout.channels; ++c) {
           const int64_t i = (n * layout.channels + c) * layout.pixels + p;
           a[i] = bias_relu(float_from_bf16(zp[c]), bias[c], /*apply_relu=*/true);
@@ -426,7 +425,10 @@ void CpuBackend::block_tail_forward_bf16_impl(ConstBf16NhwcView z, ConstTensorVi
   const BlockTailChannel drawn = channel_constants(s, 0.0f, 0.0f);
   float* a = tensor_scratch(0, z.numel());
   float* m = drawn.rate > 0.0f ? tensor_scratch(1, z.numel()) : nullptr;
-  planes_from_channels_last(pool_, z, bias.data, drawn, a, m);
+  // Worker scratch slot 0 (im2col's, free between ops): one image of multipliers each.
+  const int64_t image = z.shape.c() * z.shape.h() * z.shape.w();
+  planes_from_channels_last(pool_, z, bias.data, drawn,
+                            worker_scratch(0, m == nullptr ? 0 : image), a, m);
   const TensorView pooled = tensor_scratch(2, y.shape);  // rounded into y at the end
   pool_.parallel_for(layout.channels, [&](int64_t begin, int64_t end, int /*worker*/) {
     ChannelValues values;
@@ -452,7 +454,10 @@ void CpuBackend::block_tail_backward_bf16_impl(ConstBf16NhwcView z, ConstTensorV
   const BlockTailChannel drawn = channel_constants(s, 0.0f, 0.0f);
   float* a = tensor_scratch(0, z.numel());
   float* m = drawn.rate > 0.0f ? tensor_scratch(1, z.numel()) : nullptr;
-  planes_from_channels_last(pool_, z, bias.data, drawn, a, m);
+  // Worker scratch slot 0 (im2col's, free between ops): one image of multipliers each.
+  const int64_t image = z.shape.c() * z.shape.h() * z.shape.w();
+  planes_from_channels_last(pool_, z, bias.data, drawn,
+                            worker_scratch(0, m == nullptr ? 0 : image), a, m);
   const TensorView dy_nchw = tensor_scratch(2, dy.shape);
   decode_channels_last(pool_, dy.data, dy.shape, dy_nchw.data);
   const TensorView dz_nchw = tensor_scratch(3, z.shape);  // rounded into dz at the end

@@ -32,7 +32,8 @@ class CpuBackend final : public Backend {
   // Scratch buffer number `slot` of every worker, each at least `count` floats (kept and reused
   // across calls). Call before parallel_for: buffers are grown only from the calling thread.
   std::vector<float*> worker_scratch(int slot, int64_t count);
-  // im2col columns, filter-gradient partial sums, one image's dy rounded to bfloat16
+  // im2col columns (also the bfloat16 tail's one image of dropout multipliers), filter-gradient
+  // partial sums, one image's dy rounded to bfloat16
   static constexpr int kScratchSlots = 3;
   // Whole-tensor float32 buffer number `slot`, at least `count` floats, kept and reused across
   // calls: the bfloat16 channels-last twins' decoded inputs and results before rounding (a new
