@@ -16,16 +16,20 @@ PLAN.json: {"size": 96, "epochs": 12, "seeds": [1, 2, 3], "baseline": "keras",
                     picked or the candidate measured beside the baseline; this plan picks
                     nothing, and its tables say "named by the plan", not "picked"),
             "note": "...words..." (optional),
-            "configs": {"NAME": {"flag": value, ...}, ...}}
+            "configs": {"NAME": {"flag": value, ...}, ...},
+            "views": {"NAME": {"of": "CONFIG", "model": "checkpoints/last.safetensors"}}
+                    (optional: another checkpoint of CONFIG's runs, scored and read as a
+                    configuration of its own without training anything: which checkpoint is
+                    a choice like any other)}
 size, epochs, seeds, rule and configs are required; a NAME is [A-Za-z0-9][A-Za-z0-9._-]*;
-baseline and pick name configurations; pick_metric is a column of the table (the default is
+baseline and pick name configurations or views; pick_metric is a column of the table (the default is
 stress_mean_accuracy). Each config's flags are `pneumo train` flags (as in a --config file); size,
 epochs and seed come from the plan. Flags after a lone "--" go to every `pneumo train`, and
 --device among them to `pneumo evaluate` too (it has no --threads). An invalid plan or command
 line exits with status 2 before anything runs.
 
 The first call copies the plan to OUT/plan.json; a later call whose plan differs is refused. Runs
-land in OUT/NAME/seed-S/; each run's config.json must record the plan's flags, size, epochs and
+land in OUT/NAME/seed-S/ (a view's scores in OUT/VIEW/seed-S/, its model in its CONFIG's run); each run's config.json must record the plan's flags, size, epochs and
 seed, else it is refused. A finished run (its val.json readable) is never trained again, so an
 interrupted sweep continues where it stopped. --jobs N trains and scores N runs at a time (for a GPU
 that one run leaves partly idle; each run's train_seconds.txt then holds time shared with the
@@ -60,7 +64,8 @@ COLUMNS = ["val_acc", "val_sens", "val_spec", "val_auc", "stress_worst_accuracy"
            "stress_worst_auc", "stress_mean_accuracy_tuned"]
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-PLAN_KEYS = {"size", "epochs", "seeds", "configs", "rule", "baseline", "pick", "pick_metric", "note"}
+PLAN_KEYS = {"size", "epochs", "seeds", "configs", "views", "rule", "baseline", "pick",
+             "pick_metric", "note"}
 # Flags the script sets itself (from the plan, or the run folder): not in a config nor after "--".
 OWN_FLAGS = {"size", "epochs", "seed", "out", "data", "config", "resume"}
 
@@ -150,13 +155,56 @@ def plan_errors(plan):
             elif not isinstance(value, (str, int, float, bool)):
                 errors.append(f"configuration '{name}': '{flag}' must be a string, number or "
                               f"boolean, got {json.dumps(value)}")
+    views = plan.get("views", {})
+    errors += view_errors(views, configs if isinstance(configs, dict) else {})
+    named = list(configs or {}) + (list(views) if isinstance(views, dict) else [])
     for key in ("baseline", "pick"):
-        if isinstance(plan.get(key), str) and isinstance(configs, dict) and plan[key] not in configs:
+        if isinstance(plan.get(key), str) and isinstance(configs, dict) and plan[key] not in named:
             errors.append(f"'{key}' names '{plan[key]}', which is not among the configurations "
-                          f"{list(configs)}")
+                          f"and views {named}")
     if isinstance(plan.get("pick_metric"), str) and plan["pick_metric"] not in COLUMNS:
         errors.append(f"'pick_metric' '{plan['pick_metric']}' is not one of {COLUMNS}")
     return errors
+
+
+def view_errors(views, configs):
+    """What is wrong with a plan's views (another checkpoint of a configuration's runs)."""
+    if not isinstance(views, dict):
+        return ["'views' must be an object of NAME -> {\"of\": CONFIG, \"model\": PATH}"]
+    errors = []
+    for name, view in views.items():
+        if not NAME.fullmatch(name):
+            errors.append(f"view name {json.dumps(name)} is not [A-Za-z0-9][A-Za-z0-9._-]* "
+                          "(it names a folder)")
+        if name in configs:
+            errors.append(f"view '{name}' has the name of a configuration")
+        if not (isinstance(view, dict) and set(view) == {"of", "model"}):
+            errors.append(f"view '{name}' must be {{\"of\": CONFIG, \"model\": PATH}}, got "
+                          f"{json.dumps(view)}")
+            continue
+        if view["of"] not in configs:
+            errors.append(f"view '{name}' is of '{view['of']}', which is not a configuration")
+        model = view["model"]
+        parts = model.split("/") if isinstance(model, str) else []
+        if not (parts and model.endswith(".safetensors") and not os.path.isabs(model)
+                and all(p not in ("", ".", "..") for p in parts)):
+            errors.append(f"view '{name}': 'model' must be a .safetensors file inside a run folder "
+                          f"(e.g. checkpoints/last.safetensors), got {json.dumps(model)}")
+    return errors
+
+
+def names_of(plan):
+    """Configurations, then views: every NAME with a column of the table."""
+    return list(plan["configs"]) + list(plan.get("views", {}))
+
+
+def model_path(args, plan, name, seed):
+    """The model a NAME's seed is scored with: the run's model.safetensors, or the file a view
+    names in its configuration's run."""
+    view = plan.get("views", {}).get(name)
+    if view is None:
+        return os.path.join(args.out, name, f"seed-{seed}", "model.safetensors")
+    return os.path.join(args.out, view["of"], f"seed-{seed}", *view["model"].split("/"))
 
 
 def flag_name(arg):
@@ -332,6 +380,9 @@ def train_all(args, plan):
             return
         try:
             train_and_score(args, plan, name, seed)
+            for view, of in plan.get("views", {}).items():
+                if of["of"] == name:
+                    score_view(args, plan, view, seed)
         except BaseException:
             failed.set()
             raise
@@ -377,9 +428,32 @@ def train_and_score(args, plan, name, seed):
          "--stress", "--json", val_json] + evaluate_args(args), log)
 
 
+def score_view(args, plan, view, seed):
+    """A view's seed scored on validation and its stress variants: the model its configuration's
+    run holds at the view's path (that run trained and checked already)."""
+    run_dir = os.path.join(args.out, view, f"seed-{seed}")
+    val_json = os.path.join(run_dir, "val.json")
+    if load(val_json) is not None:
+        return
+    model = model_path(args, plan, view, seed)
+    if not os.path.exists(model):
+        sys.exit(f"experiments: view '{view}' scores {model}, which its configuration's run did "
+                 "not write")
+    os.makedirs(run_dir, exist_ok=True)
+    run([args.pneumo, "evaluate", "--model", model, "--data", args.data, "--split", "val-carved",
+         "--stress", "--json", val_json] + evaluate_args(args),
+        os.path.join(args.out, view, f"seed-{seed}.log"))
+
+
+def check_source(args, plan, name, seed):
+    """check_run for the run that trained NAME's model (a view's: its configuration's)."""
+    of = plan.get("views", {}).get(name, {}).get("of", name)
+    check_run(args, plan, of, seed, os.path.join(args.out, of, f"seed-{seed}"))
+
+
 def table_rows(args, plan):
     rows = []
-    for name in plan["configs"]:
+    for name in names_of(plan):
         for seed in plan["seeds"]:
             run_dir = os.path.join(args.out, name, f"seed-{seed}")
             val_json = os.path.join(run_dir, "val.json")
@@ -389,10 +463,10 @@ def table_rows(args, plan):
                     warn(f"{val_json} cannot be read; that run is left out (a sweep without "
                          "--table or --test evaluates it again)")
                 continue
-            check_run(args, plan, name, seed, run_dir)
+            check_source(args, plan, name, seed)
             row = {"config": name, "seed": seed}
             row.update(val_columns(val))
-            seconds = load_seconds(run_dir)
+            seconds = load_seconds(os.path.dirname(model_path(args, plan, name, seed)))
             row["train_seconds"] = seconds
             rows.append(row)
     return rows
@@ -426,7 +500,7 @@ def fmt(value, sd=None):
 def summarise(rows, plan):
     """Per config: n seeds, mean ± sample sd of every column."""
     summary = {}
-    for name in plan["configs"]:
+    for name in names_of(plan):
         mine = [r for r in rows if r["config"] == name]
         if mine:
             summary[name] = {"n": len(mine)}
@@ -438,7 +512,7 @@ def summarise(rows, plan):
 def incomplete(summary, plan):
     """Configurations without all their seeds scored, in words."""
     return [f"{name} ({summary[name]['n'] if name in summary else 0} of {len(plan['seeds'])} seeds)"
-            for name in plan["configs"]
+            for name in names_of(plan)
             if name not in summary or summary[name]["n"] < len(plan["seeds"])]
 
 
@@ -473,7 +547,8 @@ def write_table(args, plan):
              "Validation = the split each run carves from train (15%, by patient); stress = the same "
              "images under `pneumo evaluate --stress`'s ten fixed variants. Threshold 0.5 except the last "
              "column (the checkpoint's Youden threshold from validation). Mean ± sample sd (n - 1) over "
-             "seeds; model = the final epoch's weights (model.safetensors)."
+             "seeds; model = each run's model.safetensors (the final epoch's weights unless its configuration "
+             "restores its best), a view's the checkpoint it names."
              + (f" Incomplete, nothing picked yet: {', '.join(missing)}." if missing else "")
              + (f" This plan picks nothing: it names `{plan['pick']}` (its `pick`) to measure beside"
                 f" `{plan.get('baseline')}`; whether its rule holds is read from the table."
@@ -490,6 +565,8 @@ def write_table(args, plan):
     lines += ["", "Configurations:", ""]
     for name, flags in plan["configs"].items():
         lines.append(f"- `{name}`: `{json.dumps(flags)}`")
+    for name, view in plan.get("views", {}).items():
+        lines.append(f"- `{name}`: `{view['model']}` of `{view['of']}`'s runs (not trained again)")
     lines += ["", "Per run:", "", "| config | seed | " + " | ".join(COLUMNS) + " | train s |",
               "|---|---|" + "---|" * (len(COLUMNS) + 1)]
     for r in rows:
@@ -507,13 +584,14 @@ def read_test(args, plan, chosen):
         sys.exit(f"experiments: the test split was read already ({lock}); it is read once")
     names = [chosen] + ([plan["baseline"]] if plan.get("baseline") and plan["baseline"] != chosen else [])
     # Everything checked before the lock: a refusal here leaves the test split unread.
-    problems = [f"'{n}' is not a configuration of the plan" for n in names if n not in plan["configs"]]
+    problems = [f"'{n}' is not a configuration or view of the plan" for n in names
+                if n not in names_of(plan)]
     check_cache_size(args, plan)
     for name in names:
         for seed in plan["seeds"]:
             run_dir = os.path.join(args.out, name, f"seed-{seed}")
-            if not os.path.exists(os.path.join(run_dir, "model.safetensors")):
-                problems.append(f"{run_dir}/model.safetensors is missing")
+            if not os.path.exists(model_path(args, plan, name, seed)):
+                problems.append(f"{model_path(args, plan, name, seed)} is missing")
             if os.path.exists(os.path.join(run_dir, "test.json")):
                 problems.append(f"{run_dir}/test.json exists: the test split was already read for "
                                 "that model (under another plan or call)")
@@ -530,7 +608,7 @@ def read_test(args, plan, chosen):
     for name in names:
         models = []
         for seed in plan["seeds"]:
-            models.append(os.path.join(args.out, name, f"seed-{seed}", "model.safetensors"))
+            models.append(model_path(args, plan, name, seed))
             reads.append((name, f"seed {seed}", os.path.join(args.out, name, f"seed-{seed}", "test.json"),
                           [models[-1]]))
         if len(models) > 1:

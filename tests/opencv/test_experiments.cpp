@@ -2,8 +2,9 @@
 // configurations): --test refused (and no lock written) while a configuration lacks seeds, every
 // run trained and scored on its validation and stress variants, the table written, the
 // configuration the plan's rule names picked (checked against the CSV here), a rerun training
-// nothing, a changed plan refused, and the test split read once (a second read refused). Then
-// invalid plans and names: refused with status 2 before anything runs. Skipped without python3.
+// nothing, a changed plan refused, and the test split read once (a second read refused). A view
+// (another checkpoint of a configuration's runs) scored and read without training. Then invalid
+// plans and names: refused with status 2 before anything runs. Skipped without python3.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -145,6 +146,47 @@ TEST(Experiments, APlanThatNamesItsConfigurationDoesNotCallItPicked) {
   EXPECT_EQ(read.find("picked"), std::string::npos) << read;
 }
 
+// A view scores another checkpoint of a configuration's runs as a configuration of its own: here
+// the final epoch of runs that restore their best (by validation loss) at the end. Nothing is
+// trained for it (one `train` per seed), its scores and test reads sit in its own folder, and
+// they are of the checkpoint it names: its val.json and test.json name that file as their model.
+TEST(Experiments, AViewScoresAnotherCheckpointWithoutTraining) {
+  if (testing::run_command("python3 -c pass").status != 0) GTEST_SKIP() << "no python3";
+  testing::TempDir dir;
+  const std::string plan = dir.file("plan.json"), out = dir.file("sweep");
+  std::ofstream(plan) << R"({"size": 32, "epochs": 2, "seeds": [1, 2], "baseline": "last",
+    "pick": "best", "rule": "a view beside its configuration",
+    "configs": {"best": {"augment": false, "restore-best": true, "threads": 2, "device": "cpu"}},
+    "views": {"last": {"of": "best", "model": "checkpoints/last.safetensors"}}})";
+  const std::string script = sweep_command(dir, plan, out);
+  auto sweep = testing::run_command(script);
+  ASSERT_EQ(sweep.status, 0) << sweep.output;
+  size_t trainings = 0;
+  for (size_t at = sweep.output.find(PNEUMO_BINARY " train"); at != std::string::npos;
+       at = sweep.output.find(PNEUMO_BINARY " train", at + 1))
+    ++trainings;
+  EXPECT_EQ(trainings, 2u) << sweep.output;
+  EXPECT_FALSE(fs::exists(fs::path(out) / "last" / "seed-1" / "model.safetensors"));
+  for (const char* seed : {"seed-1", "seed-2"}) {
+    const std::string val = testing::read_text(out + "/last/" + seed + "/val.json");
+    EXPECT_NE(val.find(std::string("best/") + seed + "/checkpoints/last.safetensors"),
+              std::string::npos) << val;
+    EXPECT_NE(testing::read_text(out + "/best/" + seed + "/val.json").find("model.safetensors"),
+              std::string::npos);
+  }
+  const std::string table = testing::read_text(out + "/results.md");
+  EXPECT_NE(table.find("| last | 2 |"), std::string::npos) << table;
+  EXPECT_NE(table.find("| best (named by the plan) | 2 |"), std::string::npos) << table;
+  EXPECT_NE(table.find("`last`: `checkpoints/last.safetensors` of `best`'s runs"),
+            std::string::npos) << table;
+  auto test = testing::run_command(script + " --test");
+  ASSERT_EQ(test.status, 0) << test.output;
+  EXPECT_NE(testing::read_text(out + "/last/seed-2/test.json").find("checkpoints/last.safetensors"),
+            std::string::npos);
+  EXPECT_NE(testing::read_text(out + "/test.md").find("| last | ensemble of 2"), std::string::npos)
+      << testing::read_text(out + "/test.md");
+}
+
 // Each plan below is wrong in one way; the script must say so with status 2 before it trains
 // anything or makes the output folder (a name such as "../x" would be a folder outside it).
 TEST(Experiments, InvalidPlansAndNamesRefusedBeforeAnyTraining) {
@@ -164,6 +206,15 @@ TEST(Experiments, InvalidPlansAndNamesRefusedBeforeAnyTraining) {
        "configuration name \"../escape\""},
       {start + R"("seeds": [1], "configs": {)" + plain + R"(, "two words": {}}})",
        "configuration name \"two words\""},
+      {start + R"("seeds": [1], "configs": {)" + plain +
+           R"(}, "views": {"v": {"of": "plian", "model": "checkpoints/last.safetensors"}}})",
+       "view 'v' is of 'plian'"},
+      {start + R"("seeds": [1], "configs": {)" + plain +
+           R"(}, "views": {"v": {"of": "plain", "model": "../../escape/x.safetensors"}}})",
+       "view 'v': 'model' must be"},
+      {start + R"("seeds": [1], "configs": {)" + plain +
+           R"(}, "views": {"plain": {"of": "plain", "model": "checkpoints/best.safetensors"}}})",
+       "view 'plain' has the name of a configuration"},
   };
   int i = 0;
   for (const auto& [text, words] : plans) {
