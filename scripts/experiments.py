@@ -29,9 +29,10 @@ epochs and seed come from the plan. Flags after a lone "--" go to every `pneumo 
 line exits with status 2 before anything runs.
 
 The first call copies the plan to OUT/plan.json; a later call whose plan differs is refused. Runs
-land in OUT/NAME/seed-S/ (a view's scores in OUT/VIEW/seed-S/, its model in its CONFIG's run); each run's config.json must record the plan's flags, size, epochs and
-seed, else it is refused. A finished run (its val.json readable) is never trained again, so an
-interrupted sweep continues where it stopped. --jobs N trains and scores N runs at a time (for a GPU
+land in OUT/NAME/seed-S/ (a view's scores in OUT/VIEW/seed-S/, its model in its CONFIG's run);
+each run's config.json must record the plan's flags, size, epochs and seed, else it is refused.
+A finished run (its val.json readable) is never trained again, so an interrupted sweep continues
+where it stopped (a view is scored again when its model is newer than its val.json). --jobs N trains and scores N runs at a time (for a GPU
 that one run leaves partly idle; each run's train_seconds.txt then holds time shared with the
 others, so a sweep's seconds are not a speed measure). OUT/results.md and OUT/results.csv hold the table
 (mean ± sample sd over seeds); the pick is made once every configuration has all its seeds scored.
@@ -433,12 +434,12 @@ def score_view(args, plan, view, seed):
     run holds at the view's path (that run trained and checked already)."""
     run_dir = os.path.join(args.out, view, f"seed-{seed}")
     val_json = os.path.join(run_dir, "val.json")
-    if load(val_json) is not None:
-        return
     model = model_path(args, plan, view, seed)
     if not os.path.exists(model):
         sys.exit(f"experiments: view '{view}' scores {model}, which its configuration's run did "
                  "not write")
+    if load(val_json) is not None and os.path.getmtime(val_json) >= os.path.getmtime(model):
+        return  # scored, and not from a model trained again since
     os.makedirs(run_dir, exist_ok=True)
     run([args.pneumo, "evaluate", "--model", model, "--data", args.data, "--split", "val-carved",
          "--stress", "--json", val_json] + evaluate_args(args),
