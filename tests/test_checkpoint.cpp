@@ -205,7 +205,9 @@ TEST(Checkpoint, TruncatedForeignAndNewerFilesAreRefused) {
     SafetensorsWriter writer;
     for (const auto& entry : file.tensors())
       writer.add_f32(entry.name, entry.shape, file.to_f32(entry.name).data());
-    for (const auto& [k, v] : file.metadata()) writer.set_metadata(k, v);
+    // Without metadata_crc32 (as a file from another tool): the field checks are what is tested.
+    for (const auto& [k, v] : file.metadata())
+      if (k != "metadata_crc32") writer.set_metadata(k, v);
     writer.set_metadata(key, value);
     writer.write(dir.file("edited.safetensors"));
     return dir.file("edited.safetensors");
@@ -228,7 +230,8 @@ TEST(Checkpoint, TruncatedForeignAndNewerFilesAreRefused) {
     for (const auto& entry : file.tensors())
       writer.add_f32(entry.name, entry.shape, file.to_f32(entry.name).data());
     for (const auto& [k, v] : file.metadata())
-      if (k.rfind("epoch_", 0) != 0 && k != "weights_epoch") writer.set_metadata(k, v);
+      if (k.rfind("epoch_", 0) != 0 && k != "weights_epoch" && k != "metadata_crc32")
+        writer.set_metadata(k, v);
     writer.write(dir.file("older.safetensors"));
     const CheckpointMetadata older = load_checkpoint(dir.file("older.safetensors")).metadata;
     EXPECT_EQ(older.epoch_step, 0);
@@ -242,9 +245,44 @@ TEST(Checkpoint, TruncatedForeignAndNewerFilesAreRefused) {
   int64_t count = 3;
   with_int.add_i64("bn1.num_batches_tracked", {}, &count);
   SafetensorsFile original = SafetensorsFile::read(path);
-  for (const auto& [k, v] : original.metadata()) with_int.set_metadata(k, v);
+  for (const auto& [k, v] : original.metadata())
+    if (k != "metadata_crc32") with_int.set_metadata(k, v);
   with_int.write(dir.file("int.safetensors"));
   EXPECT_THROW(load_checkpoint(dir.file("int.safetensors")), Error);
+}
+
+// A metadata value damaged into another one that still parses (a learning rate of 0.001 read as
+// 9.001) is refused by the metadata's CRC, by load_checkpoint and read_checkpoint_metadata alike;
+// the same file with the value it was written with loads.
+TEST(Checkpoint, AMetadataValueChangedAfterWritingIsRefused) {
+  TempDir dir;
+  const std::string path = dir.file("model.safetensors");
+  save_checkpoint(path, toy_checkpoint());
+  const SafetensorsFile original = SafetensorsFile::read(path);
+  ASSERT_EQ(original.metadata().count("metadata_crc32"), 1u);
+  auto with = [&](const std::string& key, const std::string& value) {
+    SafetensorsWriter writer;
+    for (const auto& entry : original.tensors())
+      writer.add_f32(entry.name, entry.shape, original.to_f32(entry.name).data());
+    for (const auto& [k, v] : original.metadata()) writer.set_metadata(k, v);
+    writer.set_metadata(key, value);
+    const std::string edited = dir.file("edited.safetensors");
+    writer.write(edited);
+    return edited;
+  };
+  const std::string lr = original.metadata().at("learning_rate");
+  EXPECT_NO_THROW(load_checkpoint(with("learning_rate", lr)));
+  const std::string damaged = with("learning_rate", "9" + lr);
+  for (int reader = 0; reader < 2; ++reader) {
+    try {
+      if (reader == 0) load_checkpoint(damaged);
+      else read_checkpoint_metadata(damaged);
+      ADD_FAILURE() << "a changed learning_rate was accepted by reader " << reader;
+    } catch (const Error& error) {
+      EXPECT_NE(std::string(error.what()).find("its metadata has CRC-32"), std::string::npos)
+          << error.what();
+    }
+  }
 }
 
 // Metadata JSON nested deeper than a real checkpoint's is refused with the file and field named:
@@ -259,7 +297,8 @@ TEST(Checkpoint, DeeplyNestedMetadataJsonIsRefused) {
     SafetensorsWriter writer;
     for (const auto& entry : original.tensors())
       writer.add_f32(entry.name, entry.shape, original.to_f32(entry.name).data());
-    for (const auto& [k, v] : original.metadata()) writer.set_metadata(k, v);
+    for (const auto& [k, v] : original.metadata())
+      if (k != "metadata_crc32") writer.set_metadata(k, v);
     writer.set_metadata(key, value);
     const std::string edited = dir.file("nested.safetensors");
     writer.write(edited);

@@ -25,7 +25,7 @@ const std::set<std::string>& reserved_keys() {
       "classes",        "normalisation",  "decision_threshold", "threshold_rule", "epoch",
       "step",           "seed",           "learning_rate",  "optimizer",   "callback_state",
       "config",         "epoch_step",     "epoch_loss_sum", "epoch_correct",
-      "weights_epoch",  "epoch_seconds",  "tensors_crc32"};
+      "weights_epoch",  "epoch_seconds",  "tensors_crc32", "metadata_crc32"};
   return keys;
 }
 
@@ -33,6 +33,34 @@ std::string hex32(uint32_t value) {
   char text[9];
   std::snprintf(text, sizeof text, "%08x", value);
   return text;
+}
+
+// CRC-32 of every metadata entry but the two checksums, in key order, each key and value followed
+// by a NUL: a damaged digit that still parses (a learning rate, an epoch, a threshold) would
+// otherwise load as a silently different state.
+std::string metadata_crc(const std::map<std::string, std::string>& metadata) {
+  uint32_t crc = 0;
+  const char nul = '\0';
+  for (const auto& [key, value] : metadata) {
+    if (key == "tensors_crc32" || key == "metadata_crc32") continue;
+    crc = crc32(key.data(), key.size(), crc);
+    crc = crc32(&nul, 1, crc);
+    crc = crc32(value.data(), value.size(), crc);
+    crc = crc32(&nul, 1, crc);
+  }
+  return hex32(crc);
+}
+
+// Files written by other tools, or by pneumo before 2026-12-05, may lack the key.
+void check_metadata_crc(const std::map<std::string, std::string>& metadata,
+                        const std::string& path) {
+  const auto stored = metadata.find("metadata_crc32");
+  if (stored == metadata.end()) return;
+  const std::string crc = metadata_crc(metadata);
+  if (crc != stored->second)
+    throw Error(detail::concat("checkpoint ", path, " is corrupt: its metadata has CRC-32 ", crc,
+                               " but the file records ", stored->second.substr(0, 16),
+                               " (damaged, or edited by hand; use another copy)"));
 }
 
 std::vector<int64_t> dims_of(const Shape& shape) {
@@ -233,15 +261,17 @@ void save_checkpoint(const std::string& path, const CheckpointData& data) {
     writer.add_f32(tensor.name, tensor.shape, tensor.values.data());
     crc = crc32(tensor.values.data(), tensor.values.size() * sizeof(float), crc);
   }
-  for (const auto& [key, value] : encode_metadata(data.metadata, path))
-    writer.set_metadata(key, value);
-  writer.set_metadata("tensors_crc32", hex32(crc));
+  std::map<std::string, std::string> metadata = encode_metadata(data.metadata, path);
+  metadata["tensors_crc32"] = hex32(crc);
+  metadata["metadata_crc32"] = metadata_crc(metadata);
+  for (const auto& [key, value] : metadata) writer.set_metadata(key, value);
   writer.write(path);
 }
 
 CheckpointData load_checkpoint(const std::string& path) {
   SafetensorsFile file = SafetensorsFile::read(path);
   CheckpointData data;
+  check_metadata_crc(file.metadata(), path);
   data.metadata = decode_metadata(file.metadata(), path);
   // Safetensors has no checksum of its own: bytes changed inside the tensor data would load as
   // silently different weights. Files written by other tools may lack the key.
@@ -264,7 +294,9 @@ CheckpointData load_checkpoint(const std::string& path) {
 }
 
 CheckpointMetadata read_checkpoint_metadata(const std::string& path) {
-  return decode_metadata(SafetensorsFile::read(path).metadata(), path);
+  const SafetensorsFile file = SafetensorsFile::read(path);
+  check_metadata_crc(file.metadata(), path);
+  return decode_metadata(file.metadata(), path);
 }
 
 std::vector<std::string> optimizer_state_prefixes(const std::string& optimizer) {
