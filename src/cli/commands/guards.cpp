@@ -20,6 +20,12 @@ extern "C" void on_stop_signal(int number) {
   int none = 0;
   g_signal.compare_exchange_strong(none, number);
   g_stop.store(true);
+  // The next signal of either kind ends the process at once (SA_RESETHAND resets only the
+  // handler of the one delivered: Ctrl-C, then a scheduler's SIGTERM, must not be caught again).
+  struct sigaction fallback {};
+  fallback.sa_handler = SIG_DFL;
+  sigaction(SIGINT, &fallback, nullptr);
+  sigaction(SIGTERM, &fallback, nullptr);
 }
 
 }  // namespace
