@@ -134,34 +134,25 @@ TEST(ReduceLROnPlateau, MissingMonitorIsRefusedWithTheAvailableNames) {
 
 // Runs EarlyStopping over `values` and returns the epoch it stopped after (-1: never).
 int stop_epoch(EarlyStopping& stopping, const std::string& monitor,
-               const std::vector<double>& values, std::vector<int>* snapshot_epochs = nullptr) {
+               const std::vector<double>& values) {
   TrainingControl control;
   stopping.on_train_begin(control);
   for (size_t e = 0; e < values.size(); ++e) {
     control.clear_requests();
     stopping.on_epoch_end(metrics_at(static_cast<int>(e), monitor, values[e]), control);
-    if (snapshot_epochs && control.keep_weights_snapshot)
-      snapshot_epochs->push_back(static_cast<int>(e));
     if (control.stop) return static_cast<int>(e);
   }
   return -1;
 }
 
-TEST(EarlyStopping, StopsAfterPatienceAndRestoresTheBestEpoch) {
+TEST(EarlyStopping, StopsAfterPatienceAndKnowsTheBestEpoch) {
   EarlyStoppingOptions options;
   options.monitor = "val_loss";
   options.patience = 2;
-  options.restore_best = true;
   EarlyStopping stopping(options);
-  std::vector<int> snapshots;
-  EXPECT_EQ(stop_epoch(stopping, "val_loss", {1.0, 0.8, 0.9, 0.85, 0.7}, &snapshots), 3);
+  EXPECT_EQ(stop_epoch(stopping, "val_loss", {1.0, 0.8, 0.9, 0.85, 0.7}), 3);
   EXPECT_EQ(stopping.best_epoch(), 1);
   EXPECT_DOUBLE_EQ(stopping.best(), 0.8);
-  EXPECT_EQ(snapshots, (std::vector<int>{0, 1}));
-  TrainingControl control;
-  stopping.on_train_end(control);
-  EXPECT_TRUE(control.restore_weights_snapshot);
-  EXPECT_EQ(control.snapshot_epoch, 1);
 }
 
 TEST(EarlyStopping, NeverStopsAtTheFirstEpochAndMinDeltaCounts) {
@@ -231,6 +222,36 @@ TEST(ModelCheckpointPolicy, BestOnStrictImprovementLastEveryEpoch) {
   EXPECT_EQ(policy.best_epoch(), 3);
 }
 
+// A finished run extended with more --epochs: a step or exponential schedule does not depend on
+// the run's length and continues; a cosine one spans it, so it is refused, saying why.
+TEST(LearningRateSchedule, MoreEpochsOnResumeOnlyForSchedulesThatDoNotSpanTheRun) {
+  using Kind = LearningRateScheduleOptions::Kind;
+  for (Kind kind : {Kind::Step, Kind::Exponential, Kind::Cosine}) {
+    LearningRateScheduleOptions saved, longer;
+    saved.kind = longer.kind = kind;
+    saved.total_epochs = 2;
+    longer.total_epochs = 3;
+    LearningRateSchedule resumed(longer);
+    const nlohmann::json state = LearningRateSchedule(saved).state();
+    if (kind != Kind::Cosine) {
+      EXPECT_NO_THROW(resumed.load_state(state)) << to_string(kind);
+      continue;
+    }
+    try {
+      resumed.load_state(state);
+      ADD_FAILURE() << "a cosine schedule given more epochs was accepted";
+    } catch (const Error& error) {
+      EXPECT_NE(std::string(error.what()).find("cannot be given more epochs"), std::string::npos)
+          << error.what();
+    }
+  }
+  LearningRateScheduleOptions step, other_factor;
+  step.kind = other_factor.kind = Kind::Step;
+  other_factor.factor = step.factor / 2;
+  EXPECT_THROW(LearningRateSchedule(other_factor).load_state(LearningRateSchedule(step).state()),
+               Error);
+}
+
 TEST(LearningRateSchedule, StepExponentialCosineValues) {
   using Kind = LearningRateScheduleOptions::Kind;
   LearningRateScheduleOptions step;
@@ -292,7 +313,6 @@ CallbackList make_callbacks() {
   stopping.monitor = "val_loss";
   stopping.patience = 4;
   stopping.min_delta = 0.001;
-  stopping.restore_best = true;
   list.add(std::make_unique<EarlyStopping>(stopping));
   ModelCheckpointOptions checkpoint;
   checkpoint.monitor = "val_accuracy";
@@ -302,10 +322,9 @@ CallbackList make_callbacks() {
 
 struct EpochOutcome {
   double learning_rate;
-  bool stop, snapshot, best, last;
+  bool stop, best, last;
   bool operator==(const EpochOutcome& o) const {
-    return learning_rate == o.learning_rate && stop == o.stop && snapshot == o.snapshot &&
-           best == o.best && last == o.last;
+    return learning_rate == o.learning_rate && stop == o.stop && best == o.best && last == o.last;
   }
 };
 
@@ -320,8 +339,8 @@ TEST(CallbackList, StateRoundTripAtEveryEpochContinuesIdentically) {
       list.on_epoch_begin(static_cast<int>(e), control);
       list.on_epoch_end({static_cast<int>(e), {{"val_accuracy", accuracy[e]}, {"val_loss", loss[e]}}},
                         control);
-      outcomes.push_back({control.learning_rate, control.stop, control.keep_weights_snapshot,
-                          control.save_best_checkpoint, control.save_last_checkpoint});
+      outcomes.push_back({control.learning_rate, control.stop, control.save_best_checkpoint,
+                          control.save_last_checkpoint});
     }
   };
 

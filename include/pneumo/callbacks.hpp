@@ -32,10 +32,6 @@ struct TrainingControl {
 
   bool stop = false;            // finish training after this epoch
   std::string stop_reason;      // e.g. "early stopping: val_loss did not improve for 3 epochs"
-  bool keep_weights_snapshot = false;     // copy the current weights aside as "best" (in memory
-                                          // or to a file the trainer reloads on resume)
-  bool restore_weights_snapshot = false;  // set at train end: load that copy back
-  int snapshot_epoch = -1;                // the epoch the snapshot to restore came from
   bool save_best_checkpoint = false;      // ModelCheckpoint: the monitored value improved
   bool save_last_checkpoint = false;      // ModelCheckpoint: write the "last" checkpoint
   std::vector<std::string> events;        // human-readable actions taken, for the log
@@ -110,17 +106,15 @@ class ReduceLROnPlateau : public Callback {
 };
 
 // keras.callbacks.EarlyStopping (Keras 3): stop once `patience` monitored epochs pass without an
-// improvement of more than min_delta (and, with a baseline, without beating it). With
-// restore_best the callback asks the trainer to snapshot the weights whenever the best improves
-// (and at the first monitored epoch) and, at train end, to restore that snapshot, whether or not
-// training stopped early (as Keras 3 does).
+// improvement of more than min_delta (and, with a baseline, without beating it). Keras' option
+// restore_best_weights is not here: `pneumo train --restore-best` restores the best checkpoint
+// by the ModelCheckpoint policy's monitor, which a resumed run finds on disk.
 struct EarlyStoppingOptions {
   std::string monitor = "val_loss";
   MonitorMode mode = MonitorMode::Auto;
   double min_delta = 0.0;
   int patience = 0;
   std::optional<double> baseline;
-  bool restore_best = false;
   int start_from_epoch = 0;  // epochs before this one are not monitored (warm-up)
 };
 
@@ -130,7 +124,6 @@ class EarlyStopping : public Callback {
   std::string name() const override { return "early_stopping"; }
   void on_train_begin(TrainingControl& control) override;
   void on_epoch_end(const EpochMetrics& metrics, TrainingControl& control) override;
-  void on_train_end(TrainingControl& control) override;
   nlohmann::json state() const override;
   void load_state(const nlohmann::json& state) override;
 
@@ -147,7 +140,6 @@ class EarlyStopping : public Callback {
   int best_epoch_ = -1;
   int stopped_epoch_ = -1;
   int wait_ = 0;
-  bool have_snapshot_ = false;
 };
 
 // The decision half of keras.callbacks.ModelCheckpoint: every epoch asks for the "last"
@@ -215,8 +207,8 @@ class LearningRateSchedule : public Callback {
 // refuses a state that lacks one of them.
 // Trainer protocol, per run: on_train_begin; on resume, load_state (after on_train_begin, which
 // resets); then per epoch e: on_epoch_begin(e) (schedules set control.learning_rate), train,
-// validate, on_epoch_end(metrics) and act on the requests in control (snapshot, checkpoints,
-// stop); finally on_train_end and act on restore_weights_snapshot. Save state() in the
+// validate, on_epoch_end(metrics) and act on the requests in control (checkpoints, stop);
+// finally on_train_end. Save state() in the
 // checkpoint written after on_epoch_end, together with control.learning_rate.
 class CallbackList {
  public:

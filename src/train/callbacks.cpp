@@ -73,9 +73,6 @@ double EpochMetrics::at(const std::string& name) const {
 
 void TrainingControl::clear_requests() {
   stop_reason.clear();
-  keep_weights_snapshot = false;
-  restore_weights_snapshot = false;
-  snapshot_epoch = -1;
   save_best_checkpoint = false;
   save_last_checkpoint = false;
   events.clear();
@@ -211,7 +208,6 @@ void EarlyStopping::on_train_begin(TrainingControl& /*control*/) {
   best_ = worst_value(mode_);
   wait_ = 0;
   stopped_epoch_ = -1;
-  have_snapshot_ = false;
   best_epoch_ = -1;
 }
 
@@ -225,17 +221,10 @@ void EarlyStopping::on_epoch_end(const EpochMetrics& metrics, TrainingControl& c
   if (metrics.epoch < options_.start_from_epoch) return;
   double current = metrics.at(options_.monitor);
   int epoch = metrics.epoch;
-  if (options_.restore_best && !have_snapshot_) {
-    // No snapshot yet: the current weights are the best known.
-    control.keep_weights_snapshot = true;
-    have_snapshot_ = true;
-    best_epoch_ = epoch;
-  }
   ++wait_;
   if (improves(current, best_)) {
     best_ = current;
     best_epoch_ = epoch;
-    if (options_.restore_best) control.keep_weights_snapshot = true;
     // Only restart the wait when both the previous best and the baseline are beaten.
     if (!options_.baseline || improves(current, *options_.baseline)) wait_ = 0;
     return;
@@ -252,20 +241,10 @@ void EarlyStopping::on_epoch_end(const EpochMetrics& metrics, TrainingControl& c
   }
 }
 
-void EarlyStopping::on_train_end(TrainingControl& control) {
-  if (options_.restore_best && have_snapshot_) {
-    control.restore_weights_snapshot = true;
-    control.snapshot_epoch = best_epoch_;
-    control.events.push_back(detail::concat("EarlyStopping restores the weights of epoch ",
-                                            best_epoch_ + 1, " (best ", options_.monitor, ")"));
-  }
-}
-
 json EarlyStopping::state() const {
   return {{"monitor", options_.monitor},       {"mode", to_string(mode_)},
           {"best", double_to_json(best_)},     {"best_epoch", best_epoch_},
-          {"stopped_epoch", stopped_epoch_},   {"wait", wait_},
-          {"have_snapshot", have_snapshot_}};
+          {"stopped_epoch", stopped_epoch_},   {"wait", wait_}};
 }
 
 void EarlyStopping::load_state(const json& state) {
@@ -274,10 +253,8 @@ void EarlyStopping::load_state(const json& state) {
   best_epoch_ = int_field(state, "best_epoch", name());
   stopped_epoch_ = int_field(state, "stopped_epoch", name());
   wait_ = int_field(state, "wait", name());
-  const json snapshot = field(state, "have_snapshot", name());
-  if (!snapshot.is_boolean())
-    throw Error("saved state of callback early_stopping: have_snapshot must be true or false");
-  have_snapshot_ = snapshot.get<bool>();
+  // Checkpoints written before 2026-12-05 also hold "have_snapshot" (the in-memory copy that
+  // EarlyStopping's restore option asked for): nothing reads it now.
 }
 
 // ---- ModelCheckpoint policy ----------------------------------------------------------------
@@ -379,11 +356,24 @@ json LearningRateSchedule::state() const {
 }
 
 void LearningRateSchedule::load_state(const json& state) {
-  // Nothing evolves; a schedule saved with other settings would not continue identically.
-  if (state != this->state())
-    throw Error(detail::concat("saved learning-rate schedule ", detail::excerpt(state.dump()),
-                               " differs from this run's ", this->state().dump(),
-                               "; resume with the same schedule"));
+  // Nothing evolves; a schedule saved with other settings would not continue identically. Only
+  // the cosine reads total_epochs: a step or exponential schedule may be given more epochs.
+  json saved = state, mine = this->state();
+  if (options_.kind != LearningRateScheduleOptions::Kind::Cosine && saved.is_object() && saved.value("kind", "") == mine["kind"]) {
+    saved.erase("total_epochs");
+    mine.erase("total_epochs");
+  }
+  if (saved != mine) {
+    const bool more_epochs = options_.kind == LearningRateScheduleOptions::Kind::Cosine && saved.is_object() &&
+                             saved.contains("total_epochs") &&
+                             saved["total_epochs"] != mine["total_epochs"];
+    throw Error(detail::concat(
+        "saved learning-rate schedule ", detail::excerpt(state.dump()), " differs from this run's ",
+        this->state().dump(),
+        more_epochs ? "; a cosine schedule spans --epochs, so it cannot be given more epochs: "
+                      "resume with the run's --epochs"
+                    : "; resume with the same schedule"));
+  }
 }
 
 // ---- CallbackList --------------------------------------------------------------------------

@@ -361,15 +361,16 @@ TEST(Cli, AnUnwritableCacheLocationSaysWhereElseItCanGo) {
   EXPECT_FALSE(fs::exists(dir.file("run") + "/model.safetensors"));
 }
 
-// A run that restores an earlier epoch's weights at its end (--restore-best) says so in its model
-// (weights_epoch), and evaluate names the epoch the weights are from, not only the last one run.
-// On the sample at this learning rate validation accuracy stays 0.5, so epoch 1 stays the best.
+// A run that restores an earlier epoch's weights at its end (--restore-best: the best
+// --checkpoint-monitor epoch, here beside early stopping) says so in its model (weights_epoch),
+// and evaluate names the epoch the weights are from, not only the last one run. On the sample at
+// this learning rate validation accuracy stays 0.5, so epoch 1 stays the best.
 TEST(Cli, ARestoredBestModelNamesTheEpochOfItsWeights) {
   testing::TempDir dir;
   const std::string cache = dir.file("cache"), run = dir.file("run");
   auto trained = pneumo_command("train --data " + kSample + " --size 32 --epochs 3 --out " + run +
                                     " --restore-best --early-stopping-patience 5"
-                                    " --early-stopping-monitor val_accuracy --lr 0.01" + kCommon,
+                                    " --checkpoint-monitor val_accuracy --lr 0.01" + kCommon,
                                 cache);
   ASSERT_EQ(trained.status, 0) << trained.output;
   ASSERT_NE(trained.output.find("restored the weights of epoch 1"), std::string::npos)

@@ -2,11 +2,17 @@
 // once), carves the validation split, trains with RMSprop and the callbacks, validates every
 // epoch, and writes a run directory: config.json, history.csv, history.jsonl, checkpoints/{last,best}
 // .safetensors, model.safetensors (final weights + the threshold tuned on val), report.md.
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <csignal>
 #include <cstdlib>
+#include <cstring>
 #include <limits>
 #include <memory>
 #include <ctime>
@@ -22,6 +28,7 @@
 #include "cli/commands/flag_text.hpp"
 #include "cli/commands/fault_injection.hpp"
 #include "cli/commands/guards.hpp"
+#include "core/atomic_file.hpp"
 #include "core/ordered_worker.hpp"
 #include "pneumo/backend.hpp"
 #include "pneumo/callbacks.hpp"
@@ -65,13 +72,46 @@ std::string default_run_dir() {
   return name.str();
 }
 
+// Held by the run writing a run directory, for as long as it runs (an exclusive flock on
+// DIR/.lock, released by the system when the process ends, however it ends): a second run, or a
+// resume, aimed at a live run's folder is refused instead of mixing its files with the first's.
+class RunDirLock {
+ public:
+  RunDirLock() = default;
+  RunDirLock(const RunDirLock&) = delete;
+  RunDirLock& operator=(const RunDirLock&) = delete;
+  ~RunDirLock() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  void acquire(const std::string& dir) {
+    const std::string path = (fs::path(dir) / ".lock").string();
+    fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd_ < 0)
+      throw Error("cannot open " + path + " to lock the run directory: " + std::strerror(errno));
+    if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+      const int reason = errno;
+      ::close(fd_);
+      fd_ = -1;
+      if (reason == EWOULDBLOCK)
+        throw Error("run directory '" + dir + "' is in use: another pneumo train is writing it "
+                    "(it holds " + path + "); choose another --out, or wait for that run to end");
+      throw Error("cannot lock " + path + ": " + std::strerror(reason));
+    }
+  }
+
+ private:
+  int fd_ = -1;
+};
+
 // True when `dir` holds nothing but what a run that failed before its first checkpoint leaves:
-// config.json and an empty checkpoints/ (so fixing a flag and running again needs no clean-up).
+// config.json, an empty checkpoints/ and the lock file (so fixing a flag and running again needs
+// no clean-up). A live run's folder looks the same during its first epoch: its lock tells them
+// apart (RunDirLock).
 bool holds_only_a_failed_start(const std::string& dir) {
   std::error_code error;
   for (const auto& entry : fs::directory_iterator(dir, error)) {
     const std::string name = entry.path().filename().string();
-    if (name == "config.json") continue;
+    if (name == "config.json" || name == ".lock") continue;
     if (name == "checkpoints" && entry.is_directory() && fs::is_empty(entry.path(), error)) continue;
     return false;
   }
@@ -86,7 +126,7 @@ bool same_folder(const std::string& a, const std::string& b) {
 
 // A run directory must be new (or empty, or left by a run that failed before training), or the
 // one the resumed checkpoint (`resuming`, "" for a new run) belongs to: never another run's.
-void prepare_run_dir(const std::string& dir, const std::string& resuming) {
+void prepare_run_dir(const std::string& dir, const std::string& resuming, RunDirLock& lock) {
   std::error_code error;
   if (fs::exists(dir, error) && !fs::is_directory(dir, error))
     throw Error("run directory '" + dir + "' is a file, not a folder; choose another --out");
@@ -99,10 +139,32 @@ void prepare_run_dir(const std::string& dir, const std::string& resuming) {
                 " belongs to; a resumed run writes into its own run directory or a new --out");
   fs::create_directories(fs::path(dir) / "checkpoints", error);
   if (error) throw Error("cannot create run directory '" + dir + "': " + error.message());
+  lock.acquire(dir);
   std::ofstream probe(fs::path(dir) / ".write-test");
   if (!probe) throw Error("run directory '" + dir + "' is not writable");
   probe.close();
   fs::remove(fs::path(dir) / ".write-test", error);
+}
+
+// A run resumed into a new --out starts that folder with the resumed run's history and its best
+// checkpoint (when that is not of a later epoch than the one resumed), so the folder reads as the
+// whole run: the history's earlier rows, best.safetensors for evaluate and --restore-best.
+void carry_over_run_files(const std::string& checkpoint, const std::string& run_dir,
+                          int first_epoch) {
+  const std::string source = resumed_run_dir(checkpoint);
+  if (source.empty() || same_folder(source, run_dir)) return;
+  for (const char* name : {"history.csv", "history.jsonl", "checkpoints/best.safetensors"}) {
+    const fs::path from = fs::path(source) / name, to = fs::path(run_dir) / name;
+    std::error_code error;
+    if (!fs::is_regular_file(from, error) || fs::exists(to, error)) continue;
+    if (to.filename() == "best.safetensors" &&
+        read_checkpoint_metadata(from.string()).epoch > first_epoch)
+      continue;
+    fs::copy_file(from, to, error);
+    if (error)
+      throw Error("cannot copy " + from.string() + " into the new run directory: " +
+                  error.message());
+  }
 }
 
 ImageSet upload(const Split& split, Device device) {
@@ -133,7 +195,6 @@ CallbackList make_callbacks(const TrainOptions& o) {
     EarlyStoppingOptions stopping;
     stopping.monitor = o.early_stopping_monitor;
     stopping.patience = o.early_stopping_patience;
-    stopping.restore_best = o.restore_best;
     callbacks.add(std::make_unique<EarlyStopping>(stopping));
   }
   ModelCheckpointOptions checkpoint;
@@ -158,6 +219,9 @@ class TrainingRun {
 
  private:
   void resume(const std::string& checkpoint_path);
+  // --restore-best when resuming: the resumed run's best checkpoint, read back (every rank).
+  void load_best_weights(const std::string& checkpoint_path, const CheckpointMetadata& resumed);
+  void restore_best_weights();  // at the end of training, --restore-best
   // Trains and validates epoch `epoch`. Returns an exit status when the run must end now (a
   // signal arrived), else nothing; sets `stopped` when a callback ended the training.
   std::optional<int> train_and_validate(int epoch, bool& stopped);
@@ -184,6 +248,7 @@ class TrainingRun {
   const Clock::time_point started_ = Clock::now();  // the run's wall clock starts here
   const TrainOptions& options_;
   std::unique_ptr<Communicator>& group_;
+  RunDirLock run_lock_;  // rank 0's, taken by start_run_dir (declared before run_dir_)
   const std::string run_dir_;
   const std::string last_path_;
   TrainValSplits splits_;
@@ -204,7 +269,10 @@ class TrainingRun {
   CheckpointMetadata resumed_;   // where an interrupted epoch stood (epoch_step 0: at its start)
   CheckpointMetadata metadata_;  // what every checkpoint of this run records
   std::optional<Fault> fault_;
-  std::optional<CheckpointData> best_snapshot_;
+  // --restore-best: the weights of checkpoints/best.safetensors (the best --checkpoint-monitor
+  // epoch so far, best_weights_epoch_), kept on every rank; a resumed run reads them back.
+  std::optional<CheckpointData> best_weights_;
+  int best_weights_epoch_ = 0;
   std::optional<EpochLogWriter> log_;
   std::optional<ProgressReporter> progress_;
   std::optional<StopOnSignal> stop_on_signal_;
@@ -217,13 +285,13 @@ class TrainingRun {
 void write_config(const std::string& run_dir, const TrainOptions& options) {
   nlohmann::json resolved = to_json(options);
   resolved["out"] = run_dir;
-  std::ofstream(fs::path(run_dir) / "config.json") << resolved.dump(2) << "\n";
+  write_file_atomically((fs::path(run_dir) / "config.json").string(), resolved.dump(2) + "\n");
 }
 
 // Checks the flags, makes the run folder and writes config.json (rank 0; the other ranks learn
 // its name): the first things a run does, so a bad flag or an unwritable --out stops it before any
 // data is read.
-std::string start_run_dir(const TrainOptions& options, Communicator& group) {
+std::string start_run_dir(const TrainOptions& options, Communicator& group, RunDirLock& lock) {
   validate(options);
   std::string run_dir = options.out.empty() ? default_run_dir() : options.out;
   if (group.size() > 1 && options.out.empty()) {  // the clock's name, as rank 0 read it
@@ -233,7 +301,7 @@ std::string start_run_dir(const TrainOptions& options, Communicator& group) {
     run_dir = name.data();
   }
   if (group.rank() != 0) return run_dir;
-  prepare_run_dir(run_dir, options.resume);
+  prepare_run_dir(run_dir, options.resume, lock);
   // A resumed run's config.json is rewritten only once the checkpoint has been accepted
   // (TrainingRun's constructor): a refused resume leaves the run as it was.
   if (options.resume.empty()) write_config(run_dir, options);
@@ -243,7 +311,7 @@ std::string start_run_dir(const TrainOptions& options, Communicator& group) {
 TrainingRun::TrainingRun(const TrainOptions& options, std::unique_ptr<Communicator>& group)
     : options_(options),
       group_(group),
-      run_dir_(start_run_dir(options, *group)),
+      run_dir_(start_run_dir(options, *group, run_lock_)),
       last_path_((fs::path(run_dir_) / "checkpoints/last.safetensors").string()) {
   OpenDatasetOptions open_options;
   open_options.size = options.size;
@@ -314,7 +382,10 @@ TrainingRun::TrainingRun(const TrainOptions& options, std::unique_ptr<Communicat
   callbacks_.on_train_begin(control_);
   if (!options.resume.empty()) {
     resume(options.resume);
-    if (writer()) write_config(run_dir_, options);
+    if (writer()) {
+      carry_over_run_files(options.resume, run_dir_, first_epoch_);
+      write_config(run_dir_, options);
+    }
   }
 
   metadata_.seed = options.seed;
@@ -329,6 +400,14 @@ void TrainingRun::resume(const std::string& checkpoint_path) {
   if (checkpoint.metadata.optimizer != options_.optimizer)
     throw Error("checkpoint " + checkpoint_path + " was trained with --optimizer " +
                 checkpoint.metadata.optimizer + "; this run asks for " + options_.optimizer);
+  if (checkpoint.metadata.weights_epoch != checkpoint.metadata.epoch)
+    throw Error(detail::concat(
+        "checkpoint ", checkpoint_path, " holds the weights of epoch ",
+        checkpoint.metadata.weights_epoch, " restored at the end of a run of ",
+        checkpoint.metadata.epoch, " epochs (--restore-best) beside the optimizer state of epoch ",
+        checkpoint.metadata.epoch, ": not a state to continue from; resume from the run's "
+        "checkpoints/last.safetensors"));
+  if (options_.restore_best) load_best_weights(checkpoint_path, checkpoint.metadata);
   trainer_->set_optimizer_steps(checkpoint.metadata.step);
   restore_checkpoint(checkpoint, *model_, &trainer_->optimizer_state(), checkpoint_path);
   callbacks_.load_state(checkpoint.metadata.callback_state);
@@ -339,6 +418,18 @@ void TrainingRun::resume(const std::string& checkpoint_path) {
                                ": nothing to train; give a larger --epochs to go on"));
   steps_done_ = checkpoint.metadata.step;
   if (checkpoint.metadata.epoch_step > 0) {
+    // Its position is a step count into the epoch's image order, and its loss and accuracy sums
+    // cover that many batches: both mean something only with the flags that made that order.
+    const nlohmann::json& recorded = checkpoint.metadata.config;
+    const nlohmann::json now = to_json(options_);
+    for (const char* flag : {"batch", "seed", "balance", "drop-last", "val-split"})
+      if (recorded.contains(flag) && now.contains(flag) && recorded[flag] != now[flag])
+        throw Error(detail::concat(
+            "checkpoint ", checkpoint_path, " stopped inside epoch ", first_epoch_ + 1,
+            " with --", flag, " ", recorded[flag].dump(), "; this run asks for --", flag, " ",
+            now[flag].dump(), ". A run resumed inside an epoch keeps --batch, --seed, --balance, "
+            "--drop-last and --val-split (they fix the epoch's image order); resume without "
+            "changing them"));
     // The same data, batch and seed give the same epoch length; a position past its end was
     // written by another run or damaged.
     const int64_t images = static_cast<int64_t>(
@@ -378,6 +469,50 @@ void TrainingRun::resume(const std::string& checkpoint_path) {
     std::cerr << "resuming " << checkpoint_path << " after epoch " << first_epoch_ << "\n";
 }
 
+void TrainingRun::load_best_weights(const std::string& checkpoint_path,
+                                    const CheckpointMetadata& resumed) {
+  if (resumed.epoch == 0) return;  // stopped inside the first epoch: no best epoch yet
+  const std::string source = resumed_run_dir(checkpoint_path);
+  const std::string best_path =
+      (fs::path(source.empty() ? "." : source) / "checkpoints" / "best.safetensors").string();
+  std::error_code error;
+  if (source.empty() || !fs::is_regular_file(best_path, error))
+    throw Error("--restore-best restores the run's best epoch, but its best checkpoint " +
+                best_path + " is missing (written whenever " + options_.checkpoint_monitor +
+                " improves); put it back, or resume without --restore-best");
+  CheckpointData best = load_checkpoint(best_path);
+  if (best.metadata.epoch > resumed.epoch || best.metadata.weights_epoch != best.metadata.epoch)
+    throw Error(detail::concat("best checkpoint ", best_path, " is of epoch ", best.metadata.epoch,
+                               ", not an epoch of the run ", checkpoint_path, " resumes (",
+                               resumed.epoch, " done); --restore-best cannot use it"));
+  restore_checkpoint(best, *model_, nullptr, best_path);  // its shapes checked now, not at the end
+  best_weights_epoch_ = best.metadata.epoch;
+  best_weights_ = std::move(best);
+}
+
+// The weights of the best --checkpoint-monitor epoch (those of checkpoints/best.safetensors) go
+// into model.safetensors, which records their epoch (weights_epoch).
+void TrainingRun::restore_best_weights() {
+  const std::string& monitor = options_.checkpoint_monitor;
+  if (!best_weights_) {
+    if (writer())
+      std::cout << "--restore-best: no epoch had a finite " << monitor
+                << ", so model.safetensors holds the final epoch's weights\n";
+    return;
+  }
+  if (best_weights_epoch_ == epochs_done_) {
+    if (writer())
+      std::cout << "--restore-best: the final epoch has the best " << monitor
+                << "; model.safetensors holds its weights\n";
+    return;
+  }
+  restore_checkpoint(*best_weights_, *model_, nullptr, "the best epoch's weights");
+  weights_epoch_ = best_weights_epoch_;
+  if (writer())
+    std::cout << "restored the weights of epoch " << best_weights_epoch_ << " (the best "
+              << monitor << ", checkpoints/best.safetensors)\n";
+}
+
 int TrainingRun::run() {
   if (writer()) log_.emplace(run_dir_, first_epoch_);  // keeps the rows of the epochs already done
   const ProgressOptions progress_options = progress_options_for(stderr);
@@ -392,11 +527,7 @@ int TrainingRun::run() {
     if (stopped) break;
   }
   callbacks_.on_train_end(control_);
-  if (control_.restore_weights_snapshot && best_snapshot_) {
-    restore_checkpoint(*best_snapshot_, *model_, nullptr, "the best epoch's weights");
-    weights_epoch_ = control_.snapshot_epoch + 1;
-    if (writer()) std::cout << "restored the weights of epoch " << control_.snapshot_epoch + 1 << "\n";
-  }
+  if (options_.restore_best) restore_best_weights();
   finish();
   return 0;
 }
@@ -509,8 +640,10 @@ std::optional<int> TrainingRun::end_epoch(const EpochMetrics& metrics, EpochReco
   callbacks_.on_epoch_end(metrics, control_);
 
   epochs_done_ = epoch + 1;
-  if (control_.keep_weights_snapshot)
-    best_snapshot_ = capture_checkpoint(*model_, nullptr, metadata_);
+  if (options_.restore_best && control_.save_best_checkpoint) {
+    best_weights_ = capture_checkpoint(*model_, nullptr, metadata_);
+    best_weights_epoch_ = epoch + 1;
+  }
   const std::shared_ptr<const CheckpointData> state = snapshot(epoch + 1);
   if (control_.save_best_checkpoint) write("checkpoints/best.safetensors", state);
   write("checkpoints/last.safetensors", state);
@@ -567,7 +700,8 @@ void TrainingRun::finish() {
       evaluate_binary("val", val_logits, splits_.val.labels, threshold.threshold, rule);
   write("model.safetensors", snapshot(epochs_done_));
   files_.drain();
-  std::ofstream(fs::path(run_dir_) / "metrics_val.json") << to_json(final_val).dump(2) << "\n";
+  write_file_atomically((fs::path(run_dir_) / "metrics_val.json").string(),
+                        to_json(final_val).dump(2) + "\n");
   ReportInputs report;
   report.history = log_->records();
   report.validation = final_val;
@@ -648,7 +782,11 @@ int TrainingRun::interrupted(int epochs_done, const EpochStats* partial) {
 }  // namespace
 
 std::string resumed_run_dir(const std::string& checkpoint) {
-  const fs::path folder = fs::path(checkpoint).parent_path();
+  fs::path folder = fs::path(checkpoint).parent_path();
+  // "last.safetensors" or "./last.safetensors" typed inside RUN/checkpoints: the folder's name
+  // is only known from the absolute path.
+  if (folder.empty() || folder.filename() == "." || folder.filename() == "..")
+    folder = fs::absolute(checkpoint).lexically_normal().parent_path();
   std::error_code error;
   if (folder.filename() == "checkpoints")
     return folder.has_parent_path() ? folder.parent_path().string() : std::string(".");

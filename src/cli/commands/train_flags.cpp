@@ -355,7 +355,9 @@ std::vector<TrainFlag> make_table() {
       "val_accuracy"));
   t.push_back(bound("early-stopping-patience", "EarlyStopping patience (0: off)",
                     PNEUMO_FIELD(early_stopping_patience), non_negative, "3", "-1"));
-  t.push_back(bound("restore-best", "Restore the best epoch's weights at the end",
+  t.push_back(bound("restore-best",
+                    "model.safetensors gets the weights of the best --checkpoint-monitor epoch "
+                    "(checkpoints/best.safetensors), with or without early stopping",
                     PNEUMO_FIELD(restore_best), {}, "true"));
   // The test hook (fault_injection.hpp): hidden from --help, never recorded with a run.
   t.push_back(bound(

@@ -1,0 +1,189 @@
+// A run directory's life through the `pneumo` binary on data/sample (CPU backend, 32 px): what
+// --restore-best puts in model.safetensors (the best --checkpoint-monitor epoch, with or without
+// early stopping, across a resume), which checkpoints a resume refuses (restored weights beside a
+// later optimizer state; another --batch inside an epoch), a live run's folder refused to a second
+// run, a resume typed inside RUN/checkpoints, a resume into a new --out carrying the history and
+// the best checkpoint, a failed write of metrics_val.json reported, and a second signal of the
+// other kind ending a run at once.
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <csignal>
+#include <filesystem>
+#include <string>
+
+#include "cli/commands/guards.hpp"
+#include "cli_test_util.hpp"
+#include "pneumo/checkpoint.hpp"
+#include "temp_dir.hpp"
+
+namespace pneumo {
+namespace {
+
+namespace fs = std::filesystem;
+using testing::pneumo_command;
+
+const std::string kSample = PNEUMO_SOURCE_DIR "/data/sample";
+const std::string kCommon = " --size 32 --device cpu --threads 2 ";
+// On the sample at this learning rate validation accuracy stays 0.5, so with val_accuracy as the
+// checkpoint monitor (a strict improvement saves) epoch 1 stays the best one.
+const std::string kBestIsEpochOne = " --checkpoint-monitor val_accuracy --lr 0.01 ";
+
+// The model's tensors (not the optimizer's state, "optimizer.*") of two files have the same values.
+bool same_weights(const std::string& a_path, const std::string& b_path) {
+  const CheckpointData a = load_checkpoint(a_path), b = load_checkpoint(b_path);
+  for (const auto& tensor : a.tensors) {
+    if (tensor.name.rfind("optimizer.", 0) == 0) continue;
+    const NamedTensor* other = b.find(tensor.name);
+    if (!other || tensor.values != other->values) return false;
+  }
+  return true;
+}
+
+class CliRuns : public ::testing::Test {
+ protected:
+  testing::CommandResult train(const std::string& run, const std::string& flags) {
+    return pneumo_command("train --data " + kSample + " --out " + dir_.file(run) + kCommon + flags,
+                          cache_);
+  }
+  testing::CommandResult resume(const std::string& checkpoint, const std::string& flags) {
+    return pneumo_command("train --resume " + checkpoint + kCommon + flags, cache_);
+  }
+  std::string path(const std::string& name) { return dir_.file(name); }
+
+  testing::TempDir dir_;
+  const std::string cache_ = dir_.file("cache");
+};
+
+// Without early stopping, --restore-best puts the best --checkpoint-monitor epoch's weights (those
+// of checkpoints/best.safetensors) in model.safetensors and says so; last.safetensors keeps the
+// final epoch.
+TEST_F(CliRuns, RestoreBestFollowsTheCheckpointMonitorWithoutEarlyStopping) {
+  auto trained = train("run", "--epochs 3 --restore-best" + kBestIsEpochOne);
+  ASSERT_EQ(trained.status, 0) << trained.output;
+  EXPECT_NE(trained.output.find("restored the weights of epoch 1 (the best val_accuracy"),
+            std::string::npos)
+      << trained.output;
+  const std::string run = path("run");
+  EXPECT_EQ(read_checkpoint_metadata(run + "/model.safetensors").weights_epoch, 1);
+  EXPECT_EQ(read_checkpoint_metadata(run + "/checkpoints/best.safetensors").epoch, 1);
+  EXPECT_TRUE(same_weights(run + "/model.safetensors", run + "/checkpoints/best.safetensors"));
+  EXPECT_FALSE(same_weights(run + "/model.safetensors", run + "/checkpoints/last.safetensors"));
+}
+
+// The best epoch came before a resume: the resumed run reads its weights back from the run's
+// best checkpoint and ends with the model an uninterrupted run writes. Resuming that model (the
+// weights of epoch 1 beside the optimizer state of epoch 3) is refused.
+TEST_F(CliRuns, RestoreBestSurvivesAResumeAndARestoredModelIsNotResumed) {
+  auto straight = train("straight", "--epochs 3 --restore-best" + kBestIsEpochOne);
+  ASSERT_EQ(straight.status, 0) << straight.output;
+  auto part = train("part", "--epochs 2 --restore-best" + kBestIsEpochOne);
+  ASSERT_EQ(part.status, 0) << part.output;
+  auto resumed = resume(path("part") + "/checkpoints/last.safetensors", "--epochs 3");
+  ASSERT_EQ(resumed.status, 0) << resumed.output;
+  EXPECT_NE(resumed.output.find("restored the weights of epoch 1"), std::string::npos)
+      << resumed.output;
+  EXPECT_EQ(read_checkpoint_metadata(path("part") + "/model.safetensors").weights_epoch, 1);
+  EXPECT_TRUE(same_weights(path("part") + "/model.safetensors",
+                           path("straight") + "/model.safetensors"));
+
+  auto mixed = resume(path("straight") + "/model.safetensors", "--epochs 4");
+  EXPECT_EQ(mixed.status, 1) << mixed.output;
+  EXPECT_NE(mixed.output.find("holds the weights of epoch 1 restored at the end of a run of 3"),
+            std::string::npos)
+      << mixed.output;
+}
+
+// A run's folder is locked while the run writes it: a second run aimed at it (here the lock is
+// held by this test, as a live run holds it during its first epoch) is refused and writes nothing;
+// once the lock is free the folder is used.
+TEST_F(CliRuns, ALiveRunsFolderIsRefusedToASecondRun) {
+  const std::string run = path("run");
+  fs::create_directories(run + "/checkpoints");
+  const int fd = ::open((run + "/.lock").c_str(), O_RDWR | O_CREAT, 0644);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::flock(fd, LOCK_EX | LOCK_NB), 0);
+  auto refused = train("run", "--epochs 1");
+  EXPECT_EQ(refused.status, 1) << refused.output;
+  EXPECT_NE(refused.output.find("is in use: another pneumo train is writing it"),
+            std::string::npos)
+      << refused.output;
+  EXPECT_FALSE(fs::exists(run + "/config.json"));
+  ::close(fd);
+  auto trained = train("run", "--epochs 1");
+  EXPECT_EQ(trained.status, 0) << trained.output;
+  EXPECT_TRUE(fs::exists(run + "/model.safetensors"));
+}
+
+// A run stopped inside an epoch resumes only with the flags that fixed that epoch's image order.
+TEST_F(CliRuns, ResumingInsideAnEpochKeepsTheBatch) {
+  auto stopped = train("run", "--epochs 2 --batch 16 --inject-fault sigint@9");
+  ASSERT_EQ(stopped.status, 130) << stopped.output;
+  const std::string last = path("run") + "/checkpoints/last.safetensors";
+  ASSERT_GT(read_checkpoint_metadata(last).epoch_step, 0);
+  auto other_batch = resume(last, "--batch 8");
+  EXPECT_EQ(other_batch.status, 1) << other_batch.output;
+  EXPECT_NE(other_batch.output.find("with --batch 16; this run asks for --batch 8"),
+            std::string::npos)
+      << other_batch.output;
+  EXPECT_FALSE(fs::exists(path("run") + "/model.safetensors"));
+  auto same = resume(last, "");
+  EXPECT_EQ(same.status, 0) << same.output;
+}
+
+// `--resume last.safetensors` typed inside RUN/checkpoints continues RUN, not a new folder there.
+TEST_F(CliRuns, AResumeTypedInsideTheCheckpointsFolderContinuesTheRun) {
+  ASSERT_EQ(train("run", "--epochs 1").status, 0);
+  auto resumed = testing::run_command("cd '" + path("run") + "/checkpoints' && PNEUMO_CACHE_DIR='" +
+                                      cache_ + "' '" PNEUMO_BINARY "' train --resume "
+                                      "last.safetensors --epochs 2" + kCommon + " 2>&1");
+  ASSERT_EQ(resumed.status, 0) << resumed.output;
+  EXPECT_FALSE(fs::exists(path("run") + "/checkpoints/runs")) << resumed.output;
+  EXPECT_EQ(read_checkpoint_metadata(path("run") + "/model.safetensors").epoch, 2);
+}
+
+// A resume into a new --out starts it with the resumed run's history and best checkpoint.
+TEST_F(CliRuns, AResumeIntoANewFolderCarriesTheHistoryAndTheBestCheckpoint) {
+  ASSERT_EQ(train("run", "--epochs 2" + kBestIsEpochOne).status, 0);
+  auto resumed = pneumo_command("train --resume " + path("run") +
+                                    "/checkpoints/last.safetensors --epochs 3 --out " +
+                                    path("next") + kCommon,
+                                cache_);
+  ASSERT_EQ(resumed.status, 0) << resumed.output;
+  const std::string history = testing::read_text(path("next") + "/history.csv");
+  EXPECT_EQ(std::count(history.begin(), history.end(), '\n'), 4) << history;  // header + 3
+  EXPECT_EQ(read_checkpoint_metadata(path("next") + "/checkpoints/best.safetensors").epoch, 1);
+}
+
+// metrics_val.json that cannot be written (here a link to /dev/full) fails the run, saying so.
+TEST_F(CliRuns, AnUnwritableMetricsFileFailsTheRun) {
+  ASSERT_EQ(train("run", "--epochs 1").status, 0);
+  if (!fs::exists("/dev/full")) GTEST_SKIP() << "no /dev/full";
+  fs::remove(path("run") + "/metrics_val.json");
+  fs::create_symlink("/dev/full", path("run") + "/metrics_val.json");
+  auto resumed = resume(path("run") + "/checkpoints/last.safetensors", "--epochs 2");
+  EXPECT_EQ(resumed.status, 1) << resumed.output;
+  EXPECT_NE(resumed.output.find("cannot write"), std::string::npos) << resumed.output;
+}
+
+// After the first stop signal, either kind ends the process at once: both handlers are back to
+// the default (Ctrl-C, then a scheduler's SIGTERM, must not be caught a second time).
+TEST(StopOnSignal, AfterTheFirstSignalBothKindsTakeTheirDefaultAction) {
+  cli::StopOnSignal guard;
+  struct sigaction current {};
+  sigaction(SIGTERM, nullptr, &current);
+  ASSERT_NE(current.sa_handler, SIG_DFL);
+  std::raise(SIGINT);
+  EXPECT_TRUE(guard.stop().load());
+  sigaction(SIGTERM, nullptr, &current);
+  EXPECT_EQ(current.sa_handler, SIG_DFL);
+  sigaction(SIGINT, nullptr, &current);
+  EXPECT_EQ(current.sa_handler, SIG_DFL);
+}
+
+}  // namespace
+}  // namespace pneumo
