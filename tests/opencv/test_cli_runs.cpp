@@ -1,7 +1,8 @@
 // A run directory's life through the `pneumo` binary on data/sample (CPU backend, 32 px): what
 // --restore-best puts in model.safetensors (the best --checkpoint-monitor epoch, with or without
 // early stopping, across a resume), which checkpoints a resume refuses (restored weights beside a
-// later optimizer state; another --batch inside an epoch), a live run's folder refused to a second
+// later optimizer state; another --batch inside an epoch; an earlier checkpoint over its run's
+// later work), a live run's folder refused to a second
 // run, a resume typed inside RUN/checkpoints, a resume into a new --out carrying the history and
 // the best checkpoint, a failed write of metrics_val.json reported, and a second signal of the
 // other kind ending a run at once.
@@ -157,6 +158,24 @@ TEST_F(CliRuns, AResumeIntoANewFolderCarriesTheHistoryAndTheBestCheckpoint) {
   const std::string history = testing::read_text(path("next") + "/history.csv");
   EXPECT_EQ(std::count(history.begin(), history.end(), '\n'), 4) << history;  // header + 3
   EXPECT_EQ(read_checkpoint_metadata(path("next") + "/checkpoints/best.safetensors").epoch, 1);
+}
+
+// An earlier checkpoint resumed into its own run's folder would overwrite the later work: refused,
+// with the folder left as it was; into a new --out it goes on.
+TEST_F(CliRuns, AnEarlierCheckpointIsNotResumedOverTheLaterWork) {
+  ASSERT_EQ(train("run", "--epochs 3" + kBestIsEpochOne).status, 0);
+  const std::string best = path("run") + "/checkpoints/best.safetensors";
+  ASSERT_EQ(read_checkpoint_metadata(best).epoch, 1);
+  const std::string history = testing::read_text(path("run") + "/history.csv");
+  auto refused = resume(best, "--epochs 4");
+  EXPECT_EQ(refused.status, 1) << refused.output;
+  EXPECT_NE(refused.output.find("would overwrite the later work"), std::string::npos)
+      << refused.output;
+  EXPECT_EQ(testing::read_text(path("run") + "/history.csv"), history);
+  EXPECT_EQ(read_checkpoint_metadata(path("run") + "/checkpoints/last.safetensors").epoch, 3);
+  auto elsewhere = pneumo_command("train --resume " + best + " --epochs 2 --out " + path("next") +
+                                      kCommon, cache_);
+  EXPECT_EQ(elsewhere.status, 0) << elsewhere.output;
 }
 
 // metrics_val.json that cannot be written (here a link to /dev/full) fails the run, saying so.

@@ -222,6 +222,8 @@ class TrainingRun {
   // --restore-best when resuming: the resumed run's best checkpoint, read back (every rank).
   void load_best_weights(const std::string& checkpoint_path, const CheckpointMetadata& resumed);
   void restore_best_weights();  // at the end of training, --restore-best
+  void refuse_overwriting_later_work(const std::string& checkpoint_path,
+                                     const CheckpointMetadata& resumed);
   // Trains and validates epoch `epoch`. Returns an exit status when the run must end now (a
   // signal arrived), else nothing; sets `stopped` when a callback ended the training.
   std::optional<int> train_and_validate(int epoch, bool& stopped);
@@ -408,6 +410,7 @@ void TrainingRun::resume(const std::string& checkpoint_path) {
         checkpoint.metadata.epoch, ": not a state to continue from; resume from the run's "
         "checkpoints/last.safetensors"));
   if (options_.restore_best) load_best_weights(checkpoint_path, checkpoint.metadata);
+  refuse_overwriting_later_work(checkpoint_path, checkpoint.metadata);
   trainer_->set_optimizer_steps(checkpoint.metadata.step);
   restore_checkpoint(checkpoint, *model_, &trainer_->optimizer_state(), checkpoint_path);
   callbacks_.load_state(checkpoint.metadata.callback_state);
@@ -467,6 +470,24 @@ void TrainingRun::resume(const std::string& checkpoint_path) {
               << " of epoch " << first_epoch_ + 1 << "\n";
   else
     std::cerr << "resuming " << checkpoint_path << " after epoch " << first_epoch_ << "\n";
+}
+
+// An earlier checkpoint of a run (best.safetensors, a copy of an older last.safetensors) resumed
+// into that run's own folder would drop the later history rows and overwrite last.safetensors:
+// the later work is lost. It goes into a new --out instead.
+void TrainingRun::refuse_overwriting_later_work(const std::string& checkpoint_path,
+                                                const CheckpointMetadata& resumed) {
+  const std::string last = (fs::path(run_dir_) / "checkpoints" / "last.safetensors").string();
+  std::error_code error;
+  if (!fs::is_regular_file(last, error) || fs::equivalent(last, checkpoint_path, error)) return;
+  const CheckpointMetadata latest = read_checkpoint_metadata(last);
+  if (std::make_pair(latest.epoch, latest.epoch_step) <=
+      std::make_pair(resumed.epoch, resumed.epoch_step))
+    return;
+  throw Error(detail::concat(
+      "checkpoint ", checkpoint_path, " is from epoch ", resumed.epoch, " of run ", run_dir_,
+      ", whose last checkpoint ", last, " is from epoch ", latest.epoch,
+      ": resuming it there would overwrite the later work; resume it into a new --out"));
 }
 
 void TrainingRun::load_best_weights(const std::string& checkpoint_path,
