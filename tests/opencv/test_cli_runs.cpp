@@ -2,10 +2,9 @@
 // --restore-best puts in model.safetensors (the best --checkpoint-monitor epoch, with or without
 // early stopping, across a resume), which checkpoints a resume refuses (restored weights beside a
 // later optimizer state; another --batch inside an epoch; an earlier checkpoint over its run's
-// later work), a live run's folder refused to a second
-// run, a resume typed inside RUN/checkpoints, a resume into a new --out carrying the history and
-// the best checkpoint, a failed write of metrics_val.json reported, and a second signal of the
-// other kind ending a run at once.
+// later work), a live run's folder refused to a second run, a resume typed inside
+// RUN/checkpoints, a resume into a new --out carrying the history and the best checkpoint, `evaluate --split val-carved` on other data refused, a failed write of
+// metrics_val.json reported, and a second signal of the other kind ending a run at once.
 #include <fcntl.h>
 #include <sys/file.h>
 #include <unistd.h>
@@ -176,6 +175,24 @@ TEST_F(CliRuns, AnEarlierCheckpointIsNotResumedOverTheLaterWork) {
   auto elsewhere = pneumo_command("train --resume " + best + " --epochs 2 --out " + path("next") +
                                       kCommon, cache_);
   EXPECT_EQ(elsewhere.status, 0) << elsewhere.output;
+}
+
+// `evaluate --split val-carved` carves the run's validation images again from the --data it is
+// given; a tree with a training image fewer carves other ones, some the model trained on, and is
+// refused (the checkpoint records its split's files), where the run's own data is scored.
+TEST_F(CliRuns, ValCarvedOnOtherDataThanTheRunsIsRefused) {
+  ASSERT_EQ(train("run", "--epochs 1").status, 0);
+  const std::string model = " --model " + path("run") + "/model.safetensors --split val-carved ";
+  auto same = pneumo_command("evaluate --data " + kSample + model + "--device cpu", cache_);
+  EXPECT_EQ(same.status, 0) << same.output;
+  const std::string other = path("other");
+  fs::copy(kSample, other, fs::copy_options::recursive);
+  const fs::path first = *fs::directory_iterator(other + "/train/NORMAL");
+  fs::remove(first);
+  auto refused = pneumo_command("evaluate --data " + other + model + "--device cpu", cache_);
+  EXPECT_EQ(refused.status, 1) << refused.output;
+  EXPECT_NE(refused.output.find("was trained on other images than"), std::string::npos)
+      << refused.output;
 }
 
 // metrics_val.json that cannot be written (here a link to /dev/full) fails the run, saying so.

@@ -233,7 +233,18 @@ int run_evaluate(const EvaluateOptions& options) {
       } catch (const Error& e) {
         throw Error("checkpoint " + member.path + ": " + e.what());
       }
-      Split own = make_train_val(dataset, rule).val;
+      TrainValSplits carved_here = make_train_val(dataset, rule);
+      // Another --data (a tree with images added or removed) carves other validation images,
+      // some of which the model trained on: scoring them would flatter it.
+      const auto recorded = m.extra.find("carved_split_crc32");
+      if (recorded != m.extra.end() &&
+          recorded->second != carved_split_fingerprint(carved_here.train, carved_here.val))
+        throw Error("checkpoint " + member.path + " was trained on other images than " +
+                    options.data + " holds (its record of the training and validation files, "
+                    "carved_split_crc32, differs): --split val-carved would score images it "
+                    "trained on; evaluate it with the --data it was trained on, or on --split "
+                    "val or test");
+      Split own = std::move(carved_here.val);
       if (carved && (own.files != carved->files))
         throw Error("checkpoint " + member.path + " carved another validation split than " +
                     ensemble.members.front().path +

@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cmath>
 #include <csignal>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
@@ -29,6 +30,7 @@
 #include "cli/commands/fault_injection.hpp"
 #include "cli/commands/guards.hpp"
 #include "core/atomic_file.hpp"
+#include "core/checksum.hpp"
 #include "core/ordered_worker.hpp"
 #include "pneumo/backend.hpp"
 #include "pneumo/callbacks.hpp"
@@ -392,6 +394,7 @@ TrainingRun::TrainingRun(const TrainOptions& options, std::unique_ptr<Communicat
 
   metadata_.seed = options.seed;
   metadata_.config = to_json(options);
+  metadata_.extra["carved_split_crc32"] = carved_split_fingerprint(splits_.train, splits_.val);
   metadata_.config["out"] = run_dir_;
   epochs_done_ = first_epoch_;
   if (!options.inject_fault.empty()) fault_ = parse_fault(options.inject_fault);
@@ -814,6 +817,21 @@ std::string resumed_run_dir(const std::string& checkpoint) {
   if (fs::is_regular_file((folder.empty() ? fs::path(".") : folder) / "config.json", error))
     return folder.empty() ? std::string(".") : folder.string();
   return "";
+}
+
+std::string carved_split_fingerprint(const Split& train, const Split& val) {
+  uint32_t crc = 0;
+  const char separator = '\n', between = '\0';
+  for (const Split* split : {&train, &val}) {
+    for (const std::string& file : split->files) {
+      crc = crc32(file.data(), file.size(), crc);
+      crc = crc32(&separator, 1, crc);
+    }
+    crc = crc32(&between, 1, crc);
+  }
+  char text[9];
+  std::snprintf(text, sizeof text, "%08x", crc);
+  return text;
 }
 
 std::vector<std::string> epoch_metric_names(bool val_stress) {
