@@ -76,11 +76,11 @@ class TempDirGuard {
 
 // Checks made before decoding (image_check.cpp, no OpenCV needed).
 struct ImageHeader {
-  std::string format;  // "PNG", "JPEG", "BMP"
+  std::string format;  // "PNG", "JPEG", "BMP", "TIFF"
   int64_t width = 0, height = 0;
 };
-// The format and pixel size from a PNG, JPEG or BMP header; false for anything else (or a header
-// too short to say).
+// The format and pixel size from a PNG, JPEG, BMP or TIFF header (a TIFF's first image); false
+// for anything else (or a header too short to say).
 bool read_image_header(const std::vector<uint8_t>& bytes, ImageHeader& header);
 // "" unless `bytes` is a JPEG that is truncated ("truncated JPEG ...") or damaged ("corrupt JPEG
 // (...)"). Sequential Huffman JPEGs (baseline and extended, all the dataset holds) are walked down

@@ -385,7 +385,38 @@ std::string check_jpeg_structure(const std::vector<uint8_t>& b) {
 
 }  // namespace
 
+// A TIFF's first image directory: its ImageWidth (256) and ImageLength (257) tags, SHORT or LONG,
+// in the byte order the file declares ("II": little-endian, "MM": big-endian).
+bool read_tiff_header(const std::vector<uint8_t>& b, ImageHeader& header) {
+  const bool little = b.size() >= 8 && b[0] == 'I' && b[1] == 'I' && b[2] == 42 && b[3] == 0;
+  const bool big = b.size() >= 8 && b[0] == 'M' && b[1] == 'M' && b[2] == 0 && b[3] == 42;
+  if (!little && !big) return false;
+  auto u16 = [&](size_t at) -> uint32_t {
+    return little ? uint32_t{b[at]} | (uint32_t{b[at + 1]} << 8) : big_endian_16(&b[at]);
+  };
+  auto u32 = [&](size_t at) -> uint32_t {
+    return little ? u16(at) | (u16(at + 2) << 16) : big_endian_32(&b[at]);
+  };
+  const uint64_t directory = u32(4);
+  if (directory + 2 > b.size()) return false;
+  const uint64_t entries = u16(directory);
+  if (directory + 2 + 12 * entries > b.size()) return false;
+  header.format = "TIFF";
+  bool width = false, height = false;
+  for (uint64_t i = 0; i < entries; ++i) {
+    const size_t at = static_cast<size_t>(directory + 2 + 12 * i);
+    const uint32_t tag = u16(at), type = u16(at + 2);
+    if ((tag != 256 && tag != 257) || (type != 3 && type != 4)) continue;
+    const int64_t value = type == 3 ? u16(at + 8) : u32(at + 8);
+    (tag == 256 ? header.width : header.height) = value;
+    (tag == 256 ? width : height) = true;
+  }
+  return width && height;
+}
+
 bool read_image_header(const std::vector<uint8_t>& b, ImageHeader& header) {
+  header = ImageHeader{};
+  if (read_tiff_header(b, header)) return true;
   header = ImageHeader{};
   static const uint8_t kPng[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
   if (b.size() >= 24 && std::equal(kPng, kPng + 8, b.begin()) &&

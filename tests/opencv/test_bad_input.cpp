@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "bad_input_util.hpp"
+#include "data/cache_internal.hpp"
 #include "opencv/image_tree.hpp"
 #include "pneumo/data.hpp"
 #include "pneumo/error.hpp"
@@ -111,11 +112,11 @@ struct Corpus {
     testing::write_file(normal / "corrupt.jpeg", garble_jpeg(jpeg, (begin + end) / 2, 64));
     bad["train/NORMAL/corrupt.jpeg"] = "corrupt JPEG";
     testing::write_file(normal / "text.jpeg", "this is a text file, not an image\n");
-    bad["train/NORMAL/text.jpeg"] = "not a decodable image";
+    bad["train/NORMAL/text.jpeg"] = "unsupported image format";
     std::string noise(3000, '\0');
     cv::RNG(4).fill(cv::Mat(1, 3000, CV_8UC1, noise.data()), cv::RNG::UNIFORM, 0, 256);
     testing::write_file(pneumonia / "random-bytes.png", noise);
-    bad["train/PNEUMONIA/random-bytes.png"] = "not a decodable image";
+    bad["train/PNEUMONIA/random-bytes.png"] = "unsupported image format";
     // A PNG whose compressed pixels are damaged: libpng's chunk checksum catches it.
     write_image(pneumonia / "png-source.png", noisy_image(80, 80, 6));
     std::string png = testing::read_file(pneumonia / "png-source.png");
@@ -132,6 +133,18 @@ struct Corpus {
     huge.replace(16, 8, size_bytes, 8);
     testing::write_file(pneumonia / "claims-20000x20000.png", huge);
     bad["train/PNEUMONIA/claims-20000x20000.png"] = "20000 x 20000";
+    // ... one that claims 2^32 - 1 pixels a side (their product overflows 64 bits) ...
+    const char widest[8] = {'\xFF', '\xFF', '\xFF', '\xFF', '\xFF', '\xFF', '\xFF', '\xFF'};
+    huge.replace(16, 8, widest, 8);
+    testing::write_file(pneumonia / "claims-widest.png", huge);
+    bad["train/PNEUMONIA/claims-widest.png"] = "4294967295 x 4294967295";
+    // ... and a 38-byte TIFF whose first image claims 12000 x 12000 (144 megapixels).
+    const std::string tiff("II*\0\x08\0\0\0\x02\0"                  // header, 2 entries
+                           "\x00\x01\x04\0\x01\0\0\0\xE0\x2E\0\0"  // ImageWidth LONG 12000
+                           "\x01\x01\x04\0\x01\0\0\0\xE0\x2E\0\0"  // ImageLength LONG 12000
+                           "\0\0\0\0", 38);
+    testing::write_file(normal / "claims-12000x12000.tif", tiff);
+    bad["train/NORMAL/claims-12000x12000.tif"] = "12000 x 12000";
     // Names that are no image file at all: a broken link, a loop of links, a FIFO.
     fs::create_symlink(tree / "nowhere.jpeg", normal / "broken-link.jpeg");
     bad["train/NORMAL/broken-link.jpeg"] = "broken link";
@@ -366,6 +379,28 @@ TEST(BadImages, PrepareIntoAReadOnlyFolderStops) {
       corpus.scratch.file("tree-caches"));
   ::chmod(locked.c_str(), 0700);
   EXPECT_TRUE(stopped_with(run, 1, {locked}));
+}
+
+// A TIFF's pixel size is read from its first image directory, in either byte order (OpenCV's
+// own TIFF, and a big-endian one with SHORT sizes), so the megapixel limit covers TIFF too.
+TEST(ImageHeaders, ATiffsSizeIsReadInEitherByteOrder) {
+  std::vector<uint8_t> encoded;
+  ASSERT_TRUE(cv::imencode(".tiff", cv::Mat(30, 40, CV_8UC1, cv::Scalar(7)), encoded));
+  data_internal::ImageHeader header;
+  ASSERT_TRUE(data_internal::read_image_header(encoded, header));
+  EXPECT_EQ(header.format, "TIFF");
+  EXPECT_EQ(header.width, 40);
+  EXPECT_EQ(header.height, 30);
+  const std::string big("MM\0*\0\0\0\x08\0\x02"
+                        "\x01\x00\x00\x03\x00\x00\x00\x01\x00\x28\x00\x00"  // width SHORT 40
+                        "\x01\x01\x00\x03\x00\x00\x00\x01\x00\x1E\x00\x00"  // height SHORT 30
+                        "\0\0\0\0", 38);
+  ASSERT_TRUE(data_internal::read_image_header(std::vector<uint8_t>(big.begin(), big.end()), header));
+  EXPECT_EQ(header.width, 40);
+  EXPECT_EQ(header.height, 30);
+  // A directory that runs past the end of the file says nothing.
+  EXPECT_FALSE(data_internal::read_image_header(
+      std::vector<uint8_t>(big.begin(), big.begin() + 20), header));
 }
 
 }  // namespace

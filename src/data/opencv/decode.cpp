@@ -18,17 +18,20 @@ std::string decode_square_gray(const std::vector<uint8_t>& encoded, int size, ui
     return detail::concat("file of ", encoded.size(), " bytes is larger than the ",
                           kMaxImageFileBytes, "-byte limit");
   // The pixel size comes from the header, so a huge image (or a small file that claims to be
-  // one) is refused before OpenCV allocates anything for it.
+  // one) is refused before OpenCV allocates anything for it; content whose header is none of the
+  // formats read here is not handed to OpenCV unchecked.
   ImageHeader header;
-  if (read_image_header(encoded, header)) {
-    if (header.width <= 0 || header.height <= 0)
-      return detail::concat(header.format, " header says the image is ", header.width, " x ",
-                            header.height, " pixels");
-    if (header.width * header.height > kMaxImagePixels)
-      return detail::concat("image of ", header.width, " x ", header.height,
-                            " pixels is larger than the limit of ", kMaxImagePixels / 1000000,
-                            " megapixels");
-  }
+  if (!read_image_header(encoded, header))
+    return "unsupported image format (its content is none of PNG, JPEG, BMP and TIFF, or its "
+           "header is cut short)";
+  if (header.width <= 0 || header.height <= 0)
+    return detail::concat(header.format, " header says the image is ", header.width, " x ",
+                          header.height, " pixels");
+  // Compared by division: a PNG may claim 2^32 - 1 pixels a side, whose product overflows.
+  if (header.width > kMaxImagePixels / header.height)
+    return detail::concat("image of ", header.width, " x ", header.height,
+                          " pixels is larger than the limit of ", kMaxImagePixels / 1000000,
+                          " megapixels");
   if (std::string why = check_jpeg(encoded); !why.empty()) return why;
   cv::Mat gray;
   try {
