@@ -175,15 +175,54 @@ bool is_same_or_inside(const fs::path& inner, const fs::path& outer) {
   return true;
 }
 
+namespace {
+
+// The names prepare writes into a cache: meta.json and three files per split.
+bool is_cache_file_name(const std::string& name) {
+  if (name == "meta.json") return true;
+  for (const char* split : kSplitNames)
+    for (const char* suffix : {"_images.npy", "_labels.npy", "_files.txt"})
+      if (name == std::string(split) + suffix) return true;
+  return false;
+}
+
+// "" when `dir` is a cache that prepare wrote, else why not. A meta.json alone proves nothing (a
+// project folder may hold one), and replacing a folder deletes all it holds, so the folder must
+// hold the cache's own files only and its meta.json must say it is one.
+std::string why_not_a_cache(const fs::path& dir) {
+  std::error_code ec;
+  if (!fs::is_regular_file(dir / "meta.json", ec)) return "no meta.json";
+  try {
+    const nlohmann::json meta = read_meta(dir);
+    if (!meta.is_object() || meta.value("format", std::string()) != "pneumo-cache" ||
+        !meta.contains("splits") || !meta["splits"].is_object())
+      return "its meta.json is not a pneumo cache's";
+  } catch (const std::exception&) {
+    return "its meta.json is not a pneumo cache's";
+  }
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (!is_cache_file_name(name) || !it->is_regular_file(ec))
+      return "it holds " + name + ", which no cache holds";
+  }
+  if (ec) return "it cannot be listed: " + ec.message();
+  return "";
+}
+
+}  // namespace
+
 void check_replaceable_output(const fs::path& dir, const char* what) {
   std::error_code ec;
   if (!fs::exists(dir, ec)) return;
   if (!fs::is_directory(dir, ec))
     throw Error(std::string(what) + " " + dir.string() + " exists and is not a directory");
-  if (fs::is_empty(dir, ec) || is_cache_dir(dir.string())) return;
+  if (fs::is_empty(dir, ec)) return;
+  const std::string why = why_not_a_cache(dir);
+  if (why.empty()) return;
   throw Error(std::string(what) + " " + dir.string() +
-              " is a non-empty directory that is not a pneumo cache (no meta.json); refusing to "
-              "replace it: choose a new or empty directory");
+              " is a non-empty directory that is not a pneumo cache (" + why +
+              "); refusing to replace it, which would delete what it holds: choose a new or "
+              "empty directory");
 }
 
 fs::path make_temp_dir_beside(const fs::path& final_dir) {

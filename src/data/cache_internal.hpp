@@ -49,7 +49,9 @@ std::filesystem::path resolved(const std::string& path);
 // Is `inner` equal to `outer` or below it (both resolved)?
 bool is_same_or_inside(const std::filesystem::path& inner, const std::filesystem::path& outer);
 
-// Throws unless `dir` is absent, an empty directory, or a pneumo cache (which may be replaced).
+// Throws unless `dir` is absent, an empty directory, or a pneumo cache (which may be replaced):
+// a meta.json of format "pneumo-cache" and nothing but the files prepare writes (replacing a
+// folder deletes what it holds, so a stray meta.json is not enough).
 void check_replaceable_output(const std::filesystem::path& dir, const char* what);
 
 // A fresh hidden directory beside `final_dir` ("<parent>/.<name>.tmp-<pid>-<n>").

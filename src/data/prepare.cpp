@@ -93,6 +93,10 @@ PrepareReport prepare_cache(const PrepareOptions& options) {
   if (data_internal::is_same_or_inside(out_dir, data_dir))
     throw Error("prepare: the output " + out_dir.string() + " lies inside the data directory " +
                 data_dir.string() + "; nothing may be written there: choose another --out");
+  // Replacing the output deletes what it holds: the images themselves, were they inside it.
+  if (data_internal::is_same_or_inside(data_dir, out_dir))
+    throw Error("prepare: the data directory " + data_dir.string() + " lies inside the output " +
+                out_dir.string() + ", which a cache would replace: choose an --out outside it");
   data_internal::check_replaceable_output(out_dir, "prepare: the output");
   // A cache already there is replaced (it can be prepared again); what it held is said.
   std::string replaced;

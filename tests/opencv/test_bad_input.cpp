@@ -364,6 +364,17 @@ TEST(BadImages, PrepareStopsOnMissingEmptyOrHalfMadeTreesAndUnwritableOutputs) {
   write_image(good + "/train/PNEUMONIA/person1_virus_1.png", tagged_image(30, 30, 3));
   EXPECT_TRUE(stopped_with(prepare(good, file + "/cache"), 1, {file}));
   EXPECT_EQ(testing::read_file(file), "a file");
+
+  // A folder with a meta.json of its own is no cache: never replaced (which would delete it).
+  const std::string project = dir.file("project");
+  testing::write_file(project + "/meta.json", "{\"name\": \"my project\"}");
+  testing::write_file(project + "/src/a.c", "code");
+  EXPECT_TRUE(stopped_with(prepare(good, project), 1, {project, "not a pneumo cache"}));
+  EXPECT_EQ(testing::read_file(project + "/src/a.c"), "code");
+  // Nor an output that holds the data.
+  fs::copy(good, project + "/tree", fs::copy_options::recursive);
+  EXPECT_TRUE(stopped_with(prepare(project + "/tree", project), 1, {project, "lies inside the output"}));
+  EXPECT_TRUE(fs::exists(project + "/tree/train/NORMAL/IM-0001-0001.png"));
 }
 
 TEST(BadImages, PrepareIntoAReadOnlyFolderStops) {

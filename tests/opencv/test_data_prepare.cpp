@@ -143,16 +143,56 @@ TEST(PrepareCache, RefusesToWriteIntoTheDataOrOverOtherFiles) {
   fs::create_directories(outside / "empty");
   prepare_cache(options_for(tree, outside / "empty", nullptr));
   EXPECT_TRUE(is_cache_dir((outside / "empty").string()));
-  testing::write_file(outside / "empty" / "stale.txt", "old");
+  testing::write_file(outside / "empty" / "val_files.txt", "old\n");  // a split the tree lacks
   std::ostringstream log;
   prepare_cache(options_for(tree, outside / "empty", &log));
-  EXPECT_FALSE(fs::exists(outside / "empty" / "stale.txt"));
+  EXPECT_FALSE(fs::exists(outside / "empty" / "val_files.txt"));
   EXPECT_NE(log.str().find("prepare: replaced a cache of "), std::string::npos) << log.str();
   EXPECT_EQ(load_cache((outside / "empty").string()).split("train").count(), 7);
+
+  // A cache holding a file no cache holds is no longer only a cache: refused, the file kept.
+  testing::write_file(outside / "empty" / "notes.txt", "mine");
+  EXPECT_THROW(prepare_cache(options_for(tree, outside / "empty", nullptr)), Error);
+  EXPECT_EQ(testing::read_file(outside / "empty" / "notes.txt"), "mine");
 
   PrepareOptions no_tree = options_for(tree, outside / "c2", nullptr);
   no_tree.data_dir = (outside / "busy").string();
   EXPECT_THROW(prepare_cache(no_tree), Error);
+}
+
+// Replacing a folder deletes what it holds, so a meta.json of its own does not make a folder a
+// cache, and an output holding the data is never replaced.
+TEST(PrepareCache, NeverReplacesAFolderThatIsNoCacheOrThatHoldsTheData) {
+  Tree tree;
+  ScratchDir outside;
+  const fs::path project = outside / "project";
+  testing::write_file(project / "meta.json", "{\"name\": \"my project\"}");
+  testing::write_file(project / "notes.txt", "precious");
+  const auto project_before = snapshot(project);
+  auto expect_refused = [](const PrepareOptions& options, const std::string& part) {
+    try {
+      prepare_cache(options);
+      ADD_FAILURE() << "prepared into " << options.out_dir;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(part), std::string::npos) << e.what();
+    }
+  };
+  expect_refused(options_for(tree, project, nullptr), "not a pneumo cache");
+  EXPECT_EQ(snapshot(project), project_before);
+  // A meta.json of a cache's format, but beside files no cache holds.
+  testing::write_file(project / "meta.json", "{\"format\": \"pneumo-cache\", \"splits\": {}}");
+  expect_refused(options_for(tree, project, nullptr), "notes.txt");
+  EXPECT_EQ(testing::read_file(project / "notes.txt"), "precious");
+
+  // The data inside the output (a cache-like folder holding the tree): refused, the tree kept.
+  const fs::path holder = outside / "holder";
+  testing::write_file(holder / "meta.json", "{\"format\": \"pneumo-cache\", \"splits\": {}}");
+  fs::copy(tree.dir.path(), holder / "tree", fs::copy_options::recursive);
+  const auto holder_before = snapshot(holder);
+  PrepareOptions inside = options_for(tree, holder, nullptr);
+  inside.data_dir = (holder / "tree").string();
+  expect_refused(inside, "lies inside the output");
+  EXPECT_EQ(snapshot(holder), holder_before);
 }
 
 TEST(LoadCache, RefusesInconsistentCaches) {
