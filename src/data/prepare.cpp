@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "cache_internal.hpp"
+#include "core/json_text.hpp"
 #include "pneumo/data.hpp"
 #include "pneumo/error.hpp"
 #include "pneumo/npy.hpp"
@@ -249,7 +250,7 @@ PrepareReport prepare_cache(const PrepareOptions& options) {
   meta["command"] = options.command;
   meta["created"] = utc_now();
   meta["citation"] = kDatasetCitation;
-  write_text(temp / "meta.json", meta.dump(2) + "\n");
+  write_text(temp / "meta.json", json_text(meta, 2) + "\n");
 
   data_internal::install_directory(temp, out_dir);
   guard.release();

@@ -9,6 +9,7 @@
 #include <set>
 
 #include "core/checksum.hpp"
+#include "core/json_text.hpp"
 #include "pneumo/error.hpp"
 #include "pneumo/safetensors.hpp"
 
@@ -176,7 +177,7 @@ std::map<std::string, std::string> encode_metadata(const CheckpointMetadata& m,
   out["learning_rate"] = json(m.learning_rate).dump();
   out["optimizer"] = m.optimizer;
   out["callback_state"] = m.callback_state.dump();
-  out["config"] = m.config.dump();
+  out["config"] = json_text(m.config);  // it holds paths: any bytes
   return out;
 }
 

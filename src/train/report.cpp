@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "core/atomic_file.hpp"
+#include "core/json_text.hpp"
 #include "pneumo/error.hpp"
 
 namespace pneumo {
@@ -266,7 +267,7 @@ std::string report_markdown(const ReportInputs& inputs, bool has_loss_chart,
           "otherwise), applied unchanged to test.\n\n";
   if (has_roc_chart) md << "![ROC curves](roc.svg)\n\n";
   if (!inputs.config.is_null() && !inputs.config.empty())
-    md << "## Configuration\n\n```json\n" << inputs.config.dump(2) << "\n```\n\n";
+    md << "## Configuration\n\n```json\n" << json_text(inputs.config, 2) << "\n```\n\n";
   if (!inputs.notes.empty()) md << "## Notes\n\n" << inputs.notes << "\n";
   return md.str();
 }

@@ -10,6 +10,7 @@
 #include <chrono>
 #include <filesystem>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <opencv2/core.hpp>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
@@ -375,6 +376,43 @@ TEST(BadImages, PrepareStopsOnMissingEmptyOrHalfMadeTreesAndUnwritableOutputs) {
   fs::copy(good, project + "/tree", fs::copy_options::recursive);
   EXPECT_TRUE(stopped_with(prepare(project + "/tree", project), 1, {project, "lies inside the output"}));
   EXPECT_TRUE(fs::exists(project + "/tree/train/NORMAL/IM-0001-0001.png"));
+}
+
+// Linux names are bytes: a Latin-1 name (not UTF-8) must not stop prepare, train or eda when it
+// goes into meta.json, config.json or a report. It is written there with U+FFFD in place of each
+// bad byte, and named byte for byte in the warning.
+TEST(BadImages, NamesThatAreNotUtf8NeverStopARun) {
+  testing::TempDir dir;
+  const std::string cache_root = dir.file("tree-caches");
+  const std::string data = dir.file("d\xe9ta");
+  fs::copy(PNEUMO_SOURCE_DIR "/data/sample", data, fs::copy_options::recursive);
+  testing::write_file(data + "/train/NORMAL/caf\xe9.jpeg", "garbage, no JPEG");
+  const std::string cafe = "train/NORMAL/caf\xe9.jpeg";
+
+  const std::string cache = dir.file("cache");
+  testing::PneumoRun run = testing::run_pneumo(
+      "prepare --size 24 --threads 1 --data " + shell_quoted(data) + " --out " + shell_quoted(cache),
+      cache_root);
+  EXPECT_TRUE(stopped_with(run, 0, {"warning: skipped " + cafe + ": "}));
+  const auto meta = nlohmann::json::parse(testing::read_file(cache + "/meta.json"));
+  ASSERT_EQ(meta["skipped"].size(), 1u);
+  EXPECT_EQ(meta["skipped"][0]["file"], "train/NORMAL/caf\xef\xbf\xbd.jpeg");  // U+FFFD
+  EXPECT_NE(meta["source"]["path"].get<std::string>().find("d\xef\xbf\xbdta"), std::string::npos);
+
+  const std::string run_dir = dir.file("run \xe9");
+  run = testing::run_pneumo("train --size 24 --epochs 1 --batch 32 --device cpu --threads 1 --data " +
+                                shell_quoted(data) + " --out " + shell_quoted(run_dir),
+                            cache_root, 300);
+  EXPECT_TRUE(stopped_with(run, 0, {"warning: skipped " + cafe + ": "}));
+  const auto config = nlohmann::json::parse(testing::read_file(run_dir + "/config.json"));
+  EXPECT_NE(config["data"].get<std::string>().find("d\xef\xbf\xbdta"), std::string::npos);
+  EXPECT_TRUE(fs::exists(run_dir + "/model.safetensors"));
+
+  run = testing::run_pneumo("eda --data " + shell_quoted(data) + " --out " +
+                                shell_quoted(dir.file("eda")),
+                            cache_root);
+  EXPECT_TRUE(stopped_with(run, 0, {}));
+  EXPECT_NO_THROW(nlohmann::json::parse(testing::read_file(dir.file("eda") + "/counts.json")));
 }
 
 TEST(BadImages, PrepareIntoAReadOnlyFolderStops) {

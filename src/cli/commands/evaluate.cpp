@@ -16,6 +16,7 @@
 #include "cli/commands/flag_text.hpp"
 #include "cli/commands/guards.hpp"
 #include "core/atomic_file.hpp"
+#include "core/json_text.hpp"
 #include "pneumo/backend.hpp"
 #include "pneumo/checkpoint.hpp"
 #include "pneumo/data.hpp"
@@ -314,7 +315,7 @@ int run_evaluate(const EvaluateOptions& options) {
     out["data"] = dataset.cache_dir;
     if (stress) out["stress"] = to_json(*stress);
     // Whole or not at all: a script reading it (scripts/experiments.py) never meets half a file.
-    write_file_atomically(options.json, out.dump(2) + "\n");
+    write_file_atomically(options.json, json_text(out, 2) + "\n");
   }
   return 0;
 }

@@ -31,6 +31,7 @@
 #include "cli/commands/guards.hpp"
 #include "core/atomic_file.hpp"
 #include "core/checksum.hpp"
+#include "core/json_text.hpp"
 #include "core/ordered_worker.hpp"
 #include "pneumo/backend.hpp"
 #include "pneumo/callbacks.hpp"
@@ -289,7 +290,9 @@ class TrainingRun {
 void write_config(const std::string& run_dir, const TrainOptions& options) {
   nlohmann::json resolved = to_json(options);
   resolved["out"] = run_dir;
-  write_file_atomically((fs::path(run_dir) / "config.json").string(), resolved.dump(2) + "\n");
+  // Whole or not at all: a resumed run's config.json is never left truncated.
+  write_file_atomically((fs::path(run_dir) / "config.json").string(),
+                        json_text(resolved, 2) + "\n");
 }
 
 // Checks the flags, makes the run folder and writes config.json (rank 0; the other ranks learn

@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "../cache_internal.hpp"
+#include "core/json_text.hpp"
 #include "pneumo/augment.hpp"
 #include "pneumo/data.hpp"
 #include "pneumo/error.hpp"
@@ -104,7 +105,7 @@ EdaReport run_eda(const EdaOptions& options) {
   {
     const fs::path path = out / "counts.json";
     std::ofstream file(path);
-    file << nlohmann::json{{"source", dataset.cache_dir}, {"size", size}, {"splits", counts}}.dump(2)
+    file << json_text({{"source", dataset.cache_dir}, {"size", size}, {"splits", counts}}, 2)
          << "\n";
     if (!file) throw Error("cannot write " + path.string());
     report.files_written.push_back(path.string());
