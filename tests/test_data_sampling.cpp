@@ -200,6 +200,28 @@ TEST(MakeTrainVal, CarvedAndOfficial) {
   EXPECT_EQ(official.val.images, val.images);
 }
 
+// A fraction that carves nothing, or carves away a class, is the flag's fault: bad usage (exit 2)
+// naming --val-split and the counts, not an internal check once training starts.
+TEST(MakeTrainVal, AFractionThatEmptiesValidationOrATrainingClassIsBadUsage) {
+  const FileList list = synthetic_list(20, 30);
+  Dataset dataset;
+  dataset.cache_dir = "/nowhere";
+  dataset.size = 3;
+  dataset.splits.push_back(tiny_train_split(list, 3));
+  auto expect_usage_error = [&](const std::string& fraction, const std::string& part) {
+    try {
+      make_train_val(dataset, cli::parse_val_split(fraction, 3));
+      ADD_FAILURE() << "--val-split " << fraction << " accepted";
+    } catch (const UsageError& e) {
+      EXPECT_NE(std::string(e.what()).find("--val-split " + fraction), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find(part), std::string::npos) << e.what();
+    }
+  };
+  expect_usage_error("0.001", "carves no validation image (train ");
+  expect_usage_error("0.001", "50 patients");
+  expect_usage_error("0.99", "leaves no NORMAL image to train on");
+}
+
 std::vector<uint8_t> labels_with(int normal, int pneumonia) {
   std::vector<uint8_t> labels(static_cast<size_t>(normal), 0);
   labels.resize(static_cast<size_t>(normal + pneumonia), 1);

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <map>
 #include <numeric>
+#include <set>
 #include <sstream>
 
 #include "pneumo/error.hpp"
@@ -145,6 +146,31 @@ Split subset(const Split& split, const std::vector<int32_t>& indices, const std:
   return out;
 }
 
+namespace {
+
+// A fraction that carves no validation image, or carves away a whole class the training images
+// held, is the flag's fault, not the data's: bad usage (exit 2) naming --val-split and the counts,
+// instead of an internal check once training starts.
+void check_carve(const Split& train, const TrainValSplits& carved, double fraction) {
+  const auto all = train.class_counts(), tc = carved.train.class_counts(),
+             vc = carved.val.class_counts();
+  std::set<std::string> patients;
+  for (const std::string& file : train.files) patients.insert(patient_id(file));
+  const std::string counts =
+      detail::concat("train ", tc[0], " NORMAL + ", tc[1], " PNEUMONIA, val ", vc[0],
+                     " NORMAL + ", vc[1], " PNEUMONIA, from ", train.count(), " images of ",
+                     patients.size(), " patients");
+  if (carved.val.count() == 0)
+    throw UsageError(detail::concat("--val-split ", fraction, " carves no validation image (",
+                                    counts, "): use a larger fraction"));
+  for (int c = 0; c < kClassCount; ++c)
+    if (all[static_cast<size_t>(c)] > 0 && tc[static_cast<size_t>(c)] == 0)
+      throw UsageError(detail::concat("--val-split ", fraction, " leaves no ", kClassNames[c],
+                                      " image to train on (", counts, "): use a smaller fraction"));
+}
+
+}  // namespace
+
 TrainValSplits make_train_val(const Dataset& dataset, const ValidationOptions& options) {
   const Split& train = dataset.split("train");
   TrainValSplits result;
@@ -169,6 +195,7 @@ TrainValSplits make_train_val(const Dataset& dataset, const ValidationOptions& o
         carve_validation(train.labels, train.files, options.fraction, options.seed);
     result.train = subset(train, carved.train, "train");
     result.val = subset(train, carved.val, "val-carved");
+    check_carve(train, result, options.fraction);
     text << "val carved from train: " << options.fraction * 100.0 << "% grouped by patient, seed "
          << options.seed;
   }

@@ -258,6 +258,19 @@ TEST(Cli, BadFlagsAndInputsAreRefusedWithAMessage) {
   }
 }
 
+// A --val-split too small to carve one image is bad usage (exit 2), said before training.
+TEST(Cli, AValSplitThatCarvesNoValidationImageIsBadUsage) {
+  testing::TempDir dir;
+  auto result = pneumo_command("train --data " + kSample + " --size 32 --epochs 1 --val-split 0.001" +
+                                   kCommon + "--out " + dir.file("run"),
+                               dir.file("cache"));
+  EXPECT_EQ(result.status, 2) << result.output;
+  EXPECT_NE(result.output.find("--val-split 0.001 carves no validation image"), std::string::npos)
+      << result.output;
+  EXPECT_EQ(result.output.find("internal error"), std::string::npos) << result.output;
+  EXPECT_FALSE(fs::exists(dir.file("run") + "/model.safetensors"));
+}
+
 // A run that fails before training (here: a cache of another size) leaves only config.json; the
 // same --out then takes the corrected run. A folder with a checkpoint in it is still refused.
 TEST(Cli, ARunThatFailedBeforeTrainingLeavesItsFolderReusable) {
