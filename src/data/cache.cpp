@@ -456,6 +456,31 @@ std::string default_cache_dir_for(const std::string& tree, int size,
   return (fs::path(root) / ("tree-" + key + "-" + std::to_string(size))).string();
 }
 
+namespace {
+
+// Where the cache root came from, for a message telling how to move it.
+std::string cache_root_origin(const std::string& given_root) {
+  if (!given_root.empty()) return "the cache root " + given_root;
+  if (const char* dir = std::getenv("PNEUMO_CACHE_DIR"); dir && *dir)
+    return std::string("PNEUMO_CACHE_DIR=") + dir;
+  if (const char* xdg = std::getenv("XDG_CACHE_HOME"); xdg && xdg[0] == '/')
+    return std::string("XDG_CACHE_HOME=") + xdg;
+  return "the default cache folder under HOME";
+}
+
+// Nothing is written into an image tree: a cache root inside it is refused before any folder is
+// made there, naming the setting that put it there.
+void check_cache_outside_tree(const std::string& cache, const std::string& tree,
+                              const std::string& given_root) {
+  if (!is_same_or_inside(resolved(cache), resolved(tree))) return;
+  throw Error("the cache of the image tree " + tree + " would go to " + cache + " (from " +
+              cache_root_origin(given_root) + "), inside the tree; nothing may be written "
+              "there: set PNEUMO_CACHE_DIR to a folder outside the tree, or run `pneumo prepare "
+              "--data " + tree + " --out CACHE` with CACHE outside it and pass the cache as --data");
+}
+
+}  // namespace
+
 Dataset open_dataset(const std::string& path, const OpenDatasetOptions& options) {
   if (is_cache_dir(path)) {
     Dataset dataset = load_cache(path);
@@ -473,6 +498,7 @@ Dataset open_dataset(const std::string& path, const OpenDatasetOptions& options)
 
   const int size = options.size != 0 ? options.size : kDefaultImageSize;
   const std::string cache = default_cache_dir_for(path, size, options.cache_root);
+  check_cache_outside_tree(cache, path, options.cache_root);
   const std::string hash = image_tree_hash(path);
   if (is_cache_dir(cache)) {
     bool fresh = false;

@@ -415,6 +415,22 @@ TEST(BadImages, NamesThatAreNotUtf8NeverStopARun) {
   EXPECT_NO_THROW(nlohmann::json::parse(testing::read_file(dir.file("eda") + "/counts.json")));
 }
 
+// PNEUMO_CACHE_DIR inside the image tree: refused before any folder is made in the tree, naming
+// the variable (the user never gave an --out to change).
+TEST(BadImages, ACacheDirInsideTheTreeStopsTheRunNamingTheVariable) {
+  testing::TempDir dir;
+  const std::string tree = dir.file("tree");
+  write_image(tree + "/train/NORMAL/IM-0001-0001.png", tagged_image(30, 30, 1));
+  write_image(tree + "/train/PNEUMONIA/person1_virus_1.png", tagged_image(30, 30, 3));
+  const testing::PneumoRun run = testing::run_pneumo(
+      "train --size 24 --epochs 1 --device cpu --threads 1 --data " + shell_quoted(tree) +
+          " --out " + shell_quoted(dir.file("run")),
+      tree + "/.cache");
+  EXPECT_TRUE(stopped_with(run, 1, {"PNEUMO_CACHE_DIR=" + tree + "/.cache", "inside the tree"}));
+  EXPECT_EQ(run.output.find("choose another --out"), std::string::npos) << run.output;
+  EXPECT_FALSE(fs::exists(tree + "/.cache"));
+}
+
 TEST(BadImages, PrepareIntoAReadOnlyFolderStops) {
   // Permission bits do not stop root; the file-as-folder case above covers root too.
   if (::geteuid() == 0) GTEST_SKIP() << "running as root: a read-only folder is writable to root";

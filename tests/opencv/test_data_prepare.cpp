@@ -289,6 +289,23 @@ TEST(OpenDataset, PreparesATreeOnceAndReusesItWhileUnchanged) {
   EXPECT_THROW(open_dataset(cache_root.str() + "/nothing-here"), Error);
 }
 
+// Nothing is written into an image tree: a cache root inside it is refused before any folder is
+// made there, and the message says how to move it.
+TEST(OpenDataset, ACacheRootInsideTheTreeIsRefusedBeforeAnythingIsMade) {
+  Tree tree;
+  OpenDatasetOptions options;
+  options.size = 24;
+  options.cache_root = (tree.dir / ".cache").string();
+  try {
+    open_dataset(tree.dir.str(), options);
+    ADD_FAILURE() << "a cache was made inside the tree";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("inside the tree"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("PNEUMO_CACHE_DIR"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(fs::exists(tree.dir / ".cache"));
+}
+
 TEST(OpenDataset, TheSampleTreeHasItsDocumentedCounts) {
   const std::string sample = testing::sample_dataset_dir();
   if (sample.empty()) GTEST_SKIP() << "data/sample absent";
