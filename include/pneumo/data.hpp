@@ -154,8 +154,11 @@ std::string default_cache_dir_for(const std::string& tree, int size,
 // image). Without OpenCV it throws.
 std::string decode_image_file(const std::string& path, int size, uint8_t* out);
 // The image files named in `inputs`, and those found under the folders among them (recursively,
-// sorted). A missing input throws, naming it, and so do inputs that hold no image file.
-std::vector<std::string> list_images(const std::vector<std::string>& inputs);
+// following links to folders, each real folder once; sorted). A missing input throws, naming it,
+// and so do inputs that hold no image file. A subfolder that cannot be listed (no permission) is
+// added to `unreadable_folders` with the reason, for the caller to warn about and count as skipped.
+std::vector<std::string> list_images(const std::vector<std::string>& inputs,
+                                     std::vector<SkippedFile>* unreadable_folders = nullptr);
 
 // ---- Exploratory report (`pneumo eda`) ------------------------------------------------------
 struct EdaOptions {

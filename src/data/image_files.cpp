@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <set>
 
 #include "data/cache_internal.hpp"
 #include "pneumo/data.hpp"
@@ -13,21 +14,49 @@ namespace fs = std::filesystem;
 
 namespace pneumo {
 
-std::vector<std::string> list_images(const std::vector<std::string>& inputs) {
+namespace {
+
+// Image files under `dir`, recursively and sorted, following links to folders (each real folder
+// once, so a loop of links ends). A folder that cannot be listed is added to `unreadable` with the
+// reason, never dropped without a word; `dir` itself unreadable throws.
+void walk_folder(const fs::path& dir, bool top, std::set<fs::path>& seen,
+                 std::vector<std::string>& found, std::vector<SkippedFile>& unreadable) {
+  std::error_code error;
+  const fs::path real = fs::canonical(dir, error);
+  if (!error && !seen.insert(real).second) return;  // reached again through a link
+  std::vector<fs::directory_entry> entries;
+  if (!error)
+    for (fs::directory_iterator it(dir, error), end; !error && it != end; it.increment(error))
+      entries.push_back(*it);
+  if (error) {
+    if (top) throw Error("cannot list folder '" + dir.string() + "': " + error.message());
+    unreadable.push_back({dir.string(), "cannot list the folder: " + error.message()});
+    return;
+  }
+  std::sort(entries.begin(), entries.end());
+  for (const fs::directory_entry& entry : entries) {
+    std::error_code status;
+    if (entry.is_directory(status))  // a link to a folder included
+      walk_folder(entry.path(), false, seen, found, unreadable);
+    // Every other name with an image extension: a broken link or a FIFO is then skipped by the
+    // decoder with its reason, as an unreadable image is, not left out unsaid.
+    else if (data_internal::has_image_extension(entry.path().string()))
+      found.push_back(entry.path().string());
+  }
+}
+
+}  // namespace
+
+std::vector<std::string> list_images(const std::vector<std::string>& inputs,
+                                     std::vector<SkippedFile>* unreadable_folders) {
   std::vector<std::string> files;
+  std::vector<SkippedFile> unreadable;
   for (const auto& input : inputs) {
     std::error_code error;
     if (fs::is_directory(input, error)) {
       std::vector<std::string> found;
-      for (auto it = fs::recursive_directory_iterator(
-               input, fs::directory_options::skip_permission_denied, error);
-           !error && it != fs::recursive_directory_iterator(); it.increment(error))
-        // Every name with an image extension but folders: a broken link or a FIFO is then
-        // skipped by the decoder with its reason, as an unreadable image is, not left out unsaid.
-        if (std::error_code status; data_internal::has_image_extension(it->path().string()) &&
-                                    !it->is_directory(status))
-          found.push_back(it->path().string());
-      if (error) throw Error("cannot list folder '" + input + "': " + error.message());
+      std::set<fs::path> seen;
+      walk_folder(input, true, seen, found, unreadable);
       std::sort(found.begin(), found.end());
       files.insert(files.end(), found.begin(), found.end());
     } else if (fs::exists(input, error)) {
@@ -41,8 +70,11 @@ std::vector<std::string> list_images(const std::vector<std::string>& inputs) {
   if (files.empty()) {
     std::string where;
     for (const auto& input : inputs) where += (where.empty() ? "'" : ", '") + input + "'";
+    for (const SkippedFile& folder : unreadable)
+      where += "; '" + folder.file + "' could not be read (" + folder.reason + ")";
     throw Error("no image file (.jpeg, .jpg, .png, .bmp, .tif, .tiff) in " + where);
   }
+  if (unreadable_folders) *unreadable_folders = std::move(unreadable);
   return files;
 }
 

@@ -5,9 +5,13 @@
 // docs/bad-input.md lists the decisions.
 #include <gtest/gtest.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <array>
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -429,6 +433,50 @@ TEST(BadImages, ACacheDirInsideTheTreeStopsTheRunNamingTheVariable) {
   EXPECT_TRUE(stopped_with(run, 1, {"PNEUMO_CACHE_DIR=" + tree + "/.cache", "inside the tree"}));
   EXPECT_EQ(run.output.find("choose another --out"), std::string::npos) << run.output;
   EXPECT_FALSE(fs::exists(tree + "/.cache"));
+}
+
+// predict and explain on a folder: a subfolder they cannot read is warned about and counted as
+// skipped (exit 3), and a link to a folder is followed, as a linked folder given directly is.
+// Permission bits do not stop root, so as root pneumo runs as the user nobody (setpriv).
+TEST(BadImages, PredictAndExplainWarnAboutSubfoldersTheyCannotRead) {
+  const bool root = ::geteuid() == 0;
+  if (root && ::system("setpriv --version > /dev/null 2>&1") != 0)
+    GTEST_SKIP() << "running as root without setpriv: a folder without permissions is readable";
+  testing::TempDir dir;
+  ::chmod(dir.path().c_str(), 0755);
+  const std::string in = dir.file("in");
+  write_image(in + "/a/one.png", tagged_image(30, 30, 1));
+  write_image(in + "/secret/two.png", tagged_image(30, 30, 2));
+  write_image(dir.file("other") + "/three.png", tagged_image(30, 30, 3));
+  fs::create_directory_symlink(dir.file("other"), in + "/linked");
+  const std::string model = dir.file("model.safetensors");
+  save_checkpoint(model, testing::untrained_checkpoint(kSize));
+  ::chmod((in + "/secret").c_str(), 0);
+  auto run_as_user = [&](const std::string& args) {
+    const std::string as = root ? "setpriv --reuid=65534 --regid=65534 --clear-groups " : "";
+    testing::PneumoRun run;
+    run.command = "pneumo " + args;
+    FILE* pipe = ::popen((as + shell_quoted(PNEUMO_BINARY) + " " + args + " 2>&1").c_str(), "r");
+    std::array<char, 4096> buffer{};
+    for (size_t n; pipe && (n = std::fread(buffer.data(), 1, buffer.size(), pipe)) > 0;)
+      run.output.append(buffer.data(), n);
+    const int raw = pipe ? ::pclose(pipe) : -1;
+    run.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : 128;
+    return run;
+  };
+  const testing::PneumoRun predicted =
+      run_as_user("predict --device cpu --model " + shell_quoted(model) + " " + shell_quoted(in));
+  ::chmod(dir.path().c_str(), 0777);  // explain --out, written as nobody
+  const testing::PneumoRun explained =
+      run_as_user("explain --device cpu --model " + shell_quoted(model) + " --out " +
+                  shell_quoted(dir.file("maps")) + " " + shell_quoted(in));
+  ::chmod((in + "/secret").c_str(), 0755);
+  for (const testing::PneumoRun& run : {predicted, explained}) {
+    EXPECT_TRUE(stopped_with(run, 3, {"warning: skipping the folder " + in + "/secret: "}));
+    EXPECT_EQ(run.output.find("two.png"), std::string::npos) << run.output;
+  }
+  EXPECT_NE(predicted.output.find(in + "/a/one.png"), std::string::npos) << predicted.output;
+  EXPECT_NE(predicted.output.find(in + "/linked/three.png"), std::string::npos) << predicted.output;
 }
 
 TEST(BadImages, PrepareIntoAReadOnlyFolderStops) {

@@ -338,10 +338,15 @@ int run_predict(const PredictOptions& options) {
   std::cerr << "model: " << ensemble.description() << "; PNEUMONIA when p > " << threshold << " ("
             << threshold_rule << ")\n";
 
-  std::vector<std::string> files = list_images(options.inputs);
+  // A subfolder that cannot be read is skipped as an unreadable image is: a warning, exit 3.
+  std::vector<SkippedFile> unreadable;
+  std::vector<std::string> files = list_images(options.inputs, &unreadable);
+  for (const SkippedFile& folder : unreadable)
+    std::cerr << "pneumo: warning: skipping the folder " << folder.file << ": " << folder.reason
+              << "\n";
   std::vector<uint8_t> pixels, labels;
   std::vector<std::string> kept;
-  int failures = 0;
+  int failures = static_cast<int>(unreadable.size());
   for (const auto& file : files) {
     std::vector<uint8_t> image(static_cast<size_t>(size) * size);
     std::string problem = decode_image_file(file, size, image.data());

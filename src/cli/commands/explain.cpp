@@ -48,10 +48,15 @@ int run_explain(const ExplainOptions& options) {
   require_new_or_empty_folder(options.out, "--out folder", "folder",
                               "its maps would mix with those of this run");
   const int size = config.input_size;
-  std::vector<std::string> files = list_images(options.inputs);
+  // A subfolder that cannot be read is skipped as an unreadable image is: a warning, exit 3.
+  std::vector<SkippedFile> unreadable;
+  std::vector<std::string> files = list_images(options.inputs, &unreadable);
+  for (const SkippedFile& folder : unreadable)
+    std::cerr << "pneumo: warning: skipping the folder " << folder.file << ": " << folder.reason
+              << "\n";
   std::vector<uint8_t> pixels;
   std::vector<std::string> kept;
-  int failures = 0;
+  int failures = static_cast<int>(unreadable.size());
   for (const auto& file : files) {
     std::vector<uint8_t> image(static_cast<size_t>(size) * size);
     const std::string problem = decode_image_file(file, size, image.data());
