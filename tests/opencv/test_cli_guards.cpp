@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "checkpoint_test_util.hpp"
 #include "cli_test_util.hpp"
 #include "pneumo/checkpoint.hpp"
 #include "temp_dir.hpp"
@@ -24,22 +25,10 @@ namespace {
 
 namespace fs = std::filesystem;
 using testing::pneumo_command;
+using testing::same_tensors;
 
 const std::string kSample = PNEUMO_SOURCE_DIR "/data/sample";
 const std::string kCommon = " --device cpu --threads 2 ";
-
-::testing::AssertionResult same_tensors(const std::string& a_path, const std::string& b_path) {
-  const CheckpointData a = load_checkpoint(a_path), b = load_checkpoint(b_path);
-  if (a.tensors.size() != b.tensors.size())
-    return ::testing::AssertionFailure() << a.tensors.size() << " vs " << b.tensors.size();
-  for (const auto& tensor : a.tensors) {
-    const NamedTensor* other = b.find(tensor.name);
-    if (!other) return ::testing::AssertionFailure() << tensor.name << " missing";
-    if (tensor.values != other->values)
-      return ::testing::AssertionFailure() << tensor.name << " differs";
-  }
-  return ::testing::AssertionSuccess();
-}
 
 // history.csv without its time columns (times differ between runs).
 // The value of `column` in epoch `epoch`'s row (0-based) of a run's history.csv.

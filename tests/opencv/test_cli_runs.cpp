@@ -17,6 +17,7 @@
 #include <string>
 
 #include "cli/commands/guards.hpp"
+#include "checkpoint_test_util.hpp"
 #include "cli_test_util.hpp"
 #include "pneumo/checkpoint.hpp"
 #include "temp_dir.hpp"
@@ -33,15 +34,9 @@ const std::string kCommon = " --size 32 --device cpu --threads 2 ";
 // checkpoint monitor (a strict improvement saves) epoch 1 stays the best one.
 const std::string kBestIsEpochOne = " --checkpoint-monitor val_accuracy --lr 0.01 ";
 
-// The model's tensors (not the optimizer's state, "optimizer.*") of two files have the same values.
-bool same_weights(const std::string& a_path, const std::string& b_path) {
-  const CheckpointData a = load_checkpoint(a_path), b = load_checkpoint(b_path);
-  for (const auto& tensor : a.tensors) {
-    if (tensor.name.rfind("optimizer.", 0) == 0) continue;
-    const NamedTensor* other = b.find(tensor.name);
-    if (!other || tensor.values != other->values) return false;
-  }
-  return true;
+// The model's tensors of two files (not the optimizer's state, "optimizer.*") are the same.
+::testing::AssertionResult same_weights(const std::string& a_path, const std::string& b_path) {
+  return testing::same_tensors(a_path, b_path, "optimizer.");
 }
 
 class CliRuns : public ::testing::Test {
