@@ -93,7 +93,18 @@ TEST(ImageTree, HashSeesAddedRemovedAndTouchedImagesOnly) {
   // Same bytes, new modification time.
   fs::last_write_time(tree / "train/NORMAL/a.jpeg",
                       fs::last_write_time(tree / "train/NORMAL/a.jpeg") + std::chrono::seconds(5));
-  EXPECT_NE(image_tree_hash(tree.str()), h2);
+  const std::string h3 = image_tree_hash(tree.str());
+  EXPECT_NE(h3, h2);
+  // Permissions changed, nothing else (a file skipped as unreadable, then made readable).
+  fs::permissions(tree / "train/NORMAL/a.jpeg", fs::perms::owner_write, fs::perm_options::remove);
+  const std::string h4 = image_tree_hash(tree.str());
+  EXPECT_NE(h4, h3);
+  // Rewritten with the same size, its old modification time put back (cp -p, rsync -t, touch -r).
+  const auto old_time = fs::last_write_time(tree / "train/PNEUMONIA/b.png");
+  fs::remove(tree / "train/PNEUMONIA/b.png");
+  testing::write_file(tree / "train/PNEUMONIA/b.png", "BB");
+  fs::last_write_time(tree / "train/PNEUMONIA/b.png", old_time);
+  EXPECT_NE(image_tree_hash(tree.str()), h4);
   ScratchDir empty;
   EXPECT_FALSE(is_image_tree(empty.str()));
   EXPECT_THROW(image_tree_hash(empty.str()), Error);

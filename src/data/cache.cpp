@@ -132,6 +132,9 @@ std::vector<TreeFile> list_image_tree(const std::string& data_dir,
         f.label = c;
         f.bytes = static_cast<uint64_t>(info.st_size);
         f.mtime_ns = static_cast<int64_t>(info.st_mtim.tv_sec) * 1000000000 + info.st_mtim.tv_nsec;
+        f.ctime_ns = static_cast<int64_t>(info.st_ctim.tv_sec) * 1000000000 + info.st_ctim.tv_nsec;
+        f.inode = static_cast<uint64_t>(info.st_ino);
+        f.device = static_cast<uint64_t>(info.st_dev);
         here.push_back(std::move(f));
       }
       if (ec) throw Error("cannot list " + dir.string() + ": " + ec.message());
@@ -152,8 +155,10 @@ std::string hash_tree(const std::vector<TreeFile>& files) {
   uint64_t hash = 0xcbf29ce484222325ull;
   for (const TreeFile& f : files) {
     hash = fnv1a64(f.relative, hash);
-    hash = fnv1a64(std::string(1, '\0') + std::to_string(f.bytes) + std::string(1, '\0') +
-                       std::to_string(f.mtime_ns) + "\n",
+    const std::string nul(1, '\0');
+    hash = fnv1a64(nul + std::to_string(f.bytes) + nul + std::to_string(f.mtime_ns) + nul +
+                       std::to_string(f.ctime_ns) + nul + std::to_string(f.device) + ":" +
+                       std::to_string(f.inode) + "\n",
                    hash);
   }
   return "fnv1a64:" + hex64(hash);
@@ -458,6 +463,27 @@ std::string default_cache_dir_for(const std::string& tree, int size,
 
 namespace {
 
+// A reused cache left out the files its prepare skipped: said again on every use, not only when
+// it was made (a file skipped as unreadable stays out until the tree changes).
+void log_skipped_files(const std::string& cache, std::ostream& log) {
+  nlohmann::json skipped;
+  try {
+    skipped = read_meta(cache).value("skipped", nlohmann::json::array());
+  } catch (const std::exception&) {
+    return;  // load_tree_cache reports an unreadable meta.json
+  }
+  if (!skipped.is_array() || skipped.empty()) return;
+  log << "data: the cache leaves out " << skipped.size() << " file"
+      << (skipped.size() == 1 ? "" : "s") << " its prepare skipped (listed under \"skipped\" in "
+      << (fs::path(cache) / "meta.json").string() << ")";
+  const size_t shown = std::min<size_t>(skipped.size(), 3);
+  for (size_t i = 0; i < shown; ++i)
+    if (skipped[i].is_object())
+      log << (i == 0 ? ": " : "; ") << skipped[i].value("file", std::string("?")) << " ("
+          << skipped[i].value("reason", std::string("?")) << ")";
+  log << (skipped.size() > shown ? "; ..." : "") << "\n";
+}
+
 // Where the cache root came from, for a message telling how to move it.
 std::string cache_root_origin(const std::string& given_root) {
   if (!given_root.empty()) return "the cache root " + given_root;
@@ -511,7 +537,10 @@ Dataset open_dataset(const std::string& path, const OpenDatasetOptions& options)
       fresh = false;  // unreadable metadata: prepare again
     }
     if (fresh) {
-      if (options.log) *options.log << "data: using the cache " << cache << " of " << path << "\n";
+      if (options.log) {
+        *options.log << "data: using the cache " << cache << " of " << path << "\n";
+        log_skipped_files(cache, *options.log);
+      }
       return load_tree_cache(cache, path);
     }
     if (options.log)

@@ -255,6 +255,10 @@ TEST(OpenDataset, PreparesATreeOnceAndReusesItWhileUnchanged) {
   options.log = &log2;
   const Dataset second = open_dataset(tree.dir.str(), options);
   EXPECT_NE(log2.str().find("using the cache"), std::string::npos) << log2.str();
+  // The files its prepare skipped (the tree's three bad ones) are said again on every reuse.
+  EXPECT_NE(log2.str().find("the cache leaves out 3 files its prepare skipped"), std::string::npos)
+      << log2.str();
+  EXPECT_NE(log2.str().find("train/NORMAL/text.jpeg ("), std::string::npos) << log2.str();
   EXPECT_EQ(log2.str().find("prepare:"), std::string::npos) << log2.str();
   EXPECT_EQ(second.split("train").images, first.split("train").images);
 
