@@ -69,7 +69,7 @@ struct Dataset {
 // "created", "citation"}. Anyone can read it: numpy.load("train_images.npy").
 //
 // The source hash (image_tree_hash) is FNV-1a 64 over every image file the tree holds, in sorted
-// order, of "<relative path>\0<size in bytes>\0<mtime in ns>\0<ctime in ns>\0<device>:<inode>\n":
+// order, of "<relative path>\0<size in bytes>\0<mtime in ns>\0<ctime in ns>\0<inode>\n":
 // cheap enough to check on every `pneumo train` (no file is read), and it changes whenever a file
 // is added, removed, renamed, rewritten, touched or has its permissions changed, also when its
 // old size and modification time are put back (cp -p, rsync -t, touch -r).

@@ -134,7 +134,6 @@ std::vector<TreeFile> list_image_tree(const std::string& data_dir,
         f.mtime_ns = static_cast<int64_t>(info.st_mtim.tv_sec) * 1000000000 + info.st_mtim.tv_nsec;
         f.ctime_ns = static_cast<int64_t>(info.st_ctim.tv_sec) * 1000000000 + info.st_ctim.tv_nsec;
         f.inode = static_cast<uint64_t>(info.st_ino);
-        f.device = static_cast<uint64_t>(info.st_dev);
         here.push_back(std::move(f));
       }
       if (ec) throw Error("cannot list " + dir.string() + ": " + ec.message());
@@ -157,8 +156,7 @@ std::string hash_tree(const std::vector<TreeFile>& files) {
     hash = fnv1a64(f.relative, hash);
     const std::string nul(1, '\0');
     hash = fnv1a64(nul + std::to_string(f.bytes) + nul + std::to_string(f.mtime_ns) + nul +
-                       std::to_string(f.ctime_ns) + nul + std::to_string(f.device) + ":" +
-                       std::to_string(f.inode) + "\n",
+                       std::to_string(f.ctime_ns) + nul + std::to_string(f.inode) + "\n",
                    hash);
   }
   return "fnv1a64:" + hex64(hash);

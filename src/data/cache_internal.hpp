@@ -21,11 +21,12 @@ struct TreeFile {
   int label = 0;         // index into kClassNames
   uint64_t bytes = 0;
   int64_t mtime_ns = 0;
-  // The status-change time and the file's identity: no user sets them, and rewriting a file
-  // with its old size and modification time (cp -p, rsync -t, touch -r) or fixing its
-  // permissions (a file skipped as unreadable) changes them.
+  // The status-change time and the inode: no user sets them, and rewriting a file with its old
+  // size and modification time (cp -p, rsync -t, touch -r) or fixing its permissions (a file
+  // skipped as unreadable) changes them. (Not the device number: a container's mounts may get
+  // another one at every start.)
   int64_t ctime_ns = 0;
-  uint64_t inode = 0, device = 0;
+  uint64_t inode = 0;
 };
 
 // Files with an image extension (.jpeg .jpg .png .bmp .tif .tiff, any case; hidden files left
@@ -43,8 +44,8 @@ nlohmann::json read_meta(const std::filesystem::path& cache);
 // .jpeg .jpg .png .bmp .tif .tiff, any case.
 bool has_image_extension(const std::string& name);
 
-// FNV-1a 64 over "<relative>\0<bytes>\0<mtime_ns>\0<ctime_ns>\0<device>:<inode>\n" of each
-// file, as "fnv1a64:<16 hex>".
+// FNV-1a 64 over "<relative>\0<bytes>\0<mtime_ns>\0<ctime_ns>\0<inode>\n" of each file, as
+// "fnv1a64:<16 hex>".
 std::string hash_tree(const std::vector<TreeFile>& files);
 
 uint64_t fnv1a64(const std::string& text, uint64_t hash = 0xcbf29ce484222325ull);

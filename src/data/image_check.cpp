@@ -385,8 +385,10 @@ std::string check_jpeg_structure(const std::vector<uint8_t>& b) {
 
 }  // namespace
 
-// A TIFF's first image directory: its ImageWidth (256) and ImageLength (257) tags, SHORT or LONG,
-// in the byte order the file declares ("II": little-endian, "MM": big-endian).
+// A TIFF's first image directory: its ImageWidth (256) and ImageLength (257) tags, SHORT or LONG
+// (SSHORT, SLONG read signed), in the byte order the file declares ("II": little-endian, "MM":
+// big-endian). A size tag given twice or of another type says nothing: decoders differ on which
+// one they believe (libtiff takes the first), so such a file is not let past the pixel limit.
 bool read_tiff_header(const std::vector<uint8_t>& b, ImageHeader& header) {
   const bool little = b.size() >= 8 && b[0] == 'I' && b[1] == 'I' && b[2] == 42 && b[3] == 0;
   const bool big = b.size() >= 8 && b[0] == 'M' && b[1] == 'M' && b[2] == 0 && b[3] == 42;
@@ -406,10 +408,19 @@ bool read_tiff_header(const std::vector<uint8_t>& b, ImageHeader& header) {
   for (uint64_t i = 0; i < entries; ++i) {
     const size_t at = static_cast<size_t>(directory + 2 + 12 * i);
     const uint32_t tag = u16(at), type = u16(at + 2);
-    if ((tag != 256 && tag != 257) || (type != 3 && type != 4)) continue;
-    const int64_t value = type == 3 ? u16(at + 8) : u32(at + 8);
+    if (tag != 256 && tag != 257) continue;
+    bool& seen = tag == 256 ? width : height;
+    if (seen) return false;
+    int64_t value = 0;
+    switch (type) {
+      case 3: value = u16(at + 8); break;                                       // SHORT
+      case 4: value = u32(at + 8); break;                                       // LONG
+      case 8: value = static_cast<int16_t>(static_cast<uint16_t>(u16(at + 8))); break;  // SSHORT
+      case 9: value = static_cast<int32_t>(u32(at + 8)); break;                 // SLONG
+      default: return false;
+    }
     (tag == 256 ? header.width : header.height) = value;
-    (tag == 256 ? width : height) = true;
+    seen = true;
   }
   return width && height;
 }

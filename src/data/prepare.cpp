@@ -240,7 +240,7 @@ PrepareReport prepare_cache(const PrepareOptions& options) {
   meta["source"] = {{"path", data_dir.string()},
                     {"hash", source_hash},
                     {"hash_of", "FNV-1a 64 over sorted image files: relative path, size in bytes, "
-                                "mtime in ns, ctime in ns, device:inode"},
+                                "mtime in ns, ctime in ns, inode"},
                     {"image_files", total}};
   meta["skipped"] = nlohmann::json::array();
   for (const SkippedFile& f : report.skipped)

@@ -514,6 +514,27 @@ TEST(ImageHeaders, ATiffsSizeIsReadInEitherByteOrder) {
   // A directory that runs past the end of the file says nothing.
   EXPECT_FALSE(data_internal::read_image_header(
       std::vector<uint8_t>(big.begin(), big.begin() + 20), header));
+
+  // Little-endian directories of size entries (tag, type, value): a signed LONG is read; a size
+  // given twice, or of a type sizes never have, says nothing (libtiff believes the first of two,
+  // so reading the last would let a 20000 x 20000 image past the limit as 64 x 64).
+  auto tiff = [](std::vector<std::array<uint32_t, 3>> entries) {
+    std::vector<uint8_t> b = {'I', 'I', 42, 0, 8, 0, 0, 0, static_cast<uint8_t>(entries.size()), 0};
+    for (const auto& [tag, type, value] : entries) {
+      const uint8_t entry[12] = {static_cast<uint8_t>(tag), static_cast<uint8_t>(tag >> 8),
+                                 static_cast<uint8_t>(type), 0, 1, 0, 0, 0,
+                                 static_cast<uint8_t>(value), static_cast<uint8_t>(value >> 8),
+                                 static_cast<uint8_t>(value >> 16), static_cast<uint8_t>(value >> 24)};
+      b.insert(b.end(), entry, entry + 12);
+    }
+    b.insert(b.end(), 4, 0);
+    return b;
+  };
+  ASSERT_TRUE(data_internal::read_image_header(tiff({{256, 9, 20000}, {257, 4, 20000}}), header));
+  EXPECT_EQ(header.width, 20000);
+  EXPECT_FALSE(data_internal::read_image_header(
+      tiff({{256, 4, 20000}, {257, 4, 20000}, {256, 4, 64}, {257, 4, 64}}), header));
+  EXPECT_FALSE(data_internal::read_image_header(tiff({{256, 5, 20000}, {257, 4, 20000}}), header));
 }
 
 }  // namespace
