@@ -329,7 +329,7 @@ def holds_only_a_failed_start(run_dir):
     such a folder)."""
     for entry in os.listdir(run_dir):
         path = os.path.join(run_dir, entry)
-        if entry == "config.json":
+        if entry in ("config.json", ".lock"):  # .lock: held only while a run lives
             continue
         if entry == "checkpoints" and os.path.isdir(path) and not os.listdir(path):
             continue
@@ -547,7 +547,8 @@ def write_table(args, plan):
              "", f"Selection rule (fixed before the runs): {plan['rule']}", "",
              "Validation = the split each run carves from train (15%, by patient); stress = the same "
              "images under `pneumo evaluate --stress`'s ten fixed variants. Threshold 0.5 except the last "
-             "column (the checkpoint's Youden threshold from validation). Mean ± sample sd (n - 1) over "
+             "column (the threshold the checkpoint stores: a run's model.safetensors, Youden's J on validation; an "
+             "epoch checkpoint a view names, 0.5). Mean ± sample sd (n - 1) over "
              "seeds; model = each run's model.safetensors (the final epoch's weights unless its configuration "
              "restores its best), a view's the checkpoint it names."
              + (f" Incomplete, nothing picked yet: {', '.join(missing)}." if missing else "")

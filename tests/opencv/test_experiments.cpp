@@ -159,6 +159,11 @@ TEST(Experiments, AViewScoresAnotherCheckpointWithoutTraining) {
     "configs": {"best": {"augment": false, "restore-best": true, "threads": 2, "device": "cpu"}},
     "views": {"last": {"of": "best", "model": "checkpoints/last.safetensors"}}})";
   const std::string script = sweep_command(dir, plan, out);
+  // Seed 1 as a start that failed before training leaves it (config.json, an empty checkpoints/,
+  // the lock file): trained, not refused.
+  fs::create_directories(fs::path(out) / "best" / "seed-1" / "checkpoints");
+  std::ofstream(out + "/best/seed-1/config.json") << "{}";
+  std::ofstream(out + "/best/seed-1/.lock");
   auto sweep = testing::run_command(script);
   ASSERT_EQ(sweep.status, 0) << sweep.output;
   size_t trainings = 0;
