@@ -93,6 +93,22 @@ TEST(Safetensors, WriteAtomicallyAndReadBack) {
   EXPECT_THROW(SafetensorsFile::read(dir.path()), Error);  // a directory
 }
 
+// A new file gets 0666 less the umask (a private run's checkpoints stay private); a replaced one
+// keeps the permissions it had.
+TEST(Safetensors, AtomicWritesFollowTheUmaskAndKeepAFilesMode) {
+  TempDir dir;
+  const mode_t old_mask = ::umask(077);
+  write_file_atomically(dir.file("new"), std::string("x"));
+  ::umask(old_mask);
+  struct stat info {};
+  ASSERT_EQ(::stat(dir.file("new").c_str(), &info), 0);
+  EXPECT_EQ(info.st_mode & 0777, 0600u);
+  ASSERT_EQ(::chmod(dir.file("new").c_str(), 0640), 0);
+  write_file_atomically(dir.file("new"), std::string("y"));
+  ASSERT_EQ(::stat(dir.file("new").c_str(), &info), 0);
+  EXPECT_EQ(info.st_mode & 0777, 0640u);
+}
+
 TEST(Safetensors, UnwritableDirectoryFailsClearly) {
   TempDir dir;
   std::string path = dir.file("no/such/dir/model.safetensors");

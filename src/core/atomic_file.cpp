@@ -9,6 +9,8 @@
 #include <cerrno>
 #include <climits>
 #include <cstring>
+#include <fstream>
+#include <string>
 
 #include "pneumo/error.hpp"
 
@@ -21,6 +23,17 @@ std::string directory_of(const std::string& path) {
   if (slash == std::string::npos) return ".";
   if (slash == 0) return "/";
   return path.substr(0, slash);
+}
+
+// The process's umask, read without changing it (umask(2) sets it, which would race with other
+// threads creating files): /proc/self/status says "Umask:\t0022" on Linux 4.7 and later; 022
+// where it cannot be read.
+mode_t current_umask() {
+  std::ifstream status("/proc/self/status");
+  for (std::string line; std::getline(status, line);)
+    if (line.rfind("Umask:", 0) == 0)
+      return static_cast<mode_t>(std::stoul(line.substr(6), nullptr, 8));
+  return 022;
 }
 
 [[noreturn]] void fail(const std::string& path, const std::string& what, int error_number) {
@@ -68,12 +81,16 @@ void write_file_atomically(const std::string& path, const void* data, size_t siz
     }
     // A dangling link or a loop: written over like any file name.
   }
+  // A file replaced keeps its permissions; a new one gets what creating it would (0666 less the
+  // umask), not mkstemp's 0600 nor a fixed 0644 that would make a private run world-readable.
+  mode_t mode = 0666 & ~current_umask();
   if (::stat(path.c_str(), &info) == 0) {
     if (S_ISDIR(info.st_mode)) throw Error("cannot write " + path + ": it is a folder");
     if (!S_ISREG(info.st_mode)) {
       write_through(path, data, size);
       return;
     }
+    mode = info.st_mode & 07777;
   }
   const std::string directory = directory_of(path);
   std::string temporary = path + ".tmp.XXXXXX";
@@ -88,8 +105,7 @@ void write_file_atomically(const std::string& path, const void* data, size_t siz
   };
   if (const int error_number = write_all(fd, data, size))
     abandon("writing " + temporary, error_number);
-  // mkstemp creates 0600; a checkpoint or log is meant to be shared like any other output file.
-  if (::fchmod(fd, 0644) != 0) abandon("setting permissions of " + temporary, errno);
+  if (::fchmod(fd, mode) != 0) abandon("setting permissions of " + temporary, errno);
   if (::fsync(fd) != 0) abandon("flushing " + temporary + " to disk", errno);
   if (::close(fd) != 0) {
     int error_number = errno;
