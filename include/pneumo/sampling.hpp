@@ -58,6 +58,11 @@ struct TrainValSplits {
 // dataset's train split (named "train" and "val-carved"); Official: train and val as they are.
 TrainValSplits make_train_val(const Dataset& dataset, const ValidationOptions& options);
 
+// A CRC-32 (hex) of the file names of a run's training and validation images, in order: stored
+// in the checkpoints as "carved_split_crc32", so `evaluate --split val-carved` can tell whether
+// the --data it is given carves the same validation images (and not some training ones).
+std::string carved_split_fingerprint(const Split& train, const Split& val);
+
 // The images at `indices` of `split`, in that order, as a new split called `name`.
 Split subset(const Split& split, const std::vector<int32_t>& indices, const std::string& name);
 

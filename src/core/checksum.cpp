@@ -3,6 +3,7 @@
 #include "core/checksum.hpp"
 
 #include <array>
+#include <cstdio>
 
 namespace pneumo {
 
@@ -36,6 +37,12 @@ uint32_t crc32(const void* data, size_t size, uint32_t crc) {
   }
   for (; size > 0; --size, ++p) crc = t[0][(crc ^ *p) & 0xFF] ^ (crc >> 8);
   return ~crc;
+}
+
+std::string hex32(uint32_t value) {
+  char text[9];
+  std::snprintf(text, sizeof text, "%08x", value);
+  return text;
 }
 
 }  // namespace pneumo

@@ -4,10 +4,14 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
 
 namespace pneumo {
 
 // CRC-32 of `size` bytes, continuing from `crc` (0 to start): crc32(b, crc32(a)) == crc32(a + b).
 uint32_t crc32(const void* data, size_t size, uint32_t crc = 0);
+
+// `value` as eight lower-case hex digits, the way pneumo stores every CRC ("0000beef").
+std::string hex32(uint32_t value);
 
 }  // namespace pneumo

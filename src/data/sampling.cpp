@@ -12,6 +12,7 @@
 #include <set>
 #include <sstream>
 
+#include "core/checksum.hpp"
 #include "pneumo/error.hpp"
 #include "pneumo/random.hpp"
 
@@ -210,6 +211,19 @@ TrainValSplits make_train_val(const Dataset& dataset, const ValidationOptions& o
        << " NORMAL + " << vc[1] << " PNEUMONIA)";
   result.description = text.str();
   return result;
+}
+
+std::string carved_split_fingerprint(const Split& train, const Split& val) {
+  uint32_t crc = 0;
+  const char separator = '\n', between = '\0';
+  for (const Split* split : {&train, &val}) {
+    for (const std::string& file : split->files) {
+      crc = crc32(file.data(), file.size(), crc);
+      crc = crc32(&separator, 1, crc);
+    }
+    crc = crc32(&between, 1, crc);
+  }
+  return hex32(crc);
 }
 
 

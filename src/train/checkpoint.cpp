@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdio>
 #include <limits>
 #include <set>
 
@@ -28,12 +27,6 @@ const std::set<std::string>& reserved_keys() {
       "config",         "epoch_step",     "epoch_loss_sum", "epoch_correct",
       "weights_epoch",  "epoch_seconds",  "tensors_crc32", "metadata_crc32"};
   return keys;
-}
-
-std::string hex32(uint32_t value) {
-  char text[9];
-  std::snprintf(text, sizeof text, "%08x", value);
-  return text;
 }
 
 // CRC-32 of every metadata entry but the two checksums, in key order, each key and value followed

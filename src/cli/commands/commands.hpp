@@ -96,10 +96,6 @@ int run_train(const TrainOptions& options);
 // resumed run then starts a new folder, as a run without --out does).
 std::string resumed_run_dir(const std::string& checkpoint);
 
-// A CRC-32 (hex) of the file names of a run's training and validation images, in order: stored
-// in the checkpoints as "carved_split_crc32", so `evaluate --split val-carved` can tell whether
-// the --data it is given carves the same validation images (and not some training ones).
-std::string carved_split_fingerprint(const Split& train, const Split& val);
 // The metrics every epoch of a run records (train.cpp's validation, with --val-stress its stress
 // variants' summaries): what a callback may monitor.
 std::vector<std::string> epoch_metric_names(bool val_stress);

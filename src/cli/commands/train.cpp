@@ -30,7 +30,6 @@
 #include "cli/commands/fault_injection.hpp"
 #include "cli/commands/guards.hpp"
 #include "core/atomic_file.hpp"
-#include "core/checksum.hpp"
 #include "core/json_text.hpp"
 #include "core/ordered_worker.hpp"
 #include "pneumo/backend.hpp"
@@ -820,21 +819,6 @@ std::string resumed_run_dir(const std::string& checkpoint) {
   if (fs::is_regular_file((folder.empty() ? fs::path(".") : folder) / "config.json", error))
     return folder.empty() ? std::string(".") : folder.string();
   return "";
-}
-
-std::string carved_split_fingerprint(const Split& train, const Split& val) {
-  uint32_t crc = 0;
-  const char separator = '\n', between = '\0';
-  for (const Split* split : {&train, &val}) {
-    for (const std::string& file : split->files) {
-      crc = crc32(file.data(), file.size(), crc);
-      crc = crc32(&separator, 1, crc);
-    }
-    crc = crc32(&between, 1, crc);
-  }
-  char text[9];
-  std::snprintf(text, sizeof text, "%08x", crc);
-  return text;
 }
 
 std::vector<std::string> epoch_metric_names(bool val_stress) {
