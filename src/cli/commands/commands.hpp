@@ -142,6 +142,17 @@ struct PredictOptions {
 };
 int run_predict(const PredictOptions& options);
 
+// The images named by predict's and explain's inputs (files, or folders walked for images),
+// decoded to `size` x `size` grey pixels in order. A file or subfolder that cannot be read gets a
+// warning on stderr and is counted in `failures` (the command then exits 3); none readable at all
+// is an error.
+struct DecodedInputs {
+  std::vector<uint8_t> pixels;     // files.size() images of size * size bytes
+  std::vector<std::string> files;  // those decoded
+  int failures = 0;
+};
+DecodedInputs decode_inputs(const std::vector<std::string>& inputs, int size);
+
 // A file path as one CSV field: quoted, with inner quotes doubled, when it holds a comma, a quote
 // or a line break (predict --csv and explain.csv).
 std::string csv_field(const std::string& path);

@@ -327,6 +327,32 @@ std::string csv_field(const std::string& path) {
   return quoted + "\"";
 }
 
+DecodedInputs decode_inputs(const std::vector<std::string>& inputs, int size) {
+  // A subfolder that cannot be read is skipped as an unreadable image is: a warning, exit 3.
+  std::vector<SkippedFile> unreadable;
+  const std::vector<std::string> files = list_images(inputs, &unreadable);
+  for (const SkippedFile& folder : unreadable)
+    std::cerr << "pneumo: warning: skipping the folder " << folder.file << ": " << folder.reason
+              << "\n";
+  DecodedInputs decoded;
+  decoded.failures = static_cast<int>(unreadable.size());
+  std::vector<uint8_t> image(static_cast<size_t>(size) * size);
+  for (const auto& file : files) {
+    const std::string problem = decode_image_file(file, size, image.data());
+    if (!problem.empty()) {
+      std::cerr << "pneumo: warning: skipping " << file << ": " << problem << "\n";
+      ++decoded.failures;
+      continue;
+    }
+    decoded.pixels.insert(decoded.pixels.end(), image.begin(), image.end());
+    decoded.files.push_back(file);
+  }
+  if (decoded.files.empty())
+    throw Error("none of the " + std::to_string(files.size()) +
+                " input files could be read as an image");
+  return decoded;
+}
+
 int run_predict(const PredictOptions& options) {
   if (options.inputs.empty()) throw UsageError("give at least one image or folder to predict");
   const InferenceFlags flags = parse_inference_flags(options.models, options.device, options.batch,
@@ -338,30 +364,10 @@ int run_predict(const PredictOptions& options) {
   std::cerr << "model: " << ensemble.description() << "; PNEUMONIA when p > " << threshold << " ("
             << threshold_rule << ")\n";
 
-  // A subfolder that cannot be read is skipped as an unreadable image is: a warning, exit 3.
-  std::vector<SkippedFile> unreadable;
-  std::vector<std::string> files = list_images(options.inputs, &unreadable);
-  for (const SkippedFile& folder : unreadable)
-    std::cerr << "pneumo: warning: skipping the folder " << folder.file << ": " << folder.reason
-              << "\n";
-  std::vector<uint8_t> pixels, labels;
-  std::vector<std::string> kept;
-  int failures = static_cast<int>(unreadable.size());
-  for (const auto& file : files) {
-    std::vector<uint8_t> image(static_cast<size_t>(size) * size);
-    std::string problem = decode_image_file(file, size, image.data());
-    if (!problem.empty()) {
-      std::cerr << "pneumo: warning: skipping " << file << ": " << problem << "\n";
-      ++failures;
-      continue;
-    }
-    pixels.insert(pixels.end(), image.begin(), image.end());
-    labels.push_back(0);  // unknown; only the logits are used
-    kept.push_back(file);
-  }
-  if (kept.empty()) throw Error("none of the " + std::to_string(files.size()) +
-                                " input files could be read as an image");
-  ImageSet images = ImageSet::upload(ensemble.backend->device(), pixels.data(),
+  const DecodedInputs inputs = decode_inputs(options.inputs, size);
+  const std::vector<std::string>& kept = inputs.files;
+  const std::vector<uint8_t> labels(kept.size(), 0);  // unknown; only the logits are used
+  ImageSet images = ImageSet::upload(ensemble.backend->device(), inputs.pixels.data(),
                                      static_cast<int64_t>(kept.size()), size, labels.data());
   const std::vector<float> logits = ensemble.logits(images);
   if (options.csv)
@@ -380,7 +386,7 @@ int run_predict(const PredictOptions& options) {
       std::cout << "\n";
     }
   }
-  return failures == 0 ? 0 : 3;  // some inputs were unreadable: say so in the exit status
+  return inputs.failures == 0 ? 0 : 3;  // some inputs were unreadable: say so in the exit status
 }
 
 }  // namespace pneumo::cli

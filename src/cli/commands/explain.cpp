@@ -48,28 +48,8 @@ int run_explain(const ExplainOptions& options) {
   require_new_or_empty_folder(options.out, "--out folder", "folder",
                               "its maps would mix with those of this run");
   const int size = config.input_size;
-  // A subfolder that cannot be read is skipped as an unreadable image is: a warning, exit 3.
-  std::vector<SkippedFile> unreadable;
-  std::vector<std::string> files = list_images(options.inputs, &unreadable);
-  for (const SkippedFile& folder : unreadable)
-    std::cerr << "pneumo: warning: skipping the folder " << folder.file << ": " << folder.reason
-              << "\n";
-  std::vector<uint8_t> pixels;
-  std::vector<std::string> kept;
-  int failures = static_cast<int>(unreadable.size());
-  for (const auto& file : files) {
-    std::vector<uint8_t> image(static_cast<size_t>(size) * size);
-    const std::string problem = decode_image_file(file, size, image.data());
-    if (!problem.empty()) {
-      std::cerr << "pneumo: warning: skipping " << file << ": " << problem << "\n";
-      ++failures;
-      continue;
-    }
-    pixels.insert(pixels.end(), image.begin(), image.end());
-    kept.push_back(file);
-  }
-  if (kept.empty())
-    throw Error("none of the " + std::to_string(files.size()) + " input files could be read as an image");
+  const DecodedInputs inputs = decode_inputs(options.inputs, size);
+  const std::vector<std::string>& kept = inputs.files;
   std::error_code error;
   fs::create_directories(options.out, error);
   if (error) throw Error("cannot create --out folder '" + options.out + "': " + error.message());
@@ -77,7 +57,7 @@ int run_explain(const ExplainOptions& options) {
   const int64_t count = static_cast<int64_t>(kept.size());
   std::vector<uint8_t> no_labels(static_cast<size_t>(count), 0);
   const ImageSet images =
-      ImageSet::upload(backend->device(), pixels.data(), count, size, no_labels.data());
+      ImageSet::upload(backend->device(), inputs.pixels.data(), count, size, no_labels.data());
   const double threshold = checkpoint.metadata.decision_threshold;
   std::cerr << "explain: " << count << " images, Grad-CAM of " << options.layer << " (output "
             << model.layer_shapes().at(layer).second.str() << " per image), threshold "
@@ -101,7 +81,7 @@ int run_explain(const ExplainOptions& options) {
     write_npy(npy, NpyType::Float32, {size, size}, map.data());
     if (no_png.empty())
       no_png = write_heatmap_overlay((fs::path(options.out) / (stem.str() + ".png")).string(),
-                                     pixels.data() + index * size * size, size, map.data());
+                                     inputs.pixels.data() + index * size * size, size, map.data());
     csv << csv_field(kept[index]) << "," << std::setprecision(6) << p << ","
         << (predicts_pneumonia(cam.logits[index], threshold) ? "PNEUMONIA" : "NORMAL") << ","
         << csv_field(fs::path(npy).filename().string()) << "\n";
@@ -109,7 +89,7 @@ int run_explain(const ExplainOptions& options) {
   if (!csv) throw Error("cannot write " + (fs::path(options.out) / "explain.csv").string());
   if (!no_png.empty()) std::cerr << "explain: no PNG overlays: " << no_png << "\n";
   std::cout << "explain: " << count << " maps in " << options.out << " (explain.csv lists them)\n";
-  return failures == 0 ? 0 : 3;
+  return inputs.failures == 0 ? 0 : 3;
 }
 
 }  // namespace pneumo::cli
