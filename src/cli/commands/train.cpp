@@ -275,7 +275,7 @@ class TrainingRun {
   std::optional<Fault> fault_;
   // --restore-best: the weights of checkpoints/best.safetensors (the best --checkpoint-monitor
   // epoch so far, best_weights_epoch_), kept on every rank; a resumed run reads them back.
-  std::optional<CheckpointData> best_weights_;
+  std::shared_ptr<const CheckpointData> best_weights_;
   int best_weights_epoch_ = 0;
   std::optional<EpochLogWriter> log_;
   std::optional<ProgressReporter> progress_;
@@ -513,7 +513,7 @@ void TrainingRun::load_best_weights(const std::string& checkpoint_path,
                                resumed.epoch, " done); --restore-best cannot use it"));
   restore_checkpoint(best, *model_, nullptr, best_path);  // its shapes checked now, not at the end
   best_weights_epoch_ = best.metadata.epoch;
-  best_weights_ = std::move(best);
+  best_weights_ = std::make_shared<const CheckpointData>(std::move(best));
 }
 
 // The weights of the best --checkpoint-monitor epoch (those of checkpoints/best.safetensors) go
@@ -666,11 +666,13 @@ std::optional<int> TrainingRun::end_epoch(const EpochMetrics& metrics, EpochReco
   callbacks_.on_epoch_end(metrics, control_);
 
   epochs_done_ = epoch + 1;
+  const std::shared_ptr<const CheckpointData> state = snapshot(epoch + 1);
   if (options_.restore_best && control_.save_best_checkpoint) {
-    best_weights_ = capture_checkpoint(*model_, nullptr, metadata_);
+    // The writer keeps the state it queues as best.safetensors; the other ranks take their own.
+    best_weights_ = state ? state : std::make_shared<const CheckpointData>(
+                                        capture_checkpoint(*model_, nullptr, metadata_));
     best_weights_epoch_ = epoch + 1;
   }
-  const std::shared_ptr<const CheckpointData> state = snapshot(epoch + 1);
   if (control_.save_best_checkpoint) write("checkpoints/best.safetensors", state);
   write("checkpoints/last.safetensors", state);
   record.seconds = seconds_since(epoch_start);  // the files are queued; they are written meanwhile
