@@ -14,7 +14,11 @@
 #include <algorithm>
 #include <csignal>
 #include <filesystem>
+#include <fstream>
 #include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "cli/commands/guards.hpp"
 #include "checkpoint_test_util.hpp"
@@ -54,9 +58,19 @@ class CliRuns : public ::testing::Test {
   const std::string cache_ = dir_.file("cache");
 };
 
+// Each epoch's val_auc from a run's history.jsonl, in order.
+std::vector<double> history_val_auc(const std::string& run) {
+  std::ifstream rows(run + "/history.jsonl");
+  std::vector<double> auc;
+  for (std::string row; std::getline(rows, row);)
+    auc.push_back(nlohmann::json::parse(row).at("val_auc").get<double>());
+  return auc;
+}
+
 // Without early stopping, --restore-best puts the best --checkpoint-monitor epoch's weights (those
 // of checkpoints/best.safetensors) in model.safetensors and says so; last.safetensors keeps the
-// final epoch.
+// final epoch. metrics_val.json scores the model written (epoch 1's weights), not the final
+// epoch whose validation logits the run holds last.
 TEST_F(CliRuns, RestoreBestFollowsTheCheckpointMonitorWithoutEarlyStopping) {
   auto trained = train("run", "--epochs 3 --restore-best" + kBestIsEpochOne);
   ASSERT_EQ(trained.status, 0) << trained.output;
@@ -68,6 +82,11 @@ TEST_F(CliRuns, RestoreBestFollowsTheCheckpointMonitorWithoutEarlyStopping) {
   EXPECT_EQ(read_checkpoint_metadata(run + "/checkpoints/best.safetensors").epoch, 1);
   EXPECT_TRUE(same_weights(run + "/model.safetensors", run + "/checkpoints/best.safetensors"));
   EXPECT_FALSE(same_weights(run + "/model.safetensors", run + "/checkpoints/last.safetensors"));
+  const std::vector<double> auc = history_val_auc(run);
+  ASSERT_EQ(auc.size(), 3u);
+  ASSERT_NE(auc[0], auc[2]) << "the test needs the first and last epochs to score apart";
+  const auto scored = nlohmann::json::parse(testing::read_text(run + "/metrics_val.json"));
+  EXPECT_DOUBLE_EQ(scored.at("roc_auc").get<double>(), auc[0]);
 }
 
 // The best epoch came before a resume: the resumed run reads its weights back from the run's

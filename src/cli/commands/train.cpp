@@ -277,6 +277,10 @@ class TrainingRun {
   // epoch so far, best_weights_epoch_), kept on every rank; a resumed run reads them back.
   std::shared_ptr<const CheckpointData> best_weights_;
   int best_weights_epoch_ = 0;
+  // The last validation pass's logits, of the weights after `last_val_epochs_` epochs: finish()
+  // reuses them when the model it writes holds those very weights.
+  std::vector<float> last_val_logits_;
+  int last_val_epochs_ = -1;
   std::optional<EpochLogWriter> log_;
   std::optional<ProgressReporter> progress_;
   std::optional<StopOnSignal> stop_on_signal_;
@@ -643,6 +647,8 @@ EpochMetrics TrainingRun::validate(int epoch, const EpochStats& train_stats) {
   EpochStats val_stats;
   const std::vector<float> val_logits = trainer_->predict_logits(val_set_, &val_stats);
   MetricsReport val_report = evaluate_binary("val", val_logits, splits_.val.labels);
+  last_val_logits_ = val_logits;
+  last_val_epochs_ = epoch + 1;
   EpochMetrics metrics;
   metrics.epoch = epoch;
   metrics.values = metrics_as_values(val_report, "val_");
@@ -699,8 +705,16 @@ std::optional<int> TrainingRun::end_epoch(const EpochMetrics& metrics, EpochReco
 // images are never looked at here.
 void TrainingRun::finish() {
   files_.drain();  // the last epoch's files (and any failure writing them) before the report
-  EpochStats val_stats;
-  const std::vector<float> val_logits = trainer_->predict_logits(val_set_, &val_stats);
+  // The last epoch's validation pass saw these very weights unless --restore-best put an earlier
+  // epoch's back (or this process trained no epoch): a second pass would give the same logits.
+  const bool final_pass = last_val_epochs_ != epochs_done_ || weights_epoch_.has_value();
+  std::vector<float> val_logits;
+  if (final_pass) {
+    EpochStats val_stats;
+    val_logits = trainer_->predict_logits(val_set_, &val_stats);
+  } else {
+    val_logits = std::move(last_val_logits_);
+  }
   ThresholdChoice threshold = choose_threshold_youden(val_logits, splits_.val.labels);
   const auto counts = splits_.val.class_counts();
   const int64_t smallest_class = std::min(counts[0], counts[1]);
@@ -744,7 +758,8 @@ void TrainingRun::finish() {
   std::cout << "run: " << one_decimal(seconds_since(started_))
             << " s from start to model and report written (training steps "
             << one_decimal(train_seconds_) << " s, validation passes " << one_decimal(val_seconds_)
-            << " s; the rest is start-up, data, checkpoints and the final pass)\n";
+            << " s; the rest is start-up, data, checkpoints"
+            << (final_pass ? " and the final validation pass)\n" : ")\n");
   const Device device = backend_->device();
   std::cerr << "memory: at most " << (memory_stats(device).peak >> 20) << " MiB of "
             << (device == Device::Cuda ? "device" : "host")
