@@ -145,6 +145,14 @@ TEST_F(CliRuns, ResumingInsideAnEpochKeepsTheBatch) {
             std::string::npos)
       << other_batch.output;
   EXPECT_FALSE(fs::exists(path("run") + "/model.safetensors"));
+  // Scored as it stands, the checkpoint is named for the steps it holds, not for epoch 0.
+  auto scored = pneumo_command("evaluate --model " + last + " --data " + kSample +
+                                   " --split val-carved --device cpu",
+                               cache_);
+  EXPECT_EQ(scored.status, 0) << scored.output;
+  EXPECT_NE(scored.output.find("(epoch 1 and 2 steps of epoch 2, interrupted, threshold"),
+            std::string::npos)
+      << scored.output;
   auto same = resume(last, "");
   EXPECT_EQ(same.status, 0) << same.output;
 }

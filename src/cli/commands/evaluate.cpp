@@ -145,16 +145,21 @@ Ensemble load_models(const std::vector<std::string>& paths, const InferenceFlags
   return ensemble;
 }
 
-// "epoch 12", or "weights of epoch 9 of 12 (restored best)"; an ensemble's members in order.
+// "epoch 12", "weights of epoch 9 of 12 (restored best)", or (a run stopped inside an epoch)
+// "epoch 3 and 9 steps of epoch 4, interrupted"; an ensemble's members in order.
 std::string trained_epochs(const Ensemble& ensemble) {
   std::string text;
   for (const Member& member : ensemble.members) {
     const CheckpointMetadata& m = member.checkpoint.metadata;
     text += text.empty() ? "" : ", ";
-    text += m.weights_epoch == m.epoch
-                ? detail::concat("epoch ", m.epoch)
-                : detail::concat("weights of epoch ", m.weights_epoch, " of ", m.epoch,
-                                 " (restored best)");
+    if (m.weights_epoch != m.epoch)
+      text += detail::concat("weights of epoch ", m.weights_epoch, " of ", m.epoch,
+                             " (restored best)");
+    else if (m.epoch_step > 0)
+      text += detail::concat("epoch ", m.epoch, " and ", m.epoch_step, " steps of epoch ",
+                             m.epoch + 1, ", interrupted");
+    else
+      text += detail::concat("epoch ", m.epoch);
   }
   return text;
 }
