@@ -228,6 +228,20 @@ TEST_F(CliRuns, AnUnwritableMetricsFileFailsTheRun) {
   EXPECT_NE(resumed.output.find("cannot write"), std::string::npos) << resumed.output;
 }
 
+// The epoch line's training loss and val loss are different measures under class weights or
+// label smoothing: the run says so, and says nothing when they are the same measure.
+TEST_F(CliRuns, ATrainingLossThatIsNotValidationsMeasureIsNamed) {
+  auto weighted = train("weighted", "--epochs 1 --balance class-weight --label-smoothing 0.1");
+  ASSERT_EQ(weighted.status, 0) << weighted.output;
+  EXPECT_NE(weighted.output.find("the training loss is weighted by class and against smoothed "
+                                 "targets; val loss is the plain cross-entropy"),
+            std::string::npos)
+      << weighted.output;
+  auto plain = train("plain", "--epochs 1");
+  ASSERT_EQ(plain.status, 0) << plain.output;
+  EXPECT_EQ(plain.output.find("the training loss is"), std::string::npos) << plain.output;
+}
+
 // After the first stop signal, either kind ends the process at once: both handlers are back to
 // the default (Ctrl-C, then a scheduler's SIGTERM, must not be caught a second time).
 TEST(StopOnSignal, AfterTheFirstSignalBothKindsTakeTheirDefaultAction) {

@@ -385,6 +385,13 @@ TrainingRun::TrainingRun(const TrainOptions& options, std::unique_ptr<Communicat
     train_set_.set_weights(sample_weights(splits_.train.labels, balance_));
   if (options.label_smoothing > 0)
     train_set_.smooth_labels(splits_.train.labels, static_cast<float>(options.label_smoothing));
+  // The epoch line puts the two losses side by side: say when they are not the same measure.
+  if (writer() && (balance_ == BalanceMode::ClassWeight || options.label_smoothing > 0))
+    std::cerr << "loss: the training loss is "
+              << (balance_ == BalanceMode::ClassWeight ? "weighted by class" : "")
+              << (balance_ == BalanceMode::ClassWeight && options.label_smoothing > 0 ? " and " : "")
+              << (options.label_smoothing > 0 ? "against smoothed targets" : "")
+              << "; val loss is the plain cross-entropy\n";
   val_set_ = upload(splits_.val, backend_->device());
 
   callbacks_ = make_callbacks(options);
