@@ -21,10 +21,14 @@ COLUMNS = [  # (header, source file key, path inside the JSON)
     ("test acc", "test", ("default_threshold", "accuracy")),
     ("test sens", "test", ("default_threshold", "sensitivity")),
     ("test spec", "test", ("default_threshold", "specificity")),
-    ("test acc (tuned)", "test", ("tuned_threshold", "accuracy")),
-    ("tuned threshold", "test", ("tuned_threshold", "threshold")),
+    ("test acc (Youden thr.)", "test", ("tuned_threshold", "accuracy")),
+    ("Youden threshold", "test", ("tuned_threshold", "threshold")),
     ("test AUC", "test", ("roc_auc",)),
 ]
+# `evaluate --json` stores whatever threshold it applied under "tuned_threshold" (the model's
+# Youden cut, train's fallback 0.5, a --threshold typed on the command line, an ensemble's 0.5):
+# only a Youden cut belongs in these columns.
+YOUDEN_COLUMNS = {"test acc (Youden thr.)", "Youden threshold"}
 
 
 def load(path):
@@ -70,21 +74,31 @@ def main(run_dirs):
         missing = [name for name, data in files.items() if data is None]
         if missing:
             notes.append(f"- {run}: no {' or '.join(missing)} metrics")
+        rule = (files["test"] or {}).get("threshold_rule", "")
+        youden = rule.startswith("Youden's J")
+        if files["test"] is not None and not youden:
+            notes.append(f"- {run}: test scored at threshold rule '{rule}', not a Youden cut: "
+                         "left out of the Youden columns")
         rows.append((run, config.get("seed", "?"),
-                     [dig(files[src], keys) for _, src, keys in COLUMNS]))
+                     [None if header in YOUDEN_COLUMNS and not youden else dig(files[src], keys)
+                      for header, src, keys in COLUMNS]))
 
     print("| run | seed | " + " | ".join(h for h, _, _ in COLUMNS) + " |")
     print("|---|---|" + "---|" * len(COLUMNS))
     for run, seed, values in rows:
-        cells = ["" if v is None else f"{v:.3f}" for v in values]
+        cells = ["" if v is None else f"{v:.4g}" if header == "Youden threshold" else f"{v:.3f}"
+                 for (header, _, _), v in zip(COLUMNS, values)]
         print(f"| {os.path.basename(os.path.normpath(run))} | {seed} | " + " | ".join(cells) + " |")
     stats = []
     for i in range(len(COLUMNS)):
         values = [v[i] for _, _, v in rows if v[i] is not None]
         stats.append(mean_sd(values) if values else None)
     counts = [sum(v[i] is not None for _, _, v in rows) for i in range(len(COLUMNS))]
-    cells = ["" if s is None else f"{s[0]:.3f}" if math.isnan(s[1]) else f"{s[0]:.3f} ± {s[1]:.3f}"
-             for s in stats]
+    cells = []
+    for (header, _, _), s in zip(COLUMNS, stats):
+        form = ".4g" if header == "Youden threshold" else ".3f"
+        cells.append("" if s is None else f"{s[0]:{form}}" if math.isnan(s[1])
+                     else f"{s[0]:{form}} ± {s[1]:{form}}")
     print("| mean ± sd | | " + " | ".join(cells) + " |")
     print()
     print(f"{len(rows)} runs; sd is the sample standard deviation over the runs that have the value "

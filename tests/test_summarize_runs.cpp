@@ -21,7 +21,8 @@ void write(const fs::path& path, const std::string& text) {
 }
 
 // A run folder as `pneumo train` + `pneumo evaluate --json` leave it (the fields the script reads).
-void write_run(const fs::path& dir, int seed, double val_acc, double test_acc, bool with_test) {
+void write_run(const fs::path& dir, int seed, double val_acc, double test_acc, bool with_test,
+               const std::string& rule = "Youden's J on 783 validation images") {
   write(dir / "config.json", "{\"seed\": " + std::to_string(seed) + "}");
   write(dir / "metrics_val.json", "{\"default_threshold\": {\"accuracy\": " +
                                       std::to_string(val_acc) + "}, \"roc_auc\": 0.99}");
@@ -29,7 +30,8 @@ void write_run(const fs::path& dir, int seed, double val_acc, double test_acc, b
     write(dir / "test_metrics.json",
           "{\"default_threshold\": {\"accuracy\": " + std::to_string(test_acc) +
               ", \"sensitivity\": 0.95, \"specificity\": 0.7},"
-              " \"tuned_threshold\": {\"accuracy\": 0.9, \"threshold\": 0.6}, \"roc_auc\": 0.96}");
+              " \"tuned_threshold\": {\"accuracy\": 0.9, \"threshold\": 0.0177}, \"roc_auc\": 0.96,"
+              " \"threshold_rule\": \"" + rule + "\"}");
 }
 
 TEST(SummarizeRuns, MeanAndSampleSdOverTheRunsThatHaveEachValue) {
@@ -38,21 +40,33 @@ TEST(SummarizeRuns, MeanAndSampleSdOverTheRunsThatHaveEachValue) {
   write_run(dir.file("a"), 1, 0.96, 0.80, true);
   write_run(dir.file("b"), 2, 0.98, 0.90, true);
   write_run(dir.file("c"), 3, 0.97, 0.0, false);
+  write_run(dir.file("d"), 4, 0.97, 0.85, true, "given on the command line");
   const testing::CommandResult run = testing::run_command(
       "python3 '" PNEUMO_SOURCE_DIR "/scripts/summarize_runs.py' '" + dir.file("a") + "' '" +
-      dir.file("b") + "' '" + dir.file("c") + "' 2>&1");
+      dir.file("b") + "' '" + dir.file("c") + "' '" + dir.file("d") + "' 2>&1");
   ASSERT_EQ(run.status, 0) << run.output;
   // Per run: seed, val accuracy, val AUC, test accuracy, sensitivity, specificity, ...
-  EXPECT_NE(run.output.find("| a | 1 | 0.960 | 0.990 | 0.800 | 0.950 | 0.700 | 0.900 | 0.600 | "
+  EXPECT_NE(run.output.find("| a | 1 | 0.960 | 0.990 | 0.800 | 0.950 | 0.700 | 0.900 | 0.0177 | "
                             "0.960 |"),
             std::string::npos)
       << run.output;
   EXPECT_NE(run.output.find("| c | 3 | 0.970 | 0.990 |  |"), std::string::npos) << run.output;
-  // val accuracy over 3 runs: mean 0.970, sd 0.010; test accuracy over 2: 0.850 and 0.0707.
-  EXPECT_NE(run.output.find("| mean ± sd | | 0.970 ± 0.010 | 0.990 ± 0.000 | 0.850 ± 0.071 |"),
+  // A threshold typed on evaluate's command line is not a Youden cut: its cells stay empty.
+  EXPECT_NE(run.output.find("| d | 4 | 0.970 | 0.990 | 0.850 | 0.950 | 0.700 |  |  | 0.960 |"),
             std::string::npos)
       << run.output;
-  EXPECT_NE(run.output.find("3 runs"), std::string::npos) << run.output;
+  EXPECT_NE(run.output.find(dir.file("d") + ": test scored at threshold rule 'given on the "
+                            "command line', not a Youden cut"),
+            std::string::npos)
+      << run.output;
+  // val accuracy over 4 runs: mean 0.970, sd 0.0082; test accuracy over 3: 0.850, sd 0.050;
+  // the Youden accuracy and threshold over the 2 runs with a Youden cut.
+  EXPECT_NE(run.output.find("| mean ± sd | | 0.970 ± 0.008 | 0.990 ± 0.000 | 0.850 ± 0.050 |"),
+            std::string::npos)
+      << run.output;
+  EXPECT_NE(run.output.find("| 0.900 ± 0.000 | 0.0177 ± 0 |"), std::string::npos)
+      << run.output;
+  EXPECT_NE(run.output.find("4 runs"), std::string::npos) << run.output;
   EXPECT_NE(run.output.find(dir.file("c") + ": no test metrics"), std::string::npos) << run.output;
 }
 
