@@ -634,8 +634,10 @@ def read_test(args, plan, chosen):
     what = "named by the plan" if plan.get("pick") else "picked"
     lines = [f"# Test split, read once ({time.strftime('%Y-%m-%d')}): {what} `{chosen}`"
              + (f", baseline `{plan['baseline']}`" if len(names) > 1 else ""), "",
-             "Mean ± sample sd (n - 1) over seeds; an ensemble applies threshold 0.5, so it has no "
-             "checkpoint threshold (-).", "",
+             "Threshold 0.5 in every column but \"acc at the checkpoint's threshold\" (so "
+             "\"stress worst acc\" is at 0.5; `evaluate --stress` prints its worst accuracy at the "
+             "checkpoint's threshold). Mean ± sample sd (n - 1) over seeds; an ensemble applies "
+             "threshold 0.5, so it has no checkpoint threshold (-).", "",
              "| config | run | " + " | ".join(h for h, _ in TEST_COLUMNS) + " |",
              "|---|---|" + "---|" * len(TEST_COLUMNS)]
     for name in names:
