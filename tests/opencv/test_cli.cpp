@@ -700,6 +700,12 @@ TEST(Cli, EnsembleAndFlipTtaAverageProbabilities) {
   ASSERT_EQ(ensemble_test.status, 0) << ensemble_test.output;
   EXPECT_NE(ensemble_test.output.find("default 0.5 for an ensemble"), std::string::npos)
       << ensemble_test.output;
+  // One model under --tta flip keeps its stored cut, which was chosen on single-view scores.
+  auto flipped_test = pneumo_command(
+      "evaluate --device cpu --data " + kSample + " --split test --tta flip --model " + a, cache);
+  ASSERT_EQ(flipped_test.status, 0) << flipped_test.output;
+  EXPECT_NE(flipped_test.output.find(", tuned without test-time augmentation)"), std::string::npos)
+      << flipped_test.output;
 }
 
 }  // namespace

@@ -169,6 +169,10 @@ std::pair<double, std::string> applied_threshold(const Ensemble& ensemble,
                                                  const InferenceFlags& flags) {
   if (flags.threshold) return {*flags.threshold, "given on the command line"};
   if (ensemble.members.size() > 1) return {0.5, "default 0.5 for an ensemble"};
+  // The stored cut was chosen on one view's scores; the flip's averaged ones may want another.
+  if (ensemble.flip_tta)
+    return {ensemble.first().decision_threshold,
+            ensemble.first().threshold_rule + ", tuned without test-time augmentation"};
   return {ensemble.first().decision_threshold, ensemble.first().threshold_rule};
 }
 
