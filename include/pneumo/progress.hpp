@@ -78,6 +78,10 @@ struct EpochRecord {
 // time only when it was recorded.
 std::string format_epoch_summary(const EpochRecord& record, int total_epochs);
 
+// Seconds as pneumo prints them: two decimals below 10 s (a GPU's validation pass of 0.04 s is
+// not "0.0"), one above.
+std::string seconds_text(double seconds);
+
 // Keeps run_dir/history.csv and run_dir/history.jsonl equal to the records so far. Each append
 // rewrites both files atomically (they are small), so a crash never leaves a torn row and a
 // metric that first appears late still gets its own CSV column.

@@ -128,15 +128,9 @@ double ProgressReporter::elapsed_seconds() const { return clock_() - epoch_start
 
 // ---- Epoch summary ---------------------------------------------------------------------------
 
-namespace {
-
-// Seconds with two decimals below 10 s (a GPU's validation pass of 0.04 s is not "0.0"), one
-// above.
 std::string seconds_text(double seconds) {
   return printf_string(std::fabs(seconds) < 10.0 ? "%.2f" : "%.1f", seconds);
 }
-
-}  // namespace
 
 std::string format_epoch_summary(const EpochRecord& record, int total_epochs) {
   std::ostringstream out;

@@ -11,6 +11,7 @@
 #include "core/atomic_file.hpp"
 #include "core/json_text.hpp"
 #include "pneumo/error.hpp"
+#include "pneumo/progress.hpp"
 
 namespace pneumo {
 
@@ -36,9 +37,10 @@ std::string number(double value, const char* format = "%g") {
   return buffer;
 }
 
-// Seconds to a tenth; empty when not recorded (histories older than the column).
+// Seconds as the epoch line prints them; empty when not recorded (histories older than the
+// column).
 std::string seconds_cell(double seconds) {
-  return std::isfinite(seconds) ? number(seconds, "%.1f") : std::string();
+  return std::isfinite(seconds) ? seconds_text(seconds) : std::string();
 }
 
 std::string ratio_cell(double value) { return std::isnan(value) ? "n/a" : number(value, "%.4f"); }
@@ -249,7 +251,7 @@ std::string report_markdown(const ReportInputs& inputs, bool has_loss_chart,
     md << "|\n";
     for (const auto& record : inputs.history) {
       md << "| " << record.epoch + 1 << " | " << number(record.learning_rate, "%.3g") << " | "
-         << number(record.seconds, "%.1f") << " | " << seconds_cell(record.train_seconds) << " | "
+         << seconds_cell(record.seconds) << " | " << seconds_cell(record.train_seconds) << " | "
          << seconds_cell(record.val_seconds);
       for (const auto& column : shown) {
         auto it = record.values.find(column);

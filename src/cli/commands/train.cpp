@@ -59,12 +59,6 @@ double seconds_since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
-std::string one_decimal(double seconds) {
-  std::ostringstream out;
-  out << std::fixed << std::setprecision(1) << seconds;
-  return out.str();
-}
-
 std::string default_run_dir() {
   std::time_t now = std::time(nullptr);
   std::tm local{};
@@ -762,9 +756,9 @@ void TrainingRun::finish() {
   std::cout << format_metrics_table(final_val);
   std::cout << "model: " << (fs::path(run_dir_) / "model.safetensors").string() << " (threshold "
             << threshold.threshold << ", " << metadata_.threshold_rule << ")\n";
-  std::cout << "run: " << one_decimal(seconds_since(started_))
+  std::cout << "run: " << seconds_text(seconds_since(started_))
             << " s from start to model and report written (training steps "
-            << one_decimal(train_seconds_) << " s, validation passes " << one_decimal(val_seconds_)
+            << seconds_text(train_seconds_) << " s, validation passes " << seconds_text(val_seconds_)
             << " s; the rest is start-up, data, checkpoints"
             << (final_pass ? " and the final validation pass)\n" : ")\n");
   const Device device = backend_->device();
