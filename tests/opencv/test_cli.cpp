@@ -99,6 +99,7 @@ TEST(Cli, TrainEvaluatePredictOnTheSample) {
   std::getline(csv, line);
   EXPECT_EQ(line, "path,probability_pneumonia,label");
   int predictions = 0;
+  std::map<std::string, std::string> csv_rows;  // path -> "p  label"
   while (std::getline(csv, line)) {
     const auto first = line.find(','), second = line.rfind(',');
     ASSERT_NE(first, second) << line;
@@ -107,9 +108,26 @@ TEST(Cli, TrainEvaluatePredictOnTheSample) {
     EXPECT_LE(p, 1.0);
     const std::string label = line.substr(second + 1);
     EXPECT_TRUE(label == "NORMAL" || label == "PNEUMONIA") << line;
+    csv_rows[line.substr(0, first)] = line.substr(first + 1, second - first - 1) + "  " + label;
     ++predictions;
   }
   EXPECT_EQ(predictions, 30);
+  // The plain listing prints p with the threshold's digits (6), as the CSV does, not rounded to
+  // 4 where it could read as the wrong side of a tuned cut.
+  auto plain = pneumo_command("predict --model " + run + "/model.safetensors " + kSample +
+                                  "/test/NORMAL --device cpu",
+                              dir.file("cache"));
+  ASSERT_EQ(plain.status, 0) << plain.output;
+  std::istringstream listing(plain.output);
+  int listed = 0;
+  while (std::getline(listing, line)) {
+    const auto gap = line.find("  ");
+    const auto row = csv_rows.find(line.substr(0, gap));
+    if (gap == std::string::npos || row == csv_rows.end()) continue;  // stderr's lines
+    EXPECT_EQ(line.substr(gap + 2), row->second) << line;
+    ++listed;
+  }
+  EXPECT_EQ(listed, 30);
 }
 
 // Epoch-level resume on the CPU is exact: 1 epoch + resume to 2 equals 2 epochs straight.

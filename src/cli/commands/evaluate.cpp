@@ -389,8 +389,9 @@ int run_predict(const PredictOptions& options) {
       if (options.logits) std::cout << "," << std::setprecision(9) << logits[i];
       std::cout << "\n";
     } else {
-      std::cout << kept[i] << "  " << std::fixed << std::setprecision(4) << p << "  " << label;
-      std::cout.unsetf(std::ios::fixed);
+      // As many digits as the threshold in the header: a p printed rounded to it could read as
+      // the wrong side of the cut.
+      std::cout << kept[i] << "  " << std::setprecision(6) << p << "  " << label;
       if (options.logits) std::cout << "  logit " << std::setprecision(9) << logits[i];
       std::cout << "\n";
     }
