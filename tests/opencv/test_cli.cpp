@@ -53,6 +53,8 @@ TEST(Cli, TrainEvaluatePredictOnTheSample) {
   int rows = 0;
   while (std::getline(history, line)) ++rows;
   EXPECT_EQ(rows, 3) << "header + one row per epoch";
+  EXPECT_EQ(nlohmann::json::parse(testing::read_text(run + "/metrics_val.json"))["precision"],
+            "fp32");
 
   auto evaluate = pneumo_command("evaluate --model " + run + "/model.safetensors --data " +
                                      kSample + " --split test --json " + dir.file("m.json") +

@@ -743,8 +743,12 @@ void TrainingRun::finish() {
       evaluate_binary("val", val_logits, splits_.val.labels, threshold.threshold, rule);
   write("model.safetensors", snapshot(epochs_done_));
   files_.drain();
+  // The precision the scores were computed at: a bf16 run's differ a little from `evaluate`'s,
+  // which scores in fp32.
+  nlohmann::json scored = to_json(final_val);
+  scored["precision"] = options_.precision;
   write_file_atomically((fs::path(run_dir_) / "metrics_val.json").string(),
-                        to_json(final_val).dump(2) + "\n");
+                        scored.dump(2) + "\n");
   ReportInputs report;
   report.history = log_->records();
   report.validation = final_val;
