@@ -2,6 +2,8 @@
 // README with the dataset's citation, and nothing written into the data.
 #include <gtest/gtest.h>
 
+#include <filesystem>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -13,6 +15,7 @@
 namespace pneumo {
 namespace {
 
+namespace fs = std::filesystem;
 using testing::ScratchDir;
 using testing::Tree;
 using testing::snapshot;
@@ -48,6 +51,15 @@ TEST(Eda, WritesCountsGridsAndCitation) {
             std::string::npos);
   EXPECT_NE(log.str().find("PNEUMONIA"), std::string::npos);
   options.out_dir = (tree.dir / "eda").string();
+  EXPECT_THROW(run_eda(options), Error);
+  // A folder that holds files (a project's README.md, or an earlier eda) is not written into.
+  const fs::path project = out / "project";
+  fs::create_directories(project);
+  std::ofstream(project / "README.md") << "# my project\n";
+  options.out_dir = project.string();
+  EXPECT_THROW(run_eda(options), Error);
+  EXPECT_EQ(testing::read_file(project / "README.md"), "# my project\n");
+  options.out_dir = (out / "eda").string();
   EXPECT_THROW(run_eda(options), Error);
 }
 

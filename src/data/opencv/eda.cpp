@@ -75,6 +75,13 @@ EdaReport run_eda(const EdaOptions& options) {
   if (data_internal::is_same_or_inside(out, data_internal::resolved(options.data)))
     throw Error("eda: the output " + out.string() + " lies inside the data " + options.data +
                 "; nothing is written there: choose another --out");
+  // Its four files would replace any of the same name (a project's README.md, say).
+  std::error_code status;
+  if (fs::exists(out, status) && (!fs::is_directory(out, status) || !fs::is_empty(out, status)))
+    throw Error("eda: the output " + out.string() +
+                (fs::is_directory(out, status) ? " already holds files" : " is a file") +
+                "; counts.json, samples.png, augmented.png and README.md go into a new or empty "
+                "folder: choose another --out");
 
   OpenDatasetOptions open;
   open.size = options.size;
