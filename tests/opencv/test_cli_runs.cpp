@@ -133,6 +133,34 @@ TEST_F(CliRuns, ALiveRunsFolderIsRefusedToASecondRun) {
   EXPECT_TRUE(fs::exists(run + "/model.safetensors"));
 }
 
+// A folder holding only a config.json pneumo did not leave (no lock, no checkpoints/) is another's:
+// refused, its file kept, and no --resume suggested (there is nothing to resume). A run that
+// failed inside its first epoch (history headers, no checkpoint) leaves its folder reusable.
+TEST_F(CliRuns, OnlyAFailedStartsFolderIsReused) {
+  const std::string mine = path("mine");
+  fs::create_directories(mine);
+  const std::string own = "{\"epochs\": 1, \"note\": \"hand-written, keep\"}";
+  std::ofstream(mine + "/config.json") << own;
+  auto refused = train("mine", "--epochs 1");
+  EXPECT_EQ(refused.status, 1) << refused.output;
+  EXPECT_NE(refused.output.find("already holds files; choose another --out"), std::string::npos)
+      << refused.output;
+  EXPECT_EQ(refused.output.find("--resume"), std::string::npos) << refused.output;
+  EXPECT_EQ(testing::read_text(mine + "/config.json"), own);
+
+  auto failed = train("nan", "--epochs 2 --inject-fault nan@2");
+  ASSERT_EQ(failed.status, 1) << failed.output;
+  ASSERT_TRUE(fs::exists(path("nan") + "/history.csv")) << "the case this test is about";
+  auto again = train("nan", "--epochs 1");
+  EXPECT_EQ(again.status, 0) << again.output;
+  auto third = train("nan", "--epochs 1");
+  EXPECT_EQ(third.status, 1) << third.output;
+  EXPECT_NE(third.output.find("or continue it with --resume " + path("nan") +
+                              "/checkpoints/last.safetensors"),
+            std::string::npos)
+      << third.output;
+}
+
 // A run stopped inside an epoch resumes only with the flags that fixed that epoch's image order.
 TEST_F(CliRuns, ResumingInsideAnEpochKeepsTheBatch) {
   auto stopped = train("run", "--epochs 2 --batch 16 --inject-fault sigint@9");

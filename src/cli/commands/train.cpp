@@ -99,19 +99,27 @@ class RunDirLock {
   int fd_ = -1;
 };
 
-// True when `dir` holds nothing but what a run that failed before its first checkpoint leaves:
-// config.json, an empty checkpoints/ and the lock file (so fixing a flag and running again needs
-// no clean-up). A live run's folder looks the same during its first epoch: its lock tells them
-// apart (RunDirLock).
+// True when `dir` holds what a run that failed before its first checkpoint leaves, and nothing
+// else: the lock file and an empty checkpoints/ (both made before anything else), perhaps
+// config.json and the history files' headers (rows are written only after a checkpoint). Fixing
+// a flag and running again then needs no clean-up; a folder without the lock and checkpoints/
+// was not left by pneumo (its config.json may be someone's own). A live run's folder looks the
+// same during its first epoch: its lock tells them apart (RunDirLock).
 bool holds_only_a_failed_start(const std::string& dir) {
   std::error_code error;
+  bool lock = false, checkpoints = false;
   for (const auto& entry : fs::directory_iterator(dir, error)) {
     const std::string name = entry.path().filename().string();
-    if (name == "config.json" || name == ".lock") continue;
-    if (name == "checkpoints" && entry.is_directory() && fs::is_empty(entry.path(), error)) continue;
-    return false;
+    if (name == ".lock" && entry.is_regular_file(error)) {
+      lock = true;
+    } else if (name == "checkpoints" && entry.is_directory(error) &&
+               fs::is_empty(entry.path(), error)) {
+      checkpoints = true;
+    } else if (name != "config.json" && name != "history.csv" && name != "history.jsonl") {
+      return false;
+    }
   }
-  return !error;
+  return !error && lock && checkpoints;
 }
 
 // True when `a` and `b` name the same existing folder.
@@ -127,9 +135,11 @@ void prepare_run_dir(const std::string& dir, const std::string& resuming, RunDir
   if (fs::exists(dir, error) && !fs::is_directory(dir, error))
     throw Error("run directory '" + dir + "' is a file, not a folder; choose another --out");
   const bool fresh = !fs::exists(dir) || fs::is_empty(dir, error) || holds_only_a_failed_start(dir);
+  const std::string last = (fs::path(dir) / "checkpoints" / "last.safetensors").string();
   if (!fresh && resuming.empty())
-    throw Error("run directory '" + dir + "' already holds files; choose another --out, or "
-                "continue it with --resume " + dir + "/checkpoints/last.safetensors");
+    throw Error("run directory '" + dir + "' already holds files; choose another --out" +
+                (fs::is_regular_file(last, error) ? ", or continue it with --resume " + last
+                                                  : std::string()));
   if (!fresh && !same_folder(dir, resumed_run_dir(resuming)))
     throw Error("run directory '" + dir + "' holds another run than the one " + resuming +
                 " belongs to; a resumed run writes into its own run directory or a new --out");
