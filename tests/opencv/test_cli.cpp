@@ -265,6 +265,8 @@ TEST(Cli, BadFlagsAndInputsAreRefusedWithAMessage) {
        "--json names the model a.safetensors"},
       {"evaluate --model a.safetensors --data " + kSample + " --json o.json --scores o.json",
        "--json and --scores name the same file"},
+      {"evaluate --model a.safetensors --data " + kSample + " --json new.json --scores ./new.json",
+       "--json and --scores name the same file"},
       {"frobnicate", "frobnicate"},
   };
   for (const auto& c : cases) {
