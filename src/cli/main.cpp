@@ -309,6 +309,25 @@ void say_where_flags_came_from(const std::vector<std::string>& sources) {
 }
 
 // The command line's outcome: parse, run, report; the exit status.
+// An option that takes a value takes the next argument even when it is a flag, so a forgotten
+// value lost the flag after it (`evaluate --json --stress` wrote a file named --stress and ran no
+// stress test; `train --out --val-stress` trained without it): such a value is refused. A file
+// whose name starts with "--" can still be given as ./--name.
+void refuse_flags_as_values(CLI::App& app) {
+  const CLI::Validator not_a_flag(
+      [](std::string& value) {
+        return value.rfind("--", 0) == 0
+                   ? "got '" + value + "', which is a flag: give this option its value first"
+                   : std::string();
+      },
+      "", "not a flag");
+  for (CLI::App* command : app.get_subcommands({})) {
+    for (CLI::Option* option : command->get_options())
+      if (!option->get_positional() && option->get_type_size_min() > 0) option->check(not_a_flag);
+    refuse_flags_as_values(*command);
+  }
+}
+
 int run_pneumo(int argc, char** argv) {
   // A closed pipe on stdout (`pneumo predict ... | head`) is an error to report with status 1
   // (the flush check below), not a silent death by SIGPIPE.
@@ -336,6 +355,7 @@ int run_pneumo(int argc, char** argv) {
   add_explain(app, explain, action);
   add_eda(app, eda, action);
   add_bench(app, bench, bench_kernels, action);
+  refuse_flags_as_values(app);
   try {
     if (argc > 1 && argv[1][0] != '-') {
       const std::string command = argv[1];

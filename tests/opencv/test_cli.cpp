@@ -268,6 +268,12 @@ TEST(Cli, BadFlagsAndInputsAreRefusedWithAMessage) {
       {"evaluate --model a.safetensors --data " + kSample + " --json new.json --scores ./new.json",
        "--json and --scores name the same file"},
       {"frobnicate", "frobnicate"},
+      // A value forgotten before the next flag: that flag is not taken as the value.
+      {"evaluate --model a.safetensors --data " + kSample + " --json --stress",
+       "--json: got '--stress', which is a flag"},
+      {"train --data " + kSample + " --epochs 1 --val-stress --threshold-rule --device cpu",
+       "--threshold-rule: got '--device', which is a flag"},
+      {"bench kernels --device cpu --quick --csv --json x.json", "--csv: got '--json'"},
   };
   for (const auto& c : cases) {
     const bool trains = c.args.rfind("train ", 0) == 0;
