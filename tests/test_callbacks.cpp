@@ -273,6 +273,16 @@ TEST(LearningRateSchedule, StepExponentialCosineValues) {
   EXPECT_DOUBLE_EQ(exponential_schedule.learning_rate_at(0), 1e-3);
   EXPECT_NEAR(exponential_schedule.learning_rate_at(2), 8.1e-4, 1e-15);
 
+  // --min-lr is a floor for every schedule, not only the cosine's.
+  step.floor_lr = 3e-4;
+  exponential.floor_lr = 8.5e-4;
+  EXPECT_DOUBLE_EQ(LearningRateSchedule(step).learning_rate_at(3), 5e-4);
+  EXPECT_DOUBLE_EQ(LearningRateSchedule(step).learning_rate_at(6), 3e-4);
+  EXPECT_DOUBLE_EQ(LearningRateSchedule(exponential).learning_rate_at(1), 9e-4);
+  EXPECT_DOUBLE_EQ(LearningRateSchedule(exponential).learning_rate_at(2), 8.5e-4);
+  step.floor_lr = 2e-3;  // above the starting rate
+  EXPECT_THROW(LearningRateSchedule{step}, Error);
+
   LearningRateScheduleOptions cosine;
   cosine.kind = Kind::Cosine;
   cosine.initial_lr = 1e-3;

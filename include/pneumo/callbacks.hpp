@@ -170,8 +170,8 @@ class ModelCheckpointPolicy : public Callback {
 };
 
 // Learning rate as a pure function of the (0-based) epoch, set at each epoch's start:
-//   step:        lr0 * factor ^ floor(epoch / step_epochs)
-//   exponential: lr0 * gamma ^ epoch
+//   step:        max(floor_lr, lr0 * factor ^ floor(epoch / step_epochs))
+//   exponential: max(floor_lr, lr0 * gamma ^ epoch)
 //   cosine:      floor_lr + (lr0 - floor_lr) * (1 + cos(pi * min(epoch, T) / T)) / 2, T = total_epochs
 // Like keras.callbacks.LearningRateScheduler it overwrites the rate, so it cannot be combined
 // with ReduceLROnPlateau (CallbackList refuses the pair).
@@ -183,7 +183,7 @@ struct LearningRateScheduleOptions {
   int step_epochs = 10;  // step: epochs between drops
   double gamma = 0.95;   // exponential
   int total_epochs = 12;  // cosine: epochs to reach the floor
-  double floor_lr = 0.0;  // cosine
+  double floor_lr = 0.0;  // the rate never goes below it (pneumo train: --min-lr)
 };
 const char* to_string(LearningRateScheduleOptions::Kind kind);
 

@@ -320,9 +320,10 @@ LearningRateSchedule::LearningRateSchedule(LearningRateScheduleOptions options)
   } else {
     PNEUMO_CHECK(options_.total_epochs > 0, "cosine schedule: total_epochs must be > 0, got ",
                  options_.total_epochs);
-    PNEUMO_CHECK(options_.floor_lr >= 0.0 && options_.floor_lr <= options_.initial_lr,
-                 "cosine schedule: floor_lr must be in [0, initial_lr], got ", options_.floor_lr);
   }
+  PNEUMO_CHECK(options_.floor_lr >= 0.0 && options_.floor_lr <= options_.initial_lr,
+               "learning-rate schedule: floor_lr must be in [0, initial_lr], got ",
+               options_.floor_lr);
 }
 
 double LearningRateSchedule::learning_rate_at(int epoch) const {
@@ -330,9 +331,10 @@ double LearningRateSchedule::learning_rate_at(int epoch) const {
   PNEUMO_CHECK(epoch >= 0, "learning-rate schedule asked for negative epoch ", epoch);
   switch (options_.kind) {
     case Kind::Step:
-      return options_.initial_lr * std::pow(options_.factor, epoch / options_.step_epochs);
+      return std::max(options_.floor_lr,
+                      options_.initial_lr * std::pow(options_.factor, epoch / options_.step_epochs));
     case Kind::Exponential:
-      return options_.initial_lr * std::pow(options_.gamma, epoch);
+      return std::max(options_.floor_lr, options_.initial_lr * std::pow(options_.gamma, epoch));
     case Kind::Cosine: {
       const double kPi = 3.14159265358979323846;
       double progress = std::min(epoch, options_.total_epochs) /

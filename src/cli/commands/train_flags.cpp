@@ -231,7 +231,8 @@ std::vector<TrainFlag> make_table() {
                     "pass (0: one buffer after it)",
                     PNEUMO_FIELD(bucket_mb), Within{0, 1024}, "0.5", "-1"));
   t.push_back(
-      bound("threads", "CPU threads (0: all)", PNEUMO_FIELD(threads), non_negative, "3", "-1"));
+      bound("threads", "CPU threads (0: all)", PNEUMO_FIELD(threads), Within{0, kMaxThreads}, "3",
+            "5000"));
   t.push_back(bound(
       "size", "Input size in pixels (0: a cache's own, 150 for an image tree)", PNEUMO_FIELD(size),
       [](O o) {
@@ -335,7 +336,7 @@ std::vector<TrainFlag> make_table() {
   t.push_back(bound("plateau-patience", "ReduceLROnPlateau patience",
                     PNEUMO_FIELD(plateau_patience), non_negative, "3", "-1"));
   t.push_back(bound("plateau-min-delta", "ReduceLROnPlateau min_delta",
-                    PNEUMO_FIELD(plateau_min_delta), {}, "0.001"));
+                    PNEUMO_FIELD(plateau_min_delta), non_negative, "0.001", "nan"));
   t.push_back(bound("plateau-cooldown", "ReduceLROnPlateau cooldown",
                     PNEUMO_FIELD(plateau_cooldown), non_negative, "1", "-1"));
   t.push_back(
@@ -344,6 +345,10 @@ std::vector<TrainFlag> make_table() {
       "schedule", "none (ReduceLROnPlateau) | step | exponential | cosine", PNEUMO_FIELD(schedule),
       [](O o) {
         one_of("--schedule", o.schedule, {"none", "step", "exponential", "cosine"});
+        require(o.schedule == "none" || o.min_lr <= o.learning_rate,
+                "--min-lr must be at most --lr under --schedule " + o.schedule + " (the floor it "
+                "decays to), got --min-lr " + number_text(o.min_lr) + " and --lr " +
+                number_text(o.learning_rate));
       },
       "cosine", "linear"));
   t.push_back(bound(
