@@ -65,26 +65,44 @@ std::string command_line(int argc, char** argv) {
 std::vector<std::string> expand_arguments(int argc, char** argv, std::vector<std::string>& sources) {
   std::vector<std::string> args(argv + 1, argv + argc);
   if (args.empty() || args[0] != "train") return args;
+  // Help is shown as it is, whatever else the line names (a checkpoint that cannot be read).
+  if (std::find(args.begin(), args.end(), "--help") != args.end() ||
+      std::find(args.begin(), args.end(), "-h") != args.end())
+    return args;
   std::vector<std::string> inherited, own;
+  bool resumed = false, data_given = false;
+  std::optional<std::string> resumed_data;  // the --data a resumed checkpoint recorded
   for (size_t i = 1; i < args.size(); ++i) {
     const std::string& a = args[i];
     auto value_of = [&](const std::string& flag) -> std::optional<std::string> {
+      std::optional<std::string> value;
       if (a == flag) {
         if (i + 1 >= args.size()) throw pneumo::UsageError(flag + " needs a value");
-        return args[++i];
+        value = args[++i];
+      } else if (a.rfind(flag + "=", 0) == 0) {
+        value = a.substr(flag.size() + 1);
       }
-      if (a.rfind(flag + "=", 0) == 0) return a.substr(flag.size() + 1);
-      return std::nullopt;
+      if (value && value->rfind("--", 0) == 0)
+        throw pneumo::UsageError(flag + ": got '" + *value +
+                                 "', which is a flag: give this option its value first");
+      return value;
     };
+    if (a == "--data" || a.rfind("--data=", 0) == 0) data_given = true;
     if (auto path = value_of("--config")) {
       auto flags = flags_from_json(read_json_file(*path), *path);
       inherited.insert(inherited.end(), flags.begin(), flags.end());
       sources.push_back(*path);
     } else if (auto checkpoint = value_of("--resume")) {
+      if (resumed)
+        throw pneumo::UsageError("--resume is given twice; a run continues one checkpoint");
+      resumed = true;
       auto meta = pneumo::read_checkpoint_metadata(*checkpoint);
       auto flags = flags_from_json(meta.config, *checkpoint);
       inherited.insert(inherited.end(), flags.begin(), flags.end());
       sources.push_back(*checkpoint);
+      if (meta.config.is_object() && meta.config.contains("data") &&
+          meta.config["data"].is_string())
+        resumed_data = meta.config["data"].get<std::string>();
       own.push_back("--resume=" + *checkpoint);
       // A resumed run writes into the run directory the checkpoint lies in unless told otherwise
       // (not the `out` it recorded: the run may have been moved or copied since).
@@ -94,6 +112,16 @@ std::vector<std::string> expand_arguments(int argc, char** argv, std::vector<std
       own.push_back(a);
     }
   }
+  // The recorded --data is the path as typed where the run started: a relative one read from
+  // another folder names something else, or nothing.
+  std::error_code error;
+  if (resumed_data && !data_given && !std::filesystem::exists(*resumed_data, error))
+    throw pneumo::UsageError(
+        "the data the checkpoint records, --data " + *resumed_data + ", does not exist here" +
+        (std::filesystem::path(*resumed_data).is_relative()
+             ? " (a path relative to the folder that run started in)"
+             : "") +
+        ": give --data");
   std::vector<std::string> out{"train"};
   out.insert(out.end(), inherited.begin(), inherited.end());
   out.insert(out.end(), own.begin(), own.end());
@@ -308,7 +336,6 @@ void say_where_flags_came_from(const std::vector<std::string>& sources) {
               << "; the value refused may be written there\n";
 }
 
-// The command line's outcome: parse, run, report; the exit status.
 // An option that takes a value takes the next argument even when it is a flag, so a forgotten
 // value lost the flag after it (`evaluate --json --stress` wrote a file named --stress and ran no
 // stress test; `train --out --val-stress` trained without it): such a value is refused. A file
@@ -328,6 +355,7 @@ void refuse_flags_as_values(CLI::App& app) {
   }
 }
 
+// The command line's outcome: parse, run, report; the exit status.
 int run_pneumo(int argc, char** argv) {
   // A closed pipe on stdout (`pneumo predict ... | head`) is an error to report with status 1
   // (the flush check below), not a silent death by SIGPIPE.

@@ -16,6 +16,7 @@
 #include <system_error>
 
 #include "cache_internal.hpp"
+#include "core/file_lock.hpp"
 #include "pneumo/data.hpp"
 #include "pneumo/error.hpp"
 #include "pneumo/npy.hpp"
@@ -503,6 +504,30 @@ void check_cache_outside_tree(const std::string& cache, const std::string& tree,
               "--data " + tree + " --out CACHE` with CACHE outside it and pass the cache as --data");
 }
 
+// True when `cache` was prepared from the tree `path` as it is now, at `size` (saying so in the
+// log); false, saying why when there was a cache, when it must be prepared again.
+bool fresh_tree_cache(const std::string& cache, const std::string& path, int size,
+                      std::ostream* log) {
+  if (!is_cache_dir(cache)) return false;
+  const std::string hash = image_tree_hash(path);
+  bool fresh = false;
+  try {
+    const nlohmann::json meta = read_meta(cache);
+    fresh = meta.value("format_version", 0) == kCacheFormatVersion &&
+            meta.value("size", 0) == size && meta.contains("source") &&
+            meta["source"].value("hash", std::string()) == hash;
+  } catch (const std::exception&) {
+    fresh = false;  // unreadable metadata: prepare again
+  }
+  if (log && fresh) {
+    *log << "data: using the cache " << cache << " of " << path << "\n";
+    log_skipped_files(cache, *log);
+  }
+  if (log && !fresh)
+    *log << "data: " << path << " changed since its cache was made; preparing again\n";
+  return fresh;
+}
+
 }  // namespace
 
 Dataset open_dataset(const std::string& path, const OpenDatasetOptions& options) {
@@ -523,27 +548,6 @@ Dataset open_dataset(const std::string& path, const OpenDatasetOptions& options)
   const int size = options.size != 0 ? options.size : kDefaultImageSize;
   const std::string cache = default_cache_dir_for(path, size, options.cache_root);
   check_cache_outside_tree(cache, path, options.cache_root);
-  const std::string hash = image_tree_hash(path);
-  if (is_cache_dir(cache)) {
-    bool fresh = false;
-    try {
-      const nlohmann::json meta = read_meta(cache);
-      fresh = meta.value("format_version", 0) == kCacheFormatVersion &&
-              meta.value("size", 0) == size && meta.contains("source") &&
-              meta["source"].value("hash", std::string()) == hash;
-    } catch (const std::exception&) {
-      fresh = false;  // unreadable metadata: prepare again
-    }
-    if (fresh) {
-      if (options.log) {
-        *options.log << "data: using the cache " << cache << " of " << path << "\n";
-        log_skipped_files(cache, *options.log);
-      }
-      return load_tree_cache(cache, path);
-    }
-    if (options.log)
-      *options.log << "data: " << path << " changed since its cache was made; preparing again\n";
-  }
   // Where the cache goes must be writable; if not, say where else it can go.
   const fs::path cache_parent = fs::path(cache).parent_path();
   fs::create_directories(cache_parent, ec);
@@ -552,14 +556,37 @@ Dataset open_dataset(const std::string& path, const OpenDatasetOptions& options)
                 cache_parent.string() + ": " + ec.message() +
                 "; set PNEUMO_CACHE_DIR to a writable folder, or run `pneumo prepare --data " +
                 path + " --out CACHE` and pass the cache as --data");
-  PrepareOptions prepare;
-  prepare.data_dir = path;
-  prepare.out_dir = cache;
-  prepare.size = size;
-  prepare.threads = options.threads;
-  prepare.command = "open_dataset (pneumo train --data " + path + ")";
-  prepare.log = options.log;
-  prepare_cache(prepare);
+  {
+    // Two runs started together on one tree (a sweep's jobs) prepared its cache twice, and the
+    // second's rename onto the first's failed: the check and the prepare are done by one process
+    // at a time, so the second finds the first's cache fresh. The cache is read after.
+    FileLock preparing;
+    const std::string lock_path =
+        (cache_parent / ("." + fs::path(cache).filename().string() + ".lock")).string();
+    bool waiting = false;
+    try {
+      waiting = !preparing.try_acquire(lock_path);
+    } catch (const Error&) {
+      // A cache root this user cannot write (a shared, prepared one): its fresh caches are only
+      // read, and a prepare there fails below with its own message.
+    }
+    if (waiting) {
+      if (options.log)
+        *options.log << "data: waiting for another pneumo that is checking or preparing " << cache
+                     << "\n";
+      preparing.acquire(lock_path);
+    }
+    if (!fresh_tree_cache(cache, path, size, options.log)) {
+      PrepareOptions prepare;
+      prepare.data_dir = path;
+      prepare.out_dir = cache;
+      prepare.size = size;
+      prepare.threads = options.threads;
+      prepare.command = "open_dataset (pneumo train --data " + path + ")";
+      prepare.log = options.log;
+      prepare_cache(prepare);
+    }
+  }
   return load_tree_cache(cache, path);
 }
 

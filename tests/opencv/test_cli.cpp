@@ -277,6 +277,9 @@ TEST(Cli, BadFlagsAndInputsAreRefusedWithAMessage) {
       {"train --data " + kSample + " --epochs 1 --val-stress --threshold-rule --device cpu",
        "--threshold-rule: got '--device', which is a flag"},
       {"bench kernels --device cpu --quick --csv --json x.json", "--csv: got '--json'"},
+      {"train --data " + kSample + " --config --epochs 1", "--config: got '--epochs', which is a flag"},
+      {"train --data " + kSample + " --all-reduce nccl --device cpu",
+       "--all-reduce nccl needs the CUDA backend; --device cpu was given"},
   };
   for (const auto& c : cases) {
     const bool trains = c.args.rfind("train ", 0) == 0;

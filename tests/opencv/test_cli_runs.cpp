@@ -12,6 +12,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <chrono>
 #include <csignal>
 #include <filesystem>
 #include <fstream>
@@ -159,6 +160,75 @@ TEST_F(CliRuns, OnlyAFailedStartsFolderIsReused) {
                               "/checkpoints/last.safetensors"),
             std::string::npos)
       << third.output;
+}
+
+// Mistakes in where flags come from are usage errors (status 2) that say what is wrong: a config
+// value that is no scalar, a config naming a config, --resume twice, and a resumed run's relative
+// --data read from another folder. --help is shown even beside a checkpoint that cannot be read.
+TEST_F(CliRuns, ConfigAndResumeMistakesAreUsageErrors) {
+  std::ofstream(path("null.json")) << "{\"epochs\": null}";
+  auto null_value = train("a", "--config " + path("null.json"));
+  EXPECT_EQ(null_value.status, 2) << null_value.output;
+  EXPECT_NE(null_value.output.find("value of 'epochs' must be a string, number or boolean"),
+            std::string::npos)
+      << null_value.output;
+  std::ofstream(path("nested.json")) << "{\"config\": \"other.json\"}";
+  auto nested = train("a", "--config " + path("nested.json"));
+  EXPECT_EQ(nested.status, 2) << nested.output;
+  EXPECT_NE(nested.output.find("a configuration cannot name another"), std::string::npos)
+      << nested.output;
+
+  // A run on a relative --data (a copy of the sample beside the run), resumed from elsewhere.
+  fs::copy(kSample, path("data"), fs::copy_options::recursive);
+  auto relative = testing::run_command("cd '" + dir_.file("") + "' && PNEUMO_CACHE_DIR='" +
+                                       cache_ + "' '" PNEUMO_BINARY "' train --data data --out run "
+                                       "--epochs 1" + kCommon + " 2>&1");
+  ASSERT_EQ(relative.status, 0) << relative.output;
+  const std::string last = path("run") + "/checkpoints/last.safetensors";
+  auto elsewhere = resume(last, "--epochs 2");  // the test's own folder: no ./data there
+  EXPECT_EQ(elsewhere.status, 2) << elsewhere.output;
+  EXPECT_NE(elsewhere.output.find("the data the checkpoint records, --data data, does not exist "
+                                  "here (a path relative to the folder that run started in)"),
+            std::string::npos)
+      << elsewhere.output;
+  auto given = resume(last, "--epochs 2 --data " + path("data"));
+  EXPECT_EQ(given.status, 0) << given.output;
+
+  auto twice = resume(last, "--resume " + last + " --epochs 3");
+  EXPECT_EQ(twice.status, 2) << twice.output;
+  EXPECT_NE(twice.output.find("--resume is given twice"), std::string::npos) << twice.output;
+  auto help = resume(path("missing.safetensors"), "--help");
+  EXPECT_EQ(help.status, 0) << help.output;
+  EXPECT_NE(help.output.find("--resume"), std::string::npos) << help.output;
+}
+
+// Two runs on one image tree with no cache yet (a sweep's jobs) prepared it twice, and the
+// second's rename onto the first's cache failed. A run whose cache another process is preparing
+// (here: whose lock this test holds) waits for it, then uses the cache it finds.
+TEST_F(CliRuns, ARunWaitsForAnotherPreparingItsCache) {
+  ASSERT_EQ(train("first", "--epochs 1").status, 0);
+  std::string name;
+  for (const auto& entry : fs::directory_iterator(cache_))
+    if (entry.is_directory() && entry.path().filename().string().rfind("tree-", 0) == 0)
+      name = entry.path().filename().string();
+  ASSERT_FALSE(name.empty()) << "no tree cache in " << cache_;
+  fs::remove_all(cache_ + "/" + name);
+  // Not inherited by the run: a copy of the locked description would keep the lock in the child.
+  const int fd =
+      ::open((cache_ + "/." + name + ".lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::flock(fd, LOCK_EX | LOCK_NB), 0);
+  testing::BackgroundPneumo second({"train", "--data", kSample, "--out", path("second"),
+                                    "--epochs", "1", "--size", "32", "--device", "cpu",
+                                    "--threads", "2"},
+                                   cache_, path("second.log"));
+  ASSERT_TRUE(second.started());
+  const bool waited = second.wait_for_output("waiting for another pneumo", std::chrono::seconds(60));
+  ::close(fd);  // the other "prepare" is done (it left no cache: the run prepares its own)
+  const auto result = second.wait(std::chrono::seconds(120));
+  EXPECT_TRUE(waited) << result.output;
+  EXPECT_EQ(result.status, 0) << result.output;
+  EXPECT_TRUE(fs::exists(cache_ + "/" + name + "/meta.json")) << result.output;
 }
 
 // A run stopped inside an epoch resumes only with the flags that fixed that epoch's image order.

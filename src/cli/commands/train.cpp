@@ -2,12 +2,8 @@
 // once), carves the validation split, trains with RMSprop and the callbacks, validates every
 // epoch, and writes a run directory: config.json, history.csv, history.jsonl, checkpoints/{last,best}
 // .safetensors, model.safetensors (final weights + the threshold tuned on val), report.md.
-#include <fcntl.h>
-#include <sys/file.h>
-#include <unistd.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <csignal>
@@ -30,6 +26,7 @@
 #include "cli/commands/fault_injection.hpp"
 #include "cli/commands/guards.hpp"
 #include "core/atomic_file.hpp"
+#include "core/file_lock.hpp"
 #include "core/json_text.hpp"
 #include "core/ordered_worker.hpp"
 #include "pneumo/backend.hpp"
@@ -73,30 +70,15 @@ std::string default_run_dir() {
 // resume, aimed at a live run's folder is refused instead of mixing its files with the first's.
 class RunDirLock {
  public:
-  RunDirLock() = default;
-  RunDirLock(const RunDirLock&) = delete;
-  RunDirLock& operator=(const RunDirLock&) = delete;
-  ~RunDirLock() {
-    if (fd_ >= 0) ::close(fd_);
-  }
   void acquire(const std::string& dir) {
     const std::string path = (fs::path(dir) / ".lock").string();
-    fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (fd_ < 0)
-      throw Error("cannot open " + path + " to lock the run directory: " + std::strerror(errno));
-    if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
-      const int reason = errno;
-      ::close(fd_);
-      fd_ = -1;
-      if (reason == EWOULDBLOCK)
-        throw Error("run directory '" + dir + "' is in use: another pneumo train is writing it "
-                    "(it holds " + path + "); choose another --out, or wait for that run to end");
-      throw Error("cannot lock " + path + ": " + std::strerror(reason));
-    }
+    if (!lock_.try_acquire(path))
+      throw Error("run directory '" + dir + "' is in use: another pneumo train is writing it "
+                  "(it holds " + path + "); choose another --out, or wait for that run to end");
   }
 
  private:
-  int fd_ = -1;
+  FileLock lock_;
 };
 
 // True when `dir` holds what a run that failed before its first checkpoint leaves, and nothing

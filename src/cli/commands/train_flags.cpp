@@ -224,8 +224,12 @@ std::vector<TrainFlag> make_table() {
   t.push_back(bound(
       "all-reduce", "Data-parallel gradients: auto (NCCL on CUDA, else MPI) | mpi | nccl",
       PNEUMO_FIELD(all_reduce),
-      [](O o) { as_usage("--all-reduce", [&] { parse_all_reduce(o.all_reduce); }); }, "mpi",
-      "gloo"));
+      [](O o) {
+        as_usage("--all-reduce", [&] { parse_all_reduce(o.all_reduce); });
+        require(!(o.all_reduce == "nccl" && o.device == "cpu"),
+                "--all-reduce nccl needs the CUDA backend; --device cpu was given");
+      },
+      "mpi", "gloo"));
   t.push_back(bound("bucket-mb",
                     "Data-parallel: gradients sent in buckets of this many MiB during the backward "
                     "pass (0: one buffer after it)",
@@ -431,10 +435,14 @@ CLI::Validator non_negative_integer() {
 }
 
 std::vector<std::string> flags_from_json(const nlohmann::json& config, const std::string& source) {
-  if (!config.is_object()) throw Error(source + ": the configuration must be a JSON object");
+  if (!config.is_object())
+    throw UsageError(source + ": the configuration must be a JSON object");
   std::vector<std::string> flags;
   for (const auto& [key, value] : config.items()) {
     if (key == "out" || key == "resume") continue;  // where a run writes is never inherited
+    if (key == "config")
+      throw UsageError(source + ": a configuration cannot name another (\"config\"); give each "
+                       "file as its own --config");
     std::string text;
     if (value.is_string())
       text = value.get<std::string>();
@@ -443,8 +451,8 @@ std::vector<std::string> flags_from_json(const nlohmann::json& config, const std
     else if (value.is_number())
       text = value.dump();
     else
-      throw Error(source + ": value of '" + detail::excerpt(key) +
-                  "' must be a string, number or boolean");
+      throw UsageError(source + ": value of '" + detail::excerpt(key) +
+                       "' must be a string, number or boolean");
     flags.push_back("--" + key + "=" + text);
   }
   return flags;
