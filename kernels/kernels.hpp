@@ -72,8 +72,8 @@ void mark_nonfinite(const float* value, float* marker, int64_t step, const LiveS
 // One launch over the whole parameter buffer: rmsprop_update per element (the learning rate
 // live->learning_rate where live is set).
 void rmsprop_step(float* params, const float* grads, float* mean_square, int64_t n,
-                  float learning_rate, float rho, float epsilon, const LiveStep* live,
-                  cudaStream_t stream);
+                  float learning_rate, float rho, float epsilon, bool eps_inside,
+                  const LiveStep* live, cudaStream_t stream);
 
 // One launch over the whole buffer: adamw_update per element (exp_avg, exp_avg_sq like params;
 // with_live_values(step, live) its constants).

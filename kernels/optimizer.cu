@@ -10,12 +10,12 @@ namespace pneumo::kernels {
 namespace {
 
 __global__ void rmsprop_kernel(float* params, const float* grads, float* mean_square, int64_t n,
-                               float learning_rate, float rho, float epsilon,
+                               float learning_rate, float rho, float epsilon, bool eps_inside,
                                const LiveStep* live) {
   learning_rate = with_live_learning_rate(learning_rate, live);
   for (int64_t i = global_thread_index(); i < n; i += grid_stride()) {
     float param = params[i], ms = mean_square[i];
-    rmsprop_update(param, ms, grads[i], learning_rate, rho, epsilon);
+    rmsprop_update(param, ms, grads[i], learning_rate, rho, epsilon, eps_inside);
     params[i] = param;
     mean_square[i] = ms;
   }
@@ -45,11 +45,11 @@ void adamw_step(float* params, const float* grads, float* exp_avg, float* exp_av
 }
 
 void rmsprop_step(float* params, const float* grads, float* mean_square, int64_t n,
-                  float learning_rate, float rho, float epsilon, const LiveStep* live,
-                  cudaStream_t stream) {
+                  float learning_rate, float rho, float epsilon, bool eps_inside,
+                  const LiveStep* live, cudaStream_t stream) {
   if (n == 0) return;
-  rmsprop_kernel<<<blocks_for(n), kThreadsPerBlock, 0, stream>>>(params, grads, mean_square, n,
-                                                                 learning_rate, rho, epsilon, live);
+  rmsprop_kernel<<<blocks_for(n), kThreadsPerBlock, 0, stream>>>(
+      params, grads, mean_square, n, learning_rate, rho, epsilon, eps_inside, live);
   PNEUMO_LAUNCH_CHECK("rmsprop_kernel", "n=", n, " lr=", learning_rate, " rho=", rho,
                       " eps=", epsilon);
 }

@@ -898,23 +898,29 @@ INSTANTIATE_TEST_SUITE_P(BatchSizes, SigmoidBceParity,
 
 // ---- RMSprop ------------------------------------------------------------------------------------
 
+// Both placements of epsilon (outside: PyTorch; inside: Keras), on gradients small enough
+// (|g| <= 1e-3, mean_square <= 1e-6) for the placement to matter.
 TEST_F(Parity, RmspropOverAnOddLengthBuffer) {
   const int64_t n = 1000003;
   const Shape shape{n};
-  std::vector<float> p = uniform(n, 91, -1.0f, 1.0f), g = uniform(n, 92, -0.1f, 0.1f);
-  std::vector<float> ms = uniform(n, 93, 0.0f, 0.01f);
-  Pair params = upload(shape, p), grads = upload(shape, g), mean_square = upload(shape, ms);
-  for (int step = 0; step < 2; ++step) {  // the second step starts from updated state
-    cpu_->rmsprop_step(params.cpu, grads.cpu, mean_square.cpu, 1e-3f, 0.9f, 1e-7f);
-    cuda_->rmsprop_step(params.cuda, grads.cuda, mean_square.cuda, 1e-3f, 0.9f, 1e-7f);
-    for (size_t i = 0; i < p.size(); ++i) rmsprop_update(p[i], ms[i], g[i], 1e-3f, 0.9f, 1e-7f);
+  for (bool inside : {false, true}) {
+    SCOPED_TRACE(inside ? "epsilon inside" : "epsilon outside");
+    std::vector<float> p = uniform(n, 91, -1.0f, 1.0f), g = uniform(n, 92, -1e-3f, 1e-3f);
+    std::vector<float> ms = uniform(n, 93, 0.0f, 1e-6f);
+    Pair params = upload(shape, p), grads = upload(shape, g), mean_square = upload(shape, ms);
+    for (int step = 0; step < 2; ++step) {  // the second step starts from updated state
+      cpu_->rmsprop_step(params.cpu, grads.cpu, mean_square.cpu, 1e-3f, 0.9f, 1e-7f, inside);
+      cuda_->rmsprop_step(params.cuda, grads.cuda, mean_square.cuda, 1e-3f, 0.9f, 1e-7f, inside);
+      for (size_t i = 0; i < p.size(); ++i)
+        rmsprop_update(p[i], ms[i], g[i], 1e-3f, 0.9f, 1e-7f, inside);
+    }
+    EXPECT_ON_DEVICE(params.cuda);
+    EXPECT_ON_DEVICE(mean_square.cuda);
+    EXPECT_TRUE(all_close(params.cuda, params.cpu, 1e-7, 1e-5, "params"));
+    EXPECT_TRUE(all_close(mean_square.cuda, mean_square.cpu, 1e-12, 1e-5, "mean_square"));
+    EXPECT_TRUE(all_close(to_host(params.cuda), p, 1e-7, 1e-5, "params vs host twin"));
+    EXPECT_TRUE(all_close(to_host(mean_square.cuda), ms, 1e-12, 1e-5, "mean_square vs host twin"));
   }
-  EXPECT_ON_DEVICE(params.cuda);
-  EXPECT_ON_DEVICE(mean_square.cuda);
-  EXPECT_TRUE(all_close(params.cuda, params.cpu, 1e-7, 1e-5, "params"));
-  EXPECT_TRUE(all_close(mean_square.cuda, mean_square.cpu, 1e-9, 1e-5, "mean_square"));
-  EXPECT_TRUE(all_close(to_host(params.cuda), p, 1e-7, 1e-5, "params vs host twin"));
-  EXPECT_TRUE(all_close(to_host(mean_square.cuda), ms, 1e-9, 1e-5, "mean_square vs host twin"));
 }
 
 TEST_F(Parity, GlobalAvgPoolBitForBit) {

@@ -259,7 +259,7 @@ TEST(CpuRmsprop, MatchesHandComputationOverThreeSteps) {
     }
     if (step == 0) {
       // From mean_square 0 the first step moves every parameter by lr * sign(g) / sqrt(1 - rho)
-      // (the epsilon aside), whatever the gradient's size: 0.5 -> 0.5 - 0.01 sqrt(10) for g > 0.
+      // (the epsilon aside, for gradients far above it): 0.5 -> 0.5 - 0.01 sqrt(10) for g > 0.
       const std::vector<float> after = to_host(p);
       for (size_t i = 0; i < 5; ++i) {
         if (grads[i] == 0.0f) continue;
@@ -271,6 +271,36 @@ TEST(CpuRmsprop, MatchesHandComputationOverThreeSteps) {
     EXPECT_TRUE(all_close(to_host(p), {params.begin(), params.end()}, 1e-7, 1e-6,
                           "params after step " + std::to_string(step + 1)));
   }
+}
+
+// Small gradients, where the two placements of epsilon part: outside (PyTorch) a first step from
+// g = 1e-4 is lr g / (sqrt(0.1) 1e-4 + 1e-7) = 3.15 lr; inside (Keras) lr g / sqrt(1e-9 + 1e-7)
+// = 0.315 lr. Each placement matches its own hand computation over three steps.
+TEST(CpuRmsprop, EpsilonInsideTheRootIsKerasForm) {
+  auto backend = make_cpu_backend(1);
+  const float lr = 1e-3f, rho = 0.9f, eps = 1e-7f;
+  const std::vector<float> grads{1e-4f, -3e-5f, 2e-6f, 5e-3f};
+  for (bool inside : {false, true}) {
+    std::vector<double> params(4, 0.0), mean_square(4, 0.0);
+    Tensor p = Tensor::zeros({4}, Device::Cpu), ms = Tensor::zeros({4}, Device::Cpu);
+    for (int step = 0; step < 3; ++step) {
+      backend->rmsprop_step(p, host_tensor({4}, grads), ms, lr, rho, eps, inside);
+      for (size_t i = 0; i < 4; ++i) {
+        mean_square[i] = rho * mean_square[i] + (1.0 - rho) * grads[i] * grads[i];
+        params[i] -= lr * grads[i] /
+                     (inside ? std::sqrt(mean_square[i] + eps) : std::sqrt(mean_square[i]) + eps);
+      }
+      EXPECT_TRUE(all_close(to_host(p), {params.begin(), params.end()}, 0, 1e-5,
+                            std::string(inside ? "inside" : "outside") + ", step " +
+                                std::to_string(step + 1)));
+    }
+  }
+  Tensor outside = Tensor::zeros({1}, Device::Cpu), inside = Tensor::zeros({1}, Device::Cpu);
+  Tensor ms_a = Tensor::zeros({1}, Device::Cpu), ms_b = Tensor::zeros({1}, Device::Cpu);
+  backend->rmsprop_step(outside, host_tensor({1}, {1e-4f}), ms_a, lr, rho, eps, false);
+  backend->rmsprop_step(inside, host_tensor({1}, {1e-4f}), ms_b, lr, rho, eps, true);
+  EXPECT_NEAR(to_host(outside)[0], -3.152e-3, 2e-6);
+  EXPECT_NEAR(to_host(inside)[0], -3.147e-4, 2e-7);
 }
 
 }  // namespace

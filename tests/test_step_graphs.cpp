@@ -176,7 +176,7 @@ std::vector<LiveOpResults> live_ops(Backend& backend) {
   {  // RMSprop: the learning rate
     auto run = [&](float lr, const LiveStep* l) {
       Tensor p = tensor(2), ms = Tensor::zeros(shape, device);
-      backend.rmsprop_step(p, tensor(3), ms, lr, 0.9f, 1e-7f, l);
+      backend.rmsprop_step(p, tensor(3), ms, lr, 0.9f, 1e-7f, false, l);
       return to_host(p);
     };
     results.push_back({run(0.5f, live.data()), run(2e-3f, nullptr), run(0.5f, nullptr)});

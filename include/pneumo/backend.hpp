@@ -89,7 +89,7 @@ namespace pneumo {
   OP(mark_nonfinite, (ConstTensorView value, int64_t step, TensorView marker, \
       const LiveStep* live)) \
   OP(rmsprop_step, (TensorView params, ConstTensorView grads, TensorView mean_square, \
-      float learning_rate, float rho, float epsilon, const LiveStep* live)) \
+      float learning_rate, float rho, float epsilon, bool eps_inside, const LiveStep* live)) \
   OP(adamw_step, (TensorView params, ConstTensorView grads, TensorView exp_avg, \
       TensorView exp_avg_sq, const AdamWStep& step, const LiveStep* live)) \
   OP(gather_augment, (const uint8_t* images, int64_t image_count, int size, \
@@ -260,8 +260,9 @@ class Backend {
   // ---- RMSprop and AdamW over one contiguous buffer: pneumo/ops/optimizer.hpp ---------------
   // live set: the learning rate (and AdamW's bias corrections) are read from it when the step
   // runs; the other constants stay as passed.
+  // eps_inside: epsilon under the square root (Keras) rather than added to it (PyTorch).
   void rmsprop_step(TensorView params, ConstTensorView grads, TensorView mean_square,
-                    float learning_rate, float rho, float epsilon,
+                    float learning_rate, float rho, float epsilon, bool eps_inside = false,
                     const LiveStep* live = nullptr);
   void adamw_step(TensorView params, ConstTensorView grads, TensorView exp_avg,
                   TensorView exp_avg_sq, const AdamWStep& step, const LiveStep* live = nullptr);

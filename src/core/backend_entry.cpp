@@ -278,10 +278,10 @@ void Backend::mark_nonfinite(ConstTensorView value, int64_t step, TensorView mar
 // ---- Optimizers: pneumo/ops/optimizer.hpp -------------------------------------------------------
 
 void Backend::rmsprop_step(TensorView params, ConstTensorView grads, TensorView mean_square,
-                           float learning_rate, float rho, float epsilon,
+                           float learning_rate, float rho, float epsilon, bool eps_inside,
                            const LiveStep* live) {
   ops::check_rmsprop_step(device(), params, grads, mean_square, rho);
-  rmsprop_step_impl(params, grads, mean_square, learning_rate, rho, epsilon, live);
+  rmsprop_step_impl(params, grads, mean_square, learning_rate, rho, epsilon, eps_inside, live);
   observe("rmsprop_step", params.shape);
 }
 

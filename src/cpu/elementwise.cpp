@@ -93,11 +93,12 @@ void CpuBackend::mark_nonfinite_impl(ConstTensorView value, int64_t step, Tensor
 }
 
 void CpuBackend::rmsprop_step_impl(TensorView params, ConstTensorView grads, TensorView mean_square,
-                                   float learning_rate, float rho, float epsilon,
+                                   float learning_rate, float rho, float epsilon, bool eps_inside,
                                    const LiveStep* live) {
   learning_rate = with_live_learning_rate(learning_rate, live);
   for (int64_t i = 0; i < params.numel(); ++i)
-    rmsprop_update(params.data[i], mean_square.data[i], grads.data[i], learning_rate, rho, epsilon);
+    rmsprop_update(params.data[i], mean_square.data[i], grads.data[i], learning_rate, rho, epsilon,
+                   eps_inside);
 }
 
 void CpuBackend::adamw_step_impl(TensorView params, ConstTensorView grads, TensorView exp_avg,

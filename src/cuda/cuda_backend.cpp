@@ -741,10 +741,10 @@ void CudaBackend::mark_nonfinite_impl(ConstTensorView value, int64_t step, Tenso
 
 void CudaBackend::rmsprop_step_impl(TensorView params, ConstTensorView grads,
                                     TensorView mean_square, float learning_rate, float rho,
-                                    float epsilon, const LiveStep* live) {
+                                    float epsilon, bool eps_inside, const LiveStep* live) {
   PNEUMO_NVTX_RANGE("rmsprop_step");
   kernels::rmsprop_step(params.data, grads.data, mean_square.data, params.numel(), learning_rate,
-                        rho, epsilon, live, stream_.get());
+                        rho, epsilon, eps_inside, live, stream_.get());
 }
 
 void CudaBackend::adamw_step_impl(TensorView params, ConstTensorView grads, TensorView exp_avg,

@@ -197,7 +197,8 @@ void Trainer::issue_step(const ImageSet& data, const int32_t* device_order, int 
     } else {
       backend_.rmsprop_step(params, model_.gradients(),
                             TensorView{optimizer_state_.data(), params.shape, backend_.device()},
-                            optimizer_.learning_rate, optimizer_.rho, optimizer_.epsilon, live);
+                            optimizer_.learning_rate, optimizer_.rho, optimizer_.epsilon,
+                            optimizer_.epsilon_inside, live);
     }
   }
   mark(StepPhase::Optimizer);

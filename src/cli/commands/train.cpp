@@ -354,6 +354,7 @@ TrainingRun::TrainingRun(const TrainOptions& options, std::unique_ptr<Communicat
   trainer_->optimizer().learning_rate = static_cast<float>(options.learning_rate);
   trainer_->optimizer().rho = static_cast<float>(options.rho);
   trainer_->optimizer().epsilon = static_cast<float>(options.epsilon);
+  trainer_->optimizer().epsilon_inside = options.rmsprop_epsilon == "inside";
   trainer_->optimizer().beta1 = static_cast<float>(options.beta1);
   trainer_->optimizer().beta2 = static_cast<float>(options.beta2);
   trainer_->optimizer().weight_decay = static_cast<float>(options.weight_decay);

@@ -258,6 +258,17 @@ std::vector<TrainFlag> make_table() {
   t.push_back(bound("rho", "RMSprop decay", PNEUMO_FIELD(rho), unit_open, "0.95", "1"));
   t.push_back(bound("epsilon", "Optimizer epsilon (outside the square root)", PNEUMO_FIELD(epsilon),
                     Within{0, INFINITY, true}, "1e-08", "0"));
+  t.push_back(bound(
+      "rmsprop-epsilon",
+      "Where RMSprop adds epsilon: outside the square root (PyTorch) | inside it (Keras)",
+      PNEUMO_FIELD(rmsprop_epsilon),
+      [](O o) {
+        one_of("--rmsprop-epsilon", o.rmsprop_epsilon, {"outside", "inside"});
+        require(o.rmsprop_epsilon == "outside" || o.optimizer == "rmsprop",
+                "--rmsprop-epsilon inside is RMSprop's; --optimizer " + o.optimizer +
+                    " adds epsilon outside the square root");
+      },
+      "inside", "under"));
   t.push_back(
       bound("beta1", "AdamW first-moment decay", PNEUMO_FIELD(beta1), unit_half_open, "0.8", "1"));
   t.push_back(bound("beta2", "AdamW second-moment decay", PNEUMO_FIELD(beta2), unit_half_open,
