@@ -325,16 +325,18 @@ def check_run(args, plan, name, seed, run_dir):
 
 
 def holds_only_a_failed_start(run_dir):
-    """As `pneumo train` sees it: nothing but config.json and an empty checkpoints/ (it may reuse
-    such a folder)."""
+    """As `pneumo train` sees it (it may reuse such a folder): the lock file and an empty
+    checkpoints/, perhaps config.json and the history files' headers, nothing else."""
+    lock = checkpoints = False
     for entry in os.listdir(run_dir):
         path = os.path.join(run_dir, entry)
-        if entry in ("config.json", ".lock"):  # .lock: held only while a run lives
-            continue
-        if entry == "checkpoints" and os.path.isdir(path) and not os.listdir(path):
-            continue
-        return False
-    return True
+        if entry == ".lock" and os.path.isfile(path):  # locked only while a run lives
+            lock = True
+        elif entry == "checkpoints" and os.path.isdir(path) and not os.listdir(path):
+            checkpoints = True
+        elif entry not in ("config.json", "history.csv", "history.jsonl"):
+            return False
+    return lock and checkpoints
 
 
 def run(command, log_path, failed_note=None):
