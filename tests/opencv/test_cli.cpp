@@ -278,6 +278,8 @@ TEST(Cli, BadFlagsAndInputsAreRefusedWithAMessage) {
        "--threshold-rule: got '--device', which is a flag"},
       {"bench kernels --device cpu --quick --csv --json x.json", "--csv: got '--json'"},
       {"train --data " + kSample + " --config --epochs 1", "--config: got '--epochs', which is a flag"},
+      {"evaluate --model a.safetensors --data " + kSample + " --gallery 2 --tta flip",
+       "--gallery explains the model's own view of each image; leave out --tta"},
       {"train --data " + kSample + " --all-reduce nccl --device cpu",
        "--all-reduce nccl needs the CUDA backend; --device cpu was given"},
   };

@@ -186,8 +186,10 @@ int run_evaluate(const EvaluateOptions& options) {
     throw UsageError("--gallery must be in [0, 1000], got " + std::to_string(options.gallery));
   const InferenceFlags flags = parse_inference_flags(options.models, options.device, options.batch,
                                                      options.tuned_threshold, options.tta);
-  if (options.gallery > 0 && (options.models.size() != 1 || options.tta != "none"))
-    throw UsageError("--gallery explains one model without --tta; give one --model");
+  if (options.gallery > 0 && options.models.size() != 1)
+    throw UsageError("--gallery explains one model; give one --model");
+  if (options.gallery > 0 && options.tta != "none")
+    throw UsageError("--gallery explains the model's own view of each image; leave out --tta");
   if (options.gallery == 0 && !options.gallery_out.empty())
     throw UsageError("--gallery-out names the gallery's folder: give --gallery N (N > 0) too");
   const std::string gallery_folder =

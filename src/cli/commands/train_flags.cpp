@@ -163,7 +163,7 @@ std::vector<TrainFlag> make_table() {
   config.help = "JSON file of flag values (command-line flags win)";
   config.recorded = false;
   config.add = [help = config.help](CLI::App& app, TrainOptions&) {
-    app.add_option("--config", help);
+    app.add_option("--config", help)->type_name("FILE");
   };
   config.value = [](O) { return nlohmann::json(); };
   config.check = [](O) {};
