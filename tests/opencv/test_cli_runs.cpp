@@ -340,6 +340,21 @@ TEST_F(CliRuns, ATrainingLossThatIsNotValidationsMeasureIsNamed) {
   EXPECT_EQ(plain.output.find("the training loss is"), std::string::npos) << plain.output;
 }
 
+// Flags that change nothing in a run (CUDA's on the CPU, data-parallel ones in one process, the
+// other optimizer's) are accepted and named; a plain run names none.
+TEST_F(CliRuns, FlagsWithoutEffectAreNamed) {
+  auto run = train("run", "--epochs 1 --precision tf32 --weight-decay 0.5 --bucket-mb 4");
+  ASSERT_EQ(run.status, 0) << run.output;
+  for (const char* flag :
+       {"--precision tf32: no effect in this run (it is CUDA's",
+        "--beta1, --beta2 and --weight-decay: no effect in this run (they are AdamW's",
+        "--bucket-mb: no effect in this run"})
+    EXPECT_NE(run.output.find(flag), std::string::npos) << flag << "\n" << run.output;
+  auto plain = train("plain", "--epochs 1");
+  ASSERT_EQ(plain.status, 0) << plain.output;
+  EXPECT_EQ(plain.output.find("no effect in this run"), std::string::npos) << plain.output;
+}
+
 // After the first stop signal, either kind ends the process at once: both handlers are back to
 // the default (Ctrl-C, then a scheduler's SIGTERM, must not be caught a second time).
 TEST(StopOnSignal, AfterTheFirstSignalBothKindsTakeTheirDefaultAction) {

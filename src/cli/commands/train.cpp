@@ -284,6 +284,37 @@ void write_config(const std::string& run_dir, const TrainOptions& options) {
                         json_text(resolved, 2) + "\n");
 }
 
+// The flags a user gave (their values differ from the defaults) that change nothing in this run:
+// CUDA's on the CPU, data-parallel ones in one process, the other optimizer's. They are accepted
+// (a config moves between machines) and recorded, but the run says so rather than seem to obey.
+// (--sync-batchnorm in one process is not among them: its shared-statistics path, the reference
+// the data-parallel test compares two ranks with, rounds differently from the per-rank one.)
+std::vector<std::string> flags_without_effect(const TrainOptions& o, Device device, int ranks) {
+  const TrainOptions defaults;
+  std::vector<std::string> notes;
+  auto note = [&](bool given, const std::string& flags, const std::string& why) {
+    if (given) notes.push_back(flags + ": no effect in this run (" + why + ")");
+  };
+  const std::string on_cpu = "it is CUDA's, and this run is on the CPU";
+  if (device == Device::Cpu) {
+    note(o.precision == "tf32", "--precision tf32", on_cpu + "; it trains in fp32");
+    note(o.deterministic != defaults.deterministic, "--deterministic false", on_cpu);
+    note(o.tuning_cache != defaults.tuning_cache, "--tuning-cache", on_cpu);
+  }
+  const std::string alone = "it is for data-parallel runs, and this one is one process";
+  if (ranks == 1) {
+    note(o.bucket_mb != defaults.bucket_mb, "--bucket-mb", alone);
+    note(o.all_reduce != defaults.all_reduce, "--all-reduce", alone);
+  }
+  if (o.optimizer == "rmsprop")
+    note(o.beta1 != defaults.beta1 || o.beta2 != defaults.beta2 ||
+             o.weight_decay != defaults.weight_decay,
+         "--beta1, --beta2 and --weight-decay", "they are AdamW's; --optimizer is rmsprop");
+  else
+    note(o.rho != defaults.rho, "--rho", "it is RMSprop's; --optimizer is " + o.optimizer);
+  return notes;
+}
+
 // Checks the flags, makes the run folder and writes config.json (rank 0; the other ranks learn
 // its name): the first things a run does, so a bad flag or an unwritable --out stops it before any
 // data is read.
@@ -326,6 +357,9 @@ TrainingRun::TrainingRun(const TrainOptions& options, std::unique_ptr<Communicat
   add_transport(group_, *backend_, parse_all_reduce(options.all_reduce));
   if (writer()) {
     std::cerr << "backend: " << backend_->name() << "\n";
+    for (const std::string& note :
+         flags_without_effect(options, backend_->device(), group_->size()))
+      std::cerr << "pneumo: note: " << note << "\n";
     if (group_->size() > 1)
       std::cerr << "ranks: " << group_->size() << " (" << group_->name() << "); global batch "
                 << options.batch << ", about " << options.batch / group_->size()
