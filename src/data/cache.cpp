@@ -504,12 +504,11 @@ void check_cache_outside_tree(const std::string& cache, const std::string& tree,
               "--data " + tree + " --out CACHE` with CACHE outside it and pass the cache as --data");
 }
 
-// True when `cache` was prepared from the tree `path` as it is now, at `size` (saying so in the
-// log); false, saying why when there was a cache, when it must be prepared again.
-bool fresh_tree_cache(const std::string& cache, const std::string& path, int size,
-                      std::ostream* log) {
+// True when `cache` was prepared from the tree `path` as it is now (its `hash`), at `size`
+// (saying so in the log); false, saying why when there was a cache, when it must be prepared again.
+bool fresh_tree_cache(const std::string& cache, const std::string& path, const std::string& hash,
+                      int size, std::ostream* log) {
   if (!is_cache_dir(cache)) return false;
-  const std::string hash = image_tree_hash(path);
   bool fresh = false;
   try {
     const nlohmann::json meta = read_meta(cache);
@@ -548,6 +547,8 @@ Dataset open_dataset(const std::string& path, const OpenDatasetOptions& options)
   const int size = options.size != 0 ? options.size : kDefaultImageSize;
   const std::string cache = default_cache_dir_for(path, size, options.cache_root);
   check_cache_outside_tree(cache, path, options.cache_root);
+  // The tree is read first: a half-made one stops the run before anything is made for it.
+  const std::string hash = image_tree_hash(path);
   // Where the cache goes must be writable; if not, say where else it can go.
   const fs::path cache_parent = fs::path(cache).parent_path();
   fs::create_directories(cache_parent, ec);
@@ -576,7 +577,7 @@ Dataset open_dataset(const std::string& path, const OpenDatasetOptions& options)
                      << "\n";
       preparing.acquire(lock_path);
     }
-    if (!fresh_tree_cache(cache, path, size, options.log)) {
+    if (!fresh_tree_cache(cache, path, hash, size, options.log)) {
       PrepareOptions prepare;
       prepare.data_dir = path;
       prepare.out_dir = cache;
