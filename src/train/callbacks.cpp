@@ -331,8 +331,8 @@ double LearningRateSchedule::learning_rate_at(int epoch) const {
   PNEUMO_CHECK(epoch >= 0, "learning-rate schedule asked for negative epoch ", epoch);
   switch (options_.kind) {
     case Kind::Step:
-      return std::max(options_.floor_lr,
-                      options_.initial_lr * std::pow(options_.factor, epoch / options_.step_epochs));
+      return std::max(options_.floor_lr, options_.initial_lr * std::pow(options_.factor,
+                                                                        epoch / options_.step_epochs));
     case Kind::Exponential:
       return std::max(options_.floor_lr, options_.initial_lr * std::pow(options_.gamma, epoch));
     case Kind::Cosine: {

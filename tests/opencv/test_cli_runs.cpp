@@ -223,7 +223,8 @@ TEST_F(CliRuns, ARunWaitsForAnotherPreparingItsCache) {
                                     "--threads", "2"},
                                    cache_, path("second.log"));
   ASSERT_TRUE(second.started());
-  const bool waited = second.wait_for_output("waiting for another pneumo", std::chrono::seconds(60));
+  const bool waited =
+      second.wait_for_output("waiting for another pneumo", std::chrono::seconds(60));
   ::close(fd);  // the other "prepare" is done (it left no cache: the run prepares its own)
   const auto result = second.wait(std::chrono::seconds(120));
   EXPECT_TRUE(waited) << result.output;

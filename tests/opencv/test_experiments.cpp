@@ -116,7 +116,7 @@ TEST(Experiments, SweepPicksByThePlansRuleAndReadsTestOnce) {
   const std::string read = testing::read_text(out + "/test.md");
   EXPECT_NE(read.find("ensemble of 2"), std::string::npos) << read;
   EXPECT_NE(read.find("| " + winner + " | mean ± sample sd |"), std::string::npos) << read;
-  // evaluate prints its stress worst accuracy at the checkpoint's threshold; this table's is at 0.5.
+  // evaluate prints its stress worst accuracy at the checkpoint's threshold; this table's at 0.5.
   EXPECT_NE(read.find("\"stress worst acc\" is at 0.5"), std::string::npos) << read;
   EXPECT_NE(testing::read_text(out + "/test.lock").find("plan sha256 "), std::string::npos);
   auto twice = testing::run_command(script + " --test");

@@ -407,11 +407,12 @@ TrainingRun::TrainingRun(const TrainOptions& options, std::unique_ptr<Communicat
   if (options.label_smoothing > 0)
     train_set_.smooth_labels(splits_.train.labels, static_cast<float>(options.label_smoothing));
   // The epoch line puts the two losses side by side: say when they are not the same measure.
-  if (writer() && (balance_ == BalanceMode::ClassWeight || options.label_smoothing > 0))
-    std::cerr << "loss: the training loss is "
-              << (balance_ == BalanceMode::ClassWeight ? "weighted by class" : "")
-              << (balance_ == BalanceMode::ClassWeight && options.label_smoothing > 0 ? " and " : "")
-              << (options.label_smoothing > 0 ? "against smoothed targets" : "")
+  const bool weighted = balance_ == BalanceMode::ClassWeight;
+  const bool smoothed = options.label_smoothing > 0;
+  if (writer() && (weighted || smoothed))
+    std::cerr << "loss: the training loss is " << (weighted ? "weighted by class" : "")
+              << (weighted && smoothed ? " and " : "")
+              << (smoothed ? "against smoothed targets" : "")
               << "; val loss is the plain cross-entropy\n";
   val_set_ = upload(splits_.val, backend_->device());
 
@@ -789,7 +790,8 @@ void TrainingRun::finish() {
             << threshold.threshold << ", " << metadata_.threshold_rule << ")\n";
   std::cout << "run: " << seconds_text(seconds_since(started_))
             << " s from start to model and report written (training steps "
-            << seconds_text(train_seconds_) << " s, validation passes " << seconds_text(val_seconds_)
+            << seconds_text(train_seconds_) << " s, validation passes "
+            << seconds_text(val_seconds_)
             << " s; the rest is start-up, data, checkpoints"
             << (final_pass ? " and the final validation pass)\n" : ")\n");
   const Device device = backend_->device();
