@@ -53,7 +53,7 @@ TEST(Cli, TrainEvaluatePredictOnTheSample) {
   int rows = 0;
   while (std::getline(history, line)) ++rows;
   EXPECT_EQ(rows, 3) << "header + one row per epoch";
-  EXPECT_EQ(nlohmann::json::parse(testing::read_text(run + "/metrics_val.json"))["precision"],
+  EXPECT_EQ(nlohmann::json::parse(testing::read_text(run + "/metrics_val.json"))["computed_in"],
             "fp32");
 
   auto evaluate = pneumo_command("evaluate --model " + run + "/model.safetensors --data " +
@@ -101,7 +101,7 @@ TEST(Cli, TrainEvaluatePredictOnTheSample) {
   std::getline(csv, line);
   EXPECT_EQ(line, "path,probability_pneumonia,label");
   int predictions = 0;
-  std::map<std::string, std::string> csv_rows;  // path -> "p  label"
+  std::map<std::string, std::pair<double, std::string>> csv_rows;  // path -> p, label
   while (std::getline(csv, line)) {
     const auto first = line.find(','), second = line.rfind(',');
     ASSERT_NE(first, second) << line;
@@ -110,12 +110,12 @@ TEST(Cli, TrainEvaluatePredictOnTheSample) {
     EXPECT_LE(p, 1.0);
     const std::string label = line.substr(second + 1);
     EXPECT_TRUE(label == "NORMAL" || label == "PNEUMONIA") << line;
-    csv_rows[line.substr(0, first)] = line.substr(first + 1, second - first - 1) + "  " + label;
+    csv_rows[line.substr(0, first)] = {p, label};
     ++predictions;
   }
   EXPECT_EQ(predictions, 30);
-  // The plain listing prints p with the threshold's digits (6), as the CSV does, not rounded to
-  // 4 where it could read as the wrong side of a tuned cut.
+  // The plain listing prints p with fixed decimals, at least the threshold's (6 here), not
+  // rounded to 4 where it could read as the wrong side of a tuned cut.
   auto plain = pneumo_command("predict --model " + run + "/model.safetensors " + kSample +
                                   "/test/NORMAL --device cpu",
                               dir.file("cache"));
@@ -126,7 +126,13 @@ TEST(Cli, TrainEvaluatePredictOnTheSample) {
     const auto gap = line.find("  ");
     const auto row = csv_rows.find(line.substr(0, gap));
     if (gap == std::string::npos || row == csv_rows.end()) continue;  // stderr's lines
-    EXPECT_EQ(line.substr(gap + 2), row->second) << line;
+    const std::string rest = line.substr(gap + 2);  // "0.123456  NORMAL"
+    const auto end = rest.find("  ");
+    ASSERT_NE(end, std::string::npos) << line;
+    const std::string p = rest.substr(0, end);
+    EXPECT_EQ(p.size(), 8u) << "0.dddddd expected: " << line;
+    EXPECT_NEAR(std::stod(p), row->second.first, 5e-7) << line;
+    EXPECT_EQ(rest.substr(end + 2), row->second.second) << line;
     ++listed;
   }
   EXPECT_EQ(listed, 30);
@@ -737,12 +743,23 @@ TEST(Cli, EnsembleAndFlipTtaAverageProbabilities) {
   ASSERT_EQ(ensemble_test.status, 0) << ensemble_test.output;
   EXPECT_NE(ensemble_test.output.find("default 0.5 for an ensemble"), std::string::npos)
       << ensemble_test.output;
-  // One model under --tta flip keeps its stored cut, which was chosen on single-view scores.
-  auto flipped_test = pneumo_command(
-      "evaluate --device cpu --data " + kSample + " --split test --tta flip --model " + a, cache);
-  ASSERT_EQ(flipped_test.status, 0) << flipped_test.output;
-  EXPECT_NE(flipped_test.output.find(", tuned without test-time augmentation)"), std::string::npos)
-      << flipped_test.output;
+  // One model under --tta flip keeps its stored cut; a Youden cut (here written into a copy of
+  // the model, the sample's validation being too small for one) was tuned on single-view scores,
+  // and the rule says so; the 0.5 fallback was tuned on nothing, and it does not.
+  CheckpointData tuned = load_checkpoint(a);
+  tuned.metadata.decision_threshold = 0.42;
+  tuned.metadata.threshold_rule = "Youden's J on 40 validation images";
+  save_checkpoint(dir.file("tuned.safetensors"), tuned);
+  for (const auto& [model, suffixed] :
+       {std::pair<std::string, bool>{dir.file("tuned.safetensors"), true}, {a, false}}) {
+    auto flipped = pneumo_command("evaluate --device cpu --data " + kSample +
+                                      " --split test --tta flip --model " + model,
+                                  cache);
+    ASSERT_EQ(flipped.status, 0) << flipped.output;
+    EXPECT_EQ(flipped.output.find(", tuned without test-time augmentation") != std::string::npos,
+              suffixed)
+        << flipped.output;
+  }
 }
 
 }  // namespace

@@ -254,6 +254,14 @@ TEST_F(CliRuns, ResumingInsideAnEpochKeepsTheBatch) {
       << scored.output;
   auto same = resume(last, "");
   EXPECT_EQ(same.status, 0) << same.output;
+  // Stopped inside the first epoch: no "epoch 0" (epochs count from 1).
+  ASSERT_EQ(train("early", "--epochs 2 --batch 16 --inject-fault sigint@2").status, 130);
+  auto early = pneumo_command("evaluate --model " + path("early") +
+                                  "/checkpoints/last.safetensors --data " + kSample +
+                                  " --split val-carved --device cpu",
+                              cache_);
+  EXPECT_NE(early.output.find("(2 steps of epoch 1, interrupted, threshold"), std::string::npos)
+      << early.output;
 }
 
 // `--resume last.safetensors` typed inside RUN/checkpoints continues RUN, not a new folder there.

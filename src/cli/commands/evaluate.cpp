@@ -4,6 +4,7 @@
 // model uses the threshold stored in its checkpoint (tuned on validation) unless told otherwise;
 // an ensemble uses 0.5 unless told otherwise.
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <iomanip>
@@ -156,8 +157,8 @@ std::string trained_epochs(const Ensemble& ensemble) {
       text += detail::concat("weights of epoch ", m.weights_epoch, " of ", m.epoch,
                              " (restored best)");
     else if (m.epoch_step > 0)
-      text += detail::concat("epoch ", m.epoch, " and ", m.epoch_step, " steps of epoch ",
-                             m.epoch + 1, ", interrupted");
+      text += detail::concat(m.epoch > 0 ? detail::concat("epoch ", m.epoch, " and ") : "",
+                             m.epoch_step, " steps of epoch ", m.epoch + 1, ", interrupted");
     else
       text += detail::concat("epoch ", m.epoch);
   }
@@ -169,8 +170,8 @@ std::pair<double, std::string> applied_threshold(const Ensemble& ensemble,
                                                  const InferenceFlags& flags) {
   if (flags.threshold) return {*flags.threshold, "given on the command line"};
   if (ensemble.members.size() > 1) return {0.5, "default 0.5 for an ensemble"};
-  // The stored cut was chosen on one view's scores; the flip's averaged ones may want another.
-  if (ensemble.flip_tta)
+  // A cut tuned on one view's scores; the flip's averaged ones may want another.
+  if (ensemble.flip_tta && ensemble.first().threshold_rule.rfind("Youden's J", 0) == 0)
     return {ensemble.first().decision_threshold,
             ensemble.first().threshold_rule + ", tuned without test-time augmentation"};
   return {ensemble.first().decision_threshold, ensemble.first().threshold_rule};
@@ -388,6 +389,8 @@ int run_predict(const PredictOptions& options) {
   const std::vector<float> logits = ensemble.logits(images);
   if (options.csv)
     std::cout << "path,probability_pneumonia,label" << (options.logits ? ",logit" : "") << "\n";
+  const int p_decimals =
+      threshold > 0 ? std::max(6, 5 - static_cast<int>(std::floor(std::log10(threshold)))) : 6;
   for (size_t i = 0; i < kept.size(); ++i) {
     const double p = sigmoid(logits[i]);
     const char* label = predicts_pneumonia(logits[i], threshold) ? "PNEUMONIA" : "NORMAL";
@@ -396,9 +399,11 @@ int run_predict(const PredictOptions& options) {
       if (options.logits) std::cout << "," << std::setprecision(9) << logits[i];
       std::cout << "\n";
     } else {
-      // As many digits as the threshold in the header: a p printed rounded to it could read as
-      // the wrong side of the cut.
-      std::cout << kept[i] << "  " << std::setprecision(6) << p << "  " << label;
+      // Fixed decimals, as many as the header's threshold shows (six significant digits, at
+      // least six decimals): a p rounded to fewer could read as the wrong side of the cut.
+      std::cout << kept[i] << "  " << std::fixed << std::setprecision(p_decimals) << p << "  "
+                << label;
+      std::cout.unsetf(std::ios::fixed);
       if (options.logits) std::cout << "  logit " << std::setprecision(9) << logits[i];
       std::cout << "\n";
     }

@@ -771,10 +771,12 @@ void TrainingRun::finish() {
       evaluate_binary("val", val_logits, splits_.val.labels, threshold.threshold, rule);
   write("model.safetensors", snapshot(epochs_done_));
   files_.drain();
-  // The precision the scores were computed at: a bf16 run's differ a little from `evaluate`'s,
-  // which scores in fp32.
+  // The arithmetic the scores were computed in (tf32 is CUDA's: fp32 on the CPU): a bf16 run's
+  // differ a little from `evaluate`'s, which scores in fp32.
   nlohmann::json scored = to_json(final_val);
-  scored["precision"] = options_.precision;
+  scored["computed_in"] = options_.precision == "tf32" && backend_->device() == Device::Cpu
+                              ? std::string("fp32")
+                              : options_.precision;
   write_file_atomically((fs::path(run_dir_) / "metrics_val.json").string(),
                         scored.dump(2) + "\n");
   ReportInputs report;
