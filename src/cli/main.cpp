@@ -70,7 +70,7 @@ std::vector<std::string> expand_arguments(int argc, char** argv, std::vector<std
       std::find(args.begin(), args.end(), "-h") != args.end())
     return args;
   std::vector<std::string> inherited, own;
-  bool resumed = false, data_given = false;
+  bool resumed = false;
   std::optional<std::string> resumed_data;  // the --data a resumed checkpoint recorded
   for (size_t i = 1; i < args.size(); ++i) {
     const std::string& a = args[i];
@@ -87,7 +87,6 @@ std::vector<std::string> expand_arguments(int argc, char** argv, std::vector<std
                                  "', which is a flag: give this option its value first");
       return value;
     };
-    if (a == "--data" || a.rfind("--data=", 0) == 0) data_given = true;
     if (auto path = value_of("--config")) {
       auto flags = flags_from_json(read_json_file(*path), *path);
       inherited.insert(inherited.end(), flags.begin(), flags.end());
@@ -112,19 +111,25 @@ std::vector<std::string> expand_arguments(int argc, char** argv, std::vector<std
       own.push_back(a);
     }
   }
+  std::vector<std::string> out{"train"};
+  out.insert(out.end(), inherited.begin(), inherited.end());
+  out.insert(out.end(), own.begin(), own.end());
   // The recorded --data is the path as typed where the run started: a relative one read from
-  // another folder names something else, or nothing.
+  // another folder names something else, or nothing. (When it is what the run would use: a
+  // --data typed, or from a --config given after --resume, wins over it.)
+  std::optional<std::string> data;
+  for (size_t i = 1; i < out.size(); ++i) {
+    if (out[i] == "--data" && i + 1 < out.size()) data = out[i + 1];
+    if (out[i].rfind("--data=", 0) == 0) data = out[i].substr(7);
+  }
   std::error_code error;
-  if (resumed_data && !data_given && !std::filesystem::exists(*resumed_data, error))
+  if (resumed_data && data == resumed_data && !std::filesystem::exists(*resumed_data, error))
     throw pneumo::UsageError(
         "the data the checkpoint records, --data " + *resumed_data + ", does not exist here" +
         (std::filesystem::path(*resumed_data).is_relative()
              ? " (a path relative to the folder that run started in)"
              : "") +
         ": give --data");
-  std::vector<std::string> out{"train"};
-  out.insert(out.end(), inherited.begin(), inherited.end());
-  out.insert(out.end(), own.begin(), own.end());
   return out;
 }
 

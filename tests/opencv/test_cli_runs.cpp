@@ -193,6 +193,27 @@ TEST_F(CliRuns, ConfigAndResumeMistakesAreUsageErrors) {
       << elsewhere.output;
   auto given = resume(last, "--epochs 2 --data " + path("data"));
   EXPECT_EQ(given.status, 0) << given.output;
+  // A --config after --resume wins over the checkpoint's --data, as its other flags do.
+  std::ofstream(path("data.json")) << "{\"data\": \"" + path("data") + "\"}";
+  auto configured = resume(last, "--config " + path("data.json") + " --epochs 3");
+  EXPECT_EQ(configured.status, 0) << configured.output;
+  // Another tree (here the copy without some training images) is refused, not trained on.
+  fs::copy(path("data"), path("fewer"), fs::copy_options::recursive);
+  int removed = 0;
+  for (const auto& entry : fs::directory_iterator(path("fewer") + "/train/NORMAL"))
+    if (removed++ < 10) fs::remove(entry.path());
+  auto other = resume(last, "--epochs 4 --data " + path("fewer"));
+  EXPECT_EQ(other.status, 1) << other.output;
+  EXPECT_NE(other.output.find("gives other training or validation images than the run"),
+            std::string::npos)
+      << other.output;
+  // RMSprop's mean squares belong to the epsilon placement they were updated with.
+  auto keras = resume(last, "--epochs 4 --data " + path("data") + " --rmsprop-epsilon inside");
+  EXPECT_EQ(keras.status, 1) << keras.output;
+  EXPECT_NE(keras.output.find("was trained with --rmsprop-epsilon outside; this run asks for "
+                              "inside"),
+            std::string::npos)
+      << keras.output;
 
   auto twice = resume(last, "--resume " + last + " --epochs 3");
   EXPECT_EQ(twice.status, 2) << twice.output;

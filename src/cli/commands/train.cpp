@@ -440,6 +440,26 @@ void TrainingRun::resume(const std::string& checkpoint_path) {
   if (checkpoint.metadata.optimizer != options_.optimizer)
     throw Error("checkpoint " + checkpoint_path + " was trained with --optimizer " +
                 checkpoint.metadata.optimizer + "; this run asks for " + options_.optimizer);
+  const nlohmann::json& trained = checkpoint.metadata.config;
+  const std::string trained_epsilon =
+      trained.is_object() && trained.contains("rmsprop-epsilon") &&
+              trained["rmsprop-epsilon"].is_string()
+          ? trained["rmsprop-epsilon"].get<std::string>()
+          : std::string("outside");  // checkpoints from before the flag
+  if (options_.optimizer == "rmsprop" && trained_epsilon != options_.rmsprop_epsilon)
+    throw Error("checkpoint " + checkpoint_path + " was trained with --rmsprop-epsilon " +
+                trained_epsilon + "; this run asks for " + options_.rmsprop_epsilon +
+                " (its mean squares belong to the other update)");
+  // The images the run trained and validated on: other ones (a relative --data that names
+  // another tree from here, a tree changed since) would mix two runs' epochs, and compare
+  // validation losses of two different sets.
+  const auto recorded_split = checkpoint.metadata.extra.find("carved_split_crc32");
+  if (recorded_split != checkpoint.metadata.extra.end() &&
+      recorded_split->second != carved_split_fingerprint(splits_.train, splits_.val))
+    throw Error("--data " + options_.data + " gives other training or validation images than "
+                "the run of " + checkpoint_path + " had (its carved_split_crc32 differs): a "
+                "resumed run continues on its own images; give the --data, --val-split and "
+                "--seed it was trained with");
   if (checkpoint.metadata.weights_epoch != checkpoint.metadata.epoch)
     throw Error(detail::concat(
         "checkpoint ", checkpoint_path, " holds the weights of epoch ",
