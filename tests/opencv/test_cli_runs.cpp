@@ -253,6 +253,27 @@ TEST_F(CliRuns, ARunWaitsForAnotherPreparingItsCache) {
   EXPECT_TRUE(fs::exists(cache_ + "/" + name + "/meta.json")) << result.output;
 }
 
+// A resume into a new --out that fails before its first checkpoint (after the resumed run's
+// history and best checkpoint were carried over) leaves a folder the same resume, or a new run,
+// can use again.
+TEST_F(CliRuns, AFailedResumeIntoANewFolderCanBeRetried) {
+  ASSERT_EQ(train("run", "--epochs 1").status, 0);
+  const std::string last = path("run") + "/checkpoints/last.safetensors";
+  auto failed = resume(last, "--epochs 2 --out " + path("b") + " --inject-fault nan@5");
+  ASSERT_EQ(failed.status, 1) << failed.output;
+  ASSERT_TRUE(fs::exists(path("b") + "/checkpoints/best.safetensors")) << "the case tested";
+  auto again = resume(last, "--epochs 2 --out " + path("b"));
+  EXPECT_EQ(again.status, 0) << again.output;
+  EXPECT_EQ(read_checkpoint_metadata(path("b") + "/model.safetensors").epoch, 2);
+
+  auto failed_too = resume(last, "--epochs 2 --out " + path("c") + " --inject-fault nan@5");
+  ASSERT_EQ(failed_too.status, 1) << failed_too.output;
+  auto fresh = train("c", "--epochs 1");
+  EXPECT_EQ(fresh.status, 0) << fresh.output;
+  EXPECT_EQ(read_checkpoint_metadata(path("c") + "/checkpoints/best.safetensors").epoch, 1);
+  EXPECT_EQ(history_val_auc(path("c")).size(), 1u) << "the failed resume's rows are gone";
+}
+
 // A run stopped inside an epoch resumes only with the flags that fixed that epoch's image order.
 TEST_F(CliRuns, ResumingInsideAnEpochKeepsTheBatch) {
   auto stopped = train("run", "--epochs 2 --batch 16 --inject-fault sigint@9");

@@ -82,20 +82,26 @@ class RunDirLock {
 };
 
 // True when `dir` holds what a run that failed before its first checkpoint leaves, and nothing
-// else: the lock file and an empty checkpoints/ (both made before anything else), perhaps
-// config.json and the history files' headers (rows are written only after a checkpoint). Fixing
-// a flag and running again then needs no clean-up; a folder without the lock and checkpoints/
-// was not left by pneumo (its config.json may be someone's own). A live run's folder looks the
-// same during its first epoch: its lock tells them apart (RunDirLock).
+// else: the lock file and checkpoints/ (both made before anything else), perhaps config.json and
+// the history files (a new run's headers; a resume into a new folder carries the resumed run's
+// rows and best checkpoint over before training, see carry_over_run_files, so checkpoints/ may
+// hold best.safetensors). Fixing a flag and running again then needs no clean-up; a folder
+// without the lock and checkpoints/ was not left by pneumo (its config.json may be someone's
+// own). A live run's folder looks the same during its first epoch: its lock tells them apart.
 bool holds_only_a_failed_start(const std::string& dir) {
   std::error_code error;
   bool lock = false, checkpoints = false;
+  auto no_last_checkpoint = [&](const fs::path& folder) {
+    for (const auto& entry : fs::directory_iterator(folder, error))
+      if (entry.path().filename() != "best.safetensors") return false;
+    return !error;
+  };
   for (const auto& entry : fs::directory_iterator(dir, error)) {
     const std::string name = entry.path().filename().string();
     if (name == ".lock" && entry.is_regular_file(error)) {
       lock = true;
     } else if (name == "checkpoints" && entry.is_directory(error) &&
-               fs::is_empty(entry.path(), error)) {
+               no_last_checkpoint(entry.path())) {
       checkpoints = true;
     } else if (name != "config.json" && name != "history.csv" && name != "history.jsonl") {
       return false;
@@ -128,6 +134,11 @@ void prepare_run_dir(const std::string& dir, const std::string& resuming, RunDir
   fs::create_directories(fs::path(dir) / "checkpoints", error);
   if (error) throw Error("cannot create run directory '" + dir + "': " + error.message());
   lock.acquire(dir);
+  // A failed start's files are this run's to replace: a new run's history starts empty, and a
+  // best checkpoint carried over by a failed resume is not this run's (a resume carries its own).
+  if (resuming.empty())
+    for (const char* name : {"history.csv", "history.jsonl", "checkpoints/best.safetensors"})
+      fs::remove(fs::path(dir) / name, error);
   std::ofstream probe(fs::path(dir) / ".write-test");
   if (!probe) throw Error("run directory '" + dir + "' is not writable");
   probe.close();
@@ -136,7 +147,8 @@ void prepare_run_dir(const std::string& dir, const std::string& resuming, RunDir
 
 // A run resumed into a new --out starts that folder with the resumed run's history and its best
 // checkpoint (when that is not of a later epoch than the one resumed), so the folder reads as the
-// whole run: the history's earlier rows, best.safetensors for evaluate and --restore-best.
+// whole run: the history's earlier rows, best.safetensors for evaluate and --restore-best. What
+// a failed start left there (headers, an earlier attempt's copies) is replaced.
 void carry_over_run_files(const std::string& checkpoint, const std::string& run_dir,
                           int first_epoch) {
   const std::string source = resumed_run_dir(checkpoint);
@@ -144,7 +156,8 @@ void carry_over_run_files(const std::string& checkpoint, const std::string& run_
   for (const char* name : {"history.csv", "history.jsonl", "checkpoints/best.safetensors"}) {
     const fs::path from = fs::path(source) / name, to = fs::path(run_dir) / name;
     std::error_code error;
-    if (!fs::is_regular_file(from, error) || fs::exists(to, error)) continue;
+    fs::remove(to, error);
+    if (!fs::is_regular_file(from, error)) continue;
     if (to.filename() == "best.safetensors" &&
         read_checkpoint_metadata(from.string()).epoch > first_epoch)
       continue;
