@@ -74,11 +74,13 @@ def main(run_dirs):
         missing = [name for name, data in files.items() if data is None]
         if missing:
             notes.append(f"- {run}: no {' or '.join(missing)} metrics")
-        rule = (files["test"] or {}).get("threshold_rule", "")
-        youden = rule.startswith("Youden's J")
+        rule = (files["test"] or {}).get("threshold_rule") or ""
+        youden = isinstance(rule, str) and rule.startswith("Youden's J")
         if files["test"] is not None and not youden:
             notes.append(f"- {run}: test scored at threshold rule '{rule}', not a Youden cut: "
-                         "left out of the Youden columns")
+                         "left out of the Youden columns" if rule else
+                         f"- {run}: its test metrics record no threshold rule (evaluate before "
+                         "2026-12-03): left out of the Youden columns")
         rows.append((run, config.get("seed", "?"),
                      [None if header in YOUDEN_COLUMNS and not youden else dig(files[src], keys)
                       for header, src, keys in COLUMNS]))

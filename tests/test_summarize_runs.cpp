@@ -31,7 +31,7 @@ void write_run(const fs::path& dir, int seed, double val_acc, double test_acc, b
           "{\"default_threshold\": {\"accuracy\": " + std::to_string(test_acc) +
               ", \"sensitivity\": 0.95, \"specificity\": 0.7},"
               " \"tuned_threshold\": {\"accuracy\": 0.9, \"threshold\": 0.0177}, \"roc_auc\": 0.96,"
-              " \"threshold_rule\": \"" + rule + "\"}");
+              " \"threshold_rule\": " + (rule == "null" ? rule : "\"" + rule + "\"") + "}");
 }
 
 TEST(SummarizeRuns, MeanAndSampleSdOverTheRunsThatHaveEachValue) {
@@ -41,9 +41,11 @@ TEST(SummarizeRuns, MeanAndSampleSdOverTheRunsThatHaveEachValue) {
   write_run(dir.file("b"), 2, 0.98, 0.90, true);
   write_run(dir.file("c"), 3, 0.97, 0.0, false);
   write_run(dir.file("d"), 4, 0.97, 0.85, true, "given on the command line");
+  write_run(dir.file("e"), 5, 0.97, 0.85, true, "null");  // no tuned row: the rule is null
   const testing::CommandResult run = testing::run_command(
       "python3 '" PNEUMO_SOURCE_DIR "/scripts/summarize_runs.py' '" + dir.file("a") + "' '" +
-      dir.file("b") + "' '" + dir.file("c") + "' '" + dir.file("d") + "' 2>&1");
+      dir.file("b") + "' '" + dir.file("c") + "' '" + dir.file("d") + "' '" + dir.file("e") +
+      "' 2>&1");
   ASSERT_EQ(run.status, 0) << run.output;
   // Per run: seed, val accuracy, val AUC, test accuracy, sensitivity, specificity, ...
   EXPECT_NE(run.output.find("| a | 1 | 0.960 | 0.990 | 0.800 | 0.950 | 0.700 | 0.900 | 0.0177 | "
@@ -59,14 +61,17 @@ TEST(SummarizeRuns, MeanAndSampleSdOverTheRunsThatHaveEachValue) {
                             "command line', not a Youden cut"),
             std::string::npos)
       << run.output;
-  // val accuracy over 4 runs: mean 0.970, sd 0.0082; test accuracy over 3: 0.850, sd 0.050;
+  EXPECT_NE(run.output.find(dir.file("e") + ": its test metrics record no threshold rule"),
+            std::string::npos)
+      << run.output;
+  // val accuracy over 5 runs: mean 0.970, sd 0.0071; test accuracy over 4: 0.850, sd 0.041;
   // the Youden accuracy and threshold over the 2 runs with a Youden cut.
-  EXPECT_NE(run.output.find("| mean ± sd | | 0.970 ± 0.008 | 0.990 ± 0.000 | 0.850 ± 0.050 |"),
+  EXPECT_NE(run.output.find("| mean ± sd | | 0.970 ± 0.007 | 0.990 ± 0.000 | 0.850 ± 0.041 |"),
             std::string::npos)
       << run.output;
   EXPECT_NE(run.output.find("| 0.900 ± 0.000 | 0.0177 ± 0 |"), std::string::npos)
       << run.output;
-  EXPECT_NE(run.output.find("4 runs"), std::string::npos) << run.output;
+  EXPECT_NE(run.output.find("5 runs"), std::string::npos) << run.output;
   EXPECT_NE(run.output.find(dir.file("c") + ": no test metrics"), std::string::npos) << run.output;
 }
 

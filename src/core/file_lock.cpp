@@ -22,7 +22,10 @@ void FileLock::acquire(const std::string& path) { take(path, true); }
 
 bool FileLock::take(const std::string& path, bool wait) {
   PNEUMO_CHECK(fd_ < 0, "FileLock already holds a lock; asked again for ", path);
-  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  // 0666 less the umask, so that in a shared folder another user's runs can take the lock too;
+  // flock needs no write access, so a lock file made by someone else is opened to read.
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+  if (fd < 0 && errno == EACCES) fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) throw Error("cannot open " + path + " to lock it: " + std::strerror(errno));
   int status;
   do {

@@ -136,7 +136,8 @@ TrainFlag bound(std::string name, std::string help, Field field, Within within, 
                                      : std::string("in ") + (within.lo_open ? "(" : "[") +
                                            number_text(within.lo) + ", " + number_text(within.hi) +
                                            (within.hi_open ? ")" : "]");
-    throw UsageError("--" + name + " must be " + interval + within.note + got(v));
+    throw UsageError("--" + name + " must be " + (std::isfinite(v) ? "" : "a finite number ") +
+                     interval + within.note + got(v));
   };
   return bound(std::move(name), std::move(help), field, check, std::move(example),
                std::move(refused));
