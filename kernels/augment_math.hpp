@@ -58,6 +58,7 @@ PNEUMO_HD AugmentParams draw_augment_params(RngKey key, uint32_t slot,
   p.shift_x = uniform_in(a.v[2], -s, s) * static_cast<float>(size);
   p.shift_y = uniform_in(a.v[3], -s, s) * static_cast<float>(size);
   p.flip = settings.horizontal_flip ? static_cast<int>(b.v[0] >> 31) : 0;
+  p.zoom_after_rotation = settings.zoom_after_rotation ? 1 : 0;
   if (settings.aspect > 0.0f) {
     const float log_range = logf(1.0f + settings.aspect);
     const float root = expf(0.5f * uniform_in(c.v[0], -log_range, log_range));  // sqrt(ratio)
@@ -87,6 +88,8 @@ PNEUMO_HD AugmentParams draw_augment_params(RngKey key, uint32_t slot,
 // exactly as cv::getRotationMatrix2D(c, angle, 1) does. So: flip, zoom, rotate about the centre,
 // then shift. The op evaluates the INVERSE for every output pixel:
 //     p = c + F(S^-1 R(-angle) (q - c - shift)).
+// With zoom_after_rotation (Keras' order) S acts along the output's axes after R instead:
+//     q = c + S * R(angle) * F(p - c) + shift,  p = c + F(R(-angle) S^-1 (q - c - shift)).
 PNEUMO_HD AugmentTransform augment_inverse_transform(const AugmentParams& p, int size) {
   const float radians = p.angle_degrees * 0.017453292519943295f;  // pi / 180
   const float cos_a = cosf(radians), sin_a = sinf(radians);
@@ -94,10 +97,14 @@ PNEUMO_HD AugmentTransform augment_inverse_transform(const AugmentParams& p, int
   const float mirror = p.flip ? -1.0f : 1.0f;
   const float c = 0.5f * static_cast<float>(size - 1);
   AugmentTransform t;
-  // S^-1 R(-a) = [[cos / sx, -sin / sx], [sin / sy, cos / sy]]; the mirror negates the x row.
+  // S^-1 R(-a) = [[cos / sx, -sin / sx], [sin / sy, cos / sy]], or with the zoom after the
+  // rotation (Keras) R(-a) S^-1 = [[cos / sx, -sin / sy], [sin / sx, cos / sy]]; the mirror
+  // negates the x row.
+  const float off_x = p.zoom_after_rotation ? inv_y : inv_x;  // m01's factor
+  const float off_y = p.zoom_after_rotation ? inv_x : inv_y;  // m10's
   t.m00 = mirror * cos_a * inv_x;
-  t.m01 = -mirror * sin_a * inv_x;
-  t.m10 = sin_a * inv_y;
+  t.m01 = -mirror * sin_a * off_x;
+  t.m10 = sin_a * off_y;
   t.m11 = cos_a * inv_y;
   const float ox = c + p.shift_x, oy = c + p.shift_y;  // where the source centre lands
   t.m02 = c - (t.m00 * ox + t.m01 * oy);

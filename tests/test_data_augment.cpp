@@ -200,6 +200,44 @@ TEST(Augment, IsotropicModeDrawsOneScaleAsBefore) {
   EXPECT_GT(hi, 1.199f);
 }
 
+// --zoom-after-rotation: the same draw, the magnification along the output's axes after the
+// rotation, as Keras composes it. Against Keras' own matrix (input - c = R Z (output - c), Z the
+// zoom factor per output axis): the same at angle 0, apart otherwise when the axes zoom apart.
+TEST(Augment, ZoomAfterRotationIsKerasComposition) {
+  AugmentSettings keras;
+  keras.zoom_after_rotation = true;
+  const RngKey key = make_key(3, RngStream::kAugment, 0, 1);
+  for (uint32_t slot = 0; slot < 50; ++slot) {
+    const AugmentParams before = draw_augment_params(key, slot, AugmentSettings{}, 96);
+    AugmentParams after = draw_augment_params(key, slot, keras, 96);
+    ASSERT_EQ(after.angle_degrees, before.angle_degrees);
+    ASSERT_EQ(after.scale_x, before.scale_x);
+    ASSERT_EQ(after.scale_y, before.scale_y);
+    ASSERT_EQ(after.zoom_after_rotation, 1);
+    after.flip = 0;
+    after.shift_x = after.shift_y = 0.0f;
+    const AugmentTransform t = augment_inverse_transform(after, 96);
+    const double a = after.angle_degrees * 3.14159265358979323846 / 180.0;
+    const double zx = 1.0 / after.scale_x, zy = 1.0 / after.scale_y;  // source over output
+    // Keras' R(theta) with theta = a, in pneumo's image coordinates (y down): [[c, -s], [s, c]].
+    EXPECT_NEAR(t.m00, std::cos(a) * zx, 1e-5);
+    EXPECT_NEAR(t.m01, -std::sin(a) * zy, 1e-5);
+    EXPECT_NEAR(t.m10, std::sin(a) * zx, 1e-5);
+    EXPECT_NEAR(t.m11, std::cos(a) * zy, 1e-5);
+  }
+  AugmentParams p;
+  p.angle_degrees = 0.0f;
+  p.scale_x = 1.2f;
+  p.scale_y = 0.8f;
+  AugmentParams q = p;
+  q.zoom_after_rotation = 1;
+  const AugmentTransform t0 = augment_inverse_transform(p, 96), t1 = augment_inverse_transform(q, 96);
+  EXPECT_EQ(t0.m01, t1.m01);
+  EXPECT_EQ(t0.m10, t1.m10);
+  p.angle_degrees = q.angle_degrees = 15.0f;
+  EXPECT_NE(augment_inverse_transform(p, 96).m01, augment_inverse_transform(q, 96).m01);
+}
+
 TEST(Augment, ShortcutOptionsDrawInTheirRangesAndLeaveTheOtherDrawsAlone) {
   AugmentSettings recipe;
   AugmentSettings all = recipe;
@@ -427,8 +465,9 @@ TEST(AugmentCuda, MatchesTheCpuTwin) {
     std::vector<int32_t> indices(37);
     for (size_t i = 0; i < indices.size(); ++i) indices[i] = static_cast<int32_t>((i * 3) % count);
     const size_t pixels = static_cast<size_t>(size * size);
-    for (int variant = 0; variant < 3; ++variant) {
-      // 0: the recipe; 1: plain gather; 2: every shortcut option and per-image standardisation.
+    for (int variant = 0; variant < 4; ++variant) {
+      // 0: the recipe; 1: plain gather; 2: every shortcut option and per-image standardisation;
+      // 3: the recipe with Keras' zoom order.
       const bool enabled = variant != 1;
       AugmentSettings s;
       s.enabled = enabled;
@@ -440,6 +479,7 @@ TEST(AugmentCuda, MatchesTheCpuTwin) {
         s.sharpness = 0.5f;
         s.normalization = InputNormalization::PerImage;
       }
+      s.zoom_after_rotation = variant == 3;
       const RngKey key = make_key(9, RngStream::kAugment, 4, 123);
       std::vector<float> cpu(indices.size() * pixels), gpu(indices.size() * pixels);
       augment_batch_cpu(images.data(), count, size, indices.data(), 37, s, key, cpu.data());

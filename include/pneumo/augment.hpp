@@ -33,6 +33,9 @@ struct AugmentParams {
   float shift_x = 0.0f;        // pixels: positive moves the content right
   float shift_y = 0.0f;        // pixels: positive moves the content down
   int flip = 0;                // 1: mirror left-right
+  // 1: the magnification acts along the output's axes after the rotation (Keras' order); 0: along
+  // the image's own axes before it. The same at angle 0 or with scale_x == scale_y.
+  int zoom_after_rotation = 0;
   float sharpness = 1.0f;      // 0: 3x3 binomial blur, 1: unchanged, 2: sharpened by as much
   float gamma = 1.0f;          // v -> v^gamma (v in [0, 1])
   float contrast = 1.0f;       // v -> 0.5 + contrast (v - 0.5)
@@ -46,6 +49,7 @@ struct AugmentSettings {
   ZoomMode zoom_mode = ZoomMode::Independent;
   float shift = 0.1f;             // per-axis shift drawn uniformly in [-s, +s] x size
   bool horizontal_flip = true;    // flip with probability 1/2
+  bool zoom_after_rotation = false;  // AugmentParams::zoom_after_rotation of every draw
   // Shortcut-cue options, all off (0) in the recipe:
   float aspect = 0.0f;      // width/height ratio times r, log-uniform in [1/(1+a), 1+a], area kept
   float brightness = 0.0f;  // added, uniform in [-b, b] (units of full scale)

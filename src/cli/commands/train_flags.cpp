@@ -310,6 +310,10 @@ std::vector<TrainFlag> make_table() {
       PNEUMO_FIELD(zoom_mode),
       [](O o) { as_usage("--zoom-mode", [&] { parse_zoom_mode(o.zoom_mode); }); }, "isotropic",
       "radial"));
+  t.push_back(bound("zoom-after-rotation",
+                    "Zoom along the output's axes after the rotation, as Keras (false: along the "
+                    "image's own axes before it)",
+                    PNEUMO_FIELD(augmentation.zoom_after_rotation), {}, "true"));
   t.push_back(bound("shift", "Shift range, fraction of the size", PNEUMO_FIELD(augmentation.shift),
                     unit_half_open, "0.2", "1"));
   t.push_back(bound("flip", "Random horizontal flips (true/false)",
