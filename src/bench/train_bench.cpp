@@ -324,9 +324,10 @@ class StepBench {
 };
 
 // Where the recipe's first epoch spends the time its second does not (--first-calls): for each
-// of the two epochs, the device is synchronised at the start of every backend op and the time
-// since the last op's start is charged to that op (its host side, its GPU work, and the host code
-// up to the next op), keyed by op and main operand's shape. An op's first-call costs (lazy kernel
+// of the two epochs, the device is synchronised as every backend op ends (the backend observes
+// an op after running it) and the time since the previous op ended is charged to the op that
+// just ended (the host code before it, its host side and its GPU work), keyed by op and main
+// operand's shape. An op's first-call costs (lazy kernel
 // loading, cuDNN plans, the backend's choices, allocations) are then its epoch 1 time less its
 // epoch 2 time, since both epochs run the same ops on the same shapes.
 class OpTimeProbe {
@@ -336,7 +337,6 @@ class OpTimeProbe {
     backend.synchronize();
     const Clock::time_point now = Clock::now();
     epoch_start_[epoch_] = last_ = now;
-    label_ = "(the epoch's start, before its first op)";
     backend.set_op_observer([this, &backend](const char* op, const Shape& shape) {
       backend.synchronize();
       charge(std::string(op) + " " + shape.str());
@@ -345,7 +345,7 @@ class OpTimeProbe {
   void stop(Backend& backend) {
     backend.set_op_observer({});
     backend.synchronize();
-    charge("");
+    charge("(after the epoch's last op)");
     epoch_seconds_[epoch_] = std::chrono::duration<double>(last_ - epoch_start_[epoch_]).count();
   }
 
@@ -376,22 +376,20 @@ class OpTimeProbe {
     double first_call_ms = 0.0;  // epoch 1's first call
   };
 
-  // Charges the time since the last op's start to it, then starts `next` ("" at the end).
-  void charge(std::string next) {
+  // Charges the time since the last op ended to `label`, the op that has just ended.
+  void charge(const std::string& label) {
     const Clock::time_point now = Clock::now();
     const double ms = std::chrono::duration<double, std::milli>(now - last_).count();
-    auto [it, added] = index_.try_emplace(label_, entries_.size());
-    if (added) entries_.push_back(Entry{label_});
+    auto [it, added] = index_.try_emplace(label, entries_.size());
+    if (added) entries_.push_back(Entry{label});
     Entry& e = entries_[it->second];
     if (epoch_ == 0 && e.calls[0] == 0) e.first_call_ms = ms;
     e.ms[epoch_] += ms;
     ++e.calls[epoch_];
-    label_ = std::move(next);
     last_ = now;
   }
 
   int epoch_ = 0;
-  std::string label_;
   Clock::time_point last_, epoch_start_[2];
   double epoch_seconds_[2] = {0.0, 0.0};
   std::vector<Entry> entries_;  // in the order first charged
