@@ -18,8 +18,10 @@ import json
 import sys
 
 
-def pneumo_name(row):
-    """A pneumo bench row's configuration, in words."""
+def pneumo_name(row, recipe=False):
+    """A pneumo bench row's configuration, in words. `bench train` times its steps op by op even
+    under --cuda-graph (only the recipe's epochs replay graphs), so "steps as CUDA graphs" names
+    recipe rows only; a recipe row also names a validation batch other than its training batch."""
     parts = [row.get("precision", "fp32")]
     if not row.get("augment", True):
         parts.append("no augmentation")
@@ -29,8 +31,10 @@ def pneumo_name(row):
         parts.append("fastest algorithms")
     if row.get("fused_block_tails"):
         parts.append("fused block tails")
-    if row.get("cuda_graph"):
+    if row.get("cuda_graph") and recipe:
         parts.append("steps as CUDA graphs")
+    if recipe and row.get("val_batch") not in (None, row.get("batch")):
+        parts.append(f"validation batch {row['val_batch']}")
     if row.get("graph_engines"):
         parts.append("graph engines")
     return "pneumo " + ", ".join(parts)
@@ -38,6 +42,7 @@ def pneumo_name(row):
 
 def read_rows(paths):
     speed, recipe = {}, {}  # name -> {batch: images/s}; name -> seconds
+    from_graph_runs = set()  # (name, batch) whose speed came from a --cuda-graph run
     for path in paths:
         try:
             f = open(path)
@@ -56,10 +61,19 @@ def read_rows(paths):
                 if "profile" in row or not impl:
                     continue
                 if impl == "pneumo":
-                    name = pneumo_name(row)
+                    name = pneumo_name(row, recipe=row.get("measure") == "recipe")
                     if row.get("measure") == "recipe":
                         recipe[name] = row.get("total_seconds")
                     elif "images_per_second" in row:
+                        # A --cuda-graph run's steps are the same op-by-op measurement as a
+                        # plain run's: it fills its configuration's cell only if no plain run did.
+                        key = (name, row["batch"])
+                        if row.get("cuda_graph"):
+                            if row["batch"] in speed.get(name, {}) and key not in from_graph_runs:
+                                continue
+                            from_graph_runs.add(key)
+                        else:
+                            from_graph_runs.discard(key)
                         speed.setdefault(name, {})[row["batch"]] = row["images_per_second"]
                 elif impl.startswith("torch-"):
                     name = f"PyTorch {impl[len('torch-'):]} ({row.get('precision', 'fp32')})"

@@ -25,8 +25,9 @@ TEST(ThroughputTable, RatiosAgainstTheBestPyTorchAndEagerFp32) {
       << "\n"
       << R"({"impl":"pneumo","measure":"recipe","total_seconds":4.5,"precision":"fp32","augment":true})"
       << "\n"
-      // --cuda-graph's rows are a configuration of their own: they must not replace the plain
-      // run's (a later line of the same name would)
+      // A --cuda-graph run times its steps op by op, as a plain run does: its speed does not
+      // replace the plain run's (nor is it named after graphs); its recipe, which replays
+      // graphs, is a row of its own
       << R"({"impl":"pneumo","batch":32,"images_per_second":9500,"precision":"fp32","augment":true,"cuda_graph":true})"
       << "\n"
       << R"({"impl":"pneumo","measure":"recipe","total_seconds":3.25,"precision":"fp32","augment":true,"cuda_graph":true})"
@@ -43,9 +44,9 @@ TEST(ThroughputTable, RatiosAgainstTheBestPyTorchAndEagerFp32) {
       "' 2>&1");
   ASSERT_EQ(run.status, 0) << run.output;
   EXPECT_NE(run.output.find("| pneumo fp32 | 9,000 | 4.50 |"), std::string::npos) << run.output;
-  EXPECT_NE(run.output.find("| pneumo fp32, steps as CUDA graphs | 9,500 | 3.25 |"),
-            std::string::npos)
+  EXPECT_NE(run.output.find("| pneumo fp32, steps as CUDA graphs |  | 3.25 |"), std::string::npos)
       << run.output;
+  EXPECT_EQ(run.output.find("9,500"), std::string::npos) << run.output;
   EXPECT_NE(run.output.find("| pneumo fp32, no augmentation, cuDNN only | 5,000 |  |"),
             std::string::npos)
       << run.output;
@@ -53,8 +54,8 @@ TEST(ThroughputTable, RatiosAgainstTheBestPyTorchAndEagerFp32) {
       << run.output;
   EXPECT_NE(run.output.find("| PyTorch eager (fp32) | 3,000 | 20.25 |"), std::string::npos)
       << run.output;
-  EXPECT_NE(run.output.find("is 1.58x the best PyTorch (PyTorch compile-max-bf16 (bf16 autocast), "
-                            "6,000) and 3.17x PyTorch eager fp32"),
+  EXPECT_NE(run.output.find("is 1.50x the best PyTorch (PyTorch compile-max-bf16 (bf16 autocast), "
+                            "6,000) and 3.00x PyTorch eager fp32"),
             std::string::npos)
       << run.output;
   EXPECT_EQ(run.output.find("aten::conv"), std::string::npos) << "profile rows are not speeds";
