@@ -160,6 +160,37 @@ TEST(GradCamCuda, MatchesTheCpu) {
   }
 }
 
+// Where each layer's cells sit in the input: the pools pad an odd size on the top / left, so at
+// 150 px (150 -> 75 -> 38 -> 19 -> 10 -> 5) conv5's cell j covers input rows centred on 16 j - 2.5,
+// not on the even spread 15 j + 7 a plain resize assumes; at 96 px nothing is padded and the two
+// agree (16 j + 7.5).
+TEST(GradCam, CellsSitWhereThePoolsPutThem) {
+  auto backend = make_cpu_backend(1);
+  ModelConfig config;
+  config.input_size = 150;
+  Model model(*backend, config, 1);
+  const auto at = [&](const char* layer) {
+    return grad_cam_cell_grid(model, grad_cam_layer(model, layer));
+  };
+  EXPECT_EQ(at("conv1"), std::make_pair(1.0, 0.0));
+  EXPECT_EQ(at("pool1"), std::make_pair(2.0, 0.5));
+  EXPECT_EQ(at("conv3"), std::make_pair(4.0, -0.5));  // 75 -> 38 pads a row: 0.5 + 2 (0.5 - 1)
+  EXPECT_EQ(at("conv5"), std::make_pair(16.0, -2.5));
+  config.input_size = 96;
+  Model small(*backend, config, 1);
+  EXPECT_EQ(grad_cam_cell_grid(small, grad_cam_layer(small, "conv5")), std::make_pair(16.0, 7.5));
+  // A one-hot cell (row 0, column 2 of conv5's 5 x 5) upsampled on that grid: input pixel v is
+  // at cell coordinate (v + 2.5) / 16, so column 29 is 0.97 of the way to column 2 and row 0 is
+  // 0.16 past row 0's centre; by row 14 (1.03) the next row has taken over.
+  std::vector<float> hot(25, 0.0f);
+  hot[2] = 1.0f;
+  const std::vector<float> up = upsample_map(hot.data(), 5, 5, 150, 16.0, -2.5);
+  const float column_weight = 31.0f / 32.0f;  // column 29: (29 + 2.5) / 16 = 1.97
+  EXPECT_FLOAT_EQ(up[0 * 150 + 29], (1.0f - 2.5f / 16.0f) * column_weight);
+  EXPECT_FLOAT_EQ(up[13 * 150 + 29], (1.0f - 15.5f / 16.0f) * column_weight);
+  EXPECT_FLOAT_EQ(up[14 * 150 + 29], 0.0f);
+}
+
 TEST(GradCam, UpsamplingKeepsConstantsAndCentresPixels) {
   const std::vector<float> flat(4, 2.5f);
   for (float v : upsample_map(flat.data(), 2, 2, 7)) EXPECT_FLOAT_EQ(v, 2.5f);

@@ -18,6 +18,10 @@ namespace pneumo {
 struct GradCam {
   std::vector<float> logits;           // (N)
   int64_t channels = 0, height = 0, width = 0;  // the layer's output (K, h, w)
+  // Where the layer's cells sit in the input: cell j's centre is at input pixel coordinate
+  // cell_offset + cell_stride * j (rows and columns alike). The pools put an odd size's padding
+  // on the top / left, so at 150 px conv5's cells are at 16 j - 2.5, not evenly over the image.
+  double cell_stride = 1.0, cell_offset = 0.0;
   std::vector<float> channel_weights;  // (N, K): alpha
   std::vector<float> maps;             // (N, h, w), >= 0
 };
@@ -57,9 +61,15 @@ struct GalleryInputs {
 void write_gallery(const std::string& folder, const GradCam& cam, const GalleryInputs& inputs,
                    int per_group);
 
-// Bilinear upsampling of a (h, w) map to (size, size), pixel centres aligned and the border
-// replicated (cv::resize's INTER_LINEAR convention).
-std::vector<float> upsample_map(const float* map, int64_t height, int64_t width, int size);
+// The input coordinates of a layer's cells (GradCam::cell_stride, cell_offset): each 2x2 pool up
+// to and including `layer` doubles the stride and moves the offset by stride (1/2 - padding).
+std::pair<double, double> grad_cam_cell_grid(const Model& model, size_t layer);
+
+// Bilinear upsampling of a (h, w) map to (size, size), the border replicated. With stride 0 the
+// cells are spread evenly, pixel centres aligned (cv::resize's INTER_LINEAR convention);
+// otherwise cell j's centre is at offset + stride * j (a GradCam's cell grid).
+std::vector<float> upsample_map(const float* map, int64_t height, int64_t width, int size,
+                                double stride = 0.0, double offset = 0.0);
 
 // A PNG of `image` (uint8 (size, size)) with `map` ((size, size), scaled by its maximum) blended
 // over it as a colour map. Returns "" when written, else why not (a build without OpenCV).

@@ -36,6 +36,7 @@ GradCam grad_cam(Model& model, ConstTensorView input, size_t layer) {
   cam.channels = activations.shape.c();
   cam.height = activations.shape.h();
   cam.width = activations.shape.w();
+  std::tie(cam.cell_stride, cam.cell_offset) = grad_cam_cell_grid(model, layer);
   std::vector<float> a(static_cast<size_t>(activations.numel())), g(a.size());
   copy_bytes(a.data(), Device::Cpu, activations.data, activations.device, a.size() * sizeof(float));
   copy_bytes(g.data(), Device::Cpu, gradients.data, gradients.device, g.size() * sizeof(float));
@@ -70,6 +71,22 @@ size_t grad_cam_layer(const Model& model, const std::string& name) {
               "after it: one of " + explainable + "; got '" + name + "'");
 }
 
+std::pair<double, double> grad_cam_cell_grid(const Model& model, size_t layer) {
+  const auto shapes = model.layer_shapes();
+  PNEUMO_CHECK(layer < shapes.size(), "grad_cam_cell_grid: no layer ", layer);
+  double stride = 1.0, offset = 0.0;
+  int64_t rows = model.config().input_size;
+  for (size_t i = 0; i <= layer; ++i) {
+    const Shape& out = shapes[i].second;
+    if (out.rank() != 4 || out.h() == rows) continue;
+    // A 2x2 pool: output row r covers input rows 2 r - pad + {0, 1} (op_geometry.hpp).
+    offset += stride * (0.5 - static_cast<double>(rows % 2));
+    stride *= 2.0;
+    rows = out.h();
+  }
+  return {stride, offset};
+}
+
 GradCam grad_cam_images(Model& model, const ImageSet& data, size_t layer, int batch,
                         const std::function<void(int64_t done)>& on_batch) {
   PNEUMO_CHECK(batch >= 1 && batch <= model.max_batch(), "grad_cam_images: batch ", batch,
@@ -94,6 +111,8 @@ GradCam grad_cam_images(Model& model, const ImageSet& data, size_t layer, int ba
     all.channels = part.channels;
     all.height = part.height;
     all.width = part.width;
+    all.cell_stride = part.cell_stride;
+    all.cell_offset = part.cell_offset;
     all.logits.insert(all.logits.end(), part.logits.begin(), part.logits.end());
     all.channel_weights.insert(all.channel_weights.end(), part.channel_weights.begin(),
                                part.channel_weights.end());
@@ -103,15 +122,20 @@ GradCam grad_cam_images(Model& model, const ImageSet& data, size_t layer, int ba
   return all;
 }
 
-std::vector<float> upsample_map(const float* map, int64_t height, int64_t width, int size) {
+std::vector<float> upsample_map(const float* map, int64_t height, int64_t width, int size,
+                                double stride, double offset) {
   std::vector<float> out(static_cast<size_t>(size) * size);
-  const double sy = static_cast<double>(height) / size, sx = static_cast<double>(width) / size;
+  // Cell coordinate of input pixel v: (v - offset) / stride; evenly spread, (v + 0.5) h / S - 0.5.
+  const double sy = stride > 0 ? 1.0 / stride : static_cast<double>(height) / size;
+  const double sx = stride > 0 ? 1.0 / stride : static_cast<double>(width) / size;
+  const double ty = stride > 0 ? -offset / stride : 0.5 * sy - 0.5;
+  const double tx = stride > 0 ? -offset / stride : 0.5 * sx - 0.5;
   for (int y = 0; y < size; ++y) {
-    const double fy = std::clamp((y + 0.5) * sy - 0.5, 0.0, static_cast<double>(height - 1));
+    const double fy = std::clamp(y * sy + ty, 0.0, static_cast<double>(height - 1));
     const int64_t y0 = static_cast<int64_t>(fy), y1 = std::min(y0 + 1, height - 1);
     const double wy = fy - static_cast<double>(y0);
     for (int x = 0; x < size; ++x) {
-      const double fx = std::clamp((x + 0.5) * sx - 0.5, 0.0, static_cast<double>(width - 1));
+      const double fx = std::clamp(x * sx + tx, 0.0, static_cast<double>(width - 1));
       const int64_t x0 = static_cast<int64_t>(fx), x1 = std::min(x0 + 1, width - 1);
       const double wx = fx - static_cast<double>(x0);
       const double top = map[y0 * width + x0] * (1 - wx) + map[y0 * width + x1] * wx;
@@ -137,7 +161,8 @@ void write_gallery(const std::string& folder, const GradCam& cam, const GalleryI
   // Each image's map at the input size, scaled to a peak of 1 (an all-zero map stays zero).
   auto map_of = [&](size_t i) {
     std::vector<float> map = upsample_map(cam.maps.data() + i * cam.height * cam.width,
-                                          cam.height, cam.width, size);
+                                          cam.height, cam.width, size, cam.cell_stride,
+                                          cam.cell_offset);
     const float peak = *std::max_element(map.begin(), map.end());
     if (peak > 0.0f)
       for (float& v : map) v /= peak;

@@ -581,16 +581,19 @@ TEST(Cli, ExplainWritesAMapPerImage) {
   std::istringstream csv(testing::read_text(out + "/explain.csv"));
   std::string line;
   std::getline(csv, line);
-  EXPECT_EQ(line, "path,probability_pneumonia,label,map");
+  EXPECT_EQ(line, "path,probability_pneumonia,label,map,map_peak");
   int rows = 0;
   while (std::getline(csv, line)) {
     ++rows;
     const std::vector<std::string> cells = testing::split_csv(line);
-    ASSERT_EQ(cells.size(), 4u) << line;
+    ASSERT_EQ(cells.size(), 5u) << line;
     const std::string map = cells[3];
     const NpyArray array = read_npy(out + "/" + map);
     EXPECT_EQ(array.shape, std::vector<int64_t>({32, 32})) << map;
     EXPECT_EQ(array.type, NpyType::Float32) << map;
+    const auto* values = reinterpret_cast<const float*>(array.bytes.data());
+    EXPECT_NEAR(std::stod(cells[4]), *std::max_element(values, values + 32 * 32), 1e-5)
+        << "map_peak is the .npy's maximum: " << line;
     EXPECT_TRUE(fs::exists(out + "/" + map.substr(0, map.size() - 4) + ".png")) << map;
   }
   EXPECT_EQ(rows, 3);

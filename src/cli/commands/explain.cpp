@@ -1,6 +1,7 @@
 // `pneumo explain`: for each image, the probability of pneumonia and the Grad-CAM map of one layer
 // (default conv5, the last block's convolution), written as a float32 .npy at the input size, a PNG
 // overlay (OpenCV builds) and one line of explain.csv.
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <iomanip>
@@ -68,11 +69,13 @@ int run_explain(const ExplainOptions& options) {
   progress.finish();
 
   std::ofstream csv(fs::path(options.out) / "explain.csv");
-  csv << "path,probability_pneumonia,label,map\n";
+  csv << "path,probability_pneumonia,label,map,map_peak\n";
   std::string no_png;
   for (size_t index = 0; index < kept.size(); ++index) {
-    const std::vector<float> map = upsample_map(
-        cam.maps.data() + index * cam.height * cam.width, cam.height, cam.width, size);
+    const std::vector<float> map =
+        upsample_map(cam.maps.data() + index * cam.height * cam.width, cam.height, cam.width, size,
+                     cam.cell_stride, cam.cell_offset);
+    const float peak = *std::max_element(map.begin(), map.end());
     const double p = sigmoid(cam.logits[index]);
     std::ostringstream stem;
     stem << std::setw(4) << std::setfill('0') << index << "_"
@@ -84,7 +87,8 @@ int run_explain(const ExplainOptions& options) {
                                      inputs.pixels.data() + index * size * size, size, map.data());
     csv << csv_field(kept[index]) << "," << std::setprecision(6) << p << ","
         << (predicts_pneumonia(cam.logits[index], threshold) ? "PNEUMONIA" : "NORMAL") << ","
-        << csv_field(fs::path(npy).filename().string()) << "\n";
+        << csv_field(fs::path(npy).filename().string()) << "," << std::setprecision(6) << peak
+        << "\n";
   }
   if (!csv) throw Error("cannot write " + (fs::path(options.out) / "explain.csv").string());
   if (!no_png.empty()) std::cerr << "explain: no PNG overlays: " << no_png << "\n";
