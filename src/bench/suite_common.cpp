@@ -27,8 +27,9 @@ const char* const kSpeedupNote =
     "augmentation, a copy of the fp32 tensor for the bf16 conversions, the unfused chain for the "
     "block tail, the fp32 GEMMs for the dense layers) divided by this row's median; GB/s counts "
     "compulsory traffic (each input read once, each output written once, in fp32), the same for "
-    "every variant of an op except the fp32 copy beside the bf16 conversions (its own 8 bytes "
-    "per element)";
+    "every variant of an op except the copies: the augmentation's copy of the output bytes and "
+    "the fp32 copy beside the bf16 conversions count their own read and write (8 bytes per "
+    "element)";
 const char* const kPoolReference = "reference loops (first maximum of each window), all elements, exact";
 const char* const kBatchNormReference =
     "fp64 loops, all elements: y, dx and the saved statistics rtol 1e-4, dgamma and dbeta 1e-3";
