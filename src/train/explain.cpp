@@ -12,6 +12,7 @@
 #include "pneumo/data.hpp"
 #include "pneumo/error.hpp"
 #include "pneumo/metrics.hpp"
+#include "pneumo/op_geometry.hpp"
 #include "pneumo/npy.hpp"
 
 namespace pneumo {
@@ -79,8 +80,8 @@ std::pair<double, double> grad_cam_cell_grid(const Model& model, size_t layer) {
   for (size_t i = 0; i <= layer; ++i) {
     const Shape& out = shapes[i].second;
     if (out.rank() != 4 || out.h() == rows) continue;
-    // A 2x2 pool: output row r covers input rows 2 r - pad + {0, 1} (op_geometry.hpp).
-    offset += stride * (0.5 - static_cast<double>(rows % 2));
+    // A 2x2 pool: output row r covers input rows 2 r - pad_top + {0, 1}.
+    offset += stride * (0.5 - static_cast<double>(PoolGeometry{1, 1, rows, rows}.pad_top()));
     stride *= 2.0;
     rows = out.h();
   }
