@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands/commands.hpp"
+#include "cli/commands/flag_text.hpp"
 #include "cli/commands/guards.hpp"
 #include "cli/commands/train_flags.hpp"
 #include "pneumo/checkpoint.hpp"
@@ -236,9 +237,7 @@ void add_prepare(CLI::App& app, pneumo::PrepareOptions& o, Action& action) {
   c->callback([&o, &action] { action = [&o] {
     if (o.size < 8 || o.size > 1024)
       throw pneumo::UsageError("--size must be in [8, 1024], got " + std::to_string(o.size));
-    if (o.threads < 0 || o.threads > kMaxThreads)
-      throw pneumo::UsageError("--threads must be in [0, " + std::to_string(kMaxThreads) +
-                               "], got " + std::to_string(o.threads));
+    check_threads(o.threads);
     pneumo::PrepareReport report = pneumo::prepare_cache(o);
     // The result on stdout; the decoding rate is in prepare's own summary on stderr.
     std::cout << "cache: " << report.out_dir << " (" << report.images << " images at "

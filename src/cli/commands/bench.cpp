@@ -25,9 +25,7 @@ int run_bench_train(const BenchTrainOptions& options) {
   for (int batch : options.batches)
     if (batch < 1 || batch > 65535)
       throw UsageError("--batch: batch sizes must be in [1, 65535], got " + std::to_string(batch));
-  if (options.threads < 0 || options.threads > kMaxThreads)
-    throw UsageError("--threads must be in [0, " + std::to_string(kMaxThreads) +
-                     "] (0: all cores), got " + std::to_string(options.threads));
+  check_threads(options.threads);
   BackendOptions backend_options;
   as_usage("--precision", [&] { apply_precision(options.precision, backend_options); });
   backend_options.device =

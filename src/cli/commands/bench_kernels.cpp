@@ -38,9 +38,7 @@ void validate(const BenchKernelsOptions& o) {
     throw UsageError("--repeats must be at least 1 (0: the default), got " + std::to_string(o.repeats));
   if (o.warmup < -1)
     throw UsageError("--warmup must be at least 0, got " + std::to_string(o.warmup));
-  if (o.threads < 0 || o.threads > kMaxThreads)
-    throw UsageError("--threads must be in [0, " + std::to_string(kMaxThreads) + "], got " +
-                     std::to_string(o.threads));
+  check_threads(o.threads);
   const auto& known = bench::known_ops();
   std::string names;
   for (const std::string& op : known) names += (names.empty() ? "" : ", ") + op;

@@ -86,10 +86,6 @@ struct TrainOptions {
 // (on the official 16-image split it chose 0.984, labelling p = 0.98 NORMAL): 0.5 is kept instead.
 constexpr int kMinThresholdClassImages = 20;
 
-// The most CPU threads a command takes (--threads): each starts a worker with its own workspace,
-// so a typo of 5000 cost a minute and 8.5 GB before anything ran.
-constexpr int kMaxThreads = 1024;
-
 nlohmann::json to_json(const TrainOptions& options);
 // Checks every value a user can get wrong; throws pneumo::Error naming the flag and the value.
 void validate(const TrainOptions& options);

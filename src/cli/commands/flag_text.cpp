@@ -104,4 +104,10 @@ std::string tuning_cache_path(const std::string& text) {
   return "";
 }
 
+void check_threads(int threads) {
+  if (threads < 0 || threads > kMaxThreads)
+    throw UsageError("--threads must be in [0, " + std::to_string(kMaxThreads) +
+                     "] (0: all cores), got " + std::to_string(threads));
+}
+
 }  // namespace pneumo::cli

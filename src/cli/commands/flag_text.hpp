@@ -37,6 +37,12 @@ AllReduceTransport parse_all_reduce(const std::string& text);  // "auto" | "mpi"
 // ("" when neither variable is set).
 std::string tuning_cache_path(const std::string& text);
 
+// The most CPU threads a command takes (--threads): each starts a worker with its own workspace,
+// so a typo of 5000 cost a minute and 8.5 GB before anything ran. check_threads throws the
+// UsageError "--threads must be in [0, 1024] (0: all cores), got N" outside [0, kMaxThreads].
+constexpr int kMaxThreads = 1024;
+void check_threads(int threads);
+
 // Runs `parse` (one of the functions above, or any check that throws pneumo::Error) as the check
 // of `flag` and returns what it returns: the plain Error it throws (which names the accepted
 // values) becomes a UsageError (exit status 2) that names the flag.
