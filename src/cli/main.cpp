@@ -60,6 +60,16 @@ std::string command_line(int argc, char** argv) {
   return line;
 }
 
+// An option takes the next argument as its value even when that is a flag, so a forgotten value
+// lost the flag after it (`evaluate --json --stress` wrote a file named --stress and ran no stress
+// test): such a value is refused, with this message ("" for a value that is no flag). A file
+// whose name starts with "--" can still be given as ./--name.
+std::string flag_given_as_value(const std::string& value) {
+  return value.rfind("--", 0) == 0
+             ? "got '" + value + "', which is a flag: give this option its value first"
+             : std::string();
+}
+
 // Expands `pneumo train --config FILE ...` and `pneumo train --resume CKPT ...` into explicit
 // flags (the file's or the checkpoint's, then the user's), before CLI11 sees them. `sources`
 // receives each file whose settings were read.
@@ -83,9 +93,8 @@ std::vector<std::string> expand_arguments(int argc, char** argv, std::vector<std
       } else if (a.rfind(flag + "=", 0) == 0) {
         value = a.substr(flag.size() + 1);
       }
-      if (value && value->rfind("--", 0) == 0)
-        throw pneumo::UsageError(flag + ": got '" + *value +
-                                 "', which is a flag: give this option its value first");
+      if (value && !flag_given_as_value(*value).empty())
+        throw pneumo::UsageError(flag + ": " + flag_given_as_value(*value));
       return value;
     };
     if (auto path = value_of("--config")) {
@@ -341,18 +350,11 @@ void say_where_flags_came_from(const std::vector<std::string>& sources) {
               << "; the value refused may be written there\n";
 }
 
-// An option that takes a value takes the next argument even when it is a flag, so a forgotten
-// value lost the flag after it (`evaluate --json --stress` wrote a file named --stress and ran no
-// stress test; `train --out --val-stress` trained without it): such a value is refused. A file
-// whose name starts with "--" can still be given as ./--name.
+// Every option of every command that takes a value refuses a flag as its value
+// (flag_given_as_value; `--config` and `--resume` are read before CLI11, in expand_arguments).
 void refuse_flags_as_values(CLI::App& app) {
-  const CLI::Validator not_a_flag(
-      [](std::string& value) {
-        return value.rfind("--", 0) == 0
-                   ? "got '" + value + "', which is a flag: give this option its value first"
-                   : std::string();
-      },
-      "", "not a flag");
+  const CLI::Validator not_a_flag([](std::string& value) { return flag_given_as_value(value); },
+                                  "", "not a flag");
   for (CLI::App* command : app.get_subcommands({})) {
     for (CLI::Option* option : command->get_options())
       if (!option->get_positional() && option->get_type_size_min() > 0) option->check(not_a_flag);
