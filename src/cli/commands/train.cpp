@@ -297,6 +297,11 @@ void write_config(const std::string& run_dir, const TrainOptions& options) {
                         json_text(resolved, 2) + "\n");
 }
 
+// The arithmetic a run asked for `asked` computes in on `device`: tf32 is CUDA's, fp32 on the CPU.
+std::string precision_used(const std::string& asked, Device device) {
+  return asked == "tf32" && device == Device::Cpu ? "fp32" : asked;
+}
+
 // The flags a user gave (their values differ from the defaults) that change nothing in this run:
 // CUDA's on the CPU, data-parallel ones in one process, the other optimizer's. They are accepted
 // (a config moves between machines) and recorded, but the run says so rather than seem to obey.
@@ -310,7 +315,8 @@ std::vector<std::string> flags_without_effect(const TrainOptions& o, Device devi
   };
   const std::string on_cpu = "it is CUDA's, and this run is on the CPU";
   if (device == Device::Cpu) {
-    note(o.precision == "tf32", "--precision tf32", on_cpu + "; it trains in fp32");
+    note(precision_used(o.precision, device) != o.precision, "--precision " + o.precision,
+         on_cpu + "; it trains in " + precision_used(o.precision, device));
     note(o.deterministic != defaults.deterministic, "--deterministic false", on_cpu);
     note(o.tuning_cache != defaults.tuning_cache, "--tuning-cache", on_cpu);
   }
@@ -804,12 +810,10 @@ void TrainingRun::finish() {
       evaluate_binary("val", val_logits, splits_.val.labels, threshold.threshold, rule);
   write("model.safetensors", snapshot(epochs_done_));
   files_.drain();
-  // The arithmetic the scores were computed in (tf32 is CUDA's: fp32 on the CPU): a bf16 run's
-  // differ a little from `evaluate`'s, which scores in fp32.
+  // The arithmetic the scores were computed in: a bf16 run's differ a little from `evaluate`'s,
+  // which scores in fp32.
   nlohmann::json scored = to_json(final_val);
-  scored["computed_in"] = options_.precision == "tf32" && backend_->device() == Device::Cpu
-                              ? std::string("fp32")
-                              : options_.precision;
+  scored["computed_in"] = precision_used(options_.precision, backend_->device());
   write_file_atomically((fs::path(run_dir_) / "metrics_val.json").string(),
                         scored.dump(2) + "\n");
   ReportInputs report;
