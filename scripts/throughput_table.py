@@ -42,7 +42,9 @@ def pneumo_name(row, recipe=False):
 
 def read_rows(paths):
     speed, recipe = {}, {}  # name -> {batch: images/s}; name -> seconds
-    from_graph_runs = set()  # (name, batch) whose speed came from a --cuda-graph run
+    # A --cuda-graph run's steps are the same op-by-op measurement as a plain run's: its speeds
+    # fill only the cells no plain run did.
+    graph_runs = {}
     for path in paths:
         try:
             f = open(path)
@@ -65,22 +67,17 @@ def read_rows(paths):
                     if row.get("measure") == "recipe":
                         recipe[name] = row.get("total_seconds")
                     elif "images_per_second" in row:
-                        # A --cuda-graph run's steps are the same op-by-op measurement as a
-                        # plain run's: it fills its configuration's cell only if no plain run did.
-                        key = (name, row["batch"])
-                        if row.get("cuda_graph"):
-                            if row["batch"] in speed.get(name, {}) and key not in from_graph_runs:
-                                continue
-                            from_graph_runs.add(key)
-                        else:
-                            from_graph_runs.discard(key)
-                        speed.setdefault(name, {})[row["batch"]] = row["images_per_second"]
+                        into = graph_runs if row.get("cuda_graph") else speed
+                        into.setdefault(name, {})[row["batch"]] = row["images_per_second"]
                 elif impl.startswith("torch-"):
                     name = f"PyTorch {impl[len('torch-'):]} ({row.get('precision', 'fp32')})"
                     if row.get("measure") == "recipe":
                         recipe[name] = row.get("recipe_seconds")
                     elif "images_per_second" in row:
                         speed.setdefault(name, {})[row["batch"]] = row["images_per_second"]
+    for name, by_batch in graph_runs.items():
+        for batch, value in by_batch.items():
+            speed.setdefault(name, {}).setdefault(batch, value)
     return speed, recipe
 
 
