@@ -4,7 +4,8 @@
 // later optimizer state; another --batch inside an epoch; an earlier checkpoint over its run's
 // later work), a live run's folder refused to a second run, a resume typed inside
 // RUN/checkpoints, a resume into a new --out carrying the history and the best checkpoint, `evaluate --split val-carved` on other data refused, a failed write of
-// metrics_val.json reported, and a second signal of the other kind ending a run at once.
+// metrics_val.json reported, a signal during validation, and a second signal of the other kind
+// ending a run at once.
 #include <fcntl.h>
 #include <sys/file.h>
 #include <unistd.h>
@@ -304,6 +305,43 @@ TEST_F(CliRuns, ResumingInsideAnEpochKeepsTheBatch) {
                               cache_);
   EXPECT_NE(early.output.find("(2 steps of epoch 1, interrupted, threshold"), std::string::npos)
       << early.output;
+}
+
+// A signal during an epoch's validation stops the run after that epoch's checkpoint; during the
+// last epoch's, before the model is written (it used to be ignored: the run went on to exit 0).
+// Resuming a run stopped there only writes its model, once.
+TEST_F(CliRuns, ASignalDuringValidationStopsTheRunAndItsResumeWritesTheModel) {
+  auto first = train("first", "--epochs 2 --inject-fault sigint@val1");
+  ASSERT_EQ(first.status, 130) << first.output;
+  EXPECT_NE(first.output.find("interrupted by SIGINT after epoch 1;"), std::string::npos)
+      << first.output;
+  EXPECT_EQ(read_checkpoint_metadata(path("first") + "/checkpoints/last.safetensors").epoch, 1);
+
+  auto stopped = train("run", "--epochs 2 --inject-fault sigterm@val2");
+  ASSERT_EQ(stopped.status, 143) << stopped.output;
+  EXPECT_NE(stopped.output.find("every epoch is trained, the model is not written yet; write it "
+                                "with: pneumo train --resume"),
+            std::string::npos)
+      << stopped.output;
+  EXPECT_FALSE(fs::exists(path("run") + "/model.safetensors"));
+  EXPECT_FALSE(fs::exists(path("run") + "/metrics_val.json"));
+  const std::string last = path("run") + "/checkpoints/last.safetensors";
+  ASSERT_EQ(read_checkpoint_metadata(last).epoch, 2);
+
+  auto finished = resume(last, "");
+  ASSERT_EQ(finished.status, 0) << finished.output;
+  EXPECT_NE(finished.output.find("its 2 epochs are trained, its run stopped before writing the "
+                                 "model; writing it"),
+            std::string::npos)
+      << finished.output;
+  EXPECT_EQ(read_checkpoint_metadata(path("run") + "/model.safetensors").epoch, 2);
+  EXPECT_TRUE(same_weights(last, path("run") + "/model.safetensors"));
+  EXPECT_EQ(history_val_auc(path("run")).size(), 2u) << "no epoch trained again";
+  EXPECT_TRUE(fs::exists(path("run") + "/metrics_val.json"));
+
+  auto again = resume(last, "");
+  EXPECT_EQ(again.status, 1) << again.output;
+  EXPECT_NE(again.output.find("nothing to train"), std::string::npos) << again.output;
 }
 
 // `--resume last.safetensors` typed inside RUN/checkpoints continues RUN, not a new folder there.

@@ -24,22 +24,28 @@ Fault parse_fault(const std::string& text) {
     fault.signal = kind == "sigint" ? SIGINT : SIGTERM;
   } else {
     throw Error(
-        "--inject-fault must be nan@STEP, nan-weight@STEP, sigint@STEP or sigterm@STEP, "
-        "got '" +
+        "--inject-fault must be nan@STEP, nan-weight@STEP, sigint@STEP, sigterm@STEP, "
+        "sigint@valEPOCH or sigterm@valEPOCH, got '" +
         text + "'");
   }
   char* end = nullptr;
-  const std::string step = at == std::string::npos ? "" : text.substr(at + 1);
-  fault.step = std::strtoll(step.c_str(), &end, 10);
-  if (step.empty() || *end != '\0' || fault.step < 1)
-    throw Error("--inject-fault needs a step >= 1 after '@', got '" + text + "'");
+  std::string step = at == std::string::npos ? "" : text.substr(at + 1);
+  const bool in_validation = fault.kind == Fault::Kind::Signal && step.rfind("val", 0) == 0;
+  if (in_validation) step.erase(0, 3);
+  const long long number = std::strtoll(step.c_str(), &end, 10);
+  if (step.empty() || *end != '\0' || number < 1 || number > std::numeric_limits<int>::max())
+    throw Error("--inject-fault needs a step (or valEPOCH) >= 1 after '@', got '" + text + "'");
+  if (in_validation)
+    fault.validation_epoch = static_cast<int>(number);
+  else
+    fault.step = number;
   return fault;
 }
 
 std::function<void(int64_t)> fault_hook(const Fault& fault, Model& model,
                                         int64_t steps_before_epoch) {
   return [fault, &model, steps_before_epoch](int64_t step) {
-    if (steps_before_epoch + step + 1 != fault.step) return;
+    if (fault.validation_epoch > 0 || steps_before_epoch + step + 1 != fault.step) return;
     if (fault.kind == Fault::Kind::Signal) {
       std::raise(fault.signal);
       return;
@@ -49,6 +55,11 @@ std::function<void(int64_t)> fault_hook(const Fault& fault, Model& model,
     float* target = weights.data + (fault.kind == Fault::Kind::NanLoss ? weights.numel() - 1 : 0);
     copy_bytes(target, weights.device, &nan, Device::Cpu, sizeof(float));
   };
+}
+
+void fault_before_validation(const Fault& fault, int epoch) {
+  if (fault.kind == Fault::Kind::Signal && fault.validation_epoch == epoch + 1)
+    std::raise(fault.signal);
 }
 
 }  // namespace pneumo::cli

@@ -56,6 +56,19 @@ double seconds_since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
+// A checkpoint of a run's every epoch whose run stopped (a signal during the last validation)
+// before it wrote model.safetensors, or wrote it for fewer epochs: resuming it only finishes.
+bool stopped_before_its_model(const std::string& checkpoint_path,
+                              const CheckpointMetadata& resumed, int epochs) {
+  if (resumed.epoch != epochs || resumed.epoch_step != 0) return false;
+  const std::string source = resumed_run_dir(checkpoint_path);
+  if (source.empty()) return false;
+  const fs::path model = fs::path(source) / "model.safetensors";
+  std::error_code error;
+  if (!fs::exists(model, error)) return true;
+  return read_checkpoint_metadata(model.string()).epoch < resumed.epoch;
+}
+
 std::string default_run_dir() {
   std::time_t now = std::time(nullptr);
   std::tm local{};
@@ -234,7 +247,7 @@ class TrainingRun {
   // checkpoints are written, from `epoch_start`.
   std::optional<int> end_epoch(const EpochMetrics& metrics, EpochRecord record,
                                Clock::time_point epoch_start, bool& stopped);
-  void finish();
+  int finish();
   // The run's state at an epoch end, or inside epoch `epochs_done` when `partial` says how far
   // it got, checked finite (rank 0; null on the others, which write nothing).
   std::shared_ptr<const CheckpointData> snapshot(int epochs_done,
@@ -492,7 +505,8 @@ void TrainingRun::resume(const std::string& checkpoint_path) {
   restore_checkpoint(checkpoint, *model_, &trainer_->optimizer_state(), checkpoint_path);
   callbacks_.load_state(checkpoint.metadata.callback_state);
   first_epoch_ = checkpoint.metadata.epoch;
-  if (first_epoch_ >= options_.epochs)
+  if (first_epoch_ >= options_.epochs &&
+      !stopped_before_its_model(checkpoint_path, checkpoint.metadata, options_.epochs))
     throw Error(detail::concat("checkpoint ", checkpoint_path, " has done ", first_epoch_,
                                " epochs and --epochs is ", options_.epochs,
                                ": nothing to train; give a larger --epochs to go on"));
@@ -545,6 +559,9 @@ void TrainingRun::resume(const std::string& checkpoint_path) {
   if (resumed_.epoch_step > 0)
     std::cerr << "resuming " << checkpoint_path << " at step " << resumed_.epoch_step
               << " of epoch " << first_epoch_ + 1 << "\n";
+  else if (first_epoch_ == options_.epochs)
+    std::cerr << "resuming " << checkpoint_path << ": its " << first_epoch_
+              << " epochs are trained, its run stopped before writing the model; writing it\n";
   else
     std::cerr << "resuming " << checkpoint_path << " after epoch " << first_epoch_ << "\n";
 }
@@ -626,8 +643,7 @@ int TrainingRun::run() {
   }
   callbacks_.on_train_end(control_);
   if (options_.restore_best) restore_best_weights();
-  finish();
-  return 0;
+  return finish();
 }
 
 std::optional<int> TrainingRun::train_and_validate(int epoch, bool& stopped) {
@@ -712,6 +728,7 @@ EpochStats TrainingRun::train_one_epoch(int epoch) {
 // The epoch's metrics: training loss and accuracy, validation's, and (--val-stress) the stress
 // variants of validation.
 EpochMetrics TrainingRun::validate(int epoch, const EpochStats& train_stats) {
+  if (fault_) fault_before_validation(*fault_, epoch);
   EpochStats val_stats;
   const std::vector<float> val_logits = trainer_->predict_logits(val_set_, &val_stats);
   MetricsReport val_report = evaluate_binary("val", val_logits, splits_.val.labels);
@@ -763,15 +780,18 @@ std::optional<int> TrainingRun::end_epoch(const EpochMetrics& metrics, EpochReco
     stopped = true;
     return std::nullopt;
   }
-  // A signal that arrived during validation (on any rank).
+  // A signal that arrived during validation (on any rank); after the last epoch's, finish()
+  // stops before writing the model.
   if (group_->any(stop_on_signal_->stop().load()) && epoch + 1 < options_.epochs)
     return interrupted(epoch + 1, nullptr);
   return std::nullopt;
 }
 
 // The decision threshold is tuned on validation (Youden's J) and stored with the model; test
-// images are never looked at here.
-void TrainingRun::finish() {
+// images are never looked at here. A signal that came during the last epoch's validation or the
+// final pass stops the run before the model is written (last.safetensors holds every epoch;
+// resuming it writes the model); one that comes later lets the run end, as it nearly has.
+int TrainingRun::finish() {
   files_.drain();  // the last epoch's files (and any failure writing them) before the report
   // The last epoch's validation pass saw these very weights unless --restore-best put an earlier
   // epoch's back (or this process trained no epoch): a second pass would give the same logits.
@@ -783,6 +803,7 @@ void TrainingRun::finish() {
   } else {
     val_logits = std::move(last_val_logits_);
   }
+  if (group_->any(stop_on_signal_->stop().load())) return interrupted(epochs_done_, nullptr);
   ThresholdChoice threshold = choose_threshold_youden(val_logits, splits_.val.labels);
   const auto counts = splits_.val.class_counts();
   const int64_t smallest_class = std::min(counts[0], counts[1]);
@@ -805,7 +826,7 @@ void TrainingRun::finish() {
   }
   metadata_.decision_threshold = threshold.threshold;
   metadata_.threshold_rule = rule;
-  if (!writer()) return;
+  if (!writer()) return 0;
   MetricsReport final_val =
       evaluate_binary("val", val_logits, splits_.val.labels, threshold.threshold, rule);
   write("model.safetensors", snapshot(epochs_done_));
@@ -837,6 +858,10 @@ void TrainingRun::finish() {
   std::cerr << "memory: at most " << (memory_stats(device).peak >> 20) << " MiB of "
             << (device == Device::Cuda ? "device" : "host")
             << " memory held by pneumo's arrays (images, model, optimizer, workspace)\n";
+  if (stop_on_signal_->stop().load())
+    std::cerr << "pneumo: " << stop_on_signal_->signal_name()
+              << " came while the model and report were written; the run is complete\n";
+  return 0;
 }
 
 // Rank 0 writes; the ranks hold the same weights (their gradients were added up before every
@@ -890,7 +915,10 @@ int TrainingRun::interrupted(int epochs_done, const EpochStats* partial) {
                                          epochs_done + 1)
                         : detail::concat("after epoch ", epochs_done))
             << "; checkpoint written to " << last_path_ << "\n"
-            << "resume with: pneumo train --resume " << last_path_ << "\n"
+            << (!partial && epochs_done == options_.epochs
+                    ? "every epoch is trained, the model is not written yet; write it with: "
+                    : "resume with: ")
+            << "pneumo train --resume " << last_path_ << "\n"
             << std::flush;
   return stop_on_signal_->exit_status();
 }
