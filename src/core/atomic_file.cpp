@@ -117,8 +117,10 @@ void write_file_atomically(const std::string& path, const void* data, size_t siz
     ::unlink(temporary.c_str());
     fail(path, "renaming " + temporary + " over it", error_number);
   }
-  // Make the rename itself durable. Some file systems refuse fsync on a directory; the data is
-  // already safe then, so that is not an error.
+  sync_directory(directory);  // the rename itself
+}
+
+void sync_directory(const std::string& directory) {
   int directory_fd = ::open(directory.c_str(), O_RDONLY | O_DIRECTORY);
   if (directory_fd >= 0) {
     ::fsync(directory_fd);

@@ -17,6 +17,10 @@ namespace pneumo {
 void write_file_atomically(const std::string& path, const void* data, size_t size);
 void write_file_atomically(const std::string& path, const std::string& text);
 
+// Makes a directory's entries (files created, renamed or removed in it) durable: fsync on the
+// directory. Some file systems refuse that; the files' data is unaffected, so it is not an error.
+void sync_directory(const std::string& directory);
+
 // Reads a whole file; throws pneumo::Error naming the path when it cannot.
 std::vector<uint8_t> read_file_bytes(const std::string& path);
 

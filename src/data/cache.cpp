@@ -16,6 +16,7 @@
 #include <system_error>
 
 #include "cache_internal.hpp"
+#include "core/atomic_file.hpp"
 #include "core/file_lock.hpp"
 #include "pneumo/data.hpp"
 #include "pneumo/error.hpp"
@@ -245,7 +246,9 @@ fs::path make_temp_dir_beside(const fs::path& final_dir) {
   throw Error("cannot create a temporary directory beside " + final_dir.string());
 }
 
-void install_directory(const fs::path& temp_dir, const fs::path& final_dir) {
+namespace {
+
+void move_into_place(const fs::path& temp_dir, const fs::path& final_dir) {
   std::error_code ec;
   if (fs::exists(final_dir, ec)) {
     check_replaceable_output(final_dir, "output");
@@ -279,6 +282,16 @@ void install_directory(const fs::path& temp_dir, const fs::path& final_dir) {
   if (ec)
     throw Error("cannot rename " + temp_dir.string() + " to " + final_dir.string() + ": " +
                 ec.message());
+}
+
+}  // namespace
+
+void install_directory(const fs::path& temp_dir, const fs::path& final_dir) {
+  // The files are on disk (each fsynced when written); their names in the folder, and the
+  // folder's new name in its parent, are made durable too before anyone reads the cache.
+  sync_directory(temp_dir.string());
+  move_into_place(temp_dir, final_dir);
+  sync_directory(final_dir.has_parent_path() ? final_dir.parent_path().string() : ".");
 }
 
 TempDirGuard::~TempDirGuard() {
@@ -504,27 +517,37 @@ void check_cache_outside_tree(const std::string& cache, const std::string& tree,
               "--data " + tree + " --out CACHE` with CACHE outside it and pass the cache as --data");
 }
 
-// True when `cache` was prepared from the tree `path` as it is now (its `hash`), at `size`
-// (saying so in the log); false, saying why when there was a cache, when it must be prepared again.
+// True when `cache` was prepared from the tree `path` as it is now (its `hash`), at `size`, by
+// this build's decoder (saying so in the log); false, saying why when there was a cache, when it
+// must be prepared again. Another decoder (an OpenCV upgrade) may give other pixels.
 bool fresh_tree_cache(const std::string& cache, const std::string& path, const std::string& hash,
                       int size, std::ostream* log) {
   if (!is_cache_dir(cache)) return false;
-  bool fresh = false;
+  std::string stale;
   try {
     const nlohmann::json meta = read_meta(cache);
-    fresh = meta.value("format_version", 0) == kCacheFormatVersion &&
-            meta.value("size", 0) == size && meta.contains("source") &&
-            meta["source"].value("hash", std::string()) == hash;
+    if (!(meta.value("format_version", 0) == kCacheFormatVersion &&
+          meta.value("size", 0) == size && meta.contains("source") &&
+          meta["source"].value("hash", std::string()) == hash))
+      stale = path + " changed since its cache was made";
+#ifdef PNEUMO_WITH_OPENCV
+    const nlohmann::json settings = meta.value("settings", nlohmann::json::object());
+    const std::string decoder =
+        settings.is_object() ? settings.value("decoder", std::string()) : std::string();
+    if (stale.empty() && decoder != decoder_description())
+      stale = "the cache of " + path + " was decoded by " +
+              (decoder.empty() ? std::string("an unnamed decoder") : decoder) +
+              ", this pneumo decodes with " + decoder_description();
+#endif
   } catch (const std::exception&) {
-    fresh = false;  // unreadable metadata: prepare again
+    stale = "the cache of " + path + " has unreadable metadata";
   }
-  if (log && fresh) {
+  if (log && stale.empty()) {
     *log << "data: using the cache " << cache << " of " << path << "\n";
     log_skipped_files(cache, *log);
   }
-  if (log && !fresh)
-    *log << "data: " << path << " changed since its cache was made; preparing again\n";
-  return fresh;
+  if (log && !stale.empty()) *log << "data: " << stale << "; preparing again\n";
+  return stale.empty();
 }
 
 }  // namespace

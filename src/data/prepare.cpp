@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "cache_internal.hpp"
+#include "core/atomic_file.hpp"
 #include "core/json_text.hpp"
 #include "pneumo/data.hpp"
 #include "pneumo/error.hpp"
@@ -71,10 +72,7 @@ std::string utc_now() {
 }
 
 void write_text(const fs::path& path, const std::string& text) {
-  std::ofstream out(path, std::ios::binary);
-  out << text;
-  out.flush();
-  if (!out) throw Error("cannot write " + path.string());
+  write_file_atomically(path.string(), text);  // fsynced: the cache is renamed into place next
 }
 
 }  // namespace

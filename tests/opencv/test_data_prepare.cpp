@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <opencv2/core.hpp>
@@ -291,6 +292,32 @@ TEST(OpenDataset, PreparesATreeOnceAndReusesItWhileUnchanged) {
   other_size.size = 32;
   EXPECT_THROW(open_dataset(cache, other_size), Error);
   EXPECT_THROW(open_dataset(cache_root.str() + "/nothing-here"), Error);
+}
+
+// A tree's cache decoded by another decoder (an older OpenCV) is prepared again: its pixels may
+// differ from what this build decodes.
+TEST(OpenDataset, ACacheFromAnotherDecoderIsPreparedAgain) {
+  Tree tree;
+  ScratchDir cache_root;
+  OpenDatasetOptions options;
+  options.size = 24;
+  options.cache_root = cache_root.str();
+  open_dataset(tree.dir.str(), options);
+  const fs::path meta_path =
+      fs::path(default_cache_dir_for(tree.dir.str(), 24, cache_root.str())) / "meta.json";
+  std::ifstream in(meta_path);
+  nlohmann::json meta = nlohmann::json::parse(in);
+  in.close();
+  meta["settings"]["decoder"] = "OpenCV 3.2.0: cv::imdecode";
+  testing::write_file(meta_path, meta.dump());
+  std::ostringstream log;
+  options.log = &log;
+  open_dataset(tree.dir.str(), options);
+  EXPECT_NE(log.str().find("was decoded by OpenCV 3.2.0: cv::imdecode, this pneumo decodes with "
+                           "OpenCV " CV_VERSION),
+            std::string::npos)
+      << log.str();
+  EXPECT_NE(log.str().find("prepare: wrote"), std::string::npos) << log.str();
 }
 
 // Nothing is written into an image tree: a cache root inside it is refused before any folder is
