@@ -493,10 +493,11 @@ TEST(AugmentCuda, MatchesTheCpuTwin) {
                          nullptr);
       ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
       copy_bytes(gpu.data(), Device::Cpu, d_out.data(), Device::Cuda, d_out.bytes());
-      if (variant == 0) {
+      if (variant == 0 || variant == 3) {
         // sinf/cosf and fused multiply-adds differ in the last bits between host and device;
         // through the bilinear weights that reaches ~4e-5 (seen on an H200: 841 of 832,500
         // pixels above 2e-5, the worst 3.7e-5), i.e. 0.01 grey levels. 1e-4 is 0.026 levels.
+        // Keras' zoom order (3) takes the same draws, sines and bilinear path in another order.
         EXPECT_TRUE(testing::all_close(gpu, cpu, 1e-4, 0.0, "augment cuda vs cpu"))
             << "size " << size << " variant " << variant;
       } else if (variant == 2) {
@@ -537,7 +538,8 @@ TEST(AugmentCuda, MatchesTheCpuTwin) {
               << "size " << size << " image " << i << " 1/sigma " << m.inv_std;
         }
       } else {
-        EXPECT_EQ(gpu, cpu) << "disabled path is not bit-identical, size " << size;
+        EXPECT_EQ(gpu, cpu) << "the plain gather (augmentation off) is not bit-identical, size "
+                            << size;
       }
     }
   }
