@@ -839,7 +839,10 @@ TEST_P(SigmoidBceParity, LossGradientAndCountsWithAndWithoutWeights) {
   const std::vector<float> labels = binary_labels(n, 82);
   const std::vector<float> weight_values = uniform(n, 83, 0.5f, 2.0f);
   for (bool weighted : {false, true}) {
-    const std::string what = weighted ? "weighted " : "unweighted ";
+    // Unweighted: these logits as one rank's shard of a batch of 3n (the gradient is of the
+    // whole batch's mean loss), so the divisor is batch_count, not the shard's length.
+    const int64_t batch_count = weighted ? n : 3 * n;
+    const std::string what = weighted ? "weighted " : "unweighted shard ";
     Pair z = upload({n, 1}, logits), y = upload({n}, labels), w = upload({n}, weight_values);
     Pair dz = output({n, 1});
     const std::vector<float> stats_start{1.5f, 2.0f};  // stats accumulate: +=
@@ -847,9 +850,9 @@ TEST_P(SigmoidBceParity, LossGradientAndCountsWithAndWithoutWeights) {
     const ConstTensorView no_weights_cpu(nullptr, {n}, Device::Cpu);
     const ConstTensorView no_weights_cuda(nullptr, {n}, Device::Cuda);
     cpu_->sigmoid_bce(z.cpu, y.cpu, weighted ? ConstTensorView(w.cpu) : no_weights_cpu, dz.cpu,
-                      stats.cpu);
+                      stats.cpu, batch_count);
     cuda_->sigmoid_bce(z.cuda, y.cuda, weighted ? ConstTensorView(w.cuda) : no_weights_cuda,
-                       dz.cuda, stats.cuda);
+                       dz.cuda, stats.cuda, batch_count);
     EXPECT_ON_DEVICE(dz.cuda);
     EXPECT_ON_DEVICE(stats.cuda);
     EXPECT_TRUE(all_close(dz.cuda, dz.cpu, 1e-9, 1e-5, what + "dlogits"));
@@ -860,7 +863,7 @@ TEST_P(SigmoidBceParity, LossGradientAndCountsWithAndWithoutWeights) {
       const BceElement e =
           pneumo::sigmoid_bce(logits[static_cast<size_t>(i)], labels[static_cast<size_t>(i)],
                               weighted ? weight_values[static_cast<size_t>(i)] : 1.0f);
-      expected_dz[static_cast<size_t>(i)] = e.gradient / static_cast<float>(n);
+      expected_dz[static_cast<size_t>(i)] = e.gradient / static_cast<float>(batch_count);
       loss += e.loss;
       correct += e.correct;
     }

@@ -172,6 +172,27 @@ TEST(CpuSigmoidBce, MatchesNaiveFormulaForModerateLogits) {
   EXPECT_TRUE(all_close(result.dlogits, expected_gradient, 1e-7, 1e-5, "dlogits"));
 }
 
+// One rank's shard of a data-parallel batch: the gradient is of the whole batch's mean loss
+// (divided by batch_count, the global batch), the sums are the shard's own.
+TEST(CpuSigmoidBce, AShardsGradientIsDividedByTheWholeBatch) {
+  auto backend = make_cpu_backend(1);
+  const std::vector<float> logits = random_values(5, 163, -3.0f, 3.0f);
+  const std::vector<float> labels{0, 1, 1, 0, 1};
+  const int64_t n = 5, batch_count = 12;  // 5 of 12 images on this rank
+  Tensor z = host_tensor({n}, logits), y = host_tensor({n}, labels);
+  Tensor dlogits = nan_tensor({n}), stats = Tensor::zeros({2}, Device::Cpu);
+  backend->sigmoid_bce(z, y, ConstTensorView(), dlogits, stats, batch_count);
+  std::vector<float> expected_gradient;
+  double expected_sum = 0.0;
+  for (size_t i = 0; i < logits.size(); ++i) {
+    const double s = 1.0 / (1.0 + std::exp(-static_cast<double>(logits[i])));
+    expected_sum += -(labels[i] * std::log(s) + (1 - labels[i]) * std::log(1 - s));
+    expected_gradient.push_back(static_cast<float>((s - labels[i]) / batch_count));
+  }
+  EXPECT_TRUE(all_close(to_host(dlogits), expected_gradient, 1e-8, 1e-5, "shard dlogits"));
+  EXPECT_NEAR(to_host(stats)[0], expected_sum, 1e-5 * expected_sum);
+}
+
 TEST(CpuSigmoidBce, ExtremeLogitsStayFinite) {
   auto backend = make_cpu_backend(1);
   // Confidently wrong (loss ~ 100) and confidently right (loss ~ 0), both signs.

@@ -339,6 +339,36 @@ TEST(DataParallelProgress, RunningMeansCountTheRanksOwnImages) {
   EXPECT_DOUBLE_EQ(last.loss, last.loss_sum / 2.0);
 }
 
+// A rank's gradient is of the whole batch's mean loss: its shard's loss gradient is divided by the
+// global batch, so that the ranks' gradients add up to one process's. Rank 0 of three with a
+// batch of 6 holds images 0-1, and (without synchronised batch-norm) computes what one process
+// computes on those two images alone, scaled by 2/6: the weights alone cannot show a scale, since
+// RMSprop's step hardly depends on the gradient's size.
+TEST(DataParallelGradients, ARanksGradientIsItsShardsOverTheGlobalBatch) {
+  auto backend = make_cpu_backend(1);
+  const GeneratedImages images(6);
+  auto gradients_after_one_step = [&](int batch, const std::vector<int32_t>& order,
+                                      Communicator* group) {
+    Model model(*backend, small_model(), batch);
+    model.initialize(3);
+    Trainer trainer(*backend, model, batch, AugmentSettings{}, 5);
+    if (group) trainer.set_group(*group);
+    trainer.train_epoch(images.set, order, 0);
+    const std::vector<float> g = to_host(model.gradients());
+    return g;
+  };
+  FirstOfThree group;
+  const std::vector<float> rank0 = gradients_after_one_step(6, {0, 1, 2, 3, 4, 5}, &group);
+  const std::vector<float> alone = gradients_after_one_step(2, {0, 1}, nullptr);
+  ASSERT_EQ(rank0.size(), alone.size());
+  std::vector<float> scaled(alone.size());
+  for (size_t i = 0; i < alone.size(); ++i) scaled[i] = alone[i] * (2.0f / 6.0f);
+  double norm = 0.0;
+  for (float v : alone) norm += std::fabs(v);
+  ASSERT_GT(norm, 0.0) << "the step produced gradients";
+  EXPECT_TRUE(all_close(rank0, scaled, 1e-7, 1e-4, "rank 0 of 3 vs its shard alone x 2/6"));
+}
+
 // A transport that cannot be had leaves the run its group, so that the error names the rank and
 // every rank is stopped through it (before, the group was moved into the call and gone on a throw).
 TEST(Transport, ARefusedTransportLeavesTheGroup) {
