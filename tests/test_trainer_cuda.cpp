@@ -2,9 +2,11 @@
 // weights (class weights) and smoothed labels gathered by the step's indices on the device and
 // applied in the loss, and a NaN loss reported with the epoch and step it appeared in (the marker
 // written on the device and read back). Skipped without a GPU; the same checks also run with a
-// second CPU backend in the CUDA one's place, so their logic is known good everywhere.
+// second CPU backend in the CUDA one's place, so their logic is known good everywhere. On the CPU
+// alone: the class weights checked by the loss's linearity in them, not against another backend.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <functional>
 #include <limits>
@@ -61,16 +63,26 @@ struct Run {
 // One epoch with the learning rate at 0 (the weights never move, so the epoch's loss is a
 // function of the data, the augmentation and dropout draws, and the loss's weights and targets
 // alone), with or without class weights (0.4 for NORMAL, 1.6 for PNEUMONIA) and smoothing 0.1.
-EpochStats frozen_epoch(std::unique_ptr<Backend> backend, bool weighted) {
+struct LossSettings {
+  bool weighted = false;
+  float normal = 1.0f, pneumonia = 1.0f;  // the class weights, when weighted
+  float smoothing = 0.0f;
+};
+EpochStats frozen_epoch(std::unique_ptr<Backend> backend, const LossSettings& loss) {
   Run run(std::move(backend));
   run.trainer.optimizer().learning_rate = 0.0f;
-  if (weighted) {
+  if (loss.weighted) {
     std::vector<float> weights(kCount);
-    for (int i = 0; i < kCount; ++i) weights[size_t(i)] = run.label_bytes[size_t(i)] ? 1.6f : 0.4f;
+    for (int i = 0; i < kCount; ++i)
+      weights[size_t(i)] = run.label_bytes[size_t(i)] ? loss.pneumonia : loss.normal;
     run.data.set_weights(weights);
-    run.data.smooth_labels(run.label_bytes, 0.1f);
   }
+  if (loss.smoothing > 0) run.data.smooth_labels(run.label_bytes, loss.smoothing);
   return run.trainer.train_epoch(run.data, run.order(0), 0);
+}
+EpochStats frozen_epoch(std::unique_ptr<Backend> backend, bool weighted) {
+  return frozen_epoch(std::move(backend), weighted ? LossSettings{true, 0.4f, 1.6f, 0.1f}
+                                                   : LossSettings{});
 }
 
 void weighted_and_smoothed_loss_agrees(const std::function<std::unique_ptr<Backend>()>& other) {
@@ -80,6 +92,24 @@ void weighted_and_smoothed_loss_agrees(const std::function<std::unique_ptr<Backe
   EXPECT_NEAR(actual.loss, cpu.loss, 1e-5 + 1e-4 * cpu.loss);
   EXPECT_GT(std::fabs(cpu.loss - plain.loss), 1e-3 * plain.loss)
       << "weights and smoothing change nothing: the comparison tests nothing";
+}
+
+// The class weights reach the loss: with the weights frozen an epoch's loss sum is linear in
+// them, L(a, b) = a L(1, 0) + b L(0, 1), and L(1, 0) + L(0, 1) is the unweighted sum. Weights
+// dropped on the way (every image weighing 1) give L(1, 0) = L(0, 1) = the unweighted sum.
+TEST(TrainerClassWeights, TheEpochLossIsLinearInTheClassWeights) {
+  const double normal_only =
+      frozen_epoch(make_cpu_backend(1), LossSettings{true, 1.0f, 0.0f}).loss_sum;
+  const double pneumonia_only =
+      frozen_epoch(make_cpu_backend(1), LossSettings{true, 0.0f, 1.0f}).loss_sum;
+  const double mixed = frozen_epoch(make_cpu_backend(1), LossSettings{true, 0.7f, 2.3f}).loss_sum;
+  const double plain = frozen_epoch(make_cpu_backend(1), LossSettings{}).loss_sum;
+  ASSERT_GT(normal_only, 0.0);
+  ASSERT_GT(pneumonia_only, 0.0);
+  EXPECT_NEAR(normal_only + pneumonia_only, plain, 1e-5 * plain);
+  EXPECT_NEAR(mixed, 0.7 * normal_only + 2.3 * pneumonia_only, 1e-5 * mixed);
+  EXPECT_LT(std::max(normal_only, pneumonia_only), 0.9 * plain)
+      << "each class carries part of the loss, not all of it";
 }
 
 // A NaN written into fc2's bias (on the model's device) before step 3 of epoch 2.
