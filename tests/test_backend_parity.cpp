@@ -1025,19 +1025,19 @@ TEST_F(Parity, GatherAugment) {
     EXPECT_TRUE(exactly_equal(out.cuda, out.cpu, "plain gather + scale"));
   }
   {
-    // Warped: both twins call the same per-pixel function; allow a few pixels whose sampling
-    // coordinate lands within rounding of a pixel boundary (FMA contraction on the device).
+    // Warped: both twins call the same per-pixel function, the device's sines and fused
+    // multiply-adds rounding differently. Bilinear sampling with a clamped border is continuous
+    // in the coordinate, so a coordinate off by r pixels moves a value by at most r times the
+    // image's steepest step (1 here, noise from 0 to 255): with r ~ 1e-5 at 32 px every pixel is
+    // within 1e-4 (AugmentCuda.MatchesTheCpuTwin's bound, 0.026 grey levels). No pixel is let off.
     AugmentSettings warp;
     Pair out = output(shape);
     cpu_->gather_augment(im_cpu.data(), count, size, i_cpu.data(), warp, key, out.cpu);
     cuda_->gather_augment(im_cuda.data(), count, size, i_cuda.data(), warp, key, out.cuda);
     const std::vector<float> a = to_host(out.cuda), e = to_host(out.cpu);
-    size_t differing = 0;
-    for (size_t i = 0; i < a.size(); ++i) {
+    for (size_t i = 0; i < a.size(); ++i)
       ASSERT_TRUE(std::isfinite(a[i]) && a[i] >= 0.0f && a[i] <= 1.0f) << "pixel " << i;
-      if (std::fabs(a[i] - e[i]) > 1e-5f) ++differing;
-    }
-    EXPECT_LE(differing, a.size() / 200) << differing << " of " << a.size() << " pixels differ";
+    EXPECT_TRUE(all_close(a, e, 1e-4, 0.0, "warped gather cuda vs cpu"));
   }
 }
 
