@@ -46,7 +46,7 @@ std::vector<cv::Mat> real_images() {
 
 // The forward map source -> output from the documented recipe, built the OpenCV way: mirror
 // about the centre, magnify each axis about the centre, getRotationMatrix2D (rotate about the
-// centre), then shift.
+// centre), then shift; or with zoom_after_rotation, mirror, rotate, magnify, shift.
 cv::Mat forward_matrix(const AugmentParams& p, int size) {
   const double c = (size - 1) / 2.0;
   cv::Mat flip = cv::Mat::eye(3, 3, CV_64F);
@@ -67,7 +67,9 @@ cv::Mat forward_matrix(const AugmentParams& p, int size) {
   cv::Mat shift = cv::Mat::eye(3, 3, CV_64F);
   shift.at<double>(0, 2) = p.shift_x;
   shift.at<double>(1, 2) = p.shift_y;
-  cv::Mat full = shift * rotate * zoom * flip;
+  // Keras' order (zoom_after_rotation): the magnification along the output's axes, after the
+  // rotation.
+  cv::Mat full = p.zoom_after_rotation ? shift * zoom * rotate * flip : shift * rotate * zoom * flip;
   return full(cv::Rect(0, 0, 3, 2)).clone();
 }
 
@@ -174,12 +176,16 @@ TEST(AugmentVsOpenCV, ExtremeParameters) {
       params(0.0f, 0.8f, 1.25f, 0.0f, 0.0f, 0),      params(0.0f, 1.25f, 0.8f, 0.0f, 0.0f, 1),
       params(0.0f, 1.0f, 1.0f, 15.0f, -15.0f, 0),    params(0.0f, 1.0f, 1.0f, 0.0f, 0.0f, 1),
       params(-29.5f, 0.81f, 1.1f, -14.2f, 13.7f, 1), params(12.25f, 1.19f, 0.9f, 7.3f, 2.1f, 1)};
-  for (const AugmentParams& p : cases) {
-    const Difference d = compare_with_opencv(images[0], p);
-    EXPECT_LE(d.worst_ratio, 1.0) << "max " << d.max << " angle " << p.angle_degrees << " scale " << p.scale_x
-                                 << "," << p.scale_y << " shift " << p.shift_x << "," << p.shift_y << " flip " << p.flip;
-    EXPECT_LE(d.mean, kMeanLevels);
-  }
+  for (int zoom_after_rotation : {0, 1})
+    for (AugmentParams p : cases) {
+      p.zoom_after_rotation = zoom_after_rotation;
+      const Difference d = compare_with_opencv(images[0], p);
+      EXPECT_LE(d.worst_ratio, 1.0) << "max " << d.max << " angle " << p.angle_degrees << " scale "
+                                    << p.scale_x << "," << p.scale_y << " shift " << p.shift_x
+                                    << "," << p.shift_y << " flip " << p.flip
+                                    << " zoom after rotation " << zoom_after_rotation;
+      EXPECT_LE(d.mean, kMeanLevels);
+    }
 }
 
 // Blur and sharpening against OpenCV: cv::GaussianBlur with a 3x3 kernel and sigma 0 is the
