@@ -344,6 +344,45 @@ TEST_F(CliRuns, ASignalDuringValidationStopsTheRunAndItsResumeWritesTheModel) {
   EXPECT_NE(again.output.find("nothing to train"), std::string::npos) << again.output;
 }
 
+// evaluate's and bench kernels' output files replace earlier outputs, never a run's state: a
+// checkpoint anywhere, a run directory's files, a cache's (--scores onto last.safetensors made
+// the run impossible to resume).
+TEST_F(CliRuns, OutputFilesNeverReplaceARunsState) {
+  ASSERT_EQ(train("run", "--epochs 1").status, 0);
+  const std::string last = path("run") + "/checkpoints/last.safetensors";
+  fs::copy_file(last, path("copy.safetensors"));
+  const std::string before = testing::read_text(last);
+  const std::string metrics = testing::read_text(path("run") + "/metrics_val.json");
+  const std::string evaluate = "evaluate --model " + path("run") + "/model.safetensors --data " +
+                               kSample + " --split val-carved --device cpu ";
+  struct Case {
+    std::string command, expected;
+  };
+  const Case cases[] = {
+      {evaluate + "--scores " + last, "is a model or checkpoint (safetensors)"},
+      {evaluate + "--json " + path("run") + "/metrics_val.json", "is a file of the run directory"},
+      {evaluate + "--json " + path("run") + "/checkpoints/notes.json",
+       "is a file of the run directory"},
+      {"bench kernels --device cpu --quick --ops loss --threads 1 --json " +
+           path("copy.safetensors"),
+       "is a model or checkpoint"},
+  };
+  std::ofstream(path("run") + "/checkpoints/notes.json") << "{}";
+  for (const Case& c : cases) {
+    auto refused = pneumo_command(c.command, cache_);
+    EXPECT_EQ(refused.status, 2) << c.command << "\n" << refused.output;
+    EXPECT_NE(refused.output.find(c.expected), std::string::npos) << refused.output;
+  }
+  EXPECT_EQ(testing::read_text(last), before);
+  EXPECT_EQ(testing::read_text(path("run") + "/metrics_val.json"), metrics);
+  EXPECT_TRUE(same_weights(last, path("copy.safetensors")));
+  // An earlier output is replaced, as before.
+  std::ofstream(path("scores.csv")) << "old\n";
+  auto replaced = pneumo_command(evaluate + "--scores " + path("scores.csv"), cache_);
+  EXPECT_EQ(replaced.status, 0) << replaced.output;
+  EXPECT_EQ(testing::read_text(path("scores.csv")).rfind("index,", 0), 0u);
+}
+
 // `--resume last.safetensors` typed inside RUN/checkpoints continues RUN, not a new folder there.
 TEST_F(CliRuns, AResumeTypedInsideTheCheckpointsFolderContinuesTheRun) {
   ASSERT_EQ(train("run", "--epochs 1").status, 0);

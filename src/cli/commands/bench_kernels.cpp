@@ -3,12 +3,13 @@
 // lines and CSV on request. Rows finished before a fatal error are still written.
 #include <algorithm>
 #include <filesystem>
-#include <fstream>
 #include <iostream>
 
 #include "bench/kernel_bench.hpp"
 #include "cli/commands/commands.hpp"
 #include "cli/commands/flag_text.hpp"
+#include "cli/commands/guards.hpp"
+#include "core/atomic_file.hpp"
 #include "pneumo/backend.hpp"
 #include "pneumo/error.hpp"
 
@@ -48,12 +49,6 @@ void validate(const BenchKernelsOptions& o) {
       throw UsageError("--ops: unknown op '" + op + "' (expected one of " + names + ")");
 }
 
-void write_file(const std::string& path, const std::string& text) {
-  std::ofstream out(path);
-  out << text;
-  out.close();
-  if (!out) throw Error("cannot write '" + path + "'");
-}
 
 // Before the benchmark runs (minutes on a GPU), not after: the folder an output file goes into
 // must be one.
@@ -65,6 +60,7 @@ void check_output_folder(const std::string& flag, const std::string& path) {
     throw Error(flag + " " + path + ": " + folder.string() + " is not a folder");
   if (std::filesystem::is_directory(path, error))
     throw Error(flag + " " + path + " is a folder; give a file name");
+  refuse_replacing_pneumo_state(path, flag);
 }
 
 }  // namespace
@@ -97,9 +93,9 @@ int run_bench_kernels(const BenchKernelsOptions& options) {
   if (!options.json.empty()) {
     std::string lines;
     for (const bench::BenchRow& row : run.rows) lines += bench::row_to_json(row, run).dump() + "\n";
-    write_file(options.json, lines);
+    write_file_atomically(options.json, lines);
   }
-  if (!options.csv.empty()) write_file(options.csv, bench::rows_to_csv(run));
+  if (!options.csv.empty()) write_file_atomically(options.csv, bench::rows_to_csv(run));
   if (!failure.empty())
     throw Error(failure + " (the " + std::to_string(run.rows.size()) +
                 " rows finished before it are above)");

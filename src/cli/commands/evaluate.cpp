@@ -216,6 +216,8 @@ int run_evaluate(const EvaluateOptions& options) {
                          ", which would be overwritten; give another file");
   if (same_file(options.json, options.scores))
     throw UsageError("--json and --scores name the same file; give each its own");
+  refuse_replacing_pneumo_state(options.json, "--json");
+  refuse_replacing_pneumo_state(options.scores, "--scores");
   const char* const splits[] = {"train", "val", "test", "val-carved"};
   if (std::find(std::begin(splits), std::end(splits), options.split) == std::end(splits))
     throw UsageError("--split must be train, val, test or val-carved (the validation images the "

@@ -2,8 +2,11 @@
 #include "cli/commands/guards.hpp"
 
 #include <csignal>
+#include <cstdint>
 #include <filesystem>
+#include <fstream>
 
+#include "pneumo/data.hpp"
 #include "pneumo/error.hpp"
 
 namespace pneumo::cli {
@@ -82,6 +85,49 @@ void require_new_or_empty_folder(const std::string& folder, const std::string& w
   if (!std::filesystem::is_empty(folder, error))
     throw Error(what + " '" + folder + "' is not empty: give a new or empty " + flag + " (" + why +
                 ")");
+}
+
+namespace {
+
+// The safetensors layout's first bytes: an 8-byte little-endian header length that fits in the
+// file, then the header's '{'.
+bool looks_like_safetensors(const std::filesystem::path& file) {
+  std::ifstream in(file, std::ios::binary);
+  unsigned char start[9] = {};
+  if (!in.read(reinterpret_cast<char*>(start), sizeof start)) return false;
+  uint64_t header = 0;
+  for (int i = 7; i >= 0; --i) header = header << 8 | start[i];
+  std::error_code error;
+  const uintmax_t size = std::filesystem::file_size(file, error);
+  return !error && start[8] == '{' && header <= size - 8;
+}
+
+bool is_run_directory(const std::filesystem::path& folder) {
+  std::error_code error;
+  return std::filesystem::is_regular_file(folder / "config.json", error) &&
+         (std::filesystem::is_directory(folder / "checkpoints", error) ||
+          std::filesystem::exists(folder / ".lock", error));
+}
+
+}  // namespace
+
+void refuse_replacing_pneumo_state(const std::string& path, const std::string& flag) {
+  namespace fs = std::filesystem;
+  std::error_code error;
+  if (path.empty() || !fs::is_regular_file(path, error)) return;
+  const fs::path folder = fs::absolute(path, error).lexically_normal().parent_path();
+  std::string what;
+  if (looks_like_safetensors(path))
+    what = "a model or checkpoint (safetensors)";
+  else if (is_run_directory(folder))
+    what = "a file of the run directory " + folder.string();
+  else if (folder.filename() == "checkpoints" && is_run_directory(folder.parent_path()))
+    what = "a file of the run directory " + folder.parent_path().string();
+  else if (is_cache_dir(folder.string()))
+    what = "a file of the prepared cache " + folder.string();
+  if (!what.empty())
+    throw UsageError(flag + " " + path + " exists and is " + what +
+                     "; pneumo does not overwrite it: give another file");
 }
 
 }  // namespace pneumo::cli

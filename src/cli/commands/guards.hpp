@@ -35,4 +35,10 @@ std::string out_of_memory_advice(const OutOfMemory& error, int batch, const std:
 void require_new_or_empty_folder(const std::string& folder, const std::string& what,
                                  const std::string& flag, const std::string& why);
 
+// An output file (evaluate --json / --scores, bench kernels --json / --csv) may replace an
+// earlier output, never pneumo's own state: throws a UsageError naming `flag` when `path` is a
+// safetensors file (a model or checkpoint), or lies in a run directory (config.json beside
+// checkpoints/ or .lock), in its checkpoints/ folder, or in a prepared cache.
+void refuse_replacing_pneumo_state(const std::string& path, const std::string& flag);
+
 }  // namespace pneumo::cli
