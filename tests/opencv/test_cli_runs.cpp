@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <chrono>
 #include <csignal>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -381,6 +382,46 @@ TEST_F(CliRuns, OutputFilesNeverReplaceARunsState) {
   auto replaced = pneumo_command(evaluate + "--scores " + path("scores.csv"), cache_);
   EXPECT_EQ(replaced.status, 0) << replaced.output;
   EXPECT_EQ(testing::read_text(path("scores.csv")).rfind("index,", 0), 0u);
+}
+
+// Without --out a run takes runs/<date>-<time>, or -2, -3, ... after it when that is taken (two
+// runs started in the same second: the second was refused, "choose another --out").
+TEST_F(CliRuns, ADefaultRunFolderThatIsTakenGetsANumber) {
+  fs::create_directories(path("here/runs"));
+  // Every name the next few seconds could give is taken by another run's files.
+  const std::time_t now = std::time(nullptr);
+  for (int s = 0; s < 30; ++s) {
+    const std::time_t t = now + s;
+    std::tm local{};
+    localtime_r(&t, &local);
+    char stamp[32];
+    std::strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", &local);
+    fs::create_directories(path("here/runs/") + stamp);
+    std::ofstream(path("here/runs/") + stamp + "/config.json") << "{}";
+  }
+  auto trained = testing::run_command("cd '" + path("here") + "' && PNEUMO_CACHE_DIR='" + cache_ +
+                                      "' '" PNEUMO_BINARY "' train --data " + kSample +
+                                      " --epochs 1" + kCommon + " 2>&1");
+  ASSERT_EQ(trained.status, 0) << trained.output;
+  int numbered = 0;
+  for (const auto& entry : fs::directory_iterator(path("here/runs"))) {
+    const std::string name = entry.path().filename().string();
+    if (fs::exists(entry.path() / "model.safetensors")) {
+      ++numbered;
+      EXPECT_EQ(name.substr(name.size() - 2), "-2") << name;
+    }
+  }
+  EXPECT_EQ(numbered, 1);
+}
+
+// An --out the file system cannot hold (a name over 255 bytes) is named with the system's reason,
+// not reported as an internal error.
+TEST_F(CliRuns, AnOutTheFileSystemRefusesIsNamed) {
+  auto refused = train(std::string(300, 'y'), "--epochs 1");
+  EXPECT_EQ(refused.status, 1) << refused.output;
+  EXPECT_NE(refused.output.find("File name too long; choose another --out"), std::string::npos)
+      << refused.output;
+  EXPECT_EQ(refused.output.find("internal error"), std::string::npos) << refused.output;
 }
 
 // `--resume last.safetensors` typed inside RUN/checkpoints continues RUN, not a new folder there.

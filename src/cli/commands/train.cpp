@@ -69,13 +69,23 @@ bool stopped_before_its_model(const std::string& checkpoint_path,
   return read_checkpoint_metadata(model.string()).epoch < resumed.epoch;
 }
 
-std::string default_run_dir() {
+// runs/<date>-<time>, made here so that it is this run's: a run started in the same second (one
+// seed per core from a loop) takes runs/<date>-<time>-2, -3, ...
+std::string claim_default_run_dir() {
   std::time_t now = std::time(nullptr);
   std::tm local{};
   localtime_r(&now, &local);
-  std::ostringstream name;
-  name << "runs/" << std::put_time(&local, "%Y%m%d-%H%M%S");
-  return name.str();
+  std::ostringstream stamp;
+  stamp << "runs/" << std::put_time(&local, "%Y%m%d-%H%M%S");
+  std::error_code error;
+  fs::create_directories("runs", error);
+  if (error) throw Error("cannot create the folder runs/ for the run: " + error.message());
+  for (int k = 1; k <= 1000; ++k) {
+    const std::string name = k == 1 ? stamp.str() : stamp.str() + "-" + std::to_string(k);
+    if (fs::create_directory(name, error)) return name;
+    if (error) throw Error("cannot create run directory '" + name + "': " + error.message());
+  }
+  throw Error("runs/ holds 1000 runs named " + stamp.str() + "-*; give --out");
 }
 
 // Held by the run writing a run directory, for as long as it runs (an exclusive flock on
@@ -133,9 +143,12 @@ bool same_folder(const std::string& a, const std::string& b) {
 // one the resumed checkpoint (`resuming`, "" for a new run) belongs to: never another run's.
 void prepare_run_dir(const std::string& dir, const std::string& resuming, RunDirLock& lock) {
   std::error_code error;
-  if (fs::exists(dir, error) && !fs::is_directory(dir, error))
+  const bool exists = fs::exists(dir, error);
+  if (error)  // a name too long, a folder on the way that cannot be searched
+    throw Error("run directory '" + dir + "': " + error.message() + "; choose another --out");
+  if (exists && !fs::is_directory(dir, error))
     throw Error("run directory '" + dir + "' is a file, not a folder; choose another --out");
-  const bool fresh = !fs::exists(dir) || fs::is_empty(dir, error) || holds_only_a_failed_start(dir);
+  const bool fresh = !exists || fs::is_empty(dir, error) || holds_only_a_failed_start(dir);
   const std::string last = (fs::path(dir) / "checkpoints" / "last.safetensors").string();
   if (!fresh && resuming.empty())
     throw Error("run directory '" + dir + "' already holds files; choose another --out" +
@@ -352,8 +365,9 @@ std::vector<std::string> flags_without_effect(const TrainOptions& o, Device devi
 // data is read.
 std::string start_run_dir(const TrainOptions& options, Communicator& group, RunDirLock& lock) {
   validate(options);
-  std::string run_dir = options.out.empty() ? default_run_dir() : options.out;
-  if (group.size() > 1 && options.out.empty()) {  // the clock's name, as rank 0 read it
+  std::string run_dir = options.out;
+  if (options.out.empty() && group.rank() == 0) run_dir = claim_default_run_dir();
+  if (group.size() > 1 && options.out.empty()) {  // the name rank 0 claimed
     std::vector<char> name(256, '\0');
     run_dir.copy(name.data(), name.size() - 1);
     group.broadcast_bytes(name.data(), name.size());
