@@ -164,22 +164,6 @@ std::string hash_tree(const std::vector<TreeFile>& files) {
   return "fnv1a64:" + hex64(hash);
 }
 
-fs::path resolved(const std::string& path) {
-  std::error_code ec;
-  fs::path p = fs::weakly_canonical(fs::absolute(path, ec), ec);
-  if (ec) p = fs::absolute(path).lexically_normal();
-  return p;
-}
-
-bool is_same_or_inside(const fs::path& inner, const fs::path& outer) {
-  auto i = inner.begin();
-  for (auto o = outer.begin(); o != outer.end(); ++o, ++i) {
-    if (o->empty()) continue;  // trailing slash
-    if (i == inner.end() || *i != *o) return false;
-  }
-  return true;
-}
-
 namespace {
 
 // The names prepare writes into a cache: meta.json and three files per split.

@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/paths.hpp"
 #include "pneumo/data.hpp"
 
 namespace pneumo::data_internal {
@@ -51,10 +52,8 @@ std::string hash_tree(const std::vector<TreeFile>& files);
 uint64_t fnv1a64(const std::string& text, uint64_t hash = 0xcbf29ce484222325ull);
 std::string hex64(uint64_t value);
 
-// Absolute, with symbolic links resolved as far as the path exists.
-std::filesystem::path resolved(const std::string& path);
-// Is `inner` equal to `outer` or below it (both resolved)?
-bool is_same_or_inside(const std::filesystem::path& inner, const std::filesystem::path& outer);
+using pneumo::is_same_or_inside;  // core/paths.hpp
+using pneumo::resolved;
 
 // Throws unless `dir` is absent, an empty directory, or a pneumo cache (which may be replaced):
 // a meta.json of format "pneumo-cache" and nothing but the files prepare writes (replacing a

@@ -661,6 +661,35 @@ TEST(Cli, ExplainWritesAMapPerImage) {
   EXPECT_EQ(empty.status, 1) << empty.output;
   EXPECT_NE(empty.output.find("no image file"), std::string::npos) << empty.output;
   EXPECT_FALSE(fs::exists(fresh));
+  // An --out inside an input folder: its overlays would be read as X-rays next time.
+  auto inside = pneumo_command("explain --device cpu --model " + run + "/model.safetensors " +
+                                   images + " --out " + images + "/maps", cache);
+  EXPECT_EQ(inside.status, 2) << inside.output;
+  EXPECT_NE(inside.output.find("lies inside the input folder"), std::string::npos)
+      << inside.output;
+  EXPECT_FALSE(fs::exists(images + "/maps"));
+  // A name of 249 bytes (the file system allows 255) with two-byte characters where it is cut:
+  // its maps are named by a whole-character prefix of it (it failed after all the work).
+  const std::string long_dir = dir.file("long");
+  fs::create_directories(long_dir);
+  std::string long_name = std::string(119, 'z');
+  for (int i = 0; i < 60; ++i) long_name += "\xc3\xa9";  // U+00E9, two bytes
+  long_name += ".jpeg";
+  fs::copy_file(fs::directory_iterator(kSample + "/test/NORMAL")->path(),
+                fs::path(long_dir) / long_name);
+  auto long_run = pneumo_command("explain --device cpu --model " + run + "/model.safetensors " +
+                                     long_dir + " --out " + fresh, cache);
+  ASSERT_EQ(long_run.status, 0) << long_run.output;
+  const std::vector<std::string> long_rows = [&] {
+    std::vector<std::string> lines;
+    std::istringstream text(testing::read_text(fresh + "/explain.csv"));
+    for (std::string row; std::getline(text, row);) lines.push_back(row);
+    return lines;
+  }();
+  ASSERT_EQ(long_rows.size(), 2u);
+  const std::string map_name = testing::split_csv(long_rows[1])[3];
+  EXPECT_EQ(map_name.rfind("0000_" + std::string(119, 'z') + "_p", 0), 0u) << map_name;
+  EXPECT_TRUE(fs::exists(fresh + "/" + map_name));
 }
 
 // "path,probability,label,logit" rows of `predict --csv --logits` -> probability by file name.

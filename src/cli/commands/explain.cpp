@@ -11,6 +11,7 @@
 #include "cli/commands/commands.hpp"
 #include "cli/commands/flag_text.hpp"
 #include "cli/commands/guards.hpp"
+#include "core/paths.hpp"
 #include "pneumo/backend.hpp"
 #include "pneumo/checkpoint.hpp"
 #include "pneumo/data.hpp"
@@ -26,6 +27,23 @@
 namespace fs = std::filesystem;
 
 namespace pneumo::cli {
+
+namespace {
+
+// An input's name in its map's file names: at most this many bytes of it (the index before it
+// keeps the names apart, explain.csv gives the whole path), so that NNNN_<name>_pX.XXX.npy and
+// its temporary twin fit in a file name's 255 bytes.
+constexpr size_t kMaxStemBytes = 120;
+
+// The first bytes of `name`, at most `limit`, not cutting a UTF-8 character in two.
+std::string name_prefix(const std::string& name, size_t limit) {
+  if (name.size() <= limit) return name;
+  size_t end = limit;
+  while (end > 0 && (static_cast<unsigned char>(name[end]) & 0xC0) == 0x80) --end;
+  return name.substr(0, end);
+}
+
+}  // namespace
 
 int run_explain(const ExplainOptions& options) {
   if (options.model.empty()) throw UsageError("--model is required");
@@ -44,14 +62,20 @@ int run_explain(const ExplainOptions& options) {
   Model model(*backend, config, options.batch);
   restore_checkpoint(checkpoint, model, nullptr, options.model);
   const size_t layer = as_usage("--layer", [&] { return grad_cam_layer(model, options.layer); });
+  std::error_code error;
   // A folder holding another run's maps is refused (explain.csv would list only some of those
   // beside it); the folder is made only once there is something to write.
   require_new_or_empty_folder(options.out, "--out folder", "folder",
                               "its maps would mix with those of this run");
+  // Inside a folder of inputs, the overlays would be read as X-rays by the next predict of it.
+  for (const std::string& input : options.inputs)
+    if (fs::is_directory(input, error) && is_same_or_inside(resolved(options.out), resolved(input)))
+      throw UsageError("--out " + options.out + " lies inside the input folder " + input +
+                       ": its PNG overlays would be read as X-rays the next time that folder is "
+                       "given; choose a folder outside it");
   const int size = config.input_size;
   const DecodedInputs inputs = decode_inputs(options.inputs, size);
   const std::vector<std::string>& kept = inputs.files;
-  std::error_code error;
   fs::create_directories(options.out, error);
   if (error) throw Error("cannot create --out folder '" + options.out + "': " + error.message());
 
@@ -79,7 +103,8 @@ int run_explain(const ExplainOptions& options) {
     const double p = sigmoid(cam.logits[index]);
     std::ostringstream stem;
     stem << std::setw(4) << std::setfill('0') << index << "_"
-         << fs::path(kept[index]).stem().string() << "_p" << std::fixed << std::setprecision(3) << p;
+         << name_prefix(fs::path(kept[index]).stem().string(), kMaxStemBytes) << "_p" << std::fixed
+         << std::setprecision(3) << p;
     const std::string npy = (fs::path(options.out) / (stem.str() + ".npy")).string();
     write_npy(npy, NpyType::Float32, {size, size}, map.data());
     if (no_png.empty())
