@@ -315,6 +315,21 @@ TEST(BadInput, TruncatedCorruptAndForeignCheckpointsAreRefusedNamingTheFile) {
   }
   bad.push_back({extra, {"holds tensor classifier.weight"}});
   bad.push_back({negative, {"bn2.running_var[3] is -1"}});
+  // A negative mean square, whose square root RMSprop takes.
+  const std::string negative_state = f.dir.file("negative-mean-square.safetensors");
+  {
+    auto backend = make_cpu_backend(1);
+    ModelConfig config;
+    config.input_size = kSize;
+    Model model(*backend, config, 1);
+    model.initialize(7);
+    Tensor state = backend->zeros({model.parameters().numel()});
+    state.data()[5] = -1.0f;
+    CheckpointMetadata metadata;
+    metadata.optimizer = "rmsprop";
+    save_checkpoint(negative_state, capture_checkpoint(model, &state, metadata));
+  }
+  bad.push_back({negative_state, {"optimizer.rmsprop.mean_square.conv1.weight[5] is -1"}});
 
   for (const Bad& b : bad) {
     SCOPED_TRACE(b.name);

@@ -26,6 +26,8 @@ namespace pneumo {
 // model.load_state_dict(safetensors.torch.load_file(path), strict=False) (strict loading would
 // also want BatchNorm's num_batches_tracked, which this trainer has no use for).
 constexpr const char* kRmspropMeanSquarePrefix = "optimizer.rmsprop.mean_square.";
+constexpr const char* kAdamwExpAvgPrefix = "optimizer.adamw.exp_avg.";
+constexpr const char* kAdamwExpAvgSqPrefix = "optimizer.adamw.exp_avg_sq.";
 inline std::string rmsprop_state_name(const std::string& parameter_name) {
   return kRmspropMeanSquarePrefix + parameter_name;
 }

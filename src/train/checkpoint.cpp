@@ -295,7 +295,7 @@ CheckpointMetadata read_checkpoint_metadata(const std::string& path) {
 
 std::vector<std::string> optimizer_state_prefixes(const std::string& optimizer) {
   if (optimizer == "rmsprop") return {kRmspropMeanSquarePrefix};
-  if (optimizer == "adamw") return {"optimizer.adamw.exp_avg.", "optimizer.adamw.exp_avg_sq."};
+  if (optimizer == "adamw") return {kAdamwExpAvgPrefix, kAdamwExpAvgSqPrefix};
   throw Error("unknown optimizer '" + optimizer + "' (this build knows rmsprop and adamw)");
 }
 

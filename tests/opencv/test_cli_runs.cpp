@@ -424,6 +424,38 @@ TEST_F(CliRuns, AnOutTheFileSystemRefusesIsNamed) {
   EXPECT_EQ(refused.output.find("internal error"), std::string::npos) << refused.output;
 }
 
+// A learning rate that is no positive float32 (1e308 is infinite there) is not a state to resume;
+// a run resumed into a new --out that diverges before writing names the checkpoint it resumed as
+// the last good one (it said "no checkpoint was written yet").
+TEST_F(CliRuns, AResumedRunNamesItsStartingCheckpointAndRefusesAnImpossibleRate) {
+  ASSERT_EQ(train("run", "--epochs 1").status, 0);
+  const std::string last = path("run") + "/checkpoints/last.safetensors";
+  CheckpointData data = load_checkpoint(last);
+  data.metadata.learning_rate = 1e308;
+  save_checkpoint(path("huge.safetensors"), data);
+  auto huge = resume(path("huge.safetensors"), "--epochs 2 --out " + path("huge"));
+  EXPECT_EQ(huge.status, 1) << huge.output;
+  EXPECT_NE(huge.output.find("not a positive float32 number"), std::string::npos) << huge.output;
+
+  // Weights that give non-finite validation logits: the epoch is not written, and the message
+  // is the divergence's, not a metric's complaint about its input.
+  auto in_validation = resume(last, "--epochs 2 --inject-fault nan@val2 --out " + path("val"));
+  EXPECT_EQ(in_validation.status, 1) << in_validation.output;
+  EXPECT_NE(in_validation.output.find("the model diverged in epoch 2: its validation logit 0 is "
+                                      "nan; nothing was written; the last good checkpoint is " +
+                                      last + ", which this run resumed"),
+            std::string::npos)
+      << in_validation.output;
+  EXPECT_FALSE(fs::exists(path("val") + "/checkpoints/last.safetensors"));
+
+  auto diverged = resume(last, "--epochs 2 --lr 1e30 --out " + path("next"));
+  EXPECT_EQ(diverged.status, 1) << diverged.output;
+  EXPECT_NE(diverged.output.find("the last good checkpoint is " + last +
+                                 ", which this run resumed (after epoch 1)"),
+            std::string::npos)
+      << diverged.output;
+}
+
 // `--resume last.safetensors` typed inside RUN/checkpoints continues RUN, not a new folder there.
 TEST_F(CliRuns, AResumeTypedInsideTheCheckpointsFolderContinuesTheRun) {
   ASSERT_EQ(train("run", "--epochs 1").status, 0);

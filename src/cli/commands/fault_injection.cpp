@@ -25,12 +25,12 @@ Fault parse_fault(const std::string& text) {
   } else {
     throw Error(
         "--inject-fault must be nan@STEP, nan-weight@STEP, sigint@STEP, sigterm@STEP, "
-        "sigint@valEPOCH or sigterm@valEPOCH, got '" +
+        "nan@valEPOCH, sigint@valEPOCH or sigterm@valEPOCH, got '" +
         text + "'");
   }
   char* end = nullptr;
   std::string step = at == std::string::npos ? "" : text.substr(at + 1);
-  const bool in_validation = fault.kind == Fault::Kind::Signal && step.rfind("val", 0) == 0;
+  const bool in_validation = fault.kind != Fault::Kind::NanWeight && step.rfind("val", 0) == 0;
   if (in_validation) step.erase(0, 3);
   const long long number = std::strtoll(step.c_str(), &end, 10);
   if (step.empty() || *end != '\0' || number < 1 || number > std::numeric_limits<int>::max())
@@ -42,24 +42,31 @@ Fault parse_fault(const std::string& text) {
   return fault;
 }
 
+namespace {
+
+void strike(const Fault& fault, Model& model) {
+  if (fault.kind == Fault::Kind::Signal) {
+    std::raise(fault.signal);
+    return;
+  }
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  TensorView weights = model.parameters();
+  float* target = weights.data + (fault.kind == Fault::Kind::NanLoss ? weights.numel() - 1 : 0);
+  copy_bytes(target, weights.device, &nan, Device::Cpu, sizeof(float));
+}
+
+}  // namespace
+
 std::function<void(int64_t)> fault_hook(const Fault& fault, Model& model,
                                         int64_t steps_before_epoch) {
   return [fault, &model, steps_before_epoch](int64_t step) {
-    if (fault.validation_epoch > 0 || steps_before_epoch + step + 1 != fault.step) return;
-    if (fault.kind == Fault::Kind::Signal) {
-      std::raise(fault.signal);
-      return;
-    }
-    const float nan = std::numeric_limits<float>::quiet_NaN();
-    TensorView weights = model.parameters();
-    float* target = weights.data + (fault.kind == Fault::Kind::NanLoss ? weights.numel() - 1 : 0);
-    copy_bytes(target, weights.device, &nan, Device::Cpu, sizeof(float));
+    if (fault.validation_epoch == 0 && steps_before_epoch + step + 1 == fault.step)
+      strike(fault, model);
   };
 }
 
-void fault_before_validation(const Fault& fault, int epoch) {
-  if (fault.kind == Fault::Kind::Signal && fault.validation_epoch == epoch + 1)
-    std::raise(fault.signal);
+void fault_before_validation(const Fault& fault, Model& model, int epoch) {
+  if (fault.validation_epoch == epoch + 1) strike(fault, model);
 }
 
 }  // namespace pneumo::cli

@@ -17,11 +17,11 @@ struct Fault {
   enum class Kind { NanLoss, NanWeight, Signal } kind = Kind::NanLoss;
   int signal = 0;
   int64_t step = 1;  // the step it hits, counted from 1 over the whole run
-  int validation_epoch = 0;  // sigint@valE / sigterm@valE: raised as epoch E's validation starts
+  int validation_epoch = 0;  // nan / sigint / sigterm @valE: as epoch E's validation starts
 };
 
-// "nan@K", "nan-weight@K", "sigint@K", "sigterm@K" (K >= 1), "sigint@valE", "sigterm@valE"
-// (E >= 1); throws pneumo::Error otherwise.
+// "nan@K", "nan-weight@K", "sigint@K", "sigterm@K" (K >= 1), "nan@valE", "sigint@valE",
+// "sigterm@valE" (E >= 1); throws pneumo::Error otherwise.
 Fault parse_fault(const std::string& text);
 
 // The callback run before each step of an epoch (its argument: the step within the epoch, from
@@ -32,8 +32,8 @@ Fault parse_fault(const std::string& text);
 std::function<void(int64_t)> fault_hook(const Fault& fault, Model& model,
                                         int64_t steps_before_epoch);
 
-// Called as epoch `epoch` (from 0)'s validation pass starts: raises the signal of a
-// sigint@valE / sigterm@valE fault when E is that epoch.
-void fault_before_validation(const Fault& fault, int epoch);
+// Called as epoch `epoch` (from 0)'s validation pass starts: a fault @valE strikes there when E
+// is that epoch (nan: the output layer's bias turns NaN, so every validation logit does).
+void fault_before_validation(const Fault& fault, Model& model, int epoch);
 
 }  // namespace pneumo::cli

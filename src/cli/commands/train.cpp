@@ -554,9 +554,12 @@ void TrainingRun::resume(const std::string& checkpoint_path) {
                                  "--drop-last) or is damaged"));
   }
   const double stored_lr = checkpoint.metadata.learning_rate;
-  if (!(std::isfinite(stored_lr) && stored_lr > 0.0))
+  // The optimizer steps in float: 1e308 is infinite there, 1e-50 zero.
+  const float stored_lr_float = static_cast<float>(stored_lr);
+  if (!(std::isfinite(stored_lr_float) && stored_lr_float > 0.0f))
     throw Error(detail::concat("checkpoint ", checkpoint_path, " holds a learning rate of ",
-                               stored_lr, ", not a positive number: not a state to continue from"));
+                               stored_lr, ", not a positive float32 number: not a state to "
+                               "continue from"));
   control_.learning_rate = stored_lr;
   // --lr given again (other than the value the checkpoint's run started with) wins over the rate
   // the run had reached, as every flag given again does; a schedule refuses it (load_state).
@@ -742,9 +745,17 @@ EpochStats TrainingRun::train_one_epoch(int epoch) {
 // The epoch's metrics: training loss and accuracy, validation's, and (--val-stress) the stress
 // variants of validation.
 EpochMetrics TrainingRun::validate(int epoch, const EpochStats& train_stats) {
-  if (fault_) fault_before_validation(*fault_, epoch);
+  if (fault_) fault_before_validation(*fault_, *model_, epoch);
   EpochStats val_stats;
   const std::vector<float> val_logits = trainer_->predict_logits(val_set_, &val_stats);
+  // Weights that overflow in the forward pass alone (the training loss still finite): the epoch
+  // is not written, and the message says which checkpoint holds the last good state.
+  const auto bad = std::find_if(val_logits.begin(), val_logits.end(),
+                                [](float z) { return !std::isfinite(z); });
+  if (bad != val_logits.end())
+    throw Error(detail::concat("the model diverged in epoch ", epoch + 1, ": its validation logit ",
+                               bad - val_logits.begin(), " is ", *bad, "; nothing was written; ",
+                               last_good_checkpoint(), ". Try a lower --lr."));
   MetricsReport val_report = evaluate_binary("val", val_logits, splits_.val.labels);
   last_val_logits_ = val_logits;
   last_val_epochs_ = epoch + 1;
@@ -912,10 +923,14 @@ void TrainingRun::write(const std::string& name, std::shared_ptr<const Checkpoin
 
 std::string TrainingRun::last_good_checkpoint() {
   files_.drain();
-  if (!fs::exists(last_path_)) return "no checkpoint was written yet";
-  const CheckpointMetadata last = read_checkpoint_metadata(last_path_);
+  // A resume into a new --out that has written nothing yet: the checkpoint it started from.
+  const bool written = fs::exists(last_path_);
+  if (!written && options_.resume.empty()) return "no checkpoint was written yet";
+  const std::string& path = written ? last_path_ : options_.resume;
+  const CheckpointMetadata last = read_checkpoint_metadata(path);
   return detail::concat(
-      "the last good checkpoint is ", last_path_, " (after epoch ", last.epoch,
+      "the last good checkpoint is ", path, written ? "" : ", which this run resumed",
+      " (after epoch ", last.epoch,
       last.epoch_step > 0 ? detail::concat(" and ", last.epoch_step, " steps of the next")
                           : std::string(),
       ")");
