@@ -8,6 +8,8 @@
 #include <atomic>
 #include <cctype>
 #include <cerrno>
+#include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -205,6 +207,11 @@ void check_replaceable_output(const fs::path& dir, const char* what) {
   if (!fs::exists(dir, ec)) return;
   if (!fs::is_directory(dir, ec))
     throw Error(std::string(what) + " " + dir.string() + " exists and is not a directory");
+  // Replacing it would drop its write protection (and leave an old cache no one can delete).
+  if (::access(dir.c_str(), W_OK) != 0)
+    throw Error(std::string(what) + " " + dir.string() + " is not writable (" +
+                std::strerror(errno) + "); it is replaced, not written around: make it "
+                "writable or choose another directory");
   if (fs::is_empty(dir, ec)) return;
   const std::string why = why_not_a_cache(dir);
   if (why.empty()) return;
@@ -214,18 +221,42 @@ void check_replaceable_output(const fs::path& dir, const char* what) {
               "empty directory");
 }
 
+namespace {
+
+// The temporary directories that prepares on this machine stopped by a signal or a crash left
+// beside `final_dir` (".NAME.tmp-PID-N" of a process that is gone), an hour old or more.
+void remove_abandoned_temp_dirs(const fs::path& parent, const fs::path& final_dir) {
+  const std::string prefix = "." + final_dir.filename().string() + ".tmp-";
+  std::error_code ec;
+  for (fs::directory_iterator it(parent, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (name.rfind(prefix, 0) != 0 || !it->is_directory(ec)) continue;
+    const long pid = std::strtol(name.c_str() + prefix.size(), nullptr, 10);
+    if (pid <= 0 || ::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH) continue;
+    const auto age = fs::file_time_type::clock::now() - fs::last_write_time(it->path(), ec);
+    if (ec || age < std::chrono::hours(1)) continue;
+    std::error_code ignored;
+    fs::remove_all(it->path(), ignored);
+  }
+}
+
+}  // namespace
+
 fs::path make_temp_dir_beside(const fs::path& final_dir) {
   static std::atomic<int> counter{0};
   const fs::path parent = final_dir.parent_path();
   std::error_code ec;
   fs::create_directories(parent, ec);
   if (ec) throw Error("cannot create " + parent.string() + ": " + ec.message());
+  remove_abandoned_temp_dirs(parent, final_dir);
   for (int attempt = 0; attempt < 100; ++attempt) {
     const fs::path temp = parent / ("." + final_dir.filename().string() + ".tmp-" +
                                     std::to_string(::getpid()) + "-" +
                                     std::to_string(counter++));
     if (fs::create_directory(temp, ec)) return temp;
-    if (ec) throw Error("cannot create " + temp.string() + ": " + ec.message());
+    if (ec)
+      throw Error("cannot write " + final_dir.string() + ": creating " + temp.string() +
+                  " beside it failed: " + ec.message());
   }
   throw Error("cannot create a temporary directory beside " + final_dir.string());
 }

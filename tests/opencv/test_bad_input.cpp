@@ -435,12 +435,30 @@ TEST(BadImages, ACacheDirInsideTheTreeStopsTheRunNamingTheVariable) {
   EXPECT_FALSE(fs::exists(tree + "/.cache"));
 }
 
+// pneumo run as the user nobody when this test runs as root (permission bits do not stop root),
+// else as this user; false from can_drop_root() when root lacks setpriv.
+bool can_drop_root() {
+  return ::geteuid() != 0 || ::system("setpriv --version > /dev/null 2>&1") == 0;
+}
+testing::PneumoRun run_as_user(const std::string& args) {
+  const std::string as =
+      ::geteuid() == 0 ? "setpriv --reuid=65534 --regid=65534 --clear-groups " : "";
+  testing::PneumoRun run;
+  run.command = "pneumo " + args;
+  FILE* pipe = ::popen((as + shell_quoted(PNEUMO_BINARY) + " " + args + " 2>&1").c_str(), "r");
+  std::array<char, 4096> buffer{};
+  for (size_t n; pipe && (n = std::fread(buffer.data(), 1, buffer.size(), pipe)) > 0;)
+    run.output.append(buffer.data(), n);
+  const int raw = pipe ? ::pclose(pipe) : -1;
+  run.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : 128;
+  return run;
+}
+
 // predict and explain on a folder: a subfolder they cannot read is warned about and counted as
 // skipped (exit 3), and a link to a folder is followed, as a linked folder given directly is.
 // Permission bits do not stop root, so as root pneumo runs as the user nobody (setpriv).
 TEST(BadImages, PredictAndExplainWarnAboutSubfoldersTheyCannotRead) {
-  const bool root = ::geteuid() == 0;
-  if (root && ::system("setpriv --version > /dev/null 2>&1") != 0)
+  if (!can_drop_root())
     GTEST_SKIP() << "running as root without setpriv: a folder without permissions is readable";
   testing::TempDir dir;
   ::chmod(dir.path().c_str(), 0755);
@@ -452,18 +470,6 @@ TEST(BadImages, PredictAndExplainWarnAboutSubfoldersTheyCannotRead) {
   const std::string model = dir.file("model.safetensors");
   save_checkpoint(model, testing::untrained_checkpoint(kSize));
   ::chmod((in + "/secret").c_str(), 0);
-  auto run_as_user = [&](const std::string& args) {
-    const std::string as = root ? "setpriv --reuid=65534 --regid=65534 --clear-groups " : "";
-    testing::PneumoRun run;
-    run.command = "pneumo " + args;
-    FILE* pipe = ::popen((as + shell_quoted(PNEUMO_BINARY) + " " + args + " 2>&1").c_str(), "r");
-    std::array<char, 4096> buffer{};
-    for (size_t n; pipe && (n = std::fread(buffer.data(), 1, buffer.size(), pipe)) > 0;)
-      run.output.append(buffer.data(), n);
-    const int raw = pipe ? ::pclose(pipe) : -1;
-    run.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : 128;
-    return run;
-  };
   const testing::PneumoRun predicted =
       run_as_user("predict --device cpu --model " + shell_quoted(model) + " " + shell_quoted(in));
   ::chmod(dir.path().c_str(), 0777);  // explain --out, written as nobody
@@ -479,19 +485,31 @@ TEST(BadImages, PredictAndExplainWarnAboutSubfoldersTheyCannotRead) {
   EXPECT_NE(predicted.output.find(in + "/linked/three.png"), std::string::npos) << predicted.output;
 }
 
+// An output in a folder without write permission, or a read-only output folder (replacing it
+// would drop its protection), stops prepare naming the folder, before any decoding; the folder
+// stays as it was. As root, pneumo runs as the user nobody.
 TEST(BadImages, PrepareIntoAReadOnlyFolderStops) {
-  // Permission bits do not stop root; the file-as-folder case above covers root too.
-  if (::geteuid() == 0) GTEST_SKIP() << "running as root: a read-only folder is writable to root";
+  if (!can_drop_root()) GTEST_SKIP() << "running as root without setpriv";
   Corpus corpus;
-  const std::string locked = corpus.scratch.file("locked");
+  ::chmod(corpus.scratch.path().c_str(), 0755);
+  const std::string locked = corpus.scratch.file("locked"), open = corpus.scratch.file("open");
   fs::create_directories(locked);
-  ::chmod(locked.c_str(), 0500);
-  const testing::PneumoRun run = testing::run_pneumo(
-      "prepare --size 24 --data " + shell_quoted(corpus.tree.string()) + " --out " +
-          shell_quoted(locked + "/cache"),
-      corpus.scratch.file("tree-caches"));
-  ::chmod(locked.c_str(), 0700);
-  EXPECT_TRUE(stopped_with(run, 1, {locked}));
+  fs::create_directories(open + "/cache");  // writable beside, read-only itself
+  ::chmod(locked.c_str(), 0555);
+  ::chmod(open.c_str(), 0777);
+  ::chmod((open + "/cache").c_str(), 0555);
+  for (const std::string& out : {locked + "/new-cache", open + "/cache"}) {
+    const testing::PneumoRun run =
+        run_as_user("prepare --size 24 --threads 1 --data " + shell_quoted(corpus.tree.string()) +
+                    " --out " + shell_quoted(out));
+    EXPECT_TRUE(stopped_with(run, 1, {out})) << run.output;
+    EXPECT_EQ(run.output.find("prepare: wrote"), std::string::npos) << run.output;
+  }
+  struct stat info {};
+  ASSERT_EQ(::stat((open + "/cache").c_str(), &info), 0);
+  EXPECT_EQ(info.st_mode & 0777, 0555u) << "the read-only output is still there, read-only";
+  ::chmod(locked.c_str(), 0755);
+  ::chmod((open + "/cache").c_str(), 0755);
 }
 
 // A TIFF's pixel size is read from its first image directory, in either byte order (OpenCV's

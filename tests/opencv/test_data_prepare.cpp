@@ -4,7 +4,10 @@
 // data directory.
 #include <gtest/gtest.h>
 #include <sys/stat.h>
+#include <unistd.h>
+#include <sys/wait.h>
 
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -104,6 +107,34 @@ TEST(PrepareCache, RoundTripSkipsBadFilesAndLeavesTheTreeAlone) {
   int entries = 0;
   for ([[maybe_unused]] const auto& e : fs::directory_iterator(outside.path())) ++entries;
   EXPECT_EQ(entries, 1);
+}
+
+// A prepare stopped by a signal leaves its ".NAME.tmp-PID-N" folder: the next prepare beside it
+// removes those of processes that are gone, once an hour old, and leaves the others.
+TEST(PrepareCache, RemovesTheTemporaryFoldersOfStoppedPrepares) {
+  Tree tree;
+  ScratchDir outside;
+  const pid_t child = ::fork();
+  if (child == 0) ::_exit(0);
+  ASSERT_GT(child, 0);
+  ::waitpid(child, nullptr, 0);  // a process that is gone
+  const std::string gone = std::to_string(child), alive = std::to_string(::getpid());
+  const fs::path old_gone = outside / (".cache.tmp-" + gone + "-0");
+  const fs::path new_gone = outside / (".cache.tmp-" + gone + "-1");
+  const fs::path old_alive = outside / (".cache.tmp-" + alive + "-7");
+  const fs::path other = outside / (".other.tmp-" + gone + "-0");
+  for (const fs::path& folder : {old_gone, new_gone, old_alive, other}) {
+    fs::create_directories(folder / "sub");
+    testing::write_file(folder / "sub" / "train_images.npy", "partial");
+  }
+  const auto two_hours_ago = fs::file_time_type::clock::now() - std::chrono::hours(2);
+  for (const fs::path& folder : {old_gone, old_alive, other})
+    fs::last_write_time(folder, two_hours_ago);
+  prepare_cache(options_for(tree, outside / "cache", nullptr));
+  EXPECT_FALSE(fs::exists(old_gone));
+  EXPECT_TRUE(fs::exists(new_gone)) << "younger than an hour: perhaps another machine's, live";
+  EXPECT_TRUE(fs::exists(old_alive)) << "its process runs";
+  EXPECT_TRUE(fs::exists(other)) << "beside another output";
 }
 
 TEST(PrepareCache, NumpyLoadsTheCache) {
