@@ -265,16 +265,37 @@ PrepareReport prepare_cache(const PrepareOptions& options) {
       log << "prepare: warning: skipped " << f.file << ": " << f.reason << "\n";
     // Only the files directly in each class folder are read (predict and explain recurse): a
     // folder inside one would otherwise vanish from the data without a word.
-    for (const char* split : kSplitNames)
-      for (const char* label : kClassNames) {
-        std::error_code ec;
+    // So are other folders beside the splits (a "validation/") or beside the classes (a third
+    // class, "COVID/"), and files there: named, so that no image is left out without a word.
+    const auto known = [](const std::string& name, const auto& names) {
+      return std::find(std::begin(names), std::end(names), name) != std::end(names);
+    };
+    const auto warn_unread = [&](const fs::path& entry, bool folder, const std::string& read) {
+      log << "prepare: warning: ignored the " << (folder ? "folder " : "file ") << entry.string()
+          << ": only " << read << " are read\n";
+    };
+    std::error_code ec;
+    for (fs::directory_iterator it(data_dir, ec), end; !ec && it != end; it.increment(ec)) {
+      const std::string name = it->path().filename().string();
+      if (name.rfind('.', 0) != 0 && it->is_directory(ec) && !known(name, kSplitNames))
+        warn_unread(it->path(), true, "train/, val/ and test/");
+    }
+    for (const char* split : kSplitNames) {
+      for (fs::directory_iterator it(data_dir / split, ec), end; !ec && it != end;
+           it.increment(ec)) {
+        const std::string name = it->path().filename().string();
+        if (name.rfind('.', 0) != 0 && !known(name, kClassNames))
+          warn_unread(it->path(), it->is_directory(ec),
+                      std::string("the folders NORMAL/ and PNEUMONIA/ in ") + split + "/");
+      }
+      for (const char* label : kClassNames)
         for (fs::directory_iterator it(data_dir / split / label, ec), end; !ec && it != end;
              it.increment(ec))
           if (it->is_directory(ec) && it->path().filename().string().rfind('.', 0) != 0)
-            log << "prepare: warning: ignored the folder " << it->path().string()
-                << ": only the image files directly in " << split << "/" << label
-                << "/ are read\n";
-      }
+            warn_unread(it->path(), true,
+                        std::string("the image files directly in ") + split + "/" + label + "/");
+      ec.clear();
+    }
     log << "prepare: wrote " << report.images << " images of " << options.size << "x"
         << options.size << " to " << report.out_dir << " (";
     for (size_t k = 0; k < report.splits.size(); ++k)

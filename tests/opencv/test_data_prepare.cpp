@@ -48,15 +48,25 @@ PrepareOptions options_for(const Tree& tree, const fs::path& out, std::ostream* 
 
 TEST(PrepareCache, RoundTripSkipsBadFilesAndLeavesTheTreeAlone) {
   Tree tree;
-  fs::create_directories(tree.dir.str() + "/train/NORMAL/nested");  // not read: said so
+  // Not read, each said so: a folder in a class folder, a third class, a file beside the
+  // classes, a split of another name.
+  fs::create_directories(tree.dir.str() + "/train/NORMAL/nested");
+  fs::create_directories(tree.dir.str() + "/train/COVID");
+  testing::write_file(tree.dir / "train" / "stray.jpeg", "x");
+  fs::create_directories(tree.dir.str() + "/validation/NORMAL");
   ScratchDir outside;
   const auto before = snapshot(tree.dir.path());
   std::ostringstream log;
   const PrepareReport report = prepare_cache(options_for(tree, outside / "cache", &log));
-  EXPECT_NE(
-      log.str().find("warning: ignored the folder " + tree.dir.str() + "/train/NORMAL/nested"),
-      std::string::npos)
-      << log.str();
+  for (const std::string& ignored :
+       {"the folder " + tree.dir.str() + "/train/NORMAL/nested: only the image files directly in "
+                                         "train/NORMAL/ are read",
+        "the folder " + tree.dir.str() + "/train/COVID: only the folders NORMAL/ and PNEUMONIA/ "
+                                         "in train/ are read",
+        "the file " + tree.dir.str() + "/train/stray.jpeg: only the folders NORMAL/",
+        "the folder " + tree.dir.str() + "/validation: only train/, val/ and test/ are read"})
+    EXPECT_NE(log.str().find("prepare: warning: ignored " + ignored), std::string::npos)
+        << ignored << "\n" << log.str();
   EXPECT_EQ(snapshot(tree.dir.path()), before) << "the data directory was modified";
 
   // Skipped and reported, each by name.
