@@ -13,6 +13,7 @@
 #include <functional>
 #include <optional>
 #include <iostream>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -37,11 +38,26 @@ nlohmann::json read_json_file(const std::string& path) {
     throw Error("config file '" + path + "' is a folder; give a JSON file (a run's config.json)");
   std::ifstream in(path);
   if (!in) throw Error("cannot read config file '" + path + "'");
+  // A key given twice would be taken at its last value without a word (a config edited by hand).
+  std::string twice;
+  std::set<std::string> top_level_keys;
+  const auto note_keys = [&](int depth, nlohmann::json::parse_event_t event,
+                             nlohmann::json& parsed) {
+    if (depth == 1 && event == nlohmann::json::parse_event_t::key &&
+        !top_level_keys.insert(parsed.get<std::string>()).second && twice.empty())
+      twice = parsed.get<std::string>();
+    return true;
+  };
+  nlohmann::json config;
   try {
-    return nlohmann::json::parse(in);
+    config = nlohmann::json::parse(in, note_keys);
   } catch (const nlohmann::json::exception& e) {
     throw Error("config file '" + path + "' is not valid JSON: " + e.what());
   }
+  if (!twice.empty())
+    throw pneumo::UsageError("config file '" + path + "' gives \"" + twice +
+                             "\" twice; give each flag once");
+  return config;
 }
 
 // "pneumo prepare --data 'my data' --out c": the command as typed, for the records a command
@@ -236,6 +252,11 @@ void add_explain(CLI::App& app, ExplainOptions& o, Action& action) {
   });
 }
 
+// `--out ""` (an unset variable in a script) is bad usage, not an internal check's failure.
+void require_nonempty(const char* flag, const std::string& value) {
+  if (value.empty()) throw pneumo::UsageError(std::string(flag) + " is empty; give a path");
+}
+
 void add_prepare(CLI::App& app, pneumo::PrepareOptions& o, Action& action) {
   auto* c = app.add_subcommand("prepare", "Decode an image tree once into a NumPy cache");
   c->add_option("--data", o.data_dir, "Image tree {train,val,test}/{NORMAL,PNEUMONIA}")
@@ -244,6 +265,8 @@ void add_prepare(CLI::App& app, pneumo::PrepareOptions& o, Action& action) {
   c->add_option("--size", o.size, "Square size images are squashed to")->capture_default_str();
   c->add_option("--threads", o.threads, "Decoding threads (0: all)")->capture_default_str();
   c->callback([&o, &action] { action = [&o] {
+    require_nonempty("--data", o.data_dir);
+    require_nonempty("--out", o.out_dir);
     if (o.size < 8 || o.size > 1024)
       throw pneumo::UsageError("--size must be in [8, 1024], got " + std::to_string(o.size));
     check_threads(o.threads);
@@ -265,6 +288,8 @@ void add_eda(CLI::App& app, pneumo::EdaOptions& o, Action& action) {
       ->check(non_negative_integer())
       ->capture_default_str();
   c->callback([&o, &action] { action = [&o] {
+    require_nonempty("--data", o.data);
+    require_nonempty("--out", o.out_dir);
     auto report = pneumo::run_eda(o);
     for (const auto& file : report.files_written) std::cout << file << "\n";
     return 0;

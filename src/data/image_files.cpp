@@ -1,6 +1,8 @@
 // Single image files for `pneumo predict`: finding them under folders and decoding one the way
 // the cache does (the decoder itself is shared with prepare_cache).
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -85,7 +87,7 @@ std::string decode_image_file(const std::string& path, int size, uint8_t* out) {
     return fs::is_symlink(path, error) ? "a broken link or a loop of links" : "no such file";
   if (!fs::is_regular_file(path, error)) return "not a regular file";  // a FIFO would block
   std::ifstream in(path, std::ios::binary | std::ios::ate);
-  if (!in) return "cannot open the file";
+  if (!in) return std::string("cannot open the file: ") + std::strerror(errno);
   const std::streamoff length = in.tellg();
   if (length < 0) return "cannot read the file";
   if (length > kMaxImageFileBytes)

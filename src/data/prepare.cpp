@@ -4,8 +4,10 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <ctime>
 #include <fstream>
 #include <iomanip>
@@ -49,7 +51,7 @@ double seconds_since(Clock::time_point start) {
 // Reads a whole file; "" on success, else why not.
 std::string read_file(const std::string& path, std::vector<uint8_t>& bytes) {
   std::ifstream in(path, std::ios::binary | std::ios::ate);
-  if (!in) return "cannot open the file";
+  if (!in) return std::string("cannot open the file: ") + std::strerror(errno);
   const std::streamoff size = in.tellg();
   if (size < 0) return "cannot read the file";
   if (size == 0) return "empty file (0 bytes)";

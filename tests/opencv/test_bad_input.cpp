@@ -470,6 +470,8 @@ TEST(BadImages, PredictAndExplainWarnAboutSubfoldersTheyCannotRead) {
   const std::string model = dir.file("model.safetensors");
   save_checkpoint(model, testing::untrained_checkpoint(kSize));
   ::chmod((in + "/secret").c_str(), 0);
+  write_image(in + "/a/locked.png", tagged_image(30, 30, 4));  // a file that cannot be opened
+  ::chmod((in + "/a/locked.png").c_str(), 0);
   const testing::PneumoRun predicted =
       run_as_user("predict --device cpu --model " + shell_quoted(model) + " " + shell_quoted(in));
   ::chmod(dir.path().c_str(), 0777);  // explain --out, written as nobody
@@ -479,6 +481,9 @@ TEST(BadImages, PredictAndExplainWarnAboutSubfoldersTheyCannotRead) {
   ::chmod((in + "/secret").c_str(), 0755);
   for (const testing::PneumoRun& run : {predicted, explained}) {
     EXPECT_TRUE(stopped_with(run, 3, {"warning: skipping the folder " + in + "/secret: "}));
+    EXPECT_NE(run.output.find("locked.png: cannot open the file: Permission denied"),
+              std::string::npos)
+        << run.output;
     EXPECT_EQ(run.output.find("two.png"), std::string::npos) << run.output;
   }
   EXPECT_NE(predicted.output.find(in + "/a/one.png"), std::string::npos) << predicted.output;

@@ -233,10 +233,13 @@ TEST(Cli, BadFlagsAndInputsAreRefusedWithAMessage) {
     std::string args, expected;
   };
   std::ofstream(dir.file("bad.json")) << R"({"batch": 0})";  // refused, and named as the source
+  std::ofstream(dir.file("twice.json")) << R"({"epochs": 1, "lr": 0.001, "epochs": 2})";
   const Case cases[] = {
       {"train --data " + kSample + " --config " + dir.file("bad.json"),
        "flags were also read from " + dir.file("bad.json")},
       {"train --data " + kSample + " --epochs 0", "--epochs must be >= 1"},
+      {"train --data " + kSample + " --config " + dir.file("twice.json"),
+       "gives \"epochs\" twice; give each flag once"},
       {"train --data " + kSample + " --batch -3", "--batch must be in"},
       {"train --data " + kSample + " --device quantum", "unknown device 'quantum'"},
       {"train --data " + kSample + " --precision fp8", "--precision must be fp32, tf32 or bf16"},
@@ -277,6 +280,8 @@ TEST(Cli, BadFlagsAndInputsAreRefusedWithAMessage) {
       {"evaluate --model a.safetensors --data " + kSample + " --json new.json --scores ./new.json",
        "--json and --scores name the same file"},
       {"frobnicate", "frobnicate"},
+      {"prepare --data " + kSample + " --out \"\"", "--out is empty; give a path"},
+      {"eda --data \"\" --out " + dir.file("eda"), "--data is empty; give a path"},
       // A value forgotten before the next flag: that flag is not taken as the value.
       {"evaluate --model a.safetensors --data " + kSample + " --json --stress",
        "--json: got '--stress', which is a flag"},

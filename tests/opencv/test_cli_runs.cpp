@@ -320,6 +320,10 @@ TEST_F(CliRuns, ASignalDuringValidationStopsTheRunAndItsResumeWritesTheModel) {
 
   auto stopped = train("run", "--epochs 2 --inject-fault sigterm@val2");
   ASSERT_EQ(stopped.status, 143) << stopped.output;
+  EXPECT_NE(stopped.output.find("pneumo: stopping after the current step to write a checkpoint (a "
+                                "second signal ends the run at once"),
+            std::string::npos)
+      << "said as the signal comes: " << stopped.output;
   EXPECT_NE(stopped.output.find("every epoch is trained, the model is not written yet; write it "
                                 "with: pneumo train --resume"),
             std::string::npos)

@@ -1,6 +1,8 @@
 // StopOnSignal and out_of_memory_advice (see guards.hpp).
 #include "cli/commands/guards.hpp"
 
+#include <unistd.h>
+
 #include <csignal>
 #include <cstdint>
 #include <filesystem>
@@ -23,6 +25,12 @@ extern "C" void on_stop_signal(int number) {
   int none = 0;
   g_signal.compare_exchange_strong(none, number);
   g_stop.store(true);
+  // write(2) is safe in a handler; the run's own line follows once the step is done.
+  static const char said[] =
+      "\npneumo: stopping after the current step to write a checkpoint (a second signal ends "
+      "the run at once, leaving the checkpoint written last)\n";
+  const ssize_t ignored = ::write(STDERR_FILENO, said, sizeof said - 1);
+  (void)ignored;
   // The next signal of either kind ends the process at once (SA_RESETHAND resets only the
   // handler of the one delivered: Ctrl-C, then a scheduler's SIGTERM, must not be caught again).
   struct sigaction fallback {};

@@ -3,6 +3,7 @@
 // or corrupt JPEGs, which libjpeg would otherwise "decode" into grey or garbled pixels with only a
 // warning (the checks are in ../image_check.cpp).
 #include <opencv2/core.hpp>
+#include <opencv2/core/utils/logger.hpp>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
@@ -33,6 +34,13 @@ std::string decode_square_gray(const std::vector<uint8_t>& encoded, int size, ui
                           " pixels is larger than the limit of ", kMaxImagePixels / 1000000,
                           " megapixels");
   if (std::string why = check_jpeg(encoded); !why.empty()) return why;
+  // OpenCV's own warning about a file it cannot decode (a 32-bit TIFF) would come before
+  // pneumo's skip message, which names the file and why: only its errors are let through.
+  static const bool quiet = [] {
+    cv::utils::logging::setLogLevel(cv::utils::logging::LOG_LEVEL_ERROR);
+    return true;
+  }();
+  (void)quiet;
   cv::Mat gray;
   try {
     // IMREAD_GRAYSCALE: 8-bit (16-bit samples keep their high byte), colour converted with the
