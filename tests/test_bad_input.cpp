@@ -10,6 +10,7 @@
 #include <cmath>
 #include <filesystem>
 #include <limits>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -299,17 +300,23 @@ TEST(BadInput, TruncatedCorruptAndForeignCheckpointsAreRefusedNamingTheFile) {
     save_checkpoint(negative, data);
   }
   bad.push_back({diverged, {"fc2.weight[0] is nan"}});
-  const std::string extra = f.dir.file("extra.safetensors");
-  {  // with RMSprop's state, so that --resume gets as far as the names
+  // An untrained model with RMSprop's state (so that --resume gets as far as the names), the
+  // state's element `negative_at` set to -1 when it is given.
+  auto with_rmsprop_state = [](std::optional<int64_t> negative_at) {
     auto backend = make_cpu_backend(1);
     ModelConfig config;
     config.input_size = kSize;
     Model model(*backend, config, 1);
     model.initialize(7);
     Tensor state = backend->zeros({model.parameters().numel()});
+    if (negative_at) state.data()[*negative_at] = -1.0f;
     CheckpointMetadata metadata;
     metadata.optimizer = "rmsprop";
-    CheckpointData data = capture_checkpoint(model, &state, metadata);
+    return capture_checkpoint(model, &state, metadata);
+  };
+  const std::string extra = f.dir.file("extra.safetensors");
+  {
+    CheckpointData data = with_rmsprop_state(std::nullopt);
     data.tensors.push_back({"classifier.weight", {2}, {0.5f, 0.5f}});
     save_checkpoint(extra, data);
   }
@@ -317,18 +324,7 @@ TEST(BadInput, TruncatedCorruptAndForeignCheckpointsAreRefusedNamingTheFile) {
   bad.push_back({negative, {"bn2.running_var[3] is -1"}});
   // A negative mean square, whose square root RMSprop takes.
   const std::string negative_state = f.dir.file("negative-mean-square.safetensors");
-  {
-    auto backend = make_cpu_backend(1);
-    ModelConfig config;
-    config.input_size = kSize;
-    Model model(*backend, config, 1);
-    model.initialize(7);
-    Tensor state = backend->zeros({model.parameters().numel()});
-    state.data()[5] = -1.0f;
-    CheckpointMetadata metadata;
-    metadata.optimizer = "rmsprop";
-    save_checkpoint(negative_state, capture_checkpoint(model, &state, metadata));
-  }
+  save_checkpoint(negative_state, with_rmsprop_state(5));
   bad.push_back({negative_state, {"optimizer.rmsprop.mean_square.conv1.weight[5] is -1"}});
 
   for (const Bad& b : bad) {
