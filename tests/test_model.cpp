@@ -1,6 +1,7 @@
 // The seed network: every layer's output shape, the parameter count of docs/recipe.md (1,246,401 in
-// all, 1,245,313 trainable), PyTorch names, initialisation, and the training loop learning a
-// small problem on the CPU.
+// all, 1,245,313 trainable), PyTorch names, initialisation, every parameter's gradient against
+// finite differences through the network, and the training loop learning a small problem on the
+// CPU.
 #include <gtest/gtest.h>
 
 #include <algorithm>
