@@ -46,8 +46,9 @@ MEASURED = {
     "fp32": {32: (3.861, 2.574), 256: (29.257, 21.743)},
     "tf32": {32: (3.024, 2.019), 256: (19.529, 12.853)},  # --precision tf32
 }
-# ASSUMPTION, not measured: pneumo has no bf16 path. H100's dense bf16 tensor-core peak is twice
-# its tf32 peak, but tf32 gained only 1.28x / 1.50x over fp32 here, so assume bf16 = tf32 / 1.5.
+# ASSUMPTION, not measured on an H100 (written before pneumo had a bf16 path): H100's dense bf16
+# tensor-core peak is twice its tf32 peak, but tf32 gained only 1.28x / 1.50x over fp32 here, so
+# assume bf16 = tf32 / 1.5. An H200 measured 2.61 / 16.62 ms (2026-12-04): this is optimistic.
 BF16_SPEEDUP_OVER_TF32 = 1.5
 
 # Nominal per-direction link bandwidth per GPU, GB/s (vendor figures).

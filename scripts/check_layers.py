@@ -26,7 +26,13 @@ def symbols(nm, archive, defined):
 
 
 def main():
+    if len(sys.argv) < 2 or sys.argv[1] in ("-h", "--help"):
+        print(__doc__)
+        sys.exit(0 if len(sys.argv) > 1 else 2)
     nm, specs = sys.argv[1], sys.argv[2:]
+    # No layer at all would pass vacuously (a CMake slip that passes none).
+    if not specs:
+        sys.exit("check_layers: no LAYER=ARCHIVE:DEPS given; nothing to check is a failure")
     layers = {}
     for spec in specs:
         name, rest = spec.split("=", 1)

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # shellcheck disable=SC2317  # the sections are functions, called through GPU_CHECK_ORDER
-# Every GPU check in one run, for a bare GPU host, most telling first (a short budget cuts the
-# last sections): build for the local GPU; the whole test suite (CUDA tests really run);
-# `pneumo bench train` plain, bf16, with fused block tails and with CUDA graphs (each with the
-# recipe end to end); `pneumo bench kernels`; the PyTorch reference (eager fp32, compiled
-# channels_last + bf16, and the recipe end to end cold); compute-sanitizer on a short training and
-# on the CUDA tests; the recipe trained on the full dataset (fp32, bf16, fused tails) and evaluated
-# on test; then the cold/warm tuning cache, more bench and PyTorch configurations, one NCCL rank,
-# the generalisation sweep, more seeds, Nsight Compute. Writes one Markdown report.
+# Every GPU check in one run, for a bare GPU host: build for the local GPU and the whole test
+# suite (CUDA tests really run) first; then the sections in GPU_CHECK_ORDER's order (default
+# below; a short budget cuts the last): `pneumo bench train` plain, bf16, with fused block tails
+# and with CUDA graphs (each with the recipe end to end); `pneumo bench kernels`; compute-sanitizer
+# on a short training and on the CUDA tests; the cold/warm tuning cache; the PyTorch reference
+# (eager fp32, compiled channels_last + bf16, the recipe end to end cold, more configurations);
+# one NCCL rank; the recipe trained on the full dataset (fp32, bf16, fused tails) and evaluated on
+# test; more seeds; the generalisation sweep; Nsight Compute. Writes one Markdown report.
+# `scripts/gpu_check.sh --help` prints this header.
 #
 # Usage:  scripts/gpu_check.sh [OUT_DIR]        (default: $OUT, else ./gpu_check_out)
 # Needs:  nvcc (CUDA 13), cmake, ninja (or make), python3 whose site-packages hold
@@ -37,6 +38,13 @@
 # budget cut short is CUT, not a failure. Exit status: 0 when every section that ran passed (or
 # was cut), else 1.
 set -uo pipefail
+
+case ${1:-} in
+  -h | --help)
+    sed -n '3,/^set -uo pipefail/p' "$0" | sed '$d; s/^# \{0,1\}//'
+    exit 0
+    ;;
+esac
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root" || exit 1

@@ -4,6 +4,12 @@
 # Extra arguments go to `pneumo train` (e.g. --epochs 5 --device cpu). Each run writes a new
 # run directory, runs/<date>-<time> (train prints it), so the script can be run again.
 set -euo pipefail
+case ${1:-} in
+  -h | --help)
+    sed -n '2,5p' "$0" | sed 's/^# //'
+    exit 0
+    ;;
+esac
 cd "$(dirname "$0")/.."
 scripts/install_deps.sh
 build=${BUILD_DIR:-build}

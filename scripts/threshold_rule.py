@@ -100,7 +100,8 @@ def evaluate(pneumo, data, model, threshold, scores, json_path):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pneumo", required=True)
     parser.add_argument("--data", required=True, help="the cache the runs were trained on")
     parser.add_argument("--out", required=True)

@@ -12,8 +12,15 @@ import json
 import pathlib
 import sys
 
-import cv2
-import numpy as np
+if __name__ == "__main__" and any(arg in ("-h", "--help") for arg in sys.argv[1:]):
+    print(__doc__)
+    sys.exit(0)
+try:
+    import cv2
+    import numpy as np
+except ImportError as missing:
+    sys.exit(f"unpack_gpu_data.py needs OpenCV and NumPy for Python ({missing.name} is missing): "
+             "apt-get install python3-opencv python3-numpy, or pip install opencv-python numpy")
 
 CLASSES = ["NORMAL", "PNEUMONIA"]
 SPLITS = ["train", "val", "test"]

@@ -157,7 +157,7 @@ std::vector<TrainFlag> make_table() {
         require(!o.data.empty(), "--data is required: an image tree or a prepared cache");
       },
       "other/data", "", Shown::Required));
-  t.push_back(bound("out", "Run directory (default runs/<date>-<time>)", PNEUMO_FIELD(out), {},
+  t.push_back(bound("out", "Run directory (default runs/<date>-<time>[-N])", PNEUMO_FIELD(out), {},
                     "runs/x", "", Shown::NoDefault));
   TrainFlag config;  // expanded before parsing (main.cpp); registered so --help lists it
   config.name = "config";
@@ -257,7 +257,7 @@ std::vector<TrainFlag> make_table() {
   t.push_back(bound("lr", "Learning rate", PNEUMO_FIELD(learning_rate), Within{0, INFINITY, true},
                     "0.002", "0"));
   t.push_back(bound("rho", "RMSprop decay", PNEUMO_FIELD(rho), unit_open, "0.95", "1"));
-  t.push_back(bound("epsilon", "Optimizer epsilon (outside the square root)", PNEUMO_FIELD(epsilon),
+  t.push_back(bound("epsilon", "Optimizer epsilon (where RMSprop adds it: --rmsprop-epsilon)", PNEUMO_FIELD(epsilon),
                     Within{0, INFINITY, true}, "1e-08", "0"));
   t.push_back(bound(
       "rmsprop-epsilon",
