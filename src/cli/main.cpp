@@ -114,7 +114,13 @@ std::vector<std::string> expand_arguments(int argc, char** argv, std::vector<std
       return value;
     };
     if (auto path = value_of("--config")) {
-      auto flags = flags_from_json(read_json_file(*path), *path);
+      const nlohmann::json config = read_json_file(*path);
+      // A run's config.json records where it wrote; a run started from it writes elsewhere.
+      if (config.is_object() && config.contains("out"))
+        std::cerr << "pneumo: note: " << *path << "'s \"out\" is not used (a configuration "
+                  << "never names the run's folder): give --out, or the run goes to "
+                  << "runs/<date>-<time>\n";
+      auto flags = flags_from_json(config, *path);
       inherited.insert(inherited.end(), flags.begin(), flags.end());
       sources.push_back(*path);
     } else if (auto checkpoint = value_of("--resume")) {

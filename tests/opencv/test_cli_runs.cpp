@@ -195,6 +195,12 @@ TEST_F(CliRuns, ConfigAndResumeMistakesAreUsageErrors) {
       << elsewhere.output;
   auto given = resume(last, "--epochs 2 --data " + path("data"));
   EXPECT_EQ(given.status, 0) << given.output;
+  // A run's config.json as --config: its "out" (that run's folder) is not used, and says so.
+  auto reused = train("again", "--config " + path("run") + "/config.json --epochs 1");
+  EXPECT_EQ(reused.status, 0) << reused.output;
+  EXPECT_NE(reused.output.find("config.json's \"out\" is not used"), std::string::npos)
+      << reused.output;
+  EXPECT_TRUE(fs::exists(path("again") + "/model.safetensors"));
   // A --config after --resume wins over the checkpoint's --data, as its other flags do.
   std::ofstream(path("data.json")) << "{\"data\": \"" + path("data") + "\"}";
   auto configured = resume(last, "--config " + path("data.json") + " --epochs 3");
