@@ -123,6 +123,9 @@ PrepareReport prepare_cache(const PrepareOptions& options);
 Dataset load_cache(const std::string& cache_dir);
 
 bool is_cache_dir(const std::string& path);   // holds a meta.json
+// One of the files prepare writes (meta.json, <split>_images.npy, ...), in a folder whose meta.json
+// says prepare wrote it.
+bool is_file_of_a_cache(const std::string& path);
 bool is_image_tree(const std::string& path);  // holds at least one {split}/{class} folder
 
 // "fnv1a64:<16 hex digits>" of the tree (see above).

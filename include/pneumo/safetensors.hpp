@@ -47,6 +47,10 @@ struct SafetensorsHeader {
 SafetensorsHeader parse_safetensors(const uint8_t* data, size_t size,
                                     const std::string& source = "safetensors buffer");
 
+// Does the file at `path` begin as a safetensors file does (parse_safetensors' first checks: a
+// header length that fits in the file, then '{')? Reads 9 bytes; false when it cannot be read.
+bool starts_like_safetensors(const std::string& path);
+
 // A parsed file held in memory, with typed copies of its tensors.
 class SafetensorsFile {
  public:

@@ -177,20 +177,24 @@ bool is_cache_file_name(const std::string& name) {
   return false;
 }
 
+// Does `dir`'s meta.json say that prepare wrote the folder?
+bool meta_says_cache(const fs::path& dir) {
+  try {
+    const nlohmann::json meta = read_meta(dir);
+    return meta.is_object() && meta.value("format", std::string()) == "pneumo-cache" &&
+           meta.contains("splits") && meta["splits"].is_object();
+  } catch (const std::exception&) {
+    return false;
+  }
+}
+
 // "" when `dir` is a cache that prepare wrote, else why not. A meta.json alone proves nothing (a
 // project folder may hold one), and replacing a folder deletes all it holds, so the folder must
 // hold the cache's own files only and its meta.json must say it is one.
 std::string why_not_a_cache(const fs::path& dir) {
   std::error_code ec;
   if (!fs::is_regular_file(dir / "meta.json", ec)) return "no meta.json";
-  try {
-    const nlohmann::json meta = read_meta(dir);
-    if (!meta.is_object() || meta.value("format", std::string()) != "pneumo-cache" ||
-        !meta.contains("splits") || !meta["splits"].is_object())
-      return "its meta.json is not a pneumo cache's";
-  } catch (const std::exception&) {
-    return "its meta.json is not a pneumo cache's";
-  }
+  if (!meta_says_cache(dir)) return "its meta.json is not a pneumo cache's";
   for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
     const std::string name = it->path().filename().string();
     if (!is_cache_file_name(name) || !it->is_regular_file(ec))
@@ -318,6 +322,14 @@ TempDirGuard::~TempDirGuard() {
 }  // namespace data_internal
 
 using namespace data_internal;
+
+bool is_file_of_a_cache(const std::string& path) {
+  const fs::path file(path);
+  std::error_code ec;
+  return is_cache_file_name(file.filename().string()) &&
+         fs::is_regular_file(file.parent_path() / "meta.json", ec) &&
+         meta_says_cache(file.parent_path());
+}
 
 bool is_cache_dir(const std::string& path) {
   std::error_code ec;

@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <limits>
 #include <set>
 #include <tuple>
@@ -134,24 +136,47 @@ uint64_t TensorEntry::numel() const {
 
 // ---- Parsing ---------------------------------------------------------------------------------
 
+namespace {
+
+// The checks of a file's first bytes: "" when `data` (its first min(size, 9) bytes) starts as a
+// safetensors file of `size` bytes does, with `header_length` set; else why not.
+std::string prefix_problem(const uint8_t* data, uint64_t size, uint64_t& header_length) {
+  if (size < 8)
+    return detail::concat("file is ", size,
+                          " bytes, too short to hold the 8-byte header length (truncated, or not "
+                          "a safetensors file)");
+  header_length = 0;
+  for (int i = 7; i >= 0; --i) header_length = (header_length << 8) | data[i];
+  if (header_length > kMaxSafetensorsHeaderBytes)
+    return detail::concat("header length ", header_length, " bytes exceeds the limit of ",
+                          kMaxSafetensorsHeaderBytes, " (corrupt, or not a safetensors file)");
+  if (header_length > size - 8)
+    return detail::concat("header length ", header_length,
+                          " bytes runs past the end of the file (", size, " bytes): truncated?");
+  if (header_length == 0 || data[8] != '{')
+    return "header does not start with '{' (not a safetensors file)";
+  return "";
+}
+
+}  // namespace
+
+bool starts_like_safetensors(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  uint8_t first[9] = {};
+  in.read(reinterpret_cast<char*>(first), sizeof first);
+  std::error_code error;
+  const uintmax_t size = std::filesystem::file_size(path, error);
+  uint64_t header_length = 0;
+  return in && !error && prefix_problem(first, size, header_length).empty();
+}
+
 SafetensorsHeader parse_safetensors(const uint8_t* data, size_t size, const std::string& source) {
   auto fail = [&source](const auto&... parts) -> Error {
     return Error(detail::concat(source, ": ", parts...));
   };
-  if (size < 8)
-    throw fail("file is ", size,
-               " bytes, too short to hold the 8-byte header length (truncated, or not a "
-               "safetensors file)");
   uint64_t header_length = 0;
-  for (int i = 7; i >= 0; --i) header_length = (header_length << 8) | data[i];
-  if (header_length > kMaxSafetensorsHeaderBytes)
-    throw fail("header length ", header_length, " bytes exceeds the limit of ",
-               kMaxSafetensorsHeaderBytes, " (corrupt, or not a safetensors file)");
-  if (header_length > size - 8)
-    throw fail("header length ", header_length, " bytes runs past the end of the file (",
-               size, " bytes): truncated?");
-  if (header_length == 0 || data[8] != '{')
-    throw fail("header does not start with '{' (not a safetensors file)");
+  if (const std::string problem = prefix_problem(data, size, header_length); !problem.empty())
+    throw fail(problem);
 
   // Two passes: a SAX pass refuses deep nesting and duplicate keys (nlohmann's DOM parser would
   // keep the last value silently), then the plain DOM parse. Not a parse callback: nlohmann's

@@ -363,6 +363,7 @@ TEST_F(CliRuns, OutputFilesNeverReplaceARunsState) {
   const std::string last = path("run") + "/checkpoints/last.safetensors";
   fs::copy_file(last, path("copy.safetensors"));
   const std::string before = testing::read_text(last);
+  const std::string history = testing::read_text(path("run") + "/history.csv");
   const std::string metrics = testing::read_text(path("run") + "/metrics_val.json");
   const std::string evaluate = "evaluate --model " + path("run") + "/model.safetensors --data " +
                                kSample + " --split val-carved --device cpu ";
@@ -377,8 +378,10 @@ TEST_F(CliRuns, OutputFilesNeverReplaceARunsState) {
       {"bench kernels --device cpu --quick --ops loss --threads 1 --json " +
            path("copy.safetensors"),
        "is a model or checkpoint"},
+      {evaluate + "--scores " + path("link.csv"), "is a file of the run directory"},  // its target
   };
   std::ofstream(path("run") + "/checkpoints/notes.json") << "{}";
+  fs::create_symlink(path("run") + "/history.csv", path("link.csv"));
   for (const Case& c : cases) {
     auto refused = pneumo_command(c.command, cache_);
     EXPECT_EQ(refused.status, 2) << c.command << "\n" << refused.output;
@@ -387,7 +390,11 @@ TEST_F(CliRuns, OutputFilesNeverReplaceARunsState) {
   EXPECT_EQ(testing::read_text(last), before);
   EXPECT_EQ(testing::read_text(path("run") + "/metrics_val.json"), metrics);
   EXPECT_TRUE(same_weights(last, path("copy.safetensors")));
-  // An earlier output is replaced, as before.
+  EXPECT_EQ(testing::read_text(path("run") + "/history.csv"), history) << "the link's target";
+  // An earlier output is replaced, as before, also one of the user's own in a run directory.
+  std::ofstream(path("run") + "/test_metrics.json") << "{}";
+  auto own = pneumo_command(evaluate + "--json " + path("run") + "/test_metrics.json", cache_);
+  EXPECT_EQ(own.status, 0) << own.output;
   std::ofstream(path("scores.csv")) << "old\n";
   auto replaced = pneumo_command(evaluate + "--scores " + path("scores.csv"), cache_);
   EXPECT_EQ(replaced.status, 0) << replaced.output;

@@ -3,13 +3,14 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <csignal>
-#include <cstdint>
 #include <filesystem>
-#include <fstream>
 
+#include "core/paths.hpp"
 #include "pneumo/data.hpp"
 #include "pneumo/error.hpp"
+#include "pneumo/safetensors.hpp"
 
 namespace pneumo::cli {
 
@@ -97,18 +98,10 @@ void require_new_or_empty_folder(const std::string& folder, const std::string& w
 
 namespace {
 
-// The safetensors layout's first bytes: an 8-byte little-endian header length that fits in the
-// file, then the header's '{'.
-bool looks_like_safetensors(const std::filesystem::path& file) {
-  std::ifstream in(file, std::ios::binary);
-  unsigned char start[9] = {};
-  if (!in.read(reinterpret_cast<char*>(start), sizeof start)) return false;
-  uint64_t header = 0;
-  for (int i = 7; i >= 0; --i) header = header << 8 | start[i];
-  std::error_code error;
-  const uintmax_t size = std::filesystem::file_size(file, error);
-  return !error && start[8] == '{' && header <= size - 8;
-}
+// The files `pneumo train` writes in a run directory (besides checkpoints/).
+constexpr const char* kRunFiles[] = {"config.json", "history.csv", "history.jsonl",
+                                     "metrics_val.json", "report.md", "loss.svg",
+                                     "accuracy.svg", "roc.svg", "model.safetensors", ".lock"};
 
 bool is_run_directory(const std::filesystem::path& folder) {
   std::error_code error;
@@ -123,19 +116,25 @@ void refuse_replacing_pneumo_state(const std::string& path, const std::string& f
   namespace fs = std::filesystem;
   std::error_code error;
   if (path.empty() || !fs::is_regular_file(path, error)) return;
-  const fs::path folder = fs::absolute(path, error).lexically_normal().parent_path();
+  // Where the bytes would go: a link's target is what the write replaces.
+  const fs::path file = resolved(path);
+  const fs::path folder = file.parent_path();
+  const std::string name = file.filename().string();
+  const bool run_file = std::find(std::begin(kRunFiles), std::end(kRunFiles), name) !=
+                        std::end(kRunFiles);
   std::string what;
-  if (looks_like_safetensors(path))
+  if (starts_like_safetensors(file.string()))
     what = "a model or checkpoint (safetensors)";
-  else if (is_run_directory(folder))
+  else if (run_file && is_run_directory(folder))
     what = "a file of the run directory " + folder.string();
   else if (folder.filename() == "checkpoints" && is_run_directory(folder.parent_path()))
     what = "a file of the run directory " + folder.parent_path().string();
-  else if (is_cache_dir(folder.string()))
+  else if (is_file_of_a_cache(file.string()))
     what = "a file of the prepared cache " + folder.string();
   if (!what.empty())
-    throw UsageError(flag + " " + path + " exists and is " + what +
-                     "; pneumo does not overwrite it: give another file");
+    throw UsageError(flag + " " + path + (path == file.string() ? "" : " (" + file.string() + ")") +
+                     " exists and is " + what + "; pneumo does not overwrite it: give another "
+                     "file");
 }
 
 }  // namespace pneumo::cli

@@ -36,9 +36,10 @@ void require_new_or_empty_folder(const std::string& folder, const std::string& w
                                  const std::string& flag, const std::string& why);
 
 // An output file (evaluate --json / --scores, bench kernels --json / --csv) may replace an
-// earlier output, never pneumo's own state: throws a UsageError naming `flag` when `path` is a
-// safetensors file (a model or checkpoint), or lies in a run directory (config.json beside
-// checkpoints/ or .lock), in its checkpoints/ folder, or in a prepared cache.
+// earlier output, never pneumo's own state: throws a UsageError naming `flag` when `path` (or the
+// file a link at `path` names) is a safetensors file (a model or checkpoint), one of the files
+// train writes in a run directory (config.json beside checkpoints/ or .lock), any file of its
+// checkpoints/ folder, or one of a prepared cache's files.
 void refuse_replacing_pneumo_state(const std::string& path, const std::string& flag);
 
 }  // namespace pneumo::cli
