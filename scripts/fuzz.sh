@@ -24,7 +24,7 @@ mkdir -p "$out/artifacts"
 
 common_sources=(src/core/atomic_file.cpp src/core/error.cpp)
 declare -A sources=(
-  [safetensors]="src/train/safetensors.cpp"
+  [safetensors]="src/train/safetensors.cpp src/core/json_structure.cpp"
   [npy]="src/data/npy.cpp"
 )
 flags=(-std=c++17 -O1 -g -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined

@@ -13,7 +13,7 @@
 #include <functional>
 #include <optional>
 #include <iostream>
-#include <set>
+#include <iterator>
 #include <string>
 #include <vector>
 
@@ -23,6 +23,7 @@
 #include "cli/commands/flag_text.hpp"
 #include "cli/commands/guards.hpp"
 #include "cli/commands/train_flags.hpp"
+#include "core/json_structure.hpp"
 #include "pneumo/checkpoint.hpp"
 #include "pneumo/data.hpp"
 #include "pneumo/error.hpp"
@@ -38,26 +39,19 @@ nlohmann::json read_json_file(const std::string& path) {
     throw Error("config file '" + path + "' is a folder; give a JSON file (a run's config.json)");
   std::ifstream in(path);
   if (!in) throw Error("cannot read config file '" + path + "'");
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   // A key given twice would be taken at its last value without a word (a config edited by hand).
-  std::string twice;
-  std::set<std::string> top_level_keys;
-  const auto note_keys = [&](int depth, nlohmann::json::parse_event_t event,
-                             nlohmann::json& parsed) {
-    if (depth == 1 && event == nlohmann::json::parse_event_t::key &&
-        !top_level_keys.insert(parsed.get<std::string>()).second && twice.empty())
-      twice = parsed.get<std::string>();
-    return true;
-  };
-  nlohmann::json config;
+  const pneumo::JsonStructure structure =
+      pneumo::check_json_structure(text.data(), text.data() + text.size(), 64);
+  if (!structure.repeated_key.empty())
+    throw pneumo::UsageError("config file '" + path + "' gives \"" + structure.repeated_key +
+                             "\" twice; give each flag once");
+  if (structure.too_deep) throw Error("config file '" + path + "' nests deeper than 64 levels");
   try {
-    config = nlohmann::json::parse(in, note_keys);
+    return nlohmann::json::parse(text);
   } catch (const nlohmann::json::exception& e) {
     throw Error("config file '" + path + "' is not valid JSON: " + e.what());
   }
-  if (!twice.empty())
-    throw pneumo::UsageError("config file '" + path + "' gives \"" + twice +
-                             "\" twice; give each flag once");
-  return config;
 }
 
 // "pneumo prepare --data 'my data' --out c": the command as typed, for the records a command
@@ -116,10 +110,13 @@ std::vector<std::string> expand_arguments(int argc, char** argv, std::vector<std
     if (auto path = value_of("--config")) {
       const nlohmann::json config = read_json_file(*path);
       // A run's config.json records where it wrote; a run started from it writes elsewhere.
-      if (config.is_object() && config.contains("out"))
+      const bool out_given = std::any_of(args.begin(), args.end(), [](const std::string& arg) {
+        return arg == "--out" || arg.rfind("--out=", 0) == 0;
+      });
+      if (config.is_object() && config.contains("out") && !out_given)
         std::cerr << "pneumo: note: " << *path << "'s \"out\" is not used (a configuration "
-                  << "never names the run's folder): give --out, or the run goes to "
-                  << "runs/<date>-<time>\n";
+                  << "never names the run's folder): the run goes to runs/<date>-<time>; give "
+                  << "--out to choose\n";
       auto flags = flags_from_json(config, *path);
       inherited.insert(inherited.end(), flags.begin(), flags.end());
       sources.push_back(*path);

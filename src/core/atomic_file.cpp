@@ -120,6 +120,17 @@ void write_file_atomically(const std::string& path, const void* data, size_t siz
   sync_directory(directory);  // the rename itself
 }
 
+void sync_file(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY);
+  if (fd < 0) fail(path, "opening it to flush it to disk", errno);
+  if (::fsync(fd) != 0) {
+    const int error_number = errno;
+    ::close(fd);
+    fail(path, "flushing it to disk", error_number);
+  }
+  ::close(fd);
+}
+
 void sync_directory(const std::string& directory) {
   int directory_fd = ::open(directory.c_str(), O_RDONLY | O_DIRECTORY);
   if (directory_fd >= 0) {

@@ -17,6 +17,10 @@ namespace pneumo {
 void write_file_atomically(const std::string& path, const void* data, size_t size);
 void write_file_atomically(const std::string& path, const std::string& text);
 
+// Flushes a written file's data to disk (fsync); throws pneumo::Error naming the file when the
+// system cannot.
+void sync_file(const std::string& path);
+
 // Makes a directory's entries (files created, renamed or removed in it) durable: fsync on the
 // directory. Some file systems refuse that; the files' data is unaffected, so it is not an error.
 void sync_directory(const std::string& directory);

@@ -227,15 +227,37 @@ void check_replaceable_output(const fs::path& dir, const char* what) {
 
 namespace {
 
-// The temporary directories that prepares on this machine stopped by a signal or a crash left
-// beside `final_dir` (".NAME.tmp-PID-N" of a process that is gone), an hour old or more.
+// This machine's name, in the temporary folders' names ("" when it has none).
+std::string host_name() {
+  char name[256] = {};
+  if (::gethostname(name, sizeof name - 1) != 0) return "";
+  std::string host(name);
+  for (char& c : host)
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '-') c = '_';
+  return host;
+}
+
+// ".NAME.tmp-HOST-PID-N": a prepare's temporary folder beside NAME, on the machine HOST.
+std::string temp_dir_prefix(const fs::path& final_dir) {
+  return "." + final_dir.filename().string() + ".tmp-" + host_name() + "-";
+}
+
+// The temporary folders that prepares on this machine left beside `final_dir` when a signal or a
+// crash stopped them: named for this host and a process that is gone, untouched for an hour (a
+// live prepare refreshes its folder's time while it decodes).
 void remove_abandoned_temp_dirs(const fs::path& parent, const fs::path& final_dir) {
-  const std::string prefix = "." + final_dir.filename().string() + ".tmp-";
+  const std::string prefix = temp_dir_prefix(final_dir);
   std::error_code ec;
   for (fs::directory_iterator it(parent, ec), end; !ec && it != end; it.increment(ec)) {
     const std::string name = it->path().filename().string();
     if (name.rfind(prefix, 0) != 0 || !it->is_directory(ec)) continue;
-    const long pid = std::strtol(name.c_str() + prefix.size(), nullptr, 10);
+    const std::string rest = name.substr(prefix.size());  // PID-N
+    const size_t dash = rest.find('-');
+    if (dash == 0 || dash == std::string::npos || dash + 1 == rest.size() ||
+        rest.find_first_not_of("0123456789-") != std::string::npos ||
+        rest.find('-', dash + 1) != std::string::npos)
+      continue;
+    const long pid = std::strtol(rest.c_str(), nullptr, 10);
     if (pid <= 0 || ::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH) continue;
     const auto age = fs::file_time_type::clock::now() - fs::last_write_time(it->path(), ec);
     if (ec || age < std::chrono::hours(1)) continue;
@@ -254,9 +276,8 @@ fs::path make_temp_dir_beside(const fs::path& final_dir) {
   if (ec) throw Error("cannot create " + parent.string() + ": " + ec.message());
   remove_abandoned_temp_dirs(parent, final_dir);
   for (int attempt = 0; attempt < 100; ++attempt) {
-    const fs::path temp = parent / ("." + final_dir.filename().string() + ".tmp-" +
-                                    std::to_string(::getpid()) + "-" +
-                                    std::to_string(counter++));
+    const fs::path temp = parent / (temp_dir_prefix(final_dir) + std::to_string(::getpid()) +
+                                    "-" + std::to_string(counter++));
     if (fs::create_directory(temp, ec)) return temp;
     if (ec)
       throw Error("cannot write " + final_dir.string() + ": creating " + temp.string() +
@@ -306,8 +327,11 @@ void move_into_place(const fs::path& temp_dir, const fs::path& final_dir) {
 }  // namespace
 
 void install_directory(const fs::path& temp_dir, const fs::path& final_dir) {
-  // The files are on disk (each fsynced when written); their names in the folder, and the
-  // folder's new name in its parent, are made durable too before anyone reads the cache.
+  // The files, their names in the folder and the folder's new name in its parent reach the disk
+  // before anyone reads the cache: a crash leaves no cache or a whole one, never named empty files.
+  std::error_code ec;
+  for (fs::directory_iterator it(temp_dir, ec), end; !ec && it != end; it.increment(ec))
+    if (it->is_regular_file(ec)) sync_file(it->path().string());
   sync_directory(temp_dir.string());
   move_into_place(temp_dir, final_dir);
   sync_directory(final_dir.has_parent_path() ? final_dir.parent_path().string() : ".");

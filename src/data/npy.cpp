@@ -293,8 +293,7 @@ void write_npy(const std::string& path, NpyType type, const std::vector<int64_t>
               std::fwrite(header.data(), 1, header.size(), file.get()) == header.size() &&
               (data_bytes == 0 ||
                std::fwrite(data, 1, data_bytes, file.get()) == data_bytes);
-    // On disk before the rename: a crash must not leave the name on an empty file.
-    ok = (std::fflush(file.get()) == 0) && ::fsync(::fileno(file.get())) == 0 && ok;
+    ok = (std::fflush(file.get()) == 0) && ok;
     if (!ok) {
       const std::string reason = std::strerror(errno);
       file.reset();

@@ -167,9 +167,17 @@ PrepareReport prepare_cache(const PrepareOptions& options) {
     for (int t = 0; t < threads; ++t) pool.emplace_back(worker);
     // Poll often: a tiny tree finishes in milliseconds (the line itself is drawn at most 10 times
     // a second, or at each tenth).
+    // The temporary folder's time is kept fresh while it fills: a folder an hour old whose
+    // process is gone is another prepare's to remove (data_internal::make_temp_dir_beside).
+    Clock::time_point touched = Clock::now();
     while (done.load() < total) {
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
       if (progress) progress->update(done.load());
+      if (Clock::now() - touched > std::chrono::minutes(1)) {
+        std::error_code ignored;
+        fs::last_write_time(temp, fs::file_time_type::clock::now(), ignored);
+        touched = Clock::now();
+      }
     }
     for (std::thread& t : pool) t.join();
   }

@@ -106,16 +106,13 @@ void restore_checkpoint(const CheckpointData& data, Model& model, Tensor* optimi
 }
 
 std::string first_invalid_value(const CheckpointData& data) {
-  const auto starts_with = [](const std::string& name, const std::string& prefix) {
-    return name.compare(0, prefix.size(), prefix) == 0;
-  };
   for (const auto& tensor : data.tensors) {
     // Batch-norm takes the square root of a running variance, RMSprop and AdamW of their mean
     // squares: none of them can be negative.
     const bool variance = tensor.name.size() >= 12 &&
                           tensor.name.compare(tensor.name.size() - 12, 12, ".running_var") == 0;
-    const bool mean_square = starts_with(tensor.name, kRmspropMeanSquarePrefix) ||
-                             starts_with(tensor.name, kAdamwExpAvgSqPrefix);
+    const bool mean_square = tensor.name.rfind(kRmspropMeanSquarePrefix, 0) == 0 ||
+                             tensor.name.rfind(kAdamwExpAvgSqPrefix, 0) == 0;
     for (size_t i = 0; i < tensor.values.size(); ++i) {
       const float v = tensor.values[i];
       if (!std::isfinite(v) || ((variance || mean_square) && v < 0.0f))

@@ -8,12 +8,12 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
-#include <set>
 #include <tuple>
 
 #include <nlohmann/json.hpp>
 
 #include "core/atomic_file.hpp"
+#include "core/json_structure.hpp"
 #include "pneumo/error.hpp"
 
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
@@ -53,52 +53,6 @@ const DTypeInfo& info_of(DType dtype) {
 
 // Root object -> tensor entry object -> shape array: the format never nests deeper.
 constexpr size_t kMaxJsonDepth = 3;
-
-// The SAX pass over the header: nesting at most kMaxJsonDepth levels, no key twice in an object.
-class HeaderStructureCheck : public json::json_sax_t {
- public:
-  explicit HeaderStructureCheck(const std::string& source) : source_(source) {}
-  const std::string& parse_error_message() const { return parse_error_message_; }
-
-  bool null() override { return true; }
-  bool boolean(bool) override { return true; }
-  bool number_integer(json::number_integer_t) override { return true; }
-  bool number_unsigned(json::number_unsigned_t) override { return true; }
-  bool number_float(json::number_float_t, const json::string_t&) override { return true; }
-  bool string(json::string_t&) override { return true; }
-  bool binary(json::binary_t&) override { return true; }
-  bool start_object(std::size_t) override { return open(); }
-  bool start_array(std::size_t) override { return open(); }
-  bool end_object() override { return close(); }
-  bool end_array() override { return close(); }
-  bool key(json::string_t& key) override {
-    if (!open_levels_.back().insert(key).second)
-      throw Error(detail::concat(source_, ": header has the key \"", key, "\" twice",
-                                 open_levels_.size() == 1 ? " (two tensors with one name)" : ""));
-    return true;
-  }
-  bool parse_error(std::size_t, const std::string&, const json::exception& error) override {
-    parse_error_message_ = error.what();
-    return false;  // sax_parse returns false
-  }
-
- private:
-  bool open() {
-    if (open_levels_.size() >= kMaxJsonDepth)
-      throw Error(detail::concat(source_, ": header nests JSON deeper than the format allows (",
-                                 kMaxJsonDepth, " levels)"));
-    open_levels_.emplace_back();
-    return true;
-  }
-  bool close() {
-    open_levels_.pop_back();
-    return true;
-  }
-
-  const std::string& source_;
-  std::vector<std::set<std::string>> open_levels_;  // keys seen in each open object
-  std::string parse_error_message_;
-};
 
 // JSON text of a value for an error message, cut short: hostile values can be megabytes long.
 std::string short_dump(const json& value) {
@@ -184,9 +138,13 @@ SafetensorsHeader parse_safetensors(const uint8_t* data, size_t size, const std:
   // quadratic in the number of tensors (on a loaded 2-core machine, 10,000 entries took 10 s to
   // parse and 40,000 over 5 minutes).
   const char* text = reinterpret_cast<const char*>(data + 8);
-  HeaderStructureCheck check(source);
-  if (!json::sax_parse(text, text + header_length, &check))
-    throw fail("header is not valid JSON: ", check.parse_error_message());
+  const JsonStructure structure = check_json_structure(text, text + header_length, kMaxJsonDepth);
+  if (structure.too_deep)
+    throw fail("header nests JSON deeper than the format allows (", kMaxJsonDepth, " levels)");
+  if (!structure.repeated_key.empty())
+    throw fail("header has the key \"", structure.repeated_key, "\" twice",
+               structure.repeated_key_depth == 1 ? " (two tensors with one name)" : "");
+  if (!structure.valid) throw fail("header is not valid JSON: ", structure.parse_error);
   json header;
   try {
     header = json::parse(text, text + header_length);

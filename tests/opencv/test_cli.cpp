@@ -238,6 +238,7 @@ TEST(Cli, BadFlagsAndInputsAreRefusedWithAMessage) {
       {"train --data " + kSample + " --config " + dir.file("bad.json"),
        "flags were also read from " + dir.file("bad.json")},
       {"train --data " + kSample + " --epochs 0", "--epochs must be >= 1"},
+      {"train --data " + kSample + " --lr 1e-50", "(a positive float32), got 1e-50"},
       {"train --data " + kSample + " --config " + dir.file("twice.json"),
        "gives \"epochs\" twice; give each flag once"},
       {"train --data " + kSample + " --batch -3", "--batch must be in"},

@@ -195,12 +195,19 @@ TEST_F(CliRuns, ConfigAndResumeMistakesAreUsageErrors) {
       << elsewhere.output;
   auto given = resume(last, "--epochs 2 --data " + path("data"));
   EXPECT_EQ(given.status, 0) << given.output;
-  // A run's config.json as --config: its "out" (that run's folder) is not used, and says so.
+  // A run's config.json as --config: its "out" (that run's folder) is not used; without --out the
+  // run says so.
   auto reused = train("again", "--config " + path("run") + "/config.json --epochs 1");
   EXPECT_EQ(reused.status, 0) << reused.output;
-  EXPECT_NE(reused.output.find("config.json's \"out\" is not used"), std::string::npos)
-      << reused.output;
+  EXPECT_EQ(reused.output.find("\"out\" is not used"), std::string::npos) << "--out was given";
   EXPECT_TRUE(fs::exists(path("again") + "/model.safetensors"));
+  auto unnamed = testing::run_command("cd '" + dir_.file("") + "' && PNEUMO_CACHE_DIR='" + cache_ +
+                                      "' '" PNEUMO_BINARY "' train --config " + path("run") +
+                                      "/config.json --data " + kSample + " --epochs 1" + kCommon +
+                                      " 2>&1");
+  EXPECT_EQ(unnamed.status, 0) << unnamed.output;
+  EXPECT_NE(unnamed.output.find("config.json's \"out\" is not used"), std::string::npos)
+      << unnamed.output;
   // A --config after --resume wins over the checkpoint's --data, as its other flags do.
   std::ofstream(path("data.json")) << "{\"data\": \"" + path("data") + "\"}";
   auto configured = resume(last, "--config " + path("data.json") + " --epochs 3");
@@ -326,8 +333,8 @@ TEST_F(CliRuns, ASignalDuringValidationStopsTheRunAndItsResumeWritesTheModel) {
 
   auto stopped = train("run", "--epochs 2 --inject-fault sigterm@val2");
   ASSERT_EQ(stopped.status, 143) << stopped.output;
-  EXPECT_NE(stopped.output.find("pneumo: stopping after the current step to write a checkpoint (a "
-                                "second signal ends the run at once"),
+  EXPECT_NE(stopped.output.find("pneumo: stopping at the next point where a checkpoint can be "
+                                "written (a second signal ends the run at once"),
             std::string::npos)
       << "said as the signal comes: " << stopped.output;
   EXPECT_NE(stopped.output.find("every epoch is trained, the model is not written yet; write it "
@@ -353,6 +360,15 @@ TEST_F(CliRuns, ASignalDuringValidationStopsTheRunAndItsResumeWritesTheModel) {
   auto again = resume(last, "");
   EXPECT_EQ(again.status, 1) << again.output;
   EXPECT_NE(again.output.find("nothing to train"), std::string::npos) << again.output;
+
+  // A run that early stopping ends at epoch 2 of 5: a signal in that validation lets it finish (a
+  // resume would train the epochs early stopping left out).
+  auto early = train("early", "--epochs 5 --early-stopping-patience 1 --early-stopping-monitor "
+                              "val_accuracy --lr 0.01 --inject-fault sigint@val2");
+  EXPECT_EQ(early.status, 0) << early.output;
+  EXPECT_NE(early.output.find("came as the run was finishing; it finished"), std::string::npos)
+      << early.output;
+  EXPECT_TRUE(fs::exists(path("early") + "/model.safetensors"));
 }
 
 // evaluate's and bench kernels' output files replace earlier outputs, never a run's state: a
@@ -405,9 +421,10 @@ TEST_F(CliRuns, OutputFilesNeverReplaceARunsState) {
 // runs started in the same second: the second was refused, "choose another --out").
 TEST_F(CliRuns, ADefaultRunFolderThatIsTakenGetsANumber) {
   fs::create_directories(path("here/runs"));
-  // Every name the next few seconds could give is taken by another run's files.
+  // Every name the next ten minutes could give is taken by another run's files (a loaded machine
+  // under sanitizers starts slowly).
   const std::time_t now = std::time(nullptr);
-  for (int s = 0; s < 30; ++s) {
+  for (int s = 0; s < 600; ++s) {
     const std::time_t t = now + s;
     std::tm local{};
     localtime_r(&t, &local);

@@ -7,6 +7,7 @@
 #include <unistd.h>
 #include <sys/wait.h>
 
+#include <cctype>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -119,8 +120,9 @@ TEST(PrepareCache, RoundTripSkipsBadFilesAndLeavesTheTreeAlone) {
   EXPECT_EQ(entries, 1);
 }
 
-// A prepare stopped by a signal leaves its ".NAME.tmp-PID-N" folder: the next prepare beside it
-// removes those of processes that are gone, once an hour old, and leaves the others.
+// A prepare stopped by a signal leaves its ".NAME.tmp-HOST-PID-N" folder: the next prepare beside
+// it removes those of this host's processes that are gone, once an hour old, and leaves the others
+// (another machine's, whose processes cannot be seen from here).
 TEST(PrepareCache, RemovesTheTemporaryFoldersOfStoppedPrepares) {
   Tree tree;
   ScratchDir outside;
@@ -128,23 +130,31 @@ TEST(PrepareCache, RemovesTheTemporaryFoldersOfStoppedPrepares) {
   if (child == 0) ::_exit(0);
   ASSERT_GT(child, 0);
   ::waitpid(child, nullptr, 0);  // a process that is gone
+  char name[256] = {};
+  ASSERT_EQ(::gethostname(name, sizeof name - 1), 0);
+  std::string host(name);
+  for (char& c : host)
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '-') c = '_';
   const std::string gone = std::to_string(child), alive = std::to_string(::getpid());
-  const fs::path old_gone = outside / (".cache.tmp-" + gone + "-0");
-  const fs::path new_gone = outside / (".cache.tmp-" + gone + "-1");
-  const fs::path old_alive = outside / (".cache.tmp-" + alive + "-7");
-  const fs::path other = outside / (".other.tmp-" + gone + "-0");
-  for (const fs::path& folder : {old_gone, new_gone, old_alive, other}) {
+  const std::string here = ".cache.tmp-" + host + "-";
+  const fs::path old_gone = outside / (here + gone + "-0");
+  const fs::path new_gone = outside / (here + gone + "-1");
+  const fs::path old_alive = outside / (here + alive + "-7");
+  const fs::path other = outside / (".other.tmp-" + host + "-" + gone + "-0");
+  const fs::path elsewhere = outside / (".cache.tmp-another-host-" + gone + "-0");
+  for (const fs::path& folder : {old_gone, new_gone, old_alive, other, elsewhere}) {
     fs::create_directories(folder / "sub");
     testing::write_file(folder / "sub" / "train_images.npy", "partial");
   }
   const auto two_hours_ago = fs::file_time_type::clock::now() - std::chrono::hours(2);
-  for (const fs::path& folder : {old_gone, old_alive, other})
+  for (const fs::path& folder : {old_gone, old_alive, other, elsewhere})
     fs::last_write_time(folder, two_hours_ago);
   prepare_cache(options_for(tree, outside / "cache", nullptr));
   EXPECT_FALSE(fs::exists(old_gone));
   EXPECT_TRUE(fs::exists(new_gone)) << "younger than an hour: perhaps another machine's, live";
   EXPECT_TRUE(fs::exists(old_alive)) << "its process runs";
   EXPECT_TRUE(fs::exists(other)) << "beside another output";
+  EXPECT_TRUE(fs::exists(elsewhere)) << "another machine's";
 }
 
 TEST(PrepareCache, NumpyLoadsTheCache) {

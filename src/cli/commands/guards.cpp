@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <csignal>
 #include <filesystem>
 
@@ -18,6 +19,7 @@ namespace {
 
 // Lock-free atomics are safe to touch from a signal handler.
 std::atomic<bool> g_stop{false};
+std::atomic<bool> g_announce{true};  // the first signal is said on stderr (rank 0)
 std::atomic<int> g_signal{0};
 struct sigaction g_previous_int, g_previous_term;
 std::atomic<bool> g_installed{false};
@@ -26,12 +28,17 @@ extern "C" void on_stop_signal(int number) {
   int none = 0;
   g_signal.compare_exchange_strong(none, number);
   g_stop.store(true);
-  // write(2) is safe in a handler; the run's own line follows once the step is done.
-  static const char said[] =
-      "\npneumo: stopping after the current step to write a checkpoint (a second signal ends "
-      "the run at once, leaving the checkpoint written last)\n";
-  const ssize_t ignored = ::write(STDERR_FILENO, said, sizeof said - 1);
-  (void)ignored;
+  // write(2) is safe in a handler (errno kept for the code it interrupted); the run's own line
+  // follows at the next point where it can stop.
+  if (g_announce.load()) {
+    const int saved_errno = errno;
+    static const char said[] =
+        "\npneumo: stopping at the next point where a checkpoint can be written (a second signal "
+        "ends the run at once, leaving the checkpoint written last)\n";
+    const ssize_t ignored = ::write(STDERR_FILENO, said, sizeof said - 1);
+    (void)ignored;
+    errno = saved_errno;
+  }
   // The next signal of either kind ends the process at once (SA_RESETHAND resets only the
   // handler of the one delivered: Ctrl-C, then a scheduler's SIGTERM, must not be caught again).
   struct sigaction fallback {};
@@ -42,12 +49,13 @@ extern "C" void on_stop_signal(int number) {
 
 }  // namespace
 
-StopOnSignal::StopOnSignal() {
+StopOnSignal::StopOnSignal(bool announce) {
   static_assert(std::atomic<bool>::is_always_lock_free && std::atomic<int>::is_always_lock_free,
                 "the signal handler needs lock-free atomics");
   PNEUMO_CHECK(!g_installed.exchange(true), "only one StopOnSignal may be active");
   g_stop.store(false);
   g_signal.store(0);
+  g_announce.store(announce);
   struct sigaction action {};
   action.sa_handler = on_stop_signal;
   sigemptyset(&action.sa_mask);

@@ -11,10 +11,11 @@ namespace pneumo::cli {
 
 // While alive, the first SIGINT or SIGTERM only sets stop() (the loop finishes its step, writes a
 // checkpoint and exits); the handler resets itself, so a second signal ends the process at once.
-// The previous handlers come back on destruction. One instance at a time.
+// The previous handlers come back on destruction. One instance at a time. With `announce` the
+// first signal is said on stderr at once (rank 0 speaks for a run of several processes).
 class StopOnSignal {
  public:
-  StopOnSignal();
+  explicit StopOnSignal(bool announce = true);
   ~StopOnSignal();
   StopOnSignal(const StopOnSignal&) = delete;
   StopOnSignal& operator=(const StopOnSignal&) = delete;

@@ -273,6 +273,8 @@ class TrainingRun {
   int interrupted(int epochs_done, const EpochStats* partial);
 
   bool writer() const { return group_->rank() == 0; }
+  // Every epoch of --epochs trained (no callback ended the run early).
+  bool last_epoch_trained() const { return epochs_done_ == options_.epochs; }
 
   const Clock::time_point started_ = Clock::now();  // the run's wall clock starts here
   const TrainOptions& options_;
@@ -652,12 +654,17 @@ int TrainingRun::run() {
   // rank 0 speaks for the run.
   static std::ostream discard(nullptr);
   progress_.emplace(writer() ? std::cerr : discard, progress_options);
-  stop_on_signal_.emplace();  // from here on, SIGINT/SIGTERM stop after the current step
+  stop_on_signal_.emplace(writer());  // from here on, SIGINT/SIGTERM stop after the current step
   for (int epoch = first_epoch_; epoch < options_.epochs; ++epoch) {
     bool stopped = false;
     if (const std::optional<int> status = train_and_validate(epoch, stopped)) return *status;
     if (stopped) break;
   }
+  // A signal during the last epoch's validation (end_epoch leaves that one here): every epoch is
+  // trained and checkpointed, so the run stops before writing its model, which a resume writes.
+  // Not when a callback ended the run early: a resume would train on, so that run finishes.
+  if (last_epoch_trained() && group_->any(stop_on_signal_->stop().load()))
+    return interrupted(epochs_done_, nullptr);
   callbacks_.on_train_end(control_);
   if (options_.restore_best) restore_best_weights();
   return finish();
@@ -813,9 +820,9 @@ std::optional<int> TrainingRun::end_epoch(const EpochMetrics& metrics, EpochReco
 }
 
 // The decision threshold is tuned on validation (Youden's J) and stored with the model; test
-// images are never looked at here. A signal that came during the last epoch's validation or the
-// final pass stops the run before the model is written (last.safetensors holds every epoch;
-// resuming it writes the model); one that comes later lets the run end, as it nearly has.
+// images are never looked at here. A signal during the final pass stops the run before the model
+// is written (last.safetensors holds every epoch; resuming it writes the model) unless a callback
+// ended the run early; one that comes later lets the run end, as it nearly has.
 int TrainingRun::finish() {
   files_.drain();  // the last epoch's files (and any failure writing them) before the report
   // The last epoch's validation pass saw these very weights unless --restore-best put an earlier
@@ -828,7 +835,8 @@ int TrainingRun::finish() {
   } else {
     val_logits = std::move(last_val_logits_);
   }
-  if (group_->any(stop_on_signal_->stop().load())) return interrupted(epochs_done_, nullptr);
+  if (last_epoch_trained() && group_->any(stop_on_signal_->stop().load()))
+    return interrupted(epochs_done_, nullptr);
   ThresholdChoice threshold = choose_threshold_youden(val_logits, splits_.val.labels);
   const auto counts = splits_.val.class_counts();
   const int64_t smallest_class = std::min(counts[0], counts[1]);
@@ -885,7 +893,7 @@ int TrainingRun::finish() {
             << " memory held by pneumo's arrays (images, model, optimizer, workspace)\n";
   if (stop_on_signal_->stop().load())
     std::cerr << "pneumo: " << stop_on_signal_->signal_name()
-              << " came while the model and report were written; the run is complete\n";
+              << " came as the run was finishing; it finished: the model and report are written\n";
   return 0;
 }
 
@@ -939,15 +947,19 @@ std::string TrainingRun::last_good_checkpoint() {
 int TrainingRun::interrupted(int epochs_done, const EpochStats* partial) {
   files_.drain();
   if (!writer()) return stop_on_signal_->exit_status();
+  // A resume into a new --out that only had the model to write has written no checkpoint there.
+  const std::string checkpoint =
+      fs::exists(last_path_) || options_.resume.empty() ? last_path_ : options_.resume;
   std::cout << "interrupted by " << stop_on_signal_->signal_name() << " "
             << (partial ? detail::concat("after step ", partial->steps, " of epoch ",
                                          epochs_done + 1)
                         : detail::concat("after epoch ", epochs_done))
-            << "; checkpoint written to " << last_path_ << "\n"
+            << (checkpoint == last_path_ ? "; checkpoint written to " : "; its checkpoint is ")
+            << checkpoint << "\n"
             << (!partial && epochs_done == options_.epochs
                     ? "every epoch is trained, the model is not written yet; write it with: "
                     : "resume with: ")
-            << "pneumo train --resume " << last_path_ << "\n"
+            << "pneumo train --resume " << checkpoint << "\n"
             << std::flush;
   return stop_on_signal_->exit_status();
 }

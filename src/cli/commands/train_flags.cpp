@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <charconv>
 #include <cmath>
+#include <limits>
 #include <cstdlib>
 #include <type_traits>
 #include <utility>
@@ -254,7 +255,12 @@ std::vector<TrainFlag> make_table() {
   t.push_back(bound(
       "optimizer", "rmsprop (the recipe) | adamw", PNEUMO_FIELD(optimizer),
       [](O o) { as_usage("--optimizer", [&] { parse_optimizer(o.optimizer); }); }, "adamw", "sgd"));
-  t.push_back(bound("lr", "Learning rate", PNEUMO_FIELD(learning_rate), Within{0, INFINITY, true},
+  // The optimizer steps in float32: a rate that rounds to 0 or infinity there is refused, as resume
+  // refuses one in a checkpoint.
+  t.push_back(bound("lr", "Learning rate", PNEUMO_FIELD(learning_rate),
+                    Within{std::numeric_limits<float>::denorm_min(),
+                           std::numeric_limits<float>::max(), false, false,
+                           " (a positive float32)"},
                     "0.002", "0"));
   t.push_back(bound("rho", "RMSprop decay", PNEUMO_FIELD(rho), unit_open, "0.95", "1"));
   t.push_back(bound("epsilon", "Optimizer epsilon (where RMSprop adds it: --rmsprop-epsilon)", PNEUMO_FIELD(epsilon),
