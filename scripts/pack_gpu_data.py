@@ -15,15 +15,9 @@ import pathlib
 import shutil
 import sys
 
-if __name__ == "__main__" and any(arg in ("-h", "--help") for arg in sys.argv[1:]):
-    print(__doc__)
-    sys.exit(0)
-try:
-    import cv2
-    import numpy as np
-except ImportError as missing:
-    sys.exit(f"pack_gpu_data.py needs OpenCV and NumPy for Python ({missing.name} is missing): "
-             "apt-get install python3-opencv python3-numpy, or pip install opencv-python numpy")
+import opencv_numpy
+
+cv2, np = opencv_numpy.load("pack_gpu_data.py", __doc__)
 
 TRAIN_JPEG_QUALITY = 95
 

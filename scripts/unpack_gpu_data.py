@@ -12,15 +12,9 @@ import json
 import pathlib
 import sys
 
-if __name__ == "__main__" and any(arg in ("-h", "--help") for arg in sys.argv[1:]):
-    print(__doc__)
-    sys.exit(0)
-try:
-    import cv2
-    import numpy as np
-except ImportError as missing:
-    sys.exit(f"unpack_gpu_data.py needs OpenCV and NumPy for Python ({missing.name} is missing): "
-             "apt-get install python3-opencv python3-numpy, or pip install opencv-python numpy")
+import opencv_numpy
+
+cv2, np = opencv_numpy.load("unpack_gpu_data.py", __doc__)
 
 CLASSES = ["NORMAL", "PNEUMONIA"]
 SPLITS = ["train", "val", "test"]

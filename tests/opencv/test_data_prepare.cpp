@@ -290,12 +290,18 @@ TEST(LoadCache, RefusesInconsistentCaches) {
   expect_refused(meta_text, "train_files.txt");
 }
 
+// The tree tests' options: 24 px images, caches under `cache_root`.
+OpenDatasetOptions at_24_px(const std::string& cache_root) {
+  OpenDatasetOptions options;
+  options.size = 24;
+  options.cache_root = cache_root;
+  return options;
+}
+
 TEST(OpenDataset, PreparesATreeOnceAndReusesItWhileUnchanged) {
   Tree tree;
   ScratchDir cache_root;
-  OpenDatasetOptions options;
-  options.size = 24;
-  options.cache_root = cache_root.str();
+  OpenDatasetOptions options = at_24_px(cache_root.str());
   std::ostringstream log1, log2, log3;
   options.log = &log1;
   const Dataset first = open_dataset(tree.dir.str(), options);
@@ -350,9 +356,7 @@ TEST(OpenDataset, PreparesATreeOnceAndReusesItWhileUnchanged) {
 TEST(OpenDataset, ACacheFromAnotherDecoderIsPreparedAgain) {
   Tree tree;
   ScratchDir cache_root;
-  OpenDatasetOptions options;
-  options.size = 24;
-  options.cache_root = cache_root.str();
+  OpenDatasetOptions options = at_24_px(cache_root.str());
   open_dataset(tree.dir.str(), options);
   const fs::path meta_path =
       fs::path(default_cache_dir_for(tree.dir.str(), 24, cache_root.str())) / "meta.json";
@@ -375,9 +379,7 @@ TEST(OpenDataset, ACacheFromAnotherDecoderIsPreparedAgain) {
 // made there, and the message says how to move it.
 TEST(OpenDataset, ACacheRootInsideTheTreeIsRefusedBeforeAnythingIsMade) {
   Tree tree;
-  OpenDatasetOptions options;
-  options.size = 24;
-  options.cache_root = (tree.dir / ".cache").string();
+  OpenDatasetOptions options = at_24_px((tree.dir / ".cache").string());
   try {
     open_dataset(tree.dir.str(), options);
     ADD_FAILURE() << "a cache was made inside the tree";
