@@ -4,7 +4,8 @@
 // configuration the plan's rule names picked (checked against the CSV here), a rerun training
 // nothing, a changed plan refused, and the test split read once (a second read refused). A view
 // (another checkpoint of a configuration's runs) scored and read without training. Then invalid
-// plans and names: refused with status 2 before anything runs. Skipped without python3.
+// plans and names: refused with status 2 before anything runs. Skipped without python3. Every
+// committed plan's configurations are flags `pneumo train` takes.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -15,6 +16,8 @@
 #include <string>
 #include <utility>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "cli_test_util.hpp"
 #include "temp_dir.hpp"
@@ -245,6 +248,33 @@ TEST(Experiments, InvalidPlansAndNamesRefusedBeforeAnyTraining) {
     EXPECT_NE(result.output.find(words), std::string::npos) << option << "\n" << result.output;
     EXPECT_FALSE(fs::exists(out)) << option;
   }
+}
+
+// Every committed plan (configs/experiments/) names only flags and values `pneumo train` takes:
+// a typo found when a GPU runs the plan costs that call. Each configuration, as a --config with
+// data that does not exist, gets as far as the data (exit 1), never a usage error (exit 2).
+TEST(Experiments, EveryCommittedPlansConfigurationsAreTrainFlags) {
+  testing::TempDir dir;
+  int configurations = 0;
+  for (const auto& entry : fs::directory_iterator(PNEUMO_SOURCE_DIR "/configs/experiments")) {
+    if (entry.path().extension() != ".json") continue;
+    std::ifstream in(entry.path());
+    const nlohmann::json plan = nlohmann::json::parse(in);
+    ASSERT_TRUE(plan.contains("configs")) << entry.path();
+    for (const auto& [name, flags] : plan["configs"].items()) {
+      const std::string config = dir.file("config" + std::to_string(configurations) + ".json");
+      std::ofstream(config) << flags.dump();
+      auto result = testing::run_command(
+          "'" PNEUMO_BINARY "' train --config " + config + " --data " + dir.file("no-data") +
+          " --epochs 1 --out " + dir.file("run" + std::to_string(configurations)) + " 2>&1");
+      EXPECT_EQ(result.status, 1) << entry.path().filename() << " " << name << "\n"
+                                  << result.output;
+      EXPECT_NE(result.output.find("no-data does not exist"), std::string::npos)
+          << entry.path().filename() << " " << name << "\n" << result.output;
+      ++configurations;
+    }
+  }
+  EXPECT_GE(configurations, 40) << "the committed plans were not found";
 }
 
 }  // namespace
