@@ -326,15 +326,17 @@ def check_run(args, plan, name, seed, run_dir):
 
 def holds_only_a_failed_start(run_dir):
     """As `pneumo train` sees it (it may reuse such a folder): the lock file and checkpoints/
-    holding no last.safetensors (at most a failed resume's carried best.safetensors), perhaps
-    config.json and the history files, nothing else."""
+    holding no last.safetensors (at most a failed resume's carried best.safetensors, and the
+    temporary file of a checkpoint write a kill cut short), perhaps config.json and the history
+    files, nothing else."""
     lock = checkpoints = False
     for entry in os.listdir(run_dir):
         path = os.path.join(run_dir, entry)
         if entry == ".lock" and os.path.isfile(path):  # locked only while a run lives
             lock = True
         elif entry == "checkpoints" and os.path.isdir(path) and \
-                set(os.listdir(path)) <= {"best.safetensors"}:
+                all(name == "best.safetensors" or ".safetensors.tmp." in name
+                    for name in os.listdir(path)):
             checkpoints = True
         elif entry not in ("config.json", "history.csv", "history.jsonl"):
             return False

@@ -154,8 +154,11 @@ TEST_F(CliRuns, OnlyAFailedStartsFolderIsReused) {
   auto failed = train("nan", "--epochs 2 --inject-fault nan@2");
   ASSERT_EQ(failed.status, 1) << failed.output;
   ASSERT_TRUE(fs::exists(path("nan") + "/history.csv")) << "the case this test is about";
+  // A process killed while writing its first checkpoint leaves the write's temporary file.
+  std::ofstream(path("nan") + "/checkpoints/last.safetensors.tmp.k1LLed") << "partial";
   auto again = train("nan", "--epochs 1");
   EXPECT_EQ(again.status, 0) << again.output;
+  EXPECT_FALSE(fs::exists(path("nan") + "/checkpoints/last.safetensors.tmp.k1LLed"));
   auto third = train("nan", "--epochs 1");
   EXPECT_EQ(third.status, 1) << third.output;
   EXPECT_NE(third.output.find("or continue it with --resume " + path("nan") +

@@ -111,12 +111,17 @@ class RunDirLock {
 // hold best.safetensors). Fixing a flag and running again then needs no clean-up; a folder
 // without the lock and checkpoints/ was not left by pneumo (its config.json may be someone's
 // own). A live run's folder looks the same during its first epoch: its lock tells them apart.
+// A checkpoint's temporary file (NAME.safetensors.tmp.XXXXXX, write_file_atomically's) that a
+// process killed while writing its first checkpoint left counts as nothing written.
 bool holds_only_a_failed_start(const std::string& dir) {
   std::error_code error;
   bool lock = false, checkpoints = false;
   auto no_last_checkpoint = [&](const fs::path& folder) {
-    for (const auto& entry : fs::directory_iterator(folder, error))
-      if (entry.path().filename() != "best.safetensors") return false;
+    for (const auto& entry : fs::directory_iterator(folder, error)) {
+      const std::string name = entry.path().filename().string();
+      if (name != "best.safetensors" && name.find(".safetensors.tmp.") == std::string::npos)
+        return false;
+    }
     return !error;
   };
   for (const auto& entry : fs::directory_iterator(dir, error)) {
@@ -162,9 +167,13 @@ void prepare_run_dir(const std::string& dir, const std::string& resuming, RunDir
   lock.acquire(dir);
   // A failed start's files are this run's to replace: a new run's history starts empty, and a
   // best checkpoint carried over by a failed resume is not this run's (a resume carries its own).
-  if (resuming.empty())
+  if (resuming.empty()) {
     for (const char* name : {"history.csv", "history.jsonl", "checkpoints/best.safetensors"})
       fs::remove(fs::path(dir) / name, error);
+    for (const auto& entry : fs::directory_iterator(fs::path(dir) / "checkpoints", error))
+      if (entry.path().filename().string().find(".safetensors.tmp.") != std::string::npos)
+        fs::remove(entry.path(), error);  // a killed write's temporary file
+  }
   std::ofstream probe(fs::path(dir) / ".write-test");
   if (!probe) throw Error("run directory '" + dir + "' is not writable");
   probe.close();
