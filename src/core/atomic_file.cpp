@@ -18,6 +18,9 @@ namespace pneumo {
 
 namespace {
 
+// What mkstemp fills in (XXXXXX) after the target's name.
+constexpr char kTemporarySuffix[] = ".tmp.XXXXXX";
+
 std::string directory_of(const std::string& path) {
   size_t slash = path.find_last_of('/');
   if (slash == std::string::npos) return ".";
@@ -93,7 +96,7 @@ void write_file_atomically(const std::string& path, const void* data, size_t siz
     mode = info.st_mode & 07777;
   }
   const std::string directory = directory_of(path);
-  std::string temporary = path + ".tmp.XXXXXX";
+  std::string temporary = path + kTemporarySuffix;
   int fd = ::mkstemp(temporary.data());
   if (fd < 0) fail(path, "cannot create a temporary file in directory " + directory, errno);
 
@@ -118,6 +121,12 @@ void write_file_atomically(const std::string& path, const void* data, size_t siz
     fail(path, "renaming " + temporary + " over it", error_number);
   }
   sync_directory(directory);  // the rename itself
+}
+
+bool is_atomic_write_temporary(const std::string& name) {
+  const size_t suffix = sizeof kTemporarySuffix - 1, marker = suffix - 6;  // ".tmp." + 6 chars
+  return name.size() > suffix &&
+         name.compare(name.size() - suffix, marker, kTemporarySuffix, marker) == 0;
 }
 
 void sync_file(const std::string& path) {

@@ -17,6 +17,10 @@ namespace pneumo {
 void write_file_atomically(const std::string& path, const void* data, size_t size);
 void write_file_atomically(const std::string& path, const std::string& text);
 
+// Is `name` (a file name) one of the temporary files write_file_atomically makes beside its
+// target ("<target>.tmp.XXXXXX")? One a killed process left behind is no file of its own.
+bool is_atomic_write_temporary(const std::string& name);
+
 // Flushes a written file's data to disk (fsync); throws pneumo::Error naming the file when the
 // system cannot.
 void sync_file(const std::string& path);

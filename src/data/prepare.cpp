@@ -17,7 +17,6 @@
 #include <thread>
 
 #include "cache_internal.hpp"
-#include "core/atomic_file.hpp"
 #include "core/json_text.hpp"
 #include "pneumo/data.hpp"
 #include "pneumo/error.hpp"
@@ -74,7 +73,10 @@ std::string utc_now() {
 }
 
 void write_text(const fs::path& path, const std::string& text) {
-  write_file_atomically(path.string(), text);  // fsynced: the cache is renamed into place next
+  std::ofstream out(path, std::ios::binary);
+  out << text;
+  out.flush();
+  if (!out) throw Error("cannot write " + path.string());
 }
 
 }  // namespace

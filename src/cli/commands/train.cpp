@@ -111,16 +111,15 @@ class RunDirLock {
 // hold best.safetensors). Fixing a flag and running again then needs no clean-up; a folder
 // without the lock and checkpoints/ was not left by pneumo (its config.json may be someone's
 // own). A live run's folder looks the same during its first epoch: its lock tells them apart.
-// A checkpoint's temporary file (NAME.safetensors.tmp.XXXXXX, write_file_atomically's) that a
-// process killed while writing its first checkpoint left counts as nothing written.
+// A checkpoint's temporary file (is_atomic_write_temporary) that a process killed while writing
+// its first checkpoint left counts as nothing written.
 bool holds_only_a_failed_start(const std::string& dir) {
   std::error_code error;
   bool lock = false, checkpoints = false;
   auto no_last_checkpoint = [&](const fs::path& folder) {
     for (const auto& entry : fs::directory_iterator(folder, error)) {
       const std::string name = entry.path().filename().string();
-      if (name != "best.safetensors" && name.find(".safetensors.tmp.") == std::string::npos)
-        return false;
+      if (name != "best.safetensors" && !is_atomic_write_temporary(name)) return false;
     }
     return !error;
   };
@@ -171,7 +170,7 @@ void prepare_run_dir(const std::string& dir, const std::string& resuming, RunDir
     for (const char* name : {"history.csv", "history.jsonl", "checkpoints/best.safetensors"})
       fs::remove(fs::path(dir) / name, error);
     for (const auto& entry : fs::directory_iterator(fs::path(dir) / "checkpoints", error))
-      if (entry.path().filename().string().find(".safetensors.tmp.") != std::string::npos)
+      if (is_atomic_write_temporary(entry.path().filename().string()))
         fs::remove(entry.path(), error);  // a killed write's temporary file
   }
   std::ofstream probe(fs::path(dir) / ".write-test");
@@ -282,8 +281,15 @@ class TrainingRun {
   int interrupted(int epochs_done, const EpochStats* partial);
 
   bool writer() const { return group_->rank() == 0; }
-  // Every epoch of --epochs trained (no callback ended the run early).
-  bool last_epoch_trained() const { return epochs_done_ == options_.epochs; }
+  // A signal came (on any rank) once every epoch of --epochs was trained and checkpointed: the
+  // run stops before writing its model, which a resume writes. Not when a callback ended the run
+  // early (a resume would train on): that run finishes.
+  bool stops_before_the_model() {
+    return epochs_done_ == options_.epochs && group_->any(stop_on_signal_->stop().load());
+  }
+  // checkpoints/last.safetensors once written; before that, a resumed run's checkpoint ("" for a
+  // new run): a resume into a new --out writes its first checkpoint only at an epoch's end.
+  std::string latest_checkpoint() const;
 
   const Clock::time_point started_ = Clock::now();  // the run's wall clock starts here
   const TrainOptions& options_;
@@ -669,11 +675,8 @@ int TrainingRun::run() {
     if (const std::optional<int> status = train_and_validate(epoch, stopped)) return *status;
     if (stopped) break;
   }
-  // A signal during the last epoch's validation (end_epoch leaves that one here): every epoch is
-  // trained and checkpointed, so the run stops before writing its model, which a resume writes.
-  // Not when a callback ended the run early: a resume would train on, so that run finishes.
-  if (last_epoch_trained() && group_->any(stop_on_signal_->stop().load()))
-    return interrupted(epochs_done_, nullptr);
+  // A signal during the last epoch's validation (end_epoch leaves that one here).
+  if (stops_before_the_model()) return interrupted(epochs_done_, nullptr);
   callbacks_.on_train_end(control_);
   if (options_.restore_best) restore_best_weights();
   return finish();
@@ -844,8 +847,7 @@ int TrainingRun::finish() {
   } else {
     val_logits = std::move(last_val_logits_);
   }
-  if (last_epoch_trained() && group_->any(stop_on_signal_->stop().load()))
-    return interrupted(epochs_done_, nullptr);
+  if (stops_before_the_model()) return interrupted(epochs_done_, nullptr);
   ThresholdChoice threshold = choose_threshold_youden(val_logits, splits_.val.labels);
   const auto counts = splits_.val.class_counts();
   const int64_t smallest_class = std::min(counts[0], counts[1]);
@@ -938,12 +940,16 @@ void TrainingRun::write(const std::string& name, std::shared_ptr<const Checkpoin
   });
 }
 
+std::string TrainingRun::latest_checkpoint() const {
+  std::error_code error;
+  return fs::exists(last_path_, error) ? last_path_ : options_.resume;
+}
+
 std::string TrainingRun::last_good_checkpoint() {
   files_.drain();
-  // A resume into a new --out that has written nothing yet: the checkpoint it started from.
-  const bool written = fs::exists(last_path_);
-  if (!written && options_.resume.empty()) return "no checkpoint was written yet";
-  const std::string& path = written ? last_path_ : options_.resume;
+  const std::string path = latest_checkpoint();
+  if (path.empty()) return "no checkpoint was written yet";
+  const bool written = path == last_path_;
   const CheckpointMetadata last = read_checkpoint_metadata(path);
   return detail::concat(
       "the last good checkpoint is ", path, written ? "" : ", which this run resumed",
@@ -956,9 +962,8 @@ std::string TrainingRun::last_good_checkpoint() {
 int TrainingRun::interrupted(int epochs_done, const EpochStats* partial) {
   files_.drain();
   if (!writer()) return stop_on_signal_->exit_status();
-  // A resume into a new --out that only had the model to write has written no checkpoint there.
-  const std::string checkpoint =
-      fs::exists(last_path_) || options_.resume.empty() ? last_path_ : options_.resume;
+  const std::string latest = latest_checkpoint();
+  const std::string& checkpoint = latest.empty() ? last_path_ : latest;
   std::cout << "interrupted by " << stop_on_signal_->signal_name() << " "
             << (partial ? detail::concat("after step ", partial->steps, " of epoch ",
                                          epochs_done + 1)
