@@ -112,25 +112,30 @@ TEST(TrainerClassWeights, TheEpochLossIsLinearInTheClassWeights) {
       << "each class carries part of the loss, not all of it";
 }
 
-// A NaN written into fc2's bias (on the model's device) before step 3 of epoch 2.
-void a_nan_is_reported_with_its_step(std::unique_ptr<Backend> backend) {
-  Run run(std::move(backend));
-  EpochOptions options;
-  options.before_step = [&](int64_t step) {
-    if (step != 3) return;
-    const float nan = std::numeric_limits<float>::quiet_NaN();
-    TensorView weights = run.model.parameters();
-    copy_bytes(weights.data + weights.numel() - 1, weights.device, &nan, Device::Cpu,
-               sizeof(float));
-  };
-  try {
-    run.trainer.train_epoch(run.data, run.order(2), 2, {}, options);
-    ADD_FAILURE() << "a NaN loss went unreported";
-  } catch (const NonFiniteLoss& e) {
-    EXPECT_EQ(e.step(), 3);
-    EXPECT_EQ(e.epoch(), 2u);
-    const std::string message = e.what();
-    EXPECT_NE(message.find("at step 4 of 5 in epoch 3"), std::string::npos) << message;
+// A NaN written into fc2's bias (on the model's device) before step 3 of epoch 2, with and
+// without a progress callback (its path reads the loss every step).
+void a_nan_is_reported_with_its_step(const std::function<std::unique_ptr<Backend>()>& make) {
+  for (bool with_progress : {false, true}) {
+    Run run(make());
+    EpochOptions options;
+    options.before_step = [&](int64_t step) {
+      if (step != 3) return;
+      const float nan = std::numeric_limits<float>::quiet_NaN();
+      TensorView weights = run.model.parameters();
+      copy_bytes(weights.data + weights.numel() - 1, weights.device, &nan, Device::Cpu,
+                 sizeof(float));
+    };
+    StepCallback progress = [](int64_t, int64_t, const EpochStats&) {};
+    try {
+      run.trainer.train_epoch(run.data, run.order(2), 2,
+                              with_progress ? progress : StepCallback{}, options);
+      ADD_FAILURE() << "a NaN loss went unreported (progress " << with_progress << ")";
+    } catch (const NonFiniteLoss& e) {
+      EXPECT_EQ(e.step(), 3);
+      EXPECT_EQ(e.epoch(), 2u);
+      const std::string message = e.what();
+      EXPECT_NE(message.find("at step 4 of 5 in epoch 3"), std::string::npos) << message;
+    }
   }
 }
 
@@ -143,12 +148,12 @@ TEST(TrainerCuda, WeightedAndSmoothedLossMatchesTheCpu) {
 
 TEST(TrainerCuda, ANanLossIsReportedWithTheStepItAppearedIn) {
   PNEUMO_REQUIRE_CUDA();
-  a_nan_is_reported_with_its_step(cuda());
+  a_nan_is_reported_with_its_step(cuda);
 }
 
 TEST(TrainerCuda, TheChecksHoldWithASecondCpuBackend) {
   weighted_and_smoothed_loss_agrees([] { return make_cpu_backend(2); });
-  a_nan_is_reported_with_its_step(make_cpu_backend(2));
+  a_nan_is_reported_with_its_step([] { return make_cpu_backend(2); });
 }
 
 }  // namespace
