@@ -94,6 +94,29 @@ TEST(TrainFlags, EveryRefusedValueStopsValidationNamingTheFlag) {
   EXPECT_GE(refusals, 30);  // the range- and choice-checked flags
 }
 
+// A flag checked against an interval says it in --help ("range: [0, 1)"), in the check's own words.
+TEST(TrainFlags, EveryIntervalInAnErrorIsInTheFlagsHelp) {
+  int intervals = 0;
+  for (const TrainFlag& flag : train_flags()) {
+    if (flag.refused.empty()) continue;
+    SCOPED_TRACE("--" + flag.name + "=" + flag.refused);
+    try {
+      validate(parse({"--data=d", "--" + flag.name + "=" + flag.refused}));
+    } catch (const UsageError& e) {
+      std::string words = e.what();  // "--x must be in [0, 1), got 2"
+      const size_t from = words.find(" must be "), to = words.rfind(", got ");
+      if (from == std::string::npos || to == std::string::npos) continue;
+      words = words.substr(from + 9, to - from - 9);
+      for (const std::string prefix : {"a finite number ", "in "})
+        if (words.rfind(prefix, 0) == 0) words = words.substr(prefix.size());
+      if (words.empty() || std::string("[(>").find(words[0]) == std::string::npos) continue;
+      EXPECT_NE(flag.help.find("range: " + words), std::string::npos) << flag.help;
+      ++intervals;
+    }
+  }
+  EXPECT_GE(intervals, 20);
+}
+
 // Every boolean flag is a switch: bare means true, wherever it stands; a value still wins.
 TEST(TrainFlags, EveryBooleanIsASwitchWhenBare) {
   const nlohmann::json defaults = to_json(TrainOptions{});

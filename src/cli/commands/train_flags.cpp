@@ -124,6 +124,14 @@ struct Within {
 
 std::string number_text(double value) { return detail::concat(value); }
 
+// "[lo, hi)" or ">= lo": the words of the check's message ("must be in [lo, hi)") and of the
+// flag's --help line ("range: [lo, hi)").
+std::string range_text(const Within& within) {
+  if (std::isinf(within.hi)) return (within.lo_open ? "> " : ">= ") + number_text(within.lo);
+  return (within.lo_open ? "(" : "[") + number_text(within.lo) + ", " + number_text(within.hi) +
+         (within.hi_open ? ")" : "]");
+}
+
 template <class Field>
 TrainFlag bound(std::string name, std::string help, Field field, Within within, std::string example,
                 std::string refused) {
@@ -132,14 +140,11 @@ TrainFlag bound(std::string name, std::string help, Field field, Within within, 
     const bool above = within.lo_open ? v > within.lo : v >= within.lo;
     const bool below = within.hi_open ? v < within.hi : v <= within.hi;
     if (std::isfinite(v) && above && below) return;
-    const std::string interval = std::isinf(within.hi)
-                                     ? (within.lo_open ? "> " : ">= ") + number_text(within.lo)
-                                     : std::string("in ") + (within.lo_open ? "(" : "[") +
-                                           number_text(within.lo) + ", " + number_text(within.hi) +
-                                           (within.hi_open ? ")" : "]");
     throw UsageError("--" + name + " must be " + (std::isfinite(v) ? "" : "a finite number ") +
-                     interval + within.note + got(v));
+                     (std::isinf(within.hi) ? "" : "in ") + range_text(within) + within.note +
+                     got(v));
   };
+  help += "; range: " + range_text(within) + within.note;
   return bound(std::move(name), std::move(help), field, check, std::move(example),
                std::move(refused));
 }
@@ -240,7 +245,8 @@ std::vector<TrainFlag> make_table() {
       bound("threads", "CPU threads (0: all)", PNEUMO_FIELD(threads), Within{0, kMaxThreads}, "3",
             "5000"));
   t.push_back(bound(
-      "size", "Input size in pixels (0: a cache's own, 150 for an image tree)", PNEUMO_FIELD(size),
+      "size", "Input size in pixels (0: a cache's own, 150 for an image tree); range: 0 or [8, 1024]",
+      PNEUMO_FIELD(size),
       [](O o) {
         require(o.size == 0 || (o.size >= 8 && o.size <= 1024),
                 "--size must be 0 (a cache's own size) or in [8, 1024]" + got(o.size));
@@ -281,7 +287,7 @@ std::vector<TrainFlag> make_table() {
   t.push_back(bound("beta2", "AdamW second-moment decay", PNEUMO_FIELD(beta2), unit_half_open,
                     "0.99", "1"));
   t.push_back(bound(
-      "weight-decay", "AdamW decoupled weight decay (param *= 1 - lr * wd each step)",
+      "weight-decay", "AdamW decoupled weight decay (param *= 1 - lr * wd each step); range: >= 0, and lr * wd < 1",
       PNEUMO_FIELD(weight_decay),
       [](O o) {
         require(o.weight_decay >= 0, "--weight-decay must be >= 0" + got(o.weight_decay));
