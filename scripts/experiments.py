@@ -324,6 +324,11 @@ def check_run(args, plan, name, seed, run_dir):
                  f"records {'; '.join(differing)}. Remove that run folder, or use another --out")
 
 
+def is_atomic_write_temporary(name):
+    """pneumo's rule (src/core/atomic_file.cpp): a file being written is named PATH.tmp.XXXXXX."""
+    return len(name) > len(".tmp.XXXXXX") and name[-11:-6] == ".tmp."
+
+
 def holds_only_a_failed_start(run_dir):
     """As `pneumo train` sees it (it may reuse such a folder): the lock file and checkpoints/
     holding no last.safetensors (at most a failed resume's carried best.safetensors, and the
@@ -335,7 +340,7 @@ def holds_only_a_failed_start(run_dir):
         if entry == ".lock" and os.path.isfile(path):  # locked only while a run lives
             lock = True
         elif entry == "checkpoints" and os.path.isdir(path) and \
-                all(name == "best.safetensors" or ".safetensors.tmp." in name
+                all(name == "best.safetensors" or is_atomic_write_temporary(name)
                     for name in os.listdir(path)):
             checkpoints = True
         elif entry not in ("config.json", "history.csv", "history.jsonl"):

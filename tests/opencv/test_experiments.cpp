@@ -4,8 +4,9 @@
 // configuration the plan's rule names picked (checked against the CSV here), a rerun training
 // nothing, a changed plan refused, and the test split read once (a second read refused). A view
 // (another checkpoint of a configuration's runs) scored and read without training. Then invalid
-// plans and names: refused with status 2 before anything runs. Skipped without python3. Every
-// committed plan's configurations are flags `pneumo train` takes.
+// plans and names: refused with status 2 before anything runs. A failed start's folder trained
+// again, any other unfinished folder refused. Skipped without python3. Every committed plan's
+// configurations are flags `pneumo train` takes.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -199,6 +200,43 @@ TEST(Experiments, AViewScoresAnotherCheckpointWithoutTraining) {
 
 // Each plan below is wrong in one way; the script must say so with status 2 before it trains
 // anything or makes the output folder (a name such as "../x" would be a folder outside it).
+// A run folder that `pneumo train` left after failing before its first checkpoint (a NaN at step
+// 2, then a checkpoint write killed midway: its temporary file) is trained again, as `pneumo
+// train` itself would reuse it; the same folder holding anything else is refused, untouched.
+TEST(Experiments, AFailedStartsFolderIsTrainedAgainAnythingElseRefused) {
+  if (testing::run_command("python3 -c pass").status != 0) GTEST_SKIP() << "no python3";
+  testing::TempDir dir;
+  const std::string plan = dir.file("plan.json");
+  std::ofstream(plan) << R"({"size": 32, "epochs": 1, "seeds": [1], "baseline": "plain",
+    "rule": "the only configuration", "configs": {"plain": {"augment": false, "threads": 2,
+    "device": "cpu"}}})";
+  auto failed_start = [&](const std::string& run_dir) {
+    const auto failed = testing::run_command(
+        "PNEUMO_CACHE_DIR='" + dir.file("cache") + "' " PNEUMO_BINARY " train --data "
+        PNEUMO_SOURCE_DIR "/data/sample --out " + run_dir +
+        " --size 32 --epochs 2 --device cpu --threads 2 --inject-fault nan@2");
+    ASSERT_EQ(failed.status, 1) << failed.output;
+    ASSERT_FALSE(fs::exists(run_dir + "/checkpoints/last.safetensors"));
+    std::ofstream(run_dir + "/checkpoints/last.safetensors.tmp.k1LLed") << "partial";
+  };
+  const std::string reused = dir.file("reused");
+  failed_start(reused + "/plain/seed-1");
+  auto sweep = testing::run_command(sweep_command(dir, plan, reused));
+  ASSERT_EQ(sweep.status, 0) << sweep.output;
+  EXPECT_TRUE(fs::exists(reused + "/plain/seed-1/val.json")) << sweep.output;
+  EXPECT_FALSE(fs::exists(reused + "/plain/seed-1/checkpoints/last.safetensors.tmp.k1LLed"));
+
+  const std::string kept = dir.file("kept");
+  failed_start(kept + "/plain/seed-1");
+  std::ofstream(kept + "/plain/seed-1/notes.txt") << "mine";
+  auto refused = testing::run_command(sweep_command(dir, plan, kept));
+  EXPECT_NE(refused.status, 0) << refused.output;
+  EXPECT_NE(refused.output.find("holds an unfinished run without a checkpoint"), std::string::npos)
+      << refused.output;
+  EXPECT_TRUE(fs::exists(kept + "/plain/seed-1/notes.txt"));
+  EXPECT_FALSE(fs::exists(kept + "/plain/seed-1/model.safetensors"));
+}
+
 TEST(Experiments, InvalidPlansAndNamesRefusedBeforeAnyTraining) {
   if (testing::run_command("python3 -c pass").status != 0) GTEST_SKIP() << "no python3";
   testing::TempDir dir;
