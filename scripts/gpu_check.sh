@@ -24,12 +24,13 @@
 #         SKIP_RUNS=1 (no training, benchmarks, PyTorch or ncu: build, tests, sanitizers only),
 #         SKIP_TORCH=1, SKIP_TORCH_COMPILE=1 (PyTorch without torch.compile: eager only),
 #         SKIP_BENCH_EXTRAS=1 (no --deterministic false or tf32 bench train),
-#         EXPERIMENTS_PLAN (the generalisation sweep's plan; "" skips it; default on a GPU:
-#         configs/experiments/generalisation-150-gpu.json),
+#         EXPERIMENTS_PLAN (the generalisation sweep's plan; "" skips it; default on a GPU: the
+#         plan waiting for one, configs/experiments/keras-order-150-gpu.json; its runs are kept in
+#         build-gpu-data/experiments, so a warm second call continues a cut sweep),
 #         EXPERIMENTS_JOBS (the sweep's runs trained at a time, default 1),
 #         GPU_CHECK_ORDER (the sections after the build, tests and data, by name, in order; default
-#         "bench_main kernels sanitizers cache_pair torch_compile torch_more bench_fused nccl
-#         train_real seeds torch_eager bench_extras sweep ncu"; seeds needs train_real first),
+#         "bench_main kernels sweep sanitizers cache_pair torch_compile torch_more bench_fused nccl
+#         train_real seeds torch_eager bench_extras ncu"; seeds needs train_real first),
 #         PREDICTIONS (the files of speed predictions and aims the report checks; default the
 #         newest profiling/predictions-*.json and every profiling/targets-*.json, "" none),
 #         GPU_CHECK_DEVICE (cuda; "cpu" dry-runs the script's flow on a machine without a GPU: the
@@ -136,7 +137,7 @@ write_report() {
       echo "## The recipe run's clocks (pneumo train)"
       echo
       echo '```'
-      grep -E '^(epoch [0-9]+/|run: )' "$out/logs/train.log"
+      grep -E '^(epoch [0-9]+/[0-9]+  train|run: )' "$out/logs/train.log"  # not the progress lines
       echo '```'
       echo
     fi
@@ -712,12 +713,19 @@ sec_nccl() {
 # ---- 16. The generalisation sweep: scripts/experiments.py over a plan of configurations x seeds -------
 # Each run scored on its validation split and the stress variants, the plan's rule picks one, and the
 # test split is read once for it and the baseline (each seed and their ensemble). On by default on a
-# GPU (configs/experiments/generalisation-150-gpu.json); EXPERIMENTS_PLAN="" skips it, and a CPU dry
-# run does it only when EXPERIMENTS_PLAN names a plan.
+# GPU (the plan waiting for one: configs/experiments/keras-order-150-gpu.json); EXPERIMENTS_PLAN=""
+# skips it, and a CPU dry run does it only when EXPERIMENTS_PLAN names a plan. The runs live in
+# $build-data/experiments/PLAN, which a warm machine keeps between calls (as it keeps the build), so a
+# second call continues a cut sweep where it stopped; the tables and every run's scores (not its
+# checkpoints) are copied into the report's folder, also when the sweep was cut.
 sec_sweep() {
   default_plan=""
-  [[ $device == cuda ]] && default_plan=$root/configs/experiments/generalisation-150-gpu.json
+  [[ $device == cuda ]] && default_plan=$root/configs/experiments/keras-order-150-gpu.json
   plan=${EXPERIMENTS_PLAN-$default_plan}
+  local runs
+  runs=$build-data/experiments/$(basename "$plan" .json)  # one folder a plan: another is refused in it
+  local sweep=(python3 "$root/scripts/experiments.py" "$plan" --pneumo "$cli_bin" --data "$full_cache"
+               --out "$runs")
   if [[ ${SKIP_RUNS:-0} == 1 ]]; then
     skip "generalisation sweep" "SKIP_RUNS=1"
   elif [[ -z $plan ]]; then
@@ -726,17 +734,19 @@ sec_sweep() {
     skip "generalisation sweep" "no pneumo binary or no full cache"
   else
     run "generalisation sweep" 420 experiments "$(basename "$plan"): train + validation + stress" -- \
-      python3 "$root/scripts/experiments.py" "$plan" --pneumo "$cli_bin" --data "$full_cache" \
-      --out "$out/experiments" --jobs "${EXPERIMENTS_JOBS:-1}"
+      "${sweep[@]}" --jobs "${EXPERIMENTS_JOBS:-1}"
     sweep_rc=$?
     # The test split is read only after a sweep that finished: a failed or cut one may lack runs.
     if (( sweep_rc == 0 )); then
       run "generalisation sweep (test, once)" 120 experiments_test "picked config and baseline" -- \
-        python3 "$root/scripts/experiments.py" "$plan" --pneumo "$cli_bin" --data "$full_cache" \
-        --out "$out/experiments" --test
+        "${sweep[@]}" --test
     else
       skip "generalisation sweep (test, once)" "the sweep step exited $sweep_rc; test split not read"
+      # The table of the runs that finished (it trains nothing; it says which seeds are missing).
+      "${sweep[@]}" --table >> "$out/logs/experiments.log" 2>&1
     fi
+    mkdir -p "$out/experiments"
+    tar cf - --exclude='*.safetensors' -C "$runs" . 2> /dev/null | tar xf - -C "$out/experiments"
   fi
 }
 
@@ -803,9 +813,10 @@ sec_ncu() {
 # Since the first H200 check (2026-12-04, profiling/results/2026-12-04-h200/), which ran
 # bench_main, the bf16 sweep, cache_pair, nccl, bench_fused, torch_eager, kernels and two of the
 # sanitizers: the step's speed and the kernel rows that test the predictions made after it
-# (profiling/README.md) first, then what it did not reach.
-default_order="bench_main kernels sanitizers cache_pair torch_compile torch_more bench_fused nccl"
-default_order+=" train_real seeds torch_eager bench_extras sweep ncu"
+# (profiling/README.md) first, then the generalisation sweep waiting for a GPU (last, as it was
+# until 2026-12-05, a 555 s budget never reached it: the dry run of that day), then the rest.
+default_order="bench_main kernels sweep sanitizers cache_pair torch_compile torch_more bench_fused"
+default_order+=" nccl train_real seeds torch_eager bench_extras ncu"
 order=${GPU_CHECK_ORDER:-$default_order}
 for section in $order; do
   if [[ " $default_order " != *" $section "* ]]; then
