@@ -363,10 +363,14 @@ TEST(DataParallelGradients, ARanksGradientIsItsShardsOverTheGlobalBatch) {
   ASSERT_EQ(rank0.size(), alone.size());
   std::vector<float> scaled(alone.size());
   for (size_t i = 0; i < alone.size(); ++i) scaled[i] = alone[i] * (2.0f / 6.0f);
-  double norm = 0.0;
-  for (float v : alone) norm += std::fabs(v);
-  ASSERT_GT(norm, 0.0) << "the step produced gradients";
-  EXPECT_TRUE(all_close(rank0, scaled, 1e-7, 1e-4, "rank 0 of 3 vs its shard alone x 2/6"));
+  float peak = 0.0f;
+  for (float v : scaled) peak = std::max(peak, std::fabs(v));
+  ASSERT_GT(peak, 0.0f) << "the step produced gradients";
+  // The loss gradient divided by 6, or by 2 and then scaled by 1/3, rounds apart in its last bit,
+  // and batch-norm's backward (a difference of means) carries that to the small gradients: with
+  // the built-in GEMM (no OpenBLAS, as on the GPU hosts) 2 of 9,793 elements near 1e-3 differed
+  // by 1.5e-7. A shard divided by itself instead of the global batch is off by 3x everywhere.
+  EXPECT_TRUE(all_close(rank0, scaled, 1e-6 * peak, 1e-4, "rank 0 of 3 vs its shard alone x 2/6"));
 }
 
 // A transport that cannot be had leaves the run its group, so that the error names the rank and
