@@ -27,7 +27,7 @@
 #         EXPERIMENTS_PLAN (the generalisation sweep's plan; "" skips it; default on a GPU: the
 #         plan waiting for one, configs/experiments/keras-order-150-gpu.json; its runs are kept in
 #         build-gpu-data/experiments, so a warm second call continues a cut sweep),
-#         EXPERIMENTS_JOBS (the sweep's runs trained at a time, default 1),
+#         EXPERIMENTS_JOBS (the sweep's runs trained at a time, default 4 on a GPU, 1 on the CPU),
 #         GPU_CHECK_ORDER (the sections after the build, tests and data, by name, in order; default
 #         "bench_main kernels sweep sanitizers cache_pair torch_compile torch_more bench_fused nccl
 #         train_real seeds torch_eager bench_extras ncu"; seeds needs train_real first),
@@ -719,8 +719,9 @@ sec_nccl() {
 # second call continues a cut sweep where it stopped; the tables and every run's scores (not its
 # checkpoints) are copied into the report's folder, also when the sweep was cut.
 sec_sweep() {
-  default_plan=""
-  [[ $device == cuda ]] && default_plan=$root/configs/experiments/keras-order-150-gpu.json
+  local default_plan="" default_jobs=1
+  [[ $device == cuda ]] && default_plan=$root/configs/experiments/keras-order-150-gpu.json &&
+    default_jobs=4  # the H200 trained the bf16 plan's 10 runs four at a time in 90 s
   plan=${EXPERIMENTS_PLAN-$default_plan}
   local runs
   runs=$build-data/experiments/$(basename "$plan" .json)  # one folder a plan: another is refused in it
@@ -734,7 +735,7 @@ sec_sweep() {
     skip "generalisation sweep" "no pneumo binary or no full cache"
   else
     run "generalisation sweep" 420 experiments "$(basename "$plan"): train + validation + stress" -- \
-      "${sweep[@]}" --jobs "${EXPERIMENTS_JOBS:-1}"
+      "${sweep[@]}" --jobs "${EXPERIMENTS_JOBS:-$default_jobs}"
     sweep_rc=$?
     # The test split is read only after a sweep that finished: a failed or cut one may lack runs.
     if (( sweep_rc == 0 )); then
