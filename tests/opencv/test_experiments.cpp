@@ -198,8 +198,6 @@ TEST(Experiments, AViewScoresAnotherCheckpointWithoutTraining) {
       << testing::read_text(out + "/test.md");
 }
 
-// Each plan below is wrong in one way; the script must say so with status 2 before it trains
-// anything or makes the output folder (a name such as "../x" would be a folder outside it).
 // A run folder that `pneumo train` left after failing before its first checkpoint (a NaN at step
 // 2, then a checkpoint write killed midway: its temporary file) is trained again, as `pneumo
 // train` itself would reuse it; the same folder holding anything else is refused, untouched.
@@ -237,6 +235,8 @@ TEST(Experiments, AFailedStartsFolderIsTrainedAgainAnythingElseRefused) {
   EXPECT_FALSE(fs::exists(kept + "/plain/seed-1/model.safetensors"));
 }
 
+// Each plan below is wrong in one way; the script must say so with status 2 before it trains
+// anything or makes the output folder (a name such as "../x" would be a folder outside it).
 TEST(Experiments, InvalidPlansAndNamesRefusedBeforeAnyTraining) {
   if (testing::run_command("python3 -c pass").status != 0) GTEST_SKIP() << "no python3";
   testing::TempDir dir;

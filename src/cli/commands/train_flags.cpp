@@ -287,7 +287,8 @@ std::vector<TrainFlag> make_table() {
   t.push_back(bound("beta2", "AdamW second-moment decay", PNEUMO_FIELD(beta2), unit_half_open,
                     "0.99", "1"));
   t.push_back(bound(
-      "weight-decay", "AdamW decoupled weight decay (param *= 1 - lr * wd each step); range: >= 0, and lr * wd < 1",
+      "weight-decay",
+      "AdamW decoupled weight decay (param *= 1 - lr * wd each step); range: >= 0, and lr * wd < 1",
       PNEUMO_FIELD(weight_decay),
       [](O o) {
         require(o.weight_decay >= 0, "--weight-decay must be >= 0" + got(o.weight_decay));
