@@ -107,6 +107,34 @@ TEST(BadInput, FlagValuesOutOfRangeAreBadUsage) {
   }
 }
 
+// Mistakes the command-line parser finds, in pneumo's words with the command's --help named: a
+// value of the wrong type (the one taken when a flag is given twice, every one of a list's),
+// arguments nobody takes (in the order given: CLI11 2.1 lists them backwards), a missing flag.
+TEST(BadInput, ParseErrorsNameTheFlagTheValueAndTheHelp) {
+  testing::TempDir dir;
+  struct Case {
+    std::string args, says, help;
+  };
+  const std::vector<Case> cases = {
+      {"train --data d --epochs 3 --epochs x", "--epochs takes an INT, got 'x'", "pneumo train"},
+      {"train --data d --lr abc", "--lr takes a FLOAT, got 'abc'", "pneumo train"},
+      {"train --data d --augment maybe", "--augment takes true or false, got 'maybe'",
+       "pneumo train"},
+      {"train --data d --bogus 1 extra", "unexpected arguments: --bogus 1 extra", "pneumo train"},
+      {"train", "--data is required", "pneumo train"},
+      {"bench train --batch 32 x", "--batch takes INT values, got '32 x'", "pneumo bench train"},
+      {"evaluate --model m --data d --batch q", "--batch takes an INT, got 'q'",
+       "pneumo evaluate"},
+  };
+  for (const Case& c : cases) {
+    const testing::PneumoRun run = run_pneumo(c.args, dir.file("caches"));
+    EXPECT_TRUE(stopped_with(run, 2, {"pneumo: error: " + c.says + "\n", c.help + " --help"}));
+    EXPECT_EQ(run.output.find("Could not convert"), std::string::npos) << run.output;
+  }
+  EXPECT_TRUE(stopped_with(run_pneumo("train --help", dir.file("caches")), 0,
+                           {"Usage: pneumo train"}));
+}
+
 TEST(BadInput, MissingEmptyAndHalfMadeDataFoldersStopTheRun) {
   Fixture f;
   const std::string missing = f.dir.file("no such folder");

@@ -372,6 +372,60 @@ void add_bench(CLI::App& app, BenchTrainOptions& o, BenchKernelsOptions& k, Acti
 
 // After a refused flag: the value may not be one the user typed but one read from a --config
 // file or a resumed checkpoint's settings (a damaged or hand-edited file).
+// The command a parse error belongs to ("train", "bench kernels"; "" before any), and the
+// arguments CLI11 did not take, in the order given (CLI11 2.1's ExtrasError message lists them
+// backwards).
+std::string parsed_command(const CLI::App& app, std::vector<std::string>& unexpected) {
+  for (const std::string& arg : app.remaining()) unexpected.push_back(arg);
+  for (const CLI::App* sub : app.get_subcommands()) {  // the parsed one, if any
+    const std::string below = parsed_command(*sub, unexpected);
+    return sub->get_name() + (below.empty() ? "" : " " + below);
+  }
+  return "";
+}
+
+// A CLI11 parse error in pneumo's words: "pneumo: error: --lr takes a FLOAT, got 'abc'" for a
+// value of the wrong type (CLI11 says "Could not convert: --lr = 1,abc" when the flag was given
+// twice), unexpected arguments in their order, the rest as CLI11 says them; then where to look.
+void report_parse_error(const CLI::App& app, const CLI::ParseError& e) {
+  std::vector<std::string> unexpected;
+  const std::string command = parsed_command(app, unexpected);
+  std::string message = e.what();
+  const std::string convert = "Could not convert: ";
+  const size_t equals = message.find(" = ");
+  if (dynamic_cast<const CLI::ConversionError*>(&e) && message.rfind(convert, 0) == 0 &&
+      equals != std::string::npos) {
+    const std::string flag = message.substr(convert.size(), equals - convert.size());
+    std::string value = message.substr(equals + 3);  // every value given, joined by commas
+    std::string type = "values of its type";
+    const CLI::App* owner = &app;
+    for (const CLI::App* sub = &app; sub;) {
+      owner = sub;
+      const auto parsed = sub->get_subcommands();
+      sub = parsed.empty() ? nullptr : parsed.front();
+    }
+    try {
+      const CLI::Option* option = owner->get_option(flag);
+      const std::string name = option->get_type_name();
+      if (option->get_multi_option_policy() == CLI::MultiOptionPolicy::TakeAll) {
+        std::replace(value.begin(), value.end(), ',', ' ');  // a list: which one failed is unknown
+        if (!name.empty()) type = name + " values";
+      } else {
+        value = value.substr(value.find_last_of(',') + 1);  // the one taken: the last given
+        if (!name.empty()) type = name == "BOOLEAN" ? "true or false" : "an " + name;
+        if (name == "FLOAT" || name == "UINT" || name == "TEXT") type = "a " + name;
+      }
+    } catch (const CLI::Error&) {
+    }
+    message = flag + " takes " + type + ", got '" + value + "'";
+  } else if (dynamic_cast<const CLI::ExtrasError*>(&e) && !unexpected.empty()) {
+    message = std::string(unexpected.size() > 1 ? "unexpected arguments:" : "unexpected argument:");
+    for (const std::string& arg : unexpected) message += " " + arg;
+  }
+  std::cerr << "pneumo: error: " << message << "\n"
+            << "pneumo: see pneumo " << (command.empty() ? "" : command + " ") << "--help\n";
+}
+
 void say_where_flags_came_from(const std::vector<std::string>& sources) {
   for (const std::string& source : sources)
     std::cerr << "pneumo: note: flags were also read from " << source
@@ -446,9 +500,10 @@ int run_pneumo(int argc, char** argv) {
                           "closed pipe?)");
     return status;
   } catch (const CLI::ParseError& e) {
-    const int status = app.exit(e);  // prints help (status 0) or the usage error
-    if (status != 0) say_where_flags_came_from(inherited_from);
-    return status == 0 ? 0 : 2;
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version: printed by CLI11
+    report_parse_error(app, e);
+    say_where_flags_came_from(inherited_from);
+    return 2;
   } catch (const pneumo::UsageError& e) {
     std::cerr << "pneumo: error: " << e.what() << "\n";
     say_where_flags_came_from(inherited_from);
