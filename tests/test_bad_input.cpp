@@ -122,7 +122,11 @@ TEST(BadInput, ParseErrorsNameTheFlagTheValueAndTheHelp) {
        "pneumo train"},
       {"train --data d --bogus 1 extra", "unexpected arguments: --bogus 1 extra", "pneumo train"},
       {"train", "--data is required", "pneumo train"},
-      {"bench train --batch 32 x", "--batch takes INT values, got '32 x'", "pneumo bench train"},
+      {"bench train --batch 32 x", "--batch takes INT values, got '32' 'x'", "pneumo bench train"},
+      // A comma is part of the value (CLI11's own message joins values with commas).
+      {"train --data d --lr 0,001", "--lr takes a FLOAT, got '0,001'", "pneumo train"},
+      {"bench kernels --batches 1,2", "--batches takes INT values, got '1,2'",
+       "pneumo bench kernels"},
       {"evaluate --model m --data d --batch q", "--batch takes an INT, got 'q'",
        "pneumo evaluate"},
   };

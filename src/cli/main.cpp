@@ -370,8 +370,6 @@ void add_bench(CLI::App& app, BenchTrainOptions& o, BenchKernelsOptions& k, Acti
   kc->callback([&k, &action] { action = [&k] { return run_bench_kernels(k); }; });
 }
 
-// After a refused flag: the value may not be one the user typed but one read from a --config
-// file or a resumed checkpoint's settings (a damaged or hand-edited file).
 // The command a parse error belongs to ("train", "bench kernels"; "" before any), and the
 // arguments CLI11 did not take, in the order given (CLI11 2.1's ExtrasError message lists them
 // backwards).
@@ -396,28 +394,28 @@ void report_parse_error(const CLI::App& app, const CLI::ParseError& e) {
   if (dynamic_cast<const CLI::ConversionError*>(&e) && message.rfind(convert, 0) == 0 &&
       equals != std::string::npos) {
     const std::string flag = message.substr(convert.size(), equals - convert.size());
-    std::string value = message.substr(equals + 3);  // every value given, joined by commas
-    std::string type = "values of its type";
-    const CLI::App* owner = &app;
+    const CLI::App* owner = &app;  // the innermost command parsed
     for (const CLI::App* sub = &app; sub;) {
       owner = sub;
       const auto parsed = sub->get_subcommands();
       sub = parsed.empty() ? nullptr : parsed.front();
     }
     try {
+      // The values as given (CLI11's message joins them with commas, which a value may hold).
       const CLI::Option* option = owner->get_option(flag);
+      const std::vector<std::string>& given = option->results();
       const std::string name = option->get_type_name();
+      std::string type, value;
       if (option->get_multi_option_policy() == CLI::MultiOptionPolicy::TakeAll) {
-        std::replace(value.begin(), value.end(), ',', ' ');  // a list: which one failed is unknown
-        if (!name.empty()) type = name + " values";
+        type = name + " values";  // a list: which one failed is not said
+        for (const std::string& one : given) value += (value.empty() ? "'" : " '") + one + "'";
       } else {
-        value = value.substr(value.find_last_of(',') + 1);  // the one taken: the last given
-        if (!name.empty()) type = name == "BOOLEAN" ? "true or false" : "an " + name;
-        if (name == "FLOAT" || name == "UINT" || name == "TEXT") type = "a " + name;
+        type = name == "BOOLEAN" ? "true or false" : (name == "INT" ? "an " : "a ") + name;
+        value = "'" + (given.empty() ? std::string() : given.back()) + "'";  // the one taken
       }
-    } catch (const CLI::Error&) {
+      message = flag + " takes " + type + ", got " + value;
+    } catch (const CLI::Error&) {  // no such option after all: CLI11's own words
     }
-    message = flag + " takes " + type + ", got '" + value + "'";
   } else if (dynamic_cast<const CLI::ExtrasError*>(&e) && !unexpected.empty()) {
     message = std::string(unexpected.size() > 1 ? "unexpected arguments:" : "unexpected argument:");
     for (const std::string& arg : unexpected) message += " " + arg;
@@ -426,6 +424,8 @@ void report_parse_error(const CLI::App& app, const CLI::ParseError& e) {
             << "pneumo: see pneumo " << (command.empty() ? "" : command + " ") << "--help\n";
 }
 
+// After a refused flag: the value may not be one the user typed but one read from a --config
+// file or a resumed checkpoint's settings (a damaged or hand-edited file).
 void say_where_flags_came_from(const std::vector<std::string>& sources) {
   for (const std::string& source : sources)
     std::cerr << "pneumo: note: flags were also read from " << source
