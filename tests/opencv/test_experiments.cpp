@@ -224,15 +224,21 @@ TEST(Experiments, AFailedStartsFolderIsTrainedAgainAnythingElseRefused) {
   EXPECT_TRUE(fs::exists(reused + "/plain/seed-1/val.json")) << sweep.output;
   EXPECT_FALSE(fs::exists(reused + "/plain/seed-1/checkpoints/last.safetensors.tmp.k1LLed"));
 
-  const std::string kept = dir.file("kept");
-  failed_start(kept + "/plain/seed-1");
-  std::ofstream(kept + "/plain/seed-1/notes.txt") << "mine";
-  auto refused = testing::run_command(sweep_command(dir, plan, kept));
-  EXPECT_NE(refused.status, 0) << refused.output;
-  EXPECT_NE(refused.output.find("holds an unfinished run without a checkpoint"), std::string::npos)
-      << refused.output;
-  EXPECT_TRUE(fs::exists(kept + "/plain/seed-1/notes.txt"));
-  EXPECT_FALSE(fs::exists(kept + "/plain/seed-1/model.safetensors"));
+  // Anything else: a file of someone's beside the run's, or in checkpoints/ a name that is not a
+  // temporary file by pneumo's rule (PATH.tmp. and six characters, src/core/atomic_file.cpp).
+  for (const char* other : {"notes.txt", "checkpoints/last.safetensors.tmp.partial"}) {
+    SCOPED_TRACE(other);
+    const std::string kept = dir.file(std::string("kept-") + (other[0] == 'n' ? "1" : "2"));
+    failed_start(kept + "/plain/seed-1");
+    std::ofstream(kept + "/plain/seed-1/" + other) << "mine";
+    auto refused = testing::run_command(sweep_command(dir, plan, kept));
+    EXPECT_NE(refused.status, 0) << refused.output;
+    EXPECT_NE(refused.output.find("holds an unfinished run without a checkpoint"),
+              std::string::npos)
+        << refused.output;
+    EXPECT_TRUE(fs::exists(kept + "/plain/seed-1/" + other));
+    EXPECT_FALSE(fs::exists(kept + "/plain/seed-1/model.safetensors"));
+  }
 }
 
 // Each plan below is wrong in one way; the script must say so with status 2 before it trains
