@@ -32,6 +32,24 @@ TEST(PatientId, ParsesTheDatasetsNamingSchemes) {
   EXPECT_NE(patient_id("IM-0001-0001.jpeg"), patient_id("NORMAL2-IM-0001-0001.jpeg"));
 }
 
+// Ids shared by two lists of files, and the files of each under them: as this dataset's train and
+// test, whose pneumonia ids overlap by name while their image numbers differ.
+TEST(Patients, SharedIdsAndTheFilesUnderThem) {
+  const std::vector<std::string> train = {"person1_bacteria_1.jpeg", "person1_bacteria_2.jpeg",
+                                          "person2_virus_3.jpeg", "IM-0115-0001.jpeg"};
+  const std::vector<std::string> test = {"person1_virus_7.jpeg", "person1_virus_9.jpeg",
+                                         "person1_virus_12.jpeg", "IM-0001-0001.jpeg",
+                                         "person3_bacteria_4.jpeg"};
+  EXPECT_EQ(count_patients(train), 3);
+  EXPECT_EQ(count_patients(test), 3);
+  const SharedPatients both = shared_patients(train, test);
+  EXPECT_EQ(both.patients, 1);  // person1
+  EXPECT_EQ(both.files_a, 2);
+  EXPECT_EQ(both.files_b, 3);
+  EXPECT_EQ(shared_patients(test, train).files_a, 3);
+  EXPECT_EQ(shared_patients(train, {}).patients, 0);
+}
+
 struct FileList {
   std::vector<uint8_t> labels;
   std::vector<std::string> files;

@@ -20,6 +20,16 @@ namespace pneumo {
 // Any other name is its own patient (the whole base name).
 std::string patient_id(const std::string& file);
 
+// How many patients a list of files holds, and which of them two lists share: the ids found in
+// both, and how many files of each list carry one. In this dataset the ids come from file names
+// that each split may number on its own, so a shared id is not proof of a shared child.
+int64_t count_patients(const std::vector<std::string>& files);
+struct SharedPatients {
+  int64_t patients = 0;
+  int64_t files_a = 0, files_b = 0;
+};
+SharedPatients shared_patients(const std::vector<std::string>& a, const std::vector<std::string>& b);
+
 // ---- Validation split -----------------------------------------------------------------------
 // The recipe's official val split has 16 images, too few to steer callbacks, so by default 15%
 // of train is carved out instead (about 780 images of the official 5216).

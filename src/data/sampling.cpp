@@ -80,6 +80,24 @@ std::string patient_id(const std::string& file) {
   return name;
 }
 
+int64_t count_patients(const std::vector<std::string>& files) {
+  std::set<std::string> patients;
+  for (const std::string& file : files) patients.insert(patient_id(file));
+  return static_cast<int64_t>(patients.size());
+}
+
+SharedPatients shared_patients(const std::vector<std::string>& a,
+                               const std::vector<std::string>& b) {
+  std::set<std::string> in_a, in_b;
+  for (const std::string& file : a) in_a.insert(patient_id(file));
+  for (const std::string& file : b) in_b.insert(patient_id(file));
+  SharedPatients shared;
+  for (const std::string& id : in_a) shared.patients += in_b.count(id);
+  for (const std::string& file : a) shared.files_a += in_b.count(patient_id(file));
+  for (const std::string& file : b) shared.files_b += in_a.count(patient_id(file));
+  return shared;
+}
+
 ValidationSplit carve_validation(const std::vector<uint8_t>& labels,
                                  const std::vector<std::string>& files, double fraction,
                                  uint64_t seed) {
@@ -155,12 +173,10 @@ namespace {
 void check_carve(const Split& train, const TrainValSplits& carved, double fraction) {
   const auto all = train.class_counts(), tc = carved.train.class_counts(),
              vc = carved.val.class_counts();
-  std::set<std::string> patients;
-  for (const std::string& file : train.files) patients.insert(patient_id(file));
   const std::string counts =
       detail::concat("train ", tc[0], " NORMAL + ", tc[1], " PNEUMONIA, val ", vc[0],
                      " NORMAL + ", vc[1], " PNEUMONIA, from ", train.count(), " images of ",
-                     patients.size(), " patients");
+                     count_patients(train.files), " patients");
   if (carved.val.count() == 0)
     throw UsageError(detail::concat("--val-split ", fraction, " carves no validation image (",
                                     counts, "): use a larger fraction"));

@@ -41,6 +41,9 @@ TEST(Eda, WritesCountsGridsAndCitation) {
   EXPECT_EQ(counts["splits"]["train"]["NORMAL"], 3);
   EXPECT_EQ(counts["splits"]["train"]["PNEUMONIA"], 4);
   EXPECT_EQ(counts["splits"]["test"]["total"], 2);
+  EXPECT_EQ(counts["patients"]["train"], 7);  // names of no known pattern: each its own patient
+  ASSERT_EQ(counts["shared_patient_ids"].size(), 1u);
+  EXPECT_EQ(counts["shared_patient_ids"][0]["ids"], 0);
   const cv::Mat samples = cv::imread((out / "eda" / "samples.png").string(), cv::IMREAD_UNCHANGED);
   ASSERT_FALSE(samples.empty());
   EXPECT_EQ(samples.cols, 3 * (24 + 4) + 4);

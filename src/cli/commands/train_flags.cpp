@@ -244,12 +244,15 @@ std::vector<TrainFlag> make_table() {
   t.push_back(
       bound("threads", "CPU threads (0: all)", PNEUMO_FIELD(threads), Within{0, kMaxThreads}, "3",
             "5000"));
+  const Within sizes{8, 1024};  // or 0
   t.push_back(bound(
-      "size", "Input size in pixels (0: a cache's own, 150 for an image tree); range: 0 or [8, 1024]",
+      "size",
+      "Input size in pixels (0: a cache's own, 150 for an image tree); range: 0 or " +
+          range_text(sizes),
       PNEUMO_FIELD(size),
-      [](O o) {
-        require(o.size == 0 || (o.size >= 8 && o.size <= 1024),
-                "--size must be 0 (a cache's own size) or in [8, 1024]" + got(o.size));
+      [sizes](O o) {
+        require(o.size == 0 || (o.size >= sizes.lo && o.size <= sizes.hi),
+                "--size must be 0 (a cache's own size) or in " + range_text(sizes) + got(o.size));
       },
       "96", "4"));
   t.push_back(bound("epochs", "Epochs to train", PNEUMO_FIELD(epochs), Within{1}, "3", "0"));
@@ -288,7 +291,8 @@ std::vector<TrainFlag> make_table() {
                     "0.99", "1"));
   t.push_back(bound(
       "weight-decay",
-      "AdamW decoupled weight decay (param *= 1 - lr * wd each step); range: >= 0, and lr * wd < 1",
+      "AdamW decoupled weight decay (param *= 1 - lr * wd each step); range: >= 0 (and lr * wd < "
+      "1 under adamw)",
       PNEUMO_FIELD(weight_decay),
       [](O o) {
         require(o.weight_decay >= 0, "--weight-decay must be >= 0" + got(o.weight_decay));

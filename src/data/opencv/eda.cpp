@@ -1,6 +1,7 @@
 // `pneumo eda`: what the data looks like and what training sees. Class counts per split (printed
-// and counts.json), a grid of random images per class (samples.png), a grid of augmented copies
-// made by the CPU twin of the augmentation kernel (augmented.png), and a README with the citation.
+// and counts.json, with patients per split and the ids two splits share), a grid of random images
+// per class (samples.png), a grid of augmented copies made by the CPU twin of the augmentation
+// kernel (augmented.png), and a README with the citation.
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -17,6 +18,7 @@
 #include "pneumo/data.hpp"
 #include "pneumo/error.hpp"
 #include "pneumo/random.hpp"
+#include "pneumo/sampling.hpp"
 
 namespace fs = std::filesystem;
 
@@ -109,10 +111,38 @@ EdaReport run_eda(const EdaOptions& options) {
     else
       table << "-" << "\n";
   }
+  // Patients by file name (patient_id, the grouping of the carved validation split), and the ids
+  // two splits share: in this dataset a split may number its patients on its own, so a shared id
+  // says the names collide, not that a child is in both.
+  nlohmann::json patients = nlohmann::json::object(), shared = nlohmann::json::array();
+  table << "\npatients (ids from file names):";
+  for (const Split& split : dataset.splits) {
+    patients[split.name] = count_patients(split.files);
+    table << " " << split.name << " " << patients[split.name].get<int64_t>();
+  }
+  table << "\n";
+  for (size_t i = 0; i < dataset.splits.size(); ++i)
+    for (size_t j = i + 1; j < dataset.splits.size(); ++j) {
+      const Split &a = dataset.splits[i], &b = dataset.splits[j];
+      const SharedPatients both = shared_patients(a.files, b.files);
+      shared.push_back({{"splits", {a.name, b.name}},
+                        {"ids", both.patients},
+                        {"images", {{a.name, both.files_a}, {b.name, both.files_b}}}});
+      table << "ids in both " << a.name << " and " << b.name << ": " << both.patients;
+      if (both.patients > 0)
+        table << " (" << both.files_a << " " << a.name << " and " << both.files_b << " " << b.name
+              << " images; a split may number its ids on its own)";
+      table << "\n";
+    }
   {
     const fs::path path = out / "counts.json";
     std::ofstream file(path);
-    file << json_text({{"source", dataset.cache_dir}, {"size", size}, {"splits", counts}}, 2)
+    file << json_text({{"source", dataset.cache_dir},
+                       {"size", size},
+                       {"splits", counts},
+                       {"patients", patients},
+                       {"shared_patient_ids", shared}},
+                      2)
          << "\n";
     if (!file) throw Error("cannot write " + path.string());
     report.files_written.push_back(path.string());
@@ -184,7 +214,8 @@ EdaReport run_eda(const EdaOptions& options) {
          << "Made by `pneumo eda` from " << options.data;
     if (dataset.cache_dir != options.data) file << " (through its cache " << dataset.cache_dir << ")";
     file << ": images " << size << "x" << size << ", seed " << options.seed << ".\n\n"
-         << "- `counts.json`: images per split and class.\n"
+         << "- `counts.json`: images per split and class, patients per split (ids from the file "
+         << "names) and the ids two splits share.\n"
          << "- `samples.png`: random " << shown.name << " images, one row per class.\n"
          << "- `augmented.png`: a few " << shown.name << " images, rows alternating NORMAL and "
          << "PNEUMONIA; first column as stored, then "
