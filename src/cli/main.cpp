@@ -370,39 +370,41 @@ void add_bench(CLI::App& app, BenchTrainOptions& o, BenchKernelsOptions& k, Acti
   kc->callback([&k, &action] { action = [&k] { return run_bench_kernels(k); }; });
 }
 
-// The command a parse error belongs to ("train", "bench kernels"; "" before any), and the
-// arguments CLI11 did not take, in the order given (CLI11 2.1's ExtrasError message lists them
-// backwards).
-std::string parsed_command(const CLI::App& app, std::vector<std::string>& unexpected) {
-  for (const std::string& arg : app.remaining()) unexpected.push_back(arg);
-  for (const CLI::App* sub : app.get_subcommands()) {  // the parsed one, if any
-    const std::string below = parsed_command(*sub, unexpected);
-    return sub->get_name() + (below.empty() ? "" : " " + below);
+// The command a parse error belongs to: its name ("train", "bench kernels"; "" before any), the
+// innermost App parsed, and the arguments CLI11 did not take, in the order given (CLI11 2.1's
+// ExtrasError message lists them backwards).
+struct ParsedCommand {
+  std::string name;
+  const CLI::App* app = nullptr;
+  std::vector<std::string> unexpected;
+};
+ParsedCommand parsed_command(const CLI::App& app) {
+  ParsedCommand parsed;
+  for (const CLI::App* at = &app; at;) {
+    parsed.app = at;
+    for (const std::string& arg : at->remaining()) parsed.unexpected.push_back(arg);
+    const auto below = at->get_subcommands();  // the parsed one, if any
+    at = below.empty() ? nullptr : below.front();
+    if (at) parsed.name += (parsed.name.empty() ? "" : " ") + at->get_name();
   }
-  return "";
+  return parsed;
 }
 
 // A CLI11 parse error in pneumo's words: "pneumo: error: --lr takes a FLOAT, got 'abc'" for a
 // value of the wrong type (CLI11 says "Could not convert: --lr = 1,abc" when the flag was given
 // twice), unexpected arguments in their order, the rest as CLI11 says them; then where to look.
 void report_parse_error(const CLI::App& app, const CLI::ParseError& e) {
-  std::vector<std::string> unexpected;
-  const std::string command = parsed_command(app, unexpected);
+  const ParsedCommand command = parsed_command(app);
+  const std::vector<std::string>& unexpected = command.unexpected;
   std::string message = e.what();
   const std::string convert = "Could not convert: ";
   const size_t equals = message.find(" = ");
   if (dynamic_cast<const CLI::ConversionError*>(&e) && message.rfind(convert, 0) == 0 &&
       equals != std::string::npos) {
     const std::string flag = message.substr(convert.size(), equals - convert.size());
-    const CLI::App* owner = &app;  // the innermost command parsed
-    for (const CLI::App* sub = &app; sub;) {
-      owner = sub;
-      const auto parsed = sub->get_subcommands();
-      sub = parsed.empty() ? nullptr : parsed.front();
-    }
     try {
       // The values as given (CLI11's message joins them with commas, which a value may hold).
-      const CLI::Option* option = owner->get_option(flag);
+      const CLI::Option* option = command.app->get_option(flag);
       const std::vector<std::string>& given = option->results();
       const std::string name = option->get_type_name();
       std::string type, value;
@@ -421,7 +423,8 @@ void report_parse_error(const CLI::App& app, const CLI::ParseError& e) {
     for (const std::string& arg : unexpected) message += " " + arg;
   }
   std::cerr << "pneumo: error: " << message << "\n"
-            << "pneumo: see pneumo " << (command.empty() ? "" : command + " ") << "--help\n";
+            << "pneumo: see pneumo " << (command.name.empty() ? "" : command.name + " ")
+            << "--help\n";
 }
 
 // After a refused flag: the value may not be one the user typed but one read from a --config
