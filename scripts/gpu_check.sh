@@ -96,6 +96,9 @@ names=() results=() seconds=() logs=() notes=()
 any_failed=0
 
 remaining() { echo $((budget - ($(date +%s) - started))); }
+# What no copy or archive of the check's files takes: checkpoints (tens of MB; scores and logs say
+# what they hold) and the temporary files of a checkpoint write a cut section left.
+archive_excludes=(--exclude='*.safetensors' --exclude='*.safetensors.tmp.*')
 
 write_report() {
   {
@@ -765,7 +768,7 @@ sec_sweep() {
     fi
     if (( copy )) && [[ -d $runs ]]; then
       mkdir -p "$out/experiments"
-      tar cf - --exclude='*.safetensors' --exclude='*.safetensors.tmp.*' -C "$runs" . |
+      tar cf - "${archive_excludes[@]}" -C "$runs" . |
         tar xf - -C "$out/experiments" || notes[-1]+=" (the sweep's files not copied)"
     fi
   fi
@@ -834,8 +837,8 @@ sec_ncu() {
 # Since the first H200 check (2026-12-04, profiling/results/2026-12-04-h200/), which ran
 # bench_main, the bf16 sweep, cache_pair, nccl, bench_fused, torch_eager, kernels and two of the
 # sanitizers: the step's speed and the kernel rows that test the predictions made after it
-# (profiling/README.md) first, then the generalisation sweep waiting for a GPU (last, as it was
-# until 2026-12-05, a 555 s budget never reached it: the dry run of that day), then the rest.
+# (profiling/README.md) first, then the generalisation sweep waiting for a GPU (until 2026-12-05
+# it came second to last, where a 555 s budget never reached it: that day's dry run), then the rest.
 default_order="bench_main kernels sweep sanitizers cache_pair torch_compile torch_more bench_fused"
 default_order+=" nccl train_real seeds torch_eager bench_extras ncu"
 order=${GPU_CHECK_ORDER:-$default_order}
@@ -864,8 +867,7 @@ if [[ -n ${OUT:-} && $out == "$(cd "$OUT" && pwd)" ]]; then
   cp "$out/logs/evaluate.log" "$out/evaluate.txt" 2> /dev/null
   cp "$out/run/test_metrics.json" "$out/run/history.csv" "$out/" 2> /dev/null
   # Only once the archive holds everything is the rest removed: a failed tar keeps every file.
-  if tar czf /tmp/gpu_check_files.tar.gz --exclude='*.safetensors' --exclude='*.safetensors.tmp.*' \
-       -C "$out" . &&
+  if tar czf /tmp/gpu_check_files.tar.gz "${archive_excludes[@]}" -C "$out" . &&
      mv /tmp/gpu_check_files.tar.gz "$out/"; then
     keep=(gpu_check_report.md gpu_check_files.tar.gz throughput.jsonl train_epochs.txt evaluate.txt
           test_metrics.json history.csv seeds.md)
