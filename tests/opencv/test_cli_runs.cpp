@@ -4,8 +4,8 @@
 // later optimizer state; another --batch inside an epoch; an earlier checkpoint over its run's
 // later work), a live run's folder refused to a second run, a resume typed inside
 // RUN/checkpoints, a resume into a new --out carrying the history and the best checkpoint, `evaluate --split val-carved` on other data refused, a failed write of
-// metrics_val.json reported, a signal during validation, and a second signal of the other kind
-// ending a run at once.
+// metrics_val.json reported, a signal during validation, and which second signal ends a run at
+// once (the other kind, or the same one a second later; not the same one forwarded).
 #include <fcntl.h>
 #include <sys/file.h>
 #include <unistd.h>
@@ -337,7 +337,7 @@ TEST_F(CliRuns, ASignalDuringValidationStopsTheRunAndItsResumeWritesTheModel) {
   auto stopped = train("run", "--epochs 2 --inject-fault sigterm@val2");
   ASSERT_EQ(stopped.status, 143) << stopped.output;
   EXPECT_NE(stopped.output.find("pneumo: stopping at the next point where a checkpoint can be "
-                                "written (a second signal ends the run at once"),
+                                "written (another signal ends the run at once"),
             std::string::npos)
       << "said as the signal comes: " << stopped.output;
   EXPECT_NE(stopped.output.find("every epoch is trained, the model is not written yet; write it "
@@ -593,19 +593,28 @@ TEST_F(CliRuns, FlagsWithoutEffectAreNamed) {
   EXPECT_EQ(plain.output.find("no effect in this run"), std::string::npos) << plain.output;
 }
 
-// After the first stop signal, either kind ends the process at once: both handlers are back to
-// the default (Ctrl-C, then a scheduler's SIGTERM, must not be caught a second time).
-TEST(StopOnSignal, AfterTheFirstSignalBothKindsTakeTheirDefaultAction) {
-  cli::StopOnSignal guard;
-  struct sigaction current {};
-  sigaction(SIGTERM, nullptr, &current);
-  ASSERT_NE(current.sa_handler, SIG_DFL);
-  std::raise(SIGINT);
-  EXPECT_TRUE(guard.stop().load());
-  sigaction(SIGTERM, nullptr, &current);
-  EXPECT_EQ(current.sa_handler, SIG_DFL);
-  sigaction(SIGINT, nullptr, &current);
-  EXPECT_EQ(current.sa_handler, SIG_DFL);
+// After the first stop signal: the same signal again within a second is that request delivered
+// twice (a runner forwarding what a scheduler or a group kill also sent) and changes nothing;
+// the other kind (Ctrl-C, then a scheduler's SIGTERM), or the same one later, ends the process
+// at once by its default action. Each case in a child process (a death test).
+TEST(StopOnSignal, AnEchoWithinASecondIsOneRequestAnythingElseEndsAtOnce) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  const auto stop_twice = [](int first, int second, int gap_ms) {
+    cli::StopOnSignal guard(/*announce=*/false);
+    std::raise(first);
+    if (!guard.stop().load() || guard.signal_number() != first) std::_Exit(3);
+    if (gap_ms > 0) {
+      const timespec gap{gap_ms / 1000, (gap_ms % 1000) * 1'000'000L};
+      nanosleep(&gap, nullptr);
+    }
+    std::raise(second);
+    std::_Exit(guard.signal_number() == first ? 0 : 4);
+  };
+  EXPECT_EXIT(stop_twice(SIGTERM, SIGTERM, 0), ::testing::ExitedWithCode(0), "");
+  EXPECT_EXIT(stop_twice(SIGINT, SIGINT, 100), ::testing::ExitedWithCode(0), "");
+  EXPECT_EXIT(stop_twice(SIGINT, SIGTERM, 0), ::testing::KilledBySignal(SIGTERM), "");
+  EXPECT_EXIT(stop_twice(SIGTERM, SIGINT, 0), ::testing::KilledBySignal(SIGINT), "");
+  EXPECT_EXIT(stop_twice(SIGTERM, SIGTERM, 1200), ::testing::KilledBySignal(SIGTERM), "");
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <csignal>
+#include <ctime>
 #include <filesystem>
 
 #include "core/paths.hpp"
@@ -21,30 +22,52 @@ namespace {
 std::atomic<bool> g_stop{false};
 std::atomic<bool> g_announce{true};  // the first signal is said on stderr (rank 0)
 std::atomic<int> g_signal{0};
+std::atomic<long long> g_first_ns{0};  // CLOCK_MONOTONIC when the first signal came
 struct sigaction g_previous_int, g_previous_term;
 std::atomic<bool> g_installed{false};
 
+// The same signal again this soon after the first is the same request delivered twice: a runner
+// (scripts/experiments.py, `timeout`) forwards what a terminal, a scheduler or a process-group
+// kill also sent here directly. A person who wants the run gone at once signals again later.
+constexpr long long kEchoWindowNs = 1'000'000'000;
+
+long long monotonic_ns() {  // clock_gettime is async-signal-safe
+  timespec now{};
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  return static_cast<long long>(now.tv_sec) * 1'000'000'000 + now.tv_nsec;
+}
+
+void write_stderr(const char* text, size_t length) {
+  // write(2) is safe in a handler (errno kept for the code it interrupted).
+  const int saved_errno = errno;
+  const ssize_t ignored = ::write(STDERR_FILENO, text, length);
+  (void)ignored;
+  errno = saved_errno;
+}
+
 extern "C" void on_stop_signal(int number) {
-  int none = 0;
-  g_signal.compare_exchange_strong(none, number);
-  g_stop.store(true);
-  // write(2) is safe in a handler (errno kept for the code it interrupted); the run's own line
-  // follows at the next point where it can stop.
-  if (g_announce.load()) {
-    const int saved_errno = errno;
-    static const char said[] =
-        "\npneumo: stopping at the next point where a checkpoint can be written (a second signal "
-        "ends the run at once, leaving the checkpoint written last)\n";
-    const ssize_t ignored = ::write(STDERR_FILENO, said, sizeof said - 1);
-    (void)ignored;
-    errno = saved_errno;
+  long long unset = 0;
+  g_first_ns.compare_exchange_strong(unset, monotonic_ns());
+  int first = 0;
+  if (!g_signal.compare_exchange_strong(first, number)) {
+    if (number == first && monotonic_ns() - g_first_ns.load() < kEchoWindowNs) return;
+    // Another signal: end at once. The default action runs when this handler returns (the
+    // signal is blocked while it runs), so the exit status says which signal ended the run.
+    struct sigaction fallback {};
+    fallback.sa_handler = SIG_DFL;
+    sigaction(number, &fallback, nullptr);
+    raise(number);
+    return;
   }
-  // The next signal of either kind ends the process at once (SA_RESETHAND resets only the
-  // handler of the one delivered: Ctrl-C, then a scheduler's SIGTERM, must not be caught again).
-  struct sigaction fallback {};
-  fallback.sa_handler = SIG_DFL;
-  sigaction(SIGINT, &fallback, nullptr);
-  sigaction(SIGTERM, &fallback, nullptr);
+  g_stop.store(true);
+  // The run's own line follows at the next point where it can stop.
+  if (g_announce.load()) {
+    static const char said[] =
+        "\npneumo: stopping at the next point where a checkpoint can be written (another signal "
+        "ends the run at once, leaving the checkpoint written last; the same one again within a "
+        "second counts as this one)\n";
+    write_stderr(said, sizeof said - 1);
+  }
 }
 
 }  // namespace
@@ -55,11 +78,12 @@ StopOnSignal::StopOnSignal(bool announce) {
   PNEUMO_CHECK(!g_installed.exchange(true), "only one StopOnSignal may be active");
   g_stop.store(false);
   g_signal.store(0);
+  g_first_ns.store(0);
   g_announce.store(announce);
   struct sigaction action {};
   action.sa_handler = on_stop_signal;
   sigemptyset(&action.sa_mask);
-  action.sa_flags = SA_RESETHAND;  // the second signal takes the default action: exit now
+  action.sa_flags = 0;  // stays installed: the handler tells an echo from a second request
   sigaction(SIGINT, &action, &g_previous_int);
   sigaction(SIGTERM, &action, &g_previous_term);
 }
