@@ -32,7 +32,9 @@ The first call copies the plan to OUT/plan.json; a later call whose plan differs
 land in OUT/NAME/seed-S/ (a view's scores in OUT/VIEW/seed-S/, its model in its CONFIG's run);
 each run's config.json must record the plan's flags, size, epochs and seed, else it is refused.
 A finished run (its val.json readable) is never trained again, so an interrupted sweep continues
-where it stopped (a view is scored again when its model is newer than its val.json). --jobs N trains and scores N runs at a time (for a GPU
+where it stopped (a view is scored again when its model is newer than its val.json). SIGINT or
+SIGTERM (to the script alone or to its process group) reaches the runs under way once: each
+checkpoints, no new run starts, and the script exits 130 or 143; the same command continues. --jobs N trains and scores N runs at a time (for a GPU
 that one run leaves partly idle; each run's train_seconds.txt then holds time shared with the
 others, so a sweep's seconds are not a speed measure). OUT/results.md and OUT/results.csv hold the table
 (mean ± sample sd over seeds); the pick is made once every configuration has all its seeds scored.
@@ -48,6 +50,7 @@ import math
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -348,18 +351,76 @@ def holds_only_a_failed_start(run_dir):
     return lock and checkpoints
 
 
+# SIGINT and SIGTERM, while runs are under way, are passed on to the `pneumo` commands running:
+# Ctrl-C reaches them from the terminal anyway, but a SIGTERM sent to this script alone (`kill
+# PID`, a runner) would not. Each `pneumo train` then checkpoints and stops (the same signal twice
+# within a second counts once: docs/usage.md), no new command starts, and the script exits with
+# 128 + the signal's number once the commands under way have ended; the same command continues.
+FORWARDED = (signal.SIGINT, signal.SIGTERM)
+children = set()  # the `pneumo` processes running now
+children_lock = threading.RLock()  # reentrant: the handler may interrupt its own thread holding it
+received = []  # the signals received while forwarding, in order
+
+
+def send(child, signum):
+    try:
+        child.send_signal(signum)
+    except ProcessLookupError:  # ended since
+        pass
+
+
+def forward(signum, _frame):
+    received.append(signum)
+    with children_lock:
+        for child in list(children):
+            send(child, signum)
+
+
+class ForwardingSignals:
+    """While in the block, FORWARDED signals go to the running children (handlers put back after)."""
+
+    def __enter__(self):
+        self.previous = {number: signal.signal(number, forward) for number in FORWARDED}
+
+    def __exit__(self, *_):
+        for number, handler in self.previous.items():
+            signal.signal(number, handler)
+
+
+def exit_if_stopped(args):
+    if received:
+        name = signal.Signals(received[0]).name
+        print(f"experiments: stopped by {name}, passed on to the runs under way: each wrote a "
+              f"checkpoint (its log in {args.out}/NAME/seed-S.log says where); the same command "
+              "continues the sweep", file=sys.stderr)
+        sys.exit(128 + received[0])
+
+
 def run(command, log_path, failed_note=None):
+    note = f"\n{failed_note()}" if failed_note else ""
+    if received:
+        sys.exit(f"experiments: not started after {signal.Signals(received[0]).name}: "
+                 + " ".join(command) + note)
     print("+ " + " ".join(command), flush=True)
     try:
         with open(log_path, "a") as log:
-            result = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT)
+            child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     except OSError as error:
         status = f"could not start: {error}"
     else:
-        if result.returncode == 0:
+        with children_lock:
+            children.add(child)
+            if received:  # a signal came while it was starting
+                send(child, received[-1])
+        try:
+            returncode = child.wait()
+        finally:
+            with children_lock:
+                children.discard(child)
+        if returncode == 0:
             return
-        status = f"failed with status {result.returncode}, see {log_path}"
-    sys.exit(f"experiments: command {status}" + (f"\n{failed_note()}" if failed_note else ""))
+        status = f"failed with status {returncode}, see {log_path}"
+    sys.exit(f"experiments: command {status}{note}")
 
 
 def evaluate_args(args):
@@ -388,7 +449,7 @@ def train_all(args, plan):
     failed = threading.Event()  # after a failure no run starts; the running ones end
 
     def one(name, seed):
-        if failed.is_set():
+        if failed.is_set() or received:
             return
         try:
             train_and_score(args, plan, name, seed)
@@ -399,8 +460,9 @@ def train_all(args, plan):
             failed.set()
             raise
 
-    with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
+    with ForwardingSignals(), concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
         futures = [pool.submit(one, *pair) for pair in pairs]
+    exit_if_stopped(args)  # before the runs' own failures: they were told to stop
     for future in futures:  # the first failure in plan order, as one at a time would report it
         future.result()
 
@@ -634,13 +696,14 @@ def read_test(args, plan, chosen):
         return (f"The lock {lock} is written, so the test split will not be read again. Read: "
                 f"{', '.join(done) or 'nothing'}. Not read: {', '.join(not_read)}.")
 
-    for name, _, out, models in reads:
-        command = [args.pneumo, "evaluate", "--data", args.data, "--split", "test", "--stress",
-                   "--json", out] + evaluate_args(args)
-        for model in models:
-            command += ["--model", model]
-        run(command, os.path.join(args.out, name, "test.log"), failed_note)
-        done.append(out)
+    with ForwardingSignals():
+        for name, _, out, models in reads:
+            command = [args.pneumo, "evaluate", "--data", args.data, "--split", "test", "--stress",
+                       "--json", out] + evaluate_args(args)
+            for model in models:
+                command += ["--model", model]
+            run(command, os.path.join(args.out, name, "test.log"), failed_note)
+            done.append(out)
 
     what = "named by the plan" if plan.get("pick") else "picked"
     lines = [f"# Test split, read once ({time.strftime('%Y-%m-%d')}): {what} `{chosen}`"

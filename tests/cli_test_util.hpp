@@ -55,10 +55,12 @@ inline CommandResult pneumo_command(const std::string& args, const std::string& 
 // `pneumo ARGS...` started in the background with stdout and stderr going to `log_file`.
 class BackgroundPneumo {
  public:
+  // `program` (found on PATH unless it holds a '/') runs instead of pneumo: e.g. python3 with a
+  // script that starts pneumo itself.
   BackgroundPneumo(const std::vector<std::string>& args, const std::string& cache_root,
-                   const std::string& log_file)
+                   const std::string& log_file, const std::string& program = PNEUMO_BINARY)
       : log_file_(log_file) {
-    std::vector<std::string> argv_storage{PNEUMO_BINARY};
+    std::vector<std::string> argv_storage{program};
     argv_storage.insert(argv_storage.end(), args.begin(), args.end());
     std::vector<char*> argv;
     for (auto& a : argv_storage) argv.push_back(a.data());
@@ -75,7 +77,7 @@ class BackgroundPneumo {
     posix_spawn_file_actions_addopen(&actions, 1, log_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
                                      0644);
     posix_spawn_file_actions_adddup2(&actions, 1, 2);
-    if (posix_spawn(&pid_, PNEUMO_BINARY, &actions, nullptr, argv.data(), env.data()) != 0)
+    if (posix_spawnp(&pid_, program.c_str(), &actions, nullptr, argv.data(), env.data()) != 0)
       pid_ = -1;
     posix_spawn_file_actions_destroy(&actions);
   }

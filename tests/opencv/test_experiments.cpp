@@ -5,22 +5,27 @@
 // nothing, a changed plan refused, and the test split read once (a second read refused). A view
 // (another checkpoint of a configuration's runs) scored and read without training. Then invalid
 // plans and names: refused with status 2 before anything runs. A failed start's folder trained
-// again, any other unfinished folder refused. Skipped without python3. Every committed plan's
-// configurations are flags `pneumo train` takes.
+// again, any other unfinished folder refused; a SIGTERM to the script passed on to its run, which
+// checkpoints. Skipped without python3. Every committed plan's configurations are flags
+// `pneumo train` takes.
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <chrono>
+#include <csignal>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "cli_test_util.hpp"
+#include "pneumo/checkpoint.hpp"
 #include "temp_dir.hpp"
 
 namespace pneumo {
@@ -239,6 +244,52 @@ TEST(Experiments, AFailedStartsFolderIsTrainedAgainAnythingElseRefused) {
     EXPECT_TRUE(fs::exists(kept + "/plain/seed-1/" + other));
     EXPECT_FALSE(fs::exists(kept + "/plain/seed-1/model.safetensors"));
   }
+}
+
+// A SIGTERM sent to the script alone (not its process group, as `kill PID` or a runner sends it)
+// reaches the `pneumo train` it started: the run checkpoints and says so in its log, the script
+// exits 143 saying how to continue, and the same command then finishes the run from there.
+TEST(Experiments, ASigtermToTheScriptAloneStopsItsRunsWithACheckpoint) {
+  if (testing::run_command("python3 -c pass").status != 0) GTEST_SKIP() << "no python3";
+  testing::TempDir dir;
+  const std::string plan = dir.file("plan.json"), out = dir.file("sweep");
+  std::ofstream(plan) << R"({"size": 32, "epochs": 100, "seeds": [1], "baseline": "plain",
+    "rule": "the only configuration", "configs": {"plain": {"augment": false, "threads": 2,
+    "device": "cpu"}}})";
+  const std::string run = out + "/plain/seed-1";
+  {
+    testing::BackgroundPneumo script(
+        {PNEUMO_SOURCE_DIR "/scripts/experiments.py", plan, "--pneumo", PNEUMO_BINARY, "--data",
+         PNEUMO_SOURCE_DIR "/data/sample", "--out", out},
+        dir.file("cache"), dir.file("script.log"), "python3");
+    ASSERT_TRUE(script.started());
+    // The first epoch's checkpoint: the run is under way.
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(300);
+    while (!fs::exists(run + "/checkpoints/last.safetensors") &&
+           std::chrono::steady_clock::now() < deadline)
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    ASSERT_TRUE(fs::exists(run + "/checkpoints/last.safetensors")) << script.log();
+    script.send(SIGTERM);
+    const auto stopped = script.wait(std::chrono::seconds(120));
+    EXPECT_EQ(stopped.status, 143) << stopped.output;
+    EXPECT_NE(stopped.output.find("experiments: stopped by SIGTERM, passed on to the runs under "
+                                  "way"),
+              std::string::npos)
+        << stopped.output;
+  }
+  // The script waited for its run, which got the signal: its log says so, and no model yet.
+  const std::string log = testing::read_text(out + "/plain/seed-1.log");
+  EXPECT_NE(log.find("interrupted by SIGTERM after"), std::string::npos) << log;
+  EXPECT_FALSE(fs::exists(run + "/model.safetensors")) << log;
+  EXPECT_LT(read_checkpoint_metadata(run + "/checkpoints/last.safetensors").epoch, 100);
+
+  const auto continued = testing::run_command(sweep_command(dir, plan, out));
+  ASSERT_EQ(continued.status, 0) << continued.output;
+  EXPECT_NE(continued.output.find("train --resume " + run + "/checkpoints/last.safetensors"),
+            std::string::npos)
+      << continued.output;
+  EXPECT_EQ(read_checkpoint_metadata(run + "/model.safetensors").epoch, 100);
+  EXPECT_TRUE(fs::exists(run + "/val.json"));
 }
 
 // Each plan below is wrong in one way; the script must say so with status 2 before it trains
