@@ -3,7 +3,8 @@
 // early stopping, across a resume), which checkpoints a resume refuses (restored weights beside a
 // later optimizer state; another --batch inside an epoch; an earlier checkpoint over its run's
 // later work), a live run's folder refused to a second run, a resume typed inside
-// RUN/checkpoints, a resume into a new --out carrying the history and the best checkpoint, `evaluate --split val-carved` on other data refused, a failed write of
+// RUN/checkpoints, a resume into a new --out carrying the history and the best checkpoint (or
+// saying why it cannot), `evaluate --split val-carved` on other data refused, a failed write of
 // metrics_val.json reported, a signal during validation, and which second signal ends a run at
 // once (the other kind, or the same one a second later; not the same one forwarded).
 #include <fcntl.h>
@@ -515,6 +516,36 @@ TEST_F(CliRuns, AResumeIntoANewFolderCarriesTheHistoryAndTheBestCheckpoint) {
   const std::string history = testing::read_text(path("next") + "/history.csv");
   EXPECT_EQ(std::count(history.begin(), history.end(), '\n'), 4) << history;  // header + 3
   EXPECT_EQ(read_checkpoint_metadata(path("next") + "/checkpoints/best.safetensors").epoch, 1);
+}
+
+// An earlier checkpoint of a run resumed into a new --out, where the run's best checkpoint is of a
+// later epoch: that file is not carried over (it is not an epoch of the new run), and the run
+// says so, and when the new folder will get one.
+TEST_F(CliRuns, AResumeIntoANewFolderSaysWhenTheBestCheckpointCannotComeAlong) {
+  ASSERT_EQ(train("run", "--epochs 1").status, 0);
+  const std::string checkpoints = path("run") + "/checkpoints/";
+  fs::copy_file(checkpoints + "last.safetensors", checkpoints + "epoch1.safetensors");
+  ASSERT_EQ(resume(checkpoints + "last.safetensors", "--epochs 3").status, 0);
+  const int best_epoch = read_checkpoint_metadata(checkpoints + "best.safetensors").epoch;
+  ASSERT_GT(best_epoch, 1) << "the premise: on the sample val_loss improves after epoch 1";
+  auto branched = pneumo_command("train --resume " + checkpoints + "epoch1.safetensors --epochs 2 "
+                                     "--out " + path("next") + kCommon,
+                                 cache_);
+  ASSERT_EQ(branched.status, 0) << branched.output;
+  EXPECT_NE(branched.output.find("note: " + checkpoints + "best.safetensors is of epoch " +
+                                 std::to_string(best_epoch) + ", after the epoch resumed (1), and "
+                                 "not carried over, so " + path("next") +
+                                 "/checkpoints/best.safetensors is written only when an epoch "
+                                 "beats the best val_loss of epoch 1"),
+            std::string::npos)
+      << branched.output;
+  // The plain carry-over says nothing.
+  auto carried = pneumo_command("train --resume " + checkpoints + "last.safetensors --epochs 4 "
+                                    "--out " + path("later") + kCommon,
+                                cache_);
+  ASSERT_EQ(carried.status, 0) << carried.output;
+  EXPECT_EQ(carried.output.find("not carried over"), std::string::npos) << carried.output;
+  EXPECT_TRUE(fs::exists(path("later") + "/checkpoints/best.safetensors"));
 }
 
 // An earlier checkpoint resumed into its own run's folder would overwrite the later work: refused,

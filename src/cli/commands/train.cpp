@@ -182,19 +182,39 @@ void prepare_run_dir(const std::string& dir, const std::string& resuming, RunDir
 // A run resumed into a new --out starts that folder with the resumed run's history and its best
 // checkpoint (when that is not of a later epoch than the one resumed), so the folder reads as the
 // whole run: the history's earlier rows, best.safetensors for evaluate and --restore-best. What
-// a failed start left there (headers, an earlier attempt's copies) is replaced.
+// a failed start left there (headers, an earlier attempt's copies) is replaced. A best checkpoint
+// that cannot come along is said: the new folder gets one only when an epoch beats the best
+// value of the epochs resumed, which the checkpoint remembers.
 void carry_over_run_files(const std::string& checkpoint, const std::string& run_dir,
-                          int first_epoch) {
+                          int first_epoch, const std::string& monitor) {
   const std::string source = resumed_run_dir(checkpoint);
   if (source.empty() || same_folder(source, run_dir)) return;
+  const auto no_best = [&](const std::string& why) {
+    if (first_epoch == 0) return;  // no epoch done: no best yet
+    const fs::path best = fs::path(run_dir) / "checkpoints" / "best.safetensors";
+    std::cerr << "note: " << why << ", so " << best.string()
+              << " is written only when an epoch beats the best " << monitor << " of "
+              << (first_epoch == 1 ? std::string("epoch 1")
+                                   : detail::concat("epochs 1 to ", first_epoch))
+              << " (the checkpoint remembers its value, not its weights)\n";
+  };
   for (const char* name : {"history.csv", "history.jsonl", "checkpoints/best.safetensors"}) {
     const fs::path from = fs::path(source) / name, to = fs::path(run_dir) / name;
+    const bool best = to.filename() == "best.safetensors";
     std::error_code error;
     fs::remove(to, error);
-    if (!fs::is_regular_file(from, error)) continue;
-    if (to.filename() == "best.safetensors" &&
-        read_checkpoint_metadata(from.string()).epoch > first_epoch)
+    if (!fs::is_regular_file(from, error)) {
+      if (best) no_best(detail::concat(from.string(), " is missing"));
       continue;
+    }
+    if (best) {
+      const int best_epoch = read_checkpoint_metadata(from.string()).epoch;
+      if (best_epoch > first_epoch) {
+        no_best(detail::concat(from.string(), " is of epoch ", best_epoch, ", after the epoch "
+                               "resumed (", first_epoch, "), and not carried over"));
+        continue;
+      }
+    }
     fs::copy_file(from, to, error);
     if (error)
       throw Error("cannot copy " + from.string() + " into the new run directory: " +
@@ -485,7 +505,7 @@ TrainingRun::TrainingRun(const TrainOptions& options, std::unique_ptr<Communicat
   if (!options.resume.empty()) {
     resume(options.resume);
     if (writer()) {
-      carry_over_run_files(options.resume, run_dir_, first_epoch_);
+      carry_over_run_files(options.resume, run_dir_, first_epoch_, options.checkpoint_monitor);
       write_config(run_dir_, options);
     }
   }
