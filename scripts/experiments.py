@@ -33,10 +33,11 @@ land in OUT/NAME/seed-S/ (a view's scores in OUT/VIEW/seed-S/, its model in its 
 each run's config.json must record the plan's flags, size, epochs and seed, else it is refused.
 A finished run (its val.json readable) is never trained again, so an interrupted sweep continues
 where it stopped (a view is scored again when its model is newer than its val.json). SIGINT or
-SIGTERM (to the script alone or to its process group) reaches the runs under way once: each
-checkpoints, no new run starts, and the script exits 130 or 143; the same command continues. --jobs N trains and scores N runs at a time (for a GPU
-that one run leaves partly idle; each run's train_seconds.txt then holds time shared with the
-others, so a sweep's seconds are not a speed measure). OUT/results.md and OUT/results.csv hold the table
+SIGTERM (to the script alone or to its process group) reaches the commands under way once (a
+`pneumo train` checkpoints), no new one starts, and the script exits 130 or 143; the same command
+continues. --jobs N trains and scores N runs at a time (for a GPU that one run leaves partly idle;
+each run's train_seconds.txt then holds time shared with the others, so a sweep's seconds are not
+a speed measure). OUT/results.md and OUT/results.csv hold the table
 (mean ± sample sd over seeds); the pick is made once every configuration has all its seeds scored.
 --test needs that too; it reads the test split into OUT/test.md, once (OUT/test.lock, with the
 plan's SHA-256, refuses a second read, as does a test.json already in a run folder).
@@ -390,9 +391,9 @@ class ForwardingSignals:
 def exit_if_stopped(args):
     if received:
         name = signal.Signals(received[0]).name
-        print(f"experiments: stopped by {name}, passed on to the runs under way: each wrote a "
-              f"checkpoint (its log in {args.out}/NAME/seed-S.log says where); the same command "
-              "continues the sweep", file=sys.stderr)
+        print(f"experiments: stopped by {name}, passed on to the runs under way (a `pneumo "
+              f"train` writes a checkpoint first; its log {args.out}/NAME/seed-S.log says "
+              "where); the same command continues the sweep", file=sys.stderr)
         sys.exit(128 + received[0])
 
 
