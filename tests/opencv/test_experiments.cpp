@@ -253,7 +253,7 @@ TEST(Experiments, ASigtermToTheScriptAloneStopsItsRunsWithACheckpoint) {
   if (testing::run_command("python3 -c pass").status != 0) GTEST_SKIP() << "no python3";
   testing::TempDir dir;
   const std::string plan = dir.file("plan.json"), out = dir.file("sweep");
-  std::ofstream(plan) << R"({"size": 32, "epochs": 100, "seeds": [1], "baseline": "plain",
+  std::ofstream(plan) << R"({"size": 32, "epochs": 30, "seeds": [1], "baseline": "plain",
     "rule": "the only configuration", "configs": {"plain": {"augment": false, "threads": 2,
     "device": "cpu"}}})";
   const std::string run = out + "/plain/seed-1";
@@ -281,14 +281,14 @@ TEST(Experiments, ASigtermToTheScriptAloneStopsItsRunsWithACheckpoint) {
   const std::string log = testing::read_text(out + "/plain/seed-1.log");
   EXPECT_NE(log.find("interrupted by SIGTERM after"), std::string::npos) << log;
   EXPECT_FALSE(fs::exists(run + "/model.safetensors")) << log;
-  EXPECT_LT(read_checkpoint_metadata(run + "/checkpoints/last.safetensors").epoch, 100);
+  EXPECT_LT(read_checkpoint_metadata(run + "/checkpoints/last.safetensors").epoch, 30);
 
   const auto continued = testing::run_command(sweep_command(dir, plan, out));
   ASSERT_EQ(continued.status, 0) << continued.output;
   EXPECT_NE(continued.output.find("train --resume " + run + "/checkpoints/last.safetensors"),
             std::string::npos)
       << continued.output;
-  EXPECT_EQ(read_checkpoint_metadata(run + "/model.safetensors").epoch, 100);
+  EXPECT_EQ(read_checkpoint_metadata(run + "/model.safetensors").epoch, 30);
   EXPECT_TRUE(fs::exists(run + "/val.json"));
 }
 
