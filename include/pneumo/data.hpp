@@ -51,6 +51,7 @@ struct Dataset {
   std::string tree_dir;     // the image tree given as --data, when it was one (else empty)
   int size = 0;
   std::string source_hash;  // content hash of the image tree it was prepared from
+  std::string source_dir;   // that tree's path as prepare recorded it (it may have moved since)
   std::vector<Split> splits;  // those present, in the order train, val, test
 
   const Split* find(const std::string& name) const;  // nullptr when absent

@@ -283,7 +283,8 @@ void add_prepare(CLI::App& app, pneumo::PrepareOptions& o, Action& action) {
 }
 
 void add_eda(CLI::App& app, pneumo::EdaOptions& o, Action& action) {
-  auto* c = app.add_subcommand("eda", "Class and patient counts, image grids (plain and augmented)");
+  auto* c = app.add_subcommand(
+      "eda", "Class and patient counts, original shapes, image grids (plain and augmented)");
   c->add_option("--data", o.data, "Image tree or cache")->required();
   c->add_option("--out", o.out_dir, "Folder for counts.json, samples.png, augmented.png, README.md")
       ->required();

@@ -491,7 +491,10 @@ Dataset load_cache(const std::string& cache_dir) {
     if (classes != std::vector<std::string>(std::begin(kClassNames), std::end(kClassNames)))
       throw Error(meta_name + ": classes must be [\"NORMAL\", \"PNEUMONIA\"]");
     field = "source";
-    if (meta.contains("source")) dataset.source_hash = meta["source"].value("hash", std::string());
+    if (meta.contains("source")) {
+      dataset.source_hash = meta["source"].value("hash", std::string());
+      dataset.source_dir = meta["source"].value("path", std::string());
+    }
     field = "splits";
     const auto& splits = meta.at("splits");
     for (const char* name : kSplitNames)

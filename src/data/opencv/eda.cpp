@@ -1,11 +1,16 @@
 // `pneumo eda`: what the data looks like and what training sees. Class counts per split (printed
-// and counts.json, with patients per split and the ids two splits share), a grid of random images
+// and counts.json, with patients per split, the ids two splits share and the original images'
+// shapes, with a note where they differ by class or split), a grid of random images
 // per class (samples.png), a grid of augmented copies made by the CPU twin of the augmentation
 // kernel (augmented.png), and a README with the citation.
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iomanip>
+#include <iterator>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <opencv2/core.hpp>
 #include <opencv2/imgcodecs.hpp>
@@ -64,6 +69,153 @@ std::vector<int32_t> pick(const Split& split, int label, int count, RngKey key) 
   }
   if (members.size() > static_cast<size_t>(count)) members.resize(static_cast<size_t>(count));
   return members;
+}
+
+// ---- Original sizes ----------------------------------------------------------------------------
+// A dataset's images are squashed to a square; if one class's originals are wider than the
+// other's, the squashed anatomy tells the classes apart (docs/generalisation.md). So: each split
+// and class's width/height, read from the files' headers in the tree the cache was made from.
+
+struct ShapeSummary {
+  int64_t read = 0, unreadable = 0;
+  // A size at least a quarter of 20 or more images share, e.g. a resize to 224 x 224
+  // done before the data reached us: its images say nothing of their original shape.
+  int64_t common_width = 0, common_height = 0, common_count = 0;
+  std::vector<double> others;  // width/height of the images not of that size, sorted
+};
+
+// Linear interpolation between order statistics (numpy's default); `sorted` must not be empty.
+double quantile(const std::vector<double>& sorted, double q) {
+  const double at = q * static_cast<double>(sorted.size() - 1);
+  const size_t low = static_cast<size_t>(std::floor(at));
+  if (low + 1 >= sorted.size()) return sorted.back();
+  return sorted[low] + (at - static_cast<double>(low)) * (sorted[low + 1] - sorted[low]);
+}
+
+double median_shape(const ShapeSummary& s) { return quantile(s.others, 0.5); }
+
+bool read_header(const fs::path& file, data_internal::ImageHeader& header) {
+  std::ifstream in(file, std::ios::binary);
+  if (!in) return false;
+  constexpr std::streamsize kFirst = 1 << 16;  // the header lies here unless metadata precedes it
+  std::vector<uint8_t> bytes(static_cast<size_t>(kFirst));
+  in.read(reinterpret_cast<char*>(bytes.data()), kFirst);
+  bytes.resize(static_cast<size_t>(in.gcount()));
+  if (data_internal::read_image_header(bytes, header)) return true;
+  if (static_cast<std::streamsize>(bytes.size()) < kFirst) return false;  // that was all of it
+  in.clear();
+  in.seekg(0);
+  bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  return data_internal::read_image_header(bytes, header);
+}
+
+ShapeSummary summarise_shapes(const Split& split, int label, const fs::path& tree) {
+  ShapeSummary s;
+  std::map<std::pair<int64_t, int64_t>, int64_t> sizes;
+  std::vector<std::pair<int64_t, int64_t>> read;
+  for (int64_t i = 0; i < split.count(); ++i) {
+    if (split.labels[static_cast<size_t>(i)] != label) continue;
+    data_internal::ImageHeader header;
+    if (!read_header(tree / split.files[static_cast<size_t>(i)], header) || header.width <= 0 ||
+        header.height <= 0) {
+      ++s.unreadable;
+      continue;
+    }
+    read.emplace_back(header.width, header.height);
+    ++sizes[read.back()];
+  }
+  s.read = static_cast<int64_t>(read.size());
+  for (const auto& [size, count] : sizes)
+    if (s.read >= 20 && 4 * count >= s.read && count > s.common_count) {
+      s.common_width = size.first;
+      s.common_height = size.second;
+      s.common_count = count;
+    }
+  for (const auto& [width, height] : read)
+    if (s.common_count == 0 || width != s.common_width || height != s.common_height)
+      s.others.push_back(static_cast<double>(width) / static_cast<double>(height));
+  std::sort(s.others.begin(), s.others.end());
+  return s;
+}
+
+// The table, counts.json's "original_sizes", and a note wherever the shapes differ by class
+// within a split, or by split within a class, by more than 10% (medians over at least 5 images).
+nlohmann::json original_sizes(const Dataset& dataset, std::ostringstream& table) {
+  const std::string tree = dataset.tree_dir.empty() ? dataset.source_dir : dataset.tree_dir;
+  std::error_code error;
+  if (tree.empty() || !fs::is_directory(tree, error)) {
+    table << "\noriginal sizes: not read (the image tree "
+          << (tree.empty() ? std::string("is not recorded in the cache") : tree + " is not there")
+          << ")\n";
+    return {{"source", tree}, {"read", false}};
+  }
+  nlohmann::json out = {{"source", tree}, {"read", true}};
+  std::map<std::pair<std::string, int>, ShapeSummary> all;
+  table << "\noriginal sizes (from the file headers in " << tree << "):\n"
+        << "split    class       images  one size shared by many   the others' width/height "
+           "(quartiles)\n";
+  for (const Split& split : dataset.splits)
+    for (int c = 0; c < kClassCount; ++c) {
+      const ShapeSummary s = summarise_shapes(split, c, tree);
+      all[{split.name, c}] = s;
+      nlohmann::json entry = {{"images", s.read}, {"unreadable", s.unreadable},
+                              {"others", s.others.size()}};
+      std::ostringstream shared, spread;
+      if (s.common_count > 0) {
+        entry["common_size"] = {s.common_width, s.common_height};
+        entry["common_count"] = s.common_count;
+        shared << s.common_count << " at " << s.common_width << " x " << s.common_height;
+      } else {
+        shared << "-";
+      }
+      if (!s.others.empty()) {
+        const double q[3] = {quantile(s.others, 0.25), quantile(s.others, 0.5),
+                             quantile(s.others, 0.75)};
+        entry["width_over_height_quartiles"] = {q[0], q[1], q[2]};
+        spread << s.others.size() << ": " << std::fixed << std::setprecision(3) << q[0] << "  "
+               << q[1] << "  " << q[2];
+      } else {
+        spread << "-";
+      }
+      out[split.name][kClassNames[c]] = entry;
+      table << std::left << std::setw(9) << split.name << std::setw(10) << kClassNames[c]
+            << std::right << std::setw(8) << s.read << "  " << std::left << std::setw(26)
+            << shared.str() << spread.str() << std::right;
+      if (s.unreadable > 0) table << "  (" << s.unreadable << " unreadable)";
+      table << "\n";
+    }
+  // `wider(a, b)` is the note's start when a's median is the larger, `wider(b, a)` otherwise.
+  int notes = 0;
+  const auto note = [&](const ShapeSummary& a, const ShapeSummary& b,
+                        const std::function<std::string(bool)>& wider) {
+    if (a.others.size() < 5 || b.others.size() < 5) return;
+    const double ma = median_shape(a), mb = median_shape(b);
+    if (std::max(ma, mb) <= 1.1 * std::min(ma, mb)) return;
+    table << "note: " << wider(ma > mb) << " (median width/height " << std::fixed
+          << std::setprecision(2) << std::max(ma, mb) << " against " << std::min(ma, mb) << ")\n";
+    ++notes;
+  };
+  for (const Split& split : dataset.splits)
+    note(all[{split.name, 1}], all[{split.name, 0}], [&](bool pneumonia_wider) {
+      return "in " + split.name + ", " + (pneumonia_wider ? "PNEUMONIA" : "NORMAL") +
+             " images are wider than " + (pneumonia_wider ? "NORMAL" : "PNEUMONIA") + " ones";
+    });
+  for (int c = 0; c < kClassCount; ++c)
+    for (size_t i = 0; i < dataset.splits.size(); ++i)
+      for (size_t j = i + 1; j < dataset.splits.size(); ++j) {
+        const std::string &a = dataset.splits[i].name, &b = dataset.splits[j].name;
+        note(all[{a, c}], all[{b, c}], [&](bool a_wider) {
+          return std::string(kClassNames[c]) + " images are wider in " + (a_wider ? a : b) +
+                 " than in " + (a_wider ? b : a);
+        });
+      }
+  if (notes > 0)
+    table << "Medians over the images not of a shared size. Squashed to a square, images of "
+             "different shapes have their anatomy compressed differently: between classes a cue "
+             "a model can learn in place of the disease, between splits a shift that validation "
+             "may not show (docs/generalisation.md: train --aspect, evaluate --stress)\n";
+  out["notes"] = notes;
+  return out;
 }
 
 }  // namespace
@@ -134,6 +286,7 @@ EdaReport run_eda(const EdaOptions& options) {
               << " images; a split may number its ids on its own)";
       table << "\n";
     }
+  const nlohmann::json shapes = original_sizes(dataset, table);
   {
     const fs::path path = out / "counts.json";
     std::ofstream file(path);
@@ -141,7 +294,8 @@ EdaReport run_eda(const EdaOptions& options) {
                        {"size", size},
                        {"splits", counts},
                        {"patients", patients},
-                       {"shared_patient_ids", shared}},
+                       {"shared_patient_ids", shared},
+                       {"original_sizes", shapes}},
                       2)
          << "\n";
     if (!file) throw Error("cannot write " + path.string());
@@ -215,7 +369,8 @@ EdaReport run_eda(const EdaOptions& options) {
     if (dataset.cache_dir != options.data) file << " (through its cache " << dataset.cache_dir << ")";
     file << ": images " << size << "x" << size << ", seed " << options.seed << ".\n\n"
          << "- `counts.json`: images per split and class, patients per split (ids from the file "
-         << "names) and the ids two splits share.\n"
+         << "names), the ids two splits share, and the original images' sizes (from their "
+         << "headers: a size many share, and the others' width/height quartiles).\n"
          << "- `samples.png`: random " << shown.name << " images, one row per class.\n"
          << "- `augmented.png`: a few " << shown.name << " images, rows alternating NORMAL and "
          << "PNEUMONIA; first column as stored, then "
