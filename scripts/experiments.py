@@ -35,7 +35,8 @@ A finished run (its val.json readable) is never trained again, so an interrupted
 where it stopped (a view is scored again when its model is newer than its val.json). SIGINT or
 SIGTERM (to the script alone or to its process group) reaches the commands under way once (a
 `pneumo train` checkpoints), no new one starts, and the script exits 130 or 143; the same command
-continues. --jobs N trains and scores N runs at a time (for a GPU that one run leaves partly idle;
+continues. During --test's reads a signal is not passed on: the read under way finishes (unless
+the signal reached it too, as Ctrl-C does), none starts after it. --jobs N trains and scores N runs at a time (for a GPU that one run leaves partly idle;
 each run's train_seconds.txt then holds time shared with the others, so a sweep's seconds are not
 a speed measure). OUT/results.md and OUT/results.csv hold the table
 (mean ± sample sd over seeds); the pick is made once every configuration has all its seeds scored.
@@ -377,31 +378,49 @@ def forward(signum, _frame):
             send(child, signum)
 
 
+def record(signum, _frame):
+    received.append(signum)
+
+
 class ForwardingSignals:
-    """While in the block, FORWARDED signals go to the running children (handlers put back after)."""
+    """While in the block, FORWARDED signals go to the running children, or (pass_on=False) are
+    only recorded, so that the command running finishes and no new one starts; handlers are put
+    back after. A signal the script was started ignoring (a background job's SIGINT) stays
+    ignored."""
+
+    def __init__(self, pass_on=True):
+        self.handler = forward if pass_on else record
 
     def __enter__(self):
-        self.previous = {number: signal.signal(number, forward) for number in FORWARDED}
+        self.previous = {}
+        for number in FORWARDED:
+            if signal.getsignal(number) is not signal.SIG_IGN:
+                self.previous[number] = signal.signal(number, self.handler)
 
     def __exit__(self, *_):
         for number, handler in self.previous.items():
             signal.signal(number, handler)
 
 
+def exit_stopped(message):
+    """Ends the script after a signal: the message on stderr, status 128 + the signal's number."""
+    print(message, file=sys.stderr)
+    sys.exit(128 + received[0])
+
+
 def exit_if_stopped(args):
     if received:
-        name = signal.Signals(received[0]).name
-        print(f"experiments: stopped by {name}, passed on to the runs under way (a `pneumo "
-              f"train` writes a checkpoint first; its log {args.out}/NAME/seed-S.log says "
-              "where); the same command continues the sweep", file=sys.stderr)
-        sys.exit(128 + received[0])
+        exit_stopped(f"experiments: stopped by {signal.Signals(received[0]).name}, passed on to "
+                     f"the runs under way (a `pneumo train` writes a checkpoint first; its log "
+                     f"{args.out}/NAME/seed-S.log says where); the same command continues the "
+                     "sweep")
 
 
 def run(command, log_path, failed_note=None):
     note = f"\n{failed_note()}" if failed_note else ""
     if received:
-        sys.exit(f"experiments: not started after {signal.Signals(received[0]).name}: "
-                 + " ".join(command) + note)
+        exit_stopped(f"experiments: not started after {signal.Signals(received[0]).name}: "
+                     + " ".join(command) + note)
     print("+ " + " ".join(command), flush=True)
     try:
         with open(log_path, "a") as log:
@@ -421,6 +440,9 @@ def run(command, log_path, failed_note=None):
         if returncode == 0:
             return
         status = f"failed with status {returncode}, see {log_path}"
+    if received:
+        exit_stopped(f"experiments: command {status} after {signal.Signals(received[0]).name}"
+                     f"{note}")
     sys.exit(f"experiments: command {status}{note}")
 
 
@@ -697,7 +719,9 @@ def read_test(args, plan, chosen):
         return (f"The lock {lock} is written, so the test split will not be read again. Read: "
                 f"{', '.join(done) or 'nothing'}. Not read: {', '.join(not_read)}.")
 
-    with ForwardingSignals():
+    # A signal here is not passed on: `pneumo evaluate` would die with its read half done, and
+    # the lock allows no second read. The read running finishes; none starts after it.
+    with ForwardingSignals(pass_on=False):
         for name, _, out, models in reads:
             command = [args.pneumo, "evaluate", "--data", args.data, "--split", "test", "--stress",
                        "--json", out] + evaluate_args(args)
