@@ -627,7 +627,8 @@ TEST_F(CliRuns, FlagsWithoutEffectAreNamed) {
 // After the first stop signal: the same signal again within a second is that request delivered
 // twice (a runner forwarding what a scheduler or a group kill also sent) and changes nothing;
 // the other kind (Ctrl-C, then a scheduler's SIGTERM), or the same one later, ends the process
-// at once by its default action. Each case in a child process (a death test).
+// at once by its default action; after the guard, the signal that stopped the run stays ignored.
+// Each case in a child process (a death test).
 TEST(StopOnSignal, AnEchoWithinASecondIsOneRequestAnythingElseEndsAtOnce) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");
   const auto stop_twice = [](int first, int second, int gap_ms) {
@@ -646,6 +647,18 @@ TEST(StopOnSignal, AnEchoWithinASecondIsOneRequestAnythingElseEndsAtOnce) {
   EXPECT_EXIT(stop_twice(SIGINT, SIGTERM, 0), ::testing::KilledBySignal(SIGTERM), "");
   EXPECT_EXIT(stop_twice(SIGTERM, SIGINT, 0), ::testing::KilledBySignal(SIGINT), "");
   EXPECT_EXIT(stop_twice(SIGTERM, SIGTERM, 1200), ::testing::KilledBySignal(SIGTERM), "");
+  // Once the guard is gone (the run is exiting on the request), that signal stays ignored: its
+  // echo must not kill the exit. The other kind is back to what it was (here the default).
+  const auto after_the_guard = [](int second) {
+    {
+      cli::StopOnSignal guard(/*announce=*/false);
+      std::raise(SIGTERM);
+    }
+    std::raise(second);
+    std::_Exit(0);
+  };
+  EXPECT_EXIT(after_the_guard(SIGTERM), ::testing::ExitedWithCode(0), "");
+  EXPECT_EXIT(after_the_guard(SIGINT), ::testing::KilledBySignal(SIGINT), "");
 }
 
 }  // namespace

@@ -73,7 +73,8 @@ extern "C" void on_stop_signal(int number) {
 }  // namespace
 
 StopOnSignal::StopOnSignal(bool announce) {
-  static_assert(std::atomic<bool>::is_always_lock_free && std::atomic<int>::is_always_lock_free,
+  static_assert(std::atomic<bool>::is_always_lock_free && std::atomic<int>::is_always_lock_free &&
+                    std::atomic<long long>::is_always_lock_free,
                 "the signal handler needs lock-free atomics");
   PNEUMO_CHECK(!g_installed.exchange(true), "only one StopOnSignal may be active");
   g_stop.store(false);
@@ -91,6 +92,13 @@ StopOnSignal::StopOnSignal(bool announce) {
 StopOnSignal::~StopOnSignal() {
   sigaction(SIGINT, &g_previous_int, nullptr);
   sigaction(SIGTERM, &g_previous_term, nullptr);
+  // The process is ending on a stop request; an echo of it may still be on its way (the window
+  // above) and must not kill the orderly exit: that signal stays ignored.
+  if (const int stopped_by = g_signal.load(); stopped_by != 0) {
+    struct sigaction ignore {};
+    ignore.sa_handler = SIG_IGN;
+    sigaction(stopped_by, &ignore, nullptr);
+  }
   g_installed.store(false);
 }
 

@@ -12,8 +12,9 @@ namespace pneumo::cli {
 // While alive, the first SIGINT or SIGTERM only sets stop() (the loop finishes its step, writes a
 // checkpoint and exits). Another signal ends the process at once by its default action, except
 // the same signal within a second of the first: that is one request delivered twice (a runner
-// forwarding what a scheduler or a process-group kill also sent) and is ignored.
-// The previous handlers come back on destruction. One instance at a time. With `announce` the
+// forwarding what a scheduler or a process-group kill also sent) and is ignored. The previous
+// handlers come back on destruction, except that the signal which stopped the run stays ignored
+// (its echo must not kill the exit). One instance at a time. With `announce` the
 // first signal is said on stderr at once (rank 0 speaks for a run of several processes).
 class StopOnSignal {
  public:
