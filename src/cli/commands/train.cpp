@@ -186,11 +186,17 @@ void prepare_run_dir(const std::string& dir, const std::string& resuming, RunDir
 // that cannot come along is said: the new folder gets one only when an epoch beats the best
 // value of the epochs resumed, which the checkpoint remembers.
 void carry_over_run_files(const std::string& checkpoint, const std::string& run_dir,
-                          int first_epoch, const std::string& monitor) {
+                          int first_epoch, int epochs, const std::string& monitor) {
   const std::string source = resumed_run_dir(checkpoint);
   if (source.empty() || same_folder(source, run_dir)) return;
   const auto no_best = [&](const std::string& why) {
-    if (first_epoch == 0) return;  // no epoch done: no best yet
+    // No epoch done: no best yet. None left to train: the folder gets no best checkpoint at all.
+    if (first_epoch == 0) return;
+    if (first_epoch >= epochs) {
+      std::cerr << "note: " << why << "; no epoch is left to train, so this folder gets no best "
+                << "checkpoint\n";
+      return;
+    }
     const fs::path best = fs::path(run_dir) / "checkpoints" / "best.safetensors";
     std::cerr << "note: " << why << ", so " << best.string()
               << " is written only when an epoch beats the best " << monitor << " of "
@@ -505,7 +511,8 @@ TrainingRun::TrainingRun(const TrainOptions& options, std::unique_ptr<Communicat
   if (!options.resume.empty()) {
     resume(options.resume);
     if (writer()) {
-      carry_over_run_files(options.resume, run_dir_, first_epoch_, options.checkpoint_monitor);
+      carry_over_run_files(options.resume, run_dir_, first_epoch_, options.epochs,
+                           options.checkpoint_monitor);
       write_config(run_dir_, options);
     }
   }
