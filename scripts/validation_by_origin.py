@@ -68,6 +68,8 @@ def image_size(path):
             size = jpeg_size(f.read())
     if size is None:
         raise ValueError(f"{path}: neither a JPEG with a start-of-frame nor a PNG")
+    if 0 in size:  # a JPEG may leave its height to a later DNL segment
+        raise ValueError(f"{path}: its header gives no size ({size[0]} x {size[1]})")
     return size
 
 

@@ -74,6 +74,7 @@ TEST(ValidationByOrigin, GroupsBySizeFromTheHeadersAndCountsAsPneumoDoes) {
   write_bytes(images / "train/NORMAL/e.png", png_header(330, 256));              // 1.29
   write_bytes(images / "train/PNEUMONIA/f.jpeg", jpeg_header(400, 256));         // 1.5625
   write_bytes(images / "train/PNEUMONIA/g.jpeg", jpeg_header(384, 256));         // exactly 1.5
+  write_bytes(images / "train/PNEUMONIA/h.jpeg", jpeg_header(360, 256));         // 1.41
   std::ofstream(dir.file("scores.csv"))
       << "index,file,label,logit,probability\n"
       << "0,train/NORMAL/a.jpeg,0,-2.0,0.12\n"
@@ -82,7 +83,8 @@ TEST(ValidationByOrigin, GroupsBySizeFromTheHeadersAndCountsAsPneumoDoes) {
       << "3,train/NORMAL/d.jpeg,0,1.0,0.73\n"      // false positive
       << "4,train/NORMAL/e.png,0,-3.0,0.05\n"
       << "5,train/PNEUMONIA/f.jpeg,1,2.0,0.88\n"
-      << "6,train/PNEUMONIA/g.jpeg,1,0.5,0.62\n";
+      << "6,train/PNEUMONIA/g.jpeg,1,0.5,0.62\n"
+      << "7,train/PNEUMONIA/h.jpeg,1,-0.5,0.38\n";  // missed
   testing::CommandResult run = run_script(images.string(), "'" + dir.file("scores.csv") + "'");
   ASSERT_EQ(run.status, 0) << run.output;
   EXPECT_NE(run.output.find("| 224 x 224 | 2 | 1.000 (2/2) | 1 | 0.000 (0/1) |"), std::string::npos)
@@ -96,7 +98,10 @@ TEST(ValidationByOrigin, GroupsBySizeFromTheHeadersAndCountsAsPneumoDoes) {
   EXPECT_NE(run.output.find("| other, width/height >= 1.5 | 0 |  | 2 | 1.000 (2/2) |"),
             std::string::npos)
       << run.output;
-  EXPECT_NE(run.output.find("| other, all | 2 | 0.500 (1/2) | 2 | 1.000 (2/2) |"),
+  EXPECT_NE(run.output.find("| other, width/height 1.35 to 1.5 | 0 |  | 1 | 0.000 (0/1) |"),
+            std::string::npos)
+      << run.output;
+  EXPECT_NE(run.output.find("| other, all | 2 | 0.500 (1/2) | 3 | 0.667 (2/3) |"),
             std::string::npos)
       << run.output;
 
@@ -116,6 +121,14 @@ TEST(ValidationByOrigin, RefusesACsvOfAnotherKindAndAFileWithoutASize) {
   testing::CommandResult run = run_script(images.string(), "'" + dir.file("other.csv") + "'");
   EXPECT_EQ(run.status, 1) << run.output;
   EXPECT_NE(run.output.find("expected the CSV of `pneumo evaluate --scores`"), std::string::npos)
+      << run.output;
+
+  write_bytes(images / "y.jpeg", jpeg_header(300, 0));  // height left to a DNL segment
+  std::ofstream(dir.file("no-height.csv"))
+      << "index,file,label,logit,probability\n0,y.jpeg,0,-1,0.27\n";
+  run = run_script(images.string(), "'" + dir.file("no-height.csv") + "'");
+  EXPECT_EQ(run.status, 1) << run.output;
+  EXPECT_NE(run.output.find("y.jpeg: its header gives no size (300 x 0)"), std::string::npos)
       << run.output;
 
   write_bytes(images / "x.jpeg", {0xFF, 0xD8, 0xFF, 0xD9});  // SOI, EOI: no frame header
