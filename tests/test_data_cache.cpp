@@ -61,6 +61,18 @@ TEST(LoadCache, ReadsAHandMadeCache) {
   EXPECT_EQ(d.split("test").files[0], "test/NORMAL/IM-0002-0001.jpeg");
   EXPECT_EQ(d.split("train").class_counts(), (std::array<int64_t, 2>{1, 2}));
   EXPECT_THROW(d.split("val"), Error);
+  EXPECT_EQ(d.source_dir, "");  // not recorded by this hand-made meta.json
+  // The source tree's path, read by eda only: a string is kept; another type is as good as none,
+  // not a broken cache.
+  for (const char* path : {"\"/data/xray\"", "null", "7"}) {
+    std::string meta = testing::read_file(dir / "cache" / "meta.json");
+    meta.replace(meta.find("\"source\": {"), std::string("\"source\": {").size(),
+                 std::string("\"source\": {\"path\": ") + path + ", ");
+    testing::write_file(dir / "cache" / "meta.json", meta);
+    const Dataset again = load_cache(cache);
+    EXPECT_EQ(again.source_dir, path[0] == '"' ? "/data/xray" : "") << path;
+    write_hand_made_cache(dir / "cache");
+  }
   // A label outside {0, 1} is refused with the file named.
   const uint8_t bad_labels[3] = {0, 1, 2};
   write_npy((dir / "cache" / "train_labels.npy").string(), NpyType::UInt8, {3}, bad_labels);

@@ -493,7 +493,9 @@ Dataset load_cache(const std::string& cache_dir) {
     field = "source";
     if (meta.contains("source")) {
       dataset.source_hash = meta["source"].value("hash", std::string());
-      dataset.source_dir = meta["source"].value("path", std::string());
+      // Read by eda only: a path of another type is as good as none, not a broken cache.
+      const auto path = meta["source"].find("path");
+      if (path != meta["source"].end() && path->is_string()) dataset.source_dir = *path;
     }
     field = "splits";
     const auto& splits = meta.at("splits");
