@@ -631,7 +631,14 @@ TEST_F(CliRuns, FlagsWithoutEffectAreNamed) {
 // Each case in a child process (a death test).
 TEST(StopOnSignal, AnEchoWithinASecondIsOneRequestAnythingElseEndsAtOnce) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");
-  const auto stop_twice = [](int first, int second, int gap_ms) {
+  // Default handlers before each guard, whatever the test was started with (a background job
+  // starts with SIGINT ignored): the cases below read which signal the default action ends on.
+  const auto defaults = [] {
+    std::signal(SIGINT, SIG_DFL);
+    std::signal(SIGTERM, SIG_DFL);
+  };
+  const auto stop_twice = [&](int first, int second, int gap_ms) {
+    defaults();
     cli::StopOnSignal guard(/*announce=*/false);
     std::raise(first);
     if (!guard.stop().load() || guard.signal_number() != first) std::_Exit(3);
@@ -649,7 +656,8 @@ TEST(StopOnSignal, AnEchoWithinASecondIsOneRequestAnythingElseEndsAtOnce) {
   EXPECT_EXIT(stop_twice(SIGTERM, SIGTERM, 1200), ::testing::KilledBySignal(SIGTERM), "");
   // Once the guard is gone (the run is exiting on the request), that signal stays ignored: its
   // echo must not kill the exit. The other kind is back to what it was (here the default).
-  const auto after_the_guard = [](int second) {
+  const auto after_the_guard = [&](int second) {
+    defaults();
     {
       cli::StopOnSignal guard(/*announce=*/false);
       std::raise(SIGTERM);

@@ -90,15 +90,14 @@ StopOnSignal::StopOnSignal(bool announce) {
 }
 
 StopOnSignal::~StopOnSignal() {
-  sigaction(SIGINT, &g_previous_int, nullptr);
-  sigaction(SIGTERM, &g_previous_term, nullptr);
   // The process is ending on a stop request; an echo of it may still be on its way (the window
-  // above) and must not kill the orderly exit: that signal stays ignored.
-  if (const int stopped_by = g_signal.load(); stopped_by != 0) {
-    struct sigaction ignore {};
-    ignore.sa_handler = SIG_IGN;
-    sigaction(stopped_by, &ignore, nullptr);
-  }
+  // above) and must not kill the orderly exit: that signal goes straight from this handler to
+  // ignored (the other kind, or a later SIGKILL, still ends a process that hangs from here on).
+  const int stopped_by = g_signal.load();
+  struct sigaction ignore {};
+  ignore.sa_handler = SIG_IGN;
+  sigaction(SIGINT, stopped_by == SIGINT ? &ignore : &g_previous_int, nullptr);
+  sigaction(SIGTERM, stopped_by == SIGTERM ? &ignore : &g_previous_term, nullptr);
   g_installed.store(false);
 }
 
