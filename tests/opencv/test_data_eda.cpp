@@ -3,6 +3,7 @@
 // shapes on a tree made for them.
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -124,20 +125,57 @@ TEST(Eda, OriginalShapesByClassAndSplitWithNotesWhereTheyDiffer) {
   EXPECT_NE(log.str().find("train    NORMAL          21  16 at 24 x 24"), std::string::npos)
       << log.str();
   EXPECT_NE(log.str().find("note: in train, PNEUMONIA images are wider than NORMAL ones (median "
-                           "width/height 1.70 against 1.25)"),
+                           "width/height 1.70 against 1.25, images not of a shared size)"),
             std::string::npos)
       << log.str();
   EXPECT_NE(log.str().find("note: NORMAL images are wider in test than in train (median "
-                           "width/height 1.50 against 1.25)"),
+                           "width/height 1.50 against 1.25, images not of a shared size)"),
             std::string::npos)
       << log.str();
+
+  // A class all of one shared size, the other of another (20 each, enough for a shared size):
+  // nothing is left among "the others", so the note compares all images.
+  {
+    ScratchDir plain, plain_out, plain_cache;
+    for (int k = 0; k < 20; ++k) {
+      testing::write_image(plain / "train/NORMAL" / ("n" + std::to_string(k) + ".png"),
+                           testing::tagged_image(40, 40, k));
+      testing::write_image(plain / "train/PNEUMONIA" / ("p" + std::to_string(k) + ".png"),
+                           testing::tagged_image(60, 40, k));
+    }
+    EdaOptions o = options;
+    o.data = plain.str();
+    o.out_dir = (plain_out / "eda").string();
+    o.cache_root = plain_cache.str();
+    std::ostringstream plain_log;
+    o.log = &plain_log;
+    run_eda(o);
+    EXPECT_NE(plain_log.str().find("note: in train, PNEUMONIA images are wider than NORMAL ones "
+                                   "(median width/height 1.50 against 1.00, all images)"),
+              std::string::npos)
+        << plain_log.str();
+  }
 
   // Through the cache: the same shapes, read from the tree its meta.json names.
   options.data = counts["source"].get<std::string>();
   options.out_dir = (out / "cache").string();
   run_eda(options);
   const auto again = nlohmann::json::parse(testing::read_file(out / "cache" / "counts.json"));
-  EXPECT_EQ(again["original_sizes"], shapes);
+  auto through_cache = again["original_sizes"];
+  EXPECT_EQ(through_cache["tree_changed_since_cache"], false);
+  through_cache["tree_changed_since_cache"] = nullptr;  // given as a tree above: not compared
+  EXPECT_EQ(through_cache, shapes);
+  // A tree touched since the cache was made: its shapes are read, and the change is said.
+  const fs::path touched = fs::directory_iterator(tree / "test/NORMAL")->path();
+  fs::last_write_time(touched, fs::last_write_time(touched) + std::chrono::seconds(5));
+  options.out_dir = (out / "touched").string();
+  log.str("");
+  run_eda(options);
+  EXPECT_EQ(nlohmann::json::parse(testing::read_file(out / "touched" / "counts.json"))
+                ["original_sizes"]["tree_changed_since_cache"],
+            true);
+  EXPECT_NE(log.str().find("its files' hash is not the one the cache recorded"), std::string::npos)
+      << log.str();
   // The tree moved away: said, and nothing else about shapes.
   fs::rename(tree.path(), tree.path().string() + "-moved");
   options.out_dir = (out / "moved").string();

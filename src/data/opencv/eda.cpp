@@ -82,6 +82,7 @@ struct ShapeSummary {
   // done before the data reached us: its images say nothing of their original shape.
   int64_t common_width = 0, common_height = 0, common_count = 0;
   std::vector<double> others;  // width/height of the images not of that size, sorted
+  std::vector<double> all;     // width/height of every image read, sorted
 };
 
 // Linear interpolation between order statistics (numpy's default); `sorted` must not be empty.
@@ -91,8 +92,6 @@ double quantile(const std::vector<double>& sorted, double q) {
   if (low + 1 >= sorted.size()) return sorted.back();
   return sorted[low] + (at - static_cast<double>(low)) * (sorted[low + 1] - sorted[low]);
 }
-
-double median_shape(const ShapeSummary& s) { return quantile(s.others, 0.5); }
 
 bool read_header(const fs::path& file, data_internal::ImageHeader& header) {
   std::ifstream in(file, std::ios::binary);
@@ -131,10 +130,14 @@ ShapeSummary summarise_shapes(const Split& split, int label, const fs::path& tre
       s.common_height = size.second;
       s.common_count = count;
     }
-  for (const auto& [width, height] : read)
+  for (const auto& [width, height] : read) {
+    const double shape = static_cast<double>(width) / static_cast<double>(height);
+    s.all.push_back(shape);
     if (s.common_count == 0 || width != s.common_width || height != s.common_height)
-      s.others.push_back(static_cast<double>(width) / static_cast<double>(height));
+      s.others.push_back(shape);
+  }
   std::sort(s.others.begin(), s.others.end());
+  std::sort(s.all.begin(), s.all.end());
   return s;
 }
 
@@ -150,8 +153,22 @@ nlohmann::json original_sizes(const Dataset& dataset, std::ostringstream& table)
     return {{"source", tree}, {"read", false}};
   }
   nlohmann::json out = {{"source", tree}, {"read", true}};
+  if (!dataset.tree_dir.empty() || dataset.source_hash.empty()) {
+    out["tree_changed_since_cache"] = nullptr;  // given as a tree, or no hash recorded
+  } else {
+    bool changed = true;
+    try {
+      changed = image_tree_hash(tree) != dataset.source_hash;
+    } catch (const Error&) {
+    }
+    out["tree_changed_since_cache"] = changed;
+  }
   std::map<std::pair<std::string, int>, ShapeSummary> all;
-  table << "\noriginal sizes (from the file headers in " << tree << "):\n"
+  table << "\noriginal sizes (from the file headers in " << tree;
+  if (out["tree_changed_since_cache"] == true)
+    table << "; its files' hash is not the one the cache recorded (files added, removed, "
+             "rewritten or touched since, or the tree copied): sizes of the files as they are now";
+  table << "):\n"
         << "split    class       images  one size shared by many   the others' width/height "
            "(quartiles)\n";
   for (const Split& split : dataset.splits)
@@ -184,15 +201,21 @@ nlohmann::json original_sizes(const Dataset& dataset, std::ostringstream& table)
       if (s.unreadable > 0) table << "  (" << s.unreadable << " unreadable)";
       table << "\n";
     }
-  // `wider(a, b)` is the note's start when a's median is the larger, `wider(b, a)` otherwise.
+  // `wider(true)` starts the note when a's median is the larger, `wider(false)` otherwise. The
+  // medians of the images not of a shared size when both have 5 or more (a resize before the
+  // data reached us hides the originals' shapes); else of all images (a class all of one size,
+  // another of another, is the plainest cue of all).
   int notes = 0;
   const auto note = [&](const ShapeSummary& a, const ShapeSummary& b,
                         const std::function<std::string(bool)>& wider) {
-    if (a.others.size() < 5 || b.others.size() < 5) return;
-    const double ma = median_shape(a), mb = median_shape(b);
+    const bool others = a.others.size() >= 5 && b.others.size() >= 5;
+    const std::vector<double>&sa = others ? a.others : a.all, &sb = others ? b.others : b.all;
+    if (sa.size() < 5 || sb.size() < 5) return;
+    const double ma = quantile(sa, 0.5), mb = quantile(sb, 0.5);
     if (std::max(ma, mb) <= 1.1 * std::min(ma, mb)) return;
     table << "note: " << wider(ma > mb) << " (median width/height " << std::fixed
-          << std::setprecision(2) << std::max(ma, mb) << " against " << std::min(ma, mb) << ")\n";
+          << std::setprecision(2) << std::max(ma, mb) << " against " << std::min(ma, mb)
+          << (others ? ", images not of a shared size" : ", all images") << ")\n";
     ++notes;
   };
   for (const Split& split : dataset.splits)
@@ -210,7 +233,7 @@ nlohmann::json original_sizes(const Dataset& dataset, std::ostringstream& table)
         });
       }
   if (notes > 0)
-    table << "Medians over the images not of a shared size. Squashed to a square, images of "
+    table << "Squashed to a square, images of "
              "different shapes have their anatomy compressed differently: between classes a cue "
              "a model can learn in place of the disease, between splits a shift that validation "
              "may not show (docs/generalisation.md: train --aspect, evaluate --stress)\n";
