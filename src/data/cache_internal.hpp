@@ -82,6 +82,11 @@ class TempDirGuard {
   std::filesystem::path dir_;
 };
 
+// A whole image file into `bytes` (image_files.cpp): "" on success, else why not ("no such
+// file", "a broken link or a loop of links", "not a regular file", "cannot open the file: ...",
+// "empty file (0 bytes)", "file of N bytes is larger than the ...-byte limit", "read error").
+std::string read_image_bytes(const std::string& path, std::vector<uint8_t>& bytes);
+
 // Checks made before decoding (image_check.cpp, no OpenCV needed).
 struct ImageHeader {
   std::string format;  // "PNG", "JPEG", "BMP", "TIFF"

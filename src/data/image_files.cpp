@@ -80,8 +80,9 @@ std::vector<std::string> list_images(const std::vector<std::string>& inputs,
   return files;
 }
 
-std::string decode_image_file(const std::string& path, int size, uint8_t* out) {
-#ifdef PNEUMO_WITH_OPENCV
+namespace data_internal {
+
+std::string read_image_bytes(const std::string& path, std::vector<uint8_t>& bytes) {
   std::error_code error;
   if (!fs::exists(path, error))
     return fs::is_symlink(path, error) ? "a broken link or a loop of links" : "no such file";
@@ -90,12 +91,22 @@ std::string decode_image_file(const std::string& path, int size, uint8_t* out) {
   if (!in) return std::string("cannot open the file: ") + std::strerror(errno);
   const std::streamoff length = in.tellg();
   if (length < 0) return "cannot read the file";
+  if (length == 0) return "empty file (0 bytes)";
   if (length > kMaxImageFileBytes)
     return detail::concat("file of ", length, " bytes is larger than the ", kMaxImageFileBytes,
                           "-byte limit");
-  std::vector<uint8_t> bytes(static_cast<size_t>(length));
+  bytes.resize(static_cast<size_t>(length));
   in.seekg(0);
-  if (length > 0 && !in.read(reinterpret_cast<char*>(bytes.data()), length)) return "read error";
+  if (!in.read(reinterpret_cast<char*>(bytes.data()), length)) return "read error";
+  return "";
+}
+
+}  // namespace data_internal
+
+std::string decode_image_file(const std::string& path, int size, uint8_t* out) {
+#ifdef PNEUMO_WITH_OPENCV
+  std::vector<uint8_t> bytes;
+  if (std::string why = data_internal::read_image_bytes(path, bytes); !why.empty()) return why;
   return data_internal::decode_square_gray(bytes, size, out);
 #else
   (void)size;

@@ -4,10 +4,8 @@
 
 #include <algorithm>
 #include <atomic>
-#include <cerrno>
 #include <chrono>
 #include <cstdio>
-#include <cstring>
 #include <ctime>
 #include <fstream>
 #include <iomanip>
@@ -45,22 +43,6 @@ using data_internal::TreeFile;
 
 double seconds_since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
-}
-
-// Reads a whole file; "" on success, else why not.
-std::string read_file(const std::string& path, std::vector<uint8_t>& bytes) {
-  std::ifstream in(path, std::ios::binary | std::ios::ate);
-  if (!in) return std::string("cannot open the file: ") + std::strerror(errno);
-  const std::streamoff size = in.tellg();
-  if (size < 0) return "cannot read the file";
-  if (size == 0) return "empty file (0 bytes)";
-  if (size > kMaxImageFileBytes)
-    return detail::concat("file of ", size, " bytes is larger than the ", kMaxImageFileBytes,
-                          "-byte limit");
-  bytes.resize(static_cast<size_t>(size));
-  in.seekg(0);
-  if (!in.read(reinterpret_cast<char*>(bytes.data()), size)) return "read error";
-  return "";
 }
 
 std::string utc_now() {
@@ -148,7 +130,7 @@ PrepareReport prepare_cache(const PrepareOptions& options) {
         if (f.relative.find_first_of("\r\n") != std::string::npos)
           why = "file name holds a line break";
         else
-          why = read_file((data_dir / f.relative).string(), encoded);
+          why = data_internal::read_image_bytes((data_dir / f.relative).string(), encoded);
         if (why.empty())
           why = data_internal::decode_square_gray(
               encoded, options.size,

@@ -9,7 +9,6 @@
 #include <fstream>
 #include <functional>
 #include <iomanip>
-#include <iterator>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <opencv2/core.hpp>
@@ -102,10 +101,8 @@ bool read_header(const fs::path& file, data_internal::ImageHeader& header) {
   bytes.resize(static_cast<size_t>(in.gcount()));
   if (data_internal::read_image_header(bytes, header)) return true;
   if (static_cast<std::streamsize>(bytes.size()) < kFirst) return false;  // that was all of it
-  in.clear();
-  in.seekg(0);
-  bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-  return data_internal::read_image_header(bytes, header);
+  return data_internal::read_image_bytes(file.string(), bytes).empty() &&
+         data_internal::read_image_header(bytes, header);
 }
 
 ShapeSummary summarise_shapes(const Split& split, int label, const fs::path& tree) {
