@@ -371,15 +371,15 @@ def send(child, signum):
         pass
 
 
-def forward(signum, _frame):
+def record(signum, _frame):
     received.append(signum)
+
+
+def forward(signum, frame):
+    record(signum, frame)
     with children_lock:
         for child in list(children):
             send(child, signum)
-
-
-def record(signum, _frame):
-    received.append(signum)
 
 
 class ForwardingSignals:

@@ -14,8 +14,8 @@ namespace pneumo::cli {
 // the same signal within a second of the first: that is one request delivered twice (a runner
 // forwarding what a scheduler or a process-group kill also sent) and is ignored. The previous
 // handlers come back on destruction, except that the signal which stopped the run stays ignored
-// (its echo must not kill the exit). One instance at a time. With `announce` the
-// first signal is said on stderr at once (rank 0 speaks for a run of several processes).
+// (its echo must not kill the exit). One instance at a time. With `announce` the first signal is
+// said on stderr at once (rank 0 speaks for a run of several processes).
 class StopOnSignal {
  public:
   explicit StopOnSignal(bool announce = true);
