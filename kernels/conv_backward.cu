@@ -76,7 +76,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock, 3)
     for (int p = lane; p < kTileRows * kTileCols; p += 32) {
       const int tr = p / kTileCols, tc = p % kTileCols;
       const int r = row0 + tr, c = col0 + tc;
-      // A pixel past the image's edge reads its row's first pixel and adds g = 0: with x finite,
+      // A pixel past the image's edge reads the plane's first value and adds g = 0: with x finite,
       // adding 0 * w to a sum leaves it as it was (the sums start at +0 and never become -0).
       const bool inside = r < a.height && c < a.width;
       const int64_t at = inside ? static_cast<int64_t>(r) * a.width + c : 0;

@@ -194,11 +194,14 @@ struct ChunkGeometry {
 };
 
 // The (channels x chunks) grid of such a reduction, after checking that it fits the launch
-// limits and that the chunks cover the batch.
+// limits and that the chunks cover the batch with none empty (an empty last chunk would count
+// a negative number of values where the partials are combined; an empty batch has one chunk).
 inline dim3 chunk_grid(const char* op, const BiasReduction& r, int64_t batch, int64_t channels) {
-  PNEUMO_CHECK(channels <= INT32_MAX && r.chunks <= 65535 && r.chunks * r.images_per_chunk >= batch,
+  PNEUMO_CHECK(channels <= INT32_MAX && r.chunks >= 1 && r.chunks <= 65535 &&
+                   r.chunks * r.images_per_chunk >= batch &&
+                   (batch == 0 || (r.chunks - 1) * r.images_per_chunk < batch),
                op, ": ", channels, " channels x ", r.chunks, " chunks of ", r.images_per_chunk,
-               " images do not fit the grid or do not cover a batch of ", batch);
+               " images do not fit the grid or do not cover a batch of ", batch, " exactly");
   return dim3(static_cast<unsigned int>(channels), static_cast<unsigned int>(r.chunks));
 }
 

@@ -71,7 +71,8 @@ std::array<int64_t, 4> nchw(const Shape& shape, const char* op) {
 
 // What the tuning cache's decisions hold for: the GPU, its driver, cuDNN, the precision and the
 // determinism rule, and this build of pneumo's kernels (PNEUMO_KERNELS_HASH, from CMakeLists.txt:
-// their sources, nvcc's version, the architectures and flags they were compiled for).
+// their sources and src/cuda's, nvcc's version, the architectures and flags they were compiled
+// for).
 const char* precision_name(const CudaBackendOptions& options) {
   return options.bf16 ? "bf16" : options.allow_tf32 ? "tf32" : "fp32";
 }
@@ -701,8 +702,13 @@ void CudaBackend::dense_backward_impl(ConstTensorView x, ConstTensorView weight,
   if (n == 0) {
     // Empty batch: the sums over it are zero, as conv2d_backward_filter writes them. Not through a
     // GEMM with k = 0: BLAS defines it as C = beta C, but cuBLAS has not always honoured that.
-    zero_bytes(dweight.data, Device::Cuda, static_cast<size_t>(in * out) * sizeof(float));
-    zero_bytes(dbias.data, Device::Cuda, static_cast<size_t>(out) * sizeof(float));
+    // On the stream, as every other write of a step: a recorded step may hold it.
+    PNEUMO_CUDA_CHECK(cudaMemsetAsync(dweight.data, 0,
+                                      static_cast<size_t>(in * out) * sizeof(float), stream_.get()),
+                      "zeroing the dense weight gradient of an empty batch");
+    PNEUMO_CUDA_CHECK(cudaMemsetAsync(dbias.data, 0, static_cast<size_t>(out) * sizeof(float),
+                                      stream_.get()),
+                      "zeroing the dense bias gradient of an empty batch");
     return;
   }
   const bool want_dx = dx.data != nullptr;

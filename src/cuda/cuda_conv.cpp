@@ -481,9 +481,15 @@ void CudaBackend::conv2d_backward_filter_impl(ConstTensorView x, ConstTensorView
   constexpr const char* op = "conv2d_backward_filter";
   const int64_t k = dweight.shape[0];
   const bool bias = dbias.shape.rank() != 0;  // conv2d_backward's TensorView{}: summed after
-  if (x.numel() == 0) {  // empty batch: the sums over it are zero
-    zero_bytes(dweight.data, Device::Cuda, static_cast<size_t>(dweight.numel()) * sizeof(float));
-    if (bias) zero_bytes(dbias.data, Device::Cuda, static_cast<size_t>(k) * sizeof(float));
+  if (x.numel() == 0) {  // empty batch: the sums over it are zero (on the stream: recordable)
+    PNEUMO_CUDA_CHECK(cudaMemsetAsync(dweight.data, 0,
+                                      static_cast<size_t>(dweight.numel()) * sizeof(float),
+                                      stream_.get()),
+                      "zeroing the weight gradient of an empty batch");
+    if (bias)
+      PNEUMO_CUDA_CHECK(cudaMemsetAsync(dbias.data, 0, static_cast<size_t>(k) * sizeof(float),
+                                        stream_.get()),
+                        "zeroing the bias gradient of an empty batch");
     return;
   }
   ConvPlan& plan = conv_plan(x.shape, k);
@@ -722,7 +728,8 @@ uint16_t* CudaBackend::keep_input(ConstTensorView x, ConstTensorView weight) {
 
 void CudaBackend::conv_forward_bf16(ConvPlan& plan, ConstTensorView x, ConstTensorView weight,
                                     ConstTensorView bias, TensorView y, bool fuse_relu) {
-  Bf16Buffers b = bf16_buffers(x.numel(), y.numel(), weight.numel());
+  // No scratch part for x: the kept copy (keep_input) is what the convolution reads.
+  Bf16Buffers b = bf16_buffers(0, y.numel(), weight.numel());
   b.x = keep_input(x, weight);
   to_bf16(weight, b.weight, stream_.get());
   bf16_plan(plan.bf16_forward, cuda::ConvDirection::Forward, x.shape, weight.shape[0], b)
