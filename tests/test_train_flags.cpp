@@ -94,6 +94,28 @@ TEST(TrainFlags, EveryRefusedValueStopsValidationNamingTheFlag) {
   EXPECT_GE(refusals, 30);  // the range- and choice-checked flags
 }
 
+// No number flag takes infinity or NaN, whichever optimizer or mode makes it unused: config.json
+// records every flag, JSON has neither, and a run whose config.json held null for one could be
+// neither resumed nor used as --config (--weight-decay inf under rmsprop once was).
+TEST(TrainFlags, EveryFloatingFlagRefusesInfinityAndNaN) {
+  const nlohmann::json defaults = to_json(TrainOptions{});
+  int checked = 0;
+  for (const TrainFlag& flag : train_flags()) {
+    if (!flag.recorded || !defaults[flag.name].is_number_float()) continue;
+    for (const char* value : {"inf", "-inf", "nan"}) {
+      SCOPED_TRACE("--" + flag.name + "=" + value);
+      try {
+        validate(parse({"--data=d", "--" + flag.name + "=" + value}));
+        ADD_FAILURE() << "accepted";
+      } catch (const UsageError& e) {
+        EXPECT_NE(std::string(e.what()).find("--" + flag.name), std::string::npos) << e.what();
+      }
+    }
+    ++checked;
+  }
+  EXPECT_GE(checked, 10);
+}
+
 // A flag checked against an interval says it in --help ("range: [0, 1)"), in the check's own words.
 TEST(TrainFlags, EveryIntervalInAnErrorIsInTheFlagsHelp) {
   int intervals = 0;

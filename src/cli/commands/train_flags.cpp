@@ -295,7 +295,11 @@ std::vector<TrainFlag> make_table() {
       "1 under adamw)",
       PNEUMO_FIELD(weight_decay),
       [](O o) {
-        require(o.weight_decay >= 0, "--weight-decay must be >= 0" + got(o.weight_decay));
+        // Finite under either optimizer: config.json records it, and JSON has no infinity.
+        require(std::isfinite(o.weight_decay) && o.weight_decay >= 0,
+                std::string("--weight-decay must be ") +
+                    (std::isfinite(o.weight_decay) ? "" : "a finite number ") + ">= 0" +
+                    got(o.weight_decay));
         // AdamW multiplies each parameter by 1 - lr x wd a step: at 1 or more it flips or zeroes
         // them. RMSprop ignores the flag.
         require(o.optimizer != "adamw" || o.weight_decay * o.learning_rate < 1,
