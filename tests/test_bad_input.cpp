@@ -129,6 +129,9 @@ TEST(BadInput, ParseErrorsNameTheFlagTheValueAndTheHelp) {
        "pneumo bench kernels"},
       {"evaluate --model m --data d --batch q", "--batch takes an INT, got 'q'",
        "pneumo evaluate"},
+      // A switch given a value it cannot read (its type has no name in CLI11).
+      {"predict --model m --csv=maybe x", "--csv takes true or false, got 'maybe'",
+       "pneumo predict"},
   };
   for (const Case& c : cases) {
     const testing::PneumoRun run = run_pneumo(c.args, dir.file("caches"));
@@ -137,6 +140,10 @@ TEST(BadInput, ParseErrorsNameTheFlagTheValueAndTheHelp) {
   }
   EXPECT_TRUE(stopped_with(run_pneumo("train --help", dir.file("caches")), 0,
                            {"Usage: pneumo train"}));
+  // evaluate and predict average a repeated --model; explain takes one and says so (it used to
+  // explain the last one given, silently).
+  EXPECT_TRUE(stopped_with(run_pneumo("explain --model a --model b x --out y", dir.file("caches")),
+                           2, {"pneumo: error: explain explains one model; give one --model"}));
 }
 
 TEST(BadInput, MissingEmptyAndHalfMadeDataFoldersStopTheRun) {

@@ -240,7 +240,8 @@ void add_predict(CLI::App& app, PredictOptions& o, Action& action) {
 
 void add_explain(CLI::App& app, ExplainOptions& o, Action& action) {
   auto* c = app.add_subcommand("explain", "Grad-CAM maps: where the evidence for pneumonia lies");
-  c->add_option("--model", o.model, "Checkpoint (.safetensors)")->required();
+  auto* model = c->add_option("--model", o.model, "Checkpoint (.safetensors); one model")
+                    ->required();
   c->add_option("inputs", o.inputs, "Images or folders")
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll)
       ->required();
@@ -250,7 +251,12 @@ void add_explain(CLI::App& app, ExplainOptions& o, Action& action) {
       ->capture_default_str();
   c->add_option("--device", o.device, "auto | cuda | cpu")->capture_default_str();
   c->add_option("--batch", o.batch, "Batch size")->capture_default_str();
-  c->callback([&o, &action] {
+  c->callback([&o, &action, model] {
+    // evaluate and predict average a repeated --model (an ensemble); a map explains one model,
+    // so a second one is refused rather than silently replacing the first.
+    if (model->count() > 1)
+      throw pneumo::UsageError("explain explains one model; give one --model (a repeated --model is an "
+                       "ensemble in evaluate and predict)");
     action = [&o] { return advising_on_memory(o.batch, [&o] { return run_explain(o); }); };
   });
 }
@@ -413,7 +419,9 @@ void report_parse_error(const CLI::App& app, const CLI::ParseError& e) {
         type = name + " values";  // a list: which one failed is not said
         for (const std::string& one : given) value += (value.empty() ? "'" : " '") + one + "'";
       } else {
-        type = name == "BOOLEAN" ? "true or false" : (name == "INT" ? "an " : "a ") + name;
+        // A switch (add_flag on a bool) has no type name: it takes true or false.
+        type = name == "BOOLEAN" || name.empty() ? "true or false"
+                                                 : (name == "INT" ? "an " : "a ") + name;
         value = "'" + (given.empty() ? std::string() : given.back()) + "'";  // the one taken
       }
       message = flag + " takes " + type + ", got " + value;
