@@ -175,6 +175,32 @@ TEST(BadInput, TrainingImagesOfOneClassOnlyStopTheRun) {
                            {one_class, "no NORMAL image", "(0 NORMAL + "}));
 }
 
+// --json / --scores naming standard output (the docs' `--json /dev/stdout`): into a pipe the
+// file follows the tables; into a file that standard output was sent to (`> out`, `>> out`) too,
+// written into it rather than renamed over it (which left the tables in an unlinked file).
+TEST(BadInput, JsonAndScoresSentToStandardOutputFollowTheTables) {
+  Fixture f;
+  const std::string evaluate = f.evaluate_args(f.model, f.cache);
+  const testing::PneumoRun piped = f.run(evaluate + " --json /dev/stdout");
+  ASSERT_TRUE(stopped_with(piped, 0, {"confusion matrix", "\"confusion_matrix\""}));
+  EXPECT_LT(piped.output.find("confusion matrix"), piped.output.find("\"confusion_matrix\""))
+      << piped.output;
+
+  const std::string out = f.dir.file("out.txt");
+  ASSERT_TRUE(stopped_with(f.run(evaluate + " --json /dev/stdout > " + shell_quoted(out)), 0, {}));
+  std::string text = testing::read_text(out);
+  ASSERT_NE(text.find("confusion matrix"), std::string::npos) << text;
+  EXPECT_LT(text.find("confusion matrix"), text.find("\"confusion_matrix\"")) << text;
+
+  testing::write_file(out, "a line before\n");
+  ASSERT_TRUE(stopped_with(f.run(evaluate + " --scores /dev/stdout >> " + shell_quoted(out)), 0,
+                           {}));
+  text = testing::read_text(out);
+  EXPECT_EQ(text.rfind("a line before\n", 0), 0u) << text;
+  ASSERT_NE(text.find("confusion matrix"), std::string::npos) << text;
+  EXPECT_LT(text.find("confusion matrix"), text.find("index,file,label")) << text;
+}
+
 TEST(BadInput, UnwritableOutputsStopTheRun) {
   Fixture f;
   // A path below a regular file can never be created, whoever runs the test.

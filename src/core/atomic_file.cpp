@@ -8,8 +8,10 @@
 
 #include <cerrno>
 #include <climits>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <iostream>
 #include <string>
 
 #include "pneumo/error.hpp"
@@ -58,9 +60,18 @@ int write_all(int fd, const void* data, size_t size) {
   return 0;
 }
 
+// What the process printed so far goes out before a file written past the streams: into a pipe or
+// terminal that is also standard output (/dev/stdout), it must come first.
+void flush_standard_streams() {
+  std::cout.flush();
+  std::cerr.flush();
+  std::fflush(nullptr);
+}
+
 // Writes straight into something that is not a regular file (a FIFO, /dev/stdout, a terminal):
 // there is nothing to replace, and renaming over it would put a regular file in its place.
 void write_through(const std::string& path, const void* data, size_t size) {
+  flush_standard_streams();
   int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
   if (fd < 0) fail(path, "opening it", errno);
   if (const int error_number = write_all(fd, data, size)) {
@@ -70,10 +81,32 @@ void write_through(const std::string& path, const void* data, size_t size) {
   if (::close(fd) != 0) fail(path, "closing", errno);
 }
 
+// The descriptor (1 or 2) whose open file `path` is, when the process's standard output or error
+// was sent to that very file (`--json /dev/stdout > out.txt`, or the file's own name): -1 else.
+// Such a file is written through the descriptor, after what the streams hold, at its offset: a
+// rename would leave the redirected output, already written, in an unlinked file, and opening the
+// name again would write over it from the start.
+int standard_stream_of(const std::string& path) {
+  struct stat target {};
+  if (::stat(path.c_str(), &target) != 0 || !S_ISREG(target.st_mode)) return -1;
+  for (const int fd : {STDOUT_FILENO, STDERR_FILENO}) {
+    struct stat open_file {};
+    if (::fstat(fd, &open_file) == 0 && open_file.st_dev == target.st_dev &&
+        open_file.st_ino == target.st_ino)
+      return fd;
+  }
+  return -1;
+}
+
 }  // namespace
 
 void write_file_atomically(const std::string& path, const void* data, size_t size) {
   if (path.empty() || path.back() == '/') throw Error("cannot write '" + path + "': not a file name");
+  if (const int fd = standard_stream_of(path); fd >= 0) {
+    flush_standard_streams();
+    if (const int error_number = write_all(fd, data, size)) fail(path, "writing", error_number);
+    return;
+  }
   struct stat info {};
   if (::lstat(path.c_str(), &info) == 0 && S_ISLNK(info.st_mode)) {
     // A link is kept and its target replaced, as an editor saving through a link does.

@@ -13,7 +13,8 @@ namespace pneumo {
 // fsyncs it, renames it over `path` and fsyncs the directory. Throws pneumo::Error naming the
 // path and the system's reason (missing or unwritable directory, full disk, ...); the temporary
 // file is removed on failure. A symbolic link stays and its target is replaced; something that
-// is not a regular file (a FIFO, /dev/stdout) is written into directly; a folder is refused.
+// is not a regular file (a FIFO, /dev/stdout) is written into directly, and so is the file the
+// process's standard output or error goes to (after what was printed); a folder is refused.
 void write_file_atomically(const std::string& path, const void* data, size_t size);
 void write_file_atomically(const std::string& path, const std::string& text);
 
