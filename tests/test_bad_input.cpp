@@ -201,6 +201,24 @@ TEST(BadInput, JsonAndScoresSentToStandardOutputFollowTheTables) {
   EXPECT_LT(text.find("confusion matrix"), text.find("index,file,label")) << text;
 }
 
+// A resume keeps the callbacks its run started with: adding early stopping or a schedule is
+// refused naming the checkpoint and the flag (it said "saved callback state has no entry for
+// early_stopping", naming neither), and leaves the run as it was.
+TEST(BadInput, AResumeThatAddsACallbackNamesTheCheckpointAndTheFlag) {
+  Fixture f;
+  const std::string run_dir = f.dir.file("run0");
+  ASSERT_TRUE(stopped_with(f.run(f.train_args(f.cache)), 0, {}));
+  const std::string last = run_dir + "/checkpoints/last.safetensors";
+  const std::string before = testing::read_text(last);
+  const std::string resume = "train --resume " + shell_quoted(last) + " --epochs 2 --device cpu";
+  EXPECT_TRUE(stopped_with(f.run(resume + " --early-stopping-patience 2"), 1,
+                           {"checkpoint " + last + ": ", "early stopping",
+                            "--early-stopping-patience", "cannot be added on resume"}));
+  EXPECT_TRUE(stopped_with(f.run(resume + " --schedule cosine"), 1,
+                           {"checkpoint " + last + ": ", "--schedule", "cannot be added"}));
+  EXPECT_EQ(testing::read_text(last), before) << "the refused resumes changed the checkpoint";
+}
+
 TEST(BadInput, UnwritableOutputsStopTheRun) {
   Fixture f;
   // A path below a regular file can never be created, whoever runs the test.

@@ -561,7 +561,11 @@ void TrainingRun::resume(const std::string& checkpoint_path) {
   refuse_overwriting_later_work(checkpoint_path, checkpoint.metadata);
   trainer_->set_optimizer_steps(checkpoint.metadata.step);
   restore_checkpoint(checkpoint, *model_, &trainer_->optimizer_state(), checkpoint_path);
-  callbacks_.load_state(checkpoint.metadata.callback_state);
+  try {
+    callbacks_.load_state(checkpoint.metadata.callback_state);
+  } catch (const Error& e) {
+    throw Error("checkpoint " + checkpoint_path + ": " + e.what());
+  }
   first_epoch_ = checkpoint.metadata.epoch;
   if (first_epoch_ >= options_.epochs &&
       !stopped_before_its_model(checkpoint_path, checkpoint.metadata, options_.epochs))
