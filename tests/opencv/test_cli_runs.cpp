@@ -131,6 +131,16 @@ TEST_F(CliRuns, ALiveRunsFolderIsRefusedToASecondRun) {
             std::string::npos)
       << refused.output;
   EXPECT_FALSE(fs::exists(run + "/config.json"));
+  // Past its first epoch a live run has a checkpoint: its folder is still said to be in use, not
+  // to hold files that a --resume (which the lock refuses too) would continue.
+  const std::string last = run + "/checkpoints/last.safetensors";
+  std::ofstream(last) << "a live run's checkpoint";
+  auto later = train("run", "--epochs 1");
+  EXPECT_EQ(later.status, 1) << later.output;
+  EXPECT_NE(later.output.find("is in use: another pneumo train is writing it"), std::string::npos)
+      << later.output;
+  EXPECT_EQ(later.output.find("--resume"), std::string::npos) << later.output;
+  fs::remove(last);
   ::close(fd);
   auto trained = train("run", "--epochs 1");
   EXPECT_EQ(trained.status, 0) << trained.output;

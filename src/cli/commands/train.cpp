@@ -94,14 +94,17 @@ std::string claim_default_run_dir() {
 class RunDirLock {
  public:
   void acquire(const std::string& dir) {
+    if (held_) return;
     const std::string path = (fs::path(dir) / ".lock").string();
     if (!lock_.try_acquire(path))
       throw Error("run directory '" + dir + "' is in use: another pneumo train is writing it "
                   "(it holds " + path + "); choose another --out, or wait for that run to end");
+    held_ = true;
   }
 
  private:
   FileLock lock_;
+  bool held_ = false;
 };
 
 // True when `dir` holds what a run that failed before its first checkpoint leaves, and nothing
@@ -152,6 +155,10 @@ void prepare_run_dir(const std::string& dir, const std::string& resuming, RunDir
     throw Error("run directory '" + dir + "': " + error.message() + "; choose another --out");
   if (exists && !fs::is_directory(dir, error))
     throw Error("run directory '" + dir + "' is a file, not a folder; choose another --out");
+  // A live run's folder is said to be one first, whatever it holds by then: once it has a
+  // checkpoint, the refusal below would suggest a --resume that its lock then refuses. Only a
+  // lock file pneumo made is tried (trying makes one, which a stranger's folder must not get).
+  if (exists && fs::is_regular_file(fs::path(dir) / ".lock", error)) lock.acquire(dir);
   const bool fresh = !exists || fs::is_empty(dir, error) || holds_only_a_failed_start(dir);
   const std::string last = (fs::path(dir) / "checkpoints" / "last.safetensors").string();
   if (!fresh && resuming.empty())
