@@ -295,12 +295,15 @@ PrepareReport prepare_cache(const PrepareOptions& options) {
     for (size_t k = 0; k < report.splits.size(); ++k)
       log << (k ? ", " : "") << report.splits[k] << " " << report.counts[k][0] << " NORMAL + "
           << report.counts[k][1] << " PNEUMONIA";
+    // Written + skipped = every entry looked at; links and FIFOs are skipped before decoding, so
+    // the files decoded are fewer.
     log << ")\n"
-        << "prepare: " << total << " files decoded in " << std::fixed << std::setprecision(1)
-        << decode_seconds << " s: " << std::setprecision(0) << report.images_per_second
-        << " images/s on " << threads << " thread" << (threads == 1 ? "" : "s") << "; skipped "
-        << report.skipped.size() << " unreadable file" << (report.skipped.size() == 1 ? "" : "s")
-        << "\n";
+        << "prepare: " << report.images << " images written; skipped " << report.skipped.size()
+        << " unreadable file" << (report.skipped.size() == 1 ? "" : "s") << "; decoding "
+        << total << " file" << (total == 1 ? "" : "s") << " took " << std::fixed
+        << std::setprecision(1) << decode_seconds << " s (" << std::setprecision(0)
+        << report.images_per_second << " files/s on " << threads << " thread"
+        << (threads == 1 ? "" : "s") << ")\n";
     *options.log << log.str() << std::flush;
   }
   return report;
