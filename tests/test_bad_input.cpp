@@ -97,6 +97,7 @@ TEST(BadInput, FlagValuesOutOfRangeAreBadUsage) {
       {predict + " --threshold abc", {"--threshold", "'abc'"}},
       {"prepare --data " + shell_quoted(f.cache) + " --out " + shell_quoted(f.dir.file("c")) + " --size 0",
        {"--size", "got 0"}},
+      {"bench train --device cpu --val-batch 5000", {"--val-batch must be in [0, 4096], got 5000"}},
   };
   for (const Case& c : cases) {
     const testing::PneumoRun run = f.run(c.args);

@@ -346,8 +346,8 @@ void add_bench(CLI::App& app, BenchTrainOptions& o, BenchKernelsOptions& k, Acti
              "convolution recomputed; with --precision bf16 the activations between the tails "
              "stay bfloat16");
   c->add_option("--val-batch", o.val_batch,
-                "The recipe measurement's validation batch (0: its training batch)")
-      ->check(CLI::Range(0, 4096))
+                "The recipe measurement's validation batch (0: its training batch); range: "
+                "[0, 4096]")
       ->capture_default_str();
   add_switch(*c, "cuda-graph", o.cuda_graph,
              "The epochs replay each full-batch step as a CUDA graph (the timed steps stay op by "
@@ -357,7 +357,14 @@ void add_bench(CLI::App& app, BenchTrainOptions& o, BenchKernelsOptions& k, Acti
   add_switch(*c, "first-calls", o.first_calls,
              "The recipe's first two epochs synchronised at every op, each op's time in both: "
              "where the first epoch's overhead goes (slows those epochs)");
-  c->callback([&o, &action] { action = [&o] { return run_bench_train(o); }; });
+  c->callback([&o, &action] {
+    // Checked here, in train's words (a CLI11 Range would print its own, and put its
+    // description in --help's type column).
+    if (o.val_batch < 0 || o.val_batch > 4096)
+      throw pneumo::UsageError(
+          pneumo::detail::concat("--val-batch must be in [0, 4096], got ", o.val_batch));
+    action = [&o] { return run_bench_train(o); };
+  });
 
   auto* kc = bench->add_subcommand(
       "kernels", "Our kernels vs cuDNN on the model's layer shapes (CPU backend without a GPU)");
