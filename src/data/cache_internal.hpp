@@ -103,6 +103,10 @@ bool read_image_header(const std::vector<uint8_t>& bytes, ImageHeader& header);
 // over with a warning. Other JPEG kinds only need an end-of-image marker after
 // their image data. Bytes flipped inside a coefficient's magnitude bits cannot be detected.
 std::string check_jpeg(const std::vector<uint8_t>& bytes);
+// "" unless `bytes` is a PNG whose chunks are cut short ("truncated PNG (...)"), fail their CRC
+// ("damaged PNG (the CRC of the IDAT chunk does not match its bytes)") or hold no image data:
+// libpng would print its own "libpng error: ..." line for these, naming no file.
+std::string check_png(const std::vector<uint8_t>& bytes);
 
 // Decoding, implemented in opencv/decode.cpp (only built with OpenCV).
 // Decodes an encoded image to 8-bit grayscale and squashes it to size x size with area

@@ -1,7 +1,8 @@
 // Checks on encoded images made before they are decoded (no OpenCV needed): the pixel size from
 // the header (so a huge or lying image is refused before any memory is spent on it), and a walk
 // through a sequential JPEG's compressed data that finds truncation and corruption, which libjpeg
-// would otherwise "repair" into grey or garbled pixels with only a warning on stderr.
+// would otherwise "repair" into grey or garbled pixels with only a warning on stderr; and a walk
+// through a PNG's chunks with their CRCs, for the damage libpng would report on stderr alone.
 #include <algorithm>
 #include <array>
 #include <cstdint>
@@ -10,6 +11,7 @@
 #include <vector>
 
 #include "cache_internal.hpp"
+#include "core/checksum.hpp"
 #include "pneumo/error.hpp"
 
 namespace pneumo::data_internal {
@@ -479,6 +481,32 @@ bool read_image_header(const std::vector<uint8_t>& b, ImageHeader& header) {
 std::string check_jpeg(const std::vector<uint8_t>& bytes) {
   if (!is_jpeg(bytes)) return "";
   return check_jpeg_structure(bytes);
+}
+
+std::string check_png(const std::vector<uint8_t>& b) {
+  static const uint8_t kSignature[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
+  if (b.size() < 8 || !std::equal(kSignature, kSignature + 8, b.begin())) return "";
+  bool image_data = false;
+  for (size_t pos = 8;;) {
+    if (b.size() - pos < 12) return "truncated PNG (the file ends before its IEND chunk)";
+    const uint32_t length = big_endian_32(&b[pos]);
+    const uint8_t* type_bytes = &b[pos + 4];
+    // A chunk's type is four ASCII letters; a damaged one is not named.
+    const bool letters = std::all_of(type_bytes, type_bytes + 4, [](uint8_t c) {
+      return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z');
+    });
+    const std::string chunk = letters
+                                  ? "the " + std::string(type_bytes, type_bytes + 4) + " chunk"
+                                  : std::string("a chunk");
+    if (length > b.size() - pos - 12)
+      return "truncated PNG (" + chunk + " runs past the end of the file)";
+    if (crc32(type_bytes, 4 + size_t{length}) != big_endian_32(&b[pos + 8 + length]))
+      return "damaged PNG (the CRC of " + chunk + " does not match its bytes)";
+    const std::string type(type_bytes, type_bytes + 4);
+    if (type == "IDAT") image_data = true;
+    if (type == "IEND") return image_data ? "" : "corrupt PNG (no IDAT chunk: no image data)";
+    pos += 12 + size_t{length};
+  }
 }
 
 }  // namespace pneumo::data_internal

@@ -122,13 +122,16 @@ struct Corpus {
     cv::RNG(4).fill(cv::Mat(1, 3000, CV_8UC1, noise.data()), cv::RNG::UNIFORM, 0, 256);
     testing::write_file(pneumonia / "random-bytes.png", noise);
     bad["train/PNEUMONIA/random-bytes.png"] = "unsupported image format";
-    // A PNG whose compressed pixels are damaged: libpng's chunk checksum catches it.
+    // A PNG whose compressed pixels are damaged: its chunk's CRC says so, before libpng (which
+    // would print its own line on stderr, naming no file) sees it.
     write_image(pneumonia / "png-source.png", noisy_image(80, 80, 6));
     std::string png = testing::read_file(pneumonia / "png-source.png");
     fs::remove(pneumonia / "png-source.png");
     for (size_t i = png.size() / 2; i < png.size() / 2 + 8; ++i) png[i] = static_cast<char>(png[i] ^ 0x5A);
     testing::write_file(pneumonia / "corrupt.png", png);
-    bad["train/PNEUMONIA/corrupt.png"] = "not a decodable image";
+    bad["train/PNEUMONIA/corrupt.png"] = "damaged PNG (the CRC of the IDAT chunk does not match";
+    testing::write_file(pneumonia / "cut.png", png.substr(0, png.size() / 3));
+    bad["train/PNEUMONIA/cut.png"] = "truncated PNG (";
     // A small PNG whose header claims 20000 x 20000 pixels (400 megapixels): refused from the
     // header, before anything is allocated for it.
     write_image(pneumonia / "huge-source.png", tagged_image(16, 16, 9));
