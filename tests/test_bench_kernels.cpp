@@ -63,6 +63,12 @@ TEST(BenchTiming, Fp32LanesPerSm) {
   EXPECT_EQ(fp32_lanes_per_sm(7, 0), 64);
   EXPECT_EQ(fp32_lanes_per_sm(10, 0), 128);
   EXPECT_EQ(fp32_lanes_per_sm(3, 5), 0);  // unknown: "peak unknown", never a guess
+  // Dense bf16 tensor-core flops a clock per SM: the datasheets' 312 TFLOP/s (A100, 108 SMs at
+  // 1.41 GHz) and 989 TFLOP/s (H100 SXM, 132 SMs at 1.83 GHz), within rounding of the clock.
+  EXPECT_NEAR(108 * bf16_tensor_flops_per_sm_clock(8, 0) * 1.41e9 / 1e12, 312, 1);
+  EXPECT_NEAR(132 * bf16_tensor_flops_per_sm_clock(9, 0) * 1.83e9 / 1e12, 989, 1);
+  EXPECT_EQ(bf16_tensor_flops_per_sm_clock(8, 6), 0);  // GeForce and workstation parts differ
+  EXPECT_EQ(bf16_tensor_flops_per_sm_clock(7, 5), 0);
 }
 
 // ---- Comparison and the measuring protocol ------------------------------------------------------
@@ -200,6 +206,7 @@ TEST(BenchReport, SpeedupIsOverTheFastestValidBaselineOfTheGroup) {
   run.platform = "CUDA";
   run.device = "test GPU";
   run.peaks.fp32_gflops = 4000;
+  run.peaks.bf16_tensor_gflops = 8000;
   run.peaks.dram_gbps = 2000;
   run.rows = {timed_row("cudnn: slow", true, 4.0, Status::Ok),
               timed_row("cudnn: fast", true, 2.0, Status::Ok),
@@ -212,8 +219,10 @@ TEST(BenchReport, SpeedupIsOverTheFastestValidBaselineOfTheGroup) {
   tensor_cores.not_fp32 = true;
   run.rows.push_back(tensor_cores);
   finalize(run);
-  // Not held to the fp32 CUDA-core peak; its rate and bandwidth still derived.
+  // Not held to the fp32 CUDA-core peak but to the tensor cores'; its rate and bandwidth derived.
   EXPECT_TRUE(std::isnan(run.rows[5].percent_fp32_peak));
+  EXPECT_DOUBLE_EQ(run.rows[5].percent_tensor_peak, 25.0);
+  EXPECT_TRUE(std::isnan(run.rows[3].percent_tensor_peak)) << "an fp32 row";
   EXPECT_DOUBLE_EQ(run.rows[5].gflops, 2000.0);
   EXPECT_DOUBLE_EQ(run.rows[5].percent_dram_peak, 50.0);
   EXPECT_DOUBLE_EQ(run.rows[3].speedup, 2.0);

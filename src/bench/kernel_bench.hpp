@@ -64,9 +64,11 @@ Comparison compare_outputs(const float* actual, const float* expected, const Sha
                            double rtol, double allowed_fraction = 0.0);
 
 struct DevicePeaks {
-  double fp32_gflops = 0;  // 0: unknown
-  double dram_gbps = 0;    // 0: unknown
-  std::string fp32_basis, dram_basis;  // how each was computed, or why it is unknown
+  double fp32_gflops = 0;         // 0: unknown
+  double bf16_tensor_gflops = 0;  // dense bf16 on tensor cores, fp32 sums; 0: unknown
+  double dram_gbps = 0;           // 0: unknown
+  // How each was computed, or why it is unknown.
+  std::string fp32_basis, bf16_tensor_basis, dram_basis;
 };
 
 struct BenchRow {
@@ -78,7 +80,7 @@ struct BenchRow {
   std::string variant;   // "ours: ...", "cudnn: ...", "cpu backend: ...", "memcpy D2D"
   bool baseline = false;  // one of the variants "ours" is compared with
   // Its arithmetic runs in another precision than fp32 on CUDA cores (bf16 tensor cores): the
-  // fp32 peak is not its ceiling, so no % of it is derived.
+  // fp32 peak is not its ceiling, so no % of it is derived; the bf16 tensor-core peak is.
   bool not_fp32 = false;
   Status status = Status::Skipped;
   std::string note;       // why skipped or invalid (cuDNN status, first mismatch), workspace
@@ -91,6 +93,7 @@ struct BenchRow {
   size_t workspace_bytes = 0;
   // Derived by finalize():
   double gflops = kNaN, gbps = kNaN, percent_fp32_peak = kNaN, percent_dram_peak = kNaN;
+  double percent_tensor_peak = kNaN;  // of DevicePeaks::bf16_tensor_gflops, not_fp32 rows only
   double speedup = kNaN;     // best valid baseline's median / this median
   std::string speedup_over;  // that baseline's variant
 };

@@ -166,6 +166,8 @@ void finalize(BenchRun& run) {
     if (r.bytes > 0) r.gbps = r.bytes / seconds / 1e9;
     if (run.peaks.fp32_gflops > 0 && std::isfinite(r.gflops) && !r.not_fp32)
       r.percent_fp32_peak = 100.0 * r.gflops / run.peaks.fp32_gflops;
+    if (run.peaks.bf16_tensor_gflops > 0 && std::isfinite(r.gflops) && r.not_fp32)
+      r.percent_tensor_peak = 100.0 * r.gflops / run.peaks.bf16_tensor_gflops;
     if (run.peaks.dram_gbps > 0 && std::isfinite(r.gbps))
       r.percent_dram_peak = 100.0 * r.gbps / run.peaks.dram_gbps;
     if (r.baseline) {
@@ -214,6 +216,11 @@ std::string markdown_report(const BenchRun& run) {
         << run.peaks.fp32_basis << ")\n";
   else
     out << "- fp32 peak: " << run.peaks.fp32_basis << "\n";
+  if (run.peaks.bf16_tensor_gflops > 0)
+    out << "- bf16 tensor-core peak: " << format(run.peaks.bf16_tensor_gflops, "%.0f")
+        << " GFLOP/s (" << run.peaks.bf16_tensor_basis << ")\n";
+  else if (!run.peaks.bf16_tensor_basis.empty())
+    out << "- bf16 tensor-core peak: " << run.peaks.bf16_tensor_basis << "\n";
   if (run.peaks.dram_gbps > 0)
     out << "- DRAM peak: " << format(run.peaks.dram_gbps, "%.0f") << " GB/s ("
         << run.peaks.dram_basis << ")\n";
@@ -221,8 +228,9 @@ std::string markdown_report(const BenchRun& run) {
     out << "- DRAM peak: " << run.peaks.dram_basis << "\n";
   for (const std::string& note : run.notes) out << "- " << note << "\n";
   out << "\n| platform | op | layer | batch | shape | variant | status | median ms | min ms | "
-         "GFLOP/s | GB/s | % fp32 peak | % DRAM peak | speed-up | max abs err | max rel err |\n"
-      << "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+         "GFLOP/s | GB/s | % fp32 peak | % bf16 tensor peak | % DRAM peak | speed-up | max abs "
+         "err | max rel err |\n"
+      << "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
   std::vector<const BenchRow*> skipped, with_notes;
   for (const BenchRow& r : run.rows) {
     if (r.status == Status::Skipped) {
@@ -235,7 +243,8 @@ std::string markdown_report(const BenchRun& run) {
         << (r.status == Status::Invalid ? "**INVALID**" : "ok") << " | "
         << format(r.median_ms, "%.4g") << " | " << format(r.min_ms, "%.4g") << " | "
         << format(r.gflops, "%.3g") << " | " << format(r.gbps, "%.3g") << " | "
-        << format(r.percent_fp32_peak, "%.1f") << " | " << format(r.percent_dram_peak, "%.1f")
+        << format(r.percent_fp32_peak, "%.1f") << " | " << format(r.percent_tensor_peak, "%.1f")
+        << " | " << format(r.percent_dram_peak, "%.1f")
         << " | " << format(r.speedup, "%.2fx") << " | " << format(r.max_abs_error, "%.2e")
         << " | " << format(r.max_rel_error, "%.2e") << " |\n";
   }
@@ -278,7 +287,10 @@ nlohmann::ordered_json row_to_json(const BenchRow& r, const BenchRun& run) {
           {"gbps", number(r.gbps)},
           {"percent_fp32_peak", number(r.percent_fp32_peak)},
           {"percent_dram_peak", number(r.percent_dram_peak)},
+          {"percent_tensor_peak", number(r.percent_tensor_peak)},
           {"peak_fp32_gflops", number(run.peaks.fp32_gflops > 0 ? run.peaks.fp32_gflops : kNaN)},
+          {"peak_bf16_tensor_gflops",
+           number(run.peaks.bf16_tensor_gflops > 0 ? run.peaks.bf16_tensor_gflops : kNaN)},
           {"peak_dram_gbps", number(run.peaks.dram_gbps > 0 ? run.peaks.dram_gbps : kNaN)},
           {"speedup", number(r.speedup)},
           {"speedup_over", r.speedup_over}};
@@ -290,8 +302,8 @@ std::string rows_to_csv(const BenchRun& run) {
       "shape",    "variant",     "baseline",    "status",          "note",
       "reference", "tolerance_rtol", "max_abs_error", "max_rel_error", "repeats",
       "median_ms", "min_ms",     "flops",       "bytes",           "workspace_bytes",
-      "gflops",   "gbps",        "percent_fp32_peak", "percent_dram_peak", "peak_fp32_gflops",
-      "peak_dram_gbps", "speedup", "speedup_over"};
+      "gflops",   "gbps",        "percent_fp32_peak", "percent_dram_peak", "percent_tensor_peak",
+      "peak_fp32_gflops", "peak_bf16_tensor_gflops", "peak_dram_gbps", "speedup", "speedup_over"};
   auto quoted = [](const std::string& text) {
     if (text.find_first_of(",\"\n") == std::string::npos) return text;
     std::string out = "\"";

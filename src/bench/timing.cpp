@@ -90,6 +90,15 @@ TimingSummary CudaTimer::time(const std::function<void()>& enqueue, int warmup, 
   return summarize(std::move(samples));
 }
 
+int bf16_tensor_flops_per_sm_clock(int major, int minor) {
+  if (minor != 0) return 0;
+  switch (major) {
+    case 8: return 2048;  // A100: 108 SMs x 2048 x 1.41 GHz = 312 TFLOP/s
+    case 9: return 4096;  // H100 SXM: 132 SMs x 4096 x 1.83 GHz = 989 TFLOP/s
+    default: return 0;
+  }
+}
+
 int fp32_lanes_per_sm(int major, int minor) {
   switch (major) {
     case 6: return minor == 0 ? 64 : 128;  // P100: 64; consumer Pascal: 128
@@ -136,6 +145,16 @@ DevicePeaks cuda_device_peaks(int device) {
          << clock_khz << " kHz)";
   }
   peaks.fp32_basis = fp32.str();
+  const int tensor = bf16_tensor_flops_per_sm_clock(major, minor);
+  std::ostringstream bf16;
+  if (sms > 0 && tensor > 0 && clock_khz > 0) {
+    peaks.bf16_tensor_gflops = static_cast<double>(sms) * tensor * clock_khz * 1e3 / 1e9;
+    bf16 << sms << " SMs x " << tensor << " dense bf16 flops a clock x " << clock_khz / 1e6
+         << " GHz (maximum SM clock)";
+  } else {
+    bf16 << "peak unknown (sm_" << major << minor << " is not in the table)";
+  }
+  peaks.bf16_tensor_basis = bf16.str();
   const int memory_khz = attribute(cudaDevAttrMemoryClockRate, device);
   const int bus_bits = attribute(cudaDevAttrGlobalMemoryBusWidth, device);
   std::ostringstream dram;

@@ -59,7 +59,13 @@ class CudaTimer {
 
 // FP32 lanes (CUDA cores) per SM for a compute capability, 0 when this table does not know it.
 int fp32_lanes_per_sm(int major, int minor);
-// fp32 peak = SMs x lanes x 2 (an FMA is two flops) x the maximum SM clock; DRAM peak = 2 (double
+// Dense bf16 tensor-core flops (fp32 accumulation) per SM per clock for a compute capability, 0
+// when this table does not know it: the data-centre parts only (sm_80: A100, sm_90: H100 and
+// H200), whose datasheet figures this reproduces; consumer parts of the same compute capability
+// run fp32 accumulation at other rates, so no guess is made for the others.
+int bf16_tensor_flops_per_sm_clock(int major, int minor);
+// fp32 peak = SMs x lanes x 2 (an FMA is two flops) x the maximum SM clock; the bf16 tensor-core
+// peak = SMs x its flops per SM and clock x the same clock; DRAM peak = 2 (double
 // data rate) x memory clock x bus width / 8. From cudaDeviceGetAttribute (CUDA 13 dropped the
 // clock fields of cudaDeviceProp); a missing attribute or an unknown architecture leaves the peak
 // at 0 ("unknown") with the reason in the basis string.
