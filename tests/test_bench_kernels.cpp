@@ -609,6 +609,26 @@ TEST(BenchKernelsCli, BadFlagsAreRefused) {
   EXPECT_NE(r.err.find("--device"), std::string::npos) << r.err;
   r = run_pneumo("bench kernels --no-such-flag", dir);
   EXPECT_EQ(r.status, 2) << r.err;
+  // -1 was the unset default inside, so a user's -1 passed as "the default".
+  r = run_pneumo("bench kernels --device cpu --ops loss --warmup -1", dir);
+  EXPECT_EQ(r.status, 2) << r.out << r.err;
+  EXPECT_NE(r.err.find("--warmup must be at least 0, got -1"), std::string::npos) << r.err;
+  // One file for both outputs kept only the CSV.
+  r = run_pneumo("bench kernels --device cpu --ops loss --json " + dir.file("rows.out") +
+                     " --csv " + dir.path() + "/./rows.out",
+                 dir);
+  EXPECT_EQ(r.status, 2) << r.out << r.err;
+  EXPECT_NE(r.err.find("--json and --csv name the same file"), std::string::npos) << r.err;
+  EXPECT_FALSE(std::filesystem::exists(dir.file("rows.out")));
+  // The bf16 family is CUDA's: alone on the CPU it is refused (it printed an empty table, status
+  // 0); beside others it is said.
+  r = run_pneumo("bench kernels --device cpu --ops bf16", dir);
+  EXPECT_EQ(r.status, 2) << r.out << r.err;
+  EXPECT_NE(r.err.find("--ops bf16: the bf16 conversions are CUDA kernels"), std::string::npos)
+      << r.err;
+  r = run_pneumo("bench kernels --device cpu --quick --ops bf16,loss", dir);
+  EXPECT_EQ(r.status, 0) << r.out << r.err;
+  EXPECT_NE(r.err.find("note: --ops bf16"), std::string::npos) << r.err;
 }
 
 TEST(BenchKernelsCli, CudaWithoutAGpuFailsClearly) {

@@ -24,7 +24,7 @@ bench::KernelBenchConfig resolve(const BenchKernelsOptions& o, bool cuda) {
                    : cuda           ? std::vector<int>{32, 256}
                                     : std::vector<int>{4};
   config.repeats = o.repeats > 0 ? o.repeats : o.quick ? 3 : cuda ? 20 : 5;
-  config.warmup = o.warmup >= 0 ? o.warmup : (cuda && !o.quick) ? 3 : 1;
+  config.warmup = o.warmup ? *o.warmup : (cuda && !o.quick) ? 3 : 1;
   config.ops = o.ops;
   config.threads = o.threads;
   return config;
@@ -37,8 +37,8 @@ void validate(const BenchKernelsOptions& o) {
                        std::to_string(batch));
   if (o.repeats < 0)
     throw UsageError("--repeats must be at least 1 (0: the default), got " + std::to_string(o.repeats));
-  if (o.warmup < -1)
-    throw UsageError("--warmup must be at least 0, got " + std::to_string(o.warmup));
+  if (o.warmup && *o.warmup < 0)
+    throw UsageError("--warmup must be at least 0, got " + std::to_string(*o.warmup));
   check_threads(o.threads);
   const auto& known = bench::known_ops();
   std::string names;
@@ -69,6 +69,8 @@ int run_bench_kernels(const BenchKernelsOptions& options) {
   validate(options);
   check_output_folder("--json", options.json);
   check_output_folder("--csv", options.csv);
+  if (same_output_file(options.json, options.csv))
+    throw UsageError("--json and --csv name the same file; give each its own");
   const DeviceChoice choice =
       as_usage("--device", [&] { return parse_device_choice(options.device); });
   const bool cuda = choice == DeviceChoice::Cuda ||
@@ -76,6 +78,13 @@ int run_bench_kernels(const BenchKernelsOptions& options) {
   if (choice == DeviceChoice::Auto && !cuda)
     std::cerr << "pneumo: no CUDA device found, benchmarking the CPU backend\n";
   const bench::KernelBenchConfig config = resolve(options, cuda);
+  // The bf16 family times the conversions around the tensor-core convolutions: CUDA kernels,
+  // which the CPU backend has no counterpart of. Asked alone, there is nothing to run.
+  if (!cuda && config.wants("bf16")) {
+    const char* why = "the bf16 conversions are CUDA kernels; the CPU backend has no rows for them";
+    if (config.ops.size() == 1) throw UsageError(std::string("--ops bf16: ") + why);
+    std::cerr << "pneumo: note: --ops bf16: " << why << "\n";
+  }
 
   bench::BenchRun run;
   std::string failure;

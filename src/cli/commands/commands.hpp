@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -191,7 +192,7 @@ struct BenchKernelsOptions {
   std::string device = "auto";
   std::vector<int> batches;  // empty: 32 256 on CUDA, 4 on the CPU (2 with --quick)
   int repeats = 0;           // 0: 20 on CUDA, 5 on the CPU (3 with --quick)
-  int warmup = -1;           // -1: 3 on CUDA, 1 on the CPU (1 with --quick)
+  std::optional<int> warmup;  // unset: 3 on CUDA, 1 on the CPU (1 with --quick)
   bool quick = false;        // a smoke run: batch 2, 3 repeats, 1 warm-up
   std::vector<std::string> ops = bench::known_ops();
   int threads = 0;           // CPU backend threads (0: all)

@@ -198,16 +198,8 @@ int run_evaluate(const EvaluateOptions& options) {
   if (options.gallery > 0)
     require_new_or_empty_folder(gallery_folder, "gallery folder", "--gallery-out",
                                 "its overlays would mix with those of this run");
-  std::error_code error;
   // An output file that is an input (a model) or the other output would lose one of them.
-  // Two spellings of one file that does not exist yet (a.json, ./a.json) are told by their
-  // normalised absolute paths; links and hard links to an existing one by `equivalent`.
-  auto same_file = [&](const std::string& a, const std::string& b) {
-    if (a.empty() || b.empty()) return false;
-    const fs::path a_path = fs::weakly_canonical(fs::absolute(a, error), error);
-    const fs::path b_path = fs::weakly_canonical(fs::absolute(b, error), error);
-    return a == b || (!a_path.empty() && a_path == b_path) || fs::equivalent(a, b, error);
-  };
+  const auto same_file = same_output_file;
   for (const auto& [flag, path] : {std::pair<const char*, const std::string&>{"--json", options.json},
                                    {"--scores", options.scores}})
     for (const std::string& model : options.models)

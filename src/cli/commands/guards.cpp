@@ -151,6 +151,15 @@ bool is_run_directory(const std::filesystem::path& folder) {
 
 }  // namespace
 
+bool same_output_file(const std::string& a, const std::string& b) {
+  namespace fs = std::filesystem;
+  if (a.empty() || b.empty()) return false;
+  std::error_code error;
+  const fs::path a_path = fs::weakly_canonical(fs::absolute(a, error), error);
+  const fs::path b_path = fs::weakly_canonical(fs::absolute(b, error), error);
+  return a == b || (!a_path.empty() && a_path == b_path) || fs::equivalent(a, b, error);
+}
+
 void refuse_replacing_pneumo_state(const std::string& path, const std::string& flag) {
   namespace fs = std::filesystem;
   std::error_code error;

@@ -46,4 +46,10 @@ void require_new_or_empty_folder(const std::string& folder, const std::string& w
 // checkpoints/ folder, or one of a prepared cache's files.
 void refuse_replacing_pneumo_state(const std::string& path, const std::string& flag);
 
+// Do `a` and `b` (neither "") name one file? Two spellings of a file that does not exist yet
+// (a.json, ./a.json) are told by their normalised absolute paths; links and hard links to an
+// existing one by std::filesystem::equivalent. For two outputs of one command, or an output and
+// an input: one of them would be lost.
+bool same_output_file(const std::string& a, const std::string& b);
+
 }  // namespace pneumo::cli
