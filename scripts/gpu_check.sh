@@ -10,7 +10,7 @@
 # bf16, fused tails) and evaluated on test; more seeds; Nsight Compute. Writes one Markdown report.
 # `scripts/gpu_check.sh --help` prints this header.
 #
-# Usage:  scripts/gpu_check.sh [OUT_DIR]        (default: $OUT, else ./gpu_check_out)
+# Usage:  scripts/gpu_check.sh [OUT_DIR]        (default: $OUT, else gpu_check_out in the repository)
 # Needs:  nvcc (CUDA 13), cmake, ninja (or make), python3 whose site-packages hold
 #         nvidia/cudnn/{include,lib}, and .deps/ from scripts/pack_gpu_deps.sh (googletest,
 #         nlohmann, CLI11 for hosts without them). No network, no apt.
@@ -49,8 +49,9 @@ case ${1:-} in
 esac
 
 root=$(cd "$(dirname "$0")/.." && pwd)
-cd "$root" || exit 1
 out=${1:-${OUT:-$root/gpu_check_out}}
+[[ $out == /* ]] || out=$PWD/$out  # a relative OUT_DIR is the caller's, not the repository's
+cd "$root" || exit 1
 mkdir -p "$out/logs"
 out=$(cd "$out" && pwd)
 report=$out/gpu_check_report.md
