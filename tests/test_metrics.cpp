@@ -229,6 +229,13 @@ TEST(Metrics, ReportWithTunedThresholdAndItsForms) {
   EXPECT_EQ(format_threshold(0.99997), "0.99997");
   EXPECT_EQ(format_threshold(0.500031), "0.500031");
   EXPECT_EQ(format_threshold(0.5), "0.5");
+  // More digits where six would round a cut inside (0, 1) onto 1 or 0 (a Youden cut between two
+  // confident scores read "threshold 1", a rule nothing passes); 0 and 1 themselves stay short.
+  EXPECT_EQ(format_threshold(0.9999998492832337), "0.9999998493");
+  EXPECT_EQ(format_threshold(2e-9), "2e-09");
+  EXPECT_EQ(format_threshold(1.0 - 1e-15), "0.999999999999999");
+  EXPECT_EQ(format_threshold(1.0), "1");
+  EXPECT_EQ(format_threshold(0.0), "0");
   EXPECT_NE(table.find("0.8438"), std::string::npos) << table;  // AUC
 }
 

@@ -182,7 +182,7 @@ void write_gallery(const std::string& folder, const GradCam& cam, const GalleryI
   }
   std::ostringstream md;
   md << "# Gallery: " << in.title << "\n\nGrad-CAM of " << in.layer << ", threshold "
-     << in.threshold << ". Each overlay is scaled to its own peak; the mean maps average maps"
+     << format_threshold(in.threshold) << ". Each overlay is scaled to its own peak; the mean maps average maps"
      << " scaled to a peak of 1, drawn over the mean image of their cell.\n\n"
      << "## Mean map per confusion cell\n\n"
      << "| true \\ predicted | NORMAL | PNEUMONIA |\n|---|---|---|\n";

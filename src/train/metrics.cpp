@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <iomanip>
 #include <limits>
 #include <numeric>
@@ -98,8 +100,14 @@ std::string format_ratio(double value) {
 }  // namespace
 
 std::string format_threshold(double threshold) {
+  // Six digits, unless they round a threshold inside (0, 1) to 0 or 1: a Youden cut between two
+  // confident scores (0.99999985) printed as "1" reads as a rule nothing passes ("p > 1").
   char text[32];
-  std::snprintf(text, sizeof text, "%.6g", threshold);
+  for (const char* spec : {"%.6g", "%.10g", "%.17g"}) {
+    std::snprintf(text, sizeof text, spec, threshold);
+    const double shown = std::strtod(text, nullptr);
+    if (!((shown == 0.0 && threshold > 0.0) || (shown == 1.0 && threshold < 1.0))) break;
+  }
   return text;
 }
 

@@ -273,7 +273,7 @@ int run_evaluate(const EvaluateOptions& options) {
   MetricsReport report =
       evaluate_binary(options.split, logits, split.labels, threshold, threshold_rule);
   std::cout << "model: " << ensemble.description() << " (" << trained_epochs(ensemble)
-            << ", threshold " << threshold << ": " << threshold_rule << ")\n"
+            << ", threshold " << format_threshold(threshold) << ": " << threshold_rule << ")\n"
             << "data: " << dataset.cache_dir << ", split " << options.split << "\n"
             << "backend: " << ensemble.backend->name() << "\n"
             << format_metrics_table(report);
@@ -372,7 +372,7 @@ int run_predict(const PredictOptions& options) {
   const CheckpointMetadata& meta = ensemble.first();
   const auto [threshold, threshold_rule] = applied_threshold(ensemble, flags);
   const int size = meta.input_size;
-  std::cerr << "model: " << ensemble.description() << "; PNEUMONIA when p > " << threshold << " ("
+  std::cerr << "model: " << ensemble.description() << "; PNEUMONIA when p > " << format_threshold(threshold) << " ("
             << threshold_rule << ")\n";
 
   const DecodedInputs inputs = decode_inputs(options.inputs, size);

@@ -86,7 +86,7 @@ int run_explain(const ExplainOptions& options) {
   const double threshold = checkpoint.metadata.decision_threshold;
   std::cerr << "explain: " << count << " images, Grad-CAM of " << options.layer << " (output "
             << model.layer_shapes().at(layer).second.str() << " per image), threshold "
-            << threshold << " (" << checkpoint.metadata.threshold_rule << ")\n";
+            << format_threshold(threshold) << " (" << checkpoint.metadata.threshold_rule << ")\n";
   TaskProgress progress(std::cerr, "explain: Grad-CAM", images.count, progress_options_for(stderr));
   const GradCam cam = grad_cam_images(model, images, layer, options.batch,
                                       [&](int64_t done) { progress.update(done); });

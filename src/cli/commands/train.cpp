@@ -929,7 +929,7 @@ int TrainingRun::finish() {
   write_report(run_dir_, report);
   std::cout << format_metrics_table(final_val);
   std::cout << "model: " << (fs::path(run_dir_) / "model.safetensors").string() << " (threshold "
-            << threshold.threshold << ", " << metadata_.threshold_rule << ")\n";
+            << format_threshold(threshold.threshold) << ", " << metadata_.threshold_rule << ")\n";
   std::cout << "run: " << seconds_text(seconds_since(started_))
             << " s from start to model and report written (training steps "
             << seconds_text(train_seconds_) << " s, validation passes "
