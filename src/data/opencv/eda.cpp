@@ -35,8 +35,14 @@ constexpr int kBandHeight = 22;  // caption band above each row
 const cv::Scalar kBackground(40);
 const cv::Scalar kText(235);
 
+// A caption set smaller where the canvas is too narrow for it (small images make narrow grids).
 void caption(cv::Mat& canvas, int y, const std::string& text) {
-  cv::putText(canvas, text, cv::Point(kGap, y + kBandHeight - 7), cv::FONT_HERSHEY_SIMPLEX, 0.5,
+  double scale = 0.5;
+  int baseline = 0;
+  const int width = cv::getTextSize(text, cv::FONT_HERSHEY_SIMPLEX, scale, 1, &baseline).width;
+  const int room = canvas.cols - 2 * kGap;
+  if (width > room && width > 0) scale = std::max(0.25, scale * room / width);
+  cv::putText(canvas, text, cv::Point(kGap, y + kBandHeight - 7), cv::FONT_HERSHEY_SIMPLEX, scale,
               kText, 1, cv::LINE_AA);
 }
 
