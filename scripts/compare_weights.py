@@ -1,33 +1,62 @@
 #!/usr/bin/env python3
 """Compares the float32 tensors of two safetensors files (pneumo checkpoints) within a tolerance.
 
-    compare_weights.py A.safetensors B.safetensors [--tolerance T] [--names-from A]
+    compare_weights.py A.safetensors B.safetensors [--tolerance T]
 
 A tensor agrees when sum |a - b| <= T * sum |a| (its mean absolute difference relative to its
 mean magnitude: a few weights whose gradient is near zero may move apart by a whole optimizer step
 under RMSprop's or AdamW's normalisation, and must not decide alone). Prints one line per tensor
 that does not, and a summary with the worst ratio seen; exits 1 when any tensor disagrees or the
-files hold different tensors. Standard library only (CI needs no NumPy for it).
+files hold different tensors, and 2 when a file cannot be read as safetensors (missing, empty,
+truncated, a header that is not valid JSON, a tensor other than F32) or a flag is invalid.
+Standard library only (CI needs no NumPy for it).
 """
 import argparse
 import array
 import json
+import os
 import struct
 import sys
 
 
+class Unreadable(Exception):
+    """A file that is not a safetensors file of F32 tensors: why, in words."""
+
+
 def read_safetensors(path):
-    with open(path, "rb") as f:
-        (length,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(length))
-        data = f.read()
+    """The file's tensors by name; Unreadable says why it cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            size = f.read(8)
+            if len(size) != 8:
+                raise Unreadable(f"{len(size)} bytes, too short for a safetensors header")
+            (length,) = struct.unpack("<Q", size)
+            left = os.fstat(f.fileno()).st_size - 8
+            if length > left:  # checked before reading: a wrong length may be terabytes
+                raise Unreadable(f"the header says {length} bytes of JSON, the file holds {left}")
+            raw = f.read(length)
+            header = json.loads(raw)
+            data = f.read()
+    except OSError as error:
+        raise Unreadable(error.strerror or str(error)) from error
+    except (struct.error, ValueError) as error:  # JSONDecodeError and UnicodeDecodeError too
+        raise Unreadable(f"the header is not JSON ({error})") from error
+    if not isinstance(header, dict):
+        raise Unreadable("the header is not a JSON object")
     tensors = {}
     for name, info in header.items():
         if name == "__metadata__":
             continue
-        if info["dtype"] != "F32":
-            raise SystemExit(f"{path}: tensor {name} is {info['dtype']}, only F32 is compared")
-        begin, end = info["data_offsets"]
+        offsets = info.get("data_offsets") if isinstance(info, dict) else None
+        if (not isinstance(offsets, list) or len(offsets) != 2 or
+                not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)):
+            raise Unreadable(f"tensor {name} has no [begin, end] data_offsets")
+        if info.get("dtype") != "F32":
+            raise Unreadable(f"tensor {name} is {info.get('dtype')}, only F32 is compared")
+        begin, end = offsets
+        if not 0 <= begin <= end <= len(data) or (end - begin) % 4:
+            raise Unreadable(f"tensor {name}'s data_offsets [{begin}, {end}] do not fit the "
+                             f"{len(data)} bytes of data as float32 values")
         values = array.array("f")
         values.frombytes(data[begin:end])
         if sys.byteorder != "little":
@@ -42,7 +71,14 @@ def main():
     parser.add_argument("b")
     parser.add_argument("--tolerance", type=float, default=1e-2)
     args = parser.parse_args()
-    a, b = read_safetensors(args.a), read_safetensors(args.b)
+    tensors = []
+    for path in (args.a, args.b):
+        try:
+            tensors.append(read_safetensors(path))
+        except Unreadable as why:
+            print(f"compare_weights: cannot read {path}: {why}", file=sys.stderr)
+            return 2
+    a, b = tensors
     if a.keys() != b.keys():
         print(f"different tensors: {sorted(a.keys() ^ b.keys())}")
         return 1

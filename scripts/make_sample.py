@@ -19,6 +19,9 @@ python3-opencv`, then run with /usr/bin/python3); another OpenCV build may encod
 bytes (same pixels within JPEG rounding) but selects the same files.
 
 Usage: /usr/bin/python3 scripts/make_sample.py [--source DIR] [--out data/sample]
+
+--out's {train,val,test} folders are replaced, so an --out that is --source, holds it or lies
+inside it is refused (exit 2) before anything is read or written.
 """
 import argparse
 import csv
@@ -27,12 +30,6 @@ import os
 import re
 import shutil
 import sys
-
-try:
-    import cv2
-except ImportError:
-    sys.exit("make_sample.py needs OpenCV for Python: apt-get install python3-opencv, "
-             "then run it with /usr/bin/python3")
 
 SPLITS = ("train", "val", "test")
 CLASSES = ("NORMAL", "PNEUMONIA")
@@ -81,7 +78,7 @@ def choose(names, count, excluded_patients):
 
 def main():
     here = os.path.dirname(os.path.abspath(__file__))
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--source", default=os.path.join(here, "..", "..", "shared", "data",
                                                          "chest_xray"))
     parser.add_argument("--out", default=os.path.join(here, "..", "data", "sample"))
@@ -89,6 +86,23 @@ def main():
     source = os.path.abspath(args.source)
     if not os.path.isdir(os.path.join(source, "train", "NORMAL")):
         sys.exit(f"{source} is not the dataset tree (no train/NORMAL); pass --source")
+    out = os.path.abspath(args.out)
+    # out/{train,val,test} are removed before the images are read: an --out that is the source,
+    # or holds it, or lies inside it would delete the dataset (links resolved).
+    real_source, real_out = os.path.realpath(source), os.path.realpath(out)
+    common = os.path.commonpath([real_source, real_out])
+    if common in (real_source, real_out):
+        relation = ("is the same folder as" if real_out == real_source else
+                    "holds" if common == real_out else "lies inside")
+        print(f"make_sample: --out {out} {relation} --source {source}: the sample must be "
+              "written outside the dataset (its train, val and test folders are replaced first); "
+              "give another --out", file=sys.stderr)
+        sys.exit(2)
+    try:
+        import cv2
+    except ImportError:
+        sys.exit("make_sample.py needs OpenCV for Python: apt-get install python3-opencv, "
+                 "then run it with /usr/bin/python3")
 
     kinds = {}
     manifest_path = os.path.join(source, "manifest.csv")
@@ -108,7 +122,6 @@ def main():
         selection[("train", cls)] = choose(listing(source, "train", cls), PER_CLASS["train"],
                                            val_patients | test_patients)
 
-    out = os.path.abspath(args.out)
     for split in SPLITS:
         shutil.rmtree(os.path.join(out, split), ignore_errors=True)
     rows = []
