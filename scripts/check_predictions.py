@@ -14,29 +14,41 @@ PREDICTIONS.json (written before the run, as the experiment plans are):
                                         measuring device's name holds this word)}]}
 A "measure" names one number:
     {"kernels": {"op": ..., "layer": ..., "batch": ..., "variant": ...}, "field": "median_ms"}
-        one row of OUT_DIR/bench_kernels.jsonl (pneumo bench kernels --json), matched on every
-        key given; field any of its columns (median_ms, gbps, percent_dram_peak, speedup, ...).
+        one row of OUT_DIR/bench_kernels.jsonl (pneumo bench kernels --json; without that file,
+        of OUT_DIR/bench_kernels.csv, --csv, as a stored result folder keeps it: numbers read as
+        numbers, empty cells as absent, true/false as booleans), matched on every key given;
+        field any of its columns (median_ms, gbps, percent_dram_peak, speedup, ...).
     {"train": {"precision": ..., "batch": ..., ...}, "field": "step_ms_mean"}
         one steady row of OUT_DIR/throughput.jsonl from pneumo bench train (impl "pneumo", no
-        "measure" key; without that file, of OUT_DIR/logs/bench_train*.log), matched on every
-        key given. Instead of a field, "op" names one row of its per-op table (ops_ms, the "ms"
-        column), or "ops_matching" a regular expression over that table's op names with
-        "aggregate": "sum" (of ms) or "count".
+        "measure" key; without that file, of OUT_DIR/logs/bench_train*.log, else of their stored
+        copies OUT_DIR/bench_train*.txt), matched on every key given. Instead of a field, "op"
+        names one row of its per-op table (ops_ms, the "ms" column), or "ops_matching" a regular
+        expression over that table's op names with "aggregate": "sum" (of ms) or "count".
     {"recipe": {...}, "log": "bench_recipe_warm.log", "field": "total_seconds"}
         one recipe line of bench train ("measure": "recipe"): of OUT_DIR/logs/LOG when "log" is
-        given, else of throughput.jsonl; field any of its numbers (total_seconds,
+        given (or of its stored copy, OUT_DIR/bench_recipe_warm.txt for bench_recipe_warm.log),
+        else of throughput.jsonl; field any of its numbers (total_seconds,
         first_epoch_overhead, ...).
 Any measure may add "relative_to": another measure (its field, when it names none, the first's),
 which the value is divided by (not measured when that is 0 or less).
 A prediction with no matching row, or several, is "not measured" (with the reason), never held.
-Exit status: 0 when the table was written (whatever the verdicts), 2 on an invalid file.
+An OUT_DIR that holds none of those files gets its table (every entry not measured) and a warning
+on stderr.
+Exit status: 0 when the table was written (whatever the verdicts), 2 on an invalid file or an
+OUT_DIR that is not a folder.
 """
+import csv
 import json
 import os
 import re
 import sys
 
 COMPARISONS = ("at_most", "at_least", "equals")
+# bench kernels' CSV columns that hold words, whatever they look like; the others are numbers
+# or true/false (src/bench/report.cpp, rows_to_csv).
+CSV_TEXT_COLUMNS = {"platform", "device", "op", "layer", "shape", "variant", "status", "note",
+                    "reference", "speedup_over"}
+NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 
 
 def json_lines(path):
@@ -52,6 +64,31 @@ def json_lines(path):
                 rows.append(json.loads(line))
             except json.JSONDecodeError:
                 continue
+    return rows
+
+
+def csv_rows(path):
+    """bench kernels' --csv rows, typed as its --json lines are: numbers as floats (a JSON
+    integer compares equal), "true"/"false" as booleans, an empty cell absent (the JSON's null or
+    an empty string)."""
+    rows = []
+    if not os.path.exists(path):
+        return rows
+    with open(path, encoding="utf-8", newline="") as f:
+        for raw in csv.DictReader(f):
+            row = {}
+            for key, text in raw.items():
+                if key is None or text is None or text == "":
+                    continue
+                if key in CSV_TEXT_COLUMNS:
+                    row[key] = text
+                elif text in ("true", "false"):
+                    row[key] = text == "true"
+                elif NUMBER.match(text):
+                    row[key] = float(text)
+                else:
+                    row[key] = text
+            rows.append(row)
     return rows
 
 
@@ -77,25 +114,48 @@ class Rows:
 
     def __init__(self, out_dir):
         self.out_dir = out_dir
-        self.kernels = json_lines(os.path.join(out_dir, "bench_kernels.jsonl"))
-        train = json_lines(os.path.join(out_dir, "throughput.jsonl"))
+        self.kernels = json_lines(self.path("bench_kernels.jsonl"))
+        if not self.kernels:  # a stored result folder keeps the CSV only
+            self.kernels = csv_rows(self.path("bench_kernels.csv"))
+        train = json_lines(self.path("throughput.jsonl"))
         if not train:  # a check still running (or cut short) has its bench train logs only
             for name in self.logs("bench_train"):
-                train += json_lines(os.path.join(out_dir, "logs", name))
+                train += json_lines(self.path(name))
         self.train = [r for r in train if r.get("impl") == "pneumo" and "measure" not in r]
         self.recipes = [r for r in train if r.get("impl") == "pneumo" and r.get("measure") == "recipe"]
 
+    def path(self, name):
+        return os.path.join(self.out_dir, name)
+
+    def holds_any(self):
+        """Whether OUT holds any file this reads (rows or not)."""
+        return (any(os.path.isfile(self.path(name)) for name in
+                    ("bench_kernels.jsonl", "bench_kernels.csv", "throughput.jsonl")) or
+                bool(self.logs("bench_")))
+
     def logs(self, prefix):
-        logs = os.path.join(self.out_dir, "logs")
-        names = sorted(os.listdir(logs)) if os.path.isdir(logs) else []
-        return [n for n in names if n.startswith(prefix) and n.endswith(".log")]
+        """logs/PREFIX*.log, else the stored copies PREFIX*.txt (a result folder keeps
+        logs/bench_recipe_warm.log as bench_recipe_warm.txt)."""
+        for folder, suffix in (("logs", ".log"), ("", ".txt")):
+            where = os.path.join(self.out_dir, folder)
+            names = sorted(os.listdir(where)) if os.path.isdir(where) else []
+            found = [os.path.join(folder, n) for n in names
+                     if n.startswith(prefix) and n.endswith(suffix)]
+            if found:
+                return found
+        return []
 
     def recipe_lines(self, log):
-        """The recipe lines of one log (OUT/logs/LOG), or of every bench train run by default."""
+        """The recipe lines of one log (OUT/logs/LOG, else its stored copy OUT/LOG's stem.txt), or
+        of every bench train run by default."""
         if log is None:
             return self.recipes
-        return [r for r in json_lines(os.path.join(self.out_dir, "logs", log))
-                if r.get("measure") == "recipe"]
+        name = os.path.join("logs", log)
+        if not os.path.isfile(os.path.join(self.out_dir, name)):
+            stored = os.path.splitext(log)[0] + ".txt"
+            if os.path.isfile(os.path.join(self.out_dir, stored)):
+                name = stored
+        return [r for r in json_lines(self.path(name)) if r.get("measure") == "recipe"]
 
 
 def measured(measure, rows, field=None):
@@ -128,7 +188,8 @@ def measured_alone(measure, rows, inherited):
     if "train" in measure:
         row = one(rows.train, measure["train"], "bench train")
         device = str(row.get("backend", row.get("device", "")))  # the backend's name holds the GPU's
-        ops = row.get("ops_ms") or []
+        ops = row.get("ops_ms")
+        ops = [o for o in ops if isinstance(o, dict)] if isinstance(ops, list) else []
         if "op" in measure:
             found = [o for o in ops if o.get("op") == measure["op"]]
             if len(found) != 1:
@@ -171,9 +232,11 @@ def validate(doc):
     for key in ("written", "rule"):
         if not isinstance(doc.get(key), str):
             problems.append(f"\"{key}\" (words) is missing")
+    if "device" in doc and not isinstance(doc["device"], str):
+        problems.append("\"device\" is not a string (a word of the device's name)")
     seen = set()
     for i, p in enumerate(doc["predictions"]):
-        name = p.get("id", f"#{i}") if isinstance(p, dict) else f"#{i}"
+        name = p["id"] if isinstance(p, dict) and isinstance(p.get("id"), str) else f"#{i}"
         if not isinstance(p, dict):
             problems.append(f"prediction {name} is not an object")
             continue
@@ -186,19 +249,47 @@ def validate(doc):
         given = [k for k in COMPARISONS if k in p]
         if len(given) != 1:
             problems.append(f"prediction {name} needs exactly one of {', '.join(COMPARISONS)}")
-        elif not isinstance(p[given[0]], (int, float)):
+        elif not isinstance(p[given[0]], (int, float)) or isinstance(p[given[0]], bool):
             problems.append(f"prediction {name}: {given[0]} is not a number")
+        if "device" in p and not isinstance(p["device"], str):
+            problems.append(f"prediction {name}: \"device\" is not a string (a word of the "
+                            "device's name)")
         m = p.get("measure")
         while isinstance(m, dict):
-            kinds = [k for k in ("kernels", "train", "recipe") if k in m]
-            if len(kinds) != 1 or not isinstance(m[kinds[0]], dict):
-                problems.append(f"prediction {name}: a measure names one of kernels, train, "
-                                "recipe, with an object of the keys to match")
+            problems += [f"prediction {name}: {problem}" for problem in measure_problems(m)]
             m = m.get("relative_to")
     return problems
 
 
+def measure_problems(m):
+    """What is wrong with one measure (not the ones it is relative to)."""
+    problems = []
+    kinds = [k for k in ("kernels", "train", "recipe") if k in m]
+    if len(kinds) != 1 or not isinstance(m[kinds[0]], dict):
+        problems.append("a measure names one of kernels, train, recipe, with an object of the "
+                        "keys to match")
+    if "relative_to" in m and not isinstance(m["relative_to"], dict):
+        problems.append("\"relative_to\" is not an object (a measure)")
+    for key in ("field", "op", "log"):
+        if key in m and not isinstance(m[key], str):
+            problems.append(f"\"{key}\" is not a string")
+    if "ops_matching" in m:
+        if not isinstance(m["ops_matching"], str):
+            problems.append("\"ops_matching\" is not a string")
+        else:
+            try:
+                re.compile(m["ops_matching"])
+            except re.error as e:
+                problems.append(f"\"ops_matching\" is not a regular expression: {e}")
+    if "aggregate" in m and m["aggregate"] not in ("sum", "count"):
+        problems.append("\"aggregate\" is neither \"sum\" nor \"count\"")
+    return problems
+
+
 def main(argv):
+    if any(arg in ("-h", "--help") for arg in argv[1:]):
+        print(__doc__)
+        return 0
     if len(argv) != 3:
         print(__doc__.strip().splitlines()[2].strip(), file=sys.stderr)
         return 2
@@ -212,6 +303,11 @@ def main(argv):
     if problems:
         for problem in problems:
             print(f"check_predictions: {argv[1]}: {problem}", file=sys.stderr)
+        return 2
+    if not os.path.isdir(argv[2]):
+        print(f"check_predictions: {argv[2]}: "
+              f"{'not a folder' if os.path.exists(argv[2]) else 'no such folder'} (OUT_DIR: "
+              "the GPU check's output folder)", file=sys.stderr)
         return 2
     rows = Rows(argv[2])
     counts = {"held": 0, "missed": 0, "not measured": 0, "other device": 0}
@@ -240,6 +336,10 @@ def main(argv):
     print("\n".join(lines))
     print()
     print(", ".join(f"{n} {k}" for k, n in counts.items()) + f" of {len(lines)}.")
+    if not rows.holds_any():
+        print(f"check_predictions: {argv[2]} holds none of the files read (bench_kernels.jsonl or "
+              ".csv, throughput.jsonl, logs/bench_*.log or their stored copies bench_*.txt): "
+              "nothing was measured", file=sys.stderr)
     return 0
 
 

@@ -20,6 +20,12 @@ testing::CommandResult check(const testing::TempDir& dir, const std::string& pre
                               dir.file(predictions) + "' '" + dir.path() + "' 2>&1");
 }
 
+// The script on a predictions file and an OUT_DIR named by their paths.
+testing::CommandResult check_paths(const std::string& predictions, const std::string& out_dir) {
+  return testing::run_command("python3 '" PNEUMO_SOURCE_DIR "/scripts/check_predictions.py' '" +
+                              predictions + "' '" + out_dir + "' 2>&1");
+}
+
 bool has(const std::string& text, const std::string& part) {
   return text.find(part) != std::string::npos;
 }
@@ -136,6 +142,125 @@ TEST(CheckPredictions, TheCommittedFilesAreValid) {
     EXPECT_TRUE(has(run.output, "0 held, 0 missed, " + all + " not measured, 0 other device of " +
                                     all + "."))
         << run.output;
+  }
+}
+
+TEST(CheckPredictions, AnOutDirThatIsNotAFolderIsAnError) {
+  if (testing::run_command("python3 -c pass").status != 0) GTEST_SKIP() << "no python3";
+  testing::TempDir dir;
+  std::ofstream(dir.file("p.json")) << R"J({"written": "today", "rule": "words", "predictions": [
+    {"id": "a", "claim": "c", "measure": {"kernels": {"layer": "tail2"}}, "at_most": 1}]})J";
+  // A mistyped OUT_DIR is not a run that measured nothing.
+  const testing::CommandResult typo = check_paths(dir.file("p.json"), dir.file("typo_out"));
+  EXPECT_EQ(typo.status, 2) << typo.output;
+  EXPECT_TRUE(has(typo.output, "check_predictions: " + dir.file("typo_out") + ": no such folder"))
+      << typo.output;
+  EXPECT_FALSE(has(typo.output, "not measured")) << typo.output;
+  const testing::CommandResult file = check_paths(dir.file("p.json"), dir.file("p.json"));
+  EXPECT_EQ(file.status, 2) << file.output;
+  EXPECT_TRUE(has(file.output, ": not a folder")) << file.output;
+  // A folder without any of the files read: the table (every entry not measured) and a warning.
+  std::filesystem::create_directories(dir.file("empty"));
+  const testing::CommandResult empty = check_paths(dir.file("p.json"), dir.file("empty"));
+  EXPECT_EQ(empty.status, 0) << empty.output;
+  EXPECT_TRUE(has(empty.output, "0 held, 0 missed, 1 not measured, 0 other device of 1."))
+      << empty.output;
+  EXPECT_TRUE(has(empty.output, dir.file("empty") + " holds none of the files read"))
+      << empty.output;
+}
+
+TEST(CheckPredictions, FilesOfTheWrongTypesAreRefusedNotCrashedOn) {
+  if (testing::run_command("python3 -c pass").status != 0) GTEST_SKIP() << "no python3";
+  testing::TempDir dir;
+  // Each of these got through the checks and then raised a traceback (exit 1).
+  std::ofstream(dir.file("bad.json")) << R"J({"written": "today", "rule": "words", "device": 5,
+    "predictions": [
+    {"id": "device", "claim": "c", "measure": {"kernels": {}}, "at_most": 1, "device": ["H200"]},
+    {"id": "relative", "claim": "c", "measure": {"kernels": {}, "relative_to": "conv1"},
+     "at_most": 1},
+    {"id": "regex", "claim": "c", "measure": {"train": {}, "ops_matching": "(("}, "at_most": 1},
+    {"id": "field", "claim": "c", "measure": {"kernels": {}, "field": ["x"]}, "at_most": 1},
+    {"id": "op", "claim": "c", "measure": {"train": {}, "op": 3}, "at_most": 1}]})J";
+  const testing::CommandResult bad = check(dir, "bad.json");
+  EXPECT_EQ(bad.status, 2) << bad.output;
+  EXPECT_FALSE(has(bad.output, "Traceback")) << bad.output;
+  for (const char* problem :
+       {"bad.json: \"device\" is not a string", "prediction device: \"device\" is not a string",
+        "prediction relative: \"relative_to\" is not an object",
+        "prediction regex: \"ops_matching\" is not a regular expression",
+        "prediction field: \"field\" is not a string", "prediction op: \"op\" is not a string"})
+    EXPECT_TRUE(has(bad.output, problem)) << problem << "\n" << bad.output;
+
+  // --help prints the format, as the other scripts' --help does.
+  const testing::CommandResult help = testing::run_command(
+      "python3 '" PNEUMO_SOURCE_DIR "/scripts/check_predictions.py' --help 2>&1");
+  EXPECT_EQ(help.status, 0) << help.output;
+  EXPECT_TRUE(has(help.output, "A \"measure\" names one number")) << help.output;
+}
+
+TEST(CheckPredictions, AStoredResultFolderIsReadFromItsCsvAndTxtCopies) {
+  if (testing::run_command("python3 -c pass").status != 0) GTEST_SKIP() << "no python3";
+  testing::TempDir dir;
+  // A result folder as profiling/results keeps it: bench kernels' CSV (no JSONL), the bench train
+  // and recipe logs as top-level .txt files (no logs/). Numbers, empty cells, booleans, quotes.
+  std::ofstream(dir.file("bench_kernels.csv"))
+      << "platform,device,op,layer,batch,variant,baseline,status,note,median_ms,speedup\n"
+      << "CUDA,\"NVIDIA H200 (sm_90, 132 SMs)\",block_tail_forward,tail2,256,"
+         "\"ours: fused, in registers\",false,ok,,0.5,1.6\n"
+      << "CUDA,\"NVIDIA H200 (sm_90, 132 SMs)\",block_tail_forward,tail2,256,chain,true,ok,,"
+         "0.8,\n"
+      << "CUDA,\"NVIDIA H200 (sm_90, 132 SMs)\",block_tail_forward,tail3,256,chain,true,ok,,"
+         ",\n";
+  std::ofstream(dir.file("bench_train_plain.txt"))
+      << "a table\n"
+      << R"J({"impl":"pneumo","backend":"cuda (NVIDIA H200, sm_90)","batch":256,)J"
+      << R"J("images_per_second":12000})J" << "\n";
+  std::ofstream(dir.file("bench_recipe_warm.txt"))
+      << "a table\n"
+      << R"J({"impl":"pneumo","measure":"recipe","backend":"cuda (NVIDIA H200, sm_90)",)J"
+      << R"J("first_epoch_overhead":0.35})J" << "\n";
+  std::ofstream(dir.file("p.json")) << R"J({"written": "today", "rule": "words",
+    "device": "NVIDIA", "predictions": [
+    {"id": "ratio", "claim": "fused over chain",
+     "measure": {"kernels": {"layer": "tail2", "batch": 256, "baseline": false},
+                 "relative_to": {"kernels": {"layer": "tail2", "variant": "chain"}}},
+     "at_most": 1.0},
+    {"id": "quoted", "claim": "a variant with a comma",
+     "measure": {"kernels": {"variant": "ours: fused, in registers"}, "field": "speedup"},
+     "at_least": 1.5},
+    {"id": "empty-cell", "claim": "a cell left empty",
+     "measure": {"kernels": {"layer": "tail3"}}, "at_most": 1},
+    {"id": "speed", "claim": "steady speed",
+     "measure": {"train": {"batch": 256}}, "at_least": 10000},
+    {"id": "warm", "claim": "warm first epoch",
+     "measure": {"recipe": {}, "log": "bench_recipe_warm.log", "field": "first_epoch_overhead"},
+     "at_most": 0.1}]})J";
+  const testing::CommandResult run = check(dir, "p.json");
+  ASSERT_EQ(run.status, 0) << run.output;
+  for (const char* row : {"| ratio | fused over chain |  | <= 1 | 0.625 | **held** |",
+                          "| quoted | a variant with a comma |  | >= 1.5 | 1.6 | **held** |",
+                          "median_ms is None, not a number",
+                          "| speed | steady speed |  | >= 10000 | 1.2e+04 | **held** |",
+                          "| warm | warm first epoch |  | <= 0.1 | 0.35 | **missed** |",
+                          "3 held, 1 missed, 1 not measured, 0 other device of 5."})
+    EXPECT_TRUE(has(run.output, row)) << row << "\n" << run.output;
+  EXPECT_FALSE(has(run.output, "holds none of the files read")) << run.output;
+}
+
+// profiling/README.md ("The predictions, in numbers") quotes these counts for the stored H200
+// folder, which keeps bench_kernels.csv and bench_recipe_*.txt only.
+TEST(CheckPredictions, TheReadmeCountsForTheStoredH200Files) {
+  if (testing::run_command("python3 -c pass").status != 0) GTEST_SKIP() << "no python3";
+  const std::string results = PNEUMO_SOURCE_DIR "/profiling/results/2026-12-04-h200";
+  for (const auto& [file, counts] :
+       {std::pair<const char*, const char*>{"predictions-2026-12-05.json",
+                                            "1 held, 29 missed, 14 not measured, 0 other device "
+                                            "of 44."},
+        {"targets-issue-15.json", "0 held, 3 missed, 1 not measured, 0 other device of 4."}}) {
+    const testing::CommandResult run =
+        check_paths(PNEUMO_SOURCE_DIR "/profiling/" + std::string(file), results);
+    ASSERT_EQ(run.status, 0) << run.output;
+    EXPECT_TRUE(has(run.output, counts)) << file << "\n" << run.output;
   }
 }
 
