@@ -7,7 +7,7 @@ number comes with its run-to-run spread.
 
 Each RUN_DIR holds config.json and metrics_val.json (written by `pneumo train`) and, when the
 test split was evaluated, test_metrics.json (`pneumo evaluate --split test --json`). A run missing
-a file is listed with a note and left out of the statistics that need that file; a RUN_DIR that
+a file (or whose file is not a JSON object) is listed with a note and left out of the statistics that need that file; a RUN_DIR that
 does not exist, or one given twice, is an error.
 """
 import json
@@ -32,11 +32,13 @@ YOUDEN_COLUMNS = {"test acc (Youden thr.)", "Youden threshold"}
 
 
 def load(path):
+    """The file's JSON object; None when it is missing, unreadable or holds no object."""
     try:
         with open(path) as f:
-            return json.load(f)
+            data = json.load(f)
     except (OSError, ValueError):
         return None
+    return data if isinstance(data, dict) else None
 
 
 def dig(obj, keys):

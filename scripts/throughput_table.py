@@ -12,7 +12,10 @@ Lines it reads: `pneumo bench train` rows ({"impl": "pneumo", "batch", "images_p
 "measure": "recipe", "total_seconds"}), and `profiling/torch_reference.py`'s rows
 ({"impl": "torch-<config>", "batch", "images_per_second"}) and recipe lines
 ({"measure": "recipe", "recipe_seconds"}). Other lines (profiles, layers) are passed over. Where a
-configuration was measured more than once, the last line counts.
+configuration was measured more than once, the last line counts. A line of those kinds whose
+fields have the wrong types (a batch that is not an integer, a speed that is not a positive
+number, seconds that are not a number, an impl or precision that is not a string) is skipped with
+a warning on stderr naming its file and line.
 """
 import json
 import sys
@@ -40,6 +43,26 @@ def pneumo_name(row, recipe=False):
     return "pneumo " + ", ".join(parts)
 
 
+def is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def type_problem(row):
+    """Why a pneumo or PyTorch row cannot be tabulated (a field of the wrong type), or None."""
+    if not isinstance(row.get("precision", ""), str):
+        return f"\"precision\" is {row['precision']!r}, not a string"
+    if row.get("measure") == "recipe":
+        key = "total_seconds" if row["impl"] == "pneumo" else "recipe_seconds"
+        if row.get(key) is not None and not is_number(row[key]):
+            return f"\"{key}\" is {row[key]!r}, not a number"
+    elif "images_per_second" in row:
+        if not isinstance(row.get("batch"), int) or isinstance(row.get("batch"), bool):
+            return f"\"batch\" is {row.get('batch')!r}, not an integer"
+        if not is_number(row["images_per_second"]) or not row["images_per_second"] > 0:
+            return f"\"images_per_second\" is {row['images_per_second']!r}, not a positive number"
+    return None
+
+
 def read_rows(paths):
     speed, recipe = {}, {}  # name -> {batch: images/s}; name -> seconds
     # A --cuda-graph run's steps are the same op-by-op measurement as a plain run's: its speeds
@@ -51,7 +74,7 @@ def read_rows(paths):
         except OSError as error:
             sys.exit(f"throughput_table: cannot read {path}: {error.strerror}")
         with f:
-            for line in f:
+            for number, line in enumerate(f, 1):
                 line = line.strip()
                 if not line.startswith("{"):
                     continue
@@ -61,6 +84,13 @@ def read_rows(paths):
                     continue
                 impl = row.get("impl", "")
                 if "profile" in row or not impl:
+                    continue
+                problem = (f"\"impl\" is {impl!r}, not a string" if not isinstance(impl, str)
+                           else type_problem(row)
+                           if impl == "pneumo" or impl.startswith("torch-") else None)
+                if problem:
+                    print(f"throughput_table: {path}:{number}: {problem}; line skipped",
+                          file=sys.stderr)
                     continue
                 if impl == "pneumo":
                     name = pneumo_name(row, recipe=row.get("measure") == "recipe")

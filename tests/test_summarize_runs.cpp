@@ -75,5 +75,27 @@ TEST(SummarizeRuns, MeanAndSampleSdOverTheRunsThatHaveEachValue) {
   EXPECT_NE(run.output.find(dir.file("c") + ": no test metrics"), std::string::npos) << run.output;
 }
 
+TEST(SummarizeRuns, JsonThatIsNotAnObjectIsAMissingFile) {
+  if (testing::run_command("python3 -c pass").status != 0) GTEST_SKIP() << "no python3";
+  testing::TempDir dir;
+  write_run(dir.file("list"), 1, 0.96, 0.80, false);
+  write(dir.file("list/test_metrics.json"), "[1, 2]");
+  write_run(dir.file("text"), 2, 0.98, 0.90, true);
+  write(dir.file("text/config.json"), "\"x\"");
+  write(dir.file("text/metrics_val.json"), "3");
+  const testing::CommandResult run = testing::run_command(
+      "python3 '" PNEUMO_SOURCE_DIR "/scripts/summarize_runs.py' '" + dir.file("list") + "' '" +
+      dir.file("text") + "' 2>&1");
+  ASSERT_EQ(run.status, 0) << run.output;
+  EXPECT_EQ(run.output.find("Traceback"), std::string::npos) << run.output;
+  EXPECT_NE(run.output.find("| list | 1 | 0.960 | 0.990 |  |"), std::string::npos) << run.output;
+  EXPECT_NE(run.output.find(dir.file("list") + ": no test metrics"), std::string::npos)
+      << run.output;
+  // No seed without a config object; its test metrics still count.
+  EXPECT_NE(run.output.find("| text | ? |  |  | 0.900 |"), std::string::npos) << run.output;
+  EXPECT_NE(run.output.find(dir.file("text") + ": no val metrics"), std::string::npos)
+      << run.output;
+}
+
 }  // namespace
 }  // namespace pneumo

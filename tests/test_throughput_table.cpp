@@ -67,5 +67,36 @@ TEST(ThroughputTable, RatiosAgainstTheBestPyTorchAndEagerFp32) {
             0);
 }
 
+TEST(ThroughputTable, LinesWithFieldsOfTheWrongTypesAreSkippedWithAWarning) {
+  if (testing::run_command("python3 -c pass").status != 0) GTEST_SKIP() << "no python3";
+  testing::TempDir dir;
+  std::ofstream(dir.file("t.jsonl"))
+      << R"({"impl":"pneumo","batch":32,"images_per_second":9000,"precision":"fp32"})" << "\n"
+      << R"({"impl":"pneumo","batch":[1],"images_per_second":3})" << "\n"
+      << R"({"impl":"pneumo","measure":"recipe","total_seconds":"x"})" << "\n"
+      << R"({"impl":5})" << "\n"
+      << R"({"impl":"torch-eager","batch":32,"images_per_second":0,"precision":"fp32"})" << "\n"
+      << R"({"impl":"torch-eager","batch":32,"images_per_second":3000,"precision":"fp32"})"
+      << "\n";
+  const testing::CommandResult run = testing::run_command(
+      "python3 '" PNEUMO_SOURCE_DIR "/scripts/throughput_table.py' '" + dir.file("t.jsonl") +
+      "' 2>&1");
+  ASSERT_EQ(run.status, 0) << run.output;
+  EXPECT_EQ(run.output.find("Traceback"), std::string::npos) << run.output;
+  for (const std::string warning :
+       {":2: \"batch\" is [1], not an integer; line skipped",
+        ":3: \"total_seconds\" is 'x', not a number; line skipped",
+        ":4: \"impl\" is 5, not a string; line skipped",
+        ":5: \"images_per_second\" is 0, not a positive number; line skipped"})
+    EXPECT_NE(run.output.find("throughput_table: " + dir.file("t.jsonl") + warning),
+              std::string::npos)
+        << warning << "\n" << run.output;
+  // The lines of the right types still make the table and its ratio.
+  EXPECT_NE(run.output.find("| pneumo fp32 | 9,000 |  |"), std::string::npos) << run.output;
+  EXPECT_NE(run.output.find("is 3.00x the best PyTorch (PyTorch eager (fp32), 3,000)"),
+            std::string::npos)
+      << run.output;
+}
+
 }  // namespace
 }  // namespace pneumo
