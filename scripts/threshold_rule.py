@@ -16,6 +16,7 @@ Never reads the test split.
 """
 import argparse
 import csv
+import fractions
 import json
 import math
 import os
@@ -58,25 +59,42 @@ def youden_threshold(logits, labels):
     return best_cut  # a logit
 
 
+# Accuracies are exact fractions (the shares too, as typed): two cuts that call the same images
+# tie exactly, where floating point left a gain of +-1e-16 that counted as "Youden worse".
 def accuracy(logits, labels, logit_cut):
-    return sum((z > logit_cut) == bool(y) for z, y in zip(logits, labels)) / len(labels)
+    return fractions.Fraction(sum((z > logit_cut) == bool(y) for z, y in zip(logits, labels)),
+                              len(labels))
 
 
 def accuracy_at_share(logits, labels, logit_cut, share):
-    """Accuracy on a split with the same images per class but `share` of them pneumonia."""
+    """Accuracy on a split with the same images per class but `share` (a Fraction) of them
+    pneumonia."""
     positives = [z for z, y in zip(logits, labels) if y]
     negatives = [z for z, y in zip(logits, labels) if not y]
-    sensitivity = sum(z > logit_cut for z in positives) / len(positives)
-    specificity = sum(z <= logit_cut for z in negatives) / len(negatives)
-    return share * sensitivity + (1.0 - share) * specificity
+    sensitivity = fractions.Fraction(sum(z > logit_cut for z in positives), len(positives))
+    specificity = fractions.Fraction(sum(z <= logit_cut for z in negatives), len(negatives))
+    return share * sensitivity + (1 - share) * specificity
 
 
 def parse_shares(text):
-    shares = [float(v) for v in text.split(",")] if text else []
+    try:
+        shares = [fractions.Fraction(v.strip()) for v in text.split(",")] if text else []
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"a share must be a number in [0, 1]: {error}")
     for v in shares:
-        if not 0.0 <= v <= 1.0:
-            raise argparse.ArgumentTypeError(f"a share must be in [0, 1], got {v}")
+        if not 0 <= v <= 1:
+            raise argparse.ArgumentTypeError(f"a share must be in [0, 1], got {float(v):g}")
     return shares
+
+
+def positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def read_scores(path):
@@ -105,7 +123,8 @@ def main():
     parser.add_argument("--pneumo", required=True)
     parser.add_argument("--data", required=True, help="the cache the runs were trained on")
     parser.add_argument("--out", required=True)
-    parser.add_argument("--halvings", type=int, default=200)
+    parser.add_argument("--halvings", type=positive_int, default=200,
+                        help="stratified halvings per run, each half tuned on in turn (at least 1)")
     parser.add_argument("--shares", type=parse_shares, default=[],
                         help="pneumonia shares to reweight the held-out halves to, e.g. 0.5,0.625")
     parser.add_argument("runs", nargs="+")
@@ -157,7 +176,7 @@ def main():
             "stored_threshold": youden["tuned_threshold"]["threshold"],
             "threshold_rule": rule,
             "left_out": "",
-            "halves_gain_mean": sum(gains) / len(gains),
+            "halves_gain_mean": float(sum(gains) / len(gains)),
             "halves_youden_better": sum(g > 0 for g in gains) / len(gains),
             "halves_youden_worse": sum(g < 0 for g in gains) / len(gains),
             "stress_mean_accuracy_youden": stress_youden,
@@ -167,8 +186,9 @@ def main():
             "stress_worst_accuracy_0.5": half["stress"]["worst_accuracy"],
         })
         for share, kept in share_gains.items():
-            rows[-1][f"halves_gain_share_{share:g}"] = sum(kept) / len(kept)
-            rows[-1][f"halves_youden_worse_share_{share:g}"] = sum(g < 0 for g in kept) / len(kept)
+            rows[-1][f"halves_gain_share_{float(share):g}"] = float(sum(kept) / len(kept))
+            rows[-1][f"halves_youden_worse_share_{float(share):g}"] = (sum(g < 0 for g in kept) /
+                                                                       len(kept))
         print(f"{name}: halves gain {rows[-1]['halves_gain_mean']:+.4f}, "
               f"stress gain {rows[-1]['stress_gain']:+.4f}", flush=True)
 
@@ -207,15 +227,15 @@ def main():
             f.write("\nHeld-out halves reweighted to other pneumonia shares (share x sensitivity "
                     "+ (1 - share) x specificity), accuracy gain of Youden over 0.5, mean over the "
                     "halvings (the share of halvings where Youden was worse):\n\n| run | "
-                    + " | ".join(f"share {v:g}" for v in args.shares) + " |\n|---|"
+                    + " | ".join(f"share {float(v):g}" for v in args.shares) + " |\n|---|"
                     + "---:|" * len(args.shares) + "\n")
             for r in judged:
                 f.write(f"| {r['run']} | " + " | ".join(
                     f"{r[f'halves_gain_share_{v:g}']:+.4f} ({r[f'halves_youden_worse_share_{v:g}']:.2f})"
-                    for v in args.shares) + " |\n")
+                    for v in map(float, args.shares)) + " |\n")
             f.write("| mean | " + " | ".join(
                 f"{sum(r[f'halves_gain_share_{v:g}'] for r in judged) / len(judged):+.4f}"
-                for v in args.shares) + " |\n")
+                for v in map(float, args.shares)) + " |\n")
     print(f"held-out halves {halves:+.4f}, stress {stress:+.4f} over {len(judged)} runs: {verdict}"
           + (f" (left out: {', '.join(left_out)})" if left_out else ""))
 
