@@ -38,7 +38,9 @@ SIGTERM (to the script alone or to its process group) reaches the commands under
 continues. During --test's reads a signal is not passed on: the read under way finishes (unless
 the signal reached it too, as Ctrl-C does), none starts after it. --jobs N trains and scores N runs at a time (for a GPU that one run leaves partly idle;
 each run's train_seconds.txt then holds time shared with the others, so a sweep's seconds are not
-a speed measure). OUT/results.md and OUT/results.csv hold the table
+a speed measure). train_seconds.txt has a line per `pneumo train` command of the run (one stopped
+or failed too; a run trained again from nothing starts it afresh); the table's "train s" is their
+sum. OUT/results.md and OUT/results.csv hold the table
 (mean ± sample sd over seeds); the pick is made once every configuration has all its seeds scored.
 --test needs that too; it reads the test split into OUT/test.md, once (OUT/test.lock, with the
 plan's SHA-256, refuses a second read, as does a test.json already in a run folder).
@@ -64,7 +66,9 @@ from summarize_runs import dig, load  # noqa: E402  (the same JSON readers)
 # Columns of the table, computed from a run's val.json (`pneumo evaluate --split val-carved
 # --stress --json`). Everything at threshold 0.5 except the last, which applies the threshold the
 # checkpoint tuned on validation (Youden's J) to the stress variants: the evidence for the
-# threshold rule.
+# threshold rule. A run whose stored threshold is not Youden's (its val.json's threshold_rule:
+# train's 0.5 fall-back on a small validation, --threshold-rule 0.5, an epoch checkpoint's 0.5)
+# has no value in that column (as summarize_runs.py leaves it out of its Youden columns).
 COLUMNS = ["val_acc", "val_sens", "val_spec", "val_auc", "stress_worst_accuracy",
            "stress_mean_accuracy", "stress_worst_specificity", "stress_worst_sensitivity",
            "stress_worst_auc", "stress_mean_accuracy_tuned"]
@@ -188,7 +192,10 @@ def view_errors(views, configs):
             errors.append(f"view '{name}' must be {{\"of\": CONFIG, \"model\": PATH}}, got "
                           f"{json.dumps(view)}")
             continue
-        if view["of"] not in configs:
+        if not isinstance(view["of"], str):
+            errors.append(f"view '{name}': 'of' must name a configuration (a string), got "
+                          f"{json.dumps(view['of'])}")
+        elif view["of"] not in configs:
             errors.append(f"view '{name}' is of '{view['of']}', which is not a configuration")
         model = view["model"]
         parts = model.split("/") if isinstance(model, str) else []
@@ -348,7 +355,7 @@ def holds_only_a_failed_start(run_dir):
                 all(name == "best.safetensors" or is_atomic_write_temporary(name)
                     for name in os.listdir(path)):
             checkpoints = True
-        elif entry not in ("config.json", "history.csv", "history.jsonl"):
+        elif entry not in ("config.json", "history.csv", "history.jsonl", "train_seconds.txt"):
             return False
     return lock and checkpoints
 
@@ -416,12 +423,16 @@ def exit_if_stopped(args):
                      "sweep")
 
 
-def run(command, log_path, failed_note=None):
+def run(command, log_path, failed_note=None, seconds_path=None):
+    """Runs a command, its output appended to log_path; exits (after a signal, or when it fails).
+    With seconds_path, the command's elapsed seconds are appended there (a line) once it has
+    started, however it ends (stopped, failed or done), if the file's folder exists then."""
     note = f"\n{failed_note()}" if failed_note else ""
     if received:
         exit_stopped(f"experiments: not started after {signal.Signals(received[0]).name}: "
                      + " ".join(command) + note)
     print("+ " + " ".join(command), flush=True)
+    start = time.time()
     try:
         with open(log_path, "a") as log:
             child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
@@ -437,6 +448,9 @@ def run(command, log_path, failed_note=None):
         finally:
             with children_lock:
                 children.discard(child)
+            if seconds_path and os.path.isdir(os.path.dirname(seconds_path)):
+                with open(seconds_path, "a") as f:
+                    f.write(f"{time.time() - start:.1f}\n")
         if returncode == 0:
             return
         status = f"failed with status {returncode}, see {log_path}"
@@ -505,6 +519,7 @@ def train_and_score(args, plan, name, seed):
     command = [args.pneumo, "train", "--data", args.data, "--config", config_path,
                "--size", str(plan["size"]), "--epochs", str(plan["epochs"]),
                "--seed", str(seed), "--out", run_dir]
+    resuming = False
     if os.path.exists(model):
         check_run(args, plan, name, seed, run_dir)
         command = None  # trained; only its evaluation is missing
@@ -512,15 +527,16 @@ def train_and_score(args, plan, name, seed):
         # An interrupted training: continue it (its checkpoint holds the position).
         check_run(args, plan, name, seed, run_dir)
         command = [args.pneumo, "train", "--resume", last]
+        resuming = True
     elif os.path.isdir(run_dir) and not holds_only_a_failed_start(run_dir):
         sys.exit(f"experiments: {run_dir} holds an unfinished run without a checkpoint; "
                  "remove it to start that run again")
     # else: new, or a start that failed before training (`pneumo train` reuses that folder)
     if command is not None:
-        start = time.time()
-        run(command + args.train_args, log)
-        with open(os.path.join(run_dir, "train_seconds.txt"), "a") as f:
-            f.write(f"{time.time() - start:.1f}\n")
+        seconds = os.path.join(run_dir, "train_seconds.txt")
+        if not resuming and os.path.exists(seconds):
+            os.remove(seconds)  # trained from nothing: a failed start's seconds are not this run's
+        run(command + args.train_args, log, seconds_path=seconds)
     run([args.pneumo, "evaluate", "--model", model, "--data", args.data, "--split", "val-carved",
          "--stress", "--json", val_json] + evaluate_args(args), log)
 
@@ -563,18 +579,70 @@ def table_rows(args, plan):
             check_source(args, plan, name, seed)
             row = {"config": name, "seed": seed}
             row.update(val_columns(val))
+            rule = val.get("threshold_rule")
+            if not (isinstance(rule, str) and rule.startswith("Youden's J")):
+                row["stress_mean_accuracy_tuned"] = None
             seconds = load_seconds(os.path.dirname(model_path(args, plan, name, seed)))
             row["train_seconds"] = seconds
+            row["val_split"] = val_split(args, plan, name, seed)
+            row["threshold_rule"] = rule if isinstance(rule, str) else ""
             rows.append(row)
     return rows
 
 
+def val_split(args, plan, name, seed):
+    """The --val-split NAME's seed was trained with: as its run's config.json records it, else as
+    the plan's configuration and the flags after "--" give it (pneumo's default 0.15)."""
+    of = plan.get("views", {}).get(name, {}).get("of", name)
+    config = load(os.path.join(args.out, of, f"seed-{seed}", "config.json"))
+    if isinstance(config, dict) and "val-split" in config:
+        return str(config["val-split"])
+    planned = flag_value(args.train_args, "val-split") or plan["configs"][of].get("val-split")
+    return "0.15" if planned is None else str(planned)
+
+
+def split_words(value):
+    """A --val-split in words: "15%" of train (carved by patient), or the dataset's own split."""
+    try:
+        return f"{float(value) * 100:g}%"
+    except ValueError:
+        return "the dataset's own val split" if value == "official" else value
+
+
+def validation_words(rows, args, plan):
+    """What validation is, from the runs' val-split (from the plan where no run is scored)."""
+    splits = {}
+    for name in names_of(plan):
+        mine = [r["val_split"] for r in rows if r["config"] == name]
+        for value in mine or [val_split(args, plan, name, seed) for seed in plan["seeds"]]:
+            splits.setdefault(name, [])
+            if value not in splits[name]:
+                splits[name].append(value)
+    distinct = {v for values in splits.values() for v in values}
+    if distinct == {"official"}:
+        return "Validation = the dataset's own val split (`--val-split official`)"
+    if len(distinct) == 1:
+        share = split_words(distinct.pop())
+        return f"Validation = the split each run carves from train ({share}, by patient)"
+    return ("Validation = each run's `val-split` (a share of train, carved by patient; `official`: "
+            "the dataset's own val split): " + ", ".join(
+                f"`{name}` {' / '.join(split_words(v) for v in values)}"
+                for name, values in splits.items()))
+
+
 def load_seconds(run_dir):
+    """A run's training seconds: the sum of its train_seconds.txt, a line per `pneumo train`
+    command (a run stopped and continued has one for each part)."""
     try:
         with open(os.path.join(run_dir, "train_seconds.txt")) as f:
-            return float(f.read().split()[0])
-    except (OSError, ValueError, IndexError):
+            parts = [float(v) for v in f.read().split()]
+    except (OSError, ValueError):
         return None
+    return round(sum(parts), 1) if parts else None
+
+
+def fmt_seconds(value):
+    return "-" if value is None else f"{value:.1f}"
 
 
 def mean_sd(values):
@@ -630,7 +698,8 @@ def pick(summary, plan):
 def write_table(args, plan):
     rows = table_rows(args, plan)
     with open(os.path.join(args.out, "results.csv"), "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["config", "seed"] + COLUMNS + ["train_seconds"])
+        writer = csv.DictWriter(f, fieldnames=["config", "seed"] + COLUMNS +
+                                ["train_seconds", "val_split", "threshold_rule"])
         writer.writeheader()
         writer.writerows(rows)
     summary = summarise(rows, plan)
@@ -641,10 +710,11 @@ def write_table(args, plan):
     chosen = pick(summary, plan)
     lines = [f"# Generalisation sweep: {plan['size']} px, {plan['epochs']} epochs, seeds {plan['seeds']}",
              "", f"Selection rule (fixed before the runs): {plan['rule']}", "",
-             "Validation = the split each run carves from train (15%, by patient); stress = the same "
+             validation_words(rows, args, plan) + "; stress = the same "
              "images under `pneumo evaluate --stress`'s ten fixed variants. Threshold 0.5 except the last "
-             "column (the threshold the checkpoint stores: a run's model.safetensors, Youden's J on validation; an "
-             "epoch checkpoint a view names, 0.5). Mean ± sample sd (n - 1) over "
+             "column (the threshold the checkpoint stores where Youden's J on validation chose it; a run "
+             "whose stored threshold is another, such as train's 0.5 fall-back on a small validation or "
+             "an epoch checkpoint a view names, is left out of that column). Mean ± sample sd (n - 1) over "
              "seeds; model = each run's model.safetensors (the final epoch's weights unless its configuration "
              "restores its best), a view's the checkpoint it names."
              + (f" Incomplete, nothing picked yet: {', '.join(missing)}." if missing else "")
@@ -659,6 +729,21 @@ def write_table(args, plan):
                                        "stress_worst_sensitivity", "stress_mean_accuracy_tuned")]
         mark = "" if name != chosen else " (named by the plan)" if plan.get("pick") else " (picked)"
         lines.append(f"| {name}{mark} | {s['n']} | " + " | ".join(cells) + " |")
+    not_youden = {}  # NAME -> (seeds, rules) left out of the last column
+    for r in rows:
+        if not r["threshold_rule"].startswith("Youden's J"):
+            seeds, rules = not_youden.setdefault(r["config"], ([], []))
+            seeds.append(str(r["seed"]))
+            # one reason per configuration: the fall-back's "it would have chosen X" differs by seed
+            rule = re.sub(r"; it would have chosen [^)]*", "", r["threshold_rule"])
+            rule = rule or "none recorded"
+            if rule not in rules:
+                rules.append(rule)
+    if not_youden:
+        left_out = "; ".join(
+            f"`{name}` seed{'s' if len(seeds) > 1 else ''} {', '.join(seeds)} ({'; '.join(rules)})"
+            for name, (seeds, rules) in not_youden.items())
+        lines += ["", f"Left out of the last column, their stored threshold not Youden's J: {left_out}."]
     shown = len(lines)
     lines += ["", "Configurations:", ""]
     for name, flags in plan["configs"].items():
@@ -669,7 +754,7 @@ def write_table(args, plan):
               "|---|---|" + "---|" * (len(COLUMNS) + 1)]
     for r in rows:
         lines.append(f"| {r['config']} | {r['seed']} | " + " | ".join(fmt(r[c]) for c in COLUMNS) +
-                     f" | {r['train_seconds'] if r['train_seconds'] is not None else '-'} |")
+                     f" | {fmt_seconds(r['train_seconds'])} |")
     with open(os.path.join(args.out, "results.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines[:shown]))
@@ -776,8 +861,10 @@ def main():
     argv = argv[:argv.index("--")] if "--" in argv else argv
     args = parser.parse_args(argv)
     args.train_args = train_args
-    plan = load(args.plan)
-    if plan is None:
+    try:  # any JSON (load() keeps objects only): plan_errors says what a plan must be
+        with open(args.plan) as f:
+            plan = json.load(f)
+    except (OSError, ValueError):
         usage_error(f"cannot read plan {args.plan} (missing, or not JSON)")
     errors = plan_errors(plan)
     errors += [f"'{a}' after \"--\" is set by the script (from the plan, or the run folder)"

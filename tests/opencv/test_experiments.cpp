@@ -6,13 +6,16 @@
 // (another checkpoint of a configuration's runs) scored and read without training. Then invalid
 // plans and names: refused with status 2 before anything runs. A failed start's folder trained
 // again, any other unfinished folder refused; a SIGTERM to the script passed on to its run, which
-// checkpoints. Skipped without python3. Every committed plan's configurations are flags
-// `pneumo train` takes.
+// checkpoints, its seconds kept and summed with the continued part's; a failed training's seconds
+// kept. The table's validation split read from the runs, and runs whose stored threshold is not
+// Youden's left out of its Youden column. Skipped without python3. Every committed plan's
+// configurations are flags `pneumo train` takes.
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <chrono>
 #include <csignal>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -39,6 +42,14 @@ std::string sweep_command(const testing::TempDir& dir, const std::string& plan,
   return "PNEUMO_CACHE_DIR='" + dir.file("cache") + "' python3 " PNEUMO_SOURCE_DIR
          "/scripts/experiments.py " + plan + " --pneumo " PNEUMO_BINARY " --data " PNEUMO_SOURCE_DIR
          "/data/sample --out " + out;
+}
+
+// The numbers in a run's train_seconds.txt (a line per `pneumo train` command of the run).
+std::vector<double> train_seconds(const std::string& run_dir) {
+  std::vector<double> parts;
+  std::ifstream in(run_dir + "/train_seconds.txt");
+  for (double value; in >> value;) parts.push_back(value);
+  return parts;
 }
 
 TEST(Experiments, SweepPicksByThePlansRuleAndReadsTestOnce) {
@@ -282,6 +293,10 @@ TEST(Experiments, ASigtermToTheScriptAloneStopsItsRunsWithACheckpoint) {
   EXPECT_NE(log.find("interrupted by SIGTERM after"), std::string::npos) << log;
   EXPECT_FALSE(fs::exists(run + "/model.safetensors")) << log;
   EXPECT_LT(read_checkpoint_metadata(run + "/checkpoints/last.safetensors").epoch, 30);
+  // The stopped part's seconds are kept (a resumed run's "train s" was only its last part).
+  const auto stopped_part = train_seconds(run);
+  ASSERT_EQ(stopped_part.size(), 1u) << log;
+  EXPECT_GE(stopped_part[0], 0.0);
 
   const auto continued = testing::run_command(sweep_command(dir, plan, out));
   ASSERT_EQ(continued.status, 0) << continued.output;
@@ -290,6 +305,80 @@ TEST(Experiments, ASigtermToTheScriptAloneStopsItsRunsWithACheckpoint) {
       << continued.output;
   EXPECT_EQ(read_checkpoint_metadata(run + "/model.safetensors").epoch, 30);
   EXPECT_TRUE(fs::exists(run + "/val.json"));
+  // A line per part; the table's "train s" (the last column of the per-run table) is their sum.
+  const auto parts = train_seconds(run);
+  ASSERT_EQ(parts.size(), 2u) << testing::read_text(run + "/train_seconds.txt");
+  EXPECT_EQ(parts[0], stopped_part[0]);
+  char total[32];
+  std::snprintf(total, sizeof total, "%.1f", parts[0] + parts[1]);
+  const std::string table = testing::read_text(out + "/results.md");
+  EXPECT_NE(table.find(std::string(" | ") + total + " |\n"), std::string::npos)
+      << total << "\n" << table;
+}
+
+// A training that fails still records its seconds (they were written only after a success); a
+// run then trained again from nothing (its folder a failed start's, train_seconds.txt included)
+// counts only its own. The failure: pneumo's --inject-fault, added by a wrapper while FAULT is set.
+TEST(Experiments, AFailedTrainingsSecondsAreKeptAFreshStartCountsOnlyItsOwn) {
+  if (testing::run_command("python3 -c pass").status != 0) GTEST_SKIP() << "no python3";
+  testing::TempDir dir;
+  const std::string plan = dir.file("plan.json"), out = dir.file("sweep");
+  const std::string wrapper = dir.file("pneumo-fault.sh"), run = out + "/plain/seed-1";
+  std::ofstream(plan) << R"({"size": 32, "epochs": 2, "seeds": [1], "rule": "the only one",
+    "configs": {"plain": {"augment": false, "threads": 2, "device": "cpu"}}})";
+  {
+    std::ofstream script(wrapper);
+    script << "#!/bin/sh\n"
+              "if [ \"$1\" = train ] && [ \"$2\" != --help ] && [ -n \"$FAULT\" ]; then\n"
+              "  shift; exec '" PNEUMO_BINARY "' train \"$@\" --inject-fault nan@2\n"
+              "fi\n"
+              "exec '" PNEUMO_BINARY "' \"$@\"\n";
+  }
+  fs::permissions(wrapper, fs::perms::owner_all);
+  const std::string sweep = "PNEUMO_CACHE_DIR='" + dir.file("cache") + "' python3 "
+                            PNEUMO_SOURCE_DIR "/scripts/experiments.py " + plan + " --pneumo " +
+                            wrapper + " --data " PNEUMO_SOURCE_DIR "/data/sample --out " + out;
+  auto failed = testing::run_command("FAULT=1 " + sweep);
+  EXPECT_EQ(failed.status, 1) << failed.output;
+  EXPECT_NE(failed.output.find("command failed with status 1"), std::string::npos)
+      << failed.output;
+  ASSERT_FALSE(fs::exists(run + "/checkpoints/last.safetensors")) << failed.output;
+  EXPECT_EQ(train_seconds(run).size(), 1u) << failed.output;
+
+  auto again = testing::run_command(sweep);
+  ASSERT_EQ(again.status, 0) << again.output;
+  EXPECT_TRUE(fs::exists(run + "/val.json")) << again.output;
+  EXPECT_EQ(train_seconds(run).size(), 1u) << testing::read_text(run + "/train_seconds.txt");
+}
+
+// The table says what validation was, from each run's config.json ("val-split"), not a constant
+// 15%; its Youden column holds only runs whose stored threshold Youden's J chose. On the sample,
+// 15% of train is 9 images a class (train stores its 0.5 fall-back), 40% is 24 (a Youden cut).
+TEST(Experiments, TheTableSaysEachRunsValidationSplitAndItsYoudenColumnHoldsYoudenCutsOnly) {
+  if (testing::run_command("python3 -c pass").status != 0) GTEST_SKIP() << "no python3";
+  testing::TempDir dir;
+  const std::string plan = dir.file("plan.json"), out = dir.file("sweep");
+  std::ofstream(plan) << R"({"size": 32, "epochs": 1, "seeds": [1], "rule": "r",
+    "configs": {"plain": {"augment": false, "threads": 2, "device": "cpu"},
+                "wide": {"augment": false, "val-split": 0.4, "threads": 2, "device": "cpu"}}})";
+  auto sweep = testing::run_command(sweep_command(dir, plan, out));
+  ASSERT_EQ(sweep.status, 0) << sweep.output;
+  ASSERT_NE(testing::read_text(out + "/wide/seed-1/val.json").find("\"Youden's J on 48 "),
+            std::string::npos);
+  const std::string table = testing::read_text(out + "/results.md");
+  EXPECT_NE(table.find("`plain` 15%, `wide` 40%"), std::string::npos) << table;
+  EXPECT_EQ(table.find("(15%, by patient)"), std::string::npos) << table;
+  // The summary rows: plain's Youden cell empty, wide's a number; the note names plain only.
+  auto row = [&](const std::string& name) {
+    const size_t at = table.find("| " + name + " ");
+    return at == std::string::npos ? std::string() : table.substr(at, table.find('\n', at) - at);
+  };
+  EXPECT_NE(row("plain").find("| - |"), std::string::npos) << table;
+  EXPECT_EQ(row("wide").find("| - |"), std::string::npos) << table;
+  EXPECT_NE(table.find("their stored threshold not Youden's J: `plain` seed 1 (default 0.5 "),
+            std::string::npos)
+      << table;
+  EXPECT_EQ(table.find("`wide` seed 1 ("), std::string::npos) << table;
 }
 
 // Each plan below is wrong in one way; the script must say so with status 2 before it trains
@@ -320,6 +409,13 @@ TEST(Experiments, InvalidPlansAndNamesRefusedBeforeAnyTraining) {
       {start + R"("seeds": [1], "configs": {)" + plain +
            R"(}, "views": {"plain": {"of": "plain", "model": "checkpoints/best.safetensors"}}})",
        "view 'plain' has the name of a configuration"},
+      // "of" not a string: a plan error, not a TypeError (a list or object is unhashable).
+      {start + R"("seeds": [1], "configs": {)" + plain +
+           R"(}, "views": {"v": {"of": ["plain"], "model": "checkpoints/last.safetensors"}}})",
+       "view 'v': 'of' must name a configuration (a string), got [\"plain\"]"},
+      {start + R"("seeds": [1], "configs": {)" + plain +
+           R"(}, "views": {"v": {"of": {}, "model": "checkpoints/last.safetensors"}}})",
+       "view 'v': 'of' must name a configuration (a string), got {}"},
   };
   int i = 0;
   for (const auto& [text, words] : plans) {
