@@ -13,6 +13,12 @@
 namespace pneumo {
 namespace {
 
+// scripts/throughput_table.py on one file, its stderr with its stdout.
+testing::CommandResult run_table(const std::string& path) {
+  return testing::run_command("python3 '" PNEUMO_SOURCE_DIR "/scripts/throughput_table.py' '" +
+                              path + "' 2>&1");
+}
+
 TEST(ThroughputTable, RatiosAgainstTheBestPyTorchAndEagerFp32) {
   if (testing::run_command("python3 -c pass").status != 0) GTEST_SKIP() << "no python3";
   testing::TempDir dir;
@@ -39,9 +45,7 @@ TEST(ThroughputTable, RatiosAgainstTheBestPyTorchAndEagerFp32) {
       << "\n"
       << R"({"impl":"torch-eager","profile":"op","name":"aten::conv","ms_per_step":1.0})" << "\n"
       << "a log line\n";
-  const testing::CommandResult run = testing::run_command(
-      "python3 '" PNEUMO_SOURCE_DIR "/scripts/throughput_table.py' '" + dir.file("t.jsonl") +
-      "' 2>&1");
+  const testing::CommandResult run = run_table(dir.file("t.jsonl"));
   ASSERT_EQ(run.status, 0) << run.output;
   EXPECT_NE(run.output.find("| pneumo fp32 | 9,000 | 4.50 |"), std::string::npos) << run.output;
   EXPECT_NE(run.output.find("| pneumo fp32, steps as CUDA graphs |  | 3.25 |"), std::string::npos)
@@ -61,10 +65,7 @@ TEST(ThroughputTable, RatiosAgainstTheBestPyTorchAndEagerFp32) {
   EXPECT_EQ(run.output.find("aten::conv"), std::string::npos) << "profile rows are not speeds";
 
   std::ofstream(dir.file("empty.jsonl")) << "nothing here\n";
-  EXPECT_NE(testing::run_command("python3 '" PNEUMO_SOURCE_DIR "/scripts/throughput_table.py' '" +
-                                 dir.file("empty.jsonl") + "' 2>&1")
-                .status,
-            0);
+  EXPECT_NE(run_table(dir.file("empty.jsonl")).status, 0);
 }
 
 TEST(ThroughputTable, LinesWithFieldsOfTheWrongTypesAreSkippedWithAWarning) {
@@ -78,9 +79,7 @@ TEST(ThroughputTable, LinesWithFieldsOfTheWrongTypesAreSkippedWithAWarning) {
       << R"({"impl":"torch-eager","batch":32,"images_per_second":0,"precision":"fp32"})" << "\n"
       << R"({"impl":"torch-eager","batch":32,"images_per_second":3000,"precision":"fp32"})"
       << "\n";
-  const testing::CommandResult run = testing::run_command(
-      "python3 '" PNEUMO_SOURCE_DIR "/scripts/throughput_table.py' '" + dir.file("t.jsonl") +
-      "' 2>&1");
+  const testing::CommandResult run = run_table(dir.file("t.jsonl"));
   ASSERT_EQ(run.status, 0) << run.output;
   EXPECT_EQ(run.output.find("Traceback"), std::string::npos) << run.output;
   for (const std::string warning :
