@@ -97,14 +97,17 @@ std::vector<std::string> broken_links_of(const fs::path& page) {
   return broken;
 }
 
-// The Markdown pages of the tree below `root`, build and dependency folders left out.
+// The Markdown pages of the tree below `root`, the folders .gitignore names left out (builds,
+// dependencies, training runs' reports, GPU-check output).
 std::vector<fs::path> markdown_pages(const fs::path& root) {
   std::vector<fs::path> pages;
   fs::recursive_directory_iterator walk(root), end;
   for (; walk != end; ++walk) {
     const std::string name = walk->path().filename().string();
     if (walk->is_directory() &&
-        (name.rfind("build", 0) == 0 || name.rfind('.', 0) == 0 || name == "gpu_check_out")) {
+        (name.rfind("build", 0) == 0 || name.rfind("cmake-build", 0) == 0 ||
+         name.rfind('.', 0) == 0 || name == "__pycache__" ||
+         (walk.depth() == 0 && (name == "gpu_check_out" || name == "runs")))) {
       walk.disable_recursion_pending();
       continue;
     }
