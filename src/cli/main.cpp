@@ -36,9 +36,11 @@ using namespace pneumo::cli;
 nlohmann::json read_json_file(const std::string& path) {
   std::error_code error;
   if (std::filesystem::is_directory(path, error))
-    throw Error("config file '" + path + "' is a folder; give a JSON file (a run's config.json)");
+    throw pneumo::UsageError("config file '" + path +
+                             "' is a folder; give a JSON file (a run's config.json)");
   std::ifstream in(path);
-  if (!in) throw Error("cannot read config file '" + path + "'");
+  // Bad usage (status 2), as every other mistake in a --config is.
+  if (!in) throw pneumo::UsageError("cannot read config file '" + path + "'");
   const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   // A key given twice would be taken at its last value without a word (a config edited by hand).
   const pneumo::JsonStructure structure =
@@ -46,11 +48,12 @@ nlohmann::json read_json_file(const std::string& path) {
   if (!structure.repeated_key.empty())
     throw pneumo::UsageError("config file '" + path + "' gives \"" + structure.repeated_key +
                              "\" twice; give each flag once");
-  if (structure.too_deep) throw Error("config file '" + path + "' nests deeper than 64 levels");
+  if (structure.too_deep)
+    throw pneumo::UsageError("config file '" + path + "' nests deeper than 64 levels");
   try {
     return nlohmann::json::parse(text);
   } catch (const nlohmann::json::exception& e) {
-    throw Error("config file '" + path + "' is not valid JSON: " + e.what());
+    throw pneumo::UsageError("config file '" + path + "' is not valid JSON: " + e.what());
   }
 }
 
@@ -81,8 +84,9 @@ std::string flag_given_as_value(const std::string& value) {
 }
 
 // Expands `pneumo train --config FILE ...` and `pneumo train --resume CKPT ...` into explicit
-// flags (the file's or the checkpoint's, then the user's), before CLI11 sees them. `sources`
-// receives each file whose settings were read.
+// flags before CLI11 sees them, in a fixed order of precedence whatever the order typed: the
+// checkpoint's settings, then each --config file (a later one over an earlier), then the flags
+// typed (the last of a flag wins). `sources` receives each file whose settings were read.
 std::vector<std::string> expand_arguments(int argc, char** argv, std::vector<std::string>& sources) {
   std::vector<std::string> args(argv + 1, argv + argc);
   if (args.empty() || args[0] != "train") return args;
@@ -90,7 +94,7 @@ std::vector<std::string> expand_arguments(int argc, char** argv, std::vector<std
   if (std::find(args.begin(), args.end(), "--help") != args.end() ||
       std::find(args.begin(), args.end(), "-h") != args.end())
     return args;
-  std::vector<std::string> inherited, own;
+  std::vector<std::string> from_checkpoint, from_configs, own;
   bool resumed = false;
   std::optional<std::string> resumed_data;  // the --data a resumed checkpoint recorded
   for (size_t i = 1; i < args.size(); ++i) {
@@ -109,6 +113,11 @@ std::vector<std::string> expand_arguments(int argc, char** argv, std::vector<std
     };
     if (auto path = value_of("--config")) {
       const nlohmann::json config = read_json_file(*path);
+      // A configuration holds settings; which run to continue is said on the command line (a
+      // "resume" key was dropped without a word, and a fresh run trained instead).
+      if (config.is_object() && config.contains("resume"))
+        throw pneumo::UsageError(*path + ": a configuration cannot continue a run (\"resume\"); "
+                                 "give --resume CHECKPOINT on the command line");
       // A run's config.json records where it wrote; a run started from it writes elsewhere.
       const bool out_given = std::any_of(args.begin(), args.end(), [](const std::string& arg) {
         return arg == "--out" || arg.rfind("--out=", 0) == 0;
@@ -118,7 +127,7 @@ std::vector<std::string> expand_arguments(int argc, char** argv, std::vector<std
                   << "never names the run's folder): the run goes to runs/<date>-<time>; give "
                   << "--out to choose\n";
       auto flags = flags_from_json(config, *path);
-      inherited.insert(inherited.end(), flags.begin(), flags.end());
+      from_configs.insert(from_configs.end(), flags.begin(), flags.end());
       sources.push_back(*path);
     } else if (auto checkpoint = value_of("--resume")) {
       if (resumed)
@@ -126,7 +135,7 @@ std::vector<std::string> expand_arguments(int argc, char** argv, std::vector<std
       resumed = true;
       auto meta = pneumo::read_checkpoint_metadata(*checkpoint);
       auto flags = flags_from_json(meta.config, *checkpoint);
-      inherited.insert(inherited.end(), flags.begin(), flags.end());
+      from_checkpoint.insert(from_checkpoint.end(), flags.begin(), flags.end());
       sources.push_back(*checkpoint);
       if (meta.config.is_object() && meta.config.contains("data") &&
           meta.config["data"].is_string())
@@ -135,17 +144,18 @@ std::vector<std::string> expand_arguments(int argc, char** argv, std::vector<std
       // A resumed run writes into the run directory the checkpoint lies in unless told otherwise
       // (not the `out` it recorded: the run may have been moved or copied since).
       const std::string run_dir = pneumo::cli::resumed_run_dir(*checkpoint);
-      if (!run_dir.empty()) inherited.push_back("--out=" + run_dir);
+      if (!run_dir.empty()) from_checkpoint.push_back("--out=" + run_dir);
     } else {
       own.push_back(a);
     }
   }
   std::vector<std::string> out{"train"};
-  out.insert(out.end(), inherited.begin(), inherited.end());
+  out.insert(out.end(), from_checkpoint.begin(), from_checkpoint.end());
+  out.insert(out.end(), from_configs.begin(), from_configs.end());
   out.insert(out.end(), own.begin(), own.end());
   // The recorded --data is the path as typed where the run started: a relative one read from
   // another folder names something else, or nothing. (When it is what the run would use: a
-  // --data typed, or from a --config given after --resume, wins over it.)
+  // --data typed, or from a --config, wins over it.)
   std::optional<std::string> data;
   for (size_t i = 1; i < out.size(); ++i) {
     if (out[i] == "--data" && i + 1 < out.size()) data = out[i + 1];

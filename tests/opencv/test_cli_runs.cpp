@@ -193,6 +193,21 @@ TEST_F(CliRuns, ConfigAndResumeMistakesAreUsageErrors) {
   EXPECT_EQ(nested.status, 2) << nested.output;
   EXPECT_NE(nested.output.find("a configuration cannot name another"), std::string::npos)
       << nested.output;
+  // A "resume" in a configuration was dropped without a word (a fresh run trained instead); a
+  // missing or broken file is bad usage as the rest (status 1 before).
+  std::ofstream(path("resumes.json")) << "{\"resume\": \"x/checkpoints/last.safetensors\"}";
+  auto resumes = train("a", "--config " + path("resumes.json"));
+  EXPECT_EQ(resumes.status, 2) << resumes.output;
+  EXPECT_NE(resumes.output.find("a configuration cannot continue a run (\"resume\")"),
+            std::string::npos)
+      << resumes.output;
+  EXPECT_FALSE(fs::exists(path("a")));
+  auto missing = train("a", "--config " + path("no-such.json"));
+  EXPECT_EQ(missing.status, 2) << missing.output;
+  std::ofstream(path("broken.json")) << "{\"epochs\": ";
+  auto broken = train("a", "--config " + path("broken.json"));
+  EXPECT_EQ(broken.status, 2) << broken.output;
+  EXPECT_NE(broken.output.find("is not valid JSON"), std::string::npos) << broken.output;
 
   // A run on a relative --data (a copy of the sample beside the run), resumed from elsewhere.
   fs::copy(kSample, path("data"), fs::copy_options::recursive);
@@ -222,10 +237,15 @@ TEST_F(CliRuns, ConfigAndResumeMistakesAreUsageErrors) {
   EXPECT_EQ(unnamed.status, 0) << unnamed.output;
   EXPECT_NE(unnamed.output.find("config.json's \"out\" is not used"), std::string::npos)
       << unnamed.output;
-  // A --config after --resume wins over the checkpoint's --data, as its other flags do.
+  // A --config wins over the checkpoint's settings wherever it is typed: after --resume, and
+  // before it (where the checkpoint's --epochs 2 used to win: "nothing to train").
   std::ofstream(path("data.json")) << "{\"data\": \"" + path("data") + "\"}";
-  auto configured = resume(last, "--config " + path("data.json") + " --epochs 3");
+  std::ofstream(path("epochs3.json")) << "{\"epochs\": 3}";
+  auto configured = pneumo_command("train --config " + path("epochs3.json") + " --resume " +
+                                       last + kCommon + " --config " + path("data.json"),
+                                   cache_);
   EXPECT_EQ(configured.status, 0) << configured.output;
+  EXPECT_EQ(read_checkpoint_metadata(last).epoch, 3) << configured.output;
   // Another tree (here the copy without some training images) is refused, not trained on.
   fs::copy(path("data"), path("fewer"), fs::copy_options::recursive);
   int removed = 0;
