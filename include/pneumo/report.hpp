@@ -42,6 +42,9 @@ struct ReportInputs {
   std::vector<RocPoint> validation_roc, test_roc;
   nlohmann::json config;  // the run's resolved configuration, shown verbatim
   std::string notes;      // free Markdown: data source and licence, machine, command line
+  // Said before the metrics when the model's weights are not the last epoch's (--restore-best):
+  // which epoch's they are, so the metrics are not read as the training table's last row.
+  std::string weights_note;
 };
 
 // Writes run_directory/report.md plus loss.svg, accuracy.svg (when the history has them) and

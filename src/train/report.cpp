@@ -261,6 +261,7 @@ std::string report_markdown(const ReportInputs& inputs, bool has_loss_chart,
     }
     md << "\n";
   }
+  if (!inputs.weights_note.empty()) md << inputs.weights_note << "\n\n";
   if (inputs.validation) metrics_section(md, "Validation", *inputs.validation);
   if (inputs.test) metrics_section(md, "Test", *inputs.test);
   if ((inputs.validation && inputs.validation->at_tuned) || (inputs.test && inputs.test->at_tuned))

@@ -91,6 +91,13 @@ TEST_F(CliRuns, RestoreBestFollowsTheCheckpointMonitorWithoutEarlyStopping) {
   ASSERT_NE(auc[0], auc[2]) << "the test needs the first and last epochs to score apart";
   const auto scored = nlohmann::json::parse(testing::read_text(run + "/metrics_val.json"));
   EXPECT_DOUBLE_EQ(scored.at("roc_auc").get<double>(), auc[0]);
+  // Both say whose weights they score (the report's training table ends at epoch 3).
+  EXPECT_EQ(scored.at("weights_epoch"), 1);
+  EXPECT_EQ(scored.at("epochs_trained"), 3);
+  EXPECT_NE(testing::read_text(run + "/report.md")
+                .find("The model holds the weights of epoch 1 of 3, restored by --restore-best "
+                      "(the best val_accuracy)"),
+            std::string::npos);
 }
 
 // The best epoch came before a resume: the resumed run reads its weights back from the run's

@@ -917,6 +917,9 @@ int TrainingRun::finish() {
   // which scores in fp32.
   nlohmann::json scored = to_json(final_val);
   scored["computed_in"] = precision_used(options_.precision, backend_->device());
+  // Whose weights were scored: those of weights_epoch (an earlier one under --restore-best).
+  scored["weights_epoch"] = weights_epoch_.value_or(epochs_done_);
+  scored["epochs_trained"] = epochs_done_;
   write_file_atomically((fs::path(run_dir_) / "metrics_val.json").string(),
                         scored.dump(2) + "\n");
   ReportInputs report;
@@ -926,6 +929,11 @@ int TrainingRun::finish() {
   report.config = metadata_.config;
   report.notes = "Data: " + splits_.description + ". Backend: " + backend_->name() + ".\n\n" +
                  kDatasetCitation;
+  if (weights_epoch_)
+    report.weights_note = detail::concat(
+        "The model holds the weights of epoch ", *weights_epoch_, " of ", epochs_done_,
+        ", restored by --restore-best (the best ", options_.checkpoint_monitor,
+        "): the metrics below score those weights, not the last epoch's.");
   write_report(run_dir_, report);
   std::cout << format_metrics_table(final_val);
   std::cout << "model: " << (fs::path(run_dir_) / "model.safetensors").string() << " (threshold "
