@@ -53,6 +53,9 @@ class Callback {
   virtual ~Callback() = default;
   // Unique key of this callback in the saved state ("reduce_lr_on_plateau", ...).
   virtual std::string name() const = 0;
+  // What a user knows it by, with the flag that adds it to a run ("early stopping
+  // (--early-stopping-patience)"): for messages.
+  virtual std::string description() const { return name(); }
   // True for callbacks that set the learning rate; two of them in one list are refused.
   virtual bool controls_learning_rate() const { return false; }
 
@@ -85,6 +88,7 @@ class ReduceLROnPlateau : public Callback {
  public:
   explicit ReduceLROnPlateau(ReduceLROnPlateauOptions options);
   std::string name() const override { return "reduce_lr_on_plateau"; }
+  std::string description() const override { return "ReduceLROnPlateau (--schedule none)"; }
   bool controls_learning_rate() const override { return true; }
   void on_train_begin(TrainingControl& control) override;
   void on_epoch_end(const EpochMetrics& metrics, TrainingControl& control) override;
@@ -122,6 +126,9 @@ class EarlyStopping : public Callback {
  public:
   explicit EarlyStopping(EarlyStoppingOptions options);
   std::string name() const override { return "early_stopping"; }
+  std::string description() const override {
+    return "early stopping (--early-stopping-patience)";
+  }
   void on_train_begin(TrainingControl& control) override;
   void on_epoch_end(const EpochMetrics& metrics, TrainingControl& control) override;
   nlohmann::json state() const override;
@@ -191,6 +198,7 @@ class LearningRateSchedule : public Callback {
  public:
   explicit LearningRateSchedule(LearningRateScheduleOptions options);
   std::string name() const override { return "lr_schedule"; }
+  std::string description() const override { return "a learning-rate schedule (--schedule)"; }
   bool controls_learning_rate() const override { return true; }
   void on_epoch_begin(int epoch, TrainingControl& control) override;
   nlohmann::json state() const override;  // stateless: holds the options, checked on load

@@ -420,16 +420,9 @@ void CallbackList::load_state(const json& state) {
   if (!state.is_object())
     throw Error("saved callback state must be a JSON object, got " +
                 detail::excerpt(state.dump()));
-  // The flag that adds each callback to a run, for the message when a resume adds one.
-  const auto added_by = [](const std::string& name) -> std::string {
-    if (name == "lr_schedule") return "a learning-rate schedule (--schedule)";
-    if (name == "early_stopping") return "early stopping (--early-stopping-patience)";
-    if (name == "reduce_lr_on_plateau") return "ReduceLROnPlateau (--schedule none)";
-    return name;
-  };
   for (auto& callback : callbacks_) {
     if (!state.contains(callback->name()))
-      throw Error("its run was trained without " + added_by(callback->name()) +
+      throw Error("its run was trained without " + callback->description() +
                   ", which cannot be added on resume (its state would start mid-run): resume "
                   "with the schedule and early stopping the run started with, or start a new "
                   "run");
