@@ -265,8 +265,9 @@ void add_explain(CLI::App& app, ExplainOptions& o, Action& action) {
     // evaluate and predict average a repeated --model (an ensemble); a map explains one model,
     // so a second one is refused rather than silently replacing the first.
     if (model->count() > 1)
-      throw pneumo::UsageError("explain explains one model; give one --model (a repeated --model is an "
-                       "ensemble in evaluate and predict)");
+      throw pneumo::UsageError(
+          "explain explains one model; give one --model (a repeated --model is an ensemble in "
+          "evaluate and predict)");
     action = [&o] { return advising_on_memory(o.batch, [&o] { return run_explain(o); }); };
   });
 }
@@ -356,8 +357,8 @@ void add_bench(CLI::App& app, BenchTrainOptions& o, BenchKernelsOptions& k, Acti
              "convolution recomputed; with --precision bf16 the activations between the tails "
              "stay bfloat16");
   c->add_option("--val-batch", o.val_batch,
-                "The recipe measurement's validation batch (0: its training batch); range: "
-                "[0, 4096]")
+                pneumo::detail::concat("The recipe measurement's validation batch (0: its "
+                                       "training batch); range: [0, ", kMaxBatch, "]"))
       ->capture_default_str();
   add_switch(*c, "cuda-graph", o.cuda_graph,
              "The epochs replay each full-batch step as a CUDA graph (the timed steps stay op by "
@@ -370,9 +371,9 @@ void add_bench(CLI::App& app, BenchTrainOptions& o, BenchKernelsOptions& k, Acti
   c->callback([&o, &action] {
     // Checked here, in train's words (a CLI11 Range would print its own, and put its
     // description in --help's type column).
-    if (o.val_batch < 0 || o.val_batch > 4096)
-      throw pneumo::UsageError(
-          pneumo::detail::concat("--val-batch must be in [0, 4096], got ", o.val_batch));
+    if (o.val_batch < 0 || o.val_batch > kMaxBatch)
+      throw pneumo::UsageError(pneumo::detail::concat("--val-batch must be in [0, ", kMaxBatch,
+                                                      "], got ", o.val_batch));
     action = [&o] { return run_bench_train(o); };
   });
 

@@ -16,6 +16,9 @@
 
 namespace pneumo::cli {
 
+// The largest batch any command takes (--batch, --val-batch): its arrays are sized by it.
+constexpr int kMaxBatch = 4096;
+
 // Everything `pneumo train` can be told; the defaults are the seed recipe (docs/recipe.md), except
 // where the recipe has a known weakness (val carved from train instead of 16 images).
 struct TrainOptions {

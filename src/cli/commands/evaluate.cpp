@@ -95,8 +95,8 @@ InferenceFlags parse_inference_flags(const std::vector<std::string>& models,
                                      const std::string& device, int batch,
                                      const std::string& threshold, const std::string& tta) {
   if (models.empty()) throw UsageError("--model is required");
-  if (batch < 1 || batch > 4096)
-    throw UsageError("--batch must be in [1, 4096], got " + std::to_string(batch));
+  if (batch < 1 || batch > kMaxBatch)
+    throw UsageError(detail::concat("--batch must be in [1, ", kMaxBatch, "], got ", batch));
   InferenceFlags flags;
   flags.device = as_usage("--device", [&] { return parse_device_choice(device); });
   if (tta != "none" && tta != "flip")
@@ -199,14 +199,13 @@ int run_evaluate(const EvaluateOptions& options) {
     require_new_or_empty_folder(gallery_folder, "gallery folder", "--gallery-out",
                                 "its overlays would mix with those of this run");
   // An output file that is an input (a model) or the other output would lose one of them.
-  const auto same_file = same_output_file;
   for (const auto& [flag, path] : {std::pair<const char*, const std::string&>{"--json", options.json},
                                    {"--scores", options.scores}})
     for (const std::string& model : options.models)
-      if (same_file(path, model))
+      if (same_output_file(path, model))
         throw UsageError(std::string(flag) + " names the model " + model +
                          ", which would be overwritten; give another file");
-  if (same_file(options.json, options.scores))
+  if (same_output_file(options.json, options.scores))
     throw UsageError("--json and --scores name the same file; give each its own");
   refuse_replacing_pneumo_state(options.json, "--json");
   refuse_replacing_pneumo_state(options.scores, "--scores");
@@ -372,7 +371,8 @@ int run_predict(const PredictOptions& options) {
   const CheckpointMetadata& meta = ensemble.first();
   const auto [threshold, threshold_rule] = applied_threshold(ensemble, flags);
   const int size = meta.input_size;
-  std::cerr << "model: " << ensemble.description() << "; PNEUMONIA when p > " << format_threshold(threshold) << " ("
+  std::cerr << "model: " << ensemble.description() << "; PNEUMONIA when p > "
+            << format_threshold(threshold) << " ("
             << threshold_rule << ")\n";
 
   const DecodedInputs inputs = decode_inputs(options.inputs, size);

@@ -49,8 +49,9 @@ int run_explain(const ExplainOptions& options) {
   if (options.model.empty()) throw UsageError("--model is required");
   if (options.out.empty()) throw UsageError("--out is required: the folder for the maps");
   if (options.inputs.empty()) throw UsageError("give at least one image or folder to explain");
-  if (options.batch < 1 || options.batch > 4096)
-    throw UsageError("--batch must be in [1, 4096], got " + std::to_string(options.batch));
+  if (options.batch < 1 || options.batch > kMaxBatch)
+    throw UsageError(
+        detail::concat("--batch must be in [1, ", kMaxBatch, "], got ", options.batch));
   const DeviceChoice device =
       as_usage("--device", [&] { return parse_device_choice(options.device); });
   const CheckpointData checkpoint = load_checkpoint(options.model);

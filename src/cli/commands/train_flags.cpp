@@ -256,11 +256,11 @@ std::vector<TrainFlag> make_table() {
       },
       "96", "4"));
   t.push_back(bound("epochs", "Epochs to train", PNEUMO_FIELD(epochs), Within{1}, "3", "0"));
-  t.push_back(bound("batch", "Batch size", PNEUMO_FIELD(batch), Within{1, 4096}, "64", "0"));
+  t.push_back(bound("batch", "Batch size", PNEUMO_FIELD(batch), Within{1, kMaxBatch}, "64", "0"));
   t.push_back(bound("val-batch",
                     "Batch of the validation passes (0: --batch); a larger one means fewer "
                     "launches, and the model holds activations for it",
-                    PNEUMO_FIELD(val_batch), Within{0, 4096}, "256", "-1"));
+                    PNEUMO_FIELD(val_batch), Within{0, kMaxBatch}, "256", "-1"));
   t.push_back(bound(
       "optimizer", "rmsprop (the recipe) | adamw", PNEUMO_FIELD(optimizer),
       [](O o) { as_usage("--optimizer", [&] { parse_optimizer(o.optimizer); }); }, "adamw", "sgd"));
