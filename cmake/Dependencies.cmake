@@ -77,6 +77,10 @@ if(PNEUMO_WITH_OPENCV)
     message(FATAL_ERROR "OpenCV headers not found: run scripts/install_deps.sh or configure with -DPNEUMO_WITH_OPENCV=OFF")
   endif()
   target_include_directories(pneumo_deps SYSTEM INTERFACE ${OpenCV_INCLUDE_DIR})
+  # zlib (which OpenCV's PNG reading brings anyway): src/data/opencv/png_data.cpp inflates a PNG's
+  # image data to find damage before libpng does.
+  find_package(ZLIB REQUIRED)
+  target_link_libraries(pneumo_deps INTERFACE ZLIB::ZLIB)
 endif()
 
 if(PNEUMO_SANITIZE)

@@ -8,6 +8,7 @@ set -euo pipefail
 packages=(
   cmake ninja-build g++ pkg-config
   libopencv-core-dev libopencv-imgproc-dev libopencv-imgcodecs-dev  # image decoding, warpAffine
+  zlib1g-dev                   # checking a PNG's compressed image data before libpng reads it
   libopenblas-dev              # CPU backend GEMMs
   libgtest-dev                 # tests
   nlohmann-json3-dev           # JSON: cache metadata, checkpoints' headers, reports

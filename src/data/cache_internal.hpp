@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -103,12 +104,29 @@ bool read_image_header(const std::vector<uint8_t>& bytes, ImageHeader& header);
 // over with a warning. Other JPEG kinds only need an end-of-image marker after
 // their image data. Bytes flipped inside a coefficient's magnitude bits cannot be detected.
 std::string check_jpeg(const std::vector<uint8_t>& bytes);
+// What a PNG's IHDR says and where its IDAT chunks' data lie (offset, length in the file).
+struct PngLayout {
+  uint64_t width = 0, height = 0;
+  int bit_depth = 0, colour_type = 0;
+  bool interlaced = false;
+  std::vector<std::pair<size_t, size_t>> image_data;
+};
 // "" unless `bytes` is a PNG whose chunks are cut short ("truncated PNG (...)"), fail their CRC
-// ("damaged PNG (the CRC of the IDAT chunk does not match its bytes)") or hold no image data:
-// libpng would print its own "libpng error: ..." line for these, naming no file.
-std::string check_png(const std::vector<uint8_t>& bytes);
+// ("damaged PNG (the CRC of the IDAT chunk does not match its bytes)"), whose IHDR is missing or
+// gives a layout PNG does not allow, or that holds no image data: libpng would print its own
+// "libpng error: ..." line for these, naming no file. For a good PNG, fills `layout` if given.
+// Compressed data that is damaged under right CRCs is checked by check_png_image_data (opencv/).
+std::string check_png(const std::vector<uint8_t>& bytes, PngLayout* layout = nullptr);
+// How a PNG's image data inflates: groups of (rows, bytes per row) in order, one group per Adam7
+// pass when interlaced (empty passes left out); each row is a filter-type byte and the row's
+// pixels packed to whole bytes.
+std::vector<std::pair<uint64_t, uint64_t>> png_rows(const PngLayout& png);
 
-// Decoding, implemented in opencv/decode.cpp (only built with OpenCV).
+// Decoding, implemented in opencv/ (only built with OpenCV, which brings zlib).
+// "" unless the image data of a PNG that passed check_png (its `layout`) is damaged: zlib cannot
+// inflate it, it inflates to more or fewer bytes than its header needs, or a row's filter type is
+// not one of PNG's five. libpng reports these on stderr in words that name no file.
+std::string check_png_image_data(const std::vector<uint8_t>& bytes, const PngLayout& layout);
 // Decodes an encoded image to 8-bit grayscale and squashes it to size x size with area
 // interpolation into `out` (size*size bytes). Returns "" on success, else why the file was
 // refused ("empty file", "truncated JPEG ...", "corrupt JPEG ...", "image of W x H pixels is larger

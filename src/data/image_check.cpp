@@ -2,7 +2,8 @@
 // the header (so a huge or lying image is refused before any memory is spent on it), and a walk
 // through a sequential JPEG's compressed data that finds truncation and corruption, which libjpeg
 // would otherwise "repair" into grey or garbled pixels with only a warning on stderr; and a walk
-// through a PNG's chunks with their CRCs, for the damage libpng would report on stderr alone.
+// through a PNG's chunks with their CRCs and its IHDR, for the damage libpng would report on
+// stderr alone (its compressed data is checked by opencv/png_data.cpp, which has zlib).
 #include <algorithm>
 #include <array>
 #include <cstdint>
@@ -29,6 +30,21 @@ int32_t little_endian_i32(const uint8_t* p) {
 
 bool is_jpeg(const std::vector<uint8_t>& b) {
   return b.size() >= 3 && b[0] == 0xFF && b[1] == 0xD8 && b[2] == 0xFF;
+}
+
+bool is_png(const std::vector<uint8_t>& b) {
+  static const uint8_t kSignature[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
+  return b.size() >= 8 && std::equal(kSignature, kSignature + 8, b.begin());
+}
+
+// The bit depths PNG allows for each colour type (PNG spec, table 11.1); none for another type.
+bool valid_png_depth(int colour_type, int bit_depth) {
+  switch (colour_type) {
+    case 0: return bit_depth == 1 || bit_depth == 2 || bit_depth == 4 || bit_depth == 8 || bit_depth == 16;
+    case 3: return bit_depth == 1 || bit_depth == 2 || bit_depth == 4 || bit_depth == 8;
+    case 2: case 4: case 6: return bit_depth == 8 || bit_depth == 16;
+    default: return false;
+  }
 }
 
 // Start-of-frame markers: C0..CF except C4 (DHT), C8 (reserved) and CC (DAC).
@@ -431,9 +447,7 @@ bool read_image_header(const std::vector<uint8_t>& b, ImageHeader& header) {
   header = ImageHeader{};
   if (read_tiff_header(b, header)) return true;
   header = ImageHeader{};
-  static const uint8_t kPng[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
-  if (b.size() >= 24 && std::equal(kPng, kPng + 8, b.begin()) &&
-      std::equal(b.begin() + 12, b.begin() + 16, "IHDR")) {
+  if (b.size() >= 24 && is_png(b) && std::equal(b.begin() + 12, b.begin() + 16, "IHDR")) {
     header.format = "PNG";
     header.width = big_endian_32(&b[16]);
     header.height = big_endian_32(&b[20]);
@@ -483,10 +497,10 @@ std::string check_jpeg(const std::vector<uint8_t>& bytes) {
   return check_jpeg_structure(bytes);
 }
 
-std::string check_png(const std::vector<uint8_t>& b) {
-  static const uint8_t kSignature[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
-  if (b.size() < 8 || !std::equal(kSignature, kSignature + 8, b.begin())) return "";
-  bool image_data = false;
+std::string check_png(const std::vector<uint8_t>& b, PngLayout* layout) {
+  if (!is_png(b)) return "";
+  PngLayout found;
+  bool header = false, palette = false;
   for (size_t pos = 8;;) {
     if (b.size() - pos < 12) return "truncated PNG (the file ends before its IEND chunk)";
     const uint32_t length = big_endian_32(&b[pos]);
@@ -503,10 +517,57 @@ std::string check_png(const std::vector<uint8_t>& b) {
     if (crc32(type_bytes, 4 + size_t{length}) != big_endian_32(&b[pos + 8 + length]))
       return "damaged PNG (the CRC of " + chunk + " does not match its bytes)";
     const std::string type(type_bytes, type_bytes + 4);
-    if (type == "IDAT") image_data = true;
-    if (type == "IEND") return image_data ? "" : "corrupt PNG (no IDAT chunk: no image data)";
+    const uint8_t* data = &b[pos + 8];
+    if (!header) {
+      // IHDR comes first and says how the image data is laid out; libpng stops at a bad one.
+      if (type != "IHDR" || length != 13) return "corrupt PNG (it does not start with an IHDR chunk)";
+      found.width = big_endian_32(data);
+      found.height = big_endian_32(data + 4);
+      found.bit_depth = data[8];
+      found.colour_type = data[9];
+      found.interlaced = data[12] == 1;
+      if (!valid_png_depth(found.colour_type, found.bit_depth) || data[10] != 0 || data[11] != 0 ||
+          data[12] > 1)
+        return detail::concat("corrupt PNG (its IHDR chunk gives colour type ", found.colour_type,
+                              ", bit depth ", found.bit_depth, ", compression ", int{data[10]},
+                              ", filter ", int{data[11]}, ", interlace ", int{data[12]},
+                              ": not a combination PNG allows)");
+      header = true;
+    } else if (type == "PLTE") {
+      palette = true;
+    } else if (type == "IDAT") {
+      if (found.colour_type == 3 && !palette)
+        return "corrupt PNG (a palette image whose IDAT comes before any PLTE chunk)";
+      found.image_data.emplace_back(pos + 8, size_t{length});
+    } else if (type == "IEND") {
+      if (found.image_data.empty()) return "corrupt PNG (no IDAT chunk: no image data)";
+      if (layout) *layout = std::move(found);
+      return "";
+    }
     pos += 12 + size_t{length};
   }
+}
+
+std::vector<std::pair<uint64_t, uint64_t>> png_rows(const PngLayout& png) {
+  static const uint64_t kChannels[7] = {1, 0, 3, 1, 2, 0, 4};  // by colour type
+  const uint64_t bits_per_pixel = kChannels[png.colour_type] * static_cast<uint64_t>(png.bit_depth);
+  std::vector<std::pair<uint64_t, uint64_t>> rows;
+  // A pass of `height` rows `width` pixels wide: each row a filter-type byte, then its pixels
+  // packed to whole bytes. An empty pass has no rows at all, not even filter bytes.
+  const auto add_pass = [&](uint64_t width, uint64_t height) {
+    if (width && height) rows.emplace_back(height, 1 + (width * bits_per_pixel + 7) / 8);
+  };
+  if (!png.interlaced) {
+    add_pass(png.width, png.height);
+    return rows;
+  }
+  // Adam7: seven passes over the pixels at (x0 + k dx, y0 + j dy).
+  static const uint64_t kPasses[7][4] = {{0, 0, 8, 8}, {4, 0, 8, 8}, {0, 4, 4, 8}, {2, 0, 4, 4},
+                                         {0, 2, 2, 4}, {1, 0, 2, 2}, {0, 1, 1, 2}};
+  for (const auto& [x0, y0, dx, dy] : kPasses)
+    add_pass(png.width > x0 ? (png.width - x0 + dx - 1) / dx : 0,
+             png.height > y0 ? (png.height - y0 + dy - 1) / dy : 0);
+  return rows;
 }
 
 }  // namespace pneumo::data_internal

@@ -25,6 +25,7 @@
 #include "bad_input_util.hpp"
 #include "data/cache_internal.hpp"
 #include "opencv/image_tree.hpp"
+#include "opencv/png_util.hpp"
 #include "pneumo/data.hpp"
 #include "pneumo/error.hpp"
 #include "temp_dir.hpp"
@@ -130,6 +131,10 @@ struct Corpus {
     for (size_t i = png.size() / 2; i < png.size() / 2 + 8; ++i) png[i] = static_cast<char>(png[i] ^ 0x5A);
     testing::write_file(pneumonia / "corrupt.png", png);
     bad["train/PNEUMONIA/corrupt.png"] = "damaged PNG (the CRC of the IDAT chunk does not match";
+    // The same damage with the CRC written again over it: only inflating the data finds it.
+    testing::write_file(pneumonia / "inflate-damaged.png", testing::damage_idat_keeping_crc(
+                                                               png, 40, 8));
+    bad["train/PNEUMONIA/inflate-damaged.png"] = "damaged PNG (its ";
     testing::write_file(pneumonia / "cut.png", png.substr(0, png.size() / 3));
     bad["train/PNEUMONIA/cut.png"] = "truncated PNG (";
     // A small PNG whose header claims 20000 x 20000 pixels (400 megapixels): refused from the
@@ -277,6 +282,8 @@ TEST(BadImages, PrepareAndPredictThroughTheCommandLine) {
   EXPECT_TRUE(stopped_with(run, 0, {"skipped " + std::to_string(corpus.bad.size()) + " unreadable files"}));
   for (const auto& [file, word] : corpus.bad)
     EXPECT_NE(run.output.find("warning: skipped " + file + ": "), std::string::npos) << file << "\n" << run.output;
+  // Every damaged PNG is refused before libpng sees it: no line of libpng's own (naming no file).
+  EXPECT_EQ(run.output.find("libpng"), std::string::npos) << run.output;
 
   // predict on the folder: the readable images get a row, the others a warning; exit 3.
   const std::string model = corpus.scratch.file("model.safetensors");
@@ -290,11 +297,12 @@ TEST(BadImages, PrepareAndPredictThroughTheCommandLine) {
     EXPECT_NE(run.output.find("warning: skipping " + corpus.path(file) + ": "), std::string::npos)
         << file << "\n" << run.output;
   }
+  EXPECT_EQ(run.output.find("libpng"), std::string::npos) << run.output;
   // Parse the CSV rows (RFC 4180 quoting) and find the awkward names among them, exactly.
   std::map<std::string, std::string> rows;
   std::istringstream lines(run.output);
   for (std::string line; std::getline(lines, line);) {
-    // Rows end in the label; warnings (pneumo's, libpng's) are mixed in from stderr.
+    // Rows end in the label; pneumo's warnings are mixed in from stderr.
     const bool row = (line.size() > 7 && line.compare(line.size() - 7, 7, ",NORMAL") == 0) ||
                      (line.size() > 10 && line.compare(line.size() - 10, 10, ",PNEUMONIA") == 0);
     if (!row) continue;

@@ -34,7 +34,10 @@ std::string decode_square_gray(const std::vector<uint8_t>& encoded, int size, ui
                           " pixels is larger than the limit of ", kMaxImagePixels / 1000000,
                           " megapixels");
   if (std::string why = check_jpeg(encoded); !why.empty()) return why;
-  if (std::string why = check_png(encoded); !why.empty()) return why;
+  PngLayout png;
+  if (std::string why = check_png(encoded, &png); !why.empty()) return why;
+  if (!png.image_data.empty())
+    if (std::string why = check_png_image_data(encoded, png); !why.empty()) return why;
   // OpenCV's own warning about a file it cannot decode (a 32-bit TIFF) would come before
   // pneumo's skip message, which names the file and why: only its errors are let through.
   static const bool quiet = [] {
