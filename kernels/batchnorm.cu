@@ -512,13 +512,13 @@ BatchNormGradientFactors* tail_gradient_factors(const BlockTailArgs& t, const So
   return factors;
 }
 
+}  // namespace
+
 void zero_floats(float* p, int64_t count, cudaStream_t stream) {
   if (count == 0) return;
   PNEUMO_CUDA_CHECK(cudaMemsetAsync(p, 0, static_cast<size_t>(count) * sizeof(float), stream),
                     "zeroing ", count, " gradient values of an empty batch");
 }
-
-}  // namespace
 
 int64_t batchnorm_scratch_floats(const BiasReduction& r, int64_t channels) {
   // Two partial floats per (channel, chunk), then the backward's factors per channel.

@@ -96,6 +96,9 @@ void begin_step(const LiveStep* table, int64_t table_size, uint32_t* cursor, con
                 int count, LiveStep* current, int32_t* indices, cudaStream_t stream);
 
 // ---- kernels/batchnorm.cu -----------------------------------------------------------------------
+// The gradient sums of an empty batch: `count` floats at p zeroed on `stream` (a memset on the
+// stream, so a recorded step graph holds it like any other write of the step).
+void zero_floats(float* p, int64_t count, cudaStream_t stream);
 // Spatial batch-norm training forward and backward on x (batch, channels, spatial), the meaning of
 // cuDNN's (saved_inv_std = 1 / sqrt(biased variance + epsilon); running_var takes the unbiased
 // variance; running = (1 - factor) running + factor batch). Per-channel sums are split as

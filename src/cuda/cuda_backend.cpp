@@ -703,12 +703,8 @@ void CudaBackend::dense_backward_impl(ConstTensorView x, ConstTensorView weight,
     // Empty batch: the sums over it are zero, as conv2d_backward_filter writes them. Not through a
     // GEMM with k = 0: BLAS defines it as C = beta C, but cuBLAS has not always honoured that.
     // On the stream, as every other write of a step: a recorded step may hold it.
-    PNEUMO_CUDA_CHECK(cudaMemsetAsync(dweight.data, 0,
-                                      static_cast<size_t>(in * out) * sizeof(float), stream_.get()),
-                      "zeroing the dense weight gradient of an empty batch");
-    PNEUMO_CUDA_CHECK(cudaMemsetAsync(dbias.data, 0, static_cast<size_t>(out) * sizeof(float),
-                                      stream_.get()),
-                      "zeroing the dense bias gradient of an empty batch");
+    kernels::zero_floats(dweight.data, in * out, stream_.get());
+    kernels::zero_floats(dbias.data, out, stream_.get());
     return;
   }
   const bool want_dx = dx.data != nullptr;

@@ -482,14 +482,8 @@ void CudaBackend::conv2d_backward_filter_impl(ConstTensorView x, ConstTensorView
   const int64_t k = dweight.shape[0];
   const bool bias = dbias.shape.rank() != 0;  // conv2d_backward's TensorView{}: summed after
   if (x.numel() == 0) {  // empty batch: the sums over it are zero (on the stream: recordable)
-    PNEUMO_CUDA_CHECK(cudaMemsetAsync(dweight.data, 0,
-                                      static_cast<size_t>(dweight.numel()) * sizeof(float),
-                                      stream_.get()),
-                      "zeroing the weight gradient of an empty batch");
-    if (bias)
-      PNEUMO_CUDA_CHECK(cudaMemsetAsync(dbias.data, 0, static_cast<size_t>(k) * sizeof(float),
-                                        stream_.get()),
-                        "zeroing the bias gradient of an empty batch");
+    kernels::zero_floats(dweight.data, dweight.numel(), stream_.get());
+    if (bias) kernels::zero_floats(dbias.data, k, stream_.get());
     return;
   }
   ConvPlan& plan = conv_plan(x.shape, k);
@@ -810,10 +804,7 @@ void CudaBackend::conv2d_backward_bf16_impl(ConstBf16NhwcView x, ConstBf16NhwcVi
   PNEUMO_NVTX_RANGE("conv2d_backward_bf16");
   const int64_t k = weight.shape[0];
   if (x.numel() == 0) {  // empty batch: the weight gradient's sums are zero
-    PNEUMO_CUDA_CHECK(cudaMemsetAsync(dweight.data, 0,
-                                      static_cast<size_t>(dweight.numel()) * sizeof(float),
-                                      stream_.get()),
-                      "zeroing the weight gradient of an empty batch");
+    kernels::zero_floats(dweight.data, dweight.numel(), stream_.get());
     return;
   }
   ConvPlan& plan = conv_plan(x.shape, k);
