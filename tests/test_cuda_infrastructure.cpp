@@ -6,6 +6,8 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <limits>
 #include <string>
 #include <vector>
@@ -15,6 +17,7 @@
 #include "pneumo/error.hpp"
 #include "pneumo/op_geometry.hpp"
 #include "kernels.hpp"
+#include "temp_dir.hpp"
 #include "test_util.hpp"
 
 namespace pneumo {
@@ -281,15 +284,40 @@ TEST(CudaGraphs, AFailedRecordingLeavesNoErrorForTheNextOp) {
   EXPECT_EQ(testing::to_host(y), (std::vector<float>{0.0f, 2.0f, 0.0f, 4.0f}));
 }
 
-// The GPU check sets PNEUMO_EXPECT_CUDA=1: there, a missing device (say, a driver older than the
-// CUDA 13 runtime) must fail loudly instead of turning every CUDA test into a skip.
+// Where a device is expected (PNEUMO_EXPECT_CUDA=1, which the GPU check sets, or a GPU the
+// kernel's driver lists), a missing one (say, a driver older than the CUDA 13 runtime) must fail
+// loudly instead of turning every CUDA test into a skip.
 TEST(CudaEnvironment, DeviceVisibleWhenExpected) {
-  if (!testing::cuda_expected()) GTEST_SKIP() << "PNEUMO_EXPECT_CUDA is not 1";
+  if (!testing::cuda_expected()) GTEST_SKIP() << "no CUDA device expected here";
   int count = 0;
   const cudaError_t status = cudaGetDeviceCount(&count);
   ASSERT_EQ(status, cudaSuccess) << "cudaGetDeviceCount: " << cudaGetErrorString(status)
                                  << " (is the driver older than the CUDA runtime?)";
   ASSERT_GT(count, 0);
+}
+
+// When a CUDA test may skip: the decision itself, on a made-up driver folder and device node
+// (runs on any machine; the real paths are what PNEUMO_REQUIRE_CUDA reads).
+TEST(CudaEnvironment, ADeviceIsExpectedWhereTheDriverListsAGpu) {
+  testing::TempDir root;
+  const std::string gpus = root.file("gpus"), node = root.file("nvidia0");
+  std::filesystem::create_directory(gpus);
+  // No GPU listed, no device node: a missing device is fine, unless the variable asks for one.
+  EXPECT_EQ(testing::cuda_expected_because(nullptr, gpus, node), "");
+  EXPECT_EQ(testing::cuda_expected_because("0", gpus, node), "");
+  EXPECT_EQ(testing::cuda_expected_because("1", gpus, node), "PNEUMO_EXPECT_CUDA=1");
+  EXPECT_EQ(testing::cuda_expected_because("yes", gpus, node), "") << "only 1 and 0 mean anything";
+  // The driver lists a GPU: expected, unless PNEUMO_EXPECT_CUDA=0 says skip anyway.
+  std::filesystem::create_directory(gpus + "/0000:19:00.0");
+  EXPECT_NE(testing::cuda_expected_because(nullptr, gpus, node).find("lists a GPU in " + gpus),
+            std::string::npos);
+  EXPECT_EQ(testing::cuda_expected_because("0", gpus, node), "");
+  // Only the device node (a container given /dev/nvidia0 without /proc/driver/nvidia).
+  std::filesystem::remove(gpus + "/0000:19:00.0");
+  std::ofstream(node).put('\n');
+  EXPECT_NE(testing::cuda_expected_because(nullptr, gpus, node).find(node + " exists"),
+            std::string::npos);
+  EXPECT_NE(testing::cuda_expected_because(nullptr, root.file("absent"), node), "");
 }
 
 }  // namespace

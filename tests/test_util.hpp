@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <filesystem>
 #include <random>
 #include <sstream>
 #include <string>
@@ -88,22 +89,41 @@ inline Tensor random_tensor(Shape shape, Device device, uint32_t seed, float lo 
   return Tensor::from_host(shape, values.data(), device);
 }
 
-// True when PNEUMO_EXPECT_CUDA=1 (the GPU check sets it): a missing device is then an error.
-inline bool cuda_expected() {
-  const char* expect = std::getenv("PNEUMO_EXPECT_CUDA");
-  return expect != nullptr && std::string(expect) == "1";
+// Why a CUDA device must be usable here, or "" when a missing one is fine (the test skips):
+// PNEUMO_EXPECT_CUDA=1 (the GPU check sets it), or, unless PNEUMO_EXPECT_CUDA=0, the kernel's
+// NVIDIA driver listing a GPU (an entry in `proc_gpus`) or its first device node existing. So a
+// GPU machine whose CUDA cannot start (a driver older than the runtime, say) fails its CUDA tests
+// under a plain ctest too, instead of passing by skipping them all.
+inline std::string cuda_expected_because(const char* expect_env,
+                                         const std::string& proc_gpus = "/proc/driver/nvidia/gpus",
+                                         const std::string& device_node = "/dev/nvidia0") {
+  const std::string expect = expect_env ? expect_env : "";
+  if (expect == "1") return "PNEUMO_EXPECT_CUDA=1";
+  if (expect == "0") return "";
+  std::error_code error;
+  if (std::filesystem::is_directory(proc_gpus, error) &&
+      std::filesystem::directory_iterator(proc_gpus, error) != std::filesystem::directory_iterator())
+    return "the NVIDIA driver lists a GPU in " + proc_gpus + " (PNEUMO_EXPECT_CUDA=0 to skip instead)";
+  if (std::filesystem::exists(device_node, error))
+    return device_node + " exists (PNEUMO_EXPECT_CUDA=0 to skip instead)";
+  return "";
 }
+inline std::string cuda_expected_because() {
+  return cuda_expected_because(std::getenv("PNEUMO_EXPECT_CUDA"));
+}
+inline bool cuda_expected() { return !cuda_expected_because().empty(); }
 
-// Skips the current test when no CUDA device is present (use at the top of CUDA tests, or in
-// their fixture's SetUp); fails it instead under PNEUMO_EXPECT_CUDA=1, so that a GPU run whose
-// device went unseen (a driver older than the runtime, say) cannot pass by skipping everything.
-#define PNEUMO_REQUIRE_CUDA()                                                            \
-  do {                                                                                   \
-    if (!::pneumo::cuda_device_available()) {                                            \
-      if (::pneumo::testing::cuda_expected())                                            \
-        GTEST_FAIL() << "PNEUMO_EXPECT_CUDA=1 but no CUDA device is visible";            \
-      GTEST_SKIP() << "no CUDA device";                                                  \
-    }                                                                                    \
+// Skips the current test when no CUDA device is usable (use at the top of CUDA tests, or in their
+// fixture's SetUp); fails it instead where one is expected (cuda_expected_because), so that a GPU
+// run whose device went unseen cannot pass by skipping everything.
+#define PNEUMO_REQUIRE_CUDA()                                                              \
+  do {                                                                                     \
+    if (!::pneumo::cuda_device_available()) {                                              \
+      const std::string pneumo_expected_ = ::pneumo::testing::cuda_expected_because();     \
+      if (!pneumo_expected_.empty())                                                       \
+        GTEST_FAIL() << "no usable CUDA device, but one is expected: " << pneumo_expected_; \
+      GTEST_SKIP() << "no CUDA device";                                                    \
+    }                                                                                      \
   } while (0)
 
 // Splits one CSV record (quotes and doubled quotes, no embedded newlines).
