@@ -85,8 +85,13 @@ BiasReduction bias_reduction(int64_t batch, int64_t channels, int sm_count, int 
       std::max<int64_t>(blocks_per_sm, 1) * std::max<int64_t>(sm_count, 1);
   const int64_t wanted_chunks = std::clamp<int64_t>(
       (wanted_blocks + channels - 1) / std::max<int64_t>(channels, 1), 1, images);
+  return reduction_of_chunk_size(batch, channels, (images + wanted_chunks - 1) / wanted_chunks);
+}
+
+BiasReduction reduction_of_chunk_size(int64_t batch, int64_t channels, int64_t images_per_chunk) {
+  const int64_t images = std::max<int64_t>(batch, 1);
   BiasReduction r;
-  r.images_per_chunk = (images + wanted_chunks - 1) / wanted_chunks;
+  r.images_per_chunk = std::clamp<int64_t>(images_per_chunk, 1, images);
   r.chunks = (images + r.images_per_chunk - 1) / r.images_per_chunk;
   r.partial_floats = channels * r.chunks;
   return r;

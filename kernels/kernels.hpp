@@ -30,6 +30,10 @@ struct BiasReduction {
 // About blocks_per_sm blocks on each SM in all (the backend's 4; `bench kernels` also times
 // others on batch-norm).
 BiasReduction bias_reduction(int64_t batch, int64_t channels, int sm_count, int blocks_per_sm = 4);
+// The split into chunks of `images_per_chunk` whole images (clamped to [1, batch]; the last chunk
+// holds what is left): what bias_reduction ends in, and what tests force to reach several images
+// per chunk and a short last chunk on any GPU (CudaBackendOptions::reduction_images_per_chunk).
+BiasReduction reduction_of_chunk_size(int64_t batch, int64_t channels, int64_t images_per_chunk);
 void bias_backward(const float* dy, float* dbias, float* partial, const BiasReduction& reduction,
                    int64_t batch, int64_t channels, int64_t spatial, cudaStream_t stream);
 // y = relu(x) over n elements (y may alias x).

@@ -238,7 +238,8 @@ INSTANTIATE_TEST_SUITE_P(ModelShapes, ConvParity,
                          conv_case_name);
 
 // Calls body(backend, impl, what) on a CudaBackend with `field` forced to cuDNN, then to our
-// side, then left to the first-call timing; `what` labels the failures with `label` and impl.
+// side, then left to the first-call timing, then (but for conv_engines) our side with the
+// per-channel sums in chunks of 3 images; `what` labels the failures with `label` and impl.
 template <class Body>
 void for_each_implementation(CudaBackendOptions::Implementation CudaBackendOptions::*field,
                              const std::string& label, Body&& body) {
@@ -251,6 +252,14 @@ void for_each_implementation(CudaBackendOptions::Implementation CudaBackendOptio
     body(backend, impl,
          label + " implementation " + std::to_string(static_cast<int>(impl)) + ", call ");
   }
+  // Ours again with the per-channel sums in chunks of 3 images (see EveryImplementation), for
+  // the ops that have such sums.
+  if (field == &CudaBackendOptions::conv_engines) return;
+  CudaBackendOptions options;
+  options.*field = Implementation::Kernel;
+  options.reduction_images_per_chunk = 3;
+  CudaBackend backend(options);
+  body(backend, Implementation::Kernel, label + " kernel, 3 images a chunk, call ");
 }
 
 // The first layer's forward and weight gradient (with the bias gradient, summed in the same pass
@@ -259,7 +268,7 @@ void for_each_implementation(CudaBackendOptions::Implementation CudaBackendOptio
 TEST_F(Parity, SingleChannelConvEitherImplementationAndTheChoiceIsReported) {
   using Implementation = CudaBackendOptions::Implementation;
   for (const ConvCase& p : {ConvCase{2, 1, 150, 150, 32}, ConvCase{1, 1, 7, 9, 16},
-                            ConvCase{3, 1, 5, 6, 64}}) {
+                            ConvCase{3, 1, 5, 6, 64}, ConvCase{5, 1, 12, 11, 16}}) {
     const Shape x_shape{p.n, 1, p.h, p.w}, y_shape{p.n, p.k, p.h, p.w};
     Pair x = random(x_shape, 41), w = random({p.k, 1, 3, 3}, 42, -0.3f, 0.3f);
     Pair b = random({p.k}, 43, -0.5f, 0.5f), expected = output(y_shape);
@@ -346,7 +355,7 @@ TEST_F(Parity, ConvGraphEnginesEitherWay) {
 TEST_F(Parity, ConvBiasGradientEitherImplementation) {
   using Implementation = CudaBackendOptions::Implementation;
   for (const ConvCase& p : {ConvCase{3, 32, 75, 75, 64}, ConvCase{1, 3, 1, 1, 5},
-                            ConvCase{5, 2, 3, 4, 7}}) {
+                            ConvCase{5, 2, 3, 4, 7}, ConvCase{7, 4, 6, 5, 8}}) {
     const Shape x_shape{p.n, p.c, p.h, p.w}, y_shape{p.n, p.k, p.h, p.w}, w_shape{p.k, p.c, 3, 3};
     Pair x = random(x_shape, 51), dy = random(y_shape, 52);
     Pair dw = output(w_shape), db = output({p.k});
@@ -425,16 +434,24 @@ class EveryImplementation : public Parity, public ::testing::WithParamInterface<
   void SetUp() override {
     Parity::SetUp();
     if (IsSkipped() || HasFatalFailure()) return;
-    for (Implementation impl : {Implementation::Cudnn, Implementation::Kernel}) {
+    for (Implementation impl : {Implementation::Cudnn, Implementation::Kernel, Implementation::Kernel}) {
       CudaBackendOptions options;
       options.*kField = impl;
+      // The kernels again with their per-channel sums split into chunks of 3 images (the last
+      // one short where the batch does not divide): on a large GPU the SM count's split gives
+      // these tests' small batches one image per chunk, which never merges a chunk of several.
+      if (forced_.size() == 2) options.reduction_images_per_chunk = kChunkImages;
       forced_.push_back(std::make_unique<CudaBackend>(options));
     }
   }
+  static constexpr int64_t kChunkImages = 3;
   std::vector<std::pair<Backend*, std::string>> cuda_backends() const {
-    return {{forced_[0].get(), "cudnn "}, {forced_[1].get(), "kernel "}, {cuda_.get(), "fastest "}};
+    return {{forced_[0].get(), "cudnn "},
+            {forced_[1].get(), "kernel "},
+            {forced_[2].get(), "kernel, 3 images a chunk "},
+            {cuda_.get(), "fastest "}};
   }
-  std::vector<std::unique_ptr<CudaBackend>> forced_;  // cuDNN, then the kernels
+  std::vector<std::unique_ptr<CudaBackend>> forced_;  // cuDNN, the kernels, chunked kernels
 };
 
 // Every check on each max-pool implementation; the default must say what it timed.
@@ -468,7 +485,7 @@ class MaxPoolParity : public EveryImplementation<&CudaBackendOptions::pooling> {
     }
     for (size_t i = 0; i < forced_.size(); ++i)
       for (const ImplementationChoice& choice : forced_[i]->implementation_choices()) {
-        EXPECT_EQ(choice.kernel, i == 1) << choice.op;
+        EXPECT_EQ(choice.kernel, i >= 1) << choice.op;  // forced_[0] is cuDNN, the rest ours
         EXPECT_EQ(choice.cudnn_ms, -1.0f) << choice.op << ": a forced choice was timed";
       }
   }
@@ -573,13 +590,37 @@ class BatchNormParity : public EveryImplementation<&CudaBackendOptions::batchnor
   static constexpr double kEpsilon = 1e-3;
 };
 
+// The running statistics' move, after - before: compared as values, 0.99 of the old value would
+// hide a wrong batch statistic inside any tolerance.
+std::vector<float> moved(const std::vector<float>& after, const std::vector<float>& before) {
+  std::vector<float> delta(after.size());
+  for (size_t i = 0; i < after.size(); ++i) delta[i] = after[i] - before[i];
+  return delta;
+}
+
 TEST_P(BatchNormParity, TrainingOutputsSavedAndRunningStatistics) {
   Pair x = random(x_shape(), 31, -1.0f, 3.0f);  // mean far from zero
   Pair gamma = random(c_shape(), 32, 0.5f, 1.5f), beta = random(c_shape(), 33, -0.5f, 0.5f);
   Pair running_mean = random(c_shape(), 34), running_var = random(c_shape(), 35, 0.5f, 2.0f);
+  const std::vector<float> mean_before = to_host(running_mean.cpu), var_before = to_host(running_var.cpu);
   Pair y = output(x_shape()), saved_mean = output(c_shape()), saved_inv_std = output(c_shape());
   cpu_->batchnorm_forward_training(x.cpu, gamma.cpu, beta.cpu, running_mean.cpu, running_var.cpu,
                                    kFactor, kEpsilon, y.cpu, saved_mean.cpu, saved_inv_std.cpu);
+  // The CPU's move against the rule itself: factor x (batch statistic - running), the variance
+  // unbiased (N / (N - 1)), from the saved statistics. At N of a few thousand or less the
+  // unbiased and biased moves differ by more than the tolerance.
+  const double count = static_cast<double>(x_shape().numel() / GetParam().c);
+  const std::vector<float> cpu_mean = to_host(saved_mean.cpu), cpu_inv_std = to_host(saved_inv_std.cpu);
+  std::vector<float> rule_mean(mean_before.size()), rule_var(var_before.size());
+  for (size_t c = 0; c < rule_mean.size(); ++c) {
+    const double biased = 1.0 / (double{cpu_inv_std[c]} * cpu_inv_std[c]) - kEpsilon;
+    rule_mean[c] = static_cast<float>(kFactor * (cpu_mean[c] - mean_before[c]));
+    rule_var[c] = static_cast<float>(kFactor * (biased * count / (count - 1.0) - var_before[c]));
+  }
+  const std::vector<float> cpu_mean_move = moved(to_host(running_mean.cpu), mean_before);
+  const std::vector<float> cpu_var_move = moved(to_host(running_var.cpu), var_before);
+  EXPECT_TRUE(all_close(cpu_mean_move, rule_mean, 1e-6, 1e-4, "cpu running_mean move"));
+  EXPECT_TRUE(all_close(cpu_var_move, rule_var, 1e-6, 1e-4, "cpu running_var move (unbiased)"));
   for (const auto& [backend, impl] : cuda_backends()) {
     Pair rm = random(c_shape(), 34), rv = random(c_shape(), 35, 0.5f, 2.0f);
     Pair yc = output(x_shape()), mean = output(c_shape()), inv_std = output(c_shape());
@@ -590,8 +631,11 @@ TEST_P(BatchNormParity, TrainingOutputsSavedAndRunningStatistics) {
     EXPECT_TRUE(close_to(yc.cuda, y.cpu, 1e-4, impl + "y"));
     EXPECT_TRUE(close_to(mean.cuda, saved_mean.cpu, 1e-4, impl + "saved_mean"));
     EXPECT_TRUE(close_to(inv_std.cuda, saved_inv_std.cpu, 1e-4, impl + "saved_inv_std"));
-    EXPECT_TRUE(close_to(rm.cuda, running_mean.cpu, 1e-4, impl + "running_mean, updated once"));
-    EXPECT_TRUE(close_to(rv.cuda, running_var.cpu, 1e-4, impl + "running_var (unbiased), once"));
+    // Moved once (a timing run must not move them again), by the CPU's move.
+    EXPECT_TRUE(all_close(moved(to_host(rm.cuda), mean_before), cpu_mean_move, 1e-6, 1e-3,
+                          impl + "running_mean move, once"));
+    EXPECT_TRUE(all_close(moved(to_host(rv.cuda), var_before), cpu_var_move, 1e-6, 1e-3,
+                          impl + "running_var move (unbiased), once"));
   }
 }
 
@@ -607,8 +651,40 @@ TEST_P(BatchNormParity, Inference) {
   EXPECT_TRUE(close_to(y.cuda, y.cpu, 1e-4, "y"));
 }
 
+// A gradient like a real one: per channel an offset and a part that follows x (a_c + b_c x-hat,
+// a_c and b_c of order 1), plus noise. Batch-norm's backward takes both out again through its
+// mean(dy) and mean(dy x-hat) terms, so dx is mostly what the noise leaves and an error in those
+// terms (a wrong count, a chunk's sum dropped) shows at the size of a_c and b_c. Random dy that
+// ignores x makes both terms shrink like 1 / sqrt(N): at the model's shapes under 1% of dx.
+std::vector<float> gradient_following(const std::vector<float>& x, const Shape& shape, uint32_t seed) {
+  const int64_t channels = shape.c(), plane = shape.h() * shape.w(), n = shape.n();
+  const std::vector<float> noise = uniform(shape.numel(), seed, -0.3f, 0.3f);
+  const std::vector<float> offset = uniform(channels, seed + 1, -1.0f, 1.0f);
+  const std::vector<float> slope = uniform(channels, seed + 2, -1.0f, 1.0f);
+  std::vector<float> dy(x.size());
+  for (int64_t c = 0; c < channels; ++c) {
+    double sum = 0.0, squares = 0.0;
+    for (int64_t b = 0; b < n; ++b)
+      for (int64_t i = 0; i < plane; ++i) {
+        const double v = x[static_cast<size_t>((b * channels + c) * plane + i)];
+        sum += v;
+        squares += v * v;
+      }
+    const double count = static_cast<double>(n * plane), mean = sum / count;
+    const double inv_std = 1.0 / std::sqrt(std::max(squares / count - mean * mean, 0.0) + 1e-3);
+    for (int64_t b = 0; b < n; ++b)
+      for (int64_t i = 0; i < plane; ++i) {
+        const size_t at = static_cast<size_t>((b * channels + c) * plane + i);
+        dy[at] = static_cast<float>(offset[static_cast<size_t>(c)] +
+                                    slope[static_cast<size_t>(c)] * (x[at] - mean) * inv_std + noise[at]);
+      }
+  }
+  return dy;
+}
+
 TEST_P(BatchNormParity, Backward) {
-  Pair x = random(x_shape(), 51, -1.0f, 3.0f), dy = random(x_shape(), 52);
+  Pair x = random(x_shape(), 51, -1.0f, 3.0f);
+  Pair dy = upload(x_shape(), gradient_following(to_host(x.cpu), x_shape(), 52));
   Pair gamma = random(c_shape(), 53, 0.5f, 1.5f), beta = random(c_shape(), 54, -0.5f, 0.5f);
   // Both backends get the same saved statistics: the CPU forward's.
   Tensor running_mean = Tensor::zeros(c_shape(), Device::Cpu);
@@ -689,6 +765,17 @@ INSTANTIATE_TEST_SUITE_P(AwkwardShapes, BatchNormParity,
                                            PoolCase{4, 2, 1, 1}, PoolCase{3, 5, 7, 1},
                                            PoolCase{1, 1, 2, 1}),
                          pool_case_name);
+// Batches that chunks of 3 images split with a short last chunk (3 + 3 + 1, 3 + 2, 3 + 3 + 2),
+// and the forced split checked, so a change to it cannot quietly drop that coverage.
+INSTANTIATE_TEST_SUITE_P(ShortLastChunk, BatchNormParity,
+                         ::testing::Values(PoolCase{7, 8, 5, 5}, PoolCase{5, 16, 10, 10},
+                                           PoolCase{8, 32, 19, 19}),
+                         pool_case_name);
+TEST_P(BatchNormParity, TheChunkedBackendSplitsAsForced) {
+  const kernels::BiasReduction r = forced_[2]->reduction(GetParam().n, GetParam().c);
+  EXPECT_EQ(r.images_per_chunk, std::min(kChunkImages, GetParam().n));
+  EXPECT_EQ(r.chunks, (GetParam().n + kChunkImages - 1) / kChunkImages);
+}
 INSTANTIATE_TEST_SUITE_P(ModelShapes, BatchNormParity,
                          ::testing::Values(PoolCase{2, 32, 150, 150}, PoolCase{3, 64, 75, 75},
                                            PoolCase{4, 64, 38, 38}, PoolCase{2, 128, 19, 19},

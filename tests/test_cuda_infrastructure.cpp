@@ -205,6 +205,23 @@ TEST(BiasReduction, ChunksCoverTheBatchOnceAndFillTheGpu) {
   }
 }
 
+// The split the parity tests force (CudaBackendOptions::reduction_images_per_chunk): chunks of
+// that many whole images, the last one holding the rest.
+TEST(BiasReduction, AForcedChunkSizeLeavesTheRestToTheLastChunk) {
+  const struct {
+    int64_t batch, images_per_chunk, chunks, last;
+  } cases[] = {{7, 3, 3, 1}, {8, 3, 3, 2}, {4, 3, 2, 1}, {5, 2, 3, 1}, {32, 7, 5, 4},
+               {6, 3, 2, 3}, {3, 10, 1, 3}, {3, 0, 3, 1}, {0, 3, 1, 1}};
+  for (const auto& c : cases) {
+    const kernels::BiasReduction r = kernels::reduction_of_chunk_size(c.batch, 16, c.images_per_chunk);
+    const std::string where = "batch " + std::to_string(c.batch) + ", " +
+                              std::to_string(c.images_per_chunk) + " per chunk";
+    EXPECT_EQ(r.chunks, c.chunks) << where;
+    EXPECT_EQ(std::max<int64_t>(c.batch, 1) - (r.chunks - 1) * r.images_per_chunk, c.last) << where;
+    EXPECT_EQ(r.partial_floats, 16 * r.chunks) << where;
+  }
+}
+
 // Our kernel is kept only when its outputs agree with cuDNN's: within 1e-3 of the largest
 // magnitude, and never with a NaN on either side.
 TEST(OutputDisagreement, ToleranceIsRelativeToTheLargestValueAndNaNNeverAgrees) {

@@ -121,6 +121,10 @@ CudaBackend::CudaBackend(CudaBackendOptions options) : options_(options) {
   PNEUMO_CUDNN_CHECK(cudnnCnnVersionCheck(), "cuDNN cnn library (libcudnn_cnn) ");
   PNEUMO_CHECK(!(options_.allow_tf32 && options_.bf16),
                "CUDA backend: choose one precision, tf32 or bf16");
+  PNEUMO_CHECK(options_.reduction_images_per_chunk >= 0 &&
+                   (options_.reduction_images_per_chunk == 0 || options_.tuning_cache.empty()),
+               "CUDA backend: reduction_images_per_chunk (for tests) must be 0 or positive, and "
+               "without a tuning cache: its timed decisions would not be this split's");
   name_ = device_description(device_, precision_name(options_), options_.deterministic);
 
   stream_ = cuda::Stream::create();
@@ -201,7 +205,16 @@ size_t CudaBackend::search_workspace_limit() const {
 }
 
 kernels::BiasReduction CudaBackend::reduction(int64_t batch, int64_t channels) const {
+  if (options_.reduction_images_per_chunk > 0)
+    return kernels::reduction_of_chunk_size(batch, channels, options_.reduction_images_per_chunk);
   return kernels::bias_reduction(batch, channels, sm_count_);
+}
+
+kernels::BiasReduction CudaBackend::tail_bf16_reduction(int64_t batch, int64_t channels) const {
+  // partial_floats is channels x chunks either way.
+  if (options_.reduction_images_per_chunk > 0)
+    return kernels::reduction_of_chunk_size(batch, channels, options_.reduction_images_per_chunk);
+  return kernels::tail_bf16_reduction(batch, channels, sm_count_);
 }
 
 void CudaBackend::bias_gradient_kernel(const float* dy, float* dbias, int64_t batch,
@@ -588,7 +601,7 @@ void CudaBackend::block_tail_forward_bf16_impl(ConstBf16NhwcView z, ConstTensorV
   const kernels::BlockTailArgs t =
       bf16_tail_args(z, bias, gamma, beta, running_mean.data, running_var.data, saved_mean.data,
                      saved_inv_std.data, s);
-  const kernels::BiasReduction split = kernels::tail_bf16_reduction(t.batch, t.channels, sm_count_);
+  const kernels::BiasReduction split = tail_bf16_reduction(t.batch, t.channels);
   kernels::block_tail_forward_bf16(t, y.data, tail_scratch(t, split), split, stream_.get());
 }
 
@@ -602,7 +615,7 @@ void CudaBackend::block_tail_backward_bf16_impl(ConstBf16NhwcView z, ConstTensor
   PNEUMO_NVTX_RANGE("block_tail_backward_bf16");
   const kernels::BlockTailArgs t = bf16_tail_args(z, bias, gamma, beta, nullptr, nullptr,
                                                   saved_mean.data, saved_inv_std.data, s);
-  const kernels::BiasReduction split = kernels::tail_bf16_reduction(t.batch, t.channels, sm_count_);
+  const kernels::BiasReduction split = tail_bf16_reduction(t.batch, t.channels);
   kernels::block_tail_backward_bf16(t, dy.data, dz.data, dbias.data, dgamma.data, dbeta.data,
                                     tail_scratch(t, split), split, stream_.get());
 }

@@ -55,6 +55,11 @@ struct CudaBackendOptions {
   // are remembered in across runs (cuda/tuning_cache.hpp); empty: remembered for this backend's
   // life only. Forced choices and the graph API's engines are never cached.
   std::string tuning_cache;
+  // Tests only: every per-channel reduction of our kernels (batch-norm, the fused tails and stem,
+  // the bias gradient, the one-channel weight gradient) split into chunks of this many images,
+  // the last one short where the batch does not divide, instead of the split the SM count picks
+  // (on a 132-SM GPU the parity tests' small batches get one image per chunk). 0: the SM count's.
+  int64_t reduction_images_per_chunk = 0;
 };
 
 // cuDNN or our kernel for one op and input shape: which runs, and what the timing saw.
@@ -121,6 +126,12 @@ class CudaBackend final : public Backend {
   // Every cuDNN-or-ours choice made so far (pooling, then single-channel convolutions).
   std::vector<ImplementationChoice> implementation_choices() const;
   cuda::TuningCache& tuning_cache() { return tuning_; }
+
+  // Our kernels' per-channel reduction split for (batch, channels) on this GPU (or as
+  // options.reduction_images_per_chunk forces it); the bfloat16 tails' split, over tiles of
+  // channels.
+  kernels::BiasReduction reduction(int64_t batch, int64_t channels) const;
+  kernels::BiasReduction tail_bf16_reduction(int64_t batch, int64_t channels) const;
 
  private:
   // cuDNN or our kernel per (op, shape): the tuner's types (chooser.hpp).
@@ -201,8 +212,6 @@ class CudaBackend final : public Backend {
   void search_graph_engine(Choice& choice, cuda::GraphConvPlan& graph, const Shape& x_shape,
                            int64_t k, cuda::ConvDirection direction, const float* x,
                            const float* weight, const float* y);
-  // Our kernels' per-channel reduction split for (batch, channels) on this GPU.
-  kernels::BiasReduction reduction(int64_t batch, int64_t channels) const;
   // dbias[c] = sum of dy (batch, channels, spatial) over batch and spatial, by our kernel (its
   // partial sums live in the workspace).
   void bias_gradient_kernel(const float* dy, float* dbias, int64_t batch, int64_t channels,
