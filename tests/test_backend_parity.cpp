@@ -1153,6 +1153,27 @@ TEST_F(Parity, Tf32ConvAndDenseStayWithinTf32Tolerance) {
   cpu_->dense_forward(fx.cpu, fw.cpu, fb.cpu, fy.cpu);
   tf32->dense_forward(fx.cuda, fw.cuda, fb.cuda, fy.cuda);
   EXPECT_TRUE(close_to(fy.cuda, fy.cpu, 5e-3, "tf32 dense"));
+  // The tolerance alone would pass a backend that ignored allow_tf32 (fp32 is closer still): the
+  // math each library was given, read back. Whether cuDNN's pick then runs on tensor cores is its
+  // own choice (the fastest under TENSOR_OP_MATH may be an FMA algorithm).
+  auto& tf32_cuda = dynamic_cast<CudaBackend&>(*tf32);
+  EXPECT_EQ(tf32_cuda.gemm_math_mode(), CUBLAS_TF32_TENSOR_OP_MATH);
+  const std::string plans = tf32_cuda.describe_conv_plans();
+  EXPECT_NE(plans.find(std::string("math ") + cuda::math_type_name(CUDNN_TENSOR_OP_MATH)),
+            std::string::npos) << plans;
+  // And the fp32 backend is given neither, nor keeps a tensor-op pick.
+  auto& fp32_cuda = dynamic_cast<CudaBackend&>(*cuda_);
+  EXPECT_EQ(fp32_cuda.gemm_math_mode(), CUBLAS_DEFAULT_MATH);
+  Pair y32 = output(y_shape);
+  fp32_cuda.conv2d_forward(x.cuda, w.cuda, b.cuda, y32.cuda, true);
+  EXPECT_NE(fp32_cuda.describe_conv_plans().find(std::string("math ") + cuda::math_type_name(CUDNN_FMA_MATH)),
+            std::string::npos) << fp32_cuda.describe_conv_plans();
+  for (const ConvSearch& search : fp32_cuda.conv_searches()) {
+    if (search.chosen >= 0 && static_cast<size_t>(search.chosen) < search.trials.size()) {
+      EXPECT_NE(search.trials[static_cast<size_t>(search.chosen)].math, CUDNN_TENSOR_OP_MATH)
+          << search.direction;
+    }
+  }
 }
 
 // ---- BF16 ---------------------------------------------------------------------------------------

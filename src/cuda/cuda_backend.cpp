@@ -169,6 +169,12 @@ void CudaBackend::synchronize() {
   tuning_.save();
 }
 
+cublasMath_t CudaBackend::gemm_math_mode() const {
+  cublasMath_t mode = CUBLAS_DEFAULT_MATH;
+  PNEUMO_CUBLAS_CHECK(cublasGetMathMode(cublas_.get(), &mode), "reading cuBLAS's math mode");
+  return mode;
+}
+
 cudnnMathType_t CudaBackend::conv_math_type() const {
   // CUDNN_DEFAULT_MATH would allow TF32 for fp32 data on Ampere and newer; FMA_MATH forbids it.
   return options_.allow_tf32 ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH;

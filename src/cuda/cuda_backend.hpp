@@ -126,6 +126,9 @@ class CudaBackend final : public Backend {
   // Every cuDNN-or-ours choice made so far (pooling, then single-channel convolutions).
   std::vector<ImplementationChoice> implementation_choices() const;
   cuda::TuningCache& tuning_cache() { return tuning_; }
+  // cuBLAS's math mode on this backend's handle, as cublasGetMathMode reads it back (TF32 tensor
+  // ops under allow_tf32, the default, which never uses TF32 for fp32, otherwise).
+  cublasMath_t gemm_math_mode() const;
 
   // Our kernels' per-channel reduction split for (batch, channels) on this GPU (or as
   // options.reduction_images_per_chunk forces it); the bfloat16 tails' split, over tiles of
