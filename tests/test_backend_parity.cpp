@@ -157,6 +157,33 @@ TEST_P(ConvParity, ForwardWithAndWithoutFusedRelu) {
   }
 }
 
+// The unfused path's bias + ReLU (kernels::bias_activation_forward), which a convolution takes
+// when cuDNN refuses the fused call: the GPUs tested so far accept it for every shape, so the
+// parity tests above may never reach it. Called directly, against a host loop, on planes of
+// both of its kernels (one block walk per plane, and the flat walk for planes too small for it),
+// with and without the ReLU.
+TEST_F(Parity, BiasActivationKernelAddsTheBiasThenTheRelu) {
+  cudaStream_t stream = dynamic_cast<CudaBackend&>(*cuda_).stream();
+  for (const auto& [batch, channels, spatial] :
+       {std::array<int64_t, 3>{3, 5, 150 * 150}, {2, 7, 19 * 19}, {4, 3, 1}, {1, 1, 4099}}) {
+    const Shape shape{batch, channels, spatial};
+    const std::vector<float> values = uniform(shape.numel(), 71, -1.0f, 1.0f);
+    const std::vector<float> bias = uniform(channels, 72, -0.5f, 0.5f);
+    Tensor b = Tensor::from_host({channels}, bias.data(), Device::Cuda);
+    for (bool relu : {false, true}) {
+      Tensor y = Tensor::from_host(shape, values.data(), Device::Cuda);
+      kernels::bias_activation_forward(y.data(), b.data(), batch, channels, spatial, relu, stream);
+      PNEUMO_CUDA_CHECK(cudaStreamSynchronize(stream), "bias_activation_forward test");
+      std::vector<float> want(values.size());
+      for (size_t i = 0; i < want.size(); ++i) {
+        const float v = values[i] + bias[static_cast<size_t>((static_cast<int64_t>(i) / spatial) % channels)];
+        want[i] = relu ? std::max(v, 0.0f) : v;
+      }
+      EXPECT_TRUE(all_close(to_host(y), want, 0, 0, shape.str() + (relu ? " relu" : " no relu")));
+    }
+  }
+}
+
 // The fused path passes y as cuDNN's z input with alpha2 = 0; whatever y held before (NaN here,
 // after the algorithm search has run) must not leak into the result.
 TEST_P(ConvParity, FusedForwardIgnoresWhatTheOutputHeld) {
