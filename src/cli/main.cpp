@@ -273,10 +273,6 @@ void add_explain(CLI::App& app, ExplainOptions& o, Action& action) {
 }
 
 // `--out ""` (an unset variable in a script) is bad usage, not an internal check's failure.
-void require_nonempty(const char* flag, const std::string& value) {
-  if (value.empty()) throw pneumo::UsageError(std::string(flag) + " is empty; give a path");
-}
-
 void add_prepare(CLI::App& app, pneumo::PrepareOptions& o, Action& action) {
   auto* c = app.add_subcommand("prepare", "Decode an image tree once into a NumPy cache");
   c->add_option("--data", o.data_dir, "Image tree {train,val,test}/{NORMAL,PNEUMONIA}")
@@ -285,8 +281,6 @@ void add_prepare(CLI::App& app, pneumo::PrepareOptions& o, Action& action) {
   c->add_option("--size", o.size, "Square size images are squashed to")->capture_default_str();
   c->add_option("--threads", o.threads, "Decoding threads (0: all)")->capture_default_str();
   c->callback([&o, &action] { action = [&o] {
-    require_nonempty("--data", o.data_dir);
-    require_nonempty("--out", o.out_dir);
     if (o.size < 8 || o.size > 1024)
       throw pneumo::UsageError("--size must be in [8, 1024], got " + std::to_string(o.size));
     check_threads(o.threads);
@@ -309,8 +303,6 @@ void add_eda(CLI::App& app, pneumo::EdaOptions& o, Action& action) {
       ->check(non_negative_integer())
       ->capture_default_str();
   c->callback([&o, &action] { action = [&o] {
-    require_nonempty("--data", o.data);
-    require_nonempty("--out", o.out_dir);
     auto report = pneumo::run_eda(o);
     for (const auto& file : report.files_written) std::cout << file << "\n";
     return 0;
@@ -463,10 +455,16 @@ void say_where_flags_came_from(const std::vector<std::string>& sources) {
 }
 
 // Every option of every command that takes a value refuses a flag as its value
-// (flag_given_as_value; `--config` and `--resume` are read before CLI11, in expand_arguments).
+// (flag_given_as_value; `--config` and `--resume` are read before CLI11, in expand_arguments),
+// and an empty one: `--out "$RUN"` with RUN unset trained into a folder of its own choosing, and
+// `--json ""` wrote nothing and said nothing. No option means anything by an empty value.
 void refuse_flags_as_values(CLI::App& app) {
-  const CLI::Validator not_a_flag([](std::string& value) { return flag_given_as_value(value); },
-                                  "", "not a flag");
+  const CLI::Validator not_a_flag(
+      [](std::string& value) {
+        if (value.empty()) return std::string("the value is empty (an unset shell variable?)");
+        return flag_given_as_value(value);
+      },
+      "", "not a flag");
   for (CLI::App* command : app.get_subcommands({})) {
     for (CLI::Option* option : command->get_options())
       if (!option->get_positional() && option->get_type_size_min() > 0) option->check(not_a_flag);
@@ -517,6 +515,14 @@ int run_pneumo(int argc, char** argv) {
                   << "; see --help)\n";
         return 2;
       }
+    }
+    // `--out=` or `--restore-best=` (an unset shell variable after the equals sign): CLI11 says
+    // "1 required TEXT missing" for the one and takes the other as true.
+    for (int i = 2; i < argc; ++i) {
+      const std::string a = argv[i];
+      if (a.size() > 3 && a.rfind("--", 0) == 0 && a.find('=') == a.size() - 1)
+        throw pneumo::UsageError(a.substr(0, a.size() - 1) +
+                                 ": the value is empty (an unset shell variable?)");
     }
     std::vector<std::string> args = expand_arguments(argc, argv, inherited_from);
     std::reverse(args.begin(), args.end());  // CLI11 takes a reversed vector

@@ -281,8 +281,6 @@ TEST(Cli, BadFlagsAndInputsAreRefusedWithAMessage) {
       {"evaluate --model a.safetensors --data " + kSample + " --json new.json --scores ./new.json",
        "--json and --scores name the same file"},
       {"frobnicate", "frobnicate"},
-      {"prepare --data " + kSample + " --out \"\"", "--out is empty; give a path"},
-      {"eda --data \"\" --out " + dir.file("eda"), "--data is empty; give a path"},
       // A value forgotten before the next flag: that flag is not taken as the value.
       {"evaluate --model a.safetensors --data " + kSample + " --json --stress",
        "--json: got '--stress', which is a flag"},
@@ -305,6 +303,41 @@ TEST(Cli, BadFlagsAndInputsAreRefusedWithAMessage) {
         << result.output;
     EXPECT_EQ(result.output.find("internal error"), std::string::npos) << result.output;
   }
+}
+
+// An empty value (`--out "$RUN"` with RUN unset, `--json=`) is refused, naming the flag, on every
+// command: `train --out ""` trained into runs/<date>-<time>, `evaluate --json ""` wrote nothing
+// and said nothing, `--restore-best=` meant true. A configuration's empty value likewise.
+TEST(Cli, EmptyValuesAreRefusedNamingTheFlag) {
+  testing::TempDir dir;
+  const std::string cache = dir.file("cache"), config = dir.file("empty.json");
+  std::ofstream(config) << "{\"data\": \"\"}";
+  const std::string evaluate = "evaluate --model a.safetensors --data " + kSample;
+  for (const auto& [args, flag] : std::vector<std::pair<std::string, std::string>>{
+           {"prepare --data " + kSample + " --out \"\"", "--out"},
+           {"eda --data \"\" --out " + dir.file("eda"), "--data"},
+           {"train --data " + kSample + " --epochs 1 --out \"\"", "--out"},
+           {"train --data " + kSample + " --epochs 1 --out=", "--out"},
+           {"train --data " + kSample + " --epochs 1 --out " + dir.file("run") + " --restore-best=",
+            "--restore-best"},
+           {evaluate + " --json \"\"", "--json"},
+           {evaluate + " --scores \"\"", "--scores"},
+           {evaluate + " --gallery 1 --gallery-out \"\"", "--gallery-out"},
+           {"predict --model \"\" " + kSample, "--model"},
+           {"bench kernels --device cpu --quick --json \"\"", "--json"},
+           {"bench kernels --device cpu --quick --csv=", "--csv"},
+       }) {
+    const auto result = pneumo_command(args, cache);
+    EXPECT_EQ(result.status, 2) << args << "\n" << result.output;
+    EXPECT_NE(result.output.find(flag + ": the value is empty (an unset shell variable?)"),
+              std::string::npos)
+        << args << "\n" << result.output;
+  }
+  const auto result = pneumo_command("train --config " + config + " --out " + dir.file("run2"), cache);
+  EXPECT_EQ(result.status, 2) << result.output;
+  EXPECT_NE(result.output.find(config + ": value of 'data' is empty"), std::string::npos) << result.output;
+  EXPECT_FALSE(fs::exists(dir.file("run"))) << "nothing trained";
+  EXPECT_FALSE(fs::exists(dir.file("run2"))) << "nothing trained";
 }
 
 // A --val-split too small to carve one image is bad usage (exit 2), said before training.

@@ -481,15 +481,18 @@ std::vector<std::string> flags_from_json(const nlohmann::json& config, const std
       throw UsageError(source + ": a configuration cannot name another (\"config\"); give each "
                        "file as its own --config");
     std::string text;
-    if (value.is_string())
+    if (value.is_string()) {
       text = value.get<std::string>();
-    else if (value.is_boolean())
+      if (text.empty())  // as `--key ""` on the command line: no flag means anything by it
+        throw UsageError(source + ": value of '" + detail::excerpt(key) + "' is empty");
+    } else if (value.is_boolean()) {
       text = value.get<bool>() ? "true" : "false";
-    else if (value.is_number())
+    } else if (value.is_number()) {
       text = value.dump();
-    else
+    } else {
       throw UsageError(source + ": value of '" + detail::excerpt(key) +
                        "' must be a string, number or boolean");
+    }
     flags.push_back("--" + key + "=" + text);
   }
   return flags;
