@@ -124,6 +124,8 @@ PrepareReport prepare_cache(const PrepareOptions& options);
 Dataset load_cache(const std::string& cache_dir);
 
 bool is_cache_dir(const std::string& path);   // holds a meta.json
+// A name an image tree's files are read by: .jpeg .jpg .png .bmp .tif .tiff, any case.
+bool has_image_extension(const std::string& name);
 // One of the files prepare writes (meta.json, <split>_images.npy, ...), in a folder whose meta.json
 // says prepare wrote it.
 bool is_file_of_a_cache(const std::string& path);

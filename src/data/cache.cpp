@@ -59,8 +59,6 @@ const Split& Dataset::split(const std::string& name) const {
   throw Error("cache " + cache_dir + " has no '" + name + "' split (it holds: " + present + ")");
 }
 
-namespace data_internal {
-
 bool has_image_extension(const std::string& name) {
   const size_t dot = name.find_last_of('.');
   if (dot == std::string::npos) return false;
@@ -69,6 +67,8 @@ bool has_image_extension(const std::string& name) {
   return ext == "jpeg" || ext == "jpg" || ext == "png" || ext == "bmp" || ext == "tif" ||
          ext == "tiff";
 }
+
+namespace data_internal {
 
 uint64_t fnv1a64(const std::string& text, uint64_t hash) {
   for (unsigned char c : text) {

@@ -43,9 +43,6 @@ std::vector<TreeFile> list_image_tree(const std::string& data_dir,
 // The cache's meta.json parsed; throws naming the file when it cannot be opened or parsed.
 nlohmann::json read_meta(const std::filesystem::path& cache);
 
-// .jpeg .jpg .png .bmp .tif .tiff, any case.
-bool has_image_extension(const std::string& name);
-
 // FNV-1a 64 over "<relative>\0<bytes>\0<mtime_ns>\0<ctime_ns>\0<inode>\n" of each file, as
 // "fnv1a64:<16 hex>".
 std::string hash_tree(const std::vector<TreeFile>& files);

@@ -42,7 +42,7 @@ void walk_folder(const fs::path& dir, bool top, std::set<fs::path>& seen,
       walk_folder(entry.path(), false, seen, found, unreadable);
     // Every other name with an image extension: a broken link or a FIFO is then skipped by the
     // decoder with its reason, as an unreadable image is, not left out unsaid.
-    else if (data_internal::has_image_extension(entry.path().string()))
+    else if (has_image_extension(entry.path().string()))
       found.push_back(entry.path().string());
   }
 }

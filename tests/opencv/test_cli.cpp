@@ -340,6 +340,23 @@ TEST(Cli, EmptyValuesAreRefusedNamingTheFlag) {
   EXPECT_FALSE(fs::exists(dir.file("run2"))) << "nothing trained";
 }
 
+// eda's --out is made before the data is read: one that cannot be (below a file here) is said at
+// once, without decoding the tree into a cache first; one made for data that then cannot be read
+// is removed again.
+TEST(Cli, EdaRefusesAnUnwritableOutBeforeReadingTheData) {
+  testing::TempDir dir;
+  std::ofstream(dir.file("file")) << "x";
+  auto below_a_file = pneumo_command("eda --data " + kSample + " --out " + dir.file("file") + "/eda",
+                                     dir.file("cache"));
+  EXPECT_EQ(below_a_file.status, 1) << below_a_file.output;
+  EXPECT_NE(below_a_file.output.find("eda: cannot create"), std::string::npos) << below_a_file.output;
+  EXPECT_FALSE(fs::exists(dir.file("cache"))) << "the tree was decoded first";
+  auto no_data = pneumo_command("eda --data " + dir.file("nowhere") + " --out " + dir.file("eda"),
+                                dir.file("cache"));
+  EXPECT_EQ(no_data.status, 1) << no_data.output;
+  EXPECT_FALSE(fs::exists(dir.file("eda"))) << "a folder made for nothing";
+}
+
 // A --val-split too small to carve one image is bad usage (exit 2), said before training.
 TEST(Cli, AValSplitThatCarvesNoValidationImageIsBadUsage) {
   testing::TempDir dir;
@@ -707,6 +724,27 @@ TEST(Cli, ExplainWritesAMapPerImage) {
   EXPECT_NE(inside.output.find("lies inside the input folder"), std::string::npos)
       << inside.output;
   EXPECT_FALSE(fs::exists(images + "/maps"));
+  // Likewise inside the folder of an input file: the next predict of that folder reads it.
+  auto beside = pneumo_command("explain --device cpu --model " + run + "/model.safetensors \"" +
+                                   images + "/a, \\\"b\\\".jpeg\" --out " + images + "/maps", cache);
+  EXPECT_EQ(beside.status, 2) << beside.output;
+  EXPECT_NE(beside.output.find("lies inside the folder of the input"), std::string::npos)
+      << beside.output;
+  EXPECT_FALSE(fs::exists(images + "/maps"));
+  // A line break in an input's name: predict's plain line shows it as \n (one line per image)
+  // and the maps' names carry '_' in its place.
+  const std::string odd = dir.file("odd");
+  fs::create_directories(odd);
+  fs::copy_file(images + "/a, \"b\".jpeg", odd + "/new\nline.jpeg");
+  auto listed_odd = pneumo_command("predict --device cpu --model " + run + "/model.safetensors " + odd, cache);
+  EXPECT_EQ(listed_odd.status, 0) << listed_odd.output;
+  EXPECT_NE(listed_odd.output.find(odd + "/new\\nline.jpeg  "), std::string::npos) << listed_odd.output;
+  auto explained_odd = pneumo_command("explain --device cpu --model " + run + "/model.safetensors " +
+                                          odd + " --out " + dir.file("odd_maps"), cache);
+  EXPECT_EQ(explained_odd.status, 0) << explained_odd.output;
+  for (const auto& entry : fs::directory_iterator(dir.file("odd_maps")))
+    EXPECT_EQ(entry.path().filename().string().find('\n'), std::string::npos) << entry.path();
+  EXPECT_TRUE(fs::exists(dir.file("odd_maps") + "/explain.csv"));
   // A name of 249 bytes (the file system allows 255) with two-byte characters where it is cut:
   // its maps are named by a whole-character prefix of it (it failed after all the work).
   const std::string long_dir = dir.file("long");

@@ -448,6 +448,40 @@ TEST_F(CliRuns, OutputFilesNeverReplaceARunsState) {
   EXPECT_EQ(testing::read_text(path("run") + "/metrics_val.json"), metrics);
   EXPECT_TRUE(same_weights(last, path("copy.safetensors")));
   EXPECT_EQ(testing::read_text(path("run") + "/history.csv"), history) << "the link's target";
+  // Nor an image, nor anything inside the data read (a copy of the sample here): an X-ray
+  // replaced by CSV was lost, a file in the tree read as part of it.
+  const std::string data = path("data");
+  fs::copy(kSample, data, fs::copy_options::recursive);
+  const std::string xray = (*fs::directory_iterator(data + "/test/NORMAL")).path().string();
+  const std::string xray_bytes = testing::read_text(xray);
+  const std::string on_copy = "evaluate --model " + path("run") + "/model.safetensors --data " + data +
+                              " --split test --device cpu ";
+  for (const Case& c : {Case{on_copy + "--scores " + xray, "exists and is an image"},
+                        Case{"bench kernels --device cpu --quick --ops loss --threads 1 --csv " + xray,
+                             "exists and is an image"},
+                        Case{on_copy + "--json " + data + "/test/metrics.json", "lies inside the data"},
+                        Case{on_copy + "--scores " + data + "/scores.csv", "lies inside the data"},
+                        Case{on_copy + "--gallery 1 --gallery-out " + data + "/test/gallery",
+                             "lies inside the data"}}) {
+    auto refused = pneumo_command(c.command, cache_);
+    EXPECT_EQ(refused.status, 2) << c.command << "\n" << refused.output;
+    EXPECT_NE(refused.output.find(c.expected), std::string::npos) << refused.output;
+  }
+  EXPECT_EQ(testing::read_text(xray), xray_bytes);
+  EXPECT_FALSE(fs::exists(data + "/test/metrics.json"));
+  EXPECT_FALSE(fs::exists(data + "/scores.csv"));
+  EXPECT_FALSE(fs::exists(data + "/test/gallery"));
+  // A run inside its data, a tree or a prepared cache.
+  auto prepared = pneumo_command("prepare --data " + kSample + " --size 32 --out " + path("c32"), cache_);
+  ASSERT_EQ(prepared.status, 0) << prepared.output;
+  for (const auto& [source, out] : {std::pair<std::string, std::string>{data, data + "/train/NORMAL/run"},
+                                    {path("c32"), path("c32") + "/run"}}) {
+    auto inside = pneumo_command("train --data " + source + " --out " + out + " --epochs 1" + kCommon, cache_);
+    EXPECT_EQ(inside.status, 2) << inside.output;
+    EXPECT_NE(inside.output.find("--out " + out + " lies inside the data " + source), std::string::npos)
+        << inside.output;
+    EXPECT_FALSE(fs::exists(out));
+  }
   // An earlier output is replaced, as before, also one of the user's own in a run directory.
   std::ofstream(path("run") + "/test_metrics.json") << "{}";
   auto own = pneumo_command(evaluate + "--json " + path("run") + "/test_metrics.json", cache_);
@@ -456,6 +490,18 @@ TEST_F(CliRuns, OutputFilesNeverReplaceARunsState) {
   auto replaced = pneumo_command(evaluate + "--scores " + path("scores.csv"), cache_);
   EXPECT_EQ(replaced.status, 0) << replaced.output;
   EXPECT_EQ(testing::read_text(path("scores.csv")).rfind("index,", 0), 0u);
+}
+
+// A checkpoint write killed half way leaves its temporary file (checkpoints/*.tmp.XXXXXX); the
+// next start in the folder, a resume as well as a fresh run, removes it.
+TEST_F(CliRuns, AResumeRemovesAKilledWritesTemporaryCheckpoint) {
+  ASSERT_EQ(train("run", "--epochs 1").status, 0);
+  const std::string temporary = path("run") + "/checkpoints/last.safetensors.tmp.AbC123";
+  std::ofstream(temporary) << "half a checkpoint";
+  auto resumed = resume(path("run") + "/checkpoints/last.safetensors", "--epochs 2");
+  ASSERT_EQ(resumed.status, 0) << resumed.output;
+  EXPECT_FALSE(fs::exists(temporary));
+  EXPECT_TRUE(fs::exists(path("run") + "/model.safetensors"));
 }
 
 // Without --out a run takes runs/<date>-<time>, or -2, -3, ... after it when that is taken (two

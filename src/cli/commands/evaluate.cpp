@@ -209,6 +209,9 @@ int run_evaluate(const EvaluateOptions& options) {
     throw UsageError("--json and --scores name the same file; give each its own");
   refuse_replacing_pneumo_state(options.json, "--json");
   refuse_replacing_pneumo_state(options.scores, "--scores");
+  refuse_output_inside_data(options.json, "--json", options.data);
+  refuse_output_inside_data(options.scores, "--scores", options.data);
+  if (options.gallery > 0) refuse_output_inside_data(gallery_folder, "--gallery-out", options.data);
   const char* const splits[] = {"train", "val", "test", "val-carved"};
   if (std::find(std::begin(splits), std::end(splits), options.split) == std::end(splits))
     throw UsageError("--split must be train, val, test or val-carved (the validation images the "
@@ -330,6 +333,26 @@ int run_evaluate(const EvaluateOptions& options) {
   return 0;
 }
 
+std::string one_line(const std::string& path) {
+  std::string out;
+  for (const char c : path) {
+    const auto byte = static_cast<unsigned char>(c);
+    if (c == '\n') {
+      out += "\\n";
+    } else if (c == '\r') {
+      out += "\\r";
+    } else if (c == '\t') {
+      out += "\\t";
+    } else if (byte < 0x20 || byte == 0x7F) {
+      static const char kHex[] = "0123456789abcdef";
+      out += std::string("\\x") + kHex[byte >> 4] + kHex[byte & 15];
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
 std::string csv_field(const std::string& path) {
   if (path.find_first_of(",\"\n") == std::string::npos) return path;
   std::string quoted = "\"";
@@ -342,15 +365,15 @@ DecodedInputs decode_inputs(const std::vector<std::string>& inputs, int size) {
   std::vector<SkippedFile> unreadable;
   const std::vector<std::string> files = list_images(inputs, &unreadable);
   for (const SkippedFile& folder : unreadable)
-    std::cerr << "pneumo: warning: skipping the folder " << folder.file << ": " << folder.reason
-              << "\n";
+    std::cerr << "pneumo: warning: skipping the folder " << one_line(folder.file) << ": "
+              << folder.reason << "\n";
   DecodedInputs decoded;
   decoded.failures = static_cast<int>(unreadable.size());
   std::vector<uint8_t> image(static_cast<size_t>(size) * size);
   for (const auto& file : files) {
     const std::string problem = decode_image_file(file, size, image.data());
     if (!problem.empty()) {
-      std::cerr << "pneumo: warning: skipping " << file << ": " << problem << "\n";
+      std::cerr << "pneumo: warning: skipping " << one_line(file) << ": " << problem << "\n";
       ++decoded.failures;
       continue;
     }
@@ -395,7 +418,7 @@ int run_predict(const PredictOptions& options) {
     } else {
       // Fixed decimals, as many as the header's threshold shows (six significant digits, at
       // least six decimals): a p rounded to fewer could read as the wrong side of the cut.
-      std::cout << kept[i] << "  " << std::fixed << std::setprecision(p_decimals) << p << "  "
+      std::cout << one_line(kept[i]) << "  " << std::fixed << std::setprecision(p_decimals) << p << "  "
                 << label;
       std::cout.unsetf(std::ios::fixed);
       if (options.logits) std::cout << "  logit " << std::setprecision(9) << logits[i];

@@ -35,8 +35,11 @@ namespace {
 // its temporary twin fit in a file name's 255 bytes.
 constexpr size_t kMaxStemBytes = 120;
 
-// The first bytes of `name`, at most `limit`, not cutting a UTF-8 character in two.
-std::string name_prefix(const std::string& name, size_t limit) {
+// The first bytes of `name`, at most `limit`, not cutting a UTF-8 character in two; control
+// characters (a line break in the input's name) made '_': a map's name is one line of `ls`.
+std::string name_prefix(std::string name, size_t limit) {
+  for (char& c : name)
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7F) c = '_';
   if (name.size() <= limit) return name;
   size_t end = limit;
   while (end > 0 && (static_cast<unsigned char>(name[end]) & 0xC0) == 0x80) --end;
@@ -68,12 +71,18 @@ int run_explain(const ExplainOptions& options) {
   // beside it); the folder is made only once there is something to write.
   require_new_or_empty_folder(options.out, "--out folder", "folder",
                               "its maps would mix with those of this run");
-  // Inside a folder of inputs, the overlays would be read as X-rays by the next predict of it.
-  for (const std::string& input : options.inputs)
-    if (fs::is_directory(input, error) && is_same_or_inside(resolved(options.out), resolved(input)))
-      throw UsageError("--out " + options.out + " lies inside the input folder " + input +
+  // Inside a folder of inputs (or the folder an input file lies in), the overlays would be read
+  // as X-rays by the next predict of it.
+  for (const std::string& input : options.inputs) {
+    const fs::path folder =
+        fs::is_directory(input, error) ? resolved(input) : resolved(input).parent_path();
+    if (is_same_or_inside(resolved(options.out), folder))
+      throw UsageError("--out " + options.out + " lies inside " +
+                       (fs::is_directory(input, error) ? "the input folder " + input
+                                                       : "the folder of the input " + input) +
                        ": its PNG overlays would be read as X-rays the next time that folder is "
                        "given; choose a folder outside it");
+  }
   const int size = config.input_size;
   const DecodedInputs inputs = decode_inputs(options.inputs, size);
   const std::vector<std::string>& kept = inputs.files;

@@ -179,10 +179,25 @@ void refuse_replacing_pneumo_state(const std::string& path, const std::string& f
     what = "a file of the run directory " + folder.parent_path().string();
   else if (is_file_of_a_cache(file.string()))
     what = "a file of the prepared cache " + folder.string();
+  else if (has_image_extension(name))
+    what = "an image";
   if (!what.empty())
     throw UsageError(flag + " " + path + (path == file.string() ? "" : " (" + file.string() + ")") +
                      " exists and is " + what + "; pneumo does not overwrite it: give another "
                      "file");
+}
+
+void refuse_output_inside_data(const std::string& output, const std::string& flag,
+                               const std::string& data) {
+  namespace fs = std::filesystem;
+  std::error_code error;
+  if (output.empty() || data.empty() || !fs::is_directory(data, error)) return;
+  if (is_same_or_inside(resolved(output), resolved(data)))
+    throw UsageError(flag + " " + output + " lies inside the data " + data +
+                     (is_cache_dir(data) ? ": a prepared cache holding it could not be prepared "
+                                           "again"
+                                         : ": the image tree would hold it as one of its own") +
+                     "; choose a place outside it");
 }
 
 }  // namespace pneumo::cli

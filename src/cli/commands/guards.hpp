@@ -43,8 +43,15 @@ void require_new_or_empty_folder(const std::string& folder, const std::string& w
 // earlier output, never pneumo's own state: throws a UsageError naming `flag` when `path` (or the
 // file a link at `path` names) is a safetensors file (a model or checkpoint), one of the files
 // train writes in a run directory (config.json beside checkpoints/ or .lock), any file of its
-// checkpoints/ folder, or one of a prepared cache's files.
+// checkpoints/ folder, one of a prepared cache's files, or an image (by its name, as an image
+// tree's files are read: an X-ray replaced by CSV is lost).
 void refuse_replacing_pneumo_state(const std::string& path, const std::string& flag);
+
+// An output (a file or a folder) of a command that reads `data` (an image tree or a prepared
+// cache) must not lie in it: in a tree it would be read as part of the data (an overlay PNG as
+// an X-ray), in a cache it stops `prepare` from refreshing it. Throws a UsageError naming `flag`.
+void refuse_output_inside_data(const std::string& output, const std::string& flag,
+                               const std::string& data);
 
 // Do `a` and `b` (neither "") name one file? Two spellings of a file that does not exist yet
 // (a.json, ./a.json) are told by their normalised absolute paths; links and hard links to an

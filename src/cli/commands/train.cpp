@@ -173,13 +173,13 @@ void prepare_run_dir(const std::string& dir, const std::string& resuming, RunDir
   lock.acquire(dir);
   // A failed start's files are this run's to replace: a new run's history starts empty, and a
   // best checkpoint carried over by a failed resume is not this run's (a resume carries its own).
-  if (resuming.empty()) {
+  if (resuming.empty())
     for (const char* name : {"history.csv", "history.jsonl", "checkpoints/best.safetensors"})
       fs::remove(fs::path(dir) / name, error);
-    for (const auto& entry : fs::directory_iterator(fs::path(dir) / "checkpoints", error))
-      if (is_atomic_write_temporary(entry.path().filename().string()))
-        fs::remove(entry.path(), error);  // a killed write's temporary file
-  }
+  // A killed write's temporary checkpoint, whether the run starts again or resumes (the lock
+  // says no live run is writing it).
+  for (const auto& entry : fs::directory_iterator(fs::path(dir) / "checkpoints", error))
+    if (is_atomic_write_temporary(entry.path().filename().string())) fs::remove(entry.path(), error);
   std::ofstream probe(fs::path(dir) / ".write-test");
   if (!probe) throw Error("run directory '" + dir + "' is not writable");
   probe.close();
@@ -424,6 +424,9 @@ std::string start_run_dir(const TrainOptions& options, Communicator& group, RunD
     run_dir = name.data();
   }
   if (group.rank() != 0) return run_dir;
+  // A run inside its data: in a tree its files sit among the images, in a cache they keep
+  // `prepare` from refreshing it.
+  refuse_output_inside_data(run_dir, "--out", options.data);
   prepare_run_dir(run_dir, options.resume, lock);
   // A resumed run's config.json is rewritten only once the checkpoint has been accepted
   // (TrainingRun's constructor): a refused resume leaves the run as it was.

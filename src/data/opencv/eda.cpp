@@ -263,16 +263,33 @@ EdaReport run_eda(const EdaOptions& options) {
                 "; counts.json, samples.png, augmented.png and README.md go into a new or empty "
                 "folder: choose another --out");
 
+  // Made (and tried for writing) before the data is read: an --out that cannot be written is
+  // said at once, not after decoding a whole tree. A folder made here goes again when the data
+  // then cannot be read.
+  std::error_code ec;
+  const bool made = !fs::exists(out, ec);
+  fs::create_directories(out, ec);
+  if (ec) throw Error("eda: cannot create " + out.string() + ": " + ec.message());
+  const fs::path probe = out / ".write-test";
+  if (!std::ofstream(probe)) {
+    if (made) fs::remove(out, ec);
+    throw Error("eda: cannot write into " + out.string() + ": choose another --out");
+  }
+  fs::remove(probe, ec);
+
   OpenDatasetOptions open;
   open.size = options.size;
   open.cache_root = options.cache_root;
   open.log = options.log;
-  const Dataset dataset = open_dataset(options.data, open);
+  const Dataset dataset = [&] {
+    try {
+      return open_dataset(options.data, open);
+    } catch (...) {
+      if (made) fs::remove(out, ec);
+      throw;
+    }
+  }();
   const int size = dataset.size;
-
-  std::error_code ec;
-  fs::create_directories(out, ec);
-  if (ec) throw Error("eda: cannot create " + out.string() + ": " + ec.message());
   EdaReport report;
 
   // ---- Counts --------------------------------------------------------------------------------
