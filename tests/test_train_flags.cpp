@@ -188,6 +188,7 @@ TEST(TrainFlags, AMonitorMustBeAMetricEveryEpochHas) {
 TEST(TrainFlags, ConfigJsonNamesOnlyFlagsTheCommandKnows) {
   // A configuration naming an unknown flag fails to parse rather than being ignored.
   nlohmann::json config = to_json(TrainOptions{});
+  config["data"] = "data/sample";  // required, and no flag takes an empty value
   config["no-such-flag"] = 1;
   EXPECT_THROW(parse(flags_from_json(config, "config.json")), CLI::ParseError);
   EXPECT_THROW(flags_from_json(nlohmann::json::array(), "x.json"), Error);
