@@ -282,12 +282,20 @@ PrepareReport prepare_cache(const PrepareOptions& options) {
           warn_unread(it->path(), it->is_directory(ec),
                       std::string("the folders NORMAL/ and PNEUMONIA/ in ") + split + "/");
       }
+      // In a class folder: folders, and files without an image's name (a scan.dcm, notes.txt).
       for (const char* label : kClassNames)
         for (fs::directory_iterator it(data_dir / split / label, ec), end; !ec && it != end;
-             it.increment(ec))
-          if (it->is_directory(ec) && it->path().filename().string().rfind('.', 0) != 0)
+             it.increment(ec)) {
+          const std::string name = it->path().filename().string();
+          if (name.rfind('.', 0) == 0) continue;  // hidden files (.DS_Store) are nobody's data
+          if (it->is_directory(ec))
             warn_unread(it->path(), true,
                         std::string("the image files directly in ") + split + "/" + label + "/");
+          else if (!has_image_extension(name))
+            warn_unread(it->path(), false,
+                        std::string("files named *.jpeg, *.jpg, *.png, *.bmp, *.tif or *.tiff in ") +
+                            split + "/" + label + "/");
+        }
       ec.clear();
     }
     log << "prepare: wrote " << report.images << " images of " << options.size << "x"

@@ -54,6 +54,8 @@ TEST(PrepareCache, RoundTripSkipsBadFilesAndLeavesTheTreeAlone) {
   fs::create_directories(tree.dir.str() + "/train/NORMAL/nested");
   fs::create_directories(tree.dir.str() + "/train/COVID");
   testing::write_file(tree.dir / "train" / "stray.jpeg", "x");
+  testing::write_file(tree.dir / "train" / "PNEUMONIA" / "scan.dcm", "x");  // no image's name
+  testing::write_file(tree.dir / "train" / "PNEUMONIA" / ".DS_Store", "x");  // hidden: nobody's data
   fs::create_directories(tree.dir.str() + "/validation/NORMAL");
   ScratchDir outside;
   const auto before = snapshot(tree.dir.path());
@@ -65,9 +67,12 @@ TEST(PrepareCache, RoundTripSkipsBadFilesAndLeavesTheTreeAlone) {
         "the folder " + tree.dir.str() + "/train/COVID: only the folders NORMAL/ and PNEUMONIA/ "
                                          "in train/ are read",
         "the file " + tree.dir.str() + "/train/stray.jpeg: only the folders NORMAL/",
-        "the folder " + tree.dir.str() + "/validation: only train/, val/ and test/ are read"})
+        "the folder " + tree.dir.str() + "/validation: only train/, val/ and test/ are read",
+        "the file " + tree.dir.str() + "/train/PNEUMONIA/scan.dcm: only files named *.jpeg, "
+                                       "*.jpg, *.png, *.bmp, *.tif or *.tiff in train/PNEUMONIA/ are read"})
     EXPECT_NE(log.str().find("prepare: warning: ignored " + ignored), std::string::npos)
         << ignored << "\n" << log.str();
+  EXPECT_EQ(log.str().find(".DS_Store"), std::string::npos) << log.str();
   EXPECT_EQ(snapshot(tree.dir.path()), before) << "the data directory was modified";
 
   // Skipped and reported, each by name.
