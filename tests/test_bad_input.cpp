@@ -130,6 +130,11 @@ TEST(BadInput, ParseErrorsNameTheFlagTheValueAndTheHelp) {
        "pneumo bench kernels"},
       {"evaluate --model m --data d --batch q", "--batch takes an INT, got 'q'",
        "pneumo evaluate"},
+      // Whole numbers are decimal, as INT says (CLI11 alone read 0x10 as 16).
+      {"train --data d --epochs 0x10", "--epochs: '0x10' is not a whole number in decimal",
+       "pneumo train"},
+      {"bench train --batch 32 0b100", "--batch: '0b100' is not a whole number in decimal",
+       "pneumo bench train"},
       // A switch given a value it cannot read (its type has no name in CLI11).
       {"predict --model m --csv=maybe x", "--csv takes true or false, got 'maybe'",
        "pneumo predict"},

@@ -465,9 +465,29 @@ void refuse_flags_as_values(CLI::App& app) {
         return flag_given_as_value(value);
       },
       "", "not a flag");
+  // Whole numbers in decimal, as --help's INT says: CLI11 reads with strtoll's base 0, so
+  // `--epochs 010` trained 8 epochs (octal) and 0x10 read as 16. Leading zeros are dropped here
+  // (010 is ten) and radix prefixes refused; other non-numbers are left to the conversion's
+  // "takes an INT".
+  const CLI::Validator decimal(
+      [](std::string& value) {
+        const size_t at = !value.empty() && (value[0] == '+' || value[0] == '-') ? 1 : 0;
+        if (value.size() > at + 1 && value[at] == '0' &&
+            std::string("xXoObB").find(value[at + 1]) != std::string::npos)
+          return "'" + value + "' is not a whole number in decimal";
+        size_t first = at;
+        while (first + 1 < value.size() && value[first] == '0') ++first;
+        value.erase(at, first - at);
+        return std::string();
+      },
+      "", "decimal");
   for (CLI::App* command : app.get_subcommands({})) {
-    for (CLI::Option* option : command->get_options())
-      if (!option->get_positional() && option->get_type_size_min() > 0) option->check(not_a_flag);
+    for (CLI::Option* option : command->get_options()) {
+      if (option->get_positional() || option->get_type_size_min() == 0) continue;
+      option->check(not_a_flag);
+      const std::string type = option->get_type_name();
+      if (type == "INT" || type == "UINT") option->transform(decimal);  // it rewrites the value
+    }
     refuse_flags_as_values(*command);
   }
 }

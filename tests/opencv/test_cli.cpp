@@ -340,6 +340,18 @@ TEST(Cli, EmptyValuesAreRefusedNamingTheFlag) {
   EXPECT_FALSE(fs::exists(dir.file("run2"))) << "nothing trained";
 }
 
+// A whole number with leading zeros is decimal: CLI11 alone read `--epochs 010` as octal (8).
+TEST(Cli, LeadingZerosDoNotMakeANumberOctal) {
+  testing::TempDir dir;
+  const std::string run = dir.file("run");
+  auto train = pneumo_command("train --data " + kSample + " --size 32 --epochs 02 --seed 010 --out " +
+                                  run + kCommon, dir.file("cache"));
+  ASSERT_EQ(train.status, 0) << train.output;
+  const nlohmann::json config = nlohmann::json::parse(testing::read_text(run + "/config.json"));
+  EXPECT_EQ(config.at("epochs"), 2);
+  EXPECT_EQ(config.at("seed"), 10) << "010 read as octal";
+}
+
 // eda's --out is made before the data is read: one that cannot be (below a file here) is said at
 // once, without decoding the tree into a cache first; one made for data that then cannot be read
 // is removed again.
