@@ -157,6 +157,13 @@ TEST(BadInput, MissingEmptyAndHalfMadeDataFoldersStopTheRun) {
   const std::string missing = f.dir.file("no such folder");
   EXPECT_TRUE(stopped_with(f.run(f.train_args(missing)), 1, {missing, "does not exist"}));
   EXPECT_TRUE(stopped_with(f.run(f.evaluate_args(f.model, missing)), 1, {missing, "does not exist"}));
+  // A link that leads nowhere is said to be one (it "did not exist" though `ls` lists it).
+  const std::string broken = f.dir.file("broken"), loop = f.dir.file("loop");
+  fs::create_symlink(missing, broken);
+  fs::create_symlink(loop, loop);
+  EXPECT_TRUE(stopped_with(f.run(f.train_args(broken)), 1,
+                           {broken, "is a broken link (its target is missing)"}));
+  EXPECT_TRUE(stopped_with(f.run(f.evaluate_args(f.model, loop)), 1, {loop, "is a loop of links"}));
 
   const std::string empty = f.dir.file("empty");
   fs::create_directories(empty);

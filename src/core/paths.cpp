@@ -1,6 +1,10 @@
 // See paths.hpp.
 #include "core/paths.hpp"
 
+#include <sys/stat.h>
+
+#include <cerrno>
+
 namespace fs = std::filesystem;
 
 namespace pneumo {
@@ -19,6 +23,17 @@ bool is_same_or_inside(const fs::path& inner, const fs::path& outer) {
     if (i == inner.end() || *i != *o) return false;
   }
   return true;
+}
+
+std::string why_not_there(const std::string& path, bool want_folder) {
+  struct stat info {};
+  if (::stat(path.c_str(), &info) == 0)
+    return !want_folder || S_ISDIR(info.st_mode) ? "" : "is not a folder";
+  if (errno == ELOOP) return "is a loop of links";
+  struct stat link {};
+  if (::lstat(path.c_str(), &link) == 0 && S_ISLNK(link.st_mode))
+    return "is a broken link (its target is missing)";
+  return "does not exist";
 }
 
 }  // namespace pneumo

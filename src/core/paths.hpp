@@ -10,6 +10,11 @@ namespace pneumo {
 // Absolute, with symbolic links resolved as far as the path exists.
 std::filesystem::path resolved(const std::string& path);
 
+// Why nothing can be read at `path`, said after its name: "does not exist", "is a broken link
+// (its target is missing)", "is a loop of links", or "is not a folder" (`want_folder`, for a
+// file); "" when it is there (a folder when `want_folder`).
+std::string why_not_there(const std::string& path, bool want_folder = false);
+
 // Is `inner` equal to `outer` or below it (both given resolved)?
 bool is_same_or_inside(const std::filesystem::path& inner, const std::filesystem::path& outer);
 

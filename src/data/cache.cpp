@@ -618,7 +618,8 @@ Dataset open_dataset(const std::string& path, const OpenDatasetOptions& options)
     return dataset;
   }
   std::error_code ec;
-  if (!fs::exists(path, ec)) throw Error("the data path " + path + " does not exist");
+  if (const std::string why = why_not_there(path); !why.empty())
+    throw Error("the data path " + path + " " + why);
   if (!is_image_tree(path))
     throw Error(path + " is neither a pneumo cache (no meta.json) nor an image tree "
                        "({train,val,test}/{NORMAL,PNEUMONIA}/ with images)");

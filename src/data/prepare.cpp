@@ -71,8 +71,8 @@ PrepareReport prepare_cache(const PrepareOptions& options) {
   PNEUMO_CHECK(!options.data_dir.empty() && !options.out_dir.empty(),
                "prepare: both the data directory and the output directory are needed");
   std::error_code ec;
-  if (!fs::is_directory(options.data_dir, ec))
-    throw Error("prepare: the data directory " + options.data_dir + " does not exist");
+  if (const std::string why = why_not_there(options.data_dir, /*want_folder=*/true); !why.empty())
+    throw Error("prepare: the data directory " + options.data_dir + " " + why);
   const fs::path data_dir = data_internal::resolved(options.data_dir);
   const fs::path out_dir = data_internal::resolved(options.out_dir);
   if (data_internal::is_same_or_inside(out_dir, data_dir))

@@ -355,6 +355,11 @@ TEST(BadImages, PrepareStopsOnMissingEmptyOrHalfMadeTreesAndUnwritableOutputs) {
   };
   const std::string missing = dir.file("no such tree");
   EXPECT_TRUE(stopped_with(prepare(missing, dir.file("c1")), 1, {missing, "does not exist"}));
+  const std::string loop = dir.file("loop"), a_file = dir.file("a file");
+  fs::create_symlink(loop, loop);
+  testing::write_file(a_file, "x");
+  EXPECT_TRUE(stopped_with(prepare(loop, dir.file("c1")), 1, {loop, "is a loop of links"}));
+  EXPECT_TRUE(stopped_with(prepare(a_file, dir.file("c1")), 1, {a_file, "is not a folder"}));
 
   const std::string empty = dir.file("empty");
   fs::create_directories(empty);
