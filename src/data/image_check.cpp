@@ -500,7 +500,7 @@ std::string check_jpeg(const std::vector<uint8_t>& bytes) {
 std::string check_png(const std::vector<uint8_t>& b, PngLayout* layout) {
   if (!is_png(b)) return "";
   PngLayout found;
-  bool header = false, palette = false;
+  bool header = false, palette = false, after_image_data = false;
   for (size_t pos = 8;;) {
     if (b.size() - pos < 12) return "truncated PNG (the file ends before its IEND chunk)";
     const uint32_t length = big_endian_32(&b[pos]);
@@ -538,8 +538,15 @@ std::string check_png(const std::vector<uint8_t>& b, PngLayout* layout) {
     } else if (type == "IDAT") {
       if (found.colour_type == 3 && !palette)
         return "corrupt PNG (a palette image whose IDAT comes before any PLTE chunk)";
+      // libpng reads the image data up to the first other chunk after it.
+      if (!found.image_data.empty() && after_image_data)
+        return "corrupt PNG (its IDAT chunks are not consecutive: another chunk comes between "
+               "them)";
       found.image_data.emplace_back(pos + 8, size_t{length});
-    } else if (type == "IEND") {
+    } else if (!found.image_data.empty() && type != "IEND") {
+      after_image_data = true;
+    }
+    if (type == "IEND") {
       if (found.image_data.empty()) return "corrupt PNG (no IDAT chunk: no image data)";
       if (layout) *layout = std::move(found);
       return "";

@@ -151,13 +151,19 @@ TEST(PngData, DamagedCompressedDataUnderRightCrcsIsRefused) {
       << checked(testing::damage_idat_keeping_crc(good, 0, 1, 0x0F));
 }
 
-TEST(PngData, ImageDataOfTheWrongSizeIsRefused) {
+TEST(PngData, TooLittleImageDataIsRefusedSurplusIsReadPast) {
   const std::string raw = grey_raw();
   EXPECT_EQ(checked(grey_png(raw.substr(0, raw.size() - 1))),
             "damaged PNG (its image data inflates to 125 of the 126 bytes its header needs)");
-  EXPECT_EQ(checked(grey_png(raw + '\0')),
-            "damaged PNG (its image data inflates to more than the 126 bytes its header needs)");
   EXPECT_EQ(checked(grey_png("")), "damaged PNG (its image data inflates to 0 of the 126 bytes its header needs)");
+  // A byte or a row too many: libpng reads its rows and passes over the rest (a warning at
+  // most), so the image is good.
+  for (const std::string& more : {raw + '\0', raw + std::string(14, '\0')}) {
+    const std::string png = grey_png(more);
+    EXPECT_EQ(checked(png), "");
+    EXPECT_EQ(cv::imdecode(cv::Mat(1, static_cast<int>(png.size()), CV_8UC1, const_cast<char*>(png.data())),
+                           cv::IMREAD_UNCHANGED).cols, 13);
+  }
 }
 
 TEST(PngData, AnUnknownRowFilterIsRefused) {
@@ -177,7 +183,18 @@ TEST(PngData, AnUnknownRowFilterIsRefused) {
                 " of its interlaced data has filter type 200; PNG has 0 to 4)");
 }
 
-TEST(PngData, AStreamCutShortOrRunningOnIsRefused) {
+// The window a zlib header gives (CINFO: 2^(8 + CINFO) bytes), with the header's check bits
+// written again so that only the window is wrong.
+std::string with_window(std::string stream, int cinfo) {
+  const int cmf = (cinfo << 4) | 8;
+  int flg = static_cast<uint8_t>(stream[1]) & 0xE0;  // FLEVEL and FDICT kept
+  flg += 31 - ((cmf << 8) | flg) % 31;
+  stream[0] = static_cast<char>(cmf);
+  stream[1] = static_cast<char>(flg);
+  return stream;
+}
+
+TEST(PngData, AStreamCutShortIsRefusedSurplusAfterItsEndIsReadPast) {
   const std::string compressed = zlib_compressed(grey_raw());
   // The stream cut in half (the CRCs right): the data stops before its end.
   const std::string cut = png_file(13, 9, 8, 0, 0, compressed.substr(0, compressed.size() / 2));
@@ -185,15 +202,45 @@ TEST(PngData, AStreamCutShortOrRunningOnIsRefused) {
   // Every byte there but the stream's last four (its Adler-32): all rows, no end.
   const std::string no_end = png_file(13, 9, 8, 0, 0, compressed.substr(0, compressed.size() - 4));
   EXPECT_EQ(checked(no_end), "damaged PNG (its compressed image data stops short of its end)");
-  // Bytes after the end of the stream, in its IDAT or in one more.
-  EXPECT_EQ(checked(png_file(13, 9, 8, 0, 0, compressed + "xyz")),
-            "damaged PNG (more compressed image data follows the end of its stream)");
-  EXPECT_EQ(checked(png_file(13, 9, 8, 0, 0, compressed + "xyz", compressed.size())),
-            "damaged PNG (more compressed image data follows the end of its stream)");
-  // An empty IDAT after the end is allowed (libpng reads it without a word).
+  // Bytes after the end of the stream, in its IDAT or in one more, and an empty IDAT after it:
+  // libpng decodes them all.
   std::string empty_after = png_file(13, 9, 8, 0, 0, compressed);
   empty_after.insert(empty_after.size() - 12, testing::png_chunk("IDAT", ""));
-  EXPECT_EQ(checked(empty_after), "");
+  for (const std::string& png : {png_file(13, 9, 8, 0, 0, compressed + "xyz"),
+                                 png_file(13, 9, 8, 0, 0, compressed + "xyz", compressed.size()),
+                                 empty_after}) {
+    EXPECT_EQ(checked(png), "");
+    EXPECT_EQ(cv::imdecode(cv::Mat(1, static_cast<int>(png.size()), CV_8UC1, const_cast<char*>(png.data())),
+                           cv::IMREAD_UNCHANGED).cols, 13);
+  }
+  // IDATs with another chunk between them: libpng stops reading image data at that chunk.
+  std::string split = png_file(13, 9, 8, 0, 0, compressed, compressed.size() / 2 + 1);
+  const size_t first_end = 8 + 25 + 12 + compressed.size() / 2 + 1;  // signature, IHDR, IDAT
+  split.insert(first_end, testing::png_chunk("tEXt", std::string("k\0v", 3)));
+  EXPECT_EQ(checked(split),
+            "corrupt PNG (its IDAT chunks are not consecutive: another chunk comes between them)");
+}
+
+// A stream whose zlib header gives a window smaller than the distances its data uses: libpng
+// reads with that window and stops ("invalid distance too far back"); so does the check.
+TEST(PngData, AStreamReachingPastItsWindowIsRefused) {
+  // 20 equal rows of 400 bytes without a repeat inside them: each row matches the one before,
+  // 401 bytes back, and nothing nearer.
+  std::string row(1, '\0');
+  uint32_t state = 12345;
+  for (int i = 0; i < 400; ++i) {
+    state = state * 1664525u + 1013904223u;
+    row += static_cast<char>(state >> 24);
+  }
+  std::string raw;
+  for (int r = 0; r < 20; ++r) raw += row;
+  const std::string compressed = zlib_compressed(raw);
+  ASSERT_EQ(checked(png_file(400, 20, 8, 0, 0, compressed)), "");
+  const std::string narrow = png_file(400, 20, 8, 0, 0, with_window(compressed, 0));  // 256 bytes
+  EXPECT_EQ(checked(narrow),
+            "damaged PNG (its compressed image data cannot be inflated: zlib says invalid "
+            "distance too far back)");
+  EXPECT_EQ(checked(png_file(400, 20, 8, 0, 0, with_window(compressed, 7))), "") << "32 KiB";
 }
 
 TEST(PngData, HeadersPngDoesNotAllowAreRefused) {

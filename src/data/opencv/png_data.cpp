@@ -2,6 +2,8 @@
 // compressed image data inside them is damaged (bytes changed before the CRCs were written, or a
 // writer's bug). libpng would stop on it with "libpng error: IDAT: invalid distance too far back"
 // or the like on stderr, naming no file; here it is found first, in words that say what is wrong.
+// It is inflated as libpng inflates it (the window its zlib header gives, one row at a time), and
+// refused only for what libpng refuses: surplus data after the rows is read past, as libpng does.
 #include <zlib.h>
 
 #include <algorithm>
@@ -16,51 +18,39 @@ namespace pneumo::data_internal {
 
 namespace {
 
-// Walks the inflated bytes as they come, row by row, checking each row's filter-type byte.
+// Where the inflated bytes are in the layout's rows: each row starts with its filter type.
 class RowWalk {
  public:
   explicit RowWalk(const PngLayout& png) : groups_(png_rows(png)) {
     for (const auto& [rows, row_bytes] : groups_) expected_ += rows * row_bytes;
   }
-  // "" while the bytes fit the layout, else why not.
+  bool done() const { return group_ == groups_.size(); }
+  uint64_t seen() const { return seen_; }
+  uint64_t expected() const { return expected_; }
+  // Bytes left in the current row: what one inflate call may give, as libpng asks for a row.
+  uint64_t row_left() const { return done() ? 0 : groups_[group_].second - at_; }
+  // `count` bytes (at most row_left()) of the current row: "" or why they cannot be.
   std::string take(const uint8_t* bytes, uint64_t count) {
+    if (count == 0) return "";
+    if (at_ == 0 && bytes[0] > 4)
+      return detail::concat("damaged PNG (row ", rows_done_ + 1,
+                            groups_.size() > 1 ? " of its interlaced data" : "", " has filter type ",
+                            int{bytes[0]}, "; PNG has 0 to 4)");
     seen_ += count;
-    if (seen_ > expected_) return "";  // said by finish(), which knows the whole count
-    while (count) {
-      const auto [rows, row_bytes] = groups_[group_];
-      if (at_ == 0 && bytes[0] > 4)
-        return detail::concat("damaged PNG (row ", rows_done_ + 1,
-                              groups_.size() > 1 ? " of its interlaced data" : "", " has filter type ",
-                              int{bytes[0]}, "; PNG has 0 to 4)");
-      const uint64_t step = std::min(count, row_bytes - at_);
-      bytes += step;
-      count -= step;
-      at_ += step;
-      if (at_ == row_bytes) {
-        at_ = 0;
-        ++rows_done_;
-        if (++row_ == rows) {
-          row_ = 0;
-          ++group_;
-        }
+    at_ += count;
+    if (at_ == groups_[group_].second) {
+      at_ = 0;
+      ++rows_done_;
+      if (++row_ == groups_[group_].first) {
+        row_ = 0;
+        ++group_;
       }
-      if (group_ == groups_.size()) break;
     }
-    return "";
-  }
-  std::string finish(bool stream_ended) const {
-    if (seen_ > expected_)
-      return detail::concat("damaged PNG (its image data inflates to more than the ", expected_,
-                            " bytes its header needs)");
-    if (seen_ < expected_)
-      return detail::concat("damaged PNG (its image data inflates to ", seen_, " of the ", expected_,
-                            " bytes its header needs", stream_ended ? ")" : ", then stops short)");
-    if (!stream_ended) return "damaged PNG (its compressed image data stops short of its end)";
     return "";
   }
 
  private:
-  std::vector<std::pair<uint64_t, uint64_t>> groups_;
+  std::vector<std::pair<uint64_t, uint64_t>> groups_;  // (rows, bytes per row)
   uint64_t expected_ = 0, seen_ = 0;
   size_t group_ = 0;
   uint64_t row_ = 0, at_ = 0, rows_done_ = 0;
@@ -70,48 +60,49 @@ class RowWalk {
 
 std::string check_png_image_data(const std::vector<uint8_t>& bytes, const PngLayout& layout) {
   z_stream z{};
-  if (inflateInit(&z) != Z_OK) throw Error("zlib: inflateInit failed (out of memory?)");
+  // Window bits 0: the window the stream's own header gives, as libpng reads it; a distance
+  // past it is "invalid distance too far back" here as there.
+  if (inflateInit2(&z, 0) != Z_OK) throw Error("zlib: inflateInit2 failed (out of memory?)");
   RowWalk walk(layout);
-  uint8_t out[1 << 15];
+  std::vector<uint8_t> row(1 << 16);
   std::string why;
   bool ended = false;
-  for (const auto& [offset, length] : layout.image_data) {
-    if (ended) {
-      if (length) why = "damaged PNG (more compressed image data follows the end of its stream)";
-      if (!why.empty()) break;
+  size_t chunk = 0;  // the next IDAT chunk to feed
+  while (why.empty() && !ended) {
+    if (z.avail_in == 0 && chunk < layout.image_data.size()) {
+      const auto [offset, length] = layout.image_data[chunk++];
+      z.next_in = const_cast<Bytef*>(bytes.data() + offset);
+      z.avail_in = static_cast<uInt>(length);
       continue;
     }
-    z.next_in = const_cast<Bytef*>(bytes.data() + offset);
-    z.avail_in = static_cast<uInt>(length);
-    while (why.empty() && !ended && z.avail_in) {
-      z.next_out = out;
-      z.avail_out = sizeof out;
-      const int status = inflate(&z, Z_NO_FLUSH);
-      if (status != Z_OK && status != Z_STREAM_END) {
-        why = detail::concat("damaged PNG (its compressed image data cannot be inflated: zlib says ",
-                             z.msg ? z.msg : "error " + std::to_string(status), ")");
-        break;
-      }
-      why = walk.take(out, sizeof out - z.avail_out);
-      ended = status == Z_STREAM_END;
-      if (ended && z.avail_in) why = "damaged PNG (more compressed image data follows the end of its stream)";
-    }
-    if (!why.empty()) break;
-  }
-  // The last input may leave output inside zlib's window: drain it.
-  while (why.empty() && !ended) {
-    z.next_in = nullptr;
-    z.avail_in = 0;
-    z.next_out = out;
-    z.avail_out = sizeof out;
+    // One row at a time while rows are wanted; after them, what is left (libpng reads past
+    // surplus data with a warning at most, and refuses a stream without its end). With the
+    // input used up, inflate still gives what it holds back.
+    const uint64_t wanted =
+        walk.done() ? row.size() : std::min<uint64_t>(walk.row_left(), row.size());
+    const uInt input_before = z.avail_in;
+    z.next_out = row.data();
+    z.avail_out = static_cast<uInt>(wanted);
     const int status = inflate(&z, Z_NO_FLUSH);
-    if (status != Z_OK && status != Z_STREAM_END) break;  // Z_BUF_ERROR: nothing more to give
-    why = walk.take(out, sizeof out - z.avail_out);
+    if (status != Z_OK && status != Z_STREAM_END && status != Z_BUF_ERROR) {
+      why = detail::concat("damaged PNG (its compressed image data cannot be inflated: zlib says ",
+                           z.msg ? z.msg : "error " + std::to_string(status), ")");
+      break;
+    }
+    const uint64_t produced = wanted - z.avail_out;
+    if (!walk.done()) why = walk.take(row.data(), produced);
     ended = status == Z_STREAM_END;
-    if (sizeof out - z.avail_out == 0 && !ended) break;
+    if (!ended && produced == 0 && z.avail_in == input_before &&
+        chunk == layout.image_data.size())
+      break;  // nothing more to read, and no end of stream
   }
   inflateEnd(&z);
-  return why.empty() ? walk.finish(ended) : why;
+  if (!why.empty()) return why;
+  if (walk.seen() < walk.expected())
+    return detail::concat("damaged PNG (its image data inflates to ", walk.seen(), " of the ",
+                          walk.expected(), " bytes its header needs)");
+  if (!ended) return "damaged PNG (its compressed image data stops short of its end)";
+  return "";
 }
 
 }  // namespace pneumo::data_internal
