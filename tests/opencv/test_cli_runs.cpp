@@ -448,40 +448,53 @@ TEST_F(CliRuns, OutputFilesNeverReplaceARunsState) {
   EXPECT_EQ(testing::read_text(path("run") + "/metrics_val.json"), metrics);
   EXPECT_TRUE(same_weights(last, path("copy.safetensors")));
   EXPECT_EQ(testing::read_text(path("run") + "/history.csv"), history) << "the link's target";
-  // Nor an image, nor anything inside the data read (a copy of the sample here): an X-ray
-  // replaced by CSV was lost, a file in the tree read as part of it.
+  // Nor an image, nor where the data read would take it in (a copy of the sample here): an
+  // X-ray replaced by CSV was lost; a file in a split folder is among the images, a gallery's
+  // PNGs anywhere in the tree are read by a predict of it, anything in a cache keeps `prepare`
+  // from refreshing it.
   const std::string data = path("data");
   fs::copy(kSample, data, fs::copy_options::recursive);
   const std::string xray = (*fs::directory_iterator(data + "/test/NORMAL")).path().string();
   const std::string xray_bytes = testing::read_text(xray);
   const std::string on_copy = "evaluate --model " + path("run") + "/model.safetensors --data " + data +
                               " --split test --device cpu ";
-  for (const Case& c : {Case{on_copy + "--scores " + xray, "exists and is an image"},
-                        Case{"bench kernels --device cpu --quick --ops loss --threads 1 --csv " + xray,
-                             "exists and is an image"},
-                        Case{on_copy + "--json " + data + "/test/metrics.json", "lies inside the data"},
-                        Case{on_copy + "--scores " + data + "/scores.csv", "lies inside the data"},
-                        Case{on_copy + "--gallery 1 --gallery-out " + data + "/test/gallery",
-                             "lies inside the data"}}) {
+  auto prepared = pneumo_command("prepare --data " + kSample + " --size 32 --out " + path("c32"), cache_);
+  ASSERT_EQ(prepared.status, 0) << prepared.output;
+  const std::string in_split = "a split folder of the image tree " + data;
+  for (const Case& c :
+       {Case{on_copy + "--scores " + xray, "exists and is an image"},
+        Case{"bench kernels --device cpu --quick --ops loss --threads 1 --csv " + xray,
+             "exists and is an image"},
+        Case{on_copy + "--json " + data + "/test/metrics.json", in_split},
+        Case{on_copy + "--gallery 1 --gallery-out " + data + "/gallery",
+             "would be read as X-rays by a predict or explain of it"},
+        Case{"train --data " + data + " --out " + data + "/train/NORMAL/run --epochs 1" + kCommon,
+             "--out " + data + "/train/NORMAL/run lies inside " + data + "/train, " + in_split},
+        Case{"train --data " + path("c32") + " --out " + path("c32") + "/run --epochs 1" + kCommon,
+             "--out " + path("c32") + "/run lies inside the prepared cache " + path("c32")},
+        Case{"evaluate --model " + path("run") + "/model.safetensors --data " + path("c32") +
+                 " --split test --device cpu --json " + path("c32") + "/m.json",
+             "lies inside the prepared cache"}}) {
     auto refused = pneumo_command(c.command, cache_);
     EXPECT_EQ(refused.status, 2) << c.command << "\n" << refused.output;
     EXPECT_NE(refused.output.find(c.expected), std::string::npos) << refused.output;
   }
   EXPECT_EQ(testing::read_text(xray), xray_bytes);
-  EXPECT_FALSE(fs::exists(data + "/test/metrics.json"));
-  EXPECT_FALSE(fs::exists(data + "/scores.csv"));
-  EXPECT_FALSE(fs::exists(data + "/test/gallery"));
-  // A run inside its data, a tree or a prepared cache.
-  auto prepared = pneumo_command("prepare --data " + kSample + " --size 32 --out " + path("c32"), cache_);
-  ASSERT_EQ(prepared.status, 0) << prepared.output;
-  for (const auto& [source, out] : {std::pair<std::string, std::string>{data, data + "/train/NORMAL/run"},
-                                    {path("c32"), path("c32") + "/run"}}) {
-    auto inside = pneumo_command("train --data " + source + " --out " + out + " --epochs 1" + kCommon, cache_);
-    EXPECT_EQ(inside.status, 2) << inside.output;
-    EXPECT_NE(inside.output.find("--out " + out + " lies inside the data " + source), std::string::npos)
-        << inside.output;
-    EXPECT_FALSE(fs::exists(out));
-  }
+  for (const char* made : {"/test/metrics.json", "/gallery", "/train/NORMAL/run"})
+    EXPECT_FALSE(fs::exists(data + made)) << made;
+  EXPECT_FALSE(fs::exists(path("c32") + "/run"));
+  EXPECT_FALSE(fs::exists(path("c32") + "/m.json"));
+  // The default run folder (runs/ where the command starts) is checked before it is made.
+  auto in_cache = testing::run_command("cd '" + path("c32") + "' && PNEUMO_CACHE_DIR='" + cache_ +
+                                       "' '" PNEUMO_BINARY "' train --data . --epochs 1" + kCommon);
+  EXPECT_EQ(in_cache.status, 2) << in_cache.output;
+  EXPECT_NE(in_cache.output.find("the default run folder runs/ lies inside the prepared cache"),
+            std::string::npos) << in_cache.output;
+  EXPECT_FALSE(fs::exists(path("c32") + "/runs"));
+  // Beside a tree's splits nothing reads a JSON or CSV: written.
+  auto beside = pneumo_command(on_copy + "--scores " + data + "/scores.csv", cache_);
+  EXPECT_EQ(beside.status, 0) << beside.output;
+  EXPECT_TRUE(fs::exists(data + "/scores.csv"));
   // An earlier output is replaced, as before, also one of the user's own in a run directory.
   std::ofstream(path("run") + "/test_metrics.json") << "{}";
   auto own = pneumo_command(evaluate + "--json " + path("run") + "/test_metrics.json", cache_);

@@ -209,9 +209,11 @@ int run_evaluate(const EvaluateOptions& options) {
     throw UsageError("--json and --scores name the same file; give each its own");
   refuse_replacing_pneumo_state(options.json, "--json");
   refuse_replacing_pneumo_state(options.scores, "--scores");
-  refuse_output_inside_data(options.json, "--json", options.data);
-  refuse_output_inside_data(options.scores, "--scores", options.data);
-  if (options.gallery > 0) refuse_output_inside_data(gallery_folder, "--gallery-out", options.data);
+  refuse_output_inside_data(options.json, "--json " + options.json, options.data);
+  refuse_output_inside_data(options.scores, "--scores " + options.scores, options.data);
+  if (options.gallery > 0)
+    refuse_output_inside_data(gallery_folder, "the gallery folder " + gallery_folder, options.data,
+                              /*writes_images=*/true);
   const char* const splits[] = {"train", "val", "test", "val-carved"};
   if (std::find(std::begin(splits), std::end(splits), options.split) == std::end(splits))
     throw UsageError("--split must be train, val, test or val-carved (the validation images the "

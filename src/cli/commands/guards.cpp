@@ -187,17 +187,26 @@ void refuse_replacing_pneumo_state(const std::string& path, const std::string& f
                      "file");
 }
 
-void refuse_output_inside_data(const std::string& output, const std::string& flag,
-                               const std::string& data) {
+void refuse_output_inside_data(const std::string& output, const std::string& what,
+                               const std::string& data, bool writes_images) {
   namespace fs = std::filesystem;
   std::error_code error;
   if (output.empty() || data.empty() || !fs::is_directory(data, error)) return;
-  if (is_same_or_inside(resolved(output), resolved(data)))
-    throw UsageError(flag + " " + output + " lies inside the data " + data +
-                     (is_cache_dir(data) ? ": a prepared cache holding it could not be prepared "
-                                           "again"
-                                         : ": the image tree would hold it as one of its own") +
-                     "; choose a place outside it");
+  const fs::path out = resolved(output), root = resolved(data);
+  if (!is_same_or_inside(out, root)) return;
+  const std::string choose = "; choose a place outside it";
+  if (is_cache_dir(data))
+    throw UsageError(what + " lies inside the prepared cache " + data +
+                     ", which could then not be prepared again" + choose);
+  if (writes_images)
+    throw UsageError(what + " lies inside the image tree " + data +
+                     ": its PNG images would be read as X-rays by a predict or explain of it" +
+                     choose);
+  for (const char* split : {"train", "val", "test"})
+    if (is_same_or_inside(out, root / split))
+      throw UsageError(what + " lies inside " + (root / split).string() +
+                       ", a split folder of the image tree " + data +
+                       " (its images are the data)" + choose);
 }
 
 }  // namespace pneumo::cli

@@ -48,10 +48,13 @@ void require_new_or_empty_folder(const std::string& folder, const std::string& w
 void refuse_replacing_pneumo_state(const std::string& path, const std::string& flag);
 
 // An output (a file or a folder) of a command that reads `data` (an image tree or a prepared
-// cache) must not lie in it: in a tree it would be read as part of the data (an overlay PNG as
-// an X-ray), in a cache it stops `prepare` from refreshing it. Throws a UsageError naming `flag`.
-void refuse_output_inside_data(const std::string& output, const std::string& flag,
-                               const std::string& data);
+// cache) where it would become part of that data: anywhere in a cache (`prepare` could not
+// refresh a cache holding it), inside a tree's split folders (train/, val/, test/: the images
+// are read there), or, for an output of images (`writes_images`: a gallery's PNGs), anywhere in
+// a tree (a predict or explain of it walks every folder). Throws a UsageError that starts with
+// `what` ("--json metrics.json").
+void refuse_output_inside_data(const std::string& output, const std::string& what,
+                               const std::string& data, bool writes_images = false);
 
 // Do `a` and `b` (neither "") name one file? Two spellings of a file that does not exist yet
 // (a.json, ./a.json) are told by their normalised absolute paths; links and hard links to an

@@ -415,6 +415,13 @@ std::vector<std::string> flags_without_effect(const TrainOptions& o, Device devi
 // data is read.
 std::string start_run_dir(const TrainOptions& options, Communicator& group, RunDirLock& lock) {
   validate(options);
+  // A run inside its data (a cache, a tree's split folders): checked before the default folder
+  // is made, so that a refused run leaves nothing there either.
+  if (group.rank() == 0)
+    refuse_output_inside_data(options.out.empty() ? "runs" : options.out,
+                              options.out.empty() ? "the default run folder runs/"
+                                                  : "--out " + options.out,
+                              options.data);
   std::string run_dir = options.out;
   if (options.out.empty() && group.rank() == 0) run_dir = claim_default_run_dir();
   if (group.size() > 1 && options.out.empty()) {  // the name rank 0 claimed
@@ -424,9 +431,6 @@ std::string start_run_dir(const TrainOptions& options, Communicator& group, RunD
     run_dir = name.data();
   }
   if (group.rank() != 0) return run_dir;
-  // A run inside its data: in a tree its files sit among the images, in a cache they keep
-  // `prepare` from refreshing it.
-  refuse_output_inside_data(run_dir, "--out", options.data);
   prepare_run_dir(run_dir, options.resume, lock);
   // A resumed run's config.json is rewritten only once the checkpoint has been accepted
   // (TrainingRun's constructor): a refused resume leaves the run as it was.
