@@ -455,16 +455,12 @@ void say_where_flags_came_from(const std::vector<std::string>& sources) {
 }
 
 // Every option of every command that takes a value refuses a flag as its value
-// (flag_given_as_value; `--config` and `--resume` are read before CLI11, in expand_arguments),
-// and an empty one: `--out "$RUN"` with RUN unset trained into a folder of its own choosing, and
-// `--json ""` wrote nothing and said nothing. No option means anything by an empty value.
+// (flag_given_as_value; `--config` and `--resume` are read before CLI11, in expand_arguments).
+// (An empty value is refused before parsing, in run_pneumo, and in a configuration by
+// flags_from_json.)
 void refuse_flags_as_values(CLI::App& app) {
-  const CLI::Validator not_a_flag(
-      [](std::string& value) {
-        if (value.empty()) return std::string("the value is empty (an unset shell variable?)");
-        return flag_given_as_value(value);
-      },
-      "", "not a flag");
+  const CLI::Validator not_a_flag([](std::string& value) { return flag_given_as_value(value); },
+                                  "", "not a flag");
   // Whole numbers in decimal, as --help's INT says: CLI11 reads with strtoll's base 0, so
   // `--epochs 010` trained 8 epochs (octal) and 0x10 read as 16. Leading zeros are dropped here
   // (010 is ten) and radix prefixes refused; other non-numbers are left to the conversion's
@@ -536,13 +532,19 @@ int run_pneumo(int argc, char** argv) {
         return 2;
       }
     }
-    // `--out=` or `--restore-best=` (an unset shell variable after the equals sign): CLI11 says
-    // "1 required TEXT missing" for the one and takes the other as true.
+    // An empty value (an unset shell variable): `--out=` (CLI11: "1 required TEXT missing"),
+    // `--restore-best=` and `--augment ""` (a switch took them as true and false), `--out ""`.
+    // Refused here for every command, before anything is read.
+    const std::string empty = ": the value is empty (an unset shell variable?)";
     for (int i = 2; i < argc; ++i) {
-      const std::string a = argv[i];
+      const std::string a = argv[i], before = argv[i - 1];
       if (a.size() > 3 && a.rfind("--", 0) == 0 && a.find('=') == a.size() - 1)
-        throw pneumo::UsageError(a.substr(0, a.size() - 1) +
-                                 ": the value is empty (an unset shell variable?)");
+        throw pneumo::UsageError(a.substr(0, a.size() - 1) + empty);
+      if (a.empty())
+        throw pneumo::UsageError(before.rfind("--", 0) == 0 && before.find('=') == std::string::npos
+                                     ? before + empty
+                                     : "an empty argument after '" + before +
+                                           "' (an unset shell variable?)");
     }
     std::vector<std::string> args = expand_arguments(argc, argv, inherited_from);
     std::reverse(args.begin(), args.end());  // CLI11 takes a reversed vector

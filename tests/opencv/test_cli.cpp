@@ -326,6 +326,8 @@ TEST(Cli, EmptyValuesAreRefusedNamingTheFlag) {
            {"predict --model \"\" " + kSample, "--model"},
            {"bench kernels --device cpu --quick --json \"\"", "--json"},
            {"bench kernels --device cpu --quick --csv=", "--csv"},
+           {"train --data " + kSample + " --epochs 1 --out " + dir.file("run") + " --augment \"\"",
+            "--augment"},
        }) {
     const auto result = pneumo_command(args, cache);
     EXPECT_EQ(result.status, 2) << args << "\n" << result.output;
