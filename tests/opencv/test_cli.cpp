@@ -738,13 +738,6 @@ TEST(Cli, ExplainWritesAMapPerImage) {
   EXPECT_NE(inside.output.find("lies inside the input folder"), std::string::npos)
       << inside.output;
   EXPECT_FALSE(fs::exists(images + "/maps"));
-  // Likewise inside the folder of an input file: the next predict of that folder reads it.
-  auto beside = pneumo_command("explain --device cpu --model " + run + "/model.safetensors \"" +
-                                   images + "/a, \\\"b\\\".jpeg\" --out " + images + "/maps", cache);
-  EXPECT_EQ(beside.status, 2) << beside.output;
-  EXPECT_NE(beside.output.find("lies inside the folder of the input"), std::string::npos)
-      << beside.output;
-  EXPECT_FALSE(fs::exists(images + "/maps"));
   // A line break in an input's name: predict's plain line shows it as \n (one line per image)
   // and the maps' names carry '_' in its place.
   const std::string odd = dir.file("odd");

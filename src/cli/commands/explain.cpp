@@ -71,18 +71,14 @@ int run_explain(const ExplainOptions& options) {
   // beside it); the folder is made only once there is something to write.
   require_new_or_empty_folder(options.out, "--out folder", "folder",
                               "its maps would mix with those of this run");
-  // Inside a folder of inputs (or the folder an input file lies in), the overlays would be read
-  // as X-rays by the next predict of it.
-  for (const std::string& input : options.inputs) {
-    const fs::path folder =
-        fs::is_directory(input, error) ? resolved(input) : resolved(input).parent_path();
-    if (is_same_or_inside(resolved(options.out), folder))
-      throw UsageError("--out " + options.out + " lies inside " +
-                       (fs::is_directory(input, error) ? "the input folder " + input
-                                                       : "the folder of the input " + input) +
+  // Inside a folder of inputs, the overlays would be read as X-rays by the next explain or
+  // predict of it. (An input file names no folder: `explain a.jpeg --out maps` beside it is
+  // the user's choice.)
+  for (const std::string& input : options.inputs)
+    if (fs::is_directory(input, error) && is_same_or_inside(resolved(options.out), resolved(input)))
+      throw UsageError("--out " + options.out + " lies inside the input folder " + input +
                        ": its PNG overlays would be read as X-rays the next time that folder is "
                        "given; choose a folder outside it");
-  }
   const int size = config.input_size;
   const DecodedInputs inputs = decode_inputs(options.inputs, size);
   const std::vector<std::string>& kept = inputs.files;
