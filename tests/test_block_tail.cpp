@@ -876,7 +876,10 @@ TEST(BlockTailBf16Cuda, ModelStretchMatchesTheCpu) {
     got_move[i] = got.buffers[i] - got.initial_buffers[i];
     want_move[i] = want.buffers[i] - want.initial_buffers[i];
   }
-  EXPECT_TRUE(all_close(got_move, want_move, 1e-5, 1e-2, "running statistics' move"));
+  // 1e-4 of a move is 1e-2 of a batch statistic: the bf16 convolutions' outputs, rounded where
+  // their sums in another order straddle a step, move the statistics by less; a wrong variance
+  // (a factor of 2, a biased one at these sizes' counts) by more.
+  EXPECT_TRUE(all_close(got_move, want_move, 1e-4, 1e-2, "running statistics' move"));
   EXPECT_TRUE(all_close(got.inference_logits, want.inference_logits, 1e-2, 1e-2,
                         "inference logits"));
   expect_gradients_close(got, want, 3e-2);

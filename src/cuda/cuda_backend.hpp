@@ -55,10 +55,11 @@ struct CudaBackendOptions {
   // are remembered in across runs (cuda/tuning_cache.hpp); empty: remembered for this backend's
   // life only. Forced choices and the graph API's engines are never cached.
   std::string tuning_cache;
-  // Tests only: every per-channel reduction of our kernels (batch-norm, the fused tails and stem,
-  // the bias gradient, the one-channel weight gradient) split into chunks of this many images,
-  // the last one short where the batch does not divide, instead of the split the SM count picks
-  // (on a 132-SM GPU the parity tests' small batches get one image per chunk). 0: the SM count's.
+  // Tests only: the per-channel reductions of our batch-norm, fused tail and stem kernels and of
+  // the bias gradient (not the one-channel weight gradient's, which splits its own way) in
+  // chunks of this many images, the last one short where the batch does not divide, instead of
+  // the split the SM count picks (on a 132-SM GPU the parity tests' small batches get one image
+  // per chunk). 0: the SM count's.
   int64_t reduction_images_per_chunk = 0;
 };
 
