@@ -320,21 +320,26 @@ TEST(CudaEnvironment, ADeviceIsExpectedWhereTheDriverListsAGpu) {
   const std::string gpus = root.file("gpus"), node = root.file("nvidia0");
   std::filesystem::create_directory(gpus);
   // No GPU listed, no device node: a missing device is fine, unless the variable asks for one.
-  EXPECT_EQ(testing::cuda_expected_because(nullptr, gpus, node), "");
-  EXPECT_EQ(testing::cuda_expected_because("0", gpus, node), "");
-  EXPECT_EQ(testing::cuda_expected_because("1", gpus, node), "PNEUMO_EXPECT_CUDA=1");
-  EXPECT_EQ(testing::cuda_expected_because("yes", gpus, node), "") << "only 1 and 0 mean anything";
+  EXPECT_EQ(testing::cuda_expected_because(nullptr, nullptr, gpus, node), "");
+  EXPECT_EQ(testing::cuda_expected_because("0", nullptr, gpus, node), "");
+  EXPECT_EQ(testing::cuda_expected_because("1", nullptr, gpus, node), "PNEUMO_EXPECT_CUDA=1");
+  EXPECT_EQ(testing::cuda_expected_because("yes", nullptr, gpus, node), "") << "only 1 and 0 mean anything";
   // The driver lists a GPU: expected, unless PNEUMO_EXPECT_CUDA=0 says skip anyway.
   std::filesystem::create_directory(gpus + "/0000:19:00.0");
-  EXPECT_NE(testing::cuda_expected_because(nullptr, gpus, node).find("lists a GPU in " + gpus),
+  EXPECT_NE(testing::cuda_expected_because(nullptr, nullptr, gpus, node).find("lists a GPU in " + gpus),
             std::string::npos);
-  EXPECT_EQ(testing::cuda_expected_because("0", gpus, node), "");
+  EXPECT_EQ(testing::cuda_expected_because("0", nullptr, gpus, node), "");
+  // Every GPU hidden on purpose: none expected; one index named: expected as before.
+  EXPECT_EQ(testing::cuda_expected_because(nullptr, "", gpus, node), "");
+  EXPECT_EQ(testing::cuda_expected_because(nullptr, "-1", gpus, node), "");
+  EXPECT_NE(testing::cuda_expected_because(nullptr, "0", gpus, node), "");
+  EXPECT_EQ(testing::cuda_expected_because("1", "", gpus, node), "PNEUMO_EXPECT_CUDA=1");
   // Only the device node (a container given /dev/nvidia0 without /proc/driver/nvidia).
   std::filesystem::remove(gpus + "/0000:19:00.0");
   std::ofstream(node).put('\n');
-  EXPECT_NE(testing::cuda_expected_because(nullptr, gpus, node).find(node + " exists"),
+  EXPECT_NE(testing::cuda_expected_because(nullptr, nullptr, gpus, node).find(node + " exists"),
             std::string::npos);
-  EXPECT_NE(testing::cuda_expected_because(nullptr, root.file("absent"), node), "");
+  EXPECT_NE(testing::cuda_expected_because(nullptr, nullptr, root.file("absent"), node), "");
 }
 
 }  // namespace

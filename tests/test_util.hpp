@@ -90,16 +90,20 @@ inline Tensor random_tensor(Shape shape, Device device, uint32_t seed, float lo 
 }
 
 // Why a CUDA device must be usable here, or "" when a missing one is fine (the test skips):
-// PNEUMO_EXPECT_CUDA=1 (the GPU check sets it), or, unless PNEUMO_EXPECT_CUDA=0, the kernel's
-// NVIDIA driver listing a GPU (an entry in `proc_gpus`) or its first device node existing. So a
+// PNEUMO_EXPECT_CUDA=1 (the GPU check sets it), or, unless PNEUMO_EXPECT_CUDA=0 or
+// CUDA_VISIBLE_DEVICES hides every GPU ("" or -1), the kernel's NVIDIA driver listing a GPU (an
+// entry in `proc_gpus`) or its first device node existing. So a
 // GPU machine whose CUDA cannot start (a driver older than the runtime, say) fails its CUDA tests
 // under a plain ctest too, instead of passing by skipping them all.
-inline std::string cuda_expected_because(const char* expect_env,
+inline std::string cuda_expected_because(const char* expect_env, const char* visible_devices_env,
                                          const std::string& proc_gpus = "/proc/driver/nvidia/gpus",
                                          const std::string& device_node = "/dev/nvidia0") {
   const std::string expect = expect_env ? expect_env : "";
   if (expect == "1") return "PNEUMO_EXPECT_CUDA=1";
   if (expect == "0") return "";
+  // CUDA_VISIBLE_DEVICES="" or -1 hides every GPU on purpose: nothing to expect.
+  if (visible_devices_env && (visible_devices_env[0] == '\0' || visible_devices_env[0] == '-'))
+    return "";
   std::error_code error;
   if (std::filesystem::is_directory(proc_gpus, error) &&
       std::filesystem::directory_iterator(proc_gpus, error) != std::filesystem::directory_iterator())
@@ -109,7 +113,7 @@ inline std::string cuda_expected_because(const char* expect_env,
   return "";
 }
 inline std::string cuda_expected_because() {
-  return cuda_expected_because(std::getenv("PNEUMO_EXPECT_CUDA"));
+  return cuda_expected_because(std::getenv("PNEUMO_EXPECT_CUDA"), std::getenv("CUDA_VISIBLE_DEVICES"));
 }
 inline bool cuda_expected() { return !cuda_expected_because().empty(); }
 

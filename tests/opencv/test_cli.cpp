@@ -365,10 +365,10 @@ TEST(Cli, EdaRefusesAnUnwritableOutBeforeReadingTheData) {
   EXPECT_EQ(below_a_file.status, 1) << below_a_file.output;
   EXPECT_NE(below_a_file.output.find("eda: cannot create"), std::string::npos) << below_a_file.output;
   EXPECT_FALSE(fs::exists(dir.file("cache"))) << "the tree was decoded first";
-  auto no_data = pneumo_command("eda --data " + dir.file("nowhere") + " --out " + dir.file("eda"),
+  auto no_data = pneumo_command("eda --data " + dir.file("nowhere") + " --out " + dir.file("a/b/eda"),
                                 dir.file("cache"));
   EXPECT_EQ(no_data.status, 1) << no_data.output;
-  EXPECT_FALSE(fs::exists(dir.file("eda"))) << "a folder made for nothing";
+  EXPECT_FALSE(fs::exists(dir.file("a"))) << "folders made for nothing";
 }
 
 // A --val-split too small to carve one image is bad usage (exit 2), said before training.
@@ -743,9 +743,11 @@ TEST(Cli, ExplainWritesAMapPerImage) {
   const std::string odd = dir.file("odd");
   fs::create_directories(odd);
   fs::copy_file(images + "/a, \"b\".jpeg", odd + "/new\nline.jpeg");
+  fs::copy_file(images + "/a, \"b\".jpeg", odd + "/new\\nline.jpeg");  // a backslash, then n
   auto listed_odd = pneumo_command("predict --device cpu --model " + run + "/model.safetensors " + odd, cache);
   EXPECT_EQ(listed_odd.status, 0) << listed_odd.output;
   EXPECT_NE(listed_odd.output.find(odd + "/new\\nline.jpeg  "), std::string::npos) << listed_odd.output;
+  EXPECT_NE(listed_odd.output.find(odd + "/new\\\\nline.jpeg  "), std::string::npos) << listed_odd.output;
   auto explained_odd = pneumo_command("explain --device cpu --model " + run + "/model.safetensors " +
                                           odd + " --out " + dir.file("odd_maps"), cache);
   EXPECT_EQ(explained_odd.status, 0) << explained_odd.output;

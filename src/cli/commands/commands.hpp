@@ -162,7 +162,8 @@ DecodedInputs decode_inputs(const std::vector<std::string>& inputs, int size);
 // or a line break (predict --csv and explain.csv).
 std::string csv_field(const std::string& path);
 // A path on one line of plain output: control characters (a line break in a file name) written
-// as \n, \r, \t or \xNN, so each image stays one line; anything else as it is.
+// as \n, \r, \t or \xNN, and a backslash as \\, so each image stays one line and reads back
+// unambiguously; anything else as it is.
 std::string one_line(const std::string& path);
 
 // `pneumo explain`: Grad-CAM maps of one model for image files (pneumo/explain.hpp).

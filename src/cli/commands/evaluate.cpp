@@ -339,7 +339,9 @@ std::string one_line(const std::string& path) {
   std::string out;
   for (const char c : path) {
     const auto byte = static_cast<unsigned char>(c);
-    if (c == '\n') {
+    if (c == '\\') {
+      out += "\\\\";  // so that a name holding "\\n" reads apart from one with a line break
+    } else if (c == '\n') {
       out += "\\n";
     } else if (c == '\r') {
       out += "\\r";

@@ -267,12 +267,24 @@ EdaReport run_eda(const EdaOptions& options) {
   // said at once, not after decoding a whole tree. A folder made here goes again when the data
   // then cannot be read.
   std::error_code ec;
-  const bool made = !fs::exists(out, ec);
+  // The outermost folder this call makes (the others lie in it), removed again on failure.
+  fs::path made;
+  // (Only what certainly is not there: a folder that cannot be looked at is never counted.)
+  for (fs::path p = out; !p.empty() && !fs::exists(p, ec) && !ec; p = p.parent_path()) {
+    made = p;
+    if (p == p.parent_path()) break;
+  }
+  const auto unmake = [&] {
+    if (!made.empty()) fs::remove_all(made, ec);
+  };
   fs::create_directories(out, ec);
-  if (ec) throw Error("eda: cannot create " + out.string() + ": " + ec.message());
+  if (ec) {
+    unmake();
+    throw Error("eda: cannot create " + out.string() + ": " + ec.message());
+  }
   const fs::path probe = out / ".write-test";
   if (!std::ofstream(probe)) {
-    if (made) fs::remove(out, ec);
+    unmake();
     throw Error("eda: cannot write into " + out.string() + ": choose another --out");
   }
   fs::remove(probe, ec);
@@ -285,7 +297,7 @@ EdaReport run_eda(const EdaOptions& options) {
     try {
       return open_dataset(options.data, open);
     } catch (...) {
-      if (made) fs::remove(out, ec);
+      unmake();
       throw;
     }
   }();
