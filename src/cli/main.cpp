@@ -272,7 +272,6 @@ void add_explain(CLI::App& app, ExplainOptions& o, Action& action) {
   });
 }
 
-// `--out ""` (an unset variable in a script) is bad usage, not an internal check's failure.
 void add_prepare(CLI::App& app, pneumo::PrepareOptions& o, Action& action) {
   auto* c = app.add_subcommand("prepare", "Decode an image tree once into a NumPy cache");
   c->add_option("--data", o.data_dir, "Image tree {train,val,test}/{NORMAL,PNEUMONIA}")

@@ -40,10 +40,17 @@ bool is_png(const std::vector<uint8_t>& b) {
 // The bit depths PNG allows for each colour type (PNG spec, table 11.1); none for another type.
 bool valid_png_depth(int colour_type, int bit_depth) {
   switch (colour_type) {
-    case 0: return bit_depth == 1 || bit_depth == 2 || bit_depth == 4 || bit_depth == 8 || bit_depth == 16;
-    case 3: return bit_depth == 1 || bit_depth == 2 || bit_depth == 4 || bit_depth == 8;
-    case 2: case 4: case 6: return bit_depth == 8 || bit_depth == 16;
-    default: return false;
+    case 0:
+      return bit_depth == 1 || bit_depth == 2 || bit_depth == 4 || bit_depth == 8 ||
+             bit_depth == 16;
+    case 3:
+      return bit_depth == 1 || bit_depth == 2 || bit_depth == 4 || bit_depth == 8;
+    case 2:
+    case 4:
+    case 6:
+      return bit_depth == 8 || bit_depth == 16;
+    default:
+      return false;
   }
 }
 
@@ -520,7 +527,8 @@ std::string check_png(const std::vector<uint8_t>& b, PngLayout* layout) {
     const uint8_t* data = &b[pos + 8];
     if (!header) {
       // IHDR comes first and says how the image data is laid out; libpng stops at a bad one.
-      if (type != "IHDR" || length != 13) return "corrupt PNG (it does not start with an IHDR chunk)";
+      if (type != "IHDR" || length != 13)
+        return "corrupt PNG (it does not start with an IHDR chunk)";
       found.width = big_endian_32(data);
       found.height = big_endian_32(data + 4);
       found.bit_depth = data[8];

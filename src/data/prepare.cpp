@@ -293,8 +293,8 @@ PrepareReport prepare_cache(const PrepareOptions& options) {
                         std::string("the image files directly in ") + split + "/" + label + "/");
           else if (!has_image_extension(name))
             warn_unread(it->path(), false,
-                        std::string("files named *.jpeg, *.jpg, *.png, *.bmp, *.tif or *.tiff in ") +
-                            split + "/" + label + "/");
+                        std::string("files named *.jpeg, *.jpg, *.png, *.bmp, *.tif or *.tiff ") +
+                            "in " + split + "/" + label + "/");
         }
       ec.clear();
     }

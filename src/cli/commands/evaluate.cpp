@@ -422,8 +422,8 @@ int run_predict(const PredictOptions& options) {
     } else {
       // Fixed decimals, as many as the header's threshold shows (six significant digits, at
       // least six decimals): a p rounded to fewer could read as the wrong side of the cut.
-      std::cout << one_line(kept[i]) << "  " << std::fixed << std::setprecision(p_decimals) << p << "  "
-                << label;
+      std::cout << one_line(kept[i]) << "  " << std::fixed << std::setprecision(p_decimals) << p
+                << "  " << label;
       std::cout.unsetf(std::ios::fixed);
       if (options.logits) std::cout << "  logit " << std::setprecision(9) << logits[i];
       std::cout << "\n";

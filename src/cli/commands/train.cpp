@@ -179,7 +179,8 @@ void prepare_run_dir(const std::string& dir, const std::string& resuming, RunDir
   // A killed write's temporary checkpoint, whether the run starts again or resumes (the lock
   // says no live run is writing it).
   for (const auto& entry : fs::directory_iterator(fs::path(dir) / "checkpoints", error))
-    if (is_atomic_write_temporary(entry.path().filename().string())) fs::remove(entry.path(), error);
+    if (is_atomic_write_temporary(entry.path().filename().string()))
+      fs::remove(entry.path(), error);
   std::ofstream probe(fs::path(dir) / ".write-test");
   if (!probe) throw Error("run directory '" + dir + "' is not writable");
   probe.close();

@@ -34,8 +34,8 @@ class RowWalk {
     if (count == 0) return "";
     if (at_ == 0 && bytes[0] > 4)
       return detail::concat("damaged PNG (row ", rows_done_ + 1,
-                            groups_.size() > 1 ? " of its interlaced data" : "", " has filter type ",
-                            int{bytes[0]}, "; PNG has 0 to 4)");
+                            groups_.size() > 1 ? " of its interlaced data" : "",
+                            " has filter type ", int{bytes[0]}, "; PNG has 0 to 4)");
     seen_ += count;
     at_ += count;
     if (at_ == groups_[group_].second) {
