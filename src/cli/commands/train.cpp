@@ -417,12 +417,12 @@ std::vector<std::string> flags_without_effect(const TrainOptions& o, Device devi
 std::string start_run_dir(const TrainOptions& options, Communicator& group, RunDirLock& lock) {
   validate(options);
   // A run inside its data (a cache, a tree's split folders): checked before the default folder
-  // is made, so that a refused run leaves nothing there either.
-  if (group.rank() == 0)
-    refuse_output_inside_data(options.out.empty() ? "runs" : options.out,
-                              options.out.empty() ? "the default run folder runs/"
-                                                  : "--out " + options.out,
-                              options.data);
+  // is made, so that a refused run leaves nothing there either; on every rank, as validate()
+  // (the ranks share the paths), so that none waits for a rank that stopped.
+  refuse_output_inside_data(options.out.empty() ? "runs" : options.out,
+                            options.out.empty() ? "the default run folder runs/"
+                                                : "--out " + options.out,
+                            options.data);
   std::string run_dir = options.out;
   if (options.out.empty() && group.rank() == 0) run_dir = claim_default_run_dir();
   if (group.size() > 1 && options.out.empty()) {  // the name rank 0 claimed
