@@ -338,6 +338,7 @@ TEST(Cli, EmptyValuesAreRefusedNamingTheFlag) {
   const auto result = pneumo_command("train --config " + config + " --out " + dir.file("run2"), cache);
   EXPECT_EQ(result.status, 2) << result.output;
   EXPECT_NE(result.output.find(config + ": value of 'data' is empty"), std::string::npos) << result.output;
+
   EXPECT_FALSE(fs::exists(dir.file("run"))) << "nothing trained";
   EXPECT_FALSE(fs::exists(dir.file("run2"))) << "nothing trained";
 }

@@ -510,10 +510,13 @@ TEST_F(CliRuns, OutputFilesNeverReplaceARunsState) {
 TEST_F(CliRuns, AResumeRemovesAKilledWritesTemporaryCheckpoint) {
   ASSERT_EQ(train("run", "--epochs 1").status, 0);
   const std::string temporary = path("run") + "/checkpoints/last.safetensors.tmp.AbC123";
+  const std::string model_temporary = path("run") + "/model.safetensors.tmp.XyZ987";
   std::ofstream(temporary) << "half a checkpoint";
+  std::ofstream(model_temporary) << "half a model";
   auto resumed = resume(path("run") + "/checkpoints/last.safetensors", "--epochs 2");
   ASSERT_EQ(resumed.status, 0) << resumed.output;
   EXPECT_FALSE(fs::exists(temporary));
+  EXPECT_FALSE(fs::exists(model_temporary));
   EXPECT_TRUE(fs::exists(path("run") + "/model.safetensors"));
 }
 

@@ -176,11 +176,12 @@ void prepare_run_dir(const std::string& dir, const std::string& resuming, RunDir
   if (resuming.empty())
     for (const char* name : {"history.csv", "history.jsonl", "checkpoints/best.safetensors"})
       fs::remove(fs::path(dir) / name, error);
-  // A killed write's temporary checkpoint, whether the run starts again or resumes (the lock
-  // says no live run is writing it).
-  for (const auto& entry : fs::directory_iterator(fs::path(dir) / "checkpoints", error))
-    if (is_atomic_write_temporary(entry.path().filename().string()))
-      fs::remove(entry.path(), error);
+  // A killed write's temporary file (a checkpoint, model.safetensors, ...), whether the run
+  // starts again or resumes (the lock says no live run is writing it).
+  for (const fs::path& folder : {fs::path(dir), fs::path(dir) / "checkpoints"})
+    for (const auto& entry : fs::directory_iterator(folder, error))
+      if (is_atomic_write_temporary(entry.path().filename().string()))
+        fs::remove(entry.path(), error);
   std::ofstream probe(fs::path(dir) / ".write-test");
   if (!probe) throw Error("run directory '" + dir + "' is not writable");
   probe.close();
