@@ -617,14 +617,6 @@ class BatchNormParity : public EveryImplementation<&CudaBackendOptions::batchnor
   static constexpr double kEpsilon = 1e-3;
 };
 
-// The running statistics' move, after - before: compared as values, 0.99 of the old value would
-// hide a wrong batch statistic inside any tolerance.
-std::vector<float> moved(const std::vector<float>& after, const std::vector<float>& before) {
-  std::vector<float> delta(after.size());
-  for (size_t i = 0; i < after.size(); ++i) delta[i] = after[i] - before[i];
-  return delta;
-}
-
 TEST_P(BatchNormParity, TrainingOutputsSavedAndRunningStatistics) {
   Pair x = random(x_shape(), 31, -1.0f, 3.0f);  // mean far from zero
   Pair gamma = random(c_shape(), 32, 0.5f, 1.5f), beta = random(c_shape(), 33, -0.5f, 0.5f);
@@ -644,8 +636,8 @@ TEST_P(BatchNormParity, TrainingOutputsSavedAndRunningStatistics) {
     rule_mean[c] = static_cast<float>(kFactor * (cpu_mean[c] - mean_before[c]));
     rule_var[c] = static_cast<float>(kFactor * (biased * count / (count - 1.0) - var_before[c]));
   }
-  const std::vector<float> cpu_mean_move = moved(to_host(running_mean.cpu), mean_before);
-  const std::vector<float> cpu_var_move = moved(to_host(running_var.cpu), var_before);
+  const std::vector<float> cpu_mean_move = testing::moved(to_host(running_mean.cpu), mean_before);
+  const std::vector<float> cpu_var_move = testing::moved(to_host(running_var.cpu), var_before);
   EXPECT_TRUE(all_close(cpu_mean_move, rule_mean, 1e-6, 1e-4, "cpu running_mean move"));
   EXPECT_TRUE(all_close(cpu_var_move, rule_var, 1e-6, 1e-4, "cpu running_var move (unbiased)"));
   for (const auto& [backend, impl] : cuda_backends()) {
@@ -659,9 +651,9 @@ TEST_P(BatchNormParity, TrainingOutputsSavedAndRunningStatistics) {
     EXPECT_TRUE(close_to(mean.cuda, saved_mean.cpu, 1e-4, impl + "saved_mean"));
     EXPECT_TRUE(close_to(inv_std.cuda, saved_inv_std.cpu, 1e-4, impl + "saved_inv_std"));
     // Moved once (a timing run must not move them again), by the CPU's move.
-    EXPECT_TRUE(all_close(moved(to_host(rm.cuda), mean_before), cpu_mean_move, 1e-6, 1e-3,
+    EXPECT_TRUE(all_close(testing::moved(to_host(rm.cuda), mean_before), cpu_mean_move, 1e-6, 1e-3,
                           impl + "running_mean move, once"));
-    EXPECT_TRUE(all_close(moved(to_host(rv.cuda), var_before), cpu_var_move, 1e-6, 1e-3,
+    EXPECT_TRUE(all_close(testing::moved(to_host(rv.cuda), var_before), cpu_var_move, 1e-6, 1e-3,
                           impl + "running_var move (unbiased), once"));
   }
 }

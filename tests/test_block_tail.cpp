@@ -871,11 +871,8 @@ TEST(BlockTailBf16Cuda, ModelStretchMatchesTheCpu) {
   // The running statistics as their move in the step (0.01 of the batch statistic minus the
   // old value): their values, 0.99 old value, would hide a batch variance off by a factor of 2.
   ASSERT_EQ(got.initial_buffers, want.initial_buffers);
-  std::vector<float> got_move(got.buffers.size()), want_move(want.buffers.size());
-  for (size_t i = 0; i < got_move.size(); ++i) {
-    got_move[i] = got.buffers[i] - got.initial_buffers[i];
-    want_move[i] = want.buffers[i] - want.initial_buffers[i];
-  }
+  const std::vector<float> got_move = testing::moved(got.buffers, got.initial_buffers);
+  const std::vector<float> want_move = testing::moved(want.buffers, want.initial_buffers);
   // 1e-4 of a move is 1e-2 of a batch statistic: the bf16 convolutions' outputs, rounded where
   // their sums in another order straddle a step, move the statistics by less; a wrong variance
   // (a factor of 2, a biased one at these sizes' counts) by more.

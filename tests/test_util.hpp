@@ -89,6 +89,14 @@ inline Tensor random_tensor(Shape shape, Device device, uint32_t seed, float lo 
   return Tensor::from_host(shape, values.data(), device);
 }
 
+// A running statistic's move in a step, after - before: compared as values, 0.99 of the old
+// value would hide a wrong batch statistic inside any tolerance.
+inline std::vector<float> moved(const std::vector<float>& after, const std::vector<float>& before) {
+  std::vector<float> delta(after.size());
+  for (size_t i = 0; i < after.size(); ++i) delta[i] = after[i] - before[i];
+  return delta;
+}
+
 // Why a CUDA device must be usable here, or "" when a missing one is fine (the test skips):
 // PNEUMO_EXPECT_CUDA=1 (the GPU check sets it), or, unless PNEUMO_EXPECT_CUDA=0 or
 // CUDA_VISIBLE_DEVICES hides every GPU ("" or -1), the kernel's NVIDIA driver listing a GPU (an
