@@ -61,12 +61,12 @@ std::vector<std::string> list_images(const std::vector<std::string>& inputs,
       walk_folder(input, true, seen, found, unreadable);
       std::sort(found.begin(), found.end());
       files.insert(files.end(), found.begin(), found.end());
-    } else if (fs::exists(input, error)) {
+    } else if (const std::string why = why_not_there(input); why.empty()) {
       files.push_back(input);
-    } else if (fs::is_symlink(input, error)) {
-      throw Error("'" + input + "' is a broken link or a loop of links");
-    } else {
+    } else if (why == "does not exist") {
       throw Error("no such file or folder: '" + input + "'");
+    } else {
+      throw Error("'" + input + "' " + why);  // a broken link, a loop of links
     }
   }
   if (files.empty()) {
