@@ -90,6 +90,8 @@ TEST(BadInput, FlagValuesOutOfRangeAreBadUsage) {
       {evaluate + " --threshold 1.5", {"--threshold", "'1.5'"}},
       {evaluate + " --threshold nan", {"--threshold", "'nan'"}},
       {evaluate + " --threshold abc", {"--threshold", "'abc'"}},
+      {evaluate + " --threshold 0x.8p0", {"--threshold", "'0x.8p0'"}},  // 0.5 to strtod
+      {train + " --val-split 0x.4p0", {"--val-split", "'0x.4p0'"}},
       {predict + " --device quantum", {"unknown device 'quantum'"}},
       {predict + " --threshold -0.1", {"--threshold", "'-0.1'"}},
       {predict + " --threshold 1.5", {"--threshold", "'1.5'"}},
@@ -135,6 +137,11 @@ TEST(BadInput, ParseErrorsNameTheFlagTheValueAndTheHelp) {
        "pneumo train"},
       {"bench train --batch 32 0b100", "--batch: '0b100' is not a whole number in decimal",
        "pneumo bench train"},
+      // So are fractional ones (strtod alone read C's hexadecimal floats).
+      {"train --data d --lr 0x1p-10", "--lr: '0x1p-10' is not a number in decimal",
+       "pneumo train"},
+      {"train --data d --zoom +0X0P0", "--zoom: '+0X0P0' is not a number in decimal",
+       "pneumo train"},
       // A switch given a value it cannot read (its type has no name in CLI11).
       {"predict --model m --csv=maybe x", "--csv takes true or false, got 'maybe'",
        "pneumo predict"},

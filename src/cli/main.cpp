@@ -476,12 +476,21 @@ void refuse_flags_as_values(CLI::App& app) {
         return std::string();
       },
       "", "decimal");
+  // Fractional numbers in decimal too: strtod reads C's hexadecimal floats (`--lr 0x1p-10`),
+  // which no documentation of a flag promises.
+  const CLI::Validator decimal_float(
+      [](const std::string& value) {
+        return starts_hexadecimal(value) ? "'" + value + "' is not a number in decimal"
+                                         : std::string();
+      },
+      "", "decimal");
   for (CLI::App* command : app.get_subcommands({})) {
     for (CLI::Option* option : command->get_options()) {
       if (option->get_positional() || option->get_type_size_min() == 0) continue;
       option->check(not_a_flag);
       const std::string type = option->get_type_name();
       if (type == "INT" || type == "UINT") option->transform(decimal);  // it rewrites the value
+      if (type == "FLOAT") option->check(decimal_float);
     }
     refuse_flags_as_values(*command);
   }

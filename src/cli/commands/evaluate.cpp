@@ -103,14 +103,8 @@ InferenceFlags parse_inference_flags(const std::vector<std::string>& models,
     throw UsageError("--tta must be none or flip, got '" + tta + "'");
   flags.flip_tta = tta == "flip";
   if (threshold == "checkpoint") return flags;
-  size_t used = 0;
-  double value = -1;
-  try {
-    value = std::stod(threshold, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  if (used == 0 || used != threshold.size() || !(value >= 0.0 && value <= 1.0))
+  const double value = parse_decimal(threshold).value_or(-1.0);
+  if (!(value >= 0.0 && value <= 1.0))
     throw UsageError("--threshold must be 'checkpoint' or a probability in [0, 1], got '" +
                      threshold + "'");
   flags.threshold = value;

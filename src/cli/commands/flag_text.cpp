@@ -28,6 +28,19 @@ BalanceMode parse_balance_mode(const std::string& text) {
   throw Error("--balance '" + text + "': expected oversample, class-weight or none");
 }
 
+bool starts_hexadecimal(const std::string& text) {
+  const size_t at = !text.empty() && (text[0] == '+' || text[0] == '-') ? 1 : 0;
+  return text.size() > at + 1 && text[at] == '0' && (text[at + 1] == 'x' || text[at + 1] == 'X');
+}
+
+std::optional<double> parse_decimal(const std::string& text) {
+  if (starts_hexadecimal(text)) return std::nullopt;
+  char* end = nullptr;
+  const double value = std::strtod(text.c_str(), &end);
+  if (text.empty() || end != text.c_str() + text.size()) return std::nullopt;
+  return value;
+}
+
 ValidationOptions parse_val_split(const std::string& text, uint64_t seed) {
   ValidationOptions options;
   options.seed = seed;
@@ -35,9 +48,8 @@ ValidationOptions parse_val_split(const std::string& text, uint64_t seed) {
     options.source = ValidationSource::Official;
     return options;
   }
-  char* end = nullptr;
-  const double value = std::strtod(text.c_str(), &end);
-  if (text.empty() || end != text.c_str() + text.size() || !(value > 0.0 && value < 1.0))
+  const double value = parse_decimal(text).value_or(-1.0);
+  if (!(value > 0.0 && value < 1.0))
     throw Error("--val-split '" + detail::excerpt(text) +
                 "': expected 'official' or a fraction of train in (0, 1), e.g. 0.15 (every run "
                 "needs validation images)");

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include "pneumo/augment.hpp"
@@ -23,6 +24,11 @@ DeviceChoice parse_device_choice(const std::string& text);  // "auto" | "cpu" | 
 // --precision: "fp32" | "tf32" | "bf16", set into the backend options' precision fields.
 void apply_precision(const std::string& text, BackendOptions& options);
 BalanceMode parse_balance_mode(const std::string& text);  // "oversample" | "class-weight" | "none"
+// A number as a flag's text: decimal, nothing after it, no C hexadecimal float (strtod reads
+// "0x1p-10", which no flag's documentation promises); nullopt otherwise. nan and inf read as
+// themselves: each flag's range check refuses them.
+std::optional<double> parse_decimal(const std::string& text);
+bool starts_hexadecimal(const std::string& text);  // "0x..." or "0X...", after a sign
 // --val-split: "official" (the dataset's own val split) or a fraction in (0, 1), e.g. "0.15".
 ValidationOptions parse_val_split(const std::string& text, uint64_t seed = 0);
 // --schedule: "step" | "exponential" | "cosine" ("none" is the plateau callback, no schedule).
