@@ -175,6 +175,10 @@ TEST(BadInput, MissingEmptyAndHalfMadeDataFoldersStopTheRun) {
   const std::string empty = f.dir.file("empty");
   fs::create_directories(empty);
   EXPECT_TRUE(stopped_with(f.run(f.train_args(empty)), 1, {empty, "neither a pneumo cache"}));
+  // None of these trainings made its run folder: a mistyped --data leaves nothing behind.
+  ASSERT_EQ(f.runs, 3);
+  for (int i = 0; i < f.runs; ++i)
+    EXPECT_FALSE(fs::exists(f.dir.file("run" + std::to_string(i)))) << "run" << i;
 
   // A split folder with one class folder and not the other: stop, naming the missing folder.
   const std::string half = f.dir.file("half");

@@ -141,6 +141,11 @@ struct OpenDatasetOptions {
   std::ostream* log = &std::cerr;
 };
 
+// Throws pneumo::Error unless PATH is a cache or an image tree (by its folders; nothing is read),
+// in open_dataset's words: checked before a run makes its folder, so that a mistyped --data
+// leaves nothing behind.
+void check_data_path(const std::string& path);
+
 // `pneumo train --data PATH`: a cache is loaded as it is; an image tree is prepared once into
 // <cache_root>/<hash of its absolute path and size>/ and that cache is reused while the tree's
 // content hash and the size are unchanged (else prepared again, atomically). Never writes next

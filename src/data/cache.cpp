@@ -608,6 +608,15 @@ bool fresh_tree_cache(const std::string& cache, const std::string& path, const s
 
 }  // namespace
 
+void check_data_path(const std::string& path) {
+  if (is_cache_dir(path)) return;
+  if (const std::string why = why_not_there(path); !why.empty())
+    throw Error("the data path " + path + " " + why);
+  if (!is_image_tree(path))
+    throw Error(path + " is neither a pneumo cache (no meta.json) nor an image tree "
+                       "({train,val,test}/{NORMAL,PNEUMONIA}/ with images)");
+}
+
 Dataset open_dataset(const std::string& path, const OpenDatasetOptions& options) {
   if (is_cache_dir(path)) {
     Dataset dataset = load_cache(path);
@@ -617,13 +626,9 @@ Dataset open_dataset(const std::string& path, const OpenDatasetOptions& options)
                                  " was asked for: prepare a cache of that size"));
     return dataset;
   }
-  std::error_code ec;
-  if (const std::string why = why_not_there(path); !why.empty())
-    throw Error("the data path " + path + " " + why);
-  if (!is_image_tree(path))
-    throw Error(path + " is neither a pneumo cache (no meta.json) nor an image tree "
-                       "({train,val,test}/{NORMAL,PNEUMONIA}/ with images)");
+  check_data_path(path);
 
+  std::error_code ec;
   const int size = options.size != 0 ? options.size : kDefaultImageSize;
   const std::string cache = default_cache_dir_for(path, size, options.cache_root);
   check_cache_outside_tree(cache, path, options.cache_root);

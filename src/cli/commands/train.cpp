@@ -412,11 +412,12 @@ std::vector<std::string> flags_without_effect(const TrainOptions& o, Device devi
   return notes;
 }
 
-// Checks the flags, makes the run folder and writes config.json (rank 0; the other ranks learn
-// its name): the first things a run does, so a bad flag or an unwritable --out stops it before any
-// data is read.
+// Checks the flags and that --data names data, makes the run folder and writes config.json (rank
+// 0; the other ranks learn its name): the first things a run does, so a bad flag or an unwritable
+// --out stops it before any data is read.
 std::string start_run_dir(const TrainOptions& options, Communicator& group, RunDirLock& lock) {
   validate(options);
+  check_data_path(options.data);  // a mistyped --data makes no folder
   // A run inside its data (a cache, a tree's split folders): checked before the default folder
   // is made, so that a refused run leaves nothing there either; on every rank, as validate()
   // (the ranks share the paths), so that none waits for a rank that stopped.
