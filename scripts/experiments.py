@@ -21,14 +21,24 @@ PLAN.json: {"size": 96, "epochs": 12, "seeds": [1, 2, 3], "baseline": "keras",
                     (optional: another checkpoint of CONFIG's runs, scored and read as a
                     configuration of its own without training anything: which checkpoint is
                     a choice like any other)}
-size, epochs, seeds, rule and configs are required; a NAME is [A-Za-z0-9][A-Za-z0-9._-]*;
-baseline and pick name configurations or views; pick_metric is a column of the table (the default is
-stress_mean_accuracy). Each config's flags are `pneumo train` flags (as in a --config file); size,
-epochs and seed come from the plan. Flags after a lone "--" go to every `pneumo train`, and
---device among them to `pneumo evaluate` too (it has no --threads). An invalid plan or command
-line exits with status 2 before anything runs.
+size, epochs, seeds, rule and configs are required; a NAME is [A-Za-z0-9][A-Za-z0-9._-]* and
+none of OUT's own files (plan.json, sweep.json, results.md, results.csv, test.md, test.lock); no
+key twice in one object; baseline and pick name configurations or views; pick_metric is a column
+of the table (the default is stress_mean_accuracy; with pick, the column its rule reads). The pick is the configuration
+with the highest mean pick_metric (a tie: the higher mean validation AUC, then the first in the
+plan); none while a run lacks a value of it. Each config's flags are `pneumo train` flags (as in a
+--config file), checked by `pneumo train` itself before anything runs; size, epochs and seed come
+from the plan. Flags after a lone "--" go to every `pneumo train` (none a configuration sets),
+and --device among them to `pneumo evaluate` too (it has no --threads). An invalid plan or command
+line (a --data that does not exist, a cache at another size, an --out that is a file) exits with
+status 2 before anything runs.
 
-The first call copies the plan to OUT/plan.json; a later call whose plan differs is refused. Runs
+The first training call copies the plan to OUT/plan.json and records in OUT/sweep.json the data
+(a cache by its meta.json: size, creation time, images' hash, counts) and the flags after "--"
+(but --threads and --tuning-cache, which may change between calls); a later call whose plan or
+data differs is refused, and a training call whose flags after "--" differ. Until OUT holds a
+run's result (a checkpoint, a model, a score) a training call replaces them, so a plan whose
+first run failed at once can be mended. --table and --test need OUT/plan.json. Runs
 land in OUT/NAME/seed-S/ (a view's scores in OUT/VIEW/seed-S/, its model in its CONFIG's run);
 each run's config.json must record the plan's flags, size, epochs and seed, else it is refused.
 A finished run (its val.json readable) is never trained again, so an interrupted sweep continues
@@ -38,9 +48,10 @@ SIGTERM (to the script alone or to its process group) reaches the commands under
 continues. During --test's reads a signal is not passed on: the read under way finishes (unless
 the signal reached it too, as Ctrl-C does), none starts after it. --jobs N trains and scores N runs at a time (for a GPU that one run leaves partly idle;
 each run's train_seconds.txt then holds time shared with the others, so a sweep's seconds are not
-a speed measure). train_seconds.txt has a line per `pneumo train` command of the run (one stopped
-or failed too; a run trained again from nothing starts it afresh); the table's "train s" is their
-sum. OUT/results.md and OUT/results.csv hold the table
+a speed measure). train_seconds.txt has a line per `pneumo train` command of the run that got
+past its start-up checks (one stopped or failed later too; a run trained again from nothing starts
+it afresh); the table's "train s" is their sum. A command that exits 0 without writing its
+model or scores is a failure. OUT/results.md and OUT/results.csv hold the table
 (mean ± sample sd over seeds); the pick is made once every configuration has all its seeds scored.
 --test needs that too; it reads the test split into OUT/test.md, once (OUT/test.lock, with the
 plan's SHA-256, refuses a second read, as does a test.json already in a run folder).
@@ -55,8 +66,10 @@ import os
 import re
 import shutil
 import signal
+import shlex
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -76,8 +89,14 @@ COLUMNS = ["val_acc", "val_sens", "val_spec", "val_auc", "stress_worst_accuracy"
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 PLAN_KEYS = {"size", "epochs", "seeds", "configs", "views", "rule", "baseline", "pick",
              "pick_metric", "note"}
-# Flags the script sets itself (from the plan, or the run folder): not in a config nor after "--".
-OWN_FLAGS = {"size", "epochs", "seed", "out", "data", "config", "resume"}
+# Flags the script sets itself (from the plan, or the run folder): not in a config nor after "--";
+# nor those that make `pneumo train` print and exit without training.
+OWN_FLAGS = {"size", "epochs", "seed", "out", "data", "config", "resume", "help", "version"}
+# Flags after "--" that may differ from one call to the next: they change how fast a run goes,
+# not what it computes. Every other one is recorded by the first call (OUT/sweep.json).
+FREE_FLAGS = {"threads", "tuning-cache"}
+# OUT's own files: no configuration or view may be named as one of them.
+OUT_FILES = {"plan.json", "sweep.json", "results.md", "results.csv", "test.md", "test.lock"}
 
 
 def val_columns(val):
@@ -155,13 +174,15 @@ def plan_errors(plan):
         if not NAME.fullmatch(name):
             errors.append(f"configuration name {json.dumps(name)} is not [A-Za-z0-9][A-Za-z0-9._-]* "
                           "(it names a folder)")
+        elif name in OUT_FILES:
+            errors.append(f"configuration name '{name}' is one of OUT's own files {sorted(OUT_FILES)}")
         if not isinstance(flags, dict):
             errors.append(f"configuration '{name}' must be an object of flags, got {json.dumps(flags)}")
             continue
         for flag, value in flags.items():
             if flag in OWN_FLAGS:
                 errors.append(f"configuration '{name}': '{flag}' is set by the script "
-                              "(size, epochs and seed come from the plan)")
+                              "(size, epochs and seed come from the plan), or is not for a run")
             elif not isinstance(value, (str, int, float, bool)):
                 errors.append(f"configuration '{name}': '{flag}' must be a string, number or "
                               f"boolean, got {json.dumps(value)}")
@@ -186,6 +207,8 @@ def view_errors(views, configs):
         if not NAME.fullmatch(name):
             errors.append(f"view name {json.dumps(name)} is not [A-Za-z0-9][A-Za-z0-9._-]* "
                           "(it names a folder)")
+        elif name in OUT_FILES:
+            errors.append(f"view name '{name}' is one of OUT's own files {sorted(OUT_FILES)}")
         if name in configs:
             errors.append(f"view '{name}' has the name of a configuration")
         if not (isinstance(view, dict) and set(view) == {"of", "model"}):
@@ -241,7 +264,7 @@ def check_flag_names(args, plan):
     try:
         result = subprocess.run([args.pneumo, "train", "--help"], capture_output=True, text=True)
     except OSError as error:
-        sys.exit(f"experiments: cannot run {args.pneumo}: {error}")
+        usage_error(f"cannot run --pneumo {args.pneumo}: {error}")
     known = set(re.findall(r"^\s*(?:-\w,)?--([A-Za-z0-9][A-Za-z0-9-]*)", result.stdout, re.M))
     if result.returncode != 0 or not known:
         return  # a --help this cannot read: `pneumo train` checks its flags itself
@@ -249,6 +272,37 @@ def check_flag_names(args, plan):
               for name, flags in plan["configs"].items() for flag in flags if flag not in known]
     errors += [f"'{arg}' after \"--\" is not a `pneumo train` flag" for arg in args.train_args
                if flag_name(arg) and flag_name(arg) not in known]
+    if errors:
+        usage_error("invalid plan or flags:\n  " + "\n  ".join(errors))
+
+
+def check_flag_values(args, plan):
+    """Every configuration's values, with the flags after "--", must be ones `pneumo train`
+    accepts: each is given to it with data that does not exist, which it reports (status 1) only
+    after its flags passed (a refused value is status 2). Found here, before OUT is made or its
+    plan fixed, a typo costs nothing; found by the first run, it cost the folder its plan."""
+    errors = []
+    with tempfile.TemporaryDirectory(prefix="experiments-check-") as scratch:
+        for index, (name, flags) in enumerate(plan["configs"].items()):
+            config = os.path.join(scratch, f"config-{index}.json")
+            with open(config, "w", encoding="utf-8") as f:
+                json.dump(flags, f)
+            command = [args.pneumo, "train", "--config", config,
+                       "--data", os.path.join(scratch, "no-data"),
+                       "--out", os.path.join(scratch, f"run-{index}"), "--size", str(plan["size"]),
+                       "--epochs", str(plan["epochs"]), "--seed", str(plan["seeds"][0])]
+            try:
+                result = subprocess.run(command + args.train_args, capture_output=True, text=True,
+                                        errors="replace", timeout=120)
+            except (OSError, subprocess.TimeoutExpired):
+                return  # `pneumo train` checks its flags itself when the run starts
+            if result.returncode == 2:
+                said = [line for line in (result.stdout + result.stderr).splitlines()
+                        if line.startswith("pneumo: error:")]
+                errors.append(f"configuration '{name}'"
+                              + (" with the flags after \"--\"" if args.train_args else "")
+                              + ": `pneumo train` refuses it: "
+                              + (said[0][len("pneumo: error: "):] if said else "status 2"))
     if errors:
         usage_error("invalid plan or flags:\n  " + "\n  ".join(errors))
 
@@ -267,21 +321,107 @@ def differences(fixed, given, where=""):
     return [] if same else [where.rstrip(".") or "(the whole plan)"]
 
 
-def fix_plan(args, plan):
-    """The first call keeps a copy of the plan in OUT/plan.json; later calls must bring the same."""
-    fixed_path = os.path.join(args.out, "plan.json")
-    if not os.path.exists(fixed_path):
+def data_identity(path):
+    """What names a sweep's data: a cache by what `pneumo prepare` recorded in its meta.json (its
+    size, when it was made, its images' hash, its splits' counts), wherever it lies now; an image
+    tree by its absolute path."""
+    meta = load(os.path.join(path, "meta.json"))
+    if meta is None:
+        return {"tree": os.path.realpath(path)}
+    source = meta.get("source") if isinstance(meta.get("source"), dict) else {}
+    splits = meta.get("splits") if isinstance(meta.get("splits"), dict) else {}
+    return {"cache": {"size": meta.get("size"), "created": meta.get("created"),
+                      "images_hash": source.get("hash"),
+                      "counts": {name: split.get("count") for name, split in sorted(splits.items())
+                                 if isinstance(split, dict)}},
+            "path": os.path.realpath(path)}
+
+
+def same_data(recorded, given):
+    if "cache" in recorded or "cache" in given:
+        return recorded.get("cache") == given.get("cache")  # a cache moved is the same cache
+    return recorded.get("tree") == given.get("tree")
+
+
+def recorded_flags(train_args):
+    """The flags after "--" that decide what a sweep's runs compute: all but FREE_FLAGS."""
+    kept, value_follows = [], False
+    for arg in train_args:
+        if value_follows:
+            value_follows = False
+        elif flag_name(arg) in FREE_FLAGS:
+            value_follows = "=" not in arg
+        else:
+            kept.append(arg)
+    return kept
+
+
+def holds_results(out):
+    """Whether OUT holds anything a run made: a checkpoint or model, a score, a test read."""
+    for _, _, files in os.walk(out):
+        if any(f.endswith(".safetensors") or f in ("val.json", "test.json", "test_ensemble.json",
+                                                     "test.lock") for f in files):
+            return True
+    return False
+
+
+def write_json(path, value):
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(value, f, indent=2)
+        f.write("\n")
+
+
+def fix_plan(args, plan, training):
+    """The first training call keeps a copy of the plan in OUT/plan.json, and in OUT/sweep.json
+    what else decides what its runs compute: the data and the flags after "--" (but FREE_FLAGS).
+    Later calls must bring the same plan and data, and a training call the same flags. While
+    nothing in OUT is a run's result (a checkpoint, a model, a score), a training call replaces
+    them: a plan whose first run failed at once can still be mended."""
+    plan_path = os.path.join(args.out, "plan.json")
+    sweep_path = os.path.join(args.out, "sweep.json")
+    sweep = {"data": data_identity(args.data), "flags_after_dashes": recorded_flags(args.train_args)}
+
+    def start():
         os.makedirs(args.out, exist_ok=True)
-        shutil.copyfile(args.plan, fixed_path)
-        return
-    fixed = load(fixed_path)
+        shutil.copyfile(args.plan, plan_path)
+        write_json(sweep_path, sweep)
+
+    if not os.path.exists(plan_path):
+        if not training:
+            usage_error(f"{args.out} holds no sweep (no plan.json): nothing to tabulate or test; "
+                        "is --out the folder of the sweep's first call?")
+        if holds_results(args.out):
+            sys.exit(f"experiments: {args.out} holds runs but no plan.json: what they were trained "
+                     "under cannot be told; use another --out")
+        return start()
+    fixed = load(plan_path)
     if fixed is None:
-        sys.exit(f"experiments: cannot read {fixed_path}, the plan this folder was started with")
+        sys.exit(f"experiments: cannot read {plan_path}, the plan this folder was started with")
     changed = differences(fixed, plan)
+    recorded = load(sweep_path)
+    if (changed or recorded is None) and training and not holds_results(args.out):
+        if changed:
+            warn(f"{args.out} has no run's result yet: its plan is replaced by {args.plan}")
+        return start()
     if changed:
         sys.exit(f"experiments: {args.plan} differs from the plan {args.out} was started with "
-                 f"({fixed_path}) in: {', '.join(changed)}. A plan is fixed before its runs; "
+                 f"({plan_path}) in: {', '.join(changed)}. A plan is fixed before its runs; "
                  "write a new plan with another --out")
+    if recorded is None:  # an OUT from before sweep.json: recorded from now on
+        if training:
+            warn(f"{sweep_path} is missing (a sweep started by an older experiments.py): its data "
+                 "and flags after \"--\" are recorded from this call")
+            write_json(sweep_path, sweep)
+        return
+    if not same_data(recorded.get("data") or {}, sweep["data"]):
+        sys.exit(f"experiments: --data {args.data} is not the data this sweep's runs were trained "
+                 f"on ({sweep_path}: {json.dumps(recorded.get('data'))}; given: "
+                 f"{json.dumps(sweep['data'])}); give that data, or use another --out")
+    if training and recorded.get("flags_after_dashes") != sweep["flags_after_dashes"]:
+        sys.exit("experiments: the flags after \"--\" differ from those this sweep's runs were "
+                 f"trained with ({sweep_path}): {shlex.join(sweep['flags_after_dashes']) or 'none'} "
+                 f"against {shlex.join(recorded.get('flags_after_dashes') or []) or 'none'}; only "
+                 f"{', '.join('--' + f for f in sorted(FREE_FLAGS))} may change between calls")
 
 
 def plan_sha256(args):
@@ -296,8 +436,8 @@ def check_cache_size(args, plan):
     meta = load(meta_path)
     size = meta.get("size") if isinstance(meta, dict) else None
     if size != plan["size"]:
-        sys.exit(f"experiments: the cache {args.data} holds {size} px images ({meta_path}); the "
-                 f"plan's size is {plan['size']}")
+        usage_error(f"the cache {args.data} holds {size} px images ({meta_path}); the plan's size "
+                    f"is {plan['size']}")
 
 
 def same_value(recorded, planned):
@@ -423,18 +563,32 @@ def exit_if_stopped(args):
                      "sweep")
 
 
-def run(command, log_path, failed_note=None, seconds_path=None):
-    """Runs a command, its output appended to log_path; exits (after a signal, or when it fails).
-    With seconds_path, the command's elapsed seconds are appended there (a line) once it has
-    started, however it ends (stopped, failed or done), if the file's folder exists then."""
+def started_training(log_path, offset):
+    """Whether the `pneumo train` whose output begins at `offset` of its log got past its start-up
+    checks (flags, run folder and its lock, data): it then prints the line "data: ..."."""
+    try:
+        with open(log_path, "rb") as log:
+            log.seek(offset)
+            return any(line.startswith(b"data: ") for line in log)
+    except OSError:
+        return False
+
+
+def run(command, log_path, failed_note=None, seconds_path=None, makes=None):
+    """Runs a command, its output appended to log_path; exits (after a signal, or when it fails,
+    or when it succeeds without writing the file `makes`). With seconds_path (a `pneumo train`),
+    the command's elapsed seconds are appended there (a line) if it got past its start-up checks,
+    however it ends (stopped, failed or done), if the file's folder exists then: a start refused at
+    once (another process holds the run, the data is missing) trained nothing."""
     note = f"\n{failed_note()}" if failed_note else ""
     if received:
         exit_stopped(f"experiments: not started after {signal.Signals(received[0]).name}: "
-                     + " ".join(command) + note)
-    print("+ " + " ".join(command), flush=True)
+                     + shlex.join(command) + note)
+    print("+ " + shlex.join(command), flush=True)
     start = time.time()
     try:
         with open(log_path, "a") as log:
+            offset = log.tell()
             child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     except OSError as error:
         status = f"could not start: {error}"
@@ -448,12 +602,14 @@ def run(command, log_path, failed_note=None, seconds_path=None):
         finally:
             with children_lock:
                 children.discard(child)
-            if seconds_path and os.path.isdir(os.path.dirname(seconds_path)):
+            if seconds_path and os.path.isdir(os.path.dirname(seconds_path)) and \
+                    started_training(log_path, offset):
                 with open(seconds_path, "a") as f:
                     f.write(f"{time.time() - start:.1f}\n")
-        if returncode == 0:
+        if returncode == 0 and (makes is None or os.path.exists(makes)):
             return
-        status = f"failed with status {returncode}, see {log_path}"
+        status = (f"failed with status {returncode}, see {log_path}" if returncode != 0 else
+                  f"ended with status 0 without writing {makes}, see {log_path}")
     if received:
         exit_stopped(f"experiments: command {status} after {signal.Signals(received[0]).name}"
                      f"{note}")
@@ -470,7 +626,7 @@ def write_config(args, name, flags):
     """OUT/NAME/config.json, the configuration's flags as a `pneumo train --config` file."""
     os.makedirs(os.path.join(args.out, name), exist_ok=True)
     config_path = os.path.join(args.out, name, "config.json")
-    with open(config_path, "w") as f:
+    with open(config_path, "w", encoding="utf-8") as f:
         json.dump(flags, f, indent=2)
     return config_path
 
@@ -526,19 +682,21 @@ def train_and_score(args, plan, name, seed):
     elif os.path.exists(last):
         # An interrupted training: continue it (its checkpoint holds the position).
         check_run(args, plan, name, seed, run_dir)
-        command = [args.pneumo, "train", "--resume", last]
+        # Its data given again: the path the checkpoint recorded may be relative to another folder.
+        command = [args.pneumo, "train", "--resume", last, "--data", args.data]
         resuming = True
     elif os.path.isdir(run_dir) and not holds_only_a_failed_start(run_dir):
-        sys.exit(f"experiments: {run_dir} holds an unfinished run without a checkpoint; "
+        sys.exit(f"experiments: {run_dir} holds neither a checkpoint nor a model, nor only what a "
+                 "failed start leaves (an unfinished run, or one whose files were removed); "
                  "remove it to start that run again")
     # else: new, or a start that failed before training (`pneumo train` reuses that folder)
     if command is not None:
         seconds = os.path.join(run_dir, "train_seconds.txt")
         if not resuming and os.path.exists(seconds):
             os.remove(seconds)  # trained from nothing: a failed start's seconds are not this run's
-        run(command + args.train_args, log, seconds_path=seconds)
+        run(command + args.train_args, log, seconds_path=seconds, makes=model)
     run([args.pneumo, "evaluate", "--model", model, "--data", args.data, "--split", "val-carved",
-         "--stress", "--json", val_json] + evaluate_args(args), log)
+         "--stress", "--json", val_json] + evaluate_args(args), log, makes=val_json)
 
 
 def score_view(args, plan, view, seed):
@@ -555,7 +713,7 @@ def score_view(args, plan, view, seed):
     os.makedirs(run_dir, exist_ok=True)
     run([args.pneumo, "evaluate", "--model", model, "--data", args.data, "--split", "val-carved",
          "--stress", "--json", val_json] + evaluate_args(args),
-        os.path.join(args.out, view, f"seed-{seed}.log"))
+        os.path.join(args.out, view, f"seed-{seed}.log"), makes=val_json)
 
 
 def check_source(args, plan, name, seed):
@@ -662,16 +820,37 @@ def fmt(value, sd=None):
     return f"{value:.3f}" if sd is None else f"{value:.3f} ± {sd:.3f}"
 
 
+def counted(values):
+    """How many of a column's values are numbers (a mean covers only those)."""
+    return sum(1 for v in values if isinstance(v, (int, float)) and math.isfinite(v))
+
+
 def summarise(rows, plan):
-    """Per config: n seeds, mean ± sample sd of every column."""
+    """Per config: n seeds, mean ± sample sd of every column, and how many runs each mean covers
+    ("count", by column)."""
     summary = {}
     for name in names_of(plan):
         mine = [r for r in rows if r["config"] == name]
         if mine:
-            summary[name] = {"n": len(mine)}
+            summary[name] = {"n": len(mine), "count": {}}
             for column in COLUMNS:
                 summary[name][column] = mean_sd([r[column] for r in mine])
+                summary[name]["count"][column] = counted([r[column] for r in mine])
     return summary
+
+
+def pick_metric(plan):
+    return plan.get("pick_metric", "stress_mean_accuracy")
+
+
+def unpickable(summary, plan):
+    """Configurations whose pick metric lacks a value for one of their runs, in words: the rule
+    cannot rank them (a mean over fewer seeds is not the plan's comparison)."""
+    if plan.get("pick"):
+        return []
+    metric = pick_metric(plan)
+    return [f"{name} ({s['count'][metric]} of {s['n']} runs)" for name, s in summary.items()
+            if s["count"][metric] < s["n"]]
 
 
 def incomplete(summary, plan):
@@ -682,22 +861,26 @@ def incomplete(summary, plan):
 
 
 def pick(summary, plan):
-    """The configuration the plan's rule picks, once every configuration has all its seeds."""
+    """The configuration the plan's rule picks (the highest mean of its pick metric; a tie goes to
+    the higher mean validation AUC, then to the first in the plan), once every configuration has
+    all its seeds scored and the metric a value for each run."""
     if incomplete(summary, plan):
         return None
     if plan.get("pick"):  # chosen by an earlier plan's rule: this one only measures it
         return plan["pick"]
-    metric = plan.get("pick_metric", "stress_mean_accuracy")
+    if unpickable(summary, plan):
+        return None
+    metric = pick_metric(plan)
 
     def key(name):
-        value, auc = summary[name][metric][0], summary[name]["val_auc"][0]
-        return (value if value is not None else -1, auc if auc is not None else -1)
+        auc = summary[name]["val_auc"][0]
+        return (summary[name][metric][0], auc if auc is not None else -1)
     return max(summary, key=key)
 
 
 def write_table(args, plan):
     rows = table_rows(args, plan)
-    with open(os.path.join(args.out, "results.csv"), "w", newline="") as f:
+    with open(os.path.join(args.out, "results.csv"), "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=["config", "seed"] + COLUMNS +
                                 ["train_seconds", "val_split", "threshold_rule"])
         writer.writeheader()
@@ -707,7 +890,14 @@ def write_table(args, plan):
     if missing:
         warn(f"not every seed is scored: {', '.join(missing)}; no configuration is picked "
              "until they are")
+    unranked = [] if missing else unpickable(summary, plan)
+    if unranked:
+        warn(f"the pick metric {pick_metric(plan)} has no value for some runs of "
+             f"{', '.join(unranked)}; the rule cannot rank them, so nothing is picked")
     chosen = pick(summary, plan)
+    sweep = load(os.path.join(args.out, "sweep.json")) or {}
+    after = sweep.get("flags_after_dashes")
+    data = sweep.get("data") if isinstance(sweep.get("data"), dict) else {}
     lines = [f"# Generalisation sweep: {plan['size']} px, {plan['epochs']} epochs, seeds {plan['seeds']}",
              "", f"Selection rule (fixed before the runs): {plan['rule']}", "",
              validation_words(rows, args, plan) + "; stress = the same "
@@ -718,15 +908,33 @@ def write_table(args, plan):
              "seeds; model = each run's model.safetensors (the final epoch's weights unless its configuration "
              "restores its best), a view's the checkpoint it names."
              + (f" Incomplete, nothing picked yet: {', '.join(missing)}." if missing else "")
+             + (f" Nothing picked: the pick metric `{pick_metric(plan)}` has no value for some "
+                f"runs of {', '.join(unranked)}." if unranked else "")
+             + ("" if plan.get("pick") or missing or unranked else
+                f" Picked by the highest mean `{pick_metric(plan)}` (a tie: the higher mean "
+                "validation AUC).")
              + (f" This plan picks nothing: it names `{plan['pick']}` (its `pick`) to measure beside"
                 f" `{plan.get('baseline')}`; whether its rule holds is read from the table."
-                if plan.get("pick") else ""), "",
-             "| config | seeds | val acc | val sens | val spec | val AUC | stress worst acc | stress mean acc | stress worst spec | stress worst sens | stress mean acc, Youden threshold |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+                if plan.get("pick") else "")
+             + " A mean over fewer runs than the row's seeds says how many, as (k).", "",
+             "Data: " + (f"the cache made {data['cache'].get('created')} "
+                         f"({data['cache'].get('images_hash')}) at {data.get('path')}"
+                         if isinstance(data.get("cache"), dict) else
+                         f"the image tree {data.get('tree')}" if data.get("tree") else
+                         "not recorded (a sweep started by an older experiments.py)")
+             + "; flags after \"--\" on every `pneumo train`: "
+             + (("`" + shlex.join(after) + "`" if after else "none")
+                if isinstance(after, list) else "not recorded")
+             + f" (besides {', '.join('--' + f for f in sorted(FREE_FLAGS))}, which may differ "
+               "between calls).", "",
+             "| config | seeds | val acc | val sens | val spec | val AUC | stress worst acc | stress mean acc | stress worst spec | stress worst sens | stress worst AUC | stress mean acc, Youden threshold |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, s in summary.items():
-        cells = [fmt(*s[c]) for c in ("val_acc", "val_sens", "val_spec", "val_auc", "stress_worst_accuracy",
-                                       "stress_mean_accuracy", "stress_worst_specificity",
-                                       "stress_worst_sensitivity", "stress_mean_accuracy_tuned")]
+        cells = [fmt(*s[c]) + (f" ({s['count'][c]})" if 0 < s["count"][c] < s["n"] else "")
+                 for c in ("val_acc", "val_sens", "val_spec", "val_auc", "stress_worst_accuracy",
+                           "stress_mean_accuracy", "stress_worst_specificity",
+                           "stress_worst_sensitivity", "stress_worst_auc",
+                           "stress_mean_accuracy_tuned")]
         mark = "" if name != chosen else " (named by the plan)" if plan.get("pick") else " (picked)"
         lines.append(f"| {name}{mark} | {s['n']} | " + " | ".join(cells) + " |")
     not_youden = {}  # NAME -> (seeds, rules) left out of the last column
@@ -755,10 +963,10 @@ def write_table(args, plan):
     for r in rows:
         lines.append(f"| {r['config']} | {r['seed']} | " + " | ".join(fmt(r[c]) for c in COLUMNS) +
                      f" | {fmt_seconds(r['train_seconds'])} |")
-    with open(os.path.join(args.out, "results.md"), "w") as f:
+    with open(os.path.join(args.out, "results.md"), "w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines[:shown]))
-    return chosen, missing
+    return chosen, missing + unranked
 
 
 def read_test(args, plan, chosen):
@@ -783,9 +991,10 @@ def read_test(args, plan, chosen):
                             "split was already read for that ensemble")
     if problems:
         sys.exit("experiments: the test split is not read (no lock written):\n  " + "\n  ".join(problems))
-    with open(lock, "w") as f:
+    with open(lock, "w", encoding="utf-8") as f:
         f.write(f"test read at {time.strftime('%Y-%m-%d %H:%M:%S')} for {names}\n"
-                f"plan sha256 {plan_sha256(args)} ({os.path.join(args.out, 'plan.json')})\n")
+                f"plan sha256 {plan_sha256(args)} ({os.path.join(args.out, 'plan.json')})\n"
+                f"data {args.data}: {json.dumps(data_identity(args.data))}\n")
 
     reads = []  # (name, label, path of its test JSON, whether it is an ensemble), in order
     for name in names:
@@ -812,7 +1021,7 @@ def read_test(args, plan, chosen):
                        "--json", out] + evaluate_args(args)
             for model in models:
                 command += ["--model", model]
-            run(command, os.path.join(args.out, name, "test.log"), failed_note)
+            run(command, os.path.join(args.out, name, "test.log"), failed_note, makes=out)
             done.append(out)
 
     what = "named by the plan" if plan.get("pick") else "picked"
@@ -821,7 +1030,8 @@ def read_test(args, plan, chosen):
              "Threshold 0.5 in every column but \"acc at the checkpoint's threshold\" (so "
              "\"stress worst acc\" is at 0.5; `evaluate --stress` prints its worst accuracy at the "
              "checkpoint's threshold). Mean ± sample sd (n - 1) over seeds; an ensemble applies "
-             "threshold 0.5, so it has no checkpoint threshold (-).", "",
+             "threshold 0.5, so it has no checkpoint threshold (-). Test split of --data "
+             f"{os.path.realpath(args.data)}.", "",
              "| config | run | " + " | ".join(h for h, _ in TEST_COLUMNS) + " |",
              "|---|---|" + "---|" * len(TEST_COLUMNS)]
     for name in names:
@@ -839,9 +1049,19 @@ def read_test(args, plan, chosen):
                     lines.append(f"| {name} | mean ± sample sd | " + " | ".join(fmt(*s) for s in stats) + " |")
                 cells = [fmt(f(result)) if i != TUNED else "-" for i, (_, f) in enumerate(TEST_COLUMNS)]
             lines.append(f"| {name} | {label} | " + " | ".join(cells) + " |")
-    with open(os.path.join(args.out, "test.md"), "w") as f:
+    with open(os.path.join(args.out, "test.md"), "w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+def parents(path):
+    """The folders above a path, nearest first (as given: relative ones stay relative)."""
+    path = os.path.normpath(path)
+    found = []
+    while os.path.dirname(path) not in ("", path):
+        path = os.path.dirname(path)
+        found.append(path)
+    return found
 
 
 def main():
@@ -861,32 +1081,59 @@ def main():
     argv = argv[:argv.index("--")] if "--" in argv else argv
     args = parser.parse_args(argv)
     args.train_args = train_args
+    repeated = []  # keys a JSON object holds twice (json.load keeps the last one silently)
+
+    def unique_keys(pairs):
+        keys = [key for key, _ in pairs]
+        repeated.extend(sorted({key for key in keys if keys.count(key) > 1}))
+        return dict(pairs)
     try:  # any JSON (load() keeps objects only): plan_errors says what a plan must be
-        with open(args.plan) as f:
-            plan = json.load(f)
-    except (OSError, ValueError):
-        usage_error(f"cannot read plan {args.plan} (missing, or not JSON)")
-    errors = plan_errors(plan)
-    errors += [f"'{a}' after \"--\" is set by the script (from the plan, or the run folder)"
-               for a in train_args if flag_name(a) in OWN_FLAGS]
+        with open(args.plan, encoding="utf-8") as f:
+            plan = json.load(f, object_pairs_hook=unique_keys)
+    except OSError as error:
+        usage_error(f"cannot read plan {args.plan}: {error.strerror or error}")
+    except ValueError as error:  # not UTF-8, or not JSON
+        usage_error(f"cannot read plan {args.plan}: not JSON in UTF-8 ({error})")
+    errors = [f"the plan holds {json.dumps(key)} twice in one object (JSON keeps only the last)"
+              for key in repeated]
+    errors += plan_errors(plan)
+    errors += [f"'{a}' after \"--\" is set by the script (from the plan, or the run folder), or "
+               "is not for a run" for a in train_args if flag_name(a) in OWN_FLAGS]
+    configs = plan.get("configs") if isinstance(plan, dict) else None
+    given_after = {flag_name(a) for a in train_args if flag_name(a)}
+    errors += [f"'--{flag}' after \"--\" would replace configuration '{name}''s own {flag}: a "
+               "configuration's flags belong in the plan" for name, flags in
+               (configs.items() if isinstance(configs, dict) else [])
+               if isinstance(flags, dict) for flag in flags if flag in given_after]
+    if args.only is not None and not args.only:
+        errors.append("--only names no configuration")
     errors += [f"--only names '{n}', which is not a configuration of the plan" for n in args.only or []
-               if isinstance(plan, dict) and isinstance(plan.get("configs"), dict) and n not in plan["configs"]]
+               if isinstance(configs, dict) and n not in configs]
     if args.jobs < 1:
         errors.append(f"--jobs {args.jobs}: give at least 1")
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        errors.append(f"--out {args.out} is a file, not a folder")
+    elif not os.path.exists(args.out) and any(
+            os.path.exists(p) and not os.path.isdir(p) for p in parents(args.out)):
+        errors.append(f"--out {args.out} lies under a file")
+    if not os.path.exists(args.data):
+        errors.append(f"--data {args.data} does not exist")
     if errors:
         usage_error(f"invalid plan {args.plan} or command line:\n  " + "\n  ".join(errors))
     check_cache_size(args, plan)
     training = not args.table and not args.test
     if training:
         check_flag_names(args, plan)
-    fix_plan(args, plan)
+        check_flag_values(args, plan)
+    fix_plan(args, plan, training)
     if training:
         train_all(args, plan)
     chosen, missing = write_table(args, plan)
     if args.test:
         if missing:
             sys.exit("experiments: --test reads the test split only once every configuration of the "
-                     f"plan has all its seeds scored; not yet: {', '.join(missing)}. No lock written")
+                     "plan has all its seeds scored (and its pick metric for each); not yet: "
+                     f"{', '.join(missing)}. No lock written")
         read_test(args, plan, chosen)
 
 

@@ -34,7 +34,7 @@ YOUDEN_COLUMNS = {"test acc (Youden thr.)", "Youden threshold"}
 def load(path):
     """The file's JSON object; None when it is missing, unreadable or holds no object."""
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             data = json.load(f)
     except (OSError, ValueError):
         return None
@@ -42,11 +42,13 @@ def load(path):
 
 
 def dig(obj, keys):
+    """The number at obj[k1][k2]...; None when missing, or not a finite number (true is not 1)."""
     for key in keys:
         if not isinstance(obj, dict) or key not in obj:
             return None
         obj = obj[key]
-    return obj if isinstance(obj, (int, float)) else None
+    is_number = isinstance(obj, (int, float)) and not isinstance(obj, bool)
+    return obj if is_number and math.isfinite(obj) else None
 
 
 def mean_sd(values):

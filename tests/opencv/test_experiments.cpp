@@ -249,7 +249,7 @@ TEST(Experiments, AFailedStartsFolderIsTrainedAgainAnythingElseRefused) {
     std::ofstream(kept + "/plain/seed-1/" + other) << "mine";
     auto refused = testing::run_command(sweep_command(dir, plan, kept));
     EXPECT_NE(refused.status, 0) << refused.output;
-    EXPECT_NE(refused.output.find("holds an unfinished run without a checkpoint"),
+    EXPECT_NE(refused.output.find("holds neither a checkpoint nor a model"),
               std::string::npos)
         << refused.output;
     EXPECT_TRUE(fs::exists(kept + "/plain/seed-1/" + other));
@@ -416,6 +416,17 @@ TEST(Experiments, InvalidPlansAndNamesRefusedBeforeAnyTraining) {
       {start + R"("seeds": [1], "configs": {)" + plain +
            R"(}, "views": {"v": {"of": {}, "model": "checkpoints/last.safetensors"}}})",
        "view 'v': 'of' must name a configuration (a string), got {}"},
+      // JSON keeps the last of a repeated key: the plan's first "plain" would vanish unseen.
+      {start + R"("seeds": [1], "configs": {)" + plain + ", " + plain + "}}",
+       "the plan holds \"plain\" twice in one object"},
+      {start + R"("seeds": [1], "configs": {)" + plain + R"(, "results.md": {}}})",
+       "configuration name 'results.md' is one of OUT's own files"},
+      {start + R"("seeds": [1], "configs": {)" + plain + R"(, "h": {"help": true}}})",
+       "configuration 'h': 'help' is set by the script"},
+      // A value `pneumo train` refuses: found by pneumo itself before OUT is made, not by the
+      // first run (whose failure fixed the plan in OUT with the typo in it).
+      {start + R"("seeds": [1], "configs": {"plain": {"lr": "abc", "device": "cpu"}}})",
+       "configuration 'plain': `pneumo train` refuses it: --lr takes a FLOAT, got 'abc'"},
   };
   int i = 0;
   for (const auto& [text, words] : plans) {
@@ -431,14 +442,130 @@ TEST(Experiments, InvalidPlansAndNamesRefusedBeforeAnyTraining) {
   // A good plan with a bad option: --only must name a configuration of the plan, --jobs be >= 1.
   const std::string plan = dir.file("good.json");
   std::ofstream(plan) << start + R"("seeds": [1], "configs": {)" + plain + "}}";
+  std::ofstream(dir.file("a-file")) << "not a folder";
   const std::vector<std::pair<std::string, std::string>> options = {
-      {" --only plian", "--only names 'plian'"}, {" --jobs 0", "--jobs 0: give at least 1"}};
+      {" --only plian", "--only names 'plian'"}, {" --jobs 0", "--jobs 0: give at least 1"},
+      {" --only", "--only names no configuration"},
+      {" -- --augment true", "'--augment' after \"--\" would replace configuration 'plain''s own"},
+      {" -- --help", "'--help' after \"--\" is set by the script"},
+      {" -- --lr 0x1p-3", "`pneumo train` refuses it: --lr: '0x1p-3' is not a number in decimal"},
+      {" --out " + dir.file("a-file"), "is a file, not a folder"},
+      {" --out " + dir.file("a-file") + "/sweep", "lies under a file"},
+      {" --data " + dir.file("no-data"), "--data " + dir.file("no-data") + " does not exist"}};
   for (const auto& [option, words] : options) {
+    // (A second --out or --data wins over sweep_command's: argparse keeps the last.)
     auto result = testing::run_command(sweep_command(dir, plan, out) + option);
     EXPECT_EQ(result.status, 2) << option << "\n" << result.output;
     EXPECT_NE(result.output.find(words), std::string::npos) << option << "\n" << result.output;
     EXPECT_FALSE(fs::exists(out)) << option;
   }
+}
+
+// A sweep's runs are compared as one experiment, so what decides them beyond the plan is fixed by
+// the first call (OUT/sweep.json): a later call with other flags after "--" (but --threads) is
+// refused, and any call on other data (here a cache of the same images, another identity) too,
+// --test before its lock. A pick metric without a value for a run (Youden's column, which train's
+// 0.5 fall-back on the sample's small validation leaves empty) ranks nothing: no pick, and --test
+// refused; it used to pick by validation AUC, unsaid. --table on a folder without a sweep is a
+// mistyped --out, not an empty table.
+TEST(Experiments, ASweepKeepsItsDataAndFlagsAndPicksOnlyByItsMetric) {
+  if (testing::run_command("python3 -c pass").status != 0) GTEST_SKIP() << "no python3";
+  testing::TempDir dir;
+  const std::string plan = dir.file("plan.json"), out = dir.file("sweep");
+  std::ofstream(plan) << R"({"size": 32, "epochs": 1, "seeds": [1], "rule": "r",
+    "pick_metric": "stress_mean_accuracy_tuned",
+    "configs": {"plain": {"augment": false, "device": "cpu"}}})";
+  const std::string sweep = sweep_command(dir, plan, out);
+  auto first = testing::run_command(sweep + " -- --threads 2");
+  ASSERT_EQ(first.status, 0) << first.output;
+  const std::string table = testing::read_text(out + "/results.md");
+  EXPECT_EQ(table.find("(picked)"), std::string::npos) << table;
+  EXPECT_NE(table.find("Nothing picked: the pick metric `stress_mean_accuracy_tuned` has no value "
+                       "for some runs of plain (0 of 1 runs)"),
+            std::string::npos)
+      << table;
+  EXPECT_NE(table.find("flags after \"--\" on every `pneumo train`: none"), std::string::npos)
+      << table;
+  auto test = testing::run_command(sweep + " --test");
+  EXPECT_EQ(test.status, 1) << test.output;
+  EXPECT_NE(test.output.find("and its pick metric for each"), std::string::npos) << test.output;
+  EXPECT_FALSE(fs::exists(out + "/test.lock"));
+
+  // --threads may change; anything else after "--" may not.
+  auto threads = testing::run_command(sweep + " -- --threads 1");
+  EXPECT_EQ(threads.status, 0) << threads.output;
+  auto other = testing::run_command(sweep + " -- --threads 2 --batch 8");
+  EXPECT_EQ(other.status, 1) << other.output;
+  EXPECT_NE(other.output.find("the flags after \"--\" differ from those this sweep's runs were "
+                              "trained with"),
+            std::string::npos)
+      << other.output;
+
+  // The same images as a cache: not the data the runs were trained on.
+  const std::string cache = dir.file("sample-cache");
+  ASSERT_EQ(testing::run_command("'" PNEUMO_BINARY "' prepare --data " PNEUMO_SOURCE_DIR
+                                 "/data/sample --out " + cache + " --size 32").status, 0);
+  const std::string on_cache = "python3 " PNEUMO_SOURCE_DIR "/scripts/experiments.py " + plan +
+                               " --pneumo " PNEUMO_BINARY " --data " + cache + " --out " + out;
+  for (const char* mode : {"", " --table", " --test"}) {
+    auto refused = testing::run_command(on_cache + mode);
+    EXPECT_EQ(refused.status, 1) << mode << "\n" << refused.output;
+    EXPECT_NE(refused.output.find("is not the data this sweep's runs were trained on"),
+              std::string::npos)
+        << mode << "\n" << refused.output;
+  }
+  EXPECT_FALSE(fs::exists(out + "/test.lock"));
+
+  auto typo = testing::run_command(sweep_command(dir, plan, dir.file("swep")) + " --table");
+  EXPECT_EQ(typo.status, 2) << typo.output;
+  EXPECT_NE(typo.output.find("holds no sweep (no plan.json)"), std::string::npos) << typo.output;
+  EXPECT_FALSE(fs::exists(dir.file("swep")));
+}
+
+// A plan whose first run failed before anything was trained (no checkpoint, model or score in
+// OUT) can be mended in place: the next call's plan replaces OUT's. And a `pneumo` that exits 0
+// without writing the model it was asked for has failed (`--pneumo /bin/true` was a success).
+TEST(Experiments, APlanIsMendedUntilARunHasAResultAndASilentSuccessIsAFailure) {
+  if (testing::run_command("python3 -c pass").status != 0) GTEST_SKIP() << "no python3";
+  testing::TempDir dir;
+  const std::string plan = dir.file("plan.json"), out = dir.file("sweep");
+  const std::string wrapper = dir.file("pneumo-fault.sh");
+  {
+    std::ofstream script(wrapper);
+    script << "#!/bin/sh\n"
+              "if [ \"$1\" = train ] && [ \"$2\" != --help ] && [ -n \"$FAULT\" ]; then\n"
+              "  shift; exec '" PNEUMO_BINARY "' train \"$@\" --inject-fault nan@2\n"
+              "fi\n"
+              "if [ \"$1\" = train ] && [ -n \"$SILENT\" ]; then exit 0; fi\n"
+              "exec '" PNEUMO_BINARY "' \"$@\"\n";
+  }
+  fs::permissions(wrapper, fs::perms::owner_all);
+  const std::string sweep = "PNEUMO_CACHE_DIR='" + dir.file("cache") + "' python3 "
+                            PNEUMO_SOURCE_DIR "/scripts/experiments.py " + plan + " --pneumo " +
+                            wrapper + " --data " PNEUMO_SOURCE_DIR "/data/sample --out " + out;
+  std::ofstream(plan) << R"({"size": 32, "epochs": 1, "seeds": [1], "rule": "r",
+    "configs": {"plain": {"augment": true, "device": "cpu"}}})";
+  auto failed = testing::run_command("FAULT=1 " + sweep);
+  ASSERT_EQ(failed.status, 1) << failed.output;
+  auto silent = testing::run_command("SILENT=1 " + sweep);
+  EXPECT_EQ(silent.status, 1) << silent.output;
+  EXPECT_NE(silent.output.find("ended with status 0 without writing " + out +
+                               "/plain/seed-1/model.safetensors"),
+            std::string::npos)
+      << silent.output;
+  std::ofstream(plan) << R"({"size": 32, "epochs": 1, "seeds": [1], "rule": "r",
+    "configs": {"plain": {"augment": false, "device": "cpu"}}})";
+  auto mended = testing::run_command(sweep);
+  ASSERT_EQ(mended.status, 0) << mended.output;
+  EXPECT_NE(mended.output.find("its plan is replaced by"), std::string::npos) << mended.output;
+  EXPECT_NE(testing::read_text(out + "/plan.json").find("\"augment\": false"), std::string::npos);
+  // Now a run has its result: the plan is fixed.
+  std::ofstream(plan) << R"({"size": 32, "epochs": 1, "seeds": [1], "rule": "r",
+    "configs": {"plain": {"augment": true, "device": "cpu"}}})";
+  auto changed = testing::run_command(sweep);
+  EXPECT_EQ(changed.status, 1) << changed.output;
+  EXPECT_NE(changed.output.find("A plan is fixed before its runs"), std::string::npos)
+      << changed.output;
 }
 
 // Every committed plan (configs/experiments/) names only flags and values `pneumo train` takes:
