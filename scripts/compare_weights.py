@@ -3,7 +3,7 @@
 
     compare_weights.py A.safetensors B.safetensors [--tolerance T]
 
-A tensor agrees when sum |a - b| <= T * sum |a| (its mean absolute difference relative to its
+A tensor agrees when its shapes are the same and sum |a - b| <= T * sum |a| (T finite, >= 0) (its mean absolute difference relative to its
 mean magnitude: a few weights whose gradient is near zero may move apart by a whole optimizer step
 under RMSprop's or AdamW's normalisation, and must not decide alone). Prints one line per tensor
 that does not, and a summary with the worst ratio seen; exits 1 when any tensor disagrees or the
@@ -14,6 +14,7 @@ Standard library only (CI needs no NumPy for it).
 import argparse
 import array
 import json
+import math
 import os
 import struct
 import sys
@@ -57,11 +58,17 @@ def read_safetensors(path):
         if not 0 <= begin <= end <= len(data) or (end - begin) % 4:
             raise Unreadable(f"tensor {name}'s data_offsets [{begin}, {end}] do not fit the "
                              f"{len(data)} bytes of data as float32 values")
+        shape = info.get("shape")
+        if not (isinstance(shape, list) and all(isinstance(d, int) and not isinstance(d, bool)
+                                                and d >= 0 for d in shape)):
+            raise Unreadable(f"tensor {name} has no shape (a list of sizes)")
         values = array.array("f")
         values.frombytes(data[begin:end])
         if sys.byteorder != "little":
             values.byteswap()
-        tensors[name] = values
+        if len(values) != math.prod(shape):
+            raise Unreadable(f"tensor {name}: shape {shape} but {len(values)} values")
+        tensors[name] = (shape, values)
     return tensors
 
 
@@ -71,6 +78,9 @@ def main():
     parser.add_argument("b")
     parser.add_argument("--tolerance", type=float, default=1e-2)
     args = parser.parse_args()
+    if not (math.isfinite(args.tolerance) and args.tolerance >= 0):
+        # NaN made every comparison false: weights that differ "agreed"
+        parser.error(f"--tolerance must be a finite number >= 0, got {args.tolerance}")
     tensors = []
     for path in (args.a, args.b):
         try:
@@ -84,13 +94,15 @@ def main():
         return 1
     worst, worst_name, failures, identical = 0.0, "", 0, 0
     for name in sorted(a):
-        x, y = a[name], b[name]
-        if len(x) != len(y):
-            print(f"{name}: {len(x)} values against {len(y)}")
+        (shape_x, x), (shape_y, y) = a[name], b[name]
+        if shape_x != shape_y:  # the same bytes as [2, 3] and [3, 2] are not the same weights
+            print(f"{name}: shape {shape_x} against {shape_y}")
             failures += 1
             continue
         if x.tobytes() == y.tobytes():
             identical += 1
+            continue
+        if all(p == q for p, q in zip(x, y)):  # -0.0 and 0.0: equal values, other bits
             continue
         scale = sum(abs(v) for v in x)
         diff = sum(abs(p - q) for p, q in zip(x, y))

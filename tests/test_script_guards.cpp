@@ -5,9 +5,12 @@
 // Skipped without python3.
 #include <gtest/gtest.h>
 
+#include <cstdint>
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <tuple>
+#include <vector>
 
 #include "cli_test_util.hpp"
 #include "temp_dir.hpp"
@@ -64,6 +67,59 @@ TEST(CompareWeights, AFileItCannotReadIsStatusTwoNotADifference) {
         << r.output;
     EXPECT_EQ(r.output.find("Traceback"), std::string::npos) << r.output;
   }
+}
+
+// A safetensors file of float32 tensors (name, shape, values), as pneumo writes them.
+void write_safetensors(
+    const std::string& path,
+    const std::vector<std::tuple<std::string, std::vector<int>, std::vector<float>>>& tensors) {
+  std::string header = "{", data;
+  for (const auto& [name, shape, values] : tensors) {
+    std::string dims;
+    for (int d : shape) dims += (dims.empty() ? "" : ",") + std::to_string(d);
+    header += (header.size() > 1 ? "," : "") + ("\"" + name + "\":{\"dtype\":\"F32\",\"shape\":[" +
+              dims + "],\"data_offsets\":[" + std::to_string(data.size()) + "," +
+              std::to_string(data.size() + 4 * values.size()) + "]}");
+    data.append(reinterpret_cast<const char*>(values.data()), 4 * values.size());
+  }
+  header += "}";
+  std::ofstream out(path, std::ios::binary);
+  const uint64_t length = header.size();  // little-endian on every machine this runs on
+  out.write(reinterpret_cast<const char*>(&length), 8);
+  out << header << data;
+}
+
+// A tolerance that is no number is a bad flag (NaN made every comparison false: weights that
+// differ "agreed", exit 0); the same bytes in another shape are other weights; 0.0 against -0.0
+// is the same value.
+TEST(CompareWeights, ATolerancePassesOnlyWhatItShouldAndShapesCount) {
+  if (testing::run_command("python3 -c pass").status != 0) GTEST_SKIP() << "no python3";
+  testing::TempDir dir;
+  const std::string a = dir.file("a.safetensors"), b = dir.file("b.safetensors"),
+                    turned = dir.file("turned.safetensors"), zeros = dir.file("zeros.safetensors"),
+                    signed_zeros = dir.file("signed-zeros.safetensors");
+  write_safetensors(a, {{"w", {2, 3}, {1, 2, 3, 4, 5, 6}}});
+  write_safetensors(b, {{"w", {2, 3}, {1, 2, 3, 4, 5, 9}}});
+  write_safetensors(turned, {{"w", {3, 2}, {1, 2, 3, 4, 5, 6}}});
+  write_safetensors(zeros, {{"w", {2}, {0.0f, 0.0f}}});
+  write_safetensors(signed_zeros, {{"w", {2}, {-0.0f, 0.0f}}});
+  const std::string script = "python3 " + quoted(kScripts + "compare_weights.py") + " ";
+  const auto compare = [&](const std::string& x, const std::string& y, const std::string& flags) {
+    return testing::run_command(script + quoted(x) + " " + quoted(y) + flags);
+  };
+  EXPECT_EQ(compare(a, b, "").status, 1);  // 3 of 21: over the default 1%
+  EXPECT_EQ(compare(a, b, " --tolerance 0.2").status, 0);
+  for (const char* bad : {"nan", "-1", "inf"}) {
+    const auto r = compare(a, b, std::string(" --tolerance ") + bad);
+    EXPECT_EQ(r.status, 2) << bad << "\n" << r.output;
+    EXPECT_NE(r.output.find("--tolerance must be a finite number >= 0"), std::string::npos)
+        << r.output;
+  }
+  const auto shapes = compare(a, turned, "");
+  EXPECT_EQ(shapes.status, 1) << shapes.output;
+  EXPECT_NE(shapes.output.find("w: shape [2, 3] against [3, 2]"), std::string::npos)
+      << shapes.output;
+  EXPECT_EQ(compare(zeros, signed_zeros, "").status, 0);
 }
 
 }  // namespace
