@@ -34,16 +34,24 @@ which the value is divided by (not measured when that is 0 or less).
 A prediction with no matching row, or several, is "not measured" (with the reason), never held.
 An OUT_DIR that holds none of those files gets its table (every entry not measured) and a warning
 on stderr.
-Exit status: 0 when the table was written (whatever the verdicts), 2 on an invalid file or an
+Exit status: 0 when the table was written (whatever the verdicts), 2 on an invalid file (an
+unknown key, a bound that is not a finite number, ...), a file of OUT_DIR it cannot read, or an
 OUT_DIR that is not a folder.
 """
 import csv
 import json
+import math
 import os
 import re
 import sys
 
 COMPARISONS = ("at_most", "at_least", "equals")
+# Every key a file, a prediction and a measure may hold: a misspelt one (a "feild" that left the
+# field to its default, a "devcie" that compared a figure on another GPU) is refused, not ignored.
+FILE_KEYS = {"written", "rule", "before_device", "device", "predictions", "note"}
+PREDICTION_KEYS = {"id", "claim", "source", "measure", "before", "device", "note"} | set(COMPARISONS)
+MEASURE_KEYS = {"kernels", "train", "recipe", "field", "op", "ops_matching", "aggregate", "log",
+                "relative_to"}
 # bench kernels' CSV columns that hold words, whatever they look like; the others are numbers
 # or true/false (src/bench/report.cpp, rows_to_csv).
 CSV_TEXT_COLUMNS = {"platform", "device", "op", "layer", "shape", "variant", "status", "note",
@@ -225,6 +233,11 @@ def predicted_text(p):
     return "?"
 
 
+def is_finite_number(value):
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
 def validate(doc):
     problems = []
     if not isinstance(doc, dict) or not isinstance(doc.get("predictions"), list):
@@ -234,6 +247,8 @@ def validate(doc):
             problems.append(f"\"{key}\" (words) is missing")
     if "device" in doc and not isinstance(doc["device"], str):
         problems.append("\"device\" is not a string (a word of the device's name)")
+    problems += [f"unknown key \"{key}\" (known: {', '.join(sorted(FILE_KEYS))})"
+                 for key in sorted(set(doc) - FILE_KEYS)]
     seen = set()
     for i, p in enumerate(doc["predictions"]):
         name = p["id"] if isinstance(p, dict) and isinstance(p.get("id"), str) else f"#{i}"
@@ -249,8 +264,12 @@ def validate(doc):
         given = [k for k in COMPARISONS if k in p]
         if len(given) != 1:
             problems.append(f"prediction {name} needs exactly one of {', '.join(COMPARISONS)}")
-        elif not isinstance(p[given[0]], (int, float)) or isinstance(p[given[0]], bool):
-            problems.append(f"prediction {name}: {given[0]} is not a number")
+        elif not is_finite_number(p[given[0]]):
+            problems.append(f"prediction {name}: {given[0]} is not a finite number")
+        if "before" in p and not is_finite_number(p["before"]):
+            problems.append(f"prediction {name}: \"before\" is not a finite number")
+        problems += [f"prediction {name}: unknown key \"{key}\" (known: "
+                     f"{', '.join(sorted(PREDICTION_KEYS))})" for key in sorted(set(p) - PREDICTION_KEYS)]
         if "device" in p and not isinstance(p["device"], str):
             problems.append(f"prediction {name}: \"device\" is not a string (a word of the "
                             "device's name)")
@@ -263,7 +282,8 @@ def validate(doc):
 
 def measure_problems(m):
     """What is wrong with one measure (not the ones it is relative to)."""
-    problems = []
+    problems = [f"unknown key \"{key}\" in a measure (known: {', '.join(sorted(MEASURE_KEYS))})"
+                for key in sorted(set(m) - MEASURE_KEYS)]
     kinds = [k for k in ("kernels", "train", "recipe") if k in m]
     if len(kinds) != 1 or not isinstance(m[kinds[0]], dict):
         problems.append("a measure names one of kernels, train, recipe, with an object of the "
@@ -296,7 +316,7 @@ def main(argv):
     try:
         with open(argv[1], encoding="utf-8") as f:
             doc = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
+    except (OSError, ValueError) as e:  # not JSON, or not UTF-8
         print(f"check_predictions: cannot read {argv[1]}: {e}", file=sys.stderr)
         return 2
     problems = validate(doc)
@@ -343,5 +363,17 @@ def main(argv):
     return 0
 
 
+def checked_main(argv):
+    """main, with a file of OUT_DIR it cannot read (not UTF-8, a folder by a file's name) said in
+    one line, status 2, as an invalid predictions file is."""
+    try:
+        return main(argv)
+    except (OSError, UnicodeDecodeError) as e:
+        where = getattr(e, "filename", None)
+        print(f"check_predictions: cannot read {where or 'a file of ' + argv[2]}: {e}",
+              file=sys.stderr)
+        return 2
+
+
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    sys.exit(checked_main(sys.argv))

@@ -194,6 +194,34 @@ TEST(CheckPredictions, FilesOfTheWrongTypesAreRefusedNotCrashedOn) {
         "prediction field: \"field\" is not a string", "prediction op: \"op\" is not a string"})
     EXPECT_TRUE(has(bad.output, problem)) << problem << "\n" << bad.output;
 
+  // A misspelt key is refused, not ignored (a "feild" compared median_ms against a bound on the
+  // DRAM share, a "devcie" judged one GPU's figure on another: both "held"); a bound that is no
+  // finite number always held or always missed.
+  std::ofstream(dir.file("keys.json")) << R"J({"written": "today", "rule": "words", "devcie": "A",
+    "predictions": [
+    {"id": "field", "claim": "c", "measure": {"kernels": {}, "feild": "gbps"}, "at_most": 40},
+    {"id": "device", "claim": "c", "measure": {"kernels": {}}, "at_most": 1, "devcie": "A100"},
+    {"id": "nan", "claim": "c", "measure": {"kernels": {}}, "at_least": NaN},
+    {"id": "inf", "claim": "c", "measure": {"kernels": {}}, "at_most": Infinity, "before": "2.0"}]})J";
+  const testing::CommandResult keys = check(dir, "keys.json");
+  EXPECT_EQ(keys.status, 2) << keys.output;
+  for (const char* problem :
+       {"keys.json: unknown key \"devcie\"", "prediction field: unknown key \"feild\" in a measure",
+        "prediction device: unknown key \"devcie\"", "prediction nan: at_least is not a finite number",
+        "prediction inf: at_most is not a finite number",
+        "prediction inf: \"before\" is not a finite number"})
+    EXPECT_TRUE(has(keys.output, problem)) << problem << "\n" << keys.output;
+  // A file of OUT_DIR it cannot read: one line and status 2, not a traceback.
+  std::filesystem::create_directories(dir.file("out/throughput.jsonl"));
+  std::ofstream(dir.file("good.json")) << R"J({"written": "today", "rule": "words", "predictions": [
+    {"id": "a", "claim": "c", "measure": {"train": {}, "field": "step_ms_mean"}, "at_most": 1}]})J";
+  const testing::CommandResult unreadable = check_paths(dir.file("good.json"), dir.file("out"));
+  EXPECT_EQ(unreadable.status, 2) << unreadable.output;
+  EXPECT_TRUE(has(unreadable.output, "check_predictions: cannot read " + dir.file("out") +
+                                         "/throughput.jsonl"))
+      << unreadable.output;
+  EXPECT_FALSE(has(unreadable.output, "Traceback")) << unreadable.output;
+
   // --help prints the format, as the other scripts' --help does.
   const testing::CommandResult help = testing::run_command(
       "python3 '" PNEUMO_SOURCE_DIR "/scripts/check_predictions.py' --help 2>&1");
