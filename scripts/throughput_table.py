@@ -13,11 +13,13 @@ Lines it reads: `pneumo bench train` rows ({"impl": "pneumo", "batch", "images_p
 ({"impl": "torch-<config>", "batch", "images_per_second"}) and recipe lines
 ({"measure": "recipe", "recipe_seconds"}). Other lines (profiles, layers) are passed over. Where a
 configuration was measured more than once, the last line counts. A line of those kinds whose
-fields have the wrong types (a batch that is not an integer, a speed that is not a positive
-number, seconds that are not a number, an impl or precision that is not a string) is skipped with
-a warning on stderr naming its file and line.
+fields have the wrong types (a batch that is not an integer, a speed or seconds that are not a
+finite positive number, an impl or precision that is not a string, a switch such as "augment"
+that is not true or false) is skipped with a warning on stderr naming its file and line; bytes
+that are not UTF-8 make a line no JSON reads, passed over.
 """
 import json
+import math
 import sys
 
 
@@ -44,23 +46,39 @@ def pneumo_name(row, recipe=False):
 
 
 def is_number(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+# The configuration switches of a pneumo row: true or false when given ("no" read as true).
+SWITCHES = ("augment", "cudnn_only", "deterministic", "fused_block_tails", "cuda_graph",
+            "graph_engines")
 
 
 def type_problem(row):
     """Why a pneumo or PyTorch row cannot be tabulated (a field of the wrong type), or None."""
     if not isinstance(row.get("precision", ""), str):
         return f"\"precision\" is {row['precision']!r}, not a string"
+    for switch in SWITCHES:
+        if switch in row and not isinstance(row[switch], bool):
+            return f"\"{switch}\" is {row[switch]!r}, not true or false"
     if row.get("measure") == "recipe":
         key = "total_seconds" if row["impl"] == "pneumo" else "recipe_seconds"
-        if row.get(key) is not None and not is_number(row[key]):
-            return f"\"{key}\" is {row[key]!r}, not a number"
+        if row.get(key) is not None and not (is_number(row[key]) and row[key] > 0):
+            return f"\"{key}\" is {row[key]!r}, not a positive number"
     elif "images_per_second" in row:
         if not isinstance(row.get("batch"), int) or isinstance(row.get("batch"), bool):
             return f"\"batch\" is {row.get('batch')!r}, not an integer"
         if not is_number(row["images_per_second"]) or not row["images_per_second"] > 0:
             return f"\"images_per_second\" is {row['images_per_second']!r}, not a positive number"
     return None
+
+
+def lines_of(f, path):
+    """The file's lines; a read error (a folder by a file's name) ends the script in one line."""
+    try:
+        yield from f
+    except OSError as error:
+        sys.exit(f"throughput_table: cannot read {path}: {error.strerror or error}")
 
 
 def read_rows(paths):
@@ -70,11 +88,11 @@ def read_rows(paths):
     graph_runs = {}
     for path in paths:
         try:
-            f = open(path)
+            f = open(path, encoding="utf-8", errors="replace")  # a damaged line is skipped below
         except OSError as error:
             sys.exit(f"throughput_table: cannot read {path}: {error.strerror}")
         with f:
-            for number, line in enumerate(f, 1):
+            for number, line in enumerate(lines_of(f, path), 1):
                 line = line.strip()
                 if not line.startswith("{"):
                     continue

@@ -78,15 +78,23 @@ TEST(ThroughputTable, LinesWithFieldsOfTheWrongTypesAreSkippedWithAWarning) {
       << R"({"impl":5})" << "\n"
       << R"({"impl":"torch-eager","batch":32,"images_per_second":0,"precision":"fp32"})" << "\n"
       << R"({"impl":"torch-eager","batch":32,"images_per_second":3000,"precision":"fp32"})"
-      << "\n";
+      << "\n"
+      // Tabulated before as inf, -5.00 and augmentation on ("no" is a true string).
+      << R"({"impl":"torch-eager","batch":256,"images_per_second":Infinity})" << "\n"
+      << R"({"impl":"pneumo","measure":"recipe","total_seconds":-5})" << "\n"
+      << R"({"impl":"pneumo","batch":256,"images_per_second":5,"augment":"no"})" << "\n"
+      << "\xff\xfe not UTF-8\n";
   const testing::CommandResult run = run_table(dir.file("t.jsonl"));
   ASSERT_EQ(run.status, 0) << run.output;
   EXPECT_EQ(run.output.find("Traceback"), std::string::npos) << run.output;
   for (const std::string warning :
        {":2: \"batch\" is [1], not an integer; line skipped",
-        ":3: \"total_seconds\" is 'x', not a number; line skipped",
+        ":3: \"total_seconds\" is 'x', not a positive number; line skipped",
         ":4: \"impl\" is 5, not a string; line skipped",
-        ":5: \"images_per_second\" is 0, not a positive number; line skipped"})
+        ":5: \"images_per_second\" is 0, not a positive number; line skipped",
+        ":7: \"images_per_second\" is inf, not a positive number; line skipped",
+        ":8: \"total_seconds\" is -5, not a positive number; line skipped",
+        ":9: \"augment\" is 'no', not true or false; line skipped"})
     EXPECT_NE(run.output.find("throughput_table: " + dir.file("t.jsonl") + warning),
               std::string::npos)
         << warning << "\n" << run.output;
