@@ -6,9 +6,11 @@ number comes with its run-to-run spread.
     scripts/summarize_runs.py RUN_DIR [RUN_DIR ...] > runs.md
 
 Each RUN_DIR holds config.json and metrics_val.json (written by `pneumo train`) and, when the
-test split was evaluated, test_metrics.json (`pneumo evaluate --split test --json`). A run missing
-a file (or whose file is not a JSON object) is listed with a note and left out of the statistics that need that file; a RUN_DIR that
-does not exist, or one given twice, is an error.
+test split was evaluated, test_metrics.json (`pneumo evaluate --split test --json`; the GPU
+check's name) or test.json (scripts/experiments.py --test's). A run missing a file (or whose file
+is not a JSON object) is listed with a note and left out of the statistics that need that file; a
+RUN_DIR that does not exist, holds none of these files (a sweep's configuration folder given
+instead of its seed-S folders), or is given twice, is an error.
 """
 import json
 import math
@@ -70,10 +72,20 @@ def main(run_dirs):
         if real in seen:
             sys.exit(f"summarize_runs: {run} is the same folder as {seen[real]}: a run counts once")
         seen[real] = run
+    empty = [run for run in run_dirs if not any(
+        os.path.exists(os.path.join(run, name))
+        for name in ("config.json", "metrics_val.json", "test_metrics.json", "test.json"))]
+    if empty:
+        sys.exit(f"summarize_runs: not a run folder (no config.json, metrics_val.json, "
+                 f"test_metrics.json or test.json): {', '.join(empty)}")
     rows, notes = [], []
     for run in run_dirs:
+        test_file = "test_metrics.json"
+        if not os.path.exists(os.path.join(run, test_file)) and \
+                os.path.exists(os.path.join(run, "test.json")):
+            test_file = "test.json"
         files = {"val": load(os.path.join(run, "metrics_val.json")),
-                 "test": load(os.path.join(run, "test_metrics.json"))}
+                 "test": load(os.path.join(run, test_file))}
         config = load(os.path.join(run, "config.json")) or {}
         missing = [name for name, data in files.items() if data is None]
         if missing:

@@ -97,5 +97,34 @@ TEST(SummarizeRuns, JsonThatIsNotAnObjectIsAMissingFile) {
       << run.output;
 }
 
+// A sweep's run (scripts/experiments.py --test) keeps its test metrics as test.json: read as
+// test_metrics.json is (it was "no test metrics"). A folder without any run file is a typo (a
+// sweep's configuration folder for its seed-S folders), not a blank row; true is not a number.
+TEST(SummarizeRuns, ASweepsTestJsonIsReadAFolderWithoutRunFilesRefused) {
+  if (testing::run_command("python3 -c pass").status != 0) GTEST_SKIP() << "no python3";
+  testing::TempDir dir;
+  write_run(dir.file("sweep/a/seed-1"), 1, 0.96, 0.80, true);
+  fs::rename(dir.file("sweep/a/seed-1/test_metrics.json"), dir.file("sweep/a/seed-1/test.json"));
+  write_run(dir.file("sweep/a/seed-2"), 2, 0.98, 0.90, true);
+  write(dir.file("sweep/a/seed-2/metrics_val.json"),
+        "{\"default_threshold\": {\"accuracy\": true}, \"roc_auc\": 0.99}");
+  const std::string script = "python3 '" PNEUMO_SOURCE_DIR "/scripts/summarize_runs.py' ";
+  const testing::CommandResult run = testing::run_command(
+      script + "'" + dir.file("sweep/a/seed-1") + "' '" + dir.file("sweep/a/seed-2") + "' 2>&1");
+  ASSERT_EQ(run.status, 0) << run.output;
+  EXPECT_NE(run.output.find("| seed-1 | 1 | 0.960 | 0.990 | 0.800 |"), std::string::npos)
+      << run.output;
+  EXPECT_EQ(run.output.find("no test metrics"), std::string::npos) << run.output;
+  EXPECT_NE(run.output.find("| seed-2 | 2 |  | 0.990 | 0.900 |"), std::string::npos)
+      << run.output;
+  const testing::CommandResult typo = testing::run_command(
+      script + "'" + dir.file("sweep/a") + "' '" + dir.file("sweep/a/seed-1") + "' 2>&1");
+  EXPECT_EQ(typo.status, 1) << typo.output;
+  EXPECT_NE(typo.output.find("not a run folder (no config.json, metrics_val.json, "
+                             "test_metrics.json or test.json): " + dir.file("sweep/a")),
+            std::string::npos)
+      << typo.output;
+}
+
 }  // namespace
 }  // namespace pneumo
