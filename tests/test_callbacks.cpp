@@ -103,6 +103,12 @@ TEST(ReduceLROnPlateau, CooldownFollowsKerasCounting) {
   ReduceLROnPlateau cooled(options);
   EXPECT_EQ(lr_trace(cooled, "val_accuracy", flat, 1.0),
             (std::vector<double>{1.0, 0.5, 0.5, 0.25, 0.25, 0.125}));
+  // So cooldown 1 rests no epoch at all (as docs/usage.md and --help say).
+  options.cooldown = 1;
+  ReduceLROnPlateau one(options);
+  EXPECT_EQ(lr_trace(one, "val_accuracy", flat, 1.0),
+            (std::vector<double>{1.0, 0.5, 0.25, 0.125, 0.0625, 0.03125}));
+  options.cooldown = 2;
   // An improvement during cooldown still becomes the new best.
   ReduceLROnPlateau cooled_again(options);
   lr_trace(cooled_again, "val_accuracy", {0.5, 0.5, 0.9}, 1.0);

@@ -229,6 +229,9 @@ TEST(Metrics, ReportWithTunedThresholdAndItsForms) {
   EXPECT_EQ(format_threshold(0.99997), "0.99997");
   EXPECT_EQ(format_threshold(0.500031), "0.500031");
   EXPECT_EQ(format_threshold(0.5), "0.5");
+  // Not the default 0.5 when it is not (a table held two "0.5" rows with different metrics).
+  EXPECT_EQ(format_threshold(0.50000005), "0.50000005");
+  EXPECT_EQ(format_threshold(std::nextafter(0.5, 1.0)), "0.50000000000000011");
   // More digits where six would round a cut inside (0, 1) onto 1 or 0 (a Youden cut between two
   // confident scores read "threshold 1", a rule nothing passes); 0 and 1 themselves stay short.
   EXPECT_EQ(format_threshold(0.9999998492832337), "0.9999998493");

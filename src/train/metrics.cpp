@@ -100,13 +100,17 @@ std::string format_ratio(double value) {
 }  // namespace
 
 std::string format_threshold(double threshold) {
-  // Six digits, unless they round a threshold inside (0, 1) to 0 or 1: a Youden cut between two
-  // confident scores (0.99999985) printed as "1" reads as a rule nothing passes ("p > 1").
+  // Six digits, unless they round a threshold inside (0, 1) to 0 or 1, or one that is not 0.5 to
+  // 0.5: a Youden cut between two confident scores (0.99999985) printed as "1" reads as a rule
+  // nothing passes ("p > 1"), and a cut of 0.50000005 beside the default 0.5 gave a metrics table
+  // two rows "0.5" with different numbers.
   char text[32];
   for (const char* spec : {"%.6g", "%.10g", "%.17g"}) {
     std::snprintf(text, sizeof text, spec, threshold);
     const double shown = std::strtod(text, nullptr);
-    if (!((shown == 0.0 && threshold > 0.0) || (shown == 1.0 && threshold < 1.0))) break;
+    const bool hides = (shown == 0.0 && threshold > 0.0) || (shown == 1.0 && threshold < 1.0) ||
+                       (shown == 0.5 && threshold != 0.5);
+    if (!hides) break;
   }
   return text;
 }

@@ -10,6 +10,7 @@
 #include <iomanip>
 #include <iostream>
 #include <iterator>
+#include <limits>
 #include <optional>
 #include <sstream>
 
@@ -309,10 +310,15 @@ int run_evaluate(const EvaluateOptions& options) {
   }
   if (!options.scores.empty()) {  // the numbers behind the metrics, for analyses of one's own
     std::ostringstream csv;
-    csv << "index,file,label,logit,probability\n" << std::setprecision(9);
+    // Every digit each number needs to read back as itself (9 for the float logit, 17 for the
+    // double probability): with 9, distinct logits near p = 0.5 or 1 shared a probability, and
+    // an AUC recomputed from that column moved in its fourth decimal.
+    csv << "index,file,label,logit,probability\n";
     for (size_t i = 0; i < logits.size(); ++i)
       csv << i << "," << csv_field(i < split.files.size() ? split.files[i] : std::string()) << ","
-          << static_cast<int>(split.labels[i]) << "," << logits[i] << "," << sigmoid(logits[i])
+          << static_cast<int>(split.labels[i]) << ","
+          << std::setprecision(std::numeric_limits<float>::max_digits10) << logits[i] << ","
+          << std::setprecision(std::numeric_limits<double>::max_digits10) << sigmoid(logits[i])
           << "\n";
     write_file_atomically(options.scores, csv.str());
   }
@@ -410,8 +416,11 @@ int run_predict(const PredictOptions& options) {
     const double p = sigmoid(logits[i]);
     const char* label = predicts_pneumonia(logits[i], threshold) ? "PNEUMONIA" : "NORMAL";
     if (options.csv) {
-      std::cout << csv_field(kept[i]) << "," << std::setprecision(6) << p << "," << label;
-      if (options.logits) std::cout << "," << std::setprecision(9) << logits[i];
+      // All of p's digits (6 printed 0.9999996 as 1, and a p just above the threshold as it).
+      std::cout << csv_field(kept[i]) << ","
+                << std::setprecision(std::numeric_limits<double>::max_digits10) << p << "," << label;
+      if (options.logits)
+        std::cout << "," << std::setprecision(std::numeric_limits<float>::max_digits10) << logits[i];
       std::cout << "\n";
     } else {
       // Fixed decimals, as many as the header's threshold shows (six significant digits, at

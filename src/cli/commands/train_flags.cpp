@@ -378,7 +378,8 @@ std::vector<TrainFlag> make_table() {
                     PNEUMO_FIELD(plateau_patience), non_negative, "3", "-1"));
   t.push_back(bound("plateau-min-delta", "ReduceLROnPlateau min_delta",
                     PNEUMO_FIELD(plateau_min_delta), non_negative, "0.001", "nan"));
-  t.push_back(bound("plateau-cooldown", "ReduceLROnPlateau cooldown",
+  t.push_back(bound("plateau-cooldown",
+                    "ReduceLROnPlateau cooldown, counted as Keras does: N - 1 epochs rest after a cut",
                     PNEUMO_FIELD(plateau_cooldown), non_negative, "1", "-1"));
   t.push_back(
       bound("min-lr", "Learning-rate floor", PNEUMO_FIELD(min_lr), non_negative, "1e-05", "-1"));
