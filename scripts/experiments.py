@@ -978,6 +978,12 @@ def read_test(args, plan, chosen):
     problems = [f"'{n}' is not a configuration or view of the plan" for n in names
                 if n not in names_of(plan)]
     check_cache_size(args, plan)
+    try:  # a --pneumo that cannot run would leave the lock written and the split never read
+        version = subprocess.run([args.pneumo, "--version"], capture_output=True, timeout=60)
+        if version.returncode != 0:
+            problems.append(f"--pneumo {args.pneumo} --version failed (status {version.returncode})")
+    except (OSError, subprocess.TimeoutExpired) as error:
+        problems.append(f"cannot run --pneumo {args.pneumo}: {error}")
     for name in names:
         for seed in plan["seeds"]:
             run_dir = os.path.join(args.out, name, f"seed-{seed}")

@@ -566,6 +566,18 @@ TEST(Experiments, APlanIsMendedUntilARunHasAResultAndASilentSuccessIsAFailure) {
   EXPECT_EQ(changed.status, 1) << changed.output;
   EXPECT_NE(changed.output.find("A plan is fixed before its runs"), std::string::npos)
       << changed.output;
+  // A --test whose pneumo cannot run is refused before its lock (which would have allowed no read).
+  std::ofstream(plan) << R"({"size": 32, "epochs": 1, "seeds": [1], "rule": "r",
+    "configs": {"plain": {"augment": false, "device": "cpu"}}})";
+  auto no_pneumo = testing::run_command(sweep + " --test --pneumo " + dir.file("no-pneumo"));
+  EXPECT_EQ(no_pneumo.status, 1) << no_pneumo.output;
+  EXPECT_NE(no_pneumo.output.find("cannot run --pneumo " + dir.file("no-pneumo")),
+            std::string::npos)
+      << no_pneumo.output;
+  EXPECT_FALSE(fs::exists(out + "/test.lock"));
+  auto test = testing::run_command(sweep + " --test");
+  EXPECT_EQ(test.status, 0) << test.output;
+  EXPECT_TRUE(fs::exists(out + "/plain/seed-1/test.json")) << test.output;
 }
 
 // Every committed plan (configs/experiments/) names only flags and values `pneumo train` takes:
