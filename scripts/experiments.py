@@ -54,7 +54,8 @@ it afresh); the table's "train s" is their sum. A command that exits 0 without w
 model or scores is a failure. OUT/results.md and OUT/results.csv hold the table
 (mean ± sample sd over seeds); the pick is made once every configuration has all its seeds scored.
 --test needs that too; it reads the test split into OUT/test.md, once (OUT/test.lock, with the
-plan's SHA-256, refuses a second read, as does a test.json already in a run folder).
+plan's SHA-256 and the data, refuses a second read, as does a test.json already in a run folder);
+reads stopped or failed part way leave test.md with those made and the rest named as not read.
 """
 import argparse
 import concurrent.futures
@@ -1020,24 +1021,34 @@ def read_test(args, plan, chosen):
                 f"{', '.join(done) or 'nothing'}. Not read: {', '.join(not_read)}.")
 
     # A signal here is not passed on: `pneumo evaluate` would die with its read half done, and
-    # the lock allows no second read. The read running finishes; none starts after it.
-    with ForwardingSignals(pass_on=False):
-        for name, _, out, models in reads:
-            command = [args.pneumo, "evaluate", "--data", args.data, "--split", "test", "--stress",
-                       "--json", out] + evaluate_args(args)
-            for model in models:
-                command += ["--model", model]
-            run(command, os.path.join(args.out, name, "test.log"), failed_note, makes=out)
-            done.append(out)
+    # the lock allows no second read. The read running finishes; none starts after it. Whatever
+    # ends the reads, test.md holds those made (the lock allows no call to write it later).
+    try:
+        with ForwardingSignals(pass_on=False):
+            for name, _, out, models in reads:
+                command = [args.pneumo, "evaluate", "--data", args.data, "--split", "test",
+                           "--stress", "--json", out] + evaluate_args(args)
+                for model in models:
+                    command += ["--model", model]
+                run(command, os.path.join(args.out, name, "test.log"), failed_note, makes=out)
+                done.append(out)
+    finally:
+        write_test_md(args, plan, chosen, names, reads, done)
 
+
+def write_test_md(args, plan, chosen, names, reads, done):
+    """OUT/test.md: the test metrics of the reads made (`done`), the others named as not read."""
     what = "named by the plan" if plan.get("pick") else "picked"
+    not_read = [f"{name} {label}" for name, label, out, _ in reads if out not in done]
     lines = [f"# Test split, read once ({time.strftime('%Y-%m-%d')}): {what} `{chosen}`"
              + (f", baseline `{plan['baseline']}`" if len(names) > 1 else ""), "",
              "Threshold 0.5 in every column but \"acc at the checkpoint's threshold\" (so "
              "\"stress worst acc\" is at 0.5; `evaluate --stress` prints its worst accuracy at the "
              "checkpoint's threshold). Mean ± sample sd (n - 1) over seeds; an ensemble applies "
              "threshold 0.5, so it has no checkpoint threshold (-). Test split of --data "
-             f"{os.path.realpath(args.data)}.", "",
+             f"{os.path.realpath(args.data)}."
+             + (f" Not read (the reads were stopped or failed, and the lock allows no other): "
+                f"{', '.join(not_read)}." if not_read else ""), "",
              "| config | run | " + " | ".join(h for h, _ in TEST_COLUMNS) + " |",
              "|---|---|" + "---|" * len(TEST_COLUMNS)]
     for name in names:
@@ -1045,9 +1056,10 @@ def read_test(args, plan, chosen):
         for row_name, label, out, models in reads:
             if row_name != name:
                 continue
-            result = load(out)
+            result = (load(out) if out in done else None) or {}
             if len(models) == 1:
-                results.append(result)
+                if result:
+                    results.append(result)
                 cells = [fmt(f(result)) for _, f in TEST_COLUMNS]
             else:
                 if len(results) > 1:

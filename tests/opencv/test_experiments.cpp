@@ -580,6 +580,42 @@ TEST(Experiments, APlanIsMendedUntilARunHasAResultAndASilentSuccessIsAFailure) {
   EXPECT_TRUE(fs::exists(out + "/plain/seed-1/test.json")) << test.output;
 }
 
+// A --test whose reads stop part way (a failure here; a signal the same way) still writes test.md
+// with the reads made and names the rest as not read: the lock allows no later call to write it.
+TEST(Experiments, AStoppedTestReadKeepsWhatItReadInTestMd) {
+  if (testing::run_command("python3 -c pass").status != 0) GTEST_SKIP() << "no python3";
+  testing::TempDir dir;
+  const std::string plan = dir.file("plan.json"), out = dir.file("sweep");
+  const std::string wrapper = dir.file("pneumo-fails-seed-2.sh");
+  {
+    std::ofstream script(wrapper);
+    script << "#!/bin/sh\n"
+              "if [ \"$1\" = evaluate ] && [ -n \"$FAIL\" ]; then\n"
+              "  case \"$*\" in *seed-2*) echo 'failed on purpose'; exit 1;; esac\n"
+              "fi\n"
+              "exec '" PNEUMO_BINARY "' \"$@\"\n";
+  }
+  fs::permissions(wrapper, fs::perms::owner_all);
+  std::ofstream(plan) << R"({"size": 32, "epochs": 1, "seeds": [1, 2], "rule": "r",
+    "configs": {"plain": {"augment": false, "threads": 2, "device": "cpu"}}})";
+  const std::string sweep = "PNEUMO_CACHE_DIR='" + dir.file("cache") + "' python3 "
+                            PNEUMO_SOURCE_DIR "/scripts/experiments.py " + plan + " --pneumo " +
+                            wrapper + " --data " PNEUMO_SOURCE_DIR "/data/sample --out " + out;
+  ASSERT_EQ(testing::run_command(sweep).status, 0);
+  auto test = testing::run_command("FAIL=1 " + sweep + " --test");
+  EXPECT_EQ(test.status, 1) << test.output;
+  ASSERT_TRUE(fs::exists(out + "/test.md")) << test.output;
+  const std::string md = testing::read_text(out + "/test.md");
+  EXPECT_NE(md.find("Not read (the reads were stopped or failed, and the lock allows no other): "
+                    "plain seed 2, plain ensemble of 2"),
+            std::string::npos)
+      << md;
+  const size_t row = md.find("| plain | seed 1 | ");
+  ASSERT_NE(row, std::string::npos) << md;
+  EXPECT_EQ(md.substr(row, md.find('\n', row) - row).find("| - |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| plain | seed 2 | - |"), std::string::npos) << md;
+}
+
 // Every committed plan (configs/experiments/) names only flags and values `pneumo train` takes:
 // a typo found when a GPU runs the plan costs that call. Each configuration, as a --config with
 // data that does not exist, gets as far as the data (exit 1), never a usage error (exit 2).
