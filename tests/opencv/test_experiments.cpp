@@ -38,11 +38,27 @@ namespace fs = std::filesystem;
 
 // experiments.py on the bundled sample, its image cache in the test's folder.
 std::string sweep_command(const testing::TempDir& dir, const std::string& plan,
-                          const std::string& out) {
+                          const std::string& out, const std::string& pneumo = PNEUMO_BINARY) {
   return "PNEUMO_CACHE_DIR='" + dir.file("cache") + "' python3 " PNEUMO_SOURCE_DIR
-         "/scripts/experiments.py " + plan + " --pneumo " PNEUMO_BINARY " --data " PNEUMO_SOURCE_DIR
+         "/scripts/experiments.py " + plan + " --pneumo " + pneumo + " --data " PNEUMO_SOURCE_DIR
          "/data/sample --out " + out;
 }
+
+// A `pneumo` for experiments.py that runs the shell lines `before` (which may exit, or exec the
+// binary with other arguments) and then the binary as called: a fault where a test wants one.
+std::string pneumo_wrapper(const testing::TempDir& dir, const std::string& name,
+                           const std::string& before) {
+  const std::string path = dir.file(name);
+  std::ofstream(path) << "#!/bin/sh\n" << before << "exec '" PNEUMO_BINARY "' \"$@\"\n";
+  fs::permissions(path, fs::perms::owner_all);
+  return path;
+}
+
+// The lines of pneumo_wrapper that add --inject-fault nan@2 to a `pneumo train` while FAULT is set.
+const char* const kTrainFaultWhileFault =
+    "if [ \"$1\" = train ] && [ \"$2\" != --help ] && [ -n \"$FAULT\" ]; then\n"
+    "  shift; exec '" PNEUMO_BINARY "' train \"$@\" --inject-fault nan@2\n"
+    "fi\n";
 
 // The numbers in a run's train_seconds.txt (a line per `pneumo train` command of the run).
 std::vector<double> train_seconds(const std::string& run_dir) {
@@ -323,21 +339,11 @@ TEST(Experiments, AFailedTrainingsSecondsAreKeptAFreshStartCountsOnlyItsOwn) {
   if (testing::run_command("python3 -c pass").status != 0) GTEST_SKIP() << "no python3";
   testing::TempDir dir;
   const std::string plan = dir.file("plan.json"), out = dir.file("sweep");
-  const std::string wrapper = dir.file("pneumo-fault.sh"), run = out + "/plain/seed-1";
+  const std::string run = out + "/plain/seed-1";
   std::ofstream(plan) << R"({"size": 32, "epochs": 2, "seeds": [1], "rule": "the only one",
     "configs": {"plain": {"augment": false, "threads": 2, "device": "cpu"}}})";
-  {
-    std::ofstream script(wrapper);
-    script << "#!/bin/sh\n"
-              "if [ \"$1\" = train ] && [ \"$2\" != --help ] && [ -n \"$FAULT\" ]; then\n"
-              "  shift; exec '" PNEUMO_BINARY "' train \"$@\" --inject-fault nan@2\n"
-              "fi\n"
-              "exec '" PNEUMO_BINARY "' \"$@\"\n";
-  }
-  fs::permissions(wrapper, fs::perms::owner_all);
-  const std::string sweep = "PNEUMO_CACHE_DIR='" + dir.file("cache") + "' python3 "
-                            PNEUMO_SOURCE_DIR "/scripts/experiments.py " + plan + " --pneumo " +
-                            wrapper + " --data " PNEUMO_SOURCE_DIR "/data/sample --out " + out;
+  const std::string sweep = sweep_command(
+      dir, plan, out, pneumo_wrapper(dir, "pneumo-fault.sh", kTrainFaultWhileFault));
   auto failed = testing::run_command("FAULT=1 " + sweep);
   EXPECT_EQ(failed.status, 1) << failed.output;
   EXPECT_NE(failed.output.find("command failed with status 1"), std::string::npos)
@@ -529,20 +535,11 @@ TEST(Experiments, APlanIsMendedUntilARunHasAResultAndASilentSuccessIsAFailure) {
   if (testing::run_command("python3 -c pass").status != 0) GTEST_SKIP() << "no python3";
   testing::TempDir dir;
   const std::string plan = dir.file("plan.json"), out = dir.file("sweep");
-  const std::string wrapper = dir.file("pneumo-fault.sh");
-  {
-    std::ofstream script(wrapper);
-    script << "#!/bin/sh\n"
-              "if [ \"$1\" = train ] && [ \"$2\" != --help ] && [ -n \"$FAULT\" ]; then\n"
-              "  shift; exec '" PNEUMO_BINARY "' train \"$@\" --inject-fault nan@2\n"
-              "fi\n"
-              "if [ \"$1\" = train ] && [ -n \"$SILENT\" ]; then exit 0; fi\n"
-              "exec '" PNEUMO_BINARY "' \"$@\"\n";
-  }
-  fs::permissions(wrapper, fs::perms::owner_all);
-  const std::string sweep = "PNEUMO_CACHE_DIR='" + dir.file("cache") + "' python3 "
-                            PNEUMO_SOURCE_DIR "/scripts/experiments.py " + plan + " --pneumo " +
-                            wrapper + " --data " PNEUMO_SOURCE_DIR "/data/sample --out " + out;
+  const std::string sweep = sweep_command(
+      dir, plan, out,
+      pneumo_wrapper(dir, "pneumo-fault.sh",
+                     std::string(kTrainFaultWhileFault) +
+                         "if [ \"$1\" = train ] && [ -n \"$SILENT\" ]; then exit 0; fi\n"));
   std::ofstream(plan) << R"({"size": 32, "epochs": 1, "seeds": [1], "rule": "r",
     "configs": {"plain": {"augment": true, "device": "cpu"}}})";
   auto failed = testing::run_command("FAULT=1 " + sweep);
@@ -586,21 +583,14 @@ TEST(Experiments, AStoppedTestReadKeepsWhatItReadInTestMd) {
   if (testing::run_command("python3 -c pass").status != 0) GTEST_SKIP() << "no python3";
   testing::TempDir dir;
   const std::string plan = dir.file("plan.json"), out = dir.file("sweep");
-  const std::string wrapper = dir.file("pneumo-fails-seed-2.sh");
-  {
-    std::ofstream script(wrapper);
-    script << "#!/bin/sh\n"
-              "if [ \"$1\" = evaluate ] && [ -n \"$FAIL\" ]; then\n"
-              "  case \"$*\" in *seed-2*) echo 'failed on purpose'; exit 1;; esac\n"
-              "fi\n"
-              "exec '" PNEUMO_BINARY "' \"$@\"\n";
-  }
-  fs::permissions(wrapper, fs::perms::owner_all);
   std::ofstream(plan) << R"({"size": 32, "epochs": 1, "seeds": [1, 2], "rule": "r",
     "configs": {"plain": {"augment": false, "threads": 2, "device": "cpu"}}})";
-  const std::string sweep = "PNEUMO_CACHE_DIR='" + dir.file("cache") + "' python3 "
-                            PNEUMO_SOURCE_DIR "/scripts/experiments.py " + plan + " --pneumo " +
-                            wrapper + " --data " PNEUMO_SOURCE_DIR "/data/sample --out " + out;
+  const std::string sweep = sweep_command(
+      dir, plan, out,
+      pneumo_wrapper(dir, "pneumo-fails-seed-2.sh",
+                     "if [ \"$1\" = evaluate ] && [ -n \"$FAIL\" ]; then\n"
+                     "  case \"$*\" in *seed-2*) echo 'failed on purpose'; exit 1;; esac\n"
+                     "fi\n"));
   ASSERT_EQ(testing::run_command(sweep).status, 0);
   auto test = testing::run_command("FAIL=1 " + sweep + " --test");
   EXPECT_EQ(test.status, 1) << test.output;
