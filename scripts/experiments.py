@@ -36,9 +36,11 @@ status 2 before anything runs.
 The first training call copies the plan to OUT/plan.json and records in OUT/sweep.json the data
 (a cache by its meta.json: size, creation time, images' hash, counts) and the flags after "--"
 (but --threads and --tuning-cache, which may change between calls); a later call whose plan or
-data differs is refused, and a training call whose flags after "--" differ. Until OUT holds a
+data differs is refused, and a training call whose flags after "--" differ (compared as flags:
+their order and "--x=v" against "--x v" do not count). Until OUT holds a
 run's result (a checkpoint, a model, a score) a training call replaces them, so a plan whose
-first run failed at once can be mended. --table and --test need OUT/plan.json. Runs
+first run failed at once can be mended. --table and --test need OUT/plan.json; --table reads no
+data (given one that does not exist, it does not compare it). Runs
 land in OUT/NAME/seed-S/ (a view's scores in OUT/VIEW/seed-S/, its model in its CONFIG's run);
 each run's config.json must record the plan's flags, size, epochs and seed, else it is refused.
 A finished run (its val.json readable) is never trained again, so an interrupted sweep continues
@@ -297,13 +299,15 @@ def check_flag_values(args, plan):
                                         errors="replace", timeout=120)
             except (OSError, subprocess.TimeoutExpired):
                 return  # `pneumo train` checks its flags itself when the run starts
+            where = f"configuration '{name}'" + (" with the flags after \"--\""
+                                                  if args.train_args else "")
             if result.returncode == 2:
                 said = [line for line in (result.stdout + result.stderr).splitlines()
                         if line.startswith("pneumo: error:")]
-                errors.append(f"configuration '{name}'"
-                              + (" with the flags after \"--\"" if args.train_args else "")
-                              + ": `pneumo train` refuses it: "
+                errors.append(f"{where}: `pneumo train` refuses it: "
                               + (said[0][len("pneumo: error: "):] if said else "status 2"))
+            elif result.returncode == 0:  # it never reached the data: help, version, ...
+                errors.append(f"{where}: `pneumo train` ends with status 0 without training")
     if errors:
         usage_error("invalid plan or flags:\n  " + "\n  ".join(errors))
 
@@ -380,7 +384,8 @@ def fix_plan(args, plan, training):
     them: a plan whose first run failed at once can still be mended."""
     plan_path = os.path.join(args.out, "plan.json")
     sweep_path = os.path.join(args.out, "sweep.json")
-    sweep = {"data": data_identity(args.data), "flags_after_dashes": recorded_flags(args.train_args)}
+    sweep = {"data": data_identity(args.data) if os.path.exists(args.data) else None,
+             "flags_after_dashes": recorded_flags(args.train_args)}
 
     def start():
         os.makedirs(args.out, exist_ok=True)
@@ -400,9 +405,19 @@ def fix_plan(args, plan, training):
         sys.exit(f"experiments: cannot read {plan_path}, the plan this folder was started with")
     changed = differences(fixed, plan)
     recorded = load(sweep_path)
-    if (changed or recorded is None) and training and not holds_results(args.out):
-        if changed:
-            warn(f"{args.out} has no run's result yet: its plan is replaced by {args.plan}")
+    # --table reads no data: a sweep's folder copied back without its cache still tabulates.
+    data_given = os.path.exists(args.data)
+    other_data = recorded is not None and data_given and \
+        not same_data(recorded.get("data") or {}, sweep["data"])
+    other_flags = recorded is not None and training and \
+        not same_flags(recorded.get("flags_after_dashes") or [], sweep["flags_after_dashes"])
+    if (changed or recorded is None or other_data or other_flags) and training and \
+            not holds_results(args.out):
+        replaced = [what for what, differs in (("plan", changed), ("data", other_data),
+                                               ("flags after \"--\"", other_flags)) if differs]
+        if replaced:
+            warn(f"{args.out} has no run's result yet: its {', '.join(replaced)} "
+                 "are replaced by this call's")
         return start()
     if changed:
         sys.exit(f"experiments: {args.plan} differs from the plan {args.out} was started with "
@@ -414,15 +429,34 @@ def fix_plan(args, plan, training):
                  "and flags after \"--\" are recorded from this call")
             write_json(sweep_path, sweep)
         return
-    if not same_data(recorded.get("data") or {}, sweep["data"]):
+    if other_data:
         sys.exit(f"experiments: --data {args.data} is not the data this sweep's runs were trained "
                  f"on ({sweep_path}: {json.dumps(recorded.get('data'))}; given: "
                  f"{json.dumps(sweep['data'])}); give that data, or use another --out")
-    if training and recorded.get("flags_after_dashes") != sweep["flags_after_dashes"]:
+    if other_flags:
         sys.exit("experiments: the flags after \"--\" differ from those this sweep's runs were "
                  f"trained with ({sweep_path}): {shlex.join(sweep['flags_after_dashes']) or 'none'} "
                  f"against {shlex.join(recorded.get('flags_after_dashes') or []) or 'none'}; only "
                  f"{', '.join('--' + f for f in sorted(FREE_FLAGS))} may change between calls")
+
+
+def flag_groups(flags):
+    """Flags as (name, values) pairs in name order: "--x=v" is "--x v", and the order they were
+    given in does not count. A value is an argument that does not start with "--"."""
+    groups = []
+    for arg in flags:
+        if arg.startswith("--"):
+            name, _, value = arg.partition("=")
+            groups.append((name, [value] if "=" in arg else []))
+        elif groups:
+            groups[-1][1].append(arg)
+        else:
+            groups.append(("", [arg]))
+    return sorted(groups)
+
+
+def same_flags(recorded, given):
+    return flag_groups(recorded) == flag_groups(given)
 
 
 def plan_sha256(args):
@@ -850,8 +884,8 @@ def unpickable(summary, plan):
     if plan.get("pick"):
         return []
     metric = pick_metric(plan)
-    return [f"{name} ({s['count'][metric]} of {s['n']} runs)" for name, s in summary.items()
-            if s["count"][metric] < s["n"]]
+    return [f"{name} ({metric} for {s['count'][metric]} of {s['n']} runs)"
+            for name, s in summary.items() if s["count"][metric] < s["n"]]
 
 
 def incomplete(summary, plan):
@@ -893,8 +927,8 @@ def write_table(args, plan):
              "until they are")
     unranked = [] if missing else unpickable(summary, plan)
     if unranked:
-        warn(f"the pick metric {pick_metric(plan)} has no value for some runs of "
-             f"{', '.join(unranked)}; the rule cannot rank them, so nothing is picked")
+        warn(f"the pick metric has no value for some runs: {', '.join(unranked)}; the rule "
+             "cannot rank them, so nothing is picked")
     chosen = pick(summary, plan)
     sweep = load(os.path.join(args.out, "sweep.json")) or {}
     after = sweep.get("flags_after_dashes")
@@ -909,8 +943,8 @@ def write_table(args, plan):
              "seeds; model = each run's model.safetensors (the final epoch's weights unless its configuration "
              "restores its best), a view's the checkpoint it names."
              + (f" Incomplete, nothing picked yet: {', '.join(missing)}." if missing else "")
-             + (f" Nothing picked: the pick metric `{pick_metric(plan)}` has no value for some "
-                f"runs of {', '.join(unranked)}." if unranked else "")
+             + (f" Nothing picked: the pick metric has no value for some runs: "
+                f"{', '.join(unranked)}." if unranked else "")
              + ("" if plan.get("pick") or missing or unranked else
                 f" Picked by the highest mean `{pick_metric(plan)}` (a tie: the higher mean "
                 "validation AUC).")
@@ -919,7 +953,8 @@ def write_table(args, plan):
                 if plan.get("pick") else "")
              + " A mean over fewer runs than the row's seeds says how many, as (k).", "",
              "Data: " + (f"the cache made {data['cache'].get('created')} "
-                         f"({data['cache'].get('images_hash')}) at {data.get('path')}"
+                         f"({data['cache'].get('images_hash')}) at "
+                         f"{os.path.realpath(args.data) if os.path.exists(args.data) else data.get('path')}"
                          if isinstance(data.get("cache"), dict) else
                          f"the image tree {data.get('tree')}" if data.get("tree") else
                          "not recorded (a sweep started by an older experiments.py)")
@@ -1116,7 +1151,7 @@ def main():
               for key in repeated]
     errors += plan_errors(plan)
     errors += [f"'{a}' after \"--\" is set by the script (from the plan, or the run folder), or "
-               "is not for a run" for a in train_args if flag_name(a) in OWN_FLAGS]
+               "is not for a run" for a in train_args if flag_name(a) in OWN_FLAGS or a == "-h"]
     configs = plan.get("configs") if isinstance(plan, dict) else None
     given_after = {flag_name(a) for a in train_args if flag_name(a)}
     errors += [f"'--{flag}' after \"--\" would replace configuration '{name}''s own {flag}: a "
@@ -1129,12 +1164,14 @@ def main():
                if isinstance(configs, dict) and n not in configs]
     if args.jobs < 1:
         errors.append(f"--jobs {args.jobs}: give at least 1")
-    if os.path.exists(args.out) and not os.path.isdir(args.out):
+    if not args.out:
+        errors.append("--out is empty")
+    elif os.path.exists(args.out) and not os.path.isdir(args.out):
         errors.append(f"--out {args.out} is a file, not a folder")
     elif not os.path.exists(args.out) and any(
             os.path.exists(p) and not os.path.isdir(p) for p in parents(args.out)):
         errors.append(f"--out {args.out} lies under a file")
-    if not os.path.exists(args.data):
+    if not os.path.exists(args.data) and not args.table:  # --table reads no data
         errors.append(f"--data {args.data} does not exist")
     if errors:
         usage_error(f"invalid plan {args.plan} or command line:\n  " + "\n  ".join(errors))
@@ -1149,9 +1186,9 @@ def main():
     chosen, missing = write_table(args, plan)
     if args.test:
         if missing:
-            sys.exit("experiments: --test reads the test split only once every configuration of the "
-                     "plan has all its seeds scored (and its pick metric for each); not yet: "
-                     f"{', '.join(missing)}. No lock written")
+            sys.exit("experiments: --test reads the test split only once the plan's rule has picked "
+                     "(every configuration with all its seeds scored and the pick metric for each); "
+                     f"it has not: {', '.join(missing)}. No lock written")
         read_test(args, plan, chosen)
 
 

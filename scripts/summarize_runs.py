@@ -9,8 +9,9 @@ Each RUN_DIR holds config.json and metrics_val.json (written by `pneumo train`) 
 test split was evaluated, test_metrics.json (`pneumo evaluate --split test --json`; the GPU
 check's name) or test.json (scripts/experiments.py --test's). A run missing a file (or whose file
 is not a JSON object) is listed with a note and left out of the statistics that need that file; a
-RUN_DIR that does not exist, holds none of these files (a sweep's configuration folder given
-instead of its seed-S folders), or is given twice, is an error.
+RUN_DIR that does not exist, holds no file a run makes (metrics_val.json, a test file,
+history.csv, model.safetensors: a sweep's configuration folder given instead of its seed-S
+folders), or is given twice, is an error.
 """
 import json
 import math
@@ -72,12 +73,15 @@ def main(run_dirs):
         if real in seen:
             sys.exit(f"summarize_runs: {run} is the same folder as {seen[real]}: a run counts once")
         seen[real] = run
-    empty = [run for run in run_dirs if not any(
-        os.path.exists(os.path.join(run, name))
-        for name in ("config.json", "metrics_val.json", "test_metrics.json", "test.json"))]
+    # What a training or its evaluation leaves (a sweep's configuration folder holds a config.json
+    # too, experiments.py's, but none of these).
+    made_by_a_run = ("metrics_val.json", "test_metrics.json", "test.json", "history.csv",
+                     "model.safetensors")
+    empty = [run for run in run_dirs
+             if not any(os.path.exists(os.path.join(run, name)) for name in made_by_a_run)]
     if empty:
-        sys.exit(f"summarize_runs: not a run folder (no config.json, metrics_val.json, "
-                 f"test_metrics.json or test.json): {', '.join(empty)}")
+        sys.exit(f"summarize_runs: not a run folder (none of {', '.join(made_by_a_run)}): "
+                 f"{', '.join(empty)}")
     rows, notes = [], []
     for run in run_dirs:
         test_file = "test_metrics.json"

@@ -142,6 +142,11 @@ TEST(BadInput, ParseErrorsNameTheFlagTheValueAndTheHelp) {
        "pneumo train"},
       {"train --data d --zoom +0X0P0", "--zoom: '+0X0P0' is not a number in decimal",
        "pneumo train"},
+      // White space first (strtod and strtoll pass over it) hid the prefix.
+      {"train --data d --lr ' 0x1p-10'", "--lr: ' 0x1p-10' is not a number in decimal",
+       "pneumo train"},
+      {"train --data d --seed ' 0x10'", "--seed: ' 0x10' is not a whole number in decimal",
+       "pneumo train"},
       // A switch given a value it cannot read (its type has no name in CLI11).
       {"predict --model m --csv=maybe x", "--csv takes true or false, got 'maybe'",
        "pneumo predict"},

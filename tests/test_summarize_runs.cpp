@@ -106,6 +106,7 @@ TEST(SummarizeRuns, ASweepsTestJsonIsReadAFolderWithoutRunFilesRefused) {
   write_run(dir.file("sweep/a/seed-1"), 1, 0.96, 0.80, true);
   fs::rename(dir.file("sweep/a/seed-1/test_metrics.json"), dir.file("sweep/a/seed-1/test.json"));
   write_run(dir.file("sweep/a/seed-2"), 2, 0.98, 0.90, true);
+  write(dir.file("sweep/a/config.json"), "{\"augment\": false}");  // experiments.py's, per config
   write(dir.file("sweep/a/seed-2/metrics_val.json"),
         "{\"default_threshold\": {\"accuracy\": true}, \"roc_auc\": 0.99}");
   const std::string script = "python3 '" PNEUMO_SOURCE_DIR "/scripts/summarize_runs.py' ";
@@ -120,8 +121,8 @@ TEST(SummarizeRuns, ASweepsTestJsonIsReadAFolderWithoutRunFilesRefused) {
   const testing::CommandResult typo = testing::run_command(
       script + "'" + dir.file("sweep/a") + "' '" + dir.file("sweep/a/seed-1") + "' 2>&1");
   EXPECT_EQ(typo.status, 1) << typo.output;
-  EXPECT_NE(typo.output.find("not a run folder (no config.json, metrics_val.json, "
-                             "test_metrics.json or test.json): " + dir.file("sweep/a")),
+  EXPECT_NE(typo.output.find("not a run folder (none of metrics_val.json, test_metrics.json, "
+                             "test.json, history.csv, model.safetensors): " + dir.file("sweep/a")),
             std::string::npos)
       << typo.output;
 }

@@ -466,7 +466,7 @@ void refuse_flags_as_values(CLI::App& app) {
   // "takes an INT".
   const CLI::Validator decimal(
       [](std::string& value) {
-        const size_t at = !value.empty() && (value[0] == '+' || value[0] == '-') ? 1 : 0;
+        const size_t at = digits_start(value);
         if (value.size() > at + 1 && value[at] == '0' &&
             std::string("xXoObB").find(value[at + 1]) != std::string::npos)
           return "'" + value + "' is not a whole number in decimal";

@@ -139,6 +139,24 @@ TEST(Cli, TrainEvaluatePredictOnTheSample) {
     ++listed;
   }
   EXPECT_EQ(listed, 30);
+  // A threshold shown with more decimals (0.50000005: format_threshold never shows it as 0.5)
+  // gets as many on every p, so that a p on either side of it never prints as the same number.
+  auto close = pneumo_command("predict --model " + run + "/model.safetensors " + kSample +
+                                  "/test/NORMAL --device cpu --threshold 0.50000005",
+                              dir.file("cache"));
+  ASSERT_EQ(close.status, 0) << close.output;
+  EXPECT_NE(close.output.find("PNEUMONIA when p > 0.50000005 "), std::string::npos)
+      << close.output;
+  std::istringstream close_listing(close.output);
+  int widened = 0;
+  while (std::getline(close_listing, line)) {
+    const auto gap = line.find("  ");
+    if (gap == std::string::npos || !csv_rows.count(line.substr(0, gap))) continue;
+    const std::string rest = line.substr(gap + 2);
+    EXPECT_EQ(rest.find("  "), 10u) << "0.dddddddd expected: " << line;
+    ++widened;
+  }
+  EXPECT_EQ(widened, 30);
 }
 
 // Epoch-level resume on the CPU is exact: 1 epoch + resume to 2 equals 2 epochs straight.

@@ -410,8 +410,16 @@ int run_predict(const PredictOptions& options) {
   const std::vector<float> logits = ensemble.logits(images);
   if (options.csv)
     std::cout << "path,probability_pneumonia,label" << (options.logits ? ",logit" : "") << "\n";
-  const int p_decimals =
-      threshold > 0 ? std::max(6, 5 - static_cast<int>(std::floor(std::log10(threshold)))) : 6;
+  // At least the decimals the header's threshold shows (format_threshold widens a cut such as
+  // 0.50000005), so that a p on either side of it never prints as the same number.
+  const std::string shown = format_threshold(threshold);
+  const size_t point = shown.find('.');
+  const int shown_decimals = point == std::string::npos || shown.find('e') != std::string::npos
+                                 ? 0
+                                 : static_cast<int>(shown.size() - point - 1);
+  const int p_decimals = std::max(
+      shown_decimals,
+      threshold > 0 ? std::max(6, 5 - static_cast<int>(std::floor(std::log10(threshold)))) : 6);
   for (size_t i = 0; i < kept.size(); ++i) {
     const double p = sigmoid(logits[i]);
     const char* label = predicts_pneumonia(logits[i], threshold) ? "PNEUMONIA" : "NORMAL";

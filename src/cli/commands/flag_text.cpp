@@ -1,6 +1,7 @@
 // Flag text -> the lower layers' types (see flag_text.hpp).
 #include "cli/commands/flag_text.hpp"
 
+#include <cctype>
 #include <cstdlib>
 
 #include "pneumo/error.hpp"
@@ -28,8 +29,15 @@ BalanceMode parse_balance_mode(const std::string& text) {
   throw Error("--balance '" + text + "': expected oversample, class-weight or none");
 }
 
+size_t digits_start(const std::string& text) {
+  size_t at = 0;
+  while (at < text.size() && std::isspace(static_cast<unsigned char>(text[at]))) ++at;
+  if (at < text.size() && (text[at] == '+' || text[at] == '-')) ++at;
+  return at;
+}
+
 bool starts_hexadecimal(const std::string& text) {
-  const size_t at = !text.empty() && (text[0] == '+' || text[0] == '-') ? 1 : 0;
+  const size_t at = digits_start(text);
   return text.size() > at + 1 && text[at] == '0' && (text[at + 1] == 'x' || text[at + 1] == 'X');
 }
 

@@ -5,6 +5,7 @@
 // the flag.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -28,7 +29,10 @@ BalanceMode parse_balance_mode(const std::string& text);  // "oversample" | "cla
 // "0x1p-10", which no flag's documentation promises); nullopt otherwise. nan and inf read as
 // themselves: each flag's range check refuses them.
 std::optional<double> parse_decimal(const std::string& text);
-bool starts_hexadecimal(const std::string& text);  // "0x..." or "0X...", after a sign
+// Where a number's digits start: after the white space and the sign that strtod, strtoll and
+// CLI11 pass over.
+size_t digits_start(const std::string& text);
+bool starts_hexadecimal(const std::string& text);  // "0x..." or "0X..." from digits_start
 // --val-split: "official" (the dataset's own val split) or a fraction in (0, 1), e.g. "0.15".
 ValidationOptions parse_val_split(const std::string& text, uint64_t seed = 0);
 // --schedule: "step" | "exponential" | "cosine" ("none" is the plateau callback, no schedule).
