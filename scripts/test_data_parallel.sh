@@ -11,7 +11,8 @@
 #      already amplify the first step's rounding differences to a few percent on this data:
 #      measured 0.066 on bn3.bias, 2026-12-02, so the comparison is made at one step, in 1.);
 #   4. a rank killed mid-run ends every rank with a non-zero status naming it, promptly, and the
-#      last checkpoint stays whole.
+#      last checkpoint stays whole;
+#   5. a rank started with other flags is refused before anything is made (status 2, one line).
 # Usage: test_data_parallel.sh PNEUMO_BINARY SOURCE_DIR
 set -euo pipefail
 pneumo=$(realpath "$1")
@@ -87,4 +88,22 @@ grep -q "rank 1" killed.log || { cat killed.log; echo "FAIL: the message does no
 # Whole: it loads (its CRC checked) and scores validation.
 "$pneumo" evaluate --model killed/checkpoints/last.safetensors --data "$source_dir/data/sample" \
   --split val-carved --device cpu >killed-evaluate.log 2>&1
-echo "test_data_parallel: all checks passed (status $status after the kill)"
+
+echo "== 5. a rank started with other flags"
+# rank 1 with another --seed (a per-rank wrapper, as a per-node config would): refused before
+# anything is made, status 2, one whole line naming the flag (it trained its own model, its
+# gradients summed with rank 0's, its metrics gathered with them; another --batch hung).
+cat >perrank.sh <<EOS
+#!/bin/sh
+if [ "\$OMPI_COMM_WORLD_RANK" = 1 ]; then exec "$pneumo" "\$@" --seed 8; fi
+exec "$pneumo" "\$@"
+EOS
+chmod +x perrank.sh
+differ=0
+timeout 120 "${mpirun[@]}" ./perrank.sh train "${common[@]}" --epochs 1 --out differ >differ.log 2>&1 ||
+  differ=$?
+[[ $differ -eq 2 ]] || { cat differ.log; echo "FAIL: status $differ, not 2"; exit 1; }
+grep -qx "pneumo: error on rank 1 of 2: this rank differs from rank 0: --seed 8 (rank 0: 7); every rank must be started with the same flags and data" differ.log ||
+  { cat differ.log; echo "FAIL: no whole line naming --seed"; exit 1; }
+[[ ! -e differ ]] || { ls -la differ; echo "FAIL: a run folder was made"; exit 1; }
+echo "test_data_parallel: all checks passed (status $status after the kill; $differ for other flags)"

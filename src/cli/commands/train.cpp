@@ -412,10 +412,49 @@ std::vector<std::string> flags_without_effect(const TrainOptions& o, Device devi
   return notes;
 }
 
-// Checks the flags and that --data names data, makes the run folder and writes config.json (rank
-// 0; the other ranks learn its name): the first things a run does, so a bad flag or an unwritable
-// --out stops it before any data is read.
+// Rank 0's `mine` on every rank (a collective).
+std::string rank_zeros(Communicator& group, const std::string& mine) {
+  uint64_t length = mine.size();
+  group.broadcast_bytes(&length, sizeof length);
+  std::string first = group.rank() == 0 ? mine : std::string(length, '\0');
+  if (length > 0) group.broadcast_bytes(first.data(), length);
+  return first;
+}
+
+// Every rank must train one run: where a rank's `difference` from rank 0 is not empty, that rank
+// stops every rank with it (bad usage), and the others wait in a vote it never joins, so that its
+// message is the one printed before its abort ends them. A collective, before anything is made.
+void agree_with_rank_zero(Communicator& group, const std::string& difference) {
+  if (!group.any(!difference.empty())) return;
+  if (!difference.empty())
+    throw UsageError("this rank differs from rank 0: " + difference +
+                     "; every rank must be started with the same flags and data");
+  group.any(true);  // never completes: the differing rank aborts the run
+  throw Error("a rank differs from rank 0");
+}
+
+// The settings of this rank that differ from rank 0's, in words ("" when none): a rank started
+// with another --seed, --lr or --config trained its own model while its gradients were summed
+// and its validation scores gathered with the others' (silently wrong metrics), and another
+// --batch or --epochs left the ranks waiting in mismatched collectives for ever. --threads and
+// --tuning-cache only say how a rank runs; they may differ.
+std::string settings_unlike_rank_zeros(const TrainOptions& options, Communicator& group) {
+  nlohmann::json mine = to_json(options);
+  for (const char* local : {"threads", "tuning-cache"}) mine.erase(local);
+  const nlohmann::json first = nlohmann::json::parse(rank_zeros(group, mine.dump()));
+  std::string differing;
+  for (const auto& [key, value] : mine.items())
+    if (!first.contains(key) || first[key] != value)
+      differing += std::string(differing.empty() ? "" : ", ") + "--" + key + " " + value.dump() +
+                   (first.contains(key) ? " (rank 0: " + first[key].dump() + ")" : "");
+  return differing;
+}
+
+// Checks that every rank was given the same settings, the flags and that --data names data,
+// makes the run folder and writes config.json (rank 0; the other ranks learn its name): the first
+// things a run does, so a bad flag or an unwritable --out stops it before any data is read.
 std::string start_run_dir(const TrainOptions& options, Communicator& group, RunDirLock& lock) {
+  if (group.size() > 1) agree_with_rank_zero(group, settings_unlike_rank_zeros(options, group));
   validate(options);
   check_data_path(options.data);  // a mistyped --data makes no folder
   // A run inside its data (a cache, a tree's split folders): checked before the default folder
@@ -537,6 +576,14 @@ TrainingRun::TrainingRun(const TrainOptions& options, std::unique_ptr<Communicat
   metadata_.seed = options.seed;
   metadata_.config = to_json(options);
   metadata_.extra["carved_split_crc32"] = carved_split_fingerprint(splits_.train, splits_.val);
+  if (group_->size() > 1) {  // the same flags, but another copy of the data on this node
+    const std::string mine = metadata_.extra["carved_split_crc32"];
+    const std::string first = rank_zeros(*group_, mine);
+    agree_with_rank_zero(*group_, mine == first ? std::string()
+                                                : "its data's training and validation images "
+                                                  "(fingerprint " + mine + ", rank 0: " +
+                                                      first + ")");
+  }
   metadata_.config["out"] = run_dir_;
   epochs_done_ = first_epoch_;
   if (!options.inject_fault.empty()) fault_ = parse_fault(options.inject_fault);
@@ -1074,8 +1121,11 @@ int run_train(const TrainOptions& options) {
       const BatchFlag largest = largest_batch(options);
       message = out_of_memory_advice(*memory, largest.batch, largest.flag);
     }
-    std::cerr << "pneumo: error on rank " << group->rank() << " of " << group->size() << ": "
-              << message << "\n" << std::flush;
+    // One write: the ranks' lines interleaved when each wrote its message in pieces.
+    const std::string line = "pneumo: error on rank " + std::to_string(group->rank()) + " of " +
+                             std::to_string(group->size()) + ": " + message + "\n";
+    std::fwrite(line.data(), 1, line.size(), stderr);
+    std::fflush(stderr);
     group->abort(usage ? 2 : 1);
     return usage ? 2 : 1;  // not reached: abort ends every rank
   }
