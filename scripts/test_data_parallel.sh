@@ -12,6 +12,7 @@
 #      measured 0.066 on bn3.bias, 2026-12-02, so the comparison is made at one step, in 1.);
 #   4. a rank killed mid-run ends every rank with a non-zero status naming it, promptly, and the
 #      last checkpoint stays whole;
+#   4b. SIGTERM to one rank stops every rank at the same step, status 143, the signal named;
 #   5. a rank started with other flags is refused before anything is made (status 2, one line).
 # Usage: test_data_parallel.sh PNEUMO_BINARY SOURCE_DIR
 set -euo pipefail
@@ -88,6 +89,26 @@ grep -q "rank 1" killed.log || { cat killed.log; echo "FAIL: the message does no
 # Whole: it loads (its CRC checked) and scores validation.
 "$pneumo" evaluate --model killed/checkpoints/last.safetensors --data "$source_dir/data/sample" \
   --split val-carved --device cpu >killed-evaluate.log 2>&1
+
+echo "== 4b. SIGTERM to rank 1 alone"
+# Every rank stops at the same step and exits 143, and rank 0 names the signal: a signal that
+# reached one rank made the others exit 128 and rank 0 print "interrupted by " with no name.
+"${mpirun[@]}" "$pneumo" train "${common[@]}" --batch 8 --epochs 200 --out termed >termed.log 2>&1 &
+launcher=$!
+for _ in $(seq 600); do [[ -f termed/checkpoints/last.safetensors ]] && break; sleep 0.1; done
+victim=""
+for pid in $(descendants "$launcher"); do
+  if tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=1"; then
+    victim=$pid
+  fi
+done
+[[ -n $victim ]] || { echo "FAIL: rank 1's process not found"; exit 1; }
+kill -TERM "$victim"
+termed=0
+wait "$launcher" || termed=$?
+[[ $termed -eq 143 ]] || { cat termed.log; echo "FAIL: status $termed after SIGTERM, not 143"; exit 1; }
+grep -q "^interrupted by SIGTERM after " termed.log ||
+  { cat termed.log; echo "FAIL: rank 0 does not name SIGTERM"; exit 1; }
 
 echo "== 5. a rank started with other flags"
 # rank 1 with another --seed (a per-rank wrapper, as a per-node config would): refused before

@@ -105,8 +105,10 @@ const std::atomic<bool>& StopOnSignal::stop() const { return g_stop; }
 
 int StopOnSignal::signal_number() const { return g_signal.load(); }
 
-const char* StopOnSignal::signal_name() const {
-  switch (g_signal.load()) {
+const char* StopOnSignal::signal_name() const { return stop_signal_name(g_signal.load()); }
+
+const char* stop_signal_name(int signal) {
+  switch (signal) {
     case SIGINT: return "SIGINT";
     case SIGTERM: return "SIGTERM";
     default: return "";

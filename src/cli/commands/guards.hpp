@@ -29,6 +29,8 @@ class StopOnSignal {
   int exit_status() const { return 128 + signal_number(); }  // the shell's convention
 };
 
+const char* stop_signal_name(int signal);  // "SIGINT", "SIGTERM" or "" (another number)
+
 // "out of GPU memory with batch size 256: <what failed>; try ... --batch 128": the message for an
 // allocation that failed while running with `batch` images per step.
 std::string out_of_memory_advice(const OutOfMemory& error, int batch, const std::string& flag);

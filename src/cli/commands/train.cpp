@@ -1064,10 +1064,21 @@ std::string TrainingRun::last_good_checkpoint() {
 
 int TrainingRun::interrupted(int epochs_done, const EpochStats* partial) {
   files_.drain();
-  if (!writer()) return stop_on_signal_->exit_status();
+  // Every rank names and exits with the same signal, the first rank's (in rank order) that got
+  // one: a signal sent to one rank made the others exit 128 and rank 0 say "interrupted by "
+  // with no name, and the launcher took whichever status came first. Gathered after rank 0's
+  // drain, so no rank ends (and no launcher stops rank 0) before the checkpoint is on disk.
+  int signal = stop_on_signal_->signal_number();
+  if (group_->size() > 1)
+    for (double number : group_->all_gather(std::vector<double>{static_cast<double>(signal)}))
+      if (number != 0.0) {
+        signal = static_cast<int>(number);
+        break;
+      }
+  if (!writer()) return 128 + signal;
   const std::string latest = latest_checkpoint();
   const std::string& checkpoint = latest.empty() ? last_path_ : latest;
-  std::cout << "interrupted by " << stop_on_signal_->signal_name() << " "
+  std::cout << "interrupted by " << stop_signal_name(signal) << " "
             << (partial ? detail::concat("after step ", partial->steps, " of epoch ",
                                          epochs_done + 1)
                         : detail::concat("after epoch ", epochs_done))
@@ -1078,7 +1089,7 @@ int TrainingRun::interrupted(int epochs_done, const EpochStats* partial) {
                     : "resume with: ")
             << "pneumo train --resume " << checkpoint << "\n"
             << std::flush;
-  return stop_on_signal_->exit_status();
+  return 128 + signal;
 }
 
 }  // namespace
