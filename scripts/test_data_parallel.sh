@@ -13,7 +13,8 @@
 #   4. a rank killed mid-run ends every rank with a non-zero status naming it, promptly, and the
 #      last checkpoint stays whole;
 #   4b. SIGTERM to one rank stops every rank at the same step, status 143, the signal named;
-#   5. a rank started with other flags is refused before anything is made (status 2, one line).
+#   5. a rank started with other flags is refused before anything is made (status 2, one line),
+#      and a --batch that leaves a rank no image before training (status 2).
 # Usage: test_data_parallel.sh PNEUMO_BINARY SOURCE_DIR
 set -euo pipefail
 pneumo=$(realpath "$1")
@@ -127,4 +128,12 @@ timeout 120 "${mpirun[@]}" ./perrank.sh train "${common[@]}" --epochs 1 --out di
 grep -qx "pneumo: error on rank 1 of 2: this rank differs from rank 0: --seed 8 (rank 0: 7); every rank must be started with the same flags and data" differ.log ||
   { cat differ.log; echo "FAIL: no whole line naming --seed"; exit 1; }
 [[ ! -e differ ]] || { ls -la differ; echo "FAIL: a run folder was made"; exit 1; }
+# A batch that leaves a rank no image is bad usage before training (it was the trainer's internal
+# check at the first epoch: status 1, a source line in the message).
+small=0
+timeout 120 "${mpirun[@]}" "$pneumo" train "${common[@]}" --batch 1 --epochs 1 --out small \
+  >small.log 2>&1 || small=$?
+[[ $small -eq 2 ]] || { cat small.log; echo "FAIL: --batch 1 on 2 ranks: status $small, not 2"; exit 1; }
+grep -q "pneumo: error on rank [01] of 2: --batch 1 leaves 1 images for the 2 ranks to share in every step" small.log ||
+  { cat small.log; echo "FAIL: --batch 1 on 2 ranks: no message naming it"; exit 1; }
 echo "test_data_parallel: all checks passed (status $status after the kill; $differ for other flags)"

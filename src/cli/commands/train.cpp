@@ -546,6 +546,23 @@ TrainingRun::TrainingRun(const TrainOptions& options, std::unique_ptr<Communicat
   // An epoch with no full batch is refused now, before anything trains, not at its first epoch.
   if (options.drop_last)
     whole_batches(epoch_indices(splits_.train.labels, balance_, options.seed, 0), options.batch);
+  // The ranks share every step's batch: one with fewer images than ranks (the epoch's last, or
+  // any when --batch is below the rank count) is bad usage now, not the trainer's internal check
+  // at the first epoch (status 1, its text a source line).
+  if (group_->size() > 1) {
+    const int64_t images =
+        static_cast<int64_t>(epoch_indices(splits_.train.labels, balance_, options.seed, 0).size());
+    const int64_t total = options.drop_last ? images / options.batch * options.batch : images;
+    const int64_t last = total - (total - 1) / options.batch * options.batch;
+    if (options.batch < group_->size() || last < group_->size())
+      throw UsageError(detail::concat(
+          "--batch ", options.batch, " leaves ", std::min<int64_t>(options.batch, last),
+          " images for the ", group_->size(), " ranks to share in ",
+          options.batch < group_->size() ? "every step" : "the epoch's last step (of " +
+                                               std::to_string(total) + " images)",
+          ": every rank needs at least one; choose another --batch",
+          options.drop_last || options.batch < group_->size() ? "" : " (or --drop-last)"));
+  }
   train_set_ = upload(splits_.train, backend_->device());
   if (balance_ == BalanceMode::ClassWeight)
     train_set_.set_weights(sample_weights(splits_.train.labels, balance_));
