@@ -53,6 +53,13 @@ echo "== 2. two ranks, per-rank batch-norm: trains, rank 0 alone writes"
 test -f per-rank/model.safetensors
 lines=$(grep -c "^epoch 2/2  train loss" per-rank.log)
 [[ $lines == 1 ]] || { cat per-rank.log; echo "FAIL: $lines epoch lines (one rank must speak)"; exit 1; }
+# Resumed by one process, per-rank batch-norm changes its statistics: said in a note (the sync
+# batch-norm resume of 3. continues as two ranks would, and says nothing).
+cp -r per-rank per-rank-one
+"$pneumo" train --resume per-rank-one/checkpoints/last.safetensors --epochs 3 --out per-rank-one \
+  >per-rank-one.log 2>&1
+grep -q "was trained by 2 process(es), this run has 1: batch-norm takes its statistics" per-rank-one.log ||
+  { cat per-rank-one.log; echo "FAIL: no note on the rank count"; exit 1; }
 
 echo "== 3. two ranks for epoch 1, resumed by one process for epoch 2, against two ranks"
 "${mpirun[@]}" "$pneumo" train "${common[@]}" --epochs 2 --sync-batchnorm true --out two-2 \
@@ -60,6 +67,8 @@ echo "== 3. two ranks for epoch 1, resumed by one process for epoch 2, against t
 cp -r two resumed
 "$pneumo" train --resume resumed/checkpoints/last.safetensors --epochs 2 --out resumed \
   >resumed.log 2>&1
+! grep -q "was trained by 2 process(es)" resumed.log ||
+  { cat resumed.log; echo "FAIL: a note on the rank count under --sync-batchnorm"; exit 1; }
 python3 "$compare" two-2/model.safetensors resumed/model.safetensors
 
 echo "== 4. rank 1 killed mid-run"

@@ -593,6 +593,7 @@ TrainingRun::TrainingRun(const TrainOptions& options, std::unique_ptr<Communicat
   metadata_.seed = options.seed;
   metadata_.config = to_json(options);
   metadata_.extra["carved_split_crc32"] = carved_split_fingerprint(splits_.train, splits_.val);
+  metadata_.extra["ranks"] = std::to_string(group_->size());  // see resume()
   if (group_->size() > 1) {  // the same flags, but another copy of the data on this node
     const std::string mine = metadata_.extra["carved_split_crc32"];
     const std::string first = rank_zeros(*group_, mine);
@@ -631,6 +632,15 @@ void TrainingRun::resume(const std::string& checkpoint_path) {
                 "the run of " + checkpoint_path + " had (its carved_split_crc32 differs): a "
                 "resumed run continues on its own images; give the --data, --val-split and "
                 "--seed it was trained with");
+  // Per-rank batch-norm (the default) takes its statistics over each rank's share of a batch: with
+  // another rank count the run goes on, but not as its first ranks would have taken it.
+  const auto recorded_ranks = checkpoint.metadata.extra.find("ranks");
+  if (writer() && !options_.sync_batchnorm && recorded_ranks != checkpoint.metadata.extra.end() &&
+      recorded_ranks->second != std::to_string(group_->size()))
+    std::cerr << "pneumo: note: " << checkpoint_path << " was trained by " << recorded_ranks->second
+              << " process(es), this run has " << group_->size()
+              << ": batch-norm takes its statistics over each process's share of a batch "
+                 "(--sync-batchnorm false), so the run goes on, but not as it would have\n";
   if (checkpoint.metadata.weights_epoch != checkpoint.metadata.epoch)
     throw Error(detail::concat(
         "checkpoint ", checkpoint_path, " holds the weights of epoch ",
