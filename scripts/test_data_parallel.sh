@@ -79,13 +79,17 @@ for _ in $(seq 600); do [[ -f killed/checkpoints/last.safetensors ]] && break; s
 # The launcher's own ranks (its descendants), not whatever else on the machine trains into a
 # folder named "killed" (a second run of this script, the sanitizer stage).
 descendants() { local child; for child in $(pgrep -P "$1"); do echo "$child"; descendants "$child"; done; }
-victim=""
-for pid in $(descendants "$launcher"); do
-  if tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=1"; then
-    victim=$pid
-  fi
-done
-[[ -n $victim ]] || { echo "FAIL: rank 1's process not found"; exit 1; }
+# The process of rank 1 under launcher $1 (by its environment), or a failure.
+rank_one_of() {
+  local pid
+  for pid in $(descendants "$1"); do
+    if tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=1"; then
+      echo "$pid"; return 0
+    fi
+  done
+  echo "FAIL: rank 1's process not found" >&2; return 1
+}
+victim=$(rank_one_of "$launcher")
 kill -9 "$victim"
 status=0
 for _ in $(seq 300); do kill -0 "$launcher" 2>/dev/null || break; sleep 0.1; done
@@ -106,13 +110,7 @@ echo "== 4b. SIGTERM to rank 1 alone"
 "${mpirun[@]}" "$pneumo" train "${common[@]}" --batch 8 --epochs 200 --out termed >termed.log 2>&1 &
 launcher=$!
 for _ in $(seq 600); do [[ -f termed/checkpoints/last.safetensors ]] && break; sleep 0.1; done
-victim=""
-for pid in $(descendants "$launcher"); do
-  if tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=1"; then
-    victim=$pid
-  fi
-done
-[[ -n $victim ]] || { echo "FAIL: rank 1's process not found"; exit 1; }
+victim=$(rank_one_of "$launcher")
 kill -TERM "$victim"
 termed=0
 wait "$launcher" || termed=$?
