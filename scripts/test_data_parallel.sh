@@ -13,6 +13,8 @@
 #   4. a rank killed mid-run ends every rank with a non-zero status naming it, promptly, and the
 #      last checkpoint stays whole;
 #   4b. SIGTERM to one rank stops every rank at the same step, status 143, the signal named;
+#   4c. a rank stopped with SIGSTOP ends the run after PNEUMO_COLLECTIVE_TIMEOUT, naming the
+#       unfinished collective (and a timeout that is no number is refused);
 #   5. a rank started with other flags is refused before anything is made (status 2, one line),
 #      and a --batch that leaves a rank no image before training (status 2).
 # Usage: test_data_parallel.sh PNEUMO_BINARY SOURCE_DIR
@@ -117,6 +119,33 @@ wait "$launcher" || termed=$?
 [[ $termed -eq 143 ]] || { cat termed.log; echo "FAIL: status $termed after SIGTERM, not 143"; exit 1; }
 grep -q "^interrupted by SIGTERM after " termed.log ||
   { cat termed.log; echo "FAIL: rank 0 does not name SIGTERM"; exit 1; }
+
+echo "== 4c. rank 1 stopped (SIGSTOP): the collective watchdog ends the run"
+# A rank that hangs without exiting is not noticed by mpirun; the other waits in a collective
+# until PNEUMO_COLLECTIVE_TIMEOUT, then says so and ends every rank (it waited for ever before).
+PNEUMO_COLLECTIVE_TIMEOUT=3 "${mpirun[@]}" "$pneumo" train "${common[@]}" --batch 8 --epochs 200 \
+  --out stopped >stopped.log 2>&1 &
+launcher=$!
+for _ in $(seq 600); do [[ -f stopped/checkpoints/last.safetensors ]] && break; sleep 0.1; done
+victim=$(rank_one_of "$launcher")
+kill -STOP "$victim"; echo "stopped $victim: $(tr '\0' '\n' <"/proc/$victim/environ" | grep OMPI_COMM_WORLD_RANK=)"
+for _ in $(seq 300); do kill -0 "$launcher" 2>/dev/null || break; sleep 0.1; done
+if kill -0 "$launcher" 2>/dev/null; then
+  kill -9 "$victim" "$launcher"; cat stopped.log
+  echo "FAIL: the run still waits 30 s after rank 1 stopped (timeout 3 s)"; exit 1
+fi
+kill -9 "$victim" 2>/dev/null || true
+stopped=0
+wait "$launcher" || stopped=$?
+[[ $stopped -ne 0 ]] || { cat stopped.log; echo "FAIL: status 0 with a rank stopped"; exit 1; }
+grep -q "pneumo: error on rank [01] of 2: an MPI collective (MPI_I.*) issued [0-9]* s ago has not finished" stopped.log ||
+  { cat stopped.log; echo "FAIL: no message naming the unfinished collective"; exit 1; }
+# A timeout that is not a number of seconds is refused before training.
+bad_timeout=0
+PNEUMO_COLLECTIVE_TIMEOUT=abc timeout 120 "${mpirun[@]}" "$pneumo" train "${common[@]}" --epochs 1 \
+  --out bad-timeout >bad-timeout.log 2>&1 || bad_timeout=$?
+[[ $bad_timeout -ne 0 ]] && grep -q "PNEUMO_COLLECTIVE_TIMEOUT=abc: expected a number of seconds" bad-timeout.log ||
+  { cat bad-timeout.log; echo "FAIL: PNEUMO_COLLECTIVE_TIMEOUT=abc not refused"; exit 1; }
 
 echo "== 5. a rank started with other flags"
 # rank 1 with another --seed (a per-rank wrapper, as a per-node config would): refused before

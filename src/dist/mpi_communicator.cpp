@@ -1,7 +1,11 @@
 // MPI_COMM_WORLD as a pneumo::Communicator. Every call checks MPI's return code (errors return
 // instead of aborting, so the caller can say which rank failed and where); device buffers are
-// copied through the host.
+// copied through the host. Every collective is started non-blocking and waited for against
+// PNEUMO_COLLECTIVE_TIMEOUT (as the NCCL watchdog does): MPI has no timeout of its own, and a
+// launcher such as mpirun stops a job only when a rank exits, not when one hangs or is stopped.
+#include <chrono>
 #include <cstdlib>
+#include <thread>
 
 #include "dist/communicators.hpp"
 #include "pneumo/error.hpp"
@@ -48,6 +52,26 @@ class HostStaging {
   std::vector<float> copy_;
 };
 
+// Waits for `count` started requests of `call`; one still unfinished `timeout_seconds` after it
+// was issued (0: no limit) throws, naming the call, and run_train's handler then ends every rank.
+// Tested often at first, then every millisecond: a small host collective pays microseconds.
+void wait_for(MPI_Request* requests, int count, const char* call, double timeout_seconds) {
+  using Clock = std::chrono::steady_clock;
+  const Clock::time_point issued = Clock::now();
+  for (int tries = 0;; ++tries) {
+    int done = 0;
+    check_mpi(MPI_Testall(count, requests, &done, MPI_STATUSES_IGNORE), call);
+    if (done) return;
+    const double waited = std::chrono::duration<double>(Clock::now() - issued).count();
+    if (timeout_seconds > 0 && waited > timeout_seconds)
+      throw Error(detail::concat(
+          "an MPI collective (", call, ") issued ", static_cast<int64_t>(waited),
+          " s ago has not finished: another rank hangs, was stopped or waits in another "
+          "collective (PNEUMO_COLLECTIVE_TIMEOUT=", timeout_seconds, " s; 0 turns this off)"));
+    if (tries > 1000) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+}
+
 int as_count(int64_t count, const char* what) {
   PNEUMO_CHECK(count >= 0 && count <= INT32_MAX, what, ": ", count,
                " elements exceed what one MPI call takes");
@@ -67,6 +91,7 @@ class MpiCommunicator final : public Communicator {
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
     check_mpi(MPI_Comm_rank(MPI_COMM_WORLD, &rank_), "MPI_Comm_rank");
     check_mpi(MPI_Comm_size(MPI_COMM_WORLD, &size_), "MPI_Comm_size");
+    timeout_seconds_ = collective_timeout_seconds();  // a value that is no number stops here
   }
   ~MpiCommunicator() override {
     if (owns_mpi_) MPI_Finalize();
@@ -80,9 +105,11 @@ class MpiCommunicator final : public Communicator {
 
   void all_reduce_sum(float* values, int64_t count, Device device) override {
     HostStaging staging(values, count, device);
-    check_mpi(MPI_Allreduce(MPI_IN_PLACE, staging.host(), as_count(count, "all-reduce"), MPI_FLOAT,
-                            MPI_SUM, MPI_COMM_WORLD),
-              "MPI_Allreduce");
+    MPI_Request request = MPI_REQUEST_NULL;
+    check_mpi(MPI_Iallreduce(MPI_IN_PLACE, staging.host(), as_count(count, "all-reduce"),
+                             MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &request),
+              "MPI_Iallreduce");
+    wait_for(&request, 1, "MPI_Iallreduce", timeout_seconds_);
     staging.write_back();
   }
   // Host buffers travel while the caller goes on (MPI_Iallreduce); device buffers are staged
@@ -97,14 +124,17 @@ class MpiCommunicator final : public Communicator {
   }
   void finish_all_reduces() override {
     if (requests_.empty()) return;
-    const int code = MPI_Waitall(static_cast<int>(requests_.size()), requests_.data(),
-                                 MPI_STATUSES_IGNORE);
-    requests_.clear();
-    check_mpi(code, "MPI_Waitall");
+    std::vector<MPI_Request> started;
+    started.swap(requests_);  // whatever the wait throws, none is waited for twice
+    wait_for(started.data(), static_cast<int>(started.size()), "MPI_Iallreduce (gradients)",
+             timeout_seconds_);
   }
   void all_reduce_sum(double* values, int count) override {
-    check_mpi(MPI_Allreduce(MPI_IN_PLACE, values, count, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD),
-              "MPI_Allreduce");
+    MPI_Request request = MPI_REQUEST_NULL;
+    check_mpi(MPI_Iallreduce(MPI_IN_PLACE, values, count, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD,
+                             &request),
+              "MPI_Iallreduce");
+    wait_for(&request, 1, "MPI_Iallreduce", timeout_seconds_);
   }
   std::vector<double> all_gather(const std::vector<double>& local) override {
     return gather(local, MPI_DOUBLE);
@@ -114,14 +144,19 @@ class MpiCommunicator final : public Communicator {
   }
   void broadcast(float* values, int64_t count, Device device) override {
     HostStaging staging(values, count, device);
-    check_mpi(MPI_Bcast(staging.host(), as_count(count, "broadcast"), MPI_FLOAT, 0, MPI_COMM_WORLD),
-              "MPI_Bcast");
+    MPI_Request request = MPI_REQUEST_NULL;
+    check_mpi(MPI_Ibcast(staging.host(), as_count(count, "broadcast"), MPI_FLOAT, 0,
+                         MPI_COMM_WORLD, &request),
+              "MPI_Ibcast");
+    wait_for(&request, 1, "MPI_Ibcast", timeout_seconds_);
     staging.write_back();
   }
   void broadcast_bytes(void* data, size_t bytes) override {
-    check_mpi(MPI_Bcast(data, as_count(static_cast<int64_t>(bytes), "broadcast"), MPI_BYTE, 0,
-                        MPI_COMM_WORLD),
-              "MPI_Bcast");
+    MPI_Request request = MPI_REQUEST_NULL;
+    check_mpi(MPI_Ibcast(data, as_count(static_cast<int64_t>(bytes), "broadcast"), MPI_BYTE, 0,
+                         MPI_COMM_WORLD, &request),
+              "MPI_Ibcast");
+    wait_for(&request, 1, "MPI_Ibcast", timeout_seconds_);
   }
   [[noreturn]] void abort(int status) override {
     MPI_Abort(MPI_COMM_WORLD, status);
@@ -133,22 +168,27 @@ class MpiCommunicator final : public Communicator {
   std::vector<T> gather(const std::vector<T>& local, MPI_Datatype type) {
     const int mine = as_count(static_cast<int64_t>(local.size()), "all-gather");
     std::vector<int> counts(static_cast<size_t>(size_)), offsets(static_cast<size_t>(size_));
-    check_mpi(MPI_Allgather(&mine, 1, MPI_INT, counts.data(), 1, MPI_INT, MPI_COMM_WORLD),
-              "MPI_Allgather");
+    MPI_Request request = MPI_REQUEST_NULL;
+    check_mpi(MPI_Iallgather(&mine, 1, MPI_INT, counts.data(), 1, MPI_INT, MPI_COMM_WORLD,
+                             &request),
+              "MPI_Iallgather");
+    wait_for(&request, 1, "MPI_Iallgather", timeout_seconds_);
     int64_t total = 0;
     for (int r = 0; r < size_; ++r) {
       offsets[static_cast<size_t>(r)] = as_count(total, "all-gather");
       total += counts[static_cast<size_t>(r)];
     }
     std::vector<T> all(static_cast<size_t>(total));
-    check_mpi(MPI_Allgatherv(local.data(), mine, type, all.data(), counts.data(), offsets.data(),
-                             type, MPI_COMM_WORLD),
-              "MPI_Allgatherv");
+    check_mpi(MPI_Iallgatherv(local.data(), mine, type, all.data(), counts.data(),
+                              offsets.data(), type, MPI_COMM_WORLD, &request),
+              "MPI_Iallgatherv");
+    wait_for(&request, 1, "MPI_Iallgatherv", timeout_seconds_);
     return all;
   }
 
   int rank_ = 0, size_ = 1;
   bool owns_mpi_ = false;
+  double timeout_seconds_ = 0;  // PNEUMO_COLLECTIVE_TIMEOUT
   std::vector<MPI_Request> requests_;  // started, not yet finished
 };
 
