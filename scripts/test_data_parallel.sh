@@ -13,10 +13,10 @@
 #   4. a rank killed mid-run ends every rank with a non-zero status naming it, promptly, and the
 #      last checkpoint stays whole;
 #   4b. SIGTERM to one rank stops every rank at the same step, status 143, the signal named;
-#   4c. a rank stopped with SIGSTOP ends the run after PNEUMO_COLLECTIVE_TIMEOUT, naming the
-#       unfinished collective (and a timeout that is no number is refused);
+#   4c. a rank stopped with SIGSTOP ends the run after PNEUMO_COLLECTIVE_TIMEOUT (5 s here), the
+#       waiting rank naming the collective (and a timeout that is no number is refused);
 #   5. a rank started with other flags is refused before anything is made (status 2, one line),
-#      and a --batch that leaves a rank no image before training (status 2).
+#      a --resume given to one rank before training, and a --batch that leaves a rank no image.
 # Usage: test_data_parallel.sh PNEUMO_BINARY SOURCE_DIR
 set -euo pipefail
 pneumo=$(realpath "$1")
@@ -123,7 +123,7 @@ grep -q "^interrupted by SIGTERM after " termed.log ||
 echo "== 4c. rank 1 stopped (SIGSTOP): the collective watchdog ends the run"
 # A rank that hangs without exiting is not noticed by mpirun; the other waits in a collective
 # until PNEUMO_COLLECTIVE_TIMEOUT, then says so and ends every rank (it waited for ever before).
-PNEUMO_COLLECTIVE_TIMEOUT=3 "${mpirun[@]}" "$pneumo" train "${common[@]}" --batch 8 --epochs 200 \
+PNEUMO_COLLECTIVE_TIMEOUT=5 "${mpirun[@]}" "$pneumo" train "${common[@]}" --batch 8 --epochs 200 \
   --out stopped >stopped.log 2>&1 &
 launcher=$!
 for _ in $(seq 600); do [[ -f stopped/checkpoints/last.safetensors ]] && break; sleep 0.1; done
@@ -132,13 +132,13 @@ kill -STOP "$victim"; echo "stopped $victim: $(tr '\0' '\n' <"/proc/$victim/envi
 for _ in $(seq 300); do kill -0 "$launcher" 2>/dev/null || break; sleep 0.1; done
 if kill -0 "$launcher" 2>/dev/null; then
   kill -9 "$victim" "$launcher"; cat stopped.log
-  echo "FAIL: the run still waits 30 s after rank 1 stopped (timeout 3 s)"; exit 1
+  echo "FAIL: the run still waits 30 s after rank 1 stopped (timeout 5 s)"; exit 1
 fi
 kill -9 "$victim" 2>/dev/null || true
 stopped=0
 wait "$launcher" || stopped=$?
 [[ $stopped -ne 0 ]] || { cat stopped.log; echo "FAIL: status 0 with a rank stopped"; exit 1; }
-grep -q "pneumo: error on rank [01] of 2: an MPI collective (MPI_I.*) issued [0-9]* s ago has not finished" stopped.log ||
+grep -q "pneumo: error on rank 0 of 2: waited [0-9]* s in an MPI collective (MPI_.*) that another rank has not joined" stopped.log ||
   { cat stopped.log; echo "FAIL: no message naming the unfinished collective"; exit 1; }
 # A timeout that is not a number of seconds is refused before training.
 bad_timeout=0
@@ -164,6 +164,22 @@ timeout 120 "${mpirun[@]}" ./perrank.sh train "${common[@]}" --epochs 1 --out di
 grep -qx "pneumo: error on rank 1 of 2: this rank differs from rank 0: --seed 8 (rank 0: 7); every rank must be started with the same flags and data" differ.log ||
   { cat differ.log; echo "FAIL: no whole line naming --seed"; exit 1; }
 [[ ! -e differ ]] || { ls -la differ; echo "FAIL: a run folder was made"; exit 1; }
+# --resume given to rank 0 only: the ranks would start at different epochs (rank 1 trained a new
+# run beside rank 0's third epoch, their gradients summed, then crashed): refused, status 2.
+cp -r per-rank resume-one
+cat >resume-one.sh <<EOS
+#!/bin/sh
+if [ "\$OMPI_COMM_WORLD_RANK" = 0 ]; then
+  exec "$pneumo" train --resume resume-one/checkpoints/last.safetensors --epochs 3
+fi
+exec "$pneumo" train ${common[*]} --epochs 3 --out resume-one-new
+EOS
+chmod +x resume-one.sh
+resume_one=0
+timeout 120 "${mpirun[@]}" ./resume-one.sh >resume-one.log 2>&1 || resume_one=$?
+[[ $resume_one -eq 2 ]] || { cat resume-one.log; echo "FAIL: --resume on rank 0 only: status $resume_one, not 2"; exit 1; }
+grep -q "this rank differs from rank 0: a start at epoch 0 step 0 of a new run on the CPU backend (rank 0: a start at epoch 2 step 0 of a resumed run" resume-one.log ||
+  { cat resume-one.log; echo "FAIL: --resume on rank 0 only: no message saying where each starts"; exit 1; }
 # A batch that leaves a rank no image is bad usage before training (it was the trainer's internal
 # check at the first epoch: status 1, a source line in the message).
 small=0

@@ -1,10 +1,14 @@
 // MPI_COMM_WORLD as a pneumo::Communicator. Every call checks MPI's return code (errors return
 // instead of aborting, so the caller can say which rank failed and where); device buffers are
-// copied through the host. Every collective is started non-blocking and waited for against
-// PNEUMO_COLLECTIVE_TIMEOUT (as the NCCL watchdog does): MPI has no timeout of its own, and a
-// launcher such as mpirun stops a job only when a rank exits, not when one hangs or is stopped.
+// copied through the host. A watchdog thread ends the rank when a collective is still unfinished
+// PNEUMO_COLLECTIVE_TIMEOUT seconds after it began, as the NCCL watchdog does: MPI has no timeout
+// of its own, and mpirun stops a job only when a rank exits, not when one hangs or is stopped.
 #include <chrono>
+#include <condition_variable>
+#include <cstdio>
 #include <cstdlib>
+#include <mutex>
+#include <string>
 #include <thread>
 
 #include "dist/communicators.hpp"
@@ -52,25 +56,74 @@ class HostStaging {
   std::vector<float> copy_;
 };
 
-// Waits for `count` started requests of `call`; one still unfinished `timeout_seconds` after it
-// was issued (0: no limit) throws, naming the call, and run_train's handler then ends every rank.
-// Tested often at first, then every millisecond: a small host collective pays microseconds.
-void wait_for(MPI_Request* requests, int count, const char* call, double timeout_seconds) {
+// The watchdog: a thread that wakes every second and, while a collective is under way (begin()
+// to end(), around MPI's own blocking call, which progresses it at full speed), ends the process
+// with a message once it has waited `timeout_seconds`: the launcher then stops the other ranks.
+// A gap of more than 5 s between two wakes is the process suspended (Ctrl-Z, a scheduler's
+// suspend), not time the collective waited: the deadline moves by it.
+class CollectiveWatchdog {
+ public:
   using Clock = std::chrono::steady_clock;
-  const Clock::time_point issued = Clock::now();
-  for (int tries = 0;; ++tries) {
-    int done = 0;
-    check_mpi(MPI_Testall(count, requests, &done, MPI_STATUSES_IGNORE), call);
-    if (done) return;
-    const double waited = std::chrono::duration<double>(Clock::now() - issued).count();
-    if (timeout_seconds > 0 && waited > timeout_seconds)
-      throw Error(detail::concat(
-          "an MPI collective (", call, ") issued ", static_cast<int64_t>(waited),
-          " s ago has not finished: another rank hangs, was stopped or waits in another "
-          "collective (PNEUMO_COLLECTIVE_TIMEOUT=", timeout_seconds, " s; 0 turns this off)"));
-    if (tries > 1000) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  CollectiveWatchdog(double timeout_seconds, int rank, int size)
+      : timeout_(timeout_seconds), rank_(rank), size_(size) {
+    if (timeout_ > 0) thread_ = std::thread([this] { watch(); });
   }
-}
+  ~CollectiveWatchdog() {
+    if (!thread_.joinable()) return;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stop_ = true;
+    }
+    wake_.notify_one();
+    thread_.join();
+  }
+  CollectiveWatchdog(const CollectiveWatchdog&) = delete;
+  CollectiveWatchdog& operator=(const CollectiveWatchdog&) = delete;
+
+  void begin(const char* call) {
+    if (!thread_.joinable()) return;
+    std::lock_guard<std::mutex> lock(mutex_);
+    call_ = call;
+    began_ = Clock::now();
+  }
+  void end() {
+    if (!thread_.joinable()) return;
+    std::lock_guard<std::mutex> lock(mutex_);
+    call_ = nullptr;
+  }
+
+ private:
+  void watch() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    Clock::time_point last = Clock::now();
+    while (!stop_) {
+      wake_.wait_for(lock, std::chrono::seconds(1));
+      const Clock::time_point now = Clock::now();
+      if (now - last > std::chrono::seconds(5)) began_ += now - last;  // suspended meanwhile
+      last = now;
+      if (call_ == nullptr) continue;
+      const double waited = std::chrono::duration<double>(now - began_).count();
+      if (waited <= timeout_) continue;
+      const std::string line = detail::concat(
+          "pneumo: error on rank ", rank_, " of ", size_, ": waited ",
+          static_cast<int64_t>(waited), " s in an MPI collective (", call_,
+          ") that another rank has not joined: it hangs, was stopped, or waits in another "
+          "collective (PNEUMO_COLLECTIVE_TIMEOUT=", timeout_, " s; 0 turns this off)\n");
+      std::fwrite(line.data(), 1, line.size(), stderr);
+      std::fflush(stderr);
+      std::_Exit(1);  // MPI_Abort is not for this thread; the launcher ends the other ranks
+    }
+  }
+
+  const double timeout_;
+  const int rank_, size_;
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  bool stop_ = false;
+  const char* call_ = nullptr;  // the collective under way, or none
+  Clock::time_point began_;
+  std::thread thread_;
+};
 
 int as_count(int64_t count, const char* what) {
   PNEUMO_CHECK(count >= 0 && count <= INT32_MAX, what, ": ", count,
@@ -91,13 +144,25 @@ class MpiCommunicator final : public Communicator {
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
     check_mpi(MPI_Comm_rank(MPI_COMM_WORLD, &rank_), "MPI_Comm_rank");
     check_mpi(MPI_Comm_size(MPI_COMM_WORLD, &size_), "MPI_Comm_size");
-    timeout_seconds_ = collective_timeout_seconds();  // a value that is no number stops here
+    // A value that is not a number of seconds stops the run here, before training.
+    watchdog_ = std::make_unique<CollectiveWatchdog>(collective_timeout_seconds(), rank_, size_);
   }
   ~MpiCommunicator() override {
+    watchdog_.reset();
     if (owns_mpi_) MPI_Finalize();
   }
 
   int rank() const override { return rank_; }
+
+  // MPI's blocking `call` under the watchdog, its return code checked.
+  template <class Call>
+  void watched(const char* call, Call&& run) {
+    watchdog_->begin(call);
+    const int code = run();
+    watchdog_->end();
+    check_mpi(code, call);
+  }
+
   int size() const override { return size_; }
   std::string name() const override {
     return detail::concat("MPI, ", size_, size_ == 1 ? " rank" : " ranks");
@@ -105,11 +170,10 @@ class MpiCommunicator final : public Communicator {
 
   void all_reduce_sum(float* values, int64_t count, Device device) override {
     HostStaging staging(values, count, device);
-    MPI_Request request = MPI_REQUEST_NULL;
-    check_mpi(MPI_Iallreduce(MPI_IN_PLACE, staging.host(), as_count(count, "all-reduce"),
-                             MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &request),
-              "MPI_Iallreduce");
-    wait_for(&request, 1, "MPI_Iallreduce", timeout_seconds_);
+    const int n = as_count(count, "all-reduce");
+    watched("MPI_Allreduce", [&] {
+      return MPI_Allreduce(MPI_IN_PLACE, staging.host(), n, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+    });
     staging.write_back();
   }
   // Host buffers travel while the caller goes on (MPI_Iallreduce); device buffers are staged
@@ -125,16 +189,15 @@ class MpiCommunicator final : public Communicator {
   void finish_all_reduces() override {
     if (requests_.empty()) return;
     std::vector<MPI_Request> started;
-    started.swap(requests_);  // whatever the wait throws, none is waited for twice
-    wait_for(started.data(), static_cast<int>(started.size()), "MPI_Iallreduce (gradients)",
-             timeout_seconds_);
+    started.swap(requests_);  // whatever the wait says, none is waited for twice
+    watched("MPI_Waitall (gradients)", [&] {
+      return MPI_Waitall(static_cast<int>(started.size()), started.data(), MPI_STATUSES_IGNORE);
+    });
   }
   void all_reduce_sum(double* values, int count) override {
-    MPI_Request request = MPI_REQUEST_NULL;
-    check_mpi(MPI_Iallreduce(MPI_IN_PLACE, values, count, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD,
-                             &request),
-              "MPI_Iallreduce");
-    wait_for(&request, 1, "MPI_Iallreduce", timeout_seconds_);
+    watched("MPI_Allreduce", [&] {
+      return MPI_Allreduce(MPI_IN_PLACE, values, count, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+    });
   }
   std::vector<double> all_gather(const std::vector<double>& local) override {
     return gather(local, MPI_DOUBLE);
@@ -144,19 +207,13 @@ class MpiCommunicator final : public Communicator {
   }
   void broadcast(float* values, int64_t count, Device device) override {
     HostStaging staging(values, count, device);
-    MPI_Request request = MPI_REQUEST_NULL;
-    check_mpi(MPI_Ibcast(staging.host(), as_count(count, "broadcast"), MPI_FLOAT, 0,
-                         MPI_COMM_WORLD, &request),
-              "MPI_Ibcast");
-    wait_for(&request, 1, "MPI_Ibcast", timeout_seconds_);
+    const int n = as_count(count, "broadcast");
+    watched("MPI_Bcast", [&] { return MPI_Bcast(staging.host(), n, MPI_FLOAT, 0, MPI_COMM_WORLD); });
     staging.write_back();
   }
   void broadcast_bytes(void* data, size_t bytes) override {
-    MPI_Request request = MPI_REQUEST_NULL;
-    check_mpi(MPI_Ibcast(data, as_count(static_cast<int64_t>(bytes), "broadcast"), MPI_BYTE, 0,
-                         MPI_COMM_WORLD, &request),
-              "MPI_Ibcast");
-    wait_for(&request, 1, "MPI_Ibcast", timeout_seconds_);
+    const int n = as_count(static_cast<int64_t>(bytes), "broadcast");
+    watched("MPI_Bcast", [&] { return MPI_Bcast(data, n, MPI_BYTE, 0, MPI_COMM_WORLD); });
   }
   [[noreturn]] void abort(int status) override {
     MPI_Abort(MPI_COMM_WORLD, status);
@@ -168,27 +225,25 @@ class MpiCommunicator final : public Communicator {
   std::vector<T> gather(const std::vector<T>& local, MPI_Datatype type) {
     const int mine = as_count(static_cast<int64_t>(local.size()), "all-gather");
     std::vector<int> counts(static_cast<size_t>(size_)), offsets(static_cast<size_t>(size_));
-    MPI_Request request = MPI_REQUEST_NULL;
-    check_mpi(MPI_Iallgather(&mine, 1, MPI_INT, counts.data(), 1, MPI_INT, MPI_COMM_WORLD,
-                             &request),
-              "MPI_Iallgather");
-    wait_for(&request, 1, "MPI_Iallgather", timeout_seconds_);
+    watched("MPI_Allgather", [&] {
+      return MPI_Allgather(&mine, 1, MPI_INT, counts.data(), 1, MPI_INT, MPI_COMM_WORLD);
+    });
     int64_t total = 0;
     for (int r = 0; r < size_; ++r) {
       offsets[static_cast<size_t>(r)] = as_count(total, "all-gather");
       total += counts[static_cast<size_t>(r)];
     }
     std::vector<T> all(static_cast<size_t>(total));
-    check_mpi(MPI_Iallgatherv(local.data(), mine, type, all.data(), counts.data(),
-                              offsets.data(), type, MPI_COMM_WORLD, &request),
-              "MPI_Iallgatherv");
-    wait_for(&request, 1, "MPI_Iallgatherv", timeout_seconds_);
+    watched("MPI_Allgatherv", [&] {
+      return MPI_Allgatherv(local.data(), mine, type, all.data(), counts.data(), offsets.data(),
+                            type, MPI_COMM_WORLD);
+    });
     return all;
   }
 
   int rank_ = 0, size_ = 1;
   bool owns_mpi_ = false;
-  double timeout_seconds_ = 0;  // PNEUMO_COLLECTIVE_TIMEOUT
+  std::unique_ptr<CollectiveWatchdog> watchdog_;
   std::vector<MPI_Request> requests_;  // started, not yet finished
 };
 

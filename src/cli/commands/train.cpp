@@ -437,10 +437,13 @@ void agree_with_rank_zero(Communicator& group, const std::string& difference) {
 // with another --seed, --lr or --config trained its own model while its gradients were summed
 // and its validation scores gathered with the others' (silently wrong metrics), and another
 // --batch or --epochs left the ranks waiting in mismatched collectives for ever. --threads and
-// --tuning-cache only say how a rank runs; they may differ.
+// --tuning-cache only say how a rank runs, and paths may be a node's own (--data, --out, --resume,
+// --config): they may differ; what the data and a resumed checkpoint hold is compared once read
+// (agree_on_data, agree_on_position).
 std::string settings_unlike_rank_zeros(const TrainOptions& options, Communicator& group) {
   nlohmann::json mine = to_json(options);
-  for (const char* local : {"threads", "tuning-cache"}) mine.erase(local);
+  for (const char* local : {"threads", "tuning-cache", "data", "out", "resume", "config"})
+    mine.erase(local);
   const nlohmann::json first = nlohmann::json::parse(rank_zeros(group, mine.dump()));
   std::string differing;
   for (const auto& [key, value] : mine.items())
@@ -491,6 +494,14 @@ TrainingRun::TrainingRun(const TrainOptions& options, std::unique_ptr<Communicat
   const Dataset dataset = open_dataset(options.data, open_options);
   splits_ = make_train_val(dataset, parse_val_split(options.val_split, options.seed));
   if (writer()) std::cerr << "data: " << splits_.description << "\n";
+  if (group_->size() > 1) {  // the same flags, but another copy of the data on this node
+    const std::string mine = carved_split_fingerprint(splits_.train, splits_.val);
+    const std::string first = rank_zeros(*group_, mine);
+    agree_with_rank_zero(*group_, mine == first ? std::string()
+                                                : "its data's training and validation images "
+                                                  "(fingerprint " + mine + ", rank 0: " +
+                                                      first + ")");
+  }
 
   BackendOptions backend_options;
   backend_options.device = parse_device_choice(options.device);
@@ -581,8 +592,19 @@ TrainingRun::TrainingRun(const TrainOptions& options, std::unique_ptr<Communicat
   callbacks_ = make_callbacks(options);
   control_.learning_rate = options.learning_rate;
   callbacks_.on_train_begin(control_);
+  if (!options.resume.empty()) resume(options.resume);
+  if (group_->size() > 1) {
+    // Where each rank starts, and on what: a --resume given to one rank only had it train epoch
+    // 3 of a run while the others trained epoch 1 of a new one (their gradients summed, then a
+    // crash); a --device auto that found a GPU on one node only would mix backends.
+    const std::string mine = detail::concat(
+        "a start at epoch ", first_epoch_, " step ", resumed_.epoch_step, " of ",
+        options.resume.empty() ? "a new run" : "a resumed run", " on the ",
+        backend_->device() == Device::Cuda ? "CUDA" : "CPU", " backend");
+    const std::string first = rank_zeros(*group_, mine);
+    agree_with_rank_zero(*group_, mine == first ? std::string() : mine + " (rank 0: " + first + ")");
+  }
   if (!options.resume.empty()) {
-    resume(options.resume);
     if (writer()) {
       carry_over_run_files(options.resume, run_dir_, first_epoch_, options.epochs,
                            options.checkpoint_monitor);
@@ -594,14 +616,6 @@ TrainingRun::TrainingRun(const TrainOptions& options, std::unique_ptr<Communicat
   metadata_.config = to_json(options);
   metadata_.extra["carved_split_crc32"] = carved_split_fingerprint(splits_.train, splits_.val);
   metadata_.extra["ranks"] = std::to_string(group_->size());  // see resume()
-  if (group_->size() > 1) {  // the same flags, but another copy of the data on this node
-    const std::string mine = metadata_.extra["carved_split_crc32"];
-    const std::string first = rank_zeros(*group_, mine);
-    agree_with_rank_zero(*group_, mine == first ? std::string()
-                                                : "its data's training and validation images "
-                                                  "(fingerprint " + mine + ", rank 0: " +
-                                                      first + ")");
-  }
   metadata_.config["out"] = run_dir_;
   epochs_done_ = first_epoch_;
   if (!options.inject_fault.empty()) fault_ = parse_fault(options.inject_fault);
