@@ -16,7 +16,8 @@
 #   4c. a rank stopped with SIGSTOP ends the run after PNEUMO_COLLECTIVE_TIMEOUT (5 s here), the
 #       waiting rank naming the collective (and a timeout that is no number is refused);
 #   5. a rank started with other flags is refused before anything is made (status 2, one line),
-#      a --resume given to one rank before training, and a --batch that leaves a rank no image.
+#      other data on one rank and a --resume given to one rank before training, and a --batch
+#      that leaves a rank no image.
 # Usage: test_data_parallel.sh PNEUMO_BINARY SOURCE_DIR
 set -euo pipefail
 pneumo=$(realpath "$1")
@@ -164,6 +165,22 @@ timeout 120 "${mpirun[@]}" ./perrank.sh train "${common[@]}" --epochs 1 --out di
 grep -qx "pneumo: error on rank 1 of 2: this rank differs from rank 0: --seed 8 (rank 0: 7); every rank must be started with the same flags and data" differ.log ||
   { cat differ.log; echo "FAIL: no whole line naming --seed"; exit 1; }
 [[ ! -e differ ]] || { ls -la differ; echo "FAIL: a run folder was made"; exit 1; }
+# Rank 1 reading another copy of the data with one training image less (its --data path may be
+# a node's own, so only what it holds is compared): refused once read, status 2.
+cp -r "$source_dir/data/sample" other-sample
+rm "other-sample/train/NORMAL/$(ls other-sample/train/NORMAL | head -1)"
+cat >other-data.sh <<EOS
+#!/bin/sh
+if [ "\$OMPI_COMM_WORLD_RANK" = 1 ]; then exec "$pneumo" "\$@" --data other-sample; fi
+exec "$pneumo" "\$@"
+EOS
+chmod +x other-data.sh
+other_data=0
+timeout 120 "${mpirun[@]}" ./other-data.sh train "${common[@]}" --epochs 1 --out other-data \
+  >other-data.log 2>&1 || other_data=$?
+[[ $other_data -eq 2 ]] || { cat other-data.log; echo "FAIL: other data on rank 1: status $other_data, not 2"; exit 1; }
+grep -q "this rank differs from rank 0: its data's training and validation images (fingerprint" other-data.log ||
+  { cat other-data.log; echo "FAIL: other data on rank 1: no message naming the data"; exit 1; }
 # --resume given to rank 0 only: the ranks would start at different epochs (rank 1 trained a new
 # run beside rank 0's third epoch, their gradients summed, then crashed): refused, status 2.
 cp -r per-rank resume-one
