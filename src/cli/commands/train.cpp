@@ -439,7 +439,7 @@ void agree_with_rank_zero(Communicator& group, const std::string& difference) {
 // --batch or --epochs left the ranks waiting in mismatched collectives for ever. --threads and
 // --tuning-cache only say how a rank runs, and paths may be a node's own (--data, --out, --resume,
 // --config): they may differ; what the data and a resumed checkpoint hold is compared once read
-// (agree_on_data, agree_on_position).
+// (in the TrainingRun constructor).
 std::string settings_unlike_rank_zeros(const TrainOptions& options, Communicator& group) {
   nlohmann::json mine = to_json(options);
   for (const char* local : {"threads", "tuning-cache", "data", "out", "resume", "config"})
