@@ -153,16 +153,6 @@ class MpiCommunicator final : public Communicator {
   }
 
   int rank() const override { return rank_; }
-
-  // MPI's blocking `call` under the watchdog, its return code checked.
-  template <class Call>
-  void watched(const char* call, Call&& run) {
-    watchdog_->begin(call);
-    const int code = run();
-    watchdog_->end();
-    check_mpi(code, call);
-  }
-
   int size() const override { return size_; }
   std::string name() const override {
     return detail::concat("MPI, ", size_, size_ == 1 ? " rank" : " ranks");
@@ -221,6 +211,15 @@ class MpiCommunicator final : public Communicator {
   }
 
  private:
+  // MPI's blocking `call` under the watchdog, its return code checked.
+  template <class Call>
+  void watched(const char* call, Call&& run) {
+    watchdog_->begin(call);
+    const int code = run();
+    watchdog_->end();
+    check_mpi(code, call);
+  }
+
   template <class T>
   std::vector<T> gather(const std::vector<T>& local, MPI_Datatype type) {
     const int mine = as_count(static_cast<int64_t>(local.size()), "all-gather");

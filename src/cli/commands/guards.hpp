@@ -26,7 +26,6 @@ class StopOnSignal {
   const std::atomic<bool>& stop() const;
   int signal_number() const;       // the signal that set stop(), or 0
   const char* signal_name() const;  // "SIGINT", "SIGTERM" or ""
-  int exit_status() const { return 128 + signal_number(); }  // the shell's convention
 };
 
 const char* stop_signal_name(int signal);  // "SIGINT", "SIGTERM" or "" (another number)
