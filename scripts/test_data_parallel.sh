@@ -16,8 +16,8 @@
 #   4c. a rank stopped with SIGSTOP ends the run after PNEUMO_COLLECTIVE_TIMEOUT (5 s here), the
 #       waiting rank naming the collective (and a timeout that is no number is refused);
 #   5. a rank started with other flags is refused before anything is made (status 2, one line),
-#      other data on one rank and a --resume given to one rank before training, and a --batch
-#      that leaves a rank no image.
+#      other data on one rank and a --resume given to one rank before training, a --batch that
+#      leaves a rank no image, and a bad flag every rank was given (said once).
 # Usage: test_data_parallel.sh PNEUMO_BINARY SOURCE_DIR
 set -euo pipefail
 pneumo=$(realpath "$1")
@@ -73,6 +73,19 @@ cp -r two resumed
 ! grep -q "was trained by 2 process(es)" resumed.log ||
   { cat resumed.log; echo "FAIL: a note on the rank count under --sync-batchnorm"; exit 1; }
 python3 "$compare" two-2/model.safetensors resumed/model.safetensors
+# Resumed by one process with --sync-batchnorm false: one process's statistics are the whole
+# batch's, as the two ranks' synchronised ones were: no note (it followed the rank counts alone).
+# Two ranks resuming it per rank take each rank's share instead: a note.
+cp -r two sync-then-one
+"$pneumo" train --resume sync-then-one/checkpoints/last.safetensors --epochs 2 \
+  --sync-batchnorm false --out sync-then-one >sync-then-one.log 2>&1
+! grep -q "was trained by 2 process(es)" sync-then-one.log ||
+  { cat sync-then-one.log; echo "FAIL: a note on the rank count, the statistics unchanged"; exit 1; }
+cp -r two sync-then-per-rank
+"${mpirun[@]}" "$pneumo" train --resume sync-then-per-rank/checkpoints/last.safetensors --epochs 2 \
+  --sync-batchnorm false --out sync-then-per-rank >sync-then-per-rank.log 2>&1
+grep -q "this run has 2: batch-norm takes its statistics over each of 2 processes' shares of a batch, not the whole batch" sync-then-per-rank.log ||
+  { cat sync-then-per-rank.log; echo "FAIL: no note on batch-norm's statistics"; exit 1; }
 
 echo "== 4. rank 1 killed mid-run"
 "${mpirun[@]}" "$pneumo" train "${common[@]}" --batch 8 --epochs 200 --out killed >killed.log 2>&1 &
@@ -145,7 +158,7 @@ grep -q "pneumo: error on rank 0 of 2: waited [0-9]* s in an MPI collective (MPI
 bad_timeout=0
 PNEUMO_COLLECTIVE_TIMEOUT=abc timeout 120 "${mpirun[@]}" "$pneumo" train "${common[@]}" --epochs 1 \
   --out bad-timeout >bad-timeout.log 2>&1 || bad_timeout=$?
-[[ $bad_timeout -ne 0 ]] && grep -q "PNEUMO_COLLECTIVE_TIMEOUT=abc: expected a number of seconds" bad-timeout.log ||
+[[ $bad_timeout -eq 2 ]] && grep -q "PNEUMO_COLLECTIVE_TIMEOUT=abc: expected a number of seconds" bad-timeout.log ||
   { cat bad-timeout.log; echo "FAIL: PNEUMO_COLLECTIVE_TIMEOUT=abc not refused"; exit 1; }
 
 echo "== 5. a rank started with other flags"
@@ -205,4 +218,15 @@ timeout 120 "${mpirun[@]}" "$pneumo" train "${common[@]}" --batch 1 --epochs 1 -
 [[ $small -eq 2 ]] || { cat small.log; echo "FAIL: --batch 1 on 2 ranks: status $small, not 2"; exit 1; }
 grep -q "pneumo: error on rank [01] of 2: --batch 1 leaves 1 images for the 2 ranks to share in every step" small.log ||
   { cat small.log; echo "FAIL: --batch 1 on 2 ranks: no message naming it"; exit 1; }
+# A bad value every rank was given is said once (each rank printed the same line), status 2,
+# and a variable the ranks read before MPI starts too.
+bad_lr=0
+timeout 120 "${mpirun[@]}" "$pneumo" train "${common[@]}" --lr -1 --epochs 1 --out bad-lr \
+  >bad-lr.log 2>&1 || bad_lr=$?
+[[ $bad_lr -eq 2 ]] || { cat bad-lr.log; echo "FAIL: --lr -1 on 2 ranks: status $bad_lr, not 2"; exit 1; }
+lines=$(grep -c "^pneumo: error on rank 0 of 2: --lr must be" bad-lr.log || true)
+others=$(grep -c "^pneumo: error" bad-lr.log || true)
+[[ $lines == 1 && $others == 1 ]] ||
+  { cat bad-lr.log; echo "FAIL: --lr -1 on 2 ranks: $others error lines, $lines from rank 0 (one wanted)"; exit 1; }
+[[ ! -e bad-lr ]] || { ls -la bad-lr; echo "FAIL: a run folder was made for --lr -1"; exit 1; }
 echo "test_data_parallel: all checks passed (status $status after the kill; $differ for other flags)"

@@ -20,6 +20,7 @@
 #include "pneumo/checkpoint.hpp"
 #include "pneumo/npy.hpp"
 #include "pneumo/safetensors.hpp"
+#include "pneumo/tensor.hpp"
 #include "temp_dir.hpp"
 
 namespace fs = std::filesystem;
@@ -193,6 +194,25 @@ TEST(BadInput, MissingEmptyAndHalfMadeDataFoldersStopTheRun) {
   const testing::PneumoRun run = f.run(f.train_args(half));
   EXPECT_TRUE(stopped_with(run, 1, {half + "/train/NORMAL is missing"}));
   EXPECT_FALSE(fs::exists(f.cache_root)) << "nothing may be prepared from a half-made tree";
+}
+
+// What this machine cannot give is refused before the run folder is made: --device cuda without
+// a GPU, and --all-reduce nccl where training runs on the CPU (each made its folder first, a
+// runs/<stamp> by default, then stopped).
+TEST(BadInput, ABackendOrTransportTheMachineLacksStopsTheRunBeforeItsFolder) {
+  if (cuda_device_available()) GTEST_SKIP() << "a GPU is visible here: both would train";
+  Fixture f;
+  const auto train_on = [&](const std::string& out, const std::string& flags) {
+    return f.run("train --data " + shell_quoted(f.cache) + " --out " + shell_quoted(out) +
+                 " --size 24 --epochs 1 --threads 1 " + flags);
+  };
+  const std::string cuda = f.new_out(), nccl = f.new_out();
+  EXPECT_TRUE(stopped_with(train_on(cuda, "--device cuda"), 1,
+                           {"--device cuda: no CUDA device is visible"}));
+  EXPECT_TRUE(stopped_with(train_on(nccl, "--device auto --all-reduce nccl"), 1,
+                           {"--all-reduce nccl needs the CUDA backend (this run is on the CPU)"}));
+  EXPECT_FALSE(fs::exists(cuda));
+  EXPECT_FALSE(fs::exists(nccl));
 }
 
 TEST(BadInput, TrainingImagesOfOneClassOnlyStopTheRun) {

@@ -390,6 +390,26 @@ TEST(Transport, ARefusedTransportLeavesTheGroup) {
     add_transport(group, *cpu, t);
     EXPECT_EQ(group.get(), before) << "one CPU process needs no other transport";
   }
+  // The same refusal before any backend exists (train checks it before making its run folder).
+  EXPECT_THROW(check_transport(AllReduceTransport::Nccl, Device::Cpu), Error);
+  for (AllReduceTransport t : {AllReduceTransport::Auto, AllReduceTransport::Mpi})
+    for (Device d : {Device::Cpu, Device::Cuda}) EXPECT_NO_THROW(check_transport(t, d));
+  if (built_with_nccl()) {
+    EXPECT_NO_THROW(check_transport(AllReduceTransport::Nccl, Device::Cuda));
+  } else {
+    EXPECT_THROW(check_transport(AllReduceTransport::Nccl, Device::Cuda), Error);
+  }
+}
+
+// --bucket-mb in floats: 0 is one buffer after the backward pass; any positive size is at least
+// one float (a bucket per layer), where 1e-9 MiB rounded to 0 and meant the one buffer.
+TEST(GradientBuckets, MebibytesToFloats) {
+  EXPECT_EQ(bucket_elements(0.0), 0);
+  EXPECT_EQ(bucket_elements(1.0), 262144);
+  EXPECT_EQ(bucket_elements(0.5), 131072);
+  EXPECT_EQ(bucket_elements(1e-9), 1);
+  EXPECT_EQ(bucket_elements(3.0 / (1 << 20)), 1);  // 3 bytes
+  EXPECT_EQ(bucket_elements(8.0 / (1 << 20)), 2);
 }
 
 // The launcher's size, read from its environment: a step of one process (srun inside a batch job)
@@ -427,7 +447,7 @@ TEST(Launcher, CollectiveTimeoutFromTheEnvironment) {
     try {
       collective_timeout_seconds();
       ADD_FAILURE() << bad << " was taken";
-    } catch (const Error& e) {
+    } catch (const UsageError& e) {  // bad usage, status 2
       EXPECT_NE(std::string(e.what()).find("PNEUMO_COLLECTIVE_TIMEOUT"), std::string::npos)
           << e.what();
     }

@@ -319,6 +319,9 @@ struct BackendOptions {
   std::string tuning_cache;
 };
 
+// The device make_backend would take for `choice`; throws the pneumo::Error it would throw
+// (--device cuda without a GPU), so that a command can refuse before it makes anything.
+Device backend_device(DeviceChoice choice);
 // Creates the backend the options ask for. Auto takes CUDA when a device exists, else the CPU
 // with a one-line notice on stderr; Cuda without a device throws a clear pneumo::Error.
 std::unique_ptr<Backend> make_backend(const BackendOptions& options);

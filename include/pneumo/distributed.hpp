@@ -68,6 +68,11 @@ inline Shard shard_of(int64_t count, int rank, int size) {
   return {count * rank / size, count * (rank + 1) / size};
 }
 
+// The floats in a gradient bucket of `mebibytes` MiB (--bucket-mb): 0 for 0 (one buffer after
+// the backward pass), at least 1 for any positive size (buckets are cut at layer boundaries, so a
+// size under one layer's gradients is a bucket per layer).
+int64_t bucket_elements(double mebibytes);
+
 // How gradients travel between ranks: Auto takes NCCL for a CUDA backend (when pneumo was built
 // with NCCL) and MPI otherwise; Mpi stages device buffers through the host.
 enum class AllReduceTransport { Auto, Mpi, Nccl };
@@ -81,7 +86,7 @@ int launcher_size();
 // How long an NCCL collective may stay unfinished before its rank gives up and ends the job:
 // PNEUMO_COLLECTIVE_TIMEOUT seconds (default 600, as PyTorch's NCCL watchdog; 0: never). A peer
 // that dies or hangs without NCCL noticing would otherwise leave the others waiting forever.
-// Throws on a value that is not a number of seconds >= 0.
+// Throws a pneumo::UsageError on a value that is not a number of seconds >= 0.
 double collective_timeout_seconds();
 // True when pneumo was built with MPI, and with NCCL.
 bool built_with_mpi();
@@ -93,6 +98,9 @@ bool built_with_nccl();
 // batch job, runs as one process then). Call it before creating the backend: on a machine with
 // several GPUs it makes the rank's GPU current (local rank modulo the GPUs there).
 std::unique_ptr<Communicator> make_communicator();
+// Throws the pneumo::Error add_transport would throw for `transport` on a backend of `device`
+// (NCCL asked for on the CPU, or by a build without it): a command can refuse before it starts.
+void check_transport(AllReduceTransport transport, Device device);
 // Makes `group`'s device collectives run through NCCL on the CUDA backend's stream (host ones stay
 // with the group it wraps) when `transport` asks for it or Auto finds a CUDA backend, several ranks
 // and NCCL; else leaves `group` as it is. Throws a pneumo::Error when NCCL is asked for and cannot

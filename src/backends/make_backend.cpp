@@ -7,21 +7,19 @@
 
 namespace pneumo {
 
+Device backend_device(DeviceChoice choice) {
+  if (choice == DeviceChoice::Cpu) return Device::Cpu;
+  if (cuda_device_available()) return Device::Cuda;
+  if (choice == DeviceChoice::Cuda)
+    throw Error("--device cuda: no CUDA device is visible on this machine (no GPU, or no "
+                "driver); use --device cpu or --device auto");
+  return Device::Cpu;
+}
+
 std::unique_ptr<Backend> make_backend(const BackendOptions& options) {
-  switch (options.device) {
-    case DeviceChoice::Cpu:
-      return make_cpu_backend(options.cpu_threads, options.bf16);
-    case DeviceChoice::Cuda:
-      if (!cuda_device_available())
-        throw Error("--device cuda: no CUDA device is visible on this machine (no GPU, or no "
-                    "driver); use --device cpu or --device auto");
-      return make_cuda_backend(options);
-    case DeviceChoice::Auto:
-      break;
-  }
-  if (cuda_device_available())
-    return make_cuda_backend(options);
-  std::cerr << "pneumo: no CUDA device found, running on the CPU backend\n";
+  if (backend_device(options.device) == Device::Cuda) return make_cuda_backend(options);
+  if (options.device == DeviceChoice::Auto)
+    std::cerr << "pneumo: no CUDA device found, running on the CPU backend\n";
   return make_cpu_backend(options.cpu_threads, options.bf16);
 }
 

@@ -1,4 +1,5 @@
 // The launcher's environment and the choice of transport (distributed.hpp).
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 
@@ -36,9 +37,15 @@ double collective_timeout_seconds() {
   char* end = nullptr;
   const double seconds = std::strtod(value, &end);
   if (end == value || *end != '\0' || !std::isfinite(seconds) || seconds < 0)
-    throw Error(detail::concat("PNEUMO_COLLECTIVE_TIMEOUT=", value,
+    throw UsageError(detail::concat("PNEUMO_COLLECTIVE_TIMEOUT=", value,
                                ": expected a number of seconds >= 0 (0: no timeout)"));
   return seconds;
+}
+
+int64_t bucket_elements(double mebibytes) {
+  if (!(mebibytes > 0)) return 0;
+  const auto floats = static_cast<int64_t>(mebibytes * (1 << 20)) / static_cast<int64_t>(sizeof(float));
+  return std::max<int64_t>(floats, 1);
 }
 
 bool built_with_mpi() {
@@ -63,22 +70,31 @@ std::unique_ptr<Communicator> make_communicator() {
   if (!built_with_mpi())
     throw Error("pneumo was started by an MPI launcher (mpirun or srun) but built without MPI; "
                 "install Open MPI (scripts/install_deps.sh) and build again, or run one process");
+  // A bad PNEUMO_COLLECTIVE_TIMEOUT is refused before MPI starts (the MPI communicator's
+  // watchdog reads it): a rank failing after MPI_Init without finalising it leaves the launcher's
+  // own complaint beside pneumo's.
+  collective_timeout_seconds();
   std::unique_ptr<Communicator> group = dist::make_mpi_communicator();
   dist::select_local_gpu(*group);
   return group;
+}
+
+void check_transport(AllReduceTransport transport, Device device) {
+  if (transport != AllReduceTransport::Nccl) return;
+  if (device != Device::Cuda)
+    throw Error("--all-reduce nccl needs the CUDA backend (this run is on the CPU); the CPU "
+                "backend adds gradients through MPI");
+  if (!built_with_nccl())
+    throw Error("--all-reduce nccl: pneumo was built without NCCL (not found next to the CUDA "
+                "toolkit when CMake ran)");
 }
 
 void add_transport(std::unique_ptr<Communicator>& group, Backend& backend,
                    AllReduceTransport transport) {
   const bool cuda = backend.device() == Device::Cuda;
   if (transport == AllReduceTransport::Mpi) return;  // one process: nothing travels
+  check_transport(transport, backend.device());
   if (transport == AllReduceTransport::Nccl) {
-    if (!cuda)
-      throw Error("--all-reduce nccl needs the CUDA backend (this run uses " + backend.name() +
-                  "); the CPU backend adds gradients through MPI");
-    if (!built_with_nccl())
-      throw Error("--all-reduce nccl: pneumo was built without NCCL (not found next to the CUDA "
-                  "toolkit when CMake ran)");
     dist::wrap_in_nccl(group, backend);
   } else if (cuda && group->size() > 1 && built_with_nccl()) {
     dist::wrap_in_nccl(group, backend);

@@ -421,16 +421,34 @@ std::string rank_zeros(Communicator& group, const std::string& mine) {
   return first;
 }
 
-// Every rank must train one run: where a rank's `difference` from rank 0 is not empty, that rank
-// stops every rank with it (bad usage), and the others wait in a vote it never joins, so that its
-// message is the one printed before its abort ends them. A collective, before anything is made.
+// Runs `check` on every rank (a collective). Where it throws a pneumo::Error on some ranks, the
+// lowest of them throws it again, to be said once before that rank's abort ends the run, and the
+// others wait in a vote it never joins: a bad flag every rank was given printed one line per rank.
+void check_on_every_rank(Communicator& group, const std::function<void()>& check) {
+  std::exception_ptr failure;
+  try {
+    check();
+  } catch (const Error&) {
+    if (group.size() == 1) throw;
+    failure = std::current_exception();
+  }
+  if (group.size() == 1) return;
+  const std::vector<double> failed = group.all_gather(std::vector<double>{failure ? 1.0 : 0.0});
+  const auto first = std::find(failed.begin(), failed.end(), 1.0);
+  if (first == failed.end()) return;
+  if (first - failed.begin() == group.rank()) std::rethrow_exception(failure);
+  group.any(true);  // never completes: the failing rank aborts the run
+  throw Error("another rank failed");
+}
+
+// Every rank must train one run: where ranks' `difference` from rank 0 is not empty, the first of
+// them stops every rank with it (bad usage). A collective, before anything is made.
 void agree_with_rank_zero(Communicator& group, const std::string& difference) {
-  if (!group.any(!difference.empty())) return;
-  if (!difference.empty())
-    throw UsageError("this rank differs from rank 0: " + difference +
-                     "; every rank must be started with the same flags and data");
-  group.any(true);  // never completes: the differing rank aborts the run
-  throw Error("a rank differs from rank 0");
+  check_on_every_rank(group, [&] {
+    if (!difference.empty())
+      throw UsageError("this rank differs from rank 0: " + difference +
+                       "; every rank must be started with the same flags and data");
+  });
 }
 
 // The settings of this rank that differ from rank 0's, in words ("" when none): a rank started
@@ -458,15 +476,20 @@ std::string settings_unlike_rank_zeros(const TrainOptions& options, Communicator
 // things a run does, so a bad flag or an unwritable --out stops it before any data is read.
 std::string start_run_dir(const TrainOptions& options, Communicator& group, RunDirLock& lock) {
   if (group.size() > 1) agree_with_rank_zero(group, settings_unlike_rank_zeros(options, group));
-  validate(options);
-  check_data_path(options.data);  // a mistyped --data makes no folder
-  // A run inside its data (a cache, a tree's split folders): checked before the default folder
-  // is made, so that a refused run leaves nothing there either; on every rank, as validate()
-  // (the ranks share the paths), so that none waits for a rank that stopped.
-  refuse_output_inside_data(options.out.empty() ? "runs" : options.out,
-                            options.out.empty() ? "the default run folder runs/"
-                                                : "--out " + options.out,
-                            options.data);
+  check_on_every_rank(group, [&] {
+    validate(options);
+    check_data_path(options.data);  // a mistyped --data makes no folder
+    // A run inside its data (a cache, a tree's split folders): checked before the default folder
+    // is made, so that a refused run leaves nothing there either.
+    refuse_output_inside_data(options.out.empty() ? "runs" : options.out,
+                              options.out.empty() ? "the default run folder runs/"
+                                                  : "--out " + options.out,
+                              options.data);
+    // What the backend and the gradients' transport will refuse (--device cuda without a GPU,
+    // --all-reduce nccl on the CPU), refused before the folder is made.
+    check_transport(parse_all_reduce(options.all_reduce),
+                    backend_device(parse_device_choice(options.device)));
+  });
   std::string run_dir = options.out;
   if (options.out.empty() && group.rank() == 0) run_dir = claim_default_run_dir();
   if (group.size() > 1 && options.out.empty()) {  // the name rank 0 claimed
@@ -539,8 +562,7 @@ TrainingRun::TrainingRun(const TrainOptions& options, std::unique_ptr<Communicat
   augment.zoom_mode = parse_zoom_mode(options.zoom_mode);
   trainer_ = std::make_unique<Trainer>(*backend_, *model_, options.batch, augment, options.seed);
   trainer_->set_group(*group_);
-  trainer_->set_all_reduce_bucket(static_cast<int64_t>(options.bucket_mb * (1 << 20)) /
-                                  static_cast<int64_t>(sizeof(float)));
+  trainer_->set_all_reduce_bucket(bucket_elements(options.bucket_mb));
   trainer_->optimizer().learning_rate = static_cast<float>(options.learning_rate);
   trainer_->optimizer().rho = static_cast<float>(options.rho);
   trainer_->optimizer().epsilon = static_cast<float>(options.epsilon);
@@ -560,7 +582,7 @@ TrainingRun::TrainingRun(const TrainOptions& options, std::unique_ptr<Communicat
   // The ranks share every step's batch: one with fewer images than ranks (the epoch's last, or
   // any when --batch is below the rank count) is bad usage now, not the trainer's internal check
   // at the first epoch (status 1, its text a source line).
-  if (group_->size() > 1) {
+  if (group_->size() > 1) check_on_every_rank(*group_, [&] {
     const int64_t images =
         static_cast<int64_t>(epoch_indices(splits_.train.labels, balance_, options.seed, 0).size());
     const int64_t total = options.drop_last ? images / options.batch * options.batch : images;
@@ -573,7 +595,7 @@ TrainingRun::TrainingRun(const TrainOptions& options, std::unique_ptr<Communicat
                                                std::to_string(total) + " images)",
           ": every rank needs at least one; choose another --batch",
           options.drop_last || options.batch < group_->size() ? "" : " (or --drop-last)"));
-  }
+  });
   train_set_ = upload(splits_.train, backend_->device());
   if (balance_ == BalanceMode::ClassWeight)
     train_set_.set_weights(sample_weights(splits_.train.labels, balance_));
@@ -646,15 +668,31 @@ void TrainingRun::resume(const std::string& checkpoint_path) {
                 "the run of " + checkpoint_path + " had (its carved_split_crc32 differs): a "
                 "resumed run continues on its own images; give the --data, --val-split and "
                 "--seed it was trained with");
-  // Per-rank batch-norm (the default) takes its statistics over each rank's share of a batch: with
-  // another rank count the run goes on, but not as its first ranks would have taken it.
+  // Batch-norm takes its statistics over each rank's share of a batch (--sync-batchnorm false,
+  // the default) or over the whole batch: a resume that changes the number of shares (another
+  // rank count, or --sync-batchnorm changed with several ranks) goes on, but not as its first
+  // part would have.
   const auto recorded_ranks = checkpoint.metadata.extra.find("ranks");
-  if (writer() && !options_.sync_batchnorm && recorded_ranks != checkpoint.metadata.extra.end() &&
-      recorded_ranks->second != std::to_string(group_->size()))
-    std::cerr << "pneumo: note: " << checkpoint_path << " was trained by " << recorded_ranks->second
-              << " process(es), this run has " << group_->size()
-              << ": batch-norm takes its statistics over each process's share of a batch "
-                 "(--sync-batchnorm false), so the run goes on, but not as it would have\n";
+  if (writer() && recorded_ranks != checkpoint.metadata.extra.end()) {
+    const bool trained_sync = trained.is_object() && trained.contains("sync-batchnorm") &&
+                              trained["sync-batchnorm"].is_boolean() &&
+                              trained["sync-batchnorm"].get<bool>();
+    const long trained_ranks = std::strtol(recorded_ranks->second.c_str(), nullptr, 10);
+    const long trained_shares = trained_sync ? 1 : trained_ranks;
+    const long shares = options_.sync_batchnorm ? 1 : group_->size();
+    const auto over = [](long n) {
+      return n == 1 ? std::string("the whole batch")
+                    : "each of " + std::to_string(n) + " processes' shares of a batch";
+    };
+    if (trained_ranks > 0 && trained_shares != shares)
+      std::cerr << "pneumo: note: " << checkpoint_path << " was trained by " << trained_ranks
+                << " process(es), this run has " << group_->size()
+                << ": batch-norm takes its statistics over " << over(shares) << ", not "
+                << over(trained_shares) << " (--sync-batchnorm "
+                << (trained_sync ? "true" : "false") << " then, "
+                << (options_.sync_batchnorm ? "true" : "false")
+                << " now), so the run goes on, but not as it would have\n";
+  }
   if (checkpoint.metadata.weights_epoch != checkpoint.metadata.epoch)
     throw Error(detail::concat(
         "checkpoint ", checkpoint_path, " holds the weights of epoch ",
