@@ -22,6 +22,7 @@
 #include "cli/commands/commands.hpp"
 #include "cli/commands/flag_text.hpp"
 #include "cli/commands/guards.hpp"
+#include "cli/commands/run_folder.hpp"
 #include "cli/commands/train_flags.hpp"
 #include "core/json_structure.hpp"
 #include "pneumo/checkpoint.hpp"

@@ -95,11 +95,6 @@ nlohmann::json to_json(const TrainOptions& options);
 void validate(const TrainOptions& options);
 
 int run_train(const TrainOptions& options);
-// The run directory a checkpoint belongs to, where `train --resume` writes unless --out says
-// otherwise: DIR for DIR/checkpoints/NAME.safetensors, and the checkpoint's own folder when that
-// is a run directory (it holds config.json: DIR/model.safetensors); "" when it is neither (the
-// resumed run then starts a new folder, as a run without --out does).
-std::string resumed_run_dir(const std::string& checkpoint);
 
 // The metrics every epoch of a run records (train.cpp's validation, with --val-stress its stress
 // variants' summaries): what a callback may monitor.

@@ -1,0 +1,172 @@
+// The run directory of `pneumo train` (run_folder.hpp).
+#include "cli/commands/run_folder.hpp"
+
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <iomanip>
+#include <iostream>
+#include <sstream>
+#include <system_error>
+
+#include "core/atomic_file.hpp"
+#include "pneumo/checkpoint.hpp"
+#include "pneumo/error.hpp"
+
+namespace pneumo::cli {
+
+namespace fs = std::filesystem;
+
+std::string claim_default_run_dir() {
+  std::time_t now = std::time(nullptr);
+  std::tm local{};
+  localtime_r(&now, &local);
+  std::ostringstream stamp;
+  stamp << "runs/" << std::put_time(&local, "%Y%m%d-%H%M%S");
+  std::error_code error;
+  fs::create_directories("runs", error);
+  if (error) throw Error("cannot create the folder runs/ for the run: " + error.message());
+  for (int k = 1; k <= 1000; ++k) {
+    const std::string name = k == 1 ? stamp.str() : stamp.str() + "-" + std::to_string(k);
+    if (fs::create_directory(name, error)) return name;
+    if (error) throw Error("cannot create run directory '" + name + "': " + error.message());
+  }
+  throw Error("runs/ holds 1000 runs named " + stamp.str() + "-*; give --out");
+}
+
+void RunDirLock::acquire(const std::string& dir) {
+  if (held_) return;
+  const std::string path = (fs::path(dir) / ".lock").string();
+  if (!lock_.try_acquire(path))
+    throw Error("run directory '" + dir + "' is in use: another pneumo train is writing it "
+                "(it holds " + path + "); choose another --out, or wait for that run to end");
+  held_ = true;
+}
+
+bool holds_only_a_failed_start(const std::string& dir) {
+  std::error_code error;
+  bool lock = false, checkpoints = false;
+  auto no_last_checkpoint = [&](const fs::path& folder) {
+    for (const auto& entry : fs::directory_iterator(folder, error)) {
+      const std::string name = entry.path().filename().string();
+      if (name != "best.safetensors" && !is_atomic_write_temporary(name)) return false;
+    }
+    return !error;
+  };
+  for (const auto& entry : fs::directory_iterator(dir, error)) {
+    const std::string name = entry.path().filename().string();
+    if (name == ".lock" && entry.is_regular_file(error)) {
+      lock = true;
+    } else if (name == "checkpoints" && entry.is_directory(error) &&
+               no_last_checkpoint(entry.path())) {
+      checkpoints = true;
+    } else if (name != "config.json" && name != "history.csv" && name != "history.jsonl") {
+      return false;
+    }
+  }
+  return !error && lock && checkpoints;
+}
+
+bool same_folder(const std::string& a, const std::string& b) {
+  std::error_code error;
+  return !a.empty() && !b.empty() && fs::equivalent(a, b, error) && !error;
+}
+
+void prepare_run_dir(const std::string& dir, const std::string& resuming, RunDirLock& lock) {
+  std::error_code error;
+  const bool exists = fs::exists(dir, error);
+  if (error)  // a name too long, a folder on the way that cannot be searched
+    throw Error("run directory '" + dir + "': " + error.message() + "; choose another --out");
+  if (exists && !fs::is_directory(dir, error))
+    throw Error("run directory '" + dir + "' is a file, not a folder; choose another --out");
+  // A live run's folder is said to be one first, whatever it holds by then: once it has a
+  // checkpoint, the refusal below would suggest a --resume that its lock then refuses. Only a
+  // lock file pneumo made is tried (trying makes one, which a stranger's folder must not get).
+  if (exists && fs::is_regular_file(fs::path(dir) / ".lock", error)) lock.acquire(dir);
+  const bool fresh = !exists || fs::is_empty(dir, error) || holds_only_a_failed_start(dir);
+  const std::string last = (fs::path(dir) / "checkpoints" / "last.safetensors").string();
+  if (!fresh && resuming.empty())
+    throw Error("run directory '" + dir + "' already holds files; choose another --out" +
+                (fs::is_regular_file(last, error) ? ", or continue it with --resume " + last
+                                                  : std::string()));
+  if (!fresh && !same_folder(dir, resumed_run_dir(resuming)))
+    throw Error("run directory '" + dir + "' holds another run than the one " + resuming +
+                " belongs to; a resumed run writes into its own run directory or a new --out");
+  fs::create_directories(fs::path(dir) / "checkpoints", error);
+  if (error) throw Error("cannot create run directory '" + dir + "': " + error.message());
+  lock.acquire(dir);
+  // A failed start's files are this run's to replace: a new run's history starts empty, and a
+  // best checkpoint carried over by a failed resume is not this run's (a resume carries its own).
+  if (resuming.empty())
+    for (const char* name : {"history.csv", "history.jsonl", "checkpoints/best.safetensors"})
+      fs::remove(fs::path(dir) / name, error);
+  // A killed write's temporary file (a checkpoint, model.safetensors, ...), whether the run
+  // starts again or resumes (the lock says no live run is writing it).
+  for (const fs::path& folder : {fs::path(dir), fs::path(dir) / "checkpoints"})
+    for (const auto& entry : fs::directory_iterator(folder, error))
+      if (is_atomic_write_temporary(entry.path().filename().string()))
+        fs::remove(entry.path(), error);
+  std::ofstream probe(fs::path(dir) / ".write-test");
+  if (!probe) throw Error("run directory '" + dir + "' is not writable");
+  probe.close();
+  fs::remove(fs::path(dir) / ".write-test", error);
+}
+
+void carry_over_run_files(const std::string& checkpoint, const std::string& run_dir,
+                          int first_epoch, int epochs, const std::string& monitor) {
+  const std::string source = resumed_run_dir(checkpoint);
+  if (source.empty() || same_folder(source, run_dir)) return;
+  const auto no_best = [&](const std::string& why) {
+    // No epoch done: no best yet. None left to train: the folder gets no best checkpoint at all.
+    if (first_epoch == 0) return;
+    if (first_epoch >= epochs) {
+      std::cerr << "note: " << why << "; no epoch is left to train, so this folder gets no best "
+                << "checkpoint\n";
+      return;
+    }
+    const fs::path best = fs::path(run_dir) / "checkpoints" / "best.safetensors";
+    std::cerr << "note: " << why << ", so " << best.string()
+              << " is written only when an epoch beats the best " << monitor << " of "
+              << (first_epoch == 1 ? std::string("epoch 1")
+                                   : detail::concat("epochs 1 to ", first_epoch))
+              << " (the checkpoint remembers its value, not its weights)\n";
+  };
+  for (const char* name : {"history.csv", "history.jsonl", "checkpoints/best.safetensors"}) {
+    const fs::path from = fs::path(source) / name, to = fs::path(run_dir) / name;
+    const bool best = to.filename() == "best.safetensors";
+    std::error_code error;
+    fs::remove(to, error);
+    if (!fs::is_regular_file(from, error)) {
+      if (best) no_best(detail::concat(from.string(), " is missing"));
+      continue;
+    }
+    if (best) {
+      const int best_epoch = read_checkpoint_metadata(from.string()).epoch;
+      if (best_epoch > first_epoch) {
+        no_best(detail::concat(from.string(), " is of epoch ", best_epoch, ", after the epoch "
+                               "resumed (", first_epoch, "), and not carried over"));
+        continue;
+      }
+    }
+    fs::copy_file(from, to, error);
+    if (error)
+      throw Error("cannot copy " + from.string() + " into the new run directory: " +
+                  error.message());
+  }
+}
+
+std::string resumed_run_dir(const std::string& checkpoint) {
+  fs::path folder = fs::path(checkpoint).parent_path();
+  // "last.safetensors" or "./last.safetensors" typed inside RUN/checkpoints: the folder's name
+  // is only known from the absolute path.
+  if (folder.empty() || folder.filename() == "." || folder.filename() == "..")
+    folder = fs::absolute(checkpoint).lexically_normal().parent_path();
+  std::error_code error;
+  if (folder.filename() == "checkpoints")
+    return folder.has_parent_path() ? folder.parent_path().string() : std::string(".");
+  if (fs::is_regular_file((folder.empty() ? fs::path(".") : folder) / "config.json", error))
+    return folder.empty() ? std::string(".") : folder.string();
+  return "";
+}
+
+}  // namespace pneumo::cli

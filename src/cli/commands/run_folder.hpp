@@ -1,0 +1,63 @@
+// The run directory of `pneumo train`: its default name, the lock a live run holds on it, which
+// folders a new or resumed run may write into, and what a resume into a new folder carries over.
+#pragma once
+
+#include <string>
+
+#include "core/file_lock.hpp"
+
+namespace pneumo::cli {
+
+// runs/<date>-<time>, made here so that it is this run's: a run started in the same second (one
+// seed per core from a loop) takes runs/<date>-<time>-2, -3, ...
+std::string claim_default_run_dir();
+
+// Held by the run writing a run directory, for as long as it runs (an exclusive flock on
+// DIR/.lock, released by the system when the process ends, however it ends): a second run, or a
+// resume, aimed at a live run's folder is refused instead of mixing its files with the first's.
+class RunDirLock {
+ public:
+  void acquire(const std::string& dir);
+
+ private:
+  FileLock lock_;
+  bool held_ = false;
+};
+
+// True when `dir` holds what a run that failed before its first checkpoint leaves, and nothing
+// else: the lock file and checkpoints/ (both made before anything else), perhaps config.json and
+// the history files (a new run's headers; a resume into a new folder carries the resumed run's
+// rows and best checkpoint over before training, see carry_over_run_files, so checkpoints/ may
+// hold best.safetensors). Fixing a flag and running again then needs no clean-up; a folder
+// without the lock and checkpoints/ was not left by pneumo (its config.json may be someone's
+// own). A live run's folder looks the same during its first epoch: its lock tells them apart.
+// A checkpoint's temporary file (is_atomic_write_temporary) that a process killed while writing
+// its first checkpoint left counts as nothing written. (scripts/experiments.py applies the same
+// rule to the run folders of a sweep.)
+bool holds_only_a_failed_start(const std::string& dir);
+
+// True when `a` and `b` name the same existing folder.
+bool same_folder(const std::string& a, const std::string& b);
+
+// A run directory must be new (or empty, or left by a run that failed before training), or the
+// one the resumed checkpoint (`resuming`, "" for a new run) belongs to: never another run's.
+// Makes it with checkpoints/, takes `lock` on it, and clears what a failed start or a killed
+// write left there.
+void prepare_run_dir(const std::string& dir, const std::string& resuming, RunDirLock& lock);
+
+// The run directory a checkpoint belongs to, where `train --resume` writes unless --out says
+// otherwise: DIR for DIR/checkpoints/NAME.safetensors, and the checkpoint's own folder when that
+// is a run directory (it holds config.json: DIR/model.safetensors); "" when it is neither (the
+// resumed run then starts a new folder, as a run without --out does).
+std::string resumed_run_dir(const std::string& checkpoint);
+
+// A run resumed into a new --out starts that folder with the resumed run's history and its best
+// checkpoint (when that is not of a later epoch than the one resumed), so the folder reads as the
+// whole run: the history's earlier rows, best.safetensors for evaluate and --restore-best. What
+// a failed start left there (headers, an earlier attempt's copies) is replaced. A best checkpoint
+// that cannot come along is said: the new folder gets one only when an epoch beats the best
+// value of the epochs resumed, which the checkpoint remembers.
+void carry_over_run_files(const std::string& checkpoint, const std::string& run_dir,
+                          int first_epoch, int epochs, const std::string& monitor);
+
+}  // namespace pneumo::cli
