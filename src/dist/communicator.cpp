@@ -71,8 +71,7 @@ std::unique_ptr<Communicator> make_communicator() {
     throw Error("pneumo was started by an MPI launcher (mpirun or srun) but built without MPI; "
                 "install Open MPI (scripts/install_deps.sh) and build again, or run one process");
   // A bad PNEUMO_COLLECTIVE_TIMEOUT is refused before MPI starts (the MPI communicator's
-  // watchdog reads it): a rank failing after MPI_Init without finalising it leaves the launcher's
-  // own complaint beside pneumo's.
+  // watchdog reads it), as bad usage: a rank that failed after MPI_Init left it unfinalised.
   collective_timeout_seconds();
   std::unique_ptr<Communicator> group = dist::make_mpi_communicator();
   dist::select_local_gpu(*group);

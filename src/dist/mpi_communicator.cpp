@@ -144,7 +144,7 @@ class MpiCommunicator final : public Communicator {
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
     check_mpi(MPI_Comm_rank(MPI_COMM_WORLD, &rank_), "MPI_Comm_rank");
     check_mpi(MPI_Comm_size(MPI_COMM_WORLD, &size_), "MPI_Comm_size");
-    // A value that is not a number of seconds stops the run here, before training.
+    // make_communicator checked the value before MPI_Init; one made otherwise (a test) throws here.
     watchdog_ = std::make_unique<CollectiveWatchdog>(collective_timeout_seconds(), rank_, size_);
   }
   ~MpiCommunicator() override {

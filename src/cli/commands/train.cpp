@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <limits>
 #include <memory>
 #include <filesystem>
@@ -249,14 +250,15 @@ std::string rank_zeros(Communicator& group, const std::string& mine) {
   return first;
 }
 
-// Runs `check` on every rank (a collective). Where it throws a pneumo::Error on some ranks, the
+// Runs `check` on every rank (a collective). Where it throws on some ranks, the
 // lowest of them throws it again, to be said once before that rank's abort ends the run, and the
 // others wait in a vote it never joins: a bad flag every rank was given printed one line per rank.
+// `check` must not call collectives itself (a rank that fails would leave the others in one).
 void check_on_every_rank(Communicator& group, const std::function<void()>& check) {
   std::exception_ptr failure;
   try {
     check();
-  } catch (const Error&) {
+  } catch (...) {  // any failure (a filesystem error, bad_alloc) takes part in the vote
     if (group.size() == 1) throw;
     failure = std::current_exception();
   }
@@ -315,8 +317,11 @@ std::string start_run_dir(const TrainOptions& options, Communicator& group, RunD
                               options.data);
     // What the backend and the gradients' transport will refuse (--device cuda without a GPU,
     // --all-reduce nccl on the CPU), refused before the folder is made.
-    check_transport(parse_all_reduce(options.all_reduce),
-                    backend_device(parse_device_choice(options.device)));
+    const AllReduceTransport transport = parse_all_reduce(options.all_reduce);
+    check_transport(transport, backend_device(parse_device_choice(options.device)));
+    // NCCL's watchdog reads PNEUMO_COLLECTIVE_TIMEOUT when it starts, after the folder is made
+    // (under mpirun make_communicator read it already).
+    if (transport == AllReduceTransport::Nccl) collective_timeout_seconds();
   });
   std::string run_dir = options.out;
   if (options.out.empty() && group.rank() == 0) run_dir = claim_default_run_dir();
@@ -512,14 +517,16 @@ void TrainingRun::resume(const std::string& checkpoint_path) {
       return n == 1 ? std::string("the whole batch")
                     : "each of " + std::to_string(n) + " processes' shares of a batch";
     };
+    const auto how = [](long ranks, bool sync) {
+      return detail::concat(ranks, ranks == 1 ? " process" : " processes", ", --sync-batchnorm ",
+                            sync ? "true" : "false");
+    };
     if (trained_ranks > 0 && trained_shares != shares)
-      std::cerr << "pneumo: note: " << checkpoint_path << " was trained by " << trained_ranks
-                << " process(es), this run has " << group_->size()
-                << ": batch-norm takes its statistics over " << over(shares) << ", not "
-                << over(trained_shares) << " (--sync-batchnorm "
-                << (trained_sync ? "true" : "false") << " then, "
-                << (options_.sync_batchnorm ? "true" : "false")
-                << " now), so the run goes on, but not as it would have\n";
+      std::cerr << "pneumo: note: batch-norm takes its statistics over " << over(shares)
+                << " in this run (" << how(group_->size(), options_.sync_batchnorm) << "), over "
+                << over(trained_shares) << " in the run of " << checkpoint_path << " ("
+                << how(trained_ranks, trained_sync)
+                << "), so the run goes on, but not as it would have\n";
   }
   if (checkpoint.metadata.weights_epoch != checkpoint.metadata.epoch)
     throw Error(detail::concat(

@@ -239,8 +239,8 @@ std::vector<TrainFlag> make_table() {
       "mpi", "gloo"));
   t.push_back(bound("bucket-mb",
                     "Data-parallel: gradients sent in buckets of this many MiB during the backward "
-                    "pass, cut at layer boundaries (0: one buffer after it; under one layer's "
-                    "gradients: a bucket per layer)",
+                    "pass, cut at layer boundaries (0: one buffer after it; a size under every "
+                    "layer's gradients: a bucket per layer)",
                     PNEUMO_FIELD(bucket_mb), Within{0, 1024}, "0.5", "-1"));
   t.push_back(
       bound("threads", "CPU threads (0: all)", PNEUMO_FIELD(threads), Within{0, kMaxThreads}, "3",
