@@ -251,15 +251,26 @@ def flag_name(arg):
     return arg[2:].split("=")[0] if arg.startswith("--") and len(arg) > 2 else None
 
 
+def flag_groups(flags):
+    """The flags after "--" as (name, values) pairs in the order given, the one reading of them
+    every use shares: "--x=v" is ("x", ["v"]), as "--x v"; a value is an argument that does not
+    start with "--" ("-1" is one), and values before any flag go under the name ""."""
+    groups = []
+    for arg in flags:
+        if flag_name(arg):
+            name, _, value = arg[2:].partition("=")
+            groups.append((name, [value] if "=" in arg else []))
+        elif groups:
+            groups[-1][1].append(arg)
+        else:
+            groups.append(("", [arg]))
+    return groups
+
+
 def flag_value(args, name):
-    """The value of --NAME (as "--NAME V" or "--NAME=V") in a list of arguments, else None."""
-    value = None
-    for i, arg in enumerate(args):
-        if arg == f"--{name}" and i + 1 < len(args):
-            value = args[i + 1]
-        elif arg.startswith(f"--{name}="):
-            value = arg.split("=", 1)[1]
-    return value
+    """The (last) value of --NAME in a list of arguments, else None."""
+    values = [values for flag, values in flag_groups(args) if flag == name]
+    return values[-1][0] if values and values[-1] else None
 
 
 def check_flag_names(args, plan):
@@ -349,16 +360,10 @@ def same_data(recorded, given):
 
 
 def recorded_flags(train_args):
-    """The flags after "--" that decide what a sweep's runs compute: all but FREE_FLAGS."""
-    kept, value_follows = [], False
-    for arg in train_args:
-        if value_follows:
-            value_follows = False
-        elif flag_name(arg) in FREE_FLAGS:
-            value_follows = "=" not in arg
-        else:
-            kept.append(arg)
-    return kept
+    """The flags after "--" that decide what a sweep's runs compute: all but FREE_FLAGS, each
+    with its values."""
+    return [arg for name, values in flag_groups(train_args) if name not in FREE_FLAGS
+            for arg in ([f"--{name}"] if name else []) + values]
 
 
 def holds_results(out):
@@ -440,23 +445,9 @@ def fix_plan(args, plan, training):
                  f"{', '.join('--' + f for f in sorted(FREE_FLAGS))} may change between calls")
 
 
-def flag_groups(flags):
-    """Flags as (name, values) pairs in name order: "--x=v" is "--x v", and the order they were
-    given in does not count. A value is an argument that does not start with "--"."""
-    groups = []
-    for arg in flags:
-        if arg.startswith("--"):
-            name, _, value = arg.partition("=")
-            groups.append((name, [value] if "=" in arg else []))
-        elif groups:
-            groups[-1][1].append(arg)
-        else:
-            groups.append(("", [arg]))
-    return sorted(groups)
-
-
 def same_flags(recorded, given):
-    return flag_groups(recorded) == flag_groups(given)
+    """The same flags and values, whatever their order and "--x v" or "--x=v"."""
+    return sorted(flag_groups(recorded)) == sorted(flag_groups(given))
 
 
 def plan_sha256(args):
