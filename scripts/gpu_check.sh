@@ -14,7 +14,8 @@
 # Needs:  nvcc (CUDA 13), cmake, ninja (or make), python3 whose site-packages hold
 #         nvidia/cudnn/{include,lib}, and .deps/ from scripts/pack_gpu_deps.sh (googletest,
 #         nlohmann, CLI11 for hosts without them). No network, no apt.
-# Knobs:  BUDGET_S (total seconds, default 540: every section's timeout is cut to what is left),
+# Knobs:  BUDGET_S (total seconds, default 540: every section's timeout is cut to what is left;
+#         past it only the report and the archive, seconds: give the call a timeout ~30 s above),
 #         BUILD_DIR (build-gpu), JOBS (nproc), CUDNN_ROOT (skip the python lookup),
 #         EXTRA_CMAKE_ARGS (appended to the configure command),
 #         SANITIZER_FILTER (gtest filter for the sanitizer runs), SKIP_SANITIZERS=1,
@@ -22,8 +23,12 @@
 #         PNEUMO_TRAIN_ARGS (extra `pneumo train` flags), PNEUMO_BENCH_ARGS (`bench train` flags,
 #         default "--batch 32 256 --steps 200 --layers"), PNEUMO_BENCH_KERNELS_ARGS, PNEUMO_CACHE,
 #         PNEUMO_SEEDS (more seeds of the recipe, default "2 3 4 5"; "" skips them), SKIP_NCU=1,
-#         SKIP_RUNS=1 (no training, benchmarks, PyTorch or ncu: build, tests, sanitizers only),
-#         SKIP_TORCH=1, SKIP_TORCH_COMPILE=1 (PyTorch without torch.compile: eager only),
+#         PNEUMO_TUNING_CACHE (the backend's tuning cache, default OUT_DIR/tuning.json),
+#         CXX (the compiler a new build folder configures with; the report's toolchain line),
+#         SKIP_RUNS=1 (no benchmark, PyTorch, ncu, sweep or full-dataset training: build, tests,
+#         caches and the sanitizers, their one-epoch training included),
+#         SKIP_TORCH=1, SKIP_TORCH_COMPILE=1 (no torch.compile, nor the cold recipe runs or eager
+#         bf16: eager fp32, eager TF32 and the profile remain),
 #         SKIP_BENCH_EXTRAS=1 (no --deterministic false or tf32 bench train),
 #         EXPERIMENTS_PLAN (the generalisation sweep's plan; "" skips it; default on a GPU: the
 #         plan waiting for one, configs/experiments/keras-order-150-gpu.json; its runs are kept in
@@ -31,7 +36,8 @@
 #         EXPERIMENTS_JOBS (the sweep's runs trained at a time, default 4 on a GPU, 1 on the CPU),
 #         GPU_CHECK_ORDER (the sections after the build, tests and data, by name, in order; default
 #         "bench_main kernels sweep sanitizers cache_pair torch_compile torch_more bench_fused nccl
-#         train_real seeds torch_eager bench_extras ncu"; seeds needs train_real first),
+#         train_real seeds torch_eager bench_extras ncu"; "" is the default too; seeds needs
+#         train_real earlier in the same call),
 #         PREDICTIONS (the files of speed predictions and aims the report checks; default the
 #         newest profiling/predictions-*.json and every profiling/targets-*.json, "" none),
 #         GPU_CHECK_DEVICE (cuda; "cpu" dry-runs the script's flow on a machine without a GPU: the
@@ -97,6 +103,17 @@ names=() results=() seconds=() logs=() notes=()
 any_failed=0
 
 remaining() { echo $((budget - ($(date +%s) - started))); }
+# A limit of at most N seconds for work outside run() (a cut sweep's table, an ncu report's
+# import), cut to what is left of the budget, 5 s at the least: past the budget only the report
+# and the archive remain (seconds), so a call's timeout a little above BUDGET_S ends the script
+# itself, which keeps only the eight files that come back (a call stopped earlier returns eight
+# of its files, unchosen).
+within_budget() {
+  local left=$(( $(remaining) - 5 ))
+  (( left > $1 )) && left=$1
+  (( left < 5 )) && left=5
+  echo "$left"
+}
 # What no copy or archive of the check's files takes: checkpoints (tens of MB; scores and logs say
 # what they hold) and the temporary files of a checkpoint write a cut section left.
 archive_excludes=(--exclude='*.safetensors' --exclude='*.safetensors.tmp.*')
@@ -434,6 +451,11 @@ fi
 data_root=$build-data
 sample_cache=$data_root/sample
 full_cache=${PNEUMO_CACHE:-}
+if [[ -n $full_cache && ! -f $full_cache/meta.json ]]; then
+  # A PNEUMO_CACHE that names no cache trains nothing (every full-data section would fail on it).
+  skip "full cache" "PNEUMO_CACHE=$full_cache holds no meta.json: no pneumo cache there"
+  full_cache=""
+fi
 run "sample cache (python)" 60 sample_cache "data/sample via scripts/unpack_gpu_data.py" -- \
   python3 "$root/scripts/unpack_gpu_data.py" tree "$root/data/sample" "$sample_cache"
 if [[ -z $full_cache && -d $root/.xfer/full ]]; then
@@ -503,7 +525,7 @@ sec_bench_fused() {
 sec_kernels() {
   if (( runs_ok )); then
     # shellcheck disable=SC2086
-    run "bench kernels" 180 bench_kernels "our kernels vs cuDNN (batch-norm, fused tails, dense, bf16 conversions), batch 32 and 256" -- \
+    run "bench kernels" 180 bench_kernels "our kernels vs cuDNN, every op family (conv, pool, batch-norm, loss, augment, bf16, tails, dense), batch 32 and 256" -- \
       "$cli_bin" bench kernels --device "$device" --json "$out/bench_kernels.jsonl" \
       --csv "$out/bench_kernels.csv" ${PNEUMO_BENCH_KERNELS_ARGS:-}
   fi
@@ -756,7 +778,8 @@ sec_sweep() {
       # The table of the runs that finished (it trains nothing; it names the seeds missing). Not
       # when the plan was refused: the folder's tables would be another plan's.
       [[ -f $runs/plan.json ]] &&
-        timeout 60 "${sweep[@]}" --table >> "$out/logs/experiments.log" 2>&1 && copy=1
+        timeout "$(within_budget 60)" "${sweep[@]}" --table >> "$out/logs/experiments.log" 2>&1 &&
+        copy=1
     elif [[ -f $runs/test.lock ]]; then
       skip "$test_step" "read by an earlier call on this machine (its test.lock); test.md as it wrote it"
       copy=1
@@ -805,7 +828,8 @@ ncu_capture() {
   run "$label" 150 "$name" "$note" -- \
     ncu --clock-control none --set full --import-source yes --kernel-name-base demangled \
     -k regex:"$kernels" -c "$count" -o "$out/$name" -f "$cli_bin" "$@" &&
-    ncu --import "$out/$name.ncu-rep" --page details > "$out/logs/${name}_details.log" 2>&1
+    timeout "$(within_budget 60)" ncu --import "$out/$name.ncu-rep" --page details \
+      > "$out/logs/${name}_details.log" 2>&1
 }
 sec_ncu() {
   if [[ ${SKIP_NCU:-0} == 1 || ${SKIP_RUNS:-0} == 1 ]]; then
