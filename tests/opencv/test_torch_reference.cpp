@@ -32,9 +32,12 @@ TEST(TorchReference, GivesTheLogitsOfPneumoPredictForTheSameWeights) {
                                        "--device cpu --threads 2 --out " + dir.file("run"),
                                        cache_root);
   ASSERT_EQ(train.status, 0) << train.output;
+  // The tree's cache: the folder holding a meta.json (beside it, the lock file a prepare of the
+  // same tree takes, which the first entry listed could be).
   std::string cache;
-  for (const auto& entry : fs::directory_iterator(cache_root)) cache = entry.path().string();
-  ASSERT_FALSE(cache.empty());
+  for (const auto& entry : fs::directory_iterator(cache_root))
+    if (fs::is_regular_file(entry.path() / "meta.json")) cache = entry.path().string();
+  ASSERT_FALSE(cache.empty()) << "no cache in " << cache_root;
   auto check = testing::run_command("'" + python + "' " PNEUMO_SOURCE_DIR
                                     "/profiling/torch_reference.py --check-model " +
                                     dir.file("run") + "/model.safetensors --cache " + cache +
