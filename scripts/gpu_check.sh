@@ -621,6 +621,11 @@ sec_torch_compile() {
       # compilation. max-autotune comes later, on its own clock.
       run "torch reference (compile-bf16)" 150 torch_compile_bf16 "channels_last + bf16 autocast, torch.compile" -- \
         python3 "$root/profiling/torch_reference.py" --batch 32 256 --steps 100 --configs compile-bf16
+      # The same with CUDA graphs (mode reduce-overhead): compiled PyTorch without its host
+      # overhead, the fair anchor at batch 32 (max-autotune's graphs come last, in torch_more).
+      run "torch reference (compile-graphs-bf16)" 150 torch_compile_graphs_bf16 \
+        "channels_last + bf16 autocast, torch.compile mode reduce-overhead (CUDA graphs)" -- \
+        python3 "$root/profiling/torch_reference.py" --batch 32 256 --steps 100 --configs compile-graphs-bf16
       # The recipe end to end, as bench train's recipe line times pneumo's: a new process and an
       # empty compile cache each, so that the compilation is inside the clock as pneumo's cold
       # start is inside its own. (TRITON_CACHE_DIR, when the host sets it, would keep Triton's
