@@ -281,6 +281,14 @@ void agree_with_rank_zero(Communicator& group, const std::string& difference) {
   });
 }
 
+// `mine` (what this rank read or where it starts) must be rank 0's: where it is not, `differs`
+// (given rank 0's) says how, and agree_with_rank_zero stops the run with it. A collective.
+void agree_on(Communicator& group, const std::string& mine,
+              const std::function<std::string(const std::string& first)>& differs) {
+  const std::string first = rank_zeros(group, mine);
+  agree_with_rank_zero(group, mine == first ? std::string() : differs(first));
+}
+
 // The settings of this rank that differ from rank 0's, in words ("" when none): a rank started
 // with another --seed, --lr or --config trained its own model while its gradients were summed
 // and its validation scores gathered with the others' (silently wrong metrics), and another
@@ -352,11 +360,10 @@ TrainingRun::TrainingRun(const TrainOptions& options, std::unique_ptr<Communicat
   if (writer()) std::cerr << "data: " << splits_.description << "\n";
   if (group_->size() > 1) {  // the same flags, but another copy of the data on this node
     const std::string mine = carved_split_fingerprint(splits_.train, splits_.val);
-    const std::string first = rank_zeros(*group_, mine);
-    agree_with_rank_zero(*group_, mine == first ? std::string()
-                                                : "its data's training and validation images "
-                                                  "(fingerprint " + mine + ", rank 0: " +
-                                                      first + ")");
+    agree_on(*group_, mine, [&](const std::string& first) {
+      return "its data's training and validation images (fingerprint " + mine + ", rank 0: " +
+             first + ")";
+    });
   }
 
   BackendOptions backend_options;
@@ -456,8 +463,8 @@ TrainingRun::TrainingRun(const TrainOptions& options, std::unique_ptr<Communicat
         "a start at epoch ", first_epoch_, " step ", resumed_.epoch_step, " of ",
         options.resume.empty() ? "a new run" : "a resumed run", " on the ",
         backend_->device() == Device::Cuda ? "CUDA" : "CPU", " backend");
-    const std::string first = rank_zeros(*group_, mine);
-    agree_with_rank_zero(*group_, mine == first ? std::string() : mine + " (rank 0: " + first + ")");
+    agree_on(*group_, mine,
+             [&](const std::string& first) { return mine + " (rank 0: " + first + ")"; });
   }
   if (!options.resume.empty()) {
     if (writer()) {
