@@ -94,8 +94,33 @@ TEST(CliBenchTrain, RecipeEpochsTimesTheRunEndToEnd) {
   EXPECT_GT(backend, 0.0);
   EXPECT_LE(backend, setup) << "creating the backend is part of the set-up";
   EXPECT_EQ(recipe["first_epoch_seconds"], recipe["epoch_seconds"][0]);
+  EXPECT_FALSE(recipe.contains("tuning_cache")) << "the CPU backend decides nothing to remember";
   EXPECT_NE(result.output.find("### The recipe end to end"), std::string::npos) << result.output;
   EXPECT_NE(bench_train_on_the_cpu("--recipe-epochs -2").status, 0);
+}
+
+// On a GPU, the recipe line says whether its clock ran on a cold or a warm tuning cache: a first
+// run on a new file decides everything (cold), a second on the same file nothing (warm: every
+// decision of the first, the last partial batch and validation's included, recalled). Skipped
+// without a GPU.
+TEST(CliBenchTrain, TheRecipeSaysWhetherItsTuningCacheWasWarm) {
+  PNEUMO_REQUIRE_CUDA();
+  testing::TempDir dir;
+  const std::string command = "bench train --device cuda --steps 1 --warmup 0 --batch 4 "
+                              "--recipe-epochs 2 --epoch-images 10 --tuning-cache " +
+                              dir.file("tuning.json");
+  for (const char* expected : {"cold", "warm"}) {
+    const auto result = testing::pneumo_command(command, dir.file("cache"));
+    ASSERT_EQ(result.status, 0) << result.output;
+    const auto rows = json_lines(result.output);
+    ASSERT_FALSE(rows.empty()) << result.output;
+    const nlohmann::json& recipe = rows.front().first;
+    ASSERT_EQ(recipe.value("measure", ""), "recipe") << rows.front().second;
+    ASSERT_TRUE(recipe.contains("tuning_cache")) << rows.front().second;
+    EXPECT_EQ(recipe["tuning_cache"]["state"], expected) << rows.front().second;
+    EXPECT_NE(result.output.find(std::string("Tuning cache ") + expected + " ("), std::string::npos)
+        << result.output;
+  }
 }
 
 // --first-calls: the recipe's first two epochs charged op by op. The charges tile each epoch (from

@@ -106,6 +106,48 @@ TEST(TuningCache, TheFileKeepsContextsApartAndMergesRuns) {
                   .get<bool>());
 }
 
+// The state a recipe's clock is labelled with: cold while the file holds nothing for this
+// context (another context's entries do not count), warm once every lookup is answered from it
+// (a smaller batch from a larger one included), partly warm when a run still decides something.
+TEST(TuningCache, SaysWhetherTheFileSparedTheRunItsDecisions) {
+  EXPECT_EQ(TuningCache().state(), "in memory");
+  testing::TempDir dir;
+  const std::string path = dir.file("tuning.json");
+  const TuningKey conv{"conv2d_forward algorithm", {32, 1, 150, 150, 32}};
+  const TuningKey pool{"maxpool2d_forward", {32, 32, 150, 150}};
+  {
+    TuningCache other(path, "GPU B, fp32");
+    other.store(conv, {{"algo", 0}, {"math", 1}});
+    ASSERT_TRUE(other.save());
+  }
+  {
+    TuningCache first(path, "GPU A, fp32");
+    EXPECT_EQ(first.state(), "cold") << "GPU B's decision is not this context's";
+    EXPECT_EQ(first.find(conv).decision, nullptr);
+    first.store(conv, {{"algo", 1}, {"math", 1}});
+    EXPECT_EQ(first.state(), "cold");
+    EXPECT_EQ(first.report()["state"], "cold");
+    ASSERT_TRUE(first.save());
+  }
+  {
+    TuningCache second(path, "GPU A, fp32");
+    EXPECT_EQ(second.state(), "warm") << "nothing asked yet, nothing decided";
+    EXPECT_NE(second.find({conv.op, {26, 1, 150, 150, 32}}).decision, nullptr);
+    EXPECT_EQ(second.state(), "warm") << "the last partial batch takes batch 32's pick";
+    EXPECT_EQ(second.find(pool).decision, nullptr);
+    EXPECT_EQ(second.state(), "partly warm") << "a lookup the file could not answer";
+    second.store(pool, {{"kernel", true}});
+    EXPECT_EQ(second.report()["state"], "partly warm");
+    ASSERT_TRUE(second.save());
+  }
+  TuningCache third(path, "GPU A, fp32");
+  EXPECT_NE(third.find(conv).decision, nullptr);
+  EXPECT_NE(third.find(pool).decision, nullptr);
+  EXPECT_EQ(third.state(), "warm");
+  third.store(pool, {{"kernel", false}});  // a recalled pick that no longer applied, searched again
+  EXPECT_EQ(third.state(), "partly warm");
+}
+
 // The ranks of a data-parallel run save the same file at the same moments: each save's read,
 // merge and replace holds a lock, so no rank's entries are lost to another's replace.
 TEST(TuningCache, SavesAtTheSameTimeLoseNoEntries) {

@@ -479,6 +479,10 @@ nlohmann::json bench_train_recipe(const BackendFactory& make, const TrainBenchOp
                          {"train_seconds", train_seconds},
                          {"val_seconds", val_seconds}};
   if (options.cuda_graph) line["step_graphs"] = step_graph_json(trainer.step_graph_stats());
+  // Whether the tuning cache spared this run its timing and searches (CUDA): a warm recipe and
+  // a cold one are different measurements, and the clock above holds whichever this was.
+  const nlohmann::json choices = backend->report(batch);
+  if (choices.contains("tuning_cache")) line["tuning_cache"] = choices["tuning_cache"];
   if (probing) line["first_calls"] = probe.json();
   if (!epoch_seconds.empty()) line["first_epoch_seconds"] = epoch_seconds.front();
   if (!later.empty()) {
@@ -679,6 +683,14 @@ void write_recipe_summary(const nlohmann::json& recipe, std::ostream& out) {
     out << (i ? ", " : " ") << fixed(recipe["train_seconds"][i], 2) << " / "
         << fixed(recipe["val_seconds"][i], 2);
   out << "\n";
+  if (recipe.contains("tuning_cache")) {
+    const auto& cache = recipe["tuning_cache"];
+    out << "\nTuning cache " << cache.value("state", "?") << " ("
+        << cache.value("path", std::string("?")) << "): " << cache.value("loaded", 0)
+        << " decisions loaded for this GPU and precision, "
+        << cache.value("exact_hits", 0) + cache.value("larger_batch_hits", 0)
+        << " lookups answered from them, " << cache.value("stored", 0) << " decided in this run\n";
+  }
   if (recipe.contains("first_calls")) {
     const auto& probe = recipe["first_calls"];
     constexpr size_t kShown = 15;

@@ -182,9 +182,16 @@ bool TuningCache::save() {
   }
 }
 
+std::string TuningCache::state() const {
+  if (path_.empty()) return "in memory";
+  if (loaded_ == 0) return "cold";
+  return stored_ == 0 && misses_ == 0 ? "warm" : "partly warm";
+}
+
 nlohmann::json TuningCache::report() const {
   return {{"path", path_.empty() ? "none (in memory)" : path_},
           {"context", context_},
+          {"state", state()},
           {"loaded", loaded_},
           {"exact_hits", exact_hits_},
           {"larger_batch_hits", larger_batch_hits_},

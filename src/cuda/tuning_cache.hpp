@@ -58,7 +58,11 @@ class TuningCache {
   const std::string& path() const { return path_; }
   const std::string& context() const { return context_; }
   size_t size() const;
-  // path, context, entries loaded, hits (exact, from a larger batch), decisions stored.
+  // How much of this run's deciding the file spared it, for clocks that say what they include:
+  // "in memory" (no file: every decision made in this run), "cold" (the file held nothing for
+  // this context), "warm" (every lookup answered by it, nothing decided now), "partly warm".
+  std::string state() const;
+  // path, context, state, entries loaded, hits (exact, from a larger batch), decisions stored.
   nlohmann::json report() const;
 
   // "conv2d_forward 32,1,150,150,32"; parse_key is its inverse (false when `text` is not one).
