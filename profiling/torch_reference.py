@@ -15,7 +15,9 @@ weakest up: eager (fp32, NCHW), eager-bf16 (channels_last + bf16 autocast), comp
 fp32), compile-bf16, compile-graphs-bf16 (mode reduce-overhead: CUDA graphs), compile-max-bf16
 (mode max-autotune: autotuned kernels and CUDA graphs); all of them with --configs all. --recipe-epochs N adds, per configuration, the recipe end to end as
 `pneumo bench train --recipe-epochs` times it ({"measure": "recipe", "recipe_seconds", ...}: a new
-model, its compilation, N epochs of 6,586 random images at the first --batch and a pass over 782).
+model, its compilation, N epochs of 6,586 random images at the first --batch and a pass over 782;
+a compiled configuration's line says whether TorchInductor's cache was "cold" or "warm" at its start,
+"compile_cache", as pneumo's says of its tuning cache).
 Usage: profiling/torch_reference.py [--batch 32 256] [--steps 100] [--configs all]
        [--recipe-epochs 12] [--tf32]
 
@@ -196,6 +198,26 @@ def make_training(config, device):
     return model, step, infer, memory_format
 
 
+def compile_cache_state(config):
+    """For a compiled configuration, whether TorchInductor's on-disk cache (compiled graphs, Triton
+    kernels, autotuning results) held anything when the recipe began: "cold" (an empty or missing
+    folder) or "warm" (entries of an earlier run: the GPU check runs the recipe twice on one
+    folder); "unknown" where the folder cannot be found; None for eager configurations."""
+    if CONFIGS[config][0] is None:
+        return None
+    try:
+        from torch._inductor.runtime.cache_dir_utils import cache_dir
+        folder = cache_dir()
+    except Exception:  # a private module: a release without it leaves only the variable
+        folder = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    if not folder:
+        return "unknown"
+    with contextlib.suppress(OSError):
+        with os.scandir(folder) as entries:
+            return "warm" if any(True for _ in entries) else "cold"
+    return "cold"  # not made yet
+
+
 def time_recipe(config, batch, epochs, device, train_images=RECIPE_TRAIN_IMAGES):
     """The recipe end to end as pneumo's `bench train --recipe-epochs` times it: from a new model
     (and its compilation, which happens in the first steps) through `epochs` epochs of
@@ -203,6 +225,7 @@ def time_recipe(config, batch, epochs, device, train_images=RECIPE_TRAIN_IMAGES)
     followed by an inference pass over validation images in the recipe's proportion (782 for
     6,586); the images are on the device already."""
     val_images = max(1, round(train_images * RECIPE_VAL_IMAGES / RECIPE_TRAIN_IMAGES))
+    cache_state = compile_cache_state(config)  # before this run's compilation fills it
     clock = Clock(device)
     # The clock starts before the first synchronisation, which makes the CUDA context in a new
     # process (--recipe-only): pneumo's recipe clock holds its backend's creation too.
@@ -231,10 +254,13 @@ def time_recipe(config, batch, epochs, device, train_images=RECIPE_TRAIN_IMAGES)
               f"{epoch_seconds[-1]:.3f} s", file=sys.stderr, flush=True)
     later = sorted(epoch_seconds[1:])
     steady = statistics.median(later) if later else None
-    return {"recipe_epochs": epochs, "recipe_train_images": train_images,
-            "recipe_val_images": val_images, "recipe_seconds": round(time.perf_counter() - t0, 3),
-            "recipe_first_epoch_seconds": round(epoch_seconds[0], 3) if epoch_seconds else None,
-            "recipe_steady_epoch_seconds": round(steady, 3) if steady else None}
+    result = {"recipe_epochs": epochs, "recipe_train_images": train_images,
+              "recipe_val_images": val_images, "recipe_seconds": round(time.perf_counter() - t0, 3),
+              "recipe_first_epoch_seconds": round(epoch_seconds[0], 3) if epoch_seconds else None,
+              "recipe_steady_epoch_seconds": round(steady, 3) if steady else None}
+    if cache_state:
+        result["compile_cache"] = cache_state
+    return result
 
 
 def profile_training(batch, steps, warmup, device, step_fn, memory_format):

@@ -12,7 +12,10 @@ Lines it reads: `pneumo bench train` rows ({"impl": "pneumo", "batch", "images_p
 "measure": "recipe", "total_seconds"}), and `profiling/torch_reference.py`'s rows
 ({"impl": "torch-<config>", "batch", "images_per_second"}) and recipe lines
 ({"measure": "recipe", "recipe_seconds"}). Other lines (profiles, layers) are passed over. Where a
-configuration was measured more than once, the last line counts. A line of those kinds whose
+configuration was measured more than once, the last line counts; a recipe line that says how warm
+its start was (pneumo's "tuning_cache" state, PyTorch's "compile_cache") is kept beside the others
+of its configuration, its seconds labelled (cold, warm). Rows from more than one card (pneumo's
+"backend", PyTorch's "device") are tabulated, the cards named, but not compared. A line of those kinds whose
 fields have the wrong types (a batch that is not an integer, a speed or seconds that are not a
 finite positive number, an impl or precision that is not a string, a switch such as "augment"
 that is not true or false) is skipped with a warning on stderr naming its file and line; bytes
@@ -81,8 +84,43 @@ def lines_of(f, path):
         sys.exit(f"throughput_table: cannot read {path}: {error.strerror or error}")
 
 
+def card_of(row):
+    """The device a row ran on, as both tools name it ("NVIDIA H200", "CPU"), or None: pneumo
+    says it in "backend" ("cuda (NVIDIA H200, sm_90, ...)", "cpu (2 threads, ...)"), PyTorch in
+    "device"."""
+    if row["impl"] != "pneumo":
+        device = row.get("device")
+        return device if isinstance(device, str) and device else None
+    backend = row.get("backend")
+    if not isinstance(backend, str):
+        return None
+    if backend.startswith("cpu"):
+        return "CPU"
+    if backend.startswith("cuda (") and "," in backend:
+        return backend[len("cuda ("):backend.index(",")]
+    return None
+
+
+def start_of(row):
+    """How warm a recipe line's start was ("cold", "warm", ...), or "" where it does not say."""
+    state = (row.get("tuning_cache") or {}).get("state") if isinstance(
+        row.get("tuning_cache"), dict) else row.get("compile_cache")
+    return state if isinstance(state, str) else ""
+
+
+class Rows:
+    """What the lines hold: images/s per configuration and batch, recipe seconds per
+    configuration and start, the PyTorch configurations measured per batch, and the cards."""
+
+    def __init__(self):
+        self.speed = {}    # name -> {batch: images/s}
+        self.recipe = {}   # name -> {start ("" unsaid, "cold", "warm", ...): seconds}
+        self.torch_configs = {}  # batch -> torch_reference.py configurations with a speed there
+        self.cards = []    # every card named, in order of first appearance
+
+
 def read_rows(paths):
-    speed, recipe = {}, {}  # name -> {batch: images/s}; name -> seconds
+    rows = Rows()
     # A --cuda-graph run's steps are the same op-by-op measurement as a plain run's: its speeds
     # fill only the cells no plain run did.
     graph_runs = {}
@@ -110,23 +148,30 @@ def read_rows(paths):
                     print(f"throughput_table: {path}:{number}: {problem}; line skipped",
                           file=sys.stderr)
                     continue
+                if impl != "pneumo" and not impl.startswith("torch-"):
+                    continue
+                card = card_of(row)
+                if card and card not in rows.cards:
+                    rows.cards.append(card)
+                recipe = row.get("measure") == "recipe"
                 if impl == "pneumo":
-                    name = pneumo_name(row, recipe=row.get("measure") == "recipe")
-                    if row.get("measure") == "recipe":
-                        recipe[name] = row.get("total_seconds")
-                    elif "images_per_second" in row:
-                        into = graph_runs if row.get("cuda_graph") else speed
-                        into.setdefault(name, {})[row["batch"]] = row["images_per_second"]
-                elif impl.startswith("torch-"):
-                    name = f"PyTorch {impl[len('torch-'):]} ({row.get('precision', 'fp32')})"
-                    if row.get("measure") == "recipe":
-                        recipe[name] = row.get("recipe_seconds")
-                    elif "images_per_second" in row:
-                        speed.setdefault(name, {})[row["batch"]] = row["images_per_second"]
+                    name = pneumo_name(row, recipe=recipe)
+                    seconds = row.get("total_seconds")
+                else:
+                    config = impl[len("torch-"):]
+                    name = f"PyTorch {config} ({row.get('precision', 'fp32')})"
+                    seconds = row.get("recipe_seconds")
+                if recipe:
+                    rows.recipe.setdefault(name, {})[start_of(row)] = seconds
+                elif "images_per_second" in row:
+                    into = graph_runs if impl == "pneumo" and row.get("cuda_graph") else rows.speed
+                    into.setdefault(name, {})[row["batch"]] = row["images_per_second"]
+                    if impl != "pneumo":
+                        rows.torch_configs.setdefault(row["batch"], set()).add(config)
     for name, by_batch in graph_runs.items():
         for batch, value in by_batch.items():
-            speed.setdefault(name, {}).setdefault(batch, value)
-    return speed, recipe
+            rows.speed.setdefault(name, {}).setdefault(batch, value)
+    return rows
 
 
 # torch_reference.py's configurations (its CONFIGS), weakest first: "the best PyTorch" is the
@@ -135,19 +180,39 @@ TORCH_CONFIGS = ["eager", "eager-bf16", "compile", "compile-bf16", "compile-grap
                  "compile-max-bf16"]
 
 
-def table(speed, recipe):
+# A recipe cell's starts, in this order; the unsaid ("") alone is printed bare.
+STARTS = ["", "cold", "partly warm", "warm", "in memory", "unknown"]
+
+
+def recipe_cell(by_start):
+    if not by_start:
+        return ""
+    if list(by_start) == [""]:
+        return f"{by_start['']:.2f}"
+    order = sorted(by_start, key=lambda s: (STARTS.index(s) if s in STARTS else len(STARTS), s))
+    return ", ".join(f"{by_start[s]:.2f} {s or 'start unsaid'}" for s in order)
+
+
+def table(rows):
+    speed = rows.speed
     batches = sorted({b for by_batch in speed.values() for b in by_batch})
-    names = list(dict.fromkeys(list(speed) + list(recipe)))
+    names = list(dict.fromkeys(list(speed) + list(rows.recipe)))
     out = ["| configuration | " + " | ".join(f"images/s, batch {b}" for b in batches) +
            " | recipe end to end, s |",
            "|---|" + "---:|" * (len(batches) + 1)]
     for name in names:
         cells = [f"{speed.get(name, {})[b]:,.0f}" if b in speed.get(name, {}) else ""
                  for b in batches]
-        seconds = recipe.get(name)
-        end_to_end = f"{seconds:.2f}" if seconds is not None else ""
-        out.append(f"| {name} | " + " | ".join(cells) + f" | {end_to_end} |")
+        out.append(f"| {name} | " + " | ".join(cells) + f" | {recipe_cell(rows.recipe.get(name))} |")
     lines = ["\n".join(out), ""]
+    if len(rows.cards) > 1:
+        # Speeds from two cards say nothing about the two programs: no ratio is worked out.
+        lines.append(f"Rows from {len(rows.cards)} devices ({', '.join(rows.cards)}): not "
+                     "compared; give one card's lines.")
+        return "\n".join(lines) + "\n"
+    if rows.cards:
+        lines.append(f"Every row that names its device: {rows.cards[0]}.")
+        lines.append("")
     for b in batches:
         ours = {n: v[b] for n, v in speed.items() if n.startswith("pneumo") and b in v}
         torch = {n: v[b] for n, v in speed.items() if n.startswith("PyTorch") and b in v}
@@ -158,8 +223,7 @@ def table(speed, recipe):
         # "The best PyTorch" only when every configuration of torch_reference.py ran at this
         # batch: a budget that cut the compiled ones once made eager fp32 "the best" (2.15x,
         # where compiled bf16, run by hand, gave 0.42x).
-        ran = {n.split(" (")[0][len("PyTorch "):] for n in torch}
-        missing = [c for c in TORCH_CONFIGS if c not in ran]
+        missing = [c for c in TORCH_CONFIGS if c not in rows.torch_configs.get(b, set())]
         best = "the best PyTorch" if not missing else "the best PyTorch measured"
         line = (f"Batch {b}: {best_ours} {ours[best_ours]:,.0f} images/s is "
                 f"{ours[best_ours] / torch[best_torch]:.2f}x {best} ({best_torch}, "
@@ -175,10 +239,10 @@ def table(speed, recipe):
 def main():
     if len(sys.argv) < 2:
         sys.exit(__doc__)
-    speed, recipe = read_rows(sys.argv[1:])
-    if not speed and not recipe:
+    rows = read_rows(sys.argv[1:])
+    if not rows.speed and not rows.recipe:
         sys.exit("throughput_table: no pneumo or PyTorch rows in " + ", ".join(sys.argv[1:]))
-    sys.stdout.write(table(speed, recipe))
+    sys.stdout.write(table(rows))
 
 
 if __name__ == "__main__":

@@ -93,6 +93,52 @@ TEST(ThroughputTable, EveryPyTorchConfigurationRanIsTheBestPyTorch) {
   EXPECT_EQ(run.output.find("not measured"), std::string::npos) << run.output;
 }
 
+// A recipe line that says how warm its start was keeps its seconds beside the configuration's
+// other starts, labelled (the GPU check times pneumo's recipe on a cold and on a warm tuning cache,
+// PyTorch's compiled one on a cold and a warm compile cache); the device is named when every row
+// that says it ran on one card.
+TEST(ThroughputTable, RecipeSecondsSayHowWarmTheirStartWas) {
+  if (testing::run_command("python3 -c pass").status != 0) GTEST_SKIP() << "no python3";
+  testing::TempDir dir;
+  std::ofstream(dir.file("t.jsonl"))
+      << R"j({"impl":"pneumo","backend":"cuda (NVIDIA H200, sm_90, cuDNN 9.19.0, fp32)","batch":32,"images_per_second":9000,"precision":"fp32"})j"
+      << "\n"
+      << R"j({"impl":"pneumo","backend":"cuda (NVIDIA H200, sm_90, cuDNN 9.19.0, fp32)","measure":"recipe","total_seconds":9.5,"precision":"fp32","tuning_cache":{"state":"warm","loaded":40}})j"
+      << "\n"
+      << R"j({"impl":"pneumo","backend":"cuda (NVIDIA H200, sm_90, cuDNN 9.19.0, fp32)","measure":"recipe","total_seconds":10.75,"precision":"fp32","tuning_cache":{"state":"cold","loaded":0}})j"
+      << "\n"
+      << R"j({"impl":"torch-compile-bf16","device":"NVIDIA H200","measure":"recipe","recipe_seconds":65.5,"precision":"bf16 autocast","compile_cache":"cold"})j"
+      << "\n"
+      << R"j({"impl":"torch-compile-bf16","device":"NVIDIA H200","measure":"recipe","recipe_seconds":21.25,"precision":"bf16 autocast","compile_cache":"warm"})j"
+      << "\n"
+      << R"j({"impl":"torch-eager","device":"NVIDIA H200","batch":32,"images_per_second":3000,"precision":"fp32"})j"
+      << "\n"
+      << R"j({"impl":"torch-eager","device":"NVIDIA H200","measure":"recipe","recipe_seconds":19.5,"precision":"fp32"})j"
+      << "\n";
+  testing::CommandResult run = run_table(dir.file("t.jsonl"));
+  ASSERT_EQ(run.status, 0) << run.output;
+  for (const std::string row : {"| pneumo fp32 | 9,000 | 10.75 cold, 9.50 warm |",
+                                "| PyTorch compile-bf16 (bf16 autocast) |  | 65.50 cold, 21.25 warm |",
+                                "| PyTorch eager (fp32) | 3,000 | 19.50 |",
+                                "Every row that names its device: NVIDIA H200.",
+                                "is 3.00x the best PyTorch measured"})
+    EXPECT_NE(run.output.find(row), std::string::npos) << row << "\n" << run.output;
+
+  // A row from another card: the table still shows every row, but no ratio is worked out.
+  std::ofstream(dir.file("t.jsonl"), std::ios::app)
+      << R"j({"impl":"torch-compile-bf16","device":"NVIDIA H100 80GB HBM3","batch":32,"images_per_second":7000,"precision":"bf16 autocast"})j"
+      << "\n";
+  run = run_table(dir.file("t.jsonl"));
+  ASSERT_EQ(run.status, 0) << run.output;
+  EXPECT_NE(run.output.find("| PyTorch compile-bf16 (bf16 autocast) | 7,000 | 65.50 cold, 21.25 warm |"),
+            std::string::npos)
+      << run.output;
+  EXPECT_NE(run.output.find("Rows from 2 devices (NVIDIA H200, NVIDIA H100 80GB HBM3): not compared"),
+            std::string::npos)
+      << run.output;
+  EXPECT_EQ(run.output.find("x the best PyTorch"), std::string::npos) << run.output;
+}
+
 TEST(ThroughputTable, LinesWithFieldsOfTheWrongTypesAreSkippedWithAWarning) {
   if (testing::run_command("python3 -c pass").status != 0) GTEST_SKIP() << "no python3";
   testing::TempDir dir;
