@@ -629,8 +629,9 @@ sec_torch_compile() {
       # The recipe end to end, as bench train's recipe line times pneumo's: a new process and an
       # empty compile cache each, so that the compilation is inside the clock as pneumo's cold
       # start is inside its own. (TRITON_CACHE_DIR, when the host sets it, would keep Triton's
-      # kernels warm outside TORCHINDUCTOR_CACHE_DIR.) The compiled one compiles four static graphs
-      # (training at 32 and the last partial batch, validation at both), hence its longer limit.
+      # kernels warm outside TORCHINDUCTOR_CACHE_DIR.) The compiled one compiles three static graphs
+      # (training at 32 and at the last partial batch, validation at 32: its last batch padded,
+      # as pneumo pads it), hence its longer limit.
       # Then the compiled one again in a new process on the same compile cache: the warm start a
       # user's second run gets, beside pneumo's recipe on a warm tuning cache (each line says
       # which: "compile_cache", "tuning_cache").
