@@ -17,7 +17,8 @@
 #       waiting rank naming the collective (and a timeout that is no number is refused);
 #   5. a rank started with other flags is refused before anything is made (status 2, one line),
 #      other data on one rank and a --resume given to one rank before training, a --batch that
-#      leaves a rank no image, and a bad flag every rank was given (said once).
+#      leaves a rank no image, and a bad flag every rank was given (said once, also where the
+#      command line cannot be parsed).
 # Usage: test_data_parallel.sh PNEUMO_BINARY SOURCE_DIR
 set -euo pipefail
 pneumo=$(realpath "$1")
@@ -229,4 +230,14 @@ others=$(grep -c "^pneumo: error" bad-lr.log || true)
 [[ $lines == 1 && $others == 1 ]] ||
   { cat bad-lr.log; echo "FAIL: --lr -1 on 2 ranks: $others error lines, $lines from rank 0 (one wanted)"; exit 1; }
 [[ ! -e bad-lr ]] || { ls -la bad-lr; echo "FAIL: a run folder was made for --lr -1"; exit 1; }
+# What the command line's parse refuses, before there is a group, is said by rank 0 alone.
+for flags in "--epochs abc" "--no-such-flag"; do
+  bad_parse=0
+  # shellcheck disable=SC2086  # $flags is two words on purpose
+  timeout 120 "${mpirun[@]}" "$pneumo" train "${common[@]}" $flags --out bad-parse \
+    >bad-parse.log 2>&1 || bad_parse=$?
+  errors=$(grep -c "^pneumo: error" bad-parse.log || true)
+  [[ $bad_parse -eq 2 && $errors == 1 ]] ||
+    { cat bad-parse.log; echo "FAIL: $flags on 2 ranks: status $bad_parse, $errors error lines (one wanted)"; exit 1; }
+done
 echo "test_data_parallel: all checks passed (status $status after the kill; $differ for other flags)"

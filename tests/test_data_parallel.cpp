@@ -435,6 +435,26 @@ TEST(Launcher, SizeFromTheLaunchersEnvironment) {
   for (const char* name : names) ::unsetenv(name);
 }
 
+// The rank, read from the launcher's environment before MPI starts (for the command line's errors,
+// said by rank 0 alone): only under a launcher, Open MPI's own variable first.
+TEST(Launcher, RankFromTheLaunchersEnvironment) {
+  const char* names[] = {"OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK", "PMI_SIZE", "PMI_RANK",
+                         "PMIX_RANK", "SLURM_NTASKS", "SLURM_PROCID", "SLURM_STEP_ID"};
+  for (const char* name : names) ::unsetenv(name);
+  ::setenv("PMI_RANK", "1", 1);
+  EXPECT_EQ(launcher_rank(), -1) << "not launched: no rank, whatever a stray variable says";
+  ::setenv("PMI_SIZE", "2", 1);
+  EXPECT_EQ(launcher_rank(), 1);
+  ::setenv("PMI_RANK", "one", 1);
+  EXPECT_EQ(launcher_rank(), -1) << "not a number: unknown";
+  ::setenv("OMPI_COMM_WORLD_SIZE", "4", 1);
+  ::setenv("OMPI_COMM_WORLD_RANK", "0", 1);
+  EXPECT_EQ(launcher_rank(), 0);
+  ::setenv("OMPI_COMM_WORLD_RANK", "3", 1);
+  EXPECT_EQ(launcher_rank(), 3);
+  for (const char* name : names) ::unsetenv(name);
+}
+
 TEST(Launcher, CollectiveTimeoutFromTheEnvironment) {
   ::unsetenv("PNEUMO_COLLECTIVE_TIMEOUT");
   EXPECT_EQ(collective_timeout_seconds(), 600.0);  // PyTorch's NCCL watchdog's default

@@ -83,6 +83,10 @@ bool launched_by_mpi();
 // The number of processes the launcher started (OMPI_COMM_WORLD_SIZE, PMI_SIZE or SLURM_NTASKS),
 // 0 when none of them says (not launched, or PMIx without a size variable).
 int launcher_size();
+// This process's rank among them (OMPI_COMM_WORLD_RANK, PMIX_RANK, PMI_RANK or SLURM_PROCID), -1
+// when not launched or none of them says: known before MPI starts, for what is said before there
+// is a group (a flag the command line cannot parse: the launcher's rank 0 alone says it).
+int launcher_rank();
 // How long an NCCL collective may stay unfinished before its rank gives up and ends the job:
 // PNEUMO_COLLECTIVE_TIMEOUT seconds (default 600, as PyTorch's NCCL watchdog; 0: never). A peer
 // that dies or hangs without NCCL noticing would otherwise leave the others waiting forever.

@@ -27,6 +27,7 @@
 #include "core/json_structure.hpp"
 #include "pneumo/checkpoint.hpp"
 #include "pneumo/data.hpp"
+#include "pneumo/distributed.hpp"
 #include "pneumo/error.hpp"
 
 namespace {
@@ -497,6 +498,15 @@ void refuse_flags_as_values(CLI::App& app) {
   }
 }
 
+// Under an MPI launcher every rank parses the same command line, before there is a group to agree
+// in: what the command line alone makes the parse refuse is said by the launcher's rank 0, the
+// other ranks leaving with the same status and no words (each rank printed the same lines
+// before). Ranks must start with the same flags anyway (train compares them); one started with
+// other flags that only it cannot parse ends without a message, and the launcher names it.
+bool another_rank_says_it() {
+  return pneumo::launcher_size() > 1 && pneumo::launcher_rank() > 0;
+}
+
 // The command line's outcome: parse, run, report; the exit status.
 int run_pneumo(int argc, char** argv) {
   // A closed pipe on stdout (`pneumo predict ... | head`) is an error to report with status 1
@@ -526,6 +536,9 @@ int run_pneumo(int argc, char** argv) {
   add_eda(app, eda, action);
   add_bench(app, bench, bench_kernels, action);
   refuse_flags_as_values(app);
+  // Whether what is refused comes from the command line alone (the same on every rank), not from
+  // a --config file or a resumed checkpoint (one machine's copy may differ) or the command's run.
+  bool argv_only = true;
   try {
     if (argc > 1 && argv[1][0] != '-') {
       const std::string command = argv[1];
@@ -536,8 +549,9 @@ int run_pneumo(int argc, char** argv) {
         commands += (commands.empty() ? "" : ", ") + sub->get_name();
       }
       if (!known) {
-        std::cerr << "pneumo: unknown command '" << command << "' (expected one of " << commands
-                  << "; see --help)\n";
+        if (!another_rank_says_it())
+          std::cerr << "pneumo: unknown command '" << command << "' (expected one of "
+                    << commands << "; see --help)\n";
         return 2;
       }
     }
@@ -555,10 +569,13 @@ int run_pneumo(int argc, char** argv) {
                                      : "an empty argument after '" + before +
                                            "' (an unset shell variable?)");
     }
+    argv_only = false;  // until the files --config and --resume name are read
     std::vector<std::string> args = expand_arguments(argc, argv, inherited_from);
+    argv_only = inherited_from.empty();
     std::reverse(args.begin(), args.end());  // CLI11 takes a reversed vector
     app.parse(args);
     if (!action) return 2;
+    argv_only = false;
     const int status = action();
     // What a command printed on stdout is its result (predict's CSV, evaluate's tables): a write
     // that failed (a full disk, a closed pipe) must not end in status 0.
@@ -568,10 +585,12 @@ int run_pneumo(int argc, char** argv) {
     return status;
   } catch (const CLI::ParseError& e) {
     if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version: printed by CLI11
+    if (argv_only && another_rank_says_it()) return 2;
     report_parse_error(app, e);
     say_where_flags_came_from(inherited_from);
     return 2;
   } catch (const pneumo::UsageError& e) {
+    if (argv_only && another_rank_says_it()) return 2;
     std::cerr << "pneumo: error: " << e.what() << "\n";
     say_where_flags_came_from(inherited_from);
     return 2;

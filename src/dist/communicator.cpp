@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <initializer_list>
 
 #include "dist/communicators.hpp"
 #include "pneumo/backend.hpp"
@@ -19,15 +20,30 @@ bool launched_by_mpi() {
          (has_env("SLURM_NTASKS") && has_env("SLURM_PROCID") && has_env("SLURM_STEP_ID"));
 }
 
-int launcher_size() {
-  for (const char* name : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "SLURM_NTASKS"}) {
+namespace {
+
+// The first of `names` set to a whole number in [least, 2^20], or -1.
+int launcher_number(std::initializer_list<const char*> names, long least) {
+  for (const char* name : names) {
     const char* value = std::getenv(name);
     if (value == nullptr) continue;
     char* end = nullptr;
-    const long size = std::strtol(value, &end, 10);
-    if (end != value && *end == '\0' && size > 0 && size <= 1 << 20) return static_cast<int>(size);
+    const long number = std::strtol(value, &end, 10);
+    if (end != value && *end == '\0' && number >= least && number <= 1 << 20)
+      return static_cast<int>(number);
   }
-  return 0;
+  return -1;
+}
+
+}  // namespace
+
+int launcher_size() {
+  return std::max(0, launcher_number({"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "SLURM_NTASKS"}, 1));
+}
+
+int launcher_rank() {
+  if (!launched_by_mpi()) return -1;
+  return launcher_number({"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "SLURM_PROCID"}, 0);
 }
 
 double collective_timeout_seconds() {
