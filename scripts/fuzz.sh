@@ -27,6 +27,7 @@ declare -A sources=(
   [safetensors]="src/train/safetensors.cpp src/core/json_structure.cpp"
   [npy]="src/data/npy.cpp"
 )
+# shellcheck disable=SC2054  # the commas are clang's list of sanitizers, one word
 flags=(-std=c++17 -O1 -g -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined
        -fno-sanitize-recover=all -Iinclude -Isrc -Itests/fuzz -Wall -Wextra -Werror)
 

@@ -16,6 +16,7 @@ packages=(
   libopenmpi-dev openmpi-bin   # data-parallel ranks (mpirun); CI runs two CPU ranks
   clang-14 libclang-rt-14-dev  # fuzz targets: clang with libFuzzer and its sanitizer runtimes
   llvm-14                      # llvm-symbolizer, for file:line frames in the fuzzers' reports
+  shellcheck                   # tests: every shell script linted (the GPU check's above all)
 )
 
 missing=()

@@ -27,6 +27,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 # A command that fails under `set -e` would end the test silently (its output is in a log file):
 # print every log written so far, and which command it was.
+# shellcheck disable=SC2154  # f is the trap's own loop variable (shellcheck reads it as unset)
 trap 'status=$?; echo "FAIL: status $status from: $BASH_COMMAND"; for f in "$work"/*.log; do
   [[ -f $f ]] && { echo "---- $(basename "$f")"; tail -n 40 "$f"; }; done' ERR
 cd "$work"

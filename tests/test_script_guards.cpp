@@ -2,7 +2,7 @@
 // scripts/make_sample.py never writes its sample into the dataset it reads (it replaces its
 // --out's split folders first, and an --out equal to --source once deleted the dataset), and
 // scripts/compare_weights.py exits 2 on a file it cannot read, not 1, its "the weights differ".
-// Skipped without python3.
+// Skipped without python3. And every shell script passes shellcheck (skipped without it).
 #include <gtest/gtest.h>
 
 #include <cstdint>
@@ -120,6 +120,31 @@ TEST(CompareWeights, ATolerancePassesOnlyWhatItShouldAndShapesCount) {
   EXPECT_NE(shapes.output.find("w: shape [2, 3] against [3, 2]"), std::string::npos)
       << shapes.output;
   EXPECT_EQ(compare(zeros, signed_zeros, "").status, 0);
+}
+
+// Every shell script of the project, parsed by bash and linted by shellcheck at warning level. The
+// GPU check (scripts/gpu_check.sh) runs only on a lent GPU, minutes a session: a quoting slip or
+// an unset variable found there costs that time, found here it costs none. Skipped without
+// shellcheck (scripts/install_deps.sh installs it).
+TEST(ShellScripts, ParseAndPassShellcheck) {
+  if (testing::run_command("shellcheck --version > /dev/null 2>&1").status != 0)
+    GTEST_SKIP() << "no shellcheck";
+  const std::string root = PNEUMO_SOURCE_DIR;
+  std::vector<std::string> scripts{root + "/.ci/run"};
+  for (const char* folder : {"/scripts", "/profiling"})
+    for (const auto& entry : fs::directory_iterator(root + folder))
+      if (entry.path().extension() == ".sh") scripts.push_back(entry.path().string());
+  ASSERT_GE(scripts.size(), 8u) << "the scripts were not found under " << root;
+  bool gpu_check = false;
+  for (const std::string& script : scripts) {
+    gpu_check = gpu_check || fs::path(script).filename() == "gpu_check.sh";
+    const testing::CommandResult parsed = testing::run_command("bash -n " + quoted(script) + " 2>&1");
+    EXPECT_EQ(parsed.status, 0) << script << "\n" << parsed.output;
+    const testing::CommandResult linted =
+        testing::run_command("shellcheck -S warning " + quoted(script) + " 2>&1");
+    EXPECT_EQ(linted.status, 0) << script << "\n" << linted.output;
+  }
+  EXPECT_TRUE(gpu_check) << "scripts/gpu_check.sh is among them";
 }
 
 }  // namespace
