@@ -36,9 +36,10 @@ else
 fi
 
 # numpy is only used by tests that check the cache loads in NumPy, safetensors by the test that
-# checks checkpoints load in Python; those tests skip when the packages are absent.
+# checks checkpoints load in Python, pyflakes by the test that lints the Python scripts; those
+# tests (or their parts) skip when the packages are absent.
 if command -v python3 >/dev/null; then
-  for module in numpy safetensors; do
+  for module in numpy safetensors pyflakes; do
     python3 -c "import $module" 2>/dev/null ||
       python3 -m pip install -q "$module" 2>/dev/null ||
       echo "install_deps: python package $module not installed (optional)"

@@ -18,7 +18,6 @@ import argparse
 import csv
 import fractions
 import json
-import math
 import os
 import random
 import subprocess

@@ -147,5 +147,31 @@ TEST(ShellScripts, ParseAndPassShellcheck) {
   EXPECT_TRUE(gpu_check) << "scripts/gpu_check.sh is among them";
 }
 
+// Every Python script compiles, and passes pyflakes where it is installed (an undefined name, an
+// unused import): profiling/torch_reference.py and the GPU check's helpers run in full only on a
+// lent GPU. Skipped without python3.
+TEST(PythonScripts, CompileAndPassPyflakes) {
+  if (testing::run_command("python3 -c pass").status != 0) GTEST_SKIP() << "no python3";
+  const std::string root = PNEUMO_SOURCE_DIR;
+  std::string scripts;
+  int count = 0;
+  for (const char* folder : {"/scripts", "/profiling"})
+    for (const auto& entry : fs::directory_iterator(root + folder))
+      if (entry.path().extension() == ".py") {
+        scripts += " " + quoted(entry.path().string());
+        ++count;
+      }
+  ASSERT_GE(count, 10) << "the scripts were not found under " << root;
+  // Compiled in memory (py_compile would write __pycache__ into the source tree).
+  const testing::CommandResult compiled = testing::run_command(
+      "python3 -c 'import sys\nfor p in sys.argv[1:]: compile(open(p).read(), p, \"exec\")'" +
+      scripts + " 2>&1");
+  EXPECT_EQ(compiled.status, 0) << compiled.output;
+  if (testing::run_command("python3 -m pyflakes --version > /dev/null 2>&1").status != 0)
+    GTEST_SKIP() << "no pyflakes (scripts/install_deps.sh installs it)";
+  const testing::CommandResult flakes = testing::run_command("python3 -m pyflakes" + scripts + " 2>&1");
+  EXPECT_EQ(flakes.status, 0) << flakes.output;
+}
+
 }  // namespace
 }  // namespace pneumo
