@@ -15,6 +15,7 @@
 #include "cuda/chooser.hpp"
 #include "cuda/cuda_backend.hpp"
 #include "cuda/tuning_cache.hpp"
+#include "pneumo/backend.hpp"
 #include "temp_dir.hpp"
 #include "test_util.hpp"
 
@@ -127,6 +128,11 @@ TEST(TuningCache, SaysWhetherTheFileSparedTheRunItsDecisions) {
     first.store(conv, {{"algo", 1}, {"math", 1}});
     EXPECT_EQ(first.state(), "cold");
     EXPECT_EQ(first.report()["state"], "cold");
+    // The line train and bench train print from a backend's report.
+    EXPECT_EQ(describe_tuning_cache({{"tuning_cache", first.report()}}),
+              "tuning cache cold (" + path + "): 0 decisions loaded for this GPU and precision, "
+              "0 lookups answered from them, 1 decided in this run");
+    EXPECT_EQ(describe_tuning_cache(nlohmann::json::object()), "") << "the CPU backend's report";
     ASSERT_TRUE(first.save());
   }
   {
@@ -144,6 +150,9 @@ TEST(TuningCache, SaysWhetherTheFileSparedTheRunItsDecisions) {
   EXPECT_NE(third.find(conv).decision, nullptr);
   EXPECT_NE(third.find(pool).decision, nullptr);
   EXPECT_EQ(third.state(), "warm");
+  EXPECT_EQ(describe_tuning_cache({{"tuning_cache", third.report()}}),
+            "tuning cache warm (" + path + "): 2 decisions loaded for this GPU and precision, "
+            "2 lookups answered from them, 0 decided in this run");
   third.store(pool, {{"kernel", false}});  // a recalled pick that no longer applied, searched again
   EXPECT_EQ(third.state(), "partly warm");
 }

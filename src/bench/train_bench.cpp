@@ -3,6 +3,7 @@
 #include "bench/train_bench.hpp"
 
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <iomanip>
 #include <iostream>
@@ -683,14 +684,8 @@ void write_recipe_summary(const nlohmann::json& recipe, std::ostream& out) {
     out << (i ? ", " : " ") << fixed(recipe["train_seconds"][i], 2) << " / "
         << fixed(recipe["val_seconds"][i], 2);
   out << "\n";
-  if (recipe.contains("tuning_cache")) {
-    const auto& cache = recipe["tuning_cache"];
-    out << "\nTuning cache " << cache.value("state", "?") << " ("
-        << cache.value("path", std::string("?")) << "): " << cache.value("loaded", 0)
-        << " decisions loaded for this GPU and precision, "
-        << cache.value("exact_hits", 0) + cache.value("larger_batch_hits", 0)
-        << " lookups answered from them, " << cache.value("stored", 0) << " decided in this run\n";
-  }
+  const std::string cache = describe_tuning_cache(recipe);
+  if (!cache.empty()) out << "\n" << char(std::toupper(cache[0])) << cache.substr(1) << "\n";
   if (recipe.contains("first_calls")) {
     const auto& probe = recipe["first_calls"];
     constexpr size_t kShown = 15;

@@ -922,6 +922,9 @@ int TrainingRun::finish() {
             << seconds_text(val_seconds_)
             << " s; the rest is start-up, data, checkpoints"
             << (final_pass ? " and the final validation pass)\n" : ")\n");
+  // On CUDA, what the tuning cache spared the run (the first epoch pays for what it did not).
+  const std::string cache = describe_tuning_cache(backend_->report(options_.batch));
+  if (!cache.empty()) std::cerr << cache << "\n";
   const Device device = backend_->device();
   std::cerr << "memory: at most " << (memory_stats(device).peak >> 20) << " MiB of "
             << (device == Device::Cuda ? "device" : "host")
