@@ -297,7 +297,7 @@ class Backend {
 };
 
 // One line on how much a run's tuning cache spared it, from report()'s "tuning_cache": "tuning
-// cache warm (PATH): 40 decisions loaded for this GPU and precision, 52 lookups answered from
+// cache warm (PATH): N decisions loaded for this GPU and precision, M lookups answered from
 // them, 0 decided in this run"; empty where the report has none (the CPU backend).
 std::string describe_tuning_cache(const nlohmann::json& report);
 
