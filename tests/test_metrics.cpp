@@ -150,6 +150,25 @@ TEST(Metrics, YoudenSeparatesAdjacentFloatsAndPerfectSplits) {
   EXPECT_FALSE(choose_threshold_youden({-1.0f, 2.0f}, {0, 1}).saturated);
 }
 
+// Scores that rank validation no better than chance: every cut has J <= 0, and the best is an
+// extreme one (everything PNEUMONIA or nothing), which was stored as "Youden's J". Now undefined,
+// 0.5 kept, and said why.
+TEST(Metrics, YoudenKeepsHalfWhenNoCutBeatsChance) {
+  for (const auto& [logits, labels] :
+       std::vector<std::pair<std::vector<float>, std::vector<uint8_t>>>{
+           {{3, 2, -1, -2}, {0, 0, 1, 1}},       // reversed: every inner cut has J < 0
+           {{1, 1, 1, 1}, {0, 1, 0, 1}},         // one score for all
+           {{-4, 5, 5, -4}, {0, 0, 1, 1}}}) {    // a cut above or below every pair: J 0
+    const ThresholdChoice choice = choose_threshold_youden(logits, labels);
+    EXPECT_FALSE(choice.defined);
+    EXPECT_TRUE(choice.chance);
+    EXPECT_EQ(choice.threshold, 0.5);
+  }
+  const ThresholdChoice better = choose_threshold_youden({-2, -1, 2, 3}, {0, 0, 1, 1});
+  EXPECT_TRUE(better.defined);
+  EXPECT_FALSE(better.chance);
+}
+
 TEST(Metrics, OneClassSplitsGiveNanAndFlagsNotCrashes) {
   std::vector<float> logits{-1, 0.5f, 2};
   std::vector<uint8_t> normals{0, 0, 0};
@@ -231,6 +250,11 @@ TEST(Metrics, ReportWithTunedThresholdAndItsForms) {
   EXPECT_EQ(format_threshold(0.5), "0.5");
   // Not the default 0.5 when it is not (a table held two "0.5" rows with different metrics).
   EXPECT_EQ(format_threshold(0.50000005), "0.50000005");
+  // A threshold ten digits give exactly (typed as --threshold 0.6227457) is printed as typed: six
+  // digits made it 0.622746, and a p between the two printed as 0.622746 on both sides of it.
+  EXPECT_EQ(format_threshold(0.6227457), "0.6227457");
+  EXPECT_EQ(format_threshold(0.25), "0.25");
+  EXPECT_EQ(format_threshold(0.6271881234567891), "0.627188") << "a Youden cut: six digits";
   EXPECT_EQ(format_threshold(std::nextafter(0.5, 1.0)), "0.50000000000000011");
   // More digits where six would round a cut inside (0, 1) onto 1 or 0 (a Youden cut between two
   // confident scores read "threshold 1", a rule nothing passes); 0 and 1 themselves stay short.

@@ -20,6 +20,8 @@ namespace pneumo {
 bool predicts_pneumonia(float logit, double threshold);
 double sigmoid(double logit);           // overflow-free
 double logit_of(double probability);    // log(p / (1 - p)); 0 -> -inf, 1 -> +inf
+double log_sigmoid(double logit);       // log(sigmoid(logit)), finite for every finite logit
+double log_sum_exp(const std::vector<double>& values);  // log(sum(exp(v))) without overflow; not empty
 
 // Mean binary cross-entropy over the samples, computed from logits in double precision as
 // max(z, 0) - z y + log1p(exp(-|z|)), which is exact and finite for every finite logit.
@@ -81,6 +83,9 @@ struct ThresholdChoice {
   // a saturated model), so no probability threshold applies it; defined is then false and 0.5 kept.
   bool saturated = false;
   double saturated_logit = 0.0;  // that cut, when saturated
+  // No cut beats chance (J <= 0 at best: the scores rank validation no better than a coin, or
+  // worse): the best cut would call every image one class; defined is then false and 0.5 kept.
+  bool chance = false;
 };
 ThresholdChoice choose_threshold_youden(const std::vector<float>& logits,
                                         const std::vector<uint8_t>& labels);

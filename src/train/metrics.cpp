@@ -103,16 +103,21 @@ std::string format_threshold(double threshold) {
   // Six digits, unless they round a threshold inside (0, 1) to 0 or 1, or one that is not 0.5 to
   // 0.5: a Youden cut between two confident scores (0.99999985) printed as "1" reads as a rule
   // nothing passes ("p > 1"), and a cut of 0.50000005 beside the default 0.5 gave a metrics table
-  // two rows "0.5" with different numbers.
-  char text[32];
-  for (const char* spec : {"%.6g", "%.10g", "%.17g"}) {
-    std::snprintf(text, sizeof text, spec, threshold);
+  // two rows "0.5" with different numbers. A threshold that up to ten digits give exactly (one
+  // typed as --threshold 0.6227457) is printed as typed: six digits (0.622746) put a p between the
+  // two on both sides of the printed cut.
+  char six[32], ten[32], all[32];
+  std::snprintf(six, sizeof six, "%.6g", threshold);
+  std::snprintf(ten, sizeof ten, "%.10g", threshold);
+  std::snprintf(all, sizeof all, "%.17g", threshold);
+  if (std::strtod(ten, nullptr) == threshold)
+    return std::strtod(six, nullptr) == threshold ? six : ten;
+  const auto hides = [threshold](const char* text) {
     const double shown = std::strtod(text, nullptr);
-    const bool hides = (shown == 0.0 && threshold > 0.0) || (shown == 1.0 && threshold < 1.0) ||
-                       (shown == 0.5 && threshold != 0.5);
-    if (!hides) break;
-  }
-  return text;
+    return (shown == 0.0 && threshold > 0.0) || (shown == 1.0 && threshold < 1.0) ||
+           (shown == 0.5 && threshold != 0.5);
+  };
+  return !hides(six) ? six : !hides(ten) ? ten : all;
 }
 
 // ---- The decision rule and the loss ----------------------------------------------------------
@@ -121,6 +126,20 @@ double sigmoid(double logit) {
   if (logit >= 0) return 1.0 / (1.0 + std::exp(-logit));
   double e = std::exp(logit);
   return e / (1.0 + e);
+}
+
+double log_sigmoid(double logit) {
+  // -softplus(-z): log1p keeps the small term exact when exp(-|z|) is tiny.
+  return std::min(logit, 0.0) - std::log1p(std::exp(-std::fabs(logit)));
+}
+
+double log_sum_exp(const std::vector<double>& values) {
+  PNEUMO_CHECK(!values.empty(), "log_sum_exp: no values");
+  const double top = *std::max_element(values.begin(), values.end());
+  if (!std::isfinite(top)) return top;
+  double sum = 0.0;
+  for (double v : values) sum += std::exp(v - top);
+  return top + std::log(sum);
 }
 
 double logit_of(double probability) {
@@ -258,6 +277,10 @@ ThresholdChoice choose_threshold_youden(const std::vector<float>& logits,
                     (std::fabs(c.logit_cut) == std::fabs(best->logit_cut) &&
                      c.logit_cut > best->logit_cut)));
     if (better) best = &c;
+  }
+  if (best->score <= 0) {
+    choice.chance = true;  // the best cut is an extreme one: every image PNEUMONIA, or none
+    return choice;         // undefined: keep 0.5
   }
   // The groups just above and below the cut, for checking the probability round trip.
   float above = best->k == 0 ? static_cast<float>(best->logit_cut + 1.0) : groups[best->k - 1].logit;

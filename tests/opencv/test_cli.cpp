@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <sstream>
 #include <string>
@@ -899,6 +900,119 @@ TEST(Cli, EnsembleAndFlipTtaAverageProbabilities) {
     EXPECT_EQ(flipped.output.find(", tuned without test-time augmentation") != std::string::npos,
               suffixed)
         << flipped.output;
+  }
+}
+
+// A copy of `model` whose fc2 weights and bias (the last layer) go through `change`: multiplied,
+// its logits are too (large factors saturate the probabilities); set to +-3e38, the sums overflow
+// to inf and NaN though every weight is finite.
+std::string changed_model(const std::string& model, const std::function<float(float)>& change,
+                          const std::string& out) {
+  CheckpointData data = load_checkpoint(model);
+  for (NamedTensor& tensor : data.tensors)
+    if (tensor.name.rfind("fc2.", 0) == 0)
+      for (float& v : tensor.values) v = change(v);
+  save_checkpoint(out, data);
+  return out;
+}
+
+// An ensemble of a model with itself, with or without --tta flip's mirror, is that model: its
+// mean probability is the model's. For a saturated model (probabilities that round to 0 or 1 in
+// double) the average, taken over probabilities and clamped to logits of +-40, once turned its
+// distinct scores into ties (ROC AUC 0.5, loss 20). And a model whose output is not finite is
+// refused by predict and inside an ensemble, as evaluate refused it alone.
+TEST(Cli, EnsemblesKeepConfidentScoresAndRefuseBrokenModels) {
+  testing::TempDir dir;
+  const std::string cache = dir.file("cache");
+  auto train = pneumo_command("train --data " + kSample + " --size 32 --epochs 1 --out " +
+                                  dir.file("run") + kCommon,
+                              cache);
+  ASSERT_EQ(train.status, 0) << train.output;
+  const std::string model = dir.file("run") + "/model.safetensors";
+  const std::string saturated = changed_model(
+      model, [](float v) { return v * 4000.0f; }, dir.file("saturated.safetensors"));
+  const auto scores = [&](const std::string& models) {
+    auto result = pneumo_command("evaluate --device cpu --data " + kSample + " --split test " +
+                                     models + " --threshold 0.5 --json " + dir.file("m.json"),
+                                 cache);
+    EXPECT_EQ(result.status, 0) << result.output;
+    std::ifstream in(dir.file("m.json"));
+    return nlohmann::json::parse(in);
+  };
+  const nlohmann::json alone = scores("--model " + saturated);
+  ASSERT_TRUE(alone["auc_defined"].get<bool>()) << alone.dump();
+  ASSERT_GT(alone["loss"].get<double>(), 40.0) << "not saturated: the test proves nothing";
+  const nlohmann::json flipped = scores("--model " + saturated + " --tta flip");
+  EXPECT_GT(std::fabs(flipped["roc_auc"].get<double>() - 0.5), 0.05)
+      << "every image tied (the clamp at +-40): " << flipped.dump();
+  for (const auto& [twice, once] :
+       {std::pair<std::string, nlohmann::json>{"--model " + saturated + " --model " + saturated,
+                                               alone},
+        {"--model " + saturated + " --model " + saturated + " --tta flip", flipped}}) {
+    const nlohmann::json averaged = scores(twice);
+    EXPECT_NEAR(averaged["roc_auc"].get<double>(), once["roc_auc"].get<double>(), 1e-9) << twice;
+    EXPECT_NEAR(averaged["loss"].get<double>(), once["loss"].get<double>(),
+                1e-5 * once["loss"].get<double>())
+        << twice;
+  }
+
+  const std::string broken = changed_model(
+      model, [](float v) { return std::copysign(3e38f, v); }, dir.file("broken.safetensors"));
+  for (const std::string& command :
+       {"predict --device cpu --model " + broken + " " + kSample + "/test/NORMAL",
+        "evaluate --device cpu --data " + kSample + " --split test --model " + model +
+            " --model " + broken,
+        "evaluate --device cpu --data " + kSample + " --split test --tta flip --model " + broken}) {
+    auto refused = pneumo_command(command, cache);
+    EXPECT_EQ(refused.status, 1) << command << "\n" << refused.output;
+    EXPECT_NE(refused.output.find("model " + broken + " produced a non-finite output"),
+              std::string::npos)
+        << command << "\n" << refused.output;
+  }
+}
+
+// predict's table prints each p with enough digits to read on the side of the printed cut its
+// label says: a threshold typed with seven digits was printed with six, and an image whose p lay
+// between the two printed as that same number, labelled PNEUMONIA in one run and NORMAL in the
+// next. Thresholds just below and just above one image's p.
+TEST(Cli, PredictPrintsEachProbabilityOnItsSideOfTheCut) {
+  testing::TempDir dir;
+  const std::string cache = dir.file("cache");
+  auto train = pneumo_command("train --data " + kSample + " --size 32 --epochs 1 --out " +
+                                  dir.file("run") + kCommon,
+                              cache);
+  ASSERT_EQ(train.status, 0) << train.output;
+  const std::string model = dir.file("run") + "/model.safetensors";
+  const std::string images = kSample + "/test/NORMAL";
+  auto csv = pneumo_command("predict --csv --device cpu --model " + model + " " + images, cache);
+  ASSERT_EQ(csv.status, 0) << csv.output;
+  const auto [name, p] = *probabilities(csv.output).begin();
+  for (const double offset : {-3e-8, 3e-8}) {
+    char threshold[32];
+    std::snprintf(threshold, sizeof threshold, "%.9f", p + offset);
+    auto table = pneumo_command(
+        "predict --device cpu --threshold " + std::string(threshold) + " --model " + model + " " +
+            images,
+        cache);
+    ASSERT_EQ(table.status, 0) << table.output;
+    EXPECT_NE(table.output.find("PNEUMONIA when p > " + std::string(threshold).erase(
+                                    std::string(threshold).find_last_not_of('0') + 1)),
+              std::string::npos)
+        << "the threshold as typed\n" << table.output;
+    std::istringstream lines(table.output);
+    std::string line;
+    bool seen = false;
+    while (std::getline(lines, line)) {
+      if (line.find(name) == std::string::npos) continue;
+      seen = true;
+      std::istringstream fields(line.substr(line.find(name) + name.size()));
+      double printed = 0;
+      std::string label;
+      fields >> printed >> label;
+      EXPECT_EQ(label, offset < 0 ? "PNEUMONIA" : "NORMAL") << line;
+      EXPECT_EQ(printed > std::strtod(threshold, nullptr), offset < 0) << line;
+    }
+    EXPECT_TRUE(seen) << name << "\n" << table.output;
   }
 }
 

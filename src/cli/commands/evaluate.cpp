@@ -5,6 +5,7 @@
 // an ensemble uses 0.5 unless told otherwise.
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iomanip>
@@ -55,22 +56,37 @@ struct Ensemble {
   int views() const { return static_cast<int>(members.size()) * (flip_tta ? 2 : 1); }
 
   // Logits of every image of `data` (each image first through `fixed` when given). One model and
-  // one view: its logits as they are. Otherwise the probabilities are averaged over models and
-  // views and turned back into logits (clamped to +-40, where float probabilities are 0 or 1).
+  // one view: its logits as they are. Otherwise the logit of the mean probability over models and
+  // views, computed from log-probabilities (log of the mean of sigmoid(z) against the log of the
+  // mean of sigmoid(-z)), so that confident views keep their order instead of all rounding to a
+  // probability of 1 (which, clamped, made every such image a tie). A view whose output is not
+  // finite stops the command, naming the model, wherever it is in the ensemble.
   std::vector<float> logits(const ImageSet& data, const AugmentParams* fixed = nullptr) {
-    if (views() == 1) return members.front().runner->predict_logits(data, nullptr, fixed);
-    std::vector<double> probability_sum(static_cast<size_t>(data.count), 0.0);
+    std::vector<std::vector<float>> per_view;
     for (Member& member : members)
       for (int flip = 0; flip <= (flip_tta ? 1 : 0); ++flip) {
         AugmentParams view = fixed ? *fixed : AugmentParams{};
         view.flip ^= flip;
         const bool plain = fixed == nullptr && flip == 0;
-        const std::vector<float> z = member.runner->predict_logits(data, nullptr, plain ? nullptr : &view);
-        for (size_t i = 0; i < z.size(); ++i) probability_sum[i] += sigmoid(z[i]);
+        per_view.push_back(member.runner->predict_logits(data, nullptr, plain ? nullptr : &view));
+        const std::vector<float>& z = per_view.back();
+        for (size_t i = 0; i < z.size(); ++i)
+          if (!std::isfinite(z[i]))
+            throw Error(detail::concat("model ", member.path, " produced a non-finite output (logit ",
+                                       z[i], ") for image ", i, flip ? ", mirrored" : "",
+                                       ": its weights are broken or do not fit its inputs"));
       }
-    std::vector<float> out(probability_sum.size());
-    for (size_t i = 0; i < out.size(); ++i)
-      out[i] = static_cast<float>(std::clamp(logit_of(probability_sum[i] / views()), -40.0, 40.0));
+    if (per_view.size() == 1) return std::move(per_view.front());
+    std::vector<float> out(static_cast<size_t>(data.count));
+    std::vector<double> positive(per_view.size()), negative(per_view.size());
+    for (size_t i = 0; i < out.size(); ++i) {
+      for (size_t v = 0; v < per_view.size(); ++v) {
+        positive[v] = log_sigmoid(per_view[v][i]);
+        negative[v] = log_sigmoid(-static_cast<double>(per_view[v][i]));
+      }
+      // The views' count divides both means, so it cancels in their ratio.
+      out[i] = static_cast<float>(log_sum_exp(positive) - log_sum_exp(negative));
+    }
     return out;
   }
 
@@ -411,18 +427,37 @@ int run_predict(const PredictOptions& options) {
   if (options.csv)
     std::cout << "path,probability_pneumonia,label" << (options.logits ? ",logit" : "") << "\n";
   // At least the decimals the header's threshold shows (format_threshold widens a cut such as
-  // 0.50000005), so that a p on either side of it never prints as the same number.
+  // 0.50000005), six at least, and more for a small threshold (six significant digits of it), at
+  // most 17 (a threshold of 1e-320 asked for 325).
   const std::string shown = format_threshold(threshold);
+  const double shown_value = std::strtod(shown.c_str(), nullptr);
   const size_t point = shown.find('.');
   const int shown_decimals = point == std::string::npos || shown.find('e') != std::string::npos
                                  ? 0
                                  : static_cast<int>(shown.size() - point - 1);
-  const int p_decimals = std::max(
-      shown_decimals,
-      threshold > 0 ? std::max(6, 5 - static_cast<int>(std::floor(std::log10(threshold)))) : 6);
+  constexpr int kMostDecimals = 17;
+  const int p_decimals = std::min(
+      kMostDecimals,
+      std::max(shown_decimals,
+               threshold > 0 ? std::max(6, 5 - static_cast<int>(std::floor(std::log10(threshold))))
+                             : 6));
+  // A p printed at `decimals` that reads as the side of the printed cut its label says (p > cut
+  // for PNEUMONIA): else more decimals, up to 17 (one p on each side of an unprinted digit of the
+  // cut once printed as the same number with opposite labels).
+  const auto decimals_for = [&](double p, bool pneumonia) {
+    int decimals = p_decimals;
+    for (; decimals < kMostDecimals; ++decimals) {
+      std::ostringstream text;
+      text << std::fixed << std::setprecision(decimals) << p;
+      const double printed = std::strtod(text.str().c_str(), nullptr);
+      if ((printed > shown_value) == pneumonia) break;
+    }
+    return decimals;
+  };
   for (size_t i = 0; i < kept.size(); ++i) {
     const double p = sigmoid(logits[i]);
-    const char* label = predicts_pneumonia(logits[i], threshold) ? "PNEUMONIA" : "NORMAL";
+    const bool pneumonia = predicts_pneumonia(logits[i], threshold);
+    const char* label = pneumonia ? "PNEUMONIA" : "NORMAL";
     if (options.csv) {
       // All of p's digits (6 printed 0.9999996 as 1, and a p just above the threshold as it).
       std::cout << csv_field(kept[i]) << ","
@@ -432,8 +467,9 @@ int run_predict(const PredictOptions& options) {
       std::cout << "\n";
     } else {
       // Fixed decimals, as many as the header's threshold shows (six significant digits, at
-      // least six decimals): a p rounded to fewer could read as the wrong side of the cut.
-      std::cout << one_line(kept[i]) << "  " << std::fixed << std::setprecision(p_decimals) << p
+      // least six decimals), more where fewer would read as the wrong side of the cut.
+      std::cout << one_line(kept[i]) << "  " << std::fixed
+                << std::setprecision(decimals_for(p, pneumonia)) << p
                 << "  " << label;
       std::cout.unsetf(std::ios::fixed);
       if (options.logits) std::cout << "  logit " << std::setprecision(9) << logits[i];

@@ -874,6 +874,9 @@ int TrainingRun::finish() {
           ? detail::concat("default 0.5 (Youden's best cut on validation, logit ",
                            threshold.saturated_logit,
                            ", lies where probabilities round to 0 or 1: the model is saturated)")
+      : threshold.chance
+          ? std::string("default 0.5 (no cut on validation beats chance: Youden's J is 0 at best, "
+                        "so its cut would call every image one class)")
           : std::string("default 0.5 (validation lacks a class)");
   if (options_.threshold_rule == "0.5") {
     threshold = ThresholdChoice{};
