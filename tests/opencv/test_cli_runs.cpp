@@ -19,6 +19,7 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -602,6 +603,61 @@ TEST_F(CliRuns, AResumeTypedInsideTheCheckpointsFolderContinuesTheRun) {
   ASSERT_EQ(resumed.status, 0) << resumed.output;
   EXPECT_FALSE(fs::exists(path("run") + "/checkpoints/runs")) << resumed.output;
   EXPECT_EQ(read_checkpoint_metadata(path("run") + "/model.safetensors").epoch, 2);
+}
+
+// A checkpoint kept outside its run, in a folder pneumo did not train in (a project's own
+// checkpoints/ beside another tool's config.json), is resumed into a new run folder: that folder's
+// files stay as they were (it was taken for the run directory, and its config.json, report and
+// history rewritten, its draft.tex.tmp.abc123 deleted).
+TEST_F(CliRuns, ACheckpointKeptInAStrangersFolderResumesIntoANewRunFolder) {
+  ASSERT_EQ(train("run", "--epochs 1").status, 0);
+  const std::string project = path("project");
+  fs::create_directories(project + "/checkpoints");
+  const std::map<std::string, std::string> files{{"config.json", "{\"tool\": \"another\"}\n"},
+                                                 {"report.md", "notes\n"},
+                                                 {"history.csv", "keep\n"},
+                                                 {"draft.tex.tmp.abc123", "a draft\n"}};
+  for (const auto& [name, text] : files) std::ofstream(project + "/" + name) << text;
+  const std::string kept = project + "/checkpoints/run-epoch1.safetensors";
+  fs::copy_file(path("run") + "/checkpoints/last.safetensors", kept);
+  auto resumed = testing::run_command("cd '" + path("") + "' && PNEUMO_CACHE_DIR='" + cache_ +
+                                      "' '" PNEUMO_BINARY "' train --resume '" + kept +
+                                      "' --epochs 2" + kCommon + " 2>&1");
+  ASSERT_EQ(resumed.status, 0) << resumed.output;
+  for (const auto& [name, text] : files)
+    EXPECT_EQ(testing::read_text(project + "/" + name), text) << name;
+  for (const char* made : {".lock", "model.safetensors", "checkpoints/last.safetensors"})
+    EXPECT_FALSE(fs::exists(project + "/" + made)) << made;
+  EXPECT_TRUE(fs::is_directory(path("runs"))) << "a new run folder under runs/\n" << resumed.output;
+}
+
+// A checkpoint without a run directory resumed into an --out where another run failed to start:
+// that run's history rows and best checkpoint go (they stood beside this run's: rows 0-2 of one
+// run, then this run's, and `best` another run's weights).
+TEST_F(CliRuns, AResumeIntoAFailedStartsFolderDropsThatRunsHistoryAndBest) {
+  ASSERT_EQ(train("other", "--epochs 1").status, 0);
+  ASSERT_EQ(train("run", "--epochs 1").status, 0);
+  const std::string failed = path("failed");
+  fs::create_directories(failed + "/checkpoints");
+  std::ofstream(failed + "/.lock");
+  for (const char* name : {"config.json", "history.csv", "history.jsonl"})
+    fs::copy_file(path("other") + "/" + name, failed + "/" + name);
+  fs::copy_file(path("other") + "/checkpoints/best.safetensors",
+                failed + "/checkpoints/best.safetensors");
+  const std::string alone = path("alone.safetensors");
+  fs::copy_file(path("run") + "/checkpoints/last.safetensors", alone);
+  auto resumed = resume(alone, "--epochs 2 --out " + failed);
+  ASSERT_EQ(resumed.status, 0) << resumed.output;
+  std::ifstream rows(failed + "/history.jsonl");
+  std::vector<int> epochs;
+  for (std::string row; std::getline(rows, row);)
+    epochs.push_back(nlohmann::json::parse(row).at("epoch").get<int>());
+  EXPECT_EQ(epochs, std::vector<int>{1}) << "only the epoch this run trained";
+  if (fs::exists(failed + "/checkpoints/best.safetensors")) {
+    EXPECT_FALSE(same_weights(failed + "/checkpoints/best.safetensors",
+                              path("other") + "/checkpoints/best.safetensors"))
+        << "the other run's best checkpoint";
+  }
 }
 
 // A resume into a new --out starts it with the resumed run's history and best checkpoint.

@@ -9,6 +9,8 @@
 #include <sstream>
 #include <system_error>
 
+#include <nlohmann/json.hpp>
+
 #include "core/atomic_file.hpp"
 #include "pneumo/checkpoint.hpp"
 #include "pneumo/error.hpp"
@@ -67,6 +69,23 @@ bool holds_only_a_failed_start(const std::string& dir) {
   return !error && lock && checkpoints;
 }
 
+namespace {
+
+// A temporary ("NAME.tmp.XXXXXX") of a kind of file a run writes: checkpoints and the model,
+// config and metrics, the history, the report and its plots.
+bool written_by_a_run(const std::string& temporary) {
+  const std::string name = temporary.substr(0, temporary.rfind(".tmp."));
+  for (const char* kind : {".safetensors", ".json", ".jsonl", ".csv", ".md", ".svg"}) {
+    const std::string ending = kind;
+    if (name.size() > ending.size() &&
+        name.compare(name.size() - ending.size(), ending.size(), ending) == 0)
+      return true;
+  }
+  return false;
+}
+
+}  // namespace
+
 bool same_folder(const std::string& a, const std::string& b) {
   std::error_code error;
   return !a.empty() && !b.empty() && fs::equivalent(a, b, error) && !error;
@@ -96,16 +115,20 @@ void prepare_run_dir(const std::string& dir, const std::string& resuming, RunDir
   if (error) throw Error("cannot create run directory '" + dir + "': " + error.message());
   lock.acquire(dir);
   // A failed start's files are this run's to replace: a new run's history starts empty, and a
-  // best checkpoint carried over by a failed resume is not this run's (a resume carries its own).
-  if (resuming.empty())
+  // best checkpoint carried over by a failed resume is not this run's (a resume carries its own
+  // from its run directory; one of a checkpoint without a run directory starts without them: kept,
+  // another run's rows and best stood beside this one's).
+  if (resuming.empty() || !same_folder(dir, resumed_run_dir(resuming)))
     for (const char* name : {"history.csv", "history.jsonl", "checkpoints/best.safetensors"})
       fs::remove(fs::path(dir) / name, error);
-  // A killed write's temporary file (a checkpoint, model.safetensors, ...), whether the run
-  // starts again or resumes (the lock says no live run is writing it).
+  // A killed write's temporary file (a checkpoint, model.safetensors, the history, the report),
+  // whether the run starts again or resumes (the lock says no live run is writing it): only
+  // temporaries of the kinds of file a run writes, not a stranger's draft.tex.tmp.abc123.
   for (const fs::path& folder : {fs::path(dir), fs::path(dir) / "checkpoints"})
-    for (const auto& entry : fs::directory_iterator(folder, error))
-      if (is_atomic_write_temporary(entry.path().filename().string()))
-        fs::remove(entry.path(), error);
+    for (const auto& entry : fs::directory_iterator(folder, error)) {
+      const std::string name = entry.path().filename().string();
+      if (is_atomic_write_temporary(name) && written_by_a_run(name)) fs::remove(entry.path(), error);
+    }
   std::ofstream probe(fs::path(dir) / ".write-test");
   if (!probe) throw Error("run directory '" + dir + "' is not writable");
   probe.close();
@@ -155,18 +178,35 @@ void carry_over_run_files(const std::string& checkpoint, const std::string& run_
   }
 }
 
+namespace {
+
+// A folder `pneumo train` ran in: the lock file every run makes and a config.json of train's
+// flags. A stranger's folder (the parent of a project's own checkpoints/, another tool's
+// config.json) is not one: a checkpoint kept there once resumed "in its run directory" and
+// rewrote that folder's config.json, history and report, and deleted its *.tmp.* files.
+bool is_run_dir(const fs::path& folder) {
+  std::error_code error;
+  if (!fs::is_regular_file(folder / ".lock", error)) return false;
+  std::ifstream in(folder / "config.json");
+  if (!in) return false;
+  const nlohmann::json config = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  return config.is_object() && config.contains("data") && config.contains("epochs");
+}
+
+}  // namespace
+
 std::string resumed_run_dir(const std::string& checkpoint) {
   fs::path folder = fs::path(checkpoint).parent_path();
   // "last.safetensors" or "./last.safetensors" typed inside RUN/checkpoints: the folder's name
   // is only known from the absolute path.
   if (folder.empty() || folder.filename() == "." || folder.filename() == "..")
     folder = fs::absolute(checkpoint).lexically_normal().parent_path();
-  std::error_code error;
-  if (folder.filename() == "checkpoints")
-    return folder.has_parent_path() ? folder.parent_path().string() : std::string(".");
-  if (fs::is_regular_file((folder.empty() ? fs::path(".") : folder) / "config.json", error))
-    return folder.empty() ? std::string(".") : folder.string();
-  return "";
+  if (folder.filename() == "checkpoints") {
+    const fs::path run = folder.has_parent_path() ? folder.parent_path() : fs::path(".");
+    return is_run_dir(run) ? run.string() : std::string();
+  }
+  const fs::path run = folder.empty() ? fs::path(".") : folder;
+  return is_run_dir(run) ? run.string() : std::string();
 }
 
 }  // namespace pneumo::cli
