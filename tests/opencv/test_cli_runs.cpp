@@ -660,6 +660,53 @@ TEST_F(CliRuns, AResumeIntoAFailedStartsFolderDropsThatRunsHistoryAndBest) {
   }
 }
 
+// The history a resume continues: a row missing from it (the process killed between the
+// checkpoint and its history row) is named, not passed over in silence; a damaged history.jsonl
+// is refused before config.json is rewritten, leaving the folder as it was.
+TEST_F(CliRuns, AResumeNamesMissingHistoryRowsAndRefusesADamagedHistoryUntouched) {
+  ASSERT_EQ(train("run", "--epochs 3").status, 0);
+  const std::string jsonl = path("run") + "/history.jsonl";
+  std::vector<std::string> rows;
+  {
+    std::ifstream in(jsonl);
+    for (std::string row; std::getline(in, row);) rows.push_back(row);
+  }
+  ASSERT_EQ(rows.size(), 3u);
+  std::ofstream(jsonl) << rows[0] << "\n" << rows[2] << "\n";  // epoch 1's row lost
+  auto gap = resume(path("run") + "/checkpoints/last.safetensors", "--epochs 4");
+  ASSERT_EQ(gap.status, 0) << gap.output;
+  EXPECT_NE(gap.output.find("lacks the row of epoch 1 (counted from 0, as its epoch column) of "
+                            "the 3 epochs"),
+            std::string::npos)
+      << gap.output;
+
+  std::ofstream(jsonl, std::ios::app) << "not json\n";
+  const std::string config = testing::read_text(path("run") + "/config.json");
+  auto refused = resume(path("run") + "/checkpoints/last.safetensors", "--epochs 6 --batch 16");
+  EXPECT_EQ(refused.status, 1) << refused.output;
+  EXPECT_NE(refused.output.find("not valid JSON"), std::string::npos) << refused.output;
+  EXPECT_EQ(testing::read_text(path("run") + "/config.json"), config) << "rewritten by a refused resume";
+}
+
+// A run whose model was written but not its report (a full disk, a folder in the way) is finished
+// by its resume, from the same weights: it said "nothing to train; give a larger --epochs", which
+// would have trained on and changed the model.
+TEST_F(CliRuns, AResumeFinishesARunWhoseReportWasNotWritten) {
+  ASSERT_EQ(train("run", "--epochs 1").status, 0);
+  const std::string model = path("run") + "/model.safetensors";
+  fs::copy_file(model, path("model-before.safetensors"));
+  for (const char* lost : {"report.md", "metrics_val.json"}) {
+    fs::remove(path("run") + "/" + lost);
+    auto finished = resume(path("run") + "/checkpoints/last.safetensors", "--epochs 1");
+    ASSERT_EQ(finished.status, 0) << lost << "\n" << finished.output;
+    EXPECT_TRUE(fs::exists(path("run") + "/" + lost)) << lost;
+    EXPECT_TRUE(same_weights(model, path("model-before.safetensors"))) << lost;
+  }
+  auto done = resume(path("run") + "/checkpoints/last.safetensors", "--epochs 1");
+  EXPECT_EQ(done.status, 1) << done.output;
+  EXPECT_NE(done.output.find("nothing to train"), std::string::npos) << done.output;
+}
+
 // A resume into a new --out starts it with the resumed run's history and best checkpoint.
 TEST_F(CliRuns, AResumeIntoANewFolderCarriesTheHistoryAndTheBestCheckpoint) {
   ASSERT_EQ(train("run", "--epochs 2" + kBestIsEpochOne).status, 0);

@@ -63,7 +63,12 @@ bool stopped_before_its_model(const std::string& checkpoint_path,
   const fs::path model = fs::path(source) / "model.safetensors";
   std::error_code error;
   if (!fs::exists(model, error)) return true;
-  return read_checkpoint_metadata(model.string()).epoch < resumed.epoch;
+  if (read_checkpoint_metadata(model.string()).epoch < resumed.epoch) return true;
+  // The model written, its scores or report not (a full disk, a folder in the way): finishing
+  // writes them again from the same weights, where "give a larger --epochs" would change them.
+  for (const char* file : {"metrics_val.json", "report.md"})
+    if (!fs::is_regular_file(fs::path(source) / file, error)) return true;
+  return false;
 }
 
 ImageSet upload(const Split& split, Device device) {
@@ -143,6 +148,10 @@ class TrainingRun {
   // writes queued so far).
   std::string last_good_checkpoint();
   int interrupted(int epochs_done, const EpochStats* partial);
+  // After a resume, a note naming the epochs before `first_epoch` that the history lacks (a
+  // process killed between a checkpoint and its history row, a history.jsonl removed): the run
+  // goes on, and its history says nothing of them.
+  void note_missing_history(int first_epoch) const;
 
   bool writer() const { return group_->rank() == 0; }
   // A signal came (on any rank) once every epoch of --epochs was trained and checkpointed: the
@@ -470,6 +479,11 @@ TrainingRun::TrainingRun(const TrainOptions& options, std::unique_ptr<Communicat
     if (writer()) {
       carry_over_run_files(options.resume, run_dir_, first_epoch_, options.epochs,
                            options.checkpoint_monitor);
+      // The history is read (a damaged one refused) before config.json is rewritten: a refused
+      // resume leaves the folder as it was.
+      const fs::path history = fs::path(run_dir_) / "history.jsonl";
+      std::error_code error;
+      if (first_epoch_ > 0 && fs::exists(history, error)) read_history_jsonl(history.string());
       write_config(run_dir_, options);
     }
   }
@@ -678,8 +692,30 @@ void TrainingRun::restore_best_weights() {
               << monitor << ", checkpoints/best.safetensors)\n";
 }
 
+void TrainingRun::note_missing_history(int first_epoch) const {
+  std::vector<bool> present(static_cast<size_t>(std::max(first_epoch, 0)), false);
+  for (const EpochRecord& record : log_->records())
+    if (record.epoch >= 0 && record.epoch < first_epoch) present[static_cast<size_t>(record.epoch)] = true;
+  std::string missing;
+  int count = 0;
+  for (int epoch = 0; epoch < first_epoch; ++epoch)
+    if (!present[static_cast<size_t>(epoch)]) {
+      missing += (missing.empty() ? "" : ", ") + std::to_string(epoch);
+      ++count;
+    }
+  if (count == 0) return;
+  std::cerr << "note: the history of " << run_dir_ << " lacks the row" << (count == 1 ? "" : "s")
+            << " of epoch " << missing << " (counted from 0, as its epoch column) of the "
+            << first_epoch << " epochs the checkpoint has done: the run was stopped between a "
+            << "checkpoint and its history row, or history.jsonl was removed; history.csv and the "
+            << "report go on without " << (count == 1 ? "it" : "them") << "\n";
+}
+
 int TrainingRun::run() {
-  if (writer()) log_.emplace(run_dir_, first_epoch_);  // keeps the rows of the epochs already done
+  if (writer()) {
+    log_.emplace(run_dir_, first_epoch_);  // keeps the rows of the epochs already done
+    note_missing_history(first_epoch_);
+  }
   const ProgressOptions progress_options = progress_options_for(stderr);
   // The other ranks' progress goes nowhere (a stream without a buffer discards what it is given):
   // rank 0 speaks for the run.
