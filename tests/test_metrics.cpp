@@ -243,6 +243,16 @@ TEST(Metrics, ReportWithTunedThresholdAndItsForms) {
   const std::string given =
       format_metrics_table(evaluate_binary("test", kLogits, kLabels, 0.3, "given on the command line"));
   EXPECT_NE(given.find("applied threshold: given on the command line"), std::string::npos) << given;
+  // The applied threshold under its own name (tuned_threshold kept for older readers), and, when
+  // it was tuned on these very images, said so in the JSON and the table.
+  EXPECT_EQ(json["applied_threshold"], json["tuned_threshold"]);
+  EXPECT_FALSE(json["applied_threshold_in_sample"].get<bool>());
+  EXPECT_EQ(table.find("tuned on these very images"), std::string::npos) << table;
+  report.applied_in_sample = true;
+  EXPECT_TRUE(to_json(report)["applied_threshold_in_sample"].get<bool>());
+  EXPECT_NE(format_metrics_table(report).find("(tuned on these very images: the applied row is "
+                                              "optimistic"),
+            std::string::npos);
   EXPECT_EQ(given.find("tuned"), std::string::npos) << given;
   // Six significant digits: a threshold near 1 or near 0.5 is not rounded onto them.
   EXPECT_EQ(format_threshold(0.99997), "0.99997");

@@ -65,6 +65,9 @@ TEST(Stress, SummaryNamesTheWorstVariantAndAveragesTheRest) {
   const nlohmann::json json = to_json(report);
   EXPECT_EQ(json["variants"].size(), 10u);
   EXPECT_EQ(json["worst_accuracy_variant"], "width-0.8");
+  EXPECT_EQ(json["threshold"], 0.5) << "the summary says which threshold it applied";
+  const auto at_cut = [](const AugmentParams&) { return std::vector<float>{-1, -1, 1, 1}; };
+  EXPECT_EQ(to_json(evaluate_stress(at_cut, {0, 0, 1, 1}, 0.3))["threshold"], 0.3);
   const std::string table = format_stress_table(report);
   EXPECT_NE(table.find("width-0.8"), std::string::npos) << table;
   EXPECT_NE(table.find("worst accuracy 0.6250 (width-0.8)"), std::string::npos) << table;

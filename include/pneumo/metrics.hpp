@@ -103,6 +103,9 @@ struct MetricsReport {
   ThresholdMetrics at_default;  // threshold 0.5
   std::optional<ThresholdMetrics> at_tuned;
   std::string applied_rule;
+  // The applied threshold was tuned on these very images (validation scored with the Youden cut
+  // chosen on it): its row is optimistic, and the table, JSON and report say so.
+  bool applied_in_sample = false;
 };
 MetricsReport evaluate_binary(const std::string& split, const std::vector<float>& logits,
                               const std::vector<uint8_t>& labels,
@@ -111,8 +114,9 @@ MetricsReport evaluate_binary(const std::string& split, const std::vector<float>
 
 // JSON: {split, count, positives, negatives, loss, roc_auc (null if undefined), auc_defined,
 // default_threshold: {threshold, confusion_matrix [[TN,FP],[FN,TP]], accuracy, sensitivity,
-// specificity, precision, f1, youden_j}, tuned_threshold: {...} or null (the applied threshold,
-// whatever its rule), threshold_rule: applied_rule or null}. NaN -> null.
+// specificity, precision, f1, youden_j}, applied_threshold: {...} or null (the applied
+// threshold, whatever its rule; also under its older name tuned_threshold), threshold_rule:
+// applied_rule or null, applied_threshold_in_sample}. NaN -> null.
 nlohmann::json to_json(const ThresholdMetrics& metrics);
 nlohmann::json to_json(const MetricsReport& report);
 nlohmann::json to_json(const std::vector<RocPoint>& curve);  // {fpr: [...], tpr: [...], probability: [...]}

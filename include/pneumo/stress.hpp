@@ -34,6 +34,7 @@ struct StressReport {
   double worst_accuracy = 0, mean_accuracy = 0, worst_auc = 0;
   double worst_sensitivity = 0, worst_specificity = 0;
   std::string worst_accuracy_variant;
+  double threshold = 0.5;  // the probability threshold the summary above applied
 };
 
 // Scores every variant: `predict` returns the logits of the split's images (labels: 0/1 per
@@ -54,7 +55,8 @@ StressReport evaluate_stress(Trainer& trainer, const ImageSet& data,
 // "worst_specificity" (e.g. "val_stress_worst_accuracy" for the callbacks).
 std::map<std::string, double> stress_as_values(const StressReport& report,
                                                const std::string& prefix);
-// {variants: [{name, description, metrics (as to_json(MetricsReport))}], worst_accuracy, ...}
+// {variants: [{name, description, metrics (as to_json(MetricsReport))}], threshold,
+//  worst_accuracy, ...}
 nlohmann::json to_json(const StressReport& report);
 // One row per variant: accuracy, sensitivity, specificity, AUC; then the summary line.
 std::string format_stress_table(const StressReport& report);

@@ -345,8 +345,12 @@ json to_json(const MetricsReport& report) {
           {"roc_auc", number_or_null(report.roc_auc)},
           {"auc_defined", report.auc_defined},
           {"default_threshold", to_json(report.at_default)},
+          {"applied_threshold", report.at_tuned ? to_json(*report.at_tuned) : json(nullptr)},
+          // The same, under the name it had when only a tuned threshold was applied (readers of
+          // older files): it holds an ensemble's 0.5 or a --threshold as well.
           {"tuned_threshold", report.at_tuned ? to_json(*report.at_tuned) : json(nullptr)},
-          {"threshold_rule", report.at_tuned ? json(report.applied_rule) : json(nullptr)}};
+          {"threshold_rule", report.at_tuned ? json(report.applied_rule) : json(nullptr)},
+          {"applied_threshold_in_sample", report.at_tuned && report.applied_in_sample}};
 }
 
 json to_json(const std::vector<RocPoint>& curve) {
@@ -388,6 +392,9 @@ std::string format_metrics_table(const MetricsReport& report) {
         << std::setw(8) << format_ratio(m->f1) << "\n";
   if (report.at_tuned && !report.applied_rule.empty())
     out << "applied threshold: " << report.applied_rule << "\n";
+  if (report.at_tuned && report.applied_in_sample)
+    out << "(tuned on these very images: the applied row is optimistic; the test split gives "
+           "its unbiased value)\n";
   for (const auto& [label, m] : rows) {
     const ConfusionMatrix& c = m->confusion;
     out << "\nconfusion matrix, " << label << " threshold " << format_threshold(m->threshold) << "\n"

@@ -117,6 +117,9 @@ void metrics_section(std::ostringstream& md, const std::string& heading,
        << ratio_cell(m->f1) << " |\n";
   if (report.at_tuned && !report.applied_rule.empty())
     md << "\nApplied threshold: " << report.applied_rule << ".\n";
+  if (report.at_tuned && report.applied_in_sample)
+    md << "It was tuned on these very images, so the applied row is optimistic; the test split "
+          "gives its unbiased value.\n";
   for (const auto& [label, m] : rows) {
     const ConfusionMatrix& c = m->confusion;
     md << "\nConfusion matrix, " << label << " threshold " << format_threshold(m->threshold)

@@ -59,6 +59,7 @@ StressReport evaluate_stress(Trainer& trainer, const ImageSet& data,
 StressReport evaluate_stress(const VariantPredictor& predict, const std::vector<uint8_t>& labels,
                              std::optional<double> threshold, const VariantProgress& on_variant) {
   StressReport report;
+  report.threshold = threshold.value_or(0.5);
   report.worst_accuracy = report.worst_auc = report.worst_sensitivity =
       report.worst_specificity = std::numeric_limits<double>::infinity();
   double accuracy_sum = 0.0;
@@ -103,6 +104,7 @@ nlohmann::json to_json(const StressReport& report) {
                         {"description", i < all.size() ? all[i].description : ""},
                         {"metrics", to_json(report.variants[i].second)}});
   return {{"variants", variants},
+          {"threshold", report.threshold},  // the summary's: evaluate's applied one, training's 0.5
           {"worst_accuracy", number(report.worst_accuracy)},
           {"worst_accuracy_variant", report.worst_accuracy_variant},
           {"mean_accuracy", number(report.mean_accuracy)},

@@ -891,6 +891,17 @@ TEST(Cli, EnsembleAndFlipTtaAverageProbabilities) {
   tuned.metadata.decision_threshold = 0.42;
   tuned.metadata.threshold_rule = "Youden's J on 40 validation images";
   save_checkpoint(dir.file("tuned.safetensors"), tuned);
+  // Its Youden cut scored on the validation split it was tuned on: said to be optimistic there,
+  // not on test.
+  for (const auto& [split, in_sample] :
+       {std::pair<std::string, bool>{"val-carved", true}, {"test", false}}) {
+    auto scored = pneumo_command("evaluate --device cpu --data " + kSample + " --split " + split +
+                                     " --model " + dir.file("tuned.safetensors"),
+                                 cache);
+    ASSERT_EQ(scored.status, 0) << scored.output;
+    EXPECT_EQ(scored.output.find("tuned on these very images") != std::string::npos, in_sample)
+        << split << "\n" << scored.output;
+  }
   for (const auto& [model, suffixed] :
        {std::pair<std::string, bool>{dir.file("tuned.safetensors"), true}, {a, false}}) {
     auto flipped = pneumo_command("evaluate --device cpu --data " + kSample +

@@ -287,6 +287,14 @@ int run_evaluate(const EvaluateOptions& options) {
   const std::vector<float> logits = ensemble.logits(images);
   MetricsReport report =
       evaluate_binary(options.split, logits, split.labels, threshold, threshold_rule);
+  // A model's own Youden cut scored on the validation split it was tuned on: the carved one, or
+  // the official one for a model trained with --val-split official.
+  const nlohmann::json& recorded = meta.config;
+  const bool official_val =
+      recorded.is_object() && recorded.contains("val-split") && recorded["val-split"] == "official";
+  report.applied_in_sample = !flags.threshold && ensemble.views() == 1 &&
+                             meta.threshold_rule.rfind("Youden's J", 0) == 0 &&
+                             (options.split == "val-carved" || (options.split == "val" && official_val));
   std::cout << "model: " << ensemble.description() << " (" << trained_epochs(ensemble)
             << ", threshold " << format_threshold(threshold) << ": " << threshold_rule << ")\n"
             << "data: " << dataset.cache_dir << ", split " << options.split << "\n"

@@ -928,6 +928,7 @@ int TrainingRun::finish() {
   if (!writer()) return 0;
   MetricsReport final_val =
       evaluate_binary("val", val_logits, splits_.val.labels, threshold.threshold, rule);
+  final_val.applied_in_sample = threshold.defined;  // Youden's cut, chosen on these logits
   write("model.safetensors", snapshot(epochs_done_));
   files_.drain();
   // The arithmetic the scores were computed in: a bf16 run's differ a little from `evaluate`'s,
