@@ -648,6 +648,19 @@ TEST_F(CliRuns, AResumeIntoAFailedStartsFolderDropsThatRunsHistoryAndBest) {
   fs::copy_file(path("run") + "/checkpoints/last.safetensors", alone);
   auto resumed = resume(alone, "--epochs 2 --out " + failed);
   ASSERT_EQ(resumed.status, 0) << resumed.output;
+  // Said once: nothing of the checkpoint's run comes along (not also "rows missing").
+  EXPECT_NE(resumed.output.find("note: " + alone + " lies outside a run directory, so the history "
+                                "of its 1 epoch does not come along"),
+            std::string::npos)
+      << resumed.output;
+  EXPECT_NE(resumed.output.find("note: no best checkpoint comes with " + alone),
+            std::string::npos)
+      << resumed.output;
+  EXPECT_EQ(resumed.output.find("lacks the row"), std::string::npos) << resumed.output;
+  auto restore = resume(alone, "--epochs 2 --restore-best --out " + path("restore"));
+  EXPECT_EQ(restore.status, 1) << restore.output;
+  EXPECT_NE(restore.output.find(alone + " lies outside a run directory"), std::string::npos)
+      << restore.output;
   std::ifstream rows(failed + "/history.jsonl");
   std::vector<int> epochs;
   for (std::string row; std::getline(rows, row);)

@@ -138,7 +138,7 @@ void prepare_run_dir(const std::string& dir, const std::string& resuming, RunDir
 void carry_over_run_files(const std::string& checkpoint, const std::string& run_dir,
                           int first_epoch, int epochs, const std::string& monitor) {
   const std::string source = resumed_run_dir(checkpoint);
-  if (source.empty() || same_folder(source, run_dir)) return;
+  if (same_folder(source, run_dir)) return;
   const auto no_best = [&](const std::string& why) {
     // No epoch done: no best yet. None left to train: the folder gets no best checkpoint at all.
     if (first_epoch == 0) return;
@@ -154,6 +154,16 @@ void carry_over_run_files(const std::string& checkpoint, const std::string& run_
                                    : detail::concat("epochs 1 to ", first_epoch))
               << " (the checkpoint remembers its value, not its weights)\n";
   };
+  if (source.empty()) {
+    // A checkpoint on its own: nothing of its run comes along, and the run says so once.
+    if (first_epoch > 0)
+      std::cerr << "note: " << checkpoint << " lies outside a run directory, so the history of "
+                << "its " << first_epoch << (first_epoch == 1 ? " epoch" : " epochs")
+                << " does not come along (" << (fs::path(run_dir) / "history.csv").string()
+                << " starts at its epoch " << first_epoch << ", counted from 0)\n";
+    no_best("no best checkpoint comes with " + checkpoint);
+    return;
+  }
   for (const char* name : {"history.csv", "history.jsonl", "checkpoints/best.safetensors"}) {
     const fs::path from = fs::path(source) / name, to = fs::path(run_dir) / name;
     const bool best = to.filename() == "best.safetensors";

@@ -655,7 +655,12 @@ void TrainingRun::load_best_weights(const std::string& checkpoint_path,
   const std::string best_path =
       (fs::path(source.empty() ? "." : source) / "checkpoints" / "best.safetensors").string();
   std::error_code error;
-  if (source.empty() || !fs::is_regular_file(best_path, error))
+  if (source.empty())
+    throw Error("--restore-best restores the run's best epoch from its checkpoints/best.safetensors, "
+                "but " + checkpoint_path + " lies outside a run directory (no config.json and "
+                ".lock of a run beside it or above its checkpoints/ folder); resume it from its "
+                "run's folder, or without --restore-best");
+  if (!fs::is_regular_file(best_path, error))
     throw Error("--restore-best restores the run's best epoch, but its best checkpoint " +
                 best_path + " is missing (written whenever " + options_.checkpoint_monitor +
                 " improves); put it back, or resume without --restore-best");
@@ -714,7 +719,9 @@ void TrainingRun::note_missing_history(int first_epoch) const {
 int TrainingRun::run() {
   if (writer()) {
     log_.emplace(run_dir_, first_epoch_);  // keeps the rows of the epochs already done
-    note_missing_history(first_epoch_);
+    // (A checkpoint outside a run directory brings no history, which carry_over_run_files said.)
+    if (!options_.resume.empty() && !resumed_run_dir(options_.resume).empty())
+      note_missing_history(first_epoch_);
   }
   const ProgressOptions progress_options = progress_options_for(stderr);
   // The other ranks' progress goes nowhere (a stream without a buffer discards what it is given):
