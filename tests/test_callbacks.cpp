@@ -256,6 +256,19 @@ TEST(LearningRateSchedule, MoreEpochsOnResumeOnlyForSchedulesThatDoNotSpanTheRun
   other_factor.factor = step.factor / 2;
   EXPECT_THROW(LearningRateSchedule(other_factor).load_state(LearningRateSchedule(step).state()),
                Error);
+  // A flag given again names itself (two JSON dumps said it before).
+  LearningRateScheduleOptions faster = step;
+  faster.initial_lr = step.initial_lr * 2;
+  try {
+    LearningRateSchedule(faster).load_state(LearningRateSchedule(step).state());
+    ADD_FAILURE() << "another --lr under a schedule was accepted";
+  } catch (const Error& error) {
+    EXPECT_NE(std::string(error.what()).find("--lr " + nlohmann::json(faster.initial_lr).dump() +
+                                             " (the checkpoint's: " +
+                                             nlohmann::json(step.initial_lr).dump() + ")"),
+              std::string::npos)
+        << error.what();
+  }
 }
 
 TEST(LearningRateSchedule, StepExponentialCosineValues) {

@@ -153,7 +153,17 @@ TEST(Checkpoint, ForeignArchitectureOrInputSizeIsRefused) {
   } catch (const Error& e) {
     EXPECT_STREQ(e.what(),
                  "checkpoint runs/a/best.safetensors was trained for architecture seed-cnn-v1 at "
-                 "input size 150; this run uses seed-cnn-v2 at 224");
+                 "input size 150; this run uses seed-cnn-v2 at 224 (--size 224; the checkpoint's: "
+                 "--size 150)");
+  }
+  // Ours: the flag that picks the architecture is named.
+  try {
+    validate_compatible(m, "seed-cnn-v1-gap", 150, "x");
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("(--head gap; the checkpoint's: --head flatten)"),
+              std::string::npos)
+        << e.what();
   }
   EXPECT_THROW(validate_compatible(m, "seed-cnn-v1", 224, "x"), Error);
   EXPECT_THROW(validate_compatible(m, "resnet", 150, "x"), Error);

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <map>
 #include <set>
 #include <sstream>
 
@@ -369,12 +370,26 @@ void LearningRateSchedule::load_state(const json& state) {
     const bool more_epochs = options_.kind == LearningRateScheduleOptions::Kind::Cosine && saved.is_object() &&
                              saved.contains("total_epochs") &&
                              saved["total_epochs"] != mine["total_epochs"];
+    // What differs, by the flag that sets it (the others are the schedule's fixed constants).
+    static const std::map<std::string, std::string> flag_of{
+        {"kind", "--schedule"}, {"initial_lr", "--lr"}, {"total_epochs", "--epochs"},
+        {"floor_lr", "--min-lr"}};
+    std::string differences;
+    if (saved.is_object())
+      for (const auto& [key, value] : mine.items())
+        if (!saved.contains(key) || saved[key] != value) {
+          const auto flag = flag_of.find(key);
+          differences += detail::concat(differences.empty() ? "" : ", ",
+                                        flag == flag_of.end() ? key : flag->second, " ",
+                                        value.dump(), " (the checkpoint's: ",
+                                        saved.contains(key) ? saved[key].dump() : "none", ")");
+        }
     throw Error(detail::concat(
-        "saved learning-rate schedule ", detail::excerpt(state.dump()), " differs from this run's ",
-        this->state().dump(),
+        "this run's learning-rate schedule differs from the one the checkpoint was trained with: ",
+        differences.empty() ? detail::excerpt(state.dump()) : differences,
         more_epochs ? "; a cosine schedule spans --epochs, so it cannot be given more epochs: "
                       "resume with the run's --epochs"
-                    : "; resume with the same schedule"));
+                    : "; resume with the checkpoint's values (leave out the flags named)"));
   }
 }
 

@@ -301,10 +301,24 @@ std::vector<std::string> optimizer_state_prefixes(const std::string& optimizer) 
 
 void validate_compatible(const CheckpointMetadata& metadata, const std::string& architecture,
                          int input_size, const std::string& path) {
-  if (metadata.architecture != architecture || metadata.input_size != input_size)
+  if (metadata.architecture != architecture || metadata.input_size != input_size) {
+    // The flags that set them, where they are ours: --head picks the architecture, --size the
+    // input size.
+    const auto head_of = [](const std::string& name) {
+      return name == "seed-cnn-v1" ? "flatten" : name == "seed-cnn-v1-gap" ? "gap" : "";
+    };
+    std::string flags;
+    if (metadata.architecture != architecture && *head_of(metadata.architecture) &&
+        *head_of(architecture))
+      flags = detail::concat(" (--head ", head_of(architecture), "; the checkpoint's: --head ",
+                             head_of(metadata.architecture), ")");
+    if (metadata.input_size != input_size)
+      flags += detail::concat(flags.empty() ? " (" : " and (", "--size ", input_size,
+                              "; the checkpoint's: --size ", metadata.input_size, ")");
     throw Error(detail::concat("checkpoint ", path, " was trained for architecture ",
                                metadata.architecture, " at input size ", metadata.input_size,
-                               "; this run uses ", architecture, " at ", input_size));
+                               "; this run uses ", architecture, " at ", input_size, flags));
+  }
   // The label of an output is its index into `classes`: another list (or order) would name every
   // prediction wrongly; the network reads one grey channel.
   const CheckpointMetadata ours;
