@@ -173,15 +173,24 @@ void carry_over_run_files(const std::string& checkpoint, const std::string& run_
       if (best) no_best(detail::concat(from.string(), " is missing"));
       continue;
     }
+    // Copied under a temporary name (a temporary the next run here removes), checked there, then
+    // renamed: a live source run may replace its best between a check of the source and the copy,
+    // and a copy stopped half-way must not stand under the final name.
+    const fs::path copy = to.string() + ".tmp.carry0";
+    fs::copy_file(from, copy, fs::copy_options::overwrite_existing, error);
+    if (error)
+      throw Error("cannot copy " + from.string() + " into the new run directory: " +
+                  error.message());
     if (best) {
-      const int best_epoch = read_checkpoint_metadata(from.string()).epoch;
+      const int best_epoch = read_checkpoint_metadata(copy.string()).epoch;
       if (best_epoch > first_epoch) {
+        fs::remove(copy, error);
         no_best(detail::concat(from.string(), " is of epoch ", best_epoch, ", after the epoch "
                                "resumed (", first_epoch, "), and not carried over"));
         continue;
       }
     }
-    fs::copy_file(from, to, error);
+    fs::rename(copy, to, error);
     if (error)
       throw Error("cannot copy " + from.string() + " into the new run directory: " +
                   error.message());

@@ -666,9 +666,14 @@ void TrainingRun::load_best_weights(const std::string& checkpoint_path,
                 " improves); put it back, or resume without --restore-best");
   CheckpointData best = load_checkpoint(best_path);
   if (best.metadata.epoch > resumed.epoch || best.metadata.weights_epoch != best.metadata.epoch)
-    throw Error(detail::concat("best checkpoint ", best_path, " is of epoch ", best.metadata.epoch,
-                               ", not an epoch of the run ", checkpoint_path, " resumes (",
-                               resumed.epoch, " done); --restore-best cannot use it"));
+    throw Error(detail::concat(
+        "best checkpoint ", best_path, " is of epoch ", best.metadata.epoch,
+        ", not an epoch of the run ", checkpoint_path, " resumes (", resumed.epoch,
+        " done); --restore-best cannot use it",
+        best.metadata.epoch > resumed.epoch
+            ? detail::concat(" (a run stopped between writing the two leaves its best one epoch "
+                             "ahead: resume ", best_path, " itself, which holds that epoch whole)")
+            : std::string()));
   restore_checkpoint(best, *model_, nullptr, best_path);  // its shapes checked now, not at the end
   best_weights_epoch_ = best.metadata.epoch;
   best_weights_ = std::make_shared<const CheckpointData>(std::move(best));
