@@ -914,6 +914,16 @@ TEST(Cli, EnsembleAndFlipTtaAverageProbabilities) {
   }
 }
 
+// A model of one epoch on the sample at 32 px, trained in dir/run: its model.safetensors, or ""
+// (with a test failure) when training failed.
+std::string one_epoch_model(const testing::TempDir& dir, const std::string& cache) {
+  auto train = pneumo_command("train --data " + kSample + " --size 32 --epochs 1 --out " +
+                                  dir.file("run") + kCommon,
+                              cache);
+  EXPECT_EQ(train.status, 0) << train.output;
+  return train.status == 0 ? dir.file("run") + "/model.safetensors" : "";
+}
+
 // A copy of `model` whose fc2 weights and bias (the last layer) go through `change`: multiplied,
 // its logits are too (large factors saturate the probabilities); set to +-3e38, the sums overflow
 // to inf and NaN though every weight is finite.
@@ -935,11 +945,8 @@ std::string changed_model(const std::string& model, const std::function<float(fl
 TEST(Cli, EnsemblesKeepConfidentScoresAndRefuseBrokenModels) {
   testing::TempDir dir;
   const std::string cache = dir.file("cache");
-  auto train = pneumo_command("train --data " + kSample + " --size 32 --epochs 1 --out " +
-                                  dir.file("run") + kCommon,
-                              cache);
-  ASSERT_EQ(train.status, 0) << train.output;
-  const std::string model = dir.file("run") + "/model.safetensors";
+  const std::string model = one_epoch_model(dir, cache);
+  ASSERT_FALSE(model.empty());
   const std::string saturated = changed_model(
       model, [](float v) { return v * 4000.0f; }, dir.file("saturated.safetensors"));
   const auto scores = [&](const std::string& models) {
@@ -989,11 +996,8 @@ TEST(Cli, EnsemblesKeepConfidentScoresAndRefuseBrokenModels) {
 TEST(Cli, PredictPrintsEachProbabilityOnItsSideOfTheCut) {
   testing::TempDir dir;
   const std::string cache = dir.file("cache");
-  auto train = pneumo_command("train --data " + kSample + " --size 32 --epochs 1 --out " +
-                                  dir.file("run") + kCommon,
-                              cache);
-  ASSERT_EQ(train.status, 0) << train.output;
-  const std::string model = dir.file("run") + "/model.safetensors";
+  const std::string model = one_epoch_model(dir, cache);
+  ASSERT_FALSE(model.empty());
   const std::string images = kSample + "/test/NORMAL";
   auto csv = pneumo_command("predict --csv --device cpu --model " + model + " " + images, cache);
   ASSERT_EQ(csv.status, 0) << csv.output;
