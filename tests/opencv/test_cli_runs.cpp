@@ -869,6 +869,23 @@ TEST(StopOnSignal, AnEchoWithinASecondIsOneRequestAnythingElseEndsAtOnce) {
   EXPECT_EXIT(stop_twice(SIGINT, SIGTERM, 0), ::testing::KilledBySignal(SIGTERM), "");
   EXPECT_EXIT(stop_twice(SIGTERM, SIGINT, 0), ::testing::KilledBySignal(SIGINT), "");
   EXPECT_EXIT(stop_twice(SIGTERM, SIGTERM, 1200), ::testing::KilledBySignal(SIGTERM), "");
+  // Both pending at once (a scheduler or `timeout` sending SIGINT and SIGTERM together; Linux
+  // delivers the lower number first): SIGINT is the request and SIGTERM the other signal. The
+  // handlers nested before, SIGTERM's inside SIGINT's, and the run ended by SIGINT as "another".
+  const auto together = [&] {
+    defaults();
+    cli::StopOnSignal guard(/*announce=*/false);
+    sigset_t both;
+    sigemptyset(&both);
+    sigaddset(&both, SIGINT);
+    sigaddset(&both, SIGTERM);
+    sigprocmask(SIG_BLOCK, &both, nullptr);
+    std::raise(SIGINT);
+    std::raise(SIGTERM);
+    sigprocmask(SIG_UNBLOCK, &both, nullptr);
+    std::_Exit(5);  // not reached: SIGTERM, the second, ends the process
+  };
+  EXPECT_EXIT(together(), ::testing::KilledBySignal(SIGTERM), "");
   // Once the guard is gone (the run is exiting on the request), that signal stays ignored: its
   // echo must not kill the exit. The other kind is back to what it was (here the default).
   const auto after_the_guard = [&](int second) {

@@ -83,7 +83,13 @@ StopOnSignal::StopOnSignal(bool announce) {
   g_announce.store(announce);
   struct sigaction action {};
   action.sa_handler = on_stop_signal;
+  // Each kind blocked while the handler runs for either: SIGINT and SIGTERM sent together (a
+  // scheduler, `timeout`) nested the second's handler inside the first's, which then took the
+  // second for the first request and the first for "another signal". Now the first delivered is
+  // the request, and the other is handled after it.
   sigemptyset(&action.sa_mask);
+  sigaddset(&action.sa_mask, SIGINT);
+  sigaddset(&action.sa_mask, SIGTERM);
   action.sa_flags = 0;  // stays installed: the handler tells an echo from a second request
   sigaction(SIGINT, &action, &g_previous_int);
   sigaction(SIGTERM, &action, &g_previous_term);
