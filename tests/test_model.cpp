@@ -58,6 +58,41 @@ TEST(Model, SeedNetworkShapesAndParameterCount) {
   for (float v : testing::to_host(logits)) EXPECT_TRUE(std::isfinite(v));
 }
 
+// An image's inference logit on the CPU is the same bits whatever batch it is scored in: alone,
+// in a partial batch, or at any place in a full one (evaluate --batch, predict and the last
+// partial batch give one score). OpenBLAS's GEMM for the dense layers' few rows summed a row in
+// another order than among many (111 of fc1's 128 outputs differed for a lone image in a check
+// on the dev VM), so scores moved in their last bits with --batch and ties fell apart.
+TEST(Model, AnImagesInferenceLogitOnTheCpuDoesNotDependOnItsBatch) {
+  constexpr int kImages = 9, kSize = 48;
+  const int64_t pixels = int64_t{kSize} * kSize;
+  for (const ModelHead head : {ModelHead::Flatten, ModelHead::GlobalAverage})
+    for (const bool bf16 : {false, true}) {
+      SCOPED_TRACE(std::string(model_head_name(head)) + (bf16 ? " bf16" : " fp32"));
+      auto backend = make_cpu_backend(2, bf16);
+      ModelConfig config;
+      config.head = head;
+      config.input_size = kSize;
+      Model model(*backend, config, kImages);
+      model.initialize(11);
+      const Tensor x = testing::random_tensor({kImages, 1, kSize, kSize}, Device::Cpu, 5, 0.0f, 1.0f);
+      const std::vector<float> together = testing::to_host(model.forward(x, /*training=*/false));
+      ASSERT_EQ(together.size(), static_cast<size_t>(kImages));
+      // Batches of 1, 2, 4 and the rest: every image scored again away from its first neighbours.
+      for (const int batch : {1, 2, 4, kImages - 1}) {
+        std::vector<float> apart;
+        for (int start = 0; start < kImages; start += batch) {
+          const int count = std::min(batch, kImages - start);
+          const ConstTensorView part(x.view().data + start * pixels, Shape({count, 1, kSize, kSize}),
+                                     Device::Cpu);
+          for (float v : testing::to_host(model.forward(part, /*training=*/false))) apart.push_back(v);
+        }
+        EXPECT_TRUE(testing::all_close(apart, together, 0.0, 0.0,
+                                       ("batches of " + std::to_string(batch)).c_str()));
+      }
+    }
+}
+
 TEST(Model, GapHeadReplacesFlattenAndNamesItsArchitecture) {
   auto backend = make_cpu_backend(1);
   ModelConfig config;

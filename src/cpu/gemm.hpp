@@ -15,7 +15,11 @@ void sgemm(bool transpose_a, bool transpose_b, int64_t m, int64_t n, int64_t k, 
            const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c,
            int64_t ldc);
 
-// The built-in blocked GEMM (same contract); sgemm() uses it when the build has no BLAS.
+// The built-in blocked GEMM (same contract); sgemm() uses it when the build has no BLAS. Each
+// element of C is summed in the same order whatever m and n and wherever it sits, so a row of C
+// does not depend on the other rows: a layer that multiplies a batch by its weights through it
+// gives an image the same bits in any batch. OpenBLAS's does not (its small-m and GEMV kernels
+// sum in other orders: a row alone differs in the last bits from the same row among 64).
 void sgemm_blocked(bool transpose_a, bool transpose_b, int64_t m, int64_t n, int64_t k,
                    float alpha, const float* a, int64_t lda, const float* b, int64_t ldb,
                    float beta, float* c, int64_t ldc);
