@@ -66,16 +66,23 @@ TEST(Model, SeedNetworkShapesAndParameterCount) {
 TEST(Model, AnImagesInferenceLogitOnTheCpuDoesNotDependOnItsBatch) {
   constexpr int kImages = 9, kSize = 48;
   const int64_t pixels = int64_t{kSize} * kSize;
+  // Both heads, both precisions, and the fused layers (stem and tails; bf16's channels-last
+  // stretch).
   for (const ModelHead head : {ModelHead::Flatten, ModelHead::GlobalAverage})
-    for (const bool bf16 : {false, true}) {
-      SCOPED_TRACE(std::string(model_head_name(head)) + (bf16 ? " bf16" : " fp32"));
+    for (const int variant : {0, 1, 2, 3}) {
+      const bool bf16 = variant % 2 == 1, fused = variant >= 2;
+      SCOPED_TRACE(std::string(model_head_name(head)) + (bf16 ? " bf16" : " fp32") +
+                   (fused ? " fused" : ""));
       auto backend = make_cpu_backend(2, bf16);
       ModelConfig config;
       config.head = head;
       config.input_size = kSize;
+      config.fused_block_tails = fused;
+      config.bf16_activations = fused && bf16;
       Model model(*backend, config, kImages);
       model.initialize(11);
-      const Tensor x = testing::random_tensor({kImages, 1, kSize, kSize}, Device::Cpu, 5, 0.0f, 1.0f);
+      const Tensor x =
+          testing::random_tensor({kImages, 1, kSize, kSize}, Device::Cpu, 5, 0.0f, 1.0f);
       const std::vector<float> together = testing::to_host(model.forward(x, /*training=*/false));
       ASSERT_EQ(together.size(), static_cast<size_t>(kImages));
       // Batches of 1, 2, 4 and the rest: every image scored again away from its first neighbours.
@@ -83,9 +90,10 @@ TEST(Model, AnImagesInferenceLogitOnTheCpuDoesNotDependOnItsBatch) {
         std::vector<float> apart;
         for (int start = 0; start < kImages; start += batch) {
           const int count = std::min(batch, kImages - start);
-          const ConstTensorView part(x.view().data + start * pixels, Shape({count, 1, kSize, kSize}),
-                                     Device::Cpu);
-          for (float v : testing::to_host(model.forward(part, /*training=*/false))) apart.push_back(v);
+          const ConstTensorView part(x.view().data + start * pixels,
+                                     Shape({count, 1, kSize, kSize}), Device::Cpu);
+          for (float v : testing::to_host(model.forward(part, /*training=*/false)))
+            apart.push_back(v);
         }
         EXPECT_TRUE(testing::all_close(apart, together, 0.0, 0.0,
                                        ("batches of " + std::to_string(batch)).c_str()));
