@@ -68,6 +68,11 @@ class Callback {
   // load_state refuses a state whose monitor or mode differs from this callback's.
   virtual nlohmann::json state() const = 0;
   virtual void load_state(const nlohmann::json& state) = 0;
+
+  // After load_state: why the run ended with its epoch `epochs_done` (counted from 1), when this
+  // callback stopped it there and its options now would still stop it (a resume of such a run
+  // has nothing to train); nothing otherwise.
+  virtual std::optional<std::string> ended_run(int /*epochs_done*/) const { return std::nullopt; }
 };
 
 // keras.callbacks.ReduceLROnPlateau, line for line: after `patience` epochs without an improvement
@@ -138,9 +143,13 @@ class EarlyStopping : public Callback {
   int best_epoch() const { return best_epoch_; }  // -1 before the first monitored epoch
   int stopped_epoch() const { return stopped_epoch_; }  // -1 while not stopped
   int wait() const { return wait_; }
+  // The stop at the end of epoch `epochs_done` stands while the wait still reaches the patience:
+  // a resume given a larger --early-stopping-patience trains on.
+  std::optional<std::string> ended_run(int epochs_done) const override;
 
  private:
   bool improves(double current, double reference) const;
+  std::string stop_reason() const;  // "early stopping at epoch ...", from the state
   EarlyStoppingOptions options_;
   MonitorMode mode_;
   double best_;
@@ -228,6 +237,7 @@ class CallbackList {
   void on_train_end(TrainingControl& control);
   nlohmann::json state() const;
   void load_state(const nlohmann::json& state);
+  std::optional<std::string> ended_run(int epochs_done) const;  // the first callback's reason
   size_t size() const { return callbacks_.size(); }
   Callback* find(const std::string& name) const;  // nullptr when absent
 

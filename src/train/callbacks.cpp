@@ -166,11 +166,14 @@ void ReduceLROnPlateau::on_epoch_end(const EpochMetrics& metrics, TrainingContro
         double new_lr = std::max(old_lr * options_.factor, options_.min_lr);
         control.learning_rate = new_lr;
         cooldown_counter_ = options_.cooldown;
+        // The epochs counted (those after a cooldown), not the patience: 1 under --plateau-patience
+        // 0, which read "did not improve for 0 epochs".
+        const int waited = wait_;
         wait_ = 0;
         std::ostringstream event;
         event << "epoch " << metrics.epoch + 1 << ": ReduceLROnPlateau reduced the learning rate "
               << old_lr << " -> " << new_lr << " (" << options_.monitor << " did not improve for "
-              << options_.patience << " epochs)";
+              << waited << (waited == 1 ? " epoch)" : " epochs)");
         control.events.push_back(event.str());
       }
     }
@@ -233,13 +236,25 @@ void EarlyStopping::on_epoch_end(const EpochMetrics& metrics, TrainingControl& c
   if (wait_ >= options_.patience && epoch > 0) {
     stopped_epoch_ = epoch;
     control.stop = true;
-    std::ostringstream reason;
-    reason << "early stopping at epoch " << epoch + 1 << ": " << options_.monitor
-           << " did not improve for " << wait_ << " epochs (best " << best_ << " at epoch "
-           << best_epoch_ + 1 << ")";
-    control.stop_reason = reason.str();
-    control.events.push_back(reason.str());
+    control.stop_reason = stop_reason();  // printed once, by the trainer, after the epoch's events
   }
+}
+
+std::string EarlyStopping::stop_reason() const {
+  std::ostringstream reason;
+  reason << "early stopping at epoch " << stopped_epoch_ + 1 << ": " << options_.monitor
+         << " did not improve for " << wait_ << (wait_ == 1 ? " epoch" : " epochs");
+  if (best_epoch_ >= 0)
+    reason << " (best " << best_ << " at epoch " << best_epoch_ + 1 << ")";
+  else  // NaN every time (a precision without a positive call): no best to name
+    reason << " (it has had no value: NaN in every epoch monitored)";
+  return reason.str();
+}
+
+std::optional<std::string> EarlyStopping::ended_run(int epochs_done) const {
+  if (stopped_epoch_ < 0 || stopped_epoch_ != epochs_done - 1 || wait_ < options_.patience)
+    return std::nullopt;
+  return stop_reason();
 }
 
 json EarlyStopping::state() const {
@@ -362,14 +377,14 @@ void LearningRateSchedule::load_state(const json& state) {
   // Nothing evolves; a schedule saved with other settings would not continue identically. Only
   // the cosine reads total_epochs: a step or exponential schedule may be given more epochs.
   json saved = state, mine = this->state();
-  if (options_.kind != LearningRateScheduleOptions::Kind::Cosine && saved.is_object() && saved.value("kind", "") == mine["kind"]) {
+  const bool cosine = options_.kind == LearningRateScheduleOptions::Kind::Cosine;
+  if (!cosine && saved.is_object() && saved.value("kind", "") == mine["kind"]) {
     saved.erase("total_epochs");
     mine.erase("total_epochs");
   }
   if (saved != mine) {
-    const bool more_epochs = options_.kind == LearningRateScheduleOptions::Kind::Cosine && saved.is_object() &&
-                             saved.contains("total_epochs") &&
-                             saved["total_epochs"] != mine["total_epochs"];
+    const bool epochs_differ = cosine && saved.is_object() && saved.contains("total_epochs") &&
+                               saved["total_epochs"] != mine["total_epochs"];
     // What differs, by the flag that sets it (the others are the schedule's fixed constants).
     static const std::map<std::string, std::string> flag_of{
         {"kind", "--schedule"}, {"initial_lr", "--lr"}, {"total_epochs", "--epochs"},
@@ -387,8 +402,8 @@ void LearningRateSchedule::load_state(const json& state) {
     throw Error(detail::concat(
         "this run's learning-rate schedule differs from the one the checkpoint was trained with: ",
         differences.empty() ? detail::excerpt(state.dump()) : differences,
-        more_epochs ? "; a cosine schedule spans --epochs, so it cannot be given more epochs: "
-                      "resume with the run's --epochs"
+        epochs_differ ? "; a cosine schedule spans --epochs, so a resume cannot change them "
+                        "(more or fewer): resume with the run's --epochs"
                     : "; resume with the checkpoint's values (leave out the flags named)"));
   }
 }
@@ -443,6 +458,12 @@ void CallbackList::load_state(const json& state) {
                   "run");
     callback->load_state(state.at(callback->name()));
   }
+}
+
+std::optional<std::string> CallbackList::ended_run(int epochs_done) const {
+  for (const auto& callback : callbacks_)
+    if (std::optional<std::string> reason = callback->ended_run(epochs_done)) return reason;
+  return std::nullopt;
 }
 
 Callback* CallbackList::find(const std::string& name) const {

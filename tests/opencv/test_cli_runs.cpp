@@ -720,6 +720,44 @@ TEST_F(CliRuns, AResumeFinishesARunWhoseReportWasNotWritten) {
   EXPECT_NE(done.output.find("nothing to train"), std::string::npos) << done.output;
 }
 
+// A run that early stopping ended is over: its resume only writes what the run had not (it
+// trained past the stop and replaced the model, since the stop lived in memory only), refuses
+// when nothing is missing, and trains on under a larger patience. The stop is said once.
+TEST_F(CliRuns, ARunThatEarlyStoppingEndedIsOverForItsResume) {
+  // Validation accuracy stays 0.5 on the sample (kBestIsEpochOne): the stop comes at epoch 2.
+  const std::string stopping =
+      "--epochs 6 --early-stopping-patience 1 --early-stopping-monitor val_accuracy";
+  auto first = train("run", stopping + kBestIsEpochOne);
+  ASSERT_EQ(first.status, 0) << first.output;
+  size_t said = 0;
+  for (size_t at = first.output.find("early stopping at epoch 2"); at != std::string::npos;
+       at = first.output.find("early stopping at epoch 2", at + 1))
+    ++said;
+  EXPECT_EQ(said, 1u) << first.output;
+  const std::string last = path("run") + "/checkpoints/last.safetensors";
+  const std::string model = path("run") + "/model.safetensors";
+  fs::copy_file(model, path("model-before.safetensors"));
+  fs::remove(path("run") + "/metrics_val.json");
+  auto finished = resume(last, stopping + kBestIsEpochOne);
+  ASSERT_EQ(finished.status, 0) << finished.output;
+  EXPECT_NE(finished.output.find("early stopping at epoch 2"), std::string::npos)
+      << finished.output;
+  EXPECT_TRUE(same_weights(model, path("model-before.safetensors")));
+  const nlohmann::json metrics =
+      nlohmann::json::parse(testing::read_text(path("run") + "/metrics_val.json"));
+  EXPECT_EQ(metrics.at("epochs_trained"), 2) << metrics.dump();
+  EXPECT_EQ(history_val_auc(path("run")).size(), 2u);
+
+  auto done = resume(last, stopping + kBestIsEpochOne);
+  EXPECT_EQ(done.status, 1) << done.output;
+  EXPECT_NE(done.output.find("ends a run that early stopping ended"), std::string::npos)
+      << done.output;
+  auto longer = resume(last, "--epochs 3 --early-stopping-patience 4 --out " + path("next") +
+                                 kBestIsEpochOne);
+  ASSERT_EQ(longer.status, 0) << longer.output;
+  EXPECT_EQ(history_val_auc(path("next")).size(), 3u);
+}
+
 // A resume into a new --out starts it with the resumed run's history and best checkpoint.
 TEST_F(CliRuns, AResumeIntoANewFolderCarriesTheHistoryAndTheBestCheckpoint) {
   ASSERT_EQ(train("run", "--epochs 2" + kBestIsEpochOne).status, 0);
@@ -834,9 +872,24 @@ TEST_F(CliRuns, FlagsWithoutEffectAreNamed) {
         "--beta1, --beta2 and --weight-decay: no effect in this run (they are AdamW's",
         "--bucket-mb: no effect in this run"})
     EXPECT_NE(run.output.find(flag), std::string::npos) << flag << "\n" << run.output;
+  // The plateau's flags under a schedule; a floor the plateau never cuts to; a --restore-best
+  // following another monitor than early stopping's.
+  auto schedule = train("schedule", "--epochs 1 --schedule step --plateau-patience 3");
+  ASSERT_EQ(schedule.status, 0) << schedule.output;
+  EXPECT_NE(schedule.output.find("--plateau-cooldown: no effect in this run (they are "
+                                 "ReduceLROnPlateau's, which --schedule step replaces)"),
+            std::string::npos)
+      << schedule.output;
+  auto floor = train("floor", "--epochs 1 --lr 0.001 --min-lr 0.001 --restore-best "
+                              "--early-stopping-patience 2 --early-stopping-monitor val_auc");
+  ASSERT_EQ(floor.status, 0) << floor.output;
+  for (const char* note : {"--min-lr 0.001: no effect in this run (it is not below --lr 0.001",
+                           "--restore-best restores the epoch with the best val_loss"})
+    EXPECT_NE(floor.output.find(note), std::string::npos) << note << "\n" << floor.output;
   auto plain = train("plain", "--epochs 1");
   ASSERT_EQ(plain.status, 0) << plain.output;
   EXPECT_EQ(plain.output.find("no effect in this run"), std::string::npos) << plain.output;
+  EXPECT_EQ(plain.output.find("pneumo: note:"), std::string::npos) << plain.output;
 }
 
 // After the first stop signal: the same signal again within a second is that request delivered

@@ -53,11 +53,12 @@ double seconds_since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
-// A checkpoint of a run's every epoch whose run stopped (a signal during the last validation)
-// before it wrote model.safetensors, or wrote it for fewer epochs: resuming it only finishes.
+// A checkpoint of a run's last epoch (its --epochs, or the one early stopping ended it with) whose
+// run stopped (a signal during the last validation) before it wrote model.safetensors, or wrote
+// it for fewer epochs: resuming it only finishes.
 bool stopped_before_its_model(const std::string& checkpoint_path,
-                              const CheckpointMetadata& resumed, int epochs) {
-  if (resumed.epoch != epochs || resumed.epoch_step != 0) return false;
+                              const CheckpointMetadata& resumed) {
+  if (resumed.epoch_step != 0) return false;
   const std::string source = resumed_run_dir(checkpoint_path);
   if (source.empty()) return false;
   const fs::path model = fs::path(source) / "model.safetensors";
@@ -179,6 +180,8 @@ class TrainingRun {
   CallbackList callbacks_;
   TrainingControl control_;
   int first_epoch_ = 0;
+  // A resumed run that early stopping had ended (why, as it said then): nothing left to train.
+  std::optional<std::string> ended_early_;
   int epochs_done_ = 0;
   // Set once the weights were restored from an earlier epoch (--restore-best): model.safetensors
   // records whose weights it holds.
@@ -219,11 +222,13 @@ std::string precision_used(const std::string& asked, Device device) {
 }
 
 // The flags a user gave (their values differ from the defaults) that change nothing in this run:
-// CUDA's on the CPU, data-parallel ones in one process, the other optimizer's. They are accepted
-// (a config moves between machines) and recorded, but the run says so rather than seem to obey.
+// CUDA's on the CPU, data-parallel ones in one process, the other optimizer's, the plateau's under
+// a schedule, a --min-lr the plateau never cuts to. They are accepted (a config moves between
+// machines) and recorded, but the run says so rather than seem to obey. Also a --restore-best
+// that follows another monitor than early stopping's, which a Keras user would not expect.
 // (--sync-batchnorm in one process is not among them: its shared-statistics path, the reference
 // the data-parallel test compares two ranks with, rounds differently from the per-rank one.)
-std::vector<std::string> flags_without_effect(const TrainOptions& o, Device device, int ranks) {
+std::vector<std::string> notes_on_flags(const TrainOptions& o, Device device, int ranks) {
   const TrainOptions defaults;
   std::vector<std::string> notes;
   auto note = [&](bool given, const std::string& flags, const std::string& why) {
@@ -247,6 +252,26 @@ std::vector<std::string> flags_without_effect(const TrainOptions& o, Device devi
          "--beta1, --beta2 and --weight-decay", "they are AdamW's; --optimizer is rmsprop");
   else
     note(o.rho != defaults.rho, "--rho", "it is RMSprop's; --optimizer is " + o.optimizer);
+  if (o.schedule != "none")
+    note(o.plateau_monitor != defaults.plateau_monitor ||
+             o.plateau_factor != defaults.plateau_factor ||
+             o.plateau_patience != defaults.plateau_patience ||
+             o.plateau_min_delta != defaults.plateau_min_delta ||
+             o.plateau_cooldown != defaults.plateau_cooldown,
+         "--plateau-monitor, --plateau-factor, --plateau-patience, --plateau-min-delta and "
+         "--plateau-cooldown",
+         "they are ReduceLROnPlateau's, which --schedule " + o.schedule + " replaces");
+  else  // Keras' rule: a cut only while lr > min_lr, in float32 (a schedule refuses this)
+    note(static_cast<float>(o.min_lr) >= static_cast<float>(o.learning_rate),
+         detail::concat("--min-lr ", o.min_lr),
+         detail::concat("it is not below --lr ", o.learning_rate,
+                        ", so ReduceLROnPlateau never cuts the rate"));
+  // Not without effect, but not what Keras' EarlyStopping(restore_best_weights=True) does.
+  if (o.restore_best && o.early_stopping_patience > 0 &&
+      o.early_stopping_monitor != o.checkpoint_monitor)
+    notes.push_back("--restore-best restores the epoch with the best " + o.checkpoint_monitor +
+                    " (--checkpoint-monitor), not the best " + o.early_stopping_monitor +
+                    " that early stopping watches (--early-stopping-monitor)");
   return notes;
 }
 
@@ -386,7 +411,7 @@ TrainingRun::TrainingRun(const TrainOptions& options, std::unique_ptr<Communicat
   if (writer()) {
     std::cerr << "backend: " << backend_->name() << "\n";
     for (const std::string& note :
-         flags_without_effect(options, backend_->device(), group_->size()))
+         notes_on_flags(options, backend_->device(), group_->size()))
       std::cerr << "pneumo: note: " << note << "\n";
     if (group_->size() > 1)
       std::cerr << "ranks: " << group_->size() << " (" << group_->name() << "); global batch "
@@ -477,7 +502,8 @@ TrainingRun::TrainingRun(const TrainOptions& options, std::unique_ptr<Communicat
   }
   if (!options.resume.empty()) {
     if (writer()) {
-      carry_over_run_files(options.resume, run_dir_, first_epoch_, options.epochs,
+      carry_over_run_files(options.resume, run_dir_, first_epoch_,
+                           ended_early_ ? first_epoch_ : options.epochs,
                            options.checkpoint_monitor);
       // The history is read (a damaged one refused) before config.json is rewritten: a refused
       // resume leaves the folder as it was.
@@ -566,8 +592,18 @@ void TrainingRun::resume(const std::string& checkpoint_path) {
     throw Error("checkpoint " + checkpoint_path + ": " + e.what());
   }
   first_epoch_ = checkpoint.metadata.epoch;
+  // Early stopping's stop lives in its state, not in the epoch count: such a run is over as one
+  // that trained --epochs is (a resume trained on past the stop and replaced its model).
+  if (checkpoint.metadata.epoch_step == 0 && first_epoch_ < options_.epochs)
+    ended_early_ = callbacks_.ended_run(first_epoch_);
+  if (ended_early_ && !stopped_before_its_model(checkpoint_path, checkpoint.metadata))
+    throw Error(detail::concat(
+        "checkpoint ", checkpoint_path, " ends a run that early stopping ended (",
+        *ended_early_, ") and wrote its model: nothing to train; give a larger --early-stopping-patience, or "
+        "--early-stopping-patience 0 (off), to go on"));
   if (first_epoch_ >= options_.epochs &&
-      !stopped_before_its_model(checkpoint_path, checkpoint.metadata, options_.epochs))
+      !(first_epoch_ == options_.epochs &&
+        stopped_before_its_model(checkpoint_path, checkpoint.metadata)))
     throw Error(detail::concat("checkpoint ", checkpoint_path, " has done ", first_epoch_,
                                " epochs and --epochs is ", options_.epochs,
                                ": nothing to train; give a larger --epochs to go on"));
@@ -623,9 +659,10 @@ void TrainingRun::resume(const std::string& checkpoint_path) {
   if (resumed_.epoch_step > 0)
     std::cerr << "resuming " << checkpoint_path << " at step " << resumed_.epoch_step
               << " of epoch " << first_epoch_ + 1 << "\n";
-  else if (first_epoch_ == options_.epochs)
-    std::cerr << "resuming " << checkpoint_path << ": its " << first_epoch_
-              << " epochs are trained, its run stopped before writing the model; writing it\n";
+  else if (first_epoch_ == options_.epochs || ended_early_)
+    std::cerr << "resuming " << checkpoint_path << ": its " << first_epoch_ << " epochs are trained"
+              << (ended_early_ ? " (" + *ended_early_ + ")" : std::string())
+              << ", its run stopped before writing the model; writing it\n";
   else
     std::cerr << "resuming " << checkpoint_path << " after epoch " << first_epoch_ << "\n";
 }
@@ -734,7 +771,7 @@ int TrainingRun::run() {
   static std::ostream discard(nullptr);
   progress_.emplace(writer() ? std::cerr : discard, progress_options);
   stop_on_signal_.emplace(writer());  // from here on, SIGINT/SIGTERM stop after the current step
-  for (int epoch = first_epoch_; epoch < options_.epochs; ++epoch) {
+  for (int epoch = first_epoch_; epoch < options_.epochs && !ended_early_; ++epoch) {
     bool stopped = false;
     if (const std::optional<int> status = train_and_validate(epoch, stopped)) return *status;
     if (stopped) break;
