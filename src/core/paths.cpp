@@ -13,6 +13,9 @@ fs::path resolved(const std::string& path) {
   std::error_code ec;
   fs::path p = fs::weakly_canonical(fs::absolute(path, ec), ec);
   if (ec) p = fs::absolute(path).lexically_normal();
+  // A folder not made yet keeps the slash it was typed with ("new/", as a shell completes it):
+  // its parent_path() would be the folder itself and its filename() empty.
+  if (!p.has_filename() && p != p.root_path()) p = p.parent_path();
   return p;
 }
 

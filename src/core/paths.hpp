@@ -7,7 +7,7 @@
 
 namespace pneumo {
 
-// Absolute, with symbolic links resolved as far as the path exists.
+// Absolute, with symbolic links resolved as far as the path exists, without a trailing slash.
 std::filesystem::path resolved(const std::string& path);
 
 // Why nothing can be read at `path`, said after its name: "does not exist", "is a broken link

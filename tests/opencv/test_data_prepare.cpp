@@ -216,6 +216,13 @@ TEST(PrepareCache, RefusesToWriteIntoTheDataOrOverOtherFiles) {
   EXPECT_THROW(prepare_cache(options_for(tree, outside / "empty", nullptr)), Error);
   EXPECT_EQ(testing::read_file(outside / "empty" / "notes.txt"), "mine");
 
+  // A new folder typed with a trailing slash (as a shell completes it): its temporary folder was
+  // made inside it, so the rename found it not empty and refused after the whole decode.
+  PrepareOptions slash = options_for(tree, outside / "new", nullptr);
+  slash.out_dir += "/";
+  prepare_cache(slash);
+  EXPECT_EQ(load_cache((outside / "new").string()).split("train").count(), 7);
+
   PrepareOptions no_tree = options_for(tree, outside / "c2", nullptr);
   no_tree.data_dir = (outside / "busy").string();
   EXPECT_THROW(prepare_cache(no_tree), Error);
