@@ -5,6 +5,7 @@
 
 #include <array>
 #include <cstdint>
+#include <filesystem>
 #include <iosfwd>
 #include <iostream>
 #include <string>
@@ -166,11 +167,17 @@ std::string default_cache_dir_for(const std::string& tree, int size,
 // image). Without OpenCV it throws.
 std::string decode_image_file(const std::string& path, int size, uint8_t* out);
 // The image files named in `inputs`, and those found under the folders among them (recursively,
-// following links to folders, each real folder once; sorted). A missing input throws, naming it,
-// and so do inputs that hold no image file. A subfolder that cannot be listed (no permission) is
-// added to `unreadable_folders` with the reason, for the caller to warn about and count as skipped.
+// following links to folders, each real folder once; sorted; names starting with a dot, such as
+// macOS's ._*.jpeg and __MACOSX's, left out below a folder given, as prepare leaves them out of
+// a tree; a hidden file named as an input is read). A missing input throws, naming it, and so do
+// inputs that hold no image file. A subfolder that cannot be listed (no permission) is added to
+// `unreadable_folders` with the reason, for the caller to warn about and count as skipped.
 std::vector<std::string> list_images(const std::vector<std::string>& inputs,
                                      std::vector<SkippedFile>* unreadable_folders = nullptr);
+// The real (canonical) folders list_images reads for `inputs`: each folder given and every folder
+// below it, links to folders followed. An output written into one of them would be read back as
+// input the next time (explain's overlays as X-rays).
+std::vector<std::filesystem::path> folders_listed(const std::vector<std::string>& inputs);
 
 // ---- Exploratory report (`pneumo eda`) ------------------------------------------------------
 struct EdaOptions {

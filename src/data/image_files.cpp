@@ -37,6 +37,9 @@ void walk_folder(const fs::path& dir, bool top, std::set<fs::path>& seen,
   }
   std::sort(entries.begin(), entries.end());
   for (const fs::directory_entry& entry : entries) {
+    // Hidden names are nobody's X-rays (macOS's ._*.jpeg beside each image, .DS_Store, .git),
+    // as prepare_cache's tree walk has them: a folder scored by predict holds what its cache does.
+    if (entry.path().filename().string().rfind('.', 0) == 0) continue;
     std::error_code status;
     if (entry.is_directory(status))  // a link to a folder included
       walk_folder(entry.path(), false, seen, found, unreadable);
@@ -48,6 +51,18 @@ void walk_folder(const fs::path& dir, bool top, std::set<fs::path>& seen,
 }
 
 }  // namespace
+
+std::vector<fs::path> folders_listed(const std::vector<std::string>& inputs) {
+  std::set<fs::path> seen;
+  for (const auto& input : inputs) {
+    std::error_code error;
+    if (!fs::is_directory(input, error)) continue;
+    std::vector<std::string> found;
+    std::vector<SkippedFile> unreadable;
+    walk_folder(input, true, seen, found, unreadable);
+  }
+  return {seen.begin(), seen.end()};
+}
 
 std::vector<std::string> list_images(const std::vector<std::string>& inputs,
                                      std::vector<SkippedFile>* unreadable_folders) {

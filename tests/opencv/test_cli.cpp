@@ -761,16 +761,36 @@ TEST(Cli, ExplainWritesAMapPerImage) {
   EXPECT_NE(inside.output.find("lies inside the input folder"), std::string::npos)
       << inside.output;
   EXPECT_FALSE(fs::exists(images + "/maps"));
+  // Nor inside a folder the input reads through a link: the check of the input folder alone let
+  // `in/ext/maps` through, and the next predict of `in` scored the overlays.
+  const std::string elsewhere = dir.file("elsewhere");
+  fs::create_directories(elsewhere);
+  fs::create_directory_symlink(elsewhere, images + "/ext");
+  auto linked = pneumo_command("explain --device cpu --model " + run + "/model.safetensors " +
+                                   images + " --out " + images + "/ext/maps", cache);
+  EXPECT_EQ(linked.status, 2) << linked.output;
+  EXPECT_NE(linked.output.find("a folder that the input folder " + images + " reads through a link"),
+            std::string::npos)
+      << linked.output;
+  EXPECT_FALSE(fs::exists(elsewhere + "/maps"));
+  fs::remove(images + "/ext");
   // A line break in an input's name: predict's plain line shows it as \n (one line per image)
   // and the maps' names carry '_' in its place.
   const std::string odd = dir.file("odd");
   fs::create_directories(odd);
   fs::copy_file(images + "/a, \"b\".jpeg", odd + "/new\nline.jpeg");
   fs::copy_file(images + "/a, \"b\".jpeg", odd + "/new\\nline.jpeg");  // a backslash, then n
+  // Hidden names are left out, as prepare leaves them out of a tree (macOS's AppleDouble files
+  // beside each image gave a warning each and status 3).
+  testing::write_bytes(odd + "/._new.jpeg", {0x00, 0x05, 0x16, 0x07, 0x00});  // AppleDouble
+  fs::create_directories(odd + "/.hidden");
+  fs::copy_file(images + "/a, \"b\".jpeg", odd + "/.hidden/x.jpeg");
   auto listed_odd = pneumo_command("predict --device cpu --model " + run + "/model.safetensors " + odd, cache);
   EXPECT_EQ(listed_odd.status, 0) << listed_odd.output;
   EXPECT_NE(listed_odd.output.find(odd + "/new\\nline.jpeg  "), std::string::npos) << listed_odd.output;
   EXPECT_NE(listed_odd.output.find(odd + "/new\\\\nline.jpeg  "), std::string::npos) << listed_odd.output;
+  EXPECT_EQ(listed_odd.output.find("._new"), std::string::npos) << listed_odd.output;
+  EXPECT_EQ(listed_odd.output.find(".hidden"), std::string::npos) << listed_odd.output;
   auto explained_odd = pneumo_command("explain --device cpu --model " + run + "/model.safetensors " +
                                           odd + " --out " + dir.file("odd_maps"), cache);
   EXPECT_EQ(explained_odd.status, 0) << explained_odd.output;

@@ -72,13 +72,22 @@ int run_explain(const ExplainOptions& options) {
   require_new_or_empty_folder(options.out, "--out folder", "folder",
                               "its maps would mix with those of this run");
   // Inside a folder of inputs, the overlays would be read as X-rays by the next explain or
-  // predict of it. (An input file names no folder: `explain a.jpeg --out maps` beside it is
-  // the user's choice.)
-  for (const std::string& input : options.inputs)
-    if (fs::is_directory(input, error) && is_same_or_inside(resolved(options.out), resolved(input)))
-      throw UsageError("--out " + options.out + " lies inside the input folder " + input +
-                       ": its PNG overlays would be read as X-rays the next time that folder is "
-                       "given; choose a folder outside it");
+  // predict of it: any folder the inputs' walk reads, a linked one included (`in/ext/maps` with
+  // `in/ext` a link elsewhere passed a check of `in` alone). (An input file names no folder:
+  // `explain a.jpeg --out maps` beside it is the user's choice.)
+  const fs::path out = resolved(options.out);
+  for (const std::string& input : options.inputs) {
+    if (!fs::is_directory(input, error)) continue;
+    for (const fs::path& folder : folders_listed({input}))
+      if (is_same_or_inside(out, folder))
+        throw UsageError("--out " + options.out + " lies inside " +
+                         (folder == resolved(input) ? std::string("the input folder ") + input
+                                                    : folder.string() + ", a folder that the "
+                                                      "input folder " + input + " reads through "
+                                                      "a link") +
+                         ": its PNG overlays would be read as X-rays the next time that folder "
+                         "is given; choose a folder outside it");
+  }
   const int size = config.input_size;
   const DecodedInputs inputs = decode_inputs(options.inputs, size);
   const std::vector<std::string>& kept = inputs.files;
