@@ -84,6 +84,30 @@ TEST(LoadCache, ReadsAHandMadeCache) {
   }
 }
 
+// A split whose every file prepare skipped is recorded with no image; asking for it names the
+// cache and where the reasons are (an internal check, "an image set needs at least one image",
+// stopped evaluate and train --val-split official on it).
+TEST(LoadCache, ASplitWithNoImageIsNamedWhenAskedFor) {
+  ScratchDir dir;
+  write_hand_made_cache(dir / "cache");
+  write_npy((dir / "cache" / "test_images.npy").string(), NpyType::UInt8, {0, 4, 4}, nullptr);
+  write_npy((dir / "cache" / "test_labels.npy").string(), NpyType::UInt8, {0}, nullptr);
+  testing::write_file(dir / "cache" / "test_files.txt", "");
+  std::string meta = testing::read_file(dir / "cache" / "meta.json");
+  meta.replace(meta.find("\"count\": 1"), std::string("\"count\": 1").size(), "\"count\": 0");
+  testing::write_file(dir / "cache" / "meta.json", meta);
+  const Dataset d = load_cache((dir / "cache").string());
+  EXPECT_EQ(d.split("train").count(), 3);
+  try {
+    d.split("test");
+    ADD_FAILURE() << "an empty split was handed out";
+  } catch (const Error& e) {
+    const std::string message = e.what();
+    EXPECT_NE(message.find("its 'test' split holds no image"), std::string::npos) << message;
+    EXPECT_NE(message.find("meta.json"), std::string::npos) << message;
+  }
+}
+
 TEST(ImageTree, HashSeesAddedRemovedAndTouchedImagesOnly) {
   ScratchDir tree;
   testing::write_file(tree / "train/NORMAL/a.jpeg", "aaaa");

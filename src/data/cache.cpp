@@ -48,7 +48,16 @@ const Split* Dataset::find(const std::string& name) const {
 }
 
 const Split& Dataset::split(const std::string& name) const {
-  if (const Split* s = find(name)) return *s;
+  // A split whose every file prepare skipped is recorded with no image: scoring or training on it
+  // stopped in an internal check ("an image set needs at least one image").
+  const std::string where = tree_dir.empty() ? "cache " + cache_dir : "the image tree " + tree_dir;
+  if (const Split* s = find(name)) {
+    if (s->count() == 0)
+      throw Error(where + ": its '" + name + "' split holds no image (every file in it was " +
+                  "skipped when it was prepared, each with its reason: the warnings then, and " +
+                  "'skipped' in " + (fs::path(cache_dir) / "meta.json").string() + ")");
+    return *s;
+  }
   std::string present;
   for (const Split& s : splits) present += (present.empty() ? "" : ", ") + s.name;
   present = present.empty() ? "none" : present;
