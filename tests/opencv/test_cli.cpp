@@ -676,6 +676,7 @@ TEST(Cli, ExplainWritesAMapPerImage) {
   std::getline(csv, line);
   EXPECT_EQ(line, "path,probability_pneumonia,label,map,map_peak");
   int rows = 0;
+  std::map<std::string, std::string> explained;  // path -> probability, as written
   while (std::getline(csv, line)) {
     ++rows;
     const std::vector<std::string> cells = testing::split_csv(line);
@@ -685,11 +686,26 @@ TEST(Cli, ExplainWritesAMapPerImage) {
     EXPECT_EQ(array.shape, std::vector<int64_t>({32, 32})) << map;
     EXPECT_EQ(array.type, NpyType::Float32) << map;
     const auto* values = reinterpret_cast<const float*>(array.bytes.data());
-    EXPECT_NEAR(std::stod(cells[4]), *std::max_element(values, values + 32 * 32), 1e-5)
-        << "map_peak is the .npy's maximum: " << line;
+    EXPECT_EQ(std::stof(cells[4]), *std::max_element(values, values + 32 * 32))
+        << "map_peak is the .npy's maximum, every digit: " << line;
     EXPECT_TRUE(fs::exists(out + "/" + map.substr(0, map.size() - 4) + ".png")) << map;
+    explained[cells[0]] = cells[1];
   }
   EXPECT_EQ(rows, 3);
+  // The probability with every digit, as predict --csv writes it (6 digits printed 0.5000004 as
+  // 0.5 beside the label PNEUMONIA).
+  auto predicted = pneumo_command("predict --csv --device cpu --model " + run +
+                                      "/model.safetensors " + images, cache);
+  std::istringstream predicted_rows(predicted.output);
+  int same = 0;
+  for (std::string row; std::getline(predicted_rows, row);) {
+    const std::vector<std::string> cells = testing::split_csv(row);
+    if (cells.size() == 3 && explained.count(cells[0])) {
+      EXPECT_EQ(explained[cells[0]], cells[1]) << cells[0];
+      ++same;
+    }
+  }
+  EXPECT_EQ(same, 3) << predicted.output;
   const std::string listed = testing::read_text(out + "/explain.csv");
   EXPECT_NE(listed.find("a, \"\"b\"\".jpeg\","), std::string::npos) << listed;  // path, quoted
   EXPECT_NE(listed.find(",\"0000_a, \"\"b\"\"_p"), std::string::npos) << listed;     // map, quoted
@@ -790,6 +806,14 @@ TEST(Cli, ExplainWritesAMapPerImage) {
   EXPECT_NE(listed_odd.output.find(odd + "/new\\nline.jpeg  "), std::string::npos) << listed_odd.output;
   EXPECT_NE(listed_odd.output.find(odd + "/new\\\\nline.jpeg  "), std::string::npos) << listed_odd.output;
   EXPECT_EQ(listed_odd.output.find("._new"), std::string::npos) << listed_odd.output;
+  // A carriage return in a name is quoted in CSV (RFC 4180), or a reader splits the row there.
+  fs::copy_file(images + "/a, \"b\".jpeg", odd + "/car\rriage.jpeg");
+  auto csv_odd = pneumo_command("predict --csv --device cpu --model " + run +
+                                    "/model.safetensors " + odd + "/car\rriage.jpeg", cache);
+  EXPECT_EQ(csv_odd.status, 0) << csv_odd.output;
+  EXPECT_NE(csv_odd.output.find("\"" + odd + "/car\rriage.jpeg\","), std::string::npos)
+      << csv_odd.output;
+  fs::remove(odd + "/car\rriage.jpeg");
   EXPECT_EQ(listed_odd.output.find(".hidden"), std::string::npos) << listed_odd.output;
   auto explained_odd = pneumo_command("explain --device cpu --model " + run + "/model.safetensors " +
                                           odd + " --out " + dir.file("odd_maps"), cache);

@@ -382,7 +382,7 @@ std::string one_line(const std::string& path) {
 }
 
 std::string csv_field(const std::string& path) {
-  if (path.find_first_of(",\"\n") == std::string::npos) return path;
+  if (path.find_first_of(",\"\r\n") == std::string::npos) return path;  // RFC 4180: CR too
   std::string quoted = "\"";
   for (char c : path) quoted += c == '"' ? std::string("\"\"") : std::string(1, c);
   return quoted + "\"";
