@@ -51,6 +51,10 @@ std::string concat(Parts&&... parts) {
 // a value read from a file (a checkpoint's JSON, a flag) stays one readable line whatever the file
 // holds.
 std::string excerpt(const std::string& text, size_t limit = 120);
+// A file name on one line of plain output: control characters (a line break in a file name)
+// written as \n, \r, \t or \xNN, and a backslash as \\, so each file stays one line and reads back
+// unambiguously; anything else as it is (predict's lines, prepare's and explain's warnings).
+std::string one_line(const std::string& path);
 [[noreturn]] void throw_check_failure(const char* file, int line, const char* condition,
                                       const std::string& message);
 }  // namespace detail

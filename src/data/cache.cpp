@@ -556,7 +556,8 @@ void log_skipped_files(const std::string& cache, std::ostream& log) {
   const size_t shown = std::min<size_t>(skipped.size(), 3);
   for (size_t i = 0; i < shown; ++i)
     if (skipped[i].is_object())
-      log << (i == 0 ? ": " : "; ") << skipped[i].value("file", std::string("?")) << " ("
+      log << (i == 0 ? ": " : "; ") << detail::one_line(skipped[i].value("file", std::string("?")))
+          << " ("
           << skipped[i].value("reason", std::string("?")) << ")";
   log << (skipped.size() > shown ? "; ..." : "") << "\n";
 }

@@ -101,6 +101,10 @@ bool read_image_header(const std::vector<uint8_t>& bytes, ImageHeader& header);
 // over with a warning. Other JPEG kinds only need an end-of-image marker after
 // their image data. Bytes flipped inside a coefficient's magnitude bits cannot be detected.
 std::string check_jpeg(const std::vector<uint8_t>& bytes);
+// "" unless `bytes` is an uncompressed BMP whose pixel rows reach past the end of the file
+// ("truncated BMP (...)"): OpenCV's decoder fails on it after printing an error of its own, over
+// several lines and naming no file, straight to the standard error.
+std::string check_bmp(const std::vector<uint8_t>& bytes);
 // What a PNG's IHDR says and where its IDAT chunks' data lie (offset, length in the file).
 struct PngLayout {
   uint64_t width = 0, height = 0;

@@ -504,6 +504,30 @@ std::string check_jpeg(const std::vector<uint8_t>& bytes) {
   return check_jpeg_structure(bytes);
 }
 
+std::string check_bmp(const std::vector<uint8_t>& b) {
+  ImageHeader header;
+  if (b.size() < 30 || b[0] != 'B' || b[1] != 'M' || !read_image_header(b, header)) return "";
+  const auto u16 = [&](size_t at) { return uint32_t{b[at]} | (uint32_t{b[at + 1]} << 8); };
+  const auto u32 = [&](size_t at) { return u16(at) | (u16(at + 2) << 16); };
+  const uint32_t info_size = u32(14);
+  uint32_t bits = 0;
+  if (info_size == 12) {  // OS/2 BITMAPCOREHEADER: never compressed
+    bits = u16(24);
+  } else {
+    if (b.size() < 34) return "";
+    const uint32_t compression = u32(30);
+    if (compression != 0 && compression != 3) return "";  // run-length and embedded: sized by data
+    bits = u16(28);
+  }
+  if (bits == 0 || bits > 64) return "";  // OpenCV's decoder judges those
+  const uint64_t offset = u32(10);
+  const uint64_t row = (static_cast<uint64_t>(header.width) * bits + 31) / 32 * 4;
+  const uint64_t needed = offset + row * static_cast<uint64_t>(header.height);
+  if (needed <= b.size()) return "";
+  return detail::concat("truncated BMP (its ", header.width, " x ", header.height,
+                        " pixels need ", needed, " bytes, the file holds ", b.size(), ")");
+}
+
 std::string check_png(const std::vector<uint8_t>& b, PngLayout* layout) {
   if (!is_png(b)) return "";
   PngLayout found;

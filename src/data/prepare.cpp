@@ -196,6 +196,9 @@ PrepareReport prepare_cache(const PrepareOptions& options) {
     split_labels[s].push_back(static_cast<uint8_t>(f.label));
     split_names[s].push_back(f.relative);
   }
+  // By path, as data.hpp promises: the unlisted entries (broken links, FIFOs) came first.
+  std::sort(report.skipped.begin(), report.skipped.end(),
+            [](const SkippedFile& a, const SkippedFile& b) { return a.file < b.file; });
 
   // Write everything into the temporary directory beside the output, then rename it into place.
   nlohmann::json meta;
@@ -256,7 +259,7 @@ PrepareReport prepare_cache(const PrepareOptions& options) {
     if (!replaced.empty())
       log << "prepare: replaced " << replaced << " in " << out_dir.string() << "\n";
     for (const SkippedFile& f : report.skipped)
-      log << "prepare: warning: skipped " << f.file << ": " << f.reason << "\n";
+      log << "prepare: warning: skipped " << detail::one_line(f.file) << ": " << f.reason << "\n";
     // Only the files directly in each class folder are read (predict and explain recurse): a
     // folder inside one would otherwise vanish from the data without a word.
     // So are other folders beside the splits (a "validation/") or beside the classes (a third
@@ -265,7 +268,8 @@ PrepareReport prepare_cache(const PrepareOptions& options) {
       return std::find(std::begin(names), std::end(names), name) != std::end(names);
     };
     const auto warn_unread = [&](const fs::path& entry, bool folder, const std::string& read) {
-      log << "prepare: warning: ignored the " << (folder ? "folder " : "file ") << entry.string()
+      log << "prepare: warning: ignored the " << (folder ? "folder " : "file ")
+          << detail::one_line(entry.string())
           << ": only " << read << " are read\n";
     };
     std::error_code ec;

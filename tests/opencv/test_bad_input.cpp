@@ -111,6 +111,13 @@ struct Corpus {
     write_image(normal / "source.jpeg", noisy_image(300, 240, 5));
     const std::string jpeg = testing::read_file(normal / "source.jpeg");
     fs::remove(normal / "source.jpeg");
+    // A BMP cut short: refused from its header's sizes before OpenCV's decoder, which fails on
+    // it after printing an error of its own (several lines, naming no file) to the standard error.
+    write_image(normal / "bmp-source.bmp", noisy_image(40, 30, 11));
+    const std::string bmp = testing::read_file(normal / "bmp-source.bmp");
+    fs::remove(normal / "bmp-source.bmp");
+    testing::write_file(normal / "truncated.bmp", bmp.substr(0, bmp.size() * 2 / 3));
+    bad["train/NORMAL/truncated.bmp"] = "truncated BMP (its 40 x 30 pixels need";
     testing::write_file(normal / "zero-bytes.jpeg", "");
     bad["train/NORMAL/zero-bytes.jpeg"] = "empty file";
     testing::write_file(normal / "truncated.jpeg", jpeg.substr(0, jpeg.size() * 2 / 3));
@@ -201,8 +208,14 @@ TEST(BadImages, PrepareSkipsEachBadFileByNameAndDecodesEveryGoodOne) {
       continue;
     }
     EXPECT_NE(skipped[file].find(word), std::string::npos) << file << ": " << skipped[file];
-    EXPECT_NE(log.str().find("warning: skipped " + file + ": "), std::string::npos) << log.str();
+    // Names on one line (a line break shown as \n).
+    EXPECT_NE(log.str().find("warning: skipped " + detail::one_line(file) + ": "),
+              std::string::npos)
+        << log.str();
   }
+  EXPECT_TRUE(std::is_sorted(report.skipped.begin(), report.skipped.end(),
+                             [](const SkippedFile& a, const SkippedFile& b) { return a.file < b.file; }))
+      << "PrepareReport::skipped is sorted by path";
 
   const Dataset dataset = load_cache(options.out_dir);
   const Split& train = dataset.split("train");
@@ -283,9 +296,12 @@ TEST(BadImages, PrepareAndPredictThroughTheCommandLine) {
                                                cache_root);
   EXPECT_TRUE(stopped_with(run, 0, {"skipped " + std::to_string(corpus.bad.size()) + " unreadable files"}));
   for (const auto& [file, word] : corpus.bad)
-    EXPECT_NE(run.output.find("warning: skipped " + file + ": "), std::string::npos) << file << "\n" << run.output;
-  // Every damaged PNG is refused before libpng sees it: no line of libpng's own (naming no file).
+    EXPECT_NE(run.output.find("warning: skipped " + detail::one_line(file) + ": "), std::string::npos)
+        << file << "\n" << run.output;
+  // Every damaged PNG is refused before libpng sees it: no line of libpng's own (naming no file);
+  // nor of OpenCV's for the BMP it fails to decode.
   EXPECT_EQ(run.output.find("libpng"), std::string::npos) << run.output;
+  EXPECT_EQ(run.output.find("imdecode"), std::string::npos) << run.output;
 
   // predict on the folder: the readable images get a row, the others a warning; exit 3.
   const std::string model = corpus.scratch.file("model.safetensors");

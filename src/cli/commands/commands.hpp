@@ -156,10 +156,7 @@ DecodedInputs decode_inputs(const std::vector<std::string>& inputs, int size);
 // A file path as one CSV field: quoted, with inner quotes doubled, when it holds a comma, a quote
 // or a line break (predict --csv and explain.csv).
 std::string csv_field(const std::string& path);
-// A path on one line of plain output: control characters (a line break in a file name) written
-// as \n, \r, \t or \xNN, and a backslash as \\, so each image stays one line and reads back
-// unambiguously; anything else as it is.
-std::string one_line(const std::string& path);
+using detail::one_line;  // pneumo/error.hpp
 
 // `pneumo explain`: Grad-CAM maps of one model for image files (pneumo/explain.hpp).
 struct ExplainOptions {

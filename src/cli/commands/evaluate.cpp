@@ -359,28 +359,6 @@ int run_evaluate(const EvaluateOptions& options) {
   return 0;
 }
 
-std::string one_line(const std::string& path) {
-  std::string out;
-  for (const char c : path) {
-    const auto byte = static_cast<unsigned char>(c);
-    if (c == '\\') {
-      out += "\\\\";  // so that a name holding "\\n" reads apart from one with a line break
-    } else if (c == '\n') {
-      out += "\\n";
-    } else if (c == '\r') {
-      out += "\\r";
-    } else if (c == '\t') {
-      out += "\\t";
-    } else if (byte < 0x20 || byte == 0x7F) {
-      static const char kHex[] = "0123456789abcdef";
-      out += std::string("\\x") + kHex[byte >> 4] + kHex[byte & 15];
-    } else {
-      out += c;
-    }
-  }
-  return out;
-}
-
 std::string csv_field(const std::string& path) {
   if (path.find_first_of(",\"\r\n") == std::string::npos) return path;  // RFC 4180: CR too
   std::string quoted = "\"";

@@ -34,6 +34,7 @@ std::string decode_square_gray(const std::vector<uint8_t>& encoded, int size, ui
                           " pixels is larger than the limit of ", kMaxImagePixels / 1000000,
                           " megapixels");
   if (std::string why = check_jpeg(encoded); !why.empty()) return why;
+  if (std::string why = check_bmp(encoded); !why.empty()) return why;
   PngLayout png;
   if (std::string why = check_png(encoded, &png); !why.empty()) return why;
   if (!png.image_data.empty())
