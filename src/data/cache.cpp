@@ -652,10 +652,10 @@ Dataset open_dataset(const std::string& path, const OpenDatasetOptions& options)
                 cache_parent.string() + ": " + ec.message() +
                 "; set PNEUMO_CACHE_DIR to a writable folder, or run `pneumo prepare --data " +
                 path + " --out CACHE` and pass the cache as --data");
-  {
-    // Two runs started together on one tree (a sweep's jobs) prepared its cache twice, and the
-    // second's rename onto the first's failed: the check and the prepare are done by one process
-    // at a time, so the second finds the first's cache fresh. The cache is read after.
+  // Two runs started together on one tree (a sweep's jobs) prepared its cache twice, and the
+  // second's rename onto the first's failed: the check and the prepare are done by one process
+  // at a time, so the second finds the first's cache fresh. The cache is read after.
+  const auto check_or_prepare = [&](bool prepare_anyway) {
     FileLock preparing;
     const std::string lock_path =
         (cache_parent / ("." + fs::path(cache).filename().string() + ".lock")).string();
@@ -672,7 +672,7 @@ Dataset open_dataset(const std::string& path, const OpenDatasetOptions& options)
                      << "\n";
       preparing.acquire(lock_path);
     }
-    if (!fresh_tree_cache(cache, path, hash, size, options.log)) {
+    if (prepare_anyway || !fresh_tree_cache(cache, path, hash, size, options.log)) {
       PrepareOptions prepare;
       prepare.data_dir = path;
       prepare.out_dir = cache;
@@ -682,7 +682,18 @@ Dataset open_dataset(const std::string& path, const OpenDatasetOptions& options)
       prepare.log = options.log;
       prepare_cache(prepare);
     }
+  };
+  check_or_prepare(false);
+  try {
+    return load_tree_cache(cache, path);
+  } catch (const Error& e) {
+    // Its meta.json current but its arrays damaged (a full disk, a copy of the cache root cut
+    // short): made again, once, where every later run on the tree stopped on the same file.
+    if (options.log)
+      *options.log << "data: the cache " << cache << " of " << path << " cannot be read ("
+                   << e.what() << "); preparing again\n";
   }
+  check_or_prepare(true);
   return load_tree_cache(cache, path);
 }
 

@@ -352,6 +352,16 @@ TEST(OpenDataset, PreparesATreeOnceAndReusesItWhileUnchanged) {
     EXPECT_EQ(std::string(e.what()).find(cache), std::string::npos) << e.what();
   }
 
+  // Its meta.json current but an array cut short (a full disk, a copy stopped half-way): made
+  // again once, not refused on every later run with a file in a hidden folder named.
+  fs::resize_file(fs::path(cache) / "train_images.npy", 200);
+  std::ostringstream log4;
+  options.log = &log4;
+  const Dataset fourth = open_dataset(tree.dir.str(), options);
+  EXPECT_NE(log4.str().find("cannot be read ("), std::string::npos) << log4.str();
+  EXPECT_NE(log4.str().find("prepare: wrote"), std::string::npos) << log4.str();
+  EXPECT_EQ(fourth.split("train").images, third.split("train").images);
+
   // A cache is opened as it is; a size it does not hold is refused.
   EXPECT_EQ(open_dataset(cache).size, 24);
   EXPECT_THROW(
