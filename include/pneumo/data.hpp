@@ -124,7 +124,8 @@ PrepareReport prepare_cache(const PrepareOptions& options);
 // labels in {0, 1}); errors name the file.
 Dataset load_cache(const std::string& cache_dir);
 
-bool is_cache_dir(const std::string& path);   // holds a meta.json
+// Holds a meta.json; an image tree (below) only when its meta.json says "format": "pneumo-cache".
+bool is_cache_dir(const std::string& path);
 // A name an image tree's files are read by: .jpeg .jpg .png .bmp .tif .tiff, any case.
 bool has_image_extension(const std::string& name);
 // One of the files prepare writes (meta.json, <split>_images.npy, ...), in a folder whose meta.json

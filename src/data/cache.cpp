@@ -366,7 +366,16 @@ bool is_file_of_a_cache(const std::string& path) {
 
 bool is_cache_dir(const std::string& path) {
   std::error_code ec;
-  return fs::is_regular_file(fs::path(path) / "meta.json", ec);
+  if (!fs::is_regular_file(fs::path(path) / "meta.json", ec)) return false;
+  // An image tree may keep a meta.json of its own (a dataset's description): a cache only if that
+  // file says so, or train and evaluate refused the tree as "not a pneumo cache". A cache holds
+  // no {split}/{class} folders, so this reads no file for one.
+  if (!is_image_tree(path)) return true;
+  try {
+    return data_internal::read_meta(path).value("format", std::string()) == "pneumo-cache";
+  } catch (const std::exception&) {
+    return false;
+  }
 }
 
 bool is_image_tree(const std::string& path) {

@@ -362,6 +362,13 @@ TEST(OpenDataset, PreparesATreeOnceAndReusesItWhileUnchanged) {
   EXPECT_NE(log4.str().find("prepare: wrote"), std::string::npos) << log4.str();
   EXPECT_EQ(fourth.split("train").images, third.split("train").images);
 
+  // A tree keeping a meta.json of its own is still a tree (train and evaluate refused it as "not a
+  // pneumo cache" while prepare read it).
+  testing::write_file(tree.dir / "meta.json", R"({"dataset": "chest x-ray"})");
+  EXPECT_FALSE(is_cache_dir(tree.dir.str()));
+  EXPECT_EQ(open_dataset(tree.dir.str(), options).split("train").count(), 8);
+  fs::remove(tree.dir / "meta.json");
+
   // A cache is opened as it is; a size it does not hold is refused.
   EXPECT_EQ(open_dataset(cache).size, 24);
   EXPECT_THROW(
