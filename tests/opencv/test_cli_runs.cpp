@@ -361,6 +361,14 @@ TEST_F(CliRuns, ResumingInsideAnEpochKeepsTheBatch) {
                               cache_);
   EXPECT_NE(early.output.find("(2 steps of epoch 1, interrupted, threshold"), std::string::npos)
       << early.output;
+  // A new --lr there: its history row gives the new rate, so the line says which steps ran at
+  // the old one.
+  auto faster = resume(path("early") + "/checkpoints/last.safetensors", "--lr 0.002");
+  EXPECT_EQ(faster.status, 0) << faster.output;
+  EXPECT_NE(faster.output.find("; the first 2 steps of epoch 1 ran at 0.001, and its history row "
+                               "gives the new rate"),
+            std::string::npos)
+      << faster.output;
 }
 
 // A signal during an epoch's validation stops the run after that epoch's checkpoint; during the

@@ -655,7 +655,13 @@ void TrainingRun::resume(const std::string& checkpoint_path) {
   if (!writer()) return;
   if (lr_changed)
     std::cerr << "resuming with --lr " << options_.learning_rate << " (the checkpoint's run was at "
-              << stored_lr << ")\n";
+              << stored_lr << ")"
+              << (resumed_.epoch_step > 0
+                      ? detail::concat("; the first ", resumed_.epoch_step, " steps of epoch ",
+                                       first_epoch_ + 1, " ran at ", stored_lr,
+                                       ", and its history row gives the new rate")
+                      : std::string())
+              << "\n";
   if (resumed_.epoch_step > 0)
     std::cerr << "resuming " << checkpoint_path << " at step " << resumed_.epoch_step
               << " of epoch " << first_epoch_ + 1 << "\n";
