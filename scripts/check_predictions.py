@@ -26,9 +26,10 @@ A "measure" names one number:
         expression over that table's op names with "aggregate": "sum" (of ms) or "count".
     {"recipe": {...}, "log": "bench_recipe_warm.log", "field": "total_seconds"}
         one recipe line of bench train ("measure": "recipe"): of OUT_DIR/logs/LOG when "log" is
-        given (or of its stored copy, OUT_DIR/bench_recipe_warm.txt for bench_recipe_warm.log),
-        else of throughput.jsonl; field any of its numbers (total_seconds,
-        first_epoch_overhead, ...).
+        given (or of its stored copy, OUT_DIR/bench_recipe_warm.txt for bench_recipe_warm.log,
+        else of throughput.jsonl's lines that gpu_check.sh tagged "log": LOG), else of
+        throughput.jsonl's untagged lines (bench train's own runs); field any of its numbers
+        (total_seconds, first_epoch_overhead, ...).
 Any measure may add "relative_to": another measure (its field, when it names none, the first's),
 which the value is divided by (not measured when that is 0 or less).
 A prediction with no matching row, or several, is "not measured" (with the reason), never held.
@@ -130,7 +131,11 @@ class Rows:
             for name in self.logs("bench_train"):
                 train += json_lines(self.path(name))
         self.train = [r for r in train if r.get("impl") == "pneumo" and "measure" not in r]
-        self.recipes = [r for r in train if r.get("impl") == "pneumo" and r.get("measure") == "recipe"]
+        recipes = [r for r in train if r.get("impl") == "pneumo" and r.get("measure") == "recipe"]
+        # gpu_check.sh tags the tuning-cache pair's lines with their log: bench train's own
+        # recipe lines are the untagged ones.
+        self.recipes = [r for r in recipes if "log" not in r]
+        self.tagged_recipes = [r for r in recipes if "log" in r]
 
     def path(self, name):
         return os.path.join(self.out_dir, name)
@@ -161,8 +166,10 @@ class Rows:
         name = os.path.join("logs", log)
         if not os.path.isfile(os.path.join(self.out_dir, name)):
             stored = os.path.splitext(log)[0] + ".txt"
-            if os.path.isfile(os.path.join(self.out_dir, stored)):
-                name = stored
+            if not os.path.isfile(os.path.join(self.out_dir, stored)):
+                # Only throughput.jsonl came back: its lines tagged with that log.
+                return [r for r in self.tagged_recipes if r.get("log") == log]
+            name = stored
         return [r for r in json_lines(self.path(name)) if r.get("measure") == "recipe"]
 
 

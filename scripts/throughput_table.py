@@ -14,7 +14,9 @@ Lines it reads: `pneumo bench train` rows ({"impl": "pneumo", "batch", "images_p
 ({"measure": "recipe", "recipe_seconds"}). Other lines (profiles, layers) are passed over. Where a
 configuration was measured more than once, the last line counts; a recipe line that says how warm
 its start was (pneumo's "tuning_cache" state, PyTorch's "compile_cache") is kept beside the others
-of its configuration, its seconds labelled (cold, warm). Rows from more than one card (pneumo's
+of its configuration, its seconds labelled (cold, warm); a recipe of another batch or length than
+the recipe's (32, 12 epochs), or with first-call probes, is a configuration of its own. A speed
+row timed without warm-up ("warmup": 0) is skipped with a note. Rows from more than one card (pneumo's
 "backend", PyTorch's "device") are tabulated, the cards named, but not compared. A line of those kinds whose
 fields have the wrong types (a batch that is not an integer, a speed or seconds that are not a
 finite positive number, an impl or precision that is not a string, a switch such as "augment"
@@ -43,6 +45,14 @@ def pneumo_name(row, recipe=False):
         parts.append("steps as CUDA graphs")
     if recipe and row.get("val_batch") not in (None, row.get("batch")):
         parts.append(f"validation batch {row['val_batch']}")
+    # A recipe's batch and length other than the recipe's own (32, 12 epochs), and first-call
+    # probes (their events cost time), make another measurement: a cell of its own.
+    if recipe and row.get("batch") not in (None, 32):
+        parts.append(f"batch {row['batch']}")
+    if recipe and row.get("epochs") not in (None, 12):
+        parts.append(f"{row['epochs']} epochs")
+    if recipe and "first_calls" in row:
+        parts.append("first-call probes")
     if row.get("graph_engines"):
         parts.append("graph engines")
     return "pneumo " + ", ".join(parts)
@@ -163,6 +173,11 @@ def read_rows(paths):
                     seconds = row.get("recipe_seconds")
                 if recipe:
                     rows.recipe.setdefault(name, {})[start_of(row)] = seconds
+                elif "images_per_second" in row and row.get("warmup") == 0:
+                    # --warmup 0 (the check's cold/warm recipe runs): a cold first step, not a speed.
+                    print(f"throughput_table: {path}:{number}: a step timed without warm-up "
+                          "(\"warmup\": 0) is a cold start, not a speed; line skipped",
+                          file=sys.stderr)
                 elif "images_per_second" in row:
                     into = graph_runs if impl == "pneumo" and row.get("cuda_graph") else rows.speed
                     into.setdefault(name, {})[row["batch"]] = row["images_per_second"]
@@ -212,6 +227,11 @@ def table(rows):
         return "\n".join(lines) + "\n"
     if rows.cards:
         lines.append(f"Every row that names its device: {rows.cards[0]}.")
+        lines.append("")
+    if any(n.startswith("PyTorch") for n in names) and any(
+            n.startswith("pneumo") and "no augmentation" not in n for n in names):
+        lines.append("pneumo's rows augment every image on the device (rotation, shift, zoom, "
+                     "flip) unless they say \"no augmentation\"; PyTorch's never augment.")
         lines.append("")
     for b in batches:
         ours = {n: v[b] for n, v in speed.items() if n.startswith("pneumo") and b in v}

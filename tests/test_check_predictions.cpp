@@ -132,6 +132,38 @@ TEST(CheckPredictions, EachVerdictFromTheRowsItNames) {
       << bad.output;
 }
 
+// throughput.jsonl as gpu_check.sh writes it: bench train's own recipe untagged, the tuning-cache
+// pair's tagged with their logs. An aim without "log" reads the untagged one (the three plain
+// fp32 recipes made it "not measured"); one with "log" finds its tagged line when the log did not
+// come back.
+TEST(CheckPredictions, TheTuningCachePairsRecipesAreToldFromBenchTrainsOwn) {
+  if (testing::run_command("python3 -c pass").status != 0) GTEST_SKIP() << "no python3";
+  testing::TempDir dir;
+  std::ofstream out(dir.file("throughput.jsonl"));
+  for (const auto& [log, seconds] : {std::pair<std::string, double>{"", 10.5},
+                                     {"bench_recipe_cold.log", 11.25},
+                                     {"bench_recipe_warm.log", 9.75}}) {
+    nlohmann::json line = {{"impl", "pneumo"}, {"measure", "recipe"}, {"precision", "fp32"},
+                           {"total_seconds", seconds}, {"backend", "cuda (NVIDIA H100, sm_90)"}};
+    if (!log.empty()) line["log"] = log;
+    out << line.dump() << "\n";
+  }
+  out.close();
+  std::ofstream(dir.file("p.json")) << R"J({
+    "written": "today", "rule": "words", "device": "NVIDIA", "predictions": [
+    {"id": "own", "claim": "bench train's recipe",
+     "measure": {"recipe": {"precision": "fp32"}}, "at_most": 3},
+    {"id": "warm", "claim": "the warm one",
+     "measure": {"recipe": {"precision": "fp32"}, "log": "bench_recipe_warm.log"}, "at_most": 3}
+  ]})J";
+  const testing::CommandResult run = check(dir, "p.json");
+  ASSERT_EQ(run.status, 0) << run.output;
+  EXPECT_TRUE(has(run.output, "| own | bench train's recipe |  | <= 3 | 10.5 | **missed** |"))
+      << run.output;
+  EXPECT_TRUE(has(run.output, "| warm | the warm one |  | <= 3 | 9.75 | **missed** |"))
+      << run.output;
+}
+
 TEST(CheckPredictions, TheCommittedFilesAreValid) {
   if (testing::run_command("python3 -c pass").status != 0) GTEST_SKIP() << "no python3";
   testing::TempDir dir;  // no rows: every entry "not measured", none refused

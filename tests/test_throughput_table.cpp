@@ -139,6 +139,36 @@ TEST(ThroughputTable, RecipeSecondsSayHowWarmTheirStartWas) {
   EXPECT_EQ(run.output.find("x the best PyTorch"), std::string::npos) << run.output;
 }
 
+// Measurements that are not the recipe's or a speed stay apart: a recipe of another batch or
+// length, or with first-call probes, is a row of its own (a 2-epoch probed batch-256 recipe
+// stood in the 12-epoch recipe's cell); a step timed without warm-up is skipped (a cold step
+// read as 4,203 images/s beside a steady 9,202); and the table says which side augments.
+TEST(ThroughputTable, OtherRecipesAndColdStepsAreNotTheRecipeOrASpeed) {
+  if (testing::run_command("python3 -c pass").status != 0) GTEST_SKIP() << "no python3";
+  testing::TempDir dir;
+  std::ofstream(dir.file("t.jsonl"))
+      << R"({"impl":"pneumo","measure":"recipe","total_seconds":10.5,"precision":"fp32","batch":32,"epochs":12})"
+      << "\n"
+      << R"({"impl":"pneumo","measure":"recipe","total_seconds":3.0,"precision":"fp32","batch":256,"epochs":2,"first_calls":{}})"
+      << "\n"
+      << R"({"impl":"pneumo","batch":32,"images_per_second":9202,"precision":"fp32","warmup":3})"
+      << "\n"
+      << R"({"impl":"pneumo","batch":32,"images_per_second":4203,"precision":"fp32","warmup":0})"
+      << "\n"
+      << R"({"impl":"torch-eager","batch":32,"images_per_second":3000,"precision":"fp32"})" << "\n";
+  const testing::CommandResult run = run_table(dir.file("t.jsonl"));
+  ASSERT_EQ(run.status, 0) << run.output;
+  EXPECT_NE(run.output.find("| pneumo fp32 | 9,202 | 10.50 |"), std::string::npos) << run.output;
+  EXPECT_NE(run.output.find("| pneumo fp32, batch 256, 2 epochs, first-call probes |  | 3.00 |"),
+            std::string::npos)
+      << run.output;
+  EXPECT_EQ(run.output.find("4,203"), std::string::npos) << run.output;
+  EXPECT_NE(run.output.find("\"warmup\": 0) is a cold start, not a speed; line skipped"),
+            std::string::npos)
+      << run.output;
+  EXPECT_NE(run.output.find("PyTorch's never augment"), std::string::npos) << run.output;
+}
+
 TEST(ThroughputTable, LinesWithFieldsOfTheWrongTypesAreSkippedWithAWarning) {
   if (testing::run_command("python3 -c pass").status != 0) GTEST_SKIP() << "no python3";
   testing::TempDir dir;
