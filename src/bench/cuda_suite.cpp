@@ -122,7 +122,8 @@ class CudaSuite {
     timing << "timing: CUDA events around each run on one stream, median and min of "
            << config.repeats << " repeats after " << config.warmup << " warm-up run(s); L2 ("
            << mib(l2) << ") flushed before each repeat by a " << mib(timer_->flush_bytes())
-           << " cudaMemsetAsync outside the events (it also covers the host's enqueue time)";
+           << " cudaMemsetAsync outside the events, then a 500 us hold of the stream (the GPU "
+              "busy while the host enqueues the timed work)";
     run_.notes.push_back(timing.str());
     run_.notes.push_back(
         "convolutions: fp32, CUDNN_FMA_MATH (no TF32), output relu(conv(x) + bias) as the model "

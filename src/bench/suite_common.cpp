@@ -25,11 +25,13 @@ const char* const kSpeedupNote =
     "speed-up: median of the fastest valid baseline of the same op, layer and shape (cuDNN for "
     "convolution and pooling, the unfused path for the loss, a plain copy of the output bytes for "
     "augmentation, a copy of the fp32 tensor for the bf16 conversions, the unfused chain for the "
-    "block tail, the fp32 GEMMs for the dense layers) divided by this row's median; GB/s counts "
+    "block tail (the conversions around the fp32 fused tail for its bf16 rows), the fp32 GEMMs "
+    "for the dense layers, cuDNN for batch-norm) divided by this row's median; GB/s counts "
     "compulsory traffic (each input read once, each output written once, in fp32), the same for "
-    "every variant of an op except the copies: the augmentation's copy of the output bytes and "
-    "the fp32 copy beside the bf16 conversions count their own read and write (8 bytes per "
-    "element)";
+    "every variant of an op, except: the augmentation's copy of the output bytes and the fp32 "
+    "copy beside the bf16 conversions count their own read and write (8 bytes per element), and "
+    "batch-norm's rows count the two passes its statistics take (forward 3x the tensor, x read "
+    "twice; backward and the gated rows 5x), 1.5x and 1.67x what one read and one write give";
 const char* const kPoolReference = "reference loops (first maximum of each window), all elements, exact";
 const char* const kBatchNormReference =
     "fp64 loops, all elements: y, dx and the saved statistics rtol 1e-4, dgamma and dbeta 1e-3";
