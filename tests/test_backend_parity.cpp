@@ -1195,9 +1195,13 @@ TEST_F(Parity, Tf32ConvAndDenseStayWithinTf32Tolerance) {
   Pair y32 = output(y_shape);
   fp32_cuda.conv2d_forward(x.cuda, w.cuda, b.cuda, y32.cuda, true);
   // (cuDNN may list tensor-op algorithms under FMA_MATH too; the search must not keep one.)
+  // (`chosen` is the algorithm's id, not its place among the trials, which are fastest first:
+  // the kept entry is `kept`, and the math type it was measured with `math`.)
   for (const ConvSearch& search : fp32_cuda.conv_searches()) {
-    if (search.chosen >= 0 && static_cast<size_t>(search.chosen) < search.trials.size()) {
-      EXPECT_NE(search.trials[static_cast<size_t>(search.chosen)].math, CUDNN_TENSOR_OP_MATH)
+    EXPECT_NE(search.math, CUDNN_TENSOR_OP_MATH) << search.direction;
+    if (search.kept >= 0) {
+      ASSERT_LT(static_cast<size_t>(search.kept), search.trials.size()) << search.direction;
+      EXPECT_EQ(search.trials[static_cast<size_t>(search.kept)].algo, search.chosen)
           << search.direction;
     }
   }

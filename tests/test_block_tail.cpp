@@ -629,6 +629,37 @@ void expect_empty_bf16_batch_writes_its_outputs(Backend& backend) {
     EXPECT_EQ(to_host(*t), std::vector<float>(k, 0.0f));
 }
 
+// The unfused batch-norm ops on an empty batch: inference writes nothing (and does not fail),
+// the backward zero gradients (dx_sums included). On CUDA both built a cuDNN descriptor with
+// N = 0, which cuDNN refuses.
+void expect_empty_batchnorm_writes_its_outputs(Backend& backend) {
+  const int64_t k = 3;
+  const Shape c{k}, x_shape{0, k, 6, 6};
+  StemOperands o = stem_operands({1, 1, 6, 6}, k, backend.device());  // per-channel operands
+  Tensor x = backend.empty(x_shape), y = backend.empty(x_shape), dy = backend.empty(x_shape),
+         dx = backend.empty(x_shape);
+  const std::vector<float> sevens(k, 7.0f);
+  const auto filled = [&] { return Tensor::from_host(c, sevens.data(), backend.device()); };
+  backend.batchnorm_forward_inference(x, o.gamma, o.beta, o.running_mean, o.running_var, 1e-3, y);
+  Tensor dgamma = filled(), dbeta = filled(), dx_sums = filled();
+  backend.batchnorm_backward(x, dy, o.gamma, o.running_mean, o.running_var, 1e-3, dx, dgamma,
+                             dbeta, /*relu_gate=*/true, 0.0f, dx_sums);
+  backend.synchronize();
+  for (const Tensor* t : {&dgamma, &dbeta, &dx_sums})
+    EXPECT_EQ(to_host(*t), std::vector<float>(k, 0.0f));
+}
+
+TEST(BatchNorm, AnEmptyBatchWritesItsPerChannelOutputs) {
+  auto cpu = make_cpu_backend(1);
+  expect_empty_batchnorm_writes_its_outputs(*cpu);
+}
+
+TEST(BatchNormCuda, AnEmptyBatchWritesItsPerChannelOutputs) {
+  PNEUMO_REQUIRE_CUDA();
+  auto cuda = make_cuda_backend(BackendOptions{});
+  expect_empty_batchnorm_writes_its_outputs(*cuda);
+}
+
 TEST(BlockTailBf16, AnEmptyBatchWritesItsPerChannelOutputs) {
   auto cpu = make_cpu_backend(1);
   expect_empty_bf16_batch_writes_its_outputs(*cpu);

@@ -146,6 +146,12 @@ TEST(TuningCache, SaysWhetherTheFileSparedTheRunItsDecisions) {
     EXPECT_EQ(second.report()["state"], "partly warm");
     ASSERT_TRUE(second.save());
   }
+  {
+    // Decisions for this context, but for other shapes only: nothing was spared, a cold start.
+    TuningCache elsewhere(path, "GPU A, fp32");
+    EXPECT_EQ(elsewhere.find({conv.op, {32, 64, 75, 75, 64}}).decision, nullptr);
+    EXPECT_EQ(elsewhere.state(), "cold") << "loaded decisions answered no lookup";
+  }
   TuningCache third(path, "GPU A, fp32");
   EXPECT_NE(third.find(conv).decision, nullptr);
   EXPECT_NE(third.find(pool).decision, nullptr);

@@ -431,6 +431,7 @@ void CudaBackend::batchnorm_forward_inference_impl(ConstTensorView x, ConstTenso
                                                    TensorView y) {
   PNEUMO_NVTX_RANGE("batchnorm_forward_inference");
   constexpr const char* op = "batchnorm_forward_inference";
+  if (x.numel() == 0) return;  // nothing to write; cuDNN refuses a descriptor with N = 0
   BatchNormPlan& plan = batchnorm_plan(x.shape);
   PNEUMO_CUDNN_CHECK(cudnnBatchNormalizationForwardInference(
                          cudnn_.get(), CUDNN_BATCHNORM_SPATIAL, &kOne, &kZero, plan.x.get(), x.data,
@@ -449,6 +450,12 @@ void CudaBackend::batchnorm_backward_impl(ConstTensorView x, ConstTensorView dy,
   constexpr const char* op = "batchnorm_backward";
   const float kept = dropout_multiplier_from_keep(true, gate_dropout_rate);
   const bool sums = dx_sums.shape.rank() != 0;
+  if (x.numel() == 0) {  // the gradients of nothing are zero, as on the CPU; cuDNN refuses N = 0
+    kernels::zero_floats(dgamma.data, dgamma.numel(), stream_.get());
+    kernels::zero_floats(dbeta.data, dbeta.numel(), stream_.get());
+    if (sums) kernels::zero_floats(dx_sums.data, dx_sums.numel(), stream_.get());
+    return;
+  }
   BatchNormPlan& plan = batchnorm_plan(x.shape);
   const std::array<int64_t, 4> dims = nchw(x.shape, op);
   const int64_t batch = dims[0], c = dims[1], spatial = dims[2] * dims[3];

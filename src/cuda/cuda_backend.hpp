@@ -10,6 +10,7 @@
 #include <initializer_list>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "cuda/chooser.hpp"
@@ -91,9 +92,13 @@ struct ConvAlgoTrial {
 struct ConvSearch {
   std::array<int64_t, 5> shape{};  // N, C, H, W, K
   const char* direction = "";      // "forward", "backward_data" or "backward_filter"
-  int chosen = -1;
+  int chosen = -1;                    // the algorithm's id (cudnnConvolution*Algo_t)
   std::vector<ConvAlgoTrial> trials;  // as cuDNN returned them, fastest first; none when cached
   std::string source;                 // "searched", "cache" or "cache (batch N)"
+  int kept = -1;                      // the chosen trial's place in `trials` (-1: from the cache)
+  // The math type the chosen entry was measured with (an algorithm id may appear under several);
+  // without TF32 the descriptor runs it as FMA_MATH whatever this says.
+  cudnnMathType_t math = CUDNN_DEFAULT_MATH;
 };
 
 class CudaBackend final : public Backend {
@@ -158,6 +163,9 @@ class CudaBackend final : public Backend {
     float forward_ms = 0, backward_data_ms = 0, backward_filter_ms = 0;
     std::vector<ConvAlgoTrial> forward_trials, backward_data_trials, backward_filter_trials;
     std::string forward_source, backward_data_source, backward_filter_source;  // ConvSearch::source
+    // ConvSearch::kept and ::math of each direction's pick.
+    std::pair<int, cudnnMathType_t> forward_kept{-1, CUDNN_DEFAULT_MATH},
+        backward_data_kept{-1, CUDNN_DEFAULT_MATH}, backward_filter_kept{-1, CUDNN_DEFAULT_MATH};
     // cudnnConvolutionBiasActivationForward is tried once with the chosen algorithm; if cuDNN
     // refuses, this shape runs conv + our bias/ReLU kernel from then on (refusal kept for reports).
     enum class Fusion { Untried, Fused, Unfused } relu_fusion = Fusion::Untried;

@@ -76,6 +76,7 @@ struct AlgorithmPick {
   cudnnMathType_t math;
   std::vector<ConvAlgoTrial> trials;
   std::string source;  // "searched", or where the tuning cache had it from
+  int kept = -1;       // the pick's place in `trials` (-1 when recalled: no trials)
 };
 
 // The tuning cache's pick for `key` (this shape, or the layer at a larger batch), when its
@@ -157,7 +158,7 @@ AlgorithmPick search_algorithm(cuda::TuningCache& cache, const cuda::TuningKey& 
                       {"workspace_bytes", best->memory}});
   }
   return {static_cast<int>(best->algo), best->memory, best->time, best->mathType,
-          to_trials(results, returned), "searched"};
+          to_trials(results, returned), "searched", static_cast<int>(best - results.data())};
 }
 
 // (N, C, H, W) -> K: a convolution's key in the tuning cache.
@@ -218,6 +219,7 @@ void CudaBackend::find_forward_algorithm(ConvPlan& plan, ConstTensorView x, Cons
   plan.forward_ms = pick.ms;
   plan.forward_trials = pick.trials;
   plan.forward_source = pick.source;
+  plan.forward_kept = {pick.kept, pick.math};
   PNEUMO_CUDNN_CHECK(cudnnSetConvolutionMathType(plan.forward_conv.get(),
                                                  options_.allow_tf32 ? pick.math : CUDNN_FMA_MATH),
                      what);
@@ -253,6 +255,7 @@ void CudaBackend::find_backward_data_algorithm(ConvPlan& plan, ConstTensorView d
   plan.backward_data_ms = pick.ms;
   plan.backward_data_trials = pick.trials;
   plan.backward_data_source = pick.source;
+  plan.backward_data_kept = {pick.kept, pick.math};
   PNEUMO_CUDNN_CHECK(cudnnSetConvolutionMathType(plan.backward_data_conv.get(),
                                                  options_.allow_tf32 ? pick.math : CUDNN_FMA_MATH),
                      what);
@@ -288,6 +291,7 @@ void CudaBackend::find_backward_filter_algorithm(ConvPlan& plan, ConstTensorView
   plan.backward_filter_ms = pick.ms;
   plan.backward_filter_trials = pick.trials;
   plan.backward_filter_source = pick.source;
+  plan.backward_filter_kept = {pick.kept, pick.math};
   PNEUMO_CUDNN_CHECK(cudnnSetConvolutionMathType(plan.backward_filter_conv.get(),
                                                  options_.allow_tf32 ? pick.math : CUDNN_FMA_MATH),
                      what);
@@ -335,14 +339,17 @@ std::vector<ConvSearch> CudaBackend::conv_searches() const {
   std::vector<ConvSearch> searches;
   for (const auto& [key, plan] : conv_plans_) {
     if (plan.has_forward)
-      searches.push_back(
-          {key, "forward", plan.forward_algo, plan.forward_trials, plan.forward_source});
+      searches.push_back({key, "forward", plan.forward_algo, plan.forward_trials,
+                          plan.forward_source, plan.forward_kept.first,
+                          plan.forward_kept.second});
     if (plan.has_backward_data)
       searches.push_back({key, "backward_data", plan.backward_data_algo,
-                          plan.backward_data_trials, plan.backward_data_source});
+                          plan.backward_data_trials, plan.backward_data_source,
+                          plan.backward_data_kept.first, plan.backward_data_kept.second});
     if (plan.has_backward_filter)
       searches.push_back({key, "backward_filter", plan.backward_filter_algo,
-                          plan.backward_filter_trials, plan.backward_filter_source});
+                          plan.backward_filter_trials, plan.backward_filter_source,
+                          plan.backward_filter_kept.first, plan.backward_filter_kept.second});
   }
   return searches;
 }

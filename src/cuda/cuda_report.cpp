@@ -15,7 +15,8 @@ nlohmann::json conv_searches_json(const std::vector<ConvSearch>& searches_made, 
   for (const ConvSearch& search : searches_made) {
     if (search.shape[0] != batch) continue;
     nlohmann::json trials = nlohmann::json::array(), chosen, fastest;
-    for (const ConvAlgoTrial& t : search.trials) {
+    for (size_t i = 0; i < search.trials.size(); ++i) {
+      const ConvAlgoTrial& t = search.trials[i];
       const bool ran = t.status == CUDNN_STATUS_SUCCESS;
       nlohmann::json trial = {{"algo", t.algo},
                               {"ran", ran},
@@ -23,7 +24,10 @@ nlohmann::json conv_searches_json(const std::vector<ConvSearch>& searches_made, 
                               {"workspace_bytes", t.workspace},
                               {"deterministic", t.deterministic},
                               {"math", cuda::math_type_name(t.math)}};
-      if (ran && t.algo == search.chosen && chosen.is_null()) chosen = trial;
+      // The kept entry itself: an algorithm id may appear under two math types, with two times.
+      if (static_cast<int>(i) == search.kept) chosen = trial;
+      // The fastest that ran, usable here or not (over the workspace limit, a math type the
+      // precision refuses): what the choice gave up, in time.
       if (ran && fastest.is_null()) fastest = trial;
       trials.push_back(trial);
     }

@@ -184,7 +184,10 @@ bool TuningCache::save() {
 
 std::string TuningCache::state() const {
   if (path_.empty()) return "in memory";
-  if (loaded_ == 0) return "cold";
+  // Nothing for this context, or nothing of it answered a lookup this run made (other shapes'
+  // decisions): every decision was made now.
+  const bool none_answered = exact_hits_ + larger_batch_hits_ == 0 && (misses_ > 0 || stored_ > 0);
+  if (loaded_ == 0 || none_answered) return "cold";
   return stored_ == 0 && misses_ == 0 ? "warm" : "partly warm";
 }
 

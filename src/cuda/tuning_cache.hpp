@@ -60,7 +60,8 @@ class TuningCache {
   size_t size() const;
   // How much of this run's deciding the file spared it, for clocks that say what they include:
   // "in memory" (no file: every decision made in this run), "cold" (the file held nothing for
-  // this context), "warm" (every lookup answered by it, nothing decided now), "partly warm".
+  // this context, or nothing that answered one of this run's lookups), "warm" (every lookup
+  // answered by it, nothing decided now), "partly warm".
   std::string state() const;
   // path, context, state, entries loaded, hits (exact, from a larger batch), decisions stored.
   nlohmann::json report() const;
