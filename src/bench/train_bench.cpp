@@ -145,7 +145,8 @@ GraphTiming time_graph(CudaBackend& cuda, const std::function<void()>& step, int
 }
 
 // `count` random images of size x size pixels with random labels, on the host: eight pixels a
-// draw (one draw a pixel took 0.9 s for the recipe's 166 M on the dev VM).
+// draw (one draw a pixel took 0.5 to 1.5 s for the recipe's 166 M on the dev VM, eight 0.05 to
+// 0.2 s).
 struct HostImages {
   int64_t count = 0;
   int size = 0;
