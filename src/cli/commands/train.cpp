@@ -599,8 +599,8 @@ void TrainingRun::resume(const std::string& checkpoint_path) {
   if (ended_early_ && !stopped_before_its_model(checkpoint_path, checkpoint.metadata))
     throw Error(detail::concat(
         "checkpoint ", checkpoint_path, " ends a run that early stopping ended (",
-        *ended_early_, ") and wrote its model: nothing to train; give a larger --early-stopping-patience, or "
-        "--early-stopping-patience 0 (off), to go on"));
+        *ended_early_, ") and wrote its model: nothing to train; give a larger "
+        "--early-stopping-patience, or --early-stopping-patience 0 (off), to go on"));
   if (first_epoch_ >= options_.epochs &&
       !(first_epoch_ == options_.epochs &&
         stopped_before_its_model(checkpoint_path, checkpoint.metadata)))
