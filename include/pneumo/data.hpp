@@ -128,6 +128,9 @@ Dataset load_cache(const std::string& cache_dir);
 bool is_cache_dir(const std::string& path);
 // A name an image tree's files are read by: .jpeg .jpg .png .bmp .tif .tiff, any case.
 bool has_image_extension(const std::string& name);
+// A name starting with a dot (.DS_Store, macOS's ._*.jpeg, .git): nobody's X-ray. Every walk of
+// images (prepare's tree, predict's and explain's folders) passes over it in silence.
+bool is_hidden_name(const std::string& name);
 // One of the files prepare writes (meta.json, <split>_images.npy, ...), in a folder whose meta.json
 // says prepare wrote it.
 bool is_file_of_a_cache(const std::string& path);

@@ -627,9 +627,8 @@ void write_train_bench_summary(const std::vector<nlohmann::json>& rows,
     }
     for (const auto& row : rows) {
       out << "\nPer backend op at batch " << row["batch"].get<int>()
-          << ", in step order (a mark after every op, a pass of its own; the share is of the ops'\n"
-          << "total in that pass, which its marks slow: against the unmarked step's ms the column\n"
-          << "summed to 104% on an H200):\n\n"
+          << ", in step order (a mark after every op, a pass of its own, which the marks slow;\n"
+          << "the share is of the ops' total in that pass):\n\n"
           << "| op, main operand | calls per step | ms per step | % of the ops' ms |\n"
           << "|---|---:|---:|---:|\n";
       double step = 0.0;

@@ -68,6 +68,8 @@ const Split& Dataset::split(const std::string& name) const {
   throw Error("cache " + cache_dir + " has no '" + name + "' split (it holds: " + present + ")");
 }
 
+bool is_hidden_name(const std::string& name) { return !name.empty() && name[0] == '.'; }
+
 bool has_image_extension(const std::string& name) {
   const size_t dot = name.find_last_of('.');
   if (dot == std::string::npos) return false;
@@ -121,7 +123,7 @@ std::vector<TreeFile> list_image_tree(const std::string& data_dir,
       std::vector<TreeFile> here;
       for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
         const std::string name = it->path().filename().string();
-        if (name.empty() || name[0] == '.' || !has_image_extension(name)) continue;
+        if (name.empty() || is_hidden_name(name) || !has_image_extension(name)) continue;
         struct stat info {};
         if (::stat(it->path().c_str(), &info) != 0) {
           const int error_number = errno;

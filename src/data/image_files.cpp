@@ -37,9 +37,9 @@ void walk_folder(const fs::path& dir, bool top, std::set<fs::path>& seen,
   }
   std::sort(entries.begin(), entries.end());
   for (const fs::directory_entry& entry : entries) {
-    // Hidden names are nobody's X-rays (macOS's ._*.jpeg beside each image, .DS_Store, .git),
-    // as prepare_cache's tree walk has them: a folder scored by predict holds what its cache does.
-    if (entry.path().filename().string().rfind('.', 0) == 0) continue;
+    // Hidden names (is_hidden_name), as in prepare's tree: a folder scored by predict holds what
+    // its cache does.
+    if (is_hidden_name(entry.path().filename().string())) continue;
     std::error_code status;
     if (entry.is_directory(status))  // a link to a folder included
       walk_folder(entry.path(), false, seen, found, unreadable);

@@ -275,14 +275,14 @@ PrepareReport prepare_cache(const PrepareOptions& options) {
     std::error_code ec;
     for (fs::directory_iterator it(data_dir, ec), end; !ec && it != end; it.increment(ec)) {
       const std::string name = it->path().filename().string();
-      if (name.rfind('.', 0) != 0 && it->is_directory(ec) && !known(name, kSplitNames))
+      if (!is_hidden_name(name) && it->is_directory(ec) && !known(name, kSplitNames))
         warn_unread(it->path(), true, "train/, val/ and test/");
     }
     for (const char* split : kSplitNames) {
       for (fs::directory_iterator it(data_dir / split, ec), end; !ec && it != end;
            it.increment(ec)) {
         const std::string name = it->path().filename().string();
-        if (name.rfind('.', 0) != 0 && !known(name, kClassNames))
+        if (!is_hidden_name(name) && !known(name, kClassNames))
           warn_unread(it->path(), it->is_directory(ec),
                       std::string("the folders NORMAL/ and PNEUMONIA/ in ") + split + "/");
       }
@@ -291,7 +291,7 @@ PrepareReport prepare_cache(const PrepareOptions& options) {
         for (fs::directory_iterator it(data_dir / split / label, ec), end; !ec && it != end;
              it.increment(ec)) {
           const std::string name = it->path().filename().string();
-          if (name.rfind('.', 0) == 0) continue;  // hidden files (.DS_Store) are nobody's data
+          if (is_hidden_name(name)) continue;
           if (it->is_directory(ec))
             warn_unread(it->path(), true,
                         std::string("the image files directly in ") + split + "/" + label + "/");

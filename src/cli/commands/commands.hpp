@@ -157,6 +157,11 @@ DecodedInputs decode_inputs(const std::vector<std::string>& inputs, int size);
 // or a line break (predict --csv and explain.csv).
 std::string csv_field(const std::string& path);
 using detail::one_line;  // pneumo/error.hpp
+// A number with every digit it needs to read back exactly (a probability as a double; a logit or
+// a map's value as a float), for the CSV files: 6 digits printed 0.5000004 as 0.5 beside the label
+// PNEUMONIA at threshold 0.5. No stream's settings are changed.
+std::string exact_text(double value);
+std::string exact_text(float value);
 
 // `pneumo explain`: Grad-CAM maps of one model for image files (pneumo/explain.hpp).
 struct ExplainOptions {

@@ -190,7 +190,6 @@ std::pair<double, std::string> applied_threshold(const Ensemble& ensemble,
 
 }  // namespace
 
-std::string csv_field(const std::string& path);  // below: a CSV cell, quoted when needed
 
 int run_evaluate(const EvaluateOptions& options) {
   if (options.data.empty()) throw UsageError("--data is required");
@@ -340,10 +339,8 @@ int run_evaluate(const EvaluateOptions& options) {
     csv << "index,file,label,logit,probability\n";
     for (size_t i = 0; i < logits.size(); ++i)
       csv << i << "," << csv_field(i < split.files.size() ? split.files[i] : std::string()) << ","
-          << static_cast<int>(split.labels[i]) << ","
-          << std::setprecision(std::numeric_limits<float>::max_digits10) << logits[i] << ","
-          << std::setprecision(std::numeric_limits<double>::max_digits10) << sigmoid(logits[i])
-          << "\n";
+          << static_cast<int>(split.labels[i]) << "," << exact_text(logits[i]) << ","
+          << exact_text(sigmoid(logits[i])) << "\n";
     write_file_atomically(options.scores, csv.str());
   }
   if (!options.json.empty()) {
@@ -357,6 +354,18 @@ int run_evaluate(const EvaluateOptions& options) {
     write_file_atomically(options.json, json_text(out, 2) + "\n");
   }
   return 0;
+}
+
+std::string exact_text(double value) {
+  std::ostringstream out;
+  out << std::setprecision(std::numeric_limits<double>::max_digits10) << value;
+  return out.str();
+}
+
+std::string exact_text(float value) {
+  std::ostringstream out;
+  out << std::setprecision(std::numeric_limits<float>::max_digits10) << value;
+  return out.str();
 }
 
 std::string csv_field(const std::string& path) {
@@ -446,10 +455,8 @@ int run_predict(const PredictOptions& options) {
     const char* label = pneumonia ? "PNEUMONIA" : "NORMAL";
     if (options.csv) {
       // All of p's digits (6 printed 0.9999996 as 1, and a p just above the threshold as it).
-      std::cout << csv_field(kept[i]) << ","
-                << std::setprecision(std::numeric_limits<double>::max_digits10) << p << "," << label;
-      if (options.logits)
-        std::cout << "," << std::setprecision(std::numeric_limits<float>::max_digits10) << logits[i];
+      std::cout << csv_field(kept[i]) << "," << exact_text(p) << "," << label;
+      if (options.logits) std::cout << "," << exact_text(logits[i]);
       std::cout << "\n";
     } else {
       // Fixed decimals, as many as the header's threshold shows (six significant digits, at

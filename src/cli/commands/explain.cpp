@@ -6,7 +6,6 @@
 #include <fstream>
 #include <iomanip>
 #include <iostream>
-#include <limits>
 #include <sstream>
 
 #include "cli/commands/commands.hpp"
@@ -126,13 +125,9 @@ int run_explain(const ExplainOptions& options) {
     if (no_png.empty())
       no_png = write_heatmap_overlay((fs::path(options.out) / (stem.str() + ".png")).string(),
                                      inputs.pixels.data() + index * size * size, size, map.data());
-    // All of p's digits, as predict --csv gives them: 6 printed 0.5000004 as 0.5 beside the label
-    // PNEUMONIA at threshold 0.5.
-    csv << csv_field(kept[index]) << ","
-        << std::setprecision(std::numeric_limits<double>::max_digits10) << p << ","
+    csv << csv_field(kept[index]) << "," << exact_text(p) << ","
         << (predicts_pneumonia(cam.logits[index], threshold) ? "PNEUMONIA" : "NORMAL") << ","
-        << csv_field(fs::path(npy).filename().string()) << ","
-        << std::setprecision(std::numeric_limits<float>::max_digits10) << peak << "\n";
+        << csv_field(fs::path(npy).filename().string()) << "," << exact_text(peak) << "\n";
   }
   if (!csv) throw Error("cannot write " + (fs::path(options.out) / "explain.csv").string());
   if (!no_png.empty()) std::cerr << "explain: no PNG overlays: " << no_png << "\n";

@@ -1,5 +1,6 @@
-// What keeps a long command from losing work: SIGINT/SIGTERM turned into a flag the training loop
-// polls between steps, and out-of-memory errors turned into advice about the batch size.
+// What keeps a command from losing work: SIGINT/SIGTERM turned into a flag the training loop
+// polls between steps, out-of-memory errors turned into advice about the batch size, and the
+// checks that keep an output from replacing a run's state or landing inside its own input.
 #pragma once
 
 #include <atomic>
