@@ -14,6 +14,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <functional>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <system_error>
 
@@ -666,7 +668,8 @@ Dataset open_dataset(const std::string& path, const OpenDatasetOptions& options)
   // Two runs started together on one tree (a sweep's jobs) prepared its cache twice, and the
   // second's rename onto the first's failed: the check and the prepare are done by one process
   // at a time, so the second finds the first's cache fresh. The cache is read after.
-  const auto check_or_prepare = [&](bool prepare_anyway) {
+  // `stale` is asked under the lock: whether the cache must be made (again) now.
+  const auto check_or_prepare = [&](const std::function<bool()>& stale) {
     FileLock preparing;
     const std::string lock_path =
         (cache_parent / ("." + fs::path(cache).filename().string() + ".lock")).string();
@@ -683,7 +686,7 @@ Dataset open_dataset(const std::string& path, const OpenDatasetOptions& options)
                      << "\n";
       preparing.acquire(lock_path);
     }
-    if (prepare_anyway || !fresh_tree_cache(cache, path, hash, size, options.log)) {
+    if (stale()) {
       PrepareOptions prepare;
       prepare.data_dir = path;
       prepare.out_dir = cache;
@@ -694,7 +697,7 @@ Dataset open_dataset(const std::string& path, const OpenDatasetOptions& options)
       prepare_cache(prepare);
     }
   };
-  check_or_prepare(false);
+  check_or_prepare([&] { return !fresh_tree_cache(cache, path, hash, size, options.log); });
   try {
     return load_tree_cache(cache, path);
   } catch (const Error& e) {
@@ -704,8 +707,17 @@ Dataset open_dataset(const std::string& path, const OpenDatasetOptions& options)
       *options.log << "data: the cache " << cache << " of " << path << " cannot be read ("
                    << e.what() << "); preparing again\n";
   }
-  check_or_prepare(true);
-  return load_tree_cache(cache, path);
+  // Read again under the lock first: a run started beside this one may have made it meanwhile.
+  std::optional<Dataset> loaded;
+  check_or_prepare([&] {
+    try {
+      loaded = load_tree_cache(cache, path);
+      return false;
+    } catch (const Error&) {
+      return true;
+    }
+  });
+  return loaded ? std::move(*loaded) : load_tree_cache(cache, path);
 }
 
 }  // namespace pneumo
