@@ -30,6 +30,9 @@ inline constexpr int64_t kMaxImageFileBytes = int64_t{1} << 30;
 
 // The dataset's citation (CC BY 4.0 asks for it wherever the images are used).
 extern const char* const kDatasetCitation;
+// kDatasetCitation as a report shows it: pneumo cannot tell where a folder's images came from, so
+// the credit says when it applies (the dataset pneumo is developed on, or a part of it).
+std::string dataset_credit();
 
 // One split in memory.
 struct Split {

@@ -36,6 +36,12 @@ const char* const kDatasetCitation =
     "doi:10.17632/rscbjbr9sj.2. Licence: CC BY 4.0. Paper: Kermany et al., \"Identifying Medical "
     "Diagnoses and Treatable Diseases by Image-Based Deep Learning\", Cell 172(5):1122-1131, 2018.";
 
+std::string dataset_credit() {
+  return std::string("Where these images are the pediatric chest X-rays pneumo is developed on (or "
+                     "a part of them), their source and licence: ") +
+         kDatasetCitation;
+}
+
 std::array<int64_t, kClassCount> Split::class_counts() const {
   std::array<int64_t, kClassCount> counts{};
   for (uint8_t l : labels)

@@ -238,7 +238,7 @@ void write_gallery(const std::string& folder, const GradCam& cam, const GalleryI
          << (problem.empty() ? "\n\n  ![](" + name.str() + ")\n" : " (no PNG: " + problem + ")\n");
     }
   }
-  md << "\n" << kDatasetCitation << "\n";
+  md << "\n" << dataset_credit() << "\n";
   std::ofstream out(fs::path(folder) / "gallery.md");
   if (!(out << md.str())) throw Error("cannot write " + (fs::path(folder) / "gallery.md").string());
 }

@@ -268,9 +268,9 @@ std::string report_markdown(const ReportInputs& inputs, bool has_loss_chart,
   if (inputs.validation) metrics_section(md, "Validation", *inputs.validation);
   if (inputs.test) metrics_section(md, "Test", *inputs.test);
   if ((inputs.validation && inputs.validation->at_tuned) || (inputs.test && inputs.test->at_tuned))
-    md << "The applied threshold is the one stored with the model (Youden's J, sensitivity + "
-          "specificity - 1, at its best on the validation split, unless its rule above says "
-          "otherwise), applied unchanged to test.\n\n";
+    md << "The applied threshold is the one stored with the model, by the rule named above "
+          "(Youden's J, sensitivity + specificity - 1, at its best on the validation split, "
+          "unless it says otherwise); `pneumo evaluate` applies it unchanged to test.\n\n";
   if (has_roc_chart) md << "![ROC curves](roc.svg)\n\n";
   if (!inputs.config.is_null() && !inputs.config.empty())
     md << "## Configuration\n\n```json\n" << json_text(inputs.config, 2) << "\n```\n\n";

@@ -742,6 +742,9 @@ TEST_F(CliRuns, ARunThatEarlyStoppingEndedIsOverForItsResume) {
        at = first.output.find("early stopping at epoch 2", at + 1))
     ++said;
   EXPECT_EQ(said, 1u) << first.output;
+  // report.md says why it has fewer rows than --epochs asked for.
+  EXPECT_NE(testing::read_text(path("run") + "/report.md").find("- early stopping at epoch 2: "),
+            std::string::npos);
   const std::string last = path("run") + "/checkpoints/last.safetensors";
   const std::string model = path("run") + "/model.safetensors";
   fs::copy_file(model, path("model-before.safetensors"));

@@ -180,6 +180,9 @@ class TrainingRun {
   CallbackList callbacks_;
   TrainingControl control_;
   int first_epoch_ = 0;
+  // What this process said about the run beside its epoch lines (notes on flags and losses,
+  // learning-rate cuts, the stop), for report.md as well as the terminal.
+  std::vector<std::string> said_;
   // A resumed run that early stopping had ended (why, as it said then): nothing left to train.
   std::optional<std::string> ended_early_;
   int epochs_done_ = 0;
@@ -411,8 +414,10 @@ TrainingRun::TrainingRun(const TrainOptions& options, std::unique_ptr<Communicat
   if (writer()) {
     std::cerr << "backend: " << backend_->name() << "\n";
     for (const std::string& note :
-         notes_on_flags(options, backend_->device(), group_->size()))
+         notes_on_flags(options, backend_->device(), group_->size())) {
       std::cerr << "pneumo: note: " << note << "\n";
+      said_.push_back(note);
+    }
     if (group_->size() > 1)
       std::cerr << "ranks: " << group_->size() << " (" << group_->name() << "); global batch "
                 << options.batch << ", about " << options.batch / group_->size()
@@ -478,11 +483,14 @@ TrainingRun::TrainingRun(const TrainOptions& options, std::unique_ptr<Communicat
   // The epoch line puts the two losses side by side: say when they are not the same measure.
   const bool weighted = balance_ == BalanceMode::ClassWeight;
   const bool smoothed = options.label_smoothing > 0;
-  if (writer() && (weighted || smoothed))
-    std::cerr << "loss: the training loss is " << (weighted ? "weighted by class" : "")
-              << (weighted && smoothed ? " and " : "")
-              << (smoothed ? "against smoothed targets" : "")
-              << "; val loss is the plain cross-entropy\n";
+  if (writer() && (weighted || smoothed)) {
+    const std::string losses = detail::concat(
+        "the training loss is ", weighted ? "weighted by class" : "",
+        weighted && smoothed ? " and " : "", smoothed ? "against smoothed targets" : "",
+        "; val loss is the plain cross-entropy");
+    std::cerr << "loss: " << losses << "\n";
+    said_.push_back("Loss: " + losses + " (the table's and loss.svg's two curves).");
+  }
   val_set_ = upload(splits_.val, backend_->device());
 
   callbacks_ = make_callbacks(options);
@@ -922,12 +930,18 @@ std::optional<int> TrainingRun::end_epoch(const EpochMetrics& metrics, EpochReco
   val_seconds_ += record.val_seconds;
   if (writer()) {
     std::cout << format_epoch_summary(record, options_.epochs) << "\n" << std::flush;
-    for (const auto& event : control_.events) std::cout << "  " << event << "\n";
+    for (const auto& event : control_.events) {
+      std::cout << "  " << event << "\n";
+      said_.push_back(event);
+    }
   }
   // After the checkpoint, on the same queue: the history never runs ahead of it.
   if (log_) files_.post([this, record] { log_->append(record); });
   if (control_.stop) {  // the callbacks saw the same metrics on every rank
-    if (writer()) std::cout << control_.stop_reason << "\n";
+    if (writer()) {
+      std::cout << control_.stop_reason << "\n";
+      said_.push_back(control_.stop_reason);
+    }
     stopped = true;
     return std::nullopt;
   }
@@ -975,7 +989,7 @@ int TrainingRun::finish() {
   } else if (threshold.defined && smallest_class < kMinThresholdClassImages) {
     rule = detail::concat("default 0.5 (validation holds ", smallest_class,
                           " images of a class, fewer than ", kMinThresholdClassImages,
-                          " for Youden's J; it would have chosen ", threshold.threshold, ")");
+                          " for Youden's J; it would have chosen ", format_threshold(threshold.threshold), ")");
     threshold = ThresholdChoice{};
   }
   metadata_.decision_threshold = threshold.threshold;
@@ -1000,8 +1014,15 @@ int TrainingRun::finish() {
   report.validation = final_val;
   report.validation_roc = roc_curve(val_logits, splits_.val.labels);
   report.config = metadata_.config;
-  report.notes = "Data: " + splits_.description + ". Backend: " + backend_->name() + ".\n\n" +
-                 kDatasetCitation;
+  report.notes = "Data: " + splits_.description + ". Backend: " + backend_->name() + ".\n\n";
+  if (ended_early_) said_.push_back("resumed to write what was missing: " + *ended_early_);
+  if (!said_.empty()) {
+    report.notes += "What this process said beside its epoch lines (a resumed run's earlier "
+                    "processes said theirs in their own output):\n\n";
+    for (const std::string& line : said_) report.notes += "- " + line + "\n";
+    report.notes += "\n";
+  }
+  report.notes += dataset_credit();
   if (weights_epoch_)
     report.weights_note = detail::concat(
         "The model holds the weights of epoch ", *weights_epoch_, " of ", epochs_done_,

@@ -432,7 +432,7 @@ EdaReport run_eda(const EdaOptions& options) {
          << "augmented copies exactly as training sees them (the CPU twin of the augmentation "
          << "kernel, " << header.str().substr(header.str().find(':') + 2) << ").\n\n"
          << "```\n" << table.str() << "```\n\n"
-         << "## Dataset\n\n" << kDatasetCitation << "\n";
+         << "## Dataset\n\n" << dataset_credit() << "\n";
     if (!file) throw Error("cannot write " + path.string());
     report.files_written.push_back(path.string());
   }
