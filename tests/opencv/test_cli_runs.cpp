@@ -97,7 +97,7 @@ TEST_F(CliRuns, RestoreBestFollowsTheCheckpointMonitorWithoutEarlyStopping) {
   EXPECT_EQ(scored.at("epochs_trained"), 3);
   EXPECT_NE(testing::read_text(run + "/report.md")
                 .find("The model holds the weights of epoch 1 of 3, restored by --restore-best "
-                      "(the best val_accuracy)"),
+                      "(the best val_accuracy, 0.5)"),
             std::string::npos);
 }
 

@@ -1023,10 +1023,17 @@ int TrainingRun::finish() {
     report.notes += "\n";
   }
   report.notes += dataset_credit();
+  // The monitored value itself: it may be a metric the report's tables do not show (a stress one).
+  const auto* policy =
+      dynamic_cast<const ModelCheckpointPolicy*>(callbacks_.find("model_checkpoint"));
+  const auto restored_best_value = [&] {
+    return policy && std::isfinite(policy->best()) ? detail::concat(", ", policy->best())
+                                                   : std::string();
+  };
   if (weights_epoch_)
     report.weights_note = detail::concat(
         "The model holds the weights of epoch ", *weights_epoch_, " of ", epochs_done_,
-        ", restored by --restore-best (the best ", options_.checkpoint_monitor,
+        ", restored by --restore-best (the best ", options_.checkpoint_monitor, restored_best_value(),
         "): the metrics below score those weights, not the last epoch's.");
   write_report(run_dir_, report);
   std::cout << format_metrics_table(final_val);
