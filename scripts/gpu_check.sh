@@ -98,7 +98,7 @@ default_filter+=':StepGraphsCuda.LiveOpsAndBeginStepMatchTheCpu'
 # The bfloat16 tails (shared memory, barriers), a batch split into chunks with a short last one,
 # and the empty batches.
 default_filter+=':BlockTailBf16Cuda.MatchesTheCpuTwin:ShortLastChunk/BatchNormParity.*/n7_c8_5x5'
-default_filter+=':*Cuda.AnEmptyBatchWritesItsPerChannelOutputs'
+default_filter+=':EmptyBatchCuda.*'
 default_filter+=':-*Tf32*:*ConvPlans*'
 sanitizer_filter=${SANITIZER_FILTER:-$default_filter}
 

@@ -649,37 +649,30 @@ void expect_empty_batchnorm_writes_its_outputs(Backend& backend) {
     EXPECT_EQ(to_host(*t), std::vector<float>(k, 0.0f));
 }
 
-TEST(BatchNorm, AnEmptyBatchWritesItsPerChannelOutputs) {
-  auto cpu = make_cpu_backend(1);
-  expect_empty_batchnorm_writes_its_outputs(*cpu);
+// Each backend through the three checks above: the unfused batch-norm, the fused tails and
+// stem, the bfloat16 tail.
+void expect_every_empty_batch_writes_its_outputs(Backend& backend) {
+  {
+    SCOPED_TRACE("batch-norm");
+    expect_empty_batchnorm_writes_its_outputs(backend);
+  }
+  {
+    SCOPED_TRACE("fused tail and stem");
+    expect_empty_batch_writes_its_outputs(backend);
+  }
+  SCOPED_TRACE("bfloat16 tail");
+  expect_empty_bf16_batch_writes_its_outputs(backend);
 }
 
-TEST(BatchNormCuda, AnEmptyBatchWritesItsPerChannelOutputs) {
+TEST(EmptyBatch, EveryOpWritesItsPerChannelOutputs) {
+  auto cpu = make_cpu_backend(1);
+  expect_every_empty_batch_writes_its_outputs(*cpu);
+}
+
+TEST(EmptyBatchCuda, EveryOpWritesItsPerChannelOutputs) {
   PNEUMO_REQUIRE_CUDA();
   auto cuda = make_cuda_backend(BackendOptions{});
-  expect_empty_batchnorm_writes_its_outputs(*cuda);
-}
-
-TEST(BlockTailBf16, AnEmptyBatchWritesItsPerChannelOutputs) {
-  auto cpu = make_cpu_backend(1);
-  expect_empty_bf16_batch_writes_its_outputs(*cpu);
-}
-
-TEST(BlockTailBf16Cuda, AnEmptyBatchWritesItsPerChannelOutputs) {
-  PNEUMO_REQUIRE_CUDA();
-  auto cuda = make_cuda_backend(BackendOptions{});
-  expect_empty_bf16_batch_writes_its_outputs(*cuda);
-}
-
-TEST(BlockTail, AnEmptyBatchWritesItsPerChannelOutputs) {
-  auto cpu = make_cpu_backend(1);
-  expect_empty_batch_writes_its_outputs(*cpu);
-}
-
-TEST(BlockTailCuda, AnEmptyBatchWritesItsPerChannelOutputs) {
-  PNEUMO_REQUIRE_CUDA();
-  auto cuda = make_cuda_backend(BackendOptions{});
-  expect_empty_batch_writes_its_outputs(*cuda);
+  expect_every_empty_batch_writes_its_outputs(*cuda);
 }
 
 // ---- The tail in bfloat16, channels-last (block_tail_forward_bf16 / block_tail_backward_bf16) ----
