@@ -16,12 +16,12 @@ configuration was measured more than once, the last line counts; a recipe line t
 its start was (pneumo's "tuning_cache" state, PyTorch's "compile_cache") is kept beside the others
 of its configuration, its seconds labelled (cold, warm); a recipe of another batch or length than
 the recipe's (32, 12 epochs), or with first-call probes, is a configuration of its own. A speed
-row timed without warm-up ("warmup": 0) is skipped with a note. Rows from more than one card (pneumo's
-"backend", PyTorch's "device") are tabulated, the cards named, but not compared. A line of those kinds whose
-fields have the wrong types (a batch that is not an integer, a speed or seconds that are not a
-finite positive number, an impl or precision that is not a string, a switch such as "augment"
-that is not true or false) is skipped with a warning on stderr naming its file and line; bytes
-that are not UTF-8 make a line no JSON reads, passed over.
+row timed without warm-up ("warmup": 0) is skipped with a note. Rows from more than one card
+(pneumo's "backend", PyTorch's "device") are tabulated, the cards named, but not compared. A
+line of those kinds whose fields have the wrong types (a batch that is not an integer, a speed or
+seconds that are not a finite positive number, an impl or precision that is not a string, a
+switch such as "augment" that is not true or false) is skipped with a warning on stderr naming
+its file and line; bytes that are not UTF-8 make a line no JSON reads, passed over.
 """
 import json
 import math
@@ -174,7 +174,7 @@ def read_rows(paths):
                 if recipe:
                     rows.recipe.setdefault(name, {})[start_of(row)] = seconds
                 elif "images_per_second" in row and row.get("warmup") == 0:
-                    # --warmup 0 (the check's cold/warm recipe runs): a cold first step, not a speed.
+                    # --warmup 0 (the check's cold/warm recipe runs): a cold step, not a speed.
                     print(f"throughput_table: {path}:{number}: a step timed without warm-up "
                           "(\"warmup\": 0) is a cold start, not a speed; line skipped",
                           file=sys.stderr)

@@ -576,8 +576,7 @@ void log_skipped_files(const std::string& cache, std::ostream& log) {
   for (size_t i = 0; i < shown; ++i)
     if (skipped[i].is_object())
       log << (i == 0 ? ": " : "; ") << detail::one_line(skipped[i].value("file", std::string("?")))
-          << " ("
-          << skipped[i].value("reason", std::string("?")) << ")";
+          << " (" << skipped[i].value("reason", std::string("?")) << ")";
   log << (skipped.size() > shown ? "; ..." : "") << "\n";
 }
 

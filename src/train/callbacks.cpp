@@ -404,7 +404,7 @@ void LearningRateSchedule::load_state(const json& state) {
         differences.empty() ? detail::excerpt(state.dump()) : differences,
         epochs_differ ? "; a cosine schedule spans --epochs, so a resume cannot change them "
                         "(more or fewer): resume with the run's --epochs"
-                    : "; resume with the checkpoint's values (leave out the flags named)"));
+                      : "; resume with the checkpoint's values (leave out the flags named)"));
   }
 }
 

@@ -262,9 +262,8 @@ std::string report_markdown(const ReportInputs& inputs, bool has_loss_chart,
       }
       md << " |\n";
     }
-    md << "\nThe validation columns score each epoch at threshold 0.5 (the threshold the model stores\n"
-          "is chosen after training; the sections below apply it).\n";
-    md << "\n";
+    md << "\nThe validation columns score each epoch at threshold 0.5 (the threshold the model\n"
+          "stores is chosen after training; the sections below apply it).\n\n";
   }
   if (!inputs.weights_note.empty()) md << inputs.weights_note << "\n\n";
   if (inputs.validation) metrics_section(md, "Validation", *inputs.validation);

@@ -190,7 +190,6 @@ std::pair<double, std::string> applied_threshold(const Ensemble& ensemble,
 
 }  // namespace
 
-
 int run_evaluate(const EvaluateOptions& options) {
   if (options.data.empty()) throw UsageError("--data is required");
   if (options.gallery < 0 || options.gallery > 1000)
