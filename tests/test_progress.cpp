@@ -251,6 +251,11 @@ TEST(History, ResumeKeepsEarlierEpochsAndDropsLaterOnes) {
   EXPECT_EQ(read_history_jsonl(resumed.jsonl_path()).size(), 3u);
   EXPECT_EQ(count_of(read_text(resumed.csv_path()), "\n"), 4u);  // header + 3 rows
 
+  // Rows the caller read before (train reads them ahead of writing anything): the same rule.
+  EpochLogWriter again(dir.path(), 1, read_history_jsonl(resumed.jsonl_path()));
+  ASSERT_EQ(again.records().size(), 1u);
+  EXPECT_EQ(read_history_jsonl(again.jsonl_path()).size(), 1u);
+
   EpochLogWriter fresh(dir.path());  // a new run starts over
   EXPECT_TRUE(fresh.records().empty());
   EXPECT_EQ(read_text(fresh.csv_path()), "epoch,learning_rate,seconds,train_seconds,val_seconds\n");

@@ -95,6 +95,8 @@ class EpochLogWriter {
   // of epochs before it are read back from history.jsonl (whose later rows, written after the
   // checkpoint, are dropped) and new epochs are appended after them.
   explicit EpochLogWriter(std::string run_directory, int first_epoch = 0);
+  // The same, with history.jsonl's rows already read (read_history_jsonl) by the caller.
+  EpochLogWriter(std::string run_directory, int first_epoch, std::vector<EpochRecord> earlier);
   void append(const EpochRecord& record);  // refuses an epoch out of sequence
   const std::vector<EpochRecord>& records() const { return records_; }
   std::string csv_path() const { return run_directory_ + "/history.csv"; }

@@ -231,17 +231,29 @@ std::vector<EpochRecord> read_history_jsonl(const std::string& path) {
   return records;
 }
 
+namespace {
+
+std::vector<EpochRecord> earlier_rows(const std::string& run_directory, int first_epoch) {
+  const std::string path = run_directory + "/history.jsonl";
+  if (first_epoch > 0 && std::filesystem::exists(path)) return read_history_jsonl(path);
+  return {};
+}
+
+}  // namespace
+
 EpochLogWriter::EpochLogWriter(std::string run_directory, int first_epoch)
+    : EpochLogWriter(run_directory, first_epoch, earlier_rows(run_directory, first_epoch)) {}
+
+EpochLogWriter::EpochLogWriter(std::string run_directory, int first_epoch,
+                               std::vector<EpochRecord> earlier)
     : run_directory_(std::move(run_directory)) {
   std::error_code error;
   std::filesystem::create_directories(run_directory_, error);
   if (error)
     throw Error(detail::concat("cannot create run directory ", run_directory_, ": ",
                                error.message()));
-  if (first_epoch > 0 && std::filesystem::exists(jsonl_path())) {
-    for (auto& record : read_history_jsonl(jsonl_path()))
-      if (record.epoch < first_epoch) records_.push_back(std::move(record));
-  }
+  for (auto& record : earlier)
+    if (record.epoch < first_epoch) records_.push_back(std::move(record));
   rewrite();
 }
 

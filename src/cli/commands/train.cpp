@@ -123,7 +123,28 @@ class TrainingRun {
   int run();  // the exit status
 
  private:
+  // The constructor's steps, in order. open_data returns the images' side in pixels.
+  int open_data();
+  void set_up_backend();
+  void set_up_model(int input_size);
+  void set_up_trainer();
+  void set_up_image_sets();  // the balance, the uploaded splits; refuses a --batch that cannot go
+  // Epoch `epoch`'s image order (indices into the training split), without its last, partial
+  // batch under --drop-last (which refuses an epoch with no whole batch); and its step count.
+  std::vector<int32_t> epoch_order(int epoch) const;
+  int64_t epoch_steps(int epoch) const;
+
   void resume(const std::string& checkpoint_path);
+  // resume()'s checks and messages: a checkpoint of another optimizer, update, data or a
+  // --restore-best end refused; a note when batch-norm's shares change; a position inside an
+  // epoch checked against this run's order; where the run goes on (`replaced_lr`: the rate an
+  // --lr given again replaced).
+  void check_resumable(const std::string& checkpoint_path, const CheckpointMetadata& resumed) const;
+  void note_other_batchnorm_shares(const std::string& checkpoint_path,
+                                   const CheckpointMetadata& resumed) const;
+  void check_position_inside_epoch(const std::string& checkpoint_path,
+                                   const CheckpointMetadata& resumed) const;
+  void say_where_resumed(const std::string& checkpoint_path, std::optional<double> replaced_lr) const;
   // --restore-best when resuming: the resumed run's best checkpoint, read back (every rank).
   void load_best_weights(const std::string& checkpoint_path, const CheckpointMetadata& resumed);
   void restore_best_weights();  // at the end of training, --restore-best
@@ -203,6 +224,9 @@ class TrainingRun {
   std::vector<float> last_val_logits_;
   int last_val_epochs_ = -1;
   std::optional<EpochLogWriter> log_;
+  // A resumed run's history.jsonl as read before anything was written (rank 0): run() keeps its
+  // rows of the epochs already done.
+  std::optional<std::vector<EpochRecord>> resumed_history_;
   std::optional<ProgressReporter> progress_;
   std::optional<StopOnSignal> stop_on_signal_;
   bool graph_notice_shown_ = false;  // --cuda-graph: why steps run op by op, said once
@@ -389,110 +413,11 @@ TrainingRun::TrainingRun(const TrainOptions& options, std::unique_ptr<Communicat
       group_(group),
       run_dir_(start_run_dir(options, *group, run_lock_)),
       last_path_((fs::path(run_dir_) / "checkpoints/last.safetensors").string()) {
-  OpenDatasetOptions open_options;
-  open_options.size = options.size;
-  open_options.threads = options.threads;
-  const Dataset dataset = open_dataset(options.data, open_options);
-  splits_ = make_train_val(dataset, parse_val_split(options.val_split, options.seed));
-  if (writer()) std::cerr << "data: " << splits_.description << "\n";
-  if (group_->size() > 1) {  // the same flags, but another copy of the data on this node
-    const std::string mine = carved_split_fingerprint(splits_.train, splits_.val);
-    agree_on(*group_, mine, [&](const std::string& first) {
-      return "its data's training and validation images (fingerprint " + mine + ", rank 0: " +
-             first + ")";
-    });
-  }
-
-  BackendOptions backend_options;
-  backend_options.device = parse_device_choice(options.device);
-  apply_precision(options.precision, backend_options);
-  backend_options.deterministic = options.deterministic;
-  backend_options.cpu_threads = options.threads;
-  backend_options.tuning_cache = tuning_cache_path(options.tuning_cache);
-  backend_ = make_backend(backend_options);
-  add_transport(group_, *backend_, parse_all_reduce(options.all_reduce));
-  if (writer()) {
-    std::cerr << "backend: " << backend_->name() << "\n";
-    for (const std::string& note :
-         notes_on_flags(options, backend_->device(), group_->size())) {
-      std::cerr << "pneumo: note: " << note << "\n";
-      said_.push_back(note);
-    }
-    if (group_->size() > 1)
-      std::cerr << "ranks: " << group_->size() << " (" << group_->name() << "); global batch "
-                << options.batch << ", about " << options.batch / group_->size()
-                << " images per rank a step; batch-norm statistics "
-                << (options.sync_batchnorm ? "over every rank" : "per rank") << "\n";
-  }
-
-  ModelConfig config;
-  config.input_size = dataset.size;
-  config.input_normalization = parse_normalization(options.normalization);
-  config.head = parse_model_head(options.head);
-  config.fused_block_tails = options.fused_block_tails;
-  // Between fused tails under bf16 the activations stay bfloat16 (ModelConfig::bf16_activations).
-  config.bf16_activations = options.fused_block_tails && options.precision == "bf16";
-  const int val_batch = options.val_batch > 0 ? options.val_batch : options.batch;
-  model_ = std::make_unique<Model>(*backend_, config, largest_batch(options).batch);
-  model_->initialize(options.seed);
-  if (options.sync_batchnorm) model_->synchronise_batchnorm(group_.get());
-  AugmentSettings augment = options.augmentation;
-  augment.enabled = options.augment;
-  augment.zoom_mode = parse_zoom_mode(options.zoom_mode);
-  trainer_ = std::make_unique<Trainer>(*backend_, *model_, options.batch, augment, options.seed);
-  trainer_->set_group(*group_);
-  trainer_->set_all_reduce_bucket(bucket_elements(options.bucket_mb));
-  trainer_->optimizer().learning_rate = static_cast<float>(options.learning_rate);
-  trainer_->optimizer().rho = static_cast<float>(options.rho);
-  trainer_->optimizer().epsilon = static_cast<float>(options.epsilon);
-  trainer_->optimizer().epsilon_inside = options.rmsprop_epsilon == "inside";
-  trainer_->optimizer().beta1 = static_cast<float>(options.beta1);
-  trainer_->optimizer().beta2 = static_cast<float>(options.beta2);
-  trainer_->optimizer().weight_decay = static_cast<float>(options.weight_decay);
-  trainer_->use_optimizer(parse_optimizer(options.optimizer));
-  trainer_->use_step_graphs(options.cuda_graph);
-  trainer_->set_predict_batch(val_batch);
-  metadata_.optimizer = options.optimizer;
-
-  balance_ = parse_balance_mode(options.balance);
-  // An epoch with no full batch is refused now, before anything trains, not at its first epoch.
-  if (options.drop_last)
-    whole_batches(epoch_indices(splits_.train.labels, balance_, options.seed, 0), options.batch);
-  // The ranks share every step's batch: one with fewer images than ranks (the epoch's last, or
-  // any when --batch is below the rank count) is bad usage now, not the trainer's internal check
-  // at the first epoch (status 1, its text a source line).
-  if (group_->size() > 1) check_on_every_rank(*group_, [&] {
-    const int64_t images =
-        static_cast<int64_t>(epoch_indices(splits_.train.labels, balance_, options.seed, 0).size());
-    const int64_t total = options.drop_last ? images / options.batch * options.batch : images;
-    const int64_t last = total - (total - 1) / options.batch * options.batch;
-    if (options.batch < group_->size() || last < group_->size())
-      throw UsageError(detail::concat(
-          "--batch ", options.batch, " leaves ", std::min<int64_t>(options.batch, last),
-          " images for the ", group_->size(), " ranks to share in ",
-          options.batch < group_->size() ? "every step" : "the epoch's last step (of " +
-                                               std::to_string(total) + " images)",
-          ": every rank needs at least one; choose another --batch",
-          options.drop_last || options.batch < group_->size() ? "" : " (or --drop-last)"));
-  });
-  train_set_ = upload(splits_.train, backend_->device());
-  if (balance_ == BalanceMode::ClassWeight)
-    train_set_.set_weights(sample_weights(splits_.train.labels, balance_));
-  if (options.label_smoothing > 0)
-    train_set_.smooth_labels(splits_.train.labels, static_cast<float>(options.label_smoothing));
-  // The epoch line puts the two losses side by side: say when they are not the same measure.
-  const bool weighted = balance_ == BalanceMode::ClassWeight;
-  const bool smoothed = options.label_smoothing > 0;
-  if (writer() && (weighted || smoothed)) {
-    const std::string losses = detail::concat(
-        "the training loss is ", weighted ? "weighted by class" : "",
-        weighted && smoothed ? " and " : "", smoothed ? "against smoothed targets" : "",
-        "; val loss is the plain cross-entropy");
-    std::cerr << "loss: " << losses << "\n";
-    said_.push_back("Loss: " + losses + " (the table's and loss.svg's two curves).");
-  }
-  val_set_ = upload(splits_.val, backend_->device());
-
+  const int input_size = open_data();
+  set_up_backend();
+  set_up_model(input_size);
+  set_up_trainer();
+  set_up_image_sets();
   callbacks_ = make_callbacks(options);
   control_.learning_rate = options.learning_rate;
   callbacks_.on_train_begin(control_);
@@ -508,18 +433,16 @@ TrainingRun::TrainingRun(const TrainOptions& options, std::unique_ptr<Communicat
     agree_on(*group_, mine,
              [&](const std::string& first) { return mine + " (rank 0: " + first + ")"; });
   }
-  if (!options.resume.empty()) {
-    if (writer()) {
-      carry_over_run_files(options.resume, run_dir_, first_epoch_,
-                           ended_early_ ? first_epoch_ : options.epochs,
-                           options.checkpoint_monitor);
-      // The history is read (a damaged one refused) before config.json is rewritten: a refused
-      // resume leaves the folder as it was.
-      const fs::path history = fs::path(run_dir_) / "history.jsonl";
-      std::error_code error;
-      if (first_epoch_ > 0 && fs::exists(history, error)) read_history_jsonl(history.string());
-      write_config(run_dir_, options);
-    }
+  if (!options.resume.empty() && writer()) {
+    carry_over_run_files(options.resume, run_dir_, first_epoch_,
+                         ended_early_ ? first_epoch_ : options.epochs, options.checkpoint_monitor);
+    // The history is read (a damaged one refused) before config.json is rewritten: a refused
+    // resume leaves the folder as it was. run() keeps its rows of the epochs already done.
+    const fs::path history = fs::path(run_dir_) / "history.jsonl";
+    std::error_code error;
+    if (first_epoch_ > 0 && fs::exists(history, error))
+      resumed_history_ = read_history_jsonl(history.string());
+    write_config(run_dir_, options);
   }
 
   metadata_.seed = options.seed;
@@ -531,65 +454,132 @@ TrainingRun::TrainingRun(const TrainOptions& options, std::unique_ptr<Communicat
   if (!options.inject_fault.empty()) fault_ = parse_fault(options.inject_fault);
 }
 
+int TrainingRun::open_data() {
+  OpenDatasetOptions open_options;
+  open_options.size = options_.size;
+  open_options.threads = options_.threads;
+  const Dataset dataset = open_dataset(options_.data, open_options);
+  splits_ = make_train_val(dataset, parse_val_split(options_.val_split, options_.seed));
+  if (writer()) std::cerr << "data: " << splits_.description << "\n";
+  if (group_->size() > 1) {  // the same flags, but another copy of the data on this node
+    const std::string mine = carved_split_fingerprint(splits_.train, splits_.val);
+    agree_on(*group_, mine, [&](const std::string& first) {
+      return "its data's training and validation images (fingerprint " + mine + ", rank 0: " +
+             first + ")";
+    });
+  }
+  return dataset.size;
+}
+
+void TrainingRun::set_up_backend() {
+  BackendOptions backend_options;
+  backend_options.device = parse_device_choice(options_.device);
+  apply_precision(options_.precision, backend_options);
+  backend_options.deterministic = options_.deterministic;
+  backend_options.cpu_threads = options_.threads;
+  backend_options.tuning_cache = tuning_cache_path(options_.tuning_cache);
+  backend_ = make_backend(backend_options);
+  add_transport(group_, *backend_, parse_all_reduce(options_.all_reduce));
+  if (!writer()) return;
+  std::cerr << "backend: " << backend_->name() << "\n";
+  for (const std::string& note : notes_on_flags(options_, backend_->device(), group_->size())) {
+    std::cerr << "pneumo: note: " << note << "\n";
+    said_.push_back(note);
+  }
+  if (group_->size() > 1)
+    std::cerr << "ranks: " << group_->size() << " (" << group_->name() << "); global batch "
+              << options_.batch << ", about " << options_.batch / group_->size()
+              << " images per rank a step; batch-norm statistics "
+              << (options_.sync_batchnorm ? "over every rank" : "per rank") << "\n";
+}
+
+void TrainingRun::set_up_model(int input_size) {
+  ModelConfig config;
+  config.input_size = input_size;
+  config.input_normalization = parse_normalization(options_.normalization);
+  config.head = parse_model_head(options_.head);
+  config.fused_block_tails = options_.fused_block_tails;
+  // Between fused tails under bf16 the activations stay bfloat16 (ModelConfig::bf16_activations).
+  config.bf16_activations = options_.fused_block_tails && options_.precision == "bf16";
+  model_ = std::make_unique<Model>(*backend_, config, largest_batch(options_).batch);
+  model_->initialize(options_.seed);
+  if (options_.sync_batchnorm) model_->synchronise_batchnorm(group_.get());
+}
+
+void TrainingRun::set_up_trainer() {
+  AugmentSettings augment = options_.augmentation;
+  augment.enabled = options_.augment;
+  augment.zoom_mode = parse_zoom_mode(options_.zoom_mode);
+  trainer_ = std::make_unique<Trainer>(*backend_, *model_, options_.batch, augment, options_.seed);
+  trainer_->set_group(*group_);
+  trainer_->set_all_reduce_bucket(bucket_elements(options_.bucket_mb));
+  OptimizerSettings& optimizer = trainer_->optimizer();
+  optimizer.learning_rate = static_cast<float>(options_.learning_rate);
+  optimizer.rho = static_cast<float>(options_.rho);
+  optimizer.epsilon = static_cast<float>(options_.epsilon);
+  optimizer.epsilon_inside = options_.rmsprop_epsilon == "inside";
+  optimizer.beta1 = static_cast<float>(options_.beta1);
+  optimizer.beta2 = static_cast<float>(options_.beta2);
+  optimizer.weight_decay = static_cast<float>(options_.weight_decay);
+  trainer_->use_optimizer(parse_optimizer(options_.optimizer));
+  trainer_->use_step_graphs(options_.cuda_graph);
+  trainer_->set_predict_batch(options_.val_batch > 0 ? options_.val_batch : options_.batch);
+  metadata_.optimizer = options_.optimizer;
+}
+
+std::vector<int32_t> TrainingRun::epoch_order(int epoch) const {
+  std::vector<int32_t> order =
+      epoch_indices(splits_.train.labels, balance_, options_.seed, static_cast<uint32_t>(epoch));
+  return options_.drop_last ? whole_batches(std::move(order), options_.batch) : order;
+}
+
+int64_t TrainingRun::epoch_steps(int epoch) const {
+  const auto images = static_cast<int64_t>(epoch_order(epoch).size());
+  return (images + options_.batch - 1) / options_.batch;
+}
+
+void TrainingRun::set_up_image_sets() {
+  balance_ = parse_balance_mode(options_.balance);
+  // An epoch with no full batch (--drop-last) is refused now, before anything trains, not at its
+  // first epoch; so is one whose steps the ranks cannot share (below).
+  const auto images = static_cast<int64_t>(epoch_order(0).size());
+  // The ranks share every step's batch: one with fewer images than ranks (the epoch's last, or
+  // any when --batch is below the rank count) is bad usage now, not the trainer's internal check
+  // at the first epoch (status 1, its text a source line).
+  if (group_->size() > 1) check_on_every_rank(*group_, [&] {
+    const int64_t last = images - (images - 1) / options_.batch * options_.batch;
+    if (options_.batch < group_->size() || last < group_->size())
+      throw UsageError(detail::concat(
+          "--batch ", options_.batch, " leaves ", std::min<int64_t>(options_.batch, last),
+          " images for the ", group_->size(), " ranks to share in ",
+          options_.batch < group_->size() ? "every step" : "the epoch's last step (of " +
+                                                std::to_string(images) + " images)",
+          ": every rank needs at least one; choose another --batch",
+          options_.drop_last || options_.batch < group_->size() ? "" : " (or --drop-last)"));
+  });
+  train_set_ = upload(splits_.train, backend_->device());
+  if (balance_ == BalanceMode::ClassWeight)
+    train_set_.set_weights(sample_weights(splits_.train.labels, balance_));
+  if (options_.label_smoothing > 0)
+    train_set_.smooth_labels(splits_.train.labels, static_cast<float>(options_.label_smoothing));
+  // The epoch line puts the two losses side by side: say when they are not the same measure.
+  const bool weighted = balance_ == BalanceMode::ClassWeight;
+  const bool smoothed = options_.label_smoothing > 0;
+  if (writer() && (weighted || smoothed)) {
+    const std::string losses = detail::concat(
+        "the training loss is ", weighted ? "weighted by class" : "",
+        weighted && smoothed ? " and " : "", smoothed ? "against smoothed targets" : "",
+        "; val loss is the plain cross-entropy");
+    std::cerr << "loss: " << losses << "\n";
+    said_.push_back("Loss: " + losses + " (the table's and loss.svg's two curves).");
+  }
+  val_set_ = upload(splits_.val, backend_->device());
+}
+
 void TrainingRun::resume(const std::string& checkpoint_path) {
   CheckpointData checkpoint = load_checkpoint(checkpoint_path);
-  if (checkpoint.metadata.optimizer != options_.optimizer)
-    throw Error("checkpoint " + checkpoint_path + " was trained with --optimizer " +
-                checkpoint.metadata.optimizer + "; this run asks for " + options_.optimizer);
-  const nlohmann::json& trained = checkpoint.metadata.config;
-  const std::string trained_epsilon =
-      trained.is_object() && trained.contains("rmsprop-epsilon") &&
-              trained["rmsprop-epsilon"].is_string()
-          ? trained["rmsprop-epsilon"].get<std::string>()
-          : std::string("outside");  // checkpoints from before the flag
-  if (options_.optimizer == "rmsprop" && trained_epsilon != options_.rmsprop_epsilon)
-    throw Error("checkpoint " + checkpoint_path + " was trained with --rmsprop-epsilon " +
-                trained_epsilon + "; this run asks for " + options_.rmsprop_epsilon +
-                " (its mean squares belong to the other update)");
-  // The images the run trained and validated on: other ones (a relative --data that names
-  // another tree from here, a tree changed since) would mix two runs' epochs, and compare
-  // validation losses of two different sets.
-  const auto recorded_split = checkpoint.metadata.extra.find("carved_split_crc32");
-  if (recorded_split != checkpoint.metadata.extra.end() &&
-      recorded_split->second != carved_split_fingerprint(splits_.train, splits_.val))
-    throw Error("--data " + options_.data + " gives other training or validation images than "
-                "the run of " + checkpoint_path + " had (its carved_split_crc32 differs): a "
-                "resumed run continues on its own images; give the --data, --val-split and "
-                "--seed it was trained with");
-  // Batch-norm takes its statistics over each rank's share of a batch (--sync-batchnorm false,
-  // the default) or over the whole batch: a resume that changes the number of shares (another
-  // rank count, or --sync-batchnorm changed with several ranks) goes on, but not as its first
-  // part would have.
-  const auto recorded_ranks = checkpoint.metadata.extra.find("ranks");
-  if (writer() && recorded_ranks != checkpoint.metadata.extra.end()) {
-    const bool trained_sync = trained.is_object() && trained.contains("sync-batchnorm") &&
-                              trained["sync-batchnorm"].is_boolean() &&
-                              trained["sync-batchnorm"].get<bool>();
-    const long trained_ranks = std::strtol(recorded_ranks->second.c_str(), nullptr, 10);
-    const long trained_shares = trained_sync ? 1 : trained_ranks;
-    const long shares = options_.sync_batchnorm ? 1 : group_->size();
-    const auto over = [](long n) {
-      return n == 1 ? std::string("the whole batch")
-                    : "each of " + std::to_string(n) + " processes' shares of a batch";
-    };
-    const auto how = [](long ranks, bool sync) {
-      return detail::concat(ranks, ranks == 1 ? " process" : " processes", ", --sync-batchnorm ",
-                            sync ? "true" : "false");
-    };
-    if (trained_ranks > 0 && trained_shares != shares)
-      std::cerr << "pneumo: note: batch-norm takes its statistics over " << over(shares)
-                << " in this run (" << how(group_->size(), options_.sync_batchnorm) << "), over "
-                << over(trained_shares) << " in the run of " << checkpoint_path << " ("
-                << how(trained_ranks, trained_sync)
-                << "), so the run goes on, but not as it would have\n";
-  }
-  if (checkpoint.metadata.weights_epoch != checkpoint.metadata.epoch)
-    throw Error(detail::concat(
-        "checkpoint ", checkpoint_path, " holds the weights of epoch ",
-        checkpoint.metadata.weights_epoch, " restored at the end of a run of ",
-        checkpoint.metadata.epoch, " epochs (--restore-best) beside the optimizer state of epoch ",
-        checkpoint.metadata.epoch, ": not a state to continue from; resume from the run's "
-        "checkpoints/last.safetensors"));
+  check_resumable(checkpoint_path, checkpoint.metadata);
+  note_other_batchnorm_shares(checkpoint_path, checkpoint.metadata);
   if (options_.restore_best) load_best_weights(checkpoint_path, checkpoint.metadata);
   refuse_overwriting_later_work(checkpoint_path, checkpoint.metadata);
   trainer_->set_optimizer_steps(checkpoint.metadata.step);
@@ -616,34 +606,8 @@ void TrainingRun::resume(const std::string& checkpoint_path) {
                                " epochs and --epochs is ", options_.epochs,
                                ": nothing to train; give a larger --epochs to go on"));
   steps_done_ = checkpoint.metadata.step;
-  if (checkpoint.metadata.epoch_step > 0) {
-    // Its position is a step count into the epoch's image order, and its loss and accuracy sums
-    // cover that many batches: both mean something only with the flags that made that order.
-    const nlohmann::json& recorded = checkpoint.metadata.config;
-    const nlohmann::json now = to_json(options_);
-    for (const char* flag : {"batch", "seed", "balance", "drop-last", "val-split"})
-      if (recorded.contains(flag) && now.contains(flag) && recorded[flag] != now[flag])
-        throw Error(detail::concat(
-            "checkpoint ", checkpoint_path, " stopped inside epoch ", first_epoch_ + 1,
-            " with --", flag, " ", recorded[flag].dump(), "; this run asks for --", flag, " ",
-            now[flag].dump(), ". A run resumed inside an epoch keeps --batch, --seed, --balance, "
-            "--drop-last and --val-split (they fix the epoch's image order); resume without "
-            "changing them"));
-    // The same data, batch and seed give the same epoch length; a position past its end was
-    // written by another run or damaged.
-    const int64_t images = static_cast<int64_t>(
-        epoch_indices(splits_.train.labels, balance_, options_.seed,
-                      static_cast<uint32_t>(first_epoch_)).size());
-    const int64_t steps = options_.drop_last ? images / options_.batch
-                                             : (images + options_.batch - 1) / options_.batch;
-    if (checkpoint.metadata.epoch_step >= steps)
-      throw Error(detail::concat("checkpoint ", checkpoint_path, " stopped at step ",
-                                 checkpoint.metadata.epoch_step, " of epoch ", first_epoch_ + 1,
-                                 ", which has ", steps, " steps with this data and --batch ",
-                                 options_.batch, options_.drop_last ? " --drop-last" : "",
-                                 ": it belongs to another run (or one with another --batch or "
-                                 "--drop-last) or is damaged"));
-  }
+  if (checkpoint.metadata.epoch_step > 0)
+    check_position_inside_epoch(checkpoint_path, checkpoint.metadata);
   const double stored_lr = checkpoint.metadata.learning_rate;
   // The optimizer steps in float: 1e308 is infinite there, 1e-50 zero.
   const float stored_lr_float = static_cast<float>(stored_lr);
@@ -660,13 +624,107 @@ void TrainingRun::resume(const std::string& checkpoint_path) {
   if (lr_changed) control_.learning_rate = options_.learning_rate;
   resumed_ = checkpoint.metadata;
   resumed_.learning_rate = control_.learning_rate;
-  if (!writer()) return;
-  if (lr_changed)
+  if (writer()) say_where_resumed(checkpoint_path, lr_changed ? std::optional(stored_lr) : std::nullopt);
+}
+
+void TrainingRun::check_resumable(const std::string& checkpoint_path,
+                                  const CheckpointMetadata& resumed) const {
+  if (resumed.optimizer != options_.optimizer)
+    throw Error("checkpoint " + checkpoint_path + " was trained with --optimizer " +
+                resumed.optimizer + "; this run asks for " + options_.optimizer);
+  const nlohmann::json& trained = resumed.config;
+  const std::string trained_epsilon =
+      trained.is_object() && trained.contains("rmsprop-epsilon") &&
+              trained["rmsprop-epsilon"].is_string()
+          ? trained["rmsprop-epsilon"].get<std::string>()
+          : std::string("outside");  // checkpoints from before the flag
+  if (options_.optimizer == "rmsprop" && trained_epsilon != options_.rmsprop_epsilon)
+    throw Error("checkpoint " + checkpoint_path + " was trained with --rmsprop-epsilon " +
+                trained_epsilon + "; this run asks for " + options_.rmsprop_epsilon +
+                " (its mean squares belong to the other update)");
+  // The images the run trained and validated on: other ones (a relative --data that names
+  // another tree from here, a tree changed since) would mix two runs' epochs, and compare
+  // validation losses of two different sets.
+  const auto recorded_split = resumed.extra.find("carved_split_crc32");
+  if (recorded_split != resumed.extra.end() &&
+      recorded_split->second != carved_split_fingerprint(splits_.train, splits_.val))
+    throw Error("--data " + options_.data + " gives other training or validation images than "
+                "the run of " + checkpoint_path + " had (its carved_split_crc32 differs): a "
+                "resumed run continues on its own images; give the --data, --val-split and "
+                "--seed it was trained with");
+  if (resumed.weights_epoch != resumed.epoch)
+    throw Error(detail::concat(
+        "checkpoint ", checkpoint_path, " holds the weights of epoch ", resumed.weights_epoch,
+        " restored at the end of a run of ", resumed.epoch, " epochs (--restore-best) beside "
+        "the optimizer state of epoch ", resumed.epoch, ": not a state to continue from; resume "
+        "from the run's checkpoints/last.safetensors"));
+}
+
+// Batch-norm takes its statistics over each rank's share of a batch (--sync-batchnorm false, the
+// default) or over the whole batch: a resume that changes the number of shares (another rank
+// count, or --sync-batchnorm changed with several ranks) goes on, but not as its first part would
+// have.
+void TrainingRun::note_other_batchnorm_shares(const std::string& checkpoint_path,
+                                              const CheckpointMetadata& resumed) const {
+  const auto recorded_ranks = resumed.extra.find("ranks");
+  if (!writer() || recorded_ranks == resumed.extra.end()) return;
+  const nlohmann::json& trained = resumed.config;
+  const bool trained_sync = trained.is_object() && trained.contains("sync-batchnorm") &&
+                            trained["sync-batchnorm"].is_boolean() &&
+                            trained["sync-batchnorm"].get<bool>();
+  const long trained_ranks = std::strtol(recorded_ranks->second.c_str(), nullptr, 10);
+  const long trained_shares = trained_sync ? 1 : trained_ranks;
+  const long shares = options_.sync_batchnorm ? 1 : group_->size();
+  const auto over = [](long n) {
+    return n == 1 ? std::string("the whole batch")
+                  : "each of " + std::to_string(n) + " processes' shares of a batch";
+  };
+  const auto how = [](long ranks, bool sync) {
+    return detail::concat(ranks, ranks == 1 ? " process" : " processes", ", --sync-batchnorm ",
+                          sync ? "true" : "false");
+  };
+  if (trained_ranks > 0 && trained_shares != shares)
+    std::cerr << "pneumo: note: batch-norm takes its statistics over " << over(shares)
+              << " in this run (" << how(group_->size(), options_.sync_batchnorm) << "), over "
+              << over(trained_shares) << " in the run of " << checkpoint_path << " ("
+              << how(trained_ranks, trained_sync)
+              << "), so the run goes on, but not as it would have\n";
+}
+
+// A checkpoint written inside an epoch: its position is a step count into the epoch's image
+// order, and its loss and accuracy sums cover that many batches; both mean something only with
+// the flags that made that order.
+void TrainingRun::check_position_inside_epoch(const std::string& checkpoint_path,
+                                              const CheckpointMetadata& resumed) const {
+  const nlohmann::json& recorded = resumed.config;
+  const nlohmann::json now = to_json(options_);
+  for (const char* flag : {"batch", "seed", "balance", "drop-last", "val-split"})
+    if (recorded.contains(flag) && now.contains(flag) && recorded[flag] != now[flag])
+      throw Error(detail::concat(
+          "checkpoint ", checkpoint_path, " stopped inside epoch ", resumed.epoch + 1, " with --",
+          flag, " ", recorded[flag].dump(), "; this run asks for --", flag, " ", now[flag].dump(),
+          ". A run resumed inside an epoch keeps --batch, --seed, --balance, --drop-last and "
+          "--val-split (they fix the epoch's image order); resume without changing them"));
+  // The same data, batch and seed give the same epoch length; a position past its end was
+  // written by another run or damaged.
+  const int64_t steps = epoch_steps(resumed.epoch);
+  if (resumed.epoch_step >= steps)
+    throw Error(detail::concat("checkpoint ", checkpoint_path, " stopped at step ",
+                               resumed.epoch_step, " of epoch ", resumed.epoch + 1, ", which has ",
+                               steps, " steps with this data and --batch ", options_.batch,
+                               options_.drop_last ? " --drop-last" : "",
+                               ": it belongs to another run (or one with another --batch or "
+                               "--drop-last) or is damaged"));
+}
+
+void TrainingRun::say_where_resumed(const std::string& checkpoint_path,
+                                    std::optional<double> replaced_lr) const {
+  if (replaced_lr)
     std::cerr << "resuming with --lr " << options_.learning_rate << " (the checkpoint's run was at "
-              << stored_lr << ")"
+              << *replaced_lr << ")"
               << (resumed_.epoch_step > 0
                       ? detail::concat("; the first ", resumed_.epoch_step, " steps of epoch ",
-                                       first_epoch_ + 1, " ran at ", stored_lr,
+                                       first_epoch_ + 1, " ran at ", *replaced_lr,
                                        ", and its history row gives the new rate")
                       : std::string())
               << "\n";
@@ -774,7 +832,10 @@ void TrainingRun::note_missing_history(int first_epoch) const {
 
 int TrainingRun::run() {
   if (writer()) {
-    log_.emplace(run_dir_, first_epoch_);  // keeps the rows of the epochs already done
+    if (resumed_history_)  // keeps the rows of the epochs already done
+      log_.emplace(run_dir_, first_epoch_, std::move(*resumed_history_));
+    else
+      log_.emplace(run_dir_, first_epoch_);
     // (A checkpoint outside a run directory brings no history, which carry_over_run_files said.)
     if (!options_.resume.empty() && !resumed_run_dir(options_.resume).empty())
       note_missing_history(first_epoch_);
@@ -831,9 +892,7 @@ EpochStats TrainingRun::train_one_epoch(int epoch) {
   if (resumed_inside)
     control_.learning_rate = resumed_.learning_rate;  // the rate the interrupted epoch ran at
   trainer_->optimizer().learning_rate = static_cast<float>(control_.learning_rate);
-  auto order =
-      epoch_indices(splits_.train.labels, balance_, options_.seed, static_cast<uint32_t>(epoch));
-  if (options_.drop_last) order = whole_batches(std::move(order), options_.batch);
+  const std::vector<int32_t> order = epoch_order(epoch);
   const int64_t steps = (static_cast<int64_t>(order.size()) + options_.batch - 1) / options_.batch;
   EpochOptions epoch_options;
   if (resumed_inside) {
