@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <limits>
 #include <memory>
 #include <sstream>
@@ -207,22 +208,46 @@ TEST(ConvDirectEmulation, TiledAwkwardShapes) {
     expect_emulation_matches(cc, emulate_tiled);
 }
 
-// ---- Launcher argument checks (no launch happens, so these run without a GPU) -------------------
+// ---- Launcher argument checks (refused before any launch, so these run without a GPU) ----------
+
+// `call` throws pneumo::Error for the reason `why`, not from a launch (without a GPU, or with a
+// grid past the device's limits, the launch check throws pneumo::Error too: the type alone would
+// pass with the argument checks gone).
+::testing::AssertionResult refused_because(const std::function<void()>& call,
+                                           const std::string& why) {
+  try {
+    call();
+  } catch (const Error& e) {
+    const std::string text = e.what();
+    if (text.find(why) != std::string::npos) return ::testing::AssertionSuccess();
+    return ::testing::AssertionFailure() << "refused for another reason: " << text;
+  }
+  return ::testing::AssertionFailure() << "accepted";
+}
 
 TEST(ConvDirectLaunchers, RefuseShapesTheyDoNotCover) {
   float dummy = 0.0f;
   EXPECT_FALSE(kernels::conv3x3_single_channel_supported(2, 32));
   EXPECT_FALSE(kernels::conv3x3_single_channel_supported(1, 48));
   EXPECT_TRUE(kernels::conv3x3_single_channel_supported(1, 32));
-  EXPECT_THROW(kernels::conv3x3_forward_single_channel(&dummy, &dummy, &dummy, &dummy, 1, 4, 4, 48,
-                                                       true, nullptr),
-               Error);
-  EXPECT_THROW(kernels::conv3x3_forward_tiled(&dummy, &dummy, &dummy, &dummy, 70000, 4, 4, 4, 8,
-                                              true, nullptr),
-               Error);
-  EXPECT_THROW(kernels::conv3x3_forward_tiled(nullptr, &dummy, &dummy, &dummy, 1, 4, 4, 4, 8, true,
-                                              nullptr),
-               Error);
+  EXPECT_TRUE(refused_because(
+      [&] {
+        kernels::conv3x3_forward_single_channel(&dummy, &dummy, &dummy, &dummy, 1, 4, 4, 48, true,
+                                                nullptr);
+      },
+      "takes 16, 32 or 64 output channels, got 48"));
+  EXPECT_TRUE(refused_because(
+      [&] {
+        kernels::conv3x3_forward_tiled(&dummy, &dummy, &dummy, &dummy, 70000, 4, 4, 4, 8, true,
+                                       nullptr);
+      },
+      "exceeds what the launch geometry covers"));
+  EXPECT_TRUE(refused_because(
+      [&] {
+        kernels::conv3x3_forward_tiled(nullptr, &dummy, &dummy, &dummy, 1, 4, 4, 4, 8, true,
+                                       nullptr);
+      },
+      ": null pointer"));
 }
 
 // ---- The real kernels on a GPU ------------------------------------------------------------------

@@ -552,6 +552,9 @@ TEST(AugmentCuda, BadIndexPoisonsItsSlotWithNaN) {
   const Array<uint8_t> d_images = to_device(images);
   const Array<int32_t> d_indices = to_device(indices);
   Array<float> d_out(2 * 64, Device::Cuda);
+  // Zeros first: under PNEUMO_POISON_ALLOCATIONS (the test scripts' setting) a fresh allocation
+  // is NaN already, and a kernel that left the slot alone would pass.
+  zero_bytes(d_out.data(), Device::Cuda, d_out.bytes());
   augment_batch_cuda(d_images.data(), 2, 8, d_indices.data(), 2, AugmentSettings{}, {},
                      d_out.data(), nullptr);
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);

@@ -122,7 +122,7 @@ void expect_groups_agree(const std::vector<Group>& groups, const std::vector<flo
     const double to_cuda = relative_l2(group, cuda, cpu);
     const double sensitivity = relative_l2(group, perturbed, cpu);
     EXPECT_LE(to_cuda, floor + 4.0 * sensitivity)
-        << what << " " << group.name << ": relative L2 CUDA vs CPU " << to_cuda
+        << what << " " << group.name << ": relative L2 to the CPU run " << to_cuda
         << ", perturbed CPU vs CPU " << sensitivity;
   }
 }
@@ -130,6 +130,94 @@ void expect_groups_agree(const std::vector<Group>& groups, const std::vector<flo
 std::vector<float> minus(std::vector<float> a, const std::vector<float>& b) {
   for (size_t i = 0; i < a.size(); ++i) a[i] -= b[i];
   return a;
+}
+
+void set_from_host(TensorView destination, const std::vector<float>& values) {
+  ASSERT_EQ(destination.numel(), static_cast<int64_t>(values.size()));
+  copy_bytes(destination.data, destination.device, values.data(), Device::Cpu,
+             values.size() * sizeof(float));
+}
+
+// Teacher forcing: `to` takes `from`'s weights (nudged by one part in 1/`perturbation` as
+// make_run does), batch-norm running statistics and optimizer state.
+void copy_state(StepRun& from, StepRun& to, double perturbation = 0.0) {
+  auto params = testing::to_host(from.model->parameters());
+  if (perturbation > 0.0) {
+    auto noise = testing::random_values(static_cast<int64_t>(params.size()), 77);
+    for (size_t i = 0; i < params.size(); ++i)
+      params[i] *= static_cast<float>(1.0 + perturbation * noise[i]);
+  }
+  set_from_host(to.model->parameters(), params);
+  set_from_host(to.model->buffers(), testing::to_host(from.model->buffers()));
+  set_from_host(to.trainer->optimizer_state().view(),
+                testing::to_host(from.trainer->optimizer_state().view()));
+}
+
+struct StepState {
+  std::vector<float> parameters, buffers, optimizer;
+};
+
+StepState state_of(StepRun& run) {
+  return {testing::to_host(run.model->parameters()), testing::to_host(run.model->buffers()),
+          testing::to_host(run.trainer->optimizer_state().view())};
+}
+
+// Steps 2 to 4 (the second and fourth on the 2-image tail), each started from the CPU run's
+// state: before each, `candidate` takes it and `perturbed` takes it nudged (copy_state), so an
+// error cannot compound over the steps and each is held to the first step's kind of bound (a
+// free run's bound grew with the drift: a candidate that skipped the fourth update passed). Per
+// step: the gradients per tensor and the update of the weights per layer, the running statistics' and the
+// optimizer state's change. Then the inference logits of the last step's weights.
+void expect_later_steps_agree(StepRun& cpu, StepRun& perturbed, StepRun& candidate,
+                              const std::string& what) {
+  const auto tensors = each_tensor(cpu.model->parameter_infos());
+  const auto buffers = each_tensor(cpu.model->buffer_infos());
+  for (uint32_t step = 1; step < 4; ++step) {
+    const int first = (step % 2) * kBatch;
+    const int n = first == 0 ? kBatch : kCount - kBatch;
+    copy_state(cpu, candidate);
+    copy_state(cpu, perturbed, 1e-6);
+    const StepState before = state_of(cpu);
+    for (StepRun* run : {&cpu, &perturbed, &candidate})
+      run->trainer->train_step(run->data, run->order.data() + first, n, 0, step);
+    const std::string at = what + " at step " + std::to_string(step + 1) + ":";
+    expect_groups_agree(tensors, testing::to_host(cpu.model->gradients()),
+                        testing::to_host(candidate.model->gradients()),
+                        testing::to_host(perturbed.model->gradients()), at + " gradient");
+    const StepState after = state_of(cpu), mine = state_of(candidate),
+                    nudged = state_of(perturbed);
+    // The nudged run starts 1e-6 away: its update is taken from its own start.
+    std::vector<float> nudged_start = before.parameters;
+    {
+      auto noise = testing::random_values(static_cast<int64_t>(nudged_start.size()), 77);
+      for (size_t i = 0; i < nudged_start.size(); ++i)
+        nudged_start[i] *= static_cast<float>(1.0 + 1e-6 * noise[i]);
+    }
+    // Per layer: one perturbed run is a poor estimate of a one-element tensor's sensitivity.
+    expect_groups_agree(each_layer(cpu.model->parameter_infos()),
+                        minus(after.parameters, before.parameters),
+                        minus(mine.parameters, before.parameters),
+                        minus(nudged.parameters, nudged_start), at + " weight update", 1e-2);
+    expect_groups_agree(buffers, minus(after.buffers, before.buffers),
+                        minus(mine.buffers, before.buffers), minus(nudged.buffers, before.buffers),
+                        at + " running statistics' change", 1e-2);
+    const auto state_change = minus(after.optimizer, before.optimizer);
+    const double to_candidate =
+        relative_l2(minus(mine.optimizer, before.optimizer).data(), state_change.data(),
+                    static_cast<int64_t>(state_change.size()));
+    const double sensitivity =
+        relative_l2(minus(nudged.optimizer, before.optimizer).data(), state_change.data(),
+                    static_cast<int64_t>(state_change.size()));
+    EXPECT_LE(to_candidate, 1e-2 + 4 * sensitivity)
+        << at << " optimizer state's change " << to_candidate << ", perturbed " << sensitivity;
+  }
+  auto logits_cpu = cpu.trainer->predict_logits(cpu.data);
+  auto logits = candidate.trainer->predict_logits(candidate.data);
+  auto logits_perturbed = perturbed.trainer->predict_logits(perturbed.data);
+  const double to_candidate = relative_l2(logits.data(), logits_cpu.data(), kCount);
+  const double sensitivity = relative_l2(logits_perturbed.data(), logits_cpu.data(), kCount);
+  EXPECT_LE(to_candidate, 1e-2 + 4 * sensitivity)
+      << what << " logits after 4 steps: " << to_candidate << ", perturbed " << sensitivity;
 }
 
 // Inside the real models after one step: every layer's output and the gradient it passed back,
@@ -210,79 +298,39 @@ TEST(StepParity, OneStepAndSeveralStepsAgree) {
       << differ << " weights stepped differently on CUDA; " << perturbed_differ
       << " on the perturbed CPU run (first step " << first_step << ")";
 
-  // Three more steps (the second batch is the 2-image tail); then the displacement of the weights
-  // from their start and the inference logits must still agree as well as the problem allows.
-  // Displacements are compared per layer: one perturbed run is a poor estimate of a one-element
-  // tensor's sensitivity. Seen once on an H100 under compute-sanitizer memcheck (which slows
-  // every kernel, so cuDNN's timed algorithm choice may differ): fc2.bias, a single number, moved
-  // 5.6% unlike the CPU run and 0.4% on the perturbed run, every first-step check passing.
-  for (uint32_t step = 1; step < 4; ++step) {
-    const int first = (step % 2) * kBatch;
-    const int n = first == 0 ? kBatch : kCount - kBatch;
-    for (StepRun* run : {&cpu, &perturbed, &cuda})
-      run->trainer->train_step(run->data, run->order.data() + first, n, 0, step);
-  }
-  const auto moved_cpu = minus(testing::to_host(cpu.model->parameters()), before);
-  expect_groups_agree(each_layer(cpu.model->parameter_infos()), moved_cpu,
-                       minus(testing::to_host(cuda.model->parameters()), before),
-                       minus(testing::to_host(perturbed.model->parameters()), before),
-                       "weight change after 4 steps", 1e-2);
-  EpochStats cpu_eval, cuda_eval, perturbed_eval;
-  auto logits_cpu = cpu.trainer->predict_logits(cpu.data, &cpu_eval);
-  auto logits_cuda = cuda.trainer->predict_logits(cuda.data, &cuda_eval);
-  auto logits_perturbed = perturbed.trainer->predict_logits(perturbed.data, &perturbed_eval);
-  const double logits_to_cuda = relative_l2(logits_cuda.data(), logits_cpu.data(), kCount);
-  const double logits_sensitivity =
-      relative_l2(logits_perturbed.data(), logits_cpu.data(), kCount);
-  EXPECT_LE(logits_to_cuda, 1e-2 + 4 * logits_sensitivity)
-      << "logits after 4 steps: CUDA vs CPU " << logits_to_cuda << ", perturbed "
-      << logits_sensitivity;
+  // Three more steps (the second batch is the 2-image tail), each from the CPU run's state. Seen
+  // once on an H100 under compute-sanitizer memcheck in a free run of four steps (cuDNN's timed
+  // choice may differ there): fc2.bias, a single number, moved 5.6% unlike the CPU run and 0.4%
+  // on the perturbed run, every first-step check passing.
+  expect_later_steps_agree(cpu, perturbed, cuda, "CUDA");
 }
 
 // ---- Fused block tails ---------------------------------------------------------------------------
 
 // Four steps (the second and fourth on the 2-image tail) of `candidate` against the CPU's
-// unfused model, within the problem's own sensitivity (a perturbed unfused CPU run): gradients
-// after the first step per tensor, weight changes per layer and inference logits at the end.
+// unfused model, within the problem's own sensitivity (a perturbed unfused CPU run): the first
+// step's gradients per tensor, then each later step from the CPU run's state
+// (expect_later_steps_agree). A fixed tolerance on the running statistics passed with OpenBLAS's
+// convolution sums and failed with the built-in GEMM's (the GPU check's build), the perturbed run
+// moving as far: they too are held to the sensitivity.
 void expect_steps_agree(StepRun& candidate, const ModelConfig& config, const std::string& what) {
   ModelConfig unfused = config;
   unfused.fused_block_tails = false;
   StepRun cpu = make_run(make_cpu_backend(0), unfused);
   StepRun perturbed = make_run(make_cpu_backend(0), unfused, 1e-6);
-  const auto before = testing::to_host(cpu.model->parameters());
   const auto buffers_before = testing::to_host(cpu.model->buffers());
-  for (uint32_t step = 0; step < 4; ++step) {
-    const int first = (step % 2) * kBatch;
-    const int n = first == 0 ? kBatch : kCount - kBatch;
-    for (StepRun* run : {&cpu, &perturbed, &candidate})
-      run->trainer->train_step(run->data, run->order.data() + first, n, 0, step);
-    if (step == 0)
-      expect_groups_agree(each_tensor(cpu.model->parameter_infos()),
-                          testing::to_host(cpu.model->gradients()),
-                          testing::to_host(candidate.model->gradients()),
-                          testing::to_host(perturbed.model->gradients()), what + " gradient");
-  }
-  expect_groups_agree(each_layer(cpu.model->parameter_infos()),
-                      minus(testing::to_host(cpu.model->parameters()), before),
-                      minus(testing::to_host(candidate.model->parameters()), before),
-                      minus(testing::to_host(perturbed.model->parameters()), before),
-                      what + " weight change after 4 steps", 1e-2);
-  // The running statistics' change from their start (momentum 0.99 moves them by about 1% of a
-  // batch's statistics a step, so their values alone would hide a wrong batch statistic), per
-  // tensor, within the problem's sensitivity: a fixed tolerance passed with OpenBLAS's
-  // convolution sums and failed with the built-in GEMM's (the GPU check's build), the perturbed
-  // run moving as far.
+  for (StepRun* run : {&cpu, &perturbed, &candidate})
+    run->trainer->train_step(run->data, run->order.data(), kBatch, 0, 0);
+  expect_groups_agree(each_tensor(cpu.model->parameter_infos()),
+                      testing::to_host(cpu.model->gradients()),
+                      testing::to_host(candidate.model->gradients()),
+                      testing::to_host(perturbed.model->gradients()), what + " gradient");
   expect_groups_agree(each_tensor(cpu.model->buffer_infos()),
                       minus(testing::to_host(cpu.model->buffers()), buffers_before),
                       minus(testing::to_host(candidate.model->buffers()), buffers_before),
                       minus(testing::to_host(perturbed.model->buffers()), buffers_before),
-                      what + " batch-norm running statistics' change after 4 steps", 1e-2);
-  auto logits_cpu = cpu.trainer->predict_logits(cpu.data);
-  auto logits = candidate.trainer->predict_logits(candidate.data);
-  auto logits_perturbed = perturbed.trainer->predict_logits(perturbed.data);
-  EXPECT_LE(relative_l2(logits.data(), logits_cpu.data(), kCount),
-            1e-2 + 4 * relative_l2(logits_perturbed.data(), logits_cpu.data(), kCount))
-      << what << " logits after 4 steps";
+                      what + " batch-norm running statistics' change", 1e-2);
+  expect_later_steps_agree(cpu, perturbed, candidate, what);
 }
 
 TEST(StepParityFusedTails, CpuFusedTrainsAsTheUnfusedModel) {
@@ -371,6 +419,13 @@ TEST(StepParityBf16, CudaAgreesWithTheEmulationLayerByLayer) {
               << sensitivity[i] << "\n";
     const double drift = i >= conv3 ? 4.0 * sensitivity[i] : 0.0;
     EXPECT_LE(twins[i], 1e-3 + 0.25 * precision[i] + drift) << emulated.model->layer_name(i);
+    // From conv3 on that bound lies above the float32 distance itself: a GPU running float32
+    // there would pass it. Bfloat16 twins stay well inside that distance (0.09 to 0.53 of it on
+    // the H200 of 2026-12-04, 0.67 at most in the CPU stand-in), float32 sits near 1.
+    if (i >= conv3 && precision[i] > 2e-3) {
+      EXPECT_LT(twins[i], 0.8 * precision[i])
+          << emulated.model->layer_name(i) << ": as far from the emulation as float32 is";
+    }
   }
 }
 
