@@ -339,6 +339,20 @@ TEST(Checkpoint, DeeplyNestedMetadataJsonIsRefused) {
   EXPECT_TRUE(ok.callback_state.is_object());
   EXPECT_EQ(load_checkpoint(with("config", nested(64))).metadata.config,
             nlohmann::json::parse(nested(64)));
+
+  // A key given twice would be read at its last value without a word (as the header's is).
+  try {
+    read_checkpoint_metadata(with("callback_state", R"({"a":1,"b":{"c":1,"c":2}})"));
+    ADD_FAILURE() << "a key given twice was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("gives \"c\" twice"), std::string::npos) << e.what();
+  }
+  // Wide is read as it is: 20,000 empty objects in one (the parse callback this replaced rescanned
+  // the enclosing object as each closed, 1.4 s here and quadratic beyond).
+  std::string wide = "{";
+  for (int i = 0; i < 20000; ++i) wide += (i ? ",\"k" : "\"k") + std::to_string(i) + "\":{}";
+  wide += "}";
+  EXPECT_EQ(read_checkpoint_metadata(with("config", wide)).config.size(), 20000u);
 }
 
 TEST(Checkpoint, SaveRefusesInconsistentDataAndKeepsTheOldFile) {
