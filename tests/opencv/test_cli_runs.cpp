@@ -124,6 +124,22 @@ TEST_F(CliRuns, RestoreBestSurvivesAResumeAndARestoredModelIsNotResumed) {
       << mixed.output;
 }
 
+// A monitored value that never improved (val_precision with no image called pneumonia: NaN) saves
+// no best checkpoint; the run's resume goes on without one, as the uninterrupted run does.
+TEST_F(CliRuns, RestoreBestResumesARunThatNeverHadABestEpoch) {
+  const std::string never = " --lr 1e-6 --seed 2 --checkpoint-monitor val_precision --restore-best";
+  auto part = train("part", "--epochs 2" + never);
+  ASSERT_EQ(part.status, 0) << part.output;
+  ASSERT_FALSE(fs::exists(path("part") + "/checkpoints/best.safetensors"))
+      << "the test needs a monitored value that never improved\n" << part.output;
+  auto resumed = resume(path("part") + "/checkpoints/last.safetensors", "--epochs 3");
+  ASSERT_EQ(resumed.status, 0) << resumed.output;
+  EXPECT_NE(resumed.output.find("--restore-best: no epoch had a finite val_precision"),
+            std::string::npos)
+      << resumed.output;
+  EXPECT_EQ(read_checkpoint_metadata(path("part") + "/model.safetensors").epoch, 3);
+}
+
 // A run's folder is locked while the run writes it: a second run aimed at it (here the lock is
 // held by this test, as a live run holds it during its first epoch) is refused and writes nothing;
 // once the lock is free the folder is used.

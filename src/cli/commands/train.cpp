@@ -760,6 +760,15 @@ void TrainingRun::refuse_overwriting_later_work(const std::string& checkpoint_pa
 void TrainingRun::load_best_weights(const std::string& checkpoint_path,
                                     const CheckpointMetadata& resumed) {
   if (resumed.epoch == 0) return;  // stopped inside the first epoch: no best epoch yet
+  // A monitored value that never improved (NaN in every epoch: val_precision with no image called
+  // pneumonia) saved no best checkpoint: none to read back, as an uninterrupted run has none.
+  const nlohmann::json& state = resumed.callback_state;
+  if (state.is_object() && state.contains("model_checkpoint") &&
+      state["model_checkpoint"].is_object() &&
+      state["model_checkpoint"].contains("best_epoch") &&
+      state["model_checkpoint"]["best_epoch"].is_number_integer() &&
+      state["model_checkpoint"]["best_epoch"].get<int64_t>() < 0)
+    return;
   const std::string source = resumed_run_dir(checkpoint_path);
   const std::string best_path =
       (fs::path(source.empty() ? "." : source) / "checkpoints" / "best.safetensors").string();
