@@ -16,9 +16,9 @@
 #   4c. a rank stopped with SIGSTOP ends the run after PNEUMO_COLLECTIVE_TIMEOUT (5 s here), the
 #       waiting rank naming the collective (and a timeout that is no number is refused);
 #   5. a rank started with other flags is refused before anything is made (status 2, one line),
-#      other data on one rank and a --resume given to one rank before training, a --batch that
-#      leaves a rank no image, and a bad flag every rank was given (said once, also where the
-#      command line cannot be parsed).
+#      other data on one rank, a --resume given to one rank and differing copies of a resumed
+#      checkpoint before training, a --batch that leaves a rank no image, and a bad flag every
+#      rank was given (said once, also where the command line cannot be parsed).
 # Usage: test_data_parallel.sh PNEUMO_BINARY SOURCE_DIR
 set -euo pipefail
 pneumo=$(realpath "$1")
@@ -212,6 +212,38 @@ timeout 120 "${mpirun[@]}" ./resume-one.sh >resume-one.log 2>&1 || resume_one=$?
 [[ $resume_one -eq 2 ]] || { cat resume-one.log; echo "FAIL: --resume on rank 0 only: status $resume_one, not 2"; exit 1; }
 grep -q "this rank differs from rank 0: a start at epoch 0 step 0 of a new run on the CPU backend (rank 0: a start at epoch 2 step 0 of a resumed run" resume-one.log ||
   { cat resume-one.log; echo "FAIL: --resume on rank 0 only: no message saying where each starts"; exit 1; }
+# Every rank resumes its own copy of the checkpoint: copies whose tensors differ (another node's
+# file; here one weight changed, its CRC-32 recomputed) trained two models summing one gradient,
+# status 0. Refused before training, status 2.
+cp -r per-rank resume-a
+cp -r per-rank resume-b
+python3 - resume-b/checkpoints/last.safetensors <<'EOS'
+import json, struct, sys, zlib
+path = sys.argv[1]
+blob = bytearray(open(path, "rb").read())
+length = struct.unpack("<Q", blob[:8])[0]
+header = json.loads(blob[8:8 + length])
+entry = next(v for k, v in header.items() if k != "__metadata__")
+start = 8 + length + entry["data_offsets"][0]
+blob[start:start + 4] = struct.pack("<f", struct.unpack("<f", blob[start:start + 4])[0] * 1.5 + 0.25)
+old = header["__metadata__"]["tensors_crc32"]
+new = format(zlib.crc32(bytes(blob[8 + length:])), "08x")
+blob[8:8 + length] = bytes(blob[8:8 + length]).replace(f'"{old}"'.encode(), f'"{new}"'.encode(), 1)
+open(path, "wb").write(blob)
+EOS
+cat >resume-copies.sh <<EOS
+#!/bin/sh
+if [ "\$OMPI_COMM_WORLD_RANK" = 0 ]; then
+  exec "$pneumo" train --resume resume-a/checkpoints/last.safetensors --epochs 3
+fi
+exec "$pneumo" train --resume resume-b/checkpoints/last.safetensors --epochs 3
+EOS
+chmod +x resume-copies.sh
+copies=0
+timeout 120 "${mpirun[@]}" ./resume-copies.sh >resume-copies.log 2>&1 || copies=$?
+[[ $copies -eq 2 ]] || { cat resume-copies.log; echo "FAIL: differing checkpoint copies: status $copies, not 2"; exit 1; }
+grep -q "this rank differs from rank 0: a start at epoch 2 step 0 of a resumed run (tensors' CRC-32 " resume-copies.log ||
+  { cat resume-copies.log; echo "FAIL: differing checkpoint copies: no message naming their tensors"; exit 1; }
 # A batch that leaves a rank no image is bad usage before training (it was the trainer's internal
 # check at the first epoch: status 1, a source line in the message).
 small=0

@@ -24,6 +24,7 @@
 #include "cli/commands/guards.hpp"
 #include "cli/commands/run_folder.hpp"
 #include "core/atomic_file.hpp"
+#include "core/checksum.hpp"
 #include "core/json_text.hpp"
 #include "core/ordered_worker.hpp"
 #include "pneumo/backend.hpp"
@@ -213,6 +214,7 @@ class TrainingRun {
   int64_t steps_done_ = 0;
   double train_seconds_ = 0, val_seconds_ = 0;  // this process's epochs, for the run's last line
   CheckpointMetadata resumed_;   // where an interrupted epoch stood (epoch_step 0: at its start)
+  std::string resumed_fingerprint_;  // tensors_fingerprint of the resumed file (several ranks)
   CheckpointMetadata metadata_;  // what every checkpoint of this run records
   std::optional<Fault> fault_;
   // --restore-best: the weights of checkpoints/best.safetensors (the best --checkpoint-monitor
@@ -234,6 +236,17 @@ class TrainingRun {
   // last: destroyed first, after finishing what was queued, while log_ still exists).
   OrderedWorker files_;
 };
+
+// The CRC-32 of a checkpoint's tensors, names and values in the file's order: ranks that resumed
+// different copies of a run's checkpoint (node-local files) are told apart by it.
+std::string tensors_fingerprint(const CheckpointData& data) {
+  uint32_t crc = 0;
+  for (const NamedTensor& tensor : data.tensors) {
+    crc = crc32(tensor.name.data(), tensor.name.size(), crc);
+    crc = crc32(tensor.values.data(), tensor.values.size() * sizeof(float), crc);
+  }
+  return hex32(crc);
+}
 
 void write_config(const std::string& run_dir, const TrainOptions& options) {
   nlohmann::json resolved = to_json(options);
@@ -426,10 +439,17 @@ TrainingRun::TrainingRun(const TrainOptions& options, std::unique_ptr<Communicat
     // Where each rank starts, and on what: a --resume given to one rank only had it train epoch
     // 3 of a run while the others trained epoch 1 of a new one (their gradients summed, then a
     // crash); a --device auto that found a GPU on one node only would mix backends.
+    // Each rank reads its own copy of the checkpoint (and of the best one): copies that differ
+    // (another node's older file) trained two models that summed one gradient, exit status 0.
     const std::string mine = detail::concat(
         "a start at epoch ", first_epoch_, " step ", resumed_.epoch_step, " of ",
-        options.resume.empty() ? "a new run" : "a resumed run", " on the ",
-        backend_->device() == Device::Cuda ? "CUDA" : "CPU", " backend");
+        options.resume.empty() ? "a new run"
+                               : "a resumed run (tensors' CRC-32 " + resumed_fingerprint_ +
+                                     (best_weights_ ? ", the best checkpoint's " +
+                                                          tensors_fingerprint(*best_weights_)
+                                                    : std::string()) +
+                                     ")",
+        " on the ", backend_->device() == Device::Cuda ? "CUDA" : "CPU", " backend");
     agree_on(*group_, mine,
              [&](const std::string& first) { return mine + " (rank 0: " + first + ")"; });
   }
@@ -578,6 +598,7 @@ void TrainingRun::set_up_image_sets() {
 
 void TrainingRun::resume(const std::string& checkpoint_path) {
   CheckpointData checkpoint = load_checkpoint(checkpoint_path);
+  if (group_->size() > 1) resumed_fingerprint_ = tensors_fingerprint(checkpoint);
   check_resumable(checkpoint_path, checkpoint.metadata);
   note_other_batchnorm_shares(checkpoint_path, checkpoint.metadata);
   if (options_.restore_best) load_best_weights(checkpoint_path, checkpoint.metadata);
