@@ -199,6 +199,14 @@ PrepareReport prepare_cache(const PrepareOptions& options) {
   // By path, as data.hpp promises: the unlisted entries (broken links, FIFOs) came first.
   std::sort(report.skipped.begin(), report.skipped.end(),
             [](const SkippedFile& a, const SkippedFile& b) { return a.file < b.file; });
+  // Not one image decoded: a cache of none would be written, and status 0 given, for a `train`
+  // to refuse later. Nothing is written (the temporary folder goes with the guard).
+  if (kept[0] + kept[1] + kept[2] == 0)
+    throw Error(detail::concat("prepare: none of the ", report.skipped.size(), " image file",
+                               report.skipped.size() == 1 ? "" : "s", " under ", data_dir.string(),
+                               " could be read (", detail::one_line(report.skipped[0].file), ": ",
+                               report.skipped[0].reason, report.skipped.size() > 1 ? "; ..." : "",
+                               "); nothing was written"));
 
   // Write everything into the temporary directory beside the output, then rename it into place.
   nlohmann::json meta;

@@ -228,6 +228,31 @@ TEST(PrepareCache, RefusesToWriteIntoTheDataOrOverOtherFiles) {
   EXPECT_THROW(prepare_cache(no_tree), Error);
 }
 
+// A tree none of whose image files decodes is refused, naming one of them, and nothing is
+// written (a cache of no image was written with status 0, for train to refuse later).
+TEST(PrepareCache, ATreeWithNoReadableImageIsRefused) {
+  ScratchDir tree, outside;
+  testing::write_file(tree / "train/NORMAL/text.jpeg", "this is not an image\n");
+  testing::write_file(tree / "train/PNEUMONIA/zero.png", "");
+  PrepareOptions options;
+  options.data_dir = tree.str();
+  options.out_dir = (outside / "cache").string();
+  options.size = 24;
+  options.threads = 1;
+  options.command = "test";
+  try {
+    prepare_cache(options);
+    ADD_FAILURE() << "a cache of no image was written";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("none of the 2 image files under " + tree.str() +
+                                         " could be read (train/NORMAL/text.jpeg: "),
+              std::string::npos)
+        << e.what();
+  }
+  EXPECT_FALSE(fs::exists(outside / "cache"));
+  EXPECT_TRUE(fs::is_empty(outside.path())) << "a temporary folder was left";
+}
+
 // Replacing a folder deletes what it holds, so a meta.json of its own does not make a folder a
 // cache, and an output holding the data is never replaced.
 TEST(PrepareCache, NeverReplacesAFolderThatIsNoCacheOrThatHoldsTheData) {

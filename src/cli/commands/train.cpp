@@ -560,8 +560,15 @@ int64_t TrainingRun::epoch_steps(int epoch) const {
 
 void TrainingRun::set_up_image_sets() {
   balance_ = parse_balance_mode(options_.balance);
-  // An epoch with no full batch (--drop-last) is refused now, before anything trains, not at its
-  // first epoch; so is one whose steps the ranks cannot share (below).
+  // An epoch with no full batch (--drop-last) is bad usage now, before anything trains, not an
+  // error at its first epoch; so is one whose steps the ranks cannot share (below).
+  if (options_.drop_last) {
+    const size_t all = epoch_indices(splits_.train.labels, balance_, options_.seed, 0).size();
+    if (all < static_cast<size_t>(options_.batch))
+      throw UsageError(detail::concat("--drop-last: an epoch of ", all,
+                                      " training images holds no full batch of ", options_.batch,
+                                      "; choose a smaller --batch or train without --drop-last"));
+  }
   const auto images = static_cast<int64_t>(epoch_order(0).size());
   // The ranks share every step's batch: one with fewer images than ranks (the epoch's last, or
   // any when --batch is below the rank count) is bad usage now, not the trainer's internal check
