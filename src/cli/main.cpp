@@ -96,8 +96,13 @@ std::vector<std::string> expand_arguments(int argc, char** argv, std::vector<std
   if (std::find(args.begin(), args.end(), "--help") != args.end() ||
       std::find(args.begin(), args.end(), "-h") != args.end())
     return args;
+  // Said before any file is read: the mistake is the command line's, not a file's (the note on
+  // where flags came from would point at the first checkpoint).
+  if (std::count_if(args.begin(), args.end(), [](const std::string& arg) {
+        return arg == "--resume" || arg.rfind("--resume=", 0) == 0;
+      }) > 1)
+    throw pneumo::UsageError("--resume is given twice; a run continues one checkpoint");
   std::vector<std::string> from_checkpoint, from_configs, own;
-  bool resumed = false;
   std::optional<std::string> resumed_data;  // the --data a resumed checkpoint recorded
   for (size_t i = 1; i < args.size(); ++i) {
     const std::string& a = args[i];
@@ -132,9 +137,6 @@ std::vector<std::string> expand_arguments(int argc, char** argv, std::vector<std
       from_configs.insert(from_configs.end(), flags.begin(), flags.end());
       sources.push_back(*path);
     } else if (auto checkpoint = value_of("--resume")) {
-      if (resumed)
-        throw pneumo::UsageError("--resume is given twice; a run continues one checkpoint");
-      resumed = true;
       auto meta = pneumo::read_checkpoint_metadata(*checkpoint);
       auto flags = flags_from_json(meta.config, *checkpoint);
       from_checkpoint.insert(from_checkpoint.end(), flags.begin(), flags.end());
@@ -234,9 +236,11 @@ void add_predict(CLI::App& app, PredictOptions& o, Action& action) {
       ->required()
       ->allow_extra_args(false)  // one path per --model: the next argument is an input
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  // Not required() here: the command's own refusal names what is missing (CLI11's said
+  // "inputs is required").
   c->add_option("inputs", o.inputs, "Images or folders")
-      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll)
-      ->required();
+      ->type_name("IMAGE|DIR")
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   c->add_option("--device", o.device, "auto | cuda | cpu")->capture_default_str();
   c->add_flag("--csv", o.csv, "CSV output: path,probability_pneumonia,label");
   c->add_flag("--logits", o.logits, "Also print each raw logit (full float precision)");
@@ -254,9 +258,11 @@ void add_explain(CLI::App& app, ExplainOptions& o, Action& action) {
   auto* c = app.add_subcommand("explain", "Grad-CAM maps: where the evidence for pneumonia lies");
   auto* model = c->add_option("--model", o.model, "Checkpoint (.safetensors); one model")
                     ->required();
+  // Not required() here: the command's own refusal names what is missing (CLI11's said
+  // "inputs is required").
   c->add_option("inputs", o.inputs, "Images or folders")
-      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll)
-      ->required();
+      ->type_name("IMAGE|DIR")
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   c->add_option("--out", o.out, "Folder for <n>_<name>_p<prob>.npy/.png and explain.csv")
       ->required();
   c->add_option("--layer", o.layer, "Layer explained (conv1..conv5, bn5, pool4, ...)")
@@ -498,6 +504,14 @@ void refuse_flags_as_values(CLI::App& app) {
   }
 }
 
+// "prepare, train, ..." (or bench's "train, kernels"): the commands `app` knows, for messages.
+std::string subcommand_names(const CLI::App& app) {
+  std::string names;
+  for (const CLI::App* sub : app.get_subcommands({}))
+    names += (names.empty() ? "" : ", ") + sub->get_name();
+  return names;
+}
+
 // Under an MPI launcher every rank parses the same command line, before there is a group to agree
 // in: what the command line alone makes the parse refuse is said by the launcher's rank 0, the
 // other ranks leaving with the same status and no words (each rank printed the same lines
@@ -540,19 +554,32 @@ int run_pneumo(int argc, char** argv) {
   // a --config file or a resumed checkpoint (one machine's copy may differ) or the command's run.
   bool argv_only = true;
   try {
-    if (argc > 1 && argv[1][0] != '-') {
-      const std::string command = argv[1];
-      bool known = false;
-      std::string commands;
-      for (const auto* sub : app.get_subcommands({})) {
-        known = known || sub->get_name() == command;
-        commands += (commands.empty() ? "" : ", ") + sub->get_name();
-      }
-      if (!known) {
+    // A command (and bench's own) not known is named with the choices; CLI11 said "A
+    // subcommand is required", naming neither. So is an option before any command.
+    if (argc > 1) {
+      const std::string first = argv[1];
+      if (first[0] == '-' && first != "--help" && first != "-h" && first != "--version") {
         if (!another_rank_says_it())
-          std::cerr << "pneumo: unknown command '" << command << "' (expected one of "
-                    << commands << "; see --help)\n";
+          std::cerr << "pneumo: unknown option '" << first << "' before the command (expected "
+                    << "a command first: " << subcommand_names(app) << "; see --help)\n";
         return 2;
+      }
+      const CLI::App* level = &app;
+      std::string prefix = "pneumo";
+      for (int i = 1; i < argc && i <= 2 && argv[i][0] != '-'; ++i) {
+        const std::string name = argv[i];
+        const CLI::App* found = nullptr;
+        for (const CLI::App* sub : level->get_subcommands({}))
+          if (sub->get_name() == name) found = sub;
+        if (!found) {
+          if (!another_rank_says_it())
+            std::cerr << prefix << ": unknown command '" << name << "' (expected one of "
+                      << subcommand_names(*level) << "; see " << prefix << " --help)\n";
+          return 2;
+        }
+        if (found->get_subcommands({}).empty()) break;  // its own arguments follow
+        level = found;
+        prefix += " " + name;
       }
     }
     // An empty value (an unset shell variable): `--out=` (CLI11: "1 required TEXT missing"),
