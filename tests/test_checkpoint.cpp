@@ -153,8 +153,9 @@ TEST(Checkpoint, ForeignArchitectureOrInputSizeIsRefused) {
   } catch (const Error& e) {
     EXPECT_STREQ(e.what(),
                  "checkpoint runs/a/best.safetensors was trained for architecture seed-cnn-v1 at "
-                 "input size 150; this run uses seed-cnn-v2 at 224 (--size 224; the checkpoint's: "
-                 "--size 150)");
+                 "input size 150; this run uses seed-cnn-v2 at 224 (the input size is --size, "
+                 "or the size a --data cache was prepared at when --size is 0; give the "
+                 "checkpoint's 150, or a --data prepared at it)");
   }
   // Ours: the flag that picks the architecture is named.
   try {

@@ -318,9 +318,12 @@ void validate_compatible(const CheckpointMetadata& metadata, const std::string& 
         *head_of(architecture))
       flags = detail::concat(" (--head ", head_of(architecture), "; the checkpoint's: --head ",
                              head_of(metadata.architecture), ")");
+    // The size comes from --size, or (--size 0, the default) from the cache --data names: the
+    // flag may not have been typed at all (a resume on a cache of another size).
     if (metadata.input_size != input_size)
-      flags += detail::concat(flags.empty() ? " (" : " and (", "--size ", input_size,
-                              "; the checkpoint's: --size ", metadata.input_size, ")");
+      flags += detail::concat(flags.empty() ? " (" : " and (", "the input size is --size, or the "
+                              "size a --data cache was prepared at when --size is 0; give the "
+                              "checkpoint's ", metadata.input_size, ", or a --data prepared at it)");
     throw Error(detail::concat("checkpoint ", path, " was trained for architecture ",
                                metadata.architecture, " at input size ", metadata.input_size,
                                "; this run uses ", architecture, " at ", input_size, flags));
