@@ -35,6 +35,7 @@ TEST(OrderedWorker, AFailureDropsWhatFollowedAndReachesTheOwnerOnce) {
   std::vector<std::string> done;
   std::atomic<bool> release{false};
   OrderedWorker worker;
+  EXPECT_FALSE(worker.failed());
   worker.post([&] {
     while (!release) std::this_thread::yield();  // hold the queue until all three are posted
     done.push_back("checkpoint 1");
@@ -49,11 +50,12 @@ TEST(OrderedWorker, AFailureDropsWhatFollowedAndReachesTheOwnerOnce) {
     EXPECT_STREQ(e.what(), "disk full writing checkpoint 2");
   }
   EXPECT_EQ(done, std::vector<std::string>{"checkpoint 1"}) << "the row after it was dropped";
+  EXPECT_TRUE(worker.failed()) << "set without waiting, and kept after the failure was reported";
   worker.drain();  // reported once
   worker.post([&] { done.push_back("next"); });
   worker.drain();
   EXPECT_EQ(done.back(), "next");
-
+  EXPECT_TRUE(worker.failed());
 }
 
 TEST(OrderedWorker, TheDestructorFinishesWhatWasQueued) {

@@ -84,6 +84,7 @@ struct EpochOptions {
   double loss_sum = 0.0;        // ... and these were the epoch's sums after them
   double correct = 0.0;
   const std::atomic<bool>* stop = nullptr;  // checked after every step; set: finish and return
+  const std::atomic<bool>* stop_too = nullptr;  // a second such flag (train: a file write failed)
   std::function<void(int64_t step)> before_step;
 };
 

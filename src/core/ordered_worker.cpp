@@ -57,6 +57,7 @@ void OrderedWorker::run() {
     busy_ = false;
     if (failure) {
       if (!failure_) failure_ = failure;
+      failed_ = true;
       tasks_.clear();  // what followed the failed task depended on it
     }
     if (tasks_.empty()) idle_.notify_all();

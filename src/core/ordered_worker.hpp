@@ -7,6 +7,7 @@
 // post() or drain(), on the owner's thread.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <exception>
@@ -28,6 +29,9 @@ class OrderedWorker {
   void post(std::function<void()> task);
   // Returns once every posted task has run; rethrows the first failure (once).
   void drain();
+  // Set once a task has failed (and stays set): a loop that posts rarely can look between posts
+  // without waiting, and stop early (train checks it at every step).
+  const std::atomic<bool>& failed() const { return failed_; }
 
  private:
   void run();
@@ -38,6 +42,7 @@ class OrderedWorker {
   std::deque<std::function<void()>> tasks_;
   bool busy_ = false, stopping_ = false;
   std::exception_ptr failure_;
+  std::atomic<bool> failed_{false};
   std::thread thread_;  // last: started once the members it uses exist
 };
 

@@ -400,7 +400,9 @@ EpochStats Trainer::train_epoch(const ImageSet& data, const std::vector<int32_t>
   bool interrupted = false;
   while (done < steps) {
     // Every rank stops at the same step (a signal may reach them at different ones).
-    if (options.stop && group_->any(options.stop->load())) {
+    const bool stop = (options.stop && options.stop->load()) ||
+                      (options.stop_too && options.stop_too->load());
+    if ((options.stop || options.stop_too) && group_->any(stop)) {
       interrupted = true;
       break;
     }

@@ -875,6 +875,26 @@ TEST_F(CliRuns, AnUnwritableMetricsFileFailsTheRun) {
   EXPECT_NE(resumed.output.find("cannot write"), std::string::npos) << resumed.output;
 }
 
+// A checkpoint write that fails (here best.safetensors's path is a folder; a full disk alike) stops
+// the run at the next step, naming the file and the checkpoint that survives; it trained the whole
+// next epoch for nothing and named only the file. (Whether the stop comes before the next
+// epoch's end depends on how fast the write fails: only the message is checked.)
+TEST_F(CliRuns, AFailedCheckpointWriteStopsTheRunNamingWhatSurvives) {
+  auto part = train("run", "--epochs 3 --batch 4 --inject-fault sigterm@3");
+  ASSERT_EQ(part.status, 143) << part.output;
+  fs::create_directories(path("run") + "/checkpoints/best.safetensors");
+  auto resumed = resume(path("run") + "/checkpoints/last.safetensors", "--epochs 3");
+  EXPECT_EQ(resumed.status, 1) << resumed.output;
+  EXPECT_NE(resumed.output.find("cannot write " + path("run") + "/checkpoints/best.safetensors"),
+            std::string::npos)
+      << resumed.output;
+  EXPECT_NE(resumed.output.find("; the run stopped (the last good checkpoint is " + path("run") +
+                                "/checkpoints/last.safetensors (after epoch 0 and 3 steps of "
+                                "the next)"),
+            std::string::npos)
+      << resumed.output;
+}
+
 // The epoch line's training loss and val loss are different measures under class weights or
 // label smoothing: the run says so, and says nothing when they are the same measure.
 TEST_F(CliRuns, ATrainingLossThatIsNotValidationsMeasureIsNamed) {

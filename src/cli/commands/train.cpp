@@ -167,6 +167,11 @@ class TrainingRun {
                                                  const EpochStats* partial = nullptr);
   // Queues `state` to be written to run_dir/name, after every file queued before it.
   void write(const std::string& name, std::shared_ptr<const CheckpointData> state);
+  // Every write goes through these two: a write that failed (a full disk) stops the run with
+  // write_failed's error, naming the file and the checkpoint that survives.
+  void post_file(std::function<void()> task);
+  void drain_files();
+  Error write_failed(const Error& failure);
   // What a user needs to know when the run stops early: which checkpoint survives (after the
   // writes queued so far).
   std::string last_good_checkpoint();
@@ -907,6 +912,7 @@ std::optional<int> TrainingRun::train_and_validate(int epoch, bool& stopped) {
   train_seconds_ -= carried;  // end_epoch adds the row's train_seconds, carried included
   train_stats.seconds += carried;
   if (train_stats.interrupted) {  // every rank stopped at the same step
+    if (files_.failed()) drain_files();  // throws: the disk that failed takes no more
     write("checkpoints/last.safetensors", snapshot(epoch, &train_stats));
     return interrupted(epoch, &train_stats);
   }
@@ -938,6 +944,9 @@ EpochStats TrainingRun::train_one_epoch(int epoch) {
     epoch_options.correct = resumed_.epoch_correct;
   }
   epoch_options.stop = &stop_on_signal_->stop();
+  // A checkpoint or history write that failed stops the run at the next step, not at the next
+  // epoch's first write (an epoch trained for nothing; its checkpoint was never written).
+  epoch_options.stop_too = &files_.failed();
   const int64_t steps_before_epoch = steps_done_ - epoch_options.first_step;
   if (fault_) epoch_options.before_step = fault_hook(*fault_, *model_, steps_before_epoch);
 
@@ -1032,7 +1041,7 @@ std::optional<int> TrainingRun::end_epoch(const EpochMetrics& metrics, EpochReco
     }
   }
   // After the checkpoint, on the same queue: the history never runs ahead of it.
-  if (log_) files_.post([this, record] { log_->append(record); });
+  if (log_) post_file([this, record] { log_->append(record); });
   if (control_.stop) {  // the callbacks saw the same metrics on every rank
     if (writer()) {
       std::cout << control_.stop_reason << "\n";
@@ -1053,7 +1062,7 @@ std::optional<int> TrainingRun::end_epoch(const EpochMetrics& metrics, EpochReco
 // is written (last.safetensors holds every epoch; resuming it writes the model) unless a callback
 // ended the run early; one that comes later lets the run end, as it nearly has.
 int TrainingRun::finish() {
-  files_.drain();  // the last epoch's files (and any failure writing them) before the report
+  drain_files();  // the last epoch's files (and any failure writing them) before the report
   // The last epoch's validation pass saw these very weights unless --restore-best put an earlier
   // epoch's back (or this process trained no epoch): a second pass would give the same logits.
   const bool final_pass = last_val_epochs_ != epochs_done_ || weights_epoch_.has_value();
@@ -1095,7 +1104,7 @@ int TrainingRun::finish() {
       evaluate_binary("val", val_logits, splits_.val.labels, threshold.threshold, rule);
   final_val.applied_in_sample = threshold.defined;  // Youden's cut, chosen on these logits
   write("model.safetensors", snapshot(epochs_done_));
-  files_.drain();
+  drain_files();
   // The arithmetic the scores were computed in: a bf16 run's differ a little from `evaluate`'s,
   // which scores in fp32.
   nlohmann::json scored = to_json(final_val);
@@ -1181,9 +1190,31 @@ std::shared_ptr<const CheckpointData> TrainingRun::snapshot(int epochs_done,
 
 void TrainingRun::write(const std::string& name, std::shared_ptr<const CheckpointData> state) {
   if (!state) return;  // not rank 0
-  files_.post([path = (fs::path(run_dir_) / name).string(), state] {
+  post_file([path = (fs::path(run_dir_) / name).string(), state] {
     save_checkpoint(path, *state);
   });
+}
+
+void TrainingRun::post_file(std::function<void()> task) {
+  if (files_.failed()) drain_files();  // throws
+  try {
+    files_.post(std::move(task));
+  } catch (const Error& e) {  // a failure since the look
+    throw write_failed(e);
+  }
+}
+
+void TrainingRun::drain_files() {
+  try {
+    files_.drain();
+  } catch (const Error& e) {
+    throw write_failed(e);
+  }
+}
+
+Error TrainingRun::write_failed(const Error& failure) {
+  return Error(detail::concat(failure.what(), "; the run stopped (", last_good_checkpoint(),
+                              "; free the space or fix the folder, then resume it)"));
 }
 
 std::string TrainingRun::latest_checkpoint() const {
@@ -1206,7 +1237,7 @@ std::string TrainingRun::last_good_checkpoint() {
 }
 
 int TrainingRun::interrupted(int epochs_done, const EpochStats* partial) {
-  files_.drain();
+  drain_files();
   // Every rank names and exits with the same signal, the first rank's (in rank order) that got
   // one: a signal sent to one rank made the others exit 128 and rank 0 say "interrupted by "
   // with no name, and the launcher took whichever status came first. Gathered after rank 0's
