@@ -70,6 +70,7 @@ import re
 import shutil
 import signal
 import shlex
+import struct
 import subprocess
 import sys
 import tempfile
@@ -507,11 +508,35 @@ def is_atomic_write_temporary(name):
     return len(name) > len(".tmp.XXXXXX") and name[-11:-6] == ".tmp."
 
 
+def best_checkpoint_written_here(run_dir):
+    """As `pneumo train` sees it: checkpoints/best.safetensors exists and its run's config names
+    `run_dir` as its out (or cannot be read): a whole epoch of a run stopped between writing its
+    best checkpoint and its last, not a best a failed resume carried over from another folder."""
+    best = os.path.join(run_dir, "checkpoints", "best.safetensors")
+    if not os.path.exists(best):
+        return False
+    try:
+        with open(best, "rb") as f:
+            length = struct.unpack("<Q", f.read(8))[0]
+            metadata = json.loads(f.read(length)).get("__metadata__", {})
+        out = json.loads(metadata["config"]).get("out")
+    except (OSError, ValueError, KeyError, AttributeError, struct.error):
+        return True  # unreadable: not a failed start's to delete
+    if not isinstance(out, str):
+        return True
+    try:
+        return os.path.samefile(out, run_dir)
+    except OSError:
+        return False
+
+
 def holds_only_a_failed_start(run_dir):
     """As `pneumo train` sees it (it may reuse such a folder): the lock file and checkpoints/
     holding no last.safetensors (at most a failed resume's carried best.safetensors, and the
     temporary file of a checkpoint write a kill cut short), perhaps config.json and the history
     files, nothing else."""
+    if best_checkpoint_written_here(run_dir):
+        return False
     lock = checkpoints = False
     for entry in os.listdir(run_dir):
         path = os.path.join(run_dir, entry)
@@ -710,6 +735,12 @@ def train_and_score(args, plan, name, seed):
         check_run(args, plan, name, seed, run_dir)
         # Its data given again: the path the checkpoint recorded may be relative to another folder.
         command = [args.pneumo, "train", "--resume", last, "--data", args.data]
+        resuming = True
+    elif os.path.isdir(run_dir) and best_checkpoint_written_here(run_dir):
+        # Stopped between writing its best checkpoint and its last: that epoch is whole there.
+        check_run(args, plan, name, seed, run_dir)
+        command = [args.pneumo, "train", "--resume",
+                   os.path.join(run_dir, "checkpoints", "best.safetensors"), "--data", args.data]
         resuming = True
     elif os.path.isdir(run_dir) and not holds_only_a_failed_start(run_dir):
         sys.exit(f"experiments: {run_dir} holds neither a checkpoint nor a model, nor only what a "

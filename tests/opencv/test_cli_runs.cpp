@@ -202,6 +202,26 @@ TEST_F(CliRuns, OnlyAFailedStartsFolderIsReused) {
       << third.output;
 }
 
+// A run stopped between writing its best checkpoint and its last (killed, or its last write
+// failed) leaves a whole epoch in best.safetensors: not a failed start's folder (a new run there
+// deleted it without a word); the refusal says how to continue, and that resume goes on.
+TEST_F(CliRuns, ABestCheckpointThisFolderWroteIsNotAFailedStart) {
+  ASSERT_EQ(train("run", "--epochs 1").status, 0);
+  for (const char* name : {"model.safetensors", "metrics_val.json", "report.md", "loss.svg",
+                           "accuracy.svg", "roc.svg", "checkpoints/last.safetensors"})
+    fs::remove(path("run") + "/" + name);
+  ASSERT_TRUE(fs::exists(path("run") + "/checkpoints/best.safetensors"));
+  auto fresh = train("run", "--epochs 2");
+  EXPECT_EQ(fresh.status, 1) << fresh.output;
+  const std::string best = path("run") + "/checkpoints/best.safetensors";
+  EXPECT_NE(fresh.output.find("or continue it with --resume " + best), std::string::npos)
+      << fresh.output;
+  ASSERT_TRUE(fs::exists(best)) << "a whole epoch deleted";
+  auto resumed = resume(best, "--epochs 2");
+  EXPECT_EQ(resumed.status, 0) << resumed.output;
+  EXPECT_EQ(read_checkpoint_metadata(path("run") + "/model.safetensors").epoch, 2);
+}
+
 // Mistakes in where flags come from are usage errors (status 2) that say what is wrong: a config
 // value that is no scalar, a config naming a config, --resume twice, and a resumed run's relative
 // --data read from another folder. --help is shown even beside a checkpoint that cannot be read.

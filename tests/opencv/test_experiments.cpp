@@ -271,6 +271,24 @@ TEST(Experiments, AFailedStartsFolderIsTrainedAgainAnythingElseRefused) {
     EXPECT_TRUE(fs::exists(kept + "/plain/seed-1/" + other));
     EXPECT_FALSE(fs::exists(kept + "/plain/seed-1/model.safetensors"));
   }
+
+  // A run stopped between writing its best checkpoint and its last left a whole epoch there, as
+  // pneumo train sees it: the sweep continues from it (the failed-start rule deleted it).
+  const std::string best_left = dir.file("best-left");
+  auto whole = testing::run_command(sweep_command(dir, plan, best_left));
+  ASSERT_EQ(whole.status, 0) << whole.output;
+  const std::string run = best_left + "/plain/seed-1";
+  for (const char* name : {"model.safetensors", "val.json", "metrics_val.json", "report.md",
+                           "checkpoints/last.safetensors"})
+    fs::remove(run + "/" + name);
+  ASSERT_TRUE(fs::exists(run + "/checkpoints/best.safetensors"));
+  auto continued = testing::run_command(sweep_command(dir, plan, best_left));
+  ASSERT_EQ(continued.status, 0) << continued.output;
+  EXPECT_TRUE(fs::exists(run + "/val.json")) << continued.output;
+  EXPECT_NE(testing::read_text(best_left + "/plain/seed-1.log")
+                .find("resuming " + run + "/checkpoints/best.safetensors"),
+            std::string::npos)
+      << testing::read_text(best_left + "/plain/seed-1.log");
 }
 
 // A SIGTERM sent to the script alone (not its process group, as `kill PID` or a runner sends it)

@@ -45,6 +45,19 @@ void RunDirLock::acquire(const std::string& dir) {
   held_ = true;
 }
 
+bool best_checkpoint_written_here(const std::string& dir) {
+  const fs::path best = fs::path(dir) / "checkpoints" / "best.safetensors";
+  std::error_code error;
+  if (!fs::exists(best, error)) return false;
+  try {
+    const nlohmann::json& config = read_checkpoint_metadata(best.string()).config;
+    return !(config.is_object() && config.contains("out") && config["out"].is_string() &&
+             !same_folder(config["out"].get<std::string>(), dir));
+  } catch (const Error&) {
+    return true;  // unreadable: not a failed start's to delete
+  }
+}
+
 bool holds_only_a_failed_start(const std::string& dir) {
   std::error_code error;
   bool lock = false, checkpoints = false;
@@ -53,7 +66,7 @@ bool holds_only_a_failed_start(const std::string& dir) {
       const std::string name = entry.path().filename().string();
       if (name != "best.safetensors" && !is_atomic_write_temporary(name)) return false;
     }
-    return !error;
+    return !error && !best_checkpoint_written_here(dir);
   };
   for (const auto& entry : fs::directory_iterator(dir, error)) {
     const std::string name = entry.path().filename().string();
@@ -104,10 +117,14 @@ void prepare_run_dir(const std::string& dir, const std::string& resuming, RunDir
   if (exists && fs::is_regular_file(fs::path(dir) / ".lock", error)) lock.acquire(dir);
   const bool fresh = !exists || fs::is_empty(dir, error) || holds_only_a_failed_start(dir);
   const std::string last = (fs::path(dir) / "checkpoints" / "last.safetensors").string();
+  const std::string best = (fs::path(dir) / "checkpoints" / "best.safetensors").string();
   if (!fresh && resuming.empty())
     throw Error("run directory '" + dir + "' already holds files; choose another --out" +
-                (fs::is_regular_file(last, error) ? ", or continue it with --resume " + last
-                                                  : std::string()));
+                (fs::is_regular_file(last, error)   ? ", or continue it with --resume " + last
+                 : best_checkpoint_written_here(dir) ? ", or continue it with --resume " + best +
+                                                          " (its run stopped between writing its "
+                                                          "best checkpoint and its last)"
+                                                    : std::string()));
   if (!fresh && !same_folder(dir, resumed_run_dir(resuming)))
     throw Error("run directory '" + dir + "' holds another run than the one " + resuming +
                 " belongs to; a resumed run writes into its own run directory or a new --out");

@@ -28,13 +28,18 @@ class RunDirLock {
 // else: the lock file and checkpoints/ (both made before anything else), perhaps config.json and
 // the history files (a new run's headers; a resume into a new folder carries the resumed run's
 // rows and best checkpoint over before training, see carry_over_run_files, so checkpoints/ may
-// hold best.safetensors). Fixing a flag and running again then needs no clean-up; a folder
+// hold that run's best.safetensors; one this folder's own run wrote, whose `out` is this folder,
+// is a whole epoch left by a run stopped between writing its best and its last checkpoint, see
+// best_checkpoint_written_here). Fixing a flag and running again then needs no clean-up; a folder
 // without the lock and checkpoints/ was not left by pneumo (its config.json may be someone's
 // own). A live run's folder looks the same during its first epoch: its lock tells them apart.
 // A checkpoint's temporary file (is_atomic_write_temporary) that a process killed while writing
 // its first checkpoint left counts as nothing written. (scripts/experiments.py applies the same
 // rule to the run folders of a sweep.)
 bool holds_only_a_failed_start(const std::string& dir);
+// checkpoints/best.safetensors exists and was not carried over from another run's folder (its
+// config's `out` names `dir`, or cannot be read).
+bool best_checkpoint_written_here(const std::string& dir);
 
 // True when `a` and `b` name the same existing folder.
 bool same_folder(const std::string& a, const std::string& b);
