@@ -1,6 +1,7 @@
 // 3x3 'same' stride-1 convolution on the CPU: im2col + GEMM, parallel over the batch with one
-// column buffer per worker. The filter gradient sums per-worker partials in worker order, so a
-// given thread count always gives the same bits. Under --precision bf16 the convolutions with more
+// column buffer per worker. The filter gradient sums a fixed number of image groups' partials in
+// group order, so any thread count gives the same bits (--threads may differ between a run and
+// its resume, between ranks, between machines). Under --precision bf16 the convolutions with more
 // than one input channel round their operands and results to bfloat16 (pneumo/ops/conv2d.hpp),
 // as the CUDA backend's tensor-core path stores them; accumulation stays float32.
 #include <algorithm>
@@ -119,7 +120,7 @@ void CpuBackend::conv2d_backward_data_impl(ConstTensorView dy, ConstTensorView w
   const float* w = conv_weight(weight, g);
 
   const std::vector<float*> cols = worker_scratch(0, g.taps() * g.pixels());
-  const std::vector<float*> dys = worker_scratch(2, bf16 ? g.out_channels * g.pixels() : 0);
+  const std::vector<float*> dys = worker_scratch(1, bf16 ? g.out_channels * g.pixels() : 0);
   pool_.parallel_for(g.batch, [&](int64_t begin, int64_t end, int worker) {
     float* col = cols[static_cast<size_t>(worker)];
     for (int64_t n = begin; n < end; ++n) {
@@ -145,33 +146,38 @@ void CpuBackend::conv2d_backward_filter_impl(ConstTensorView x, ConstTensorView 
   const ConvGeometry g = conv_geometry(x.shape, dweight.shape);
   const bool bf16 = rounds_to_bf16(g);
 
-  // Worker w sums its images into partial_w (K, C*9); the partials are then added in worker order.
+  // Group j of `groups` (a fixed count, not the workers') sums its images in order into
+  // partial_j (K, C*9); the partials are then added in group order. By the worker count the bits
+  // changed: 139 of conv2's 270 weights' gradients between 1 and 2 threads, and whole runs apart.
   const int64_t weight_count = g.out_channels * g.taps();
-  const int chunks = static_cast<int>(std::min<int64_t>(pool_.size(), g.batch));
+  const int64_t groups = std::min<int64_t>(kFilterGradientGroups, g.batch);
+  float* partials = tensor_scratch(kFilterPartialsSlot, groups * weight_count);
   const std::vector<float*> cols = worker_scratch(0, g.taps() * g.pixels());
-  const std::vector<float*> partials = worker_scratch(1, weight_count);
-  const std::vector<float*> dys = worker_scratch(2, bf16 ? g.out_channels * g.pixels() : 0);
-  pool_.parallel_for(g.batch, [&](int64_t begin, int64_t end, int worker) {
+  const std::vector<float*> dys = worker_scratch(1, bf16 ? g.out_channels * g.pixels() : 0);
+  pool_.parallel_for(groups, [&](int64_t begin, int64_t end, int worker) {
     float* col = cols[static_cast<size_t>(worker)];
-    float* partial = partials[static_cast<size_t>(worker)];
-    for (int64_t n = begin; n < end; ++n) {
-      im2col(x.data + n * g.in_channels * g.pixels(), g, col);
-      const float* dy_n = dy.data + n * g.out_channels * g.pixels();
-      if (bf16) {
-        round_all_to_bf16(col, g.taps() * g.pixels());
-        float* rounded = dys[static_cast<size_t>(worker)];
-        std::copy(dy_n, dy_n + g.out_channels * g.pixels(), rounded);
-        round_all_to_bf16(rounded, g.out_channels * g.pixels());
-        dy_n = rounded;
+    for (int64_t group = begin; group < end; ++group) {
+      float* partial = partials + group * weight_count;
+      const int64_t first = group * g.batch / groups, last = (group + 1) * g.batch / groups;
+      for (int64_t n = first; n < last; ++n) {
+        im2col(x.data + n * g.in_channels * g.pixels(), g, col);
+        const float* dy_n = dy.data + n * g.out_channels * g.pixels();
+        if (bf16) {
+          round_all_to_bf16(col, g.taps() * g.pixels());
+          float* rounded = dys[static_cast<size_t>(worker)];
+          std::copy(dy_n, dy_n + g.out_channels * g.pixels(), rounded);
+          round_all_to_bf16(rounded, g.out_channels * g.pixels());
+          dy_n = rounded;
+        }
+        // partial (K, C*9) (+)= dy_n (K, H*W) * col^T (H*W, C*9)
+        sgemm(false, true, g.out_channels, g.taps(), g.pixels(), 1.0f, dy_n, g.pixels(), col,
+              g.pixels(), n == first ? 0.0f : 1.0f, partial, g.taps());
       }
-      // partial (K, C*9) (+)= dy_n (K, H*W) * col^T (H*W, C*9)
-      sgemm(false, true, g.out_channels, g.taps(), g.pixels(), 1.0f, dy_n, g.pixels(), col,
-            g.pixels(), n == begin ? 0.0f : 1.0f, partial, g.taps());
     }
   });
   std::fill(dweight.data, dweight.data + weight_count, 0.0f);
-  for (int worker = 0; worker < chunks; ++worker) {
-    const float* partial = partials[static_cast<size_t>(worker)];
+  for (int64_t group = 0; group < groups; ++group) {
+    const float* partial = partials + group * weight_count;
     for (int64_t i = 0; i < weight_count; ++i) dweight.data[i] += partial[i];
   }
   if (bf16) round_all_to_bf16(dweight.data, weight_count);

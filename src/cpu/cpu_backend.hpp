@@ -32,9 +32,9 @@ class CpuBackend final : public Backend {
   // Scratch buffer number `slot` of every worker, each at least `count` floats (kept and reused
   // across calls). Call before parallel_for: buffers are grown only from the calling thread.
   std::vector<float*> worker_scratch(int slot, int64_t count);
-  // im2col columns (also the bfloat16 tail's one image of dropout multipliers), filter-gradient
-  // partial sums, one image's dy rounded to bfloat16
-  static constexpr int kScratchSlots = 3;
+  // im2col columns (also the bfloat16 tail's one image of dropout multipliers), one image's dy
+  // rounded to bfloat16
+  static constexpr int kScratchSlots = 2;
   // Whole-tensor float32 buffer number `slot`, at least `count` floats, kept and reused across
   // calls: the bfloat16 channels-last twins' decoded inputs and results before rounding (a new
   // tensor per call paid a page fault for every 4 KiB of it).
@@ -42,7 +42,12 @@ class CpuBackend final : public Backend {
   TensorView tensor_scratch(int slot, const Shape& shape) {
     return {tensor_scratch(slot, shape.numel()), shape, Device::Cpu};
   }
-  static constexpr int kTensorSlots = 4;
+  // Slots 0-3: the bfloat16 twins' (0 x, 1 dz or z, 2 dx; the tail's 3); 4: the convolution
+  // filter gradient's kFilterGradientGroups partial sums.
+  static constexpr int kTensorSlots = 5, kFilterPartialsSlot = 4;
+  // The filter gradient sums this many groups of images (fewer for a smaller batch), a count
+  // that does not depend on the threads: the bits do not either.
+  static constexpr int64_t kFilterGradientGroups = 16;
   // Whether a convolution of geometry g rounds to bfloat16, and its weights as it reads them
   // (rounded into rounded_weight_ when it does).
   bool rounds_to_bf16(const ConvGeometry& g) const;
