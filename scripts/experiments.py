@@ -452,8 +452,36 @@ def same_flags(recorded, given):
 
 
 def plan_sha256(args):
-    with open(os.path.join(args.out, "plan.json"), "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
+    return file_sha256(os.path.join(args.out, "plan.json"))
+
+
+def file_sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def recorded_test_reads():
+    """The test reads the repository records: {sha256: test.lock} of every plan and every model
+    file named in a test.lock under docs/experiments/*/ (PNEUMO_TEST_READS names another folder
+    of such folders). The test split is read once per final configuration, wherever its sweep
+    ran: a lock in OUT sees only OUT, and a plan run again in a fresh folder (another machine, a
+    GPU check's) or a model copied into another plan's folder was read twice."""
+    root = os.environ.get("PNEUMO_TEST_READS") or os.path.normpath(os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), os.pardir, "docs", "experiments"))
+    plans, models = {}, {}
+    for folder in sorted(os.listdir(root)) if os.path.isdir(root) else []:
+        lock = os.path.join(root, folder, "test.lock")
+        if not os.path.isfile(lock):
+            continue
+        with open(lock, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                found = re.match(r"(plan|model) sha256 ([0-9a-f]{64})\b", line)
+                if found:
+                    (plans if found.group(1) == "plan" else models)[found.group(2)] = lock
+    return plans, models
 
 
 def check_cache_size(args, plan):
@@ -1053,12 +1081,34 @@ def read_test(args, plan, chosen):
         if os.path.exists(os.path.join(args.out, name, "test_ensemble.json")):
             problems.append(f"{os.path.join(args.out, name, 'test_ensemble.json')} exists: the test "
                             "split was already read for that ensemble")
+    plans_read, models_read = recorded_test_reads()
+    if plan_sha256(args) in plans_read:
+        problems.append(f"this plan's test split was read already ({plans_read[plan_sha256(args)]} "
+                        "records its sha256): it is read once per final configuration")
+    models = {}  # model file -> sha256, recorded in the lock
+    for name in names:
+        for seed in plan["seeds"]:
+            path = model_path(args, plan, name, seed)
+            if os.path.exists(path):
+                models[path] = file_sha256(path)
+                if models[path] in models_read:
+                    problems.append(f"{path} was read on test already ({models_read[models[path]]} "
+                                    "records its sha256)")
     if problems:
         sys.exit("experiments: the test split is not read (no lock written):\n  " + "\n  ".join(problems))
-    with open(lock, "w", encoding="utf-8") as f:
+    # Made only if absent (O_EXCL): of two calls at once, one reads (the check at the top saw
+    # no lock in either).
+    try:
+        descriptor = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        sys.exit(f"experiments: the test split was read already ({lock}, written by a call that "
+                 "ran beside this one); it is read once")
+    with os.fdopen(descriptor, "w", encoding="utf-8") as f:
         f.write(f"test read at {time.strftime('%Y-%m-%d %H:%M:%S')} for {names}\n"
                 f"plan sha256 {plan_sha256(args)} ({os.path.join(args.out, 'plan.json')})\n"
                 f"data {args.data}: {json.dumps(data_identity(args.data))}\n")
+        for path, digest in models.items():
+            f.write(f"model sha256 {digest} ({path})\n")
 
     reads = []  # (name, label, path of its test JSON, whether it is an ensemble), in order
     for name in names:

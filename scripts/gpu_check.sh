@@ -379,10 +379,15 @@ elif [[ $cuda_arch != 90 ]]; then  # 'native' needs a GPU at configure time; 90 
   run "configure (retry, sm_90)" 120 configure_retry "CUDA arch 90" -- "${cmake_command[@]}" &&
     configured=1
 fi
+# The binaries an earlier call built are removed first: a build that fails or is cut on a warm
+# machine left them, and every section then tested and timed them under this commit's name. A
+# build that did not finish fails the check (its sections are skipped: nothing was checked).
+rm -f "$cli_bin" "$test_bin"
 if (( configured )); then
-  run "build" 420 build "$jobs jobs" -- cmake --build "$build" --parallel "$jobs"
+  run "build" 420 build "$jobs jobs" -- cmake --build "$build" --parallel "$jobs" || any_failed=1
 else
   skip "build" "not configured"
+  any_failed=1
 fi
 
 # ---- 4. The whole test suite ---------------------------------------------------------------------------
@@ -770,6 +775,13 @@ sec_sweep() {
   [[ $device == cuda ]] && default_plan=$root/configs/experiments/keras-order-150-gpu.json &&
     default_jobs=4  # the H200 trained the bf16 plan's 10 runs four at a time in 90 s
   plan=${EXPERIMENTS_PLAN-$default_plan}
+  # A plan whose test split the repository records as read (docs/experiments/*/test.lock, by its
+  # sha256) is not swept again: its test split is read once, and a fresh machine has lost the
+  # folder whose own lock would say so.
+  local read_lock=""
+  [[ -n $plan && -f $plan ]] &&
+    read_lock=$(grep -l "^plan sha256 $(sha256sum "$plan" | cut -d' ' -f1)" \
+      "$root"/docs/experiments/*/test.lock 2>/dev/null | head -1)
   local runs
   runs=$build-data/experiments/$(basename "$plan" .json)  # one folder a plan: another is refused in it
   local sweep=(python3 "$root/scripts/experiments.py" "$plan" --pneumo "$cli_bin" --data "$full_cache"
@@ -778,6 +790,8 @@ sec_sweep() {
     skip "generalisation sweep" "SKIP_RUNS=1"
   elif [[ -z $plan ]]; then
     skip "generalisation sweep" "EXPERIMENTS_PLAN empty (or a CPU dry run)"
+  elif [[ -n $read_lock ]]; then
+    skip "generalisation sweep" "its test split was read already (${read_lock#"$root"/}); name another plan"
   elif [[ ! -x $cli_bin || -z $full_cache ]]; then
     skip "generalisation sweep" "no pneumo binary or no full cache"
   else

@@ -147,10 +147,29 @@ TEST(Experiments, SweepPicksByThePlansRuleAndReadsTestOnce) {
       << refused.output;
   EXPECT_FALSE(fs::exists(out + "/test.lock"));
 
+  // A plan whose test split a recorded lock says was read (in another folder: the repository's
+  // docs/experiments/*/test.lock, here a stand-in) is not read again.
+  const auto hash = testing::run_command("sha256sum " + out + "/plan.json");
+  ASSERT_EQ(hash.status, 0) << hash.output;
+  fs::create_directories(dir.file("reads/elsewhere"));
+  std::ofstream(dir.file("reads/elsewhere/test.lock"))
+      << "test read at 2026-12-01 for ['plain']\nplan sha256 " << hash.output.substr(0, 64)
+      << " (/elsewhere/plan.json)\n";
+  auto recorded = testing::run_command("PNEUMO_TEST_READS=" + dir.file("reads") + " " + script +
+                                       " --test");
+  EXPECT_NE(recorded.status, 0) << recorded.output;
+  EXPECT_NE(recorded.output.find("this plan's test split was read already (" +
+                                 dir.file("reads/elsewhere/test.lock")),
+            std::string::npos)
+      << recorded.output;
+  EXPECT_FALSE(fs::exists(out + "/test.lock"));
+
   auto test = testing::run_command(script + " --test");
   ASSERT_EQ(test.status, 0) << test.output;
   const std::string read = testing::read_text(out + "/test.md");
   EXPECT_NE(read.find("ensemble of 2"), std::string::npos) << read;
+  // The lock names each model file read by its sha256: a copy in another plan's folder is known.
+  EXPECT_NE(testing::read_text(out + "/test.lock").find("model sha256 "), std::string::npos);
   EXPECT_NE(read.find("| " + winner + " | mean ± sample sd |"), std::string::npos) << read;
   // evaluate prints its stress worst accuracy at the checkpoint's threshold; this table's at 0.5.
   EXPECT_NE(read.find("\"stress worst acc\" is at 0.5"), std::string::npos) << read;
