@@ -198,13 +198,22 @@ def make_training(config, device):
     return model, step, infer, memory_format
 
 
+# Compiled configurations whose recipe this process has timed: they fill the one cache folder.
+_compiled_here = []
+
+
 def compile_cache_state(config):
     """For a compiled configuration, whether TorchInductor's on-disk cache (compiled graphs, Triton
     kernels, autotuning results) held anything when the recipe began: "cold" (an empty or missing
     folder) or "warm" (entries of an earlier run: the GPU check runs the recipe twice on one
-    folder); "unknown" where the folder cannot be found; None for eager configurations."""
+    folder); "unknown" where the folder cannot be found, or when another compiled configuration
+    of this process filled it (its entries are not this configuration's graphs: a compile-bf16
+    recipe after a compile one compiled from nothing and was called warm); None for eager
+    configurations."""
     if CONFIGS[config][0] is None:
         return None
+    if any(other != config for other in _compiled_here):
+        return "unknown"
     try:
         from torch._inductor.runtime.cache_dir_utils import cache_dir
         folder = cache_dir()
@@ -226,6 +235,8 @@ def time_recipe(config, batch, epochs, device, train_images=RECIPE_TRAIN_IMAGES)
     6,586); the images are on the device already."""
     val_images = max(1, round(train_images * RECIPE_VAL_IMAGES / RECIPE_TRAIN_IMAGES))
     cache_state = compile_cache_state(config)  # before this run's compilation fills it
+    if cache_state is not None:
+        _compiled_here.append(config)
     clock = Clock(device)
     # The clock starts before the first synchronisation, which makes the CUDA context in a new
     # process (--recipe-only): pneumo's recipe clock holds its backend's creation too.
@@ -432,7 +443,10 @@ def main():
                              "nothing of a GPU)")
     parser.add_argument("--check-model", help="a pneumo checkpoint: compare logits on the CPU")
     parser.add_argument("--cache", help="with --check-model: a pneumo cache folder")
-    parser.add_argument("--split", default="test")
+    # Any split's pixels serve a logits check: train by default, not the test split (read only for
+    # final reports).
+    parser.add_argument("--split", default="train",
+                        help="with --check-model: the cache split whose images are compared")
     parser.add_argument("--count", type=int, default=64)
     parser.add_argument("--pneumo", default="build/pneumo", help="the pneumo binary")
     parser.add_argument("--tolerance", type=float, default=1e-4,

@@ -340,18 +340,21 @@ def differences(fixed, given, where=""):
 
 def data_identity(path):
     """What names a sweep's data: a cache by what `pneumo prepare` recorded in its meta.json (its
-    size, when it was made, its images' hash, its splits' counts), wherever it lies now; an image
-    tree by its absolute path."""
+    size, when it was made, its images' hash, its splits' counts, and how it travelled when
+    scripts/pack_gpu_data.py re-encoded it: such a copy's pixels differ), wherever it lies now;
+    an image tree by its absolute path."""
     meta = load(os.path.join(path, "meta.json"))
     if meta is None:
         return {"tree": os.path.realpath(path)}
     source = meta.get("source") if isinstance(meta.get("source"), dict) else {}
     splits = meta.get("splits") if isinstance(meta.get("splits"), dict) else {}
-    return {"cache": {"size": meta.get("size"), "created": meta.get("created"),
-                      "images_hash": source.get("hash"),
-                      "counts": {name: split.get("count") for name, split in sorted(splits.items())
-                                 if isinstance(split, dict)}},
-            "path": os.path.realpath(path)}
+    cache = {"size": meta.get("size"), "created": meta.get("created"),
+             "images_hash": source.get("hash"),
+             "counts": {name: split.get("count") for name, split in sorted(splits.items())
+                        if isinstance(split, dict)}}
+    if meta.get("transport"):
+        cache["transport"] = meta["transport"]
+    return {"cache": cache, "path": os.path.realpath(path)}
 
 
 def same_data(recorded, given):

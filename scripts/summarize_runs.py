@@ -18,6 +18,10 @@ import math
 import os
 import sys
 
+# config.json keys that may differ between runs of one recipe: where a run wrote, read its data
+# and resumed from, how many threads and which tuning cache it used, and its seed.
+FREE_KEYS = {"seed", "out", "data", "resume", "config", "threads", "tuning-cache"}
+
 COLUMNS = [  # (header, source file key, path inside the JSON)
     ("val acc", "val", ("default_threshold", "accuracy")),
     ("val AUC", "val", ("roc_auc",)),
@@ -82,7 +86,7 @@ def main(run_dirs):
     if empty:
         sys.exit(f"summarize_runs: not a run folder (none of {', '.join(made_by_a_run)}): "
                  f"{', '.join(empty)}")
-    rows, notes = [], []
+    rows, notes, configs = [], [], []
     for run in run_dirs:
         test_file = "test_metrics.json"
         if not os.path.exists(os.path.join(run, test_file)) and \
@@ -104,6 +108,20 @@ def main(run_dirs):
         rows.append((run, config.get("seed", "?"),
                      [None if header in YOUDEN_COLUMNS and not youden else dig(files[src], keys)
                       for header, src, keys in COLUMNS]))
+        configs.append((run, config))
+    # One recipe's spread is over seeds: runs of other settings, or one seed twice, would be
+    # averaged as if they were (the statistics are still printed, under a note that says so).
+    first_run, first = configs[0]
+    for run, config in configs[1:]:
+        differing = sorted(key for key in set(first) | set(config)
+                           if key not in FREE_KEYS and first.get(key) != config.get(key))
+        if differing:
+            notes.append(f"- {run}: not the recipe of {first_run}: its config.json differs in "
+                         f"{', '.join(differing)}; the mean and sd mix two recipes")
+    seeds = [config.get("seed") for _, config in configs if "seed" in config]
+    for seed in sorted({s for s in seeds if seeds.count(s) > 1}, key=str):
+        notes.append(f"- seed {seed} is given by {seeds.count(seed)} runs: the sd is not a "
+                     "spread over seeds")
 
     print("| run | seed | " + " | ".join(h for h, _, _ in COLUMNS) + " |")
     print("|---|---|" + "---|" * len(COLUMNS))

@@ -11,6 +11,7 @@ files sorted by relative path, NORMAL = 0, PNEUMONIA = 1) and writes the same la
 import json
 import pathlib
 import sys
+import time
 
 import opencv_numpy
 
@@ -18,6 +19,7 @@ cv2, np = opencv_numpy.load("unpack_gpu_data.py", __doc__)
 
 CLASSES = ["NORMAL", "PNEUMONIA"]
 SPLITS = ["train", "val", "test"]
+IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png", ".bmp", ".tif", ".tiff"}  # pneumo prepare's
 
 
 def unpack(packed, cache):
@@ -38,16 +40,26 @@ def unpack(packed, cache):
 
 def prepare_tree(tree, cache, size):
     cache.mkdir(parents=True, exist_ok=True)
+    # Made now (a sweep tells caches apart by it: every tree prepared here has the same "hash").
     meta = {"format": "pneumo-cache", "format_version": 1, "size": size, "classes": CLASSES,
             "splits": {}, "source": {"path": str(tree), "hash": "python-prepared"},
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "transport": "prepared by scripts/unpack_gpu_data.py (Python OpenCV)"}
     for split in SPLITS:
+        # The files pneumo prepare reads: image names, hidden ones (.DS_Store, ._x.jpeg) left out.
         files = sorted(p.relative_to(tree).as_posix() for c in CLASSES
-                       for p in (tree / split / c).glob("*") if p.is_file())
+                       for p in (tree / split / c).glob("*")
+                       if p.is_file() and not p.name.startswith(".")
+                       and p.suffix.lower() in IMAGE_SUFFIXES)
+        decoded = {f: cv2.imread(str(tree / f), cv2.IMREAD_GRAYSCALE) for f in files}
+        for f in [f for f in files if decoded[f] is None]:  # skipped and named, as prepare does
+            print(f"unpack_gpu_data: warning: skipped {f}: not decoded", file=sys.stderr)
+            meta.setdefault("skipped", []).append({"file": f, "reason": "not decoded"})
+        files = [f for f in files if decoded[f] is not None]
         if not files:
             continue
-        images = np.stack([cv2.resize(cv2.imread(str(tree / f), cv2.IMREAD_GRAYSCALE), (size, size),
-                                      interpolation=cv2.INTER_AREA) for f in files])
+        images = np.stack([cv2.resize(decoded[f], (size, size), interpolation=cv2.INTER_AREA)
+                           for f in files])
         labels = np.array([CLASSES.index(f.split("/")[1]) for f in files], np.uint8)
         np.save(cache / f"{split}_images.npy", images)
         np.save(cache / f"{split}_labels.npy", labels)

@@ -41,7 +41,7 @@ TEST(TorchReference, GivesTheLogitsOfPneumoPredictForTheSameWeights) {
   auto check = testing::run_command("'" + python + "' " PNEUMO_SOURCE_DIR
                                     "/profiling/torch_reference.py --check-model " +
                                     dir.file("run") + "/model.safetensors --cache " + cache +
-                                    " --split test --count 60 --pneumo " PNEUMO_BINARY);
+                                    " --split train --count 60 --pneumo " PNEUMO_BINARY);
   EXPECT_EQ(check.status, 0) << check.output;
   EXPECT_NE(check.output.find("\"ok\": true"), std::string::npos) << check.output;
 }
