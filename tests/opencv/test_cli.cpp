@@ -458,6 +458,22 @@ TEST(Cli, DropLastTrainsWholeBatchesOnly) {
   EXPECT_FALSE(fs::exists(dir.file("c") + "/checkpoints/last.safetensors"));
 }
 
+// At --size 16 the last block's batch-norm planes are 1x1: a step of one image (the sample's
+// 102 training images at --batch 101) has one value a channel. Bad usage before training (it
+// was the op's internal check after the epoch's other steps, its text a source line).
+TEST(Cli, ABatchNormWithOneValueAChannelIsRefusedBeforeTraining) {
+  testing::TempDir dir;
+  auto refused = pneumo_command("train --data " + kSample + " --size 16 --epochs 1 --batch 101" +
+                                    kCommon + "--out " + dir.file("run"),
+                                dir.file("cache"));
+  EXPECT_EQ(refused.status, 2) << refused.output;
+  EXPECT_NE(refused.output.find("--batch 101 leaves 1 image in the epoch's last step, and bn5's "
+                                "planes are 1x1 at this input size"),
+            std::string::npos)
+      << refused.output;
+  EXPECT_EQ(refused.output.find("epoch 1/1"), std::string::npos) << refused.output;
+}
+
 // What a command prints on stdout is its result: a write that fails (here a full device) fails
 // the command instead of ending in status 0 with the results lost. And a cache of another size
 // than the model's is named as the model's expectation, not as something the user asked for.

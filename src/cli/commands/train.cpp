@@ -130,6 +130,7 @@ class TrainingRun {
   void set_up_model(int input_size);
   void set_up_trainer();
   void set_up_image_sets();  // the balance, the uploaded splits; refuses a --batch that cannot go
+  void check_batchnorm_values(int64_t images) const;  // of an epoch of `images`
   // Epoch `epoch`'s image order (indices into the training split), without its last, partial
   // batch under --drop-last (which refuses an epoch with no whole batch); and its step count.
   std::vector<int32_t> epoch_order(int epoch) const;
@@ -563,6 +564,35 @@ int64_t TrainingRun::epoch_steps(int epoch) const {
   return (images + options_.batch - 1) / options_.batch;
 }
 
+// Batch-norm in training takes its statistics over each channel's values in a batch (or a rank's
+// share of it): one value leaves no variance to normalise by. At --size 16 or less bn5's planes
+// are 1x1, so a step of one image (an epoch's last, a rank's share) met the op's internal check
+// mid-run (after a whole epoch, on one process), its message a source line.
+void TrainingRun::check_batchnorm_values(int64_t images) const {
+  // Every block is convolution, batch-norm, pooling ('same', rounding up): the last block's
+  // batch-norm sees the input halved once for each block before it (whether the tails are fused
+  // or not, which names the layers otherwise).
+  const size_t blocks = model_->config().channels.size();
+  if (blocks == 0) return;
+  int64_t side = model_->config().input_size;
+  for (size_t block = 1; block < blocks; ++block) side = (side + 1) / 2;
+  const int64_t plane = side * side;
+  const std::string layer = "bn" + std::to_string(blocks);
+  const int64_t last = images - (images - 1) / options_.batch * options_.batch;
+  const int64_t shares = options_.sync_batchnorm ? 1 : group_->size();
+  const int64_t fewest = std::min<int64_t>(options_.batch, last) / shares;
+  if (fewest * plane >= 2) return;
+  throw UsageError(detail::concat(
+      "--batch ", options_.batch, " leaves ", std::min<int64_t>(options_.batch, last),
+      " image", std::min<int64_t>(options_.batch, last) == 1 ? "" : "s",
+      last < options_.batch ? " in the epoch's last step" : " a step",
+      shares > 1 ? detail::concat(" for ", shares, " ranks") : std::string(), ", and ", layer,
+      "'s planes are ", plane == 1 ? "1x1" : std::to_string(plane) + " pixels",
+      " at this input size: batch-norm needs 2 values a channel or more; choose another --batch",
+      options_.drop_last || last == options_.batch ? "" : " (or --drop-last)",
+      " or a larger --size"));
+}
+
 void TrainingRun::set_up_image_sets() {
   balance_ = parse_balance_mode(options_.balance);
   // An epoch with no full batch (--drop-last) is bad usage now, before anything trains, not an
@@ -589,6 +619,7 @@ void TrainingRun::set_up_image_sets() {
           ": every rank needs at least one; choose another --batch",
           options_.drop_last || options_.batch < group_->size() ? "" : " (or --drop-last)"));
   });
+  check_batchnorm_values(images);
   train_set_ = upload(splits_.train, backend_->device());
   if (balance_ == BalanceMode::ClassWeight)
     train_set_.set_weights(sample_weights(splits_.train.labels, balance_));
