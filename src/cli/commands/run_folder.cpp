@@ -130,6 +130,9 @@ void prepare_run_dir(const std::string& dir, const std::string& resuming, RunDir
                 " belongs to; a resumed run writes into its own run directory or a new --out");
   fs::create_directories(fs::path(dir) / "checkpoints", error);
   if (error) throw Error("cannot create run directory '" + dir + "': " + error.message());
+  // The folders' entries durable, as the files written atomically in them are.
+  const fs::path parent = fs::absolute(dir, error).parent_path();
+  for (const fs::path& folder : {parent, fs::path(dir)}) sync_directory(folder.string());
   lock.acquire(dir);
   // A failed start's files are this run's to replace: a new run's history starts empty, and a
   // best checkpoint carried over by a failed resume is not this run's (a resume carries its own
@@ -207,10 +210,14 @@ void carry_over_run_files(const std::string& checkpoint, const std::string& run_
         continue;
       }
     }
+    // On disk before its name: after a power loss the rename could stand with the data lost (a
+    // history that reads as no rows, made permanent by the next rewrite).
+    sync_file(copy.string());
     fs::rename(copy, to, error);
     if (error)
       throw Error("cannot copy " + from.string() + " into the new run directory: " +
                   error.message());
+    sync_directory(to.parent_path().string());
   }
 }
 
