@@ -713,10 +713,37 @@ def write_config(args, name, flags):
     return config_path
 
 
+def record_build(args):
+    """OUT/sweep.json's "builds": each `--pneumo` binary (SHA-256 and --version's first line)
+    that a training call of this sweep used. A call with a binary not listed yet, once OUT holds
+    results, is warned of: its runs and the earlier ones come from two builds, and the table says
+    so (a sweep continued after a rebuild ranked runs of two builds as one)."""
+    sweep_path = os.path.join(args.out, "sweep.json")
+    sweep = load(sweep_path) or {}
+    try:
+        digest = file_sha256(shutil.which(args.pneumo) or args.pneumo)
+        version = subprocess.run([args.pneumo, "--version"], capture_output=True, text=True,
+                                 timeout=60).stdout.partition("\n")[0]
+    except (OSError, subprocess.TimeoutExpired):
+        return  # the training call itself says what is wrong with --pneumo
+    builds = [b for b in sweep.get("builds", []) if isinstance(b, dict)]
+    if any(b.get("sha256") == digest for b in builds):
+        return
+    if builds and holds_results(args.out):
+        warn(f"--pneumo {args.pneumo} (sha256 {digest[:12]}) is not the build that trained this "
+             f"sweep's earlier runs ({', '.join(b.get('sha256', '?')[:12] for b in builds)}): its "
+             "table will say the runs come from several builds")
+    builds.append({"sha256": digest, "version": version,
+                   "first_used": time.strftime("%Y-%m-%d %H:%M:%S")})
+    sweep["builds"] = builds
+    write_json(sweep_path, sweep)
+
+
 def train_all(args, plan):
     """Every (seed, configuration) run not yet scored, seed-major (every configuration gets its
     first seed early), args.jobs at a time. The first failure stops the sweep once the runs
     already started have ended (their checkpoints let a later call continue them)."""
+    record_build(args)
     names = [name for name in plan["configs"] if not args.only or name in args.only]
     for name in names:  # written once, before any run reads them
         write_config(args, name, plan["configs"][name])
@@ -986,6 +1013,7 @@ def write_table(args, plan):
     sweep = load(os.path.join(args.out, "sweep.json")) or {}
     after = sweep.get("flags_after_dashes")
     data = sweep.get("data") if isinstance(sweep.get("data"), dict) else {}
+    builds = sweep.get("builds") if isinstance(sweep.get("builds"), list) else []
     lines = [f"# Generalisation sweep: {plan['size']} px, {plan['epochs']} epochs, seeds {plan['seeds']}",
              "", f"Selection rule (fixed before the runs): {plan['rule']}", "",
              validation_words(rows, args, plan) + "; stress = the same "
@@ -1015,7 +1043,10 @@ def write_table(args, plan):
              + (("`" + shlex.join(after) + "`" if after else "none")
                 if isinstance(after, list) else "not recorded")
              + f" (besides {', '.join('--' + f for f in sorted(FREE_FLAGS))}, which may differ "
-               "between calls).", "",
+               "between calls)."
+             + (f" Trained by {len(builds)} builds of pneumo (sweep.json's builds: a call after a "
+                "rebuild): a difference between configurations may be one between builds."
+                if len(builds) > 1 else ""), "",
              "| config | seeds | val acc | val sens | val spec | val AUC | stress worst acc | stress mean acc | stress worst spec | stress worst sens | stress worst AUC | stress mean acc, Youden threshold |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, s in summary.items():

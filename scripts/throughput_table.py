@@ -45,17 +45,30 @@ def pneumo_name(row, recipe=False):
         parts.append("steps as CUDA graphs")
     if recipe and row.get("val_batch") not in (None, row.get("batch")):
         parts.append(f"validation batch {row['val_batch']}")
-    # A recipe's batch and length other than the recipe's own (32, 12 epochs), and first-call
-    # probes (their events cost time), make another measurement: a cell of its own.
-    if recipe and row.get("batch") not in (None, 32):
-        parts.append(f"batch {row['batch']}")
-    if recipe and row.get("epochs") not in (None, 12):
-        parts.append(f"{row['epochs']} epochs")
+    # A recipe's batch, length and epoch other than the recipe's own, and first-call probes
+    # (their events cost time), make another measurement: a cell of its own.
+    if recipe:
+        parts += recipe_differences(row.get("batch"), row.get("epochs"), row.get("train_images"))
     if recipe and "first_calls" in row:
         parts.append("first-call probes")
     if row.get("graph_engines"):
         parts.append("graph engines")
     return "pneumo " + ", ".join(parts)
+
+
+def recipe_differences(batch, epochs, train_images):
+    """How a recipe line differs from the recipe (batch 32, 12 epochs of 6,586 training images),
+    in words; pneumo's and PyTorch's alike (a 2-epoch batch-256 PyTorch line took the 12-epoch
+    line's cell)."""
+    parts = []
+    if batch not in (None, 32):
+        parts.append(f"batch {batch}")
+    if epochs not in (None, 12):
+        parts.append(f"{epochs} epochs")
+    if train_images not in (None, 6586):
+        parts.append(f"{train_images:,} images an epoch" if isinstance(train_images, int)
+                     else f"{train_images} images an epoch")
+    return parts
 
 
 def is_number(value):
@@ -170,6 +183,10 @@ def read_rows(paths):
                 else:
                     config = impl[len("torch-"):]
                     name = f"PyTorch {config} ({row.get('precision', 'fp32')})"
+                    if recipe:
+                        other = recipe_differences(row.get("batch"), row.get("recipe_epochs"),
+                                                   row.get("recipe_train_images"))
+                        name += "".join(f", {part}" for part in other)
                     seconds = row.get("recipe_seconds")
                 if recipe:
                     rows.recipe.setdefault(name, {})[start_of(row)] = seconds

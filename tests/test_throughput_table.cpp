@@ -155,10 +155,22 @@ TEST(ThroughputTable, OtherRecipesAndColdStepsAreNotTheRecipeOrASpeed) {
       << "\n"
       << R"({"impl":"pneumo","batch":32,"images_per_second":4203,"precision":"fp32","warmup":0})"
       << "\n"
-      << R"({"impl":"torch-eager","batch":32,"images_per_second":3000,"precision":"fp32"})" << "\n";
+      << R"({"impl":"torch-eager","batch":32,"images_per_second":3000,"precision":"fp32"})" << "\n"
+      // PyTorch's recipe lines alike: a 2-epoch batch-256 one on 640 images is not the recipe
+      // (it took the 12-epoch line's cell).
+      << R"({"impl":"torch-eager","measure":"recipe","recipe_seconds":60,"precision":"fp32","batch":32,"recipe_epochs":12,"recipe_train_images":6586})"
+      << "\n"
+      << R"({"impl":"torch-eager","measure":"recipe","recipe_seconds":3,"precision":"fp32","batch":256,"recipe_epochs":2,"recipe_train_images":640})"
+      << "\n";
   const testing::CommandResult run = run_table(dir.file("t.jsonl"));
   ASSERT_EQ(run.status, 0) << run.output;
   EXPECT_NE(run.output.find("| pneumo fp32 | 9,202 | 10.50 |"), std::string::npos) << run.output;
+  EXPECT_NE(run.output.find("| PyTorch eager (fp32) | 3,000 | 60.00 |"), std::string::npos)
+      << run.output;
+  EXPECT_NE(run.output.find("| PyTorch eager (fp32), batch 256, 2 epochs, 640 images an epoch |  "
+                            "| 3.00 |"),
+            std::string::npos)
+      << run.output;
   EXPECT_NE(run.output.find("| pneumo fp32, batch 256, 2 epochs, first-call probes |  | 3.00 |"),
             std::string::npos)
       << run.output;

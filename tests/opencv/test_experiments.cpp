@@ -394,6 +394,29 @@ TEST(Experiments, AFailedTrainingsSecondsAreKeptAFreshStartCountsOnlyItsOwn) {
   EXPECT_EQ(train_seconds(run).size(), 1u) << testing::read_text(run + "/train_seconds.txt");
 }
 
+// A sweep continued with another pneumo binary (a rebuild between calls) ranks runs of two
+// builds: sweep.json lists each build, the call says so, and the table warns of it.
+TEST(Experiments, RunsOfTwoBuildsAreNamedInTheTable) {
+  if (testing::run_command("python3 -c pass").status != 0) GTEST_SKIP() << "no python3";
+  testing::TempDir dir;
+  const std::string plan = dir.file("plan.json"), out = dir.file("sweep");
+  std::ofstream(plan) << R"({"size": 32, "epochs": 1, "seeds": [1], "rule": "r",
+    "configs": {"plain": {"augment": false, "threads": 2, "device": "cpu"},
+                "flip": {"threads": 2, "device": "cpu"}}})";
+  auto first = testing::run_command(sweep_command(dir, plan, out) + " --only plain");
+  ASSERT_EQ(first.status, 0) << first.output;
+  auto second = testing::run_command(
+      sweep_command(dir, plan, out, pneumo_wrapper(dir, "pneumo-rebuilt.sh", "")));
+  ASSERT_EQ(second.status, 0) << second.output;
+  EXPECT_NE(second.output.find("is not the build that trained this sweep's earlier runs"),
+            std::string::npos)
+      << second.output;
+  const auto sweep = nlohmann::json::parse(testing::read_text(out + "/sweep.json"));
+  EXPECT_EQ(sweep.at("builds").size(), 2u) << sweep.dump();
+  EXPECT_NE(testing::read_text(out + "/results.md").find("Trained by 2 builds of pneumo"),
+            std::string::npos);
+}
+
 // The table says what validation was, from each run's config.json ("val-split"), not a constant
 // 15%; its Youden column holds only runs whose stored threshold Youden's J chose. On the sample,
 // 15% of train is 9 images a class (train stores its 0.5 fall-back), 40% is 24 (a Youden cut).
