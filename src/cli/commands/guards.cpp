@@ -9,6 +9,7 @@
 #include <ctime>
 #include <filesystem>
 
+#include "cli/commands/run_folder.hpp"
 #include "core/paths.hpp"
 #include "pneumo/data.hpp"
 #include "pneumo/error.hpp"
@@ -149,13 +150,6 @@ namespace {
 constexpr const char* kRunFiles[] = {"config.json", "history.csv", "history.jsonl",
                                      "metrics_val.json", "report.md", "loss.svg",
                                      "accuracy.svg", "roc.svg", "model.safetensors", ".lock"};
-
-bool is_run_directory(const std::filesystem::path& folder) {
-  std::error_code error;
-  return std::filesystem::is_regular_file(folder / "config.json", error) &&
-         (std::filesystem::is_directory(folder / "checkpoints", error) ||
-          std::filesystem::exists(folder / ".lock", error));
-}
 
 }  // namespace
 

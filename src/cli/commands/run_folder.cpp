@@ -221,13 +221,7 @@ void carry_over_run_files(const std::string& checkpoint, const std::string& run_
   }
 }
 
-namespace {
-
-// A folder `pneumo train` ran in: the lock file every run makes and a config.json of train's
-// flags. A stranger's folder (the parent of a project's own checkpoints/, another tool's
-// config.json) is not one: a checkpoint kept there once resumed "in its run directory" and
-// rewrote that folder's config.json, history and report, and deleted its *.tmp.* files.
-bool is_run_dir(const fs::path& folder) {
+bool is_run_directory(const fs::path& folder) {
   std::error_code error;
   if (!fs::is_regular_file(folder / ".lock", error)) return false;
   std::ifstream in(folder / "config.json");
@@ -235,8 +229,6 @@ bool is_run_dir(const fs::path& folder) {
   const nlohmann::json config = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
   return config.is_object() && config.contains("data") && config.contains("epochs");
 }
-
-}  // namespace
 
 std::string resumed_run_dir(const std::string& checkpoint) {
   fs::path folder = fs::path(checkpoint).parent_path();
@@ -246,10 +238,10 @@ std::string resumed_run_dir(const std::string& checkpoint) {
     folder = fs::absolute(checkpoint).lexically_normal().parent_path();
   if (folder.filename() == "checkpoints") {
     const fs::path run = folder.has_parent_path() ? folder.parent_path() : fs::path(".");
-    return is_run_dir(run) ? run.string() : std::string();
+    return is_run_directory(run) ? run.string() : std::string();
   }
   const fs::path run = folder.empty() ? fs::path(".") : folder;
-  return is_run_dir(run) ? run.string() : std::string();
+  return is_run_directory(run) ? run.string() : std::string();
 }
 
 }  // namespace pneumo::cli

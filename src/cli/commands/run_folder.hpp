@@ -2,6 +2,7 @@
 // folders a new or resumed run may write into, and what a resume into a new folder carries over.
 #pragma once
 
+#include <filesystem>
 #include <string>
 
 #include "core/file_lock.hpp"
@@ -49,6 +50,13 @@ bool same_folder(const std::string& a, const std::string& b);
 // Makes it with checkpoints/, takes `lock` on it, and clears what a failed start or a killed
 // write left there.
 void prepare_run_dir(const std::string& dir, const std::string& resuming, RunDirLock& lock);
+
+// A folder `pneumo train` ran in: the lock file every run makes and a config.json of train's
+// flags. A stranger's folder (the parent of a project's own checkpoints/, another tool's
+// config.json) is not one: a checkpoint kept there once resumed "in its run directory" and
+// rewrote that folder's config.json, history and report, and deleted its *.tmp.* files. The one
+// definition for resuming and for the files an output flag may not replace (guards.hpp).
+bool is_run_directory(const std::filesystem::path& folder);
 
 // The run directory a checkpoint belongs to, where `train --resume` writes unless --out says
 // otherwise: DIR for DIR/checkpoints/NAME.safetensors, and the checkpoint's own folder when that
