@@ -308,6 +308,21 @@ void expect_gradients_close(const ModelStep& got, const ModelStep& want, double 
   }
 }
 
+// The dropout mask's 32-bit element index limits a training tail with dropout only: at rate 0
+// (block 1, inference) every multiplier is 1 whatever the bits, so a batch past 2^32 elements
+// (a validation pass at --val-batch 4096 and 224 px: 4096 x 32 x 224 x 224) goes on.
+TEST(BlockTail, TheMaskIndexLimitHoldsOnlyWhereAMaskIsDrawn) {
+  const ChannelLayout huge{4096, 32, 224 * 224};
+  ASSERT_GT(huge.batch * huge.channels * huge.pixels, int64_t{1} << 32);
+  BlockTailSettings settings;
+  settings.dropout_rate = 0.0f;
+  EXPECT_NO_THROW(ops::check_block_tail_settings("block_tail_forward", huge, settings));
+  settings.dropout_rate = 0.2f;
+  EXPECT_THROW(ops::check_block_tail_settings("block_tail_forward", huge, settings), Error);
+  const ChannelLayout fits{16, 32, 224 * 224};
+  EXPECT_NO_THROW(ops::check_block_tail_settings("block_tail_forward", fits, settings));
+}
+
 TEST(BlockTail, FusedModelStepMatchesTheUnfusedModel) {
   auto cpu = make_cpu_backend(2);
   const ModelStep unfused = model_step(*cpu, false), fused = model_step(*cpu, true);
