@@ -1040,7 +1040,10 @@ TEST(Cli, EnsemblesKeepConfidentScoresAndRefuseBrokenModels) {
        {"predict --device cpu --model " + broken + " " + kSample + "/test/NORMAL",
         "evaluate --device cpu --data " + kSample + " --split test --model " + model +
             " --model " + broken,
-        "evaluate --device cpu --data " + kSample + " --split test --tta flip --model " + broken}) {
+        "evaluate --device cpu --data " + kSample + " --split test --tta flip --model " + broken,
+        // explain wrote "-nan,NORMAL" for every image, status 0.
+        "explain --device cpu --model " + broken + " " + kSample + "/test/NORMAL --out " +
+            dir.file("explained")}) {
     auto refused = pneumo_command(command, cache);
     EXPECT_EQ(refused.status, 1) << command << "\n" << refused.output;
     EXPECT_NE(refused.output.find("model " + broken + " produced a non-finite output"),

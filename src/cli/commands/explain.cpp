@@ -2,6 +2,7 @@
 // (default conv5, the last block's convolution), written as a float32 .npy at the input size, a PNG
 // overlay (OpenCV builds) and one line of explain.csv.
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <iomanip>
@@ -106,6 +107,12 @@ int run_explain(const ExplainOptions& options) {
   const GradCam cam = grad_cam_images(model, images, layer, options.batch,
                                       [&](int64_t done) { progress.update(done); });
   progress.finish();
+  // As predict and evaluate refuse it: a NaN logit was written "-nan,NORMAL", status 0.
+  for (size_t index = 0; index < kept.size(); ++index)
+    if (!std::isfinite(cam.logits[index]))
+      throw Error(detail::concat("model ", options.model, " produced a non-finite output (logit ",
+                                 cam.logits[index], ") for ", kept[index],
+                                 ": its weights are broken or do not fit its inputs"));
 
   std::ofstream csv(fs::path(options.out) / "explain.csv");
   csv << "path,probability_pneumonia,label,map,map_peak\n";
