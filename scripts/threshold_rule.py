@@ -26,7 +26,9 @@ import sys
 
 def youden_threshold(logits, labels):
     """The cut maximising sensitivity + specificity - 1, on the logit scale, as pneumo's
-    choose_threshold_youden picks it: the midpoint between two adjacent distinct scores (1 beyond
+    choose_threshold_youden picks it (pneumo then stores the shortest decimal probability within
+    the middle half of the gap around it: the same decisions on these images): the midpoint
+    between two adjacent distinct scores (1 beyond
     the extremes), J compared exactly (TP * N - FP * P), ties to the cut closest to logit 0 (then
     the higher one); logit 0 (0.5) when a class is absent."""
     positives = sum(labels)

@@ -108,12 +108,14 @@ TEST(Metrics, RocCurvePointsAndTiesAsDiagonalSteps) {
 TEST(Metrics, YoudenPicksTheMaximumAndBreaksTiesTowardHalf) {
   // J by cut (groups above the cut called positive): 3 -> .25, 2 -> .5, 1 -> .5, 0.5 -> .25,
   // -0.5 -> .5, -1 -> .25. Three cuts reach .5, at logits 1.5, 0.75 and -0.75; 0.75 and -0.75
-  // are equally close to 0 (probability 0.5), and the higher one wins.
+  // are equally close to 0 (probability 0.5), and the higher one wins. Stored as the shortest
+  // decimal in the middle half of its gap (logits 0.5 to 1: 0.625 to 0.875 around 0.75): 0.7.
   ThresholdChoice choice = choose_threshold_youden(kLogits, kLabels);
   ASSERT_TRUE(choice.defined);
   EXPECT_DOUBLE_EQ(choice.youden_j, 0.5);
-  EXPECT_NEAR(choice.logit, 0.75, 1e-12);
-  EXPECT_NEAR(choice.threshold, sigmoid(0.75), 1e-15);
+  EXPECT_EQ(choice.threshold, 0.7);
+  EXPECT_DOUBLE_EQ(choice.logit, logit_of(0.7));
+  EXPECT_NEAR(choice.logit, 0.75, 0.125);
   // Applied with the shipped rule, the chosen threshold gives the J it promised.
   ThresholdMetrics at_choice = metrics_at_threshold(kLogits, kLabels, choice.threshold);
   EXPECT_DOUBLE_EQ(at_choice.youden_j, 0.5);
@@ -122,10 +124,12 @@ TEST(Metrics, YoudenPicksTheMaximumAndBreaksTiesTowardHalf) {
 }
 
 TEST(Metrics, YoudenSeparatesAdjacentFloatsAndPerfectSplits) {
-  // A perfect split between logits 2 and 4: the cut is their midpoint, 3.
+  // A perfect split between logits 2 and 4: around their midpoint, 3 (p 0.9526), the shortest
+  // decimal within a quarter of the gap (logits 2.5 to 3.5): 0.95.
   ThresholdChoice perfect = choose_threshold_youden({1, 2, 4, 5}, {0, 0, 1, 1});
   EXPECT_DOUBLE_EQ(perfect.youden_j, 1.0);
-  EXPECT_NEAR(perfect.logit, 3.0, 1e-12);
+  EXPECT_EQ(perfect.threshold, 0.95);
+  EXPECT_NEAR(perfect.logit, 3.0, 0.5);
   // Neighbouring floats: the threshold must still fall strictly between them.
   float low = 0.7f, high = std::nextafter(low, 1.0f);
   ThresholdChoice tight = choose_threshold_youden({low, high}, {0, 1});
@@ -237,7 +241,11 @@ TEST(Metrics, ReportWithTunedThresholdAndItsForms) {
   std::string table = format_metrics_table(report);
   EXPECT_NE(table.find("test: 8 images (4 NORMAL, 4 PNEUMONIA)"), std::string::npos) << table;
   // The second row says what was applied and why, whatever the rule (not always a tuned one).
-  EXPECT_NE(table.find("applied       " + format_threshold(choice.threshold)), std::string::npos)
+  const size_t applied_row = table.find("\napplied ");
+  ASSERT_NE(applied_row, std::string::npos) << table;
+  EXPECT_NE(table.substr(applied_row, table.find('\n', applied_row + 1) - applied_row)
+                .find(" " + format_threshold(choice.threshold) + " "),
+            std::string::npos)
       << table;
   EXPECT_NE(table.find("applied threshold: Youden's J on 8 images"), std::string::npos) << table;
   const std::string given =
@@ -254,25 +262,25 @@ TEST(Metrics, ReportWithTunedThresholdAndItsForms) {
                                               "optimistic"),
             std::string::npos);
   EXPECT_EQ(given.find("tuned"), std::string::npos) << given;
-  // Six significant digits: a threshold near 1 or near 0.5 is not rounded onto them.
+  // Exactly, in the fewest digits that read back as the threshold: a rounded cut contradicted the
+  // counts beside it, and typed back applied another. So near 1 or 0.5 it is never rounded onto
+  // them, a typed one is printed as typed, and 0 and 1 stay short.
   EXPECT_EQ(format_threshold(0.99997), "0.99997");
   EXPECT_EQ(format_threshold(0.500031), "0.500031");
   EXPECT_EQ(format_threshold(0.5), "0.5");
-  // Not the default 0.5 when it is not (a table held two "0.5" rows with different metrics).
   EXPECT_EQ(format_threshold(0.50000005), "0.50000005");
-  // A threshold ten digits give exactly (typed as --threshold 0.6227457) is printed as typed: six
-  // digits made it 0.622746, and a p between the two printed as 0.622746 on both sides of it.
   EXPECT_EQ(format_threshold(0.6227457), "0.6227457");
+  EXPECT_EQ(format_threshold(0.554952600001), "0.554952600001");
   EXPECT_EQ(format_threshold(0.25), "0.25");
-  EXPECT_EQ(format_threshold(0.6271881234567891), "0.627188") << "a Youden cut: six digits";
-  EXPECT_EQ(format_threshold(std::nextafter(0.5, 1.0)), "0.50000000000000011");
-  // More digits where six would round a cut inside (0, 1) onto 1 or 0 (a Youden cut between two
-  // confident scores read "threshold 1", a rule nothing passes); 0 and 1 themselves stay short.
-  EXPECT_EQ(format_threshold(0.9999998492832337), "0.9999998493");
+  EXPECT_EQ(format_threshold(0.6271881234567891), "0.6271881234567891");
+  EXPECT_EQ(format_threshold(std::nextafter(0.5, 1.0)), "0.5000000000000001");
+  EXPECT_EQ(format_threshold(0.9999998492832337), "0.9999998492832337");
   EXPECT_EQ(format_threshold(2e-9), "2e-09");
   EXPECT_EQ(format_threshold(1.0 - 1e-15), "0.999999999999999");
   EXPECT_EQ(format_threshold(1.0), "1");
   EXPECT_EQ(format_threshold(0.0), "0");
+  // Youden's cut itself is stored short (above), so its exact text is.
+  EXPECT_EQ(format_threshold(choice.threshold), "0.7");
   EXPECT_NE(table.find("0.8438"), std::string::npos) << table;  // AUC
 }
 

@@ -71,7 +71,9 @@ double roc_auc(const std::vector<float>& logits, const std::vector<uint8_t>& lab
 // as TP * N - FP * P in integers. Tie-break: among equally good cuts, the one closest to
 // probability 0.5 (the untuned default), and of two equally close the higher one (fewer false
 // alarms). Without both classes J is undefined: defined = false and threshold = 0.5.
-// The returned probability is checked to reproduce the chosen split under predicts_pneumonia.
+// The returned probability is checked to reproduce the chosen split under predicts_pneumonia,
+// and is the shortest decimal that does so within the middle half of the gap around the midpoint
+// (0.7 for a cut between logits 0.5 and 1): the stored threshold is the number printed.
 // Limit: beyond |logit| ~ 23 (p within 1e-10 of 0 or 1) neighbouring float logits can map to
 // the same double probability; a cut between two such scores then lands on one side of them.
 struct ThresholdChoice {

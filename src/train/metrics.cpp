@@ -73,6 +73,33 @@ std::vector<ScoreGroup> group_by_score(const std::vector<float>& logits,
   return groups;
 }
 
+// The decimal with the fewest significant digits near `threshold` that still separates `above`
+// from `below` and lies in the middle half of the gap between them (in logit space, around the
+// midpoint `logit_cut`): the stored cut is then the number printed, and still about as far from
+// either score. `threshold` itself (all 17 digits) when no shorter one does. A full-precision cut
+// printed with six digits contradicted its own counts ("p > 0.999999" beside a NORMAL image of p
+// 0.99999908 called negative), and typed back as --threshold gave another confusion matrix. Any
+// cut between the two scores makes the same decisions on the images it was tuned on.
+double shortest_separating_decimal(double threshold, double logit_cut, float above, float below) {
+  const double quarter = 0.25 * (static_cast<double>(above) - static_cast<double>(below));
+  for (int digits = 1; digits <= 16; ++digits) {
+    char text[40];
+    std::snprintf(text, sizeof text, "%.*e", digits - 1, threshold);
+    const double rounded = std::strtod(text, nullptr);
+    // The nearest decimal of this length, and its neighbours one unit in the last place away.
+    const double unit = std::pow(10.0, std::floor(std::log10(std::fabs(rounded))) - (digits - 1));
+    for (const double candidate : {rounded, rounded - unit, rounded + unit}) {
+      std::snprintf(text, sizeof text, "%.*e", digits - 1, candidate);
+      const double decimal = std::strtod(text, nullptr);
+      if (decimal > 0.0 && decimal < 1.0 && predicts_pneumonia(above, decimal) &&
+          !predicts_pneumonia(below, decimal) &&
+          std::fabs(logit_of(decimal) - logit_cut) <= quarter)
+        return decimal;
+    }
+  }
+  return threshold;
+}
+
 // A probability threshold whose decisions separate `above` (called positive) from `below`
 // (called negative) under predicts_pneumonia, starting from the cut `logit_cut` between them.
 // The probability <-> logit round trip can move the cut by a few ulps, so the result is checked
@@ -87,7 +114,7 @@ double separating_threshold(double logit_cut, float above, float below) {
     else
       break;
   }
-  return threshold;
+  return shortest_separating_decimal(threshold, logit_cut, above, below);
 }
 
 std::string format_ratio(double value) {
@@ -100,24 +127,16 @@ std::string format_ratio(double value) {
 }  // namespace
 
 std::string format_threshold(double threshold) {
-  // Six digits, unless they round a threshold inside (0, 1) to 0 or 1, or one that is not 0.5 to
-  // 0.5: a Youden cut between two confident scores (0.99999985) printed as "1" reads as a rule
-  // nothing passes ("p > 1"), and a cut of 0.50000005 beside the default 0.5 gave a metrics table
-  // two rows "0.5" with different numbers. A threshold that up to ten digits give exactly (one
-  // typed as --threshold 0.6227457) is printed as typed: six digits (0.622746) put a p between the
-  // two on both sides of the printed cut.
-  char six[32], ten[32], all[32];
-  std::snprintf(six, sizeof six, "%.6g", threshold);
-  std::snprintf(ten, sizeof ten, "%.10g", threshold);
-  std::snprintf(all, sizeof all, "%.17g", threshold);
-  if (std::strtod(ten, nullptr) == threshold)
-    return std::strtod(six, nullptr) == threshold ? six : ten;
-  const auto hides = [threshold](const char* text) {
-    const double shown = std::strtod(text, nullptr);
-    return (shown == 0.0 && threshold > 0.0) || (shown == 1.0 && threshold < 1.0) ||
-           (shown == 0.5 && threshold != 0.5);
-  };
-  return !hides(six) ? six : !hides(ten) ? ten : all;
+  // Exactly: the shortest decimal that reads back as this threshold. A cut printed rounded
+  // contradicted the counts beside it (an image's p between the printed and the applied cut), and
+  // typed back as --threshold applied another one. Youden's cuts are chosen short
+  // (shortest_separating_decimal), so the exact text is short; a typed one is printed as typed.
+  char text[32];
+  for (int digits = 1; digits <= 17; ++digits) {
+    std::snprintf(text, sizeof text, "%.*g", digits, threshold);
+    if (std::strtod(text, nullptr) == threshold) break;
+  }
+  return text;
 }
 
 // ---- The decision rule and the loss ----------------------------------------------------------
