@@ -282,6 +282,14 @@ TEST(Metrics, ReportWithTunedThresholdAndItsForms) {
   // Youden's cut itself is stored short (above), so its exact text is.
   EXPECT_EQ(format_threshold(choice.threshold), "0.7");
   EXPECT_NE(table.find("0.8438"), std::string::npos) << table;  // AUC
+  // A score is not rounded onto a perfect or a null one.
+  EXPECT_EQ(format_fraction(0.99997, 4), "0.99997");
+  EXPECT_EQ(format_fraction(0.999999, 3), "0.999999");
+  EXPECT_EQ(format_fraction(1.0, 4), "1.0000");
+  EXPECT_EQ(format_fraction(0.00004, 4), "0.00004");
+  EXPECT_EQ(format_fraction(0.0, 4), "0.0000");
+  EXPECT_EQ(format_fraction(0.84375, 4), "0.8438");
+  EXPECT_EQ(format_fraction(std::nan(""), 4), "n/a");
 }
 
 }  // namespace

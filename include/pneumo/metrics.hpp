@@ -128,8 +128,12 @@ nlohmann::json to_json(const std::vector<RocPoint>& curve);  // {fpr: [...], tpr
 std::map<std::string, double> metrics_as_values(const MetricsReport& report,
                                                 const std::string& prefix);
 
-// A decision threshold as tables print it: six significant digits, so that 0.99997 is not shown
-// as 1.0000 nor a tuned 0.50003 as the default 0.5.
+// A score in [0, 1] (accuracy, AUC, ...) with `decimals` digits, or more where they would round
+// it onto 1 or 0 while it is not (AUC 0.99997, 3 pairs of 91,260 out of order, printed as
+// "1.0000"); NaN as "n/a".
+std::string format_fraction(double value, int decimals);
+// A decision threshold as tables print it: exactly, in the fewest digits that read back as it
+// (0.7, a typed 0.554952600001), so the printed cut is the one applied.
 std::string format_threshold(double threshold);
 
 // The table `pneumo evaluate` prints: counts, loss, AUC, one row per threshold, and the

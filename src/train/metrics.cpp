@@ -117,14 +117,22 @@ double separating_threshold(double logit_cut, float above, float below) {
   return shortest_separating_decimal(threshold, logit_cut, above, below);
 }
 
-std::string format_ratio(double value) {
-  if (std::isnan(value)) return "n/a";
-  std::ostringstream out;
-  out << std::fixed << std::setprecision(4) << value;
-  return out.str();
-}
+std::string format_ratio(double value) { return format_fraction(value, 4); }
 
 }  // namespace
+
+std::string format_fraction(double value, int decimals) {
+  if (std::isnan(value)) return "n/a";
+  char text[40];
+  for (int shown = decimals; shown <= 15; ++shown) {
+    std::snprintf(text, sizeof text, "%.*f", shown, value);
+    const double read = std::strtod(text, nullptr);
+    // Rounded onto 1 or 0 (a perfect or a null score) while it is not: more digits.
+    if (!((read == 1.0 && value != 1.0) || (read == 0.0 && value != 0.0))) return text;
+  }
+  std::snprintf(text, sizeof text, "%.17g", value);
+  return text;
+}
 
 std::string format_threshold(double threshold) {
   // Exactly: the shortest decimal that reads back as this threshold. A cut printed rounded

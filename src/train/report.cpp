@@ -43,7 +43,7 @@ std::string seconds_cell(double seconds) {
   return std::isfinite(seconds) ? seconds_text(seconds) : std::string();
 }
 
-std::string ratio_cell(double value) { return std::isnan(value) ? "n/a" : number(value, "%.4f"); }
+std::string ratio_cell(double value) { return format_fraction(value, 4); }
 
 // Tick spacing of 1, 2 or 5 times a power of ten giving about `target` intervals.
 double nice_step(double span, int target) {
@@ -307,7 +307,7 @@ std::string write_report(const std::string& run_directory, const ReportInputs& i
       if (curve.empty()) return;
       ChartSeries series;
       series.label = label;
-      if (report && report->auc_defined) series.label += " (AUC " + number(report->roc_auc, "%.3f") + ")";
+      if (report && report->auc_defined) series.label += " (AUC " + format_fraction(report->roc_auc, 3) + ")";
       series.color = color;
       for (const auto& point : curve) {
         series.x.push_back(point.false_positive_rate);
