@@ -290,7 +290,9 @@ int run_evaluate(const EvaluateOptions& options) {
   const nlohmann::json& recorded = meta.config;
   const bool official_val =
       recorded.is_object() && recorded.contains("val-split") && recorded["val-split"] == "official";
-  report.applied_in_sample = !flags.threshold && ensemble.views() == 1 &&
+  // One model (an ensemble applies 0.5); with --tta flip as well: the cut was tuned on these
+  // images' plain scores, and their mean with the mirror's is no fresh sample.
+  report.applied_in_sample = !flags.threshold && ensemble.members.size() == 1 &&
                              meta.threshold_rule.rfind("Youden's J", 0) == 0 &&
                              (options.split == "val-carved" || (options.split == "val" && official_val));
   std::cout << "model: " << ensemble.description() << " (" << trained_epochs(ensemble)
