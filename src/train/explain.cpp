@@ -233,8 +233,9 @@ void write_gallery(const std::string& folder, const GradCam& cam, const GalleryI
       const std::vector<float> map = map_of(i);
       const std::string problem = write_heatmap_overlay(
           (fs::path(folder) / name.str()).string(), in.images->data() + i * pixels, size, map.data());
-      md << "- p(pneumonia) " << std::fixed << std::setprecision(4) << sigmoid(cam.logits[i])
-         << std::defaultfloat << ", `" << (*in.files)[i] << "`"
+      // Not rounded onto 1 or 0: a false positive read "p(pneumonia) 1.0000".
+      md << "- p(pneumonia) " << format_fraction(sigmoid(cam.logits[i]), 4) << ", `"
+         << (*in.files)[i] << "`"
          << (problem.empty() ? "\n\n  ![](" + name.str() + ")\n" : " (no PNG: " + problem + ")\n");
     }
   }
