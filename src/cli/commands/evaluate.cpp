@@ -422,9 +422,9 @@ int run_predict(const PredictOptions& options) {
   const std::vector<float> logits = ensemble.logits(images);
   if (options.csv)
     std::cout << "path,probability_pneumonia,label" << (options.logits ? ",logit" : "") << "\n";
-  // At least the decimals the header's threshold shows (format_threshold widens a cut such as
-  // 0.50000005), six at least, and more for a small threshold (six significant digits of it), at
-  // most 17 (a threshold of 1e-320 asked for 325).
+  // At least the decimals the header's threshold shows (format_threshold prints it exactly: a cut
+  // such as 0.50000005 in full), six at least, and more for a small threshold (six significant
+  // digits of it), at most 17 (a threshold of 1e-320 asked for 325).
   const std::string shown = format_threshold(threshold);
   const double shown_value = std::strtod(shown.c_str(), nullptr);
   const size_t point = shown.find('.');
@@ -460,8 +460,8 @@ int run_predict(const PredictOptions& options) {
       if (options.logits) std::cout << "," << exact_text(logits[i]);
       std::cout << "\n";
     } else {
-      // Fixed decimals, as many as the header's threshold shows (six significant digits, at
-      // least six decimals), more where fewer would read as the wrong side of the cut.
+      // Fixed decimals, as many as the header's threshold shows (at least six), more where fewer
+      // would read as the wrong side of the cut.
       std::cout << one_line(kept[i]) << "  " << std::fixed
                 << std::setprecision(decimals_for(p, pneumonia)) << p
                 << "  " << label;
