@@ -59,6 +59,10 @@ struct EpochStats {
   // from these, so it adds up exactly as an uninterrupted one).
   double loss_sum = 0.0;
   double correct = 0.0;
+  // Each rank's own (loss sum, correct count) in rank order, as its float32 held them: a
+  // data-parallel epoch resumed by as many ranks restarts each from its own, and adds up as the
+  // uninterrupted one does (their total, carried by rank 0, rounded otherwise).
+  std::vector<double> rank_sums;
   int64_t steps = 0;         // steps of this epoch done (all of them unless interrupted)
   int64_t first_nonfinite_step = -1;  // first step whose loss was NaN or infinite; -1: none
   bool interrupted = false;  // stopped early because EpochOptions::stop was set
@@ -83,6 +87,8 @@ struct EpochOptions {
   int64_t first_step = 0;       // steps [0, first_step) were done before an interruption
   double loss_sum = 0.0;        // ... and these were the epoch's sums after them
   double correct = 0.0;
+  // ... or each rank's (EpochStats::rank_sums), used when there is a pair for every rank.
+  std::vector<double> rank_sums;
   const std::atomic<bool>* stop = nullptr;  // checked after every step; set: finish and return
   const std::atomic<bool>* stop_too = nullptr;  // a second such flag (train: a file write failed)
   std::function<void(int64_t step)> before_step;
@@ -184,7 +190,8 @@ class Trainer {
   // The device-side loss/accuracy accumulators: reset (to sums carried over from before an
   // interruption, or 0, on rank 0), and read as means over `images` (reading synchronises with
   // the device): this rank's sums, or (read_group_stats, a collective) every rank's added up.
-  void reset_stats(double loss_sum = 0.0, double correct = 0.0);
+  void reset_stats(double loss_sum = 0.0, double correct = 0.0,
+                   const std::vector<double>& rank_sums = {});
   EpochStats read_stats(int64_t images) const;
   EpochStats read_group_stats(int64_t images) const;
 

@@ -302,8 +302,14 @@ void Trainer::live_step(const ImageSet& data, int n) {
 
 TensorView Trainer::loss_and_correct() { return {stats_.data(), {2}, backend_.device()}; }
 
-void Trainer::reset_stats(double loss_sum, double correct) {
-  if (group_->rank() != 0) loss_sum = correct = 0.0;  // carried-over sums are counted once
+void Trainer::reset_stats(double loss_sum, double correct, const std::vector<double>& rank_sums) {
+  const auto rank = static_cast<size_t>(group_->rank());
+  if (rank_sums.size() == 2 * static_cast<size_t>(group_->size())) {  // each rank its own
+    loss_sum = rank_sums[2 * rank];
+    correct = rank_sums[2 * rank + 1];
+  } else if (rank != 0) {
+    loss_sum = correct = 0.0;  // carried-over sums are counted once
+  }
   const float host[3] = {static_cast<float>(loss_sum), static_cast<float>(correct), 0.0f};
   copy_bytes(stats_.data(), stats_.device(), host, Device::Cpu, sizeof(host));
 }
@@ -319,6 +325,7 @@ EpochStats stats_from_sums(const std::vector<double>& sums, int64_t images) {
   for (size_t r = 0; r + 2 < sums.size(); r += 3) {
     stats.loss_sum += sums[r];
     stats.correct += sums[r + 1];
+    stats.rank_sums.insert(stats.rank_sums.end(), {sums[r], sums[r + 1]});
     const auto step = static_cast<int64_t>(sums[r + 2]) - 1;
     if (step >= 0 && (stats.first_nonfinite_step < 0 || step < stats.first_nonfinite_step))
       stats.first_nonfinite_step = step;
@@ -388,7 +395,7 @@ EpochStats Trainer::train_epoch(const ImageSet& data, const std::vector<int32_t>
                " ranks sharing it; choose a --batch that leaves at least one image per rank");
   PNEUMO_CHECK(options.first_step >= 0 && options.first_step <= steps, "resuming at step ",
                options.first_step, " of an epoch of ", steps, " steps");
-  reset_stats(options.loss_sum, options.correct);
+  reset_stats(options.loss_sum, options.correct, options.rank_sums);
   if (live_steps_) prepare_live_epoch(epoch, steps, options.first_step);
 
   auto last_report = start;

@@ -17,6 +17,7 @@
 #include <functional>
 #include <iostream>
 #include <optional>
+#include <sstream>
 
 #include "cli/commands/commands.hpp"
 #include "cli/commands/flag_text.hpp"
@@ -147,6 +148,8 @@ class TrainingRun {
   void check_position_inside_epoch(const std::string& checkpoint_path,
                                    const CheckpointMetadata& resumed) const;
   void say_where_resumed(const std::string& checkpoint_path, std::optional<double> replaced_lr) const;
+  // Each rank's sums where the interrupted epoch stood, when as many ranks resume it; else none.
+  std::vector<double> resumed_rank_sums() const;
   // --restore-best when resuming: the resumed run's best checkpoint, read back (every rank).
   void load_best_weights(const std::string& checkpoint_path, const CheckpointMetadata& resumed);
   void restore_best_weights();  // at the end of training, --restore-best
@@ -781,6 +784,23 @@ void TrainingRun::check_position_inside_epoch(const std::string& checkpoint_path
                                "--drop-last) or is damaged"));
 }
 
+std::vector<double> TrainingRun::resumed_rank_sums() const {
+  const auto recorded = resumed_.extra.find("epoch_rank_sums");
+  if (recorded == resumed_.extra.end()) return {};
+  std::vector<double> sums;
+  std::stringstream text(recorded->second);
+  for (std::string item; std::getline(text, item, ',');) {
+    char* end = nullptr;
+    const double value = std::strtod(item.c_str(), &end);
+    if (item.empty() || *end != '\0' || !std::isfinite(value))
+      throw Error("checkpoint " + options_.resume + ": its epoch_rank_sums holds '" +
+                  detail::one_line(item) + "', not a number");
+    sums.push_back(value);
+  }
+  // Another rank count: the total, carried by rank 0 (EpochOptions::rank_sums).
+  return sums.size() == 2 * static_cast<size_t>(group_->size()) ? sums : std::vector<double>{};
+}
+
 void TrainingRun::say_where_resumed(const std::string& checkpoint_path,
                                     std::optional<double> replaced_lr) const {
   if (replaced_lr)
@@ -973,6 +993,7 @@ EpochStats TrainingRun::train_one_epoch(int epoch) {
     epoch_options.first_step = resumed_.epoch_step;
     epoch_options.loss_sum = resumed_.epoch_loss_sum;
     epoch_options.correct = resumed_.epoch_correct;
+    epoch_options.rank_sums = resumed_rank_sums();
   }
   epoch_options.stop = &stop_on_signal_->stop();
   // A checkpoint or history write that failed stops the run at the next step, not at the next
@@ -1206,6 +1227,14 @@ std::shared_ptr<const CheckpointData> TrainingRun::snapshot(int epochs_done,
   metadata_.epoch_loss_sum = partial ? partial->loss_sum : 0.0;
   metadata_.epoch_correct = partial ? partial->correct : 0.0;
   metadata_.epoch_seconds = partial ? partial->seconds : 0.0;
+  // Several ranks: each one's own sums, so that as many ranks resuming add up bit for bit as the
+  // uninterrupted run (rank 0 carrying the total rounded the epoch's loss in its last digits).
+  metadata_.extra.erase("epoch_rank_sums");
+  if (partial && group_->size() > 1) {
+    std::string sums;
+    for (double value : partial->rank_sums) sums += (sums.empty() ? "" : ",") + exact_text(value);
+    metadata_.extra["epoch_rank_sums"] = sums;
+  }
   metadata_.learning_rate = control_.learning_rate;
   metadata_.callback_state = callbacks_.state();
   auto state = std::make_shared<CheckpointData>(
