@@ -161,6 +161,9 @@ using detail::one_line;  // pneumo/error.hpp
 // a map's value as a float), for the CSV files: 6 digits printed 0.5000004 as 0.5 beside the label
 // PNEUMONIA at threshold 0.5. No stream's settings are changed.
 std::string exact_text(double value);
+// The refusal of a model whose output for an image (`which`: "image 3, mirrored", a file) is not
+// finite: evaluate, predict and explain say it alike.
+Error non_finite_output(const std::string& model, float logit, const std::string& which);
 std::string exact_text(float value);
 
 // `pneumo explain`: Grad-CAM maps of one model for image files (pneumo/explain.hpp).

@@ -72,9 +72,8 @@ struct Ensemble {
         const std::vector<float>& z = per_view.back();
         for (size_t i = 0; i < z.size(); ++i)
           if (!std::isfinite(z[i]))
-            throw Error(detail::concat("model ", member.path, " produced a non-finite output (logit ",
-                                       z[i], ") for image ", i, flip ? ", mirrored" : "",
-                                       ": its weights are broken or do not fit its inputs"));
+            throw non_finite_output(member.path, z[i],
+                                    detail::concat("image ", i, flip ? ", mirrored" : ""));
       }
     if (per_view.size() == 1) return std::move(per_view.front());
     std::vector<float> out(static_cast<size_t>(data.count));
@@ -355,6 +354,11 @@ int run_evaluate(const EvaluateOptions& options) {
     write_file_atomically(options.json, json_text(out, 2) + "\n");
   }
   return 0;
+}
+
+Error non_finite_output(const std::string& model, float logit, const std::string& which) {
+  return Error(detail::concat("model ", model, " produced a non-finite output (logit ", logit,
+                              ") for ", which, ": its weights are broken or do not fit its inputs"));
 }
 
 std::string exact_text(double value) {

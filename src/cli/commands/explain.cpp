@@ -110,9 +110,7 @@ int run_explain(const ExplainOptions& options) {
   // As predict and evaluate refuse it: a NaN logit was written "-nan,NORMAL", status 0.
   for (size_t index = 0; index < kept.size(); ++index)
     if (!std::isfinite(cam.logits[index]))
-      throw Error(detail::concat("model ", options.model, " produced a non-finite output (logit ",
-                                 cam.logits[index], ") for ", kept[index],
-                                 ": its weights are broken or do not fit its inputs"));
+      throw non_finite_output(options.model, cam.logits[index], kept[index]);
 
   std::ofstream csv(fs::path(options.out) / "explain.csv");
   csv << "path,probability_pneumonia,label,map,map_peak\n";
