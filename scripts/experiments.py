@@ -24,7 +24,9 @@ PLAN.json: {"size": 96, "epochs": 12, "seeds": [1, 2, 3], "baseline": "keras",
 size, epochs, seeds, rule and configs are required; a NAME is [A-Za-z0-9][A-Za-z0-9._-]* and
 none of OUT's own files (plan.json, sweep.json, results.md, results.csv, test.md, test.lock); no
 key twice in one object; baseline and pick name configurations or views; pick_metric is a column
-of the table (the default is stress_mean_accuracy; with pick, the column its rule reads). The pick is the configuration
+of the table (the default is stress_mean_accuracy; a plan comparing normalisations should use
+stress_fair_mean_accuracy, the six variants per-image standardisation does not cancel; with pick,
+the column its rule reads). The pick is the configuration
 with the highest mean pick_metric (a tie: the higher mean validation AUC, then the first in the
 plan); none while a run lacks a value of it. Each config's flags are `pneumo train` flags (as in a
 --config file), checked by `pneumo train` itself before anything runs; size, epochs and seed come
@@ -81,14 +83,21 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from summarize_runs import dig, load  # noqa: E402  (the same JSON readers)
 
 # Columns of the table, computed from a run's val.json (`pneumo evaluate --split val-carved
-# --stress --json`). Everything at threshold 0.5 except the last, which applies the threshold the
+# --stress --json`). Everything at threshold 0.5 except stress_mean_accuracy_tuned, which applies the threshold the
 # checkpoint tuned on validation (Youden's J) to the stress variants: the evidence for the
 # threshold rule. A run whose stored threshold is not Youden's (its val.json's threshold_rule:
 # train's 0.5 fall-back on a small validation, --threshold-rule 0.5, an epoch checkpoint's 0.5)
 # has no value in that column (as summarize_runs.py leaves it out of its Youden columns).
+# The stress_fair_ columns read only the variants a per-image standardisation does not cancel
+# (FAIR_VARIANTS: geometry, gamma, blur): darker, brighter and the contrast changes barely move
+# what a --normalization per-image model sees, so a mean over all ten favours it by construction
+# (docs/experiments/2026-12-06-stress-rule-recheck/). stress_mean_drop is the mean over every
+# variant of its drop from the run's own unstressed accuracy (lower is better).
 COLUMNS = ["val_acc", "val_sens", "val_spec", "val_auc", "stress_worst_accuracy",
            "stress_mean_accuracy", "stress_worst_specificity", "stress_worst_sensitivity",
-           "stress_worst_auc", "stress_mean_accuracy_tuned"]
+           "stress_worst_auc", "stress_mean_accuracy_tuned", "stress_fair_mean_accuracy",
+           "stress_fair_worst_accuracy", "stress_mean_drop"]
+FAIR_VARIANTS = ("width-0.8", "width-1.25", "gamma-0.7", "gamma-1.5", "blur", "sharpen")
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 PLAN_KEYS = {"size", "epochs", "seeds", "configs", "views", "rule", "baseline", "pick",
@@ -107,19 +116,31 @@ def val_columns(val):
     at = val.get("default_threshold") or {}
     row = {"val_acc": at.get("accuracy"), "val_sens": at.get("sensitivity"),
            "val_spec": at.get("specificity"), "val_auc": val.get("roc_auc")}
-    variants = [v["metrics"] for v in (val.get("stress") or {}).get("variants", [])]
+    named = (val.get("stress") or {}).get("variants", [])
+    every = [v["metrics"] for v in named]
+    fair = [v["metrics"] for v in named if v.get("name") in FAIR_VARIANTS]
+    # All six or none: a mean over some of them would not be the column's comparison.
+    fair = fair if len(fair) == len(FAIR_VARIANTS) else []
 
-    def over(key, path, reduce):
+    def over(key, path, reduce, variants=every):
         values = [dig(v, path) for v in variants]
         values = [x for x in values if isinstance(x, (int, float))]
         row[key] = reduce(values) if values else None
 
+    def mean(values):
+        return sum(values) / len(values)
+
     over("stress_worst_accuracy", ("default_threshold", "accuracy"), min)
-    over("stress_mean_accuracy", ("default_threshold", "accuracy"), lambda v: sum(v) / len(v))
+    over("stress_mean_accuracy", ("default_threshold", "accuracy"), mean)
     over("stress_worst_specificity", ("default_threshold", "specificity"), min)
     over("stress_worst_sensitivity", ("default_threshold", "sensitivity"), min)
     over("stress_worst_auc", ("roc_auc",), min)
-    over("stress_mean_accuracy_tuned", ("tuned_threshold", "accuracy"), lambda v: sum(v) / len(v))
+    over("stress_mean_accuracy_tuned", ("tuned_threshold", "accuracy"), mean)
+    over("stress_fair_mean_accuracy", ("default_threshold", "accuracy"), mean, fair)
+    over("stress_fair_worst_accuracy", ("default_threshold", "accuracy"), min, fair)
+    unstressed = row["val_acc"]
+    over("stress_mean_drop", ("default_threshold", "accuracy"),
+         lambda v: unstressed - mean(v) if isinstance(unstressed, (int, float)) else None)
     return row
 
 
@@ -1047,17 +1068,18 @@ def write_table(args, plan):
              + (f" Trained by {len(builds)} builds of pneumo (sweep.json's builds: a call after a "
                 "rebuild): a difference between configurations may be one between builds."
                 if len(builds) > 1 else ""), "",
-             "| config | seeds | val acc | val sens | val spec | val AUC | stress worst acc | stress mean acc | stress worst spec | stress worst sens | stress worst AUC | stress mean acc, Youden threshold |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| config | seeds | val acc | val sens | val spec | val AUC | stress worst acc | stress mean acc | stress worst spec | stress worst sens | stress worst AUC | stress mean acc, Youden threshold | stress mean acc, 6 fair | stress worst acc, 6 fair | stress mean drop |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, s in summary.items():
         cells = [fmt(*s[c]) + (f" ({s['count'][c]})" if 0 < s["count"][c] < s["n"] else "")
                  for c in ("val_acc", "val_sens", "val_spec", "val_auc", "stress_worst_accuracy",
                            "stress_mean_accuracy", "stress_worst_specificity",
                            "stress_worst_sensitivity", "stress_worst_auc",
-                           "stress_mean_accuracy_tuned")]
+                           "stress_mean_accuracy_tuned", "stress_fair_mean_accuracy",
+                           "stress_fair_worst_accuracy", "stress_mean_drop")]
         mark = "" if name != chosen else " (named by the plan)" if plan.get("pick") else " (picked)"
         lines.append(f"| {name}{mark} | {s['n']} | " + " | ".join(cells) + " |")
-    not_youden = {}  # NAME -> (seeds, rules) left out of the last column
+    not_youden = {}  # NAME -> (seeds, rules) left out of the Youden column
     for r in rows:
         if not r["threshold_rule"].startswith("Youden's J"):
             seeds, rules = not_youden.setdefault(r["config"], ([], []))
@@ -1071,7 +1093,7 @@ def write_table(args, plan):
         left_out = "; ".join(
             f"`{name}` seed{'s' if len(seeds) > 1 else ''} {', '.join(seeds)} ({'; '.join(rules)})"
             for name, (seeds, rules) in not_youden.items())
-        lines += ["", f"Left out of the last column, their stored threshold not Youden's J: {left_out}."]
+        lines += ["", f"Left out of the column 'stress mean acc, Youden threshold', their stored threshold not Youden's J: {left_out}."]
     shown = len(lines)
     lines += ["", "Configurations:", ""]
     for name, flags in plan["configs"].items():
