@@ -292,5 +292,18 @@ TEST(Metrics, ReportWithTunedThresholdAndItsForms) {
   EXPECT_EQ(format_fraction(std::nan(""), 4), "n/a");
 }
 
+// explain's file names: p beside its label, never on the other side of the threshold or on 0/1.
+TEST(Metrics, ADecidedProbabilityStaysOnItsLabelsSideOfTheThreshold) {
+  EXPECT_EQ(format_decided_probability(0.6996, false, 0.7, 3), "0.6996");  // was "0.700"
+  EXPECT_EQ(format_decided_probability(0.70004, true, 0.7, 3), "0.70004");
+  EXPECT_EQ(format_decided_probability(0.7004, true, 0.7, 3), "0.7004");  // "0.700" is not > 0.7
+  EXPECT_EQ(format_decided_probability(0.7006, true, 0.7, 3), "0.701");
+  EXPECT_EQ(format_decided_probability(0.123456, false, 0.5, 3), "0.123");
+  EXPECT_EQ(format_decided_probability(0.99996, true, 0.5, 3), "0.99996");
+  EXPECT_EQ(format_decided_probability(0.00001, false, 0.5, 3), "0.00001");
+  EXPECT_EQ(format_decided_probability(1.0, true, 0.5, 3), "1.000");
+  EXPECT_EQ(format_decided_probability(std::nan(""), false, 0.5, 3), "n/a");
+}
+
 }  // namespace
 }  // namespace pneumo

@@ -132,6 +132,11 @@ std::map<std::string, double> metrics_as_values(const MetricsReport& report,
 // it onto 1 or 0 while it is not (AUC 0.99997, 3 pairs of 91,260 out of order, printed as
 // "1.0000"); NaN as "n/a".
 std::string format_fraction(double value, int decimals);
+// An image's probability beside the label it got at `threshold` (explain's file names): as
+// format_fraction, with more digits where rounding would carry it onto the threshold or to its
+// other side from the label (0.6996, called NORMAL at 0.7, is "0.6996", not "0.700").
+std::string format_decided_probability(double probability, bool predicted_pneumonia,
+                                       double threshold, int decimals);
 // A decision threshold as tables print it: exactly, in the fewest digits that read back as it
 // (0.7, a typed 0.554952600001), so the printed cut is the one applied.
 std::string format_threshold(double threshold);

@@ -134,6 +134,23 @@ std::string format_fraction(double value, int decimals) {
   return text;
 }
 
+std::string format_decided_probability(double probability, bool predicted_pneumonia,
+                                       double threshold, int decimals) {
+  if (std::isnan(probability)) return "n/a";
+  char text[40];
+  for (int shown = decimals; shown <= 17; ++shown) {
+    std::snprintf(text, sizeof text, "%.*f", shown, probability);
+    const double read = std::strtod(text, nullptr);
+    const bool onto_end = (read == 1.0 && probability != 1.0) || (read == 0.0 && probability != 0.0);
+    // On the cut itself only if p is (a label at p == cut is read from the rule, p > cut).
+    const bool on_cut = read == threshold && probability != threshold;
+    if (!onto_end && !on_cut && (read > threshold) == predicted_pneumonia) return text;
+  }
+  // The label disagrees with p itself (the decision is made on the logit): every digit.
+  std::snprintf(text, sizeof text, "%.17g", probability);
+  return text;
+}
+
 std::string format_threshold(double threshold) {
   // Exactly: the shortest decimal that reads back as this threshold. A cut printed rounded
   // contradicted the counts beside it (an image's p between the printed and the applied cut), and

@@ -32,8 +32,8 @@ namespace pneumo::cli {
 namespace {
 
 // An input's name in its map's file names: at most this many bytes of it (the index before it
-// keeps the names apart, explain.csv gives the whole path), so that NNNN_<name>_pX.XXX.npy and
-// its temporary twin fit in a file name's 255 bytes.
+// keeps the names apart, explain.csv gives the whole path), so that NNNN_<name>_pX.XXX.npy (p
+// of up to 19 characters) and its temporary twin fit in a file name's 255 bytes.
 constexpr size_t kMaxStemBytes = 120;
 
 // The first bytes of `name`, at most `limit`, not cutting a UTF-8 character in two; control
@@ -121,17 +121,20 @@ int run_explain(const ExplainOptions& options) {
                      cam.cell_stride, cam.cell_offset);
     const float peak = *std::max_element(map.begin(), map.end());
     const double p = sigmoid(cam.logits[index]);
+    const bool pneumonia = predicts_pneumonia(cam.logits[index], threshold);
     std::ostringstream stem;
+    // p in 3 decimals, more where those would round it onto 0 or 1 or across the threshold from
+    // its label (a NORMAL at 0.6996 under a 0.7 cut was named _p0.700).
     stem << std::setw(4) << std::setfill('0') << index << "_"
-         << name_prefix(fs::path(kept[index]).stem().string(), kMaxStemBytes) << "_p" << std::fixed
-         << std::setprecision(3) << p;
+         << name_prefix(fs::path(kept[index]).stem().string(), kMaxStemBytes) << "_p"
+         << format_decided_probability(p, pneumonia, threshold, 3);
     const std::string npy = (fs::path(options.out) / (stem.str() + ".npy")).string();
     write_npy(npy, NpyType::Float32, {size, size}, map.data());
     if (no_png.empty())
       no_png = write_heatmap_overlay((fs::path(options.out) / (stem.str() + ".png")).string(),
                                      inputs.pixels.data() + index * size * size, size, map.data());
     csv << csv_field(kept[index]) << "," << exact_text(p) << ","
-        << (predicts_pneumonia(cam.logits[index], threshold) ? "PNEUMONIA" : "NORMAL") << ","
+        << (pneumonia ? "PNEUMONIA" : "NORMAL") << ","
         << csv_field(fs::path(npy).filename().string()) << "," << exact_text(peak) << "\n";
   }
   if (!csv) throw Error("cannot write " + (fs::path(options.out) / "explain.csv").string());
