@@ -139,6 +139,15 @@ class Model {
   Backend& backend() { return backend_; }
 
  private:
+  // The constructor's steps (src/train/model.cpp): blocks, the bf16 stretch, the head, then the
+  // flat buffers, each layer's final-gradient offset and the layers' own allocations.
+  struct Assembly;
+  void add_block(Assembly& assembly, size_t block);
+  void add_bf16_stretch(Assembly& assembly);
+  void add_head(Assembly& assembly);
+  void bind_flat_buffers(Assembly& assembly);
+  void find_final_gradients();
+
   Backend& backend_;
   ModelConfig config_;
   int max_batch_;

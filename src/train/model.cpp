@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <utility>
 
 #include "pneumo/distributed.hpp"
@@ -761,6 +762,19 @@ std::string architecture_name(ModelHead head) {
   return head == ModelHead::GlobalAverage ? "seed-cnn-v1-gap" : "seed-cnn-v1";
 }
 
+// What the constructor gathers while it lays out the layers, block by block: the flat buffers'
+// registries, how to point each layer holding parameters into them once they exist, and the
+// running input shape (channels, side) of the next block.
+struct Model::Assembly {
+  Registry params, buffers;
+  std::vector<std::function<void(Tensor& parameters, Tensor& gradients, Tensor& buffers)>> binds;
+  std::vector<Layer*> norms;                   // the unfused chain's BatchNorm2d layers
+  std::vector<Bf16Blocks::Block> bf16_blocks;  // bf16_activations: every block after the stem
+  int in_channels = 1;
+  int64_t spatial = 0;
+  uint32_t dropout_index = 0;  // each dropout's place in the random streams, in layer order
+};
+
 Model::Model(Backend& backend, ModelConfig config, int max_batch)
     : backend_(backend), config_(std::move(config)), max_batch_(max_batch) {
   config_.architecture = architecture_name(config_.head);
@@ -769,108 +783,115 @@ Model::Model(Backend& backend, ModelConfig config, int max_batch)
   PNEUMO_CHECK(config_.channels.size() == config_.conv_dropout.size(),
                "one dropout rate per convolution block is needed (", config_.channels.size(),
                " blocks, ", config_.conv_dropout.size(), " rates)");
-  Registry params, buffers;
-  std::vector<Conv2dRelu*> convs;
-  std::vector<BatchNorm2d*> norms;
-  std::vector<Dense*> denses;
-  int in_channels = 1;
-  int64_t spatial = config_.input_size;
-  uint32_t dropout_index = 0;
-  std::vector<BlockTail*> tails;
   PNEUMO_CHECK(!config_.bf16_activations || config_.fused_block_tails,
                "bfloat16 activations run between fused block tails: they need fused_block_tails");
-  std::vector<Bf16Blocks::Block> bf16_blocks;  // bf16_activations: every block after the stem
-  for (size_t block = 0; block < config_.channels.size(); ++block) {
-    const std::string id = std::to_string(block + 1);
-    const float rate = config_.conv_dropout[block];
-    // With fused tails, block 1 on the one-channel image is the stem (its convolution inside).
-    const bool stem = config_.fused_block_tails && block == 0 && in_channels == 1;
-    if (config_.bf16_activations && !stem) {
-      bf16_blocks.push_back({id, in_channels, config_.channels[block], rate,
-                             rate > 0.0f ? dropout_index++ : 0});
-      in_channels = config_.channels[block];
-      spatial = (spatial + 1) / 2;
-      continue;
-    }
-    std::unique_ptr<Conv2dRelu> conv;
+  Assembly assembly;
+  assembly.spatial = config_.input_size;
+  for (size_t block = 0; block < config_.channels.size(); ++block) add_block(assembly, block);
+  if (!assembly.bf16_blocks.empty()) add_bf16_stretch(assembly);
+  add_head(assembly);
+  bind_flat_buffers(assembly);
+  find_final_gradients();
+  Shape shape{max_batch, 1, config_.input_size, config_.input_size};
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    layers_[i]->allocate(backend_, shape, /*needs_input_gradient=*/i > 0);
+    shape = layers_[i]->output_shape(shape);
+  }
+}
+
+// Convolution block `block` (0-based): the stem or a fused tail, the unfused chain (conv, dropout,
+// batch-norm, pool), or, with bf16 activations, a place in the stretch added after the loop.
+void Model::add_block(Assembly& a, size_t block) {
+  const std::string id = std::to_string(block + 1);
+  const float rate = config_.conv_dropout[block];
+  const int channels = config_.channels[block];
+  const uint32_t stream = rate > 0.0f ? a.dropout_index++ : 0;
+  // With fused tails, block 1 on the one-channel image is the stem (its convolution inside).
+  const bool stem = config_.fused_block_tails && block == 0 && a.in_channels == 1;
+  auto add_conv = [&] {
+    auto conv = std::make_unique<Conv2dRelu>("conv" + id, a.in_channels, channels);
+    conv->register_parameters(a.params, parameter_infos_);
+    a.binds.push_back([layer = conv.get()](Tensor& p, Tensor& g, Tensor&) { layer->bind(p, g); });
+    Conv2dRelu* raw = conv.get();
+    layers_.push_back(std::move(conv));
+    return raw;
+  };
+  if (config_.bf16_activations && !stem) {
+    a.bf16_blocks.push_back({id, a.in_channels, channels, rate, stream});
+  } else if (config_.fused_block_tails) {
     if (!stem) {
-      conv = std::make_unique<Conv2dRelu>("conv" + id, in_channels, config_.channels[block]);
-      conv->register_parameters(params, parameter_infos_);
-      convs.push_back(conv.get());
+      add_conv()->receive_gradient_through_relu();
     }
-    if (config_.fused_block_tails) {
-      if (conv) {
-        conv->receive_gradient_through_relu();
-        layers_.push_back(std::move(conv));
-      }
-      auto tail = std::make_unique<BlockTail>(id, in_channels, config_.channels[block], rate,
-                                              rate > 0.0f ? dropout_index++ : 0,
-                                              config_.batchnorm_momentum,
-                                              config_.batchnorm_epsilon, stem);
-      tail->register_parameters(params, parameter_infos_, buffers, buffer_infos_);
-      tails.push_back(tail.get());
-      layers_.push_back(std::move(tail));
-    } else {
-      if (config_.relu_gate_in_batchnorm) conv->receive_training_gradient_through_relu();
-      Conv2dRelu* gated_conv = conv.get();
-      layers_.push_back(std::move(conv));
-      Dropout* dropout = nullptr;
-      if (rate > 0.0f) {
-        auto owned = std::make_unique<Dropout>("dropout" + id, rate, dropout_index++);
-        dropout = owned.get();
-        layers_.push_back(std::move(owned));
-      }
-      auto norm = std::make_unique<BatchNorm2d>("bn" + id, config_.channels[block],
-                                                config_.batchnorm_momentum,
-                                                config_.batchnorm_epsilon);
-      if (config_.relu_gate_in_batchnorm) norm->gate_relu(dropout, gated_conv);
-      norm->register_parameters(params, parameter_infos_, buffers, buffer_infos_);
-      norms.push_back(norm.get());
-      layers_.push_back(std::move(norm));
-      layers_.push_back(std::make_unique<MaxPool2d>("pool" + id));
+    auto tail = std::make_unique<BlockTail>(id, a.in_channels, channels, rate, stream,
+                                            config_.batchnorm_momentum, config_.batchnorm_epsilon,
+                                            stem);
+    tail->register_parameters(a.params, parameter_infos_, a.buffers, buffer_infos_);
+    a.binds.push_back([layer = tail.get()](Tensor& p, Tensor& g, Tensor& b) { layer->bind(p, g, b); });
+    layers_.push_back(std::move(tail));
+  } else {
+    Conv2dRelu* conv = add_conv();
+    if (config_.relu_gate_in_batchnorm) conv->receive_training_gradient_through_relu();
+    Dropout* dropout = nullptr;
+    if (rate > 0.0f) {
+      auto owned = std::make_unique<Dropout>("dropout" + id, rate, stream);
+      dropout = owned.get();
+      layers_.push_back(std::move(owned));
     }
-    in_channels = config_.channels[block];
-    spatial = (spatial + 1) / 2;
-  }
-  Bf16Blocks* bf16_stretch = nullptr;
-  if (!bf16_blocks.empty()) {
-    auto owned = std::make_unique<Bf16Blocks>(std::move(bf16_blocks), config_.batchnorm_momentum,
+    auto norm = std::make_unique<BatchNorm2d>("bn" + id, channels, config_.batchnorm_momentum,
                                               config_.batchnorm_epsilon);
-    owned->register_parameters(params, parameter_infos_, buffers, buffer_infos_);
-    bf16_stretch = owned.get();
-    layers_.push_back(std::move(owned));
+    if (config_.relu_gate_in_batchnorm) norm->gate_relu(dropout, conv);
+    norm->register_parameters(a.params, parameter_infos_, a.buffers, buffer_infos_);
+    a.binds.push_back([layer = norm.get()](Tensor& p, Tensor& g, Tensor& b) { layer->bind(p, g, b); });
+    a.norms.push_back(norm.get());
+    layers_.push_back(std::move(norm));
+    layers_.push_back(std::make_unique<MaxPool2d>("pool" + id));
   }
+  a.in_channels = channels;
+  a.spatial = (a.spatial + 1) / 2;
+}
+
+void Model::add_bf16_stretch(Assembly& a) {
+  auto stretch = std::make_unique<Bf16Blocks>(std::move(a.bf16_blocks), config_.batchnorm_momentum,
+                                              config_.batchnorm_epsilon);
+  stretch->register_parameters(a.params, parameter_infos_, a.buffers, buffer_infos_);
+  a.binds.push_back([layer = stretch.get()](Tensor& p, Tensor& g, Tensor& b) { layer->bind(p, g, b); });
+  layers_.push_back(std::move(stretch));
+}
+
+// Flatten (or global average pooling), fc1 with ReLU, the hidden dropout, fc2 to one logit.
+void Model::add_head(Assembly& a) {
   const bool gap = config_.head == ModelHead::GlobalAverage;
   if (gap)
     layers_.push_back(std::make_unique<GlobalAveragePool>());
   else
     layers_.push_back(std::make_unique<Flatten>());
-  const int flat = static_cast<int>(gap ? in_channels : in_channels * spatial * spatial);
-  auto fc1 = std::make_unique<Dense>("fc1", flat, config_.hidden, /*relu=*/true);
-  fc1->register_parameters(params, parameter_infos_);
-  denses.push_back(fc1.get());
-  layers_.push_back(std::move(fc1));
+  const int flat =
+      static_cast<int>(gap ? a.in_channels : a.in_channels * a.spatial * a.spatial);
+  auto add_dense = [&](const std::string& name, int in, int out, bool relu) {
+    auto dense = std::make_unique<Dense>(name, in, out, relu);
+    dense->register_parameters(a.params, parameter_infos_);
+    a.binds.push_back([layer = dense.get()](Tensor& p, Tensor& g, Tensor&) { layer->bind(p, g); });
+    layers_.push_back(std::move(dense));
+  };
+  add_dense("fc1", flat, config_.hidden, /*relu=*/true);
   if (config_.hidden_dropout > 0.0f)
     layers_.push_back(
-        std::make_unique<Dropout>("dropout_fc", config_.hidden_dropout, dropout_index++));
-  auto fc2 = std::make_unique<Dense>("fc2", config_.hidden, 1, /*relu=*/false);
-  fc2->register_parameters(params, parameter_infos_);
-  denses.push_back(fc2.get());
-  layers_.push_back(std::move(fc2));
+        std::make_unique<Dropout>("dropout_fc", config_.hidden_dropout, a.dropout_index++));
+  add_dense("fc2", config_.hidden, 1, /*relu=*/false);
+}
 
-  batchnorms_.assign(norms.begin(), norms.end());
-  parameters_ = backend_.zeros({params.size()});
-  gradients_ = backend_.zeros({params.size()});
-  buffers_ = backend_.zeros({buffers.size()});
-  for (auto* conv : convs) conv->bind(parameters_, gradients_);
-  for (auto* norm : norms) norm->bind(parameters_, gradients_, buffers_);
-  for (auto* tail : tails) tail->bind(parameters_, gradients_, buffers_);
-  if (bf16_stretch) bf16_stretch->bind(parameters_, gradients_, buffers_);
-  for (auto* dense : denses) dense->bind(parameters_, gradients_);
+void Model::bind_flat_buffers(Assembly& a) {
+  batchnorms_ = a.norms;
+  parameters_ = backend_.zeros({a.params.size()});
+  gradients_ = backend_.zeros({a.params.size()});
+  buffers_ = backend_.zeros({a.buffers.size()});
+  for (const auto& bind : a.binds) bind(parameters_, gradients_, buffers_);
+}
 
-  // A parameter named "<layer>.<tensor>" belongs to that layer. Layers register theirs in layer
-  // order, so a layer's backward leaves final everything from its first parameter on once the
-  // later layers' have run (checked: the offsets grow with the layer index).
+// A parameter named "<layer>.<tensor>" belongs to that layer. Layers register theirs in layer
+// order, so a layer's backward leaves final everything from its first parameter on once the
+// later layers' have run (checked: the offsets grow with the layer index).
+void Model::find_final_gradients() {
   gradients_final_from_.assign(layers_.size(), gradients_.numel());
   size_t owner = 0;
   for (const ParameterInfo& info : parameter_infos_) {
@@ -881,12 +902,6 @@ Model::Model(Backend& backend, ModelConfig config, int max_batch)
   }
   for (size_t i = layers_.size() - 1; i-- > 0;)
     gradients_final_from_[i] = std::min(gradients_final_from_[i], gradients_final_from_[i + 1]);
-
-  Shape shape{max_batch, 1, config_.input_size, config_.input_size};
-  for (size_t i = 0; i < layers_.size(); ++i) {
-    layers_[i]->allocate(backend_, shape, /*needs_input_gradient=*/i > 0);
-    shape = layers_[i]->output_shape(shape);
-  }
 }
 
 Model::~Model() = default;
