@@ -219,7 +219,7 @@ void add_evaluate(CLI::App& app, EvaluateOptions& o, Action& action) {
                 "'checkpoint' (the one stored with the model; 0.5 for an ensemble) or a probability")
       ->capture_default_str();
   add_switch(*c, "stress", o.stress,
-             "Also score stress variants (width, brightness, contrast, gamma, blur)");
+             "Also score ten stress variants (width, brightness, contrast, gamma, blur, sharpen)");
   c->add_option("--tta", o.tta, "Test-time augmentation: none | flip")->capture_default_str();
   c->add_option("--gallery", o.gallery,
                 "Grad-CAM gallery: the N most confident of each confusion cell, and mean maps")
@@ -306,7 +306,7 @@ void add_eda(CLI::App& app, pneumo::EdaOptions& o, Action& action) {
   c->add_option("--data", o.data, "Image tree or cache")->required();
   c->add_option("--out", o.out_dir, "Folder for counts.json, samples.png, augmented.png, README.md")
       ->required();
-  c->add_option("--seed", o.seed, "Which images are shown")
+  c->add_option("--seed", o.seed, "Which images the grids show, and the augmented grid's draws")
       ->check(non_negative_integer())
       ->capture_default_str();
   c->callback([&o, &action] { action = [&o] {

@@ -437,7 +437,8 @@ std::string format_metrics_table(const MetricsReport& report) {
   if (report.at_tuned && !report.applied_rule.empty())
     out << "applied threshold: " << report.applied_rule << "\n";
   if (report.at_tuned && report.applied_in_sample)
-    out << "(tuned on these very images: the applied row is optimistic; the test split gives "
+    out << "(tuned on these images or a part of them: the applied row is optimistic; the test "
+           "split gives "
            "its unbiased value)\n";
   for (const auto& [label, m] : rows) {
     const ConfusionMatrix& c = m->confusion;

@@ -951,17 +951,18 @@ TEST(Cli, EnsembleAndFlipTtaAverageProbabilities) {
   tuned.metadata.decision_threshold = 0.42;
   tuned.metadata.threshold_rule = "Youden's J on 40 validation images";
   save_checkpoint(dir.file("tuned.safetensors"), tuned);
-  // Its Youden cut scored on the validation split it was tuned on: said to be optimistic there,
-  // not on test.
+  // Its Youden cut scored on the validation split it was tuned on, or on the train split that
+  // holds it: said to be optimistic there, not on test.
   // Under --tta flip too (the mirror's mean is no fresh sample of these images; it was not said).
   for (const auto& [split, in_sample] :
        {std::pair<std::string, bool>{"val-carved", true}, {"test", false},
-        {"val-carved --tta flip", true}}) {
+        {"val-carved --tta flip", true}, {"train", true}}) {
     auto scored = pneumo_command("evaluate --device cpu --data " + kSample + " --split " + split +
                                      " --model " + dir.file("tuned.safetensors"),
                                  cache);
     ASSERT_EQ(scored.status, 0) << scored.output;
-    EXPECT_EQ(scored.output.find("tuned on these very images") != std::string::npos, in_sample)
+    EXPECT_EQ(scored.output.find("tuned on these images or a part of them") != std::string::npos,
+              in_sample)
         << split << "\n" << scored.output;
   }
   for (const auto& [model, suffixed] :

@@ -92,7 +92,9 @@ TEST(CliGuards, RunsInterruptedInsideAnEpochResumeToTheSameWeights) {
                                   std::to_string(c.epoch + 1)),
               std::string::npos)
         << stopped.output;
-    EXPECT_NE(stopped.output.find("resume with: pneumo train --resume " + last), std::string::npos)
+    // The program as it was typed (here the test's absolute path), so the line can be pasted.
+    EXPECT_NE(stopped.output.find("resume with: " PNEUMO_BINARY " train --resume " + last),
+              std::string::npos)
         << stopped.output;
     EXPECT_FALSE(fs::exists(dir.file(c.run) + "/model.safetensors"));
     const CheckpointMetadata at = read_checkpoint_metadata(last);

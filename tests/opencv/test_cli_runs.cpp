@@ -268,21 +268,29 @@ TEST_F(CliRuns, ConfigAndResumeMistakesAreUsageErrors) {
   EXPECT_EQ(broken.status, 2) << broken.output;
   EXPECT_NE(broken.output.find("is not valid JSON"), std::string::npos) << broken.output;
 
-  // A run on a relative --data (a copy of the sample beside the run), resumed from elsewhere.
+  // A run on a relative --data (a copy of the sample beside the run) records it as an absolute
+  // path, so a resume from elsewhere finds it (it named ./data there, which does not exist).
   fs::copy(kSample, path("data"), fs::copy_options::recursive);
   auto relative = testing::run_command("cd '" + dir_.file("") + "' && PNEUMO_CACHE_DIR='" +
                                        cache_ + "' '" PNEUMO_BINARY "' train --data data --out run "
                                        "--epochs 1" + kCommon + " 2>&1");
   ASSERT_EQ(relative.status, 0) << relative.output;
+  const nlohmann::json recorded = nlohmann::json::parse(testing::read_text(path("run") + "/config.json"));
+  EXPECT_EQ(fs::path(recorded["data"].get<std::string>()), fs::path(path("data")).lexically_normal());
   const std::string last = path("run") + "/checkpoints/last.safetensors";
+  EXPECT_EQ(fs::path(read_checkpoint_metadata(last).config["data"].get<std::string>()),
+            fs::path(path("data")).lexically_normal());
   auto elsewhere = resume(last, "--epochs 2");  // the test's own folder: no ./data there
-  EXPECT_EQ(elsewhere.status, 2) << elsewhere.output;
-  EXPECT_NE(elsewhere.output.find("the data the checkpoint records, --data data, does not exist "
-                                  "here (a path relative to the folder that run started in)"),
+  EXPECT_EQ(elsewhere.status, 0) << elsewhere.output;
+  // Data moved away since: named, without blaming a relative path.
+  fs::rename(path("data"), path("data-moved"));
+  auto moved = resume(last, "--epochs 3");
+  EXPECT_EQ(moved.status, 2) << moved.output;
+  EXPECT_NE(moved.output.find("the data the checkpoint records, --data " + path("data")),
             std::string::npos)
-      << elsewhere.output;
-  auto given = resume(last, "--epochs 2 --data " + path("data"));
-  EXPECT_EQ(given.status, 0) << given.output;
+      << moved.output;
+  EXPECT_EQ(moved.output.find("relative to the folder"), std::string::npos) << moved.output;
+  fs::rename(path("data-moved"), path("data"));
   // A run's config.json as --config: its "out" (that run's folder) is not used; without --out the
   // run says so.
   auto reused = train("again", "--config " + path("run") + "/config.json --epochs 1");
@@ -439,7 +447,7 @@ TEST_F(CliRuns, ASignalDuringValidationStopsTheRunAndItsResumeWritesTheModel) {
             std::string::npos)
       << "said as the signal comes: " << stopped.output;
   EXPECT_NE(stopped.output.find("every epoch is trained, the model is not written yet; write it "
-                                "with: pneumo train --resume"),
+                                "with: " PNEUMO_BINARY " train --resume"),
             std::string::npos)
       << stopped.output;
   EXPECT_FALSE(fs::exists(path("run") + "/model.safetensors"));
@@ -947,12 +955,15 @@ TEST_F(CliRuns, ATrainingLossThatIsNotValidationsMeasureIsNamed) {
 // Flags that change nothing in a run (CUDA's on the CPU, data-parallel ones in one process, the
 // other optimizer's) are accepted and named; a plain run names none.
 TEST_F(CliRuns, FlagsWithoutEffectAreNamed) {
-  auto run = train("run", "--epochs 1 --precision tf32 --weight-decay 0.5 --bucket-mb 4");
+  auto run = train("run", "--epochs 1 --precision tf32 --weight-decay 0.5 --bucket-mb 4 "
+                          "--sync-batchnorm true");
   ASSERT_EQ(run.status, 0) << run.output;
   for (const char* flag :
        {"--precision tf32: no effect in this run (it is CUDA's",
         "--beta1, --beta2 and --weight-decay: no effect in this run (they are AdamW's",
-        "--bucket-mb: no effect in this run"})
+        "--bucket-mb: no effect in this run",
+        "--sync-batchnorm true: it is for data-parallel runs, and this one is one process; its "
+        "statistics are this process's batch"})
     EXPECT_NE(run.output.find(flag), std::string::npos) << flag << "\n" << run.output;
   // The plateau's flags under a schedule; a floor the plateau never cuts to; a --restore-best
   // following another monitor than early stopping's.

@@ -285,7 +285,8 @@ int run_evaluate(const EvaluateOptions& options) {
   MetricsReport report =
       evaluate_binary(options.split, logits, split.labels, threshold, threshold_rule);
   // A model's own Youden cut scored on the validation split it was tuned on: the carved one, or
-  // the official one for a model trained with --val-split official.
+  // the official one for a model trained with --val-split official; or on the whole train split,
+  // which holds the carved one.
   const nlohmann::json& recorded = meta.config;
   const bool official_val =
       recorded.is_object() && recorded.contains("val-split") && recorded["val-split"] == "official";
@@ -293,7 +294,8 @@ int run_evaluate(const EvaluateOptions& options) {
   // images' plain scores, and their mean with the mirror's is no fresh sample.
   report.applied_in_sample = !flags.threshold && ensemble.members.size() == 1 &&
                              meta.threshold_rule.rfind("Youden's J", 0) == 0 &&
-                             (options.split == "val-carved" || (options.split == "val" && official_val));
+                             (options.split == "val-carved" || (options.split == "val" && official_val) ||
+                              (options.split == "train" && !official_val));
   std::cout << "model: " << ensemble.description() << " (" << trained_epochs(ensemble)
             << ", threshold " << format_threshold(threshold) << ": " << threshold_rule << ")\n"
             << "data: " << dataset.cache_dir << ", split " << options.split << "\n"

@@ -3,6 +3,8 @@
 // epoch, and writes a run directory: config.json, history.csv, history.jsonl, checkpoints/{last,best}
 // .safetensors, model.safetensors (final weights + the threshold tuned on val), report.md.
 
+#include <errno.h>  // program_invocation_name (glibc)
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -257,9 +259,38 @@ std::string tensors_fingerprint(const CheckpointData& data) {
   return hex32(crc);
 }
 
+// The program as the user typed it (argv[0]: build/pneumo, or pneumo from the PATH), so that the
+// resume line an interrupted run prints can be pasted back as it is.
+std::string program_as_typed() {
+  const std::string typed = program_invocation_name ? program_invocation_name : "";
+  return typed.find('/') == std::string::npos ? std::string("pneumo") : typed;
+}
+
+// One word for a POSIX shell: as it is when it holds only characters no shell reads specially,
+// otherwise in single quotes (a path with a space or a quote).
+std::string shell_word(const std::string& text) {
+  const bool plain = !text.empty() && text.find_first_not_of(
+                                          "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                          "0123456789_-./:@%+=,") == std::string::npos;
+  if (plain) return text;
+  std::string quoted = "'";
+  for (char c : text) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return quoted + "'";
+}
+
+// --data as config.json and the checkpoints record it: absolute, so that a resume typed in another
+// folder (inside RUN/checkpoints, as usage.md shows) finds it; a relative one named nothing there.
+std::string recorded_data_path(const std::string& data) {
+  std::error_code error;
+  if (data.empty() || fs::path(data).is_absolute()) return data;
+  const fs::path absolute = fs::absolute(data, error);
+  return error ? data : absolute.lexically_normal().string();
+}
+
 void write_config(const std::string& run_dir, const TrainOptions& options) {
   nlohmann::json resolved = to_json(options);
   resolved["out"] = run_dir;
+  resolved["data"] = recorded_data_path(options.data);
   // Whole or not at all: a resumed run's config.json is never left truncated.
   write_file_atomically((fs::path(run_dir) / "config.json").string(),
                         json_text(resolved, 2) + "\n");
@@ -275,7 +306,7 @@ std::string precision_used(const std::string& asked, Device device) {
 // a schedule, a --min-lr the plateau never cuts to. They are accepted (a config moves between
 // machines) and recorded, but the run says so rather than seem to obey. Also a --restore-best
 // that follows another monitor than early stopping's, which a Keras user would not expect.
-// (--sync-batchnorm in one process is not among them: its shared-statistics path, the reference
+// (--sync-batchnorm in one process has its own note: its shared-statistics path, the reference
 // the data-parallel test compares two ranks with, rounds differently from the per-rank one.)
 std::vector<std::string> notes_on_flags(const TrainOptions& o, Device device, int ranks) {
   const TrainOptions defaults;
@@ -294,6 +325,11 @@ std::vector<std::string> notes_on_flags(const TrainOptions& o, Device device, in
   if (ranks == 1) {
     note(o.bucket_mb != defaults.bucket_mb, "--bucket-mb", alone);
     note(o.all_reduce != defaults.all_reduce, "--all-reduce", alone);
+    // Not without effect: the same statistics, by the synchronised path's arithmetic.
+    if (o.sync_batchnorm)
+      notes.push_back("--sync-batchnorm true: " + alone + "; its statistics are this process's "
+                      "batch as without it, computed by the synchronised path, whose rounding "
+                      "differs in the last bits (so the run's numbers do too)");
   }
   if (o.optimizer == "rmsprop")
     note(o.beta1 != defaults.beta1 || o.beta2 != defaults.beta2 ||
@@ -479,6 +515,7 @@ TrainingRun::TrainingRun(const TrainOptions& options, std::unique_ptr<Communicat
   metadata_.extra["carved_split_crc32"] = carved_split_fingerprint(splits_.train, splits_.val);
   metadata_.extra["ranks"] = std::to_string(group_->size());  // see resume()
   metadata_.config["out"] = run_dir_;
+  metadata_.config["data"] = recorded_data_path(options.data);
   epochs_done_ = first_epoch_;
   if (!options.inject_fault.empty()) fault_ = parse_fault(options.inject_fault);
 }
@@ -1321,7 +1358,8 @@ int TrainingRun::interrupted(int epochs_done, const EpochStats* partial) {
             << (!partial && epochs_done == options_.epochs
                     ? "every epoch is trained, the model is not written yet; write it with: "
                     : "resume with: ")
-            << "pneumo train --resume " << checkpoint << "\n"
+            << shell_word(program_as_typed()) << " train --resume " << shell_word(checkpoint)
+            << "\n"
             << std::flush;
   return 128 + signal;
 }

@@ -158,7 +158,9 @@ std::vector<TrainFlag> make_table() {
       unit_half_open{0.0, 1.0, false, true};
   std::vector<TrainFlag> t;
   t.push_back(bound(
-      "data", "Image tree {train,val,test}/{NORMAL,PNEUMONIA} or a cache", PNEUMO_FIELD(data),
+      "data",
+      "Image tree {train,val,test}/{NORMAL,PNEUMONIA} or a cache (--resume: the run's, unless given)",
+      PNEUMO_FIELD(data),
       [](O o) {
         require(!o.data.empty(), "--data is required: an image tree or a prepared cache");
       },
