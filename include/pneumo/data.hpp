@@ -104,6 +104,7 @@ struct PrepareReport {
   std::vector<std::string> splits;         // those written, in order
   std::vector<std::array<int64_t, kClassCount>> counts;  // per written split, per class
   std::vector<SkippedFile> skipped;        // unreadable files, sorted by path
+  std::vector<SkippedFile> noted;          // kept, with a warning (decode_square_gray's), by path
   std::string source_hash;
   double seconds = 0.0;                    // listing + decoding + writing
   double images_per_second = 0.0;          // files decoded (written + skipped) per second of
@@ -171,8 +172,10 @@ std::string default_cache_dir_for(const std::string& tree, int size,
 // Decodes one image file exactly as prepare_cache does (8-bit grayscale, squashed to size x size
 // with area interpolation) into `out` (size*size bytes). Returns "" on success, else why the file
 // was refused (missing, not a regular file, empty, truncated or corrupt JPEG, too large, not an
-// image). Without OpenCV it throws.
-std::string decode_image_file(const std::string& path, int size, uint8_t* out);
+// image). Without OpenCV it throws. `note`, if given, receives a warning about an image decoded but
+// likely not as meant (a 16-bit PNG holding unscaled 12-bit data, nearly black), or "".
+std::string decode_image_file(const std::string& path, int size, uint8_t* out,
+                              std::string* note = nullptr);
 // The image files named in `inputs`, and those found under the folders among them (recursively,
 // following links to folders, each real folder once; sorted; names starting with a dot, such as
 // macOS's ._*.jpeg and __MACOSX's, left out below a folder given, as prepare leaves them out of

@@ -132,7 +132,10 @@ std::string check_png_image_data(const std::vector<uint8_t>& bytes, const PngLay
 // interpolation into `out` (size*size bytes). Returns "" on success, else why the file was
 // refused ("empty file", "truncated JPEG ...", "corrupt JPEG ...", "image of W x H pixels is larger
 // than ...", "not a decodable image").
-std::string decode_square_gray(const std::vector<uint8_t>& encoded, int size, uint8_t* out);
+// `note`, if given, receives a warning about an image that decodes but likely not as meant ("" if
+// none): a 16-bit PNG whose samples all lie below 4096 (unscaled 12-bit data) decodes nearly black.
+std::string decode_square_gray(const std::vector<uint8_t>& encoded, int size, uint8_t* out,
+                               std::string* note = nullptr);
 std::string decoder_description();  // e.g. "OpenCV 4.6.0 imdecode(IMREAD_GRAYSCALE) ..."
 
 }  // namespace pneumo::data_internal

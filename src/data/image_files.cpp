@@ -118,14 +118,16 @@ std::string read_image_bytes(const std::string& path, std::vector<uint8_t>& byte
 
 }  // namespace data_internal
 
-std::string decode_image_file(const std::string& path, int size, uint8_t* out) {
+std::string decode_image_file(const std::string& path, int size, uint8_t* out,
+                              std::string* note) {
 #ifdef PNEUMO_WITH_OPENCV
   std::vector<uint8_t> bytes;
   if (std::string why = data_internal::read_image_bytes(path, bytes); !why.empty()) return why;
-  return data_internal::decode_square_gray(bytes, size, out);
+  return data_internal::decode_square_gray(bytes, size, out, note);
 #else
   (void)size;
   (void)out;
+  (void)note;
   throw Error("cannot decode '" + path + "': this build of pneumo has no OpenCV (configure with "
               "-DPNEUMO_WITH_OPENCV=ON)");
 #endif

@@ -116,6 +116,7 @@ PrepareReport prepare_cache(const PrepareOptions& options) {
     slot_in_split[i] = split_files[static_cast<size_t>(files[i].split)]++;
   for (size_t s = 0; s < 3; ++s) split_images[s].resize(split_files[s] * pixels);
   std::vector<std::string> failure(files.size());
+  std::vector<std::string> noted(files.size());  // kept, with a warning
 
   int threads = options.threads > 0 ? options.threads
                                     : static_cast<int>(std::thread::hardware_concurrency());
@@ -126,6 +127,7 @@ PrepareReport prepare_cache(const PrepareOptions& options) {
     for (int64_t i; (i = next.fetch_add(1)) < total;) {
       const TreeFile& f = files[static_cast<size_t>(i)];
       std::string& why = failure[static_cast<size_t>(i)];
+      std::string& warning = noted[static_cast<size_t>(i)];
       try {
         if (f.relative.find_first_of("\r\n") != std::string::npos)
           why = "file name holds a line break";
@@ -134,7 +136,8 @@ PrepareReport prepare_cache(const PrepareOptions& options) {
         if (why.empty())
           why = data_internal::decode_square_gray(
               encoded, options.size,
-              split_images[static_cast<size_t>(f.split)].data() + slot_in_split[static_cast<size_t>(i)] * pixels);
+              split_images[static_cast<size_t>(f.split)].data() + slot_in_split[static_cast<size_t>(i)] * pixels,
+              &warning);
       } catch (const std::exception& e) {
         why = std::string("decoder error: ") + e.what();
       }
@@ -189,6 +192,7 @@ PrepareReport prepare_cache(const PrepareOptions& options) {
       report.skipped.push_back({f.relative, failure[i]});
       continue;
     }
+    if (!noted[i].empty()) report.noted.push_back({f.relative, noted[i]});
     if (kept[s] != slot_in_split[i])
       std::copy_n(split_images[s].data() + slot_in_split[i] * pixels, pixels,
                   split_images[s].data() + kept[s] * pixels);
@@ -268,6 +272,8 @@ PrepareReport prepare_cache(const PrepareOptions& options) {
       log << "prepare: replaced " << replaced << " in " << out_dir.string() << "\n";
     for (const SkippedFile& f : report.skipped)
       log << "prepare: warning: skipped " << detail::one_line(f.file) << ": " << f.reason << "\n";
+    for (const SkippedFile& f : report.noted)
+      log << "prepare: warning: kept " << detail::one_line(f.file) << ", but: " << f.reason << "\n";
     // Only the files directly in each class folder are read (predict and explain recurse): a
     // folder inside one would otherwise vanish from the data without a word.
     // So are other folders beside the splits (a "validation/") or beside the classes (a third

@@ -98,6 +98,10 @@ struct Corpus {
     cv::RNG(3).fill(colour_noise, cv::RNG::UNIFORM, 0, 256);
     write_image(normal / "colour.jpeg", colour_noise);  // 4:2:0 chroma: interleaved MCUs
     write_image(normal / "sixteen-bit.png", cv::Mat(20, 30, CV_16UC1, cv::Scalar(40000)));
+    // Unscaled 12-bit data in 16-bit samples: kept, nearly black, with a warning.
+    cv::Mat twelve(20, 30, CV_16UC1);
+    cv::RNG(5).fill(twelve, cv::RNG::UNIFORM, 0, 4096);
+    write_image(normal / "twelve-bit.png", twelve);
     write_image(normal / "one-pixel.png", cv::Mat(1, 1, CV_8UC1, cv::Scalar(77)));
     write_image(tree / spaced, tagged_image(30, 30, 3));
     write_image(tree / unicode, tagged_image(30, 30, 4));
@@ -219,7 +223,14 @@ TEST(BadImages, PrepareSkipsEachBadFileByNameAndDecodesEveryGoodOne) {
 
   const Dataset dataset = load_cache(options.out_dir);
   const Split& train = dataset.split("train");
-  ASSERT_EQ(train.count(), 14) << "11 NORMAL + 3 PNEUMONIA";
+  ASSERT_EQ(train.count(), 15) << "12 NORMAL + 3 PNEUMONIA";
+  // The 12-bit image is kept, with a warning naming it; the full-range 16-bit one is not named.
+  ASSERT_EQ(report.noted.size(), 1u) << log.str();
+  EXPECT_EQ(report.noted[0].file, "train/NORMAL/twelve-bit.png");
+  EXPECT_NE(log.str().find("warning: kept train/NORMAL/twelve-bit.png, but: 16-bit PNG whose "
+                           "samples all lie below 4096"),
+            std::string::npos)
+      << log.str();
   std::map<std::string, const uint8_t*> pixels;
   for (int64_t i = 0; i < train.count(); ++i) pixels[train.files[static_cast<size_t>(i)]] = train.image(i);
   // Names with spaces, commas, quotes and UTF-8 come through byte for byte (files.txt too).
@@ -346,7 +357,13 @@ TEST(BadImages, PrepareAndPredictThroughTheCommandLine) {
     ASSERT_EQ(line[i], ',') << line;
     rows[path] = line.substr(i + 1);
   }
-  EXPECT_EQ(rows.size(), 14u) << run.output;
+  EXPECT_EQ(rows.size(), 15u) << run.output;
+  // The 12-bit image is scored, with a warning naming it.
+  EXPECT_TRUE(rows.count(corpus.path("train/NORMAL/twelve-bit.png"))) << run.output;
+  EXPECT_NE(run.output.find("pneumo: warning: " + corpus.path("train/NORMAL/twelve-bit.png") +
+                            ": 16-bit PNG whose samples all lie below 4096"),
+            std::string::npos)
+      << run.output;
   for (const std::string& name : {corpus.spaced, corpus.unicode, corpus.comma}) {
     ASSERT_TRUE(rows.count(corpus.path(name))) << name << "\n" << run.output;
     const std::string& rest = rows[corpus.path(name)];

@@ -393,12 +393,15 @@ DecodedInputs decode_inputs(const std::vector<std::string>& inputs, int size) {
   decoded.failures = static_cast<int>(unreadable.size());
   std::vector<uint8_t> image(static_cast<size_t>(size) * size);
   for (const auto& file : files) {
-    const std::string problem = decode_image_file(file, size, image.data());
+    std::string note;
+    const std::string problem = decode_image_file(file, size, image.data(), &note);
     if (!problem.empty()) {
       std::cerr << "pneumo: warning: skipping " << one_line(file) << ": " << problem << "\n";
       ++decoded.failures;
       continue;
     }
+    if (!note.empty())  // scored all the same: a warning, not a failure (the exit status stays)
+      std::cerr << "pneumo: warning: " << one_line(file) << ": " << note << "\n";
     decoded.pixels.insert(decoded.pixels.end(), image.begin(), image.end());
     decoded.files.push_back(file);
   }

@@ -13,7 +13,9 @@
 
 namespace pneumo::data_internal {
 
-std::string decode_square_gray(const std::vector<uint8_t>& encoded, int size, uint8_t* out) {
+std::string decode_square_gray(const std::vector<uint8_t>& encoded, int size, uint8_t* out,
+                               std::string* note) {
+  if (note) note->clear();
   if (encoded.empty()) return "empty file (0 bytes)";
   if (static_cast<int64_t>(encoded.size()) > kMaxImageFileBytes)
     return detail::concat("file of ", encoded.size(), " bytes is larger than the ",
@@ -56,6 +58,17 @@ std::string decode_square_gray(const std::vector<uint8_t>& encoded, int size, ui
     return std::string("not a decodable image (OpenCV: ") + e.what() + ")";
   }
   if (gray.empty() || gray.type() != CV_8UC1) return "not a decodable image";
+  // 12-bit data (a detector's) stored in 16-bit samples without scaling them up, as PNG asks: the
+  // high byte kept is at most 15 everywhere, a nearly black image with 16 grey levels.
+  if (note && png.bit_depth == 16) {
+    double largest = 0.0;
+    cv::minMaxLoc(gray, nullptr, &largest);
+    if (largest <= 15.0)
+      *note = "16-bit PNG whose samples all lie below 4096: pneumo keeps each sample's high byte, "
+              "so it decodes nearly black (largest value " +
+              std::to_string(static_cast<int>(largest)) +
+              " of 255); if it holds unscaled 12-bit data, scale it by 16 first";
+  }
   cv::Mat destination(size, size, CV_8UC1, out);  // writes straight into the cache buffer
   cv::resize(gray, destination, destination.size(), 0, 0, cv::INTER_AREA);
   CV_Assert(destination.data == out);
