@@ -200,6 +200,62 @@ TEST(Cli, ResumedRunEndsWithTheSameWeightsAsAnUninterruptedOne) {
 // it: here a copy of the run is resumed and the original must not change) or into a new --out;
 // never into another run. A refused resume leaves config.json as it was; asking for no more
 // epochs than were done is refused; --lr given again wins over the rate the run had reached.
+// A checkpoint of another run copied into a run's folder: resuming it there replaced that run's
+// model, checkpoints and config.json with the other run's (status 0, no word). Refused, told by
+// the run_id every checkpoint carries, or for files without one by their seed; a copy of the
+// run's own checkpoint still resumes there.
+TEST(Cli, ACheckpointOfAnotherRunInARunsFolderIsRefusedThere) {
+  testing::TempDir dir;
+  const std::string cache = dir.file("cache"), a = dir.file("a"), b = dir.file("b");
+  for (const auto& [run, seed] : {std::pair<std::string, int>{a, 1}, {b, 1}}) {
+    auto trained = pneumo_command("train --data " + kSample + " --epochs 1 --seed " +
+                                      std::to_string(seed) + " --out " + run + " --size 32" +
+                                      kCommon,
+                                  cache);
+    ASSERT_EQ(trained.status, 0) << trained.output;
+  }
+  const std::string a_last = a + "/checkpoints/last.safetensors";
+  const std::string a_bytes = testing::read_text(a_last), a_config = testing::read_text(a + "/config.json"),
+                    a_model = testing::read_text(a + "/model.safetensors");
+  const std::string a_id = load_checkpoint(a_last).metadata.extra.at("run_id");
+  EXPECT_EQ(a_id.size(), 16u) << a_id;
+  EXPECT_EQ(load_checkpoint(a + "/model.safetensors").metadata.extra.at("run_id"), a_id);
+  // b has the same seed and data: only its run_id tells it apart.
+  ASSERT_NE(load_checkpoint(b + "/checkpoints/last.safetensors").metadata.extra.at("run_id"), a_id);
+  fs::copy_file(b + "/checkpoints/last.safetensors", a + "/checkpoints/from-b.safetensors");
+  auto foreign = pneumo_command(
+      "train --resume " + a + "/checkpoints/from-b.safetensors --epochs 2" + kCommon, cache);
+  EXPECT_EQ(foreign.status, 1) << foreign.output;
+  EXPECT_NE(foreign.output.find("is not of the run in " + a + ": its run_id is "),
+            std::string::npos)
+      << foreign.output;
+  EXPECT_EQ(testing::read_text(a_last), a_bytes);
+  EXPECT_EQ(testing::read_text(a + "/config.json"), a_config);
+  EXPECT_EQ(testing::read_text(a + "/model.safetensors"), a_model);
+  // Into a new --out it goes on, as b's run.
+  auto elsewhere = pneumo_command("train --resume " + a + "/checkpoints/from-b.safetensors "
+                                  "--epochs 2 --out " + dir.file("b2") + kCommon,
+                                  cache);
+  EXPECT_EQ(elsewhere.status, 0) << elsewhere.output;
+  // A file without run_id (older pneumo) of another seed: told by the seed.
+  CheckpointData old = load_checkpoint(b + "/checkpoints/last.safetensors");
+  old.metadata.extra.erase("run_id");
+  old.metadata.seed = 7;
+  save_checkpoint(a + "/checkpoints/old.safetensors", old);
+  auto older = pneumo_command(
+      "train --resume " + a + "/checkpoints/old.safetensors --epochs 2" + kCommon, cache);
+  EXPECT_EQ(older.status, 1) << older.output;
+  EXPECT_NE(older.output.find("its --seed is 7, the run's 1"), std::string::npos) << older.output;
+  EXPECT_EQ(testing::read_text(a_last), a_bytes);
+  // The run's own checkpoint, copied beside it, resumes there and keeps its run_id.
+  fs::copy_file(a_last, a + "/checkpoints/copy.safetensors");
+  auto own = pneumo_command(
+      "train --resume " + a + "/checkpoints/copy.safetensors --epochs 2" + kCommon, cache);
+  EXPECT_EQ(own.status, 0) << own.output;
+  EXPECT_EQ(load_checkpoint(a_last).metadata.extra.at("run_id"), a_id);
+  EXPECT_EQ(load_checkpoint(a_last).metadata.epoch, 2);
+}
+
 TEST(Cli, AResumeWritesIntoItsOwnRunAndNoOther) {
   testing::TempDir dir;
   const std::string cache = dir.file("cache"), run = dir.file("run"), copy = dir.file("copy");
@@ -387,7 +443,16 @@ TEST(Cli, EdaRefusesAnUnwritableOutBeforeReadingTheData) {
                                      dir.file("cache"));
   EXPECT_EQ(below_a_file.status, 1) << below_a_file.output;
   EXPECT_NE(below_a_file.output.find("eda: cannot create"), std::string::npos) << below_a_file.output;
+  // The failure's own reason (a cleanup's cleared error code printed "Success").
+  EXPECT_EQ(below_a_file.output.find("Success"), std::string::npos) << below_a_file.output;
   EXPECT_FALSE(fs::exists(dir.file("cache"))) << "the tree was decoded first";
+  // A link to nowhere as --out is named, and left where it was (it was removed as a folder made).
+  fs::create_symlink(dir.file("elsewhere"), dir.file("link"));
+  auto broken_link = pneumo_command("eda --data " + kSample + " --out " + dir.file("link"),
+                                    dir.file("cache"));
+  EXPECT_EQ(broken_link.status, 1) << broken_link.output;
+  EXPECT_NE(broken_link.output.find("is a broken link"), std::string::npos) << broken_link.output;
+  EXPECT_TRUE(fs::is_symlink(fs::symlink_status(dir.file("link"))));
   auto no_data = pneumo_command("eda --data " + dir.file("nowhere") + " --out " + dir.file("a/b/eda"),
                                 dir.file("cache"));
   EXPECT_EQ(no_data.status, 1) << no_data.output;

@@ -15,6 +15,7 @@
 #include <exception>
 #include <limits>
 #include <memory>
+#include <random>
 #include <filesystem>
 #include <functional>
 #include <iostream>
@@ -226,6 +227,7 @@ class TrainingRun {
   double train_seconds_ = 0, val_seconds_ = 0;  // this process's epochs, for the run's last line
   CheckpointMetadata resumed_;   // where an interrupted epoch stood (epoch_step 0: at its start)
   std::string resumed_fingerprint_;  // tensors_fingerprint of the resumed file (several ranks)
+  std::string run_id_;  // the resumed checkpoint's run_id ("" for a new run or an older file)
   CheckpointMetadata metadata_;  // what every checkpoint of this run records
   std::optional<Fault> fault_;
   // --restore-best: the weights of checkpoints/best.safetensors (the best --checkpoint-monitor
@@ -276,6 +278,35 @@ std::string shell_word(const std::string& text) {
   std::string quoted = "'";
   for (char c : text) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
   return quoted + "'";
+}
+
+// A new run's identity: 64 random bits in hex.
+std::string new_run_id() {
+  std::random_device device;
+  const uint64_t bits = (static_cast<uint64_t>(device()) << 32) ^ device();
+  char text[17];
+  std::snprintf(text, sizeof text, "%016llx", static_cast<unsigned long long>(bits));
+  return text;
+}
+
+// Why `resumed` is of another run than `latest` (a run's last checkpoint), in words, or "": their
+// run_id, or for checkpoints older than run_id their seed and carved validation split.
+std::string other_runs_checkpoint(const CheckpointMetadata& latest,
+                                  const CheckpointMetadata& resumed) {
+  const auto extra = [](const CheckpointMetadata& m, const char* key) {
+    const auto found = m.extra.find(key);
+    return found == m.extra.end() ? std::string() : found->second;
+  };
+  const std::string mine = extra(latest, "run_id"), theirs = extra(resumed, "run_id");
+  if (!mine.empty() && !theirs.empty())
+    return mine == theirs ? "" : "its run_id is " + theirs + ", the run's " + mine;
+  if (latest.seed != resumed.seed)
+    return detail::concat("its --seed is ", resumed.seed, ", the run's ", latest.seed);
+  const std::string split = extra(latest, "carved_split_crc32"),
+                    other = extra(resumed, "carved_split_crc32");
+  if (!split.empty() && !other.empty() && split != other)
+    return "its carved validation split's CRC-32 is " + other + ", the run's " + split;
+  return "";
 }
 
 // --data as config.json and the checkpoints record it: absolute, so that a resume typed in another
@@ -514,6 +545,9 @@ TrainingRun::TrainingRun(const TrainOptions& options, std::unique_ptr<Communicat
   metadata_.config = to_json(options);
   metadata_.extra["carved_split_crc32"] = carved_split_fingerprint(splits_.train, splits_.val);
   metadata_.extra["ranks"] = std::to_string(group_->size());  // see resume()
+  // Which run a checkpoint is of (kept by its resumes): refuse_overwriting_later_work tells a
+  // checkpoint of another run put into a run's folder by it. Rank 0's, on every rank.
+  metadata_.extra["run_id"] = rank_zeros(*group_, run_id_.empty() ? new_run_id() : run_id_);
   metadata_.config["out"] = run_dir_;
   metadata_.config["data"] = recorded_data_path(options.data);
   epochs_done_ = first_epoch_;
@@ -686,6 +720,8 @@ void TrainingRun::resume(const std::string& checkpoint_path) {
   note_other_batchnorm_shares(checkpoint_path, checkpoint.metadata);
   if (options_.restore_best) load_best_weights(checkpoint_path, checkpoint.metadata);
   refuse_overwriting_later_work(checkpoint_path, checkpoint.metadata);
+  if (const auto id = checkpoint.metadata.extra.find("run_id"); id != checkpoint.metadata.extra.end())
+    run_id_ = id->second;
   trainer_->set_optimizer_steps(checkpoint.metadata.step);
   restore_checkpoint(checkpoint, *model_, &trainer_->optimizer_state(), checkpoint_path);
   try {
@@ -869,6 +905,12 @@ void TrainingRun::refuse_overwriting_later_work(const std::string& checkpoint_pa
   std::error_code error;
   if (!fs::is_regular_file(last, error) || fs::equivalent(last, checkpoint_path, error)) return;
   const CheckpointMetadata latest = read_checkpoint_metadata(last);
+  // A checkpoint of another run put into this folder (a copy beside the run's own) went on here,
+  // replacing the folder's model, checkpoints and config.json with the other run's.
+  if (const std::string why = other_runs_checkpoint(latest, resumed); !why.empty())
+    throw Error("checkpoint " + checkpoint_path + " is not of the run in " + run_dir_ + ": " + why +
+                " (by its last checkpoint, " + last +
+                "); resuming it there would overwrite that run: resume it into a new --out");
   if (std::make_pair(latest.epoch, latest.epoch_step) <=
       std::make_pair(resumed.epoch, resumed.epoch_step))
     return;

@@ -267,20 +267,28 @@ EdaReport run_eda(const EdaOptions& options) {
   // said at once, not after decoding a whole tree. A folder made here goes again when the data
   // then cannot be read.
   std::error_code ec;
+  // A link to nowhere is there, not a folder to make (it was counted as made, and removed).
+  if (fs::is_symlink(fs::symlink_status(out, ec)) && !fs::exists(out, status))
+    throw Error("eda: the output " + out.string() + " is a broken link; choose another --out");
   // The outermost folder this call makes (the others lie in it), removed again on failure.
   fs::path made;
-  // (Only what certainly is not there: a folder that cannot be looked at is never counted.)
-  for (fs::path p = out; !p.empty() && !fs::exists(p, ec) && !ec; p = p.parent_path()) {
+  // (Only what certainly is not there, links included: a folder that cannot be looked at, or a
+  // link to nowhere on the way, is never counted.)
+  for (fs::path p = out; !p.empty(); p = p.parent_path()) {
+    // (libstdc++ sets `ec` for a path that is not there too: the type says which it is.)
+    if (fs::symlink_status(p, ec).type() != fs::file_type::not_found) break;
     made = p;
     if (p == p.parent_path()) break;
   }
   const auto unmake = [&] {
-    if (!made.empty()) fs::remove_all(made, ec);
+    std::error_code ignored;  // the reason kept for the message is the failure's, not this one's
+    if (!made.empty()) fs::remove_all(made, ignored);
   };
   fs::create_directories(out, ec);
   if (ec) {
+    const std::string why = ec.message();
     unmake();
-    throw Error("eda: cannot create " + out.string() + ": " + ec.message());
+    throw Error("eda: cannot create " + out.string() + ": " + why);
   }
   const fs::path probe = out / ".write-test";
   if (!std::ofstream(probe)) {
