@@ -154,6 +154,45 @@ TEST(Safetensors, AtomicWritesKeepLinksFifosAndDevices) {
   EXPECT_THROW(write_file_atomically(dir.file("folder"), std::string("x")), Error);
 }
 
+// Reading: a FIFO named as a checkpoint is refused at once (open waited for a writer for ever); a
+// large file that is no safetensors file is refused by its first bytes, before it is read whole
+// (a 3 GB sparse file: gigabytes of memory and seconds before, or an out-of-memory error).
+TEST(Safetensors, AFifoOrALargeForeignFileIsRefusedWithoutReadingIt) {
+  TempDir dir;
+  const std::string fifo = dir.file("fifo.safetensors");
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  try {
+    SafetensorsFile::read(fifo);
+    ADD_FAILURE() << "a FIFO was read";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("not a regular file"), std::string::npos) << e.what();
+  }
+  try {
+    read_file_bytes(fifo);
+    ADD_FAILURE() << "a FIFO was read";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("not a regular file"), std::string::npos) << e.what();
+  }
+  const std::string large = dir.file("large.safetensors");
+  { std::ofstream(large) << "not a safetensors file"; }
+  std::filesystem::resize_file(large, uint64_t{3} << 30);  // sparse: no disk used
+  try {
+    SafetensorsFile::read(large);
+    ADD_FAILURE() << "a foreign file was taken for a checkpoint";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(large + ": header length"), std::string::npos) << e.what();
+  }
+  // read_file_bytes' limit: refused before anything is allocated.
+  try {
+    read_file_bytes(large, 1 << 20);
+    ADD_FAILURE() << "read past its limit";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("it is 3221225472 bytes, more than the 1048576"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
 TEST(Safetensors, WriterRefusesBadTensors) {
   SafetensorsWriter writer;
   float value = 1;

@@ -24,6 +24,7 @@
 #include "cli/commands/guards.hpp"
 #include "cli/commands/run_folder.hpp"
 #include "cli/commands/train_flags.hpp"
+#include "core/atomic_file.hpp"
 #include "core/json_structure.hpp"
 #include "pneumo/checkpoint.hpp"
 #include "pneumo/data.hpp"
@@ -40,10 +41,16 @@ nlohmann::json read_json_file(const std::string& path) {
   if (std::filesystem::is_directory(path, error))
     throw pneumo::UsageError("config file '" + path +
                              "' is a folder; give a JSON file (a run's config.json)");
-  std::ifstream in(path);
-  // Bad usage (status 2), as every other mistake in a --config is.
-  if (!in) throw pneumo::UsageError("cannot read config file '" + path + "'");
-  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  // Bad usage (status 2), as every other mistake in a --config is. A FIFO is refused at once (it
+  // waited for a writer for ever), /dev/zero or a huge file before it is read (it was read until
+  // memory ran out).
+  constexpr uint64_t kMaxConfigBytes = 1 << 20;  // a run's config.json is about 2 KB
+  std::string text;
+  try {
+    text = pneumo::read_file_text(path, kMaxConfigBytes);
+  } catch (const pneumo::Error& e) {
+    throw pneumo::UsageError(std::string("config file: ") + e.what());
+  }
   // A key given twice would be taken at its last value without a word (a config edited by hand).
   const pneumo::JsonStructure structure =
       pneumo::check_json_structure(text.data(), text.data() + text.size(), 64);

@@ -185,13 +185,20 @@ void write_file_atomically(const std::string& path, const std::string& text) {
   write_file_atomically(path, text.data(), text.size());
 }
 
-std::vector<uint8_t> read_file_bytes(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY);
+std::vector<uint8_t> read_file_bytes(const std::string& path, uint64_t most) {
+  // O_NONBLOCK: a FIFO named by mistake opens at once, to be refused below; a plain open waited
+  // for a writer for ever. (Reads of a regular file ignore the flag.)
+  int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
   if (fd < 0) throw Error(detail::concat("cannot open ", path, ": ", std::strerror(errno)));
   struct stat info {};
   if (::fstat(fd, &info) != 0 || !S_ISREG(info.st_mode)) {
     ::close(fd);
     throw Error("cannot read " + path + ": not a regular file");
+  }
+  if (static_cast<uint64_t>(info.st_size) > most) {
+    ::close(fd);
+    throw Error(detail::concat("cannot read ", path, ": it is ", info.st_size,
+                               " bytes, more than the ", most, " such a file can be"));
   }
   std::vector<uint8_t> bytes(static_cast<size_t>(info.st_size));
   size_t done = 0;
@@ -208,6 +215,11 @@ std::vector<uint8_t> read_file_bytes(const std::string& path) {
   }
   ::close(fd);
   return bytes;
+}
+
+std::string read_file_text(const std::string& path, uint64_t most) {
+  const std::vector<uint8_t> bytes = read_file_bytes(path, most);
+  return std::string(bytes.begin(), bytes.end());
 }
 
 }  // namespace pneumo

@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -30,7 +31,13 @@ void sync_file(const std::string& path);
 // directory. Some file systems refuse that; the files' data is unaffected, so it is not an error.
 void sync_directory(const std::string& directory);
 
-// Reads a whole file; throws pneumo::Error naming the path when it cannot.
-std::vector<uint8_t> read_file_bytes(const std::string& path);
+// Reads a whole file; throws pneumo::Error naming the path when it cannot: a file that is not a
+// regular one (a FIFO is refused at once, not waited on), or of more than `most` bytes (refused
+// before anything is read or allocated).
+std::vector<uint8_t> read_file_bytes(const std::string& path,
+                                     uint64_t most = std::numeric_limits<uint64_t>::max());
+// The same, as text.
+std::string read_file_text(const std::string& path,
+                           uint64_t most = std::numeric_limits<uint64_t>::max());
 
 }  // namespace pneumo

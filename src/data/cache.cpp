@@ -15,7 +15,9 @@
 #include <cstring>
 #include <fstream>
 #include <functional>
+#include <limits>
 #include <optional>
+#include <sstream>
 #include <nlohmann/json.hpp>
 #include <system_error>
 
@@ -402,10 +404,10 @@ std::string image_tree_hash(const std::string& data_dir) {
 
 nlohmann::json data_internal::read_meta(const fs::path& cache) {
   const fs::path meta_path = cache / "meta.json";
-  std::ifstream in(meta_path);
-  if (!in) throw Error("cannot open " + meta_path.string());
+  // Not a FIFO waited on for ever, nor a huge file read whole (a cache's is about 2 KB).
+  const std::string text = read_file_text(meta_path.string(), 16u << 20);
   try {
-    return nlohmann::json::parse(in);
+    return nlohmann::json::parse(text);
   } catch (const nlohmann::json::exception& e) {
     throw Error(meta_path.string() + ": not valid JSON: " + e.what());
   }
@@ -425,8 +427,7 @@ fs::path cache_member(const fs::path& cache, const nlohmann::json& entry, const 
 }
 
 std::vector<std::string> read_lines(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error("cannot open " + path.string());
+  std::istringstream in(read_file_text(path.string()));  // a FIFO refused, not waited on
   std::vector<std::string> lines;
   for (std::string line; std::getline(in, line);) lines.push_back(line);
   return lines;
@@ -442,7 +443,19 @@ Split load_split(const fs::path& cache, const std::string& name, const nlohmann:
                                             "' has a negative count ", count));
 
   const fs::path images_path = cache_member(cache, entry, "images", name + "_images.npy");
-  NpyArray images = read_npy(images_path.string());
+  // At most the pixels meta.json promises and a header: a huge file put there is refused, not
+  // read whole into memory. (count and size are checked against the file's own shape below.)
+  constexpr uint64_t kHeaderRoom = 1 << 20;
+  const auto at_most = [&](uint64_t bytes_each) {  // saturating: meta.json's count may be absurd
+    const uint64_t limit = std::numeric_limits<uint64_t>::max() - kHeaderRoom;
+    return bytes_each == 0 ? kHeaderRoom
+           : static_cast<uint64_t>(count) > limit / bytes_each
+               ? std::numeric_limits<uint64_t>::max()
+               : static_cast<uint64_t>(count) * bytes_each + kHeaderRoom;
+  };
+  NpyArray images = npy_from_bytes(
+      read_file_bytes(images_path.string(), at_most(static_cast<uint64_t>(size) * size)),
+      images_path.string());
   const std::vector<int64_t> image_shape{count, size, size};
   if (images.type != NpyType::UInt8 || images.shape != image_shape)
     throw Error(detail::concat(images_path.string(), ": expected uint8 (", count, ", ", size, ", ",
@@ -451,7 +464,9 @@ Split load_split(const fs::path& cache, const std::string& name, const nlohmann:
   split.images = std::move(images.bytes);
 
   const fs::path labels_path = cache_member(cache, entry, "labels", name + "_labels.npy");
-  NpyArray labels = read_npy(labels_path.string());
+  NpyArray labels = npy_from_bytes(
+      read_file_bytes(labels_path.string(), at_most(1)),
+      labels_path.string());
   if (labels.type != NpyType::UInt8 || labels.shape != std::vector<int64_t>{count})
     throw Error(detail::concat(labels_path.string(), ": expected uint8 (", count,
                                ",) as meta.json says, found ", npy_descr(labels.type), " ",

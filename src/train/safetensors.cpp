@@ -244,6 +244,21 @@ SafetensorsHeader parse_safetensors(const uint8_t* data, size_t size, const std:
 // ---- SafetensorsFile -------------------------------------------------------------------------
 
 SafetensorsFile SafetensorsFile::read(const std::string& path) {
+  // The first bytes checked before the whole file is read: a large file named by mistake
+  // (--model data.tar) was read whole, gigabytes, before its header was refused (or memory ran
+  // out first, "try a smaller --batch"). A file that is not a regular one goes to
+  // read_file_bytes, which refuses it without waiting on it.
+  std::error_code error;
+  if (std::filesystem::is_regular_file(path, error)) {
+    const uintmax_t size = std::filesystem::file_size(path, error);
+    std::ifstream in(path, std::ios::binary);
+    uint8_t first[9] = {};
+    in.read(reinterpret_cast<char*>(first), sizeof first);
+    uint64_t header_length = 0;
+    if (!error && (in || in.gcount() == static_cast<std::streamsize>(size)))
+      if (const std::string problem = prefix_problem(first, size, header_length); !problem.empty())
+        throw Error(path + ": " + problem);
+  }
   return from_bytes(read_file_bytes(path), path);
 }
 

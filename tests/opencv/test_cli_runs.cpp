@@ -9,6 +9,7 @@
 // once (the other kind, or the same one a second later; not the same one forwarded).
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
@@ -263,6 +264,15 @@ TEST_F(CliRuns, ConfigAndResumeMistakesAreUsageErrors) {
   EXPECT_FALSE(fs::exists(path("a")));
   auto missing = train("a", "--config " + path("no-such.json"));
   EXPECT_EQ(missing.status, 2) << missing.output;
+  // A FIFO waited for a writer for ever, /dev/zero was read until memory ran out.
+  ASSERT_EQ(::mkfifo(path("fifo.json").c_str(), 0600), 0);
+  for (const std::string& special : {path("fifo.json"), std::string("/dev/zero")}) {
+    auto refused = train("a", "--config " + special);
+    EXPECT_EQ(refused.status, 2) << refused.output;
+    EXPECT_NE(refused.output.find("config file: cannot read " + special + ": not a regular file"),
+              std::string::npos)
+        << refused.output;
+  }
   std::ofstream(path("broken.json")) << "{\"epochs\": ";
   auto broken = train("a", "--config " + path("broken.json"));
   EXPECT_EQ(broken.status, 2) << broken.output;
