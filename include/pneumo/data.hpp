@@ -85,6 +85,9 @@ struct PrepareOptions {
   int size = kDefaultImageSize;
   int threads = 0;             // decoding threads; 0: all hardware threads
   std::string command;         // recorded in meta.json (e.g. the command line), may be empty
+  // An image tree's automatic cache (a folder pneumo named under its cache root): replaced even
+  // when its meta.json is damaged, as long as it holds a cache's files only. --out's never is.
+  bool own_cache_folder = false;
   // Progress line, per-file warnings and the summary go here; nullptr: silent. On a terminal the
   // progress line is redrawn in place (\r); elsewhere a line is printed every ~10%.
   std::ostream* log = &std::cerr;

@@ -212,10 +212,10 @@ bool meta_says_cache(const fs::path& dir) {
 // "" when `dir` is a cache that prepare wrote, else why not. A meta.json alone proves nothing (a
 // project folder may hold one), and replacing a folder deletes all it holds, so the folder must
 // hold the cache's own files only and its meta.json must say it is one.
-std::string why_not_a_cache(const fs::path& dir) {
+std::string why_not_a_cache(const fs::path& dir, bool own_folder) {
   std::error_code ec;
   if (!fs::is_regular_file(dir / "meta.json", ec)) return "no meta.json";
-  if (!meta_says_cache(dir)) return "its meta.json is not a pneumo cache's";
+  if (!own_folder && !meta_says_cache(dir)) return "its meta.json is not a pneumo cache's";
   for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
     const std::string name = it->path().filename().string();
     if (!is_cache_file_name(name) || !it->is_regular_file(ec))
@@ -227,7 +227,7 @@ std::string why_not_a_cache(const fs::path& dir) {
 
 }  // namespace
 
-void check_replaceable_output(const fs::path& dir, const char* what) {
+void check_replaceable_output(const fs::path& dir, const char* what, bool own_folder) {
   std::error_code ec;
   if (!fs::exists(dir, ec)) return;
   if (!fs::is_directory(dir, ec))
@@ -238,12 +238,14 @@ void check_replaceable_output(const fs::path& dir, const char* what) {
                 std::strerror(errno) + "); it is replaced, not written around: make it "
                 "writable or choose another directory");
   if (fs::is_empty(dir, ec)) return;
-  const std::string why = why_not_a_cache(dir);
+  const std::string why = why_not_a_cache(dir, own_folder);
   if (why.empty()) return;
   throw Error(std::string(what) + " " + dir.string() +
               " is a non-empty directory that is not a pneumo cache (" + why +
-              "); refusing to replace it, which would delete what it holds: choose a new or "
-              "empty directory");
+              "); refusing to replace it, which would delete what it holds: " +
+              (own_folder ? std::string("move what it holds elsewhere and remove it, or set "
+                                        "PNEUMO_CACHE_DIR to another folder")
+                          : std::string("choose a new or empty directory")));
 }
 
 namespace {
@@ -309,10 +311,10 @@ fs::path make_temp_dir_beside(const fs::path& final_dir) {
 
 namespace {
 
-void move_into_place(const fs::path& temp_dir, const fs::path& final_dir) {
+void move_into_place(const fs::path& temp_dir, const fs::path& final_dir, bool own_folder) {
   std::error_code ec;
   if (fs::exists(final_dir, ec)) {
-    check_replaceable_output(final_dir, "output");
+    check_replaceable_output(final_dir, "output", own_folder);
     if (fs::is_empty(final_dir, ec)) {
       fs::remove(final_dir, ec);
     } else {
@@ -347,14 +349,14 @@ void move_into_place(const fs::path& temp_dir, const fs::path& final_dir) {
 
 }  // namespace
 
-void install_directory(const fs::path& temp_dir, const fs::path& final_dir) {
+void install_directory(const fs::path& temp_dir, const fs::path& final_dir, bool own_folder) {
   // The files, their names in the folder and the folder's new name in its parent reach the disk
   // before anyone reads the cache: a crash leaves no cache or a whole one, never named empty files.
   std::error_code ec;
   for (fs::directory_iterator it(temp_dir, ec), end; !ec && it != end; it.increment(ec))
     if (it->is_regular_file(ec)) sync_file(it->path().string());
   sync_directory(temp_dir.string());
-  move_into_place(temp_dir, final_dir);
+  move_into_place(temp_dir, final_dir, own_folder);
   sync_directory(final_dir.has_parent_path() ? final_dir.parent_path().string() : ".");
 }
 
@@ -713,6 +715,7 @@ Dataset open_dataset(const std::string& path, const OpenDatasetOptions& options)
       prepare.size = size;
       prepare.threads = options.threads;
       prepare.command = "open_dataset (pneumo train --data " + path + ")";
+      prepare.own_cache_folder = true;  // tree-<hash>-<size> under the cache root: pneumo's
       prepare.log = options.log;
       prepare_cache(prepare);
     }

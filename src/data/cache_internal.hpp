@@ -55,8 +55,11 @@ using pneumo::resolved;
 
 // Throws unless `dir` is absent, an empty directory, or a pneumo cache (which may be replaced):
 // a meta.json of format "pneumo-cache" and nothing but the files prepare writes (replacing a
-// folder deletes what it holds, so a stray meta.json is not enough).
-void check_replaceable_output(const std::filesystem::path& dir, const char* what);
+// folder deletes what it holds, so a stray meta.json is not enough). `own_folder`: the automatic
+// cache of an image tree (a folder pneumo named under its cache root), replaced also when its
+// meta.json is damaged, as long as it holds a cache's files only.
+void check_replaceable_output(const std::filesystem::path& dir, const char* what,
+                              bool own_folder = false);
 
 // A fresh hidden directory beside `final_dir` ("<parent>/.<name>.tmp-<pid>-<n>").
 std::filesystem::path make_temp_dir_beside(const std::filesystem::path& final_dir);
@@ -65,7 +68,7 @@ std::filesystem::path make_temp_dir_beside(const std::filesystem::path& final_di
 // over an existing cache, an atomic exchange (renameat2 RENAME_EXCHANGE) where the filesystem
 // offers it, else old-aside-then-rename; the old cache is then deleted.
 void install_directory(const std::filesystem::path& temp_dir,
-                       const std::filesystem::path& final_dir);
+                       const std::filesystem::path& final_dir, bool own_folder = false);
 
 // Removes a temporary directory when the scope ends (unless released).
 class TempDirGuard {

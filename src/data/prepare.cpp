@@ -82,7 +82,7 @@ PrepareReport prepare_cache(const PrepareOptions& options) {
   if (data_internal::is_same_or_inside(data_dir, out_dir))
     throw Error("prepare: the data directory " + data_dir.string() + " lies inside the output " +
                 out_dir.string() + ", which a cache would replace: choose an --out outside it");
-  data_internal::check_replaceable_output(out_dir, "prepare: the output");
+  data_internal::check_replaceable_output(out_dir, "prepare: the output", options.own_cache_folder);
   // A cache already there is replaced (it can be prepared again); what it held is said.
   std::string replaced;
   if (fs::is_regular_file(out_dir / "meta.json", ec)) {
@@ -259,7 +259,7 @@ PrepareReport prepare_cache(const PrepareOptions& options) {
   meta["citation"] = kDatasetCitation;
   write_text(temp / "meta.json", json_text(meta, 2) + "\n");
 
-  data_internal::install_directory(temp, out_dir);
+  data_internal::install_directory(temp, out_dir, options.own_cache_folder);
   guard.release();
 
   report.seconds = seconds_since(start);

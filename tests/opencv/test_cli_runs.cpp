@@ -349,6 +349,35 @@ TEST_F(CliRuns, ConfigAndResumeMistakesAreUsageErrors) {
   EXPECT_NE(help.output.find("--resume"), std::string::npos) << help.output;
 }
 
+// An image tree's automatic cache whose meta.json is damaged: said to be prepared again, then
+// refused as "not a pneumo cache" (naming an --out never typed), so every run on the tree
+// stopped. It is pneumo's own folder: replaced, while it holds a cache's files only.
+TEST_F(CliRuns, ATreeCacheWithDamagedMetadataIsPreparedAgain) {
+  ASSERT_EQ(train("first", "--epochs 1").status, 0);
+  std::string cache;
+  for (const auto& entry : fs::directory_iterator(cache_))
+    if (entry.is_directory() && entry.path().filename().string().rfind("tree-", 0) == 0)
+      cache = entry.path().string();
+  ASSERT_FALSE(cache.empty()) << "no tree cache in " << cache_;
+  const std::string meta = testing::read_text(cache + "/meta.json");
+  std::ofstream(cache + "/meta.json", std::ios::trunc) << meta.substr(0, meta.size() / 2);
+  auto again = train("again", "--epochs 1");
+  EXPECT_EQ(again.status, 0) << again.output;
+  EXPECT_NE(again.output.find("has unreadable metadata; preparing again"), std::string::npos)
+      << again.output;
+  EXPECT_EQ(testing::read_text(cache + "/meta.json").size(), meta.size());
+  // A stranger's file in it: not pneumo's to delete, so still refused.
+  std::ofstream(cache + "/meta.json", std::ios::trunc) << "{";
+  std::ofstream(cache + "/notes.txt") << "mine";
+  auto kept = train("kept", "--epochs 1");
+  EXPECT_EQ(kept.status, 1) << kept.output;
+  EXPECT_NE(kept.output.find("it holds notes.txt, which no cache holds); refusing to replace it, "
+                             "which would delete what it holds: move what it holds elsewhere"),
+            std::string::npos)
+      << kept.output;
+  EXPECT_EQ(testing::read_text(cache + "/notes.txt"), "mine");
+}
+
 // Two runs on one image tree with no cache yet (a sweep's jobs) prepared it twice, and the
 // second's rename onto the first's cache failed. A run whose cache another process is preparing
 // (here: whose lock this test holds) waits for it, then uses the cache it finds.
