@@ -47,6 +47,23 @@ TEST(CliVersion, HelpNamesTheProgram) {
   EXPECT_NE(run.output.find("--version"), std::string::npos) << run.output;
 }
 
+// --version and --help printed into a full device said nothing and ended in status 0; anything
+// after them was ignored (status 0 too).
+TEST(CliVersion, AnUnwritableOutputOrAnArgumentAfterVersionOrHelpFails) {
+  for (const char* command : {"--version", "--help", "train --help"}) {
+    const testing::CommandResult full =
+        testing::run_command(std::string("('" PNEUMO_BINARY "' ") + command + " > /dev/full)");
+    EXPECT_EQ(full.status, 1) << command << "\n" << full.output;
+    EXPECT_NE(full.output.find("cannot write to standard output"), std::string::npos)
+        << full.output;
+  }
+  for (const char* command : {"--version --bogus", "--help extra"}) {
+    const testing::CommandResult run = testing::pneumo_command(command, "/nonexistent");
+    EXPECT_EQ(run.status, 2) << command << "\n" << run.output;
+    EXPECT_NE(run.output.find("takes nothing after it"), std::string::npos) << run.output;
+  }
+}
+
 // A mistyped command, bench command or option before the command is named with the choices
 // (status 2); CLI11 said "A subcommand is required", naming neither. predict and explain without
 // an input say what is missing in the command's words (CLI11 named its internal "inputs").

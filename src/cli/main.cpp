@@ -565,6 +565,15 @@ int run_pneumo(int argc, char** argv) {
     // subcommand is required", naming neither. So is an option before any command.
     if (argc > 1) {
       const std::string first = argv[1];
+      // Anything after them was ignored, status 0 (`pneumo --version --bogus`).
+      if ((first == "--help" || first == "-h" || first == "--version") && argc > 2) {
+        if (!another_rank_says_it())
+          std::cerr << "pneumo: " << first << " takes nothing after it, got '" << argv[2] << "'"
+                    << (first == "--version" ? std::string()
+                                             : " (a command's own help: pneumo COMMAND --help)")
+                    << "\n";
+        return 2;
+      }
       if (first[0] == '-' && first != "--help" && first != "-h" && first != "--version") {
         if (!another_rank_says_it())
           std::cerr << "pneumo: unknown option '" << first << "' before the command (expected "
@@ -618,7 +627,15 @@ int run_pneumo(int argc, char** argv) {
                           "closed pipe?)");
     return status;
   } catch (const CLI::ParseError& e) {
-    if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version: printed by CLI11
+    if (e.get_exit_code() == 0) {  // --help, --version: printed by CLI11
+      const int status = app.exit(e);
+      if (!std::cout.flush()) {  // > /dev/full ended in status 0
+        std::cerr << "pneumo: error: cannot write to standard output (a full disk, or a closed "
+                     "pipe?)\n";
+        return 1;
+      }
+      return status;
+    }
     if (argv_only && another_rank_says_it()) return 2;
     report_parse_error(app, e);
     say_where_flags_came_from(inherited_from);
