@@ -25,7 +25,8 @@ void restore_checkpoint(const CheckpointData& data, Model& model, Tensor* optimi
 std::string first_invalid_value(const CheckpointData& data);
 
 // The model configuration a checkpoint was written for (architecture, input size; the block
-// layout is that of the seed network).
-ModelConfig model_config_for(const CheckpointMetadata& metadata);
+// layout is that of the seed network). An architecture or normalisation this build does not know
+// is an Error naming `path` (one model among an ensemble's).
+ModelConfig model_config_for(const CheckpointMetadata& metadata, const std::string& path);
 
 }  // namespace pneumo

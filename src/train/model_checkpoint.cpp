@@ -122,18 +122,22 @@ std::string first_invalid_value(const CheckpointData& data) {
   return "";
 }
 
-ModelConfig model_config_for(const CheckpointMetadata& metadata) {
+ModelConfig model_config_for(const CheckpointMetadata& metadata, const std::string& path) {
   ModelConfig config;
   for (ModelHead head : {ModelHead::Flatten, ModelHead::GlobalAverage})
     if (metadata.architecture == architecture_name(head)) config.head = head;
   config.architecture = architecture_name(config.head);
   if (metadata.architecture != config.architecture)
-    throw Error(detail::concat("checkpoint architecture '", metadata.architecture,
+    throw Error(detail::concat("checkpoint ", path, ": architecture '", metadata.architecture,
                                "' is not one this build knows ('",
                                architecture_name(ModelHead::Flatten), "', '",
                                architecture_name(ModelHead::GlobalAverage), "')"));
   config.input_size = metadata.input_size;
-  config.input_normalization = normalization_from_description(metadata.normalisation);
+  try {
+    config.input_normalization = normalization_from_description(metadata.normalisation);
+  } catch (const Error& e) {
+    throw Error("checkpoint " + path + ": " + e.what());
+  }
   return config;
 }
 

@@ -349,6 +349,27 @@ TEST_F(CliRuns, ConfigAndResumeMistakesAreUsageErrors) {
   EXPECT_NE(help.output.find("--resume"), std::string::npos) << help.output;
 }
 
+// An --out that is a link to nowhere was refused with "File exists"; it is named as what it is,
+// for train and explain, and left as it was.
+TEST_F(CliRuns, AnOutThatIsABrokenLinkIsNamed) {
+  fs::create_symlink(path("nowhere"), path("link"));
+  auto run = train("link", "--epochs 1");
+  EXPECT_EQ(run.status, 1) << run.output;
+  EXPECT_NE(run.output.find("run directory '" + path("link") + "' is a broken link"),
+            std::string::npos)
+      << run.output;
+  ASSERT_EQ(train("real", "--epochs 1").status, 0);
+  auto maps = pneumo_command("explain --device cpu --model " + path("real") +
+                                 "/model.safetensors --out " + path("link") + " " + kSample +
+                                 "/test/NORMAL",
+                             cache_);
+  EXPECT_EQ(maps.status, 1) << maps.output;
+  EXPECT_NE(maps.output.find("'" + path("link") + "' is a broken link"), std::string::npos)
+      << maps.output;
+  EXPECT_TRUE(fs::is_symlink(fs::symlink_status(path("link"))));
+  EXPECT_FALSE(fs::exists(path("nowhere")));
+}
+
 // An image tree's automatic cache whose meta.json is damaged: said to be prepared again, then
 // refused as "not a pneumo cache" (naming an --out never typed), so every run on the tree
 // stopped. It is pneumo's own folder: replaced, while it holds a cache's files only.

@@ -146,7 +146,7 @@ Ensemble load_models(const std::vector<std::string>& paths, const InferenceFlags
       ensemble.backend = make_backend(options);
     }
     member.model = std::make_unique<Model>(*ensemble.backend,
-                                           model_config_for(member.checkpoint.metadata), batch);
+                                           model_config_for(member.checkpoint.metadata, path), batch);
     restore_checkpoint(member.checkpoint, *member.model, nullptr, path);
     AugmentSettings none;
     none.enabled = false;

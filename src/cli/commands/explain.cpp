@@ -63,7 +63,7 @@ int run_explain(const ExplainOptions& options) {
   backend_options.device = device;
   backend_options.tuning_cache = tuning_cache_path("auto");
   std::unique_ptr<Backend> backend = make_backend(backend_options);
-  const ModelConfig config = model_config_for(checkpoint.metadata);
+  const ModelConfig config = model_config_for(checkpoint.metadata, options.model);
   Model model(*backend, config, options.batch);
   restore_checkpoint(checkpoint, model, nullptr, options.model);
   const size_t layer = as_usage("--layer", [&] { return grad_cam_layer(model, options.layer); });
