@@ -104,10 +104,15 @@ bool read_image_header(const std::vector<uint8_t>& bytes, ImageHeader& header);
 // over with a warning. Other JPEG kinds only need an end-of-image marker after
 // their image data. Bytes flipped inside a coefficient's magnitude bits cannot be detected.
 std::string check_jpeg(const std::vector<uint8_t>& bytes);
-// "" unless `bytes` is an uncompressed BMP whose pixel rows reach past the end of the file
-// ("truncated BMP (...)"): OpenCV's decoder fails on it after printing an error of its own, over
-// several lines and naming no file, straight to the standard error.
+// "" unless `bytes` is a BMP whose pixel data reach past the end of the file ("truncated BMP
+// (...)"): uncompressed rows, or run-length codes (RLE8, RLE4) that end before their end-of-bitmap
+// code. OpenCV's decoder fails on it after printing an error of its own, over several lines and
+// naming no file, straight to the standard error.
 std::string check_bmp(const std::vector<uint8_t>& bytes);
+// "" unless `bytes` is a TIFF whose first image's strips or tiles reach past the end of the file
+// ("truncated TIFF (...)"), or whose samples are wider than 16 bits or floating point, which
+// OpenCV's grey reading refuses: the same kind of unnamed error lines as a BMP's.
+std::string check_tiff(const std::vector<uint8_t>& bytes);
 // What a PNG's IHDR says and where its IDAT chunks' data lie (offset, length in the file).
 struct PngLayout {
   uint64_t width = 0, height = 0;

@@ -504,6 +504,42 @@ std::string check_jpeg(const std::vector<uint8_t>& bytes) {
   return check_jpeg_structure(bytes);
 }
 
+namespace {
+
+// A BMP's compression field (0 for an OS/2 header, which has none).
+uint32_t compression_of(const std::vector<uint8_t>& b) {
+  const auto u32 = [&](size_t at) {
+    return uint32_t{b[at]} | (uint32_t{b[at + 1]} << 8) | (uint32_t{b[at + 2]} << 16) |
+           (uint32_t{b[at + 3]} << 24);
+  };
+  return b.size() >= 34 && u32(14) != 12 ? u32(30) : 0;
+}
+
+// Walks RLE8 (compression 1) or RLE4 (2) codes from `offset` to their end-of-bitmap code: ""
+// when every code lies inside the file.
+std::string check_bmp_run_lengths(const std::vector<uint8_t>& b, uint64_t offset) {
+  const bool four = compression_of(b) == 2;
+  uint64_t at = offset;
+  while (at + 2 <= b.size()) {
+    const uint8_t count = b[at], code = b[at + 1];
+    at += 2;
+    if (count != 0) continue;  // a run: count pixels of one value
+    if (code == 1) return "";  // end of bitmap
+    if (code == 0) continue;   // end of line
+    if (code == 2) {           // delta: two more bytes
+      at += 2;
+      continue;
+    }
+    // Absolute: `code` pixels, a byte each (RLE8) or two to a byte (RLE4), padded to a word.
+    const uint64_t bytes = four ? (code + 1u) / 2 : code;
+    at += (bytes + 1) / 2 * 2;
+  }
+  return detail::concat("truncated BMP (its run-length codes reach byte ", at,
+                        " with no end-of-bitmap code; the file holds ", b.size(), " bytes)");
+}
+
+}  // namespace
+
 std::string check_bmp(const std::vector<uint8_t>& b) {
   ImageHeader header;
   if (b.size() < 30 || b[0] != 'B' || b[1] != 'M' || !read_image_header(b, header)) return "";
@@ -516,11 +552,13 @@ std::string check_bmp(const std::vector<uint8_t>& b) {
   } else {
     if (b.size() < 34) return "";
     const uint32_t compression = u32(30);
-    if (compression != 0 && compression != 3) return "";  // run-length and embedded: sized by data
+    // Run-length (1: RLE8, 2: RLE4) walked below; embedded JPEG and PNG left to their decoders.
+    if (compression != 0 && compression != 3 && compression != 1 && compression != 2) return "";
     bits = u16(28);
   }
   if (bits == 0 || bits > 64) return "";  // OpenCV's decoder judges those
   const uint64_t offset = u32(10);
+  if (compression_of(b) == 1 || compression_of(b) == 2) return check_bmp_run_lengths(b, offset);
   const uint64_t row = (static_cast<uint64_t>(header.width) * bits + 31) / 32 * 4;
   const uint64_t needed = offset + row * static_cast<uint64_t>(header.height);
   if (needed <= b.size()) return "";
@@ -607,6 +645,51 @@ std::vector<std::pair<uint64_t, uint64_t>> png_rows(const PngLayout& png) {
     add_pass(png.width > x0 ? (png.width - x0 + dx - 1) / dx : 0,
              png.height > y0 ? (png.height - y0 + dy - 1) / dy : 0);
   return rows;
+}
+
+std::string check_tiff(const std::vector<uint8_t>& b) {
+  ImageHeader header;
+  if (!read_tiff_header(b, header)) return "";  // not a TIFF, or one the pixel limit judged
+  const bool little = b[0] == 'I';
+  auto u16 = [&](uint64_t at) -> uint32_t {
+    return little ? uint32_t{b[at]} | (uint32_t{b[at + 1]} << 8) : big_endian_16(&b[at]);
+  };
+  auto u32 = [&](uint64_t at) -> uint32_t {
+    return little ? u16(at) | (u16(at + 2) << 16) : big_endian_32(&b[at]);
+  };
+  const uint64_t directory = u32(4), entries = u16(directory);  // checked by read_tiff_header
+  // A tag's values (SHORT or LONG), inline when they fit in 4 bytes, else at the offset given;
+  // empty when the tag is absent or its values lie outside the file.
+  auto values = [&](uint32_t wanted) {
+    std::vector<uint64_t> found;
+    for (uint64_t i = 0; i < entries; ++i) {
+      const uint64_t at = directory + 2 + 12 * i;
+      if (u16(at) != wanted) continue;
+      const uint32_t type = u16(at + 2);
+      const uint64_t count = u32(at + 4), size = type == 3 ? 2 : type == 4 ? 4 : 0;
+      if (size == 0 || count > b.size()) return found;
+      const uint64_t start = count * size <= 4 ? at + 8 : u32(at + 8);
+      if (start + count * size > b.size()) return found;
+      for (uint64_t k = 0; k < count; ++k)
+        found.push_back(size == 2 ? u16(start + 2 * k) : u32(start + 4 * k));
+      return found;
+    }
+    return found;
+  };
+  for (const uint64_t bits : values(258))  // BitsPerSample
+    if (bits > 16)
+      return detail::concat("TIFF of ", bits, "-bit samples (pneumo reads 8- and 16-bit ones)");
+  for (const uint64_t format : values(339))  // SampleFormat: 3 is IEEE floating point
+    if (format == 3) return "TIFF of floating-point samples (pneumo reads 8- and 16-bit integers)";
+  for (const auto& [offsets_tag, counts_tag] : {std::pair<uint32_t, uint32_t>{273, 279}, {324, 325}}) {
+    const std::vector<uint64_t> offsets = values(offsets_tag), counts = values(counts_tag);
+    for (size_t k = 0; k < std::min(offsets.size(), counts.size()); ++k)
+      if (offsets[k] + counts[k] > b.size())
+        return detail::concat("truncated TIFF (its ", offsets_tag == 273 ? "strip " : "tile ",
+                              k + 1, " of ", offsets.size(), " ends at byte ",
+                              offsets[k] + counts[k], ", the file holds ", b.size(), ")");
+  }
+  return "";
 }
 
 }  // namespace pneumo::data_internal

@@ -64,6 +64,45 @@ std::pair<size_t, size_t> jpeg_scan_data(const std::string& jpeg) {
 
 // `count` bytes of the compressed data starting at `at` XORed with 0x5A, leaving the byte
 // stuffing (FF 00) and markers alone: the JPEG keeps its structure but its content is garbled.
+// Little-endian fields, for the files built by hand below.
+void put16(std::string& s, uint32_t v) { s += char(v & 0xFF), s += char((v >> 8) & 0xFF); }
+void put32(std::string& s, uint32_t v) { put16(s, v & 0xFFFF), put16(s, v >> 16); }
+
+// A grey 8-bit TIFF whose image directory comes first (as many writers put it), one strip of
+// width x height bytes after it.
+std::string tiff_bytes(uint32_t width, uint32_t height) {
+  std::string s = "II*";
+  s += '\0';
+  put32(s, 8);  // the directory, right after the header
+  const uint32_t entries = 9, data = 8 + 2 + 12 * entries + 4;
+  put16(s, entries);
+  const auto entry = [&](uint32_t tag, uint32_t type, uint32_t value) {
+    put16(s, tag), put16(s, type), put32(s, 1), put32(s, value);
+  };
+  entry(256, 4, width), entry(257, 4, height), entry(258, 3, 8), entry(259, 3, 1);
+  entry(262, 3, 1), entry(273, 4, data), entry(277, 3, 1), entry(278, 4, height);
+  entry(279, 4, width * height);
+  put32(s, 0);  // no next directory
+  for (uint32_t i = 0; i < width * height; ++i) s += char(i * 7);
+  return s;
+}
+
+// An 8-bit run-length (RLE8) BMP of width x height, each row one run, ended by its end-of-bitmap
+// code.
+std::string rle8_bmp_bytes(uint32_t width, uint32_t height) {
+  std::string codes;
+  for (uint32_t row = 0; row < height; ++row) codes += char(width), codes += char(row * 9), codes += std::string(2, '\0');
+  codes += '\0', codes += '\1';
+  const uint32_t offset = 14 + 40 + 256 * 4;
+  std::string s = "BM";
+  put32(s, offset + static_cast<uint32_t>(codes.size())), put32(s, 0), put32(s, offset);
+  put32(s, 40), put32(s, width), put32(s, height), put16(s, 1), put16(s, 8), put32(s, 1);
+  put32(s, static_cast<uint32_t>(codes.size())), put32(s, 2835), put32(s, 2835), put32(s, 256),
+      put32(s, 0);
+  for (uint32_t i = 0; i < 256; ++i) put32(s, i * 0x010101u);  // a grey palette
+  return s + codes;
+}
+
 std::string garble_jpeg(std::string jpeg, size_t at, size_t count) {
   for (size_t i = at; i < at + count && i < jpeg.size(); ++i) {
     const auto byte = static_cast<uint8_t>(jpeg[i]);
@@ -122,6 +161,14 @@ struct Corpus {
     fs::remove(normal / "bmp-source.bmp");
     testing::write_file(normal / "truncated.bmp", bmp.substr(0, bmp.size() * 2 / 3));
     bad["train/NORMAL/truncated.bmp"] = "truncated BMP (its 40 x 30 pixels need";
+    // Run-length BMP and TIFF strips cut short: OpenCV printed an error naming no file first.
+    const std::string rle = rle8_bmp_bytes(40, 30), strips = tiff_bytes(40, 30);
+    testing::write_file(normal / "run-length.bmp", rle);
+    testing::write_file(normal / "run-length-cut.bmp", rle.substr(0, rle.size() - 40));
+    bad["train/NORMAL/run-length-cut.bmp"] = "truncated BMP (its run-length codes reach byte";
+    testing::write_file(normal / "strips.tiff", strips);
+    testing::write_file(normal / "strips-cut.tiff", strips.substr(0, strips.size() - 300));
+    bad["train/NORMAL/strips-cut.tiff"] = "truncated TIFF (its strip 1 of 1 ends at byte";
     testing::write_file(normal / "zero-bytes.jpeg", "");
     bad["train/NORMAL/zero-bytes.jpeg"] = "empty file";
     testing::write_file(normal / "truncated.jpeg", jpeg.substr(0, jpeg.size() * 2 / 3));
@@ -223,7 +270,7 @@ TEST(BadImages, PrepareSkipsEachBadFileByNameAndDecodesEveryGoodOne) {
 
   const Dataset dataset = load_cache(options.out_dir);
   const Split& train = dataset.split("train");
-  ASSERT_EQ(train.count(), 15) << "12 NORMAL + 3 PNEUMONIA";
+  ASSERT_EQ(train.count(), 17) << "14 NORMAL + 3 PNEUMONIA";
   // The 12-bit image is kept, with a warning naming it; the full-range 16-bit one is not named.
   ASSERT_EQ(report.noted.size(), 1u) << log.str();
   EXPECT_EQ(report.noted[0].file, "train/NORMAL/twelve-bit.png");
@@ -357,7 +404,7 @@ TEST(BadImages, PrepareAndPredictThroughTheCommandLine) {
     ASSERT_EQ(line[i], ',') << line;
     rows[path] = line.substr(i + 1);
   }
-  EXPECT_EQ(rows.size(), 15u) << run.output;
+  EXPECT_EQ(rows.size(), 17u) << run.output;
   // The 12-bit image is scored, with a warning naming it.
   EXPECT_TRUE(rows.count(corpus.path("train/NORMAL/twelve-bit.png"))) << run.output;
   EXPECT_NE(run.output.find("pneumo: warning: " + corpus.path("train/NORMAL/twelve-bit.png") +

@@ -37,6 +37,7 @@ std::string decode_square_gray(const std::vector<uint8_t>& encoded, int size, ui
                           " megapixels");
   if (std::string why = check_jpeg(encoded); !why.empty()) return why;
   if (std::string why = check_bmp(encoded); !why.empty()) return why;
+  if (std::string why = check_tiff(encoded); !why.empty()) return why;
   PngLayout png;
   if (std::string why = check_png(encoded, &png); !why.empty()) return why;
   if (!png.image_data.empty())
