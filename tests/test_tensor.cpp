@@ -53,6 +53,33 @@ TEST(Memory, AllocationsAreCountedUntilFreedAndThePeakIsKept) {
 
 // Random123's known-answer vectors for Philox4x32-10 (kat_vectors: counter, key -> output), with
 // the counter read as (index, step, epoch, stream) and the key as the seed's low and high words.
+// Linux grants an allocation larger than the machine has (overcommit) and kills the process when
+// it touches the memory: `bench train --batch 4097` ended with status 137 and no word. Host
+// tensors are held within the memory available when the first was made; past it, OutOfMemory
+// (which the commands turn into advice naming the batch). Poisoning is off here, so that a
+// regression's granted allocation is never touched.
+TEST(Memory, AHostAllocationPastTheAvailableMemoryIsOutOfMemory) {
+  const size_t budget = host_memory_budget();
+  if (budget == 0) GTEST_SKIP() << "no MemAvailable or cgroup limit to read here";
+  const bool poisoned = set_poison_host_allocations(false);
+  const size_t held = memory_stats(Device::Cpu).current;
+  const size_t bytes = budget - std::min(budget, held) + 1;
+  try {
+    void* granted = allocate_bytes(Device::Cpu, bytes);
+    free_bytes(Device::Cpu, granted, bytes);
+    ADD_FAILURE() << bytes << " bytes allocated past a budget of " << budget;
+  } catch (const OutOfMemory& e) {
+    EXPECT_FALSE(e.on_device());
+    EXPECT_NE(std::string(e.what()).find("MiB available when the first was made"),
+              std::string::npos)
+        << e.what();
+  }
+  EXPECT_EQ(memory_stats(Device::Cpu).current, held);
+  set_poison_host_allocations(poisoned);
+  Tensor small = Tensor::zeros({1024}, Device::Cpu);  // within it, allocation goes on
+  EXPECT_EQ(small.numel(), 1024);
+}
+
 TEST(Philox, GivesRandom123sKnownAnswers) {
   struct Vector {
     uint32_t counter[4];

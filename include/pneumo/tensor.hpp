@@ -61,6 +61,11 @@ struct MemoryStats {
 };
 MemoryStats memory_stats(Device device);
 void reset_peak_memory(Device device);  // peak = current
+// The host memory allocate_bytes lets host tensors hold at once: what was available when it was
+// first asked (Linux's MemAvailable, and a cgroup v2 limit's room), 0 when that cannot be read
+// (no limit then). Linux grants allocations beyond it (overcommit) and then kills the process as
+// it touches the memory, with no message: an allocation past it is an OutOfMemory instead.
+size_t host_memory_budget();
 
 // Move-only owning array of T on one device. Move-assignment releases what it held.
 template <class T>

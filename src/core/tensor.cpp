@@ -7,6 +7,8 @@
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
+#include <cctype>
 #include <mutex>
 #include <new>
 #include <sstream>
@@ -118,9 +120,47 @@ std::atomic<bool>& poison_host_allocations() {
 
 bool set_poison_host_allocations(bool on) { return poison_host_allocations().exchange(on); }
 
+namespace {
+
+// A "Key:   N kB" line's N in bytes from /proc/meminfo, or 0.
+uint64_t meminfo_bytes(const char* key) {
+  std::ifstream in("/proc/meminfo");
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind(key, 0) == 0) return std::strtoull(line.c_str() + std::strlen(key), nullptr, 10) * 1024;
+  return 0;
+}
+
+// A cgroup v2 file holding one number (memory.max, memory.current), or 0 ("max", absent).
+uint64_t cgroup_number(const char* name) {
+  std::ifstream in(std::string("/sys/fs/cgroup/") + name);
+  std::string text;
+  if (!(in >> text) || text.empty() || !std::isdigit(static_cast<unsigned char>(text[0]))) return 0;
+  return std::strtoull(text.c_str(), nullptr, 10);
+}
+
+}  // namespace
+
+size_t host_memory_budget() {
+  static const size_t budget = [] {
+    uint64_t available = meminfo_bytes("MemAvailable:");
+    const uint64_t limit = cgroup_number("memory.max"), used = cgroup_number("memory.current");
+    if (limit > 0 && limit > used) available = available == 0 ? limit - used : std::min(available, limit - used);
+    // What this process's tensors already hold was counted as used by then.
+    return static_cast<size_t>(available) + memory_stats(Device::Cpu).current;
+  }();
+  return budget;
+}
+
 void* allocate_bytes(Device device, size_t bytes) {
   if (bytes == 0) return nullptr;
   if (device == Device::Cpu) {
+    const size_t budget = host_memory_budget(), held = memory_stats(Device::Cpu).current;
+    if (budget > 0 && bytes > budget - std::min(budget, held))
+      throw OutOfMemory(detail::concat("could not allocate ", bytes, " bytes (", bytes >> 20,
+                                       " MiB) of host memory: host tensors already hold ",
+                                       held >> 20, " MiB of the ", budget >> 20,
+                                       " MiB available when the first was made"),
+                        /*on_device=*/false, bytes);
     void* ptr = std::aligned_alloc(kHostAlignment, (bytes + kHostAlignment - 1) / kHostAlignment *
                                                        kHostAlignment);
     if (!ptr)
