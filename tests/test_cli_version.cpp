@@ -64,6 +64,19 @@ TEST(CliVersion, AnUnwritableOutputOrAnArgumentAfterVersionOrHelpFails) {
   }
 }
 
+// A whole number past an INT's range was told only "takes an INT".
+TEST(CliCommands, AWholeNumberOutOfRangeIsSaidToBe) {
+  const testing::CommandResult run =
+      testing::pneumo_command("train --data x --epochs 99999999999", "/nonexistent");
+  EXPECT_EQ(run.status, 2) << run.output;
+  EXPECT_NE(run.output.find("--epochs takes an INT, got '99999999999' (out of an INT's range"),
+            std::string::npos)
+      << run.output;
+  const testing::CommandResult word =
+      testing::pneumo_command("train --data x --epochs 12x", "/nonexistent");
+  EXPECT_EQ(word.output.find("range"), std::string::npos) << word.output;
+}
+
 // A mistyped command, bench command or option before the command is named with the choices
 // (status 2); CLI11 said "A subcommand is required", naming neither. predict and explain without
 // an input say what is missing in the command's words (CLI11 named its internal "inputs").

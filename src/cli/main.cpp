@@ -449,6 +449,12 @@ void report_parse_error(const CLI::App& app, const CLI::ParseError& e) {
         value = "'" + (given.empty() ? std::string() : given.back()) + "'";  // the one taken
       }
       message = flag + " takes " + type + ", got " + value;
+      // A whole number too large for one ("--epochs takes an INT, got '99999999999'").
+      const std::string last = given.empty() ? std::string() : given.back();
+      const size_t digits = last.find_first_not_of("+-") == 0 || last.size() < 2 ? 0 : 1;
+      if (name == "INT" && !last.empty() && last.size() > digits &&
+          last.find_first_not_of("0123456789", digits) == std::string::npos)
+        message += " (out of an INT's range, -2147483648 to 2147483647)";
     } catch (const CLI::Error&) {  // no such option after all: CLI11's own words
     }
   } else if (dynamic_cast<const CLI::ExtrasError*>(&e) && !unexpected.empty()) {
