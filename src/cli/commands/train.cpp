@@ -1352,8 +1352,11 @@ void TrainingRun::drain_files() {
 }
 
 Error TrainingRun::write_failed(const Error& failure) {
-  return Error(detail::concat(failure.what(), "; the run stopped (", last_good_checkpoint(),
-                              "; free the space or fix the folder, then resume it)"));
+  const std::string good = last_good_checkpoint();
+  return Error(detail::concat(failure.what(), "; the run stopped (", good,
+                              good.rfind("no checkpoint", 0) == 0
+                                  ? "; free the space or fix the folder, then start it again)"
+                                  : "; free the space or fix the folder, then resume it)"));
 }
 
 std::string TrainingRun::latest_checkpoint() const {
@@ -1364,7 +1367,14 @@ std::string TrainingRun::latest_checkpoint() const {
 std::string TrainingRun::last_good_checkpoint() {
   files_.drain();
   const std::string path = latest_checkpoint();
-  if (path.empty()) return "no checkpoint was written yet";
+  if (path.empty()) {
+    // The first epoch's best checkpoint may be on disk when its last one failed: resumable.
+    const std::string best = (fs::path(run_dir_) / "checkpoints" / "best.safetensors").string();
+    std::error_code error;
+    if (!fs::is_regular_file(best, error)) return "no checkpoint was written yet";
+    return detail::concat("the only checkpoint written is the best one, ", best, " (after epoch ",
+                          read_checkpoint_metadata(best).epoch, ")");
+  }
   const bool written = path == last_path_;
   const CheckpointMetadata last = read_checkpoint_metadata(path);
   return detail::concat(
