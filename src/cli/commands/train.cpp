@@ -1372,8 +1372,12 @@ std::string TrainingRun::last_good_checkpoint() {
     const std::string best = (fs::path(run_dir_) / "checkpoints" / "best.safetensors").string();
     std::error_code error;
     if (!fs::is_regular_file(best, error)) return "no checkpoint was written yet";
-    return detail::concat("the only checkpoint written is the best one, ", best, " (after epoch ",
-                          read_checkpoint_metadata(best).epoch, ")");
+    try {
+      return detail::concat("the only checkpoint written is the best one, ", best,
+                            " (after epoch ", read_checkpoint_metadata(best).epoch, ")");
+    } catch (const Error&) {  // the failure being reported comes first
+      return "no checkpoint was written yet";
+    }
   }
   const bool written = path == last_path_;
   const CheckpointMetadata last = read_checkpoint_metadata(path);
