@@ -145,6 +145,10 @@ std::vector<std::string> expand_arguments(int argc, char** argv, std::vector<std
       sources.push_back(*path);
     } else if (auto checkpoint = value_of("--resume")) {
       auto meta = pneumo::read_checkpoint_metadata(*checkpoint);
+      // A damaged checkpoint (status 1, as its other damaged metadata), not a usage mistake.
+      if (!meta.config.is_null() && !meta.config.is_object())
+        throw pneumo::Error("checkpoint " + *checkpoint + ": its config metadata is not a JSON "
+                            "object (damaged, or not written by pneumo train)");
       auto flags = flags_from_json(meta.config, *checkpoint);
       from_checkpoint.insert(from_checkpoint.end(), flags.begin(), flags.end());
       sources.push_back(*checkpoint);
@@ -164,9 +168,9 @@ std::vector<std::string> expand_arguments(int argc, char** argv, std::vector<std
   out.insert(out.end(), from_checkpoint.begin(), from_checkpoint.end());
   out.insert(out.end(), from_configs.begin(), from_configs.end());
   out.insert(out.end(), own.begin(), own.end());
-  // The recorded --data is the path as typed where the run started: a relative one read from
-  // another folder names something else, or nothing. (When it is what the run would use: a
-  // --data typed, or from a --config, wins over it.)
+  // The recorded --data is absolute since 2026-12-06; before, the path as typed where the run
+  // started: a relative one read from another folder names something else, or nothing. (When it
+  // is what the run would use: a --data typed, or from a --config, wins over it.)
   std::optional<std::string> data;
   for (size_t i = 1; i < out.size(); ++i) {
     if (out[i] == "--data" && i + 1 < out.size()) data = out[i + 1];

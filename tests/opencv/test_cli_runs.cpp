@@ -341,6 +341,16 @@ TEST_F(CliRuns, ConfigAndResumeMistakesAreUsageErrors) {
             std::string::npos)
       << keras.output;
 
+  // A checkpoint whose config metadata is JSON but no object is damaged (status 1, as its other
+  // damaged metadata), not a usage mistake (it was 2).
+  CheckpointData listed = load_checkpoint(last);
+  listed.metadata.config = nlohmann::json::array();
+  save_checkpoint(path("listed.safetensors"), listed);
+  auto damaged = resume(path("listed.safetensors"), "--epochs 4 --data " + path("data"));
+  EXPECT_EQ(damaged.status, 1) << damaged.output;
+  EXPECT_NE(damaged.output.find("its config metadata is not a JSON object"), std::string::npos)
+      << damaged.output;
+
   auto twice = resume(last, "--resume " + last + " --epochs 3");
   EXPECT_EQ(twice.status, 2) << twice.output;
   EXPECT_NE(twice.output.find("--resume is given twice"), std::string::npos) << twice.output;
