@@ -89,6 +89,10 @@ def main():
             print(f"compare_weights: cannot read {path}: {why}", file=sys.stderr)
             return 2
     a, b = tensors
+    if not a and not b:  # two empty files "agreed" (status 0): nothing was compared
+        print(f"compare_weights: {args.a} and {args.b} hold no F32 tensor: nothing to compare",
+              file=sys.stderr)
+        return 2
     if a.keys() != b.keys():
         print(f"different tensors: {sorted(a.keys() ^ b.keys())}")
         return 1

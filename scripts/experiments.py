@@ -21,7 +21,8 @@ PLAN.json: {"size": 96, "epochs": 12, "seeds": [1, 2, 3], "baseline": "keras",
                     (optional: another checkpoint of CONFIG's runs, scored and read as a
                     configuration of its own without training anything: which checkpoint is
                     a choice like any other)}
-size, epochs, seeds, rule and configs are required; a NAME is [A-Za-z0-9][A-Za-z0-9._-]* and
+size, epochs, seeds, rule and configs are required; a NAME is [A-Za-z0-9][A-Za-z0-9._-]* (at
+most 100 characters) and
 none of OUT's own files (plan.json, sweep.json, results.md, results.csv, test.md, test.lock); no
 key twice in one object; baseline and pick name configurations or views; pick_metric is a column
 of the table (the default is stress_mean_accuracy; a plan comparing normalisations should use
@@ -81,6 +82,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from summarize_runs import dig, load  # noqa: E402  (the same JSON readers)
+from compare_weights import Unreadable, read_safetensors  # noqa: E402  (a model file's check)
 
 # Columns of the table, computed from a run's val.json (`pneumo evaluate --split val-carved
 # --stress --json`). Everything at threshold 0.5 except stress_mean_accuracy_tuned, which applies the threshold the
@@ -98,8 +100,11 @@ COLUMNS = ["val_acc", "val_sens", "val_spec", "val_auc", "stress_worst_accuracy"
            "stress_worst_auc", "stress_mean_accuracy_tuned", "stress_fair_mean_accuracy",
            "stress_fair_worst_accuracy", "stress_mean_drop"]
 FAIR_VARIANTS = ("width-0.8", "width-1.25", "gamma-0.7", "gamma-1.5", "blur", "sharpen")
+LOWER_IS_BETTER = {"stress_mean_drop"}  # not a pick_metric: the pick takes the highest mean
 
-NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+# A configuration's or view's name: a folder, and part of its runs' file names (at most 100
+# characters: a 300-character name failed with an OSError traceback after plan.json was written).
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 PLAN_KEYS = {"size", "epochs", "seeds", "configs", "views", "rule", "baseline", "pick",
              "pick_metric", "note"}
 # Flags the script sets itself (from the plan, or the run folder): not in a config nor after "--";
@@ -184,8 +189,12 @@ def plan_errors(plan):
             errors.append(f"'{key}' must be a positive integer, got {json.dumps(plan[key])}")
     seeds = plan.get("seeds")
     if "seeds" in plan:
-        if not (isinstance(seeds, list) and seeds and all(is_int(s) and s >= 0 for s in seeds)):
-            errors.append(f"'seeds' must be a non-empty list of integers >= 0, got {json.dumps(seeds)}")
+        # pneumo's --seed is a UINT (64 bits): a larger one passed the first seed's check and
+        # failed its own training, leaving a folder the corrected plan could not finish.
+        if not (isinstance(seeds, list) and seeds and
+                all(is_int(s) and 0 <= s < 2 ** 64 for s in seeds)):
+            errors.append("'seeds' must be a non-empty list of integers in [0, 2^64), got "
+                          f"{json.dumps(seeds)}")
         elif len(set(seeds)) != len(seeds):
             errors.append(f"'seeds' holds a seed twice: {seeds}")
     for key in ("rule", "note", "baseline", "pick", "pick_metric"):
@@ -198,6 +207,7 @@ def plan_errors(plan):
     for name, flags in (configs or {}).items():
         if not NAME.fullmatch(name):
             errors.append(f"configuration name {json.dumps(name)} is not [A-Za-z0-9][A-Za-z0-9._-]* "
+                          "of at most 100 characters "
                           "(it names a folder)")
         elif name in OUT_FILES:
             errors.append(f"configuration name '{name}' is one of OUT's own files {sorted(OUT_FILES)}")
@@ -220,6 +230,9 @@ def plan_errors(plan):
                           f"and views {named}")
     if isinstance(plan.get("pick_metric"), str) and plan["pick_metric"] not in COLUMNS:
         errors.append(f"'pick_metric' '{plan['pick_metric']}' is not one of {COLUMNS}")
+    elif plan.get("pick_metric") in LOWER_IS_BETTER:  # the pick takes the highest mean
+        errors.append(f"'pick_metric' '{plan['pick_metric']}' is lower-is-better; the pick takes "
+                      "the highest mean: pick by another column")
     return errors
 
 
@@ -231,6 +244,7 @@ def view_errors(views, configs):
     for name, view in views.items():
         if not NAME.fullmatch(name):
             errors.append(f"view name {json.dumps(name)} is not [A-Za-z0-9][A-Za-z0-9._-]* "
+                          "of at most 100 characters "
                           "(it names a folder)")
         elif name in OUT_FILES:
             errors.append(f"view name '{name}' is one of OUT's own files {sorted(OUT_FILES)}")
@@ -346,7 +360,8 @@ def check_flag_values(args, plan):
 
 
 def differences(fixed, given, where=""):
-    """The keys (dotted) whose values differ between two parsed JSON values."""
+    """The keys (dotted) whose values differ between two parsed JSON values. The order of a
+    plan's configurations and views counts: it breaks the pick's ties ("the first in the plan")."""
     if isinstance(fixed, dict) and isinstance(given, dict):
         found = []
         for key in list(fixed) + [k for k in given if k not in fixed]:
@@ -354,6 +369,11 @@ def differences(fixed, given, where=""):
                 found.append(where + key)
             else:
                 found += differences(fixed[key], given[key], where + key + ".")
+        if where == "" and not found:
+            for key in ("configs", "views"):
+                if isinstance(fixed.get(key), dict) and isinstance(given.get(key), dict) and \
+                        list(fixed[key]) != list(given[key]):
+                    found.append(f"{key} (their order)")
         return found
     same = json.dumps(fixed, sort_keys=True) == json.dumps(given, sort_keys=True)
     return [] if same else [where.rstrip(".") or "(the whole plan)"]
@@ -449,6 +469,13 @@ def fix_plan(args, plan, training):
             warn(f"{args.out} has no run's result yet: its {', '.join(replaced)} "
                  "are replaced by this call's")
         return start()
+    # (With runs' results in OUT.) Damaged is not missing: taken for an older sweep's, the next
+    # call's data and flags were recorded in its place, and the rest of the sweep trained under
+    # them.
+    if recorded is None and os.path.exists(sweep_path):
+        sys.exit(f"experiments: {sweep_path} cannot be read: the data and flags this sweep's runs "
+                 "were trained with cannot be checked. Mend it from a run's config.json and "
+                 "meta.json, or use another --out")
     if changed:
         sys.exit(f"experiments: {args.plan} differs from the plan {args.out} was started with "
                  f"({plan_path}) in: {', '.join(changed)}. A plan is fixed before its runs; "
@@ -711,8 +738,20 @@ def run(command, log_path, failed_note=None, seconds_path=None, makes=None):
                     f.write(f"{time.time() - start:.1f}\n")
         if returncode == 0 and (makes is None or os.path.exists(makes)):
             return
-        status = (f"failed with status {returncode}, see {log_path}" if returncode != 0 else
-                  f"ended with status 0 without writing {makes}, see {log_path}")
+        # Popen's -N is death by signal N ("failed with status -11" was a crash by SIGSEGV); 128 + N
+        # the status pneumo gives when a signal stopped it as asked.
+        if returncode < 0:
+            try:
+                killer = signal.Signals(-returncode).name
+            except ValueError:
+                killer = f"signal {-returncode}"
+            status = f"was killed by {killer}, see {log_path}"
+        elif returncode > 128 and received and returncode - 128 == received[0]:
+            status = f"stopped as asked (status {returncode}), see {log_path}"
+        elif returncode != 0:
+            status = f"failed with status {returncode}, see {log_path}"
+        else:
+            status = f"ended with status 0 without writing {makes}, see {log_path}"
     if received:
         exit_stopped(f"experiments: command {status} after {signal.Signals(received[0]).name}"
                      f"{note}")
@@ -790,14 +829,26 @@ def train_all(args, plan):
         future.result()
 
 
+def load_val(path):
+    """A run's val.json, or None when it is missing, unreadable or not an evaluation's (its
+    accuracy at 0.5 and its stress variants): a `{}` counted as scored, was never scored again,
+    and left the sweep unpicked with no file named."""
+    val = load(path)
+    if val is None or not isinstance(val.get("default_threshold"), dict) or \
+            not isinstance(val["default_threshold"].get("accuracy"), (int, float)) or \
+            not isinstance(val.get("stress"), dict):
+        return None
+    return val
+
+
 def train_and_score(args, plan, name, seed):
     run_dir = os.path.join(args.out, name, f"seed-{seed}")
     val_json = os.path.join(run_dir, "val.json")
     if os.path.exists(val_json):
-        if load(val_json) is not None:
+        if load_val(val_json) is not None:
             check_run(args, plan, name, seed, run_dir)
             return
-        warn(f"{val_json} cannot be read; evaluating that run again")
+        warn(f"{val_json} cannot be read or holds no evaluation; evaluating that run again")
     config_path = os.path.join(args.out, name, "config.json")  # written by train_all
     log = os.path.join(args.out, name, f"seed-{seed}.log")
     model = os.path.join(run_dir, "model.safetensors")
@@ -844,7 +895,7 @@ def score_view(args, plan, view, seed):
     if not os.path.exists(model):
         sys.exit(f"experiments: view '{view}' scores {model}, which its configuration's run did "
                  "not write")
-    if load(val_json) is not None and os.path.getmtime(val_json) >= os.path.getmtime(model):
+    if load_val(val_json) is not None and os.path.getmtime(val_json) >= os.path.getmtime(model):
         return  # scored, and not from a model trained again since
     os.makedirs(run_dir, exist_ok=True)
     run([args.pneumo, "evaluate", "--model", model, "--data", args.data, "--split", "val-carved",
@@ -864,11 +915,11 @@ def table_rows(args, plan):
         for seed in plan["seeds"]:
             run_dir = os.path.join(args.out, name, f"seed-{seed}")
             val_json = os.path.join(run_dir, "val.json")
-            val = load(val_json)
+            val = load_val(val_json)
             if val is None:
                 if os.path.exists(val_json):
-                    warn(f"{val_json} cannot be read; that run is left out (a sweep without "
-                         "--table or --test evaluates it again)")
+                    warn(f"{val_json} cannot be read or holds no evaluation; that run is left out "
+                         "(a sweep without --table or --test evaluates it again)")
                 continue
             check_source(args, plan, name, seed)
             row = {"config": name, "seed": seed}
@@ -1111,6 +1162,34 @@ def write_table(args, plan):
     return chosen, missing + unranked
 
 
+def preflight(args, models):
+    """Why `pneumo evaluate` would fail on these models with these flags, in words (empty when it
+    would not), before the lock: every model file read whole as safetensors, and the first
+    evaluated on its own validation split with the flags. A damaged model file or a --device
+    this machine lacks failed the reads after the lock was written, so the one test read was
+    spent on nothing."""
+    problems = []
+    for model in models:
+        try:
+            read_safetensors(model)
+        except Unreadable as why:
+            problems.append(f"{model} cannot be read: {why}")
+    if problems or not models:
+        return problems
+    command = [args.pneumo, "evaluate", "--data", args.data, "--split", "val-carved",
+               "--model", models[0]] + evaluate_args(args)
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=3600)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return [f"the check on validation ({shlex.join(command)}) could not run: {error}"]
+    if result.returncode == 0:
+        return []
+    said = [line for line in (result.stderr or "").splitlines() if "error" in line]
+    return [f"`pneumo evaluate` on the validation split fails with these models and flags (status "
+            f"{result.returncode}): " + (said[-1] if said else "no error line") +
+            f" ({shlex.join(command)})"]
+
+
 def read_test(args, plan, chosen):
     lock = os.path.join(args.out, "test.lock")
     if os.path.exists(lock):
@@ -1150,6 +1229,8 @@ def read_test(args, plan, chosen):
                 if models[path] in models_read:
                     problems.append(f"{path} was read on test already ({models_read[models[path]]} "
                                     "records its sha256)")
+    if not problems:
+        problems += preflight(args, list(models))
     if problems:
         sys.exit("experiments: the test split is not read (no lock written):\n  " + "\n  ".join(problems))
     # Made only if absent (O_EXCL): of two calls at once, one reads (the check at the top saw

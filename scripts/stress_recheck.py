@@ -7,8 +7,10 @@ Each SWEEP_DIR is a folder `scripts/experiments.py` wrote (CONFIG/seed-N/val.jso
 configuration it prints, as means over its seeds: the stress mean accuracy over all ten variants
 (the rule the sweeps used), over the six variants of experiments.py's FAIR_VARIANTS (width,
 gamma, blur, sharpen), the worst of those six, and the mean drop of every variant from the run's
-own unstressed accuracy; then which configuration each rule picks. The fair rule: highest mean of
-the six-variant accuracy; a difference under TIE is a tie, broken by the mean validation AUC
+own unstressed accuracy; then which configuration each rule picks (none while a configuration of
+the sweep's plan.json lacks seeds; a plan that names its candidate picks nothing by a rule). The
+fair rule: highest mean of the six-variant accuracy; a difference under TIE is a tie, broken by
+the mean validation AUC
 (docs/experiments/2026-12-06-stress-rule-recheck/README.md, written before it ran). Reads
 validation files only; the test split is not touched.
 """
@@ -73,15 +75,31 @@ def report(sweep):
     if not configs:
         raise SystemExit(f"stress_recheck: {sweep}: no CONFIG/seed-N/val.json here")
     table = means(configs)
+    # The sweep's own plan, when it kept one: a configuration short of its seeds (or missing)
+    # leaves the sweep unpicked, as experiments.py leaves it; a plan that names its candidate
+    # ("pick") picks nothing by its rule.
+    plan = load(os.path.join(sweep, "plan.json")) or {}
+    seeds = plan.get("seeds") if isinstance(plan.get("seeds"), list) else None
+    planned = list(plan["configs"]) if isinstance(plan.get("configs"), dict) else list(table)
+    incomplete = [f"{name} ({table[name]['n'] if name in table else 0} of {len(seeds)} seeds)"
+                  for name in planned if seeds and (name not in table or table[name]["n"] < len(seeds))]
     lines = [f"### {os.path.basename(os.path.normpath(sweep))}", "",
              "| config | seeds | " + " | ".join(h for h, _ in SHOWN) + " |",
              "|---|---|" + "---|" * len(SHOWN)]
     for name, row in table.items():
         lines.append(f"| {name} | {row['n']} | " + " | ".join(fmt(*row[c]) for _, c in SHOWN) + " |")
+    if incomplete:
+        lines += ["", "No pick: the sweep is not complete (" + ", ".join(incomplete) + ").", ""]
+        return "\n".join(lines), None, None
     old = pick(table, "stress_mean_accuracy", 0.0)
     fair = pick(table, "stress_fair_mean_accuracy", TIE)
     lacking = [name for name in table if table[name]["stress_fair_mean_accuracy"][0] is None]
-    lines += ["", f"Picked by the ten-variant mean (the sweep's rule): `{old}`. "
+    said = (f"The plan names `{plan['pick']}` (its `pick`): it picks nothing by a rule; the "
+            f"ten-variant mean would take `{old}`. " if plan.get("pick") else
+            f"Picked by the ten-variant mean (the sweep's rule): `{old}`. " if plan else
+            f"By the ten-variant mean: `{old}` (no plan.json here: whether every configuration "
+            "has all its seeds, and whether its plan picks by a rule at all, is not checked). ")
+    lines += ["", said
               + (f"By the six fair variants: `{fair}`"
                  + (" (the same)." if fair == old else " (a different pick).")
                  if fair else "No fair pick: runs of " + ", ".join(lacking) +

@@ -118,8 +118,9 @@ def main(run_dirs):
         if differing:
             notes.append(f"- {run}: not the recipe of {first_run}: its config.json differs in "
                          f"{', '.join(differing)}; the mean and sd mix two recipes")
-    seeds = [config.get("seed") for _, config in configs if "seed" in config]
-    for seed in sorted({s for s in seeds if seeds.count(s) > 1}, key=str):
+    # As JSON text: a damaged config.json's seed may be a list (unhashable: a TypeError traceback).
+    seeds = [json.dumps(config.get("seed")) for _, config in configs if "seed" in config]
+    for seed in sorted({s for s in seeds if seeds.count(s) > 1}):
         notes.append(f"- seed {seed} is given by {seeds.count(seed)} runs: the sd is not a "
                      "spread over seeds")
 

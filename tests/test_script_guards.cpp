@@ -120,6 +120,13 @@ TEST(CompareWeights, ATolerancePassesOnlyWhatItShouldAndShapesCount) {
   EXPECT_NE(shapes.output.find("w: shape [2, 3] against [3, 2]"), std::string::npos)
       << shapes.output;
   EXPECT_EQ(compare(zeros, signed_zeros, "").status, 0);
+  // Two files without a tensor "agreed" (status 0): nothing was compared.
+  const std::string none = dir.file("none.safetensors");
+  write_safetensors(none, {});
+  const auto nothing = compare(none, none, "");
+  EXPECT_EQ(nothing.status, 2) << nothing.output;
+  EXPECT_NE(nothing.output.find("hold no F32 tensor: nothing to compare"), std::string::npos)
+      << nothing.output;
 }
 
 // Every shell script of the project, parsed by bash and linted by shellcheck at warning level. The

@@ -55,7 +55,7 @@ TEST(StressRecheck, AWinOnlyWhereNormalisationCancelsLosesTheFairPick) {
   // b: 0.85 on the six, 0.70 on the four: ten-variant mean 0.790.
   write_run(dir.file("s"), "a", 0.90, 0.80, 0.99, 0.99);
   write_run(dir.file("s"), "b", 0.90, 0.85, 0.70, 0.99);
-  const testing::CommandResult run = recheck(dir.file("s"));
+  testing::CommandResult run = recheck(dir.file("s"));
   ASSERT_EQ(run.status, 0) << run.output;
   // Columns: ten-variant mean, six fair, their worst, mean drop from 0.90, val acc, val AUC.
   EXPECT_NE(run.output.find("| a | 1 | 0.876 | 0.800 | 0.800 | 0.024 | 0.900 | 0.990 |"),
@@ -64,8 +64,28 @@ TEST(StressRecheck, AWinOnlyWhereNormalisationCancelsLosesTheFairPick) {
   EXPECT_NE(run.output.find("| b | 1 | 0.790 | 0.850 | 0.850 | 0.110 | 0.900 | 0.990 |"),
             std::string::npos)
       << run.output;
-  EXPECT_NE(run.output.find("the sweep's rule): `a`. By the six fair variants: `b` (a different "
-                            "pick)."),
+  EXPECT_NE(run.output.find("By the ten-variant mean: `a` (no plan.json here"), std::string::npos)
+      << run.output;
+  EXPECT_NE(run.output.find("By the six fair variants: `b` (a different pick)."), std::string::npos)
+      << run.output;
+  // With the sweep's plan: its rule's pick is named as such; a configuration short of the plan's
+  // seeds (or one the plan names as its candidate) leaves no rule's pick.
+  std::ofstream(dir.file("s") + "/plan.json") << R"({"seeds": [1], "configs": {"a": {}, "b": {}}})";
+  run = recheck(dir.file("s"));
+  EXPECT_NE(run.output.find("Picked by the ten-variant mean (the sweep's rule): `a`. By the six "
+                            "fair variants: `b`"),
+            std::string::npos)
+      << run.output;
+  std::ofstream(dir.file("s") + "/plan.json") << R"({"seeds": [1, 2], "configs": {"a": {}, "b": {}}})";
+  run = recheck(dir.file("s"));
+  EXPECT_NE(run.output.find("No pick: the sweep is not complete (a (1 of 2 seeds), b (1 of 2 "
+                            "seeds))."),
+            std::string::npos)
+      << run.output;
+  std::ofstream(dir.file("s") + "/plan.json")
+      << R"({"seeds": [1], "pick": "b", "configs": {"a": {}, "b": {}}})";
+  run = recheck(dir.file("s"));
+  EXPECT_NE(run.output.find("The plan names `b` (its `pick`): it picks nothing by a rule"),
             std::string::npos)
       << run.output;
 }

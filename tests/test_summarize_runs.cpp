@@ -96,6 +96,14 @@ TEST(SummarizeRuns, RunsOfAnotherRecipeOrARepeatedSeedAreNamed) {
             std::string::npos)
       << run.output;
   EXPECT_NE(run.output.find("seed 1 is given by 2 runs"), std::string::npos) << run.output;
+  // A damaged config.json's seed, a list twice: named, not a TypeError traceback.
+  write(dir.file("a/config.json"), R"({"seed": [1]})");
+  write(dir.file("c/config.json"), R"({"seed": [1]})");
+  const testing::CommandResult listed = testing::run_command(
+      "python3 '" PNEUMO_SOURCE_DIR "/scripts/summarize_runs.py' '" + dir.file("a") + "' '" +
+      dir.file("c") + "' 2>&1");
+  EXPECT_EQ(listed.status, 0) << listed.output;
+  EXPECT_NE(listed.output.find("seed [1] is given by 2 runs"), std::string::npos) << listed.output;
 }
 
 TEST(SummarizeRuns, JsonThatIsNotAnObjectIsAMissingFile) {

@@ -164,6 +164,17 @@ TEST(Experiments, SweepPicksByThePlansRuleAndReadsTestOnce) {
       << recorded.output;
   EXPECT_FALSE(fs::exists(out + "/test.lock"));
 
+  // A model file damaged since it was scored: found on validation before the lock (the lock was
+  // written, the reads failed, and the one test read was spent on nothing).
+  const std::string model = out + "/plain/seed-2/model.safetensors";
+  const std::string intact = testing::read_text(model);
+  std::ofstream(model, std::ios::trunc) << intact.substr(0, 1000);
+  auto damaged = testing::run_command(script + " --test");
+  EXPECT_NE(damaged.status, 0) << damaged.output;
+  EXPECT_NE(damaged.output.find(model + " cannot be read: "), std::string::npos) << damaged.output;
+  EXPECT_FALSE(fs::exists(out + "/test.lock"));
+  std::ofstream(model, std::ios::trunc) << intact;
+
   auto test = testing::run_command(script + " --test");
   ASSERT_EQ(test.status, 0) << test.output;
   const std::string read = testing::read_text(out + "/test.md");
@@ -462,6 +473,16 @@ TEST(Experiments, InvalidPlansAndNamesRefusedBeforeAnyTraining) {
        "'baseline' names 'keras'"},
       {start + R"("seeds": [1], "pick_metric": "accuracy", "configs": {)" + plain + "}}",
        "'pick_metric' 'accuracy'"},
+      // Lower is better: the pick, which takes the highest mean, took the least robust.
+      {start + R"("seeds": [1], "pick_metric": "stress_mean_drop", "configs": {)" + plain + "}}",
+       "'pick_metric' 'stress_mean_drop' is lower-is-better"},
+      // Past pneumo's UINT: the first seed trained, the second failed, the folder unfinishable.
+      {start + R"("seeds": [1, 18446744073709551616], "configs": {)" + plain + "}}",
+       "'seeds' must be a non-empty list of integers in [0, 2^64)"},
+      // A folder name too long for the file system (an OSError traceback after plan.json).
+      {start + R"("seeds": [1], "configs": {)" + plain + R"(, ")" + std::string(101, 'x') +
+           R"(": {}}})",
+       "of at most 100 characters"},
       {start + R"("seeds": [1], "configs": {)" + plain + R"(, "../escape": {}}})",
        "configuration name \"../escape\""},
       {start + R"("seeds": [1], "configs": {)" + plain + R"(, "two words": {}}})",
@@ -591,6 +612,40 @@ TEST(Experiments, ASweepKeepsItsDataAndFlagsAndPicksOnlyByItsMetric) {
   auto table_only = testing::run_command(
       sweep_command(dir, plan, out) + " --table --data " + dir.file("no-data"));
   EXPECT_EQ(table_only.status, 0) << table_only.output;
+
+  // The configurations in another order: it decides ties ("the first in the plan"), so it is a
+  // change of plan. And a sweep.json that cannot be read is not a missing one (the next call's
+  // data and flags were recorded in its place).
+  {
+    const std::string two = dir.file("two.json"), two_swapped = dir.file("two-swapped.json");
+    std::ofstream(two) << R"({"size": 32, "epochs": 1, "seeds": [1], "rule": "r",
+    "configs": {"a": {"augment": false, "device": "cpu"}, "b": {"augment": false, "device": "cpu"}}})";
+    std::ofstream(two_swapped) << R"({"size": 32, "epochs": 1, "seeds": [1], "rule": "r",
+    "configs": {"b": {"augment": false, "device": "cpu"}, "a": {"augment": false, "device": "cpu"}}})";
+    const std::string pair = dir.file("pair");
+    auto trained = testing::run_command(sweep_command(dir, two, pair) + " -- --threads 2");
+    ASSERT_EQ(trained.status, 0) << trained.output;
+    auto swapped = testing::run_command(sweep_command(dir, two_swapped, pair) + " --table");
+    EXPECT_EQ(swapped.status, 1) << swapped.output;
+    EXPECT_NE(swapped.output.find("in: configs (their order)"), std::string::npos)
+        << swapped.output;
+    std::ofstream(pair + "/sweep.json", std::ios::trunc) << "garbage";
+    auto damaged = testing::run_command(sweep_command(dir, two, pair) + " -- --threads 2");
+    EXPECT_EQ(damaged.status, 1) << damaged.output;
+    EXPECT_NE(damaged.output.find("sweep.json cannot be read"), std::string::npos)
+        << damaged.output;
+    // A val.json that is no evaluation's ({}) was taken as scored: it is scored again. (Without
+    // a sweep.json, as an older sweep's, this call's data and flags are recorded.)
+    fs::remove(pair + "/sweep.json");
+    std::ofstream(pair + "/a/seed-1/val.json", std::ios::trunc) << "{}";
+    auto rescored = testing::run_command(sweep_command(dir, two, pair) + " -- --threads 2");
+    EXPECT_EQ(rescored.status, 0) << rescored.output;
+    EXPECT_NE(rescored.output.find("holds no evaluation; evaluating that run again"),
+              std::string::npos)
+        << rescored.output;
+    EXPECT_NE(testing::read_text(pair + "/a/seed-1/val.json").find("default_threshold"),
+              std::string::npos);
+  }
 
   auto typo = testing::run_command(sweep_command(dir, plan, dir.file("swep")) + " --table");
   EXPECT_EQ(typo.status, 2) << typo.output;
