@@ -39,15 +39,16 @@ status 2 before anything runs.
 The first training call copies the plan to OUT/plan.json and records in OUT/sweep.json the data
 (a cache by its meta.json: size, creation time, images' hash, counts) and the flags after "--"
 (but --threads and --tuning-cache, which may change between calls); a later call whose plan or
-data differs is refused, and a training call whose flags after "--" differ (compared as flags:
-their order and "--x=v" against "--x v" do not count). Until OUT holds a
-run's result (a checkpoint, a model, a score) a training call replaces them, so a plan whose
-first run failed at once can be mended. --table and --test need OUT/plan.json; --table reads no
+data differs (the configurations' order too: it breaks ties) is refused, and a training call whose
+flags after "--" differ (compared as flags: their order and "--x=v" against "--x v" do not
+count); a sweep.json that cannot be read is refused, not taken for an older sweep's. Until OUT
+holds a run's result (a checkpoint, a model, a score) a training call replaces them, so a plan
+whose first run failed at once can be mended. --table and --test need OUT/plan.json; --table reads no
 data (given one that does not exist, it does not compare it). Runs
 land in OUT/NAME/seed-S/ (a view's scores in OUT/VIEW/seed-S/, its model in its CONFIG's run);
 each run's config.json must record the plan's flags, size, epochs and seed, else it is refused.
-A finished run (its val.json readable) is never trained again, so an interrupted sweep continues
-where it stopped (a view is scored again when its model is newer than its val.json). SIGINT or
+A finished run (its val.json readable, an evaluation's) is never trained again, so an interrupted
+sweep continues where it stopped (a view is scored again when its model is newer than its val.json). SIGINT or
 SIGTERM (to the script alone or to its process group) reaches the commands under way once (a
 `pneumo train` checkpoints), no new one starts, and the script exits 130 or 143; the same command
 continues. During --test's reads a signal is not passed on: the read under way finishes (unless
@@ -60,6 +61,8 @@ model or scores is a failure. OUT/results.md and OUT/results.csv hold the table
 (mean ± sample sd over seeds); the pick is made once every configuration has all its seeds scored.
 --test needs that too; it reads the test split into OUT/test.md, once (OUT/test.lock, with the
 plan's SHA-256 and the data, refuses a second read, as does a test.json already in a run folder);
+before the lock every model file is read and the first evaluated on its validation split with
+the flags after "--", so a damaged model or a --device the machine lacks does not spend the read;
 reads stopped or failed part way leave test.md with those made and the rest named as not read.
 """
 import argparse
