@@ -39,4 +39,9 @@ std::string why_not_there(const std::string& path, bool want_folder) {
   return "does not exist";
 }
 
+std::string why_a_link_leads_nowhere(const std::string& path) {
+  const std::string why = why_not_there(path);
+  return why == "does not exist" ? "" : why;
+}
+
 }  // namespace pneumo

@@ -15,6 +15,10 @@ std::filesystem::path resolved(const std::string& path);
 // file); "" when it is there (a folder when `want_folder`).
 std::string why_not_there(const std::string& path, bool want_folder = false);
 
+// why_not_there's words when `path` is a link that leads nowhere (broken, or a loop), else "": an
+// output there can be neither made (it exists, "File exists") nor used.
+std::string why_a_link_leads_nowhere(const std::string& path);
+
 // Is `inner` equal to `outer` or below it (both given resolved)?
 bool is_same_or_inside(const std::filesystem::path& inner, const std::filesystem::path& outer);
 

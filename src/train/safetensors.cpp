@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <optional>
 #include <tuple>
 
 #include <nlohmann/json.hpp>
@@ -114,14 +115,27 @@ std::string prefix_problem(const uint8_t* data, uint64_t size, uint64_t& header_
 
 }  // namespace
 
-bool starts_like_safetensors(const std::string& path) {
+namespace {
+
+// prefix_problem of a regular file's first bytes, read without the rest; nothing when they cannot
+// be read (a FIFO or a device is not read at all).
+std::optional<std::string> file_prefix_problem(const std::string& path) {
+  std::error_code error;
+  if (!std::filesystem::is_regular_file(path, error)) return std::nullopt;
+  const uintmax_t size = std::filesystem::file_size(path, error);
   std::ifstream in(path, std::ios::binary);
   uint8_t first[9] = {};
   in.read(reinterpret_cast<char*>(first), sizeof first);
-  std::error_code error;
-  const uintmax_t size = std::filesystem::file_size(path, error);
+  if (error || !(in || in.gcount() == static_cast<std::streamsize>(size))) return std::nullopt;
   uint64_t header_length = 0;
-  return in && !error && prefix_problem(first, size, header_length).empty();
+  return prefix_problem(first, size, header_length);
+}
+
+}  // namespace
+
+bool starts_like_safetensors(const std::string& path) {
+  const std::optional<std::string> problem = file_prefix_problem(path);
+  return problem && problem->empty();
 }
 
 SafetensorsHeader parse_safetensors(const uint8_t* data, size_t size, const std::string& source) {
@@ -248,17 +262,10 @@ SafetensorsFile SafetensorsFile::read(const std::string& path) {
   // (--model data.tar) was read whole, gigabytes, before its header was refused (or memory ran
   // out first, "try a smaller --batch"). A file that is not a regular one goes to
   // read_file_bytes, which refuses it without waiting on it.
-  std::error_code error;
-  if (std::filesystem::is_regular_file(path, error)) {
-    const uintmax_t size = std::filesystem::file_size(path, error);
-    std::ifstream in(path, std::ios::binary);
-    uint8_t first[9] = {};
-    in.read(reinterpret_cast<char*>(first), sizeof first);
-    uint64_t header_length = 0;
-    if (!error && (in || in.gcount() == static_cast<std::streamsize>(size)))
-      if (const std::string problem = prefix_problem(first, size, header_length); !problem.empty())
-        throw Error(path + ": " + problem);
-  }
+  // (One that cannot be read at all is left to read_file_bytes' own message.)
+  if (const std::optional<std::string> problem = file_prefix_problem(path);
+      problem && !problem->empty())
+    throw Error(path + ": " + *problem);
   return from_bytes(read_file_bytes(path), path);
 }
 

@@ -137,9 +137,8 @@ void require_new_or_empty_folder(const std::string& folder, const std::string& w
                                  const std::string& flag, const std::string& why) {
   std::error_code error;
   // A link to nowhere: creating the folder said "File exists".
-  if (std::filesystem::is_symlink(std::filesystem::symlink_status(folder, error)) &&
-      !std::filesystem::exists(folder, error))
-    throw Error(what + " '" + folder + "' is a broken link: give a new or empty " + flag);
+  if (const std::string nowhere = why_a_link_leads_nowhere(folder); !nowhere.empty())
+    throw Error(what + " '" + folder + "' " + nowhere + ": give a new or empty " + flag);
   if (!std::filesystem::exists(folder, error)) return;
   if (!std::filesystem::is_directory(folder, error))
     throw Error(what + " '" + folder + "' is a file, not a folder: give a new or empty " + flag);

@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/atomic_file.hpp"
+#include "core/paths.hpp"
 #include "pneumo/checkpoint.hpp"
 #include "pneumo/error.hpp"
 
@@ -107,8 +108,8 @@ bool same_folder(const std::string& a, const std::string& b) {
 void prepare_run_dir(const std::string& dir, const std::string& resuming, RunDirLock& lock) {
   std::error_code error;
   // A link to nowhere (creating the folder said "File exists").
-  if (fs::is_symlink(fs::symlink_status(dir, error)) && !fs::exists(dir, error))
-    throw Error("run directory '" + dir + "' is a broken link; choose another --out");
+  if (const std::string nowhere = why_a_link_leads_nowhere(dir); !nowhere.empty())
+    throw Error("run directory '" + dir + "' " + nowhere + "; choose another --out");
   const bool exists = fs::exists(dir, error);
   if (error)  // a name too long, a folder on the way that cannot be searched
     throw Error("run directory '" + dir + "': " + error.message() + "; choose another --out");

@@ -268,8 +268,8 @@ EdaReport run_eda(const EdaOptions& options) {
   // then cannot be read.
   std::error_code ec;
   // A link to nowhere is there, not a folder to make (it was counted as made, and removed).
-  if (fs::is_symlink(fs::symlink_status(out, ec)) && !fs::exists(out, status))
-    throw Error("eda: the output " + out.string() + " is a broken link; choose another --out");
+  if (const std::string nowhere = why_a_link_leads_nowhere(out.string()); !nowhere.empty())
+    throw Error("eda: the output " + out.string() + " " + nowhere + "; choose another --out");
   // The outermost folder this call makes (the others lie in it), removed again on failure.
   fs::path made;
   // (Only what certainly is not there, links included: a folder that cannot be looked at, or a
