@@ -88,6 +88,17 @@ struct ConvAlgoTrial {
   cudnnMathType_t math = CUDNN_DEFAULT_MATH;
 };
 
+// What one direction's algorithm search kept (or the tuning cache recalled).
+struct ConvAlgorithmPick {
+  int algo = 0;  // the algorithm's id (cudnnConvolution*Algo_t)
+  size_t workspace = 0;
+  float ms = 0;
+  cudnnMathType_t math = CUDNN_DEFAULT_MATH;  // as ConvSearch::math
+  std::vector<ConvAlgoTrial> trials;          // none when recalled
+  std::string source;                         // as ConvSearch::source
+  int kept = -1;                              // as ConvSearch::kept
+};
+
 // Every algorithm one direction's search tried, and the one kept.
 struct ConvSearch {
   std::array<int64_t, 5> shape{};  // N, C, H, W, K
@@ -153,19 +164,23 @@ class CudaBackend final : public Backend {
     cuda::TensorDescriptor x, y, bias;  // (N, C, H, W), (N, K, H, W), (1, K, 1, 1)
     cuda::FilterDescriptor weight;      // (K, C, 3, 3)
     cuda::ActivationDescriptor relu;
-    // One convolution descriptor per direction: each carries its chosen algorithm's math type.
-    cuda::ConvolutionDescriptor forward_conv, backward_data_conv, backward_filter_conv;
-    bool has_forward = false, has_backward_data = false, has_backward_filter = false;
-    cudnnConvolutionFwdAlgo_t forward_algo{};
-    cudnnConvolutionBwdDataAlgo_t backward_data_algo{};
-    cudnnConvolutionBwdFilterAlgo_t backward_filter_algo{};
-    size_t forward_workspace = 0, backward_data_workspace = 0, backward_filter_workspace = 0;
-    float forward_ms = 0, backward_data_ms = 0, backward_filter_ms = 0;
-    std::vector<ConvAlgoTrial> forward_trials, backward_data_trials, backward_filter_trials;
-    std::string forward_source, backward_data_source, backward_filter_source;  // ConvSearch::source
-    // ConvSearch::kept and ::math of each direction's pick.
-    std::pair<int, cudnnMathType_t> forward_kept{-1, CUDNN_DEFAULT_MATH},
-        backward_data_kept{-1, CUDNN_DEFAULT_MATH}, backward_filter_kept{-1, CUDNN_DEFAULT_MATH};
+    // One per direction: its descriptor (carrying the pick's math type) and, once that direction
+    // has run, its algorithm.
+    struct Direction {
+      cuda::ConvolutionDescriptor conv;
+      bool found = false;
+      ConvAlgorithmPick pick;
+    };
+    Direction forward, backward_data, backward_filter;
+    cudnnConvolutionFwdAlgo_t forward_algo() const {
+      return static_cast<cudnnConvolutionFwdAlgo_t>(forward.pick.algo);
+    }
+    cudnnConvolutionBwdDataAlgo_t backward_data_algo() const {
+      return static_cast<cudnnConvolutionBwdDataAlgo_t>(backward_data.pick.algo);
+    }
+    cudnnConvolutionBwdFilterAlgo_t backward_filter_algo() const {
+      return static_cast<cudnnConvolutionBwdFilterAlgo_t>(backward_filter.pick.algo);
+    }
     // cudnnConvolutionBiasActivationForward is tried once with the chosen algorithm; if cuDNN
     // refuses, this shape runs conv + our bias/ReLU kernel from then on (refusal kept for reports).
     enum class Fusion { Untried, Fused, Unfused } relu_fusion = Fusion::Untried;
@@ -205,6 +220,7 @@ class CudaBackend final : public Backend {
                                     TensorView dx);
   void find_backward_filter_algorithm(ConvPlan& plan, ConstTensorView x, ConstTensorView dy,
                                       TensorView dweight);
+  void keep_pick(ConvPlan::Direction& direction, ConvAlgorithmPick pick, const std::string& what);
   PoolPlan& pool_plan(const Shape& x_shape);
   BatchNormPlan& batchnorm_plan(const Shape& x_shape);
   // Grows the one workspace to at least `bytes` (first use of a shape only).

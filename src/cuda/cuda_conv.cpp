@@ -68,23 +68,12 @@ std::vector<ConvAlgoTrial> to_trials(const std::vector<Perf>& results, int count
   return trials;
 }
 
-// What one algorithm search keeps.
-struct AlgorithmPick {
-  int algo;
-  size_t workspace;
-  float ms;
-  cudnnMathType_t math;
-  std::vector<ConvAlgoTrial> trials;
-  std::string source;  // "searched", or where the tuning cache had it from
-  int kept = -1;       // the pick's place in `trials` (-1 when recalled: no trials)
-};
-
 // The tuning cache's pick for `key` (this shape, or the layer at a larger batch), when its
 // algorithm takes a workspace here, under the math type it will run with (set on `conv` first),
 // that the search's limit allows; else nothing. Without TF32 that math type is FMA whatever the
 // file says.
 template <class WorkspaceSize, class Reserve>
-std::optional<AlgorithmPick> recalled_algorithm(cuda::TuningCache& cache,
+std::optional<ConvAlgorithmPick> recalled_algorithm(cuda::TuningCache& cache,
                                                 const cuda::TuningKey& key,
                                                 cudnnConvolutionDescriptor_t conv,
                                                 WorkspaceSize workspace_size, Reserve reserve,
@@ -108,7 +97,7 @@ std::optional<AlgorithmPick> recalled_algorithm(cuda::TuningCache& cache,
       workspace_size(algo, &bytes) != CUDNN_STATUS_SUCCESS)
     return std::nullopt;
   if (reserve(bytes) < bytes) return std::nullopt;
-  return AlgorithmPick{algo, bytes, cuda::number_field(decision, "ms", 0.0f), math, {},
+  return ConvAlgorithmPick{algo, bytes, cuda::number_field(decision, "ms", 0.0f), math, {},
                        hit.exact() ? "cache" : detail::concat("cache (batch ", hit.batch, ")")};
 }
 
@@ -122,12 +111,12 @@ std::optional<AlgorithmPick> recalled_algorithm(cuda::TuningCache& cache,
 //
 // The tuning cache is asked first (recalled_algorithm); a search's pick is stored in it.
 template <class Perf, class WorkspaceSize, class MaxCount, class Find, class Reserve>
-AlgorithmPick search_algorithm(cuda::TuningCache& cache, const cuda::TuningKey& key,
+ConvAlgorithmPick search_algorithm(cuda::TuningCache& cache, const cuda::TuningKey& key,
                                cudnnConvolutionDescriptor_t conv, cudnnMathType_t search_math,
                                int algo_count, WorkspaceSize workspace_size, MaxCount max_count,
                                Find find, Reserve reserve, bool allow_tf32, bool deterministic,
                                const std::string& what) {
-  if (std::optional<AlgorithmPick> recalled =
+  if (std::optional<ConvAlgorithmPick> recalled =
           recalled_algorithm(cache, key, conv, workspace_size, reserve, allow_tf32))
     return *recalled;
   PNEUMO_CUDNN_CHECK(cudnnSetConvolutionMathType(conv, search_math), what);
@@ -184,46 +173,35 @@ CudaBackend::ConvPlan& CudaBackend::conv_plan(const Shape& x_shape, int64_t out_
   plan.single_channel_filter =
       Choice(conv_tuning_key("conv2d_backward_filter", x_shape, out_channels));
   plan.bias_gradient = Choice(conv_tuning_key("conv2d_bias_gradient", x_shape, out_channels));
-  plan.forward_conv = cuda::make_conv3x3_same_descriptor(conv_math_type());
-  plan.backward_data_conv = cuda::make_conv3x3_same_descriptor(conv_math_type());
-  plan.backward_filter_conv = cuda::make_conv3x3_same_descriptor(conv_math_type());
+  for (ConvPlan::Direction* direction : {&plan.forward, &plan.backward_data, &plan.backward_filter})
+    direction->conv = cuda::make_conv3x3_same_descriptor(conv_math_type());
   return conv_plans_.emplace(key, std::move(plan)).first->second;
 }
 
-// The three searches: the direction's cuDNN calls for search_algorithm, then the pick into the
-// plan, with the math type the algorithm was timed with (FMA unless TF32 is allowed).
+// The three searches: the direction's cuDNN calls for search_algorithm, then keep_pick.
 void CudaBackend::find_forward_algorithm(ConvPlan& plan, ConstTensorView x, ConstTensorView weight,
                                          TensorView y) {
   PNEUMO_NVTX_RANGE("conv2d_forward algorithm search");
   const std::string what =
       detail::concat("conv2d_forward x=", x.shape.str(), " weight=", weight.shape.str());
-  const AlgorithmPick pick = search_algorithm<cudnnConvolutionFwdAlgoPerf_t>(
+  ConvAlgorithmPick pick = search_algorithm<cudnnConvolutionFwdAlgoPerf_t>(
       tuning_, conv_tuning_key("conv2d_forward algorithm", x.shape, weight.shape[0]),
-      plan.forward_conv.get(), conv_math_type(), CUDNN_CONVOLUTION_FWD_ALGO_COUNT,
+      plan.forward.conv.get(), conv_math_type(), CUDNN_CONVOLUTION_FWD_ALGO_COUNT,
       [&](int a, size_t* bytes) {
         return cudnnGetConvolutionForwardWorkspaceSize(
-            cudnn_.get(), plan.x.get(), plan.weight.get(), plan.forward_conv.get(), plan.y.get(),
+            cudnn_.get(), plan.x.get(), plan.weight.get(), plan.forward.conv.get(), plan.y.get(),
             static_cast<cudnnConvolutionFwdAlgo_t>(a), bytes);
       },
       [&](int* count) { return cudnnGetConvolutionForwardAlgorithmMaxCount(cudnn_.get(), count); },
       [&](int requested, int* returned, cudnnConvolutionFwdAlgoPerf_t* results) {
         return cudnnFindConvolutionForwardAlgorithmEx(
             cudnn_.get(), plan.x.get(), x.data, plan.weight.get(), weight.data,
-            plan.forward_conv.get(), plan.y.get(), y.data, requested, returned, results,
+            plan.forward.conv.get(), plan.y.get(), y.data, requested, returned, results,
             workspace_.data(), workspace_.bytes());
       },
       [&](size_t wanted) { return reserve_search_workspace(wanted); }, options_.allow_tf32,
       options_.deterministic, what);
-  plan.forward_algo = static_cast<cudnnConvolutionFwdAlgo_t>(pick.algo);
-  plan.forward_workspace = pick.workspace;
-  plan.forward_ms = pick.ms;
-  plan.forward_trials = pick.trials;
-  plan.forward_source = pick.source;
-  plan.forward_kept = {pick.kept, pick.math};
-  PNEUMO_CUDNN_CHECK(cudnnSetConvolutionMathType(plan.forward_conv.get(),
-                                                 options_.allow_tf32 ? pick.math : CUDNN_FMA_MATH),
-                     what);
-  plan.has_forward = true;
+  keep_pick(plan.forward, std::move(pick), what);
 }
 
 void CudaBackend::find_backward_data_algorithm(ConvPlan& plan, ConstTensorView dy,
@@ -231,12 +209,12 @@ void CudaBackend::find_backward_data_algorithm(ConvPlan& plan, ConstTensorView d
   PNEUMO_NVTX_RANGE("conv2d_backward_data algorithm search");
   const std::string what =
       detail::concat("conv2d_backward_data dy=", dy.shape.str(), " weight=", weight.shape.str());
-  const AlgorithmPick pick = search_algorithm<cudnnConvolutionBwdDataAlgoPerf_t>(
+  ConvAlgorithmPick pick = search_algorithm<cudnnConvolutionBwdDataAlgoPerf_t>(
       tuning_, conv_tuning_key("conv2d_backward_data algorithm", dx.shape, weight.shape[0]),
-      plan.backward_data_conv.get(), conv_math_type(), CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT,
+      plan.backward_data.conv.get(), conv_math_type(), CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT,
       [&](int a, size_t* bytes) {
         return cudnnGetConvolutionBackwardDataWorkspaceSize(
-            cudnn_.get(), plan.weight.get(), plan.y.get(), plan.backward_data_conv.get(),
+            cudnn_.get(), plan.weight.get(), plan.y.get(), plan.backward_data.conv.get(),
             plan.x.get(), static_cast<cudnnConvolutionBwdDataAlgo_t>(a), bytes);
       },
       [&](int* count) {
@@ -245,21 +223,12 @@ void CudaBackend::find_backward_data_algorithm(ConvPlan& plan, ConstTensorView d
       [&](int requested, int* returned, cudnnConvolutionBwdDataAlgoPerf_t* results) {
         return cudnnFindConvolutionBackwardDataAlgorithmEx(
             cudnn_.get(), plan.weight.get(), weight.data, plan.y.get(), dy.data,
-            plan.backward_data_conv.get(), plan.x.get(), dx.data, requested, returned, results,
+            plan.backward_data.conv.get(), plan.x.get(), dx.data, requested, returned, results,
             workspace_.data(), workspace_.bytes());
       },
       [&](size_t wanted) { return reserve_search_workspace(wanted); }, options_.allow_tf32,
       options_.deterministic, what);
-  plan.backward_data_algo = static_cast<cudnnConvolutionBwdDataAlgo_t>(pick.algo);
-  plan.backward_data_workspace = pick.workspace;
-  plan.backward_data_ms = pick.ms;
-  plan.backward_data_trials = pick.trials;
-  plan.backward_data_source = pick.source;
-  plan.backward_data_kept = {pick.kept, pick.math};
-  PNEUMO_CUDNN_CHECK(cudnnSetConvolutionMathType(plan.backward_data_conv.get(),
-                                                 options_.allow_tf32 ? pick.math : CUDNN_FMA_MATH),
-                     what);
-  plan.has_backward_data = true;
+  keep_pick(plan.backward_data, std::move(pick), what);
 }
 
 void CudaBackend::find_backward_filter_algorithm(ConvPlan& plan, ConstTensorView x,
@@ -267,12 +236,12 @@ void CudaBackend::find_backward_filter_algorithm(ConvPlan& plan, ConstTensorView
   PNEUMO_NVTX_RANGE("conv2d_backward_filter algorithm search");
   const std::string what =
       detail::concat("conv2d_backward_filter x=", x.shape.str(), " dy=", dy.shape.str());
-  const AlgorithmPick pick = search_algorithm<cudnnConvolutionBwdFilterAlgoPerf_t>(
+  ConvAlgorithmPick pick = search_algorithm<cudnnConvolutionBwdFilterAlgoPerf_t>(
       tuning_, conv_tuning_key("conv2d_backward_filter algorithm", x.shape, dweight.shape[0]),
-      plan.backward_filter_conv.get(), conv_math_type(), CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT,
+      plan.backward_filter.conv.get(), conv_math_type(), CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT,
       [&](int a, size_t* bytes) {
         return cudnnGetConvolutionBackwardFilterWorkspaceSize(
-            cudnn_.get(), plan.x.get(), plan.y.get(), plan.backward_filter_conv.get(),
+            cudnn_.get(), plan.x.get(), plan.y.get(), plan.backward_filter.conv.get(),
             plan.weight.get(), static_cast<cudnnConvolutionBwdFilterAlgo_t>(a), bytes);
       },
       [&](int* count) {
@@ -281,21 +250,23 @@ void CudaBackend::find_backward_filter_algorithm(ConvPlan& plan, ConstTensorView
       [&](int requested, int* returned, cudnnConvolutionBwdFilterAlgoPerf_t* results) {
         return cudnnFindConvolutionBackwardFilterAlgorithmEx(
             cudnn_.get(), plan.x.get(), x.data, plan.y.get(), dy.data,
-            plan.backward_filter_conv.get(), plan.weight.get(), dweight.data, requested, returned,
+            plan.backward_filter.conv.get(), plan.weight.get(), dweight.data, requested, returned,
             results, workspace_.data(), workspace_.bytes());
       },
       [&](size_t wanted) { return reserve_search_workspace(wanted); }, options_.allow_tf32,
       options_.deterministic, what);
-  plan.backward_filter_algo = static_cast<cudnnConvolutionBwdFilterAlgo_t>(pick.algo);
-  plan.backward_filter_workspace = pick.workspace;
-  plan.backward_filter_ms = pick.ms;
-  plan.backward_filter_trials = pick.trials;
-  plan.backward_filter_source = pick.source;
-  plan.backward_filter_kept = {pick.kept, pick.math};
-  PNEUMO_CUDNN_CHECK(cudnnSetConvolutionMathType(plan.backward_filter_conv.get(),
+  keep_pick(plan.backward_filter, std::move(pick), what);
+}
+
+// Keeps a direction's pick, its descriptor set to the math type the algorithm was timed with
+// (FMA unless TF32 is allowed).
+void CudaBackend::keep_pick(ConvPlan::Direction& direction, ConvAlgorithmPick pick,
+                            const std::string& what) {
+  PNEUMO_CUDNN_CHECK(cudnnSetConvolutionMathType(direction.conv.get(),
                                                  options_.allow_tf32 ? pick.math : CUDNN_FMA_MATH),
                      what);
-  plan.has_backward_filter = true;
+  direction.pick = std::move(pick);
+  direction.found = true;
 }
 
 // The workspace for a search: what the hungriest algorithm wants, capped; the bytes available.
@@ -309,25 +280,26 @@ std::string CudaBackend::describe_conv_plans() const {
   for (const auto& [key, plan] : conv_plans_) {
     out << "conv (" << key[0] << ", " << key[1] << ", " << key[2] << ", " << key[3] << ") -> "
         << key[4] << ":";
-    if (plan.has_forward) {
+    if (plan.forward.found) {
       std::string fusion = "not run";
       if (plan.relu_fusion == ConvPlan::Fusion::Fused) fusion = "fused";
       if (plan.relu_fusion == ConvPlan::Fusion::Unfused)
         fusion =
             std::string("unfused, cuDNN said ") + cudnnGetErrorString(plan.relu_fusion_refusal);
-      out << " forward algo " << plan.forward_algo << " (" << plan.forward_ms << " ms, "
-          << plan.forward_workspace << " B, bias+relu " << fusion << ")";
+      out << " forward algo " << plan.forward_algo() << " (" << plan.forward.pick.ms << " ms, "
+          << plan.forward.pick.workspace << " B, bias+relu " << fusion << ")";
       if (plan.single_channel.decided)
         out << (plan.single_channel.kernel ? " replaced by" : " kept over")
             << " conv3x3_forward_single_channel (cuDNN " << plan.single_channel.cudnn_ms
             << " ms, ours " << plan.single_channel.kernel_ms << " ms)";
     }
-    if (plan.has_backward_data)
-      out << " backward-data algo " << plan.backward_data_algo << " (" << plan.backward_data_ms
-          << " ms, " << plan.backward_data_workspace << " B)";
-    if (plan.has_backward_filter)
-      out << " backward-filter algo " << plan.backward_filter_algo << " ("
-          << plan.backward_filter_ms << " ms, " << plan.backward_filter_workspace << " B)";
+    if (plan.backward_data.found)
+      out << " backward-data algo " << plan.backward_data_algo() << " ("
+          << plan.backward_data.pick.ms << " ms, " << plan.backward_data.pick.workspace << " B)";
+    if (plan.backward_filter.found)
+      out << " backward-filter algo " << plan.backward_filter_algo() << " ("
+          << plan.backward_filter.pick.ms << " ms, " << plan.backward_filter.pick.workspace
+          << " B)";
     out << "\n";
   }
   out << "workspace " << workspace_.bytes() << " B, math " << cuda::math_type_name(conv_math_type())
@@ -338,18 +310,15 @@ std::string CudaBackend::describe_conv_plans() const {
 std::vector<ConvSearch> CudaBackend::conv_searches() const {
   std::vector<ConvSearch> searches;
   for (const auto& [key, plan] : conv_plans_) {
-    if (plan.has_forward)
-      searches.push_back({key, "forward", plan.forward_algo, plan.forward_trials,
-                          plan.forward_source, plan.forward_kept.first,
-                          plan.forward_kept.second});
-    if (plan.has_backward_data)
-      searches.push_back({key, "backward_data", plan.backward_data_algo,
-                          plan.backward_data_trials, plan.backward_data_source,
-                          plan.backward_data_kept.first, plan.backward_data_kept.second});
-    if (plan.has_backward_filter)
-      searches.push_back({key, "backward_filter", plan.backward_filter_algo,
-                          plan.backward_filter_trials, plan.backward_filter_source,
-                          plan.backward_filter_kept.first, plan.backward_filter_kept.second});
+    const std::pair<const char*, const ConvPlan::Direction*> directions[] = {
+        {"forward", &plan.forward},
+        {"backward_data", &plan.backward_data},
+        {"backward_filter", &plan.backward_filter}};
+    for (const auto& [name, direction] : directions) {
+      if (!direction->found) continue;
+      const ConvAlgorithmPick& pick = direction->pick;
+      searches.push_back({key, name, pick.algo, pick.trials, pick.source, pick.kept, pick.math});
+    }
   }
   return searches;
 }
@@ -366,7 +335,7 @@ void CudaBackend::conv2d_forward_impl(ConstTensorView x, ConstTensorView weight,
     conv_forward_bf16(plan, x, weight, bias, y, fuse_relu);
     return;
   }
-  if (!plan.has_forward) find_forward_algorithm(plan, x, weight, y);
+  if (!plan.forward.found) find_forward_algorithm(plan, x, weight, y);
   if (!kernels::conv3x3_single_channel_supported(x.shape.c(), k)) {
     conv_forward_cudnn(plan, x, weight, bias, y, fuse_relu);
     return;
@@ -387,15 +356,15 @@ void CudaBackend::conv_forward_cudnn(ConvPlan& plan, ConstTensorView x, ConstTen
                                      ConstTensorView bias, TensorView y, bool fuse_relu) {
   constexpr const char* op = "conv2d_forward";
   const int64_t k = weight.shape[0];
+  const size_t workspace = plan.forward.pick.workspace;
   if (fuse_relu && plan.relu_fusion != ConvPlan::Fusion::Unfused) {
     // y = relu(conv(x) + bias) in one call. z (the residual input) is y with alpha2 = 0, as
     // PyTorch's cudnn_convolution_relu does; the chosen algorithm is tried once, and a refusal
     // switches this shape to the unfused path below for good.
     const cudnnStatus_t status = cudnnConvolutionBiasActivationForward(
         cudnn_.get(), &kOne, plan.x.get(), x.data, plan.weight.get(), weight.data,
-        plan.forward_conv.get(), plan.forward_algo, workspace_of(plan.forward_workspace),
-        plan.forward_workspace, &kZero, plan.y.get(), y.data, plan.bias.get(), bias.data,
-        plan.relu.get(), plan.y.get(), y.data);
+        plan.forward.conv.get(), plan.forward_algo(), workspace_of(workspace), workspace, &kZero,
+        plan.y.get(), y.data, plan.bias.get(), bias.data, plan.relu.get(), plan.y.get(), y.data);
     if (status == CUDNN_STATUS_SUCCESS) {
       plan.relu_fusion = ConvPlan::Fusion::Fused;
       return;
@@ -407,16 +376,15 @@ void CudaBackend::conv_forward_cudnn(ConvPlan& plan, ConstTensorView x, ConstTen
     } else {
       cuda::throw_cudnn_error(status, "cudnnConvolutionBiasActivationForward", __FILE__, __LINE__,
                               detail::concat(op, " x=", x.shape.str(), " weight=",
-                                             weight.shape.str(), " algo=", plan.forward_algo));
+                                             weight.shape.str(), " algo=", plan.forward_algo()));
     }
   }
   PNEUMO_CUDNN_CHECK(cudnnConvolutionForward(
                          cudnn_.get(), &kOne, plan.x.get(), x.data, plan.weight.get(), weight.data,
-                         plan.forward_conv.get(), plan.forward_algo,
-                         workspace_of(plan.forward_workspace), plan.forward_workspace, &kZero,
-                         plan.y.get(), y.data),
+                         plan.forward.conv.get(), plan.forward_algo(), workspace_of(workspace),
+                         workspace, &kZero, plan.y.get(), y.data),
                      op, " x=", x.shape.str(), " weight=", weight.shape.str(),
-                     " algo=", plan.forward_algo);
+                     " algo=", plan.forward_algo());
   // y: (N, K, H*W) += bias[k], then relu when asked.
   kernels::bias_activation_forward(y.data, bias.data, x.shape.n(), k, x.shape.h() * x.shape.w(),
                                    fuse_relu, stream_.get());
@@ -432,7 +400,7 @@ void CudaBackend::conv2d_backward_data_impl(ConstTensorView dy, ConstTensorView 
     conv_backward_data_bf16(plan, dy, weight, dx);
     return;
   }
-  if (!plan.has_backward_data) find_backward_data_algorithm(plan, dy, weight, dx);
+  if (!plan.backward_data.found) find_backward_data_algorithm(plan, dy, weight, dx);
   if (!plan.graph_backward_data.decided)
     search_graph_engine(plan.graph_backward_data, plan.graph_data_plan, dx.shape, weight.shape[0],
                         cuda::ConvDirection::BackwardData, dx.data, weight.data, dy.data);
@@ -440,14 +408,14 @@ void CudaBackend::conv2d_backward_data_impl(ConstTensorView dy, ConstTensorView 
   chooser_.run(
       plan.graph_backward_data, options_.conv_engines,
       [&] {
+        const size_t workspace = plan.backward_data.pick.workspace;
         PNEUMO_CUDNN_CHECK(
             cudnnConvolutionBackwardData(
                 cudnn_.get(), &kOne, plan.weight.get(), weight.data, plan.y.get(), dy.data,
-                plan.backward_data_conv.get(), plan.backward_data_algo,
-                workspace_of(plan.backward_data_workspace), plan.backward_data_workspace, &kZero,
-                plan.x.get(), dx.data),
+                plan.backward_data.conv.get(), plan.backward_data_algo(), workspace_of(workspace),
+                workspace, &kZero, plan.x.get(), dx.data),
             op, " dy=", dy.shape.str(), " weight=", weight.shape.str(),
-            " algo=", plan.backward_data_algo);
+            " algo=", plan.backward_data_algo());
       },
       [&] {
         plan.graph_data_plan.execute(cudnn_.get(), dx.data, weight.data, dy.data,
@@ -495,16 +463,16 @@ void CudaBackend::conv2d_backward_filter_impl(ConstTensorView x, ConstTensorView
   }
   ConvPlan& plan = conv_plan(x.shape, k);
   auto cudnn_filter = [&] {
+    const size_t workspace = plan.backward_filter.pick.workspace;
     PNEUMO_CUDNN_CHECK(
         cudnnConvolutionBackwardFilter(
             cudnn_.get(), &kOne, plan.x.get(), x.data, plan.y.get(), dy.data,
-            plan.backward_filter_conv.get(), plan.backward_filter_algo,
-            workspace_of(plan.backward_filter_workspace), plan.backward_filter_workspace, &kZero,
-            plan.weight.get(), dweight.data),
-        op, " x=", x.shape.str(), " dy=", dy.shape.str(), " algo=", plan.backward_filter_algo);
+            plan.backward_filter.conv.get(), plan.backward_filter_algo(), workspace_of(workspace),
+            workspace, &kZero, plan.weight.get(), dweight.data),
+        op, " x=", x.shape.str(), " dy=", dy.shape.str(), " algo=", plan.backward_filter_algo());
   };
   if (x.shape.c() == 1) {
-    if (!plan.has_backward_filter) find_backward_filter_algorithm(plan, x, dy, dweight);
+    if (!plan.backward_filter.found) find_backward_filter_algorithm(plan, x, dy, dweight);
     // One input channel (the first layer): cuDNN's weight and bias gradients, or
     // kernels/conv_backward.cu's one pass over dy for both.
     const int64_t n = x.shape.n(), h = x.shape.h(), w = x.shape.w();
@@ -527,7 +495,7 @@ void CudaBackend::conv2d_backward_filter_impl(ConstTensorView x, ConstTensorView
   if (runs_bf16(x.shape.c())) {
     conv_backward_filter_bf16(plan, x, dy, dweight);
   } else {
-    if (!plan.has_backward_filter) find_backward_filter_algorithm(plan, x, dy, dweight);
+    if (!plan.backward_filter.found) find_backward_filter_algorithm(plan, x, dy, dweight);
     if (!plan.graph_backward_filter.decided)
       search_graph_engine(plan.graph_backward_filter, plan.graph_filter_plan, x.shape, k,
                           cuda::ConvDirection::BackwardFilter, x.data, dweight.data, dy.data);
