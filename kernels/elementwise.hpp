@@ -12,15 +12,17 @@
 namespace pneumo {
 
 // ---- ReLU -------------------------------------------------------------------------------------
-PNEUMO_HD float relu(float x) { return x > 0.0f ? x : 0.0f; }
+// A NaN passes through both directions (PyTorch's rule; cuDNN's under CUDNN_PROPAGATE_NAN), so a
+// NaN activation reaches the loss, whose check stops the run, instead of turning into a 0.
+PNEUMO_HD float relu(float x) { return x <= 0.0f ? 0.0f : x; }
 // A convolution's output plus its channel's bias, then ReLU when asked: the CPU convolution, the
 // CUDA bias kernel and the bf16 conversion back to float32 all finish this way.
 PNEUMO_HD float bias_relu(float value, float bias, bool apply_relu) {
   value += bias;
   return apply_relu ? relu(value) : value;
 }
-// Gradient through ReLU given its output y (y > 0 exactly where x > 0).
-PNEUMO_HD float relu_backward(float y, float dy) { return y > 0.0f ? dy : 0.0f; }
+// Gradient through ReLU given its output y (y > 0 exactly where x > 0; y is NaN where x is).
+PNEUMO_HD float relu_backward(float y, float dy) { return y <= 0.0f ? 0.0f : dy; }
 
 // ---- Dropout (inverted) ---------------------------------------------------------------------
 // Multiplier of element `index`: 0 with probability `rate`, else 1 / (1 - rate). The mask is a

@@ -1,5 +1,5 @@
 // The 2x2 / stride-2 'same' pooling window (pneumo/ops/pooling.hpp) as host-device code: its four
-// positions and the first-maximum rule, shared by the max-pooling kernels (kernels/pooling.cu) and
+// positions and the first-maximum rule (a NaN wins), shared by the max-pooling kernels (kernels/pooling.cu) and
 // the fused block tail (block_tail_math.hpp, its CPU twin included).
 #pragma once
 
@@ -42,15 +42,20 @@ struct WindowWinner {
   int position;  // 0..3, PoolWindow's numbering
 };
 
-// value(p): what position p holds. Its real positions are visited in row-major order and a value
-// replaces the current best only when strictly larger: ties go to the first, and a NaN never
-// replaces anything (pneumo/ops/pooling.hpp's rule).
+// Whether a window's value v, visited after `best` in row-major order, takes the max from it:
+// when strictly larger (ties go to the first), or when it is the window's first NaN (a NaN wins
+// wherever it stands and stays: pneumo/ops/pooling.hpp's rule, cuDNN's CUDNN_PROPAGATE_NAN).
+// Also the CPU pooling's rule (src/cpu/pool.cpp), which walks its windows its own way.
+PNEUMO_HD bool takes_max(float v, float best) { return v > best || (v != v && best == best); }
+
+// value(p): what position p holds. Its real positions are visited in row-major order, the first
+// is the best so far and each later one replaces it when takes_max says so.
 template <class Value>
 PNEUMO_HD WindowWinner window_first_max(const PoolWindow& w, Value&& value) {
   WindowWinner best{0.0f, -1};
   for_each_real_position(w, [&](int p) {
     const float v = value(p);
-    if (best.position < 0 || v > best.value) best = {v, p};
+    if (best.position < 0 || takes_max(v, best.value)) best = {v, p};
   });
   return best;
 }

@@ -437,6 +437,21 @@ TEST_F(Parity, ReluForwardAndBackwardIncludingInPlace) {
   }
 }
 
+// A NaN passes through both ways, as on the CPU (pneumo::relu; test_cpu_elementwise.cpp).
+TEST_F(Parity, ReluPassesANan) {
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const std::vector<float> xs{nan, -1.0f, 0.0f, 2.0f}, dys{1, 2, 3, 4};
+  Tensor x = Tensor::from_host({4}, xs.data(), Device::Cuda);
+  Tensor dy = Tensor::from_host({4}, dys.data(), Device::Cuda);
+  Tensor y = cuda_->empty({4}), dx = cuda_->empty({4});
+  cuda_->relu_forward(x, y);
+  const std::vector<float> ys = to_host(y);
+  EXPECT_TRUE(std::isnan(ys[0]));
+  EXPECT_EQ(std::vector<float>(ys.begin() + 1, ys.end()), (std::vector<float>{0, 0, 2}));
+  cuda_->relu_backward(y, dy, dx);
+  EXPECT_EQ(to_host(dx), (std::vector<float>{1, 0, 0, 4}));
+}
+
 // ---- Max pooling --------------------------------------------------------------------------------
 
 struct PoolCase {
@@ -592,6 +607,27 @@ TEST_P(MaxPoolTies, FirstInRowMajorOrderTakesTheGradient) {
     Tensor y = backend.empty({1, 1, 2, 2});
     backend.maxpool2d_forward(xt, y);
     EXPECT_TRUE(all_close(to_host(y), {-1, -2, -4, -5}, 0, 0, "3x3 negative y"));
+  }
+  {
+    // A NaN is its window's max wherever it stands (CUDNN_PROPAGATE_NAN; takes_max): first,
+    // second, last, none. Where its gradient goes cuDNN does not document, so dx is checked for
+    // the kernel only, against the CPU's (test_cpu_pool.cpp's rule).
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    const std::vector<float> x{nan, 1, 4, nan, 7, 8, 1, 2,  //
+                               5,   2, 3, 6,   9, nan, 3, 4};
+    const std::vector<float> dy{10, 20, 30, 40};
+    Tensor xt = Tensor::from_host({1, 1, 2, 8}, x.data(), Device::Cuda);
+    Tensor dyt = Tensor::from_host({1, 1, 1, 4}, dy.data(), Device::Cuda);
+    Tensor y = backend.empty({1, 1, 1, 4}), dx = backend.empty({1, 1, 2, 8});
+    backend.maxpool2d_forward(xt, y);
+    const std::vector<float> ys = to_host(y);
+    for (int i = 0; i < 3; ++i) EXPECT_TRUE(std::isnan(ys[static_cast<size_t>(i)])) << i;
+    EXPECT_EQ(ys[3], 4.0f);
+    backend.maxpool2d_backward(xt, y, dyt, dx);
+    if (GetParam() == CudaBackendOptions::Implementation::Kernel) {
+      EXPECT_EQ(to_host(dx), (std::vector<float>{10, 0, 0, 20, 0, 0, 0, 0,  //
+                                                 0,  0, 0, 0,  0, 30, 0, 40}));
+    }
   }
 }
 

@@ -62,6 +62,25 @@ TEST(CpuRelu, ForwardAndGradient) {
   EXPECT_EQ(to_host(dy), to_host(dx));
 }
 
+// A NaN passes ReLU both ways (before 2026-12-07 it became 0 and its gradient 0); -0 and 0 give
+// +0 and no gradient, as before.
+TEST(CpuRelu, ANanPassesThroughBothWays) {
+  auto backend = make_cpu_backend(1);
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  Tensor x = host_tensor({5}, {nan, -1.0f, -0.0f, 0.0f, 2.0f}), y = nan_tensor({5});
+  backend->relu_forward(x, y);
+  const std::vector<float> ys = to_host(y);
+  EXPECT_TRUE(std::isnan(ys[0]));
+  for (int i = 1; i < 4; ++i) {
+    EXPECT_EQ(ys[i], 0.0f) << i;
+    EXPECT_FALSE(std::signbit(ys[i])) << i;
+  }
+  EXPECT_EQ(ys[4], 2.0f);
+  Tensor dy = host_tensor({5}, {1, 2, 3, 4, 5}), dx = nan_tensor({5});
+  backend->relu_backward(y, dy, dx);
+  EXPECT_EQ(to_host(dx), (std::vector<float>{1, 0, 0, 0, 5}));
+}
+
 // ---- Dropout ----------------------------------------------------------------------------------
 
 TEST(CpuDropout, KeepRateScalingAndSharedMask) {

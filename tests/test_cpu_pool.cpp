@@ -72,22 +72,23 @@ TEST(CpuMaxPool, TiesGoToFirstElementInRowMajorOrder) {
   EXPECT_EQ(to_host(flat_dx), (std::vector<float>{5, 0, 0, 0}));
 }
 
-// Comparisons are "strictly larger replaces", in row-major order: a NaN that comes first stays
-// (nothing compares larger than it), a NaN that comes later never replaces the current max.
-TEST(CpuMaxPool, ANanKeepsItsPlaceOnlyWhenItComesFirst) {
+// A NaN is its window's max wherever it stands (the first one, when there are two), and the
+// window's gradient goes to it; before 2026-12-07 only a NaN in the window's first place won,
+// and a later one was dropped. Windows: a NaN first, second, last, two NaNs, none.
+TEST(CpuMaxPool, ANanWinsItsWindowWhereverItStands) {
   auto backend = make_cpu_backend(1);
   const float nan = std::numeric_limits<float>::quiet_NaN();
-  Tensor x = host_tensor({1, 1, 2, 4}, {nan, 1, 4, nan,  //
-                                        5, 2, 3, 6});
-  Tensor y = nan_tensor({1, 1, 1, 2});
+  Tensor x = host_tensor({1, 1, 2, 10}, {nan, 1, 4, nan, 7, 8, 1, nan, 1, 2,  //
+                                         5, 2, 3, 6, 9, nan, nan, 3, 3, 4});
+  Tensor y = nan_tensor({1, 1, 1, 5});
   backend->maxpool2d_forward(x, y);
   const std::vector<float> ys = to_host(y);
-  EXPECT_TRUE(std::isnan(ys[0]));
-  EXPECT_EQ(ys[1], 6.0f);
-  Tensor dy = host_tensor({1, 1, 1, 2}, {10, 20}), dx = nan_tensor(x.shape());
+  for (int i = 0; i < 4; ++i) EXPECT_TRUE(std::isnan(ys[i])) << "window " << i;
+  EXPECT_EQ(ys[4], 4.0f);
+  Tensor dy = host_tensor({1, 1, 1, 5}, {10, 20, 30, 40, 50}), dx = nan_tensor(x.shape());
   backend->maxpool2d_backward(x, y, dy, dx);
-  EXPECT_EQ(to_host(dx), (std::vector<float>{10, 0, 0, 0,  //
-                                             0, 0, 0, 20}));
+  EXPECT_EQ(to_host(dx), (std::vector<float>{10, 0, 0, 20, 0, 0, 0, 40, 0, 0,  //
+                                             0, 0, 0, 0, 0, 30, 0, 0, 0, 50}));
 }
 
 // Brute force: output (oy, ox) is the max over input rows 2*oy - H%2 + {0,1} and columns

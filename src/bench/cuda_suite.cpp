@@ -353,7 +353,7 @@ class CudaSuite {
     const cuda::PoolingDescriptor deterministic = cuda::make_maxpool2x2_same_descriptor(h, w);
     cuda::PoolingDescriptor plain = cuda::PoolingDescriptor::create();
     PNEUMO_CUDNN_CHECK(
-        cudnnSetPooling2dDescriptor(plain.get(), CUDNN_POOLING_MAX, CUDNN_NOT_PROPAGATE_NAN, 2, 2,
+        cudnnSetPooling2dDescriptor(plain.get(), CUDNN_POOLING_MAX, CUDNN_PROPAGATE_NAN, 2, 2,
                                     static_cast<int>(PoolGeometry{1, 1, h, w}.pad_top()),
                                     static_cast<int>(PoolGeometry{1, 1, h, w}.pad_left()), 2, 2),
         "max pool ", p.x.str());

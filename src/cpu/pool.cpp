@@ -1,10 +1,11 @@
 // 2x2 stride-2 'same' max pooling on the CPU, and the global average pooling of the GAP head. On an
 // odd height or width the one padding row/column is on the top/left (as cuDNN's symmetric padding
 // of 1 with floor rounding gives) and never wins; ties go to the first element of the window in
-// row-major order.
+// row-major order, and a window's first NaN wins (takes_max, kernels/pool_window.hpp).
 
 #include "cpu/cpu_backend.hpp"
 #include "elementwise.hpp"
+#include "pool_window.hpp"
 #include "pneumo/error.hpp"
 #include "pneumo/op_geometry.hpp"
 
@@ -27,8 +28,8 @@ WindowRows window_rows(const float* plane, const PoolGeometry& g, int64_t oy) {
 }
 
 // The max of window (rows, column c0 = 2*ox - pad_left, and c0 + 1) and its offset in the plane:
-// candidates are visited in row-major order and only a strictly larger one replaces the current,
-// so ties go to the first and a NaN never replaces anything (the rule cuDNN's backward follows).
+// candidates are visited in row-major order and one replaces the current when takes_max says so
+// (strictly larger, or the first NaN), as the CUDA kernels' window_first_max does.
 struct WindowMax {
   float value;
   int64_t offset;
@@ -37,7 +38,7 @@ struct WindowMax {
 // Written as selects rather than a branch: which element wins is data-dependent, and the
 // mispredicted branches made the backward pass several times slower.
 inline void consider(WindowMax& best, float value, int64_t offset) {
-  const bool larger = value > best.value;
+  const bool larger = takes_max(value, best.value);
   best.offset = larger ? offset : best.offset;
   best.value = larger ? value : best.value;
 }

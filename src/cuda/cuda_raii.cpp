@@ -137,9 +137,10 @@ PoolingDescriptor make_maxpool2x2_same_descriptor(int64_t height, int64_t width)
   // Output = 1 + floor((size + 2 pad - 2) / 2) = ceil(size / 2) with pad = size % 2. Window i
   // covers rows [2i - pad, 2i - pad + 1], so the padding row read is row -1 (top/left) only.
   // cuDNN never lets a padded element win a max. The deterministic mode makes the backward pass
-  // reproducible; ties go to one element of the window (see maxpool2d_backward).
+  // reproducible; ties go to one element of the window (see maxpool2d_backward). A NaN in a
+  // window is its max, as in our kernels (takes_max, kernels/pool_window.hpp).
   PNEUMO_CUDNN_CHECK(cudnnSetPooling2dDescriptor(
-                         desc.get(), CUDNN_POOLING_MAX_DETERMINISTIC, CUDNN_NOT_PROPAGATE_NAN, 2, 2,
+                         desc.get(), CUDNN_POOLING_MAX_DETERMINISTIC, CUDNN_PROPAGATE_NAN, 2, 2,
                          static_cast<int>(g.pad_top()), static_cast<int>(g.pad_left()), 2, 2),
                      "2x2 max pool for H=", height, " W=", width);
   return desc;
@@ -147,9 +148,9 @@ PoolingDescriptor make_maxpool2x2_same_descriptor(int64_t height, int64_t width)
 
 ActivationDescriptor make_relu_descriptor() {
   ActivationDescriptor desc = ActivationDescriptor::create();
-  // NaN handling as pneumo::relu (x > 0 ? x : 0 sends NaN to 0).
+  // NaN handling as pneumo::relu (a NaN passes through).
   PNEUMO_CUDNN_CHECK(
-      cudnnSetActivationDescriptor(desc.get(), CUDNN_ACTIVATION_RELU, CUDNN_NOT_PROPAGATE_NAN, 0.0),
+      cudnnSetActivationDescriptor(desc.get(), CUDNN_ACTIVATION_RELU, CUDNN_PROPAGATE_NAN, 0.0),
       "ReLU activation");
   return desc;
 }

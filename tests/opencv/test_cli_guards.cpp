@@ -151,11 +151,16 @@ TEST(CliGuards, ANanStopsTheRunNamingTheStepAndKeepsTheLastGoodCheckpoint) {
     std::string fault, expected;
   };
   // nan@6: the output bias turns NaN before step 6 (step 2 of epoch 2); its loss is NaN.
-  // nan-weight@6: a conv1 weight turns NaN; max pooling hides it from the loss, so it is caught
-  // when epoch 2's checkpoint is about to be written.
+  // nan-weight@6: a conv1 weight turns NaN; ReLU and max pooling pass it on, so that step's loss
+  // is NaN too (before 2026-12-07 pooling hid it until the checkpoint's check).
+  // inf-state@6: conv1's first RMSprop mean square turns infinite (that weight's updates become
+  // 0): loss, weights and validation stay finite, and the check before epoch 2's checkpoint
+  // stops the run.
   for (const Case& c :
        {Case{"nan@6", "the training loss became nan at step 2 of 4 in epoch 2"},
-        Case{"nan-weight@6", "the model's state went bad during epoch 2 (conv1.weight[0] is nan)"}}) {
+        Case{"nan-weight@6", "the training loss became nan at step 2 of 4 in epoch 2"},
+        Case{"inf-state@6", "the model's state went bad during epoch 2 "
+                            "(optimizer.rmsprop.mean_square.conv1.weight[0] is inf)"}}) {
     SCOPED_TRACE(c.fault);
     const std::string run = dir.file(c.fault);
     auto result = pneumo_command("train --data " + kSample + " --epochs 3 --out " + run +

@@ -4,8 +4,9 @@
 // - max pooling: 2x2 window, stride 2, 'same' (PoolGeometry): x (N, C, H, W) -> y (N, C,
 //   ceil(H/2), ceil(W/2)); on an odd size the one padding row/column goes on the TOP/LEFT
 //   (cuDNN's symmetric padding of 1 with floor rounding gives exactly that) and never wins the
-//   max. Backward: each window's gradient goes to the element that produced its max; on ties, to
-//   the first in row-major order within the window;
+//   max; a NaN in a window is its max (the first NaN, in row-major order), so a NaN activation
+//   is not lost on the way to the loss. Backward: each window's gradient goes to the element
+//   that produced its max; on ties, to the first in row-major order within the window;
 // - global average pooling: x (N, C, H, W) -> y (N, C), the mean of each plane; backward:
 //   dy (N, C) -> dx (N, C, H, W) = dy / (H W) over each plane.
 #pragma once

@@ -1,7 +1,8 @@
 // Contract of ReLU (Backend::relu_forward, relu_backward) and its argument checks.
 //
-// - forward: y = max(x, 0), element-wise; y may alias x (in place);
-// - backward: y is the forward output: dx = dy where y > 0, else 0; dx may alias dy.
+// - forward: y = max(x, 0), element-wise, a NaN staying NaN; y may alias x (in place);
+// - backward: y is the forward output: dx = 0 where y <= 0, else dy (a NaN y passes dy); dx may
+//   alias dy.
 #pragma once
 
 #include "pneumo/ops/checks.hpp"

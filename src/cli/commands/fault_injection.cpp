@@ -19,18 +19,22 @@ Fault parse_fault(const std::string& text) {
     fault.kind = Fault::Kind::NanLoss;
   } else if (kind == "nan-weight") {
     fault.kind = Fault::Kind::NanWeight;
+  } else if (kind == "inf-state") {
+    fault.kind = Fault::Kind::InfState;
   } else if (kind == "sigint" || kind == "sigterm") {
     fault.kind = Fault::Kind::Signal;
     fault.signal = kind == "sigint" ? SIGINT : SIGTERM;
   } else {
     throw Error(
-        "--inject-fault must be nan@STEP, nan-weight@STEP, sigint@STEP, sigterm@STEP, "
-        "nan@valEPOCH, sigint@valEPOCH or sigterm@valEPOCH, got '" +
+        "--inject-fault must be nan@STEP, nan-weight@STEP, inf-state@STEP, sigint@STEP, "
+        "sigterm@STEP, nan@valEPOCH, sigint@valEPOCH or sigterm@valEPOCH, got '" +
         text + "'");
   }
   char* end = nullptr;
   std::string step = at == std::string::npos ? "" : text.substr(at + 1);
-  const bool in_validation = fault.kind != Fault::Kind::NanWeight && step.rfind("val", 0) == 0;
+  const bool in_validation = (fault.kind == Fault::Kind::NanLoss ||
+                              fault.kind == Fault::Kind::Signal) &&
+                             step.rfind("val", 0) == 0;
   if (in_validation) step.erase(0, 3);
   const long long number = std::strtoll(step.c_str(), &end, 10);
   if (step.empty() || *end != '\0' || number < 1 || number > std::numeric_limits<int>::max())
@@ -44,9 +48,14 @@ Fault parse_fault(const std::string& text) {
 
 namespace {
 
-void strike(const Fault& fault, Model& model) {
+void strike(const Fault& fault, Model& model, TensorView optimizer_state) {
   if (fault.kind == Fault::Kind::Signal) {
     std::raise(fault.signal);
+    return;
+  }
+  if (fault.kind == Fault::Kind::InfState) {
+    const float inf = std::numeric_limits<float>::infinity();
+    copy_bytes(optimizer_state.data, optimizer_state.device, &inf, Device::Cpu, sizeof(float));
     return;
   }
   const float nan = std::numeric_limits<float>::quiet_NaN();
@@ -58,15 +67,15 @@ void strike(const Fault& fault, Model& model) {
 }  // namespace
 
 std::function<void(int64_t)> fault_hook(const Fault& fault, Model& model,
-                                        int64_t steps_before_epoch) {
-  return [fault, &model, steps_before_epoch](int64_t step) {
+                                        TensorView optimizer_state, int64_t steps_before_epoch) {
+  return [fault, &model, optimizer_state, steps_before_epoch](int64_t step) {
     if (fault.validation_epoch == 0 && steps_before_epoch + step + 1 == fault.step)
-      strike(fault, model);
+      strike(fault, model, optimizer_state);
   };
 }
 
 void fault_before_validation(const Fault& fault, Model& model, int epoch) {
-  if (fault.validation_epoch == epoch + 1) strike(fault, model);
+  if (fault.validation_epoch == epoch + 1) strike(fault, model, TensorView{});
 }
 
 }  // namespace pneumo::cli

@@ -1079,7 +1079,9 @@ EpochStats TrainingRun::train_one_epoch(int epoch) {
   // epoch's first write (an epoch trained for nothing; its checkpoint was never written).
   epoch_options.stop_too = &files_.failed();
   const int64_t steps_before_epoch = steps_done_ - epoch_options.first_step;
-  if (fault_) epoch_options.before_step = fault_hook(*fault_, *model_, steps_before_epoch);
+  if (fault_)
+    epoch_options.before_step =
+        fault_hook(*fault_, *model_, trainer_->optimizer_state(), steps_before_epoch);
 
   // Images of every rank done after `step` steps (all full batches but the epoch's last).
   const auto images_after = [&](int64_t step) {

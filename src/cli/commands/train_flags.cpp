@@ -411,7 +411,7 @@ std::vector<TrainFlag> make_table() {
                     PNEUMO_FIELD(restore_best), {}, "true"));
   // The test hook (fault_injection.hpp): hidden from --help, never recorded with a run.
   t.push_back(bound(
-      "inject-fault", "nan@STEP | sigint@STEP | sigterm@STEP | nan@valEPOCH | sigint@valEPOCH", PNEUMO_FIELD(inject_fault),
+      "inject-fault", "nan@STEP | nan-weight@STEP | inf-state@STEP | sigint@STEP | sigterm@STEP | nan@valEPOCH | sigint@valEPOCH", PNEUMO_FIELD(inject_fault),
       [](O o) {
         if (!o.inject_fault.empty()) as_usage("--inject-fault", [&] { parse_fault(o.inject_fault); });
       },
