@@ -51,7 +51,9 @@ A finished run (its val.json readable, an evaluation's) is never trained again, 
 sweep continues where it stopped (a view is scored again when its model is newer than its val.json). SIGINT or
 SIGTERM (to the script alone or to its process group) reaches the commands under way once (a
 `pneumo train` checkpoints), no new one starts, and the script exits 130 or 143; the same command
-continues. During --test's reads a signal is not passed on: the read under way finishes (unless
+continues. This holds from a training call's start-up checks on: a signal during them (each runs
+`pneumo`) reaches the check under way and stops the call before any run, with the same status and
+a message saying so. During --test's reads a signal is not passed on: the read under way finishes (unless
 the signal reached it too, as Ctrl-C does), none starts after it. --jobs N trains and scores N runs at a time (for a GPU that one run leaves partly idle;
 each run's train_seconds.txt then holds time shared with the others, so a sweep's seconds are not
 a speed measure). train_seconds.txt has a line per `pneumo train` command of the run that got
@@ -64,6 +66,11 @@ plan's SHA-256 and the data, refuses a second read, as does a test.json already 
 before the lock every model file is read and the first evaluated on its validation split with
 the flags after "--", so a damaged model or a --device the machine lacks does not spend the read;
 reads stopped or failed part way leave test.md with those made and the rest named as not read.
+Once the test split is read (OUT/test.lock or OUT/test.md exists) the sweep is closed, so that its
+table stays the one test.md's pick was made from (a val.json damaged later and scored again could
+change it): a training call is refused (status 1, before its checks: nothing trained or written),
+--table prints OUT/results.md as it stands without writing it or results.csv again (status 0), and
+--test is refused before it touches the table.
 """
 import argparse
 import concurrent.futures
@@ -315,7 +322,7 @@ def flag_value(args, name):
 def check_flag_names(args, plan):
     """Every config flag and every flag after "--" must be one `pneumo train --help` lists."""
     try:
-        result = subprocess.run([args.pneumo, "train", "--help"], capture_output=True, text=True)
+        result = run_check([args.pneumo, "train", "--help"])
     except OSError as error:
         usage_error(f"cannot run --pneumo {args.pneumo}: {error}")
     known = set(re.findall(r"^\s*(?:-\w,)?--([A-Za-z0-9][A-Za-z0-9-]*)", result.stdout, re.M))
@@ -345,8 +352,7 @@ def check_flag_values(args, plan):
                        "--out", os.path.join(scratch, f"run-{index}"), "--size", str(plan["size"]),
                        "--epochs", str(plan["epochs"]), "--seed", str(plan["seeds"][0])]
             try:
-                result = subprocess.run(command + args.train_args, capture_output=True, text=True,
-                                        errors="replace", timeout=120)
+                result = run_check(command + args.train_args, timeout=120)
             except (OSError, subprocess.TimeoutExpired):
                 return  # `pneumo train` checks its flags itself when the run starts
             where = f"configuration '{name}'" + (" with the flags after \"--\""
@@ -696,6 +702,38 @@ def exit_if_stopped(args):
                      "sweep")
 
 
+def exit_if_stopped_at_start():
+    if received:
+        exit_stopped(f"experiments: stopped by {signal.Signals(received[0]).name} during the "
+                     "start-up checks, before any run started: nothing was trained; the same "
+                     "command starts (or continues) the sweep")
+
+
+def run_check(command, timeout=None):
+    """A start-up check's command (`pneumo train --help`, a flag check, `pneumo --version`), its
+    output captured, as subprocess.run(capture_output=True, text=True) gives it. main runs a
+    training call's checks under ForwardingSignals: a signal reaches the check under way as it
+    reaches a run, and then ends the script (it ended without a word, the check left running)."""
+    exit_if_stopped_at_start()
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             errors="replace")
+    with children_lock:
+        children.add(child)
+        if received:  # a signal came while it was starting
+            send(child, received[-1])
+    try:
+        stdout, stderr = child.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.communicate()
+        raise
+    finally:
+        with children_lock:
+            children.discard(child)
+    exit_if_stopped_at_start()
+    return subprocess.CompletedProcess(command, child.returncode, stdout, stderr)
+
+
 def started_training(log_path, offset):
     """Whether the `pneumo train` whose output begins at `offset` of its log got past its start-up
     checks (flags, run folder and its lock, data): it then prints the line "data: ..."."""
@@ -785,8 +823,7 @@ def record_build(args):
     sweep = load(sweep_path) or {}
     try:
         digest = file_sha256(shutil.which(args.pneumo) or args.pneumo)
-        version = subprocess.run([args.pneumo, "--version"], capture_output=True, text=True,
-                                 timeout=60).stdout.partition("\n")[0]
+        version = run_check([args.pneumo, "--version"], timeout=60).stdout.partition("\n")[0]
     except (OSError, subprocess.TimeoutExpired):
         return  # the training call itself says what is wrong with --pneumo
     builds = [b for b in sweep.get("builds", []) if isinstance(b, dict)]
@@ -807,6 +844,7 @@ def train_all(args, plan):
     first seed early), args.jobs at a time. The first failure stops the sweep once the runs
     already started have ended (their checkpoints let a later call continue them)."""
     record_build(args)
+    exit_if_stopped_at_start()  # a signal since the checks (fix_plan runs no command)
     names = [name for name in plan["configs"] if not args.only or name in args.only]
     for name in names:  # written once, before any run reads them
         write_config(args, name, plan["configs"][name])
@@ -1165,6 +1203,32 @@ def write_table(args, plan):
     return chosen, missing + unranked
 
 
+def test_read_files(out):
+    """OUT's files that say its test split was read: test.lock (written before the reads) and
+    test.md (after them). A sweep with either is closed: a training call is refused, --table
+    shows results.md as it stands, --test is refused. A val.json damaged after the read, scored
+    again, gave a table whose pick was not the one test.md reports."""
+    return [path for path in (os.path.join(out, "test.lock"), os.path.join(out, "test.md"))
+            if os.path.exists(path)]
+
+
+def show_closed_table(args, read):
+    """--table on a closed sweep: results.md printed as it stands, neither it nor results.csv
+    written again."""
+    table = os.path.join(args.out, "results.md")
+    try:
+        with open(table, encoding="utf-8", errors="replace") as f:
+            text = f.read()
+    except OSError as error:
+        sys.exit(f"experiments: this sweep is closed (its test split was read: {', '.join(read)}) "
+                 f"and its table cannot be read ({error.strerror or error}); it is not written "
+                 "again")
+    print(text, end="", flush=True)
+    warn(f"this sweep is closed (its test split was read: {', '.join(read)}): {table} and "
+         "results.csv are left as test.md's pick was made from them; printed as it stands, not "
+         "computed again")
+
+
 def preflight(args, models):
     """Why `pneumo evaluate` would fail on these models with these flags, in words (empty when it
     would not), before the lock: every model file read whole as safetensors, and the first
@@ -1336,7 +1400,8 @@ def main():
     parser.add_argument("--data", required=True, help="cache prepared at the plan's size")
     parser.add_argument("--out", required=True)
     parser.add_argument("--only", nargs="*", help="train only these configs")
-    parser.add_argument("--table", action="store_true", help="only rewrite the table")
+    parser.add_argument("--table", action="store_true",
+                        help="only rewrite the table (a closed sweep's: only print it)")
     parser.add_argument("--test", action="store_true", help="read the test split for the picked config")
     parser.add_argument("--jobs", type=int, default=1, help="runs trained at a time (default 1)")
     # Extra `pneumo train` flags go after a lone "--" (split off here: argparse would read
@@ -1389,12 +1454,28 @@ def main():
         usage_error(f"invalid plan {args.plan} or command line:\n  " + "\n  ".join(errors))
     check_cache_size(args, plan)
     training = not args.table and not args.test
+    read = test_read_files(args.out)
+    if training and read:  # before the checks and fix_plan: nothing runs, nothing is written
+        sys.exit(f"experiments: this sweep is closed: its test split was read ({', '.join(read)}), "
+                 "so no run of it is trained or scored again (a run scored again could change "
+                 "the table test.md's pick was made from). Nothing was trained or written; a "
+                 "new plan needs another --out")
     if training:
-        check_flag_names(args, plan)
-        check_flag_values(args, plan)
-    fix_plan(args, plan, training)
-    if training:
-        train_all(args, plan)
+        # From the start-up checks (each runs `pneumo`) to the end of the runs, a signal is
+        # passed on and ends the script with 128 + its number, a message saying where it was.
+        with ForwardingSignals():
+            check_flag_names(args, plan)
+            check_flag_values(args, plan)
+            fix_plan(args, plan, training)
+            train_all(args, plan)
+    else:
+        fix_plan(args, plan, training)
+    if read:  # closed: its table stays as test.md's pick was made from it
+        if args.test:
+            sys.exit(f"experiments: the test split was read already ({', '.join(read)}); it is "
+                     "read once")
+        show_closed_table(args, read)
+        return
     chosen, missing = write_table(args, plan)
     if args.test:
         if missing:

@@ -794,6 +794,11 @@ sec_sweep() {
     skip "generalisation sweep" "its test split was read already (${read_lock#"$root"/}); name another plan"
   elif [[ ! -x $cli_bin || -z $full_cache ]]; then
     skip "generalisation sweep" "no pneumo binary or no full cache"
+  elif [[ -f $runs/test.lock ]]; then
+    # An earlier call on this warm machine read its test split: experiments.py refuses to train
+    # a closed sweep, and its files are returned as that call left them.
+    skip "generalisation sweep" "closed: an earlier call on this machine read its test split (its test.lock)"
+    copy_sweep_files "$runs"
   else
     run "generalisation sweep" 420 experiments "$(basename "$plan"): train + validation + stress" -- \
       "${sweep[@]}" --jobs "${EXPERIMENTS_JOBS:-$default_jobs}"
@@ -812,9 +817,6 @@ sec_sweep() {
       [[ -f $runs/plan.json ]] &&
         timeout "$(within_budget 60)" "${sweep[@]}" --table >> "$out/logs/experiments.log" 2>&1 &&
         copy=1
-    elif [[ -f $runs/test.lock ]]; then
-      skip "$test_step" "read by an earlier call on this machine (its test.lock); test.md as it wrote it"
-      copy=1
     elif (( $(remaining) - 15 < 60 )); then
       skip "$test_step" "under 60 s of the budget left; a later call on this machine reads it"
       copy=1
@@ -822,12 +824,16 @@ sec_sweep() {
       run "$test_step" 120 experiments_test "picked config and baseline" -- "${sweep[@]}" --test
       copy=1
     fi
-    if (( copy )) && [[ -d $runs ]]; then
-      mkdir -p "$out/experiments"
-      tar cf - "${archive_excludes[@]}" -C "$runs" . |
-        tar xf - -C "$out/experiments" || notes[-1]+=" (the sweep's files not copied)"
-    fi
+    (( copy )) && copy_sweep_files "$runs"
   fi
+}
+
+# The sweep folder's files, checkpoints left out, into the report's experiments/.
+copy_sweep_files() {
+  [[ -d $1 ]] || return 0
+  mkdir -p "$out/experiments"
+  tar cf - "${archive_excludes[@]}" -C "$1" . |
+    tar xf - -C "$out/experiments" || notes[-1]+=" (the sweep's files not copied)"
 }
 
 # ---- 17. The recipe over more seeds: the run-to-run spread of its validation and test metrics ---------

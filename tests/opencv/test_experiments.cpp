@@ -7,9 +7,10 @@
 // plans and names: refused with status 2 before anything runs. A failed start's folder trained
 // again, any other unfinished folder refused; a SIGTERM to the script passed on to its run, which
 // checkpoints, its seconds kept and summed with the continued part's; a failed training's seconds
-// kept. The table's validation split read from the runs, and runs whose stored threshold is not
-// Youden's left out of its Youden column. Skipped without python3. Every committed plan's
-// configurations are flags `pneumo train` takes.
+// kept; a SIGTERM during the start-up checks said and passed on. The table's validation split read
+// from the runs, and runs whose stored threshold is not Youden's left out of its Youden column. A
+// sweep whose test split was read closed: its table kept, no run trained or scored again. Skipped
+// without python3. Every committed plan's configurations are flags `pneumo train` takes.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -380,6 +381,40 @@ TEST(Experiments, ASigtermToTheScriptAloneStopsItsRunsWithACheckpoint) {
       << total << "\n" << table;
 }
 
+// A SIGTERM that lands during a training call's start-up checks (each runs `pneumo`; here a
+// `train --help` that sleeps) reaches the check under way and ends the script as one during its
+// runs does: status 143 and a message. It ended the script without a word, the check left running.
+TEST(Experiments, ASigtermDuringTheStartUpChecksEndsTheScriptWithAMessage) {
+  if (testing::run_command("python3 -c pass").status != 0) GTEST_SKIP() << "no python3";
+  testing::TempDir dir;
+  const std::string plan = dir.file("plan.json"), out = dir.file("sweep");
+  const std::string checking = dir.file("checking");  // made when the slow check starts
+  std::ofstream(plan) << R"({"size": 32, "epochs": 1, "seeds": [1], "rule": "r",
+    "configs": {"plain": {"augment": false, "threads": 2, "device": "cpu"}}})";
+  const std::string pneumo = pneumo_wrapper(dir, "pneumo-slow-help.sh",
+                                            "if [ \"$1\" = train ] && [ \"$2\" = --help ]; then\n"
+                                            "  touch '" + checking + "'; exec sleep 60\n"
+                                            "fi\n");
+  testing::BackgroundPneumo script(
+      {PNEUMO_SOURCE_DIR "/scripts/experiments.py", plan, "--pneumo", pneumo, "--data",
+       PNEUMO_SOURCE_DIR "/data/sample", "--out", out},
+      dir.file("cache"), dir.file("script.log"), "python3");
+  ASSERT_TRUE(script.started());
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (!fs::exists(checking) && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  ASSERT_TRUE(fs::exists(checking)) << script.log();
+  script.send(SIGTERM);
+  // Well within the check's 60 s sleep: the signal reached it too.
+  const auto stopped = script.wait(std::chrono::seconds(30));
+  EXPECT_EQ(stopped.status, 143) << stopped.output;
+  EXPECT_NE(stopped.output.find("experiments: stopped by SIGTERM during the start-up checks, "
+                                "before any run started: nothing was trained"),
+            std::string::npos)
+      << stopped.output;
+  EXPECT_FALSE(fs::exists(out)) << stopped.output;
+}
+
 // A training that fails still records its seconds (they were written only after a success); a
 // run then trained again from nothing (its folder a failed start's, train_seconds.txt included)
 // counts only its own. The failure: pneumo's --inject-fault, added by a wrapper while FAULT is set.
@@ -737,6 +772,67 @@ TEST(Experiments, AStoppedTestReadKeepsWhatItReadInTestMd) {
   ASSERT_NE(row, std::string::npos) << md;
   EXPECT_EQ(md.substr(row, md.find('\n', row) - row).find("| - |"), std::string::npos) << md;
   EXPECT_NE(md.find("| plain | seed 2 | - |"), std::string::npos) << md;
+}
+
+// Once --test has read the test split (test.lock, test.md), the sweep is closed: its table stays
+// the one test.md's pick was made from. A val.json damaged after the read was dropped from the
+// table by --table and by a second --test (before its refusal), and scored again by the next
+// training call. Now --table prints results.md as it stands, --test is refused before the table,
+// and a training call is refused (status 1) before anything runs or is written; test.md alone
+// (its lock removed) closes the sweep too.
+TEST(Experiments, ASweepWhoseTestSplitWasReadIsClosed) {
+  if (testing::run_command("python3 -c pass").status != 0) GTEST_SKIP() << "no python3";
+  testing::TempDir dir;
+  const std::string plan = dir.file("plan.json"), out = dir.file("sweep");
+  std::ofstream(plan) << R"({"size": 32, "epochs": 1, "seeds": [1], "rule": "r",
+    "configs": {"plain": {"augment": false, "threads": 2, "device": "cpu"}}})";
+  const std::string script = sweep_command(dir, plan, out);
+  auto sweep = testing::run_command(script);
+  ASSERT_EQ(sweep.status, 0) << sweep.output;
+  auto test = testing::run_command(script + " --test");
+  ASSERT_EQ(test.status, 0) << test.output;
+  ASSERT_TRUE(fs::exists(out + "/test.lock") && fs::exists(out + "/test.md")) << test.output;
+  std::map<std::string, std::string> kept;  // OUT's files as the read left them
+  for (const char* name : {"results.md", "results.csv", "test.md", "test.lock", "sweep.json",
+                           "plan.json"})
+    kept[name] = testing::read_text(out + "/" + name);
+  const auto unchanged = [&] {
+    for (const auto& [name, text] : kept)
+      EXPECT_EQ(testing::read_text(out + "/" + name), text) << name;
+  };
+  const std::string val = out + "/plain/seed-1/val.json";
+  std::ofstream(val, std::ios::trunc) << "{}";  // damaged after the read
+
+  auto table = testing::run_command(script + " --table");
+  EXPECT_EQ(table.status, 0) << table.output;
+  EXPECT_NE(table.output.find("| plain (picked) | 1 |"), std::string::npos) << table.output;
+  EXPECT_NE(table.output.find("this sweep is closed"), std::string::npos) << table.output;
+  unchanged();
+  auto again = testing::run_command(script + " --test");
+  EXPECT_EQ(again.status, 1) << again.output;
+  EXPECT_NE(again.output.find("read once"), std::string::npos) << again.output;
+  unchanged();
+  for (const char* more : {"", " --only plain"}) {
+    auto train = testing::run_command(script + more);
+    EXPECT_EQ(train.status, 1) << more << "\n" << train.output;
+    EXPECT_NE(train.output.find("this sweep is closed: its test split was read (" + out +
+                                "/test.lock, " + out + "/test.md)"),
+              std::string::npos)
+        << train.output;
+    EXPECT_EQ(train.output.find(PNEUMO_BINARY " "), std::string::npos) << train.output;
+    EXPECT_EQ(testing::read_text(val), "{}");
+    unchanged();
+  }
+  fs::remove(out + "/test.lock");
+  kept.erase("test.lock");
+  auto unlocked = testing::run_command(script);
+  EXPECT_EQ(unlocked.status, 1) << unlocked.output;
+  EXPECT_NE(unlocked.output.find("this sweep is closed: its test split was read (" + out +
+                                 "/test.md)"),
+            std::string::npos)
+      << unlocked.output;
+  EXPECT_EQ(testing::read_text(val), "{}");
+  unchanged();
 }
 
 // Every committed plan (configs/experiments/) names only flags and values `pneumo train` takes:
