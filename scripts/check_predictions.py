@@ -16,7 +16,8 @@ A "measure" names one number:
     {"kernels": {"op": ..., "layer": ..., "batch": ..., "variant": ...}, "field": "median_ms"}
         one row of OUT_DIR/bench_kernels.jsonl (pneumo bench kernels --json; without that file,
         of OUT_DIR/bench_kernels.csv, --csv, as a stored result folder keeps it: numbers read as
-        numbers, empty cells as absent, true/false as booleans), matched on every key given;
+        numbers, nan and inf too, empty cells as absent, true/false as booleans), matched on every
+        key given;
         field any of its columns (median_ms, gbps, percent_dram_peak, speedup, ...).
     {"train": {"precision": ..., "batch": ..., ...}, "field": "step_ms_mean"}
         one steady row of OUT_DIR/throughput.jsonl from pneumo bench train (impl "pneumo", no
@@ -32,7 +33,9 @@ A "measure" names one number:
         (total_seconds, first_epoch_overhead, ...).
 Any measure may add "relative_to": another measure (its field, when it names none, the first's),
 which the value is divided by (not measured when that is 0 or less).
-A prediction with no matching row, or several, is "not measured" (with the reason), never held.
+A prediction with no matching row, or several, is "not measured" (with the reason), never held;
+so is one whose number is NaN or infinite, in either format (a JSON NaN or Infinity, a CSV nan or
+inf): no measurement, neither held nor missed.
 An OUT_DIR that holds none of those files gets its table (every entry not measured) and a warning
 on stderr.
 Exit status: 0 when the table was written (whatever the verdicts), 2 on an invalid file (an
@@ -58,6 +61,9 @@ MEASURE_KEYS = {"kernels", "train", "recipe", "field", "op", "ops_matching", "ag
 CSV_TEXT_COLUMNS = {"platform", "device", "op", "layer", "shape", "variant", "status", "note",
                     "reference", "speedup_over"}
 NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+# A cell that is no finite number, as C's printf and Python write one: read as the float it names
+# (JSON lines give NaN and Infinity as floats), so that number() refuses it in both formats alike.
+NOT_FINITE = re.compile(r"^[-+]?(nan|inf|infinity)$", re.IGNORECASE)
 
 
 def json_lines(path):
@@ -93,7 +99,7 @@ def csv_rows(path):
                     row[key] = text
                 elif text in ("true", "false"):
                     row[key] = text == "true"
-                elif NUMBER.match(text):
+                elif NUMBER.match(text) or NOT_FINITE.match(text):
                     row[key] = float(text)
                 else:
                     row[key] = text
@@ -115,6 +121,10 @@ def one(rows, keys, what):
 def number(value, what):
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         raise LookupError(f"{what} is {value!r}, not a number")
+    # A NaN compared as a miss (every comparison false) and an infinity as a hit or a miss, from
+    # JSON lines, where the CSV's "nan" was not measured: neither is a measurement.
+    if not math.isfinite(value):
+        raise LookupError(f"{what} is {value}, not a finite number: no measurement")
     return float(value)
 
 

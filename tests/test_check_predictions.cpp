@@ -310,6 +310,44 @@ TEST(CheckPredictions, AStoredResultFolderIsReadFromItsCsvAndTxtCopies) {
   EXPECT_FALSE(has(run.output, "holds none of the files read")) << run.output;
 }
 
+// A number that is NaN or infinite is no measurement, whichever file it comes from: bench kernels'
+// JSON lines (a NaN was "missed", every comparison with it false; an Infinity "held" an at_least)
+// and its CSV (where "nan" was already "not measured", as a word) say the same.
+TEST(CheckPredictions, ANanOrInfiniteNumberIsNotMeasuredInJsonLinesAndCsvAlike) {
+  if (testing::run_command("python3 -c pass").status != 0) GTEST_SKIP() << "no python3";
+  testing::TempDir dir;
+  std::filesystem::create_directories(dir.file("jsonl"));
+  std::filesystem::create_directories(dir.file("csv"));
+  std::ofstream(dir.file("jsonl/bench_kernels.jsonl"))
+      << R"J({"op": "x", "layer": "tail2", "status": "ok", "median_ms": NaN})J" << "\n"
+      << R"J({"op": "x", "layer": "tail3", "status": "ok", "median_ms": Infinity})J" << "\n"
+      << R"J({"op": "x", "layer": "tail4", "status": "ok", "median_ms": -Infinity})J" << "\n"
+      << R"J({"op": "x", "layer": "tail5", "status": "ok", "median_ms": 0.5})J" << "\n";
+  std::ofstream(dir.file("csv/bench_kernels.csv"))
+      << "op,layer,status,median_ms\n"
+      << "x,tail2,ok,nan\nx,tail3,ok,inf\nx,tail4,ok,-inf\nx,tail5,ok,0.5\n";
+  std::ofstream(dir.file("p.json")) << R"J({"written": "today", "rule": "words", "predictions": [
+    {"id": "nan", "claim": "c", "measure": {"kernels": {"layer": "tail2"}}, "at_most": 1},
+    {"id": "inf", "claim": "c", "measure": {"kernels": {"layer": "tail3"}}, "at_least": 1},
+    {"id": "minus-inf", "claim": "c", "measure": {"kernels": {"layer": "tail4"}}, "at_most": 1},
+    {"id": "finite", "claim": "c", "measure": {"kernels": {"layer": "tail5"}}, "at_most": 1}]})J";
+  for (const char* format : {"jsonl", "csv"}) {
+    SCOPED_TRACE(format);
+    const testing::CommandResult run = check_paths(dir.file("p.json"), dir.file(format));
+    ASSERT_EQ(run.status, 0) << run.output;
+    for (const char* row :
+         {"| nan | c |  | <= 1 | median_ms is nan, not a finite number: no measurement | "
+          "**not measured** |",
+          "| inf | c |  | >= 1 | median_ms is inf, not a finite number: no measurement | "
+          "**not measured** |",
+          "| minus-inf | c |  | <= 1 | median_ms is -inf, not a finite number: no measurement | "
+          "**not measured** |",
+          "| finite | c |  | <= 1 | 0.5 | **held** |",
+          "1 held, 0 missed, 3 not measured, 0 other device of 4."})
+      EXPECT_TRUE(has(run.output, row)) << row << "\n" << run.output;
+  }
+}
+
 // profiling/README.md ("The predictions, in numbers") quotes the verdict counts for the stored H200
 // folder (which keeps bench_kernels.csv and bench_recipe_*.txt only): the counts are read from the
 // README's sentence and must be what the script prints for those files, so the prose and the
