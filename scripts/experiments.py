@@ -53,7 +53,8 @@ SIGTERM (to the script alone or to its process group) reaches the commands under
 `pneumo train` checkpoints), no new one starts, and the script exits 130 or 143; the same command
 continues. This holds from a training call's start-up checks on: a signal during them (each runs
 `pneumo`) reaches the check under way and stops the call before any run, with the same status and
-a message saying so. During --test's reads a signal is not passed on: the read under way finishes (unless
+a message saying so; likewise during --test's checks before its lock (nothing read, no lock
+written: the same command reads it later). During --test's reads a signal is not passed on: the read under way finishes (unless
 the signal reached it too, as Ctrl-C does), none starts after it. --jobs N trains and scores N runs at a time (for a GPU that one run leaves partly idle;
 each run's train_seconds.txt then holds time shared with the others, so a sweep's seconds are not
 a speed measure). train_seconds.txt has a line per `pneumo train` command of the run that got
@@ -709,12 +710,20 @@ def exit_if_stopped_at_start():
                      "command starts (or continues) the sweep")
 
 
-def run_check(command, timeout=None):
-    """A start-up check's command (`pneumo train --help`, a flag check, `pneumo --version`), its
-    output captured, as subprocess.run(capture_output=True, text=True) gives it. main runs a
-    training call's checks under ForwardingSignals: a signal reaches the check under way as it
-    reaches a run, and then ends the script (it ended without a word, the check left running)."""
-    exit_if_stopped_at_start()
+def exit_if_stopped_before_lock():
+    if received:
+        exit_stopped(f"experiments: stopped by {signal.Signals(received[0]).name} during --test's "
+                     "checks, before its lock: the test split was not read; the same command "
+                     "reads it")
+
+
+def run_check(command, timeout=None, exit_if_stopped=exit_if_stopped_at_start):
+    """A check's command (`pneumo train --help`, a flag check, `pneumo --version`, --test's
+    evaluation on validation), its output captured, as subprocess.run(capture_output=True,
+    text=True) gives it. main runs a training call's checks, and read_test its checks before the
+    lock, under ForwardingSignals: a signal reaches the check under way as it reaches a run, and
+    then exit_if_stopped ends the script (it ended without a word, the check left running)."""
+    exit_if_stopped()
     child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                              errors="replace")
     with children_lock:
@@ -730,7 +739,7 @@ def run_check(command, timeout=None):
     finally:
         with children_lock:
             children.discard(child)
-    exit_if_stopped_at_start()
+    exit_if_stopped()
     return subprocess.CompletedProcess(command, child.returncode, stdout, stderr)
 
 
@@ -1246,7 +1255,7 @@ def preflight(args, models):
     command = [args.pneumo, "evaluate", "--data", args.data, "--split", "val-carved",
                "--model", models[0]] + evaluate_args(args)
     try:
-        result = subprocess.run(command, capture_output=True, text=True, timeout=3600)
+        result = run_check(command, timeout=3600, exit_if_stopped=exit_if_stopped_before_lock)
     except (OSError, subprocess.TimeoutExpired) as error:
         return [f"the check on validation ({shlex.join(command)}) could not run: {error}"]
     if result.returncode == 0:
@@ -1257,17 +1266,19 @@ def preflight(args, models):
             f" ({shlex.join(command)})"]
 
 
-def read_test(args, plan, chosen):
-    lock = os.path.join(args.out, "test.lock")
-    if os.path.exists(lock):
-        sys.exit(f"experiments: the test split was read already ({lock}); it is read once")
-    names = [chosen] + ([plan["baseline"]] if plan.get("baseline") and plan["baseline"] != chosen else [])
-    # Everything checked before the lock: a refusal here leaves the test split unread.
-    problems = [f"'{n}' is not a configuration or view of the plan" for n in names
-                if n not in names_of(plan)]
-    check_cache_size(args, plan)
+def test_models(args, plan, names):
+    """The model files the test reads of these configurations use, those that exist."""
+    return [model_path(args, plan, name, seed) for name in names for seed in plan["seeds"]
+            if os.path.exists(model_path(args, plan, name, seed))]
+
+
+def checks_before_lock(args, plan, names, problems):
+    """Adds to `problems` why the test split must not be read now, in words: --pneumo must run,
+    every model exist and none have been read on test before (here, or as a committed lock
+    records), and, when nothing else is wrong, preflight's evaluation on validation pass."""
     try:  # a --pneumo that cannot run would leave the lock written and the split never read
-        version = subprocess.run([args.pneumo, "--version"], capture_output=True, timeout=60)
+        version = run_check([args.pneumo, "--version"], timeout=60,
+                            exit_if_stopped=exit_if_stopped_before_lock)
         if version.returncode != 0:
             problems.append(f"--pneumo {args.pneumo} --version failed (status {version.returncode})")
     except (OSError, subprocess.TimeoutExpired) as error:
@@ -1287,19 +1298,33 @@ def read_test(args, plan, chosen):
     if plan_sha256(args) in plans_read:
         problems.append(f"this plan's test split was read already ({plans_read[plan_sha256(args)]} "
                         "records its sha256): it is read once per final configuration")
-    models = {}  # model file -> sha256, recorded in the lock
-    for name in names:
-        for seed in plan["seeds"]:
-            path = model_path(args, plan, name, seed)
-            if os.path.exists(path):
-                models[path] = file_sha256(path)
-                if models[path] in models_read:
-                    problems.append(f"{path} was read on test already ({models_read[models[path]]} "
-                                    "records its sha256)")
+    models = test_models(args, plan, names)
+    for path in models:
+        digest = file_sha256(path)
+        if digest in models_read:
+            problems.append(f"{path} was read on test already ({models_read[digest]} records its "
+                            "sha256)")
     if not problems:
-        problems += preflight(args, list(models))
+        problems += preflight(args, models)
+
+
+def read_test(args, plan, chosen):
+    lock = os.path.join(args.out, "test.lock")
+    if os.path.exists(lock):
+        sys.exit(f"experiments: the test split was read already ({lock}); it is read once")
+    names = [chosen] + ([plan["baseline"]] if plan.get("baseline") and plan["baseline"] != chosen else [])
+    # Everything checked before the lock: a refusal here leaves the test split unread.
+    problems = [f"'{n}' is not a configuration or view of the plan" for n in names
+                if n not in names_of(plan)]
+    check_cache_size(args, plan)
+    # Until the lock, a signal reaches the check under way (the evaluation on validation takes a
+    # while) and ends the call with nothing read and no lock: the same command reads it later.
+    with ForwardingSignals():
+        checks_before_lock(args, plan, names, problems)
+    exit_if_stopped_before_lock()
     if problems:
         sys.exit("experiments: the test split is not read (no lock written):\n  " + "\n  ".join(problems))
+    models = {path: file_sha256(path) for path in test_models(args, plan, names)}
     # Made only if absent (O_EXCL): of two calls at once, one reads (the check at the top saw
     # no lock in either).
     try:

@@ -415,6 +415,46 @@ TEST(Experiments, ASigtermDuringTheStartUpChecksEndsTheScriptWithAMessage) {
   EXPECT_FALSE(fs::exists(out)) << stopped.output;
 }
 
+// The same for --test's checks before its lock (here its evaluation on validation, which takes a
+// while on real data): the signal reaches the check, and the call ends with 143, a message, no
+// lock and nothing read, so the same command reads the test split later. It ended without a word.
+TEST(Experiments, ASigtermDuringTestsChecksEndsTheCallBeforeItsLock) {
+  if (testing::run_command("python3 -c pass").status != 0) GTEST_SKIP() << "no python3";
+  testing::TempDir dir;
+  const std::string plan = dir.file("plan.json"), out = dir.file("sweep");
+  const std::string armed = dir.file("armed"), checking = dir.file("checking");
+  std::ofstream(plan) << R"({"size": 32, "epochs": 1, "seeds": [1], "rule": "r",
+    "configs": {"plain": {"augment": false, "threads": 2, "device": "cpu"}}})";
+  // Once `armed` exists, the evaluation on validation marks its start and sleeps.
+  const std::string pneumo = pneumo_wrapper(
+      dir, "pneumo-slow-check.sh",
+      "if [ -e '" + armed + "' ] && [ \"$1\" = evaluate ]; then\n"
+      "  case \"$*\" in *val-carved*) touch '" + checking + "'; exec sleep 60;; esac\n"
+      "fi\n");
+  const auto sweep = testing::run_command(sweep_command(dir, plan, out, pneumo));
+  ASSERT_EQ(sweep.status, 0) << sweep.output;
+  std::ofstream(armed) << "";
+  testing::BackgroundPneumo script(
+      {PNEUMO_SOURCE_DIR "/scripts/experiments.py", plan, "--pneumo", pneumo, "--data",
+       PNEUMO_SOURCE_DIR "/data/sample", "--out", out, "--test"},
+      dir.file("cache"), dir.file("script.log"), "python3");
+  ASSERT_TRUE(script.started());
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (!fs::exists(checking) && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  ASSERT_TRUE(fs::exists(checking)) << script.log();
+  script.send(SIGTERM);
+  const auto stopped = script.wait(std::chrono::seconds(30));  // within the check's 60 s sleep
+  EXPECT_EQ(stopped.status, 143) << stopped.output;
+  EXPECT_NE(stopped.output.find("experiments: stopped by SIGTERM during --test's checks, before "
+                                "its lock: the test split was not read"),
+            std::string::npos)
+      << stopped.output;
+  EXPECT_FALSE(fs::exists(out + "/test.lock")) << stopped.output;
+  EXPECT_FALSE(fs::exists(out + "/test.md")) << stopped.output;
+  EXPECT_FALSE(fs::exists(out + "/plain/seed-1/test.json")) << stopped.output;
+}
+
 // A training that fails still records its seconds (they were written only after a success); a
 // run then trained again from nothing (its folder a failed start's, train_seconds.txt included)
 // counts only its own. The failure: pneumo's --inject-fault, added by a wrapper while FAULT is set.
