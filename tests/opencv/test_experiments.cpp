@@ -55,6 +55,25 @@ std::string pneumo_wrapper(const testing::TempDir& dir, const std::string& name,
   return path;
 }
 
+// experiments.py PLAN on the sample into OUT with `pneumo`, and the arguments `more`, started in
+// the background (its output in dir's script.log), for a test that signals it.
+testing::BackgroundPneumo background_sweep(const testing::TempDir& dir, const std::string& plan,
+                                           const std::string& out, const std::string& pneumo,
+                                           std::vector<std::string> more = {}) {
+  std::vector<std::string> args{PNEUMO_SOURCE_DIR "/scripts/experiments.py", plan, "--pneumo",
+                                pneumo, "--data", PNEUMO_SOURCE_DIR "/data/sample", "--out", out};
+  args.insert(args.end(), more.begin(), more.end());
+  return testing::BackgroundPneumo(args, dir.file("cache"), dir.file("script.log"), "python3");
+}
+
+// Whether `path` exists within `limit` (looked for every 20 ms).
+bool appears(const std::string& path, std::chrono::seconds limit) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (!fs::exists(path) && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  return fs::exists(path);
+}
+
 // The lines of pneumo_wrapper that add --inject-fault nan@2 to a `pneumo train` while FAULT is set.
 const char* const kTrainFaultWhileFault =
     "if [ \"$1\" = train ] && [ \"$2\" != --help ] && [ -n \"$FAULT\" ]; then\n"
@@ -334,17 +353,11 @@ TEST(Experiments, ASigtermToTheScriptAloneStopsItsRunsWithACheckpoint) {
     "device": "cpu"}}})";
   const std::string run = out + "/plain/seed-1";
   {
-    testing::BackgroundPneumo script(
-        {PNEUMO_SOURCE_DIR "/scripts/experiments.py", plan, "--pneumo", PNEUMO_BINARY, "--data",
-         PNEUMO_SOURCE_DIR "/data/sample", "--out", out},
-        dir.file("cache"), dir.file("script.log"), "python3");
+    testing::BackgroundPneumo script = background_sweep(dir, plan, out, PNEUMO_BINARY);
     ASSERT_TRUE(script.started());
     // The first epoch's checkpoint: the run is under way.
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(300);
-    while (!fs::exists(run + "/checkpoints/last.safetensors") &&
-           std::chrono::steady_clock::now() < deadline)
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    ASSERT_TRUE(fs::exists(run + "/checkpoints/last.safetensors")) << script.log();
+    ASSERT_TRUE(appears(run + "/checkpoints/last.safetensors", std::chrono::seconds(300)))
+        << script.log();
     script.send(SIGTERM);
     const auto stopped = script.wait(std::chrono::seconds(120));
     EXPECT_EQ(stopped.status, 143) << stopped.output;
@@ -395,15 +408,9 @@ TEST(Experiments, ASigtermDuringTheStartUpChecksEndsTheScriptWithAMessage) {
                                             "if [ \"$1\" = train ] && [ \"$2\" = --help ]; then\n"
                                             "  touch '" + checking + "'; exec sleep 60\n"
                                             "fi\n");
-  testing::BackgroundPneumo script(
-      {PNEUMO_SOURCE_DIR "/scripts/experiments.py", plan, "--pneumo", pneumo, "--data",
-       PNEUMO_SOURCE_DIR "/data/sample", "--out", out},
-      dir.file("cache"), dir.file("script.log"), "python3");
+  testing::BackgroundPneumo script = background_sweep(dir, plan, out, pneumo);
   ASSERT_TRUE(script.started());
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-  while (!fs::exists(checking) && std::chrono::steady_clock::now() < deadline)
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  ASSERT_TRUE(fs::exists(checking)) << script.log();
+  ASSERT_TRUE(appears(checking, std::chrono::seconds(60))) << script.log();
   script.send(SIGTERM);
   // Well within the check's 60 s sleep: the signal reached it too.
   const auto stopped = script.wait(std::chrono::seconds(30));
@@ -434,15 +441,9 @@ TEST(Experiments, ASigtermDuringTestsChecksEndsTheCallBeforeItsLock) {
   const auto sweep = testing::run_command(sweep_command(dir, plan, out, pneumo));
   ASSERT_EQ(sweep.status, 0) << sweep.output;
   std::ofstream(armed) << "";
-  testing::BackgroundPneumo script(
-      {PNEUMO_SOURCE_DIR "/scripts/experiments.py", plan, "--pneumo", pneumo, "--data",
-       PNEUMO_SOURCE_DIR "/data/sample", "--out", out, "--test"},
-      dir.file("cache"), dir.file("script.log"), "python3");
+  testing::BackgroundPneumo script = background_sweep(dir, plan, out, pneumo, {"--test"});
   ASSERT_TRUE(script.started());
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-  while (!fs::exists(checking) && std::chrono::steady_clock::now() < deadline)
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  ASSERT_TRUE(fs::exists(checking)) << script.log();
+  ASSERT_TRUE(appears(checking, std::chrono::seconds(60))) << script.log();
   script.send(SIGTERM);
   const auto stopped = script.wait(std::chrono::seconds(30));  // within the check's 60 s sleep
   EXPECT_EQ(stopped.status, 143) << stopped.output;
