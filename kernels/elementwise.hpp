@@ -199,7 +199,8 @@ PNEUMO_HD float batchnorm_input_gradient(float x, float dy, float mean, float in
 // an inverted dropout between the ReLU and batch-norm, its multiplier of a kept element
 // (dropout_multiplier_from_keep(true, rate)), else 1. x > 0 only where the mask kept the element,
 // so wherever the gated dx is not zero dropout_backward would multiply it by `kept`, and where it
-// is zero by `kept` or 0: the same bits as dropout_backward after the gate, without the mask.
+// is zero by `kept` or 0: the same bits as dropout_backward after the gate, without the mask
+// (except where x is NaN, which passes the gate even where the mask dropped it: NaN * 0).
 // Always multiplied (times 1 changes no bits), so that loops over it stay branch-free: a test of
 // kept == 1 here stopped the CPU's loop from vectorising (batch-norm's backward 3x slower).
 PNEUMO_HD float relu_gated(bool relu_gate, float x, float dx, float kept = 1.0f) {

@@ -54,10 +54,11 @@ SIGTERM (to the script alone or to its process group) reaches the commands under
 continues. This holds from a training call's start-up checks on: a signal during them (each runs
 `pneumo`) reaches the check under way and stops the call before any run, with the same status and
 a message saying so; likewise during --test's checks before its lock (nothing read, no lock
-written: the same command reads it later). During --test's reads a signal is not passed on: the read under way finishes (unless
-the signal reached it too, as Ctrl-C does), none starts after it. --jobs N trains and scores N runs at a time (for a GPU that one run leaves partly idle;
-each run's train_seconds.txt then holds time shared with the others, so a sweep's seconds are not
-a speed measure). train_seconds.txt has a line per `pneumo train` command of the run that got
+written: the same command reads it later). During --test's reads a signal is not passed on: the
+read under way finishes (unless the signal reached it too, as Ctrl-C does), none starts after it.
+--jobs N trains and scores N runs at a time (for a GPU that one run leaves partly idle; each run's
+train_seconds.txt then holds time shared with the others, so a sweep's seconds are not a speed
+measure). train_seconds.txt has a line per `pneumo train` command of the run that got
 past its start-up checks (one stopped or failed later too; a run trained again from nothing starts
 it afresh); the table's "train s" is their sum. A command that exits 0 without writing its
 model or scores is a failure. OUT/results.md and OUT/results.csv hold the table
@@ -1266,16 +1267,11 @@ def preflight(args, models):
             f" ({shlex.join(command)})"]
 
 
-def test_models(args, plan, names):
-    """The model files the test reads of these configurations use, those that exist."""
-    return [model_path(args, plan, name, seed) for name in names for seed in plan["seeds"]
-            if os.path.exists(model_path(args, plan, name, seed))]
-
-
 def checks_before_lock(args, plan, names, problems):
     """Adds to `problems` why the test split must not be read now, in words: --pneumo must run,
     every model exist and none have been read on test before (here, or as a committed lock
-    records), and, when nothing else is wrong, preflight's evaluation on validation pass."""
+    records), and, when nothing else is wrong, preflight's evaluation on validation pass.
+    Returns {model file: sha256} of the models that exist, each once, for the lock."""
     try:  # a --pneumo that cannot run would leave the lock written and the split never read
         version = run_check([args.pneumo, "--version"], timeout=60,
                             exit_if_stopped=exit_if_stopped_before_lock)
@@ -1298,14 +1294,18 @@ def checks_before_lock(args, plan, names, problems):
     if plan_sha256(args) in plans_read:
         problems.append(f"this plan's test split was read already ({plans_read[plan_sha256(args)]} "
                         "records its sha256): it is read once per final configuration")
-    models = test_models(args, plan, names)
-    for path in models:
-        digest = file_sha256(path)
-        if digest in models_read:
-            problems.append(f"{path} was read on test already ({models_read[digest]} records its "
-                            "sha256)")
+    models = {}
+    for name in names:
+        for seed in plan["seeds"]:
+            path = model_path(args, plan, name, seed)
+            if os.path.exists(path) and path not in models:
+                models[path] = file_sha256(path)
+                if models[path] in models_read:
+                    problems.append(f"{path} was read on test already ({models_read[models[path]]} "
+                                    "records its sha256)")
     if not problems:
-        problems += preflight(args, models)
+        problems += preflight(args, list(models))
+    return models
 
 
 def read_test(args, plan, chosen):
@@ -1320,11 +1320,10 @@ def read_test(args, plan, chosen):
     # Until the lock, a signal reaches the check under way (the evaluation on validation takes a
     # while) and ends the call with nothing read and no lock: the same command reads it later.
     with ForwardingSignals():
-        checks_before_lock(args, plan, names, problems)
+        models = checks_before_lock(args, plan, names, problems)  # model file -> sha256, for the lock
     exit_if_stopped_before_lock()
     if problems:
         sys.exit("experiments: the test split is not read (no lock written):\n  " + "\n  ".join(problems))
-    models = {path: file_sha256(path) for path in test_models(args, plan, names)}
     # Made only if absent (O_EXCL): of two calls at once, one reads (the check at the top saw
     # no lock in either).
     try:

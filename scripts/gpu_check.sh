@@ -794,10 +794,10 @@ sec_sweep() {
     skip "generalisation sweep" "its test split was read already (${read_lock#"$root"/}); name another plan"
   elif [[ ! -x $cli_bin || -z $full_cache ]]; then
     skip "generalisation sweep" "no pneumo binary or no full cache"
-  elif [[ -f $runs/test.lock ]]; then
+  elif [[ -f $runs/test.lock || -f $runs/test.md ]]; then
     # An earlier call on this warm machine read its test split: experiments.py refuses to train
     # a closed sweep, and its files are returned as that call left them.
-    skip "generalisation sweep" "closed: an earlier call on this machine read its test split (its test.lock)"
+    skip "generalisation sweep" "closed: an earlier call on this machine read its test split (its test.lock or test.md)"
     copy_sweep_files "$runs"
   else
     run "generalisation sweep" 420 experiments "$(basename "$plan"): train + validation + stress" -- \

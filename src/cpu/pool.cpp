@@ -82,7 +82,8 @@ void CpuBackend::maxpool2d_forward_impl(ConstTensorView x, TensorView y) {
 }
 
 // The max is located again from x (y is checked for shape only); when y = maxpool2d_forward(x)
-// that is the same element as the first one equal to y, which is what cuDNN picks.
+// that is the same element as the first one equal to y, which is what cuDNN picks (for a window
+// holding a NaN: its first NaN, where cuDNN's choice is not documented).
 void CpuBackend::maxpool2d_backward_impl(ConstTensorView x, ConstTensorView /*y*/,
                                          ConstTensorView dy, TensorView dx) {
   const PoolGeometry g = pool_geometry(x.shape);

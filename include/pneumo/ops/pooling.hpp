@@ -6,7 +6,8 @@
 //   (cuDNN's symmetric padding of 1 with floor rounding gives exactly that) and never wins the
 //   max; a NaN in a window is its max (the first NaN, in row-major order), so a NaN activation
 //   is not lost on the way to the loss. Backward: each window's gradient goes to the element
-//   that produced its max; on ties, to the first in row-major order within the window;
+//   that produced its max; on ties, to the first in row-major order within the window (cuDNN's
+//   backward, where a window holds a NaN, sends it where cuDNN chooses: not documented);
 // - global average pooling: x (N, C, H, W) -> y (N, C), the mean of each plane; backward:
 //   dy (N, C) -> dx (N, C, H, W) = dy / (H W) over each plane.
 #pragma once

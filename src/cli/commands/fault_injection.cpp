@@ -54,8 +54,10 @@ void strike(const Fault& fault, Model& model, TensorView optimizer_state) {
     return;
   }
   if (fault.kind == Fault::Kind::InfState) {
+    // The last slot holds the mean squares (RMSprop's only slot, AdamW's second moment).
     const float inf = std::numeric_limits<float>::infinity();
-    copy_bytes(optimizer_state.data, optimizer_state.device, &inf, Device::Cpu, sizeof(float));
+    float* target = optimizer_state.data + optimizer_state.numel() - model.parameters().numel();
+    copy_bytes(target, optimizer_state.device, &inf, Device::Cpu, sizeof(float));
     return;
   }
   const float nan = std::numeric_limits<float>::quiet_NaN();

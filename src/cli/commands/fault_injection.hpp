@@ -29,8 +29,8 @@ Fault parse_fault(const std::string& text);
 // The callback run before each step of an epoch (its argument: the step within the epoch, from
 // 0), acting just before global step fault.step. nan: the output layer's bias turns NaN (every
 // logit does); nan-weight: the first weight of conv1 (ReLU and max pooling pass the NaN on to
-// the loss); inf-state: the optimizer state's first value (conv1's first weight's RMSprop mean
-// square) turns infinite, as an overflowing accumulator's would: that weight's updates become 0,
+// the loss); inf-state: conv1's first weight's mean square in the optimizer state (RMSprop's, or
+// AdamW's second moment) turns infinite, as an overflowing one would: that weight's updates become 0,
 // so loss, weights and validation stay finite and only the check before a checkpoint sees it;
 // sigint / sigterm: that signal is raised (the run finishes the step, then stops).
 std::function<void(int64_t)> fault_hook(const Fault& fault, Model& model,
