@@ -1,6 +1,6 @@
 // The 2x2 / stride-2 'same' pooling window (pneumo/ops/pooling.hpp) as host-device code: its four
-// positions and the first-maximum rule (a NaN wins), shared by the max-pooling kernels (kernels/pooling.cu) and
-// the fused block tail (block_tail_math.hpp, its CPU twin included).
+// positions and the first-maximum rule (a NaN wins), shared by the max-pooling kernels
+// (kernels/pooling.cu) and the fused block tail (block_tail_math.hpp, its CPU twin included).
 #pragma once
 
 #include <cstdint>

@@ -584,6 +584,12 @@ INSTANTIATE_TEST_SUITE_P(ModelShapes, MaxPoolParity,
                                            PoolCase{3, 256, 10, 10}),
                          pool_case_name);
 
+// The instantiations' names of a suite run on cuDNN and on our kernel.
+std::string implementation_name(
+    const ::testing::TestParamInfo<CudaBackendOptions::Implementation>& info) {
+  return info.param == CudaBackendOptions::Implementation::Cudnn ? "Cudnn" : "Kernel";
+}
+
 // Known answers, independent of the CPU backend: which element of a tied window takes the
 // gradient, for cuDNN and for the kernel. The interface says: the first in row-major order.
 class MaxPoolTies : public ::testing::TestWithParam<CudaBackendOptions::Implementation> {};
@@ -640,10 +646,7 @@ INSTANTIATE_TEST_SUITE_P(
     Implementations, MaxPoolTies,
     ::testing::Values(CudaBackendOptions::Implementation::Cudnn,
                       CudaBackendOptions::Implementation::Kernel),
-    [](const ::testing::TestParamInfo<CudaBackendOptions::Implementation>& info) {
-      return std::string(info.param == CudaBackendOptions::Implementation::Cudnn ? "Cudnn"
-                                                                                : "Kernel");
-    });
+    implementation_name);
 
 // A NaN is its window's max wherever it stands (CUDNN_PROPAGATE_NAN; takes_max): first, second,
 // last, none. Where its gradient goes cuDNN does not document, so dx is checked for the kernel
@@ -678,10 +681,7 @@ INSTANTIATE_TEST_SUITE_P(
     Implementations, MaxPoolNan,
     ::testing::Values(CudaBackendOptions::Implementation::Cudnn,
                       CudaBackendOptions::Implementation::Kernel),
-    [](const ::testing::TestParamInfo<CudaBackendOptions::Implementation>& info) {
-      return std::string(info.param == CudaBackendOptions::Implementation::Cudnn ? "Cudnn"
-                                                                                : "Kernel");
-    });
+    implementation_name);
 
 // ---- Batch normalisation ------------------------------------------------------------------------
 

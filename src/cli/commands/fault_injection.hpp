@@ -30,8 +30,9 @@ Fault parse_fault(const std::string& text);
 // 0), acting just before global step fault.step. nan: the output layer's bias turns NaN (every
 // logit does); nan-weight: the first weight of conv1 (ReLU and max pooling pass the NaN on to
 // the loss); inf-state: conv1's first weight's mean square in the optimizer state (RMSprop's, or
-// AdamW's second moment) turns infinite, as an overflowing one would: that weight's updates become 0,
-// so loss, weights and validation stay finite and only the check before a checkpoint sees it;
+// AdamW's second moment) turns infinite, as an overflowing one would: that weight's updates
+// become 0, so loss, weights and validation stay finite and only the check before a checkpoint
+// sees it;
 // sigint / sigterm: that signal is raised (the run finishes the step, then stops).
 std::function<void(int64_t)> fault_hook(const Fault& fault, Model& model,
                                         TensorView optimizer_state, int64_t steps_before_epoch);
