@@ -28,7 +28,9 @@ using testing::pneumo_command;
 using testing::same_tensors;
 
 const std::string kSample = PNEUMO_SOURCE_DIR "/data/sample";
-const std::string kCommon = " --device cpu --threads 2 ";
+// 32 px: these tests are about stops and resumes, not the recipe's size (at 150 px they took
+// 2-3 minutes each under the sanitizers).
+const std::string kCommon = " --size 32 --device cpu --threads 2 ";
 
 // history.csv without its time columns (times differ between runs).
 // The value of `column` in epoch `epoch`'s row (0-based) of a run's history.csv.
@@ -127,7 +129,7 @@ TEST(CliGuards, ASigtermFromOutsideStopsWithACheckpoint) {
   testing::TempDir dir;
   const std::string run = dir.file("run");
   testing::BackgroundPneumo process({"train", "--data", kSample, "--epochs", "50", "--out", run,
-                                     "--device", "cpu", "--threads", "2"},
+                                     "--size", "32", "--device", "cpu", "--threads", "2"},
                                     dir.file("cache"), dir.file("log.txt"));
   ASSERT_TRUE(process.started());
   // The first epoch's summary line: training is under way and a checkpoint exists.
