@@ -1263,7 +1263,7 @@ TEST_F(Parity, Tf32ConvAndDenseStayWithinTf32Tolerance) {
   PNEUMO_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0), "cc");
   bool tensor_op_tried = false;
   for (const ConvSearch& search : tf32_cuda.conv_searches())
-    for (const ConvAlgoTrial& trial : search.trials)
+    for (const ConvAlgoTrial& trial : search.pick.trials)
       tensor_op_tried = tensor_op_tried || trial.math == CUDNN_TENSOR_OP_MATH;
   if (major >= 8) {
     EXPECT_TRUE(tensor_op_tried) << tf32_cuda.describe_conv_plans();
@@ -1274,14 +1274,14 @@ TEST_F(Parity, Tf32ConvAndDenseStayWithinTf32Tolerance) {
   Pair y32 = output(y_shape);
   fp32_cuda.conv2d_forward(x.cuda, w.cuda, b.cuda, y32.cuda, true);
   // (cuDNN may list tensor-op algorithms under FMA_MATH too; the search must not keep one.)
-  // (`chosen` is the algorithm's id, not its place among the trials, which are fastest first:
+  // (`algo` is the algorithm's id, not its place among the trials, which are fastest first:
   // the kept entry is `kept`, and the math type it was measured with `math`.)
   for (const ConvSearch& search : fp32_cuda.conv_searches()) {
-    EXPECT_NE(search.math, CUDNN_TENSOR_OP_MATH) << search.direction;
-    if (search.kept >= 0) {
-      ASSERT_LT(static_cast<size_t>(search.kept), search.trials.size()) << search.direction;
-      EXPECT_EQ(search.trials[static_cast<size_t>(search.kept)].algo, search.chosen)
-          << search.direction;
+    const ConvAlgorithmPick& pick = search.pick;
+    EXPECT_NE(pick.math, CUDNN_TENSOR_OP_MATH) << search.direction;
+    if (pick.kept >= 0) {
+      ASSERT_LT(static_cast<size_t>(pick.kept), pick.trials.size()) << search.direction;
+      EXPECT_EQ(pick.trials[static_cast<size_t>(pick.kept)].algo, pick.algo) << search.direction;
     }
   }
 }
@@ -1508,15 +1508,15 @@ TEST_F(Parity, ConvPlansAreFoundOnceAndReused) {
   EXPECT_STREQ(searches[3].direction, "backward_filter");
   for (const ConvSearch& search : searches) {
     if (search.shape[0] == 1) {
-      EXPECT_EQ(search.source, "cache (batch 2)");
-      EXPECT_TRUE(search.trials.empty());
-      EXPECT_EQ(search.chosen, searches[1].chosen) << "N=1 forward is not the N=2 pick";
+      EXPECT_EQ(search.pick.source, "cache (batch 2)");
+      EXPECT_TRUE(search.pick.trials.empty());
+      EXPECT_EQ(search.pick.algo, searches[1].pick.algo) << "N=1 forward is not the N=2 pick";
       continue;
     }
-    EXPECT_EQ(search.source, "searched") << search.direction;
+    EXPECT_EQ(search.pick.source, "searched") << search.direction;
     const bool kept_ran = std::any_of(
-        search.trials.begin(), search.trials.end(), [&](const ConvAlgoTrial& t) {
-          return t.algo == search.chosen && t.status == CUDNN_STATUS_SUCCESS && t.ms > 0;
+        search.pick.trials.begin(), search.pick.trials.end(), [&](const ConvAlgoTrial& t) {
+          return t.algo == search.pick.algo && t.status == CUDNN_STATUS_SUCCESS && t.ms > 0;
         });
     EXPECT_TRUE(kept_ran) << search.direction << " of N=" << search.shape[0];
   }

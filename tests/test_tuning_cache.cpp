@@ -313,13 +313,13 @@ TEST(TuningCacheCuda, ASecondBackendReusesTheFirstOnesDecisions) {
     CudaBackend backend(options);
     first = run(backend, x_shape.n());
     ASSERT_EQ(backend.conv_searches().size(), 1u);
-    EXPECT_EQ(backend.conv_searches()[0].source, "searched");
+    EXPECT_EQ(backend.conv_searches()[0].pick.source, "searched");
   }
   CudaBackend again(options);
   EXPECT_EQ(run(again, x_shape.n()), first) << "the same algorithms give the same bits";
   ASSERT_EQ(again.conv_searches().size(), 1u);
-  EXPECT_EQ(again.conv_searches()[0].source, "cache");
-  EXPECT_TRUE(again.conv_searches()[0].trials.empty()) << "nothing searched";
+  EXPECT_EQ(again.conv_searches()[0].pick.source, "cache");
+  EXPECT_TRUE(again.conv_searches()[0].pick.trials.empty()) << "nothing searched";
   for (const auto& choice : again.implementation_choices())
     EXPECT_EQ(choice.source, "cache") << choice.op;
   run(again, 5);  // a smaller batch of the same layers
@@ -327,7 +327,7 @@ TEST(TuningCacheCuda, ASecondBackendReusesTheFirstOnesDecisions) {
   for (const auto& search : again.conv_searches()) {
     if (search.shape[0] == 5) {
       ++smaller;
-      EXPECT_EQ(search.source, "cache (batch 8)");
+      EXPECT_EQ(search.pick.source, "cache (batch 8)");
     }
   }
   EXPECT_EQ(smaller, 1) << "the batch-5 layer's decision";

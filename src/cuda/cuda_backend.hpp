@@ -93,23 +93,19 @@ struct ConvAlgorithmPick {
   int algo = 0;  // the algorithm's id (cudnnConvolution*Algo_t)
   size_t workspace = 0;
   float ms = 0;
-  cudnnMathType_t math = CUDNN_DEFAULT_MATH;  // as ConvSearch::math
-  std::vector<ConvAlgoTrial> trials;          // none when recalled
-  std::string source;                         // as ConvSearch::source
-  int kept = -1;                              // as ConvSearch::kept
+  // The math type the kept entry was measured with (an algorithm id may appear under several);
+  // without TF32 the descriptor runs it as FMA_MATH whatever this says.
+  cudnnMathType_t math = CUDNN_DEFAULT_MATH;
+  std::vector<ConvAlgoTrial> trials;  // as cuDNN returned them, fastest first; none when recalled
+  std::string source;                 // "searched", "cache" or "cache (batch N)"
+  int kept = -1;                      // the kept trial's place in `trials` (-1: recalled)
 };
 
-// Every algorithm one direction's search tried, and the one kept.
+// One direction's pick, with the layer shape and direction it was made for.
 struct ConvSearch {
   std::array<int64_t, 5> shape{};  // N, C, H, W, K
   const char* direction = "";      // "forward", "backward_data" or "backward_filter"
-  int chosen = -1;                    // the algorithm's id (cudnnConvolution*Algo_t)
-  std::vector<ConvAlgoTrial> trials;  // as cuDNN returned them, fastest first; none when cached
-  std::string source;                 // "searched", "cache" or "cache (batch N)"
-  int kept = -1;                      // the chosen trial's place in `trials` (-1: from the cache)
-  // The math type the chosen entry was measured with (an algorithm id may appear under several);
-  // without TF32 the descriptor runs it as FMA_MATH whatever this says.
-  cudnnMathType_t math = CUDNN_DEFAULT_MATH;
+  ConvAlgorithmPick pick;
 };
 
 class CudaBackend final : public Backend {

@@ -316,8 +316,7 @@ std::vector<ConvSearch> CudaBackend::conv_searches() const {
         {"backward_filter", &plan.backward_filter}};
     for (const auto& [name, direction] : directions) {
       if (!direction->found) continue;
-      const ConvAlgorithmPick& pick = direction->pick;
-      searches.push_back({key, name, pick.algo, pick.trials, pick.source, pick.kept, pick.math});
+      searches.push_back({key, name, direction->pick});
     }
   }
   return searches;

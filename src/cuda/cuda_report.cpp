@@ -14,9 +14,10 @@ nlohmann::json conv_searches_json(const std::vector<ConvSearch>& searches_made, 
   nlohmann::json searches = nlohmann::json::array();
   for (const ConvSearch& search : searches_made) {
     if (search.shape[0] != batch) continue;
+    const ConvAlgorithmPick& pick = search.pick;
     nlohmann::json trials = nlohmann::json::array(), chosen, fastest;
-    for (size_t i = 0; i < search.trials.size(); ++i) {
-      const ConvAlgoTrial& t = search.trials[i];
+    for (size_t i = 0; i < pick.trials.size(); ++i) {
+      const ConvAlgoTrial& t = pick.trials[i];
       const bool ran = t.status == CUDNN_STATUS_SUCCESS;
       nlohmann::json trial = {{"algo", t.algo},
                               {"ran", ran},
@@ -25,16 +26,16 @@ nlohmann::json conv_searches_json(const std::vector<ConvSearch>& searches_made, 
                               {"deterministic", t.deterministic},
                               {"math", cuda::math_type_name(t.math)}};
       // The kept entry itself: an algorithm id may appear under two math types, with two times.
-      if (static_cast<int>(i) == search.kept) chosen = trial;
+      if (static_cast<int>(i) == pick.kept) chosen = trial;
       // The fastest that ran, usable here or not (over the workspace limit, a math type the
       // precision refuses): what the choice gave up, in time.
       if (ran && fastest.is_null()) fastest = trial;
       trials.push_back(trial);
     }
-    if (search.trials.empty()) chosen = {{"algo", search.chosen}};  // from the tuning cache
+    if (pick.trials.empty()) chosen = {{"algo", pick.algo}};  // from the tuning cache
     searches.push_back({{"shape", search.shape},
                         {"direction", search.direction},
-                        {"source", search.source},
+                        {"source", pick.source},
                         {"chosen", chosen},
                         {"fastest", fastest},
                         {"trials", trials}});
