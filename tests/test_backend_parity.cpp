@@ -290,29 +290,50 @@ INSTANTIATE_TEST_SUITE_P(ModelShapes, ConvParity,
                                            ConvCase{3, 128, 10, 10, 256}),
                          conv_case_name);
 
-// Calls body(backend, impl, what) on a CudaBackend with `field` forced to cuDNN, then to our
-// side, then left to the first-call timing, then (for conv_bias_gradient) our side with the
-// per-channel sums in chunks of 3 images; `what` labels the failures with `label` and impl.
+// ---- Ops with two CUDA implementations (cuDNN's and ours) ---------------------------------------
+
+// One CUDA backend such an op is checked on.
+struct ImplementationUnderTest {
+  std::unique_ptr<CudaBackend> backend;
+  CudaBackendOptions::Implementation impl;
+  std::string label;  // begins its failure messages
+};
+
+constexpr int64_t kChunkImages = 3;
+
+// `field` forced to cuDNN, forced to our kernels, left to the first call's timing, and our kernels
+// again with their per-channel sums split into chunks of kChunkImages images (the last one short
+// where the batch does not divide): on a large GPU the SM count's split gives these tests' small
+// batches one image per chunk, which never merges a chunk of several. (For an op whose kernel
+// makes no such sums, the fourth runs as the second.)
+std::vector<ImplementationUnderTest> implementations_under_test(
+    CudaBackendOptions::Implementation CudaBackendOptions::*field) {
+  using Implementation = CudaBackendOptions::Implementation;
+  const struct {
+    Implementation impl;
+    int64_t images_per_chunk;  // 0: the backend's own split
+    const char* label;
+  } kinds[] = {{Implementation::Cudnn, 0, "cudnn "},
+               {Implementation::Kernel, 0, "kernel "},
+               {Implementation::Fastest, 0, "fastest "},
+               {Implementation::Kernel, kChunkImages, "kernel, 3 images a chunk "}};
+  std::vector<ImplementationUnderTest> backends;
+  for (const auto& kind : kinds) {
+    CudaBackendOptions options;
+    options.*field = kind.impl;
+    options.reduction_images_per_chunk = kind.images_per_chunk;
+    backends.push_back({std::make_unique<CudaBackend>(options), kind.impl, kind.label});
+  }
+  return backends;
+}
+
+// Calls body(backend, impl, what) on each of implementations_under_test(field); `what` labels
+// the failures with `label`, the implementation and (for body to complete) the call.
 template <class Body>
 void for_each_implementation(CudaBackendOptions::Implementation CudaBackendOptions::*field,
                              const std::string& label, Body&& body) {
-  using Implementation = CudaBackendOptions::Implementation;
-  for (Implementation impl :
-       {Implementation::Cudnn, Implementation::Kernel, Implementation::Fastest}) {
-    CudaBackendOptions options;
-    options.*field = impl;
-    CudaBackend backend(options);
-    body(backend, impl,
-         label + " implementation " + std::to_string(static_cast<int>(impl)) + ", call ");
-  }
-  // Ours again with the per-channel sums in chunks of 3 images (see EveryImplementation), for
-  // the op whose kernel splits its sums so (the one-channel weight gradient has its own split).
-  if (field != &CudaBackendOptions::conv_bias_gradient) return;
-  CudaBackendOptions options;
-  options.*field = Implementation::Kernel;
-  options.reduction_images_per_chunk = 3;
-  CudaBackend backend(options);
-  body(backend, Implementation::Kernel, label + " kernel, 3 images a chunk, call ");
+  for (ImplementationUnderTest& under_test : implementations_under_test(field))
+    body(*under_test.backend, under_test.impl, label + " " + under_test.label + "call ");
 }
 
 // The first layer's forward and weight gradient (with the bias gradient, summed in the same pass
@@ -493,8 +514,8 @@ std::string pool_case_name(const ::testing::TestParamInfo<PoolCase>& info) {
   return out.str();
 }
 
-// A fixture for ops with two CUDA implementations: checks run on a backend forced to cuDNN, one
-// forced to our kernels, and the default one (whichever was faster on the first call).
+// A fixture for ops with two CUDA implementations: each check runs on every one of
+// implementations_under_test(kField).
 template <CudaBackendOptions::Implementation CudaBackendOptions::*kField>
 class EveryImplementation : public Parity, public ::testing::WithParamInterface<PoolCase> {
  protected:
@@ -502,24 +523,17 @@ class EveryImplementation : public Parity, public ::testing::WithParamInterface<
   void SetUp() override {
     Parity::SetUp();
     if (IsSkipped() || HasFatalFailure()) return;
-    for (Implementation impl : {Implementation::Cudnn, Implementation::Kernel, Implementation::Kernel}) {
-      CudaBackendOptions options;
-      options.*kField = impl;
-      // The kernels again with their per-channel sums split into chunks of 3 images (the last
-      // one short where the batch does not divide): on a large GPU the SM count's split gives
-      // these tests' small batches one image per chunk, which never merges a chunk of several.
-      if (forced_.size() == 2) options.reduction_images_per_chunk = kChunkImages;
-      forced_.push_back(std::make_unique<CudaBackend>(options));
-    }
+    under_test_ = implementations_under_test(kField);
   }
-  static constexpr int64_t kChunkImages = 3;
-  std::vector<std::pair<Backend*, std::string>> cuda_backends() const {
-    return {{forced_[0].get(), "cudnn "},
-            {forced_[1].get(), "kernel "},
-            {forced_[2].get(), "kernel, 3 images a chunk "},
-            {cuda_.get(), "fastest "}};
+  // (backend, label) of each, for checks that hold whichever it is.
+  std::vector<std::pair<CudaBackend*, std::string>> cuda_backends() const {
+    std::vector<std::pair<CudaBackend*, std::string>> backends;
+    for (const ImplementationUnderTest& under_test : under_test_)
+      backends.emplace_back(under_test.backend.get(), under_test.label);
+    return backends;
   }
-  std::vector<std::unique_ptr<CudaBackend>> forced_;  // cuDNN, the kernels, chunked kernels
+  CudaBackend& chunked() const { return *under_test_[3].backend; }
+  std::vector<ImplementationUnderTest> under_test_;
 };
 
 // Every check on each max-pool implementation; the default must say what it timed.
@@ -534,28 +548,30 @@ class MaxPoolParity : public EveryImplementation<&CudaBackendOptions::pooling> {
     Pair y = output(y_shape()), dx = output(x_shape());
     cpu_->maxpool2d_forward(x.cpu, y.cpu);
     cpu_->maxpool2d_backward(x.cpu, y.cpu, dy.cpu, dx.cpu);
-    for (const auto& [backend, impl] : cuda_backends()) {
+    for (const ImplementationUnderTest& under_test : under_test_) {
+      const std::string& impl = under_test.label;
       Pair yc = output(y_shape()), dxc = output(x_shape());
-      backend->maxpool2d_forward(x.cuda, yc.cuda);
-      backend->maxpool2d_backward(x.cuda, yc.cuda, dy.cuda, dxc.cuda);
+      under_test.backend->maxpool2d_forward(x.cuda, yc.cuda);
+      under_test.backend->maxpool2d_backward(x.cuda, yc.cuda, dy.cuda, dxc.cuda);
       EXPECT_ON_DEVICE(yc.cuda);
       EXPECT_ON_DEVICE(dxc.cuda);
       EXPECT_TRUE(exactly_equal(yc.cuda, y.cpu, impl + what + " y"));
       EXPECT_TRUE(exactly_equal(dxc.cuda, dx.cpu, impl + what + " dx"));
-    }
-    const auto choices = dynamic_cast<CudaBackend&>(*cuda_).implementation_choices();
-    ASSERT_EQ(choices.size(), 2u);
-    for (const ImplementationChoice& choice : choices) {
-      EXPECT_GE(choice.cudnn_ms, 0) << choice.op;
-      EXPECT_GE(choice.kernel_ms, 0) << choice.op;
-      EXPECT_EQ(choice.kernel, choice.kernel_ms < choice.cudnn_ms) << choice.op;
-      EXPECT_EQ(choice.rejected, "") << choice.op;
-    }
-    for (size_t i = 0; i < forced_.size(); ++i)
-      for (const ImplementationChoice& choice : forced_[i]->implementation_choices()) {
-        EXPECT_EQ(choice.kernel, i >= 1) << choice.op;  // forced_[0] is cuDNN, the rest ours
-        EXPECT_EQ(choice.cudnn_ms, -1.0f) << choice.op << ": a forced choice was timed";
+      // The default timed both and says so; a forced one timed nothing.
+      const auto choices = under_test.backend->implementation_choices();
+      ASSERT_EQ(choices.size(), 2u) << impl;
+      for (const ImplementationChoice& choice : choices) {
+        if (under_test.impl == Implementation::Fastest) {
+          EXPECT_GE(choice.cudnn_ms, 0) << impl << choice.op;
+          EXPECT_GE(choice.kernel_ms, 0) << impl << choice.op;
+          EXPECT_EQ(choice.kernel, choice.kernel_ms < choice.cudnn_ms) << impl << choice.op;
+        } else {
+          EXPECT_EQ(choice.kernel, under_test.impl == Implementation::Kernel) << impl << choice.op;
+          EXPECT_EQ(choice.cudnn_ms, -1.0f) << impl << choice.op << ": a forced choice was timed";
+        }
+        EXPECT_EQ(choice.rejected, "") << impl << choice.op;
       }
+    }
   }
 };
 
@@ -870,7 +886,7 @@ INSTANTIATE_TEST_SUITE_P(ShortLastChunk, BatchNormParity,
                                            PoolCase{8, 32, 19, 19}),
                          pool_case_name);
 TEST_P(BatchNormParity, TheChunkedBackendSplitsAsForced) {
-  const kernels::BiasReduction r = forced_[2]->reduction(GetParam().n, GetParam().c);
+  const kernels::BiasReduction r = chunked().reduction(GetParam().n, GetParam().c);
   EXPECT_EQ(r.images_per_chunk, std::min(kChunkImages, GetParam().n));
   EXPECT_EQ(r.chunks, (GetParam().n + kChunkImages - 1) / kChunkImages);
 }
