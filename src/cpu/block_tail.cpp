@@ -415,13 +415,8 @@ void planes_from_channels_last(ThreadPool& pool, ConstBf16NhwcView z, const floa
 
 // Scratch slots: 0 a, 1 the multipliers, 2 the pooled output (forward) or dy (backward), 3 dz,
 // each float32 NCHW.
-void CpuBackend::block_tail_forward_bf16_impl(ConstBf16NhwcView z, ConstTensorView bias,
-                                              ConstTensorView gamma, ConstTensorView beta,
-                                              TensorView running_mean, TensorView running_var,
-                                              const BlockTailSettings& s, Bf16NhwcView y,
-                                              TensorView saved_mean, TensorView saved_inv_std) {
-  const ChannelLayout layout = channel_layout(z.shape);
-  const PoolGeometry g = pool_geometry(z.shape);
+CpuBackend::Bf16TailPlanes CpuBackend::bf16_tail_planes(ConstBf16NhwcView z, ConstTensorView bias,
+                                                        const BlockTailSettings& s) {
   const BlockTailChannel drawn = channel_constants(s, 0.0f, 0.0f);
   float* a = tensor_scratch(0, z.numel());
   float* m = drawn.rate > 0.0f ? tensor_scratch(1, z.numel()) : nullptr;
@@ -429,12 +424,23 @@ void CpuBackend::block_tail_forward_bf16_impl(ConstBf16NhwcView z, ConstTensorVi
   const int64_t image = z.shape.c() * z.shape.h() * z.shape.w();
   planes_from_channels_last(pool_, z, bias.data, drawn,
                             worker_scratch(0, m == nullptr ? 0 : image), a, m);
+  return {a, m};
+}
+
+void CpuBackend::block_tail_forward_bf16_impl(ConstBf16NhwcView z, ConstTensorView bias,
+                                              ConstTensorView gamma, ConstTensorView beta,
+                                              TensorView running_mean, TensorView running_var,
+                                              const BlockTailSettings& s, Bf16NhwcView y,
+                                              TensorView saved_mean, TensorView saved_inv_std) {
+  const ChannelLayout layout = channel_layout(z.shape);
+  const PoolGeometry g = pool_geometry(z.shape);
+  const Bf16TailPlanes planes = bf16_tail_planes(z, bias, s);
   const TensorView pooled = tensor_scratch(2, y.shape);  // rounded into y at the end
   pool_.parallel_for(layout.channels, [&](int64_t begin, int64_t end, int /*worker*/) {
     ChannelValues values;
     for (int64_t c = begin; c < end; ++c) {
       const BlockTailChannel ch = channel_constants(s, gamma.data[c], beta.data[c]);
-      values.fill_planes(layout, c, a, m);
+      values.fill_planes(layout, c, planes.a, planes.m);
       forward_channel(values, layout, g, c, ch, s, running_mean, running_var, pooled, saved_mean,
                       saved_inv_std);
     }
@@ -451,13 +457,7 @@ void CpuBackend::block_tail_backward_bf16_impl(ConstBf16NhwcView z, ConstTensorV
                                                TensorView dbeta) {
   const ChannelLayout layout = channel_layout(z.shape);
   const PoolGeometry g = pool_geometry(z.shape);
-  const BlockTailChannel drawn = channel_constants(s, 0.0f, 0.0f);
-  float* a = tensor_scratch(0, z.numel());
-  float* m = drawn.rate > 0.0f ? tensor_scratch(1, z.numel()) : nullptr;
-  // Worker scratch slot 0 (im2col's, free between ops): one image of multipliers each.
-  const int64_t image = z.shape.c() * z.shape.h() * z.shape.w();
-  planes_from_channels_last(pool_, z, bias.data, drawn,
-                            worker_scratch(0, m == nullptr ? 0 : image), a, m);
+  const Bf16TailPlanes planes = bf16_tail_planes(z, bias, s);
   const TensorView dy_nchw = tensor_scratch(2, dy.shape);
   decode_channels_last(pool_, dy.data, dy.shape, dy_nchw.data);
   const TensorView dz_nchw = tensor_scratch(3, z.shape);  // rounded into dz at the end
@@ -465,7 +465,7 @@ void CpuBackend::block_tail_backward_bf16_impl(ConstBf16NhwcView z, ConstTensorV
     ChannelValues values;
     for (int64_t c = begin; c < end; ++c) {
       const BlockTailChannel ch = saved_constants(s, gamma, beta, saved_mean, saved_inv_std, c);
-      values.fill_planes(layout, c, a, m);
+      values.fill_planes(layout, c, planes.a, planes.m);
       backward_channel(values, layout, g, c, ch, s, dy_nchw, gamma, dgamma, dbeta);
       const float* gc = values.g.data();
       dbias.data[c] = static_cast<float>(

@@ -53,6 +53,16 @@ class CpuBackend final : public Backend {
   bool rounds_to_bf16(const ConvGeometry& g) const;
   const float* conv_weight(ConstTensorView weight, const ConvGeometry& g);
 
+  // The bfloat16 tail's opening, forward and backward (block_tail.cpp): z as the float32 tail
+  // reads it, a = relu(z + bias) in tensor slot 0 and, with dropout, each element's multiplier
+  // in slot 1 (m null without), both NCHW.
+  struct Bf16TailPlanes {
+    const float* a;
+    const float* m;
+  };
+  Bf16TailPlanes bf16_tail_planes(ConstBf16NhwcView z, ConstTensorView bias,
+                                  const BlockTailSettings& s);
+
   bool bf16_ = false;
   // Set while a bfloat16 channels-last convolution runs the float32 ops' code: their rule holds
   // whatever the backend's precision (pneumo/ops/conv2d.hpp).
