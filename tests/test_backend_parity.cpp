@@ -206,7 +206,10 @@ TEST_P(ConvParity, FusedForwardPassesANan) {
   Pair w = weights(8), b = random({GetParam().k}, 9, -0.5f, 0.5f);
   std::vector<float> xs = uniform(x_shape().numel(), 7, -1.0f, 1.0f);
   xs[xs.size() / 2] = std::numeric_limits<float>::quiet_NaN();
-  Pair x = upload(x_shape(), xs), y = output(y_shape());
+  // Outputs start at 0, not output()'s NaN: an output the convolution never wrote must not pass
+  // for a NaN it carried.
+  Pair x = upload(x_shape(), xs);
+  Pair y{Tensor::zeros(y_shape(), Device::Cpu), Tensor::zeros(y_shape(), Device::Cuda)};
   cpu_->conv2d_forward(x.cpu, w.cpu, b.cpu, y.cpu, true);
   cuda_->conv2d_forward(x.cuda, w.cuda, b.cuda, y.cuda, true);
   const std::vector<float> want = to_host(y.cpu), got = to_host(y.cuda);
@@ -493,7 +496,9 @@ TEST_F(Parity, ReluPassesANan) {
   const std::vector<float> xs{nan, -1.0f, 0.0f, 2.0f}, dys{1, 2, 3, 4};
   Tensor x = Tensor::from_host({4}, xs.data(), Device::Cuda);
   Tensor dy = Tensor::from_host({4}, dys.data(), Device::Cuda);
-  Tensor y = cuda_->empty({4}), dx = cuda_->empty({4});
+  // Finite before the call (fresh memory may be NaN under PNEUMO_POISON_ALLOCATIONS): the NaN
+  // read back is one the op wrote.
+  Tensor y = Tensor::zeros({4}, Device::Cuda), dx = Tensor::zeros({4}, Device::Cuda);
   cuda_->relu_forward(x, y);
   const std::vector<float> ys = to_host(y);
   EXPECT_TRUE(std::isnan(ys[0]));
@@ -685,7 +690,9 @@ TEST_P(MaxPoolNan, ANanWinsItsWindow) {
   const std::vector<float> dy{10, 20, 30, 40};
   Tensor xt = Tensor::from_host({1, 1, 2, 8}, x.data(), Device::Cuda);
   Tensor dyt = Tensor::from_host({1, 1, 1, 4}, dy.data(), Device::Cuda);
-  Tensor y = backend.empty({1, 1, 1, 4}), dx = backend.empty({1, 1, 2, 8});
+  // Finite before the call (fresh memory may be NaN under PNEUMO_POISON_ALLOCATIONS): the NaNs
+  // read back are ones the op wrote.
+  Tensor y = Tensor::zeros({1, 1, 1, 4}, Device::Cuda), dx = Tensor::zeros({1, 1, 2, 8}, Device::Cuda);
   backend.maxpool2d_forward(xt, y);
   const std::vector<float> ys = to_host(y);
   for (int i = 0; i < 3; ++i) EXPECT_TRUE(std::isnan(ys[static_cast<size_t>(i)])) << i;
@@ -1296,6 +1303,7 @@ TEST_F(Parity, Tf32ConvAndDenseStayWithinTf32Tolerance) {
   // (cuDNN may list tensor-op algorithms under FMA_MATH too; the search must not keep one.)
   // (`algo` is the algorithm's id, not its place among the trials, which are fastest first:
   // the kept entry is `kept`, and the math type it was measured with `math`.)
+  EXPECT_FALSE(fp32_cuda.conv_searches().empty()) << "the fp32 forward recorded no search";
   for (const ConvSearch& search : fp32_cuda.conv_searches()) {
     const ConvAlgorithmPick& pick = search.pick;
     EXPECT_NE(pick.math, CUDNN_TENSOR_OP_MATH) << search.direction;

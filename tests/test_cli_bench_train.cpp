@@ -349,9 +349,11 @@ TEST(CliBenchTrain, SwitchesTakeAValueOrNone) {
 // measurement starts, as an unknown flag is.
 TEST(CliBenchTrain, BadValuesAreBadUsageNamingTheFlag) {
   const std::pair<const char*, const char*> cases[] = {
-      {"--steps 0", "--steps"},           {"--epoch-images -1", "--epoch-images"},
-      {"--recipe-epochs -2", "--recipe-epochs"}, {"--batch 0", "--batch"},
-      {"--precision fp8", "--precision"}};
+      {"--steps 0", "error: --steps must be"},
+      {"--epoch-images -1", "error: --epoch-images must be"},
+      {"--recipe-epochs -2", "error: --recipe-epochs must be"},
+      {"--batch 0", "error: --batch: batch sizes must be"},
+      {"--precision fp8", "error: --precision must be"}};
   for (const auto& [flags, flag] : cases) {
     const auto result = bench_train_on_the_cpu(flags);
     EXPECT_EQ(result.status, 2) << flags << "\n" << result.output;

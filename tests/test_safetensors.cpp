@@ -392,7 +392,14 @@ TEST(Safetensors, RandomCorruptionOnlyEverRaisesPneumoError) {
     } catch (const Error&) {
     }
   }
-  EXPECT_LT(accepted, 3000);  // most corruptions are caught; none escapes as another exception
+  // None escapes as another exception (the loop above); most are caught. A change to a tensor's
+  // bytes that keeps the layout parses (only the checkpoint's CRC catches it), so some pass.
+  std::cout << accepted << " of 3000 corrupted files parsed\n";
+  EXPECT_LT(accepted, 1500);
+  // And every file cut short anywhere is refused: the header's length and the tensors' offsets
+  // say how long it must be.
+  for (size_t size = 0; size < valid.size(); ++size)
+    EXPECT_THROW(parse_safetensors(valid.data(), size), Error) << "cut to " << size << " bytes";
 }
 
 }  // namespace

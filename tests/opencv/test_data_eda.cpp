@@ -60,7 +60,12 @@ TEST(Eda, WritesCountsGridsAndCitation) {
   EXPECT_EQ(augmented.cols, 5 * (24 + 4) + 4);
   EXPECT_NE(testing::read_file(out / "eda" / "README.md").find("doi:10.17632/rscbjbr9sj.2"),
             std::string::npos);
-  EXPECT_NE(log.str().find("PNEUMONIA"), std::string::npos);
+  // The log says what was written, every file of it.
+  const size_t wrote = log.str().find("eda: wrote ");
+  ASSERT_NE(wrote, std::string::npos) << log.str();
+  const std::string wrote_line = log.str().substr(wrote, log.str().find('\n', wrote) - wrote);
+  for (const std::string& file : report.files_written)
+    EXPECT_NE(wrote_line.find(file), std::string::npos) << file << " missing from: " << wrote_line;
   options.out_dir = (tree.dir / "eda").string();
   EXPECT_THROW(run_eda(options), Error);
   // A folder that holds files (a project's README.md, or an earlier eda) is not written into.

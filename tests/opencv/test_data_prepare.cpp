@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <set>
 #include <nlohmann/json.hpp>
 #include <opencv2/core.hpp>
 #include <opencv2/imgcodecs.hpp>
@@ -463,6 +464,11 @@ TEST(OpenDataset, TheSampleTreeHasItsDocumentedCounts) {
   // Carving works on it and keeps patients whole.
   const auto splits = make_train_val(d, cli::parse_val_split("0.2"));
   EXPECT_EQ(splits.train.count() + splits.val.count(), 120);
+  EXPECT_GT(splits.val.count(), 0);
+  std::set<std::string> train_patients;
+  for (const std::string& file : splits.train.files) train_patients.insert(patient_id(file));
+  for (const std::string& file : splits.val.files)
+    EXPECT_EQ(train_patients.count(patient_id(file)), 0u) << file << " shares its patient";
 }
 
 }  // namespace

@@ -526,6 +526,8 @@ TEST(Experiments, TheTableSaysEachRunsValidationSplitAndItsYoudenColumnHoldsYoud
     const size_t at = table.find("| " + name + " ");
     return at == std::string::npos ? std::string() : table.substr(at, table.find('\n', at) - at);
   };
+  ASSERT_FALSE(row("plain").empty()) << table;
+  ASSERT_FALSE(row("wide").empty()) << table;
   EXPECT_NE(row("plain").find("| - |"), std::string::npos) << table;
   EXPECT_EQ(row("wide").find("| - |"), std::string::npos) << table;
   EXPECT_NE(table.find("their stored threshold not Youden's J: `plain` seed 1 (default 0.5 "),
