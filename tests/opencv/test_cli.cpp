@@ -461,6 +461,45 @@ TEST(Cli, EdaRefusesAnUnwritableOutBeforeReadingTheData) {
 }
 
 // A --val-split too small to carve one image is bad usage (exit 2), said before training.
+// --val-seed carves apart from --seed: two training seeds with one validation seed validate on
+// the same images (the checkpoints' carved_split_crc32), --val-seed N carves as --seed N alone
+// did (-1, the default, is --seed), and evaluate --split val-carved carves with the recorded one
+// (another seed's carve fails its check against carved_split_crc32).
+TEST(Cli, AValSeedKeepsTheValidationImagesAcrossTrainingSeeds) {
+  testing::TempDir dir;
+  const std::string cache = dir.file("cache");
+  auto carve_of = [&](const std::string& run, const std::string& seeds) {
+    auto trained = pneumo_command("train --data " + kSample + " --size 32 --epochs 1 --out " +
+                                      dir.file(run) + seeds + kCommon,
+                                  cache);
+    EXPECT_EQ(trained.status, 0) << trained.output;
+    const CheckpointMetadata m =
+        read_checkpoint_metadata(dir.file(run) + "/checkpoints/last.safetensors");
+    const auto crc = m.extra.find("carved_split_crc32");
+    return crc == m.extra.end() ? std::string("none") : crc->second;
+  };
+  const std::string fixed_1 = carve_of("fixed-1", " --seed 1 --val-seed 5");
+  const std::string fixed_2 = carve_of("fixed-2", " --seed 2 --val-seed 5");
+  const std::string seed_5 = carve_of("seed-5", " --seed 5");
+  const std::string seed_2 = carve_of("seed-2", " --seed 2 --val-seed -1");
+  EXPECT_NE(fixed_1, "none");
+  EXPECT_EQ(fixed_1, fixed_2) << "the training seed moved the validation images";
+  EXPECT_EQ(fixed_1, seed_5);
+  EXPECT_NE(seed_2, fixed_2) << "-1 did not carve with --seed";
+  EXPECT_EQ(nlohmann::json::parse(testing::read_text(dir.file("fixed-2") + "/config.json"))
+                ["val-seed"],
+            5);
+  const std::string scores = dir.file("scores.json");
+  auto evaluated = pneumo_command("evaluate --model " + dir.file("fixed-2") +
+                                      "/model.safetensors --data " + kSample +
+                                      " --split val-carved --device cpu --json " + scores,
+                                  cache);
+  ASSERT_EQ(evaluated.status, 0) << evaluated.output;
+  EXPECT_EQ(nlohmann::json::parse(testing::read_text(scores))["count"],
+            nlohmann::json::parse(testing::read_text(dir.file("fixed-2") + "/metrics_val.json"))
+                ["count"]);
+}
+
 TEST(Cli, AValSplitThatCarvesNoValidationImageIsBadUsage) {
   testing::TempDir dir;
   auto result = pneumo_command("train --data " + kSample + " --size 32 --epochs 1 --val-split 0.001" +

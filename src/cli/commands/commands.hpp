@@ -55,6 +55,9 @@ struct TrainOptions {
   double label_smoothing = 0.0;     // training targets y (1 - s) + s / 2
   uint64_t seed = 1;
   std::string val_split = "0.15";   // fraction carved from train (by patient), or "official"
+  // The carve's seed; -1: --seed (each training seed its own validation split, as before the
+  // flag). A fixed one keeps the validation images when only the training seed changes.
+  int64_t val_seed = -1;
   std::string balance = "oversample";  // oversample | class-weight | none
   bool augment = true;
   AugmentSettings augmentation;     // rotation 30, zoom 0.2 (x, y apart), shift 0.1, flip

@@ -242,7 +242,8 @@ int run_evaluate(const EvaluateOptions& options) {
   Split split;
   if (options.split == "val-carved") {
     // The validation images the run itself carved out of train (same fraction and seed), read
-    // from each checkpoint: the seed is its validated "seed" field, the fraction its config's.
+    // from each checkpoint: the seed is its config's "val-seed" or, where that is -1 or absent
+    // (a checkpoint from before the flag), its validated "seed" field; the fraction its config's.
     std::optional<Split> carved;
     for (const Member& member : ensemble.members) {
       const CheckpointMetadata& m = member.checkpoint.metadata;
@@ -251,9 +252,14 @@ int run_evaluate(const EvaluateOptions& options) {
         throw Error("checkpoint " + member.path +
                     " does not record its validation split as a string (\"val-split\" in its "
                     "config); use --split val or --split test");
+      const auto val_seed = m.config.find("val-seed");
+      if (val_seed != m.config.end() && !val_seed->is_number_integer())
+        throw Error("checkpoint " + member.path + " records a \"val-seed\" that is not a whole "
+                    "number; use --split val or --split test");
+      const int64_t carve = val_seed == m.config.end() ? -1 : val_seed->get<int64_t>();
       ValidationOptions rule;
       try {
-        rule = parse_val_split(fraction->get<std::string>(), m.seed);
+        rule = parse_val_split(fraction->get<std::string>(), carve_seed(carve, m.seed));
       } catch (const Error& e) {
         throw Error("checkpoint " + member.path + ": " + e.what());
       }

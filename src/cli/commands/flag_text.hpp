@@ -35,6 +35,11 @@ size_t digits_start(const std::string& text);
 bool starts_hexadecimal(const std::string& text);  // "0x..." or "0X..." from digits_start
 // --val-split: "official" (the dataset's own val split) or a fraction in (0, 1), e.g. "0.15".
 ValidationOptions parse_val_split(const std::string& text, uint64_t seed = 0);
+// The carve's seed: --val-seed, or --seed where that is -1 (its default, and what a checkpoint
+// from before the flag carved with).
+inline uint64_t carve_seed(int64_t val_seed, uint64_t seed) {
+  return val_seed >= 0 ? static_cast<uint64_t>(val_seed) : seed;
+}
 // --schedule: "step" | "exponential" | "cosine" ("none" is the plateau callback, no schedule).
 LearningRateScheduleOptions::Kind parse_schedule_kind(const std::string& text);
 OptimizerKind parse_optimizer(const std::string& text);  // "rmsprop" | "adamw"

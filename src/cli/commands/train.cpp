@@ -559,7 +559,8 @@ int TrainingRun::open_data() {
   open_options.size = options_.size;
   open_options.threads = options_.threads;
   const Dataset dataset = open_dataset(options_.data, open_options);
-  splits_ = make_train_val(dataset, parse_val_split(options_.val_split, options_.seed));
+  splits_ = make_train_val(
+      dataset, parse_val_split(options_.val_split, carve_seed(options_.val_seed, options_.seed)));
   if (writer()) std::cerr << "data: " << splits_.description << "\n";
   if (group_->size() > 1) {  // the same flags, but another copy of the data on this node
     const std::string mine = carved_split_fingerprint(splits_.train, splits_.val);
@@ -838,13 +839,14 @@ void TrainingRun::check_position_inside_epoch(const std::string& checkpoint_path
                                               const CheckpointMetadata& resumed) const {
   const nlohmann::json& recorded = resumed.config;
   const nlohmann::json now = to_json(options_);
-  for (const char* flag : {"batch", "seed", "balance", "drop-last", "val-split"})
+  for (const char* flag : {"batch", "seed", "balance", "drop-last", "val-split", "val-seed"})
     if (recorded.contains(flag) && now.contains(flag) && recorded[flag] != now[flag])
       throw Error(detail::concat(
           "checkpoint ", checkpoint_path, " stopped inside epoch ", resumed.epoch + 1, " with --",
           flag, " ", recorded[flag].dump(), "; this run asks for --", flag, " ", now[flag].dump(),
-          ". A run resumed inside an epoch keeps --batch, --seed, --balance, --drop-last and "
-          "--val-split (they fix the epoch's image order); resume without changing them"));
+          ". A run resumed inside an epoch keeps --batch, --seed, --balance, --drop-last, "
+          "--val-split and --val-seed (they fix the epoch's image order); resume without "
+          "changing them"));
   // The same data, batch and seed give the same epoch length; a position past its end was
   // written by another run or damaged.
   const int64_t steps = epoch_steps(resumed.epoch);

@@ -318,6 +318,10 @@ std::vector<TrainFlag> make_table() {
       PNEUMO_FIELD(val_split),
       [](O o) { as_usage("--val-split", [&] { parse_val_split(o.val_split); }); }, "official",
       "half"));
+  t.push_back(bound("val-seed",
+                    "Seed of the validation carve (-1: --seed); a fixed one keeps the validation "
+                    "images across training seeds",
+                    PNEUMO_FIELD(val_seed), Within{-1}, "3", "-2"));
   t.push_back(bound(
       "balance", "oversample | class-weight | none", PNEUMO_FIELD(balance),
       [](O o) { as_usage("--balance", [&] { parse_balance_mode(o.balance); }); }, "class-weight",
