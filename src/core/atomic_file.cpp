@@ -112,7 +112,11 @@ void write_file_atomically(const std::string& path, const void* data, size_t siz
     // A link is kept and its target replaced, as an editor saving through a link does.
     char resolved[PATH_MAX];
     if (::realpath(path.c_str(), resolved) != nullptr) {
-      write_file_atomically(std::string(resolved), data, size);
+      try {
+        write_file_atomically(std::string(resolved), data, size);
+      } catch (const Error& e) {  // the name the user gave, beside the one that failed
+        throw Error(std::string(e.what()) + " (the target of the link " + path + ")");
+      }
       return;
     }
     // A dangling link or a loop: written over like any file name.
