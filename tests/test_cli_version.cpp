@@ -72,8 +72,11 @@ TEST(CliCommands, AWholeNumberOutOfRangeIsSaidToBe) {
   EXPECT_NE(run.output.find("--epochs takes an INT, got '99999999999' (out of an INT's range"),
             std::string::npos)
       << run.output;
+  // A word is not a number out of range: said as what it is.
   const testing::CommandResult word =
       testing::pneumo_command("train --data x --epochs 12x", "/nonexistent");
+  EXPECT_EQ(word.status, 2) << word.output;
+  EXPECT_NE(word.output.find("--epochs takes an INT, got '12x'"), std::string::npos) << word.output;
   EXPECT_EQ(word.output.find("range"), std::string::npos) << word.output;
 }
 

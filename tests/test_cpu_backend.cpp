@@ -30,7 +30,10 @@ TEST(CpuBackend, NameAndDevice) {
   EXPECT_EQ(backend->name().rfind("cpu (2 threads, ", 0), 0u) << backend->name();
   auto all_threads = make_cpu_backend(0);
   const unsigned hardware = std::max(1u, std::thread::hardware_concurrency());
-  EXPECT_NE(all_threads->name().find(std::to_string(hardware)), std::string::npos)
+  EXPECT_EQ(all_threads->name().rfind("cpu (" + std::to_string(hardware) +
+                                          (hardware == 1 ? " thread, " : " threads, "),
+                                      0),
+            0u)
       << all_threads->name();
   EXPECT_THROW(make_cpu_backend(-1), Error);
 }

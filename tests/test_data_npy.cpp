@@ -130,7 +130,8 @@ TEST(Npy, RefusesMalformedFiles) {
   expect_refused(npy_file("{'descr': '<f8', 'fortran_order': False, 'shape': (1,), }", 8), "dtype");
   expect_refused(npy_file("{'descr': '|u1', 'fortran_order': True, 'shape': (2, 3), }", 6), "Fortran");
   expect_refused(npy_file("{'descr': '|u1', 'fortran_order': False, 'shape': (-2, 3), }", 6), "dimension");
-  expect_refused(npy_file("{'descr': '|u1', 'fortran_order': False, 'shape': (2, 3) ", 6), "header");
+  expect_refused(npy_file("{'descr': '|u1', 'fortran_order': False, 'shape': (2, 3) ", 6),
+                 "expected ',' or '}'");
   expect_refused(npy_file("{'descr': '|u1', 'shape': (2, 3), }", 6), "missing");
   expect_refused(npy_file("{'descr': '|u1', 'fortran_order': False, 'shape': (2, 3), 'x': 1}", 6), "unexpected");
   expect_refused(npy_file("{'descr': '|u1', 'fortran_order': False, 'shape': (2, 3), } junk", 6), "after");

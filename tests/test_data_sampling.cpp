@@ -128,6 +128,7 @@ TEST(CarveValidation, DoesNotDependOnTheInputOrder) {
     a.insert(list.files[static_cast<size_t>(i)]);
   for (int32_t i : carve_validation(shuffled.labels, shuffled.files, 0.3, 1).val)
     b.insert(shuffled.files[static_cast<size_t>(i)]);
+  EXPECT_FALSE(a.empty());
   EXPECT_EQ(a, b);
 }
 
@@ -197,6 +198,8 @@ TEST(MakeTrainVal, CarvedAndOfficial) {
   EXPECT_EQ(carved.val.name, "val-carved");
   // Pixels and labels follow their images: image i is filled with the value i.
   const auto split = carve_validation(list.labels, list.files, 0.25, 3);
+  ASSERT_FALSE(split.val.empty());
+  ASSERT_EQ(carved.val.count(), static_cast<int64_t>(split.val.size()));
   for (size_t k = 0; k < split.val.size(); ++k) {
     EXPECT_EQ(carved.val.image(static_cast<int64_t>(k))[4], static_cast<uint8_t>(split.val[k]));
     EXPECT_EQ(carved.val.files[k], list.files[static_cast<size_t>(split.val[k])]);

@@ -134,17 +134,20 @@ TEST(Model, GlorotInitialisationIsDeterministicAndBounded) {
   b.initialize(11);
   auto pa = testing::to_host(a.parameters()), pb = testing::to_host(b.parameters());
   EXPECT_EQ(pa, pb);
+  int bounded = 0;
   for (const auto& info : a.parameter_infos()) {
     double limit = 0.0;
     if (info.name == "conv2.weight") limit = std::sqrt(6.0 / (32 * 9 + 64 * 9));
     if (info.name == "fc1.weight") limit = std::sqrt(6.0 / (256 + 128));
     if (limit == 0.0) continue;
+    ++bounded;
     double max_abs = 0.0;
     for (int64_t i = 0; i < info.shape.numel(); ++i)
       max_abs = std::max(max_abs, double(std::fabs(pa[size_t(info.offset + i)])));
     EXPECT_LE(max_abs, limit) << info.name;
     EXPECT_GT(max_abs, 0.9 * limit) << info.name;  // draws reach close to the bound
   }
+  EXPECT_EQ(bounded, 2) << "conv2.weight and fc1.weight";
   a.initialize(12);
   EXPECT_NE(testing::to_host(a.parameters()), pb);
 }

@@ -139,10 +139,13 @@ TEST(LabelSmoothing, TrainingTargetsMoveTowardsOneHalf) {
   // The fused loss trains towards the soft target: its gradient is p - 0.95 for a positive.
   auto backend = make_cpu_backend(1);
   Tensor z = host_tensor({1}, {0.0f}), dlogits = Tensor::zeros({1}, Device::Cpu);
-  Tensor stats = Tensor::zeros({2}, Device::Cpu);
+  // stats accumulate (loss sum, correct count): start them off zero so an untouched one shows.
+  Tensor stats = host_tensor({2}, {1.0f, 7.0f});
   backend->sigmoid_bce(z, ConstTensorView{set.labels.data(), {1}, Device::Cpu}, {}, dlogits, stats);
   EXPECT_FLOAT_EQ(to_host(dlogits)[0], 0.5f - 0.95f);
-  EXPECT_FLOAT_EQ(to_host(stats)[1], 0.0f) << "z = 0 predicts NORMAL; the target is PNEUMONIA";
+  // The loss at p = 0.5 is ln 2 whatever the target.
+  EXPECT_NEAR(to_host(stats)[0], 1.0f + std::log(2.0f), 1e-6);
+  EXPECT_FLOAT_EQ(to_host(stats)[1], 7.0f) << "z = 0 predicts NORMAL; the target is PNEUMONIA";
 }
 
 }  // namespace

@@ -254,11 +254,16 @@ TEST(StepGraphsCuda, LiveOpsAndBeginStepMatchTheCpu) {
   EXPECT_EQ(indices_after, (std::vector<int32_t>{14, 15}));
 }
 
-// Largest |a - b| / (|b| + 1e-3) over the elements.
+// Largest |a - b| / (|b| + 1e-3) over the elements; infinite where either is not finite (or the
+// sizes differ): std::max would pass over a NaN.
 double worst_relative(const std::vector<float>& a, const std::vector<float>& b) {
+  if (a.size() != b.size()) return INFINITY;
   double worst = 0.0;
-  for (size_t i = 0; i < a.size() && i < b.size(); ++i)
-    worst = std::max(worst, std::abs(double(a[i]) - b[i]) / (std::abs(double(b[i])) + 1e-3));
+  for (size_t i = 0; i < a.size(); ++i) {
+    const double relative = std::abs(double(a[i]) - b[i]) / (std::abs(double(b[i])) + 1e-3);
+    if (!std::isfinite(relative)) return INFINITY;
+    worst = std::max(worst, relative);
+  }
   return worst;
 }
 
