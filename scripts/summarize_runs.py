@@ -21,6 +21,9 @@ import sys
 # config.json keys that may differ between runs of one recipe: where a run wrote, read its data
 # and resumed from, how many threads and which tuning cache it used, and its seed.
 FREE_KEYS = {"seed", "out", "data", "resume", "config", "threads", "tuning-cache"}
+# Flags added after runs were recorded without them: a missing key reads as the value those runs
+# had (--val-seed -1: the carve followed --seed).
+ADDED_LATER = {"val-seed": -1}
 
 COLUMNS = [  # (header, source file key, path inside the JSON)
     ("val acc", "val", ("default_threshold", "accuracy")),
@@ -113,8 +116,10 @@ def main(run_dirs):
     # averaged as if they were (the statistics are still printed, under a note that says so).
     first_run, first = configs[0]
     for run, config in configs[1:]:
+        def recorded(settings, key):
+            return settings.get(key, ADDED_LATER.get(key))
         differing = sorted(key for key in set(first) | set(config)
-                           if key not in FREE_KEYS and first.get(key) != config.get(key))
+                           if key not in FREE_KEYS and recorded(first, key) != recorded(config, key))
         if differing:
             notes.append(f"- {run}: not the recipe of {first_run}: its config.json differs in "
                          f"{', '.join(differing)}; the mean and sd mix two recipes")

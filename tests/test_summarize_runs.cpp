@@ -83,16 +83,19 @@ TEST(SummarizeRuns, RunsOfAnotherRecipeOrARepeatedSeedAreNamed) {
   write_run(dir.file("a"), 1, 0.96, 0.80, true);
   write(dir.file("a/config.json"), R"({"seed": 1, "lr": 0.001, "out": "a", "threads": 1})");
   write_run(dir.file("b"), 2, 0.98, 0.90, true);
-  write(dir.file("b/config.json"), R"({"seed": 2, "lr": 0.001, "out": "b", "threads": 2})");
+  // b records --val-seed's default, which a's older config lacks: the same recipe.
+  write(dir.file("b/config.json"),
+        R"({"seed": 2, "lr": 0.001, "out": "b", "threads": 2, "val-seed": -1})");
   write_run(dir.file("c"), 1, 0.97, 0.85, true);
-  write(dir.file("c/config.json"), R"({"seed": 1, "lr": 0.01, "precision": "bf16"})");
+  write(dir.file("c/config.json"),
+        R"({"seed": 1, "lr": 0.01, "precision": "bf16", "val-seed": 3})");
   const testing::CommandResult run = testing::run_command(
       "python3 '" PNEUMO_SOURCE_DIR "/scripts/summarize_runs.py' '" + dir.file("a") + "' '" +
       dir.file("b") + "' '" + dir.file("c") + "' 2>&1");
   ASSERT_EQ(run.status, 0) << run.output;
   EXPECT_EQ(run.output.find(dir.file("b") + ": not the recipe"), std::string::npos) << run.output;
   EXPECT_NE(run.output.find(dir.file("c") + ": not the recipe of " + dir.file("a") +
-                            ": its config.json differs in lr, precision"),
+                            ": its config.json differs in lr, precision, val-seed"),
             std::string::npos)
       << run.output;
   EXPECT_NE(run.output.find("seed 1 is given by 2 runs"), std::string::npos) << run.output;

@@ -460,7 +460,6 @@ TEST(Cli, EdaRefusesAnUnwritableOutBeforeReadingTheData) {
   EXPECT_FALSE(fs::exists(dir.file("a"))) << "folders made for nothing";
 }
 
-// A --val-split too small to carve one image is bad usage (exit 2), said before training.
 // --val-seed carves apart from --seed: two training seeds with one validation seed validate on
 // the same images (the checkpoints' carved_split_crc32), --val-seed N carves as --seed N alone
 // did (-1, the default, is --seed), and evaluate --split val-carved carves with the recorded one
@@ -500,6 +499,7 @@ TEST(Cli, AValSeedKeepsTheValidationImagesAcrossTrainingSeeds) {
                 ["count"]);
 }
 
+// A --val-split too small to carve one image is bad usage (exit 2), said before training.
 TEST(Cli, AValSplitThatCarvesNoValidationImageIsBadUsage) {
   testing::TempDir dir;
   auto result = pneumo_command("train --data " + kSample + " --size 32 --epochs 1 --val-split 0.001" +

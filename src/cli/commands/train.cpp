@@ -791,8 +791,8 @@ void TrainingRun::check_resumable(const std::string& checkpoint_path,
       recorded_split->second != carved_split_fingerprint(splits_.train, splits_.val))
     throw Error("--data " + options_.data + " gives other training or validation images than "
                 "the run of " + checkpoint_path + " had (its carved_split_crc32 differs): a "
-                "resumed run continues on its own images; give the --data, --val-split and "
-                "--seed it was trained with");
+                "resumed run continues on its own images; give the --data, --val-split, "
+                "--val-seed and --seed it was trained with");
   if (resumed.weights_epoch != resumed.epoch)
     throw Error(detail::concat(
         "checkpoint ", checkpoint_path, " holds the weights of epoch ", resumed.weights_epoch,
@@ -839,14 +839,15 @@ void TrainingRun::check_position_inside_epoch(const std::string& checkpoint_path
                                               const CheckpointMetadata& resumed) const {
   const nlohmann::json& recorded = resumed.config;
   const nlohmann::json now = to_json(options_);
-  for (const char* flag : {"batch", "seed", "balance", "drop-last", "val-split", "val-seed"})
+  // (--val-seed needs no place here: a carve it changes fails the carved_split_crc32 check
+  // before this one, and a value that carves the same images, -1 beside --seed's own, is fine.)
+  for (const char* flag : {"batch", "seed", "balance", "drop-last", "val-split"})
     if (recorded.contains(flag) && now.contains(flag) && recorded[flag] != now[flag])
       throw Error(detail::concat(
           "checkpoint ", checkpoint_path, " stopped inside epoch ", resumed.epoch + 1, " with --",
           flag, " ", recorded[flag].dump(), "; this run asks for --", flag, " ", now[flag].dump(),
-          ". A run resumed inside an epoch keeps --batch, --seed, --balance, --drop-last, "
-          "--val-split and --val-seed (they fix the epoch's image order); resume without "
-          "changing them"));
+          ". A run resumed inside an epoch keeps --batch, --seed, --balance, --drop-last and "
+          "--val-split (they fix the epoch's image order); resume without changing them"));
   // The same data, batch and seed give the same epoch length; a position past its end was
   // written by another run or damaged.
   const int64_t steps = epoch_steps(resumed.epoch);
