@@ -25,6 +25,12 @@ FREE_KEYS = {"seed", "out", "data", "resume", "config", "threads", "tuning-cache
 # had (--val-seed -1: the carve followed --seed).
 ADDED_LATER = {"val-seed": -1}
 
+
+def recorded(settings, key):
+    """A config.json's value for key, or the value runs had before the flag was added."""
+    return settings.get(key, ADDED_LATER.get(key))
+
+
 COLUMNS = [  # (header, source file key, path inside the JSON)
     ("val acc", "val", ("default_threshold", "accuracy")),
     ("val AUC", "val", ("roc_auc",)),
@@ -116,8 +122,6 @@ def main(run_dirs):
     # averaged as if they were (the statistics are still printed, under a note that says so).
     first_run, first = configs[0]
     for run, config in configs[1:]:
-        def recorded(settings, key):
-            return settings.get(key, ADDED_LATER.get(key))
         differing = sorted(key for key in set(first) | set(config)
                            if key not in FREE_KEYS and recorded(first, key) != recorded(config, key))
         if differing:

@@ -18,6 +18,7 @@ namespace {
 
 using testing::all_close;
 using testing::check_gradient;
+using testing::largest_difference;
 using testing::nan_tensor;
 using testing::random_tensor;
 using testing::random_values;
@@ -109,18 +110,6 @@ DenseSums dense_sums(const std::vector<float>& x, const std::vector<float>& w,
 std::vector<float> rounded(std::vector<float> values) {
   for (float& v : values) v = round_to_bf16(v);
   return values;
-}
-
-// The largest |a - b|, infinite where either side is not finite (std::max would pass over a NaN,
-// and an output the backend never wrote holds NaN here).
-double largest_difference(const std::vector<float>& a, const std::vector<float>& b) {
-  double worst = 0.0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    const double difference = std::fabs(static_cast<double>(a[i]) - b[i]);
-    if (!std::isfinite(difference)) return std::numeric_limits<double>::infinity();
-    worst = std::max(worst, difference);
-  }
-  return worst;
 }
 
 // The backend's products, float32 sums of bfloat16 operands, sit within float32 summation error

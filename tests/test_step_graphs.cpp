@@ -20,6 +20,7 @@
 namespace pneumo {
 namespace {
 
+using testing::largest_relative_difference;
 using testing::to_host;
 
 constexpr int kSize = 24, kCount = 44, kBatch = 8;  // 5 full steps and one of 4 an epoch
@@ -254,19 +255,6 @@ TEST(StepGraphsCuda, LiveOpsAndBeginStepMatchTheCpu) {
   EXPECT_EQ(indices_after, (std::vector<int32_t>{14, 15}));
 }
 
-// Largest |a - b| / (|b| + 1e-3) over the elements; infinite where either is not finite (or the
-// sizes differ): std::max would pass over a NaN.
-double worst_relative(const std::vector<float>& a, const std::vector<float>& b) {
-  if (a.size() != b.size()) return INFINITY;
-  double worst = 0.0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    const double relative = std::abs(double(a[i]) - b[i]) / (std::abs(double(b[i])) + 1e-3);
-    if (!std::isfinite(relative)) return INFINITY;
-    worst = std::max(worst, relative);
-  }
-  return worst;
-}
-
 TEST(StepGraphsCuda, ReplayedStepsTrainAsTheOpsIssuedOneByOne) {
   PNEUMO_REQUIRE_CUDA();
   for (OptimizerKind kind : {OptimizerKind::RmsProp, OptimizerKind::AdamW}) {
@@ -281,8 +269,8 @@ TEST(StepGraphsCuda, ReplayedStepsTrainAsTheOpsIssuedOneByOne) {
     // Per epoch: the partial batch op by op; the first full step of the run too (first calls).
     EXPECT_GE(stats.replayed, 5 + 5 + 3 - 1);
     // The same kernels on the same numbers: equal but for the order of atomic additions.
-    EXPECT_LT(worst_relative(to_host(replayed.model.parameters()),
-                             to_host(issued.model.parameters())),
+    EXPECT_LT(largest_relative_difference(to_host(replayed.model.parameters()),
+                                          to_host(issued.model.parameters()), 1e-3),
               1e-4);
     EXPECT_NEAR(replayed.loss_sum, issued.loss_sum, 1e-3 * std::abs(issued.loss_sum));
   }
@@ -309,8 +297,8 @@ TEST(StepGraphsCuda, ValidationBetweenEpochsLeavesTheReplaysRight) {
   EXPECT_TRUE(stats.refused.empty()) << stats.refused;
   EXPECT_GE(stats.replayed, 1);
   EXPECT_EQ(stats.replayed + stats.issued, 6 + 6 + 4);
-  EXPECT_LT(worst_relative(to_host(replayed.model.parameters()),
-                           to_host(issued.model.parameters())),
+  EXPECT_LT(largest_relative_difference(to_host(replayed.model.parameters()),
+                                        to_host(issued.model.parameters()), 1e-3),
             1e-4);
   EXPECT_TRUE(testing::all_close(replayed.last_logits, issued.last_logits, 1e-5, 1e-4, "logits"));
 }

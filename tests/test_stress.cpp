@@ -140,12 +140,7 @@ TEST(Stress, PerImageModelsIgnoreBrightnessAndContrastAndSayWhatTheyAre) {
     Trainer trainer(*s.backend, *model, 4, none, 1);  // the model's normalisation, not none's
     const std::vector<float> a = trainer.predict_logits(s.set(s.images));
     const std::vector<float> b = trainer.predict_logits(s.set(brighter));
-    double worst = 0.0;  // infinite on a non-finite logit (std::max would pass over a NaN)
-    for (size_t i = 0; i < a.size(); ++i) {
-      const double difference = std::fabs(double(a[i]) - b[i]);
-      worst = std::isfinite(difference) ? std::max(worst, difference) : INFINITY;
-      if (std::isinf(worst)) break;
-    }
+    const double worst = testing::largest_difference(a, b);
     ASSERT_FALSE(a.empty());
     if (normalization == InputNormalization::PerImage)
       EXPECT_LT(worst, 1e-4) << "a standardised input does not depend on brightness or contrast";

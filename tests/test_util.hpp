@@ -67,6 +67,26 @@ inline ::testing::AssertionResult all_close(ConstTensorView actual, ConstTensorV
   return all_close(to_host(actual), to_host(expected), atol, rtol, what);
 }
 
+// The largest |a - b| / (|b| + floor) over the elements, or with floor 0 the largest |a - b|;
+// infinite where a value is not finite or the sizes differ: std::max would pass over a NaN, and
+// an output a backend never wrote holds NaN under PNEUMO_POISON_ALLOCATIONS.
+inline double largest_relative_difference(const std::vector<float>& a, const std::vector<float>& b,
+                                          double floor) {
+  if (a.size() != b.size()) return INFINITY;
+  double worst = 0.0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    const double difference = std::fabs(double(a[i]) - b[i]);
+    const double scaled = floor > 0.0 ? difference / (std::fabs(double(b[i])) + floor) : difference;
+    if (!std::isfinite(scaled)) return INFINITY;
+    worst = std::max(worst, scaled);
+  }
+  return worst;
+}
+
+inline double largest_difference(const std::vector<float>& a, const std::vector<float>& b) {
+  return largest_relative_difference(a, b, 0.0);
+}
+
 // Deterministic random values in [lo, hi).
 inline std::vector<float> random_values(int64_t count, uint32_t seed, float lo = -1.0f,
                                         float hi = 1.0f) {
