@@ -892,6 +892,13 @@ def load_val(path):
     return val
 
 
+def set_aside(val_json, then):
+    """A val.json that cannot be read or holds no evaluation, moved to val.json.unread (pneumo
+    evaluate replaces only its own earlier output, and the bytes are kept for a look)."""
+    os.replace(val_json, val_json + ".unread")
+    warn(f"{val_json} cannot be read or holds no evaluation (kept as {val_json}.unread); {then}")
+
+
 def train_and_score(args, plan, name, seed):
     run_dir = os.path.join(args.out, name, f"seed-{seed}")
     val_json = os.path.join(run_dir, "val.json")
@@ -899,7 +906,7 @@ def train_and_score(args, plan, name, seed):
         if load_val(val_json) is not None:
             check_run(args, plan, name, seed, run_dir)
             return
-        warn(f"{val_json} cannot be read or holds no evaluation; evaluating that run again")
+        set_aside(val_json, "evaluating that run again")
     config_path = os.path.join(args.out, name, "config.json")  # written by train_all
     log = os.path.join(args.out, name, f"seed-{seed}.log")
     model = os.path.join(run_dir, "model.safetensors")
@@ -948,6 +955,8 @@ def score_view(args, plan, view, seed):
                  "not write")
     if load_val(val_json) is not None and os.path.getmtime(val_json) >= os.path.getmtime(model):
         return  # scored, and not from a model trained again since
+    if os.path.exists(val_json) and load_val(val_json) is None:
+        set_aside(val_json, "scoring that view again")
     os.makedirs(run_dir, exist_ok=True)
     run([args.pneumo, "evaluate", "--model", model, "--data", args.data, "--split", "val-carved",
          "--stress", "--json", val_json] + evaluate_args(args),

@@ -100,6 +100,8 @@ int standard_stream_of(const std::string& path) {
 
 }  // namespace
 
+bool is_a_standard_stream_file(const std::string& path) { return standard_stream_of(path) >= 0; }
+
 void write_file_atomically(const std::string& path, const void* data, size_t size) {
   if (path.empty() || path.back() == '/') throw Error("cannot write '" + path + "': not a file name");
   if (const int fd = standard_stream_of(path); fd >= 0) {

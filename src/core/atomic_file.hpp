@@ -19,6 +19,10 @@ namespace pneumo {
 void write_file_atomically(const std::string& path, const void* data, size_t size);
 void write_file_atomically(const std::string& path, const std::string& text);
 
+// Is `path` the file the process's standard output or error goes to (`--json /dev/stdout >>
+// out.txt`, or the file's own name)? write_file_atomically appends to it rather than replacing it.
+bool is_a_standard_stream_file(const std::string& path);
+
 // Is `name` (a file name) one of the temporary files write_file_atomically makes beside its
 // target ("<target>.tmp.XXXXXX")? One a killed process left behind is no file of its own.
 bool is_atomic_write_temporary(const std::string& name);

@@ -343,7 +343,8 @@ TEST(Cli, BadFlagsAndInputsAreRefusedWithAMessage) {
        "--min-lr must be at most --lr under --schedule exponential"},
       {"bench train --device cpu --batch 300000", "--batch: batch sizes must be in [1, 65535]"},
       {"bench kernels --device cpu --quick --json " + dir.file("no/such/folder.json"),
-       "is not a folder"},
+       "cannot write --json " + dir.file("no/such/folder.json") + ": " + dir.file("no/such") +
+           " does not exist"},
       {"bench kernels --device cpu --quick --csv " + kSample, "is a folder; give a file name"},
       {"evaluate --model a.safetensors --data " + kSample + " --tta sideways",
        "--tta must be none or flip"},

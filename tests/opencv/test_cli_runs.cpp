@@ -633,14 +633,56 @@ TEST_F(CliRuns, OutputFilesNeverReplaceARunsState) {
   auto beside = pneumo_command(on_copy + "--scores " + data + "/scores.csv", cache_);
   EXPECT_EQ(beside.status, 0) << beside.output;
   EXPECT_TRUE(fs::exists(data + "/scores.csv"));
-  // An earlier output is replaced, as before, also one of the user's own in a run directory.
-  std::ofstream(path("run") + "/test_metrics.json") << "{}";
-  auto own = pneumo_command(evaluate + "--json " + path("run") + "/test_metrics.json", cache_);
+  // An earlier output is replaced, also one of the user's own in a run directory; an empty file
+  // is written; any other file is a user's, refused before anything is read (a notes.txt given
+  // as --scores was replaced by CSV, exit 0).
+  const std::string own_json = path("run") + "/test_metrics.json";
+  { std::ofstream empty(own_json); }  // an empty file
+  auto own = pneumo_command(evaluate + "--json " + own_json + " --scores " + path("scores.csv"),
+                            cache_);
   EXPECT_EQ(own.status, 0) << own.output;
-  std::ofstream(path("scores.csv")) << "old\n";
-  auto replaced = pneumo_command(evaluate + "--scores " + path("scores.csv"), cache_);
-  EXPECT_EQ(replaced.status, 0) << replaced.output;
-  EXPECT_EQ(testing::read_text(path("scores.csv")).rfind("index,", 0), 0u);
+  const std::string first_json = testing::read_text(own_json);
+  EXPECT_EQ(nlohmann::json::parse(first_json)["split"], "val-carved");
+  std::ofstream(own_json, std::ios::app) << " ";  // an earlier output, not byte for byte
+  auto again = pneumo_command(evaluate + "--json " + own_json + " --scores " + path("scores.csv"),
+                              cache_);
+  EXPECT_EQ(again.status, 0) << again.output;
+  EXPECT_EQ(testing::read_text(own_json), first_json);
+  EXPECT_EQ(testing::read_text(path("scores.csv")).rfind("index,file,label,", 0), 0u);
+  std::ofstream(path("notes.txt")) << "old\n";
+  std::ofstream(path("other.json")) << "{\"split\": \"mine\"}";
+  std::ofstream(path("rows.csv")) << "a,b\n";
+  std::ofstream(path("rows.jsonl")) << "{\"op\": \"mine\"}\n";
+  for (const Case& c :
+       {Case{evaluate + "--scores " + path("notes.txt"),
+             "--scores " + path("notes.txt") + " exists and is not evaluate's scores CSV"},
+        Case{evaluate + "--json " + path("other.json"),
+             "--json " + path("other.json") + " exists and is not evaluate's metrics JSON"},
+        Case{evaluate + "--json " + path("notes.txt"), "is not evaluate's metrics JSON"},
+        Case{"bench kernels --device cpu --quick --ops loss --threads 1 --csv " + path("rows.csv"),
+             "--csv " + path("rows.csv") + " exists and is not bench kernels' CSV"},
+        Case{"bench kernels --device cpu --quick --ops loss --threads 1 --json " +
+                 path("rows.jsonl"),
+             "exists and is not bench kernels' JSON rows"}}) {
+    auto refused = pneumo_command(c.command, cache_);
+    EXPECT_EQ(refused.status, 2) << c.command << "\n" << refused.output;
+    EXPECT_NE(refused.output.find(c.expected), std::string::npos) << refused.output;
+    EXPECT_NE(refused.output.find("give a new file, or remove this one first"), std::string::npos)
+        << refused.output;
+  }
+  EXPECT_EQ(testing::read_text(path("notes.txt")), "old\n");
+  EXPECT_EQ(testing::read_text(path("other.json")), "{\"split\": \"mine\"}");
+  EXPECT_EQ(testing::read_text(path("rows.csv")), "a,b\n");
+  // bench kernels replaces its own earlier outputs.
+  fs::remove(path("rows.csv"));
+  fs::remove(path("rows.jsonl"));
+  const std::string bench = "bench kernels --device cpu --quick --ops loss --threads 1 --csv " +
+                            path("rows.csv") + " --json " + path("rows.jsonl");
+  for (int time = 0; time < 2; ++time) {
+    auto benched = pneumo_command(bench, cache_);
+    EXPECT_EQ(benched.status, 0) << benched.output;
+  }
+  EXPECT_EQ(testing::read_text(path("rows.csv")).rfind("platform,device,op,", 0), 0u);
 }
 
 // A checkpoint write killed half way leaves its temporary file (checkpoints/*.tmp.XXXXXX); the

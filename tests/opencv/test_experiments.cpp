@@ -712,15 +712,18 @@ TEST(Experiments, ASweepKeepsItsDataAndFlagsAndPicksOnlyByItsMetric) {
     EXPECT_EQ(damaged.status, 1) << damaged.output;
     EXPECT_NE(damaged.output.find("sweep.json cannot be read"), std::string::npos)
         << damaged.output;
-    // A val.json that is no evaluation's ({}) was taken as scored: it is scored again. (Without
+    // A val.json that is no evaluation's ({}) was taken as scored: it is set aside (evaluate does
+    // not replace a file that is not its own output) and scored again. (Without
     // a sweep.json, as an older sweep's, this call's data and flags are recorded.)
     fs::remove(pair + "/sweep.json");
     std::ofstream(pair + "/a/seed-1/val.json", std::ios::trunc) << "{}";
     auto rescored = testing::run_command(sweep_command(dir, two, pair) + " -- --threads 2");
     EXPECT_EQ(rescored.status, 0) << rescored.output;
-    EXPECT_NE(rescored.output.find("holds no evaluation; evaluating that run again"),
+    EXPECT_NE(rescored.output.find("holds no evaluation (kept as " + pair +
+                                   "/a/seed-1/val.json.unread); evaluating that run again"),
               std::string::npos)
         << rescored.output;
+    EXPECT_EQ(testing::read_text(pair + "/a/seed-1/val.json.unread"), "{}");
     EXPECT_NE(testing::read_text(pair + "/a/seed-1/val.json").find("default_threshold"),
               std::string::npos);
   }

@@ -52,23 +52,12 @@ void validate(const BenchKernelsOptions& o) {
 
 // Before the benchmark runs (minutes on a GPU), not after: the folder an output file goes into
 // must be one.
-void check_output_folder(const std::string& flag, const std::string& path) {
-  if (path.empty()) return;
-  const std::filesystem::path folder = std::filesystem::path(path).parent_path();
-  std::error_code error;
-  if (!folder.empty() && !std::filesystem::is_directory(folder, error))
-    throw Error(flag + " " + path + ": " + folder.string() + " is not a folder");
-  if (std::filesystem::is_directory(path, error))
-    throw Error(flag + " " + path + " is a folder; give a file name");
-  refuse_replacing_pneumo_state(path, flag);
-}
-
 }  // namespace
 
 int run_bench_kernels(const BenchKernelsOptions& options) {
   validate(options);
-  check_output_folder("--json", options.json);
-  check_output_folder("--csv", options.csv);
+  check_output_file(options.json, "--json", OutputFile::BenchJsonLines);
+  check_output_file(options.csv, "--csv", OutputFile::BenchCsv);
   if (same_output_file(options.json, options.csv))
     throw UsageError("--json and --csv name the same file; give each its own");
   const DeviceChoice choice =

@@ -215,8 +215,8 @@ int run_evaluate(const EvaluateOptions& options) {
                          ", which would be overwritten; give another file");
   if (same_output_file(options.json, options.scores))
     throw UsageError("--json and --scores name the same file; give each its own");
-  refuse_replacing_pneumo_state(options.json, "--json");
-  refuse_replacing_pneumo_state(options.scores, "--scores");
+  check_output_file(options.json, "--json", OutputFile::EvaluateJson);
+  check_output_file(options.scores, "--scores", OutputFile::EvaluateScores);
   refuse_output_inside_data(options.json, "--json " + options.json, options.data);
   refuse_output_inside_data(options.scores, "--scores " + options.scores, options.data);
   if (options.gallery > 0)

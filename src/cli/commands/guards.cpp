@@ -8,8 +8,12 @@
 #include <csignal>
 #include <ctime>
 #include <filesystem>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
 
 #include "cli/commands/run_folder.hpp"
+#include "core/atomic_file.hpp"
 #include "core/paths.hpp"
 #include "pneumo/data.hpp"
 #include "pneumo/error.hpp"
@@ -190,6 +194,75 @@ void refuse_replacing_pneumo_state(const std::string& path, const std::string& f
     throw UsageError(flag + " " + path + (path == file.string() ? "" : " (" + file.string() + ")") +
                      " exists and is " + what + "; pneumo does not overwrite it: give another "
                      "file");
+}
+
+namespace {
+
+// The first line of a file (without its newline), at most `limit` bytes of it.
+std::string first_line(const std::filesystem::path& file, size_t limit) {
+  std::ifstream in(file, std::ios::binary);
+  std::string line;
+  char ch;
+  while (line.size() < limit && in.get(ch) && ch != '\n') line += ch;
+  if (!line.empty() && line.back() == '\r') line.pop_back();
+  return line;
+}
+
+// Whether the bytes of `file` are what `kind` writes (an earlier output of the same flag).
+bool is_earlier_output(const std::filesystem::path& file, OutputFile kind) {
+  constexpr size_t kLine = 1 << 16;
+  switch (kind) {
+    case OutputFile::EvaluateJson: {
+      std::error_code error;
+      if (std::filesystem::file_size(file, error) > (64u << 20) || error) return false;
+      std::ifstream in(file, std::ios::binary);
+      const nlohmann::json metrics = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+      return metrics.is_object() && metrics.contains("split") && metrics.contains("count") &&
+             metrics.contains("default_threshold");
+    }
+    case OutputFile::EvaluateScores:
+      return first_line(file, kLine).rfind("index,file,label,", 0) == 0;
+    case OutputFile::BenchJsonLines: {
+      const nlohmann::json row =
+          nlohmann::json::parse(first_line(file, kLine), nullptr, /*allow_exceptions=*/false);
+      return row.is_object() && row.contains("op") && row.contains("median_ms");
+    }
+    case OutputFile::BenchCsv:
+      return first_line(file, kLine).rfind("platform,device,op,", 0) == 0;
+  }
+  return false;
+}
+
+const char* earlier_output_description(OutputFile kind) {
+  switch (kind) {
+    case OutputFile::EvaluateJson: return "evaluate's metrics JSON";
+    case OutputFile::EvaluateScores: return "evaluate's scores CSV";
+    case OutputFile::BenchJsonLines: return "bench kernels' JSON rows";
+    case OutputFile::BenchCsv: return "bench kernels' CSV";
+  }
+  return "";
+}
+
+}  // namespace
+
+void check_output_file(const std::string& path, const std::string& flag, OutputFile kind) {
+  namespace fs = std::filesystem;
+  if (path.empty()) return;
+  const fs::path folder = fs::path(path).parent_path();
+  std::error_code error;
+  if (!folder.empty() && !fs::is_directory(folder, error))
+    throw Error("cannot write " + flag + " " + path + ": " + folder.string() +
+                (fs::exists(folder, error) ? " is not a folder" : " does not exist"));
+  if (fs::is_directory(path, error)) throw Error(flag + " " + path + " is a folder; give a file name");
+  refuse_replacing_pneumo_state(path, flag);
+  // Standard output's own file (`--json /dev/stdout >> log`) is appended to, not replaced.
+  if (!fs::is_regular_file(path, error) || fs::file_size(path, error) == 0 || error ||
+      is_a_standard_stream_file(path))
+    return;
+  if (!is_earlier_output(path, kind))
+    throw UsageError(flag + " " + path + " exists and is not " + earlier_output_description(kind) +
+                     " (an earlier one is replaced); pneumo does not overwrite another file: give "
+                     "a new file, or remove this one first");
 }
 
 void refuse_output_inside_data(const std::string& output, const std::string& what,

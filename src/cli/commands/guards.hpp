@@ -49,6 +49,18 @@ void require_new_or_empty_folder(const std::string& folder, const std::string& w
 // tree's files are read: an X-ray replaced by CSV is lost).
 void refuse_replacing_pneumo_state(const std::string& path, const std::string& flag);
 
+// What an output file holds, to tell an earlier output of the same flag from a user's file.
+enum class OutputFile { EvaluateJson, EvaluateScores, BenchJsonLines, BenchCsv };
+
+// Checks an output file (`flag` `path`; none when empty) before any work: its folder exists
+// (Error), it is not a folder (Error), it is none of pneumo's state (refuse_replacing_pneumo_state),
+// and an existing non-empty regular file (through a link, the file it names) is an earlier output
+// of this kind (evaluate --json: a JSON object with split, count and default_threshold; --scores:
+// the scores header; bench kernels: a row of its JSON lines or its CSV header), which is replaced;
+// anything else is a user's file, refused with a UsageError naming it. /dev/null, a pipe and an
+// empty file are written.
+void check_output_file(const std::string& path, const std::string& flag, OutputFile kind);
+
 // An output (a file or a folder) of a command that reads `data` (an image tree or a prepared
 // cache) where it would become part of that data: anywhere in a cache (`prepare` could not
 // refresh a cache holding it), inside a tree's split folders (train/, val/, test/: the images
