@@ -670,6 +670,7 @@ int run_pneumo(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  pneumo::cli::say_when_a_signal_ends_the_command();
   const int status = run_pneumo(argc, argv);
   if (status == 0) return 0;
   // A failed command leaves without the libraries' exit handlers: OpenBLAS's waits for its worker

@@ -1163,5 +1163,30 @@ TEST(StopOnSignal, AnEchoWithinASecondIsOneRequestAnythingElseEndsAtOnce) {
   EXPECT_EXIT(after_the_guard(SIGINT), ::testing::KilledBySignal(SIGINT), "");
 }
 
+// Outside a guard (train while it decodes images, prepare, evaluate, ...) a signal ends the
+// command at once, by the signal itself (the shell's 130 / 143), after one line that says so (it
+// ended in silence); one ignored from the start (a background job) stays ignored; once a guard is
+// gone the line is back.
+TEST(StopOnSignal, OutsideARunASignalEndsTheCommandAndSaysSo) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  const auto ended_by = [](int number, bool ignored, bool guarded_before) {
+    std::signal(SIGINT, ignored ? SIG_IGN : SIG_DFL);
+    std::signal(SIGTERM, SIG_DFL);
+    cli::say_when_a_signal_ends_the_command();
+    if (guarded_before) {
+      cli::StopOnSignal guard(/*announce=*/false);
+    }
+    std::raise(number);
+    std::_Exit(0);
+  };
+  EXPECT_EXIT(ended_by(SIGINT, false, false), ::testing::KilledBySignal(SIGINT),
+              "\npneumo: stopped by SIGINT before the command finished\n");
+  EXPECT_EXIT(ended_by(SIGTERM, false, false), ::testing::KilledBySignal(SIGTERM),
+              "pneumo: stopped by SIGTERM before the command finished");
+  EXPECT_EXIT(ended_by(SIGINT, true, false), ::testing::ExitedWithCode(0), "");
+  EXPECT_EXIT(ended_by(SIGTERM, false, true), ::testing::KilledBySignal(SIGTERM),
+              "pneumo: stopped by SIGTERM before the command finished");
+}
+
 }  // namespace
 }  // namespace pneumo

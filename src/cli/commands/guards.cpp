@@ -75,7 +75,32 @@ extern "C" void on_stop_signal(int number) {
   }
 }
 
+// Installed with SA_RESETHAND: the default action is back when it runs, so raise() ends the
+// process by the signal itself.
+extern "C" void on_ending_signal(int number) {
+  static const char interrupted[] = "\npneumo: stopped by SIGINT before the command finished\n";
+  static const char terminated[] = "\npneumo: stopped by SIGTERM before the command finished\n";
+  if (number == SIGINT)
+    write_stderr(interrupted, sizeof interrupted - 1);
+  else
+    write_stderr(terminated, sizeof terminated - 1);
+  raise(number);
+}
+
 }  // namespace
+
+void say_when_a_signal_ends_the_command() {
+  for (const int number : {SIGINT, SIGTERM}) {
+    struct sigaction current {};
+    sigaction(number, nullptr, &current);
+    if (current.sa_handler == SIG_IGN) continue;  // ignored (nohup, a background job): stays so
+    struct sigaction action {};
+    action.sa_handler = on_ending_signal;
+    sigemptyset(&action.sa_mask);
+    action.sa_flags = SA_RESETHAND;
+    sigaction(number, &action, nullptr);
+  }
+}
 
 StopOnSignal::StopOnSignal(bool announce) {
   static_assert(std::atomic<bool>::is_always_lock_free && std::atomic<int>::is_always_lock_free &&

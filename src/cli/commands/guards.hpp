@@ -31,6 +31,11 @@ class StopOnSignal {
 
 const char* stop_signal_name(int signal);  // "SIGINT", "SIGTERM" or "" (another number)
 
+// Outside a StopOnSignal (the start of train while images are decoded, prepare, evaluate, ...) a
+// SIGINT or SIGTERM ends the command at once, as by default, after one line on stderr that says
+// so (the shell's status is still 130 / 143). Installed once, at the start of main.
+void say_when_a_signal_ends_the_command();
+
 // "out of GPU memory with batch size 256: <what failed>; try ... --batch 128": the message for an
 // allocation that failed while running with `batch` images per step.
 std::string out_of_memory_advice(const OutOfMemory& error, int batch, const std::string& flag);
