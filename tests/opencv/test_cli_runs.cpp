@@ -253,6 +253,22 @@ TEST_F(CliRuns, ConfigAndResumeMistakesAreUsageErrors) {
   EXPECT_EQ(nested.status, 2) << nested.output;
   EXPECT_NE(nested.output.find("a configuration cannot name another"), std::string::npos)
       << nested.output;
+  // "help" printed train's help and exited 0 without training: a script took it for a run.
+  std::ofstream(path("help.json")) << "{\"help\": true}";
+  auto help_key = train("a", "--config " + path("help.json"));
+  EXPECT_EQ(help_key.status, 2) << help_key.output;
+  EXPECT_NE(help_key.output.find("a configuration holds a run's settings, not \"help\""),
+            std::string::npos)
+      << help_key.output;
+  // A whole number written as a float (12.0, 1.2e1) is the integer an INT flag takes; 1.5 is not.
+  std::ofstream(path("float.json")) << "{\"epochs\": 1.0e0, \"batch\": 16.0}";
+  auto whole = train("float", "--config " + path("float.json"));
+  EXPECT_EQ(whole.status, 0) << whole.output;
+  EXPECT_EQ(nlohmann::json::parse(testing::read_text(path("float") + "/config.json"))["batch"], 16);
+  std::ofstream(path("half.json")) << "{\"epochs\": 1.5}";
+  auto half = train("a", "--config " + path("half.json"));
+  EXPECT_EQ(half.status, 2) << half.output;
+  EXPECT_NE(half.output.find("--epochs takes an INT, got '1.5'"), std::string::npos) << half.output;
   // A "resume" in a configuration was dropped without a word (a fresh run trained instead); a
   // missing or broken file is bad usage as the rest (status 1 before).
   std::ofstream(path("resumes.json")) << "{\"resume\": \"x/checkpoints/last.safetensors\"}";

@@ -488,6 +488,10 @@ std::vector<std::string> flags_from_json(const nlohmann::json& config, const std
     if (key == "config")
       throw UsageError(source + ": a configuration cannot name another (\"config\"); give each "
                        "file as its own --config");
+    // --help prints and exits 0: from a file it made a script's "run" succeed without training.
+    if (key == "help")
+      throw UsageError(source + ": a configuration holds a run's settings, not \"help\"; run "
+                       "pneumo train --help");
     std::string text;
     if (value.is_string()) {
       text = value.get<std::string>();
@@ -495,6 +499,11 @@ std::vector<std::string> flags_from_json(const nlohmann::json& config, const std
         throw UsageError(source + ": value of '" + detail::excerpt(key) + "' is empty");
     } else if (value.is_boolean()) {
       text = value.get<bool>() ? "true" : "false";
+    } else if (value.is_number_float() && std::fabs(value.get<double>()) < 9007199254740992.0 &&
+               value.get<double>() == std::floor(value.get<double>())) {
+      // 12.0 or 1.2e1 (JSON has one number type; a writer may not keep integers apart): the
+      // integer it equals, which an INT flag takes and a float flag reads the same.
+      text = std::to_string(static_cast<int64_t>(value.get<double>()));
     } else if (value.is_number()) {
       text = value.dump();
     } else {
