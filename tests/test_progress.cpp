@@ -227,6 +227,40 @@ TEST(History, CsvAndJsonlFileContents) {
   EXPECT_TRUE(std::isnan(back[1].values.at("val_accuracy")));
   EXPECT_EQ(back[0].values.count("val_auc"), 0u);
 
+  // history.csv reads back to the same rows (a resume takes rows history.jsonl lacks from it):
+  // an empty cell is an absent metric, nan a NaN one.
+  const auto from_csv = read_history_csv(writer.csv_path());
+  ASSERT_EQ(from_csv.size(), 2u);
+  for (size_t i = 0; i < 2; ++i) {
+    EXPECT_EQ(history_to_jsonl({from_csv[i]}), history_to_jsonl({back[i]})) << "row " << i;
+    EXPECT_EQ(from_csv[i].values.size(), back[i].values.size()) << "row " << i;
+  }
+  EXPECT_EQ(from_csv[0].values.count("val_auc"), 0u);
+  EXPECT_TRUE(std::isnan(from_csv[1].values.at("val_accuracy")));
+  struct Damaged {
+    const char* text;
+    const char* said;
+  };
+  for (const Damaged& d :
+       {Damaged{"loss,epoch\n1,2\n", ":1: expected a header that starts with epoch"},
+        Damaged{"epoch,learning_rate,seconds,train_seconds,val_seconds,loss\n0,1,2,3,4\n",
+                ":2: 5 cells, the header has 6"},
+        Damaged{"epoch,learning_rate,seconds,train_seconds,val_seconds\n\n1.5,1,2,3,4\n",
+                ":3: column epoch holds '1.5', not an epoch number"},
+        Damaged{"epoch,learning_rate,seconds,train_seconds,val_seconds\n0,x,2,3,4\n",
+                ":2: column learning_rate holds 'x', not a number"},
+        Damaged{"epoch,learning_rate,seconds,train_seconds,val_seconds\n0,,2,3,4\n",
+                ":2: column learning_rate holds '', not a number"}}) {
+    const std::string file = dir.path() + "/damaged.csv";
+    std::ofstream(file) << d.text;
+    try {
+      read_history_csv(file);
+      ADD_FAILURE() << "read: " << d.text;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(file + d.said), std::string::npos) << e.what();
+    }
+  }
+
   EXPECT_THROW(writer.append(first), Error) << "epochs must increase";
   EpochRecord reserved = second;
   reserved.epoch = 5;

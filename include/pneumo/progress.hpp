@@ -110,6 +110,9 @@ class EpochLogWriter {
 
 // Reads a history.jsonl written by EpochLogWriter; throws pneumo::Error naming the file and line.
 std::vector<EpochRecord> read_history_jsonl(const std::string& path);
+// Reads a history.csv written by EpochLogWriter (its header names the columns; an empty metric
+// cell is an absent metric); throws pneumo::Error naming the file and line.
+std::vector<EpochRecord> read_history_csv(const std::string& path);
 std::string history_to_csv(const std::vector<EpochRecord>& records);
 std::string history_to_jsonl(const std::vector<EpochRecord>& records);
 

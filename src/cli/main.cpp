@@ -158,6 +158,7 @@ std::vector<std::string> expand_arguments(int argc, char** argv, std::vector<std
       own.push_back("--resume=" + *checkpoint);
       // A resumed run writes into the run directory the checkpoint lies in unless told otherwise
       // (not the `out` it recorded: the run may have been moved or copied since).
+      pneumo::cli::refuse_resuming_a_damaged_run(*checkpoint);
       const std::string run_dir = pneumo::cli::resumed_run_dir(*checkpoint);
       if (!run_dir.empty()) from_checkpoint.push_back("--out=" + run_dir);
     } else {

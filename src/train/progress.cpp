@@ -5,7 +5,9 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <set>
 #include <sstream>
 
@@ -225,6 +227,65 @@ std::vector<EpochRecord> read_history_jsonl(const std::string& path) {
         record.val_seconds = value;
       else
         record.values[item.key()] = value;
+    }
+    records.push_back(std::move(record));
+  }
+  return records;
+}
+
+std::vector<EpochRecord> read_history_csv(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error("cannot read " + path);
+  const auto cells_of = [](const std::string& line) {
+    std::vector<std::string> cells(1);
+    for (char ch : line) {
+      if (ch == ',')
+        cells.emplace_back();
+      else
+        cells.back() += ch;
+    }
+    return cells;
+  };
+  std::vector<std::string> columns;
+  std::vector<EpochRecord> records;
+  std::string line;
+  int line_number = 0;
+  while (std::getline(in, line)) {
+    ++line_number;
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.find_first_not_of(" \t") == std::string::npos) continue;
+    const std::vector<std::string> cells = cells_of(line);
+    if (columns.empty()) {
+      if (cells.front() != "epoch")
+        throw Error(detail::concat(path, ":", line_number, ": expected a header that starts "
+                                   "with epoch, got '", line, "'"));
+      columns = cells;
+      continue;
+    }
+    if (cells.size() != columns.size())
+      throw Error(detail::concat(path, ":", line_number, ": ", cells.size(), " cells, the header "
+                                 "has ", columns.size()));
+    EpochRecord record;
+    for (size_t i = 0; i < cells.size(); ++i) {
+      const std::string& cell = cells[i];
+      if (cell.empty() && i > 0 && !is_reserved_column(columns[i])) continue;  // metric absent
+      char* end = nullptr;
+      const double value = std::strtod(cell.c_str(), &end);
+      if (cell.empty() || *end != '\0' || (i == 0 && !(value >= 0 && value < 1e9 && value == std::floor(value))))
+        throw Error(detail::concat(path, ":", line_number, ": column ", columns[i], " holds '",
+                                   cell, "', not ", i == 0 ? "an epoch number" : "a number"));
+      if (i == 0)
+        record.epoch = static_cast<int>(value);
+      else if (columns[i] == "learning_rate")
+        record.learning_rate = value;
+      else if (columns[i] == "seconds")
+        record.seconds = value;
+      else if (columns[i] == "train_seconds")
+        record.train_seconds = value;
+      else if (columns[i] == "val_seconds")
+        record.val_seconds = value;
+      else
+        record.values[columns[i]] = value;
     }
     records.push_back(std::move(record));
   }

@@ -280,6 +280,18 @@ TEST(Cli, AResumeWritesIntoItsOwnRunAndNoOther) {
   EXPECT_EQ(into_other.status, 1) << into_other.output;
   EXPECT_NE(into_other.output.find("holds another run"), std::string::npos) << into_other.output;
   EXPECT_EQ(testing::read_text(run + "/checkpoints/last.safetensors"), original);
+  // A folder of a user's files is not called a run.
+  fs::create_directories(dir.file("project"));
+  std::ofstream(dir.file("project/README.md")) << "notes\n";
+  auto into_files = pneumo_command("train --resume " + copy +
+                                       "/checkpoints/last.safetensors --epochs 3 --out " +
+                                       dir.file("project") + kCommon, cache);
+  EXPECT_EQ(into_files.status, 1) << into_files.output;
+  EXPECT_NE(into_files.output.find("'" + dir.file("project") + "' already holds files, and is "
+                                   "not the run directory"),
+            std::string::npos)
+      << into_files.output;
+  EXPECT_EQ(testing::read_text(dir.file("project/README.md")), "notes\n");
 
   auto refused = pneumo_command("train --resume " + run +
                                     "/checkpoints/last.safetensors --epochs 3 --optimizer adamw" +
@@ -498,6 +510,16 @@ TEST(Cli, AValSeedKeepsTheValidationImagesAcrossTrainingSeeds) {
   EXPECT_EQ(nlohmann::json::parse(testing::read_text(scores))["count"],
             nlohmann::json::parse(testing::read_text(dir.file("fixed-2") + "/metrics_val.json"))
                 ["count"]);
+  // A resume that would carve with another seed is refused, naming the seeds (it named --data).
+  auto recarved = pneumo_command("train --resume " + dir.file("fixed-2") +
+                                     "/checkpoints/last.safetensors --epochs 2 --val-seed 6" +
+                                     kCommon,
+                                 cache);
+  EXPECT_EQ(recarved.status, 1) << recarved.output;
+  EXPECT_NE(recarved.output.find("--seed and --val-seed carve with 6 (the run's: 5)"),
+            std::string::npos)
+      << recarved.output;
+  EXPECT_EQ(recarved.output.find("holds other images"), std::string::npos) << recarved.output;
 }
 
 // A --val-split too small to carve one image is bad usage (exit 2), said before training.

@@ -346,7 +346,9 @@ TEST_F(CliRuns, ConfigAndResumeMistakesAreUsageErrors) {
     if (removed++ < 10) fs::remove(entry.path());
   auto other = resume(last, "--epochs 4 --data " + path("fewer"));
   EXPECT_EQ(other.status, 1) << other.output;
-  EXPECT_NE(other.output.find("gives other training or validation images than the run"),
+  EXPECT_NE(other.output.find("the training and validation images differ from those the run of " +
+                              last + " had (its carved_split_crc32): --data " + path("fewer") +
+                              " holds other images than it did"),
             std::string::npos)
       << other.output;
   // RMSprop's mean squares belong to the epsilon placement they were updated with.
@@ -868,32 +870,120 @@ TEST_F(CliRuns, AResumeIntoAFailedStartsFolderDropsThatRunsHistoryAndBest) {
   }
 }
 
-// The history a resume continues: a row missing from it (the process killed between the
-// checkpoint and its history row) is named, not passed over in silence; a damaged history.jsonl
-// is refused before config.json is rewritten, leaving the folder as it was.
+// The history a resume continues: a row missing from history.jsonl that history.csv still holds
+// (history.csv is rewritten first; a kill between the two) is taken from there, and the rewrite
+// keeps it; one missing from both (the process killed between the checkpoint and its history row)
+// is named, not passed over in silence; a damaged history.jsonl is refused before config.json is
+// rewritten, leaving the folder as it was, with what to do.
 TEST_F(CliRuns, AResumeNamesMissingHistoryRowsAndRefusesADamagedHistoryUntouched) {
   ASSERT_EQ(train("run", "--epochs 3").status, 0);
-  const std::string jsonl = path("run") + "/history.jsonl";
-  std::vector<std::string> rows;
-  {
-    std::ifstream in(jsonl);
-    for (std::string row; std::getline(in, row);) rows.push_back(row);
-  }
+  const std::string jsonl = path("run") + "/history.jsonl", csv = path("run") + "/history.csv";
+  const auto lines_of = [](const std::string& file) {
+    std::vector<std::string> lines;
+    std::ifstream in(file);
+    for (std::string line; std::getline(in, line);) lines.push_back(line);
+    return lines;
+  };
+  const std::vector<std::string> rows = lines_of(jsonl), csv_rows = lines_of(csv);
   ASSERT_EQ(rows.size(), 3u);
-  std::ofstream(jsonl) << rows[0] << "\n" << rows[2] << "\n";  // epoch 1's row lost
-  auto gap = resume(path("run") + "/checkpoints/last.safetensors", "--epochs 4");
+  ASSERT_EQ(csv_rows.size(), 4u);  // the header and three rows
+  std::ofstream(jsonl) << rows[0] << "\n" << rows[2] << "\n";  // epoch 1's row lost here only
+  auto taken = resume(path("run") + "/checkpoints/last.safetensors", "--epochs 4");
+  ASSERT_EQ(taken.status, 0) << taken.output;
+  EXPECT_NE(taken.output.find(jsonl + " lacks the row(s) of epoch 1 (counted from 0); taken from " +
+                              csv),
+            std::string::npos)
+      << taken.output;
+  EXPECT_EQ(taken.output.find("lacks the row of"), std::string::npos) << taken.output;
+  std::vector<std::string> after = lines_of(jsonl);
+  ASSERT_EQ(after.size(), 4u);
+  EXPECT_EQ(nlohmann::json::parse(after[1]), nlohmann::json::parse(rows[1]))
+      << "the row read back from history.csv is not the one written";
+  EXPECT_EQ(lines_of(csv)[2], csv_rows[2]);
+
+  // Lost from both files: named.
+  std::vector<std::string> csv_now = lines_of(csv);
+  after.erase(after.begin() + 1);
+  csv_now.erase(csv_now.begin() + 2);
+  {
+    std::ofstream out(jsonl);
+    for (const std::string& row : after) out << row << "\n";
+    std::ofstream csv_out(csv);
+    for (const std::string& row : csv_now) csv_out << row << "\n";
+  }
+  auto gap = resume(path("run") + "/checkpoints/last.safetensors", "--epochs 5");
   ASSERT_EQ(gap.status, 0) << gap.output;
   EXPECT_NE(gap.output.find("lacks the row of epoch 1 (counted from 0, as its epoch column) of "
-                            "the 3 epochs"),
+                            "the 4 epochs"),
             std::string::npos)
       << gap.output;
 
   std::ofstream(jsonl, std::ios::app) << "not json\n";
   const std::string config = testing::read_text(path("run") + "/config.json");
-  auto refused = resume(path("run") + "/checkpoints/last.safetensors", "--epochs 6 --batch 16");
+  auto refused = resume(path("run") + "/checkpoints/last.safetensors", "--epochs 7 --batch 16");
   EXPECT_EQ(refused.status, 1) << refused.output;
-  EXPECT_NE(refused.output.find("not valid JSON"), std::string::npos) << refused.output;
+  EXPECT_NE(refused.output.find(jsonl + ":5: not valid JSON"), std::string::npos) << refused.output;
+  EXPECT_NE(refused.output.find("the run is left as it was: mend that line, or move " + jsonl +
+                                " away to resume with the rows of history.csv"),
+            std::string::npos)
+      << refused.output;
   EXPECT_EQ(testing::read_text(path("run") + "/config.json"), config) << "rewritten by a refused resume";
+}
+
+// A resume from a run folder (it holds the run's .lock) whose config.json is damaged or gone is
+// refused, naming the file (it trained into a new runs/ folder, saying the checkpoint "lies outside
+// a run directory"); a best checkpoint that cannot be read is refused by a resume in place (the
+// run ended with it as its best). The folder is left as it was.
+TEST_F(CliRuns, AResumeRefusesARunWithADamagedConfigOrBestCheckpoint) {
+  ASSERT_EQ(train("run", "--epochs 1").status, 0);
+  const std::string last = path("run") + "/checkpoints/last.safetensors";
+  const std::string config = path("run") + "/config.json", config_text = testing::read_text(config);
+  const std::string from_here = "cd '" + path("") + "' && PNEUMO_CACHE_DIR='" + cache_ + "' '" +
+                                PNEUMO_BINARY + "' train --resume " + last + " --epochs 2" +
+                                kCommon + " 2>&1";
+  struct Damage {
+    const char* text;  // nullptr: config.json removed
+    const char* said;
+  };
+  for (const Damage& damage : {Damage{"{bad json", "is not valid JSON"},
+                               Damage{"[1, 2]", "is not a run's config"},
+                               Damage{nullptr, "is missing"}}) {
+    if (damage.text)
+      std::ofstream(config) << damage.text;
+    else
+      fs::remove(config);
+    auto refused = testing::run_command(from_here);
+    EXPECT_EQ(refused.status, 1) << refused.output;
+    EXPECT_NE(refused.output.find(last + " lies in the run directory " + path("run") +
+                                  " (it holds a run's .lock), but " + config + " " + damage.said),
+              std::string::npos)
+        << refused.output;
+    EXPECT_NE(refused.output.find("put back its config.json, or copy the checkpoint out"),
+              std::string::npos)
+        << refused.output;
+    EXPECT_FALSE(fs::exists(path("runs"))) << "a new run folder was made";
+    EXPECT_EQ(read_checkpoint_metadata(last).epoch, 1);
+  }
+  std::ofstream(config) << config_text;
+
+  const std::string best = path("run") + "/checkpoints/best.safetensors";
+  ASSERT_TRUE(fs::exists(best));
+  const std::string best_bytes = testing::read_text(best);
+  std::ofstream(best, std::ios::binary) << best_bytes.substr(0, best_bytes.size() / 2);
+  auto truncated = resume(last, "--epochs 2");
+  EXPECT_EQ(truncated.status, 1) << truncated.output;
+  EXPECT_NE(truncated.output.find("the run's best checkpoint cannot be read: "), std::string::npos)
+      << truncated.output;
+  EXPECT_NE(truncated.output.find(best), std::string::npos) << truncated.output;
+  EXPECT_NE(truncated.output.find("put back a good copy, or remove it to resume without one"),
+            std::string::npos)
+      << truncated.output;
+  EXPECT_EQ(read_checkpoint_metadata(last).epoch, 1);
+  EXPECT_EQ(testing::read_text(config), config_text);
+  fs::remove(best);
+  auto without = resume(last, "--epochs 2");
+  EXPECT_EQ(without.status, 0) << without.output;
+  EXPECT_EQ(read_checkpoint_metadata(last).epoch, 2);
 }
 
 // A run whose model was written but not its report (a full disk, a folder in the way) is finished

@@ -130,10 +130,18 @@ void prepare_run_dir(const std::string& dir, const std::string& resuming, RunDir
                                                           "best checkpoint and its last)"
                                                     : std::string()));
   if (!fresh && !same_folder(dir, resumed_run_dir(resuming)))
-    throw Error("run directory '" + dir + "' holds another run than the one " + resuming +
-                " belongs to; a resumed run writes into its own run directory or a new --out");
+    throw Error("run directory '" + dir + "' " +
+                (is_run_directory(dir) ? "holds another run than the one " + resuming +
+                                             " belongs to"
+                                       : "already holds files, and is not the run directory " +
+                                             resuming + " belongs to") +
+                "; a resumed run writes into its own run directory or a new --out");
   fs::create_directories(fs::path(dir) / "checkpoints", error);
-  if (error) throw Error("cannot create run directory '" + dir + "': " + error.message());
+  if (error)
+    throw Error((exists ? "cannot create " + (fs::path(dir) / "checkpoints").string() +
+                              " in the run directory '" + dir + "'"
+                        : "cannot create run directory '" + dir + "'") +
+                ": " + error.message() + "; choose another --out");
   // The folders' entries durable, as the files written atomically in them are.
   const fs::path parent = fs::absolute(dir, error).parent_path();
   for (const fs::path& folder : {parent, fs::path(dir)}) sync_directory(folder.string());
@@ -162,7 +170,22 @@ void prepare_run_dir(const std::string& dir, const std::string& resuming, RunDir
 void carry_over_run_files(const std::string& checkpoint, const std::string& run_dir,
                           int first_epoch, int epochs, const std::string& monitor) {
   const std::string source = resumed_run_dir(checkpoint);
-  if (same_folder(source, run_dir)) return;
+  if (same_folder(source, run_dir)) {
+    // In place the best checkpoint stays: one that cannot be read would end the run as its best
+    // (only --restore-best reads it before the end).
+    const fs::path best = fs::path(run_dir) / "checkpoints" / "best.safetensors";
+    std::error_code error;
+    if (first_epoch > 0 && fs::is_regular_file(best, error)) {
+      try {
+        read_checkpoint_metadata(best.string());
+      } catch (const Error& e) {
+        throw Error(std::string("the run's best checkpoint cannot be read: ") + e.what() +
+                    "; put back a good copy, or remove it to resume without one (a new one is "
+                    "written when an epoch beats the best " + monitor + " so far)");
+      }
+    }
+    return;
+  }
   const auto no_best = [&](const std::string& why) {
     // No epoch done: no best yet. None left to train: the folder gets no best checkpoint at all.
     if (first_epoch == 0) return;
@@ -225,27 +248,57 @@ void carry_over_run_files(const std::string& checkpoint, const std::string& run_
   }
 }
 
-bool is_run_directory(const fs::path& folder) {
+namespace {
+
+// What is wrong with the config.json of a folder that holds a run's .lock ("" when it reads as a
+// run's: an object with data and epochs).
+std::string config_problem(const fs::path& folder) {
+  const fs::path file = folder / "config.json";
   std::error_code error;
-  if (!fs::is_regular_file(folder / ".lock", error)) return false;
-  std::ifstream in(folder / "config.json");
-  if (!in) return false;
+  if (!fs::exists(file, error)) return file.string() + " is missing";
+  std::ifstream in(file);
+  if (!in) return file.string() + " cannot be read";
   const nlohmann::json config = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
-  return config.is_object() && config.contains("data") && config.contains("epochs");
+  if (config.is_discarded()) return file.string() + " is not valid JSON";
+  if (!config.is_object() || !config.contains("data") || !config.contains("epochs"))
+    return file.string() + " is not a run's config (an object with data and epochs)";
+  return "";
 }
 
-std::string resumed_run_dir(const std::string& checkpoint) {
+// The folder a checkpoint's run would be: above checkpoints/, else the checkpoint's own folder.
+fs::path candidate_run_dir(const std::string& checkpoint) {
   fs::path folder = fs::path(checkpoint).parent_path();
   // "last.safetensors" or "./last.safetensors" typed inside RUN/checkpoints: the folder's name
   // is only known from the absolute path.
   if (folder.empty() || folder.filename() == "." || folder.filename() == "..")
     folder = fs::absolute(checkpoint).lexically_normal().parent_path();
-  if (folder.filename() == "checkpoints") {
-    const fs::path run = folder.has_parent_path() ? folder.parent_path() : fs::path(".");
-    return is_run_directory(run) ? run.string() : std::string();
-  }
-  const fs::path run = folder.empty() ? fs::path(".") : folder;
+  if (folder.filename() == "checkpoints")
+    return folder.has_parent_path() ? folder.parent_path() : fs::path(".");
+  return folder.empty() ? fs::path(".") : folder;
+}
+
+}  // namespace
+
+bool is_run_directory(const fs::path& folder) {
+  std::error_code error;
+  return fs::is_regular_file(folder / ".lock", error) && config_problem(folder).empty();
+}
+
+std::string resumed_run_dir(const std::string& checkpoint) {
+  const fs::path run = candidate_run_dir(checkpoint);
   return is_run_directory(run) ? run.string() : std::string();
+}
+
+void refuse_resuming_a_damaged_run(const std::string& checkpoint) {
+  const fs::path run = candidate_run_dir(checkpoint);
+  std::error_code error;
+  if (!fs::is_regular_file(run / ".lock", error)) return;  // not a run's folder
+  const std::string problem = config_problem(run);
+  if (problem.empty()) return;
+  throw Error(checkpoint + " lies in the run directory " + run.string() + " (it holds a run's "
+              ".lock), but " + problem + ", so the run cannot be resumed there: put back its "
+              "config.json, or copy the checkpoint out of the folder to resume it on its own "
+              "(into a new run folder, without this run's history or best checkpoint)");
 }
 
 }  // namespace pneumo::cli

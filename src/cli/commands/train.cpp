@@ -20,6 +20,7 @@
 #include <functional>
 #include <iostream>
 #include <optional>
+#include <set>
 #include <sstream>
 
 #include "cli/commands/commands.hpp"
@@ -75,6 +76,49 @@ bool stopped_before_its_model(const std::string& checkpoint_path,
   for (const char* file : {"metrics_val.json", "report.md"})
     if (!fs::is_regular_file(fs::path(source) / file, error)) return true;
   return false;
+}
+
+// The history rows of the epochs a resume keeps (0 .. first_epoch - 1): history.jsonl's (a damaged
+// one refused), and any it lacks that history.csv still holds (history.csv is rewritten first, so a
+// run stopped between the two writes, or a removed history.jsonl, leaves rows only there; the
+// rewrite after the resume would lose them). A history.csv that cannot be read lends none.
+std::vector<EpochRecord> resumed_history_rows(const std::string& run_dir, int first_epoch) {
+  const fs::path jsonl = fs::path(run_dir) / "history.jsonl", csv = fs::path(run_dir) / "history.csv";
+  std::error_code error;
+  std::vector<EpochRecord> rows;
+  if (fs::exists(jsonl, error)) {
+    try {
+      rows = read_history_jsonl(jsonl.string());
+    } catch (const Error& e) {
+      throw Error(std::string(e.what()) + "; the run is left as it was: mend that line, or move " +
+                  jsonl.string() + " away to resume with the rows of history.csv");
+    }
+  }
+  std::set<int> present;
+  for (const EpochRecord& row : rows) present.insert(row.epoch);
+  bool complete = true;
+  for (int epoch = 0; epoch < first_epoch; ++epoch) complete = complete && present.count(epoch);
+  if (complete || !fs::is_regular_file(csv, error)) return rows;
+  std::vector<EpochRecord> from_csv;
+  try {
+    from_csv = read_history_csv(csv.string());
+  } catch (const Error& e) {
+    std::cerr << "note: the rows history.jsonl lacks are not read from history.csv either: "
+              << e.what() << "\n";
+    return rows;
+  }
+  std::string taken;
+  for (EpochRecord& row : from_csv)
+    if (row.epoch < first_epoch && present.insert(row.epoch).second) {
+      taken += (taken.empty() ? "" : ", ") + std::to_string(row.epoch);
+      rows.push_back(std::move(row));
+    }
+  if (taken.empty()) return rows;
+  std::sort(rows.begin(), rows.end(),
+            [](const EpochRecord& a, const EpochRecord& b) { return a.epoch < b.epoch; });
+  std::cerr << "note: " << jsonl.string() << " lacks the row(s) of epoch " << taken
+            << " (counted from 0); taken from " << csv.string() << "\n";
+  return rows;
 }
 
 ImageSet upload(const Split& split, Device device) {
@@ -534,10 +578,7 @@ TrainingRun::TrainingRun(const TrainOptions& options, std::unique_ptr<Communicat
                          ended_early_ ? first_epoch_ : options.epochs, options.checkpoint_monitor);
     // The history is read (a damaged one refused) before config.json is rewritten: a refused
     // resume leaves the folder as it was. run() keeps its rows of the epochs already done.
-    const fs::path history = fs::path(run_dir_) / "history.jsonl";
-    std::error_code error;
-    if (first_epoch_ > 0 && fs::exists(history, error))
-      resumed_history_ = read_history_jsonl(history.string());
+    if (first_epoch_ > 0) resumed_history_ = resumed_history_rows(run_dir_, first_epoch_);
     write_config(run_dir_, options);
   }
 
@@ -788,11 +829,31 @@ void TrainingRun::check_resumable(const std::string& checkpoint_path,
   // validation losses of two different sets.
   const auto recorded_split = resumed.extra.find("carved_split_crc32");
   if (recorded_split != resumed.extra.end() &&
-      recorded_split->second != carved_split_fingerprint(splits_.train, splits_.val))
-    throw Error("--data " + options_.data + " gives other training or validation images than "
-                "the run of " + checkpoint_path + " had (its carved_split_crc32 differs): a "
-                "resumed run continues on its own images; give the --data, --val-split, "
+      recorded_split->second != carved_split_fingerprint(splits_.train, splits_.val)) {
+    // Which of the carve's flags differ from the run's (its config; -1 for a --val-seed from
+    // before the flag): none of them means the images under --data are not the run's.
+    std::string differs;
+    if (trained.is_object() && trained.contains("val-split") && trained["val-split"].is_string() &&
+        trained["val-split"].get<std::string>() != options_.val_split)
+      differs = "--val-split " + options_.val_split + " (the run's: " +
+                trained["val-split"].get<std::string>() + ")";
+    if (trained.is_object() && trained.contains("seed") && trained["seed"].is_number_unsigned()) {
+      const int64_t val_seed = trained.contains("val-seed") && trained["val-seed"].is_number_integer()
+                                   ? trained["val-seed"].get<int64_t>()
+                                   : -1;
+      const uint64_t theirs = carve_seed(val_seed, trained["seed"].get<uint64_t>());
+      const uint64_t ours = carve_seed(options_.val_seed, options_.seed);
+      if (theirs != ours && options_.val_split != "official")
+        differs += detail::concat(differs.empty() ? "" : " and ", "--seed and --val-seed carve "
+                                  "with ", ours, " (the run's: ", theirs, ")");
+    }
+    throw Error("the training and validation images differ from those the run of " +
+                checkpoint_path + " had (its carved_split_crc32): " +
+                (differs.empty() ? "--data " + options_.data + " holds other images than it did"
+                                 : differs) +
+                "; a resumed run continues on its own images: give the --data, --val-split, "
                 "--val-seed and --seed it was trained with");
+  }
   if (resumed.weights_epoch != resumed.epoch)
     throw Error(detail::concat(
         "checkpoint ", checkpoint_path, " holds the weights of epoch ", resumed.weights_epoch,
