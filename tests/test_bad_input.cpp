@@ -240,6 +240,9 @@ TEST(BadInput, JsonAndScoresSentToStandardOutputFollowTheTables) {
   std::string text = testing::read_text(out);
   ASSERT_NE(text.find("confusion matrix"), std::string::npos) << text;
   EXPECT_LT(text.find("confusion matrix"), text.find("\"confusion_matrix\"")) << text;
+  // That file (the tables, then the JSON) is an earlier output of --json: named, it is replaced.
+  ASSERT_TRUE(stopped_with(f.run(evaluate + " --json " + shell_quoted(out)), 0, {}));
+  EXPECT_EQ(testing::read_text(out).rfind("{", 0), 0u);
 
   testing::write_file(out, "a line before\n");
   ASSERT_TRUE(stopped_with(f.run(evaluate + " --scores /dev/stdout >> " + shell_quoted(out)), 0,

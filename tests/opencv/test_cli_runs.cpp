@@ -923,11 +923,22 @@ TEST_F(CliRuns, AResumeNamesMissingHistoryRowsAndRefusesADamagedHistoryUntouched
   auto refused = resume(path("run") + "/checkpoints/last.safetensors", "--epochs 7 --batch 16");
   EXPECT_EQ(refused.status, 1) << refused.output;
   EXPECT_NE(refused.output.find(jsonl + ":5: not valid JSON"), std::string::npos) << refused.output;
-  EXPECT_NE(refused.output.find("the run is left as it was: mend that line, or move " + jsonl +
-                                " away to resume with the rows of history.csv"),
+  EXPECT_NE(refused.output.find("the run is left as it was: mend that line in " + jsonl +
+                                ", or move it away to resume with the rows of history.csv"),
             std::string::npos)
       << refused.output;
   EXPECT_EQ(testing::read_text(path("run") + "/config.json"), config) << "rewritten by a refused resume";
+  // Into a new --out the file read is a copy: the one to mend is the run's own.
+  auto elsewhere = resume(path("run") + "/checkpoints/last.safetensors",
+                          "--epochs 7 --out " + path("elsewhere"));
+  EXPECT_EQ(elsewhere.status, 1) << elsewhere.output;
+  EXPECT_NE(elsewhere.output.find(path("elsewhere") + "/history.jsonl:5: not valid JSON"),
+            std::string::npos)
+      << elsewhere.output;
+  EXPECT_NE(elsewhere.output.find("(a copy of " + jsonl + "); the run is left as it was: mend "
+                                  "that line in " + jsonl),
+            std::string::npos)
+      << elsewhere.output;
 }
 
 // A resume from a run folder (it holds the run's .lock) whose config.json is damaged or gone is
@@ -955,7 +966,8 @@ TEST_F(CliRuns, AResumeRefusesARunWithADamagedConfigOrBestCheckpoint) {
     auto refused = testing::run_command(from_here);
     EXPECT_EQ(refused.status, 1) << refused.output;
     EXPECT_NE(refused.output.find(last + " lies in the run directory " + path("run") +
-                                  " (it holds a run's .lock), but " + config + " " + damage.said),
+                                  " (it holds a run's .lock and history), but " + config + " " +
+                                  damage.said),
               std::string::npos)
         << refused.output;
     EXPECT_NE(refused.output.find("put back its config.json, or copy the checkpoint out"),
@@ -984,6 +996,21 @@ TEST_F(CliRuns, AResumeRefusesARunWithADamagedConfigOrBestCheckpoint) {
   auto without = resume(last, "--epochs 2");
   EXPECT_EQ(without.status, 0) << without.output;
   EXPECT_EQ(read_checkpoint_metadata(last).epoch, 2);
+
+  // Another tool's .lock and config.json, without a run's history, make no run: a checkpoint
+  // copied there resumes on its own into a new runs/ folder, as before.
+  const std::string project = path("project");
+  fs::create_directories(project + "/checkpoints");
+  std::ofstream(project + "/.lock");
+  std::ofstream(project + "/config.json") << "{\"model\": \"another tool's\"}";
+  fs::copy_file(last, project + "/checkpoints/kept.safetensors");
+  auto alone = testing::run_command("cd '" + path("") + "' && PNEUMO_CACHE_DIR='" + cache_ +
+                                    "' '" + PNEUMO_BINARY + "' train --resume " + project +
+                                    "/checkpoints/kept.safetensors --epochs 3" + kCommon + " 2>&1");
+  EXPECT_EQ(alone.status, 0) << alone.output;
+  EXPECT_NE(alone.output.find("lies outside a run directory"), std::string::npos) << alone.output;
+  EXPECT_TRUE(fs::is_directory(path("runs"))) << alone.output;
+  EXPECT_EQ(testing::read_text(project + "/config.json"), "{\"model\": \"another tool's\"}");
 }
 
 // A run whose model was written but not its report (a full disk, a folder in the way) is finished

@@ -49,17 +49,15 @@ void validate(const BenchKernelsOptions& o) {
       throw UsageError("--ops: unknown op '" + op + "' (expected one of " + names + ")");
 }
 
-
-// Before the benchmark runs (minutes on a GPU), not after: the folder an output file goes into
-// must be one.
 }  // namespace
 
 int run_bench_kernels(const BenchKernelsOptions& options) {
   validate(options);
-  check_output_file(options.json, "--json", OutputFile::BenchJsonLines);
-  check_output_file(options.csv, "--csv", OutputFile::BenchCsv);
   if (same_output_file(options.json, options.csv))
     throw UsageError("--json and --csv name the same file; give each its own");
+  // Before the benchmark runs (minutes on a GPU), not after.
+  check_output_file(options.json, "--json", OutputFile::BenchJsonLines);
+  check_output_file(options.csv, "--csv", OutputFile::BenchCsv);
   const DeviceChoice choice =
       as_usage("--device", [&] { return parse_device_choice(options.device); });
   const bool cuda = choice == DeviceChoice::Cuda ||

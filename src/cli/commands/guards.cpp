@@ -9,6 +9,7 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 
 #include <nlohmann/json.hpp>
 
@@ -16,6 +17,7 @@
 #include "core/atomic_file.hpp"
 #include "core/paths.hpp"
 #include "pneumo/data.hpp"
+#include "pneumo/distributed.hpp"
 #include "pneumo/error.hpp"
 #include "pneumo/safetensors.hpp"
 
@@ -90,6 +92,8 @@ extern "C" void on_ending_signal(int number) {
 }  // namespace
 
 void say_when_a_signal_ends_the_command() {
+  // Under mpirun every rank gets the signal: rank 0 speaks for them, as StopOnSignal's does.
+  if (launcher_rank() > 0) return;
   for (const int number : {SIGINT, SIGTERM}) {
     struct sigaction current {};
     sigaction(number, nullptr, &current);
@@ -223,37 +227,37 @@ void refuse_replacing_pneumo_state(const std::string& path, const std::string& f
 
 namespace {
 
-// The first line of a file (without its newline), at most `limit` bytes of it.
-std::string first_line(const std::filesystem::path& file, size_t limit) {
-  std::ifstream in(file, std::ios::binary);
-  std::string line;
-  char ch;
-  while (line.size() < limit && in.get(ch) && ch != '\n') line += ch;
-  if (!line.empty() && line.back() == '\r') line.pop_back();
-  return line;
+// Where a line starting with `prefix` starts in `text` (npos: none).
+size_t line_starting_with(const std::string& text, const std::string& prefix) {
+  if (text.rfind(prefix, 0) == 0) return 0;
+  const size_t at = text.find("\n" + prefix);
+  return at == std::string::npos ? at : at + 1;
 }
 
-// Whether the bytes of `file` are what `kind` writes (an earlier output of the same flag).
-bool is_earlier_output(const std::filesystem::path& file, OutputFile kind) {
-  constexpr size_t kLine = 1 << 16;
+// Whether `text` (a file's bytes) is what `kind` writes: an earlier output of the same flag,
+// written to the file or sent there through standard output after the printed tables
+// (`evaluate --json /dev/stdout > out.txt`), so the output may start on a later line.
+bool is_earlier_output(const std::string& text, OutputFile kind) {
   switch (kind) {
     case OutputFile::EvaluateJson: {
-      std::error_code error;
-      if (std::filesystem::file_size(file, error) > (64u << 20) || error) return false;
-      std::ifstream in(file, std::ios::binary);
-      const nlohmann::json metrics = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+      const size_t at = line_starting_with(text, "{");
+      if (at == std::string::npos) return false;
+      const nlohmann::json metrics =
+          nlohmann::json::parse(text.substr(at), nullptr, /*allow_exceptions=*/false);
       return metrics.is_object() && metrics.contains("split") && metrics.contains("count") &&
              metrics.contains("default_threshold");
     }
     case OutputFile::EvaluateScores:
-      return first_line(file, kLine).rfind("index,file,label,", 0) == 0;
+      return line_starting_with(text, "index,file,label,") != std::string::npos;
     case OutputFile::BenchJsonLines: {
-      const nlohmann::json row =
-          nlohmann::json::parse(first_line(file, kLine), nullptr, /*allow_exceptions=*/false);
+      const size_t at = line_starting_with(text, "{");
+      if (at == std::string::npos) return false;
+      const nlohmann::json row = nlohmann::json::parse(
+          text.substr(at, text.find('\n', at) - at), nullptr, /*allow_exceptions=*/false);
       return row.is_object() && row.contains("op") && row.contains("median_ms");
     }
     case OutputFile::BenchCsv:
-      return first_line(file, kLine).rfind("platform,device,op,", 0) == 0;
+      return line_starting_with(text, "platform,device,op,") != std::string::npos;
   }
   return false;
 }
@@ -284,7 +288,18 @@ void check_output_file(const std::string& path, const std::string& flag, OutputF
   if (!fs::is_regular_file(path, error) || fs::file_size(path, error) == 0 || error ||
       is_a_standard_stream_file(path))
     return;
-  if (!is_earlier_output(path, kind))
+  // Outputs are small (an evaluation's JSON, one row per image or kernel): a larger file is no
+  // earlier one, and is not read whole to find out.
+  constexpr uintmax_t kLargest = 64u << 20;
+  std::ifstream in(path, std::ios::binary);
+  std::string text;
+  if (in && fs::file_size(path, error) <= kLargest && !error)
+    text.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  if (!in.is_open())
+    throw UsageError(flag + " " + path + " exists and cannot be read, so pneumo cannot tell it "
+                     "for an earlier output of " + flag + ": give a new file, or remove this one "
+                     "first");
+  if (!is_earlier_output(text, kind))
     throw UsageError(flag + " " + path + " exists and is not " + earlier_output_description(kind) +
                      " (an earlier one is replaced); pneumo does not overwrite another file: give "
                      "a new file, or remove this one first");

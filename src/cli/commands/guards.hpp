@@ -33,7 +33,8 @@ const char* stop_signal_name(int signal);  // "SIGINT", "SIGTERM" or "" (another
 
 // Outside a StopOnSignal (the start of train while images are decoded, prepare, evaluate, ...) a
 // SIGINT or SIGTERM ends the command at once, as by default, after one line on stderr that says
-// so (the shell's status is still 130 / 143). Installed once, at the start of main.
+// so (the shell's status is still 130 / 143); under mpirun rank 0 alone says it. Installed once,
+// at the start of main.
 void say_when_a_signal_ends_the_command();
 
 // "out of GPU memory with batch size 256: <what failed>; try ... --batch 128": the message for an

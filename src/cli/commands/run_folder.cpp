@@ -171,11 +171,11 @@ void carry_over_run_files(const std::string& checkpoint, const std::string& run_
                           int first_epoch, int epochs, const std::string& monitor) {
   const std::string source = resumed_run_dir(checkpoint);
   if (same_folder(source, run_dir)) {
-    // In place the best checkpoint stays: one that cannot be read would end the run as its best
-    // (only --restore-best reads it before the end).
+    // In place the best checkpoint stays: one that cannot be read would end a run that trains
+    // on as its best (only --restore-best reads it before the end, and says so itself).
     const fs::path best = fs::path(run_dir) / "checkpoints" / "best.safetensors";
     std::error_code error;
-    if (first_epoch > 0 && fs::is_regular_file(best, error)) {
+    if (first_epoch > 0 && first_epoch < epochs && fs::is_regular_file(best, error)) {
       try {
         read_checkpoint_metadata(best.string());
       } catch (const Error& e) {
@@ -292,13 +292,18 @@ std::string resumed_run_dir(const std::string& checkpoint) {
 void refuse_resuming_a_damaged_run(const std::string& checkpoint) {
   const fs::path run = candidate_run_dir(checkpoint);
   std::error_code error;
-  if (!fs::is_regular_file(run / ".lock", error)) return;  // not a run's folder
+  // A run's .lock beside the history every epoch writes: another tool's .lock alone (a project
+  // folder a checkpoint was copied into) is no run, and such a checkpoint resumes on its own.
+  if (!fs::is_regular_file(run / ".lock", error) ||
+      !(fs::is_regular_file(run / "history.jsonl", error) ||
+        fs::is_regular_file(run / "history.csv", error)))
+    return;
   const std::string problem = config_problem(run);
   if (problem.empty()) return;
   throw Error(checkpoint + " lies in the run directory " + run.string() + " (it holds a run's "
-              ".lock), but " + problem + ", so the run cannot be resumed there: put back its "
-              "config.json, or copy the checkpoint out of the folder to resume it on its own "
-              "(into a new run folder, without this run's history or best checkpoint)");
+              ".lock and history), but " + problem + ", so the run's history and best checkpoint "
+              "cannot come along: put back its config.json, or copy the checkpoint out of the "
+              "folder to resume it on its own (into a new run folder, without them)");
 }
 
 }  // namespace pneumo::cli

@@ -64,9 +64,9 @@ bool is_run_directory(const std::filesystem::path& folder);
 // resumed run then starts a new folder, as a run without --out does).
 std::string resumed_run_dir(const std::string& checkpoint);
 
-// Throws an Error naming the file when the folder resumed_run_dir looks in holds a run's .lock but
-// its config.json is missing, not JSON, or not a run's config: resuming would silently start a new
-// run folder without the run's history (its folder is left as it was).
+// Throws an Error naming the file when the folder resumed_run_dir looks in holds a run's .lock and
+// history but its config.json is missing, not JSON, or not a run's config: resuming would
+// silently start a new run folder without the run's history (its folder is left as it was).
 void refuse_resuming_a_damaged_run(const std::string& checkpoint);
 
 // A run resumed into a new --out starts that folder with the resumed run's history and its best

@@ -79,10 +79,11 @@ bool stopped_before_its_model(const std::string& checkpoint_path,
 }
 
 // The history rows of the epochs a resume keeps (0 .. first_epoch - 1): history.jsonl's (a damaged
-// one refused), and any it lacks that history.csv still holds (history.csv is rewritten first, so a
+// one refused, naming source_dir's, the run the rows come from), and any it lacks that history.csv still holds (history.csv is rewritten first, so a
 // run stopped between the two writes, or a removed history.jsonl, leaves rows only there; the
 // rewrite after the resume would lose them). A history.csv that cannot be read lends none.
-std::vector<EpochRecord> resumed_history_rows(const std::string& run_dir, int first_epoch) {
+std::vector<EpochRecord> resumed_history_rows(const std::string& run_dir, int first_epoch,
+                                              const std::string& source_dir) {
   const fs::path jsonl = fs::path(run_dir) / "history.jsonl", csv = fs::path(run_dir) / "history.csv";
   std::error_code error;
   std::vector<EpochRecord> rows;
@@ -90,8 +91,12 @@ std::vector<EpochRecord> resumed_history_rows(const std::string& run_dir, int fi
     try {
       rows = read_history_jsonl(jsonl.string());
     } catch (const Error& e) {
-      throw Error(std::string(e.what()) + "; the run is left as it was: mend that line, or move " +
-                  jsonl.string() + " away to resume with the rows of history.csv");
+      // Into a new --out the file is a copy of the resumed run's, copied again by the next try.
+      const std::string mend = (fs::path(source_dir) / "history.jsonl").string();
+      throw Error(std::string(e.what()) +
+                  (mend == jsonl.string() ? "" : " (a copy of " + mend + ")") +
+                  "; the run is left as it was: mend that line in " + mend + ", or move it away to "
+                  "resume with the rows of history.csv");
     }
   }
   std::set<int> present;
@@ -578,7 +583,11 @@ TrainingRun::TrainingRun(const TrainOptions& options, std::unique_ptr<Communicat
                          ended_early_ ? first_epoch_ : options.epochs, options.checkpoint_monitor);
     // The history is read (a damaged one refused) before config.json is rewritten: a refused
     // resume leaves the folder as it was. run() keeps its rows of the epochs already done.
-    if (first_epoch_ > 0) resumed_history_ = resumed_history_rows(run_dir_, first_epoch_);
+    if (first_epoch_ > 0) {
+      const std::string source = resumed_run_dir(options.resume);
+      resumed_history_ =
+          resumed_history_rows(run_dir_, first_epoch_, source.empty() ? run_dir_ : source);
+    }
     write_config(run_dir_, options);
   }
 
@@ -833,17 +842,27 @@ void TrainingRun::check_resumable(const std::string& checkpoint_path,
     // Which of the carve's flags differ from the run's (its config; -1 for a --val-seed from
     // before the flag): none of them means the images under --data are not the run's.
     std::string differs;
-    if (trained.is_object() && trained.contains("val-split") && trained["val-split"].is_string() &&
-        trained["val-split"].get<std::string>() != options_.val_split)
-      differs = "--val-split " + options_.val_split + " (the run's: " +
-                trained["val-split"].get<std::string>() + ")";
-    if (trained.is_object() && trained.contains("seed") && trained["seed"].is_number_unsigned()) {
+    bool official = options_.val_split == "official";
+    if (trained.is_object() && trained.contains("val-split") && trained["val-split"].is_string()) {
+      const std::string theirs = trained["val-split"].get<std::string>();
+      official = official || theirs == "official";
+      // As carved ("0.150" is "0.15"); a value that no longer parses differs as text.
+      bool same = theirs == options_.val_split;
+      try {
+        const ValidationOptions a = parse_val_split(theirs), b = parse_val_split(options_.val_split);
+        same = a.source == b.source && a.fraction == b.fraction;
+      } catch (const Error&) {
+      }
+      if (!same) differs = "--val-split " + options_.val_split + " (the run's: " + theirs + ")";
+    }
+    if (!official && trained.is_object() && trained.contains("seed") &&
+        trained["seed"].is_number_unsigned()) {
       const int64_t val_seed = trained.contains("val-seed") && trained["val-seed"].is_number_integer()
                                    ? trained["val-seed"].get<int64_t>()
                                    : -1;
       const uint64_t theirs = carve_seed(val_seed, trained["seed"].get<uint64_t>());
       const uint64_t ours = carve_seed(options_.val_seed, options_.seed);
-      if (theirs != ours && options_.val_split != "official")
+      if (theirs != ours)
         differs += detail::concat(differs.empty() ? "" : " and ", "--seed and --val-seed carve "
                                   "with ", ours, " (the run's: ", theirs, ")");
     }
