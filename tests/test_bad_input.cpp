@@ -280,9 +280,20 @@ TEST(BadInput, UnwritableOutputsStopTheRun) {
       f.run("train --data " + shell_quoted(f.cache) + " --out " + shell_quoted(file + "/run") +
             " --size 24 --epochs 1 --device cpu --threads 1"),
       1, {"run directory", file + "/run"}));
-  EXPECT_TRUE(stopped_with(f.run(f.evaluate_args(f.model, f.cache) + " --json " +
-                                 shell_quoted(file + "/metrics.json")),
-                           1, {"cannot write", file + "/metrics.json"}));
+  // Refused before the evaluation runs (the metrics table is not printed), not after it.
+  const testing::PneumoRun below_a_file =
+      f.run(f.evaluate_args(f.model, f.cache) + " --json " + shell_quoted(file + "/metrics.json"));
+  EXPECT_TRUE(stopped_with(below_a_file, 1,
+                           {"cannot write --json " + file + "/metrics.json: " + file +
+                            " is not a folder"}));
+  EXPECT_EQ(below_a_file.output.find("confusion matrix"), std::string::npos) << below_a_file.output;
+  const std::string nowhere = f.dir.file("no/such/scores.csv");
+  const testing::PneumoRun missing =
+      f.run(f.evaluate_args(f.model, f.cache) + " --scores " + shell_quoted(nowhere));
+  EXPECT_TRUE(stopped_with(missing, 1,
+                           {"cannot write --scores " + nowhere + ": " + f.dir.file("no/such") +
+                            " does not exist"}));
+  EXPECT_EQ(missing.output.find("confusion matrix"), std::string::npos) << missing.output;
   EXPECT_EQ(testing::read_text(file), "a file, not a folder");
 }
 

@@ -992,6 +992,12 @@ TEST_F(CliRuns, AResumeRefusesARunWithADamagedConfigOrBestCheckpoint) {
       << truncated.output;
   EXPECT_EQ(read_checkpoint_metadata(last).epoch, 1);
   EXPECT_EQ(testing::read_text(config), config_text);
+  // A resume that only finishes (the model not yet written) trains nothing and reads no best
+  // checkpoint: not refused for it.
+  fs::remove(path("run") + "/model.safetensors");
+  auto finished = resume(last, "--epochs 1");
+  EXPECT_EQ(finished.status, 0) << finished.output;
+  EXPECT_TRUE(fs::exists(path("run") + "/model.safetensors")) << finished.output;
   fs::remove(best);
   auto without = resume(last, "--epochs 2");
   EXPECT_EQ(without.status, 0) << without.output;
