@@ -187,6 +187,25 @@ std::string history_to_jsonl(const std::vector<EpochRecord>& records) {
   return out;
 }
 
+namespace {
+
+// A history file's column (a key of history.jsonl, a header of history.csv) other than epoch, read
+// into its record: the row's own fields, or a metric.
+void set_column(EpochRecord& record, const std::string& column, double value) {
+  if (column == "learning_rate")
+    record.learning_rate = value;
+  else if (column == "seconds")
+    record.seconds = value;
+  else if (column == "train_seconds")
+    record.train_seconds = value;
+  else if (column == "val_seconds")
+    record.val_seconds = value;
+  else
+    record.values[column] = value;
+}
+
+}  // namespace
+
 std::vector<EpochRecord> read_history_jsonl(const std::string& path) {
   std::vector<uint8_t> bytes = read_file_bytes(path);
   std::istringstream in(std::string(bytes.begin(), bytes.end()));
@@ -214,20 +233,8 @@ std::vector<EpochRecord> read_history_jsonl(const std::string& path) {
                                  ": expected an object with an integer \"epoch\""));
     EpochRecord record;
     record.epoch = object["epoch"].get<int>();
-    for (auto item = object.begin(); item != object.end(); ++item) {
-      if (item.key() == "epoch") continue;
-      double value = as_number(item.value(), item.key());
-      if (item.key() == "learning_rate")
-        record.learning_rate = value;
-      else if (item.key() == "seconds")
-        record.seconds = value;
-      else if (item.key() == "train_seconds")
-        record.train_seconds = value;
-      else if (item.key() == "val_seconds")
-        record.val_seconds = value;
-      else
-        record.values[item.key()] = value;
-    }
+    for (auto item = object.begin(); item != object.end(); ++item)
+      if (item.key() != "epoch") set_column(record, item.key(), as_number(item.value(), item.key()));
     records.push_back(std::move(record));
   }
   return records;
@@ -271,21 +278,14 @@ std::vector<EpochRecord> read_history_csv(const std::string& path) {
       if (cell.empty() && i > 0 && !is_reserved_column(columns[i])) continue;  // metric absent
       char* end = nullptr;
       const double value = std::strtod(cell.c_str(), &end);
-      if (cell.empty() || *end != '\0' || (i == 0 && !(value >= 0 && value < 1e9 && value == std::floor(value))))
+      const bool epoch_number = value >= 0 && value < 1e9 && value == std::floor(value);
+      if (cell.empty() || *end != '\0' || (i == 0 && !epoch_number))
         throw Error(detail::concat(path, ":", line_number, ": column ", columns[i], " holds '",
                                    cell, "', not ", i == 0 ? "an epoch number" : "a number"));
       if (i == 0)
         record.epoch = static_cast<int>(value);
-      else if (columns[i] == "learning_rate")
-        record.learning_rate = value;
-      else if (columns[i] == "seconds")
-        record.seconds = value;
-      else if (columns[i] == "train_seconds")
-        record.train_seconds = value;
-      else if (columns[i] == "val_seconds")
-        record.val_seconds = value;
       else
-        record.values[columns[i]] = value;
+        set_column(record, columns[i], value);
     }
     records.push_back(std::move(record));
   }

@@ -79,9 +79,10 @@ bool stopped_before_its_model(const std::string& checkpoint_path,
 }
 
 // The history rows of the epochs a resume keeps (0 .. first_epoch - 1): history.jsonl's (a damaged
-// one refused, naming source_dir's, the run the rows come from), and any it lacks that history.csv still holds (history.csv is rewritten first, so a
-// run stopped between the two writes, or a removed history.jsonl, leaves rows only there; the
-// rewrite after the resume would lose them). A history.csv that cannot be read lends none.
+// one refused, naming source_dir's, the run the rows come from), and any it lacks that
+// history.csv still holds (history.csv is rewritten first, so a run stopped between the two
+// writes, or a removed history.jsonl, leaves rows only there; the rewrite after the resume would
+// lose them). A history.csv that cannot be read lends none.
 std::vector<EpochRecord> resumed_history_rows(const std::string& run_dir, int first_epoch,
                                               const std::string& source_dir) {
   const fs::path jsonl = fs::path(run_dir) / "history.jsonl", csv = fs::path(run_dir) / "history.csv";
