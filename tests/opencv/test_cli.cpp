@@ -520,6 +520,17 @@ TEST(Cli, AValSeedKeepsTheValidationImagesAcrossTrainingSeeds) {
             std::string::npos)
       << recarved.output;
   EXPECT_EQ(recarved.output.find("holds other images"), std::string::npos) << recarved.output;
+  // With the official validation folder on either side the seeds carve nothing: only
+  // --val-split is named (not "--seed and --val-seed", whose numbers would mean nothing).
+  auto official = pneumo_command("train --resume " + dir.file("fixed-2") +
+                                     "/checkpoints/last.safetensors --epochs 2 --val-split "
+                                     "official --val-seed 6" + kCommon,
+                                 cache);
+  EXPECT_EQ(official.status, 1) << official.output;
+  EXPECT_NE(official.output.find("--val-split official (the run's: 0.15)"), std::string::npos)
+      << official.output;
+  EXPECT_EQ(official.output.find("carve with"), std::string::npos) << official.output;
+  EXPECT_EQ(official.output.find("holds other images"), std::string::npos) << official.output;
 }
 
 // A --val-split too small to carve one image is bad usage (exit 2), said before training.

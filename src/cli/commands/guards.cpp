@@ -285,15 +285,15 @@ void check_output_file(const std::string& path, const std::string& flag, OutputF
   if (fs::is_directory(path, error)) throw Error(flag + " " + path + " is a folder; give a file name");
   refuse_replacing_pneumo_state(path, flag);
   // Standard output's own file (`--json /dev/stdout >> log`) is appended to, not replaced.
-  if (!fs::is_regular_file(path, error) || fs::file_size(path, error) == 0 || error ||
-      is_a_standard_stream_file(path))
-    return;
+  if (!fs::is_regular_file(path, error)) return;
+  const uintmax_t size = fs::file_size(path, error);
+  if (error || size == 0 || is_a_standard_stream_file(path)) return;
   // Outputs are small (an evaluation's JSON, one row per image or kernel): a larger file is no
   // earlier one, and is not read whole to find out.
   constexpr uintmax_t kLargest = 64u << 20;
   std::ifstream in(path, std::ios::binary);
   std::string text;
-  if (in && fs::file_size(path, error) <= kLargest && !error)
+  if (in && size <= kLargest)
     text.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
   if (!in.is_open())
     throw UsageError(flag + " " + path + " exists and cannot be read, so pneumo cannot tell it "

@@ -78,6 +78,22 @@ bool stopped_before_its_model(const std::string& checkpoint_path,
   return false;
 }
 
+// The epochs 0 .. first_epoch - 1 that rows has no row of, in order.
+std::vector<int> epochs_without_a_row(const std::vector<EpochRecord>& rows, int first_epoch) {
+  std::set<int> present;
+  for (const EpochRecord& row : rows) present.insert(row.epoch);
+  std::vector<int> missing;
+  for (int epoch = 0; epoch < first_epoch; ++epoch)
+    if (!present.count(epoch)) missing.push_back(epoch);
+  return missing;
+}
+
+std::string comma_list(const std::vector<int>& numbers) {
+  std::string text;
+  for (int number : numbers) text += (text.empty() ? "" : ", ") + std::to_string(number);
+  return text;
+}
+
 // The history rows of the epochs a resume keeps (0 .. first_epoch - 1): history.jsonl's (a damaged
 // one refused, naming source_dir's, the run the rows come from), and any it lacks that
 // history.csv still holds (history.csv is rewritten first, so a run stopped between the two
@@ -100,11 +116,8 @@ std::vector<EpochRecord> resumed_history_rows(const std::string& run_dir, int fi
                   "resume with the rows of history.csv");
     }
   }
-  std::set<int> present;
-  for (const EpochRecord& row : rows) present.insert(row.epoch);
-  bool complete = true;
-  for (int epoch = 0; epoch < first_epoch; ++epoch) complete = complete && present.count(epoch);
-  if (complete || !fs::is_regular_file(csv, error)) return rows;
+  const std::vector<int> missing = epochs_without_a_row(rows, first_epoch);
+  if (missing.empty() || !fs::is_regular_file(csv, error)) return rows;
   std::vector<EpochRecord> from_csv;
   try {
     from_csv = read_history_csv(csv.string());
@@ -113,16 +126,18 @@ std::vector<EpochRecord> resumed_history_rows(const std::string& run_dir, int fi
               << e.what() << "\n";
     return rows;
   }
-  std::string taken;
+  std::set<int> wanted(missing.begin(), missing.end());
+  std::vector<int> taken;
   for (EpochRecord& row : from_csv)
-    if (row.epoch < first_epoch && present.insert(row.epoch).second) {
-      taken += (taken.empty() ? "" : ", ") + std::to_string(row.epoch);
+    if (wanted.erase(row.epoch)) {
+      taken.push_back(row.epoch);
       rows.push_back(std::move(row));
     }
   if (taken.empty()) return rows;
   std::sort(rows.begin(), rows.end(),
             [](const EpochRecord& a, const EpochRecord& b) { return a.epoch < b.epoch; });
-  std::cerr << "note: " << jsonl.string() << " lacks the row(s) of epoch " << taken
+  std::sort(taken.begin(), taken.end());
+  std::cerr << "note: " << jsonl.string() << " lacks the row(s) of epoch " << comma_list(taken)
             << " (counted from 0); taken from " << csv.string() << "\n";
   return rows;
 }
@@ -1068,19 +1083,11 @@ void TrainingRun::restore_best_weights() {
 }
 
 void TrainingRun::note_missing_history(int first_epoch) const {
-  std::vector<bool> present(static_cast<size_t>(std::max(first_epoch, 0)), false);
-  for (const EpochRecord& record : log_->records())
-    if (record.epoch >= 0 && record.epoch < first_epoch) present[static_cast<size_t>(record.epoch)] = true;
-  std::string missing;
-  int count = 0;
-  for (int epoch = 0; epoch < first_epoch; ++epoch)
-    if (!present[static_cast<size_t>(epoch)]) {
-      missing += (missing.empty() ? "" : ", ") + std::to_string(epoch);
-      ++count;
-    }
+  const std::vector<int> missing = epochs_without_a_row(log_->records(), first_epoch);
+  const size_t count = missing.size();
   if (count == 0) return;
   std::cerr << "note: the history of " << run_dir_ << " lacks the row" << (count == 1 ? "" : "s")
-            << " of epoch " << missing << " (counted from 0, as its epoch column) of the "
+            << " of epoch " << comma_list(missing) << " (counted from 0, as its epoch column) of the "
             << first_epoch << " epochs the checkpoint has done: the run was stopped between a "
             << "checkpoint and its history row, or history.jsonl was removed; history.csv and the "
             << "report go on without " << (count == 1 ? "it" : "them") << "\n";
