@@ -27,6 +27,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands/guards.hpp"
+#include "cli/commands/run_folder.hpp"
 #include "checkpoint_test_util.hpp"
 #include "cli_test_util.hpp"
 #include "pneumo/checkpoint.hpp"
@@ -747,6 +748,42 @@ TEST_F(CliRuns, ADefaultRunFolderThatIsTakenGetsANumber) {
     }
   }
   EXPECT_EQ(numbered, 1);
+}
+
+// A run without --out that stops before its first checkpoint (here --drop-last with no whole
+// batch, refused once the data is read) removes the runs/<date>-<time> folder it claimed: no
+// later run reuses that name. A given --out keeps its failed start, which the next run reuses;
+// a claimed folder holding anything else (a file a user put there meanwhile) is kept whole.
+TEST_F(CliRuns, ADefaultRunFolderOfAFailedStartIsRemoved) {
+  fs::create_directories(path("here"));
+  const std::string from_here = "cd '" + path("here") + "' && PNEUMO_CACHE_DIR='" + cache_ +
+                                "' '" PNEUMO_BINARY "' train --data " + kSample +
+                                " --epochs 1 --batch 200 --drop-last" + kCommon + " 2>&1";
+  auto refused = testing::run_command(from_here);
+  EXPECT_EQ(refused.status, 2) << refused.output;
+  EXPECT_NE(refused.output.find("--drop-last"), std::string::npos) << refused.output;
+  ASSERT_TRUE(fs::is_directory(path("here/runs"))) << refused.output;
+  EXPECT_TRUE(fs::is_empty(path("here/runs")))
+      << fs::directory_iterator(path("here/runs"))->path().string() << " was left";
+  auto given = train("given", "--epochs 1 --batch 200 --drop-last");
+  EXPECT_EQ(given.status, 2) << given.output;
+  EXPECT_TRUE(cli::holds_only_a_failed_start(path("given"))) << given.output;
+  // What the removal looks at: only .lock, config.json and an empty checkpoints/ go.
+  const std::string claimed = path("claimed");
+  fs::create_directories(claimed + "/checkpoints");
+  std::ofstream(claimed + "/.lock") << "";
+  std::ofstream(claimed + "/config.json") << "{}";
+  std::ofstream(claimed + "/notes.txt") << "mine\n";
+  cli::remove_unused_run_dir(claimed);
+  EXPECT_EQ(testing::read_text(claimed + "/notes.txt"), "mine\n");
+  EXPECT_TRUE(fs::exists(claimed + "/config.json"));
+  fs::remove(claimed + "/notes.txt");
+  std::ofstream(claimed + "/checkpoints/last.safetensors") << "x";
+  cli::remove_unused_run_dir(claimed);
+  EXPECT_TRUE(fs::exists(claimed + "/checkpoints/last.safetensors"));
+  fs::remove(claimed + "/checkpoints/last.safetensors");
+  cli::remove_unused_run_dir(claimed);
+  EXPECT_FALSE(fs::exists(claimed));
 }
 
 // An --out the file system cannot hold (a name over 255 bytes) is named with the system's reason,

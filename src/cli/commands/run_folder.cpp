@@ -83,6 +83,20 @@ bool holds_only_a_failed_start(const std::string& dir) {
   return !error && lock && checkpoints;
 }
 
+void remove_unused_run_dir(const std::string& dir) {
+  std::error_code error;
+  for (const auto& entry : fs::directory_iterator(dir, error)) {
+    const std::string name = entry.path().filename().string();
+    const bool made_at_start =
+        ((name == ".lock" || name == "config.json") && entry.is_regular_file(error)) ||
+        (name == "checkpoints" && entry.is_directory(error) && fs::is_empty(entry.path(), error));
+    if (!made_at_start || error) return;
+  }
+  if (error) return;
+  for (const char* name : {"checkpoints", "config.json", ".lock"}) fs::remove(fs::path(dir) / name, error);
+  fs::remove(dir, error);
+}
+
 namespace {
 
 // A temporary ("NAME.tmp.XXXXXX") of a kind of file a run writes: checkpoints and the model,

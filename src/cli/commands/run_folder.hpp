@@ -45,6 +45,12 @@ bool best_checkpoint_written_here(const std::string& dir);
 // True when `a` and `b` name the same existing folder.
 bool same_folder(const std::string& a, const std::string& b);
 
+// Removes `dir` when it holds no more than a run stopped before its first checkpoint leaves
+// there (.lock, config.json, an empty checkpoints/), and nothing else: for the runs/<date>-<time>
+// folder a run without --out claimed, whose name no later run reuses (a failed start in a given
+// --out stays, for the next run given it). Anything else in the folder keeps it whole.
+void remove_unused_run_dir(const std::string& dir);
+
 // A run directory must be new (or empty, or left by a run that failed before training), or the
 // one the resumed checkpoint (`resuming`, "" for a new run) belongs to: never another run's.
 // Makes it with checkpoints/, takes `lock` on it, and clears what a failed start or a killed

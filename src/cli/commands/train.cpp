@@ -269,6 +269,22 @@ class TrainingRun {
   std::unique_ptr<Communicator>& group_;
   RunDirLock run_lock_;  // rank 0's, taken by start_run_dir (declared before run_dir_)
   const std::string run_dir_;
+  // The runs/<date>-<time> folder rank 0 claimed (no --out), removed again when the run ends
+  // before its first checkpoint (a refused resume, data that cannot be read, a failure in the
+  // first epoch): no later run would reuse its name. Declared after run_lock_: removed while the
+  // lock is held.
+  class ClaimedRunDir {
+   public:
+    explicit ClaimedRunDir(std::string dir) : dir_(std::move(dir)) {}
+    ClaimedRunDir(const ClaimedRunDir&) = delete;
+    ClaimedRunDir& operator=(const ClaimedRunDir&) = delete;
+    ~ClaimedRunDir() {
+      if (!dir_.empty()) remove_unused_run_dir(dir_);
+    }
+
+   private:
+    std::string dir_;
+  } claimed_run_dir_{options_.out.empty() && writer() ? run_dir_ : std::string()};
   const std::string last_path_;
   TrainValSplits splits_;
   std::unique_ptr<Backend> backend_;
@@ -547,7 +563,8 @@ std::string start_run_dir(const TrainOptions& options, Communicator& group, RunD
     if (transport == AllReduceTransport::Nccl) collective_timeout_seconds();
   });
   std::string run_dir = options.out;
-  if (options.out.empty() && group.rank() == 0) run_dir = claim_default_run_dir();
+  const bool claimed = options.out.empty() && group.rank() == 0;
+  if (claimed) run_dir = claim_default_run_dir();
   if (group.size() > 1 && options.out.empty()) {  // the name rank 0 claimed
     std::vector<char> name(256, '\0');
     run_dir.copy(name.data(), name.size() - 1);
@@ -555,10 +572,15 @@ std::string start_run_dir(const TrainOptions& options, Communicator& group, RunD
     run_dir = name.data();
   }
   if (group.rank() != 0) return run_dir;
-  prepare_run_dir(run_dir, options.resume, lock);
-  // A resumed run's config.json is rewritten only once the checkpoint has been accepted
-  // (TrainingRun's constructor): a refused resume leaves the run as it was.
-  if (options.resume.empty()) write_config(run_dir, options);
+  try {
+    prepare_run_dir(run_dir, options.resume, lock);
+    // A resumed run's config.json is rewritten only once the checkpoint has been accepted
+    // (TrainingRun's constructor): a refused resume leaves the run as it was.
+    if (options.resume.empty()) write_config(run_dir, options);
+  } catch (const Error&) {
+    if (claimed) remove_unused_run_dir(run_dir);
+    throw;
+  }
   return run_dir;
 }
 
