@@ -206,10 +206,7 @@ void add_train(CLI::App& app, TrainOptions& o, Action& action) {
   auto* c = app.add_subcommand("train", "Train the seed network (defaults: the Keras recipe)");
   add_train_flags(*c, o);  // the flag table: cli/commands/train_flags.cpp
   c->callback([&o, &action] {
-    action = [&o] {
-      const BatchFlag largest = largest_batch(o);
-      return advising_on_memory(largest.batch, [&o] { return run_train(o); }, largest.flag);
-    };
+    action = [&o] { return run_train(o); };  // which advises on memory itself
   });
 }
 

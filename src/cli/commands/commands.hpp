@@ -102,8 +102,9 @@ int run_train(const TrainOptions& options);
 // The metrics every epoch of a run records (train.cpp's validation, with --val-stress its stress
 // variants' summaries): what a callback may monitor.
 std::vector<std::string> epoch_metric_names(bool val_stress);
-// The largest batch a training run holds in memory and the flag that sets it: the model is sized
-// for it, and out-of-memory advice names it.
+// The largest batch a training run's flags ask it to hold and the flag that sets it: the model is
+// sized for it, or for the data when an epoch (the validation split) holds fewer images, and
+// out-of-memory advice names what was held.
 struct BatchFlag {
   int batch;
   const char* flag;

@@ -189,7 +189,9 @@ CallbackList make_callbacks(const TrainOptions& o) {
 class TrainingRun {
  public:
   // `group` (the ranks; one process by default) gets the run's gradient transport.
-  TrainingRun(const TrainOptions& options, std::unique_ptr<Communicator>& group);
+  // `held` is set to the largest step the arrays are sized for (training_step, validation_step)
+  // once the data is read: out-of-memory advice names it, also when the constructor throws.
+  TrainingRun(const TrainOptions& options, std::unique_ptr<Communicator>& group, BatchFlag& held);
   int run();  // the exit status
 
  private:
@@ -200,6 +202,13 @@ class TrainingRun {
   void set_up_trainer();
   void set_up_image_sets();  // the balance, the uploaded splits; refuses a --batch that cannot go
   void check_batchnorm_values(int64_t images) const;  // of an epoch of `images`
+  // The most images a training step and a validation pass's chunk hold: --batch (--val-batch)
+  // or the epoch's images (the validation images) when fewer. The model and the trainer are
+  // sized for these, not for a --batch larger than the data (--batch 4096 on 102 images held
+  // arrays for 4096: 5.5 GB at --size 32).
+  int training_step() const;
+  int validation_step() const;
+  BatchFlag held_step() const;  // the larger of the two, and the flag that sets it
   // Epoch `epoch`'s image order (indices into the training split), without its last, partial
   // batch under --drop-last (which refuses an epoch with no whole batch); and its step count.
   std::vector<int32_t> epoch_order(int epoch) const;
@@ -584,12 +593,14 @@ std::string start_run_dir(const TrainOptions& options, Communicator& group, RunD
   return run_dir;
 }
 
-TrainingRun::TrainingRun(const TrainOptions& options, std::unique_ptr<Communicator>& group)
+TrainingRun::TrainingRun(const TrainOptions& options, std::unique_ptr<Communicator>& group,
+                         BatchFlag& held)
     : options_(options),
       group_(group),
       run_dir_(start_run_dir(options, *group, run_lock_)),
       last_path_((fs::path(run_dir_) / "checkpoints/last.safetensors").string()) {
   const int input_size = open_data();
+  held = held_step();
   set_up_backend();
   set_up_model(input_size);
   set_up_trainer();
@@ -690,7 +701,7 @@ void TrainingRun::set_up_model(int input_size) {
   config.fused_block_tails = options_.fused_block_tails;
   // Between fused tails under bf16 the activations stay bfloat16 (ModelConfig::bf16_activations).
   config.bf16_activations = options_.fused_block_tails && options_.precision == "bf16";
-  model_ = std::make_unique<Model>(*backend_, config, largest_batch(options_).batch);
+  model_ = std::make_unique<Model>(*backend_, config, held_step().batch);
   model_->initialize(options_.seed);
   if (options_.sync_batchnorm) model_->synchronise_batchnorm(group_.get());
 }
@@ -699,7 +710,7 @@ void TrainingRun::set_up_trainer() {
   AugmentSettings augment = options_.augmentation;
   augment.enabled = options_.augment;
   augment.zoom_mode = parse_zoom_mode(options_.zoom_mode);
-  trainer_ = std::make_unique<Trainer>(*backend_, *model_, options_.batch, augment, options_.seed);
+  trainer_ = std::make_unique<Trainer>(*backend_, *model_, training_step(), augment, options_.seed);
   trainer_->set_group(*group_);
   trainer_->set_all_reduce_bucket(bucket_elements(options_.bucket_mb));
   OptimizerSettings& optimizer = trainer_->optimizer();
@@ -712,8 +723,28 @@ void TrainingRun::set_up_trainer() {
   optimizer.weight_decay = static_cast<float>(options_.weight_decay);
   trainer_->use_optimizer(parse_optimizer(options_.optimizer));
   trainer_->use_step_graphs(options_.cuda_graph);
-  trainer_->set_predict_batch(options_.val_batch > 0 ? options_.val_batch : options_.batch);
+  trainer_->set_predict_batch(validation_step());
   metadata_.optimizer = options_.optimizer;
+}
+
+int TrainingRun::training_step() const {
+  // An epoch holds as many images every epoch (the balance draws a fixed count); --drop-last's
+  // whole batches are checked later (set_up_image_sets), so count before dropping.
+  const size_t epoch = epoch_indices(splits_.train.labels, parse_balance_mode(options_.balance),
+                                     options_.seed, 0).size();
+  return static_cast<int>(std::min<size_t>(static_cast<size_t>(options_.batch), epoch));
+}
+
+int TrainingRun::validation_step() const {
+  const int asked = options_.val_batch > 0 ? options_.val_batch : options_.batch;
+  return static_cast<int>(std::min<size_t>(static_cast<size_t>(asked),
+                                           std::max<size_t>(static_cast<size_t>(splits_.val.count()), 1)));
+}
+
+BatchFlag TrainingRun::held_step() const {
+  const int training = training_step(), validation = validation_step();
+  return validation > training ? BatchFlag{validation, "--val-batch"}
+                               : BatchFlag{training, "--batch"};
 }
 
 std::vector<int32_t> TrainingRun::epoch_order(int epoch) const {
@@ -1551,16 +1582,32 @@ std::vector<std::string> epoch_metric_names(bool val_stress) {
 // file replaced atomically) stays whole.
 int run_train(const TrainOptions& options) {
   std::unique_ptr<Communicator> group = make_communicator();
-  if (group->size() == 1) return TrainingRun(options, group).run();
+  BatchFlag held = largest_batch(options);  // until the data says a step holds fewer
+  // Out of memory: advice naming the batch the arrays were sized for, and a smaller one.
+  auto advice = [&](const OutOfMemory& error) {
+    std::string message = out_of_memory_advice(error, held.batch, held.flag);
+    const bool validation = std::string(held.flag) == "--val-batch";
+    const int asked = validation && options.val_batch > 0 ? options.val_batch : options.batch;
+    if (held.batch < asked)
+      message += detail::concat(
+          " (", validation && options.val_batch > 0 ? "--val-batch " : "--batch ", asked,
+          " is more than the ", held.batch, validation ? " validation images" : " images of an epoch",
+          ", so ", validation ? "a validation chunk" : "a step", " holds ", held.batch, ")");
+    return message;
+  };
+  if (group->size() == 1) {
+    try {
+      return TrainingRun(options, group, held).run();
+    } catch (const OutOfMemory& error) {
+      throw Error(advice(error));
+    }
+  }
   try {
-    return TrainingRun(options, group).run();
+    return TrainingRun(options, group, held).run();
   } catch (const std::exception& e) {
     const bool usage = dynamic_cast<const UsageError*>(&e) != nullptr;
     std::string message = e.what();
-    if (const auto* memory = dynamic_cast<const OutOfMemory*>(&e)) {
-      const BatchFlag largest = largest_batch(options);
-      message = out_of_memory_advice(*memory, largest.batch, largest.flag);
-    }
+    if (const auto* memory = dynamic_cast<const OutOfMemory*>(&e)) message = advice(*memory);
     // One write: the ranks' lines interleaved when each wrote its message in pieces.
     const std::string line = "pneumo: error on rank " + std::to_string(group->rank()) + " of " +
                              std::to_string(group->size()) + ": " + message + "\n";
