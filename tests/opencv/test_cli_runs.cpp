@@ -765,14 +765,29 @@ TEST_F(CliRuns, ADefaultRunFolderOfAFailedStartIsRemoved) {
   ASSERT_TRUE(fs::is_directory(path("here/runs"))) << refused.output;
   EXPECT_TRUE(fs::is_empty(path("here/runs")))
       << fs::directory_iterator(path("here/runs"))->path().string() << " was left";
+  // A failure in the first epoch (its history files begun, no row in them) too.
+  const std::string nan_run = "cd '" + path("here") + "' && PNEUMO_CACHE_DIR='" + cache_ + "' '"
+                              PNEUMO_BINARY "' train --data " + kSample +
+                              " --epochs 1 --inject-fault nan@1" + kCommon + " 2>&1";
+  auto failed = testing::run_command(nan_run);
+  EXPECT_EQ(failed.status, 1) << failed.output;
+  EXPECT_NE(failed.output.find("no checkpoint was written yet"), std::string::npos)
+      << failed.output;
+  EXPECT_TRUE(fs::is_empty(path("here/runs")))
+      << fs::directory_iterator(path("here/runs"))->path().string() << " was left";
   auto given = train("given", "--epochs 1 --batch 200 --drop-last");
   EXPECT_EQ(given.status, 2) << given.output;
   EXPECT_TRUE(cli::holds_only_a_failed_start(path("given"))) << given.output;
-  // What the removal looks at: only .lock, config.json and an empty checkpoints/ go.
+  // What the removal looks at: only .lock, config.json, an empty checkpoints/ and history files
+  // without a row go.
   const std::string claimed = path("claimed");
   fs::create_directories(claimed + "/checkpoints");
   std::ofstream(claimed + "/.lock") << "";
   std::ofstream(claimed + "/config.json") << "{}";
+  std::ofstream(claimed + "/history.jsonl") << "{\"epoch\": 0}\n";
+  cli::remove_unused_run_dir(claimed);
+  EXPECT_TRUE(fs::exists(claimed + "/history.jsonl")) << "a history row was removed";
+  std::ofstream(claimed + "/history.jsonl").close();  // emptied
   std::ofstream(claimed + "/notes.txt") << "mine\n";
   cli::remove_unused_run_dir(claimed);
   EXPECT_EQ(testing::read_text(claimed + "/notes.txt"), "mine\n");

@@ -102,17 +102,13 @@ int run_train(const TrainOptions& options);
 // The metrics every epoch of a run records (train.cpp's validation, with --val-stress its stress
 // variants' summaries): what a callback may monitor.
 std::vector<std::string> epoch_metric_names(bool val_stress);
-// The largest batch a training run's flags ask it to hold and the flag that sets it: the model is
-// sized for it, or for the data when an epoch (the validation split) holds fewer images, and
-// out-of-memory advice names what was held.
+// The largest batch a training run holds (a step's or a validation chunk's: --batch and
+// --val-batch, or the images there are when fewer) and the flag that sets it: the model is sized
+// for it, and out-of-memory advice names it.
 struct BatchFlag {
   int batch;
   const char* flag;
 };
-inline BatchFlag largest_batch(const TrainOptions& options) {
-  if (options.val_batch > options.batch) return {options.val_batch, "--val-batch"};
-  return {options.batch, "--batch"};
-}
 
 // `pneumo --version` (without a final newline): release, CUDA runtime and driver, GPUs, cuDNN,
 // cuBLAS, OpenCV, CPU GEMM.

@@ -15,6 +15,7 @@
 #include "core/paths.hpp"
 #include "pneumo/checkpoint.hpp"
 #include "pneumo/error.hpp"
+#include "pneumo/progress.hpp"
 
 namespace pneumo::cli {
 
@@ -85,15 +86,28 @@ bool holds_only_a_failed_start(const std::string& dir) {
 
 void remove_unused_run_dir(const std::string& dir) {
   std::error_code error;
+  // The history files a run starts before its first epoch: history.jsonl empty, history.csv its
+  // header alone (one that cannot be read is not taken for that).
+  auto holds_no_row = [&](const fs::path& file) {
+    if (file.filename() == "history.jsonl") return fs::file_size(file, error) == 0 && !error;
+    try {
+      return read_history_csv(file.string()).empty();
+    } catch (const Error&) {
+      return false;
+    }
+  };
   for (const auto& entry : fs::directory_iterator(dir, error)) {
     const std::string name = entry.path().filename().string();
     const bool made_at_start =
         ((name == ".lock" || name == "config.json") && entry.is_regular_file(error)) ||
+        ((name == "history.csv" || name == "history.jsonl") && entry.is_regular_file(error) &&
+         holds_no_row(entry.path())) ||
         (name == "checkpoints" && entry.is_directory(error) && fs::is_empty(entry.path(), error));
     if (!made_at_start || error) return;
   }
   if (error) return;
-  for (const char* name : {"checkpoints", "config.json", ".lock"}) fs::remove(fs::path(dir) / name, error);
+  for (const char* name : {"checkpoints", "history.csv", "history.jsonl", "config.json", ".lock"})
+    fs::remove(fs::path(dir) / name, error);
   fs::remove(dir, error);
 }
 

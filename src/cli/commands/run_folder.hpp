@@ -46,7 +46,8 @@ bool best_checkpoint_written_here(const std::string& dir);
 bool same_folder(const std::string& a, const std::string& b);
 
 // Removes `dir` when it holds no more than a run stopped before its first checkpoint leaves
-// there (.lock, config.json, an empty checkpoints/), and nothing else: for the runs/<date>-<time>
+// there (.lock, config.json, an empty checkpoints/, history files without a row), and nothing
+// else: for the runs/<date>-<time>
 // folder a run without --out claimed, whose name no later run reuses (a failed start in a given
 // --out stays, for the next run given it). Anything else in the folder keeps it whole.
 void remove_unused_run_dir(const std::string& dir);

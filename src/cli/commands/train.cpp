@@ -574,19 +574,19 @@ std::string start_run_dir(const TrainOptions& options, Communicator& group, RunD
   std::string run_dir = options.out;
   const bool claimed = options.out.empty() && group.rank() == 0;
   if (claimed) run_dir = claim_default_run_dir();
-  if (group.size() > 1 && options.out.empty()) {  // the name rank 0 claimed
-    std::vector<char> name(256, '\0');
-    run_dir.copy(name.data(), name.size() - 1);
-    group.broadcast_bytes(name.data(), name.size());
-    run_dir = name.data();
-  }
-  if (group.rank() != 0) return run_dir;
   try {
+    if (group.size() > 1 && options.out.empty()) {  // the name rank 0 claimed
+      std::vector<char> name(256, '\0');
+      run_dir.copy(name.data(), name.size() - 1);
+      group.broadcast_bytes(name.data(), name.size());
+      run_dir = name.data();
+    }
+    if (group.rank() != 0) return run_dir;
     prepare_run_dir(run_dir, options.resume, lock);
     // A resumed run's config.json is rewritten only once the checkpoint has been accepted
     // (TrainingRun's constructor): a refused resume leaves the run as it was.
     if (options.resume.empty()) write_config(run_dir, options);
-  } catch (const Error&) {
+  } catch (...) {
     if (claimed) remove_unused_run_dir(run_dir);
     throw;
   }
@@ -1582,9 +1582,13 @@ std::vector<std::string> epoch_metric_names(bool val_stress) {
 // file replaced atomically) stays whole.
 int run_train(const TrainOptions& options) {
   std::unique_ptr<Communicator> group = make_communicator();
-  BatchFlag held = largest_batch(options);  // until the data says a step holds fewer
+  BatchFlag held{0, "--batch"};  // set once the data is read
   // Out of memory: advice naming the batch the arrays were sized for, and a smaller one.
   auto advice = [&](const OutOfMemory& error) {
+    if (held.batch == 0)  // no batch held yet: a smaller one would not help
+      return detail::concat("out of ", error.on_device() ? "GPU" : "host",
+                            " memory while reading the data: ", error.what(),
+                            "; a smaller --size holds less of it");
     std::string message = out_of_memory_advice(error, held.batch, held.flag);
     const bool validation = std::string(held.flag) == "--val-batch";
     const int asked = validation && options.val_batch > 0 ? options.val_batch : options.batch;
