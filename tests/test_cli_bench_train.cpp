@@ -35,6 +35,29 @@ std::vector<std::pair<nlohmann::json, std::string>> json_lines(const std::string
   return rows;
 }
 
+// On the CPU, what a flag leaves unset takes the CPU's defaults (batch 32, 10 steps after 2
+// warm-up ones: CUDA's are 240 steps, half at batch 256, and printed nothing until a batch size
+// was done), and a line on stderr says what each batch size runs before it runs.
+TEST(CliBenchTrain, TheCpuHasDefaultsOfItsOwnAndSaysWhatRuns) {
+  testing::TempDir dir;
+  const auto steps = testing::pneumo_command("bench train --device cpu --threads 2 --batch 2",
+                                             dir.file("cache"));
+  ASSERT_EQ(steps.status, 0) << steps.output;
+  const auto stepped = json_lines(steps.output);
+  ASSERT_EQ(stepped.size(), 1u) << steps.output;
+  EXPECT_EQ(stepped[0].first["steps"], 10) << stepped[0].second;
+  EXPECT_EQ(stepped[0].first["warmup"], 2) << stepped[0].second;
+  EXPECT_NE(steps.output.find("bench train: batch 2, 2 warm-up and 10 timed steps"),
+            std::string::npos)
+      << steps.output;
+  const auto batches = testing::pneumo_command(
+      "bench train --device cpu --threads 2 --steps 1 --warmup 0", dir.file("cache"));
+  ASSERT_EQ(batches.status, 0) << batches.output;
+  const auto rows = json_lines(batches.output);
+  ASSERT_EQ(rows.size(), 1u) << "one batch size on the CPU\n" << batches.output;
+  EXPECT_EQ(rows[0].first["batch"], 32) << rows[0].second;
+}
+
 TEST(CliBenchTrain, RunsOnTheCpuAndReportsPhasesAndATable) {
   const auto result = bench_train_on_the_cpu("--batch 2 --batch 3");
   ASSERT_EQ(result.status, 0) << result.output;

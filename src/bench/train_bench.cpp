@@ -426,6 +426,14 @@ ModelConfig bench_model_config(const TrainBenchOptions& options) {
   return config;
 }
 
+TrainBenchOptions with_device_defaults(TrainBenchOptions options, Device device) {
+  const bool cpu = device == Device::Cpu;
+  if (options.batches.empty()) options.batches = cpu ? std::vector<int>{32} : std::vector<int>{32, 256};
+  if (options.steps == 0) options.steps = cpu ? 10 : 100;
+  if (options.warmup < 0) options.warmup = cpu ? 2 : 20;
+  return options;
+}
+
 int64_t recipe_train_images(const TrainBenchOptions& options, Device device, int batch) {
   if (options.epoch_images > 0) return options.epoch_images;
   return device == Device::Cpu ? 2 * int64_t{batch} : kRecipeTrainImages;

@@ -33,9 +33,13 @@ struct TrainBenchOptions {
   std::string precision = "fp32";
   bool deterministic = true;
   std::string tuning_cache = "auto";  // --tuning-cache (the CLI resolves it: tuning_cache_path)
-  std::vector<int> batches{32, 256};
-  int steps = 100;
-  int warmup = 20;
+  // Unset (empty, 0, -1): the device's defaults, filled in by with_device_defaults: batches 32
+  // and 256, 100 steps after 20 warm-up ones on CUDA; batch 32, 10 steps after 2 on the CPU
+  // (CUDA's are 240 steps, half at batch 256, where a batch-32 step takes about 0.6 s on the
+  // 2-core dev VM).
+  std::vector<int> batches;
+  int steps = 0;
+  int warmup = -1;
   bool augment = true;
   int threads = 0;
   int64_t epoch_images = 0;  // 0: the recipe's train epoch (6586) on CUDA, 2 batches on the CPU
@@ -54,6 +58,9 @@ struct TrainBenchOptions {
   // to show where the first epoch's overhead goes ("first_calls" in the recipe's JSON line).
   bool first_calls = false;
 };
+
+// `options` with its unset batches, steps and warm-up set to the device's defaults (above).
+TrainBenchOptions with_device_defaults(TrainBenchOptions options, Device device);
 
 // The model the benchmarks train: the recipe's, with the options' speed settings.
 ModelConfig bench_model_config(const TrainBenchOptions& options);

@@ -336,11 +336,10 @@ void add_bench(CLI::App& app, BenchTrainOptions& o, BenchKernelsOptions& k, Acti
       ->capture_default_str();
   add_switch(*c, "deterministic", o.deterministic,
              "CUDA: deterministic convolution algorithms only (false: the fastest)");
-  c->add_option("--batch", o.batches, "Batch sizes")
-      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll)
-      ->capture_default_str();
-  c->add_option("--steps", o.steps, "Timed steps per batch size")->capture_default_str();
-  c->add_option("--warmup", o.warmup, "Untimed steps first")->capture_default_str();
+  c->add_option("--batch", o.batches, "Batch sizes (default 32 256 on CUDA, 32 on the CPU)")
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  c->add_option("--steps", o.steps, "Timed steps per batch size (default 100 on CUDA, 10 on the CPU)");
+  c->add_option("--warmup", o.warmup, "Untimed steps first (default 20 on CUDA, 2 on the CPU)");
   add_switch(*c, "augment", o.augment, "Include the augmentation kernel");
   c->add_option("--threads", o.threads, "CPU threads (0: all)")->capture_default_str();
   c->add_option("--epoch-images", o.epoch_images,
@@ -376,12 +375,18 @@ void add_bench(CLI::App& app, BenchTrainOptions& o, BenchKernelsOptions& k, Acti
   add_switch(*c, "first-calls", o.first_calls,
              "The recipe's first two epochs synchronised at every op, each op's time in both: "
              "where the first epoch's overhead goes (slows those epochs)");
-  c->callback([&o, &action] {
+  c->callback([&o, &action, c] {
     // Checked here, in train's words (a CLI11 Range would print its own, and put its
     // description in --help's type column).
     if (o.val_batch < 0 || o.val_batch > kMaxBatch)
       throw pneumo::UsageError(pneumo::detail::concat("--val-batch must be in [0, ", kMaxBatch,
                                                       "], got ", o.val_batch));
+    // Unset, 0 and -1 mean the device's defaults (bench::with_device_defaults); given, they are
+    // out of range.
+    if (c->count("--steps") && o.steps < 1)
+      throw pneumo::UsageError("--steps must be at least 1, got " + std::to_string(o.steps));
+    if (c->count("--warmup") && o.warmup < 0)
+      throw pneumo::UsageError("--warmup must be at least 0, got " + std::to_string(o.warmup));
     action = [&o] { return run_bench_train(o); };
   });
 

@@ -16,28 +16,31 @@
 
 namespace pneumo::cli {
 
-int run_bench_train(const BenchTrainOptions& options) {
-  if (options.steps < 1 || options.warmup < 0)
+int run_bench_train(const BenchTrainOptions& given) {
+  // (An explicit --steps 0 or --warmup -1 was refused with the flags; here 0 and -1 are unset.)
+  if (given.steps < 0 || given.warmup < -1)
     throw UsageError("--steps must be at least 1 and --warmup at least 0");
-  if (options.epoch_images < 0) throw UsageError("--epoch-images must be >= 0");
-  if (options.recipe_epochs < -1)
+  if (given.epoch_images < 0) throw UsageError("--epoch-images must be >= 0");
+  if (given.recipe_epochs < -1)
     throw UsageError("--recipe-epochs must be >= 0 (or -1: the default)");
-  for (int batch : options.batches)
+  for (int batch : given.batches)
     if (batch < 1 || batch > 65535)
       throw UsageError("--batch: batch sizes must be in [1, 65535], got " + std::to_string(batch));
-  check_threads(options.threads);
+  check_threads(given.threads);
   BackendOptions backend_options;
-  as_usage("--precision", [&] { apply_precision(options.precision, backend_options); });
+  as_usage("--precision", [&] { apply_precision(given.precision, backend_options); });
   backend_options.device =
-      as_usage("--device", [&] { return parse_device_choice(options.device); });
-  backend_options.deterministic = options.deterministic;
-  backend_options.cudnn_only = options.cudnn_only;
-  backend_options.graph_engines = options.graph_engines;
-  backend_options.cpu_threads = options.threads;
-  backend_options.tuning_cache = tuning_cache_path(options.tuning_cache);
+      as_usage("--device", [&] { return parse_device_choice(given.device); });
+  backend_options.deterministic = given.deterministic;
+  backend_options.cudnn_only = given.cudnn_only;
+  backend_options.graph_engines = given.graph_engines;
+  backend_options.cpu_threads = given.threads;
+  backend_options.tuning_cache = tuning_cache_path(given.tuning_cache);
   // The recipe end to end first, on a backend of its own: in a new process, as a training run.
   const bool on_cuda = backend_options.device == DeviceChoice::Cuda ||
                        (backend_options.device == DeviceChoice::Auto && cuda_device_available());
+  const BenchTrainOptions options =
+      bench::with_device_defaults(given, on_cuda ? Device::Cuda : Device::Cpu);
   const int recipe_epochs = options.recipe_epochs >= 0 ? options.recipe_epochs : on_cuda ? 12 : 0;
   if (options.first_calls && recipe_epochs < 2)
     throw UsageError("--first-calls compares the recipe's first two epochs: it needs "
@@ -52,6 +55,9 @@ int run_bench_train(const BenchTrainOptions& options) {
     throw UsageError("--first-calls synchronises at every op, which a CUDA graph's recording "
                      "cannot: leave out --cuda-graph");
   nlohmann::json recipe;
+  // What runs, before it runs: on the CPU a batch takes tens of seconds.
+  if (recipe_epochs > 0)
+    std::cerr << "bench train: the recipe end to end, " << recipe_epochs << " epochs\n";
   if (recipe_epochs > 0) {
     recipe = bench::bench_train_recipe([&] { return make_backend(backend_options); }, options,
                                        recipe_epochs);
@@ -60,6 +66,8 @@ int run_bench_train(const BenchTrainOptions& options) {
   auto backend = make_backend(backend_options);
   std::vector<nlohmann::json> rows;
   for (int batch : options.batches) {
+    std::cerr << "bench train: batch " << batch << ", " << options.warmup << " warm-up and "
+              << options.steps << " timed steps, then the step's phases and an epoch\n";
     try {
       rows.push_back(bench::bench_train_batch(*backend, options, batch));
       std::cout << rows.back().dump() << std::endl;
