@@ -358,8 +358,10 @@ TEST(BenchReference, BatchNormMatchesTheCpuBackendAndItsChecksCanFail) {
   std::vector<float> y_h = testing::to_host(y), dx_h = testing::to_host(dx);
   std::vector<float> mean_h = testing::to_host(mean), inv_std_h = testing::to_host(inv_std);
   std::vector<float> dgamma_h = testing::to_host(dgamma), dbeta_h = testing::to_host(dbeta);
-  EXPECT_TRUE(check_batchnorm_forward(y_h.data(), mean_h.data(), inv_std_h.data(), p).passed());
-  EXPECT_TRUE(check_batchnorm_backward(dx_h.data(), dgamma_h.data(), dbeta_h.data(), p).passed());
+  const auto forward = check_batchnorm_forward(y_h.data(), mean_h.data(), inv_std_h.data(), p);
+  const auto backward = check_batchnorm_backward(dx_h.data(), dgamma_h.data(), dbeta_h.data(), p);
+  EXPECT_TRUE(forward.passed()) << forward.describe();
+  EXPECT_TRUE(backward.passed()) << backward.describe();
   // One value off by 1% of its output's largest value fails each check.
   auto nudge = [](std::vector<float>& v, size_t i) {
     float largest = 0.0f;
@@ -393,9 +395,9 @@ TEST(BenchReference, GatedBatchNormMatchesTheCpuBackendAndItsCheckCanFail) {
                           BatchNormProblem::kEpsilon, dx, dgamma, dbeta, true, expected.rate, sums);
   std::vector<float> dx_h = testing::to_host(dx), sums_h = testing::to_host(sums);
   const std::vector<float> dgamma_h = testing::to_host(dgamma), dbeta_h = testing::to_host(dbeta);
-  EXPECT_TRUE(check_gated_batchnorm_backward(dx_h.data(), dgamma_h.data(), dbeta_h.data(),
-                                             sums_h.data(), p, expected)
-                  .passed());
+  const auto gated = check_gated_batchnorm_backward(dx_h.data(), dgamma_h.data(),
+                                                    dbeta_h.data(), sums_h.data(), p, expected);
+  EXPECT_TRUE(gated.passed()) << gated.describe();
   float largest = 0.0f;
   for (float v : sums_h) largest = std::max(largest, std::fabs(v));
   sums_h[1] += 0.01f * largest;

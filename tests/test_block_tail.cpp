@@ -264,6 +264,7 @@ struct ModelStep {
   std::vector<float> logits, gradients, buffers, inference_logits;
   std::vector<float> initial_buffers;  // the running statistics before the step
   std::vector<ParameterInfo> infos;
+  std::vector<std::string> layers;  // the model's layer names, in order
 };
 
 // Dropout in block 1 too (the recipe has none there), so the stem's mask is exercised, and the
@@ -284,6 +285,7 @@ ModelStep model_step(Backend& backend, const ModelConfig& config) {
   out.buffers = to_host(model.buffers());
   out.inference_logits = to_host(model.forward(x, /*training=*/false));
   out.infos = model.parameter_infos();
+  for (size_t i = 0; i < model.layer_count(); ++i) out.layers.push_back(model.layer_name(i));
   return out;
 }
 
@@ -326,6 +328,17 @@ TEST(BlockTail, TheMaskIndexLimitHoldsOnlyWhereAMaskIsDrawn) {
 TEST(BlockTail, FusedModelStepMatchesTheUnfusedModel) {
   auto cpu = make_cpu_backend(2);
   const ModelStep unfused = model_step(*cpu, false), fused = model_step(*cpu, true);
+  // The two ran different layers (a flag that stopped reaching the model would compare a model
+  // with itself): the stem and the tails on one side, the Dropout layers on the other.
+  auto has = [](const ModelStep& step, const std::string& name) {
+    return std::find(step.layers.begin(), step.layers.end(), name) != step.layers.end();
+  };
+  for (const char* name : {"stem", "tail2", "tail5"}) {
+    EXPECT_TRUE(has(fused, name)) << name << " missing from the fused model";
+    EXPECT_FALSE(has(unfused, name)) << name << " in the unfused model";
+  }
+  EXPECT_TRUE(has(unfused, "dropout2"));
+  EXPECT_FALSE(has(fused, "dropout2"));
   ASSERT_EQ(fused.infos.size(), unfused.infos.size());
   for (size_t i = 0; i < fused.infos.size(); ++i) {
     EXPECT_EQ(fused.infos[i].name, unfused.infos[i].name);

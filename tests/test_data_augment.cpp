@@ -561,8 +561,10 @@ TEST(AugmentCuda, BadIndexPoisonsItsSlotWithNaN) {
   std::vector<float> out(128);
   copy_bytes(out.data(), Device::Cpu, d_out.data(), Device::Cuda, d_out.bytes());
   for (int p = 0; p < 64; ++p) {
-    EXPECT_TRUE(std::isfinite(out[static_cast<size_t>(p)]));
-    EXPECT_TRUE(std::isnan(out[static_cast<size_t>(64 + p)]));
+    EXPECT_TRUE(std::isfinite(out[static_cast<size_t>(p)]))
+        << "image 0, pixel " << p << " = " << out[static_cast<size_t>(p)];
+    EXPECT_TRUE(std::isnan(out[static_cast<size_t>(64 + p)]))
+        << "image 1, pixel " << p << " = " << out[static_cast<size_t>(64 + p)];
   }
 }
 

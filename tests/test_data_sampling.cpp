@@ -140,7 +140,8 @@ TEST(CarveValidation, EdgeCasesAndBadInput) {
   EXPECT_THROW(carve_validation({0, 1}, {"a.jpeg"}, 0.1, 1), Error);
   EXPECT_THROW(carve_validation({0, 2}, {"a.jpeg", "b.jpeg"}, 0.1, 1), Error);
   const auto empty = carve_validation({}, {}, 0.5, 1);
-  EXPECT_TRUE(empty.train.empty() && empty.val.empty());
+  EXPECT_EQ(empty.train.size(), 0u);
+  EXPECT_EQ(empty.val.size(), 0u);
 }
 
 TEST(CarveValidation, NeverSplitsAPatientOfTheRealTrainSet) {

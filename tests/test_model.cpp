@@ -55,7 +55,7 @@ TEST(Model, SeedNetworkShapesAndParameterCount) {
   Tensor x = testing::random_tensor({2, 1, 150, 150}, Device::Cpu, 3, 0.0f, 1.0f);
   ConstTensorView logits = model.forward(x, /*training=*/false);
   EXPECT_EQ(logits.shape, Shape({2, 1}));
-  for (float v : testing::to_host(logits)) EXPECT_TRUE(std::isfinite(v));
+  for (float v : testing::to_host(logits)) EXPECT_TRUE(std::isfinite(v)) << "logit " << v;
 }
 
 // An image's inference logit on the CPU is the same bits whatever batch it is scored in: alone,
@@ -121,7 +121,8 @@ TEST(Model, GapHeadReplacesFlattenAndNamesItsArchitecture) {
   EXPECT_EQ(Model(*backend, small, 1).trainable_count(), model.trainable_count());
   model.initialize(5);
   Tensor x = testing::random_tensor({2, 1, 150, 150}, Device::Cpu, 3, 0.0f, 1.0f);
-  for (float v : testing::to_host(model.forward(x, /*training=*/false))) EXPECT_TRUE(std::isfinite(v));
+  for (float v : testing::to_host(model.forward(x, /*training=*/false)))
+    EXPECT_TRUE(std::isfinite(v)) << "logit " << v;
   EXPECT_THROW(cli::parse_model_head("attention"), Error);
 }
 

@@ -127,7 +127,8 @@ TEST(Memory, PoisonedHostAllocationsHoldNanUntilWritten) {
   set_poison_host_allocations(before);  // as the environment had it (scripts/test.sh: on)
   std::vector<float> values(15);
   fresh.copy_to_host(values.data());
-  for (float v : values) EXPECT_TRUE(std::isnan(v));
+  for (size_t i = 0; i < values.size(); ++i)
+    EXPECT_TRUE(std::isnan(values[i])) << "element " << i << " = " << values[i];
   zeros.copy_to_host(values.data());
   for (float v : values) EXPECT_EQ(v, 0.0f);
   for (int64_t i = 0; i < ints.size(); ++i) EXPECT_EQ(ints.data()[i], -1);
