@@ -450,7 +450,9 @@ def fix_plan(args, plan, training):
 
     def start():
         os.makedirs(args.out, exist_ok=True)
-        shutil.copyfile(args.plan, plan_path)
+        # A plan given as OUT/plan.json itself is its own copy (copying it onto itself raised).
+        if not (os.path.exists(plan_path) and os.path.samefile(args.plan, plan_path)):
+            shutil.copyfile(args.plan, plan_path)
         write_json(sweep_path, sweep)
 
     if not os.path.exists(plan_path):

@@ -13,6 +13,10 @@ Selection (reproducible: no randomness, only hashing of file names):
 Patients come from the file names exactly as pneumo's patient_id() parses them
 (personNNN_..., IM-NNNN-..., NORMAL2-IM-NNNN-...).
 
+Only a sample this script wrote is replaced (every file under --out's split folders listed in its
+manifest.csv), and only once every image is written: the new one is made in a hidden folder
+inside --out and moved in at the end.
+
 Pixels: cv2.imread(IMREAD_GRAYSCALE) of the source copy, cv2.resize(150x150, INTER_AREA),
 cv2.imencode('.jpeg', quality 90). Written with Debian's python3-opencv 4.6 (`apt-get install
 python3-opencv`, then run with /usr/bin/python3); another OpenCV build may encode different
@@ -30,6 +34,7 @@ import os
 import re
 import shutil
 import sys
+import tempfile
 
 SPLITS = ("train", "val", "test")
 CLASSES = ("NORMAL", "PNEUMONIA")
@@ -76,6 +81,26 @@ def choose(names, count, excluded_patients):
     return sorted(chosen)
 
 
+def stray_files(out):
+    """Files under out's split folders that its manifest.csv does not list: not the sample this
+    script wrote, so not its to replace."""
+    listed = set()
+    manifest = os.path.join(out, "manifest.csv")
+    if os.path.isfile(manifest):
+        with open(manifest, newline="") as f:
+            for row in csv.DictReader(f):
+                listed.add(os.path.join(row.get("split") or "", row.get("class") or "",
+                                        row.get("file") or ""))
+    stray = []
+    for split in SPLITS:
+        for folder, _, files in os.walk(os.path.join(out, split)):
+            for name in files:
+                relative = os.path.relpath(os.path.join(folder, name), out)
+                if relative not in listed:
+                    stray.append(relative)
+    return sorted(stray)
+
+
 def main():
     here = os.path.dirname(os.path.abspath(__file__))
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -97,6 +122,15 @@ def main():
         print(f"make_sample: --out {out} {relation} --source {source}: the sample must be "
               "written outside the dataset (its train, val and test folders are replaced first); "
               "give another --out", file=sys.stderr)
+        sys.exit(2)
+    # Only the sample this script wrote is replaced: a file its manifest does not list (a user's
+    # notes, another dataset in that folder) stops it before anything is touched.
+    stray = stray_files(out)
+    if stray:
+        print(f"make_sample: {out} holds files its manifest.csv does not list ("
+              f"{', '.join(stray[:3])}{', ...' if len(stray) > 3 else ''}): it is not a sample "
+              "this script wrote, and its train, val and test folders would be replaced; give "
+              "another --out", file=sys.stderr)
         sys.exit(2)
     try:
         import cv2
@@ -122,27 +156,38 @@ def main():
         selection[("train", cls)] = choose(listing(source, "train", cls), PER_CLASS["train"],
                                            val_patients | test_patients)
 
-    for split in SPLITS:
-        shutil.rmtree(os.path.join(out, split), ignore_errors=True)
-    rows = []
-    for split in SPLITS:
-        for cls in CLASSES:
-            os.makedirs(os.path.join(out, split, cls), exist_ok=True)
-            for name in selection[(split, cls)]:
-                image = cv2.imread(os.path.join(source, split, cls, name), cv2.IMREAD_GRAYSCALE)
-                if image is None:
-                    sys.exit(f"cannot read {split}/{cls}/{name}")
-                small = cv2.resize(image, (SIZE, SIZE), interpolation=cv2.INTER_AREA)
-                ok, encoded = cv2.imencode(".jpeg", small, [cv2.IMWRITE_JPEG_QUALITY, QUALITY])
-                assert ok
-                with open(os.path.join(out, split, cls, name), "wb") as f:
-                    f.write(encoded.tobytes())
-                rows.append((split, cls, name, patient_id(name),
-                             kinds.get((split, cls, name), "")))
-    with open(os.path.join(out, "manifest.csv"), "w", newline="") as f:
-        writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(("split", "class", "file", "patient", "source_kind"))
-        writer.writerows(rows)
+    # Written into a staging folder first and moved in whole at the end: an image that cannot be
+    # read leaves the sample that was there as it was (it was half replaced).
+    os.makedirs(out, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".make_sample-", dir=out)
+    try:
+        rows = []
+        for split in SPLITS:
+            for cls in CLASSES:
+                os.makedirs(os.path.join(staging, split, cls), exist_ok=True)
+                for name in selection[(split, cls)]:
+                    image = cv2.imread(os.path.join(source, split, cls, name),
+                                       cv2.IMREAD_GRAYSCALE)
+                    if image is None:
+                        sys.exit(f"cannot read {split}/{cls}/{name}; {out} is left as it was")
+                    small = cv2.resize(image, (SIZE, SIZE), interpolation=cv2.INTER_AREA)
+                    ok, encoded = cv2.imencode(".jpeg", small,
+                                               [cv2.IMWRITE_JPEG_QUALITY, QUALITY])
+                    assert ok
+                    with open(os.path.join(staging, split, cls, name), "wb") as f:
+                        f.write(encoded.tobytes())
+                    rows.append((split, cls, name, patient_id(name),
+                                 kinds.get((split, cls, name), "")))
+        with open(os.path.join(staging, "manifest.csv"), "w", newline="") as f:
+            writer = csv.writer(f, lineterminator="\n")
+            writer.writerow(("split", "class", "file", "patient", "source_kind"))
+            writer.writerows(rows)
+        for split in SPLITS:
+            shutil.rmtree(os.path.join(out, split), ignore_errors=True)
+            os.replace(os.path.join(staging, split), os.path.join(out, split))
+        os.replace(os.path.join(staging, "manifest.csv"), os.path.join(out, "manifest.csv"))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     print(f"wrote {len(rows)} images to {out} with OpenCV {cv2.__version__}")
 
 

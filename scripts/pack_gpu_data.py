@@ -39,16 +39,37 @@ def pack_images(images, path, lossless):
     return offsets[-1]
 
 
+TRANSFER_LIMIT = 64 << 20  # what the device tool carries, in all
+
+
+def read_cache_meta(cache):
+    """The cache's meta.json, or a clear exit: an image tree or a damaged cache is no cache."""
+    try:
+        meta = json.loads((cache / "meta.json").read_text())
+    except (OSError, ValueError) as error:
+        sys.exit(f"pack_gpu_data: {cache} is no prepared pneumo cache ({error}); give the "
+                 "folder `pneumo prepare` wrote (an image tree is prepared first)")
+    if not isinstance(meta, dict) or meta.get("format") != "pneumo-cache" or \
+            not isinstance(meta.get("splits"), dict):
+        sys.exit(f"pack_gpu_data: {cache / 'meta.json'} is not a pneumo cache's")
+    return meta
+
+
 def main():
     if len(sys.argv) != 3:
         sys.exit(__doc__)
     cache, out = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
-    meta = json.loads((cache / "meta.json").read_text())
+    meta = read_cache_meta(cache)
+    real_cache, real_out = cache.resolve(), out.resolve()
+    if real_out == real_cache or real_cache in real_out.parents:
+        sys.exit(f"pack_gpu_data: OUT_DIR {out} lies in the cache {cache}; give a folder of its own")
     out.mkdir(parents=True, exist_ok=True)
+    total = 0
     for split in meta["splits"]:
         images = np.load(cache / f"{split}_images.npy")
         lossless = split != "train"
         size = pack_images(images, out / f"{split}_images", lossless)
+        total += size
         print(f"{split}: {len(images)} images -> {size / 1e6:.1f} MB "
               f"({'PNG, lossless' if lossless else f'JPEG q{TRAIN_JPEG_QUALITY}'})")
         for suffix in ("_labels.npy", "_files.txt"):
@@ -56,6 +77,9 @@ def main():
     meta["transport"] = (f"train images re-encoded as JPEG q{TRAIN_JPEG_QUALITY} for transfer; "
                          "other splits lossless (PNG)")
     (out / "meta.json").write_text(json.dumps(meta, indent=2))
+    if total > TRANSFER_LIMIT:
+        print(f"pack_gpu_data: warning: {total / 2**20:.1f} MiB of images, more than the "
+              f"{TRANSFER_LIMIT >> 20} MiB a device call carries", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -42,7 +42,15 @@ def runs_of(sweep):
         seeds = sorted((int(m.group(1)), d) for d in os.listdir(folder)
                        if (m := SEED_DIR.match(d)) and os.path.isfile(os.path.join(folder, d, "val.json")))
         if seeds:
-            configs[name] = [val_columns(load(os.path.join(folder, d, "val.json"))) for _, d in seeds]
+            rows = []
+            for _, d in seeds:
+                path = os.path.join(folder, d, "val.json")
+                scores = load(path)
+                if scores is None:
+                    raise SystemExit(f"stress_recheck: {path} cannot be read as JSON (damaged, or "
+                                     "not an evaluation's); mend or remove it")
+                rows.append(val_columns(scores))
+            configs[name] = rows
     return configs
 
 
@@ -94,8 +102,11 @@ def report(sweep):
     old = pick(table, "stress_mean_accuracy", 0.0)
     fair = pick(table, "stress_fair_mean_accuracy", TIE)
     lacking = [name for name in table if table[name]["stress_fair_mean_accuracy"][0] is None]
+    rule = plan.get("pick_metric", "stress_mean_accuracy") if plan else None
     said = (f"The plan names `{plan['pick']}` (its `pick`): it picks nothing by a rule; the "
             f"ten-variant mean would take `{old}`. " if plan.get("pick") else
+            f"The sweep picks by `{rule}` (its `pick_metric`), not by the stress variants; the "
+            f"ten-variant mean would take `{old}`. " if plan and rule != "stress_mean_accuracy" else
             f"Picked by the ten-variant mean (the sweep's rule): `{old}`. " if plan else
             f"By the ten-variant mean: `{old}` (no plan.json here: whether every configuration "
             "has all its seeds, and whether its plan picks by a rule at all, is not checked). ")
@@ -112,6 +123,9 @@ def main():
     parser.add_argument("sweeps", nargs="+", help="folders written by scripts/experiments.py")
     parser.add_argument("--out", help="write the tables here as well as to stdout")
     args = parser.parse_args()
+    for sweep in args.sweeps:
+        if not os.path.isdir(sweep):
+            parser.error(f"{sweep} is not a folder (a sweep folder of scripts/experiments.py)")
     parts = [report(sweep)[0] for sweep in args.sweeps]
     text = ("Means over seeds (± sample sd), validation split carved from train, threshold 0.5; "
             f"the six fair variants: {', '.join(FAIR_VARIANTS)}.\n\n" + "\n".join(parts))

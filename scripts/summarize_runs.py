@@ -103,7 +103,11 @@ def main(run_dirs):
             test_file = "test.json"
         files = {"val": load(os.path.join(run, "metrics_val.json")),
                  "test": load(os.path.join(run, test_file))}
-        config = load(os.path.join(run, "config.json")) or {}
+        config = load(os.path.join(run, "config.json"))
+        if config is None:  # its recipe and seed cannot be compared with the others'
+            notes.append(f"- {run}: its config.json cannot be read (missing or damaged): its "
+                         "recipe and seed are not checked against the other runs'")
+            config = {}
         missing = [name for name, data in files.items() if data is None]
         if missing:
             notes.append(f"- {run}: no {' or '.join(missing)} metrics")
@@ -120,8 +124,10 @@ def main(run_dirs):
         configs.append((run, config))
     # One recipe's spread is over seeds: runs of other settings, or one seed twice, would be
     # averaged as if they were (the statistics are still printed, under a note that says so).
-    first_run, first = configs[0]
-    for run, config in configs[1:]:
+    # Compared with the first run whose config.json could be read (an unreadable one: said above).
+    readable = [(run, config) for run, config in configs if config]
+    first_run, first = readable[0] if readable else (None, {})
+    for run, config in readable[1:]:
         differing = sorted(key for key in set(first) | set(config)
                            if key not in FREE_KEYS and recorded(first, key) != recorded(config, key))
         if differing:

@@ -118,6 +118,38 @@ def evaluate(pneumo, data, model, threshold, scores, json_path):
         return json.load(f)
 
 
+# Files that say a folder is another tool's: a sweep's (experiments.py), a run's, a cache's. Their
+# results.md / results.csv are not this script's to replace.
+OTHER_FOLDERS = {"plan.json": "a sweep folder (experiments.py)", "config.json": "a run folder",
+                 "meta.json": "a prepared cache"}
+
+
+def check_arguments(parser, args):
+    """Refuses, before anything runs, what would fail later or overwrite another tool's files."""
+    if not (os.path.isfile(args.pneumo) and os.access(args.pneumo, os.X_OK)):
+        parser.error(f"--pneumo {args.pneumo}: no executable file there")
+    for name, what in OTHER_FOLDERS.items():
+        if os.path.isfile(os.path.join(args.out, name)):
+            parser.error(f"--out {args.out} is {what} (it holds {name}); its results.md and "
+                         "results.csv are not this script's to replace: give a folder of its own")
+    seen = {}
+    for run in args.runs:
+        if not os.path.isfile(os.path.join(run, "model.safetensors")):
+            parser.error(f"{run}: no model.safetensors (a run directory is expected)")
+        real = os.path.realpath(run)
+        if real in seen:
+            parser.error(f"{run} is given twice ({seen[real]}): each run counts once in the means")
+        seen[real] = run
+    if len(args.runs) > 1:
+        common = os.path.commonpath(list(seen))
+        tags = {}
+        for real, run in seen.items():
+            tag = os.path.relpath(real, common).replace("/", "_")
+            if tag in tags:
+                parser.error(f"{run} and {tags[tag]} would write the same files ({tag}_*) in --out")
+            tags[tag] = run
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -130,11 +162,13 @@ def main():
                         help="pneumonia shares to reweight the held-out halves to, e.g. 0.5,0.625")
     parser.add_argument("runs", nargs="+")
     args = parser.parse_args()
+    check_arguments(parser, args)
     os.makedirs(args.out, exist_ok=True)
 
     rows = []
+    common = os.path.commonpath([os.path.realpath(run) for run in args.runs])
     for run in args.runs:
-        name = os.path.relpath(run, os.path.commonpath(args.runs)) if len(args.runs) > 1 else run
+        name = os.path.relpath(os.path.realpath(run), common) if len(args.runs) > 1 else run
         tag = name.replace("/", "_")
         model = os.path.join(run, "model.safetensors")
         scores = os.path.join(args.out, f"{tag}_val_scores.csv")

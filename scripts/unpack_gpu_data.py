@@ -23,7 +23,20 @@ IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png", ".bmp", ".tif", ".tiff"}  # pneumo pr
 
 
 def unpack(packed, cache):
-    meta = json.loads((packed / "meta.json").read_text())
+    try:
+        meta = json.loads((packed / "meta.json").read_text())
+    except (OSError, ValueError) as error:
+        sys.exit(f"unpack_gpu_data: {packed} holds no pack's meta.json ({error})")
+    splits = meta.get("splits") if isinstance(meta, dict) else None
+    if not isinstance(splits, dict) or not splits:
+        sys.exit(f"unpack_gpu_data: {packed / 'meta.json'} names no split")
+    missing = [f"{split}_images.bin" for split in splits
+               if not (packed / f"{split}_images.bin").is_file()]
+    if missing:
+        sys.exit(f"unpack_gpu_data: {packed} is not what pack_gpu_data.py wrote (no "
+                 f"{', '.join(missing)}); a prepared cache needs no unpacking")
+    if cache.resolve() == packed.resolve():
+        sys.exit(f"unpack_gpu_data: CACHE_DIR {cache} is the pack itself; give another folder")
     cache.mkdir(parents=True, exist_ok=True)
     for split in meta["splits"]:
         blob = (packed / f"{split}_images.bin").read_bytes()
@@ -39,6 +52,11 @@ def unpack(packed, cache):
 
 
 def prepare_tree(tree, cache, size):
+    # A mistyped tree wrote a cache of no split over a good one (exit 0); `pneumo prepare`
+    # refuses it, and so does this, before anything is written.
+    if not any((tree / split / c).is_dir() for split in SPLITS for c in CLASSES):
+        sys.exit(f"unpack_gpu_data: {tree} is not an image tree (no "
+                 "{train,val,test}/{NORMAL,PNEUMONIA} folder)")
     cache.mkdir(parents=True, exist_ok=True)
     # Made now (a sweep tells caches apart by it: every tree prepared here has the same "hash").
     meta = {"format": "pneumo-cache", "format_version": 1, "size": size, "classes": CLASSES,
@@ -69,6 +87,8 @@ def prepare_tree(tree, cache, size):
             "per_class": {c: int((labels == i).sum()) for i, c in enumerate(CLASSES)},
             "images": f"{split}_images.npy", "labels": f"{split}_labels.npy",
             "files": f"{split}_files.txt"}
+    if not meta["splits"]:
+        sys.exit(f"unpack_gpu_data: {tree} holds no image pneumo reads; nothing was written")
     (cache / "meta.json").write_text(json.dumps(meta, indent=2))
 
 
@@ -78,8 +98,12 @@ def main():
     source, cache = pathlib.Path(sys.argv[2]), pathlib.Path(sys.argv[3])
     if sys.argv[1] == "packed":
         unpack(source, cache)
-    else:
-        prepare_tree(source, cache, int(sys.argv[4]) if len(sys.argv) > 4 else 150)
+        return
+    size = sys.argv[4] if len(sys.argv) > 4 else "150"
+    if not size.isdigit() or not 8 <= int(size) <= 1024:
+        sys.exit(f"unpack_gpu_data: SIZE must be a whole number in [8, 1024] (pneumo prepare's "
+                 f"range), got {size!r}")
+    prepare_tree(source, cache, int(size))
 
 
 if __name__ == "__main__":

@@ -94,6 +94,14 @@ def read_scores(path):
     if not rows or not need <= set(rows[0]):
         raise ValueError(f"{path}: expected the CSV of `pneumo evaluate --scores` "
                          f"(columns {', '.join(sorted(need))})")
+    for line, row in enumerate(rows, start=2):  # line 1 is the header
+        try:
+            if row["file"] is None or int(row["label"]) not in (0, 1):
+                raise ValueError
+            float(row["logit"])
+        except (TypeError, ValueError):
+            raise ValueError(f"{path}, line {line}: not a row of `pneumo evaluate --scores` "
+                             "(a file cut short?)") from None
     return rows
 
 

@@ -1,8 +1,11 @@
 // The small scripts' refusals that protect data or tell "cannot read" from a result:
-// scripts/make_sample.py never writes its sample into the dataset it reads (it replaces its
-// --out's split folders first, and an --out equal to --source once deleted the dataset), and
-// scripts/compare_weights.py exits 2 on a file it cannot read, not 1, its "the weights differ".
-// Skipped without python3. And every shell script passes shellcheck (skipped without it).
+// scripts/make_sample.py never writes its sample into the dataset it reads (an --out equal to
+// --source once deleted the dataset), nor over a folder that is not a sample it wrote;
+// scripts/compare_weights.py exits 2 on a file it cannot read, not 1, its "the weights differ";
+// threshold_rule.py, the research scripts and the GPU host's data scripts refuse a wrong folder
+// or a damaged file with a message, not a traceback or another tool's files replaced.
+// Skipped without python3 (the data scripts: without Python's OpenCV). And every shell script
+// passes shellcheck (skipped without it).
 #include <gtest/gtest.h>
 
 #include <cstdint>
@@ -14,6 +17,7 @@
 
 #include "cli_test_util.hpp"
 #include "temp_dir.hpp"
+#include "test_util.hpp"
 
 namespace pneumo {
 namespace {
@@ -50,6 +54,138 @@ TEST(MakeSample, NeverWritesIntoTheDatasetItReads) {
     EXPECT_NE(r.output.find("give another --out"), std::string::npos) << r.output;
     EXPECT_EQ(files(), before) << "the dataset was touched";
   }
+}
+
+// make_sample.py replaces its --out's split folders: only a sample it wrote (every file there
+// listed in its manifest.csv), never a folder holding a user's files (they were deleted).
+TEST(MakeSample, ReplacesOnlyASampleItWrote) {
+  if (testing::run_command("python3 -c pass").status != 0) GTEST_SKIP() << "no python3";
+  testing::TempDir dir;
+  const fs::path source = fs::path(dir.path()) / "chest_xray", out = fs::path(dir.path()) / "mine";
+  for (const char* split : {"train", "val", "test"})
+    for (const char* label : {"NORMAL", "PNEUMONIA"}) {
+      fs::create_directories(source / split / label);
+      std::ofstream(source / split / label / "IM-0001-0001.jpeg") << "an image";
+    }
+  fs::create_directories(out / "train" / "NORMAL");
+  std::ofstream(out / "train" / "NORMAL" / "notes.txt") << "mine";
+  const auto r = testing::run_command("python3 " + quoted(kScripts + "make_sample.py") +
+                                      " --source " + quoted(source.string()) + " --out " +
+                                      quoted(out.string()));
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_NE(r.output.find("holds files its manifest.csv does not list (train/NORMAL/notes.txt)"),
+            std::string::npos)
+      << r.output;
+  EXPECT_TRUE(fs::exists(out / "train" / "NORMAL" / "notes.txt")) << "a user's file was deleted";
+}
+
+// threshold_rule.py refuses, before it runs anything: an --out that is a sweep's folder (its
+// results.md and results.csv were replaced), a run given twice (counted twice in the means), a
+// --pneumo that is not there (a traceback).
+TEST(ThresholdRule, RefusesWhatWouldOverwriteOrMiscountBeforeRunning) {
+  if (testing::run_command("python3 -c pass").status != 0) GTEST_SKIP() << "no python3";
+  testing::TempDir dir;
+  for (const char* run : {"a", "b"}) {
+    fs::create_directories(dir.file(run));
+    std::ofstream(dir.file(run) + "/model.safetensors") << "weights";
+  }
+  fs::create_directories(dir.file("sweep"));
+  std::ofstream(dir.file("sweep/plan.json")) << "{}";
+  std::ofstream(dir.file("sweep/results.md")) << "the sweep's table\n";
+  const auto rule = [&](const std::string& pneumo, const std::string& out,
+                        const std::string& runs) {
+    return testing::run_command("python3 " + quoted(kScripts + "threshold_rule.py") +
+                                " --pneumo " + quoted(pneumo) + " --data " + quoted(dir.path()) +
+                                " --out " + quoted(out) + " " + runs + " 2>&1");
+  };
+  const std::string a = quoted(dir.file("a")), b = quoted(dir.file("b"));
+  const auto sweep = rule(PNEUMO_BINARY, dir.file("sweep"), a + " " + b);
+  EXPECT_EQ(sweep.status, 2) << sweep.output;
+  EXPECT_NE(sweep.output.find("is a sweep folder (experiments.py)"), std::string::npos)
+      << sweep.output;
+  EXPECT_EQ(testing::read_text(dir.file("sweep/results.md")), "the sweep's table\n");
+  const auto twice = rule(PNEUMO_BINARY, dir.file("out"), a + " " + b + " " + b);
+  EXPECT_EQ(twice.status, 2) << twice.output;
+  EXPECT_NE(twice.output.find("is given twice"), std::string::npos) << twice.output;
+  const auto missing = rule(dir.file("no-pneumo"), dir.file("out"), a);
+  EXPECT_EQ(missing.status, 2) << missing.output;
+  EXPECT_NE(missing.output.find("no executable file there"), std::string::npos) << missing.output;
+  for (const auto* result : {&sweep, &twice, &missing})
+    EXPECT_EQ(result->output.find("Traceback"), std::string::npos) << result->output;
+  EXPECT_FALSE(fs::exists(dir.file("out"))) << "refused, yet --out was made";
+}
+
+// The research scripts name a bad input instead of a traceback: stress_recheck.py a folder that
+// is not there and a damaged val.json; validation_by_origin.py a scores row cut short;
+// summarize_runs.py says when a run's config.json cannot be read (its seed and recipe were
+// compared as if it were empty, silently).
+TEST(ResearchScripts, NameABadInputInsteadOfATraceback) {
+  if (testing::run_command("python3 -c pass").status != 0) GTEST_SKIP() << "no python3";
+  testing::TempDir dir;
+  const auto run = [&](const std::string& script, const std::string& args) {
+    return testing::run_command("python3 " + quoted(kScripts + script) + " " + args + " 2>&1");
+  };
+  const auto nowhere = run("stress_recheck.py", quoted(dir.file("nowhere")));
+  EXPECT_EQ(nowhere.status, 2) << nowhere.output;
+  EXPECT_NE(nowhere.output.find("is not a folder"), std::string::npos) << nowhere.output;
+  fs::create_directories(dir.file("sweep/plain/seed-1"));
+  std::ofstream(dir.file("sweep/plain/seed-1/val.json")) << "{bad";
+  const auto damaged = run("stress_recheck.py", quoted(dir.file("sweep")));
+  EXPECT_NE(damaged.status, 0) << damaged.output;
+  EXPECT_NE(damaged.output.find("seed-1/val.json cannot be read as JSON"), std::string::npos)
+      << damaged.output;
+  std::ofstream(dir.file("scores.csv")) << "index,file,label,logit\n0,val/NORMAL/a.jpeg,0,-1.5\n"
+                                           "1,val/NORMAL/b.jpeg\n";
+  const auto short_row = run("validation_by_origin.py",
+                             "--images " + quoted(dir.path()) + " " + quoted(dir.file("scores.csv")));
+  EXPECT_EQ(short_row.status, 1) << short_row.output;
+  EXPECT_NE(short_row.output.find("scores.csv, line 3: not a row"), std::string::npos)
+      << short_row.output;
+  for (const char* name : {"r1", "r2"}) {
+    fs::create_directories(dir.file(name));
+    std::ofstream(dir.file(name) + "/metrics_val.json")
+        << "{\"default_threshold\": {\"accuracy\": 0.9}, \"roc_auc\": 0.95}";
+  }
+  std::ofstream(dir.file("r1/config.json")) << "{\"seed\": 1}";
+  std::ofstream(dir.file("r2/config.json")) << "{\"seed\": ";
+  const auto summary = run("summarize_runs.py", quoted(dir.file("r1")) + " " + quoted(dir.file("r2")));
+  EXPECT_EQ(summary.status, 0) << summary.output;
+  EXPECT_NE(summary.output.find("r2: its config.json cannot be read"), std::string::npos)
+      << summary.output;
+  for (const auto* result : {&nowhere, &damaged, &short_row, &summary})
+    EXPECT_EQ(result->output.find("Traceback"), std::string::npos) << result->output;
+}
+
+// The GPU host's data scripts (they need Python's OpenCV and numpy): unpacking a mistyped image
+// tree wrote a cache of no split over a good cache (exit 0); packing an image tree, or into the
+// cache itself, ended in a traceback (the latter after writing into the cache).
+TEST(GpuDataScripts, RefuseAWrongFolderBeforeWriting) {
+  if (testing::run_command("python3 -c 'import cv2, numpy' 2> /dev/null").status != 0)
+    GTEST_SKIP() << "no Python OpenCV and numpy";
+  testing::TempDir dir;
+  const std::string sample = std::string(PNEUMO_SOURCE_DIR) + "/data/sample";
+  fs::create_directories(dir.file("cache"));
+  std::ofstream(dir.file("cache/meta.json")) << "{\"format\": \"pneumo-cache\"}";
+  const auto run = [&](const std::string& script, const std::string& args) {
+    return testing::run_command("python3 " + quoted(kScripts + script) + " " + args + " 2>&1");
+  };
+  const auto typo = run("unpack_gpu_data.py", "tree " + quoted(dir.file("sampel")) + " " +
+                                                  quoted(dir.file("cache")) + " 32");
+  EXPECT_NE(typo.status, 0) << typo.output;
+  EXPECT_NE(typo.output.find("is not an image tree"), std::string::npos) << typo.output;
+  EXPECT_EQ(testing::read_text(dir.file("cache/meta.json")), "{\"format\": \"pneumo-cache\"}");
+  const auto size = run("unpack_gpu_data.py", "tree " + quoted(sample) + " " +
+                                                  quoted(dir.file("other")) + " abc");
+  EXPECT_NE(size.status, 0) << size.output;
+  EXPECT_NE(size.output.find("SIZE must be a whole number"), std::string::npos) << size.output;
+  const auto tree = run("pack_gpu_data.py", quoted(sample) + " " + quoted(dir.file("packed")));
+  EXPECT_NE(tree.status, 0) << tree.output;
+  EXPECT_NE(tree.output.find("is no prepared pneumo cache"), std::string::npos) << tree.output;
+  const auto unpacked = run("unpack_gpu_data.py", "packed " + quoted(dir.file("cache")) + " " +
+                                                      quoted(dir.file("again")));
+  EXPECT_NE(unpacked.status, 0) << unpacked.output;
+  for (const auto* result : {&typo, &size, &tree, &unpacked})
+    EXPECT_EQ(result->output.find("Traceback"), std::string::npos) << result->output;
 }
 
 TEST(CompareWeights, AFileItCannotReadIsStatusTwoNotADifference) {
