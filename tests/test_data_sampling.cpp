@@ -303,6 +303,19 @@ TEST(EpochIndices, OversamplingBalancesTheClassesAndKeepsEveryImage) {
   EXPECT_THROW(epoch_indices({0, 1, 5}, BalanceMode::Oversample, 1, 0), Error);
 }
 
+// epoch_size counts what epoch_indices draws, in every mode, without drawing it.
+TEST(EpochOrder, EpochSizeCountsWhatTheOrderHolds) {
+  const std::vector<std::vector<uint8_t>> sets = {
+      labels_with(20, 50), labels_with(50, 20), labels_with(7, 7), std::vector<uint8_t>(9, 1),
+      std::vector<uint8_t>(4, 0), labels_with(1, 30), {}};
+  for (const auto& labels : sets)
+    for (BalanceMode mode : {BalanceMode::Oversample, BalanceMode::ClassWeight, BalanceMode::None})
+      EXPECT_EQ(epoch_size(labels, mode), epoch_indices(labels, mode, 3, 2).size())
+          << to_string(mode) << ", " << labels.size() << " labels";
+  EXPECT_EQ(epoch_size(labels_with(20, 50), BalanceMode::Oversample), 100u);
+  EXPECT_THROW(epoch_size({0, 1, 5}, BalanceMode::None), Error);
+}
+
 TEST(ClassWeights, KerasBalancedFormula) {
   const auto labels = labels_with(1341, 3875);
   const auto w = class_weights(labels, BalanceMode::ClassWeight);

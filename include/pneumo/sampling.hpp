@@ -89,6 +89,8 @@ const char* to_string(BalanceMode mode);
 // of (labels, mode, seed, epoch): a resumed run continues the same sequence.
 std::vector<int32_t> epoch_indices(const std::vector<uint8_t>& labels, BalanceMode mode,
                                    uint64_t seed, uint32_t epoch);
+// How many images epoch_indices gives an epoch (the same every epoch), without drawing them.
+size_t epoch_size(const std::vector<uint8_t>& labels, BalanceMode mode);
 
 // Per-class loss weights: ClassWeight gives Keras' "balanced" n_total / (2 n_class) (a class
 // with no image gets 0); the other modes give 1.

@@ -277,6 +277,16 @@ std::vector<int32_t> epoch_indices(const std::vector<uint8_t>& labels, BalanceMo
   return order;
 }
 
+size_t epoch_size(const std::vector<uint8_t>& labels, BalanceMode mode) {
+  check_labels(labels, "epoch_size");
+  if (mode != BalanceMode::Oversample) return labels.size();
+  std::array<size_t, kClassCount> counts{};
+  for (uint8_t l : labels) ++counts[l];
+  const size_t minority = std::min(counts[0], counts[1]);
+  // No minority image to draw the extra ones from: every image once.
+  return minority == 0 ? labels.size() : 2 * std::max(counts[0], counts[1]);
+}
+
 std::array<float, kClassCount> class_weights(const std::vector<uint8_t>& labels,
                                              BalanceMode mode) {
   std::array<float, kClassCount> weights{1.0f, 1.0f};

@@ -60,52 +60,78 @@ bool best_checkpoint_written_here(const std::string& dir) {
   }
 }
 
-bool holds_only_a_failed_start(const std::string& dir) {
+namespace {
+
+// What a folder holds of the files a run writes before its first checkpoint (see
+// holds_only_a_failed_start), found in one walk.
+struct StartFiles {
+  bool other = false;             // anything else, or a folder that could not be read
+  bool lock = false;              // .lock
+  bool checkpoints = false;       // checkpoints/
+  bool checkpoint_files = false;  // in checkpoints/: anything but best.safetensors and temporaries
+  bool best = false;              // checkpoints/best.safetensors
+  bool temporaries = false;       // in checkpoints/: a killed write's temporary file
+  bool history_rows = false;      // a history file with a row, or one that cannot be read
+};
+
+// True when the history file a run starts before its first epoch holds a row: history.jsonl
+// empty, history.csv its header alone (one that cannot be read counts as holding rows).
+bool history_has_rows(const fs::path& file) {
   std::error_code error;
-  bool lock = false, checkpoints = false;
-  auto no_last_checkpoint = [&](const fs::path& folder) {
-    for (const auto& entry : fs::directory_iterator(folder, error)) {
-      const std::string name = entry.path().filename().string();
-      if (name != "best.safetensors" && !is_atomic_write_temporary(name)) return false;
-    }
-    return !error && !best_checkpoint_written_here(dir);
-  };
+  if (file.filename() == "history.jsonl") return fs::file_size(file, error) != 0 || error;
+  try {
+    return !read_history_csv(file.string()).empty();
+  } catch (const Error&) {
+    return true;
+  }
+}
+
+StartFiles look_for_start_files(const std::string& dir) {
+  StartFiles found;
+  std::error_code error;
   for (const auto& entry : fs::directory_iterator(dir, error)) {
     const std::string name = entry.path().filename().string();
     if (name == ".lock" && entry.is_regular_file(error)) {
-      lock = true;
-    } else if (name == "checkpoints" && entry.is_directory(error) &&
-               no_last_checkpoint(entry.path())) {
-      checkpoints = true;
-    } else if (name != "config.json" && name != "history.csv" && name != "history.jsonl") {
-      return false;
+      found.lock = true;
+    } else if (name == "config.json" && entry.is_regular_file(error)) {
+      // a new run's settings: nothing to look at
+    } else if ((name == "history.csv" || name == "history.jsonl") &&
+               entry.is_regular_file(error)) {
+      found.history_rows = found.history_rows || history_has_rows(entry.path());
+    } else if (name == "checkpoints" && entry.is_directory(error)) {
+      found.checkpoints = true;
+      for (const auto& file : fs::directory_iterator(entry.path(), error)) {
+        const std::string inside = file.path().filename().string();
+        if (inside == "best.safetensors")
+          found.best = true;
+        else if (is_atomic_write_temporary(inside))
+          found.temporaries = true;
+        else
+          found.checkpoint_files = true;
+      }
+    } else {
+      found.other = true;
     }
+    if (found.other) break;
   }
-  return !error && lock && checkpoints;
+  found.other = found.other || static_cast<bool>(error);
+  return found;
+}
+
+}  // namespace
+
+bool holds_only_a_failed_start(const std::string& dir) {
+  const StartFiles found = look_for_start_files(dir);
+  return !found.other && found.lock && found.checkpoints && !found.checkpoint_files &&
+         !(found.best && best_checkpoint_written_here(dir));
 }
 
 void remove_unused_run_dir(const std::string& dir) {
+  const StartFiles found = look_for_start_files(dir);
+  if (found.other || found.checkpoint_files || found.best || found.temporaries ||
+      found.history_rows)
+    return;
   std::error_code error;
-  // The history files a run starts before its first epoch: history.jsonl empty, history.csv its
-  // header alone (one that cannot be read is not taken for that).
-  auto holds_no_row = [&](const fs::path& file) {
-    if (file.filename() == "history.jsonl") return fs::file_size(file, error) == 0 && !error;
-    try {
-      return read_history_csv(file.string()).empty();
-    } catch (const Error&) {
-      return false;
-    }
-  };
-  for (const auto& entry : fs::directory_iterator(dir, error)) {
-    const std::string name = entry.path().filename().string();
-    const bool made_at_start =
-        ((name == ".lock" || name == "config.json") && entry.is_regular_file(error)) ||
-        ((name == "history.csv" || name == "history.jsonl") && entry.is_regular_file(error) &&
-         holds_no_row(entry.path())) ||
-        (name == "checkpoints" && entry.is_directory(error) && fs::is_empty(entry.path(), error));
-    if (!made_at_start || error) return;
-  }
-  if (error) return;
   for (const char* name : {"checkpoints", "history.csv", "history.jsonl", "config.json", ".lock"})
     fs::remove(fs::path(dir) / name, error);
   fs::remove(dir, error);

@@ -189,7 +189,7 @@ CallbackList make_callbacks(const TrainOptions& o) {
 class TrainingRun {
  public:
   // `group` (the ranks; one process by default) gets the run's gradient transport.
-  // `held` is set to the largest step the arrays are sized for (training_step, validation_step)
+  // `held` is set to the largest step the arrays are sized for (size_steps)
   // once the data is read: out-of-memory advice names it, also when the constructor throws.
   TrainingRun(const TrainOptions& options, std::unique_ptr<Communicator>& group, BatchFlag& held);
   int run();  // the exit status
@@ -202,12 +202,11 @@ class TrainingRun {
   void set_up_trainer();
   void set_up_image_sets();  // the balance, the uploaded splits; refuses a --batch that cannot go
   void check_batchnorm_values(int64_t images) const;  // of an epoch of `images`
-  // The most images a training step and a validation pass's chunk hold: --batch (--val-batch)
-  // or the epoch's images (the validation images) when fewer. The model and the trainer are
-  // sized for these, not for a --batch larger than the data (--batch 4096 on 102 images held
-  // arrays for 4096: 5.5 GB at --size 32).
-  int training_step() const;
-  int validation_step() const;
+  // The most images a training step and a validation pass's chunk hold (training_step_,
+  // validation_step_): --batch (--val-batch) or the epoch's images (the validation images) when
+  // fewer. The model and the trainer are sized for these, not for a --batch larger than the data
+  // (--batch 4096 on 102 images held arrays for 4096: 5.5 GB at --size 32). Once the data is read.
+  void size_steps();
   BatchFlag held_step() const;  // the larger of the two, and the flag that sets it
   // Epoch `epoch`'s image order (indices into the training split), without its last, partial
   // batch under --drop-last (which refuses an epoch with no whole batch); and its step count.
@@ -300,6 +299,7 @@ class TrainingRun {
   std::unique_ptr<Model> model_;
   std::unique_ptr<Trainer> trainer_;
   BalanceMode balance_ = BalanceMode::Oversample;
+  int training_step_ = 0, validation_step_ = 0;  // size_steps
   ImageSet train_set_, val_set_;
   CallbackList callbacks_;
   TrainingControl control_;
@@ -600,6 +600,7 @@ TrainingRun::TrainingRun(const TrainOptions& options, std::unique_ptr<Communicat
       run_dir_(start_run_dir(options, *group, run_lock_)),
       last_path_((fs::path(run_dir_) / "checkpoints/last.safetensors").string()) {
   const int input_size = open_data();
+  size_steps();
   held = held_step();
   set_up_backend();
   set_up_model(input_size);
@@ -710,7 +711,7 @@ void TrainingRun::set_up_trainer() {
   AugmentSettings augment = options_.augmentation;
   augment.enabled = options_.augment;
   augment.zoom_mode = parse_zoom_mode(options_.zoom_mode);
-  trainer_ = std::make_unique<Trainer>(*backend_, *model_, training_step(), augment, options_.seed);
+  trainer_ = std::make_unique<Trainer>(*backend_, *model_, training_step_, augment, options_.seed);
   trainer_->set_group(*group_);
   trainer_->set_all_reduce_bucket(bucket_elements(options_.bucket_mb));
   OptimizerSettings& optimizer = trainer_->optimizer();
@@ -723,28 +724,23 @@ void TrainingRun::set_up_trainer() {
   optimizer.weight_decay = static_cast<float>(options_.weight_decay);
   trainer_->use_optimizer(parse_optimizer(options_.optimizer));
   trainer_->use_step_graphs(options_.cuda_graph);
-  trainer_->set_predict_batch(validation_step());
+  trainer_->set_predict_batch(validation_step_);
   metadata_.optimizer = options_.optimizer;
 }
 
-int TrainingRun::training_step() const {
+void TrainingRun::size_steps() {
   // An epoch holds as many images every epoch (the balance draws a fixed count); --drop-last's
   // whole batches are checked later (set_up_image_sets), so count before dropping.
-  const size_t epoch = epoch_indices(splits_.train.labels, parse_balance_mode(options_.balance),
-                                     options_.seed, 0).size();
-  return static_cast<int>(std::min<size_t>(static_cast<size_t>(options_.batch), epoch));
-}
-
-int TrainingRun::validation_step() const {
+  const size_t epoch = epoch_size(splits_.train.labels, parse_balance_mode(options_.balance));
+  training_step_ = static_cast<int>(std::min<size_t>(static_cast<size_t>(options_.batch), epoch));
   const int asked = options_.val_batch > 0 ? options_.val_batch : options_.batch;
-  return static_cast<int>(std::min<size_t>(static_cast<size_t>(asked),
-                                           std::max<size_t>(static_cast<size_t>(splits_.val.count()), 1)));
+  validation_step_ = static_cast<int>(std::min<size_t>(
+      static_cast<size_t>(asked), std::max<size_t>(static_cast<size_t>(splits_.val.count()), 1)));
 }
 
 BatchFlag TrainingRun::held_step() const {
-  const int training = training_step(), validation = validation_step();
-  return validation > training ? BatchFlag{validation, "--val-batch"}
-                               : BatchFlag{training, "--batch"};
+  return validation_step_ > training_step_ ? BatchFlag{validation_step_, "--val-batch"}
+                                           : BatchFlag{training_step_, "--batch"};
 }
 
 std::vector<int32_t> TrainingRun::epoch_order(int epoch) const {
@@ -792,7 +788,7 @@ void TrainingRun::set_up_image_sets() {
   // An epoch with no full batch (--drop-last) is bad usage now, before anything trains, not an
   // error at its first epoch; so is one whose steps the ranks cannot share (below).
   if (options_.drop_last) {
-    const size_t all = epoch_indices(splits_.train.labels, balance_, options_.seed, 0).size();
+    const size_t all = epoch_size(splits_.train.labels, balance_);
     if (all < static_cast<size_t>(options_.batch))
       throw UsageError(detail::concat("--drop-last: an epoch of ", all,
                                       " training images holds no full batch of ", options_.batch,
