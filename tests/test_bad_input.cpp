@@ -22,6 +22,7 @@
 #include "pneumo/safetensors.hpp"
 #include "pneumo/tensor.hpp"
 #include "temp_dir.hpp"
+#include "test_util.hpp"
 
 namespace fs = std::filesystem;
 
@@ -198,9 +199,9 @@ TEST(BadInput, MissingEmptyAndHalfMadeDataFoldersStopTheRun) {
 
 // What this machine cannot give is refused before the run folder is made: --device cuda without
 // a GPU, and --all-reduce nccl where training runs on the CPU (each made its folder first, a
-// runs/<stamp> by default, then stopped).
+// runs/<stamp> by default, then stopped). On a GPU machine its GPUs are hidden from the runs.
 TEST(BadInput, ABackendOrTransportTheMachineLacksStopsTheRunBeforeItsFolder) {
-  if (cuda_device_available()) GTEST_SKIP() << "a GPU is visible here: both would train";
+  const testing::GpusHiddenFromChildren no_gpu;
   Fixture f;
   const auto train_on = [&](const std::string& out, const std::string& flags) {
     return f.run("train --data " + shell_quoted(f.cache) + " --out " + shell_quoted(out) +

@@ -633,8 +633,9 @@ TEST(BenchKernelsCli, BadFlagsAreRefused) {
   EXPECT_NE(r.err.find("note: --ops bf16"), std::string::npos) << r.err;
 }
 
+// On a GPU machine its GPUs are hidden from the run.
 TEST(BenchKernelsCli, CudaWithoutAGpuFailsClearly) {
-  if (cuda_device_available()) GTEST_SKIP() << "a CUDA device is present";
+  const testing::GpusHiddenFromChildren no_gpu;
   testing::TempDir dir;
   const auto r = run_pneumo("bench kernels --device cuda --quick", dir);
   EXPECT_EQ(r.status, 1) << r.out << r.err;

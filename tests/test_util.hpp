@@ -145,6 +145,29 @@ inline std::string cuda_expected_because() {
 }
 inline bool cuda_expected() { return !cuda_expected_because().empty(); }
 
+// Hides every GPU from the processes a test starts while it lives (CUDA_VISIBLE_DEVICES=""), and
+// puts the variable back after: a test of what pneumo says on a machine without a GPU then runs
+// on a GPU machine too, instead of skipping there.
+class GpusHiddenFromChildren {
+ public:
+  GpusHiddenFromChildren() {
+    if (const char* old = std::getenv("CUDA_VISIBLE_DEVICES")) old_ = old, had_ = true;
+    ::setenv("CUDA_VISIBLE_DEVICES", "", 1);
+  }
+  ~GpusHiddenFromChildren() {
+    if (had_)
+      ::setenv("CUDA_VISIBLE_DEVICES", old_.c_str(), 1);
+    else
+      ::unsetenv("CUDA_VISIBLE_DEVICES");
+  }
+  GpusHiddenFromChildren(const GpusHiddenFromChildren&) = delete;
+  GpusHiddenFromChildren& operator=(const GpusHiddenFromChildren&) = delete;
+
+ private:
+  std::string old_;
+  bool had_ = false;
+};
+
 // Skips the current test when no CUDA device is usable (use at the top of CUDA tests, or in their
 // fixture's SetUp); fails it instead where one is expected (cuda_expected_because), so that a GPU
 // run whose device went unseen cannot pass by skipping everything.
