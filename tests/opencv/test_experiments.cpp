@@ -752,6 +752,17 @@ TEST(Experiments, APlanIsMendedUntilARunHasAResultAndASilentSuccessIsAFailure) {
     "configs": {"plain": {"augment": true, "device": "cpu"}}})";
   auto failed = testing::run_command("FAULT=1 " + sweep);
   ASSERT_EQ(failed.status, 1) << failed.output;
+  // The sweep's own copy of its plan given as the plan, while no run has a result, with other
+  // flags after "--" (a call that writes the sweep's record and its plan's copy again): the plan
+  // itself (copying it onto itself raised SameFileError).
+  const std::string copied_plan = testing::read_text(out + "/plan.json");
+  auto own = testing::run_command(
+      "FAULT=1 " + sweep_command(dir, out + "/plan.json", out, dir.file("pneumo-fault.sh")) +
+      " -- --val-split 0.25");
+  EXPECT_EQ(own.status, 1) << own.output;
+  EXPECT_EQ(own.output.find("Traceback"), std::string::npos) << own.output;
+  EXPECT_NE(own.output.find("flags after \"--\" are replaced"), std::string::npos) << own.output;
+  EXPECT_EQ(testing::read_text(out + "/plan.json"), copied_plan);
   auto silent = testing::run_command("SILENT=1 " + sweep);
   EXPECT_EQ(silent.status, 1) << silent.output;
   EXPECT_NE(silent.output.find("ended with status 0 without writing " + out +
