@@ -195,5 +195,37 @@ TEST(TrainFlags, ConfigJsonNamesOnlyFlagsTheCommandKnows) {
   EXPECT_THROW(flags_from_json({{"lr", nlohmann::json::array()}}, "x.json"), Error);
 }
 
+// Out of memory names the batch held and a smaller one for the flag that set it, says when the
+// flag asked for more than was held, and, before any batch is held (reading the data), says that
+// instead of advising a smaller batch.
+TEST(TrainFlags, OutOfMemoryAdviceNamesWhatWasHeld) {
+  const OutOfMemory host("allocating 4096 bytes", false, 4096), gpu("cudaMalloc", true, 0);
+  const std::string step = training_memory_advice(host, {8, "--batch"}, 8, 0);
+  EXPECT_NE(step.find("out of host memory with batch size 8: allocating 4096 bytes"),
+            std::string::npos) << step;
+  EXPECT_NE(step.find("e.g. --batch 4"), std::string::npos) << step;
+  EXPECT_EQ(step.find("is more than"), std::string::npos) << step;
+  const std::string clamped = training_memory_advice(gpu, {12, "--batch"}, 4096, 0);
+  EXPECT_NE(clamped.find("out of GPU memory with batch size 12"), std::string::npos) << clamped;
+  EXPECT_NE(clamped.find("e.g. --batch 6 (--batch 4096 is more than the 12 images of an epoch, "
+                         "so a step holds 12)"),
+            std::string::npos) << clamped;
+  // --val-batch not given: validation's chunks are --batch's size, and --batch is named.
+  const std::string chunk = training_memory_advice(host, {8, "--val-batch"}, 64, 0);
+  EXPECT_NE(chunk.find("e.g. --val-batch 4 (--batch 64 is more than the 8 validation images, "
+                       "so a validation chunk holds 8)"),
+            std::string::npos) << chunk;
+  const std::string given = training_memory_advice(host, {8, "--val-batch"}, 2, 4096);
+  EXPECT_NE(given.find("(--val-batch 4096 is more than the 8 validation images"),
+            std::string::npos) << given;
+  for (const OutOfMemory* error : {&host, &gpu}) {
+    const std::string reading = training_memory_advice(*error, {0, "--batch"}, 32, 0);
+    EXPECT_NE(reading.find(std::string("out of ") + (error->on_device() ? "GPU" : "host") +
+                           " memory while reading the data: " + error->what()),
+              std::string::npos) << reading;
+    EXPECT_EQ(reading.find("--batch"), std::string::npos) << reading;
+  }
+}
+
 }  // namespace
 }  // namespace pneumo::cli

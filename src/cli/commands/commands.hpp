@@ -109,6 +109,12 @@ struct BatchFlag {
   int batch;
   const char* flag;
 };
+// What `pneumo train` says when memory runs out: the batch held and a smaller one for its flag
+// (out_of_memory_advice), and when `--batch` (`--val-batch`, 0 when not given) asked for more
+// than was held, that it did; with no batch held yet (held.batch 0: reading the data), that the
+// data did not fit.
+std::string training_memory_advice(const OutOfMemory& error, const BatchFlag& held, int batch,
+                                   int val_batch);
 
 // `pneumo --version` (without a final newline): release, CUDA runtime and driver, GPUs, cuDNN,
 // cuBLAS, OpenCV, CPU GEMM.

@@ -1573,27 +1573,31 @@ std::vector<std::string> epoch_metric_names(bool val_stress) {
   return names;
 }
 
+std::string training_memory_advice(const OutOfMemory& error, const BatchFlag& held, int batch,
+                                   int val_batch) {
+  if (held.batch == 0)  // no batch held yet: a smaller one would not help
+    return detail::concat("out of ", error.on_device() ? "GPU" : "host",
+                          " memory while reading the data: ", error.what(),
+                          "; a smaller --size holds less of it");
+  std::string message = out_of_memory_advice(error, held.batch, held.flag);
+  const bool validation = std::string(held.flag) == "--val-batch";
+  const int asked = validation && val_batch > 0 ? val_batch : batch;
+  if (held.batch < asked)
+    message += detail::concat(
+        " (", validation && val_batch > 0 ? "--val-batch " : "--batch ", asked,
+        " is more than the ", held.batch, validation ? " validation images" : " images of an epoch",
+        ", so ", validation ? "a validation chunk" : "a step", " holds ", held.batch, ")");
+  return message;
+}
+
 // One process, or one rank of several: a rank that fails says so, naming itself, and ends every
 // rank (MPI_Abort) rather than leave them waiting in a collective; what rank 0 wrote last (each
 // file replaced atomically) stays whole.
 int run_train(const TrainOptions& options) {
   std::unique_ptr<Communicator> group = make_communicator();
   BatchFlag held{0, "--batch"};  // set once the data is read
-  // Out of memory: advice naming the batch the arrays were sized for, and a smaller one.
   auto advice = [&](const OutOfMemory& error) {
-    if (held.batch == 0)  // no batch held yet: a smaller one would not help
-      return detail::concat("out of ", error.on_device() ? "GPU" : "host",
-                            " memory while reading the data: ", error.what(),
-                            "; a smaller --size holds less of it");
-    std::string message = out_of_memory_advice(error, held.batch, held.flag);
-    const bool validation = std::string(held.flag) == "--val-batch";
-    const int asked = validation && options.val_batch > 0 ? options.val_batch : options.batch;
-    if (held.batch < asked)
-      message += detail::concat(
-          " (", validation && options.val_batch > 0 ? "--val-batch " : "--batch ", asked,
-          " is more than the ", held.batch, validation ? " validation images" : " images of an epoch",
-          ", so ", validation ? "a validation chunk" : "a step", " holds ", held.batch, ")");
-    return message;
+    return training_memory_advice(error, held, options.batch, options.val_batch);
   };
   if (group->size() == 1) {
     try {
