@@ -638,7 +638,8 @@ def holds_only_a_failed_start(run_dir):
                 all(name == "best.safetensors" or is_atomic_write_temporary(name)
                     for name in os.listdir(path)):
             checkpoints = True
-        elif entry not in ("config.json", "history.csv", "history.jsonl", "train_seconds.txt"):
+        elif entry not in ("config.json", "history.csv", "history.jsonl", "train_seconds.txt") \
+                or not os.path.isfile(path):  # a folder of that name is not a start's file
             return False
     return lock and checkpoints
 

@@ -151,6 +151,9 @@ inline bool cuda_expected() { return !cuda_expected_because().empty(); }
 class GpusHiddenFromChildren {
  public:
   GpusHiddenFromChildren() {
+    // This process's CUDA starts first, with the GPUs it was given: a CUDA call after the
+    // variable is set (this test's, or a later test's in the same process) would find none.
+    (void)cuda_device_available();
     if (const char* old = std::getenv("CUDA_VISIBLE_DEVICES")) old_ = old, had_ = true;
     ::setenv("CUDA_VISIBLE_DEVICES", "", 1);
   }

@@ -799,6 +799,18 @@ TEST_F(CliRuns, ADefaultRunFolderOfAFailedStartIsRemoved) {
   fs::remove(claimed + "/checkpoints/last.safetensors");
   cli::remove_unused_run_dir(claimed);
   EXPECT_FALSE(fs::exists(claimed));
+  // A folder where a start writes a file is not a start's: kept, and not taken for a failed
+  // start by a run given it.
+  fs::create_directories(claimed + "/checkpoints");
+  std::ofstream(claimed + "/.lock") << "";
+  fs::create_directories(claimed + "/config.json");
+  EXPECT_FALSE(cli::holds_only_a_failed_start(claimed));
+  cli::remove_unused_run_dir(claimed);
+  EXPECT_TRUE(fs::is_directory(claimed + "/config.json"));
+  fs::remove(claimed + "/config.json");
+  EXPECT_TRUE(cli::holds_only_a_failed_start(claimed));
+  cli::remove_unused_run_dir(claimed);
+  EXPECT_FALSE(fs::exists(claimed));
 }
 
 // An --out the file system cannot hold (a name over 255 bytes) is named with the system's reason,

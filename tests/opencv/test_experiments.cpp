@@ -306,12 +306,19 @@ TEST(Experiments, AFailedStartsFolderIsTrainedAgainAnythingElseRefused) {
   EXPECT_TRUE(fs::exists(reused + "/plain/seed-1/val.json")) << sweep.output;
   EXPECT_FALSE(fs::exists(reused + "/plain/seed-1/checkpoints/last.safetensors.tmp.k1LLed"));
 
-  // Anything else: a file of someone's beside the run's, or in checkpoints/ a name that is not a
-  // temporary file by pneumo's rule (PATH.tmp. and six characters, src/core/atomic_file.cpp).
-  for (const char* other : {"notes.txt", "checkpoints/last.safetensors.tmp.partial"}) {
+  // Anything else: a file of someone's beside the run's, in checkpoints/ a name that is not a
+  // temporary file by pneumo's rule (PATH.tmp. and six characters, src/core/atomic_file.cpp), or
+  // a folder where a start writes its history file.
+  int kept_count = 0;
+  for (const char* other :
+       {"notes.txt", "checkpoints/last.safetensors.tmp.partial", "history.csv/mine.txt"}) {
     SCOPED_TRACE(other);
-    const std::string kept = dir.file(std::string("kept-") + (other[0] == 'n' ? "1" : "2"));
+    const std::string kept = dir.file("kept-" + std::to_string(++kept_count));
     failed_start(kept + "/plain/seed-1");
+    if (std::string(other).rfind("history.csv/", 0) == 0) {
+      fs::remove(kept + "/plain/seed-1/history.csv");
+      fs::create_directories(kept + "/plain/seed-1/history.csv");
+    }
     std::ofstream(kept + "/plain/seed-1/" + other) << "mine";
     auto refused = testing::run_command(sweep_command(dir, plan, kept));
     EXPECT_NE(refused.status, 0) << refused.output;

@@ -13,6 +13,7 @@
 #include "bench/train_bench.hpp"
 #include "pneumo/augment.hpp"
 #include "pneumo/data.hpp"
+#include "pneumo/error.hpp"
 
 namespace pneumo::cli {
 

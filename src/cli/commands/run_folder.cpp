@@ -89,18 +89,27 @@ bool history_has_rows(const fs::path& file) {
 StartFiles look_for_start_files(const std::string& dir) {
   StartFiles found;
   std::error_code error;
+  // A check that fails counts as something else: each has its own error code, since one that
+  // succeeds clears the code it is given (a checkpoints/ that could not be listed looked empty).
+  auto is_a = [&](const fs::directory_entry& entry, fs::file_type type) {
+    std::error_code status_error;
+    const fs::file_status status = entry.status(status_error);
+    if (status_error) found.other = true;
+    return !status_error && status.type() == type;
+  };
   for (const auto& entry : fs::directory_iterator(dir, error)) {
     const std::string name = entry.path().filename().string();
-    if (name == ".lock" && entry.is_regular_file(error)) {
+    if (name == ".lock" && is_a(entry, fs::file_type::regular)) {
       found.lock = true;
-    } else if (name == "config.json" && entry.is_regular_file(error)) {
+    } else if (name == "config.json" && is_a(entry, fs::file_type::regular)) {
       // a new run's settings: nothing to look at
     } else if ((name == "history.csv" || name == "history.jsonl") &&
-               entry.is_regular_file(error)) {
+               is_a(entry, fs::file_type::regular)) {
       found.history_rows = found.history_rows || history_has_rows(entry.path());
-    } else if (name == "checkpoints" && entry.is_directory(error)) {
+    } else if (name == "checkpoints" && is_a(entry, fs::file_type::directory)) {
       found.checkpoints = true;
-      for (const auto& file : fs::directory_iterator(entry.path(), error)) {
+      std::error_code list_error;
+      for (const auto& file : fs::directory_iterator(entry.path(), list_error)) {
         const std::string inside = file.path().filename().string();
         if (inside == "best.safetensors")
           found.best = true;
@@ -109,12 +118,13 @@ StartFiles look_for_start_files(const std::string& dir) {
         else
           found.checkpoint_files = true;
       }
+      if (list_error) found.other = true;
     } else {
       found.other = true;
     }
     if (found.other) break;
   }
-  found.other = found.other || static_cast<bool>(error);
+  if (error) found.other = true;  // the folder could not be listed
   return found;
 }
 
