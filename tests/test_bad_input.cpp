@@ -114,7 +114,8 @@ TEST(BadInput, FlagValuesOutOfRangeAreBadUsage) {
 
 // Mistakes the command-line parser finds, in pneumo's words with the command's --help named: a
 // value of the wrong type (the one taken when a flag is given twice, every one of a list's),
-// arguments nobody takes (in the order given: CLI11 2.1 lists them backwards), a missing flag.
+// arguments nobody takes (in the order given: CLI11 2.1 lists them backwards; a flag typed wrong
+// with the flags it may have meant), a missing flag.
 TEST(BadInput, ParseErrorsNameTheFlagTheValueAndTheHelp) {
   testing::TempDir dir;
   struct Case {
@@ -126,6 +127,15 @@ TEST(BadInput, ParseErrorsNameTheFlagTheValueAndTheHelp) {
       {"train --data d --augment maybe", "--augment takes true or false, got 'maybe'",
        "pneumo train"},
       {"train --data d --bogus 1 extra", "unexpected arguments: --bogus 1 extra", "pneumo train"},
+      // A flag typed wrong is given the nearest flags of its command (one or two keys off).
+      {"train --data d --epoch 3", "unexpected arguments: --epoch 3 (did you mean --epochs?)",
+       "pneumo train"},
+      {"train --data d --epoch 3 --bacth=8",
+       "unexpected arguments: --epoch 3 --bacth=8 (--epoch: did you mean --epochs?; --bacth: did "
+       "you mean --batch?)",
+       "pneumo train"},
+      {"evaluate --modle m --data d", "--model is required (--modle: did you mean --model?)",
+       "pneumo evaluate"},
       {"train", "--data is required", "pneumo train"},
       {"bench train --batch 32 x", "--batch takes INT values, got '32' 'x'", "pneumo bench train"},
       // A comma is part of the value (CLI11's own message joins values with commas).

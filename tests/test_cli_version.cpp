@@ -81,12 +81,17 @@ TEST(CliCommands, AWholeNumberOutOfRangeIsSaidToBe) {
 }
 
 // A mistyped command, bench command or option before the command is named with the choices
-// (status 2); CLI11 said "A subcommand is required", naming neither. predict and explain without
+// (status 2), and the nearest command when it is a slip of the keys; CLI11 said "A subcommand is
+// required", naming neither. predict and explain without
 // an input say what is missing in the command's words (CLI11 named its internal "inputs").
 TEST(CliCommands, AMistypedCommandIsNamedWithTheChoices) {
   const std::pair<const char*, const char*> cases[] = {
-      {"trian --data x", "pneumo: unknown command 'trian' (expected one of prepare, train, "},
-      {"bench kernel", "pneumo bench: unknown command 'kernel' (expected one of train, kernels;"},
+      {"trian --data x",
+       "pneumo: unknown command 'trian'; did you mean train? (expected one of prepare, train, "},
+      {"bench kernel",
+       "pneumo bench: unknown command 'kernel'; did you mean kernels? (expected one of train, "
+       "kernels;"},
+      {"fit --data x", "pneumo: unknown command 'fit' (expected one of prepare, train, "},
       {"--bogus train", "pneumo: unknown option '--bogus' before the command"},
       {"predict --model m.safetensors", "give at least one image or folder to predict"},
       {"explain --model m.safetensors --out o", "give at least one image or folder to explain"}};

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "cli/commands/commands.hpp"
+#include "cli/commands/flag_text.hpp"
 #include "cli/commands/train_flags.hpp"
 #include "pneumo/error.hpp"
 
@@ -193,6 +194,38 @@ TEST(TrainFlags, ConfigJsonNamesOnlyFlagsTheCommandKnows) {
   EXPECT_THROW(parse(flags_from_json(config, "config.json")), CLI::ParseError);
   EXPECT_THROW(flags_from_json(nlohmann::json::array(), "x.json"), Error);
   EXPECT_THROW(flags_from_json({{"lr", nlohmann::json::array()}}, "x.json"), Error);
+}
+
+// "Did you mean": the nearest names within one edit (names of up to five characters) or two,
+// a swap of neighbours one edit; every name equally near, in order; none for a name that is known
+// or far from all.
+TEST(TrainFlags, NearestNamesAreOneOrTwoKeysOff) {
+  const std::vector<std::string> flags = {"epochs", "batch", "val-batch", "val-split", "lr",
+                                          "seed", "size"};
+  using V = std::vector<std::string>;
+  EXPECT_EQ(nearest_names("epoch", flags), V{"epochs"});
+  EXPECT_EQ(nearest_names("bacth", flags), V{"batch"});  // a swap is one edit
+  EXPECT_EQ(nearest_names("val_split", flags), V{"val-split"});
+  EXPECT_EQ(nearest_names("val-spilt", flags), V{"val-split"});
+  EXPECT_EQ(nearest_names("vl-splt", flags), V{"val-split"});  // two edits in a longer name
+  EXPECT_EQ(nearest_names("sed", flags), V{"seed"});
+  EXPECT_EQ(nearest_names("sz", flags), V{});  // two edits from size: too many for a short name
+  EXPECT_EQ(nearest_names("bach", {"batch", "bash", "back-up"}), (V{"batch", "bash"}));
+  EXPECT_EQ(nearest_names("batch", flags), V{});  // known: nothing to mean
+  EXPECT_EQ(nearest_names("bogus", flags), V{});
+  EXPECT_EQ(nearest_names("learning-rate", flags), V{});
+  // Short names allow one edit: "fit" is two from "eda" and from "bench"'s nothing.
+  const std::vector<std::string> commands = {"prepare", "train", "evaluate", "predict", "explain",
+                                             "eda", "bench"};
+  EXPECT_EQ(nearest_names("trian", commands), V{"train"});
+  EXPECT_EQ(nearest_names("ed", commands), V{"eda"});
+  EXPECT_EQ(nearest_names("fit", commands), V{});
+  EXPECT_EQ(nearest_names("prdict", commands), V{"predict"});
+  EXPECT_EQ(nearest_names("evalute", commands), V{"evaluate"});
+  EXPECT_EQ(listed_with_or({}), "");
+  EXPECT_EQ(listed_with_or({"a"}), "a");
+  EXPECT_EQ(listed_with_or({"a", "b"}), "a or b");
+  EXPECT_EQ(listed_with_or({"a", "b", "c"}), "a, b or c");
 }
 
 // Out of memory names the batch held and a smaller one for the flag that set it, says when the

@@ -15,6 +15,7 @@
 #include <iostream>
 #include <iterator>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -428,6 +429,36 @@ ParsedCommand parsed_command(const CLI::App& app) {
   return parsed;
 }
 
+// For the unexpected arguments that look like a flag typed wrong (`--epoch 3` for `--epochs`):
+// " (did you mean --epochs?)", or, with several or `name_each`, " (--epoch: did you mean
+// --epochs?; ...)"; "" when none does.
+std::string flags_meant(const CLI::App& command, const std::vector<std::string>& unexpected,
+                        bool name_each = false) {
+  std::vector<std::string> flags;  // without their dashes
+  for (const CLI::Option* option : command.get_options())
+    for (const std::string& name : option->get_lnames()) flags.push_back(name);
+  std::vector<std::pair<std::string, std::string>> meant;  // typed, "--a or --b"
+  for (const std::string& arg : unexpected) {
+    if (arg.rfind("--", 0) != 0 || arg.size() < 3) continue;
+    const std::string typed = arg.substr(0, arg.find('='));
+    std::vector<std::string> nearest = nearest_names(typed.substr(2), flags);
+    for (std::string& name : nearest) name = "--" + name;
+    if (!nearest.empty()) meant.emplace_back(typed, listed_with_or(nearest));
+  }
+  if (meant.size() == 1 && !name_each) return " (did you mean " + meant.front().second + "?)";
+  std::string text;
+  for (const auto& [typed, names] : meant)
+    text += (text.empty() ? " (" : "; ") + typed + ": did you mean " + names + "?";
+  return text.empty() ? text : text + ")";
+}
+
+// The commands `app` knows (prepare, train, ...; bench's train, kernels).
+std::vector<std::string> command_names(const CLI::App& app) {
+  std::vector<std::string> names;
+  for (const CLI::App* sub : app.get_subcommands({})) names.push_back(sub->get_name());
+  return names;
+}
+
 // A CLI11 parse error in pneumo's words: "pneumo: error: --lr takes a FLOAT, got 'abc'" for a
 // value of the wrong type (CLI11 says "Could not convert: --lr = 1,abc" when the flag was given
 // twice), unexpected arguments in their order, the rest as CLI11 says them; then where to look.
@@ -467,6 +498,11 @@ void report_parse_error(const CLI::App& app, const CLI::ParseError& e) {
   } else if (dynamic_cast<const CLI::ExtrasError*>(&e) && !unexpected.empty()) {
     message = std::string(unexpected.size() > 1 ? "unexpected arguments:" : "unexpected argument:");
     for (const std::string& arg : unexpected) message += " " + arg;
+    message += flags_meant(*command.app, unexpected);
+  } else if (!unexpected.empty()) {
+    // Another error found first, often the flag the typo missed (`--modle m`: "--model is
+    // required").
+    message += flags_meant(*command.app, unexpected, true);
   }
   std::cerr << "pneumo: error: " << message << "\n"
             << "pneumo: see pneumo " << (command.name.empty() ? "" : command.name + " ")
@@ -527,8 +563,7 @@ void refuse_flags_as_values(CLI::App& app) {
 // "prepare, train, ..." (or bench's "train, kernels"): the commands `app` knows, for messages.
 std::string subcommand_names(const CLI::App& app) {
   std::string names;
-  for (const CLI::App* sub : app.get_subcommands({}))
-    names += (names.empty() ? "" : ", ") + sub->get_name();
+  for (const std::string& name : command_names(app)) names += (names.empty() ? "" : ", ") + name;
   return names;
 }
 
@@ -601,9 +636,12 @@ int run_pneumo(int argc, char** argv) {
         for (const CLI::App* sub : level->get_subcommands({}))
           if (sub->get_name() == name) found = sub;
         if (!found) {
+          const std::vector<std::string> nearest = nearest_names(name, command_names(*level));
           if (!another_rank_says_it())
-            std::cerr << prefix << ": unknown command '" << name << "' (expected one of "
-                      << subcommand_names(*level) << "; see " << prefix << " --help)\n";
+            std::cerr << prefix << ": unknown command '" << name << "'"
+                      << (nearest.empty() ? "" : "; did you mean " + listed_with_or(nearest) + "?")
+                      << " (expected one of " << subcommand_names(*level) << "; see " << prefix
+                      << " --help)\n";
           return 2;
         }
         if (found->get_subcommands({}).empty()) break;  // its own arguments follow

@@ -1,6 +1,7 @@
 // Flag text -> the lower layers' types (see flag_text.hpp).
 #include "cli/commands/flag_text.hpp"
 
+#include <algorithm>
 #include <cctype>
 #include <cstdlib>
 
@@ -128,6 +129,48 @@ void check_threads(int threads) {
   if (threads < 0 || threads > kMaxThreads)
     throw UsageError("--threads must be in [0, " + std::to_string(kMaxThreads) +
                      "] (0: all cores), got " + std::to_string(threads));
+}
+
+namespace {
+
+// Edits from `a` to `b`: characters added, dropped or changed, and two neighbours swapped (the
+// optimal string alignment distance).
+size_t edits_between(const std::string& a, const std::string& b) {
+  std::vector<std::vector<size_t>> d(a.size() + 1, std::vector<size_t>(b.size() + 1));
+  for (size_t i = 0; i <= a.size(); ++i) d[i][0] = i;
+  for (size_t j = 0; j <= b.size(); ++j) d[0][j] = j;
+  for (size_t i = 1; i <= a.size(); ++i)
+    for (size_t j = 1; j <= b.size(); ++j) {
+      d[i][j] = std::min({d[i - 1][j] + 1, d[i][j - 1] + 1,
+                          d[i - 1][j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1])
+        d[i][j] = std::min(d[i][j], d[i - 2][j - 2] + 1);
+    }
+  return d[a.size()][b.size()];
+}
+
+}  // namespace
+
+std::vector<std::string> nearest_names(const std::string& typed,
+                                       const std::vector<std::string>& known) {
+  if (std::find(known.begin(), known.end(), typed) != known.end()) return {};
+  size_t best = typed.size() <= 5 ? 1 : 2;  // the most edits allowed, then the fewest found
+  std::vector<std::string> nearest;
+  for (const std::string& name : known) {
+    const size_t edits = edits_between(typed, name);
+    if (edits > best) continue;
+    if (edits < best) nearest.clear();
+    best = edits;
+    if (std::find(nearest.begin(), nearest.end(), name) == nearest.end()) nearest.push_back(name);
+  }
+  return nearest;
+}
+
+std::string listed_with_or(const std::vector<std::string>& names) {
+  std::string text;
+  for (size_t i = 0; i < names.size(); ++i)
+    text += (i == 0 ? "" : i + 1 == names.size() ? " or " : ", ") + names[i];
+  return text;
 }
 
 }  // namespace pneumo::cli

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "pneumo/augment.hpp"
 #include "pneumo/backend.hpp"
@@ -57,6 +58,16 @@ std::string tuning_cache_path(const std::string& text);
 // UsageError "--threads must be in [0, 1024] (0: all cores), got N" outside [0, kMaxThreads].
 constexpr int kMaxThreads = 1024;
 void check_threads(int threads);
+
+// The names in `known` nearest to `typed` when it looks like a slip of the keys (a flag or
+// command name typed wrong: `--epoch` for `--epochs`, `trian` for `train`): the fewest edits, each
+// a character added, dropped or changed or two neighbours swapped, and at most 1 edit for a name
+// of up to five characters, 2 for a longer one; in `known`'s order, none when nothing is that
+// near or `typed` is itself in `known`.
+std::vector<std::string> nearest_names(const std::string& typed,
+                                       const std::vector<std::string>& known);
+// "A", "A or B", "A, B or C" ("" for none).
+std::string listed_with_or(const std::vector<std::string>& names);
 
 // Runs `parse` (one of the functions above, or any check that throws pneumo::Error) as the check
 // of `flag` and returns what it returns: the plain Error it throws (which names the accepted
