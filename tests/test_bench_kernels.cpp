@@ -603,12 +603,15 @@ TEST(BenchKernelsCli, BadFlagsAreRefused) {
   auto r = run_pneumo("bench kernels --device cpu --ops conv,nonsense", dir);
   EXPECT_EQ(r.status, 2) << r.out << r.err;
   EXPECT_NE(r.err.find("unknown op 'nonsense'"), std::string::npos) << r.err;
+  r = run_pneumo("bench kernels --device cpu --ops batch-norm", dir);
+  EXPECT_EQ(r.status, 2) << r.out << r.err;
+  EXPECT_NE(r.err.find("(did you mean batchnorm?)"), std::string::npos) << r.err;
   r = run_pneumo("bench kernels --device cpu --batches 0", dir);
   EXPECT_EQ(r.status, 2) << r.err;
   EXPECT_NE(r.err.find("error: --batches: batch sizes must be"), std::string::npos) << r.err;
   r = run_pneumo("bench kernels --device tpu", dir);
   EXPECT_EQ(r.status, 2) << r.err;
-  EXPECT_NE(r.err.find("error: --device: unknown device 'tpu'"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("error: --device must be auto, cpu or cuda, got 'tpu'"), std::string::npos) << r.err;
   r = run_pneumo("bench kernels --no-such-flag", dir);
   EXPECT_EQ(r.status, 2) << r.err;
   // -1 was the unset default inside, so a user's -1 passed as "the default".

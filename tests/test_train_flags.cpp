@@ -175,6 +175,9 @@ TEST(TrainFlags, AMonitorMustBeAMetricEveryEpochHas) {
   EXPECT_NE(refusal({"--plateau-monitor=val_acc"}).find("val_accuracy"), std::string::npos)
       << "names the metrics there are";
   EXPECT_EQ(refusal({"--plateau-monitor=val_acc", "--schedule=cosine"}), "");
+  EXPECT_NE(refusal({"--checkpoint-monitor=val_sensitivty"})
+                .find("(did you mean val_sensitivity?)"),
+            std::string::npos);
   EXPECT_EQ(refusal({"--early-stopping-monitor=nothing"}), "");  // patience 0: off
   EXPECT_NE(refusal({"--early-stopping-monitor=nothing", "--early-stopping-patience=2"})
                 .find("--early-stopping-monitor"),
@@ -214,6 +217,11 @@ TEST(TrainFlags, NearestNamesAreOneOrTwoKeysOff) {
   EXPECT_EQ(nearest_names("batch", flags), V{});  // known: nothing to mean
   EXPECT_EQ(nearest_names("bogus", flags), V{});
   EXPECT_EQ(nearest_names("learning-rate", flags), V{});
+  // An edit for every character leaves nothing of what was typed, or of the name.
+  EXPECT_EQ(nearest_names("z", {"a", "b"}), V{});
+  EXPECT_EQ(nearest_names("lr", {"l", "r"}), V{});
+  EXPECT_EQ(nearest_names("l", {"lr"}), V{});
+  EXPECT_EQ(nearest_names("lx", {"lr"}), V{"lr"});
   // Short names allow one edit: "fit" is two from "eda" and from "bench"'s nothing.
   const std::vector<std::string> commands = {"prepare", "train", "evaluate", "predict", "explain",
                                              "eda", "bench"};
@@ -226,6 +234,60 @@ TEST(TrainFlags, NearestNamesAreOneOrTwoKeysOff) {
   EXPECT_EQ(listed_with_or({"a"}), "a");
   EXPECT_EQ(listed_with_or({"a", "b"}), "a or b");
   EXPECT_EQ(listed_with_or({"a", "b", "c"}), "a, b or c");
+}
+
+// A choice flag's refusal lists what it takes (with a meaning where given) and, for a slip of the
+// keys or of the shift key, the value meant; every parser of a choice answers in those words.
+TEST(TrainFlags, AChoiceRefusedListsTheChoicesAndTheOneMeant) {
+  using V = std::vector<std::string>;
+  EXPECT_EQ(did_you_mean("cude", {"auto", "cpu", "cuda"}), " (did you mean cuda?)");
+  EXPECT_EQ(did_you_mean("CPU", {"auto", "cpu", "cuda"}), " (did you mean cpu?)");
+  EXPECT_EQ(did_you_mean("tpu", {"auto", "cpu", "cuda"}), " (did you mean cpu?)");
+  EXPECT_EQ(did_you_mean("quantum", {"auto", "cpu", "cuda"}), "");
+  EXPECT_EQ(did_you_mean("cpu", {"auto", "cpu", "cuda"}), "");
+  EXPECT_EQ(not_a_choice("--x", "bbx", V{"a", "bbb", "c"}),
+            "--x must be a, bbb or c, got 'bbx' (did you mean bbb?)");
+  EXPECT_EQ(not_a_choice("--x", "z", V{"a", "b"}, V{"a (first)", "b"}),
+            "--x must be a (first) or b, got 'z'");
+  // A value too long to echo whole is cut (detail::excerpt), the list is not.
+  const std::string long_value(500, 'q');
+  EXPECT_LT(not_a_choice("--x", long_value, V{"a"}).size(), 300u);
+
+  auto refusal = [](auto&& parse) -> std::string {
+    try {
+      parse();
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "(accepted)";
+  };
+  EXPECT_EQ(parse_device_choice("cuda"), DeviceChoice::Cuda);
+  EXPECT_EQ(refusal([] { parse_device_choice("Cuda"); }),
+            "--device must be auto, cpu or cuda, got 'Cuda' (did you mean cuda?)");
+  EXPECT_EQ(parse_balance_mode("class-weight"), BalanceMode::ClassWeight);
+  EXPECT_EQ(refusal([] { parse_balance_mode("class-weights"); }),
+            "--balance must be oversample, class-weight or none, got 'class-weights' (did you "
+            "mean class-weight?)");
+  EXPECT_EQ(parse_zoom_mode("keras"), ZoomMode::Independent);
+  EXPECT_EQ(refusal([] { parse_zoom_mode("squash"); }),
+            "--zoom-mode must be keras (x and y drawn independently) or isotropic, got 'squash'");
+  EXPECT_EQ(parse_model_head("gap"), ModelHead::GlobalAverage);
+  EXPECT_EQ(refusal([] { parse_model_head("gpa"); }),
+            "--head must be flatten (the recipe) or gap (global average pooling), got 'gpa' (did "
+            "you mean gap?)");
+  EXPECT_EQ(parse_optimizer("adamw"), OptimizerKind::AdamW);
+  EXPECT_EQ(parse_normalization("per-image"), InputNormalization::PerImage);
+  EXPECT_EQ(parse_all_reduce("nccl"), AllReduceTransport::Nccl);
+  EXPECT_EQ(parse_schedule_kind("cosine"), LearningRateScheduleOptions::Kind::Cosine);
+  BackendOptions backend;
+  apply_precision("bf16", backend);
+  EXPECT_TRUE(backend.bf16);
+  EXPECT_FALSE(backend.allow_tf32);
+  apply_precision("tf32", backend);
+  EXPECT_FALSE(backend.bf16);
+  EXPECT_TRUE(backend.allow_tf32);
+  EXPECT_EQ(refusal([&] { apply_precision("fp8", backend); }),
+            "--precision must be fp32, tf32 or bf16, got 'fp8'");
 }
 
 // Out of memory names the batch held and a smaller one for the flag that set it, says when the

@@ -334,7 +334,7 @@ TEST(Cli, BadFlagsAndInputsAreRefusedWithAMessage) {
       {"train --data " + kSample + " --config " + dir.file("twice.json"),
        "gives \"epochs\" twice; give each flag once"},
       {"train --data " + kSample + " --batch -3", "--batch must be in"},
-      {"train --data " + kSample + " --device quantum", "unknown device 'quantum'"},
+      {"train --data " + kSample + " --device quantum", "--device must be auto, cpu or cuda, got 'quantum'"},
       {"train --data " + kSample + " --precision fp8", "--precision must be fp32, tf32 or bf16"},
       {"train --data " + kSample + " --balance sometimes", "sometimes"},
       {"train --data " + kSample + " --aspect 3", "--aspect must be in [0, 1]"},

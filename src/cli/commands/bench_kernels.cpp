@@ -46,7 +46,8 @@ void validate(const BenchKernelsOptions& o) {
   if (o.ops.empty()) throw UsageError("--ops: name at least one of " + names);
   for (const std::string& op : o.ops)
     if (std::find(known.begin(), known.end(), op) == known.end())
-      throw UsageError("--ops: unknown op '" + op + "' (expected one of " + names + ")");
+      throw UsageError("--ops: unknown op '" + op + "' (expected one of " + names + ")" +
+                       did_you_mean(op, known));
 }
 
 }  // namespace

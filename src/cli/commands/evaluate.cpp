@@ -115,9 +115,9 @@ InferenceFlags parse_inference_flags(const std::vector<std::string>& models,
     throw UsageError(detail::concat("--batch must be in [1, ", kMaxBatch, "], got ", batch));
   InferenceFlags flags;
   flags.device = as_usage("--device", [&] { return parse_device_choice(device); });
-  if (tta != "none" && tta != "flip")
-    throw UsageError("--tta must be none or flip, got '" + tta + "'");
-  flags.flip_tta = tta == "flip";
+  flags.flip_tta = as_usage("--tta", [&] {
+    return pick_choice<bool>("--tta", tta, {{"none", false}, {"flip", true}});
+  });
   if (threshold == "checkpoint") return flags;
   const double value = parse_decimal(threshold).value_or(-1.0);
   if (!(value >= 0.0 && value <= 1.0))
@@ -222,10 +222,12 @@ int run_evaluate(const EvaluateOptions& options) {
   if (options.gallery > 0)
     refuse_output_inside_data(gallery_folder, "the gallery folder " + gallery_folder, options.data,
                               /*writes_images=*/true);
-  const char* const splits[] = {"train", "val", "test", "val-carved"};
-  if (std::find(std::begin(splits), std::end(splits), options.split) == std::end(splits))
-    throw UsageError("--split must be train, val, test or val-carved (the validation images the "
-                     "run carved out of train), got '" + options.split + "'");
+  const std::vector<std::string> splits = {"train", "val", "test", "val-carved"};
+  if (std::find(splits.begin(), splits.end(), options.split) == splits.end())
+    throw UsageError(not_a_choice("--split", options.split, splits,
+                                  {"train", "val", "test",
+                                   "val-carved (the validation images the run carved out of "
+                                   "train)"}));
   Ensemble ensemble = load_models(options.models, flags, options.batch);
   const CheckpointMetadata& meta = ensemble.first();
   const auto [threshold, threshold_rule] = applied_threshold(ensemble, flags);

@@ -10,24 +10,25 @@
 namespace pneumo::cli {
 
 DeviceChoice parse_device_choice(const std::string& text) {
-  if (text == "auto") return DeviceChoice::Auto;
-  if (text == "cpu") return DeviceChoice::Cpu;
-  if (text == "cuda") return DeviceChoice::Cuda;
-  throw Error("unknown device '" + text + "': expected auto, cpu or cuda");
+  return pick_choice<DeviceChoice>(
+      "--device", text,
+      {{"auto", DeviceChoice::Auto}, {"cpu", DeviceChoice::Cpu}, {"cuda", DeviceChoice::Cuda}});
 }
 
 void apply_precision(const std::string& text, BackendOptions& options) {
-  if (text != "fp32" && text != "tf32" && text != "bf16")
-    throw Error("--precision must be fp32, tf32 or bf16, got '" + text + "'");
-  options.allow_tf32 = text == "tf32";
-  options.bf16 = text == "bf16";
+  enum class Precision { Fp32, Tf32, Bf16 };
+  const Precision precision = pick_choice<Precision>(
+      "--precision", text,
+      {{"fp32", Precision::Fp32}, {"tf32", Precision::Tf32}, {"bf16", Precision::Bf16}});
+  options.allow_tf32 = precision == Precision::Tf32;
+  options.bf16 = precision == Precision::Bf16;
 }
 
 BalanceMode parse_balance_mode(const std::string& text) {
-  if (text == "oversample") return BalanceMode::Oversample;
-  if (text == "class-weight") return BalanceMode::ClassWeight;
-  if (text == "none") return BalanceMode::None;
-  throw Error("--balance '" + text + "': expected oversample, class-weight or none");
+  return pick_choice<BalanceMode>("--balance", text,
+                                  {{"oversample", BalanceMode::Oversample},
+                                   {"class-weight", BalanceMode::ClassWeight},
+                                   {"none", BalanceMode::None}});
 }
 
 size_t digits_start(const std::string& text) {
@@ -69,44 +70,41 @@ ValidationOptions parse_val_split(const std::string& text, uint64_t seed) {
 
 LearningRateScheduleOptions::Kind parse_schedule_kind(const std::string& text) {
   using Kind = LearningRateScheduleOptions::Kind;
-  if (text == "step") return Kind::Step;
-  if (text == "exponential") return Kind::Exponential;
-  if (text == "cosine") return Kind::Cosine;
-  throw Error("unknown learning-rate schedule '" + text + "': expected step, exponential or cosine");
+  return pick_choice<Kind>(
+      "--schedule", text,
+      {{"step", Kind::Step}, {"exponential", Kind::Exponential}, {"cosine", Kind::Cosine}});
 }
 
 OptimizerKind parse_optimizer(const std::string& text) {
-  if (text == "rmsprop") return OptimizerKind::RmsProp;
-  if (text == "adamw") return OptimizerKind::AdamW;
-  throw Error("--optimizer must be rmsprop or adamw, got '" + text + "'");
+  return pick_choice<OptimizerKind>(
+      "--optimizer", text, {{"rmsprop", OptimizerKind::RmsProp}, {"adamw", OptimizerKind::AdamW}});
 }
 
 ZoomMode parse_zoom_mode(const std::string& text) {
-  if (text == "keras") return ZoomMode::Independent;
-  if (text == "isotropic") return ZoomMode::Isotropic;
-  throw Error("--zoom-mode must be keras (x and y drawn independently) or isotropic, got '" +
-              text + "'");
+  return pick_choice<ZoomMode>(
+      "--zoom-mode", text,
+      {{"keras", ZoomMode::Independent, "x and y drawn independently"},
+       {"isotropic", ZoomMode::Isotropic}});
 }
 
 AllReduceTransport parse_all_reduce(const std::string& text) {
-  if (text == "auto") return AllReduceTransport::Auto;
-  if (text == "mpi") return AllReduceTransport::Mpi;
-  if (text == "nccl") return AllReduceTransport::Nccl;
-  throw Error("--all-reduce must be auto, mpi or nccl, got '" + text + "'");
+  return pick_choice<AllReduceTransport>("--all-reduce", text,
+                                         {{"auto", AllReduceTransport::Auto},
+                                          {"mpi", AllReduceTransport::Mpi},
+                                          {"nccl", AllReduceTransport::Nccl}});
 }
 
 InputNormalization parse_normalization(const std::string& text) {
-  if (text == "unit") return InputNormalization::Unit;
-  if (text == "per-image") return InputNormalization::PerImage;
-  throw Error("--normalization must be unit (x/255) or per-image (standardised per image), got '" +
-              text + "'");
+  return pick_choice<InputNormalization>(
+      "--normalization", text,
+      {{"unit", InputNormalization::Unit, "x/255"},
+       {"per-image", InputNormalization::PerImage, "standardised per image"}});
 }
 
 ModelHead parse_model_head(const std::string& text) {
-  if (text == "flatten") return ModelHead::Flatten;
-  if (text == "gap") return ModelHead::GlobalAverage;
-  throw Error("--head must be flatten (the recipe) or gap (global average pooling), got '" +
-              text + "'");
+  return pick_choice<ModelHead>("--head", text,
+                                {{"flatten", ModelHead::Flatten, "the recipe"},
+                                 {"gap", ModelHead::GlobalAverage, "global average pooling"}});
 }
 
 std::string tuning_cache_path(const std::string& text) {
@@ -158,7 +156,8 @@ std::vector<std::string> nearest_names(const std::string& typed,
   std::vector<std::string> nearest;
   for (const std::string& name : known) {
     const size_t edits = edits_between(typed, name);
-    if (edits > best) continue;
+    // Some of each must stay: "z" is one edit from "a", and no slip of the keys.
+    if (edits > best || edits >= typed.size() || edits >= name.size()) continue;
     if (edits < best) nearest.clear();
     best = edits;
     if (std::find(nearest.begin(), nearest.end(), name) == nearest.end()) nearest.push_back(name);
@@ -171,6 +170,24 @@ std::string listed_with_or(const std::vector<std::string>& names) {
   for (size_t i = 0; i < names.size(); ++i)
     text += (i == 0 ? "" : i + 1 == names.size() ? " or " : ", ") + names[i];
   return text;
+}
+
+std::string did_you_mean(const std::string& typed, const std::vector<std::string>& known) {
+  std::string lower = typed;
+  for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  std::vector<std::string> nearest;
+  if (lower != typed && std::find(known.begin(), known.end(), lower) != known.end())
+    nearest = {lower};
+  else
+    nearest = nearest_names(typed, known);
+  return nearest.empty() ? "" : " (did you mean " + listed_with_or(nearest) + "?)";
+}
+
+std::string not_a_choice(const std::string& flag, const std::string& value,
+                         const std::vector<std::string>& names,
+                         const std::vector<std::string>& described) {
+  return flag + " must be " + listed_with_or(described.empty() ? names : described) + ", got '" +
+         detail::excerpt(value) + "'" + did_you_mean(value, names);
 }
 
 }  // namespace pneumo::cli

@@ -7,6 +7,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <initializer_list>
 #include <optional>
 #include <string>
 #include <vector>
@@ -62,12 +63,46 @@ void check_threads(int threads);
 // The names in `known` nearest to `typed` when it looks like a slip of the keys (a flag or
 // command name typed wrong: `--epoch` for `--epochs`, `trian` for `train`): the fewest edits, each
 // a character added, dropped or changed or two neighbours swapped, and at most 1 edit for a name
-// of up to five characters, 2 for a longer one; in `known`'s order, none when nothing is that
-// near or `typed` is itself in `known`.
+// of up to five characters, 2 for a longer one, and fewer than either name's length (so a
+// character of each stays); in `known`'s order, none when nothing is that near or `typed` is
+// itself in `known`.
 std::vector<std::string> nearest_names(const std::string& typed,
                                        const std::vector<std::string>& known);
 // "A", "A or B", "A, B or C" ("" for none).
 std::string listed_with_or(const std::vector<std::string>& names);
+// " (did you mean A?)" when `typed` is a slip of the keys from names in `known`
+// (nearest_names), or the same letters in another case ("CPU" for "cpu"); "" otherwise.
+std::string did_you_mean(const std::string& typed, const std::vector<std::string>& known);
+
+// The error of a choice flag given a value it does not take: "FLAG must be A, B or C, got 'x'",
+// then did_you_mean's words. `described` is the list as shown (each name, or a name with its
+// meaning: "keras (x and y drawn independently)"); empty: the names themselves.
+std::string not_a_choice(const std::string& flag, const std::string& value,
+                         const std::vector<std::string>& names,
+                         const std::vector<std::string>& described = {});
+
+// One accepted value of a choice flag: its text, what it reads as, and (optionally) a few words
+// on what it means for the error's list.
+template <class T>
+struct Choice {
+  const char* name;
+  T value;
+  const char* meaning = nullptr;
+};
+
+// `text` read as the choice of that name, or pneumo::Error(not_a_choice(...)).
+template <class T>
+T pick_choice(const std::string& flag, const std::string& text,
+              std::initializer_list<Choice<T>> choices) {
+  std::vector<std::string> names, described;
+  for (const Choice<T>& choice : choices) {
+    if (text == choice.name) return choice.value;
+    names.emplace_back(choice.name);
+    described.push_back(choice.meaning ? names.back() + " (" + choice.meaning + ")"
+                                       : names.back());
+  }
+  throw Error(not_a_choice(flag, text, names, described));
+}
 
 // Runs `parse` (one of the functions above, or any check that throws pneumo::Error) as the check
 // of `flag` and returns what it returns: the plain Error it throws (which names the accepted

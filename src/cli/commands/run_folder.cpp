@@ -74,8 +74,9 @@ struct StartFiles {
   bool history_rows = false;      // a history file with a row, or one that cannot be read
 };
 
-// True when the history file a run starts before its first epoch holds a row: history.jsonl
-// empty, history.csv its header alone (one that cannot be read counts as holding rows).
+// True when a history file holds a row: anything more than what a run writes before its first
+// epoch (an empty history.jsonl, a history.csv with its header alone). One that cannot be read
+// counts as holding rows.
 bool history_has_rows(const fs::path& file) {
   std::error_code error;
   if (file.filename() == "history.jsonl") return fs::file_size(file, error) != 0 || error;

@@ -51,15 +51,11 @@ void require(bool ok, const std::string& message) {
 }
 std::string got(double value) { return detail::concat(", got ", value); }
 
-// "--precision must be fp32, tf32 or bf16, got 'x'".
+// "--precision must be fp32, tf32 or bf16, got 'x'" (not_a_choice).
 void one_of(const std::string& flag, const std::string& value,
             const std::vector<std::string>& accepted) {
-  for (const auto& a : accepted)
-    if (value == a) return;
-  std::string list;
-  for (size_t i = 0; i < accepted.size(); ++i)
-    list += (i == 0 ? "" : i + 1 == accepted.size() ? " or " : ", ") + accepted[i];
-  throw UsageError(flag + " must be " + list + ", got '" + value + "'");
+  if (std::find(accepted.begin(), accepted.end(), value) == accepted.end())
+    throw UsageError(not_a_choice(flag, value, accepted));
 }
 
 // A callback's monitor must be a metric every epoch has (epoch_metric_names), checked before
@@ -76,7 +72,7 @@ void check_monitor(const std::string& flag, const std::string& monitor, const Tr
   std::string list;
   for (const std::string& name : names) list += (list.empty() ? "" : ", ") + name;
   throw UsageError(flag + " must name a metric of every epoch (" + list + "), got '" + monitor +
-                   "'");
+                   "'" + did_you_mean(monitor, names));
 }
 
 enum class Shown { Default, NoDefault, Required, Hidden };
