@@ -22,14 +22,6 @@ namespace {
 constexpr float kOne = 1.0f;
 constexpr float kZero = 0.0f;
 
-// cuDNN 9 groups status codes by thousands (2xxx BAD_PARAM, 3xxx NOT_SUPPORTED, 4xxx INTERNAL,
-// ...). A BAD_PARAM means our call is wrong; anything else from the first fused attempt (no
-// engine for this math type, a runtime-compiled engine that cannot build) means "use the
-// unfused path".
-bool is_bad_param(cudnnStatus_t status) {
-  return static_cast<int>(status) / 1000 == static_cast<int>(CUDNN_STATUS_BAD_PARAM) / 1000;
-}
-
 // The algorithm to keep from a search's results (sorted fastest first): the fastest that ran
 // and fits the workspace, without TF32 unless allowed; with `deterministic`, preferring
 // deterministic algorithms (a non-deterministic one only when nothing else ran, with a warning).
@@ -359,7 +351,11 @@ void CudaBackend::conv_forward_cudnn(ConvPlan& plan, ConstTensorView x, ConstTen
   if (fuse_relu && plan.relu_fusion != ConvPlan::Fusion::Unfused) {
     // y = relu(conv(x) + bias) in one call. z (the residual input) is y with alpha2 = 0, as
     // PyTorch's cudnn_convolution_relu does; the chosen algorithm is tried once, and a refusal
-    // switches this shape to the unfused path below for good.
+    // switches this shape to the unfused path below for good (describe_conv_plans names the
+    // status). A BAD_PARAM on that first try is a refusal too: what the fused call adds to the
+    // unfused one is the bias and ReLU descriptors (the ReLU propagates NaN, which the fused
+    // call's documentation does not promise to take), and a fault in the x, weight or y
+    // descriptors the two share still stops the unfused call below.
     const cudnnStatus_t status = cudnnConvolutionBiasActivationForward(
         cudnn_.get(), &kOne, plan.x.get(), x.data, plan.weight.get(), weight.data,
         plan.forward.conv.get(), plan.forward_algo(), workspace_of(workspace), workspace, &kZero,
@@ -368,7 +364,7 @@ void CudaBackend::conv_forward_cudnn(ConvPlan& plan, ConstTensorView x, ConstTen
       plan.relu_fusion = ConvPlan::Fusion::Fused;
       return;
     }
-    if (plan.relu_fusion == ConvPlan::Fusion::Untried && !is_bad_param(status)) {
+    if (plan.relu_fusion == ConvPlan::Fusion::Untried) {
       plan.relu_fusion = ConvPlan::Fusion::Unfused;
       plan.relu_fusion_refusal = status;
       cudaGetLastError();  // a failed launch inside cuDNN must not be blamed on our next kernel
