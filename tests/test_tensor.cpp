@@ -58,6 +58,18 @@ TEST(Memory, AllocationsAreCountedUntilFreedAndThePeakIsKept) {
 // tensors are held within the memory available when the first was made; past it, OutOfMemory
 // (which the commands turn into advice naming the batch). Poisoning is off here, so that a
 // regression's granted allocation is never touched.
+// A container's limit leaves room for what its page cache holds inactive: a group at 7 of its
+// 8 GiB, 3 of them cache just read, has 4 GiB of room, not 1.
+TEST(Memory, ACgroupsRoomCountsItsInactivePageCacheAsFree) {
+  constexpr uint64_t GiB = uint64_t{1} << 30;
+  EXPECT_EQ(cgroup_memory_room(8 * GiB, 7 * GiB, 0), 1 * GiB);
+  EXPECT_EQ(cgroup_memory_room(8 * GiB, 7 * GiB, 3 * GiB), 4 * GiB);
+  EXPECT_EQ(cgroup_memory_room(8 * GiB, 2 * GiB, 5 * GiB), 8 * GiB);  // stat read after current
+  EXPECT_EQ(cgroup_memory_room(0, 7 * GiB, 0), std::nullopt);          // "max": no limit
+  EXPECT_EQ(cgroup_memory_room(8 * GiB, 9 * GiB, 0), std::nullopt);    // over it: not the judge
+  EXPECT_EQ(cgroup_memory_room(8 * GiB, 8 * GiB, 0), std::nullopt);
+}
+
 TEST(Memory, AHostAllocationPastTheAvailableMemoryIsOutOfMemory) {
   const size_t budget = host_memory_budget();
   if (budget == 0) GTEST_SKIP() << "no MemAvailable or cgroup limit to read here";

@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <initializer_list>
+#include <optional>
 #include <string>
 #include <utility>
 
@@ -66,6 +67,13 @@ void reset_peak_memory(Device device);  // peak = current
 // (no limit then). Linux grants allocations beyond it (overcommit) and then kills the process as
 // it touches the memory, with no message: an allocation past it is an OutOfMemory instead.
 size_t host_memory_budget();
+// The room a cgroup v2 memory limit leaves (memory.max, memory.current, memory.stat's
+// inactive_file): the limit less what the group holds, its inactive page cache not counted (the
+// kernel drops that before it refuses memory, as MemAvailable counts the machine's; a container
+// that has just read a dataset or built a project holds gigabytes of it). nullopt without a
+// limit (0: "max" or no file) or when the group holds the whole limit anyway.
+std::optional<uint64_t> cgroup_memory_room(uint64_t limit, uint64_t current,
+                                           uint64_t inactive_file);
 
 // Move-only owning array of T on one device. Move-assignment releases what it held.
 template <class T>

@@ -138,13 +138,32 @@ uint64_t cgroup_number(const char* name) {
   return std::strtoull(text.c_str(), nullptr, 10);
 }
 
+// A "key N" line's N from the cgroup v2 memory.stat, or 0.
+uint64_t cgroup_stat(const std::string& key) {
+  std::ifstream in("/sys/fs/cgroup/memory.stat");
+  std::string name;
+  uint64_t value = 0;
+  while (in >> name >> value)
+    if (name == key) return value;
+  return 0;
+}
+
 }  // namespace
+
+std::optional<uint64_t> cgroup_memory_room(uint64_t limit, uint64_t current,
+                                           uint64_t inactive_file) {
+  const uint64_t held = current - std::min(current, inactive_file);
+  if (limit == 0 || held >= limit) return std::nullopt;
+  return limit - held;
+}
 
 size_t host_memory_budget() {
   static const size_t budget = [] {
     uint64_t available = meminfo_bytes("MemAvailable:");
-    const uint64_t limit = cgroup_number("memory.max"), used = cgroup_number("memory.current");
-    if (limit > 0 && limit > used) available = available == 0 ? limit - used : std::min(available, limit - used);
+    const std::optional<uint64_t> room =
+        cgroup_memory_room(cgroup_number("memory.max"), cgroup_number("memory.current"),
+                           cgroup_stat("inactive_file"));
+    if (room) available = available == 0 ? *room : std::min(available, *room);
     // What this process's tensors already hold was counted as used by then.
     return static_cast<size_t>(available) + memory_stats(Device::Cpu).current;
   }();
