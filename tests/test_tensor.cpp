@@ -51,25 +51,27 @@ TEST(Memory, AllocationsAreCountedUntilFreedAndThePeakIsKept) {
   EXPECT_EQ(memory_stats(Device::Cpu).peak, start.current);
 }
 
-// Random123's known-answer vectors for Philox4x32-10 (kat_vectors: counter, key -> output), with
-// the counter read as (index, step, epoch, stream) and the key as the seed's low and high words.
+// A container's limit leaves room for what its page cache holds inactive: a group at 7 of its
+// 8 GiB, 3 of them cache just read, has 4 GiB of room, not 1. A group at or over its limit with
+// nothing inactive to drop is left to MemAvailable, as before the cache counted: it is often
+// full of active cache the kernel would also reclaim, and refusing every tensor there would stop
+// runs that fit.
+TEST(Memory, ACgroupsRoomCountsItsInactivePageCacheAsFree) {
+  constexpr uint64_t GiB = uint64_t{1} << 30;
+  EXPECT_EQ(cgroup_memory_room(8 * GiB, 7 * GiB, 0), 1 * GiB);
+  EXPECT_EQ(cgroup_memory_room(8 * GiB, 7 * GiB, 3 * GiB), 4 * GiB);
+  // The files are read one after the other: more cache than the group held is no more room.
+  EXPECT_EQ(cgroup_memory_room(8 * GiB, 2 * GiB, 5 * GiB), 8 * GiB);
+  EXPECT_EQ(cgroup_memory_room(0, 7 * GiB, 0), std::nullopt);  // "max": no limit
+  EXPECT_EQ(cgroup_memory_room(8 * GiB, 9 * GiB, 0), std::nullopt);
+  EXPECT_EQ(cgroup_memory_room(8 * GiB, 8 * GiB, 0), std::nullopt);
+}
+
 // Linux grants an allocation larger than the machine has (overcommit) and kills the process when
 // it touches the memory: `bench train --batch 4097` ended with status 137 and no word. Host
 // tensors are held within the memory available when the first was made; past it, OutOfMemory
 // (which the commands turn into advice naming the batch). Poisoning is off here, so that a
 // regression's granted allocation is never touched.
-// A container's limit leaves room for what its page cache holds inactive: a group at 7 of its
-// 8 GiB, 3 of them cache just read, has 4 GiB of room, not 1.
-TEST(Memory, ACgroupsRoomCountsItsInactivePageCacheAsFree) {
-  constexpr uint64_t GiB = uint64_t{1} << 30;
-  EXPECT_EQ(cgroup_memory_room(8 * GiB, 7 * GiB, 0), 1 * GiB);
-  EXPECT_EQ(cgroup_memory_room(8 * GiB, 7 * GiB, 3 * GiB), 4 * GiB);
-  EXPECT_EQ(cgroup_memory_room(8 * GiB, 2 * GiB, 5 * GiB), 8 * GiB);  // stat read after current
-  EXPECT_EQ(cgroup_memory_room(0, 7 * GiB, 0), std::nullopt);          // "max": no limit
-  EXPECT_EQ(cgroup_memory_room(8 * GiB, 9 * GiB, 0), std::nullopt);    // over it: not the judge
-  EXPECT_EQ(cgroup_memory_room(8 * GiB, 8 * GiB, 0), std::nullopt);
-}
-
 TEST(Memory, AHostAllocationPastTheAvailableMemoryIsOutOfMemory) {
   const size_t budget = host_memory_budget();
   if (budget == 0) GTEST_SKIP() << "no MemAvailable or cgroup limit to read here";
@@ -92,6 +94,8 @@ TEST(Memory, AHostAllocationPastTheAvailableMemoryIsOutOfMemory) {
   EXPECT_EQ(small.numel(), 1024);
 }
 
+// Random123's known-answer vectors for Philox4x32-10 (kat_vectors: counter, key -> output), with
+// the counter read as (index, step, epoch, stream) and the key as the seed's low and high words.
 TEST(Philox, GivesRandom123sKnownAnswers) {
   struct Vector {
     uint32_t counter[4];

@@ -217,10 +217,11 @@ TEST(TrainFlags, NearestNamesAreOneOrTwoKeysOff) {
   EXPECT_EQ(nearest_names("batch", flags), V{});  // known: nothing to mean
   EXPECT_EQ(nearest_names("bogus", flags), V{});
   EXPECT_EQ(nearest_names("learning-rate", flags), V{});
-  // An edit for every character leaves nothing of what was typed, or of the name.
+  // Every character replaced is no slip of the keys ("z" for "a"); one kept is ("l" for "lr").
   EXPECT_EQ(nearest_names("z", {"a", "b"}), V{});
-  EXPECT_EQ(nearest_names("lr", {"l", "r"}), V{});
-  EXPECT_EQ(nearest_names("l", {"lr"}), V{});
+  EXPECT_EQ(nearest_names("ab", {"cd"}), V{});
+  EXPECT_EQ(nearest_names("l", {"lr"}), V{"lr"});
+  EXPECT_EQ(nearest_names("lr", {"l", "r", "x"}), (V{"l", "r"}));
   EXPECT_EQ(nearest_names("lx", {"lr"}), V{"lr"});
   // Short names allow one edit: "fit" is two from "eda" and from "bench"'s nothing.
   const std::vector<std::string> commands = {"prepare", "train", "evaluate", "predict", "explain",
@@ -242,6 +243,7 @@ TEST(TrainFlags, AChoiceRefusedListsTheChoicesAndTheOneMeant) {
   using V = std::vector<std::string>;
   EXPECT_EQ(did_you_mean("cude", {"auto", "cpu", "cuda"}), " (did you mean cuda?)");
   EXPECT_EQ(did_you_mean("CPU", {"auto", "cpu", "cuda"}), " (did you mean cpu?)");
+  EXPECT_EQ(did_you_mean("CUDE", {"auto", "cpu", "cuda"}), " (did you mean cuda?)");
   EXPECT_EQ(did_you_mean("tpu", {"auto", "cpu", "cuda"}), " (did you mean cpu?)");
   EXPECT_EQ(did_you_mean("quantum", {"auto", "cpu", "cuda"}), "");
   EXPECT_EQ(did_you_mean("cpu", {"auto", "cpu", "cuda"}), "");

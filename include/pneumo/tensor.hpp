@@ -71,7 +71,8 @@ size_t host_memory_budget();
 // inactive_file): the limit less what the group holds, its inactive page cache not counted (the
 // kernel drops that before it refuses memory, as MemAvailable counts the machine's; a container
 // that has just read a dataset or built a project holds gigabytes of it). nullopt without a
-// limit (0: "max" or no file) or when the group holds the whole limit anyway.
+// limit (0: "max" or no file), and when the group holds the whole limit even so: it is often full
+// of active cache the kernel would also reclaim, and MemAvailable judges then, as it did before.
 std::optional<uint64_t> cgroup_memory_room(uint64_t limit, uint64_t current,
                                            uint64_t inactive_file);
 

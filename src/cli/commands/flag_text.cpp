@@ -155,9 +155,13 @@ std::vector<std::string> nearest_names(const std::string& typed,
   size_t best = typed.size() <= 5 ? 1 : 2;  // the most edits allowed, then the fewest found
   std::vector<std::string> nearest;
   for (const std::string& name : known) {
+    // The lengths' difference is edits already: a long value (a --config file's has no limit)
+    // is passed over without its table.
+    const size_t longer = std::max(typed.size(), name.size());
+    if (longer - std::min(typed.size(), name.size()) > best) continue;
     const size_t edits = edits_between(typed, name);
-    // Some of each must stay: "z" is one edit from "a", and no slip of the keys.
-    if (edits > best || edits >= typed.size() || edits >= name.size()) continue;
+    // Not every character replaced: "z" is one edit from "a", and no slip of the keys.
+    if (edits > best || edits >= longer) continue;
     if (edits < best) nearest.clear();
     best = edits;
     if (std::find(nearest.begin(), nearest.end(), name) == nearest.end()) nearest.push_back(name);
@@ -179,7 +183,7 @@ std::string did_you_mean(const std::string& typed, const std::vector<std::string
   if (lower != typed && std::find(known.begin(), known.end(), lower) != known.end())
     nearest = {lower};
   else
-    nearest = nearest_names(typed, known);
+    nearest = nearest_names(lower, known);
   return nearest.empty() ? "" : " (did you mean " + listed_with_or(nearest) + "?)";
 }
 

@@ -63,15 +63,16 @@ void check_threads(int threads);
 // The names in `known` nearest to `typed` when it looks like a slip of the keys (a flag or
 // command name typed wrong: `--epoch` for `--epochs`, `trian` for `train`): the fewest edits, each
 // a character added, dropped or changed or two neighbours swapped, and at most 1 edit for a name
-// of up to five characters, 2 for a longer one, and fewer than either name's length (so a
-// character of each stays); in `known`'s order, none when nothing is that near or `typed` is
+// of up to five characters, 2 for a longer one, and fewer than the longer name's length (not
+// every character replaced); in `known`'s order, none when nothing is that near or `typed` is
 // itself in `known`.
 std::vector<std::string> nearest_names(const std::string& typed,
                                        const std::vector<std::string>& known);
 // "A", "A or B", "A, B or C" ("" for none).
 std::string listed_with_or(const std::vector<std::string>& names);
-// " (did you mean A?)" when `typed` is a slip of the keys from names in `known`
-// (nearest_names), or the same letters in another case ("CPU" for "cpu"); "" otherwise.
+// " (did you mean A?)" when `typed` is the same letters as a name in `known` in another case
+// ("CPU" for "cpu"), or, in lower case, a slip of the keys from names there (nearest_names:
+// "CUDE" for "cuda"); "" otherwise.
 std::string did_you_mean(const std::string& typed, const std::vector<std::string>& known);
 
 // The error of a choice flag given a value it does not take: "FLAG must be A, B or C, got 'x'",
