@@ -235,6 +235,8 @@ TEST(TrainFlags, NearestNamesAreOneOrTwoKeysOff) {
   EXPECT_EQ(listed_with_or({"a"}), "a");
   EXPECT_EQ(listed_with_or({"a", "b"}), "a or b");
   EXPECT_EQ(listed_with_or({"a", "b", "c"}), "a, b or c");
+  EXPECT_EQ(listed_with_commas({}), "");
+  EXPECT_EQ(listed_with_commas({"a", "b", "c"}), "a, b, c");
 }
 
 // A choice flag's refusal lists what it takes (with a meaning where given) and, for a slip of the
@@ -281,6 +283,10 @@ TEST(TrainFlags, AChoiceRefusedListsTheChoicesAndTheOneMeant) {
   EXPECT_EQ(parse_normalization("per-image"), InputNormalization::PerImage);
   EXPECT_EQ(parse_all_reduce("nccl"), AllReduceTransport::Nccl);
   EXPECT_EQ(parse_schedule_kind("cosine"), LearningRateScheduleOptions::Kind::Cosine);
+  EXPECT_EQ(parse_schedule_kind("none"), std::nullopt);
+  EXPECT_EQ(refusal([] { parse_schedule_kind("cosin"); }),
+            "--schedule must be none (ReduceLROnPlateau), step, exponential or cosine, got "
+            "'cosin' (did you mean cosine?)");
   BackendOptions backend;
   apply_precision("bf16", backend);
   EXPECT_TRUE(backend.bf16);

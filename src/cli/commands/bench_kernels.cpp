@@ -41,8 +41,7 @@ void validate(const BenchKernelsOptions& o) {
     throw UsageError("--warmup must be at least 0, got " + std::to_string(*o.warmup));
   check_threads(o.threads);
   const auto& known = bench::known_ops();
-  std::string names;
-  for (const std::string& op : known) names += (names.empty() ? "" : ", ") + op;
+  const std::string names = listed_with_commas(known);
   if (o.ops.empty()) throw UsageError("--ops: name at least one of " + names);
   for (const std::string& op : o.ops)
     if (std::find(known.begin(), known.end(), op) == known.end())

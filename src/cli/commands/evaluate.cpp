@@ -222,12 +222,13 @@ int run_evaluate(const EvaluateOptions& options) {
   if (options.gallery > 0)
     refuse_output_inside_data(gallery_folder, "the gallery folder " + gallery_folder, options.data,
                               /*writes_images=*/true);
-  const std::vector<std::string> splits = {"train", "val", "test", "val-carved"};
-  if (std::find(splits.begin(), splits.end(), options.split) == splits.end())
-    throw UsageError(not_a_choice("--split", options.split, splits,
-                                  {"train", "val", "test",
-                                   "val-carved (the validation images the run carved out of "
-                                   "train)"}));
+  as_usage("--split", [&] {
+    pick_choice<bool>("--split", options.split,
+                      {{"train", true},
+                       {"val", true},
+                       {"test", true},
+                       {"val-carved", true, "the validation images the run carved out of train"}});
+  });
   Ensemble ensemble = load_models(options.models, flags, options.batch);
   const CheckpointMetadata& meta = ensemble.first();
   const auto [threshold, threshold_rule] = applied_threshold(ensemble, flags);

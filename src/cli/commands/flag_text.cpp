@@ -68,11 +68,14 @@ ValidationOptions parse_val_split(const std::string& text, uint64_t seed) {
   return options;
 }
 
-LearningRateScheduleOptions::Kind parse_schedule_kind(const std::string& text) {
-  using Kind = LearningRateScheduleOptions::Kind;
-  return pick_choice<Kind>(
-      "--schedule", text,
-      {{"step", Kind::Step}, {"exponential", Kind::Exponential}, {"cosine", Kind::Cosine}});
+std::optional<LearningRateScheduleOptions::Kind> parse_schedule_kind(const std::string& text) {
+  using Kind = std::optional<LearningRateScheduleOptions::Kind>;
+  using K = LearningRateScheduleOptions::Kind;
+  return pick_choice<Kind>("--schedule", text,
+                           {{"none", std::nullopt, "ReduceLROnPlateau"},
+                            {"step", K::Step},
+                            {"exponential", K::Exponential},
+                            {"cosine", K::Cosine}});
 }
 
 OptimizerKind parse_optimizer(const std::string& text) {
@@ -173,6 +176,12 @@ std::string listed_with_or(const std::vector<std::string>& names) {
   std::string text;
   for (size_t i = 0; i < names.size(); ++i)
     text += (i == 0 ? "" : i + 1 == names.size() ? " or " : ", ") + names[i];
+  return text;
+}
+
+std::string listed_with_commas(const std::vector<std::string>& names) {
+  std::string text;
+  for (const std::string& name : names) text += (text.empty() ? "" : ", ") + name;
   return text;
 }
 

@@ -42,8 +42,9 @@ ValidationOptions parse_val_split(const std::string& text, uint64_t seed = 0);
 inline uint64_t carve_seed(int64_t val_seed, uint64_t seed) {
   return val_seed >= 0 ? static_cast<uint64_t>(val_seed) : seed;
 }
-// --schedule: "step" | "exponential" | "cosine" ("none" is the plateau callback, no schedule).
-LearningRateScheduleOptions::Kind parse_schedule_kind(const std::string& text);
+// --schedule: "step" | "exponential" | "cosine", or "none" (nullopt: no schedule, the
+// ReduceLROnPlateau callback instead).
+std::optional<LearningRateScheduleOptions::Kind> parse_schedule_kind(const std::string& text);
 OptimizerKind parse_optimizer(const std::string& text);  // "rmsprop" | "adamw"
 ZoomMode parse_zoom_mode(const std::string& text);  // "keras" | "isotropic"
 InputNormalization parse_normalization(const std::string& text);  // "unit" | "per-image"
@@ -60,6 +61,8 @@ std::string tuning_cache_path(const std::string& text);
 constexpr int kMaxThreads = 1024;
 void check_threads(int threads);
 
+// "A, B, C" ("" for none): a list inside a message that goes on after it.
+std::string listed_with_commas(const std::vector<std::string>& names);
 // The names in `known` nearest to `typed` when it looks like a slip of the keys (a flag or
 // command name typed wrong: `--epoch` for `--epochs`, `trian` for `train`): the fewest edits, each
 // a character added, dropped or changed or two neighbours swapped, and at most 1 edit for a name
@@ -91,18 +94,26 @@ struct Choice {
   const char* meaning = nullptr;
 };
 
-// `text` read as the choice of that name, or pneumo::Error(not_a_choice(...)).
+// not_a_choice for a table of choices (below): the names, each with its meaning where given.
 template <class T>
-T pick_choice(const std::string& flag, const std::string& text,
-              std::initializer_list<Choice<T>> choices) {
+std::string not_a_choice(const std::string& flag, const std::string& value,
+                         std::initializer_list<Choice<T>> choices) {
   std::vector<std::string> names, described;
   for (const Choice<T>& choice : choices) {
-    if (text == choice.name) return choice.value;
     names.emplace_back(choice.name);
     described.push_back(choice.meaning ? names.back() + " (" + choice.meaning + ")"
                                        : names.back());
   }
-  throw Error(not_a_choice(flag, text, names, described));
+  return not_a_choice(flag, value, names, described);
+}
+
+// `text` read as the choice of that name, or pneumo::Error(not_a_choice(...)).
+template <class T>
+T pick_choice(const std::string& flag, const std::string& text,
+              std::initializer_list<Choice<T>> choices) {
+  for (const Choice<T>& choice : choices)
+    if (text == choice.name) return choice.value;
+  throw Error(not_a_choice(flag, text, choices));
 }
 
 // Runs `parse` (one of the functions above, or any check that throws pneumo::Error) as the check

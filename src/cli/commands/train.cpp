@@ -149,7 +149,14 @@ ImageSet upload(const Split& split, Device device) {
 
 CallbackList make_callbacks(const TrainOptions& o) {
   CallbackList callbacks;
-  if (o.schedule == "none") {
+  if (const auto kind = parse_schedule_kind(o.schedule)) {
+    LearningRateScheduleOptions schedule;
+    schedule.kind = *kind;
+    schedule.initial_lr = o.learning_rate;
+    schedule.total_epochs = o.epochs;
+    schedule.floor_lr = o.min_lr;
+    callbacks.add(std::make_unique<LearningRateSchedule>(schedule));
+  } else {
     ReduceLROnPlateauOptions plateau;
     plateau.monitor = o.plateau_monitor;
     plateau.factor = o.plateau_factor;
@@ -158,13 +165,6 @@ CallbackList make_callbacks(const TrainOptions& o) {
     plateau.cooldown = o.plateau_cooldown;
     plateau.min_lr = o.min_lr;
     callbacks.add(std::make_unique<ReduceLROnPlateau>(plateau));
-  } else {
-    LearningRateScheduleOptions schedule;
-    schedule.kind = parse_schedule_kind(o.schedule);
-    schedule.initial_lr = o.learning_rate;
-    schedule.total_epochs = o.epochs;
-    schedule.floor_lr = o.min_lr;
-    callbacks.add(std::make_unique<LearningRateSchedule>(schedule));
   }
   if (o.early_stopping_patience > 0) {
     EarlyStoppingOptions stopping;

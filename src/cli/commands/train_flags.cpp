@@ -51,7 +51,8 @@ void require(bool ok, const std::string& message) {
 }
 std::string got(double value) { return detail::concat(", got ", value); }
 
-// "--precision must be fp32, tf32 or bf16, got 'x'" (not_a_choice).
+// A choice kept as text, with no parser of its own: "--threshold-rule must be youden or 0.5, got
+// 'x'" (not_a_choice).
 void one_of(const std::string& flag, const std::string& value,
             const std::vector<std::string>& accepted) {
   if (std::find(accepted.begin(), accepted.end(), value) == accepted.end())
@@ -69,9 +70,8 @@ void check_monitor(const std::string& flag, const std::string& monitor, const Tr
   if (!o.val_stress && holds(epoch_metric_names(true)))
     throw UsageError(flag + " " + monitor + " needs --val-stress true (the stress variants are "
                      "scored on validation only then)");
-  std::string list;
-  for (const std::string& name : names) list += (list.empty() ? "" : ", ") + name;
-  throw UsageError(flag + " must name a metric of every epoch (" + list + "), got '" + monitor +
+  throw UsageError(flag + " must name a metric of every epoch (" + listed_with_commas(names) +
+                   "), got '" + monitor +
                    "'" + did_you_mean(monitor, names));
 }
 
@@ -186,7 +186,8 @@ std::vector<TrainFlag> make_table() {
       "operands, tensor cores on CUDA, emulated on the CPU)",
       PNEUMO_FIELD(precision),
       [](O o) {
-        one_of("--precision", o.precision, {"fp32", "tf32", "bf16"});
+        BackendOptions unused;
+        as_usage("--precision", [&] { apply_precision(o.precision, unused); });
       },
       "tf32", "fp16"));
   t.push_back(bound("deterministic",
@@ -389,7 +390,7 @@ std::vector<TrainFlag> make_table() {
   t.push_back(bound(
       "schedule", "none (ReduceLROnPlateau) | step | exponential | cosine", PNEUMO_FIELD(schedule),
       [](O o) {
-        one_of("--schedule", o.schedule, {"none", "step", "exponential", "cosine"});
+        as_usage("--schedule", [&] { parse_schedule_kind(o.schedule); });
         require(o.schedule == "none" || o.min_lr <= o.learning_rate,
                 "--min-lr must be at most --lr under --schedule " + o.schedule + " (the floor it "
                 "decays to), got --min-lr " + number_text(o.min_lr) + " and --lr " +
