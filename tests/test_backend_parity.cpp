@@ -1373,7 +1373,8 @@ TEST_P(Bf16ConvParity, EveryDirectionMatchesTheCpuEmulation) {
 }
 
 // Under bf16 the one call converts dy once for both gradients, and takes x's bfloat16 copy from
-// the forward that read the same x: the same bits as the two calls, which convert everything.
+// the forward that read the same x (once: the first backward after it): the same bits as the two
+// calls, which convert everything.
 TEST_P(Bf16ConvParity, BothGradientsInOneCallAreTheTwoCalls) {
   const ConvCase& p = GetParam();
   BackendOptions bf16_options;
@@ -1396,6 +1397,17 @@ TEST_P(Bf16ConvParity, BothGradientsInOneCallAreTheTwoCalls) {
   gpu->conv2d_forward(other.cuda, w.cuda, b.cuda, y.cuda, true);
   {
     SCOPED_TRACE("after a forward that read another tensor: x read afresh");
+    expect_both_gradients_are_the_two_calls(*gpu, p, x.cuda, w.cuda, dy.cuda);
+  }
+  // The copy serves the first backward after its forward only: a second one on the same address,
+  // whose contents may have changed since (here: replaced in place), reads them afresh.
+  gpu->conv2d_forward(x.cuda, w.cuda, b.cuda, y.cuda, true);
+  Tensor dx({p.n, p.c, p.h, p.w}, Device::Cuda), dw({p.k, p.c, 3, 3}, Device::Cuda),
+      db({p.k}, Device::Cuda);
+  gpu->conv2d_backward(x.cuda, dy.cuda, w.cuda, dx, dw, db);
+  x.cuda.copy_from(other.cuda);
+  {
+    SCOPED_TRACE("a second backward after one forward, x changed in between: x read afresh");
     expect_both_gradients_are_the_two_calls(*gpu, p, x.cuda, w.cuda, dy.cuda);
   }
 }

@@ -734,14 +734,16 @@ void CudaBackend::conv_backward_filter_bf16(ConvPlan& plan, ConstTensorView x, C
 }
 
 // The weight gradient reads x's copy from the forward where there is one (else converts x into the
-// scratch); the data gradient's result goes through the scratch, never over the kept copy, so a
-// second backward after one forward still finds it.
+// scratch). The copy serves this one backward: the entry is marked used (its memory stays for the
+// next forward), so a later backward on the same address, whose tensor may have been freed and
+// its memory given to another since, converts x afresh.
 void CudaBackend::conv_backward_bf16(ConvPlan& plan, ConstTensorView x, ConstTensorView dy,
                                      ConstTensorView weight, TensorView dx, TensorView dweight) {
   const Bf16Buffers b = bf16_buffers(x.numel(), dy.numel(), weight.numel());
   Bf16Buffers filter = b;
   if (uint16_t* kept = kept_input(x, weight)) {
     filter.x = kept;  // read only: the filter plan's input
+    kept_inputs_[weight.data].x = nullptr;  // used: the next forward rewrites it, on this stream
   } else {
     to_bf16(x, b.x, stream_.get());
   }
