@@ -1399,15 +1399,19 @@ TEST_P(Bf16ConvParity, BothGradientsInOneCallAreTheTwoCalls) {
     SCOPED_TRACE("after a forward that read another tensor: x read afresh");
     expect_both_gradients_are_the_two_calls(*gpu, p, x.cuda, w.cuda, dy.cuda);
   }
-  // The copy serves the first backward after its forward only: a second one on the same address,
-  // whose contents may have changed since (here: replaced in place), reads them afresh.
-  gpu->conv2d_forward(x.cuda, w.cuda, b.cuda, y.cuda, true);
-  Tensor dx({p.n, p.c, p.h, p.w}, Device::Cuda), dw({p.k, p.c, 3, 3}, Device::Cuda),
-      db({p.k}, Device::Cuda);
-  gpu->conv2d_backward(x.cuda, dy.cuda, w.cuda, dx, dw, db);
-  x.cuda.copy_from(other.cuda);
-  {
-    SCOPED_TRACE("a second backward after one forward, x changed in between: x read afresh");
+  // The copy serves the first conv2d_backward after its forward only (with dx or without): a
+  // second one on the same address, whose contents may have changed since (here: replaced in
+  // place), reads them afresh.
+  Tensor dx(x_shape, Device::Cuda), dw({p.k, p.c, 3, 3}, Device::Cuda), db({p.k}, Device::Cuda);
+  for (bool first_with_dx : {true, false}) {
+    SCOPED_TRACE(first_with_dx ? "a second backward after one forward (the first with dx), x "
+                                 "changed in between: x read afresh"
+                               : "the same, the first backward without dx");
+    x.cuda.copy_from(first_with_dx ? x.cpu : other.cpu);
+    gpu->conv2d_forward(x.cuda, w.cuda, b.cuda, y.cuda, true);
+    gpu->conv2d_backward(x.cuda, dy.cuda, w.cuda, first_with_dx ? TensorView(dx) : TensorView{},
+                         dw, db);
+    x.cuda.copy_from(first_with_dx ? other.cpu : x.cpu);
     expect_both_gradients_are_the_two_calls(*gpu, p, x.cuda, w.cuda, dy.cuda);
   }
 }

@@ -87,8 +87,9 @@ TEST(BadInput, FlagValuesOutOfRangeAreBadUsage) {
       // A choice's value one key off (or in capitals) is answered with the value meant.
       {train + " --device cude", {"got 'cude' (did you mean cuda?)"}},
       {train + " --optimizer RMSprop", {"got 'RMSprop' (did you mean rmsprop?)"}},
-      {train + " --schedule cosin", {"--schedule must be none (ReduceLROnPlateau), step, exponential or cosine",
-                                     "(did you mean cosine?)"}},
+      {train + " --schedule cosin",
+       {"--schedule must be none (ReduceLROnPlateau), step, exponential or cosine",
+        "(did you mean cosine?)"}},
       {train + " --lr -1", {"--lr", "got -1"}},
       {train + " --val-split 1.5", {"--val-split", "1.5"}},
       {evaluate + " --device quantum", {"--device must be auto, cpu or cuda, got 'quantum'"}},

@@ -271,8 +271,11 @@ class CudaBackend final : public Backend {
   void conv_backward_bf16(ConvPlan& plan, ConstTensorView x, ConstTensorView dy,
                           ConstTensorView weight, TensorView dx, TensorView dweight);
   // The bfloat16 copy of x the last forward with this weight made, when that forward read this x
-  // (same address and shape; the contract of conv2d_backward: x unchanged since); else nullptr.
+  // (same address and shape; the contract of conv2d_backward: x unchanged since) and no
+  // conv2d_backward with this weight has run since; else nullptr.
   uint16_t* kept_input(ConstTensorView x, ConstTensorView weight);
+  // Marks this weight's kept copy used (kept_input answers nullptr until the next forward).
+  void forget_kept_input(ConstTensorView weight);
   // The copy a bfloat16 forward with this weight converts x into (grown on demand, kept for the
   // backward that follows).
   uint16_t* keep_input(ConstTensorView x, ConstTensorView weight);
@@ -305,7 +308,7 @@ class CudaBackend final : public Backend {
   // address of the layer's weight, for the weight gradient of the backward that follows.
   struct KeptInput {
     Array<uint16_t> copy;
-    const float* x = nullptr;  // what the copy was made from
+    const float* x = nullptr;  // what the copy was made from; nullptr once a backward ran
     Shape shape;
   };
   std::map<const float*, KeptInput> kept_inputs_;

@@ -533,6 +533,7 @@ void CudaBackend::conv2d_backward_impl(ConstTensorView x, ConstTensorView dy,
     if (dbias.shape.rank() != 0) conv_bias_gradient(plan, dy, dbias);
     return;
   }
+  forget_kept_input(weight);  // this backward counts as the first after the forward too
   conv2d_backward_filter_impl(x, dy, dweight, dbias);
   if (wants_dx) conv2d_backward_data_impl(dy, weight, dx);
 }
@@ -673,6 +674,11 @@ uint16_t* CudaBackend::kept_input(ConstTensorView x, ConstTensorView weight) {
   return kept.x == x.data && kept.shape == x.shape ? kept.copy.data() : nullptr;
 }
 
+void CudaBackend::forget_kept_input(ConstTensorView weight) {
+  const auto found = kept_inputs_.find(weight.data);
+  if (found != kept_inputs_.end()) found->second.x = nullptr;  // its memory stays, for the next
+}
+
 uint16_t* CudaBackend::keep_input(ConstTensorView x, ConstTensorView weight) {
   KeptInput& kept = kept_inputs_[weight.data];
   kept.x = nullptr;  // until the new copy is queued
@@ -743,7 +749,7 @@ void CudaBackend::conv_backward_bf16(ConvPlan& plan, ConstTensorView x, ConstTen
   Bf16Buffers filter = b;
   if (uint16_t* kept = kept_input(x, weight)) {
     filter.x = kept;  // read only: the filter plan's input
-    kept_inputs_[weight.data].x = nullptr;  // used: the next forward rewrites it, on this stream
+    forget_kept_input(weight);  // used: the next forward rewrites it, on this stream
   } else {
     to_bf16(x, b.x, stream_.get());
   }

@@ -13,10 +13,10 @@
 //   backward data, or no dx when dx is TensorView{} (rank 0: a network's first layer). The same numbers
 //   as the two calls, bit for bit; a backend may share work between them (under --precision bf16
 //   the CUDA backend converts dy to bfloat16 once for both). When x is the very view the last
-//   conv2d_forward with this weight read, and this is the first backward since, it must hold what
-//   it held then (as any framework's saved tensors must): the backend may reuse what that forward
-//   derived from it (CUDA, bf16: x's bfloat16 copy). A different view, another shape, or a second
-//   backward after one forward is read afresh. dbias may be
+//   conv2d_forward with this weight read, and this is the first conv2d_backward since, it must
+//   hold what it held then (as any framework's saved tensors must): the backend may reuse what
+//   that forward derived from it (CUDA, bf16: x's bfloat16 copy). A different view, another
+//   shape, or a second conv2d_backward after one forward is read afresh. dbias may be
 //   TensorView{} with more than one input channel: the layer after summed dy already
 //   (Backend::batchnorm_backward's dx_sums);
 // - precision: float32, except under --precision bf16 (BackendOptions::bf16), where

@@ -69,13 +69,12 @@ ValidationOptions parse_val_split(const std::string& text, uint64_t seed) {
 }
 
 std::optional<LearningRateScheduleOptions::Kind> parse_schedule_kind(const std::string& text) {
-  using Kind = std::optional<LearningRateScheduleOptions::Kind>;
   using K = LearningRateScheduleOptions::Kind;
-  return pick_choice<Kind>("--schedule", text,
-                           {{"none", std::nullopt, "ReduceLROnPlateau"},
-                            {"step", K::Step},
-                            {"exponential", K::Exponential},
-                            {"cosine", K::Cosine}});
+  return pick_choice<std::optional<K>>("--schedule", text,
+                                       {{"none", std::nullopt, "ReduceLROnPlateau"},
+                                        {"step", K::Step},
+                                        {"exponential", K::Exponential},
+                                        {"cosine", K::Cosine}});
 }
 
 OptimizerKind parse_optimizer(const std::string& text) {

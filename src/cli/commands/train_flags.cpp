@@ -71,8 +71,7 @@ void check_monitor(const std::string& flag, const std::string& monitor, const Tr
     throw UsageError(flag + " " + monitor + " needs --val-stress true (the stress variants are "
                      "scored on validation only then)");
   throw UsageError(flag + " must name a metric of every epoch (" + listed_with_commas(names) +
-                   "), got '" + monitor +
-                   "'" + did_you_mean(monitor, names));
+                   "), got '" + monitor + "'" + did_you_mean(monitor, names));
 }
 
 enum class Shown { Default, NoDefault, Required, Hidden };
