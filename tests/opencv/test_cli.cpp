@@ -790,6 +790,14 @@ TEST(Cli, ShortcutOptionsRoundTripThroughConfigCheckpointAndResume) {
   const auto metrics = nlohmann::json::parse(testing::read_text(dir.file("m.json")));
   EXPECT_EQ(metrics["stress"]["variants"].size(), 10u);
   EXPECT_TRUE(metrics["stress"]["worst_accuracy"].is_number());
+  // Each variant applies the model's cut: its rule and in-sample flag are the split's.
+  EXPECT_EQ(metrics["threshold_rule"], "0.5 (--threshold-rule 0.5)");
+  for (const auto& variant : metrics["stress"]["variants"]) {
+    EXPECT_EQ(variant["metrics"]["threshold_rule"], metrics["threshold_rule"]) << variant["name"];
+    EXPECT_EQ(variant["metrics"]["applied_threshold_in_sample"],
+              metrics["applied_threshold_in_sample"])
+        << variant["name"];
+  }
 }
 
 // AdamW and label smoothing through the command line: recorded, and an epoch-level resume ends

@@ -321,6 +321,11 @@ int run_evaluate(const EvaluateOptions& options) {
     };
     stress = evaluate_stress(predict, split.labels, threshold, on_variant);
     progress.finish();
+    // The same cut on the same images, transformed: its rule, and whether it was tuned on them.
+    for (auto& [name, variant] : stress->variants) {
+      variant.applied_rule = report.applied_rule;
+      variant.applied_in_sample = report.applied_in_sample;
+    }
     std::cout << format_stress_table(*stress);
   }
   if (options.gallery > 0) {
