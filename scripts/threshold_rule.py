@@ -5,7 +5,8 @@ docs/experiments/2026-12-02-threshold-rule/README.md, written before the runs).
 For each run directory (holding model.safetensors): `pneumo evaluate --split val-carved` writes
 the run's own validation scores (--scores) and the stress variants at the stored (Youden)
 threshold, then again at 0.5. From the scores, many seeded stratified halvings: Youden's threshold
-tuned on one half, the other half's accuracy at it against at 0.5; with --shares, also that
+tuned on one half (0.5 kept where pneumo train would keep it: see youden_threshold), the other
+half's accuracy at it against at 0.5; with --shares, also that
 accuracy reweighted to other pneumonia shares (share * sensitivity + (1 - share) * specificity),
 for a split whose class mix differs from validation's. A model whose stored threshold
 is not Youden's (its threshold_rule says 0.5: --threshold-rule 0.5, or train's fall-back) is
@@ -18,22 +19,30 @@ import argparse
 import csv
 import fractions
 import json
+import math
 import os
 import random
 import subprocess
 import sys
 
 
-def youden_threshold(logits, labels):
+# pneumo train keeps 0.5 when validation holds fewer images of a class than this
+# (kMinThresholdClassImages, src/cli/commands/commands.hpp).
+MIN_CLASS_IMAGES = 20
+
+
+def youden_threshold(logits, labels, min_class_images=MIN_CLASS_IMAGES):
     """The cut maximising sensitivity + specificity - 1, on the logit scale, as pneumo's
-    choose_threshold_youden picks it (pneumo then stores the shortest decimal probability within
-    the middle half of the gap around it: the same decisions on these images): the midpoint
-    between two adjacent distinct scores (1 beyond
-    the extremes), J compared exactly (TP * N - FP * P), ties to the cut closest to logit 0 (then
-    the higher one); logit 0 (0.5) when a class is absent."""
+    choose_threshold_youden picks it and train stores it (pneumo then stores the shortest decimal
+    probability within the middle half of the gap around it: the same decisions on these
+    images): the midpoint between two adjacent distinct scores (1 beyond the extremes), J
+    compared exactly (TP * N - FP * P), ties to the cut closest to logit 0 (then the higher one).
+    Logit 0 (0.5), as pneumo keeps, when a class is absent or has fewer than `min_class_images`
+    images, when no cut beats chance (J <= 0 at best: the cut would call every image one class),
+    or when the cut's probability rounds to 0 or 1 in double precision (a saturated model)."""
     positives = sum(labels)
     negatives = len(labels) - positives
-    if positives == 0 or negatives == 0:
+    if min(positives, negatives) < max(1, min_class_images):
         return 0.0
     pairs = sorted(zip(logits, labels))
     best_score, best_cut = None, 0.0
@@ -57,6 +66,11 @@ def youden_threshold(logits, labels):
                 true_pos -= 1
             else:
                 false_pos -= 1
+    if best_score <= 0:
+        return 0.0  # no cut beats chance
+    probability = 1.0 / (1.0 + math.exp(-best_cut)) if best_cut > -700 else 0.0
+    if not 0.0 < probability < 1.0:
+        return 0.0  # saturated: no probability threshold stands for this cut
     return best_cut  # a logit
 
 
@@ -160,6 +174,9 @@ def main():
                         help="stratified halvings per run, each half tuned on in turn (at least 1)")
     parser.add_argument("--shares", type=parse_shares, default=[],
                         help="pneumonia shares to reweight the held-out halves to, e.g. 0.5,0.625")
+    parser.add_argument("--min-class-images", type=positive_int, default=MIN_CLASS_IMAGES,
+                        help="a tuning half with fewer images of a class keeps 0.5, as pneumo "
+                        f"train does with such a validation (default {MIN_CLASS_IMAGES})")
     parser.add_argument("runs", nargs="+")
     args = parser.parse_args()
     check_arguments(parser, args)
@@ -196,7 +213,8 @@ def main():
             a = positive[: len(positive) // 2] + negative[: len(negative) // 2]
             b = positive[len(positive) // 2:] + negative[len(negative) // 2:]
             for tune, score in ((a, b), (b, a)):
-                cut = youden_threshold([logits[i] for i in tune], [labels[i] for i in tune])
+                cut = youden_threshold([logits[i] for i in tune], [labels[i] for i in tune],
+                                       args.min_class_images)
                 held_z, held_y = [logits[i] for i in score], [labels[i] for i in score]
                 gains.append(accuracy(held_z, held_y, cut) - accuracy(held_z, held_y, 0.0))
                 for share, kept in share_gains.items():

@@ -2,8 +2,9 @@
 // class) is large enough for a Youden cut: on a balanced validation, reweighting the held-out
 // halves to a pneumonia share of 0.5 is their plain accuracy, so the share of halvings where
 // Youden was worse must be the same both ways (floating point counted ties as worse: 0.04 against
-// 0.0275 for seed 2). And --halvings below 1 is a usage error (it divided by zero). Skipped
-// without python3.
+// 0.0275 for seed 2). Its halves hold 12 images a class, fewer than pneumo's 20 for a Youden
+// cut, so the test lowers --min-class-images to 1 (at 20 every half keeps 0.5 and ties never
+// arise). And --halvings below 1 is a usage error (it divided by zero). Skipped without python3.
 #include <gtest/gtest.h>
 
 #include <fstream>
@@ -44,8 +45,8 @@ TEST(ThresholdRule, ASharesOwnMixGivesThePlainHalvingsWorseShare) {
   const std::string script = "PNEUMO_CACHE_DIR='" + cache + "' python3 " PNEUMO_SOURCE_DIR
                              "/scripts/threshold_rule.py --pneumo " PNEUMO_BINARY
                              " --data " PNEUMO_SOURCE_DIR "/data/sample --out " + dir.file("out");
-  auto judged = testing::run_command(script + " --shares 0.5 " + dir.file("y1") + " " +
-                                     dir.file("y2"));
+  auto judged = testing::run_command(script + " --shares 0.5 --min-class-images 1 " +
+                                     dir.file("y1") + " " + dir.file("y2"));
   ASSERT_EQ(judged.status, 0) << judged.output;
   std::ifstream csv(dir.file("out") + "/results.csv");
   std::string line;
@@ -73,6 +74,20 @@ TEST(ThresholdRule, ASharesOwnMixGivesThePlainHalvingsWorseShare) {
         << refused.output;
     EXPECT_EQ(refused.output.find("Traceback"), std::string::npos) << refused.output;
   }
+}
+
+// The script's Youden cut keeps 0.5 (logit 0) wherever pneumo train keeps it: no cut beating
+// chance, a cut whose probability rounds to 1, a class under the minimum; elsewhere the midpoint.
+TEST(ThresholdRule, TheScriptsCutKeepsHalfWherePneumoDoes) {
+  if (testing::run_command("python3 -c pass").status != 0) GTEST_SKIP() << "no python3";
+  const auto cuts = testing::run_command(
+      "cd " PNEUMO_SOURCE_DIR "/scripts && python3 -B -c 'from threshold_rule import "
+      "youden_threshold as y; print(y([3, 4], [1, 0], 1), y([3, 4, 5, 6], [1, 0, 1, 0], 1), "
+      "y([39, 40], [0, 1], 1), y([1, 2], [0, 1]), y([1, 2], [0, 1], 1), "
+      "y([1, 2, 3, 4], [0, 0, 1, 1], 1))'");
+  ASSERT_EQ(cuts.status, 0) << cuts.output;
+  // Chance (twice), saturated, two images under the default minimum; then two real cuts.
+  EXPECT_EQ(cuts.output, "0.0 0.0 0.0 0.0 1.5 2.5\n");
 }
 
 }  // namespace
