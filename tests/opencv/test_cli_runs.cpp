@@ -239,6 +239,30 @@ TEST_F(CliRuns, ABestCheckpointThisFolderWroteIsNotAFailedStart) {
   EXPECT_EQ(read_checkpoint_metadata(path("run") + "/model.safetensors").epoch, 2);
 }
 
+// Resumed in its own folder from its last checkpoint, a run whose best checkpoint is of a later
+// epoch (it stopped between writing the two) sets that best aside, with a note: left in place, a
+// retrained epoch that did not beat the remembered best value would have left weights the
+// history does not hold for --restore-best to make the model of.
+TEST_F(CliRuns, ABestCheckpointAheadOfTheResumedEpochIsSetAside) {
+  ASSERT_EQ(train("run", "--epochs 1").status, 0);
+  const std::string last = path("run") + "/checkpoints/last.safetensors";
+  const std::string best = path("run") + "/checkpoints/best.safetensors";
+  fs::copy_file(last, path("last-1.safetensors"));
+  ASSERT_EQ(resume(last, "--epochs 2").status, 0);
+  // The state a stop between the two writes of epoch 2 leaves: best of epoch 2, last of epoch 1.
+  fs::copy_file(last, best, fs::copy_options::overwrite_existing);
+  fs::copy_file(path("last-1.safetensors"), last, fs::copy_options::overwrite_existing);
+  auto resumed = resume(last, "--epochs 2");
+  ASSERT_EQ(resumed.status, 0) << resumed.output;
+  const std::string aside = path("run") + "/checkpoints/best.epoch-2.not-resumed.safetensors";
+  EXPECT_NE(resumed.output.find("is of epoch 2, after the epoch resumed (1)"), std::string::npos)
+      << resumed.output;
+  EXPECT_NE(resumed.output.find("Set aside as " + aside), std::string::npos) << resumed.output;
+  ASSERT_TRUE(fs::exists(aside)) << "the whole epoch it holds was lost";
+  EXPECT_EQ(read_checkpoint_metadata(aside).epoch, 2);
+  EXPECT_EQ(read_checkpoint_metadata(last).epoch, 2);
+}
+
 // Mistakes in where flags come from are usage errors (status 2) that say what is wrong: a config
 // value that is no scalar, a config naming a config, --resume twice, and a resumed run's relative
 // --data read from another folder. --help is shown even beside a checkpoint that cannot be read.
@@ -499,7 +523,8 @@ TEST_F(CliRuns, ResumingInsideAnEpochKeepsTheBatch) {
   EXPECT_NE(scored.output.find("(epoch 1 and 2 steps of epoch 2, interrupted, threshold"),
             std::string::npos)
       << scored.output;
-  auto same = resume(last, "");
+  // The same carve spelled otherwise (the default 0.15) is the same --val-split.
+  auto same = resume(last, "--val-split 0.150");
   EXPECT_EQ(same.status, 0) << same.output;
   // Stopped inside the first epoch: no "epoch 0" (epochs count from 1).
   ASSERT_EQ(train("early", "--epochs 2 --batch 16 --inject-fault sigint@2").status, 130);

@@ -240,14 +240,40 @@ void carry_over_run_files(const std::string& checkpoint, const std::string& run_
     // on as its best (only --restore-best reads it before the end, and says so itself).
     const fs::path best = fs::path(run_dir) / "checkpoints" / "best.safetensors";
     std::error_code error;
-    if (first_epoch > 0 && first_epoch < epochs && fs::is_regular_file(best, error)) {
-      try {
-        read_checkpoint_metadata(best.string());
-      } catch (const Error& e) {
+    if (!fs::is_regular_file(best, error)) return;
+    int best_epoch = 0;
+    try {
+      best_epoch = read_checkpoint_metadata(best.string()).epoch;
+    } catch (const Error& e) {
+      if (first_epoch > 0 && first_epoch < epochs)
         throw Error(std::string("the run's best checkpoint cannot be read: ") + e.what() +
                     "; put back a good copy, or remove it to resume without one (a new one is "
                     "written when an epoch beats the best " + monitor + " so far)");
+      return;
+    }
+    // One of a later epoch than the one resumed: the run stopped between writing its best
+    // checkpoint and its last. Left in place, an epoch retrained without beating the best value
+    // the resumed checkpoint remembers would leave it there, and --restore-best would make the
+    // model of weights whose epoch the history does not hold. Set aside under a name of its own.
+    if (best_epoch > first_epoch) {
+      fs::path aside;
+      for (int n = 1;; ++n) {
+        aside = best.parent_path() /
+                detail::concat("best.epoch-", best_epoch, n == 1 ? "" : detail::concat(".", n),
+                               ".not-resumed.safetensors");
+        if (!fs::exists(aside, error)) break;
       }
+      fs::rename(best, aside, error);
+      if (error)
+        throw Error("cannot set aside " + best.string() + " (of epoch " +
+                    std::to_string(best_epoch) + ", after the epoch resumed): " +
+                    error.message());
+      std::cerr << "note: " << best.string() << " is of epoch " << best_epoch
+                << ", after the epoch resumed (" << first_epoch
+                << "): its run stopped between writing its best and its last checkpoint. Set "
+                << "aside as " << aside.string() << " (resume that file to go on from its epoch "
+                << "instead); best.safetensors is written again when an epoch beats the best "
+                << monitor << " so far\n";
     }
     return;
   }
