@@ -53,6 +53,17 @@ namespace pneumo::cli {
 
 namespace {
 
+// Two --val-split values that carve alike ("0.150" is "0.15"); a value that no longer parses
+// differs as text.
+bool same_val_split(const std::string& a, const std::string& b) {
+  try {
+    const ValidationOptions x = parse_val_split(a), y = parse_val_split(b);
+    return x.source == y.source && x.fraction == y.fraction;
+  } catch (const Error&) {
+    return a == b;
+  }
+}
+
 using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point start) {
@@ -911,14 +922,7 @@ void TrainingRun::check_resumable(const std::string& checkpoint_path,
     if (trained.is_object() && trained.contains("val-split") && trained["val-split"].is_string()) {
       const std::string theirs = trained["val-split"].get<std::string>();
       official = official || theirs == "official";
-      // As carved ("0.150" is "0.15"); a value that no longer parses differs as text.
-      bool same = theirs == options_.val_split;
-      try {
-        const ValidationOptions a = parse_val_split(theirs), b = parse_val_split(options_.val_split);
-        same = a.source == b.source && a.fraction == b.fraction;
-      } catch (const Error&) {
-      }
-      if (!same) differs = "--val-split " + options_.val_split + " (the run's: " + theirs + ")";
+      if (!same_val_split(theirs, options_.val_split)) differs = "--val-split " + options_.val_split + " (the run's: " + theirs + ")";
     }
     if (!official && trained.is_object() && trained.contains("seed") &&
         trained["seed"].is_number_unsigned()) {
@@ -987,7 +991,9 @@ void TrainingRun::check_position_inside_epoch(const std::string& checkpoint_path
   // (--val-seed needs no place here: a carve it changes fails the carved_split_crc32 check
   // before this one, and a value that carves the same images, -1 beside --seed's own, is fine.)
   for (const char* flag : {"batch", "seed", "balance", "drop-last", "val-split"})
-    if (recorded.contains(flag) && now.contains(flag) && recorded[flag] != now[flag])
+    if (recorded.contains(flag) && now.contains(flag) && recorded[flag] != now[flag] &&
+        !(flag == std::string("val-split") && recorded[flag].is_string() &&
+          same_val_split(recorded[flag].get<std::string>(), options_.val_split)))
       throw Error(detail::concat(
           "checkpoint ", checkpoint_path, " stopped inside epoch ", resumed.epoch + 1, " with --",
           flag, " ", recorded[flag].dump(), "; this run asks for --", flag, " ", now[flag].dump(),
