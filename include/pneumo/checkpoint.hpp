@@ -65,7 +65,9 @@ struct CheckpointMetadata {
   // the resumed epoch's history row adds them, as if it had not stopped. 0 at epoch ends.
   double epoch_seconds = 0.0;
   uint64_t seed = 0;       // the Philox key: with epoch and step it positions every random stream
-  double learning_rate = 1e-3;  // the rate in force for the next epoch
+  // The rate in force when written: inside an epoch, the epoch's; at an epoch's end, the next
+  // epoch's under the plateau callback, the finished one's under a schedule (docs/checkpoints.md).
+  double learning_rate = 1e-3;
   std::string optimizer = "rmsprop";
   nlohmann::json callback_state = nlohmann::json::object();  // CallbackList::state()
   nlohmann::json config = nlohmann::json::object();          // the run's resolved configuration
