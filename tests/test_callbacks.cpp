@@ -55,7 +55,8 @@ TEST(ReduceLROnPlateau, RecipeTraceOnRepeatedPlateaus) {
                                      2.43e-6, 1e-6,  1e-6,   1e-6,   1e-6,   1e-6};
   ASSERT_EQ(lrs.size(), expected.size());
   for (size_t e = 0; e < lrs.size(); ++e) {
-    EXPECT_NEAR(lrs[e], expected[e], 1e-12 * expected[e] + 1e-18) << "after epoch " << e;
+    // The rate the optimizer runs at (a float), as Keras's float32 variable holds it.
+    EXPECT_EQ(static_cast<float>(lrs[e]), static_cast<float>(expected[e])) << "after epoch " << e;
     EXPECT_GE(lrs[e], 1e-6) << "below min_lr after epoch " << e;
   }
   // Clamped at min_lr, Keras stops reducing and keeps counting.
@@ -67,9 +68,28 @@ TEST(ReduceLROnPlateau, ImprovementResetsTheWait) {
   // e2 no gain (wait 1), e3 gains (wait 0), e4, e5 no gain -> reduce after e5.
   auto lrs = lr_trace(plateau, "val_accuracy", {0.70, 0.75, 0.75, 0.80, 0.79, 0.80, 0.81}, 1e-3);
   EXPECT_DOUBLE_EQ(lrs[4], 1e-3);
-  EXPECT_DOUBLE_EQ(lrs[5], 3e-4);
-  EXPECT_DOUBLE_EQ(lrs[6], 3e-4);
+  EXPECT_EQ(static_cast<float>(lrs[5]), 3e-4f);
+  EXPECT_EQ(lrs[6], lrs[5]);
   EXPECT_DOUBLE_EQ(plateau.best(), 0.81);
+}
+
+// Each cut starts from the float rate the optimizer ran at, as Keras reads its float32 variable
+// back (old_lr = float(get_value(lr)); new_lr = old_lr * factor; stored as float32 again): from
+// 1e-3 by 0.1 that chain's floats are one ulp from those of the exact products.
+TEST(ReduceLROnPlateau, EachCutStartsFromTheFloatRateAsKerasDoes) {
+  ReduceLROnPlateauOptions options = recipe_plateau();
+  options.factor = 0.1;
+  options.patience = 1;
+  options.min_lr = 0.0;
+  ReduceLROnPlateau plateau(options);
+  auto lrs = lr_trace(plateau, "val_accuracy", {0.5, 0.5, 0.5, 0.5}, 1e-3);
+  float keras = 1e-3f;
+  for (size_t e = 1; e < lrs.size(); ++e) {
+    keras = static_cast<float>(static_cast<double>(keras) * 0.1);
+    EXPECT_EQ(static_cast<float>(lrs[e]), keras) << "after epoch " << e;
+  }
+  EXPECT_NE(static_cast<float>(lrs[1]), static_cast<float>(1e-3 * 0.1))
+      << "(self-check: the exact product's float differs here)";
 }
 
 TEST(ReduceLROnPlateau, MinDeltaDecidesWhatCountsAsBetter) {

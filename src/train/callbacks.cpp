@@ -161,7 +161,10 @@ void ReduceLROnPlateau::on_epoch_end(const EpochMetrics& metrics, TrainingContro
     if (wait_ >= options_.patience) {
       // Keras keeps the rate in a float32 variable and compares it with np.float32(min_lr): once
       // clamped to min_lr it is not "greater", so reductions stop there (and wait keeps growing).
-      double old_lr = control.learning_rate;
+      // Each cut starts from that variable's value (old_lr = float(get_value(lr))), the float the
+      // optimizer ran at, not from the exact product of the cuts before: with --plateau-factor
+      // 0.1 from 1e-3 the two differ by one float ulp (the recipe's 0.3 happens to agree).
+      const double old_lr = static_cast<float>(control.learning_rate);
       if (static_cast<float>(old_lr) > static_cast<float>(options_.min_lr)) {
         double new_lr = std::max(old_lr * options_.factor, options_.min_lr);
         control.learning_rate = new_lr;
