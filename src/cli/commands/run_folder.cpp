@@ -252,29 +252,21 @@ void carry_over_run_files(const std::string& checkpoint, const std::string& run_
       return;
     }
     // One of a later epoch than the one resumed: the run stopped between writing its best
-    // checkpoint and its last. Left in place, an epoch retrained without beating the best value
-    // the resumed checkpoint remembers would leave it there, and --restore-best would make the
-    // model of weights whose epoch the history does not hold. Set aside under a name of its own.
-    if (best_epoch > first_epoch) {
-      fs::path aside;
-      for (int n = 1;; ++n) {
-        aside = best.parent_path() /
-                detail::concat("best.epoch-", best_epoch, n == 1 ? "" : detail::concat(".", n),
-                               ".not-resumed.safetensors");
-        if (!fs::exists(aside, error)) break;
-      }
-      fs::rename(best, aside, error);
-      if (error)
-        throw Error("cannot set aside " + best.string() + " (of epoch " +
-                    std::to_string(best_epoch) + ", after the epoch resumed): " +
-                    error.message());
+    // checkpoint and its last. It stays (it beat every epoch the resumed checkpoint holds, and a
+    // sweep's views read it), but the history will not hold its epoch as it ran, and an epoch
+    // retrained that beats the best value of the resumed epochs replaces it even if it scores
+    // below it: the note says so, and how to go on from it instead.
+    if (best_epoch > first_epoch)
       std::cerr << "note: " << best.string() << " is of epoch " << best_epoch
                 << ", after the epoch resumed (" << first_epoch
-                << "): its run stopped between writing its best and its last checkpoint. Set "
-                << "aside as " << aside.string() << " (resume that file to go on from its epoch "
-                << "instead); best.safetensors is written again when an epoch beats the best "
-                << monitor << " so far\n";
-    }
+                << "): its run stopped between writing its best and its last checkpoint. It stays "
+                << "the run's best checkpoint until "
+                << (first_epoch == 0   ? std::string("the retrained epoch 1 replaces it")
+                    : first_epoch == 1 ? "a retrained epoch beats the best " + monitor + " of epoch 1"
+                                       : detail::concat("a retrained epoch beats the best ",
+                                                        monitor, " of epochs 1 to ", first_epoch))
+                << " (the history will not hold its epoch as it ran); to go on from it instead, "
+                << "resume " << best.string() << "\n";
     return;
   }
   const auto no_best = [&](const std::string& why) {

@@ -82,9 +82,8 @@ void refuse_resuming_a_damaged_run(const std::string& checkpoint);
 // a failed start left there (headers, an earlier attempt's copies) is replaced. A best checkpoint
 // that cannot come along is said: the new folder gets one only when an epoch beats the best
 // value of the epochs resumed, which the checkpoint remembers. Resumed in its own folder, the run
-// keeps its best checkpoint, except one of a later epoch than the one resumed (its run stopped
-// between writing its best and its last checkpoint), which is renamed
-// best.epoch-E.not-resumed.safetensors, with a note.
+// keeps its best checkpoint; one of a later epoch than the one resumed (its run stopped between
+// writing its best and its last checkpoint) gets a note saying what that means.
 void carry_over_run_files(const std::string& checkpoint, const std::string& run_dir,
                           int first_epoch, int epochs, const std::string& monitor);
 
