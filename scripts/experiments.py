@@ -610,6 +610,8 @@ def best_checkpoint_written_here(run_dir):
     try:
         with open(best, "rb") as f:
             length = struct.unpack("<Q", f.read(8))[0]
+            if length > os.fstat(f.fileno()).st_size - 8:  # a damaged length: read no further
+                raise ValueError("header longer than the file")
             metadata = json.loads(f.read(length)).get("__metadata__", {})
         out = json.loads(metadata["config"]).get("out")
     except (OSError, ValueError, KeyError, AttributeError, struct.error):
@@ -626,7 +628,9 @@ def holds_only_a_failed_start(run_dir):
     """As `pneumo train` sees it (it may reuse such a folder): the lock file and checkpoints/
     holding no last.safetensors (at most a failed resume's carried best.safetensors, and the
     temporary file of a checkpoint write a kill cut short), perhaps config.json and the history
-    files, nothing else."""
+    files, nothing else; or nothing at all (an empty folder is a fresh one to pneumo too)."""
+    if not os.listdir(run_dir):
+        return True
     if best_checkpoint_written_here(run_dir):
         return False
     lock = checkpoints = False
@@ -653,6 +657,7 @@ FORWARDED = (signal.SIGINT, signal.SIGTERM)
 children = set()  # the `pneumo` processes running now
 children_lock = threading.RLock()  # reentrant: the handler may interrupt its own thread holding it
 received = []  # the signals received while forwarding, in order
+passing_on = True  # whether a signal received goes on to the children (ForwardingSignals)
 
 
 def send(child, signum):
@@ -680,17 +685,23 @@ class ForwardingSignals:
     ignored."""
 
     def __init__(self, pass_on=True):
+        self.pass_on = pass_on
         self.handler = forward if pass_on else record
 
     def __enter__(self):
+        global passing_on
         self.previous = {}
+        self.previous_passing_on = passing_on
+        passing_on = self.pass_on
         for number in FORWARDED:
             if signal.getsignal(number) is not signal.SIG_IGN:
                 self.previous[number] = signal.signal(number, self.handler)
 
     def __exit__(self, *_):
+        global passing_on
         for number, handler in self.previous.items():
             signal.signal(number, handler)
+        passing_on = self.previous_passing_on
 
 
 def exit_stopped(message):
@@ -779,7 +790,7 @@ def run(command, log_path, failed_note=None, seconds_path=None, makes=None):
     else:
         with children_lock:
             children.add(child)
-            if received:  # a signal came while it was starting
+            if received and passing_on:  # a signal came while it was starting
                 send(child, received[-1])
         try:
             returncode = child.wait()
@@ -1336,19 +1347,12 @@ def read_test(args, plan, chosen):
     exit_if_stopped_before_lock()
     if problems:
         sys.exit("experiments: the test split is not read (no lock written):\n  " + "\n  ".join(problems))
-    # Made only if absent (O_EXCL): of two calls at once, one reads (the check at the top saw
-    # no lock in either).
-    try:
-        descriptor = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    except FileExistsError:
-        sys.exit(f"experiments: the test split was read already ({lock}, written by a call that "
-                 "ran beside this one); it is read once")
-    with os.fdopen(descriptor, "w", encoding="utf-8") as f:
-        f.write(f"test read at {time.strftime('%Y-%m-%d %H:%M:%S')} for {names}\n"
-                f"plan sha256 {plan_sha256(args)} ({os.path.join(args.out, 'plan.json')})\n"
-                f"data {args.data}: {json.dumps(data_identity(args.data))}\n")
-        for path, digest in models.items():
-            f.write(f"model sha256 {digest} ({path})\n")
+    # The lock's text, made before the lock: a failure here (a file that cannot be read) leaves
+    # the test split unread and no lock.
+    lock_text = (f"test read at {time.strftime('%Y-%m-%d %H:%M:%S')} for {names}\n"
+                 f"plan sha256 {plan_sha256(args)} ({os.path.join(args.out, 'plan.json')})\n"
+                 f"data {args.data}: {json.dumps(data_identity(args.data))}\n" +
+                 "".join(f"model sha256 {digest} ({path})\n" for path, digest in models.items()))
 
     reads = []  # (name, label, path of its test JSON, whether it is an ensemble), in order
     for name in names:
@@ -1367,11 +1371,30 @@ def read_test(args, plan, chosen):
         return (f"The lock {lock} is written, so the test split will not be read again. Read: "
                 f"{', '.join(done) or 'nothing'}. Not read: {', '.join(not_read)}.")
 
-    # A signal here is not passed on: `pneumo evaluate` would die with its read half done, and
-    # the lock allows no second read. The read running finishes; none starts after it. Whatever
-    # ends the reads, test.md holds those made (the lock allows no call to write it later).
-    try:
-        with ForwardingSignals(pass_on=False):
+    # From the lock on, a signal is not passed on: `pneumo evaluate` would die with its read half
+    # done, and the lock allows no second read. The read running finishes; none starts after it.
+    # A signal before the first read starts, or a lock that cannot be written whole, removes the
+    # lock again (nothing was read). Whatever ends the reads, test.md holds those made (the lock
+    # allows no call to write it later).
+    with ForwardingSignals(pass_on=False):
+        exit_if_stopped_before_lock()
+        # Made only if absent (O_EXCL): of two calls at once, one reads (the check at the top saw
+        # no lock in either).
+        try:
+            descriptor = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            sys.exit(f"experiments: the test split was read already ({lock}, written by a call "
+                     "that ran beside this one); it is read once")
+        try:
+            with os.fdopen(descriptor, "w", encoding="utf-8") as f:
+                f.write(lock_text)
+        except BaseException:
+            os.remove(lock)
+            raise
+        if received:
+            os.remove(lock)
+            exit_if_stopped_before_lock()
+        try:
             for name, _, out, models in reads:
                 command = [args.pneumo, "evaluate", "--data", args.data, "--split", "test",
                            "--stress", "--json", out] + evaluate_args(args)
@@ -1379,8 +1402,8 @@ def read_test(args, plan, chosen):
                     command += ["--model", model]
                 run(command, os.path.join(args.out, name, "test.log"), failed_note, makes=out)
                 done.append(out)
-    finally:
-        write_test_md(args, plan, chosen, names, reads, done)
+        finally:
+            write_test_md(args, plan, chosen, names, reads, done)
 
 
 def write_test_md(args, plan, chosen, names, reads, done):
@@ -1411,7 +1434,11 @@ def write_test_md(args, plan, chosen, names, reads, done):
             else:
                 if len(results) > 1:
                     stats = [mean_sd([f(r) for r in results]) for _, f in TEST_COLUMNS]
-                    lines.append(f"| {name} | mean ± sample sd | " + " | ".join(fmt(*s) for s in stats) + " |")
+                    # Over the seeds read: say so when the reads stopped short of them all.
+                    over = "" if len(results) == len(models) else \
+                        f" ({len(results)} of {len(models)} seeds)"
+                    lines.append(f"| {name} | mean ± sample sd{over} | " +
+                                 " | ".join(fmt(*s) for s in stats) + " |")
                 cells = [fmt(f(result)) if i != TUNED else "-" for i, (_, f) in enumerate(TEST_COLUMNS)]
             lines.append(f"| {name} | {label} | " + " | ".join(cells) + " |")
     with open(os.path.join(args.out, "test.md"), "w", encoding="utf-8") as f:
