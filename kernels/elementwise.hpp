@@ -114,8 +114,10 @@ PNEUMO_HD BceElement sigmoid_bce(float z, float y, float weight) {
 
 // ---- RMSprop (no momentum, not centred) -------------------------------------------------------
 // mean_square <- rho * mean_square + (1 - rho) g^2, then
-//   outside (PyTorch's torch.optim.RMSprop): param <- param - lr g / (sqrt(mean_square) + eps)
-//   inside (Keras 2 and 3, TensorFlow's kernel): param <- param - lr g / sqrt(mean_square + eps)
+//   outside (torch.optim.RMSprop; Keras 2 and tf.keras <= 2.10 without momentum):
+//     param <- param - lr g / (sqrt(mean_square) + eps)
+//   inside (Keras 2.11+ and 3, TensorFlow's ApplyRMSProp kernel):
+//     param <- param - lr g / sqrt(mean_square + eps)
 // They differ wherever mean_square is not far above eps: a first step from a gradient of 1e-4 is
 // 10x larger outside, and after one recipe epoch at 96 px about 28% of the weights (most of fc1)
 // stepped more than 10% further outside than inside would.

@@ -314,8 +314,8 @@ TEST(CpuRmsprop, MatchesHandComputationOverThreeSteps) {
 }
 
 // Small gradients, where the two placements of epsilon part: outside (PyTorch) a first step from
-// g = 1e-4 is lr g / (sqrt(0.1) 1e-4 + 1e-7) = 3.15 lr; inside (Keras) lr g / sqrt(1e-9 + 1e-7)
-// = 0.315 lr. Each placement matches its own hand computation over three steps.
+// g = 1e-4 is lr g / (sqrt(0.1) 1e-4 + 1e-7) = 3.15 lr; inside (Keras 2.11+ and 3)
+// lr g / sqrt(1e-9 + 1e-7) = 0.315 lr. Each placement matches its own hand computation over three steps.
 TEST(CpuRmsprop, EpsilonInsideTheRootIsKerasForm) {
   auto backend = make_cpu_backend(1);
   const float lr = 1e-3f, rho = 0.9f, eps = 1e-7f;

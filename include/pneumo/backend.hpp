@@ -260,7 +260,8 @@ class Backend {
   // ---- RMSprop and AdamW over one contiguous buffer: pneumo/ops/optimizer.hpp ---------------
   // live set: the learning rate (and AdamW's bias corrections) are read from it when the step
   // runs; the other constants stay as passed.
-  // eps_inside: epsilon under the square root (Keras) rather than added to it (PyTorch).
+  // eps_inside: epsilon under the square root (Keras 2.11+ and 3) rather than added to it
+  // (PyTorch; Keras 2 and tf.keras <= 2.10 without momentum).
   void rmsprop_step(TensorView params, ConstTensorView grads, TensorView mean_square,
                     float learning_rate, float rho, float epsilon, bool eps_inside = false,
                     const LiveStep* live = nullptr);

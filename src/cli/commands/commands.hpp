@@ -50,7 +50,7 @@ struct TrainOptions {
   double learning_rate = 1e-3;
   double rho = 0.9;                 // RMSprop
   double epsilon = 1e-7;            // both, outside the square root...
-  std::string rmsprop_epsilon = "outside";  // ... or, for RMSprop, "inside" it (Keras)
+  std::string rmsprop_epsilon = "outside";  // ... or, for RMSprop, "inside" it (Keras 2.11+, 3)
   double beta1 = 0.9, beta2 = 0.999;  // AdamW
   double weight_decay = 0.01;       // AdamW, decoupled
   double label_smoothing = 0.0;     // training targets y (1 - s) + s / 2

@@ -275,7 +275,8 @@ std::vector<TrainFlag> make_table() {
                     Within{0, INFINITY, true}, "1e-08", "0"));
   t.push_back(bound(
       "rmsprop-epsilon",
-      "Where RMSprop adds epsilon: outside the square root (PyTorch) | inside it (Keras)",
+      "Where RMSprop adds epsilon: outside the square root (PyTorch; Keras 2, tf.keras <= 2.10) "
+      "| inside it (Keras 2.11+ and 3)",
       PNEUMO_FIELD(rmsprop_epsilon),
       [](O o) {
         one_of("--rmsprop-epsilon", o.rmsprop_epsilon, {"outside", "inside"});
