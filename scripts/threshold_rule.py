@@ -39,7 +39,8 @@ def youden_threshold(logits, labels, min_class_images=MIN_CLASS_IMAGES):
     compared exactly (TP * N - FP * P), ties to the cut closest to logit 0 (then the higher one).
     Logit 0 (0.5), as pneumo keeps, when a class is absent or has fewer than `min_class_images`
     images, when no cut beats chance (J <= 0 at best: the cut would call every image one class),
-    or when the cut's probability rounds to 0 or 1 in double precision (a saturated model)."""
+    or when no probability threshold separates the scores on either side of the cut (a saturated
+    model: probabilities round to 0 or 1 there; see separable)."""
     positives = sum(labels)
     negatives = len(labels) - positives
     if min(positives, negatives) < max(1, min_class_images):
@@ -61,6 +62,9 @@ def youden_threshold(logits, labels, min_class_images=MIN_CLASS_IMAGES):
                     (score == best_score and (abs(cut) < abs(best_cut) or
                                               (abs(cut) == abs(best_cut) and cut > best_cut)))):
                 best_score, best_cut = score, cut
+                # The lowest score called positive and the highest called negative.
+                above = pairs[i][0] if i < len(pairs) else cut + 1.0
+                below = pairs[i - 1][0] if i > 0 else cut - 1.0
         if i < len(pairs):
             if pairs[i][1]:
                 true_pos -= 1
@@ -68,10 +72,42 @@ def youden_threshold(logits, labels, min_class_images=MIN_CLASS_IMAGES):
                 false_pos -= 1
     if best_score <= 0:
         return 0.0  # no cut beats chance
-    probability = 1.0 / (1.0 + math.exp(-best_cut)) if best_cut > -700 else 0.0
-    if not 0.0 < probability < 1.0:
+    if not separable(best_cut, above, below):
         return 0.0  # saturated: no probability threshold stands for this cut
     return best_cut  # a logit
+
+
+def sigmoid(logit):
+    if logit >= 0:
+        return 1.0 / (1.0 + math.exp(-logit))
+    e = math.exp(logit)
+    return e / (1.0 + e)
+
+
+def logit_of(probability):
+    if probability == 0.5:
+        return 0.0
+    if probability >= 1.0:
+        return math.inf
+    if probability <= 0.0:
+        return -math.inf
+    return math.log(probability / (1.0 - probability))
+
+
+def separable(logit_cut, above, below):
+    """Whether a probability threshold separates `above` (called positive) from `below` under
+    pneumo's rule (z > logit_of(t)), found as pneumo's separating_threshold finds it: the
+    sigmoid of the cut, nudged one double at a time, at most 64 times. Not separable: the cut
+    lies where probabilities round to 0 or 1 (pneumo then keeps 0.5, 'saturated')."""
+    threshold = sigmoid(logit_cut)
+    for _ in range(64):
+        if not above > logit_of(threshold):
+            threshold = math.nextafter(threshold, 0.0)
+        elif below > logit_of(threshold):
+            threshold = math.nextafter(threshold, 1.0)
+        else:
+            break
+    return above > logit_of(threshold) and not below > logit_of(threshold)
 
 
 # Accuracies are exact fractions (the shares too, as typed): two cuts that call the same images

@@ -77,17 +77,20 @@ TEST(ThresholdRule, ASharesOwnMixGivesThePlainHalvingsWorseShare) {
 }
 
 // The script's Youden cut keeps 0.5 (logit 0) wherever pneumo train keeps it: no cut beating
-// chance, a cut whose probability rounds to 1, a class under the minimum; elsewhere the midpoint.
+// chance, no probability separating the scores around the cut, a class under the minimum;
+// elsewhere the midpoint.
 TEST(ThresholdRule, TheScriptsCutKeepsHalfWherePneumoDoes) {
   if (testing::run_command("python3 -c pass").status != 0) GTEST_SKIP() << "no python3";
   const auto cuts = testing::run_command(
       "cd " PNEUMO_SOURCE_DIR "/scripts && python3 -B -c 'from threshold_rule import "
       "youden_threshold as y; print(y([3, 4], [1, 0], 1), y([3, 4, 5, 6], [1, 0, 1, 0], 1), "
-      "y([39, 40], [0, 1], 1), y([1, 2], [0, 1]), y([1, 2], [0, 1], 1), "
-      "y([1, 2, 3, 4], [0, 0, 1, 1], 1))'");
+      "y([39, 40], [0, 1], 1), y([35, 35.1], [0, 1], 1), y([1, 2], [0, 1]), "
+      "y([1, 2], [0, 1], 1), y([1, 2, 3, 4], [0, 0, 1, 1], 1), y([34, 40], [0, 1], 1))'");
   ASSERT_EQ(cuts.status, 0) << cuts.output;
-  // Chance (twice), saturated, two images under the default minimum; then two real cuts.
-  EXPECT_EQ(cuts.output, "0.0 0.0 0.0 0.0 1.5 2.5\n");
+  // Chance (twice), saturated (twice: the sigmoid of the cut rounds to 1; no double between the
+  // two scores' probabilities), two images under the default minimum; then three real cuts, the
+  // last with a probability one double below 1 (pneumo's nudged threshold separates 34 from 40).
+  EXPECT_EQ(cuts.output, "0.0 0.0 0.0 0.0 0.0 1.5 2.5 37.0\n");
 }
 
 }  // namespace
