@@ -256,17 +256,22 @@ void carry_over_run_files(const std::string& checkpoint, const std::string& run_
     // sweep's views read it), but the history will not hold its epoch as it ran, and an epoch
     // retrained that beats the best value of the resumed epochs replaces it even if it scores
     // below it: the note says so, and how to go on from it instead.
-    if (best_epoch > first_epoch)
-      std::cerr << "note: " << best.string() << " is of epoch " << best_epoch
-                << ", after the epoch resumed (" << first_epoch
-                << "): its run stopped between writing its best and its last checkpoint. It stays "
-                << "the run's best checkpoint until "
-                << (first_epoch == 0   ? std::string("the retrained epoch 1 replaces it")
-                    : first_epoch == 1 ? "a retrained epoch beats the best " + monitor + " of epoch 1"
-                                       : detail::concat("a retrained epoch beats the best ",
-                                                        monitor, " of epochs 1 to ", first_epoch))
-                << " (the history will not hold its epoch as it ran); to go on from it instead, "
-                << "resume " << best.string() << "\n";
+    if (best_epoch > first_epoch) {
+      const std::string resumed =
+          first_epoch == 0 ? std::string("after the checkpoint resumed, which holds no whole epoch")
+                           : detail::concat("after the epoch resumed (", first_epoch, ")");
+      const std::string until =
+          first_epoch >= epochs ? std::string("(no epoch is left to train)")
+          : first_epoch == 0    ? std::string("until the retrained epoch 1 replaces it")
+          : first_epoch == 1
+              ? "until a retrained epoch beats the best " + monitor + " of epoch 1"
+              : detail::concat("until a retrained epoch beats the best ", monitor,
+                               " of epochs 1 to ", first_epoch);
+      std::cerr << "note: " << best.string() << " is of epoch " << best_epoch << ", " << resumed
+                << ": its run stopped between writing its best and its last checkpoint. It stays "
+                << "the run's best checkpoint " << until << " (the history will not hold its "
+                << "epoch as it ran); to go on from it instead, resume " << best.string() << "\n";
+    }
     return;
   }
   const auto no_best = [&](const std::string& why) {

@@ -922,7 +922,8 @@ void TrainingRun::check_resumable(const std::string& checkpoint_path,
     if (trained.is_object() && trained.contains("val-split") && trained["val-split"].is_string()) {
       const std::string theirs = trained["val-split"].get<std::string>();
       official = official || theirs == "official";
-      if (!same_val_split(theirs, options_.val_split)) differs = "--val-split " + options_.val_split + " (the run's: " + theirs + ")";
+      if (!same_val_split(theirs, options_.val_split))
+        differs = "--val-split " + options_.val_split + " (the run's: " + theirs + ")";
     }
     if (!official && trained.is_object() && trained.contains("seed") &&
         trained["seed"].is_number_unsigned()) {
@@ -990,9 +991,9 @@ void TrainingRun::check_position_inside_epoch(const std::string& checkpoint_path
   const nlohmann::json now = to_json(options_);
   // (--val-seed needs no place here: a carve it changes fails the carved_split_crc32 check
   // before this one, and a value that carves the same images, -1 beside --seed's own, is fine.)
-  for (const char* flag : {"batch", "seed", "balance", "drop-last", "val-split"})
+  for (const std::string flag : {"batch", "seed", "balance", "drop-last", "val-split"})
     if (recorded.contains(flag) && now.contains(flag) && recorded[flag] != now[flag] &&
-        !(flag == std::string("val-split") && recorded[flag].is_string() &&
+        !(flag == "val-split" && recorded[flag].is_string() &&
           same_val_split(recorded[flag].get<std::string>(), options_.val_split)))
       throw Error(detail::concat(
           "checkpoint ", checkpoint_path, " stopped inside epoch ", resumed.epoch + 1, " with --",
