@@ -658,6 +658,7 @@ children = set()  # the `pneumo` processes running now
 children_lock = threading.RLock()  # reentrant: the handler may interrupt its own thread holding it
 received = []  # the signals received while forwarding, in order
 passing_on = True  # whether a signal received goes on to the children (ForwardingSignals)
+commands_started = [0]  # how many commands run() has started
 
 
 def send(child, signum):
@@ -785,6 +786,7 @@ def run(command, log_path, failed_note=None, seconds_path=None, makes=None):
         with open(log_path, "a") as log:
             offset = log.tell()
             child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+            commands_started[0] += 1
     except OSError as error:
         status = f"could not start: {error}"
     else:
@@ -1394,6 +1396,7 @@ def read_test(args, plan, chosen):
         if received:
             os.remove(lock)
             exit_if_stopped_before_lock()
+        started_before = commands_started[0]
         try:
             for name, _, out, models in reads:
                 command = [args.pneumo, "evaluate", "--data", args.data, "--split", "test",
@@ -1403,7 +1406,10 @@ def read_test(args, plan, chosen):
                 run(command, os.path.join(args.out, name, "test.log"), failed_note, makes=out)
                 done.append(out)
         finally:
-            write_test_md(args, plan, chosen, names, reads, done)
+            if commands_started[0] == started_before:
+                os.remove(lock)  # no read began (a signal in the last instants before it)
+            else:
+                write_test_md(args, plan, chosen, names, reads, done)
 
 
 def write_test_md(args, plan, chosen, names, reads, done):

@@ -348,6 +348,24 @@ TEST(Experiments, AFailedStartsFolderIsTrainedAgainAnythingElseRefused) {
       << testing::read_text(best_left + "/plain/seed-1.log");
 }
 
+// The folder rules as pneumo applies them: an empty run folder is a fresh one (the script refused
+// it), and a best checkpoint whose header length is damaged is unreadable, so a whole epoch to
+// resume rather than a failed start's (the script raised OverflowError on reading it).
+TEST(Experiments, AnEmptyFolderIsFreshADamagedBestHeaderIsUnreadable) {
+  testing::TempDir dir;
+  fs::create_directories(dir.file("empty"));
+  fs::create_directories(dir.file("damaged/checkpoints"));
+  std::ofstream(dir.file("damaged/checkpoints/best.safetensors"), std::ios::binary)
+      << std::string(8, '\xff') << "{}";
+  const auto checked = testing::run_command(
+      "cd " PNEUMO_SOURCE_DIR "/scripts && python3 -B -c 'import experiments as e; "
+      "print(e.holds_only_a_failed_start(\"" + dir.file("empty") + "\"), "
+      "e.best_checkpoint_written_here(\"" + dir.file("damaged") + "\"), "
+      "e.holds_only_a_failed_start(\"" + dir.file("damaged") + "\"))'");
+  ASSERT_EQ(checked.status, 0) << checked.output;
+  EXPECT_EQ(checked.output, "True True False\n");
+}
+
 // A SIGTERM sent to the script alone (not its process group, as `kill PID` or a runner sends it)
 // reaches the `pneumo train` it started: the run checkpoints and says so in its log, the script
 // exits 143 saying how to continue, and the same command then finishes the run from there.
