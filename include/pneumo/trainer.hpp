@@ -44,7 +44,7 @@ struct OptimizerSettings {
   float learning_rate = 1e-3f;  // RMSprop defaults of Keras
   float rho = 0.9f;
   float epsilon = 1e-7f;        // both optimizers: added outside the square root...
-  bool epsilon_inside = false;  // ... or, for RMSprop, under it (Keras' form)
+  bool epsilon_inside = false;  // ... or, for RMSprop, under it (Keras 2.11+ and 3)
   float beta1 = 0.9f;           // AdamW (PyTorch's defaults)
   float beta2 = 0.999f;
   float weight_decay = 0.01f;   // AdamW, decoupled: param *= 1 - lr * weight_decay each step
