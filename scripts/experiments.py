@@ -776,10 +776,12 @@ def run(command, log_path, failed_note=None, seconds_path=None, makes=None):
     the command's elapsed seconds are appended there (a line) if it got past its start-up checks,
     however it ends (stopped, failed or done), if the file's folder exists then: a start refused at
     once (another process holds the run, the data is missing) trained nothing."""
-    note = f"\n{failed_note()}" if failed_note else ""
+    def note():  # asked when the script ends, so that it says what is true then
+        return f"\n{failed_note()}" if failed_note else ""
+
     if received:
         exit_stopped(f"experiments: not started after {signal.Signals(received[0]).name}: "
-                     + shlex.join(command) + note)
+                     + shlex.join(command) + note())
     print("+ " + shlex.join(command), flush=True)
     start = time.time()
     try:
@@ -821,8 +823,8 @@ def run(command, log_path, failed_note=None, seconds_path=None, makes=None):
             status = f"ended with status 0 without writing {makes}, see {log_path}"
     if received:
         exit_stopped(f"experiments: command {status} after {signal.Signals(received[0]).name}"
-                     f"{note}")
-    sys.exit(f"experiments: command {status}{note}")
+                     f"{note()}")
+    sys.exit(f"experiments: command {status}{note()}")
 
 
 def evaluate_args(args):
@@ -1369,6 +1371,9 @@ def read_test(args, plan, chosen):
     done = []
 
     def failed_note():
+        if commands_started[0] == started_before:  # the lock is removed again (below)
+            return (f"No test read began, so the lock {lock} is removed: the test split is "
+                    "unread, and the same command reads it.")
         not_read = [path for _, _, path, _ in reads if path not in done]
         return (f"The lock {lock} is written, so the test split will not be read again. Read: "
                 f"{', '.join(done) or 'nothing'}. Not read: {', '.join(not_read)}.")
