@@ -267,15 +267,15 @@ class CudaBackend final : public Backend {
   void conv_backward_filter_bf16(ConvPlan& plan, ConstTensorView x, ConstTensorView dy,
                                  TensorView dweight);
   // Both gradients (conv2d_backward) from one bfloat16 copy of dy, and x's copy from the forward
-  // when it is still there (kept_input).
+  // when there is one (`kept`, from take_kept_input; nullptr converts x).
   void conv_backward_bf16(ConvPlan& plan, ConstTensorView x, ConstTensorView dy,
-                          ConstTensorView weight, TensorView dx, TensorView dweight);
+                          ConstTensorView weight, TensorView dx, TensorView dweight,
+                          uint16_t* kept);
   // The bfloat16 copy of x the last forward with this weight made, when that forward read this x
   // (same address and shape; the contract of conv2d_backward: x unchanged since) and no
-  // conv2d_backward with this weight has run since; else nullptr.
-  uint16_t* kept_input(ConstTensorView x, ConstTensorView weight);
-  // Marks this weight's kept copy used (kept_input answers nullptr until the next forward).
-  void forget_kept_input(ConstTensorView weight);
+  // conv2d_backward with this weight has run since; else nullptr. Either way the entry is marked
+  // used, so it answers nullptr until the next forward: every conv2d_backward calls this once.
+  uint16_t* take_kept_input(ConstTensorView x, ConstTensorView weight);
   // The copy a bfloat16 forward with this weight converts x into (grown on demand, kept for the
   // backward that follows).
   uint16_t* keep_input(ConstTensorView x, ConstTensorView weight);

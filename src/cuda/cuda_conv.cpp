@@ -526,14 +526,15 @@ void CudaBackend::conv2d_backward_impl(ConstTensorView x, ConstTensorView dy,
                                        ConstTensorView weight, TensorView dx, TensorView dweight,
                                        TensorView dbias) {
   const bool wants_dx = dx.shape.rank() != 0;
+  // Every backward spends the forward's kept copy, this one too when it does not read it.
+  uint16_t* kept = take_kept_input(x, weight);
   if (wants_dx && x.numel() > 0 && runs_bf16(x.shape.c())) {
     PNEUMO_NVTX_RANGE("conv2d_backward");
     ConvPlan& plan = conv_plan(x.shape, weight.shape[0]);
-    conv_backward_bf16(plan, x, dy, weight, dx, dweight);
+    conv_backward_bf16(plan, x, dy, weight, dx, dweight, kept);
     if (dbias.shape.rank() != 0) conv_bias_gradient(plan, dy, dbias);
     return;
   }
-  forget_kept_input(weight);  // this backward counts as the first after the forward too
   conv2d_backward_filter_impl(x, dy, dweight, dbias);
   if (wants_dx) conv2d_backward_data_impl(dy, weight, dx);
 }
@@ -667,16 +668,13 @@ void from_bf16(const uint16_t* src, TensorView t, const float* bias, bool relu,
 
 }  // namespace
 
-uint16_t* CudaBackend::kept_input(ConstTensorView x, ConstTensorView weight) {
+uint16_t* CudaBackend::take_kept_input(ConstTensorView x, ConstTensorView weight) {
   const auto found = kept_inputs_.find(weight.data);
   if (found == kept_inputs_.end()) return nullptr;
   KeptInput& kept = found->second;
-  return kept.x == x.data && kept.shape == x.shape ? kept.copy.data() : nullptr;
-}
-
-void CudaBackend::forget_kept_input(ConstTensorView weight) {
-  const auto found = kept_inputs_.find(weight.data);
-  if (found != kept_inputs_.end()) found->second.x = nullptr;  // its memory stays, for the next
+  const bool same = kept.x == x.data && kept.shape == x.shape;
+  kept.x = nullptr;  // used; its memory stays for the next forward, which rewrites it on this stream
+  return same ? kept.copy.data() : nullptr;
 }
 
 uint16_t* CudaBackend::keep_input(ConstTensorView x, ConstTensorView weight) {
@@ -739,17 +737,17 @@ void CudaBackend::conv_backward_filter_bf16(ConvPlan& plan, ConstTensorView x, C
   filter_from_bf16(plan, x.shape, b, dweight);
 }
 
-// The weight gradient reads x's copy from the forward where there is one (else converts x into the
-// scratch). The copy serves this one backward: the entry is marked used (its memory stays for the
-// next forward), so a later backward on the same address, whose tensor may have been freed and
-// its memory given to another since, converts x afresh.
+// The weight gradient reads x's copy from the forward where there is one (`kept`, else x is
+// converted into the scratch). The copy serves this one backward: take_kept_input marked it used,
+// so a later backward on the same address, whose tensor may have been freed and its memory given
+// to another since, converts x afresh.
 void CudaBackend::conv_backward_bf16(ConvPlan& plan, ConstTensorView x, ConstTensorView dy,
-                                     ConstTensorView weight, TensorView dx, TensorView dweight) {
+                                     ConstTensorView weight, TensorView dx, TensorView dweight,
+                                     uint16_t* kept) {
   const Bf16Buffers b = bf16_buffers(x.numel(), dy.numel(), weight.numel());
   Bf16Buffers filter = b;
-  if (uint16_t* kept = kept_input(x, weight)) {
+  if (kept) {
     filter.x = kept;  // read only: the filter plan's input
-    forget_kept_input(weight);  // used: the next forward rewrites it, on this stream
   } else {
     to_bf16(x, b.x, stream_.get());
   }
