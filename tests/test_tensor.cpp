@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <limits>
 #include <vector>
 
 #include "pneumo/error.hpp"
@@ -148,6 +149,16 @@ TEST(Memory, PoisonedHostAllocationsHoldNanUntilWritten) {
   zeros.copy_to_host(values.data());
   for (float v : values) EXPECT_EQ(v, 0.0f);
   for (int64_t i = 0; i < ints.size(); ++i) EXPECT_EQ(ints.data()[i], -1);
+}
+
+// Error messages print a NaN as "nan" whatever its sign bit (which a threaded sum's order picks),
+// so a message reads the same from run to run; other values as an ostream writes them.
+TEST(Message, ANanReadsNanWhateverItsSignBit) {
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  EXPECT_EQ(detail::concat("loss ", std::copysign(nan, -1.0f)), "loss nan");
+  EXPECT_EQ(detail::concat("loss ", static_cast<double>(std::copysign(nan, -1.0f))), "loss nan");
+  EXPECT_EQ(detail::concat(nan, " at step ", 3), "nan at step 3");
+  EXPECT_EQ(detail::concat(-std::numeric_limits<double>::infinity(), ' ', -0.5f), "-inf -0.5");
 }
 
 }  // namespace

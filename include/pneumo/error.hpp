@@ -2,10 +2,12 @@
 // check macro that builds its message (the failed condition, file, line and what the caller adds).
 #pragma once
 
+#include <cmath>
 #include <cstddef>
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <utility>
 
 namespace pneumo {
@@ -41,10 +43,23 @@ class UsageError : public Error {
 };
 
 namespace detail {
+// One part of a message as an ostream writes it, except a NaN: "nan" whatever its sign bit, which
+// depends on which operand's NaN an operation passed on (the order of a threaded sum), so a message
+// reads the same from run to run ("-nan" in one, "nan" in the next otherwise).
+template <class Part>
+void write_part(std::ostream& out, Part&& part) {
+  if constexpr (std::is_floating_point_v<std::decay_t<Part>>) {
+    if (std::isnan(part)) {
+      out << "nan";
+      return;
+    }
+  }
+  out << std::forward<Part>(part);
+}
 template <class... Parts>
 std::string concat(Parts&&... parts) {
   std::ostringstream out;
-  (out << ... << std::forward<Parts>(parts));
+  (write_part(out, std::forward<Parts>(parts)), ...);
   return out.str();
 }
 // `text` cut to its first `limit` bytes with a note of its full length, so a message that quotes

@@ -355,12 +355,8 @@ namespace {
 
 [[noreturn]] void throw_nonfinite(const EpochStats& stats, uint32_t epoch, int64_t steps,
                                   float learning_rate) {
-  // A NaN's sign bit depends on which operand's NaN an operation passed on (the order of a
-  // threaded sum): "nan" either way, not "nan" in one run and "-nan" in the next.
-  const std::string loss = std::isnan(stats.loss_sum) ? std::string("nan")
-                                                      : detail::concat(stats.loss_sum);
   throw NonFiniteLoss(
-      detail::concat("the training loss became ", loss, " at step ",
+      detail::concat("the training loss became ", stats.loss_sum, " at step ",
                      stats.first_nonfinite_step + 1, " of ", steps, " in epoch ", epoch + 1,
                      " (learning rate ", learning_rate, ")"),
       epoch, stats.first_nonfinite_step);
