@@ -8,11 +8,16 @@ most 10). Every other split (val, test) travels losslessly as PNG, so evaluation
 cached pixels. Labels, file lists and meta.json are copied as they are, and a note in meta.json
 records the re-encoding.
 
+When OUT_DIR lies in the repository (.xfer/full), the end adds up what a device call carrying
+it and .deps moves (the files git does not ignore, .deps, OUT_DIR's top folder) and fails when
+that passes the limit, before a call is spent finding out.
+
 Usage: scripts/pack_gpu_data.py CACHE_DIR OUT_DIR   (needs python3 with numpy and cv2)
 """
 import json
 import pathlib
 import shutil
+import subprocess
 import sys
 
 import opencv_numpy
@@ -55,6 +60,45 @@ def read_cache_meta(cache):
     return meta
 
 
+def folder_bytes(folder):
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def carried_bytes(root, carried):
+    """What a device call moves: the checkout's files that git does not ignore, and the carried
+    folders (paths under root) whole."""
+    listed = subprocess.run(["git", "-C", str(root), "ls-files", "-z", "--cached", "--others",
+                             "--exclude-standard"], capture_output=True, check=True).stdout
+    total = 0
+    for name in listed.split(b"\0"):
+        path = root / name.decode(errors="surrogateescape")
+        if name and path.is_file() and not path.is_symlink():
+            total += path.stat().st_size
+    return total + sum(folder_bytes(folder) for folder in carried if folder.is_dir())
+
+
+def check_carry(out):
+    """Fails when a call carrying OUT_DIR's top folder and .deps would pass the transfer limit."""
+    root = pathlib.Path(__file__).resolve().parent.parent
+    real_out = out.resolve()
+    if root not in real_out.parents:
+        return  # not carried from the repository: nothing to add up here
+    top = root / real_out.relative_to(root).parts[0]
+    deps = root / ".deps"
+    try:
+        total = carried_bytes(root, [top, deps])
+    except (OSError, subprocess.CalledProcessError) as error:
+        print(f"pack_gpu_data: warning: could not add up what a call carries ({error})",
+              file=sys.stderr)
+        return
+    names = f"the checkout, {top.name}" + (" and .deps" if deps.is_dir() else " (no .deps yet)")
+    print(f"a device call carrying {top.name} and .deps moves {total / 2**20:.1f} MiB "
+          f"({names}) of the {TRANSFER_LIMIT >> 20} MiB it allows")
+    if total > TRANSFER_LIMIT:
+        sys.exit(f"pack_gpu_data: {total / 2**20:.1f} MiB is more than a device call carries "
+                 f"({TRANSFER_LIMIT >> 20} MiB): pack a smaller cache or carry less")
+
+
 def main():
     if len(sys.argv) != 3:
         sys.exit(__doc__)
@@ -80,6 +124,7 @@ def main():
     if total > TRANSFER_LIMIT:
         print(f"pack_gpu_data: warning: {total / 2**20:.1f} MiB of images, more than the "
               f"{TRANSFER_LIMIT >> 20} MiB a device call carries", file=sys.stderr)
+    check_carry(out)
 
 
 if __name__ == "__main__":
