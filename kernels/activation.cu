@@ -39,13 +39,14 @@ __global__ void bias_partial_kernel(const float* dy, float* partial, ChunkGeomet
   if (threadIdx.x == 0) partial[blockIdx.x * gridDim.y + blockIdx.y] = sum;
 }
 
-// dbias[c] = its chunks' partial sums, added in chunk order.
+// dbias[c] = its chunks' partial sums, added in chunk order in double (as every other finalise
+// kernel merges its partials, and as the CPU twin sums).
 __global__ void bias_total_kernel(const float* partial, float* dbias, int64_t channels,
                                   int64_t chunks) {
   for (int64_t c = global_thread_index(); c < channels; c += grid_stride()) {
-    float sum = 0.0f;
+    double sum = 0.0;
     for (int64_t j = 0; j < chunks; ++j) sum += partial[c * chunks + j];
-    dbias[c] = sum;
+    dbias[c] = static_cast<float>(sum);
   }
 }
 

@@ -59,7 +59,8 @@ __device__ __forceinline__ Moments shuffle_down(const Moments& m, int offset) {
 }
 
 // Moments of the whole block (blockDim.x == kThreadsPerBlock), valid in thread 0, merged in a
-// fixed tree: warps by shuffles, then the warps' results by the first warp.
+// fixed tree: warps by shuffles, then the warps' results by the first warp. Ends with a barrier,
+// so a second call in one kernel cannot overwrite warp_moments while the first warp reads it.
 __device__ Moments block_moments(Moments m) {
   constexpr int kWarps = kThreadsPerBlock / 32;
   __shared__ Moments warp_moments[kWarps];
@@ -73,6 +74,7 @@ __device__ Moments block_moments(Moments m) {
     for (int offset = 16; offset > 0; offset >>= 1)
       total = merge(total, shuffle_down(total, offset));
   }
+  __syncthreads();
   return total;
 }
 

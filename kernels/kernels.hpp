@@ -233,8 +233,11 @@ void conv3x3_backward_filter_single_channel(const float* x, const float* dy, flo
 // ---- kernels/loss_unfused.cu (benchmark baseline only) ----------------------------------------
 // The unfused path the fused sigmoid_bce kernel replaces, given p = sigmoid(logits) from a
 // separate activation pass (cuDNN's): one kernel for the loss statistics, one for the gradient.
-// Same outputs as sigmoid_bce above (p clamped to [1e-7, 1 - 1e-7] inside the logarithms, as
-// Keras does). weights == nullptr means weight 1.
+// A timing baseline, not a reference: the same loss as sigmoid_bce above (p clamped to
+// [1e-7, 1 - 1e-7] inside the logarithms, as Keras does), but its correct count compares p > 0.5
+// where sigmoid_bce compares z > 0 (they differ where the sigmoid rounds a tiny positive logit to
+// 0.5), its gradient divides by this call's n (sigmoid_bce's by batch_count), and blocks add
+// their sums atomically (not reproducible to the bit). weights == nullptr means weight 1.
 // stats[0] += sum of weighted losses, stats[1] += correct count (p > 0.5 vs label > 0.5).
 void bce_loss_from_probabilities(const float* probabilities, const float* labels,
                                  const float* weights, float* stats, int64_t n,

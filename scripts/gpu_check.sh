@@ -44,6 +44,8 @@
 #         "bench_main cache_pair torch_eager train_real seeds torch_compile sanitizers bench_fused
 #         kernels torch_more sweep nccl bench_extras ncu"; "" is the default too; seeds needs
 #         train_real earlier in the same call),
+#         GPU_CHECK_COMMIT (the commit the report names; default git's HEAD here, which on a lent
+#         GPU may be an older copy's: give the dev machine's `git rev-parse --short HEAD`),
 #         PREDICTIONS (the files of speed predictions and aims the report checks; default the
 #         newest profiling/predictions-*.json and every profiling/targets-*.json, "" none),
 #         GPU_CHECK_DEVICE (cuda; "cpu" dry-runs the script's flow on a machine without a GPU: the
@@ -146,7 +148,11 @@ write_report() {
     echo "# pneumo GPU check"
     echo
     echo "- date: $(date -u +%Y-%m-%dT%H:%M:%SZ), host: $(hostname)"
-    echo "- commit: $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$root" diff --quiet 2>/dev/null || echo ' (with local changes)')"
+    if [[ -n ${GPU_CHECK_COMMIT:-} ]]; then  # the device's copy of .git may be an older one's
+      echo "- commit: $GPU_CHECK_COMMIT (GPU_CHECK_COMMIT, as the caller gave it)"
+    else
+      echo "- commit: $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$root" diff --quiet 2>/dev/null || echo ' (with local changes)')"
+    fi
     echo "- GPU: ${gpu_line:-unknown}"
     echo "- toolchain: ${toolchain_line:-unknown}"
     echo "- cuDNN: ${cudnn_line:-not located yet}"

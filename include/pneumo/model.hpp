@@ -54,7 +54,7 @@ struct ModelConfig {
   // With fused_block_tails: every block after the stem in bfloat16 channels-last (one layer,
   // "blocks2-5": conv2d_forward_bf16 and block_tail_forward_bf16, pneumo/ops/block_tail.hpp),
   // converted once into that stretch and once out of it, instead of around every convolution.
-  // For --precision bf16 (`--bf16-activations`); its dropout masks are indexed in the stretch's
+  // For --precision bf16 with --fused-block-tails; its dropout masks are indexed in the stretch's
   // channels-last storage, so they differ from the float32 tails' (same rates and streams).
   bool bf16_activations = false;
   // Without fused tails: each block's batch-norm backward also applies the gradient of the
