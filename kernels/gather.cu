@@ -7,9 +7,14 @@
 namespace pneumo::kernels {
 namespace {
 
-__global__ void gather_values_kernel(const float* values, const int32_t* indices, float* out,
-                                     int64_t n) {
-  for (int64_t i = global_thread_index(); i < n; i += grid_stride()) out[i] = values[indices[i]];
+// An index outside the values (a caller's bug) gives NaN, as gather_augment's bad image index
+// does, rather than another allocation's memory: the loss turns NaN and the trainer names the step.
+__global__ void gather_values_kernel(const float* values, int64_t value_count,
+                                     const int32_t* indices, float* out, int64_t n) {
+  for (int64_t i = global_thread_index(); i < n; i += grid_stride()) {
+    const int32_t index = indices[i];
+    out[i] = index >= 0 && index < value_count ? values[index] : __int_as_float(0x7fc00000);
+  }
 }
 
 // One block: every thread reads the cursor before thread 0 advances it.
@@ -30,11 +35,12 @@ __global__ void begin_step_kernel(const LiveStep* table, int64_t table_size, uin
 
 }  // namespace
 
-void gather_values(const float* values, const int32_t* indices, float* out, int64_t n,
-                   cudaStream_t stream) {
+void gather_values(const float* values, int64_t value_count, const int32_t* indices, float* out,
+                   int64_t n, cudaStream_t stream) {
   if (n == 0) return;
-  gather_values_kernel<<<blocks_for(n), kThreadsPerBlock, 0, stream>>>(values, indices, out, n);
-  PNEUMO_LAUNCH_CHECK("gather_values_kernel", "n=", n);
+  gather_values_kernel<<<blocks_for(n), kThreadsPerBlock, 0, stream>>>(values, value_count,
+                                                                       indices, out, n);
+  PNEUMO_LAUNCH_CHECK("gather_values_kernel", "n=", n, " value_count=", value_count);
 }
 
 void begin_step(const LiveStep* table, int64_t table_size, uint32_t* cursor, const int32_t* order,

@@ -90,9 +90,9 @@ void adamw_step(float* params, const float* grads, float* exp_avg, float* exp_av
 void hold_stream(int64_t microseconds, cudaStream_t stream);
 
 // ---- kernels/gather.cu --------------------------------------------------------------------------
-// out[i] = values[indices[i]] for i < n.
-void gather_values(const float* values, const int32_t* indices, float* out, int64_t n,
-                   cudaStream_t stream);
+// out[i] = values[indices[i]] for i < n; NaN where indices[i] is outside [0, value_count).
+void gather_values(const float* values, int64_t value_count, const int32_t* indices, float* out,
+                   int64_t n, cudaStream_t stream);
 
 // Backend::begin_step (pneumo/live_step.hpp), one block: *current = table[*cursor], indices[j] =
 // order[current->first + j] for j < count, ++*cursor; traps when the cursor is past table_size.

@@ -1211,10 +1211,21 @@ TEST_F(Parity, GatherValues) {
   Array<float> v_cpu = array_on(Device::Cpu, values), v_cuda = array_on(Device::Cuda, values);
   Array<int32_t> i_cpu = array_on(Device::Cpu, indices), i_cuda = array_on(Device::Cuda, indices);
   Pair out = output({37});
-  cpu_->gather_values(v_cpu.data(), i_cpu.data(), out.cpu);
-  cuda_->gather_values(v_cuda.data(), i_cuda.data(), out.cuda);
+  cpu_->gather_values(v_cpu.data(), 100, i_cpu.data(), out.cpu);
+  cuda_->gather_values(v_cuda.data(), 100, i_cuda.data(), out.cuda);
   EXPECT_ON_DEVICE(out.cuda);
   EXPECT_TRUE(exactly_equal(out.cuda, out.cpu, "gathered"));
+  // An index outside the values (a caller's bug): NaN on CUDA, which cannot stop a kernel with a
+  // message (the CPU refuses it: CpuBackend.GatherValuesAndPlainGather), never other memory.
+  const std::vector<int32_t> bad{7, 100, -1, 99};
+  Array<int32_t> bad_cuda = array_on(Device::Cuda, bad);
+  Tensor bad_out = cuda_->zeros({4});
+  cuda_->gather_values(v_cuda.data(), 100, bad_cuda.data(), bad_out);
+  const std::vector<float> got = to_host(bad_out);
+  EXPECT_EQ(got[0], values[7]);
+  EXPECT_TRUE(std::isnan(got[1])) << got[1];
+  EXPECT_TRUE(std::isnan(got[2])) << got[2];
+  EXPECT_EQ(got[3], values[99]);
 }
 
 TEST_F(Parity, GatherAugment) {
@@ -1500,7 +1511,7 @@ TEST_F(Parity, CudaBackendRefusesHostTensors) {
   std::vector<int32_t> indices{0};
   std::vector<float> values{1.0f};
   Tensor out = cuda_->zeros({1});
-  EXPECT_THROW(cuda_->gather_values(values.data(), indices.data(), out), Error);
+  EXPECT_THROW(cuda_->gather_values(values.data(), 1, indices.data(), out), Error);
   try {
     cuda_->conv2d_forward(device, w, b, cuda_->zeros({2, 4, 4, 4}), false);
     FAIL() << "a wrong output shape was accepted";

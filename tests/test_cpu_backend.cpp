@@ -151,8 +151,13 @@ TEST(CpuBackend, GatherValuesAndPlainGather) {
   const std::vector<float> values{0.5f, 1.5f, 2.5f, 3.5f};
   const std::vector<int32_t> indices{3, 0, 3};
   Tensor out = nan_tensor({3});
-  backend->gather_values(values.data(), indices.data(), out);
+  backend->gather_values(values.data(), 4, indices.data(), out);
   EXPECT_EQ(to_host(out), (std::vector<float>{3.5f, 0.5f, 3.5f}));
+  // An index past the values (or before them) is refused, not read from other memory.
+  const std::vector<int32_t> past{3, 4, 0}, before{-1, 0, 0};
+  EXPECT_THROW(backend->gather_values(values.data(), 4, past.data(), out), Error);
+  EXPECT_THROW(backend->gather_values(values.data(), 4, before.data(), out), Error);
+  EXPECT_THROW(backend->gather_values(values.data(), 0, indices.data(), out), Error);
 
   // Two 2x2 uint8 images; augmentation off: gather and scale to [0, 1].
   const std::vector<uint8_t> images{0, 51, 102, 255, 10, 20, 30, 40};

@@ -94,7 +94,7 @@ namespace pneumo {
       TensorView exp_avg_sq, const AdamWStep& step, const LiveStep* live)) \
   OP(gather_augment, (const uint8_t* images, int64_t image_count, int size, \
       const int32_t* indices, const AugmentSettings& settings, RngKey key, TensorView out)) \
-  OP(gather_values, (const float* values, const int32_t* indices, TensorView out)) \
+  OP(gather_values, (const float* values, int64_t value_count, const int32_t* indices, TensorView out)) \
   OP(begin_step, (const LiveStep* table, int64_t table_size, uint32_t* cursor, \
       const int32_t* order, int count, LiveStep* current, int32_t* indices))
 
@@ -271,7 +271,8 @@ class Backend {
   // ---- Input pipeline: pneumo/ops/input.hpp -------------------------------------------------
   void gather_augment(const uint8_t* images, int64_t image_count, int size, const int32_t* indices,
                       const AugmentSettings& settings, RngKey key, TensorView out);
-  void gather_values(const float* values, const int32_t* indices, TensorView out);
+  void gather_values(const float* values, int64_t value_count, const int32_t* indices,
+                     TensorView out);
   // The start of a step whose values live on the device (pneumo/live_step.hpp): with
   // i = *cursor, *current = table[i], indices[j] = order[table[i].first + j] for j < count, then
   // *cursor = i + 1. table (table_size entries), cursor, order, current and indices all on the

@@ -302,9 +302,10 @@ void Backend::gather_augment(const uint8_t* images, int64_t image_count, int siz
   observe("gather_augment", out.shape);
 }
 
-void Backend::gather_values(const float* values, const int32_t* indices, TensorView out) {
-  ops::check_gather_values(device(), values, indices, out);
-  gather_values_impl(values, indices, out);
+void Backend::gather_values(const float* values, int64_t value_count, const int32_t* indices,
+                            TensorView out) {
+  ops::check_gather_values(device(), values, value_count, indices, out);
+  gather_values_impl(values, value_count, indices, out);
   observe("gather_values", out.shape);
 }
 

@@ -52,11 +52,12 @@ void CpuBackend::gather_augment_impl(const uint8_t* images, int64_t image_count,
                     out.data);
 }
 
-void CpuBackend::gather_values_impl(const float* values, const int32_t* indices, TensorView out) {
+void CpuBackend::gather_values_impl(const float* values, int64_t value_count,
+                                    const int32_t* indices, TensorView out) {
   const int64_t count = out.numel();
   for (int64_t i = 0; i < count; ++i) {
-    // The interface carries no length for `values`, so only the lower bound can be checked.
-    PNEUMO_CHECK(indices[i] >= 0, "gather_values: negative index ", indices[i], " at position ", i);
+    PNEUMO_CHECK(indices[i] >= 0 && indices[i] < value_count, "gather_values: index ", indices[i],
+                 " at position ", i, " out of range [0, ", value_count, ")");
     out.data[i] = values[indices[i]];
   }
 }

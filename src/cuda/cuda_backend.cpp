@@ -796,12 +796,13 @@ void CudaBackend::gather_augment_impl(const uint8_t* images, int64_t image_count
                      out.data, stream_.get());
 }
 
-void CudaBackend::gather_values_impl(const float* values, const int32_t* indices, TensorView out) {
+void CudaBackend::gather_values_impl(const float* values, int64_t value_count,
+                                     const int32_t* indices, TensorView out) {
   PNEUMO_NVTX_RANGE("gather_values");
   if (out.numel() == 0) return;
   require_device_pointer(values, "gather_values", "values");
   require_device_pointer(indices, "gather_values", "indices");
-  kernels::gather_values(values, indices, out.data, out.numel(), stream_.get());
+  kernels::gather_values(values, value_count, indices, out.data, out.numel(), stream_.get());
 }
 
 void CudaBackend::begin_step_impl(const LiveStep* table, int64_t table_size, uint32_t* cursor,

@@ -669,6 +669,7 @@ Dataset open_dataset(const std::string& path, const OpenDatasetOptions& options)
       throw Error(detail::concat("cache ", path, " holds ", dataset.size, "x", dataset.size,
                                  " images, but size ", options.size,
                                  " was asked for: prepare a cache of that size"));
+    if (options.log) log_skipped_files(path, *options.log);  // as an image tree's cache says it
     return dataset;
   }
   check_data_path(path);

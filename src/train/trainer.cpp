@@ -148,8 +148,9 @@ void Trainer::issue_step(const ImageSet& data, const int32_t* device_order, int 
     key.first = static_cast<uint32_t>(shard.begin);
     key.live = live;
     backend_.gather_augment(data.images.data(), data.count, size, device_order, augment_, key, x);
-    backend_.gather_values(data.labels.data(), device_order, labels);
-    if (data.weights.numel() > 0) backend_.gather_values(data.weights.data(), device_order, weights);
+    backend_.gather_values(data.labels.data(), data.labels.numel(), device_order, labels);
+    if (data.weights.numel() > 0)
+      backend_.gather_values(data.weights.data(), data.weights.numel(), device_order, weights);
   }
   mark(StepPhase::Augment);
   RngKey dropout_key = make_key(seed_, RngStream::kDropout, epoch, step);
@@ -492,12 +493,12 @@ std::vector<float> Trainer::predict_logits(const ImageSet& data, EpochStats* sta
     TensorView labels{batch_labels_.data(), {n}, backend_.device()};
     backend_.gather_augment(data.images.data(), data.count, size, order.data() + first, plain, {},
                             x);
-    backend_.gather_values(data.labels.data(), order.data() + first, labels);
+    backend_.gather_values(data.labels.data(), data.labels.numel(), order.data() + first, labels);
     ConstTensorView out = model_.forward(x, /*training=*/false);
     TensorView dlogits{dlogits_.data(), {n}, backend_.device()};
     backend_.sigmoid_bce(ConstTensorView{out.data, {n}, out.device}, labels, {}, dlogits,
                          loss_and_correct());
-    backend_.gather_values(out.data, positions.data(),
+    backend_.gather_values(out.data, out.numel(), positions.data(),
                            TensorView{device_logits.data() + first, {n}, backend_.device()});
   }
   copy_bytes(logits.data(), Device::Cpu, device_logits.data(), backend_.device(),

@@ -361,6 +361,13 @@ TEST(OpenDataset, PreparesATreeOnceAndReusesItWhileUnchanged) {
   EXPECT_NE(log2.str().find("train/NORMAL/text.jpeg ("), std::string::npos) << log2.str();
   EXPECT_EQ(log2.str().find("prepare:"), std::string::npos) << log2.str();
   EXPECT_EQ(second.split("train").images, first.split("train").images);
+  // And when that cache is given itself (`--data CACHE`, as a prepared one is).
+  std::ostringstream log_cache;
+  options.log = &log_cache;
+  open_dataset(cache, options);
+  EXPECT_NE(log_cache.str().find("the cache leaves out 3 files its prepare skipped"),
+            std::string::npos)
+      << log_cache.str();
 
   // A new image changes the hash: prepared again, now with it.
   write_image(tree.dir / "train/NORMAL/d.png", tagged_image(30, 30, 12));

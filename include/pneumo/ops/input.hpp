@@ -5,8 +5,11 @@
 //   (N) on the device. out: (N, 1, size, size) float in [0, 1]. With settings.enabled, image slot
 //   i is warped by parameters drawn from (key, key.first + i) (augment.hpp); else a plain gather
 //   and scale;
-// - gather_values: out[i] = values[indices[i]]; values and indices on the device (labels, sample
-//   weights);
+// - gather_values: out[i] = values[indices[i]]; values (value_count of them) and indices on the
+//   device (labels, sample weights). An index outside [0, value_count) is a caller's bug: the CPU
+//   throws, CUDA (which cannot stop a kernel with a message) writes NaN there, as gather_augment
+//   does, so the loss turns NaN and the trainer's guard names the step, instead of reading
+//   another allocation's memory;
 // - begin_step: a live step's start (pneumo/live_step.hpp): the table entry under the cursor
 //   becomes the current step, its `count` indices are gathered from the epoch order, the cursor
 //   advances by one. All pointers on the device; count >= 1; the cursor below table_size.
@@ -30,12 +33,14 @@ inline void check_gather_augment(Device device, const uint8_t* images, int size,
                batch);
 }
 
-inline void check_gather_values(Device device, const float* values, const int32_t* indices,
-                                ConstTensorView out) {
+inline void check_gather_values(Device device, const float* values, int64_t value_count,
+                                const int32_t* indices, ConstTensorView out) {
   const char* op = "gather_values";
   expect_on(device, op, {{"out", out}});
   PNEUMO_CHECK(out.numel() == 0 || (values && indices), op, ": null values or indices for ",
                out.numel(), " outputs");
+  PNEUMO_CHECK(out.numel() == 0 || value_count > 0, op, ": ", out.numel(),
+               " outputs gathered from ", value_count, " values");
 }
 
 inline void check_begin_step(const LiveStep* table, int64_t table_size, const uint32_t* cursor,
