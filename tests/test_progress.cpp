@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <sstream>
 
 #include "core/atomic_file.hpp"
@@ -268,6 +270,32 @@ TEST(History, CsvAndJsonlFileContents) {
   EXPECT_THROW(writer.append(reserved), Error);
   reserved.values = {{"val_seconds", 1}};
   EXPECT_THROW(writer.append(reserved), Error);
+}
+
+// The history's rate is the float the optimizer ran at, named as Keras's CSVLogger names it (the
+// shortest decimal that reads back as that float).
+TEST(History, TheRateIsTheFloatTheOptimizerRanAtInItsShortestDecimal) {
+  // A plateau cut by 0.3 from 0.001: Keras multiplies the float32 it reads back.
+  const double cut = static_cast<double>(0.001f) * 0.3;  // 0.0003000000142492354
+  EXPECT_EQ(rate_as_run(cut), 0.0003);
+  EXPECT_EQ(rate_as_run(0.001 * 0.3), 0.0003);  // the exact double product, 0.00030000000000000003
+  EXPECT_EQ(rate_as_run(0.001), 0.001);
+  EXPECT_EQ(rate_as_run(1e-3 * 0.1 * 0.1), 1e-5);
+  // A schedule's rate with more digits than a float holds keeps the float's (at most nine).
+  const double cosine = 7.123456789012345e-4;
+  const double kept = rate_as_run(cosine);
+  EXPECT_EQ(static_cast<float>(kept), static_cast<float>(cosine));
+  EXPECT_NE(kept, cosine);
+  char nine[32];  // a decimal of nine significant digits at most
+  std::snprintf(nine, sizeof nine, "%.9g", kept);
+  EXPECT_EQ(std::strtod(nine, nullptr), kept) << nine;
+  EXPECT_EQ(rate_as_run(0.0), 0.0);
+  // Written to history.csv as that decimal.
+  EpochRecord record;
+  record.epoch = 0;
+  record.learning_rate = rate_as_run(cut);
+  EXPECT_NE(history_to_csv({record}).find("\n0,0.0003,"), std::string::npos)
+      << history_to_csv({record});
 }
 
 TEST(History, ResumeKeepsEarlierEpochsAndDropsLaterOnes) {

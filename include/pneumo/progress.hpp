@@ -58,7 +58,7 @@ class ProgressReporter {
 };
 
 // One finished epoch: its metrics (EpochMetrics::values: loss, accuracy, val_loss, val_accuracy,
-// val_auc, ...), the learning rate it trained with and its wall time: `seconds` from the epoch's
+// val_auc, ...), the learning rate it trained with (rate_as_run) and its wall time: `seconds` from the epoch's
 // first step to its checkpoints captured and queued for writing (a background thread writes
 // them while the next epoch runs), of which `train_seconds` the training steps and
 // `val_seconds` the validation passes (NaN: not recorded, as in histories written before these
@@ -77,6 +77,12 @@ struct EpochRecord {
 // known names first in a fixed order, others alphabetically; NaN prints as n/a; the split of the
 // time only when it was recorded.
 std::string format_epoch_summary(const EpochRecord& record, int total_epochs);
+
+// The learning rate as a history records it: the rate the optimizer ran at (a float32, as Keras
+// keeps it) named by the shortest decimal that reads back as that float, as Keras's CSVLogger
+// writes it: 0.0003 for a rate cut by 0.3 from 0.001, not the double of the float product
+// (0.0003000000142492354) nor the exact double product (0.00030000000000000003).
+double rate_as_run(double learning_rate);
 
 // Seconds as pneumo prints them: two decimals below 10 s (a GPU's validation pass of 0.04 s is
 // not "0.0"), one above.

@@ -75,6 +75,18 @@ std::string metric_group(const std::map<std::string, double>& values, const std:
 
 }  // namespace
 
+double rate_as_run(double learning_rate) {
+  if (!std::isfinite(learning_rate)) return learning_rate;
+  const float ran = static_cast<float>(learning_rate);
+  char text[32];
+  for (int digits = 1; digits <= 9; ++digits) {  // 9 significant digits name any float
+    std::snprintf(text, sizeof text, "%.*g", digits, static_cast<double>(ran));
+    const double shortest = std::strtod(text, nullptr);
+    if (static_cast<float>(shortest) == ran) return shortest;
+  }
+  return static_cast<double>(ran);
+}
+
 std::string format_progress_line(const ProgressSnapshot& s) {
   int64_t percent = s.total_steps > 0 ? s.step * 100 / s.total_steps : 0;
   const int64_t steps_here = s.step - s.first_step;

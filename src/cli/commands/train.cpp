@@ -1197,7 +1197,7 @@ std::optional<int> TrainingRun::train_and_validate(int epoch, bool& stopped) {
   const EpochMetrics metrics = validate(epoch, train_stats);
   EpochRecord record;
   record.epoch = epoch;
-  record.learning_rate = control_.learning_rate;
+  record.learning_rate = rate_as_run(control_.learning_rate);
   record.train_seconds = train_stats.seconds;
   record.val_seconds = seconds_since(val_start);
   record.values = metrics.values;
