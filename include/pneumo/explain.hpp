@@ -72,7 +72,8 @@ std::vector<float> upsample_map(const float* map, int64_t height, int64_t width,
                                 double stride = 0.0, double offset = 0.0);
 
 // A PNG of `image` (uint8 (size, size)) with `map` ((size, size), scaled by its maximum) blended
-// over it as a colour map. Returns "" when written, else why not (a build without OpenCV).
+// over it as a colour map. Returns "" when written, else why not (a build without OpenCV, which
+// writes none); throws pneumo::Error when the file cannot be written.
 std::string write_heatmap_overlay(const std::string& path, const uint8_t* image, int size,
                                   const float* map);
 

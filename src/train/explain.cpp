@@ -181,7 +181,10 @@ void write_gallery(const std::string& folder, const GradCam& cam, const GalleryI
     members[2 * (*in.labels)[i] + predicted].push_back(i);
   }
   std::ostringstream md;
-  md << "# Gallery: " << in.title << "\n\nGrad-CAM of " << in.layer << ", threshold "
+  md << "# Gallery: " << in.title << "\n\nGrad-CAM of " << in.layer
+     << " for the PNEUMONIA logit, whatever the prediction (for an image called NORMAL the map "
+        "shows what pushed it towards pneumonia, so the NORMAL columns' maps are often faint), "
+        "threshold "
      << format_threshold(in.threshold) << ". Each overlay is scaled to its own peak; the mean maps average maps"
      << " scaled to a peak of 1, drawn over the mean image of their cell.\n\n"
      << "## Mean map per confusion cell\n\n"
@@ -233,8 +236,13 @@ void write_gallery(const std::string& folder, const GradCam& cam, const GalleryI
       const std::vector<float> map = map_of(i);
       const std::string problem = write_heatmap_overlay(
           (fs::path(folder) / name.str()).string(), in.images->data() + i * pixels, size, map.data());
-      // Not rounded onto 1 or 0: a false positive read "p(pneumonia) 1.0000".
-      md << "- p(pneumonia) " << format_fraction(sigmoid(cam.logits[i]), 4) << ", `"
+      // Not rounded onto 1 or 0 (a false positive read "p(pneumonia) 1.0000"), nor onto the
+      // threshold or past it (0.50004, a false positive at 0.5, read "0.5000").
+      md << "- p(pneumonia) "
+         << format_decided_probability(sigmoid(cam.logits[i]),
+                                       predicts_pneumonia(cam.logits[i], in.threshold),
+                                       in.threshold, 4)
+         << ", `"
          << (*in.files)[i] << "`"
          << (problem.empty() ? "\n\n  ![](" + name.str() + ")\n" : " (no PNG: " + problem + ")\n");
     }

@@ -103,6 +103,15 @@ TEST(Cli, TrainEvaluatePredictOnTheSample) {
   // The sample's carved validation split holds 9 images of a class: too few for Youden's J.
   EXPECT_NE(line.find("PNEUMONIA when p > 0.5 (default 0.5 (validation holds 9 images of a class, "
                       "fewer than 20 for Youden's J"), std::string::npos) << line;
+  // A training checkpoint's 0.5 says it is one, and where the chosen threshold is.
+  auto from_last = pneumo_command("predict --model " + run + "/checkpoints/last.safetensors " +
+                                      kSample + "/test/NORMAL --csv --device cpu",
+                                  dir.file("cache"));
+  ASSERT_EQ(from_last.status, 0) << from_last.output;
+  EXPECT_NE(from_last.output.find("PNEUMONIA when p > 0.5 (default 0.5: a training checkpoint; a "
+                                  "finished run's model.safetensors holds the threshold"),
+            std::string::npos)
+      << from_last.output;
   std::getline(csv, line);
   EXPECT_EQ(line, "path,probability_pneumonia,label");
   int predictions = 0;
@@ -931,6 +940,17 @@ TEST(Cli, ExplainWritesAMapPerImage) {
                                        " --split test --gallery-out " + dir.file("unused"),
                                    cache);
   EXPECT_EQ(no_gallery.status, 2) << no_gallery.output;
+  // --scores (or --json) inside the gallery's folder could replace gallery.md: refused first.
+  const std::string new_gallery = dir.file("gallery_with_scores");
+  auto scores_inside = pneumo_command("evaluate --device cpu --model " + run +
+                                          "/model.safetensors --data " + kSample +
+                                          " --split test --gallery 1 --gallery-out " + new_gallery +
+                                          " --scores " + new_gallery + "/gallery.md",
+                                      cache);
+  EXPECT_EQ(scores_inside.status, 2) << scores_inside.output;
+  EXPECT_NE(scores_inside.output.find("lies in the gallery folder"), std::string::npos)
+      << scores_inside.output;
+  EXPECT_FALSE(fs::exists(new_gallery + "/gallery.md"));
   auto two = pneumo_command("evaluate --device cpu --model " + run + "/model.safetensors --model " +
                                 run + "/model.safetensors --data " + kSample +
                                 " --split test --gallery 2", cache);

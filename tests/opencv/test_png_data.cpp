@@ -13,6 +13,10 @@
 #include <vector>
 
 #include "data/cache_internal.hpp"
+#include "pneumo/error.hpp"
+#include "pneumo/explain.hpp"
+#include "data_test_util.hpp"
+#include "temp_dir.hpp"
 #include "png_util.hpp"
 
 namespace pneumo {
@@ -262,6 +266,21 @@ TEST(PngData, HeadersPngDoesNotAllowAreRefused) {
   // A palette image needs its PLTE before the image data.
   EXPECT_EQ(with_header(testing::png_header(13, 9, 8, 3)),
             "corrupt PNG (a palette image whose IDAT comes before any PLTE chunk)");
+}
+
+// A Grad-CAM overlay that cannot be written stops the command (explain, the gallery) instead of
+// leaving its maps out while the command reports success.
+TEST(HeatmapOverlay, AFileThatCannotBeWrittenIsAnError) {
+  testing::TempDir dir;
+  const std::vector<uint8_t> image(16 * 16, 100);
+  std::vector<float> map(16 * 16, 0.0f);
+  map[5 * 16 + 7] = 2.0f;
+  EXPECT_EQ(write_heatmap_overlay(dir.file("ok.png"), image.data(), 16, map.data()), "");
+  EXPECT_EQ(cv::imread(dir.file("ok.png")).cols, 16);
+  testing::write_file(dir.file("blocker"), "a file, not a folder");
+  EXPECT_THROW(write_heatmap_overlay(dir.file("blocker") + "/overlay.png", image.data(), 16,
+                                     map.data()),
+               Error);
 }
 
 }  // namespace

@@ -93,6 +93,11 @@ struct TrainOptions {
 // Youden's J on fewer validation images of a class than this picks cuts that do not carry over
 // (on the official 16-image split it chose 0.984, labelling p = 0.98 NORMAL): 0.5 is kept instead.
 constexpr int kMinThresholdClassImages = 20;
+// The threshold rule of a training checkpoint (checkpoints/last, best, an interrupted run's): 0.5,
+// since the run chooses its threshold on validation only when it ends, into model.safetensors.
+inline constexpr const char* kTrainingCheckpointRule =
+    "default 0.5: a training checkpoint; a finished run's model.safetensors holds the threshold "
+    "it chose on validation";
 
 nlohmann::json to_json(const TrainOptions& options);
 // Checks every value a user can get wrong; throws pneumo::Error naming the flag and the value.

@@ -20,6 +20,7 @@
 #include "cli/commands/guards.hpp"
 #include "core/atomic_file.hpp"
 #include "core/json_text.hpp"
+#include "core/paths.hpp"
 #include "pneumo/backend.hpp"
 #include "pneumo/checkpoint.hpp"
 #include "pneumo/data.hpp"
@@ -137,8 +138,8 @@ Ensemble load_models(const std::vector<std::string>& paths, const InferenceFlags
     if (!ensemble.members.empty() && member.checkpoint.metadata.input_size != ensemble.first().input_size)
       throw Error(detail::concat("checkpoint ", path, " expects ", member.checkpoint.metadata.input_size,
                                  "x", member.checkpoint.metadata.input_size, " images but ",
-                                 paths.front(), " expects ", ensemble.first().input_size,
-                                 "; an ensemble needs one input size"));
+                                 paths.front(), " expects ", ensemble.first().input_size, "x",
+                                 ensemble.first().input_size, "; an ensemble needs one input size"));
     if (!ensemble.backend) {
       BackendOptions options;
       options.device = flags.device;
@@ -215,6 +216,16 @@ int run_evaluate(const EvaluateOptions& options) {
                          ", which would be overwritten; give another file");
   if (same_output_file(options.json, options.scores))
     throw UsageError("--json and --scores name the same file; give each its own");
+  // Written after the gallery, a file inside its folder could replace gallery.md or an overlay.
+  if (options.gallery > 0)
+    for (const auto& [flag, path] :
+         {std::pair<const char*, const std::string&>{"--json", options.json},
+          {"--scores", options.scores}})
+      if (!path.empty() &&
+          is_same_or_inside(fs::weakly_canonical(fs::absolute(path)),
+                            fs::weakly_canonical(fs::absolute(gallery_folder))))
+        throw UsageError(std::string(flag) + " " + path + " lies in the gallery folder " +
+                         gallery_folder + ", whose files it could replace; give a file outside it");
   check_output_file(options.json, "--json", OutputFile::EvaluateJson);
   check_output_file(options.scores, "--scores", OutputFile::EvaluateScores);
   refuse_output_inside_data(options.json, "--json " + options.json, options.data);
@@ -407,8 +418,12 @@ DecodedInputs decode_inputs(const std::vector<std::string>& inputs, int size) {
   decoded.failures = static_cast<int>(unreadable.size());
   std::vector<uint8_t> image(static_cast<size_t>(size) * size);
   for (const auto& file : files) {
-    std::string note;
-    const std::string problem = decode_image_file(file, size, image.data(), &note);
+    std::string note, problem;
+    try {  // a decoder's exception (OpenCV's, out of memory) skips the file, as prepare does
+      problem = decode_image_file(file, size, image.data(), &note);
+    } catch (const std::exception& e) {
+      problem = std::string("decoder error: ") + e.what();
+    }
     if (!problem.empty()) {
       std::cerr << "pneumo: warning: skipping " << one_line(file) << ": " << problem << "\n";
       ++decoded.failures;

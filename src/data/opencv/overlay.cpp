@@ -5,6 +5,7 @@
 
 #include <algorithm>
 
+#include "pneumo/error.hpp"
 #include "pneumo/explain.hpp"
 
 namespace pneumo {
@@ -21,7 +22,15 @@ std::string write_heatmap_overlay(const std::string& path, const uint8_t* image,
   cv::applyColorMap(heat, coloured, cv::COLORMAP_JET);
   cv::cvtColor(gray, base, cv::COLOR_GRAY2BGR);
   cv::addWeighted(base, 0.6, coloured, 0.4, 0.0, blended);
-  if (!cv::imwrite(path, blended)) return "cannot write " + path;
+  // A write that fails (a full disk, a folder gone) stops the command: maps it was asked for
+  // would be missing while it reported success.
+  bool written = false;
+  try {
+    written = cv::imwrite(path, blended);
+  } catch (const cv::Exception& e) {
+    throw Error("cannot write " + path + ": " + e.what());
+  }
+  if (!written) throw Error("cannot write " + path);
   return "";
 }
 
