@@ -294,4 +294,13 @@ for flags in "--epochs abc" "--no-such-flag"; do
   [[ $bad_parse -eq 2 && $errors == 1 ]] ||
     { cat bad-parse.log; echo "FAIL: $flags on 2 ranks: status $bad_parse, $errors error lines (one wanted)"; exit 1; }
 done
+echo "== sync batch-norm still normalises each rank's share: one image at 1x1 planes is refused"
+# bn5's planes are 1x1 at 16 px, and a batch of 3 leaves a rank 1 image: the local op needs 2
+# values a channel even when the statistics are synchronised (it failed at the first step).
+sync_small=0
+timeout 120 "${mpirun[@]}" "$pneumo" train --data "$source_dir/data/sample" --device cpu --size 16 \
+  --batch 3 --seed 7 --threads 1 --epochs 1 --sync-batchnorm true --out sync-small \
+  >sync-small.log 2>&1 || sync_small=$?
+[[ $sync_small -eq 2 ]] && grep -q "batch-norm needs 2 values a channel" sync-small.log ||
+  { cat sync-small.log; echo "FAIL: --sync-batchnorm with 1 image a rank: status $sync_small"; exit 1; }
 echo "test_data_parallel: all checks passed (status $status after the kill; $differ for other flags)"

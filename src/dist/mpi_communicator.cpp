@@ -246,9 +246,11 @@ class MpiCommunicator final : public Communicator {
   std::vector<MPI_Request> requests_;  // started, not yet finished
 };
 
-// The rank's place among the ranks on its machine, as the launcher numbers them.
+// The rank's place among the ranks on its machine, as the launcher numbers them (Open MPI, MPICH's
+// Hydra, Slurm, a PMIx launcher, MVAPICH); 0 under none of them.
 int local_rank() {
-  for (const char* name : {"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID"})
+  for (const char* name : {"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID",
+                           "PMIX_LOCAL_RANK", "MV2_COMM_WORLD_LOCAL_RANK"})
     if (const char* value = std::getenv(name)) return std::atoi(value);
   return 0;
 }

@@ -695,6 +695,16 @@ void TrainingRun::set_up_backend() {
   backend_options.cpu_threads = options_.threads;
   backend_options.tuning_cache = tuning_cache_path(options_.tuning_cache);
   backend_ = make_backend(backend_options);
+  if (group_->size() > 1) {
+    // Before the transport: only CUDA ranks join NCCL's set-up (which has no timeout), so a
+    // --device auto that found a GPU on some nodes only hung there, the CPU ranks waiting in the
+    // next host collective, instead of being refused.
+    const std::string mine = backend_->device() == Device::Cuda ? "CUDA" : "CPU";
+    agree_on(*group_, mine, [&](const std::string& first) {
+      return "the " + mine + " backend (rank 0: " + first + "; --device " + options_.device +
+             " resolved differently on this node)";
+    });
+  }
   add_transport(group_, *backend_, parse_all_reduce(options_.all_reduce));
   if (!writer()) return;
   std::cerr << "backend: " << backend_->name() << "\n";
@@ -784,7 +794,9 @@ void TrainingRun::check_batchnorm_values(int64_t images) const {
   const int64_t plane = side * side;
   const std::string layer = "bn" + std::to_string(blocks);
   const int64_t last = images - (images - 1) / options_.batch * options_.batch;
-  const int64_t shares = options_.sync_batchnorm ? 1 : group_->size();
+  // Each rank's batch-norm runs on its own share of the step even when the statistics are
+  // synchronised (the local op needs 2 values a channel), so the shares count either way.
+  const int64_t shares = group_->size();
   const int64_t fewest = std::min<int64_t>(options_.batch, last) / shares;
   if (fewest * plane >= 2) return;
   throw UsageError(detail::concat(
