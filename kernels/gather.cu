@@ -13,7 +13,7 @@ __global__ void gather_values_kernel(const float* values, int64_t value_count,
                                      const int32_t* indices, float* out, int64_t n) {
   for (int64_t i = global_thread_index(); i < n; i += grid_stride()) {
     const int32_t index = indices[i];
-    out[i] = index >= 0 && index < value_count ? values[index] : __int_as_float(0x7fc00000);
+    out[i] = index >= 0 && index < value_count ? values[index] : nanf("");
   }
 }
 

@@ -207,25 +207,21 @@ int run_evaluate(const EvaluateOptions& options) {
   if (options.gallery > 0)
     require_new_or_empty_folder(gallery_folder, "gallery folder", "--gallery-out",
                                 "its overlays would mix with those of this run");
-  // An output file that is an input (a model) or the other output would lose one of them.
+  // An output file that is an input (a model) or the other output would lose one of them; one
+  // inside the gallery's folder, written after the gallery, could replace gallery.md or an overlay.
   for (const auto& [flag, path] : {std::pair<const char*, const std::string&>{"--json", options.json},
-                                   {"--scores", options.scores}})
+                                   {"--scores", options.scores}}) {
     for (const std::string& model : options.models)
       if (same_output_file(path, model))
         throw UsageError(std::string(flag) + " names the model " + model +
                          ", which would be overwritten; give another file");
+    if (options.gallery > 0 && !path.empty() &&
+        is_same_or_inside(resolved(path), resolved(gallery_folder)))
+      throw UsageError(std::string(flag) + " " + path + " lies in the gallery folder " +
+                       gallery_folder + ", whose files it could replace; give a file outside it");
+  }
   if (same_output_file(options.json, options.scores))
     throw UsageError("--json and --scores name the same file; give each its own");
-  // Written after the gallery, a file inside its folder could replace gallery.md or an overlay.
-  if (options.gallery > 0)
-    for (const auto& [flag, path] :
-         {std::pair<const char*, const std::string&>{"--json", options.json},
-          {"--scores", options.scores}})
-      if (!path.empty() &&
-          is_same_or_inside(fs::weakly_canonical(fs::absolute(path)),
-                            fs::weakly_canonical(fs::absolute(gallery_folder))))
-        throw UsageError(std::string(flag) + " " + path + " lies in the gallery folder " +
-                         gallery_folder + ", whose files it could replace; give a file outside it");
   check_output_file(options.json, "--json", OutputFile::EvaluateJson);
   check_output_file(options.scores, "--scores", OutputFile::EvaluateScores);
   refuse_output_inside_data(options.json, "--json " + options.json, options.data);

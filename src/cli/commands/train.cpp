@@ -655,7 +655,6 @@ TrainingRun::TrainingRun(const TrainOptions& options, std::unique_ptr<Communicat
   metadata_.seed = options.seed;
   // The threshold is chosen on validation when the run ends, into model.safetensors only: a
   // training checkpoint (last, best, an interrupted run's) says so wherever its 0.5 is applied.
-  metadata_.decision_threshold = 0.5;
   metadata_.threshold_rule = kTrainingCheckpointRule;
   metadata_.config = to_json(options);
   metadata_.extra["carved_split_crc32"] = carved_split_fingerprint(splits_.train, splits_.val);
